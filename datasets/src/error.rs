@@ -1,0 +1,79 @@
+//! The one error type of the datasets crate.
+
+use std::path::PathBuf;
+
+/// Errors raised while creating, reading or ingesting into a workspace.
+///
+/// Every variant names the file or the input it is about, so a message on its own
+/// tells the user where to look.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    /// An I/O failure on a named path.
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory is not a slicetest workspace (no `workspace.toml`).
+    #[error("{0} is not a slicetest workspace (no workspace.toml); run `slicetest init` first")]
+    NotAWorkspace(PathBuf),
+    /// `init` was asked to create a workspace where one already is.
+    #[error("{0} already holds a slicetest workspace")]
+    AlreadyAWorkspace(PathBuf),
+    /// A dataset, slice or run name that could become a path or break SQL.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    /// The named dataset does not exist in the workspace.
+    #[error("no dataset named {name:?} in this workspace{hint}")]
+    UnknownDataset { name: String, hint: String },
+    /// A dataset version that does not exist.
+    #[error("dataset {dataset:?} has no version {version} (latest is {latest})")]
+    UnknownVersion { dataset: String, version: u64, latest: u64 },
+    /// The input given to an importer is unusable as a whole (not a per-file problem).
+    #[error("{source_path}: {message}")]
+    BadInput { source_path: PathBuf, message: String },
+    /// Every candidate file of an ingest was rejected, or `--strict` refused a partial ingest.
+    #[error("{message}")]
+    NothingIngested { message: String },
+    /// A manifest file that does not parse.
+    #[error("invalid {what} {path}: {message}")]
+    BadManifestFile { what: &'static str, path: PathBuf, message: String },
+    /// Arrow / Parquet / DataFusion failures while reading or writing tables.
+    #[error("{context}: {source}")]
+    DataFusion {
+        context: String,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+}
+
+impl DatasetError {
+    /// Wraps an I/O error with the action and the path it concerns.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| DatasetError::Io { action, path, source }
+    }
+
+    /// Wraps an Arrow, Parquet or DataFusion error with what was being done.
+    pub fn df(context: impl Into<String>) -> impl FnOnce(datafusion::error::DataFusionError) -> Self {
+        let context = context.into();
+        move |source| DatasetError::DataFusion { context, source }
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for DatasetError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        DatasetError::DataFusion { context: "arrow".into(), source: e.into() }
+    }
+}
+
+impl From<datafusion::parquet::errors::ParquetError> for DatasetError {
+    fn from(e: datafusion::parquet::errors::ParquetError) -> Self {
+        DatasetError::DataFusion { context: "parquet".into(), source: e.into() }
+    }
+}
+
+/// Result alias of the datasets crate.
+pub type Result<T, E = DatasetError> = std::result::Result<T, E>;

@@ -1,0 +1,65 @@
+//! Small synthetic inputs for tests and benchmarks: real PNG/JPEG files written to disk,
+//! and a ready-made two-dataset workspace used by the SQL tests.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use crate::error::Result;
+use crate::import::{ImportOptions, SourceFormat};
+use crate::ingest::{IngestOptions, ingest};
+use crate::workspace::Workspace;
+
+/// Encodes a `w`×`h` RGB gradient seeded by `seed` in `format`.
+pub fn image_bytes(w: u32, h: u32, seed: u8, format: image::ImageFormat) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x as u8).wrapping_mul(17) ^ seed, (y as u8).wrapping_mul(29), seed.wrapping_add(x as u8)])
+    });
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, format).expect("encoding to memory");
+    out.into_inner()
+}
+
+/// Writes an image file at `path` (creating parent folders), format from the extension.
+pub fn write_image(path: &Path, w: u32, h: u32, seed: u8) {
+    let format = image::ImageFormat::from_path(path).unwrap_or(image::ImageFormat::Png);
+    std::fs::create_dir_all(path.parent().expect("has a parent")).expect("create fixture folder");
+    std::fs::write(path, image_bytes(w, h, seed, format)).expect("write fixture image");
+}
+
+/// The `photos` folder: (relative path, width, height).
+pub const PHOTOS: &[(&str, u32, u32)] = &[
+    ("train/cat/c1.png", 8, 6),
+    ("train/cat/c2.png", 16, 16),
+    ("train/dog/d1.png", 10, 10),
+    ("val/cat/c3.png", 4, 4),
+    ("test/dog/d2.jpg", 20, 10),
+    ("test/bird/b1.png", 12, 8),
+    ("loose.png", 3, 5),
+];
+
+/// The `street` manifest: five images with extra columns, NULLs and non-ASCII text.
+pub const STREET_CSV: &str = "path,label,split,weather,num_people,brightness,caption\n\
+s1.png,car,train,sunny,3,0.8,A red car\n\
+s2.png,car,test,rain,0,0.2,\n\
+s3.png,person,train,,7,0.5,\"Crowd, at night\"\n\
+s4.png,person,test,fog,,0.1,naïve café\n\
+s5.png,,val,sunny,1,,x\n";
+
+/// Builds a workspace in `dir` with datasets `photos` (a folder, the default) and
+/// `street` (a CSV manifest), both ingested through the real importers.
+pub async fn fixture_workspace(dir: &Path) -> Result<Workspace> {
+    let src = dir.join("src");
+    for (i, (rel, w, h)) in PHOTOS.iter().enumerate() {
+        write_image(&src.join("photos").join(rel), *w, *h, i as u8);
+    }
+    for i in 1..=5u32 {
+        write_image(&src.join("street").join(format!("s{i}.png")), 4 * i, 3 + i, 100 + i as u8);
+    }
+    std::fs::write(src.join("street/manifest.csv"), STREET_CSV).expect("write manifest");
+    let mut ws = Workspace::init(dir.join("ws"))?;
+    let quiet =
+        |name: &str, format| IngestOptions { format, import: ImportOptions::default(), ..IngestOptions::new(name) };
+    ingest(&mut ws, &src.join("photos"), &quiet("photos", SourceFormat::Folder)).await?;
+    ingest(&mut ws, &src.join("street/manifest.csv"), &quiet("street", SourceFormat::Manifest)).await?;
+    Workspace::open(dir.join("ws"))
+}

@@ -1,0 +1,177 @@
+//! COCO-style JSON: `images` (id, file_name), `annotations` (image_id, category_id) and
+//! `categories` (id, name). Files resolve against the JSON's folder (or `--root`).
+//! `image_id` follows the folder rule (path relative to the root); the COCO id is kept
+//! as `coco_id`, and annotations become per-image counts `num_<category>` (category
+//! names lowercased, non-alphanumerics turned into `_`), plus `num_annotations`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use serde::Deserialize;
+
+use super::{Candidate, CandidateSet, ImportOptions, Rejection, canonical_root, relative_id, resolve_inside};
+use crate::error::{DatasetError, Result};
+
+#[derive(Deserialize)]
+struct CocoFile {
+    images: Vec<CocoImage>,
+    #[serde(default)]
+    annotations: Vec<CocoAnnotation>,
+    #[serde(default)]
+    categories: Vec<CocoCategory>,
+}
+
+#[derive(Deserialize)]
+struct CocoImage {
+    id: i64,
+    file_name: String,
+}
+
+#[derive(Deserialize)]
+struct CocoAnnotation {
+    image_id: i64,
+    category_id: i64,
+}
+
+#[derive(Deserialize)]
+struct CocoCategory {
+    id: i64,
+    name: String,
+}
+
+pub(super) fn gather(path: &Path, options: &ImportOptions) -> Result<CandidateSet> {
+    let bad = |message: String| DatasetError::BadInput { source_path: path.to_path_buf(), message };
+    let text = std::fs::read(path).map_err(DatasetError::io("reading", path))?;
+    let coco: CocoFile = serde_json::from_slice(&text).map_err(|e| bad(format!("not a COCO JSON file: {e}")))?;
+    if coco.images.is_empty() {
+        return Err(bad("the \"images\" list is empty".into()));
+    }
+    let root_dir = options.root.clone().unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
+    let root = canonical_root(if root_dir.as_os_str().is_empty() { Path::new(".") } else { &root_dir })?;
+
+    // Category id → column, in category-id order; names that collide after cleaning get the id appended.
+    let mut columns: BTreeMap<i64, String> = BTreeMap::new();
+    let mut taken: HashMap<String, i64> = HashMap::new();
+    for cat in &coco.categories {
+        let mut name = format!("num_{}", column_safe(&cat.name));
+        if taken.contains_key(&name) || name == "num_annotations" {
+            name = format!("{name}_{}", cat.id);
+        }
+        taken.insert(name.clone(), cat.id);
+        columns.insert(cat.id, name);
+    }
+    let image_index: HashMap<i64, usize> = coco.images.iter().enumerate().map(|(i, im)| (im.id, i)).collect();
+    let mut counts: HashMap<i64, Vec<i64>> = columns.keys().map(|&c| (c, vec![0; coco.images.len()])).collect();
+    let mut totals = vec![0i64; coco.images.len()];
+    for (n, ann) in coco.annotations.iter().enumerate() {
+        let Some(&img) = image_index.get(&ann.image_id) else {
+            return Err(bad(format!("annotation #{n} refers to image id {} which is not in \"images\"", ann.image_id)));
+        };
+        let Some(col) = counts.get_mut(&ann.category_id) else {
+            return Err(bad(format!(
+                "annotation #{n} has category id {} which is not in \"categories\"",
+                ann.category_id
+            )));
+        };
+        col[img] += 1;
+        totals[img] += 1;
+    }
+
+    let mut set = CandidateSet::default();
+    let mut rows = Vec::new();
+    let mut seen = HashMap::new();
+    for (i, im) in coco.images.iter().enumerate() {
+        let item = format!("image id {} ({})", im.id, im.file_name);
+        if let Some(prev) = seen.insert(im.id, i) {
+            set.rejected
+                .push(Rejection { item, reason: format!("duplicate COCO image id (first at position {prev})") });
+            continue;
+        }
+        match resolve_inside(&root, &root.join(&im.file_name)) {
+            Ok(file) => {
+                set.candidates.push(Candidate {
+                    image_id: relative_id(&root, &file).expect("inside root"),
+                    uri: file.to_string_lossy().into_owned(),
+                    file,
+                    split: None,
+                    label: None,
+                    row: rows.len(),
+                });
+                rows.push(i);
+            }
+            Err(reason) => set.rejected.push(Rejection { item, reason }),
+        }
+    }
+
+    let mut fields =
+        vec![Field::new("coco_id", DataType::Int64, true), Field::new("num_annotations", DataType::Int64, true)];
+    let mut arrays: Vec<ArrayRef> = vec![
+        Arc::new(rows.iter().map(|&i| coco.images[i].id).collect::<Int64Array>()),
+        Arc::new(rows.iter().map(|&i| totals[i]).collect::<Int64Array>()),
+    ];
+    for (cat, name) in &columns {
+        fields.push(Field::new(name, DataType::Int64, true));
+        arrays.push(Arc::new(rows.iter().map(|&i| counts[cat][i]).collect::<Int64Array>()));
+    }
+    set.extra = Some(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?);
+    Ok(set)
+}
+
+/// `"traffic light"` → `traffic_light`.
+fn column_safe(name: &str) -> String {
+    let mut out: String =
+        name.trim().to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    while out.contains("__") {
+        out = out.replace("__", "_");
+    }
+    out.trim_matches('_').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+
+    #[test]
+    fn category_names_become_column_names() {
+        assert_eq!(column_safe("traffic light"), "traffic_light");
+        assert_eq!(column_safe(" Hair-Drier!"), "hair_drier");
+    }
+
+    #[test]
+    fn annotations_become_per_image_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("imgs")).unwrap();
+        for f in ["a.jpg", "b.jpg"] {
+            std::fs::write(dir.path().join("imgs").join(f), b"x").unwrap();
+        }
+        let json = r#"{"images":[{"id":1,"file_name":"imgs/a.jpg"},{"id":2,"file_name":"imgs/b.jpg"},
+            {"id":3,"file_name":"../escape.jpg"}],
+            "annotations":[{"image_id":1,"category_id":1},{"image_id":1,"category_id":1},{"image_id":2,"category_id":3}],
+            "categories":[{"id":1,"name":"person"},{"id":3,"name":"traffic light"}]}"#;
+        std::fs::write(dir.path().join("c.json"), json).unwrap();
+        let set = gather(&dir.path().join("c.json"), &ImportOptions::default()).unwrap();
+        assert_eq!(set.candidates.len(), 2);
+        assert_eq!(set.candidates[0].image_id, "imgs/a.jpg");
+        assert_eq!(set.rejected.len(), 1);
+        let extra = set.extra.unwrap();
+        let col = |n: &str| extra.column_by_name(n).unwrap().as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(col("num_person"), vec![2, 0]);
+        assert_eq!(col("num_traffic_light"), vec![0, 1]);
+        assert_eq!(col("num_annotations"), vec![2, 1]);
+    }
+
+    #[test]
+    fn dangling_annotations_are_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = r#"{"images":[{"id":1,"file_name":"a.jpg"}],"annotations":[{"image_id":9,"category_id":1}],
+            "categories":[{"id":1,"name":"person"}]}"#;
+        std::fs::write(dir.path().join("c.json"), json).unwrap();
+        let err = gather(&dir.path().join("c.json"), &ImportOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("refers to image id 9"), "{err}");
+    }
+}

@@ -1,0 +1,244 @@
+//! Manifests: a CSV, Parquet or JSON-lines table with one row per image.
+//!
+//! One column holds the file path (`path`, `uri`, `file`, `file_name` or `filename`, or
+//! the one named by `--path-column`); relative paths are relative to the manifest's
+//! folder, and every path must resolve inside that folder (or `--root`). Optional
+//! `image_id`, `split` and `label` columns fill those columns; every other column is
+//! kept, with its type, as a queryable column of `images`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
+
+use super::{
+    Candidate, CandidateSet, ImportOptions, Rejection, canonical_root, normalize_split, relative_id, resolve_inside,
+};
+use crate::error::{DatasetError, Result};
+use crate::record::COMPUTED_COLUMNS;
+use crate::workspace::closest;
+
+/// Column names tried, in order, when no `--path-column` is given.
+pub const PATH_COLUMNS: &[&str] = &["path", "uri", "file", "file_name", "filename"];
+
+pub(super) async fn gather(path: &Path, options: &ImportOptions) -> Result<CandidateSet> {
+    let table = read_table(path).await?;
+    let bad = |message: String| DatasetError::BadInput { source_path: path.to_path_buf(), message };
+    if table.num_rows() == 0 {
+        return Err(bad("the manifest has no rows".into()));
+    }
+    let names: Vec<String> = table.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let path_col = choose_path_column(&names, options.path_column.as_deref()).map_err(&bad)?;
+    if let Some(clash) = names.iter().find(|n| COMPUTED_COLUMNS.contains(&n.as_str()) && **n != path_col) {
+        return Err(bad(format!(
+            "column {clash:?} is computed by slicetest from the image itself; rename it in the manifest"
+        )));
+    }
+    let root_dir = match &options.root {
+        Some(r) => r.clone(),
+        None => path.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    let root = canonical_root(if root_dir.as_os_str().is_empty() { Path::new(".") } else { &root_dir })?;
+
+    let paths = string_column(&table, &path_col)?.expect("path column exists");
+    let ids = string_column(&table, "image_id")?;
+    let splits = string_column(&table, "split")?;
+    let labels = string_column(&table, "label")?;
+
+    let mut set = CandidateSet::default();
+    let mut rows = Vec::new();
+    let mut first_row_of: HashMap<String, usize> = HashMap::new();
+    for row in 0..table.num_rows() {
+        let raw = (!paths.is_null(row)).then(|| paths.value(row).trim()).unwrap_or("");
+        let item = format!("row {} ({})", row + 1, if raw.is_empty() { "no path" } else { raw });
+        let reject = |reason: String| Rejection { item: item.clone(), reason };
+        let file = match resolve_row_path(&root, raw) {
+            Ok(f) => f,
+            Err(reason) => {
+                set.rejected.push(reject(reason));
+                continue;
+            }
+        };
+        let image_id = match ids.as_ref().filter(|a| !a.is_null(row)) {
+            Some(a) => a.value(row).to_string(),
+            None => relative_id(&root, &file).expect("resolved inside root"),
+        };
+        if let Some(first) = first_row_of.get(&image_id) {
+            set.rejected.push(reject(format!("duplicate image_id {image_id:?} (first at row {})", first + 1)));
+            continue;
+        }
+        first_row_of.insert(image_id.clone(), row);
+        let value = |a: &Option<StringArray>| a.as_ref().filter(|a| !a.is_null(row)).map(|a| a.value(row).to_string());
+        set.candidates.push(Candidate {
+            image_id,
+            uri: file.to_string_lossy().into_owned(),
+            file,
+            split: value(&splits).map(|s| normalize_split(&s)),
+            label: value(&labels),
+            row: rows.len(),
+        });
+        rows.push(row as u32);
+    }
+    let consumed = [path_col.as_str(), "image_id", "split", "label"];
+    let keep: Vec<usize> = (0..names.len()).filter(|&i| !consumed.contains(&names[i].as_str())).collect();
+    if !keep.is_empty() {
+        let projected = table.project(&keep)?;
+        let indices = datafusion::arrow::array::UInt32Array::from(rows);
+        let taken = datafusion::arrow::compute::take_record_batch(&projected, &indices)?;
+        set.extra = Some(normalize_columns(taken)?);
+    }
+    Ok(set)
+}
+
+/// Reads the whole manifest into one batch, with types inferred from every row.
+async fn read_table(path: &Path) -> Result<RecordBatch> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let dotted = format!(".{ext}");
+    let location = path.to_string_lossy();
+    let ctx = SessionContext::new();
+    let what = match ext.as_str() {
+        "parquet" => "Parquet manifest",
+        "jsonl" | "ndjson" => "JSON-lines manifest",
+        _ => "CSV manifest",
+    };
+    let wrap = |e: datafusion::error::DataFusionError| DatasetError::BadManifestFile {
+        what,
+        path: path.to_path_buf(),
+        message: e.strip_backtrace(),
+    };
+    let df = match ext.as_str() {
+        "parquet" => ctx.read_parquet(&*location, ParquetReadOptions::default().file_extension(&dotted)).await,
+        "jsonl" | "ndjson" => {
+            let opts = JsonReadOptions::default().file_extension(&dotted).schema_infer_max_records(usize::MAX);
+            ctx.read_json(&*location, opts).await
+        }
+        _ => {
+            let opts =
+                CsvReadOptions::new().has_header(true).file_extension(&dotted).schema_infer_max_records(usize::MAX);
+            ctx.read_csv(&*location, opts).await
+        }
+    }
+    .map_err(wrap)?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(wrap)?;
+    Ok(concat_batches(&schema, &batches)?)
+}
+
+fn choose_path_column(names: &[String], requested: Option<&str>) -> Result<String, String> {
+    if let Some(want) = requested {
+        return match names.iter().find(|n| *n == want) {
+            Some(n) => Ok(n.clone()),
+            None => Err(match closest(want, names) {
+                Some(c) => format!("the manifest has no column {want:?}; did you mean {c:?}?"),
+                None => format!("the manifest has no column {want:?}; its columns are: {}", names.join(", ")),
+            }),
+        };
+    }
+    PATH_COLUMNS.iter().find_map(|p| names.iter().find(|n| n.eq_ignore_ascii_case(p))).cloned().ok_or_else(|| {
+        format!(
+            "the manifest has no path column (looked for {}; or pass --path-column); its columns are: {}",
+            PATH_COLUMNS.join(", "),
+            names.join(", ")
+        )
+    })
+}
+
+fn resolve_row_path(root: &Path, raw: &str) -> Result<std::path::PathBuf, String> {
+    if raw.is_empty() {
+        return Err("empty path".into());
+    }
+    let local = raw.strip_prefix("file://").unwrap_or(raw);
+    if local.contains("://") {
+        return Err("only local files are supported, not URLs".into());
+    }
+    let p = Path::new(local);
+    resolve_inside(root, &if p.is_absolute() { p.to_path_buf() } else { root.join(p) })
+}
+
+/// A column cast to UTF-8 (labels may be integers), or None if the manifest lacks it.
+fn string_column(table: &RecordBatch, name: &str) -> Result<Option<StringArray>> {
+    let Ok(idx) = table.schema().index_of(name) else { return Ok(None) };
+    let col = cast(table.column(idx), &DataType::Utf8)?;
+    Ok(Some(col.as_any().downcast_ref::<StringArray>().expect("cast to Utf8").clone()))
+}
+
+/// Makes every input column nullable and stores strings as plain `Utf8` (DataFusion reads
+/// Parquet strings as `Utf8View`), so the same column from a CSV and a Parquet manifest
+/// has one type across versions.
+fn normalize_columns(batch: RecordBatch) -> Result<RecordBatch> {
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let plain = match field.data_type() {
+            DataType::Utf8View | DataType::LargeUtf8 => Some(DataType::Utf8),
+            DataType::BinaryView | DataType::LargeBinary => Some(DataType::Binary),
+            _ => None,
+        };
+        match plain {
+            Some(t) => {
+                columns.push(cast(column, &t)?);
+                fields.push(Field::new(field.name(), t, true));
+            }
+            None => {
+                columns.push(column.clone());
+                fields.push(field.as_ref().clone().with_nullable(true));
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn path_column_is_found_or_explained() {
+        assert_eq!(choose_path_column(&names(&["id", "Path"]), None).unwrap(), "Path");
+        let err = choose_path_column(&names(&["id", "weather"]), None).unwrap_err();
+        assert!(err.contains("no path column") && err.contains("weather"), "{err}");
+        let err = choose_path_column(&names(&["filepath"]), Some("filepth")).unwrap_err();
+        assert!(err.contains("did you mean \"filepath\""), "{err}");
+    }
+
+    #[tokio::test]
+    async fn csv_rows_become_candidates_with_typed_extra_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.png"), b"x").unwrap();
+        fs::write(dir.path().join("b.png"), b"x").unwrap();
+        let csv = "path,label,split,num_people,weather\na.png,cat,Training,3,sunny\nb.png,7,,,\n\
+                   ../outside.png,dog,test,1,rain\na.png,cat,train,2,fog\nmissing.png,cat,train,1,x\n";
+        fs::write(dir.path().join("m.csv"), csv).unwrap();
+        let set = gather(&dir.path().join("m.csv"), &ImportOptions::default()).await.unwrap();
+        let ids: Vec<_> = set.candidates.iter().map(|c| c.image_id.as_str()).collect();
+        assert_eq!(ids, ["a.png", "b.png"]);
+        assert_eq!(set.candidates[0].split.as_deref(), Some("train"));
+        assert_eq!(set.candidates[1].label.as_deref(), Some("7"));
+        let reasons: Vec<_> = set.rejected.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].contains("cannot open") || reasons[0].contains("outside"), "{reasons:?}");
+        assert!(reasons[1].contains("duplicate image_id \"a.png\" (first at row 1)"), "{reasons:?}");
+        let extra = set.extra.unwrap();
+        assert_eq!(extra.num_rows(), 2);
+        assert_eq!(extra.schema().field_with_name("num_people").unwrap().data_type(), &DataType::Int64);
+        assert!(extra.column(0).is_null(1));
+    }
+
+    #[tokio::test]
+    async fn a_computed_column_in_the_manifest_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("m.csv"), "path,width\na.png,3\n").unwrap();
+        let err = gather(&dir.path().join("m.csv"), &ImportOptions::default()).await.unwrap_err().to_string();
+        assert!(err.contains("\"width\" is computed by slicetest"), "{err}");
+    }
+}

@@ -1,0 +1,226 @@
+//! Importers: each turns one kind of input into a [`CandidateSet`], the files to probe
+//! plus the per-image columns the input carries. Probing, merging and publishing a
+//! version are the same for all of them (see [`crate::ingest`]).
+
+mod coco;
+mod folder;
+mod idx;
+mod manifest;
+
+use std::path::{Component, Path, PathBuf};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use serde::Serialize;
+
+use crate::error::{DatasetError, Result};
+use crate::layout::WorkspaceLayout;
+
+pub use idx::{FASHION_MNIST_CLASSES, IdxClasses};
+
+/// The kinds of input `slicetest ingest` understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceFormat {
+    /// Decide from the path: a directory of IDX files, an image folder, or a manifest by extension.
+    #[default]
+    Auto,
+    /// A folder of images, recursive; class-named subfolders give `label`, train/val/test parents give `split`.
+    Folder,
+    /// A CSV, Parquet or JSON-lines manifest with a path column and any other columns.
+    Manifest,
+    /// MNIST-style IDX files (`train-images-idx3-ubyte.gz`, …) with digit labels.
+    Idx,
+    /// Fashion-MNIST's IDX files, labelled with its ten class names.
+    FashionMnist,
+    /// A COCO-style JSON file (images, annotations, categories).
+    Coco,
+}
+
+impl SourceFormat {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceFormat::Auto => "auto",
+            SourceFormat::Folder => "folder",
+            SourceFormat::Manifest => "manifest",
+            SourceFormat::Idx => "idx",
+            SourceFormat::FashionMnist => "fashion-mnist",
+            SourceFormat::Coco => "coco",
+        }
+    }
+}
+
+/// Importer settings that come from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Forces a split for every image that has none from the input.
+    pub split: Option<String>,
+    /// The folder that image paths must stay inside (default: the manifest's or JSON's folder).
+    pub root: Option<PathBuf>,
+    /// The manifest column holding file paths (default: the first of `path`, `uri`, `file`, `file_name`, `filename`).
+    pub path_column: Option<String>,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// One file an importer proposes to ingest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// Stable id: the file's path relative to the import root, or the input's own id.
+    pub image_id: String,
+    /// Where to read the file.
+    pub file: PathBuf,
+    /// Value of the `uri` column: absolute path, or workspace-relative for files slicetest wrote.
+    pub uri: String,
+    /// train / val / test / holdout, or another value the input gave.
+    pub split: Option<String>,
+    /// Class label, when the input has one.
+    pub label: Option<String>,
+    /// Row of this candidate in [`CandidateSet::extra`].
+    pub row: usize,
+}
+
+/// An input item that was not ingested, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// The file or manifest row concerned.
+    pub item: String,
+    /// Why it was skipped, in words a person can act on.
+    pub reason: String,
+}
+
+/// What an importer found: candidates, their extra columns, and what it refused up front.
+#[derive(Debug, Default)]
+pub struct CandidateSet {
+    /// Files to probe, in input order.
+    pub candidates: Vec<Candidate>,
+    /// Input columns (manifest columns, COCO counts), one row per candidate `row`.
+    pub extra: Option<RecordBatch>,
+    /// Items refused before probing (missing file, path outside the root, duplicate id, …).
+    pub rejected: Vec<Rejection>,
+    /// Non-image files that were passed over.
+    pub ignored: usize,
+    /// The format that was actually used (after auto-detection).
+    pub format: SourceFormat,
+}
+
+/// Runs the importer for `format` (auto-detected when `Auto`) on `path`.
+pub async fn gather(
+    path: &Path,
+    format: SourceFormat,
+    options: &ImportOptions,
+    layout: &WorkspaceLayout,
+    dataset: &str,
+) -> Result<CandidateSet> {
+    if !path.exists() {
+        return Err(DatasetError::BadInput {
+            source_path: path.to_path_buf(),
+            message: "no such file or directory".into(),
+        });
+    }
+    let format = match format {
+        SourceFormat::Auto => detect(path)?,
+        f => f,
+    };
+    let mut set = match format {
+        SourceFormat::Folder => folder::gather(path, options)?,
+        SourceFormat::Manifest => manifest::gather(path, options).await?,
+        SourceFormat::Coco => coco::gather(path, options)?,
+        SourceFormat::Idx => idx::gather(path, IdxClasses::Digits, options, layout, dataset)?,
+        SourceFormat::FashionMnist => idx::gather(path, IdxClasses::FashionMnist, options, layout, dataset)?,
+        SourceFormat::Auto => unreachable!("resolved above"),
+    };
+    set.format = format;
+    if let Some(split) = &options.split {
+        let split = normalize_split(split);
+        for c in set.candidates.iter_mut().filter(|c| c.split.is_none()) {
+            c.split = Some(split.clone());
+        }
+    }
+    Ok(set)
+}
+
+fn detect(path: &Path) -> Result<SourceFormat> {
+    if path.is_dir() {
+        if idx::looks_like_idx_dir(path) {
+            let fashion = path.to_string_lossy().to_lowercase().contains("fashion");
+            return Ok(if fashion { SourceFormat::FashionMnist } else { SourceFormat::Idx });
+        }
+        return Ok(SourceFormat::Folder);
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "csv" | "parquet" | "jsonl" | "ndjson" => Ok(SourceFormat::Manifest),
+        "json" => Ok(SourceFormat::Coco),
+        _ => Err(DatasetError::BadInput {
+            source_path: path.to_path_buf(),
+            message: "cannot tell the input format: give a folder, a .csv/.parquet/.jsonl manifest or a COCO .json, \
+                      or pass --format"
+                .into(),
+        }),
+    }
+}
+
+/// Maps common spellings of a split to train / val / test / holdout; other values are kept, lowercased.
+pub fn normalize_split(s: &str) -> String {
+    let lower = s.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "train" | "training" => "train".into(),
+        "val" | "valid" | "validation" | "dev" => "val".into(),
+        "test" | "testing" => "test".into(),
+        "holdout" | "hold-out" | "hold_out" => "holdout".into(),
+        _ => lower,
+    }
+}
+
+/// A path relative to `root`, with '/' separators: the image-id rule for files on disk.
+pub(crate) fn relative_id(root: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(root).ok()?;
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// Resolves `file` and checks it stays inside `root` (both canonical), following symlinks.
+pub(crate) fn resolve_inside(root: &Path, file: &Path) -> Result<PathBuf, String> {
+    let canonical = file.canonicalize().map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+    if !canonical.starts_with(root) {
+        return Err(format!(
+            "path {} is outside the folder {}; move the file inside it or pass --root",
+            canonical.display(),
+            root.display()
+        ));
+    }
+    if !canonical.is_file() {
+        return Err(format!("{} is not a regular file", canonical.display()));
+    }
+    Ok(canonical)
+}
+
+/// Canonicalizes an import root with a clear error.
+pub(crate) fn canonical_root(root: &Path) -> Result<PathBuf> {
+    root.canonicalize().map_err(DatasetError::io("opening", root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_are_normalised() {
+        assert_eq!(normalize_split("Training"), "train");
+        assert_eq!(normalize_split("validation"), "val");
+        assert_eq!(normalize_split("TEST"), "test");
+        assert_eq!(normalize_split("calib"), "calib");
+    }
+
+    #[test]
+    fn relative_ids_use_forward_slashes() {
+        assert_eq!(relative_id(Path::new("/r"), Path::new("/r/a/b.png")).as_deref(), Some("a/b.png"));
+        assert_eq!(relative_id(Path::new("/r"), Path::new("/x/b.png")), None);
+    }
+}

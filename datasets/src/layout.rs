@@ -1,0 +1,126 @@
+//! Where things live inside a workspace directory (see docs/architecture.md).
+//!
+//! ```text
+//! workspace.toml
+//! workspace.lock                                   writers hold an exclusive lock on it
+//! datasets/<ds>/versions/<n>/images.parquet        immutable once published
+//! datasets/<ds>/versions/<n>/version.json          manifest of version n
+//! datasets/<ds>/versions/<n>/ingest-report.json    what the ingest skipped and why
+//! datasets/<ds>/files/<aa>/<sha256>.<ext>          image files slicetest wrote itself (IDX import)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{DatasetError, Result};
+
+/// Paths of a workspace rooted at one directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceLayout {
+    root: PathBuf,
+}
+
+impl WorkspaceLayout {
+    /// A layout rooted at `root` (nothing is checked or created).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The workspace directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `workspace.toml`.
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("workspace.toml")
+    }
+
+    /// `workspace.lock`, the writers' lock file.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("workspace.lock")
+    }
+
+    /// `datasets/`.
+    pub fn datasets_dir(&self) -> PathBuf {
+        self.root.join("datasets")
+    }
+
+    /// `datasets/<ds>/`.
+    pub fn dataset_dir(&self, dataset: &str) -> PathBuf {
+        self.datasets_dir().join(dataset)
+    }
+
+    /// `datasets/<ds>/versions/`.
+    pub fn versions_dir(&self, dataset: &str) -> PathBuf {
+        self.dataset_dir(dataset).join("versions")
+    }
+
+    /// `datasets/<ds>/versions/<n>/`.
+    pub fn version_dir(&self, dataset: &str, version: u64) -> PathBuf {
+        self.versions_dir(dataset).join(version.to_string())
+    }
+
+    /// `datasets/<ds>/versions/<n>/images.parquet`.
+    pub fn images_file(&self, dataset: &str, version: u64) -> PathBuf {
+        self.version_dir(dataset, version).join(IMAGES_FILE)
+    }
+
+    /// `datasets/<ds>/files/`: image files written by slicetest itself, content-addressed.
+    pub fn files_dir(&self, dataset: &str) -> PathBuf {
+        self.dataset_dir(dataset).join("files")
+    }
+
+    /// Resolves a `uri` column value to a local file: relative values are inside the workspace.
+    pub fn resolve_uri(&self, uri: &str) -> PathBuf {
+        let path = Path::new(uri.strip_prefix("file://").unwrap_or(uri));
+        if path.is_absolute() { path.to_path_buf() } else { self.root.join(path) }
+    }
+}
+
+/// File name of a version's image table.
+pub const IMAGES_FILE: &str = "images.parquet";
+/// File name of a version's manifest.
+pub const VERSION_FILE: &str = "version.json";
+/// File name of a version's ingest report.
+pub const REPORT_FILE: &str = "ingest-report.json";
+
+/// Checks a dataset (or slice, run) name: 1-64 of `A-Z a-z 0-9 _ -`, starting with a letter or digit.
+///
+/// Such a name can never become a path component like `..` or contain a separator,
+/// and it is a valid SQL identifier once quoted.
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |reason| Err(DatasetError::InvalidName { name: name.to_string(), reason });
+    if name.is_empty() || name.len() > 64 {
+        return bad("names are 1 to 64 characters long");
+    }
+    if !name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+        return bad("names start with a letter or a digit");
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return bad("names use only letters, digits, '_' and '-'");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_become_paths_are_refused() {
+        for bad in ["", "..", "a/b", "a\\b", ".hidden", "-x", "a b", "é", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["fashion_mnist", "coco-2017", "A1", "9lives"] {
+            validate_name(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn relative_uris_resolve_inside_the_workspace() {
+        let l = WorkspaceLayout::new("/ws");
+        assert_eq!(l.resolve_uri("datasets/a/files/x.png"), PathBuf::from("/ws/datasets/a/files/x.png"));
+        assert_eq!(l.resolve_uri("/data/x.png"), PathBuf::from("/data/x.png"));
+        assert_eq!(l.resolve_uri("file:///data/x.png"), PathBuf::from("/data/x.png"));
+    }
+}

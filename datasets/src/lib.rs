@@ -1,0 +1,27 @@
+//! slicetest's datasets crate: the workspace on disk, importers, and immutable dataset
+//! versions.
+//!
+//! Data flow: an importer ([`import`]) lists candidate files → [`probe`] hashes and
+//! decodes them in parallel → [`merge`] folds the accepted rows onto the latest version →
+//! [`ingest`] publishes the result as a new immutable version ([`version`]).
+
+pub mod atomic;
+pub mod error;
+pub mod fixtures;
+pub mod import;
+pub mod ingest;
+pub mod layout;
+pub mod merge;
+pub mod probe;
+pub mod progress;
+pub mod record;
+pub mod version;
+pub mod workspace;
+
+pub use error::{DatasetError, Result};
+pub use import::{ImportOptions, Rejection, SourceFormat};
+pub use ingest::{IngestOptions, IngestReport, import_table, ingest};
+pub use layout::{WorkspaceLayout, validate_name};
+pub use probe::Verify;
+pub use version::DatasetVersion;
+pub use workspace::{DatasetInfo, Workspace, closest};

@@ -1,0 +1,169 @@
+//! Reading one image file: its bytes' SHA-256, its format and dimensions, and a check
+//! that it really decodes.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{ImageFormat, ImageReader, Limits};
+use sha2::{Digest, Sha256};
+
+/// How thoroughly an ingest checks each image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verify {
+    /// Decode every pixel: catches truncated and corrupt files (the default).
+    #[default]
+    Full,
+    /// Read only the header: faster on large photos, misses truncated pixel data.
+    Header,
+}
+
+/// Largest image slicetest decodes, in pixels per side. Anything larger is refused
+/// rather than risking an out-of-memory on a crafted header.
+pub const MAX_SIDE: u32 = 16_384;
+/// Upper bound on the memory one decode may allocate.
+pub const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// What slicetest records about one image file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// Lowercase hex SHA-256 of the file's bytes.
+    pub sha256: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Format name: `png`, `jpeg`, `gif`, `webp`, `bmp`, `tiff`.
+    pub format: &'static str,
+    /// File size in bytes.
+    pub bytes: u64,
+}
+
+/// Hex SHA-256 of a byte slice.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Reads and checks the image at `path`; the error is a reason a person can act on.
+pub fn probe_file(path: &Path, verify: Verify) -> Result<ImageFacts, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read file: {e}"))?;
+    probe_bytes(&bytes, verify)
+}
+
+/// Checks an in-memory image file.
+pub fn probe_bytes(bytes: &[u8], verify: Verify) -> Result<ImageFacts, String> {
+    if bytes.is_empty() {
+        return Err("empty file".into());
+    }
+    let mut reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| format!("cannot read file: {e}"))?;
+    let Some(format) = reader.format() else {
+        return Err("not an image: unrecognised file signature".into());
+    };
+    let format_name = format_name(format).ok_or_else(|| format!("unsupported image format {format:?}"))?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let (width, height) = match verify {
+        Verify::Header => reader.into_dimensions().map_err(describe_decode_error)?,
+        Verify::Full => {
+            let img = reader.decode().map_err(describe_decode_error)?;
+            (img.width(), img.height())
+        }
+    };
+    if width == 0 || height == 0 {
+        return Err(format!("image has no pixels ({width}×{height})"));
+    }
+    Ok(ImageFacts { sha256: sha256_hex(bytes), width, height, format: format_name, bytes: bytes.len() as u64 })
+}
+
+fn format_name(format: ImageFormat) -> Option<&'static str> {
+    Some(match format {
+        ImageFormat::Png => "png",
+        ImageFormat::Jpeg => "jpeg",
+        ImageFormat::Gif => "gif",
+        ImageFormat::WebP => "webp",
+        ImageFormat::Bmp => "bmp",
+        ImageFormat::Tiff => "tiff",
+        _ => return None,
+    })
+}
+
+fn describe_decode_error(e: image::ImageError) -> String {
+    match e {
+        image::ImageError::Limits(l) => {
+            format!("image too large to decode safely ({l}); slicetest accepts up to {MAX_SIDE}×{MAX_SIDE} pixels")
+        }
+        image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "truncated image: the file ends before the image data does".into()
+        }
+        other => format!("corrupt image: {other}"),
+    }
+}
+
+/// File extensions the folder importer treats as images.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"];
+
+/// Whether a path has one of [`IMAGE_EXTENSIONS`] (case-insensitive).
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn a_valid_png_gives_its_facts() {
+        let bytes = png(5, 3);
+        let facts = probe_bytes(&bytes, Verify::Full).unwrap();
+        assert_eq!((facts.width, facts.height, facts.format), (5, 3, "png"));
+        assert_eq!(facts.bytes, bytes.len() as u64);
+        assert_eq!(facts.sha256, sha256_hex(&bytes));
+        assert_eq!(facts.sha256.len(), 64);
+    }
+
+    #[test]
+    fn a_truncated_png_is_caught_by_full_verification() {
+        let bytes = png(64, 64);
+        let cut = &bytes[..bytes.len() / 2];
+        let err = probe_bytes(cut, Verify::Full).unwrap_err();
+        assert!(err.contains("truncated") || err.contains("corrupt"), "{err}");
+        // A header-only check cannot see it; that is the documented trade-off.
+        assert!(probe_bytes(cut, Verify::Header).is_ok());
+    }
+
+    #[test]
+    fn text_named_jpg_is_not_an_image() {
+        let err = probe_bytes(b"hello, I am text", Verify::Full).unwrap_err();
+        assert!(err.contains("not an image"), "{err}");
+        assert_eq!(probe_bytes(b"", Verify::Full).unwrap_err(), "empty file");
+    }
+
+    #[test]
+    fn a_huge_header_is_refused_without_allocating() {
+        // A PNG header claiming 20000×20000 pixels, no data.
+        let mut bytes = png(1, 1);
+        bytes[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+        let err = probe_bytes(&bytes, Verify::Full).unwrap_err();
+        assert!(err.contains("too large") || err.contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn image_extensions_are_case_insensitive() {
+        assert!(has_image_extension(Path::new("a/B.JPG")));
+        assert!(!has_image_extension(Path::new("a/b.txt")));
+        assert!(!has_image_extension(Path::new("a/noext")));
+    }
+}

@@ -1,0 +1,39 @@
+//! The one error type of the engine crate.
+
+/// Errors surfaced to the CLI and, later, the HTTP API.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A workspace or ingest problem.
+    #[error(transparent)]
+    Dataset(#[from] slicetest_datasets::DatasetError),
+    /// Building the SQL session failed.
+    #[error(transparent)]
+    Sql(#[from] slicetest_sql::SqlError),
+    /// A query failed to plan or run; the message is DataFusion's plus a hint where we have one.
+    #[error("{message}")]
+    Query {
+        /// What went wrong, for a person.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    /// Writing results failed.
+    #[error("writing results: {0}")]
+    Output(String),
+}
+
+impl EngineError {
+    /// A query error with DataFusion's text made readable (no backtrace, hint appended).
+    pub fn query(source: datafusion::error::DataFusionError, hint: Option<String>) -> Self {
+        let mut message = source.strip_backtrace();
+        if let Some(h) = hint {
+            message.push_str("\n  hint: ");
+            message.push_str(&h);
+        }
+        EngineError::Query { message, source }
+    }
+}
+
+/// Result alias of the engine crate.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

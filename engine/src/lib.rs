@@ -1,0 +1,101 @@
+//! The slicetest facade: one [`Engine`] per opened workspace. The CLI (and later the
+//! HTTP API) talk only to this crate.
+
+pub mod error;
+pub mod output;
+pub mod query;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{DataFrame, SessionContext};
+
+pub use error::{EngineError, Result};
+pub use output::{OutputFormat, write_stream};
+pub use slicetest_datasets::{
+    DatasetInfo, DatasetVersion, ImportOptions, IngestOptions, IngestReport, SourceFormat, Verify, Workspace,
+};
+
+/// Default memory pool for query execution; operators that need more spill or fail with a clear error.
+pub const DEFAULT_QUERY_MEMORY: usize = 4 << 30;
+
+/// An opened workspace plus the runtime its queries execute in.
+pub struct Engine {
+    workspace: Workspace,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl Engine {
+    /// Opens the workspace at `root`.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        Self::from_workspace(Workspace::open(root.as_ref())?)
+    }
+
+    /// Creates a new workspace at `root`.
+    pub fn init(root: impl AsRef<Path>) -> Result<Self> {
+        Self::from_workspace(Workspace::init(root.as_ref())?)
+    }
+
+    /// Opens the workspace at `root`, creating it if needed.
+    pub fn open_or_init(root: impl AsRef<Path>) -> Result<Self> {
+        Self::from_workspace(Workspace::open_or_init(root.as_ref())?)
+    }
+
+    fn from_workspace(workspace: Workspace) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(DEFAULT_QUERY_MEMORY, 1.0)
+            .build_arc()
+            .map_err(|e| EngineError::query(e, None))?;
+        Ok(Self { workspace, runtime })
+    }
+
+    /// The underlying workspace.
+    pub fn workspace(&self) -> &Workspace {
+        &self.workspace
+    }
+
+    /// Ingests `path` (see [`slicetest_datasets::ingest`]).
+    pub async fn ingest(&mut self, path: &Path, options: &IngestOptions) -> Result<IngestReport> {
+        Ok(slicetest_datasets::ingest(&mut self.workspace, path, options).await?)
+    }
+
+    /// Makes `dataset` the default schema for unqualified table names.
+    pub fn use_dataset(&mut self, dataset: &str) -> Result<()> {
+        Ok(self.workspace.set_default_dataset(dataset)?)
+    }
+
+    /// A fresh SQL session over the current versions of every dataset.
+    pub async fn context(&self) -> Result<SessionContext> {
+        Ok(slicetest_sql::workspace_context(&self.workspace, self.runtime.clone()).await?)
+    }
+
+    /// Plans a read-only query.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        query::plan(&self.context().await?, sql).await
+    }
+
+    /// Runs a read-only query and streams its batches.
+    pub async fn sql_stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        query::stream(&self.context().await?, sql).await
+    }
+
+    /// All datasets with their versions.
+    pub fn datasets(&self) -> Result<Vec<DatasetInfo>> {
+        Ok(self.workspace.datasets()?)
+    }
+
+    /// One version of a dataset (the latest when `version` is None).
+    pub fn describe(&self, dataset: &str, version: Option<u64>) -> Result<DatasetVersion> {
+        let info = self.workspace.dataset(dataset)?;
+        let latest = info.latest().expect("a listed dataset has a version").version;
+        match version {
+            None => Ok(info.latest().cloned().expect("non-empty")),
+            Some(v) => info.versions.into_iter().find(|d| d.version == v).ok_or_else(|| {
+                slicetest_datasets::DatasetError::UnknownVersion { dataset: dataset.to_string(), version: v, latest }
+                    .into()
+            }),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a fresh Debian machine with Rust and
+# Python: the Fashion-MNIST Debian package and the Python test packages. Idempotent:
+# it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+
+apt_packages=()
+[ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_packages+=(dataset-fashion-mnist)
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+  echo "installing Debian packages: ${apt_packages[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = "--python" ] || [ "${1:-}" = "--all" ]; then
+  if ! python3 -c 'import duckdb, pyarrow, pytest' 2>/dev/null; then
+    echo "installing Python test packages"
+    python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+  fi
+fi

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit, integration and sqllogictest tests, then the Python
+# tests (CLI end to end, and result parity with DuckDB on the same Parquet).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh --all
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/slicetest-target}"
+cargo test --workspace --locked
+# `cargo test` built target/debug/slicetest for the integration tests; the Python tests use it.
+SLICETEST_BIN="$CARGO_TARGET_DIR/debug/slicetest" python3 -m pytest -q tests/python

@@ -1,0 +1,76 @@
+//! The SQL view of a workspace: catalog `slicetest`, one schema per dataset, and in
+//! each schema the tables of that dataset (`images` for now).
+//!
+//! Tables are DataFusion `ListingTable`s over the dataset's Parquet files, pinned to
+//! the version that was latest when the session was built: a query never sees half of
+//! a concurrent ingest, and projection/filter pushdown and statistics come for free.
+//! Keeping access behind `TableProvider`s is what lets the same SQL run on Ballista
+//! over object storage later.
+
+use std::sync::Arc;
+
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use slicetest_datasets::Workspace;
+use slicetest_datasets::version::DatasetVersion;
+
+use crate::error::Result;
+
+/// Name of the catalog that holds one schema per dataset.
+pub const CATALOG: &str = "slicetest";
+/// Schema used as the default when the workspace has no dataset yet.
+pub const EMPTY_SCHEMA: &str = "public";
+/// Name of the per-dataset image table.
+pub const IMAGES_TABLE: &str = "images";
+
+/// Session settings for a workspace: catalog `slicetest`, the default dataset as default schema.
+pub fn session_config(workspace: &Workspace) -> SessionConfig {
+    let default_schema = workspace.config().default_dataset.clone().unwrap_or_else(|| EMPTY_SCHEMA.to_string());
+    SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, default_schema)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true)
+}
+
+/// A SessionContext over `workspace` with the given runtime (memory limits live there).
+pub async fn workspace_context(workspace: &Workspace, runtime: Arc<RuntimeEnv>) -> Result<SessionContext> {
+    let state = SessionStateBuilder::new()
+        .with_config(session_config(workspace))
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    register_workspace(&ctx, workspace).await?;
+    Ok(ctx)
+}
+
+/// Registers catalog `slicetest` with a schema per dataset of `workspace`.
+pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> Result<()> {
+    let catalog = Arc::new(MemoryCatalogProvider::new());
+    catalog.register_schema(EMPTY_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
+    for info in workspace.datasets()? {
+        let latest = info.latest().expect("listed datasets have a version");
+        let schema = Arc::new(MemorySchemaProvider::new());
+        schema.register_table(IMAGES_TABLE.to_string(), images_table(ctx, workspace, latest).await?)?;
+        catalog.register_schema(&info.name, schema)?;
+    }
+    ctx.register_catalog(CATALOG, catalog);
+    Ok(())
+}
+
+async fn images_table(
+    ctx: &SessionContext,
+    workspace: &Workspace,
+    version: &DatasetVersion,
+) -> Result<Arc<ListingTable>> {
+    let path = workspace.layout().images_file(&version.dataset, version.version);
+    let url = ListingTableUrl::parse(path.to_string_lossy())?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let schema = options.infer_schema(&ctx.state(), &url).await?;
+    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}

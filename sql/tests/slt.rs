@@ -1,0 +1,133 @@
+//! sqllogictest runner: every `sql/tests/slt/*.slt` file runs against a real workspace
+//! built from the fixture in `common/`, through the same read-only SQL path as the CLI.
+//!
+//! Run one file with `cargo test -p slicetest-sql --test slt -- images`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::SessionContext;
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+
+struct SliceTestDb {
+    ctx: SessionContext,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SltError(String);
+
+impl From<DataFusionError> for SltError {
+    fn from(e: DataFusionError) -> Self {
+        SltError(e.strip_backtrace())
+    }
+}
+
+#[async_trait]
+impl AsyncDB for SliceTestDb {
+    type Error = SltError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
+        let df = self.ctx.sql_with_options(sql, slicetest_sql::read_only()).await?;
+        let schema = df.schema().as_arrow().clone();
+        let batches = df.collect().await?;
+        if schema.fields().is_empty() {
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
+        Ok(DBOutput::Rows { types, rows: rows(&batches)? })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "slicetest"
+    }
+}
+
+fn column_type(t: &DataType) -> DefaultColumnType {
+    match t {
+        t if t.is_integer() => DefaultColumnType::Integer,
+        t if t.is_floating() || matches!(t, DataType::Decimal128(..)) => DefaultColumnType::FloatingPoint,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DefaultColumnType::Text,
+        _ => DefaultColumnType::Any,
+    }
+}
+
+fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, SltError> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SltError(e.to_string()))?;
+        for row in 0..batch.num_rows() {
+            out.push(
+                formatters
+                    .iter()
+                    .map(|f| {
+                        let v = f.value(row).to_string();
+                        if v.is_empty() { "(empty)".to_string() } else { v }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let fixture = common::fixture_workspace().await;
+    let ws = slicetest_datasets::Workspace::open(fixture.path())?;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "slt"));
+    files.sort();
+    let mut failures = 0;
+    let mut passed = 0;
+    for file in &files {
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        let ws = ws.clone();
+        let mut runner = sqllogictest::Runner::new(move || {
+            let ws = ws.clone();
+            async move {
+                let ctx = slicetest_sql::workspace_context(&ws, Arc::new(RuntimeEnv::default()))
+                    .await
+                    .map_err(|e| SltError(e.to_string()))?;
+                Ok(SliceTestDb { ctx })
+            }
+        });
+        match runner.run_file_async(file).await {
+            Ok(()) => {
+                passed += 1;
+                println!("ok   {name}");
+            }
+            Err(e) => {
+                failures += 1;
+                println!("FAIL {name}\n{e}");
+            }
+        }
+    }
+    println!("slt: {passed} passed, {failures} failed");
+    if failures > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! `slicetest ingest`.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use slicetest_engine::{Engine, ImportOptions, IngestOptions, IngestReport, SourceFormat, Verify};
+
+use super::CliError;
+
+/// Arguments of `slicetest ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// An image folder, a CSV/Parquet/JSONL manifest, a COCO JSON file or a directory of IDX files.
+    pub path: PathBuf,
+    /// Dataset to ingest into (default: derived from the path's name).
+    #[arg(long, short)]
+    pub dataset: Option<String>,
+    /// Input format (default: detected from the path).
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
+    /// Split for images whose input gives none (train, val, test, holdout, …).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Folder that manifest and COCO paths must stay inside (default: the file's folder).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Manifest column with the file paths (default: path, uri, file, file_name or filename).
+    #[arg(long)]
+    pub path_column: Option<String>,
+    /// `full` decodes every image (catches truncated files); `header` only reads headers.
+    #[arg(long, value_enum, default_value_t = VerifyArg::Full)]
+    pub verify: VerifyArg,
+    /// Fail, writing nothing, if any file is rejected.
+    #[arg(long)]
+    pub strict: bool,
+    /// Also write the ingest report (JSON) to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `--format` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Auto,
+    Folder,
+    Manifest,
+    Idx,
+    FashionMnist,
+    Coco,
+}
+
+/// `--verify` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum VerifyArg {
+    Full,
+    Header,
+}
+
+impl IngestArgs {
+    fn options(&self) -> IngestOptions {
+        let format = match self.format {
+            FormatArg::Auto => SourceFormat::Auto,
+            FormatArg::Folder => SourceFormat::Folder,
+            FormatArg::Manifest => SourceFormat::Manifest,
+            FormatArg::Idx => SourceFormat::Idx,
+            FormatArg::FashionMnist => SourceFormat::FashionMnist,
+            FormatArg::Coco => SourceFormat::Coco,
+        };
+        IngestOptions {
+            dataset: self.dataset.clone().unwrap_or_else(|| default_dataset_name(&self.path)),
+            format,
+            import: ImportOptions {
+                split: self.split.clone(),
+                root: self.root.clone(),
+                path_column: self.path_column.clone(),
+                progress: !self.quiet,
+            },
+            verify: match self.verify {
+                VerifyArg::Full => Verify::Full,
+                VerifyArg::Header => Verify::Header,
+            },
+            strict: self.strict,
+        }
+    }
+}
+
+/// `data/Fashion-MNIST/` → `fashion_mnist`; `coco/instances_val.json` → `instances_val`.
+pub fn default_dataset_name(path: &Path) -> String {
+    let stem = path
+        .canonicalize()
+        .unwrap_or_else(|_| path.to_path_buf())
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name: String = stem.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let name = name.trim_matches('_').to_string();
+    if name.is_empty() { "images".into() } else { name }
+}
+
+pub async fn run(workspace: &Path, args: IngestArgs) -> Result<(), CliError> {
+    let mut engine = Engine::open_or_init(workspace)?;
+    let report = engine.ingest(&args.path, &args.options()).await?;
+    print_report(&report);
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+/// Prints the summary line, then the rejections (at most 20) to stderr.
+pub fn print_report(r: &IngestReport) {
+    let m = &r.merge;
+    let rate = r.candidates as f64 / r.seconds.max(1e-9);
+    if r.created {
+        println!(
+            "{}: version {} published with {} images ({} added, {} changed, {} kept) from {} [{}] in {:.1}s ({rate:.0} images/s)",
+            r.dataset,
+            r.version,
+            r.total_images,
+            m.added,
+            m.changed,
+            m.kept,
+            r.source.display(),
+            r.format,
+            r.seconds
+        );
+    } else {
+        println!(
+            "{}: unchanged, still version {} with {} images ({} already ingested) in {:.1}s",
+            r.dataset, r.version, r.total_images, m.unchanged, r.seconds
+        );
+    }
+    if r.ignored > 0 {
+        println!("  {} non-image files ignored", r.ignored);
+    }
+    if !r.rejected.is_empty() {
+        eprintln!("  {} items rejected:", r.rejected.len());
+        for rej in r.rejected.iter().take(20) {
+            eprintln!("    {}: {}", rej.item, rej.reason);
+        }
+        if r.rejected.len() > 20 {
+            eprintln!("    … see the full list in the version's ingest-report.json or with --report");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_names_default_to_a_sql_friendly_stem() {
+        assert_eq!(default_dataset_name(Path::new("/x/Fashion-MNIST")), "fashion_mnist");
+        assert_eq!(default_dataset_name(Path::new("/x/instances_val.json")), "instances_val");
+        assert_eq!(default_dataset_name(Path::new("/x/---")), "images");
+    }
+}

@@ -1,0 +1,80 @@
+//! Subcommands and their arguments. Each subcommand lives in its own module and talks
+//! only to `slicetest_engine`.
+
+mod datasets;
+mod demo;
+mod ingest;
+mod sql;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use slicetest_engine::Engine;
+
+/// slicetest: test-driven development for computer-vision datasets.
+#[derive(Debug, Parser)]
+#[command(name = "slicetest", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The workspace directory.
+    #[arg(long, short = 'w', global = true, env = "SLICETEST_WORKSPACE", default_value = "slicetest-data")]
+    workspace: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a workspace.
+    Init,
+    /// Import images into a new immutable dataset version.
+    Ingest(ingest::IngestArgs),
+    /// Run a read-only SQL query over the workspace.
+    Sql(sql::SqlArgs),
+    /// List datasets with their versions and sizes.
+    Datasets,
+    /// Show a dataset version: manifest and columns.
+    Describe(datasets::DescribeArgs),
+    /// Make a dataset the default schema for SQL.
+    Use {
+        /// The dataset name.
+        dataset: String,
+    },
+    /// Run the demo on Fashion-MNIST: ingest, then query.
+    Demo(demo::DemoArgs),
+}
+
+/// The error type of every subcommand: engine errors and output errors alike.
+pub type CliError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs one parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let ws = cli.workspace;
+    match cli.command {
+        Command::Init => {
+            Engine::init(&ws)?;
+            println!("created workspace {}", ws.display());
+            Ok(())
+        }
+        Command::Ingest(args) => ingest::run(&ws, args).await,
+        Command::Sql(args) => sql::run(&ws, args).await,
+        Command::Datasets => datasets::list(&Engine::open(&ws)?),
+        Command::Describe(args) => datasets::describe(&Engine::open(&ws)?, args),
+        Command::Use { dataset } => {
+            Engine::open(&ws)?.use_dataset(&dataset)?;
+            println!("default dataset is now {dataset}");
+            Ok(())
+        }
+        Command::Demo(args) => demo::run(&ws, args).await,
+    }
+}
+
+/// Prints a boxed table with the given header and rows.
+pub(crate) fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::ASCII_FULL_CONDENSED);
+    table.set_header(header.iter().copied());
+    for row in rows {
+        table.add_row(row);
+    }
+    println!("{table}");
+}

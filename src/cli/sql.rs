@@ -1,0 +1,57 @@
+//! `slicetest sql`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use slicetest_engine::{Engine, OutputFormat, write_stream};
+
+use super::CliError;
+
+/// Arguments of `slicetest sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query (read-only: SELECT, WITH, EXPLAIN, SHOW, DESCRIBE).
+    pub query: String,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = FormatArg::Table)]
+    pub format: FormatArg,
+    /// Write to this file instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// `--format` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Table,
+    Csv,
+    Json,
+    Jsonl,
+    Parquet,
+    Arrow,
+}
+
+impl From<FormatArg> for OutputFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Table => OutputFormat::Table,
+            FormatArg::Csv => OutputFormat::Csv,
+            FormatArg::Json => OutputFormat::Json,
+            FormatArg::Jsonl => OutputFormat::Jsonl,
+            FormatArg::Parquet => OutputFormat::Parquet,
+            FormatArg::Arrow => OutputFormat::Arrow,
+        }
+    }
+}
+
+pub async fn run(workspace: &Path, args: SqlArgs) -> Result<(), CliError> {
+    let engine = Engine::open(workspace)?;
+    let stream = engine.sql_stream(&args.query).await?;
+    let out: Box<dyn Write + Send> = match &args.output {
+        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    write_stream(stream, args.format.into(), out).await?;
+    Ok(())
+}
