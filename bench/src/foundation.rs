@@ -146,16 +146,18 @@ fn synthetic_images(rows: usize) -> RecordBatch {
     const LABELS: [&str; 10] = ["cat", "dog", "car", "person", "bike", "bus", "tree", "sign", "bird", "boat"];
     const SPLITS: [&str; 4] = ["train", "train", "val", "test"];
     const FORMATS: [&str; 2] = ["jpeg", "png"];
-    let mut cols: (Vec<String>, Vec<String>, Vec<String>, Vec<i32>, Vec<i32>) = Default::default();
+    let (mut ids, mut uris, mut hashes) =
+        (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
+    let (mut width, mut height) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
     let (mut fmt, mut bytes, mut split, mut label, mut bright, mut people) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for i in 0..rows {
         let r = next();
-        cols.0.push(format!("img_{i:08}"));
-        cols.1.push(format!("/data/images/img_{i:08}.jpg"));
-        cols.2.push(format!("{:016x}{:016x}{:016x}{:016x}", r, next(), next(), next()));
-        cols.3.push(64 + (r % 1920) as i32);
-        cols.4.push(64 + ((r >> 16) % 1080) as i32);
+        ids.push(format!("img_{i:08}"));
+        uris.push(format!("/data/images/img_{i:08}.jpg"));
+        hashes.push(format!("{:016x}{:016x}{:016x}{:016x}", r, next(), next(), next()));
+        width.push(64 + (r % 1920) as i32);
+        height.push(64 + ((r >> 16) % 1080) as i32);
         fmt.push(FORMATS[((r >> 32) % 2) as usize]);
         bytes.push(10_000 + ((r >> 8) % 2_000_000) as i64);
         split.push(SPLITS[((r >> 40) % 4) as usize]);
@@ -177,11 +179,11 @@ fn synthetic_images(rows: usize) -> RecordBatch {
         Field::new("num_people", DataType::Int64, true),
     ]);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(cols.0)),
-        Arc::new(StringArray::from(cols.1)),
-        Arc::new(StringArray::from(cols.2)),
-        Arc::new(Int32Array::from(cols.3)),
-        Arc::new(Int32Array::from(cols.4)),
+        Arc::new(StringArray::from(ids)),
+        Arc::new(StringArray::from(uris)),
+        Arc::new(StringArray::from(hashes)),
+        Arc::new(Int32Array::from(width)),
+        Arc::new(Int32Array::from(height)),
         Arc::new(StringArray::from(fmt)),
         Arc::new(Int64Array::from(bytes)),
         Arc::new(StringArray::from(split)),

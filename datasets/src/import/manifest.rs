@@ -54,7 +54,7 @@ pub(super) async fn gather(path: &Path, options: &ImportOptions) -> Result<Candi
     let mut rows = Vec::new();
     let mut first_row_of: HashMap<String, usize> = HashMap::new();
     for row in 0..table.num_rows() {
-        let raw = (!paths.is_null(row)).then(|| paths.value(row).trim()).unwrap_or("");
+        let raw = if paths.is_null(row) { "" } else { paths.value(row).trim() };
         let item = format!("row {} ({})", row + 1, if raw.is_empty() { "no path" } else { raw });
         let reject = |reason: String| Rejection { item: item.clone(), reason };
         let file = match resolve_row_path(&root, raw) {
