@@ -2,59 +2,12 @@
 //! input gives a clear message and leaves no partial version; a killed ingest leaves
 //! the previous version intact.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
+use std::process::{Command, Stdio};
+
+use common::{fails, ok, setup, slicetest, sql_csv, version_entries};
 use slicetest_datasets::fixtures::{image_bytes, write_image};
-
-fn slicetest(ws: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_slicetest"))
-        .arg("--workspace")
-        .arg(ws)
-        .args(args)
-        .output()
-        .expect("slicetest runs")
-}
-
-fn ok(ws: &Path, args: &[&str]) -> String {
-    let out = slicetest(ws, args);
-    assert!(out.status.success(), "slicetest {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(ws: &Path, args: &[&str]) -> String {
-    let out = slicetest(ws, args);
-    assert!(!out.status.success(), "slicetest {args:?} should have failed");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-/// Names of published version directories of a dataset (temporary ones included, to catch leftovers).
-fn version_entries(ws: &Path, ds: &str) -> Vec<String> {
-    let dir = ws.join("datasets").join(ds).join("versions");
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut v: Vec<String> = entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    v.sort();
-    v
-}
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    ws: PathBuf,
-    src: PathBuf,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let ws = dir.path().join("ws");
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    ok(&ws, &["init"]);
-    Setup { _dir: dir, ws, src }
-}
-
-fn sql_csv(ws: &Path, query: &str) -> String {
-    ok(ws, &["sql", "--format", "csv", query])
-}
 
 #[test]
 fn ingest_then_query_in_every_output_format() {

@@ -31,6 +31,21 @@ pub enum DatasetError {
     /// A dataset version that does not exist.
     #[error("dataset {dataset:?} has no version {version} (latest is {latest})")]
     UnknownVersion { dataset: String, version: u64, latest: u64 },
+    /// The named slice does not exist.
+    #[error("no slice named {name:?} in this workspace{hint}")]
+    UnknownSlice { name: String, hint: String },
+    /// `CREATE SLICE` with a name already taken.
+    #[error("a slice named {0:?} already exists (DROP SLICE it first, or pick another name)")]
+    SliceExists(String),
+    /// A slice that has no frozen version yet, where one is needed.
+    #[error("slice {0:?} has no frozen version yet; run `FREEZE SLICE {0}` first")]
+    SliceNotFrozen(String),
+    /// A frozen version that does not exist.
+    #[error("slice {slice:?} has no frozen version {version} (latest is {latest})")]
+    UnknownSliceVersion { slice: String, version: u64, latest: u64 },
+    /// Hold-out parameters out of range.
+    #[error("invalid hold-out settings: {0}")]
+    BadHoldout(String),
     /// The input given to an importer is unusable as a whole (not a per-file problem).
     #[error("{source_path}: {message}")]
     BadInput { source_path: PathBuf, message: String },

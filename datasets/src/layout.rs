@@ -7,6 +7,8 @@
 //! datasets/<ds>/versions/<n>/version.json          manifest of version n
 //! datasets/<ds>/versions/<n>/ingest-report.json    what the ingest skipped and why
 //! datasets/<ds>/files/<aa>/<sha256>.<ext>          image files slicetest wrote itself (IDX import)
+//! slices/<name>.toml                               a slice's definition (query, dataset, comment)
+//! slices/<name>/v<k>.parquet + v<k>.json           frozen version k: members + manifest
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -68,6 +70,31 @@ impl WorkspaceLayout {
     /// `datasets/<ds>/files/`: image files written by slicetest itself, content-addressed.
     pub fn files_dir(&self, dataset: &str) -> PathBuf {
         self.dataset_dir(dataset).join("files")
+    }
+
+    /// `slices/`: slice definitions and their frozen versions.
+    pub fn slices_dir(&self) -> PathBuf {
+        self.root.join("slices")
+    }
+
+    /// `slices/<name>.toml`: a slice's definition.
+    pub fn slice_definition_file(&self, slice: &str) -> PathBuf {
+        self.slices_dir().join(format!("{slice}.toml"))
+    }
+
+    /// `slices/<name>/`: a slice's frozen versions.
+    pub fn slice_dir(&self, slice: &str) -> PathBuf {
+        self.slices_dir().join(slice)
+    }
+
+    /// `slices/<name>/v<k>.parquet`: the members of frozen version k.
+    pub fn frozen_members_file(&self, slice: &str, version: u64) -> PathBuf {
+        self.slice_dir(slice).join(format!("v{version}.parquet"))
+    }
+
+    /// `slices/<name>/v<k>.json`: the manifest of frozen version k (written last: it is the commit).
+    pub fn frozen_manifest_file(&self, slice: &str, version: u64) -> PathBuf {
+        self.slice_dir(slice).join(format!("v{version}.json"))
     }
 
     /// Resolves a `uri` column value to a local file: relative values are inside the workspace.

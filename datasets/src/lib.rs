@@ -4,6 +4,7 @@
 //! Data flow: an importer ([`import`]) lists candidate files → [`probe`] hashes and
 //! decodes them in parallel → [`merge`] folds the accepted rows onto the latest version →
 //! [`ingest`] publishes the result as a new immutable version ([`version`]).
+//! [`slice`] stores slice definitions and their frozen, hash-checked versions.
 
 pub mod atomic;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod merge;
 pub mod probe;
 pub mod progress;
 pub mod record;
+pub mod slice;
 pub mod version;
 pub mod workspace;
 
@@ -23,5 +25,6 @@ pub use import::{ImportOptions, Rejection, SourceFormat};
 pub use ingest::{IngestOptions, IngestReport, import_table, ingest};
 pub use layout::{WorkspaceLayout, validate_name};
 pub use probe::Verify;
+pub use slice::{FreezeOutcome, FreezeRequest, FrozenMember, FrozenSlice, HoldoutAssigner, SliceDefinition};
 pub use version::DatasetVersion;
 pub use workspace::{DatasetInfo, Workspace, closest};

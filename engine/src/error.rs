@@ -18,6 +18,9 @@ pub enum EngineError {
         #[source]
         source: datafusion::error::DataFusionError,
     },
+    /// A slicetest statement (CREATE/FREEZE SLICE …) that is malformed or cannot run.
+    #[error("{0}")]
+    Statement(String),
     /// Writing results failed.
     #[error("writing results: {0}")]
     Output(String),
@@ -32,6 +35,18 @@ impl EngineError {
             message.push_str(&h);
         }
         EngineError::Query { message, source }
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for EngineError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        EngineError::query(e.into(), None)
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for EngineError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        EngineError::query(e, None)
     }
 }
 

@@ -1,9 +1,12 @@
 //! The slicetest facade: one [`Engine`] per opened workspace. The CLI (and later the
 //! HTTP API) talk only to this crate.
 
+pub mod curation;
 pub mod error;
 pub mod output;
 pub mod query;
+pub mod slices;
+pub mod statement;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,11 +15,14 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SessionContext};
 
+pub use curation::{DEFAULT_MIN_TEST_SAMPLES, SliceBreakdown};
 pub use error::{EngineError, Result};
 pub use output::{OutputFormat, write_stream};
+pub use slices::SliceInfo;
 pub use slicetest_datasets::{
     DatasetInfo, DatasetVersion, ImportOptions, IngestOptions, IngestReport, SourceFormat, Verify, Workspace,
 };
+pub use statement::SliceStatement;
 
 /// Default memory pool for query execution; operators that need more spill or fail with a clear error.
 pub const DEFAULT_QUERY_MEMORY: usize = 4 << 30;
@@ -74,6 +80,20 @@ impl Engine {
     /// Plans a read-only query.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         query::plan(&self.context().await?, sql).await
+    }
+
+    /// Runs any statement the CLI accepts: a slice statement (see [`statement`]) or a
+    /// read-only query. The HTTP API uses [`Engine::sql_stream`] instead, which refuses writes.
+    pub async fn execute(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        match statement::parse(sql) {
+            Some(parsed) => {
+                let batch = self.run_slice_statement(parsed?).await?;
+                let schema = batch.schema();
+                let stream = futures::stream::iter([Ok(batch)]);
+                Ok(Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, stream)))
+            }
+            None => self.sql_stream(sql).await,
+        }
     }
 
     /// Runs a read-only query and streams its batches.

@@ -1,5 +1,5 @@
 //! The SQL view of a workspace: catalog `slicetest`, one schema per dataset, and in
-//! each schema the tables of that dataset (`images` for now).
+//! each schema the tables of that dataset (`images` for now), plus the slice functions.
 //!
 //! Tables are DataFusion `ListingTable`s over the dataset's Parquet files, pinned to
 //! the version that was latest when the session was built: a query never sees half of
@@ -14,11 +14,13 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use slicetest_datasets::Workspace;
 use slicetest_datasets::version::DatasetVersion;
 
 use crate::error::Result;
+use crate::slices::{InSliceFunction, SliceTableFunction};
 
 /// Name of the catalog that holds one schema per dataset.
 pub const CATALOG: &str = "slicetest";
@@ -29,7 +31,11 @@ pub const IMAGES_TABLE: &str = "images";
 
 /// Session settings for a workspace: catalog `slicetest`, the default dataset as default schema.
 pub fn session_config(workspace: &Workspace) -> SessionConfig {
-    let default_schema = workspace.config().default_dataset.clone().unwrap_or_else(|| EMPTY_SCHEMA.to_string());
+    dataset_config(workspace.config().default_dataset.as_deref())
+}
+
+fn dataset_config(default_dataset: Option<&str>) -> SessionConfig {
+    let default_schema = default_dataset.unwrap_or(EMPTY_SCHEMA).to_string();
     SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, default_schema)
         .with_create_default_catalog_and_schema(false)
@@ -38,13 +44,26 @@ pub fn session_config(workspace: &Workspace) -> SessionConfig {
 
 /// A SessionContext over `workspace` with the given runtime (memory limits live there).
 pub async fn workspace_context(workspace: &Workspace, runtime: Arc<RuntimeEnv>) -> Result<SessionContext> {
+    dataset_context(workspace, runtime, workspace.config().default_dataset.as_deref()).await
+}
+
+/// Like [`workspace_context`], with `dataset` as the default schema (a slice's query runs
+/// against the dataset it was defined on, whatever the workspace default is now).
+pub async fn dataset_context(
+    workspace: &Workspace,
+    runtime: Arc<RuntimeEnv>,
+    dataset: Option<&str>,
+) -> Result<SessionContext> {
     let state = SessionStateBuilder::new()
-        .with_config(session_config(workspace))
+        .with_config(dataset_config(dataset))
         .with_runtime_env(runtime)
         .with_default_features()
         .build();
     let ctx = SessionContext::new_with_state(state);
     register_workspace(&ctx, workspace).await?;
+    let layout = workspace.layout().clone();
+    ctx.register_udtf("slice", Arc::new(SliceTableFunction::new(layout.clone())));
+    ctx.register_udf(ScalarUDF::from(InSliceFunction::new(layout)));
     Ok(ctx)
 }
 

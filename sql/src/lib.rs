@@ -1,10 +1,11 @@
 //! slicetest's DataFusion extensions: the workspace catalog (one schema per dataset),
-//! and, as later issues land, the search and slice functions.
+//! the slice functions `slice()` and `in_slice()`, and, as later issues land, search.
 
 pub mod catalog;
 pub mod error;
 pub mod options;
+pub mod slices;
 
-pub use catalog::{CATALOG, IMAGES_TABLE, register_workspace, session_config, workspace_context};
+pub use catalog::{CATALOG, IMAGES_TABLE, dataset_context, register_workspace, session_config, workspace_context};
 pub use error::{Result, SqlError};
 pub use options::read_only;

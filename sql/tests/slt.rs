@@ -1,5 +1,7 @@
 //! sqllogictest runner: every `sql/tests/slt/*.slt` file runs against a real workspace
-//! built from the fixture in `common/`, through the same read-only SQL path as the CLI.
+//! built from the fixture in `common/`, through the same path as `slicetest sql`
+//! (`Engine::execute`: slice statements, else read-only DataFusion SQL). Each file gets
+//! its own copy of the workspace, so files that freeze slices do not see each other.
 //!
 //! Run one file with `cargo test -p slicetest-sql --test slt -- images`.
 
@@ -13,12 +15,12 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::error::DataFusionError;
-use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use slicetest_engine::{Engine, EngineError};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 
 struct SliceTestDb {
-    ctx: SessionContext,
+    engine: Engine,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,15 +33,21 @@ impl From<DataFusionError> for SltError {
     }
 }
 
+impl From<EngineError> for SltError {
+    fn from(e: EngineError) -> Self {
+        SltError(e.to_string())
+    }
+}
+
 #[async_trait]
 impl AsyncDB for SliceTestDb {
     type Error = SltError;
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
-        let df = self.ctx.sql_with_options(sql, slicetest_sql::read_only()).await?;
-        let schema = df.schema().as_arrow().clone();
-        let batches = df.collect().await?;
+        let stream = self.engine.execute(sql).await?;
+        let schema = stream.schema();
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
         if schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
         }
@@ -91,8 +99,6 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, SltError> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let fixture = common::fixture_workspace().await;
-    let ws = slicetest_datasets::Workspace::open(fixture.path())?;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
     files.retain(|p| p.extension().is_some_and(|e| e == "slt"));
@@ -104,15 +110,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
             continue;
         }
-        let ws = ws.clone();
+        let fixture = Arc::new(common::fixture_workspace().await);
         let mut runner = sqllogictest::Runner::new(move || {
-            let ws = ws.clone();
-            async move {
-                let ctx = slicetest_sql::workspace_context(&ws, Arc::new(RuntimeEnv::default()))
-                    .await
-                    .map_err(|e| SltError(e.to_string()))?;
-                Ok(SliceTestDb { ctx })
-            }
+            let fixture = fixture.clone();
+            async move { Ok(SliceTestDb { engine: Engine::open(fixture.path())? }) }
         });
         match runner.run_file_async(file).await {
             Ok(()) => {

@@ -4,6 +4,7 @@
 mod datasets;
 mod demo;
 mod ingest;
+mod slice;
 mod sql;
 
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ enum Command {
     Init,
     /// Import images into a new immutable dataset version.
     Ingest(ingest::IngestArgs),
-    /// Run a read-only SQL query over the workspace.
+    /// Run SQL over the workspace: read-only queries, plus the slice statements.
     Sql(sql::SqlArgs),
     /// List datasets with their versions and sizes.
     Datasets,
@@ -39,6 +40,14 @@ enum Command {
         /// The dataset name.
         dataset: String,
     },
+    /// Define, freeze, diff and export slices (named critical populations).
+    #[command(subcommand)]
+    Slice(slice::SliceCommand),
+    /// Per-slice breakdown: members by split and hold-out, coverage, too-few-test flags.
+    Slices(slice::SlicesArgs),
+    /// Hold-out curation: export the hold-out set and the training set.
+    #[command(subcommand)]
+    Holdout(slice::HoldoutCommand),
     /// Run the demo on Fashion-MNIST: ingest, then query.
     Demo(demo::DemoArgs),
 }
@@ -64,6 +73,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             println!("default dataset is now {dataset}");
             Ok(())
         }
+        Command::Slice(command) => slice::run(&ws, command).await,
+        Command::Slices(args) => slice::slices(&ws, args),
+        Command::Holdout(command) => slice::holdout(&ws, command).await,
         Command::Demo(args) => demo::run(&ws, args).await,
     }
 }

@@ -47,7 +47,7 @@ impl From<FormatArg> for OutputFormat {
 
 pub async fn run(workspace: &Path, args: SqlArgs) -> Result<(), CliError> {
     let engine = Engine::open(workspace)?;
-    let stream = engine.sql_stream(&args.query).await?;
+    let stream = engine.execute(&args.query).await?;
     let out: Box<dyn Write + Send> = match &args.output {
         Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),

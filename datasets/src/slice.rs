@@ -1,0 +1,492 @@
+//! Slices on disk: a definition per slice (`slices/<name>.toml`) and its frozen
+//! versions (`slices/<name>/v<k>.parquet` members + `v<k>.json` manifest).
+//!
+//! A frozen version is written members first, manifest last, each atomically; the
+//! manifest is the commit point, so a version without one does not exist (a killed
+//! freeze leaves at most an orphan Parquet file that the next freeze overwrites).
+//! Frozen files are never rewritten; reading one checks its SHA-256 against the manifest.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::atomic::{TMP_PREFIX, remove_stale_tmp, tmp_sibling, write_atomic};
+use crate::error::{DatasetError, Result};
+use crate::layout::{WorkspaceLayout, validate_name};
+use crate::version::write_parquet;
+use crate::workspace::closest;
+
+/// A named population: the query that finds it and the dataset it runs against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SliceDefinition {
+    /// The slice's name (see [`validate_name`]).
+    pub name: String,
+    /// A SELECT returning an `image_id` column.
+    pub query: String,
+    /// The dataset whose `images` the query's unqualified names refer to.
+    pub dataset: String,
+    /// What the population is and why it matters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// When the slice was created (RFC 3339).
+    pub created_at: String,
+}
+
+/// One member of a frozen slice.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FrozenMember {
+    /// The image's id in the slice's dataset.
+    pub image_id: String,
+    /// The image's content hash when it was frozen.
+    pub sha256: String,
+    /// The image's split when it was frozen.
+    pub split: Option<String>,
+    /// Whether the image belongs to the hold-out test set.
+    pub holdout: bool,
+}
+
+/// The manifest of one frozen version (`v<k>.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrozenSlice {
+    /// The slice's name.
+    pub slice: String,
+    /// k, counting from 1.
+    pub version: u64,
+    /// The query text that produced the members.
+    pub query: String,
+    /// The dataset the query ran against.
+    pub dataset: String,
+    /// The version of every dataset in the workspace when the slice was frozen.
+    pub dataset_versions: BTreeMap<String, u64>,
+    /// Number of members.
+    pub members: u64,
+    /// Number of members in the hold-out set.
+    pub holdout_members: u64,
+    /// The requested hold-out share (0..=1).
+    pub holdout_share: f64,
+    /// The hold-out seed.
+    pub seed: u64,
+    /// SHA-256 over the sorted members (see [`member_hash`]).
+    pub member_hash: String,
+    /// SHA-256 of `v<k>.parquet`, checked on every read.
+    pub parquet_sha256: String,
+    /// When it was frozen (RFC 3339).
+    pub frozen_at: String,
+    /// The slicetest version that wrote it.
+    pub slicetest_version: String,
+}
+
+/// Chooses the hold-out share of a slice from a hash of (seed, image_id).
+///
+/// The rule: an image is held out when the first 8 bytes of
+/// `SHA-256(seed as 8 little-endian bytes ‖ image_id)`, read as a big-endian u64, are
+/// below `share × 2^64`. The choice depends on nothing but the seed and the id, so it
+/// is stable as the dataset grows and identical on every machine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HoldoutAssigner {
+    share: f64,
+    seed: u64,
+}
+
+impl HoldoutAssigner {
+    /// An assigner for `share` (0 to 1) of the members with `seed`.
+    pub fn new(share: f64, seed: u64) -> Result<Self> {
+        if !(0.0..=1.0).contains(&share) {
+            return Err(DatasetError::BadHoldout(format!("holdout must be between 0 and 1, got {share}")));
+        }
+        Ok(Self { share, seed })
+    }
+
+    /// The share of members held out.
+    pub fn share(&self) -> f64 {
+        self.share
+    }
+
+    /// The seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Whether `image_id` goes to the hold-out set.
+    pub fn is_holdout(&self, image_id: &str) -> bool {
+        if self.share >= 1.0 {
+            return true;
+        }
+        let mut h = Sha256::new();
+        h.update(self.seed.to_le_bytes());
+        h.update(image_id.as_bytes());
+        let digest = h.finalize();
+        let x = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+        (x as f64) < self.share * 18_446_744_073_709_551_616.0
+    }
+}
+
+/// SHA-256 over `image_id\tsha256\tsplit\tholdout\n` lines of members sorted by image_id.
+pub fn member_hash(members: &[FrozenMember]) -> String {
+    let mut h = Sha256::new();
+    for m in members {
+        let line = format!("{}\t{}\t{}\t{}\n", m.image_id, m.sha256, m.split.as_deref().unwrap_or(""), m.holdout);
+        h.update(line.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Arrow schema of a frozen members file.
+pub fn members_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("image_id", DataType::Utf8, false),
+        Field::new("sha256", DataType::Utf8, false),
+        Field::new("split", DataType::Utf8, true),
+        Field::new("holdout", DataType::Boolean, false),
+    ]))
+}
+
+fn members_batch(members: &[FrozenMember]) -> Result<RecordBatch> {
+    let columns: Vec<Arc<dyn Array>> = vec![
+        Arc::new(StringArray::from_iter_values(members.iter().map(|m| m.image_id.as_str()))),
+        Arc::new(StringArray::from_iter_values(members.iter().map(|m| m.sha256.as_str()))),
+        Arc::new(members.iter().map(|m| m.split.as_deref()).collect::<StringArray>()),
+        Arc::new(members.iter().map(|m| Some(m.holdout)).collect::<BooleanArray>()),
+    ];
+    Ok(RecordBatch::try_new(members_schema(), columns)?)
+}
+
+/// Saves a new definition; fails if the name is invalid or taken.
+pub fn create_definition(layout: &WorkspaceLayout, definition: &SliceDefinition) -> Result<()> {
+    validate_name(&definition.name)?;
+    let path = layout.slice_definition_file(&definition.name);
+    if path.exists() {
+        return Err(DatasetError::SliceExists(definition.name.clone()));
+    }
+    fs::create_dir_all(layout.slices_dir()).map_err(DatasetError::io("creating", layout.slices_dir()))?;
+    let text = toml::to_string_pretty(definition).expect("definitions serialise");
+    write_atomic(&path, text.as_bytes())
+}
+
+/// Reads a definition; an unknown name gets the closest existing one as a hint.
+pub fn read_definition(layout: &WorkspaceLayout, name: &str) -> Result<SliceDefinition> {
+    validate_name(name)?;
+    let path = layout.slice_definition_file(name);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(unknown_slice(layout, name)),
+        Err(e) => return Err(DatasetError::io("reading", &path)(e)),
+    };
+    toml::from_str(&text).map_err(|e| DatasetError::BadManifestFile {
+        what: "slice definition",
+        path,
+        message: e.to_string(),
+    })
+}
+
+fn unknown_slice(layout: &WorkspaceLayout, name: &str) -> DatasetError {
+    let known = slice_names(layout).unwrap_or_default();
+    let hint = match closest(name, &known) {
+        Some(c) => format!("; did you mean {c:?}?"),
+        None if known.is_empty() => "; the workspace has no slices yet (CREATE SLICE …)".into(),
+        None => format!("; slices are: {}", known.join(", ")),
+    };
+    DatasetError::UnknownSlice { name: name.to_string(), hint }
+}
+
+/// Names of all defined slices, sorted.
+pub fn slice_names(layout: &WorkspaceLayout) -> Result<Vec<String>> {
+    let dir = layout.slices_dir();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(DatasetError::io("listing", &dir)(e)),
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".toml").map(str::to_string))
+        .filter(|n| !n.starts_with(TMP_PREFIX) && validate_name(n).is_ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Removes a slice: its definition and all its frozen versions.
+pub fn drop_slice(layout: &WorkspaceLayout, name: &str) -> Result<()> {
+    read_definition(layout, name)?;
+    let dir = layout.slice_dir(name);
+    if dir.exists() {
+        // Move the versions out of sight in one rename, then delete at leisure.
+        let tmp = tmp_sibling(&dir);
+        fs::rename(&dir, &tmp).map_err(DatasetError::io("removing", &dir))?;
+        fs::remove_dir_all(&tmp).map_err(DatasetError::io("removing", &tmp))?;
+    }
+    let path = layout.slice_definition_file(name);
+    fs::remove_file(&path).map_err(DatasetError::io("removing", &path))
+}
+
+/// The committed frozen versions of a slice (those with a manifest), ascending.
+pub fn frozen_versions(layout: &WorkspaceLayout, name: &str) -> Result<Vec<u64>> {
+    let dir = layout.slice_dir(name);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(DatasetError::io("listing", &dir)(e)),
+    };
+    let mut versions: Vec<u64> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix('v')?.strip_suffix(".json")?.parse().ok())
+        .collect();
+    versions.sort_unstable();
+    Ok(versions)
+}
+
+/// The manifest of frozen version `version` (the latest when None).
+pub fn read_frozen(layout: &WorkspaceLayout, name: &str, version: Option<u64>) -> Result<FrozenSlice> {
+    read_definition(layout, name)?;
+    let versions = frozen_versions(layout, name)?;
+    let Some(&latest) = versions.last() else { return Err(DatasetError::SliceNotFrozen(name.to_string())) };
+    let version = version.unwrap_or(latest);
+    if !versions.contains(&version) {
+        return Err(DatasetError::UnknownSliceVersion { slice: name.to_string(), version, latest });
+    }
+    let path = layout.frozen_manifest_file(name, version);
+    let text = fs::read_to_string(&path).map_err(DatasetError::io("reading", &path))?;
+    serde_json::from_str(&text).map_err(|e| DatasetError::BadManifestFile {
+        what: "frozen slice manifest",
+        path,
+        message: e.to_string(),
+    })
+}
+
+/// Reads the members of a frozen version after checking the file is the one frozen.
+pub fn read_members(layout: &WorkspaceLayout, frozen: &FrozenSlice) -> Result<RecordBatch> {
+    let path = layout.frozen_members_file(&frozen.slice, frozen.version);
+    let data = fs::read(&path).map_err(DatasetError::io("reading", &path))?;
+    let actual = hex::encode(Sha256::digest(&data));
+    if actual != frozen.parquet_sha256 {
+        return Err(DatasetError::BadManifestFile {
+            what: "frozen slice",
+            path,
+            message: format!(
+                "the file was altered after slice {:?} version {} was frozen (sha256 {actual}, manifest says {}); \
+                 frozen slices are immutable, restore the file from a backup",
+                frozen.slice, frozen.version, frozen.parquet_sha256
+            ),
+        });
+    }
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))?.build()?;
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    Ok(concat_batches(&members_schema(), &batches)?)
+}
+
+/// Members of a batch read by [`read_members`], as structs.
+pub fn members_of(batch: &RecordBatch) -> Vec<FrozenMember> {
+    let ids = batch.column(0).as_string::<i32>();
+    let shas = batch.column(1).as_string::<i32>();
+    let splits = batch.column(2).as_string::<i32>();
+    let holdout = batch.column(3).as_boolean();
+    (0..batch.num_rows())
+        .map(|i| FrozenMember {
+            image_id: ids.value(i).to_string(),
+            sha256: shas.value(i).to_string(),
+            split: (!splits.is_null(i)).then(|| splits.value(i).to_string()),
+            holdout: holdout.value(i),
+        })
+        .collect()
+}
+
+/// What [`freeze`] did.
+#[derive(Debug, Clone)]
+pub struct FreezeOutcome {
+    /// The manifest of the version that now holds these members.
+    pub frozen: FrozenSlice,
+    /// False when the latest version already had exactly these members and settings.
+    pub created: bool,
+}
+
+/// Input to [`freeze`]: who the members are and the context they were computed in.
+#[derive(Debug, Clone)]
+pub struct FreezeRequest {
+    /// Image id, sha256 and split of every member, in any order, without duplicates.
+    pub members: Vec<(String, String, Option<String>)>,
+    /// Hold-out assignment.
+    pub holdout: HoldoutAssigner,
+    /// Version of every dataset at freeze time.
+    pub dataset_versions: BTreeMap<String, u64>,
+}
+
+/// Members sorted by image_id (duplicates dropped) with their hold-out flags.
+pub fn assign_holdout(members: Vec<(String, String, Option<String>)>, holdout: &HoldoutAssigner) -> Vec<FrozenMember> {
+    let mut members: Vec<FrozenMember> = members
+        .into_iter()
+        .map(|(image_id, sha256, split)| {
+            let holdout = holdout.is_holdout(&image_id);
+            FrozenMember { image_id, sha256, split, holdout }
+        })
+        .collect();
+    members.sort();
+    members.dedup_by(|a, b| a.image_id == b.image_id);
+    members
+}
+
+/// Writes the next frozen version of `definition`, unless the latest one already has the
+/// same members and hold-out settings. The caller holds the workspace lock.
+pub fn freeze(layout: &WorkspaceLayout, definition: &SliceDefinition, request: FreezeRequest) -> Result<FreezeOutcome> {
+    let name = &definition.name;
+    let members = assign_holdout(request.members, &request.holdout);
+    let hash = member_hash(&members);
+
+    let versions = frozen_versions(layout, name)?;
+    if let Some(&latest) = versions.last() {
+        let previous = read_frozen(layout, name, Some(latest))?;
+        let same_settings =
+            previous.holdout_share == request.holdout.share() && previous.seed == request.holdout.seed();
+        if previous.member_hash == hash && same_settings && previous.query == definition.query {
+            return Ok(FreezeOutcome { frozen: previous, created: false });
+        }
+    }
+    let version = versions.last().map_or(1, |v| v + 1);
+    let dir = layout.slice_dir(name);
+    fs::create_dir_all(&dir).map_err(DatasetError::io("creating", &dir))?;
+    remove_stale_tmp(&dir);
+
+    let parquet = layout.frozen_members_file(name, version);
+    let tmp = tmp_sibling(&parquet);
+    let parquet_sha256 = write_parquet(&tmp, &members_batch(&members)?)?;
+    fs::rename(&tmp, &parquet).map_err(DatasetError::io("publishing", &parquet))?;
+    crate::ingest::failpoint("freeze-before-manifest");
+
+    let frozen = FrozenSlice {
+        slice: name.clone(),
+        version,
+        query: definition.query.clone(),
+        dataset: definition.dataset.clone(),
+        dataset_versions: request.dataset_versions,
+        members: members.len() as u64,
+        holdout_members: members.iter().filter(|m| m.holdout).count() as u64,
+        holdout_share: request.holdout.share(),
+        seed: request.holdout.seed(),
+        member_hash: hash,
+        parquet_sha256,
+        frozen_at: chrono::Utc::now().to_rfc3339(),
+        slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let json = serde_json::to_vec_pretty(&frozen).expect("manifests serialise");
+    write_atomic(&layout.frozen_manifest_file(name, version), &json)?;
+    Ok(FreezeOutcome { frozen, created: true })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn definition(name: &str) -> SliceDefinition {
+        SliceDefinition {
+            name: name.into(),
+            query: "SELECT image_id FROM images".into(),
+            dataset: "ds".into(),
+            comment: None,
+            created_at: "2026-11-23T00:00:00Z".into(),
+        }
+    }
+
+    fn request(ids: &[&str], share: f64) -> FreezeRequest {
+        FreezeRequest {
+            members: ids.iter().map(|i| (i.to_string(), format!("sha-{i}"), Some("train".into()))).collect(),
+            holdout: HoldoutAssigner::new(share, 7).unwrap(),
+            dataset_versions: BTreeMap::from([("ds".into(), 1)]),
+        }
+    }
+
+    #[test]
+    fn freeze_writes_versions_and_skips_unchanged_members() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = WorkspaceLayout::new(dir.path());
+        let def = definition("s");
+        create_definition(&layout, &def).unwrap();
+        assert!(matches!(create_definition(&layout, &def), Err(DatasetError::SliceExists(_))));
+        let first = freeze(&layout, &def, request(&["b", "a", "c"], 0.5)).unwrap();
+        assert!(first.created && first.frozen.version == 1 && first.frozen.members == 3);
+        let again = freeze(&layout, &def, request(&["a", "b", "c"], 0.5)).unwrap();
+        assert!(!again.created && again.frozen.version == 1);
+        let next = freeze(&layout, &def, request(&["a", "b", "c", "d"], 0.5)).unwrap();
+        assert!(next.created && next.frozen.version == 2);
+        let ids: Vec<String> =
+            members_of(&read_members(&layout, &next.frozen).unwrap()).into_iter().map(|m| m.image_id).collect();
+        assert_eq!(ids, ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn an_altered_members_file_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = WorkspaceLayout::new(dir.path());
+        let def = definition("s");
+        create_definition(&layout, &def).unwrap();
+        let frozen = freeze(&layout, &def, request(&["a"], 0.0)).unwrap().frozen;
+        let path = layout.frozen_members_file("s", 1);
+        let mut bytes = fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 1;
+        fs::write(&path, bytes).unwrap();
+        let err = read_members(&layout, &frozen).unwrap_err().to_string();
+        assert!(err.contains("altered") && err.contains("v1.parquet"), "{err}");
+    }
+
+    #[test]
+    fn unknown_slices_suggest_the_closest_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = WorkspaceLayout::new(dir.path());
+        create_definition(&layout, &definition("dark_shirts")).unwrap();
+        let err = read_definition(&layout, "dark_shirt").unwrap_err().to_string();
+        assert!(err.contains("did you mean \"dark_shirts\""), "{err}");
+        assert!(read_definition(&layout, "../etc").is_err());
+        assert!(matches!(read_frozen(&layout, "dark_shirts", None), Err(DatasetError::SliceNotFrozen(_))));
+    }
+
+    #[test]
+    fn holdout_share_out_of_range_is_refused() {
+        assert!(HoldoutAssigner::new(1.5, 0).is_err());
+        assert!(HoldoutAssigner::new(-0.1, 0).is_err());
+        assert!(HoldoutAssigner::new(f64::NAN, 0).is_err());
+    }
+
+    proptest! {
+        /// A slice that grows (new images match its query) keeps every old member's hold-out flag.
+        #[test]
+        fn holdout_is_stable_as_the_slice_grows(ids in prop::collection::hash_set("[a-z0-9_/]{1,12}", 1..200),
+                                                extra in prop::collection::hash_set("[A-Z0-9_/]{1,12}", 0..50),
+                                                share in 0.0f64..=1.0, seed in any::<u64>()) {
+            let a = HoldoutAssigner::new(share, seed).unwrap();
+            let row = |i: &String| (i.clone(), format!("sha-{i}"), None);
+            let before = assign_holdout(ids.iter().map(row).collect(), &a);
+            let grown = assign_holdout(ids.iter().chain(extra.iter()).map(row).collect(), &a);
+            let kept: Vec<FrozenMember> = grown.into_iter().filter(|m| ids.contains(&m.image_id)).collect();
+            prop_assert_eq!(before, kept);
+        }
+
+        /// The held-out share is close to the requested one (binomial bounds, 5 sigma).
+        #[test]
+        fn holdout_share_matches_the_request(share in 0.0f64..=1.0, seed in any::<u64>()) {
+            let a = HoldoutAssigner::new(share, seed).unwrap();
+            let n = 4000.0;
+            let held = (0..4000).filter(|i| a.is_holdout(&format!("img_{i}"))).count() as f64;
+            let sigma = (n * share * (1.0 - share)).sqrt();
+            prop_assert!((held - n * share).abs() <= 5.0 * sigma + 1.0, "held {} of {} for share {}", held, n, share);
+        }
+
+        /// Share 0 holds out nothing, share 1 everything; a larger share holds out a superset.
+        #[test]
+        fn holdout_is_monotone_in_the_share(id in "[a-z0-9]{1,16}", s1 in 0.0f64..=1.0, s2 in 0.0f64..=1.0, seed in any::<u64>()) {
+            let (lo, hi) = if s1 <= s2 { (s1, s2) } else { (s2, s1) };
+            prop_assert!(!HoldoutAssigner::new(0.0, seed).unwrap().is_holdout(&id));
+            prop_assert!(HoldoutAssigner::new(1.0, seed).unwrap().is_holdout(&id));
+            if HoldoutAssigner::new(lo, seed).unwrap().is_holdout(&id) {
+                prop_assert!(HoldoutAssigner::new(hi, seed).unwrap().is_holdout(&id));
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Working with frozen slices: the per-slice breakdown, the diff between a slice's live
+//! query and its latest frozen version, slice export, and the hold-out / training export.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::execution::SendableRecordBatchStream;
+use slicetest_datasets::slice::{self, members_of};
+
+use crate::error::{EngineError, Result};
+use crate::{Engine, query};
+
+/// Default minimum number of evaluation samples (test split or hold-out) for a slice's
+/// metric to mean something.
+pub const DEFAULT_MIN_TEST_SAMPLES: u64 = 30;
+
+/// Where the members of one slice's latest frozen version sit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceBreakdown {
+    /// The slice.
+    pub slice: String,
+    /// Its dataset.
+    pub dataset: String,
+    /// The latest frozen version (None: never frozen, counts are zero).
+    pub version: Option<u64>,
+    /// Members in total.
+    pub members: u64,
+    /// Members with split `train`, not held out.
+    pub train: u64,
+    /// Members with split `val`, not held out.
+    pub val: u64,
+    /// Members with split `test`, not held out.
+    pub test: u64,
+    /// Members in the hold-out set (whatever their split).
+    pub holdout: u64,
+    /// Members with no split, not held out.
+    pub unsplit: u64,
+    /// Members / images in the dataset's latest version.
+    pub coverage: f64,
+}
+
+impl SliceBreakdown {
+    /// Samples a model run can be scored on: the test split plus the hold-out set.
+    pub fn evaluation_samples(&self) -> u64 {
+        self.test + self.holdout
+    }
+}
+
+/// The kind of difference [`Engine::slice_diff`] reports.
+pub const DIFF_KINDS: [&str; 3] = ["added", "removed", "changed"];
+
+impl Engine {
+    /// The breakdown of every slice's latest frozen version. Reads only the frozen member
+    /// files (which carry each member's split), not the dataset.
+    pub fn breakdown(&self) -> Result<Vec<SliceBreakdown>> {
+        let layout = self.workspace.layout();
+        let mut out = Vec::new();
+        for name in slice::slice_names(layout)? {
+            let definition = slice::read_definition(layout, &name)?;
+            let images = self.workspace.dataset(&definition.dataset)?.latest().map_or(0, |v| v.row_count);
+            let mut b = SliceBreakdown {
+                slice: name.clone(),
+                dataset: definition.dataset,
+                version: None,
+                members: 0,
+                train: 0,
+                val: 0,
+                test: 0,
+                holdout: 0,
+                unsplit: 0,
+                coverage: 0.0,
+            };
+            if slice::frozen_versions(layout, &name)?.is_empty() {
+                out.push(b);
+                continue;
+            }
+            let frozen = slice::read_frozen(layout, &name, None)?;
+            let batch = slice::read_members(layout, &frozen)?;
+            let splits = batch.column(2).as_string::<i32>();
+            let holdout = batch.column(3).as_boolean();
+            for i in 0..batch.num_rows() {
+                let counter = if holdout.value(i) {
+                    &mut b.holdout
+                } else {
+                    match splits.is_valid(i).then(|| splits.value(i)) {
+                        Some("train") => &mut b.train,
+                        Some("val") => &mut b.val,
+                        Some("test") => &mut b.test,
+                        _ => &mut b.unsplit,
+                    }
+                };
+                *counter += 1;
+            }
+            b.version = Some(frozen.version);
+            b.members = frozen.members;
+            b.coverage = if images == 0 { 0.0 } else { frozen.members as f64 / images as f64 };
+            out.push(b);
+        }
+        Ok(out)
+    }
+
+    /// Images the slice's live query matches now that its latest frozen version lacks
+    /// (`added`), frozen members it no longer matches (`removed`), and members whose image
+    /// content changed since freezing (`changed`). Columns: `change`, `image_id`.
+    pub async fn slice_diff(&self, name: &str) -> Result<SendableRecordBatchStream> {
+        let definition = slice::read_definition(self.workspace.layout(), name)?;
+        slice::read_frozen(self.workspace.layout(), name, None)?;
+        let ctx =
+            slicetest_sql::dataset_context(&self.workspace, self.runtime.clone(), Some(&definition.dataset)).await?;
+        let sql = format!(
+            "WITH live AS (SELECT i.image_id, i.sha256 FROM \"{ds}\".images i \
+                           WHERE i.image_id IN (SELECT image_id FROM ({q}) AS slice_query)), \
+                  frozen AS (SELECT image_id, sha256 FROM slice('{name}')) \
+             SELECT 'added' AS change, image_id FROM live WHERE image_id NOT IN (SELECT image_id FROM frozen) \
+             UNION ALL SELECT 'removed', image_id FROM frozen WHERE image_id NOT IN (SELECT image_id FROM live) \
+             UNION ALL SELECT 'changed', f.image_id FROM frozen f JOIN live l ON f.image_id = l.image_id \
+                       WHERE f.sha256 <> l.sha256 \
+             ORDER BY change, image_id",
+            ds = definition.dataset,
+            q = definition.query,
+        );
+        query::stream(&ctx, &sql).await
+    }
+
+    /// The members of a frozen version joined to their images: `image_id`, `uri`, `label`,
+    /// `split`, `holdout`, then every other column of the dataset (tags, manifest columns).
+    /// Split and hold-out are as frozen; the rest is from the dataset's latest version.
+    pub async fn slice_export(&self, name: &str, version: Option<u64>) -> Result<SendableRecordBatchStream> {
+        let definition = slice::read_definition(self.workspace.layout(), name)?;
+        let frozen = slice::read_frozen(self.workspace.layout(), name, version)?;
+        let ctx =
+            slicetest_sql::dataset_context(&self.workspace, self.runtime.clone(), Some(&definition.dataset)).await?;
+        let others = self.other_columns(&definition.dataset, &["image_id", "uri", "label", "split"])?;
+        let sql = format!(
+            "SELECT s.image_id, i.uri, i.label, s.split, s.holdout{others} \
+             FROM slice('{name}', {v}) s LEFT JOIN \"{ds}\".images i ON s.image_id = i.image_id \
+             ORDER BY s.image_id",
+            others = others.iter().map(|c| format!(", i.\"{c}\"")).collect::<String>(),
+            v = frozen.version,
+            ds = definition.dataset,
+        );
+        query::stream(&ctx, &sql).await
+    }
+
+    /// Two manifests of `dataset`: the hold-out set (every image held out by the latest
+    /// frozen version of any of its slices) and the training set (every other image whose
+    /// split is not `test` or `val`). An image held out for one slice is never in the
+    /// training set, even if another slice keeps it.
+    pub async fn holdout_export(
+        &self,
+        dataset: Option<&str>,
+    ) -> Result<(SendableRecordBatchStream, SendableRecordBatchStream)> {
+        let dataset = match dataset {
+            Some(d) => d.to_string(),
+            None => self.workspace.config().default_dataset.clone().ok_or_else(|| {
+                EngineError::Statement("the workspace has no datasets yet; run `slicetest ingest` first".into())
+            })?,
+        };
+        self.workspace.dataset(&dataset)?;
+        let held = self.held_out_ids(&dataset)?;
+        let ctx = slicetest_sql::dataset_context(&self.workspace, self.runtime.clone(), Some(&dataset)).await?;
+        let schema = Arc::new(Schema::new(vec![Field::new("image_id", DataType::Utf8, false)]));
+        let ids = StringArray::from_iter_values(held.iter());
+        let table = MemTable::try_new(schema.clone(), vec![vec![RecordBatch::try_new(schema, vec![Arc::new(ids)])?]])?;
+        ctx.register_table("held_out_ids", Arc::new(table)).map_err(|e| EngineError::query(e, None))?;
+        let holdout = query::stream(
+            &ctx,
+            &format!(
+                "SELECT i.* FROM \"{dataset}\".images i WHERE i.image_id IN (SELECT image_id FROM held_out_ids) \
+                 ORDER BY i.image_id"
+            ),
+        )
+        .await?;
+        let train = query::stream(
+            &ctx,
+            &format!(
+                "SELECT i.* FROM \"{dataset}\".images i \
+                 WHERE i.image_id NOT IN (SELECT image_id FROM held_out_ids) \
+                   AND (i.split IS NULL OR i.split NOT IN ('test', 'val')) ORDER BY i.image_id"
+            ),
+        )
+        .await?;
+        Ok((holdout, train))
+    }
+
+    fn held_out_ids(&self, dataset: &str) -> Result<Vec<String>> {
+        let layout = self.workspace.layout();
+        let mut held = HashSet::new();
+        for name in slice::slice_names(layout)? {
+            if slice::read_definition(layout, &name)?.dataset != dataset
+                || slice::frozen_versions(layout, &name)?.is_empty()
+            {
+                continue;
+            }
+            let frozen = slice::read_frozen(layout, &name, None)?;
+            let members = members_of(&slice::read_members(layout, &frozen)?);
+            held.extend(members.into_iter().filter(|m| m.holdout).map(|m| m.image_id));
+        }
+        let mut held: Vec<String> = held.into_iter().collect();
+        held.sort();
+        Ok(held)
+    }
+
+    fn other_columns(&self, dataset: &str, skip: &[&str]) -> Result<Vec<String>> {
+        let info = self.workspace.dataset(dataset)?;
+        let latest = info.latest().expect("listed datasets have a version");
+        Ok(latest.columns.iter().map(|c| c.name.clone()).filter(|c| !skip.contains(&c.as_str())).collect())
+    }
+}

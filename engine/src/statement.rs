@@ -1,0 +1,289 @@
+//! slicetest's own SQL statements, recognised before DataFusion sees the text:
+//!
+//! ```sql
+//! CREATE SLICE <name> [COMMENT '<text>'] AS <SELECT returning image_id>
+//! DROP SLICE [IF EXISTS] <name>
+//! SHOW SLICES
+//! DESCRIBE SLICE <name>
+//! FREEZE SLICE <name> [WITH (holdout = 0.2, seed = 7)]
+//! ```
+//!
+//! Anything else is left to DataFusion (`parse` returns None).
+
+use crate::error::{EngineError, Result};
+
+/// A parsed slice statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SliceStatement {
+    /// `CREATE SLICE`.
+    Create { name: String, comment: Option<String>, query: String },
+    /// `DROP SLICE`.
+    Drop { name: String, if_exists: bool },
+    /// `SHOW SLICES`.
+    Show,
+    /// `DESCRIBE SLICE`.
+    Describe { name: String },
+    /// `FREEZE SLICE`.
+    Freeze { name: String, holdout: f64, seed: u64 },
+}
+
+impl SliceStatement {
+    /// Whether the statement changes the workspace.
+    pub fn is_write(&self) -> bool {
+        matches!(self, Self::Create { .. } | Self::Drop { .. } | Self::Freeze { .. })
+    }
+}
+
+/// Default hold-out share of `FREEZE SLICE` without `WITH`.
+pub const DEFAULT_HOLDOUT: f64 = 0.0;
+/// Default hold-out seed.
+pub const DEFAULT_SEED: u64 = 0;
+
+/// Parses a slice statement; None when `sql` is not one.
+pub fn parse(sql: &str) -> Option<Result<SliceStatement>> {
+    let mut s = Scanner { sql, pos: 0 };
+    let statement = if s.keyword("CREATE") && s.keyword("SLICE") {
+        create(&mut s)
+    } else if s.reset() && s.keyword("DROP") && s.keyword("SLICE") {
+        drop(&mut s)
+    } else if s.reset() && s.keyword("SHOW") && s.keyword("SLICES") {
+        Ok(SliceStatement::Show)
+    } else if s.reset() && s.keyword("DESCRIBE") && s.keyword("SLICE") {
+        s.name().map(|name| SliceStatement::Describe { name })
+    } else if s.reset() && s.keyword("FREEZE") && s.keyword("SLICE") {
+        freeze(&mut s)
+    } else {
+        return None;
+    };
+    Some(statement.and_then(|st| {
+        if matches!(st, SliceStatement::Create { .. }) {
+            return Ok(st);
+        }
+        s.punct(';');
+        if s.at_end() { Ok(st) } else { Err(s.error("unexpected text after the statement")) }
+    }))
+}
+
+fn create(s: &mut Scanner) -> Result<SliceStatement> {
+    let name = s.name()?;
+    let comment = if s.keyword("COMMENT") { Some(s.string()?) } else { None };
+    if !s.keyword("AS") {
+        return Err(s.error("expected AS <query> (CREATE SLICE <name> [COMMENT '…'] AS SELECT image_id FROM …)"));
+    }
+    let query = s.rest().trim().trim_end_matches(';').trim().to_string();
+    if query.is_empty() {
+        return Err(s.error("expected a query after AS"));
+    }
+    Ok(SliceStatement::Create { name, comment, query })
+}
+
+fn drop(s: &mut Scanner) -> Result<SliceStatement> {
+    let if_exists = s.keyword("IF") && {
+        if !s.keyword("EXISTS") {
+            return Err(s.error("expected EXISTS after IF"));
+        }
+        true
+    };
+    Ok(SliceStatement::Drop { name: s.name()?, if_exists })
+}
+
+fn freeze(s: &mut Scanner) -> Result<SliceStatement> {
+    let name = s.name()?;
+    let (mut holdout, mut seed) = (DEFAULT_HOLDOUT, DEFAULT_SEED);
+    if s.keyword("WITH") {
+        if !s.punct('(') {
+            return Err(s.error("expected ( after WITH"));
+        }
+        loop {
+            let key = s.word().ok_or_else(|| s.error("expected holdout = <share> or seed = <integer>"))?;
+            if !s.punct('=') {
+                return Err(s.error(&format!("expected = after {key}")));
+            }
+            let value = s.number()?;
+            match key.to_ascii_lowercase().as_str() {
+                "holdout" => holdout = value.parse().map_err(|_| s.error("holdout is a number between 0 and 1"))?,
+                "seed" => seed = value.parse().map_err(|_| s.error("seed is a non-negative integer"))?,
+                other => return Err(s.error(&format!("unknown option {other:?}; options are holdout and seed"))),
+            }
+            if s.punct(')') {
+                break;
+            }
+            if !s.punct(',') {
+                return Err(s.error("expected , or )"));
+            }
+        }
+    }
+    Ok(SliceStatement::Freeze { name, holdout, seed })
+}
+
+/// A small hand-written scanner: the statements are few and the query after `AS` must be
+/// passed through byte for byte.
+struct Scanner<'a> {
+    sql: &'a str,
+    pos: usize,
+}
+
+impl Scanner<'_> {
+    fn reset(&mut self) -> bool {
+        self.pos = 0;
+        true
+    }
+
+    fn skip_space(&mut self) {
+        loop {
+            let rest = &self.sql[self.pos..];
+            let trimmed = rest.trim_start();
+            self.pos += rest.len() - trimmed.len();
+            if trimmed.starts_with("--") {
+                self.pos += trimmed.find('\n').unwrap_or(trimmed.len());
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn word(&mut self) -> Option<String> {
+        self.skip_space();
+        let rest = &self.sql[self.pos..];
+        let len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).unwrap_or(rest.len());
+        if len == 0 {
+            return None;
+        }
+        self.pos += len;
+        Some(rest[..len].to_string())
+    }
+
+    fn keyword(&mut self, kw: &str) -> bool {
+        let start = self.pos;
+        match self.word() {
+            Some(w) if w.eq_ignore_ascii_case(kw) => true,
+            _ => {
+                self.pos = start;
+                false
+            }
+        }
+    }
+
+    /// A slice name: a bare word or a "quoted" identifier.
+    fn name(&mut self) -> Result<String> {
+        self.skip_space();
+        if self.sql[self.pos..].starts_with('"') {
+            let rest = &self.sql[self.pos + 1..];
+            let end = rest.find('"').ok_or_else(|| self.error("unterminated quoted name"))?;
+            self.pos += end + 2;
+            return Ok(rest[..end].to_string());
+        }
+        self.word().ok_or_else(|| self.error("expected a slice name (letters, digits, '_' and '-')"))
+    }
+
+    fn string(&mut self) -> Result<String> {
+        self.skip_space();
+        if !self.sql[self.pos..].starts_with('\'') {
+            return Err(self.error("expected a 'quoted string'"));
+        }
+        let mut out = String::new();
+        let mut chars = self.sql[self.pos + 1..].char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c == '\'' {
+                if self.sql[self.pos + 1 + i + 1..].starts_with('\'') {
+                    out.push('\'');
+                    chars.next();
+                } else {
+                    self.pos += i + 2;
+                    return Ok(out);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        Err(self.error("unterminated string"))
+    }
+
+    fn number(&mut self) -> Result<String> {
+        self.skip_space();
+        let rest = &self.sql[self.pos..];
+        let len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e')).unwrap_or(rest.len());
+        if len == 0 {
+            return Err(self.error("expected a number"));
+        }
+        self.pos += len;
+        Ok(rest[..len].to_string())
+    }
+
+    fn punct(&mut self, c: char) -> bool {
+        self.skip_space();
+        if self.sql[self.pos..].starts_with(c) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn rest(&mut self) -> &str {
+        let rest = &self.sql[self.pos..];
+        self.pos = self.sql.len();
+        rest
+    }
+
+    fn at_end(&mut self) -> bool {
+        self.skip_space();
+        self.pos == self.sql.len()
+    }
+
+    fn error(&self, message: &str) -> EngineError {
+        let line = self.sql[..self.pos].matches('\n').count() + 1;
+        let column = self.pos - self.sql[..self.pos].rfind('\n').map_or(0, |i| i + 1) + 1;
+        EngineError::Statement(format!("{message} (at line {line}, column {column})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(sql: &str) -> SliceStatement {
+        parse(sql).expect("a slice statement").expect("parses")
+    }
+
+    fn err(sql: &str) -> String {
+        parse(sql).expect("a slice statement").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn statements_parse() {
+        assert_eq!(
+            ok("create slice dark_shirts comment 'it''s dark' as SELECT image_id FROM images WHERE label = 'Shirt';"),
+            SliceStatement::Create {
+                name: "dark_shirts".into(),
+                comment: Some("it's dark".into()),
+                query: "SELECT image_id FROM images WHERE label = 'Shirt'".into()
+            }
+        );
+        assert_eq!(ok("DROP SLICE IF EXISTS a-b"), SliceStatement::Drop { name: "a-b".into(), if_exists: true });
+        assert_eq!(ok("  show slices ;"), SliceStatement::Show);
+        assert_eq!(ok("DESCRIBE SLICE \"x\""), SliceStatement::Describe { name: "x".into() });
+        assert_eq!(
+            ok("FREEZE SLICE s WITH (holdout = 0.2, seed = 7)"),
+            SliceStatement::Freeze { name: "s".into(), holdout: 0.2, seed: 7 }
+        );
+        assert_eq!(ok("-- note\nFREEZE SLICE s"), SliceStatement::Freeze { name: "s".into(), holdout: 0.0, seed: 0 });
+    }
+
+    #[test]
+    fn other_sql_is_left_to_datafusion() {
+        for sql in ["SELECT 1", "DESCRIBE images", "CREATE TABLE t (a int)", "SHOW TABLES", "DROP TABLE t"] {
+            assert!(parse(sql).is_none(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn malformed_statements_say_where() {
+        assert!(err("CREATE SLICE s SELECT 1").contains("expected AS"));
+        assert!(err("FREEZE SLICE s WITH (size = 3)").contains("unknown option \"size\""));
+        assert!(err("FREEZE SLICE s WITH (seed = x)").contains("expected a number"));
+        assert!(err("DROP SLICE a b").contains("unexpected text"));
+        assert!(err("CREATE SLICE s AS ").contains("expected a query"));
+        assert!(err("FREEZE SLICE s\nWITH holdout").contains("line 2"));
+    }
+}

@@ -1,0 +1,289 @@
+//! `slicetest slice …`, `slicetest slices` and `slicetest holdout export`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use futures::TryStreamExt;
+use slicetest_engine::{DEFAULT_MIN_TEST_SAMPLES, Engine, OutputFormat, SliceStatement, write_stream};
+
+use super::{CliError, print_table};
+
+/// `slicetest slice <command>`.
+#[derive(Debug, Subcommand)]
+pub enum SliceCommand {
+    /// Define a slice: a name and a query returning image_id (CREATE SLICE).
+    Create {
+        /// The slice name: letters, digits, '_' and '-'.
+        name: String,
+        /// A SELECT returning an image_id column, over the default dataset.
+        query: String,
+        /// What the population is and why it matters.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Remove a slice and its frozen versions (DROP SLICE).
+    Drop {
+        /// The slice.
+        name: String,
+    },
+    /// List slices (SHOW SLICES).
+    List,
+    /// Show a slice's frozen versions (DESCRIBE SLICE).
+    Show {
+        /// The slice.
+        name: String,
+    },
+    /// Freeze the slice's current members as its next version (FREEZE SLICE).
+    Freeze {
+        /// The slice.
+        name: String,
+        /// Share of the members reserved for the hold-out test set (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        holdout: f64,
+        /// Seed of the hold-out choice.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Images the live query matches that the latest frozen version lacks, and the reverse.
+    Diff {
+        /// The slice.
+        name: String,
+    },
+    /// Write a frozen version's members with uri, label, split, hold-out flag and tags.
+    Export {
+        /// The slice.
+        name: String,
+        /// The frozen version (default: the latest).
+        #[arg(long)]
+        version: Option<u64>,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = ExportFormat::Parquet)]
+        format: ExportFormat,
+        /// Output file (default: stdout).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// `slicetest slice export --format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Parquet,
+    Csv,
+    Jsonl,
+    /// COCO JSON: images, one image-level annotation per labelled image, categories.
+    Coco,
+}
+
+/// `slicetest slices`.
+#[derive(Debug, Args)]
+pub struct SlicesArgs {
+    /// Flag slices with fewer evaluation samples (test split + hold-out) than this.
+    #[arg(long, default_value_t = DEFAULT_MIN_TEST_SAMPLES)]
+    pub min_test: u64,
+}
+
+/// `slicetest holdout <command>`.
+#[derive(Debug, Subcommand)]
+pub enum HoldoutCommand {
+    /// Write holdout.<fmt> (held out by any slice) and train.<fmt> (the rest, minus test/val).
+    Export {
+        /// Directory to write the two manifests into (created if missing).
+        #[arg(long, short)]
+        output_dir: PathBuf,
+        /// The dataset (default: the workspace default).
+        #[arg(long, short)]
+        dataset: Option<String>,
+        /// Manifest format.
+        #[arg(long, short, value_enum, default_value_t = ManifestFormat::Parquet)]
+        format: ManifestFormat,
+    },
+}
+
+/// Formats of the hold-out manifests.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ManifestFormat {
+    Parquet,
+    Csv,
+    Jsonl,
+}
+
+impl From<ManifestFormat> for OutputFormat {
+    fn from(f: ManifestFormat) -> Self {
+        match f {
+            ManifestFormat::Parquet => OutputFormat::Parquet,
+            ManifestFormat::Csv => OutputFormat::Csv,
+            ManifestFormat::Jsonl => OutputFormat::Jsonl,
+        }
+    }
+}
+
+pub async fn run(workspace: &Path, command: SliceCommand) -> Result<(), CliError> {
+    let engine = Engine::open(workspace)?;
+    let statement = match command {
+        SliceCommand::Create { name, query, comment } => SliceStatement::Create { name, comment, query },
+        SliceCommand::Drop { name } => SliceStatement::Drop { name, if_exists: false },
+        SliceCommand::List => SliceStatement::Show,
+        SliceCommand::Show { name } => SliceStatement::Describe { name },
+        SliceCommand::Freeze { name, holdout, seed } => SliceStatement::Freeze { name, holdout, seed },
+        SliceCommand::Diff { name } => {
+            let stream = engine.slice_diff(&name).await?;
+            write_stream(stream, OutputFormat::Table, std::io::stdout()).await?;
+            return Ok(());
+        }
+        SliceCommand::Export { name, version, format, output } => {
+            return export(&engine, &name, version, format, output.as_deref()).await;
+        }
+    };
+    let batch = engine.run_slice_statement(statement).await?;
+    let stream = futures::stream::iter([Ok(batch.clone())]);
+    let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(batch.schema(), stream);
+    write_stream(Box::pin(stream), OutputFormat::Table, std::io::stdout()).await?;
+    Ok(())
+}
+
+fn open_output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, CliError> {
+    Ok(match path {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| format!("creating {}: {e}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    })
+}
+
+async fn export(
+    engine: &Engine,
+    name: &str,
+    version: Option<u64>,
+    format: ExportFormat,
+    output: Option<&Path>,
+) -> Result<(), CliError> {
+    let stream = engine.slice_export(name, version).await?;
+    let format = match format {
+        ExportFormat::Parquet => OutputFormat::Parquet,
+        ExportFormat::Csv => OutputFormat::Csv,
+        ExportFormat::Jsonl => OutputFormat::Jsonl,
+        ExportFormat::Coco => {
+            let batches: Vec<RecordBatch> = stream.try_collect().await?;
+            let mut out = open_output(output)?;
+            serde_json::to_writer_pretty(&mut out, &coco(&batches)?)?;
+            out.flush()?;
+            return Ok(());
+        }
+    };
+    write_stream(stream, format, open_output(output)?).await?;
+    Ok(())
+}
+
+/// A COCO document for a classification slice: images (with slicetest's id, split and
+/// hold-out flag as extra fields), categories from the labels, and one image-level
+/// annotation (no box) per labelled image.
+fn coco(batches: &[RecordBatch]) -> Result<serde_json::Value, CliError> {
+    let text = |b: &RecordBatch, name: &str| -> Result<Vec<Option<String>>, CliError> {
+        let column = b.column_by_name(name).ok_or_else(|| format!("export has no {name} column"))?;
+        let column = cast(column, &DataType::Utf8)?;
+        let column = column.as_string::<i32>();
+        Ok((0..column.len()).map(|i| column.is_valid(i).then(|| column.value(i).to_string())).collect())
+    };
+    let mut images = Vec::new();
+    let mut annotations = Vec::new();
+    let mut categories: Vec<String> = Vec::new();
+    for b in batches {
+        let (ids, uris, labels, splits) = (text(b, "image_id")?, text(b, "uri")?, text(b, "label")?, text(b, "split")?);
+        let (widths, heights) = (text(b, "width")?, text(b, "height")?);
+        let holdout = b.column_by_name("holdout").ok_or("export has no holdout column")?.as_boolean();
+        for r in 0..b.num_rows() {
+            let id = images.len() + 1;
+            let number = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok());
+            images.push(serde_json::json!({
+                "id": id,
+                "file_name": uris[r],
+                "width": number(&widths[r]),
+                "height": number(&heights[r]),
+                "slicetest_image_id": ids[r],
+                "split": splits[r],
+                "holdout": holdout.value(r),
+            }));
+            if let Some(label) = &labels[r] {
+                let category = match categories.iter().position(|c| c == label) {
+                    Some(i) => i + 1,
+                    None => {
+                        categories.push(label.clone());
+                        categories.len()
+                    }
+                };
+                annotations
+                    .push(serde_json::json!({"id": annotations.len() + 1, "image_id": id, "category_id": category}));
+            }
+        }
+    }
+    let categories: Vec<_> =
+        categories.iter().enumerate().map(|(i, c)| serde_json::json!({"id": i + 1, "name": c})).collect();
+    Ok(serde_json::json!({"images": images, "annotations": annotations, "categories": categories}))
+}
+
+pub fn slices(workspace: &Path, args: SlicesArgs) -> Result<(), CliError> {
+    let engine = Engine::open(workspace)?;
+    let breakdown = engine.breakdown()?;
+    if breakdown.is_empty() {
+        println!(
+            "no slices yet; define one with `slicetest slice create <name> \"SELECT image_id FROM images WHERE …\"`"
+        );
+        return Ok(());
+    }
+    let share = |n: u64, total: u64| {
+        if total == 0 { "-".to_string() } else { format!("{n} ({:.0}%)", 100.0 * n as f64 / total as f64) }
+    };
+    let mut flagged = 0;
+    let rows = breakdown
+        .iter()
+        .map(|b| {
+            let few = b.version.is_some() && b.evaluation_samples() < args.min_test;
+            flagged += few as usize;
+            vec![
+                b.slice.clone(),
+                b.version.map_or("live".into(), |v| format!("v{v}")),
+                b.members.to_string(),
+                share(b.train, b.members),
+                share(b.val, b.members),
+                share(b.test, b.members),
+                share(b.holdout, b.members),
+                format!("{:.2}%", 100.0 * b.coverage),
+                if b.version.is_none() {
+                    "not frozen".into()
+                } else if few {
+                    format!("only {} test+holdout (< {})", b.evaluation_samples(), args.min_test)
+                } else {
+                    "ok".into()
+                },
+            ]
+        })
+        .collect();
+    print_table(&["slice", "version", "members", "train", "val", "test", "holdout", "coverage", "check"], rows);
+    if flagged > 0 {
+        println!("{flagged} slice(s) have too few test samples for a meaningful metric");
+    }
+    Ok(())
+}
+
+pub async fn holdout(workspace: &Path, command: HoldoutCommand) -> Result<(), CliError> {
+    let HoldoutCommand::Export { output_dir, dataset, format } = command;
+    let engine = Engine::open(workspace)?;
+    let (holdout, train) = engine.holdout_export(dataset.as_deref()).await?;
+    std::fs::create_dir_all(&output_dir).map_err(|e| format!("creating {}: {e}", output_dir.display()))?;
+    let ext = match format {
+        ManifestFormat::Parquet => "parquet",
+        ManifestFormat::Csv => "csv",
+        ManifestFormat::Jsonl => "jsonl",
+    };
+    for (name, stream) in [("holdout", holdout), ("train", train)] {
+        let path = output_dir.join(format!("{name}.{ext}"));
+        let rows = write_stream(stream, format.into(), open_output(Some(&path))?).await?;
+        println!("{name}: {rows} images → {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! Helpers shared by the binary's integration tests.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the binary on workspace `ws`.
+pub fn slicetest(ws: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_slicetest"))
+        .arg("--workspace")
+        .arg(ws)
+        .args(args)
+        .output()
+        .expect("slicetest runs")
+}
+
+/// Runs it and expects success; returns stdout.
+pub fn ok(ws: &Path, args: &[&str]) -> String {
+    let out = slicetest(ws, args);
+    assert!(out.status.success(), "slicetest {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs it and expects failure; returns stderr.
+pub fn fails(ws: &Path, args: &[&str]) -> String {
+    let out = slicetest(ws, args);
+    assert!(!out.status.success(), "slicetest {args:?} should have failed");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Names of published version directories of a dataset (temporary ones included, to catch leftovers).
+pub fn version_entries(ws: &Path, ds: &str) -> Vec<String> {
+    let dir = ws.join("datasets").join(ds).join("versions");
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut v: Vec<String> = entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// A temporary directory with a fresh workspace `ws/` and an empty source folder `src/`.
+pub struct Setup {
+    pub _dir: tempfile::TempDir,
+    pub ws: PathBuf,
+    pub src: PathBuf,
+}
+
+/// Creates a [`Setup`].
+pub fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    ok(&ws, &["init"]);
+    Setup { _dir: dir, ws, src }
+}
+
+/// Runs a query with CSV output.
+pub fn sql_csv(ws: &Path, query: &str) -> String {
+    ok(ws, &["sql", "--format", "csv", query])
+}
