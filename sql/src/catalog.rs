@@ -34,10 +34,15 @@ pub fn session_config(workspace: &Workspace) -> SessionConfig {
     dataset_config(workspace.config().default_dataset.as_deref())
 }
 
+/// DataFusion's own settings can be tuned with `DATAFUSION_*` environment variables
+/// (e.g. `DATAFUSION_EXECUTION_TARGET_PARTITIONS=4`); a malformed one is ignored with a warning.
 fn dataset_config(default_dataset: Option<&str>) -> SessionConfig {
     let default_schema = default_dataset.unwrap_or(EMPTY_SCHEMA).to_string();
-    SessionConfig::new()
-        .with_default_catalog_and_schema(CATALOG, default_schema)
+    let base = SessionConfig::from_env().unwrap_or_else(|e| {
+        eprintln!("warning: ignoring DATAFUSION_* environment settings: {e}");
+        SessionConfig::new()
+    });
+    base.with_default_catalog_and_schema(CATALOG, default_schema)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true)
 }

@@ -13,6 +13,16 @@ pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// The dataset name the demo uses.
 pub const DEMO_DATASET: &str = "fashion_mnist";
 
+/// The demo's slices: classes a Fashion-MNIST classifier is known to mix up.
+const DEMO_SLICES: [(&str, &str, &str); 2] = [
+    (
+        "tops",
+        "SELECT image_id FROM images WHERE label IN ('Shirt', 'T-shirt/top', 'Pullover', 'Coat')",
+        "upper-body garments, the classes most often confused with each other",
+    ),
+    ("footwear", "SELECT image_id FROM images WHERE label IN ('Sandal', 'Sneaker', 'Ankle boot')", "all shoes"),
+];
+
 /// Arguments of `slicetest demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -48,11 +58,27 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
     let stream = engine.sql_stream(query).await?;
     write_stream(stream, slicetest_engine::OutputFormat::Table, std::io::stdout()).await?;
 
+    println!("\n== 3. slices: named populations, frozen as unit-test sets with a 20% hold-out");
+    for (name, query, comment) in DEMO_SLICES {
+        if engine.slice(name).is_err() {
+            engine.create_slice(name, query, Some(comment.to_string())).await?;
+        }
+        let outcome = engine.freeze_slice(name, 0.2, 7).await?;
+        let f = &outcome.frozen;
+        let what = if outcome.created { "frozen as" } else { "unchanged, still" };
+        println!("{name}: {what} version {} with {} members ({} held out)", f.version, f.members, f.holdout_members);
+    }
+
     println!("\nNext, try:");
     println!("  slicetest -w {} datasets", workspace.display());
     println!("  slicetest -w {} describe {DEMO_DATASET}", workspace.display());
     println!(
         "  slicetest -w {} sql \"SELECT label, avg(bytes) FROM images WHERE split = 'test' GROUP BY label\"",
+        workspace.display()
+    );
+    println!("  slicetest -w {} slices", workspace.display());
+    println!(
+        "  slicetest -w {} sql \"SELECT split, holdout, count(*) FROM slice('tops') GROUP BY 1, 2\"",
         workspace.display()
     );
     Ok(())

@@ -45,3 +45,16 @@ def test_running_the_demo_again_changes_nothing(demo_workspace):
     ws, _ = demo_workspace
     out = run(ws, "demo").stdout.decode()
     assert "unchanged, still version 1 with 70000 images" in out, out
+
+
+def test_demo_freezes_its_slices_with_a_stable_holdout(demo_workspace):
+    ws, out = demo_workspace
+    assert "tops: frozen as version 1 with 28000 members" in out, out
+    assert "footwear: frozen as version 1 with 21000 members" in out, out
+    t = sql_arrow(ws, "SELECT holdout, count(*) AS n FROM slice('tops') GROUP BY holdout ORDER BY holdout")
+    counts = dict(zip(t.column(0).to_pylist(), t.column(1).to_pylist()))
+    assert counts[False] + counts[True] == 28000
+    assert abs(counts[True] / 28000 - 0.2) < 0.01, counts
+    # Running the demo again freezes nothing new.
+    again = run(ws, "demo").stdout.decode()
+    assert "tops: unchanged, still version 1" in again, again
