@@ -198,3 +198,23 @@ fn bad_slice_names_and_queries_are_refused() {
     assert!(err.contains("did you mean \"cats\""), "{err}");
     assert!(!s.ws.join("slices/x.toml").exists());
 }
+
+#[test]
+fn describe_lists_every_frozen_version_with_its_manifest() {
+    let s = pets();
+    ok(&s.ws, &["slice", "freeze", "cats"]);
+    ok(&s.ws, &["slice", "freeze", "cats", "--holdout", "0.5", "--seed", "3"]);
+    let csv = sql_csv(&s.ws, "DESCRIBE SLICE cats");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "slice,version,members,holdout_members,holdout_share,seed,dataset_versions,member_hash,frozen_at"
+    );
+    assert!(lines[1].starts_with("cats,1,6,0,0.0,0,pets@1,"), "{csv}");
+    assert!(lines[2].starts_with("cats,2,6,"), "{csv}");
+    assert_eq!(lines.len(), 3);
+    let jsonl = ok(&s.ws, &["slice", "export", "cats", "--version", "1", "-f", "jsonl"]);
+    let first: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+    assert_eq!(first["image_id"], "test/cat/c4.png");
+    assert_eq!(first["holdout"], false);
+}
