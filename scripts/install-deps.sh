@@ -17,7 +17,7 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
 fi
 
 if [ "${1:-}" = "--python" ] || [ "${1:-}" = "--all" ]; then
-  if ! python3 -c 'import duckdb, pyarrow, pytest' 2>/dev/null; then
+  if ! python3 -c 'import duckdb, pyarrow, pytest, sklearn' 2>/dev/null; then
     echo "installing Python test packages"
     python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
   fi

@@ -41,7 +41,9 @@ async fn main() -> anyhow::Result<()> {
     let mut members = 0;
     for run in 0..runs {
         let name = format!("half_{run}");
-        engine.create_slice(&name, "SELECT image_id FROM images WHERE brightness < 0.5", None).await?;
+        engine
+            .create_slice(&name, "SELECT image_id FROM images WHERE brightness < 0.5", None, Default::default())
+            .await?;
         let started = Instant::now();
         let outcome = engine.freeze_slice(&name, 0.2, 7).await?;
         ours.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -71,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
                 lo = decile as f64 / 10.0,
                 hi = (decile + 1) as f64 / 10.0
             );
-            engine.create_slice(&name, &query, None).await?;
+            engine.create_slice(&name, &query, None, Default::default()).await?;
             engine.freeze_slice(&name, 0.2, 7).await?;
         }
     }

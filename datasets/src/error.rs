@@ -43,6 +43,9 @@ pub enum DatasetError {
     /// A frozen version that does not exist.
     #[error("slice {slice:?} has no frozen version {version} (latest is {latest})")]
     UnknownSliceVersion { slice: String, version: u64, latest: u64 },
+    /// The named run does not exist.
+    #[error("no run named {name:?} in this workspace{hint}")]
+    UnknownRun { name: String, hint: String },
     /// Hold-out parameters out of range.
     #[error("invalid hold-out settings: {0}")]
     BadHoldout(String),

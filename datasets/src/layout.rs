@@ -9,6 +9,7 @@
 //! datasets/<ds>/files/<aa>/<sha256>.<ext>          image files slicetest wrote itself (IDX import)
 //! slices/<name>.toml                               a slice's definition (query, dataset, comment)
 //! slices/<name>/v<k>.parquet + v<k>.json           frozen version k: members + manifest
+//! runs/<run>/predictions.parquet + run.json         an uploaded model run
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -95,6 +96,16 @@ impl WorkspaceLayout {
     /// `slices/<name>/v<k>.json`: the manifest of frozen version k (written last: it is the commit).
     pub fn frozen_manifest_file(&self, slice: &str, version: u64) -> PathBuf {
         self.slice_dir(slice).join(format!("v{version}.json"))
+    }
+
+    /// `runs/`: uploaded model runs.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    /// `runs/<run>/`: one run's predictions and manifest.
+    pub fn run_dir(&self, run: &str) -> PathBuf {
+        self.runs_dir().join(run)
     }
 
     /// Resolves a `uri` column value to a local file: relative values are inside the workspace.

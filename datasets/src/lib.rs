@@ -16,7 +16,9 @@ pub mod merge;
 pub mod probe;
 pub mod progress;
 pub mod record;
+pub mod run;
 pub mod slice;
+pub mod table_file;
 pub mod version;
 pub mod workspace;
 

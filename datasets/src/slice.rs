@@ -37,6 +37,12 @@ pub struct SliceDefinition {
     pub comment: Option<String>,
     /// When the slice was created (RFC 3339).
     pub created_at: String,
+    /// Slice test: the run fails this slice when its accuracy is below this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_accuracy: Option<f64>,
+    /// Slice test: fewer scored samples than this is "not enough data" (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<u64>,
 }
 
 /// One member of a frozen slice.
@@ -391,6 +397,8 @@ mod tests {
             dataset: "ds".into(),
             comment: None,
             created_at: "2026-11-23T00:00:00Z".into(),
+            min_accuracy: None,
+            min_samples: None,
         }
     }
 

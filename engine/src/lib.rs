@@ -3,8 +3,10 @@
 
 pub mod curation;
 pub mod error;
+pub mod metrics;
 pub mod output;
 pub mod query;
+pub mod scoring;
 pub mod slices;
 pub mod statement;
 
@@ -18,11 +20,13 @@ use datafusion::prelude::{DataFrame, SessionContext};
 pub use curation::{DEFAULT_MIN_TEST_SAMPLES, SliceBreakdown};
 pub use error::{EngineError, Result};
 pub use output::{OutputFormat, write_stream};
+pub use scoring::{DEFAULT_ALPHA, RunReport, SliceScore, Verdict};
 pub use slices::SliceInfo;
+pub use slicetest_datasets::run::{RunManifest, UploadOptions};
 pub use slicetest_datasets::{
     DatasetInfo, DatasetVersion, ImportOptions, IngestOptions, IngestReport, SourceFormat, Verify, Workspace,
 };
-pub use statement::SliceStatement;
+pub use statement::{SliceStatement, SliceThresholds};
 
 /// Default memory pool for query execution; operators that need more spill or fail with a clear error.
 pub const DEFAULT_QUERY_MEMORY: usize = 4 << 30;

@@ -11,7 +11,7 @@ use slicetest_datasets::slice::{self, FrozenSlice, SliceDefinition};
 use slicetest_datasets::{FreezeOutcome, FreezeRequest, HoldoutAssigner};
 
 use crate::error::{EngineError, Result};
-use crate::statement::SliceStatement;
+use crate::statement::{SliceStatement, SliceThresholds};
 use crate::{Engine, query};
 
 /// A slice's definition with its frozen versions, for listings.
@@ -25,7 +25,16 @@ pub struct SliceInfo {
 
 impl Engine {
     /// Defines a slice; the query must plan against the default dataset and return `image_id`.
-    pub async fn create_slice(&self, name: &str, query: &str, comment: Option<String>) -> Result<SliceDefinition> {
+    pub async fn create_slice(
+        &self,
+        name: &str,
+        query: &str,
+        comment: Option<String>,
+        thresholds: SliceThresholds,
+    ) -> Result<SliceDefinition> {
+        if thresholds.min_accuracy.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
+            return Err(EngineError::Statement("min_accuracy must be between 0 and 1".into()));
+        }
         slicetest_datasets::validate_name(name)?;
         let dataset = self.workspace.config().default_dataset.clone().ok_or_else(|| {
             EngineError::Statement("the workspace has no datasets yet; run `slicetest ingest` first".into())
@@ -45,6 +54,8 @@ impl Engine {
             dataset,
             comment,
             created_at: chrono_now(),
+            min_accuracy: thresholds.min_accuracy,
+            min_samples: thresholds.min_samples,
         };
         let _lock = self.workspace.lock()?;
         slice::create_definition(self.workspace.layout(), &definition)?;
@@ -112,8 +123,8 @@ impl Engine {
     /// Runs a slice statement and returns its result as one batch.
     pub async fn run_slice_statement(&self, statement: SliceStatement) -> Result<RecordBatch> {
         match statement {
-            SliceStatement::Create { name, comment, query } => {
-                let d = self.create_slice(&name, &query, comment).await?;
+            SliceStatement::Create { name, comment, thresholds, query } => {
+                let d = self.create_slice(&name, &query, comment, thresholds).await?;
                 Ok(message(format!("slice {} created on dataset {}", d.name, d.dataset)))
             }
             SliceStatement::Drop { name, if_exists } => match self.drop_slice(&name) {

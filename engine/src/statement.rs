@@ -1,7 +1,8 @@
 //! slicetest's own SQL statements, recognised before DataFusion sees the text:
 //!
 //! ```sql
-//! CREATE SLICE <name> [COMMENT '<text>'] AS <SELECT returning image_id>
+//! CREATE SLICE <name> [COMMENT '<text>'] [WITH (min_accuracy = 0.9, min_samples = 30)]
+//!   AS <SELECT returning image_id>
 //! DROP SLICE [IF EXISTS] <name>
 //! SHOW SLICES
 //! DESCRIBE SLICE <name>
@@ -12,11 +13,20 @@
 
 use crate::error::{EngineError, Result};
 
+/// The slice test of a slice: what a run must reach on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SliceThresholds {
+    /// Fail the slice when accuracy is below this.
+    pub min_accuracy: Option<f64>,
+    /// Fewer scored samples than this is "not enough data".
+    pub min_samples: Option<u64>,
+}
+
 /// A parsed slice statement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SliceStatement {
     /// `CREATE SLICE`.
-    Create { name: String, comment: Option<String>, query: String },
+    Create { name: String, comment: Option<String>, thresholds: SliceThresholds, query: String },
     /// `DROP SLICE`.
     Drop { name: String, if_exists: bool },
     /// `SHOW SLICES`.
@@ -67,6 +77,24 @@ pub fn parse(sql: &str) -> Option<Result<SliceStatement>> {
 fn create(s: &mut Scanner) -> Result<SliceStatement> {
     let name = s.name()?;
     let comment = if s.keyword("COMMENT") { Some(s.string()?) } else { None };
+    let mut thresholds = SliceThresholds::default();
+    if s.keyword("WITH") {
+        for (key, value) in options(s, "min_accuracy and min_samples")? {
+            match key.as_str() {
+                "min_accuracy" => {
+                    thresholds.min_accuracy =
+                        Some(value.parse().map_err(|_| s.error("min_accuracy is a number between 0 and 1"))?)
+                }
+                "min_samples" => {
+                    thresholds.min_samples =
+                        Some(value.parse().map_err(|_| s.error("min_samples is a non-negative integer"))?)
+                }
+                other => {
+                    return Err(s.error(&format!("unknown option {other:?}; options are min_accuracy and min_samples")));
+                }
+            }
+        }
+    }
     if !s.keyword("AS") {
         return Err(s.error("expected AS <query> (CREATE SLICE <name> [COMMENT '…'] AS SELECT image_id FROM …)"));
     }
@@ -74,7 +102,7 @@ fn create(s: &mut Scanner) -> Result<SliceStatement> {
     if query.is_empty() {
         return Err(s.error("expected a query after AS"));
     }
-    Ok(SliceStatement::Create { name, comment, query })
+    Ok(SliceStatement::Create { name, comment, thresholds, query })
 }
 
 fn drop(s: &mut Scanner) -> Result<SliceStatement> {
@@ -91,29 +119,36 @@ fn freeze(s: &mut Scanner) -> Result<SliceStatement> {
     let name = s.name()?;
     let (mut holdout, mut seed) = (DEFAULT_HOLDOUT, DEFAULT_SEED);
     if s.keyword("WITH") {
-        if !s.punct('(') {
-            return Err(s.error("expected ( after WITH"));
-        }
-        loop {
-            let key = s.word().ok_or_else(|| s.error("expected holdout = <share> or seed = <integer>"))?;
-            if !s.punct('=') {
-                return Err(s.error(&format!("expected = after {key}")));
-            }
-            let value = s.number()?;
-            match key.to_ascii_lowercase().as_str() {
+        for (key, value) in options(s, "holdout and seed")? {
+            match key.as_str() {
                 "holdout" => holdout = value.parse().map_err(|_| s.error("holdout is a number between 0 and 1"))?,
                 "seed" => seed = value.parse().map_err(|_| s.error("seed is a non-negative integer"))?,
                 other => return Err(s.error(&format!("unknown option {other:?}; options are holdout and seed"))),
             }
-            if s.punct(')') {
-                break;
-            }
-            if !s.punct(',') {
-                return Err(s.error("expected , or )"));
-            }
         }
     }
     Ok(SliceStatement::Freeze { name, holdout, seed })
+}
+
+/// `( key = number [, …] )`, keys lower-cased; `known` names the valid keys for errors.
+fn options(s: &mut Scanner, known: &str) -> Result<Vec<(String, String)>> {
+    if !s.punct('(') {
+        return Err(s.error("expected ( after WITH"));
+    }
+    let mut out = Vec::new();
+    loop {
+        let key = s.word().ok_or_else(|| s.error(&format!("expected an option: {known}")))?;
+        if !s.punct('=') {
+            return Err(s.error(&format!("expected = after {key}")));
+        }
+        out.push((key.to_ascii_lowercase(), s.number()?));
+        if s.punct(')') {
+            return Ok(out);
+        }
+        if !s.punct(',') {
+            return Err(s.error("expected , or )"));
+        }
+    }
 }
 
 /// A small hand-written scanner: the statements are few and the query after `AS` must be
@@ -257,7 +292,17 @@ mod tests {
             SliceStatement::Create {
                 name: "dark_shirts".into(),
                 comment: Some("it's dark".into()),
+                thresholds: SliceThresholds::default(),
                 query: "SELECT image_id FROM images WHERE label = 'Shirt'".into()
+            }
+        );
+        assert_eq!(
+            ok("CREATE SLICE s WITH (min_accuracy = 0.9, MIN_SAMPLES = 50) AS SELECT image_id FROM images"),
+            SliceStatement::Create {
+                name: "s".into(),
+                comment: None,
+                thresholds: SliceThresholds { min_accuracy: Some(0.9), min_samples: Some(50) },
+                query: "SELECT image_id FROM images".into()
             }
         );
         assert_eq!(ok("DROP SLICE IF EXISTS a-b"), SliceStatement::Drop { name: "a-b".into(), if_exists: true });

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use slicetest_engine::{Engine, ImportOptions, IngestOptions, SourceFormat, Verify, write_stream};
+use slicetest_engine::{Engine, ImportOptions, IngestOptions, SliceThresholds, SourceFormat, Verify, write_stream};
 
 use super::CliError;
 use super::ingest::print_report;
@@ -61,7 +61,14 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
     println!("\n== 3. slices: named populations, frozen as unit-test sets with a 20% hold-out");
     for (name, query, comment) in DEMO_SLICES {
         if engine.slice(name).is_err() {
-            engine.create_slice(name, query, Some(comment.to_string())).await?;
+            engine
+                .create_slice(
+                    name,
+                    query,
+                    Some(comment.to_string()),
+                    SliceThresholds { min_accuracy: Some(0.8), min_samples: None },
+                )
+                .await?;
         }
         let outcome = engine.freeze_slice(name, 0.2, 7).await?;
         let f = &outcome.frozen;

@@ -4,6 +4,7 @@
 mod datasets;
 mod demo;
 mod ingest;
+mod run;
 mod slice;
 mod sql;
 
@@ -48,6 +49,13 @@ enum Command {
     /// Hold-out curation: export the hold-out set and the training set.
     #[command(subcommand)]
     Holdout(slice::HoldoutCommand),
+    /// Upload and list model runs (predictions).
+    #[command(subcommand)]
+    Run(run::RunCommand),
+    /// Run the slice tests of a run; exits non-zero on a failed slice or a regression.
+    Test(run::TestArgs),
+    /// Per-slice metrics of a run, worst slices first (table or JSON).
+    Report(run::ReportArgs),
     /// Run the demo on Fashion-MNIST: ingest, then query.
     Demo(demo::DemoArgs),
 }
@@ -76,6 +84,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Slice(command) => slice::run(&ws, command).await,
         Command::Slices(args) => slice::slices(&ws, args),
         Command::Holdout(command) => slice::holdout(&ws, command).await,
+        Command::Run(command) => run::run(&ws, command).await,
+        Command::Test(args) => run::test(&ws, args),
+        Command::Report(args) => run::report(&ws, args),
         Command::Demo(args) => demo::run(&ws, args).await,
     }
 }

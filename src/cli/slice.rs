@@ -8,7 +8,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use futures::TryStreamExt;
-use slicetest_engine::{DEFAULT_MIN_TEST_SAMPLES, Engine, OutputFormat, SliceStatement, write_stream};
+use slicetest_engine::{DEFAULT_MIN_TEST_SAMPLES, Engine, OutputFormat, SliceStatement, SliceThresholds, write_stream};
 
 use super::{CliError, print_table};
 
@@ -24,6 +24,12 @@ pub enum SliceCommand {
         /// What the population is and why it matters.
         #[arg(long)]
         comment: Option<String>,
+        /// Slice test: a run fails this slice below this accuracy.
+        #[arg(long)]
+        min_accuracy: Option<f64>,
+        /// Slice test: fewer scored samples than this is "not enough data" (default 30).
+        #[arg(long)]
+        min_samples: Option<u64>,
     },
     /// Remove a slice and its frozen versions (DROP SLICE).
     Drop {
@@ -125,7 +131,9 @@ impl From<ManifestFormat> for OutputFormat {
 pub async fn run(workspace: &Path, command: SliceCommand) -> Result<(), CliError> {
     let engine = Engine::open(workspace)?;
     let statement = match command {
-        SliceCommand::Create { name, query, comment } => SliceStatement::Create { name, comment, query },
+        SliceCommand::Create { name, query, comment, min_accuracy, min_samples } => {
+            SliceStatement::Create { name, comment, thresholds: SliceThresholds { min_accuracy, min_samples }, query }
+        }
         SliceCommand::Drop { name } => SliceStatement::Drop { name, if_exists: false },
         SliceCommand::List => SliceStatement::Show,
         SliceCommand::Show { name } => SliceStatement::Describe { name },

@@ -11,23 +11,23 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
-use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
 
 use super::{
     Candidate, CandidateSet, ImportOptions, Rejection, canonical_root, normalize_split, relative_id, resolve_inside,
 };
 use crate::error::{DatasetError, Result};
 use crate::record::COMPUTED_COLUMNS;
+use crate::table_file::read_table;
 use crate::workspace::closest;
 
 /// Column names tried, in order, when no `--path-column` is given.
 pub const PATH_COLUMNS: &[&str] = &["path", "uri", "file", "file_name", "filename"];
 
 pub(super) async fn gather(path: &Path, options: &ImportOptions) -> Result<CandidateSet> {
-    let table = read_table(path).await?;
+    let table = read_table(path, "manifest").await?;
     let bad = |message: String| DatasetError::BadInput { source_path: path.to_path_buf(), message };
     if table.num_rows() == 0 {
         return Err(bad("the manifest has no rows".into()));
@@ -96,39 +96,6 @@ pub(super) async fn gather(path: &Path, options: &ImportOptions) -> Result<Candi
 }
 
 /// Reads the whole manifest into one batch, with types inferred from every row.
-async fn read_table(path: &Path) -> Result<RecordBatch> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let dotted = format!(".{ext}");
-    let location = path.to_string_lossy();
-    let ctx = SessionContext::new();
-    let what = match ext.as_str() {
-        "parquet" => "Parquet manifest",
-        "jsonl" | "ndjson" => "JSON-lines manifest",
-        _ => "CSV manifest",
-    };
-    let wrap = |e: datafusion::error::DataFusionError| DatasetError::BadManifestFile {
-        what,
-        path: path.to_path_buf(),
-        message: e.strip_backtrace(),
-    };
-    let df = match ext.as_str() {
-        "parquet" => ctx.read_parquet(&*location, ParquetReadOptions::default().file_extension(&dotted)).await,
-        "jsonl" | "ndjson" => {
-            let opts = JsonReadOptions::default().file_extension(&dotted).schema_infer_max_records(usize::MAX);
-            ctx.read_json(&*location, opts).await
-        }
-        _ => {
-            let opts =
-                CsvReadOptions::new().has_header(true).file_extension(&dotted).schema_infer_max_records(usize::MAX);
-            ctx.read_csv(&*location, opts).await
-        }
-    }
-    .map_err(wrap)?;
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.map_err(wrap)?;
-    Ok(concat_batches(&schema, &batches)?)
-}
-
 fn choose_path_column(names: &[String], requested: Option<&str>) -> Result<String, String> {
     if let Some(want) = requested {
         return match names.iter().find(|n| *n == want) {

@@ -1,0 +1,366 @@
+//! Model runs on disk: validated predictions (`runs/<run>/predictions.parquet`) and a
+//! manifest (`runs/<run>/run.json`). A run is written whole or not at all, and never
+//! rewritten.
+//!
+//! An uploaded table has an `image_id` column and at least one of: `predicted` (a label),
+//! `prob_<label>` columns (one per class, summing to 1), `score`, `loss`. Without
+//! `predicted`, the most probable class is the prediction.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Float64Builder, ListBuilder, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::atomic::{publish_dir, remove_stale_tmp, tmp_sibling};
+use crate::error::{DatasetError, Result};
+use crate::layout::validate_name;
+use crate::table_file::read_table;
+use crate::version::{read_images, write_parquet};
+use crate::workspace::Workspace;
+
+/// Probabilities must sum to 1 within this tolerance.
+pub const PROB_SUM_TOLERANCE: f64 = 1e-3;
+/// At most this many problems are listed in a rejection.
+const MAX_PROBLEMS: usize = 20;
+
+/// The manifest of an uploaded run (`run.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunManifest {
+    /// The run's name.
+    pub run: String,
+    /// The model's name.
+    pub model: String,
+    /// The model's version.
+    pub model_version: String,
+    /// The dataset the predictions are for, and its version at upload.
+    pub dataset: String,
+    /// The dataset version at upload time.
+    pub dataset_version: u64,
+    /// Number of predictions.
+    pub predictions: u64,
+    /// Images of the dataset with no prediction (allowed only with `allow_partial`).
+    pub images_without_prediction: u64,
+    /// Class order of the `probs` lists (empty without probabilities).
+    pub classes: Vec<String>,
+    /// Whether `score` / `loss` columns were given.
+    pub has_score: bool,
+    /// Whether a `loss` column was given.
+    pub has_loss: bool,
+    /// The uploaded file and its SHA-256.
+    pub source: String,
+    /// SHA-256 of the uploaded file.
+    pub source_sha256: String,
+    /// SHA-256 of `predictions.parquet`.
+    pub parquet_sha256: String,
+    /// Upload time (RFC 3339).
+    pub created_at: String,
+    /// The slicetest version that wrote it.
+    pub slicetest_version: String,
+}
+
+/// What to upload and as what.
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    /// The run's name (unique in the workspace).
+    pub run: String,
+    /// The model's name.
+    pub model: String,
+    /// The model's version.
+    pub model_version: String,
+    /// The dataset (default: the workspace default).
+    pub dataset: Option<String>,
+    /// Accept predictions that cover only part of the dataset.
+    pub allow_partial: bool,
+}
+
+/// Validates `path` against the dataset and stores it as a new run. Nothing is written
+/// unless every row is valid.
+pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions) -> Result<RunManifest> {
+    validate_name(&options.run)?;
+    let layout = workspace.layout();
+    let dataset = match &options.dataset {
+        Some(d) => d.clone(),
+        None => workspace.config().default_dataset.clone().ok_or_else(|| DatasetError::NothingIngested {
+            message: "the workspace has no datasets yet; run `slicetest ingest` first".into(),
+        })?,
+    };
+    let info = workspace.dataset(&dataset)?;
+    let version = info.latest().expect("listed datasets have a version").clone();
+    let images = read_images(layout, &version)?;
+    let table = read_table(path, "predictions").await?;
+    let checked = validate(&table, &images, options.allow_partial).map_err(|problems| DatasetError::BadInput {
+        source_path: path.to_path_buf(),
+        message: format!("predictions rejected, nothing was written:\n  - {}", problems.join("\n  - ")),
+    })?;
+
+    let _lock = workspace.lock()?;
+    let dir = layout.run_dir(&options.run);
+    if dir.exists() {
+        return Err(DatasetError::BadInput {
+            source_path: path.to_path_buf(),
+            message: format!("a run named {:?} already exists; runs are immutable, pick another name", options.run),
+        });
+    }
+    fs::create_dir_all(layout.runs_dir()).map_err(DatasetError::io("creating", layout.runs_dir()))?;
+    remove_stale_tmp(&layout.runs_dir());
+    let staging = tmp_sibling(&dir);
+    fs::create_dir(&staging).map_err(DatasetError::io("creating", &staging))?;
+    let result = (|| {
+        let parquet_sha256 = write_parquet(&staging.join(PREDICTIONS_FILE), &checked.batch)?;
+        let source_bytes = fs::read(path).map_err(DatasetError::io("reading", path))?;
+        let manifest = RunManifest {
+            run: options.run.clone(),
+            model: options.model.clone(),
+            model_version: options.model_version.clone(),
+            dataset: dataset.clone(),
+            dataset_version: version.version,
+            predictions: checked.batch.num_rows() as u64,
+            images_without_prediction: checked.missing,
+            classes: checked.classes.clone(),
+            has_score: checked.has_score,
+            has_loss: checked.has_loss,
+            source: path.display().to_string(),
+            source_sha256: hex::encode(Sha256::digest(&source_bytes)),
+            parquet_sha256,
+            created_at: chrono::Utc::now().to_rfc3339(),
+            slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
+        crate::atomic::write_atomic(&staging.join(RUN_FILE), &json)?;
+        crate::ingest::failpoint("upload-before-publish");
+        publish_dir(&staging, &dir)?;
+        Ok(manifest)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+/// File name of a run's predictions.
+pub const PREDICTIONS_FILE: &str = "predictions.parquet";
+/// File name of a run's manifest.
+pub const RUN_FILE: &str = "run.json";
+
+/// Reads a run's manifest.
+pub fn read_run(workspace: &Workspace, run: &str) -> Result<RunManifest> {
+    validate_name(run)?;
+    let path = workspace.layout().run_dir(run).join(RUN_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let known = run_names(workspace)?;
+            let hint = match crate::workspace::closest(run, &known) {
+                Some(c) => format!("; did you mean {c:?}?"),
+                None if known.is_empty() => "; no runs yet (slicetest run upload …)".into(),
+                None => format!("; runs are: {}", known.join(", ")),
+            };
+            return Err(DatasetError::UnknownRun { name: run.to_string(), hint });
+        }
+        Err(e) => return Err(DatasetError::io("reading", &path)(e)),
+    };
+    serde_json::from_str(&text).map_err(|e| DatasetError::BadManifestFile {
+        what: "run manifest",
+        path,
+        message: e.to_string(),
+    })
+}
+
+/// Names of all runs, sorted.
+pub fn run_names(workspace: &Workspace) -> Result<Vec<String>> {
+    let dir = workspace.layout().runs_dir();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(DatasetError::io("listing", &dir)(e)),
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| validate_name(n).is_ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Reads a run's predictions after checking the file against its manifest.
+pub fn read_predictions(workspace: &Workspace, manifest: &RunManifest) -> Result<RecordBatch> {
+    let path = workspace.layout().run_dir(&manifest.run).join(PREDICTIONS_FILE);
+    let data = fs::read(&path).map_err(DatasetError::io("reading", &path))?;
+    let actual = hex::encode(Sha256::digest(&data));
+    if actual != manifest.parquet_sha256 {
+        return Err(DatasetError::BadManifestFile {
+            what: "run",
+            path,
+            message: format!(
+                "the file was altered after upload (sha256 {actual}, manifest says {})",
+                manifest.parquet_sha256
+            ),
+        });
+    }
+    let reader =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))?
+            .build()?;
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(datafusion::arrow::compute::concat_batches(&predictions_schema(), &batches)?)
+}
+
+/// Schema of a stored predictions file.
+pub fn predictions_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("image_id", DataType::Utf8, false),
+        Field::new("predicted", DataType::Utf8, true),
+        Field::new("probs", DataType::List(Arc::new(Field::new("item", DataType::Float64, true))), true),
+        Field::new("score", DataType::Float64, true),
+        Field::new("loss", DataType::Float64, true),
+    ]))
+}
+
+struct Checked {
+    batch: RecordBatch,
+    classes: Vec<String>,
+    missing: u64,
+    has_score: bool,
+    has_loss: bool,
+}
+
+fn strings(batch: &RecordBatch, name: &str) -> Option<Vec<Option<String>>> {
+    let column = cast(batch.column_by_name(name)?, &DataType::Utf8).ok()?;
+    let column = column.as_string::<i32>();
+    Some((0..column.len()).map(|i| column.is_valid(i).then(|| column.value(i).to_string())).collect())
+}
+
+fn floats(batch: &RecordBatch, name: &str) -> std::result::Result<Option<Float64Array>, String> {
+    let Some(column) = batch.column_by_name(name) else { return Ok(None) };
+    let column = cast(column, &DataType::Float64).map_err(|_| format!("column {name:?} must be numeric"))?;
+    Ok(Some(column.as_primitive().clone()))
+}
+
+/// Every problem with `table`, located by row (1-based, as in the file) and image id.
+fn validate(
+    table: &RecordBatch,
+    images: &RecordBatch,
+    allow_partial: bool,
+) -> std::result::Result<Checked, Vec<String>> {
+    let mut problems = Vec::new();
+    let names: Vec<String> = table.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let Some(ids) = strings(table, "image_id") else {
+        return Err(vec![format!("no image_id column; the columns are: {}", names.join(", "))]);
+    };
+    let known_ids: HashSet<String> = strings(images, "image_id").unwrap_or_default().into_iter().flatten().collect();
+    let labels: BTreeSet<String> = strings(images, "label").unwrap_or_default().into_iter().flatten().collect();
+    let classes: Vec<String> = names.iter().filter_map(|n| n.strip_prefix("prob_").map(str::to_string)).collect();
+    let predicted = strings(table, "predicted");
+    let (score, loss) = match (floats(table, "score"), floats(table, "loss")) {
+        (Ok(s), Ok(l)) => (s, l),
+        (s, l) => return Err([s.err(), l.err()].into_iter().flatten().collect()),
+    };
+    if predicted.is_none() && classes.is_empty() && score.is_none() && loss.is_none() {
+        return Err(vec![format!(
+            "nothing to score: give a predicted column, prob_<label> columns, score or loss (columns are: {})",
+            names.join(", ")
+        )]);
+    }
+    for c in &classes {
+        if !labels.is_empty() && !labels.contains(c) {
+            problems.push(format!("column prob_{c}: {c:?} is not a label of the dataset"));
+        }
+    }
+    let prob_columns: Vec<Float64Array> =
+        match classes.iter().map(|c| floats(table, &format!("prob_{c}"))).collect::<std::result::Result<Vec<_>, _>>() {
+            Ok(v) => v.into_iter().flatten().collect(),
+            Err(e) => return Err(vec![e]),
+        };
+
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut out_predicted: Vec<Option<String>> = Vec::with_capacity(ids.len());
+    let mut probs = ListBuilder::new(Float64Builder::new());
+    for (row, id) in ids.iter().enumerate() {
+        let at = |id: &str| format!("row {} (image_id {id:?})", row + 1);
+        let Some(id) = id.as_deref() else {
+            problems.push(format!("row {}: image_id is empty", row + 1));
+            out_predicted.push(None);
+            probs.append(false);
+            continue;
+        };
+        if !known_ids.contains(id) {
+            problems.push(format!("{}: no such image in the dataset", at(id)));
+        }
+        if let Some(first) = seen.insert(id, row) {
+            problems.push(format!("{}: duplicate of row {}", at(id), first + 1));
+        }
+        for (name, col) in [("score", &score), ("loss", &loss)] {
+            if let Some(col) = col
+                && col.is_valid(row)
+                && !col.value(row).is_finite()
+            {
+                problems.push(format!("{}: {name} is {}", at(id), col.value(row)));
+            }
+        }
+        let mut argmax = None;
+        if !prob_columns.is_empty() {
+            let values: Vec<f64> =
+                prob_columns.iter().map(|c| if c.is_valid(row) { c.value(row) } else { f64::NAN }).collect();
+            if let Some((k, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite() || **v < 0.0 || **v > 1.0) {
+                problems.push(format!(
+                    "{}: prob_{} is {v}; probabilities are finite numbers in [0, 1]",
+                    at(id),
+                    classes[k]
+                ));
+            } else {
+                let sum: f64 = values.iter().sum();
+                if (sum - 1.0).abs() > PROB_SUM_TOLERANCE {
+                    problems.push(format!(
+                        "{}: probabilities sum to {sum:.6}, not 1 (tolerance {PROB_SUM_TOLERANCE})",
+                        at(id)
+                    ));
+                }
+                argmax = values.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(k, _)| classes[k].clone());
+            }
+            probs.values().append_slice(&values);
+            probs.append(true);
+        } else {
+            probs.append(false);
+        }
+        let label = predicted.as_ref().and_then(|p| p[row].clone()).or(argmax);
+        if let Some(l) = &label
+            && !labels.is_empty()
+            && !labels.contains(l)
+        {
+            problems.push(format!("{}: predicted label {l:?} is not a label of the dataset", at(id)));
+        }
+        out_predicted.push(label);
+        if problems.len() >= MAX_PROBLEMS {
+            problems.push("… (stopped after 20 problems)".into());
+            return Err(problems);
+        }
+    }
+    let missing = known_ids.len().saturating_sub(seen.len()) as u64;
+    if missing > 0 && !allow_partial && problems.is_empty() {
+        let example = known_ids.iter().find(|i| !seen.contains_key(i.as_str())).cloned().unwrap_or_default();
+        problems.push(format!(
+            "{missing} of {} images have no prediction (e.g. {example:?}); pass --allow-partial to accept that",
+            known_ids.len()
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(ids.iter().map(|i| i.as_deref()).collect::<StringArray>()),
+        Arc::new(out_predicted.iter().map(|p| p.as_deref()).collect::<StringArray>()),
+        Arc::new(probs.finish()),
+        Arc::new(score.clone().unwrap_or_else(|| Float64Array::new_null(ids.len()))),
+        Arc::new(loss.clone().unwrap_or_else(|| Float64Array::new_null(ids.len()))),
+    ];
+    let batch = RecordBatch::try_new(predictions_schema(), columns).map_err(|e| vec![e.to_string()])?;
+    Ok(Checked { batch, classes, missing, has_score: score.is_some(), has_loss: loss.is_some() })
+}

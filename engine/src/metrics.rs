@@ -1,0 +1,287 @@
+//! Classification metrics with confidence intervals, defined as scikit-learn defines them
+//! (checked against it in `tests/python/test_metrics_parity.py`).
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+/// z for a two-sided 95% interval.
+pub const Z95: f64 = 1.959_963_984_540_054;
+/// Bins of the expected calibration error.
+pub const ECE_BINS: usize = 15;
+/// Bootstrap resamples for intervals of means.
+pub const BOOTSTRAP_RESAMPLES: usize = 1000;
+
+/// A value with its sample size and 95% confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Estimate {
+    /// The point estimate.
+    pub value: f64,
+    /// Samples it is computed from.
+    pub n: u64,
+    /// Lower end of the 95% interval.
+    pub low: f64,
+    /// Upper end of the 95% interval.
+    pub high: f64,
+}
+
+/// A proportion `successes / n` with its Wilson score interval (well-behaved at 0, 1 and small n).
+pub fn wilson(successes: u64, n: u64) -> Estimate {
+    if n == 0 {
+        return Estimate { value: f64::NAN, n: 0, low: 0.0, high: 1.0 };
+    }
+    let (k, n_f, z2) = (successes as f64, n as f64, Z95 * Z95);
+    let p = k / n_f;
+    let centre = (p + z2 / (2.0 * n_f)) / (1.0 + z2 / n_f);
+    let half = Z95 / (1.0 + z2 / n_f) * (p * (1.0 - p) / n_f + z2 / (4.0 * n_f * n_f)).sqrt();
+    Estimate { value: p, n, low: (centre - half).max(0.0), high: (centre + half).min(1.0) }
+}
+
+/// The mean of `values` with a percentile-bootstrap 95% interval from a seeded generator.
+pub fn mean_with_bootstrap(values: &[f64], seed: u64) -> Estimate {
+    let n = values.len();
+    if n == 0 {
+        return Estimate { value: f64::NAN, n: 0, low: f64::NAN, high: f64::NAN };
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        // splitmix64: small, seedable, good enough for resampling indices.
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut means: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| (0..n).map(|_| values[(next() % n as u64) as usize]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((q * (BOOTSTRAP_RESAMPLES - 1) as f64).round() as usize).min(BOOTSTRAP_RESAMPLES - 1)];
+    Estimate { value: mean, n: n as u64, low: at(0.025), high: at(0.975) }
+}
+
+/// Precision, recall and F1 of one class.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassScore {
+    /// The class.
+    pub label: String,
+    /// TP / (TP + FP), 0 when nothing was predicted as the class (scikit-learn's zero_division=0).
+    pub precision: f64,
+    /// TP / (TP + FN), 0 when the class is absent from the truth.
+    pub recall: f64,
+    /// Harmonic mean of precision and recall (0 when both are 0).
+    pub f1: f64,
+    /// Samples whose true label is the class.
+    pub support: u64,
+}
+
+/// Classification metrics over one set of samples.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Classification {
+    /// Share of samples predicted right, with its Wilson interval.
+    pub accuracy: Estimate,
+    /// Per class, over the union of true and predicted labels (sorted), as scikit-learn does.
+    pub per_class: Vec<ClassScore>,
+    /// Unweighted mean of the per-class F1.
+    pub macro_f1: f64,
+    /// Confusion counts: `confusion[i][j]` = true `labels[i]` predicted as `labels[j]`.
+    pub confusion: Vec<Vec<u64>>,
+    /// Row and column labels of `confusion` (= the labels of `per_class`).
+    pub labels: Vec<String>,
+}
+
+/// Accuracy, per-class precision / recall / F1, macro-F1 and the confusion matrix.
+pub fn classify(truth: &[&str], predicted: &[&str]) -> Classification {
+    assert_eq!(truth.len(), predicted.len(), "one prediction per true label");
+    let labels: Vec<String> =
+        truth.iter().chain(predicted).map(|s| s.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
+    let index = |l: &str| labels.binary_search_by(|x| x.as_str().cmp(l)).expect("label collected above");
+    let k = labels.len();
+    let mut confusion = vec![vec![0u64; k]; k];
+    for (t, p) in truth.iter().zip(predicted) {
+        confusion[index(t)][index(p)] += 1;
+    }
+    let correct: u64 = (0..k).map(|i| confusion[i][i]).sum();
+    let per_class: Vec<ClassScore> = (0..k)
+        .map(|i| {
+            let tp = confusion[i][i] as f64;
+            let predicted_as: u64 = (0..k).map(|r| confusion[r][i]).sum();
+            let support: u64 = confusion[i].iter().sum();
+            let precision = if predicted_as == 0 { 0.0 } else { tp / predicted_as as f64 };
+            let recall = if support == 0 { 0.0 } else { tp / support as f64 };
+            let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+            ClassScore { label: labels[i].clone(), precision, recall, f1, support }
+        })
+        .collect();
+    let macro_f1 = if k == 0 { f64::NAN } else { per_class.iter().map(|c| c.f1).sum::<f64>() / k as f64 };
+    Classification { accuracy: wilson(correct, truth.len() as u64), per_class, macro_f1, confusion, labels }
+}
+
+/// Mean negative log-likelihood of the true class, probabilities clipped to
+/// [ε, 1 − ε] with ε = f64::EPSILON as scikit-learn does. `truth_index[i]` is the
+/// column of sample i's true class in `probs[i]`, or None when that class has no
+/// probability column (the sample then counts with probability ε).
+pub fn log_loss(probs: &[Vec<f64>], truth_index: &[Option<usize>]) -> f64 {
+    let eps = f64::EPSILON;
+    let total: f64 =
+        probs.iter().zip(truth_index).map(|(p, t)| -t.map_or(eps, |t| p[t].clamp(eps, 1.0 - eps)).ln()).sum();
+    total / probs.len() as f64
+}
+
+/// Expected calibration error: samples binned by confidence (the top probability) into
+/// [`ECE_BINS`] equal-width bins; the support-weighted mean |accuracy − confidence|.
+pub fn expected_calibration_error(confidence: &[f64], correct: &[bool]) -> f64 {
+    let n = confidence.len();
+    let mut bins = vec![(0usize, 0.0f64, 0usize); ECE_BINS];
+    for (c, ok) in confidence.iter().zip(correct) {
+        // Bin b holds (b/B, (b+1)/B]; a confidence of 0 goes to the first bin.
+        let b = ((c * ECE_BINS as f64).ceil() as usize).clamp(1, ECE_BINS) - 1;
+        bins[b].0 += 1;
+        bins[b].1 += c;
+        bins[b].2 += *ok as usize;
+    }
+    bins.iter()
+        .filter(|(count, _, _)| *count > 0)
+        .map(|(count, conf, hits)| {
+            let (count, conf, hits) = (*count as f64, *conf, *hits as f64);
+            (count / n as f64) * (hits / count - conf / count).abs()
+        })
+        .sum()
+}
+
+/// One-sided two-proportion z-test that `p_new` is lower than `p_base`: the p-value.
+pub fn drop_p_value(base_hits: u64, base_n: u64, new_hits: u64, new_n: u64) -> f64 {
+    if base_n == 0 || new_n == 0 {
+        return 1.0;
+    }
+    let (p1, p2) = (base_hits as f64 / base_n as f64, new_hits as f64 / new_n as f64);
+    let pooled = (base_hits + new_hits) as f64 / (base_n + new_n) as f64;
+    let se = (pooled * (1.0 - pooled) * (1.0 / base_n as f64 + 1.0 / new_n as f64)).sqrt();
+    if se == 0.0 {
+        return if p2 < p1 { 0.0 } else { 1.0 };
+    }
+    let z = (p1 - p2) / se;
+    1.0 - standard_normal_cdf(z)
+}
+
+/// Φ(x) via the complementary error function (Abramowitz–Stegun 7.1.26 is too coarse for
+/// p-values near a significance level, so this uses erfc's continued-fraction-free series).
+pub fn standard_normal_cdf(x: f64) -> f64 {
+    0.5 * erfc(-x / std::f64::consts::SQRT_2)
+}
+
+/// erfc with relative error below 1.2e-7 everywhere (Numerical Recipes' erfcc).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn wilson_matches_the_textbook_values() {
+        // 8 of 10: Wilson 95% interval (0.4902, 0.9433).
+        let e = wilson(8, 10);
+        assert!((e.low - 0.4902).abs() < 1e-4 && (e.high - 0.9433).abs() < 1e-4, "{e:?}");
+        let all = wilson(5, 5);
+        assert_eq!(all.value, 1.0);
+        assert!(all.high == 1.0 && all.low > 0.5 && all.low < 0.6, "{all:?}");
+        let none = wilson(0, 1);
+        assert!(none.low == 0.0 && none.high > 0.79, "{none:?}");
+        assert!(wilson(0, 0).value.is_nan());
+    }
+
+    #[test]
+    fn per_class_scores_follow_scikit_learn() {
+        // sklearn: precision_recall_fscore_support(["a","a","b","c"], ["a","b","b","b"], zero_division=0)
+        // labels a,b,c: precision [1, 1/3, 0], recall [0.5, 1, 0], f1 [2/3, 0.5, 0]
+        let c = classify(&["a", "a", "b", "c"], &["a", "b", "b", "b"]);
+        let p: Vec<f64> = c.per_class.iter().map(|s| s.precision).collect();
+        let f: Vec<f64> = c.per_class.iter().map(|s| s.f1).collect();
+        assert_eq!(p, [1.0, 1.0 / 3.0, 0.0]);
+        assert!((f[0] - 2.0 / 3.0).abs() < 1e-12 && (f[1] - 0.5).abs() < 1e-12 && f[2] == 0.0);
+        assert!((c.macro_f1 - (2.0 / 3.0 + 0.5) / 3.0).abs() < 1e-12);
+        assert_eq!(c.accuracy.value, 0.5);
+        assert_eq!(c.confusion, vec![vec![1, 1, 0], vec![0, 1, 0], vec![0, 1, 0]]);
+    }
+
+    #[test]
+    fn edge_cases_do_not_divide_by_zero() {
+        let empty = classify(&[], &[]);
+        assert!(empty.accuracy.value.is_nan() && empty.per_class.is_empty());
+        let one = classify(&["a"], &["b"]);
+        assert_eq!(one.accuracy.value, 0.0);
+        assert_eq!(one.macro_f1, 0.0);
+        assert!(mean_with_bootstrap(&[], 1).value.is_nan());
+        let m = mean_with_bootstrap(&[2.0], 1);
+        assert_eq!((m.value, m.low, m.high), (2.0, 2.0, 2.0));
+    }
+
+    #[test]
+    fn calibration_and_log_loss_on_known_values() {
+        // Perfectly calibrated bins: confidence 0.5 with half right, 1.0 all right.
+        let ece = expected_calibration_error(&[0.5, 0.5, 1.0, 1.0], &[true, false, true, true]);
+        assert!(ece.abs() < 1e-12, "{ece}");
+        let ece = expected_calibration_error(&[0.9, 0.9], &[false, false]);
+        assert!((ece - 0.9).abs() < 1e-12);
+        let ll = log_loss(&[vec![0.8, 0.2], vec![0.4, 0.6]], &[Some(0), Some(0)]);
+        assert!((ll - (-(0.8f64.ln()) - 0.4f64.ln()) / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_significant_drop_has_a_small_p_value() {
+        assert!(drop_p_value(90, 100, 70, 100) < 0.001);
+        assert!(drop_p_value(90, 100, 88, 100) > 0.3);
+        assert!(drop_p_value(70, 100, 90, 100) > 0.99);
+        assert!((standard_normal_cdf(1.959_963_984_540_054) - 0.975).abs() < 1e-6);
+        assert_eq!(drop_p_value(0, 0, 1, 1), 1.0);
+    }
+
+    proptest! {
+        /// The Wilson interval contains the estimate and stays inside [0, 1].
+        #[test]
+        fn wilson_contains_the_estimate(n in 1u64..10_000, frac in 0.0f64..=1.0) {
+            let k = ((n as f64) * frac).round() as u64;
+            let e = wilson(k, n);
+            prop_assert!(0.0 <= e.low && e.low <= e.value + 1e-12 && e.value <= e.high + 1e-12 && e.high <= 1.0);
+        }
+
+        /// Accuracy equals the trace of the confusion matrix over n; F1 is within [0, 1].
+        #[test]
+        fn confusion_and_accuracy_agree(pairs in prop::collection::vec((0u8..4, 0u8..4), 1..300)) {
+            let names = ["w", "x", "y", "z"];
+            let t: Vec<&str> = pairs.iter().map(|(a, _)| names[*a as usize]).collect();
+            let p: Vec<&str> = pairs.iter().map(|(_, b)| names[*b as usize]).collect();
+            let c = classify(&t, &p);
+            let trace: u64 = (0..c.labels.len()).map(|i| c.confusion[i][i]).sum();
+            prop_assert!((c.accuracy.value - trace as f64 / pairs.len() as f64).abs() < 1e-12);
+            prop_assert!(c.per_class.iter().all(|s| (0.0..=1.0).contains(&s.f1)));
+            prop_assert_eq!(c.confusion.iter().flatten().sum::<u64>(), pairs.len() as u64);
+        }
+
+        /// The bootstrap interval brackets the mean and is reproducible for a seed.
+        #[test]
+        fn bootstrap_is_seeded_and_brackets_the_mean(values in prop::collection::vec(-100.0f64..100.0, 1..200), seed in any::<u64>()) {
+            let a = mean_with_bootstrap(&values, seed);
+            prop_assert_eq!(a, mean_with_bootstrap(&values, seed));
+            prop_assert!(a.low <= a.high);
+            let (min, max) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+            prop_assert!(a.low >= min - 1e-9 && a.high <= max + 1e-9);
+        }
+    }
+}

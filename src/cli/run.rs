@@ -1,0 +1,223 @@
+//! `slicetest run upload|list`, `slicetest test` and `slicetest report`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+use slicetest_engine::{DEFAULT_ALPHA, Engine, RunReport, SliceScore, UploadOptions, Verdict};
+
+use super::{CliError, print_table};
+
+/// `slicetest run <command>`.
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// Upload a model's predictions (CSV, Parquet, JSONL or Arrow IPC) as a new run.
+    Upload {
+        /// The predictions: image_id plus predicted and/or prob_<label> columns, optional score, loss.
+        file: PathBuf,
+        /// The run's name (unique).
+        #[arg(long)]
+        run: String,
+        /// The model's name.
+        #[arg(long)]
+        model: String,
+        /// The model's version.
+        #[arg(long, default_value = "unversioned")]
+        model_version: String,
+        /// The dataset (default: the workspace default).
+        #[arg(long, short)]
+        dataset: Option<String>,
+        /// Accept predictions for only part of the dataset.
+        #[arg(long)]
+        allow_partial: bool,
+    },
+    /// List runs.
+    List,
+}
+
+/// Arguments shared by `test` and `report`.
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// The run to score.
+    #[arg(long)]
+    pub run: String,
+    /// A baseline run: significant accuracy drops against it are regressions.
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Significance level of the regression test.
+    #[arg(long, default_value_t = DEFAULT_ALPHA)]
+    pub alpha: f64,
+}
+
+/// `slicetest test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub score: ScoreArgs,
+    /// Write JUnit XML (one test case per slice) here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+}
+
+/// `slicetest report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub score: ScoreArgs,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+/// `slicetest report --format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+}
+
+pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> {
+    let engine = Engine::open(workspace)?;
+    match command {
+        RunCommand::Upload { file, run, model, model_version, dataset, allow_partial } => {
+            let options = UploadOptions { run, model, model_version, dataset, allow_partial };
+            let m = engine.upload_run(&file, &options).await?;
+            println!(
+                "run {} uploaded: {} predictions for {}@{} ({} images without a prediction){}",
+                m.run,
+                m.predictions,
+                m.dataset,
+                m.dataset_version,
+                m.images_without_prediction,
+                if m.classes.is_empty() {
+                    String::new()
+                } else {
+                    format!(", probabilities over {} classes", m.classes.len())
+                }
+            );
+        }
+        RunCommand::List => {
+            let rows = engine
+                .runs()?
+                .into_iter()
+                .map(|m| {
+                    let dataset = format!("{}@{}", m.dataset, m.dataset_version);
+                    vec![m.run, m.model, m.model_version, dataset, m.predictions.to_string(), m.created_at]
+                })
+                .collect();
+            print_table(&["run", "model", "version", "dataset", "predictions", "uploaded"], rows);
+        }
+    }
+    Ok(())
+}
+
+fn score(workspace: &Path, args: &ScoreArgs) -> Result<RunReport, CliError> {
+    if !(0.0..1.0).contains(&args.alpha) || args.alpha == 0.0 {
+        return Err(format!("--alpha must be between 0 and 1, got {}", args.alpha).into());
+    }
+    Ok(Engine::open(workspace)?.score_run(&args.run, args.baseline.as_deref(), args.alpha)?)
+}
+
+/// Runs the slice tests; fails (non-zero exit) on any failed slice or significant regression.
+pub fn test(workspace: &Path, args: TestArgs) -> Result<(), CliError> {
+    let report = score(workspace, &args.score)?;
+    print_report(&report);
+    if let Some(path) = &args.junit {
+        std::fs::write(path, junit(&report)).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    let failures: Vec<&str> = report.failures().map(|s| s.slice.as_str()).collect();
+    if failures.is_empty() {
+        println!("all slice tests passed");
+        Ok(())
+    } else {
+        Err(format!("{} slice(s) failed: {}", failures.len(), failures.join(", ")).into())
+    }
+}
+
+/// Prints the report as a table (worst slices first) or JSON.
+pub fn report(workspace: &Path, args: ReportArgs) -> Result<(), CliError> {
+    let report = score(workspace, &args.score)?;
+    match args.format {
+        ReportFormat::Table => print_report(&report),
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(())
+}
+
+fn percent(e: Option<slicetest_engine::metrics::Estimate>) -> String {
+    match e {
+        Some(e) => format!("{:.1}% [{:.1}, {:.1}]", 100.0 * e.value, 100.0 * e.low, 100.0 * e.high),
+        None => "-".into(),
+    }
+}
+
+fn verdict_text(s: &SliceScore) -> String {
+    let mut text = match s.verdict {
+        Verdict::Pass => format!("pass (>= {:.0}%)", 100.0 * s.min_accuracy.unwrap_or(0.0)),
+        Verdict::Fail => format!("FAIL (< {:.0}%)", 100.0 * s.min_accuracy.unwrap_or(0.0)),
+        Verdict::NotEnoughData => format!("not enough data (< {})", s.min_samples),
+        Verdict::NoThreshold => "no threshold".into(),
+    };
+    if let Some(r) = &s.regression {
+        let _ = write!(text, "; {:+.1} pts vs baseline (p={:.3})", 100.0 * r.delta, r.p_value);
+        if r.significant {
+            text.push_str(" REGRESSION");
+        }
+    }
+    text
+}
+
+fn print_report(report: &RunReport) {
+    let r = &report.run;
+    println!("run {} — model {} {} on {}@{}", r.run, r.model, r.model_version, r.dataset, r.dataset_version);
+    let row = |s: &SliceScore| {
+        let c = s.classification.as_ref();
+        vec![
+            s.slice.clone(),
+            s.scored.to_string(),
+            percent(s.accuracy()),
+            c.map_or("-".into(), |c| format!("{:.3}", c.macro_f1)),
+            s.log_loss.map_or("-".into(), |l| format!("{l:.3}")),
+            s.ece.map_or("-".into(), |e| format!("{e:.3}")),
+            verdict_text(s),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = report.slices.iter().map(row).collect();
+    let mut overall = row(&report.overall);
+    overall[6] = report.overall.regression.as_ref().map_or("-".into(), |_| verdict_text(&report.overall));
+    rows.push(overall);
+    print_table(&["slice", "n", "accuracy [95% CI]", "macro-F1", "log-loss", "ECE", "test"], rows);
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// JUnit XML: one test case per slice; a failure element for failed tests and
+/// regressions, a skipped element for not-enough-data.
+fn junit(report: &RunReport) -> String {
+    let failures = report.failures().count();
+    let skipped = report.slices.iter().filter(|s| s.verdict == Verdict::NotEnoughData).count();
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        xml,
+        "<testsuite name=\"slicetest {}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
+        xml_escape(&report.run.run),
+        report.slices.len()
+    );
+    for s in &report.slices {
+        let _ = write!(xml, "  <testcase classname=\"slices\" name=\"{}\">", xml_escape(&s.slice));
+        if s.is_failure() {
+            let _ = write!(
+                xml,
+                "<failure message=\"{}\"/>",
+                xml_escape(&format!("{}: {}", percent(s.accuracy()), verdict_text(s)))
+            );
+        } else if s.verdict == Verdict::NotEnoughData {
+            let _ = write!(xml, "<skipped message=\"{}\"/>", xml_escape(&verdict_text(s)));
+        }
+        xml.push_str("</testcase>\n");
+    }
+    xml.push_str("</testsuite>\n");
+    xml
+}
