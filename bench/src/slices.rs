@@ -7,13 +7,22 @@
 //! 2. The breakdown of 100 frozen slices over the same images (target ≤ 1 s). Peer:
 //!    DuckDB computing the same per-slice counts from the same 100 member files.
 //!
+//! 3. Scoring 1,000,000 predictions on those 100 slices (target ≤ 1 s). Peer: pandas +
+//!    scikit-learn computing the same metrics from the same files (`scripts/sklearn_scoring.py`).
+//!
 //! Run: `cargo run --release -p slicetest-bench --bin bench-slices [-- --rows N --runs N]`.
 
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use anyhow::{Context, bail};
 use slicetest_bench::{duckdb_p50, median, synthetic_images, tempdir, verdict};
-use slicetest_engine::Engine;
+use slicetest_engine::{Engine, UploadOptions};
 
 const LABELS: [&str; 10] = ["cat", "dog", "car", "person", "bike", "bus", "tree", "sign", "bird", "boat"];
 
@@ -104,6 +113,79 @@ async fn main() -> anyhow::Result<()> {
     if duck_rows != breakdown.len() {
         bail!("DuckDB saw {duck_rows} slices, slicetest {}", breakdown.len());
     }
+
+    // 3. Score 1M predictions on the 100 slices, vs pandas + scikit-learn on the same files.
+    let predictions = dir.join("predictions.parquet");
+    write_predictions(&predictions, &synthetic_images(rows))?;
+    let options = UploadOptions {
+        run: "bench".into(),
+        model: "noisy-oracle".into(),
+        model_version: "1".into(),
+        dataset: Some("synthetic".into()),
+        allow_partial: false,
+    };
+    let started = Instant::now();
+    engine.upload_run(&predictions, &options).await?;
+    println!("upload  {rows} predictions validated and stored in {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+    let mut ours = Vec::new();
+    let mut scored = 0;
+    for _ in 0..runs {
+        let started = Instant::now();
+        scored = engine.score_run("bench", None, 0.05)?.slices.len();
+        ours.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let ours_p50 = median(&mut ours);
+    let (peer_p50, peer_slices) = sklearn_scoring(&images, &predictions, &dir.join("ws/slices"), runs.min(3))?;
+    println!(
+        "score   {rows} predictions on {scored} slices, p50: slicetest {ours_p50:.0} ms (target <= 1000) {}, pandas+scikit-learn {peer_p50:.0} ms ({peer_slices} slices), ratio {:.2}x",
+        verdict(ours_p50 <= 1000.0),
+        ours_p50 / peer_p50
+    );
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
+}
+
+/// Predictions for every synthetic image: the true label 80% of the time, else the next label.
+fn write_predictions(path: &Path, images: &RecordBatch) -> anyhow::Result<()> {
+    let ids = images.column_by_name("image_id").context("image_id")?.as_string::<i32>();
+    let labels = images.column_by_name("label").context("label")?.as_string::<i32>();
+    let predicted: StringArray = (0..labels.len())
+        .map(|i| {
+            let label = labels.value(i);
+            let k = LABELS.iter().position(|l| *l == label).unwrap_or(0);
+            Some(if i % 5 == 0 { LABELS[(k + 1) % LABELS.len()] } else { label })
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("image_id", DataType::Utf8, false),
+        Field::new("predicted", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(ids.clone()), Arc::new(predicted)])?;
+    slicetest_datasets::version::write_parquet(path, &batch)?;
+    Ok(())
+}
+
+/// Runs `scripts/sklearn_scoring.py` on the same files; returns (p50 ms, slices scored).
+fn sklearn_scoring(images: &Path, predictions: &Path, slices_dir: &Path, runs: usize) -> anyhow::Result<(f64, usize)> {
+    let mut members: Vec<String> = std::fs::read_dir(slices_dir)?
+        .flatten()
+        .map(|e| e.path().join("v1.parquet"))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    members.sort();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sklearn_scoring.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(runs.to_string())
+        .arg(images)
+        .arg(predictions)
+        .args(&members)
+        .output()
+        .context("running python3 (pip install pandas scikit-learn pyarrow)")?;
+    if !out.status.success() {
+        bail!("pandas + scikit-learn bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok((v["p50_ms"].as_f64().context("p50_ms")?, v["slices"].as_u64().context("slices")? as usize))
 }

@@ -23,7 +23,7 @@ use crate::atomic::{publish_dir, remove_stale_tmp, tmp_sibling};
 use crate::error::{DatasetError, Result};
 use crate::layout::validate_name;
 use crate::table_file::read_table;
-use crate::version::{read_images, write_parquet};
+use crate::version::{read_image_columns, write_parquet};
 use crate::workspace::Workspace;
 
 /// Probabilities must sum to 1 within this tolerance.
@@ -94,7 +94,7 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
     };
     let info = workspace.dataset(&dataset)?;
     let version = info.latest().expect("listed datasets have a version").clone();
-    let images = read_images(layout, &version)?;
+    let images = read_image_columns(layout, &version, &["image_id", "label"])?;
     let table = read_table(path, "predictions").await?;
     let checked = validate(&table, &images, options.allow_partial).map_err(|problems| DatasetError::BadInput {
         source_path: path.to_path_buf(),

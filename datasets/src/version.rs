@@ -94,18 +94,47 @@ pub fn read_version(layout: &WorkspaceLayout, dataset: &str, version: u64) -> Re
 pub fn read_images(layout: &WorkspaceLayout, manifest: &DatasetVersion) -> Result<RecordBatch> {
     let path = layout.images_file(&manifest.dataset, manifest.version);
     let data = fs::read(&path).map_err(DatasetError::io("reading", &path))?;
-    let actual = hex::encode(Sha256::digest(&data));
+    check_hash(&path, &data, manifest)?;
+    read_batch(data, None)
+}
+
+fn check_hash(path: &Path, data: &[u8], manifest: &DatasetVersion) -> Result<()> {
+    let actual = hex::encode(Sha256::digest(data));
     if actual != manifest.parquet_sha256 {
         return Err(DatasetError::BadManifestFile {
             what: "dataset version",
-            path,
+            path: path.to_path_buf(),
             message: format!(
                 "the file was modified after it was published (sha256 {actual}, manifest says {})",
                 manifest.parquet_sha256
             ),
         });
     }
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))?.build()?;
+    Ok(())
+}
+
+/// Like [`read_images`], decoding only the named columns (the hash check still covers the
+/// whole file).
+pub fn read_image_columns(
+    layout: &WorkspaceLayout,
+    manifest: &DatasetVersion,
+    columns: &[&str],
+) -> Result<RecordBatch> {
+    let path = layout.images_file(&manifest.dataset, manifest.version);
+    let data = fs::read(&path).map_err(DatasetError::io("reading", &path))?;
+    check_hash(&path, &data, manifest)?;
+    read_batch(data, Some(columns))
+}
+
+fn read_batch(data: Vec<u8>, columns: Option<&[&str]>) -> Result<RecordBatch> {
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))?;
+    if let Some(columns) = columns {
+        let fields = builder.schema().fields();
+        let indices: Vec<usize> = columns.iter().filter_map(|c| fields.iter().position(|f| f.name() == c)).collect();
+        let mask = datafusion::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices);
+        builder = builder.with_projection(mask);
+    }
+    let reader = builder.build()?;
     let schema = reader.schema();
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
     Ok(concat_batches(&schema, &batches)?)

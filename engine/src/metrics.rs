@@ -1,7 +1,7 @@
 //! Classification metrics with confidence intervals, defined as scikit-learn defines them
 //! (checked against it in `tests/python/test_metrics_parity.py`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
@@ -94,13 +94,13 @@ pub struct Classification {
 /// Accuracy, per-class precision / recall / F1, macro-F1 and the confusion matrix.
 pub fn classify(truth: &[&str], predicted: &[&str]) -> Classification {
     assert_eq!(truth.len(), predicted.len(), "one prediction per true label");
-    let labels: Vec<String> =
-        truth.iter().chain(predicted).map(|s| s.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
-    let index = |l: &str| labels.binary_search_by(|x| x.as_str().cmp(l)).expect("label collected above");
+    let distinct: BTreeSet<&str> = truth.iter().chain(predicted).copied().collect();
+    let labels: Vec<String> = distinct.iter().map(|s| s.to_string()).collect();
+    let index: HashMap<&str, usize> = distinct.iter().enumerate().map(|(i, l)| (*l, i)).collect();
     let k = labels.len();
     let mut confusion = vec![vec![0u64; k]; k];
     for (t, p) in truth.iter().zip(predicted) {
-        confusion[index(t)][index(p)] += 1;
+        confusion[index[t]][index[p]] += 1;
     }
     let correct: u64 = (0..k).map(|i| confusion[i][i]).sum();
     let per_class: Vec<ClassScore> = (0..k)

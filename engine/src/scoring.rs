@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::Float64Type;
 use serde::Serialize;
 use slicetest_datasets::run::{RunManifest, UploadOptions, read_predictions, read_run, run_names, upload};
 use slicetest_datasets::slice::{self, SliceDefinition};
-use slicetest_datasets::version::read_images;
+use slicetest_datasets::version::read_image_columns;
 
 use crate::Engine;
 use crate::curation::DEFAULT_MIN_TEST_SAMPLES;
@@ -267,7 +267,8 @@ impl Engine {
         let predictions = read_predictions(&self.workspace, manifest)?;
         let scorable = Scorable::new(manifest, &predictions);
         let info = self.workspace.dataset(&manifest.dataset)?;
-        let images = read_images(layout, info.latest().expect("listed datasets have a version"))?;
+        let images =
+            read_image_columns(layout, info.latest().expect("listed datasets have a version"), &["image_id", "label"])?;
         let ids = datafusion::arrow::compute::cast(
             images.column_by_name("image_id").expect("core column"),
             &datafusion::arrow::datatypes::DataType::Utf8,
@@ -280,13 +281,8 @@ impl Engine {
         let truth: HashMap<&str, &str> =
             (0..ids.len()).filter(|&i| labels.is_valid(i)).map(|i| (ids.value(i), labels.value(i))).collect();
 
-        let all_rows: Vec<(usize, &str)> = scorable
-            .index
-            .iter()
-            .filter_map(|(id, &r)| truth.get(id.as_str()).map(|t| (r, *t)))
-            .collect::<std::collections::BTreeMap<_, _>>()
-            .into_iter()
-            .collect();
+        let all_rows: Vec<(usize, &str)> =
+            scorable.ids.iter().enumerate().filter_map(|(r, id)| truth.get(id.as_str()).map(|t| (r, *t))).collect();
         let overall = scorable.score("(all)", &all_rows, None, 0);
 
         let mut slices = Vec::new();
