@@ -94,14 +94,32 @@ pub struct Classification {
 /// Accuracy, per-class precision / recall / F1, macro-F1 and the confusion matrix.
 pub fn classify(truth: &[&str], predicted: &[&str]) -> Classification {
     assert_eq!(truth.len(), predicted.len(), "one prediction per true label");
-    let distinct: BTreeSet<&str> = truth.iter().chain(predicted).copied().collect();
-    let labels: Vec<String> = distinct.iter().map(|s| s.to_string()).collect();
-    let index: HashMap<&str, usize> = distinct.iter().enumerate().map(|(i, l)| (*l, i)).collect();
-    let k = labels.len();
-    let mut confusion = vec![vec![0u64; k]; k];
-    for (t, p) in truth.iter().zip(predicted) {
-        confusion[index[t]][index[p]] += 1;
+    let names: Vec<String> =
+        truth.iter().chain(predicted).copied().collect::<BTreeSet<&str>>().into_iter().map(str::to_string).collect();
+    let index: HashMap<&str, u32> = names.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect();
+    let pairs: Vec<(u32, u32)> = truth.iter().zip(predicted).map(|(t, p)| (index[t], index[p])).collect();
+    classify_indexed(&pairs, &names)
+}
+
+/// [`classify`] over (true, predicted) label indices into `names`, which must be sorted;
+/// only labels that occur are reported. This is the form scoring uses: no strings per sample.
+pub fn classify_indexed(pairs: &[(u32, u32)], names: &[String]) -> Classification {
+    let mut present = vec![false; names.len()];
+    for &(t, p) in pairs {
+        present[t as usize] = true;
+        present[p as usize] = true;
     }
+    let kept: Vec<usize> = (0..names.len()).filter(|&i| present[i]).collect();
+    let mut compact = vec![usize::MAX; names.len()];
+    for (j, &i) in kept.iter().enumerate() {
+        compact[i] = j;
+    }
+    let k = kept.len();
+    let mut confusion = vec![vec![0u64; k]; k];
+    for &(t, p) in pairs {
+        confusion[compact[t as usize]][compact[p as usize]] += 1;
+    }
+    let labels: Vec<String> = kept.iter().map(|&i| names[i].clone()).collect();
     let correct: u64 = (0..k).map(|i| confusion[i][i]).sum();
     let per_class: Vec<ClassScore> = (0..k)
         .map(|i| {
@@ -115,7 +133,7 @@ pub fn classify(truth: &[&str], predicted: &[&str]) -> Classification {
         })
         .collect();
     let macro_f1 = if k == 0 { f64::NAN } else { per_class.iter().map(|c| c.f1).sum::<f64>() / k as f64 };
-    Classification { accuracy: wilson(correct, truth.len() as u64), per_class, macro_f1, confusion, labels }
+    Classification { accuracy: wilson(correct, pairs.len() as u64), per_class, macro_f1, confusion, labels }
 }
 
 /// Mean negative log-likelihood of the true class, probabilities clipped to

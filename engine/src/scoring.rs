@@ -5,10 +5,12 @@
 //! and a true label; "overall" is every prediction with a true label. Truth is the
 //! `label` of the run's dataset (latest version).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::Float64Type;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type};
+use rayon::prelude::*;
 use serde::Serialize;
 use slicetest_datasets::run::{RunManifest, UploadOptions, read_predictions, read_run, run_names, upload};
 use slicetest_datasets::slice::{self, SliceDefinition};
@@ -118,19 +120,28 @@ impl RunReport {
     }
 }
 
-/// A run's predictions indexed for scoring.
-struct Scorable {
-    ids: Vec<String>,
-    index: HashMap<String, usize>,
-    predicted: Vec<Option<String>>,
+/// Hash maps keyed by image id: foldhash instead of SipHash, since scoring hashes every id
+/// of a run (millions) and the keys are not attacker-chosen collisions worth defending.
+type IdMap<'a, V> = HashMap<&'a str, V, foldhash::fast::RandomState>;
+
+/// A run's predictions, with labels interned as indices into one sorted dictionary so that
+/// scoring a slice touches no strings.
+struct Scorable<'a> {
+    ids: &'a StringArray,
+    /// Sorted: the dataset's labels and every predicted label.
+    labels: Vec<String>,
+    predicted: Vec<Option<u32>>,
+    truth: Vec<Option<u32>>,
     probs: Vec<Option<Vec<f64>>>,
+    /// For each label index, its column in `probs` (None: the run gave no probability for it).
+    prob_column: Vec<Option<usize>>,
     score: Vec<Option<f64>>,
     loss: Vec<Option<f64>>,
-    classes: Vec<String>,
+    has_predicted: bool,
 }
 
-impl Scorable {
-    fn new(manifest: &RunManifest, batch: &RecordBatch) -> Self {
+impl<'a> Scorable<'a> {
+    fn new(manifest: &RunManifest, batch: &'a RecordBatch, truth: &IdMap<'_, &str>) -> Self {
         let ids = batch.column(0).as_string::<i32>();
         let predicted = batch.column(1).as_string::<i32>();
         let probs = batch.column(2).as_list::<i32>();
@@ -139,47 +150,52 @@ impl Scorable {
             (0..c.len()).map(|r| c.is_valid(r).then(|| c.value(r))).collect::<Vec<_>>()
         };
         let n = batch.num_rows();
-        let ids: Vec<String> = (0..n).map(|r| ids.value(r).to_string()).collect();
+        // Few distinct labels, millions of samples: dedupe with a hash set, then sort.
+        let mut distinct: HashSet<&str, foldhash::fast::RandomState> = HashSet::default();
+        distinct.extend(truth.values().copied());
+        distinct.extend(predicted.iter().flatten());
+        let mut labels: Vec<String> = distinct.into_iter().map(str::to_string).collect();
+        labels.sort();
+        let mut index: IdMap<u32> = IdMap::default();
+        index.extend(labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)));
         Scorable {
-            index: ids.iter().enumerate().map(|(r, id)| (id.clone(), r)).collect(),
             ids,
-            predicted: (0..n).map(|r| predicted.is_valid(r).then(|| predicted.value(r).to_string())).collect(),
+            predicted: (0..n).map(|r| predicted.is_valid(r).then(|| index[predicted.value(r)])).collect(),
+            truth: (0..n).map(|r| truth.get(ids.value(r)).map(|t| index[t])).collect(),
             probs: (0..n)
                 .map(|r| probs.is_valid(r).then(|| probs.value(r).as_primitive::<Float64Type>().values().to_vec()))
                 .collect(),
+            prob_column: labels.iter().map(|l| manifest.classes.iter().position(|c| c == l)).collect(),
+            labels,
             score: floats(3),
             loss: floats(4),
-            classes: manifest.classes.clone(),
+            has_predicted: predicted.null_count() < n,
         }
     }
 
-    /// Scores the predictions of `rows` (prediction row numbers) against `truth`.
-    fn score(&self, name: &str, rows: &[(usize, &str)], min_accuracy: Option<f64>, min_samples: u64) -> SliceScore {
-        let labelled: Vec<(usize, &str)> = rows.iter().filter(|(r, _)| self.predicted[*r].is_some()).copied().collect();
-        let classification = (!labelled.is_empty() || self.predicted.iter().any(Option::is_some)).then(|| {
-            let truth: Vec<&str> = labelled.iter().map(|(_, t)| *t).collect();
-            let predicted: Vec<&str> =
-                labelled.iter().map(|(r, _)| self.predicted[*r].as_deref().expect("filtered")).collect();
-            metrics::classify(&truth, &predicted)
-        });
-        let with_probs: Vec<(usize, &str)> = rows.iter().filter(|(r, _)| self.probs[*r].is_some()).copied().collect();
+    /// Scores prediction rows `rows` (each has a true label).
+    fn score(&self, name: &str, rows: &[u32], min_accuracy: Option<f64>, min_samples: u64) -> SliceScore {
+        let pairs: Vec<(u32, u32)> =
+            rows.iter().filter_map(|&r| Some((self.truth[r as usize]?, self.predicted[r as usize]?))).collect();
+        let classification = self.has_predicted.then(|| metrics::classify_indexed(&pairs, &self.labels));
+        let with_probs: Vec<u32> = rows.iter().copied().filter(|&r| self.probs[r as usize].is_some()).collect();
         let (log_loss, ece) = if with_probs.is_empty() {
             (None, None)
         } else {
             let probs: Vec<Vec<f64>> =
-                with_probs.iter().map(|(r, _)| self.probs[*r].clone().expect("filtered")).collect();
+                with_probs.iter().map(|&r| self.probs[r as usize].clone().expect("filtered")).collect();
             let truth_index: Vec<Option<usize>> =
-                with_probs.iter().map(|(_, t)| self.classes.iter().position(|c| c == t)).collect();
+                with_probs.iter().map(|&r| self.truth[r as usize].and_then(|t| self.prob_column[t as usize])).collect();
             let confidence: Vec<f64> = probs.iter().map(|p| p.iter().copied().fold(0.0, f64::max)).collect();
             let correct: Vec<bool> =
-                with_probs.iter().map(|(r, t)| self.predicted[*r].as_deref() == Some(*t)).collect();
+                with_probs.iter().map(|&r| self.predicted[r as usize] == self.truth[r as usize]).collect();
             (
                 Some(metrics::log_loss(&probs, &truth_index)),
                 Some(metrics::expected_calibration_error(&confidence, &correct)),
             )
         };
         let mean = |values: &[Option<f64>]| {
-            let v: Vec<f64> = rows.iter().filter_map(|(r, _)| values[*r]).collect();
+            let v: Vec<f64> = rows.iter().filter_map(|&r| values[r as usize]).collect();
             (!v.is_empty()).then(|| metrics::mean_with_bootstrap(&v, BOOTSTRAP_SEED))
         };
         let scored = rows.len() as u64;
@@ -190,16 +206,16 @@ impl Scorable {
             (false, Some(_), Some(_)) => Verdict::Pass,
             _ => Verdict::NoThreshold,
         };
-        let failures = labelled
+        let failures = rows
             .iter()
-            .filter(|(r, t)| self.predicted[*r].as_deref() != Some(*t))
+            .filter(|&&r| self.predicted[r as usize].is_some() && self.predicted[r as usize] != self.truth[r as usize])
             .take(50)
-            .map(|(r, _)| self.ids[*r].clone())
+            .map(|&r| self.ids.value(r as usize).to_string())
             .collect();
         SliceScore {
             slice: name.to_string(),
             version: None,
-            members: rows.len() as u64,
+            members: scored,
             scored,
             classification,
             log_loss,
@@ -265,53 +281,54 @@ impl Engine {
     fn scored_slices(&self, manifest: &RunManifest) -> Result<(SliceScore, Vec<SliceScore>)> {
         let layout = self.workspace.layout();
         let predictions = read_predictions(&self.workspace, manifest)?;
-        let scorable = Scorable::new(manifest, &predictions);
         let info = self.workspace.dataset(&manifest.dataset)?;
-        let images =
-            read_image_columns(layout, info.latest().expect("listed datasets have a version"), &["image_id", "label"])?;
-        let ids = datafusion::arrow::compute::cast(
-            images.column_by_name("image_id").expect("core column"),
-            &datafusion::arrow::datatypes::DataType::Utf8,
-        )?;
-        let labels = datafusion::arrow::compute::cast(
-            images.column_by_name("label").expect("core column"),
-            &datafusion::arrow::datatypes::DataType::Utf8,
-        )?;
+        let latest = info.latest().expect("listed datasets have a version");
+        let images = read_image_columns(layout, latest, &["image_id", "label"])?;
+        let ids = cast(images.column_by_name("image_id").expect("core column"), &DataType::Utf8)?;
+        let labels = cast(images.column_by_name("label").expect("core column"), &DataType::Utf8)?;
         let (ids, labels) = (ids.as_string::<i32>(), labels.as_string::<i32>());
-        let truth: HashMap<&str, &str> =
-            (0..ids.len()).filter(|&i| labels.is_valid(i)).map(|i| (ids.value(i), labels.value(i))).collect();
+        let mut truth: IdMap<&str> = IdMap::with_capacity_and_hasher(ids.len(), Default::default());
+        truth.extend((0..ids.len()).filter(|&i| labels.is_valid(i)).map(|i| (ids.value(i), labels.value(i))));
 
-        let all_rows: Vec<(usize, &str)> =
-            scorable.ids.iter().enumerate().filter_map(|(r, id)| truth.get(id.as_str()).map(|t| (r, *t))).collect();
+        let scorable = Scorable::new(manifest, &predictions, &truth);
+        let mut row_of: IdMap<u32> = IdMap::with_capacity_and_hasher(scorable.ids.len(), Default::default());
+        row_of.extend(scorable.ids.iter().enumerate().filter_map(|(r, id)| Some((id?, r as u32))));
+        let all_rows: Vec<u32> =
+            (0..scorable.ids.len() as u32).filter(|&r| scorable.truth[r as usize].is_some()).collect();
         let overall = scorable.score("(all)", &all_rows, None, 0);
 
-        let mut slices = Vec::new();
-        for name in slice::slice_names(layout)? {
-            let definition: SliceDefinition = slice::read_definition(layout, &name)?;
-            if definition.dataset != manifest.dataset {
-                continue;
-            }
-            let min_samples = definition.min_samples.unwrap_or(DEFAULT_MIN_TEST_SAMPLES);
-            if slice::frozen_versions(layout, &name)?.is_empty() {
-                let mut s = scorable.score(&name, &[], definition.min_accuracy, min_samples);
-                s.verdict = Verdict::NotEnoughData;
-                slices.push(s);
-                continue;
-            }
-            let frozen = slice::read_frozen(layout, &name, None)?;
-            let members = slice::read_members(layout, &frozen)?;
-            let member_ids = members.column(0).as_string::<i32>();
-            let rows: Vec<(usize, &str)> = (0..member_ids.len())
-                .filter_map(|i| {
-                    let id = member_ids.value(i);
-                    Some((*scorable.index.get(id)?, *truth.get(id)?))
-                })
-                .collect();
-            let mut s = scorable.score(&name, &rows, definition.min_accuracy, min_samples);
-            s.version = Some(frozen.version);
-            s.members = frozen.members;
-            slices.push(s);
-        }
+        // Slices are independent: score them in parallel (each reads and hash-checks its own file).
+        let names = slice::slice_names(layout)?;
+        let slices: Vec<Option<SliceScore>> = names
+            .par_iter()
+            .map(|name| -> Result<Option<SliceScore>> {
+                let definition: SliceDefinition = slice::read_definition(layout, name)?;
+                if definition.dataset != manifest.dataset {
+                    return Ok(None);
+                }
+                let min_samples = definition.min_samples.unwrap_or(DEFAULT_MIN_TEST_SAMPLES);
+                if slice::frozen_versions(layout, name)?.is_empty() {
+                    let mut s = scorable.score(name, &[], definition.min_accuracy, min_samples);
+                    s.verdict = Verdict::NotEnoughData;
+                    return Ok(Some(s));
+                }
+                let frozen = slice::read_frozen(layout, name, None)?;
+                let members = slice::read_members(layout, &frozen)?;
+                let rows: Vec<u32> = members
+                    .column(0)
+                    .as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .filter_map(|id| row_of.get(id).copied())
+                    .filter(|&r| scorable.truth[r as usize].is_some())
+                    .collect();
+                let mut s = scorable.score(name, &rows, definition.min_accuracy, min_samples);
+                s.version = Some(frozen.version);
+                s.members = frozen.members;
+                Ok(Some(s))
+            })
+            .collect::<Result<_>>()?;
+        let slices = slices.into_iter().flatten().collect();
         Ok((overall, slices))
     }
 }
