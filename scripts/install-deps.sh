@@ -10,6 +10,10 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
 apt_packages=()
 [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_packages+=(dataset-fashion-mnist)
+# The tests render the HTML report in Debian's headless Chromium (no browser downloads).
+if [ "${1:-}" = "--python" ] || [ "${1:-}" = "--all" ]; then
+  command -v chromium >/dev/null || apt_packages+=(chromium)
+fi
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   echo "installing Debian packages: ${apt_packages[*]}"
   $SUDO apt-get update -qq

@@ -6,6 +6,7 @@ pub mod error;
 pub mod metrics;
 pub mod output;
 pub mod query;
+pub mod report_html;
 pub mod scoring;
 pub mod slices;
 pub mod statement;

@@ -53,6 +53,17 @@ pub struct Regression {
     pub significant: bool,
 }
 
+/// One wrong prediction.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// The image.
+    pub image_id: String,
+    /// Its true label.
+    pub truth: String,
+    /// What the model said.
+    pub predicted: String,
+}
+
 /// A run's scores on one slice (or overall).
 #[derive(Debug, Clone, Serialize)]
 pub struct SliceScore {
@@ -82,8 +93,8 @@ pub struct SliceScore {
     pub verdict: Verdict,
     /// Against the baseline run, when one was given.
     pub regression: Option<Regression>,
-    /// Image ids of wrong predictions (up to 50), for failure galleries.
-    pub failures: Vec<String>,
+    /// Wrong predictions (up to 50), for failure galleries.
+    pub failures: Vec<Failure>,
 }
 
 impl SliceScore {
@@ -210,7 +221,14 @@ impl<'a> Scorable<'a> {
             .iter()
             .filter(|&&r| self.predicted[r as usize].is_some() && self.predicted[r as usize] != self.truth[r as usize])
             .take(50)
-            .map(|&r| self.ids.value(r as usize).to_string())
+            .map(|&r| {
+                let label = |l: Option<u32>| l.map_or(String::new(), |l| self.labels[l as usize].clone());
+                Failure {
+                    image_id: self.ids.value(r as usize).to_string(),
+                    truth: label(self.truth[r as usize]),
+                    predicted: label(self.predicted[r as usize]),
+                }
+            })
             .collect();
         SliceScore {
             slice: name.to_string(),

@@ -67,6 +67,9 @@ pub struct ReportArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
+    /// Write the report to this file instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 /// `slicetest report --format`.
@@ -74,6 +77,8 @@ pub struct ReportArgs {
 pub enum ReportFormat {
     Table,
     Json,
+    /// One self-contained HTML file: chart, table, confusion matrices, failure galleries.
+    Html,
 }
 
 pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> {
@@ -137,9 +142,20 @@ pub fn test(workspace: &Path, args: TestArgs) -> Result<(), CliError> {
 /// Prints the report as a table (worst slices first) or JSON.
 pub fn report(workspace: &Path, args: ReportArgs) -> Result<(), CliError> {
     let report = score(workspace, &args.score)?;
-    match args.format {
-        ReportFormat::Table => print_report(&report),
-        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    let text = match args.format {
+        ReportFormat::Table => {
+            print_report(&report);
+            return Ok(());
+        }
+        ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+        ReportFormat::Html => Engine::open(workspace)?.html_report(&report)?,
+    };
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            println!("report written to {}", path.display());
+        }
+        None => print!("{text}"),
     }
     Ok(())
 }

@@ -3,12 +3,15 @@
 A workspace of 240 labelled PNGs gets slices (including the edge cases: empty, one
 sample, all correct, all wrong, a class absent), two runs are uploaded, and the JSON
 report is compared with scikit-learn computed here from the same files. Slice tests,
-regressions, the exit code and JUnit XML are checked on the same workspace.
+regressions, the exit code, JUnit XML and the HTML report (rendered in headless Chromium)
+are checked on the same workspace.
 """
 
 import csv
 import json
 import random
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -195,3 +198,47 @@ def test_bad_uploads_are_rejected_with_located_errors_and_write_nothing(scored):
     assert not (ws / "runs" / "broken").exists()
     listing = run(ws, "run", "list").stdout.decode()
     assert "broken" not in listing and "good" in listing
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.fail("Debian's chromium is not installed (scripts/install-deps.sh --all installs it)")
+    profile = tmp / "chromium-profile"
+    return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, timeout=120)
+
+
+def test_the_html_report_renders_in_chromium(scored):
+    root, ws, _, _, _ = scored
+    html = root / "report.html"
+    run(ws, "report", "--run", "bad", "--baseline", "good", "--format", "html", "--output", str(html))
+    text = html.read_text()
+    assert "http://" not in text.replace("http://www.w3.org/2000/svg", "") and "<script" not in text, "self-contained"
+
+    dom = chromium(root, "--dump-dom", html.as_uri()).stdout.decode()
+    assert 'id="accuracy-chart"' in dom
+    assert dom.count('class="bar"') == 6, "one bar per slice with an accuracy (the empty one has none)"
+    assert dom.count('class="threshold"') == 5, "a threshold line per slice with an accuracy and a threshold"
+    assert 'class="baseline"' in dom and "▼" in dom, "baseline ticks and the regression marker"
+    assert dom.count('<section class="slice') == 7
+    assert dom.count('class="confusion"') >= 6
+    assert dom.count('<figure class="failure"><img src="data:image/png;base64,') >= 10, "embedded thumbnails"
+    assert 'data-slice="hopeless"' in dom and "pass" in dom and "fail" in dom
+
+    png = root / "report.png"
+    proc = chromium(root, "--window-size=1200,1600", f"--screenshot={png}", html.as_uri())
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, "a real rendered page"

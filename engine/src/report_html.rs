@@ -1,0 +1,297 @@
+//! The run report as one self-contained HTML file: a per-slice accuracy chart with 95%
+//! whiskers and threshold lines (inline SVG), the slice table with deltas against the
+//! baseline, and per slice a confusion matrix and a gallery of failed examples with
+//! their thumbnails embedded as data URIs. No scripts, no external resources.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use slicetest_datasets::version::read_image_columns;
+
+use crate::Engine;
+use crate::error::Result;
+use crate::scoring::{RunReport, SliceScore, Verdict};
+
+/// Failed examples shown per slice.
+pub const GALLERY_SIZE: usize = 12;
+/// Image files larger than this are not embedded (the gallery names them instead).
+pub const MAX_THUMBNAIL_BYTES: u64 = 256 * 1024;
+
+impl Engine {
+    /// Renders `report` as a self-contained HTML page.
+    pub fn html_report(&self, report: &RunReport) -> Result<String> {
+        let info = self.workspace.dataset(&report.run.dataset)?;
+        let latest = info.latest().expect("listed datasets have a version");
+        let images = read_image_columns(self.workspace.layout(), latest, &["image_id", "uri", "format"])?;
+        let column = |name: &str| cast(images.column_by_name(name).expect("core column"), &DataType::Utf8);
+        let (ids, uris, formats) = (column("image_id")?, column("uri")?, column("format")?);
+        let (ids, uris, formats) = (ids.as_string::<i32>(), uris.as_string::<i32>(), formats.as_string::<i32>());
+        let wanted: std::collections::HashSet<&str> = report
+            .slices
+            .iter()
+            .flat_map(|s| s.failures.iter().take(GALLERY_SIZE).map(|f| f.image_id.as_str()))
+            .collect();
+        let mut thumbnails: HashMap<String, String> = HashMap::new();
+        for i in 0..ids.len() {
+            if !wanted.contains(ids.value(i)) {
+                continue;
+            }
+            let path = self.workspace.layout().resolve_uri(uris.value(i));
+            let small = std::fs::metadata(&path).is_ok_and(|m| m.len() <= MAX_THUMBNAIL_BYTES);
+            if let (true, Ok(bytes)) = (small, std::fs::read(&path)) {
+                let uri = format!("data:image/{};base64,{}", formats.value(i), base64(&bytes));
+                thumbnails.insert(ids.value(i).to_string(), uri);
+            }
+        }
+        Ok(render(report, &thumbnails))
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn verdict_class(s: &SliceScore) -> &'static str {
+    if s.is_failure() {
+        "fail"
+    } else {
+        match s.verdict {
+            Verdict::Pass => "pass",
+            Verdict::NotEnoughData => "nodata",
+            _ => "info",
+        }
+    }
+}
+
+fn verdict_label(s: &SliceScore) -> String {
+    let mut text = match s.verdict {
+        Verdict::Pass => "pass".to_string(),
+        Verdict::Fail => "fail".to_string(),
+        Verdict::NotEnoughData => format!("not enough data (&lt; {})", s.min_samples),
+        Verdict::NoThreshold => "no threshold".to_string(),
+    };
+    if s.regression.as_ref().is_some_and(|r| r.significant) {
+        text.push_str(", regression");
+    }
+    text
+}
+
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:1.4em}\
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
+th:first-child,td:first-child{text-align:left}tr.fail td{background:#fde2e2}tr.pass td{background:#e6f4ea}\
+tr.nodata td{color:#888}.gallery{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;text-align:center;font-size:11px}\
+figure img{width:84px;height:84px;image-rendering:pixelated;border:1px solid #c00}section.slice{margin-top:2em}\
+table.confusion td.diag{background:#e6f4ea;font-weight:bold}";
+
+/// The page for a scored run (`thumbnails`: image id → data URI).
+pub fn render(report: &RunReport, thumbnails: &HashMap<String, String>) -> String {
+    let r = &report.run;
+    let mut html = String::new();
+    let failed = report.failures().count();
+    let _ = write!(
+        html,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>slicetest report: {run}</title>\
+         <style>{STYLE}</style></head><body><h1>Run {run}: {model} {version}</h1>\
+         <p id=\"summary\">Dataset {ds}@{dv}, {n} predictions, {slices} slices, <strong>{failed} failing</strong>{base}.</p>",
+        run = escape(&r.run),
+        model = escape(&r.model),
+        version = escape(&r.model_version),
+        ds = escape(&r.dataset),
+        dv = r.dataset_version,
+        n = r.predictions,
+        slices = report.slices.len(),
+        base = report.baseline.as_ref().map_or(String::new(), |b| format!(", compared with baseline {}", escape(b))),
+    );
+    html.push_str(&chart(report));
+    html.push_str(&slice_table(report));
+    for s in &report.slices {
+        html.push_str(&slice_section(s, thumbnails));
+    }
+    html.push_str("</body></html>\n");
+    html
+}
+
+/// Horizontal bars: accuracy, a whisker for the 95% interval, a red line at the threshold,
+/// a black tick at the baseline's accuracy.
+fn chart(report: &RunReport) -> String {
+    let (row, left, width) = (26.0, 180.0, 500.0);
+    let height = row * report.slices.len() as f64 + 30.0;
+    let x = |v: f64| left + v * width;
+    let mut svg = format!(
+        "<svg id=\"accuracy-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\" \
+         aria-label=\"accuracy per slice with 95% intervals\">",
+        left + width + 60.0
+    );
+    for tick in 0..=4 {
+        let v = tick as f64 / 4.0;
+        let _ = write!(
+            svg,
+            "<line x1=\"{0}\" x2=\"{0}\" y1=\"0\" y2=\"{1}\" stroke=\"#eee\"/><text x=\"{0}\" y=\"{2}\" font-size=\"11\" \
+             text-anchor=\"middle\">{3}%</text>",
+            x(v),
+            height - 18.0,
+            height - 4.0,
+            (v * 100.0) as u32
+        );
+    }
+    for (i, s) in report.slices.iter().enumerate() {
+        let y = i as f64 * row + 4.0;
+        let _ = write!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\">{}</text>",
+            left - 6.0,
+            y + 14.0,
+            escape(&s.slice)
+        );
+        let Some(acc) = s.accuracy() else { continue };
+        let colour = if s.is_failure() { "#d93025" } else { "#1e8e3e" };
+        let _ = write!(
+            svg,
+            "<rect class=\"bar\" data-slice=\"{name}\" x=\"{left}\" y=\"{y}\" width=\"{w:.1}\" height=\"18\" fill=\"{colour}\" \
+             opacity=\"0.7\"/><line class=\"ci\" x1=\"{lo:.1}\" x2=\"{hi:.1}\" y1=\"{mid}\" y2=\"{mid}\" stroke=\"#000\"/>",
+            name = escape(&s.slice),
+            w = acc.value * width,
+            mid = y + 9.0,
+            lo = x(acc.low),
+            hi = x(acc.high),
+        );
+        if let Some(min) = s.min_accuracy {
+            let _ = write!(
+                svg,
+                "<line class=\"threshold\" x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2}\" stroke=\"#c00\" stroke-width=\"2\" stroke-dasharray=\"3,2\"/>",
+                x(min),
+                y - 2.0,
+                y + 20.0
+            );
+        }
+        if let Some(reg) = &s.regression {
+            let _ = write!(
+                svg,
+                "<line class=\"baseline\" x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2}\" stroke=\"#000\" stroke-width=\"3\"/>",
+                x(reg.baseline_accuracy.value),
+                y,
+                y + 18.0
+            );
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn slice_table(report: &RunReport) -> String {
+    let mut t = String::from(
+        "<table id=\"slice-table\"><tr><th>slice</th><th>n</th><th>accuracy</th><th>95% CI</th><th>threshold</th>\
+         <th>macro-F1</th><th>log-loss</th><th>ECE</th><th>vs baseline</th><th>test</th></tr>",
+    );
+    let num = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.3}"));
+    for s in std::iter::once(&report.overall).chain(&report.slices) {
+        let acc = s.accuracy();
+        let _ = write!(
+            t,
+            "<tr class=\"{}\" data-slice=\"{}\"><td><a href=\"#slice-{1}\">{1}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if s.slice == "(all)" { "info" } else { verdict_class(s) },
+            escape(&s.slice),
+            s.scored,
+            acc.map_or("–".into(), |a| format!("{:.1}%", 100.0 * a.value)),
+            acc.map_or("–".into(), |a| format!("{:.1}–{:.1}%", 100.0 * a.low, 100.0 * a.high)),
+            s.min_accuracy.map_or("–".into(), |m| format!("{:.0}%", 100.0 * m)),
+            num(s.classification.as_ref().map(|c| c.macro_f1)),
+            num(s.log_loss),
+            num(s.ece),
+            s.regression.as_ref().map_or("–".into(), |r| format!(
+                "{:+.1} pts (p={:.3}){}",
+                100.0 * r.delta,
+                r.p_value,
+                if r.significant { " ▼" } else { "" }
+            )),
+            if s.slice == "(all)" { "–".into() } else { verdict_label(s) },
+        );
+    }
+    t.push_str("</table>");
+    t
+}
+
+fn slice_section(s: &SliceScore, thumbnails: &HashMap<String, String>) -> String {
+    let mut html = format!(
+        "<section class=\"slice {}\" id=\"slice-{}\"><h2>{1}</h2><p>{} scored of {} members (frozen version {}); {}.</p>",
+        verdict_class(s),
+        escape(&s.slice),
+        s.scored,
+        s.members,
+        s.version.map_or("–".into(), |v| v.to_string()),
+        verdict_label(s),
+    );
+    if let Some(c) = s.classification.as_ref().filter(|c| !c.labels.is_empty()) {
+        html.push_str("<table class=\"confusion\"><tr><th>true \\ predicted</th>");
+        for l in &c.labels {
+            let _ = write!(html, "<th>{}</th>", escape(l));
+        }
+        html.push_str("</tr>");
+        for (i, row) in c.confusion.iter().enumerate() {
+            let _ = write!(html, "<tr><th>{}</th>", escape(&c.labels[i]));
+            for (j, n) in row.iter().enumerate() {
+                let _ = write!(html, "<td{}>{n}</td>", if i == j { " class=\"diag\"" } else { "" });
+            }
+            html.push_str("</tr>");
+        }
+        html.push_str("</table>");
+    }
+    if !s.failures.is_empty() {
+        html.push_str("<h3>Failed examples</h3><div class=\"gallery\">");
+        for f in s.failures.iter().take(GALLERY_SIZE) {
+            let img = thumbnails
+                .get(&f.image_id)
+                .map_or(String::new(), |uri| format!("<img src=\"{uri}\" alt=\"{}\">", escape(&f.image_id)));
+            let _ = write!(
+                html,
+                "<figure class=\"failure\">{img}<figcaption>{}<br>{} → {}</figcaption></figure>",
+                escape(&f.image_id),
+                escape(&f.truth),
+                escape(&f.predicted)
+            );
+        }
+        html.push_str("</div>");
+    }
+    html.push_str("</section>");
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base64;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (input, output) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), output);
+        }
+    }
+}
