@@ -74,6 +74,10 @@ pub struct ClassScore {
     pub f1: f64,
     /// Samples whose true label is the class.
     pub support: u64,
+    /// 95% Wilson interval of the precision (over the samples predicted as the class).
+    pub precision_interval: [f64; 2],
+    /// 95% Wilson interval of the recall (over the samples of the class).
+    pub recall_interval: [f64; 2],
 }
 
 /// Classification metrics over one set of samples.
@@ -129,7 +133,16 @@ pub fn classify_indexed(pairs: &[(u32, u32)], names: &[String]) -> Classificatio
             let precision = if predicted_as == 0 { 0.0 } else { tp / predicted_as as f64 };
             let recall = if support == 0 { 0.0 } else { tp / support as f64 };
             let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
-            ClassScore { label: labels[i].clone(), precision, recall, f1, support }
+            let interval = |e: Estimate| [e.low, e.high];
+            ClassScore {
+                label: labels[i].clone(),
+                precision,
+                recall,
+                f1,
+                support,
+                precision_interval: interval(wilson(confusion[i][i], predicted_as)),
+                recall_interval: interval(wilson(confusion[i][i], support)),
+            }
         })
         .collect();
     let macro_f1 = if k == 0 { f64::NAN } else { per_class.iter().map(|c| c.f1).sum::<f64>() / k as f64 };

@@ -242,3 +242,13 @@ def test_the_html_report_renders_in_chromium(scored):
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, "a real rendered page"
+
+
+def test_per_class_intervals_contain_their_estimates(scored):
+    _, _, _, _, report = scored
+    for s in report["slices"]:
+        for c in (s["classification"] or {}).get("per_class", []):
+            lo, hi = c["precision_interval"]
+            assert 0 <= lo <= c["precision"] + 1e-12 and c["precision"] <= hi + 1e-12 <= 1 + 1e-12
+            lo, hi = c["recall_interval"]
+            assert 0 <= lo <= c["recall"] + 1e-12 and c["recall"] <= hi + 1e-12 <= 1 + 1e-12
