@@ -39,6 +39,48 @@ pub fn duckdb_p50(setup: &[String], query: &str, runs: usize) -> anyhow::Result<
     Ok((v["p50_ms"].as_f64().context("p50_ms")?, v["rows"].as_u64().context("rows")? as usize))
 }
 
+/// DuckDB in a long-running Python process, so its runs can alternate with slicetest's.
+pub struct DuckDbPeer {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl DuckDbPeer {
+    /// Starts the peer (`scripts/duckdb_peer.py`).
+    pub fn start() -> anyhow::Result<Self> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/duckdb_peer.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("running python3 (pip install duckdb)")?;
+        let input = child.stdin.take().context("peer stdin")?;
+        let output = std::io::BufReader::new(child.stdout.take().context("peer stdout")?);
+        Ok(Self { child, input, output })
+    }
+
+    /// Runs `sql`; returns (milliseconds, result rows).
+    pub fn run(&mut self, sql: &str) -> anyhow::Result<(f64, usize)> {
+        use std::io::{BufRead, Write};
+        writeln!(self.input, "{}", serde_json::json!({ "sql": sql }))?;
+        let mut line = String::new();
+        if self.output.read_line(&mut line)? == 0 {
+            bail!("the DuckDB peer exited (is duckdb installed?)");
+        }
+        let v: serde_json::Value = serde_json::from_str(&line)?;
+        Ok((v["ms"].as_f64().context("ms")?, v["rows"].as_u64().context("rows")? as usize))
+    }
+}
+
+impl Drop for DuckDbPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A scratch directory for one bench run.
 pub fn tempdir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("slicetest-bench-{}", std::process::id()));
