@@ -18,6 +18,7 @@ pub mod progress;
 pub mod record;
 pub mod run;
 pub mod slice;
+mod stored;
 pub mod table_file;
 pub mod version;
 pub mod workspace;

@@ -22,9 +22,10 @@ use sha2::{Digest, Sha256};
 use crate::atomic::{publish_dir, remove_stale_tmp, tmp_sibling};
 use crate::error::{DatasetError, Result};
 use crate::layout::validate_name;
+use crate::stored::{entry_names, parse_json, read_checked_parquet};
 use crate::table_file::read_table;
 use crate::version::{read_image_columns, write_parquet};
-use crate::workspace::Workspace;
+use crate::workspace::{Workspace, unknown_name_hint};
 
 /// Probabilities must sum to 1 within this tolerance.
 pub const PROB_SUM_TOLERANCE: f64 = 1e-3;
@@ -154,39 +155,21 @@ pub const RUN_FILE: &str = "run.json";
 pub fn read_run(workspace: &Workspace, run: &str) -> Result<RunManifest> {
     validate_name(run)?;
     let path = workspace.layout().run_dir(run).join(RUN_FILE);
-    let text = match fs::read_to_string(&path) {
+    let text = match fs::read(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let known = run_names(workspace)?;
-            let hint = match crate::workspace::closest(run, &known) {
-                Some(c) => format!("; did you mean {c:?}?"),
-                None if known.is_empty() => "; no runs yet (slicetest run upload …)".into(),
-                None => format!("; runs are: {}", known.join(", ")),
-            };
+            let hint = unknown_name_hint(run, &run_names(workspace)?, "runs", "no runs yet (slicetest run upload …)");
             return Err(DatasetError::UnknownRun { name: run.to_string(), hint });
         }
         Err(e) => return Err(DatasetError::io("reading", &path)(e)),
     };
-    serde_json::from_str(&text).map_err(|e| DatasetError::BadManifestFile {
-        what: "run manifest",
-        path,
-        message: e.to_string(),
-    })
+    parse_json(&text, path, "run manifest")
 }
 
 /// Names of all runs, sorted.
 pub fn run_names(workspace: &Workspace) -> Result<Vec<String>> {
-    let dir = workspace.layout().runs_dir();
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(DatasetError::io("listing", &dir)(e)),
-    };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .filter(|n| validate_name(n).is_ok())
-        .collect();
+    let mut names = entry_names(&workspace.layout().runs_dir())?;
+    names.retain(|n| validate_name(n).is_ok());
     names.sort();
     Ok(names)
 }
@@ -194,23 +177,10 @@ pub fn run_names(workspace: &Workspace) -> Result<Vec<String>> {
 /// Reads a run's predictions after checking the file against its manifest.
 pub fn read_predictions(workspace: &Workspace, manifest: &RunManifest) -> Result<RecordBatch> {
     let path = workspace.layout().run_dir(&manifest.run).join(PREDICTIONS_FILE);
-    let data = fs::read(&path).map_err(DatasetError::io("reading", &path))?;
-    let actual = hex::encode(Sha256::digest(&data));
-    if actual != manifest.parquet_sha256 {
-        return Err(DatasetError::BadManifestFile {
-            what: "run",
-            path,
-            message: format!(
-                "the file was altered after upload (sha256 {actual}, manifest says {})",
-                manifest.parquet_sha256
-            ),
-        });
-    }
-    let reader =
-        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))?
-            .build()?;
-    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(datafusion::arrow::compute::concat_batches(&predictions_schema(), &batches)?)
+    let expected = &manifest.parquet_sha256;
+    let altered =
+        |actual: &str| format!("the file was altered after upload (sha256 {actual}, manifest says {expected})");
+    read_checked_parquet(&path, expected, "run", altered, None)
 }
 
 /// Schema of a stored predictions file.

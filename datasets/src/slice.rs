@@ -11,17 +11,16 @@ use std::fs;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
-use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::atomic::{TMP_PREFIX, remove_stale_tmp, tmp_sibling, write_atomic};
 use crate::error::{DatasetError, Result};
 use crate::layout::{WorkspaceLayout, validate_name};
+use crate::stored::{entry_names, read_checked_parquet, read_json};
 use crate::version::write_parquet;
-use crate::workspace::closest;
+use crate::workspace::unknown_name_hint;
 
 /// A named population: the query that finds it and the dataset it runs against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,25 +193,15 @@ pub fn read_definition(layout: &WorkspaceLayout, name: &str) -> Result<SliceDefi
 
 fn unknown_slice(layout: &WorkspaceLayout, name: &str) -> DatasetError {
     let known = slice_names(layout).unwrap_or_default();
-    let hint = match closest(name, &known) {
-        Some(c) => format!("; did you mean {c:?}?"),
-        None if known.is_empty() => "; the workspace has no slices yet (CREATE SLICE …)".into(),
-        None => format!("; slices are: {}", known.join(", ")),
-    };
+    let hint = unknown_name_hint(name, &known, "slices", "the workspace has no slices yet (CREATE SLICE …)");
     DatasetError::UnknownSlice { name: name.to_string(), hint }
 }
 
 /// Names of all defined slices, sorted.
 pub fn slice_names(layout: &WorkspaceLayout) -> Result<Vec<String>> {
-    let dir = layout.slices_dir();
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(DatasetError::io("listing", &dir)(e)),
-    };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".toml").map(str::to_string))
+    let mut names: Vec<String> = entry_names(&layout.slices_dir())?
+        .into_iter()
+        .filter_map(|n| n.strip_suffix(".toml").map(str::to_string))
         .filter(|n| !n.starts_with(TMP_PREFIX) && validate_name(n).is_ok())
         .collect();
     names.sort();
@@ -235,15 +224,9 @@ pub fn drop_slice(layout: &WorkspaceLayout, name: &str) -> Result<()> {
 
 /// The committed frozen versions of a slice (those with a manifest), ascending.
 pub fn frozen_versions(layout: &WorkspaceLayout, name: &str) -> Result<Vec<u64>> {
-    let dir = layout.slice_dir(name);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(DatasetError::io("listing", &dir)(e)),
-    };
-    let mut versions: Vec<u64> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix('v')?.strip_suffix(".json")?.parse().ok())
+    let mut versions: Vec<u64> = entry_names(&layout.slice_dir(name))?
+        .iter()
+        .filter_map(|n| n.strip_prefix('v')?.strip_suffix(".json")?.parse().ok())
         .collect();
     versions.sort_unstable();
     Ok(versions)
@@ -258,34 +241,21 @@ pub fn read_frozen(layout: &WorkspaceLayout, name: &str, version: Option<u64>) -
     if !versions.contains(&version) {
         return Err(DatasetError::UnknownSliceVersion { slice: name.to_string(), version, latest });
     }
-    let path = layout.frozen_manifest_file(name, version);
-    let text = fs::read_to_string(&path).map_err(DatasetError::io("reading", &path))?;
-    serde_json::from_str(&text).map_err(|e| DatasetError::BadManifestFile {
-        what: "frozen slice manifest",
-        path,
-        message: e.to_string(),
-    })
+    read_json(layout.frozen_manifest_file(name, version), "frozen slice manifest")
 }
 
 /// Reads the members of a frozen version after checking the file is the one frozen.
 pub fn read_members(layout: &WorkspaceLayout, frozen: &FrozenSlice) -> Result<RecordBatch> {
     let path = layout.frozen_members_file(&frozen.slice, frozen.version);
-    let data = fs::read(&path).map_err(DatasetError::io("reading", &path))?;
-    let actual = hex::encode(Sha256::digest(&data));
-    if actual != frozen.parquet_sha256 {
-        return Err(DatasetError::BadManifestFile {
-            what: "frozen slice",
-            path,
-            message: format!(
-                "the file was altered after slice {:?} version {} was frozen (sha256 {actual}, manifest says {}); \
-                 frozen slices are immutable, restore the file from a backup",
-                frozen.slice, frozen.version, frozen.parquet_sha256
-            ),
-        });
-    }
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))?.build()?;
-    let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    Ok(concat_batches(&members_schema(), &batches)?)
+    let expected = &frozen.parquet_sha256;
+    let altered = |actual: &str| {
+        format!(
+            "the file was altered after slice {:?} version {} was frozen (sha256 {actual}, manifest says {expected}); \
+             frozen slices are immutable, restore the file from a backup",
+            frozen.slice, frozen.version
+        )
+    };
+    read_checked_parquet(&path, expected, "frozen slice", altered, None)
 }
 
 /// Members of a batch read by [`read_members`], as structs.

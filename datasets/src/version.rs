@@ -7,10 +7,8 @@ use std::fs::{self, File};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{AsArray, RecordBatch, RecordBatchReader};
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
@@ -19,6 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::atomic::TMP_PREFIX;
 use crate::error::{DatasetError, Result};
 use crate::layout::{VERSION_FILE, WorkspaceLayout};
+use crate::stored::{entry_names, read_checked_parquet, read_json};
 
 /// A column of a version's `images` table, as recorded in its manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -61,19 +60,10 @@ pub struct DatasetVersion {
 /// Version numbers of a dataset, ascending; temporary and foreign entries are ignored.
 pub fn list_versions(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<u64>> {
     let dir = layout.versions_dir(dataset);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(DatasetError::io("listing", &dir)(e)),
-    };
-    let mut versions: Vec<u64> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            (!name.starts_with(TMP_PREFIX) && e.path().join(VERSION_FILE).is_file())
-                .then(|| name.parse().ok())
-                .flatten()
-        })
+    let mut versions: Vec<u64> = entry_names(&dir)?
+        .into_iter()
+        .filter(|name| !name.starts_with(TMP_PREFIX) && dir.join(name).join(VERSION_FILE).is_file())
+        .filter_map(|name| name.parse().ok())
         .collect();
     versions.sort_unstable();
     Ok(versions)
@@ -81,36 +71,12 @@ pub fn list_versions(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<u64>
 
 /// Reads a version's manifest.
 pub fn read_version(layout: &WorkspaceLayout, dataset: &str, version: u64) -> Result<DatasetVersion> {
-    let path = layout.version_dir(dataset, version).join(VERSION_FILE);
-    let text = fs::read(&path).map_err(DatasetError::io("reading", &path))?;
-    serde_json::from_slice(&text).map_err(|e| DatasetError::BadManifestFile {
-        what: "version manifest",
-        path,
-        message: e.to_string(),
-    })
+    read_json(layout.version_dir(dataset, version).join(VERSION_FILE), "version manifest")
 }
 
 /// Reads a version's `images` table into one batch, after checking the file's hash.
 pub fn read_images(layout: &WorkspaceLayout, manifest: &DatasetVersion) -> Result<RecordBatch> {
-    let path = layout.images_file(&manifest.dataset, manifest.version);
-    let data = fs::read(&path).map_err(DatasetError::io("reading", &path))?;
-    check_hash(&path, &data, manifest)?;
-    read_batch(data, None)
-}
-
-fn check_hash(path: &Path, data: &[u8], manifest: &DatasetVersion) -> Result<()> {
-    let actual = hex::encode(Sha256::digest(data));
-    if actual != manifest.parquet_sha256 {
-        return Err(DatasetError::BadManifestFile {
-            what: "dataset version",
-            path: path.to_path_buf(),
-            message: format!(
-                "the file was modified after it was published (sha256 {actual}, manifest says {})",
-                manifest.parquet_sha256
-            ),
-        });
-    }
-    Ok(())
+    read_checked_images(layout, manifest, None)
 }
 
 /// Like [`read_images`], decoding only the named columns (the hash check still covers the
@@ -120,24 +86,20 @@ pub fn read_image_columns(
     manifest: &DatasetVersion,
     columns: &[&str],
 ) -> Result<RecordBatch> {
-    let path = layout.images_file(&manifest.dataset, manifest.version);
-    let data = fs::read(&path).map_err(DatasetError::io("reading", &path))?;
-    check_hash(&path, &data, manifest)?;
-    read_batch(data, Some(columns))
+    read_checked_images(layout, manifest, Some(columns))
 }
 
-fn read_batch(data: Vec<u8>, columns: Option<&[&str]>) -> Result<RecordBatch> {
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))?;
-    if let Some(columns) = columns {
-        let fields = builder.schema().fields();
-        let indices: Vec<usize> = columns.iter().filter_map(|c| fields.iter().position(|f| f.name() == c)).collect();
-        let mask = datafusion::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices);
-        builder = builder.with_projection(mask);
-    }
-    let reader = builder.build()?;
-    let schema = reader.schema();
-    let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    Ok(concat_batches(&schema, &batches)?)
+fn read_checked_images(
+    layout: &WorkspaceLayout,
+    manifest: &DatasetVersion,
+    columns: Option<&[&str]>,
+) -> Result<RecordBatch> {
+    let expected = &manifest.parquet_sha256;
+    let altered = |actual: &str| {
+        format!("the file was modified after it was published (sha256 {actual}, manifest says {expected})")
+    };
+    let path = layout.images_file(&manifest.dataset, manifest.version);
+    read_checked_parquet(&path, expected, "dataset version", altered, columns)
 }
 
 /// SHA-256 over sorted `image_id\tsha256\n` lines of a batch sorted by image_id.

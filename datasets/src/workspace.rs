@@ -165,11 +165,12 @@ impl Workspace {
         let numbers = list_versions(&self.layout, name)?;
         if numbers.is_empty() {
             let known = self.dataset_names()?;
-            let hint = match closest(name, &known) {
-                Some(c) => format!("; did you mean {c:?}?"),
-                None if known.is_empty() => "; the workspace has no datasets yet, run `slicetest ingest`".into(),
-                None => format!("; datasets are: {}", known.join(", ")),
-            };
+            let hint = unknown_name_hint(
+                name,
+                &known,
+                "datasets",
+                "the workspace has no datasets yet, run `slicetest ingest`",
+            );
             return Err(DatasetError::UnknownDataset { name: name.to_string(), hint });
         }
         let versions = numbers.into_iter().map(|v| read_version(&self.layout, name, v)).collect::<Result<_>>()?;
@@ -185,6 +186,16 @@ pub fn closest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.as_str())
+}
+
+/// The hint appended to an "unknown name" error: the closest of `known` (`kind`, plural)
+/// when one is close, else all of them, else `none_yet`.
+pub fn unknown_name_hint(name: &str, known: &[String], kind: &str, none_yet: &str) -> String {
+    match closest(name, known) {
+        Some(c) => format!("; did you mean {c:?}?"),
+        None if known.is_empty() => format!("; {none_yet}"),
+        None => format!("; {kind} are: {}", known.join(", ")),
+    }
 }
 
 /// An exclusive lock on `workspace.lock`, held by one writer at a time.
