@@ -87,12 +87,7 @@ pub struct UploadOptions {
 pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions) -> Result<RunManifest> {
     validate_name(&options.run)?;
     let layout = workspace.layout();
-    let dataset = match &options.dataset {
-        Some(d) => d.clone(),
-        None => workspace.config().default_dataset.clone().ok_or_else(|| DatasetError::NothingIngested {
-            message: "the workspace has no datasets yet; run `slicetest ingest` first".into(),
-        })?,
-    };
+    let dataset = workspace.dataset_or_default(options.dataset.as_deref())?;
     let info = workspace.dataset(&dataset)?;
     let version = info.latest().expect("listed datasets have a version").clone();
     let images = read_image_columns(layout, &version, &["image_id", "label"])?;

@@ -241,7 +241,23 @@ pub fn read_frozen(layout: &WorkspaceLayout, name: &str, version: Option<u64>) -
     if !versions.contains(&version) {
         return Err(DatasetError::UnknownSliceVersion { slice: name.to_string(), version, latest });
     }
+    frozen_manifest(layout, name, version)
+}
+
+/// The manifest of a committed version (one [`frozen_versions`] listed).
+fn frozen_manifest(layout: &WorkspaceLayout, name: &str, version: u64) -> Result<FrozenSlice> {
     read_json(layout.frozen_manifest_file(name, version), "frozen slice manifest")
+}
+
+/// The latest frozen version of a slice whose definition the caller has read; None if
+/// it was never frozen.
+pub fn latest_frozen(layout: &WorkspaceLayout, name: &str) -> Result<Option<FrozenSlice>> {
+    frozen_versions(layout, name)?.last().map(|&v| frozen_manifest(layout, name, v)).transpose()
+}
+
+/// Every frozen version of a slice whose definition the caller has read, oldest first.
+pub fn all_frozen(layout: &WorkspaceLayout, name: &str) -> Result<Vec<FrozenSlice>> {
+    frozen_versions(layout, name)?.into_iter().map(|v| frozen_manifest(layout, name, v)).collect()
 }
 
 /// Reads the members of a frozen version after checking the file is the one frozen.
@@ -315,16 +331,15 @@ pub fn freeze(layout: &WorkspaceLayout, definition: &SliceDefinition, request: F
     let members = assign_holdout(request.members, &request.holdout);
     let hash = member_hash(&members);
 
-    let versions = frozen_versions(layout, name)?;
-    if let Some(&latest) = versions.last() {
-        let previous = read_frozen(layout, name, Some(latest))?;
+    let previous = latest_frozen(layout, name)?;
+    let version = previous.as_ref().map_or(1, |p| p.version + 1);
+    if let Some(previous) = previous {
         let same_settings =
             previous.holdout_share == request.holdout.share() && previous.seed == request.holdout.seed();
         if previous.member_hash == hash && same_settings && previous.query == definition.query {
             return Ok(FreezeOutcome { frozen: previous, created: false });
         }
     }
-    let version = versions.last().map_or(1, |v| v + 1);
     let dir = layout.slice_dir(name);
     fs::create_dir_all(&dir).map_err(DatasetError::io("creating", &dir))?;
     remove_stale_tmp(&dir);

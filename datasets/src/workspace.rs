@@ -118,6 +118,15 @@ impl Workspace {
         WorkspaceLock::acquire(&self.layout.lock_file())
     }
 
+    /// `dataset` if given, else the default dataset; an error if the workspace has none.
+    pub fn dataset_or_default(&self, dataset: Option<&str>) -> Result<String> {
+        dataset.map(str::to_string).or_else(|| self.config.default_dataset.clone()).ok_or_else(|| {
+            DatasetError::NothingIngested {
+                message: "the workspace has no datasets yet; run `slicetest ingest` first".into(),
+            }
+        })
+    }
+
     /// Makes `dataset` the default schema for SQL.
     pub fn set_default_dataset(&mut self, dataset: &str) -> Result<()> {
         self.dataset(dataset)?;

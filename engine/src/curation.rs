@@ -73,11 +73,10 @@ impl Engine {
                 unsplit: 0,
                 coverage: 0.0,
             };
-            if slice::frozen_versions(layout, &name)?.is_empty() {
+            let Some(frozen) = slice::latest_frozen(layout, &name)? else {
                 out.push(b);
                 continue;
-            }
-            let frozen = slice::read_frozen(layout, &name, None)?;
+            };
             let batch = slice::read_members(layout, &frozen)?;
             let splits = batch.column(2).as_string::<i32>();
             let holdout = batch.column(3).as_boolean();
@@ -153,12 +152,7 @@ impl Engine {
         &self,
         dataset: Option<&str>,
     ) -> Result<(SendableRecordBatchStream, SendableRecordBatchStream)> {
-        let dataset = match dataset {
-            Some(d) => d.to_string(),
-            None => self.workspace.config().default_dataset.clone().ok_or_else(|| {
-                EngineError::Statement("the workspace has no datasets yet; run `slicetest ingest` first".into())
-            })?,
-        };
+        let dataset = self.workspace.dataset_or_default(dataset)?;
         self.workspace.dataset(&dataset)?;
         let held = self.held_out_ids(&dataset)?;
         let ctx = slicetest_sql::dataset_context(&self.workspace, self.runtime.clone(), Some(&dataset)).await?;
@@ -190,12 +184,10 @@ impl Engine {
         let layout = self.workspace.layout();
         let mut held = HashSet::new();
         for name in slice::slice_names(layout)? {
-            if slice::read_definition(layout, &name)?.dataset != dataset
-                || slice::frozen_versions(layout, &name)?.is_empty()
-            {
+            if slice::read_definition(layout, &name)?.dataset != dataset {
                 continue;
             }
-            let frozen = slice::read_frozen(layout, &name, None)?;
+            let Some(frozen) = slice::latest_frozen(layout, &name)? else { continue };
             let members = members_of(&slice::read_members(layout, &frozen)?);
             held.extend(members.into_iter().filter(|m| m.holdout).map(|m| m.image_id));
         }

@@ -325,12 +325,11 @@ impl Engine {
                     return Ok(None);
                 }
                 let min_samples = definition.min_samples.unwrap_or(DEFAULT_MIN_TEST_SAMPLES);
-                if slice::frozen_versions(layout, name)?.is_empty() {
+                let Some(frozen) = slice::latest_frozen(layout, name)? else {
                     let mut s = scorable.score(name, &[], definition.min_accuracy, min_samples);
                     s.verdict = Verdict::NotEnoughData;
                     return Ok(Some(s));
-                }
-                let frozen = slice::read_frozen(layout, name, None)?;
+                };
                 let members = slice::read_members(layout, &frozen)?;
                 let rows: Vec<u32> = members
                     .column(0)

@@ -36,9 +36,7 @@ impl Engine {
             return Err(EngineError::Statement("min_accuracy must be between 0 and 1".into()));
         }
         slicetest_datasets::validate_name(name)?;
-        let dataset = self.workspace.config().default_dataset.clone().ok_or_else(|| {
-            EngineError::Statement("the workspace has no datasets yet; run `slicetest ingest` first".into())
-        })?;
+        let dataset = self.workspace.dataset_or_default(None)?;
         let ctx = slicetest_sql::dataset_context(&self.workspace, self.runtime.clone(), Some(&dataset)).await?;
         let df = query::plan(&ctx, query).await?;
         let fields: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
@@ -78,10 +76,7 @@ impl Engine {
     pub fn slice(&self, name: &str) -> Result<SliceInfo> {
         let layout = self.workspace.layout();
         let definition = slice::read_definition(layout, name)?;
-        let frozen = slice::frozen_versions(layout, name)?
-            .into_iter()
-            .map(|v| slice::read_frozen(layout, name, Some(v)))
-            .collect::<Result<_, _>>()?;
+        let frozen = slice::all_frozen(layout, name)?;
         Ok(SliceInfo { definition, frozen })
     }
 

@@ -116,16 +116,16 @@ pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> 
     Ok(())
 }
 
-fn score(workspace: &Path, args: &ScoreArgs) -> Result<RunReport, CliError> {
+fn score(engine: &Engine, args: &ScoreArgs) -> Result<RunReport, CliError> {
     if !(0.0..1.0).contains(&args.alpha) || args.alpha == 0.0 {
         return Err(format!("--alpha must be between 0 and 1, got {}", args.alpha).into());
     }
-    Ok(Engine::open(workspace)?.score_run(&args.run, args.baseline.as_deref(), args.alpha)?)
+    Ok(engine.score_run(&args.run, args.baseline.as_deref(), args.alpha)?)
 }
 
 /// Runs the slice tests; fails (non-zero exit) on any failed slice or significant regression.
 pub fn test(workspace: &Path, args: TestArgs) -> Result<(), CliError> {
-    let report = score(workspace, &args.score)?;
+    let report = score(&Engine::open(workspace)?, &args.score)?;
     print_report(&report);
     if let Some(path) = &args.junit {
         std::fs::write(path, junit(&report)).map_err(|e| format!("writing {}: {e}", path.display()))?;
@@ -141,14 +141,15 @@ pub fn test(workspace: &Path, args: TestArgs) -> Result<(), CliError> {
 
 /// Prints the report as a table (worst slices first) or JSON.
 pub fn report(workspace: &Path, args: ReportArgs) -> Result<(), CliError> {
-    let report = score(workspace, &args.score)?;
+    let engine = Engine::open(workspace)?;
+    let report = score(&engine, &args.score)?;
     let text = match args.format {
         ReportFormat::Table => {
             print_report(&report);
             return Ok(());
         }
         ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
-        ReportFormat::Html => Engine::open(workspace)?.html_report(&report)?,
+        ReportFormat::Html => engine.html_report(&report)?,
     };
     match &args.output {
         Some(path) => {
