@@ -21,21 +21,30 @@ pub fn median(v: &mut [f64]) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
+/// Runs `bench/scripts/<script>` with `args` and parses the one JSON object it prints;
+/// `packages` names what to pip-install when Python fails.
+pub fn python_json<I, S>(script: &str, args: I, packages: &str) -> anyhow::Result<serde_json::Value>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(script);
+    let out = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .output()
+        .with_context(|| format!("running python3 (pip install {packages})"))?;
+    if !out.status.success() {
+        bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
 /// Times `query` in DuckDB (in process, via Python) after running `setup`; returns the
 /// p50 in milliseconds over `runs` timed runs (after one warm-up) and the result's row count.
 pub fn duckdb_p50(setup: &[String], query: &str, runs: usize) -> anyhow::Result<(f64, usize)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/duckdb_time.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(runs.to_string())
-        .arg(query)
-        .args(setup)
-        .output()
-        .context("running python3 (pip install duckdb)")?;
-    if !out.status.success() {
-        bail!("DuckDB bench failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let args = [runs.to_string(), query.to_string()].into_iter().chain(setup.iter().cloned());
+    let v = python_json("duckdb_time.py", args, "duckdb")?;
     Ok((v["p50_ms"].as_f64().context("p50_ms")?, v["rows"].as_u64().context("rows")? as usize))
 }
 
@@ -119,19 +128,11 @@ pub fn synthetic_images(rows: usize) -> RecordBatch {
         bright.push(((r >> 11) % 10_000) as f64 / 10_000.0);
         people.push(if (r >> 50) % 10 == 0 { None } else { Some(((r >> 52) % 12) as i64) });
     }
-    let schema = Schema::new(vec![
-        Field::new("image_id", DataType::Utf8, false),
-        Field::new("uri", DataType::Utf8, false),
-        Field::new("sha256", DataType::Utf8, false),
-        Field::new("width", DataType::Int32, false),
-        Field::new("height", DataType::Int32, false),
-        Field::new("format", DataType::Utf8, false),
-        Field::new("bytes", DataType::Int64, false),
-        Field::new("split", DataType::Utf8, true),
-        Field::new("label", DataType::Utf8, true),
-        Field::new("brightness", DataType::Float64, true),
-        Field::new("num_people", DataType::Int64, true),
-    ]);
+    // The core `images` columns, then two tag-like ones.
+    let mut fields = slicetest_datasets::record::core_fields();
+    fields.push(Field::new("brightness", DataType::Float64, true));
+    fields.push(Field::new("num_people", DataType::Int64, true));
+    let schema = Schema::new(fields);
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(ids)),
         Arc::new(StringArray::from(uris)),

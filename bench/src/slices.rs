@@ -13,7 +13,6 @@
 //! Run: `cargo run --release -p slicetest-bench --bin bench-slices [-- --rows N --runs N]`.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,7 +20,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use anyhow::{Context, bail};
-use slicetest_bench::{duckdb_p50, median, synthetic_images, tempdir, verdict};
+use slicetest_bench::{duckdb_p50, median, python_json, synthetic_images, tempdir, verdict};
 use slicetest_engine::{Engine, UploadOptions};
 
 const LABELS: [&str; 10] = ["cat", "dog", "car", "person", "bike", "bus", "tree", "sign", "bird", "boat"];
@@ -174,18 +173,7 @@ fn sklearn_scoring(images: &Path, predictions: &Path, slices_dir: &Path, runs: u
         .map(|p| p.display().to_string())
         .collect();
     members.sort();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sklearn_scoring.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(runs.to_string())
-        .arg(images)
-        .arg(predictions)
-        .args(&members)
-        .output()
-        .context("running python3 (pip install pandas scikit-learn pyarrow)")?;
-    if !out.status.success() {
-        bail!("pandas + scikit-learn bench failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let args = [runs.to_string(), images.display().to_string(), predictions.display().to_string()];
+    let v = python_json("sklearn_scoring.py", args.into_iter().chain(members), "pandas scikit-learn pyarrow")?;
     Ok((v["p50_ms"].as_f64().context("p50_ms")?, v["slices"].as_u64().context("slices")? as usize))
 }
