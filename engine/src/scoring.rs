@@ -264,20 +264,16 @@ impl Engine {
     /// accuracy drops at level `alpha`.
     pub fn score_run(&self, run: &str, baseline: Option<&str>, alpha: f64) -> Result<RunReport> {
         let manifest = read_run(&self.workspace, run)?;
-        let current = self.scored_slices(&manifest)?;
-        let mut slices = current.1;
+        let (mut overall, mut slices) = self.scored_slices(&manifest)?;
         if let Some(base) = baseline {
-            let base_manifest = read_run(&self.workspace, base)?;
-            let (base_overall, base_slices) = self.scored_slices(&base_manifest)?;
+            let (base_overall, base_slices) = self.scored_slices(&read_run(&self.workspace, base)?)?;
             let by_name: HashMap<&str, &SliceScore> = base_slices.iter().map(|s| (s.slice.as_str(), s)).collect();
             for s in &mut slices {
                 s.regression = by_name.get(s.slice.as_str()).and_then(|b| regression(b, s, alpha));
             }
-            let mut overall = current.0;
             overall.regression = regression(&base_overall, &overall, alpha);
-            return Ok(self.report(manifest, Some(base.to_string()), alpha, overall, slices));
         }
-        Ok(self.report(manifest, None, alpha, current.0, slices))
+        Ok(self.report(manifest, baseline.map(str::to_string), alpha, overall, slices))
     }
 
     fn report(
