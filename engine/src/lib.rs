@@ -1,6 +1,7 @@
 //! The slicetest facade: one [`Engine`] per opened workspace. The CLI (and later the
 //! HTTP API) talk only to this crate.
 
+pub mod bootstrap;
 pub mod curation;
 pub mod error;
 pub mod metrics;

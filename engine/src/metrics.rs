@@ -5,12 +5,12 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
+use crate::bootstrap::{bootstrap_counts, bootstrap_indices};
+
 /// z for a two-sided 95% interval.
 pub const Z95: f64 = 1.959_963_984_540_054;
 /// Bins of the expected calibration error.
 pub const ECE_BINS: usize = 15;
-/// Bootstrap resamples for intervals of means.
-pub const BOOTSTRAP_RESAMPLES: usize = 1000;
 
 /// A value with its sample size and 95% confidence interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -39,26 +39,10 @@ pub fn wilson(successes: u64, n: u64) -> Estimate {
 
 /// The mean of `values` with a percentile-bootstrap 95% interval from a seeded generator.
 pub fn mean_with_bootstrap(values: &[f64], seed: u64) -> Estimate {
-    let n = values.len();
-    if n == 0 {
-        return Estimate { value: f64::NAN, n: 0, low: f64::NAN, high: f64::NAN };
-    }
-    let mean = values.iter().sum::<f64>() / n as f64;
-    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        // splitmix64: small, seedable, good enough for resampling indices.
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let mut means: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
-        .map(|_| (0..n).map(|_| values[(next() % n as u64) as usize]).sum::<f64>() / n as f64)
-        .collect();
-    means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[((q * (BOOTSTRAP_RESAMPLES - 1) as f64).round() as usize).min(BOOTSTRAP_RESAMPLES - 1)];
-    Estimate { value: mean, n: n as u64, low: at(0.025), high: at(0.975) }
+    let mean = |idx: &[u32]| [idx.iter().map(|&i| values[i as usize]).sum::<f64>() / idx.len() as f64];
+    let [[low, high]] = bootstrap_indices(values.len(), seed, mean);
+    let value = if values.is_empty() { f64::NAN } else { values.iter().sum::<f64>() / values.len() as f64 };
+    Estimate { value, n: values.len() as u64, low, high }
 }
 
 /// Precision, recall and F1 of one class.
@@ -87,27 +71,28 @@ pub struct Classification {
     pub accuracy: Estimate,
     /// Per class, over the union of true and predicted labels (sorted), as scikit-learn does.
     pub per_class: Vec<ClassScore>,
-    /// Unweighted mean of the per-class F1.
-    pub macro_f1: f64,
+    /// Unweighted mean of the per-class F1, with a bootstrap interval.
+    pub macro_f1: Estimate,
     /// Confusion counts: `confusion[i][j]` = true `labels[i]` predicted as `labels[j]`.
     pub confusion: Vec<Vec<u64>>,
     /// Row and column labels of `confusion` (= the labels of `per_class`).
     pub labels: Vec<String>,
 }
 
-/// Accuracy, per-class precision / recall / F1, macro-F1 and the confusion matrix.
-pub fn classify(truth: &[&str], predicted: &[&str]) -> Classification {
+/// Accuracy, per-class precision / recall / F1, macro-F1 and the confusion matrix; the
+/// macro-F1 interval comes from a bootstrap seeded with `seed`.
+pub fn classify(truth: &[&str], predicted: &[&str], seed: u64) -> Classification {
     assert_eq!(truth.len(), predicted.len(), "one prediction per true label");
     let names: Vec<String> =
         truth.iter().chain(predicted).copied().collect::<BTreeSet<&str>>().into_iter().map(str::to_string).collect();
     let index: HashMap<&str, u32> = names.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect();
     let pairs: Vec<(u32, u32)> = truth.iter().zip(predicted).map(|(t, p)| (index[t], index[p])).collect();
-    classify_indexed(&pairs, &names)
+    classify_indexed(&pairs, &names, seed)
 }
 
 /// [`classify`] over (true, predicted) label indices into `names`, which must be sorted;
 /// only labels that occur are reported. This is the form scoring uses: no strings per sample.
-pub fn classify_indexed(pairs: &[(u32, u32)], names: &[String]) -> Classification {
+pub fn classify_indexed(pairs: &[(u32, u32)], names: &[String], seed: u64) -> Classification {
     let mut present = vec![false; names.len()];
     for &(t, p) in pairs {
         present[t as usize] = true;
@@ -145,40 +130,101 @@ pub fn classify_indexed(pairs: &[(u32, u32)], names: &[String]) -> Classificatio
             }
         })
         .collect();
-    let macro_f1 = if k == 0 { f64::NAN } else { per_class.iter().map(|c| c.f1).sum::<f64>() / k as f64 };
+    let macro_f1 = macro_f1_with_bootstrap(&confusion, seed);
     Classification { accuracy: wilson(correct, pairs.len() as u64), per_class, macro_f1, confusion, labels }
 }
 
-/// Mean negative log-likelihood of the true class, probabilities clipped to
+/// Macro-F1 of a confusion matrix given as row-major counts over `k` labels: the mean F1
+/// of the labels that occur as truth or prediction (scikit-learn's `average="macro"`
+/// with `zero_division=0`). NaN when there are no samples.
+fn macro_f1_of_counts(cells: &[u64], k: usize) -> f64 {
+    let (mut tp, mut support, mut predicted_as) = (vec![0u64; k], vec![0u64; k], vec![0u64; k]);
+    for (cell, &count) in cells.iter().enumerate() {
+        let (t, p) = (cell / k, cell % k);
+        support[t] += count;
+        predicted_as[p] += count;
+        if t == p {
+            tp[t] += count;
+        }
+    }
+    let (mut sum, mut present) = (0.0, 0usize);
+    for i in (0..k).filter(|&i| support[i] + predicted_as[i] > 0) {
+        present += 1;
+        // F1 = 2·TP / (support + predicted), the harmonic mean of precision and recall.
+        sum += 2.0 * tp[i] as f64 / (support[i] + predicted_as[i]) as f64;
+    }
+    if present == 0 { f64::NAN } else { sum / present as f64 }
+}
+
+fn macro_f1_with_bootstrap(confusion: &[Vec<u64>], seed: u64) -> Estimate {
+    let k = confusion.len();
+    let cells: Vec<u64> = confusion.iter().flatten().copied().collect();
+    let n = cells.iter().sum();
+    let [low, high] = bootstrap_counts(&cells, seed, |resampled| macro_f1_of_counts(resampled, k));
+    Estimate { value: macro_f1_of_counts(&cells, k), n, low, high }
+}
+
+/// Per-sample negative log-likelihood of the true class, probabilities clipped to
 /// [ε, 1 − ε] with ε = f64::EPSILON as scikit-learn does. `truth_index[i]` is the
 /// column of sample i's true class in `probs[i]`, or None when that class has no
 /// probability column (the sample then counts with probability ε).
-pub fn log_loss(probs: &[Vec<f64>], truth_index: &[Option<usize>]) -> f64 {
+pub fn sample_log_losses(probs: &[Vec<f64>], truth_index: &[Option<usize>]) -> Vec<f64> {
     let eps = f64::EPSILON;
-    let total: f64 =
-        probs.iter().zip(truth_index).map(|(p, t)| -t.map_or(eps, |t| p[t].clamp(eps, 1.0 - eps)).ln()).sum();
-    total / probs.len() as f64
+    probs.iter().zip(truth_index).map(|(p, t)| -t.map_or(eps, |t| p[t].clamp(eps, 1.0 - eps)).ln()).collect()
+}
+
+/// Mean of [`sample_log_losses`]: scikit-learn's `log_loss`.
+pub fn log_loss(probs: &[Vec<f64>], truth_index: &[Option<usize>]) -> f64 {
+    let losses = sample_log_losses(probs, truth_index);
+    losses.iter().sum::<f64>() / losses.len() as f64
+}
+
+/// The calibration bin of a confidence: bin b holds (b/B, (b+1)/B]; 0 goes to the first.
+fn ece_bin(confidence: f64) -> usize {
+    ((confidence * ECE_BINS as f64).ceil() as usize).clamp(1, ECE_BINS) - 1
+}
+
+/// Expected calibration error of the samples `rows` (all samples when None).
+fn ece_of(confidence: &[f64], correct: &[bool], rows: Option<&[u32]>) -> f64 {
+    let mut bins = [(0usize, 0.0f64); ECE_BINS];
+    let mut add = |i: usize| {
+        let bin = &mut bins[ece_bin(confidence[i])];
+        bin.0 += 1;
+        // Per bin, |hits − Σ confidence| / n is that bin's weighted |accuracy − confidence|.
+        bin.1 += correct[i] as u8 as f64 - confidence[i];
+    };
+    let n = match rows {
+        Some(rows) => {
+            rows.iter().for_each(|&r| add(r as usize));
+            rows.len()
+        }
+        None => {
+            (0..confidence.len()).for_each(&mut add);
+            confidence.len()
+        }
+    };
+    bins.iter().filter(|(count, _)| *count > 0).map(|(_, gap)| gap.abs()).sum::<f64>() / n as f64
 }
 
 /// Expected calibration error: samples binned by confidence (the top probability) into
 /// [`ECE_BINS`] equal-width bins; the support-weighted mean |accuracy − confidence|.
 pub fn expected_calibration_error(confidence: &[f64], correct: &[bool]) -> f64 {
-    let n = confidence.len();
-    let mut bins = vec![(0usize, 0.0f64, 0usize); ECE_BINS];
-    for (c, ok) in confidence.iter().zip(correct) {
-        // Bin b holds (b/B, (b+1)/B]; a confidence of 0 goes to the first bin.
-        let b = ((c * ECE_BINS as f64).ceil() as usize).clamp(1, ECE_BINS) - 1;
-        bins[b].0 += 1;
-        bins[b].1 += c;
-        bins[b].2 += *ok as usize;
-    }
-    bins.iter()
-        .filter(|(count, _, _)| *count > 0)
-        .map(|(count, conf, hits)| {
-            let (count, conf, hits) = (*count as f64, *conf, *hits as f64);
-            (count / n as f64) * (hits / count - conf / count).abs()
-        })
-        .sum()
+    ece_of(confidence, correct, None)
+}
+
+/// Log-loss and expected calibration error of the same samples, each with a bootstrap
+/// interval from one shared set of resamples.
+pub fn probability_scores(losses: &[f64], confidence: &[f64], correct: &[bool], seed: u64) -> (Estimate, Estimate) {
+    let n = losses.len();
+    let [[ll_low, ll_high], [ece_low, ece_high]] = bootstrap_indices(n, seed, |rows| {
+        let ll = rows.iter().map(|&r| losses[r as usize]).sum::<f64>() / rows.len() as f64;
+        [ll, ece_of(confidence, correct, Some(rows))]
+    });
+    let ll = losses.iter().sum::<f64>() / n as f64;
+    (
+        Estimate { value: ll, n: n as u64, low: ll_low, high: ll_high },
+        Estimate { value: expected_calibration_error(confidence, correct), n: n as u64, low: ece_low, high: ece_high },
+    )
 }
 
 /// One-sided two-proportion z-test that `p_new` is lower than `p_base`: the p-value.
@@ -241,23 +287,24 @@ mod tests {
     fn per_class_scores_follow_scikit_learn() {
         // sklearn: precision_recall_fscore_support(["a","a","b","c"], ["a","b","b","b"], zero_division=0)
         // labels a,b,c: precision [1, 1/3, 0], recall [0.5, 1, 0], f1 [2/3, 0.5, 0]
-        let c = classify(&["a", "a", "b", "c"], &["a", "b", "b", "b"]);
+        let c = classify(&["a", "a", "b", "c"], &["a", "b", "b", "b"], 1);
         let p: Vec<f64> = c.per_class.iter().map(|s| s.precision).collect();
         let f: Vec<f64> = c.per_class.iter().map(|s| s.f1).collect();
         assert_eq!(p, [1.0, 1.0 / 3.0, 0.0]);
         assert!((f[0] - 2.0 / 3.0).abs() < 1e-12 && (f[1] - 0.5).abs() < 1e-12 && f[2] == 0.0);
-        assert!((c.macro_f1 - (2.0 / 3.0 + 0.5) / 3.0).abs() < 1e-12);
+        assert!((c.macro_f1.value - (2.0 / 3.0 + 0.5) / 3.0).abs() < 1e-12);
         assert_eq!(c.accuracy.value, 0.5);
         assert_eq!(c.confusion, vec![vec![1, 1, 0], vec![0, 1, 0], vec![0, 1, 0]]);
     }
 
     #[test]
     fn edge_cases_do_not_divide_by_zero() {
-        let empty = classify(&[], &[]);
+        let empty = classify(&[], &[], 1);
         assert!(empty.accuracy.value.is_nan() && empty.per_class.is_empty());
-        let one = classify(&["a"], &["b"]);
+        let one = classify(&["a"], &["b"], 1);
         assert_eq!(one.accuracy.value, 0.0);
-        assert_eq!(one.macro_f1, 0.0);
+        assert_eq!(one.macro_f1.value, 0.0);
+        assert!(empty.macro_f1.value.is_nan());
         assert!(mean_with_bootstrap(&[], 1).value.is_nan());
         let m = mean_with_bootstrap(&[2.0], 1);
         assert_eq!((m.value, m.low, m.high), (2.0, 2.0, 2.0));
@@ -298,11 +345,29 @@ mod tests {
             let names = ["w", "x", "y", "z"];
             let t: Vec<&str> = pairs.iter().map(|(a, _)| names[*a as usize]).collect();
             let p: Vec<&str> = pairs.iter().map(|(_, b)| names[*b as usize]).collect();
-            let c = classify(&t, &p);
+            let c = classify(&t, &p, 1);
             let trace: u64 = (0..c.labels.len()).map(|i| c.confusion[i][i]).sum();
             prop_assert!((c.accuracy.value - trace as f64 / pairs.len() as f64).abs() < 1e-12);
             prop_assert!(c.per_class.iter().all(|s| (0.0..=1.0).contains(&s.f1)));
             prop_assert_eq!(c.confusion.iter().flatten().sum::<u64>(), pairs.len() as u64);
+            let mean_f1 = c.per_class.iter().map(|s| s.f1).sum::<f64>() / c.per_class.len() as f64;
+            prop_assert!((c.macro_f1.value - mean_f1).abs() < 1e-12);
+            prop_assert!(0.0 <= c.macro_f1.low && c.macro_f1.low <= c.macro_f1.high && c.macro_f1.high <= 1.0);
+        }
+
+        /// Log-loss and ECE intervals are seeded, ordered, and the log-loss one brackets
+        /// values a mean can take.
+        #[test]
+        fn probability_intervals(samples in prop::collection::vec((0.05f64..1.0, any::<bool>()), 1..200), seed in any::<u64>()) {
+            let confidence: Vec<f64> = samples.iter().map(|s| s.0).collect();
+            let correct: Vec<bool> = samples.iter().map(|s| s.1).collect();
+            let losses: Vec<f64> = confidence.iter().map(|c| -c.ln()).collect();
+            let (ll, ece) = probability_scores(&losses, &confidence, &correct, seed);
+            prop_assert_eq!((ll, ece), probability_scores(&losses, &confidence, &correct, seed));
+            prop_assert!((ece.value - expected_calibration_error(&confidence, &correct)).abs() < 1e-12);
+            prop_assert!(ll.low <= ll.high && ece.low <= ece.high && 0.0 <= ece.low && ece.high <= 1.0);
+            let max = losses.iter().copied().fold(0.0, f64::max);
+            prop_assert!(ll.low >= 0.0 && ll.high <= max + 1e-9);
         }
 
         /// The bootstrap interval brackets the mean and is reproducible for a seed.

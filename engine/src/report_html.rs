@@ -13,6 +13,7 @@ use slicetest_datasets::version::read_image_columns;
 
 use crate::Engine;
 use crate::error::Result;
+use crate::metrics::Estimate;
 use crate::scoring::{RunReport, SliceScore, Verdict};
 
 /// Failed examples shown per slice.
@@ -202,7 +203,10 @@ fn slice_table(report: &RunReport) -> String {
         "<table id=\"slice-table\"><tr><th>slice</th><th>n</th><th>accuracy</th><th>95% CI</th><th>threshold</th>\
          <th>macro-F1</th><th>log-loss</th><th>ECE</th><th>vs baseline</th><th>test</th></tr>",
     );
-    let num = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.3}"));
+    // A value with its 95% interval underneath, smaller.
+    let num = |v: Option<Estimate>| {
+        v.map_or("–".into(), |e| format!("{:.3}<br><small class=\"ci\">{:.3}–{:.3}</small>", e.value, e.low, e.high))
+    };
     for s in std::iter::once(&report.overall).chain(&report.slices) {
         let acc = s.accuracy();
         let _ = write!(

@@ -77,10 +77,10 @@ pub struct SliceScore {
     pub scored: u64,
     /// Classification metrics (when the run predicts labels).
     pub classification: Option<Classification>,
-    /// Log-loss (when the run has probabilities).
-    pub log_loss: Option<f64>,
-    /// Expected calibration error (when the run has probabilities).
-    pub ece: Option<f64>,
+    /// Log-loss, with a bootstrap interval (when the run has probabilities).
+    pub log_loss: Option<Estimate>,
+    /// Expected calibration error, with a bootstrap interval (when the run has probabilities).
+    pub ece: Option<Estimate>,
     /// Mean of the per-sample score, with a bootstrap interval.
     pub mean_score: Option<Estimate>,
     /// Mean of the per-sample loss, with a bootstrap interval.
@@ -188,7 +188,8 @@ impl<'a> Scorable<'a> {
     fn score(&self, name: &str, rows: &[u32], min_accuracy: Option<f64>, min_samples: u64) -> SliceScore {
         let pairs: Vec<(u32, u32)> =
             rows.iter().filter_map(|&r| Some((self.truth[r as usize]?, self.predicted[r as usize]?))).collect();
-        let classification = self.has_predicted.then(|| metrics::classify_indexed(&pairs, &self.labels));
+        let classification =
+            self.has_predicted.then(|| metrics::classify_indexed(&pairs, &self.labels, BOOTSTRAP_SEED));
         let with_probs: Vec<u32> = rows.iter().copied().filter(|&r| self.probs[r as usize].is_some()).collect();
         let (log_loss, ece) = if with_probs.is_empty() {
             (None, None)
@@ -200,10 +201,9 @@ impl<'a> Scorable<'a> {
             let confidence: Vec<f64> = probs.iter().map(|p| p.iter().copied().fold(0.0, f64::max)).collect();
             let correct: Vec<bool> =
                 with_probs.iter().map(|&r| self.predicted[r as usize] == self.truth[r as usize]).collect();
-            (
-                Some(metrics::log_loss(&probs, &truth_index)),
-                Some(metrics::expected_calibration_error(&confidence, &correct)),
-            )
+            let losses = metrics::sample_log_losses(&probs, &truth_index);
+            let (log_loss, ece) = metrics::probability_scores(&losses, &confidence, &correct, BOOTSTRAP_SEED);
+            (Some(log_loss), Some(ece))
         };
         let mean = |values: &[Option<f64>]| {
             let v: Vec<f64> = rows.iter().filter_map(|&r| values[r as usize]).collect();

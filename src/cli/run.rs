@@ -184,7 +184,8 @@ fn verdict_text(s: &SliceScore) -> String {
     text
 }
 
-fn print_report(report: &RunReport) {
+/// Prints a run's report as a table, worst slices first.
+pub(crate) fn print_report(report: &RunReport) {
     let r = &report.run;
     println!("run {} — model {} {} on {}@{}", r.run, r.model, r.model_version, r.dataset, r.dataset_version);
     let row = |s: &SliceScore| {
@@ -193,9 +194,9 @@ fn print_report(report: &RunReport) {
             s.slice.clone(),
             s.scored.to_string(),
             percent(s.accuracy()),
-            c.map_or("-".into(), |c| format!("{:.3}", c.macro_f1)),
-            s.log_loss.map_or("-".into(), |l| format!("{l:.3}")),
-            s.ece.map_or("-".into(), |e| format!("{e:.3}")),
+            c.map_or("-".into(), |c| format!("{:.3}", c.macro_f1.value)),
+            s.log_loss.map_or("-".into(), |l| format!("{:.3}", l.value)),
+            s.ece.map_or("-".into(), |e| format!("{:.3}", e.value)),
             verdict_text(s),
         ]
     };

@@ -118,9 +118,9 @@ def test_slice_metrics_equal_scikit_learn(scored, slice_name):
     assert [x["recall"] for x in c["per_class"]] == pytest.approx(list(r), abs=1e-12)
     assert [x["f1"] for x in c["per_class"]] == pytest.approx(list(f), abs=1e-12)
     assert [x["support"] for x in c["per_class"]] == list(support)
-    assert c["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0), abs=1e-12)
+    assert c["macro_f1"]["value"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0), abs=1e-12)
     probs = np.array([preds[i][2] for i in ids])
-    assert s["log_loss"] == pytest.approx(log_loss(y_true, probs, labels=CLASSES), rel=1e-5)
+    assert s["log_loss"]["value"] == pytest.approx(log_loss(y_true, probs, labels=CLASSES), rel=1e-5)
     assert s["mean_score"]["value"] == pytest.approx(np.mean([preds[i][3] for i in ids]), abs=1e-12)
     # ECE (no scikit-learn function): 15 equal-width confidence bins, right-closed.
     conf = probs.max(axis=1)
@@ -129,7 +129,7 @@ def test_slice_metrics_equal_scikit_learn(scored, slice_name):
     ece = sum(
         (bins == b).mean() * abs(correct[bins == b].mean() - conf[bins == b].mean()) for b in range(15) if (bins == b).any()
     )
-    assert s["ece"] == pytest.approx(ece, abs=1e-9)
+    assert s["ece"]["value"] == pytest.approx(ece, abs=1e-9)
 
 
 def test_verdicts_on_edge_cases(scored):
@@ -252,3 +252,33 @@ def test_per_class_intervals_contain_their_estimates(scored):
             assert 0 <= lo <= c["precision"] + 1e-12 and c["precision"] <= hi + 1e-12 <= 1 + 1e-12
             lo, hi = c["recall_interval"]
             assert 0 <= lo <= c["recall"] + 1e-12 and c["recall"] <= hi + 1e-12 <= 1 + 1e-12
+
+
+def numpy_bootstrap(n: int, statistic, resamples: int = 4000, seed: int = 5) -> tuple:
+    """A plain percentile bootstrap, the textbook reference for slicetest's intervals."""
+    rng = np.random.default_rng(seed)
+    draws = [statistic(rng.integers(0, n, n)) for _ in range(resamples)]
+    return tuple(np.nanpercentile(draws, [2.5, 97.5]))
+
+
+@pytest.mark.parametrize("slice_name", ["everything", "group0"])
+def test_bootstrap_intervals_agree_with_a_reference_bootstrap(scored, slice_name):
+    """Macro-F1 and log-loss intervals match a numpy bootstrap of the same samples up to
+    Monte-Carlo error (different generators: equal in distribution, not bit for bit)."""
+    _, ws, truth, preds, report = scored
+    s = next(x for x in report["slices"] if x["slice"] == slice_name)
+    ids = members(ws, slice_name)
+    y_true = np.array([truth[i] for i in ids])
+    y_pred = np.array([preds[i][1] for i in ids])
+    probs = np.array([preds[i][2] for i in ids])
+    losses = -np.log(np.clip(probs[np.arange(len(ids)), [CLASSES.index(t) for t in y_true]], 1e-15, 1))
+    ref_f1 = numpy_bootstrap(len(ids), lambda i: f1_score(y_true[i], y_pred[i], average="macro", zero_division=0))
+    ref_ll = numpy_bootstrap(len(ids), lambda i: losses[i].mean())
+    width = lambda lo_hi: lo_hi[1] - lo_hi[0]
+    for ours, ref in [(s["classification"]["macro_f1"], ref_f1), (s["log_loss"], ref_ll)]:
+        tolerance = 0.2 * width(ref)
+        assert abs(ours["low"] - ref[0]) <= tolerance and abs(ours["high"] - ref[1]) <= tolerance, (ours, ref)
+        assert ours["low"] <= ours["value"] <= ours["high"]
+    assert s["ece"]["low"] <= s["ece"]["high"]
+    again = json.loads(run(ws, "report", "--run", "good", "--format", "json").stdout)
+    assert next(x for x in again["slices"] if x["slice"] == slice_name) == s, "intervals are seeded"
