@@ -1,6 +1,7 @@
 //! Subcommands and their arguments. Each subcommand lives in its own module and talks
 //! only to `slicetest_engine`.
 
+mod classifier;
 mod datasets;
 mod demo;
 mod ingest;

@@ -58,3 +58,37 @@ def test_demo_freezes_its_slices_with_a_stable_holdout(demo_workspace):
     # Running the demo again freezes nothing new.
     again = run(ws, "demo").stdout.decode()
     assert "tops: unchanged, still version 1" in again, again
+
+
+def test_demo_trains_two_real_models_and_reports_on_them(demo_workspace):
+    """The runs come from classifiers trained on candle, not from a script: the MLP beats
+    the linear baseline, both are far above chance (10%), Shirt is the hardest class, and
+    the demo's report has the tops slice failing its 80% threshold."""
+    import json
+
+    ws, out = demo_workspace
+    assert "linear: fashion-linear" in out and "mlp: fashion-mlp" in out, out
+    report = json.loads(run(ws, "report", "--run", "mlp", "--baseline", "linear", "--format", "json").stdout)
+    baseline = json.loads(run(ws, "report", "--run", "linear", "--format", "json").stdout)
+    acc = report["overall"]["classification"]["accuracy"]
+    base_acc = baseline["overall"]["classification"]["accuracy"]
+    assert report["overall"]["scored"] == 10000
+    assert 0.84 <= acc["value"] <= 0.95, acc
+    assert 0.6 <= base_acc["value"] < acc["value"], (base_acc, acc)
+    assert report["overall"]["regression"]["delta"] > 0 and not report["overall"]["regression"]["significant"]
+    recall = {c["label"]: c["recall"] for c in report["overall"]["classification"]["per_class"]}
+    assert min(recall, key=recall.get) == "Shirt", recall
+    verdicts = {s["slice"]: s["verdict"] for s in report["slices"]}
+    assert verdicts == {"tops": "fail", "footwear": "pass"}, verdicts
+    assert "failing slices: tops" in out, out
+    html = (ws / "reports" / "mlp.html").read_text()
+    assert 'data-slice="tops"' in html and "<svg" in html
+    # A failing slice makes `slicetest test` exit non-zero, as CI needs.
+    proc = run(ws, "test", "--run", "mlp", "--baseline", "linear", check=False)
+    assert proc.returncode == 1 and b"tops" in proc.stderr
+
+
+def test_the_demo_does_not_retrain_existing_runs(demo_workspace):
+    ws, _ = demo_workspace
+    again = run(ws, "demo").stdout.decode()
+    assert "mlp: already uploaded" in again and "linear: already uploaded" in again, again
