@@ -1,0 +1,33 @@
+//! The embed crate's one error type.
+
+use std::path::PathBuf;
+
+/// What can go wrong loading a model or embedding an input.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// A model file is missing, unreadable or malformed.
+    #[error("model {path}: {message}")]
+    Model {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An image could not be decoded.
+    #[error("image {what}: {message}")]
+    Image {
+        /// The image (a path or an id).
+        what: String,
+        /// The decoder's complaint.
+        message: String,
+    },
+    /// A tensor operation failed (shapes, devices, dtypes).
+    #[error("tensor: {0}")]
+    Tensor(#[from] candle_core::Error),
+    /// The tokenizer failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+/// The embed crate's result.
+pub type Result<T, E = EmbedError> = std::result::Result<T, E>;

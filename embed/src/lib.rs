@@ -1,0 +1,63 @@
+//! slicetest-embed: images and text to CLIP vectors on candle.
+//!
+//! [`Clip`] bundles a Hugging Face CLIP checkpoint directory (`config.json`,
+//! `model.safetensors`, `tokenizer.json`) with HF-identical preprocessing, so that the
+//! same image or sentence gives the same vector here as in `transformers`.
+
+pub mod clip;
+pub mod error;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+pub use clip::{ClipConfig, ClipModel, ClipPreprocessor, ClipTokenizer};
+pub use error::{EmbedError, Result};
+
+/// A loaded CLIP checkpoint: model, tokenizer and preprocessing.
+pub struct Clip {
+    /// The two towers.
+    pub model: ClipModel,
+    /// Text to token ids.
+    pub tokenizer: ClipTokenizer,
+    /// Images to pixels.
+    pub preprocessor: ClipPreprocessor,
+    /// Where it was loaded from.
+    pub dir: PathBuf,
+}
+
+impl Clip {
+    /// Loads a checkpoint directory onto `device`, weights converted to `dtype`.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let config = ClipConfig::from_file(&dir.join("config.json"))?;
+        let weights = dir.join("model.safetensors");
+        if !weights.is_file() {
+            return Err(EmbedError::Model { path: weights, message: "missing".into() });
+        }
+        // SAFETY: the file is memory-mapped read-only; slicetest never writes model files
+        // while they are loaded.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], dtype, device) }
+            .map_err(|e| EmbedError::Model { path: weights.clone(), message: e.to_string() })?;
+        let model =
+            ClipModel::new(vb, &config).map_err(|e| EmbedError::Model { path: weights, message: e.to_string() })?;
+        let tokenizer =
+            ClipTokenizer::from_file(&dir.join("tokenizer.json"), config.text_config.max_position_embeddings)?;
+        let preprocessor = ClipPreprocessor::openai(config.vision_config.image_size);
+        Ok(Clip { model, tokenizer, preprocessor, dir: dir.to_path_buf() })
+    }
+
+    /// Normalised embeddings of decoded images, one forward pass for the batch.
+    pub fn embed_images(&self, images: &[image::DynamicImage]) -> Result<Vec<Vec<f32>>> {
+        let side = self.preprocessor.crop;
+        let pixels: Vec<f32> = images.iter().flat_map(|i| self.preprocessor.pixels(i)).collect();
+        let batch = Tensor::from_vec(pixels, (images.len(), 3, side, side), &Device::Cpu)?;
+        self.model.embed_images(&batch)
+    }
+
+    /// Normalised embeddings of sentences, one forward pass for the batch.
+    pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenizer.encode(t)).collect::<Result<_>>()?;
+        self.model.embed_texts(&ids)
+    }
+}
