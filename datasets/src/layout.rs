@@ -73,6 +73,11 @@ impl WorkspaceLayout {
         self.dataset_dir(dataset).join("files")
     }
 
+    /// `datasets/<ds>/embeddings/<model>/`: one model's image embeddings, in parts.
+    pub fn embeddings_dir(&self, dataset: &str, model: &str) -> PathBuf {
+        self.dataset_dir(dataset).join("embeddings").join(model)
+    }
+
     /// `slices/`: slice definitions and their frozen versions.
     pub fn slices_dir(&self) -> PathBuf {
         self.root.join("slices")

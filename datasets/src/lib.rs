@@ -7,6 +7,7 @@
 //! [`slice`] stores slice definitions and their frozen, hash-checked versions.
 
 pub mod atomic;
+pub mod embeddings;
 pub mod error;
 pub mod fixtures;
 pub mod import;

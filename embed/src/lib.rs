@@ -6,6 +6,8 @@
 
 pub mod clip;
 pub mod error;
+pub mod index;
+pub mod resolve;
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +16,37 @@ use candle_nn::VarBuilder;
 
 pub use clip::{ClipConfig, ClipModel, ClipPreprocessor, ClipTokenizer};
 pub use error::{EmbedError, Result};
+pub use resolve::{DEFAULT_MODEL, fingerprint, resolve_model};
+
+/// The device for `choice` (`auto`, `cpu`, `cuda`, `metal`) and the dtype to run in:
+/// f32 on the CPU, f16 on a GPU. `auto` takes a GPU when one was compiled in and is present.
+pub fn select_device(choice: &str) -> Result<(Device, DType)> {
+    let gpu = |device: Device| (device, DType::F16);
+    match choice {
+        "cpu" => Ok((Device::Cpu, DType::F32)),
+        "cuda" => Ok(gpu(Device::new_cuda(0)?)),
+        "metal" => Ok(gpu(Device::new_metal(0)?)),
+        "auto" if candle_core::utils::cuda_is_available() => Ok(gpu(Device::new_cuda(0)?)),
+        "auto" if candle_core::utils::metal_is_available() => Ok(gpu(Device::new_metal(0)?)),
+        "auto" => Ok((Device::Cpu, DType::F32)),
+        other => Err(EmbedError::Model {
+            path: PathBuf::from(other),
+            message: "unknown device; use auto, cpu, cuda or metal".into(),
+        }),
+    }
+}
+
+/// Decodes an image file by its content (not its extension), as ingest probed it.
+pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
+    let what = path.display().to_string();
+    let bad = |message: String| EmbedError::Image { what: what.clone(), message };
+    image::ImageReader::open(path)
+        .map_err(|e| bad(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?
+        .decode()
+        .map_err(|e| bad(e.to_string()))
+}
 
 /// A loaded CLIP checkpoint: model, tokenizer and preprocessing.
 pub struct Clip {
@@ -25,6 +58,12 @@ pub struct Clip {
     pub preprocessor: ClipPreprocessor,
     /// Where it was loaded from.
     pub dir: PathBuf,
+}
+
+impl std::fmt::Debug for Clip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clip").field("dir", &self.dir).field("config", self.model.config()).finish_non_exhaustive()
+    }
 }
 
 impl Clip {

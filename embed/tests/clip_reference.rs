@@ -149,10 +149,10 @@ fn text_embeddings_equal_transformers_alone_and_in_a_padded_batch() {
 fn a_missing_model_file_is_named() {
     let dir = tempfile_dir();
     std::fs::copy(fixtures().join("tiny-clip/config.json"), dir.join("config.json")).unwrap();
-    let err = Clip::load(&dir, &Device::Cpu, DType::F32).err().expect("no weights").to_string();
+    let err = Clip::load(&dir, &Device::Cpu, DType::F32).expect_err("no weights").to_string();
     assert!(err.contains("model.safetensors") && err.contains("missing"), "{err}");
     std::fs::write(dir.join("config.json"), "{\"vision_config\": {\"image_size\": 100, \"patch_size\": 32}}").unwrap();
-    let err = Clip::load(&dir, &Device::Cpu, DType::F32).err().expect("bad config").to_string();
+    let err = Clip::load(&dir, &Device::Cpu, DType::F32).expect_err("bad config").to_string();
     assert!(err.contains("config.json") && err.contains("patch_size"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }

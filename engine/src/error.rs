@@ -21,6 +21,9 @@ pub enum EngineError {
     /// A slicetest statement (CREATE/FREEZE SLICE …) that is malformed or cannot run.
     #[error("{0}")]
     Statement(String),
+    /// Loading a model or embedding failed.
+    #[error(transparent)]
+    Embed(slicetest_embed::EmbedError),
     /// Writing results failed.
     #[error("writing results: {0}")]
     Output(String),

@@ -3,12 +3,14 @@
 
 pub mod bootstrap;
 pub mod curation;
+pub mod embedding;
 pub mod error;
 pub mod metrics;
 pub mod output;
 pub mod query;
 pub mod report_html;
 pub mod scoring;
+pub mod search;
 pub mod slices;
 pub mod statement;
 
@@ -20,9 +22,11 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SessionContext};
 
 pub use curation::{DEFAULT_MIN_TEST_SAMPLES, SliceBreakdown};
+pub use embedding::{EmbedOptions, EmbedReport};
 pub use error::{EngineError, Result};
 pub use output::{OutputFormat, write_stream};
 pub use scoring::{DEFAULT_ALPHA, RunReport, SliceScore, Verdict};
+pub use search::{SearchHit, SearchQuery};
 pub use slices::SliceInfo;
 pub use slicetest_datasets::run::{RunManifest, UploadOptions};
 pub use slicetest_datasets::{

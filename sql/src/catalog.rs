@@ -21,6 +21,9 @@ use slicetest_datasets::version::DatasetVersion;
 
 use crate::error::Result;
 use crate::slices::{InSliceFunction, SliceTableFunction};
+use crate::vectors::{
+    ClipSimilarityFunction, CosineSimilarityFunction, ImageSearchFunction, TextSearchFunction, VectorCatalog,
+};
 
 /// Name of the catalog that holds one schema per dataset.
 pub const CATALOG: &str = "slicetest";
@@ -68,7 +71,16 @@ pub async fn dataset_context(
     register_workspace(&ctx, workspace).await?;
     let layout = workspace.layout().clone();
     ctx.register_udtf("slice", Arc::new(SliceTableFunction::new(layout.clone())));
-    ctx.register_udf(ScalarUDF::from(InSliceFunction::new(layout)));
+    ctx.register_udf(ScalarUDF::from(InSliceFunction::new(layout.clone())));
+    let default_dataset = match dataset {
+        Some(name) => workspace.dataset(name).ok().and_then(|info| info.latest().cloned()),
+        None => None,
+    };
+    let vectors = Arc::new(VectorCatalog::new(layout, default_dataset));
+    ctx.register_udtf("text_search", Arc::new(TextSearchFunction(vectors.clone())));
+    ctx.register_udtf("image_search", Arc::new(ImageSearchFunction(vectors.clone())));
+    ctx.register_udf(ScalarUDF::from(ClipSimilarityFunction::new(vectors)));
+    ctx.register_udf(ScalarUDF::from(CosineSimilarityFunction::default()));
     Ok(ctx)
 }
 

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod error;
 pub mod options;
 pub mod slices;
+pub mod vectors;
 
 pub use catalog::{CATALOG, IMAGES_TABLE, dataset_context, register_workspace, session_config, workspace_context};
 pub use error::{Result, SqlError};

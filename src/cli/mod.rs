@@ -4,6 +4,7 @@
 mod classifier;
 mod datasets;
 mod demo;
+mod embed;
 mod ingest;
 mod run;
 mod slice;
@@ -57,6 +58,10 @@ enum Command {
     Test(run::TestArgs),
     /// Per-slice metrics of a run, worst slices first (table or JSON).
     Report(run::ReportArgs),
+    /// Embed a dataset's images with CLIP (resumable; only new images are embedded).
+    Embed(embed::EmbedArgs),
+    /// The images closest to a sentence or to an image (needs `slicetest embed` first).
+    Search(embed::SearchArgs),
     /// Run the demo on Fashion-MNIST: ingest, then query.
     Demo(demo::DemoArgs),
 }
@@ -88,6 +93,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(command) => run::run(&ws, command).await,
         Command::Test(args) => run::test(&ws, args),
         Command::Report(args) => run::report(&ws, args),
+        Command::Embed(args) => embed::run(&ws, args),
+        Command::Search(args) => embed::search(&ws, args),
         Command::Demo(args) => demo::run(&ws, args).await,
     }
 }

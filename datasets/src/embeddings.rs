@@ -1,0 +1,212 @@
+//! Stored image embeddings: `datasets/<ds>/embeddings/<model>/`, a `model.json` saying
+//! which model made them, and `part-<n>.parquet` files (image_id, sha256, vector as
+//! FixedSizeList<Float32, D>, L2-normalised). `slicetest embed` writes one part per chunk
+//! of images, atomically, so a killed run loses at most the chunk in flight and the next
+//! run skips every image already embedded with its current content (image_id + sha256).
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, FixedSizeListArray, Float32Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{self, sync_dir, tmp_sibling, write_atomic};
+use crate::error::{DatasetError, Result};
+use crate::layout::{WorkspaceLayout, validate_name};
+use crate::stored::{entry_names, read_json};
+use crate::version::write_parquet;
+
+const MODEL_FILE: &str = "model.json";
+
+/// Which model made a set of embeddings: checked before a run adds to them, so vectors of
+/// two different models never mix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingModel {
+    /// The name the embeddings are stored under (a directory name).
+    pub name: String,
+    /// Where the model came from: a Hugging Face id or a directory.
+    pub source: String,
+    /// SHA-256 over the model's config, tokenizer and weights header.
+    pub fingerprint: String,
+    /// Vector dimension.
+    pub dim: usize,
+    /// How images were turned into pixels.
+    pub preprocessing: String,
+    /// The slicetest version that wrote the first part.
+    pub slicetest_version: String,
+}
+
+/// The schema of every part: image_id, sha256, vector.
+pub fn part_schema(dim: usize) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("image_id", DataType::Utf8, false),
+        Field::new("sha256", DataType::Utf8, false),
+        Field::new("vector", vector_type(dim), false),
+    ]))
+}
+
+/// FixedSizeList<Float32, dim>.
+pub fn vector_type(dim: usize) -> DataType {
+    DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim as i32)
+}
+
+/// Builds a part from parallel id, hash and row-major vector slices.
+pub fn part_batch(ids: &[String], shas: &[String], vectors: Vec<f32>, dim: usize) -> Result<RecordBatch> {
+    let field = Arc::new(Field::new("item", DataType::Float32, false));
+    let values = Arc::new(Float32Array::from(vectors));
+    let list = FixedSizeListArray::try_new(field, dim as i32, values, None)?;
+    Ok(RecordBatch::try_new(
+        part_schema(dim),
+        vec![
+            Arc::new(StringArray::from_iter_values(ids)),
+            Arc::new(StringArray::from_iter_values(shas)),
+            Arc::new(list),
+        ],
+    )?)
+}
+
+/// Names of the models with embeddings of `dataset`.
+pub fn model_names(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String>> {
+    let dir = layout.dataset_dir(dataset).join("embeddings");
+    let mut names: Vec<String> =
+        entry_names(&dir)?.into_iter().filter(|n| dir.join(n).join(MODEL_FILE).is_file()).collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The model record of stored embeddings, if any.
+pub fn read_model(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result<Option<EmbeddingModel>> {
+    let path = layout.embeddings_dir(dataset, name).join(MODEL_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    read_json(path, "embedding model record").map(Some)
+}
+
+/// Records the model of a new embeddings directory; refuses a different model under the
+/// same name.
+pub fn register_model(layout: &WorkspaceLayout, dataset: &str, model: &EmbeddingModel) -> Result<()> {
+    validate_name(&model.name)?;
+    if let Some(existing) = read_model(layout, dataset, &model.name)? {
+        if existing.fingerprint != model.fingerprint || existing.dim != model.dim {
+            return Err(DatasetError::BadInput {
+                source_path: layout.embeddings_dir(dataset, &model.name),
+                message: format!(
+                    "these embeddings were made by another model ({}, fingerprint {}…); \
+                     pick another --name or delete the directory",
+                    existing.source,
+                    &existing.fingerprint[..12.min(existing.fingerprint.len())]
+                ),
+            });
+        }
+        return Ok(());
+    }
+    let dir = layout.embeddings_dir(dataset, &model.name);
+    fs::create_dir_all(&dir).map_err(DatasetError::io("creating", &dir))?;
+    let json = serde_json::to_vec_pretty(model).expect("serialisable");
+    write_atomic(&dir.join(MODEL_FILE), &json)
+}
+
+/// The part files of stored embeddings, in write order.
+pub fn part_files(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result<Vec<PathBuf>> {
+    let dir = layout.embeddings_dir(dataset, name);
+    let mut parts: Vec<String> =
+        entry_names(&dir)?.into_iter().filter(|n| n.starts_with("part-") && n.ends_with(".parquet")).collect();
+    parts.sort();
+    Ok(parts.into_iter().map(|n| dir.join(n)).collect())
+}
+
+/// Appends a part (written to a temporary sibling, fsynced and renamed into place).
+pub fn append_part(layout: &WorkspaceLayout, dataset: &str, name: &str, batch: &RecordBatch) -> Result<PathBuf> {
+    let dir = layout.embeddings_dir(dataset, name);
+    atomic::remove_stale_tmp(&dir);
+    let next = part_files(layout, dataset, name)?.len();
+    let path = dir.join(format!("part-{next:06}.parquet"));
+    let tmp = tmp_sibling(&path);
+    write_parquet(&tmp, batch)?;
+    fs::rename(&tmp, &path).map_err(DatasetError::io("publishing", &path))?;
+    sync_dir(&dir).map_err(DatasetError::io("syncing", &dir))?;
+    crate::ingest::failpoint("embed-after-part");
+    Ok(path)
+}
+
+/// Every stored vector: the parts' batches, each with image_id, sha256 and vector.
+pub fn read_parts(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result<Vec<RecordBatch>> {
+    let mut batches = Vec::new();
+    for path in part_files(layout, dataset, name)? {
+        batches.extend(read_part(&path)?);
+    }
+    Ok(batches)
+}
+
+fn read_part(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(DatasetError::io("reading", path))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    for batch in &batches {
+        let ok = batch.num_columns() == 3
+            && batch.column(0).as_string_opt::<i32>().is_some()
+            && matches!(batch.column(2).data_type(), DataType::FixedSizeList(_, _));
+        if !ok {
+            return Err(DatasetError::BadManifestFile {
+                what: "embeddings part",
+                path: path.to_path_buf(),
+                message: format!("unexpected schema {:?}", batch.schema()),
+            });
+        }
+    }
+    Ok(batches)
+}
+
+/// Every embedded (image_id, sha256): an image counts as embedded only as the content it
+/// had then.
+pub fn embedded_images(batches: &[RecordBatch]) -> std::collections::HashSet<(String, String)> {
+    let mut done = std::collections::HashSet::new();
+    for b in batches {
+        let (ids, shas) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
+        done.extend((0..b.num_rows()).map(|i| (ids.value(i).to_string(), shas.value(i).to_string())));
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(fingerprint: &str) -> EmbeddingModel {
+        EmbeddingModel {
+            name: "tiny".into(),
+            source: "/models/tiny".into(),
+            fingerprint: fingerprint.into(),
+            dim: 2,
+            preprocessing: "clip".into(),
+            slicetest_version: "0".into(),
+        }
+    }
+
+    #[test]
+    fn parts_append_and_read_back_and_models_never_mix() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = WorkspaceLayout::new(dir.path());
+        register_model(&layout, "ds", &model("aaaa")).unwrap();
+        register_model(&layout, "ds", &model("aaaa")).unwrap();
+        let err = register_model(&layout, "ds", &model("bbbb")).unwrap_err().to_string();
+        assert!(err.contains("another model"), "{err}");
+        for i in 0..2 {
+            let batch = part_batch(&[format!("img{i}")], &[format!("sha{i}")], vec![0.6, 0.8], 2).unwrap();
+            append_part(&layout, "ds", "tiny", &batch).unwrap();
+        }
+        let parts = read_parts(&layout, "ds", "tiny").unwrap();
+        assert_eq!(parts.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+        let done = embedded_images(&parts);
+        assert!(done.contains(&("img0".to_string(), "sha0".to_string())) && done.len() == 2);
+        assert_eq!(model_names(&layout, "ds").unwrap(), ["tiny"]);
+        // A temporary file left by a killed writer is neither a part nor kept.
+        let tmp = tmp_sibling(&layout.embeddings_dir("ds", "tiny").join("part-000002.parquet"));
+        fs::write(&tmp, b"half").unwrap();
+        assert_eq!(part_files(&layout, "ds", "tiny").unwrap().len(), 2);
+    }
+}

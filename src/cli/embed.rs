@@ -1,0 +1,105 @@
+//! `slicetest embed`: CLIP image embeddings of a dataset.
+
+use std::path::Path;
+
+use clap::Args;
+use slicetest_embed::DEFAULT_MODEL;
+use slicetest_engine::{EmbedOptions, Engine};
+
+use super::CliError;
+
+/// Arguments of `slicetest embed`.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// The dataset (default: the workspace default).
+    pub dataset: Option<String>,
+    /// A CLIP checkpoint directory (config.json, model.safetensors, tokenizer.json) or a
+    /// Hugging Face id present in the local HF cache.
+    #[arg(long, short, default_value = DEFAULT_MODEL, env = "SLICETEST_CLIP_MODEL")]
+    pub model: String,
+    /// Store (and query) the embeddings under this name; default: derived from --model.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// auto, cpu, cuda or metal (GPUs need a build with --features cuda / metal).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Images per stored part: a killed run resumes after the last finished part.
+    #[arg(long, default_value_t = 1024)]
+    pub chunk_size: usize,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn run(workspace: &Path, args: EmbedArgs) -> Result<(), CliError> {
+    let engine = Engine::open(workspace)?;
+    let options = EmbedOptions {
+        model: args.model,
+        name: args.name,
+        dataset: args.dataset,
+        device: args.device,
+        batch_size: args.batch_size,
+        chunk_size: args.chunk_size,
+        progress: !args.quiet,
+    };
+    let report = engine.embed(&options)?;
+    let rate = if report.seconds > 0.0 { report.embedded as f64 / report.seconds } else { 0.0 };
+    println!(
+        "{}: embedded {} images with {} ({}-d) in {:.1} s ({rate:.1} images/s); {} already embedded",
+        report.dataset, report.embedded, report.model.name, report.model.dim, report.seconds, report.already_embedded
+    );
+    for (id, reason) in report.failed.iter().take(20) {
+        println!("  skipped {id}: {reason}");
+    }
+    if report.failed.len() > 20 {
+        println!("  … and {} more skipped", report.failed.len() - 20);
+    }
+    Ok(())
+}
+
+/// Arguments of `slicetest search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// The sentence to search for (or use --image).
+    #[arg(required_unless_present = "image", conflicts_with = "image")]
+    pub text: Option<String>,
+    /// Search by image: an image_id of the dataset, or a path to an image file.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// How many results.
+    #[arg(long, short, default_value_t = 10)]
+    pub k: usize,
+    /// Which embeddings (default: the dataset's only model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn search(workspace: &Path, args: SearchArgs) -> Result<(), CliError> {
+    use slicetest_engine::SearchQuery;
+    let engine = Engine::open(workspace)?;
+    if !(1..=100_000).contains(&args.k) {
+        return Err(format!("-k must be between 1 and 100000, got {}", args.k).into());
+    }
+    let query = match (args.text, args.image) {
+        (Some(text), _) => SearchQuery::Text(text),
+        (None, Some(image)) if Path::new(&image).is_file() => SearchQuery::ImageFile(image.into()),
+        (None, Some(image)) => SearchQuery::ImageId(image),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let hits = engine.search(&query, args.k, args.model.as_deref())?;
+    if args.json {
+        for hit in &hits {
+            println!("{}", serde_json::to_string(hit)?);
+        }
+    } else {
+        let rows = hits.into_iter().map(|h| vec![h.image_id, format!("{:.4}", h.score), h.uri]).collect();
+        super::print_table(&["image_id", "score", "uri"], rows);
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! `slicetest embed` and `slicetest search` through the binary, with the tiny CLIP of
+//! `embed/tests/fixtures` and its real photos.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{fails, ok, setup, sql_csv};
+
+const TINY_CLIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/embed/tests/fixtures/tiny-clip");
+const PHOTOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/embed/tests/fixtures/photos");
+
+fn copy_photos(to: &Path) {
+    for name in ["coins.png", "dog.jpg", "microaneurysms.png", "scream.jpg"] {
+        std::fs::copy(Path::new(PHOTOS).join(name), to.join(name)).unwrap();
+    }
+}
+
+fn parts(ws: &Path) -> usize {
+    let dir = ws.join("datasets/src/embeddings/tiny-clip");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("part-"))
+        .count()
+}
+
+#[test]
+fn a_killed_embed_resumes_and_only_new_or_changed_images_are_embedded() {
+    let s = setup();
+    copy_photos(&s.src);
+    ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
+    let embed = ["embed", "--model", TINY_CLIP, "--chunk-size", "1", "--quiet"];
+
+    // Killed right after its first part: one image stored, the rest not.
+    let killed = Command::new(env!("CARGO_BIN_EXE_slicetest"))
+        .arg("--workspace")
+        .arg(&s.ws)
+        .args(embed)
+        .env("SLICETEST_FAILPOINT", "embed-after-part")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    assert_eq!(parts(&s.ws), 1);
+
+    let out = ok(&s.ws, &embed);
+    assert!(out.contains("embedded 3 images") && out.contains("1 already embedded"), "{out}");
+    let out = ok(&s.ws, &embed);
+    assert!(out.contains("embedded 0 images") && out.contains("4 already embedded"), "{out}");
+
+    // A changed file is embedded again; its old vector is no longer searchable.
+    std::fs::copy(Path::new(PHOTOS).join("coins.png"), s.src.join("dog.jpg")).unwrap();
+    ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
+    let out = ok(&s.ws, &embed);
+    assert!(out.contains("embedded 1 images"), "{out}");
+    let csv = sql_csv(&s.ws, "SELECT image_id, round(score, 4) AS s FROM image_search('dog.jpg', 2)");
+    assert_eq!(csv, "image_id,s\ncoins.png,1.0\ndog.jpg,1.0\n", "dog.jpg now holds the coins picture");
+}
+
+#[test]
+fn search_by_text_id_and_file_agree_with_sql() {
+    let s = setup();
+    copy_photos(&s.src);
+    ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
+    ok(&s.ws, &["embed", "--model", TINY_CLIP, "--quiet"]);
+    let by_cli = ok(&s.ws, &["search", "a photo of a dog", "-k", "4", "--json"]);
+    let cli_ids: Vec<String> = by_cli
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["image_id"].as_str().unwrap().to_string())
+        .collect();
+    let by_sql = sql_csv(&s.ws, "SELECT image_id FROM text_search('a photo of a dog', 4)");
+    assert_eq!(by_sql.lines().skip(1).collect::<Vec<_>>(), cli_ids);
+    // A file that is in the dataset finds itself first, with similarity 1.
+    let file = Path::new(PHOTOS).join("microaneurysms.png");
+    let out = ok(&s.ws, &["search", "--image", file.to_str().unwrap(), "-k", "1", "--json"]);
+    let hit: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(hit["image_id"], "microaneurysms.png");
+    assert!((hit["score"].as_f64().unwrap() - 1.0).abs() < 1e-5, "{hit}");
+    let err = fails(&s.ws, &["search", "--image", "no-such-id", "-k", "3"]);
+    assert!(err.contains("\"no-such-id\" has no tiny-clip embedding"), "{err}");
+}
+
+#[test]
+fn bad_models_and_unembedded_datasets_say_what_to_do() {
+    let s = setup();
+    copy_photos(&s.src);
+    ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
+    let err = fails(&s.ws, &["search", "a dog"]);
+    assert!(err.contains("no embeddings yet: run `slicetest embed src` first"), "{err}");
+    let err = fails(&s.ws, &["embed", "--model", "someone/missing-clip"]);
+    assert!(err.contains("models--someone--missing-clip") && err.contains("--model <dir>"), "{err}");
+    // A directory missing a file is named with what is missing.
+    let half = s.src.join("half-model");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::copy(Path::new(TINY_CLIP).join("config.json"), half.join("config.json")).unwrap();
+    let err = fails(&s.ws, &["embed", "--model", half.to_str().unwrap()]);
+    assert!(err.contains("missing model.safetensors, tokenizer.json"), "{err}");
+    // Another model under the same name is refused rather than mixed in.
+    ok(&s.ws, &["embed", "--model", TINY_CLIP, "--quiet"]);
+    let other = s.src.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(Path::new(TINY_CLIP).join(f), other.join(f)).unwrap();
+    }
+    let config = std::fs::read_to_string(Path::new(TINY_CLIP).join("config.json")).unwrap();
+    std::fs::write(
+        other.join("config.json"),
+        config.replace("\"projection_dim\"", "\"unused\": 1, \"projection_dim\""),
+    )
+    .unwrap();
+    let err = fails(&s.ws, &["embed", "--model", other.to_str().unwrap(), "--name", "tiny-clip"]);
+    assert!(err.contains("made by another model"), "{err}");
+}
