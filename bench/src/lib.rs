@@ -22,18 +22,20 @@ pub fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Runs `bench/scripts/<script>` with `args` and parses the one JSON object it prints;
-/// `packages` names what to pip-install when Python fails.
+/// `packages` names what to pip-install when Python fails. The interpreter is
+/// `$SLICETEST_BENCH_PYTHON` (a virtualenv with torch, say), else `python3`.
 pub fn python_json<I, S>(script: &str, args: I, packages: &str) -> anyhow::Result<serde_json::Value>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(script);
-    let out = Command::new("python3")
+    let python = std::env::var("SLICETEST_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
         .arg(path)
         .args(args)
         .output()
-        .with_context(|| format!("running python3 (pip install {packages})"))?;
+        .with_context(|| format!("running {python} (pip install {packages})"))?;
     if !out.status.success() {
         bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -1,0 +1,110 @@
+"""The FAISS peer of vector search: HNSW build time, single-query latency, recall@k, size.
+
+Usage: faiss_hnsw.py [--n N] [--dim D] [--m M] [--ef-construction EFC] [--ef-search EFS]
+                     [--queries Q] [--k K] [--seed S] [--threads T]
+                     [--vectors PATH] [--queries-file PATH]
+Vectors: with --vectors, a raw little-endian float32 file, row-major N x D (N is taken from
+the file size and --n is ignored); otherwise N random unit vectors (numpy default_rng(seed),
+standard normal, L2-normalised). Queries likewise from --queries-file (Q x D, Q from the file)
+or default_rng(seed + 1). Builds faiss.IndexHNSWFlat(D, M, METRIC_INNER_PRODUCT) with
+efConstruction = EFC (timed: build_s, with T OpenMP threads), sets efSearch = EFS, then searches
+the queries one at a time (per-query latency p50/p99). Exact top-k comes from a brute-force
+IndexFlatIP (recall@k = |hnsw top-k intersect exact top-k| / (Q * k)); the flat index's own
+single-query p50 is reported too. bytes_per_vector = len(serialize_index(hnsw)) / N.
+Prints JSON {n, dim, m, ef_construction, ef_search, k, build_s, hnsw_p50_ms, hnsw_p99_ms,
+recall_at_k, flat_p50_ms, bytes_per_vector, faiss}.
+"""
+
+import argparse
+import json
+import time
+
+import faiss
+import numpy as np
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--n", type=int, default=1_000_000)
+parser.add_argument("--dim", type=int, default=512)
+parser.add_argument("--m", type=int, default=16)
+parser.add_argument("--ef-construction", type=int, default=200)
+parser.add_argument("--ef-search", type=int, default=64)
+parser.add_argument("--queries", type=int, default=200)
+parser.add_argument("--k", type=int, default=10)
+parser.add_argument("--seed", type=int, default=7)
+parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--vectors", help="raw float32 LE file, N x D row-major")
+parser.add_argument("--queries-file", help="raw float32 LE file, Q x D row-major")
+args = parser.parse_args()
+faiss.omp_set_num_threads(args.threads)
+
+
+def read_raw(path, dim):
+    data = np.fromfile(path, dtype="<f4")
+    if data.size == 0 or data.size % dim:
+        raise SystemExit(f"{path}: {data.size} floats is not a non-empty multiple of dim {dim}")
+    return np.ascontiguousarray(data.reshape(-1, dim), dtype=np.float32)
+
+
+def random_unit(rows, dim, seed):
+    x = np.random.default_rng(seed).standard_normal((rows, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def percentile_ms(times, q):
+    return float(np.percentile(np.asarray(times) * 1000, q))
+
+
+def one_at_a_time(index, queries, k):
+    times, ids = [], []
+    for i in range(len(queries)):
+        q = queries[i : i + 1]
+        start = time.perf_counter()
+        _, labels = index.search(q, k)
+        times.append(time.perf_counter() - start)
+        ids.append(labels[0])
+    return times, np.stack(ids)
+
+
+xb = read_raw(args.vectors, args.dim) if args.vectors else random_unit(args.n, args.dim, args.seed)
+xq = read_raw(args.queries_file, args.dim) if args.queries_file else random_unit(args.queries, args.dim, args.seed + 1)
+n, dim = xb.shape
+
+index = faiss.IndexHNSWFlat(dim, args.m, faiss.METRIC_INNER_PRODUCT)
+index.hnsw.efConstruction = args.ef_construction
+start = time.perf_counter()
+index.add(xb)
+build_s = time.perf_counter() - start
+index.hnsw.efSearch = args.ef_search
+
+index.search(xq[:1], args.k)  # warm-up
+hnsw_times, hnsw_ids = one_at_a_time(index, xq, args.k)
+
+flat = faiss.IndexFlatIP(dim)
+flat.add(xb)
+_, exact_ids = flat.search(xq, args.k)  # batched: the ground truth
+flat.search(xq[:1], args.k)  # warm-up
+flat_times, _ = one_at_a_time(flat, xq, args.k)
+
+hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(hnsw_ids, exact_ids))
+recall = hits / (len(xq) * args.k)
+
+print(
+    json.dumps(
+        {
+            "n": n,
+            "dim": dim,
+            "m": args.m,
+            "ef_construction": args.ef_construction,
+            "ef_search": args.ef_search,
+            "k": args.k,
+            "build_s": build_s,
+            "hnsw_p50_ms": percentile_ms(hnsw_times, 50),
+            "hnsw_p99_ms": percentile_ms(hnsw_times, 99),
+            "recall_at_k": recall,
+            "flat_p50_ms": percentile_ms(flat_times, 50),
+            "bytes_per_vector": faiss.serialize_index(index).nbytes / n,
+            "faiss": faiss.__version__,
+        }
+    )
+)
