@@ -44,12 +44,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Times `runs` calls of `f` after one warm-up; returns the median seconds.
-fn time(runs: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    f()?;
+fn time<T>(runs: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<f64> {
+    std::hint::black_box(f()?);
     let mut seconds = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();
-        f()?;
+        std::hint::black_box(f()?);
         seconds.push(started.elapsed().as_secs_f64());
     }
     Ok(median(&mut seconds))
@@ -74,8 +74,8 @@ fn clip_throughput(threads: usize) -> anyhow::Result<()> {
     let (mut ours_images, mut ours_texts, mut theirs_images, mut theirs_texts) = (0f64, 0f64, 0f64, 0f64);
     let mut peer = serde_json::Value::Null;
     for _ in 0..3 {
-        let image_s = time(5, || Ok(drop(model.image_features(&pixels)?)))?;
-        let text_s = time(20, || Ok(drop(model.text_features(&ids)?)))?;
+        let image_s = time(5, || Ok(model.image_features(&pixels)?))?;
+        let text_s = time(20, || Ok(model.text_features(&ids)?))?;
         ours_images = ours_images.max(BATCH as f64 / image_s);
         ours_texts = ours_texts.max(BATCH as f64 / text_s);
         peer = python_json(
@@ -119,8 +119,8 @@ fn exact_scan(n: usize) -> anyhow::Result<()> {
     let bytes = (n * dim * 4) as f64;
     let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     let mut q = queries.chunks(dim).cycle();
-    let single = one_thread.install(|| time(5, || Ok(drop(exact_top_k(&matrix, dim, q.next().unwrap(), 10, None)))))?;
-    let all = time(9, || Ok(drop(exact_top_k(&matrix, dim, q.next().unwrap(), 10, None))))?;
+    let single = one_thread.install(|| time(5, || Ok(exact_top_k(&matrix, dim, q.next().unwrap(), 10, None))))?;
+    let all = time(9, || Ok(exact_top_k(&matrix, dim, q.next().unwrap(), 10, None)))?;
     let gbps = bytes / single / 1e9;
     println!(
         "exact scan   top-10 over {n} x {dim} f32 ({:.1} GB): {gbps:.2} GB/s on one thread (target >= 5) {}, p50 {:.1} ms on {} threads",
