@@ -111,3 +111,39 @@ fn bad_models_and_unembedded_datasets_say_what_to_do() {
     let err = fails(&s.ws, &["embed", "--model", other.to_str().unwrap(), "--name", "tiny-clip"]);
     assert!(err.contains("made by another model"), "{err}");
 }
+
+#[test]
+fn the_hnsw_index_is_saved_reused_and_extended() {
+    let s = setup();
+    copy_photos(&s.src);
+    std::fs::remove_file(s.src.join("scream.jpg")).unwrap();
+    ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
+    ok(&s.ws, &["embed", "--model", TINY_CLIP, "--quiet"]);
+    let search = |ws: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_slicetest"))
+            .arg("--workspace")
+            .arg(ws)
+            .args(["sql", "--format", "csv", "SELECT image_id FROM text_search('a photo of a dog', 10)"])
+            .env("SLICETEST_HNSW_MIN_ROWS", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let index = s.ws.join("datasets/src/embeddings/tiny-clip/index/index.json");
+    let exact = sql_csv(&s.ws, "SELECT image_id FROM text_search('a photo of a dog', 10)");
+    assert!(!index.exists(), "small sets are scanned, no index");
+    // On a handful of vectors the graph search is exhaustive: the same ranking.
+    assert_eq!(search(&s.ws), exact);
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
+    assert_eq!(record["rows"], 3);
+    // A new image: embedded, then the saved graph (whose rows are a prefix of the new set)
+    // is extended to cover it.
+    std::fs::copy(Path::new(PHOTOS).join("scream.jpg"), s.src.join("scream.jpg")).unwrap();
+    ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
+    ok(&s.ws, &["embed", "--model", TINY_CLIP, "--quiet"]);
+    let exact = sql_csv(&s.ws, "SELECT image_id FROM text_search('a photo of a dog', 10)");
+    assert_eq!(search(&s.ws), exact);
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
+    assert_eq!(record["rows"], 4);
+}

@@ -6,6 +6,7 @@
 
 pub mod clip;
 pub mod error;
+pub mod hnsw;
 pub mod index;
 pub mod resolve;
 

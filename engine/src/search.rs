@@ -64,7 +64,7 @@ impl Engine {
         let (ids, uris) = (ids.as_string::<i32>(), uris.as_string::<i32>());
         let uri_of: HashMap<&str, &str> = (0..ids.len()).map(|i| (ids.value(i), uris.value(i))).collect();
         Ok(set
-            .search(&vector, k)
+            .search(&vector, k)?
             .into_iter()
             .map(|(id, score)| SearchHit {
                 image_id: id.to_string(),

@@ -10,10 +10,12 @@
 //! Vectors are those of the default dataset's current images (an image whose file changed
 //! since it was embedded has no vector until it is embedded again). They are loaded on
 //! first use and kept for the session; the text tower is loaded when text is first encoded.
+//! `text_search` / `image_search` scan exactly below [`HNSW_MIN_ROWS`] vectors and use the
+//! HNSW index (built, saved and extended on demand) above; `clip_similarity` is always exact.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float32Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
@@ -24,14 +26,25 @@ use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
 use datafusion::prelude::Expr;
+use sha2::{Digest, Sha256};
 use slicetest_datasets::embeddings::{self, EmbeddingModel};
 use slicetest_datasets::version::read_image_columns;
 use slicetest_datasets::{DatasetVersion, WorkspaceLayout};
+use slicetest_embed::hnsw::{HnswIndex, HnswParams};
 use slicetest_embed::index::{cosine, dot, exact_top_k};
 use slicetest_embed::{Clip, fingerprint, resolve_model};
 
 fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(e))
+}
+
+/// Collections at least this large are searched through the HNSW index; smaller ones by
+/// an exact scan, which is then faster and always exact. `SLICETEST_HNSW_MIN_ROWS`
+/// overrides it (tests use a small value).
+pub const HNSW_MIN_ROWS: usize = 50_000;
+
+fn hnsw_min_rows() -> usize {
+    std::env::var("SLICETEST_HNSW_MIN_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(HNSW_MIN_ROWS)
 }
 
 /// One model's vectors of the current images of a dataset, in memory.
@@ -40,8 +53,12 @@ pub struct VectorSet {
     /// Which model made them.
     pub model: EmbeddingModel,
     ids: Vec<String>,
+    shas: Vec<String>,
     matrix: Vec<f32>,
     row_of: HashMap<String, u32>,
+    /// Where the HNSW index of these embeddings is saved.
+    index_dir: std::path::PathBuf,
+    index: OnceLock<std::result::Result<HnswIndex, String>>,
 }
 
 impl VectorSet {
@@ -55,12 +72,58 @@ impl VectorSet {
         self.row_of.get(image_id).map(|&r| &self.matrix[r as usize * self.dim()..][..self.dim()])
     }
 
-    /// The k best (image_id, score) for `query`, exact.
-    pub fn search(&self, query: &[f32], k: usize) -> Vec<(&str, f32)> {
-        exact_top_k(&self.matrix, self.dim(), query, k, None)
-            .into_iter()
-            .map(|(r, s)| (self.ids[r as usize].as_str(), s))
-            .collect()
+    /// Vectors in the set.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The k best (image_id, score) for `query`: exact below [`HNSW_MIN_ROWS`] vectors,
+    /// through the HNSW index above.
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(&str, f32)>> {
+        let hits = if self.len() < hnsw_min_rows() {
+            exact_top_k(&self.matrix, self.dim(), query, k, None)
+        } else {
+            self.index()?.search(query, k)
+        };
+        Ok(hits.into_iter().map(|(r, s)| (self.ids[r as usize].as_str(), s)).collect())
+    }
+
+    /// A key over the first `rows` (image_id, sha256) pairs.
+    fn key(&self, rows: usize) -> String {
+        let mut hash = Sha256::new();
+        for (id, sha) in self.ids.iter().zip(&self.shas).take(rows) {
+            hash.update(id.as_bytes());
+            hash.update(b"\t");
+            hash.update(sha.as_bytes());
+            hash.update(b"\n");
+        }
+        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The HNSW index: the saved one if it covers exactly these rows, extended if it
+    /// covers a prefix of them (new images were embedded), else built; saved when changed.
+    fn index(&self) -> Result<&HnswIndex> {
+        let index = self.index.get_or_init(|| {
+            let (dim, key) = (self.dim(), self.key(self.len()));
+            let saved = HnswIndex::saved_record(&self.index_dir);
+            let mut index = match saved {
+                Some(r) if r.rows <= self.len() && r.key == self.key(r.rows) => {
+                    HnswIndex::load(&self.index_dir).map_err(|e| e.to_string())?
+                }
+                _ => HnswIndex::build(&[], dim, HnswParams::default()),
+            };
+            if index.rows() < self.len() {
+                index.extend(&self.matrix, dim);
+                index.save(&self.index_dir, &key).map_err(|e| e.to_string())?;
+            }
+            Ok(index)
+        });
+        index.as_ref().map_err(|e| DataFusionError::Execution(format!("vector index of {}: {e}", self.model.name)))
     }
 }
 
@@ -139,7 +202,15 @@ impl VectorCatalog {
         let (ids, shas) = (cast(current.column(0), &DataType::Utf8)?, cast(current.column(1), &DataType::Utf8)?);
         let (ids, shas) = (ids.as_string::<i32>(), shas.as_string::<i32>());
         let current: HashMap<&str, &str> = (0..ids.len()).map(|i| (ids.value(i), shas.value(i))).collect();
-        let mut set = VectorSet { model, ids: Vec::new(), matrix: Vec::new(), row_of: HashMap::new() };
+        let mut set = VectorSet {
+            model,
+            ids: Vec::new(),
+            shas: Vec::new(),
+            matrix: Vec::new(),
+            row_of: HashMap::new(),
+            index_dir: self.layout.embeddings_dir(&dataset.dataset, name).join("index"),
+            index: OnceLock::new(),
+        };
         for batch in embeddings::read_parts(&self.layout, &dataset.dataset, name).map_err(external)? {
             let (ids, shas) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
             let vectors = batch.column(2).as_fixed_size_list();
@@ -155,6 +226,7 @@ impl VectorCatalog {
                     None => {
                         set.row_of.insert(ids.value(i).to_string(), set.ids.len() as u32);
                         set.ids.push(ids.value(i).to_string());
+                        set.shas.push(shas.value(i).to_string());
                         set.matrix.extend_from_slice(vector);
                     }
                 }
@@ -250,7 +322,7 @@ impl TableFunctionImpl for TextSearchFunction {
         }
         let set = self.0.vectors(model.as_deref())?;
         let query = self.0.text_vector(&set, &text)?;
-        hits_table(&set.search(&query, k))
+        hits_table(&set.search(&query, k)?)
     }
 }
 
@@ -273,7 +345,7 @@ impl TableFunctionImpl for ImageSearchFunction {
             return plan_err!("image {id:?} has no {} embedding (unknown id, or not embedded yet)", set.model.name);
         };
         let query = query.to_vec();
-        hits_table(&set.search(&query, k))
+        hits_table(&set.search(&query, k)?)
     }
 }
 
