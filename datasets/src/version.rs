@@ -106,11 +106,16 @@ fn read_checked_images(
 pub fn content_hash(batch: &RecordBatch) -> String {
     let ids = batch.column_by_name("image_id").expect("image_id column").as_string::<i32>();
     let shas = batch.column_by_name("sha256").expect("sha256 column").as_string::<i32>();
+    pairs_hash((0..batch.num_rows()).map(|i| (ids.value(i), shas.value(i))))
+}
+
+/// SHA-256 over `image_id\tsha256\n` lines, in the given order.
+pub fn pairs_hash<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut h = Sha256::new();
-    for i in 0..batch.num_rows() {
-        h.update(ids.value(i).as_bytes());
+    for (id, sha) in pairs {
+        h.update(id.as_bytes());
         h.update(b"\t");
-        h.update(shas.value(i).as_bytes());
+        h.update(sha.as_bytes());
         h.update(b"\n");
     }
     hex::encode(h.finalize())

@@ -161,24 +161,21 @@ mod tests {
     use super::*;
     use crate::index::exact_top_k;
 
+    /// A seeded stream of uniform values in [-1, 1) (a 64-bit LCG's high bits).
+    fn uniform(seed: u64) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+    }
+
     /// Unit vectors with an 8-dimensional structure (a fixed random map of 8-d latent
     /// points into `dim`): neighbourhoods like real embeddings have. On uniformly random
     /// high-dimensional vectors no graph index can navigate.
     fn structured(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        let mut next = move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
-        let map: Vec<f32> = {
-            let mut fixed = 99u64;
-            (0..8 * dim)
-                .map(|_| {
-                    fixed = fixed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    ((fixed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-                })
-                .collect()
-        };
+        let (mut next, mut fixed) = (uniform(seed), uniform(99));
+        let map: Vec<f32> = (0..8 * dim).map(|_| fixed()).collect();
         let mut out = Vec::with_capacity(n * dim);
         for _ in 0..n {
             let z: Vec<f32> = (0..8).map(|_| next()).collect();

@@ -89,9 +89,16 @@ impl Clip {
 
     /// Normalised embeddings of decoded images, one forward pass for the batch.
     pub fn embed_images(&self, images: &[image::DynamicImage]) -> Result<Vec<Vec<f32>>> {
+        let pixels: Vec<Vec<f32>> = images.iter().map(|i| self.preprocessor.pixels(i)).collect();
+        self.embed_pixels(&pixels)
+    }
+
+    /// Normalised embeddings of images already preprocessed by [`ClipPreprocessor::pixels`]
+    /// (each 3 × crop × crop), one forward pass for the batch.
+    pub fn embed_pixels(&self, pixels: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
         let side = self.preprocessor.crop;
-        let pixels: Vec<f32> = images.iter().flat_map(|i| self.preprocessor.pixels(i)).collect();
-        let batch = Tensor::from_vec(pixels, (images.len(), 3, side, side), &Device::Cpu)?;
+        let flat: Vec<f32> = pixels.iter().flatten().copied().collect();
+        let batch = Tensor::from_vec(flat, (pixels.len(), 3, side, side), &Device::Cpu)?;
         self.model.embed_images(&batch)
     }
 

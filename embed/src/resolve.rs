@@ -101,11 +101,7 @@ pub fn fingerprint(dir: &Path) -> Result<String> {
     let mut header = vec![0u8; len as usize];
     std::io::Read::read_exact(&mut file, &mut header).map_err(|e| bad(format!("reading the header: {e}")))?;
     hash.update(&header);
-    Ok(hex_string(&hash.finalize()))
-}
-
-fn hex_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(hex::encode(hash.finalize()))
 }
 
 #[cfg(test)]

@@ -180,7 +180,9 @@ impl Engine {
         Ok((holdout, train))
     }
 
-    fn held_out_ids(&self, dataset: &str) -> Result<Vec<String>> {
+    /// Every image of `dataset` held out by the latest frozen version of any of its
+    /// slices, sorted.
+    pub fn held_out_ids(&self, dataset: &str) -> Result<Vec<String>> {
         let layout = self.workspace.layout();
         let mut held = HashSet::new();
         for name in slice::slice_names(layout)? {

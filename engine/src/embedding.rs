@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
@@ -117,22 +116,20 @@ impl Engine {
             let end = (start + options.chunk_size.max(1)).min(pending.ids.len());
             let (ok, bad) = self.decode_chunk(&clip, &pending, start..end);
             failed.extend(bad);
-            let mut vectors = Vec::with_capacity(ok.len() * dim);
-            for batch in ok.chunks(options.batch_size.max(1)) {
-                let side = clip.preprocessor.crop;
-                let pixels: Vec<f32> = batch.iter().flat_map(|(_, p)| p.iter().copied()).collect();
-                let tensor = Tensor::from_vec(pixels, (batch.len(), 3, side, side), &Device::Cpu)?;
-                vectors.extend(clip.model.embed_images(&tensor)?.into_iter().flatten());
+            let (rows, pixels): (Vec<usize>, Vec<Vec<f32>>) = ok.into_iter().unzip();
+            let mut vectors = Vec::with_capacity(rows.len() * dim);
+            for batch in pixels.chunks(options.batch_size.max(1)) {
+                vectors.extend(clip.embed_pixels(batch)?.into_iter().flatten());
                 progress.inc(batch.len() as u64);
             }
-            if !ok.is_empty() {
-                let ids: Vec<String> = ok.iter().map(|(i, _)| pending.ids[*i].clone()).collect();
-                let shas: Vec<String> = ok.iter().map(|(i, _)| pending.shas[*i].clone()).collect();
+            if !rows.is_empty() {
+                let ids: Vec<String> = rows.iter().map(|&i| pending.ids[i].clone()).collect();
+                let shas: Vec<String> = rows.iter().map(|&i| pending.shas[i].clone()).collect();
                 let part = embeddings::part_batch(&ids, &shas, vectors, dim)?;
                 embeddings::append_part(layout, &dataset, &record.name, &part)?;
-                embedded += ok.len();
+                embedded += rows.len();
             }
-            progress.inc((end - start - ok.len()) as u64);
+            progress.inc((end - start - rows.len()) as u64);
         }
         progress.finish_and_clear();
         Ok(EmbedReport {
@@ -187,11 +184,5 @@ impl Engine {
 impl From<slicetest_embed::EmbedError> for EngineError {
     fn from(e: slicetest_embed::EmbedError) -> Self {
         EngineError::Embed(e)
-    }
-}
-
-impl From<candle_core::Error> for EngineError {
-    fn from(e: candle_core::Error) -> Self {
-        EngineError::Embed(e.into())
     }
 }

@@ -26,9 +26,8 @@ use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
 use datafusion::prelude::Expr;
-use sha2::{Digest, Sha256};
 use slicetest_datasets::embeddings::{self, EmbeddingModel};
-use slicetest_datasets::version::read_image_columns;
+use slicetest_datasets::version::{pairs_hash, read_image_columns};
 use slicetest_datasets::{DatasetVersion, WorkspaceLayout};
 use slicetest_embed::hnsw::{HnswIndex, HnswParams};
 use slicetest_embed::index::{cosine, dot, exact_top_k};
@@ -95,14 +94,7 @@ impl VectorSet {
 
     /// A key over the first `rows` (image_id, sha256) pairs.
     fn key(&self, rows: usize) -> String {
-        let mut hash = Sha256::new();
-        for (id, sha) in self.ids.iter().zip(&self.shas).take(rows) {
-            hash.update(id.as_bytes());
-            hash.update(b"\t");
-            hash.update(sha.as_bytes());
-            hash.update(b"\n");
-        }
-        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        pairs_hash(self.ids.iter().zip(&self.shas).take(rows).map(|(id, sha)| (id.as_str(), sha.as_str())))
     }
 
     /// The HNSW index: the saved one if it covers exactly these rows, extended if it

@@ -157,7 +157,8 @@ async fn load(engine: &Engine) -> Result<(Vec<String>, ImageSet, ImageSet), CliE
     }
     // Images a frozen slice holds out are kept away from training, as a real pipeline
     // using `slicetest holdout export` would.
-    let held_out = held_out_ids(engine).await?;
+    let dataset = engine.workspace().dataset_or_default(None)?;
+    let held_out: std::collections::HashSet<String> = engine.held_out_ids(&dataset)?.into_iter().collect();
     rows.retain(|r| !(r.3 == "train" && held_out.contains(&r.0)));
     let mut classes: Vec<String> = rows.iter().map(|r| r.2.clone()).collect();
     classes.sort();
@@ -190,22 +191,6 @@ async fn load(engine: &Engine) -> Result<(Vec<String>, ImageSet, ImageSet), CliE
     };
     let (train, test) = (split("train")?, split("test")?);
     Ok((classes, train, test))
-}
-
-/// Every image that some frozen slice of the default dataset holds out.
-async fn held_out_ids(engine: &Engine) -> Result<std::collections::HashSet<String>, CliError> {
-    let dataset = engine.workspace().dataset_or_default(None)?;
-    let mut ids = std::collections::HashSet::new();
-    for info in engine.slices()? {
-        if info.frozen.is_empty() || info.definition.dataset != dataset {
-            continue;
-        }
-        let query = format!("SELECT image_id FROM slice('{}') WHERE holdout", info.definition.name);
-        for batch in engine.sql(&query).await?.collect().await? {
-            ids.extend(batch.column(0).as_string::<i32>().iter().flatten().map(str::to_string));
-        }
-    }
-    Ok(ids)
 }
 
 fn train_mlp(train: &ImageSet, classes: usize, config: &TrainConfig) -> Result<Mlp, CliError> {
