@@ -80,7 +80,8 @@ pub fn read_images(layout: &WorkspaceLayout, manifest: &DatasetVersion) -> Resul
 }
 
 /// Like [`read_images`], decoding only the named columns (the hash check still covers the
-/// whole file).
+/// whole file). The columns come in the file's order, not in the order named: look them
+/// up by name.
 pub fn read_image_columns(
     layout: &WorkspaceLayout,
     manifest: &DatasetVersion,

@@ -41,12 +41,28 @@ pub fn select_device(choice: &str) -> Result<(Device, DType)> {
 pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
     let what = path.display().to_string();
     let bad = |message: String| EmbedError::Image { what: what.clone(), message };
-    image::ImageReader::open(path)
-        .map_err(|e| bad(e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| bad(e.to_string()))?
-        .decode()
-        .map_err(|e| bad(e.to_string()))
+    let mut reader = image::ImageReader::open(path).map_err(|e| bad(e.to_string()))?;
+    reader.limits(decode_limits());
+    reader.with_guessed_format().map_err(|e| bad(e.to_string()))?.decode().map_err(|e| bad(e.to_string()))
+}
+
+/// Decodes an encoded image held in memory (format guessed from its content); `what`
+/// names it in errors. Bounded like [`open_image`].
+pub fn decode_image(bytes: &[u8], what: &str) -> Result<image::DynamicImage> {
+    let bad = |message: String| EmbedError::Image { what: what.to_string(), message };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    reader.limits(decode_limits());
+    reader.with_guessed_format().map_err(|e| bad(e.to_string()))?.decode().map_err(|e| bad(e.to_string()))
+}
+
+/// The decoder's bounds (the same as ingest's probe): 16,384 px a side and 512 MiB, so a
+/// crafted header (a 20000×20000 PNG of a few bytes) is refused instead of allocated.
+fn decode_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(16_384);
+    limits.max_image_height = Some(16_384);
+    limits.max_alloc = Some(512 << 20);
+    limits
 }
 
 /// A loaded CLIP checkpoint: model, tokenizer and preprocessing.

@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod curation;
 pub mod embedding;
 pub mod error;
+pub mod images;
 pub mod metrics;
 pub mod output;
 pub mod query;
@@ -24,18 +25,27 @@ use datafusion::prelude::{DataFrame, SessionContext};
 pub use curation::{DEFAULT_MIN_TEST_SAMPLES, SliceBreakdown};
 pub use embedding::{EmbedOptions, EmbedReport};
 pub use error::{EngineError, Result};
-pub use output::{OutputFormat, write_stream};
+pub use images::{ImageFile, ImageFiles};
+pub use output::{OutputFormat, ResultWriter, write_stream};
 pub use scoring::{DEFAULT_ALPHA, RunReport, SliceScore, Verdict};
 pub use search::{SearchHit, SearchQuery};
 pub use slices::SliceInfo;
+pub use slicetest_datasets::DatasetError;
 pub use slicetest_datasets::run::{RunManifest, UploadOptions};
+pub use slicetest_datasets::slice::{FreezeOutcome, FrozenSlice, SliceDefinition};
 pub use slicetest_datasets::{
     DatasetInfo, DatasetVersion, ImportOptions, IngestOptions, IngestReport, SourceFormat, Verify, Workspace,
 };
+pub use slicetest_embed::{EmbedError, decode_image, open_image};
+pub use slicetest_sql::SqlError;
 pub use statement::{SliceStatement, SliceThresholds};
 
 /// Default memory pool for query execution; operators that need more spill or fail with a clear error.
 pub const DEFAULT_QUERY_MEMORY: usize = 4 << 30;
+
+fn runtime_with_memory(bytes: usize) -> Result<Arc<RuntimeEnv>> {
+    RuntimeEnvBuilder::new().with_memory_limit(bytes, 1.0).build_arc().map_err(|e| EngineError::query(e, None))
+}
 
 /// An opened workspace plus the runtime its queries execute in.
 pub struct Engine {
@@ -60,11 +70,15 @@ impl Engine {
     }
 
     fn from_workspace(workspace: Workspace) -> Result<Self> {
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(DEFAULT_QUERY_MEMORY, 1.0)
-            .build_arc()
-            .map_err(|e| EngineError::query(e, None))?;
-        Ok(Self { workspace, runtime })
+        Ok(Self { workspace, runtime: runtime_with_memory(DEFAULT_QUERY_MEMORY)? })
+    }
+
+    /// Caps the memory all running queries of this engine share at `bytes` together
+    /// (default [`DEFAULT_QUERY_MEMORY`]); a query that needs more fails with
+    /// "Resources exhausted" instead of taking the machine's memory.
+    pub fn with_query_memory(mut self, bytes: usize) -> Result<Self> {
+        self.runtime = runtime_with_memory(bytes)?;
+        Ok(self)
     }
 
     /// The underlying workspace.

@@ -34,7 +34,7 @@ pub async fn write_stream(
     out: impl Write + Send,
 ) -> Result<usize> {
     let schema = stream.schema();
-    let mut sink = Sink::new(format, schema, out)?;
+    let mut sink = ResultWriter::new(format, schema, out)?;
     let mut rows = 0;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| EngineError::query(e, None))?;
@@ -45,12 +45,24 @@ pub async fn write_stream(
     Ok(rows)
 }
 
-enum Sink<W: Write + Send> {
+/// Rows per Parquet row group in results: the writer buffers a whole row group, so this
+/// bounds the memory a streamed Parquet result holds (DataFusion's default is 1M rows).
+const RESULT_ROW_GROUP_ROWS: usize = 65_536;
+
+/// Writes record batches in one [`OutputFormat`], batch by batch, for callers that drive
+/// the stream themselves (the HTTP API sends each batch's bytes as they are written).
+pub enum ResultWriter<W: Write + Send> {
+    #[doc(hidden)]
     Table(W, SchemaRef, Vec<RecordBatch>),
+    #[doc(hidden)]
     Csv(datafusion::arrow::csv::Writer<W>),
+    #[doc(hidden)]
     Json(datafusion::arrow::json::ArrayWriter<W>),
+    #[doc(hidden)]
     Jsonl(datafusion::arrow::json::LineDelimitedWriter<W>),
+    #[doc(hidden)]
     Parquet(datafusion::parquet::arrow::ArrowWriter<W>),
+    #[doc(hidden)]
     Arrow(datafusion::arrow::ipc::writer::StreamWriter<W>),
 }
 
@@ -58,39 +70,48 @@ fn out_err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Output(e.to_string())
 }
 
-impl<W: Write + Send> Sink<W> {
-    fn new(format: OutputFormat, schema: SchemaRef, out: W) -> Result<Self> {
+impl<W: Write + Send> ResultWriter<W> {
+    /// A writer of `format` for batches of `schema` into `out`.
+    pub fn new(format: OutputFormat, schema: SchemaRef, out: W) -> Result<Self> {
         Ok(match format {
-            OutputFormat::Table => Sink::Table(out, schema, Vec::new()),
-            OutputFormat::Csv => Sink::Csv(datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(out)),
-            OutputFormat::Json => Sink::Json(datafusion::arrow::json::ArrayWriter::new(out)),
-            OutputFormat::Jsonl => Sink::Jsonl(datafusion::arrow::json::LineDelimitedWriter::new(out)),
+            OutputFormat::Table => ResultWriter::Table(out, schema, Vec::new()),
+            OutputFormat::Csv => {
+                ResultWriter::Csv(datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(out))
+            }
+            OutputFormat::Json => ResultWriter::Json(datafusion::arrow::json::ArrayWriter::new(out)),
+            OutputFormat::Jsonl => ResultWriter::Jsonl(datafusion::arrow::json::LineDelimitedWriter::new(out)),
             OutputFormat::Parquet => {
-                Sink::Parquet(datafusion::parquet::arrow::ArrowWriter::try_new(out, schema, None).map_err(out_err)?)
+                let props = datafusion::parquet::file::properties::WriterProperties::builder()
+                    .set_max_row_group_row_count(Some(RESULT_ROW_GROUP_ROWS))
+                    .build();
+                let writer = datafusion::parquet::arrow::ArrowWriter::try_new(out, schema, Some(props));
+                ResultWriter::Parquet(writer.map_err(out_err)?)
             }
-            OutputFormat::Arrow => {
-                Sink::Arrow(datafusion::arrow::ipc::writer::StreamWriter::try_new(out, &schema).map_err(out_err)?)
-            }
+            OutputFormat::Arrow => ResultWriter::Arrow(
+                datafusion::arrow::ipc::writer::StreamWriter::try_new(out, &schema).map_err(out_err)?,
+            ),
         })
     }
 
-    fn write(&mut self, batch: RecordBatch) -> Result<()> {
+    /// Writes one batch.
+    pub fn write(&mut self, batch: RecordBatch) -> Result<()> {
         match self {
-            Sink::Table(_, _, batches) => {
+            ResultWriter::Table(_, _, batches) => {
                 batches.push(batch);
                 Ok(())
             }
-            Sink::Csv(w) => w.write(&batch).map_err(out_err),
-            Sink::Json(w) => w.write(&batch).map_err(out_err),
-            Sink::Jsonl(w) => w.write(&batch).map_err(out_err),
-            Sink::Parquet(w) => w.write(&batch).map_err(out_err),
-            Sink::Arrow(w) => w.write(&batch).map_err(out_err),
+            ResultWriter::Csv(w) => w.write(&batch).map_err(out_err),
+            ResultWriter::Json(w) => w.write(&batch).map_err(out_err),
+            ResultWriter::Jsonl(w) => w.write(&batch).map_err(out_err),
+            ResultWriter::Parquet(w) => w.write(&batch).map_err(out_err),
+            ResultWriter::Arrow(w) => w.write(&batch).map_err(out_err),
         }
     }
 
-    fn finish(self) -> Result<()> {
+    /// Writes what the format needs after the last batch and flushes.
+    pub fn finish(self) -> Result<()> {
         match self {
-            Sink::Table(mut out, schema, batches) => {
+            ResultWriter::Table(mut out, schema, batches) => {
                 let text = if batches.iter().all(|b| b.num_rows() == 0) {
                     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
                     format!("(no rows; columns: {})", names.join(", "))
@@ -100,18 +121,18 @@ impl<W: Write + Send> Sink<W> {
                 writeln!(out, "{text}").map_err(out_err)?;
                 out.flush().map_err(out_err)
             }
-            Sink::Csv(w) => w.into_inner().flush().map_err(out_err),
-            Sink::Json(mut w) => {
+            ResultWriter::Csv(w) => w.into_inner().flush().map_err(out_err),
+            ResultWriter::Json(mut w) => {
                 w.finish().map_err(out_err)?;
                 let mut out = w.into_inner();
                 writeln!(out).and_then(|_| out.flush()).map_err(out_err)
             }
-            Sink::Jsonl(mut w) => {
+            ResultWriter::Jsonl(mut w) => {
                 w.finish().map_err(out_err)?;
                 w.into_inner().flush().map_err(out_err)
             }
-            Sink::Parquet(w) => w.into_inner().map_err(out_err)?.flush().map_err(out_err),
-            Sink::Arrow(mut w) => {
+            ResultWriter::Parquet(w) => w.into_inner().map_err(out_err)?.flush().map_err(out_err),
+            ResultWriter::Arrow(mut w) => {
                 w.finish().map_err(out_err)?;
                 w.into_inner().map_err(out_err)?.flush().map_err(out_err)
             }

@@ -23,6 +23,8 @@ pub enum SearchQuery {
     ImageId(String),
     /// An image file anywhere (embedded on the fly).
     ImageFile(PathBuf),
+    /// An encoded image (PNG, JPEG, …) that is not in the dataset, e.g. an HTTP upload.
+    ImageBytes(Vec<u8>),
 }
 
 /// One result.
@@ -56,6 +58,10 @@ impl Engine {
                 .to_vec(),
             SearchQuery::ImageFile(path) => {
                 let image = slicetest_embed::open_image(path)?;
+                catalog.image_vector(&set, &image)?
+            }
+            SearchQuery::ImageBytes(bytes) => {
+                let image = slicetest_embed::decode_image(bytes, "uploaded")?;
                 catalog.image_vector(&set, &image)?
             }
         };

@@ -257,11 +257,26 @@ impl VectorCatalog {
                 model.name
             );
         }
-        let clip = Clip::load(&dir, &candle_core::Device::Cpu, candle_core::DType::F32).map_err(external)?;
-        let clip = Arc::new(clip);
+        let clip = loaded_clip(&dir, &model.fingerprint)?;
         self.towers.lock().expect("not poisoned").insert(model.name.clone(), clip.clone());
         Ok(clip)
     }
+}
+
+/// Models loaded by any session of this process, by (directory, fingerprint). Each SQL
+/// session has its own catalog, but a long-lived process (the HTTP server) should load a
+/// checkpoint once, not on every query; the fingerprint keeps a replaced checkpoint apart.
+fn loaded_clip(dir: &std::path::Path, fingerprint: &str) -> Result<Arc<Clip>> {
+    type Loaded = Mutex<HashMap<(std::path::PathBuf, String), Arc<Clip>>>;
+    static LOADED: OnceLock<Loaded> = OnceLock::new();
+    let key = (dir.to_path_buf(), fingerprint.to_string());
+    let loaded = LOADED.get_or_init(Loaded::default);
+    if let Some(clip) = loaded.lock().expect("not poisoned").get(&key) {
+        return Ok(clip.clone());
+    }
+    let clip = Arc::new(Clip::load(dir, &candle_core::Device::Cpu, candle_core::DType::F32).map_err(external)?);
+    loaded.lock().expect("not poisoned").insert(key, clip.clone());
+    Ok(clip)
 }
 
 /// A string literal argument, or a planning error with `usage`.

@@ -1,0 +1,73 @@
+//! Finding an image's file by id, for serving images (never by a client's path).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use slicetest_datasets::version::read_image_columns;
+
+use crate::Engine;
+use crate::error::Result;
+
+/// Where one image's file is and what it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageFile {
+    /// The file on this machine.
+    pub path: PathBuf,
+    /// Its format as probed at ingest (`png`, `jpeg`, …).
+    pub format: String,
+    /// SHA-256 of its content at ingest.
+    pub sha256: String,
+}
+
+/// Every image of one dataset version, by id.
+#[derive(Debug, Clone)]
+pub struct ImageFiles {
+    /// The dataset.
+    pub dataset: String,
+    /// The version the files were listed from.
+    pub version: u64,
+    /// The files by image id.
+    pub by_id: HashMap<String, ImageFile>,
+}
+
+impl Engine {
+    /// The latest version number of `dataset` (default: the workspace default).
+    pub fn latest_version(&self, dataset: Option<&str>) -> Result<(String, u64)> {
+        let dataset = self.workspace.dataset_or_default(dataset)?;
+        let info = self.workspace.dataset(&dataset)?;
+        let version = info.latest().expect("listed datasets have a version").version;
+        Ok((dataset, version))
+    }
+
+    /// The files of every image in the latest version of `dataset` (default: the
+    /// workspace default). Reads three columns of the images table; callers that serve
+    /// many images keep the result while [`Engine::latest_version`] is unchanged.
+    pub fn image_files(&self, dataset: Option<&str>) -> Result<ImageFiles> {
+        let dataset = self.workspace.dataset_or_default(dataset)?;
+        let info = self.workspace.dataset(&dataset)?;
+        let latest = info.latest().expect("listed datasets have a version").clone();
+        let layout = self.workspace.layout();
+        let batch = read_image_columns(layout, &latest, &["image_id", "uri", "format", "sha256"])?;
+        // Columns come in the file's order, not the order asked for: look them up by name.
+        let column = |name: &str| {
+            let array = batch.column_by_name(name).expect("core columns are always present");
+            cast(array, &DataType::Utf8)
+        };
+        let columns = [column("image_id")?, column("uri")?, column("format")?, column("sha256")?];
+        let [ids, uris, formats, shas] = [0, 1, 2, 3].map(|i| columns[i].as_string::<i32>());
+        let by_id = (0..ids.len())
+            .map(|i| {
+                let file = ImageFile {
+                    path: layout.resolve_uri(uris.value(i)),
+                    format: formats.value(i).to_string(),
+                    sha256: shas.value(i).to_string(),
+                };
+                (ids.value(i).to_string(), file)
+            })
+            .collect();
+        Ok(ImageFiles { dataset, version: latest.version, by_id })
+    }
+}
