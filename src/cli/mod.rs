@@ -7,6 +7,7 @@ mod demo;
 mod embed;
 mod ingest;
 mod run;
+mod serve;
 mod slice;
 mod sql;
 
@@ -62,6 +63,8 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// The images closest to a sentence or to an image (needs `slicetest embed` first).
     Search(embed::SearchArgs),
+    /// Serve the HTTP API on 127.0.0.1:7878 (documented at /openapi.json).
+    Serve(serve::ServeArgs),
     /// Run the demo on Fashion-MNIST: ingest, then query.
     Demo(demo::DemoArgs),
 }
@@ -95,6 +98,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Report(args) => run::report(&ws, args),
         Command::Embed(args) => embed::run(&ws, args),
         Command::Search(args) => embed::search(&ws, args),
+        Command::Serve(args) => serve::run(&ws, args).await,
         Command::Demo(args) => demo::run(&ws, args).await,
     }
 }

@@ -1,0 +1,139 @@
+//! The router: one module per resource, the write check, the body limits.
+
+mod images;
+mod query;
+mod runs;
+mod slices;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Every route of the API, documented in `openapi.json` (a test checks the two agree).
+pub fn router(state: AppState) -> Router {
+    let limits = state.limits().clone();
+    Router::new()
+        .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
+        .route("/sql", post(query::sql))
+        .route("/search/text", get(query::search_text))
+        .route("/search/image/{id}", get(query::search_image_id))
+        .route("/search/image", post(query::search_image_upload).layer(DefaultBodyLimit::max(limits.max_image_bytes)))
+        .route("/slices", get(slices::list).post(slices::create))
+        .route("/slices/{name}", get(slices::get_one))
+        .route("/slices/{name}/freeze", post(slices::freeze))
+        .route("/slices/{name}/diff", get(slices::diff))
+        .route("/slices/{name}/data", get(slices::data))
+        .route("/images/{id}", get(images::file))
+        .route("/images/{id}/thumbnail", get(images::thumbnail))
+        .route("/runs", get(runs::list))
+        .route("/runs/{name}", get(runs::get_one).post(runs::upload).layer(DefaultBodyLimit::disable()))
+        .route("/runs/{name}/metrics", get(runs::metrics))
+        .route("/runs/{name}/test", get(runs::test))
+        .route("/runs/{name}/report", get(runs::report))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limits.max_request_bytes))
+        .layer(axum::middleware::map_response(json_errors))
+        .with_state(state)
+}
+
+/// Rewrites the plain-text rejections of axum's extractors (a missing query parameter,
+/// a body over its limit, 405) into the API's JSON error shape, so that every error a
+/// client sees has a `code` and a `message`.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_input",
+        _ => "error",
+    };
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_string();
+    let mut error =
+        ApiError::new(status, code, if message.is_empty() { status.to_string() } else { message }).into_response();
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE] {
+        if let Some(value) = parts.headers.get(&name) {
+            error.headers_mut().insert(name, value.clone());
+        }
+    }
+    error
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn openapi() -> Response {
+    let mut response = crate::OPENAPI.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; the API is described at /openapi.json")
+}
+
+/// Proof that a request may write: present in the handlers of writes. With a token
+/// configured, the request must carry `Authorization: Bearer <token>`.
+pub struct WriteAccess;
+
+impl FromRequestParts<AppState> for WriteAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(token) = state.token() else { return Ok(WriteAccess) };
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match given {
+            Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(WriteAccess),
+            Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token")),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this server needs a token for writes: send Authorization: Bearer <token>",
+            )),
+        }
+    }
+}
+
+/// Compares without returning early, so response time says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+}

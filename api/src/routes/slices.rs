@@ -1,0 +1,177 @@
+//! Slices: list (with breakdown), get, create, freeze, diff, and a frozen version's data.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use slicetest_engine::{SliceBreakdown, SliceInfo, SliceThresholds};
+use tokio::time::Instant;
+
+use super::WriteAccess;
+use super::query::FormatParam;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::tabular::{self, negotiate};
+
+/// `GET /slices`: every slice with its frozen versions and the breakdown of the latest.
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let (slices, breakdown) = state.blocking(|engine| Ok((engine.slices()?, engine.breakdown()?))).await?;
+    let by_name: HashMap<&str, &SliceBreakdown> = breakdown.iter().map(|b| (b.slice.as_str(), b)).collect();
+    Ok(Json(Value::Array(
+        slices.iter().map(|s| slice_json(s, by_name.get(s.definition.name.as_str()).copied())).collect(),
+    )))
+}
+
+/// `GET /slices/{name}`.
+pub async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    let wanted = name.clone();
+    let (slice, breakdown) = state
+        .blocking(move |engine| {
+            let slice = engine.slice(&wanted)?;
+            Ok((slice, engine.breakdown()?.into_iter().find(|b| b.slice == wanted)))
+        })
+        .await?;
+    Ok(Json(slice_json(&slice, breakdown.as_ref())))
+}
+
+fn slice_json(slice: &SliceInfo, breakdown: Option<&SliceBreakdown>) -> Value {
+    let d = &slice.definition;
+    json!({
+        "name": d.name,
+        "dataset": d.dataset,
+        "query": d.query,
+        "comment": d.comment,
+        "created_at": d.created_at,
+        "min_accuracy": d.min_accuracy,
+        "min_samples": d.min_samples,
+        "versions": slice.frozen,
+        "breakdown": breakdown.map(|b| json!({
+            "version": b.version,
+            "members": b.members,
+            "train": b.train,
+            "val": b.val,
+            "test": b.test,
+            "holdout": b.holdout,
+            "unsplit": b.unsplit,
+            "coverage": b.coverage,
+        })),
+    })
+}
+
+/// Body of `POST /slices`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSlice {
+    name: String,
+    query: String,
+    comment: Option<String>,
+    min_accuracy: Option<f64>,
+    min_samples: Option<u64>,
+}
+
+/// `POST /slices`: defines a slice (its query is planned first).
+pub async fn create(
+    _: WriteAccess,
+    State(state): State<AppState>,
+    body: Result<Json<CreateSlice>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let thresholds = SliceThresholds { min_accuracy: body.min_accuracy, min_samples: body.min_samples };
+    let definition = state
+        .blocking_async(move |engine| async move {
+            engine.create_slice(&body.name, &body.query, body.comment, thresholds).await
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(definition)).into_response())
+}
+
+/// Body of `POST /slices/{name}/freeze`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Freeze {
+    /// Share of members held out (default 0).
+    #[serde(default)]
+    holdout: f64,
+    /// Seed of the hold-out choice (default 0).
+    #[serde(default)]
+    seed: u64,
+}
+
+/// `POST /slices/{name}/freeze`: freezes the current members as the next version (or
+/// answers the latest one, `created: false`, when nothing changed).
+pub async fn freeze(
+    _: WriteAccess,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Option<Json<Freeze>>,
+) -> ApiResult<Response> {
+    let Freeze { holdout, seed } = body.map(|Json(b)| b).unwrap_or_default();
+    let outcome =
+        state.blocking_async(move |engine| async move { engine.freeze_slice(&name, holdout, seed).await }).await?;
+    let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!({"created": outcome.created, "frozen": outcome.frozen}))).into_response())
+}
+
+/// `GET /slices/{name}/diff`: added / removed / changed members since the latest freeze.
+pub async fn diff(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<FormatParam>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let negotiated = negotiate(params.format.as_deref(), &headers)?;
+    let deadline = Instant::now() + state.limits().query_timeout;
+    let _slot = state.query_slot().await;
+    let stream = state.engine().slice_diff(&name).await.map_err(|e| state.error(e))?;
+    tabular::respond(stream, negotiated, deadline).await
+}
+
+/// Query parameters of `GET /slices/{name}/data`.
+#[derive(Debug, Deserialize)]
+pub struct DataParams {
+    /// A frozen version (default: the latest).
+    version: Option<u64>,
+    /// Only held-out members (true) or only the others (false); default both.
+    holdout: Option<bool>,
+    format: Option<String>,
+}
+
+/// `GET /slices/{name}/data`: the members of a frozen version with uri, label, split,
+/// hold-out flag and every tag column.
+pub async fn data(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<DataParams>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let negotiated = negotiate(params.format.as_deref(), &headers)?;
+    let deadline = Instant::now() + state.limits().query_timeout;
+    let _slot = state.query_slot().await;
+    let stream = state.engine().slice_export(&name, params.version).await.map_err(|e| state.error(e))?;
+    let stream = match params.holdout {
+        Some(wanted) => only_holdout(stream, wanted),
+        None => stream,
+    };
+    tabular::respond(stream, negotiated, deadline).await
+}
+
+/// Keeps the rows whose `holdout` column equals `wanted`.
+fn only_holdout(stream: SendableRecordBatchStream, wanted: bool) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let filtered = stream.map(move |batch| {
+        let batch: RecordBatch = batch?;
+        let column = batch.column_by_name("holdout").expect("slice exports have a holdout column").as_boolean();
+        let mask = if wanted { column.clone() } else { datafusion::arrow::compute::not(column)? };
+        Ok(filter_record_batch(&batch, &mask)?)
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, filtered))
+}

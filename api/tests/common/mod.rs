@@ -1,0 +1,115 @@
+//! The fixture workspace and small request helpers shared by the API tests.
+
+#![allow(dead_code)]
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use slicetest_api::{AppState, Limits, ServerConfig};
+use slicetest_engine::{EmbedOptions, Engine};
+use tower::ServiceExt;
+
+/// The tiny random-weight CLIP of the embed crate's reference tests.
+pub const TINY_CLIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../embed/tests/fixtures/tiny-clip");
+
+/// A temporary workspace with datasets `photos` (default, embedded by the tiny CLIP)
+/// and `street`.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub async fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        slicetest_datasets::fixtures::fixture_workspace(dir.path()).await.expect("fixture workspace builds");
+        let fixture = Fixture { dir };
+        let options = EmbedOptions {
+            model: TINY_CLIP.into(),
+            name: None,
+            dataset: Some("photos".into()),
+            device: "cpu".into(),
+            batch_size: 4,
+            chunk_size: 8,
+            progress: false,
+        };
+        fixture.engine().embed(&options).expect("embeds");
+        fixture
+    }
+
+    pub fn root(&self) -> std::path::PathBuf {
+        self.dir.path().join("ws")
+    }
+
+    pub fn engine(&self) -> Engine {
+        Engine::open(self.root()).expect("opens")
+    }
+
+    /// A router over the fixture with `config`'s token and limits.
+    pub fn router_with(&self, config: &ServerConfig) -> Router {
+        slicetest_api::router(AppState::new(self.engine(), config))
+    }
+
+    pub fn router(&self) -> Router {
+        self.router_with(&ServerConfig::default())
+    }
+
+    /// A router whose limits are changed by `change`.
+    pub fn router_with_limits(&self, change: impl FnOnce(&mut Limits)) -> Router {
+        let mut config = ServerConfig::default();
+        change(&mut config.limits);
+        self.router_with(&config)
+    }
+}
+
+/// Predictions of every `photos` image: right for cats, wrong for the rest.
+pub const PREDICTIONS_CSV: &str = "image_id,predicted\n\
+train/cat/c1.png,cat\ntrain/cat/c2.png,cat\ntrain/dog/d1.png,cat\nval/cat/c3.png,cat\n\
+test/dog/d2.jpg,cat\ntest/bird/b1.png,cat\nloose.png,cat\n";
+
+/// Sends `request` through the router and returns status, headers and body.
+pub async fn send(router: &Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let response: Response<Body> = router.clone().oneshot(request).await.expect("the router answers");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body reads");
+    (status, headers, body.to_vec())
+}
+
+pub fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+pub fn post(uri: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(uri).header("content-type", content_type).body(body.into()).unwrap()
+}
+
+pub fn post_json(uri: &str, value: serde_json::Value) -> Request<Body> {
+    post(uri, "application/json", value.to_string())
+}
+
+/// The body as JSON.
+pub fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// The error code of an error body.
+pub fn error_code(body: &[u8]) -> String {
+    json(body)["error"]["code"].as_str().expect("an error body has a code").to_string()
+}
+
+/// Reads an Arrow IPC stream body.
+pub fn arrow_batches(body: &[u8]) -> Vec<datafusion::arrow::array::RecordBatch> {
+    let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body.to_vec()), None)
+        .expect("an Arrow IPC stream");
+    reader.collect::<Result<_, _>>().expect("batches read")
+}
+
+/// Percent-encodes an image id for a path segment.
+pub fn encode(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,434 @@
+//! Handler tests through `tower::ServiceExt::oneshot`: every endpoint on the fixture
+//! workspace, the read-only guarantees, the limits, and the token.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use datafusion::arrow::array::{Array, AsArray};
+use serde_json::json;
+use slicetest_api::ServerConfig;
+
+#[tokio::test]
+async fn sql_answers_in_every_format() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let query = "SELECT image_id, label FROM images WHERE label = 'cat' ORDER BY image_id";
+
+    let (status, headers, body) = send(&router, post_json("/sql", json!({"sql": query}))).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["content-type"], "application/json");
+    let rows = json(&body);
+    assert_eq!(rows.as_array().unwrap().len(), 3);
+    assert_eq!(rows[0]["image_id"], "train/cat/c1.png");
+
+    let request = axum::http::Request::post("/sql")
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .body(axum::body::Body::from(query))
+        .unwrap();
+    let (status, headers, body) = send(&router, request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/vnd.apache.arrow.stream");
+    let batches = arrow_batches(&body);
+    let ids: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let c =
+                datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8).unwrap();
+            (0..c.len()).map(move |i| c.as_string::<i32>().value(i).to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(ids, ["train/cat/c1.png", "train/cat/c2.png", "val/cat/c3.png"]);
+
+    let (_, headers, body) = send(&router, post("/sql?format=csv", "text/plain", query)).await;
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert_eq!(String::from_utf8(body).unwrap().lines().next(), Some("image_id,label"));
+    let (_, _, body) = send(&router, post("/sql?format=parquet", "text/plain", query)).await;
+    assert_eq!(&body[..4], b"PAR1");
+    let (_, _, body) = send(&router, post("/sql?format=jsonl", "text/plain", query)).await;
+    assert_eq!(String::from_utf8(body).unwrap().lines().count(), 3);
+    // Zero rows still give a well-formed body with the columns.
+    let (status, _, body) =
+        send(&router, post("/sql?format=csv", "text/plain", "SELECT image_id FROM images WHERE false")).await;
+    assert_eq!((status, String::from_utf8(body).unwrap().trim()), (StatusCode::OK, "image_id"));
+}
+
+#[tokio::test]
+async fn sql_is_read_only_and_reads_no_files() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let outside = fx.dir.path().join("written-by-copy.csv");
+    let refused = [
+        "CREATE TABLE t AS SELECT 1".to_string(),
+        "CREATE EXTERNAL TABLE p (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'".to_string(),
+        format!("COPY (SELECT 1 AS x) TO '{}'", outside.display()),
+        "SET datafusion.execution.batch_size = 1".to_string(),
+        "DROP TABLE images".to_string(),
+    ];
+    for sql in &refused {
+        let (status, _, body) = send(&router, post("/sql", "text/plain", sql.clone())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{sql}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(error_code(&body), "read_only");
+    }
+    assert!(!outside.exists(), "COPY wrote a file");
+    let (status, _, _) = send(&router, post("/sql", "text/plain", "INSERT INTO images (image_id) VALUES ('x')")).await;
+    assert!(matches!(status, StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST), "{status}");
+    let (_, _, body) = send(&router, post("/sql", "text/plain", "SELECT count(*) AS n FROM images")).await;
+    assert_eq!(json(&body)[0]["n"], 7, "nothing was inserted");
+    // No table function or URL table reads a file by path.
+    for sql in [
+        "SELECT * FROM '/etc/passwd'",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM parquet_metadata('/etc/passwd')",
+        "SELECT * FROM slice('../../../etc/passwd')",
+    ] {
+        let (status, _, body) = send(&router, post("/sql", "text/plain", sql)).await;
+        assert!(status.is_client_error(), "{sql}: {status}");
+        assert!(!String::from_utf8_lossy(&body).contains("root:"), "{sql} leaked /etc/passwd");
+    }
+    // Malformed SQL says where.
+    let (status, _, body) = send(&router, post("/sql", "text/plain", "SELEC image_id FROM images")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::BAD_REQUEST, "query"));
+    let (status, _, body) = send(&router, post("/sql", "application/json", "{\"query\": 1}")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::BAD_REQUEST, "bad_request"));
+    // A typo gets the engine's hint.
+    let (_, _, body) = send(&router, post("/sql", "text/plain", "SELECT * FROM imagez")).await;
+    assert!(json(&body)["error"]["message"].as_str().unwrap().contains("did you mean"));
+}
+
+#[tokio::test]
+async fn queries_are_bounded_in_time_size_and_memory() {
+    let fx = Fixture::new().await;
+    let slow = "SELECT count(*) FROM generate_series(1, 100000000000) a";
+    let router = fx.router_with_limits(|l| l.query_timeout = std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let (status, _, body) = send(&router, post("/sql", "text/plain", slow)).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::SERVICE_UNAVAILABLE, "timeout"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    let router = fx.router_with_limits(|l| l.max_request_bytes = 1000);
+    let (status, _, body) =
+        send(&router, post("/sql", "text/plain", format!("SELECT 1 -- {}", "x".repeat(2000)))).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+
+    let engine = fx.engine().with_query_memory(1 << 20).unwrap();
+    let router = slicetest_api::router(slicetest_api::AppState::new(engine, &ServerConfig::default()));
+    // A hash join's build side cannot spill: 2M rows do not fit in 1 MiB.
+    let big_join =
+        "SELECT count(*) FROM generate_series(1, 2000000) a JOIN generate_series(1, 2000000) b ON a.value = b.value";
+    let (status, _, body) = send(&router, post("/sql", "text/plain", big_join)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(error_code(&body), "resources_exhausted");
+}
+
+#[tokio::test]
+async fn search_by_text_by_id_and_by_upload() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let (status, _, body) = send(&router, get("/search/text?q=a%20photo%20of%20a%20cat&k=3")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let hits = json(&body);
+    assert_eq!(hits.as_array().unwrap().len(), 3);
+    let scores: Vec<f64> = hits.as_array().unwrap().iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+
+    // Same ranking as SQL's text_search.
+    let (_, _, body) =
+        send(&router, post("/sql", "text/plain", "SELECT image_id FROM text_search('a photo of a cat', 3)")).await;
+    let sql_ids: Vec<_> = json(&body).as_array().unwrap().iter().map(|r| r["image_id"].clone()).collect();
+    let api_ids: Vec<_> = hits.as_array().unwrap().iter().map(|r| r["image_id"].clone()).collect();
+    assert_eq!(sql_ids, api_ids);
+
+    let id = "train/dog/d1.png";
+    let (status, _, body) = send(&router, get(&format!("/search/image/{}?k=2", encode(id)))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body)[0]["image_id"], id, "an image is closest to itself");
+
+    let file = std::fs::read(fx.dir.path().join("src/photos").join(id)).unwrap();
+    let (status, _, body) = send(&router, post("/search/image?k=1", "image/png", file)).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)[0]["image_id"], id);
+
+    for (bytes, what) in [(b"not an image".to_vec(), "garbage"), (huge_png_header(), "20000x20000 header")] {
+        let (status, _, body) = send(&router, post("/search/image", "image/png", bytes)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}");
+        assert_eq!(error_code(&body), "bad_image", "{what}");
+    }
+    let (status, _, _) = send(&router, get("/search/text?q=cat&k=0")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = send(&router, get("/search/text?k=3")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = send(&router, get("/search/image/nope.png")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// A PNG whose header claims 20000×20000 pixels, with no pixel data.
+fn huge_png_header() -> Vec<u8> {
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&20_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&20_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend_from_slice(&13u32.to_be_bytes());
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend_from_slice(&ihdr);
+    png.extend_from_slice(&chunk);
+    png.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    png
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[tokio::test]
+async fn slices_are_created_frozen_listed_diffed_and_pulled() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let create =
+        json!({"name": "cats", "query": "SELECT image_id FROM images WHERE label = 'cat'", "min_accuracy": 0.5});
+    let (status, _, body) = send(&router, post_json("/slices", create.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["dataset"], "photos");
+    let (status, _, body) = send(&router, post_json("/slices", create)).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::CONFLICT, "exists"));
+    let (status, _, body) =
+        send(&router, post_json("/slices", json!({"name": "../x", "query": "SELECT image_id FROM images"}))).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::BAD_REQUEST, "invalid_name"));
+    let (status, _, body) =
+        send(&router, post_json("/slices", json!({"name": "bad", "query": "SELECT label FROM images"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _) =
+        send(&router, post_json("/slices", json!({"name": "x", "query": "SELECT 1", "typo": 1}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Not frozen yet: data is a conflict that says what to do.
+    let (status, _, body) = send(&router, get("/slices/cats/data")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::CONFLICT, "not_frozen"));
+
+    let (status, _, body) = send(&router, post_json("/slices/cats/freeze", json!({"holdout": 0.5, "seed": 3}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["frozen"]["members"], 3);
+    let (status, _, body) = send(&router, post_json("/slices/cats/freeze", json!({"holdout": 0.5, "seed": 3}))).await;
+    assert_eq!((status, json(&body)["created"].clone()), (StatusCode::OK, json!(false)));
+    let (status, _, _) = send(&router, post_json("/slices/cats/freeze", json!({"holdout": 2.0}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let (status, _, body) = send(&router, get("/slices")).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = json(&body);
+    let b = &listed[0]["breakdown"];
+    assert_eq!(listed[0]["name"], "cats");
+    assert_eq!(b["members"], 3);
+    let parts = ["train", "val", "test", "holdout", "unsplit"].map(|k| b[k].as_u64().unwrap());
+    assert_eq!(parts.iter().sum::<u64>(), 3);
+    let (_, _, one) = send(&router, get("/slices/cats")).await;
+    assert_eq!(json(&one), listed[0]);
+
+    let (status, _, body) = send(&router, get("/slices/cats/data?format=arrow")).await;
+    assert_eq!(status, StatusCode::OK);
+    let batches = arrow_batches(&body);
+    let schema = batches[0].schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).take(5).collect();
+    assert_eq!(names, ["image_id", "uri", "label", "split", "holdout"]);
+    let all: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let (_, _, held) = send(&router, get("/slices/cats/data?holdout=true")).await;
+    let (_, _, kept) = send(&router, get("/slices/cats/data?holdout=false")).await;
+    let (held, kept) = (json(&held), json(&kept));
+    assert_eq!(held.as_array().unwrap().len() + kept.as_array().unwrap().len(), all);
+    assert!(held.as_array().unwrap().iter().all(|r| r["holdout"] == true));
+    assert_eq!(held.as_array().unwrap().len() as u64, b["holdout"].as_u64().unwrap());
+    let (status, _, body) = send(&router, get("/slices/cats/data?version=9")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::NOT_FOUND, "not_found"));
+
+    let (status, _, body) = send(&router, get("/slices/cats/diff")).await;
+    assert_eq!((status, json(&body)), (StatusCode::OK, json!([])));
+    let (status, _, _) = send(&router, get("/slices/dogs")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn images_are_served_by_id_only() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let id = "test/dog/d2.jpg";
+    let (status, headers, body) = send(&router, get(&format!("/images/{}", encode(id)))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "image/jpeg");
+    assert_eq!(body, std::fs::read(fx.dir.path().join("src/photos").join(id)).unwrap());
+    let etag = headers["etag"].clone();
+    let request = axum::http::Request::get(format!("/images/{}", encode(id)))
+        .header("if-none-match", etag)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(send(&router, request).await.0, StatusCode::NOT_MODIFIED);
+
+    let (status, headers, body) = send(&router, get(&format!("/images/{}/thumbnail?size=8", encode(id)))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "image/jpeg");
+    let thumb = image::load_from_memory(&body).unwrap();
+    assert_eq!((thumb.width(), thumb.height()), (8, 4), "20x10 fits in 8x8 keeping its aspect");
+    let (status, _, _) = send(&router, get(&format!("/images/{}/thumbnail?size=0", encode(id)))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, body) = send(&router, get("/images/s1.png?dataset=street")).await;
+    assert_eq!((status, &body[1..4]), (StatusCode::OK, &b"PNG"[..]));
+
+    for attempt in ["..%2F..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "..%2Fsrc%2Fphotos%2Floose.png", "loose.png%00"] {
+        let (status, _, body) = send(&router, get(&format!("/images/{attempt}"))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{attempt}");
+        assert!(!String::from_utf8_lossy(&body).contains("root:"));
+    }
+    let (status, _, body) = send(&router, get("/images/x.png?dataset=nope")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::NOT_FOUND, "not_found"));
+}
+
+#[tokio::test]
+async fn runs_are_uploaded_scored_tested_and_reported() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let slice = json!({"name": "cats", "query": "SELECT image_id FROM images WHERE label = 'cat'", "min_accuracy": 0.9, "min_samples": 1});
+    send(&router, post_json("/slices", slice)).await;
+    send(&router, post_json("/slices/cats/freeze", json!({}))).await;
+    let dogs = json!({"name": "dogs", "query": "SELECT image_id FROM images WHERE label = 'dog'", "min_accuracy": 0.9, "min_samples": 1});
+    send(&router, post_json("/slices", dogs)).await;
+    send(&router, post_json("/slices/dogs/freeze", json!({}))).await;
+
+    let upload = "/runs/r1?model=m&model_version=1";
+    let (status, _, body) = send(&router, post(upload, "text/csv", PREDICTIONS_CSV)).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["run"], "r1");
+    let (status, _, body) = send(&router, post(upload, "text/csv", PREDICTIONS_CSV)).await;
+    assert!(status.is_client_error(), "a run name is used once");
+    assert!(json(&body)["error"]["message"].as_str().unwrap().contains("already exists"));
+
+    let (_, _, body) = send(&router, get("/runs")).await;
+    assert_eq!(json(&body).as_array().unwrap().len(), 1);
+    let (status, _, body) = send(&router, get("/runs/r1/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&body)["overall"]["scored"], 6);
+    let (_, _, body) = send(&router, get("/runs/r1/test")).await;
+    let verdicts = json(&body);
+    assert_eq!(verdicts["passed"], false);
+    assert_eq!(verdicts["failing"], json!(["dogs"]));
+    let (status, headers, body) = send(&router, get("/runs/r1/report?format=html")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(String::from_utf8(body).unwrap().contains("dogs"));
+    let (status, _, _) = send(&router, get("/runs/nope/test")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_uploads_are_refused_and_leave_nothing_behind() {
+    let fx = Fixture::new().await;
+    let router = fx.router_with_limits(|l| l.max_upload_bytes = 4096);
+    let runs_dir = fx.root().join("runs");
+    let upload = "/runs/bad?model=m&model_version=1";
+    let unknown_ids = "image_id,predicted\nnot/an/image.png,cat\n";
+    let (status, _, body) = send(&router, post(upload, "text/csv", unknown_ids)).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"));
+    let message = json(&body)["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("not/an/image.png"), "{message}");
+    assert!(!message.contains("/tmp"), "the temporary path leaked: {message}");
+
+    let (status, _, body) = send(&router, post(upload, "application/xml", "<x/>")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"));
+    let oversize = format!("image_id,predicted\n{}", "train/cat/c1.png,cat\n".repeat(400));
+    let (status, _, body) = send(&router, post(upload, "text/csv", oversize)).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+    let (status, _, body) = send(&router, post("/runs/bad?model=m", "text/csv", PREDICTIONS_CSV)).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "model_version is required"
+    );
+    assert!(json(&body)["error"]["message"].as_str().unwrap().contains("model_version"));
+    let (status, _, _) = send(&router, post(upload, "text/csv", "")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let left: Vec<_> = std::fs::read_dir(&runs_dir).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(left.is_empty(), "a refused upload left {left:?}");
+}
+
+#[tokio::test]
+async fn writes_need_the_token_when_one_is_set() {
+    let fx = Fixture::new().await;
+    let config = ServerConfig { token: Some("s3cret".into()), ..ServerConfig::default() };
+    let router = fx.router_with(&config);
+    let slice = json!({"name": "cats", "query": "SELECT image_id FROM images WHERE label = 'cat'"});
+    let (status, headers, body) = send(&router, post_json("/slices", slice.clone())).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    let with = |token: &str| {
+        axum::http::Request::post("/slices")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::from(slice.to_string()))
+            .unwrap()
+    };
+    assert_eq!(send(&router, with("wrong")).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = send(&router, post("/runs/r?model=m&model_version=1", "text/csv", PREDICTIONS_CSV)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(fx.engine().slices().unwrap().is_empty(), "nothing was written without the token");
+    assert_eq!(send(&router, with("s3cret")).await.0, StatusCode::CREATED);
+    // Reads stay open.
+    assert_eq!(send(&router, get("/slices")).await.0, StatusCode::OK);
+    assert_eq!(send(&router, post("/sql", "text/plain", "SELECT 1")).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_endpoints_and_formats_answer_json_errors() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let (status, _, body) = send(&router, get("/nope")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::NOT_FOUND, "not_found"));
+    let request = axum::http::Request::post("/sql").header("accept", "image/png").body("SELECT 1".into()).unwrap();
+    let (status, _, body) = send(&router, request).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::NOT_ACCEPTABLE, "not_acceptable"));
+    let delete = axum::http::Request::delete("/slices").body(axum::body::Body::empty()).unwrap();
+    let (status, headers, body) = send(&router, delete).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    assert!(headers.contains_key("allow"));
+    let (status, _, body) = send(&router, get("/health")).await;
+    assert_eq!((status, json(&body)["status"].clone()), (StatusCode::OK, json!("ok")));
+}
+
+/// Every route in the router is in the OpenAPI document, and every documented operation
+/// reaches a handler (not the fallback, not 405).
+#[tokio::test]
+async fn the_openapi_document_matches_the_router() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let (status, _, body) = send(&router, get("/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc = json(&body);
+    let paths = doc["paths"].as_object().unwrap();
+    let source = include_str!("../src/routes/mod.rs");
+    let routed: Vec<&str> = source.split(".route(\"").skip(1).map(|s| s.split('"').next().unwrap()).collect();
+    assert!(routed.len() >= 15);
+    for path in &routed {
+        assert!(paths.contains_key(*path), "{path} is routed but not documented");
+    }
+    for (path, operations) in paths {
+        assert!(routed.contains(&path.as_str()), "{path} is documented but not routed");
+        for method in operations.as_object().unwrap().keys() {
+            let concrete = path.replace("{id}", "x.png").replace("{name}", "x");
+            let request = axum::http::Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&concrete)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let (status, _, body) = send(&router, request).await;
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            let text = String::from_utf8_lossy(&body);
+            assert!(!text.contains("no such endpoint"), "{method} {path} fell through");
+        }
+    }
+}
