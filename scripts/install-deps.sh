@@ -21,8 +21,13 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
 fi
 
 if [ "${1:-}" = "--python" ] || [ "${1:-}" = "--all" ]; then
-  if ! python3 -c 'import duckdb, pyarrow, pytest, sklearn' 2>/dev/null; then
+  if ! python3 -c 'import duckdb, pyarrow, pytest, sklearn, requests' 2>/dev/null; then
     echo "installing Python test packages"
     python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+  fi
+  # The Python client, editable so the tests always exercise this checkout's python/.
+  if ! python3 -c 'import slicetest, sys, pathlib; sys.exit(pathlib.Path(slicetest.__file__).resolve().parent != pathlib.Path("python/slicetest").resolve())' 2>/dev/null; then
+    echo "installing the Python client (pip install -e ./python)"
+    python3 -m pip install -q --disable-pip-version-check -e ./python
   fi
 fi

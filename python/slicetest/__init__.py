@@ -1,0 +1,12 @@
+"""Python client of the slicetest HTTP API (``slicetest serve``).
+
+>>> from slicetest import Client
+>>> client = Client("http://127.0.0.1:7878")
+>>> members = client.slice("tops").to_pandas()
+"""
+
+from .client import Client, SlicetestError
+from .dataset import SliceDataset
+
+__all__ = ["Client", "SlicetestError", "SliceDataset"]
+__version__ = "0.1.0"

@@ -1,0 +1,204 @@
+"""The Python client (python/, package `slicetest`) against a real `slicetest serve`.
+
+The workspace is built through the CLI: a folder of real PNGs in the split/label layout,
+embedded with the tiny CLIP fixture, with a frozen slice `tops`. The server runs on a free
+loopback port for the whole module.
+"""
+
+import io
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from conftest import REPO, png_bytes, run, slicetest_bin
+
+slicetest = pytest.importorskip("slicetest", reason="pip install ./python first (scripts/install-deps.sh does)")
+from slicetest import Client, SliceDataset, SlicetestError  # noqa: E402
+
+TINY_CLIP = REPO / "embed/tests/fixtures/tiny-clip"
+LAYOUT = {
+    ("train", "Shirt"): 6,
+    ("train", "Coat"): 6,
+    ("test", "Shirt"): 5,
+    ("test", "Coat"): 5,
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("client")
+    src = root / "src"
+    seed = 0
+    for (split, label), count in LAYOUT.items():
+        folder = src / split / label
+        folder.mkdir(parents=True)
+        for i in range(count):
+            seed += 1
+            (folder / f"{label.lower()}{i}.png").write_bytes(png_bytes(12 + i, 10, seed))
+    ws = root / "ws"
+    run(ws, "init")
+    run(ws, "ingest", str(src), "--dataset", "clothes")
+    run(ws, "embed", "--model", str(TINY_CLIP), "--batch-size", "8")
+    run(ws, "slice", "create", "tops", "SELECT image_id FROM images WHERE label = 'Shirt'", "--min-accuracy", "0.8", "--min-samples", "1")
+    run(ws, "slice", "freeze", "tops", "--holdout", "0.3", "--seed", "1")
+    return ws
+
+
+class Server:
+    """`slicetest serve --port 0` in the background; `url` is read from its first line."""
+
+    def __init__(self, workspace: Path, *args: str):
+        self.proc = subprocess.Popen(
+            [slicetest_bin(), "--workspace", str(workspace), "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
+        if not match:
+            self.proc.kill()
+            raise AssertionError(f"serve did not start: {line!r} {self.proc.stderr.read()}")
+        self.url = match.group(1)
+        # Keep reading stdout so the server never blocks on a full pipe.
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(workspace):
+    s = Server(workspace)
+    yield s
+    assert s.stop() == 0, "serve exits cleanly on SIGTERM"
+
+
+@pytest.fixture()
+def client(server) -> Client:
+    return Client(server.url)
+
+
+def test_sql_returns_arrow_tables(client):
+    table = client.sql("SELECT label, count(*) AS n FROM images GROUP BY label ORDER BY label")
+    assert isinstance(table, pa.Table)
+    assert table.to_pydict() == {"label": ["Coat", "Shirt"], "n": [11, 11]}
+    assert client.health()["status"] == "ok"
+
+
+def test_a_frozen_slice_comes_with_holdout_and_tags(client):
+    members = client.slice("tops")
+    assert members.column_names[:5] == ["image_id", "uri", "label", "split", "holdout"]
+    assert set(members.column("label").to_pylist()) == {"Shirt"}
+    assert members.num_rows == 11
+    held = client.slice("tops", holdout=True)
+    kept = client.slice("tops", holdout=False)
+    assert held.num_rows + kept.num_rows == 11
+    assert all(held.column("holdout").to_pylist())
+    info = client.slice_info("tops")
+    assert info["breakdown"]["holdout"] == held.num_rows
+    assert [s["name"] for s in client.slices()] == ["tops"]
+    assert client.slice("tops", version=1).equals(members)
+    pandas = members.to_pandas()
+    assert len(pandas[~pandas.holdout]) == kept.num_rows
+
+
+def test_slice_dataset_yields_image_bytes_and_labels(client):
+    ds = SliceDataset(client, "tops", holdout=False)
+    assert len(ds) == client.slice("tops", holdout=False).num_rows
+    data, label = ds[0]
+    assert data.startswith(b"\x89PNG") and label == "Shirt"
+    assert [label for _, label in ds] == ["Shirt"] * len(ds)
+    sized = SliceDataset(client, "tops", transform=lambda data, label: (len(data), label))
+    assert all(isinstance(n, int) for n, _ in sized)
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+
+
+def test_search_by_text_id_and_bytes(client, workspace):
+    hits = client.search_text("a photo of a shirt", k=5)
+    assert hits.column_names == ["image_id", "score", "uri"] and hits.num_rows == 5
+    scores = hits.column("score").to_pylist()
+    assert scores == sorted(scores, reverse=True)
+    first = client.sql("SELECT image_id FROM images ORDER BY image_id LIMIT 1").column(0)[0].as_py()
+    assert client.search_image(first, k=1).column("image_id")[0].as_py() == first
+    data = client.image(first)
+    assert client.search_image(data, k=1).column("image_id")[0].as_py() == first
+    assert client.thumbnail(first, size=4).startswith(b"\x89PNG")
+
+
+def test_upload_predictions_then_read_the_slice_tests(client):
+    test = client.sql("SELECT image_id, label FROM images WHERE split = 'test' ORDER BY image_id").to_pandas()
+    test["predicted"] = "Coat"  # always wrong on shirts
+    manifest = client.upload_predictions(
+        "always-coat", test[["image_id", "predicted"]], model="const", model_version="1", allow_partial=True
+    )
+    assert manifest["run"] == "always-coat"
+    verdicts = client.test("always-coat")
+    assert verdicts["passed"] is False and verdicts["failing"] == ["tops"]
+    assert client.metrics("always-coat")["overall"]["scored"] == 10
+    assert "tops" in client.report("always-coat", html=True)
+    assert any(r["run"] == "always-coat" for r in client.runs())
+    with pytest.raises(SlicetestError) as err:
+        client.upload_predictions("always-coat", test[["image_id", "predicted"]], model="x", model_version="1", allow_partial=True)
+    assert err.value.status == 422
+
+
+def test_the_readme_example_runs(server):
+    text = (REPO / "python/README.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    output = io.StringIO()
+    namespace = {"print": lambda *a, **k: print(*a, **k, file=output)}
+    exec(block.replace("http://127.0.0.1:7878", server.url), namespace)
+    lines = output.getvalue().splitlines()
+    assert re.match(r"11 members, \d+ held out, \d+ to train on", lines[0]), lines
+    assert lines[1] == "['tops']"
+
+
+def test_errors_carry_status_and_code(client):
+    for sql, code in [
+        ("CREATE EXTERNAL TABLE p (x VARCHAR) STORED AS CSV LOCATION '/etc/passwd'", "read_only"),
+        ("COPY (SELECT 1) TO '/tmp/slicetest-copy.csv'", "read_only"),
+        ("SELEC 1", "query"),
+    ]:
+        with pytest.raises(SlicetestError) as err:
+            client.sql(sql)
+        assert err.value.code == code, sql
+    with pytest.raises(SlicetestError) as err:
+        client.slice("nope")
+    assert (err.value.status, err.value.code) == (404, "not_found")
+    with pytest.raises(SlicetestError) as err:
+        client.image("../../etc/passwd")
+    assert err.value.status == 404
+
+
+def test_writes_need_the_token(workspace):
+    server = Server(workspace, "--token", "s3cret")
+    try:
+        anonymous = Client(server.url)
+        assert anonymous.sql("SELECT 1 AS x").num_rows == 1
+        with pytest.raises(SlicetestError) as err:
+            anonymous.create_slice("coats", "SELECT image_id FROM images WHERE label = 'Coat'")
+        assert err.value.status == 401
+        with pytest.raises(SlicetestError):
+            Client(server.url, token="wrong").freeze("tops")
+        created = Client(server.url, token="s3cret").create_slice("coats", "SELECT image_id FROM images WHERE label = 'Coat'")
+        assert created["name"] == "coats"
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_public_address_without_a_token_is_refused(workspace):
+    proc = subprocess.run(
+        [slicetest_bin(), "--workspace", str(workspace), "serve", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "--token" in proc.stderr
