@@ -119,6 +119,15 @@ async fn queries_are_bounded_in_time_size_and_memory() {
     let (status, _, body) = send(&router, post("/sql", "text/plain", big_join)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{}", String::from_utf8_lossy(&body));
     assert_eq!(error_code(&body), "resources_exhausted");
+
+    // One query's own cap holds inside a large shared pool.
+    let engine = fx.engine().with_per_query_memory(1 << 20);
+    let router = slicetest_api::router(slicetest_api::AppState::new(engine, &ServerConfig::default()));
+    let (status, _, body) = send(&router, post("/sql", "text/plain", big_join)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(json(&body)["error"]["message"].as_str().unwrap().contains("its memory limit of 1 MiB"));
+    let (status, _, _) = send(&router, post("/sql", "text/plain", "SELECT count(*) FROM images")).await;
+    assert_eq!(status, StatusCode::OK, "small queries still run");
 }
 
 #[tokio::test]

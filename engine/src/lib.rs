@@ -6,6 +6,7 @@ pub mod curation;
 pub mod embedding;
 pub mod error;
 pub mod images;
+pub mod memory;
 pub mod metrics;
 pub mod output;
 pub mod query;
@@ -51,6 +52,8 @@ fn runtime_with_memory(bytes: usize) -> Result<Arc<RuntimeEnv>> {
 pub struct Engine {
     workspace: Workspace,
     runtime: Arc<RuntimeEnv>,
+    /// Each query's own cap inside the shared pool (None: only the shared pool).
+    per_query_memory: Option<usize>,
 }
 
 impl Engine {
@@ -70,7 +73,7 @@ impl Engine {
     }
 
     fn from_workspace(workspace: Workspace) -> Result<Self> {
-        Ok(Self { workspace, runtime: runtime_with_memory(DEFAULT_QUERY_MEMORY)? })
+        Ok(Self { workspace, runtime: runtime_with_memory(DEFAULT_QUERY_MEMORY)?, per_query_memory: None })
     }
 
     /// Caps the memory all running queries of this engine share at `bytes` together
@@ -79,6 +82,26 @@ impl Engine {
     pub fn with_query_memory(mut self, bytes: usize) -> Result<Self> {
         self.runtime = runtime_with_memory(bytes)?;
         Ok(self)
+    }
+
+    /// Also caps each query at `bytes` of the shared pool, so one query cannot starve the
+    /// others (the HTTP server sets this; the CLI runs one query at a time).
+    pub fn with_per_query_memory(mut self, bytes: usize) -> Self {
+        self.per_query_memory = Some(bytes);
+        self
+    }
+
+    /// The runtime a new query runs in: the engine's, or a copy whose pool is the query's
+    /// own allowance inside the engine's pool.
+    fn query_runtime(&self) -> Arc<RuntimeEnv> {
+        match self.per_query_memory {
+            None => self.runtime.clone(),
+            Some(limit) => {
+                let mut runtime = (*self.runtime).clone();
+                runtime.memory_pool = Arc::new(memory::QueryMemoryPool::new(self.runtime.memory_pool.clone(), limit));
+                Arc::new(runtime)
+            }
+        }
     }
 
     /// The underlying workspace.
@@ -98,7 +121,7 @@ impl Engine {
 
     /// A fresh SQL session over the current versions of every dataset.
     pub async fn context(&self) -> Result<SessionContext> {
-        Ok(slicetest_sql::workspace_context(&self.workspace, self.runtime.clone()).await?)
+        Ok(slicetest_sql::workspace_context(&self.workspace, self.query_runtime()).await?)
     }
 
     /// Plans a read-only query.

@@ -37,7 +37,7 @@ impl Engine {
         }
         slicetest_datasets::validate_name(name)?;
         let dataset = self.workspace.dataset_or_default(None)?;
-        let ctx = slicetest_sql::dataset_context(&self.workspace, self.runtime.clone(), Some(&dataset)).await?;
+        let ctx = slicetest_sql::dataset_context(&self.workspace, self.query_runtime(), Some(&dataset)).await?;
         let df = query::plan(&ctx, query).await?;
         let fields: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
         if !fields.iter().any(|f| f == "image_id") {
@@ -89,7 +89,7 @@ impl Engine {
         let layout = self.workspace.layout();
         let definition = slice::read_definition(layout, name)?;
         let ctx =
-            slicetest_sql::dataset_context(&self.workspace, self.runtime.clone(), Some(&definition.dataset)).await?;
+            slicetest_sql::dataset_context(&self.workspace, self.query_runtime(), Some(&definition.dataset)).await?;
         let members_sql = format!(
             "SELECT i.image_id, i.sha256, i.split FROM \"{ds}\".images i \
              WHERE i.image_id IN (SELECT image_id FROM ({q}) AS slice_query)",

@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// Memory all running queries share, in MiB.
     #[arg(long, default_value_t = 4096)]
     pub query_memory_mb: usize,
+    /// Memory one query may take of that, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub max_query_memory_mb: usize,
     /// Queries that run at once; more wait for a slot.
     #[arg(long, default_value_t = 32)]
     pub concurrent_queries: usize,
@@ -41,7 +44,9 @@ pub struct ServeArgs {
 
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn run(workspace: &Path, args: ServeArgs) -> Result<(), CliError> {
-    let engine = Engine::open(workspace)?.with_query_memory(args.query_memory_mb << 20)?;
+    let engine = Engine::open(workspace)?
+        .with_query_memory(args.query_memory_mb << 20)?
+        .with_per_query_memory(args.max_query_memory_mb << 20);
     let limits = Limits {
         query_timeout: Duration::from_secs(args.query_timeout),
         concurrent_queries: args.concurrent_queries,
