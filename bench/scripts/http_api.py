@@ -134,6 +134,13 @@ def pull(server: Server, rows: int, runs: int):
 def load(server: Server, clients: int, seconds: int):
     sql = "SELECT weather, count(*) AS n, avg(brightness) AS b FROM images GROUP BY weather ORDER BY weather"
     print(f"\n3. {clients} concurrent clients on POST /sql for {seconds} s: {sql}")
+    session = requests.Session()
+    alone = []
+    for _ in range(50):
+        start = time.perf_counter()
+        session.post(f"{server.url}/sql", data=sql, headers={"Content-Type": "text/plain"}).raise_for_status()
+        alone.append(time.perf_counter() - start)
+    print(f"   one client alone: p50 {statistics.median(alone) * 1000:.1f} ms (50 requests)")
     if shutil.which("wrk"):
         script = Path(tempfile.mkdtemp()) / "post.lua"
         script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(sql)}\nwrk.headers["Content-Type"] = "text/plain"\n'
