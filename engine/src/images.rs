@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Float64Type};
 use slicetest_datasets::version::read_image_columns;
 
 use crate::Engine;
@@ -69,5 +69,71 @@ impl Engine {
             })
             .collect();
         Ok(ImageFiles { dataset, version: latest.version, by_id })
+    }
+}
+
+/// An image's place in one slice (the slice's latest frozen version).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SliceMembership {
+    /// The slice.
+    pub slice: String,
+    /// Its latest frozen version.
+    pub version: u64,
+    /// Whether the image is in that version's hold-out set.
+    pub holdout: bool,
+}
+
+/// One run's prediction for an image.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ImagePrediction {
+    /// The run.
+    pub run: String,
+    /// The run's model and version.
+    pub model: String,
+    /// The model's version.
+    pub model_version: String,
+    /// The predicted label (None when the run has only scores).
+    pub predicted: Option<String>,
+    /// The run's per-sample score, when it has one.
+    pub score: Option<f64>,
+}
+
+impl Engine {
+    /// The slices of `dataset` whose latest frozen version holds image `id`.
+    pub fn image_slices(&self, dataset: &str, id: &str) -> Result<Vec<SliceMembership>> {
+        let layout = self.workspace.layout();
+        let mut out = Vec::new();
+        for name in slicetest_datasets::slice::slice_names(layout)? {
+            if slicetest_datasets::slice::read_definition(layout, &name)?.dataset != dataset {
+                continue;
+            }
+            let Some(frozen) = slicetest_datasets::slice::latest_frozen(layout, &name)? else { continue };
+            let members = slicetest_datasets::slice::read_members(layout, &frozen)?;
+            let (ids, holdout) = (members.column(0).as_string::<i32>(), members.column(3).as_boolean());
+            if let Some(i) = (0..ids.len()).find(|&i| ids.value(i) == id) {
+                out.push(SliceMembership { slice: name, version: frozen.version, holdout: holdout.value(i) });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every run on `dataset` that has a prediction for image `id`.
+    pub fn image_predictions(&self, dataset: &str, id: &str) -> Result<Vec<ImagePrediction>> {
+        let mut out = Vec::new();
+        for run in self.runs()?.into_iter().filter(|r| r.dataset == dataset) {
+            let batch = slicetest_datasets::run::read_predictions(&self.workspace, &run)?;
+            let ids = batch.column(0).as_string::<i32>();
+            let Some(i) = (0..ids.len()).find(|&i| ids.value(i) == id) else { continue };
+            let predicted = batch.column_by_name("predicted").map(|c| c.as_string::<i32>());
+            let score = batch.column_by_name("score").map(|c| c.as_primitive::<Float64Type>());
+            out.push(ImagePrediction {
+                run: run.run.clone(),
+                model: run.model.clone(),
+                model_version: run.model_version.clone(),
+                predicted: predicted.filter(|p| p.is_valid(i)).map(|p| p.value(i).to_string()),
+                score: score.filter(|s| s.is_valid(i)).map(|s| s.value(i)),
+            });
+        }
+        Ok(out)
     }
 }

@@ -26,7 +26,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 pub use curation::{DEFAULT_MIN_TEST_SAMPLES, SliceBreakdown};
 pub use embedding::{EmbedOptions, EmbedReport};
 pub use error::{EngineError, Result};
-pub use images::{ImageFile, ImageFiles};
+pub use images::{ImageFile, ImageFiles, ImagePrediction, SliceMembership};
 pub use output::{OutputFormat, ResultWriter, write_stream};
 pub use scoring::{DEFAULT_ALPHA, RunReport, SliceScore, Verdict};
 pub use search::{SearchHit, SearchQuery};

@@ -204,8 +204,11 @@ fn slice_table(report: &RunReport) -> String {
          <th>macro-F1</th><th>log-loss</th><th>ECE</th><th>vs baseline</th><th>test</th></tr>",
     );
     // A value with its 95% interval underneath, smaller.
+    // Nothing scored (n = 0) shows as "–", not NaN.
     let num = |v: Option<Estimate>| {
-        v.map_or("–".into(), |e| format!("{:.3}<br><small class=\"ci\">{:.3}–{:.3}</small>", e.value, e.low, e.high))
+        v.filter(|e| e.n > 0 && e.value.is_finite()).map_or("–".into(), |e| {
+            format!("{:.3}<br><small class=\"ci\">{:.3}–{:.3}</small>", e.value, e.low, e.high)
+        })
     };
     for s in std::iter::once(&report.overall).chain(&report.slices) {
         let acc = s.accuracy();

@@ -81,3 +81,44 @@ pub async fn thumbnail(
         tokio::task::spawn_blocking(move || make_thumbnail(&file, size)).await.map_err(ApiError::internal)??;
     Ok(image_response(bytes, media, tag))
 }
+
+/// `GET /images/{id}/info`: the image's row (every column, tags included), the slices
+/// whose latest frozen version holds it, and each run's prediction for it.
+pub async fn info(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<ImageParams>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let file = find(&state, id.clone(), params.dataset.clone()).await?;
+    let dataset = {
+        let wanted = params.dataset.clone();
+        state.blocking(move |engine| engine.latest_version(wanted.as_deref())).await?.0
+    };
+    // The dataset exists (so its name is a valid identifier); the id is quoted as a literal.
+    let sql = format!("SELECT * FROM \"{dataset}\".images WHERE image_id = '{}'", id.replace('\'', "''"));
+    let stream = state.engine().sql_stream(&sql).await.map_err(|e| state.error(e))?;
+    let batches = datafusion::physical_plan::common::collect(stream)
+        .await
+        .map_err(|e| state.error(slicetest_engine::EngineError::query(e, None)))?;
+    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    for batch in &batches {
+        writer.write(batch).map_err(ApiError::internal)?;
+    }
+    writer.finish().map_err(ApiError::internal)?;
+    let rows: serde_json::Value = serde_json::from_slice(&writer.into_inner()).unwrap_or_default();
+    let row = rows.get(0).cloned().unwrap_or_default();
+    let (slices, predictions) = {
+        let (dataset, id) = (dataset.clone(), id.clone());
+        state
+            .blocking(move |engine| Ok((engine.image_slices(&dataset, &id)?, engine.image_predictions(&dataset, &id)?)))
+            .await?
+    };
+    Ok(axum::Json(serde_json::json!({
+        "image_id": id,
+        "dataset": dataset,
+        "format": file.format,
+        "image": row,
+        "slices": slices,
+        "predictions": predictions,
+    })))
+}
