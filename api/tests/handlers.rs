@@ -428,7 +428,7 @@ async fn the_openapi_document_matches_the_router() {
     for (path, operations) in paths {
         assert!(routed.contains(&path.as_str()), "{path} is documented but not routed");
         for method in operations.as_object().unwrap().keys() {
-            let concrete = path.replace("{id}", "x.png").replace("{name}", "x");
+            let concrete = path.replace("{id}", "x.png").replace("{name}", "x").replace("{file}", "app.js");
             let request = axum::http::Request::builder()
                 .method(method.to_uppercase().as_str())
                 .uri(&concrete)
@@ -440,4 +440,44 @@ async fn the_openapi_document_matches_the_router() {
             assert!(!text.contains("no such endpoint"), "{method} {path} fell through");
         }
     }
+}
+
+#[tokio::test]
+async fn an_image_info_has_its_row_slices_and_predictions() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let cats = json!({"name": "cats", "query": "SELECT image_id FROM images WHERE label = 'cat'"});
+    send(&router, post_json("/slices", cats)).await;
+    send(&router, post_json("/slices/cats/freeze", json!({"holdout": 0.0}))).await;
+    send(&router, post("/runs/r1?model=m&model_version=1", "text/csv", PREDICTIONS_CSV)).await;
+    let (status, _, body) = send(&router, get(&format!("/images/{}/info", encode("train/cat/c1.png")))).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let info = json(&body);
+    assert_eq!((info["dataset"].clone(), info["image"]["label"].clone()), (json!("photos"), json!("cat")));
+    assert_eq!(info["image"]["width"], 8);
+    assert_eq!(info["slices"], json!([{"slice": "cats", "version": 1, "holdout": false}]));
+    assert_eq!(info["predictions"][0]["run"], "r1");
+    assert_eq!(info["predictions"][0]["predicted"], "cat");
+    let (_, _, body) = send(&router, get(&format!("/images/{}/info", encode("test/dog/d2.jpg")))).await;
+    assert_eq!(json(&body)["slices"], json!([]));
+    // A quote in an id is data, not SQL.
+    let (status, _, _) = send(&router, get(&format!("/images/{}/info", encode("x' OR '1'='1")))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_ui_is_served_from_the_binary() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let (status, headers, body) = send(&router, get("/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(headers["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    assert!(String::from_utf8(body).unwrap().contains("/ui/app.js"));
+    let (status, headers, body) = send(&router, get("/ui/app.js")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    assert!(String::from_utf8(body).unwrap().contains("function route()"));
+    let (status, _, _) = send(&router, get("/ui/..%2FCargo.toml")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

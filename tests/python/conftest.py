@@ -2,6 +2,8 @@
 
 import os
 import random
+import re
+import threading
 import struct
 import subprocess
 import zlib
@@ -59,3 +61,52 @@ def binary() -> str:
     if not Path(path).exists():
         pytest.fail(f"slicetest binary not found at {path}; run `cargo build --bin slicetest` first")
     return path
+
+
+class Server:
+    """`slicetest serve --port 0` in the background; `url` is read from its first line."""
+
+    def __init__(self, workspace: Path, *args: str):
+        self.proc = subprocess.Popen(
+            [slicetest_bin(), "--workspace", str(workspace), "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
+        if not match:
+            self.proc.kill()
+            raise AssertionError(f"serve did not start: {line!r} {self.proc.stderr.read()}")
+        self.url = match.group(1)
+        # Keep reading both pipes so the server never blocks on a full one.
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(timeout=30)
+
+
+CLOTHES = {("train", "Shirt"): 6, ("train", "Coat"): 6, ("test", "Shirt"): 5, ("test", "Coat"): 5}
+TINY_CLIP = REPO / "embed/tests/fixtures/tiny-clip"
+
+
+def clothes_workspace(root: Path) -> Path:
+    """22 real PNGs in the split/label layout (dataset `clothes`), embedded with the tiny
+    CLIP, and slice `tops` (the shirts, accuracy >= 80%) frozen with a 30% hold-out."""
+    src = root / "src"
+    seed = 0
+    for (split, label), count in CLOTHES.items():
+        folder = src / split / label
+        folder.mkdir(parents=True)
+        for i in range(count):
+            seed += 1
+            (folder / f"{label.lower()}{i}.png").write_bytes(png_bytes(12 + i, 10, seed))
+    ws = root / "ws"
+    run(ws, "init")
+    run(ws, "ingest", str(src), "--dataset", "clothes")
+    run(ws, "embed", "--model", str(TINY_CLIP), "--batch-size", "8")
+    run(ws, "slice", "create", "tops", "SELECT image_id FROM images WHERE label = 'Shirt'", "--min-accuracy", "0.8", "--min-samples", "1")
+    run(ws, "slice", "freeze", "tops", "--holdout", "0.3", "--seed", "1")
+    return ws

@@ -8,68 +8,20 @@ loopback port for the whole module.
 import io
 import re
 import subprocess
-import threading
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from conftest import REPO, png_bytes, run, slicetest_bin
+from conftest import REPO, Server, clothes_workspace, slicetest_bin
 
-slicetest = pytest.importorskip("slicetest", reason="pip install ./python first (scripts/install-deps.sh does)")
-from slicetest import Client, SliceDataset, SlicetestError  # noqa: E402
-
-TINY_CLIP = REPO / "embed/tests/fixtures/tiny-clip"
-LAYOUT = {
-    ("train", "Shirt"): 6,
-    ("train", "Coat"): 6,
-    ("test", "Shirt"): 5,
-    ("test", "Coat"): 5,
-}
+# Installed by scripts/install-deps.sh (pip install -e ./python).
+from slicetest import Client, SliceDataset, SlicetestError
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("client")
-    src = root / "src"
-    seed = 0
-    for (split, label), count in LAYOUT.items():
-        folder = src / split / label
-        folder.mkdir(parents=True)
-        for i in range(count):
-            seed += 1
-            (folder / f"{label.lower()}{i}.png").write_bytes(png_bytes(12 + i, 10, seed))
-    ws = root / "ws"
-    run(ws, "init")
-    run(ws, "ingest", str(src), "--dataset", "clothes")
-    run(ws, "embed", "--model", str(TINY_CLIP), "--batch-size", "8")
-    run(ws, "slice", "create", "tops", "SELECT image_id FROM images WHERE label = 'Shirt'", "--min-accuracy", "0.8", "--min-samples", "1")
-    run(ws, "slice", "freeze", "tops", "--holdout", "0.3", "--seed", "1")
-    return ws
-
-
-class Server:
-    """`slicetest serve --port 0` in the background; `url` is read from its first line."""
-
-    def __init__(self, workspace: Path, *args: str):
-        self.proc = subprocess.Popen(
-            [slicetest_bin(), "--workspace", str(workspace), "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        line = self.proc.stdout.readline()
-        match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
-        if not match:
-            self.proc.kill()
-            raise AssertionError(f"serve did not start: {line!r} {self.proc.stderr.read()}")
-        self.url = match.group(1)
-        # Keep reading stdout so the server never blocks on a full pipe.
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        return self.proc.wait(timeout=30)
+    return clothes_workspace(tmp_path_factory.mktemp("client"))
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ mod images;
 mod query;
 mod runs;
 mod slices;
+mod ui;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
@@ -19,6 +20,8 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let limits = state.limits().clone();
     Router::new()
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
         .route("/sql", post(query::sql))
@@ -32,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/slices/{name}/data", get(slices::data))
         .route("/images/{id}", get(images::file))
         .route("/images/{id}/thumbnail", get(images::thumbnail))
+        .route("/images/{id}/info", get(images::info))
         .route("/runs", get(runs::list))
         .route("/runs/{name}", get(runs::get_one).post(runs::upload).layer(DefaultBodyLimit::disable()))
         .route("/runs/{name}/metrics", get(runs::metrics))

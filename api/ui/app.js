@@ -1,0 +1,560 @@
+// The slicetest web UI: one ES module, no framework and no build step. Pages are
+// functions of the URL hash (#/explore, #/search, #/slices, #/runs, #/runs/NAME,
+// #/image/ID) that fetch the JSON API and build DOM nodes. Text from the server is only
+// ever set as textContent, never as HTML.
+
+const main = document.getElementById("main");
+const PAGE = 100;
+
+// ---------------------------------------------------------------- helpers
+
+/** Builds an element: el("a", {href: "#"}, "text", child…). */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "class") node.className = value;
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function toast(message) {
+  const box = document.getElementById("toast");
+  box.textContent = message;
+  box.classList.add("show");
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => box.classList.remove("show"), 3000);
+}
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** Calls the API; JSON in and out. Writes carry the token when one is set. */
+async function api(path, { method = "GET", body, json = true, raw } = {}) {
+  const headers = { Accept: "application/json" };
+  const token = localStorage.getItem("slicetest-token");
+  if (token && method !== "GET") headers.Authorization = `Bearer ${token}`;
+  let payload = raw;
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
+  const response = await fetch(path, { method, headers, body: payload });
+  if (!response.ok) {
+    let error = { code: "http", message: `${response.status} ${response.statusText}` };
+    try { error = (await response.json()).error; } catch { /* not JSON */ }
+    if (response.status === 401) askToken();
+    throw new ApiError(response.status, error.code, error.message);
+  }
+  return json ? response.json() : response;
+}
+
+const sql = (query) => api("/sql", { method: "POST", body: { sql: query } });
+const enc = encodeURIComponent;
+const thumb = (id, size = 128) => `/images/${enc(id)}/thumbnail?size=${size}`;
+
+function askToken() {
+  const current = localStorage.getItem("slicetest-token") || "";
+  const token = prompt("This server needs a token for writes (slicetest serve --token). Token:", current);
+  if (token !== null) {
+    if (token) localStorage.setItem("slicetest-token", token);
+    else localStorage.removeItem("slicetest-token");
+  }
+}
+document.getElementById("token").addEventListener("click", askToken);
+
+function hashParams() {
+  const [path, query = ""] = location.hash.slice(1).split("?");
+  return { path: path || "/explore", params: new URLSearchParams(query) };
+}
+
+function errorBox(error) {
+  return el("p", { class: "error", role: "alert" }, error.message || String(error));
+}
+
+function percent(x) {
+  return x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)}%`;
+}
+
+// ---------------------------------------------------------------- image grid and table
+
+/** A grid of image cards; `rows` have image_id and optionally score / a caption field. */
+function imageGrid(rows, captionKey) {
+  return el("div", { class: "grid" }, rows.map((row) => {
+    const id = String(row.image_id);
+    const caption = captionKey && row[captionKey] !== undefined ? String(row[captionKey]) : id;
+    return el("a", { class: "card", href: `#/image/${enc(id)}`, title: id },
+      el("img", { class: "thumb", loading: "lazy", alt: id, src: thumb(id), width: 120, height: 120 }),
+      el("div", { class: "caption" }, caption),
+      row.score !== undefined ? el("div", { class: "score" }, Number(row.score).toFixed(4)) : null);
+  }));
+}
+
+function cell(value) {
+  if (value === null || value === undefined) return el("td", { class: "muted" }, "NULL");
+  if (typeof value === "number") return el("td", { class: "num" }, String(value));
+  const text = typeof value === "object" ? JSON.stringify(value) : String(value);
+  return el("td", { title: text }, text);
+}
+
+function table(columns, rows, summaries) {
+  const head = el("tr", {}, columns.map((c) => el("th", { title: c }, c)));
+  const summaryRow = summaries
+    ? el("tr", { class: "summary" }, columns.map((c) => el("td", {}, summaries[c] || "")))
+    : null;
+  const body = rows.map((row) => el("tr", {}, columns.map((c) => {
+    const td = cell(row[c]);
+    if (c === "image_id" && row[c] !== null) {
+      td.replaceChildren(el("a", { href: `#/image/${enc(row[c])}` }, String(row[c])));
+    }
+    return td;
+  })));
+  return el("div", { class: "table-wrap" }, el("table", {}, el("thead", {}, head, summaryRow), el("tbody", {}, body)));
+}
+
+// ---------------------------------------------------------------- SQL editor
+
+const KEYWORDS = new Set(("select from where group by order limit offset having join left right inner outer full on as and or not " +
+  "in is null like ilike between case when then else end distinct union all with asc desc true false cast count sum avg min max " +
+  "exists over partition create slice freeze show describe drop").split(" "));
+
+function highlight(text, errorAt) {
+  const out = [];
+  const re = /(--[^\n]*)|('(?:[^']|'')*'?)|("(?:[^"]|"")*"?)|(\b\d+(?:\.\d+)?\b)|([A-Za-z_][A-Za-z0-9_]*)|(\s+)|(.)/g;
+  let match;
+  while ((match = re.exec(text))) {
+    const [token, comment, str, quoted, num, word] = match;
+    let cls = null;
+    if (comment) cls = "tok-com";
+    else if (str) cls = "tok-str";
+    else if (num) cls = "tok-num";
+    else if (word && KEYWORDS.has(word.toLowerCase())) cls = "tok-kw";
+    else if (word && text[re.lastIndex] === "(") cls = "tok-fn";
+    else if (quoted) cls = null;
+    const start = match.index;
+    if (errorAt !== null && errorAt >= start && errorAt < start + token.length && !/^\s+$/.test(token)) {
+      cls = `${cls || ""} tok-err`;
+    }
+    out.push(cls ? el("span", { class: cls }, token) : document.createTextNode(token));
+  }
+  out.push(document.createTextNode("\n"));
+  return out;
+}
+
+function editor(initial, onRun) {
+  const pre = el("pre", { "aria-hidden": "true" });
+  const area = el("textarea", { spellcheck: "false", "aria-label": "SQL query (Ctrl+Enter runs)", id: "sql" });
+  area.value = initial;
+  const box = el("div", { class: "editor" }, pre, area);
+  let errorAt = null;
+  const paint = () => pre.replaceChildren(...highlight(area.value, errorAt));
+  area.addEventListener("input", () => { errorAt = null; paint(); });
+  area.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); onRun(area.value); }
+  });
+  paint();
+  return {
+    node: box,
+    get value() { return area.value; },
+    focus() { area.focus(); },
+    /** Marks line/column (1-based) of the error and moves the caret there. */
+    markError(line, column) {
+      const lines = area.value.split("\n");
+      if (line < 1 || line > lines.length) return;
+      errorAt = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0) + Math.max(0, column - 1);
+      paint();
+      area.focus();
+      area.setSelectionRange(errorAt, Math.min(area.value.length, errorAt + 1));
+    },
+  };
+}
+
+/** "… at Line: 2, Column: 15" in sqlparser's messages → {line, column}. */
+function errorPosition(message) {
+  const m = /Line: (\d+), Column: (\d+)/.exec(message);
+  return m ? { line: Number(m[1]), column: Number(m[2]) } : null;
+}
+
+// ---------------------------------------------------------------- Explore
+
+const DEFAULT_QUERY = "SELECT image_id, label, split\nFROM images\nORDER BY image_id";
+
+async function explorePage(params) {
+  const query = params.get("q") || localStorage.getItem("slicetest-query") || DEFAULT_QUERY;
+  let view = params.get("view") || "auto";
+  let offset = 0;
+  let lastColumns = [];
+  const status = el("span", { class: "muted", id: "status" });
+  const results = el("div", { id: "results" });
+  const ed = editor(query, () => run(0));
+  const viewButtons = ["grid", "table"].map((v) => el("button", {
+    type: "button", "data-view": v, onclick: () => { view = v; run(offset); },
+  }, v === "grid" ? "Images" : "Table"));
+  const saveButton = el("button", { type: "button", onclick: () => saveSliceDialog(ed.value) }, "Save as slice…");
+  main.replaceChildren(
+    el("h1", {}, "Explore"),
+    ed.node,
+    el("div", { class: "row" },
+      el("button", { type: "button", class: "primary", id: "run", onclick: () => run(0) }, "Run"),
+      el("span", { class: "muted" }, "Ctrl+Enter"), el("span", { class: "spacer" }), ...viewButtons, saveButton),
+    el("div", { class: "row" }, status),
+    results,
+  );
+  ed.focus();
+
+  async function run(at) {
+    offset = at;
+    const text = ed.value.trim().replace(/;\s*$/, "");
+    localStorage.setItem("slicetest-query", text);
+    status.textContent = "running…";
+    results.replaceChildren();
+    // The user's query goes on its own line, so the parser's line numbers shift by one
+    // and its columns not at all.
+    const paged = `SELECT * FROM (\n${text}\n) AS q LIMIT ${PAGE + 1} OFFSET ${offset}`;
+    const started = performance.now();
+    let rows;
+    let lineShift = 1;
+    try {
+      rows = await sql(paged);
+    } catch (error) {
+      // Statements that cannot be a subquery (EXPLAIN, SHOW …) run as they are.
+      try { rows = await sql(text); lineShift = 0; } catch (plain) {
+        const pos = errorPosition(plain.message);
+        if (pos) ed.markError(pos.line, pos.column);
+        status.textContent = "";
+        results.replaceChildren(errorBox(plain));
+        return;
+      }
+    }
+    const ms = performance.now() - started;
+    const more = lineShift === 1 && rows.length > PAGE;
+    if (more) rows = rows.slice(0, PAGE);
+    const columns = rows.length ? Object.keys(rows[0]) : lastColumns;
+    lastColumns = columns;
+    const hasImages = columns.includes("image_id");
+    const shown = view === "auto" ? (hasImages ? "grid" : "table") : (view === "grid" && !hasImages ? "table" : view);
+    viewButtons.forEach((b) => b.classList.toggle("primary", b.dataset.view === shown));
+    const pager = el("div", { class: "row" },
+      el("button", { type: "button", disabled: offset === 0, onclick: () => run(Math.max(0, offset - PAGE)) }, "← Previous"),
+      el("button", { type: "button", disabled: !more, onclick: () => run(offset + PAGE) }, "Next →"),
+      el("span", { class: "muted", id: "count" }));
+    status.textContent = rows.length ? `rows ${offset + 1}–${offset + rows.length} (${ms.toFixed(0)} ms)` : "no rows";
+    const captionKey = ["label", "score", "predicted"].find((c) => columns.includes(c));
+    const body = shown === "grid" ? imageGrid(rows, captionKey) : table(columns, rows);
+    results.replaceChildren(pager, body);
+    if (lineShift === 1) decorate(text, columns, shown === "table" ? body : null, pager.lastChild);
+  }
+
+  /** The total row count and, under the table's header, per-column summaries. */
+  async function decorate(text, columns, tableNode, countNode) {
+    try {
+      const [{ n }] = await sql(`SELECT count(*) AS n FROM (\n${text}\n) AS q`);
+      countNode.textContent = `${Number(n).toLocaleString()} rows in all`;
+    } catch { /* the page already shows the rows */ }
+    if (!tableNode || !columns.length) return;
+    const parts = columns.flatMap((c, i) => {
+      const q = `"${c.replace(/"/g, '""')}"`;
+      return [`count(${q}) AS n${i}`, `approx_distinct(${q}) AS d${i}`, `min(${q}) AS lo${i}`, `max(${q}) AS hi${i}`];
+    });
+    try {
+      const [s] = await sql(`SELECT ${parts.join(", ")} FROM (\n${text}\n) AS q`);
+      const summaries = {};
+      columns.forEach((c, i) => {
+        const range = s[`lo${i}`] === null ? "" : ` · ${short(s[`lo${i}`])} … ${short(s[`hi${i}`])}`;
+        summaries[c] = `${s[`n${i}`]} non-null · ≈${s[`d${i}`]} distinct${range}`;
+      });
+      const thead = tableNode.querySelector("thead");
+      thead.querySelector("tr.summary")?.remove();
+      thead.append(el("tr", { class: "summary" }, columns.map((c) => el("td", { title: summaries[c] }, summaries[c]))));
+    } catch { /* list or struct columns have no min/max: no summaries */ }
+  }
+}
+
+function short(value) {
+  const text = typeof value === "number" ? String(Math.round(value * 1000) / 1000) : String(value);
+  return text.length > 24 ? `${text.slice(0, 23)}…` : text;
+}
+
+// ---------------------------------------------------------------- slices: create / freeze
+
+function saveSliceDialog(query, suggestion = "") {
+  const name = el("input", { name: "name", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9_\\-]{0,63}", value: suggestion, "aria-label": "slice name" });
+  const minAcc = el("input", { name: "min_accuracy", type: "number", min: 0, max: 1, step: 0.01, placeholder: "e.g. 0.8", "aria-label": "minimum accuracy" });
+  const problem = el("p", { class: "error" });
+  const dialog = el("dialog", { id: "save-slice" },
+    el("form", { method: "dialog" },
+      el("h2", {}, "Save as slice"),
+      el("p", { class: "muted" }, "The query must return image_id. Freeze it on the Slices page."),
+      el("div", { class: "row" }, el("label", {}, "Name ", name)),
+      el("div", { class: "row" }, el("label", {}, "Minimum accuracy ", minAcc)),
+      el("code", { class: "query", title: query }, query),
+      problem,
+      el("div", { class: "row" },
+        el("span", { class: "spacer" }),
+        el("button", { type: "button", onclick: () => dialog.close() }, "Cancel"),
+        el("button", { type: "submit", class: "primary", value: "save" }, "Create slice"))));
+  dialog.querySelector("form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = { name: name.value.trim(), query };
+    if (minAcc.value) body.min_accuracy = Number(minAcc.value);
+    try {
+      await api("/slices", { method: "POST", body });
+      dialog.close();
+      toast(`slice ${body.name} created`);
+      location.hash = `#/slices?created=${enc(body.name)}`;
+    } catch (error) {
+      problem.textContent = error.message;
+    }
+  });
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+  name.focus();
+}
+
+// ---------------------------------------------------------------- Search
+
+async function searchPage(params) {
+  const q = el("input", { type: "search", name: "q", id: "search-text", placeholder: "a dimly lit factory floor", value: params.get("q") || "", size: 40, "aria-label": "search text" });
+  const k = el("input", { type: "number", name: "k", min: 1, max: 1000, value: params.get("k") || 24, "aria-label": "results" });
+  const results = el("div", { id: "results" });
+  const file = el("input", { type: "file", accept: "image/*", "aria-label": "search by image file" });
+  const drop = el("div", { class: "drop", tabindex: 0 }, "Drop an image here, or ", file);
+  const form = el("form", { class: "row" }, q, el("label", {}, "k ", k),
+    el("button", { type: "submit", class: "primary" }, "Search"));
+  form.addEventListener("submit", (e) => { e.preventDefault(); searchText(); });
+  main.replaceChildren(el("h1", {}, "Search"), form, drop, results);
+  q.focus();
+
+  async function show(promise, saveQuery) {
+    results.replaceChildren(el("p", { class: "muted" }, "searching…"));
+    try {
+      const hits = await promise;
+      const save = saveQuery
+        ? el("button", { type: "button", onclick: () => saveSliceDialog(saveQuery) }, "Save as slice…") : null;
+      results.replaceChildren(el("div", { class: "row" }, el("span", { class: "muted" }, `${hits.length} results`), el("span", { class: "spacer" }), save),
+        imageGrid(hits, null));
+    } catch (error) {
+      results.replaceChildren(errorBox(error));
+    }
+  }
+
+  function searchText() {
+    const text = q.value.trim();
+    if (!text) return;
+    history.replaceState(null, "", `#/search?q=${enc(text)}&k=${k.value}`);
+    const literal = text.replace(/'/g, "''");
+    show(api(`/search/text?q=${enc(text)}&k=${enc(k.value)}`), `SELECT image_id FROM text_search('${literal}', ${Number(k.value)})`);
+  }
+
+  function searchFile(blob) {
+    show(api(`/search/image?k=${enc(k.value)}`, { method: "POST", raw: blob }));
+  }
+
+  file.addEventListener("change", () => file.files[0] && searchFile(file.files[0]));
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    if (e.dataTransfer.files[0]) searchFile(e.dataTransfer.files[0]);
+  });
+  if (q.value) searchText();
+}
+
+// ---------------------------------------------------------------- Image detail
+
+async function imagePage(id, params) {
+  const dataset = params.get("dataset");
+  const suffix = dataset ? `?dataset=${enc(dataset)}` : "";
+  main.replaceChildren(el("h1", {}, id), el("p", { class: "muted" }, "loading…"));
+  let info;
+  try {
+    info = await api(`/images/${enc(id)}/info${suffix}`);
+  } catch (error) {
+    main.replaceChildren(el("h1", {}, id), errorBox(error));
+    return;
+  }
+  const kv = el("table", { class: "kv" }, el("tbody", {}, Object.entries(info.image).map(([k, v]) => el("tr", {}, el("td", {}, k), cell(v)))));
+  const truth = info.image.label;
+  const predictions = info.predictions.length
+    ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "run"), el("th", {}, "model"), el("th", {}, "predicted"), el("th", {}, ""))),
+      el("tbody", {}, info.predictions.map((p) => el("tr", {},
+        el("td", {}, el("a", { href: `#/runs/${enc(p.run)}` }, p.run)), el("td", {}, `${p.model} ${p.model_version}`),
+        el("td", {}, p.predicted ?? "–"),
+        el("td", { class: `verdict ${p.predicted === truth ? "pass" : "fail"}` }, p.predicted == null ? "" : p.predicted === truth ? "right" : "wrong")))))
+    : el("p", { class: "muted" }, "No run has a prediction for this image.");
+  const slices = info.slices.length
+    ? el("ul", {}, info.slices.map((s) => el("li", {}, el("a", { href: "#/slices" }, s.slice), ` v${s.version}`, s.holdout ? " (hold-out)" : "")))
+    : el("p", { class: "muted" }, "In no frozen slice.");
+  const similar = el("div", { id: "similar" }, el("p", { class: "muted" }, "…"));
+  main.replaceChildren(
+    el("h1", {}, id),
+    el("div", { class: "detail" },
+      el("div", {}, el("div", { class: "figure" }, el("img", { src: `/images/${enc(id)}${suffix}`, alt: id })),
+        el("p", { class: "muted" }, `${info.dataset} · ${info.format}`)),
+      el("div", {}, el("h2", {}, "Metadata and tags"), kv, el("h2", {}, "Predictions"), predictions, el("h2", {}, "Slices"), slices)),
+    el("h2", {}, "More like this"), similar);
+  try {
+    const hits = await api(`/search/image/${enc(id)}?k=13`);
+    similar.replaceChildren(imageGrid(hits.filter((h) => h.image_id !== id).slice(0, 12), null));
+  } catch (error) {
+    similar.replaceChildren(el("p", { class: "muted" }, error.message));
+  }
+}
+
+// ---------------------------------------------------------------- Slices
+
+const SEGMENTS = ["train", "val", "test", "holdout", "unsplit"];
+const VERDICTS = { pass: "pass", fail: "FAIL", "not-enough-data": "not enough data", "no-threshold": "no threshold" };
+
+function breakdownBar(b) {
+  const bar = el("div", { class: "bar", title: SEGMENTS.map((s) => `${s} ${b[s]}`).join(", ") });
+  for (const s of SEGMENTS) {
+    if (!b.members || !b[s]) continue;
+    const seg = el("span", { class: `seg-${s}` });
+    seg.style.width = `${(100 * b[s]) / b.members}%`;
+    bar.append(seg);
+  }
+  return bar;
+}
+
+async function latestVerdicts() {
+  const runs = await api("/runs");
+  if (!runs.length) return { run: null, bySlice: {} };
+  const latest = runs.reduce((a, b) => (a.created_at > b.created_at ? a : b));
+  const test = await api(`/runs/${enc(latest.run)}/test`);
+  return { run: latest.run, bySlice: Object.fromEntries(test.slices.map((s) => [s.slice, s])) };
+}
+
+async function slicesPage(params) {
+  main.replaceChildren(el("h1", {}, "Slices"), el("p", { class: "muted" }, "loading…"));
+  let slices;
+  let verdicts = { run: null, bySlice: {} };
+  try {
+    [slices, verdicts] = await Promise.all([api("/slices"), latestVerdicts().catch(() => verdicts)]);
+  } catch (error) {
+    main.replaceChildren(el("h1", {}, "Slices"), errorBox(error));
+    return;
+  }
+  const legend = el("div", { class: "legend" }, SEGMENTS.map((s) => el("span", {}, el("i", { class: `seg-${s}` }), s)));
+  const list = el("div", { class: "slice-list" }, slices.map((s) => sliceCard(s, verdicts)));
+  main.replaceChildren(
+    el("div", { class: "row" }, el("h1", {}, "Slices"), el("span", { class: "spacer" }),
+      el("a", { class: "button", href: "#/explore" }, "New slice from a query")),
+    el("div", { class: "row" }, legend, el("span", { class: "spacer" }),
+      el("span", { class: "muted" }, verdicts.run ? `verdicts of the latest run: ${verdicts.run}` : "no runs yet")),
+    slices.length ? list : el("p", { class: "muted" }, "No slices yet: write a query on Explore and save it as a slice."));
+  const created = params.get("created");
+  if (created) list.querySelector(`[data-slice="${CSS.escape(created)}"] input`)?.focus();
+}
+
+function sliceCard(s, verdicts) {
+  const b = s.breakdown || {};
+  const v = verdicts.bySlice[s.name];
+  const latest = s.versions.length ? s.versions[s.versions.length - 1] : null;
+  const holdout = el("input", { type: "number", min: 0, max: 0.9, step: 0.05, value: 0.2, "aria-label": `hold-out share of ${s.name}`, size: 4 });
+  const out = el("div", { class: "diff" });
+  const freeze = async () => {
+    try {
+      const r = await api(`/slices/${enc(s.name)}/freeze`, { method: "POST", body: { holdout: Number(holdout.value), seed: 0 } });
+      toast(r.created ? `${s.name}: froze version ${r.frozen.version} (${r.frozen.members} members)` : `${s.name}: unchanged since version ${r.frozen.version}`);
+      slicesPage(new URLSearchParams());
+    } catch (error) {
+      out.replaceChildren(errorBox(error));
+    }
+  };
+  const diff = async () => {
+    try {
+      const rows = await api(`/slices/${enc(s.name)}/diff`);
+      out.replaceChildren(rows.length ? table(["change", "image_id"], rows) : el("p", { class: "muted" }, "No change since the latest freeze."));
+    } catch (error) {
+      out.replaceChildren(errorBox(error));
+    }
+  };
+  return el("div", { class: "panel", "data-slice": s.name },
+    el("div", {},
+      el("div", { class: "name", title: s.name }, s.name),
+      el("code", { class: "query", title: s.query }, s.query),
+      el("div", { class: "row" },
+        latest ? breakdownBar(b) : el("span", { class: "muted" }, "not frozen yet"),
+        el("span", { class: "muted" }, latest ? `v${latest.version} · ${latest.members} members · ${b.holdout} held out · ${percent(b.coverage)} of ${s.dataset}` : s.dataset),
+        s.min_accuracy != null ? el("span", { class: "muted" }, `test: accuracy ≥ ${percent(s.min_accuracy)}`) : null,
+        v ? el("span", { class: `verdict ${v.verdict}` }, `${VERDICTS[v.verdict] || v.verdict} ${percent(v.accuracy?.value)}`) : null),
+      out),
+    el("div", {},
+      el("div", { class: "row" }, el("label", {}, "hold-out ", holdout),
+        el("button", { type: "button", class: "primary", onclick: freeze }, latest ? "Freeze again" : "Freeze")),
+      el("div", { class: "row" },
+        el("button", { type: "button", onclick: diff, disabled: !latest }, "Diff"),
+        el("a", { class: "button", href: `#/explore?q=${enc(`SELECT * FROM slice('${s.name}')`)}` }, "Members"))));
+}
+
+// ---------------------------------------------------------------- Runs
+
+async function runsPage() {
+  main.replaceChildren(el("h1", {}, "Runs"), el("p", { class: "muted" }, "loading…"));
+  try {
+    const runs = await api("/runs");
+    const rows = runs.map((r) => el("tr", {},
+      el("td", {}, el("a", { href: `#/runs/${enc(r.run)}` }, r.run)), el("td", {}, `${r.model} ${r.model_version}`),
+      el("td", {}, `${r.dataset}@${r.dataset_version}`), el("td", { class: "num" }, r.predictions), el("td", {}, r.created_at)));
+    main.replaceChildren(el("h1", {}, "Runs"), runs.length
+      ? el("div", { class: "table-wrap" }, el("table", {}, el("thead", {}, el("tr", {}, ["run", "model", "dataset", "predictions", "uploaded"].map((h) => el("th", {}, h)))), el("tbody", {}, rows)))
+      : el("p", { class: "muted" }, "No runs yet: upload predictions with `slicetest run upload` or the Python client."));
+  } catch (error) {
+    main.replaceChildren(el("h1", {}, "Runs"), errorBox(error));
+  }
+}
+
+async function runPage(name, params) {
+  const baseline = params.get("baseline") || "";
+  main.replaceChildren(el("h1", {}, `Run ${name}`), el("p", { class: "muted" }, "scoring…"));
+  try {
+    const [runs, test] = await Promise.all([api("/runs"), api(`/runs/${enc(name)}/test${baseline ? `?baseline=${enc(baseline)}` : ""}`)]);
+    const select = el("select", { "aria-label": "baseline run", id: "baseline" },
+      el("option", { value: "" }, "no baseline"),
+      runs.filter((r) => r.run !== name).map((r) => el("option", { value: r.run, selected: r.run === baseline }, r.run)));
+    select.addEventListener("change", () => { location.hash = `#/runs/${enc(name)}${select.value ? `?baseline=${enc(select.value)}` : ""}`; });
+    const summary = test.passed
+      ? el("p", { class: "verdict pass", id: "verdict" }, "All slice tests pass.")
+      : el("p", { class: "verdict fail", id: "verdict" }, `Failing: ${test.failing.join(", ")}`);
+    const report = `/runs/${enc(name)}/report?format=html${baseline ? `&baseline=${enc(baseline)}` : ""}`;
+    main.replaceChildren(
+      el("div", { class: "row" }, el("h1", {}, `Run ${name}`), el("span", { class: "spacer" }),
+        el("label", {}, "compare with ", select), el("a", { class: "button", href: report, target: "_blank" }, "Open report")),
+      summary,
+      el("iframe", { class: "report", src: report, title: `report of ${name}` }));
+  } catch (error) {
+    main.replaceChildren(el("h1", {}, `Run ${name}`), errorBox(error));
+  }
+}
+
+// ---------------------------------------------------------------- router
+
+async function route() {
+  const { path, params } = hashParams();
+  const [, page, arg] = path.split("/");
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === (page === "image" ? "search" : page)));
+  const name = arg === undefined ? undefined : decodeURIComponent(path.slice(page.length + 2));
+  if (page === "search") return searchPage(params);
+  if (page === "slices") return slicesPage(params);
+  if (page === "runs" && name) return runPage(name, params);
+  if (page === "runs") return runsPage();
+  if (page === "image" && name) return imagePage(name, params);
+  return explorePage(params);
+}
+
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,143 @@
+// End-to-end tests of the web UI in Debian's headless Chromium, driven by playwright-core.
+//
+//   node tests/ui/e2e.mjs URL ARTIFACT_DIR
+//
+// URL is a running `slicetest serve` over the workspace built by tests/python/test_ui.py
+// (22 clothes images in the split/label layout, embedded, a frozen slice `tops` with a
+// threshold, and a run `always-coat` that fails it). Each step saves a screenshot to
+// ARTIFACT_DIR; any step that fails, or any error in the page, exits non-zero.
+
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const [url, artifacts = "tests/ui/artifacts"] = process.argv.slice(2);
+if (!url) throw new Error("usage: node e2e.mjs URL [ARTIFACT_DIR]");
+mkdirSync(artifacts, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  // The closed network of CI machines: no background connections (see /work/.library/env).
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+const pageErrors = [];
+page.on("pageerror", (e) => pageErrors.push(String(e)));
+page.on("console", (m) => { if (m.type() === "error" && !/status of 4\d\d/.test(m.text())) pageErrors.push(m.text()); });
+page.setDefaultTimeout(20_000);
+
+let failed = 0;
+async function step(name, body) {
+  const file = `${artifacts}/${name.replace(/[^a-z0-9]+/gi, "-").toLowerCase()}.png`;
+  try {
+    await body();
+    assert.deepEqual(pageErrors, [], "errors in the page");
+    await page.screenshot({ path: file, fullPage: true });
+    console.log(`ok   ${name}`);
+  } catch (error) {
+    failed++;
+    await page.screenshot({ path: file.replace(/\.png$/, "-FAILED.png"), fullPage: true }).catch(() => {});
+    console.log(`FAIL ${name}\n     ${String(error.stack || error).split("\n").slice(0, 6).join("\n     ")}`);
+    pageErrors.length = 0;
+  }
+}
+
+/** Waits until every thumbnail in the grid has loaded a real image; returns how many. */
+async function thumbnailsLoaded() {
+  await page.waitForSelector(".grid img.thumb");
+  await page.waitForFunction(() => [...document.querySelectorAll(".grid img.thumb")]
+    .every((img) => img.complete && img.naturalWidth > 0));
+  return page.locator(".grid img.thumb").count();
+}
+
+async function runQuery(sql) {
+  await page.goto(`${url}/#/explore`);
+  await page.fill("#sql", sql);
+  await page.focus("#sql");
+  await page.keyboard.press("Control+Enter");
+}
+
+/** No horizontal scrolling at 1280 px: long names are cut with an ellipsis, not overflowing. */
+async function fitsTheWindow() {
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 1280, `the page is ${width} px wide at a 1280 px window`);
+}
+
+await step("a query shows thumbnails", async () => {
+  await runQuery("SELECT image_id, label FROM images ORDER BY image_id");
+  assert.equal(await thumbnailsLoaded(), 22);
+  await page.waitForSelector("#count:has-text('22 rows in all')");
+  await page.click("button[data-view=table]");
+  await page.waitForSelector("table tr.summary td:has-text('distinct')");
+  assert.equal(await page.locator("tbody tr").count(), 22);
+  await fitsTheWindow();
+});
+
+await step("a SQL error is shown at its position", async () => {
+  await runQuery("SELECT image_id\nFROM images\nWHER label = 'Coat'");
+  const message = await page.locator("#results .error").textContent();
+  assert.match(message, /Line: 3, Column: 6/);
+  assert.equal((await page.locator(".editor .tok-err").textContent()).trim(), "label");
+});
+
+await step("a text search shows a scored grid", async () => {
+  await page.goto(`${url}/#/search`);
+  await page.fill("#search-text", "a photo of a shirt");
+  await page.keyboard.press("Enter");
+  assert.equal(await thumbnailsLoaded(), 22);
+  const scores = await page.locator(".grid .score").allTextContents();
+  const numbers = scores.map(Number);
+  assert.deepEqual([...numbers].sort((a, b) => b - a), numbers, "best first");
+  await page.click(".grid .card >> nth=0");
+  await page.waitForSelector("h2:has-text('More like this')");
+  await page.waitForSelector("#similar .grid img.thumb");
+});
+
+await step("an image's detail shows its tags, predictions and slices", async () => {
+  await page.goto(`${url}/#/image/${encodeURIComponent("test/Shirt/shirt0.png")}`);
+  await page.waitForSelector("a:has-text('always-coat')");
+  assert.equal(await page.locator("td.verdict.fail:has-text('wrong')").count(), 1);
+  await page.waitForSelector(".kv td:has-text('label')");
+  await page.waitForSelector("li:has-text('tops')");
+});
+
+await step("a slice is created from a query and frozen", async () => {
+  await runQuery("SELECT image_id FROM images WHERE label = 'Coat'");
+  await thumbnailsLoaded();
+  await page.click("text=Save as slice…");
+  await page.fill("#save-slice input[name=name]", "coats");
+  await page.fill("#save-slice input[name=min_accuracy]", "0.9");
+  await page.click("#save-slice button[type=submit]");
+  await page.waitForURL(/#\/slices/);
+  const card = page.locator("[data-slice=coats]");
+  await card.locator("text=not frozen yet").waitFor();
+  await card.locator("input[type=number]").fill("0.25");
+  await card.locator("button:has-text('Freeze')").click();
+  await page.waitForSelector("#toast:has-text('froze version 1')");
+  await page.locator("[data-slice=coats]:has-text('v1 · 11 members')").waitFor();
+  await page.locator("[data-slice=coats] .bar span").first().waitFor();
+  await fitsTheWindow();
+});
+
+await step("a run report shows the failing slice", async () => {
+  await page.goto(`${url}/#/runs`);
+  await page.click("a:has-text('always-coat')");
+  await page.waitForSelector("#verdict:has-text('Failing: tops')");
+  const report = page.frameLocator("iframe.report");
+  await report.locator("tr.fail:has-text('tops')").first().waitFor();
+  assert.match(await report.locator("tr.fail").first().textContent(), /fail/i);
+  await fitsTheWindow();
+});
+
+await step("long names do not break the layout", async () => {
+  await page.goto(`${url}/#/slices`);
+  await page.locator(`[data-slice="${"x".repeat(64)}"]`).waitFor();
+  await fitsTheWindow();
+});
+
+await browser.close();
+if (failed) {
+  console.log(`${failed} UI step(s) failed; screenshots in ${artifacts}`);
+  process.exit(1);
+}
