@@ -125,6 +125,11 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
     println!("\n== 6. the report with charts, confusion matrices and failure galleries: {}", html.display());
 
     let w = workspace.display();
+    println!(
+        "\n== 7. the web UI: `slicetest -w {w} serve`, then open \
+         http://127.0.0.1:{}/#/runs/{run}?baseline={baseline}",
+        slicetest_api::DEFAULT_PORT
+    );
     println!("\nNext, try:");
     println!("  slicetest -w {w} slices");
     println!("  slicetest -w {w} report --run {run} --baseline {baseline}");
