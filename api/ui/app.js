@@ -212,6 +212,8 @@ async function explorePage(params) {
     results,
   );
   ed.focus();
+  // A link with a query (a slice's members, the bench) runs it at once.
+  if (params.get("q")) run(0);
 
   async function run(at) {
     offset = at;

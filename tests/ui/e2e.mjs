@@ -130,6 +130,12 @@ await step("a run report shows the failing slice", async () => {
   await fitsTheWindow();
 });
 
+await step("a link with a query runs it", async () => {
+  await page.goto(`${url}/#/slices`);
+  await page.click("[data-slice=tops] a:has-text('Members')");
+  assert.equal(await thumbnailsLoaded(), 11);
+});
+
 await step("long names do not break the layout", async () => {
   await page.goto(`${url}/#/slices`);
   await page.locator(`[data-slice="${"x".repeat(64)}"]`).waitFor();
