@@ -9,17 +9,20 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::catalog::TableProvider;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::logical_expr::ScalarUDF;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::logical_expr::{JoinType, ScalarUDF, cast};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col, lit};
 use slicetest_datasets::Workspace;
+use slicetest_datasets::embeddings;
 use slicetest_datasets::version::DatasetVersion;
 
-use crate::error::Result;
+use crate::error::{Result, SqlError};
 use crate::slices::{InSliceFunction, SliceTableFunction};
 use crate::vectors::{
     ClipSimilarityFunction, CosineSimilarityFunction, ImageSearchFunction, TextSearchFunction, VectorCatalog,
@@ -31,6 +34,8 @@ pub const CATALOG: &str = "slicetest";
 pub const EMPTY_SCHEMA: &str = "public";
 /// Name of the per-dataset image table.
 pub const IMAGES_TABLE: &str = "images";
+/// The table of stored vectors in each dataset's schema (when something is embedded).
+pub const EMBEDDINGS_TABLE: &str = "embeddings";
 
 /// Session settings for a workspace: catalog `slicetest`, the default dataset as default schema.
 pub fn session_config(workspace: &Workspace) -> SessionConfig {
@@ -91,7 +96,11 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
     for info in workspace.datasets()? {
         let latest = info.latest().expect("listed datasets have a version");
         let schema = Arc::new(MemorySchemaProvider::new());
-        schema.register_table(IMAGES_TABLE.to_string(), images_table(ctx, workspace, latest).await?)?;
+        let images = images_table(ctx, workspace, latest).await?;
+        schema.register_table(IMAGES_TABLE.to_string(), images.clone())?;
+        if let Some(embeddings) = embeddings_table(ctx, workspace, latest, images).await? {
+            schema.register_table(EMBEDDINGS_TABLE.to_string(), embeddings)?;
+        }
         catalog.register_schema(&info.name, schema)?;
     }
     ctx.register_catalog(CATALOG, catalog);
@@ -109,4 +118,53 @@ async fn images_table(
     let schema = options.infer_schema(&ctx.state(), &url).await?;
     let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// `embeddings`: `image_id`, `model`, `vector` for every model that embedded the dataset,
+/// only vectors of the images as they are now (the stored `sha256` equals the image's),
+/// like the search functions. Vectors of models with different dimensions are unioned as
+/// variable-length lists; with one dimension they stay `FixedSizeList<Float32, D>`.
+/// None when nothing is embedded.
+async fn embeddings_table(
+    ctx: &SessionContext,
+    workspace: &Workspace,
+    version: &DatasetVersion,
+    images: Arc<ListingTable>,
+) -> Result<Option<Arc<dyn TableProvider>>> {
+    let layout = workspace.layout();
+    let mut per_model = Vec::new();
+    for model in embeddings::model_names(layout, &version.dataset).map_err(SqlError::from)? {
+        let parts = embeddings::part_files(layout, &version.dataset, &model).map_err(SqlError::from)?;
+        if parts.is_empty() {
+            continue;
+        }
+        let urls = parts.iter().map(|p| ListingTableUrl::parse(p.to_string_lossy())).collect::<Result<Vec<_>, _>>()?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let schema = options.infer_schema(&ctx.state(), &urls[0]).await?;
+        let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+        per_model.push((model, ctx.read_table(Arc::new(ListingTable::try_new(config)?))?));
+    }
+    if per_model.is_empty() {
+        return Ok(None);
+    }
+    let current = ctx
+        .read_table(images)?
+        .select(vec![col("image_id").alias("current_id"), col("sha256").alias("current_sha")])?;
+    let types: std::collections::HashSet<DataType> = per_model
+        .iter()
+        .map(|(_, df)| df.schema().field_with_unqualified_name("vector").map(|f| f.data_type().clone()))
+        .collect::<Result<_, _>>()?;
+    let list = DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true)));
+    let mut union: Option<DataFrame> = None;
+    for (model, parts) in per_model {
+        let vector = if types.len() > 1 { cast(col("vector"), list.clone()) } else { col("vector") };
+        let df = parts
+            .join(current.clone(), JoinType::Inner, &["image_id", "sha256"], &["current_id", "current_sha"], None)?
+            .select(vec![col("image_id"), lit(model).alias("model"), vector.alias("vector")])?;
+        union = Some(match union {
+            None => df,
+            Some(u) => u.union(df)?,
+        });
+    }
+    Ok(union.map(|df| df.into_view()))
 }

@@ -7,6 +7,8 @@ pub mod options;
 pub mod slices;
 pub mod vectors;
 
-pub use catalog::{CATALOG, IMAGES_TABLE, dataset_context, register_workspace, session_config, workspace_context};
+pub use catalog::{
+    CATALOG, EMBEDDINGS_TABLE, IMAGES_TABLE, dataset_context, register_workspace, session_config, workspace_context,
+};
 pub use error::{Result, SqlError};
 pub use options::read_only;
