@@ -20,24 +20,25 @@ pub struct ImageIndex {
 }
 
 impl ImageIndex {
-    /// The file of image `id` in `dataset` (default: the workspace default).
+    /// The file of image `id` in `dataset` (default: the workspace default), with the
+    /// name of the dataset it was looked up in.
     pub fn find(
         &self,
         engine: &Engine,
         dataset: Option<&str>,
         id: &str,
-    ) -> slicetest_engine::Result<Option<ImageFile>> {
+    ) -> slicetest_engine::Result<(String, Option<ImageFile>)> {
         let (dataset, version) = engine.latest_version(dataset)?;
         let cached = self.by_dataset.lock().expect("not poisoned").get(&dataset).cloned();
         let files = match cached {
             Some(files) if files.version == version => files,
             _ => {
                 let files = Arc::new(engine.image_files(Some(&dataset))?);
-                self.by_dataset.lock().expect("not poisoned").insert(dataset, files.clone());
+                self.by_dataset.lock().expect("not poisoned").insert(dataset.clone(), files.clone());
                 files
             }
         };
-        Ok(files.by_id.get(id).cloned())
+        Ok((dataset, files.by_id.get(id).cloned()))
     }
 }
 

@@ -56,49 +56,49 @@ impl Engine {
     /// The breakdown of every slice's latest frozen version. Reads only the frozen member
     /// files (which carry each member's split), not the dataset.
     pub fn breakdown(&self) -> Result<Vec<SliceBreakdown>> {
+        slice::slice_names(self.workspace.layout())?.iter().map(|name| self.slice_breakdown(name)).collect()
+    }
+
+    /// The breakdown of one slice's latest frozen version (zero counts if never frozen).
+    pub fn slice_breakdown(&self, name: &str) -> Result<SliceBreakdown> {
         let layout = self.workspace.layout();
-        let mut out = Vec::new();
-        for name in slice::slice_names(layout)? {
-            let definition = slice::read_definition(layout, &name)?;
-            let images = self.workspace.dataset(&definition.dataset)?.latest().map_or(0, |v| v.row_count);
-            let mut b = SliceBreakdown {
-                slice: name.clone(),
-                dataset: definition.dataset,
-                version: None,
-                members: 0,
-                train: 0,
-                val: 0,
-                test: 0,
-                holdout: 0,
-                unsplit: 0,
-                coverage: 0.0,
+        let definition = slice::read_definition(layout, name)?;
+        let images = self.workspace.dataset(&definition.dataset)?.latest().map_or(0, |v| v.row_count);
+        let mut b = SliceBreakdown {
+            slice: name.to_string(),
+            dataset: definition.dataset,
+            version: None,
+            members: 0,
+            train: 0,
+            val: 0,
+            test: 0,
+            holdout: 0,
+            unsplit: 0,
+            coverage: 0.0,
+        };
+        let Some(frozen) = slice::latest_frozen(layout, name)? else {
+            return Ok(b);
+        };
+        let batch = slice::read_members(layout, &frozen)?;
+        let splits = batch.column(2).as_string::<i32>();
+        let holdout = batch.column(3).as_boolean();
+        for i in 0..batch.num_rows() {
+            let counter = if holdout.value(i) {
+                &mut b.holdout
+            } else {
+                match splits.is_valid(i).then(|| splits.value(i)) {
+                    Some("train") => &mut b.train,
+                    Some("val") => &mut b.val,
+                    Some("test") => &mut b.test,
+                    _ => &mut b.unsplit,
+                }
             };
-            let Some(frozen) = slice::latest_frozen(layout, &name)? else {
-                out.push(b);
-                continue;
-            };
-            let batch = slice::read_members(layout, &frozen)?;
-            let splits = batch.column(2).as_string::<i32>();
-            let holdout = batch.column(3).as_boolean();
-            for i in 0..batch.num_rows() {
-                let counter = if holdout.value(i) {
-                    &mut b.holdout
-                } else {
-                    match splits.is_valid(i).then(|| splits.value(i)) {
-                        Some("train") => &mut b.train,
-                        Some("val") => &mut b.val,
-                        Some("test") => &mut b.test,
-                        _ => &mut b.unsplit,
-                    }
-                };
-                *counter += 1;
-            }
-            b.version = Some(frozen.version);
-            b.members = frozen.members;
-            b.coverage = if images == 0 { 0.0 } else { frozen.members as f64 / images as f64 };
-            out.push(b);
+            *counter += 1;
         }
-        Ok(out)
+        b.version = Some(frozen.version);
+        b.members = frozen.members;
+        b.coverage = if images == 0 { 0.0 } else { frozen.members as f64 / images as f64 };
+        Ok(b)
     }
 
     /// Images the slice's live query matches now that its latest frozen version lacks

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
-use slicetest_datasets::version::read_image_columns;
+use slicetest_datasets::version::{DatasetVersion, read_image_columns};
 
 use crate::Engine;
 use crate::error::Result;
@@ -34,21 +34,24 @@ pub struct ImageFiles {
 }
 
 impl Engine {
-    /// The latest version number of `dataset` (default: the workspace default).
-    pub fn latest_version(&self, dataset: Option<&str>) -> Result<(String, u64)> {
+    /// The manifest of the latest version of `dataset` (default: the workspace default).
+    pub fn latest_manifest(&self, dataset: Option<&str>) -> Result<DatasetVersion> {
         let dataset = self.workspace.dataset_or_default(dataset)?;
         let info = self.workspace.dataset(&dataset)?;
-        let version = info.latest().expect("listed datasets have a version").version;
-        Ok((dataset, version))
+        Ok(info.latest().expect("listed datasets have a version").clone())
+    }
+
+    /// The latest version number of `dataset` (default: the workspace default).
+    pub fn latest_version(&self, dataset: Option<&str>) -> Result<(String, u64)> {
+        let latest = self.latest_manifest(dataset)?;
+        Ok((latest.dataset, latest.version))
     }
 
     /// The files of every image in the latest version of `dataset` (default: the
     /// workspace default). Reads three columns of the images table; callers that serve
     /// many images keep the result while [`Engine::latest_version`] is unchanged.
     pub fn image_files(&self, dataset: Option<&str>) -> Result<ImageFiles> {
-        let dataset = self.workspace.dataset_or_default(dataset)?;
-        let info = self.workspace.dataset(&dataset)?;
-        let latest = info.latest().expect("listed datasets have a version").clone();
+        let latest = self.latest_manifest(dataset)?;
         let layout = self.workspace.layout();
         let batch = read_image_columns(layout, &latest, &["image_id", "uri", "format", "sha256"])?;
         // Columns come in the file's order, not the order asked for: look them up by name.
@@ -68,7 +71,7 @@ impl Engine {
                 (ids.value(i).to_string(), file)
             })
             .collect();
-        Ok(ImageFiles { dataset, version: latest.version, by_id })
+        Ok(ImageFiles { dataset: latest.dataset, version: latest.version, by_id })
     }
 }
 

@@ -255,6 +255,11 @@ impl Engine {
         Ok(upload(&self.workspace, path, options).await?)
     }
 
+    /// One run's manifest.
+    pub fn run(&self, name: &str) -> Result<RunManifest> {
+        Ok(read_run(&self.workspace, name)?)
+    }
+
     /// Every run's manifest, by name.
     pub fn runs(&self) -> Result<Vec<RunManifest>> {
         Ok(run_names(&self.workspace)?.iter().map(|r| read_run(&self.workspace, r)).collect::<Result<_, _>>()?)

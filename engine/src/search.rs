@@ -42,9 +42,8 @@ impl Engine {
     /// The `k` images of the default dataset closest to `query`, best first, using the
     /// embeddings of `model` (default: the dataset's only embedding model).
     pub fn search(&self, query: &SearchQuery, k: usize, model: Option<&str>) -> Result<Vec<SearchHit>> {
-        let dataset = self.workspace.dataset_or_default(None)?;
-        let info = self.workspace.dataset(&dataset)?;
-        let latest = info.latest().expect("listed datasets have a version").clone();
+        let latest = self.latest_manifest(None)?;
+        let dataset = &latest.dataset;
         let layout = self.workspace.layout();
         let catalog = VectorCatalog::new(layout.clone(), Some(latest.clone()));
         let set = catalog.vectors(model)?;

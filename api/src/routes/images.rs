@@ -19,13 +19,15 @@ pub struct ImageParams {
     size: Option<u32>,
 }
 
-async fn find(state: &AppState, id: String, dataset: Option<String>) -> ApiResult<ImageFile> {
-    let found = {
+/// The image's file and the dataset it is in; 404 when the dataset has no such id.
+async fn find(state: &AppState, id: String, dataset: Option<String>) -> ApiResult<(String, ImageFile)> {
+    let (dataset, found) = {
         let state = state.clone();
         let id = id.clone();
         state.clone().blocking(move |engine| state.images().find(engine, dataset.as_deref(), &id)).await?
     };
-    found.ok_or_else(|| ApiError::not_found(format!("no image with id {id:?}")))
+    let file = found.ok_or_else(|| ApiError::not_found(format!("no image with id {id:?}")))?;
+    Ok((dataset, file))
 }
 
 /// The ETag of an image's content (its SHA-256 at ingest), with a suffix per rendition.
@@ -54,7 +56,7 @@ pub async fn file(
     Query(params): Query<ImageParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let file = find(&state, id, params.dataset).await?;
+    let (_, file) = find(&state, id, params.dataset).await?;
     let tag = etag(&file, "");
     if not_modified(&headers, &tag) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
@@ -72,7 +74,7 @@ pub async fn thumbnail(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let size = params.size.unwrap_or(128);
-    let file = find(&state, id, params.dataset).await?;
+    let (_, file) = find(&state, id, params.dataset).await?;
     let tag = etag(&file, &format!("-{size}"));
     if not_modified(&headers, &tag) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
@@ -89,11 +91,7 @@ pub async fn info(
     Path(id): Path<String>,
     Query(params): Query<ImageParams>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
-    let file = find(&state, id.clone(), params.dataset.clone()).await?;
-    let dataset = {
-        let wanted = params.dataset.clone();
-        state.blocking(move |engine| engine.latest_version(wanted.as_deref())).await?.0
-    };
+    let (dataset, file) = find(&state, id.clone(), params.dataset).await?;
     // The dataset exists (so its name is a valid identifier); the id is quoted as a literal.
     let sql = format!("SELECT * FROM \"{dataset}\".images WHERE image_id = '{}'", id.replace('\'', "''"));
     let stream = state.engine().sql_stream(&sql).await.map_err(|e| state.error(e))?;

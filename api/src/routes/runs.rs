@@ -23,11 +23,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<RunManife
 
 /// `GET /runs/{name}`: one run's manifest.
 pub async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<RunManifest>> {
-    let runs = state.blocking(|engine| engine.runs()).await?;
-    runs.into_iter()
-        .find(|r| r.run == name)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no run named {name:?}")))
+    Ok(Json(state.blocking(move |engine| engine.run(&name)).await?))
 }
 
 /// Query parameters of `POST /runs/{name}`.

@@ -33,14 +33,9 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 
 /// `GET /slices/{name}`.
 pub async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    let wanted = name.clone();
-    let (slice, breakdown) = state
-        .blocking(move |engine| {
-            let slice = engine.slice(&wanted)?;
-            Ok((slice, engine.breakdown()?.into_iter().find(|b| b.slice == wanted)))
-        })
-        .await?;
-    Ok(Json(slice_json(&slice, breakdown.as_ref())))
+    let (slice, breakdown) =
+        state.blocking(move |engine| Ok((engine.slice(&name)?, engine.slice_breakdown(&name)?))).await?;
+    Ok(Json(slice_json(&slice, Some(&breakdown))))
 }
 
 fn slice_json(slice: &SliceInfo, breakdown: Option<&SliceBreakdown>) -> Value {
