@@ -24,6 +24,14 @@ pub enum EmbedError {
     /// A tensor operation failed (shapes, devices, dtypes).
     #[error("tensor: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// A zero-shot vocabulary file is malformed.
+    #[error("vocabulary {origin}: {message}")]
+    Vocabulary {
+        /// The file (or "the default vocabulary").
+        origin: String,
+        /// What is wrong, and where in it.
+        message: String,
+    },
     /// The tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

@@ -6,9 +6,11 @@
 
 pub mod clip;
 pub mod error;
+pub mod faces;
 pub mod hnsw;
 pub mod index;
 pub mod resolve;
+pub mod tagging;
 
 use std::path::{Path, PathBuf};
 
