@@ -450,6 +450,10 @@ async fn an_image_info_has_its_row_slices_and_predictions() {
     send(&router, post_json("/slices", cats)).await;
     send(&router, post_json("/slices/cats/freeze", json!({"holdout": 0.0}))).await;
     send(&router, post("/runs/r1?model=m&model_version=1", "text/csv", PREDICTIONS_CSV)).await;
+    let boxes = fx.root().with_file_name("boxes.csv");
+    std::fs::write(&boxes, "image_id,label,score,x0,y0,x1,y1\ntrain/cat/c1.png,cat,0.5,1,1,5,4\n").unwrap();
+    let import = slicetest_engine::TagImportOptions { dataset: Some("photos".into()), ..Default::default() };
+    fx.engine().import_tags(&boxes, &import).await.unwrap();
     let (status, _, body) = send(&router, get(&format!("/images/{}/info", encode("train/cat/c1.png")))).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let info = json(&body);
@@ -458,6 +462,11 @@ async fn an_image_info_has_its_row_slices_and_predictions() {
     assert_eq!(info["slices"], json!([{"slice": "cats", "version": 1, "holdout": false}]));
     assert_eq!(info["predictions"][0]["run"], "r1");
     assert_eq!(info["predictions"][0]["predicted"], "cat");
+    // Tags are columns of the row; boxes come with their tagger.
+    assert_eq!(info["image"]["num_cat"], 1);
+    let detections =
+        json!([{"tagger": "boxes", "label": "cat", "score": 0.5, "x0": 1.0, "y0": 1.0, "x1": 5.0, "y1": 4.0}]);
+    assert_eq!(info["detections"], detections);
     let (_, _, body) = send(&router, get(&format!("/images/{}/info", encode("test/dog/d2.jpg")))).await;
     assert_eq!(json(&body)["slices"], json!([]));
     // A quote in an id is data, not SQL.

@@ -404,8 +404,9 @@ async function imagePage(id, params) {
   main.replaceChildren(
     el("h1", {}, id),
     el("div", { class: "detail" },
-      el("div", {}, el("div", { class: "figure" }, el("img", { src: `/images/${enc(id)}${suffix}`, alt: id })),
-        el("p", { class: "muted" }, `${info.dataset} · ${info.format}`)),
+      el("div", {}, el("div", { class: "figure" }, el("img", { src: `/images/${enc(id)}${suffix}`, alt: id }),
+        detectionBoxes(info)),
+        el("p", { class: "muted" }, `${info.dataset} · ${info.format}`, info.detections.length ? ` · ${info.detections.length} box${info.detections.length === 1 ? "" : "es"}` : "")),
       el("div", {}, el("h2", {}, "Metadata and tags"), kv, el("h2", {}, "Predictions"), predictions, el("h2", {}, "Slices"), slices)),
     el("h2", {}, "More like this"), similar);
   try {
@@ -414,6 +415,26 @@ async function imagePage(id, params) {
   } catch (error) {
     similar.replaceChildren(el("p", { class: "muted" }, error.message));
   }
+}
+
+// Taggers' boxes (faces, imported detectors) drawn over the image, in percent of its
+// size so they follow the scaled picture. Positions go through the CSSOM: the page's
+// CSP forbids inline style attributes.
+function detectionBoxes(info) {
+  const width = Number(info.image.width), height = Number(info.image.height);
+  if (!info.detections.length || !(width > 0 && height > 0)) return null;
+  return info.detections.map((d) => {
+    const clamp = (v, max) => Math.min(Math.max(v, 0), max);
+    const [x0, y0] = [clamp(d.x0, width), clamp(d.y0, height)];
+    const [x1, y1] = [clamp(d.x1, width), clamp(d.y1, height)];
+    const score = d.score == null ? "" : ` ${d.score.toFixed(2)}`;
+    const box = el("div", { class: "box", title: `${d.label}${score} (${d.tagger})` }, el("span", {}, d.label));
+    Object.assign(box.style, {
+      left: `${(100 * x0) / width}%`, top: `${(100 * y0) / height}%`,
+      width: `${(100 * (x1 - x0)) / width}%`, height: `${(100 * (y1 - y0)) / height}%`,
+    });
+    return box;
+  });
 }
 
 // ---------------------------------------------------------------- Slices

@@ -85,7 +85,8 @@ pub struct IngestReport {
 /// Environment variable naming a failpoint at which the process aborts (crash tests).
 pub const FAILPOINT_ENV: &str = "SLICETEST_FAILPOINT";
 
-pub(crate) fn failpoint(name: &str) {
+/// Aborts the process when [`FAILPOINT_ENV`] names `name` (crash tests).
+pub fn failpoint(name: &str) {
     if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
         eprintln!("failpoint {name}: aborting");
         std::process::abort();

@@ -7,6 +7,9 @@
 //! datasets/<ds>/versions/<n>/version.json          manifest of version n
 //! datasets/<ds>/versions/<n>/ingest-report.json    what the ingest skipped and why
 //! datasets/<ds>/files/<aa>/<sha256>.<ext>          image files slicetest wrote itself (IDX import)
+//! datasets/<ds>/embeddings/<model>/part-<n>.parquet CLIP vectors (see `embeddings`)
+//! datasets/<ds>/tags/<tagger>.parquet              one row per image per tagger (see `tags`)
+//! datasets/<ds>/detections/<tagger>.parquet        one row per box found by a tagger
 //! slices/<name>.toml                               a slice's definition (query, dataset, comment)
 //! slices/<name>/v<k>.parquet + v<k>.json           frozen version k: members + manifest
 //! runs/<run>/predictions.parquet + run.json         an uploaded model run

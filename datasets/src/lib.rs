@@ -21,6 +21,7 @@ pub mod run;
 pub mod slice;
 mod stored;
 pub mod table_file;
+pub mod tags;
 pub mod version;
 pub mod workspace;
 

@@ -101,7 +101,52 @@ pub struct ImagePrediction {
     pub score: Option<f64>,
 }
 
+/// A box a tagger found in an image (a row of `detections`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ImageDetection {
+    /// The tagger that found it.
+    pub tagger: String,
+    /// What it is.
+    pub label: String,
+    /// The detector's confidence, when it gave one.
+    pub score: Option<f32>,
+    /// Left, top, right, bottom in pixels.
+    pub x0: f32,
+    /// Top edge.
+    pub y0: f32,
+    /// Right edge.
+    pub x1: f32,
+    /// Bottom edge.
+    pub y1: f32,
+}
+
 impl Engine {
+    /// The boxes every tagger found in image `id` of `dataset` as its content `sha256` is now.
+    pub fn image_detections(&self, dataset: &str, id: &str, sha256: &str) -> Result<Vec<ImageDetection>> {
+        let layout = self.workspace.layout();
+        let mut out = Vec::new();
+        for tagger in slicetest_datasets::tags::detection_taggers(layout, dataset)? {
+            let Some(file) = slicetest_datasets::tags::read_tags(layout, dataset, &tagger)? else { continue };
+            let Some(boxes) = file.detections else { continue };
+            let boxes = slicetest_datasets::tags::retain_rows(&boxes, |i, s| i == id && s == sha256)?;
+            let labels = boxes.column(2).as_string::<i32>();
+            let number = |c: usize| boxes.column(c).as_primitive::<datafusion::arrow::datatypes::Float32Type>();
+            let (score, x0, y0, x1, y1) = (number(3), number(4), number(5), number(6), number(7));
+            for i in 0..boxes.num_rows() {
+                out.push(ImageDetection {
+                    tagger: tagger.clone(),
+                    label: labels.value(i).to_string(),
+                    score: score.is_valid(i).then(|| score.value(i)),
+                    x0: x0.value(i),
+                    y0: y0.value(i),
+                    x1: x1.value(i),
+                    y1: y1.value(i),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// The slices of `dataset` whose latest frozen version holds image `id`.
     pub fn image_slices(&self, dataset: &str, id: &str) -> Result<Vec<SliceMembership>> {
         let layout = self.workspace.layout();

@@ -15,6 +15,8 @@ pub mod scoring;
 pub mod search;
 pub mod slices;
 pub mod statement;
+pub mod tag_import;
+pub mod tagging;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 pub use curation::{DEFAULT_MIN_TEST_SAMPLES, SliceBreakdown};
 pub use embedding::{EmbedOptions, EmbedReport};
 pub use error::{EngineError, Result};
-pub use images::{ImageFile, ImageFiles, ImagePrediction, SliceMembership};
+pub use images::{ImageDetection, ImageFile, ImageFiles, ImagePrediction, SliceMembership};
 pub use output::{OutputFormat, ResultWriter, write_stream};
 pub use scoring::{DEFAULT_ALPHA, RunReport, SliceScore, Verdict};
 pub use search::{SearchHit, SearchQuery};
@@ -40,6 +42,8 @@ pub use slicetest_datasets::{
 pub use slicetest_embed::{EmbedError, decode_image, open_image};
 pub use slicetest_sql::SqlError;
 pub use statement::{SliceStatement, SliceThresholds};
+pub use tag_import::{ImportKind, TagImportOptions};
+pub use tagging::{TagOptions, TagReport, TaggerReport};
 
 /// Default memory pool for query execution; operators that need more spill or fail with a clear error.
 pub const DEFAULT_QUERY_MEMORY: usize = 4 << 30;

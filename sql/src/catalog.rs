@@ -1,5 +1,6 @@
 //! The SQL view of a workspace: catalog `slicetest`, one schema per dataset, and in
-//! each schema the tables of that dataset (`images` for now), plus the slice functions.
+//! each schema the tables of that dataset (`images` with every tag column, `embeddings`,
+//! `detections`), plus the slice and search functions.
 //!
 //! Tables are DataFusion `ListingTable`s over the dataset's Parquet files, pinned to
 //! the version that was latest when the session was built: a query never sees half of
@@ -7,6 +8,7 @@
 //! Keeping access behind `TableProvider`s is what lets the same SQL run on Ballista
 //! over object storage later.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field};
@@ -17,10 +19,10 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::{JoinType, ScalarUDF, cast};
-use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col, lit};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col, ident, lit};
 use slicetest_datasets::Workspace;
-use slicetest_datasets::embeddings;
 use slicetest_datasets::version::DatasetVersion;
+use slicetest_datasets::{embeddings, tags};
 
 use crate::error::{Result, SqlError};
 use crate::slices::{InSliceFunction, SliceTableFunction};
@@ -36,6 +38,8 @@ pub const EMPTY_SCHEMA: &str = "public";
 pub const IMAGES_TABLE: &str = "images";
 /// The table of stored vectors in each dataset's schema (when something is embedded).
 pub const EMBEDDINGS_TABLE: &str = "embeddings";
+/// The table of boxes found by taggers (when a tagger found any).
+pub const DETECTIONS_TABLE: &str = "detections";
 
 /// Session settings for a workspace: catalog `slicetest`, the default dataset as default schema.
 pub fn session_config(workspace: &Workspace) -> SessionConfig {
@@ -97,9 +101,13 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
         let latest = info.latest().expect("listed datasets have a version");
         let schema = Arc::new(MemorySchemaProvider::new());
         let images = images_table(ctx, workspace, latest).await?;
-        schema.register_table(IMAGES_TABLE.to_string(), images.clone())?;
-        if let Some(embeddings) = embeddings_table(ctx, workspace, latest, images).await? {
+        schema
+            .register_table(IMAGES_TABLE.to_string(), tagged_images(ctx, workspace, latest, images.clone()).await?)?;
+        if let Some(embeddings) = embeddings_table(ctx, workspace, latest, images.clone()).await? {
             schema.register_table(EMBEDDINGS_TABLE.to_string(), embeddings)?;
+        }
+        if let Some(detections) = detections_table(ctx, workspace, latest, images).await? {
+            schema.register_table(DETECTIONS_TABLE.to_string(), detections)?;
         }
         catalog.register_schema(&info.name, schema)?;
     }
@@ -112,12 +120,95 @@ async fn images_table(
     workspace: &Workspace,
     version: &DatasetVersion,
 ) -> Result<Arc<ListingTable>> {
-    let path = workspace.layout().images_file(&version.dataset, version.version);
-    let url = ListingTableUrl::parse(path.to_string_lossy())?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let (url, options) = parquet_listing(&workspace.layout().images_file(&version.dataset, version.version))?;
     let schema = options.infer_schema(&ctx.state(), &url).await?;
     let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+fn parquet_listing(path: &std::path::Path) -> Result<(ListingTableUrl, ListingOptions)> {
+    let url = ListingTableUrl::parse(path.to_string_lossy())?;
+    Ok((url, ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet")))
+}
+
+async fn parquet_table(ctx: &SessionContext, path: &std::path::Path) -> Result<DataFrame> {
+    let (url, options) = parquet_listing(path)?;
+    let schema = options.infer_schema(&ctx.state(), &url).await?;
+    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+    Ok(ctx.read_table(Arc::new(ListingTable::try_new(config)?))?)
+}
+
+/// `images` with every tagger's columns: the version's image table left-joined to each
+/// `tags/<tagger>.parquet` (in tagger name order) on image_id and the image's current
+/// sha256, so a tag computed from an older content of the image reads as NULL. Without
+/// tags it is the plain Parquet table (nothing to join, full pushdown).
+async fn tagged_images(
+    ctx: &SessionContext,
+    workspace: &Workspace,
+    version: &DatasetVersion,
+    images: Arc<ListingTable>,
+) -> Result<Arc<dyn TableProvider>> {
+    let layout = workspace.layout();
+    let taggers = tags::tagger_names(layout, &version.dataset).map_err(SqlError::from)?;
+    if taggers.is_empty() {
+        return Ok(images);
+    }
+    let mut view = ctx.read_table(images)?;
+    for tagger in taggers {
+        let table = parquet_table(ctx, &tags::tags_file(layout, &version.dataset, &tagger)).await?;
+        let existing: HashSet<String> = view.schema().fields().iter().map(|f| f.name().clone()).collect();
+        // Writers refuse clashing names; a file copied in by hand could still clash, and
+        // then the earlier column wins rather than the whole dataset becoming unqueryable.
+        let columns: Vec<String> = table
+            .schema()
+            .fields()
+            .iter()
+            .skip(tags::KEY_COLUMNS.len())
+            .map(|f| f.name().clone())
+            .filter(|name| !existing.contains(name))
+            .collect();
+        let (tag_id, tag_sha) = ("__tag_image_id", "__tag_sha256");
+        let mut select = vec![col("image_id").alias(tag_id), col("sha256").alias(tag_sha)];
+        select.extend(columns.iter().map(ident));
+        let table = table.select(select)?;
+        let mut keep: Vec<_> = existing_in_order(&view).into_iter().map(|c| ident(&c)).collect();
+        keep.extend(columns.iter().map(ident));
+        view = view.join(table, JoinType::Left, &["image_id", "sha256"], &[tag_id, tag_sha], None)?.select(keep)?;
+    }
+    Ok(view.into_view())
+}
+
+fn existing_in_order(df: &DataFrame) -> Vec<String> {
+    df.schema().fields().iter().map(|f| f.name().clone()).collect()
+}
+
+/// `detections`: image_id, tagger, label, score, x0, y0, x1, y1 — every stored box of the
+/// images as they are now (same sha256 rule as `images`). None when no tagger found boxes.
+async fn detections_table(
+    ctx: &SessionContext,
+    workspace: &Workspace,
+    version: &DatasetVersion,
+    images: Arc<ListingTable>,
+) -> Result<Option<Arc<dyn TableProvider>>> {
+    let layout = workspace.layout();
+    let taggers = tags::detection_taggers(layout, &version.dataset).map_err(SqlError::from)?;
+    let current = ctx
+        .read_table(images)?
+        .select(vec![col("image_id").alias("current_id"), col("sha256").alias("current_sha")])?;
+    let mut union: Option<DataFrame> = None;
+    for tagger in taggers {
+        let boxes = parquet_table(ctx, &tags::detections_file(layout, &version.dataset, &tagger)).await?;
+        let mut select = vec![col("image_id"), lit(tagger).alias("tagger")];
+        select.extend(tags::DETECTION_COLUMNS.iter().map(|c| col(*c)));
+        let df = boxes
+            .join(current.clone(), JoinType::Inner, &["image_id", "sha256"], &["current_id", "current_sha"], None)?
+            .select(select)?;
+        union = Some(match union {
+            None => df,
+            Some(u) => u.union(df)?,
+        });
+    }
+    Ok(union.map(|df| df.into_view()))
 }
 
 /// `embeddings`: `image_id`, `model`, `vector` for every model that embedded the dataset,
@@ -150,7 +241,7 @@ async fn embeddings_table(
     let current = ctx
         .read_table(images)?
         .select(vec![col("image_id").alias("current_id"), col("sha256").alias("current_sha")])?;
-    let types: std::collections::HashSet<DataType> = per_model
+    let types: HashSet<DataType> = per_model
         .iter()
         .map(|(_, df)| df.schema().field_with_unqualified_name("vector").map(|f| f.data_type().clone()))
         .collect::<Result<_, _>>()?;

@@ -61,6 +61,16 @@ pub struct VectorSet {
 }
 
 impl VectorSet {
+    /// Every (image_id, sha256, vector), in storage order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &[f32])> {
+        let dim = self.model.dim.max(1);
+        self.ids
+            .iter()
+            .zip(&self.shas)
+            .zip(self.matrix.chunks_exact(dim))
+            .map(|((id, sha), v)| (id.as_str(), sha.as_str(), v))
+    }
+
     /// Vector dimension.
     pub fn dim(&self) -> usize {
         self.model.dim

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use slicetest_engine::{
-    DEFAULT_ALPHA, Engine, ImportOptions, IngestOptions, SliceThresholds, SourceFormat, Verify, write_stream,
+    DEFAULT_ALPHA, Engine, ImportOptions, IngestOptions, SliceThresholds, SourceFormat, TagOptions, Verify,
+    write_stream,
 };
 
 use super::CliError;
@@ -70,12 +71,22 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
     print_report(&engine.ingest(&args.source, &options).await?);
     engine.use_dataset(DEMO_DATASET)?;
 
-    let query = "SELECT label, split, count(*) AS images FROM images GROUP BY 1, 2 ORDER BY 1, 2";
-    println!("\n== 2. slicetest sql \"{query}\"");
+    println!("\n== 2. slicetest tag --tagger pixels: brightness, contrast, sharpness, … as columns of images");
+    let tag = TagOptions { taggers: vec!["pixels".into()], ..TagOptions::new(None) };
+    for tagger in engine.tag(&tag)?.taggers {
+        let rate = tagger.tagged as f64 / tagger.seconds.max(1e-9);
+        println!(
+            "{}: {} images tagged in {:.1} s ({rate:.0} images/s), {} already tagged",
+            tagger.tagger, tagger.tagged, tagger.seconds, tagger.already_tagged
+        );
+    }
+    let query = "SELECT label, split, count(*) AS images, round(avg(brightness), 3) AS brightness, \
+                 round(avg(sharpness)) AS sharpness FROM images GROUP BY 1, 2 ORDER BY 1, 2";
+    println!("\n== 3. slicetest sql \"{query}\"");
     let stream = engine.sql_stream(query).await?;
     write_stream(stream, slicetest_engine::OutputFormat::Table, std::io::stdout()).await?;
 
-    println!("\n== 3. slices: named populations, frozen as unit-test sets with a 20% hold-out");
+    println!("\n== 4. slices: named populations, frozen as unit-test sets with a 20% hold-out");
     for (name, query, comment) in DEMO_SLICES {
         if engine.slice(name).is_err() {
             engine
@@ -93,7 +104,7 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
         println!("{name}: {what} version {} with {} members ({} held out)", f.version, f.members, f.holdout_members);
     }
 
-    println!("\n== 4. models: two classifiers trained on candle (CPU, seed 7); their test-set predictions become runs");
+    println!("\n== 5. models: two classifiers trained on candle (CPU, seed 7); their test-set predictions become runs");
     let existing: Vec<String> = engine.runs()?.into_iter().map(|r| r.run).collect();
     for (run, model, config) in demo_models() {
         if existing.iter().any(|r| r == run) {
@@ -110,7 +121,7 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
     }
 
     let (run, baseline) = DEMO_RUN;
-    println!("\n== 5. slicetest test --run {run} --baseline {baseline}");
+    println!("\n== 6. slicetest test --run {run} --baseline {baseline}");
     let report = engine.score_run(run, Some(baseline), DEFAULT_ALPHA)?;
     super::run::print_report(&report);
     let failing: Vec<&str> = report.failures().map(|s| s.slice.as_str()).collect();
@@ -122,11 +133,11 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
     let html = workspace.join("reports").join(format!("{run}.html"));
     std::fs::create_dir_all(html.parent().expect("joined"))?;
     std::fs::write(&html, engine.html_report(&report)?)?;
-    println!("\n== 6. the report with charts, confusion matrices and failure galleries: {}", html.display());
+    println!("\n== 7. the report with charts, confusion matrices and failure galleries: {}", html.display());
 
     let w = workspace.display();
     println!(
-        "\n== 7. the web UI: `slicetest -w {w} serve`, then open \
+        "\n== 8. the web UI: `slicetest -w {w} serve`, then open \
          http://127.0.0.1:{}/#/runs/{run}?baseline={baseline}",
         slicetest_api::DEFAULT_PORT
     );
@@ -134,6 +145,7 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
     println!("  slicetest -w {w} slices");
     println!("  slicetest -w {w} report --run {run} --baseline {baseline}");
     println!("  slicetest -w {w} sql \"SELECT split, holdout, count(*) FROM slice('tops') GROUP BY 1, 2\"");
-    println!("  slicetest -w {w} sql \"SELECT label, avg(bytes) FROM images WHERE split = 'test' GROUP BY label\"");
+    println!("  slicetest -w {w} sql \"SELECT label, count(*) FROM images WHERE brightness < 0.15 GROUP BY label\"");
+    println!("  slicetest -w {w} tag            # + faces; + CLIP zero-shot once `slicetest embed` ran");
     Ok(())
 }

@@ -10,6 +10,7 @@ mod run;
 mod serve;
 mod slice;
 mod sql;
+mod tag;
 
 use std::path::PathBuf;
 
@@ -61,6 +62,9 @@ enum Command {
     Report(run::ReportArgs),
     /// Embed a dataset's images with CLIP (resumable; only new images are embedded).
     Embed(embed::EmbedArgs),
+    /// Auto-tag a dataset's images (pixel statistics, faces, CLIP zero-shot) or import
+    /// another model's outputs; every tag is a column of `images`.
+    Tag(tag::TagArgs),
     /// The images closest to a sentence or to an image (needs `slicetest embed` first).
     Search(embed::SearchArgs),
     /// Serve the HTTP API on 127.0.0.1:7878 (documented at /openapi.json).
@@ -97,6 +101,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Test(args) => run::test(&ws, args),
         Command::Report(args) => run::report(&ws, args),
         Command::Embed(args) => embed::run(&ws, args),
+        Command::Tag(args) => tag::run(&ws, args).await,
         Command::Search(args) => embed::search(&ws, args),
         Command::Serve(args) => serve::run(&ws, args).await,
         Command::Demo(args) => demo::run(&ws, args).await,

@@ -94,7 +94,8 @@ TINY_CLIP = REPO / "embed/tests/fixtures/tiny-clip"
 
 def clothes_workspace(root: Path) -> Path:
     """22 real PNGs in the split/label layout (dataset `clothes`), embedded with the tiny
-    CLIP, and slice `tops` (the shirts, accuracy >= 80%) frozen with a 30% hold-out."""
+    CLIP, tagged with pixel statistics and an imported box (a "collar" on shirt0.png), and
+    slice `tops` (the shirts, accuracy >= 80%) frozen with a 30% hold-out."""
     src = root / "src"
     seed = 0
     for (split, label), count in CLOTHES.items():
@@ -107,6 +108,10 @@ def clothes_workspace(root: Path) -> Path:
     run(ws, "init")
     run(ws, "ingest", str(src), "--dataset", "clothes")
     run(ws, "embed", "--model", str(TINY_CLIP), "--batch-size", "8")
+    run(ws, "tag", "--tagger", "pixels", "--quiet")
+    boxes = root / "boxes.csv"
+    boxes.write_text("image_id,label,score,x0,y0,x1,y1\ntest/Shirt/shirt0.png,collar,0.9,2,1,9,5\n")
+    run(ws, "tag", "import", str(boxes), "--name", "collar-detector")
     run(ws, "slice", "create", "tops", "SELECT image_id FROM images WHERE label = 'Shirt'", "--min-accuracy", "0.8", "--min-samples", "1")
     run(ws, "slice", "freeze", "tops", "--holdout", "0.3", "--seed", "1")
     return ws

@@ -99,7 +99,16 @@ await step("an image's detail shows its tags, predictions and slices", async () 
   await page.waitForSelector("a:has-text('always-coat')");
   assert.equal(await page.locator("td.verdict.fail:has-text('wrong')").count(), 1);
   await page.waitForSelector(".kv td:has-text('label')");
+  await page.waitForSelector(".kv td:has-text('brightness')");
   await page.waitForSelector("li:has-text('tops')");
+  // The imported detector's box is drawn over the picture, scaled with it.
+  const box = page.locator(".figure .box");
+  assert.equal(await box.count(), 1);
+  assert.equal(await box.textContent(), "collar");
+  const image = await page.locator(".figure img").boundingBox();
+  const drawn = await box.boundingBox();
+  assert.ok(Math.abs(drawn.x - image.x - (2 / 12) * image.width) < 1.5, "box left edge");
+  assert.ok(Math.abs(drawn.width - (7 / 12) * image.width) < 1.5, "box width");
 });
 
 await step("a slice is created from a query and frozen", async () => {

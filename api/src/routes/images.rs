@@ -85,7 +85,8 @@ pub async fn thumbnail(
 }
 
 /// `GET /images/{id}/info`: the image's row (every column, tags included), the slices
-/// whose latest frozen version holds it, and each run's prediction for it.
+/// whose latest frozen version holds it, each run's prediction for it, and the boxes
+/// taggers found in it.
 pub async fn info(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -105,10 +106,16 @@ pub async fn info(
     writer.finish().map_err(ApiError::internal)?;
     let rows: serde_json::Value = serde_json::from_slice(&writer.into_inner()).unwrap_or_default();
     let row = rows.get(0).cloned().unwrap_or_default();
-    let (slices, predictions) = {
-        let (dataset, id) = (dataset.clone(), id.clone());
+    let (slices, predictions, detections) = {
+        let (dataset, id, sha) = (dataset.clone(), id.clone(), file.sha256.clone());
         state
-            .blocking(move |engine| Ok((engine.image_slices(&dataset, &id)?, engine.image_predictions(&dataset, &id)?)))
+            .blocking(move |engine| {
+                Ok((
+                    engine.image_slices(&dataset, &id)?,
+                    engine.image_predictions(&dataset, &id)?,
+                    engine.image_detections(&dataset, &id, &sha)?,
+                ))
+            })
             .await?
     };
     Ok(axum::Json(serde_json::json!({
@@ -118,5 +125,6 @@ pub async fn info(
         "image": row,
         "slices": slices,
         "predictions": predictions,
+        "detections": detections,
     })))
 }

@@ -15,8 +15,17 @@ impl Fixture {
 /// The tiny random-weight CLIP of the embed crate's reference tests.
 pub const TINY_CLIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../embed/tests/fixtures/tiny-clip");
 
+/// Per-object boxes of an imaginary detector over `photos`, imported as tagger `detector`.
+pub const DETECTOR_CSV: &str = "image_id,label,score,x0,y0,x1,y1\n\
+train/cat/c1.png,cat,0.9,0,0,4,3\n\
+train/cat/c2.png,cat,0.8,0,0,8,8\n\
+train/cat/c2.png,cat,0.7,8,8,16,16\n\
+train/cat/c2.png,Traffic light,0.6,1,1,2,2\n\
+test/dog/d2.jpg,dog,0.95,2,2,18,9\n";
+
 /// Builds the two-dataset fixture workspace (`photos`, `street`), with `photos` embedded
-/// by the tiny CLIP (stored as model `tiny-clip`).
+/// by the tiny CLIP (stored as model `tiny-clip`), tagged by every built-in tagger
+/// (`pixels`, `faces`, `clip` with the default vocabulary) and by an imported detector.
 pub async fn fixture_workspace() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     slicetest_datasets::fixtures::fixture_workspace(dir.path()).await.expect("fixture workspace builds");
@@ -30,6 +39,14 @@ pub async fn fixture_workspace() -> Fixture {
         chunk_size: 3,
         progress: false,
     };
-    slicetest_engine::Engine::open(fixture.path()).expect("opens").embed(&options).expect("embeds");
+    let engine = slicetest_engine::Engine::open(fixture.path()).expect("opens");
+    engine.embed(&options).expect("embeds");
+    let tag =
+        slicetest_engine::TagOptions { progress: false, ..slicetest_engine::TagOptions::new(Some("photos".into())) };
+    engine.tag(&tag).expect("tags");
+    let detector = fixture.dir.path().join("detector.csv");
+    std::fs::write(&detector, DETECTOR_CSV).expect("writes");
+    let import = slicetest_engine::TagImportOptions { dataset: Some("photos".into()), ..Default::default() };
+    engine.import_tags(&detector, &import).await.expect("imports");
     fixture
 }

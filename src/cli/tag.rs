@@ -1,0 +1,168 @@
+//! `slicetest tag`: auto-taggers (pixel statistics, faces, CLIP zero-shot) and imports of
+//! other models' outputs, all as columns of `images`.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+use slicetest_engine::{Engine, ImportKind, TagImportOptions, TagOptions, TaggerReport};
+
+use super::CliError;
+
+/// Arguments of `slicetest tag`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct TagArgs {
+    #[command(subcommand)]
+    command: Option<TagCommand>,
+    #[command(flatten)]
+    run: TagRunArgs,
+}
+
+/// Arguments of a tagging run.
+#[derive(Debug, Args)]
+struct TagRunArgs {
+    /// The dataset (default: the workspace default).
+    dataset: Option<String>,
+    /// Taggers to run: pixels, faces, clip (repeat or comma-separate). Default: pixels and
+    /// faces, plus clip once the dataset is embedded.
+    #[arg(long = "tagger", short = 't', value_delimiter = ',')]
+    taggers: Vec<String>,
+    /// A CLIP zero-shot vocabulary (TOML: attribute → value → prompts); runs the tagger
+    /// clip-<file stem>, whose columns add to the default vocabulary's.
+    #[arg(long)]
+    vocab: Option<PathBuf>,
+    /// Which embeddings the clip taggers read (default: the dataset's only model).
+    #[arg(long)]
+    model: Option<String>,
+    /// Images decoded in parallel at a time.
+    #[arg(long, default_value_t = 1024)]
+    chunk_size: usize,
+    /// Seconds between saves of the tags while a tagger works (a killed run resumes from
+    /// the last save).
+    #[arg(long, default_value_t = 5.0)]
+    checkpoint_secs: f64,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TagCommand {
+    /// Import another model's outputs: per-image columns, or per-object boxes
+    /// (image_id, label, x0, y0, x1, y1[, score]) counted into num_<label>.
+    Import {
+        /// A CSV, Parquet, JSON-lines or Arrow file with an image_id column.
+        file: PathBuf,
+        /// The dataset (default: the workspace default).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// The name the columns are stored under (default: the file name's stem).
+        #[arg(long)]
+        name: Option<String>,
+        /// What the rows are (default: detections when the file has label and x0..y1).
+        #[arg(long, value_enum, default_value_t = KindArg::Auto)]
+        kind: KindArg,
+    },
+    /// List the stored taggers with their columns and provenance.
+    List {
+        /// The dataset (default: the workspace default).
+        dataset: Option<String>,
+    },
+    /// Remove a tagger's columns (and boxes).
+    Remove {
+        /// The tagger's name.
+        tagger: String,
+        /// The dataset (default: the workspace default).
+        #[arg(long)]
+        dataset: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KindArg {
+    Auto,
+    PerImage,
+    Detections,
+}
+
+pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
+    let engine = Engine::open(workspace)?;
+    match args.command {
+        None => {
+            let options = TagOptions {
+                dataset: args.run.dataset,
+                taggers: args.run.taggers,
+                vocabulary: args.run.vocab,
+                model: args.run.model,
+                progress: !args.run.quiet,
+                chunk_size: args.run.chunk_size,
+                checkpoint_seconds: args.run.checkpoint_secs,
+            };
+            let report = engine.tag(&options)?;
+            for tagger in &report.taggers {
+                print_report(&report.dataset, tagger);
+            }
+        }
+        Some(TagCommand::Import { file, dataset, name, kind }) => {
+            let kind = match kind {
+                KindArg::Auto => ImportKind::Auto,
+                KindArg::PerImage => ImportKind::PerImage,
+                KindArg::Detections => ImportKind::Detections,
+            };
+            let options = TagImportOptions { dataset: dataset.clone(), name, kind };
+            let (dataset, report) = engine.import_tags(&file, &options).await?;
+            println!(
+                "{dataset}: imported {} ({} images{}) as columns {}",
+                report.tagger,
+                report.tagged,
+                if report.boxes > 0 { format!(", {} boxes", report.boxes) } else { String::new() },
+                report.columns.join(", ")
+            );
+        }
+        Some(TagCommand::List { dataset }) => {
+            let rows = engine
+                .taggers(dataset.as_deref())?
+                .into_iter()
+                .map(|(p, columns, rows)| {
+                    vec![
+                        p.tagger,
+                        p.version,
+                        rows.to_string(),
+                        columns.join(", "),
+                        p.model.unwrap_or_default(),
+                        p.parameters_hash[..12].to_string(),
+                    ]
+                })
+                .collect();
+            super::print_table(&["tagger", "version", "rows", "columns", "model", "parameters"], rows);
+        }
+        Some(TagCommand::Remove { tagger, dataset }) => {
+            if engine.remove_tags(dataset.as_deref(), &tagger)? {
+                println!("removed the tags of {tagger}");
+            } else {
+                return Err(format!("no tags named {tagger:?} (see `slicetest tag list`)").into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_report(dataset: &str, r: &TaggerReport) {
+    let rate = if r.seconds > 0.0 { r.tagged as f64 / r.seconds } else { 0.0 };
+    println!(
+        "{dataset}: {} tagged {} images in {:.1} s ({rate:.0} images/s){}; {} already tagged{}",
+        r.tagger,
+        r.tagged,
+        r.seconds,
+        if r.boxes > 0 { format!(", {} boxes", r.boxes) } else { String::new() },
+        r.already_tagged,
+        if r.rebuilt { " (parameters changed: tags rebuilt)" } else { "" }
+    );
+    println!("  columns: {}", r.columns.join(", "));
+    for (id, reason) in r.failed.iter().take(20) {
+        println!("  not tagged {id}: {reason}");
+    }
+    if r.failed.len() > 20 {
+        println!("  … and {} more not tagged", r.failed.len() - 20);
+    }
+}
