@@ -27,7 +27,7 @@ use crate::atomic::{sync_dir, tmp_sibling};
 use crate::error::{DatasetError, Result};
 use crate::layout::{WorkspaceLayout, validate_name};
 use crate::stored::entry_names;
-use crate::version::write_parquet;
+use crate::version::write_parquet_with_metadata;
 
 /// The Parquet (and Arrow schema) metadata key holding a tag file's [`TaggerProvenance`].
 pub const PROVENANCE_KEY: &str = "slicetest.tagger";
@@ -163,8 +163,9 @@ pub fn read_tags(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Resul
         .schema()
         .metadata()
         .get(PROVENANCE_KEY)
+        .cloned()
         .ok_or_else(|| bad(format!("no {PROVENANCE_KEY} metadata")))
-        .and_then(|json| serde_json::from_str(json).map_err(|e| bad(e.to_string())))?;
+        .and_then(|json| serde_json::from_str(&json).map_err(|e| bad(e.to_string())))?;
     let detections_path = detections_file(layout, dataset, tagger);
     let detections = if detections_path.is_file() { Some(read_whole(&detections_path)?) } else { None };
     Ok(Some(TagFile { provenance, tags: strip_metadata(tags), detections }))
@@ -197,25 +198,26 @@ fn strip_metadata(batch: RecordBatch) -> RecordBatch {
 pub fn write_tags(layout: &WorkspaceLayout, dataset: &str, file: &TagFile) -> Result<()> {
     let tagger = &file.provenance.tagger;
     validate_name(tagger)?;
-    if let Some(detections) = &file.detections {
-        write_replacing(&detections_file(layout, dataset, tagger), detections)?;
-    }
     let json = serde_json::to_string(&file.provenance).expect("serialisable");
-    let mut metadata = HashMap::new();
-    metadata.insert(PROVENANCE_KEY.to_string(), json);
-    let schema = Arc::new(Schema::new_with_metadata(file.tags.schema().fields().clone(), metadata));
+    let metadata = vec![(PROVENANCE_KEY.to_string(), json)];
+    if let Some(detections) = &file.detections {
+        write_replacing(&detections_file(layout, dataset, tagger), detections, metadata.clone())?;
+    }
+    // In the Arrow schema too, so readers of the schema alone (DataFusion) see it.
+    let schema =
+        Arc::new(Schema::new_with_metadata(file.tags.schema().fields().clone(), metadata.iter().cloned().collect()));
     let tags = RecordBatch::try_new(schema, file.tags.columns().to_vec())?;
-    write_replacing(&tags_file(layout, dataset, tagger), &tags)?;
+    write_replacing(&tags_file(layout, dataset, tagger), &tags, metadata)?;
     crate::ingest::failpoint("tag-after-publish");
     Ok(())
 }
 
-fn write_replacing(path: &Path, batch: &RecordBatch) -> Result<()> {
+fn write_replacing(path: &Path, batch: &RecordBatch, metadata: Vec<(String, String)>) -> Result<()> {
     let dir = path.parent().expect("tag files live in a directory");
     fs::create_dir_all(dir).map_err(DatasetError::io("creating", dir))?;
     crate::atomic::remove_stale_tmp(dir);
     let tmp = tmp_sibling(path);
-    write_parquet(&tmp, batch)?;
+    write_parquet_with_metadata(&tmp, batch, metadata)?;
     fs::rename(&tmp, path).map_err(DatasetError::io("publishing", path))?;
     sync_dir(dir).map_err(DatasetError::io("syncing", dir))
 }
@@ -309,6 +311,13 @@ mod tests {
         write_tags(&layout, "ds", &file).unwrap();
         let back = read_tags(&layout, "ds", "pixels").unwrap().unwrap();
         assert_eq!(back.provenance, provenance);
+        // Any Parquet reader finds the provenance in the footer.
+        let file = File::open(tags_file(&layout, "ds", "pixels")).unwrap();
+        let footer = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().metadata().clone();
+        let kv = footer.file_metadata().key_value_metadata().unwrap();
+        assert!(
+            kv.iter().any(|e| e.key == PROVENANCE_KEY && e.value.as_deref().is_some_and(|v| v.contains("\"pixels\"")))
+        );
         assert_eq!(back.tags.num_rows(), 2);
         assert!(back.tagged().contains(&("a".to_string(), "sha-a".to_string())));
         let kept = retain_rows(&back.tags, |id, _| id != "a").unwrap();

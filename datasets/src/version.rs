@@ -124,10 +124,23 @@ pub fn pairs_hash<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> St
 
 /// Writes `batch` as a Parquet file (zstd, statistics on) and returns the file's SHA-256.
 pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<String> {
+    write_parquet_with_metadata(path, batch, Vec::new())
+}
+
+/// [`write_parquet`] with key-value pairs in the file's footer metadata, where every
+/// Parquet reader (pyarrow's `read_metadata`, DuckDB's `parquet_kv_metadata`) finds them.
+pub fn write_parquet_with_metadata(
+    path: &Path,
+    batch: &RecordBatch,
+    metadata: Vec<(String, String)>,
+) -> Result<String> {
+    let metadata =
+        metadata.into_iter().map(|(k, v)| datafusion::parquet::file::metadata::KeyValue::new(k, v)).collect::<Vec<_>>();
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
         .set_max_row_group_row_count(Some(128 * 1024))
         .set_created_by(format!("slicetest {}", env!("CARGO_PKG_VERSION")))
+        .set_key_value_metadata((!metadata.is_empty()).then_some(metadata))
         .build();
     let file = File::create(path).map_err(DatasetError::io("creating", path))?;
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
