@@ -38,7 +38,8 @@ fn windows(input: usize, output: usize) -> Vec<(usize, usize)> {
 
 /// `imresample` = `F.interpolate(mode="area")` = `adaptive_avg_pool2d`, applied to the region
 /// `rows × cols` of `src`, then normalised with `(x − 127.5) · 0.0078125` as `detect_face`
-/// does right after each resample. Writes 3 × `out_h` × `out_w` values into `dst`.
+/// does right after each resample. Writes `out_h` × `out_w` × 3 values into `dst`,
+/// channels-last as the networks read them.
 ///
 /// ATen sums the window in float32 and divides by the window height, then by its width
 /// (two roundings, checked bit-exact against torch 2.15); the sums of integer pixels are
@@ -55,29 +56,28 @@ pub(crate) fn area_resize_normalised(
     let wy = windows(in_h, out_h);
     let wx = windows(in_w, out_w);
     let plane = src.width * src.height;
-    // Column sums per output column first would change nothing numerically (exact
-    // integer sums); what it buys is speed for the large pyramid levels: each input row
-    // is read once per output row window.
-    let mut row_acc = vec![0f32; out_w];
+    // Per output row, the window's rows are first summed column by column (a vectorised
+    // add of whole rows), then each output column sums its window of those column sums.
+    // All sums are of integer pixels and stay below 2^24, so they are exact in f32 and
+    // this order gives the same bits as ATen's; it reads every input pixel once per output
+    // row window instead of once per (output row, output column) window and a short,
+    // unvectorised loop each time.
+    let mut col_sums = vec![0f32; in_w];
     for c in 0..3 {
         let base = &src.data[c * plane..(c + 1) * plane];
-        let out = &mut dst[c * out_h * out_w..(c + 1) * out_h * out_w];
         for (oy, &(y0, y1)) in wy.iter().enumerate() {
-            row_acc.iter_mut().for_each(|v| *v = 0.0);
+            col_sums.fill(0.0);
             for y in y0..y1 {
                 let line = &base[(rows.0 + y) * src.width + cols.0..(rows.0 + y) * src.width + cols.1];
-                for (acc, &(x0, x1)) in row_acc.iter_mut().zip(&wx) {
-                    let mut s = 0f32;
-                    for &v in &line[x0..x1] {
-                        s += v;
-                    }
-                    *acc += s;
+                for (acc, &v) in col_sums.iter_mut().zip(line) {
+                    *acc += v;
                 }
             }
             let kh = (y1 - y0) as f32;
-            for (ox, (&acc, &(x0, x1))) in row_acc.iter().zip(&wx).enumerate() {
-                let avg = acc / kh / (x1 - x0) as f32;
-                out[oy * out_w + ox] = (avg - 127.5) * 0.0078125;
+            for (ox, &(x0, x1)) in wx.iter().enumerate() {
+                let sum: f32 = col_sums[x0..x1].iter().sum();
+                let avg = sum / kh / (x1 - x0) as f32;
+                dst[(oy * out_w + ox) * 3 + c] = (avg - 127.5) * 0.0078125;
             }
         }
     }
@@ -96,11 +96,10 @@ pub(crate) struct Cand {
 
 /// `generateBoundingBox`: every P-Net cell with face probability ≥ `threshold` becomes a
 /// 12×12 box in input-image coordinates. `prob` and `reg` are the P-Net output maps
-/// (`reg` channel-major, 4 × h × w). Cells are visited row-major, as `nonzero()` does.
-pub(crate) fn generate(prob: &[f32], reg: &[f32], h: usize, w: usize, scale: f64, threshold: f32) -> Vec<Cand> {
+/// (h × w, row-major). Cells are visited row-major, as `nonzero()` does.
+pub(crate) fn generate(prob: &[f32], reg: &[[f32; 4]], h: usize, w: usize, scale: f64, threshold: f32) -> Vec<Cand> {
     // torch divides the float32 tensor by the Python float `scale` cast to float32.
     let scale = scale as f32;
-    let plane = h * w;
     let mut out = Vec::new();
     for y in 0..h {
         for x in 0..w {
@@ -114,7 +113,7 @@ pub(crate) fn generate(prob: &[f32], reg: &[f32], h: usize, w: usize, scale: f64
                     x2: ((2.0 * bx + 12.0) / scale).floor(),
                     y2: ((2.0 * by + 12.0) / scale).floor(),
                     score,
-                    reg: [reg[i], reg[plane + i], reg[2 * plane + i], reg[3 * plane + i]],
+                    reg: reg[i],
                 });
             }
         }

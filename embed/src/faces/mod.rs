@@ -1,4 +1,4 @@
-//! Face detection: MTCNN on candle, numerically the detector of facenet-pytorch 2.6.0.
+//! Face detection: MTCNN on the CPU, numerically the detector of facenet-pytorch 2.6.0.
 //!
 //! [`FaceDetector`] runs the three-stage cascade of Zhang et al. (2016) exactly as
 //! facenet-pytorch's `detect_face` does with `MTCNN()` defaults (min face 20 px, thresholds
@@ -14,13 +14,13 @@ mod nets;
 
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use crate::{EmbedError, Result};
 use boxes::{Cand, Planar};
-use nets::{ONet, PNet, RNet};
+use nets::{Hwc, ONet, PNet, RNet};
 
 /// Provenance of the detector: the weights and the algorithm it reproduces.
 pub const MTCNN_VERSION: &str = "facenet-pytorch-2.6.0-mtcnn";
@@ -36,9 +36,6 @@ const FACTOR: f64 = 0.709;
 /// `MTCNN(thresholds=[0.6, 0.7, 0.7])`. torch compares a float32 tensor with a Python
 /// float in float32, so these are the f32 roundings.
 const THRESHOLDS: [f32; 3] = [0.6, 0.7, 0.7];
-/// Crops per R-Net / O-Net forward pass: bounds the memory of one pass (facenet-pytorch
-/// uses 512 for the same reason; results do not depend on it).
-const CROP_BATCH: usize = 512;
 
 /// One detected face: its probability and its box in pixel coordinates of the input
 /// image (x to the right, y down; may extend past the image border, as facenet-pytorch's do).
@@ -81,13 +78,16 @@ impl std::fmt::Debug for FaceDetector {
 }
 
 impl FaceDetector {
-    /// Loads the embedded weights onto `device` (float32).
+    /// Loads the embedded weights (float32). The networks run on the CPU whatever `device`
+    /// is: they are small enough that per-layer dispatch, not arithmetic, would dominate on
+    /// an accelerator, and the CPU kernels in `nets` are what the reference test checks.
     pub fn new(device: &candle_core::Device) -> crate::Result<Self> {
         let model_err = |e: candle_core::Error| EmbedError::Model {
             path: PathBuf::from("<embedded>/mtcnn.safetensors"),
             message: e.to_string(),
         };
-        let vb = VarBuilder::from_buffered_safetensors(WEIGHTS.to_vec(), DType::F32, device).map_err(model_err)?;
+        let vb =
+            VarBuilder::from_buffered_safetensors(WEIGHTS.to_vec(), DType::F32, &Device::Cpu).map_err(model_err)?;
         Ok(FaceDetector {
             pnet: PNet::new(vb.pp("pnet")).map_err(model_err)?,
             rnet: RNet::new(vb.pp("rnet")).map_err(model_err)?,
@@ -135,20 +135,16 @@ impl FaceDetector {
         }
         let per_scale: Vec<Vec<Cand>> = scales
             .par_iter()
-            .map(|&scale| -> Result<Vec<Cand>> {
+            .map(|&scale| {
                 // int(h * scale + 1): truncation of a positive value.
                 let (hs, ws) = ((h * scale + 1.0) as usize, (w * scale + 1.0) as usize);
                 let mut data = vec![0f32; 3 * hs * ws];
                 boxes::area_resize_normalised(img, (0, img.height), (0, img.width), hs, ws, &mut data);
-                let x = Tensor::from_vec(data, (1, 3, hs, ws), &self.device)?;
-                let (reg, prob) = self.pnet.forward(&x)?;
-                let (_, _, oh, ow) = reg.dims4()?;
-                let reg = reg.flatten_all()?.to_vec1::<f32>()?;
-                let prob = prob.flatten_all()?.to_vec1::<f32>()?;
+                let (prob, reg, oh, ow) = self.pnet.forward(&Hwc { data, h: hs, w: ws, c: 3 });
                 let cands = boxes::generate(&prob, &reg, oh, ow, scale, THRESHOLDS[0]);
-                Ok(boxes::nms_torchvision(&cands, 0.5).into_iter().map(|i| cands[i]).collect())
+                boxes::nms_torchvision(&cands, 0.5).into_iter().map(|i| cands[i]).collect()
             })
-            .collect::<Result<_>>()?;
+            .collect();
         let all: Vec<Cand> = per_scale.into_iter().flatten().collect();
         let keep = boxes::nms_torchvision(&all, 0.7);
         Ok(keep.into_iter().map(|i| boxes::rerec(&boxes::regress_stage1(&all[i]))).collect())
@@ -160,20 +156,13 @@ impl FaceDetector {
         if boxes.is_empty() {
             return Ok(boxes);
         }
-        let mut regs = Vec::with_capacity(boxes.len() * 4);
-        let mut probs = Vec::with_capacity(boxes.len());
-        for chunk in crops.chunks(CROP_BATCH * 3 * 24 * 24) {
-            let n = chunk.len() / (3 * 24 * 24);
-            let x = Tensor::from_slice(chunk, (n, 3, 24, 24), &self.device)?;
-            let (reg, prob) = self.rnet.forward(&x)?;
-            regs.extend(reg.flatten_all()?.to_vec1::<f32>()?);
-            probs.extend(prob.to_vec1::<f32>()?);
-        }
+        let out: Vec<(f32, [f32; 4])> =
+            crops.into_par_iter().map(|data| self.rnet.forward(Hwc { data, h: 24, w: 24, c: 3 })).collect();
         let passed: Vec<Cand> = boxes
             .iter()
-            .enumerate()
-            .filter(|&(k, _)| probs[k] > THRESHOLDS[1])
-            .map(|(k, b)| Cand { score: probs[k], reg: reg4(&regs, k), ..*b })
+            .zip(out)
+            .filter(|&(_, (prob, _))| prob > THRESHOLDS[1])
+            .map(|(b, (score, reg))| Cand { score, reg, ..*b })
             .collect();
         let keep = boxes::nms_torchvision(&passed, 0.7);
         Ok(keep.into_iter().map(|i| boxes::rerec(&boxes::bbreg(&passed[i], passed[i].reg))).collect())
@@ -185,26 +174,16 @@ impl FaceDetector {
         if boxes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut regs = Vec::with_capacity(boxes.len() * 4);
-        let mut points = Vec::with_capacity(boxes.len() * 10);
-        let mut probs = Vec::with_capacity(boxes.len());
-        for chunk in crops.chunks(CROP_BATCH * 3 * 48 * 48) {
-            let n = chunk.len() / (3 * 48 * 48);
-            let x = Tensor::from_slice(chunk, (n, 3, 48, 48), &self.device)?;
-            let (reg, pts, prob) = self.onet.forward(&x)?;
-            regs.extend(reg.flatten_all()?.to_vec1::<f32>()?);
-            points.extend(pts.flatten_all()?.to_vec1::<f32>()?);
-            probs.extend(prob.to_vec1::<f32>()?);
-        }
+        let out: Vec<(f32, [f32; 4], [f32; 10])> =
+            crops.into_par_iter().map(|data| self.onet.forward(Hwc { data, h: 48, w: 48, c: 3 })).collect();
         let mut passed = Vec::new();
         let mut marks = Vec::new();
-        for (k, b) in boxes.iter().enumerate() {
-            if probs[k] > THRESHOLDS[2] {
+        for (b, (prob, reg, p)) in boxes.iter().zip(out) {
+            if prob > THRESHOLDS[2] {
                 // Landmarks are relative to the (square) box before the final regression.
                 let (w, h) = (b.x2 - b.x1 + 1.0, b.y2 - b.y1 + 1.0);
-                let p = &points[k * 10..k * 10 + 10];
                 let lm: [[f32; 2]; 5] = std::array::from_fn(|j| [w * p[j] + b.x1 - 1.0, h * p[j + 5] + b.y1 - 1.0]);
-                passed.push(boxes::bbreg(&Cand { score: probs[k], ..*b }, reg4(&regs, k)));
+                passed.push(boxes::bbreg(&Cand { score: prob, ..*b }, reg));
                 marks.push(lm);
             }
         }
@@ -219,21 +198,20 @@ impl FaceDetector {
     }
 }
 
-fn reg4(regs: &[f32], k: usize) -> [f32; 4] {
-    [regs[4 * k], regs[4 * k + 1], regs[4 * k + 2], regs[4 * k + 3]]
-}
-
 /// The `pad`-clipped crops of `boxes`, each area-resampled to `size`×`size` and normalised,
-/// concatenated channels-first; boxes whose crop is empty are dropped (see
+/// one channels-last buffer per crop; boxes whose crop is empty are dropped (see
 /// [`boxes::crop_region`]). Crops are cut in parallel: for hundreds of R-Net candidates
 /// this is a visible share of the time.
-fn crops(img: &Planar, boxes: Vec<Cand>, size: usize) -> (Vec<Cand>, Vec<f32>) {
+fn crops(img: &Planar, boxes: Vec<Cand>, size: usize) -> (Vec<Cand>, Vec<Vec<f32>>) {
     let regions: Vec<(Cand, _)> =
         boxes.into_iter().filter_map(|b| boxes::crop_region(&b, img.width, img.height).map(|r| (b, r))).collect();
-    let per = 3 * size * size;
-    let mut data = vec![0f32; regions.len() * per];
-    data.par_chunks_mut(per).zip(&regions).for_each(|(dst, (_, (rows, cols)))| {
-        boxes::area_resize_normalised(img, *rows, *cols, size, size, dst);
-    });
+    let data = regions
+        .par_iter()
+        .map(|(_, (rows, cols))| {
+            let mut dst = vec![0f32; 3 * size * size];
+            boxes::area_resize_normalised(img, *rows, *cols, size, size, &mut dst);
+            dst
+        })
+        .collect();
     (regions.into_iter().map(|(b, _)| b).collect(), data)
 }
