@@ -1,6 +1,8 @@
 //! Finding a CLIP checkpoint: a directory given by the user, else the Hugging Face cache
-//! (`$HF_HUB_CACHE`, `$HF_HOME/hub`, `~/.cache/huggingface/hub`). Downloading from the hub
-//! is not built: this crate never opens a network connection.
+//! (`$HF_HUB_CACHE`, `$HF_HOME/hub`, `~/.cache/huggingface/hub`), else a download of the
+//! Hugging Face id from the hub into that cache (the `hub` feature, on by default; never
+//! when `HF_HUB_OFFLINE=1`). `$HF_ENDPOINT` points the download at a mirror. An id may
+//! name a revision: `openai/clip-vit-base-patch32@refs/pr/15`.
 
 use std::path::{Path, PathBuf};
 
@@ -22,12 +24,17 @@ pub fn resolve_model(model: &str) -> Result<PathBuf> {
         return complete(given).map(|()| given.to_path_buf());
     }
     let mut tried = vec![format!("{model} (not a directory)")];
+    let (id, revision) = split_revision(model);
     for cache in hf_caches() {
-        let repo = cache.join(format!("models--{}", model.replace('/', "--")));
-        match snapshot(&repo) {
+        let repo = cache.join(format!("models--{}", id.replace('/', "--")));
+        match snapshot(&repo, revision) {
             Some(dir) => return Ok(dir),
             None => tried.push(format!("{} (no complete snapshot)", repo.display())),
         }
+    }
+    match download_to_cache(model) {
+        Ok(dir) => return Ok(dir),
+        Err(why) => tried.push(why),
     }
     Err(EmbedError::Model {
         path: PathBuf::from(model),
@@ -64,10 +71,71 @@ fn hf_caches() -> Vec<PathBuf> {
     caches
 }
 
-/// The snapshot `refs/main` points at, else any complete one (newest name last).
-fn snapshot(repo: &Path) -> Option<PathBuf> {
+/// `id@revision` → (id, revision); a plain id is at `main`.
+fn split_revision(model: &str) -> (&str, &str) {
+    model.split_once('@').unwrap_or((model, "main"))
+}
+
+/// Downloads the checkpoint files of Hugging Face id `model` (optionally `id@revision`)
+/// from `$HF_ENDPOINT` (default https://huggingface.co) into the first HF cache, the same
+/// layout `huggingface-cli` writes, and returns the snapshot directory. The error says
+/// why not (offline, not built, or what the hub answered).
+pub fn download_to_cache(model: &str) -> std::result::Result<PathBuf, String> {
+    if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
+        return Err(format!("https download of {model} (skipped: HF_HUB_OFFLINE is set)"));
+    }
+    let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".to_string());
+    let cache = hf_caches().into_iter().next().unwrap_or_else(|| PathBuf::from(".cache/huggingface/hub"));
+    download_model(&endpoint, &cache, model, true)
+}
+
+/// Downloads `config.json`, `model.safetensors` and `tokenizer.json` of `model` (`id` or
+/// `id@revision`) from a hub at `endpoint` into the HF cache directory `cache`; returns
+/// the snapshot directory. Files already in the cache are not fetched again.
+#[cfg(feature = "hub")]
+pub fn download_model(
+    endpoint: &str,
+    cache: &Path,
+    model: &str,
+    progress: bool,
+) -> std::result::Result<PathBuf, String> {
+    use hf_hub::api::sync::ApiBuilder;
+    use hf_hub::{Repo, RepoType};
+
+    let (id, revision) = split_revision(model);
+    let failed = |what: String| format!("download of {model} from {endpoint} ({what})");
+    let api = ApiBuilder::new()
+        .with_endpoint(endpoint.to_string())
+        .with_cache_dir(cache.to_path_buf())
+        .with_progress(progress)
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let repo = api.repo(Repo::with_revision(id.to_string(), RepoType::Model, revision.to_string()));
+    let mut dir = None;
+    for file in MODEL_FILES {
+        let path = repo.get(file).map_err(|e| failed(format!("{file}: {e}")))?;
+        dir = path.parent().map(Path::to_path_buf);
+    }
+    let dir = dir.expect("MODEL_FILES is not empty");
+    complete(&dir).map_err(|e| failed(e.to_string()))?;
+    Ok(dir)
+}
+
+/// Without the `hub` feature: always an error saying so.
+#[cfg(not(feature = "hub"))]
+pub fn download_model(
+    endpoint: &str,
+    _cache: &Path,
+    model: &str,
+    _progress: bool,
+) -> std::result::Result<PathBuf, String> {
+    Err(format!("download of {model} from {endpoint} (not built: this slicetest has no `hub` feature)"))
+}
+
+/// The snapshot `refs/<revision>` points at, else any complete one (newest name last).
+fn snapshot(repo: &Path, revision: &str) -> Option<PathBuf> {
     let snapshots = repo.join("snapshots");
-    if let Ok(main) = std::fs::read_to_string(repo.join("refs/main")) {
+    if let Ok(main) = std::fs::read_to_string(repo.join("refs").join(revision)) {
         let dir = snapshots.join(main.trim());
         if complete(&dir).is_ok() {
             return Some(dir);
@@ -110,7 +178,10 @@ mod tests {
 
     #[test]
     fn an_unknown_model_names_every_place_tried() {
+        // SAFETY (of the test): no other test of this crate reads HF_HUB_OFFLINE.
+        unsafe { std::env::set_var("HF_HUB_OFFLINE", "1") };
         let err = resolve_model("nobody/no-such-clip").unwrap_err().to_string();
+        assert!(err.contains("skipped: HF_HUB_OFFLINE is set"), "{err}");
         assert!(err.contains("nobody/no-such-clip (not a directory)"), "{err}");
         assert!(err.contains("models--nobody--no-such-clip"), "{err}");
         assert!(err.contains("--model <dir>"), "{err}");
@@ -127,7 +198,7 @@ mod tests {
         }
         std::fs::create_dir_all(repo.join("refs")).unwrap();
         std::fs::write(repo.join("refs/main"), "abc123\n").unwrap();
-        assert_eq!(snapshot(&repo).unwrap(), snap);
+        assert_eq!(snapshot(&repo, "main").unwrap(), snap);
         std::fs::remove_dir_all(cache).unwrap();
     }
 }

@@ -27,7 +27,7 @@ use crate::error::{EngineError, Result};
 /// What `slicetest embed` should do.
 #[derive(Debug, Clone)]
 pub struct EmbedOptions {
-    /// A checkpoint directory or a Hugging Face id found in the local HF cache.
+    /// A checkpoint directory or a Hugging Face id (local HF cache, else downloaded).
     pub model: String,
     /// The name the embeddings are stored (and queried) under; default: derived from `model`.
     pub name: Option<String>,

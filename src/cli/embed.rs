@@ -14,7 +14,7 @@ pub struct EmbedArgs {
     /// The dataset (default: the workspace default).
     pub dataset: Option<String>,
     /// A CLIP checkpoint directory (config.json, model.safetensors, tokenizer.json) or a
-    /// Hugging Face id present in the local HF cache.
+    /// Hugging Face id (`id[@revision]`), from the local HF cache or downloaded into it.
     #[arg(long, short, default_value = DEFAULT_MODEL, env = "SLICETEST_CLIP_MODEL")]
     pub model: String,
     /// Store (and query) the embeddings under this name; default: derived from --model.
