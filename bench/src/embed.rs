@@ -39,6 +39,9 @@ fn main() -> anyhow::Result<()> {
         .context("--vectors N")?;
     let threads = rayon::current_num_threads();
     println!("bench-embed on {threads} threads");
+    if !flag("--default-malloc") {
+        slicetest_embed::keep_freed_memory_for_reuse();
+    }
     if !flag("--skip-clip") {
         clip_throughput(threads)?;
     }

@@ -21,6 +21,24 @@ pub use clip::{ClipConfig, ClipModel, ClipPreprocessor, ClipTokenizer};
 pub use error::{EmbedError, Result};
 pub use resolve::{DEFAULT_MODEL, fingerprint, resolve_model};
 
+/// Makes the C allocator keep freed memory for reuse instead of handing it back to the
+/// kernel (glibc only; elsewhere a no-op). Every CLIP layer allocates fresh activation
+/// tensors of 2–10 MB; glibc serves those with `mmap` and unmaps them on free, so each op
+/// page-faults and zeroes its output again: about a fifth of `slicetest embed`'s CPU time
+/// went to the kernel's page faults (perf: clear_page_erms, exc_page_fault). With blocks
+/// up to 32 MB served from the heap and up to 512 MB of free heap kept, the pages are
+/// reused. Process-wide, so it is called by long embedding runs (the `embed` command,
+/// bench-embed), not by the library itself.
+pub fn keep_freed_memory_for_reuse() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before the heavy
+    // allocation starts, and glibc serialises it with the arena locks.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
+
 /// The device for `choice` (`auto`, `cpu`, `cuda`, `metal`) and the dtype to run in:
 /// f32 on the CPU, f16 on a GPU. `auto` takes a GPU when one was compiled in and is present.
 pub fn select_device(choice: &str) -> Result<(Device, DType)> {

@@ -35,6 +35,7 @@ pub struct EmbedArgs {
 }
 
 pub fn run(workspace: &Path, args: EmbedArgs) -> Result<(), CliError> {
+    slicetest_embed::keep_freed_memory_for_reuse();
     let engine = Engine::open(workspace)?;
     let options = EmbedOptions {
         model: args.model,
