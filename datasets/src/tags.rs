@@ -118,27 +118,32 @@ pub fn detections_file(layout: &WorkspaceLayout, dataset: &str, tagger: &str) ->
 /// The taggers with stored tags for `dataset`, sorted by name (the order their columns
 /// join the `images` view in).
 pub fn tagger_names(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String>> {
-    let dir = layout.dataset_dir(dataset).join("tags");
-    let mut names: Vec<String> =
-        entry_names(&dir)?.into_iter().filter_map(|n| n.strip_suffix(".parquet").map(str::to_string)).collect();
-    names.retain(|n| validate_name(n).is_ok());
-    names.sort();
-    Ok(names)
+    stored_names(&layout.dataset_dir(dataset).join("tags"))
 }
 
 /// The taggers with stored detections for `dataset`, sorted by name.
 pub fn detection_taggers(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String>> {
-    let dir = layout.dataset_dir(dataset).join("detections");
+    stored_names(&layout.dataset_dir(dataset).join("detections"))
+}
+
+/// The `<name>.parquet` files of `dir` by name; leftovers of killed writers (`.tmp-*`)
+/// are not valid names and are skipped.
+fn stored_names(dir: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> =
-        entry_names(&dir)?.into_iter().filter_map(|n| n.strip_suffix(".parquet").map(str::to_string)).collect();
+        entry_names(dir)?.into_iter().filter_map(|n| n.strip_suffix(".parquet").map(str::to_string)).collect();
     names.retain(|n| validate_name(n).is_ok());
     names.sort();
     Ok(names)
 }
 
+/// `image_id`, `sha256`: the first fields of every tag and detections file.
+pub fn key_fields() -> Vec<Field> {
+    KEY_COLUMNS.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect()
+}
+
 /// The schema of a detections file.
 pub fn detections_schema() -> SchemaRef {
-    let mut fields: Vec<Field> = KEY_COLUMNS.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect();
+    let mut fields = key_fields();
     fields.push(Field::new("label", DataType::Utf8, false));
     fields.extend(["score", "x0", "y0", "x1", "y1"].map(|n| Field::new(n, DataType::Float32, true)));
     Arc::new(Schema::new(fields))
@@ -166,9 +171,14 @@ pub fn read_tags(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Resul
         .cloned()
         .ok_or_else(|| bad(format!("no {PROVENANCE_KEY} metadata")))
         .and_then(|json| serde_json::from_str(&json).map_err(|e| bad(e.to_string())))?;
-    let detections_path = detections_file(layout, dataset, tagger);
-    let detections = if detections_path.is_file() { Some(read_whole(&detections_path)?) } else { None };
+    let detections = read_detections(layout, dataset, tagger)?;
     Ok(Some(TagFile { provenance, tags: strip_metadata(tags), detections }))
+}
+
+/// A tagger's stored boxes, if it has any (without reading its tag file).
+pub fn read_detections(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Result<Option<RecordBatch>> {
+    let path = detections_file(layout, dataset, tagger);
+    if path.is_file() { read_whole(&path).map(Some) } else { Ok(None) }
 }
 
 /// The tag columns of a stored tagger (read from the file's footer only).
@@ -251,6 +261,24 @@ pub fn append_rows(old: &RecordBatch, new: &RecordBatch) -> Result<RecordBatch> 
         message: format!("stored tag columns {:?} differ from the tagger's {:?}", old.schema(), schema),
     })?;
     Ok(concat_batches(&schema, [&old, new])?)
+}
+
+/// The column names a tagger may not use, each with who owns it: the dataset version's
+/// own `columns`, and every other tagger's (all but `tagger`).
+pub fn taken_columns(
+    layout: &WorkspaceLayout,
+    dataset: &str,
+    columns: &[String],
+    tagger: &str,
+) -> Result<HashMap<String, String>> {
+    let mut taken: HashMap<String, String> =
+        columns.iter().map(|c| (c.clone(), format!("dataset {dataset}"))).collect();
+    for other in tagger_names(layout, dataset)?.into_iter().filter(|o| o != tagger) {
+        for c in tag_columns(layout, dataset, &other)? {
+            taken.insert(c, format!("tagger {other}"));
+        }
+    }
+    Ok(taken)
 }
 
 /// Checks that a tagger's column names are usable: not a key column, unique, and not one

@@ -126,8 +126,7 @@ impl Engine {
         let layout = self.workspace.layout();
         let mut out = Vec::new();
         for tagger in slicetest_datasets::tags::detection_taggers(layout, dataset)? {
-            let Some(file) = slicetest_datasets::tags::read_tags(layout, dataset, &tagger)? else { continue };
-            let Some(boxes) = file.detections else { continue };
+            let Some(boxes) = slicetest_datasets::tags::read_detections(layout, dataset, &tagger)? else { continue };
             let boxes = slicetest_datasets::tags::retain_rows(&boxes, |i, s| i == id && s == sha256)?;
             let labels = boxes.column(2).as_string::<i32>();
             let number = |c: usize| boxes.column(c).as_primitive::<datafusion::arrow::datatypes::Float32Type>();

@@ -20,7 +20,7 @@ use slicetest_datasets::tags::{self, TagFile, TaggerProvenance};
 
 use crate::Engine;
 use crate::error::Result;
-use crate::tagging::{CLIP_TAGGER, FACE_TAGGER, PIXEL_TAGGER, TaggerReport};
+use crate::tagging::{CLIP_TAGGER, CurrentImages, FACE_TAGGER, PIXEL_TAGGER, TaggerReport};
 
 /// What a file to import holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,7 +61,7 @@ impl Engine {
             return Err(bad("the file has no rows".into()).into());
         }
         let _lock = self.workspace.lock()?;
-        let current = self.import_targets(&dataset)?;
+        let current = self.current_images(&dataset)?;
         let is_detections = match options.kind {
             ImportKind::Auto => ["label", "x0", "y0", "x1", "y1"].iter().all(|c| batch.column_by_name(c).is_some()),
             ImportKind::PerImage => false,
@@ -75,14 +75,8 @@ impl Engine {
         };
         let file = TagFile { provenance: self.import_provenance(path, &tagger, is_detections)?, ..file };
         let columns: Vec<String> = file.tag_fields().iter().map(|f| f.name().clone()).collect();
-        let mut taken: HashMap<String, String> =
-            current.columns.iter().map(|c| (c.clone(), format!("dataset {dataset}"))).collect();
         let layout = self.workspace.layout();
-        for other in tags::tagger_names(layout, &dataset)?.into_iter().filter(|o| *o != tagger) {
-            for c in tags::tag_columns(layout, &dataset, &other)? {
-                taken.insert(c, format!("tagger {other}"));
-            }
-        }
+        let taken = tags::taken_columns(layout, &dataset, &current.columns, &tagger)?;
         tags::check_columns(&tagger, columns.iter().map(String::as_str), &taken)
             .map_err(|e| bad(e.to_string().replacen(&format!("{tagger}: "), "", 1)))?;
         if !is_detections {
@@ -106,18 +100,6 @@ impl Engine {
         Ok((dataset, report))
     }
 
-    fn import_targets(&self, dataset: &str) -> Result<ImportTargets> {
-        let latest = self.latest_manifest(Some(dataset))?;
-        let images =
-            slicetest_datasets::version::read_image_columns(self.workspace.layout(), &latest, &["image_id", "sha256"])?;
-        let text = |name: &str| cast(images.column_by_name(name).expect("core column"), &DataType::Utf8);
-        let (ids, shas) = (text("image_id")?, text("sha256")?);
-        let (ids, shas) = (ids.as_string::<i32>(), shas.as_string::<i32>());
-        let sha_of = (0..ids.len()).map(|i| (ids.value(i).to_string(), shas.value(i).to_string())).collect();
-        let columns = latest.columns.iter().map(|c| c.name.clone()).collect();
-        Ok(ImportTargets { sha_of, columns, version: latest.version })
-    }
-
     fn import_provenance(&self, path: &Path, tagger: &str, detections: bool) -> Result<TaggerProvenance> {
         use sha2::Digest;
         let bytes = std::fs::read(path).map_err(DatasetError::io("reading", path))?;
@@ -128,13 +110,6 @@ impl Engine {
         });
         Ok(TaggerProvenance::new(tagger, IMPORT_VERSION, parameters, None))
     }
-}
-
-/// The images an import may name.
-struct ImportTargets {
-    sha_of: HashMap<String, String>,
-    columns: Vec<String>,
-    version: u64,
 }
 
 /// The tagger name: `--name`, else the file stem (cleaned); the built-in taggers' names are refused.
@@ -158,7 +133,7 @@ fn import_name(path: &Path, name: Option<&str>) -> Result<String> {
 }
 
 /// The file's image ids as strings, every one an image of the dataset.
-fn id_column(batch: &RecordBatch, current: &ImportTargets, dataset: &str) -> std::result::Result<Vec<String>, String> {
+fn id_column(batch: &RecordBatch, current: &CurrentImages, dataset: &str) -> std::result::Result<Vec<String>, String> {
     let columns = || batch.schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>().join(", ");
     let column =
         batch.column_by_name("image_id").ok_or_else(|| format!("no image_id column (columns: {})", columns()))?;
@@ -171,7 +146,7 @@ fn id_column(batch: &RecordBatch, current: &ImportTargets, dataset: &str) -> std
             return Err(format!("row {}: image_id is empty", i + 1));
         }
         let id = ids.value(i);
-        if !current.sha_of.contains_key(id) {
+        if !current.rows.contains_key(id) {
             unknown.push((i + 1, id.to_string()));
         }
         out.push(id.to_string());
@@ -219,15 +194,11 @@ fn tag_type(field: &Field) -> std::result::Result<DataType, String> {
     }
 }
 
-fn key_columns(ids: &[&str], current: &ImportTargets) -> Vec<ArrayRef> {
+fn key_columns(ids: &[&str], current: &CurrentImages) -> Vec<ArrayRef> {
     vec![
         Arc::new(StringArray::from_iter_values(ids.iter().copied())),
-        Arc::new(StringArray::from_iter_values(ids.iter().map(|id| current.sha_of[*id].as_str()))),
+        Arc::new(StringArray::from_iter_values(ids.iter().map(|id| current.rows[*id].0.as_str()))),
     ]
-}
-
-fn key_fields() -> Vec<Field> {
-    tags::KEY_COLUMNS.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect()
 }
 
 fn placeholder(tagger: &str) -> TaggerProvenance {
@@ -238,7 +209,7 @@ fn placeholder(tagger: &str) -> TaggerProvenance {
 fn per_image_file(
     batch: &RecordBatch,
     ids: &[String],
-    current: &ImportTargets,
+    current: &CurrentImages,
     tagger: &str,
 ) -> std::result::Result<TagFile, String> {
     let mut seen = HashMap::new();
@@ -248,7 +219,7 @@ fn per_image_file(
         }
     }
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let (mut fields, mut columns) = (key_fields(), key_columns(&refs, current));
+    let (mut fields, mut columns) = (tags::key_fields(), key_columns(&refs, current));
     for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
         if field.name() == "image_id" {
             continue;
@@ -270,7 +241,7 @@ fn per_image_file(
 fn detections_file(
     batch: &RecordBatch,
     ids: &[String],
-    current: &ImportTargets,
+    current: &CurrentImages,
     tagger: &str,
 ) -> std::result::Result<TagFile, String> {
     let column =
@@ -317,9 +288,8 @@ fn detections_file(
         *counts.entry(name).or_default().entry(id.as_str()).or_default() += 1;
     }
     // Per-image counts over every image of the dataset, sorted by id.
-    let mut all: Vec<&str> = current.sha_of.keys().map(String::as_str).collect();
-    all.sort_unstable();
-    let (mut fields, mut columns) = (key_fields(), key_columns(&all, current));
+    let all: Vec<&str> = current.order.iter().map(String::as_str).collect();
+    let (mut fields, mut columns) = (tags::key_fields(), key_columns(&all, current));
     for (name, per_image) in &counts {
         columns.push(Arc::new(Int32Array::from_iter_values(all.iter().map(|id| *per_image.get(id).unwrap_or(&0)))));
         fields.push(Field::new(name, DataType::Int32, true));

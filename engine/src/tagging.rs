@@ -221,13 +221,15 @@ impl ImageTagger for FaceTagger {
     }
 }
 
-/// The images of a dataset's latest version: id → (sha256, uri), plus the names of its columns.
-struct CurrentImages {
-    dataset: String,
-    rows: HashMap<String, (String, String)>,
+/// The images of a dataset's latest version: id → (sha256, uri), plus the names of its
+/// columns. What taggers tag and imports may name.
+pub(crate) struct CurrentImages {
+    pub(crate) dataset: String,
+    pub(crate) version: u64,
+    pub(crate) rows: HashMap<String, (String, String)>,
     /// Sorted ids, so runs tag in a reproducible order.
-    order: Vec<String>,
-    columns: Vec<String>,
+    pub(crate) order: Vec<String>,
+    pub(crate) columns: Vec<String>,
 }
 
 /// A tagger's stored rows, cut down to what is still valid, ready to be extended.
@@ -277,7 +279,7 @@ impl Engine {
         Ok(TagReport { dataset, taggers: reports })
     }
 
-    fn current_images(&self, dataset: &str) -> Result<CurrentImages> {
+    pub(crate) fn current_images(&self, dataset: &str) -> Result<CurrentImages> {
         let latest = self.latest_manifest(Some(dataset))?;
         let batch = slicetest_datasets::version::read_image_columns(
             self.workspace.layout(),
@@ -296,7 +298,7 @@ impl Engine {
         let mut order: Vec<String> = rows.keys().cloned().collect();
         order.sort();
         let columns = latest.columns.iter().map(|c| c.name.clone()).collect();
-        Ok(CurrentImages { dataset: dataset.to_string(), rows, order, columns })
+        Ok(CurrentImages { dataset: dataset.to_string(), version: latest.version, rows, order, columns })
     }
 
     /// Loads a tagger's stored rows, keeps those that still describe a current image, and
@@ -304,15 +306,7 @@ impl Engine {
     fn progress(&self, current: &CurrentImages, provenance: TaggerProvenance, columns: &[String]) -> Result<Progress> {
         let layout = self.workspace.layout();
         let tagger = provenance.tagger.clone();
-        let mut taken: HashMap<String, String> =
-            current.columns.iter().map(|c| (c.clone(), format!("dataset {}", current.dataset))).collect();
-        for other in tags::tagger_names(layout, &current.dataset)? {
-            if other != tagger {
-                for c in tags::tag_columns(layout, &current.dataset, &other)? {
-                    taken.insert(c, format!("tagger {other}"));
-                }
-            }
-        }
+        let taken = tags::taken_columns(layout, &current.dataset, &current.columns, &tagger)?;
         tags::check_columns(&tagger, columns.iter().map(String::as_str), &taken)?;
         let stored = tags::read_tags(layout, &current.dataset, &tagger)?;
         let rebuilt = stored.as_ref().is_some_and(|s| s.provenance.parameters_hash != provenance.parameters_hash);
@@ -539,8 +533,7 @@ fn tag_batch(fields: &[Field], rows: &[(String, String, Option<ImageTags>)]) -> 
         };
         columns.push(array);
     }
-    let mut schema_fields: Vec<Field> =
-        tags::KEY_COLUMNS.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect();
+    let mut schema_fields = tags::key_fields();
     schema_fields.extend(fields.iter().map(|f| f.clone().with_nullable(true)));
     Ok(RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns).map_err(DatasetError::from)?)
 }

@@ -120,22 +120,43 @@ async fn images_table(
     workspace: &Workspace,
     version: &DatasetVersion,
 ) -> Result<Arc<ListingTable>> {
-    let (url, options) = parquet_listing(&workspace.layout().images_file(&version.dataset, version.version))?;
-    let schema = options.infer_schema(&ctx.state(), &url).await?;
-    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+    parquet_files(ctx, &[workspace.layout().images_file(&version.dataset, version.version)]).await
+}
+
+/// One table over Parquet files of one schema (read from the first file's footer).
+async fn parquet_files(ctx: &SessionContext, paths: &[std::path::PathBuf]) -> Result<Arc<ListingTable>> {
+    let urls = paths.iter().map(|p| ListingTableUrl::parse(p.to_string_lossy())).collect::<Result<Vec<_>, _>>()?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let schema = options.infer_schema(&ctx.state(), &urls[0]).await?;
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
-fn parquet_listing(path: &std::path::Path) -> Result<(ListingTableUrl, ListingOptions)> {
-    let url = ListingTableUrl::parse(path.to_string_lossy())?;
-    Ok((url, ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet")))
+async fn parquet_table(ctx: &SessionContext, path: &std::path::Path) -> Result<DataFrame> {
+    Ok(ctx.read_table(parquet_files(ctx, &[path.to_path_buf()]).await?)?)
 }
 
-async fn parquet_table(ctx: &SessionContext, path: &std::path::Path) -> Result<DataFrame> {
-    let (url, options) = parquet_listing(path)?;
-    let schema = options.infer_schema(&ctx.state(), &url).await?;
-    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
-    Ok(ctx.read_table(Arc::new(ListingTable::try_new(config)?))?)
+/// image_id and sha256 of the images as they are now, renamed so that a stored table's
+/// (image_id, sha256) can be joined to them: see [`only_current`].
+fn current_keys(ctx: &SessionContext, images: Arc<ListingTable>) -> Result<DataFrame> {
+    Ok(ctx.read_table(images)?.select(vec![col("image_id").alias("current_id"), col("sha256").alias("current_sha")])?)
+}
+
+/// The rows of `stored` whose (image_id, sha256) is an image as it is now.
+fn only_current(stored: DataFrame, current: &DataFrame) -> Result<DataFrame> {
+    Ok(stored.join(current.clone(), JoinType::Inner, &["image_id", "sha256"], &["current_id", "current_sha"], None)?)
+}
+
+/// The union of `frames` as a view; None for no frames.
+fn union_view(frames: Vec<DataFrame>) -> Result<Option<Arc<dyn TableProvider>>> {
+    let mut union: Option<DataFrame> = None;
+    for df in frames {
+        union = Some(match union {
+            None => df,
+            Some(u) => u.union(df)?,
+        });
+    }
+    Ok(union.map(|df| df.into_view()))
 }
 
 /// `images` with every tagger's columns: the version's image table left-joined to each
@@ -192,23 +213,15 @@ async fn detections_table(
 ) -> Result<Option<Arc<dyn TableProvider>>> {
     let layout = workspace.layout();
     let taggers = tags::detection_taggers(layout, &version.dataset).map_err(SqlError::from)?;
-    let current = ctx
-        .read_table(images)?
-        .select(vec![col("image_id").alias("current_id"), col("sha256").alias("current_sha")])?;
-    let mut union: Option<DataFrame> = None;
+    let current = current_keys(ctx, images)?;
+    let mut frames = Vec::new();
     for tagger in taggers {
         let boxes = parquet_table(ctx, &tags::detections_file(layout, &version.dataset, &tagger)).await?;
         let mut select = vec![col("image_id"), lit(tagger).alias("tagger")];
         select.extend(tags::DETECTION_COLUMNS.iter().map(|c| col(*c)));
-        let df = boxes
-            .join(current.clone(), JoinType::Inner, &["image_id", "sha256"], &["current_id", "current_sha"], None)?
-            .select(select)?;
-        union = Some(match union {
-            None => df,
-            Some(u) => u.union(df)?,
-        });
+        frames.push(only_current(boxes, &current)?.select(select)?);
     }
-    Ok(union.map(|df| df.into_view()))
+    union_view(frames)
 }
 
 /// `embeddings`: `image_id`, `model`, `vector` for every model that embedded the dataset,
@@ -229,33 +242,22 @@ async fn embeddings_table(
         if parts.is_empty() {
             continue;
         }
-        let urls = parts.iter().map(|p| ListingTableUrl::parse(p.to_string_lossy())).collect::<Result<Vec<_>, _>>()?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let schema = options.infer_schema(&ctx.state(), &urls[0]).await?;
-        let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
-        per_model.push((model, ctx.read_table(Arc::new(ListingTable::try_new(config)?))?));
+        per_model.push((model, ctx.read_table(parquet_files(ctx, &parts).await?)?));
     }
     if per_model.is_empty() {
         return Ok(None);
     }
-    let current = ctx
-        .read_table(images)?
-        .select(vec![col("image_id").alias("current_id"), col("sha256").alias("current_sha")])?;
+    let current = current_keys(ctx, images)?;
     let types: HashSet<DataType> = per_model
         .iter()
         .map(|(_, df)| df.schema().field_with_unqualified_name("vector").map(|f| f.data_type().clone()))
         .collect::<Result<_, _>>()?;
     let list = DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true)));
-    let mut union: Option<DataFrame> = None;
+    let mut frames = Vec::new();
     for (model, parts) in per_model {
         let vector = if types.len() > 1 { cast(col("vector"), list.clone()) } else { col("vector") };
-        let df = parts
-            .join(current.clone(), JoinType::Inner, &["image_id", "sha256"], &["current_id", "current_sha"], None)?
-            .select(vec![col("image_id"), lit(model).alias("model"), vector.alias("vector")])?;
-        union = Some(match union {
-            None => df,
-            Some(u) => u.union(df)?,
-        });
+        let select = vec![col("image_id"), lit(model).alias("model"), vector.alias("vector")];
+        frames.push(only_current(parts, &current)?.select(select)?);
     }
-    Ok(union.map(|df| df.into_view()))
+    union_view(frames)
 }
