@@ -1,39 +1,44 @@
-//! Approximate nearest neighbours: an HNSW graph (hnsw_rs) over L2-normalised vectors,
-//! saved beside the embeddings, extended when new vectors are appended.
+//! Approximate nearest neighbours: an HNSW graph (Malkov & Yashunin) over the rows of the
+//! caller's matrix of L2-normalised vectors, saved beside the embeddings and extended when
+//! new vectors are appended.
 //!
-//! The index is a cache: its directory holds the graph files and an `index.json`, written
-//! last, that says which rows (by a key over their ids and content hashes) the graph
-//! covers. Anything missing or not matching is rebuilt, so a crash mid-save costs a
-//! rebuild, never a wrong answer.
+//! The graph holds only neighbour ids, laid out like FAISS's `IndexHNSWFlat` (`graph`);
+//! the vectors stay in the matrix the caller already has, which every call takes. Building
+//! inserts in parallel with per-node locks (`build`); searching descends greedily through
+//! the upper levels and runs an ef-bounded best-first search on level 0 (`search`), with
+//! an AVX2+FMA dot product and prefetched rows (`space`).
+//!
+//! The index is a cache: its directory holds the graph file (`file`) and an `index.json`,
+//! written last, that says which rows (by a key over their ids and content hashes) the
+//! graph covers, in which format. Anything missing, of another format or not matching is
+//! rebuilt, so a crash mid-save costs a rebuild, never a wrong answer.
+
+mod build;
+mod file;
+mod graph;
+mod search;
+mod space;
 
 use std::path::{Path, PathBuf};
 
-use anndists::dist::Distance;
-use hnsw_rs::hnswio::HnswIo;
-use hnsw_rs::prelude::{AnnT, Hnsw};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EmbedError, Result};
-use crate::index::dot;
+use graph::{Graph, NONE};
+use search::{Scored, View, Visited};
+use space::Space;
 
-const BASENAME: &str = "graph";
+const GRAPH_FILE: &str = "graph.bin";
 const INDEX_FILE: &str = "index.json";
 
-/// 1 − cosine similarity of unit vectors, never negative (rounding can push a vector's
-/// dot product with itself above 1; anndists' `DistDot` asserts on that).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CosineDistance;
-
-impl Distance<f32> for CosineDistance {
-    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - dot(a, b)).max(0.0)
-    }
-}
+/// The version of the saved graph. Directories without one (hnsw_rs dumps) or with another
+/// are not read, so the caller rebuilds them.
+const FORMAT: u32 = 1;
 
 /// The graph's shape and search effort.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HnswParams {
-    /// Neighbours per node (M).
+    /// Neighbours per node on the upper levels (M, at least 2); level 0 has 2·M.
     pub m: usize,
     /// Candidates examined while inserting.
     pub ef_construction: usize,
@@ -56,45 +61,54 @@ pub struct IndexRecord {
     pub key: String,
     /// The graph's parameters.
     pub params: HnswParams,
+    /// The graph file's format (0: written before formats were recorded, by hnsw_rs).
+    #[serde(default)]
+    pub format: u32,
 }
 
-/// An HNSW graph whose node ids are row numbers of a vector matrix.
+/// An HNSW graph whose node ids are row numbers of a vector matrix the caller keeps.
 pub struct HnswIndex {
-    graph: Hnsw<'static, f32, CosineDistance>,
-    rows: usize,
+    graph: Graph,
+    dim: usize,
     params: HnswParams,
 }
 
 impl std::fmt::Debug for HnswIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HnswIndex").field("rows", &self.rows).field("params", &self.params).finish()
+        f.debug_struct("HnswIndex")
+            .field("rows", &self.rows())
+            .field("dim", &self.dim)
+            .field("params", &self.params)
+            .finish()
     }
 }
 
 impl HnswIndex {
     /// Builds a graph over every row of `matrix` (row-major, `dim` columns), in parallel.
+    ///
+    /// # Panics
+    /// If `params.m` is below 2.
     pub fn build(matrix: &[f32], dim: usize, params: HnswParams) -> Self {
-        let n = matrix.len() / dim.max(1);
-        let graph = Hnsw::new(params.m, n.max(1), 16, params.ef_construction, CosineDistance);
-        let mut index = HnswIndex { graph, rows: 0, params };
-        index.extend(matrix, dim);
+        assert!(params.m >= 2, "HNSW needs M >= 2, got {}", params.m);
+        let mut index = HnswIndex { graph: Graph::new(params.m), dim, params };
+        index.extend(matrix);
         index
     }
 
-    /// Inserts the rows of `matrix` beyond those already in the graph.
-    pub fn extend(&mut self, matrix: &[f32], dim: usize) {
-        let n = matrix.len() / dim.max(1);
-        if n <= self.rows {
-            return;
-        }
-        let rows: Vec<(&[f32], usize)> = (self.rows..n).map(|r| (&matrix[r * dim..(r + 1) * dim], r)).collect();
-        self.graph.parallel_insert_slice(&rows);
-        self.rows = n;
+    /// Inserts the rows of `matrix` beyond those already in the graph; the rows before
+    /// them must be the ones the graph was built from.
+    pub fn extend(&mut self, matrix: &[f32]) {
+        build::extend(&mut self.graph, Space::new(matrix, self.dim), self.params.ef_construction);
     }
 
     /// Rows in the graph.
     pub fn rows(&self) -> usize {
-        self.rows
+        self.graph.rows()
+    }
+
+    /// The vectors' dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
     }
 
     /// The graph's parameters.
@@ -102,23 +116,48 @@ impl HnswIndex {
         self.params
     }
 
-    /// The (about) `k` nearest rows to `query` with their cosine similarity, best first.
-    pub fn search(&self, query: &[f32], k: usize) -> Vec<(u32, f32)> {
+    /// Bytes the graph takes in memory, the vectors (the caller's matrix) not included:
+    /// about 2·M·4 bytes per row for level 0 plus a few for the upper levels.
+    pub fn graph_bytes(&self) -> usize {
+        self.graph.bytes()
+    }
+
+    /// The (about) `k` nearest rows to `query` with their cosine similarity (the dot
+    /// product, as [`crate::index::dot`] computes it), best first, ties by lower row.
+    /// `matrix` is the one the graph was built from (more rows after them are ignored).
+    ///
+    /// # Panics
+    /// If `query` has not `dim` values or `matrix` has fewer rows than the graph.
+    pub fn search(&self, matrix: &[f32], query: &[f32], k: usize) -> Vec<(u32, f32)> {
+        assert_eq!(query.len(), self.dim, "query dimension");
+        assert!(matrix.len() >= self.rows() * self.dim, "the matrix has fewer rows than the graph");
+        let entry = self.graph.entry;
+        if k == 0 || entry == NONE {
+            return Vec::new();
+        }
+        let view = View { graph: &self.graph, space: Space::new(matrix, self.dim) };
+        let mut nearest = Scored { score: view.space.score(query, entry), id: entry };
+        for level in (1..=self.graph.top()).rev() {
+            nearest = view.greedy(query, level, nearest);
+        }
         let ef = self.params.ef_search.max(k);
+        let found = Visited::with(|visited| view.search_layer(query, nearest, ef, 0, visited, NONE));
+        // Rescored with the exact scan's kernel, so that a row scores the same here as in
+        // `exact_top_k` (and SQL's `clip_similarity`), to the last bit.
         let mut hits: Vec<(u32, f32)> =
-            self.graph.search(query, k, ef).into_iter().map(|n| (n.d_id as u32, 1.0 - n.distance)).collect();
+            found.iter().take(k).map(|s| (s.id, crate::index::dot(query, view.space.row(s.id)))).collect();
         hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         hits
     }
 
-    /// Saves the graph into `dir` (replaced), `record` last.
+    /// Saves the graph into `dir` (replaced), `index.json` last.
     pub fn save(&self, dir: &Path, key: &str) -> Result<()> {
         let bad = |message: String| EmbedError::Model { path: dir.to_path_buf(), message };
         let tmp = sibling(dir, "tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| bad(format!("creating {}: {e}", tmp.display())))?;
-        self.graph.file_dump(&tmp, BASENAME).map_err(|e| bad(format!("saving the index: {e}")))?;
-        let record = IndexRecord { rows: self.rows, key: key.to_string(), params: self.params };
+        file::write(&tmp.join(GRAPH_FILE), &self.graph, self.dim).map_err(|e| bad(format!("saving the index: {e}")))?;
+        let record = IndexRecord { rows: self.rows(), key: key.to_string(), params: self.params, format: FORMAT };
         let json = serde_json::to_vec_pretty(&record).expect("serialisable");
         std::fs::write(tmp.join(INDEX_FILE), json).map_err(|e| bad(format!("writing index.json: {e}")))?;
         let old = sibling(dir, "old");
@@ -131,23 +170,27 @@ impl HnswIndex {
         Ok(())
     }
 
-    /// What the index saved in `dir` covers, if there is one.
+    /// What the index saved in `dir` covers, if there is one this version can read.
     pub fn saved_record(dir: &Path) -> Option<IndexRecord> {
-        serde_json::from_slice(&std::fs::read(dir.join(INDEX_FILE)).ok()?).ok()
+        let record: IndexRecord = serde_json::from_slice(&std::fs::read(dir.join(INDEX_FILE)).ok()?).ok()?;
+        (record.format == FORMAT).then_some(record)
     }
 
-    /// Loads the graph saved in `dir`.
+    /// Loads the graph saved in `dir`; a missing, old-format or damaged one is an error.
     pub fn load(dir: &Path) -> Result<Self> {
         let bad = |message: String| EmbedError::Model { path: dir.to_path_buf(), message };
-        let record = Self::saved_record(dir).ok_or_else(|| bad("no index.json".into()))?;
-        // hnsw_rs ties a loaded graph's lifetime to its loader; an index lives as long as
-        // the session that searches with it, so the (small) loader is kept for good.
-        let loader: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, BASENAME)));
-        let graph = loader.load_hnsw::<f32, CosineDistance>().map_err(|e| bad(format!("loading the index: {e}")))?;
-        if graph.get_nb_point() != record.rows {
-            return Err(bad(format!("index.json says {} rows, the graph has {}", record.rows, graph.get_nb_point())));
+        let record = Self::saved_record(dir).ok_or_else(|| bad(format!("no {INDEX_FILE} of format {FORMAT}")))?;
+        let (graph, dim) = file::read(&dir.join(GRAPH_FILE)).map_err(|e| bad(format!("{GRAPH_FILE}: {e}")))?;
+        if graph.rows() != record.rows || graph.m != record.params.m {
+            return Err(bad(format!(
+                "{INDEX_FILE} says {} rows and M {}, the graph has {} and {}",
+                record.rows,
+                record.params.m,
+                graph.rows(),
+                graph.m
+            )));
         }
-        Ok(HnswIndex { graph, rows: record.rows, params: record.params })
+        Ok(HnswIndex { graph, dim, params: record.params })
     }
 }
 
@@ -159,7 +202,7 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::exact_top_k;
+    use crate::index::{dot, exact_top_k};
 
     /// A seeded stream of uniform values in [-1, 1) (a 64-bit LCG's high bits).
     fn uniform(seed: u64) -> impl FnMut() -> f32 {
@@ -193,9 +236,16 @@ mod tests {
         let mut found = 0;
         for q in queries.chunks(dim) {
             let exact: Vec<u32> = exact_top_k(matrix, dim, q, 10, None).into_iter().map(|h| h.0).collect();
-            found += index.search(q, 10).iter().filter(|h| exact.contains(&h.0)).count();
+            found += index.search(matrix, q, 10).iter().filter(|h| exact.contains(&h.0)).count();
         }
         found as f64 / (queries.len() / dim * 10) as f64
+    }
+
+    /// A directory for one test's index, removed with the returned guard.
+    fn index_dir() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("index");
+        (tmp, dir)
     }
 
     #[test]
@@ -206,24 +256,87 @@ mod tests {
         let params = HnswParams::default();
         // Built in two steps (the second as when new images were embedded).
         let mut index = HnswIndex::build(&matrix[..15_000 * dim], dim, params);
-        index.extend(&matrix, dim);
+        index.extend(&matrix);
         assert_eq!(index.rows(), 20_000);
         let r = recall(&index, &matrix, &queries, dim);
         assert!(r >= 0.95, "recall@10 {r}");
+        assert!(index.graph_bytes() < 20_000 * 160, "{} bytes", index.graph_bytes());
 
-        let dir = std::env::temp_dir().join(format!("slicetest-hnsw-{}", std::process::id())).join("index");
+        let (_tmp, dir) = index_dir();
         index.save(&dir, "key-1").unwrap();
         assert_eq!(HnswIndex::saved_record(&dir).unwrap().key, "key-1");
         let loaded = HnswIndex::load(&dir).unwrap();
-        let q = &queries[..dim];
-        assert_eq!(loaded.search(q, 10), index.search(q, 10));
-        std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+        assert_eq!((loaded.rows(), loaded.dim(), loaded.params()), (20_000, dim, params));
+        for q in queries.chunks(dim).take(10) {
+            assert_eq!(loaded.search(&matrix, q, 10), index.search(&matrix, q, 10));
+        }
     }
 
     #[test]
-    fn a_vector_finds_itself_even_when_rounding_exceeds_one() {
-        let v = [0.6f32, 0.8, 0.0];
-        assert_eq!(CosineDistance.eval(&v, &v), 0.0f32.max(1.0 - dot(&v, &v)));
-        assert!(CosineDistance.eval(&v, &v) >= 0.0);
+    fn small_sets_are_searched_exhaustively_even_for_k_beyond_the_rows() {
+        let dim = 16;
+        let matrix = structured(40, dim, 3);
+        let index = HnswIndex::build(&matrix, dim, HnswParams::default());
+        for q in structured(5, dim, 4).chunks(dim).chain([&matrix[..dim]]) {
+            assert_eq!(index.search(&matrix, q, 100), exact_top_k(&matrix, dim, q, 100, None));
+            assert_eq!(index.search(&matrix, q, 0), vec![]);
+        }
+        // A row finds itself first.
+        assert_eq!(index.search(&matrix, &matrix[7 * dim..8 * dim], 1)[0].0, 7);
+    }
+
+    #[test]
+    fn an_empty_index_finds_nothing_and_can_be_saved_and_extended() {
+        let dim = 8;
+        let mut index = HnswIndex::build(&[], dim, HnswParams::default());
+        assert_eq!(index.search(&[], &[0.5; 8], 10), vec![]);
+        let (_tmp, dir) = index_dir();
+        index.save(&dir, "empty").unwrap();
+        assert_eq!(HnswIndex::load(&dir).unwrap().rows(), 0);
+        let matrix = structured(3, dim, 5);
+        index.extend(&matrix);
+        assert_eq!(index.search(&matrix, &matrix[..dim], 10), exact_top_k(&matrix, dim, &matrix[..dim], 10, None));
+    }
+
+    #[test]
+    fn a_truncated_or_damaged_graph_file_is_an_error_not_a_panic() {
+        let dim = 16;
+        let matrix = structured(2_000, dim, 6);
+        let index = HnswIndex::build(&matrix, dim, HnswParams::default());
+        let (_tmp, dir) = index_dir();
+        index.save(&dir, "k").unwrap();
+        let graph = dir.join(GRAPH_FILE);
+        let good = std::fs::read(&graph).unwrap();
+        let damaged = |bytes: &[u8]| {
+            std::fs::write(&graph, bytes).unwrap();
+            match HnswIndex::load(&dir) {
+                Err(EmbedError::Model { message, .. }) => message,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(damaged(&good[..good.len() - 3]).contains("truncated"));
+        assert!(damaged(&good[..20]).contains("truncated"));
+        assert!(damaged(b"").contains("truncated"));
+        let mut bad_id = good.clone();
+        let last = bad_id.len() - 4;
+        bad_id[last..].copy_from_slice(&5_000u32.to_le_bytes());
+        assert!(damaged(&bad_id).contains("damaged graph"), "{}", damaged(&bad_id));
+        let mut bad_magic = good.clone();
+        bad_magic[0] = b'X';
+        assert!(damaged(&bad_magic).contains("not an HNSW graph"));
+        let mut huge = good;
+        huge[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(damaged(&huge).contains("implausible"));
+    }
+
+    #[test]
+    fn an_index_saved_by_hnsw_rs_is_rebuilt_not_read() {
+        let (_tmp, dir) = index_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = r#"{"rows": 3, "key": "k", "params": {"m": 16, "ef_construction": 200, "ef_search": 64}}"#;
+        std::fs::write(dir.join(INDEX_FILE), old).unwrap();
+        std::fs::write(dir.join("graph.hnsw.graph"), b"hnsw_rs dump").unwrap();
+        assert_eq!(HnswIndex::saved_record(&dir), None);
+        assert!(HnswIndex::load(&dir).unwrap_err().to_string().contains("format"));
     }
 }

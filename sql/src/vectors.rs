@@ -97,7 +97,7 @@ impl VectorSet {
         let hits = if self.len() < hnsw_min_rows() {
             exact_top_k(&self.matrix, self.dim(), query, k, None)
         } else {
-            self.index()?.search(query, k)
+            self.index()?.search(&self.matrix, query, k)
         };
         Ok(hits.into_iter().map(|(r, s)| (self.ids[r as usize].as_str(), s)).collect())
     }
@@ -112,15 +112,16 @@ impl VectorSet {
     fn index(&self) -> Result<&HnswIndex> {
         let index = self.index.get_or_init(|| {
             let (dim, key) = (self.dim(), self.key(self.len()));
-            let saved = HnswIndex::saved_record(&self.index_dir);
-            let mut index = match saved {
-                Some(r) if r.rows <= self.len() && r.key == self.key(r.rows) => {
-                    HnswIndex::load(&self.index_dir).map_err(|e| e.to_string())?
-                }
-                _ => HnswIndex::build(&[], dim, HnswParams::default()),
+            let saved = match HnswIndex::saved_record(&self.index_dir) {
+                Some(r) if r.rows <= self.len() && r.key == self.key(r.rows) => HnswIndex::load(&self.index_dir).ok(),
+                _ => None,
             };
+            // A damaged saved graph is a cache miss like any other: rebuilt.
+            let mut index = saved
+                .filter(|index| index.dim() == dim)
+                .unwrap_or_else(|| HnswIndex::build(&[], dim, HnswParams::default()));
             if index.rows() < self.len() {
-                index.extend(&self.matrix, dim);
+                index.extend(&self.matrix);
                 index.save(&self.index_dir, &key).map_err(|e| e.to_string())?;
             }
             Ok(index)

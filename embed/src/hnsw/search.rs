@@ -1,0 +1,210 @@
+//! Searching one level of the graph: greedy descent (upper levels) and the ef-bounded
+//! best-first search (the paper's SEARCH-LAYER), shared by queries and insertion.
+
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use super::graph::{Graph, NONE, neighbours};
+use super::space::{Space, prefetch};
+
+/// A node and its similarity to the query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Scored {
+    pub score: f32,
+    pub id: u32,
+}
+
+impl Scored {
+    /// Ranking order: higher score first, ties to the lower id (so results are reproducible).
+    pub(super) fn rank(&self, other: &Self) -> Ordering {
+        other.score.total_cmp(&self.score).then(self.id.cmp(&other.id))
+    }
+
+    /// Whether `self` ranks before `other`.
+    pub(super) fn better(&self, other: &Self) -> bool {
+        self.rank(other) == Ordering::Less
+    }
+}
+
+/// Max-heap order: the best on top (candidates to expand).
+#[derive(PartialEq)]
+struct Best(Scored);
+
+/// Max-heap order: the worst on top (the results kept so far).
+#[derive(PartialEq)]
+struct Worst(Scored);
+
+impl Eq for Best {}
+impl Eq for Worst {}
+
+impl Ord for Best {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.0.rank(&self.0)
+    }
+}
+
+impl PartialOrd for Best {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Worst {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.rank(&other.0)
+    }
+}
+
+impl PartialOrd for Worst {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Which nodes a search has seen: a stamp per node, equal to the current generation when
+/// seen. Starting a search bumps the generation instead of clearing (all stamps are
+/// cleared once every 255 searches), and each thread keeps its own set across searches.
+/// One byte per node keeps the stamps of a million nodes in 1 MB of cache.
+#[derive(Default)]
+pub(super) struct Visited {
+    stamps: Vec<u8>,
+    generation: u8,
+}
+
+thread_local! {
+    static VISITED: RefCell<Visited> = RefCell::default();
+}
+
+impl Visited {
+    /// Runs `f` with this thread's set.
+    pub(super) fn with<T>(f: impl FnOnce(&mut Visited) -> T) -> T {
+        VISITED.with_borrow_mut(f)
+    }
+
+    /// Forgets every node, for a search over `rows` nodes.
+    fn start(&mut self, rows: usize) {
+        if self.stamps.len() < rows {
+            self.stamps.resize(rows, 0);
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.stamps.fill(0);
+            self.generation = 1;
+        }
+    }
+
+    /// Starts loading `id`'s stamp.
+    #[inline]
+    fn prefetch(&self, id: u32) {
+        if let Some(stamp) = self.stamps.get(id as usize) {
+            prefetch(stamp);
+        }
+    }
+
+    /// Marks `id` seen; whether it was new.
+    #[inline]
+    fn insert(&mut self, id: u32) -> bool {
+        let stamp = &mut self.stamps[id as usize];
+        let new = *stamp != self.generation;
+        *stamp = self.generation;
+        new
+    }
+}
+
+/// A graph over the rows of a matrix.
+#[derive(Clone, Copy)]
+pub(super) struct View<'a> {
+    pub graph: &'a Graph,
+    pub space: Space<'a>,
+}
+
+impl View<'_> {
+    /// Moves from `start` to a better neighbour on `level` until none is better.
+    pub(super) fn greedy(&self, query: &[f32], level: usize, start: Scored) -> Scored {
+        let mut best = start;
+        loop {
+            let from = best.id;
+            for id in neighbours(self.graph.slots(level, from)) {
+                let s = Scored { score: self.space.score(query, id), id };
+                if s.better(&best) {
+                    best = s;
+                }
+            }
+            if best.id == from {
+                return best;
+            }
+        }
+    }
+
+    /// The (up to) `ef` best nodes reachable on `level` from `entry`, best first: expands
+    /// the best unexpanded candidate until it ranks below the worst of `ef` results.
+    /// `skip` (or [`NONE`]) is never visited: the node being inserted.
+    pub(super) fn search_layer(
+        &self,
+        query: &[f32],
+        entry: Scored,
+        ef: usize,
+        level: usize,
+        visited: &mut Visited,
+        skip: u32,
+    ) -> Vec<Scored> {
+        let ef = ef.max(1);
+        visited.start(self.graph.rows());
+        if skip != NONE {
+            visited.insert(skip);
+        }
+        visited.insert(entry.id);
+        let mut candidates = BinaryHeap::with_capacity(4 * ef);
+        let mut results = BinaryHeap::with_capacity(ef + 1);
+        candidates.push(Best(entry));
+        results.push(Worst(entry));
+        let mut fresh = Vec::with_capacity(self.graph.capacity(level));
+        while let Some(Best(c)) = candidates.pop() {
+            let worst = results.peek().expect("holds the entry at least").0;
+            if results.len() >= ef && worst.better(&c) {
+                break;
+            }
+            // The next candidate is likely expanded next: start loading its list.
+            if let Some(next) = candidates.peek() {
+                self.graph.prefetch_slots(level, next.0.id);
+            }
+            self.unvisited(level, c.id, visited, &mut fresh);
+            // Four rows at a time (a short last group repeats its first row): their loads
+            // overlap, where one row at a time waits for each in turn.
+            for group in fresh.chunks(4) {
+                let ids = [0, 1, 2, 3].map(|i| group.get(i).copied().unwrap_or(group[0]));
+                for (&id, score) in group.iter().zip(self.space.score4(query, ids)) {
+                    let s = Scored { score, id };
+                    let worst = results.peek().expect("holds the entry at least").0;
+                    if results.len() < ef || s.better(&worst) {
+                        candidates.push(Best(s));
+                        results.push(Worst(s));
+                        if results.len() > ef {
+                            results.pop();
+                        }
+                    }
+                }
+            }
+        }
+        let mut found: Vec<Scored> = results.into_iter().map(|w| w.0).collect();
+        found.sort_by(Scored::rank);
+        found
+    }
+
+    /// Node `id`'s neighbours on `level` not seen yet, marked seen now, into `fresh`; their
+    /// rows start loading (the first cache line each: the hardware prefetcher streams the
+    /// rest once a row is read, and further software prefetches were measured to slow it).
+    fn unvisited(&self, level: usize, id: u32, visited: &mut Visited, fresh: &mut Vec<u32>) {
+        let slots = self.graph.slots(level, id);
+        // Their stamps first, so that the branchy checks below find them in cache.
+        neighbours(slots).for_each(|n| visited.prefetch(n));
+        fresh.clear();
+        for n in neighbours(slots) {
+            if visited.insert(n) {
+                self.space.prefetch_row(n);
+                fresh.push(n);
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The vectors a graph indexes: rows of the caller's row-major matrix, compared by dot
+//! product (cosine similarity of unit vectors), with an AVX2+FMA kernel where the CPU has
+//! one and software prefetch of rows about to be compared.
+
+/// Dot-product kernels, chosen once for the running CPU: one row, and four rows at once.
+#[derive(Clone, Copy)]
+struct Dot(fn(&[f32], &[f32]) -> f32, fn(&[f32], [&[f32]; 4]) -> [f32; 4]);
+
+impl Dot {
+    /// AVX2+FMA where the CPU has them, else the portable eight-lane [`crate::index::dot`].
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Dot(x86::dot_checked, x86::dot4_checked);
+        }
+        Dot(crate::index::dot, |q, rows| rows.map(|r| crate::index::dot(q, r)))
+    }
+}
+
+/// The rows of a row-major matrix with `dim` columns.
+#[derive(Clone, Copy)]
+pub(super) struct Space<'a> {
+    matrix: &'a [f32],
+    dim: usize,
+    dot: Dot,
+}
+
+impl<'a> Space<'a> {
+    pub(super) fn new(matrix: &'a [f32], dim: usize) -> Self {
+        Space { matrix, dim, dot: Dot::detect() }
+    }
+
+    /// Complete rows in the matrix.
+    pub(super) fn rows(&self) -> usize {
+        self.matrix.len() / self.dim.max(1)
+    }
+
+    pub(super) fn row(&self, id: u32) -> &'a [f32] {
+        &self.matrix[id as usize * self.dim..][..self.dim]
+    }
+
+    /// Similarity of `query` and row `id`.
+    #[inline]
+    pub(super) fn score(&self, query: &[f32], id: u32) -> f32 {
+        (self.dot.0)(query, self.row(id))
+    }
+
+    /// Similarities of `query` and four rows.
+    #[inline]
+    pub(super) fn score4(&self, query: &[f32], ids: [u32; 4]) -> [f32; 4] {
+        (self.dot.1)(query, ids.map(|id| self.row(id)))
+    }
+
+    /// Similarity of rows `a` and `b`.
+    pub(super) fn between(&self, a: u32, b: u32) -> f32 {
+        (self.dot.0)(self.row(a), self.row(b))
+    }
+
+    /// Asks the CPU to start loading row `id`'s first cache line (so that the loads of
+    /// many rows overlap).
+    #[inline]
+    pub(super) fn prefetch_row(&self, id: u32) {
+        prefetch(self.row(id).as_ptr());
+    }
+}
+
+/// Asks the CPU to start loading the cache line holding `at` (a hint; no-op elsewhere).
+#[inline(always)]
+pub(super) fn prefetch<T>(at: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(at.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+    use std::mem::transmute;
+
+    /// [`dot`], callable through a safe function pointer: [`super::Dot::detect`] hands it
+    /// out only after checking that the CPU has AVX2 and FMA.
+    pub(super) fn dot_checked(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: see above; only reachable on a CPU with AVX2 and FMA.
+        unsafe { dot(a, b) }
+    }
+
+    /// [`dot4`], like [`dot_checked`].
+    pub(super) fn dot4_checked(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        // SAFETY: as for dot_checked.
+        unsafe { dot4(q, rows) }
+    }
+
+    /// Four dot products at once: each query block is loaded once for four rows, and the
+    /// four rows stream from memory side by side.
+    #[target_feature(enable = "avx2,fma")]
+    fn dot4(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        let n = rows.iter().fold(q.len(), |n, r| n.min(r.len()));
+        let (qb, qt) = q[..n].as_chunks::<16>();
+        let [b0, b1, b2, b3] = rows.map(|r| r[..n].as_chunks::<16>().0);
+        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+        for ((((q, r0), r1), r2), r3) in qb.iter().zip(b0).zip(b1).zip(b2).zip(b3) {
+            // SAFETY: [f32; 16] and [__m256; 2] have the same size; all bits are valid.
+            let q = unsafe { transmute::<[f32; 16], [__m256; 2]>(*q) };
+            for (acc, r) in acc.iter_mut().zip([r0, r1, r2, r3]) {
+                let r = unsafe { transmute::<[f32; 16], [__m256; 2]>(*r) };
+                acc[0] = _mm256_fmadd_ps(q[0], r[0], acc[0]);
+                acc[1] = _mm256_fmadd_ps(q[1], r[1], acc[1]);
+            }
+        }
+        let tail = n - qt.len();
+        let mut out = [0f32; 4];
+        for ((out, acc), row) in out.iter_mut().zip(acc).zip(rows) {
+            let sum = _mm256_add_ps(acc[0], acc[1]);
+            *out = horizontal_sum(sum) + qt.iter().zip(&row[tail..n]).map(|(x, y)| x * y).sum::<f32>();
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn horizontal_sum(v: __m256) -> f32 {
+        let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        _mm_cvtss_f32(_mm_add_ss(quarter, _mm_movehdup_ps(quarter)))
+    }
+
+    /// Dot product with four 8-lane FMA accumulators (independent chains hide the FMA
+    /// latency) over 32-float blocks, then a scalar tail. Blocks become registers by
+    /// transmuting arrays: `_mm256_loadu_ps` carries debug precondition checks in the dev
+    /// profile, where the benches run, that made it several times slower.
+    #[target_feature(enable = "avx2,fma")]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let ((blocks_a, tail_a), (blocks_b, tail_b)) = (a[..n].as_chunks::<32>(), b[..n].as_chunks::<32>());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (x, y) in blocks_a.iter().zip(blocks_b) {
+            // SAFETY: [f32; 32] and [__m256; 4] have the same size and every bit pattern
+            // is valid for both.
+            let (x, y) = unsafe { (transmute::<[f32; 32], [__m256; 4]>(*x), transmute::<[f32; 32], [__m256; 4]>(*y)) };
+            for j in 0..4 {
+                acc[j] = _mm256_fmadd_ps(x[j], y[j], acc[j]);
+            }
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        horizontal_sum(sum) + tail_a.iter().zip(tail_b).map(|(x, y)| x * y).sum::<f32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_kernel_agrees_with_the_portable_one() {
+        for dim in [1, 3, 8, 31, 32, 33, 512, 515] {
+            let a: Vec<f32> = (0..dim).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..dim).map(|i| (i as f32 * 0.11).cos()).collect();
+            let (fast, portable) = ((Dot::detect().0)(&a, &b), crate::index::dot(&a, &b));
+            assert!((fast - portable).abs() <= 1e-4 * portable.abs().max(1.0), "{dim}: {fast} vs {portable}");
+            let four = (Dot::detect().1)(&a, [&b, &a, &b, &a]);
+            assert!((four[2] - portable).abs() <= 1e-4 * portable.abs().max(1.0), "{dim}: {four:?} vs {portable}");
+            assert!((four[3] - crate::index::dot(&a, &a)).abs() <= 1e-4 * four[3].abs().max(1.0));
+        }
+    }
+}
