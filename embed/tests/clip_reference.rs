@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
-use slicetest_embed::{Clip, ClipPreprocessor};
+use slicetest_embed::{Clip, ClipModel, ClipPreprocessor};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -24,6 +25,17 @@ fn vector(reference: &HashMap<String, Tensor>, key: &str) -> Vec<f32> {
 
 fn clip() -> Clip {
     Clip::load(&fixtures().join("tiny-clip"), &Device::Cpu, DType::F32).unwrap()
+}
+
+/// The model on each path: the fused CPU kernels (what `Clip::load` picks for f32 on the
+/// CPU) and candle's ops (what GPUs run).
+fn clips() -> Vec<(&'static str, Clip)> {
+    let mut candle = clip();
+    let weights = fixtures().join("tiny-clip/model.safetensors");
+    // SAFETY: a test fixture, never written while mapped.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }.unwrap();
+    candle.model = ClipModel::with_candle_ops(vb, candle.model.config()).unwrap();
+    vec![("fused", clip()), ("candle", candle)]
 }
 
 /// (cosine similarity, max |a − b|).
@@ -98,18 +110,22 @@ fn preprocessed_pixels_equal_clip_image_processor() {
 
 #[test]
 fn image_embeddings_equal_transformers() {
-    let (clip, reference) = (clip(), reference());
-    for name in ["coins.png", "microaneurysms.png"] {
-        let pixels = clip.preprocessor.pixels(&photo(name));
-        let batch = Tensor::from_vec(pixels, (1, 3, 224, 224), &Device::Cpu).unwrap();
-        let features = clip.model.image_features(&batch).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_close(&format!("features {name}"), &features, &vector(&reference, &format!("image_features/{name}")));
-        let embeds = clip.embed_images(&[photo(name)]).unwrap();
-        assert_close(&format!("embedding {name}"), &embeds[0], &vector(&reference, &format!("image_embeds/{name}")));
+    let reference = reference();
+    for (path, clip) in clips() {
+        for name in ["coins.png", "microaneurysms.png"] {
+            let pixels = clip.preprocessor.pixels(&photo(name));
+            let batch = Tensor::from_vec(pixels, (1, 3, 224, 224), &Device::Cpu).unwrap();
+            let features = clip.model.image_features(&batch).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let theirs = vector(&reference, &format!("image_features/{name}"));
+            assert_close(&format!("{path}: features {name}"), &features, &theirs);
+            let embeds = clip.embed_images(&[photo(name)]).unwrap();
+            let theirs = vector(&reference, &format!("image_embeds/{name}"));
+            assert_close(&format!("{path}: embedding {name}"), &embeds[0], &theirs);
+        }
+        // A batch gives what single images give.
+        let batch = clip.embed_images(&[photo("coins.png"), photo("microaneurysms.png")]).unwrap();
+        assert_close(&format!("{path}: batched"), &batch[1], &vector(&reference, "image_embeds/microaneurysms.png"));
     }
-    // A batch gives what single images give.
-    let batch = clip.embed_images(&[photo("coins.png"), photo("microaneurysms.png")]).unwrap();
-    assert_close("batched", &batch[1], &vector(&reference, "image_embeds/microaneurysms.png"));
 }
 
 #[derive(Deserialize)]
@@ -125,23 +141,25 @@ struct ReferenceInfo {
 
 #[test]
 fn text_embeddings_equal_transformers_alone_and_in_a_padded_batch() {
-    let (clip, reference) = (clip(), reference());
+    let reference = reference();
     let info: ReferenceInfo =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap()).unwrap();
     let ids: Vec<Vec<u32>> = info.texts.iter().map(|t| t.ids.clone()).collect();
-    let batched = clip.model.embed_texts(&ids).unwrap();
-    for (case, batched) in info.texts.iter().zip(&batched) {
-        let alone = clip.model.embed_texts(std::slice::from_ref(&case.ids)).unwrap();
-        let theirs = vector(&reference, &format!("text_embeds/{}", case.index));
-        assert_close(&format!("text {}", case.index), &alone[0], &theirs);
-        assert_close(&format!("text {} in a batch", case.index), batched, &theirs);
-        let features = clip.model.text_features(std::slice::from_ref(&case.ids)).unwrap();
-        let features = features.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_close(
-            &format!("text features {}", case.index),
-            &features,
-            &vector(&reference, &format!("text_features/{}", case.index)),
-        );
+    for (path, clip) in clips() {
+        let batched = clip.model.embed_texts(&ids).unwrap();
+        for (case, batched) in info.texts.iter().zip(&batched) {
+            let alone = clip.model.embed_texts(std::slice::from_ref(&case.ids)).unwrap();
+            let theirs = vector(&reference, &format!("text_embeds/{}", case.index));
+            assert_close(&format!("{path}: text {}", case.index), &alone[0], &theirs);
+            assert_close(&format!("{path}: text {} in a batch", case.index), batched, &theirs);
+            let features = clip.model.text_features(std::slice::from_ref(&case.ids)).unwrap();
+            let features = features.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_close(
+                &format!("{path}: text features {}", case.index),
+                &features,
+                &vector(&reference, &format!("text_features/{}", case.index)),
+            );
+        }
     }
 }
 

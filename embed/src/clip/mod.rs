@@ -1,6 +1,7 @@
 //! CLIP: configuration, tokenizer, preprocessing and the two towers.
 
 pub mod config;
+mod cpu;
 pub mod model;
 pub mod preprocess;
 pub mod tokenizer;

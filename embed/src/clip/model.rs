@@ -9,6 +9,7 @@ use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Embedding, LayerNorm, Linear, VarBuilder};
 
 use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
+use super::cpu;
 use crate::error::Result;
 
 /// One transformer block's multi-head self-attention.
@@ -165,11 +166,7 @@ impl TextTower {
     /// attention means padding after the end-of-text token changes nothing before it.
     fn forward(&self, ids: &[Vec<u32>], device: &Device) -> Result<Tensor> {
         let n = ids.iter().map(Vec::len).max().unwrap_or(0);
-        let padded: Vec<u32> = ids
-            .iter()
-            .flat_map(|row| row.iter().copied().chain(std::iter::repeat_n(self.eos_token_id, n - row.len())))
-            .collect();
-        let tokens = Tensor::from_vec(padded, (ids.len(), n), device)?;
+        let tokens = Tensor::from_vec(padded(ids, n, self.eos_token_id), (ids.len(), n), device)?;
         let positions = self.position_embedding.i(..n)?;
         let xs = self.token_embedding.forward(&tokens)?.broadcast_add(&positions)?;
         let causal: Vec<f32> =
@@ -179,22 +176,9 @@ impl TextTower {
         let pooled: Vec<Tensor> = ids
             .iter()
             .enumerate()
-            .map(|(row, tokens)| Ok(xs.i((row, self.pooled_position(tokens)))?))
+            .map(|(row, tokens)| Ok(xs.i((row, pooled_position(tokens, self.eos_token_id)))?))
             .collect::<Result<_>>()?;
         Ok(Tensor::stack(&pooled, 0)?)
-    }
-
-    /// Where the end-of-text token is: its first occurrence, or for legacy configs
-    /// (eos id 2) the largest id, which is CLIP's end-of-text token.
-    fn pooled_position(&self, tokens: &[u32]) -> usize {
-        let last = tokens.len().saturating_sub(1);
-        if self.eos_token_id == 2 {
-            // The first maximum, as torch.argmax returns.
-            let max = tokens.iter().copied().max().unwrap_or(0);
-            tokens.iter().position(|&t| t == max).unwrap_or(last)
-        } else {
-            tokens.iter().position(|&t| t == self.eos_token_id).unwrap_or(last)
-        }
     }
 }
 
@@ -250,27 +234,64 @@ impl VisionTower {
     }
 }
 
-/// A loaded CLIP model.
-pub struct ClipModel {
+/// candle's layers: any device, any dtype.
+struct CandleTowers {
     text: TextTower,
     vision: VisionTower,
     text_projection: Linear,
     visual_projection: Linear,
+}
+
+/// The same weights on plain f32 buffers with fused passes (see `cpu.rs`).
+struct CpuTowers {
+    text: cpu::TextTower,
+    vision: cpu::VisionTower,
+    text_projection: cpu::Dense,
+    visual_projection: cpu::Dense,
+}
+
+/// How a model runs its towers.
+enum Towers {
+    Candle(Box<CandleTowers>),
+    Cpu(Box<CpuTowers>),
+}
+
+/// A loaded CLIP model.
+pub struct ClipModel {
+    towers: Towers,
     config: ClipConfig,
     device: Device,
+    dtype: DType,
 }
 
 impl ClipModel {
-    /// Builds the model from weights in HF's `CLIPModel` naming.
+    /// Builds the model from weights in HF's `CLIPModel` naming. f32 on the CPU runs on
+    /// slicetest's own fused kernels (about twice as fast as through candle); anything
+    /// else through candle's ops.
     pub fn new(vb: VarBuilder, config: &ClipConfig) -> Result<Self> {
+        let fused = vb.device().is_cpu() && vb.dtype() == DType::F32;
+        let mut model = Self::with_candle_ops(vb, config)?;
+        if fused && let Towers::Candle(towers) = &model.towers {
+            model.towers = Towers::Cpu(Box::new(cpu_towers(towers, config)?));
+        }
+        Ok(model)
+    }
+
+    /// Builds the model to run every op through candle, also on the CPU: the path GPUs
+    /// take, kept reachable on the CPU so tests can hold both to the reference.
+    pub fn with_candle_ops(vb: VarBuilder, config: &ClipConfig) -> Result<Self> {
         let (t, v, p) = (&config.text_config, &config.vision_config, config.projection_dim);
-        Ok(ClipModel {
+        let towers = CandleTowers {
             text: TextTower::new(vb.pp("text_model"), t)?,
             vision: VisionTower::new(vb.pp("vision_model"), v)?,
             text_projection: candle_nn::linear_no_bias(t.hidden_size, p, vb.pp("text_projection"))?,
             visual_projection: candle_nn::linear_no_bias(v.hidden_size, p, vb.pp("visual_projection"))?,
+        };
+        Ok(ClipModel {
+            towers: Towers::Candle(Box::new(towers)),
             config: config.clone(),
             device: vb.device().clone(),
+            dtype: vb.dtype(),
         })
     }
 
@@ -287,14 +308,58 @@ impl ClipModel {
     /// Projected, not normalised, image features (batch, projection_dim) of preprocessed
     /// pixels (batch, 3, side, side): HF's `get_image_features`.
     pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor> {
-        let pixels = pixels.to_device(&self.device)?.to_dtype(self.dtype())?;
-        Ok(self.visual_projection.forward(&self.vision.forward(&pixels)?)?)
+        match &self.towers {
+            Towers::Candle(t) => {
+                let pixels = pixels.to_device(&self.device)?.to_dtype(self.dtype)?;
+                Ok(t.visual_projection.forward(&t.vision.forward(&pixels)?)?)
+            }
+            Towers::Cpu(t) => {
+                let (batch, channels, side, width) = pixels.dims4()?;
+                let v = &self.config.vision_config;
+                if channels != v.num_channels || side != v.image_size || width != side {
+                    return Err(candle_core::Error::Msg(format!(
+                        "pixels are {channels} x {side} x {width}; the model takes {} x {} x {}",
+                        v.num_channels, v.image_size, v.image_size
+                    ))
+                    .into());
+                }
+                let values = pixels.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                let pooled = t.vision.forward(&values, batch, side);
+                let features = cpu::project(&t.visual_projection, &pooled);
+                Ok(Tensor::from_vec(features, (batch, self.config.projection_dim), &Device::Cpu)?)
+            }
+        }
     }
 
     /// Projected, not normalised, text features of token id sequences (each starting
     /// with the start token and holding an end-of-text token): HF's `get_text_features`.
     pub fn text_features(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
-        Ok(self.text_projection.forward(&self.text.forward(ids, &self.device)?)?)
+        match &self.towers {
+            Towers::Candle(t) => Ok(t.text_projection.forward(&t.text.forward(ids, &self.device)?)?),
+            Towers::Cpu(t) => {
+                let c = &self.config.text_config;
+                let length = ids.iter().map(Vec::len).max().unwrap_or(0);
+                if length > c.max_position_embeddings {
+                    return Err(candle_core::Error::Msg(format!(
+                        "{length} tokens; the model takes at most {}",
+                        c.max_position_embeddings
+                    ))
+                    .into());
+                }
+                if let Some(bad) = ids.iter().flatten().find(|&&id| id as usize >= c.vocab_size) {
+                    return Err(candle_core::Error::Msg(format!(
+                        "token id {bad} is outside the vocabulary of {}",
+                        c.vocab_size
+                    ))
+                    .into());
+                }
+                let tokens = padded(ids, length, c.eos_token_id);
+                let pooled: Vec<usize> = ids.iter().map(|row| pooled_position(row, c.eos_token_id)).collect();
+                let pooled = t.text.forward(&tokens, length, &pooled);
+                let features = cpu::project(&t.text_projection, &pooled);
+                Ok(Tensor::from_vec(features, (ids.len(), self.config.projection_dim), &Device::Cpu)?)
+            }
+        }
     }
 
     /// L2-normalised image embeddings, as f32 on the CPU.
@@ -306,9 +371,68 @@ impl ClipModel {
     pub fn embed_texts(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         normalized_rows(&self.text_features(ids)?)
     }
+}
 
-    fn dtype(&self) -> DType {
-        self.text.position_embedding.dtype()
+/// The candle towers' weights, copied onto plain buffers.
+fn cpu_towers(t: &CandleTowers, config: &ClipConfig) -> Result<CpuTowers> {
+    let (tc, vc) = (&config.text_config, &config.vision_config);
+    let vision = &t.vision;
+    let (hidden, patch) = (vc.hidden_size, vc.patch_size);
+    let patch_weight = vision.patch_embedding.weight().reshape((hidden, vc.num_channels * patch * patch))?;
+    Ok(CpuTowers {
+        text: cpu::TextTower {
+            token_embedding: values(t.text.token_embedding.embeddings())?,
+            positions: values(&t.text.position_embedding)?,
+            encoder: cpu_encoder(&t.text.encoder, tc.num_attention_heads, tc.hidden_act, tc.layer_norm_eps)?,
+            final_norm: cpu::Norm::from_layer_norm(&t.text.final_norm, tc.layer_norm_eps)?,
+            width: tc.hidden_size,
+        },
+        vision: cpu::VisionTower {
+            patch: cpu::Dense::from_linear(&Linear::new(patch_weight, None))?,
+            class: values(&vision.class_embedding)?,
+            positions: values(&vision.position_embedding)?,
+            pre_norm: cpu::Norm::from_layer_norm(&vision.pre_norm, vc.layer_norm_eps)?,
+            encoder: cpu_encoder(&vision.encoder, vc.num_attention_heads, vc.hidden_act, vc.layer_norm_eps)?,
+            post_norm: cpu::Norm::from_layer_norm(&vision.post_norm, vc.layer_norm_eps)?,
+            patch_size: patch,
+            channels: vc.num_channels,
+        },
+        text_projection: cpu::Dense::from_linear(&t.text_projection)?,
+        visual_projection: cpu::Dense::from_linear(&t.visual_projection)?,
+    })
+}
+
+fn cpu_encoder(encoder: &Encoder, heads: usize, activation: Activation, eps: f64) -> Result<cpu::Encoder> {
+    let blocks = encoder
+        .blocks
+        .iter()
+        .map(|b| {
+            let a = &b.attention;
+            cpu::Block::new((&b.ln1, &b.ln2), eps, &a.q, &a.k, &a.v, &a.out, &b.mlp.fc1, &b.mlp.fc2, a.scale as f32)
+        })
+        .collect::<Result<_>>()?;
+    Ok(cpu::Encoder { blocks, heads, activation })
+}
+
+fn values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+}
+
+/// Token sequences padded with `pad` to `length`, row-major.
+fn padded(ids: &[Vec<u32>], length: usize, pad: u32) -> Vec<u32> {
+    ids.iter().flat_map(|row| row.iter().copied().chain(std::iter::repeat_n(pad, length - row.len()))).collect()
+}
+
+/// Where the end-of-text token is: its first occurrence, or for legacy configs (eos id
+/// 2) the largest id, which is CLIP's end-of-text token.
+fn pooled_position(tokens: &[u32], eos_token_id: u32) -> usize {
+    let last = tokens.len().saturating_sub(1);
+    if eos_token_id == 2 {
+        // The first maximum, as torch.argmax returns.
+        let max = tokens.iter().copied().max().unwrap_or(0);
+        tokens.iter().position(|&t| t == max).unwrap_or(last)
+    } else {
+        tokens.iter().position(|&t| t == eos_token_id).unwrap_or(last)
     }
 }
 
@@ -317,4 +441,86 @@ fn normalized_rows(features: &Tensor) -> Result<Vec<Vec<f32>>> {
     let features = features.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
     let norms = features.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
     Ok(features.broadcast_div(&norms)?.to_vec2::<f32>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_nn::VarMap;
+
+    use super::*;
+
+    fn tiny(activation: Activation) -> ClipConfig {
+        ClipConfig {
+            text_config: TextConfig {
+                vocab_size: 100,
+                hidden_size: 32,
+                intermediate_size: 64,
+                num_hidden_layers: 2,
+                num_attention_heads: 4,
+                max_position_embeddings: 16,
+                hidden_act: activation,
+                layer_norm_eps: 1e-5,
+                eos_token_id: 99,
+            },
+            vision_config: VisionConfig {
+                hidden_size: 48,
+                intermediate_size: 96,
+                num_hidden_layers: 2,
+                num_attention_heads: 4,
+                image_size: 32,
+                patch_size: 8,
+                num_channels: 3,
+                hidden_act: activation,
+                layer_norm_eps: 1e-5,
+            },
+            projection_dim: 24,
+        }
+    }
+
+    /// The same random weights run through candle's ops and through the fused CPU path.
+    fn both(config: &ClipConfig) -> (ClipModel, ClipModel) {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let candle = ClipModel::with_candle_ops(vb.clone(), config).unwrap();
+        // Every weight random (VarMap starts some at zero or one), shared by both models.
+        for (i, var) in varmap.all_vars().iter().enumerate() {
+            let random = Tensor::randn(0f32, 0.5, var.shape(), &Device::Cpu).unwrap();
+            var.set(&((random + (i % 3) as f64 * 0.1).unwrap())).unwrap();
+        }
+        let fused = ClipModel::new(vb, config).unwrap();
+        assert!(matches!(fused.towers, Towers::Cpu(_)) && matches!(candle.towers, Towers::Candle(_)));
+        (candle, fused)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn the_fused_cpu_path_equals_candle_for_every_activation() {
+        for activation in [Activation::QuickGelu, Activation::Gelu, Activation::GeluTanh] {
+            let config = tiny(activation);
+            let (candle, fused) = both(&config);
+            let pixels = Tensor::randn(0f32, 1.0, (3, 3, 32, 32), &Device::Cpu).unwrap();
+            let (a, b) = (candle.image_features(&pixels).unwrap(), fused.image_features(&pixels).unwrap());
+            assert!(max_diff(&a, &b) <= 1e-4, "{activation:?} images: {}", max_diff(&a, &b));
+            // Unequal lengths: padded, pooled at each sequence's end-of-text token.
+            let ids = vec![vec![98, 5, 7, 99], vec![98, 3, 99], vec![98, 1, 2, 3, 4, 5, 6, 99]];
+            let (a, b) = (candle.text_features(&ids).unwrap(), fused.text_features(&ids).unwrap());
+            assert!(max_diff(&a, &b) <= 1e-4, "{activation:?} texts: {}", max_diff(&a, &b));
+        }
+    }
+
+    #[test]
+    fn the_fused_path_refuses_what_the_model_cannot_take() {
+        let (_, fused) = both(&tiny(Activation::QuickGelu));
+        let wrong_side = Tensor::zeros((1, 3, 40, 40), DType::F32, &Device::Cpu).unwrap();
+        assert!(fused.image_features(&wrong_side).unwrap_err().to_string().contains("takes 3 x 32 x 32"));
+        let too_long = vec![vec![1; 17]];
+        assert!(fused.text_features(&too_long).unwrap_err().to_string().contains("at most 16"));
+        let unknown = vec![vec![98, 100, 99]];
+        assert!(fused.text_features(&unknown).unwrap_err().to_string().contains("token id 100"));
+        let empty = fused.image_features(&Tensor::zeros((0, 3, 32, 32), DType::F32, &Device::Cpu).unwrap()).unwrap();
+        assert_eq!(empty.dims(), &[0, 24]);
+    }
 }

@@ -1,0 +1,375 @@
+//! CLIP's two towers on plain f32 buffers, for the CPU.
+//!
+//! Through candle each op is its own pass over memory with its own allocation, and the
+//! elementwise ones (bias, residual, activation) run on one thread; bench-embed measured
+//! that at about half of PyTorch's speed. Here a block is four GEMMs (q/k/v fused into
+//! one, out, fc1, fc2), each split into row blocks across the rayon threads, with the
+//! small work fused between them: bias + residual + layer norm in one pass over a row,
+//! bias + activation in one, and attention per (sequence, head) on the q/k/v rows where
+//! the GEMM left them. The weights are the candle model's, copied out once at load.
+
+use candle_core::Tensor;
+use candle_nn::{LayerNorm, Linear};
+use rayon::prelude::*;
+
+use super::config::Activation;
+use crate::error::Result;
+use crate::index::dot;
+
+/// Copies a tensor's values out, in row-major order.
+fn values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?)
+}
+
+/// A dense layer y = x·Wᵀ (+ b), W as Hugging Face stores it: (outputs, inputs), row-major.
+pub(super) struct Dense {
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    inputs: usize,
+    outputs: usize,
+}
+
+impl Dense {
+    pub(super) fn from_linear(linear: &Linear) -> Result<Self> {
+        let (outputs, inputs) = linear.weight().dims2()?;
+        let bias = linear.bias().map(values).transpose()?;
+        Ok(Dense { weight: values(linear.weight())?, bias, inputs, outputs })
+    }
+
+    /// One layer from several with the same inputs, their outputs side by side (fused
+    /// q/k/v), each scaled by its factor (weights and bias).
+    fn stacked(parts: &[(&Linear, f32)]) -> Result<Self> {
+        let mut weight = Vec::new();
+        let mut bias = Vec::new();
+        let mut inputs = 0;
+        for (linear, scale) in parts {
+            let part = Dense::from_linear(linear)?;
+            inputs = part.inputs;
+            weight.extend(part.weight.iter().map(|w| w * scale));
+            let b = part.bias.unwrap_or_else(|| vec![0.0; part.outputs]);
+            bias.extend(b.iter().map(|b| b * scale));
+        }
+        let outputs = bias.len();
+        Ok(Dense { weight, bias: Some(bias), inputs, outputs })
+    }
+
+    /// `out` (rows × outputs) = `x` (rows × inputs)·Wᵀ, or `out` += that when `accumulate`.
+    /// The bias is not added: callers fuse it into their next pass.
+    fn matmul(&self, x: &[f32], out: &mut [f32], accumulate: bool) {
+        let (k, n) = (self.inputs, self.outputs);
+        let rows = x.len() / k;
+        debug_assert_eq!(out.len(), rows * n);
+        // Row blocks, one per thread: each GEMM packs its own panels and runs single-
+        // threaded, which beats gemm's own threading at these sizes (bench-embed).
+        let block = rows.div_ceil(rayon::current_num_threads()).max(1);
+        out.par_chunks_mut(block * n).zip(x.par_chunks(block * k)).for_each(|(out, x)| {
+            let m = x.len() / k;
+            // SAFETY: out is m × n row-major, x is m × k row-major, the weight n × k
+            // row-major is read as Wᵀ (k × n) through its strides; all in bounds.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    out.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    accumulate,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    self.weight.as_ptr(),
+                    k as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            }
+        });
+    }
+
+    /// `out` = x·Wᵀ + b.
+    fn forward(&self, x: &[f32], out: &mut [f32]) {
+        match &self.bias {
+            Some(bias) => {
+                out.par_chunks_mut(self.outputs).for_each(|row| row.copy_from_slice(bias));
+                self.matmul(x, out, true);
+            }
+            None => self.matmul(x, out, false),
+        }
+    }
+}
+
+/// A layer norm's affine parameters.
+pub(super) struct Norm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
+}
+
+impl Norm {
+    pub(super) fn from_layer_norm(norm: &LayerNorm, eps: f64) -> Result<Self> {
+        let weight = values(norm.weight())?;
+        let bias = match norm.bias() {
+            Some(b) => values(b)?,
+            None => vec![0.0; weight.len()],
+        };
+        Ok(Norm { weight, bias, eps: eps as f32 })
+    }
+
+    /// `out` = the normalised `row`, two-pass mean and variance as PyTorch computes them.
+    fn apply(&self, row: &[f32], out: &mut [f32]) {
+        let n = row.len() as f32;
+        let mean = row.iter().sum::<f32>() / n;
+        let var = row.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
+        let inv = 1.0 / (var + self.eps).sqrt();
+        for (((o, x), w), b) in out.iter_mut().zip(row).zip(&self.weight).zip(&self.bias) {
+            *o = (x - mean) * inv * w + b;
+        }
+    }
+
+    /// Every row of `xs` (rows × width) normalised in place.
+    fn apply_in_place(&self, xs: &mut [f32]) {
+        let width = self.weight.len();
+        xs.par_chunks_mut(width).for_each(|row| {
+            let copy = row.to_vec();
+            self.apply(&copy, row);
+        });
+    }
+}
+
+/// `xs` += bias (row-wise) when there is one, then `normed` = norm(xs), in one pass.
+fn add_bias_then_norm(xs: &mut [f32], bias: Option<&[f32]>, norm: &Norm, normed: &mut [f32]) {
+    let width = norm.weight.len();
+    xs.par_chunks_mut(width).zip(normed.par_chunks_mut(width)).for_each(|(row, out)| {
+        if let Some(bias) = bias {
+            row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+        }
+        norm.apply(row, out);
+    });
+}
+
+fn add_bias(xs: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(bias) = bias {
+        xs.par_chunks_mut(bias.len()).for_each(|row| row.iter_mut().zip(bias).for_each(|(x, b)| *x += b));
+    }
+}
+
+impl Activation {
+    fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::QuickGelu => x / (1.0 + (-1.702 * x).exp()),
+            Activation::Gelu => 0.5 * x * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2)),
+            Activation::GeluTanh => {
+                let inner = (2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+                0.5 * x * (1.0 + inner.tanh())
+            }
+        }
+    }
+}
+
+/// One pre-norm transformer block.
+pub(super) struct Block {
+    norm1: Norm,
+    qkv: Dense,
+    out: Dense,
+    norm2: Norm,
+    fc1: Dense,
+    fc2: Dense,
+}
+
+impl Block {
+    /// The block from candle's layers; `scale` (head_dim^-½) is folded into q.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        norms: (&LayerNorm, &LayerNorm),
+        eps: f64,
+        q: &Linear,
+        k: &Linear,
+        v: &Linear,
+        out: &Linear,
+        fc1: &Linear,
+        fc2: &Linear,
+        scale: f32,
+    ) -> Result<Self> {
+        Ok(Block {
+            norm1: Norm::from_layer_norm(norms.0, eps)?,
+            qkv: Dense::stacked(&[(q, scale), (k, 1.0), (v, 1.0)])?,
+            out: Dense::from_linear(out)?,
+            norm2: Norm::from_layer_norm(norms.1, eps)?,
+            fc1: Dense::from_linear(fc1)?,
+            fc2: Dense::from_linear(fc2)?,
+        })
+    }
+}
+
+/// A stack of blocks and what they share.
+pub(super) struct Encoder {
+    pub(super) blocks: Vec<Block>,
+    pub(super) heads: usize,
+    pub(super) activation: Activation,
+}
+
+/// Reused work buffers of one forward pass.
+struct Scratch {
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    hidden: Vec<f32>,
+}
+
+impl Encoder {
+    /// Runs every block over `xs`, `sequences` × `tokens` rows of the residual stream, in
+    /// place. `causal`: a token attends only to itself and earlier ones (the text tower).
+    pub(super) fn forward(&self, xs: &mut [f32], tokens: usize, causal: bool) {
+        let Some(first) = self.blocks.first() else { return };
+        let width = first.qkv.inputs;
+        let rows = xs.len() / width;
+        let mut s = Scratch {
+            normed: vec![0.0; rows * width],
+            qkv: vec![0.0; rows * 3 * width],
+            context: vec![0.0; rows * width],
+            hidden: vec![0.0; rows * first.fc1.outputs],
+        };
+        let mut pending_bias: Option<&[f32]> = None;
+        for block in &self.blocks {
+            // The previous block's fc2 bias is added in the same pass as this norm.
+            add_bias_then_norm(xs, pending_bias, &block.norm1, &mut s.normed);
+            block.qkv.forward(&s.normed, &mut s.qkv);
+            attention(&s.qkv, &mut s.context, width, tokens, self.heads, causal);
+            block.out.matmul(&s.context, xs, true);
+            add_bias_then_norm(xs, block.out.bias.as_deref(), &block.norm2, &mut s.normed);
+            block.fc1.matmul(&s.normed, &mut s.hidden, false);
+            let (bias, activation) = (block.fc1.bias.as_deref(), self.activation);
+            s.hidden.par_chunks_mut(block.fc1.outputs).for_each(|row| match bias {
+                Some(bias) => row.iter_mut().zip(bias).for_each(|(x, b)| *x = activation.apply(*x + b)),
+                None => row.iter_mut().for_each(|x| *x = activation.apply(*x)),
+            });
+            block.fc2.matmul(&s.hidden, xs, true);
+            pending_bias = block.fc2.bias.as_deref();
+        }
+        add_bias(xs, pending_bias);
+    }
+}
+
+/// Multi-head attention over fused q/k/v rows (q already scaled): `context` (rows × width)
+/// gets, per sequence of `tokens` rows and per head, softmax(q·kᵀ)·v.
+fn attention(qkv: &[f32], context: &mut [f32], width: usize, tokens: usize, heads: usize, causal: bool) {
+    let head_dim = width / heads;
+    context.par_chunks_mut(tokens * width).zip(qkv.par_chunks(tokens * 3 * width)).for_each(|(out, qkv)| {
+        let mut scores = vec![0f32; tokens];
+        for head in 0..heads {
+            let at = |row: usize, part: usize| &qkv[row * 3 * width + part * width + head * head_dim..][..head_dim];
+            for i in 0..tokens {
+                let seen = if causal { i + 1 } else { tokens };
+                let q = at(i, 0);
+                let mut max = f32::NEG_INFINITY;
+                for (j, s) in scores[..seen].iter_mut().enumerate() {
+                    *s = dot(q, at(j, 1));
+                    max = max.max(*s);
+                }
+                let mut sum = 0.0;
+                for s in &mut scores[..seen] {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let row = &mut out[i * width + head * head_dim..][..head_dim];
+                row.fill(0.0);
+                for (j, s) in scores[..seen].iter().enumerate() {
+                    let p = s / sum;
+                    row.iter_mut().zip(at(j, 2)).for_each(|(o, v)| *o += p * v);
+                }
+            }
+        }
+    });
+}
+
+/// The vision tower: patches → class token + positions → pre-norm → encoder → post-norm
+/// of the class token.
+pub(super) struct VisionTower {
+    pub(super) patch: Dense,
+    pub(super) class: Vec<f32>,
+    pub(super) positions: Vec<f32>,
+    pub(super) pre_norm: Norm,
+    pub(super) encoder: Encoder,
+    pub(super) post_norm: Norm,
+    pub(super) patch_size: usize,
+    pub(super) channels: usize,
+}
+
+impl VisionTower {
+    /// Pooled outputs (batch × hidden) of `pixels` (batch × channels × side × side).
+    pub(super) fn forward(&self, pixels: &[f32], batch: usize, side: usize) -> Vec<f32> {
+        let (p, c, width) = (self.patch_size, self.channels, self.patch.outputs);
+        let grid = side / p;
+        let tokens = grid * grid + 1;
+        // im2col: one row per patch, (channel, y, x) order as the conv weight's.
+        let mut patches = vec![0f32; batch * grid * grid * c * p * p];
+        patches.par_chunks_mut(c * p * p).enumerate().for_each(|(i, row)| {
+            let (b, gy, gx) = (i / (grid * grid), (i / grid) % grid, i % grid);
+            for ch in 0..c {
+                for y in 0..p {
+                    let src = ((b * c + ch) * side + gy * p + y) * side + gx * p;
+                    row[(ch * p + y) * p..][..p].copy_from_slice(&pixels[src..][..p]);
+                }
+            }
+        });
+        let mut embedded = vec![0f32; batch * grid * grid * width];
+        self.patch.matmul(&patches, &mut embedded, false);
+        let mut xs = vec![0f32; batch * tokens * width];
+        xs.par_chunks_mut(tokens * width).enumerate().for_each(|(b, seq)| {
+            seq[..width].copy_from_slice(&self.class);
+            seq[width..].copy_from_slice(&embedded[b * (tokens - 1) * width..][..(tokens - 1) * width]);
+            seq.iter_mut().zip(&self.positions).for_each(|(x, pos)| *x += pos);
+        });
+        self.pre_norm.apply_in_place(&mut xs);
+        self.encoder.forward(&mut xs, tokens, false);
+        let mut pooled = vec![0f32; batch * width];
+        for (b, out) in pooled.chunks_mut(width).enumerate() {
+            self.post_norm.apply(&xs[b * tokens * width..][..width], out);
+        }
+        pooled
+    }
+}
+
+/// The text tower: token + position embeddings → causal encoder → final norm of each
+/// sequence's pooled (end-of-text) token.
+pub(super) struct TextTower {
+    pub(super) token_embedding: Vec<f32>,
+    pub(super) positions: Vec<f32>,
+    pub(super) encoder: Encoder,
+    pub(super) final_norm: Norm,
+    pub(super) width: usize,
+}
+
+impl TextTower {
+    /// Pooled outputs (sequences × hidden) of `tokens` (sequences × length, padded), the
+    /// pooled token of each sequence at `pooled[i]`.
+    pub(super) fn forward(&self, tokens: &[u32], length: usize, pooled: &[usize]) -> Vec<f32> {
+        let width = self.width;
+        let mut xs = vec![0f32; tokens.len() * width];
+        xs.par_chunks_mut(width).zip(tokens.par_iter()).enumerate().for_each(|(i, (row, &id))| {
+            let token = &self.token_embedding[id as usize * width..][..width];
+            let position = &self.positions[(i % length) * width..][..width];
+            row.iter_mut().zip(token.iter().zip(position)).for_each(|(x, (t, p))| *x = t + p);
+        });
+        self.encoder.forward(&mut xs, length, true);
+        let mut out = vec![0f32; pooled.len() * width];
+        for (s, (row, &at)) in out.chunks_mut(width).zip(pooled).enumerate() {
+            self.final_norm.apply(&xs[(s * length + at) * width..][..width], row);
+        }
+        out
+    }
+}
+
+/// Projects pooled rows into the joint space (no bias).
+pub(super) fn project(projection: &Dense, pooled: &[f32]) -> Vec<f32> {
+    let rows = pooled.len() / projection.inputs;
+    let mut out = vec![0f32; rows * projection.outputs];
+    projection.matmul(pooled, &mut out, false);
+    out
+}
