@@ -125,15 +125,39 @@ impl View<'_> {
         let mut best = start;
         loop {
             let from = best.id;
-            for id in neighbours(self.graph.slots(level, from)) {
-                let s = Scored { score: self.space.score(query, id), id };
+            let slots = self.graph.slots(level, from);
+            neighbours(slots).for_each(|id| self.space.prefetch_row(id));
+            self.score_all(query, neighbours(slots), |s| {
                 if s.better(&best) {
                     best = s;
                 }
-            }
+            });
             if best.id == from {
                 return best;
             }
+        }
+    }
+
+    /// Scores `ids` against `query`, four rows at a time (their loads overlap, where one
+    /// row at a time waits for each in turn; a short last group repeats its first row).
+    fn score_all(&self, query: &[f32], ids: impl IntoIterator<Item = u32>, mut each: impl FnMut(Scored)) {
+        let mut score_group = |group: &[u32]| {
+            let padded = [0, 1, 2, 3].map(|i| group.get(i).copied().unwrap_or(group[0]));
+            for (&id, score) in group.iter().zip(self.space.score4(query, padded)) {
+                each(Scored { score, id });
+            }
+        };
+        let (mut group, mut len) = ([0u32; 4], 0);
+        for id in ids {
+            group[len] = id;
+            len += 1;
+            if len == 4 {
+                score_group(&group);
+                len = 0;
+            }
+        }
+        if len > 0 {
+            score_group(&group[..len]);
         }
     }
 
@@ -170,41 +194,34 @@ impl View<'_> {
                 self.graph.prefetch_slots(level, next.0.id);
             }
             self.unvisited(level, c.id, visited, &mut fresh);
-            // Four rows at a time (a short last group repeats its first row): their loads
-            // overlap, where one row at a time waits for each in turn.
-            for group in fresh.chunks(4) {
-                let ids = [0, 1, 2, 3].map(|i| group.get(i).copied().unwrap_or(group[0]));
-                for (&id, score) in group.iter().zip(self.space.score4(query, ids)) {
-                    let s = Scored { score, id };
-                    let worst = results.peek().expect("holds the entry at least").0;
-                    if results.len() < ef || s.better(&worst) {
-                        candidates.push(Best(s));
-                        results.push(Worst(s));
-                        if results.len() > ef {
-                            results.pop();
-                        }
+            self.score_all(query, fresh.iter().copied(), |s| {
+                let worst = results.peek().expect("holds the entry at least").0;
+                if results.len() < ef || s.better(&worst) {
+                    candidates.push(Best(s));
+                    results.push(Worst(s));
+                    if results.len() > ef {
+                        results.pop();
                     }
                 }
-            }
+            });
         }
         let mut found: Vec<Scored> = results.into_iter().map(|w| w.0).collect();
         found.sort_by(Scored::rank);
         found
     }
 
-    /// Node `id`'s neighbours on `level` not seen yet, marked seen now, into `fresh`; their
-    /// rows start loading (the first cache line each: the hardware prefetcher streams the
-    /// rest once a row is read, and further software prefetches were measured to slow it).
+    /// Node `id`'s neighbours on `level` not seen yet, marked seen now, into `fresh`.
     fn unvisited(&self, level: usize, id: u32, visited: &mut Visited, fresh: &mut Vec<u32>) {
         let slots = self.graph.slots(level, id);
-        // Their stamps first, so that the branchy checks below find them in cache.
-        neighbours(slots).for_each(|n| visited.prefetch(n));
-        fresh.clear();
+        // Start loading every neighbour's row (its first cache line: the hardware streams
+        // the rest once the row is read; prefetching whole rows was measured slower) and
+        // stamp before looking at any stamp, so that no load waits for another. Rows seen
+        // already were read recently and are mostly in cache, so their prefetch is cheap.
         for n in neighbours(slots) {
-            if visited.insert(n) {
-                self.space.prefetch_row(n);
-                fresh.push(n);
-            }
+            self.space.prefetch_row(n);
+            visited.prefetch(n);
         }
+        fresh.clear();
+        fresh.extend(neighbours(slots).filter(|&n| visited.insert(n)));
     }
 }
