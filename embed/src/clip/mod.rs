@@ -2,6 +2,7 @@
 
 pub mod config;
 mod cpu;
+mod fastmath;
 pub mod model;
 pub mod preprocess;
 pub mod tokenizer;
