@@ -16,7 +16,6 @@ use rayon::prelude::*;
 use super::config::Activation;
 use super::fastmath;
 use crate::error::Result;
-use crate::index::dot;
 
 /// Copies a tensor's values out, in row-major order.
 fn values(t: &Tensor) -> Result<Vec<f32>> {
@@ -287,11 +286,22 @@ struct Scratch {
 }
 
 impl Encoder {
-    /// Runs every block over `xs`, `sequences` × `tokens` rows of the residual stream, in
-    /// place. `causal`: a token attends only to itself and earlier ones (the text tower).
-    pub(super) fn forward(&self, xs: &mut [f32], tokens: usize, causal: bool) {
-        let Some(first) = self.blocks.first() else { return };
-        let width = first.qkv.inputs;
+    /// Runs every block over `xs`, `sequences` × `tokens` rows of `width` (the residual
+    /// stream), and returns the rows at `pooled` (indices into all rows), the only ones the towers
+    /// read. `causal`: a token attends only to itself and earlier ones (the text tower).
+    ///
+    /// Past the last block's attention every op is per row, so the rest of that block
+    /// runs on the pooled rows alone: three quarters of its GEMM work, about 6% of the
+    /// whole, is never done for rows nobody reads.
+    pub(super) fn forward(
+        &self,
+        mut xs: Vec<f32>,
+        width: usize,
+        tokens: usize,
+        causal: bool,
+        pooled: &[usize],
+    ) -> Vec<f32> {
+        let Some(first) = self.blocks.first() else { return gather(&xs, pooled, width) };
         let rows = xs.len() / width;
         let mut s = Scratch {
             normed: vec![0.0; rows * width],
@@ -300,50 +310,81 @@ impl Encoder {
             hidden: vec![0.0; rows * first.fc1.outputs],
         };
         let mut pending_bias: Option<&[f32]> = None;
-        for block in &self.blocks {
+        for (i, block) in self.blocks.iter().enumerate() {
             // The previous block's fc2 bias is added in the same pass as this norm.
-            add_bias_then_norm(xs, pending_bias, &block.norm1, &mut s.normed);
+            add_bias_then_norm(&mut xs, pending_bias, &block.norm1, &mut s.normed);
             block.qkv.forward(&s.normed, &mut s.qkv);
             attention(&s.qkv, &mut s.context, width, tokens, self.heads, causal);
-            block.out.matmul(&s.context, xs, true);
-            add_bias_then_norm(xs, block.out.bias.as_deref(), &block.norm2, &mut s.normed);
-            block.fc1.matmul(&s.normed, &mut s.hidden, false);
-            let (bias, activation) = (block.fc1.bias.as_deref(), self.activation);
-            s.hidden.par_chunks_mut(block.fc1.outputs).for_each(|row| match (activation, bias) {
-                (Activation::QuickGelu, _) => fastmath::bias_quick_gelu(row, bias),
-                (_, Some(bias)) => row.iter_mut().zip(bias).for_each(|(x, b)| *x = activation.apply(*x + b)),
-                (_, None) => row.iter_mut().for_each(|x| *x = activation.apply(*x)),
-            });
-            block.fc2.matmul(&s.hidden, xs, true);
+            if i + 1 == self.blocks.len() {
+                xs = gather(&xs, pooled, width);
+                s.context = gather(&s.context, pooled, width);
+                s.normed.truncate(xs.len());
+                s.hidden.truncate(pooled.len() * block.fc1.outputs);
+            }
+            self.finish_block(block, &mut xs, &mut s);
             pending_bias = block.fc2.bias.as_deref();
         }
-        add_bias(xs, pending_bias);
+        add_bias(&mut xs, pending_bias);
+        xs
     }
+
+    /// A block after its attention: out projection onto the residual, norm, MLP onto the
+    /// residual (fc2's bias left for the next pass over `xs`).
+    fn finish_block(&self, block: &Block, xs: &mut [f32], s: &mut Scratch) {
+        block.out.matmul(&s.context, xs, true);
+        add_bias_then_norm(xs, block.out.bias.as_deref(), &block.norm2, &mut s.normed);
+        block.fc1.matmul(&s.normed, &mut s.hidden, false);
+        let (bias, activation) = (block.fc1.bias.as_deref(), self.activation);
+        s.hidden.par_chunks_mut(block.fc1.outputs).for_each(|row| match (activation, bias) {
+            (Activation::QuickGelu, _) => fastmath::bias_quick_gelu(row, bias),
+            (_, Some(bias)) => row.iter_mut().zip(bias).for_each(|(x, b)| *x = activation.apply(*x + b)),
+            (_, None) => row.iter_mut().for_each(|x| *x = activation.apply(*x)),
+        });
+        block.fc2.matmul(&s.hidden, xs, true);
+    }
+}
+
+/// Rows `at` of `xs` (rows of `width`), in that order.
+fn gather(xs: &[f32], at: &[usize], width: usize) -> Vec<f32> {
+    at.iter().flat_map(|&row| &xs[row * width..][..width]).copied().collect()
 }
 
 /// Multi-head attention over fused q/k/v rows (q already scaled): `context` (rows × width)
 /// gets, per sequence of `tokens` rows and per head, softmax(q·kᵀ)·v.
+///
+/// Both products are GEMMs that read q, k and v where the q/k/v GEMM left them (through
+/// strides, no copies). As a loop of dot products and row updates it was 5.6% of an
+/// image forward pass's perf samples; as GEMMs it no longer shows apart from the kernel.
 fn attention(qkv: &[f32], context: &mut [f32], width: usize, tokens: usize, heads: usize, causal: bool) {
     let head_dim = width / heads;
+    let stride = 3 * width as isize;
     context.par_chunks_mut(tokens * width).zip(qkv.par_chunks(tokens * 3 * width)).for_each(|(out, qkv)| {
-        let mut scores = vec![0f32; tokens];
+        let mut probabilities = vec![0f32; tokens * tokens];
         for head in 0..heads {
-            let at = |row: usize, part: usize| &qkv[row * 3 * width + part * width + head * head_dim..][..head_dim];
-            for i in 0..tokens {
+            let [q, k, v] = [0, 1, 2].map(|part| qkv[part * width + head * head_dim..].as_ptr());
+            // SAFETY: q, k and v are `tokens` rows `stride` apart of head_dim values each,
+            // inside this sequence's qkv; `probabilities` is tokens × tokens; `out` holds
+            // `tokens` rows of `width`, this head's head_dim columns written.
+            unsafe {
+                // scores = q·kᵀ, kᵀ read through k's strides.
+                #[rustfmt::skip]
+                gemm::gemm(tokens, tokens, head_dim, probabilities.as_mut_ptr(), 1, tokens as isize, false,
+                    q, 1, stride, k, stride, 1, 0.0, 1.0, false, false, false, gemm::Parallelism::None);
+            }
+            for (i, row) in probabilities.chunks_mut(tokens).enumerate() {
                 let seen = if causal { i + 1 } else { tokens };
-                let q = at(i, 0);
-                let mut max = f32::NEG_INFINITY;
-                for (j, s) in scores[..seen].iter_mut().enumerate() {
-                    *s = dot(q, at(j, 1));
-                    max = max.max(*s);
-                }
-                let sum = fastmath::exp_shifted(&mut scores[..seen], max);
-                let row = &mut out[i * width + head * head_dim..][..head_dim];
-                row.fill(0.0);
-                for (j, s) in scores[..seen].iter().enumerate() {
-                    let p = s / sum;
-                    row.iter_mut().zip(at(j, 2)).for_each(|(o, v)| *o += p * v);
-                }
+                let (attended, masked) = row.split_at_mut(seen);
+                let max = attended.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let scale = 1.0 / fastmath::exp_shifted(attended, max);
+                attended.iter_mut().for_each(|p| *p *= scale);
+                masked.fill(0.0);
+            }
+            unsafe {
+                // context[head] = probabilities·v.
+                #[rustfmt::skip]
+                gemm::gemm(tokens, head_dim, tokens, out[head * head_dim..].as_mut_ptr(), 1, width as isize, false,
+                    probabilities.as_ptr(), 1, tokens as isize, v, 1, stride, 0.0, 1.0, false, false, false,
+                    gemm::Parallelism::None);
             }
         }
     });
@@ -388,11 +429,9 @@ impl VisionTower {
             seq.iter_mut().zip(&self.positions).for_each(|(x, pos)| *x += pos);
         });
         self.pre_norm.apply_in_place(&mut xs);
-        self.encoder.forward(&mut xs, tokens, false);
-        let mut pooled = vec![0f32; batch * width];
-        for (b, out) in pooled.chunks_mut(width).enumerate() {
-            self.post_norm.apply(&xs[b * tokens * width..][..width], out);
-        }
+        let class_rows: Vec<usize> = (0..batch).map(|b| b * tokens).collect();
+        let mut pooled = self.encoder.forward(xs, width, tokens, false, &class_rows);
+        self.post_norm.apply_in_place(&mut pooled);
         pooled
     }
 }
@@ -418,11 +457,9 @@ impl TextTower {
             let position = &self.positions[(i % length) * width..][..width];
             row.iter_mut().zip(token.iter().zip(position)).for_each(|(x, (t, p))| *x = t + p);
         });
-        self.encoder.forward(&mut xs, length, true);
-        let mut out = vec![0f32; pooled.len() * width];
-        for (s, (row, &at)) in out.chunks_mut(width).zip(pooled).enumerate() {
-            self.final_norm.apply(&xs[(s * length + at) * width..][..width], row);
-        }
+        let rows: Vec<usize> = pooled.iter().enumerate().map(|(s, &at)| s * length + at).collect();
+        let mut out = self.encoder.forward(xs, width, length, true, &rows);
+        self.final_norm.apply_in_place(&mut out);
         out
     }
 }
