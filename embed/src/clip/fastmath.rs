@@ -4,7 +4,7 @@
 //! 2.4 M calls per image batch layer in the activation alone, and profiles put it near a
 //! tenth of the CPU forward pass. [`exp`] here is branch-free arithmetic (Cephes' expf
 //! polynomial, relative error ≤ 2e-7 over the clamped range) that the compiler turns into
-//! 8-lane AVX2 code inside the `#[target_feature]` functions below.
+//! 8-lane AVX2 code when run through `vectorised`.
 
 /// e^x for x clamped to [-87.3, 88] (where f32's e^x and its 2ⁿ factor are normal), in
 /// plain arithmetic.
@@ -30,20 +30,25 @@ fn exp(x: f32) -> f32 {
     er * f32::from_bits((n_bits.wrapping_add(127) as u32) << 23)
 }
 
-/// Each x in `row` becomes quickgelu(x + bias) = (x + b)·σ(1.702·(x + b)).
-pub(super) fn bias_quick_gelu(row: &mut [f32], bias: Option<&[f32]>) {
+/// Runs `f` compiled for AVX2 + FMA when the CPU has them, so that the `#[inline(always)]`
+/// loops it calls vectorise 8 lanes wide; elsewhere runs `f` as it is.
+#[inline(always)]
+fn vectorised<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { bias_quick_gelu_avx2(row, bias) };
+        #[target_feature(enable = "avx2,fma")]
+        fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU has the features `with_avx2` is compiled for.
+        return unsafe { with_avx2(f) };
     }
-    bias_quick_gelu_portable(row, bias)
+    f()
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn bias_quick_gelu_avx2(row: &mut [f32], bias: Option<&[f32]>) {
-    bias_quick_gelu_portable(row, bias)
+/// Each x in `row` becomes quickgelu(x + bias) = (x + b)·σ(1.702·(x + b)).
+pub(super) fn bias_quick_gelu(row: &mut [f32], bias: Option<&[f32]>) {
+    vectorised(|| bias_quick_gelu_portable(row, bias))
 }
 
 #[inline(always)]
@@ -57,18 +62,7 @@ fn bias_quick_gelu_portable(row: &mut [f32], bias: Option<&[f32]>) {
 
 /// `scores` become e^(s − max), their sum returned: softmax without the division.
 pub(super) fn exp_shifted(scores: &mut [f32], max: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { exp_shifted_avx2(scores, max) };
-    }
-    exp_shifted_portable(scores, max)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn exp_shifted_avx2(scores: &mut [f32], max: f32) -> f32 {
-    exp_shifted_portable(scores, max)
+    vectorised(|| exp_shifted_portable(scores, max))
 }
 
 #[inline(always)]
