@@ -2,7 +2,7 @@
 //! best-first search (the paper's SEARCH-LAYER), shared by queries and insertion.
 
 use std::cell::RefCell;
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use super::graph::{Graph, NONE, neighbours};
@@ -27,36 +27,17 @@ impl Scored {
     }
 }
 
-/// Max-heap order: the best on top (candidates to expand).
-#[derive(PartialEq)]
-struct Best(Scored);
+// Heaps order by rank, best first: a `BinaryHeap<Scored>` keeps the worst on top (the
+// results kept so far), a `BinaryHeap<Reverse<Scored>>` the best (candidates to expand).
+impl Eq for Scored {}
 
-/// Max-heap order: the worst on top (the results kept so far).
-#[derive(PartialEq)]
-struct Worst(Scored);
-
-impl Eq for Best {}
-impl Eq for Worst {}
-
-impl Ord for Best {
+impl Ord for Scored {
     fn cmp(&self, other: &Self) -> Ordering {
-        other.0.rank(&self.0)
+        self.rank(other)
     }
 }
 
-impl PartialOrd for Best {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Worst {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.rank(&other.0)
-    }
-}
-
-impl PartialOrd for Worst {
+impl PartialOrd for Scored {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
@@ -181,11 +162,11 @@ impl View<'_> {
         visited.insert(entry.id);
         let mut candidates = BinaryHeap::with_capacity(4 * ef);
         let mut results = BinaryHeap::with_capacity(ef + 1);
-        candidates.push(Best(entry));
-        results.push(Worst(entry));
+        candidates.push(Reverse(entry));
+        results.push(entry);
         let mut fresh = Vec::with_capacity(self.graph.capacity(level));
-        while let Some(Best(c)) = candidates.pop() {
-            let worst = results.peek().expect("holds the entry at least").0;
+        while let Some(Reverse(c)) = candidates.pop() {
+            let worst = *results.peek().expect("holds the entry at least");
             if results.len() >= ef && worst.better(&c) {
                 break;
             }
@@ -195,19 +176,17 @@ impl View<'_> {
             }
             self.unvisited(level, c.id, visited, &mut fresh);
             self.score_all(query, fresh.iter().copied(), |s| {
-                let worst = results.peek().expect("holds the entry at least").0;
+                let worst = *results.peek().expect("holds the entry at least");
                 if results.len() < ef || s.better(&worst) {
-                    candidates.push(Best(s));
-                    results.push(Worst(s));
+                    candidates.push(Reverse(s));
+                    results.push(s);
                     if results.len() > ef {
                         results.pop();
                     }
                 }
             });
         }
-        let mut found: Vec<Scored> = results.into_iter().map(|w| w.0).collect();
-        found.sort_by(Scored::rank);
-        found
+        results.into_sorted_vec()
     }
 
     /// Node `id`'s neighbours on `level` not seen yet, marked seen now, into `fresh`.
