@@ -18,7 +18,7 @@ use super::fastmath;
 use crate::error::Result;
 
 /// Copies a tensor's values out, in row-major order.
-fn values(t: &Tensor) -> Result<Vec<f32>> {
+pub(super) fn values(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?)
 }
 

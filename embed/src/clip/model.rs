@@ -9,7 +9,7 @@ use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Embedding, LayerNorm, Linear, VarBuilder};
 
 use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
-use super::cpu;
+use super::cpu::{self, values};
 use crate::error::Result;
 
 /// One transformer block's multi-head self-attention.
@@ -412,10 +412,6 @@ fn cpu_encoder(encoder: &Encoder, heads: usize, activation: Activation, eps: f64
         })
         .collect::<Result<_>>()?;
     Ok(cpu::Encoder { blocks, heads, activation })
-}
-
-fn values(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }
 
 /// Token sequences padded with `pad` to `length`, row-major.
