@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EmbedError, Result};
 use graph::{Graph, NONE};
-use search::{Scored, View, Visited};
+use search::{View, Visited};
 use space::Space;
 
 const GRAPH_FILE: &str = "graph.bin";
@@ -136,10 +136,7 @@ impl HnswIndex {
             return Vec::new();
         }
         let view = View { graph: &self.graph, space: Space::new(matrix, self.dim) };
-        let mut nearest = Scored { score: view.space.score(query, entry), id: entry };
-        for level in (1..=self.graph.top()).rev() {
-            nearest = view.greedy(query, level, nearest);
-        }
+        let nearest = view.descend(query, entry, self.graph.top(), 0);
         let ef = self.params.ef_search.max(k);
         let found = Visited::with(|visited| view.search_layer(query, nearest, ef, 0, visited, NONE));
         // Rescored with the exact scan's kernel, so that a row scores the same here as in

@@ -86,10 +86,7 @@ impl Inserter<'_> {
     fn insert(&self, id: u32, level: usize, entry: u32, top: usize) {
         let (graph, space) = (self.view.graph, self.view.space);
         let query = space.row(id);
-        let mut nearest = Scored { score: space.score(query, entry), id: entry };
-        for l in (level + 1..=top).rev() {
-            nearest = self.view.greedy(query, l, nearest);
-        }
+        let mut nearest = self.view.descend(query, entry, top, level);
         Visited::with(|visited| {
             for l in (0..=level.min(top)).rev() {
                 let found = self.view.search_layer(query, nearest, self.ef, l, visited, id);

@@ -101,8 +101,18 @@ pub(super) struct View<'a> {
 }
 
 impl View<'_> {
+    /// The node greedy descent reaches from `entry` (on level `top`) down through every
+    /// level above `above`: where a search or an insertion on level `above` starts.
+    pub(super) fn descend(&self, query: &[f32], entry: u32, top: usize, above: usize) -> Scored {
+        let mut nearest = Scored { score: self.space.score(query, entry), id: entry };
+        for level in (above + 1..=top).rev() {
+            nearest = self.greedy(query, level, nearest);
+        }
+        nearest
+    }
+
     /// Moves from `start` to a better neighbour on `level` until none is better.
-    pub(super) fn greedy(&self, query: &[f32], level: usize, start: Scored) -> Scored {
+    fn greedy(&self, query: &[f32], level: usize, start: Scored) -> Scored {
         let mut best = start;
         loop {
             let from = best.id;
