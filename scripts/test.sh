@@ -6,5 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --all
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/slicetest-target}"
 cargo test --workspace --locked
-# `cargo test` built target/debug/slicetest for the integration tests; the Python tests use it.
-SLICETEST_BIN="$CARGO_TARGET_DIR/debug/slicetest" python3 -m pytest -q tests/python
+# `cargo test` built target/debug/slicetest for the integration tests; the Python tests use
+# it, in the virtual environment install-deps.sh made from tests/python/requirements.txt.
+venv="${SLICETEST_VENV:-$HOME/.cache/slicetest-venv}"
+SLICETEST_BIN="$CARGO_TARGET_DIR/debug/slicetest" "$venv/bin/python" -m pytest -q tests/python
