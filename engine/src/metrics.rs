@@ -71,7 +71,9 @@ pub struct Classification {
     pub accuracy: Estimate,
     /// Per class, over the union of true and predicted labels (sorted), as scikit-learn does.
     pub per_class: Vec<ClassScore>,
-    /// Unweighted mean of the per-class F1, with a bootstrap interval.
+    /// Unweighted mean of the F1 of the classes that occur in the truth (a class that is
+    /// only predicted, never true, in these samples has no recall to average and is left
+    /// out; it still shows in `per_class` and `confusion`), with a bootstrap interval.
     pub macro_f1: Estimate,
     /// Confusion counts: `confusion[i][j]` = true `labels[i]` predicted as `labels[j]`.
     pub confusion: Vec<Vec<u64>>,
@@ -135,8 +137,12 @@ pub fn classify_indexed(pairs: &[(u32, u32)], names: &[String], seed: u64) -> Cl
 }
 
 /// Macro-F1 of a confusion matrix given as row-major counts over `k` labels: the mean F1
-/// of the labels that occur as truth or prediction (scikit-learn's `average="macro"`
-/// with `zero_division=0`). NaN when there are no samples.
+/// of the labels that occur as truth, scikit-learn's
+/// `f1_score(y, p, labels=<classes in y>, average="macro", zero_division=0)`. Labels that
+/// are only predicted are left out: averaged in with F1 = 0 they would pull a slice's
+/// score down for every class it does not contain (a 94%-accurate slice of three shoe
+/// classes read 0.47 when the model also predicted four other classes in it). NaN when
+/// there are no samples.
 fn macro_f1_of_counts(cells: &[u64], k: usize) -> f64 {
     let (mut tp, mut support, mut predicted_as) = (vec![0u64; k], vec![0u64; k], vec![0u64; k]);
     for (cell, &count) in cells.iter().enumerate() {
@@ -148,7 +154,7 @@ fn macro_f1_of_counts(cells: &[u64], k: usize) -> f64 {
         }
     }
     let (mut sum, mut present) = (0.0, 0usize);
-    for i in (0..k).filter(|&i| support[i] + predicted_as[i] > 0) {
+    for i in (0..k).filter(|&i| support[i] > 0) {
         present += 1;
         // F1 = 2·TP / (support + predicted), the harmonic mean of precision and recall.
         sum += 2.0 * tp[i] as f64 / (support[i] + predicted_as[i]) as f64;
@@ -298,6 +304,17 @@ mod tests {
     }
 
     #[test]
+    fn macro_f1_averages_over_the_true_classes_only() {
+        // sklearn: f1_score(["a","a","a","b"], ["a","a","c","b"], labels=["a","b"], average="macro")
+        // a: P 1, R 2/3, F1 0.8; b: F1 1; c (predicted only) is not averaged: 0.9, not 0.6.
+        let c = classify(&["a", "a", "a", "b"], &["a", "a", "c", "b"], 1);
+        assert!((c.macro_f1.value - 0.9).abs() < 1e-12, "{:?}", c.macro_f1);
+        assert_eq!(c.labels, ["a", "b", "c"], "the predicted-only class stays in the confusion matrix");
+        assert_eq!(c.per_class[2].support, 0);
+        assert!(c.macro_f1.low <= 0.9 && c.macro_f1.high <= 1.0);
+    }
+
+    #[test]
     fn edge_cases_do_not_divide_by_zero() {
         let empty = classify(&[], &[], 1);
         assert!(empty.accuracy.value.is_nan() && empty.per_class.is_empty());
@@ -350,7 +367,8 @@ mod tests {
             prop_assert!((c.accuracy.value - trace as f64 / pairs.len() as f64).abs() < 1e-12);
             prop_assert!(c.per_class.iter().all(|s| (0.0..=1.0).contains(&s.f1)));
             prop_assert_eq!(c.confusion.iter().flatten().sum::<u64>(), pairs.len() as u64);
-            let mean_f1 = c.per_class.iter().map(|s| s.f1).sum::<f64>() / c.per_class.len() as f64;
+            let true_classes: Vec<&ClassScore> = c.per_class.iter().filter(|s| s.support > 0).collect();
+            let mean_f1 = true_classes.iter().map(|s| s.f1).sum::<f64>() / true_classes.len() as f64;
             prop_assert!((c.macro_f1.value - mean_f1).abs() < 1e-12);
             prop_assert!(0.0 <= c.macro_f1.low && c.macro_f1.low <= c.macro_f1.high && c.macro_f1.high <= 1.0);
         }

@@ -201,7 +201,7 @@ fn chart(report: &RunReport) -> String {
 fn slice_table(report: &RunReport) -> String {
     let mut t = String::from(
         "<table id=\"slice-table\"><tr><th>slice</th><th>n</th><th>accuracy</th><th>95% CI</th><th>threshold</th>\
-         <th>macro-F1</th><th>log-loss</th><th>ECE</th><th>vs baseline</th><th>test</th></tr>",
+         <th title=\"mean F1 over the classes present in the slice's true labels\">macro-F1</th><th>log-loss</th><th>ECE</th><th>vs baseline</th><th>test</th></tr>",
     );
     // A value with its 95% interval underneath, smaller.
     // Nothing scored (n = 0) shows as "–", not NaN.

@@ -118,7 +118,9 @@ def test_slice_metrics_equal_scikit_learn(scored, slice_name):
     assert [x["recall"] for x in c["per_class"]] == pytest.approx(list(r), abs=1e-12)
     assert [x["f1"] for x in c["per_class"]] == pytest.approx(list(f), abs=1e-12)
     assert [x["support"] for x in c["per_class"]] == list(support)
-    assert c["macro_f1"]["value"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0), abs=1e-12)
+    # Macro-F1 averages over the slice's true classes only (labels = classes in y_true).
+    macro = f1_score(y_true, y_pred, labels=sorted(set(y_true)), average="macro", zero_division=0) if ids else None
+    assert c["macro_f1"]["value"] == pytest.approx(macro, abs=1e-12)
     probs = np.array([preds[i][2] for i in ids])
     assert s["log_loss"]["value"] == pytest.approx(log_loss(y_true, probs, labels=CLASSES), rel=1e-5)
     assert s["mean_score"]["value"] == pytest.approx(np.mean([preds[i][3] for i in ids]), abs=1e-12)
@@ -130,6 +132,23 @@ def test_slice_metrics_equal_scikit_learn(scored, slice_name):
         (bins == b).mean() * abs(correct[bins == b].mean() - conf[bins == b].mean()) for b in range(15) if (bins == b).any()
     )
     assert s["ece"]["value"] == pytest.approx(ece, abs=1e-9)
+
+
+def test_macro_f1_leaves_out_classes_that_are_only_predicted(scored):
+    """In `no_fish` the model predicts fish for some images: fish stays in the confusion
+    matrix and the per-class table (support 0), but not in the macro average."""
+    _, ws, truth, preds, report = scored
+    s = next(x for x in report["slices"] if x["slice"] == "no_fish")
+    ids = members(ws, "no_fish")
+    y_true = [truth[i] for i in ids]
+    y_pred = [preds[i][1] for i in ids]
+    c = s["classification"]
+    assert "fish" in c["labels"] and "fish" not in y_true
+    assert next(x for x in c["per_class"] if x["label"] == "fish")["support"] == 0
+    union = f1_score(y_true, y_pred, average="macro", zero_division=0)
+    present = f1_score(y_true, y_pred, labels=["bird", "cat", "dog"], average="macro", zero_division=0)
+    assert c["macro_f1"]["value"] == pytest.approx(present, abs=1e-12)
+    assert present > union + 0.1, "the old definition would read visibly lower"
 
 
 def test_verdicts_on_edge_cases(scored):
@@ -272,7 +291,10 @@ def test_bootstrap_intervals_agree_with_a_reference_bootstrap(scored, slice_name
     y_pred = np.array([preds[i][1] for i in ids])
     probs = np.array([preds[i][2] for i in ids])
     losses = -np.log(np.clip(probs[np.arange(len(ids)), [CLASSES.index(t) for t in y_true]], 1e-15, 1))
-    ref_f1 = numpy_bootstrap(len(ids), lambda i: f1_score(y_true[i], y_pred[i], average="macro", zero_division=0))
+    ref_f1 = numpy_bootstrap(
+        len(ids),
+        lambda i: f1_score(y_true[i], y_pred[i], labels=np.unique(y_true[i]), average="macro", zero_division=0),
+    )
     ref_ll = numpy_bootstrap(len(ids), lambda i: losses[i].mean())
     width = lambda lo_hi: lo_hi[1] - lo_hi[0]
     for ours, ref in [(s["classification"]["macro_f1"], ref_f1), (s["log_loss"], ref_ll)]:
