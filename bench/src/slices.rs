@@ -122,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         model_version: "1".into(),
         dataset: Some("synthetic".into()),
         allow_partial: false,
+        provenance: Default::default(),
     };
     let started = Instant::now();
     engine.upload_run(&predictions, &options).await?;

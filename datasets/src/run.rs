@@ -6,7 +6,7 @@
 //! `prob_<label>` columns (one per class, summing to 1), `score`, `loss`. Without
 //! `predicted`, the most probable class is the prediction.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -65,6 +65,10 @@ pub struct RunManifest {
     pub created_at: String,
     /// The slicetest version that wrote it.
     pub slicetest_version: String,
+    /// Where the predictions came from, as the uploader describes it (e.g. the demo
+    /// records its trainer, the CPU and the kernel path); absent in older manifests.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub provenance: BTreeMap<String, String>,
 }
 
 /// What to upload and as what.
@@ -80,6 +84,8 @@ pub struct UploadOptions {
     pub dataset: Option<String>,
     /// Accept predictions that cover only part of the dataset.
     pub allow_partial: bool,
+    /// Free-form provenance stored in `run.json` (what made the predictions, where).
+    pub provenance: BTreeMap<String, String>,
 }
 
 /// Validates `path` against the dataset and stores it as a new run. Nothing is written
@@ -128,6 +134,7 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
             parquet_sha256,
             created_at: chrono::Utc::now().to_rfc3339(),
             slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
+            provenance: options.provenance.clone(),
         };
         let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
         crate::atomic::write_atomic(&staging.join(RUN_FILE), &json)?;

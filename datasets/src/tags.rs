@@ -53,6 +53,12 @@ pub struct TaggerProvenance {
     pub model: Option<String>,
     /// The slicetest version that wrote the file.
     pub slicetest_version: String,
+    /// The CPU of the run that last wrote the file (`slicetest_embed::cpu::describe`):
+    /// model taggers (faces, CLIP zero-shot) run kernels chosen by the CPU, whose last bits
+    /// can differ between machines. Not part of `parameters_hash`: another CPU does not
+    /// make stored tags stale. Absent for imports and older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed_on: Option<String>,
 }
 
 impl TaggerProvenance {
@@ -71,7 +77,14 @@ impl TaggerProvenance {
             parameters_hash: hex::encode(h.finalize()),
             model,
             slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
+            computed_on: None,
         }
+    }
+
+    /// The same record, saying which CPU computed the tags.
+    pub fn computed_on(mut self, cpu: String) -> Self {
+        self.computed_on = Some(cpu);
+        self
     }
 }
 

@@ -1,10 +1,14 @@
-//! slicetest-embed: images and text to CLIP vectors on candle.
+//! slicetest-embed: the model code. Images and text to CLIP vectors on candle, the vector
+//! indexes, the taggers' models (pixel statistics, MTCNN faces, zero-shot vocabularies)
+//! and the demo's reproducible classifier ([`classifier`]).
 //!
 //! [`Clip`] bundles a Hugging Face CLIP checkpoint directory (`config.json`,
 //! `model.safetensors`, `tokenizer.json`) with HF-identical preprocessing, so that the
 //! same image or sentence gives the same vector here as in `transformers`.
 
+pub mod classifier;
 pub mod clip;
+pub mod cpu;
 pub mod error;
 pub mod faces;
 pub mod hnsw;

@@ -333,7 +333,8 @@ impl Engine {
         let started = Instant::now();
         let fields = tagger.fields();
         let columns: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
-        let state = self.progress(current, tagger.provenance(), &columns)?;
+        let provenance = tagger.provenance().computed_on(slicetest_embed::cpu::describe());
+        let state = self.progress(current, provenance, &columns)?;
         let pending: Vec<&String> = current.order.iter().filter(|id| !state.done.contains(*id)).collect();
         let layout = self.workspace.layout();
         let bar = bar(pending.len() as u64, &format!("tagging ({})", state.provenance.tagger), options.progress);
@@ -428,7 +429,8 @@ impl Engine {
         let parameters = serde_json::json!({"vocabulary": origin, "attributes": vocabulary.attributes,
             "logit_scale": slicetest_embed::tagging::zero_shot::LOGIT_SCALE});
         let model = format!("{} ({})", set.model.name, set.model.fingerprint);
-        let provenance = TaggerProvenance::new(&tagger, "1", parameters, Some(model));
+        let provenance =
+            TaggerProvenance::new(&tagger, "1", parameters, Some(model)).computed_on(slicetest_embed::cpu::describe());
         let columns = vocabulary.columns();
         let state = self.progress(current, provenance, &columns)?;
         let prompts = vocabulary.prompts();

@@ -1,23 +1,24 @@
-//! The demo's real models: small image classifiers trained on candle (CPU) on a dataset's
-//! `train` split, predicting its `test` split, so the demo's report shows real failure
-//! patterns (Fashion-MNIST's Shirt vs T-shirt/top) instead of invented predictions.
+//! The demo's real models: small image classifiers (`slicetest_embed::classifier`) trained
+//! on a dataset's `train` split, predicting its `test` split, so the demo's report shows
+//! real failure patterns (Fashion-MNIST's Shirt vs T-shirt/top) instead of invented
+//! predictions.
 //!
 //! Images are read through the workspace exactly as ingested (PNG files by `uri`), turned
 //! to 28×28 grayscale in [0, 1] and flattened. Everything random (initial weights, batch
-//! order) comes from one seed, so a retrain on the same data gives the same model.
+//! order) comes from one seed, and the arithmetic order is fixed in the source, so a
+//! retrain on the same data gives the same bytes on any CPU and with any thread count.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{D, DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Module, Optimizer, ParamsAdamW};
 use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-use slicetest_engine::bootstrap::SplitMix64;
+use slicetest_embed::classifier::{self, Examples, KernelPath, Mlp, TrainSettings};
 use slicetest_engine::{Engine, RunManifest, UploadOptions};
 
 use super::CliError;
@@ -72,49 +73,6 @@ impl ImageSet {
     }
 }
 
-/// A multilayer perceptron: linear layers with ReLU between them.
-struct Mlp {
-    layers: Vec<(Var, Var)>,
-}
-
-impl Mlp {
-    /// PyTorch's default Linear initialisation, U(−1/√fan_in, 1/√fan_in), from a seed.
-    fn new(widths: &[usize], seed: u64) -> candle_core::Result<Self> {
-        let mut rng = SplitMix64::for_resample(seed, 0);
-        let mut uniform = |n: usize, bound: f32| -> Vec<f32> {
-            (0..n).map(|_| ((rng.below(1 << 24) as f32 / (1 << 24) as f32) * 2.0 - 1.0) * bound).collect()
-        };
-        let layers = widths
-            .windows(2)
-            .map(|w| {
-                let (fan_in, fan_out) = (w[0], w[1]);
-                let bound = 1.0 / (fan_in as f32).sqrt();
-                let weight = Var::from_vec(uniform(fan_in * fan_out, bound), (fan_out, fan_in), &Device::Cpu)?;
-                let bias = Var::from_vec(uniform(fan_out, bound), fan_out, &Device::Cpu)?;
-                Ok((weight, bias))
-            })
-            .collect::<candle_core::Result<_>>()?;
-        Ok(Mlp { layers })
-    }
-
-    fn vars(&self) -> Vec<Var> {
-        self.layers.iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect()
-    }
-}
-
-impl Module for Mlp {
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let mut xs = xs.clone();
-        for (i, (w, b)) in self.layers.iter().enumerate() {
-            xs = candle_nn::Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone())).forward(&xs)?;
-            if i + 1 < self.layers.len() {
-                xs = xs.relu()?;
-            }
-        }
-        Ok(xs)
-    }
-}
-
 /// Trains a classifier on the dataset's `train` split, predicts its `test` split and
 /// uploads the predictions (label and per-class probabilities) as run `run`. Returns the
 /// run and the test accuracy.
@@ -125,8 +83,9 @@ pub async fn train_and_upload(
     config: &TrainConfig,
 ) -> Result<(RunManifest, f64), CliError> {
     let (classes, train, test) = load(engine).await?;
-    let mlp = train_mlp(&train, classes.len(), config)?;
-    let probs = predict(&mlp, &test)?;
+    let kernel = KernelPath::detect();
+    let mlp = train_mlp(&train, classes.len(), config, kernel);
+    let probs = mlp.predict_proba(&test.pixels, PIXELS);
     let correct =
         (0..test.len()).filter(|&i| argmax(&probs[i * classes.len()..][..classes.len()]) == test.labels[i] as usize);
     let accuracy = correct.count() as f64 / test.len() as f64;
@@ -139,6 +98,13 @@ pub async fn train_and_upload(
         model_version: config.version(),
         dataset: None,
         allow_partial: true,
+        // What a reader of run.json needs to reproduce the bytes: the trainer, the machine
+        // (which does not change them; recorded so that claim can be checked) and the path.
+        provenance: BTreeMap::from([
+            ("trainer".to_string(), "slicetest demo classifier (slicetest_embed::classifier)".to_string()),
+            ("cpu".to_string(), slicetest_embed::cpu::describe()),
+            ("kernel".to_string(), format!("{} (every path gives the same bytes)", kernel.name())),
+        ]),
     };
     Ok((engine.upload_run(file.path(), &options).await?, accuracy))
 }
@@ -193,56 +159,27 @@ async fn load(engine: &Engine) -> Result<(Vec<String>, ImageSet, ImageSet), CliE
     Ok((classes, train, test))
 }
 
-fn train_mlp(train: &ImageSet, classes: usize, config: &TrainConfig) -> Result<Mlp, CliError> {
+fn train_mlp(train: &ImageSet, classes: usize, config: &TrainConfig, kernel: KernelPath) -> Mlp {
     let n = config.train_limit.map_or(train.len(), |l| l.min(train.len()));
-    let widths: Vec<usize> = std::iter::once(PIXELS).chain(config.hidden.iter().copied()).chain([classes]).collect();
-    let mlp = Mlp::new(&widths, config.seed)?;
-    let params = ParamsAdamW { lr: config.learning_rate, weight_decay: 0.0, ..Default::default() };
-    let mut optimizer = AdamW::new(mlp.vars(), params)?;
-    let mut rng = SplitMix64::for_resample(config.seed, 1);
-    let steps = n.div_ceil(config.batch);
+    let settings = TrainSettings {
+        hidden: config.hidden.clone(),
+        epochs: config.epochs,
+        batch: config.batch,
+        learning_rate: config.learning_rate,
+        seed: config.seed,
+        kernel,
+    };
+    let examples = Examples { rows: &train.pixels[..n * PIXELS], labels: &train.labels[..n], features: PIXELS };
+    let steps = n.div_ceil(config.batch.max(1));
     let bar = ProgressBar::new((config.epochs * steps) as u64).with_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps ({elapsed})").expect("valid template"),
     );
-    let mut order: Vec<usize> = (0..n).collect();
-    for epoch in 1..=config.epochs {
-        // Fisher–Yates with the seeded generator: the batch order is part of the seed.
-        for i in (1..n).rev() {
-            order.swap(i, rng.below(i + 1));
-        }
-        let mut total = 0.0;
-        for chunk in order.chunks(config.batch) {
-            let (xs, ys) = batch(train, chunk)?;
-            let loss = candle_nn::loss::cross_entropy(&mlp.forward(&xs)?, &ys)?;
-            optimizer.backward_step(&loss)?;
-            total += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
-            bar.inc(1);
-        }
-        bar.set_message(format!("epoch {epoch}/{}: loss {:.4}", config.epochs, total / n as f64));
-    }
+    let mlp = classifier::train(examples, classes, &settings, |epoch, loss| {
+        bar.inc(1);
+        bar.set_message(format!("epoch {epoch}/{}: loss {loss:.4}", config.epochs));
+    });
     bar.finish();
-    Ok(mlp)
-}
-
-fn batch(set: &ImageSet, rows: &[usize]) -> candle_core::Result<(Tensor, Tensor)> {
-    let mut pixels = Vec::with_capacity(rows.len() * PIXELS);
-    for &r in rows {
-        pixels.extend_from_slice(&set.pixels[r * PIXELS..(r + 1) * PIXELS]);
-    }
-    let labels: Vec<u32> = rows.iter().map(|&r| set.labels[r]).collect();
-    Ok((Tensor::from_vec(pixels, (rows.len(), PIXELS), &Device::Cpu)?, Tensor::new(labels, &Device::Cpu)?))
-}
-
-/// Softmax probabilities of every image, row-major (images × classes), in f64.
-fn predict(mlp: &Mlp, set: &ImageSet) -> candle_core::Result<Vec<f64>> {
-    let mut out = Vec::new();
-    let rows: Vec<usize> = (0..set.len()).collect();
-    for chunk in rows.chunks(1024) {
-        let (xs, _) = batch(set, chunk)?;
-        let probs = candle_nn::ops::softmax(&mlp.forward(&xs)?.to_dtype(DType::F64)?, D::Minus1)?;
-        out.extend(probs.flatten_all()?.to_vec1::<f64>()?);
-    }
-    Ok(out)
+    mlp
 }
 
 fn argmax(values: &[f64]) -> usize {

@@ -85,7 +85,8 @@ pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> 
     let engine = Engine::open(workspace)?;
     match command {
         RunCommand::Upload { file, run, model, model_version, dataset, allow_partial } => {
-            let options = UploadOptions { run, model, model_version, dataset, allow_partial };
+            let options =
+                UploadOptions { run, model, model_version, dataset, allow_partial, provenance: Default::default() };
             let m = engine.upload_run(&file, &options).await?;
             println!(
                 "run {} uploaded: {} predictions for {}@{} ({} images without a prediction){}",

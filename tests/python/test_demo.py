@@ -61,7 +61,7 @@ def test_demo_freezes_its_slices_with_a_stable_holdout(demo_workspace):
 
 
 def test_demo_trains_two_real_models_and_reports_on_them(demo_workspace):
-    """The runs come from classifiers trained on candle, not from a script: the MLP beats
+    """The runs come from classifiers trained in the demo, not from a script: the MLP beats
     the linear baseline, both are far above chance (10%), Shirt is the hardest class, and
     the demo's report has the tops slice failing its 80% threshold."""
     import json
@@ -92,3 +92,35 @@ def test_the_demo_does_not_retrain_existing_runs(demo_workspace):
     ws, _ = demo_workspace
     again = run(ws, "demo").stdout.decode()
     assert "mlp: already uploaded" in again and "linear: already uploaded" in again, again
+
+
+def test_the_demo_prints_what_the_readme_promises_on_every_machine(demo_workspace):
+    """Training is a pure function of data and seed (fixed arithmetic order, any CPU, any
+    thread count), so the README can quote exact numbers and this test can pin them."""
+    _, out = demo_workspace
+    assert "test accuracy 74.7%" in out and "test accuracy 86.9%" in out, out
+    assert "| tops     | 4000  | 74.7% [73.3, 76.0] | 0.766" in out, out
+    assert "| footwear | 3000  | 94.9% [94.0, 95.6] | 0.949" in out, out
+
+
+def test_every_kernel_path_and_thread_count_uploads_the_same_bytes(demo_workspace, tmp_path):
+    """The demo again with the portable kernel on one thread: the uploaded predictions are
+    byte-identical to the first run's (which took the fastest path this CPU has), and
+    run.json records the CPU and the path."""
+    import json
+    import os
+    import subprocess
+
+    from conftest import slicetest_bin
+
+    ws, _ = demo_workspace
+    other = tmp_path / "ws"
+    env = {**os.environ, "SLICETEST_KERNEL": "portable", "RAYON_NUM_THREADS": "1"}
+    proc = subprocess.run([slicetest_bin(), "--workspace", str(other), "demo"], capture_output=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    for run_name in ["linear", "mlp"]:
+        first = json.loads((ws / "runs" / run_name / "run.json").read_text())
+        second = json.loads((other / "runs" / run_name / "run.json").read_text())
+        assert second["provenance"]["kernel"].startswith("portable"), second["provenance"]
+        assert first["provenance"]["cpu"] and "[" in first["provenance"]["cpu"]
+        assert first["parquet_sha256"] == second["parquet_sha256"], (run_name, first["provenance"], second["provenance"])

@@ -82,6 +82,7 @@ pub async fn upload(
         model_version: params.model_version,
         dataset: params.dataset,
         allow_partial: params.allow_partial,
+        provenance: Default::default(),
     };
     let manifest = state
         .blocking_async(move |engine| async move { engine.upload_run(&path, &options).await })

@@ -1,0 +1,72 @@
+//! What CPU a result was computed on, for provenance records.
+//!
+//! Some stored results depend on the CPU as well as on the inputs: the `gemm` crate under
+//! CLIP (candle's matmul and our fused path) and the MTCNN convolution pick AVX-512, AVX2
+//! or SSE code at run time, and those paths sum in different orders, so vectors and face
+//! boxes can differ in their last bits between machines. Recording the CPU next to such a
+//! result says where it came from. (The demo classifier, `crate::classifier`, does not
+//! have this problem: its arithmetic order is fixed in the source.)
+
+/// The CPU features that change which kernels run, in the order they are listed.
+#[cfg(target_arch = "x86_64")]
+fn detected_features() -> Vec<&'static str> {
+    let mut features = Vec::new();
+    macro_rules! check {
+        ($($name:tt),*) => {
+            $(if std::arch::is_x86_feature_detected!($name) {
+                features.push($name);
+            })*
+        };
+    }
+    check!("sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512bf16", "avx512fp16");
+    features
+}
+
+#[cfg(target_arch = "aarch64")]
+fn detected_features() -> Vec<&'static str> {
+    let mut features = vec!["neon"];
+    if std::arch::is_aarch64_feature_detected!("sve") {
+        features.push("sve");
+    }
+    features
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn detected_features() -> Vec<&'static str> {
+    Vec::new()
+}
+
+/// The CPU's model name as the OS reports it (Linux `/proc/cpuinfo`), if known.
+fn model_name() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name") || l.starts_with("Model") || l.starts_with("Hardware"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// `<arch> <model name> [<features>]`, e.g.
+/// `x86_64 AMD EPYC 7B13 [sse4.2 avx avx2 fma f16c]`: what a provenance record says about
+/// the machine that computed a result.
+pub fn describe() -> String {
+    let model = model_name().unwrap_or_else(|| "unknown model".into());
+    format!("{} {model} [{}]", std::env::consts::ARCH, detected_features().join(" "))
+}
+
+/// Whether the CPU has `feature` (one of the names [`describe`] lists).
+pub fn has(feature: &str) -> bool {
+    detected_features().contains(&feature)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_description_names_the_architecture_and_its_features() {
+        let d = super::describe();
+        assert!(d.starts_with(std::env::consts::ARCH), "{d}");
+        assert!(d.ends_with(']') && d.contains(" ["), "{d}");
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(super::has("avx2"), std::arch::is_x86_feature_detected!("avx2"));
+    }
+}
