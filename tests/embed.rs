@@ -58,6 +58,57 @@ fn a_killed_embed_resumes_and_only_new_or_changed_images_are_embedded() {
 }
 
 #[test]
+fn where_and_limit_embed_a_fixed_subset() {
+    let s = setup();
+    // The split/label layout: test/a gets coins.png and dog.jpg, train/b the other two.
+    for (name, split) in
+        [("coins.png", "test"), ("dog.jpg", "test"), ("microaneurysms.png", "train"), ("scream.jpg", "train")]
+    {
+        let dir = s.src.join(split).join(if split == "test" { "a" } else { "b" });
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(Path::new(PHOTOS).join(name), dir.join(name)).unwrap();
+    }
+    ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
+    let subset = ["embed", "--model", TINY_CLIP, "--quiet", "--where", "split = 'test'", "--limit", "1"];
+    let out = ok(&s.ws, &subset);
+    assert!(out.contains("embedded 1 images") && out.contains("0 already embedded"), "{out}");
+    let embedded = || sql_csv(&s.ws, "SELECT image_id FROM embeddings ORDER BY image_id");
+    assert_eq!(embedded(), "image_id\ntest/a/coins.png\n", "the first test image by image_id");
+    // The same command again: the subset is fixed, so there is nothing left to do.
+    let out = ok(&s.ws, &subset);
+    assert!(out.contains("embedded 0 images") && out.contains("1 already embedded"), "{out}");
+    let out = ok(&s.ws, &subset[..subset.len() - 2]);
+    assert!(out.contains("embedded 1 images") && out.contains("1 already embedded"), "{out}");
+    assert_eq!(embedded(), "image_id\ntest/a/coins.png\ntest/a/dog.jpg\n");
+    // Any SQL over images works, functions included; a bad predicate writes nothing.
+    let out = ok(
+        &s.ws,
+        &["embed", "--model", TINY_CLIP, "--quiet", "--where", "starts_with(image_id, 'train/') AND width > 0"],
+    );
+    assert!(out.contains("embedded 2 images"), "{out}");
+    let parts_before = parts_of(&s.ws);
+    for (predicate, says) in [
+        ("splt = 'test'", "splt"),
+        ("label", "not a boolean SQL predicate"),
+        ("true) UNION SELECT image_id FROM images --", "--where"),
+    ] {
+        let err = fails(&s.ws, &["embed", "--model", TINY_CLIP, "--where", predicate]);
+        assert!(err.contains(says) && !err.contains("Error during planning: Error"), "{predicate}: {err}");
+    }
+    let err = fails(&s.ws, &["embed", "--model", TINY_CLIP, "--limit", "0"]);
+    assert!(err.contains("--limit"), "{err}");
+    assert_eq!(parts_of(&s.ws), parts_before);
+}
+
+fn parts_of(ws: &Path) -> Vec<String> {
+    let dir = ws.join("datasets/src/embeddings/tiny-clip");
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
 fn search_by_text_id_and_file_agree_with_sql() {
     let s = setup();
     copy_photos(&s.src);

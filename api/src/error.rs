@@ -1,6 +1,7 @@
 //! The one error type of the API and the only place errors become HTTP statuses.
 //!
-//! Every error answers `{"error": {"code", "message"}}`. Client errors carry the
+//! Every error answers `{"error": {"code", "message"}}`, plus fields of its own for some
+//! codes (`no_embeddings` has `dataset`, `hint`, `command` and `model`). Client errors carry the
 //! engine's message (which says what and where); server errors are logged in full and
 //! answered with a generic message, so file paths and internals never reach a client.
 
@@ -8,7 +9,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datafusion::error::DataFusionError;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use slicetest_engine::{DatasetError, EngineError};
 
 /// An error answered to a client.
@@ -20,6 +21,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong, for a person.
     pub message: String,
+    /// More fields of the error object (what a client can act on: a hint, a command).
+    pub details: Map<String, Value>,
 }
 
 /// Result alias of the API crate.
@@ -28,7 +31,27 @@ pub type ApiResult<T> = std::result::Result<T, ApiError>;
 impl ApiError {
     /// An error with `status`, `code` and `message`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), details: Map::new() }
+    }
+
+    /// Adds the field `key` to the error object.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// 409 `no_embeddings`: `dataset` cannot be searched until it is embedded; says how
+    /// (`command` for the CLI, or a job with the server's `model`).
+    pub fn no_embeddings(dataset: &str, command: String, model: &str) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "no_embeddings",
+            format!("dataset {dataset} has no embeddings yet, so it cannot be searched by text or by image"),
+        )
+        .with("dataset", dataset)
+        .with("hint", format!("embed it first: run `{command}`, or start a job with POST /datasets/{dataset}/embed"))
+        .with("command", command)
+        .with("model", model)
     }
 
     /// 400: the request itself is malformed.
@@ -115,6 +138,10 @@ fn query_error(source: &DataFusionError, message: String) -> ApiError {
         DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) | DataFusionError::Internal(_) => {
             ApiError::internal(message)
         }
+        // text_search / image_search / clip_similarity on a dataset that was never embedded.
+        DataFusionError::Plan(plan) if plan.contains("has no embeddings yet") => {
+            ApiError::new(S::CONFLICT, "no_embeddings", plan.clone())
+        }
         // SQLOptions' verdicts: "DDL not supported: …", "DML not supported: …",
         // "Statement not supported: …".
         _ if message.contains(" not supported: ") && is_read_only_refusal(&message) => {
@@ -136,7 +163,11 @@ impl From<EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut error = Map::new();
+        error.insert("code".into(), self.code.into());
+        error.insert("message".into(), self.message.into());
+        error.extend(self.details);
+        let body = json!({ "error": error });
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -158,6 +189,10 @@ mod tests {
         assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, "read_only"));
         let plan = DataFusionError::Plan("table 'x' not found".into());
         assert_eq!(ApiError::from(EngineError::query(plan, None)).status, StatusCode::BAD_REQUEST);
+        let unembedded = DataFusionError::Plan("dataset d has no embeddings yet: run `slicetest embed d` first".into());
+        let e = ApiError::from(EngineError::query(unembedded, None));
+        assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "no_embeddings"));
+        assert!(e.message.starts_with("dataset d has no embeddings yet"), "DataFusion's prefix is gone: {}", e.message);
         let io = DataFusionError::IoError(std::io::Error::other("/secret/path"));
         let e = ApiError::from(EngineError::query(io, None));
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);

@@ -1,5 +1,5 @@
 //! The slicetest HTTP API: read-only SQL, text and image search, slices, images by id,
-//! and model runs, over one opened workspace. `slicetest serve` runs it; the Python
+//! model runs, and background embedding jobs, over one opened workspace. `slicetest serve` runs it; the Python
 //! client in `python/` and the web UI talk to it. The endpoints are documented in
 //! `openapi.json` (served at `/openapi.json`).
 //!
@@ -69,6 +69,10 @@ pub struct ServerConfig {
     pub insecure: bool,
     /// Request bounds.
     pub limits: Limits,
+    /// The CLIP model an embedding job uses when the request names none: a checkpoint
+    /// directory on the server, or a Hugging Face id (`slicetest serve --clip-model`,
+    /// `SLICETEST_CLIP_MODEL`; default [`slicetest_engine::DEFAULT_MODEL`]).
+    pub clip_model: String,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +83,7 @@ impl Default for ServerConfig {
             token: None,
             insecure: false,
             limits: Limits::default(),
+            clip_model: slicetest_engine::DEFAULT_MODEL.to_string(),
         }
     }
 }
@@ -110,13 +115,17 @@ pub async fn bind(config: &ServerConfig) -> std::io::Result<(tokio::net::TcpList
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets requests in flight
-/// finish.
+/// finish and cancels the embedding jobs still running (they stop after their current
+/// batch; what they stored stays).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let jobs = state.clone();
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    jobs.cancel_jobs();
+    served
 }
 
 /// Completes on Ctrl-C or SIGTERM.

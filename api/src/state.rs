@@ -1,9 +1,10 @@
-//! What every handler shares: the engine, the limits, the token, and the query slots.
+//! What every handler shares: the engine, the limits, the token, the query slots, and the
+//! embedding jobs.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use slicetest_engine::Engine;
+use slicetest_engine::{EmbedJobs, Engine};
 use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, ApiResult};
@@ -20,19 +21,55 @@ struct Inner {
     limits: Limits,
     queries: Semaphore,
     images: ImageIndex,
+    jobs: EmbedJobs,
+    clip_model: String,
+    /// The workspace directory for commands the CLI should run: known on a loopback-only
+    /// server (its users are on this machine); elsewhere a placeholder, so that the
+    /// server's directory layout stays its own.
+    cli_workspace: Option<String>,
 }
 
 impl AppState {
     /// State over `engine` with `config`'s token and limits.
     pub fn new(engine: Engine, config: &ServerConfig) -> Self {
         let limits = config.limits.clone();
+        let cli_workspace = config.host.is_loopback().then(|| engine.workspace().root().display().to_string());
         AppState(Arc::new(Inner {
             engine: Arc::new(engine),
             token: config.token.clone(),
             queries: Semaphore::new(limits.concurrent_queries.max(1)),
             limits,
             images: ImageIndex::default(),
+            jobs: EmbedJobs::default(),
+            clip_model: config.clip_model.clone(),
+            cli_workspace,
         }))
+    }
+
+    /// The embedding jobs of this server.
+    pub(crate) fn jobs(&self) -> &EmbedJobs {
+        &self.0.jobs
+    }
+
+    /// Asks every unfinished embedding job to stop after its current batch (what it stored
+    /// stays; the next job resumes there).
+    pub fn cancel_jobs(&self) {
+        self.0.jobs.cancel_all();
+    }
+
+    /// The model an embedding job uses when the request names none.
+    pub(crate) fn clip_model(&self) -> &str {
+        &self.0.clip_model
+    }
+
+    /// The CLI command that embeds `dataset` with the server's default model.
+    pub(crate) fn embed_command(&self, dataset: &str) -> String {
+        let workspace = self.0.cli_workspace.as_deref().map_or_else(|| "<workspace>".to_string(), shell_word);
+        let mut command = format!("slicetest -w {workspace} embed {}", shell_word(dataset));
+        if self.0.clip_model != slicetest_engine::DEFAULT_MODEL {
+            command.push_str(&format!(" --model {}", shell_word(&self.0.clip_model)));
+        }
+        command
     }
 
     /// The engine.
@@ -89,5 +126,25 @@ impl AppState {
         let handle = tokio::runtime::Handle::current();
         let engine = self.0.engine.clone();
         self.blocking(move |_| handle.block_on(work(engine))).await
+    }
+}
+
+/// `word` as one shell word: as it is when it is plain, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word.chars().all(|c| c.is_ascii_alphanumeric() || "_-./:@+,=".contains(c))
+        && !word.starts_with('-');
+    if plain { word.to_string() } else { format!("'{}'", word.replace('\'', "'\\''")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_word("/home/me/ws"), "/home/me/ws");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
     }
 }

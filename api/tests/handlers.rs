@@ -6,7 +6,7 @@ mod common;
 use axum::http::StatusCode;
 use common::*;
 use datafusion::arrow::array::{Array, AsArray};
-use serde_json::json;
+use serde_json::{Value, json};
 use slicetest_api::ServerConfig;
 
 #[tokio::test]
@@ -385,7 +385,10 @@ async fn writes_need_the_token_when_one_is_set() {
     assert_eq!(send(&router, with("wrong")).await.0, StatusCode::UNAUTHORIZED);
     let (status, _, _) = send(&router, post("/runs/r?model=m&model_version=1", "text/csv", PREDICTIONS_CSV)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = send(&router, post_json("/datasets/street/embed", json!({}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(fx.engine().slices().unwrap().is_empty(), "nothing was written without the token");
+    assert_eq!(send(&router, get("/jobs")).await.2, b"[]", "no job was started without the token");
     assert_eq!(send(&router, with("s3cret")).await.0, StatusCode::CREATED);
     // Reads stay open.
     assert_eq!(send(&router, get("/slices")).await.0, StatusCode::OK);
@@ -489,4 +492,154 @@ async fn the_ui_is_served_from_the_binary() {
     assert!(String::from_utf8(body).unwrap().contains("function route()"));
     let (status, _, _) = send(&router, get("/ui/..%2FCargo.toml")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedding_job_runs_in_the_background_one_per_dataset() {
+    let fx = Fixture::new().await;
+    let router = fx.router_with_tiny_clip();
+    let (_, _, body) = send(&router, get("/datasets")).await;
+    let datasets = json(&body);
+    assert_eq!(datasets[0]["name"], "photos");
+    assert_eq!(
+        (datasets[0]["default"].clone(), datasets[0]["embeddings"].clone()),
+        (json!(true), json!(["tiny-clip"]))
+    );
+    assert_eq!((datasets[1]["name"].clone(), datasets[1]["images"].clone()), (json!("street"), json!(5)));
+    assert_eq!(datasets[1]["embeddings"], json!([]));
+    let command = datasets[1]["embed"]["command"].as_str().unwrap();
+    assert!(command.starts_with("slicetest -w /") && command.contains(" embed street --model /"), "{command}");
+
+    // While the test holds the workspace lock, the job waits at its first write: it is
+    // unfinished for certain when the second start comes.
+    let engine = fx.engine();
+    let lock = engine.workspace().lock().unwrap();
+    let (status, headers, body) = send(&router, post_json("/datasets/street/embed", json!({"batch_size": 2}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+    let job = json(&body);
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(headers["location"], format!("/jobs/{id}"));
+    assert_eq!((job["dataset"].clone(), job["model"].clone()), (json!("street"), json!(TINY_CLIP)));
+    assert!(job["state"] == "queued" || job["state"] == "running", "{job}");
+
+    let (status, _, body) = send(&router, post("/datasets/street/embed", "application/json", "")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::CONFLICT, "job_running"));
+    let error = &json(&body)["error"];
+    assert!(error["message"].as_str().unwrap().contains(&format!("already being embedded by job {id}")), "{error}");
+    assert_eq!(error["job"]["id"], id.as_str());
+    // Another dataset is not blocked by it (photos is embedded already: nothing to do).
+    let (status, _, body) = send(&router, post_json("/datasets/photos/embed", json!({}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+    let photos = json(&body)["id"].as_str().unwrap().to_string();
+
+    drop(lock);
+    let job = wait_for_job(&router, &id).await;
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!((job["total"].clone(), job["done"].clone(), job["embedded"].clone()), (json!(5), json!(5), json!(5)));
+    assert_eq!((job["already_embedded"].clone(), job["embeddings"].clone()), (json!(0), json!("tiny-clip")));
+    assert!(job["started_at"].is_string() && job["finished_at"].is_string() && job["error"].is_null(), "{job}");
+    assert_eq!(fx.engine().embedding_models("street").unwrap(), ["tiny-clip"]);
+    let photos = wait_for_job(&router, &photos).await;
+    assert_eq!((photos["state"].clone(), photos["embedded"].clone()), (json!("done"), json!(0)));
+    assert_eq!(photos["already_embedded"], 7);
+
+    // A finished job frees the dataset; a new one resumes (everything is embedded).
+    let (status, _, body) = send(&router, post_json("/datasets/street/embed", json!({}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let again = wait_for_job(&router, json(&body)["id"].as_str().unwrap()).await;
+    assert_eq!((again["embedded"].clone(), again["already_embedded"].clone()), (json!(0), json!(5)));
+    let (_, _, body) = send(&router, get("/jobs")).await;
+    let ids: Vec<Value> = json(&body).as_array().unwrap().iter().map(|j| j["id"].clone()).collect();
+    assert_eq!(ids, [json!("embed-3"), json!("embed-2"), json!("embed-1")], "newest first");
+    let (status, _, body) = send(&router, get("/jobs/embed-99")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::NOT_FOUND, "not_found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_embeds_the_subset_where_and_limit_select() {
+    let fx = Fixture::new().await;
+    let router = fx.router_with_tiny_clip();
+    let body = json!({"where": "split = 'train'", "limit": 1});
+    let (status, _, body) = send(&router, post_json("/datasets/street/embed", body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+    assert_eq!((json(&body)["where"].clone(), json(&body)["limit"].clone()), (json!("split = 'train'"), json!(1)));
+    let job = wait_for_job(&router, json(&body)["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (job["state"].clone(), job["total"].clone(), job["embedded"].clone()),
+        (json!("done"), json!(1), json!(1))
+    );
+    // The whole train split now: the first image is done, the other is embedded.
+    let (_, _, body) = send(&router, post_json("/datasets/street/embed", json!({"where": "split = 'train'"}))).await;
+    let job = wait_for_job(&router, json(&body)["id"].as_str().unwrap()).await;
+    assert_eq!((job["embedded"].clone(), job["already_embedded"].clone()), (json!(1), json!(1)), "{job}");
+    let (_, _, body) =
+        send(&router, post("/sql", "text/plain", "SELECT image_id FROM street.embeddings ORDER BY image_id")).await;
+    let ids: Vec<Value> = json(&body).as_array().unwrap().iter().map(|r| r["image_id"].clone()).collect();
+    assert_eq!(ids, [json!("s1.png"), json!("s3.png")], "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test]
+async fn bad_models_and_predicates_are_refused_before_anything_is_written() {
+    let fx = Fixture::new().await;
+    let router = fx.router_with_tiny_clip();
+    let half = fx.dir.path().join("half-model");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::copy(std::path::Path::new(TINY_CLIP).join("config.json"), half.join("config.json")).unwrap();
+    let cases = [
+        (json!({"model": "/no/such/clip"}), StatusCode::BAD_REQUEST, "no such directory"),
+        (
+            json!({"model": half.to_str().unwrap()}),
+            StatusCode::BAD_REQUEST,
+            "missing model.safetensors, tokenizer.json",
+        ),
+        (json!({"where": "no_such_column = 1"}), StatusCode::BAD_REQUEST, "no_such_column"),
+        (json!({"where": "caption"}), StatusCode::BAD_REQUEST, "not a boolean SQL predicate"),
+        (json!({"where": "true) UNION SELECT image_id FROM photos.images --"}), StatusCode::BAD_REQUEST, "--where"),
+        (json!({"where": "  "}), StatusCode::BAD_REQUEST, "empty"),
+        (json!({"limit": 0}), StatusCode::BAD_REQUEST, "limit"),
+        (json!({"batch_size": 0}), StatusCode::BAD_REQUEST, "batch_size"),
+        (json!({"modle": "x"}), StatusCode::BAD_REQUEST, "unknown field `modle`"),
+    ];
+    for (body, expected, says) in cases {
+        let (status, _, reply) = send(&router, post_json("/datasets/street/embed", body.clone())).await;
+        let message = json(&reply)["error"]["message"].as_str().unwrap().to_string();
+        assert_eq!(status, expected, "{body}: {message}");
+        assert!(message.contains(says), "{body}: {message}");
+        assert!(!message.contains("Error during planning"), "{body}: {message}");
+    }
+    let (status, _, body) = send(&router, post_json("/datasets/streeet/embed", json!({}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(json(&body)["error"]["message"].as_str().unwrap().contains("street"), "did you mean");
+    let (_, _, body) = send(&router, get("/jobs")).await;
+    assert_eq!(json(&body), json!([]), "no job was started");
+    assert!(fx.engine().embedding_models("street").unwrap().is_empty(), "nothing was written");
+    assert!(!fx.root().join("datasets/street/embeddings").exists());
+}
+
+#[tokio::test]
+async fn search_without_embeddings_says_how_to_embed() {
+    let fx = Fixture::new().await;
+    let mut engine = fx.engine();
+    engine.use_dataset("street").unwrap();
+    let router = slicetest_api::router(slicetest_api::AppState::new(engine, &ServerConfig::default()));
+    for uri in ["/search/text?q=a%20car", "/search/image/s1.png"] {
+        let (status, _, body) = send(&router, get(uri)).await;
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::CONFLICT, "no_embeddings"), "{uri}");
+        let error = &json(&body)["error"];
+        assert_eq!(error["dataset"], "street");
+        assert_eq!(error["model"], slicetest_engine::DEFAULT_MODEL);
+        let command = error["command"].as_str().unwrap();
+        assert_eq!(command, format!("slicetest -w {} embed street", fx.root().display()));
+        assert!(error["hint"].as_str().unwrap().contains("POST /datasets/street/embed"), "{error}");
+    }
+    // The same through SQL's search functions, without DataFusion's prefix.
+    let (status, _, body) = send(&router, post("/sql", "text/plain", "SELECT * FROM text_search('a car', 3)")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::CONFLICT, "no_embeddings"));
+    let message = json(&body)["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.starts_with("dataset street has no embeddings yet"), "{message}");
+    // A server others reach does not tell them where its workspace is.
+    let public = ServerConfig { host: "0.0.0.0".parse().unwrap(), insecure: true, ..ServerConfig::default() };
+    let router = slicetest_api::router(slicetest_api::AppState::new(fx.engine(), &public));
+    let (_, _, body) = send(&router, get("/search/text?q=car")).await;
+    assert_eq!(json(&body)["error"]["command"], "slicetest -w <workspace> embed street");
 }

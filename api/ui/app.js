@@ -1,5 +1,5 @@
 // The slicetest web UI: one ES module, no framework and no build step. Pages are
-// functions of the URL hash (#/explore, #/search, #/slices, #/runs, #/runs/NAME,
+// functions of the URL hash (#/ home, #/explore, #/search, #/slices, #/runs, #/runs/NAME,
 // #/image/ID) that fetch the JSON API and build DOM nodes. Text from the server is only
 // ever set as textContent, never as HTML.
 
@@ -33,10 +33,12 @@ function toast(message) {
 }
 
 class ApiError extends Error {
-  constructor(status, code, message) {
+  /** `details` is the whole error object: some codes carry more (no_embeddings: dataset, command, model). */
+  constructor(status, code, message, details = {}) {
     super(message);
     this.status = status;
     this.code = code;
+    this.details = details;
   }
 }
 
@@ -55,7 +57,7 @@ async function api(path, { method = "GET", body, json = true, raw } = {}) {
     let error = { code: "http", message: `${response.status} ${response.statusText}` };
     try { error = (await response.json()).error; } catch { /* not JSON */ }
     if (response.status === 401) askToken();
-    throw new ApiError(response.status, error.code, error.message);
+    throw new ApiError(response.status, error.code, error.message, error);
   }
   return json ? response.json() : response;
 }
@@ -76,11 +78,20 @@ document.getElementById("token").addEventListener("click", askToken);
 
 function hashParams() {
   const [path, query = ""] = location.hash.slice(1).split("?");
-  return { path: path || "/explore", params: new URLSearchParams(query) };
+  return { path: path || "/", params: new URLSearchParams(query) };
 }
 
 function errorBox(error) {
   return el("p", { class: "error", role: "alert" }, error.message || String(error));
+}
+
+function plural(n, one, many = `${one}s`) {
+  return `${Number(n).toLocaleString()} ${n === 1 ? one : many}`;
+}
+
+/** A dataset's name as a quoted SQL identifier. */
+function ident(name) {
+  return `"${String(name).replace(/"/g, '""')}"`;
 }
 
 function percent(x) {
@@ -184,6 +195,104 @@ function editor(initial, onRun) {
 function errorPosition(message) {
   const m = /Line: (\d+), Column: (\d+)/.exec(message);
   return m ? { line: Number(m[1]), column: Number(m[2]) } : null;
+}
+
+// ---------------------------------------------------------------- Home
+
+/** The landing page: what the workspace holds, each item a link, and a first look at the images. */
+async function homePage() {
+  main.replaceChildren(el("h1", {}, "slicetest"), el("p", { class: "muted" }, "loading…"));
+  let datasets, slices, runs;
+  try {
+    [datasets, slices, runs] = await Promise.all([api("/datasets"), api("/slices"), api("/runs")]);
+  } catch (error) {
+    main.replaceChildren(el("h1", {}, "slicetest"), errorBox(error));
+    return;
+  }
+  if (!datasets.length) {
+    main.replaceChildren(el("h1", {}, "slicetest"), el("div", { class: "panel", id: "home-empty" },
+      el("p", {}, "This workspace has no datasets yet. Add one from the command line:"),
+      el("pre", { class: "command" }, "slicetest ingest <folder | manifest.csv | coco.json | idx-dir>"),
+      el("p", { class: "muted" }, "or try `slicetest demo`, which ingests Fashion-MNIST, tags it, freezes slices and scores two models.")));
+    return;
+  }
+  const current = datasets.find((d) => d.default) || datasets[0];
+  const latestRun = runs.length ? runs.reduce((a, b) => (a.created_at > b.created_at ? a : b)) : null;
+  const verdicts = el("span", { class: "muted", id: "home-verdicts" }, latestRun ? "scoring…" : "");
+  const sliceRows = el("tbody", {}, slices.map((s) => {
+    const latest = s.versions.length ? s.versions[s.versions.length - 1] : null;
+    return el("tr", { "data-slice": s.name },
+      el("td", {}, el("a", { href: `#/slices?slice=${enc(s.name)}`, title: s.name }, s.name)),
+      el("td", {}, latest ? `v${latest.version}` : "not frozen"),
+      el("td", { class: "num" }, latest ? latest.members : "–"),
+      el("td", { class: "verdict-cell" }, ""));
+  }));
+  const preview = el("div", { id: "home-preview" }, el("p", { class: "muted" }, "loading images…"));
+  main.replaceChildren(
+    el("h1", {}, "slicetest"),
+    el("div", { class: "home" },
+      el("section", { class: "panel", id: "home-datasets" },
+        el("h2", {}, "Datasets"),
+        el("div", { class: "table-wrap" }, el("table", {},
+          el("thead", {}, el("tr", {}, ["dataset", "images", "version", "search", "published"].map((h) => el("th", {}, h)))),
+          el("tbody", {}, datasets.map((d) => el("tr", {},
+            el("td", {}, el("a", { href: exploreLink(d), title: d.name }, d.name), d.default ? el("span", { class: "muted" }, " (default)") : null),
+            el("td", { class: "num" }, Number(d.images).toLocaleString()),
+            el("td", {}, `v${d.version}`, d.versions > 1 ? el("span", { class: "muted" }, ` of ${d.versions}`) : null),
+            el("td", {}, d.embeddings.length
+              ? el("span", {}, d.embeddings.join(", "))
+              : d.default ? el("a", { href: "#/search" }, "not embedded: embed…") : el("span", { class: "muted" }, "not embedded")),
+            el("td", { class: "muted" }, String(d.published_at).slice(0, 16).replace("T", " ")))))))),
+      el("section", { class: "panel", id: "home-slices" },
+        el("div", { class: "row" }, el("h2", {}, "Slices"), el("span", { class: "spacer" }), verdicts),
+        slices.length
+          ? el("div", { class: "table-wrap" }, el("table", {},
+            el("thead", {}, el("tr", {}, ["slice", "frozen", "members", "latest verdict"].map((h) => el("th", {}, h)))), sliceRows))
+          : el("p", { class: "muted" }, "No slices yet: write a query on ", el("a", { href: "#/explore" }, "Explore"), " and save it as a slice.")),
+      el("section", { class: "panel", id: "home-runs" },
+        el("h2", {}, "Latest runs"),
+        runs.length
+          ? el("div", { class: "table-wrap" }, el("table", {},
+            el("thead", {}, el("tr", {}, ["run", "model", "dataset", "uploaded"].map((h) => el("th", {}, h)))),
+            el("tbody", {}, [...runs].sort((a, b) => (a.created_at < b.created_at ? 1 : -1)).slice(0, 8).map((r) => el("tr", {},
+              el("td", {}, el("a", { href: `#/runs/${enc(r.run)}`, title: r.run }, r.run)),
+              el("td", {}, `${r.model} ${r.model_version}`),
+              el("td", {}, `${r.dataset}@${r.dataset_version}`),
+              el("td", { class: "muted" }, String(r.created_at).slice(0, 16).replace("T", " ")))))))
+          : el("p", { class: "muted" }, "No runs yet: upload predictions with `slicetest run upload` or the Python client."))),
+    el("section", {},
+      el("div", { class: "row" }, el("h2", {}, `A look at ${current.name}`), el("span", { class: "spacer" }),
+        el("a", { class: "button", href: exploreLink(current) }, "Explore all →")),
+      preview));
+  if (current.default) {
+    sql("SELECT image_id, label FROM images ORDER BY image_id LIMIT 24")
+      .then((rows) => preview.replaceChildren(rows.length ? imageGrid(rows, "label") : el("p", { class: "muted" }, "No images.")))
+      .catch((error) => preview.replaceChildren(errorBox(error)));
+  } else {
+    preview.replaceChildren(el("p", { class: "muted" }, "No default dataset: pick one with `slicetest use <dataset>`."));
+  }
+  if (latestRun) {
+    try {
+      const test = await api(`/runs/${enc(latestRun.run)}/test`);
+      verdicts.replaceChildren("verdicts of ", el("a", { href: `#/runs/${enc(latestRun.run)}` }, latestRun.run));
+      for (const score of test.slices) {
+        const cell = sliceRows.querySelector(`[data-slice="${CSS.escape(score.slice)}"] .verdict-cell`);
+        if (!cell) continue;
+        cell.replaceChildren(el("span", { class: `verdict ${score.verdict}` },
+          `${VERDICTS[score.verdict] || score.verdict} ${percent(score.accuracy?.value)}`));
+      }
+    } catch (error) {
+      verdicts.textContent = `could not score ${latestRun.run}: ${error.message}`;
+    }
+  }
+}
+
+/** Explore with a first query over dataset `d` (a table for datasets other than the default,
+ * whose thumbnails the grid cannot address). */
+function exploreLink(d) {
+  const table = d.default ? "images" : `${ident(d.name)}.images`;
+  const q = `SELECT image_id, label, split\nFROM ${table}\nORDER BY image_id`;
+  return `#/explore?q=${enc(q)}${d.default ? "" : "&view=table"}`;
 }
 
 // ---------------------------------------------------------------- Explore
@@ -336,8 +445,31 @@ async function searchPage(params) {
   const form = el("form", { class: "row" }, q, el("label", {}, "k ", k),
     el("button", { type: "submit", class: "primary" }, "Search"));
   form.addEventListener("submit", (e) => { e.preventDefault(); searchText(); });
-  main.replaceChildren(el("h1", {}, "Search"), form, drop, results);
+  const embedBox = el("div", { id: "embed-box" });
+  main.replaceChildren(el("h1", {}, "Search"), embedBox, form, drop, results);
   q.focus();
+
+  // A dataset without embeddings cannot be searched: say so, and how to embed it, before
+  // anyone types a query (and resume showing a job that is already running).
+  let embedded = true;
+  try {
+    const datasets = await api("/datasets");
+    const current = datasets.find((d) => d.default);
+    if (current && !current.embeddings.length) {
+      embedded = false;
+      const jobs = await api("/jobs");
+      const running = jobs.find((j) => j.dataset === current.name && (j.state === "queued" || j.state === "running"));
+      embedBox.replaceChildren(embedPanel(current.name, current.embed.command, current.embed.model, running, onEmbedded));
+    }
+  } catch (error) {
+    embedBox.replaceChildren(errorBox(error));
+  }
+
+  function onEmbedded() {
+    embedded = true;
+    if (q.value.trim()) searchText();
+    else q.focus();
+  }
 
   async function show(promise, saveQuery) {
     results.replaceChildren(el("p", { class: "muted" }, "searching…"));
@@ -348,7 +480,16 @@ async function searchPage(params) {
       results.replaceChildren(el("div", { class: "row" }, el("span", { class: "muted" }, `${hits.length} results`), el("span", { class: "spacer" }), save),
         imageGrid(hits, null));
     } catch (error) {
-      results.replaceChildren(errorBox(error));
+      if (error.code !== "no_embeddings") {
+        results.replaceChildren(errorBox(error));
+        return;
+      }
+      results.replaceChildren();
+      if (!embedBox.querySelector("#embed-panel")) {
+        const d = error.details;
+        embedBox.replaceChildren(embedPanel(d.dataset, d.command, d.model, null, onEmbedded));
+      }
+      embedBox.querySelector("#embed-panel")?.scrollIntoView({ block: "nearest" });
     }
   }
 
@@ -372,7 +513,99 @@ async function searchPage(params) {
     drop.classList.remove("over");
     if (e.dataTransfer.files[0]) searchFile(e.dataTransfer.files[0]);
   });
-  if (q.value) searchText();
+  if (q.value && embedded) searchText();
+}
+
+/** The CLIP model `slicetest embed` and `slicetest serve` use when none is named. */
+const DEFAULT_CLIP = "openai/clip-vit-base-patch32";
+
+/** Why search needs embeddings, the command that makes them, and a form that starts an
+ * embedding job on the server and follows it to the end; then `onDone()`. */
+function embedPanel(dataset, command, model, running, onDone) {
+  const subset = `${command} --where "split = 'test'"`;
+  const modelInput = el("input", { name: "model", id: "embed-model", value: model, size: 42, "aria-label": "CLIP model: a Hugging Face id or a checkpoint directory on the server" });
+  const where = el("input", { name: "where", id: "embed-where", placeholder: "split = 'test'", size: 24, "aria-label": "only images where (SQL)" });
+  const limit = el("input", { name: "limit", id: "embed-limit", type: "number", min: 1, placeholder: "all", size: 6, "aria-label": "at most this many images" });
+  const start = el("button", { type: "submit", class: "primary", id: "embed-start" }, `Embed ${dataset}`);
+  const bar = el("progress", { id: "embed-progress", max: 1 });
+  const status = el("span", { id: "embed-status", class: "muted", role: "status" });
+  const progress = el("div", { class: "row embed-progress", hidden: true }, bar, status);
+  const problem = el("p", { class: "error", role: "alert" });
+  const form = el("form", { id: "embed-form" },
+    el("div", { class: "row" }, el("label", {}, "model ", modelInput)),
+    el("div", { class: "row" }, el("label", {}, "where ", where), el("label", {}, "limit ", limit), start));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    problem.textContent = "";
+    const body = { model: modelInput.value.trim() };
+    if (where.value.trim()) body.where = where.value.trim();
+    if (limit.value) body.limit = Number(limit.value);
+    try {
+      follow(await api(`/datasets/${enc(dataset)}/embed`, { method: "POST", body }));
+    } catch (error) {
+      if (error.code === "job_running" && error.details.job) follow(error.details.job);
+      else problem.textContent = error.message;
+    }
+  });
+  const panel = el("section", { class: "panel", id: "embed-panel" },
+    el("h2", {}, `${dataset} has no embeddings yet`),
+    el("p", {}, "Text and image search compare CLIP vectors of the images, so the dataset is embedded once first. On the command line:"),
+    el("pre", { class: "command", id: "embed-command" }, command),
+    el("p", { class: "muted" }, "or a subset to start with, e.g. the test split:"),
+    el("pre", { class: "command" }, subset),
+    el("p", { class: "muted" },
+      model === DEFAULT_CLIP
+        ? `The default model, ${DEFAULT_CLIP}, is read from the Hugging Face cache or downloaded once (about 600 MB); `
+        : `The server's model is ${model}. `,
+      "A ViT-B/32 embeds some 15–20 images/s on two CPU cores, and embedding resumes where it stopped. ",
+      "Or start it here, on the server (a directory model is a path on the server):"),
+    form, progress, problem);
+  if (running) follow(running);
+  return panel;
+
+  async function follow(job) {
+    start.disabled = true;
+    progress.hidden = false;
+    for (;;) {
+      show(job);
+      if (job.state === "done") {
+        start.disabled = false;
+        panel.querySelector("h2").textContent = `${dataset} is embedded`;
+        form.hidden = true;
+        toast(`${dataset}: ${plural(job.embedded, "image")} embedded`);
+        onDone();
+        return;
+      }
+      if (job.state === "failed") {
+        start.disabled = false;
+        problem.textContent = `The embedding job failed: ${job.error}`;
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      if (!panel.isConnected) return;
+      try {
+        job = await api(`/jobs/${enc(job.id)}`);
+      } catch (error) {
+        start.disabled = false;
+        problem.textContent = error.message;
+        return;
+      }
+    }
+  }
+
+  function show(job) {
+    if (job.total === null) {
+      bar.removeAttribute("value");
+      status.textContent = job.state === "queued" ? "queued…" : "loading the model…";
+      return;
+    }
+    bar.max = Math.max(job.total, 1);
+    bar.value = job.state === "done" ? bar.max : job.done;
+    const already = job.already_embedded ? `, ${job.already_embedded} were already` : "";
+    status.textContent = job.state === "done"
+      ? `embedded ${plural(job.embedded, "image")}${already}${job.failed ? `, ${job.failed} could not be read` : ""}`
+      : `${job.done} of ${plural(job.total, "image")}${already}`;
+  }
 }
 
 // ---------------------------------------------------------------- Image detail
@@ -413,7 +646,14 @@ async function imagePage(id, params) {
     const hits = await api(`/search/image/${enc(id)}?k=13`);
     similar.replaceChildren(imageGrid(hits.filter((h) => h.image_id !== id).slice(0, 12), null));
   } catch (error) {
-    similar.replaceChildren(el("p", { class: "muted" }, error.message));
+    if (error.code === "no_embeddings") {
+      const d = error.details;
+      similar.replaceChildren(el("p", { class: "muted", id: "similar-help" },
+        `Similar images are found by their CLIP embeddings, and ${d.dataset} has none yet. Embed it from the `,
+        el("a", { href: "#/search" }, "Search page"), " or run ", el("code", {}, d.command), "."));
+    } else {
+      similar.replaceChildren(el("p", { class: "muted" }, error.message));
+    }
   }
 }
 
@@ -481,6 +721,12 @@ async function slicesPage(params) {
     slices.length ? list : el("p", { class: "muted" }, "No slices yet: write a query on Explore and save it as a slice."));
   const created = params.get("created");
   if (created) list.querySelector(`[data-slice="${CSS.escape(created)}"] input`)?.focus();
+  const wanted = params.get("slice");
+  const card = wanted && list.querySelector(`[data-slice="${CSS.escape(wanted)}"]`);
+  if (card) {
+    card.classList.add("focus");
+    card.scrollIntoView({ block: "center" });
+  }
 }
 
 function sliceCard(s, verdicts) {
@@ -569,14 +815,16 @@ async function runPage(name, params) {
 async function route() {
   const { path, params } = hashParams();
   const [, page, arg] = path.split("/");
-  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === (page === "image" ? "search" : page)));
+  const section = page === "image" ? "search" : page || "home";
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === section));
   const name = arg === undefined ? undefined : decodeURIComponent(path.slice(page.length + 2));
   if (page === "search") return searchPage(params);
   if (page === "slices") return slicesPage(params);
   if (page === "runs" && name) return runPage(name, params);
   if (page === "runs") return runsPage();
   if (page === "image" && name) return imagePage(name, params);
-  return explorePage(params);
+  if (page === "explore") return explorePage(params);
+  return homePage();
 }
 
 window.addEventListener("hashchange", route);

@@ -37,6 +37,12 @@ pub struct EmbeddingModel {
     pub preprocessing: String,
     /// The slicetest version that wrote the first part.
     pub slicetest_version: String,
+    /// The machine of the run that registered the model (`slicetest_embed::cpu::describe`
+    /// and the device asked for): CLIP's GEMM kernels are chosen by the CPU, so vectors
+    /// computed elsewhere can differ in their last bits. Later runs on other machines add
+    /// parts without changing it. Absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed_on: Option<String>,
 }
 
 /// The schema of every part: image_id, sha256, vector.
@@ -184,6 +190,7 @@ mod tests {
             dim: 2,
             preprocessing: "clip".into(),
             slicetest_version: "0".into(),
+            computed_on: None,
         }
     }
 

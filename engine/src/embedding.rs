@@ -6,20 +6,32 @@
 //! Images already embedded with their current content (image_id + sha256) are skipped, so
 //! a second run only embeds what is new or changed and a killed run resumes after its last
 //! finished chunk.
+//!
+//! A run may cover a subset: the images a boolean SQL predicate over `images` selects
+//! (`--where`), the first `--limit` of them by image_id. The subset is a function of the
+//! data, so running the same command again resumes it instead of growing it.
+//!
+//! The workspace lock is held while the model is registered and while each part is
+//! written, not for the whole run: other writers (a slice freeze, a run upload through
+//! the HTTP API) wait at most for one part, not for the embedding.
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::TableReference;
+use datafusion::prelude::{DataFrame, col};
 use rayon::iter::Either;
 use rayon::prelude::*;
 use slicetest_datasets::embeddings::{self, EmbeddingModel};
 use slicetest_datasets::progress::bar;
 use slicetest_datasets::version::read_image_columns;
-use slicetest_embed::{Clip, fingerprint, resolve_model, select_device};
+use slicetest_embed::{Clip, DEFAULT_MODEL, fingerprint, resolve_model, select_device};
 
 use crate::Engine;
 use crate::error::{EngineError, Result};
@@ -41,6 +53,95 @@ pub struct EmbedOptions {
     pub chunk_size: usize,
     /// Show a progress bar.
     pub progress: bool,
+    /// Only the images this boolean SQL predicate over the dataset's `images` selects
+    /// (e.g. `split = 'test'`); None: every image.
+    pub filter: Option<String>,
+    /// Only the first `limit` selected images, by image_id.
+    pub limit: Option<usize>,
+    /// Counters another thread can read while the run goes on (the HTTP API's jobs).
+    pub counters: Option<Arc<EmbedProgress>>,
+}
+
+impl Default for EmbedOptions {
+    /// The CLI's defaults: the default model on the best device, batches of 16, parts of
+    /// 1024 images, every image of the default dataset, no progress bar.
+    fn default() -> Self {
+        EmbedOptions {
+            model: DEFAULT_MODEL.into(),
+            name: None,
+            dataset: None,
+            device: "auto".into(),
+            batch_size: 16,
+            chunk_size: 1024,
+            progress: false,
+            filter: None,
+            limit: None,
+            counters: None,
+        }
+    }
+}
+
+/// Live counts of an embed run, shared with whoever watches it. `done` counts the images
+/// of `total` processed so far (embedded or failed to decode); `embedded` those stored.
+/// The watcher may also [`cancel`](EmbedProgress::cancel) the run.
+#[derive(Debug)]
+pub struct EmbedProgress {
+    total: AtomicUsize,
+    done: AtomicUsize,
+    embedded: AtomicUsize,
+    already_embedded: AtomicUsize,
+    cancelled: AtomicBool,
+}
+
+impl Default for EmbedProgress {
+    fn default() -> Self {
+        EmbedProgress {
+            total: AtomicUsize::new(usize::MAX),
+            done: AtomicUsize::new(0),
+            embedded: AtomicUsize::new(0),
+            already_embedded: AtomicUsize::new(0),
+            cancelled: AtomicBool::new(false),
+        }
+    }
+}
+
+impl EmbedProgress {
+    /// Images this run has to embed; None until the model is loaded and the images that
+    /// are already embedded are known.
+    pub fn total(&self) -> Option<usize> {
+        Some(self.total.load(Ordering::Relaxed)).filter(|&t| t != usize::MAX)
+    }
+
+    /// Images of `total` processed so far.
+    pub fn done(&self) -> usize {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Images stored so far (a part is stored per chunk).
+    pub fn embedded(&self) -> usize {
+        self.embedded.load(Ordering::Relaxed)
+    }
+
+    /// Images of the selection that were embedded before this run.
+    pub fn already_embedded(&self) -> usize {
+        self.already_embedded.load(Ordering::Relaxed)
+    }
+
+    /// Asks the run to stop after its current batch (parts already stored stay, so the
+    /// next run resumes there); the run then fails with "cancelled".
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    fn check_cancelled(&self) -> Result<()> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            let stored = self.embedded();
+            return Err(EngineError::Statement(format!(
+                "cancelled after storing {stored} images; running it again resumes there"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What an embed run did.
@@ -72,6 +173,34 @@ pub fn model_name(model: &str) -> String {
     raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
+/// Checks, without network access, a model string that names a path: it must be a
+/// directory holding a complete checkpoint. A Hugging Face id passes; it is resolved
+/// (local cache, else the hub) when the run starts. The HTTP API calls this before it
+/// accepts a job, so a mistyped directory is refused up front.
+pub fn check_model_path(model: &str) -> Result<()> {
+    let path = Path::new(model);
+    let path_like = path.is_absolute()
+        || model.starts_with("./")
+        || model.starts_with("../")
+        || model.starts_with('~')
+        || path.exists();
+    if model.trim().is_empty() {
+        return Err(EngineError::Statement(
+            "the model is empty: give a checkpoint directory or a Hugging Face id".into(),
+        ));
+    }
+    if !path_like {
+        return Ok(());
+    }
+    if !path.is_dir() {
+        return Err(EngineError::Statement(format!(
+            "model {model}: no such directory (a path is read on the machine that runs slicetest; it must hold {})",
+            slicetest_embed::resolve::MODEL_FILES.join(", ")
+        )));
+    }
+    resolve_model(model).map(drop).map_err(|e| EngineError::Statement(e.to_string()))
+}
+
 /// (index into `Pending`, preprocessed pixels) of the images of a chunk that decoded.
 type Decoded = Vec<(usize, Vec<f32>)>;
 
@@ -82,12 +211,22 @@ struct Pending {
 }
 
 impl Engine {
-    /// Embeds every image of a dataset not embedded yet with the given model.
-    pub fn embed(&self, options: &EmbedOptions) -> Result<EmbedReport> {
+    /// Embeds every image of a dataset (or of the subset `options.filter` and
+    /// `options.limit` select) not embedded yet with the given model.
+    ///
+    /// Async only for the subset's query; the embedding itself runs on the calling thread
+    /// (the CLI's, or a blocking thread of the HTTP server).
+    pub async fn embed(&self, options: &EmbedOptions) -> Result<EmbedReport> {
+        let dataset = self.workspace.dataset_or_default(options.dataset.as_deref())?;
+        self.workspace.dataset(&dataset)?;
+        let selection = self.embed_selection(&dataset, options.filter.as_deref(), options.limit).await?;
         let dir = resolve_model(&options.model)?;
+        let selected = match selection {
+            Some(frame) => Some(selected_ids(frame).await?),
+            None => None,
+        };
         let (device, dtype) = select_device(&options.device)?;
         let clip = Clip::load(&dir, &device, dtype)?;
-        let dataset = self.workspace.dataset_or_default(options.dataset.as_deref())?;
         let record = EmbeddingModel {
             name: options.name.clone().unwrap_or_else(|| model_name(&options.model)),
             source: if Path::new(&options.model).is_dir() {
@@ -102,12 +241,18 @@ impl Engine {
                 clip.preprocessor.shortest_edge, clip.preprocessor.crop
             ),
             slicetest_version: env!("CARGO_PKG_VERSION").into(),
+            computed_on: Some(format!("{} (device: {})", slicetest_embed::cpu::describe(), options.device)),
         };
         let layout = self.workspace.layout();
-        let _lock = self.workspace.lock()?;
-        embeddings::register_model(layout, &dataset, &record)?;
-        let done = embeddings::embedded_images(&embeddings::read_parts(layout, &dataset, &record.name)?);
-        let (pending, already_embedded) = self.pending_images(&dataset, &done)?;
+        let done = {
+            let _lock = self.workspace.lock()?;
+            embeddings::register_model(layout, &dataset, &record)?;
+            embeddings::embedded_images(&embeddings::read_parts(layout, &dataset, &record.name)?)
+        };
+        let (pending, already_embedded) = self.pending_images(&dataset, &done, selected.as_ref())?;
+        let counters = options.counters.clone().unwrap_or_default();
+        counters.already_embedded.store(already_embedded, Ordering::Relaxed);
+        counters.total.store(pending.ids.len(), Ordering::Relaxed);
         let started = Instant::now();
         let progress = bar(pending.ids.len() as u64, "embedding", options.progress);
         let (mut embedded, mut failed) = (0, Vec::new());
@@ -119,17 +264,22 @@ impl Engine {
             let (rows, pixels): (Vec<usize>, Vec<Vec<f32>>) = ok.into_iter().unzip();
             let mut vectors = Vec::with_capacity(rows.len() * dim);
             for batch in pixels.chunks(options.batch_size.max(1)) {
+                counters.check_cancelled()?;
                 vectors.extend(clip.embed_pixels(batch)?.into_iter().flatten());
                 progress.inc(batch.len() as u64);
+                counters.done.fetch_add(batch.len(), Ordering::Relaxed);
             }
             if !rows.is_empty() {
                 let ids: Vec<String> = rows.iter().map(|&i| pending.ids[i].clone()).collect();
                 let shas: Vec<String> = rows.iter().map(|&i| pending.shas[i].clone()).collect();
                 let part = embeddings::part_batch(&ids, &shas, vectors, dim)?;
+                let _lock = self.workspace.lock()?;
                 embeddings::append_part(layout, &dataset, &record.name, &part)?;
                 embedded += rows.len();
+                counters.embedded.store(embedded, Ordering::Relaxed);
             }
             progress.inc((end - start - rows.len()) as u64);
+            counters.done.fetch_add(end - start - rows.len(), Ordering::Relaxed);
         }
         progress.finish_and_clear();
         Ok(EmbedReport {
@@ -142,9 +292,55 @@ impl Engine {
         })
     }
 
+    /// The names of the embeddings stored for `dataset`, sorted (empty: not embedded yet).
+    pub fn embedding_models(&self, dataset: &str) -> Result<Vec<String>> {
+        Ok(embeddings::model_names(self.workspace.layout(), dataset)?)
+    }
+
+    /// The subset of `dataset`'s images an embed run covers, planned but not run:
+    /// `image_id`s of the latest version where `filter` holds, by image_id, the first
+    /// `limit`. None when neither is given (every image). A predicate that does not parse,
+    /// names an unknown column or is not boolean is an error here, before anything runs.
+    pub async fn embed_selection(
+        &self,
+        dataset: &str,
+        filter: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Option<DataFrame>> {
+        if filter.is_none() && limit.is_none() {
+            return Ok(None);
+        }
+        if limit == Some(0) {
+            return Err(EngineError::Statement("--limit must be at least 1".into()));
+        }
+        let ctx = self.context().await?;
+        let mut frame = ctx.table(TableReference::partial(dataset, "images")).await?;
+        if let Some(filter) = filter.map(str::trim) {
+            let bad = |e: datafusion::error::DataFusionError| {
+                EngineError::Statement(format!(
+                    "--where {filter:?} is not a boolean SQL predicate over {dataset}.images: {}",
+                    without_kind(&e.strip_backtrace())
+                ))
+            };
+            if filter.is_empty() {
+                return Err(EngineError::Statement("--where is empty: give a predicate such as split = 'test'".into()));
+            }
+            let predicate = frame.parse_sql_expr(filter).map_err(bad)?;
+            frame = frame.filter(predicate).map_err(bad)?;
+        }
+        let frame = frame.select(vec![col("image_id")])?.sort(vec![col("image_id").sort(true, false)])?;
+        Ok(Some(if limit.is_some() { frame.limit(0, limit)? } else { frame }))
+    }
+
     /// The images of the dataset's latest version not in `done` as they are now (a changed
-    /// file is embedded again), and how many are done.
-    fn pending_images(&self, dataset: &str, done: &HashSet<(String, String)>) -> Result<(Pending, usize)> {
+    /// file is embedded again), only those in `selected` when given, and how many of those
+    /// are done.
+    fn pending_images(
+        &self,
+        dataset: &str,
+        done: &HashSet<(String, String)>,
+        selected: Option<&HashSet<String>>,
+    ) -> Result<(Pending, usize)> {
         let info = self.workspace.dataset(dataset)?;
         let latest = info.latest().expect("listed datasets have a version");
         let batch = read_image_columns(self.workspace.layout(), latest, &["image_id", "sha256", "uri"])?;
@@ -153,12 +349,17 @@ impl Engine {
         let (ids, shas, uris) = (ids.as_string::<i32>(), shas.as_string::<i32>(), uris.as_string::<i32>());
         let mut pending = Pending { ids: Vec::new(), shas: Vec::new(), uris: Vec::new() };
         let is_done = |i: usize| done.contains(&(ids.value(i).to_string(), shas.value(i).to_string()));
-        for i in (0..ids.len()).filter(|&i| !is_done(i)) {
+        let in_subset = |i: &usize| selected.is_none_or(|s| s.contains(ids.value(*i)));
+        let mut already = 0;
+        for i in (0..ids.len()).filter(in_subset) {
+            if is_done(i) {
+                already += 1;
+                continue;
+            }
             pending.ids.push(ids.value(i).to_string());
             pending.shas.push(shas.value(i).to_string());
             pending.uris.push(uris.value(i).to_string());
         }
-        let already = ids.len() - pending.ids.len();
         Ok((pending, already))
     }
 
@@ -179,6 +380,26 @@ impl Engine {
             }
         })
     }
+}
+
+/// DataFusion's message without the kind it starts with ("Error during planning: ", …):
+/// the predicate's error already says what it is about.
+fn without_kind(message: &str) -> &str {
+    ["Error during planning: ", "Schema error: ", "SQL error: "]
+        .iter()
+        .find_map(|kind| message.strip_prefix(kind))
+        .unwrap_or(message)
+}
+
+/// Runs a selection planned by [`Engine::embed_selection`].
+async fn selected_ids(frame: DataFrame) -> Result<HashSet<String>> {
+    let mut ids = HashSet::new();
+    for batch in frame.collect().await? {
+        let column = cast(batch.column(0), &DataType::Utf8)?;
+        let column = column.as_string::<i32>();
+        ids.extend((0..column.len()).filter(|&i| column.is_valid(i)).map(|i| column.value(i).to_string()));
+    }
+    Ok(ids)
 }
 
 impl From<slicetest_embed::EmbedError> for EngineError {

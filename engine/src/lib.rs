@@ -6,6 +6,7 @@ pub mod curation;
 pub mod embedding;
 pub mod error;
 pub mod images;
+pub mod jobs;
 pub mod memory;
 pub mod metrics;
 pub mod output;
@@ -26,9 +27,10 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SessionContext};
 
 pub use curation::{DEFAULT_MIN_TEST_SAMPLES, SliceBreakdown};
-pub use embedding::{EmbedOptions, EmbedReport};
+pub use embedding::{EmbedOptions, EmbedProgress, EmbedReport, check_model_path};
 pub use error::{EngineError, Result};
 pub use images::{ImageDetection, ImageFile, ImageFiles, ImagePrediction, SliceMembership};
+pub use jobs::{EmbedJob, EmbedJobs, JobConflict, JobState, JobView};
 pub use output::{OutputFormat, ResultWriter, write_stream};
 pub use scoring::{DEFAULT_ALPHA, RunReport, SliceScore, Verdict};
 pub use search::{SearchHit, SearchQuery};
@@ -39,7 +41,7 @@ pub use slicetest_datasets::slice::{FreezeOutcome, FrozenSlice, SliceDefinition}
 pub use slicetest_datasets::{
     DatasetInfo, DatasetVersion, ImportOptions, IngestOptions, IngestReport, SourceFormat, Verify, Workspace,
 };
-pub use slicetest_embed::{EmbedError, decode_image, open_image};
+pub use slicetest_embed::{DEFAULT_MODEL, EmbedError, decode_image, open_image};
 pub use slicetest_sql::SqlError;
 pub use statement::{SliceStatement, SliceThresholds};
 pub use tag_import::{ImportKind, TagImportOptions};

@@ -5,8 +5,8 @@
 >>> members = client.slice("tops").to_pandas()
 """
 
-from .client import Client, SlicetestError
+from .client import Client, JobFailed, SlicetestError
 from .dataset import SliceDataset
 
-__all__ = ["Client", "SlicetestError", "SliceDataset"]
+__all__ = ["Client", "JobFailed", "SlicetestError", "SliceDataset"]
 __version__ = "0.1.0"

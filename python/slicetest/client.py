@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 from urllib.parse import quote
 
@@ -20,13 +21,29 @@ PARQUET = "application/vnd.apache.parquet"
 
 
 class SlicetestError(Exception):
-    """An error answered by the server: ``status`` (HTTP), ``code`` and ``message``."""
+    """An error answered by the server: ``status`` (HTTP), ``code`` and ``message``;
+    ``details`` is the whole error object (``no_embeddings`` adds ``dataset``, ``hint``,
+    ``command`` and ``model``; ``job_running`` adds ``job``)."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, details: Optional[Dict[str, Any]] = None):
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.details = details or {}
+
+
+class JobFailed(SlicetestError):
+    """A server-side job ended in state ``failed``; ``job`` is its last state."""
+
+    def __init__(self, job: Dict[str, Any]):
+        message = f"job {job['id']} ({job['kind']} {job['dataset']}) failed: {job.get('error')}"
+        Exception.__init__(self, message)
+        self.status = None
+        self.code = "job_failed"
+        self.message = message
+        self.details = {"job": job}
+        self.job = job
 
 
 class Client:
@@ -53,7 +70,7 @@ class Client:
         if response.status_code >= 400:
             try:
                 error = response.json()["error"]
-                raise SlicetestError(response.status_code, error["code"], error["message"])
+                raise SlicetestError(response.status_code, error["code"], error["message"], error)
             except (ValueError, KeyError, TypeError):
                 raise SlicetestError(response.status_code, "http", response.text[:500]) from None
         return response
@@ -136,6 +153,35 @@ class Client:
             return self._table("POST", "/search/image", params=params, data=bytes(image), headers=headers)
         return self._table("GET", f"/search/image/{quote(image, safe='')}", params=params)
 
+    def datasets(self) -> List[Dict[str, Any]]:
+        """Every dataset: ``name``, ``default``, ``images``, ``version``, ``embeddings``
+        (stored model names) and ``embed`` (the CLI command and the server's model)."""
+        return self._json("GET", "/datasets")
+
+    def jobs(self) -> List[Dict[str, Any]]:
+        """Every job of the server process, newest first."""
+        return self._json("GET", "/jobs")
+
+    def job(self, job_id: str) -> Dict[str, Any]:
+        """One job: ``state`` (queued, running, done, failed), ``done`` of ``total``,
+        ``embedded``, ``already_embedded``, ``error``, times."""
+        return self._json("GET", f"/jobs/{quote(job_id, safe='')}")
+
+    def wait(self, job: Union[str, Dict[str, Any]], poll: float = 0.5, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Polls a job until it is done and returns it; raises :class:`JobFailed` if it
+        fails and ``TimeoutError`` after ``timeout`` seconds."""
+        job_id = job if isinstance(job, str) else job["id"]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            state = self.job(job_id)
+            if state["state"] == "done":
+                return state
+            if state["state"] == "failed":
+                raise JobFailed(state)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {state['state']} ({state['done']} of {state['total']}) after {timeout} s")
+            time.sleep(poll)
+
     def runs(self) -> List[Dict[str, Any]]:
         """Every run's manifest."""
         return self._json("GET", "/runs")
@@ -175,6 +221,46 @@ class Client:
         """Freezes the slice's current members as its next version, holding out
         ``holdout`` of them. Returns ``{"created": bool, "frozen": manifest}``."""
         return self._json("POST", f"/slices/{quote(name, safe='')}/freeze", json={"holdout": holdout, "seed": seed})
+
+    def embed(
+        self,
+        dataset: Optional[str] = None,
+        model: Optional[str] = None,
+        where: Optional[str] = None,
+        limit: Optional[int] = None,
+        batch_size: Optional[int] = None,
+        wait: bool = True,
+        poll: float = 0.5,
+        timeout: Optional[float] = None,
+    ) -> Dict[str, Any]:
+        """Embeds a dataset's images with CLIP on the server, as a background job (like
+        ``slicetest embed``: images already embedded are skipped, so it resumes).
+
+        Args:
+            dataset: the dataset (default: the server's default dataset).
+            model: a Hugging Face id or a checkpoint directory *on the server* (default:
+                the server's ``--clip-model`` / ``SLICETEST_CLIP_MODEL``).
+            where: only images where this boolean SQL predicate over ``images`` holds,
+                e.g. ``"split = 'test'"``.
+            limit: only the first ``limit`` selected images by image_id.
+            batch_size: images per forward pass (default 16).
+            wait: poll until the job is done and return its final state (raises
+                :class:`JobFailed` if it fails); else return the queued job at once.
+
+        A dataset has at most one unfinished job: starting another answers
+        ``SlicetestError`` with code ``job_running`` (its ``details["job"]`` is the
+        running one)."""
+        if dataset is None:
+            defaults = [d["name"] for d in self.datasets() if d["default"]]
+            if not defaults:
+                raise ValueError("the workspace has no default dataset: pass dataset=")
+            dataset = defaults[0]
+        body: Dict[str, Any] = {}
+        for key, value in (("model", model), ("where", where), ("limit", limit), ("batch_size", batch_size)):
+            if value is not None:
+                body[key] = value
+        job = self._json("POST", f"/datasets/{quote(dataset, safe='')}/embed", json=body)
+        return self.wait(job, poll=poll, timeout=timeout) if wait else job
 
     def upload_predictions(
         self,

@@ -29,12 +29,20 @@ pub struct EmbedArgs {
     /// Images per stored part: a killed run resumes after the last finished part.
     #[arg(long, default_value_t = 1024)]
     pub chunk_size: usize,
+    /// Only the images this boolean SQL predicate over `images` selects, e.g.
+    /// `--where "split = 'test'"` (any column, tag or SQL function).
+    #[arg(long = "where", value_name = "SQL")]
+    pub filter: Option<String>,
+    /// Only the first N selected images by image_id (a fixed subset: running the same
+    /// command again resumes it rather than adding N more).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
 }
 
-pub fn run(workspace: &Path, args: EmbedArgs) -> Result<(), CliError> {
+pub async fn run(workspace: &Path, args: EmbedArgs) -> Result<(), CliError> {
     slicetest_embed::keep_freed_memory_for_reuse();
     let engine = Engine::open(workspace)?;
     let options = EmbedOptions {
@@ -45,8 +53,11 @@ pub fn run(workspace: &Path, args: EmbedArgs) -> Result<(), CliError> {
         batch_size: args.batch_size,
         chunk_size: args.chunk_size,
         progress: !args.quiet,
+        filter: args.filter,
+        limit: args.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        counters: None,
     };
-    let report = engine.embed(&options)?;
+    let report = engine.embed(&options).await?;
     let rate = if report.seconds > 0.0 { report.embedded as f64 / report.seconds } else { 0.0 };
     println!(
         "{}: embedded {} images with {} ({}-d) in {:.1} s ({rate:.1} images/s); {} already embedded",

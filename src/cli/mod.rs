@@ -100,7 +100,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(command) => run::run(&ws, command).await,
         Command::Test(args) => run::test(&ws, args),
         Command::Report(args) => run::report(&ws, args),
-        Command::Embed(args) => embed::run(&ws, args),
+        Command::Embed(args) => embed::run(&ws, args).await,
         Command::Tag(args) => tag::run(&ws, args).await,
         Command::Search(args) => embed::search(&ws, args),
         Command::Serve(args) => serve::run(&ws, args).await,

@@ -1,4 +1,4 @@
-//! `slicetest serve`: the HTTP API (and, later, the web UI) over the workspace.
+//! `slicetest serve`: the HTTP API and the web UI over the workspace.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use slicetest_api::{AppState, DEFAULT_PORT, Limits, ServerConfig};
-use slicetest_engine::Engine;
+use slicetest_engine::{DEFAULT_MODEL, Engine};
 
 use super::CliError;
 
@@ -19,7 +19,7 @@ pub struct ServeArgs {
     /// Port (0 picks a free one and prints it).
     #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
-    /// Bearer token that every write (create/freeze slice, upload run) must carry.
+    /// Bearer token that every write (create/freeze slice, upload run, embedding job) must carry.
     #[arg(long, env = "SLICETEST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Listen on a non-loopback address without a token.
@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Largest predictions upload, in MiB.
     #[arg(long, default_value_t = 2048)]
     pub max_upload_mb: u64,
+    /// The CLIP model of embedding jobs that name none (the same default as `slicetest
+    /// embed`): a checkpoint directory on this machine or a Hugging Face id.
+    #[arg(long, default_value = DEFAULT_MODEL, env = "SLICETEST_CLIP_MODEL")]
+    pub clip_model: String,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -53,7 +57,14 @@ pub async fn run(workspace: &Path, args: ServeArgs) -> Result<(), CliError> {
         max_upload_bytes: args.max_upload_mb << 20,
         ..Limits::default()
     };
-    let config = ServerConfig { host: args.host, port: args.port, token: args.token, insecure: args.insecure, limits };
+    let config = ServerConfig {
+        host: args.host,
+        port: args.port,
+        token: args.token,
+        insecure: args.insecure,
+        limits,
+        clip_model: args.clip_model,
+    };
     let (listener, addr) = slicetest_api::bind(&config).await?;
     // Tests and scripts read this line to find the port when --port 0 was given.
     println!("slicetest serving {} at http://{addr}", workspace.display());

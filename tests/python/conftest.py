@@ -66,12 +66,13 @@ def binary() -> str:
 class Server:
     """`slicetest serve --port 0` in the background; `url` is read from its first line."""
 
-    def __init__(self, workspace: Path, *args: str):
+    def __init__(self, workspace: Path, *args: str, env: dict = None):
         self.proc = subprocess.Popen(
             [slicetest_bin(), "--workspace", str(workspace), "serve", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         line = self.proc.stdout.readline()
         match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
@@ -92,10 +93,11 @@ CLOTHES = {("train", "Shirt"): 6, ("train", "Coat"): 6, ("test", "Shirt"): 5, ("
 TINY_CLIP = REPO / "embed/tests/fixtures/tiny-clip"
 
 
-def clothes_workspace(root: Path) -> Path:
+def clothes_workspace(root: Path, embed: bool = True) -> Path:
     """22 real PNGs in the split/label layout (dataset `clothes`), embedded with the tiny
-    CLIP, tagged with pixel statistics and an imported box (a "collar" on shirt0.png), and
-    slice `tops` (the shirts, accuracy >= 80%) frozen with a 30% hold-out."""
+    CLIP (unless `embed` is false), tagged with pixel statistics and an imported box (a
+    "collar" on shirt0.png), and slice `tops` (the shirts, accuracy >= 80%) frozen with a
+    30% hold-out."""
     src = root / "src"
     seed = 0
     for (split, label), count in CLOTHES.items():
@@ -107,7 +109,8 @@ def clothes_workspace(root: Path) -> Path:
     ws = root / "ws"
     run(ws, "init")
     run(ws, "ingest", str(src), "--dataset", "clothes")
-    run(ws, "embed", "--model", str(TINY_CLIP), "--batch-size", "8")
+    if embed:
+        run(ws, "embed", "--model", str(TINY_CLIP), "--batch-size", "8")
     run(ws, "tag", "--tagger", "pixels", "--quiet")
     boxes = root / "boxes.csv"
     boxes.write_text("image_id,label,score,x0,y0,x1,y1\ntest/Shirt/shirt0.png,collar,0.9,2,1,9,5\n")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from conftest import REPO, Server, clothes_workspace, slicetest_bin
+from conftest import REPO, TINY_CLIP, Server, clothes_workspace, slicetest_bin
 
 # Installed by scripts/install-deps.sh (pip install -e ./python).
-from slicetest import Client, SliceDataset, SlicetestError
+from slicetest import Client, JobFailed, SliceDataset, SlicetestError
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +154,62 @@ def test_a_public_address_without_a_token_is_refused(workspace):
     )
     assert proc.returncode != 0
     assert "--token" in proc.stderr
+
+
+def test_embed_runs_a_server_job_and_search_works_after_it(tmp_path):
+    """A workspace that was never embedded, a server whose default model is the tiny CLIP
+    (SLICETEST_CLIP_MODEL): search says how to embed; Client.embed embeds a subset, then
+    the rest, waiting for each job."""
+    ws = clothes_workspace(tmp_path, embed=False)
+    server = Server(ws, env={"SLICETEST_CLIP_MODEL": str(TINY_CLIP)})
+    try:
+        client = Client(server.url)
+        with pytest.raises(SlicetestError) as err:
+            client.search_text("a photo of a shirt")
+        assert (err.value.status, err.value.code) == (409, "no_embeddings")
+        assert err.value.details["command"] == f"slicetest -w {ws} embed clothes --model {TINY_CLIP}"
+        assert err.value.details["model"] == str(TINY_CLIP)
+        [clothes] = client.datasets()
+        assert (clothes["name"], clothes["images"], clothes["embeddings"]) == ("clothes", 22, [])
+
+        job = client.embed(where="split = 'test'", limit=4, batch_size=2)
+        assert (job["state"], job["total"], job["done"], job["embedded"]) == ("done", 4, 4, 4), job
+        assert (job["model"], job["where"], job["limit"], job["embeddings"]) == (str(TINY_CLIP), "split = 'test'", 4, "tiny-clip")
+        hits = client.search_text("a photo of a shirt", k=10)
+        assert hits.num_rows == 4
+        assert set(hits.column("image_id").to_pylist()) <= set(
+            client.sql("SELECT image_id FROM images WHERE split = 'test'").column(0).to_pylist())
+
+        queued = client.embed("clothes", wait=False)
+        assert queued["state"] in ("queued", "running", "done")
+        rest = client.wait(queued["id"], poll=0.1, timeout=120)
+        assert (rest["embedded"], rest["already_embedded"]) == (18, 4), rest
+        assert client.search_text("a photo of a shirt", k=30).num_rows == 22
+        assert [j["id"] for j in client.jobs()] == [rest["id"], job["id"]]
+
+        with pytest.raises(SlicetestError) as err:
+            client.embed(model=str(tmp_path / "no-such-model"))
+        assert err.value.status == 400 and "no such directory" in err.value.message
+        with pytest.raises(SlicetestError) as err:
+            client.embed(where="brightnes < 0.5")
+        assert err.value.status == 400 and "brightnes" in err.value.message
+        assert len(client.jobs()) == 2, "refused jobs are not started"
+    finally:
+        server.stop()
+
+
+def test_a_failed_job_raises_with_its_error(tmp_path):
+    """A Hugging Face id that is in no local cache, on a server told not to download:
+    the job is accepted (ids resolve when the job runs) and fails saying what it tried."""
+    ws = clothes_workspace(tmp_path, embed=False)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf/hub")}
+    server = Server(ws, env=env)
+    try:
+        client = Client(server.url)
+        with pytest.raises(JobFailed) as err:
+            client.embed(model="nobody/no-such-clip", timeout=60)
+        job = err.value.job
+        assert job["state"] == "failed" and job["embedded"] == 0
+        assert "HF_HUB_OFFLINE" in job["error"] and "--model <dir>" in job["error"], job["error"]
+    finally:
+        server.stop()

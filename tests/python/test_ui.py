@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, Server, clothes_workspace, run
+from conftest import REPO, TINY_CLIP, Server, clothes_workspace, run
 
 E2E = REPO / "tests/ui/e2e.mjs"
 
@@ -26,11 +26,18 @@ def test_the_ui_end_to_end(tmp_path):
     run(ws, "run", "upload", str(preds), "--run", "always-coat", "--model", "const", "--model-version", "1", "--allow-partial")
     # A slice whose 64-character name must not break the layout.
     run(ws, "slice", "create", "x" * 64, "SELECT image_id FROM images WHERE split = 'val'")
+    # The same images never embedded, behind a server whose default model is the tiny CLIP:
+    # the Search page explains, and starts an embedding job.
+    bare = clothes_workspace(tmp_path / "bare", embed=False)
     server = Server(ws)
+    bare_server = Server(bare, env={"SLICETEST_CLIP_MODEL": str(TINY_CLIP)})
     try:
         artifacts = os.environ.get("SLICETEST_ARTIFACTS", str(REPO / "tests/ui/artifacts"))
-        proc = subprocess.run(["node", str(E2E), server.url, artifacts], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            ["node", str(E2E), server.url, artifacts, bare_server.url], capture_output=True, text=True, timeout=300
+        )
         print(proc.stdout, proc.stderr)
         assert proc.returncode == 0, f"UI steps failed:\n{proc.stdout}\n{proc.stderr}"
     finally:
         server.stop()
+        bare_server.stop()

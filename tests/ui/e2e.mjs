@@ -1,17 +1,19 @@
 // End-to-end tests of the web UI in Debian's headless Chromium, driven by playwright-core.
 //
-//   node tests/ui/e2e.mjs URL ARTIFACT_DIR
+//   node tests/ui/e2e.mjs URL ARTIFACT_DIR [BARE_URL]
 //
 // URL is a running `slicetest serve` over the workspace built by tests/python/test_ui.py
 // (22 clothes images in the split/label layout, embedded, a frozen slice `tops` with a
-// threshold, and a run `always-coat` that fails it). Each step saves a screenshot to
-// ARTIFACT_DIR; any step that fails, or any error in the page, exits non-zero.
+// threshold, and a run `always-coat` that fails it). BARE_URL, if given, serves the same
+// images never embedded, with the tiny CLIP as the server's model (SLICETEST_CLIP_MODEL).
+// Each step saves a screenshot to ARTIFACT_DIR; any step that fails, or any error in the
+// page, exits non-zero.
 
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const [url, artifacts = "tests/ui/artifacts"] = process.argv.slice(2);
+const [url, artifacts = "tests/ui/artifacts", bareUrl] = process.argv.slice(2);
 if (!url) throw new Error("usage: node e2e.mjs URL [ARTIFACT_DIR]");
 mkdirSync(artifacts, { recursive: true });
 
@@ -63,6 +65,26 @@ async function fitsTheWindow() {
   const width = await page.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(width <= 1280, `the page is ${width} px wide at a 1280 px window`);
 }
+
+await step("the home page shows the workspace without a click", async () => {
+  await page.goto(`${url}/`);
+  await page.locator("#home-datasets tr:has-text('clothes')").waitFor();
+  assert.match(await page.locator("#home-datasets tbody tr").first().textContent(), /clothes \(default\)22v1tiny-clip/);
+  assert.equal(await thumbnailsLoaded(), 22);
+  await page.locator("#home-slices tr[data-slice=tops] .verdict.fail").waitFor();
+  await page.locator("#home-runs a:has-text('always-coat')").waitFor();
+  assert.equal(await page.locator("nav a.active").textContent(), "Home");
+  await fitsTheWindow();
+});
+
+await step("the home page links to its slices and datasets", async () => {
+  await page.goto(`${url}/#/`);
+  await page.click("#home-slices a:has-text('tops')");
+  await page.locator("[data-slice=tops].focus").waitFor();
+  await page.goBack();
+  await page.click("#home-datasets a:has-text('clothes')");
+  assert.equal(await thumbnailsLoaded(), 22);
+});
 
 await step("a query shows thumbnails", async () => {
   await runQuery("SELECT image_id, label FROM images ORDER BY image_id");
@@ -150,6 +172,45 @@ await step("long names do not break the layout", async () => {
   await page.locator(`[data-slice="${"x".repeat(64)}"]`).waitFor();
   await fitsTheWindow();
 });
+
+if (bareUrl) {
+  await step("search on a dataset without embeddings shows the command, not an error", async () => {
+    await page.goto(`${bareUrl}/#/search`);
+    const command = await page.locator("#embed-command").textContent();
+    assert.match(command, /^slicetest -w \S+ embed clothes --model \S+tiny-clip$/);
+    assert.match(await page.locator("#embed-panel").textContent(), /--where "split = 'test'"/);
+    assert.match(await page.inputValue("#embed-model"), /tiny-clip$/);
+    // A search typed anyway leads back to the explanation, not to an error.
+    await page.fill("#search-text", "a photo of a shirt");
+    await page.keyboard.press("Enter");
+    await page.waitForFunction(() => !document.querySelector("#results")?.textContent.includes("searching"));
+    assert.equal(await page.locator(".error:not(:empty)").count(), 0, "no error is shown");
+    assert.doesNotMatch(await page.locator("main").textContent(), /Error during planning|DataFusion/);
+    await fitsTheWindow();
+  });
+
+  await step("more like this explains what is missing", async () => {
+    await page.goto(`${bareUrl}/#/image/${encodeURIComponent("test/Shirt/shirt0.png")}`);
+    await page.locator("#similar-help:has-text('has none yet')").waitFor();
+    assert.match(await page.locator("#similar-help code").textContent(), /embed clothes/);
+    assert.equal(await page.locator(".error:not(:empty)").count(), 0);
+  });
+
+  await step("an embedding job started from the UI shows progress and then results", async () => {
+    await page.goto(`${bareUrl}/#/search`);
+    await page.fill("#search-text", "a photo of a shirt");
+    await page.click("#embed-start");
+    await page.locator("#embed-progress").waitFor({ state: "visible" });
+    // The tiny CLIP has random weights: results appear, their order means nothing.
+    assert.equal(await thumbnailsLoaded(), 22);
+    assert.match(await page.locator("#embed-status").textContent(), /embedded 22 images/);
+    assert.equal(await page.locator("#embed-progress").evaluate((bar) => bar.value === bar.max), true);
+    await page.locator("#embed-panel h2:has-text('clothes is embedded')").waitFor();
+    // Now the image page finds similar images too.
+    await page.click(".grid .card >> nth=0");
+    await page.waitForSelector("#similar .grid img.thumb");
+  });
+}
 
 await browser.close();
 if (failed) {

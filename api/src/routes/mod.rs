@@ -1,5 +1,6 @@
 //! The router: one module per resource, the write check, the body limits.
 
+mod datasets;
 mod images;
 mod query;
 mod runs;
@@ -41,6 +42,10 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{name}/metrics", get(runs::metrics))
         .route("/runs/{name}/test", get(runs::test))
         .route("/runs/{name}/report", get(runs::report))
+        .route("/datasets", get(datasets::list))
+        .route("/datasets/{name}/embed", post(datasets::embed))
+        .route("/jobs", get(datasets::jobs))
+        .route("/jobs/{id}", get(datasets::job))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         .layer(axum::middleware::map_response(json_errors))

@@ -120,6 +120,16 @@ async fn search(state: AppState, query: SearchQuery, params: SearchParams, heade
     }
     let model = params.model;
     let _slot = state.query_slot().await;
+    let (dataset, models) = state
+        .blocking(|engine| {
+            let dataset = engine.workspace().dataset_or_default(None)?;
+            let models = engine.embedding_models(&dataset)?;
+            Ok((dataset, models))
+        })
+        .await?;
+    if models.is_empty() {
+        return Err(ApiError::no_embeddings(&dataset, state.embed_command(&dataset), state.clip_model()));
+    }
     let hits = state.blocking(move |engine| engine.search(&query, k, model.as_deref())).await?;
     tabular::respond_batches(vec![hits_batch(&hits)?], negotiated).await
 }

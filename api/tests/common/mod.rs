@@ -30,9 +30,9 @@ impl Fixture {
             device: "cpu".into(),
             batch_size: 4,
             chunk_size: 8,
-            progress: false,
+            ..EmbedOptions::default()
         };
-        fixture.engine().embed(&options).expect("embeds");
+        fixture.engine().embed(&options).await.expect("embeds");
         fixture
     }
 
@@ -51,6 +51,11 @@ impl Fixture {
 
     pub fn router(&self) -> Router {
         self.router_with(&ServerConfig::default())
+    }
+
+    /// A router whose embedding jobs use the tiny CLIP by default.
+    pub fn router_with_tiny_clip(&self) -> Router {
+        self.router_with(&ServerConfig { clip_model: TINY_CLIP.into(), ..ServerConfig::default() })
     }
 
     /// A router whose limits are changed by `change`.
@@ -102,6 +107,21 @@ pub fn arrow_batches(body: &[u8]) -> Vec<datafusion::arrow::array::RecordBatch> 
     let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body.to_vec()), None)
         .expect("an Arrow IPC stream");
     reader.collect::<Result<_, _>>().expect("batches read")
+}
+
+/// Polls `GET /jobs/{id}` until the job is done or failed (at most a minute); returns it.
+pub async fn wait_for_job(router: &Router, id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, _, body) = send(router, get(&format!("/jobs/{id}"))).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let job = json(&body);
+        if job["state"] == "done" || job["state"] == "failed" {
+            return job;
+        }
+        assert!(std::time::Instant::now() < deadline, "job {id} did not finish: {job}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Percent-encodes an image id for a path segment.

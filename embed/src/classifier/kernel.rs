@@ -185,7 +185,11 @@ mod tests {
         (0..len as u32)
             .map(|i| {
                 let h = (i.wrapping_mul(2_654_435_761) ^ seed).wrapping_mul(40_503);
-                if h.is_multiple_of(7) { 0.0 } else { ((h % 20_001) as f32 - 10_000.0) * 10f32.powi((h % 9) as i32 - 4) }
+                if h.is_multiple_of(7) {
+                    0.0
+                } else {
+                    ((h % 20_001) as f32 - 10_000.0) * 10f32.powi((h % 9) as i32 - 4)
+                }
             })
             .collect()
     }

@@ -38,9 +38,10 @@ pub async fn fixture_workspace() -> Fixture {
         batch_size: 4,
         chunk_size: 3,
         progress: false,
+        ..Default::default()
     };
     let engine = slicetest_engine::Engine::open(fixture.path()).expect("opens");
-    engine.embed(&options).expect("embeds");
+    engine.embed(&options).await.expect("embeds");
     let tag =
         slicetest_engine::TagOptions { progress: false, ..slicetest_engine::TagOptions::new(Some("photos".into())) };
     engine.tag(&tag).expect("tags");
