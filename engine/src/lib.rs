@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod curation;
+pub mod discovery;
 pub mod embedding;
 pub mod error;
 pub mod images;

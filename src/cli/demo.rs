@@ -141,18 +141,25 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
     } else {
         println!("failing slices: {} (in CI, `slicetest test` exits 1 here)", failing.join(", "));
     }
+    println!(
+        "\n== 7. slicetest discover --run {run}: where does it fail? (found on half the images, confirmed on the other)"
+    );
+    let options = slicetest_engine::discovery::DiscoverOptions { k: 5, ..Default::default() };
+    let found = engine.discover(run, &options).await?;
+    super::discover::print_discovery(&found);
+
     let html = workspace.join("reports").join(format!("{run}.html"));
     std::fs::create_dir_all(html.parent().expect("joined"))?;
     std::fs::write(&html, engine.html_report(&report)?)?;
-    println!("\n== 7. the report with charts, confusion matrices and failure galleries: {}", html.display());
+    println!("\n== 8. the report with charts, confusion matrices and failure galleries: {}", html.display());
 
     let w = workspace.display();
     println!(
-        "\n== 8. the web UI: `slicetest -w {w} serve`, then open \
+        "\n== 9. the web UI: `slicetest -w {w} serve`, then open \
          http://127.0.0.1:{}/#/runs/{run}?baseline={baseline}",
         slicetest_api::DEFAULT_PORT
     );
-    println!("\n== 9. search: CLIP embeddings of the test split, then a text search");
+    println!("\n== 10. search: CLIP embeddings of the test split, then a text search");
     match demo_clip_model() {
         Some(model) => search_step(&engine, &model, workspace).await?,
         None => println!(
@@ -164,6 +171,7 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
     }
 
     println!("\nNext, try:");
+    println!("  slicetest -w {w} discover --run {run} --save shirts_black --pick 2   # a discovered slice as a test");
     println!("  slicetest -w {w} slices");
     println!("  slicetest -w {w} report --run {run} --baseline {baseline}");
     println!("  slicetest -w {w} sql \"SELECT split, holdout, count(*) FROM slice('tops') GROUP BY 1, 2\"");

@@ -4,6 +4,7 @@
 mod classifier;
 mod datasets;
 mod demo;
+mod discover;
 mod embed;
 mod ingest;
 mod run;
@@ -56,6 +57,9 @@ enum Command {
     /// Upload and list model runs (predictions).
     #[command(subcommand)]
     Run(run::RunCommand),
+    /// Find the slices where a run fails (SliceLine over every column of images), confirmed
+    /// on held-apart images; `--save` turns one into a slice test.
+    Discover(discover::DiscoverArgs),
     /// Run the slice tests of a run; exits non-zero on a failed slice or a regression.
     Test(run::TestArgs),
     /// Per-slice metrics of a run, worst slices first (table or JSON).
@@ -98,6 +102,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Slices(args) => slice::slices(&ws, args),
         Command::Holdout(command) => slice::holdout(&ws, command).await,
         Command::Run(command) => run::run(&ws, command).await,
+        Command::Discover(args) => discover::run(&ws, args).await,
         Command::Test(args) => run::test(&ws, args),
         Command::Report(args) => run::report(&ws, args),
         Command::Embed(args) => embed::run(&ws, args).await,

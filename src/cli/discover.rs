@@ -1,0 +1,150 @@
+//! `slicetest discover`: the slices where a run fails, found, confirmed, and saved as tests.
+
+use std::path::Path;
+
+use clap::Args;
+use slicetest_engine::discovery::{DiscoverOptions, Discovery};
+use slicetest_engine::{Engine, SliceThresholds};
+
+use super::{CliError, print_table};
+
+/// Arguments of `slicetest discover`.
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// The run whose errors to explain.
+    #[arg(long)]
+    pub run: String,
+    /// How many slices to report.
+    #[arg(short, default_value_t = 10)]
+    pub k: usize,
+    /// Most predicates in one slice.
+    #[arg(long, default_value_t = 3)]
+    pub max_level: usize,
+    /// Fewest images a slice needs in the discovery half.
+    #[arg(long, default_value_t = 30)]
+    pub min_support: u64,
+    /// SliceLine's α in (0, 1]: near 1 favours high error rates, lower favours large slices.
+    #[arg(long, default_value_t = 0.95)]
+    pub alpha: f64,
+    /// Only these columns of `images` (comma-separated; default: every usable column).
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Option<Vec<String>>,
+    /// Seeds the split of the images into discovery and confirmation halves.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// False-discovery rate of the confirmation (Benjamini–Hochberg).
+    #[arg(long, default_value_t = 0.05)]
+    pub fdr: f64,
+    /// Also list slices the confirmation half did not confirm.
+    #[arg(long)]
+    pub all: bool,
+    /// `table` or `json`.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Save the slice ranked `--pick` as a slice definition with this name (then
+    /// `slicetest slice freeze NAME`).
+    #[arg(long)]
+    pub save: Option<String>,
+    /// Which listed slice `--save` takes (1 = the first).
+    #[arg(long, default_value_t = 1, requires = "save")]
+    pub pick: usize,
+}
+
+pub async fn run(workspace: &Path, args: DiscoverArgs) -> Result<(), CliError> {
+    if args.format != "table" && args.format != "json" {
+        return Err(format!("--format must be table or json, not {:?}", args.format).into());
+    }
+    let engine = Engine::open(workspace)?;
+    let options = DiscoverOptions {
+        k: args.k,
+        max_level: args.max_level,
+        min_support: args.min_support,
+        alpha: args.alpha,
+        columns: args.columns.clone(),
+        seed: args.seed,
+        fdr: args.fdr,
+        include_unconfirmed: args.all,
+    };
+    let found = engine.discover(&args.run, &options).await?;
+    if args.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    } else {
+        print_discovery(&found);
+    }
+    if let Some(name) = &args.save {
+        let Some(slice) = found.slices.get(args.pick.saturating_sub(1)) else {
+            return Err(
+                format!("--pick {}: only {} slices were listed, nothing saved", args.pick, found.slices.len()).into()
+            );
+        };
+        // Suggested test: the slice should do at least as well as the model does overall,
+        // rounded down to 5 points. It fails now, as it should, and passes once fixed.
+        let min_accuracy =
+            (found.error == "misclassification").then(|| ((1.0 - found.mean_error) * 20.0).floor() / 20.0);
+        let comment = format!(
+            "discovered on run {}: {} ({:.1}% errors vs {:.1}% for the rest, confirmed p = {:.2e})",
+            found.run,
+            slice.predicates.join(" AND "),
+            100.0 * slice.confirmation.error_rate,
+            100.0 * slice.confirmation.rest_rate,
+            slice.adjusted_p
+        );
+        engine
+            .create_slice(name, &slice.query, Some(comment), SliceThresholds { min_accuracy, min_samples: None })
+            .await?;
+        let threshold = min_accuracy.map_or(String::new(), |a| format!(" with min_accuracy {a:.2}"));
+        println!("saved slice {name}{threshold}: {}\nfreeze it with `slicetest slice freeze {name}`", slice.query);
+    }
+    Ok(())
+}
+
+/// Prints what a discovery found as a table, with the columns it used and skipped.
+pub(crate) fn print_discovery(d: &Discovery) {
+    println!(
+        "run {} on {}: {} scored images, mean {} {:.3}; discovery half {} / confirmation half {} (seed {})",
+        d.run, d.dataset, d.images, d.error, d.mean_error, d.halves[0], d.halves[1], d.seed
+    );
+    println!("columns: {}", d.columns.join(", "));
+    if !d.skipped.is_empty() {
+        let skipped: Vec<String> = d.skipped.iter().map(|(c, why)| format!("{c} ({why})")).collect();
+        println!("skipped: {}", skipped.join(", "));
+    }
+    if d.slices.is_empty() {
+        let why = if d.mean_error == 0.0 {
+            "the run makes no errors".to_string()
+        } else if d.tested == 0 {
+            "no slice is worse than the rest by enough to score above 0".to_string()
+        } else {
+            format!("{} candidates tested, none confirmed at FDR {} (--all lists them)", d.tested, d.fdr)
+        };
+        println!("no slice found: {why}");
+        return;
+    }
+    let percent =
+        |x: f64| if d.error == "misclassification" { format!("{:.1}%", 100.0 * x) } else { format!("{x:.3}") };
+    let rows: Vec<Vec<String>> = d
+        .slices
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let c = &s.confirmation;
+            vec![
+                (i + 1).to_string(),
+                s.predicates.join("\nAND "),
+                format!("{} / {}", s.discovery.size, c.size),
+                format!("{} [{}, {}]", percent(c.error_rate), percent(c.interval[0]), percent(c.interval[1])),
+                percent(c.rest_rate),
+                format!("{:.1}x", c.lift),
+                format!("{:.1e}", s.adjusted_p),
+                if s.confirmed { "confirmed".into() } else { "not confirmed".into() },
+            ]
+        })
+        .collect();
+    print_table(&["#", "slice", "images (disc. / conf.)", "error [95% CI], conf.", "rest", "lift", "adj. p", ""], rows);
+    println!(
+        "{} of {} tested candidates confirmed at FDR {}; `--save NAME --pick N` turns one into a slice test",
+        d.slices.iter().filter(|s| s.confirmed).count(),
+        d.tested,
+        d.fdr
+    );
+}

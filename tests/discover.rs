@@ -1,0 +1,94 @@
+//! `slicetest discover` end to end: a manifest with a planted failure, a real upload, the
+//! slice found and confirmed, saved as a test that fails; bad input writes nothing.
+
+mod common;
+
+use std::fmt::Write as _;
+
+use common::{fails, ok, setup};
+use slicetest_datasets::fixtures::write_image;
+
+/// 1,600 images with weather and time-of-day columns, and a run `r1` that is wrong on 70%
+/// of rainy nights and on 8% of the other images.
+fn planted() -> common::Setup {
+    let s = setup();
+    let (mut manifest, mut predictions) =
+        (String::from("path,label,weather,time\n"), String::from("image_id,predicted\n"));
+    for i in 0..1600u32 {
+        let path = format!("img/{i:04}.png");
+        write_image(&s.src.join(&path), 4, 4, (i % 251) as u8);
+        // Independent pseudo-random draws per image (a multiplicative hash of i).
+        let draw = |salt: u64, m: u64| ((u64::from(i) + salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % m;
+        let weather = ["sunny", "rain", "fog", "snow"][draw(1, 4) as usize];
+        let time = if draw(2, 2) == 0 { "day" } else { "night" };
+        let label = if i % 2 == 0 { "car" } else { "person" };
+        writeln!(manifest, "{path},{label},{weather},{time}").unwrap();
+        let wrong = if weather == "rain" && time == "night" { draw(3, 10) < 7 } else { draw(3, 100) < 8 };
+        let predicted = if wrong { if label == "car" { "person" } else { "car" } } else { label };
+        writeln!(predictions, "{path},{predicted}").unwrap();
+    }
+    std::fs::write(s.src.join("manifest.csv"), manifest).unwrap();
+    std::fs::write(s.src.join("predictions.csv"), predictions).unwrap();
+    ok(&s.ws, &["ingest", "--quiet", "-d", "street", s.src.join("manifest.csv").to_str().unwrap()]);
+    ok(&s.ws, &["run", "upload", s.src.join("predictions.csv").to_str().unwrap(), "--run", "r1", "--model", "m"]);
+    s
+}
+
+#[test]
+fn a_planted_failure_is_found_confirmed_and_saved_as_a_failing_test() {
+    let s = planted();
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&s.ws, &["discover", "--run", "r1", "--format", "json", "--min-support", "20"]))
+            .unwrap();
+    let first = &json["slices"][0];
+    assert_eq!(first["predicates"], serde_json::json!(["weather = 'rain'", "time = 'night'"]), "{json:#}");
+    assert_eq!(first["confirmed"], true);
+    assert_eq!(json["columns"], serde_json::json!(["label", "weather", "time"]));
+    assert_eq!(json["error"], "misclassification");
+    let rate = first["confirmation"]["error_rate"].as_f64().unwrap();
+    assert!((0.5..0.85).contains(&rate), "{rate}");
+
+    // The table says the same for people.
+    let table = ok(&s.ws, &["discover", "--run", "r1", "--min-support", "20"]);
+    assert!(table.contains("weather = 'rain'") && table.contains("confirmed"), "{table}");
+
+    // --save makes it a slice whose query selects exactly the rainy nights; frozen, it
+    // fails its suggested threshold (the run's accuracy, rounded down).
+    let saved = ok(&s.ws, &["discover", "--run", "r1", "--min-support", "20", "--save", "rainy_nights"]);
+    assert!(saved.contains("saved slice rainy_nights with min_accuracy 0.85"), "{saved}");
+    ok(&s.ws, &["slice", "freeze", "rainy_nights", "--holdout", "0"]);
+    let members = ok(&s.ws, &["sql", "--format", "csv", "SELECT count(*) AS n FROM slice('rainy_nights')"]);
+    let expected = ok(
+        &s.ws,
+        &["sql", "--format", "csv", "SELECT count(*) AS n FROM images WHERE weather = 'rain' AND time = 'night'"],
+    );
+    assert_eq!(members, expected);
+    let test = common::slicetest(&s.ws, &["test", "--run", "r1"]);
+    assert_eq!(test.status.code(), Some(1), "the discovered slice fails its test");
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_saves_nothing() {
+    let s = planted();
+    let err = fails(&s.ws, &["discover", "--run", "nope"]);
+    assert!(err.contains("no run named \"nope\""), "{err}");
+    let err = fails(&s.ws, &["discover", "--run", "r1", "--columns", "weather,wether", "--save", "x"]);
+    assert!(err.contains("no column \"wether\"") && err.contains("weather"), "{err}");
+    let err = fails(&s.ws, &["discover", "--run", "r1", "--min-support", "5000", "--save", "x"]);
+    assert!(err.contains("--min-support 5000 is more than"), "{err}");
+    let err = fails(&s.ws, &["discover", "--run", "r1", "--alpha", "0"]);
+    assert!(err.contains("--alpha must be in (0, 1]"), "{err}");
+    let err = fails(&s.ws, &["discover", "--run", "r1", "--min-support", "20", "--save", "x", "--pick", "99"]);
+    assert!(err.contains("--pick 99"), "{err}");
+    assert!(!s.ws.join("slices/x.toml").exists(), "nothing was saved");
+}
+
+#[test]
+fn a_run_without_errors_finds_nothing_and_says_why() {
+    let s = planted();
+    let truth = ok(&s.ws, &["sql", "--format", "csv", "SELECT image_id, label AS predicted FROM images"]);
+    std::fs::write(s.src.join("perfect.csv"), truth).unwrap();
+    ok(&s.ws, &["run", "upload", s.src.join("perfect.csv").to_str().unwrap(), "--run", "perfect", "--model", "m"]);
+    let out = ok(&s.ws, &["discover", "--run", "perfect"]);
+    assert!(out.contains("no slice found: the run makes no errors"), "{out}");
+}
