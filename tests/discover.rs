@@ -92,3 +92,67 @@ fn a_run_without_errors_finds_nothing_and_says_why() {
     let out = ok(&s.ws, &["discover", "--run", "perfect"]);
     assert!(out.contains("no slice found: the run makes no errors"), "{out}");
 }
+
+#[test]
+fn discover_slices_is_a_sql_table() {
+    let s = planted();
+    let csv = ok(
+        &s.ws,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT rank, slice, query, confirmed FROM discover_slices('r1', 3, 2, 20) WHERE lift > 2 ORDER BY rank",
+        ],
+    );
+    let first = csv.lines().nth(1).unwrap();
+    assert!(
+        first.starts_with("1,weather = 'rain' AND time = 'night',SELECT image_id FROM images WHERE weather = 'rain'"),
+        "{csv}"
+    );
+    assert!(first.ends_with(",true"), "{csv}");
+    let err = fails(&s.ws, &["sql", "SELECT * FROM discover_slices(42)"]);
+    assert!(err.contains("usage: discover_slices('<run>'"), "{err}");
+    let err = fails(&s.ws, &["sql", "SELECT * FROM discover_slices('nope')"]);
+    assert!(err.contains("no run named \"nope\""), "{err}");
+}
+
+#[test]
+fn regression_mode_explains_what_broke_since_the_baseline() {
+    let s = planted();
+    // A baseline that was right everywhere: every error of r1 is a regression, so the
+    // rainy nights stand out again; against itself nothing regressed.
+    let truth = ok(&s.ws, &["sql", "--format", "csv", "SELECT image_id, label AS predicted FROM images"]);
+    std::fs::write(s.src.join("perfect.csv"), truth).unwrap();
+    ok(&s.ws, &["run", "upload", s.src.join("perfect.csv").to_str().unwrap(), "--run", "old", "--model", "m"]);
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        &s.ws,
+        &["discover", "--run", "r1", "--baseline", "old", "--format", "json", "--min-support", "20"],
+    ))
+    .unwrap();
+    assert_eq!(json["error"], "regression");
+    assert_eq!(json["baseline"], "old");
+    assert_eq!(json["slices"][0]["predicates"], serde_json::json!(["weather = 'rain'", "time = 'night'"]), "{json:#}");
+    let none = ok(&s.ws, &["discover", "--run", "r1", "--baseline", "r1"]);
+    assert!(none.contains("no slice found: nothing the baseline got right is wrong now"), "{none}");
+    let err = fails(&s.ws, &["discover", "--run", "r1", "--baseline", "nope"]);
+    assert!(err.contains("no run named \"nope\""), "{err}");
+}
+
+#[test]
+fn a_run_on_another_dataset_gets_qualified_queries() {
+    let s = planted();
+    write_image(&s.src.join("other/a.png"), 4, 4, 1);
+    ok(&s.ws, &["ingest", "--quiet", "-d", "other", s.src.join("other").to_str().unwrap()]);
+    ok(&s.ws, &["use", "other"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&s.ws, &["discover", "--run", "r1", "--format", "json", "--min-support", "20"]))
+            .unwrap();
+    let query = json["slices"][0]["query"].as_str().unwrap();
+    assert!(query.starts_with("SELECT image_id FROM street.images WHERE weather = 'rain'"), "{query}");
+    // The qualified query runs as it is, from the other default dataset.
+    let n = ok(&s.ws, &["sql", "--format", "csv", &format!("SELECT count(*) AS n FROM ({query})")]);
+    assert_ne!(n.lines().nth(1), Some("0"), "{n}");
+    let err = fails(&s.ws, &["discover", "--run", "r1", "--min-support", "20", "--save", "x"]);
+    assert!(err.contains("run `slicetest use street` first"), "{err}");
+}

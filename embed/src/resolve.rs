@@ -24,13 +24,9 @@ pub fn resolve_model(model: &str) -> Result<PathBuf> {
         return complete(given).map(|()| given.to_path_buf());
     }
     let mut tried = vec![format!("{model} (not a directory)")];
-    let (id, revision) = split_revision(model);
-    for cache in hf_caches() {
-        let repo = cache.join(format!("models--{}", id.replace('/', "--")));
-        match snapshot(&repo, revision) {
-            Some(dir) => return Ok(dir),
-            None => tried.push(format!("{} (no complete snapshot)", repo.display())),
-        }
+    match cached_snapshot(model) {
+        Ok(dir) => return Ok(dir),
+        Err(repos) => tried.extend(repos.iter().map(|r| format!("{} (no complete snapshot)", r.display()))),
     }
     match download_to_cache(model) {
         Ok(dir) => return Ok(dir),
@@ -46,6 +42,26 @@ pub fn resolve_model(model: &str) -> Result<PathBuf> {
             MODEL_FILES.join(" ")
         ),
     })
+}
+
+/// The newest complete snapshot of the Hugging Face id `model` (`id[@revision]`) in a local
+/// HF cache, without touching the network; else the repository folders looked in.
+fn cached_snapshot(model: &str) -> std::result::Result<PathBuf, Vec<PathBuf>> {
+    let (id, revision) = split_revision(model);
+    let repos: Vec<PathBuf> =
+        hf_caches().into_iter().map(|cache| cache.join(format!("models--{}", id.replace('/', "--")))).collect();
+    repos.iter().find_map(|repo| snapshot(repo, revision)).ok_or(repos)
+}
+
+/// A checkpoint for `model` that is already on this machine: the directory itself, or a
+/// complete snapshot in the local HF cache. Never downloads (for callers that must not
+/// reach the network unasked, like the demo).
+pub fn resolve_local(model: &str) -> Option<PathBuf> {
+    let given = Path::new(model);
+    if given.is_dir() {
+        return complete(given).is_ok().then(|| given.to_path_buf());
+    }
+    cached_snapshot(model).ok()
 }
 
 fn complete(dir: &Path) -> Result<()> {

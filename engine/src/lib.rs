@@ -128,7 +128,12 @@ impl Engine {
 
     /// A fresh SQL session over the current versions of every dataset.
     pub async fn context(&self) -> Result<SessionContext> {
-        Ok(slicetest_sql::workspace_context(&self.workspace, self.query_runtime()).await?)
+        let ctx = slicetest_sql::workspace_context(&self.workspace, self.query_runtime()).await?;
+        // Discovery lives in the engine (it reads runs and scores them), so its table
+        // function is registered here rather than with the sql crate's functions.
+        let discover = discovery::table_function::DiscoverSlicesFunction::new(self.workspace.root().to_path_buf());
+        ctx.register_udtf("discover_slices", Arc::new(discover));
+        Ok(ctx)
     }
 
     /// Plans a read-only query.

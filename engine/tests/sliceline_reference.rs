@@ -6,6 +6,9 @@ use std::collections::BTreeSet;
 
 use slicetest_engine::discovery::sliceline::{Errors, Predicate, SearchSettings, bitmap_from, search};
 
+/// A reference slice: its (column, value) predicates, size, error sum and score.
+type ReferenceSlice = (BTreeSet<(usize, u64)>, f64, f64, f64);
+
 #[test]
 fn top_slices_equal_the_sliceline_package() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/discovery/sliceline_reference.json");
@@ -36,7 +39,7 @@ fn top_slices_equal_the_sliceline_package() {
         };
         let (found, _) = search(&predicates, &Errors::new(errors), settings);
 
-        let expected: Vec<(BTreeSet<(usize, u64)>, f64, f64, f64)> = case["slices"]
+        let expected: Vec<ReferenceSlice> = case["slices"]
             .as_array()
             .unwrap()
             .iter()

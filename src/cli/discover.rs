@@ -14,6 +14,9 @@ pub struct DiscoverArgs {
     /// The run whose errors to explain.
     #[arg(long)]
     pub run: String,
+    /// Regression mode: explain the images this run gets wrong and the baseline run got right.
+    #[arg(long)]
+    pub baseline: Option<String>,
     /// How many slices to report.
     #[arg(short, default_value_t = 10)]
     pub k: usize,
@@ -64,6 +67,7 @@ pub async fn run(workspace: &Path, args: DiscoverArgs) -> Result<(), CliError> {
         seed: args.seed,
         fdr: args.fdr,
         include_unconfirmed: args.all,
+        baseline: args.baseline.clone(),
     };
     let found = engine.discover(&args.run, &options).await?;
     if args.format == "json" {
@@ -72,6 +76,18 @@ pub async fn run(workspace: &Path, args: DiscoverArgs) -> Result<(), CliError> {
         print_discovery(&found);
     }
     if let Some(name) = &args.save {
+        let default = engine.workspace().config().default_dataset.clone();
+        if default.as_deref() != Some(found.dataset.as_str()) {
+            return Err(format!(
+                "--save: run {} is on dataset {}, and slices are defined on the default dataset ({}); run \
+                 `slicetest use {}` first",
+                found.run,
+                found.dataset,
+                default.unwrap_or_default(),
+                found.dataset
+            )
+            .into());
+        }
         let Some(slice) = found.slices.get(args.pick.saturating_sub(1)) else {
             return Err(
                 format!("--pick {}: only {} slices were listed, nothing saved", args.pick, found.slices.len()).into()
@@ -100,8 +116,9 @@ pub async fn run(workspace: &Path, args: DiscoverArgs) -> Result<(), CliError> {
 
 /// Prints what a discovery found as a table, with the columns it used and skipped.
 pub(crate) fn print_discovery(d: &Discovery) {
+    let against = d.baseline.as_ref().map_or(String::new(), |b| format!(" against baseline {b}"));
     println!(
-        "run {} on {}: {} scored images, mean {} {:.3}; discovery half {} / confirmation half {} (seed {})",
+        "run {}{against} on {}: {} scored images, mean {} {:.3}; discovery half {} / confirmation half {} (seed {})",
         d.run, d.dataset, d.images, d.error, d.mean_error, d.halves[0], d.halves[1], d.seed
     );
     println!("columns: {}", d.columns.join(", "));
@@ -110,7 +127,9 @@ pub(crate) fn print_discovery(d: &Discovery) {
         println!("skipped: {}", skipped.join(", "));
     }
     if d.slices.is_empty() {
-        let why = if d.mean_error == 0.0 {
+        let why = if d.mean_error == 0.0 && d.baseline.is_some() {
+            "nothing the baseline got right is wrong now".to_string()
+        } else if d.mean_error == 0.0 {
             "the run makes no errors".to_string()
         } else if d.tested == 0 {
             "no slice is worse than the rest by enough to score above 0".to_string()
@@ -120,8 +139,12 @@ pub(crate) fn print_discovery(d: &Discovery) {
         println!("no slice found: {why}");
         return;
     }
-    let percent =
-        |x: f64| if d.error == "misclassification" { format!("{:.1}%", 100.0 * x) } else { format!("{x:.3}") };
+    // NaN: a slice with no image in the confirmation half has no rate there.
+    let percent = |x: f64| match x {
+        x if x.is_nan() => "–".to_string(),
+        x if d.error == "loss" => format!("{x:.3}"),
+        x => format!("{:.1}%", 100.0 * x),
+    };
     let rows: Vec<Vec<String>> = d
         .slices
         .iter()
@@ -134,7 +157,7 @@ pub(crate) fn print_discovery(d: &Discovery) {
                 format!("{} / {}", s.discovery.size, c.size),
                 format!("{} [{}, {}]", percent(c.error_rate), percent(c.interval[0]), percent(c.interval[1])),
                 percent(c.rest_rate),
-                format!("{:.1}x", c.lift),
+                if c.lift.is_finite() { format!("{:.1}x", c.lift) } else { "∞ (no rest errors)".into() },
                 format!("{:.1e}", s.adjusted_p),
                 if s.confirmed { "confirmed".into() } else { "not confirmed".into() },
             ]
@@ -142,8 +165,9 @@ pub(crate) fn print_discovery(d: &Discovery) {
         .collect();
     print_table(&["#", "slice", "images (disc. / conf.)", "error [95% CI], conf.", "rest", "lift", "adj. p", ""], rows);
     println!(
-        "{} of {} tested candidates confirmed at FDR {}; `--save NAME --pick N` turns one into a slice test",
-        d.slices.iter().filter(|s| s.confirmed).count(),
+        "{} listed; {} candidates were tested on the confirmation half at FDR {}. \
+         `--save NAME --pick N` turns one into a slice test",
+        d.slices.len(),
         d.tested,
         d.fdr
     );

@@ -103,7 +103,7 @@ def test_the_demo_prints_what_the_readme_promises_on_every_machine(demo_workspac
     assert "| footwear | 3000  | 94.9% [94.0, 95.6] | 0.949" in out, out
     # Discovery finds the Shirt failure by itself and confirms it on held-apart images.
     assert "| 1 | label = 'Shirt'              | 506 / 494              | 34.2% [30.2%, 38.5%]" in out, out
-    assert "confirmed at FDR 0.05" in out, out
+    assert "candidates were tested on the confirmation half at FDR 0.05" in out, out
 
 
 def test_every_kernel_path_and_thread_count_uploads_the_same_bytes(demo_workspace, tmp_path):

@@ -17,6 +17,7 @@
 pub mod predicates;
 pub mod sliceline;
 pub mod stats;
+pub mod table_function;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +54,9 @@ pub struct DiscoverOptions {
     pub fdr: f64,
     /// Also report slices that the confirmation half did not confirm.
     pub include_unconfirmed: bool,
+    /// Regression mode: an image's error is "wrong now, right in this baseline run"
+    /// (images the baseline did not predict are left out).
+    pub baseline: Option<String>,
 }
 
 impl Default for DiscoverOptions {
@@ -66,6 +70,7 @@ impl Default for DiscoverOptions {
             seed: 7,
             fdr: 0.05,
             include_unconfirmed: false,
+            baseline: None,
         }
     }
 }
@@ -115,8 +120,11 @@ pub struct Discovery {
     pub run: String,
     /// Its dataset.
     pub dataset: String,
-    /// `misclassification` (0/1) or `loss` (the run's per-image loss).
+    /// `misclassification` (0/1), `loss` (the run's per-image loss) or `regression`
+    /// (wrong now, right in the baseline).
     pub error: String,
+    /// The baseline run of regression mode.
+    pub baseline: Option<String>,
     /// Scored images (with a prediction and a label or loss).
     pub images: u64,
     /// Images in the discovery / confirmation halves.
@@ -174,13 +182,36 @@ impl Engine {
             return Err(bad("-k and --max-level must be at least 1".into()));
         }
         let manifest = self.run(run)?;
-        let (ids, columns, errors, error_kind) = self.scored_table(&manifest, options.columns.as_deref()).await?;
+        let baseline = match &options.baseline {
+            Some(name) => {
+                let baseline = self.run(name)?;
+                if baseline.dataset != manifest.dataset {
+                    return Err(bad(format!(
+                        "--baseline {name} is a run on dataset {}, and {run} on {}: regressions compare runs on the \
+                         same images",
+                        baseline.dataset, manifest.dataset
+                    )));
+                }
+                Some(baseline)
+            }
+            None => None,
+        };
+        let (ids, columns, errors, error_kind) =
+            self.scored_table(&manifest, baseline.as_ref(), options.columns.as_deref()).await?;
         let mut result = discover_in_table(&ids, &columns, &errors, options).map_err(|e| match e {
             TableError::NoColumns(skipped) => {
                 bad(format!("no column of {}.images can describe a slice (skipped: {skipped})", manifest.dataset))
             }
             TableError::Engine(e) => e,
         })?;
+        // A query on another dataset than the default names its schema, so that it
+        // selects the same images wherever it is run.
+        if self.workspace.config().default_dataset.as_deref() != Some(manifest.dataset.as_str()) {
+            let table = format!("FROM {}.images WHERE", quote_column(&manifest.dataset));
+            for slice in &mut result.slices {
+                slice.query = slice.query.replacen("FROM images WHERE", &table, 1);
+            }
+        }
         result.run = manifest.run.clone();
         result.dataset = manifest.dataset.clone();
         result.error = error_kind.into();
@@ -192,6 +223,7 @@ impl Engine {
     async fn scored_table(
         &self,
         manifest: &RunManifest,
+        baseline: Option<&RunManifest>,
         only: Option<&[String]>,
     ) -> Result<(Vec<String>, Vec<(String, ArrayRef)>, Vec<f64>, &'static str)> {
         let bad = |message: String| EngineError::Statement(message);
@@ -223,11 +255,25 @@ impl Engine {
         let predicted_ids = predictions.column(0).as_string::<i32>();
         let predicted = predictions.column(1).as_string::<i32>();
         let loss = predictions.column(4).as_primitive::<Float64Type>();
-        let use_loss = manifest.has_loss;
+        // Regression mode: the baseline's prediction of each image.
+        let baseline_batch = baseline.map(|b| read_predictions(&self.workspace, b)).transpose()?;
+        let baseline_predicted: Option<HashMap<&str, Option<&str>>> = baseline_batch.as_ref().map(|batch| {
+            let ids = batch.column(0).as_string::<i32>();
+            let predicted = batch.column(1).as_string::<i32>();
+            (0..batch.num_rows()).map(|r| (ids.value(r), predicted.is_valid(r).then(|| predicted.value(r)))).collect()
+        });
+        let use_loss = manifest.has_loss && baseline.is_none();
         let (mut ids, mut rows, mut errors) = (Vec::new(), Vec::new(), Vec::new());
         for p in 0..predictions.num_rows() {
             let Some(&row) = row_of.get(predicted_ids.value(p)) else { continue };
-            let error = if use_loss {
+            let error = if let Some(base) = &baseline_predicted {
+                let Some(Some(base)) = base.get(predicted_ids.value(p)) else { continue };
+                if labels.is_null(row as usize) || predicted.is_null(p) {
+                    continue;
+                }
+                let truth = labels.value(row as usize);
+                f64::from(u8::from(predicted.value(p) != truth && *base == truth))
+            } else if use_loss {
                 if loss.is_null(p) {
                     continue;
                 }
@@ -244,10 +290,11 @@ impl Engine {
         }
         if ids.is_empty() {
             return Err(bad(format!(
-                "run {} has no scorable predictions: none is for an image of {} with a {}",
+                "run {} has no scorable predictions: none is for an image of {} with a {}{}",
                 manifest.run,
                 manifest.dataset,
-                if use_loss { "loss" } else { "label" }
+                if use_loss { "loss" } else { "label" },
+                if baseline.is_some() { " and a baseline prediction" } else { "" }
             )));
         }
         if errors.iter().any(|e| !e.is_finite() || *e < 0.0) {
@@ -261,7 +308,12 @@ impl Engine {
             }
             columns.push((field.name().clone(), Arc::new(take(images.column(i), &indices, None)?) as ArrayRef));
         }
-        Ok((ids, columns, errors, if use_loss { "loss" } else { "misclassification" }))
+        let kind = match (baseline.is_some(), use_loss) {
+            (true, _) => "regression",
+            (false, true) => "loss",
+            (false, false) => "misclassification",
+        };
+        Ok((ids, columns, errors, kind))
     }
 }
 
@@ -310,6 +362,7 @@ fn discover_in_table(
         run: String::new(),
         dataset: String::new(),
         error: String::new(),
+        baseline: options.baseline.clone(),
         images: n as u64,
         halves: [discovery_rows.len() as u64, confirmation_rows.len() as u64],
         mean_error: total / n as f64,

@@ -19,8 +19,9 @@ use super::sliceline::{Bitmap, bitmap_from};
 
 /// Columns never used: they identify an image rather than describe it.
 const IDENTIFIER_COLUMNS: [&str; 5] = ["image_id", "uri", "sha256", "path", "bytes"];
-/// String columns keep at most this many values of their own (the rest is `other`).
-const TOP_VALUES: usize = 8;
+/// String columns keep at most this many values of their own (the rest is `other`): enough
+/// for the labels of most classification datasets.
+const TOP_VALUES: usize = 16;
 /// Numeric columns are cut at these quantiles.
 const QUANTILES: [f64; 4] = [0.2, 0.4, 0.6, 0.8];
 /// A string column with more distinct values than this share of its rows is an identifier.
@@ -283,7 +284,7 @@ mod tests {
         let n = 200;
         let faces: ArrayRef = Arc::new(Int64Array::from((0..n).map(|i| (i % 9) as i64).collect::<Vec<_>>()));
         let weather: ArrayRef = Arc::new(StringArray::from(
-            (0..n).map(|i| if i % 10 == 0 { None } else { Some(format!("w{}", i % 12)) }).collect::<Vec<_>>(),
+            (0..n).map(|i| if i % 10 == 0 { None } else { Some(format!("w{:02}", i % 19)) }).collect::<Vec<_>>(),
         ));
         let ids: ArrayRef = Arc::new(StringArray::from((0..n).map(|i| format!("x{i}")).collect::<Vec<_>>()));
         let flag: ArrayRef = Arc::new(BooleanArray::from((0..n).map(|i| i % 3 == 0).collect::<Vec<_>>()));
@@ -306,9 +307,9 @@ mod tests {
             ["num_faces = 0", "num_faces = 1", "num_faces = 2", "num_faces = 3", "num_faces = 4", "num_faces >= 5"]
         );
         let weather = of("weather");
-        assert_eq!(weather.len(), 10, "8 values, other, NULL: {weather:?}");
-        assert!(weather[8].starts_with("weather NOT IN ('w"), "{weather:?}");
-        assert_eq!(weather[9], "weather IS NULL");
+        assert_eq!(weather.len(), 18, "16 values, other, NULL: {weather:?}");
+        assert!(weather[16].starts_with("weather NOT IN ('w"), "{weather:?}");
+        assert_eq!(weather[17], "weather IS NULL");
         assert_eq!(of("is_night"), ["is_night = false", "is_night = true"]);
         assert_eq!(quote_column("Label"), "\"Label\"");
     }
