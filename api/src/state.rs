@@ -19,7 +19,7 @@ struct Inner {
     engine: Arc<Engine>,
     token: Option<String>,
     limits: Limits,
-    queries: Semaphore,
+    queries: Arc<Semaphore>,
     images: ImageIndex,
     jobs: EmbedJobs,
     clip_model: String,
@@ -37,7 +37,7 @@ impl AppState {
         AppState(Arc::new(Inner {
             engine: Arc::new(engine),
             token: config.token.clone(),
-            queries: Semaphore::new(limits.concurrent_queries.max(1)),
+            queries: Arc::new(Semaphore::new(limits.concurrent_queries.max(1))),
             limits,
             images: ImageIndex::default(),
             jobs: EmbedJobs::default(),
@@ -94,6 +94,13 @@ impl AppState {
     /// Waits for one of the query slots (`Limits::concurrent_queries`).
     pub(crate) async fn query_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.0.queries.acquire().await.expect("the semaphore is never closed")
+    }
+
+    /// Like [`AppState::query_slot`], for work that runs on a blocking thread: the slot
+    /// moves with the work and is freed when the work ends, even after the request has
+    /// timed out and been answered.
+    pub(crate) async fn owned_query_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.0.queries.clone().acquire_owned().await.expect("the semaphore is never closed")
     }
 
     /// An engine error as the client sees it: statuses mapped, the workspace path scrubbed.

@@ -125,7 +125,8 @@ pub async fn respond(
     Ok(response)
 }
 
-fn timeout() -> ApiError {
+/// 503 `timeout`: the work ran past `Limits::query_timeout`.
+pub(crate) fn timeout() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "timeout",

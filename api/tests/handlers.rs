@@ -643,3 +643,119 @@ async fn search_without_embeddings_says_how_to_embed() {
     let (_, _, body) = send(&router, get("/search/text?q=car")).await;
     assert_eq!(json(&body)["error"]["command"], "slicetest -w <workspace> embed street");
 }
+
+#[tokio::test]
+async fn discovery_finds_a_planted_failure_and_confirms_it() {
+    let (fx, predictions) = Fixture::planted().await;
+    let router = fx.router();
+    let (status, _, body) = send(&router, post("/runs/r1?model=m&model_version=1", "text/csv", predictions)).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+
+    let (status, headers, body) = send(&router, get("/runs/r1/discover?min_support=20")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["content-type"], "application/json");
+    let found = json(&body);
+    assert_eq!((found["run"].clone(), found["dataset"].clone()), (json!("r1"), json!("street")));
+    assert_eq!(found["error"], "misclassification");
+    assert_eq!(found["images"], 800);
+    assert_eq!(found["min_support"], 20);
+    assert_eq!(found["k"], 10, "the CLI's defaults");
+    let first = &found["slices"][0];
+    assert_eq!(first["predicates"], json!(["weather = 'rain'", "time = 'night'"]), "{found:#}");
+    assert_eq!(first["confirmed"], true);
+    assert_eq!(first["query"], "SELECT image_id FROM images WHERE weather = 'rain' AND time = 'night'");
+    let rate = first["confirmation"]["error_rate"].as_f64().unwrap();
+    assert!((0.5..0.9).contains(&rate), "{rate}");
+    assert!(first["confirmation"]["lift"].as_f64().unwrap() > 3.0);
+    assert!(first["adjusted_p"].as_f64().unwrap() < 1e-6);
+    assert!(found["slices"].as_array().unwrap().iter().all(|s| s["confirmed"] == true), "confirmed only by default");
+
+    // The query selects what the predicates say.
+    let (_, _, body) = send(
+        &router,
+        post_json("/sql", json!({"sql": format!("SELECT count(*) AS n FROM ({})", first["query"].as_str().unwrap())})),
+    )
+    .await;
+    assert_eq!(
+        json(&body)[0]["n"],
+        first["discovery"]["size"].as_u64().unwrap() + first["confirmation"]["size"].as_u64().unwrap()
+    );
+
+    // Settings are passed through: columns (comma-separated, spaces allowed), k, seed.
+    let (status, _, body) =
+        send(&router, get("/runs/r1/discover?min_support=20&columns=weather,%20time&k=1&seed=3")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let narrow = json(&body);
+    assert_eq!(narrow["columns"], json!(["weather", "time"]));
+    assert_eq!((narrow["seed"].clone(), narrow["slices"].as_array().unwrap().len()), (json!(3), 1));
+    assert_eq!(narrow["slices"][0]["predicates"], json!(["weather = 'rain'", "time = 'night'"]));
+}
+
+#[tokio::test]
+async fn discovery_lists_unconfirmed_slices_when_asked_and_refuses_bad_settings() {
+    let (fx, predictions) = Fixture::planted().await;
+    let router = fx.router();
+    send(&router, post("/runs/r1?model=m&model_version=1", "text/csv", predictions)).await;
+
+    // At an absurdly strict FDR nothing is confirmed; `all=true` still lists what was tested.
+    let (status, _, body) = send(&router, get("/runs/r1/discover?min_support=20&fdr=1e-100")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let strict = json(&body);
+    assert_eq!(strict["slices"], json!([]));
+    assert!(strict["tested"].as_u64().unwrap() > 0);
+    let (_, _, body) = send(&router, get("/runs/r1/discover?min_support=20&fdr=1e-100&all=true")).await;
+    let all = json(&body);
+    let listed = all["slices"].as_array().unwrap();
+    assert!(!listed.is_empty(), "{all:#}");
+    assert!(listed.iter().all(|s| s["confirmed"] == false && s["adjusted_p"].as_f64().unwrap() > 1e-100));
+    assert_eq!(listed[0]["predicates"], json!(["weather = 'rain'", "time = 'night'"]));
+
+    let (status, _, body) = send(&router, get("/runs/nope/discover")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::NOT_FOUND, "not_found"));
+    assert!(json(&body)["error"]["message"].as_str().unwrap().contains("nope"));
+    // Bad settings are 400 and name the query parameter, not the CLI's flag.
+    for (query, says) in [
+        ("alpha=0", "alpha must be in (0, 1], not 0"),
+        ("alpha=1.5", "alpha must be in (0, 1]"),
+        ("fdr=1", "fdr must be between 0 and 1"),
+        ("k=0", "k and max_level must be at least 1"),
+        ("k=5000", "k must be at most 1000"),
+        ("max_level=9", "max_level must be at most 6"),
+        ("min_support=100000", "min_support 100000 is more than the"),
+        ("columns=weather,wether", "has no column \"wether\""),
+        ("alpha=high", "alpha"),
+        ("all=maybe", "all"),
+    ] {
+        let (status, _, body) = send(&router, get(&format!("/runs/r1/discover?{query}"))).await;
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::BAD_REQUEST, "bad_request"), "{query}");
+        let message = json(&body)["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(says) && !message.contains("--"), "{query}: {message}");
+    }
+    // Discovery reads only: no token needed, nothing written.
+    let config = ServerConfig { token: Some("s3cret".into()), ..ServerConfig::default() };
+    let (status, _, _) = send(&fx.router_with(&config), get("/runs/r1/discover?min_support=20")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(fx.engine().slices().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn discovery_is_bounded_by_the_query_timeout() {
+    let (fx, predictions) = Fixture::planted().await;
+    send(&fx.router(), post("/runs/r1?model=m&model_version=1", "text/csv", predictions)).await;
+    let router = fx.router_with_limits(|l| l.query_timeout = std::time::Duration::from_nanos(1));
+    let (status, _, body) = send(&router, get("/runs/r1/discover?min_support=20")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::SERVICE_UNAVAILABLE, "timeout"));
+}
+
+#[tokio::test]
+async fn the_html_report_lists_the_discovered_slices() {
+    let (fx, predictions) = Fixture::planted().await;
+    let router = fx.router();
+    send(&router, post("/runs/r1?model=m&model_version=1", "text/csv", predictions)).await;
+    let (status, _, body) = send(&router, get("/runs/r1/report?format=html")).await;
+    assert_eq!(status, StatusCode::OK);
+    let html = String::from_utf8(body).unwrap();
+    assert!(html.contains("<h2>Discovered slices</h2>"), "{html}");
+    assert!(html.contains("<td class=\"slice\">weather = 'rain'<br>AND time = 'night'</td>"), "{html}");
+    assert!(html.contains("<tr class=\"discovered\">"), "{html}");
+}

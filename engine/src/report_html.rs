@@ -1,7 +1,8 @@
 //! The run report as one self-contained HTML file: a per-slice accuracy chart with 95%
 //! whiskers and threshold lines (inline SVG), the slice table with deltas against the
 //! baseline, and per slice a confusion matrix and a gallery of failed examples with
-//! their thumbnails embedded as data URIs. No scripts, no external resources.
+//! their thumbnails embedded as data URIs; when given a discovery of the run, the slices it
+//! found and confirmed. No scripts, no external resources.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -12,6 +13,7 @@ use datafusion::arrow::datatypes::DataType;
 use slicetest_datasets::version::read_image_columns;
 
 use crate::Engine;
+use crate::discovery::Discovery;
 use crate::error::Result;
 use crate::metrics::Estimate;
 use crate::scoring::{RunReport, SliceScore, Verdict};
@@ -22,8 +24,9 @@ pub const GALLERY_SIZE: usize = 12;
 pub const MAX_THUMBNAIL_BYTES: u64 = 256 * 1024;
 
 impl Engine {
-    /// Renders `report` as a self-contained HTML page.
-    pub fn html_report(&self, report: &RunReport) -> Result<String> {
+    /// Renders `report` as a self-contained HTML page, with a section listing the
+    /// confirmed slices of `discovery` (a discovery of the same run) when there is one.
+    pub fn html_report(&self, report: &RunReport, discovery: Option<&Discovery>) -> Result<String> {
         let info = self.workspace.dataset(&report.run.dataset)?;
         let latest = info.latest().expect("listed datasets have a version");
         let images = read_image_columns(self.workspace.layout(), latest, &["image_id", "uri", "format"])?;
@@ -47,7 +50,7 @@ impl Engine {
                 thumbnails.insert(ids.value(i).to_string(), uri);
             }
         }
-        Ok(render(report, &thumbnails))
+        Ok(render(report, &thumbnails, discovery))
     }
 }
 
@@ -101,10 +104,12 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 th:first-child,td:first-child{text-align:left}tr.fail td{background:#fde2e2}tr.pass td{background:#e6f4ea}\
 tr.nodata td{color:#888}.gallery{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;text-align:center;font-size:11px}\
 figure img{width:84px;height:84px;image-rendering:pixelated;border:1px solid #c00}section.slice{margin-top:2em}\
-table.confusion td.diag{background:#e6f4ea;font-weight:bold}";
+table.confusion td.diag{background:#e6f4ea;font-weight:bold}\
+#discovery-table td.slice,#discovery-table td.query{text-align:left}#discovery-table td.query code{font-size:12px}";
 
-/// The page for a scored run (`thumbnails`: image id → data URI).
-pub fn render(report: &RunReport, thumbnails: &HashMap<String, String>) -> String {
+/// The page for a scored run (`thumbnails`: image id → data URI; `discovery`: the run's
+/// discovered slices, if it was searched).
+pub fn render(report: &RunReport, thumbnails: &HashMap<String, String>, discovery: Option<&Discovery>) -> String {
     let r = &report.run;
     let mut html = String::new();
     let failed = report.failures().count();
@@ -124,6 +129,9 @@ pub fn render(report: &RunReport, thumbnails: &HashMap<String, String>) -> Strin
     );
     html.push_str(&chart(report));
     html.push_str(&slice_table(report));
+    if let Some(discovery) = discovery {
+        html.push_str(&discovery_section(discovery));
+    }
     for s in &report.slices {
         html.push_str(&slice_section(s, thumbnails));
     }
@@ -283,9 +291,136 @@ fn slice_section(s: &SliceScore, thumbnails: &HashMap<String, String>) -> String
     html
 }
 
+/// The confirmed slices of a discovery: predicates, sizes in both halves, the
+/// confirmation half's error rate with its interval against the rest's, lift, adjusted
+/// p-value, and the query that makes it a slice.
+fn discovery_section(d: &Discovery) -> String {
+    let confirmed: Vec<_> = d.slices.iter().filter(|s| s.confirmed).collect();
+    let mut html = format!(
+        "<section id=\"discovered-slices\" class=\"discovery\"><h2>Discovered slices</h2><p>Found by SliceLine on {} of \
+         the run's {} scored images and confirmed on the other {} (one-sided test of the slice's {} against the rest's, \
+         Benjamini–Hochberg at FDR {}, seed {}). Each is a query: <code>slicetest slice create NAME \"QUERY\"</code> \
+         makes it a slice test.</p>",
+        d.halves[0],
+        d.images,
+        d.halves[1],
+        if d.error == "loss" { "mean loss" } else { "error rate" },
+        d.fdr,
+        d.seed,
+    );
+    if confirmed.is_empty() {
+        let why = if d.mean_error == 0.0 {
+            "the run makes no errors".to_string()
+        } else if d.tested == 0 {
+            "no slice is worse than the rest by enough to score above 0".to_string()
+        } else {
+            format!("{} candidates tested, none confirmed at FDR {}", d.tested, d.fdr)
+        };
+        let _ = write!(html, "<p id=\"no-discovered-slices\">No slice found: {}.</p></section>", escape(&why));
+        return html;
+    }
+    let rate = |x: f64| {
+        if !x.is_finite() {
+            "–".to_string()
+        } else if d.error == "loss" {
+            format!("{x:.3}")
+        } else {
+            format!("{:.1}%", 100.0 * x)
+        }
+    };
+    html.push_str(
+        "<table id=\"discovery-table\"><tr><th>#</th><th>slice</th><th>images (disc. / conf.)</th>\
+         <th>error [95% CI], conf.</th><th>rest</th><th>lift</th><th>adj. p</th><th>query</th></tr>",
+    );
+    for (i, s) in confirmed.iter().enumerate() {
+        let c = &s.confirmation;
+        let predicates: Vec<String> = s.predicates.iter().map(|p| escape(p)).collect();
+        let _ = write!(
+            html,
+            "<tr class=\"discovered\"><td>{}</td><td class=\"slice\">{}</td><td>{} / {}</td><td>{} [{}, {}]</td><td>{}</td>\
+             <td>{}</td><td>{:.1e}</td><td class=\"query\"><code>{}</code></td></tr>",
+            i + 1,
+            predicates.join("<br>AND "),
+            s.discovery.size,
+            c.size,
+            rate(c.error_rate),
+            rate(c.interval[0]),
+            rate(c.interval[1]),
+            rate(c.rest_rate),
+            if c.lift.is_finite() { format!("{:.1}x", c.lift) } else { "∞".into() },
+            s.adjusted_p,
+            escape(&s.query),
+        );
+    }
+    html.push_str("</table></section>");
+    html
+}
+
 #[cfg(test)]
 mod tests {
-    use super::base64;
+    use super::{base64, discovery_section};
+    use crate::discovery::{DiscoveredSlice, Discovery, HalfStats};
+
+    fn half(size: u64, error_rate: f64, rest_rate: f64) -> HalfStats {
+        HalfStats {
+            size,
+            errors: error_rate * size as f64,
+            error_rate,
+            interval: [error_rate - 0.1, error_rate + 0.1],
+            rest_rate,
+            lift: error_rate / rest_rate,
+        }
+    }
+
+    fn discovery(slices: Vec<DiscoveredSlice>) -> Discovery {
+        Discovery {
+            run: "r".into(),
+            dataset: "d".into(),
+            error: "misclassification".into(),
+            baseline: None,
+            images: 1000,
+            halves: [500, 500],
+            mean_error: 0.1,
+            columns: vec!["label".into()],
+            skipped: vec![],
+            tested: slices.len(),
+            slices,
+            k: 10,
+            max_level: 3,
+            min_support: 30,
+            alpha: 0.95,
+            fdr: 0.05,
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn the_discovery_section_lists_confirmed_slices_escaped() {
+        let slice = |predicates: &[&str], confirmed: bool, rest: f64| DiscoveredSlice {
+            predicates: predicates.iter().map(|p| p.to_string()).collect(),
+            query: format!("SELECT image_id FROM images WHERE {}", predicates.join(" AND ")),
+            score: 1.0,
+            discovery: half(60, 0.5, 0.1),
+            confirmation: half(55, 0.4, rest),
+            p_value: 1e-6,
+            adjusted_p: if confirmed { 2e-6 } else { 0.3 },
+            confirmed,
+        };
+        let html = discovery_section(&discovery(vec![
+            slice(&["label = 'Shirt'", "caption = '<b>'"], true, 0.1),
+            slice(&["weather = 'fog'"], false, 0.1),
+            slice(&["label = 'Coat'"], true, 0.0),
+        ]));
+        assert_eq!(html.matches("<tr class=\"discovered\">").count(), 2, "confirmed only: {html}");
+        assert!(html.contains("label = 'Shirt'<br>AND caption = '&lt;b&gt;'"), "{html}");
+        assert!(!html.contains("<b>") && !html.contains("fog"), "{html}");
+        assert!(html.contains("40.0% [30.0%, 50.0%]") && html.contains("4.0x") && html.contains("2.0e-6"), "{html}");
+        assert!(html.contains("<td>∞</td>"), "no error in the rest: infinite lift: {html}");
+        assert!(html.contains("<code>SELECT image_id FROM images WHERE label = 'Coat'</code>"), "{html}");
+
+        let none = discovery_section(&discovery(vec![slice(&["weather = 'fog'"], false, 0.1)]));
+        assert!(none.contains("1 candidates tested, none confirmed at FDR 0.05") && !none.contains("<table"), "{none}");
+    }
 
     #[test]
     fn base64_matches_rfc_4648_vectors() {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 from urllib.parse import quote
 
 import pyarrow as pa
@@ -200,6 +200,68 @@ class Client:
         response = self._request("GET", f"/runs/{quote(run, safe='')}/report", params=params)
         return response.text if html else response.json()
 
+    def discover(
+        self,
+        run: str,
+        k: int = 10,
+        max_level: int = 3,
+        min_support: int = 30,
+        alpha: float = 0.95,
+        columns: Optional[Union[str, Sequence[str]]] = None,
+        seed: int = 7,
+        fdr: float = 0.05,
+        all: bool = False,
+        baseline: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """The slices where ``run`` fails, found on one half of its images and confirmed
+        on the other (like ``slicetest discover --format json``; see docs/discovery.md).
+
+        Args:
+            k: how many slices to report.
+            max_level: most predicates in a slice.
+            min_support: fewest images a slice needs in the discovery half.
+            alpha: SliceLine's α in (0, 1]: near 1 favours high error rates, lower
+                favours large slices.
+            columns: only these columns of ``images`` (a list, or one comma-separated
+                string; default: every usable column).
+            seed: seeds the split into discovery and confirmation halves.
+            fdr: the false-discovery rate of the confirmation (Benjamini–Hochberg).
+            all: also list the slices the confirmation half did not confirm.
+            baseline: regression mode: an image's error is "wrong now, right in run
+                ``baseline``".
+
+        Returns the discovery as a dict: ``run``, ``dataset``, ``error``, ``images``,
+        ``halves``, ``mean_error``, ``columns``, ``skipped``, ``tested``, the settings,
+        and ``slices``, each with ``predicates``, ``query``, ``score``, ``discovery`` and
+        ``confirmation`` (``size``, ``errors``, ``error_rate``, ``interval``,
+        ``rest_rate``, ``lift``: ``None`` when the rest has no error), ``p_value``,
+        ``adjusted_p`` and ``confirmed``. Bad settings raise :class:`SlicetestError`
+        with status 400, an unknown run 404."""
+        params: Dict[str, Any] = {
+            "k": k,
+            "max_level": max_level,
+            "min_support": min_support,
+            "alpha": alpha,
+            "seed": seed,
+            "fdr": fdr,
+        }
+        if columns is not None:
+            params["columns"] = columns if isinstance(columns, str) else ",".join(columns)
+        if all:
+            params["all"] = "true"
+        if baseline is not None:
+            params["baseline"] = baseline
+        return self._json("GET", f"/runs/{quote(run, safe='')}/discover", params=params)
+
+    def discover_table(self, run: str, **settings: Any) -> pa.Table:
+        """:meth:`discover` as a :class:`pyarrow.Table`, one row per slice, best first:
+        ``slice`` (the predicates joined with " AND "), ``query``, ``discovery_size``,
+        ``confirmation_size``, ``error_rate`` with ``error_low``/``error_high`` (its 95%
+        interval) and ``rest_rate`` on the confirmation half, ``lift`` (infinite when
+        the rest has no error), ``discovery_error_rate``, ``score``, ``p_value``,
+        ``adjusted_p`` and ``confirmed``. ``settings`` are :meth:`discover`'s."""
+        return discovery_table(self.discover(run, **settings))
+
     # -- writes -------------------------------------------------------------------
 
     def create_slice(
@@ -288,6 +350,57 @@ class Client:
             data=sink.getvalue(),
             headers={"Content-Type": PARQUET},
         )
+
+
+DISCOVERY_SCHEMA = pa.schema(
+    [
+        ("slice", pa.string()),
+        ("query", pa.string()),
+        ("discovery_size", pa.int64()),
+        ("confirmation_size", pa.int64()),
+        ("error_rate", pa.float64()),
+        ("error_low", pa.float64()),
+        ("error_high", pa.float64()),
+        ("rest_rate", pa.float64()),
+        ("lift", pa.float64()),
+        ("discovery_error_rate", pa.float64()),
+        ("score", pa.float64()),
+        ("p_value", pa.float64()),
+        ("adjusted_p", pa.float64()),
+        ("confirmed", pa.bool_()),
+    ]
+)
+
+
+def discovery_table(discovery: Dict[str, Any]) -> pa.Table:
+    """The slices of a discovery (the dict :meth:`Client.discover` returns) as a table
+    with :data:`DISCOVERY_SCHEMA`, one row per slice in the discovery's order."""
+    rows = []
+    for s in discovery["slices"]:
+        c = s["confirmation"]
+        lift = c["lift"]
+        if lift is None and c["rest_rate"] == 0:
+            lift = float("inf")  # JSON has no infinity: the rest of the half has no error
+        low, high = c["interval"]
+        rows.append(
+            {
+                "slice": " AND ".join(s["predicates"]),
+                "query": s["query"],
+                "discovery_size": s["discovery"]["size"],
+                "confirmation_size": c["size"],
+                "error_rate": c["error_rate"],
+                "error_low": low,
+                "error_high": high,
+                "rest_rate": c["rest_rate"],
+                "lift": lift,
+                "discovery_error_rate": s["discovery"]["error_rate"],
+                "score": s["score"],
+                "p_value": s["p_value"],
+                "adjusted_p": s["adjusted_p"],
+                "confirmed": s["confirmed"],
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=DISCOVERY_SCHEMA)
 
 
 def _baseline(baseline: Optional[str]) -> Dict[str, str]:

@@ -7,7 +7,6 @@ use clap::Args;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use slicetest_embed::resolve::MODEL_FILES;
 use slicetest_engine::{
     DEFAULT_ALPHA, DEFAULT_MODEL, EmbedOptions, Engine, EngineError, ImportOptions, IngestOptions, SearchQuery,
     SliceThresholds, SourceFormat, TagOptions, Verify, write_stream,
@@ -150,8 +149,11 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
 
     let html = workspace.join("reports").join(format!("{run}.html"));
     std::fs::create_dir_all(html.parent().expect("joined"))?;
-    std::fs::write(&html, engine.html_report(&report)?)?;
-    println!("\n== 8. the report with charts, confusion matrices and failure galleries: {}", html.display());
+    std::fs::write(&html, engine.html_report(&report, Some(&found))?)?;
+    println!(
+        "\n== 8. the report with charts, confusion matrices, failure galleries and the discovered slices: {}",
+        html.display()
+    );
 
     let w = workspace.display();
     println!(
@@ -188,29 +190,7 @@ fn demo_clip_model() -> Option<String> {
     if let Some(model) = std::env::var("SLICETEST_CLIP_MODEL").ok().filter(|m| !m.trim().is_empty()) {
         return Some(model);
     }
-    hf_cache_has(DEFAULT_MODEL).then(|| DEFAULT_MODEL.to_string())
-}
-
-/// Whether a Hugging Face cache (`$HF_HUB_CACHE`, `$HF_HOME/hub`, `~/.cache/huggingface/hub`,
-/// the places `slicetest embed` looks) holds a snapshot of `id` with every checkpoint file.
-/// Reads directories only; `slicetest_embed::resolve_model` then finds the same snapshot
-/// before it would consider a download.
-fn hf_cache_has(id: &str) -> bool {
-    let mut caches = Vec::new();
-    if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
-        caches.push(PathBuf::from(dir));
-    }
-    if let Some(dir) = std::env::var_os("HF_HOME") {
-        caches.push(PathBuf::from(dir).join("hub"));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        caches.push(PathBuf::from(home).join(".cache/huggingface/hub"));
-    }
-    let repo = format!("models--{}", id.replace('/', "--"));
-    caches.iter().any(|cache| {
-        let Ok(snapshots) = std::fs::read_dir(cache.join(&repo).join("snapshots")) else { return false };
-        snapshots.flatten().any(|snapshot| MODEL_FILES.iter().all(|f| snapshot.path().join(f).is_file()))
-    })
+    slicetest_embed::resolve::resolve_local(DEFAULT_MODEL).map(|_| DEFAULT_MODEL.to_string())
 }
 
 /// Embeds the test split with `model` (resumable: a second demo embeds nothing) and

@@ -104,7 +104,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(command) => run::run(&ws, command).await,
         Command::Discover(args) => discover::run(&ws, args).await,
         Command::Test(args) => run::test(&ws, args),
-        Command::Report(args) => run::report(&ws, args),
+        Command::Report(args) => run::report(&ws, args).await,
         Command::Embed(args) => embed::run(&ws, args).await,
         Command::Tag(args) => tag::run(&ws, args).await,
         Command::Search(args) => embed::search(&ws, args),

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
+use slicetest_engine::discovery::DiscoverOptions;
 use slicetest_engine::{DEFAULT_ALPHA, Engine, RunReport, SliceScore, UploadOptions, Verdict};
 
 use super::{CliError, print_table};
@@ -140,8 +141,9 @@ pub fn test(workspace: &Path, args: TestArgs) -> Result<(), CliError> {
     }
 }
 
-/// Prints the report as a table (worst slices first) or JSON.
-pub fn report(workspace: &Path, args: ReportArgs) -> Result<(), CliError> {
+/// Prints the report as a table (worst slices first) or JSON, or writes it as HTML (with
+/// the slices `slicetest discover` finds with its default settings).
+pub async fn report(workspace: &Path, args: ReportArgs) -> Result<(), CliError> {
     let engine = Engine::open(workspace)?;
     let report = score(&engine, &args.score)?;
     let text = match args.format {
@@ -150,7 +152,16 @@ pub fn report(workspace: &Path, args: ReportArgs) -> Result<(), CliError> {
             return Ok(());
         }
         ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
-        ReportFormat::Html => engine.html_report(&report)?,
+        ReportFormat::Html => {
+            let discovery = match engine.discover(&args.score.run, &DiscoverOptions::default()).await {
+                Ok(discovery) => Some(discovery),
+                Err(e) => {
+                    eprintln!("note: the report lists no discovered slices: {e}");
+                    None
+                }
+            };
+            engine.html_report(&report, discovery.as_ref())?
+        }
     };
     match &args.output {
         Some(path) => {

@@ -6,6 +6,7 @@ loopback port for the whole module.
 """
 
 import io
+import random
 import re
 import subprocess
 from pathlib import Path
@@ -13,10 +14,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from conftest import REPO, TINY_CLIP, Server, clothes_workspace, slicetest_bin
+from conftest import REPO, TINY_CLIP, Server, clothes_workspace, png_bytes, run, slicetest_bin
 
 # Installed by scripts/install-deps.sh (pip install -e ./python).
 from slicetest import Client, JobFailed, SliceDataset, SlicetestError
+from slicetest.client import DISCOVERY_SCHEMA
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +215,89 @@ def test_a_failed_job_raises_with_its_error(tmp_path):
         assert "HF_HUB_OFFLINE" in job["error"] and "--model <dir>" in job["error"], job["error"]
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """A client of a server over 400 images with weather and time-of-day columns (dataset
+    `street`) and run `r1`, uploaded through the client, that is wrong on 70% of the rainy
+    nights and on 8% of the other images."""
+    root = tmp_path_factory.mktemp("discover")
+    rng = random.Random(3)
+    (root / "img").mkdir()
+    manifest, ids, predicted = ["path,label,weather,time"], [], []
+    for i in range(400):
+        path = f"img/{i:03d}.png"
+        (root / path).write_bytes(png_bytes(2, 2, i))
+        label = "car" if i % 2 else "person"
+        weather, time = rng.choice(["sunny", "rain", "fog", "snow"]), rng.choice(["day", "night"])
+        manifest.append(f"{path},{label},{weather},{time}")
+        wrong = rng.random() < (0.7 if (weather, time) == ("rain", "night") else 0.08)
+        ids.append(path)
+        predicted.append(({"car", "person"} - {label}).pop() if wrong else label)
+    (root / "manifest.csv").write_text("\n".join(manifest) + "\n")
+    ws = root / "ws"
+    run(ws, "init")
+    run(ws, "ingest", "--quiet", "-d", "street", str(root / "manifest.csv"))
+    server = Server(ws)
+    client = Client(server.url)
+    client.upload_predictions("r1", pa.table({"image_id": ids, "predicted": predicted}), model="m", model_version="1")
+    yield client
+    assert server.stop() == 0
+
+
+def test_discover_finds_the_planted_failure(planted):
+    found = planted.discover("r1", min_support=10)
+    assert (found["run"], found["dataset"], found["error"], found["images"]) == ("r1", "street", "misclassification", 400)
+    first = found["slices"][0]
+    assert first["predicates"] == ["weather = 'rain'", "time = 'night'"], found
+    assert first["confirmed"] and first["adjusted_p"] < 1e-4
+    assert first["confirmation"]["error_rate"] > 3 * first["confirmation"]["rest_rate"]
+    assert all(s["confirmed"] for s in found["slices"]), "confirmed ones only by default"
+    # The query is plain SQL over images.
+    members = planted.sql(first["query"])
+    assert members.num_rows == first["discovery"]["size"] + first["confirmation"]["size"]
+
+    narrow = planted.discover("r1", k=1, min_support=10, columns=["weather", "time"], seed=3)
+    assert (narrow["columns"], narrow["seed"], len(narrow["slices"])) == (["weather", "time"], 3, 1)
+    assert narrow["slices"][0]["predicates"] == ["weather = 'rain'", "time = 'night'"]
+
+    # Regression mode against itself: nothing that was right is wrong now.
+    same = planted.discover("r1", min_support=10, baseline="r1")
+    assert (same["error"], same["baseline"], same["mean_error"], same["slices"]) == ("regression", "r1", 0.0, [])
+
+
+def test_discover_table_has_a_row_per_slice(planted):
+    found = planted.discover("r1", min_support=10)
+    table = planted.discover_table("r1", min_support=10)
+    assert table.schema == DISCOVERY_SCHEMA
+    assert table.num_rows == len(found["slices"])
+    row = table.to_pylist()[0]
+    first = found["slices"][0]
+    assert row["slice"] == "weather = 'rain' AND time = 'night'"
+    assert row["query"] == first["query"] and row["confirmed"] is True
+    assert (row["discovery_size"], row["confirmation_size"]) == (first["discovery"]["size"], first["confirmation"]["size"])
+    assert row["error_low"] <= row["error_rate"] <= row["error_high"]
+    assert row["lift"] == pytest.approx(row["error_rate"] / row["rest_rate"])
+    assert row["adjusted_p"] == first["adjusted_p"]
+    assert table.to_pandas()["confirmed"].all()
+
+    # Nothing confirmed at an absurd FDR: an empty table with the same columns; all=True
+    # lists what was tested, unconfirmed.
+    none = planted.discover_table("r1", min_support=10, fdr=1e-100)
+    assert none.num_rows == 0 and none.schema == DISCOVERY_SCHEMA
+    tested = planted.discover_table("r1", min_support=10, fdr=1e-100, all=True)
+    assert tested.num_rows > 0 and not any(tested.column("confirmed").to_pylist())
+
+
+def test_discover_errors_say_which_setting(planted):
+    with pytest.raises(SlicetestError) as err:
+        planted.discover("r1", alpha=0)
+    assert (err.value.status, err.value.code) == (400, "bad_request")
+    assert "alpha must be in (0, 1]" in err.value.message
+    with pytest.raises(SlicetestError) as err:
+        planted.discover("r1", min_support=10, columns="weather,wether")
+    assert err.value.status == 400 and '"wether"' in err.value.message
+    with pytest.raises(SlicetestError) as err:
+        planted.discover("nope")
+    assert (err.value.status, err.value.code) == (404, "not_found")

@@ -9,6 +9,7 @@ are checked on the same workspace.
 
 import csv
 import json
+from html import escape
 import random
 import shutil
 import subprocess
@@ -255,6 +256,14 @@ def test_the_html_report_renders_in_chromium(scored):
     assert dom.count('class="confusion"') >= 6
     assert dom.count('<figure class="failure"><img src="data:image/png;base64,') >= 10, "embedded thumbnails"
     assert 'data-slice="hopeless"' in dom and "pass" in dom and "fail" in dom
+    # The slices `slicetest discover` confirms (default settings), one row each, with their query.
+    found = json.loads(run(ws, "discover", "--run", "bad", "--format", "json").stdout)
+    confirmed = [s for s in found["slices"] if s["confirmed"]]
+    assert "<h2>Discovered slices</h2>" in dom
+    assert dom.count('<tr class="discovered">') == len(confirmed)
+    assert ('id="no-discovered-slices"' in dom) == (not confirmed), "an empty list says why"
+    for s in confirmed:
+        assert f"<code>{escape(s['query'], quote=False)}</code>" in dom, s["query"]
 
     png = root / "report.png"
     proc = chromium(root, "--window-size=1200,1600", f"--screenshot={png}", html.as_uri())

@@ -4,7 +4,8 @@
 //
 // URL is a running `slicetest serve` over the workspace built by tests/python/test_ui.py
 // (22 clothes images in the split/label layout, embedded, a frozen slice `tops` with a
-// threshold, and a run `always-coat` that fails it). BARE_URL, if given, serves the same
+// threshold, and a run `always-coat` that fails it: wrong on every shirt, right on every
+// coat, so discovery confirms `label = 'Shirt'`). BARE_URL, if given, serves the same
 // images never embedded, with the tiny CLIP as the server's model (SLICETEST_CLIP_MODEL).
 // Each step saves a screenshot to ARTIFACT_DIR; any step that fails, or any error in the
 // page, exits non-zero.
@@ -159,6 +160,38 @@ await step("a run report shows the failing slice", async () => {
   await report.locator("tr.fail:has-text('tops')").first().waitFor();
   assert.match(await report.locator("tr.fail").first().textContent(), /fail/i);
   await fitsTheWindow();
+});
+
+await step("the run page suggests a discovered slice and saves it as a slice", async () => {
+  await page.goto(`${url}/#/runs/always-coat`);
+  const first = page.locator("#suggestions [data-suggestion='1']");
+  await first.waitFor();
+  assert.equal(await first.locator(".predicates").textContent(), "label = 'Shirt'");
+  const numbers = await first.locator(".numbers > span").allTextContents();
+  assert.match(numbers[0], /^error 100\.0% \[\d+\.\d%, 100\.0%\]$/, "error rate and interval on the confirmation half");
+  assert.deepEqual(numbers.slice(1, 3), ["vs 0.0% for the rest", "lift ∞"]);
+  assert.match(numbers[3], /^adj\. p \d\.\de-\d+$/);
+  assert.match(numbers[4], /^\d+ \/ \d+ images$/);
+  assert.equal(await first.locator("code.query").textContent(), "SELECT image_id FROM images WHERE label = 'Shirt'");
+  assert.match(await page.locator("#discover-status").textContent(), /^1 slice where always-coat errs more/);
+  // Its first images, all shirts.
+  await first.locator(".gallery img.thumb").first().waitFor();
+  await page.waitForFunction(() => [...document.querySelectorAll("#suggestions .gallery img.thumb")]
+    .every((img) => img.complete && img.naturalWidth > 0));
+  const captions = await first.locator(".gallery .caption").allTextContents();
+  assert.ok(captions.length === 8 && captions.every((c) => c === "Shirt"), String(captions));
+  await fitsTheWindow();
+  // Saved with a name (and the suggested threshold: the run's accuracy, rounded down).
+  await first.locator("button:has-text('Save as slice')").click();
+  assert.equal(await page.inputValue("#save-slice input[name=name]"), "label_shirt");
+  assert.equal(await page.inputValue("#save-slice input[name=min_accuracy]"), "0.5");
+  await page.fill("#save-slice input[name=name]", "discovered-shirts");
+  await page.click("#save-slice button[type=submit]");
+  await page.waitForURL(/#\/slices/);
+  const card = page.locator("[data-slice=discovered-shirts]");
+  await card.locator("text=not frozen yet").waitFor();
+  assert.equal(await card.locator("code.query").textContent(), "SELECT image_id FROM images WHERE label = 'Shirt'");
+  assert.match(await card.textContent(), /accuracy ≥ 50\.0%/);
 });
 
 await step("a link with a query runs it", async () => {

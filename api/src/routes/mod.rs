@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{name}/metrics", get(runs::metrics))
         .route("/runs/{name}/test", get(runs::test))
         .route("/runs/{name}/report", get(runs::report))
+        .route("/runs/{name}/discover", get(runs::discover))
         .route("/datasets", get(datasets::list))
         .route("/datasets/{name}/embed", post(datasets::embed))
         .route("/jobs", get(datasets::jobs))

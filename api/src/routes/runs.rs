@@ -1,4 +1,5 @@
-//! Model runs: upload predictions (streamed, bounded), list, metrics, verdicts, report.
+//! Model runs: upload predictions (streamed, bounded), list, metrics, verdicts, report,
+//! slice discovery.
 
 use std::io::Write;
 
@@ -10,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use slicetest_engine::discovery::{DiscoverOptions, Discovery};
 use slicetest_engine::{DEFAULT_ALPHA, RunManifest, RunReport, UploadOptions, Verdict};
+use tokio::time::Instant;
 
 use super::WriteAccess;
 use crate::error::{ApiError, ApiResult};
@@ -197,12 +200,119 @@ pub async fn report(
         Some(other) => return Err(ApiError::bad_request(format!("unknown format {other:?}; use html or json"))),
         None => accept.contains("text/html"),
     };
-    let report = score(&state, name, &params).await?;
+    let report = score(&state, name.clone(), &params).await?;
     if !html {
         return Ok(Json(report).into_response());
     }
-    let page = state.blocking(move |engine| engine.html_report(&report)).await?;
+    // The page lists the slices discovery confirms with its default settings; a run it
+    // cannot search (too few images for the default support, say) gets a page without them.
+    let discovery = discover_bounded(&state, name, DiscoverOptions::default()).await.ok();
+    let page = state.blocking(move |engine| engine.html_report(&report, discovery.as_ref())).await?;
     let mut response = page.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     Ok(response)
+}
+
+/// Query parameters of `GET /runs/{name}/discover`; each defaults to `slicetest
+/// discover`'s.
+#[derive(Debug, Deserialize)]
+pub struct DiscoverParams {
+    /// How many slices to report.
+    k: Option<usize>,
+    /// Most predicates in a slice.
+    max_level: Option<usize>,
+    /// Fewest images a slice needs in the discovery half.
+    min_support: Option<u64>,
+    /// SliceLine's α in (0, 1].
+    alpha: Option<f64>,
+    /// Only these columns of `images`, comma-separated.
+    columns: Option<String>,
+    /// Seeds the split into discovery and confirmation halves.
+    seed: Option<u64>,
+    /// The false-discovery rate of the confirmation.
+    fdr: Option<f64>,
+    /// Also list the slices the confirmation half did not confirm.
+    #[serde(default)]
+    all: bool,
+    /// Regression mode: errors are "wrong now, right in this run".
+    baseline: Option<String>,
+}
+
+/// Most slices one request may ask for, and most predicates per slice: the search's work
+/// grows with both.
+const MAX_DISCOVER_K: usize = 1_000;
+const MAX_DISCOVER_LEVEL: usize = 6;
+
+impl DiscoverParams {
+    fn options(self) -> ApiResult<DiscoverOptions> {
+        // Field by field over the defaults, so settings the engine adds keep theirs.
+        let mut options = DiscoverOptions::default();
+        options.k = self.k.unwrap_or(options.k);
+        options.max_level = self.max_level.unwrap_or(options.max_level);
+        options.min_support = self.min_support.unwrap_or(options.min_support);
+        options.alpha = self.alpha.unwrap_or(options.alpha);
+        options.seed = self.seed.unwrap_or(options.seed);
+        options.fdr = self.fdr.unwrap_or(options.fdr);
+        options.include_unconfirmed = self.all;
+        options.baseline = self.baseline.filter(|b| !b.is_empty());
+        options.columns = self
+            .columns
+            .map(|list| list.split(',').map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect::<Vec<_>>())
+            .filter(|columns| !columns.is_empty());
+        if options.k > MAX_DISCOVER_K {
+            return Err(ApiError::bad_request(format!("k must be at most {MAX_DISCOVER_K}, not {}", options.k)));
+        }
+        if options.max_level > MAX_DISCOVER_LEVEL {
+            return Err(ApiError::bad_request(format!(
+                "max_level must be at most {MAX_DISCOVER_LEVEL}, not {}",
+                options.max_level
+            )));
+        }
+        Ok(options)
+    }
+}
+
+/// `GET /runs/{name}/discover`: the slices where the run fails, found on one half of its
+/// images and confirmed on the other (the JSON of `slicetest discover --format json`).
+pub async fn discover(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<DiscoverParams>,
+) -> ApiResult<Json<Discovery>> {
+    let options = params.options()?;
+    Ok(Json(discover_bounded(&state, name, options).await?))
+}
+
+/// Runs a discovery on the blocking pool in one of the query slots, answering 503 past the
+/// query timeout (the slot stays taken until the work has really ended).
+async fn discover_bounded(state: &AppState, name: String, options: DiscoverOptions) -> ApiResult<Discovery> {
+    let deadline = Instant::now() + state.limits().query_timeout;
+    let slot = state.owned_query_slot().await;
+    let work = state.blocking_async(move |engine| async move {
+        let _slot = slot;
+        engine.discover(&name, &options).await
+    });
+    match tokio::time::timeout_at(deadline, work).await {
+        Err(_) => Err(crate::tabular::timeout()),
+        Ok(result) => result.map_err(parameter_names),
+    }
+}
+
+/// The engine's messages name the CLI's flags (`--min-support 30 is more than …`); the
+/// API's client knows the query parameters.
+fn parameter_names(mut error: ApiError) -> ApiError {
+    if error.status == StatusCode::BAD_REQUEST {
+        for (flag, parameter) in [
+            ("--max-level", "max_level"),
+            ("--min-support", "min_support"),
+            ("--alpha", "alpha"),
+            ("--columns", "columns"),
+            ("--fdr", "fdr"),
+            ("--seed", "seed"),
+            ("-k ", "k "),
+        ] {
+            error.message = error.message.replace(flag, parameter);
+        }
+    }
+    error
 }
