@@ -3,31 +3,14 @@
 
 mod common;
 
-use std::fmt::Write as _;
-
 use common::{fails, ok, setup};
-use slicetest_datasets::fixtures::write_image;
+use slicetest_datasets::fixtures::{planted_failure, write_image};
 
 /// 1,600 images with weather and time-of-day columns, and a run `r1` that is wrong on 70%
 /// of rainy nights and on 8% of the other images.
 fn planted() -> common::Setup {
     let s = setup();
-    let (mut manifest, mut predictions) =
-        (String::from("path,label,weather,time\n"), String::from("image_id,predicted\n"));
-    for i in 0..1600u32 {
-        let path = format!("img/{i:04}.png");
-        write_image(&s.src.join(&path), 4, 4, (i % 251) as u8);
-        // Independent pseudo-random draws per image (a multiplicative hash of i).
-        let draw = |salt: u64, m: u64| ((u64::from(i) + salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % m;
-        let weather = ["sunny", "rain", "fog", "snow"][draw(1, 4) as usize];
-        let time = if draw(2, 2) == 0 { "day" } else { "night" };
-        let label = if i % 2 == 0 { "car" } else { "person" };
-        writeln!(manifest, "{path},{label},{weather},{time}").unwrap();
-        let wrong = if weather == "rain" && time == "night" { draw(3, 10) < 7 } else { draw(3, 100) < 8 };
-        let predicted = if wrong { if label == "car" { "person" } else { "car" } } else { label };
-        writeln!(predictions, "{path},{predicted}").unwrap();
-    }
-    std::fs::write(s.src.join("manifest.csv"), manifest).unwrap();
+    let predictions = planted_failure(&s.src, 1600);
     std::fs::write(s.src.join("predictions.csv"), predictions).unwrap();
     ok(&s.ws, &["ingest", "--quiet", "-d", "street", s.src.join("manifest.csv").to_str().unwrap()]);
     ok(&s.ws, &["run", "upload", s.src.join("predictions.csv").to_str().unwrap(), "--run", "r1", "--model", "m"]);

@@ -26,6 +26,31 @@ pub fn write_image(path: &Path, w: u32, h: u32, seed: u8) {
     std::fs::write(path, image_bytes(w, h, seed, format)).expect("write fixture image");
 }
 
+/// Writes `n` small images under `dir/img/` with a manifest `dir/manifest.csv` (path,
+/// label, weather, time) and returns predictions (CSV: image_id, predicted) that are wrong
+/// on 70% of the rainy nights and on 8% of the other images: a planted failure for slice
+/// discovery to find. Deterministic (a multiplicative hash of the row, no generator).
+pub fn planted_failure(dir: &Path, n: u64) -> String {
+    use std::fmt::Write as _;
+    let mut manifest = String::from("path,label,weather,time\n");
+    let mut predictions = String::from("image_id,predicted\n");
+    for i in 0..n {
+        let path = format!("img/{i:04}.png");
+        write_image(&dir.join(&path), 4, 4, (i % 251) as u8);
+        // Independent pseudo-random draws per image.
+        let draw = |salt: u64, m: u64| ((i + salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % m;
+        let weather = ["sunny", "rain", "fog", "snow"][draw(1, 4) as usize];
+        let time = if draw(2, 2) == 0 { "day" } else { "night" };
+        let label = if i % 2 == 0 { "car" } else { "person" };
+        writeln!(manifest, "{path},{label},{weather},{time}").expect("writing to a String");
+        let wrong = if weather == "rain" && time == "night" { draw(3, 10) < 7 } else { draw(3, 100) < 8 };
+        let predicted = if wrong { if label == "car" { "person" } else { "car" } } else { label };
+        writeln!(predictions, "{path},{predicted}").expect("writing to a String");
+    }
+    std::fs::write(dir.join("manifest.csv"), manifest).expect("write fixture manifest");
+    predictions
+}
+
 /// The `photos` folder: (relative path, width, height).
 pub const PHOTOS: &[(&str, u32, u32)] = &[
     ("train/cat/c1.png", 8, 6),

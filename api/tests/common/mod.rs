@@ -40,26 +40,9 @@ impl Fixture {
     /// day) without embeddings, and predictions (CSV) that are wrong on 70% of the rainy
     /// nights and on 8% of the other images; not uploaded.
     pub async fn planted() -> (Fixture, String) {
-        use std::fmt::Write as _;
         let dir = tempfile::tempdir().expect("tempdir");
         let src = dir.path().join("src");
-        let mut manifest = String::from("path,label,weather,time\n");
-        let mut predictions = String::from("image_id,predicted\n");
-        for i in 0..800u64 {
-            let path = format!("img/{i:04}.png");
-            slicetest_datasets::fixtures::write_image(&src.join(&path), 4, 4, (i % 251) as u8);
-            // Independent pseudo-random draws per image (a multiplicative hash of i).
-            let draw = |salt: u64, m: u64| ((i + salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % m;
-            let weather = ["sunny", "rain", "fog", "snow"][draw(1, 4) as usize];
-            let time = if draw(2, 2) == 0 { "day" } else { "night" };
-            let label = if i % 2 == 0 { "car" } else { "person" };
-            writeln!(manifest, "{path},{label},{weather},{time}").unwrap();
-            // Wrong on 70% of rainy nights, on 8% of the other images.
-            let wrong = if weather == "rain" && time == "night" { draw(3, 10) < 7 } else { draw(3, 100) < 8 };
-            let predicted = if wrong { if label == "car" { "person" } else { "car" } } else { label };
-            writeln!(predictions, "{path},{predicted}").unwrap();
-        }
-        std::fs::write(src.join("manifest.csv"), manifest).unwrap();
+        let predictions = slicetest_datasets::fixtures::planted_failure(&src, 800);
         let mut ws = slicetest_datasets::Workspace::init(dir.path().join("ws")).expect("init");
         let options = slicetest_datasets::ingest::IngestOptions {
             format: slicetest_datasets::import::SourceFormat::Manifest,
