@@ -1,16 +1,19 @@
 //! The one error type of the API and the only place errors become HTTP statuses.
 //!
 //! Every error answers `{"error": {"code", "message"}}`, plus fields of its own for some
-//! codes (`no_embeddings` has `dataset`, `hint`, `command` and `model`). Client errors carry the
-//! engine's message (which says what and where); server errors are logged in full and
-//! answered with a generic message, so file paths and internals never reach a client.
+//! codes (`no_embeddings` has `dataset`, `hint`, `command` and `model`). An engine error's
+//! status comes from its [`ErrorKind`] through [`status_of`], one table; the kind is
+//! decided where the error was made, so the same missing slice is a 404 whether a REST path
+//! or `SELECT * FROM slice('…')` named it. Client errors carry the engine's message (which
+//! says what and where) with the workspace path scrubbed; server errors answer a generic
+//! message, and their details go to the request log (the logging middleware), so file
+//! paths and internals never reach a client.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use datafusion::error::DataFusionError;
 use serde_json::{Map, Value, json};
-use slicetest_engine::{DatasetError, EngineError};
+use slicetest_engine::{EngineError, ErrorKind};
 
 /// An error answered to a client.
 #[derive(Debug)]
@@ -23,15 +26,47 @@ pub struct ApiError {
     pub message: String,
     /// More fields of the error object (what a client can act on: a hint, a command).
     pub details: Map<String, Value>,
+    /// What the server log says about it (server errors: the full error, never sent).
+    pub log_detail: Option<String>,
 }
 
 /// Result alias of the API crate.
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
 
+/// The HTTP status of each kind of engine error: the one table.
+pub const fn status_of(kind: ErrorKind) -> StatusCode {
+    use StatusCode as S;
+    match kind {
+        ErrorKind::InvalidArgument | ErrorKind::InvalidName | ErrorKind::InvalidQuery | ErrorKind::InvalidImage => {
+            S::BAD_REQUEST
+        }
+        ErrorKind::InvalidInput | ErrorKind::ResourcesExhausted => S::UNPROCESSABLE_ENTITY,
+        ErrorKind::NotFound => S::NOT_FOUND,
+        ErrorKind::AlreadyExists | ErrorKind::NotFrozen | ErrorKind::NoData | ErrorKind::NoEmbeddings => S::CONFLICT,
+        ErrorKind::Cancelled => S::CONFLICT,
+        ErrorKind::ReadOnly => S::FORBIDDEN,
+        ErrorKind::ModelUnavailable => S::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => S::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// What a client is told of a server-side failure of `kind`.
+const fn server_message(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ModelUnavailable => "the embedding model could not be loaded (details are in the server log)",
+        _ => "internal error (details are in the server log)",
+    }
+}
+
+/// The request log's copy of an error's details, carried from the handler to the logging
+/// middleware in the response's extensions (never in its body).
+#[derive(Debug, Clone)]
+pub struct LoggedError(pub String);
+
 impl ApiError {
     /// An error with `status`, `code` and `message`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), details: Map::new() }
+        ApiError { status, code, message: message.into(), details: Map::new(), log_detail: None }
     }
 
     /// Adds the field `key` to the error object.
@@ -45,7 +80,7 @@ impl ApiError {
     pub fn no_embeddings(dataset: &str, command: String, model: &str) -> Self {
         Self::new(
             StatusCode::CONFLICT,
-            "no_embeddings",
+            ErrorKind::NoEmbeddings.code(),
             format!("dataset {dataset} has no embeddings yet, so it cannot be searched by text or by image"),
         )
         .with("dataset", dataset)
@@ -56,28 +91,38 @@ impl ApiError {
 
     /// 400: the request itself is malformed.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidArgument.code(), message)
     }
 
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorKind::NotFound.code(), message)
     }
 
     /// 500 with a generic message; `detail` goes to the server log only.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        eprintln!("slicetest serve: internal error: {detail}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error (details are in the server log)")
+        let mut e = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Internal.code(),
+            server_message(ErrorKind::Internal),
+        );
+        e.log_detail = Some(detail.to_string());
+        e
     }
 
-    /// The error of a query or slice operation, with `root` (the workspace directory)
-    /// removed from its message.
+    /// An engine error as the client sees it: status and code from its kind; for client
+    /// errors the engine's message with `root` (the workspace directory) removed, for
+    /// server errors a generic message (the error itself goes to the log).
     pub fn from_engine(error: EngineError, root: &std::path::Path) -> Self {
-        let mut e = classify(error);
-        if e.status.is_client_error() {
-            e.message = scrub(&e.message, root);
+        let kind = error.kind();
+        let (status, code) = (status_of(kind), kind.code());
+        if kind.is_client_error() {
+            ApiError::new(status, code, scrub(&error.to_string(), root))
+        } else {
+            let mut e = ApiError::new(status, code, server_message(kind));
+            e.log_detail = Some(error.to_string());
+            e
         }
-        e
     }
 }
 
@@ -88,79 +133,6 @@ pub fn scrub(message: &str, root: &std::path::Path) -> String {
     if root.len() > 1 { message.replace(root.as_ref(), "<workspace>") } else { message.to_string() }
 }
 
-fn classify(error: EngineError) -> ApiError {
-    use StatusCode as S;
-    let message = error.to_string();
-    match error {
-        EngineError::Dataset(d) | EngineError::Sql(slicetest_engine::SqlError::Dataset(d)) => dataset_error(d),
-        EngineError::Query { source, .. } | EngineError::Sql(slicetest_engine::SqlError::DataFusion(source)) => {
-            query_error(&source, message)
-        }
-        EngineError::Statement(m) => ApiError::new(S::BAD_REQUEST, "bad_request", m),
-        EngineError::Embed(slicetest_engine::EmbedError::Image { .. }) => {
-            ApiError::new(S::BAD_REQUEST, "bad_image", message)
-        }
-        EngineError::Embed(slicetest_engine::EmbedError::Model { .. }) => {
-            eprintln!("slicetest serve: {message}");
-            ApiError::new(S::SERVICE_UNAVAILABLE, "model_unavailable", "the embedding model could not be loaded")
-        }
-        EngineError::Embed(_) | EngineError::Output(_) => ApiError::internal(message),
-    }
-}
-
-fn dataset_error(error: DatasetError) -> ApiError {
-    use StatusCode as S;
-    let message = error.to_string();
-    let (status, code) = match &error {
-        DatasetError::InvalidName { .. } => (S::BAD_REQUEST, "invalid_name"),
-        DatasetError::UnknownDataset { .. }
-        | DatasetError::UnknownVersion { .. }
-        | DatasetError::UnknownSlice { .. }
-        | DatasetError::UnknownSliceVersion { .. }
-        | DatasetError::UnknownRun { .. } => (S::NOT_FOUND, "not_found"),
-        DatasetError::SliceExists(_) => (S::CONFLICT, "exists"),
-        DatasetError::SliceNotFrozen(_) => (S::CONFLICT, "not_frozen"),
-        DatasetError::NothingIngested { .. } => (S::CONFLICT, "no_data"),
-        DatasetError::BadHoldout(_) | DatasetError::BadInput { .. } | DatasetError::BadManifestFile { .. } => {
-            (S::UNPROCESSABLE_ENTITY, "invalid_input")
-        }
-        _ => return ApiError::internal(message),
-    };
-    ApiError::new(status, code, message)
-}
-
-fn query_error(source: &DataFusionError, message: String) -> ApiError {
-    use StatusCode as S;
-    match source.find_root() {
-        DataFusionError::ResourcesExhausted(_) => {
-            ApiError::new(S::UNPROCESSABLE_ENTITY, "resources_exhausted", message)
-        }
-        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) | DataFusionError::Internal(_) => {
-            ApiError::internal(message)
-        }
-        // text_search / image_search / clip_similarity on a dataset that was never embedded.
-        DataFusionError::Plan(plan) if plan.contains("has no embeddings yet") => {
-            ApiError::new(S::CONFLICT, "no_embeddings", plan.clone())
-        }
-        // SQLOptions' verdicts: "DDL not supported: …", "DML not supported: …",
-        // "Statement not supported: …".
-        _ if message.contains(" not supported: ") && is_read_only_refusal(&message) => {
-            ApiError::new(S::FORBIDDEN, "read_only", message)
-        }
-        _ => ApiError::new(S::BAD_REQUEST, "query", message),
-    }
-}
-
-fn is_read_only_refusal(message: &str) -> bool {
-    ["DDL not supported", "DML not supported", "Statement not supported"].iter().any(|p| message.contains(p))
-}
-
-impl From<EngineError> for ApiError {
-    fn from(error: EngineError) -> Self {
-        classify(error)
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = Map::new();
@@ -169,6 +141,9 @@ impl IntoResponse for ApiError {
         error.extend(self.details);
         let body = json!({ "error": error });
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(detail) = self.log_detail {
+            response.extensions_mut().insert(LoggedError(detail));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -179,23 +154,51 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::error::DataFusionError;
+    use slicetest_engine::DatasetError;
+
+    fn answer(error: EngineError) -> ApiError {
+        ApiError::from_engine(error, std::path::Path::new("/home/me/ws"))
+    }
 
     #[test]
     fn statuses_follow_the_kind_of_error() {
         let unknown = DatasetError::UnknownSlice { name: "x".into(), hint: String::new() };
-        assert_eq!(ApiError::from(EngineError::from(unknown)).status, StatusCode::NOT_FOUND);
-        let ddl = DataFusionError::Plan("DDL not supported: CreateExternalTable".into());
-        let e = ApiError::from(EngineError::query(ddl, None));
+        assert_eq!(answer(unknown.into()).status, StatusCode::NOT_FOUND);
+        let ddl = EngineError::ReadOnly { message: "DDL not supported: CreateExternalTable".into() };
+        let e = answer(ddl);
         assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, "read_only"));
         let plan = DataFusionError::Plan("table 'x' not found".into());
-        assert_eq!(ApiError::from(EngineError::query(plan, None)).status, StatusCode::BAD_REQUEST);
-        let unembedded = DataFusionError::Plan("dataset d has no embeddings yet: run `slicetest embed d` first".into());
-        let e = ApiError::from(EngineError::query(unembedded, None));
+        assert_eq!(answer(EngineError::query(plan, None)).status, StatusCode::BAD_REQUEST);
+        let unembedded = slicetest_engine::SqlError::NoEmbeddings { dataset: "d".into() }.into_datafusion();
+        let e = answer(EngineError::query(unembedded, None));
         assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "no_embeddings"));
         assert!(e.message.starts_with("dataset d has no embeddings yet"), "DataFusion's prefix is gone: {}", e.message);
-        let io = DataFusionError::IoError(std::io::Error::other("/secret/path"));
-        let e = ApiError::from(EngineError::query(io, None));
-        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_failure_inside_a_sql_function_answers_as_it_would_over_rest() {
+        let missing = DatasetError::UnknownSlice { name: "nope".into(), hint: String::new() };
+        let e = answer(EngineError::query(DataFusionError::External(Box::new(missing)), None));
+        assert_eq!((e.status, e.code), (StatusCode::NOT_FOUND, "not_found"));
+        let io = DatasetError::Io {
+            action: "reading",
+            path: "/home/me/ws/slices/s/v1/members.parquet".into(),
+            source: std::io::Error::other("Input/output error"),
+        };
+        let e = answer(EngineError::query(DataFusionError::External(Box::new(io)), None));
+        assert_eq!((e.status, e.code), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
+        assert!(!e.message.contains("/home") && !e.message.contains("members"), "{}", e.message);
+        assert!(e.log_detail.is_some_and(|d| d.contains("members.parquet")), "the log keeps the detail");
+    }
+
+    #[test]
+    fn every_kind_has_a_status_and_server_errors_say_nothing() {
+        for kind in ErrorKind::ALL {
+            let status = status_of(kind);
+            assert_eq!(status.is_server_error(), !kind.is_client_error(), "{kind:?}");
+        }
+        let e = ApiError::internal("/secret/path");
         assert!(!e.message.contains("/secret"), "{}", e.message);
     }
 

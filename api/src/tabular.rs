@@ -103,21 +103,32 @@ impl Write for ChunkBuffer {
 }
 
 /// Turns a running query into a streamed response in `negotiated` format; the stream
-/// must finish before `deadline`.
+/// must finish before `deadline`. A failure before the first batch is answered as
+/// `state` answers engine errors (status from its kind, paths scrubbed).
 pub async fn respond(
-    mut stream: SendableRecordBatchStream,
+    state: &crate::AppState,
+    stream: SendableRecordBatchStream,
     negotiated: Negotiated,
     deadline: Instant,
 ) -> ApiResult<Response> {
+    stream_response(stream, negotiated, deadline, |e| state.error(e)).await
+}
+
+async fn stream_response(
+    mut stream: SendableRecordBatchStream,
+    negotiated: Negotiated,
+    deadline: Instant,
+    answer: impl Fn(slicetest_engine::EngineError) -> ApiError,
+) -> ApiResult<Response> {
     let first = match tokio::time::timeout_at(deadline, stream.next()).await {
         Err(_) => return Err(timeout()),
-        Ok(Some(Err(e))) => return Err(slicetest_engine::EngineError::query(e, None).into()),
+        Ok(Some(Err(e))) => return Err(answer(slicetest_engine::EngineError::query(e, None))),
         Ok(Some(Ok(batch))) => batch,
         // An empty result still gets its header (CSV) or an empty array (JSON).
         Ok(None) => RecordBatch::new_empty(stream.schema()),
     };
     let buffer = ChunkBuffer::default();
-    let writer = ResultWriter::new(negotiated.format, stream.schema(), buffer.clone())?;
+    let writer = ResultWriter::new(negotiated.format, stream.schema(), buffer.clone()).map_err(&answer)?;
     let state = BodyState { stream, writer: Some(writer), buffer, pending: Some(first), deadline };
     let body = futures::stream::unfold(state, next_chunk);
     let mut response = Response::new(Body::from_stream(body));
@@ -184,7 +195,9 @@ pub async fn respond_batches(batches: Vec<RecordBatch>, negotiated: Negotiated) 
     let schema = batches.first().map(|b| b.schema()).ok_or_else(|| ApiError::internal("no batch to answer"))?;
     let stream = futures::stream::iter(batches.into_iter().map(Ok));
     let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, stream);
-    respond(Box::pin(stream), negotiated, Instant::now() + std::time::Duration::from_secs(60)).await
+    // In-memory batches cannot fail; if writing them does, it is the server's fault.
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    stream_response(Box::pin(stream), negotiated, deadline, ApiError::internal).await
 }
 
 #[cfg(test)]

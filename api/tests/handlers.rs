@@ -167,8 +167,44 @@ async fn search_by_text_by_id_and_by_upload() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _, _) = send(&router, get("/search/text?k=3")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _, _) = send(&router, get("/search/image/nope.png")).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // An id without a vector is missing, as GET /images/nope.png is.
+    let (status, _, body) = send(&router, get("/search/image/nope.png")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::NOT_FOUND, "not_found"));
+}
+
+#[tokio::test]
+async fn vectors_are_loaded_once_per_server_and_again_only_when_they_change() {
+    let fx = Fixture::new().await;
+    let state = slicetest_api::AppState::new(fx.engine(), &ServerConfig::default());
+    let router = slicetest_api::router(state.clone());
+    let requests = || {
+        [
+            get("/search/text?q=a%20cat&k=2"),
+            get(&format!("/search/image/{}?k=2", encode("train/dog/d1.png"))),
+            post("/sql", "text/plain", "SELECT image_id FROM text_search('a dog', 2)"),
+            post("/sql", "text/plain", "SELECT max(clip_similarity(image_id, 'a bird')) FROM images"),
+        ]
+    };
+    for _ in 0..3 {
+        for request in requests() {
+            let (status, _, body) = send(&router, request).await;
+            assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        }
+    }
+    let store = state.engine().vectors();
+    assert_eq!(store.loads(), 1, "twelve requests, one load");
+    assert!(store.resident_bytes() > 0);
+
+    // An embed run adds a part: the next request sees it.
+    let layout = state.engine().workspace().layout().clone();
+    let model = slicetest_datasets::embeddings::model_names(&layout, "photos").unwrap().remove(0);
+    let parts = slicetest_datasets::embeddings::read_parts(&layout, "photos", &model).unwrap();
+    let last = parts.last().unwrap().slice(0, 1);
+    slicetest_datasets::embeddings::append_part(&layout, "photos", &model, &last).unwrap();
+    for request in requests() {
+        assert_eq!(send(&router, request).await.0, StatusCode::OK);
+    }
+    assert_eq!(store.loads(), 2, "one more load, for the new part");
 }
 
 /// A PNG whose header claims 20000×20000 pixels, with no pixel data.
@@ -261,6 +297,52 @@ async fn slices_are_created_frozen_listed_diffed_and_pulled() {
     assert_eq!((status, json(&body)), (StatusCode::OK, json!([])));
     let (status, _, _) = send(&router, get("/slices/dogs")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_missing_thing_is_a_404_over_rest_and_over_sql_alike() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let sql = |query: &str| post("/sql", "text/plain", query.to_string());
+    for (what, request) in [
+        ("REST slice", get("/slices/nope")),
+        ("SQL slice", sql("SELECT * FROM slice('nope')")),
+        ("SQL in_slice", sql("SELECT image_id FROM images WHERE in_slice(image_id, 'nope')")),
+        ("REST run", get("/runs/nope")),
+        ("SQL run", sql("SELECT * FROM discover_slices('nope')")),
+        ("REST dataset", get("/images/x.png?dataset=nope")),
+        ("SQL dataset", sql("SELECT * FROM nope.images")),
+    ] {
+        let (status, _, body) = send(&router, request).await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{what}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // A misspelt table is a mistake in the query, with the fix.
+    let (status, _, body) = send(&router, sql("SELECT * FROM imagez")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::BAD_REQUEST, "query"));
+    assert!(json(&body)["error"]["message"].as_str().unwrap().contains("did you mean the table \"images\""));
+}
+
+#[tokio::test]
+async fn a_failure_of_the_server_is_a_500_that_names_no_path() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let create = json!({"name": "cats", "query": "SELECT image_id FROM images WHERE label = 'cat'"});
+    assert_eq!(send(&router, post_json("/slices", create)).await.0, StatusCode::CREATED);
+    assert_eq!(send(&router, post_json("/slices/cats/freeze", json!({}))).await.0, StatusCode::CREATED);
+    // The frozen members vanish from under the server (a disk failure, a bad backup).
+    std::fs::remove_file(fx.root().join("slices/cats/v1.parquet")).unwrap();
+    for request in [post("/sql", "text/plain", "SELECT count(*) FROM slice('cats')"), get("/slices/cats/data")] {
+        let (status, _, body) = send(&router, request).await;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "internal"), "{text}");
+        let root = fx.root().display().to_string();
+        assert!(!text.contains(&root) && !text.contains("parquet") && !text.contains("<workspace>"), "{text}");
+    }
 }
 
 #[tokio::test]

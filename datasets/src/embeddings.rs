@@ -157,7 +157,7 @@ fn read_part(path: &Path) -> Result<Vec<RecordBatch>> {
             && batch.column(0).as_string_opt::<i32>().is_some()
             && matches!(batch.column(2).data_type(), DataType::FixedSizeList(_, _));
         if !ok {
-            return Err(DatasetError::BadManifestFile {
+            return Err(DatasetError::Corrupt {
                 what: "embeddings part",
                 path: path.to_path_buf(),
                 message: format!("unexpected schema {:?}", batch.schema()),

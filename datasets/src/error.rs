@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub use slicetest_error::ErrorKind;
+
 /// Errors raised while creating, reading or ingesting into a workspace.
 ///
 /// Every variant names the file or the input it is about, so a message on its own
@@ -55,9 +57,13 @@ pub enum DatasetError {
     /// Every candidate file of an ingest was rejected, or `--strict` refused a partial ingest.
     #[error("{message}")]
     NothingIngested { message: String },
-    /// A manifest file that does not parse.
+    /// A file given to slicetest (a manifest, predictions) that does not parse.
     #[error("invalid {what} {path}: {message}")]
     BadManifestFile { what: &'static str, path: PathBuf, message: String },
+    /// One of the workspace's own files that does not parse or no longer matches its
+    /// recorded hash: damage to the workspace, not a mistake of whoever asked.
+    #[error("invalid {what} {path}: {message}")]
+    Corrupt { what: &'static str, path: PathBuf, message: String },
     /// Arrow / Parquet / DataFusion failures while reading or writing tables.
     #[error("{context}: {source}")]
     DataFusion {
@@ -68,6 +74,27 @@ pub enum DatasetError {
 }
 
 impl DatasetError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        use DatasetError as E;
+        match self {
+            E::InvalidName { .. } => ErrorKind::InvalidName,
+            E::NotAWorkspace(_)
+            | E::UnknownDataset { .. }
+            | E::UnknownVersion { .. }
+            | E::UnknownSlice { .. }
+            | E::UnknownSliceVersion { .. }
+            | E::UnknownRun { .. } => ErrorKind::NotFound,
+            E::AlreadyAWorkspace(_) | E::SliceExists(_) => ErrorKind::AlreadyExists,
+            E::SliceNotFrozen(_) => ErrorKind::NotFrozen,
+            E::NothingIngested { .. } => ErrorKind::NoData,
+            E::BadHoldout(_) | E::BadInput { .. } | E::BadManifestFile { .. } => ErrorKind::InvalidInput,
+            // Reading or writing the workspace's own files: the machine's problem, not the
+            // client's, whatever the message says.
+            E::Io { .. } | E::Corrupt { .. } | E::DataFusion { .. } => ErrorKind::Internal,
+        }
+    }
+
     /// Wraps an I/O error with the action and the path it concerns.
     pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();

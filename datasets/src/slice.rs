@@ -184,11 +184,7 @@ pub fn read_definition(layout: &WorkspaceLayout, name: &str) -> Result<SliceDefi
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(unknown_slice(layout, name)),
         Err(e) => return Err(DatasetError::io("reading", &path)(e)),
     };
-    toml::from_str(&text).map_err(|e| DatasetError::BadManifestFile {
-        what: "slice definition",
-        path,
-        message: e.to_string(),
-    })
+    toml::from_str(&text).map_err(|e| DatasetError::Corrupt { what: "slice definition", path, message: e.to_string() })
 }
 
 fn unknown_slice(layout: &WorkspaceLayout, name: &str) -> DatasetError {

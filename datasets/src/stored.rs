@@ -27,7 +27,7 @@ pub(crate) fn entry_names(dir: &Path) -> Result<Vec<String>> {
 
 /// Parses a JSON manifest already read from `path`; `what` names it in the error.
 pub(crate) fn parse_json<T: DeserializeOwned>(text: &[u8], path: PathBuf, what: &'static str) -> Result<T> {
-    serde_json::from_slice(text).map_err(|e| DatasetError::BadManifestFile { what, path, message: e.to_string() })
+    serde_json::from_slice(text).map_err(|e| DatasetError::Corrupt { what, path, message: e.to_string() })
 }
 
 /// Reads and parses a JSON manifest.
@@ -49,7 +49,7 @@ pub(crate) fn read_checked_parquet(
     let data = fs::read(path).map_err(DatasetError::io("reading", path))?;
     let actual = hex::encode(Sha256::digest(&data));
     if actual != expected {
-        return Err(DatasetError::BadManifestFile { what, path: path.to_path_buf(), message: altered(&actual) });
+        return Err(DatasetError::Corrupt { what, path: path.to_path_buf(), message: altered(&actual) });
     }
     let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))?;
     if let Some(columns) = columns {

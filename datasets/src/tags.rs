@@ -169,7 +169,7 @@ pub fn read_tags(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Resul
         return Ok(None);
     }
     let tags = read_whole(&path)?;
-    let bad = |message: String| DatasetError::BadManifestFile { what: "tag file", path: path.clone(), message };
+    let bad = |message: String| DatasetError::Corrupt { what: "tag file", path: path.clone(), message };
     let keys_ok = tags.num_columns() >= 2
         && KEY_COLUMNS.iter().enumerate().all(|(i, n)| tags.schema().field(i).name() == n)
         && tags.column(0).data_type() == &DataType::Utf8

@@ -74,13 +74,13 @@ impl Workspace {
             return Err(DatasetError::NotAWorkspace(layout.root().to_path_buf()));
         }
         let text = fs::read_to_string(&path).map_err(DatasetError::io("reading", &path))?;
-        let config: WorkspaceConfig = toml::from_str(&text).map_err(|e| DatasetError::BadManifestFile {
+        let config: WorkspaceConfig = toml::from_str(&text).map_err(|e| DatasetError::Corrupt {
             what: "workspace config",
             path: path.clone(),
             message: e.to_string(),
         })?;
         if config.format_version > FORMAT_VERSION {
-            return Err(DatasetError::BadManifestFile {
+            return Err(DatasetError::Corrupt {
                 what: "workspace config",
                 path,
                 message: format!(

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub use slicetest_error::ErrorKind;
+
 /// What can go wrong loading a model or embedding an input.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
@@ -35,6 +37,18 @@ pub enum EmbedError {
     /// The tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+}
+
+impl EmbedError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EmbedError::Model { .. } => ErrorKind::ModelUnavailable,
+            EmbedError::Image { .. } => ErrorKind::InvalidImage,
+            EmbedError::Vocabulary { .. } => ErrorKind::InvalidInput,
+            EmbedError::Tensor(_) | EmbedError::Tokenizer(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 /// The embed crate's result.

@@ -136,9 +136,7 @@ impl EmbedProgress {
     fn check_cancelled(&self) -> Result<()> {
         if self.cancelled.load(Ordering::Relaxed) {
             let stored = self.embedded();
-            return Err(EngineError::Statement(format!(
-                "cancelled after storing {stored} images; running it again resumes there"
-            )));
+            return Err(EngineError::Cancelled { stored });
         }
         Ok(())
     }
@@ -185,7 +183,7 @@ pub fn check_model_path(model: &str) -> Result<()> {
         || model.starts_with('~')
         || path.exists();
     if model.trim().is_empty() {
-        return Err(EngineError::Statement(
+        return Err(EngineError::InvalidArgument(
             "the model is empty: give a checkpoint directory or a Hugging Face id".into(),
         ));
     }
@@ -193,12 +191,12 @@ pub fn check_model_path(model: &str) -> Result<()> {
         return Ok(());
     }
     if !path.is_dir() {
-        return Err(EngineError::Statement(format!(
+        return Err(EngineError::InvalidArgument(format!(
             "model {model}: no such directory (a path is read on the machine that runs slicetest; it must hold {})",
             slicetest_embed::resolve::MODEL_FILES.join(", ")
         )));
     }
-    resolve_model(model).map(drop).map_err(|e| EngineError::Statement(e.to_string()))
+    resolve_model(model).map(drop).map_err(|e| EngineError::InvalidArgument(e.to_string()))
 }
 
 /// (index into `Pending`, preprocessed pixels) of the images of a chunk that decoded.
@@ -311,19 +309,21 @@ impl Engine {
             return Ok(None);
         }
         if limit == Some(0) {
-            return Err(EngineError::Statement("--limit must be at least 1".into()));
+            return Err(EngineError::InvalidArgument("--limit must be at least 1".into()));
         }
         let ctx = self.context().await?;
         let mut frame = ctx.table(TableReference::partial(dataset, "images")).await?;
         if let Some(filter) = filter.map(str::trim) {
             let bad = |e: datafusion::error::DataFusionError| {
-                EngineError::Statement(format!(
+                EngineError::InvalidArgument(format!(
                     "--where {filter:?} is not a boolean SQL predicate over {dataset}.images: {}",
                     without_kind(&e.strip_backtrace())
                 ))
             };
             if filter.is_empty() {
-                return Err(EngineError::Statement("--where is empty: give a predicate such as split = 'test'".into()));
+                return Err(EngineError::InvalidArgument(
+                    "--where is empty: give a predicate such as split = 'test'".into(),
+                ));
             }
             let predicate = frame.parse_sql_expr(filter).map_err(bad)?;
             frame = frame.filter(predicate).map_err(bad)?;

@@ -1,12 +1,18 @@
-//! The one error type of the engine crate.
+//! The one error type of the engine crate, and how any error is classified.
 
-/// Errors surfaced to the CLI and, later, the HTTP API.
+use std::error::Error;
+
+use datafusion::error::DataFusionError;
+pub use slicetest_error::ErrorKind;
+
+/// Errors surfaced to the CLI and the HTTP API. Each knows its [`ErrorKind`]
+/// ([`EngineError::kind`]); front ends map the kind, never the message.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// A workspace or ingest problem.
     #[error(transparent)]
     Dataset(#[from] slicetest_datasets::DatasetError),
-    /// Building the SQL session failed.
+    /// Building the SQL session, or a slicetest SQL function, failed.
     #[error(transparent)]
     Sql(#[from] slicetest_sql::SqlError),
     /// A query failed to plan or run; the message is DataFusion's plus a hint where we have one.
@@ -16,11 +22,44 @@ pub enum EngineError {
         message: String,
         /// The underlying error.
         #[source]
-        source: datafusion::error::DataFusionError,
+        source: DataFusionError,
+        /// Its kind: that of the first error in `source`'s chain that knows one, unless
+        /// the engine knows better (a query naming a dataset that does not exist).
+        kind: ErrorKind,
     },
-    /// A slicetest statement (CREATE/FREEZE SLICE …) that is malformed or cannot run.
+    /// A query would change the workspace or the session; SQL is read-only.
+    #[error("{message}")]
+    ReadOnly {
+        /// DataFusion's verdict (`DDL not supported: CreateExternalTable`, …).
+        message: String,
+    },
+    /// A slicetest statement (CREATE/FREEZE SLICE …) that does not parse.
+    #[error("{message} (at line {line}, column {column})")]
+    Parse {
+        /// What was expected.
+        message: String,
+        /// 1-based line of the statement where it went wrong.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
+    /// An option or argument that is malformed or out of range.
     #[error("{0}")]
-    Statement(String),
+    InvalidArgument(String),
+    /// A long job was cancelled; what it stored stays.
+    #[error("cancelled after storing {stored} images; running it again resumes there")]
+    Cancelled {
+        /// Items stored before the cancellation.
+        stored: usize,
+    },
+    /// `source`, with what the engine was doing when it happened.
+    #[error("{context}: {source}")]
+    Context {
+        /// What was being done.
+        context: String,
+        /// What failed.
+        source: Box<EngineError>,
+    },
     /// Loading a model or embedding failed.
     #[error(transparent)]
     Embed(slicetest_embed::EmbedError),
@@ -31,14 +70,67 @@ pub enum EngineError {
 
 impl EngineError {
     /// A query error with DataFusion's text made readable (no backtrace, hint appended).
-    pub fn query(source: datafusion::error::DataFusionError, hint: Option<String>) -> Self {
-        let mut message = source.strip_backtrace();
+    pub fn query(source: DataFusionError, hint: Option<String>) -> Self {
+        let kind = kind_of(&source);
+        Self::query_of_kind(source, hint, kind)
+    }
+
+    /// Like [`EngineError::query`], with the kind given.
+    pub fn query_of_kind(source: DataFusionError, hint: Option<String>, kind: ErrorKind) -> Self {
+        // Our own errors say what and where; DataFusion's "External error: " adds nothing.
+        let mut message = own_message(&source).unwrap_or_else(|| source.strip_backtrace());
         if let Some(h) = hint {
             message.push_str("\n  hint: ");
             message.push_str(&h);
         }
-        EngineError::Query { message, source }
+        EngineError::Query { message, source, kind }
     }
+
+    /// `self`, saying what was being done (the kind stays that of `self`).
+    pub fn context(self, context: impl Into<String>) -> Self {
+        EngineError::Context { context: context.into(), source: Box::new(self) }
+    }
+
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EngineError::Dataset(e) => e.kind(),
+            EngineError::Sql(e) => e.kind(),
+            EngineError::Query { kind, .. } => *kind,
+            EngineError::ReadOnly { .. } => ErrorKind::ReadOnly,
+            EngineError::Parse { .. } => ErrorKind::InvalidQuery,
+            EngineError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            EngineError::Cancelled { .. } => ErrorKind::Cancelled,
+            EngineError::Context { source, .. } => source.kind(),
+            EngineError::Embed(e) => e.kind(),
+            EngineError::Output(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// The message of the slicetest error `error` carries, if it only wraps one.
+fn own_message(error: &DataFusionError) -> Option<String> {
+    match error {
+        DataFusionError::External(inner) => {
+            let ours = inner.is::<EngineError>()
+                || inner.is::<slicetest_sql::SqlError>()
+                || inner.is::<slicetest_datasets::DatasetError>()
+                || inner.is::<slicetest_embed::EmbedError>();
+            ours.then(|| inner.to_string())
+        }
+        DataFusionError::Shared(inner) => own_message(inner),
+        DataFusionError::Diagnostic(_, inner) => own_message(inner),
+        _ => None,
+    }
+}
+
+/// The kind of any error slicetest raises, wherever it sits in `error`'s `source()`
+/// chain (through `DataFusionError::External`, contexts and shared errors).
+pub fn kind_of(error: &(dyn Error + 'static)) -> ErrorKind {
+    slicetest_error::classify_chain(error, |e| match e.downcast_ref::<EngineError>() {
+        Some(e) => Some(e.kind()),
+        None => slicetest_sql::error::probe(e),
+    })
 }
 
 impl From<datafusion::arrow::error::ArrowError> for EngineError {
@@ -47,11 +139,34 @@ impl From<datafusion::arrow::error::ArrowError> for EngineError {
     }
 }
 
-impl From<datafusion::error::DataFusionError> for EngineError {
-    fn from(e: datafusion::error::DataFusionError) -> Self {
+impl From<DataFusionError> for EngineError {
+    fn from(e: DataFusionError) -> Self {
         EngineError::query(e, None)
     }
 }
 
 /// Result alias of the engine crate.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slicetest_datasets::DatasetError;
+
+    #[test]
+    fn an_engine_error_inside_datafusion_keeps_its_kind() {
+        // discover_slices() is a SQL table that runs the engine: its errors come back
+        // through DataFusion.
+        let bad = EngineError::InvalidArgument("--min-support 0".into());
+        let through = EngineError::query(DataFusionError::External(Box::new(bad)), None);
+        assert_eq!(through.kind(), ErrorKind::InvalidArgument);
+        let missing = EngineError::from(DatasetError::UnknownRun { name: "r".into(), hint: String::new() });
+        let through = EngineError::query(DataFusionError::External(Box::new(missing)), None);
+        assert_eq!(through.kind(), ErrorKind::NotFound);
+        let context = EngineError::Cancelled { stored: 3 }.context("embedding d");
+        assert_eq!(
+            (context.kind(), context.to_string().as_str()),
+            (ErrorKind::Cancelled, "embedding d: cancelled after storing 3 images; running it again resumes there")
+        );
+    }
+}

@@ -269,7 +269,7 @@ impl Scanner<'_> {
     fn error(&self, message: &str) -> EngineError {
         let line = self.sql[..self.pos].matches('\n').count() + 1;
         let column = self.pos - self.sql[..self.pos].rfind('\n').map_or(0, |i| i + 1) + 1;
-        EngineError::Statement(format!("{message} (at line {line}, column {column})"))
+        EngineError::Parse { message: message.to_string(), line, column }
     }
 }
 

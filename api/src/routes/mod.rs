@@ -14,7 +14,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, LoggedError};
 use crate::state::AppState;
 
 /// Every route of the API, documented in `openapi.json` (a test checks the two agree).
@@ -50,7 +50,24 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(log_requests))
         .with_state(state)
+}
+
+/// One log line per request: method, path (never the query string, which may carry a
+/// client's text), status and time. A server error's details, which its body never
+/// carries, are logged here and nowhere else.
+async fn log_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let (status, ms) = (response.status().as_u16(), started.elapsed().as_secs_f64() * 1e3);
+    match response.extensions().get::<LoggedError>() {
+        Some(LoggedError(detail)) => tracing::error!(%method, path, status, ms, detail, "request failed"),
+        None if response.status().is_server_error() => tracing::error!(%method, path, status, ms, "request failed"),
+        None => tracing::info!(%method, path, status, ms, "request"),
+    }
+    response
 }
 
 /// Rewrites the plain-text rejections of axum's extractors (a missing query parameter,

@@ -46,7 +46,7 @@ pub async fn sql(
         }
         Ok(result) => result.map_err(|e| state.error(e))?,
     };
-    tabular::respond(stream, negotiated, deadline).await
+    tabular::respond(&state, stream, negotiated, deadline).await
 }
 
 fn sql_text(headers: &HeaderMap, body: &[u8]) -> ApiResult<String> {

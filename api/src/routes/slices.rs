@@ -127,7 +127,7 @@ pub async fn diff(
     let deadline = Instant::now() + state.limits().query_timeout;
     let _slot = state.query_slot().await;
     let stream = state.engine().slice_diff(&name).await.map_err(|e| state.error(e))?;
-    tabular::respond(stream, negotiated, deadline).await
+    tabular::respond(&state, stream, negotiated, deadline).await
 }
 
 /// Query parameters of `GET /slices/{name}/data`.
@@ -156,7 +156,7 @@ pub async fn data(
         Some(wanted) => only_holdout(stream, wanted),
         None => stream,
     };
-    tabular::respond(stream, negotiated, deadline).await
+    tabular::respond(&state, stream, negotiated, deadline).await
 }
 
 /// Keeps the rows whose `holdout` column equals `wanted`.

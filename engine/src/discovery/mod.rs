@@ -171,7 +171,7 @@ impl Engine {
     /// Finds the slices of `images` where run `run` errs most, confirmed on held-apart
     /// images (see the module docs).
     pub async fn discover(&self, run: &str, options: &DiscoverOptions) -> Result<Discovery> {
-        let bad = |message: String| EngineError::Statement(message);
+        let bad = |message: String| EngineError::InvalidArgument(message);
         if !(options.alpha > 0.0 && options.alpha <= 1.0) {
             return Err(bad(format!("--alpha must be in (0, 1], not {}", options.alpha)));
         }
@@ -226,7 +226,7 @@ impl Engine {
         baseline: Option<&RunManifest>,
         only: Option<&[String]>,
     ) -> Result<(Vec<String>, Vec<(String, ArrayRef)>, Vec<f64>, &'static str)> {
-        let bad = |message: String| EngineError::Statement(message);
+        let bad = |message: String| EngineError::InvalidArgument(message);
         let predictions = read_predictions(&self.workspace, manifest)?;
         let query = format!("SELECT * FROM {}.images", quote_column(&manifest.dataset));
         let batches = self.sql(&query).await?.collect().await?;
@@ -340,7 +340,7 @@ fn discover_in_table(
     errors: &[f64],
     options: &DiscoverOptions,
 ) -> std::result::Result<Discovery, TableError> {
-    let bad = |message: String| TableError::Engine(EngineError::Statement(message));
+    let bad = |message: String| TableError::Engine(EngineError::InvalidArgument(message));
     let n = ids.len();
     let built = predicates::build(columns)?;
     if built.predicates.is_empty() {
@@ -633,7 +633,7 @@ mod tests {
         let t = table(200, 3, 0.1, 0.1, |_, _, _, _| false);
         let too_big = discover_in_table(&t.0, &t.1, &t.2, &DiscoverOptions { min_support: 150, ..Default::default() });
         assert!(
-            matches!(too_big, Err(TableError::Engine(EngineError::Statement(m))) if m.contains("--min-support 150"))
+            matches!(too_big, Err(TableError::Engine(EngineError::InvalidArgument(m))) if m.contains("--min-support 150"))
         );
         let no_errors = discover_in_table(&t.0, &t.1, &vec![0.0; 200], &DiscoverOptions::default());
         assert!(no_errors.is_ok_and(|d| d.slices.is_empty() && d.tested == 0));
