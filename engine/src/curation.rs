@@ -107,8 +107,7 @@ impl Engine {
     pub async fn slice_diff(&self, name: &str) -> Result<SendableRecordBatchStream> {
         let definition = slice::read_definition(self.workspace.layout(), name)?;
         slice::read_frozen(self.workspace.layout(), name, None)?;
-        let ctx =
-            slicetest_sql::dataset_context(&self.workspace, self.query_runtime(), Some(&definition.dataset)).await?;
+        let ctx = self.dataset_context(Some(&definition.dataset)).await?;
         let sql = format!(
             "WITH live AS (SELECT i.image_id, i.sha256 FROM \"{ds}\".images i \
                            WHERE i.image_id IN (SELECT image_id FROM ({q}) AS slice_query)), \
@@ -130,8 +129,7 @@ impl Engine {
     pub async fn slice_export(&self, name: &str, version: Option<u64>) -> Result<SendableRecordBatchStream> {
         let definition = slice::read_definition(self.workspace.layout(), name)?;
         let frozen = slice::read_frozen(self.workspace.layout(), name, version)?;
-        let ctx =
-            slicetest_sql::dataset_context(&self.workspace, self.query_runtime(), Some(&definition.dataset)).await?;
+        let ctx = self.dataset_context(Some(&definition.dataset)).await?;
         let others = self.other_columns(&definition.dataset, &["image_id", "uri", "label", "split"])?;
         let sql = format!(
             "SELECT s.image_id, i.uri, i.label, s.split, s.holdout{others} \
@@ -155,7 +153,7 @@ impl Engine {
         let dataset = self.workspace.dataset_or_default(dataset)?;
         self.workspace.dataset(&dataset)?;
         let held = self.held_out_ids(&dataset)?;
-        let ctx = slicetest_sql::dataset_context(&self.workspace, self.query_runtime(), Some(&dataset)).await?;
+        let ctx = self.dataset_context(Some(&dataset)).await?;
         let schema = Arc::new(Schema::new(vec![Field::new("image_id", DataType::Utf8, false)]));
         let ids = StringArray::from_iter_values(held.iter());
         let table = MemTable::try_new(schema.clone(), vec![vec![RecordBatch::try_new(schema, vec![Arc::new(ids)])?]])?;

@@ -26,10 +26,11 @@ use std::sync::Arc;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SessionContext};
+use slicetest_sql::vectors::VectorStore;
 
 pub use curation::{DEFAULT_MIN_TEST_SAMPLES, SliceBreakdown};
 pub use embedding::{EmbedOptions, EmbedProgress, EmbedReport, check_model_path};
-pub use error::{EngineError, Result};
+pub use error::{EngineError, ErrorKind, Result, kind_of};
 pub use images::{ImageDetection, ImageFile, ImageFiles, ImagePrediction, SliceMembership};
 pub use jobs::{EmbedJob, EmbedJobs, JobConflict, JobState, JobView};
 pub use output::{OutputFormat, ResultWriter, write_stream};
@@ -46,7 +47,10 @@ pub use slicetest_embed::{DEFAULT_MODEL, EmbedError, decode_image, open_image};
 pub use slicetest_sql::SqlError;
 pub use statement::{SliceStatement, SliceThresholds};
 pub use tag_import::{ImportKind, TagImportOptions};
-pub use tagging::{TagOptions, TagReport, TaggerReport};
+pub use tagging::{
+    ImageTagger, ImageTags, RunsByDefault, TagOptions, TagReport, TagValue, TaggerKind, TaggerRegistry, TaggerReport,
+    TaggerSpec,
+};
 
 /// Default memory pool for query execution; operators that need more spill or fail with a clear error.
 pub const DEFAULT_QUERY_MEMORY: usize = 4 << 30;
@@ -61,6 +65,11 @@ pub struct Engine {
     runtime: Arc<RuntimeEnv>,
     /// Each query's own cap inside the shared pool (None: only the shared pool).
     per_query_memory: Option<usize>,
+    /// The vectors, CLIP checkpoints and encoded sentences every session, search and the
+    /// zero-shot tagger share: loaded once, not per query.
+    vectors: Arc<VectorStore>,
+    /// The taggers `tag` can run.
+    taggers: tagging::TaggerRegistry,
 }
 
 impl Engine {
@@ -80,7 +89,14 @@ impl Engine {
     }
 
     fn from_workspace(workspace: Workspace) -> Result<Self> {
-        Ok(Self { workspace, runtime: runtime_with_memory(DEFAULT_QUERY_MEMORY)?, per_query_memory: None })
+        let vectors = Arc::new(VectorStore::new(workspace.layout().clone()));
+        Ok(Self {
+            workspace,
+            runtime: runtime_with_memory(DEFAULT_QUERY_MEMORY)?,
+            per_query_memory: None,
+            vectors,
+            taggers: tagging::TaggerRegistry::builtin(),
+        })
     }
 
     /// Caps the memory all running queries of this engine share at `bytes` together
@@ -111,6 +127,22 @@ impl Engine {
         }
     }
 
+    /// The taggers [`Engine::tag`] can run.
+    pub fn tagger_registry(&self) -> &tagging::TaggerRegistry {
+        &self.taggers
+    }
+
+    /// Adds a tagger (see [`tagging`]): from then on `tag` runs it by name, and by default
+    /// when its [`TaggerSpec::by_default`] says so.
+    pub fn register_tagger(&mut self, spec: TaggerSpec) -> Result<()> {
+        self.taggers.register(spec)
+    }
+
+    /// The vector store every session, search and the zero-shot tagger of this engine share.
+    pub fn vectors(&self) -> &Arc<VectorStore> {
+        &self.vectors
+    }
+
     /// The underlying workspace.
     pub fn workspace(&self) -> &Workspace {
         &self.workspace
@@ -128,7 +160,14 @@ impl Engine {
 
     /// A fresh SQL session over the current versions of every dataset.
     pub async fn context(&self) -> Result<SessionContext> {
-        let ctx = slicetest_sql::workspace_context(&self.workspace, self.query_runtime()).await?;
+        self.dataset_context(self.workspace.config().default_dataset.as_deref()).await
+    }
+
+    /// Like [`Engine::context`], with `dataset` as the default schema (a slice's query runs
+    /// against the dataset it was defined on).
+    pub(crate) async fn dataset_context(&self, dataset: Option<&str>) -> Result<SessionContext> {
+        let ctx = slicetest_sql::dataset_context(&self.workspace, self.query_runtime(), dataset, self.vectors.clone())
+            .await?;
         // Discovery lives in the engine (it reads runs and scores them), so its table
         // function is registered here rather than with the sql crate's functions.
         let discover = discovery::table_function::DiscoverSlicesFunction::new(self.workspace.root().to_path_buf());

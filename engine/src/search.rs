@@ -9,10 +9,11 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use serde::Serialize;
 use slicetest_datasets::version::read_image_columns;
+use slicetest_sql::SqlError;
 use slicetest_sql::vectors::VectorCatalog;
 
 use crate::Engine;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 
 /// What to search with.
 #[derive(Debug, Clone)]
@@ -43,17 +44,14 @@ impl Engine {
     /// embeddings of `model` (default: the dataset's only embedding model).
     pub fn search(&self, query: &SearchQuery, k: usize, model: Option<&str>) -> Result<Vec<SearchHit>> {
         let latest = self.latest_manifest(None)?;
-        let dataset = &latest.dataset;
         let layout = self.workspace.layout();
-        let catalog = VectorCatalog::new(layout.clone(), Some(latest.clone()));
+        let catalog = VectorCatalog::new(self.vectors().clone(), Some(latest.clone()));
         let set = catalog.vectors(model)?;
         let vector = match query {
             SearchQuery::Text(text) => catalog.text_vector(&set, text)?.to_vec(),
             SearchQuery::ImageId(id) => set
                 .vector(id)
-                .ok_or_else(|| {
-                    EngineError::Statement(format!("image {id:?} has no {} embedding in {dataset}", set.model.name))
-                })?
+                .ok_or_else(|| SqlError::NotEmbedded { image_id: id.clone(), model: set.model.name.clone() })?
                 .to_vec(),
             SearchQuery::ImageFile(path) => {
                 let image = slicetest_embed::open_image(path)?;

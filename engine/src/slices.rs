@@ -33,15 +33,15 @@ impl Engine {
         thresholds: SliceThresholds,
     ) -> Result<SliceDefinition> {
         if thresholds.min_accuracy.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
-            return Err(EngineError::Statement("min_accuracy must be between 0 and 1".into()));
+            return Err(EngineError::InvalidArgument("min_accuracy must be between 0 and 1".into()));
         }
         slicetest_datasets::validate_name(name)?;
         let dataset = self.workspace.dataset_or_default(None)?;
-        let ctx = slicetest_sql::dataset_context(&self.workspace, self.query_runtime(), Some(&dataset)).await?;
+        let ctx = self.dataset_context(Some(&dataset)).await?;
         let df = query::plan(&ctx, query).await?;
         let fields: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
         if !fields.iter().any(|f| f == "image_id") {
-            return Err(EngineError::Statement(format!(
+            return Err(EngineError::InvalidArgument(format!(
                 "the query of slice {name:?} must return an image_id column; it returns: {}",
                 fields.join(", ")
             )));
@@ -88,8 +88,7 @@ impl Engine {
         let _lock = self.workspace.lock()?;
         let layout = self.workspace.layout();
         let definition = slice::read_definition(layout, name)?;
-        let ctx =
-            slicetest_sql::dataset_context(&self.workspace, self.query_runtime(), Some(&definition.dataset)).await?;
+        let ctx = self.dataset_context(Some(&definition.dataset)).await?;
         let members_sql = format!(
             "SELECT i.image_id, i.sha256, i.split FROM \"{ds}\".images i \
              WHERE i.image_id IN (SELECT image_id FROM ({q}) AS slice_query)",

@@ -20,14 +20,15 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::{JoinType, ScalarUDF, cast};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col, ident, lit};
-use slicetest_datasets::Workspace;
 use slicetest_datasets::version::DatasetVersion;
+use slicetest_datasets::{Workspace, WorkspaceLayout};
 use slicetest_datasets::{embeddings, tags};
 
 use crate::error::{Result, SqlError};
 use crate::slices::{InSliceFunction, SliceTableFunction};
 use crate::vectors::{
     ClipSimilarityFunction, CosineSimilarityFunction, ImageSearchFunction, TextSearchFunction, VectorCatalog,
+    VectorStore,
 };
 
 /// Name of the catalog that holds one schema per dataset.
@@ -59,9 +60,14 @@ fn dataset_config(default_dataset: Option<&str>) -> SessionConfig {
         .with_information_schema(true)
 }
 
-/// A SessionContext over `workspace` with the given runtime (memory limits live there).
-pub async fn workspace_context(workspace: &Workspace, runtime: Arc<RuntimeEnv>) -> Result<SessionContext> {
-    dataset_context(workspace, runtime, workspace.config().default_dataset.as_deref()).await
+/// A SessionContext over `workspace` with the given runtime (memory limits live there);
+/// the vector functions read through `vectors` (the engine's store, shared by sessions).
+pub async fn workspace_context(
+    workspace: &Workspace,
+    runtime: Arc<RuntimeEnv>,
+    vectors: Arc<VectorStore>,
+) -> Result<SessionContext> {
+    dataset_context(workspace, runtime, workspace.config().default_dataset.as_deref(), vectors).await
 }
 
 /// Like [`workspace_context`], with `dataset` as the default schema (a slice's query runs
@@ -70,6 +76,7 @@ pub async fn dataset_context(
     workspace: &Workspace,
     runtime: Arc<RuntimeEnv>,
     dataset: Option<&str>,
+    vectors: Arc<VectorStore>,
 ) -> Result<SessionContext> {
     let state = SessionStateBuilder::new()
         .with_config(dataset_config(dataset))
@@ -78,19 +85,23 @@ pub async fn dataset_context(
         .build();
     let ctx = SessionContext::new_with_state(state);
     register_workspace(&ctx, workspace).await?;
-    let layout = workspace.layout().clone();
-    ctx.register_udtf("slice", Arc::new(SliceTableFunction::new(layout.clone())));
-    ctx.register_udf(ScalarUDF::from(InSliceFunction::new(layout.clone())));
     let default_dataset = match dataset {
         Some(name) => workspace.dataset(name).ok().and_then(|info| info.latest().cloned()),
         None => None,
     };
-    let vectors = Arc::new(VectorCatalog::new(layout, default_dataset));
+    register_functions(&ctx, workspace.layout(), Arc::new(VectorCatalog::new(vectors, default_dataset)));
+    Ok(ctx)
+}
+
+/// Registers slicetest's SQL functions on `ctx`: the one place to add one (the engine adds
+/// `discover_slices`, which runs the engine, in `Engine::dataset_context`).
+pub fn register_functions(ctx: &SessionContext, layout: &WorkspaceLayout, vectors: Arc<VectorCatalog>) {
+    ctx.register_udtf("slice", Arc::new(SliceTableFunction::new(layout.clone())));
+    ctx.register_udf(ScalarUDF::from(InSliceFunction::new(layout.clone())));
     ctx.register_udtf("text_search", Arc::new(TextSearchFunction(vectors.clone())));
     ctx.register_udtf("image_search", Arc::new(ImageSearchFunction(vectors.clone())));
     ctx.register_udf(ScalarUDF::from(ClipSimilarityFunction::new(vectors)));
     ctx.register_udf(ScalarUDF::from(CosineSimilarityFunction::default()));
-    Ok(ctx)
 }
 
 /// Registers catalog `slicetest` with a schema per dataset of `workspace`.

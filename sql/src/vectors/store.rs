@@ -1,0 +1,377 @@
+//! The vectors `slicetest embed` stored, in memory once per process: the engine owns one
+//! [`VectorStore`], and every SQL session, `slicetest search` / `GET /search/…` and the
+//! zero-shot tagger read through it.
+//!
+//! A set of vectors is kept per (dataset, model) together with what it was loaded from:
+//! the dataset version and the embeddings' part files (name and size). A request that
+//! finds the same version and parts reuses it; a new version (an ingest) or a new part (an
+//! embed run) loads it again, so a long-lived server never answers from stale vectors, and
+//! the replaced set is dropped. One request loads a set while the others asking for it
+//! wait, so a cold server under load reads the Parquet once. CLIP checkpoints are kept by
+//! (directory, fingerprint), and encoded sentences by (model, text), up to
+//! [`TEXT_CACHE_ENTRIES`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float32Type};
+use datafusion::error::{DataFusionError, Result};
+use slicetest_datasets::embeddings::{self, EmbeddingModel};
+use slicetest_datasets::version::{pairs_hash, read_image_columns};
+use slicetest_datasets::{DatasetVersion, WorkspaceLayout};
+use slicetest_embed::hnsw::{HnswIndex, HnswParams};
+use slicetest_embed::index::exact_top_k;
+use slicetest_embed::{Clip, fingerprint, resolve_model};
+
+use crate::error::SqlError;
+
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// Collections at least this large are searched through the HNSW index; smaller ones by
+/// an exact scan, which is then faster and always exact. `SLICETEST_HNSW_MIN_ROWS`
+/// overrides it (tests use a small value).
+pub const HNSW_MIN_ROWS: usize = 50_000;
+
+fn hnsw_min_rows() -> usize {
+    std::env::var("SLICETEST_HNSW_MIN_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(HNSW_MIN_ROWS)
+}
+
+/// One model's vectors of the current images of a dataset, in memory.
+#[derive(Debug)]
+pub struct VectorSet {
+    /// Which model made them.
+    pub model: EmbeddingModel,
+    ids: Vec<String>,
+    shas: Vec<String>,
+    matrix: Vec<f32>,
+    row_of: HashMap<String, u32>,
+    /// Where the HNSW index of these embeddings is saved.
+    index_dir: std::path::PathBuf,
+    index: OnceLock<std::result::Result<HnswIndex, String>>,
+    /// What the set was loaded from.
+    source: SetSource,
+}
+
+impl VectorSet {
+    /// Every (image_id, sha256, vector), in storage order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &[f32])> {
+        let dim = self.model.dim.max(1);
+        self.ids
+            .iter()
+            .zip(&self.shas)
+            .zip(self.matrix.chunks_exact(dim))
+            .map(|((id, sha), v)| (id.as_str(), sha.as_str(), v))
+    }
+
+    /// Vector dimension.
+    pub fn dim(&self) -> usize {
+        self.model.dim
+    }
+
+    /// The vector of an image, if it has one.
+    pub fn vector(&self, image_id: &str) -> Option<&[f32]> {
+        self.row_of.get(image_id).map(|&r| &self.matrix[r as usize * self.dim()..][..self.dim()])
+    }
+
+    /// Vectors in the set.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Bytes held: the vectors, the ids and hashes, and the id → row map.
+    pub fn resident_bytes(&self) -> usize {
+        let strings: usize = self.ids.iter().chain(&self.shas).map(|s| s.capacity() + size_of::<String>()).sum();
+        let map = self.row_of.capacity() * (size_of::<String>() + size_of::<u32>() + 8)
+            + self.ids.iter().map(String::len).sum::<usize>();
+        self.matrix.capacity() * size_of::<f32>() + strings + map
+    }
+
+    /// The k best (image_id, score) for `query`: exact below [`HNSW_MIN_ROWS`] vectors,
+    /// through the HNSW index above.
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(&str, f32)>> {
+        let hits = if self.len() < hnsw_min_rows() {
+            exact_top_k(&self.matrix, self.dim(), query, k, None)
+        } else {
+            self.index()?.search(&self.matrix, query, k)
+        };
+        Ok(hits.into_iter().map(|(r, s)| (self.ids[r as usize].as_str(), s)).collect())
+    }
+
+    /// A key over the first `rows` (image_id, sha256) pairs.
+    fn key(&self, rows: usize) -> String {
+        pairs_hash(self.ids.iter().zip(&self.shas).take(rows).map(|(id, sha)| (id.as_str(), sha.as_str())))
+    }
+
+    /// The HNSW index: the saved one if it covers exactly these rows, extended if it
+    /// covers a prefix of them (new images were embedded), else built; saved when changed.
+    fn index(&self) -> Result<&HnswIndex> {
+        let index = self.index.get_or_init(|| {
+            let (dim, key) = (self.dim(), self.key(self.len()));
+            let saved = match HnswIndex::saved_record(&self.index_dir) {
+                Some(r) if r.rows <= self.len() && r.key == self.key(r.rows) => HnswIndex::load(&self.index_dir).ok(),
+                _ => None,
+            };
+            // A damaged saved graph is a cache miss like any other: rebuilt.
+            let mut index = saved
+                .filter(|index| index.dim() == dim)
+                .unwrap_or_else(|| HnswIndex::build(&[], dim, HnswParams::default()));
+            if index.rows() < self.len() {
+                index.extend(&self.matrix);
+                index.save(&self.index_dir, &key).map_err(|e| e.to_string())?;
+            }
+            Ok(index)
+        });
+        index
+            .as_ref()
+            .map_err(|e| SqlError::VectorIndex { model: self.model.name.clone(), message: e.clone() }.into_datafusion())
+    }
+}
+
+/// What a vector set was loaded from: when either changes, the set is stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SetSource {
+    /// The dataset version whose images the vectors belong to.
+    version: u64,
+    /// The embeddings' part files, (name, bytes), in order: embed runs only add parts.
+    parts: Vec<(String, u64)>,
+}
+
+impl SetSource {
+    fn of(layout: &WorkspaceLayout, dataset: &DatasetVersion, model: &str) -> Result<SetSource> {
+        let files = embeddings::part_files(layout, &dataset.dataset, model).map_err(external)?;
+        let mut parts = Vec::with_capacity(files.len());
+        for file in files {
+            let bytes = std::fs::metadata(&file)
+                .map_err(slicetest_datasets::DatasetError::io("reading", &file))
+                .map_err(external)?
+                .len();
+            parts.push((file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), bytes));
+        }
+        Ok(SetSource { version: dataset.version, parts })
+    }
+}
+
+/// Sentences kept encoded (per model); beyond this the cache starts over.
+pub const TEXT_CACHE_ENTRIES: usize = 4096;
+
+/// (model name, text): a sentence is encoded once per model.
+type TextKey = (String, String);
+
+/// One (dataset, model)'s set: `None` until loaded; its lock is held while loading.
+type Slot = Arc<Mutex<Option<Arc<VectorSet>>>>;
+
+/// Every vector set, CLIP checkpoint and encoded sentence of one workspace, loaded once
+/// and shared (see the module docs).
+#[derive(Debug)]
+pub struct VectorStore {
+    layout: WorkspaceLayout,
+    sets: Mutex<HashMap<(String, String), Slot>>,
+    towers: Mutex<HashMap<(PathBuf, String), Arc<Clip>>>,
+    texts: Mutex<HashMap<TextKey, Arc<Vec<f32>>>>,
+    loads: std::sync::atomic::AtomicUsize,
+}
+
+impl VectorStore {
+    /// An empty store over the workspace at `layout`.
+    pub fn new(layout: WorkspaceLayout) -> Self {
+        VectorStore {
+            layout,
+            sets: Mutex::default(),
+            towers: Mutex::default(),
+            texts: Mutex::default(),
+            loads: Default::default(),
+        }
+    }
+
+    /// The workspace layout.
+    pub fn layout(&self) -> &WorkspaceLayout {
+        &self.layout
+    }
+
+    /// The vectors of `model` for the current images of `dataset`: the loaded set if it
+    /// is still current, else loaded from the embeddings' Parquet parts.
+    pub fn vectors(&self, dataset: &DatasetVersion, model: &str) -> Result<Arc<VectorSet>> {
+        let source = SetSource::of(&self.layout, dataset, model)?;
+        let slot = self
+            .sets
+            .lock()
+            .expect("not poisoned")
+            .entry((dataset.dataset.clone(), model.to_string()))
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().expect("not poisoned");
+        if let Some(set) = slot.as_ref()
+            && set.source == source
+        {
+            return Ok(set.clone());
+        }
+        // Drop the stale set first, so that memory holds one copy while the new one loads
+        // (unless a request still uses the old one).
+        *slot = None;
+        let set = Arc::new(self.load(dataset, model, source)?);
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *slot = Some(set.clone());
+        Ok(set)
+    }
+
+    /// How many times a vector set was read from Parquet (tests and benchmarks check that
+    /// requests reuse what is loaded).
+    pub fn loads(&self) -> usize {
+        self.loads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes the loaded vector sets hold (vectors, ids and hashes; the HNSW graphs are
+    /// on top, about `M · 2 · 4` bytes per vector).
+    pub fn resident_bytes(&self) -> usize {
+        let slots: Vec<Slot> = self.sets.lock().expect("not poisoned").values().cloned().collect();
+        slots.iter().filter_map(|slot| slot.lock().expect("not poisoned").clone()).map(|set| set.resident_bytes()).sum()
+    }
+
+    fn load(&self, dataset: &DatasetVersion, name: &str, source: SetSource) -> Result<VectorSet> {
+        let model = embeddings::read_model(&self.layout, &dataset.dataset, name)
+            .map_err(external)?
+            .ok_or_else(|| SqlError::UnknownModel {
+                dataset: dataset.dataset.clone(),
+                model: name.to_string(),
+                models: Vec::new(),
+            })
+            .map_err(SqlError::into_datafusion)?;
+        let current = read_image_columns(&self.layout, dataset, &["image_id", "sha256"]).map_err(external)?;
+        let (ids, shas) = (cast(current.column(0), &DataType::Utf8)?, cast(current.column(1), &DataType::Utf8)?);
+        let (ids, shas) = (ids.as_string::<i32>(), shas.as_string::<i32>());
+        let current: HashMap<&str, &str> = (0..ids.len()).map(|i| (ids.value(i), shas.value(i))).collect();
+        let mut set = VectorSet {
+            model,
+            ids: Vec::new(),
+            shas: Vec::new(),
+            matrix: Vec::new(),
+            row_of: HashMap::new(),
+            index_dir: self.layout.embeddings_dir(&dataset.dataset, name).join("index"),
+            index: OnceLock::new(),
+            source,
+        };
+        for batch in embeddings::read_parts(&self.layout, &dataset.dataset, name).map_err(external)? {
+            let (ids, shas) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
+            let vectors = batch.column(2).as_fixed_size_list();
+            let values = vectors.values().as_primitive::<Float32Type>();
+            for i in 0..batch.num_rows() {
+                // Only vectors of the image as it is now; a later part wins over an earlier one.
+                if current.get(ids.value(i)) != Some(&shas.value(i)) {
+                    continue;
+                }
+                let vector = &values.values()[i * set.model.dim..][..set.model.dim];
+                match set.row_of.get(ids.value(i)) {
+                    Some(&r) => set.matrix[r as usize * set.model.dim..][..set.model.dim].copy_from_slice(vector),
+                    None => {
+                        set.row_of.insert(ids.value(i).to_string(), set.ids.len() as u32);
+                        set.ids.push(ids.value(i).to_string());
+                        set.shas.push(shas.value(i).to_string());
+                        set.matrix.extend_from_slice(vector);
+                    }
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// The normalised text embedding of `text` under the model of `set`.
+    pub fn text_vector(&self, set: &VectorSet, text: &str) -> Result<Arc<Vec<f32>>> {
+        let key = (set.model.name.clone(), text.to_string());
+        if let Some(v) = self.texts.lock().expect("not poisoned").get(&key) {
+            return Ok(v.clone());
+        }
+        let tower = self.tower(&set.model)?;
+        let vector = Arc::new(tower.embed_texts(&[text]).map_err(external)?.remove(0));
+        let mut texts = self.texts.lock().expect("not poisoned");
+        if texts.len() >= TEXT_CACHE_ENTRIES {
+            texts.clear();
+        }
+        texts.insert(key, vector.clone());
+        Ok(vector)
+    }
+
+    /// The normalised embedding of an image that is not in the dataset (a query image).
+    pub fn image_vector(&self, set: &VectorSet, image: &image::DynamicImage) -> Result<Vec<f32>> {
+        Ok(self.tower(&set.model)?.embed_images(std::slice::from_ref(image)).map_err(external)?.remove(0))
+    }
+
+    /// The CLIP checkpoint that made `model`'s vectors, loaded once per (directory,
+    /// fingerprint): a replaced checkpoint is refused, never silently mixed in.
+    fn tower(&self, model: &EmbeddingModel) -> Result<Arc<Clip>> {
+        let dir = resolve_model(&model.source).map_err(external)?;
+        let key = (dir.clone(), model.fingerprint.clone());
+        if let Some(clip) = self.towers.lock().expect("not poisoned").get(&key) {
+            return Ok(clip.clone());
+        }
+        if fingerprint(&dir).map_err(external)? != model.fingerprint {
+            return Err(SqlError::ModelChanged { dir, model: model.name.clone() }.into_datafusion());
+        }
+        let clip = Arc::new(Clip::load(&dir, &candle_core::Device::Cpu, candle_core::DType::F32).map_err(external)?);
+        self.towers.lock().expect("not poisoned").insert(key, clip.clone());
+        Ok(clip)
+    }
+}
+
+/// The vector functions' view of one SQL session: the engine's store, and the session's
+/// default dataset (as it was when the session was built).
+#[derive(Debug)]
+pub struct VectorCatalog {
+    store: Arc<VectorStore>,
+    /// The default dataset's latest version (None: the workspace has no dataset yet).
+    dataset: Option<DatasetVersion>,
+}
+
+impl VectorCatalog {
+    /// The view of `store` with `dataset` as the default.
+    pub fn new(store: Arc<VectorStore>, dataset: Option<DatasetVersion>) -> Self {
+        VectorCatalog { store, dataset }
+    }
+
+    fn dataset(&self) -> Result<&DatasetVersion> {
+        self.dataset.as_ref().ok_or_else(|| SqlError::NoDataset.into_datafusion())
+    }
+
+    /// The model to use: the one named, else the only one, else an error listing them.
+    fn model_name(&self, requested: Option<&str>) -> Result<String> {
+        let dataset = self.dataset()?;
+        let names = embeddings::model_names(self.store.layout(), &dataset.dataset).map_err(external)?;
+        let error = match requested {
+            Some(name) if names.iter().any(|n| n == name) => return Ok(name.to_string()),
+            Some(name) => {
+                SqlError::UnknownModel { dataset: dataset.dataset.clone(), model: name.to_string(), models: names }
+            }
+            None => match names.as_slice() {
+                [only] => return Ok(only.clone()),
+                [] => SqlError::NoEmbeddings { dataset: dataset.dataset.clone() },
+                _ => SqlError::AmbiguousModel { dataset: dataset.dataset.clone(), models: names },
+            },
+        };
+        Err(error.into_datafusion())
+    }
+
+    /// The vectors of `model` (default: the only model) of the default dataset.
+    pub fn vectors(&self, model: Option<&str>) -> Result<Arc<VectorSet>> {
+        let name = self.model_name(model)?;
+        self.store.vectors(self.dataset()?, &name)
+    }
+
+    /// See [`VectorStore::text_vector`].
+    pub fn text_vector(&self, set: &VectorSet, text: &str) -> Result<Arc<Vec<f32>>> {
+        self.store.text_vector(set, text)
+    }
+
+    /// See [`VectorStore::image_vector`].
+    pub fn image_vector(&self, set: &VectorSet, image: &image::DynamicImage) -> Result<Vec<f32>> {
+        self.store.image_vector(set, image)
+    }
+}
