@@ -20,7 +20,7 @@ use slicetest_datasets::tags::{self, TagFile, TaggerProvenance};
 
 use crate::Engine;
 use crate::error::Result;
-use crate::tagging::{CLIP_TAGGER, CurrentImages, FACE_TAGGER, PIXEL_TAGGER, TaggerReport};
+use crate::tagging::{CurrentImages, TaggerRegistry, TaggerReport};
 
 /// What a file to import holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,7 +54,7 @@ impl Engine {
     pub async fn import_tags(&self, path: &Path, options: &TagImportOptions) -> Result<(String, TaggerReport)> {
         let started = Instant::now();
         let dataset = self.workspace.dataset_or_default(options.dataset.as_deref())?;
-        let tagger = import_name(path, options.name.as_deref())?;
+        let tagger = import_name(path, options.name.as_deref(), self.tagger_registry())?;
         let batch = slicetest_datasets::table_file::read_table(path, "tag file").await?;
         let bad = |message: String| DatasetError::BadInput { source_path: path.to_path_buf(), message };
         if batch.num_rows() == 0 {
@@ -112,8 +112,8 @@ impl Engine {
     }
 }
 
-/// The tagger name: `--name`, else the file stem (cleaned); the built-in taggers' names are refused.
-fn import_name(path: &Path, name: Option<&str>) -> Result<String> {
+/// The tagger name: `--name`, else the file stem (cleaned); the registered taggers' names are refused.
+fn import_name(path: &Path, name: Option<&str>, taggers: &TaggerRegistry) -> Result<String> {
     let name = match name {
         Some(n) => n.to_string(),
         None => {
@@ -122,7 +122,7 @@ fn import_name(path: &Path, name: Option<&str>) -> Result<String> {
         }
     };
     slicetest_datasets::validate_name(&name)?;
-    if [PIXEL_TAGGER, FACE_TAGGER, CLIP_TAGGER].contains(&name.as_str()) || name.starts_with("clip-") {
+    if taggers.is_reserved(&name) {
         return Err(DatasetError::BadInput {
             source_path: path.to_path_buf(),
             message: format!("{name:?} is a built-in tagger's name; pick another with --name"),

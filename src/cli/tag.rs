@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
-use slicetest_engine::{Engine, ImportKind, TagImportOptions, TagOptions, TaggerReport};
+use slicetest_engine::{Engine, ImportKind, RunsByDefault, TagImportOptions, TagOptions, TaggerRegistry, TaggerReport};
 
 use super::CliError;
 
@@ -23,9 +23,9 @@ pub struct TagArgs {
 struct TagRunArgs {
     /// The dataset (default: the workspace default).
     dataset: Option<String>,
-    /// Taggers to run: pixels, faces, clip (repeat or comma-separate). Default: pixels and
-    /// faces, plus clip once the dataset is embedded.
-    #[arg(long = "tagger", short = 't', value_delimiter = ',')]
+    /// Taggers to run (repeat or comma-separate); see --help for the list. Default: those
+    /// marked "always", plus "once embedded" ones when the dataset has embeddings.
+    #[arg(long = "tagger", short = 't', value_delimiter = ',', long_help = taggers_help())]
     taggers: Vec<String>,
     /// A CLIP zero-shot vocabulary (TOML: attribute → value → prompts); runs the tagger
     /// clip-<file stem>, whose columns add to the default vocabulary's.
@@ -63,7 +63,8 @@ enum TagCommand {
         #[arg(long, value_enum, default_value_t = KindArg::Auto)]
         kind: KindArg,
     },
-    /// List the stored taggers with their columns and provenance.
+    /// List the stored taggers with their columns and provenance, then the taggers
+    /// `slicetest tag` can run.
     List {
         /// The dataset (default: the workspace default).
         dataset: Option<String>,
@@ -135,6 +136,13 @@ pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
                 })
                 .collect();
             super::print_table(&["tagger", "version", "rows", "columns", "model", "parameters"], rows);
+            println!("\ntaggers `slicetest tag` can run:");
+            let available = engine
+                .tagger_registry()
+                .iter()
+                .map(|t| vec![t.name.clone(), runs_by_default(t.by_default).to_string(), t.about.clone()])
+                .collect();
+            super::print_table(&["tagger", "runs by default", "what it adds"], available);
         }
         Some(TagCommand::Remove { tagger, dataset }) => {
             if engine.remove_tags(dataset.as_deref(), &tagger)? {
@@ -145,6 +153,27 @@ pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// `--tagger`'s long help: the registered taggers, from the registry.
+fn taggers_help() -> String {
+    let mut help = String::from("Taggers to run (repeat or comma-separate):\n");
+    for t in TaggerRegistry::builtin().iter() {
+        help.push_str(&format!("  {:<8} {} [{}]\n", t.name, t.about, runs_by_default(t.by_default)));
+    }
+    help.push_str(
+        "Default: the taggers marked always, plus those marked once embedded when the dataset has \
+         embeddings. `slicetest tag import` adds your own model's outputs.",
+    );
+    help
+}
+
+fn runs_by_default(when: RunsByDefault) -> &'static str {
+    match when {
+        RunsByDefault::Always => "always",
+        RunsByDefault::WhenEmbedded => "once embedded",
+        RunsByDefault::Never => "when named",
+    }
 }
 
 fn print_report(dataset: &str, r: &TaggerReport) {

@@ -7,24 +7,28 @@
 //! row for their current content yet, rows of images that left the dataset or changed are
 //! dropped, and a tagger whose parameters changed starts over. While working, a tagger
 //! republishes its file every few seconds, so a killed run resumes where it stopped.
+//!
+//! **Adding a tagger** is one entry in a [`TaggerRegistry`]: a name, a line of help, when
+//! it runs by default, and how to make it ([`TaggerSpec::image`] for an [`ImageTagger`]).
+//! The built-in ones are listed in [`TaggerRegistry::builtin`]; a program embedding the
+//! engine adds its own with [`Engine::register_tagger`]. `slicetest tag`, its help and
+//! `tag list` all read the registry. Modules: the trait and the registry here, the run
+//! loop in `runner.rs`, one module per tagger (`pixels.rs`, `faces.rs`, `zero_shot.rs`).
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+mod faces;
+mod pixels;
+pub(crate) mod runner;
+mod zero_shot;
+
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanBuilder, Float32Builder, Int32Builder, RecordBatch, StringArray, StringBuilder,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use rayon::prelude::*;
-use slicetest_datasets::DatasetError;
-use slicetest_datasets::progress::bar;
-use slicetest_datasets::tags::{self, TagFile, TaggerProvenance};
-use slicetest_embed::faces::{FaceDetector, MTCNN_VERSION};
-use slicetest_embed::tagging::pixel::{PIXEL_STATS_VERSION, PixelStats};
-use slicetest_embed::tagging::zero_shot::{Vocabulary, ZeroShotClassifier, read_vocabulary};
-use slicetest_sql::vectors::VectorCatalog;
+use datafusion::arrow::datatypes::Field;
+use slicetest_datasets::tags::{self, TaggerProvenance};
+
+pub use faces::FaceTagger;
+pub use pixels::PixelTagger;
+pub(crate) use runner::CurrentImages;
 
 use crate::Engine;
 use crate::error::{EngineError, Result};
@@ -141,106 +145,127 @@ pub trait ImageTagger: Sync {
     fn tag(&self, image: &image::DynamicImage) -> slicetest_embed::Result<ImageTags>;
 }
 
-/// Brightness, contrast, sharpness, … (see `slicetest_embed::tagging::pixel`).
-#[derive(Debug, Default)]
-pub struct PixelTagger;
+/// When `slicetest tag` without `--tagger` runs a tagger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunsByDefault {
+    /// Always.
+    Always,
+    /// Once the dataset has embeddings (the tagger reads them).
+    WhenEmbedded,
+    /// Only when named.
+    Never,
+}
 
-impl ImageTagger for PixelTagger {
-    fn provenance(&self) -> TaggerProvenance {
-        TaggerProvenance::new(PIXEL_TAGGER, PIXEL_STATS_VERSION, serde_json::json!({}), None)
-    }
+/// Makes an image tagger when a run starts (loading its model, say).
+pub type MakeImageTagger = Arc<dyn Fn() -> Result<Box<dyn ImageTagger>> + Send + Sync>;
 
-    fn fields(&self) -> Vec<Field> {
-        let float = |n: &str| Field::new(n, DataType::Float32, true);
-        vec![
-            float("brightness"),
-            float("contrast"),
-            float("saturation"),
-            float("colorfulness"),
-            float("sharpness"),
-            float("entropy"),
-            Field::new("is_grayscale", DataType::Boolean, true),
-            float("aspect_ratio"),
-            Field::new("dominant_color", DataType::Utf8, true),
-        ]
-    }
+/// How a registered tagger runs.
+#[derive(Clone)]
+pub enum TaggerKind {
+    /// Looks at every image's pixels, decoded in parallel.
+    Image(MakeImageTagger),
+    /// CLIP zero-shot over the stored image vectors (`--vocab` adds vocabularies).
+    ZeroShot,
+}
 
-    fn tag(&self, image: &image::DynamicImage) -> slicetest_embed::Result<ImageTags> {
-        let s = PixelStats::of(image);
-        let values = vec![
-            TagValue::Float(s.brightness),
-            TagValue::Float(s.contrast),
-            TagValue::Float(s.saturation),
-            TagValue::Float(s.colorfulness),
-            TagValue::Float(s.sharpness),
-            TagValue::Float(s.entropy),
-            TagValue::Bool(s.is_grayscale),
-            TagValue::Float(s.aspect_ratio),
-            TagValue::Text(s.dominant_color.to_string()),
-        ];
-        Ok(ImageTags { values, boxes: Vec::new() })
+/// One tagger `slicetest tag` can run.
+#[derive(Clone)]
+pub struct TaggerSpec {
+    /// Its name (`--tagger`, the tag file's name, the provenance's `tagger`).
+    pub name: String,
+    /// One line for `--help` and `tag list`.
+    pub about: String,
+    /// When it runs without `--tagger`.
+    pub by_default: RunsByDefault,
+    /// How it runs.
+    pub kind: TaggerKind,
+}
+
+impl TaggerSpec {
+    /// An image tagger made by `make` when a run starts.
+    pub fn image(
+        name: &str,
+        about: &str,
+        by_default: RunsByDefault,
+        make: impl Fn() -> Result<Box<dyn ImageTagger>> + Send + Sync + 'static,
+    ) -> Self {
+        TaggerSpec { name: name.into(), about: about.into(), by_default, kind: TaggerKind::Image(Arc::new(make)) }
     }
 }
 
-/// Faces found by MTCNN: `num_faces`, `max_face_area_frac`, and a box per face.
-#[derive(Debug)]
-pub struct FaceTagger {
-    detector: FaceDetector,
-}
-
-impl FaceTagger {
-    /// Loads the detector (its weights are compiled in).
-    pub fn new() -> Result<Self> {
-        Ok(FaceTagger { detector: FaceDetector::new(&candle_core::Device::Cpu)? })
+impl std::fmt::Debug for TaggerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaggerSpec").field("name", &self.name).field("by_default", &self.by_default).finish()
     }
 }
 
-impl ImageTagger for FaceTagger {
-    fn provenance(&self) -> TaggerProvenance {
-        let parameters = serde_json::json!({"min_face_size": 20, "thresholds": [0.6, 0.7, 0.7], "factor": 0.709});
-        TaggerProvenance::new(FACE_TAGGER, "1", parameters, Some(MTCNN_VERSION.to_string()))
-    }
+/// The taggers an engine can run, in the order they run by default.
+#[derive(Debug, Clone)]
+pub struct TaggerRegistry(Vec<TaggerSpec>);
 
-    fn fields(&self) -> Vec<Field> {
-        vec![Field::new("num_faces", DataType::Int32, true), Field::new("max_face_area_frac", DataType::Float32, true)]
-    }
-
-    fn finds_boxes(&self) -> bool {
-        true
-    }
-
-    fn tag(&self, image: &image::DynamicImage) -> slicetest_embed::Result<ImageTags> {
-        let faces = self.detector.detect(&image.to_rgb8())?;
-        let area = (image.width() as f32 * image.height() as f32).max(1.0);
-        let largest = faces.iter().map(|f| ((f.x1 - f.x0) * (f.y1 - f.y0)).max(0.0) / area).fold(0.0f32, f32::max);
-        let boxes = faces
-            .iter()
-            .map(|f| FoundBox { label: "face".into(), score: f.score, corners: [f.x0, f.y0, f.x1, f.y1] })
-            .collect();
-        Ok(ImageTags { values: vec![TagValue::Int(faces.len() as i32), TagValue::Float(largest.min(1.0))], boxes })
+impl Default for TaggerRegistry {
+    fn default() -> Self {
+        Self::builtin()
     }
 }
 
-/// The images of a dataset's latest version: id → (sha256, uri), plus the names of its
-/// columns. What taggers tag and imports may name.
-pub(crate) struct CurrentImages {
-    pub(crate) dataset: String,
-    pub(crate) version: u64,
-    pub(crate) rows: HashMap<String, (String, String)>,
-    /// Sorted ids, so runs tag in a reproducible order.
-    pub(crate) order: Vec<String>,
-    pub(crate) columns: Vec<String>,
-}
+impl TaggerRegistry {
+    /// slicetest's own taggers: pixel statistics, faces (MTCNN) and CLIP zero-shot.
+    pub fn builtin() -> Self {
+        TaggerRegistry(vec![
+            TaggerSpec::image(
+                PIXEL_TAGGER,
+                "brightness, contrast, saturation, colorfulness, sharpness, entropy, grayscale, aspect ratio, dominant colour",
+                RunsByDefault::Always,
+                || Ok(Box::new(PixelTagger)),
+            ),
+            TaggerSpec::image(
+                FACE_TAGGER,
+                "faces found by MTCNN: num_faces, max_face_area_frac, and a box per face in detections",
+                RunsByDefault::Always,
+                || Ok(Box::new(FaceTagger::new()?)),
+            ),
+            TaggerSpec {
+                name: CLIP_TAGGER.into(),
+                about: "CLIP zero-shot attributes (time of day, weather, scene, …) from the stored image vectors"
+                    .into(),
+                by_default: RunsByDefault::WhenEmbedded,
+                kind: TaggerKind::ZeroShot,
+            },
+        ])
+    }
 
-/// A tagger's stored rows, cut down to what is still valid, ready to be extended.
-struct Progress {
-    provenance: TaggerProvenance,
-    kept: Option<TagFile>,
-    done: HashSet<String>,
-    rebuilt: bool,
-    /// Whether stored rows were dropped (their image left the dataset or changed).
-    pruned: bool,
-    already: usize,
+    /// Adds `spec`; its name must be a valid name that no tagger has yet (`clip-…` is the
+    /// vocabularies' own).
+    pub fn register(&mut self, spec: TaggerSpec) -> Result<()> {
+        slicetest_datasets::validate_name(&spec.name)?;
+        if self.get(&spec.name).is_some() || spec.name.starts_with("clip-") {
+            return Err(EngineError::InvalidArgument(format!("a tagger named {:?} already exists", spec.name)));
+        }
+        self.0.push(spec);
+        Ok(())
+    }
+
+    /// The tagger called `name`.
+    pub fn get(&self, name: &str) -> Option<&TaggerSpec> {
+        self.0.iter().find(|t| t.name == name)
+    }
+
+    /// Whether `name` belongs to a registered tagger or a vocabulary (`clip-…`): names
+    /// `tag import` may not take.
+    pub fn is_reserved(&self, name: &str) -> bool {
+        self.get(name).is_some() || name.starts_with("clip-")
+    }
+
+    /// Every tagger, in registration order.
+    pub fn iter(&self) -> impl Iterator<Item = &TaggerSpec> {
+        self.0.iter()
+    }
+
+    /// The taggers' names, comma-separated (for messages).
+    pub fn names(&self) -> String {
+        self.0.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+    }
 }
 
 impl Engine {
@@ -254,222 +279,39 @@ impl Engine {
             if options.vocabulary.is_some() {
                 names.push(CLIP_TAGGER.into());
             } else {
-                names.extend([PIXEL_TAGGER.to_string(), FACE_TAGGER.to_string()]);
-                let embedded = slicetest_datasets::embeddings::model_names(self.workspace.layout(), &dataset)?;
-                if !embedded.is_empty() {
-                    names.push(CLIP_TAGGER.into());
-                }
+                let embedded =
+                    !slicetest_datasets::embeddings::model_names(self.workspace.layout(), &dataset)?.is_empty();
+                names = (self.tagger_registry().iter())
+                    .filter(|t| match t.by_default {
+                        RunsByDefault::Always => true,
+                        RunsByDefault::WhenEmbedded => embedded,
+                        RunsByDefault::Never => false,
+                    })
+                    .map(|t| t.name.clone())
+                    .collect();
             }
         }
+        // Every name is checked before the first tagger runs.
+        let specs = names
+            .iter()
+            .map(|name| {
+                self.tagger_registry().get(name).ok_or_else(|| {
+                    EngineError::InvalidArgument(format!(
+                        "unknown tagger {name:?}; the taggers are {} (`slicetest tag import` adds your own model's outputs)",
+                        self.tagger_registry().names()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut reports = Vec::new();
-        for name in names {
-            let report = match name.as_str() {
-                PIXEL_TAGGER => self.run_image_tagger(&current, &PixelTagger, options)?,
-                FACE_TAGGER => self.run_image_tagger(&current, &FaceTagger::new()?, options)?,
-                CLIP_TAGGER => self.run_zero_shot(&current, options)?,
-                other => {
-                    return Err(EngineError::Statement(format!(
-                        "unknown tagger {other:?}; the taggers are {PIXEL_TAGGER}, {FACE_TAGGER} and {CLIP_TAGGER} \
-                         (`slicetest tag import` adds your own model's outputs)"
-                    )));
-                }
+        for spec in specs {
+            let report = match &spec.kind {
+                TaggerKind::Image(make) => self.run_image_tagger(&current, make()?.as_ref(), options)?,
+                TaggerKind::ZeroShot => self.run_zero_shot(&current, options)?,
             };
             reports.push(report);
         }
         Ok(TagReport { dataset, taggers: reports })
-    }
-
-    pub(crate) fn current_images(&self, dataset: &str) -> Result<CurrentImages> {
-        let latest = self.latest_manifest(Some(dataset))?;
-        let batch = slicetest_datasets::version::read_image_columns(
-            self.workspace.layout(),
-            &latest,
-            &["image_id", "sha256", "uri"],
-        )?;
-        let column = |name: &str| {
-            datafusion::arrow::compute::cast(batch.column_by_name(name).expect("core column"), &DataType::Utf8)
-        };
-        let (ids, shas, uris) = (column("image_id")?, column("sha256")?, column("uri")?);
-        let as_str = |a: &ArrayRef| a.as_any().downcast_ref::<StringArray>().expect("cast to Utf8").clone();
-        let (ids, shas, uris) = (as_str(&ids), as_str(&shas), as_str(&uris));
-        let rows: HashMap<String, (String, String)> = (0..ids.len())
-            .map(|i| (ids.value(i).to_string(), (shas.value(i).to_string(), uris.value(i).to_string())))
-            .collect();
-        let mut order: Vec<String> = rows.keys().cloned().collect();
-        order.sort();
-        let columns = latest.columns.iter().map(|c| c.name.clone()).collect();
-        Ok(CurrentImages { dataset: dataset.to_string(), version: latest.version, rows, order, columns })
-    }
-
-    /// Loads a tagger's stored rows, keeps those that still describe a current image, and
-    /// checks that its columns are free.
-    fn progress(&self, current: &CurrentImages, provenance: TaggerProvenance, columns: &[String]) -> Result<Progress> {
-        let layout = self.workspace.layout();
-        let tagger = provenance.tagger.clone();
-        let taken = tags::taken_columns(layout, &current.dataset, &current.columns, &tagger)?;
-        tags::check_columns(&tagger, columns.iter().map(String::as_str), &taken)?;
-        let stored = tags::read_tags(layout, &current.dataset, &tagger)?;
-        let rebuilt = stored.as_ref().is_some_and(|s| s.provenance.parameters_hash != provenance.parameters_hash);
-        let Some(stored) = stored.filter(|_| !rebuilt) else {
-            return Ok(Progress { provenance, kept: None, done: HashSet::new(), rebuilt, pruned: false, already: 0 });
-        };
-        let is_current = |id: &str, sha: &str| current.rows.get(id).is_some_and(|(s, _)| s == sha);
-        let kept_tags = tags::retain_rows(&stored.tags, is_current)?;
-        let kept_boxes = stored.detections.as_ref().map(|d| tags::retain_rows(d, is_current)).transpose()?;
-        let kept = TagFile { provenance: provenance.clone(), tags: kept_tags, detections: kept_boxes };
-        let done: HashSet<String> = kept.tagged().into_iter().map(|(id, _)| id).collect();
-        let already = done.len();
-        let pruned = already != stored.tags.num_rows();
-        Ok(Progress { provenance, kept: Some(kept), done, rebuilt, pruned, already })
-    }
-
-    /// Runs a pixel tagger over every image it has not tagged yet.
-    fn run_image_tagger(
-        &self,
-        current: &CurrentImages,
-        tagger: &dyn ImageTagger,
-        options: &TagOptions,
-    ) -> Result<TaggerReport> {
-        let started = Instant::now();
-        let fields = tagger.fields();
-        let columns: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
-        let provenance = tagger.provenance().computed_on(slicetest_embed::cpu::describe());
-        let state = self.progress(current, provenance, &columns)?;
-        let pending: Vec<&String> = current.order.iter().filter(|id| !state.done.contains(*id)).collect();
-        let layout = self.workspace.layout();
-        let bar = bar(pending.len() as u64, &format!("tagging ({})", state.provenance.tagger), options.progress);
-        let mut rows: Vec<(String, String, Option<ImageTags>)> = Vec::with_capacity(pending.len());
-        let mut failed = Vec::new();
-        let mut last_publish = Instant::now();
-        for ids in pending.chunks(options.chunk_size.max(1)) {
-            let tagged: Vec<(String, String, std::result::Result<ImageTags, String>)> = ids
-                .par_iter()
-                .map(|id| {
-                    let (sha, uri) = &current.rows[*id];
-                    let result = slicetest_embed::open_image(&layout.resolve_uri(uri))
-                        .and_then(|image| tagger.tag(&image))
-                        .map_err(|e| e.to_string());
-                    (id.to_string(), sha.clone(), result)
-                })
-                .collect();
-            bar.inc(ids.len() as u64);
-            for (id, sha, result) in tagged {
-                match result {
-                    Ok(tags) => rows.push((id, sha, Some(tags))),
-                    Err(reason) => {
-                        failed.push((id.clone(), reason));
-                        rows.push((id, sha, None));
-                    }
-                }
-            }
-            // Publish every few seconds (not every chunk: each publish rewrites the file).
-            if last_publish.elapsed().as_secs_f64() >= options.checkpoint_seconds {
-                self.publish(current, &state, &fields, tagger.finds_boxes(), &rows)?;
-                last_publish = Instant::now();
-            }
-        }
-        bar.finish_and_clear();
-        if !rows.is_empty() || state.pruned || state.kept.is_none() {
-            self.publish(current, &state, &fields, tagger.finds_boxes(), &rows)?;
-        }
-        Ok(TaggerReport {
-            tagger: state.provenance.tagger.clone(),
-            columns,
-            tagged: rows.len() - failed.len(),
-            already_tagged: state.already,
-            rebuilt: state.rebuilt,
-            boxes: rows.iter().filter_map(|r| r.2.as_ref()).map(|t| t.boxes.len()).sum(),
-            failed,
-            seconds: started.elapsed().as_secs_f64(),
-        })
-    }
-
-    /// Writes the kept rows plus `rows` as the tagger's file.
-    fn publish(
-        &self,
-        current: &CurrentImages,
-        state: &Progress,
-        fields: &[Field],
-        finds_boxes: bool,
-        rows: &[(String, String, Option<ImageTags>)],
-    ) -> Result<()> {
-        let new_tags = tag_batch(fields, rows)?;
-        let tags = match &state.kept {
-            Some(kept) => tags::append_rows(&kept.tags, &new_tags)?,
-            None => new_tags,
-        };
-        let detections = if finds_boxes {
-            let new_boxes = box_batch(rows)?;
-            Some(match state.kept.as_ref().and_then(|k| k.detections.as_ref()) {
-                Some(kept) => tags::append_rows(kept, &new_boxes)?,
-                None => new_boxes,
-            })
-        } else {
-            None
-        };
-        let file = TagFile { provenance: state.provenance.clone(), tags, detections };
-        Ok(tags::write_tags(self.workspace.layout(), &current.dataset, &file)?)
-    }
-
-    /// CLIP zero-shot tags from the stored image vectors.
-    fn run_zero_shot(&self, current: &CurrentImages, options: &TagOptions) -> Result<TaggerReport> {
-        let started = Instant::now();
-        let (vocabulary, tagger, origin) = match &options.vocabulary {
-            None => (Vocabulary::default_vocabulary(), CLIP_TAGGER.to_string(), "default".to_string()),
-            Some(path) => (read_vocabulary(path)?, vocabulary_tagger(path)?, path.display().to_string()),
-        };
-        let latest = self.latest_manifest(Some(&current.dataset))?;
-        let catalog = VectorCatalog::new(self.workspace.layout().clone(), Some(latest));
-        let set = catalog.vectors(options.model.as_deref()).map_err(|e| {
-            EngineError::Statement(format!(
-                "the {tagger} tagger reads CLIP image vectors: {}; run `slicetest embed` first",
-                e.strip_backtrace()
-            ))
-        })?;
-        let parameters = serde_json::json!({"vocabulary": origin, "attributes": vocabulary.attributes,
-            "logit_scale": slicetest_embed::tagging::zero_shot::LOGIT_SCALE});
-        let model = format!("{} ({})", set.model.name, set.model.fingerprint);
-        let provenance =
-            TaggerProvenance::new(&tagger, "1", parameters, Some(model)).computed_on(slicetest_embed::cpu::describe());
-        let columns = vocabulary.columns();
-        let state = self.progress(current, provenance, &columns)?;
-        let prompts = vocabulary.prompts();
-        let vectors: Vec<Vec<f32>> = prompts
-            .iter()
-            .map(|p| catalog.text_vector(&set, p).map(|v| v.to_vec()))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| EngineError::query(e, None))?;
-        let classifier = ZeroShotClassifier::new(&vocabulary, &vectors)?;
-        let rows: Vec<(String, String, Option<ImageTags>)> = set
-            .iter()
-            .filter(|(id, _, _)| !state.done.contains(*id))
-            .map(|(id, sha, vector)| {
-                let values = classifier
-                    .classify(vector)
-                    .into_iter()
-                    .flat_map(|t| [TagValue::Text(t.value), TagValue::Float(t.score)])
-                    .collect();
-                (id.to_string(), sha.to_string(), Some(ImageTags { values, boxes: Vec::new() }))
-            })
-            .collect();
-        let fields: Vec<Field> = vocabulary
-            .attributes
-            .keys()
-            .flat_map(|a| {
-                [Field::new(a, DataType::Utf8, true), Field::new(format!("{a}_score"), DataType::Float32, true)]
-            })
-            .collect();
-        self.publish(current, &state, &fields, false, &rows)?;
-        Ok(TaggerReport {
-            tagger,
-            columns,
-            tagged: rows.len(),
-            already_tagged: state.already,
-            rebuilt: state.rebuilt,
-            failed: Vec::new(),
-            boxes: 0,
-            seconds: started.elapsed().as_secs_f64(),
-        })
     }
 
     /// Removes a tagger's stored tags and boxes; false when it had none.
@@ -494,90 +336,12 @@ impl Engine {
     }
 }
 
-/// `clip-<stem>` for a vocabulary file `<stem>.toml`.
-fn vocabulary_tagger(path: &Path) -> Result<String> {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let clean: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    let name = format!("{CLIP_TAGGER}-{clean}");
-    slicetest_datasets::validate_name(&name)?;
-    Ok(name)
-}
-
-/// image_id, sha256, then one column per field; a row without tags is all NULL.
-fn tag_batch(fields: &[Field], rows: &[(String, String, Option<ImageTags>)]) -> Result<RecordBatch> {
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1.as_str()))),
-    ];
-    for (i, field) in fields.iter().enumerate() {
-        let value = |r: &(String, String, Option<ImageTags>)| r.2.as_ref().map(|t| t.values[i].clone());
-        let array: ArrayRef = match field.data_type() {
-            DataType::Float32 => {
-                let mut b = Float32Builder::with_capacity(rows.len());
-                rows.iter().for_each(|r| b.append_option(value(r).and_then(as_float)));
-                Arc::new(b.finish())
-            }
-            DataType::Int32 => {
-                let mut b = Int32Builder::with_capacity(rows.len());
-                rows.iter().for_each(|r| b.append_option(value(r).and_then(as_int)));
-                Arc::new(b.finish())
-            }
-            DataType::Boolean => {
-                let mut b = BooleanBuilder::with_capacity(rows.len());
-                rows.iter().for_each(|r| b.append_option(value(r).and_then(as_bool)));
-                Arc::new(b.finish())
-            }
-            _ => {
-                let mut b = StringBuilder::new();
-                rows.iter().for_each(|r| b.append_option(value(r).and_then(as_text)));
-                Arc::new(b.finish())
-            }
-        };
-        columns.push(array);
-    }
-    let mut schema_fields = tags::key_fields();
-    schema_fields.extend(fields.iter().map(|f| f.clone().with_nullable(true)));
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns).map_err(DatasetError::from)?)
-}
-
-fn as_float(v: TagValue) -> Option<f32> {
-    if let TagValue::Float(x) = v { Some(x) } else { None }
-}
-fn as_int(v: TagValue) -> Option<i32> {
-    if let TagValue::Int(x) = v { Some(x) } else { None }
-}
-fn as_bool(v: TagValue) -> Option<bool> {
-    if let TagValue::Bool(x) = v { Some(x) } else { None }
-}
-fn as_text(v: TagValue) -> Option<String> {
-    if let TagValue::Text(x) = v { Some(x) } else { None }
-}
-
-/// The detections file rows of `rows`' boxes.
-fn box_batch(rows: &[(String, String, Option<ImageTags>)]) -> Result<RecordBatch> {
-    let boxes: Vec<(&str, &str, &FoundBox)> = rows
-        .iter()
-        .filter_map(|(id, sha, tags)| tags.as_ref().map(|t| (id, sha, t)))
-        .flat_map(|(id, sha, t)| t.boxes.iter().map(move |b| (id.as_str(), sha.as_str(), b)))
-        .collect();
-    let floats = |f: &dyn Fn(&FoundBox) -> f32| -> ArrayRef {
-        Arc::new(datafusion::arrow::array::Float32Array::from_iter_values(boxes.iter().map(|b| f(b.2))))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(boxes.iter().map(|b| b.0))),
-        Arc::new(StringArray::from_iter_values(boxes.iter().map(|b| b.1))),
-        Arc::new(StringArray::from_iter_values(boxes.iter().map(|b| b.2.label.as_str()))),
-        floats(&|b| b.score),
-        floats(&|b| b.corners[0]),
-        floats(&|b| b.corners[1]),
-        floats(&|b| b.corners[2]),
-        floats(&|b| b.corners[3]),
-    ];
-    Ok(RecordBatch::try_new(tags::detections_schema(), columns).map_err(DatasetError::from)?)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use super::runner::{box_batch, tag_batch};
+    use super::zero_shot::vocabulary_tagger;
     use super::*;
 
     #[test]
