@@ -3,7 +3,10 @@
 //! (`Engine::execute`: slice statements, else read-only DataFusion SQL). Each file gets
 //! its own copy of the workspace, so files that freeze slices do not see each other.
 //!
-//! Run one file with `cargo test -p slicetest-sql --test slt -- images`.
+//! Run one file with `cargo test --workspace --test slt -- images`. With `--complete`
+//! the runner rewrites each file's expected output with what the engine answers now (as
+//! DataFusion's `--complete`): write the queries, run it, review the diff (boolean columns
+//! come out typed `?`, sqllogictest's "any", where hand-written files say `B`).
 
 mod common;
 
@@ -99,6 +102,7 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, SltError> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let complete = std::env::args().any(|a| a == "--complete");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
     files.retain(|p| p.extension().is_some_and(|e| e == "slt"));
@@ -115,10 +119,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let fixture = fixture.clone();
             async move { Ok(SliceTestDb { engine: Engine::open(fixture.path())? }) }
         });
-        match runner.run_file_async(file).await {
+        let result = if complete {
+            runner
+                .update_test_file(
+                    file,
+                    " ",
+                    sqllogictest::default_validator,
+                    sqllogictest::default_normalizer,
+                    sqllogictest::strict_column_validator,
+                )
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            runner.run_file_async(file).await.map_err(|e| e.to_string())
+        };
+        match result {
             Ok(()) => {
                 passed += 1;
-                println!("ok   {name}");
+                println!("{} {name}", if complete { "completed" } else { "ok  " });
             }
             Err(e) => {
                 failures += 1;
