@@ -14,7 +14,7 @@ use datafusion::common::{ScalarValue, exec_err, plan_err};
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 use datafusion::prelude::Expr;
 use slicetest_datasets::WorkspaceLayout;
@@ -131,6 +131,24 @@ impl Hash for InSliceFunction {
 impl ScalarUDFImpl for InSliceFunction {
     fn name(&self) -> &str {
         "in_slice"
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOC: std::sync::OnceLock<Documentation> = std::sync::OnceLock::new();
+        Some(DOC.get_or_init(|| {
+            Documentation::builder(
+                crate::doc_section(),
+                "Whether the image is a member of the slice's latest frozen version (or of version v).",
+                "in_slice(image_id, 'slice_name' [, version])",
+            )
+            .with_argument("image_id", "the image's id")
+            .with_argument("slice_name", "a frozen slice, as a string literal")
+            .with_argument("version", "a frozen version (default: the latest)")
+            .with_sql_example(
+                "SELECT label, count(*) FROM images WHERE in_slice(image_id, 'night_people') GROUP BY label",
+            )
+            .build()
+        }))
     }
 
     fn signature(&self) -> &Signature {
