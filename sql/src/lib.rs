@@ -23,3 +23,17 @@ pub(crate) fn doc_section() -> datafusion::logical_expr::DocSection {
         description: Some("slices and vector search over a slicetest workspace"),
     }
 }
+
+/// The documentation of one of slicetest's SQL functions (`ScalarUDFImpl::documentation`).
+pub(crate) fn function_doc(
+    description: &str,
+    syntax: &str,
+    arguments: &[(&str, &str)],
+    example: &str,
+) -> datafusion::logical_expr::Documentation {
+    let mut builder = datafusion::logical_expr::Documentation::builder(doc_section(), description, syntax);
+    for (name, what) in arguments {
+        builder = builder.with_argument(*name, *what);
+    }
+    builder.with_sql_example(example).build()
+}

@@ -136,18 +136,16 @@ impl ScalarUDFImpl for InSliceFunction {
     fn documentation(&self) -> Option<&Documentation> {
         static DOC: std::sync::OnceLock<Documentation> = std::sync::OnceLock::new();
         Some(DOC.get_or_init(|| {
-            Documentation::builder(
-                crate::doc_section(),
+            crate::function_doc(
                 "Whether the image is a member of the slice's latest frozen version (or of version v).",
                 "in_slice(image_id, 'slice_name' [, version])",
-            )
-            .with_argument("image_id", "the image's id")
-            .with_argument("slice_name", "a frozen slice, as a string literal")
-            .with_argument("version", "a frozen version (default: the latest)")
-            .with_sql_example(
+                &[
+                    ("image_id", "the image's id"),
+                    ("slice_name", "a frozen slice, as a string literal"),
+                    ("version", "a frozen version (default: the latest)"),
+                ],
                 "SELECT label, count(*) FROM images WHERE in_slice(image_id, 'night_people') GROUP BY label",
             )
-            .build()
         }))
     }
 

@@ -148,15 +148,12 @@ impl ScalarUDFImpl for ClipSimilarityFunction {
     fn documentation(&self) -> Option<&Documentation> {
         static DOC: std::sync::OnceLock<Documentation> = std::sync::OnceLock::new();
         Some(DOC.get_or_init(|| {
-            Documentation::builder(
-                crate::doc_section(),
+            crate::function_doc(
                 "Cosine similarity of the image's stored CLIP vector and a sentence (NULL for an image without a vector); an exact score of every row.",
                 "clip_similarity(image_id, 'text')",
+                &[("image_id", "the image's id"), ("text", "the sentence, a constant string")],
+                "SELECT image_id FROM images WHERE split = 'test' ORDER BY clip_similarity(image_id, 'a dog at night') DESC LIMIT 10",
             )
-                .with_argument("image_id", "the image's id")
-                .with_argument("text", "the sentence, a constant string")
-                .with_sql_example("SELECT image_id FROM images WHERE split = 'test' ORDER BY clip_similarity(image_id, 'a dog at night') DESC LIMIT 10")
-                .build()
         }))
     }
 
@@ -224,15 +221,12 @@ impl ScalarUDFImpl for CosineSimilarityFunction {
     fn documentation(&self) -> Option<&Documentation> {
         static DOC: std::sync::OnceLock<Documentation> = std::sync::OnceLock::new();
         Some(DOC.get_or_init(|| {
-            Documentation::builder(
-                crate::doc_section(),
+            crate::function_doc(
                 "Cosine similarity of two float vectors of equal length (NULL when either is NULL).",
                 "cosine_similarity(a, b)",
+                &[("a", "a list of float32 or float64"), ("b", "a list of the same length")],
+                "SELECT cosine_similarity([1.0, 0.0], [1.0, 1.0])",
             )
-            .with_argument("a", "a list of float32 or float64")
-            .with_argument("b", "a list of the same length")
-            .with_sql_example("SELECT cosine_similarity([1.0, 0.0], [1.0, 1.0])")
-            .build()
         }))
     }
 
