@@ -8,6 +8,16 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    // What the libraries report on the way (a lock being waited for, the server's request
+    // log) goes to stderr; SLICETEST_LOG=debug|info|warn|error|off sets how much (default info).
+    let level = std::env::var("SLICETEST_LOG").ok().and_then(|l| l.parse().ok());
+    let level = level.unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    let log = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false);
+    if args.is_serve() {
+        log.init()
+    } else {
+        log.without_time().init()
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     match runtime.block_on(cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,8 +13,11 @@ pub enum DatasetError {
     /// An I/O failure on a named path.
     #[error("{action} {path}: {source}")]
     Io {
+        /// What was being done ("reading", "writing", …).
         action: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
@@ -26,16 +29,38 @@ pub enum DatasetError {
     AlreadyAWorkspace(PathBuf),
     /// A dataset, slice or run name that could become a path or break SQL.
     #[error("invalid name {name:?}: {reason}")]
-    InvalidName { name: String, reason: &'static str },
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
     /// The named dataset does not exist in the workspace.
     #[error("no dataset named {name:?} in this workspace{hint}")]
-    UnknownDataset { name: String, hint: String },
+    UnknownDataset {
+        /// The name as given.
+        name: String,
+        /// The closest existing names, or how to list them (may be empty).
+        hint: String,
+    },
     /// A dataset version that does not exist.
     #[error("dataset {dataset:?} has no version {version} (latest is {latest})")]
-    UnknownVersion { dataset: String, version: u64, latest: u64 },
+    UnknownVersion {
+        /// The dataset.
+        dataset: String,
+        /// The version asked for.
+        version: u64,
+        /// The latest version there is.
+        latest: u64,
+    },
     /// The named slice does not exist.
     #[error("no slice named {name:?} in this workspace{hint}")]
-    UnknownSlice { name: String, hint: String },
+    UnknownSlice {
+        /// The name as given.
+        name: String,
+        /// The closest existing names, or how to list them (may be empty).
+        hint: String,
+    },
     /// `CREATE SLICE` with a name already taken.
     #[error("a slice named {0:?} already exists (DROP SLICE it first, or pick another name)")]
     SliceExists(String),
@@ -44,30 +69,66 @@ pub enum DatasetError {
     SliceNotFrozen(String),
     /// A frozen version that does not exist.
     #[error("slice {slice:?} has no frozen version {version} (latest is {latest})")]
-    UnknownSliceVersion { slice: String, version: u64, latest: u64 },
+    UnknownSliceVersion {
+        /// The slice.
+        slice: String,
+        /// The version asked for.
+        version: u64,
+        /// The latest version there is.
+        latest: u64,
+    },
     /// The named run does not exist.
     #[error("no run named {name:?} in this workspace{hint}")]
-    UnknownRun { name: String, hint: String },
+    UnknownRun {
+        /// The name as given.
+        name: String,
+        /// The closest existing names, or how to list them (may be empty).
+        hint: String,
+    },
     /// Hold-out parameters out of range.
     #[error("invalid hold-out settings: {0}")]
     BadHoldout(String),
     /// The input given to an importer is unusable as a whole (not a per-file problem).
     #[error("{source_path}: {message}")]
-    BadInput { source_path: PathBuf, message: String },
+    BadInput {
+        /// The input.
+        source_path: PathBuf,
+        /// What is wrong, and where in it.
+        message: String,
+    },
     /// Every candidate file of an ingest was rejected, or `--strict` refused a partial ingest.
     #[error("{message}")]
-    NothingIngested { message: String },
+    NothingIngested {
+        /// What is wrong, and where in it.
+        message: String,
+    },
     /// A file given to slicetest (a manifest, predictions) that does not parse.
     #[error("invalid {what} {path}: {message}")]
-    BadManifestFile { what: &'static str, path: PathBuf, message: String },
+    BadManifestFile {
+        /// What the file is to slicetest ("tag file", "slice definition", …).
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong, and where in it.
+        message: String,
+    },
     /// One of the workspace's own files that does not parse or no longer matches its
     /// recorded hash: damage to the workspace, not a mistake of whoever asked.
     #[error("invalid {what} {path}: {message}")]
-    Corrupt { what: &'static str, path: PathBuf, message: String },
+    Corrupt {
+        /// What the file is to slicetest ("tag file", "slice definition", …).
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong, and where in it.
+        message: String,
+    },
     /// Arrow / Parquet / DataFusion failures while reading or writing tables.
     #[error("{context}: {source}")]
     DataFusion {
+        /// What was being done.
         context: String,
+        /// The underlying error.
         #[source]
         source: datafusion::error::DataFusionError,
     },

@@ -88,7 +88,7 @@ pub const FAILPOINT_ENV: &str = "SLICETEST_FAILPOINT";
 /// Aborts the process when [`FAILPOINT_ENV`] names `name` (crash tests).
 pub fn failpoint(name: &str) {
     if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name}: aborting");
+        tracing::error!("failpoint {name}: aborting");
         std::process::abort();
     }
 }

@@ -227,7 +227,7 @@ impl WorkspaceLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                eprintln!("waiting for another slicetest process to finish writing to the workspace…");
+                tracing::warn!("waiting for another slicetest process to finish writing to the workspace…");
                 file.lock().map_err(DatasetError::io("locking", path))?;
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(DatasetError::io("locking", path)(e)),

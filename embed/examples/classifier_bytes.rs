@@ -11,6 +11,8 @@
 //! the demo does; the demo also leaves its slices' hold-out images out of training, so its
 //! run differs from this one, but both are the same function of their inputs on any CPU.
 
+#![allow(clippy::print_stdout)] // an example prints what it computed
+
 use std::io::Read;
 use std::path::Path;
 use std::time::Instant;

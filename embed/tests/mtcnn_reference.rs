@@ -29,6 +29,7 @@ fn f32s(v: &serde_json::Value) -> Vec<f32> {
 
 /// Pairs each reference face with the closest detected one (largest-score first, greedy on
 /// the summed corner distance), then checks the tolerances.
+#[allow(clippy::print_stderr)] // the test shows how close each face is
 fn compare(name: &str, expected: &[serde_json::Value], got: &[Face]) -> Vec<String> {
     let mut problems = Vec::new();
     if expected.len() != got.len() {

@@ -25,16 +25,40 @@ pub struct SliceThresholds {
 /// A parsed slice statement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SliceStatement {
-    /// `CREATE SLICE`.
-    Create { name: String, comment: Option<String>, thresholds: SliceThresholds, query: String },
-    /// `DROP SLICE`.
-    Drop { name: String, if_exists: bool },
+    /// `CREATE SLICE name [COMMENT '…'] [WITH (…)] AS <query>`.
+    Create {
+        /// The slice's name.
+        name: String,
+        /// Its comment.
+        comment: Option<String>,
+        /// `WITH (min_accuracy = …, …)`.
+        thresholds: SliceThresholds,
+        /// The query that selects its images.
+        query: String,
+    },
+    /// `DROP SLICE [IF EXISTS] name`.
+    Drop {
+        /// The slice's name.
+        name: String,
+        /// `IF EXISTS`: a missing slice is not an error.
+        if_exists: bool,
+    },
     /// `SHOW SLICES`.
     Show,
-    /// `DESCRIBE SLICE`.
-    Describe { name: String },
-    /// `FREEZE SLICE`.
-    Freeze { name: String, holdout: f64, seed: u64 },
+    /// `DESCRIBE SLICE name`.
+    Describe {
+        /// The slice's name.
+        name: String,
+    },
+    /// `FREEZE SLICE name [WITH (holdout = …, seed = …)]`.
+    Freeze {
+        /// The slice's name.
+        name: String,
+        /// The share of members held out.
+        holdout: f64,
+        /// The hold-out assignment's seed.
+        seed: u64,
+    },
 }
 
 impl SliceStatement {

@@ -52,7 +52,7 @@ pub fn session_config(workspace: &Workspace) -> SessionConfig {
 fn dataset_config(default_dataset: Option<&str>) -> SessionConfig {
     let default_schema = default_dataset.unwrap_or(EMPTY_SCHEMA).to_string();
     let base = SessionConfig::from_env().unwrap_or_else(|e| {
-        eprintln!("warning: ignoring DATAFUSION_* environment settings: {e}");
+        tracing::warn!("ignoring DATAFUSION_* environment settings: {e}");
         SessionConfig::new()
     });
     base.with_default_catalog_and_schema(CATALOG, default_schema)

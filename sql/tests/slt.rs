@@ -8,6 +8,8 @@
 //! DataFusion's `--complete`): write the queries, run it, review the diff (boolean columns
 //! come out typed `?`, sqllogictest's "any", where hand-written files say `B`).
 
+#![allow(clippy::print_stdout)] // the runner reports each file, as libtest would
+
 mod common;
 
 use std::path::PathBuf;

@@ -29,6 +29,13 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Whether the command is `serve` (its log lines carry a time).
+    pub fn is_serve(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a workspace.

@@ -48,11 +48,6 @@ pub struct ServeArgs {
 
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn run(workspace: &Path, args: ServeArgs) -> Result<(), CliError> {
-    // The request log (one line per request, server errors with their details) goes to
-    // stderr; SLICETEST_LOG=debug|info|warn|error|off sets how much (default info).
-    let level = std::env::var("SLICETEST_LOG").ok().and_then(|l| l.parse().ok());
-    let level = level.unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false).try_init();
     let engine = Engine::open(workspace)?
         .with_query_memory(args.query_memory_mb << 20)?
         .with_per_query_memory(args.max_query_memory_mb << 20);
