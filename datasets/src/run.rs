@@ -336,3 +336,98 @@ fn validate(
     let batch = RecordBatch::try_new(predictions_schema(), columns).map_err(|e| vec![e.to_string()])?;
     Ok(Checked { batch, classes, missing, has_score: score.is_some(), has_loss: loss.is_some() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings_column(values: &[Option<&str>]) -> ArrayRef {
+        Arc::new(values.iter().copied().collect::<StringArray>())
+    }
+
+    fn floats_column(values: &[f64]) -> ArrayRef {
+        Arc::new(Float64Array::from(values.to_vec()))
+    }
+
+    /// Images a (cat), b (dog), c (cat).
+    fn images() -> RecordBatch {
+        RecordBatch::try_from_iter([
+            ("image_id", strings_column(&[Some("a"), Some("b"), Some("c")])),
+            ("label", strings_column(&[Some("cat"), Some("dog"), Some("cat")])),
+        ])
+        .unwrap()
+    }
+
+    fn problems(table: RecordBatch, allow_partial: bool) -> Vec<String> {
+        match validate(&table, &images(), allow_partial) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems,
+        }
+    }
+
+    #[test]
+    fn every_bad_row_is_named_by_row_and_image() {
+        let table = RecordBatch::try_from_iter([
+            ("image_id", strings_column(&[Some("a"), Some("b"), Some("x"), Some("a"), None])),
+            ("predicted", strings_column(&[Some("cat"), Some("bird"), Some("cat"), Some("dog"), Some("cat")])),
+        ])
+        .unwrap();
+        assert_eq!(
+            problems(table, true),
+            [
+                "row 2 (image_id \"b\"): predicted label \"bird\" is not a label of the dataset",
+                "row 3 (image_id \"x\"): no such image in the dataset",
+                "row 4 (image_id \"a\"): duplicate of row 1",
+                "row 5: image_id is empty",
+            ]
+        );
+    }
+
+    #[test]
+    fn probabilities_give_the_prediction_and_must_be_a_distribution() {
+        let table = |cat: &[f64], dog: &[f64]| {
+            RecordBatch::try_from_iter([
+                ("image_id", strings_column(&[Some("a"), Some("b"), Some("c")])),
+                ("prob_cat", floats_column(cat)),
+                ("prob_dog", floats_column(dog)),
+            ])
+            .unwrap()
+        };
+        let checked = validate(&table(&[0.9, 0.2, 0.4], &[0.1, 0.8, 0.6]), &images(), false).unwrap();
+        let predicted = checked.batch.column(1).as_string::<i32>();
+        assert_eq!(predicted.iter().collect::<Vec<_>>(), [Some("cat"), Some("dog"), Some("dog")]);
+        assert_eq!(checked.classes, ["cat", "dog"]);
+
+        let bad = problems(table(&[0.9, 0.2, 1.5], &[0.1, 0.7, -0.5]), false);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].starts_with("row 2 (image_id \"b\"): probabilities sum to 0.900000, not 1"), "{bad:?}");
+        assert!(bad[1].starts_with("row 3 (image_id \"c\"): prob_cat is 1.5"), "{bad:?}");
+    }
+
+    #[test]
+    fn a_partial_upload_needs_allow_partial_and_scores_must_be_finite() {
+        let partial = || {
+            RecordBatch::try_from_iter([
+                ("image_id", strings_column(&[Some("a"), Some("b")])),
+                ("predicted", strings_column(&[Some("cat"), Some("cat")])),
+            ])
+            .unwrap()
+        };
+        let refused = problems(partial(), false);
+        assert_eq!(refused.len(), 1);
+        assert!(refused[0].starts_with("1 of 3 images have no prediction (e.g. \"c\")"), "{refused:?}");
+        assert_eq!(validate(&partial(), &images(), true).unwrap().missing, 1);
+
+        let scored = RecordBatch::try_from_iter([
+            ("image_id", strings_column(&[Some("a"), Some("b"), Some("c")])),
+            ("score", floats_column(&[0.5, f64::NAN, 1.0])),
+        ])
+        .unwrap();
+        assert_eq!(problems(scored, false), ["row 2 (image_id \"b\"): score is NaN"]);
+
+        let nothing = RecordBatch::try_from_iter([("image_id", strings_column(&[Some("a")]))]).unwrap();
+        assert!(problems(nothing, true)[0].starts_with("nothing to score"));
+        let no_ids = RecordBatch::try_from_iter([("id", strings_column(&[Some("a")]))]).unwrap();
+        assert_eq!(problems(no_ids, true), ["no image_id column; the columns are: id"]);
+    }
+}
