@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 /// How thoroughly an ingest checks each image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Verify {
     /// Decode every pixel: catches truncated and corrupt files (the default).
     #[default]

@@ -12,6 +12,7 @@ use crate::error::{EngineError, Result};
 
 /// Output formats of `slicetest sql` (and of the HTTP API later).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum OutputFormat {
     /// A boxed table for people.
     Table,

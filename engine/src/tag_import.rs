@@ -24,6 +24,7 @@ use crate::tagging::{CurrentImages, TaggerRegistry, TaggerReport};
 
 /// What a file to import holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ImportKind {
     /// Per-object boxes when the file has `label`, `x0`, `y0`, `x1`, `y1`, else per-image.
     #[default]

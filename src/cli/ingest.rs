@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use slicetest_engine::{Engine, ImportOptions, IngestOptions, IngestReport, SourceFormat, Verify};
 
 use super::CliError;
@@ -16,8 +16,8 @@ pub struct IngestArgs {
     #[arg(long, short)]
     pub dataset: Option<String>,
     /// Input format (default: detected from the path).
-    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
-    pub format: FormatArg,
+    #[arg(long, value_enum, default_value_t = SourceFormat::Auto)]
+    pub format: SourceFormat,
     /// Split for images whose input gives none (train, val, test, holdout, …).
     #[arg(long)]
     pub split: Option<String>,
@@ -28,8 +28,8 @@ pub struct IngestArgs {
     #[arg(long)]
     pub path_column: Option<String>,
     /// `full` decodes every image (catches truncated files); `header` only reads headers.
-    #[arg(long, value_enum, default_value_t = VerifyArg::Full)]
-    pub verify: VerifyArg,
+    #[arg(long, value_enum, default_value_t = Verify::Full)]
+    pub verify: Verify,
     /// Fail, writing nothing, if any file is rejected.
     #[arg(long)]
     pub strict: bool,
@@ -41,47 +41,18 @@ pub struct IngestArgs {
     pub quiet: bool,
 }
 
-/// `--format` values.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum FormatArg {
-    Auto,
-    Folder,
-    Manifest,
-    Idx,
-    FashionMnist,
-    Coco,
-}
-
-/// `--verify` values.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum VerifyArg {
-    Full,
-    Header,
-}
-
 impl IngestArgs {
     fn options(&self) -> IngestOptions {
-        let format = match self.format {
-            FormatArg::Auto => SourceFormat::Auto,
-            FormatArg::Folder => SourceFormat::Folder,
-            FormatArg::Manifest => SourceFormat::Manifest,
-            FormatArg::Idx => SourceFormat::Idx,
-            FormatArg::FashionMnist => SourceFormat::FashionMnist,
-            FormatArg::Coco => SourceFormat::Coco,
-        };
         IngestOptions {
             dataset: self.dataset.clone().unwrap_or_else(|| default_dataset_name(&self.path)),
-            format,
+            format: self.format,
             import: ImportOptions {
                 split: self.split.clone(),
                 root: self.root.clone(),
                 path_column: self.path_column.clone(),
                 progress: !self.quiet,
             },
-            verify: match self.verify {
-                VerifyArg::Full => Verify::Full,
-                VerifyArg::Header => Verify::Header,
-            },
+            verify: self.verify,
             strict: self.strict,
         }
     }

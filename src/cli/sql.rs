@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use slicetest_engine::{Engine, OutputFormat, write_stream};
 
 use super::CliError;
@@ -14,35 +14,11 @@ pub struct SqlArgs {
     /// The query (read-only: SELECT, WITH, EXPLAIN, SHOW, DESCRIBE).
     pub query: String,
     /// Output format.
-    #[arg(long, short, value_enum, default_value_t = FormatArg::Table)]
-    pub format: FormatArg,
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
     /// Write to this file instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
-}
-
-/// `--format` values.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum FormatArg {
-    Table,
-    Csv,
-    Json,
-    Jsonl,
-    Parquet,
-    Arrow,
-}
-
-impl From<FormatArg> for OutputFormat {
-    fn from(f: FormatArg) -> Self {
-        match f {
-            FormatArg::Table => OutputFormat::Table,
-            FormatArg::Csv => OutputFormat::Csv,
-            FormatArg::Json => OutputFormat::Json,
-            FormatArg::Jsonl => OutputFormat::Jsonl,
-            FormatArg::Parquet => OutputFormat::Parquet,
-            FormatArg::Arrow => OutputFormat::Arrow,
-        }
-    }
 }
 
 pub async fn run(workspace: &Path, args: SqlArgs) -> Result<(), CliError> {
@@ -52,6 +28,6 @@ pub async fn run(workspace: &Path, args: SqlArgs) -> Result<(), CliError> {
         Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
-    write_stream(stream, args.format.into(), out).await?;
+    write_stream(stream, args.format, out).await?;
     Ok(())
 }

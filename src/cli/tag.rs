@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use slicetest_engine::{Engine, ImportKind, RunsByDefault, TagImportOptions, TagOptions, TaggerRegistry, TaggerReport};
 
 use super::CliError;
@@ -60,8 +60,8 @@ enum TagCommand {
         #[arg(long)]
         name: Option<String>,
         /// What the rows are (default: detections when the file has label and x0..y1).
-        #[arg(long, value_enum, default_value_t = KindArg::Auto)]
-        kind: KindArg,
+        #[arg(long, value_enum, default_value_t = ImportKind::Auto)]
+        kind: ImportKind,
     },
     /// List the stored taggers with their columns and provenance, then the taggers
     /// `slicetest tag` can run.
@@ -77,13 +77,6 @@ enum TagCommand {
         #[arg(long)]
         dataset: Option<String>,
     },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum KindArg {
-    Auto,
-    PerImage,
-    Detections,
 }
 
 pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
@@ -105,11 +98,6 @@ pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
             }
         }
         Some(TagCommand::Import { file, dataset, name, kind }) => {
-            let kind = match kind {
-                KindArg::Auto => ImportKind::Auto,
-                KindArg::PerImage => ImportKind::PerImage,
-                KindArg::Detections => ImportKind::Detections,
-            };
             let options = TagImportOptions { dataset: dataset.clone(), name, kind };
             let (dataset, report) = engine.import_tags(&file, &options).await?;
             println!(

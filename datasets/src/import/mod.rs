@@ -19,6 +19,7 @@ pub use idx::{FASHION_MNIST_CLASSES, IdxClasses};
 
 /// The kinds of input `slicetest ingest` understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum SourceFormat {
     /// Decide from the path: a directory of IDX files, an image folder, or a manifest by extension.
     #[default]
