@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::{fails, ok, setup, slicetest, sql_csv, version_entries};
-use slicetest_datasets::fixtures::{image_bytes, write_image};
+use slicetest_test_support::{image_bytes, write_image};
 
 #[test]
 fn ingest_then_query_in_every_output_format() {

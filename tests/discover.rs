@@ -4,7 +4,7 @@
 mod common;
 
 use common::{fails, ok, setup};
-use slicetest_datasets::fixtures::{planted_failure, write_image};
+use slicetest_test_support::{planted_failure, write_image};
 
 /// 1,600 images with weather and time-of-day columns, and a run `r1` that is wrong on 70%
 /// of rainy nights and on 8% of the other images.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{fails, ok, setup, sql_csv};
-use slicetest_datasets::fixtures::write_image;
+use slicetest_test_support::write_image;
 
 /// A workspace with dataset `pets`: 6 cats (4 train, 2 test) and 2 dogs.
 fn pets() -> common::Setup {

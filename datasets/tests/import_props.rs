@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
 use proptest::prelude::*;
-use slicetest_datasets::fixtures::write_image;
 use slicetest_datasets::version::{list_versions, read_images, read_version};
 use slicetest_datasets::{IngestOptions, SourceFormat, Workspace, ingest};
+use slicetest_test_support::write_image;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()

@@ -36,7 +36,7 @@ async fn column(engine: &Engine, sql: &str) -> Vec<(i32, i32)> {
 #[tokio::test]
 async fn a_registered_tagger_runs_and_its_columns_are_in_sql() {
     let dir = tempfile::tempdir().unwrap();
-    slicetest_datasets::fixtures::fixture_workspace(dir.path()).await.unwrap();
+    slicetest_test_support::fixture_workspace(dir.path()).await.unwrap();
     let mut engine = Engine::open(dir.path().join("ws")).unwrap();
     // The one line that adds a tagger.
     engine

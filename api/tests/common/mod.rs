@@ -21,7 +21,7 @@ pub struct Fixture {
 impl Fixture {
     pub async fn new() -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
-        slicetest_datasets::fixtures::fixture_workspace(dir.path()).await.expect("fixture workspace builds");
+        slicetest_test_support::fixture_workspace(dir.path()).await.expect("fixture workspace builds");
         let fixture = Fixture { dir };
         let options = EmbedOptions {
             model: TINY_CLIP.into(),
@@ -42,7 +42,7 @@ impl Fixture {
     pub async fn planted() -> (Fixture, String) {
         let dir = tempfile::tempdir().expect("tempdir");
         let src = dir.path().join("src");
-        let predictions = slicetest_datasets::fixtures::planted_failure(&src, 800);
+        let predictions = slicetest_test_support::planted_failure(&src, 800);
         let mut ws = slicetest_datasets::Workspace::init(dir.path().join("ws")).expect("init");
         let options = slicetest_datasets::ingest::IngestOptions {
             format: slicetest_datasets::import::SourceFormat::Manifest,

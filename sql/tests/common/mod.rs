@@ -1,4 +1,4 @@
-//! The workspace every SQL test runs against: see `slicetest_datasets::fixtures`.
+//! The workspace every SQL test runs against: see `slicetest_test_support`.
 
 /// A temporary directory holding the fixture workspace under `ws/`.
 pub struct Fixture {
@@ -28,7 +28,7 @@ test/dog/d2.jpg,dog,0.95,2,2,18,9\n";
 /// (`pixels`, `faces`, `clip` with the default vocabulary) and by an imported detector.
 pub async fn fixture_workspace() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    slicetest_datasets::fixtures::fixture_workspace(dir.path()).await.expect("fixture workspace builds");
+    slicetest_test_support::fixture_workspace(dir.path()).await.expect("fixture workspace builds");
     let fixture = Fixture { dir };
     let options = slicetest_engine::EmbedOptions {
         model: TINY_CLIP.into(),

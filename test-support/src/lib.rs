@@ -1,13 +1,14 @@
-//! Small synthetic inputs for tests and benchmarks: real PNG/JPEG files written to disk,
-//! and a ready-made two-dataset workspace used by the SQL tests.
+//! slicetest's test fixtures, apart from the libraries (a dev-dependency only): small
+//! synthetic inputs for tests and benchmarks — real PNG/JPEG files written to disk, a
+//! ready-made two-dataset workspace used by the SQL and API tests, and a planted failure
+//! for slice discovery.
 
 use std::io::Cursor;
 use std::path::Path;
 
-use crate::error::Result;
-use crate::import::{ImportOptions, SourceFormat};
-use crate::ingest::{IngestOptions, ingest};
-use crate::workspace::Workspace;
+use slicetest_datasets::import::{ImportOptions, SourceFormat};
+use slicetest_datasets::ingest::{IngestOptions, ingest};
+use slicetest_datasets::{Result, Workspace};
 
 /// Encodes a `w`×`h` RGB gradient seeded by `seed` in `format`.
 pub fn image_bytes(w: u32, h: u32, seed: u8, format: image::ImageFormat) -> Vec<u8> {
