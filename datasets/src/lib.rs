@@ -1,5 +1,7 @@
-//! slicetest's datasets crate: the workspace on disk, importers, and immutable dataset
-//! versions.
+//! slicetest's datasets crate: everything slicetest keeps on disk — the workspace and its
+//! lock, importers, immutable dataset versions, slices and their frozen versions, model
+//! runs ([`run`]), tags with their provenance ([`tags`]) and stored embeddings
+//! ([`embeddings`]).
 //!
 //! Data flow: an importer ([`import`]) lists candidate files → [`probe`] hashes and
 //! decodes them in parallel → [`merge`] folds the accepted rows onto the latest version →
@@ -9,7 +11,6 @@
 pub mod atomic;
 pub mod embeddings;
 pub mod error;
-pub mod fixtures;
 pub mod import;
 pub mod ingest;
 pub mod layout;

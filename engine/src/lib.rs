@@ -1,5 +1,6 @@
-//! The slicetest facade: one [`Engine`] per opened workspace. The CLI (and later the
-//! HTTP API) talk only to this crate.
+//! The slicetest facade: one [`Engine`] per opened workspace. The CLI and the HTTP API
+//! talk only to this crate: SQL, slices, runs and scoring, embedding and search, tagging,
+//! slice discovery, and the errors they raise, each with its [`ErrorKind`].
 
 pub mod bootstrap;
 pub mod curation;

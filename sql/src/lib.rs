@@ -1,5 +1,7 @@
 //! slicetest's DataFusion extensions: the workspace catalog (one schema per dataset),
-//! the slice functions `slice()` and `in_slice()`, and, as later issues land, search.
+//! the slice functions `slice()` and `in_slice()`, vector search over stored embeddings
+//! through the engine's [`vectors::VectorStore`], all registered by [`register_functions`],
+//! and the classification of errors that crossed DataFusion ([`error::kind_of`]).
 
 pub mod catalog;
 pub mod error;
