@@ -254,3 +254,76 @@ impl ScalarUDFImpl for CosineSimilarityFunction {
         Ok(ColumnarValue::Array(Arc::new(Float32Array::from(out))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{FixedSizeListArray, ListArray};
+    use datafusion::arrow::datatypes::Float32Type as F32;
+    use datafusion::config::ConfigOptions;
+
+    use super::*;
+
+    fn invoke(args: Vec<ColumnarValue>, number_rows: usize) -> Result<Vec<Option<f32>>> {
+        let arg_fields = args.iter().map(|a| Arc::new(Field::new("x", a.data_type(), true))).collect();
+        let args = ScalarFunctionArgs {
+            args,
+            arg_fields,
+            number_rows,
+            return_field: Arc::new(Field::new("cosine_similarity", DataType::Float32, true)),
+            config_options: Arc::new(ConfigOptions::default()),
+        };
+        let ColumnarValue::Array(out) = CosineSimilarityFunction::default().invoke_with_args(args)? else {
+            panic!("cosine_similarity answers an array")
+        };
+        Ok(out.as_primitive::<F32>().iter().collect())
+    }
+
+    fn list(rows: &[Option<Vec<f32>>]) -> ArrayRef {
+        Arc::new(ListArray::from_iter_primitive::<F32, _, _>(
+            rows.iter().map(|r| r.as_ref().map(|v| v.iter().map(|x| Some(*x)).collect::<Vec<_>>())),
+        ))
+    }
+
+    fn close(got: &[Option<f32>], want: &[Option<f32>]) -> bool {
+        got.len() == want.len()
+            && got.iter().zip(want).all(|(g, w)| match (g, w) {
+                (Some(g), Some(w)) => (g - w).abs() < 1e-6,
+                (None, None) => true,
+                _ => false,
+            })
+    }
+
+    #[test]
+    fn arrays_row_by_row_with_nulls() {
+        let a = list(&[Some(vec![1.0, 0.0]), Some(vec![1.0, 1.0]), None, Some(vec![0.0, 2.0])]);
+        let b = list(&[Some(vec![1.0, 1.0]), Some(vec![-1.0, -1.0]), Some(vec![1.0, 0.0]), Some(vec![0.0, 3.0])]);
+        let got = invoke(vec![ColumnarValue::Array(a), ColumnarValue::Array(b)], 4).unwrap();
+        let want = [Some(std::f32::consts::FRAC_1_SQRT_2), Some(-1.0), None, Some(1.0)];
+        assert!(close(&got, &want), "{got:?}");
+    }
+
+    #[test]
+    fn a_scalar_against_a_fixed_size_column_and_float64_elements() {
+        let fixed = FixedSizeListArray::from_iter_primitive::<F32, _, _>(
+            [Some(vec![Some(3.0), Some(4.0)]), Some(vec![Some(4.0), Some(-3.0)])],
+            2,
+        );
+        let query = ScalarValue::List(Arc::new(ListArray::from_iter_primitive::<Float64Type, _, _>([Some(vec![
+            Some(3.0),
+            Some(4.0),
+        ])])));
+        let got = invoke(vec![ColumnarValue::Array(Arc::new(fixed)), ColumnarValue::Scalar(query)], 2).unwrap();
+        assert!(close(&got, &[Some(1.0), Some(0.0)]), "{got:?}");
+    }
+
+    #[test]
+    fn unequal_lengths_and_non_float_lists_are_refused_by_row() {
+        let a = list(&[Some(vec![1.0, 0.0]), Some(vec![1.0, 0.0, 0.0])]);
+        let b = list(&[Some(vec![1.0, 0.0]), Some(vec![1.0, 0.0])]);
+        let error = invoke(vec![ColumnarValue::Array(a), ColumnarValue::Array(b)], 2).unwrap_err();
+        assert!(error.to_string().contains("vectors of length 3 and 2 at row 1"), "{error}");
+        let text = ColumnarValue::Scalar(ScalarValue::Utf8(Some("x".into())));
+        let error = invoke(vec![text.clone(), text], 1).unwrap_err();
+        assert!(error.to_string().contains("expected a list of floats"), "{error}");
+    }
+}
