@@ -211,12 +211,7 @@ impl<'a> Scorable<'a> {
         };
         let scored = rows.len() as u64;
         let accuracy = classification.as_ref().map(|c| c.accuracy.value);
-        let verdict = match (scored < min_samples, min_accuracy, accuracy) {
-            (true, _, _) => Verdict::NotEnoughData,
-            (false, Some(min), Some(acc)) if acc < min => Verdict::Fail,
-            (false, Some(_), Some(_)) => Verdict::Pass,
-            _ => Verdict::NoThreshold,
-        };
+        let verdict = verdict(scored, min_samples, min_accuracy, accuracy);
         let failures = rows
             .iter()
             .filter(|&&r| self.predicted[r as usize].is_some() && self.predicted[r as usize] != self.truth[r as usize])
@@ -351,9 +346,36 @@ impl Engine {
     }
 }
 
+/// The slice test's outcome: too few scored samples first, then the threshold (met at
+/// equality), else no threshold to test (also when the run predicts no labels).
+fn verdict(scored: u64, min_samples: u64, min_accuracy: Option<f64>, accuracy: Option<f64>) -> Verdict {
+    match (scored < min_samples, min_accuracy, accuracy) {
+        (true, _, _) => Verdict::NotEnoughData,
+        (false, Some(min), Some(acc)) if acc < min => Verdict::Fail,
+        (false, Some(_), Some(_)) => Verdict::Pass,
+        _ => Verdict::NoThreshold,
+    }
+}
+
 fn regression(base: &SliceScore, new: &SliceScore, alpha: f64) -> Option<Regression> {
     let (b, n) = (base.accuracy()?, new.accuracy()?);
     let hits = |e: Estimate| (e.value * e.n as f64).round() as u64;
     let p_value = metrics::drop_p_value(hits(b), b.n, hits(n), n.n);
     Some(Regression { baseline_accuracy: b, delta: n.value - b.value, p_value, significant: p_value < alpha })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_at_their_boundaries() {
+        assert_eq!(verdict(30, 30, Some(0.9), Some(0.9)), Verdict::Pass, "the threshold is met at equality");
+        assert_eq!(verdict(30, 30, Some(0.9), Some(0.899)), Verdict::Fail);
+        assert_eq!(verdict(29, 30, Some(0.9), Some(1.0)), Verdict::NotEnoughData, "too few samples wins");
+        assert_eq!(verdict(29, 30, None, None), Verdict::NotEnoughData);
+        assert_eq!(verdict(100, 30, None, Some(0.1)), Verdict::NoThreshold);
+        assert_eq!(verdict(100, 30, Some(0.9), None), Verdict::NoThreshold, "no labels predicted: nothing to test");
+        assert_eq!(verdict(0, 0, Some(0.5), Some(0.0)), Verdict::Fail);
+    }
 }
