@@ -12,7 +12,6 @@
 //! [`TEXT_CACHE_ENTRIES`].
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use datafusion::arrow::array::{Array, AsArray};
@@ -176,7 +175,8 @@ type Slot = Arc<Mutex<Option<Arc<VectorSet>>>>;
 pub struct VectorStore {
     layout: WorkspaceLayout,
     sets: Mutex<HashMap<(String, String), Slot>>,
-    towers: Mutex<HashMap<(PathBuf, String), Arc<Clip>>>,
+    /// By (model source, fingerprint).
+    towers: Mutex<HashMap<(String, String), Arc<Clip>>>,
     texts: Mutex<HashMap<TextKey, Arc<Vec<f32>>>>,
     loads: std::sync::atomic::AtomicUsize,
 }
@@ -305,14 +305,15 @@ impl VectorStore {
         Ok(self.tower(&set.model)?.embed_images(std::slice::from_ref(image)).map_err(external)?.remove(0))
     }
 
-    /// The CLIP checkpoint that made `model`'s vectors, loaded once per (directory,
-    /// fingerprint): a replaced checkpoint is refused, never silently mixed in.
+    /// The CLIP checkpoint that made `model`'s vectors, loaded once per (source,
+    /// fingerprint); the source is resolved only to load it, and a checkpoint there that is
+    /// not the one that made the vectors is refused, never silently mixed in.
     fn tower(&self, model: &EmbeddingModel) -> Result<Arc<Clip>> {
-        let dir = resolve_model(&model.source).map_err(external)?;
-        let key = (dir.clone(), model.fingerprint.clone());
+        let key = (model.source.clone(), model.fingerprint.clone());
         if let Some(clip) = self.towers.lock().expect("not poisoned").get(&key) {
             return Ok(clip.clone());
         }
+        let dir = resolve_model(&model.source).map_err(external)?;
         if fingerprint(&dir).map_err(external)? != model.fingerprint {
             return Err(SqlError::ModelChanged { dir, model: model.name.clone() }.into_datafusion());
         }
@@ -323,18 +324,22 @@ impl VectorStore {
 }
 
 /// The vector functions' view of one SQL session: the engine's store, and the session's
-/// default dataset (as it was when the session was built).
+/// default dataset (as it was when the session was built). A session resolves each model
+/// once: its queries see one set of vectors, and `clip_similarity`, called once per batch,
+/// lists no files after its first batch.
 #[derive(Debug)]
 pub struct VectorCatalog {
     store: Arc<VectorStore>,
     /// The default dataset's latest version (None: the workspace has no dataset yet).
     dataset: Option<DatasetVersion>,
+    /// The sets this session resolved, by the model asked for (None: the only one).
+    resolved: Mutex<HashMap<Option<String>, Arc<VectorSet>>>,
 }
 
 impl VectorCatalog {
     /// The view of `store` with `dataset` as the default.
     pub fn new(store: Arc<VectorStore>, dataset: Option<DatasetVersion>) -> Self {
-        VectorCatalog { store, dataset }
+        VectorCatalog { store, dataset, resolved: Mutex::default() }
     }
 
     fn dataset(&self) -> Result<&DatasetVersion> {
@@ -361,8 +366,13 @@ impl VectorCatalog {
 
     /// The vectors of `model` (default: the only model) of the default dataset.
     pub fn vectors(&self, model: Option<&str>) -> Result<Arc<VectorSet>> {
-        let name = self.model_name(model)?;
-        self.store.vectors(self.dataset()?, &name)
+        let key = model.map(str::to_string);
+        if let Some(set) = self.resolved.lock().expect("not poisoned").get(&key) {
+            return Ok(set.clone());
+        }
+        let set = self.store.vectors(self.dataset()?, &self.model_name(model)?)?;
+        self.resolved.lock().expect("not poisoned").insert(key, set.clone());
+        Ok(set)
     }
 
     /// See [`VectorStore::text_vector`].
