@@ -101,11 +101,13 @@ impl ApiError {
 
     /// 500 with a generic message; `detail` goes to the server log only.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        let mut e = Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorKind::Internal.code(),
-            server_message(ErrorKind::Internal),
-        );
+        Self::server(ErrorKind::Internal, detail)
+    }
+
+    /// A server-side failure of `kind`: its status and a generic message; `detail` goes to
+    /// the server log only.
+    fn server(kind: ErrorKind, detail: impl std::fmt::Display) -> Self {
+        let mut e = Self::new(status_of(kind), kind.code(), server_message(kind));
         e.log_detail = Some(detail.to_string());
         e
     }
@@ -115,13 +117,10 @@ impl ApiError {
     /// server errors a generic message (the error itself goes to the log).
     pub fn from_engine(error: EngineError, root: &std::path::Path) -> Self {
         let kind = error.kind();
-        let (status, code) = (status_of(kind), kind.code());
         if kind.is_client_error() {
-            ApiError::new(status, code, scrub(&error.to_string(), root))
+            ApiError::new(status_of(kind), kind.code(), scrub(&error.to_string(), root))
         } else {
-            let mut e = ApiError::new(status, code, server_message(kind));
-            e.log_detail = Some(error.to_string());
-            e
+            ApiError::server(kind, error)
         }
     }
 }

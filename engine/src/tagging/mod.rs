@@ -239,7 +239,7 @@ impl TaggerRegistry {
     /// vocabularies' own).
     pub fn register(&mut self, spec: TaggerSpec) -> Result<()> {
         slicetest_datasets::validate_name(&spec.name)?;
-        if self.get(&spec.name).is_some() || spec.name.starts_with("clip-") {
+        if self.is_reserved(&spec.name) {
             return Err(EngineError::InvalidArgument(format!("a tagger named {:?} already exists", spec.name)));
         }
         self.0.push(spec);
