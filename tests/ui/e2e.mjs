@@ -46,12 +46,15 @@ async function step(name, body) {
   }
 }
 
-/** Waits until every thumbnail in the grid has loaded a real image; returns how many. */
+/** Waits until the grid shows thumbnails that have all loaded a real image; returns how many.
+ * Counted in the same check that sees them loaded, so a grid replaced in between (a route
+ * change re-renders the page) cannot be counted half-built. */
 async function thumbnailsLoaded() {
-  await page.waitForSelector(".grid img.thumb");
-  await page.waitForFunction(() => [...document.querySelectorAll(".grid img.thumb")]
-    .every((img) => img.complete && img.naturalWidth > 0));
-  return page.locator(".grid img.thumb").count();
+  const count = await page.waitForFunction(() => {
+    const thumbs = [...document.querySelectorAll(".grid img.thumb")];
+    return thumbs.length > 0 && thumbs.every((img) => img.complete && img.naturalWidth > 0) && thumbs.length;
+  });
+  return count.jsonValue();
 }
 
 async function runQuery(sql) {
@@ -84,6 +87,9 @@ await step("the home page links to its slices and datasets", async () => {
   await page.locator("[data-slice=tops].focus").waitFor();
   await page.goBack();
   await page.click("#home-datasets a:has-text('clothes')");
+  // The home page has a grid of its own: wait for Explore's before counting.
+  await page.waitForURL(/#\/explore/);
+  await page.waitForSelector("#count:has-text('22 rows in all')");
   assert.equal(await thumbnailsLoaded(), 22);
 });
 
