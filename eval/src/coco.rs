@@ -1,0 +1,584 @@
+//! COCO bounding-box evaluation with the semantics of pycocotools' `COCOeval` (2.0.x),
+//! reproduced bit for bit: the same IoU formula, the same greedy matching (crowds, ignore
+//! flags, ties), the same stable score orders, the same `np.linspace` thresholds and the
+//! same `np.mean`, so every entry of `precision`, `recall` and `scores` and the 12
+//! summary statistics are the reference's own float64 values.
+//!
+//! The work is split as COCOeval splits it: [`evaluate`] matches detections to ground
+//! truth per (image, category) once per run; [`Matching::accumulate`] builds the
+//! precision/recall arrays over any subset of images, which is how a slice is scored
+//! without matching again.
+//!
+//! Images and categories are indexes: the caller numbers images in the order
+//! pycocotools sorts their ids (ties between images' detections are broken by that
+//! order) and categories in category-id order. Within an (image, category) pair the
+//! order of the input slices is kept, as pycocotools keeps the file order.
+//!
+//! Where this differs from pycocotools on purpose: pycocotools raises when `max_dets`
+//! has fewer than three entries; here the missing summary statistics are `-1`. And
+//! pycocotools treats a match to a ground-truth annotation whose id is 0 as no match
+//! (it stores ids and tests them for non-zero); here matches are positions, so an id of
+//! 0 means nothing special.
+
+use rayon::prelude::*;
+
+use crate::numpy::{SPACING_1, linspace, mean};
+
+/// A ground-truth box.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroundTruth {
+    /// Image index (in image-id order).
+    pub image: u32,
+    /// Category index (in category-id order).
+    pub category: u32,
+    /// `[x, y, w, h]`, COCO's top-left corner, width and height.
+    pub bbox: [f64; 4],
+    /// The annotation's area (its mask's area in COCO), which decides its area range.
+    pub area: f64,
+    /// A crowd region: ignored, and any number of detections inside it are absorbed.
+    pub iscrowd: bool,
+}
+
+/// A detected box.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    /// Image index (in image-id order).
+    pub image: u32,
+    /// Category index (in category-id order).
+    pub category: u32,
+    /// `[x, y, w, h]`.
+    pub bbox: [f64; 4],
+    /// Confidence; higher first.
+    pub score: f64,
+}
+
+/// An area range `[min, max]` (inclusive) with its label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AreaRange {
+    /// `all`, `small`, `medium`, `large` in COCO.
+    pub label: String,
+    /// Smallest area in the range.
+    pub min: f64,
+    /// Largest area in the range.
+    pub max: f64,
+}
+
+/// Evaluation parameters (COCOeval's `Params` for `iouType='bbox'`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    /// IoU thresholds `T`.
+    pub iou_thresholds: Vec<f64>,
+    /// Recall thresholds `R`.
+    pub recall_thresholds: Vec<f64>,
+    /// Detections kept per image and category, ascending; the last one bounds matching.
+    pub max_dets: Vec<usize>,
+    /// Area ranges `A`.
+    pub area_ranges: Vec<AreaRange>,
+}
+
+impl Default for Params {
+    /// COCO's: IoU `linspace(.5, .95, 10)`, recall `linspace(0, 1, 101)`, max detections
+    /// 1/10/100, areas all/small (< 32²)/medium/large (> 96²).
+    fn default() -> Self {
+        let range = |label: &str, min: f64, max: f64| AreaRange { label: label.into(), min, max };
+        Params {
+            iou_thresholds: linspace(0.5, 0.95, 10),
+            recall_thresholds: linspace(0.0, 1.0, 101),
+            max_dets: vec![1, 10, 100],
+            area_ranges: vec![
+                range("all", 0.0, 1e10),
+                range("small", 0.0, 1024.0),
+                range("medium", 1024.0, 9216.0),
+                range("large", 9216.0, 1e10),
+            ],
+        }
+    }
+}
+
+/// What became of a detection at one IoU threshold and area range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Outcome {
+    /// Matched no ground truth: a false positive.
+    FalsePositive = 0,
+    /// Matched a ground truth that counts: a true positive.
+    TruePositive = 1,
+    /// Matched an ignored (crowd or out-of-range) ground truth, or unmatched and itself
+    /// out of the area range: neither.
+    Ignored = 2,
+}
+
+/// The matching of one (category, image) pair that has ground truth or detections.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    image: u32,
+    /// Positions in the caller's `detections` slice, best score first, at most the last
+    /// `max_dets` of them.
+    detections: Vec<u32>,
+    scores: Vec<f64>,
+    /// `[area][threshold][detection]`.
+    outcomes: Vec<Outcome>,
+    /// Ground truths that count (not ignored), per area range.
+    counted: Vec<u32>,
+    /// Positions in the caller's `ground_truth` slice, in input order.
+    ground_truth: Vec<u32>,
+    /// For the first area range: the ground truth each detection matched, per threshold
+    /// (`[threshold][detection]`, an index into `ground_truth`, `u32::MAX` for none), and
+    /// its IoU.
+    matched: Vec<u32>,
+    matched_iou: Vec<f64>,
+}
+
+impl Cell {
+    /// The image index.
+    pub fn image(&self) -> u32 {
+        self.image
+    }
+}
+
+/// A detection's match at one IoU threshold over the first area range (`all`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BoxMatch {
+    /// Position of the detection in the input.
+    pub detection: u32,
+    /// Position of the ground truth it matched in the input, if any.
+    pub ground_truth: Option<u32>,
+    /// The IoU with that ground truth (0 when unmatched).
+    pub iou: f64,
+    /// True positive, false positive or ignored.
+    pub outcome: Outcome,
+}
+
+/// Per-image matching of a whole run: the expensive half of COCOeval, done once.
+#[derive(Debug, Clone)]
+pub struct Matching {
+    params: Params,
+    num_images: u32,
+    /// Per category, its cells in image order.
+    cells: Vec<Vec<Cell>>,
+}
+
+/// Matches `detections` to `ground_truth` per (image, category), as COCOeval's
+/// `evaluate()` does. Indexes must be below `num_images` / `num_categories`.
+pub fn evaluate(
+    num_images: u32,
+    num_categories: u32,
+    ground_truth: &[GroundTruth],
+    detections: &[Detection],
+    params: &Params,
+) -> Matching {
+    assert!(!params.max_dets.is_empty(), "max_dets must not be empty");
+    // Group positions by (category, image), keeping input order within each group.
+    let mut gt_by_cat: Vec<Vec<u32>> = vec![Vec::new(); num_categories as usize];
+    for (i, g) in ground_truth.iter().enumerate() {
+        assert!(g.image < num_images && g.category < num_categories, "ground truth #{i} out of range");
+        gt_by_cat[g.category as usize].push(i as u32);
+    }
+    let mut dt_by_cat: Vec<Vec<u32>> = vec![Vec::new(); num_categories as usize];
+    for (i, d) in detections.iter().enumerate() {
+        assert!(d.image < num_images && d.category < num_categories, "detection #{i} out of range");
+        dt_by_cat[d.category as usize].push(i as u32);
+    }
+    let cells = gt_by_cat
+        .into_par_iter()
+        .zip(dt_by_cat.into_par_iter())
+        .map(|(mut gts, mut dts)| {
+            // Stable sorts: input order within an image survives.
+            gts.sort_by_key(|&i| ground_truth[i as usize].image);
+            dts.sort_by_key(|&i| detections[i as usize].image);
+            let (mut g, mut d) = (0, 0);
+            let mut cells = Vec::new();
+            while g < gts.len() || d < dts.len() {
+                let image_of_g = gts.get(g).map(|&i| ground_truth[i as usize].image);
+                let image_of_d = dts.get(d).map(|&i| detections[i as usize].image);
+                let image = match (image_of_g, image_of_d) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (Some(a), None) => a,
+                    (None, Some(b)) => b,
+                    (None, None) => unreachable!(),
+                };
+                let g_end = g + gts[g..].iter().take_while(|&&i| ground_truth[i as usize].image == image).count();
+                let d_end = d + dts[d..].iter().take_while(|&&i| detections[i as usize].image == image).count();
+                cells.push(match_cell(image, &gts[g..g_end], &dts[d..d_end], ground_truth, detections, params));
+                (g, d) = (g_end, d_end);
+            }
+            cells
+        })
+        .collect();
+    Matching { params: params.clone(), num_images, cells }
+}
+
+/// pycocotools' `bbIou`: intersection over union, or over the detection's area for a
+/// crowd. Written in the C code's order of operations.
+fn iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
+    let ga = g[2] * g[3];
+    let da = d[2] * d[3];
+    let w = (d[2] + d[0]).min(g[2] + g[0]) - d[0].max(g[0]);
+    if w <= 0.0 {
+        return 0.0;
+    }
+    let h = (d[3] + d[1]).min(g[3] + g[1]) - d[1].max(g[1]);
+    if h <= 0.0 {
+        return 0.0;
+    }
+    let i = w * h;
+    let u = if crowd { da } else { da + ga - i };
+    i / u
+}
+
+fn match_cell(
+    image: u32,
+    gts: &[u32],
+    dts: &[u32],
+    ground_truth: &[GroundTruth],
+    detections: &[Detection],
+    params: &Params,
+) -> Cell {
+    let max_det = *params.max_dets.last().expect("checked");
+    // Best score first; a stable sort, so equal scores keep input order (numpy's mergesort).
+    let mut order: Vec<u32> = dts.to_vec();
+    order.sort_by(|&a, &b| detections[b as usize].score.total_cmp(&detections[a as usize].score));
+    order.truncate(max_det);
+    let scores: Vec<f64> = order.iter().map(|&i| detections[i as usize].score).collect();
+    let num_d = order.len();
+    let num_g = gts.len();
+    let t_count = params.iou_thresholds.len();
+    let a_count = params.area_ranges.len();
+
+    let crowd: Vec<bool> = gts.iter().map(|&i| ground_truth[i as usize].iscrowd).collect();
+    // ious[d * G + g], g in input order.
+    let mut ious = vec![0.0; num_d * num_g];
+    for (di, &d) in order.iter().enumerate() {
+        for (gi, &g) in gts.iter().enumerate() {
+            ious[di * num_g + gi] = iou(&detections[d as usize].bbox, &ground_truth[g as usize].bbox, crowd[gi]);
+        }
+    }
+
+    let mut outcomes = Vec::with_capacity(a_count * t_count * num_d);
+    let mut counted = Vec::with_capacity(a_count);
+    let mut matched = vec![u32::MAX; t_count * num_d];
+    let mut matched_iou = vec![0.0; t_count * num_d];
+    let mut gt_matched = vec![false; num_g];
+    for (a, range) in params.area_ranges.iter().enumerate() {
+        let outside = |area: f64| area < range.min || area > range.max;
+        // COCOeval sets `ignore = iscrowd`, then ignores what lies outside the range too.
+        let ignored: Vec<bool> =
+            gts.iter().map(|&i| &ground_truth[i as usize]).map(|g| g.iscrowd || outside(g.area)).collect();
+        // Ground truth that counts first, ignored last; stable.
+        let mut gt_order: Vec<usize> = (0..num_g).collect();
+        gt_order.sort_by_key(|&g| ignored[g]);
+        counted.push(ignored.iter().filter(|&&i| !i).count() as u32);
+        for (t, &threshold) in params.iou_thresholds.iter().enumerate() {
+            gt_matched.iter_mut().for_each(|m| *m = false);
+            for (di, &d) in order.iter().enumerate() {
+                let mut best_iou = threshold.min(1.0 - 1e-10);
+                let mut best: Option<usize> = None;
+                if num_g > 0 {
+                    for &g in &gt_order {
+                        if gt_matched[g] && !crowd[g] {
+                            continue;
+                        }
+                        // Matched a ground truth that counts and reached the ignored ones: stop.
+                        if let Some(m) = best
+                            && !ignored[m]
+                            && ignored[g]
+                        {
+                            break;
+                        }
+                        let value = ious[di * num_g + g];
+                        if value < best_iou {
+                            continue;
+                        }
+                        best_iou = value;
+                        best = Some(g);
+                    }
+                }
+                let outcome = match best {
+                    Some(g) => {
+                        gt_matched[g] = true;
+                        if a == 0 {
+                            matched[t * num_d + di] = g as u32;
+                            matched_iou[t * num_d + di] = ious[di * num_g + g];
+                        }
+                        if ignored[g] { Outcome::Ignored } else { Outcome::TruePositive }
+                    }
+                    None if outside(detections[d as usize].bbox[2] * detections[d as usize].bbox[3]) => {
+                        Outcome::Ignored
+                    }
+                    None => Outcome::FalsePositive,
+                };
+                outcomes.push(outcome);
+            }
+        }
+    }
+    Cell {
+        image,
+        detections: order,
+        scores,
+        outcomes,
+        counted,
+        ground_truth: gts.to_vec(),
+        matched,
+        matched_iou,
+    }
+}
+
+/// COCOeval's `eval` dictionary: `precision[T,R,K,A,M]`, `recall[T,K,A,M]` and
+/// `scores[T,R,K,A,M]` as flat arrays in C order, `-1` where a category has no ground
+/// truth that counts (or nothing at all) in the images accumulated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accumulated {
+    params: Params,
+    num_categories: usize,
+    /// `precision[t][r][k][a][m]`, C order.
+    pub precision: Vec<f64>,
+    /// `recall[t][k][a][m]`, C order.
+    pub recall: Vec<f64>,
+    /// `scores[t][r][k][a][m]`, C order: the score at which each precision was reached.
+    pub scores: Vec<f64>,
+}
+
+impl Matching {
+    /// The parameters the matching used.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Number of images.
+    pub fn num_images(&self) -> u32 {
+        self.num_images
+    }
+
+    /// Number of categories.
+    pub fn num_categories(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Every detection's match at IoU threshold `t` (an index into the thresholds) over
+    /// the first area range, per image and category in image order; detections beyond
+    /// the largest `max_dets` of their image and category are not listed.
+    pub fn box_matches(&self, t: usize) -> impl Iterator<Item = (u32, u32, Vec<BoxMatch>)> + '_ {
+        self.cells.iter().enumerate().flat_map(move |(k, cells)| {
+            cells.iter().map(move |cell| {
+                let num_d = cell.detections.len();
+                let matches = (0..num_d)
+                    .map(|d| {
+                        let g = cell.matched[t * num_d + d];
+                        BoxMatch {
+                            detection: cell.detections[d],
+                            ground_truth: (g != u32::MAX).then(|| cell.ground_truth[g as usize]),
+                            iou: cell.matched_iou[t * num_d + d],
+                            outcome: cell.outcomes[t * num_d + d],
+                        }
+                    })
+                    .collect();
+                (cell.image, k as u32, matches)
+            })
+        })
+    }
+
+    /// Ground truth that counts (not crowd) over the first area range, per (image, category).
+    pub fn counted_ground_truth(&self) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        self.cells
+            .iter()
+            .enumerate()
+            .flat_map(|(k, cells)| cells.iter().map(move |c| (c.image, k as u32, c.counted[0])))
+    }
+
+    /// COCOeval's `accumulate()` over all images.
+    pub fn accumulate(&self) -> Accumulated {
+        self.accumulate_images(|_| true)
+    }
+
+    /// COCOeval's `accumulate()` over the images for which `include` is true, exactly
+    /// what pycocotools gives with `params.imgIds` set to those images (and the same
+    /// categories).
+    pub fn accumulate_images(&self, include: impl Fn(u32) -> bool + Sync) -> Accumulated {
+        let p = &self.params;
+        let (t_count, r_count, a_count, m_count) =
+            (p.iou_thresholds.len(), p.recall_thresholds.len(), p.area_ranges.len(), p.max_dets.len());
+        let k_count = self.cells.len();
+        let per_category: Vec<CategoryCurves> =
+            self.cells.par_iter().map(|cells| self.accumulate_category(cells, &include)).collect();
+        let mut precision = vec![-1.0; t_count * r_count * k_count * a_count * m_count];
+        let mut scores = precision.clone();
+        let mut recall = vec![-1.0; t_count * k_count * a_count * m_count];
+        for (k, curves) in per_category.iter().enumerate() {
+            for ((a, m), per_t) in curves {
+                let (a, m) = (*a, *m);
+                for (t, (q, ss, rc)) in per_t.iter().enumerate() {
+                    recall[((t * k_count + k) * a_count + a) * m_count + m] = *rc;
+                    for r in 0..r_count {
+                        let at = (((t * r_count + r) * k_count + k) * a_count + a) * m_count + m;
+                        precision[at] = q[r];
+                        scores[at] = ss[r];
+                    }
+                }
+            }
+        }
+        Accumulated { params: p.clone(), num_categories: k_count, precision, recall, scores }
+    }
+
+    fn accumulate_category(&self, cells: &[Cell], include: &(impl Fn(u32) -> bool + Sync)) -> CategoryCurves {
+        let p = &self.params;
+        let cells: Vec<&Cell> = cells.iter().filter(|c| include(c.image)).collect();
+        let mut out = Vec::new();
+        if cells.is_empty() {
+            return out;
+        }
+        // All detections in image order, then one stable sort by score: a subset (the
+        // top `m` of each image) sorted stably is this order filtered, so one sort serves
+        // every max_dets.
+        let mut entries: Vec<(f64, u32, u32)> = Vec::new(); // (score, cell, rank in cell)
+        for (c, cell) in cells.iter().enumerate() {
+            for (d, &score) in cell.scores.iter().enumerate() {
+                entries.push((score, c as u32, d as u32));
+            }
+        }
+        entries.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let t_count = p.iou_thresholds.len();
+        for a in 0..p.area_ranges.len() {
+            let counted: u64 = cells.iter().map(|c| c.counted[a] as u64).sum();
+            if counted == 0 {
+                continue;
+            }
+            for (m, &max_det) in p.max_dets.iter().enumerate() {
+                let kept: Vec<&(f64, u32, u32)> = entries.iter().filter(|e| (e.2 as usize) < max_det).collect();
+                let mut per_t = Vec::with_capacity(t_count);
+                for t in 0..t_count {
+                    let outcomes = kept.iter().map(|&&(_, c, d)| {
+                        let cell = cells[c as usize];
+                        let num_d = cell.detections.len();
+                        cell.outcomes[(a * t_count + t) * num_d + d as usize]
+                    });
+                    per_t.push(curve(outcomes, kept.iter().map(|e| e.0), counted, &p.recall_thresholds));
+                }
+                out.push(((a, m), per_t));
+            }
+        }
+        out
+    }
+}
+
+/// Per (area, max_dets): per threshold (precision at each recall threshold, the scores
+/// there, the final recall).
+type CategoryCurves = Vec<((usize, usize), Vec<(Vec<f64>, Vec<f64>, f64)>)>;
+
+/// One precision/recall curve, as COCOeval's accumulate loop computes it.
+fn curve(
+    outcomes: impl Iterator<Item = Outcome>,
+    sorted_scores: impl Iterator<Item = f64>,
+    counted: u64,
+    recall_thresholds: &[f64],
+) -> (Vec<f64>, Vec<f64>, f64) {
+    let npig = counted as f64;
+    let (mut tp, mut fp) = (0u64, 0u64);
+    let mut rc = Vec::new();
+    let mut pr = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Outcome::TruePositive => tp += 1,
+            Outcome::FalsePositive => fp += 1,
+            Outcome::Ignored => {}
+        }
+        let (tp, fp) = (tp as f64, fp as f64);
+        rc.push(tp / npig);
+        pr.push(tp / (fp + tp + SPACING_1));
+    }
+    let scores: Vec<f64> = sorted_scores.collect();
+    let nd = rc.len();
+    let recall = if nd > 0 { rc[nd - 1] } else { 0.0 };
+    // The precision envelope: never lower than at any higher recall.
+    for i in (1..nd).rev() {
+        if pr[i] > pr[i - 1] {
+            pr[i - 1] = pr[i];
+        }
+    }
+    let mut q = vec![0.0; recall_thresholds.len()];
+    let mut ss = vec![0.0; recall_thresholds.len()];
+    // np.searchsorted(rc, recThrs, side='left'); the first index past the end stops the fill.
+    let mut i = 0;
+    for (r, &threshold) in recall_thresholds.iter().enumerate() {
+        while i < nd && rc[i] < threshold {
+            i += 1;
+        }
+        if i >= nd {
+            break;
+        }
+        q[r] = pr[i];
+        ss[r] = scores[i];
+    }
+    (q, ss, recall)
+}
+
+/// Names of the 12 COCO summary statistics, in `stats` order.
+pub const STAT_NAMES: [&str; 12] =
+    ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"];
+
+impl Accumulated {
+    /// COCOeval's `_summarize`: the mean of `precision` (`ap`) or `recall` entries above
+    /// -1 at one area range and max-detections value, over all IoU thresholds or the one
+    /// equal to `iou`; -1 when there are none.
+    pub fn summarize(&self, ap: bool, iou: Option<f64>, area: &str, max_dets: usize) -> f64 {
+        let p = &self.params;
+        let (Some(a), Some(m)) =
+            (p.area_ranges.iter().position(|r| r.label == area), p.max_dets.iter().position(|&d| d == max_dets))
+        else {
+            return -1.0;
+        };
+        let (t_count, r_count, k_count, a_count, m_count) =
+            (p.iou_thresholds.len(), p.recall_thresholds.len(), self.num_categories, p.area_ranges.len(), p.max_dets.len());
+        let mut values = Vec::new();
+        for t in (0..t_count).filter(|&t| iou.is_none_or(|v| p.iou_thresholds[t] == v)) {
+            if ap {
+                for r in 0..r_count {
+                    for k in 0..k_count {
+                        values.push(self.precision[(((t * r_count + r) * k_count + k) * a_count + a) * m_count + m]);
+                    }
+                }
+            } else {
+                for k in 0..k_count {
+                    values.push(self.recall[((t * k_count + k) * a_count + a) * m_count + m]);
+                }
+            }
+        }
+        values.retain(|&v| v > -1.0);
+        mean(&values).unwrap_or(-1.0)
+    }
+
+    /// The 12 statistics of COCOeval's `summarize()` (see [`STAT_NAMES`]).
+    pub fn stats(&self) -> [f64; 12] {
+        let dets = |i: usize| self.params.max_dets.get(i).copied().unwrap_or(usize::MAX);
+        [
+            self.summarize(true, None, "all", 100),
+            self.summarize(true, Some(0.5), "all", dets(2)),
+            self.summarize(true, Some(0.75), "all", dets(2)),
+            self.summarize(true, None, "small", dets(2)),
+            self.summarize(true, None, "medium", dets(2)),
+            self.summarize(true, None, "large", dets(2)),
+            self.summarize(false, None, "all", dets(0)),
+            self.summarize(false, None, "all", dets(1)),
+            self.summarize(false, None, "all", dets(2)),
+            self.summarize(false, None, "small", dets(2)),
+            self.summarize(false, None, "medium", dets(2)),
+            self.summarize(false, None, "large", dets(2)),
+        ]
+    }
+
+    /// Average precision of category `k` over area `all` and the largest max-detections,
+    /// at every IoU threshold (`None`) or the one equal to `iou`; -1 without ground truth.
+    pub fn category_ap(&self, k: usize, iou: Option<f64>) -> f64 {
+        let p = &self.params;
+        let (t_count, r_count, k_count, a_count, m_count) =
+            (p.iou_thresholds.len(), p.recall_thresholds.len(), self.num_categories, p.area_ranges.len(), p.max_dets.len());
+        let m = m_count - 1;
+        let mut values = Vec::new();
+        for t in (0..t_count).filter(|&t| iou.is_none_or(|v| p.iou_thresholds[t] == v)) {
+            for r in 0..r_count {
+                values.push(self.precision[(((t * r_count + r) * k_count + k) * a_count) * m_count + m]);
+            }
+        }
+        values.retain(|&v| v > -1.0);
+        mean(&values).unwrap_or(-1.0)
+    }
+}
