@@ -5,6 +5,7 @@
 //! temporary directory and renamed into `versions/<n+1>` in one step, so a failed or
 //! killed ingest leaves the previous version exactly as it was.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,9 +17,11 @@ use serde::Serialize;
 
 use crate::atomic::{TMP_PREFIX, publish_dir, remove_stale_tmp, write_atomic};
 use crate::error::{DatasetError, Result};
-use crate::import::{ImportOptions, Rejection, SourceFormat, gather};
-use crate::layout::{REPORT_FILE, VERSION_FILE, validate_name};
+use crate::import::{Candidate, ImportOptions, Rejection, SourceFormat, gather};
+use crate::layout::{REPORT_FILE, VERSION_FILE, WorkspaceLayout, validate_name};
 use crate::merge::{MergeStats, merge};
+use crate::objects::{Category, ImportedObjects, OBJECTS_FILE, ObjectsInfo, check_boxes, read_objects};
+use crate::probe::ImageFacts;
 use crate::probe::{Verify, probe_file};
 use crate::progress::bar;
 use crate::record::build_batch;
@@ -132,14 +135,10 @@ pub async fn ingest(workspace: &mut Workspace, path: &Path, options: &IngestOpti
 
     let new_rows = build_batch(&accepted, set.extra.as_ref())?;
     let latest = list_versions(&layout, &options.dataset)?.last().copied();
-    let previous = match latest {
-        Some(v) => {
-            let manifest = read_version(&layout, &options.dataset, v)?;
-            Some(read_images(&layout, &manifest)?)
-        }
-        None => None,
-    };
+    let previous_manifest = latest.map(|v| read_version(&layout, &options.dataset, v)).transpose()?;
+    let previous = previous_manifest.as_ref().map(|m| read_images(&layout, m)).transpose()?;
     let (merged, stats) = merge(previous.as_ref(), &new_rows, latest.unwrap_or(0))?;
+    let objects = merge_objects(&layout, previous_manifest.as_ref(), set.objects.as_ref(), &accepted, path)?;
 
     let mut report = IngestReport {
         dataset: options.dataset.clone(),
@@ -154,8 +153,8 @@ pub async fn ingest(workspace: &mut Workspace, path: &Path, options: &IngestOpti
         ignored: set.ignored,
         seconds: 0.0,
     };
-    if previous.as_ref() != Some(&merged) {
-        publish_version(workspace, &merged, latest, &mut report)?;
+    if previous.as_ref() != Some(&merged) || objects.changed {
+        publish_version(workspace, &merged, objects.merged.as_ref(), latest, &mut report)?;
     }
     workspace.set_default_if_unset(&options.dataset)?;
     report.seconds = started.elapsed().as_secs_f64();
@@ -190,15 +189,62 @@ pub fn import_table(
         ignored: 0,
         seconds: 0.0,
     };
-    publish_version(workspace, &sorted, latest, &mut report)?;
+    publish_version(workspace, &sorted, None, latest, &mut report)?;
     workspace.set_default_if_unset(dataset)?;
     Ok(report)
 }
 
-/// Writes `merged` as version `parent + 1` under a temporary name, then renames it into place.
+/// A version's ground-truth objects after an import, and whether they differ from the
+/// previous version's.
+struct MergedObjects {
+    merged: Option<(RecordBatch, Vec<Category>)>,
+    changed: bool,
+}
+
+/// Checks the import's boxes against the accepted images' sizes and merges them with the
+/// previous version's objects (the import replaces the objects of the images it lists).
+fn merge_objects(
+    layout: &WorkspaceLayout,
+    previous: Option<&DatasetVersion>,
+    imported: Option<&ImportedObjects>,
+    accepted: &[(&Candidate, ImageFacts)],
+    source: &Path,
+) -> Result<MergedObjects> {
+    let previous_objects = match previous {
+        Some(manifest) => read_objects(layout, manifest)?
+            .map(|batch| (batch, manifest.objects.as_ref().map(|o| o.categories.clone()).unwrap_or_default())),
+        None => None,
+    };
+    let imported = match imported {
+        Some(imported) => {
+            let sizes: HashMap<&str, (u32, u32)> =
+                accepted.iter().map(|(c, f)| (c.image_id.as_str(), (f.width, f.height))).collect();
+            let kept = check_boxes(imported, &sizes, source)?;
+            // Only images that made it in speak for their objects.
+            let images = imported.images.iter().filter(|id| sizes.contains_key(id.as_str())).cloned().collect();
+            Some((ImportedObjects { images, ..imported.clone() }, kept))
+        }
+        None => None,
+    };
+    let merged = crate::objects::merge(
+        previous_objects.as_ref().map(|(batch, categories)| (batch, categories.as_slice())),
+        imported.as_ref().map(|(imported, kept)| (imported, kept.clone())),
+        source,
+    )?;
+    let changed = match (&merged, &previous_objects) {
+        (None, None) => false,
+        (Some(new), Some(old)) => new.0 != old.0 || new.1 != old.1,
+        _ => true,
+    };
+    Ok(MergedObjects { merged, changed })
+}
+
+/// Writes `merged` (and its ground-truth objects) as version `parent + 1` under a
+/// temporary name, then renames it into place.
 fn publish_version(
     workspace: &Workspace,
     merged: &RecordBatch,
+    objects: Option<&(RecordBatch, Vec<Category>)>,
     parent: Option<u64>,
     report: &mut IngestReport,
 ) -> Result<()> {
@@ -211,6 +257,14 @@ fn publish_version(
     let result = (|| {
         let parquet_sha256 = write_parquet(&staging.join(crate::layout::IMAGES_FILE), merged)?;
         failpoint("ingest-after-parquet");
+        let objects = match objects {
+            Some((batch, categories)) => Some(ObjectsInfo {
+                count: batch.num_rows() as u64,
+                categories: categories.clone(),
+                parquet_sha256: write_parquet(&staging.join(OBJECTS_FILE), batch)?,
+            }),
+            None => None,
+        };
         let manifest = DatasetVersion {
             dataset: report.dataset.clone(),
             version,
@@ -223,6 +277,7 @@ fn publish_version(
             source_format: report.format.clone(),
             slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
             columns: column_infos(merged),
+            objects,
         };
         report.version = version;
         report.created = true;

@@ -15,6 +15,7 @@ pub mod import;
 pub mod ingest;
 pub mod layout;
 pub mod merge;
+pub mod objects;
 pub mod probe;
 pub mod progress;
 pub mod record;

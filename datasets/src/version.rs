@@ -55,6 +55,9 @@ pub struct DatasetVersion {
     pub slicetest_version: String,
     /// Columns of `images.parquet`.
     pub columns: Vec<ColumnInfo>,
+    /// Ground-truth boxes (`objects.parquet`), when an import carried any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<crate::objects::ObjectsInfo>,
 }
 
 /// Version numbers of a dataset, ascending; temporary and foreign entries are ignored.

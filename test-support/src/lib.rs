@@ -71,8 +71,20 @@ s3.png,person,train,,7,0.5,\"Crowd, at night\"\n\
 s4.png,person,test,fog,,0.1,naïve café\n\
 s5.png,,val,sunny,1,,x\n";
 
-/// Builds a workspace in `dir` with datasets `photos` (a folder, the default) and
-/// `street` (a CSV manifest), both ingested through the real importers.
+/// A COCO file for dataset `traffic`: three 40×30 images with boxes, one a crowd, one
+/// with its own (mask) area, and an image without annotations.
+const TRAFFIC_COCO: &str = r#"{"images": [{"id": 7, "file_name": "t1.png"}, {"id": 3, "file_name": "t2.png"},
+  {"id": 5, "file_name": "t3.png"}],
+ "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 10, "name": "traffic light"}],
+ "annotations": [
+  {"id": 11, "image_id": 7, "category_id": 1, "bbox": [1.5, 2.25, 4, 8], "area": 24.5, "iscrowd": 0},
+  {"id": 12, "image_id": 7, "category_id": 3, "bbox": [10, 5, 25, 20], "iscrowd": 0},
+  {"id": 13, "image_id": 3, "category_id": 1, "bbox": [0, 0, 20, 30], "area": 400, "iscrowd": 1},
+  {"id": 14, "image_id": 3, "category_id": 10, "bbox": [30, 1, 3, 9], "area": 20, "iscrowd": 0}]}"#;
+
+/// Builds a workspace in `dir` with datasets `photos` (a folder, the default), `street`
+/// (a CSV manifest) and `traffic` (a COCO file with boxes), all ingested through the real
+/// importers.
 pub async fn fixture_workspace(dir: &Path) -> Result<Workspace> {
     let src = dir.join("src");
     for (i, (rel, w, h)) in PHOTOS.iter().enumerate() {
@@ -82,10 +94,15 @@ pub async fn fixture_workspace(dir: &Path) -> Result<Workspace> {
         write_image(&src.join("street").join(format!("s{i}.png")), 4 * i, 3 + i, 100 + i as u8);
     }
     std::fs::write(src.join("street/manifest.csv"), STREET_CSV).expect("write manifest");
+    for i in 1..=3u32 {
+        write_image(&src.join("traffic").join(format!("t{i}.png")), 40, 30, 200 + i as u8);
+    }
+    std::fs::write(src.join("traffic/instances.json"), TRAFFIC_COCO).expect("write COCO file");
     let mut ws = Workspace::init(dir.join("ws"))?;
     let quiet =
         |name: &str, format| IngestOptions { format, import: ImportOptions::default(), ..IngestOptions::new(name) };
     ingest(&mut ws, &src.join("photos"), &quiet("photos", SourceFormat::Folder)).await?;
     ingest(&mut ws, &src.join("street/manifest.csv"), &quiet("street", SourceFormat::Manifest)).await?;
+    ingest(&mut ws, &src.join("traffic/instances.json"), &quiet("traffic", SourceFormat::Coco)).await?;
     Workspace::open(dir.join("ws"))
 }

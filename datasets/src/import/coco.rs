@@ -3,6 +3,8 @@
 //! `image_id` follows the folder rule (path relative to the root); the COCO id is kept
 //! as `coco_id`, and annotations become per-image counts `num_<category>` (category
 //! names lowercased, non-alphanumerics turned into `_`), plus `num_annotations`.
+//! Annotations with a `bbox` are also kept whole as ground-truth objects (see
+//! [`crate::objects`]): box, area, `iscrowd`, id and category.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -14,6 +16,7 @@ use serde::Deserialize;
 
 use super::{Candidate, CandidateSet, ImportOptions, Rejection, canonical_root, relative_id, resolve_inside};
 use crate::error::{DatasetError, Result};
+use crate::objects::{Category, ImportedObject, ImportedObjects};
 
 #[derive(Deserialize)]
 struct CocoFile {
@@ -32,8 +35,16 @@ struct CocoImage {
 
 #[derive(Deserialize)]
 struct CocoAnnotation {
+    #[serde(default)]
+    id: Option<i64>,
     image_id: i64,
     category_id: i64,
+    #[serde(default)]
+    bbox: Option<Vec<f64>>,
+    #[serde(default)]
+    area: Option<f64>,
+    #[serde(default)]
+    iscrowd: Option<u8>,
 }
 
 #[derive(Deserialize)]
@@ -117,7 +128,61 @@ pub(super) fn gather(path: &Path, options: &ImportOptions) -> Result<CandidateSe
         arrays.push(Arc::new(rows.iter().map(|&i| counts[cat][i]).collect::<Int64Array>()));
     }
     set.extra = Some(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?);
+    set.objects = objects(&coco, &set, &bad)?;
     Ok(set)
+}
+
+/// The annotations as ground-truth objects, keyed by the dataset's image ids; `None` when
+/// no annotation has a box (a file of labels only).
+fn objects(
+    coco: &CocoFile,
+    set: &CandidateSet,
+    bad: &dyn Fn(String) -> DatasetError,
+) -> Result<Option<ImportedObjects>> {
+    if coco.annotations.iter().all(|a| a.bbox.is_none()) {
+        return Ok(None);
+    }
+    // COCO id → dataset image id, for the images that became candidates.
+    let coco_ids = coco_ids(set);
+    let image_ids: HashMap<i64, &str> = set.candidates.iter().map(|c| (coco_ids[c.row], c.image_id.as_str())).collect();
+    let mut objects = Vec::with_capacity(coco.annotations.len());
+    let mut ids = HashMap::new();
+    for (n, ann) in coco.annotations.iter().enumerate() {
+        let object_id = ann.id.unwrap_or(n as i64 + 1);
+        let position = format!("annotation #{n} (id {object_id})");
+        let Some(bbox) = &ann.bbox else {
+            return Err(bad(format!("{position} has no \"bbox\" while others do")));
+        };
+        let &[x, y, w, h] = bbox.as_slice() else {
+            return Err(bad(format!("{position}: \"bbox\" must be [x, y, width, height], got {} numbers", bbox.len())));
+        };
+        if let Some(previous) = ids.insert(object_id, n) {
+            return Err(bad(format!("{position}: annotation id {object_id} is also annotation #{previous}'s")));
+        }
+        let Some(&image_id) = image_ids.get(&ann.image_id) else { continue }; // its file was rejected
+        objects.push(ImportedObject {
+            image_id: image_id.to_string(),
+            object_id,
+            category_id: ann.category_id,
+            bbox: [x, y, w, h],
+            area: ann.area,
+            iscrowd: ann.iscrowd.unwrap_or(0) != 0,
+            position,
+        });
+    }
+    Ok(Some(ImportedObjects {
+        objects,
+        categories: coco.categories.iter().map(|c| Category { id: c.id, name: c.name.clone() }).collect(),
+        images: set.candidates.iter().map(|c| c.image_id.clone()).collect(),
+    }))
+}
+
+/// The `coco_id` column of the candidates' extra columns, by row.
+fn coco_ids(set: &CandidateSet) -> &[i64] {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    let extra = set.extra.as_ref().expect("set before objects are gathered");
+    extra.column_by_name("coco_id").expect("coco_id column").as_primitive::<Int64Type>().values()
 }
 
 /// `"traffic light"` → `traffic_light`.

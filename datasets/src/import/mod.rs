@@ -102,6 +102,8 @@ pub struct CandidateSet {
     pub ignored: usize,
     /// The format that was actually used (after auto-detection).
     pub format: SourceFormat,
+    /// Ground-truth boxes the input carries (COCO annotations with a `bbox`).
+    pub objects: Option<crate::objects::ImportedObjects>,
 }
 
 /// Runs the importer for `format` (auto-detected when `Auto`) on `path`.

@@ -1,0 +1,270 @@
+//! Ground-truth objects: every box annotation of a dataset version, stored as
+//! `versions/<n>/objects.parquet` (one row per annotation, in the input's order within
+//! each image) with the category list and the file's SHA-256 in `version.json`.
+//!
+//! Boxes are kept exactly as given: COCO's `[x, y, w, h]` as float64, never converted to
+//! corners, so an evaluation sums them as pycocotools does. `area` is the annotation's
+//! own area (a mask's area in COCO) or `w * h` when the input has none.
+//!
+//! An import is the truth for the images it lists: a version's objects are the previous
+//! version's objects of images the import did not list, plus the import's objects.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DatasetError, Result};
+use crate::layout::WorkspaceLayout;
+use crate::stored::read_checked_parquet;
+use crate::version::DatasetVersion;
+
+/// File name of a version's ground-truth objects.
+pub const OBJECTS_FILE: &str = "objects.parquet";
+
+/// A box may reach this far (in pixels) past the image's edge before it is refused:
+/// annotation tools round, and COCO's own boxes overshoot by fractions of a pixel.
+pub const EDGE_TOLERANCE: f64 = 1.0;
+
+/// An object category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Category {
+    /// The category id (COCO's `categories[].id`).
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+}
+
+/// What `version.json` records about a version's objects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectsInfo {
+    /// Number of annotations.
+    pub count: u64,
+    /// Every category, in id order (including ones without annotations).
+    pub categories: Vec<Category>,
+    /// SHA-256 of `objects.parquet`, checked when it is read back.
+    pub parquet_sha256: String,
+}
+
+/// One annotation as an importer found it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedObject {
+    /// The image's `image_id` in the dataset.
+    pub image_id: String,
+    /// The annotation's id in the input.
+    pub object_id: i64,
+    /// Its category id.
+    pub category_id: i64,
+    /// `[x, y, w, h]`.
+    pub bbox: [f64; 4],
+    /// The annotation's own area, if it has one.
+    pub area: Option<f64>,
+    /// A crowd region.
+    pub iscrowd: bool,
+    /// Where it is in the input, for errors (`annotation #12 (id 345)`).
+    pub position: String,
+}
+
+/// The objects an import carries: its annotations and categories, and which images it
+/// speaks for (including images it lists without any annotation).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImportedObjects {
+    /// Annotations, in input order.
+    pub objects: Vec<ImportedObject>,
+    /// Categories of the input.
+    pub categories: Vec<Category>,
+    /// Image ids the input lists.
+    pub images: HashSet<String>,
+}
+
+/// The schema of `objects.parquet` and of the SQL table `objects`.
+pub fn objects_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("image_id", DataType::Utf8, false),
+        Field::new("object_id", DataType::Int64, false),
+        Field::new("category", DataType::Utf8, false),
+        Field::new("category_id", DataType::Int64, false),
+        Field::new("x", DataType::Float64, false),
+        Field::new("y", DataType::Float64, false),
+        Field::new("w", DataType::Float64, false),
+        Field::new("h", DataType::Float64, false),
+        Field::new("area", DataType::Float64, false),
+        Field::new("iscrowd", DataType::Boolean, false),
+    ]))
+}
+
+/// Checks every box of `imported` against its image's size (`sizes`: image id → (width,
+/// height)); objects of images not in `sizes` (rejected files) are left out. All problems
+/// are collected, so one error lists them.
+pub fn check_boxes(
+    imported: &ImportedObjects,
+    sizes: &HashMap<&str, (u32, u32)>,
+    source: &Path,
+) -> Result<Vec<ImportedObject>> {
+    let mut problems = Vec::new();
+    let mut kept = Vec::new();
+    let known: HashSet<i64> = imported.categories.iter().map(|c| c.id).collect();
+    for object in &imported.objects {
+        let Some(&(width, height)) = sizes.get(object.image_id.as_str()) else { continue };
+        let [x, y, w, h] = object.bbox;
+        let at = format!("{} on image {:?}", object.position, object.image_id);
+        if !known.contains(&object.category_id) {
+            problems.push(format!("{at}: category id {} is not in the category list", object.category_id));
+        } else if object.bbox.iter().any(|v| !v.is_finite()) || object.area.is_some_and(|a| !a.is_finite()) {
+            problems.push(format!("{at}: box {:?} is not finite", object.bbox));
+        } else if w < 0.0 || h < 0.0 {
+            problems.push(format!("{at}: box {:?} has a negative width or height", object.bbox));
+        } else if x < -EDGE_TOLERANCE
+            || y < -EDGE_TOLERANCE
+            || x + w > width as f64 + EDGE_TOLERANCE
+            || y + h > height as f64 + EDGE_TOLERANCE
+        {
+            problems.push(format!("{at}: box [x {x}, y {y}, w {w}, h {h}] lies outside the {width}×{height} image"));
+        } else if object.area.is_some_and(|a| a < 0.0) {
+            problems.push(format!("{at}: area {} is negative", object.area.unwrap_or_default()));
+        } else {
+            kept.push(object.clone());
+        }
+    }
+    if problems.is_empty() {
+        return Ok(kept);
+    }
+    let total = problems.len();
+    problems.truncate(20);
+    let more = if total > 20 { format!("\n  … and {} more", total - 20) } else { String::new() };
+    Err(DatasetError::BadInput {
+        source_path: source.to_path_buf(),
+        message: format!(
+            "{total} box annotation(s) rejected, nothing was ingested:\n  - {}{more}",
+            problems.join("\n  - ")
+        ),
+    })
+}
+
+/// Merges the previous version's objects with an import's: the import replaces the
+/// objects of every image it lists. Categories merge by id; one id with two names is an
+/// error. `None` when neither side has objects.
+pub fn merge(
+    previous: Option<(&RecordBatch, &[Category])>,
+    imported: Option<(&ImportedObjects, Vec<ImportedObject>)>,
+    source: &Path,
+) -> Result<Option<(RecordBatch, Vec<Category>)>> {
+    if previous.is_none() && imported.is_none() {
+        return Ok(None);
+    }
+    let mut categories: BTreeMap<i64, String> = BTreeMap::new();
+    if let Some((_, previous)) = previous {
+        categories.extend(previous.iter().map(|c| (c.id, c.name.clone())));
+    }
+    if let Some((imported, _)) = &imported {
+        for c in &imported.categories {
+            match categories.get(&c.id) {
+                Some(name) if name != &c.name => {
+                    return Err(DatasetError::BadInput {
+                        source_path: source.to_path_buf(),
+                        message: format!(
+                            "category id {} is {:?} here but {name:?} in the dataset's earlier version; \
+                             category ids must keep their names",
+                            c.id, c.name
+                        ),
+                    });
+                }
+                _ => {
+                    categories.insert(c.id, c.name.clone());
+                }
+            }
+        }
+    }
+    let mut parts = Vec::new();
+    if let Some((batch, _)) = previous {
+        let listed = imported.as_ref().map(|(i, _)| &i.images);
+        let ids = batch.column(0).as_string::<i32>();
+        let keep: Vec<u32> = (0..batch.num_rows())
+            .filter(|&i| listed.is_none_or(|listed| !listed.contains(ids.value(i))))
+            .map(|i| i as u32)
+            .collect();
+        parts.push(take_record_batch(batch, &UInt32Array::from(keep))?);
+    }
+    if let Some((_, objects)) = &imported {
+        parts.push(objects_batch(objects, &categories)?);
+    }
+    let all = concat_batches(&objects_schema(), &parts)?;
+    // Image order, and within an image the input's order (a stable sort).
+    let ids = all.column(0).as_string::<i32>();
+    let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
+    order.sort_by(|&a, &b| ids.value(a as usize).cmp(ids.value(b as usize)));
+    let sorted = take_record_batch(&all, &UInt32Array::from(order))?;
+    let categories = categories.into_iter().map(|(id, name)| Category { id, name }).collect();
+    Ok(Some((sorted, categories)))
+}
+
+fn objects_batch(objects: &[ImportedObject], categories: &BTreeMap<i64, String>) -> Result<RecordBatch> {
+    let float =
+        |f: &dyn Fn(&ImportedObject) -> f64| -> ArrayRef { Arc::new(objects.iter().map(f).collect::<Float64Array>()) };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(objects.iter().map(|o| Some(o.image_id.as_str())).collect::<StringArray>()),
+        Arc::new(objects.iter().map(|o| o.object_id).collect::<Int64Array>()),
+        Arc::new(objects.iter().map(|o| categories.get(&o.category_id).map(String::as_str)).collect::<StringArray>()),
+        Arc::new(objects.iter().map(|o| o.category_id).collect::<Int64Array>()),
+        float(&|o| o.bbox[0]),
+        float(&|o| o.bbox[1]),
+        float(&|o| o.bbox[2]),
+        float(&|o| o.bbox[3]),
+        float(&|o| o.area.unwrap_or(o.bbox[2] * o.bbox[3])),
+        Arc::new(objects.iter().map(|o| Some(o.iscrowd)).collect::<BooleanArray>()),
+    ];
+    Ok(RecordBatch::try_new(objects_schema(), columns)?)
+}
+
+/// Reads a version's objects (checked against the SHA-256 in its manifest); `None` when
+/// the version has none.
+pub fn read_objects(layout: &WorkspaceLayout, manifest: &DatasetVersion) -> Result<Option<RecordBatch>> {
+    let Some(info) = &manifest.objects else { return Ok(None) };
+    let path = layout.version_dir(&manifest.dataset, manifest.version).join(OBJECTS_FILE);
+    let expected = &info.parquet_sha256;
+    let altered = |actual: &str| {
+        format!("the file was modified after it was published (sha256 {actual}, manifest says {expected})")
+    };
+    read_checked_parquet(&path, expected, "ground-truth objects", altered, None).map(Some)
+}
+
+/// A stored objects table as plain values, for evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredObject<'a> {
+    /// The image.
+    pub image_id: &'a str,
+    /// The annotation id.
+    pub object_id: i64,
+    /// The category id.
+    pub category_id: i64,
+    /// `[x, y, w, h]`.
+    pub bbox: [f64; 4],
+    /// The annotation's area.
+    pub area: f64,
+    /// A crowd region.
+    pub iscrowd: bool,
+}
+
+/// Iterates over the rows of an objects table read by [`read_objects`].
+pub fn rows(batch: &RecordBatch) -> impl Iterator<Item = StoredObject<'_>> {
+    let ids = batch.column(0).as_string::<i32>();
+    let object_ids = batch.column(1).as_primitive::<Int64Type>();
+    let category_ids = batch.column(3).as_primitive::<Int64Type>();
+    let f = |i: usize| batch.column(i).as_primitive::<Float64Type>();
+    let (x, y, w, h, area) = (f(4), f(5), f(6), f(7), f(8));
+    let crowd = batch.column(9).as_boolean();
+    (0..batch.num_rows()).map(move |i| StoredObject {
+        image_id: ids.value(i),
+        object_id: object_ids.value(i),
+        category_id: category_ids.value(i),
+        bbox: [x.value(i), y.value(i), w.value(i), h.value(i)],
+        area: area.value(i),
+        iscrowd: crowd.value(i) && !crowd.is_null(i),
+    })
+}
