@@ -42,6 +42,19 @@ pub struct SliceDefinition {
     /// Slice test: fewer scored samples than this is "not enough data" (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_samples: Option<u64>,
+    /// Slice test of a detection run: fail below this COCO AP (IoU 0.50:0.95).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_map: Option<f64>,
+    /// Slice test of a detection run: fail below this AP at IoU 0.50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ap50: Option<f64>,
+    /// Slice test of a detection run: fail below this recall at the run's operating point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_recall: Option<f64>,
+    /// Slice test of a detection run: fail when a category's recall at the operating
+    /// point is below its threshold (`min_recall.person = 0.8`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub min_class_recall: std::collections::BTreeMap<String, f64>,
 }
 
 /// One member of a frozen slice.
@@ -380,6 +393,10 @@ mod tests {
             created_at: "2026-11-23T00:00:00Z".into(),
             min_accuracy: None,
             min_samples: None,
+            min_map: None,
+            min_ap50: None,
+            min_recall: None,
+            min_class_recall: Default::default(),
         }
     }
 

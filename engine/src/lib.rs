@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod curation;
+pub mod detection;
 pub mod discovery;
 pub mod embedding;
 pub mod error;
@@ -35,11 +36,11 @@ pub use error::{EngineError, ErrorKind, Result, kind_of};
 pub use images::{ImageDetection, ImageFile, ImageFiles, ImagePrediction, SliceMembership};
 pub use jobs::{EmbedJob, EmbedJobs, JobConflict, JobState, JobView};
 pub use output::{OutputFormat, ResultWriter, write_stream};
-pub use scoring::{DEFAULT_ALPHA, RunReport, SliceScore, Verdict};
+pub use scoring::{Check, DEFAULT_ALPHA, RunReport, SliceScore, Verdict};
 pub use search::{SearchHit, SearchQuery};
 pub use slices::SliceInfo;
 pub use slicetest_datasets::DatasetError;
-pub use slicetest_datasets::run::{RunManifest, UploadOptions};
+pub use slicetest_datasets::run::{RunManifest, Task, UploadOptions};
 pub use slicetest_datasets::slice::{FreezeOutcome, FrozenSlice, SliceDefinition};
 pub use slicetest_datasets::{
     DatasetInfo, DatasetVersion, ImportOptions, IngestOptions, IngestReport, SourceFormat, Verify, Workspace,

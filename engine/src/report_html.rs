@@ -127,6 +127,11 @@ pub fn render(report: &RunReport, thumbnails: &HashMap<String, String>, discover
         slices = report.slices.len(),
         base = report.baseline.as_ref().map_or(String::new(), |b| format!(", compared with baseline {}", escape(b))),
     );
+    if report.overall.detection.is_some() {
+        html.push_str(&detection_tables(report));
+        html.push_str("</body></html>\n");
+        return html;
+    }
     html.push_str(&chart(report));
     html.push_str(&slice_table(report));
     if let Some(discovery) = discovery {
@@ -353,6 +358,72 @@ fn discovery_section(d: &Discovery) -> String {
         );
     }
     html.push_str("</table></section>");
+    html
+}
+
+/// A detection run: COCO numbers and the operating point per slice (failed checks named),
+/// then every category on all images.
+fn detection_tables(report: &RunReport) -> String {
+    let rate = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
+    let mut html = String::from(
+        "<h2>Slices</h2><table id=\"detection-table\"><tr><th>slice</th><th>images</th><th>objects</th><th>mAP</th>\
+         <th>AP50</th><th>AP75</th><th>APs</th><th>AR100</th><th>recall</th><th>precision</th><th>test</th></tr>",
+    );
+    for s in report.slices.iter().chain(std::iter::once(&report.overall)) {
+        let Some(d) = &s.detection else { continue };
+        let failed: Vec<String> = s
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| format!("{} {} &lt; {:.3}", escape(&c.metric), rate(c.value), c.threshold))
+            .collect();
+        let test =
+            if failed.is_empty() { verdict_label(s) } else { format!("{}: {}", verdict_label(s), failed.join(", ")) };
+        let _ = write!(
+            html,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
+            if s.slice == "(all)" { "info" } else { verdict_class(s) },
+            escape(&s.slice),
+            d.images,
+            d.objects,
+            rate(d.coco.ap),
+            rate(d.coco.ap50),
+            rate(d.coco.ap75),
+            rate(d.coco.ap_small),
+            rate(d.coco.ar100),
+            rate(d.counts.recall),
+            rate(d.counts.precision),
+            test
+        );
+    }
+    html.push_str("</table>");
+    if let Some(d) = &report.overall.detection {
+        let _ = write!(
+            html,
+            "<p>Operating point: IoU {} and score ≥ {} (the best F1 on the whole run).</p>\
+             <h2>Categories (all images)</h2><table id=\"category-table\"><tr><th>category</th><th>objects</th>\
+             <th>AP</th><th>AP50</th><th>AP75</th><th>TP</th><th>FP</th><th>FN</th><th>recall</th><th>precision</th></tr>",
+            d.iou, d.score_threshold
+        );
+        for c in &d.classes {
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&c.category),
+                c.objects,
+                rate(c.ap),
+                rate(c.ap50),
+                rate(c.ap75),
+                c.counts.tp,
+                c.counts.fp,
+                c.counts.fn_,
+                rate(c.counts.recall),
+                rate(c.counts.precision)
+            );
+        }
+        html.push_str("</table>");
+    }
     html
 }
 

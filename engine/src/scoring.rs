@@ -12,12 +12,13 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use rayon::prelude::*;
 use serde::Serialize;
-use slicetest_datasets::run::{RunManifest, UploadOptions, read_predictions, read_run, run_names, upload};
+use slicetest_datasets::run::{RunManifest, Task, UploadOptions, read_predictions, read_run, run_names, upload};
 use slicetest_datasets::slice::{self, SliceDefinition};
 use slicetest_datasets::version::read_image_columns;
 
 use crate::Engine;
 use crate::curation::DEFAULT_MIN_TEST_SAMPLES;
+use crate::detection::{DetectionMetrics, RunEvaluation};
 use crate::error::Result;
 use crate::metrics::{self, Classification, Estimate};
 
@@ -95,12 +96,37 @@ pub struct SliceScore {
     pub regression: Option<Regression>,
     /// Wrong predictions (up to 50), for failure galleries.
     pub failures: Vec<Failure>,
+    /// Detection metrics (when the run is a detection run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detection: Option<DetectionMetrics>,
+    /// The slice test's thresholds other than accuracy (detection runs), each checked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+}
+
+/// One threshold of a slice test and how the run did against it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// What is tested: `mAP`, `AP50`, `recall`, `recall.<category>`.
+    pub metric: String,
+    /// The run's value on the slice; None when the slice has nothing to measure it on
+    /// (no ground truth of that category), which does not fail the test.
+    pub value: Option<f64>,
+    /// The threshold (met at equality).
+    pub threshold: f64,
+    /// Whether the value is at or above the threshold (or absent).
+    pub passed: bool,
 }
 
 impl SliceScore {
     /// Accuracy, when the run predicts labels and something was scored.
     pub fn accuracy(&self) -> Option<Estimate> {
         self.classification.as_ref().map(|c| c.accuracy).filter(|a| a.n > 0)
+    }
+
+    /// The number slices are ranked by: accuracy, or a detection run's mAP.
+    pub fn headline(&self) -> Option<f64> {
+        self.accuracy().map(|a| a.value).or_else(|| self.detection.as_ref().and_then(|d| d.coco.ap))
     }
 
     /// Whether this slice fails the build: a failed test or a significant regression.
@@ -240,6 +266,8 @@ impl<'a> Scorable<'a> {
             verdict,
             regression: None,
             failures,
+            detection: None,
+            checks: Vec::new(),
         }
     }
 }
@@ -285,7 +313,7 @@ impl Engine {
         mut slices: Vec<SliceScore>,
     ) -> RunReport {
         slices.sort_by(|a, b| {
-            let key = |s: &SliceScore| s.accuracy().map_or(f64::INFINITY, |a| a.value);
+            let key = |s: &SliceScore| s.headline().unwrap_or(f64::INFINITY);
             (!a.is_failure()).cmp(&!b.is_failure()).then(key(a).total_cmp(&key(b))).then(a.slice.cmp(&b.slice))
         });
         RunReport { run, baseline, alpha, overall, slices }
@@ -293,6 +321,9 @@ impl Engine {
 
     /// The overall score and every slice's score of one run.
     fn scored_slices(&self, manifest: &RunManifest) -> Result<(SliceScore, Vec<SliceScore>)> {
+        if manifest.task == Task::Detection {
+            return self.scored_detection_slices(manifest);
+        }
         let layout = self.workspace.layout();
         let predictions = read_predictions(&self.workspace, manifest)?;
         let info = self.workspace.dataset(&manifest.dataset)?;
@@ -343,6 +374,90 @@ impl Engine {
             .collect::<Result<_>>()?;
         let slices = slices.into_iter().flatten().collect();
         Ok((overall, slices))
+    }
+}
+
+impl Engine {
+    /// A detection run on all images and on every slice: matched once, each slice
+    /// re-accumulated over its members.
+    fn scored_detection_slices(&self, manifest: &RunManifest) -> Result<(SliceScore, Vec<SliceScore>)> {
+        let layout = self.workspace.layout();
+        let boxes = read_predictions(&self.workspace, manifest)?;
+        let info = self.workspace.dataset(&manifest.dataset)?;
+        let latest = info.latest().expect("listed datasets have a version");
+        let evaluation = RunEvaluation::new(layout, latest, &boxes)?;
+        let overall = detection_score("(all)", evaluation.overall(), None, 0);
+        let names = slice::slice_names(layout)?;
+        let slices: Vec<Option<SliceScore>> = names
+            .par_iter()
+            .map(|name| -> Result<Option<SliceScore>> {
+                let definition: SliceDefinition = slice::read_definition(layout, name)?;
+                if definition.dataset != manifest.dataset {
+                    return Ok(None);
+                }
+                let min_samples = definition.min_samples.unwrap_or(DEFAULT_MIN_TEST_SAMPLES);
+                let Some(frozen) = slice::latest_frozen(layout, name)? else {
+                    let mut s = detection_score(name, evaluation.slice([]), Some(&definition), min_samples);
+                    s.verdict = Verdict::NotEnoughData;
+                    return Ok(Some(s));
+                };
+                let members = slice::read_members(layout, &frozen)?;
+                let metrics = evaluation.slice(members.column(0).as_string::<i32>().iter().flatten());
+                let mut s = detection_score(name, metrics, Some(&definition), min_samples);
+                s.version = Some(frozen.version);
+                s.members = frozen.members;
+                Ok(Some(s))
+            })
+            .collect::<Result<_>>()?;
+        Ok((overall, slices.into_iter().flatten().collect()))
+    }
+}
+
+/// A detection run's score on one slice, tested against the slice's detection thresholds.
+fn detection_score(
+    name: &str,
+    metrics: DetectionMetrics,
+    definition: Option<&SliceDefinition>,
+    min_samples: u64,
+) -> SliceScore {
+    let mut checks = Vec::new();
+    if let Some(d) = definition {
+        let mut check = |metric: String, value: Option<f64>, threshold: Option<f64>| {
+            if let Some(threshold) = threshold {
+                checks.push(Check { metric, value, threshold, passed: value.is_none_or(|v| v >= threshold) });
+            }
+        };
+        check("mAP".into(), metrics.coco.ap, d.min_map);
+        check("AP50".into(), metrics.coco.ap50, d.min_ap50);
+        check("recall".into(), metrics.counts.recall, d.min_recall);
+        for (category, &threshold) in &d.min_class_recall {
+            let value = metrics.classes.iter().find(|c| &c.category == category).and_then(|c| c.counts.recall);
+            check(format!("recall.{category}"), value, Some(threshold));
+        }
+    }
+    let verdict = match (metrics.images < min_samples, checks.is_empty()) {
+        (true, _) => Verdict::NotEnoughData,
+        (false, true) => Verdict::NoThreshold,
+        (false, false) if checks.iter().all(|c| c.passed) => Verdict::Pass,
+        (false, false) => Verdict::Fail,
+    };
+    SliceScore {
+        slice: name.to_string(),
+        version: None,
+        members: metrics.images,
+        scored: metrics.images,
+        classification: None,
+        log_loss: None,
+        ece: None,
+        mean_score: None,
+        mean_loss: None,
+        min_accuracy: definition.and_then(|d| d.min_accuracy),
+        min_samples,
+        verdict,
+        regression: None,
+        failures: Vec::new(),
+        detection: Some(metrics),
+        checks,
     }
 }
 

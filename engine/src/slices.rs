@@ -32,8 +32,18 @@ impl Engine {
         comment: Option<String>,
         thresholds: SliceThresholds,
     ) -> Result<SliceDefinition> {
-        if thresholds.min_accuracy.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
-            return Err(EngineError::InvalidArgument("min_accuracy must be between 0 and 1".into()));
+        let rates = [
+            ("min_accuracy".to_string(), thresholds.min_accuracy),
+            ("min_map".to_string(), thresholds.min_map),
+            ("min_ap50".to_string(), thresholds.min_ap50),
+            ("min_recall".to_string(), thresholds.min_recall),
+        ]
+        .into_iter()
+        .chain(thresholds.min_class_recall.iter().map(|(c, v)| (format!("min_recall.{c}"), Some(*v))));
+        for (name, value) in rates {
+            if value.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
+                return Err(EngineError::InvalidArgument(format!("{name} must be between 0 and 1")));
+            }
         }
         slicetest_datasets::validate_name(name)?;
         let dataset = self.workspace.dataset_or_default(None)?;
@@ -54,6 +64,10 @@ impl Engine {
             created_at: chrono_now(),
             min_accuracy: thresholds.min_accuracy,
             min_samples: thresholds.min_samples,
+            min_map: thresholds.min_map,
+            min_ap50: thresholds.min_ap50,
+            min_recall: thresholds.min_recall,
+            min_class_recall: thresholds.min_class_recall,
         };
         let _lock = self.workspace.lock()?;
         slice::create_definition(self.workspace.layout(), &definition)?;

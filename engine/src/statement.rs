@@ -3,6 +3,8 @@
 //! ```sql
 //! CREATE SLICE <name> [COMMENT '<text>'] [WITH (min_accuracy = 0.9, min_samples = 30)]
 //!   AS <SELECT returning image_id>
+//! CREATE SLICE <name> WITH (min_map = 0.3, min_ap50 = 0.5, min_recall = 0.7,
+//!   min_recall.person = 0.8) AS …                      -- thresholds for detection runs
 //! DROP SLICE [IF EXISTS] <name>
 //! SHOW SLICES
 //! DESCRIBE SLICE <name>
@@ -14,13 +16,24 @@
 use crate::error::{EngineError, Result};
 
 /// The slice test of a slice: what a run must reach on it.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SliceThresholds {
     /// Fail the slice when accuracy is below this.
     pub min_accuracy: Option<f64>,
     /// Fewer scored samples than this is "not enough data".
     pub min_samples: Option<u64>,
+    /// Detection runs: fail below this COCO AP (IoU 0.50:0.95).
+    pub min_map: Option<f64>,
+    /// Detection runs: fail below this AP at IoU 0.50.
+    pub min_ap50: Option<f64>,
+    /// Detection runs: fail below this recall at the run's operating point.
+    pub min_recall: Option<f64>,
+    /// Detection runs: per-category recall thresholds (`min_recall.person`).
+    pub min_class_recall: std::collections::BTreeMap<String, f64>,
 }
+
+/// The options `CREATE SLICE … WITH (…)` knows.
+const THRESHOLD_OPTIONS: &str = "min_accuracy, min_samples, min_map, min_ap50, min_recall and min_recall.<category>";
 
 /// A parsed slice statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,8 +116,18 @@ fn create(s: &mut Scanner) -> Result<SliceStatement> {
     let comment = if s.keyword("COMMENT") { Some(s.string()?) } else { None };
     let mut thresholds = SliceThresholds::default();
     if s.keyword("WITH") {
-        for (key, value) in options(s, "min_accuracy and min_samples")? {
+        for (key, value) in options(s, THRESHOLD_OPTIONS)? {
+            let rate = |name: &str| -> Result<f64> {
+                value.parse().map_err(|_| s.error(&format!("{name} is a number between 0 and 1")))
+            };
+            if let Some(category) = key.strip_prefix("min_recall.") {
+                thresholds.min_class_recall.insert(category.to_string(), rate(&key)?);
+                continue;
+            }
             match key.as_str() {
+                "min_map" => thresholds.min_map = Some(rate("min_map")?),
+                "min_ap50" => thresholds.min_ap50 = Some(rate("min_ap50")?),
+                "min_recall" => thresholds.min_recall = Some(rate("min_recall")?),
                 "min_accuracy" => {
                     thresholds.min_accuracy =
                         Some(value.parse().map_err(|_| s.error("min_accuracy is a number between 0 and 1"))?)
@@ -114,7 +137,7 @@ fn create(s: &mut Scanner) -> Result<SliceStatement> {
                         Some(value.parse().map_err(|_| s.error("min_samples is a non-negative integer"))?)
                 }
                 other => {
-                    return Err(s.error(&format!("unknown option {other:?}; options are min_accuracy and min_samples")));
+                    return Err(s.error(&format!("unknown option {other:?}; options are {THRESHOLD_OPTIONS}")));
                 }
             }
         }
@@ -161,11 +184,15 @@ fn options(s: &mut Scanner, known: &str) -> Result<Vec<(String, String)>> {
     }
     let mut out = Vec::new();
     loop {
-        let key = s.word().ok_or_else(|| s.error(&format!("expected an option: {known}")))?;
+        let mut key = s.word().ok_or_else(|| s.error(&format!("expected an option: {known}")))?.to_ascii_lowercase();
+        // `min_recall.person`, `min_recall."traffic light"`: a category keeps its case.
+        if s.punct('.') {
+            key = format!("{key}.{}", s.name()?);
+        }
         if !s.punct('=') {
             return Err(s.error(&format!("expected = after {key}")));
         }
-        out.push((key.to_ascii_lowercase(), s.number()?));
+        out.push((key, s.number()?));
         if s.punct(')') {
             return Ok(out);
         }
@@ -325,9 +352,17 @@ mod tests {
             SliceStatement::Create {
                 name: "s".into(),
                 comment: None,
-                thresholds: SliceThresholds { min_accuracy: Some(0.9), min_samples: Some(50) },
+                thresholds: SliceThresholds { min_accuracy: Some(0.9), min_samples: Some(50), ..Default::default() },
                 query: "SELECT image_id FROM images".into()
             }
+        );
+        let detection = ok("CREATE SLICE s WITH (min_map = 0.3, MIN_AP50 = 0.5, min_recall = 0.7, \
+             min_recall.person = 0.8, min_recall.\"traffic light\" = 0.25) AS SELECT image_id FROM images");
+        let SliceStatement::Create { thresholds, .. } = detection else { panic!("{detection:?}") };
+        assert_eq!((thresholds.min_map, thresholds.min_ap50, thresholds.min_recall), (Some(0.3), Some(0.5), Some(0.7)));
+        assert_eq!(
+            thresholds.min_class_recall.into_iter().collect::<Vec<_>>(),
+            [("person".to_string(), 0.8), ("traffic light".to_string(), 0.25)]
         );
         assert_eq!(ok("DROP SLICE IF EXISTS a-b"), SliceStatement::Drop { name: "a-b".into(), if_exists: true });
         assert_eq!(ok("  show slices ;"), SliceStatement::Show);

@@ -1,7 +1,7 @@
 //! Writes a synthetic COCO dataset: `coco_synthetic SEED IMAGES OUT_DIR` →
 //! `OUT_DIR/instances.json` and `OUT_DIR/results.json`.
 
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use slicetest_eval::synthetic::{Spec, generate};
 

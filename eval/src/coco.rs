@@ -311,16 +311,7 @@ fn match_cell(
             }
         }
     }
-    Cell {
-        image,
-        detections: order,
-        scores,
-        outcomes,
-        counted,
-        ground_truth: gts.to_vec(),
-        matched,
-        matched_iou,
-    }
+    Cell { image, detections: order, scores, outcomes, counted, ground_truth: gts.to_vec(), matched, matched_iou }
 }
 
 /// COCOeval's `eval` dictionary: `precision[T,R,K,A,M]`, `recall[T,K,A,M]` and
@@ -526,8 +517,13 @@ impl Accumulated {
         else {
             return -1.0;
         };
-        let (t_count, r_count, k_count, a_count, m_count) =
-            (p.iou_thresholds.len(), p.recall_thresholds.len(), self.num_categories, p.area_ranges.len(), p.max_dets.len());
+        let (t_count, r_count, k_count, a_count, m_count) = (
+            p.iou_thresholds.len(),
+            p.recall_thresholds.len(),
+            self.num_categories,
+            p.area_ranges.len(),
+            p.max_dets.len(),
+        );
         let mut values = Vec::new();
         for t in (0..t_count).filter(|&t| iou.is_none_or(|v| p.iou_thresholds[t] == v)) {
             if ap {
@@ -569,8 +565,13 @@ impl Accumulated {
     /// at every IoU threshold (`None`) or the one equal to `iou`; -1 without ground truth.
     pub fn category_ap(&self, k: usize, iou: Option<f64>) -> f64 {
         let p = &self.params;
-        let (t_count, r_count, k_count, a_count, m_count) =
-            (p.iou_thresholds.len(), p.recall_thresholds.len(), self.num_categories, p.area_ranges.len(), p.max_dets.len());
+        let (t_count, r_count, k_count, a_count, m_count) = (
+            p.iou_thresholds.len(),
+            p.recall_thresholds.len(),
+            self.num_categories,
+            p.area_ranges.len(),
+            p.max_dets.len(),
+        );
         let m = m_count - 1;
         let mut values = Vec::new();
         for t in (0..t_count).filter(|&t| iou.is_none_or(|v| p.iou_thresholds[t] == v)) {

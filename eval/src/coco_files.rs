@@ -61,7 +61,9 @@ pub fn read(instances: &str, results: &str) -> std::result::Result<CocoInputs, S
     number(
         gt.images.iter().map(|i| i.id),
         gt.categories.iter().map(|c| c.id),
-        gt.annotations.iter().map(|a| (a.image_id, a.category_id, a.bbox, a.area.unwrap_or(a.bbox[2] * a.bbox[3]), a.iscrowd != 0)),
+        gt.annotations
+            .iter()
+            .map(|a| (a.image_id, a.category_id, a.bbox, a.area.unwrap_or(a.bbox[2] * a.bbox[3]), a.iscrowd != 0)),
         dt.iter().map(|d| (d.image_id, d.category_id, d.bbox, d.score)),
     )
 }

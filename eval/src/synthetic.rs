@@ -121,9 +121,8 @@ fn px(v: f64) -> f64 {
 pub fn generate(spec: Spec) -> Synthetic {
     let mut rng = Rng(spec.seed ^ 0x5EED_C0C0);
     let categories: Vec<i64> = (0..spec.categories as i64).map(|k| k + 1 + k / 10).collect();
-    let images: Vec<Image> = (0..spec.images as i64)
-        .map(|i| Image { id: (i * 7919) % 100_003 + 1, width: 640, height: 480 })
-        .collect();
+    let images: Vec<Image> =
+        (0..spec.images as i64).map(|i| Image { id: (i * 7919) % 100_003 + 1, width: 640, height: 480 }).collect();
     let mut annotations = Vec::new();
     let mut results = Vec::new();
     let score = |rng: &mut Rng, lo: f64| (rng.range(lo, 1.0) * 100.0).floor() / 100.0; // ties on purpose

@@ -128,6 +128,12 @@ fn generated_runs_and_slices_of_them_match_pycocotools() {
         // A slice is the same matching accumulated over its images only.
         let ids = &inputs.image_ids;
         let slice = matching.accumulate_images(|image| ids[image as usize] % 3 == 0);
-        check(&format!("seed {seed}, images with id % 3 == 0"), &slice, &expected.ids_divisible_by_3, &params, categories);
+        check(
+            &format!("seed {seed}, images with id % 3 == 0"),
+            &slice,
+            &expected.ids_divisible_by_3,
+            &params,
+            categories,
+        );
     }
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 from urllib.parse import quote
@@ -327,17 +328,26 @@ class Client:
     def upload_predictions(
         self,
         run: str,
-        predictions: Union["pd.DataFrame", pa.Table],
+        predictions: Union["pd.DataFrame", pa.Table, List[Dict[str, Any]]],
         model: str,
         model_version: str,
         dataset: Optional[str] = None,
         allow_partial: bool = False,
     ) -> Dict[str, Any]:
-        """Uploads predictions (``image_id`` plus ``predicted`` and/or ``prob_<class>``,
-        ``score``, ``loss``) as a new run, sent as Parquet. Returns the run's manifest."""
-        table = predictions if isinstance(predictions, pa.Table) else pa.Table.from_pandas(predictions, preserve_index=False)
-        sink = io.BytesIO()
-        pa.parquet.write_table(table, sink)
+        """Uploads a run and returns its manifest.
+
+        Classification: a table of ``image_id`` plus ``predicted`` and/or ``prob_<class>``,
+        ``score``, ``loss``. Detection: a table of ``image_id``, ``category`` (or
+        ``category_id``), ``x``, ``y``, ``w``, ``h``, ``score``, or a COCO results list
+        (``[{"image_id", "category_id", "bbox", "score"}, ...]``, sent as JSON).
+        Tables are sent as Parquet."""
+        if isinstance(predictions, list):
+            body, content_type = json.dumps(predictions).encode(), "application/json"
+        else:
+            table = predictions if isinstance(predictions, pa.Table) else pa.Table.from_pandas(predictions, preserve_index=False)
+            sink = io.BytesIO()
+            pa.parquet.write_table(table, sink)
+            body, content_type = sink.getvalue(), PARQUET
         params: Dict[str, Any] = {"model": model, "model_version": model_version}
         if dataset:
             params["dataset"] = dataset
@@ -347,8 +357,8 @@ class Client:
             "POST",
             f"/runs/{quote(run, safe='')}",
             params=params,
-            data=sink.getvalue(),
-            headers={"Content-Type": PARQUET},
+            data=body,
+            headers={"Content-Type": content_type},
         )
 
 

@@ -1,6 +1,7 @@
 //! The SQL view of a workspace: catalog `slicetest`, one schema per dataset, and in
 //! each schema the tables of that dataset (`images` with every tag column, `embeddings`,
-//! `detections`), plus the slice and search functions.
+//! `detections`, the ground-truth boxes `objects` and the detection runs' boxes
+//! `predicted_objects`), plus the slice and search functions.
 //!
 //! Tables are DataFusion `ListingTable`s over the dataset's Parquet files, pinned to
 //! the version that was latest when the session was built: a query never sees half of
@@ -22,7 +23,7 @@ use datafusion::logical_expr::{JoinType, ScalarUDF, cast};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col, ident, lit};
 use slicetest_datasets::version::DatasetVersion;
 use slicetest_datasets::{Workspace, WorkspaceLayout};
-use slicetest_datasets::{embeddings, tags};
+use slicetest_datasets::{embeddings, objects, run, tags};
 
 use crate::error::{Result, SqlError};
 use crate::slices::{InSliceFunction, SliceTableFunction};
@@ -41,6 +42,10 @@ pub const IMAGES_TABLE: &str = "images";
 pub const EMBEDDINGS_TABLE: &str = "embeddings";
 /// The table of boxes found by taggers (when a tagger found any).
 pub const DETECTIONS_TABLE: &str = "detections";
+/// The table of ground-truth boxes (when an import carried any).
+pub const OBJECTS_TABLE: &str = "objects";
+/// The table of boxes uploaded by detection runs (when there is one).
+pub const PREDICTED_OBJECTS_TABLE: &str = "predicted_objects";
 
 /// Session settings for a workspace: catalog `slicetest`, the default dataset as default schema.
 pub fn session_config(workspace: &Workspace) -> SessionConfig {
@@ -120,10 +125,30 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
         if let Some(detections) = detections_table(ctx, workspace, latest, images).await? {
             schema.register_table(DETECTIONS_TABLE.to_string(), detections)?;
         }
+        if latest.objects.is_some() {
+            let file = workspace.layout().version_dir(&latest.dataset, latest.version).join(objects::OBJECTS_FILE);
+            schema.register_table(OBJECTS_TABLE.to_string(), parquet_files(ctx, &[file]).await?)?;
+        }
+        let runs = detection_run_files(workspace, &latest.dataset)?;
+        if !runs.is_empty() {
+            schema.register_table(PREDICTED_OBJECTS_TABLE.to_string(), parquet_files(ctx, &runs).await?)?;
+        }
         catalog.register_schema(&info.name, schema)?;
     }
     ctx.register_catalog(CATALOG, catalog);
     Ok(())
+}
+
+/// The boxes files of every detection run uploaded for `dataset` (each row names its run).
+fn detection_run_files(workspace: &Workspace, dataset: &str) -> Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for name in run::run_names(workspace).map_err(SqlError::from)? {
+        let manifest = run::read_run(workspace, &name).map_err(SqlError::from)?;
+        if manifest.dataset == dataset && manifest.task == run::Task::Detection {
+            files.push(workspace.layout().run_dir(&name).join(run::predictions_file(manifest.task)));
+        }
+    }
+    Ok(files)
 }
 
 async fn images_table(

@@ -102,7 +102,7 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
                     name,
                     query,
                     Some(comment.to_string()),
-                    SliceThresholds { min_accuracy: Some(0.8), min_samples: None },
+                    SliceThresholds { min_accuracy: Some(0.8), ..Default::default() },
                 )
                 .await?;
         }

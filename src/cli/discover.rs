@@ -106,7 +106,7 @@ pub async fn run(workspace: &Path, args: DiscoverArgs) -> Result<(), CliError> {
             slice.adjusted_p
         );
         engine
-            .create_slice(name, &slice.query, Some(comment), SliceThresholds { min_accuracy, min_samples: None })
+            .create_slice(name, &slice.query, Some(comment), SliceThresholds { min_accuracy, ..Default::default() })
             .await?;
         let threshold = min_accuracy.map_or(String::new(), |a| format!(" with min_accuracy {a:.2}"));
         println!("saved slice {name}{threshold}: {}\nfreeze it with `slicetest slice freeze {name}`", slice.query);

@@ -14,7 +14,8 @@ use super::{CliError, print_table};
 pub enum RunCommand {
     /// Upload a model's predictions (CSV, Parquet, JSONL or Arrow IPC) as a new run.
     Upload {
-        /// The predictions: image_id plus predicted and/or prob_<label> columns, optional score, loss.
+        /// The predictions: image_id plus predicted and/or prob_<label> columns, optional score, loss;
+        /// or detections: a COCO results .json, or a table of image_id, category, x, y, w, h, score.
         file: PathBuf,
         /// The run's name (unique).
         #[arg(long)]
@@ -89,6 +90,13 @@ pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> 
             let options =
                 UploadOptions { run, model, model_version, dataset, allow_partial, provenance: Default::default() };
             let m = engine.upload_run(&file, &options).await?;
+            if m.task == slicetest_engine::Task::Detection {
+                println!(
+                    "detection run {} uploaded: {} boxes for {}@{} ({} images without a detection)",
+                    m.run, m.predictions, m.dataset, m.dataset_version, m.images_without_prediction
+                );
+                return Ok(());
+            }
             println!(
                 "run {} uploaded: {} predictions for {}@{} ({} images without a prediction){}",
                 m.run,
@@ -181,6 +189,9 @@ fn percent(e: Option<slicetest_engine::metrics::Estimate>) -> String {
 }
 
 fn verdict_text(s: &SliceScore) -> String {
+    if s.detection.is_some() {
+        return detection_verdict_text(s);
+    }
     let mut text = match s.verdict {
         Verdict::Pass => format!("pass (>= {:.0}%)", 100.0 * s.min_accuracy.unwrap_or(0.0)),
         Verdict::Fail => format!("FAIL (< {:.0}%)", 100.0 * s.min_accuracy.unwrap_or(0.0)),
@@ -196,10 +207,78 @@ fn verdict_text(s: &SliceScore) -> String {
     text
 }
 
+/// A detection slice test's outcome with the checks it failed (or all it passed).
+fn detection_verdict_text(s: &SliceScore) -> String {
+    let checks = |only_failed: bool| {
+        s.checks
+            .iter()
+            .filter(|c| !only_failed || !c.passed)
+            .map(|c| {
+                let value = c.value.map_or("n/a".into(), |v| format!("{v:.3}"));
+                let op = if c.passed { ">=" } else { "<" };
+                format!("{} {value} {op} {:.3}", c.metric, c.threshold)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match s.verdict {
+        Verdict::Pass => format!("pass ({})", checks(false)),
+        Verdict::Fail => format!("FAIL ({})", checks(true)),
+        Verdict::NotEnoughData => format!("not enough data (< {} images)", s.min_samples),
+        Verdict::NoThreshold => "no threshold".into(),
+    }
+}
+
+fn rate(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.3}"))
+}
+
+/// Prints a detection run's report: COCO numbers and the operating point per slice.
+fn print_detection_report(report: &RunReport) {
+    let row = |s: &SliceScore| {
+        let d = s.detection.as_ref().expect("detection runs have detection metrics");
+        vec![
+            s.slice.clone(),
+            d.images.to_string(),
+            d.objects.to_string(),
+            rate(d.coco.ap),
+            rate(d.coco.ap50),
+            rate(d.coco.ap75),
+            rate(d.coco.ap_small),
+            rate(d.coco.ar100),
+            rate(d.counts.recall),
+            rate(d.counts.precision),
+            verdict_text(s),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = report.slices.iter().map(row).collect();
+    let mut overall = row(&report.overall);
+    overall[10] = "-".into();
+    rows.push(overall);
+    print_table(
+        &["slice", "images", "objects", "mAP", "AP50", "AP75", "APs", "AR100", "recall", "precision", "test"],
+        rows,
+    );
+    if let Some(d) = &report.overall.detection {
+        println!(
+            "operating point: IoU {} and score >= {} (the best F1 on the whole run): precision {}, recall {}, F1 {}",
+            d.iou,
+            d.score_threshold,
+            rate(d.counts.precision),
+            rate(d.counts.recall),
+            rate(d.counts.f1)
+        );
+    }
+}
+
 /// Prints a run's report as a table, worst slices first.
 pub(crate) fn print_report(report: &RunReport) {
     let r = &report.run;
     println!("run {} — model {} {} on {}@{}", r.run, r.model, r.model_version, r.dataset, r.dataset_version);
+    if report.overall.detection.is_some() {
+        print_detection_report(report);
+        return;
+    }
     let row = |s: &SliceScore| {
         let c = s.classification.as_ref();
         vec![
@@ -241,7 +320,10 @@ fn junit(report: &RunReport) -> String {
             let _ = write!(
                 xml,
                 "<failure message=\"{}\"/>",
-                xml_escape(&format!("{}: {}", percent(s.accuracy()), verdict_text(s)))
+                xml_escape(&match &s.detection {
+                    Some(d) => format!("mAP {}: {}", rate(d.coco.ap), verdict_text(s)),
+                    None => format!("{}: {}", percent(s.accuracy()), verdict_text(s)),
+                })
             );
         } else if s.verdict == Verdict::NotEnoughData {
             let _ = write!(xml, "<skipped message=\"{}\"/>", xml_escape(&verdict_text(s)));

@@ -30,6 +30,18 @@ pub enum SliceCommand {
         /// Slice test: fewer scored samples than this is "not enough data" (default 30).
         #[arg(long)]
         min_samples: Option<u64>,
+        /// Slice test of detection runs: fail below this COCO AP (IoU 0.50:0.95).
+        #[arg(long)]
+        min_map: Option<f64>,
+        /// Slice test of detection runs: fail below this AP at IoU 0.50.
+        #[arg(long)]
+        min_ap50: Option<f64>,
+        /// Slice test of detection runs: fail below this recall at the run's operating point.
+        #[arg(long)]
+        min_recall: Option<f64>,
+        /// Slice test of detection runs: a category's recall threshold, CATEGORY=VALUE (repeatable).
+        #[arg(long, value_name = "CATEGORY=VALUE", value_parser = category_threshold)]
+        min_class_recall: Vec<(String, f64)>,
     },
     /// Remove a slice and its frozen versions (DROP SLICE).
     Drop {
@@ -131,8 +143,26 @@ impl From<ManifestFormat> for OutputFormat {
 pub async fn run(workspace: &Path, command: SliceCommand) -> Result<(), CliError> {
     let engine = Engine::open(workspace)?;
     let statement = match command {
-        SliceCommand::Create { name, query, comment, min_accuracy, min_samples } => {
-            SliceStatement::Create { name, comment, thresholds: SliceThresholds { min_accuracy, min_samples }, query }
+        SliceCommand::Create {
+            name,
+            query,
+            comment,
+            min_accuracy,
+            min_samples,
+            min_map,
+            min_ap50,
+            min_recall,
+            min_class_recall,
+        } => {
+            let thresholds = SliceThresholds {
+                min_accuracy,
+                min_samples,
+                min_map,
+                min_ap50,
+                min_recall,
+                min_class_recall: min_class_recall.into_iter().collect(),
+            };
+            SliceStatement::Create { name, comment, thresholds, query }
         }
         SliceCommand::Drop { name } => SliceStatement::Drop { name, if_exists: false },
         SliceCommand::List => SliceStatement::Show,
@@ -294,4 +324,11 @@ pub async fn holdout(workspace: &Path, command: HoldoutCommand) -> Result<(), Cl
         println!("{name}: {rows} images → {}", path.display());
     }
     Ok(())
+}
+
+/// `person=0.8` → ("person", 0.8).
+fn category_threshold(text: &str) -> Result<(String, f64), String> {
+    let (category, value) = text.rsplit_once('=').ok_or("expected CATEGORY=VALUE, e.g. person=0.8")?;
+    let value: f64 = value.trim().parse().map_err(|_| format!("{value:?} is not a number"))?;
+    Ok((category.trim().to_string(), value))
 }

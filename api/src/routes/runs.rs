@@ -51,12 +51,15 @@ fn upload_extension(headers: &HeaderMap) -> ApiResult<&'static str> {
         "text/csv" => Ok("csv"),
         crate::tabular::PARQUET | "application/x-parquet" => Ok("parquet"),
         "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => Ok("jsonl"),
+        // A COCO results list (detections).
+        "application/json" => Ok("json"),
         crate::tabular::ARROW_STREAM => Ok("arrows"),
         _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             format!(
-                "Content-Type {content_type:?}: predictions are text/csv, {}, application/x-ndjson or {}",
+                "Content-Type {content_type:?}: predictions are text/csv, {}, application/x-ndjson or {}; \
+                 detections may also be a COCO results list as application/json",
                 crate::tabular::PARQUET,
                 crate::tabular::ARROW_STREAM
             ),
@@ -171,6 +174,8 @@ pub async fn test(
                 "min_samples": s.min_samples,
                 "regression": s.regression,
                 "failed": s.is_failure(),
+                "map": s.detection.as_ref().and_then(|d| d.coco.ap),
+                "checks": s.checks,
             })
         })
         .collect();

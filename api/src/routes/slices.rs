@@ -48,6 +48,10 @@ fn slice_json(slice: &SliceInfo, breakdown: Option<&SliceBreakdown>) -> Value {
         "created_at": d.created_at,
         "min_accuracy": d.min_accuracy,
         "min_samples": d.min_samples,
+        "min_map": d.min_map,
+        "min_ap50": d.min_ap50,
+        "min_recall": d.min_recall,
+        "min_class_recall": d.min_class_recall,
         "versions": slice.frozen,
         "breakdown": breakdown.map(|b| json!({
             "version": b.version,
@@ -71,6 +75,11 @@ pub struct CreateSlice {
     comment: Option<String>,
     min_accuracy: Option<f64>,
     min_samples: Option<u64>,
+    min_map: Option<f64>,
+    min_ap50: Option<f64>,
+    min_recall: Option<f64>,
+    #[serde(default)]
+    min_class_recall: std::collections::BTreeMap<String, f64>,
 }
 
 /// `POST /slices`: defines a slice (its query is planned first).
@@ -80,7 +89,14 @@ pub async fn create(
     body: Result<Json<CreateSlice>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let thresholds = SliceThresholds { min_accuracy: body.min_accuracy, min_samples: body.min_samples };
+    let thresholds = SliceThresholds {
+        min_accuracy: body.min_accuracy,
+        min_samples: body.min_samples,
+        min_map: body.min_map,
+        min_ap50: body.min_ap50,
+        min_recall: body.min_recall,
+        min_class_recall: body.min_class_recall,
+    };
     let definition = state
         .blocking_async(move |engine| async move {
             engine.create_slice(&body.name, &body.query, body.comment, thresholds).await

@@ -2,9 +2,12 @@
 //! manifest (`runs/<run>/run.json`). A run is written whole or not at all, and never
 //! rewritten.
 //!
-//! An uploaded table has an `image_id` column and at least one of: `predicted` (a label),
-//! `prob_<label>` columns (one per class, summing to 1), `score`, `loss`. Without
-//! `predicted`, the most probable class is the prediction.
+//! A classification run's table has an `image_id` column and at least one of: `predicted`
+//! (a label), `prob_<label>` columns (one per class, summing to 1), `score`, `loss`.
+//! Without `predicted`, the most probable class is the prediction. A detection run
+//! (boxes, see [`detections`]) is stored as `runs/<run>/detections.parquet` instead.
+
+pub mod detections;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -32,11 +35,26 @@ pub const PROB_SUM_TOLERANCE: f64 = 1e-3;
 /// At most this many problems are listed in a rejection.
 const MAX_PROBLEMS: usize = 20;
 
+/// What a run predicts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// A label per image (`predictions.parquet`).
+    #[default]
+    Classification,
+    /// Boxes with categories and scores (`detections.parquet`).
+    Detection,
+}
+
 /// The manifest of an uploaded run (`run.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunManifest {
     /// The run's name.
     pub run: String,
+    /// What the run predicts; manifests written before detection runs existed are
+    /// classification runs.
+    #[serde(default)]
+    pub task: Task,
     /// The model's name.
     pub model: String,
     /// The model's version.
@@ -45,11 +63,13 @@ pub struct RunManifest {
     pub dataset: String,
     /// The dataset version at upload time.
     pub dataset_version: u64,
-    /// Number of predictions.
+    /// Number of predictions (detections, for a detection run).
     pub predictions: u64,
-    /// Images of the dataset with no prediction (allowed only with `allow_partial`).
+    /// Images of the dataset with no prediction (allowed only with `allow_partial`; for
+    /// a detection run, images where nothing was detected).
     pub images_without_prediction: u64,
-    /// Class order of the `probs` lists (empty without probabilities).
+    /// Class order of the `probs` lists (empty without probabilities); for a detection
+    /// run, the dataset's categories in id order.
     pub classes: Vec<String>,
     /// Whether `score` / `loss` columns were given.
     pub has_score: bool,
@@ -96,12 +116,51 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
     let dataset = workspace.dataset_or_default(options.dataset.as_deref())?;
     let info = workspace.dataset(&dataset)?;
     let version = info.latest().expect("listed datasets have a version").clone();
-    let images = read_image_columns(layout, &version, &["image_id", "label"])?;
-    let table = read_table(path, "predictions").await?;
-    let checked = validate(&table, &images, options.allow_partial).map_err(|problems| DatasetError::BadInput {
+    let rejected = |problems: Vec<String>| DatasetError::BadInput {
         source_path: path.to_path_buf(),
         message: format!("predictions rejected, nothing was written:\n  - {}", problems.join("\n  - ")),
-    })?;
+    };
+    // A `.json` file is a COCO results list; a table with box columns is detections too.
+    let coco_results = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let table = if coco_results { None } else { Some(read_table(path, "predictions").await?) };
+    let checked = if coco_results || table.as_ref().is_some_and(detections::is_detection_table) {
+        let Some(objects) = &version.objects else {
+            return Err(DatasetError::BadInput {
+                source_path: path.to_path_buf(),
+                message: format!(
+                    "these are detections, but dataset {dataset:?} (version {}) has no ground-truth boxes to score \
+                     them against; ingest a COCO file with annotations first",
+                    version.version
+                ),
+            });
+        };
+        let rows = match &table {
+            Some(table) => detections::table_rows(table).map_err(|p| rejected(vec![p]))?,
+            None => detections::read(path, true).await?,
+        };
+        let has_coco = version.columns.iter().any(|c| c.name == "coco_id");
+        let columns: &[&str] = if has_coco { &["image_id", "coco_id"] } else { &["image_id"] };
+        let images = read_image_columns(layout, &version, columns)?;
+        let ids: Vec<String> = strings(&images, "image_id").unwrap_or_default().into_iter().flatten().collect();
+        let coco_ids: Option<Vec<Option<i64>>> = images.column_by_name("coco_id").map(|c| {
+            let c = c.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            (0..c.len()).map(|i| c.is_valid(i).then(|| c.value(i))).collect()
+        });
+        let checked =
+            detections::validate(&options.run, &rows, coco_results, &ids, coco_ids.as_deref(), &objects.categories)
+                .map_err(rejected)?;
+        Checked {
+            batch: checked.batch,
+            classes: objects.categories.iter().map(|c| c.name.clone()).collect(),
+            missing: checked.images_without_detections,
+            has_score: true,
+            has_loss: false,
+            task: Task::Detection,
+        }
+    } else {
+        let images = read_image_columns(layout, &version, &["image_id", "label"])?;
+        validate(table.as_ref().expect("read above"), &images, options.allow_partial).map_err(rejected)?
+    };
 
     let _lock = workspace.lock()?;
     let dir = layout.run_dir(&options.run);
@@ -116,10 +175,11 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
     let staging = tmp_sibling(&dir);
     fs::create_dir(&staging).map_err(DatasetError::io("creating", &staging))?;
     let result = (|| {
-        let parquet_sha256 = write_parquet(&staging.join(PREDICTIONS_FILE), &checked.batch)?;
+        let parquet_sha256 = write_parquet(&staging.join(predictions_file(checked.task)), &checked.batch)?;
         let source_bytes = fs::read(path).map_err(DatasetError::io("reading", path))?;
         let manifest = RunManifest {
             run: options.run.clone(),
+            task: checked.task,
             model: options.model.clone(),
             model_version: options.model_version.clone(),
             dataset: dataset.clone(),
@@ -153,6 +213,14 @@ pub const PREDICTIONS_FILE: &str = "predictions.parquet";
 /// File name of a run's manifest.
 pub const RUN_FILE: &str = "run.json";
 
+/// The file a run of `task` keeps its predictions in.
+pub fn predictions_file(task: Task) -> &'static str {
+    match task {
+        Task::Classification => PREDICTIONS_FILE,
+        Task::Detection => detections::DETECTIONS_FILE,
+    }
+}
+
 /// Reads a run's manifest.
 pub fn read_run(workspace: &Workspace, run: &str) -> Result<RunManifest> {
     validate_name(run)?;
@@ -176,9 +244,11 @@ pub fn run_names(workspace: &Workspace) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Reads a run's predictions after checking the file against its manifest.
+/// Reads a run's predictions after checking the file against its manifest: the
+/// classification table, or for a detection run its boxes (see
+/// [`detections::detections_schema`]).
 pub fn read_predictions(workspace: &Workspace, manifest: &RunManifest) -> Result<RecordBatch> {
-    let path = workspace.layout().run_dir(&manifest.run).join(PREDICTIONS_FILE);
+    let path = workspace.layout().run_dir(&manifest.run).join(predictions_file(manifest.task));
     let expected = &manifest.parquet_sha256;
     let altered =
         |actual: &str| format!("the file was altered after upload (sha256 {actual}, manifest says {expected})");
@@ -202,6 +272,7 @@ struct Checked {
     missing: u64,
     has_score: bool,
     has_loss: bool,
+    task: Task,
 }
 
 fn strings(batch: &RecordBatch, name: &str) -> Option<Vec<Option<String>>> {
@@ -334,7 +405,14 @@ fn validate(
         Arc::new(loss.clone().unwrap_or_else(|| Float64Array::new_null(ids.len()))),
     ];
     let batch = RecordBatch::try_new(predictions_schema(), columns).map_err(|e| vec![e.to_string()])?;
-    Ok(Checked { batch, classes, missing, has_score: score.is_some(), has_loss: loss.is_some() })
+    Ok(Checked {
+        batch,
+        classes,
+        missing,
+        has_score: score.is_some(),
+        has_loss: loss.is_some(),
+        task: Task::Classification,
+    })
 }
 
 #[cfg(test)]

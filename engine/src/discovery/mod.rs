@@ -27,10 +27,11 @@ use datafusion::arrow::compute::{cast, concat_batches, take};
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use slicetest_datasets::run::read_predictions;
+use slicetest_datasets::run::{Task, read_predictions};
 
 use self::predicates::quote_column;
 use self::sliceline::{Bitmap, Errors, Predicate, SearchSettings, bitmap_from};
+use crate::detection::RunEvaluation;
 use crate::error::{EngineError, Result};
 use crate::metrics::wilson;
 use crate::{Engine, RunManifest};
@@ -227,7 +228,6 @@ impl Engine {
         only: Option<&[String]>,
     ) -> Result<(Vec<String>, Vec<(String, ArrayRef)>, Vec<f64>, &'static str)> {
         let bad = |message: String| EngineError::InvalidArgument(message);
-        let predictions = read_predictions(&self.workspace, manifest)?;
         let query = format!("SELECT * FROM {}.images", quote_column(&manifest.dataset));
         let batches = self.sql(&query).await?.collect().await?;
         let Some(first) = batches.first() else {
@@ -252,42 +252,53 @@ impl Engine {
         let row_of: HashMap<&str, u32> =
             image_ids.iter().enumerate().filter_map(|(r, id)| Some((id?, r as u32))).collect();
 
-        let predicted_ids = predictions.column(0).as_string::<i32>();
-        let predicted = predictions.column(1).as_string::<i32>();
-        let loss = predictions.column(4).as_primitive::<Float64Type>();
-        // Regression mode: the baseline's prediction of each image.
-        let baseline_batch = baseline.map(|b| read_predictions(&self.workspace, b)).transpose()?;
-        let baseline_predicted: Option<HashMap<&str, Option<&str>>> = baseline_batch.as_ref().map(|batch| {
-            let ids = batch.column(0).as_string::<i32>();
-            let predicted = batch.column(1).as_string::<i32>();
-            (0..batch.num_rows()).map(|r| (ids.value(r), predicted.is_valid(r).then(|| predicted.value(r)))).collect()
-        });
         let use_loss = manifest.has_loss && baseline.is_none();
-        let (mut ids, mut rows, mut errors) = (Vec::new(), Vec::new(), Vec::new());
-        for p in 0..predictions.num_rows() {
-            let Some(&row) = row_of.get(predicted_ids.value(p)) else { continue };
-            let error = if let Some(base) = &baseline_predicted {
-                let Some(Some(base)) = base.get(predicted_ids.value(p)) else { continue };
-                if labels.is_null(row as usize) || predicted.is_null(p) {
-                    continue;
-                }
-                let truth = labels.value(row as usize);
-                f64::from(u8::from(predicted.value(p) != truth && *base == truth))
-            } else if use_loss {
-                if loss.is_null(p) {
-                    continue;
-                }
-                loss.value(p)
-            } else {
-                if labels.is_null(row as usize) || predicted.is_null(p) {
-                    continue;
-                }
-                f64::from(u8::from(labels.value(row as usize) != predicted.value(p)))
-            };
-            ids.push(predicted_ids.value(p).to_string());
-            rows.push(row);
-            errors.push(error);
-        }
+        let (ids, rows, errors) = if manifest.task == Task::Detection {
+            if baseline.is_some() {
+                return Err(bad("--baseline: discovery against a baseline is for classification runs only".into()));
+            }
+            detection_errors(self, manifest, &row_of)?
+        } else {
+            let predictions = read_predictions(&self.workspace, manifest)?;
+            let predicted_ids = predictions.column(0).as_string::<i32>();
+            let predicted = predictions.column(1).as_string::<i32>();
+            let loss = predictions.column(4).as_primitive::<Float64Type>();
+            // Regression mode: the baseline's prediction of each image.
+            let baseline_batch = baseline.map(|b| read_predictions(&self.workspace, b)).transpose()?;
+            let baseline_predicted: Option<HashMap<&str, Option<&str>>> = baseline_batch.as_ref().map(|batch| {
+                let ids = batch.column(0).as_string::<i32>();
+                let predicted = batch.column(1).as_string::<i32>();
+                (0..batch.num_rows())
+                    .map(|r| (ids.value(r), predicted.is_valid(r).then(|| predicted.value(r))))
+                    .collect()
+            });
+            let (mut ids, mut rows, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+            for p in 0..predictions.num_rows() {
+                let Some(&row) = row_of.get(predicted_ids.value(p)) else { continue };
+                let error = if let Some(base) = &baseline_predicted {
+                    let Some(Some(base)) = base.get(predicted_ids.value(p)) else { continue };
+                    if labels.is_null(row as usize) || predicted.is_null(p) {
+                        continue;
+                    }
+                    let truth = labels.value(row as usize);
+                    f64::from(u8::from(predicted.value(p) != truth && *base == truth))
+                } else if use_loss {
+                    if loss.is_null(p) {
+                        continue;
+                    }
+                    loss.value(p)
+                } else {
+                    if labels.is_null(row as usize) || predicted.is_null(p) {
+                        continue;
+                    }
+                    f64::from(u8::from(labels.value(row as usize) != predicted.value(p)))
+                };
+                ids.push(predicted_ids.value(p).to_string());
+                rows.push(row);
+                errors.push(error);
+            }
+            (ids, rows, errors)
+        };
         if ids.is_empty() {
             return Err(bad(format!(
                 "run {} has no scorable predictions: none is for an image of {} with a {}{}",
@@ -309,12 +320,34 @@ impl Engine {
             columns.push((field.name().clone(), Arc::new(take(images.column(i), &indices, None)?) as ArrayRef));
         }
         let kind = match (baseline.is_some(), use_loss) {
+            _ if manifest.task == Task::Detection => "detection",
             (true, _) => "regression",
             (false, true) => "loss",
             (false, false) => "misclassification",
         };
         Ok((ids, columns, errors, kind))
     }
+}
+
+/// A detection run's error per image: 1 when the image has a missed object or a false
+/// detection at the run's operating point (IoU 0.5, the run's score threshold), else 0.
+fn detection_errors(
+    engine: &Engine,
+    manifest: &RunManifest,
+    row_of: &HashMap<&str, u32>,
+) -> Result<(Vec<String>, Vec<u32>, Vec<f64>)> {
+    let info = engine.workspace.dataset(&manifest.dataset)?;
+    let latest = info.latest().expect("listed datasets have a version");
+    let boxes = read_predictions(&engine.workspace, manifest)?;
+    let evaluation = RunEvaluation::new(engine.workspace.layout(), latest, &boxes)?;
+    let (mut ids, mut rows, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, counts) in evaluation.per_image() {
+        let Some(&row) = row_of.get(id) else { continue };
+        ids.push(id.to_string());
+        rows.push(row);
+        errors.push(f64::from(u8::from(counts.fp + counts.fn_ > 0)));
+    }
+    Ok((ids, rows, errors))
 }
 
 /// Why a table could not be searched.

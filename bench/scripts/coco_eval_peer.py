@@ -1,0 +1,49 @@
+"""COCO bbox evaluation by a Python peer on the same files, for bench-detection.
+
+usage: coco_eval_peer.py pycocotools|faster INSTANCES RESULTS [IMAGE_IDS_FILE]
+
+Loads both files (not timed), then times evaluate() + accumulate() + summarize() in CPU
+seconds (time.process_time, all threads) and wall seconds; prints one JSON object with
+the times, the 12 stats and the peak resident memory of the process.
+"""
+
+import contextlib
+import io
+import json
+import resource
+import sys
+import time
+
+peer, instances, results = sys.argv[1:4]
+image_ids = json.load(open(sys.argv[4])) if len(sys.argv) > 4 else None
+
+with contextlib.redirect_stdout(io.StringIO()):
+    if peer == "faster":
+        from faster_coco_eval import COCO, COCOeval_faster as COCOeval
+        import faster_coco_eval
+        version = faster_coco_eval.__version__
+    else:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+        version = "2.0.x"
+        try:
+            from importlib.metadata import version as _v
+            version = _v("pycocotools")
+        except Exception:
+            pass
+    gt = COCO(instances)
+    dt = gt.loadRes(results)
+    ev = COCOeval(gt, dt, "bbox")
+    if image_ids is not None:
+        ev.params.imgIds = sorted(image_ids)
+    cpu, wall = time.process_time(), time.perf_counter()
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+
+print(json.dumps({
+    "peer": peer, "version": version, "cpu_s": cpu, "wall_s": wall,
+    "stats": [float(s) for s in ev.stats],
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+}))

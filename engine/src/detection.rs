@@ -1,0 +1,401 @@
+//! Scoring detection runs: a run's boxes against the dataset's ground-truth objects with
+//! COCO evaluation (`slicetest-eval`, pycocotools' semantics bit for bit). Matching is per
+//! image, so it is done once per run ([`RunEvaluation::new`]); every slice re-accumulates
+//! over its own images, which gives exactly what pycocotools gives when run on just
+//! those images with the dataset's category list.
+//!
+//! Besides the COCO numbers, a run gets one operating point: IoU 0.5 and a score
+//! threshold chosen once on the whole run (the one with the best micro F1) and never
+//! re-optimised per slice, so a slice's TP/FP/FN, precision, recall and F1 compare across
+//! slices.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use serde::Serialize;
+use slicetest_datasets::WorkspaceLayout;
+use slicetest_datasets::objects::{self, Category};
+use slicetest_datasets::version::{DatasetVersion, read_image_columns};
+use slicetest_eval::coco::{self, Accumulated, Detection, GroundTruth, Matching, Outcome, Params};
+
+use crate::error::{EngineError, Result};
+
+/// The IoU of the operating point (TP/FP/FN counts).
+pub const OPERATING_IOU: f64 = 0.5;
+
+/// COCO's summary statistics; `None` where pycocotools prints -1 (nothing to average:
+/// no ground truth of that kind in the images).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct CocoStats {
+    /// AP averaged over IoU 0.50:0.95 (the headline "mAP").
+    pub ap: Option<f64>,
+    /// AP at IoU 0.50.
+    pub ap50: Option<f64>,
+    /// AP at IoU 0.75.
+    pub ap75: Option<f64>,
+    /// AP of small objects (area < 32²).
+    pub ap_small: Option<f64>,
+    /// AP of medium objects.
+    pub ap_medium: Option<f64>,
+    /// AP of large objects (area > 96²).
+    pub ap_large: Option<f64>,
+    /// Recall with 1 detection per image and class.
+    pub ar1: Option<f64>,
+    /// Recall with 10.
+    pub ar10: Option<f64>,
+    /// Recall with 100.
+    pub ar100: Option<f64>,
+    /// AR100 of small objects.
+    pub ar_small: Option<f64>,
+    /// AR100 of medium objects.
+    pub ar_medium: Option<f64>,
+    /// AR100 of large objects.
+    pub ar_large: Option<f64>,
+    /// AR100 at IoU 0.50.
+    pub ar50: Option<f64>,
+    /// AR100 at IoU 0.75.
+    pub ar75: Option<f64>,
+}
+
+/// TP/FP/FN at the run's operating point, with the rates they give.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Counts {
+    /// Detections at or above the score threshold matching a ground truth at IoU ≥ 0.5.
+    pub tp: u64,
+    /// Detections at or above the threshold matching nothing.
+    pub fp: u64,
+    /// Ground truth (not crowd) that no such detection matched.
+    #[serde(rename = "fn")]
+    pub fn_: u64,
+    /// tp / (tp + fp).
+    pub precision: Option<f64>,
+    /// tp / (tp + fn).
+    pub recall: Option<f64>,
+    /// 2·tp / (2·tp + fp + fn).
+    pub f1: Option<f64>,
+}
+
+impl Counts {
+    fn new(tp: u64, fp: u64, fn_: u64) -> Self {
+        let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+        Counts {
+            tp,
+            fp,
+            fn_,
+            precision: ratio(tp, tp + fp),
+            recall: ratio(tp, tp + fn_),
+            f1: ratio(2 * tp, 2 * tp + fp + fn_),
+        }
+    }
+
+    fn add(&mut self, other: &Counts) {
+        *self = Counts::new(self.tp + other.tp, self.fp + other.fp, self.fn_ + other.fn_);
+    }
+}
+
+/// One category's numbers on a slice.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassMetrics {
+    /// The category's name.
+    pub category: String,
+    /// Its id.
+    pub category_id: i64,
+    /// Ground-truth objects (not crowd) of this category in the slice.
+    pub objects: u64,
+    /// AP over IoU 0.50:0.95 (area all, 100 detections).
+    pub ap: Option<f64>,
+    /// AP at IoU 0.50.
+    pub ap50: Option<f64>,
+    /// AP at IoU 0.75.
+    pub ap75: Option<f64>,
+    /// Counts at the operating point.
+    pub counts: Counts,
+}
+
+/// A detection run's metrics on one slice (or on all images).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DetectionMetrics {
+    /// Images evaluated.
+    pub images: u64,
+    /// Ground-truth objects (not crowd) in them.
+    pub objects: u64,
+    /// Detections in them (at most 100 per image and category count).
+    pub detections: u64,
+    /// COCO's statistics.
+    pub coco: CocoStats,
+    /// Per category, in category-id order.
+    pub classes: Vec<ClassMetrics>,
+    /// IoU of the operating point.
+    pub iou: f64,
+    /// Score threshold of the operating point (the same on every slice of the run).
+    pub score_threshold: f64,
+    /// Counts over every category at the operating point (micro).
+    pub counts: Counts,
+    /// Mean of the categories' F1 where defined (macro).
+    pub macro_f1: Option<f64>,
+}
+
+/// One (image, category) pair at the operating IoU: its counted ground truth and its
+/// detections' scores and outcomes.
+struct Cell {
+    image: u32,
+    category: u32,
+    counted: u32,
+    detections: Vec<(f64, Outcome)>,
+}
+
+/// A run matched against the ground truth once; slices accumulate from it.
+pub struct RunEvaluation {
+    matching: Matching,
+    image_ids: Vec<String>,
+    image_index: HashMap<String, u32>,
+    categories: Vec<Category>,
+    cells: Vec<Cell>,
+    score_threshold: f64,
+}
+
+impl RunEvaluation {
+    /// Matches `detections` (a run's stored boxes) to the ground truth of `version`.
+    /// Images are numbered by `coco_id` when the dataset has one (pycocotools' order,
+    /// which breaks score ties between images), else by `image_id`.
+    pub fn new(layout: &WorkspaceLayout, version: &DatasetVersion, detections: &RecordBatch) -> Result<Self> {
+        let Some(info) = &version.objects else {
+            return Err(EngineError::InvalidArgument(format!(
+                "dataset {:?} version {} has no ground-truth boxes to score a detection run against",
+                version.dataset, version.version
+            )));
+        };
+        let categories = info.categories.clone();
+        let has_coco = version.columns.iter().any(|c| c.name == "coco_id");
+        let images =
+            read_image_columns(layout, version, if has_coco { &["image_id", "coco_id"] } else { &["image_id"] })?;
+        let ids = images.column_by_name("image_id").expect("core column").as_string::<i32>();
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        if let Some(coco_ids) = images.column_by_name("coco_id") {
+            let coco_ids = coco_ids.as_primitive::<Int64Type>();
+            let key = |i: usize| (coco_ids.is_null(i), if coco_ids.is_null(i) { 0 } else { coco_ids.value(i) });
+            order.sort_by(|&a, &b| key(a).cmp(&key(b)).then(ids.value(a).cmp(ids.value(b))));
+        } else {
+            order.sort_by(|&a, &b| ids.value(a).cmp(ids.value(b)));
+        }
+        let image_ids: Vec<String> = order.iter().map(|&i| ids.value(i).to_string()).collect();
+        let image_index: HashMap<String, u32> =
+            image_ids.iter().enumerate().map(|(n, id)| (id.clone(), n as u32)).collect();
+        let category_index: HashMap<i64, u32> = categories.iter().enumerate().map(|(k, c)| (c.id, k as u32)).collect();
+
+        let mut ground_truth = Vec::new();
+        if let Some(objects) = objects::read_objects(layout, version)? {
+            for o in objects::rows(&objects) {
+                let (Some(&image), Some(&category)) = (image_index.get(o.image_id), category_index.get(&o.category_id))
+                else {
+                    continue;
+                };
+                ground_truth.push(GroundTruth { image, category, bbox: o.bbox, area: o.area, iscrowd: o.iscrowd });
+            }
+        }
+        let column = |i: usize| detections.column(i);
+        let (run_images, run_categories) = (column(1).as_string::<i32>(), column(3).as_primitive::<Int64Type>());
+        let f = |i: usize| column(i).as_primitive::<Float64Type>();
+        let (x, y, w, h, score) = (f(4), f(5), f(6), f(7), f(8));
+        let mut boxes = Vec::with_capacity(detections.num_rows());
+        for i in 0..detections.num_rows() {
+            let (Some(&image), Some(&category)) =
+                (image_index.get(run_images.value(i)), category_index.get(&run_categories.value(i)))
+            else {
+                continue;
+            };
+            boxes.push(Detection {
+                image,
+                category,
+                bbox: [x.value(i), y.value(i), w.value(i), h.value(i)],
+                score: score.value(i),
+            });
+        }
+        let params = Params::default();
+        let matching =
+            coco::evaluate(image_index.len() as u32, categories.len() as u32, &ground_truth, &boxes, &params);
+        let t = params.iou_thresholds.iter().position(|&t| t == OPERATING_IOU).expect("COCO thresholds include 0.5");
+        let counted: HashMap<(u32, u32), u32> =
+            matching.counted_ground_truth().map(|(image, k, n)| ((image, k), n)).collect();
+        let cells: Vec<Cell> = matching
+            .box_matches(t)
+            .map(|(image, category, matches)| Cell {
+                image,
+                category,
+                counted: counted.get(&(image, category)).copied().unwrap_or(0),
+                detections: matches.iter().map(|m| (boxes[m.detection as usize].score, m.outcome)).collect(),
+            })
+            .collect();
+        let score_threshold = best_f1_threshold(&cells);
+        Ok(RunEvaluation { matching, image_ids, image_index, categories, cells, score_threshold })
+    }
+
+    /// The score threshold of the run's operating point.
+    pub fn score_threshold(&self) -> f64 {
+        self.score_threshold
+    }
+
+    /// Every image with its counts at the operating point (all categories together).
+    pub fn per_image(&self) -> Vec<(&str, Counts)> {
+        let mut counts = vec![(0u64, 0u64, 0u64); self.image_ids.len()];
+        for cell in &self.cells {
+            let (tp, fp) = self.cell_counts(cell);
+            let c = &mut counts[cell.image as usize];
+            *c = (c.0 + tp, c.1 + fp, c.2 + cell.counted as u64 - tp);
+        }
+        self.image_ids.iter().zip(counts).map(|(id, (tp, fp, fn_))| (id.as_str(), Counts::new(tp, fp, fn_))).collect()
+    }
+
+    /// A cell's true and false positives at or above the score threshold.
+    fn cell_counts(&self, cell: &Cell) -> (u64, u64) {
+        let kept = cell.detections.iter().filter(|(s, _)| *s >= self.score_threshold);
+        let tp = kept.clone().filter(|(_, o)| *o == Outcome::TruePositive).count() as u64;
+        let fp = kept.filter(|(_, o)| *o == Outcome::FalsePositive).count() as u64;
+        (tp, fp)
+    }
+
+    /// Metrics over every image.
+    pub fn overall(&self) -> DetectionMetrics {
+        let all = vec![true; self.image_index.len()];
+        self.metrics(&all)
+    }
+
+    /// Metrics over the images with these ids (ids not in the dataset are passed over).
+    pub fn slice<'a>(&self, image_ids: impl IntoIterator<Item = &'a str>) -> DetectionMetrics {
+        let mut include = vec![false; self.image_index.len()];
+        for id in image_ids {
+            if let Some(&i) = self.image_index.get(id) {
+                include[i as usize] = true;
+            }
+        }
+        self.metrics(&include)
+    }
+
+    fn metrics(&self, include: &[bool]) -> DetectionMetrics {
+        let accumulated = self.matching.accumulate_images(|image| include[image as usize]);
+        let coco = coco_stats(&accumulated);
+        let mut per_class = vec![Counts::default(); self.categories.len()];
+        let mut objects = vec![0u64; self.categories.len()];
+        let mut detections = 0u64;
+        for cell in self.cells.iter().filter(|c| include[c.image as usize]) {
+            let k = cell.category as usize;
+            objects[k] += cell.counted as u64;
+            detections += cell.detections.len() as u64;
+            let (tp, fp) = self.cell_counts(cell);
+            per_class[k].add(&Counts::new(tp, fp, cell.counted as u64 - tp));
+        }
+        let mut counts = Counts::default();
+        per_class.iter().for_each(|c| counts.add(c));
+        let f1s: Vec<f64> = per_class.iter().filter_map(|c| c.f1).collect();
+        let macro_f1 = (!f1s.is_empty()).then(|| f1s.iter().sum::<f64>() / f1s.len() as f64);
+        let defined = |v: f64| (v > -1.0).then_some(v);
+        let classes = self
+            .categories
+            .iter()
+            .enumerate()
+            .map(|(k, c)| ClassMetrics {
+                category: c.name.clone(),
+                category_id: c.id,
+                objects: objects[k],
+                ap: defined(accumulated.category_ap(k, None)),
+                ap50: defined(accumulated.category_ap(k, Some(0.5))),
+                ap75: defined(accumulated.category_ap(k, Some(0.75))),
+                counts: per_class[k],
+            })
+            .collect();
+        DetectionMetrics {
+            images: include.iter().filter(|&&i| i).count() as u64,
+            objects: objects.iter().sum(),
+            detections,
+            coco,
+            classes,
+            iou: OPERATING_IOU,
+            score_threshold: self.score_threshold,
+            counts,
+            macro_f1,
+        }
+    }
+}
+
+fn coco_stats(a: &Accumulated) -> CocoStats {
+    let s = a.stats();
+    let v = |x: f64| (x > -1.0).then_some(x);
+    CocoStats {
+        ap: v(s[0]),
+        ap50: v(s[1]),
+        ap75: v(s[2]),
+        ap_small: v(s[3]),
+        ap_medium: v(s[4]),
+        ap_large: v(s[5]),
+        ar1: v(s[6]),
+        ar10: v(s[7]),
+        ar100: v(s[8]),
+        ar_small: v(s[9]),
+        ar_medium: v(s[10]),
+        ar_large: v(s[11]),
+        ar50: v(a.summarize(false, Some(0.5), "all", 100)),
+        ar75: v(a.summarize(false, Some(0.75), "all", 100)),
+    }
+}
+
+/// The score threshold with the best micro F1 over the whole run (detections at or above
+/// it count); among equal F1s the highest threshold. 1.0 when nothing was detected.
+fn best_f1_threshold(cells: &[Cell]) -> f64 {
+    let total: u64 = cells.iter().map(|c| c.counted as u64).sum();
+    let mut scored: Vec<(f64, Outcome)> =
+        cells.iter().flat_map(|c| c.detections.iter().copied()).filter(|(_, o)| *o != Outcome::Ignored).collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut tp, mut fp) = (0u64, 0u64);
+    let (mut best, mut best_f1) = (1.0, -1.0);
+    let mut i = 0;
+    while i < scored.len() {
+        let threshold = scored[i].0;
+        // Everything at this score goes in together.
+        while i < scored.len() && scored[i].0 == threshold {
+            match scored[i].1 {
+                Outcome::TruePositive => tp += 1,
+                _ => fp += 1,
+            }
+            i += 1;
+        }
+        let f1 = 2.0 * tp as f64 / (2 * tp + fp + (total - tp)).max(1) as f64;
+        if f1 > best_f1 {
+            (best, best_f1) = (threshold, f1);
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(counted: u32, detections: &[(f64, Outcome)]) -> Cell {
+        Cell { image: 0, category: 0, counted, detections: detections.to_vec() }
+    }
+
+    #[test]
+    fn the_operating_threshold_maximises_f1_and_prefers_the_higher_score() {
+        use Outcome::*;
+        // 3 objects; detections 0.9 TP, 0.8 FP, 0.7 TP, 0.6 TP, 0.5 FP.
+        let cells = [
+            cell(3, &[(0.9, TruePositive), (0.8, FalsePositive), (0.7, TruePositive)]),
+            cell(0, &[(0.6, TruePositive), (0.5, FalsePositive), (0.95, Ignored)]),
+        ];
+        // F1 at 0.9: 2/(2+0+2)=.5; 0.8: 2/(2+1+2)=.4; 0.7: 4/(4+1+1)=.667; 0.6: 6/(6+1+0)=.857; 0.5: 6/8=.75
+        assert_eq!(best_f1_threshold(&cells), 0.6);
+        assert_eq!(best_f1_threshold(&[cell(2, &[])]), 1.0);
+        // Equal F1 at 0.9 and 0.8 (one TP then one FP with 1 object…): the higher wins.
+        let tie = [cell(1, &[(0.9, TruePositive), (0.8, Ignored)])];
+        assert_eq!(best_f1_threshold(&tie), 0.9);
+    }
+
+    #[test]
+    fn counts_give_their_rates() {
+        let c = Counts::new(3, 1, 2);
+        assert_eq!((c.precision, c.recall), (Some(0.75), Some(0.6)));
+        assert_eq!(c.f1, Some(6.0 / 9.0));
+        assert_eq!(Counts::new(0, 0, 0).f1, None);
+    }
+}

@@ -1,0 +1,187 @@
+//! Detection through the binary: a COCO dataset's boxes become the `objects` table, a
+//! COCO results file becomes a detection run (`predicted_objects`), and the run is scored
+//! on all images and on slices with exactly the numbers of COCO evaluation; bad boxes,
+//! unknown categories and bad scores are refused with nothing written.
+
+mod common;
+
+use std::path::Path;
+
+use common::{fails, ok, setup, slicetest, sql_csv};
+use slicetest_eval::coco::{Params, evaluate};
+use slicetest_eval::synthetic::{Spec, Synthetic, generate};
+use slicetest_test_support::write_image;
+
+const IMAGES: u32 = 40;
+
+/// A workspace with dataset `street`: the generator's images as 640×480 PNGs and its
+/// annotations as a COCO file; returns the setup and the generated data.
+fn street() -> (common::Setup, Synthetic) {
+    let s = setup();
+    let data = generate(Spec::coco_like(11, IMAGES));
+    for (i, image) in data.images.iter().enumerate() {
+        write_image(&s.src.join(format!("{}.png", image.id)), image.width, image.height, i as u8);
+    }
+    std::fs::write(s.src.join("instances.json"), data.ground_truth_json()).unwrap();
+    std::fs::write(s.src.join("results.json"), data.results_json()).unwrap();
+    ok(&s.ws, &["ingest", "-d", "street", "--quiet", s.src.join("instances.json").to_str().unwrap()]);
+    (s, data)
+}
+
+fn upload(ws: &Path, run: &str, file: &Path) -> std::process::Output {
+    slicetest(ws, &["run", "upload", file.to_str().unwrap(), "--run", run, "--model", "det", "--model-version", "1"])
+}
+
+fn json(ws: &Path, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(ws, args)).unwrap()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-12
+}
+
+#[test]
+fn ground_truth_boxes_are_a_table_kept_exactly() {
+    let (s, data) = street();
+    let count = sql_csv(&s.ws, "SELECT count(*) AS n FROM objects");
+    assert_eq!(count.lines().nth(1).unwrap(), data.annotations.len().to_string());
+    // Object-level SQL: small objects of one category, by image.
+    let category = data.categories[3];
+    let small =
+        data.annotations.iter().filter(|a| a.category_id == category && a.bbox[2] * a.bbox[3] < 32.0 * 32.0).count();
+    let out = sql_csv(
+        &s.ws,
+        &format!("SELECT count(*) FROM objects WHERE category = 'class {category}' AND w * h < 32 * 32"),
+    );
+    assert_eq!(out.lines().nth(1).unwrap(), small.to_string());
+    // Boxes and areas are the file's float64 values, not converted.
+    let first = &data.annotations[0];
+    let out = sql_csv(&s.ws, &format!("SELECT x, y, w, h, area, iscrowd FROM objects WHERE object_id = {}", first.id));
+    let row: Vec<f64> = out.lines().nth(1).unwrap().split(',').take(5).map(|v| v.parse().unwrap()).collect();
+    assert_eq!(row, [first.bbox[0], first.bbox[1], first.bbox[2], first.bbox[3], first.area]);
+    // The per-image counts stay.
+    let counts = sql_csv(&s.ws, "SELECT sum(num_annotations) FROM images");
+    assert_eq!(counts.lines().nth(1).unwrap(), data.annotations.len().to_string());
+}
+
+#[test]
+fn a_detection_run_is_scored_as_coco_evaluation_scores_it() {
+    let (s, data) = street();
+    let out = upload(&s.ws, "det-1", &s.src.join("results.json"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let count = sql_csv(&s.ws, "SELECT count(*), min(run) FROM predicted_objects");
+    assert_eq!(count.lines().nth(1).unwrap(), format!("{},det-1", data.results.len()));
+
+    // The same inputs through the evaluation crate directly.
+    let inputs = data.inputs();
+    let matching = evaluate(
+        inputs.image_ids.len() as u32,
+        inputs.category_ids.len() as u32,
+        &inputs.ground_truth,
+        &inputs.detections,
+        &Params::default(),
+    );
+    let expected = matching.accumulate().stats();
+
+    // A slice: the images with a small object, which must fail a high mAP bar.
+    ok(
+        &s.ws,
+        &[
+            "slice",
+            "create",
+            "small-objects",
+            "--min-map",
+            "0.99",
+            "SELECT DISTINCT image_id FROM objects WHERE w * h < 32 * 32",
+        ],
+    );
+    ok(&s.ws, &["slice", "freeze", "small-objects"]);
+    let report = json(&s.ws, &["report", "--run", "det-1", "--format", "json"]);
+    let overall = &report["overall"]["detection"];
+    assert!(close(overall["coco"]["ap"].as_f64().unwrap(), expected[0]), "{overall}");
+    assert!(close(overall["coco"]["ap50"].as_f64().unwrap(), expected[1]));
+    assert!(close(overall["coco"]["ar100"].as_f64().unwrap(), expected[8]));
+    assert_eq!(overall["images"], IMAGES);
+
+    let small_ids: std::collections::HashSet<i64> =
+        data.annotations.iter().filter(|a| a.bbox[2] * a.bbox[3] < 32.0 * 32.0).map(|a| a.image_id).collect();
+    let ids = &inputs.image_ids;
+    let slice_expected = matching.accumulate_images(|i| small_ids.contains(&ids[i as usize])).stats();
+    let slice = report["slices"].as_array().unwrap().iter().find(|s| s["slice"] == "small-objects").unwrap();
+    assert!(close(slice["detection"]["coco"]["ap"].as_f64().unwrap(), slice_expected[0]), "{slice}");
+    assert_eq!(slice["verdict"], "fail");
+    assert_eq!(slice["checks"][0]["metric"], "mAP");
+
+    // `slicetest test` fails the build on it and says why.
+    let out = slicetest(&s.ws, &["test", "--run", "det-1"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAIL (mAP"), "{stdout}");
+}
+
+#[test]
+fn bad_detections_are_refused_and_nothing_is_written() {
+    let (s, data) = street();
+    let coco_id = data.images[0].id;
+    let category = data.categories[0];
+    let cases = [
+        (
+            "unknown-category.json",
+            format!(r#"[{{"image_id":{coco_id},"category_id":999,"bbox":[1,2,3,4],"score":0.5}}]"#),
+            "category id 999",
+        ),
+        (
+            "unknown-image.json",
+            format!(r#"[{{"image_id":424242,"category_id":{category},"bbox":[1,2,3,4],"score":0.5}}]"#),
+            "image_id 424242",
+        ),
+        (
+            "bad-score.json",
+            format!(r#"[{{"image_id":{coco_id},"category_id":{category},"bbox":[1,2,3,4],"score":1.5}}]"#),
+            "score 1.5",
+        ),
+        (
+            "negative.json",
+            format!(r#"[{{"image_id":{coco_id},"category_id":{category},"bbox":[1,2,-3,4],"score":0.5}}]"#),
+            "negative width",
+        ),
+        ("empty.json", "[]".to_string(), "no detections"),
+        (
+            "nan.csv",
+            format!("image_id,category,x,y,w,h,score\n{}.png,class {category},1,2,3,4,NaN\n", coco_id),
+            "score NaN",
+        ),
+    ];
+    for (file, text, expected) in cases {
+        let path = s.src.join(file);
+        std::fs::write(&path, text).unwrap();
+        let out = upload(&s.ws, "bad", &path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file} was accepted");
+        assert!(stderr.contains(expected), "{file}: {stderr}");
+        assert!(!s.ws.join("runs/bad").exists(), "{file}: nothing written");
+    }
+}
+
+#[test]
+fn a_box_outside_its_image_refuses_the_whole_ingest() {
+    let s = setup();
+    write_image(&s.src.join("a.png"), 64, 48, 1);
+    write_image(&s.src.join("b.png"), 64, 48, 2);
+    let coco = |box_b: &str| {
+        format!(
+            r#"{{"images":[{{"id":1,"file_name":"a.png"}},{{"id":2,"file_name":"b.png"}}],
+            "categories":[{{"id":1,"name":"person"}}],
+            "annotations":[{{"id":1,"image_id":1,"category_id":1,"bbox":[0,0,10,10],"area":100,"iscrowd":0}},
+                           {{"id":2,"image_id":2,"category_id":1,"bbox":{box_b},"area":100,"iscrowd":0}}]}}"#
+        )
+    };
+    std::fs::write(s.src.join("bad.json"), coco("[60,40,10,10]")).unwrap();
+    let err = fails(&s.ws, &["ingest", "-d", "d", "--quiet", s.src.join("bad.json").to_str().unwrap()]);
+    assert!(err.contains("annotation #1 (id 2)") && err.contains("outside the 64×48 image"), "{err}");
+    assert!(common::version_entries(&s.ws, "d").is_empty(), "nothing written");
+    // Within a pixel of the edge is accepted (annotation tools round).
+    std::fs::write(s.src.join("ok.json"), coco("[54.5,38.5,10.3,10.3]")).unwrap();
+    ok(&s.ws, &["ingest", "-d", "d", "--quiet", s.src.join("ok.json").to_str().unwrap()]);
+    assert_eq!(sql_csv(&s.ws, "SELECT count(*) FROM objects").lines().nth(1), Some("2"));
+}
