@@ -106,11 +106,32 @@ fn a_detection_run_is_scored_as_coco_evaluation_scores_it() {
     let small_ids: std::collections::HashSet<i64> =
         data.annotations.iter().filter(|a| a.bbox[2] * a.bbox[3] < 32.0 * 32.0).map(|a| a.image_id).collect();
     let ids = &inputs.image_ids;
-    let slice_expected = matching.accumulate_images(|i| small_ids.contains(&ids[i as usize])).stats();
+    let mask: Vec<bool> = ids.iter().map(|id| small_ids.contains(id)).collect();
+    let slice_expected = matching.accumulate_images(&mask).stats();
     let slice = report["slices"].as_array().unwrap().iter().find(|s| s["slice"] == "small-objects").unwrap();
     assert!(close(slice["detection"]["coco"]["ap"].as_f64().unwrap(), slice_expected[0]), "{slice}");
     assert_eq!(slice["verdict"], "fail");
     assert_eq!(slice["checks"][0]["metric"], "mAP");
+
+    let [low, high] =
+        overall["ap_interval"].as_array().map(|a| [a[0].as_f64().unwrap(), a[1].as_f64().unwrap()]).unwrap();
+    assert!(low <= expected[0] && expected[0] <= high && low < high, "{low} {} {high}", expected[0]);
+
+    // A worse model (every other box moved off its object) is a significant regression
+    // against the first; the first against itself is not.
+    let mut worse = data.clone();
+    for r in worse.results.iter_mut().step_by(2) {
+        r.bbox[0] += 3.0 * r.bbox[2];
+    }
+    std::fs::write(s.src.join("worse.json"), worse.results_json()).unwrap();
+    ok(&s.ws, &["run", "upload", s.src.join("worse.json").to_str().unwrap(), "--run", "det-2", "--model", "det"]);
+    let versus = json(&s.ws, &["report", "--run", "det-2", "--baseline", "det-1", "--format", "json"]);
+    let regression = &versus["overall"]["detection_regression"];
+    assert_eq!(regression["significant"], true, "{regression}");
+    assert!(regression["delta"].as_f64().unwrap() < -0.05, "{regression}");
+    let same = json(&s.ws, &["report", "--run", "det-1", "--baseline", "det-1", "--format", "json"]);
+    assert_eq!(same["overall"]["detection_regression"]["significant"], false);
+    assert_eq!(same["overall"]["detection_regression"]["delta"], 0.0);
 
     // `slicetest test` fails the build on it and says why.
     let out = slicetest(&s.ws, &["test", "--run", "det-1"]);
@@ -184,4 +205,33 @@ fn a_box_outside_its_image_refuses_the_whole_ingest() {
     std::fs::write(s.src.join("ok.json"), coco("[54.5,38.5,10.3,10.3]")).unwrap();
     ok(&s.ws, &["ingest", "-d", "d", "--quiet", s.src.join("ok.json").to_str().unwrap()]);
     assert_eq!(sql_csv(&s.ws, "SELECT count(*) FROM objects").lines().nth(1), Some("2"));
+}
+
+#[test]
+fn a_box_manifest_gives_a_folder_its_ground_truth() {
+    let s = setup();
+    write_image(&s.src.join("imgs/a.png"), 64, 48, 1);
+    write_image(&s.src.join("imgs/b.png"), 64, 48, 2);
+    let boxes = s.src.join("boxes.csv");
+    std::fs::write(&boxes, "image_id,category,x,y,w,h,iscrowd\na.png,person,1,2,10,20,0\na.png,car,30,5,20,10,0\nb.png,person,0,0,64,48,1\n").unwrap();
+    ok(
+        &s.ws,
+        &["ingest", "-d", "d", "--quiet", s.src.join("imgs").to_str().unwrap(), "--boxes", boxes.to_str().unwrap()],
+    );
+    let rows = sql_csv(
+        &s.ws,
+        "SELECT image_id, object_id, category, category_id, w * h, iscrowd FROM objects ORDER BY object_id",
+    );
+    assert_eq!(
+        rows,
+        "image_id,object_id,category,category_id,objects.w * objects.h,iscrowd\na.png,1,person,2,200.0,false\na.png,2,car,1,200.0,false\nb.png,3,person,2,3072.0,true\n"
+    );
+    // A row naming an image the import does not have refuses the ingest.
+    std::fs::write(&boxes, "image_id,category,x,y,w,h\nc.png,person,1,2,10,20\n").unwrap();
+    let err = fails(
+        &s.ws,
+        &["ingest", "-d", "e", "--quiet", s.src.join("imgs").to_str().unwrap(), "--boxes", boxes.to_str().unwrap()],
+    );
+    assert!(err.contains("row 1: image \"c.png\" is not among the images of this import"), "{err}");
+    assert!(common::version_entries(&s.ws, "e").is_empty());
 }

@@ -279,12 +279,17 @@ async function homePage() {
         const cell = sliceRows.querySelector(`[data-slice="${CSS.escape(score.slice)}"] .verdict-cell`);
         if (!cell) continue;
         cell.replaceChildren(el("span", { class: `verdict ${score.verdict}` },
-          `${VERDICTS[score.verdict] || score.verdict} ${percent(score.accuracy?.value)}`));
+          `${VERDICTS[score.verdict] || score.verdict} ${headline(score)}`));
       }
     } catch (error) {
       verdicts.textContent = `could not score ${latestRun.run}: ${error.message}`;
     }
   }
+}
+
+/** A slice test's number: accuracy, or a detection run's mAP (GET /runs/NAME/test). */
+function headline(score) {
+  return score.map != null ? `mAP ${score.map.toFixed(3)}` : percent(score.accuracy?.value);
 }
 
 /** Explore with a first query over dataset `d` (a table for datasets other than the default,
@@ -763,7 +768,8 @@ function sliceCard(s, verdicts) {
         latest ? breakdownBar(b) : el("span", { class: "muted" }, "not frozen yet"),
         el("span", { class: "muted" }, latest ? `v${latest.version} · ${latest.members} members · ${b.holdout} held out · ${percent(b.coverage)} of ${s.dataset}` : s.dataset),
         s.min_accuracy != null ? el("span", { class: "muted" }, `test: accuracy ≥ ${percent(s.min_accuracy)}`) : null,
-        v ? el("span", { class: `verdict ${v.verdict}` }, `${VERDICTS[v.verdict] || v.verdict} ${percent(v.accuracy?.value)}`) : null),
+        s.min_map != null ? el("span", { class: "muted" }, `test: mAP ≥ ${s.min_map}`) : null,
+        v ? el("span", { class: `verdict ${v.verdict}` }, `${VERDICTS[v.verdict] || v.verdict} ${headline(v)}`) : null),
       out),
     el("div", {},
       el("div", { class: "row" }, el("label", {}, "hold-out ", holdout),

@@ -13,16 +13,23 @@ use std::collections::HashMap;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use rayon::prelude::*;
 use serde::Serialize;
 use slicetest_datasets::WorkspaceLayout;
 use slicetest_datasets::objects::{self, Category};
 use slicetest_datasets::version::{DatasetVersion, read_image_columns};
-use slicetest_eval::coco::{self, Accumulated, Detection, GroundTruth, Matching, Outcome, Params};
+use slicetest_eval::coco::{self, Accumulated, Detection, GroundTruth, Matching, Outcome, Params, ScoreOrder};
 
+use crate::bootstrap::{SplitMix64, percentile_interval};
 use crate::error::{EngineError, Result};
+use crate::scoring::BOOTSTRAP_SEED;
 
 /// The IoU of the operating point (TP/FP/FN counts).
 pub const OPERATING_IOU: f64 = 0.5;
+
+/// Bootstrap resamples for AP intervals and regressions: each one re-accumulates the
+/// whole run, so fewer than the 1,000 of the closed-form metrics.
+pub const DETECTION_RESAMPLES: usize = 200;
 
 /// COCO's summary statistics; `None` where pycocotools prints -1 (nothing to average:
 /// no ground truth of that kind in the images).
@@ -134,6 +141,25 @@ pub struct DetectionMetrics {
     pub counts: Counts,
     /// Mean of the categories' F1 where defined (macro).
     pub macro_f1: Option<f64>,
+    /// 95% bootstrap interval of `coco.ap` (images resampled, seeded).
+    pub ap_interval: Option<[f64; 2]>,
+    /// 95% bootstrap interval of `coco.ap50`.
+    pub ap50_interval: Option<[f64; 2]>,
+}
+
+/// A detection run against a baseline run on the same slice: the mAP difference and a
+/// paired bootstrap test of "this run is worse" (both runs scored on the same resampled
+/// images).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DetectionRegression {
+    /// The baseline's mAP on the slice.
+    pub baseline_map: Option<f64>,
+    /// This run's mAP minus the baseline's.
+    pub delta: Option<f64>,
+    /// Share of resamples in which this run's mAP is not below the baseline's.
+    pub p_value: f64,
+    /// Whether the drop is significant at the chosen level.
+    pub significant: bool,
 }
 
 /// One (image, category) pair at the operating IoU: its counted ground truth and its
@@ -148,6 +174,7 @@ struct Cell {
 /// A run matched against the ground truth once; slices accumulate from it.
 pub struct RunEvaluation {
     matching: Matching,
+    order: ScoreOrder,
     image_ids: Vec<String>,
     image_index: HashMap<String, u32>,
     categories: Vec<Category>,
@@ -228,7 +255,8 @@ impl RunEvaluation {
             })
             .collect();
         let score_threshold = best_f1_threshold(&cells);
-        Ok(RunEvaluation { matching, image_ids, image_index, categories, cells, score_threshold })
+        let order = matching.score_order();
+        Ok(RunEvaluation { matching, order, image_ids, image_index, categories, cells, score_threshold })
     }
 
     /// The score threshold of the run's operating point.
@@ -263,17 +291,83 @@ impl RunEvaluation {
 
     /// Metrics over the images with these ids (ids not in the dataset are passed over).
     pub fn slice<'a>(&self, image_ids: impl IntoIterator<Item = &'a str>) -> DetectionMetrics {
+        self.metrics(&self.membership(image_ids))
+    }
+
+    /// Which images the ids name.
+    pub fn membership<'a>(&self, image_ids: impl IntoIterator<Item = &'a str>) -> Vec<bool> {
         let mut include = vec![false; self.image_index.len()];
         for id in image_ids {
             if let Some(&i) = self.image_index.get(id) {
                 include[i as usize] = true;
             }
         }
-        self.metrics(&include)
+        include
     }
 
-    fn metrics(&self, include: &[bool]) -> DetectionMetrics {
-        let accumulated = self.matching.accumulate_images(|image| include[image as usize]);
+    /// Every image.
+    pub fn everything(&self) -> Vec<bool> {
+        vec![true; self.image_index.len()]
+    }
+
+    /// (AP, AP50) on each of [`DETECTION_RESAMPLES`] seeded resamples of the included
+    /// images; NaN where undefined. The same resamples for every run of a dataset, so two
+    /// runs' draws pair up.
+    fn resampled_ap(&self, include: &[bool]) -> Vec<(f64, f64)> {
+        let included: Vec<u32> = (0..include.len() as u32).filter(|&i| include[i as usize]).collect();
+        if included.is_empty() {
+            return Vec::new();
+        }
+        (0..DETECTION_RESAMPLES)
+            .into_par_iter()
+            .map_init(
+                || vec![0u32; include.len()],
+                |weights, b| {
+                    weights.fill(0);
+                    let mut rng = SplitMix64::for_resample(BOOTSTRAP_SEED, b);
+                    for _ in 0..included.len() {
+                        weights[included[rng.below(included.len())] as usize] += 1;
+                    }
+                    let (ap, ap50) = self.matching.weighted_ap(&self.order, weights, OPERATING_IOU);
+                    (ap.unwrap_or(f64::NAN), ap50.unwrap_or(f64::NAN))
+                },
+            )
+            .collect()
+    }
+
+    /// This run against `baseline` (a run on the same dataset version) on the included
+    /// images: a paired bootstrap of the mAP difference. None when the runs were scored
+    /// on different image lists or a mAP is undefined.
+    pub fn regression(&self, baseline: &RunEvaluation, include: &[bool], alpha: f64) -> Option<DetectionRegression> {
+        if self.image_ids != baseline.image_ids {
+            return None;
+        }
+        let ap = |e: &RunEvaluation| coco_stats(&e.matching.accumulate_images(include)).ap;
+        let (new, base) = (ap(self), ap(baseline));
+        let (Some(new_ap), Some(base_ap)) = (new, base) else { return None };
+        let draws: Vec<f64> = self
+            .resampled_ap(include)
+            .iter()
+            .zip(baseline.resampled_ap(include))
+            .map(|(n, b)| n.0 - b.0)
+            .filter(|d| !d.is_nan())
+            .collect();
+        if draws.is_empty() {
+            return None;
+        }
+        let p_value = draws.iter().filter(|&&d| d >= 0.0).count() as f64 / draws.len() as f64;
+        let delta = new_ap - base_ap;
+        Some(DetectionRegression {
+            baseline_map: base,
+            delta: Some(delta),
+            p_value,
+            significant: delta < 0.0 && p_value < alpha,
+        })
+    }
+
+    /// Metrics over the included images.
+    pub fn metrics(&self, include: &[bool]) -> DetectionMetrics {
+        let accumulated = self.matching.accumulate_images(include);
         let coco = coco_stats(&accumulated);
         let mut per_class = vec![Counts::default(); self.categories.len()];
         let mut objects = vec![0u64; self.categories.len()];
@@ -304,7 +398,15 @@ impl RunEvaluation {
                 counts: per_class[k],
             })
             .collect();
+        let draws = self.resampled_ap(include);
+        let interval = |pick: fn(&(f64, f64)) -> f64| {
+            let values: Vec<f64> = draws.iter().map(pick).collect();
+            let [low, high] = percentile_interval(values);
+            (!low.is_nan()).then_some([low, high])
+        };
         DetectionMetrics {
+            ap_interval: interval(|d| d.0),
+            ap50_interval: interval(|d| d.1),
             images: include.iter().filter(|&&i| i).count() as u64,
             objects: objects.iter().sum(),
             detections,

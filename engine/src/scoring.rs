@@ -18,7 +18,7 @@ use slicetest_datasets::version::read_image_columns;
 
 use crate::Engine;
 use crate::curation::DEFAULT_MIN_TEST_SAMPLES;
-use crate::detection::{DetectionMetrics, RunEvaluation};
+use crate::detection::{DetectionMetrics, DetectionRegression, RunEvaluation};
 use crate::error::Result;
 use crate::metrics::{self, Classification, Estimate};
 
@@ -99,6 +99,9 @@ pub struct SliceScore {
     /// Detection metrics (when the run is a detection run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detection: Option<DetectionMetrics>,
+    /// Against a baseline detection run, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detection_regression: Option<DetectionRegression>,
     /// The slice test's thresholds other than accuracy (detection runs), each checked.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
@@ -131,7 +134,9 @@ impl SliceScore {
 
     /// Whether this slice fails the build: a failed test or a significant regression.
     pub fn is_failure(&self) -> bool {
-        self.verdict == Verdict::Fail || self.regression.as_ref().is_some_and(|r| r.significant)
+        self.verdict == Verdict::Fail
+            || self.regression.as_ref().is_some_and(|r| r.significant)
+            || self.detection_regression.as_ref().is_some_and(|r| r.significant)
     }
 }
 
@@ -267,6 +272,7 @@ impl<'a> Scorable<'a> {
             regression: None,
             failures,
             detection: None,
+            detection_regression: None,
             checks: Vec::new(),
         }
     }
@@ -292,6 +298,11 @@ impl Engine {
     /// accuracy drops at level `alpha`.
     pub fn score_run(&self, run: &str, baseline: Option<&str>, alpha: f64) -> Result<RunReport> {
         let manifest = read_run(&self.workspace, run)?;
+        if manifest.task == Task::Detection {
+            let base = baseline.map(|b| read_run(&self.workspace, b)).transpose()?;
+            let (overall, slices) = self.scored_detection_slices(&manifest, base.as_ref(), alpha)?;
+            return Ok(self.report(manifest, baseline.map(str::to_string), alpha, overall, slices));
+        }
         let (mut overall, mut slices) = self.scored_slices(&manifest)?;
         if let Some(base) = baseline {
             let (base_overall, base_slices) = self.scored_slices(&read_run(&self.workspace, base)?)?;
@@ -322,7 +333,7 @@ impl Engine {
     /// The overall score and every slice's score of one run.
     fn scored_slices(&self, manifest: &RunManifest) -> Result<(SliceScore, Vec<SliceScore>)> {
         if manifest.task == Task::Detection {
-            return self.scored_detection_slices(manifest);
+            return self.scored_detection_slices(manifest, None, DEFAULT_ALPHA);
         }
         let layout = self.workspace.layout();
         let predictions = read_predictions(&self.workspace, manifest)?;
@@ -379,14 +390,32 @@ impl Engine {
 
 impl Engine {
     /// A detection run on all images and on every slice: matched once, each slice
-    /// re-accumulated over its members.
-    fn scored_detection_slices(&self, manifest: &RunManifest) -> Result<(SliceScore, Vec<SliceScore>)> {
+    /// re-accumulated over its members; with a baseline detection run, a paired bootstrap
+    /// test of each slice's mAP drop at level `alpha`.
+    fn scored_detection_slices(
+        &self,
+        manifest: &RunManifest,
+        baseline: Option<&RunManifest>,
+        alpha: f64,
+    ) -> Result<(SliceScore, Vec<SliceScore>)> {
         let layout = self.workspace.layout();
-        let boxes = read_predictions(&self.workspace, manifest)?;
         let info = self.workspace.dataset(&manifest.dataset)?;
         let latest = info.latest().expect("listed datasets have a version");
-        let evaluation = RunEvaluation::new(layout, latest, &boxes)?;
-        let overall = detection_score("(all)", evaluation.overall(), None, 0);
+        let evaluate = |run: &RunManifest| -> Result<RunEvaluation> {
+            if run.task != Task::Detection || run.dataset != manifest.dataset {
+                return Err(crate::error::EngineError::InvalidArgument(format!(
+                    "baseline {} is not a detection run on dataset {}",
+                    run.run, manifest.dataset
+                )));
+            }
+            RunEvaluation::new(layout, latest, &read_predictions(&self.workspace, run)?)
+        };
+        let evaluation = evaluate(manifest)?;
+        let base = baseline.map(evaluate).transpose()?;
+        let regression = |include: &[bool]| base.as_ref().and_then(|b| evaluation.regression(b, include, alpha));
+        let all = evaluation.everything();
+        let mut overall = detection_score("(all)", evaluation.metrics(&all), None, 0);
+        overall.detection_regression = regression(&all);
         let names = slice::slice_names(layout)?;
         let slices: Vec<Option<SliceScore>> = names
             .par_iter()
@@ -402,8 +431,9 @@ impl Engine {
                     return Ok(Some(s));
                 };
                 let members = slice::read_members(layout, &frozen)?;
-                let metrics = evaluation.slice(members.column(0).as_string::<i32>().iter().flatten());
-                let mut s = detection_score(name, metrics, Some(&definition), min_samples);
+                let include = evaluation.membership(members.column(0).as_string::<i32>().iter().flatten());
+                let mut s = detection_score(name, evaluation.metrics(&include), Some(&definition), min_samples);
+                s.detection_regression = regression(&include);
                 s.version = Some(frozen.version);
                 s.members = frozen.members;
                 Ok(Some(s))
@@ -457,6 +487,7 @@ fn detection_score(
         regression: None,
         failures: Vec::new(),
         detection: Some(metrics),
+        detection_regression: None,
         checks,
     }
 }

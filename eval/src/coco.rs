@@ -378,19 +378,21 @@ impl Matching {
 
     /// COCOeval's `accumulate()` over all images.
     pub fn accumulate(&self) -> Accumulated {
-        self.accumulate_images(|_| true)
+        self.accumulate_images(&vec![true; self.num_images as usize])
     }
 
-    /// COCOeval's `accumulate()` over the images for which `include` is true, exactly
-    /// what pycocotools gives with `params.imgIds` set to those images (and the same
-    /// categories).
-    pub fn accumulate_images(&self, include: impl Fn(u32) -> bool + Sync) -> Accumulated {
+    /// COCOeval's `accumulate()` over the images whose `include` entry is true (indexed
+    /// by image), exactly what pycocotools gives with `params.imgIds` set to those images
+    /// (and the same categories). A mask rather than a closure: nothing here is generic,
+    /// so it is compiled (and optimised) once, in this crate.
+    pub fn accumulate_images(&self, include: &[bool]) -> Accumulated {
+        assert_eq!(include.len(), self.num_images as usize, "one entry per image");
         let p = &self.params;
         let (t_count, r_count, a_count, m_count) =
             (p.iou_thresholds.len(), p.recall_thresholds.len(), p.area_ranges.len(), p.max_dets.len());
         let k_count = self.cells.len();
         let per_category: Vec<CategoryCurves> =
-            self.cells.par_iter().map(|cells| self.accumulate_category(cells, &include)).collect();
+            self.cells.par_iter().map(|cells| self.accumulate_category(cells, include)).collect();
         let mut precision = vec![-1.0; t_count * r_count * k_count * a_count * m_count];
         let mut scores = precision.clone();
         let mut recall = vec![-1.0; t_count * k_count * a_count * m_count];
@@ -410,9 +412,9 @@ impl Matching {
         Accumulated { params: p.clone(), num_categories: k_count, precision, recall, scores }
     }
 
-    fn accumulate_category(&self, cells: &[Cell], include: &(impl Fn(u32) -> bool + Sync)) -> CategoryCurves {
+    fn accumulate_category(&self, cells: &[Cell], include: &[bool]) -> CategoryCurves {
         let p = &self.params;
-        let cells: Vec<&Cell> = cells.iter().filter(|c| include(c.image)).collect();
+        let cells: Vec<&Cell> = cells.iter().filter(|c| include[c.image as usize]).collect();
         let mut out = Vec::new();
         if cells.is_empty() {
             return out;
@@ -427,27 +429,105 @@ impl Matching {
             }
         }
         entries.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let scores: Vec<f64> = entries.iter().map(|e| e.0).collect();
         let t_count = p.iou_thresholds.len();
+        // The outcomes of one area range, entry by entry in score order, all thresholds of
+        // an entry side by side: the curves below then read memory in order.
+        let mut outcomes = vec![Outcome::Ignored; entries.len() * t_count];
         for a in 0..p.area_ranges.len() {
             let counted: u64 = cells.iter().map(|c| c.counted[a] as u64).sum();
             if counted == 0 {
                 continue;
             }
-            for (m, &max_det) in p.max_dets.iter().enumerate() {
-                let kept: Vec<&(f64, u32, u32)> = entries.iter().filter(|e| (e.2 as usize) < max_det).collect();
-                let mut per_t = Vec::with_capacity(t_count);
+            for (e, &(_, c, d)) in entries.iter().enumerate() {
+                let cell = cells[c as usize];
+                let num_d = cell.detections.len();
                 for t in 0..t_count {
-                    let outcomes = kept.iter().map(|&&(_, c, d)| {
-                        let cell = cells[c as usize];
-                        let num_d = cell.detections.len();
-                        cell.outcomes[(a * t_count + t) * num_d + d as usize]
-                    });
-                    per_t.push(curve(outcomes, kept.iter().map(|e| e.0), counted, &p.recall_thresholds));
+                    outcomes[e * t_count + t] = cell.outcomes[(a * t_count + t) * num_d + d as usize];
                 }
+            }
+            for (m, &max_det) in p.max_dets.iter().enumerate() {
+                // Entries within the image's top `max_det`, in score order.
+                let kept: Vec<usize> = (0..entries.len()).filter(|&e| (entries[e].2 as usize) < max_det).collect();
+                let per_t = (0..t_count)
+                    .map(|t| {
+                        curve(
+                            kept.iter().map(|&e| outcomes[e * t_count + t]),
+                            kept.iter().map(|&e| scores[e]),
+                            counted,
+                            &p.recall_thresholds,
+                        )
+                    })
+                    .collect();
                 out.push(((a, m), per_t));
             }
         }
         out
+    }
+}
+
+/// Every category's detections in one fixed score order (best first, stable: image order
+/// then rank within the image), for re-weighting images without sorting again.
+#[derive(Debug, Clone)]
+pub struct ScoreOrder {
+    /// Per category: (cell index, rank in the cell).
+    per_category: Vec<Vec<(u32, u32)>>,
+}
+
+impl Matching {
+    /// The score order [`Matching::weighted_ap`] walks.
+    pub fn score_order(&self) -> ScoreOrder {
+        let per_category = self
+            .cells
+            .par_iter()
+            .map(|cells| {
+                let mut entries: Vec<(f64, u32, u32)> = Vec::new();
+                for (c, cell) in cells.iter().enumerate() {
+                    for (d, &score) in cell.scores.iter().enumerate() {
+                        entries.push((score, c as u32, d as u32));
+                    }
+                }
+                entries.sort_by(|a, b| b.0.total_cmp(&a.0));
+                entries.into_iter().map(|(_, c, d)| (c, d)).collect()
+            })
+            .collect();
+        ScoreOrder { per_category }
+    }
+
+    /// AP (area `all`, i.e. the first range, and the largest max-detections) with every
+    /// image counted `weights[image]` times: over all IoU thresholds, and at the one equal
+    /// to `iou`. This is for bootstrap intervals: a resampled image's detections are
+    /// repeated in place in the run's score order (not re-sorted as pycocotools would sort
+    /// duplicated images, which differs only in the order of equal scores), and the mean
+    /// is a plain one. `None` where nothing is defined.
+    pub fn weighted_ap(&self, order: &ScoreOrder, weights: &[u32], iou: f64) -> (Option<f64>, Option<f64>) {
+        let p = &self.params;
+        let t_count = p.iou_thresholds.len();
+        let (mut all, mut all_n, mut at, mut at_n) = (0.0, 0usize, 0.0, 0usize);
+        for (cells, entries) in self.cells.iter().zip(&order.per_category) {
+            let counted: u64 = cells.iter().map(|c| c.counted[0] as u64 * weights[c.image as usize] as u64).sum();
+            if counted == 0 {
+                continue;
+            }
+            for t in 0..t_count {
+                let outcomes = entries.iter().flat_map(|&(c, d)| {
+                    let cell = &cells[c as usize];
+                    let outcome = cell.outcomes[t * cell.detections.len() + d as usize];
+                    std::iter::repeat_n(outcome, weights[cell.image as usize] as usize)
+                });
+                let scores = std::iter::repeat(0.0);
+                let (q, _, _) = curve(outcomes, scores, counted, &p.recall_thresholds);
+                let sum: f64 = q.iter().sum();
+                all += sum;
+                all_n += q.len();
+                if p.iou_thresholds[t] == iou {
+                    at += sum;
+                    at_n += q.len();
+                }
+            }
+        }
+        let mean = |s: f64, n: usize| (n > 0).then(|| s / n as f64);
+        (mean(all, all_n), mean(at, at_n))
     }
 }
 
@@ -476,8 +556,8 @@ fn curve(
         rc.push(tp / npig);
         pr.push(tp / (fp + tp + SPACING_1));
     }
-    let scores: Vec<f64> = sorted_scores.collect();
     let nd = rc.len();
+    let scores: Vec<f64> = sorted_scores.take(nd).collect();
     let recall = if nd > 0 { rc[nd - 1] } else { 0.0 };
     // The precision envelope: never lower than at any higher recall.
     for i in (1..nd).rev() {
@@ -581,5 +661,38 @@ impl Accumulated {
         }
         values.retain(|&v| v > -1.0);
         mean(&values).unwrap_or(-1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{Spec, generate};
+
+    #[test]
+    fn weighted_ap_with_unit_weights_is_the_coco_ap() {
+        let inputs = generate(Spec::coco_like(9, 300)).inputs();
+        let n = inputs.image_ids.len();
+        let matching = evaluate(
+            n as u32,
+            inputs.category_ids.len() as u32,
+            &inputs.ground_truth,
+            &inputs.detections,
+            &Params::default(),
+        );
+        let order = matching.score_order();
+        let stats = matching.accumulate().stats();
+        let (ap, ap50) = matching.weighted_ap(&order, &vec![1; n], 0.5);
+        assert!((ap.unwrap() - stats[0]).abs() < 1e-12 && (ap50.unwrap() - stats[1]).abs() < 1e-12);
+        // 0/1 weights are a subset of images, exactly as accumulate_images sees it.
+        let weights: Vec<u32> = (0..n).map(|i| (i % 3 == 0) as u32).collect();
+        let mask: Vec<bool> = (0..n).map(|i| i % 3 == 0).collect();
+        let subset = matching.accumulate_images(&mask).stats();
+        let (ap, ap50) = matching.weighted_ap(&order, &weights, 0.5);
+        assert!((ap.unwrap() - subset[0]).abs() < 1e-12 && (ap50.unwrap() - subset[1]).abs() < 1e-12);
+        // Doubling every image changes nothing but the ties' order.
+        let (ap, _) = matching.weighted_ap(&order, &vec![2; n], 0.5);
+        assert!((ap.unwrap() - stats[0]).abs() < 1e-3, "{ap:?} vs {}", stats[0]);
+        assert_eq!(matching.weighted_ap(&order, &vec![0; n], 0.5), (None, None));
     }
 }

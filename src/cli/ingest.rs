@@ -27,6 +27,10 @@ pub struct IngestArgs {
     /// Manifest column with the file paths (default: path, uri, file, file_name or filename).
     #[arg(long)]
     pub path_column: Option<String>,
+    /// Ground-truth boxes for the imported images: a CSV/Parquet/JSONL file with image_id
+    /// (or path), category, x, y, w, h [, category_id, object_id, area, iscrowd].
+    #[arg(long, value_name = "FILE")]
+    pub boxes: Option<PathBuf>,
     /// `full` decodes every image (catches truncated files); `header` only reads headers.
     #[arg(long, value_enum, default_value_t = Verify::Full)]
     pub verify: Verify,
@@ -51,6 +55,7 @@ impl IngestArgs {
                 root: self.root.clone(),
                 path_column: self.path_column.clone(),
                 progress: !self.quiet,
+                boxes: self.boxes.clone(),
             },
             verify: self.verify,
             strict: self.strict,

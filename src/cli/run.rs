@@ -221,11 +221,25 @@ fn detection_verdict_text(s: &SliceScore) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    match s.verdict {
+    let mut text = match s.verdict {
         Verdict::Pass => format!("pass ({})", checks(false)),
         Verdict::Fail => format!("FAIL ({})", checks(true)),
         Verdict::NotEnoughData => format!("not enough data (< {} images)", s.min_samples),
         Verdict::NoThreshold => "no threshold".into(),
+    };
+    if let Some(r) = &s.detection_regression {
+        let _ = write!(text, "; mAP {:+.3} vs baseline (p={:.3})", r.delta.unwrap_or(0.0), r.p_value);
+        if r.significant {
+            text.push_str(" REGRESSION");
+        }
+    }
+    text
+}
+
+fn with_interval(v: Option<f64>, interval: Option<[f64; 2]>) -> String {
+    match (v, interval) {
+        (Some(v), Some([low, high])) => format!("{v:.3} [{low:.3}, {high:.3}]"),
+        (v, _) => rate(v),
     }
 }
 
@@ -241,8 +255,8 @@ fn print_detection_report(report: &RunReport) {
             s.slice.clone(),
             d.images.to_string(),
             d.objects.to_string(),
-            rate(d.coco.ap),
-            rate(d.coco.ap50),
+            with_interval(d.coco.ap, d.ap_interval),
+            with_interval(d.coco.ap50, d.ap50_interval),
             rate(d.coco.ap75),
             rate(d.coco.ap_small),
             rate(d.coco.ar100),
@@ -253,10 +267,22 @@ fn print_detection_report(report: &RunReport) {
     };
     let mut rows: Vec<Vec<String>> = report.slices.iter().map(row).collect();
     let mut overall = row(&report.overall);
-    overall[10] = "-".into();
+    overall[10] = report.overall.detection_regression.as_ref().map_or("-".into(), |_| verdict_text(&report.overall));
     rows.push(overall);
     print_table(
-        &["slice", "images", "objects", "mAP", "AP50", "AP75", "APs", "AR100", "recall", "precision", "test"],
+        &[
+            "slice",
+            "images",
+            "objects",
+            "mAP [95% CI]",
+            "AP50 [95% CI]",
+            "AP75",
+            "APs",
+            "AR100",
+            "recall",
+            "precision",
+            "test",
+        ],
         rows,
     );
     if let Some(d) = &report.overall.detection {

@@ -2,6 +2,7 @@
 //! plus the per-image columns the input carries. Probing, merging and publishing a
 //! version are the same for all of them (see [`crate::ingest`]).
 
+mod boxes;
 mod coco;
 mod folder;
 mod idx;
@@ -61,6 +62,8 @@ pub struct ImportOptions {
     pub path_column: Option<String>,
     /// Show progress bars.
     pub progress: bool,
+    /// A box manifest: ground-truth boxes for the imported images (see `boxes.rs`).
+    pub boxes: Option<PathBuf>,
 }
 
 /// One file an importer proposes to ingest.
@@ -133,6 +136,15 @@ pub async fn gather(
         SourceFormat::Auto => unreachable!("resolved above"),
     };
     set.format = format;
+    if let Some(boxes_file) = &options.boxes {
+        if set.objects.is_some() {
+            return Err(DatasetError::BadInput {
+                source_path: boxes_file.clone(),
+                message: "the COCO file carries its own boxes; --boxes is for folders and manifests".into(),
+            });
+        }
+        set.objects = Some(boxes::gather(boxes_file, &set).await?);
+    }
     if let Some(split) = &options.split {
         let split = normalize_split(split);
         for c in set.candidates.iter_mut().filter(|c| c.split.is_none()) {
