@@ -113,6 +113,18 @@ fn a_detection_run_is_scored_as_coco_evaluation_scores_it() {
     assert_eq!(slice["verdict"], "fail");
     assert_eq!(slice["checks"][0]["metric"], "mAP");
 
+    // Every box's outcome at the operating point, as SQL: the counts agree with the report.
+    let counts = sql_csv(
+        &s.ws,
+        "SELECT outcome, count(*) FROM detection_matches('det-1') WHERE outcome <> 'ignored' GROUP BY 1 ORDER BY 1",
+    );
+    let c = &overall["counts"];
+    assert_eq!(counts, format!("outcome,count(*)\nfn,{}\nfp,{}\ntp,{}\n", c["fn"], c["fp"], c["tp"]));
+    let matched = sql_csv(
+        &s.ws,
+        "SELECT min(iou) >= 0.5, count(*) = count(object_id) FROM detection_matches('det-1') WHERE outcome = 'tp'",
+    );
+    assert_eq!(matched.lines().nth(1), Some("true,true"));
     let [low, high] =
         overall["ap_interval"].as_array().map(|a| [a[0].as_f64().unwrap(), a[1].as_f64().unwrap()]).unwrap();
     assert!(low <= expected[0] && expected[0] <= high && low < high, "{low} {} {high}", expected[0]);

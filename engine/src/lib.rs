@@ -170,10 +170,13 @@ impl Engine {
     pub(crate) async fn dataset_context(&self, dataset: Option<&str>) -> Result<SessionContext> {
         let ctx = slicetest_sql::dataset_context(&self.workspace, self.query_runtime(), dataset, self.vectors.clone())
             .await?;
-        // Discovery lives in the engine (it reads runs and scores them), so its table
-        // function is registered here rather than with the sql crate's functions.
+        // Discovery and detection matching live in the engine (they read runs and score
+        // them), so their table functions are registered here rather than with the sql
+        // crate's functions.
         let discover = discovery::table_function::DiscoverSlicesFunction::new(self.workspace.root().to_path_buf());
         ctx.register_udtf("discover_slices", Arc::new(discover));
+        let matches = detection::table_function::DetectionMatchesFunction::new(self.workspace.root().to_path_buf());
+        ctx.register_udtf("detection_matches", Arc::new(matches));
         Ok(ctx)
     }
 

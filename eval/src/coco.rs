@@ -149,6 +149,19 @@ pub struct BoxMatch {
     pub outcome: Outcome,
 }
 
+/// The matches of one (image, category) pair at one IoU threshold.
+#[derive(Debug, Clone)]
+pub struct CellMatches<'a> {
+    /// The image index.
+    pub image: u32,
+    /// The category index.
+    pub category: u32,
+    /// Positions of the pair's ground truth in the input, in input order.
+    pub ground_truth: &'a [u32],
+    /// The pair's detections, best score first.
+    pub matches: Vec<BoxMatch>,
+}
+
 /// Per-image matching of a whole run: the expensive half of COCOeval, done once.
 #[derive(Debug, Clone)]
 pub struct Matching {
@@ -348,7 +361,7 @@ impl Matching {
     /// Every detection's match at IoU threshold `t` (an index into the thresholds) over
     /// the first area range, per image and category in image order; detections beyond
     /// the largest `max_dets` of their image and category are not listed.
-    pub fn box_matches(&self, t: usize) -> impl Iterator<Item = (u32, u32, Vec<BoxMatch>)> + '_ {
+    pub fn box_matches(&self, t: usize) -> impl Iterator<Item = CellMatches<'_>> + '_ {
         self.cells.iter().enumerate().flat_map(move |(k, cells)| {
             cells.iter().map(move |cell| {
                 let num_d = cell.detections.len();
@@ -363,7 +376,7 @@ impl Matching {
                         }
                     })
                     .collect();
-                (cell.image, k as u32, matches)
+                CellMatches { image: cell.image, category: k as u32, ground_truth: &cell.ground_truth, matches }
             })
         })
     }

@@ -9,6 +9,8 @@
 //! re-optimised per slice, so a slice's TP/FP/FN, precision, recall and F1 compare across
 //! slices.
 
+pub mod table_function;
+
 use std::collections::HashMap;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
@@ -169,6 +171,32 @@ struct Cell {
     category: u32,
     counted: u32,
     detections: Vec<(f64, Outcome)>,
+    /// Per detection (same order): its row in the run's file, and the position of the
+    /// ground truth it matched (in `RunEvaluation::objects`) with the IoU.
+    matches: Vec<(u32, Option<u32>, f64)>,
+    /// Positions of the pair's ground truth in `RunEvaluation::objects`.
+    ground_truth: Vec<u32>,
+}
+
+/// What became of one box at the run's operating point (IoU 0.5, score at or above the
+/// run's threshold): a row of `detection_matches()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoxOutcome {
+    /// The image.
+    pub image_id: String,
+    /// The category's name.
+    pub category: String,
+    /// `tp` (a detection matching an object), `fp` (a detection matching none), `fn`
+    /// (an object no detection matched), `ignored` (a detection inside a crowd region).
+    pub outcome: &'static str,
+    /// The detection's row in the run (0-based), None for a missed object.
+    pub detection: Option<u32>,
+    /// The detection's score.
+    pub score: Option<f64>,
+    /// The object matched or missed (its `object_id`), None for a false positive.
+    pub object_id: Option<i64>,
+    /// IoU of the match.
+    pub iou: Option<f64>,
 }
 
 /// A run matched against the ground truth once; slices accumulate from it.
@@ -180,6 +208,8 @@ pub struct RunEvaluation {
     categories: Vec<Category>,
     cells: Vec<Cell>,
     score_threshold: f64,
+    /// Ground truth in evaluation order: object id and crowd flag.
+    objects: Vec<(i64, bool)>,
 }
 
 impl RunEvaluation {
@@ -212,6 +242,7 @@ impl RunEvaluation {
         let category_index: HashMap<i64, u32> = categories.iter().enumerate().map(|(k, c)| (c.id, k as u32)).collect();
 
         let mut ground_truth = Vec::new();
+        let mut object_ids = Vec::new();
         if let Some(objects) = objects::read_objects(layout, version)? {
             for o in objects::rows(&objects) {
                 let (Some(&image), Some(&category)) = (image_index.get(o.image_id), category_index.get(&o.category_id))
@@ -219,6 +250,7 @@ impl RunEvaluation {
                     continue;
                 };
                 ground_truth.push(GroundTruth { image, category, bbox: o.bbox, area: o.area, iscrowd: o.iscrowd });
+                object_ids.push((o.object_id, o.iscrowd));
             }
         }
         let column = |i: usize| detections.column(i);
@@ -226,6 +258,7 @@ impl RunEvaluation {
         let f = |i: usize| column(i).as_primitive::<Float64Type>();
         let (x, y, w, h, score) = (f(4), f(5), f(6), f(7), f(8));
         let mut boxes = Vec::with_capacity(detections.num_rows());
+        let mut rows = Vec::with_capacity(detections.num_rows());
         for i in 0..detections.num_rows() {
             let (Some(&image), Some(&category)) =
                 (image_index.get(run_images.value(i)), category_index.get(&run_categories.value(i)))
@@ -238,6 +271,7 @@ impl RunEvaluation {
                 bbox: [x.value(i), y.value(i), w.value(i), h.value(i)],
                 score: score.value(i),
             });
+            rows.push(i as u32);
         }
         let params = Params::default();
         let matching =
@@ -247,16 +281,77 @@ impl RunEvaluation {
             matching.counted_ground_truth().map(|(image, k, n)| ((image, k), n)).collect();
         let cells: Vec<Cell> = matching
             .box_matches(t)
-            .map(|(image, category, matches)| Cell {
-                image,
-                category,
-                counted: counted.get(&(image, category)).copied().unwrap_or(0),
-                detections: matches.iter().map(|m| (boxes[m.detection as usize].score, m.outcome)).collect(),
+            .map(|cell| Cell {
+                image: cell.image,
+                category: cell.category,
+                counted: counted.get(&(cell.image, cell.category)).copied().unwrap_or(0),
+                detections: cell.matches.iter().map(|m| (boxes[m.detection as usize].score, m.outcome)).collect(),
+                matches: cell.matches.iter().map(|m| (rows[m.detection as usize], m.ground_truth, m.iou)).collect(),
+                ground_truth: cell.ground_truth.to_vec(),
             })
             .collect();
         let score_threshold = best_f1_threshold(&cells);
         let order = matching.score_order();
-        Ok(RunEvaluation { matching, order, image_ids, image_index, categories, cells, score_threshold })
+        Ok(RunEvaluation {
+            matching,
+            order,
+            image_ids,
+            image_index,
+            categories,
+            cells,
+            score_threshold,
+            objects: object_ids,
+        })
+    }
+
+    /// Every box's outcome at the operating point: detections at or above the score
+    /// threshold (tp, fp or ignored) and objects no such detection matched (fn), by image
+    /// and category; detections below the threshold are not listed.
+    pub fn box_outcomes(&self) -> Vec<BoxOutcome> {
+        let mut out = Vec::new();
+        for cell in &self.cells {
+            let image_id = &self.image_ids[cell.image as usize];
+            let category = &self.categories[cell.category as usize].name;
+            let mut found = std::collections::HashSet::new();
+            for (&(score, outcome), &(row, matched, iou)) in cell.detections.iter().zip(&cell.matches) {
+                if score < self.score_threshold {
+                    continue;
+                }
+                if outcome == Outcome::TruePositive
+                    && let Some(g) = matched
+                {
+                    found.insert(g);
+                }
+                out.push(BoxOutcome {
+                    image_id: image_id.clone(),
+                    category: category.clone(),
+                    outcome: match outcome {
+                        Outcome::TruePositive => "tp",
+                        Outcome::FalsePositive => "fp",
+                        Outcome::Ignored => "ignored",
+                    },
+                    detection: Some(row),
+                    score: Some(score),
+                    object_id: matched.map(|g| self.objects[g as usize].0),
+                    iou: matched.map(|_| iou),
+                });
+            }
+            for &g in &cell.ground_truth {
+                let (object_id, crowd) = self.objects[g as usize];
+                if !crowd && !found.contains(&g) {
+                    out.push(BoxOutcome {
+                        image_id: image_id.clone(),
+                        category: category.clone(),
+                        outcome: "fn",
+                        detection: None,
+                        score: None,
+                        object_id: Some(object_id),
+                        iou: None,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// The score threshold of the run's operating point.
