@@ -145,6 +145,20 @@ fn a_detection_run_is_scored_as_coco_evaluation_scores_it() {
     assert_eq!(same["overall"]["detection_regression"]["significant"], false);
     assert_eq!(same["overall"]["detection_regression"]["delta"], 0.0);
 
+    // The report shows each slice's worst images with their boxes drawn.
+    let worst = &slice["detection"]["worst_images"];
+    let first = &worst[0];
+    let (fp, fn_) = (first["counts"]["fp"].as_u64().unwrap(), first["counts"]["fn"].as_u64().unwrap());
+    assert!(fp + fn_ > 0 && worst.as_array().unwrap().len() <= 12, "{first}");
+    let drawn = first["boxes"].as_array().unwrap();
+    assert_eq!(drawn.iter().filter(|b| b["outcome"] == "fn").count() as u64, fn_);
+    assert_eq!(drawn.iter().filter(|b| b["outcome"] == "fp").count() as u64, fp);
+    let html_path = s.src.join("report.html");
+    ok(&s.ws, &["report", "--run", "det-1", "--format", "html", "-o", html_path.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.contains("small-objects: worst images") && html.contains("class=\"box fn\""), "gallery");
+    assert!(html.contains("<image href=\"data:image/png;base64,"), "thumbnails are embedded");
+
     // `slicetest test` fails the build on it and says why.
     let out = slicetest(&s.ws, &["test", "--run", "det-1"]);
     assert!(!out.status.success());

@@ -37,6 +37,13 @@ impl Engine {
             .slices
             .iter()
             .flat_map(|s| s.failures.iter().take(GALLERY_SIZE).map(|f| f.image_id.as_str()))
+            .chain(
+                report
+                    .slices
+                    .iter()
+                    .filter_map(|s| s.detection.as_ref())
+                    .flat_map(|d| d.worst_images.iter().map(|w| w.image_id.as_str())),
+            )
             .collect();
         let mut thumbnails: HashMap<String, String> = HashMap::new();
         for i in 0..ids.len() {
@@ -129,6 +136,9 @@ pub fn render(report: &RunReport, thumbnails: &HashMap<String, String>, discover
     );
     if report.overall.detection.is_some() {
         html.push_str(&detection_tables(report));
+        for s in &report.slices {
+            html.push_str(&detection_gallery(s, thumbnails));
+        }
         html.push_str("</body></html>\n");
         return html;
     }
@@ -358,6 +368,70 @@ fn discovery_section(d: &Discovery) -> String {
         );
     }
     html.push_str("</table></section>");
+    html
+}
+
+/// Colours of the boxes in failure galleries: found, false, missed, in a crowd.
+const BOX_COLOURS: [(&str, &str); 4] = [("tp", "#1a7f37"), ("fp", "#d97706"), ("fn", "#cf222e"), ("ignored", "#888")];
+
+/// A detection slice's worst images with every box drawn over the picture: found objects
+/// green, false detections orange (dashed), missed objects red.
+fn detection_gallery(s: &SliceScore, thumbnails: &HashMap<String, String>) -> String {
+    let Some(d) = &s.detection else { return String::new() };
+    if d.worst_images.is_empty() {
+        return String::new();
+    }
+    let mut html = format!(
+        "<section class=\"slice\" data-slice=\"{0}\"><h2>{0}: worst images</h2><p>Boxes at IoU {1} and score ≥ {2}: \
+         <span style=\"color:#1a7f37\">found</span>, <span style=\"color:#d97706\">false detection</span>, \
+         <span style=\"color:#cf222e\">missed</span>.</p><div class=\"gallery\">",
+        escape(&s.slice),
+        d.iou,
+        d.score_threshold
+    );
+    for image in &d.worst_images {
+        let [w, h] = image.size;
+        let _ = write!(
+            html,
+            "<figure class=\"detections\"><svg viewBox=\"0 0 {w} {h}\" width=\"220\" role=\"img\" \
+             aria-label=\"{id}: {fn_} missed, {fp} false\">",
+            id = escape(&image.image_id),
+            fn_ = image.counts.fn_,
+            fp = image.counts.fp
+        );
+        match thumbnails.get(&image.image_id) {
+            Some(uri) => {
+                let _ = write!(html, "<image href=\"{uri}\" width=\"{w}\" height=\"{h}\"/>");
+            }
+            None => {
+                let _ = write!(html, "<rect width=\"{w}\" height=\"{h}\" fill=\"#eee\"/>");
+            }
+        }
+        for b in &image.boxes {
+            let colour = BOX_COLOURS.iter().find(|(o, _)| *o == b.outcome).map_or("#888", |(_, c)| c);
+            let dash = if b.outcome == "fp" { " stroke-dasharray=\"4 3\"" } else { "" };
+            let label = match b.score {
+                Some(score) => format!("{} {} {score:.2}", b.outcome, b.category),
+                None => format!("{} {}", b.outcome, b.category),
+            };
+            let [x, y, bw, bh] = b.bbox;
+            let _ = write!(
+                html,
+                "<rect class=\"box {}\" x=\"{x}\" y=\"{y}\" width=\"{bw}\" height=\"{bh}\" fill=\"none\" \
+                 stroke=\"{colour}\" stroke-width=\"2\" vector-effect=\"non-scaling-stroke\"{dash}><title>{}</title></rect>",
+                b.outcome,
+                escape(&label)
+            );
+        }
+        let _ = write!(
+            html,
+            "</svg><figcaption>{} · {} missed · {} false</figcaption></figure>",
+            escape(&image.image_id),
+            image.counts.fn_,
+            image.counts.fp
+        );
+    }
+    html.push_str("</div></section>");
     html
 }
 

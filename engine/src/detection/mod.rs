@@ -143,6 +143,8 @@ pub struct DetectionMetrics {
     pub counts: Counts,
     /// Mean of the categories' F1 where defined (macro).
     pub macro_f1: Option<f64>,
+    /// The slice's worst images (most misses and false detections) with their boxes.
+    pub worst_images: Vec<ImageFailures>,
     /// 95% bootstrap interval of `coco.ap` (images resampled, seeded).
     pub ap_interval: Option<[f64; 2]>,
     /// 95% bootstrap interval of `coco.ap50`.
@@ -210,6 +212,41 @@ pub struct RunEvaluation {
     score_threshold: f64,
     /// Ground truth in evaluation order: object id and crowd flag.
     objects: Vec<(i64, bool)>,
+    /// Ground-truth boxes in evaluation order.
+    object_boxes: Vec<[f64; 4]>,
+    /// Every detection's box, by its row in the run's file.
+    detection_boxes: Vec<[f64; 4]>,
+    /// Width and height of each image, in evaluation order.
+    image_sizes: Vec<[u32; 2]>,
+}
+
+/// Images shown per slice in failure galleries.
+pub const GALLERY_SIZE: usize = 12;
+
+/// A box to draw on a failure gallery's image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrawnBox {
+    /// `tp`, `fp`, `fn` or `ignored` (see [`BoxOutcome`]).
+    pub outcome: &'static str,
+    /// The category.
+    pub category: String,
+    /// The detection's score (None for a missed object).
+    pub score: Option<f64>,
+    /// `[x, y, w, h]` in pixels: the detection's box, or the missed object's.
+    pub bbox: [f64; 4],
+}
+
+/// One of a slice's worst images: its counts and every box at the operating point.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageFailures {
+    /// The image.
+    pub image_id: String,
+    /// Its width and height in pixels (the boxes' frame).
+    pub size: [u32; 2],
+    /// Its counts at the operating point.
+    pub counts: Counts,
+    /// Its boxes.
+    pub boxes: Vec<DrawnBox>,
 }
 
 impl RunEvaluation {
@@ -225,8 +262,18 @@ impl RunEvaluation {
         };
         let categories = info.categories.clone();
         let has_coco = version.columns.iter().any(|c| c.name == "coco_id");
-        let images =
-            read_image_columns(layout, version, if has_coco { &["image_id", "coco_id"] } else { &["image_id"] })?;
+        let columns: &[&str] =
+            if has_coco { &["image_id", "width", "height", "coco_id"] } else { &["image_id", "width", "height"] };
+        let images = read_image_columns(layout, version, columns)?;
+        let size = |name: &str| {
+            let c = images.column_by_name(name).expect("core column");
+            datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::UInt32)
+        };
+        let (widths, heights) = (size("width")?, size("height")?);
+        let (widths, heights) = (
+            widths.as_primitive::<datafusion::arrow::datatypes::UInt32Type>(),
+            heights.as_primitive::<datafusion::arrow::datatypes::UInt32Type>(),
+        );
         let ids = images.column_by_name("image_id").expect("core column").as_string::<i32>();
         let mut order: Vec<usize> = (0..ids.len()).collect();
         if let Some(coco_ids) = images.column_by_name("coco_id") {
@@ -237,12 +284,14 @@ impl RunEvaluation {
             order.sort_by(|&a, &b| ids.value(a).cmp(ids.value(b)));
         }
         let image_ids: Vec<String> = order.iter().map(|&i| ids.value(i).to_string()).collect();
+        let image_sizes: Vec<[u32; 2]> = order.iter().map(|&i| [widths.value(i), heights.value(i)]).collect();
         let image_index: HashMap<String, u32> =
             image_ids.iter().enumerate().map(|(n, id)| (id.clone(), n as u32)).collect();
         let category_index: HashMap<i64, u32> = categories.iter().enumerate().map(|(k, c)| (c.id, k as u32)).collect();
 
         let mut ground_truth = Vec::new();
         let mut object_ids = Vec::new();
+        let mut object_boxes = Vec::new();
         if let Some(objects) = objects::read_objects(layout, version)? {
             for o in objects::rows(&objects) {
                 let (Some(&image), Some(&category)) = (image_index.get(o.image_id), category_index.get(&o.category_id))
@@ -251,6 +300,7 @@ impl RunEvaluation {
                 };
                 ground_truth.push(GroundTruth { image, category, bbox: o.bbox, area: o.area, iscrowd: o.iscrowd });
                 object_ids.push((o.object_id, o.iscrowd));
+                object_boxes.push(o.bbox);
             }
         }
         let column = |i: usize| detections.column(i);
@@ -259,6 +309,8 @@ impl RunEvaluation {
         let (x, y, w, h, score) = (f(4), f(5), f(6), f(7), f(8));
         let mut boxes = Vec::with_capacity(detections.num_rows());
         let mut rows = Vec::with_capacity(detections.num_rows());
+        let detection_boxes: Vec<[f64; 4]> =
+            (0..detections.num_rows()).map(|i| [x.value(i), y.value(i), w.value(i), h.value(i)]).collect();
         for i in 0..detections.num_rows() {
             let (Some(&image), Some(&category)) =
                 (image_index.get(run_images.value(i)), category_index.get(&run_categories.value(i)))
@@ -301,6 +353,9 @@ impl RunEvaluation {
             cells,
             score_threshold,
             objects: object_ids,
+            object_boxes,
+            detection_boxes,
+            image_sizes,
         })
     }
 
@@ -368,6 +423,60 @@ impl RunEvaluation {
             *c = (c.0 + tp, c.1 + fp, c.2 + cell.counted as u64 - tp);
         }
         self.image_ids.iter().zip(counts).map(|(id, (tp, fp, fn_))| (id.as_str(), Counts::new(tp, fp, fn_))).collect()
+    }
+
+    /// The included images with the most misses and false detections (at least one),
+    /// worst first, with their boxes; at most [`GALLERY_SIZE`].
+    pub fn worst_images(&self, include: &[bool]) -> Vec<ImageFailures> {
+        let mut worst: Vec<(u32, Counts)> = self
+            .per_image()
+            .into_iter()
+            .enumerate()
+            .filter(|(i, (_, c))| include[*i] && c.fp + c.fn_ > 0)
+            .map(|(i, (_, c))| (i as u32, c))
+            .collect();
+        worst.sort_by(|a, b| (b.1.fp + b.1.fn_).cmp(&(a.1.fp + a.1.fn_)).then(a.0.cmp(&b.0)));
+        worst.truncate(GALLERY_SIZE);
+        let wanted: HashMap<u32, usize> = worst.iter().enumerate().map(|(n, (i, _))| (*i, n)).collect();
+        let mut boxes: Vec<Vec<DrawnBox>> = vec![Vec::new(); worst.len()];
+        for cell in self.cells.iter() {
+            let Some(&n) = wanted.get(&cell.image) else { continue };
+            let category = &self.categories[cell.category as usize].name;
+            let mut found = std::collections::HashSet::new();
+            for (&(score, outcome), &(row, matched, _)) in cell.detections.iter().zip(&cell.matches) {
+                if score < self.score_threshold {
+                    continue;
+                }
+                if outcome == Outcome::TruePositive
+                    && let Some(g) = matched
+                {
+                    found.insert(g);
+                }
+                let outcome = match outcome {
+                    Outcome::TruePositive => "tp",
+                    Outcome::FalsePositive => "fp",
+                    Outcome::Ignored => "ignored",
+                };
+                let bbox = self.detection_boxes[row as usize];
+                boxes[n].push(DrawnBox { outcome, category: category.clone(), score: Some(score), bbox });
+            }
+            for &g in &cell.ground_truth {
+                if !self.objects[g as usize].1 && !found.contains(&g) {
+                    let bbox = self.object_boxes[g as usize];
+                    boxes[n].push(DrawnBox { outcome: "fn", category: category.clone(), score: None, bbox });
+                }
+            }
+        }
+        worst
+            .into_iter()
+            .zip(boxes)
+            .map(|((i, counts), boxes)| ImageFailures {
+                image_id: self.image_ids[i as usize].clone(),
+                size: self.image_sizes[i as usize],
+                counts,
+                boxes,
+            })
+            .collect()
     }
 
     /// A cell's true and false positives at or above the score threshold.
@@ -500,6 +609,7 @@ impl RunEvaluation {
             (!low.is_nan()).then_some([low, high])
         };
         DetectionMetrics {
+            worst_images: self.worst_images(include),
             ap_interval: interval(|d| d.0),
             ap50_interval: interval(|d| d.1),
             images: include.iter().filter(|&&i| i).count() as u64,
