@@ -679,7 +679,8 @@ mod tests {
     use super::*;
 
     fn cell(counted: u32, detections: &[(f64, Outcome)]) -> Cell {
-        Cell { image: 0, category: 0, counted, detections: detections.to_vec() }
+        let matches = detections.iter().map(|_| (0, None, 0.0)).collect();
+        Cell { image: 0, category: 0, counted, detections: detections.to_vec(), matches, ground_truth: Vec::new() }
     }
 
     #[test]
