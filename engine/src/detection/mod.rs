@@ -201,6 +201,17 @@ pub struct BoxOutcome {
     pub iou: Option<f64>,
 }
 
+/// A box of one cell at the operating point (see [`RunEvaluation::cell_boxes`]).
+struct CellBox {
+    outcome: &'static str,
+    score: Option<f64>,
+    /// The detection's row in the run's file.
+    detection: Option<u32>,
+    /// The object's position in `RunEvaluation::objects`.
+    object: Option<u32>,
+    iou: Option<f64>,
+}
+
 /// A run matched against the ground truth once; slices accumulate from it.
 pub struct RunEvaluation {
     matching: Matching,
@@ -367,46 +378,52 @@ impl RunEvaluation {
         for cell in &self.cells {
             let image_id = &self.image_ids[cell.image as usize];
             let category = &self.categories[cell.category as usize].name;
-            let mut found = std::collections::HashSet::new();
-            for (&(score, outcome), &(row, matched, iou)) in cell.detections.iter().zip(&cell.matches) {
-                if score < self.score_threshold {
-                    continue;
-                }
-                if outcome == Outcome::TruePositive
-                    && let Some(g) = matched
-                {
-                    found.insert(g);
-                }
-                out.push(BoxOutcome {
-                    image_id: image_id.clone(),
-                    category: category.clone(),
-                    outcome: match outcome {
-                        Outcome::TruePositive => "tp",
-                        Outcome::FalsePositive => "fp",
-                        Outcome::Ignored => "ignored",
-                    },
-                    detection: Some(row),
-                    score: Some(score),
-                    object_id: matched.map(|g| self.objects[g as usize].0),
-                    iou: matched.map(|_| iou),
-                });
-            }
-            for &g in &cell.ground_truth {
-                let (object_id, crowd) = self.objects[g as usize];
-                if !crowd && !found.contains(&g) {
-                    out.push(BoxOutcome {
-                        image_id: image_id.clone(),
-                        category: category.clone(),
-                        outcome: "fn",
-                        detection: None,
-                        score: None,
-                        object_id: Some(object_id),
-                        iou: None,
-                    });
-                }
-            }
+            out.extend(self.cell_boxes(cell).into_iter().map(|b| BoxOutcome {
+                image_id: image_id.clone(),
+                category: category.clone(),
+                outcome: b.outcome,
+                detection: b.detection,
+                score: b.score,
+                object_id: b.object.map(|g| self.objects[g as usize].0),
+                iou: b.iou,
+            }));
         }
         out
+    }
+
+    /// One cell's boxes at the operating point: its detections at or above the score
+    /// threshold, then its objects (not crowds) that none of them found.
+    fn cell_boxes(&self, cell: &Cell) -> Vec<CellBox> {
+        let mut boxes = Vec::new();
+        let mut found = std::collections::HashSet::new();
+        for (&(score, outcome), &(row, matched, iou)) in cell.detections.iter().zip(&cell.matches) {
+            if score < self.score_threshold {
+                continue;
+            }
+            if outcome == Outcome::TruePositive
+                && let Some(g) = matched
+            {
+                found.insert(g);
+            }
+            let outcome = match outcome {
+                Outcome::TruePositive => "tp",
+                Outcome::FalsePositive => "fp",
+                Outcome::Ignored => "ignored",
+            };
+            boxes.push(CellBox {
+                outcome,
+                score: Some(score),
+                detection: Some(row),
+                object: matched,
+                iou: matched.map(|_| iou),
+            });
+        }
+        for &g in &cell.ground_truth {
+            if !self.objects[g as usize].1 && !found.contains(&g) {
+                boxes.push(CellBox { outcome: "fn", score: None, detection: None, object: Some(g), iou: None });
+            }
+        }
+        boxes
     }
 
     /// The score threshold of the run's operating point.
@@ -442,30 +459,16 @@ impl RunEvaluation {
         for cell in self.cells.iter() {
             let Some(&n) = wanted.get(&cell.image) else { continue };
             let category = &self.categories[cell.category as usize].name;
-            let mut found = std::collections::HashSet::new();
-            for (&(score, outcome), &(row, matched, _)) in cell.detections.iter().zip(&cell.matches) {
-                if score < self.score_threshold {
-                    continue;
-                }
-                if outcome == Outcome::TruePositive
-                    && let Some(g) = matched
-                {
-                    found.insert(g);
-                }
-                let outcome = match outcome {
-                    Outcome::TruePositive => "tp",
-                    Outcome::FalsePositive => "fp",
-                    Outcome::Ignored => "ignored",
-                };
-                let bbox = self.detection_boxes[row as usize];
-                boxes[n].push(DrawnBox { outcome, category: category.clone(), score: Some(score), bbox });
-            }
-            for &g in &cell.ground_truth {
-                if !self.objects[g as usize].1 && !found.contains(&g) {
-                    let bbox = self.object_boxes[g as usize];
-                    boxes[n].push(DrawnBox { outcome: "fn", category: category.clone(), score: None, bbox });
-                }
-            }
+            boxes[n].extend(self.cell_boxes(cell).into_iter().map(|b| DrawnBox {
+                outcome: b.outcome,
+                category: category.clone(),
+                score: b.score,
+                bbox: match (b.detection, b.object) {
+                    (Some(row), _) => self.detection_boxes[row as usize],
+                    (None, Some(g)) => self.object_boxes[g as usize],
+                    (None, None) => unreachable!("a box is a detection or an object"),
+                },
+            }));
         }
         worst
             .into_iter()
