@@ -159,6 +159,44 @@ fn a_detection_run_is_scored_as_coco_evaluation_scores_it() {
     assert!(html.contains("small-objects: worst images") && html.contains("class=\"box fn\""), "gallery");
     assert!(html.contains("<image href=\"data:image/png;base64,"), "thumbnails are embedded");
 
+    // A threshold given at upload is the operating point instead of the best-F1 one.
+    let out = slicetest(
+        &s.ws,
+        &[
+            "run",
+            "upload",
+            s.src.join("results.json").to_str().unwrap(),
+            "--run",
+            "det-fixed",
+            "--model",
+            "det",
+            "--score-threshold",
+            "0.95",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fixed = json(&s.ws, &["report", "--run", "det-fixed", "--format", "json"]);
+    assert_eq!(fixed["overall"]["detection"]["score_threshold"], 0.95);
+    assert_eq!(fixed["overall"]["detection"]["coco"], overall["coco"], "COCO numbers do not depend on it");
+    let kept = data.results.iter().filter(|r| r.score >= 0.95).count() as u64;
+    let c = &fixed["overall"]["detection"]["counts"];
+    assert!(c["tp"].as_u64().unwrap() + c["fp"].as_u64().unwrap() <= kept);
+    let err = fails(
+        &s.ws,
+        &[
+            "run",
+            "upload",
+            s.src.join("results.json").to_str().unwrap(),
+            "--run",
+            "det-bad",
+            "--model",
+            "det",
+            "--score-threshold",
+            "1.5",
+        ],
+    );
+    assert!(err.contains("score_threshold 1.5"), "{err}");
+
     // `slicetest test` fails the build on it and says why.
     let out = slicetest(&s.ws, &["test", "--run", "det-1"]);
     assert!(!out.status.success());

@@ -123,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
         dataset: Some("synthetic".into()),
         allow_partial: false,
         provenance: Default::default(),
+        score_threshold: None,
     };
     let started = Instant::now();
     engine.upload_run(&predictions, &options).await?;

@@ -475,10 +475,12 @@ fn detection_tables(report: &RunReport) -> String {
     if let Some(d) = &report.overall.detection {
         let _ = write!(
             html,
-            "<p>Operating point: IoU {} and score ≥ {} (the best F1 on the whole run).</p>\
+            "<p>Operating point: IoU {} and score ≥ {} ({}).</p>\
              <h2>Categories (all images)</h2><table id=\"category-table\"><tr><th>category</th><th>objects</th>\
              <th>AP</th><th>AP50</th><th>AP75</th><th>TP</th><th>FP</th><th>FN</th><th>recall</th><th>precision</th></tr>",
-            d.iou, d.score_threshold
+            d.iou,
+            d.score_threshold,
+            if report.run.score_threshold.is_some() { "given at upload" } else { "the best F1 on the whole run" }
         );
         for c in &d.classes {
             let _ = write!(

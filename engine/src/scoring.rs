@@ -408,7 +408,7 @@ impl Engine {
                     run.run, manifest.dataset
                 )));
             }
-            RunEvaluation::new(layout, latest, &read_predictions(&self.workspace, run)?)
+            RunEvaluation::new(layout, latest, &read_predictions(&self.workspace, run)?, run.score_threshold)
         };
         let evaluation = evaluate(manifest)?;
         let base = baseline.map(evaluate).transpose()?;

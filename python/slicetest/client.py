@@ -333,6 +333,7 @@ class Client:
         model_version: str,
         dataset: Optional[str] = None,
         allow_partial: bool = False,
+        score_threshold: Optional[float] = None,
     ) -> Dict[str, Any]:
         """Uploads a run and returns its manifest.
 
@@ -340,7 +341,8 @@ class Client:
         ``score``, ``loss``. Detection: a table of ``image_id``, ``category`` (or
         ``category_id``), ``x``, ``y``, ``w``, ``h``, ``score``, or a COCO results list
         (``[{"image_id", "category_id", "bbox", "score"}, ...]``, sent as JSON).
-        Tables are sent as Parquet."""
+        Tables are sent as Parquet. ``score_threshold`` fixes a detection run's operating
+        point (default: the best-F1 threshold, chosen when the run is scored)."""
         if isinstance(predictions, list):
             body, content_type = json.dumps(predictions).encode(), "application/json"
         else:
@@ -353,6 +355,8 @@ class Client:
             params["dataset"] = dataset
         if allow_partial:
             params["allow_partial"] = "true"
+        if score_threshold is not None:
+            params["score_threshold"] = score_threshold
         return self._json(
             "POST",
             f"/runs/{quote(run, safe='')}",

@@ -105,6 +105,7 @@ pub async fn train_and_upload(
             ("cpu".to_string(), slicetest_embed::cpu::describe()),
             ("kernel".to_string(), format!("{} (every path gives the same bytes)", kernel.name())),
         ]),
+        score_threshold: None,
     };
     Ok((engine.upload_run(file.path(), &options).await?, accuracy))
 }

@@ -32,6 +32,10 @@ pub enum RunCommand {
         /// Accept predictions for only part of the dataset.
         #[arg(long)]
         allow_partial: bool,
+        /// Detection runs: the score threshold of the operating point (TP/FP/FN, recall
+        /// tests); default: the one with the best F1 on the whole run.
+        #[arg(long)]
+        score_threshold: Option<f64>,
     },
     /// List runs.
     List,
@@ -86,9 +90,16 @@ pub enum ReportFormat {
 pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> {
     let engine = Engine::open(workspace)?;
     match command {
-        RunCommand::Upload { file, run, model, model_version, dataset, allow_partial } => {
-            let options =
-                UploadOptions { run, model, model_version, dataset, allow_partial, provenance: Default::default() };
+        RunCommand::Upload { file, run, model, model_version, dataset, allow_partial, score_threshold } => {
+            let options = UploadOptions {
+                run,
+                model,
+                model_version,
+                dataset,
+                allow_partial,
+                provenance: Default::default(),
+                score_threshold,
+            };
             let m = engine.upload_run(&file, &options).await?;
             if m.task == slicetest_engine::Task::Detection {
                 println!(
@@ -287,9 +298,10 @@ fn print_detection_report(report: &RunReport) {
     );
     if let Some(d) = &report.overall.detection {
         println!(
-            "operating point: IoU {} and score >= {} (the best F1 on the whole run): precision {}, recall {}, F1 {}",
+            "operating point: IoU {} and score >= {} ({}): precision {}, recall {}, F1 {}",
             d.iou,
             d.score_threshold,
+            if report.run.score_threshold.is_some() { "given at upload" } else { "the best F1 on the whole run" },
             rate(d.counts.precision),
             rate(d.counts.recall),
             rate(d.counts.f1)

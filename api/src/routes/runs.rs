@@ -41,6 +41,8 @@ pub struct UploadParams {
     /// Accept predictions for part of the dataset.
     #[serde(default)]
     allow_partial: bool,
+    /// Detection runs: the operating point's score threshold.
+    score_threshold: Option<f64>,
 }
 
 /// The file extension the engine's reader expects for an upload's `Content-Type`.
@@ -89,6 +91,7 @@ pub async fn upload(
         dataset: params.dataset,
         allow_partial: params.allow_partial,
         provenance: Default::default(),
+        score_threshold: params.score_threshold,
     };
     let manifest = state
         .blocking_async(move |engine| async move { engine.upload_run(&path, &options).await })

@@ -89,6 +89,10 @@ pub struct RunManifest {
     /// records its trainer, the CPU and the kernel path); absent in older manifests.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub provenance: BTreeMap<String, String>,
+    /// Detection runs: the operating point's score threshold given at upload (None: the
+    /// best-F1 one, chosen when scored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_threshold: Option<f64>,
 }
 
 /// What to upload and as what.
@@ -106,6 +110,9 @@ pub struct UploadOptions {
     pub allow_partial: bool,
     /// Free-form provenance stored in `run.json` (what made the predictions, where).
     pub provenance: BTreeMap<String, String>,
+    /// Detection runs: the score threshold of the operating point (default: the one
+    /// with the best F1 on the whole run, chosen when the run is scored).
+    pub score_threshold: Option<f64>,
 }
 
 /// Validates `path` against the dataset and stores it as a new run. Nothing is written
@@ -122,6 +129,11 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
     };
     // A `.json` file is a COCO results list; a table with box columns is detections too.
     let coco_results = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    if let Some(t) = options.score_threshold
+        && !(0.0..=1.0).contains(&t)
+    {
+        return Err(rejected(vec![format!("score_threshold {t} is not a number in [0, 1]")]));
+    }
     let table = if coco_results { None } else { Some(read_table(path, "predictions").await?) };
     let checked = if coco_results || table.as_ref().is_some_and(detections::is_detection_table) {
         let Some(objects) = &version.objects else {
@@ -158,6 +170,11 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
             task: Task::Detection,
         }
     } else {
+        if options.score_threshold.is_some() {
+            return Err(rejected(vec![
+                "score_threshold is for detection runs; these are classification predictions".into(),
+            ]));
+        }
         let images = read_image_columns(layout, &version, &["image_id", "label"])?;
         validate(table.as_ref().expect("read above"), &images, options.allow_partial).map_err(rejected)?
     };
@@ -195,6 +212,7 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
             created_at: chrono::Utc::now().to_rfc3339(),
             slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
             provenance: options.provenance.clone(),
+            score_threshold: options.score_threshold,
         };
         let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
         crate::atomic::write_atomic(&staging.join(RUN_FILE), &json)?;

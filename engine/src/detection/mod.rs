@@ -264,7 +264,13 @@ impl RunEvaluation {
     /// Matches `detections` (a run's stored boxes) to the ground truth of `version`.
     /// Images are numbered by `coco_id` when the dataset has one (pycocotools' order,
     /// which breaks score ties between images), else by `image_id`.
-    pub fn new(layout: &WorkspaceLayout, version: &DatasetVersion, detections: &RecordBatch) -> Result<Self> {
+    /// `score_threshold` fixes the operating point (else the best-F1 threshold).
+    pub fn new(
+        layout: &WorkspaceLayout,
+        version: &DatasetVersion,
+        detections: &RecordBatch,
+        score_threshold: Option<f64>,
+    ) -> Result<Self> {
         let Some(info) = &version.objects else {
             return Err(EngineError::InvalidArgument(format!(
                 "dataset {:?} version {} has no ground-truth boxes to score a detection run against",
@@ -353,7 +359,7 @@ impl RunEvaluation {
                 ground_truth: cell.ground_truth.to_vec(),
             })
             .collect();
-        let score_threshold = best_f1_threshold(&cells);
+        let score_threshold = score_threshold.unwrap_or_else(|| best_f1_threshold(&cells));
         let order = matching.score_order();
         Ok(RunEvaluation {
             matching,

@@ -125,7 +125,8 @@ impl TableProvider for MatchesTable {
         let info = engine.workspace().dataset(&manifest.dataset).map_err(|e| external(e.into()))?;
         let latest = info.latest().expect("listed datasets have a version");
         let boxes = read_predictions(engine.workspace(), &manifest).map_err(|e| external(e.into()))?;
-        let evaluation = RunEvaluation::new(engine.workspace().layout(), latest, &boxes).map_err(external)?;
+        let evaluation = RunEvaluation::new(engine.workspace().layout(), latest, &boxes, manifest.score_threshold)
+            .map_err(external)?;
         let batch = to_batch(&evaluation.box_outcomes(), &boxes)?;
         Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], schema(), projection.cloned())?)
     }

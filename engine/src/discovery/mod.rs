@@ -339,7 +339,7 @@ fn detection_errors(
     let info = engine.workspace.dataset(&manifest.dataset)?;
     let latest = info.latest().expect("listed datasets have a version");
     let boxes = read_predictions(&engine.workspace, manifest)?;
-    let evaluation = RunEvaluation::new(engine.workspace.layout(), latest, &boxes)?;
+    let evaluation = RunEvaluation::new(engine.workspace.layout(), latest, &boxes, manifest.score_threshold)?;
     let (mut ids, mut rows, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for (id, counts) in evaluation.per_image() {
         let Some(&row) = row_of.get(id) else { continue };
