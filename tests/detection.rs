@@ -158,6 +158,12 @@ fn a_detection_run_is_scored_as_coco_evaluation_scores_it() {
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("small-objects: worst images") && html.contains("class=\"box fn\""), "gallery");
     assert!(html.contains("<image href=\"data:image/png;base64,"), "thumbnails are embedded");
+    assert!(html.contains("id=\"pr-chart\"") && html.matches("<polyline").count() == 8, "PR curves");
+    let curves = overall["pr_curves"].as_array().unwrap();
+    let k = inputs.category_ids.iter().position(|id| format!("class {id}") == curves[0]["category"]).unwrap();
+    let reference = matching.accumulate().pr_curve(k, 0.5).unwrap();
+    let got: Vec<f64> = curves[0]["precision"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(got.iter().zip(&reference).all(|(a, b)| close(*a, *b)) && got.len() == 101);
 
     // A threshold given at upload is the operating point instead of the best-F1 one.
     let out = slicetest(

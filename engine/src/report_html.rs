@@ -371,6 +371,50 @@ fn discovery_section(d: &Discovery) -> String {
     html
 }
 
+/// Precision-recall curves at IoU 0.5 (all images) of the categories with the most
+/// ground truth, at most eight, as one inline SVG chart.
+fn pr_chart(curves: &[crate::detection::PrCurve]) -> String {
+    if curves.is_empty() {
+        return String::new();
+    }
+    const PALETTE: [&str; 8] = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#d97706", "#0598bc", "#bf3989", "#57606a"];
+    let (left, top, size) = (40.0, 10.0, 260.0);
+    let mut svg = format!(
+        "<h2>Precision-recall at IoU 0.5 (all images)</h2><svg id=\"pr-chart\" xmlns=\"http://www.w3.org/2000/svg\" \
+         width=\"{}\" height=\"{}\" role=\"img\" aria-label=\"precision-recall curves\">\
+         <rect x=\"{left}\" y=\"{top}\" width=\"{size}\" height=\"{size}\" fill=\"none\" stroke=\"#ccc\"/>\
+         <text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">recall</text>\
+         <text x=\"10\" y=\"{}\" font-size=\"11\" transform=\"rotate(-90 10 {})\" text-anchor=\"middle\">precision</text>",
+        left + size + 200.0,
+        top + size + 30.0,
+        left + size / 2.0,
+        top + size + 25.0,
+        top + size / 2.0,
+        top + size / 2.0
+    );
+    for (n, curve) in curves.iter().take(PALETTE.len()).enumerate() {
+        let last = curve.precision.len().saturating_sub(1).max(1) as f64;
+        let points: Vec<String> = curve
+            .precision
+            .iter()
+            .enumerate()
+            .map(|(r, p)| format!("{:.1},{:.1}", left + size * r as f64 / last, top + size * (1.0 - p.max(0.0))))
+            .collect();
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"1.5\" points=\"{}\"/>\
+             <text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"{c}\">{}</text>",
+            points.join(" "),
+            left + size + 10.0,
+            top + 14.0 * (n as f64 + 1.0),
+            escape(&curve.category),
+            c = PALETTE[n]
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
 /// Colours of the boxes in failure galleries: found, false, missed, in a crowd.
 const BOX_COLOURS: [(&str, &str); 4] = [("tp", "#1a7f37"), ("fp", "#d97706"), ("fn", "#cf222e"), ("ignored", "#888")];
 
@@ -473,6 +517,7 @@ fn detection_tables(report: &RunReport) -> String {
     }
     html.push_str("</table>");
     if let Some(d) = &report.overall.detection {
+        html.push_str(&pr_chart(&d.pr_curves));
         let _ = write!(
             html,
             "<p>Operating point: IoU {} and score ≥ {} ({}).</p>\

@@ -414,7 +414,7 @@ impl Engine {
         let base = baseline.map(evaluate).transpose()?;
         let regression = |include: &[bool]| base.as_ref().and_then(|b| evaluation.regression(b, include, alpha));
         let all = evaluation.everything();
-        let mut overall = detection_score("(all)", evaluation.metrics(&all), None, 0);
+        let mut overall = detection_score("(all)", evaluation.overall_with_curves(), None, 0);
         overall.detection_regression = regression(&all);
         let names = slice::slice_names(layout)?;
         let slices: Vec<Option<SliceScore>> = names

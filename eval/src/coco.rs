@@ -654,6 +654,20 @@ impl Accumulated {
         ]
     }
 
+    /// The precision-recall curve of category `k` at IoU threshold `iou` (area `all`, the
+    /// largest max-detections): precision at each recall threshold, as in `precision`;
+    /// None when the category has no ground truth here or no threshold equals `iou`.
+    pub fn pr_curve(&self, k: usize, iou: f64) -> Option<Vec<f64>> {
+        let p = &self.params;
+        let t = p.iou_thresholds.iter().position(|&v| v == iou)?;
+        let (r_count, k_count, a_count, m_count) =
+            (p.recall_thresholds.len(), self.num_categories, p.area_ranges.len(), p.max_dets.len());
+        let curve: Vec<f64> = (0..r_count)
+            .map(|r| self.precision[(((t * r_count + r) * k_count + k) * a_count) * m_count + m_count - 1])
+            .collect();
+        (curve[0] > -1.0).then_some(curve)
+    }
+
     /// Average precision of category `k` over area `all` and the largest max-detections,
     /// at every IoU threshold (`None`) or the one equal to `iou`; -1 without ground truth.
     pub fn category_ap(&self, k: usize, iou: Option<f64>) -> f64 {

@@ -143,6 +143,11 @@ pub struct DetectionMetrics {
     pub counts: Counts,
     /// Mean of the categories' F1 where defined (macro).
     pub macro_f1: Option<f64>,
+    /// Per category with ground truth, its precision at recall 0, 0.01, …, 1 at IoU 0.5
+    /// (COCO's interpolated PR curve), most ground truth first; only on the run's overall
+    /// metrics.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pr_curves: Vec<PrCurve>,
     /// The slice's worst images (most misses and false detections) with their boxes.
     pub worst_images: Vec<ImageFailures>,
     /// 95% bootstrap interval of `coco.ap` (images resampled, seeded).
@@ -233,6 +238,15 @@ pub struct RunEvaluation {
 
 /// Images shown per slice in failure galleries.
 pub const GALLERY_SIZE: usize = 12;
+
+/// A category's precision-recall curve.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PrCurve {
+    /// The category.
+    pub category: String,
+    /// Precision at recall thresholds 0, 0.01, …, 1.
+    pub precision: Vec<f64>,
+}
 
 /// A box to draw on a failure gallery's image.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -578,6 +592,25 @@ impl RunEvaluation {
         })
     }
 
+    /// Metrics over every image, with the categories' PR curves.
+    pub fn overall_with_curves(&self) -> DetectionMetrics {
+        let all = self.everything();
+        let mut metrics = self.metrics(&all);
+        let accumulated = self.matching.accumulate_images(&all);
+        metrics.pr_curves = (0..self.categories.len())
+            .filter_map(|k| {
+                let precision = accumulated.pr_curve(k, OPERATING_IOU)?;
+                Some(PrCurve { category: self.categories[k].name.clone(), precision })
+            })
+            .collect();
+        // Most ground truth first: the report draws the first few.
+        let objects: HashMap<&str, u64> = metrics.classes.iter().map(|c| (c.category.as_str(), c.objects)).collect();
+        let mut curves = std::mem::take(&mut metrics.pr_curves);
+        curves.sort_by_key(|c| std::cmp::Reverse(objects.get(c.category.as_str()).copied().unwrap_or(0)));
+        metrics.pr_curves = curves;
+        metrics
+    }
+
     /// Metrics over the included images.
     pub fn metrics(&self, include: &[bool]) -> DetectionMetrics {
         let accumulated = self.matching.accumulate_images(include);
@@ -618,6 +651,7 @@ impl RunEvaluation {
             (!low.is_nan()).then_some([low, high])
         };
         DetectionMetrics {
+            pr_curves: Vec::new(),
             worst_images: self.worst_images(include),
             ap_interval: interval(|d| d.0),
             ap50_interval: interval(|d| d.1),
