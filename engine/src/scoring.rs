@@ -412,10 +412,11 @@ impl Engine {
         };
         let evaluation = evaluate(manifest)?;
         let base = baseline.map(evaluate).transpose()?;
-        let regression = |include: &[bool]| base.as_ref().and_then(|b| evaluation.regression(b, include, alpha));
+        let score = |include: &[bool], curves: bool| evaluation.score(include, base.as_ref(), alpha, curves);
         let all = evaluation.everything();
-        let mut overall = detection_score("(all)", evaluation.overall_with_curves(), None, 0);
-        overall.detection_regression = regression(&all);
+        let (metrics, regression) = score(&all, true);
+        let mut overall = detection_score("(all)", metrics, None, 0);
+        overall.detection_regression = regression;
         let names = slice::slice_names(layout)?;
         let slices: Vec<Option<SliceScore>> = names
             .par_iter()
@@ -432,8 +433,9 @@ impl Engine {
                 };
                 let members = slice::read_members(layout, &frozen)?;
                 let include = evaluation.membership(members.column(0).as_string::<i32>().iter().flatten());
-                let mut s = detection_score(name, evaluation.metrics(&include), Some(&definition), min_samples);
-                s.detection_regression = regression(&include);
+                let (metrics, regression) = score(&include, false);
+                let mut s = detection_score(name, metrics, Some(&definition), min_samples);
+                s.detection_regression = regression;
                 s.version = Some(frozen.version);
                 s.members = frozen.members;
                 Ok(Some(s))

@@ -510,12 +510,6 @@ impl RunEvaluation {
         (tp, fp)
     }
 
-    /// Metrics over every image.
-    pub fn overall(&self) -> DetectionMetrics {
-        let all = vec![true; self.image_index.len()];
-        self.metrics(&all)
-    }
-
     /// Metrics over the images with these ids (ids not in the dataset are passed over).
     pub fn slice<'a>(&self, image_ids: impl IntoIterator<Item = &'a str>) -> DetectionMetrics {
         self.metrics(&self.membership(image_ids))
@@ -562,27 +556,54 @@ impl RunEvaluation {
             .collect()
     }
 
-    /// This run against `baseline` (a run on the same dataset version) on the included
-    /// images: a paired bootstrap of the mAP difference. None when the runs were scored
-    /// on different image lists or a mAP is undefined.
-    pub fn regression(&self, baseline: &RunEvaluation, include: &[bool], alpha: f64) -> Option<DetectionRegression> {
+    /// Scores the included images: their metrics (with the categories' PR curves when
+    /// `curves`), and with a baseline run the paired bootstrap test of a mAP drop at level
+    /// `alpha`. The accumulation and this run's bootstrap draws serve all three.
+    pub fn score(
+        &self,
+        include: &[bool],
+        baseline: Option<&RunEvaluation>,
+        alpha: f64,
+        curves: bool,
+    ) -> (DetectionMetrics, Option<DetectionRegression>) {
+        let accumulated = self.matching.accumulate_images(include);
+        let draws = self.resampled_ap(include);
+        let mut metrics = self.metrics_from(include, &accumulated, &draws);
+        if curves {
+            metrics.pr_curves = self.pr_curves(&accumulated, &metrics.classes);
+        }
+        let regression = baseline.and_then(|b| self.regression(b, include, metrics.coco.ap, &draws, alpha));
+        (metrics, regression)
+    }
+
+    /// Metrics over the included images.
+    pub fn metrics(&self, include: &[bool]) -> DetectionMetrics {
+        self.score(include, None, 0.0, false).0
+    }
+
+    /// This run (mAP `new`, bootstrap `draws`) against `baseline`, a run on the same
+    /// dataset version, on the included images: a paired bootstrap of the mAP
+    /// difference. None when the runs were scored on different image lists or a mAP is
+    /// undefined.
+    fn regression(
+        &self,
+        baseline: &RunEvaluation,
+        include: &[bool],
+        new: Option<f64>,
+        draws: &[(f64, f64)],
+        alpha: f64,
+    ) -> Option<DetectionRegression> {
         if self.image_ids != baseline.image_ids {
             return None;
         }
-        let ap = |e: &RunEvaluation| coco_stats(&e.matching.accumulate_images(include)).ap;
-        let (new, base) = (ap(self), ap(baseline));
+        let base = coco_stats(&baseline.matching.accumulate_images(include)).ap;
         let (Some(new_ap), Some(base_ap)) = (new, base) else { return None };
-        let draws: Vec<f64> = self
-            .resampled_ap(include)
-            .iter()
-            .zip(baseline.resampled_ap(include))
-            .map(|(n, b)| n.0 - b.0)
-            .filter(|d| !d.is_nan())
-            .collect();
-        if draws.is_empty() {
+        let deltas: Vec<f64> =
+            draws.iter().zip(baseline.resampled_ap(include)).map(|(n, b)| n.0 - b.0).filter(|d| !d.is_nan()).collect();
+        if deltas.is_empty() {
             return None;
         }
-        let p_value = draws.iter().filter(|&&d| d >= 0.0).count() as f64 / draws.len() as f64;
+        let p_value = deltas.iter().filter(|&&d| d >= 0.0).count() as f64 / deltas.len() as f64;
         let delta = new_ap - base_ap;
         Some(DetectionRegression {
             baseline_map: base,
@@ -592,29 +613,22 @@ impl RunEvaluation {
         })
     }
 
-    /// Metrics over every image, with the categories' PR curves.
-    pub fn overall_with_curves(&self) -> DetectionMetrics {
-        let all = self.everything();
-        let mut metrics = self.metrics(&all);
-        let accumulated = self.matching.accumulate_images(&all);
-        metrics.pr_curves = (0..self.categories.len())
+    /// Every category's PR curve at the operating IoU, most ground truth first (the
+    /// report draws the first few).
+    fn pr_curves(&self, accumulated: &Accumulated, classes: &[ClassMetrics]) -> Vec<PrCurve> {
+        let mut curves: Vec<(u64, PrCurve)> = (0..self.categories.len())
             .filter_map(|k| {
                 let precision = accumulated.pr_curve(k, OPERATING_IOU)?;
-                Some(PrCurve { category: self.categories[k].name.clone(), precision })
+                Some((classes[k].objects, PrCurve { category: self.categories[k].name.clone(), precision }))
             })
             .collect();
-        // Most ground truth first: the report draws the first few.
-        let objects: HashMap<&str, u64> = metrics.classes.iter().map(|c| (c.category.as_str(), c.objects)).collect();
-        let mut curves = std::mem::take(&mut metrics.pr_curves);
-        curves.sort_by_key(|c| std::cmp::Reverse(objects.get(c.category.as_str()).copied().unwrap_or(0)));
-        metrics.pr_curves = curves;
-        metrics
+        curves.sort_by_key(|(objects, _)| std::cmp::Reverse(*objects));
+        curves.into_iter().map(|(_, curve)| curve).collect()
     }
 
-    /// Metrics over the included images.
-    pub fn metrics(&self, include: &[bool]) -> DetectionMetrics {
-        let accumulated = self.matching.accumulate_images(include);
-        let coco = coco_stats(&accumulated);
+    /// Metrics over the included images from their accumulation and bootstrap draws.
+    fn metrics_from(&self, include: &[bool], accumulated: &Accumulated, draws: &[(f64, f64)]) -> DetectionMetrics {
+        let coco = coco_stats(accumulated);
         let mut per_class = vec![Counts::default(); self.categories.len()];
         let mut objects = vec![0u64; self.categories.len()];
         let mut detections = 0u64;
@@ -644,7 +658,6 @@ impl RunEvaluation {
                 counts: per_class[k],
             })
             .collect();
-        let draws = self.resampled_ap(include);
         let interval = |pick: fn(&(f64, f64)) -> f64| {
             let values: Vec<f64> = draws.iter().map(pick).collect();
             let [low, high] = percentile_interval(values);
