@@ -20,7 +20,6 @@ use serde::Deserialize;
 
 use crate::error::{DatasetError, Result};
 use crate::objects::Category;
-use crate::table_file::read_table;
 
 /// File name of a detection run's boxes.
 pub const DETECTIONS_FILE: &str = "detections.parquet";
@@ -75,37 +74,33 @@ struct CocoResult {
     score: Option<f64>,
 }
 
-/// Reads the upload: a COCO results file or a table.
-pub(crate) async fn read(path: &Path, coco_results: bool) -> Result<Vec<Row>> {
-    if coco_results {
-        let text = std::fs::read(path).map_err(DatasetError::io("reading", path))?;
-        let bad = |message: String| DatasetError::BadInput { source_path: path.to_path_buf(), message };
-        let results: Vec<CocoResult> = serde_json::from_slice(&text)
-            .map_err(|e| bad(format!("not a COCO results file (a list of image_id, category_id, bbox, score): {e}")))?;
-        let mut rows = Vec::with_capacity(results.len());
-        for (n, r) in results.into_iter().enumerate() {
-            let &[x, y, w, h] = r.bbox.as_slice() else {
-                return Err(bad(format!(
-                    "detection #{n}: \"bbox\" must be [x, y, width, height], got {} numbers",
-                    r.bbox.len()
-                )));
-            };
-            let image = match r.image_id {
-                serde_json::Value::Number(v) => v.as_i64().map(ImageRef::Coco),
-                serde_json::Value::String(s) => Some(ImageRef::Id(s)),
-                _ => None,
-            };
-            let category = match r.category_id {
-                serde_json::Value::Number(v) => v.as_i64().map(CategoryRef::Id),
-                serde_json::Value::String(s) => Some(CategoryRef::Name(s)),
-                _ => None,
-            };
-            rows.push(Row { image, category, bbox: [Some(x), Some(y), Some(w), Some(h)], score: r.score });
-        }
-        return Ok(rows);
+/// Reads a COCO results file (a table of detections goes through [`table_rows`]).
+pub(crate) fn read_coco_results(path: &Path) -> Result<Vec<Row>> {
+    let text = std::fs::read(path).map_err(DatasetError::io("reading", path))?;
+    let bad = |message: String| DatasetError::BadInput { source_path: path.to_path_buf(), message };
+    let results: Vec<CocoResult> = serde_json::from_slice(&text)
+        .map_err(|e| bad(format!("not a COCO results file (a list of image_id, category_id, bbox, score): {e}")))?;
+    let mut rows = Vec::with_capacity(results.len());
+    for (n, r) in results.into_iter().enumerate() {
+        let &[x, y, w, h] = r.bbox.as_slice() else {
+            return Err(bad(format!(
+                "detection #{n}: \"bbox\" must be [x, y, width, height], got {} numbers",
+                r.bbox.len()
+            )));
+        };
+        let image = match r.image_id {
+            serde_json::Value::Number(v) => v.as_i64().map(ImageRef::Coco),
+            serde_json::Value::String(s) => Some(ImageRef::Id(s)),
+            _ => None,
+        };
+        let category = match r.category_id {
+            serde_json::Value::Number(v) => v.as_i64().map(CategoryRef::Id),
+            serde_json::Value::String(s) => Some(CategoryRef::Name(s)),
+            _ => None,
+        };
+        rows.push(Row { image, category, bbox: [Some(x), Some(y), Some(w), Some(h)], score: r.score });
     }
-    let table = read_table(path, "detections").await?;
-    table_rows(&table).map_err(|message| DatasetError::BadInput { source_path: path.to_path_buf(), message })
+    Ok(rows)
 }
 
 /// Reads an already loaded table (CSV/Parquet/JSONL/Arrow) of detections.

@@ -148,7 +148,7 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
         };
         let rows = match &table {
             Some(table) => detections::table_rows(table).map_err(|p| rejected(vec![p]))?,
-            None => detections::read(path, true).await?,
+            None => detections::read_coco_results(path)?,
         };
         let has_coco = version.columns.iter().any(|c| c.name == "coco_id");
         let columns: &[&str] = if has_coco { &["image_id", "coco_id"] } else { &["image_id"] };
