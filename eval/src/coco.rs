@@ -400,29 +400,26 @@ impl Matching {
     /// so it is compiled (and optimised) once, in this crate.
     pub fn accumulate_images(&self, include: &[bool]) -> Accumulated {
         assert_eq!(include.len(), self.num_images as usize, "one entry per image");
-        let p = &self.params;
-        let (t_count, r_count, a_count, m_count) =
-            (p.iou_thresholds.len(), p.recall_thresholds.len(), p.area_ranges.len(), p.max_dets.len());
-        let k_count = self.cells.len();
+        let shape = Shape::of(&self.params, self.cells.len());
         let per_category: Vec<CategoryCurves> =
             self.cells.par_iter().map(|cells| self.accumulate_category(cells, include)).collect();
-        let mut precision = vec![-1.0; t_count * r_count * k_count * a_count * m_count];
+        let mut precision = vec![-1.0; shape.t * shape.r * shape.k * shape.a * shape.m];
         let mut scores = precision.clone();
-        let mut recall = vec![-1.0; t_count * k_count * a_count * m_count];
+        let mut recall = vec![-1.0; shape.t * shape.k * shape.a * shape.m];
         for (k, curves) in per_category.iter().enumerate() {
             for ((a, m), per_t) in curves {
                 let (a, m) = (*a, *m);
                 for (t, (q, ss, rc)) in per_t.iter().enumerate() {
-                    recall[((t * k_count + k) * a_count + a) * m_count + m] = *rc;
-                    for r in 0..r_count {
-                        let at = (((t * r_count + r) * k_count + k) * a_count + a) * m_count + m;
+                    recall[shape.recall(t, k, a, m)] = *rc;
+                    for r in 0..shape.r {
+                        let at = shape.precision(t, r, k, a, m);
                         precision[at] = q[r];
                         scores[at] = ss[r];
                     }
                 }
             }
         }
-        Accumulated { params: p.clone(), num_categories: k_count, precision, recall, scores }
+        Accumulated { params: self.params.clone(), num_categories: shape.k, precision, recall, scores }
     }
 
     fn accumulate_category(&self, cells: &[Cell], include: &[bool]) -> CategoryCurves {
@@ -599,7 +596,50 @@ fn curve(
 pub const STAT_NAMES: [&str; 12] =
     ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"];
 
+/// The dimensions of COCOeval's arrays and where an entry sits in their flat C order.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    t: usize,
+    r: usize,
+    k: usize,
+    a: usize,
+    m: usize,
+}
+
+impl Shape {
+    fn of(params: &Params, categories: usize) -> Self {
+        Shape {
+            t: params.iou_thresholds.len(),
+            r: params.recall_thresholds.len(),
+            k: categories,
+            a: params.area_ranges.len(),
+            m: params.max_dets.len(),
+        }
+    }
+
+    /// Index of `precision[t][r][k][a][m]` (and of `scores`).
+    fn precision(&self, t: usize, r: usize, k: usize, a: usize, m: usize) -> usize {
+        (((t * self.r + r) * self.k + k) * self.a + a) * self.m + m
+    }
+
+    /// Index of `recall[t][k][a][m]`.
+    fn recall(&self, t: usize, k: usize, a: usize, m: usize) -> usize {
+        ((t * self.k + k) * self.a + a) * self.m + m
+    }
+}
+
 impl Accumulated {
+    fn shape(&self) -> Shape {
+        Shape::of(&self.params, self.num_categories)
+    }
+
+    /// The IoU thresholds' indexes: all, or those equal to `iou` (as `np.where(iouThr ==
+    /// p.iouThrs)` picks them).
+    fn thresholds(&self, iou: Option<f64>) -> impl Iterator<Item = usize> + '_ {
+        let thresholds = &self.params.iou_thresholds;
+        (0..thresholds.len()).filter(move |&t| iou.is_none_or(|v| thresholds[t] == v))
+    }
+
     /// COCOeval's `_summarize`: the mean of `precision` (`ap`) or `recall` entries above
     /// -1 at one area range and max-detections value, over all IoU thresholds or the one
     /// equal to `iou`; -1 when there are none.
@@ -610,24 +650,18 @@ impl Accumulated {
         else {
             return -1.0;
         };
-        let (t_count, r_count, k_count, a_count, m_count) = (
-            p.iou_thresholds.len(),
-            p.recall_thresholds.len(),
-            self.num_categories,
-            p.area_ranges.len(),
-            p.max_dets.len(),
-        );
+        let shape = self.shape();
         let mut values = Vec::new();
-        for t in (0..t_count).filter(|&t| iou.is_none_or(|v| p.iou_thresholds[t] == v)) {
+        for t in self.thresholds(iou) {
             if ap {
-                for r in 0..r_count {
-                    for k in 0..k_count {
-                        values.push(self.precision[(((t * r_count + r) * k_count + k) * a_count + a) * m_count + m]);
+                for r in 0..shape.r {
+                    for k in 0..shape.k {
+                        values.push(self.precision[shape.precision(t, r, k, a, m)]);
                     }
                 }
             } else {
-                for k in 0..k_count {
-                    values.push(self.recall[((t * k_count + k) * a_count + a) * m_count + m]);
+                for k in 0..shape.k {
+                    values.push(self.recall[shape.recall(t, k, a, m)]);
                 }
             }
         }
@@ -658,32 +692,20 @@ impl Accumulated {
     /// largest max-detections): precision at each recall threshold, as in `precision`;
     /// None when the category has no ground truth here or no threshold equals `iou`.
     pub fn pr_curve(&self, k: usize, iou: f64) -> Option<Vec<f64>> {
-        let p = &self.params;
-        let t = p.iou_thresholds.iter().position(|&v| v == iou)?;
-        let (r_count, k_count, a_count, m_count) =
-            (p.recall_thresholds.len(), self.num_categories, p.area_ranges.len(), p.max_dets.len());
-        let curve: Vec<f64> = (0..r_count)
-            .map(|r| self.precision[(((t * r_count + r) * k_count + k) * a_count) * m_count + m_count - 1])
-            .collect();
+        let t = self.params.iou_thresholds.iter().position(|&v| v == iou)?;
+        let shape = self.shape();
+        let curve: Vec<f64> = (0..shape.r).map(|r| self.precision[shape.precision(t, r, k, 0, shape.m - 1)]).collect();
         (curve[0] > -1.0).then_some(curve)
     }
 
     /// Average precision of category `k` over area `all` and the largest max-detections,
     /// at every IoU threshold (`None`) or the one equal to `iou`; -1 without ground truth.
     pub fn category_ap(&self, k: usize, iou: Option<f64>) -> f64 {
-        let p = &self.params;
-        let (t_count, r_count, k_count, a_count, m_count) = (
-            p.iou_thresholds.len(),
-            p.recall_thresholds.len(),
-            self.num_categories,
-            p.area_ranges.len(),
-            p.max_dets.len(),
-        );
-        let m = m_count - 1;
+        let shape = self.shape();
         let mut values = Vec::new();
-        for t in (0..t_count).filter(|&t| iou.is_none_or(|v| p.iou_thresholds[t] == v)) {
-            for r in 0..r_count {
-                values.push(self.precision[(((t * r_count + r) * k_count + k) * a_count) * m_count + m]);
+        for t in self.thresholds(iou) {
+            for r in 0..shape.r {
+                values.push(self.precision[shape.precision(t, r, k, 0, shape.m - 1)]);
             }
         }
         values.retain(|&v| v > -1.0);
