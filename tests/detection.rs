@@ -120,6 +120,19 @@ fn a_detection_run_is_scored_as_coco_evaluation_scores_it() {
     );
     let c = &overall["counts"];
     assert_eq!(counts, format!("outcome,count(*)\nfn,{}\nfp,{}\ntp,{}\n", c["fn"], c["fp"], c["tp"]));
+    // The confusion matrix agrees with the per-category counts: rows sum to TP + FN,
+    // columns to TP + FP; the generator's confused categories land off the diagonal.
+    let counts = &overall["confusion"]["counts"];
+    let n = counts.as_array().unwrap().len();
+    let at = |i: usize, j: usize| counts[i][j].as_u64().unwrap();
+    for (k, class) in overall["classes"].as_array().unwrap().iter().enumerate() {
+        let c = &class["counts"];
+        let row: u64 = (0..n).map(|j| at(k, j)).sum();
+        let column: u64 = (0..n).map(|i| at(i, k)).sum();
+        assert_eq!(row, c["tp"].as_u64().unwrap() + c["fn"].as_u64().unwrap(), "{class}");
+        assert_eq!(column, c["tp"].as_u64().unwrap() + c["fp"].as_u64().unwrap(), "{class}");
+    }
+    assert!((0..n - 1).any(|i| (0..n - 1).any(|j| i != j && at(i, j) > 0)), "some class confusions");
     let matched = sql_csv(
         &s.ws,
         "SELECT min(iou) >= 0.5, count(*) = count(object_id) FROM detection_matches('det-1') WHERE outcome = 'tp'",
@@ -304,4 +317,76 @@ fn a_box_manifest_gives_a_folder_its_ground_truth() {
     );
     assert!(err.contains("row 1: image \"c.png\" is not among the images of this import"), "{err}");
     assert!(common::version_entries(&s.ws, "e").is_empty());
+}
+
+#[test]
+fn the_confusion_matrix_pairs_mistaken_classes_and_keeps_the_background() {
+    let s = setup();
+    write_image(&s.src.join("a.png"), 100, 100, 1);
+    write_image(&s.src.join("b.png"), 100, 100, 2);
+    std::fs::write(
+        s.src.join("instances.json"),
+        r#"{"images":[{"id":1,"file_name":"a.png","width":100,"height":100},{"id":2,"file_name":"b.png","width":100,"height":100}],
+        "categories":[{"id":1,"name":"shirt"},{"id":2,"name":"t-shirt"},{"id":3,"name":"bag"}],
+        "annotations":[{"id":1,"image_id":1,"category_id":1,"bbox":[10,10,30,30],"area":900,"iscrowd":0},
+                       {"id":2,"image_id":1,"category_id":2,"bbox":[60,10,30,30],"area":900,"iscrowd":0},
+                       {"id":3,"image_id":1,"category_id":3,"bbox":[10,60,30,30],"area":900,"iscrowd":0},
+                       {"id":4,"image_id":2,"category_id":1,"bbox":[10,10,30,30],"area":900,"iscrowd":0}]}"#,
+    )
+    .unwrap();
+    ok(&s.ws, &["ingest", "-d", "shop", "--quiet", s.src.join("instances.json").to_str().unwrap()]);
+    // Image 1: the shirt taken for a T-shirt (IoU 0.88), the T-shirt found, a bag from
+    // nothing, the bag missed. Image 2: the shirt found; a weak T-shirt on it falls below
+    // the operating point and is not counted.
+    std::fs::write(
+        s.src.join("results.json"),
+        r#"[{"image_id":1,"category_id":2,"bbox":[11,11,30,30],"score":0.9},
+            {"image_id":1,"category_id":2,"bbox":[60,10,30,30],"score":0.8},
+            {"image_id":1,"category_id":3,"bbox":[60,60,20,20],"score":0.7},
+            {"image_id":2,"category_id":1,"bbox":[10,10,30,30],"score":0.9},
+            {"image_id":2,"category_id":2,"bbox":[10,10,30,30],"score":0.2}]"#,
+    )
+    .unwrap();
+    let out = slicetest(
+        &s.ws,
+        &[
+            "run",
+            "upload",
+            s.src.join("results.json").to_str().unwrap(),
+            "--run",
+            "r",
+            "--model",
+            "m",
+            "--score-threshold",
+            "0.5",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ok(&s.ws, &["slice", "create", "first", "SELECT 'a.png' AS image_id"]);
+    ok(&s.ws, &["slice", "freeze", "first"]);
+    let report = json(&s.ws, &["report", "--run", "r", "--format", "json"]);
+    let confusion = &report["overall"]["detection"]["confusion"];
+    assert_eq!(confusion["labels"], serde_json::json!(["shirt", "t-shirt", "bag", "background"]));
+    // Rows: the truth; columns: the prediction.
+    let expected = serde_json::json!([[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]);
+    assert_eq!(confusion["counts"], expected, "{confusion}");
+    // Rows sum to TP + FN and columns to TP + FP of each category.
+    for (k, class) in report["overall"]["detection"]["classes"].as_array().unwrap().iter().enumerate() {
+        let c = &class["counts"];
+        let (tp, fp, fn_) = (c["tp"].as_u64().unwrap(), c["fp"].as_u64().unwrap(), c["fn"].as_u64().unwrap());
+        let row: u64 = (0..4).map(|j| expected[k][j].as_u64().unwrap()).sum();
+        let column: u64 = (0..4).map(|i| expected[i][k].as_u64().unwrap()).sum();
+        assert_eq!((row, column), (tp + fn_, tp + fp), "{class}");
+    }
+    // A slice's matrix counts its own images only.
+    let slice = report["slices"].as_array().unwrap().iter().find(|s| s["slice"] == "first").unwrap();
+    assert_eq!(
+        slice["detection"]["confusion"]["counts"],
+        serde_json::json!([[0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]])
+    );
+    let html_path = s.src.join("report.html");
+    ok(&s.ws, &["report", "--run", "r", "--format", "html", "-o", html_path.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.contains("<h2>Confusions (all images)</h2>") && html.contains("<th>background</th>"), "matrix");
+    assert!(html.contains("id=\"map-chart\""), "per-slice mAP chart");
 }

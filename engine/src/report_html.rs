@@ -100,7 +100,9 @@ fn verdict_label(s: &SliceScore) -> String {
         Verdict::NotEnoughData => format!("not enough data (&lt; {})", s.min_samples),
         Verdict::NoThreshold => "no threshold".to_string(),
     };
-    if s.regression.as_ref().is_some_and(|r| r.significant) {
+    if s.regression.as_ref().is_some_and(|r| r.significant)
+        || s.detection_regression.as_ref().is_some_and(|r| r.significant)
+    {
         text.push_str(", regression");
     }
     text
@@ -135,14 +137,18 @@ pub fn render(report: &RunReport, thumbnails: &HashMap<String, String>, discover
         base = report.baseline.as_ref().map_or(String::new(), |b| format!(", compared with baseline {}", escape(b))),
     );
     if report.overall.detection.is_some() {
+        html.push_str(&chart(report, "map-chart", "mAP", false, map_bar));
         html.push_str(&detection_tables(report));
+        if let Some(discovery) = discovery {
+            html.push_str(&discovery_section(discovery));
+        }
         for s in &report.slices {
-            html.push_str(&detection_gallery(s, thumbnails));
+            html.push_str(&detection_section(s, thumbnails));
         }
         html.push_str("</body></html>\n");
         return html;
     }
-    html.push_str(&chart(report));
+    html.push_str(&chart(report, "accuracy-chart", "accuracy", true, accuracy_bar));
     html.push_str(&slice_table(report));
     if let Some(discovery) = discovery {
         html.push_str(&discovery_section(discovery));
@@ -154,27 +160,59 @@ pub fn render(report: &RunReport, thumbnails: &HashMap<String, String>, discover
     html
 }
 
-/// Horizontal bars: accuracy, a whisker for the 95% interval, a red line at the threshold,
-/// a black tick at the baseline's accuracy.
-fn chart(report: &RunReport) -> String {
+/// One slice's bar in a chart: the value, its 95% interval, the slice test's threshold and
+/// the baseline's value.
+struct Bar {
+    value: f64,
+    interval: Option<[f64; 2]>,
+    threshold: Option<f64>,
+    baseline: Option<f64>,
+}
+
+/// A classification slice's bar: accuracy.
+fn accuracy_bar(s: &SliceScore) -> Option<Bar> {
+    let acc = s.accuracy()?;
+    Some(Bar {
+        value: acc.value,
+        interval: Some([acc.low, acc.high]),
+        threshold: s.min_accuracy,
+        baseline: s.regression.as_ref().map(|r| r.baseline_accuracy.value),
+    })
+}
+
+/// A detection slice's bar: mAP (IoU 0.50:0.95) with its bootstrap interval.
+fn map_bar(s: &SliceScore) -> Option<Bar> {
+    let d = s.detection.as_ref()?;
+    Some(Bar {
+        value: d.coco.ap?,
+        interval: d.ap_interval,
+        threshold: s.checks.iter().find(|c| c.metric == "mAP").map(|c| c.threshold),
+        baseline: s.detection_regression.as_ref().and_then(|r| r.baseline_map),
+    })
+}
+
+/// Horizontal bars, one per slice: the value, a whisker for its 95% interval, a red line
+/// at the threshold, a black tick at the baseline's value. `id` names the SVG, `what` the
+/// metric; values are in [0, 1], shown as percentages when `percent`.
+fn chart(report: &RunReport, id: &str, what: &str, percent: bool, bar: fn(&SliceScore) -> Option<Bar>) -> String {
     let (row, left, width) = (26.0, 180.0, 500.0);
     let height = row * report.slices.len() as f64 + 30.0;
     let x = |v: f64| left + v * width;
     let mut svg = format!(
-        "<svg id=\"accuracy-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\" \
-         aria-label=\"accuracy per slice with 95% intervals\">",
+        "<svg id=\"{id}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\" \
+         aria-label=\"{what} per slice with 95% intervals\">",
         left + width + 60.0
     );
     for tick in 0..=4 {
         let v = tick as f64 / 4.0;
+        let label = if percent { format!("{}%", (v * 100.0) as u32) } else { format!("{v:.2}") };
         let _ = write!(
             svg,
             "<line x1=\"{0}\" x2=\"{0}\" y1=\"0\" y2=\"{1}\" stroke=\"#eee\"/><text x=\"{0}\" y=\"{2}\" font-size=\"11\" \
-             text-anchor=\"middle\">{3}%</text>",
+             text-anchor=\"middle\">{label}</text>",
             x(v),
             height - 18.0,
             height - 4.0,
-            (v * 100.0) as u32
         );
     }
     for (i, s) in report.slices.iter().enumerate() {
@@ -186,19 +224,26 @@ fn chart(report: &RunReport) -> String {
             y + 14.0,
             escape(&s.slice)
         );
-        let Some(acc) = s.accuracy() else { continue };
+        let Some(b) = bar(s) else { continue };
         let colour = if s.is_failure() { "#d93025" } else { "#1e8e3e" };
         let _ = write!(
             svg,
             "<rect class=\"bar\" data-slice=\"{name}\" x=\"{left}\" y=\"{y}\" width=\"{w:.1}\" height=\"18\" fill=\"{colour}\" \
-             opacity=\"0.7\"/><line class=\"ci\" x1=\"{lo:.1}\" x2=\"{hi:.1}\" y1=\"{mid}\" y2=\"{mid}\" stroke=\"#000\"/>",
+             opacity=\"0.7\"><title>{name}: {what} {value:.3}</title></rect>",
             name = escape(&s.slice),
-            w = acc.value * width,
-            mid = y + 9.0,
-            lo = x(acc.low),
-            hi = x(acc.high),
+            w = b.value * width,
+            value = b.value,
         );
-        if let Some(min) = s.min_accuracy {
+        if let Some([low, high]) = b.interval {
+            let _ = write!(
+                svg,
+                "<line class=\"ci\" x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{mid}\" y2=\"{mid}\" stroke=\"#000\"/>",
+                x(low),
+                x(high),
+                mid = y + 9.0
+            );
+        }
+        if let Some(min) = b.threshold {
             let _ = write!(
                 svg,
                 "<line class=\"threshold\" x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2}\" stroke=\"#c00\" stroke-width=\"2\" stroke-dasharray=\"3,2\"/>",
@@ -207,11 +252,11 @@ fn chart(report: &RunReport) -> String {
                 y + 20.0
             );
         }
-        if let Some(reg) = &s.regression {
+        if let Some(base) = b.baseline {
             let _ = write!(
                 svg,
                 "<line class=\"baseline\" x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2}\" stroke=\"#000\" stroke-width=\"3\"/>",
-                x(reg.baseline_accuracy.value),
+                x(base),
                 y,
                 y + 18.0
             );
@@ -219,6 +264,45 @@ fn chart(report: &RunReport) -> String {
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// A confusion matrix as a table, rows the truth and columns the prediction; only the
+/// labels at `shown` (all when None).
+fn confusion_table(labels: &[String], counts: &[Vec<u64>], shown: Option<&[usize]>) -> String {
+    let all: Vec<usize> = (0..labels.len()).collect();
+    let shown = shown.unwrap_or(&all);
+    let mut html = String::from("<table class=\"confusion\"><tr><th>true \\ predicted</th>");
+    for &j in shown {
+        let _ = write!(html, "<th>{}</th>", escape(&labels[j]));
+    }
+    html.push_str("</tr>");
+    for &i in shown {
+        let _ = write!(html, "<tr><th>{}</th>", escape(&labels[i]));
+        for &j in shown {
+            let _ = write!(html, "<td{}>{}</td>", if i == j { " class=\"diag\"" } else { "" }, counts[i][j]);
+        }
+        html.push_str("</tr>");
+    }
+    html.push_str("</table>");
+    html
+}
+
+/// A detection confusion matrix over the categories that appear in it (a COCO dataset
+/// has 80), with its background row and column.
+fn detection_confusion(c: &crate::detection::DetectionConfusion) -> String {
+    let n = c.labels.len();
+    let shown: Vec<usize> = (0..n)
+        .filter(|&k| k + 1 == n || c.counts[k].iter().any(|&v| v > 0) || c.counts.iter().any(|r| r[k] > 0))
+        .collect();
+    if shown.len() <= 1 {
+        return String::new();
+    }
+    format!(
+        "<p>Class confusions at the operating point: a false detection overlapping (IoU ≥ 0.5) a missed object of \
+         another category is that object mistaken for the detection's category; the rest are missed into, or \
+         detected from, the background.</p>{}",
+        confusion_table(&c.labels, &c.counts, Some(&shown))
+    )
 }
 
 fn slice_table(report: &RunReport) -> String {
@@ -272,19 +356,7 @@ fn slice_section(s: &SliceScore, thumbnails: &HashMap<String, String>) -> String
         verdict_label(s),
     );
     if let Some(c) = s.classification.as_ref().filter(|c| !c.labels.is_empty()) {
-        html.push_str("<table class=\"confusion\"><tr><th>true \\ predicted</th>");
-        for l in &c.labels {
-            let _ = write!(html, "<th>{}</th>", escape(l));
-        }
-        html.push_str("</tr>");
-        for (i, row) in c.confusion.iter().enumerate() {
-            let _ = write!(html, "<tr><th>{}</th>", escape(&c.labels[i]));
-            for (j, n) in row.iter().enumerate() {
-                let _ = write!(html, "<td{}>{n}</td>", if i == j { " class=\"diag\"" } else { "" });
-            }
-            html.push_str("</tr>");
-        }
-        html.push_str("</table>");
+        html.push_str(&confusion_table(&c.labels, &c.confusion, None));
     }
     if !s.failures.is_empty() {
         html.push_str("<h3>Failed examples</h3><div class=\"gallery\">");
@@ -418,15 +490,29 @@ fn pr_chart(curves: &[crate::detection::PrCurve]) -> String {
 /// Colours of the boxes in failure galleries: found, false, missed, in a crowd.
 const BOX_COLOURS: [(&str, &str); 4] = [("tp", "#1a7f37"), ("fp", "#d97706"), ("fn", "#cf222e"), ("ignored", "#888")];
 
-/// A detection slice's worst images with every box drawn over the picture: found objects
-/// green, false detections orange (dashed), missed objects red.
-fn detection_gallery(s: &SliceScore, thumbnails: &HashMap<String, String>) -> String {
+/// A detection slice: its confusion matrix, then its worst images with every box drawn
+/// over the picture: found objects green, false detections orange (dashed), missed
+/// objects red.
+fn detection_section(s: &SliceScore, thumbnails: &HashMap<String, String>) -> String {
     let Some(d) = &s.detection else { return String::new() };
-    if d.worst_images.is_empty() {
-        return String::new();
-    }
     let mut html = format!(
-        "<section class=\"slice\" data-slice=\"{0}\"><h2>{0}: worst images</h2><p>Boxes at IoU {1} and score ≥ {2}: \
+        "<section class=\"slice {class}\" id=\"slice-{name}\" data-slice=\"{name}\"><h2>{name}</h2><p>{images} images, \
+         {objects} objects (frozen version {version}); {verdict}.</p>{confusion}",
+        class = verdict_class(s),
+        name = escape(&s.slice),
+        images = d.images,
+        objects = d.objects,
+        version = s.version.map_or("–".into(), |v| v.to_string()),
+        verdict = verdict_label(s),
+        confusion = detection_confusion(&d.confusion),
+    );
+    if d.worst_images.is_empty() {
+        html.push_str("</section>");
+        return html;
+    }
+    let _ = write!(
+        html,
+        "<h3>{}: worst images</h3><p>Boxes at IoU {} and score ≥ {}: \
          <span style=\"color:#1a7f37\">found</span>, <span style=\"color:#d97706\">false detection</span>, \
          <span style=\"color:#cf222e\">missed</span>.</p><div class=\"gallery\">",
         escape(&s.slice),
@@ -485,7 +571,8 @@ fn detection_tables(report: &RunReport) -> String {
     let rate = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
     let mut html = String::from(
         "<h2>Slices</h2><table id=\"detection-table\"><tr><th>slice</th><th>images</th><th>objects</th><th>mAP</th>\
-         <th>AP50</th><th>AP75</th><th>APs</th><th>AR100</th><th>recall</th><th>precision</th><th>test</th></tr>",
+         <th>95% CI</th><th>AP50</th><th>AP75</th><th>APs</th><th>AR100</th><th>recall</th><th>precision</th>\
+         <th>vs baseline</th><th>test</th></tr>",
     );
     for s in report.slices.iter().chain(std::iter::once(&report.overall)) {
         let Some(d) = &s.detection else { continue };
@@ -499,19 +586,24 @@ fn detection_tables(report: &RunReport) -> String {
             if failed.is_empty() { verdict_label(s) } else { format!("{}: {}", verdict_label(s), failed.join(", ")) };
         let _ = write!(
             html,
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"{}\" data-slice=\"{}\"><td><a href=\"#slice-{1}\">{1}</a></td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             if s.slice == "(all)" { "info" } else { verdict_class(s) },
             escape(&s.slice),
             d.images,
             d.objects,
             rate(d.coco.ap),
+            d.ap_interval.map_or("–".into(), |[low, high]| format!("{low:.3}–{high:.3}")),
             rate(d.coco.ap50),
             rate(d.coco.ap75),
             rate(d.coco.ap_small),
             rate(d.coco.ar100),
             rate(d.counts.recall),
             rate(d.counts.precision),
+            s.detection_regression.as_ref().map_or("–".into(), |r| match r.delta {
+                Some(delta) => format!("{delta:+.3} mAP (p={:.3}){}", r.p_value, if r.significant { " ▼" } else { "" }),
+                None => "–".into(),
+            }),
             test
         );
     }
@@ -543,7 +635,8 @@ fn detection_tables(report: &RunReport) -> String {
                 rate(c.counts.precision)
             );
         }
-        html.push_str("</table>");
+        html.push_str("</table><h2>Confusions (all images)</h2>");
+        html.push_str(&detection_confusion(&d.confusion));
     }
     html
 }

@@ -221,9 +221,9 @@ pub fn evaluate(
     Matching { params: params.clone(), num_images, cells }
 }
 
-/// pycocotools' `bbIou`: intersection over union, or over the detection's area for a
-/// crowd. Written in the C code's order of operations.
-fn iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
+/// pycocotools' `bbIou` of two COCO `[x, y, w, h]` boxes: intersection over union, or
+/// over the detection's area for a crowd. Written in the C code's order of operations.
+pub fn iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
     let ga = g[2] * g[3];
     let da = d[2] * d[3];
     let w = (d[2] + d[0]).min(g[2] + g[0]) - d[0].max(g[0]);

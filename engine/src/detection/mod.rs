@@ -9,6 +9,7 @@
 //! re-optimised per slice, so a slice's TP/FP/FN, precision, recall and F1 compare across
 //! slices.
 
+mod confusion;
 pub mod table_function;
 
 use std::collections::HashMap;
@@ -25,6 +26,8 @@ use slicetest_eval::coco::{self, Accumulated, Detection, GroundTruth, Matching, 
 use crate::bootstrap::{SplitMix64, percentile_interval};
 use crate::error::{EngineError, Result};
 use crate::scoring::BOOTSTRAP_SEED;
+
+pub use confusion::DetectionConfusion;
 
 /// The IoU of the operating point (TP/FP/FN counts).
 pub const OPERATING_IOU: f64 = 0.5;
@@ -148,6 +151,9 @@ pub struct DetectionMetrics {
     /// metrics.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pr_curves: Vec<PrCurve>,
+    /// The class confusion matrix at the operating point, with a background row and
+    /// column.
+    pub confusion: DetectionConfusion,
     /// The slice's worst images (most misses and false detections) with their boxes.
     pub worst_images: Vec<ImageFailures>,
     /// 95% bootstrap interval of `coco.ap` (images resampled, seeded).
@@ -234,6 +240,8 @@ pub struct RunEvaluation {
     detection_boxes: Vec<[f64; 4]>,
     /// Width and height of each image, in evaluation order.
     image_sizes: Vec<[u32; 2]>,
+    /// The confusion matrix's entries off its diagonal, per image.
+    confusions: Vec<confusion::Confusion>,
 }
 
 /// Images shown per slice in failure galleries.
@@ -375,7 +383,7 @@ impl RunEvaluation {
             .collect();
         let score_threshold = score_threshold.unwrap_or_else(|| best_f1_threshold(&cells));
         let order = matching.score_order();
-        Ok(RunEvaluation {
+        let mut evaluation = RunEvaluation {
             matching,
             order,
             image_ids,
@@ -387,7 +395,10 @@ impl RunEvaluation {
             object_boxes,
             detection_boxes,
             image_sizes,
-        })
+            confusions: Vec::new(),
+        };
+        evaluation.confusions = evaluation.find_confusions();
+        Ok(evaluation)
     }
 
     /// Every box's outcome at the operating point: detections at or above the score
@@ -663,8 +674,10 @@ impl RunEvaluation {
             let [low, high] = percentile_interval(values);
             (!low.is_nan()).then_some([low, high])
         };
+        let true_positives: Vec<u64> = per_class.iter().map(|c| c.tp).collect();
         DetectionMetrics {
             pr_curves: Vec::new(),
+            confusion: self.confusion(include, &true_positives),
             worst_images: self.worst_images(include),
             ap_interval: interval(|d| d.0),
             ap50_interval: interval(|d| d.1),
