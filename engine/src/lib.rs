@@ -33,7 +33,7 @@ use slicetest_sql::vectors::VectorStore;
 pub use curation::{DEFAULT_MIN_TEST_SAMPLES, SliceBreakdown};
 pub use embedding::{EmbedOptions, EmbedProgress, EmbedReport, check_model_path};
 pub use error::{EngineError, ErrorKind, Result, kind_of};
-pub use images::{ImageDetection, ImageFile, ImageFiles, ImagePrediction, SliceMembership};
+pub use images::{ImageDetection, ImageFile, ImageFiles, ImageObject, ImagePrediction, ImageRunBoxes, SliceMembership};
 pub use jobs::{EmbedJob, EmbedJobs, JobConflict, JobState, JobView};
 pub use output::{OutputFormat, ResultWriter, write_stream};
 pub use scoring::{Check, DEFAULT_ALPHA, RunReport, SliceScore, Verdict};
@@ -72,6 +72,8 @@ pub struct Engine {
     vectors: Arc<VectorStore>,
     /// The taggers `tag` can run.
     taggers: tagging::TaggerRegistry,
+    /// Detection runs matched against their ground truth, kept between requests.
+    evaluations: Arc<detection::cache::Evaluations>,
 }
 
 impl Engine {
@@ -98,6 +100,7 @@ impl Engine {
             per_query_memory: None,
             vectors,
             taggers: tagging::TaggerRegistry::builtin(),
+            evaluations: Arc::default(),
         })
     }
 
@@ -175,7 +178,10 @@ impl Engine {
         // crate's functions.
         let discover = discovery::table_function::DiscoverSlicesFunction::new(self.workspace.root().to_path_buf());
         ctx.register_udtf("discover_slices", Arc::new(discover));
-        let matches = detection::table_function::DetectionMatchesFunction::new(self.workspace.root().to_path_buf());
+        let matches = detection::table_function::DetectionMatchesFunction::new(
+            self.workspace.root().to_path_buf(),
+            self.evaluations.clone(),
+        );
         ctx.register_udtf("detection_matches", Arc::new(matches));
         Ok(ctx)
     }

@@ -399,20 +399,18 @@ impl Engine {
         alpha: f64,
     ) -> Result<(SliceScore, Vec<SliceScore>)> {
         let layout = self.workspace.layout();
-        let info = self.workspace.dataset(&manifest.dataset)?;
-        let latest = info.latest().expect("listed datasets have a version");
-        let evaluate = |run: &RunManifest| -> Result<RunEvaluation> {
+        let evaluate = |run: &RunManifest| -> Result<std::sync::Arc<RunEvaluation>> {
             if run.task != Task::Detection || run.dataset != manifest.dataset {
                 return Err(crate::error::EngineError::InvalidArgument(format!(
                     "baseline {} is not a detection run on dataset {}",
                     run.run, manifest.dataset
                 )));
             }
-            RunEvaluation::new(layout, latest, &read_predictions(&self.workspace, run)?, run.score_threshold)
+            self.evaluations.get(&self.workspace, run)
         };
         let evaluation = evaluate(manifest)?;
         let base = baseline.map(evaluate).transpose()?;
-        let score = |include: &[bool], curves: bool| evaluation.score(include, base.as_ref(), alpha, curves);
+        let score = |include: &[bool], curves: bool| evaluation.score(include, base.as_deref(), alpha, curves);
         let all = evaluation.everything();
         let (metrics, regression) = score(&all, true);
         let mut overall = detection_score("(all)", metrics, None, 0);

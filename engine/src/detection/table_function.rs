@@ -10,10 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
+use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::datasource::TableType;
@@ -21,10 +19,12 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
-use slicetest_datasets::run::{Task, read_predictions, read_run};
+use slicetest_datasets::Workspace;
+use slicetest_datasets::run::{Task, read_run};
 
-use super::{BoxOutcome, RunEvaluation};
-use crate::{Engine, EngineError};
+use super::BoxOutcome;
+use super::cache::Evaluations;
+use crate::EngineError;
 
 /// The columns of `detection_matches()`.
 fn schema() -> SchemaRef {
@@ -44,10 +44,10 @@ fn schema() -> SchemaRef {
     ]))
 }
 
-fn to_batch(outcomes: &[BoxOutcome], boxes: &RecordBatch) -> Result<RecordBatch> {
+/// The rows; `boxes` are the run's detection boxes by row.
+fn to_batch(outcomes: &[BoxOutcome], boxes: &[[f64; 4]]) -> Result<RecordBatch> {
     let coordinate = |column: usize| -> ArrayRef {
-        let values = boxes.column(column).as_primitive::<Float64Type>();
-        Arc::new(outcomes.iter().map(|o| o.detection.map(|d| values.value(d as usize))).collect::<Float64Array>())
+        Arc::new(outcomes.iter().map(|o| o.detection.map(|d| boxes[d as usize][column])).collect::<Float64Array>())
     };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(outcomes.iter().map(|o| o.image_id.as_str()))),
@@ -57,25 +57,26 @@ fn to_batch(outcomes: &[BoxOutcome], boxes: &RecordBatch) -> Result<RecordBatch>
         Arc::new(outcomes.iter().map(|o| o.object_id).collect::<Int64Array>()),
         Arc::new(outcomes.iter().map(|o| o.iou).collect::<Float64Array>()),
         Arc::new(outcomes.iter().map(|o| o.detection).collect::<UInt32Array>()),
-        coordinate(4),
-        coordinate(5),
-        coordinate(6),
-        coordinate(7),
+        coordinate(0),
+        coordinate(1),
+        coordinate(2),
+        coordinate(3),
     ];
     debug_assert!(columns.iter().all(|c| c.len() == outcomes.len()));
     Ok(RecordBatch::try_new(schema(), columns)?)
 }
 
-/// The table function, over the workspace at `root`.
+/// The table function, over the workspace at `root`, sharing the engine's matched runs.
 #[derive(Debug)]
 pub struct DetectionMatchesFunction {
     root: PathBuf,
+    evaluations: Arc<Evaluations>,
 }
 
 impl DetectionMatchesFunction {
     /// The function over the workspace at `root`.
-    pub fn new(root: PathBuf) -> Self {
-        DetectionMatchesFunction { root }
+    pub fn new(root: PathBuf, evaluations: Arc<Evaluations>) -> Self {
+        DetectionMatchesFunction { root, evaluations }
     }
 }
 
@@ -83,7 +84,11 @@ impl TableFunctionImpl for DetectionMatchesFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         match args.exprs() {
             [Expr::Literal(ScalarValue::Utf8(Some(run)) | ScalarValue::Utf8View(Some(run)), _)] => {
-                Ok(Arc::new(MatchesTable { root: self.root.clone(), run: run.clone() }))
+                Ok(Arc::new(MatchesTable {
+                    root: self.root.clone(),
+                    run: run.clone(),
+                    evaluations: self.evaluations.clone(),
+                }))
             }
             _ => plan_err!("usage: detection_matches('<run>'): the detection run's name as a string"),
         }
@@ -94,6 +99,7 @@ impl TableFunctionImpl for DetectionMatchesFunction {
 struct MatchesTable {
     root: PathBuf,
     run: String,
+    evaluations: Arc<Evaluations>,
 }
 
 #[async_trait]
@@ -114,20 +120,16 @@ impl TableProvider for MatchesTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let external = |e: EngineError| DataFusionError::External(Box::new(e));
-        let engine = Engine::open(&self.root).map_err(external)?;
-        let manifest = read_run(engine.workspace(), &self.run).map_err(|e| external(e.into()))?;
+        let workspace = Workspace::open(&self.root).map_err(|e| external(e.into()))?;
+        let manifest = read_run(&workspace, &self.run).map_err(|e| external(e.into()))?;
         if manifest.task != Task::Detection {
             return Err(external(EngineError::InvalidArgument(format!(
                 "detection_matches: run {} is a classification run, not a detection run",
                 self.run
             ))));
         }
-        let info = engine.workspace().dataset(&manifest.dataset).map_err(|e| external(e.into()))?;
-        let latest = info.latest().expect("listed datasets have a version");
-        let boxes = read_predictions(engine.workspace(), &manifest).map_err(|e| external(e.into()))?;
-        let evaluation = RunEvaluation::new(engine.workspace().layout(), latest, &boxes, manifest.score_threshold)
-            .map_err(external)?;
-        let batch = to_batch(&evaluation.box_outcomes(), &boxes)?;
+        let evaluation = self.evaluations.get(&workspace, &manifest).map_err(external)?;
+        let batch = to_batch(&evaluation.box_outcomes(), &evaluation.detection_boxes)?;
         Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], schema(), projection.cloned())?)
     }
 }

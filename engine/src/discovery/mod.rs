@@ -31,7 +31,6 @@ use slicetest_datasets::run::{Task, read_predictions};
 
 use self::predicates::quote_column;
 use self::sliceline::{Bitmap, Errors, Predicate, SearchSettings, bitmap_from};
-use crate::detection::RunEvaluation;
 use crate::error::{EngineError, Result};
 use crate::metrics::wilson;
 use crate::{Engine, RunManifest};
@@ -336,10 +335,7 @@ fn detection_errors(
     manifest: &RunManifest,
     row_of: &HashMap<&str, u32>,
 ) -> Result<(Vec<String>, Vec<u32>, Vec<f64>)> {
-    let info = engine.workspace.dataset(&manifest.dataset)?;
-    let latest = info.latest().expect("listed datasets have a version");
-    let boxes = read_predictions(&engine.workspace, manifest)?;
-    let evaluation = RunEvaluation::new(engine.workspace.layout(), latest, &boxes, manifest.score_threshold)?;
+    let evaluation = engine.evaluations.get(&engine.workspace, manifest)?;
     let (mut ids, mut rows, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for (id, counts) in evaluation.per_image() {
         let Some(&row) = row_of.get(id) else { continue };
