@@ -642,13 +642,39 @@ async function imagePage(id, params) {
     ? el("ul", {}, info.slices.map((s) => el("li", {}, el("a", { href: "#/slices" }, s.slice), ` v${s.version}`, s.holdout ? " (hold-out)" : "")))
     : el("p", { class: "muted" }, "In no frozen slice.");
   const similar = el("div", { id: "similar" }, el("p", { class: "muted" }, "…"));
+  const figure = el("div", { class: "figure" }, el("img", { src: `/images/${enc(id)}${suffix}`, alt: id }));
+  const boxesNote = el("div", { id: "boxes-note" });
+  const runs = info.detection_runs || [];
+  // Which detection run's boxes are drawn: ?run=NAME, else the first; "" draws only the
+  // ground truth.
+  let shown = params.has("run") ? params.get("run") : (runs[0]?.run ?? "");
+  const select = runs.length
+    ? el("select", { id: "box-run", "aria-label": "detection run whose boxes are drawn" },
+      el("option", { value: "" }, "ground truth only"),
+      runs.map((r) => el("option", { value: r.run, selected: r.run === shown }, r.run)))
+    : null;
+  function draw() {
+    const run = runs.find((r) => r.run === shown);
+    figure.replaceChildren(figure.firstChild, ...objectBoxes(info, run), ...(detectionBoxes(info) || []));
+    boxesNote.replaceChildren(boxLegend(info, run));
+  }
+  select?.addEventListener("change", () => { shown = select.value; draw(); });
+  draw();
+  const detectionRuns = runs.length
+    ? el("table", { id: "detection-runs" }, el("thead", {}, el("tr", {}, ["run", "model", "found", "missed", "false", "score ≥"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, runs.map((r) => el("tr", {},
+        el("td", {}, el("a", { href: `#/runs/${enc(r.run)}` }, r.run)), el("td", {}, `${r.model} ${r.model_version}`),
+        el("td", { class: "num" }, r.counts.tp), el("td", { class: `num${r.counts.fn ? " verdict fail" : ""}` }, r.counts.fn),
+        el("td", { class: `num${r.counts.fp ? " verdict fail" : ""}` }, r.counts.fp), el("td", { class: "num" }, r.score_threshold.toFixed(3))))))
+    : null;
+  const boxCount = info.detections.length + (info.objects || []).length;
   main.replaceChildren(
     el("h1", {}, id),
     el("div", { class: "detail" },
-      el("div", {}, el("div", { class: "figure" }, el("img", { src: `/images/${enc(id)}${suffix}`, alt: id }),
-        detectionBoxes(info)),
-        el("p", { class: "muted" }, `${info.dataset} · ${info.format}`, info.detections.length ? ` · ${info.detections.length} box${info.detections.length === 1 ? "" : "es"}` : "")),
-      el("div", {}, el("h2", {}, "Metadata and tags"), kv, el("h2", {}, "Predictions"), predictions, el("h2", {}, "Slices"), slices)),
+      el("div", {}, figure, select ? el("p", {}, el("label", {}, "boxes of ", select)) : null, boxesNote,
+        el("p", { class: "muted" }, `${info.dataset} · ${info.format}`, boxCount ? ` · ${plural(boxCount, "box", "boxes")}` : "")),
+      el("div", {}, el("h2", {}, "Metadata and tags"), kv, el("h2", {}, "Predictions"),
+        info.predictions.length || !runs.length ? predictions : null, detectionRuns, el("h2", {}, "Slices"), slices)),
     el("h2", {}, "More like this"), similar);
   try {
     const hits = await api(`/search/image/${enc(id)}?k=13`);
@@ -665,24 +691,50 @@ async function imagePage(id, params) {
   }
 }
 
-// Taggers' boxes (faces, imported detectors) drawn over the image, in percent of its
-// size so they follow the scaled picture. Positions go through the CSSOM: the page's
-// CSP forbids inline style attributes.
-function detectionBoxes(info) {
+// A box over the image, in percent of its size so it follows the scaled picture.
+// Positions go through the CSSOM: the page's CSP forbids inline style attributes.
+function overlayBox(info, [x, y, w, h], cls, label, title) {
   const width = Number(info.image.width), height = Number(info.image.height);
-  if (!info.detections.length || !(width > 0 && height > 0)) return null;
-  return info.detections.map((d) => {
-    const clamp = (v, max) => Math.min(Math.max(v, 0), max);
-    const [x0, y0] = [clamp(d.x0, width), clamp(d.y0, height)];
-    const [x1, y1] = [clamp(d.x1, width), clamp(d.y1, height)];
-    const score = d.score == null ? "" : ` ${d.score.toFixed(2)}`;
-    const box = el("div", { class: "box", title: `${d.label}${score} (${d.tagger})` }, el("span", {}, d.label));
-    Object.assign(box.style, {
-      left: `${(100 * x0) / width}%`, top: `${(100 * y0) / height}%`,
-      width: `${(100 * (x1 - x0)) / width}%`, height: `${(100 * (y1 - y0)) / height}%`,
-    });
-    return box;
+  if (!(width > 0 && height > 0)) return null;
+  const clamp = (v, max) => Math.min(Math.max(v, 0), max);
+  const [x0, y0, x1, y1] = [clamp(x, width), clamp(y, height), clamp(x + w, width), clamp(y + h, height)];
+  const box = el("div", { class: `box ${cls}`, title }, label ? el("span", {}, label) : null);
+  Object.assign(box.style, {
+    left: `${(100 * x0) / width}%`, top: `${(100 * y0) / height}%`,
+    width: `${(100 * (x1 - x0)) / width}%`, height: `${(100 * (y1 - y0)) / height}%`,
   });
+  return box;
+}
+
+const OUTCOMES = { tp: "found", fp: "false detection", fn: "missed", ignored: "in a crowd" };
+
+// The ground-truth objects (dashed blue), and a detection run's boxes at its operating
+// point: found (green), false (orange), missed objects (red).
+function objectBoxes(info, run) {
+  const truth = (info.objects || []).map((o) => overlayBox(info, o.bbox, `gt${o.iscrowd ? " crowd" : ""}`,
+    run ? "" : o.category, `${o.category} (ground truth${o.iscrowd ? ", crowd" : ""}, object ${o.object_id})`));
+  const predicted = (run?.boxes || []).map((b) => {
+    const score = b.score == null ? "" : ` ${b.score.toFixed(2)}`;
+    return overlayBox(info, b.bbox, b.outcome, `${b.category}${score}`, `${OUTCOMES[b.outcome]}: ${b.category}${score} (${run.run})`);
+  });
+  return [...truth, ...predicted].filter(Boolean);
+}
+
+function boxLegend(info, run) {
+  if (!run) return (info.objects || []).length ? el("p", { class: "legend" }, el("span", { class: "key gt" }, "ground truth")) : "";
+  const c = run.counts;
+  return el("p", { class: "legend" }, `${run.run} at score ≥ ${run.score_threshold.toFixed(3)}, IoU 0.5: `,
+    el("span", { class: "key tp" }, `${c.tp} found`), " ", el("span", { class: "key fn" }, `${c.fn} missed`), " ",
+    el("span", { class: "key fp" }, `${c.fp} false`), " ", el("span", { class: "key gt" }, "ground truth"));
+}
+
+// Taggers' boxes (faces, imported detectors) drawn over the image.
+function detectionBoxes(info) {
+  if (!info.detections.length) return null;
+  return info.detections.map((d) => {
+    const score = d.score == null ? "" : ` ${d.score.toFixed(2)}`;
+    return overlayBox(info, [d.x0, d.y0, d.x1 - d.x0, d.y1 - d.y0], "tagger", d.label, `${d.label}${score} (${d.tagger})`);
+  }).filter(Boolean);
 }
 
 // ---------------------------------------------------------------- Slices

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
+use slicetest_datasets::run::Task;
 use slicetest_datasets::version::{DatasetVersion, read_image_columns};
 
 use crate::Engine;
@@ -101,6 +102,36 @@ pub struct ImagePrediction {
     pub score: Option<f64>,
 }
 
+/// A ground-truth object of an image (a row of `objects`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ImageObject {
+    /// The annotation's id.
+    pub object_id: i64,
+    /// Its category's name.
+    pub category: String,
+    /// `[x, y, w, h]` in pixels (COCO's box).
+    pub bbox: [f64; 4],
+    /// A crowd region.
+    pub iscrowd: bool,
+}
+
+/// One detection run's boxes on an image, at the run's operating point.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ImageRunBoxes {
+    /// The run.
+    pub run: String,
+    /// The run's model.
+    pub model: String,
+    /// The model's version.
+    pub model_version: String,
+    /// The operating point: detections at or above this score count (IoU 0.5).
+    pub score_threshold: f64,
+    /// The image's counts and boxes: found (`tp`), false (`fp`), missed objects (`fn`),
+    /// detections in crowds (`ignored`).
+    #[serde(flatten)]
+    pub image: crate::detection::ImageFailures,
+}
+
 /// A box a tagger found in an image (a row of `detections`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ImageDetection {
@@ -164,10 +195,49 @@ impl Engine {
         Ok(out)
     }
 
-    /// Every run on `dataset` that has a prediction for image `id`.
+    /// The ground-truth objects of image `id` of `dataset` (its latest version).
+    pub fn image_objects(&self, dataset: &str, id: &str) -> Result<Vec<ImageObject>> {
+        let info = self.workspace.dataset(dataset)?;
+        let latest = info.latest().expect("listed datasets have a version");
+        let Some(objects) = slicetest_datasets::objects::read_objects(self.workspace.layout(), latest)? else {
+            return Ok(Vec::new());
+        };
+        let names: HashMap<i64, &str> =
+            latest.objects.iter().flat_map(|o| o.categories.iter().map(|c| (c.id, c.name.as_str()))).collect();
+        Ok(slicetest_datasets::objects::rows(&objects)
+            .filter(|o| o.image_id == id)
+            .map(|o| ImageObject {
+                object_id: o.object_id,
+                category: names.get(&o.category_id).map_or_else(|| o.category_id.to_string(), |n| n.to_string()),
+                bbox: o.bbox,
+                iscrowd: o.iscrowd,
+            })
+            .collect())
+    }
+
+    /// Every detection run on `dataset` with its boxes on image `id` (matched runs are
+    /// cached, so only the first look at a run matches it).
+    pub fn image_run_boxes(&self, dataset: &str, id: &str) -> Result<Vec<ImageRunBoxes>> {
+        let mut out = Vec::new();
+        let runs = self.runs()?.into_iter().filter(|r| r.dataset == dataset && r.task == Task::Detection);
+        for run in runs {
+            let evaluation = self.evaluations.get(&self.workspace, &run)?;
+            let Some(image) = evaluation.image_boxes(id) else { continue };
+            out.push(ImageRunBoxes {
+                run: run.run,
+                model: run.model,
+                model_version: run.model_version,
+                score_threshold: evaluation.score_threshold(),
+                image,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every classification run on `dataset` that has a prediction for image `id`.
     pub fn image_predictions(&self, dataset: &str, id: &str) -> Result<Vec<ImagePrediction>> {
         let mut out = Vec::new();
-        for run in self.runs()?.into_iter().filter(|r| r.dataset == dataset) {
+        for run in self.runs()?.into_iter().filter(|r| r.dataset == dataset && r.task != Task::Detection) {
             let batch = slicetest_datasets::run::read_predictions(&self.workspace, &run)?;
             let ids = batch.column(0).as_string::<i32>();
             let Some(i) = (0..ids.len()).find(|&i| ids.value(i) == id) else { continue };

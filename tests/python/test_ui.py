@@ -2,15 +2,48 @@
 (playwright-core) against a real `slicetest serve`. Screenshots of every step are kept in
 $SLICETEST_ARTIFACTS (default tests/ui/artifacts)."""
 
+import json
 import os
 import shutil
 import subprocess
 
 import pytest
 
-from conftest import REPO, TINY_CLIP, Server, clothes_workspace, run
+from conftest import REPO, TINY_CLIP, Server, clothes_workspace, png_bytes, run
 
 E2E = REPO / "tests/ui/e2e.mjs"
+
+
+def detection_workspace(root):
+    """COCO dataset `shop`: a.png with a shirt, a T-shirt and a bag; b.png with a shirt.
+    Run `det-1` takes a.png's shirt for a T-shirt, finds its T-shirt, misses its bag and
+    sees a bag where there is none; it finds b.png's shirt. Slice `first` is a.png."""
+    src, ws = root / "det-src", root / "det-ws"
+    src.mkdir(parents=True)
+    for i, name in enumerate(["a.png", "b.png"]):
+        (src / name).write_bytes(png_bytes(100, 100, i))
+    image = lambda i, name: {"id": i, "file_name": name, "width": 100, "height": 100}
+    box = lambda i, image_id, category, bbox: {
+        "id": i, "image_id": image_id, "category_id": category, "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0
+    }
+    (src / "instances.json").write_text(json.dumps({
+        "images": [image(1, "a.png"), image(2, "b.png")],
+        "categories": [{"id": 1, "name": "shirt"}, {"id": 2, "name": "t-shirt"}, {"id": 3, "name": "bag"}],
+        "annotations": [box(1, 1, 1, [10, 10, 30, 30]), box(2, 1, 2, [60, 10, 30, 30]), box(3, 1, 3, [10, 60, 30, 30]),
+                        box(4, 2, 1, [10, 10, 30, 30])],
+    }))
+    detection = lambda image_id, category, bbox, score: {
+        "image_id": image_id, "category_id": category, "bbox": bbox, "score": score
+    }
+    (src / "results.json").write_text(json.dumps([
+        detection(1, 2, [11, 11, 30, 30], 0.9), detection(1, 2, [60, 10, 30, 30], 0.8),
+        detection(1, 3, [60, 60, 20, 20], 0.7), detection(2, 1, [10, 10, 30, 30], 0.9),
+    ]))
+    run(ws, "ingest", "-d", "shop", "--quiet", str(src / "instances.json"))
+    run(ws, "run", "upload", str(src / "results.json"), "--run", "det-1", "--model", "det", "--score-threshold", "0.5")
+    run(ws, "slice", "create", "first", "--min-map", "0.5", "SELECT 'a.png' AS image_id")
+    run(ws, "slice", "freeze", "first")
+    return ws
 
 
 def test_the_ui_end_to_end(tmp_path):
@@ -32,13 +65,18 @@ def test_the_ui_end_to_end(tmp_path):
     bare = clothes_workspace(tmp_path / "bare", embed=False)
     server = Server(ws)
     bare_server = Server(bare, env={"SLICETEST_CLIP_MODEL": str(TINY_CLIP)})
+    detection_server = Server(detection_workspace(tmp_path))
     try:
         artifacts = os.environ.get("SLICETEST_ARTIFACTS", str(REPO / "tests/ui/artifacts"))
         proc = subprocess.run(
-            ["node", str(E2E), server.url, artifacts, bare_server.url], capture_output=True, text=True, timeout=300
+            ["node", str(E2E), server.url, artifacts, bare_server.url, detection_server.url],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         print(proc.stdout, proc.stderr)
         assert proc.returncode == 0, f"UI steps failed:\n{proc.stdout}\n{proc.stderr}"
     finally:
         server.stop()
         bare_server.stop()
+        detection_server.stop()

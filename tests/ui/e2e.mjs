@@ -1,12 +1,15 @@
 // End-to-end tests of the web UI in Debian's headless Chromium, driven by playwright-core.
 //
-//   node tests/ui/e2e.mjs URL ARTIFACT_DIR [BARE_URL]
+//   node tests/ui/e2e.mjs URL ARTIFACT_DIR [BARE_URL] [DETECTION_URL]
 //
 // URL is a running `slicetest serve` over the workspace built by tests/python/test_ui.py
 // (22 clothes images in the split/label layout, embedded, a frozen slice `tops` with a
 // threshold, and a run `always-coat` that fails it: wrong on every shirt, right on every
 // coat, so discovery confirms `label = 'Shirt'`). BARE_URL, if given, serves the same
 // images never embedded, with the tiny CLIP as the server's model (SLICETEST_CLIP_MODEL).
+// DETECTION_URL, if given, serves a COCO dataset `shop` (image a.png: a shirt, a T-shirt
+// and a bag) with a detection run `det-1` that takes the shirt for a T-shirt, finds the
+// T-shirt, misses the bag and detects a bag where there is none.
 // Each step saves a screenshot to ARTIFACT_DIR; any step that fails, or any error in the
 // page, exits non-zero.
 
@@ -14,7 +17,7 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const [url, artifacts = "tests/ui/artifacts", bareUrl] = process.argv.slice(2);
+const [url, artifacts = "tests/ui/artifacts", bareUrl, detectionUrl] = process.argv.slice(2);
 if (!url) throw new Error("usage: node e2e.mjs URL [ARTIFACT_DIR]");
 mkdirSync(artifacts, { recursive: true });
 
@@ -248,6 +251,37 @@ if (bareUrl) {
     // Now the image page finds similar images too.
     await page.click(".grid .card >> nth=0");
     await page.waitForSelector("#similar .grid img.thumb");
+  });
+}
+
+if (detectionUrl) {
+  await step("an image page draws the ground truth and a detection run's boxes", async () => {
+    await page.goto(`${detectionUrl}/#/image/a.png`);
+    await page.waitForSelector(".figure .box.tp");
+    const count = (cls) => page.locator(`.figure .box.${cls}`).count();
+    assert.deepEqual([await count("gt"), await count("tp"), await count("fp"), await count("fn")], [3, 1, 2, 2]);
+    assert.match(await page.locator("#boxes-note").textContent(), /1 found.*2 missed.*2 false/);
+    assert.equal(await page.locator("#detection-runs td:has-text('det-1')").count(), 1);
+    // The found T-shirt is drawn where its box is: x 60..90 of a 100-pixel-wide image.
+    const image = await page.locator(".figure img").boundingBox();
+    const found = await page.locator(".figure .box.tp").boundingBox();
+    assert.ok(Math.abs(found.x - image.x - 0.6 * image.width) < 1.5, "box left edge");
+    assert.ok(Math.abs(found.width - 0.3 * image.width) < 1.5, "box width");
+    assert.match(await page.locator(".figure .box.tp").getAttribute("title"), /found: t-shirt 0\.80/);
+    // Ground truth only: the run's boxes go, the objects get their labels.
+    await page.selectOption("#box-run", "");
+    assert.deepEqual([await count("gt"), await count("tp"), await count("fp")], [3, 0, 0]);
+    assert.deepEqual(await page.locator(".figure .box.gt span").allTextContents(), ["shirt", "t-shirt", "bag"]);
+  });
+
+  await step("a detection run's page shows the mAP chart and the class confusions", async () => {
+    await page.goto(`${detectionUrl}/#/runs/det-1`);
+    const report = page.frameLocator("iframe.report");
+    await report.locator("#map-chart").waitFor();
+    assert.equal(await report.locator("#detection-table tr[data-slice='first']").count(), 1);
+    const header = await report.locator("table.confusion >> nth=0").locator("tr >> nth=0").locator("th").allTextContents();
+    assert.deepEqual(header, ["true \\ predicted", "shirt", "t-shirt", "bag", "background"]);
+    await report.locator("figure.detections svg rect.box.fn").first().waitFor();
   });
 }
 

@@ -85,8 +85,9 @@ pub async fn thumbnail(
 }
 
 /// `GET /images/{id}/info`: the image's row (every column, tags included), the slices
-/// whose latest frozen version holds it, each run's prediction for it, and the boxes
-/// taggers found in it.
+/// whose latest frozen version holds it, each classification run's prediction for it, the
+/// boxes taggers found in it, its ground-truth objects, and each detection run's boxes on
+/// it at the run's operating point.
 pub async fn info(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -106,7 +107,7 @@ pub async fn info(
     writer.finish().map_err(ApiError::internal)?;
     let rows: serde_json::Value = serde_json::from_slice(&writer.into_inner()).unwrap_or_default();
     let row = rows.get(0).cloned().unwrap_or_default();
-    let (slices, predictions, detections) = {
+    let (slices, predictions, detections, objects, run_boxes) = {
         let (dataset, id, sha) = (dataset.clone(), id.clone(), file.sha256.clone());
         state
             .blocking(move |engine| {
@@ -114,6 +115,8 @@ pub async fn info(
                     engine.image_slices(&dataset, &id)?,
                     engine.image_predictions(&dataset, &id)?,
                     engine.image_detections(&dataset, &id, &sha)?,
+                    engine.image_objects(&dataset, &id)?,
+                    engine.image_run_boxes(&dataset, &id)?,
                 ))
             })
             .await?
@@ -126,5 +129,7 @@ pub async fn info(
         "slices": slices,
         "predictions": predictions,
         "detections": detections,
+        "objects": objects,
+        "detection_runs": run_boxes,
     })))
 }

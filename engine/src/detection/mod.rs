@@ -9,6 +9,7 @@
 //! re-optimised per slice, so a slice's TP/FP/FN, precision, recall and F1 compare across
 //! slices.
 
+pub mod cache;
 mod confusion;
 pub mod table_function;
 
@@ -485,8 +486,21 @@ impl RunEvaluation {
             .collect();
         worst.sort_by(|a, b| (b.1.fp + b.1.fn_).cmp(&(a.1.fp + a.1.fn_)).then(a.0.cmp(&b.0)));
         worst.truncate(GALLERY_SIZE);
-        let wanted: HashMap<u32, usize> = worst.iter().enumerate().map(|(n, (i, _))| (*i, n)).collect();
-        let mut boxes: Vec<Vec<DrawnBox>> = vec![Vec::new(); worst.len()];
+        self.drawn(worst)
+    }
+
+    /// Image `image_id` with its counts and every box at the operating point; None when
+    /// the dataset has no such image.
+    pub fn image_boxes(&self, image_id: &str) -> Option<ImageFailures> {
+        let &i = self.image_index.get(image_id)?;
+        let counts = self.per_image()[i as usize].1;
+        self.drawn(vec![(i, counts)]).pop()
+    }
+
+    /// The images (by position, with their counts) with their boxes drawn.
+    fn drawn(&self, images: Vec<(u32, Counts)>) -> Vec<ImageFailures> {
+        let wanted: HashMap<u32, usize> = images.iter().enumerate().map(|(n, (i, _))| (*i, n)).collect();
+        let mut boxes: Vec<Vec<DrawnBox>> = vec![Vec::new(); images.len()];
         for cell in self.cells.iter() {
             let Some(&n) = wanted.get(&cell.image) else { continue };
             let category = &self.categories[cell.category as usize].name;
@@ -501,7 +515,7 @@ impl RunEvaluation {
                 },
             }));
         }
-        worst
+        images
             .into_iter()
             .zip(boxes)
             .map(|((i, counts), boxes)| ImageFailures {
