@@ -390,3 +390,64 @@ fn the_confusion_matrix_pairs_mistaken_classes_and_keeps_the_background() {
     assert!(html.contains("<h2>Confusions (all images)</h2>") && html.contains("<th>background</th>"), "matrix");
     assert!(html.contains("id=\"map-chart\""), "per-slice mAP chart");
 }
+
+#[test]
+fn extra_annotation_fields_become_typed_columns_of_objects() {
+    let s = setup();
+    write_image(&s.src.join("a.png"), 64, 48, 1);
+    write_image(&s.src.join("b.png"), 64, 48, 2);
+    std::fs::write(
+        s.src.join("first.json"),
+        r#"{"images":[{"id":1,"file_name":"a.png"}],"categories":[{"id":1,"name":"person"}],
+        "annotations":[
+          {"id":1,"image_id":1,"category_id":1,"bbox":[0,0,10,10],"area":100,"iscrowd":0,"occluded":true,
+           "truncated":0.25,"source":"vendor-2","attributes":{"rotation":0,"pose":"standing","tags":["x"]},
+           "segmentation":[[0,0,10,0,10,10]],"x":"not the box"},
+          {"id":2,"image_id":1,"category_id":1,"bbox":[20,5,8,8],"iscrowd":0,"occluded":false,"truncated":1,
+           "attributes":{"rotation":90}}]}"#,
+    )
+    .unwrap();
+    ok(&s.ws, &["ingest", "-d", "d", "--quiet", s.src.join("first.json").to_str().unwrap()]);
+    let rows = sql_csv(
+        &s.ws,
+        "SELECT object_id, x, occluded, truncated, source, attributes_rotation, attributes_pose, ann_x, \
+         arrow_typeof(occluded) AS t1, arrow_typeof(truncated) AS t2, arrow_typeof(attributes_rotation) AS t3 \
+         FROM objects ORDER BY object_id",
+    );
+    assert_eq!(
+        rows,
+        "object_id,x,occluded,truncated,source,attributes_rotation,attributes_pose,ann_x,t1,t2,t3\n\
+         1,0.0,true,0.25,vendor-2,0,standing,not the box,Boolean,Float64,Int64\n\
+         2,20.0,false,1.0,,90,,,Boolean,Float64,Int64\n"
+    );
+    // A later import with other fields: the columns of both, null where an import had
+    // none; a field that was an integer and is now text becomes text.
+    std::fs::write(
+        s.src.join("second.json"),
+        r#"{"images":[{"id":2,"file_name":"b.png"}],"categories":[{"id":1,"name":"person"}],
+        "annotations":[{"id":3,"image_id":2,"category_id":1,"bbox":[1,1,5,5],"difficult":1,"attributes":{"rotation":"n/a"}}]}"#,
+    )
+    .unwrap();
+    ok(&s.ws, &["ingest", "-d", "d", "--quiet", s.src.join("second.json").to_str().unwrap()]);
+    let rows = sql_csv(
+        &s.ws,
+        "SELECT object_id, occluded, difficult, attributes_rotation, arrow_typeof(attributes_rotation) AS t \
+         FROM objects ORDER BY object_id",
+    );
+    assert_eq!(
+        rows,
+        "object_id,occluded,difficult,attributes_rotation,t\n1,true,,0,Utf8View\n2,false,,90,Utf8View\n3,,1,n/a,Utf8View\n"
+    );
+
+    // A box manifest's other columns are kept the same way.
+    let boxes = s.src.join("boxes.csv");
+    std::fs::write(&boxes, "image_id,category,x,y,w,h,occluded,weather\na.png,person,1,2,10,20,true,rain\n").unwrap();
+    std::fs::create_dir_all(s.src.join("imgs")).unwrap();
+    write_image(&s.src.join("imgs/a.png"), 64, 48, 1);
+    ok(
+        &s.ws,
+        &["ingest", "-d", "m", "--quiet", s.src.join("imgs").to_str().unwrap(), "--boxes", boxes.to_str().unwrap()],
+    );
+    let rows = sql_csv(&s.ws, "SELECT occluded, weather FROM m.objects WHERE occluded");
+    assert_eq!(rows, "occluded,weather\ntrue,rain\n");
+}

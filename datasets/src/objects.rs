@@ -6,17 +6,24 @@
 //! corners, so an evaluation sums them as pycocotools does. `area` is the annotation's
 //! own area (a mask's area in COCO) or `w * h` when the input has none.
 //!
+//! Any other field an annotation carries with a plain value (`"occluded": true`,
+//! `"truncated": 0.3`, `"source": "vendor-2"`, or one level of an object such as CVAT's
+//! `"attributes": {"occluded": false}`, as `attributes_occluded`) becomes a column after the
+//! fixed ones, typed from its values: Boolean, Int64, Float64, else Utf8; null where an
+//! annotation lacks it.
+//!
 //! An import is the truth for the images it lists: a version's objects are the previous
 //! version's objects of images the import did not list, plus the import's objects.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+    new_null_array,
 };
-use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::compute::{cast, concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +74,9 @@ pub struct ImportedObject {
     pub area: Option<f64>,
     /// A crowd region.
     pub iscrowd: bool,
+    /// The annotation's other fields with plain values, by column name (see the module
+    /// docs); null, string, boolean or number values only.
+    pub extra: BTreeMap<String, serde_json::Value>,
     /// Where it is in the input, for errors (`annotation #12 (id 345)`).
     pub position: String,
 }
@@ -83,7 +93,8 @@ pub struct ImportedObjects {
     pub images: HashSet<String>,
 }
 
-/// The schema of `objects.parquet` and of the SQL table `objects`.
+/// The fixed columns of `objects.parquet` and of the SQL table `objects` (extra annotation
+/// fields follow them).
 pub fn objects_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("image_id", DataType::Utf8, false),
@@ -194,7 +205,7 @@ pub fn merge(
     if let Some((_, objects)) = &imported {
         parts.push(objects_batch(objects, &categories)?);
     }
-    let all = concat_batches(&objects_schema(), &parts)?;
+    let all = concat_aligned(&parts)?;
     // Image order, and within an image the input's order (a stable sort).
     let ids = all.column(0).as_string::<i32>();
     let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
@@ -207,7 +218,7 @@ pub fn merge(
 fn objects_batch(objects: &[ImportedObject], categories: &BTreeMap<i64, String>) -> Result<RecordBatch> {
     let float =
         |f: &dyn Fn(&ImportedObject) -> f64| -> ArrayRef { Arc::new(objects.iter().map(f).collect::<Float64Array>()) };
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(objects.iter().map(|o| Some(o.image_id.as_str())).collect::<StringArray>()),
         Arc::new(objects.iter().map(|o| o.object_id).collect::<Int64Array>()),
         Arc::new(objects.iter().map(|o| categories.get(&o.category_id).map(String::as_str)).collect::<StringArray>()),
@@ -219,7 +230,84 @@ fn objects_batch(objects: &[ImportedObject], categories: &BTreeMap<i64, String>)
         float(&|o| o.area.unwrap_or(o.bbox[2] * o.bbox[3])),
         Arc::new(objects.iter().map(|o| Some(o.iscrowd)).collect::<BooleanArray>()),
     ];
-    Ok(RecordBatch::try_new(objects_schema(), columns)?)
+    let mut fields: Vec<Field> = objects_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let names: BTreeSet<&str> = objects.iter().flat_map(|o| o.extra.keys().map(String::as_str)).collect();
+    for name in names {
+        let values: Vec<Option<&serde_json::Value>> =
+            objects.iter().map(|o| o.extra.get(name).filter(|v| !v.is_null())).collect();
+        let (data_type, array) = extra_column(&values);
+        fields.push(Field::new(name, data_type, true));
+        columns.push(array);
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+/// One extra annotation field as a column: Boolean when every value is a boolean, Int64
+/// when every one is an integer, Float64 when every one is a number, else Utf8.
+fn extra_column(values: &[Option<&serde_json::Value>]) -> (DataType, ArrayRef) {
+    use serde_json::Value;
+    let present = || values.iter().flatten();
+    if present().all(|v| v.is_boolean()) {
+        let array: BooleanArray = values.iter().map(|v| v.and_then(Value::as_bool)).collect();
+        (DataType::Boolean, Arc::new(array))
+    } else if present().all(|v| v.is_i64()) {
+        let array: Int64Array = values.iter().map(|v| v.and_then(Value::as_i64)).collect();
+        (DataType::Int64, Arc::new(array))
+    } else if present().all(|v| v.is_number()) {
+        let array: Float64Array = values.iter().map(|v| v.and_then(Value::as_f64)).collect();
+        (DataType::Float64, Arc::new(array))
+    } else {
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let array: StringArray = values.iter().map(|v| v.map(text)).collect();
+        (DataType::Utf8, Arc::new(array))
+    }
+}
+
+/// Concatenates objects tables whose extra columns may differ (an earlier version's and
+/// an import's): every column of any part, null where a part lacks it; a column typed
+/// differently in two parts becomes Float64 (Int64 and Float64) or Utf8.
+fn concat_aligned(parts: &[RecordBatch]) -> Result<RecordBatch> {
+    let mut fields: Vec<Field> = objects_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    for part in parts {
+        for field in part.schema().fields().iter().skip(fields_fixed()) {
+            match fields.iter_mut().find(|f| f.name() == field.name()) {
+                None => fields.push(field.as_ref().clone()),
+                Some(known) if known.data_type() == field.data_type() => {}
+                Some(known) => {
+                    let numbers = [DataType::Int64, DataType::Float64];
+                    let wider = if numbers.contains(known.data_type()) && numbers.contains(field.data_type()) {
+                        DataType::Float64
+                    } else {
+                        DataType::Utf8
+                    };
+                    *known = Field::new(known.name(), wider, true);
+                }
+            }
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let mut aligned = Vec::with_capacity(parts.len());
+    for part in parts {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|field| match part.column_by_name(field.name()) {
+                Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
+                Some(column) => cast(column, field.data_type()),
+                None => Ok(new_null_array(field.data_type(), part.num_rows())),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        aligned.push(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    Ok(concat_batches(&schema, &aligned)?)
+}
+
+/// The number of fixed columns ([`objects_schema`]).
+fn fields_fixed() -> usize {
+    objects_schema().fields().len()
 }
 
 /// Reads a version's objects (checked against the SHA-256 in its manifest); `None` when

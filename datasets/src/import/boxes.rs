@@ -5,7 +5,8 @@
 //! a path column (`path`, `file_name`, `file`), `category` (a name), `x`, `y`, `w`, `h`
 //! (COCO's top-left corner, width and height, in pixels); optional `category_id`,
 //! `object_id` (or `id`), `area`, `iscrowd`. Without `category_id`, categories are
-//! numbered 1, 2, … in name order.
+//! numbered 1, 2, … in name order. Any other column (`occluded`, `truncated`, `source`, …)
+//! is kept as a column of `objects` with its type (see [`crate::objects`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -20,6 +21,24 @@ use crate::objects::{Category, ImportedObject, ImportedObjects};
 use crate::table_file::read_table;
 
 const IMAGE_COLUMNS: [&str; 4] = ["image_id", "path", "file_name", "file"];
+
+/// Columns the manifest's own meaning uses; every other column is an extra field.
+const KNOWN_COLUMNS: [&str; 14] = [
+    "image_id",
+    "path",
+    "file_name",
+    "file",
+    "category",
+    "category_id",
+    "x",
+    "y",
+    "w",
+    "h",
+    "area",
+    "iscrowd",
+    "object_id",
+    "id",
+];
 
 /// Reads the box manifest at `path` for the images of `set`. Every row must name an image
 /// of the import and a category; all problems are reported together.
@@ -80,6 +99,8 @@ fn objects(table: &RecordBatch, set: &CandidateSet) -> std::result::Result<Impor
         None => None,
     };
 
+    let extra = extra_fields(table)?;
+
     // An image is named by its id or by the file path the import read it from.
     let mut known: HashMap<String, &str> = HashMap::new();
     for c in &set.candidates {
@@ -132,6 +153,7 @@ fn objects(table: &RecordBatch, set: &CandidateSet) -> std::result::Result<Impor
             bbox: [bx, by, bw, bh],
             area: area.as_ref().and_then(|a| a[row]),
             iscrowd: iscrowd.as_ref().is_some_and(|c| c.as_boolean().is_valid(row) && c.as_boolean().value(row)),
+            extra: extra.iter().filter_map(|(name, values)| Some((name.clone(), values[row].clone()?))).collect(),
             position: at,
         });
         if problems.len() >= 20 {
@@ -155,4 +177,43 @@ fn objects(table: &RecordBatch, set: &CandidateSet) -> std::result::Result<Impor
         categories: category_of.into_iter().map(|(name, id)| Category { id, name }).collect(),
         images: set.candidates.iter().map(|c| c.image_id.clone()).collect(),
     })
+}
+
+/// The manifest's other columns, by name, as plain values per row (None where null).
+type ExtraFields = Vec<(String, Vec<Option<serde_json::Value>>)>;
+
+fn extra_fields(table: &RecordBatch) -> std::result::Result<ExtraFields, Vec<String>> {
+    use serde_json::Value;
+    let mut out = Vec::new();
+    for (field, column) in table.schema().fields().iter().zip(table.columns()) {
+        let name = field.name();
+        if KNOWN_COLUMNS.contains(&name.as_str()) || name == "segmentation" {
+            continue;
+        }
+        let fail = |e: datafusion::arrow::error::ArrowError| vec![format!("column {name:?}: {e}")];
+        let valid = |i: usize| column.is_valid(i);
+        let values: Vec<Option<Value>> = match field.data_type() {
+            DataType::Boolean => {
+                let c = column.as_boolean();
+                (0..c.len()).map(|i| valid(i).then(|| Value::Bool(c.value(i)))).collect()
+            }
+            t if t.is_integer() => {
+                let c = cast(column, &DataType::Int64).map_err(fail)?;
+                let c = c.as_primitive::<Int64Type>();
+                (0..c.len()).map(|i| valid(i).then(|| Value::from(c.value(i)))).collect()
+            }
+            t if t.is_floating() => {
+                let c = cast(column, &DataType::Float64).map_err(fail)?;
+                let c = c.as_primitive::<Float64Type>();
+                (0..c.len()).map(|i| valid(i).then(|| Value::from(c.value(i)))).collect()
+            }
+            _ => {
+                let c = cast(column, &DataType::Utf8).map_err(fail)?;
+                let c = c.as_string::<i32>();
+                (0..c.len()).map(|i| valid(i).then(|| Value::String(c.value(i).to_string()))).collect()
+            }
+        };
+        out.push((name.clone(), values));
+    }
+    Ok(out)
 }

@@ -4,7 +4,8 @@
 //! as `coco_id`, and annotations become per-image counts `num_<category>` (category
 //! names lowercased, non-alphanumerics turned into `_`), plus `num_annotations`.
 //! Annotations with a `bbox` are also kept whole as ground-truth objects (see
-//! [`crate::objects`]): box, area, `iscrowd`, id and category.
+//! [`crate::objects`]): box, area, `iscrowd`, id and category, and any other field with
+//! a plain value as a column of its own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -33,18 +34,94 @@ struct CocoImage {
     file_name: String,
 }
 
-#[derive(Deserialize)]
 struct CocoAnnotation {
-    #[serde(default)]
     id: Option<i64>,
     image_id: i64,
     category_id: i64,
-    #[serde(default)]
     bbox: Option<Vec<f64>>,
-    #[serde(default)]
     area: Option<f64>,
-    #[serde(default)]
     iscrowd: Option<u8>,
+    /// Other fields with plain values, by column name (see [`crate::objects`]).
+    extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// Fields of an annotation that are not kept as columns: masks and keypoints are large
+/// and have no plain value (they are skipped without being built in memory).
+const SKIPPED_FIELDS: [&str; 3] = ["segmentation", "keypoints", "num_keypoints"];
+
+/// Columns of `objects` an extra field must not take.
+const FIXED_COLUMNS: [&str; 10] =
+    ["image_id", "object_id", "category", "category_id", "x", "y", "w", "h", "area", "iscrowd"];
+
+impl<'de> Deserialize<'de> for CocoAnnotation {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CocoAnnotation;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a COCO annotation object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<CocoAnnotation, A::Error> {
+                use serde::de::{Error, IgnoredAny};
+                use serde_json::Value;
+                let (mut id, mut image_id, mut category_id) = (None, None, None);
+                let (mut bbox, mut area, mut iscrowd) = (None, None, None);
+                let mut extra = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "id" => id = map.next_value()?,
+                        "image_id" => image_id = Some(map.next_value()?),
+                        "category_id" => category_id = Some(map.next_value()?),
+                        "bbox" => bbox = map.next_value()?,
+                        "area" => area = map.next_value()?,
+                        "iscrowd" => iscrowd = map.next_value()?,
+                        k if SKIPPED_FIELDS.contains(&k) => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        _ => match map.next_value::<Value>()? {
+                            Value::Object(fields) => {
+                                for (name, value) in fields {
+                                    if !(value.is_array() || value.is_object()) {
+                                        extra.insert(extra_column_name(&format!("{key}_{name}")), value);
+                                    }
+                                }
+                            }
+                            Value::Array(_) => {}
+                            value => {
+                                extra.insert(extra_column_name(&key), value);
+                            }
+                        },
+                    }
+                }
+                Ok(CocoAnnotation {
+                    id,
+                    image_id: image_id.ok_or_else(|| A::Error::missing_field("image_id"))?,
+                    category_id: category_id.ok_or_else(|| A::Error::missing_field("category_id"))?,
+                    bbox,
+                    area,
+                    iscrowd,
+                    extra,
+                })
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// An extra field's column: `column_safe` of its name, prefixed with `ann_` where that
+/// is one of the fixed columns or empty.
+fn extra_column_name(field: &str) -> String {
+    let name = column_safe(field);
+    if name.is_empty() || FIXED_COLUMNS.contains(&name.as_str()) || name.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("ann_{name}")
+    } else {
+        name
+    }
 }
 
 #[derive(Deserialize)]
@@ -167,6 +244,7 @@ fn objects(
             bbox: [x, y, w, h],
             area: ann.area,
             iscrowd: ann.iscrowd.unwrap_or(0) != 0,
+            extra: ann.extra.clone(),
             position,
         });
     }
