@@ -1,6 +1,6 @@
 //! slicetest-embed: the model code. Images and text to CLIP vectors on candle, the vector
 //! indexes, the taggers' models (pixel statistics, MTCNN faces, zero-shot vocabularies)
-//! and the demo's reproducible classifier ([`classifier`]).
+//! and the demo's reproducible classifier ([`classifier`]) and detector ([`detector`]).
 //!
 //! [`Clip`] bundles a Hugging Face CLIP checkpoint directory (`config.json`,
 //! `model.safetensors`, `tokenizer.json`) with HF-identical preprocessing, so that the
@@ -9,6 +9,7 @@
 pub mod classifier;
 pub mod clip;
 pub mod cpu;
+pub mod detector;
 pub mod error;
 pub mod faces;
 pub mod hnsw;

@@ -62,14 +62,14 @@ pub struct Mlp {
 }
 
 /// SplitMix64: a tiny seeded generator, so weights and batch order are a function of the seed.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(u64);
 
 impl SplitMix64 {
-    fn new(seed: u64, stream: u64) -> Self {
+    pub(crate) fn new(seed: u64, stream: u64) -> Self {
         SplitMix64(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -78,7 +78,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in 0..n (n ≥ 1), by Lemire's multiply-shift (bias below 2⁻³²).
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (((self.next() >> 32) * n as u64) >> 32) as usize
     }
 }
@@ -149,7 +149,7 @@ fn softmax(logits: &[f32]) -> Vec<f64> {
 /// e^x for x ≤ 0 in plain arithmetic: x = k·ln2 + r with |r| ≤ ln2/2, e^r by its Taylor
 /// series to r¹⁴ (relative error below 2⁻⁵²), times 2ᵏ. Below −700 it returns 0 (e^−700 is
 /// 1e-304, nothing next to the softmax's largest term, which is 1).
-fn exp(x: f64) -> f64 {
+pub(crate) fn exp(x: f64) -> f64 {
     if x < -700.0 {
         return 0.0;
     }

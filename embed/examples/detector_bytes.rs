@@ -1,0 +1,146 @@
+//! Trains the demo's detector on canvases made from Fashion-MNIST with every kernel path
+//! this CPU has and prints, for each, the training time, a quick quality check (recall and
+//! precision at IoU 0.5, class included, of detections scoring 0.3 or more) and a SHA-256
+//! of its test detections: the numbers to compare across machines (an AVX2 laptop, an
+//! AVX-512 Xeon) to check that the demo's detection run is the same bytes everywhere.
+//!
+//! ```sh
+//! cargo build --workspace --locked --examples   # --workspace: the tests' feature set, no rebuild
+//! $CARGO_TARGET_DIR/debug/examples/detector_bytes /usr/share/datasets/fashion-mnist [train canvases] [epochs]
+//! ```
+//! The demo draws its garments from the ingested dataset (the same pixels, the same order)
+//! but leaves its slices' hold-out images out, so its canvases differ from these; both are
+//! the same function of their inputs on any CPU.
+
+#![allow(clippy::print_stdout)] // an example prints what it computed
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use slicetest_embed::detector::canvas::{CanvasSpec, Garment, generate};
+use slicetest_embed::detector::{Detection, DetectorSettings, Example, GroundTruth, KernelPath, train};
+
+fn read_idx(dir: &Path, name: &str) -> Vec<u8> {
+    let plain = dir.join(name);
+    let gz = dir.join(format!("{name}.gz"));
+    let bytes = std::fs::read(&plain).unwrap_or_else(|_| {
+        let compressed = std::fs::read(&gz).unwrap_or_else(|e| panic!("{}: {e}", gz.display()));
+        gunzip(&compressed)
+    });
+    let dims = bytes[3] as usize;
+    bytes[4 + 4 * dims..].to_vec()
+}
+
+/// Decompresses with the system's gzip (examples keep the crate's dependencies as they are).
+fn gunzip(compressed: &[u8]) -> Vec<u8> {
+    let mut child = std::process::Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip on PATH");
+    let mut stdin = child.stdin.take().expect("piped");
+    let input = compressed.to_vec();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &input));
+    let mut out = Vec::new();
+    child.stdout.take().expect("piped").read_to_end(&mut out).expect("gzip output");
+    writer.join().expect("writer").expect("gzip input");
+    assert!(child.wait().expect("gzip exit").success(), "gzip failed");
+    out
+}
+
+fn iou(a: &Detection, b: &GroundTruth) -> f64 {
+    let w = (a.x + a.w).min(b.x + b.w) - a.x.max(b.x);
+    let h = (a.y + a.h).min(b.y + b.h) - a.y.max(b.y);
+    let inter = w.max(0.0) * h.max(0.0);
+    inter / (a.w * a.h + b.w * b.h - inter)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let dir = args.next().unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into());
+    let train_count: usize = args.next().map_or(3000, |n| n.parse().expect("a number of canvases"));
+    let epochs: usize = args.next().map_or(2, |n| n.parse().expect("a number of epochs"));
+    let dir = Path::new(&dir);
+    let garments = |images: &str, labels: &str| -> (Vec<u8>, Vec<u32>) {
+        (read_idx(dir, images), read_idx(dir, labels).into_iter().map(u32::from).collect())
+    };
+    let (train_x, train_y) = garments("train-images-idx3-ubyte", "train-labels-idx1-ubyte");
+    let (test_x, test_y) = garments("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
+    let pool = |x: &'static [u8], y: &[u32]| -> Vec<Garment<'static>> {
+        x.chunks(784).zip(y).map(|(pixels, &class)| Garment { pixels, side: 28, class }).collect()
+    };
+    let (train_x, test_x): (&'static [u8], &'static [u8]) = (train_x.leak(), test_x.leak());
+    let spec = CanvasSpec::default();
+    let train_set = generate(&pool(train_x, &train_y), train_count, &spec, 7);
+    let test_set = generate(&pool(test_x, &test_y), 1000, &spec, 8);
+    let examples: Vec<Example<'_>> =
+        train_set.iter().map(|c| Example { pixels: &c.pixels, objects: &c.objects }).collect();
+    let images: Vec<&[u8]> = test_set.iter().map(|c| c.pixels.as_slice()).collect();
+    slicetest_embed::keep_freed_memory_for_reuse();
+    println!("cpu: {}", slicetest_embed::cpu::describe());
+    println!("threads: {}", rayon::current_num_threads());
+    // Fastest first; ALL_PATHS=1 runs every path.
+    for path in KernelPath::available().into_iter().rev() {
+        let settings = DetectorSettings {
+            widths: [16, 32, 48],
+            epochs,
+            batch: 16,
+            learning_rate: 2e-3,
+            weight_decay: 1e-4,
+            seed: 7,
+            kernel: path,
+        };
+        let started = Instant::now();
+        let detector = train(&examples, spec.side, 10, &settings, |p| {
+            if p.step % 50 == 0 {
+                println!(
+                    "  step {}/{}: loss {:.3} ({:.0} s)",
+                    p.step,
+                    p.steps,
+                    p.loss,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        });
+        let trained = started.elapsed().as_secs_f64();
+        let found = detector.detect(&images, 20);
+        let (mut tp, mut fp, mut objects) = (0, 0, 0);
+        for (canvas, found) in test_set.iter().zip(&found) {
+            objects += canvas.objects.len();
+            let mut taken = vec![false; canvas.objects.len()];
+            for d in found.iter().filter(|d| d.score >= 0.3) {
+                let best = (0..canvas.objects.len())
+                    .filter(|&i| !taken[i] && canvas.objects[i].class == d.class && iou(d, &canvas.objects[i]) >= 0.5)
+                    .max_by(|&a, &b| iou(d, &canvas.objects[a]).total_cmp(&iou(d, &canvas.objects[b])));
+                match best {
+                    Some(i) => {
+                        taken[i] = true;
+                        tp += 1;
+                    }
+                    None => fp += 1,
+                }
+            }
+        }
+        let bytes: Vec<u8> = found
+            .iter()
+            .flatten()
+            .flat_map(|d| [d.class as f64, d.x, d.y, d.w, d.h, d.score].map(f64::to_le_bytes))
+            .flatten()
+            .collect();
+        println!(
+            "{:>8}: trained in {trained:.1} s ({} parameters), recall {:.3} precision {:.3} at score 0.3  sha256 {}  ({:.1} s)",
+            path.name(),
+            detector.parameters(),
+            tp as f64 / objects as f64,
+            tp as f64 / (tp + fp).max(1) as f64,
+            hex::encode(Sha256::digest(&bytes)),
+            started.elapsed().as_secs_f64()
+        );
+        if std::env::var("ALL_PATHS").is_err() {
+            break;
+        }
+    }
+}
