@@ -451,3 +451,32 @@ fn extra_annotation_fields_become_typed_columns_of_objects() {
     let rows = sql_csv(&s.ws, "SELECT occluded, weather FROM m.objects WHERE occluded");
     assert_eq!(rows, "occluded,weather\ntrue,rain\n");
 }
+
+#[test]
+fn object_ids_stay_unique_across_imports() {
+    let s = setup();
+    for (name, seed) in [("a.png", 1), ("b.png", 2), ("c.png", 3)] {
+        write_image(&s.src.join(name), 64, 48, seed);
+    }
+    let coco = |file: &str, id: u32, ann_id: &str| {
+        format!(
+            r#"{{"images":[{{"id":{id},"file_name":"{file}"}}],"categories":[{{"id":1,"name":"person"}}],
+            "annotations":[{{{ann_id}"image_id":{id},"category_id":1,"bbox":[0,0,10,10]}}]}}"#
+        )
+    };
+    std::fs::write(s.src.join("a.json"), coco("a.png", 1, r#""id":1,"#)).unwrap();
+    ok(&s.ws, &["ingest", "-d", "d", "--quiet", s.src.join("a.json").to_str().unwrap()]);
+    // Another image's annotation with the same id is refused, naming both.
+    std::fs::write(s.src.join("b.json"), coco("b.png", 2, r#""id":1,"#)).unwrap();
+    let err = fails(&s.ws, &["ingest", "-d", "d", "--quiet", s.src.join("b.json").to_str().unwrap()]);
+    assert!(err.contains("object id 1 is already an object of image \"a.png\" from an earlier import"), "{err}");
+    assert_eq!(common::version_entries(&s.ws, "d").len(), 1, "nothing written");
+    // Re-importing a.png itself replaces its object, id and all.
+    ok(&s.ws, &["ingest", "-d", "d", "--quiet", s.src.join("a.json").to_str().unwrap()]);
+    // Annotations without ids are numbered by position, after the ids in use when their
+    // positions are taken.
+    std::fs::write(s.src.join("c.json"), coco("c.png", 3, "")).unwrap();
+    ok(&s.ws, &["ingest", "-d", "d", "--quiet", s.src.join("c.json").to_str().unwrap()]);
+    let rows = sql_csv(&s.ws, "SELECT image_id, object_id FROM objects ORDER BY image_id");
+    assert_eq!(rows, "image_id,object_id\na.png,1\nc.png,2\n");
+}

@@ -64,8 +64,12 @@ pub struct ObjectsInfo {
 pub struct ImportedObject {
     /// The image's `image_id` in the dataset.
     pub image_id: String,
-    /// The annotation's id in the input.
+    /// The annotation's id in the input (its position + 1 when the input gives none, see
+    /// `numbered`).
     pub object_id: i64,
+    /// The input gave no id: `object_id` is the annotation's position, and moves past the
+    /// dataset's other ids when those already hold it.
+    pub numbered: bool,
     /// Its category id.
     pub category_id: i64,
     /// `[x, y, w, h]`.
@@ -163,7 +167,7 @@ pub fn check_boxes(
 /// error. `None` when neither side has objects.
 pub fn merge(
     previous: Option<(&RecordBatch, &[Category])>,
-    imported: Option<(&ImportedObjects, Vec<ImportedObject>)>,
+    mut imported: Option<(&ImportedObjects, Vec<ImportedObject>)>,
     source: &Path,
 ) -> Result<Option<(RecordBatch, Vec<Category>)>> {
     if previous.is_none() && imported.is_none() {
@@ -202,6 +206,10 @@ pub fn merge(
             .collect();
         parts.push(take_record_batch(batch, &UInt32Array::from(keep))?);
     }
+    if let Some((_, objects)) = &mut imported {
+        number_after(parts.first(), objects);
+        check_unique_ids(parts.first(), objects, source)?;
+    }
     if let Some((_, objects)) = &imported {
         parts.push(objects_batch(objects, &categories)?);
     }
@@ -213,6 +221,61 @@ pub fn merge(
     let sorted = take_record_batch(&all, &UInt32Array::from(order))?;
     let categories = categories.into_iter().map(|(id, name)| Category { id, name }).collect();
     Ok(Some((sorted, categories)))
+}
+
+/// Objects the input gave no id keep their position as id unless another object holds
+/// one of those ids; then they are numbered after the largest id in use (kept or given),
+/// in input order.
+fn number_after(kept: Option<&RecordBatch>, objects: &mut [ImportedObject]) {
+    let mut taken: HashSet<i64> =
+        kept.map_or_else(HashSet::new, |k| k.column(1).as_primitive::<Int64Type>().values().iter().copied().collect());
+    taken.extend(objects.iter().filter(|o| !o.numbered).map(|o| o.object_id));
+    if !objects.iter().any(|o| o.numbered && taken.contains(&o.object_id)) {
+        return;
+    }
+    let mut next = taken.iter().max().copied().unwrap_or(0);
+    for object in objects.iter_mut().filter(|o| o.numbered) {
+        next += 1;
+        object.object_id = next;
+    }
+}
+
+/// Object ids are unique within a dataset version (`detection_matches()` and joins name
+/// objects by them): an import may not repeat one, nor reuse one that an object of another
+/// image kept from an earlier import holds.
+fn check_unique_ids(kept: Option<&RecordBatch>, objects: &[ImportedObject], source: &Path) -> Result<()> {
+    let mut holder: HashMap<i64, String> = HashMap::new();
+    if let Some(kept) = kept {
+        let (images, ids) = (kept.column(0).as_string::<i32>(), kept.column(1).as_primitive::<Int64Type>());
+        for i in 0..kept.num_rows() {
+            holder.insert(ids.value(i), format!("an object of image {:?} from an earlier import", images.value(i)));
+        }
+    }
+    let mut problems = Vec::new();
+    for object in objects {
+        let this = format!("{} on image {:?}", object.position, object.image_id);
+        match holder.get(&object.object_id) {
+            Some(other) => problems.push(format!("{this}: object id {} is already {other}'s", object.object_id)),
+            None => {
+                holder.insert(object.object_id, this);
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let total = problems.len();
+    problems.truncate(10);
+    let more = if total > 10 { format!("\n  … and {} more", total - 10) } else { String::new() };
+    Err(DatasetError::BadInput {
+        source_path: source.to_path_buf(),
+        message: format!(
+            "{total} object id(s) are not unique in the dataset, nothing was ingested (object ids name objects \
+             in joins and detection_matches(); give this file's annotations ids no other image uses, e.g. offset \
+             them, or ingest it as a dataset of its own):\n  - {}{more}",
+            problems.join("\n  - ")
+        ),
+    })
 }
 
 fn objects_batch(objects: &[ImportedObject], categories: &BTreeMap<i64, String>) -> Result<RecordBatch> {

@@ -149,6 +149,7 @@ fn objects(table: &RecordBatch, set: &CandidateSet) -> std::result::Result<Impor
         objects.push(ImportedObject {
             image_id: image_id.to_string(),
             object_id: object_ids.as_ref().and_then(|ids| ids[row]).unwrap_or(row as i64 + 1),
+            numbered: object_ids.as_ref().and_then(|ids| ids[row]).is_none(),
             category_id,
             bbox: [bx, by, bw, bh],
             area: area.as_ref().and_then(|a| a[row]),

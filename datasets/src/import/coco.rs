@@ -240,6 +240,7 @@ fn objects(
         objects.push(ImportedObject {
             image_id: image_id.to_string(),
             object_id,
+            numbered: ann.id.is_none(),
             category_id: ann.category_id,
             bbox: [x, y, w, h],
             area: ann.area,
