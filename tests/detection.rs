@@ -389,6 +389,11 @@ fn the_confusion_matrix_pairs_mistaken_classes_and_keeps_the_background() {
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("<h2>Confusions (all images)</h2>") && html.contains("<th>background</th>"), "matrix");
     assert!(html.contains("id=\"map-chart\""), "per-slice mAP chart");
+    let text = ok(&s.ws, &["report", "--run", "r"]);
+    assert!(
+        text.contains("most frequent errors (all images): shirt taken for t-shirt 1 · bag missed 1 · bag from nothing 1"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -306,6 +306,19 @@ fn print_detection_report(report: &RunReport) {
             rate(d.counts.recall),
             rate(d.counts.f1)
         );
+        let top: Vec<String> = d
+            .confusion
+            .top_confusions(5)
+            .into_iter()
+            .map(|(truth, predicted, n)| match (truth, predicted) {
+                (_, "background") => format!("{truth} missed {n}"),
+                ("background", _) => format!("{predicted} from nothing {n}"),
+                _ => format!("{truth} taken for {predicted} {n}"),
+            })
+            .collect();
+        if !top.is_empty() {
+            println!("most frequent errors (all images): {}", top.join(" · "));
+        }
     }
 }
 

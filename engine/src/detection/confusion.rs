@@ -29,6 +29,25 @@ pub struct DetectionConfusion {
     pub counts: Vec<Vec<u64>>,
 }
 
+impl DetectionConfusion {
+    /// The `n` largest cells off the diagonal as (true, predicted, count), largest first
+    /// (ties in label order); `background` as the predicted label is a missed object, as
+    /// the true label a false detection.
+    pub fn top_confusions(&self, n: usize) -> Vec<(&str, &str, u64)> {
+        let mut cells: Vec<(&str, &str, u64)> = Vec::new();
+        for (i, row) in self.counts.iter().enumerate() {
+            for (j, &count) in row.iter().enumerate() {
+                if i != j && count > 0 {
+                    cells.push((&self.labels[i], &self.labels[j], count));
+                }
+            }
+        }
+        cells.sort_by(|a, b| b.2.cmp(&a.2));
+        cells.truncate(n);
+        cells
+    }
+}
+
 /// One off-diagonal entry of the matrix, found once per run: on `image`, an object of
 /// category `truth` (or the background, `categories.len()`) met a detection of `predicted`
 /// (or none, the background).
