@@ -391,7 +391,7 @@ fn the_confusion_matrix_pairs_mistaken_classes_and_keeps_the_background() {
     assert!(html.contains("id=\"map-chart\""), "per-slice mAP chart");
     let text = ok(&s.ws, &["report", "--run", "r"]);
     assert!(
-        text.contains("most frequent errors (all images): shirt taken for t-shirt 1 · bag missed 1 · bag from nothing 1"),
+        text.contains("most frequent errors (all images): shirt taken for t-shirt 1 · missed bag 1 · false bag 1"),
         "{text}"
     );
 }

@@ -298,7 +298,7 @@ fn print_detection_report(report: &RunReport) {
     );
     if let Some(d) = &report.overall.detection {
         println!(
-            "operating point: IoU {} and score >= {} ({}): precision {}, recall {}, F1 {}",
+            "operating point: IoU {} and score >= {:.3} ({}): precision {}, recall {}, F1 {}",
             d.iou,
             d.score_threshold,
             if report.run.score_threshold.is_some() { "given at upload" } else { "the best F1 on the whole run" },
@@ -311,8 +311,8 @@ fn print_detection_report(report: &RunReport) {
             .top_confusions(5)
             .into_iter()
             .map(|(truth, predicted, n)| match (truth, predicted) {
-                (_, "background") => format!("{truth} missed {n}"),
-                ("background", _) => format!("{predicted} from nothing {n}"),
+                (_, "background") => format!("missed {truth} {n}"),
+                ("background", _) => format!("false {predicted} {n}"),
                 _ => format!("{truth} taken for {predicted} {n}"),
             })
             .collect();
