@@ -512,7 +512,7 @@ fn detection_section(s: &SliceScore, thumbnails: &HashMap<String, String>) -> St
     }
     let _ = write!(
         html,
-        "<h3>{}: worst images</h3><p>Boxes at IoU {} and score ≥ {}: \
+        "<h3>{}: worst images</h3><p>Boxes at IoU {} and score ≥ {:.3}: \
          <span style=\"color:#1a7f37\">found</span>, <span style=\"color:#d97706\">false detection</span>, \
          <span style=\"color:#cf222e\">missed</span>.</p><div class=\"gallery\">",
         escape(&s.slice),
@@ -612,7 +612,7 @@ fn detection_tables(report: &RunReport) -> String {
         html.push_str(&pr_chart(&d.pr_curves));
         let _ = write!(
             html,
-            "<p>Operating point: IoU {} and score ≥ {} ({}).</p>\
+            "<p>Operating point: IoU {} and score ≥ {:.3} ({}).</p>\
              <h2>Categories (all images)</h2><table id=\"category-table\"><tr><th>category</th><th>objects</th>\
              <th>AP</th><th>AP50</th><th>AP75</th><th>TP</th><th>FP</th><th>FN</th><th>recall</th><th>precision</th></tr>",
             d.iou,
