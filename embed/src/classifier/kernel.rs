@@ -152,12 +152,13 @@ fn row_in_order(c_row: &mut [f32], a_row: &[f32], b: &[f32]) {
 
 /// Output rows the blocked products keep in registers together.
 const BLOCK_ROWS: usize = 4;
-/// The wide and the narrow column tile of the blocked products (what is left of a row
-/// after them is summed one column at a time). Measured with rustc 1.94 on AVX-512: 4×48
+/// The column tiles of the blocked products, widest first (what is left of a row after
+/// them is summed one column at a time). Measured with rustc 1.94 on AVX-512: 4×48
 /// and 4×16 tiles stay in registers (30–45 GMAC/s on 2 cores); some other shapes (8×16,
 /// 8×32) spill and run 20 times slower. The shapes change the speed, never the sums.
 const WIDE: usize = 48;
 const NARROW: usize = 16;
+const SMALL: usize = 8;
 
 /// `c[m×n] += a[m×k] · b[k×n]`, all row-major, with exactly [`matmul_acc`]'s sums (each
 /// element adds its k products in order, one multiply and one add each), computed on
@@ -204,8 +205,8 @@ enum Product<'a> {
     Transposed { a: &'a [f32], b: &'a [f32], first: usize },
 }
 
-/// One block of output rows: full [`BLOCK_ROWS`]-row blocks in wide, then narrow tiles,
-/// then column by column; a short last block one row at a time.
+/// One block of output rows: full [`BLOCK_ROWS`]-row blocks in tiles of 48, 16 and 8
+/// columns, then column by column; a short last block one row at a time.
 fn blocked(path: KernelPath, product: Product<'_>, c_rows: &mut [f32], inner: usize, n: usize) {
     let rows = c_rows.len() / n;
     if rows == BLOCK_ROWS {
@@ -227,6 +228,10 @@ fn tiles<const R: usize>(path: KernelPath, product: Product<'_>, offset: usize, 
     while col + NARROW <= n {
         tile::<R, NARROW>(path, product, offset, c, col, inner, n);
         col += NARROW;
+    }
+    if col + SMALL <= n {
+        tile::<R, SMALL>(path, product, offset, c, col, inner, n);
+        col += SMALL;
     }
     for j in col..n {
         tile::<R, 1>(path, product, offset, c, j, inner, n);
@@ -436,7 +441,8 @@ mod tests {
 
     #[test]
     fn the_blocked_products_equal_the_in_order_definition_bit_for_bit() {
-        let shapes = [(1, 1, 1), (7, 5, 3), (300, 37, 64), (130, 17, 16), (33, 20, 10), (9, 144, 48), (13, 48, 432)];
+        let shapes =
+            [(1, 1, 1), (7, 5, 3), (300, 37, 64), (130, 17, 16), (33, 20, 10), (9, 144, 48), (13, 48, 432), (6, 9, 24)];
         for &(m, k, n) in shapes.iter().chain(&[(0, 3, 4), (5, 0, 3)]) {
             let (a, b) = (values(m * k, 1), values(k * n, 2));
             let expected = reference(&a, &b, m, k, n);
