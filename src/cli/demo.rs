@@ -1,4 +1,5 @@
-//! `slicetest demo`: the README's first command, on Fashion-MNIST.
+//! `slicetest demo`: the README's first command, on Fashion-MNIST: classification, then
+//! detection on canvases made from it ([`super::detection_demo`]), then search.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use slicetest_engine::{
 
 use super::CliError;
 use super::classifier::{TrainConfig, train_and_upload};
+use super::detection_demo::{self, DetectionDemo};
 use super::ingest::print_report;
 
 /// Where Debian's `dataset-fashion-mnist` package puts the IDX files.
@@ -55,6 +57,35 @@ pub struct DemoArgs {
     /// Directory with Fashion-MNIST's IDX files.
     #[arg(long, default_value = FASHION_MNIST_DIR)]
     pub source: PathBuf,
+    /// Leave out the detection part (a detection dataset made from Fashion-MNIST, two
+    /// detectors trained on the CPU: about 3½ minutes on 2 cores).
+    #[arg(long, conflicts_with = "detection_only")]
+    pub skip_detection: bool,
+    /// Ingest Fashion-MNIST, then only the detection part.
+    #[arg(long)]
+    pub detection_only: bool,
+    /// Canvases the demo's detector trains on (tests shrink the detection part).
+    #[arg(long, hide = true)]
+    pub train_canvases: Option<usize>,
+    /// Canvases of the detection dataset.
+    #[arg(long, hide = true)]
+    pub test_canvases: Option<usize>,
+    /// Epochs of the demo's detector.
+    #[arg(long, hide = true)]
+    pub detection_epochs: Option<usize>,
+}
+
+impl DemoArgs {
+    /// The detection part's sizes: the defaults, unless shrunk.
+    fn detection(&self) -> DetectionDemo {
+        let d = DetectionDemo::default();
+        DetectionDemo {
+            train_canvases: self.train_canvases.unwrap_or(d.train_canvases),
+            test_canvases: self.test_canvases.unwrap_or(d.test_canvases),
+            epochs: self.detection_epochs.unwrap_or(d.epochs),
+            ..d
+        }
+    }
 }
 
 pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
@@ -78,6 +109,13 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
     };
     print_report(&engine.ingest(&args.source, &options).await?);
     engine.use_dataset(DEMO_DATASET)?;
+    if args.detection_only {
+        detection_demo::run(&mut engine, workspace, &args.detection(), 2).await?;
+        let (run, baseline) = detection_demo::DETECTION_RUN;
+        println!("\nNext, try:");
+        println!("  slicetest -w {} report --run {run} --baseline {baseline}", workspace.display());
+        return Ok(());
+    }
 
     println!("\n== 2. slicetest tag --tagger pixels: brightness, contrast, sharpness, … as columns of images");
     let tag = TagOptions { taggers: vec!["pixels".into()], ..TagOptions::new(None) };
@@ -161,7 +199,15 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
          http://127.0.0.1:{}/#/runs/{run}?baseline={baseline}",
         slicetest_api::DEFAULT_PORT
     );
-    println!("\n== 10. search: CLIP embeddings of the test split, then a text search");
+    let mut step = 10;
+    if args.skip_detection {
+        println!("\n(the detection part is skipped: --skip-detection)");
+    } else {
+        detection_demo::run(&mut engine, workspace, &args.detection(), step).await?;
+        step += detection_demo::STEPS;
+    }
+
+    println!("\n== {step}. search: CLIP embeddings of the test split, then a text search");
     match demo_clip_model() {
         Some(model) => search_step(&engine, &model, workspace).await?,
         None => println!(
@@ -179,6 +225,10 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
     println!("  slicetest -w {w} sql \"SELECT split, holdout, count(*) FROM slice('tops') GROUP BY 1, 2\"");
     println!("  slicetest -w {w} sql \"SELECT label, count(*) FROM images WHERE brightness < 0.15 GROUP BY label\"");
     println!("  slicetest -w {w} tag            # + faces; + CLIP zero-shot once `slicetest embed` ran");
+    if !args.skip_detection {
+        let (run, baseline) = detection_demo::DETECTION_RUN;
+        println!("  slicetest -w {w} report --run {run} --baseline {baseline}   # the detection runs");
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 mod classifier;
 mod datasets;
 mod demo;
+mod detection_demo;
 mod discover;
 mod embed;
 mod ingest;
@@ -80,7 +81,8 @@ enum Command {
     Search(embed::SearchArgs),
     /// Serve the HTTP API on 127.0.0.1:7878 (documented at /openapi.json).
     Serve(serve::ServeArgs),
-    /// Run the demo on Fashion-MNIST: ingest, then query.
+    /// Run the demo on Fashion-MNIST: ingest, tag, slices, two classifiers and two
+    /// detectors scored per slice, reports, search.
     Demo(demo::DemoArgs),
 }
 
