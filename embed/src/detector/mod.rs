@@ -41,8 +41,11 @@
 //! crate) picks a microkernel per CPU, and each sums in a different order.
 //!
 //! **Speed.** On 96×96 canvases with widths `[16, 32, 48]` a training step costs about
-//! 0.17 GFLOP per canvas (forward and backward); zeros of the inputs (the dark background,
-//! the ReLUs' zeros) are skipped by the products.
+//! 165 million multiply-adds per canvas (forward, weight and input gradients), almost all
+//! in the products, which keep 4×48 blocks of outputs in registers
+//! ([`crate::classifier::kernel::matmul_blocked_acc`], `matmul_tn_acc`): about 10 ms per
+//! canvas on 2 cores of an AVX-512 EPYC, so the demo's 3 epochs over 6,000 canvases take
+//! about 3 minutes.
 
 pub mod canvas;
 mod conv;
