@@ -42,7 +42,7 @@ impl DetectionConfusion {
                 }
             }
         }
-        cells.sort_by(|a, b| b.2.cmp(&a.2));
+        cells.sort_by_key(|c| std::cmp::Reverse(c.2));
         cells.truncate(n);
         cells
     }
