@@ -319,7 +319,7 @@ async fn runs_and_report(
     std::fs::create_dir_all(html.parent().expect("joined"))?;
     std::fs::write(&html, engine.html_report(&report, None)?)?;
     println!(
-        "the detection report with PR curves and per-slice galleries of missed and false boxes: {}",
+        "the detection report (mAP chart, PR curves, class confusions, per-slice galleries of missed and false boxes): {}",
         html.display()
     );
     let w = workspace.display();
