@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, sync_dir, tmp_sibling, write_atomic};
 use crate::error::{DatasetError, Result};
-use crate::layout::{WorkspaceLayout, validate_name};
+use crate::layout::WorkspaceLayout;
+use crate::names::validate_name;
 use crate::stored::{entry_names, read_json};
 use crate::version::write_parquet;
 

@@ -17,8 +17,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{DatasetError, Result};
-
 /// Paths of a workspace rooted at one directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkspaceLayout {
@@ -130,37 +128,9 @@ pub const VERSION_FILE: &str = "version.json";
 /// File name of a version's ingest report.
 pub const REPORT_FILE: &str = "ingest-report.json";
 
-/// Checks a dataset (or slice, run) name: 1-64 of `A-Z a-z 0-9 _ -`, starting with a letter or digit.
-///
-/// Such a name can never become a path component like `..` or contain a separator,
-/// and it is a valid SQL identifier once quoted.
-pub fn validate_name(name: &str) -> Result<()> {
-    let bad = |reason| Err(DatasetError::InvalidName { name: name.to_string(), reason });
-    if name.is_empty() || name.len() > 64 {
-        return bad("names are 1 to 64 characters long");
-    }
-    if !name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
-        return bad("names start with a letter or a digit");
-    }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return bad("names use only letters, digits, '_' and '-'");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_that_could_become_paths_are_refused() {
-        for bad in ["", "..", "a/b", "a\\b", ".hidden", "-x", "a b", "é", &"x".repeat(65)] {
-            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
-        }
-        for good in ["fashion_mnist", "coco-2017", "A1", "9lives"] {
-            validate_name(good).unwrap();
-        }
-    }
 
     #[test]
     fn relative_uris_resolve_inside_the_workspace() {

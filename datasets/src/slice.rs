@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::atomic::{TMP_PREFIX, remove_stale_tmp, tmp_sibling, write_atomic};
 use crate::error::{DatasetError, Result};
-use crate::layout::{WorkspaceLayout, validate_name};
+use crate::layout::WorkspaceLayout;
+use crate::names::validate_name;
 use crate::stored::{entry_names, read_checked_parquet, read_json};
 use crate::version::write_parquet;
 use crate::workspace::unknown_name_hint;

@@ -25,7 +25,8 @@ use sha2::{Digest, Sha256};
 
 use crate::atomic::{sync_dir, tmp_sibling};
 use crate::error::{DatasetError, Result};
-use crate::layout::{WorkspaceLayout, validate_name};
+use crate::layout::WorkspaceLayout;
+use crate::names::validate_name;
 use crate::stored::entry_names;
 use crate::version::write_parquet_with_metadata;
 

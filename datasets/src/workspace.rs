@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic;
 use crate::error::{DatasetError, Result};
-use crate::layout::{WorkspaceLayout, validate_name};
+use crate::layout::WorkspaceLayout;
+use crate::names::validate_name;
 use crate::version::{DatasetVersion, list_versions, read_version};
 
 /// Current on-disk format of a workspace; bumped on incompatible layout changes.

@@ -168,7 +168,7 @@ pub fn model_name(model: &str) -> String {
         None
     };
     let raw = raw.unwrap_or_else(|| model.replace('/', "--"));
-    raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    slicetest_datasets::sanitize_name(&raw, "model")
 }
 
 /// Checks, without network access, a model string that names a path: it must be a

@@ -40,6 +40,7 @@ pub use scoring::{Check, DEFAULT_ALPHA, RunReport, SliceScore, Verdict};
 pub use search::{SearchHit, SearchQuery};
 pub use slices::SliceInfo;
 pub use slicetest_datasets::DatasetError;
+pub use slicetest_datasets::names;
 pub use slicetest_datasets::run::{RunManifest, Task, UploadOptions};
 pub use slicetest_datasets::slice::{FreezeOutcome, FrozenSlice, SliceDefinition};
 pub use slicetest_datasets::{

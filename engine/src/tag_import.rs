@@ -119,7 +119,7 @@ fn import_name(path: &Path, name: Option<&str>, taggers: &TaggerRegistry) -> Res
         Some(n) => n.to_string(),
         None => {
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+            slicetest_datasets::sanitize_name(&stem, "tags")
         }
     };
     slicetest_datasets::validate_name(&name)?;
@@ -162,19 +162,6 @@ fn id_column(batch: &RecordBatch, current: &CurrentImages, dataset: &str) -> std
         ));
     }
     Ok(out)
-}
-
-/// A column name as SQL sees it unquoted: lower case; letters, digits and `_`.
-fn column_name(raw: &str) -> std::result::Result<String, String> {
-    let name = raw.to_ascii_lowercase();
-    let ok = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 64;
-    if ok {
-        Ok(name)
-    } else {
-        Err(format!("column {raw:?}: names are letters, digits and '_' (not starting with a digit)"))
-    }
 }
 
 /// The Arrow type a tag column is stored as, or why the column can't be one.
@@ -225,7 +212,7 @@ fn per_image_file(
         if field.name() == "image_id" {
             continue;
         }
-        let name = column_name(field.name())?;
+        let name = slicetest_datasets::validate_column(field.name())?;
         let t = tag_type(field)?;
         columns.push(cast(array, &t).map_err(|e| format!("column {:?}: {e}", field.name()))?);
         fields.push(Field::new(name, t, true));
@@ -284,8 +271,8 @@ fn detections_file(
         if ![x0, y0, x1, y1].iter().all(|v| v.is_finite()) || x1 < x0 || y1 < y0 {
             return Err(at(format!("box ({x0}, {y0}, {x1}, {y1}) is not x0 ≤ x1, y0 ≤ y1 with finite corners")));
         }
-        let name = format!("num_{}", label_identifier(labels.value(row)));
-        column_name(&name).map_err(at)?;
+        let name = format!("num_{}", slicetest_datasets::identifier(labels.value(row)));
+        slicetest_datasets::validate_column(&name).map_err(at)?;
         *counts.entry(name).or_default().entry(id.as_str()).or_default() += 1;
     }
     // Per-image counts over every image of the dataset, sorted by id.
@@ -305,28 +292,15 @@ fn detections_file(
     Ok(TagFile { provenance: placeholder(tagger), tags, detections: Some(boxes) })
 }
 
-/// `Traffic light` → `traffic_light`.
-fn label_identifier(label: &str) -> String {
-    let mut out = String::new();
-    for c in label.trim().chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
-        } else if !out.ends_with('_') {
-            out.push('_');
-        }
-    }
-    out.trim_matches('_').to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn labels_become_identifiers() {
-        assert_eq!(label_identifier(" Traffic light "), "traffic_light");
-        assert_eq!(label_identifier("person"), "person");
-        assert_eq!(label_identifier("hot-dog!"), "hot_dog");
+        assert_eq!(slicetest_datasets::identifier(" Traffic light "), "traffic_light");
+        assert_eq!(slicetest_datasets::identifier("person"), "person");
+        assert_eq!(slicetest_datasets::identifier("hot-dog!"), "hot_dog");
     }
 
     #[test]
@@ -336,6 +310,9 @@ mod tests {
         let list = DataType::List(Arc::new(Field::new_list_field(DataType::Int32, true)));
         let err = tag_type(&Field::new("boxes", list, true)).unwrap_err();
         assert!(err.contains("\"boxes\" has type"), "{err}");
-        assert!(column_name("NumPeople").unwrap() == "numpeople" && column_name("1x").is_err());
+        assert!(
+            slicetest_datasets::validate_column("NumPeople").unwrap() == "numpeople"
+                && slicetest_datasets::validate_column("1x").is_err()
+        );
     }
 }

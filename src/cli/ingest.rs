@@ -71,8 +71,7 @@ pub fn default_dataset_name(path: &Path) -> String {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let name: String = stem.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    let name = name.trim_matches('_').to_string();
+    let name = slicetest_engine::names::identifier(&stem);
     if name.is_empty() { "images".into() } else { name }
 }
 

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::{Candidate, CandidateSet, ImportOptions, Rejection, canonical_root, relative_id, resolve_inside};
 use crate::error::{DatasetError, Result};
+use crate::names::identifier;
 use crate::objects::{Category, ImportedObject, ImportedObjects};
 
 #[derive(Deserialize)]
@@ -116,7 +117,7 @@ impl<'de> Deserialize<'de> for CocoAnnotation {
 /// An extra field's column: `column_safe` of its name, prefixed with `ann_` where that
 /// is one of the fixed columns or empty.
 fn extra_column_name(field: &str) -> String {
-    let name = column_safe(field);
+    let name = identifier(field);
     if name.is_empty() || FIXED_COLUMNS.contains(&name.as_str()) || name.starts_with(|c: char| c.is_ascii_digit()) {
         format!("ann_{name}")
     } else {
@@ -144,7 +145,7 @@ pub(super) fn gather(path: &Path, options: &ImportOptions) -> Result<CandidateSe
     let mut columns: BTreeMap<i64, String> = BTreeMap::new();
     let mut taken: HashMap<String, i64> = HashMap::new();
     for cat in &coco.categories {
-        let mut name = format!("num_{}", column_safe(&cat.name));
+        let mut name = format!("num_{}", identifier(&cat.name));
         if taken.contains_key(&name) || name == "num_annotations" {
             name = format!("{name}_{}", cat.id);
         }
@@ -264,16 +265,6 @@ fn coco_ids(set: &CandidateSet) -> &[i64] {
     extra.column_by_name("coco_id").expect("coco_id column").as_primitive::<Int64Type>().values()
 }
 
-/// `"traffic light"` → `traffic_light`.
-fn column_safe(name: &str) -> String {
-    let mut out: String =
-        name.trim().to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    while out.contains("__") {
-        out = out.replace("__", "_");
-    }
-    out.trim_matches('_').to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,8 +273,8 @@ mod tests {
 
     #[test]
     fn category_names_become_column_names() {
-        assert_eq!(column_safe("traffic light"), "traffic_light");
-        assert_eq!(column_safe(" Hair-Drier!"), "hair_drier");
+        assert_eq!(identifier("traffic light"), "traffic_light");
+        assert_eq!(identifier(" Hair-Drier!"), "hair_drier");
     }
 
     #[test]

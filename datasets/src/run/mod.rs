@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::atomic::{publish_dir, remove_stale_tmp, tmp_sibling};
 use crate::error::{DatasetError, Result};
-use crate::layout::validate_name;
+use crate::names::validate_name;
 use crate::stored::{entry_names, parse_json, read_checked_parquet};
 use crate::table_file::read_table;
 use crate::version::{read_image_columns, write_parquet};

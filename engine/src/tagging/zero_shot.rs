@@ -76,7 +76,7 @@ impl Engine {
 /// `clip-<stem>` for a vocabulary file `<stem>.toml`.
 pub(super) fn vocabulary_tagger(path: &Path) -> Result<String> {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let clean: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let clean = slicetest_datasets::sanitize_name(&stem, "vocabulary");
     let name = format!("{CLIP_TAGGER}-{clean}");
     slicetest_datasets::validate_name(&name)?;
     Ok(name)
