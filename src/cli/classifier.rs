@@ -110,21 +110,53 @@ pub async fn train_and_upload(
     Ok((engine.upload_run(file.path(), &options).await?, accuracy))
 }
 
-/// The class names (sorted) and the train and test images of the default dataset.
-async fn load(engine: &Engine) -> Result<(Vec<String>, ImageSet, ImageSet), CliError> {
-    let query = "SELECT image_id, uri, label, split FROM images \
-                 WHERE label IS NOT NULL AND split IN ('train', 'test') ORDER BY image_id";
-    let batches = engine.sql(query).await?.collect().await?;
-    let mut rows: Vec<(String, String, String, String)> = Vec::new();
+/// A labelled image of a demo dataset: (image_id, uri, label, split).
+pub(super) type LabelledImage = (String, String, String, String);
+
+/// The labelled `train` and `test` images of `dataset`, by image id.
+pub(super) async fn labelled_images(engine: &Engine, dataset: &str) -> Result<Vec<LabelledImage>, CliError> {
+    let query = format!(
+        "SELECT image_id, uri, label, split FROM \"{dataset}\".images \
+         WHERE label IS NOT NULL AND split IN ('train', 'test') ORDER BY image_id"
+    );
+    let batches = engine.sql(&query).await?.collect().await?;
+    let mut rows: Vec<LabelledImage> = Vec::new();
     for batch in &batches {
         let col = |i: usize| cast(batch.column(i), &DataType::Utf8);
         let (ids, uris, labels, splits) = (col(0)?, col(1)?, col(2)?, col(3)?);
         let s = |a: &Arc<dyn Array>, r: usize| a.as_string::<i32>().value(r).to_string();
         rows.extend((0..batch.num_rows()).map(|r| (s(&ids, r), s(&uris, r), s(&labels, r), s(&splits, r))));
     }
+    Ok(rows)
+}
+
+/// The images' files as 28×28 grayscale pixels (resized with a triangle filter), read in
+/// parallel, in the images' order.
+pub(super) fn grayscale_pixels(engine: &Engine, images: &[&LabelledImage]) -> Result<Vec<Vec<u8>>, CliError> {
+    let layout = engine.workspace().layout();
+    let pixels = images
+        .par_iter()
+        .map(|(id, uri, _, _)| {
+            let path = layout.resolve_uri(uri);
+            let image = image::open(&path).map_err(|e| format!("image {id} ({}): {e}", path.display()))?;
+            let gray = image::imageops::resize(
+                &image.to_luma8(),
+                SIDE as u32,
+                SIDE as u32,
+                image::imageops::FilterType::Triangle,
+            );
+            Ok(gray.into_raw())
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(pixels)
+}
+
+/// The class names (sorted) and the train and test images of the default dataset.
+async fn load(engine: &Engine) -> Result<(Vec<String>, ImageSet, ImageSet), CliError> {
+    let dataset = engine.workspace().dataset_or_default(None)?;
+    let mut rows = labelled_images(engine, &dataset).await?;
     // Images a frozen slice holds out are kept away from training, as a real pipeline
     // using `slicetest holdout export` would.
-    let dataset = engine.workspace().dataset_or_default(None)?;
     let held_out: std::collections::HashSet<String> = engine.held_out_ids(&dataset)?.into_iter().collect();
     rows.retain(|r| !(r.3 == "train" && held_out.contains(&r.0)));
     let mut classes: Vec<String> = rows.iter().map(|r| r.2.clone()).collect();
@@ -133,26 +165,12 @@ async fn load(engine: &Engine) -> Result<(Vec<String>, ImageSet, ImageSet), CliE
     if rows.iter().all(|r| r.3 != "train") || rows.iter().all(|r| r.3 != "test") {
         return Err("the demo classifier needs labelled images in both the train and the test split".into());
     }
-    let layout = engine.workspace().layout();
     let split = |name: &str| -> Result<ImageSet, CliError> {
-        let chosen: Vec<&(String, String, String, String)> = rows.iter().filter(|r| r.3 == name).collect();
-        let pixels: Vec<Vec<f32>> = chosen
-            .par_iter()
-            .map(|(id, uri, _, _)| {
-                let path = layout.resolve_uri(uri);
-                let image = image::open(&path).map_err(|e| format!("image {id} ({}): {e}", path.display()))?;
-                let gray = image::imageops::resize(
-                    &image.to_luma8(),
-                    SIDE as u32,
-                    SIDE as u32,
-                    image::imageops::FilterType::Triangle,
-                );
-                Ok(gray.into_raw().into_iter().map(|p| p as f32 / 255.0).collect())
-            })
-            .collect::<Result<_, String>>()?;
+        let chosen: Vec<&LabelledImage> = rows.iter().filter(|r| r.3 == name).collect();
+        let pixels = grayscale_pixels(engine, &chosen)?;
         Ok(ImageSet {
             ids: chosen.iter().map(|r| r.0.clone()).collect(),
-            pixels: pixels.concat(),
+            pixels: pixels.into_iter().flatten().map(|p| p as f32 / 255.0).collect(),
             labels: chosen.iter().map(|r| classes.binary_search(&r.2).expect("collected above") as u32).collect(),
         })
     };

@@ -23,10 +23,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -39,6 +38,7 @@ use slicetest_engine::{
 };
 
 use super::CliError;
+use super::classifier::{LabelledImage, grayscale_pixels, labelled_images};
 
 /// The detection dataset the demo makes.
 pub const CANVAS_DATASET: &str = "fashion_canvases";
@@ -339,36 +339,16 @@ async fn load_garments(
     dataset: &str,
     config: &DetectionDemo,
 ) -> Result<(Vec<String>, Garments, Garments), CliError> {
-    let query = format!(
-        "SELECT image_id, uri, label, split FROM \"{dataset}\".images \
-         WHERE label IS NOT NULL AND split IN ('train', 'test') ORDER BY image_id"
-    );
-    let batches = engine.sql(&query).await?.collect().await?;
-    let mut rows: Vec<(String, String, String, String)> = Vec::new();
-    for batch in &batches {
-        let col = |i: usize| cast(batch.column(i), &DataType::Utf8);
-        let (ids, uris, labels, splits) = (col(0)?, col(1)?, col(2)?, col(3)?);
-        let s = |a: &Arc<dyn Array>, r: usize| a.as_string::<i32>().value(r).to_string();
-        rows.extend((0..batch.num_rows()).map(|r| (s(&ids, r), s(&uris, r), s(&labels, r), s(&splits, r))));
-    }
+    let rows = labelled_images(engine, dataset).await?;
     let mut classes: Vec<String> = rows.iter().map(|r| r.2.clone()).collect();
     classes.sort();
     classes.dedup();
-    let layout = engine.workspace().layout();
     let split = |name: &str, limit: usize| -> Result<Garments, CliError> {
-        let chosen: Vec<&(String, String, String, String)> = rows.iter().filter(|r| r.3 == name).take(limit).collect();
+        let chosen: Vec<&LabelledImage> = rows.iter().filter(|r| r.3 == name).take(limit).collect();
         if chosen.is_empty() {
             return Err(format!("the detection demo needs labelled images in {dataset}'s {name} split").into());
         }
-        let pixels = chosen
-            .par_iter()
-            .map(|(id, uri, _, _)| {
-                let path = layout.resolve_uri(uri);
-                let image = image::open(&path).map_err(|e| format!("image {id} ({}): {e}", path.display()))?;
-                let gray = image::imageops::resize(&image.to_luma8(), 28, 28, image::imageops::FilterType::Triangle);
-                Ok(gray.into_raw())
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        let pixels = grayscale_pixels(engine, &chosen)?;
         let classes = chosen.iter().map(|r| classes.binary_search(&r.2).expect("collected above") as u32).collect();
         Ok(Garments { pixels, classes })
     };
