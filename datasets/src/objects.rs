@@ -97,21 +97,26 @@ pub struct ImportedObjects {
     pub images: HashSet<String>,
 }
 
-/// The fixed columns of `objects.parquet` and of the SQL table `objects` (extra annotation
-/// fields follow them).
+/// The fixed columns of `objects.parquet` and of the SQL table `objects`, in order, with
+/// their types; extra annotation fields follow them and may not take their names.
+pub const OBJECT_COLUMNS: [(&str, DataType); 10] = [
+    ("image_id", DataType::Utf8),
+    ("object_id", DataType::Int64),
+    ("category", DataType::Utf8),
+    ("category_id", DataType::Int64),
+    ("x", DataType::Float64),
+    ("y", DataType::Float64),
+    ("w", DataType::Float64),
+    ("h", DataType::Float64),
+    ("area", DataType::Float64),
+    ("iscrowd", DataType::Boolean),
+];
+
+/// The schema of the fixed columns ([`OBJECT_COLUMNS`]).
 pub fn objects_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("image_id", DataType::Utf8, false),
-        Field::new("object_id", DataType::Int64, false),
-        Field::new("category", DataType::Utf8, false),
-        Field::new("category_id", DataType::Int64, false),
-        Field::new("x", DataType::Float64, false),
-        Field::new("y", DataType::Float64, false),
-        Field::new("w", DataType::Float64, false),
-        Field::new("h", DataType::Float64, false),
-        Field::new("area", DataType::Float64, false),
-        Field::new("iscrowd", DataType::Boolean, false),
-    ]))
+    Arc::new(Schema::new(
+        OBJECT_COLUMNS.iter().map(|(name, data_type)| Field::new(*name, data_type.clone(), false)).collect::<Vec<_>>(),
+    ))
 }
 
 /// Checks every box of `imported` against its image's size (`sizes`: image id → (width,
@@ -150,16 +155,20 @@ pub fn check_boxes(
     if problems.is_empty() {
         return Ok(kept);
     }
+    let headline = format!("{} box annotation(s) rejected, nothing was ingested", problems.len());
+    Err(rejected(source, &headline, problems, 20))
+}
+
+/// An import refused for `problems`: the headline, then the first `shown` of them, one a
+/// line, and how many more there are.
+fn rejected(source: &Path, headline: &str, mut problems: Vec<String>, shown: usize) -> DatasetError {
     let total = problems.len();
-    problems.truncate(20);
-    let more = if total > 20 { format!("\n  … and {} more", total - 20) } else { String::new() };
-    Err(DatasetError::BadInput {
+    problems.truncate(shown);
+    let more = if total > shown { format!("\n  … and {} more", total - shown) } else { String::new() };
+    DatasetError::BadInput {
         source_path: source.to_path_buf(),
-        message: format!(
-            "{total} box annotation(s) rejected, nothing was ingested:\n  - {}{more}",
-            problems.join("\n  - ")
-        ),
-    })
+        message: format!("{headline}:\n  - {}{more}", problems.join("\n  - ")),
+    }
 }
 
 /// Merges the previous version's objects with an import's: the import replaces the
@@ -264,18 +273,13 @@ fn check_unique_ids(kept: Option<&RecordBatch>, objects: &[ImportedObject], sour
     if problems.is_empty() {
         return Ok(());
     }
-    let total = problems.len();
-    problems.truncate(10);
-    let more = if total > 10 { format!("\n  … and {} more", total - 10) } else { String::new() };
-    Err(DatasetError::BadInput {
-        source_path: source.to_path_buf(),
-        message: format!(
-            "{total} object id(s) are not unique in the dataset, nothing was ingested (object ids name objects \
-             in joins and detection_matches(); give this file's annotations ids no other image uses, e.g. offset \
-             them, or ingest it as a dataset of its own):\n  - {}{more}",
-            problems.join("\n  - ")
-        ),
-    })
+    let headline = format!(
+        "{} object id(s) are not unique in the dataset, nothing was ingested (object ids name objects in joins and \
+         detection_matches(); give this file's annotations ids no other image uses, e.g. offset them, or ingest \
+         it as a dataset of its own)",
+        problems.len()
+    );
+    Err(rejected(source, &headline, problems, 10))
 }
 
 fn objects_batch(objects: &[ImportedObject], categories: &BTreeMap<i64, String>) -> Result<RecordBatch> {
@@ -335,7 +339,7 @@ fn extra_column(values: &[Option<&serde_json::Value>]) -> (DataType, ArrayRef) {
 fn concat_aligned(parts: &[RecordBatch]) -> Result<RecordBatch> {
     let mut fields: Vec<Field> = objects_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     for part in parts {
-        for field in part.schema().fields().iter().skip(fields_fixed()) {
+        for field in part.schema().fields().iter().skip(OBJECT_COLUMNS.len()) {
             match fields.iter_mut().find(|f| f.name() == field.name()) {
                 None => fields.push(field.as_ref().clone()),
                 Some(known) if known.data_type() == field.data_type() => {}
@@ -366,11 +370,6 @@ fn concat_aligned(parts: &[RecordBatch]) -> Result<RecordBatch> {
         aligned.push(RecordBatch::try_new(schema.clone(), columns)?);
     }
     Ok(concat_batches(&schema, &aligned)?)
-}
-
-/// The number of fixed columns ([`objects_schema`]).
-fn fields_fixed() -> usize {
-    objects_schema().fields().len()
 }
 
 /// Reads a version's objects (checked against the SHA-256 in its manifest); `None` when

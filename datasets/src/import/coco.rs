@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::{Candidate, CandidateSet, ImportOptions, Rejection, canonical_root, relative_id, resolve_inside};
 use crate::error::{DatasetError, Result};
 use crate::names::identifier;
-use crate::objects::{Category, ImportedObject, ImportedObjects};
+use crate::objects::{Category, ImportedObject, ImportedObjects, OBJECT_COLUMNS};
 
 #[derive(Deserialize)]
 struct CocoFile {
@@ -49,10 +49,6 @@ struct CocoAnnotation {
 /// Fields of an annotation that are not kept as columns: masks and keypoints are large
 /// and have no plain value (they are skipped without being built in memory).
 const SKIPPED_FIELDS: [&str; 3] = ["segmentation", "keypoints", "num_keypoints"];
-
-/// Columns of `objects` an extra field must not take.
-const FIXED_COLUMNS: [&str; 10] =
-    ["image_id", "object_id", "category", "category_id", "x", "y", "w", "h", "area", "iscrowd"];
 
 impl<'de> Deserialize<'de> for CocoAnnotation {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
@@ -118,7 +114,10 @@ impl<'de> Deserialize<'de> for CocoAnnotation {
 /// is one of the fixed columns or empty.
 fn extra_column_name(field: &str) -> String {
     let name = identifier(field);
-    if name.is_empty() || FIXED_COLUMNS.contains(&name.as_str()) || name.starts_with(|c: char| c.is_ascii_digit()) {
+    if name.is_empty()
+        || OBJECT_COLUMNS.iter().any(|(fixed, _)| *fixed == name)
+        || name.starts_with(|c: char| c.is_ascii_digit())
+    {
         format!("ann_{name}")
     } else {
         name
