@@ -391,6 +391,8 @@ pub struct StoredObject<'a> {
     pub image_id: &'a str,
     /// The annotation id.
     pub object_id: i64,
+    /// The category's name.
+    pub category: &'a str,
     /// The category id.
     pub category_id: i64,
     /// `[x, y, w, h]`.
@@ -405,6 +407,7 @@ pub struct StoredObject<'a> {
 pub fn rows(batch: &RecordBatch) -> impl Iterator<Item = StoredObject<'_>> {
     let ids = batch.column(0).as_string::<i32>();
     let object_ids = batch.column(1).as_primitive::<Int64Type>();
+    let categories = batch.column(2).as_string::<i32>();
     let category_ids = batch.column(3).as_primitive::<Int64Type>();
     let f = |i: usize| batch.column(i).as_primitive::<Float64Type>();
     let (x, y, w, h, area) = (f(4), f(5), f(6), f(7), f(8));
@@ -412,6 +415,7 @@ pub fn rows(batch: &RecordBatch) -> impl Iterator<Item = StoredObject<'_>> {
     (0..batch.num_rows()).map(move |i| StoredObject {
         image_id: ids.value(i),
         object_id: object_ids.value(i),
+        category: categories.value(i),
         category_id: category_ids.value(i),
         bbox: [x.value(i), y.value(i), w.value(i), h.value(i)],
         area: area.value(i),

@@ -202,13 +202,11 @@ impl Engine {
         let Some(objects) = slicetest_datasets::objects::read_objects(self.workspace.layout(), latest)? else {
             return Ok(Vec::new());
         };
-        let names: HashMap<i64, &str> =
-            latest.objects.iter().flat_map(|o| o.categories.iter().map(|c| (c.id, c.name.as_str()))).collect();
         Ok(slicetest_datasets::objects::rows(&objects)
             .filter(|o| o.image_id == id)
             .map(|o| ImageObject {
                 object_id: o.object_id,
-                category: names.get(&o.category_id).map_or_else(|| o.category_id.to_string(), |n| n.to_string()),
+                category: o.category.to_string(),
                 bbox: o.bbox,
                 iscrowd: o.iscrowd,
             })
