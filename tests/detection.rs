@@ -28,8 +28,10 @@ fn street() -> (common::Setup, Synthetic) {
     (s, data)
 }
 
-fn upload(ws: &Path, run: &str, file: &Path) -> std::process::Output {
-    slicetest(ws, &["run", "upload", file.to_str().unwrap(), "--run", run, "--model", "det", "--model-version", "1"])
+/// `run upload FILE --run RUN` of model det 1, with `extra` arguments.
+fn upload(ws: &Path, run: &str, file: &Path, extra: &[&str]) -> std::process::Output {
+    let args = ["run", "upload", file.to_str().unwrap(), "--run", run, "--model", "det", "--model-version", "1"];
+    slicetest(ws, &[&args[..], extra].concat())
 }
 
 fn json(ws: &Path, args: &[&str]) -> serde_json::Value {
@@ -67,7 +69,7 @@ fn ground_truth_boxes_are_a_table_kept_exactly() {
 #[test]
 fn a_detection_run_is_scored_as_coco_evaluation_scores_it() {
     let (s, data) = street();
-    let out = upload(&s.ws, "det-1", &s.src.join("results.json"));
+    let out = upload(&s.ws, "det-1", &s.src.join("results.json"), &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let count = sql_csv(&s.ws, "SELECT count(*), min(run) FROM predicted_objects");
     assert_eq!(count.lines().nth(1).unwrap(), format!("{},det-1", data.results.len()));
@@ -179,20 +181,7 @@ fn a_detection_run_is_scored_as_coco_evaluation_scores_it() {
     assert!(got.iter().zip(&reference).all(|(a, b)| close(*a, *b)) && got.len() == 101);
 
     // A threshold given at upload is the operating point instead of the best-F1 one.
-    let out = slicetest(
-        &s.ws,
-        &[
-            "run",
-            "upload",
-            s.src.join("results.json").to_str().unwrap(),
-            "--run",
-            "det-fixed",
-            "--model",
-            "det",
-            "--score-threshold",
-            "0.95",
-        ],
-    );
+    let out = upload(&s.ws, "det-fixed", &s.src.join("results.json"), &["--score-threshold", "0.95"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let fixed = json(&s.ws, &["report", "--run", "det-fixed", "--format", "json"]);
     assert_eq!(fixed["overall"]["detection"]["score_threshold"], 0.95);
@@ -200,20 +189,9 @@ fn a_detection_run_is_scored_as_coco_evaluation_scores_it() {
     let kept = data.results.iter().filter(|r| r.score >= 0.95).count() as u64;
     let c = &fixed["overall"]["detection"]["counts"];
     assert!(c["tp"].as_u64().unwrap() + c["fp"].as_u64().unwrap() <= kept);
-    let err = fails(
-        &s.ws,
-        &[
-            "run",
-            "upload",
-            s.src.join("results.json").to_str().unwrap(),
-            "--run",
-            "det-bad",
-            "--model",
-            "det",
-            "--score-threshold",
-            "1.5",
-        ],
-    );
+    let out = upload(&s.ws, "det-bad", &s.src.join("results.json"), &["--score-threshold", "1.5"]);
+    assert!(!out.status.success(), "a threshold above 1 is refused");
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("score_threshold 1.5"), "{err}");
 
     // `slicetest test` fails the build on it and says why.
@@ -259,7 +237,7 @@ fn bad_detections_are_refused_and_nothing_is_written() {
     for (file, text, expected) in cases {
         let path = s.src.join(file);
         std::fs::write(&path, text).unwrap();
-        let out = upload(&s.ws, "bad", &path);
+        let out = upload(&s.ws, "bad", &path, &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{file} was accepted");
         assert!(stderr.contains(expected), "{file}: {stderr}");
@@ -347,20 +325,7 @@ fn the_confusion_matrix_pairs_mistaken_classes_and_keeps_the_background() {
             {"image_id":2,"category_id":2,"bbox":[10,10,30,30],"score":0.2}]"#,
     )
     .unwrap();
-    let out = slicetest(
-        &s.ws,
-        &[
-            "run",
-            "upload",
-            s.src.join("results.json").to_str().unwrap(),
-            "--run",
-            "r",
-            "--model",
-            "m",
-            "--score-threshold",
-            "0.5",
-        ],
-    );
+    let out = upload(&s.ws, "r", &s.src.join("results.json"), &["--score-threshold", "0.5"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     ok(&s.ws, &["slice", "create", "first", "SELECT 'a.png' AS image_id"]);
     ok(&s.ws, &["slice", "freeze", "first"]);
