@@ -14,6 +14,7 @@ pub mod error;
 pub mod import;
 pub mod ingest;
 pub mod layout;
+pub mod masks;
 pub mod merge;
 pub mod names;
 pub mod objects;

@@ -246,10 +246,10 @@ fn write_replacing(path: &Path, batch: &RecordBatch, metadata: Vec<(String, Stri
     sync_dir(dir).map_err(DatasetError::io("syncing", dir))
 }
 
-/// Removes a tagger's files (tags and detections).
+/// Removes a tagger's files (tags, detections, and the mask set of a mask import).
 pub fn remove_tags(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Result<bool> {
     validate_name(tagger)?;
-    let mut removed = false;
+    let mut removed = crate::masks::remove_mask_set(layout, dataset, tagger)?;
     for path in [tags_file(layout, dataset, tagger), detections_file(layout, dataset, tagger)] {
         if path.is_file() {
             fs::remove_file(&path).map_err(DatasetError::io("removing", &path))?;

@@ -55,6 +55,21 @@ pub fn mean(values: &[f64]) -> Option<f64> {
     if values.is_empty() { None } else { Some((0.0 + pairwise_sum(values)) / values.len() as f64) }
 }
 
+/// `np.nanmean` of a 1-D float64 array with `None` for NaN: numpy replaces the NaNs by 0,
+/// takes the pairwise sum of the whole array and divides by the count of the others.
+/// `None` when every value is NaN.
+pub fn nanmean(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    let mut count = 0usize;
+    let zeroed: Vec<f64> = values
+        .into_iter()
+        .map(|v| {
+            count += v.is_some() as usize;
+            v.unwrap_or(0.0)
+        })
+        .collect();
+    (count > 0).then(|| (0.0 + pairwise_sum(&zeroed)) / count as f64)
+}
+
 /// `np.spacing(1)`: the distance from 1.0 to the next float64.
 pub const SPACING_1: f64 = f64::EPSILON;
 

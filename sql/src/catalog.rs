@@ -1,6 +1,7 @@
 //! The SQL view of a workspace: catalog `slicetest`, one schema per dataset, and in
 //! each schema the tables of that dataset (`images` with every tag column, `embeddings`,
-//! `detections`, the ground-truth boxes `objects` and the detection runs' boxes
+//! `detections`, the segmentation masks' class statistics `masks`, the ground-truth
+//! boxes `objects` and the detection runs' boxes
 //! `predicted_objects`), plus the slice and search functions.
 //!
 //! Tables are DataFusion `ListingTable`s over the dataset's Parquet files, pinned to
@@ -23,7 +24,7 @@ use datafusion::logical_expr::{JoinType, ScalarUDF, cast};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col, ident, lit};
 use slicetest_datasets::version::DatasetVersion;
 use slicetest_datasets::{Workspace, WorkspaceLayout};
-use slicetest_datasets::{embeddings, objects, run, tags};
+use slicetest_datasets::{embeddings, masks, objects, run, tags};
 
 use crate::error::{Result, SqlError};
 use crate::slices::{InSliceFunction, SliceTableFunction};
@@ -44,6 +45,8 @@ pub const EMBEDDINGS_TABLE: &str = "embeddings";
 pub const DETECTIONS_TABLE: &str = "detections";
 /// The table of ground-truth boxes (when an import carried any).
 pub const OBJECTS_TABLE: &str = "objects";
+/// The per-class pixel statistics of imported segmentation masks (when there are any).
+pub const MASKS_TABLE: &str = "masks";
 /// The table of boxes uploaded by detection runs (when there is one).
 pub const PREDICTED_OBJECTS_TABLE: &str = "predicted_objects";
 
@@ -122,8 +125,11 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
         if let Some(embeddings) = embeddings_table(ctx, workspace, latest, images.clone()).await? {
             schema.register_table(EMBEDDINGS_TABLE.to_string(), embeddings)?;
         }
-        if let Some(detections) = detections_table(ctx, workspace, latest, images).await? {
+        if let Some(detections) = detections_table(ctx, workspace, latest, images.clone()).await? {
             schema.register_table(DETECTIONS_TABLE.to_string(), detections)?;
+        }
+        if let Some(masks) = masks_table(ctx, workspace, latest, images).await? {
+            schema.register_table(MASKS_TABLE.to_string(), masks)?;
         }
         if latest.objects.is_some() {
             let file = workspace.layout().version_dir(&latest.dataset, latest.version).join(objects::OBJECTS_FILE);
@@ -256,6 +262,27 @@ async fn detections_table(
         let mut select = vec![col("image_id"), lit(tagger).alias("tagger")];
         select.extend(tags::DETECTION_COLUMNS.iter().map(|c| col(*c)));
         frames.push(only_current(boxes, &current)?.select(select)?);
+    }
+    union_view(frames)
+}
+
+/// `masks`: image_id, source, class, class_id, pixels, regions — one row per image and
+/// class present in its mask, for every mask set, only for images as they are now (same
+/// sha256 rule as `images`). None when no masks were imported.
+async fn masks_table(
+    ctx: &SessionContext,
+    workspace: &Workspace,
+    version: &DatasetVersion,
+    images: Arc<ListingTable>,
+) -> Result<Option<Arc<dyn TableProvider>>> {
+    let layout = workspace.layout();
+    let sources = masks::mask_sources(layout, &version.dataset).map_err(SqlError::from)?;
+    let current = current_keys(ctx, images)?;
+    let mut frames = Vec::new();
+    for source in sources {
+        let file = masks::mask_set_dir(layout, &version.dataset, &source).join(masks::CLASSES_FILE);
+        let select = ["image_id", "source", "class", "class_id", "pixels", "regions"].map(col).to_vec();
+        frames.push(only_current(parquet_table(ctx, &file).await?, &current)?.select(select)?);
     }
     union_view(frames)
 }

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use slicetest_engine::{Engine, ImportKind, RunsByDefault, TagImportOptions, TagOptions, TaggerRegistry, TaggerReport};
+use slicetest_engine::{
+    Engine, ImportKind, MaskImportOptions, RunsByDefault, TagImportOptions, TagOptions, TaggerRegistry, TaggerReport,
+};
 
 use super::CliError;
 
@@ -48,15 +50,32 @@ struct TagRunArgs {
 
 #[derive(Debug, Subcommand)]
 enum TagCommand {
-    /// Import another model's outputs: per-image columns, or per-object boxes
-    /// (image_id, label, x0, y0, x1, y1[, score]) counted into num_<label>.
+    /// Import another model's outputs: per-image columns, per-object boxes
+    /// (image_id, label, x0, y0, x1, y1[, score]) counted into num_<label>, or a folder of
+    /// segmentation masks (--masks) as <class>_pct and num_<class>_regions.
     Import {
         /// A CSV, Parquet, JSON-lines or Arrow file with an image_id column.
-        file: PathBuf,
+        #[arg(required_unless_present = "masks", conflicts_with = "masks")]
+        file: Option<PathBuf>,
+        /// A folder of PNG label maps (8/16-bit grayscale or palette; pixel value = class
+        /// id), one per image, matched by relative path with any extension or by image_id.
+        #[arg(long, requires = "classes")]
+        masks: Option<PathBuf>,
+        /// The masks' classes: classes.txt (one name per line, line number = id) or JSON
+        /// (a list of names, {"id": "name"}, or [{"id", "name"}]).
+        #[arg(long, requires = "masks")]
+        classes: Option<PathBuf>,
+        /// The pixel value of unlabelled pixels in the masks.
+        #[arg(long, default_value_t = 255, requires = "masks")]
+        ignore_index: u16,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
         /// The dataset (default: the workspace default).
         #[arg(long)]
         dataset: Option<String>,
-        /// The name the columns are stored under (default: the file name's stem).
+        /// The name the columns are stored under (default: the file name's stem, or the
+        /// masks folder's name).
         #[arg(long)]
         name: Option<String>,
         /// What the rows are (default: detections when the file has label and x0..y1).
@@ -97,7 +116,23 @@ pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
                 print_report(&report.dataset, tagger);
             }
         }
-        Some(TagCommand::Import { file, dataset, name, kind }) => {
+        Some(TagCommand::Import { masks: Some(dir), classes, ignore_index, dataset, name, quiet, .. }) => {
+            let options = MaskImportOptions { dataset, name, ignore_index: Some(ignore_index), progress: !quiet };
+            let classes = classes.expect("clap requires --classes with --masks");
+            let report = engine.import_masks(&dir, &classes, &options)?;
+            println!(
+                "{}: imported masks {} ({} images, {} without a mask; {} labelled pixels) in {:.1}s as columns {}",
+                report.dataset,
+                report.source,
+                report.masks,
+                report.images_without_mask,
+                report.labelled_pixels,
+                report.seconds,
+                report.columns.join(", ")
+            );
+        }
+        Some(TagCommand::Import { file, dataset, name, kind, .. }) => {
+            let file = file.expect("clap requires a file without --masks");
             let options = TagImportOptions { dataset: dataset.clone(), name, kind };
             let (dataset, report) = engine.import_tags(&file, &options).await?;
             println!(

@@ -1,0 +1,566 @@
+//! Segmentation masks: label maps read from PNG files, stored run-length encoded.
+//!
+//! A mask set (`datasets/<ds>/masks/<source>/`) is one label map per image, imported from
+//! a folder of PNG label maps with a class list:
+//!
+//! ```text
+//! labels.parquet   image_id, sha256, width, height, mask_sha256, rle (one row per image)
+//! classes.parquet  image_id, sha256, source, class, class_id, pixels, regions
+//!                  (one row per image and class present: the `masks` SQL table)
+//! masks.json       the manifest, written last: classes, ignore index, counts, SHA-256s
+//! ```
+//!
+//! `sha256` is the image's content hash when the mask was imported: like tags, a mask
+//! describes the image as it was, and readers use only rows whose sha256 is current. The
+//! set is built in a temporary directory and renamed into place, so readers see the old
+//! set or the new one, never half of one.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{publish_dir, remove_stale_tmp, tmp_sibling, write_atomic};
+use crate::error::{DatasetError, Result};
+use crate::layout::WorkspaceLayout;
+use crate::names::validate_name;
+use crate::stored::{entry_names, parse_json, read_checked_parquet};
+use crate::version::write_parquet;
+
+/// The label value of pixels that have no class, unless the import says otherwise.
+pub const DEFAULT_IGNORE_INDEX: u16 = 255;
+/// A mask set's manifest.
+pub const MANIFEST_FILE: &str = "masks.json";
+/// A mask set's label maps.
+pub const LABELS_FILE: &str = "labels.parquet";
+/// A mask set's per-image class statistics.
+pub const CLASSES_FILE: &str = "classes.parquet";
+/// The largest label map side accepted (as for images).
+pub const MAX_SIDE: u32 = 16_384;
+
+/// One class of a mask set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskClass {
+    /// The pixel value.
+    pub id: u16,
+    /// Its name as given.
+    pub name: String,
+    /// The name as a column fragment (`traffic light` → `traffic_light`).
+    pub column: String,
+}
+
+/// A class id → name list, from `classes.txt` (one name per line, the line number counting
+/// from 0 is the id; blank lines are ids without a class) or JSON: a list of names (index
+/// = id), an object `{"0": "road", …}`, or COCO-style `[{"id": 0, "name": "road"}, …]`.
+pub fn read_classes(path: &Path) -> Result<Vec<MaskClass>> {
+    let bad = |message: String| DatasetError::BadInput { source_path: path.to_path_buf(), message };
+    let text = fs::read_to_string(path).map_err(DatasetError::io("reading", path))?;
+    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let pairs: Vec<(u64, String)> = if is_json {
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        classes_from_json(&value).map_err(bad)?
+    } else {
+        text.lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(i, line)| (i as u64, line.trim().to_string()))
+            .collect()
+    };
+    classes_from_pairs(pairs).map_err(bad)
+}
+
+fn classes_from_json(value: &serde_json::Value) -> std::result::Result<Vec<(u64, String)>, String> {
+    use serde_json::Value;
+    let name_of = |v: &Value, at: &str| v.as_str().map(str::to_string).ok_or_else(|| format!("{at}: not a name: {v}"));
+    match value {
+        Value::Array(items) if items.iter().all(Value::is_object) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let id =
+                    item.get("id").and_then(Value::as_u64).ok_or_else(|| format!("entry {i}: no numeric \"id\""))?;
+                Ok((id, name_of(item.get("name").unwrap_or(&Value::Null), &format!("entry {i}"))?))
+            })
+            .collect(),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(i, v)| Ok((i as u64, name_of(v, &format!("entry {i}"))?)))
+            .collect(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| {
+                let id = k.parse::<u64>().map_err(|_| format!("key {k:?} is not a class id"))?;
+                Ok((id, name_of(v, &format!("key {k:?}"))?))
+            })
+            .collect(),
+        _ => Err("expected a list of names, an object of id → name, or a list of {id, name}".into()),
+    }
+}
+
+fn classes_from_pairs(mut pairs: Vec<(u64, String)>) -> std::result::Result<Vec<MaskClass>, String> {
+    if pairs.is_empty() {
+        return Err("the class list is empty".into());
+    }
+    pairs.sort_by_key(|(id, _)| *id);
+    let mut classes: Vec<MaskClass> = Vec::with_capacity(pairs.len());
+    let mut columns = BTreeMap::new();
+    for (id, name) in pairs {
+        let id = u16::try_from(id).map_err(|_| format!("class id {id} is above 65535"))?;
+        if classes.last().is_some_and(|c| c.id == id) {
+            return Err(format!("class id {id} is listed twice"));
+        }
+        let column = crate::names::identifier(&name);
+        if column.is_empty() {
+            return Err(format!("class {id} ({name:?}) has no letters or digits to name a column with"));
+        }
+        if let Some(other) = columns.insert(column.clone(), name.clone()) {
+            return Err(format!("classes {other:?} and {name:?} both become columns named {column}_pct"));
+        }
+        classes.push(MaskClass { id, name, column });
+    }
+    Ok(classes)
+}
+
+/// One label map: a class id per pixel, row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelMap {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// `width × height` values.
+    pub labels: Vec<u16>,
+}
+
+/// Decodes a PNG label map: 8- or 16-bit grayscale (the value is the class id), or a
+/// palette image (the palette index is the class id, as in Pascal VOC's masks). Colour
+/// and alpha images are refused: their pixels are colours, not class ids.
+pub fn decode_png_label_map(bytes: &[u8]) -> std::result::Result<LabelMap, String> {
+    use png::{BitDepth, ColorType, Transformations};
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), png::Limits { bytes: 1 << 30 });
+    decoder.set_transformations(Transformations::IDENTITY);
+    let mut reader = decoder.read_info().map_err(|e| format!("not a readable PNG: {e}"))?;
+    let (width, height) = reader.info().size();
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(format!("{width}×{height} is larger than {MAX_SIDE} pixels a side"));
+    }
+    let size = reader.output_buffer_size().ok_or("the PNG is too large to decode")?;
+    let mut buf = vec![0u8; size];
+    let frame = reader.next_frame(&mut buf).map_err(|e| format!("the PNG is truncated or corrupt: {e}"))?;
+    let (w, h) = (width as usize, height as usize);
+    let mut labels = Vec::with_capacity(w * h);
+    match (frame.color_type, frame.bit_depth) {
+        (ColorType::Grayscale, BitDepth::Sixteen) => {
+            for row in buf.chunks(frame.line_size).take(h) {
+                labels.extend(row[..2 * w].chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]])));
+            }
+        }
+        (ColorType::Grayscale | ColorType::Indexed, depth) => {
+            let bits = depth as usize;
+            if bits == 16 {
+                return Err("a 16-bit palette is not a PNG".into());
+            }
+            if frame.color_type == ColorType::Grayscale && bits < 8 {
+                return Err(format!("{bits}-bit grayscale: label maps are 8- or 16-bit grayscale, or a palette"));
+            }
+            let per_byte = 8 / bits;
+            let mask = ((1u16 << bits) - 1) as u8;
+            for row in buf.chunks(frame.line_size).take(h) {
+                labels.extend((0..w).map(|x| {
+                    let byte = row[x / per_byte];
+                    let shift = 8 - bits * (x % per_byte + 1);
+                    ((byte >> shift) & mask) as u16
+                }));
+            }
+        }
+        (other, depth) => {
+            return Err(format!(
+                "a {other:?} {}-bit PNG holds colours; a label map is grayscale (8 or 16 bits) or a palette image",
+                depth as u8
+            ));
+        }
+    }
+    Ok(LabelMap { width, height, labels })
+}
+
+/// Run-length encodes a label map: (value, run length) pairs as LEB128 varints, row-major.
+pub fn rle_encode(labels: &[u16]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < labels.len() {
+        let v = labels[i];
+        let start = i;
+        while i < labels.len() && labels[i] == v {
+            i += 1;
+        }
+        put_varint(&mut out, v as u64);
+        put_varint(&mut out, (i - start) as u64);
+    }
+    out
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Decodes [`rle_encode`]'s output of `pixels` values.
+pub fn rle_decode(bytes: &[u8], pixels: usize) -> std::result::Result<Vec<u16>, String> {
+    let mut labels = Vec::with_capacity(pixels);
+    let mut at = 0;
+    let mut next = || -> std::result::Result<u64, String> {
+        let (mut v, mut shift) = (0u64, 0);
+        loop {
+            let byte = *bytes.get(at).ok_or("the run-length data ends in the middle of a run")?;
+            at += 1;
+            v |= ((byte & 0x7f) as u64) << shift;
+            if byte < 0x80 {
+                return Ok(v);
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err("a run-length number is too long".into());
+            }
+        }
+    };
+    while labels.len() < pixels {
+        let value = u16::try_from(next()?).map_err(|_| "a label above 65535")?;
+        let run = next()? as usize;
+        if run == 0 || labels.len() + run > pixels {
+            return Err(format!("runs cover more than the {pixels} pixels of the map"));
+        }
+        labels.resize(labels.len() + run, value);
+    }
+    Ok(labels)
+}
+
+/// The mask files under `dir` (`.png`, any depth), as (path relative to `dir` with `/`
+/// separators, full path), sorted.
+pub fn mask_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    if !dir.is_dir() {
+        return Err(DatasetError::BadInput {
+            source_path: dir.to_path_buf(),
+            message: "not a directory of mask files".into(),
+        });
+    }
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).follow_links(true) {
+        let entry =
+            entry.map_err(|e| DatasetError::BadInput { source_path: dir.to_path_buf(), message: e.to_string() })?;
+        let path = entry.path();
+        if entry.file_type().is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+            let relative = path.strip_prefix(dir).expect("walked under dir");
+            let relative: Vec<String> =
+                relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+            files.push((relative.join("/"), path.to_path_buf()));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Matches mask files to image ids: a mask belongs to the image whose id is its relative
+/// path, or whose id is its relative path with another extension (`a/b.png` → `a/b.jpg`),
+/// or whose id is the relative path without extension (`0001.png` → `0001`). Returns
+/// (mask index, image id) pairs, or every mask that matches no image or several.
+pub fn match_masks<'a>(
+    relative: &[String],
+    image_ids: impl IntoIterator<Item = &'a str>,
+) -> std::result::Result<Vec<(usize, String)>, Vec<String>> {
+    let ids: Vec<&str> = image_ids.into_iter().collect();
+    let exact: std::collections::HashSet<&str> = ids.iter().copied().collect();
+    let mut by_stem: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for id in &ids {
+        by_stem.entry(strip_extension(id)).or_default().push(id);
+    }
+    let (mut matched, mut problems) = (Vec::with_capacity(relative.len()), Vec::new());
+    for (i, rel) in relative.iter().enumerate() {
+        if exact.contains(rel.as_str()) {
+            matched.push((i, rel.clone()));
+            continue;
+        }
+        match by_stem.get(strip_extension(rel)).map(Vec::as_slice) {
+            Some([one]) => matched.push((i, one.to_string())),
+            Some(several) => problems.push(format!("{rel}: matches several images ({})", several.join(", "))),
+            None => problems.push(format!("{rel}: no image of the dataset has this path (with any extension)")),
+        }
+    }
+    if problems.is_empty() { Ok(matched) } else { Err(problems) }
+}
+
+fn strip_extension(path: &str) -> &str {
+    let name_start = path.rfind('/').map_or(0, |i| i + 1);
+    match path[name_start..].rfind('.') {
+        Some(dot) if dot > 0 => &path[..name_start + dot],
+        _ => path,
+    }
+}
+
+/// A mask set's manifest (`masks.json`), written last: the set exists once it does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaskSetManifest {
+    /// The set's name (also the tagger name of its `<class>_pct` columns).
+    pub source: String,
+    /// The dataset.
+    pub dataset: String,
+    /// The dataset version the masks were matched against.
+    pub dataset_version: u64,
+    /// The classes, by id.
+    pub classes: Vec<MaskClass>,
+    /// The value of unlabelled pixels.
+    pub ignore_index: u16,
+    /// Images with a mask.
+    pub images: u64,
+    /// Labelled pixels over all masks.
+    pub labelled_pixels: u64,
+    /// Where the masks came from (the folder as given).
+    pub source_dir: String,
+    /// SHA-256 over the sorted `image_id\tmask_sha256` lines: two imports of the same
+    /// files have the same hash.
+    pub masks_hash: String,
+    /// SHA-256 of `labels.parquet`, checked when read.
+    pub labels_sha256: String,
+    /// SHA-256 of `classes.parquet`.
+    pub classes_sha256: String,
+    /// Import time (RFC 3339).
+    pub created_at: String,
+    /// The slicetest version that wrote it.
+    pub slicetest_version: String,
+}
+
+impl MaskSetManifest {
+    /// The class with pixel value `id`.
+    pub fn class(&self, id: u16) -> Option<&MaskClass> {
+        self.classes.binary_search_by_key(&id, |c| c.id).ok().map(|i| &self.classes[i])
+    }
+}
+
+/// `datasets/<ds>/masks/<source>/`.
+pub fn mask_set_dir(layout: &WorkspaceLayout, dataset: &str, source: &str) -> PathBuf {
+    layout.dataset_dir(dataset).join("masks").join(source)
+}
+
+/// The mask sets of `dataset`, sorted by name.
+pub fn mask_sources(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String>> {
+    let dir = layout.dataset_dir(dataset).join("masks");
+    let mut names = entry_names(&dir)?;
+    names.retain(|n| validate_name(n).is_ok() && dir.join(n).join(MANIFEST_FILE).is_file());
+    names.sort();
+    Ok(names)
+}
+
+/// A mask set's manifest.
+pub fn read_mask_set(layout: &WorkspaceLayout, dataset: &str, source: &str) -> Result<MaskSetManifest> {
+    validate_name(source)?;
+    let path = mask_set_dir(layout, dataset, source).join(MANIFEST_FILE);
+    let text = match fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let known = mask_sources(layout, dataset)?;
+            return Err(DatasetError::BadInput {
+                source_path: path,
+                message: if known.is_empty() {
+                    format!(
+                        "dataset {dataset} has no masks; import them with `slicetest tag import --masks DIR --classes FILE`"
+                    )
+                } else {
+                    format!("dataset {dataset} has no mask set {source:?} (mask sets: {})", known.join(", "))
+                },
+            });
+        }
+        Err(e) => return Err(DatasetError::io("reading", &path)(e)),
+    };
+    parse_json(&text, path, "mask set manifest")
+}
+
+/// A mask set's label maps (image_id, sha256, width, height, mask_sha256, rle), checked
+/// against the manifest's hash.
+pub fn read_labels(layout: &WorkspaceLayout, manifest: &MaskSetManifest) -> Result<RecordBatch> {
+    let path = mask_set_dir(layout, &manifest.dataset, &manifest.source).join(LABELS_FILE);
+    let expected = &manifest.labels_sha256;
+    let altered =
+        |actual: &str| format!("the file was altered after import (sha256 {actual}, manifest says {expected})");
+    read_checked_parquet(&path, expected, "mask set", altered, None)
+}
+
+/// The schema of `labels.parquet`.
+pub fn labels_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("image_id", DataType::Utf8, false),
+        Field::new("sha256", DataType::Utf8, false),
+        Field::new("width", DataType::Int32, false),
+        Field::new("height", DataType::Int32, false),
+        Field::new("mask_sha256", DataType::Utf8, false),
+        Field::new("rle", DataType::Binary, false),
+    ]))
+}
+
+/// The schema of `classes.parquet` (the `masks` SQL table reads it).
+pub fn classes_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("image_id", DataType::Utf8, false),
+        Field::new("sha256", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("class", DataType::Utf8, false),
+        Field::new("class_id", DataType::Int32, false),
+        Field::new("pixels", DataType::Int64, false),
+        Field::new("regions", DataType::Int32, false),
+    ]))
+}
+
+/// Publishes a mask set, replacing one of the same name: the files are written to a
+/// temporary directory, the manifest last, and the directory renamed into place. The
+/// manifest's SHA-256 fields are filled in here.
+pub fn write_mask_set(
+    layout: &WorkspaceLayout,
+    mut manifest: MaskSetManifest,
+    labels: &RecordBatch,
+    classes: &RecordBatch,
+) -> Result<MaskSetManifest> {
+    validate_name(&manifest.source)?;
+    let target = mask_set_dir(layout, &manifest.dataset, &manifest.source);
+    let parent = target.parent().expect("mask sets live in a directory");
+    fs::create_dir_all(parent).map_err(DatasetError::io("creating", parent))?;
+    remove_stale_tmp(parent);
+    let staging = tmp_sibling(&target);
+    fs::create_dir(&staging).map_err(DatasetError::io("creating", &staging))?;
+    let result = (|| {
+        manifest.labels_sha256 = write_parquet(&staging.join(LABELS_FILE), labels)?;
+        manifest.classes_sha256 = write_parquet(&staging.join(CLASSES_FILE), classes)?;
+        let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
+        write_atomic(&staging.join(MANIFEST_FILE), &json)?;
+        crate::ingest::failpoint("masks-before-publish");
+        if target.exists() {
+            // Move the old set aside (readers then see no set for an instant, never half
+            // of one); it is removed after the new one is in place.
+            let old = tmp_sibling(&target);
+            fs::rename(&target, &old).map_err(DatasetError::io("replacing", &target))?;
+            publish_dir(&staging, &target)?;
+            let _ = fs::remove_dir_all(&old);
+        } else {
+            publish_dir(&staging, &target)?;
+        }
+        Ok(manifest)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+/// Removes a mask set; false when there was none.
+pub fn remove_mask_set(layout: &WorkspaceLayout, dataset: &str, source: &str) -> Result<bool> {
+    let dir = mask_set_dir(layout, dataset, source);
+    if !dir.exists() {
+        return Ok(false);
+    }
+    let old = tmp_sibling(&dir);
+    fs::rename(&dir, &old).map_err(DatasetError::io("removing", &dir))?;
+    fs::remove_dir_all(&old).map_err(DatasetError::io("removing", &old))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn png(color: png::ColorType, depth: png::BitDepth, w: u32, h: u32, data: &[u8], palette: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut encoder = png::Encoder::new(&mut out, w, h);
+        encoder.set_color(color);
+        encoder.set_depth(depth);
+        if palette {
+            encoder.set_palette((0..=255u8).flat_map(|i| [i, i, i]).collect::<Vec<u8>>());
+        }
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(data).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn label_maps_from_grayscale_16_bit_and_palette_pngs() {
+        use png::{BitDepth, ColorType};
+        let gray = png(ColorType::Grayscale, BitDepth::Eight, 3, 2, &[0, 1, 2, 255, 4, 5], false);
+        assert_eq!(decode_png_label_map(&gray).unwrap().labels, [0, 1, 2, 255, 4, 5]);
+        let wide = png(ColorType::Grayscale, BitDepth::Sixteen, 2, 1, &[1, 2, 0, 7], false);
+        assert_eq!(decode_png_label_map(&wide).unwrap().labels, [258, 7]);
+        // 2-bit palette: 3 pixels per row pack into one byte, rows padded.
+        let packed = png(ColorType::Indexed, BitDepth::Two, 3, 2, &[0b00_01_10_00, 0b11_00_01_00], true);
+        let map = decode_png_label_map(&packed).unwrap();
+        assert_eq!((map.width, map.height, map.labels), (3, 2, vec![0, 1, 2, 3, 0, 1]));
+        let rgb = png(ColorType::Rgb, BitDepth::Eight, 1, 1, &[1, 2, 3], false);
+        assert!(decode_png_label_map(&rgb).unwrap_err().contains("holds colours"));
+        let truncated = &gray[..gray.len() - 20];
+        assert!(decode_png_label_map(truncated).unwrap_err().contains("truncated or corrupt"), "{truncated:?}");
+        assert!(decode_png_label_map(b"GIF89a").unwrap_err().starts_with("not a readable PNG"));
+    }
+
+    #[test]
+    fn masks_match_images_by_path_with_any_extension() {
+        let ids = ["a/1.jpg", "a/2.png", "3", "b/4.jpg", "b/4.png"];
+        let rel: Vec<String> = ["a/1.png", "a/2.png", "3.png"].map(String::from).to_vec();
+        assert_eq!(
+            match_masks(&rel, ids).unwrap(),
+            [(0, "a/1.jpg".to_string()), (1, "a/2.png".to_string()), (2, "3".to_string())]
+        );
+        let rel: Vec<String> = ["b/4.png", "b/4.tif.png", "c/5.png"].map(String::from).to_vec();
+        // b/4.png is exactly an image id; b/4.tif.png and c/5.png match nothing.
+        let problems = match_masks(&rel[1..], ids).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        let rel: Vec<String> = vec!["b/4.tif".into()];
+        assert!(match_masks(&rel, ids).unwrap_err()[0].contains("several images (b/4.jpg, b/4.png)"));
+    }
+
+    #[test]
+    fn class_lists_in_every_spelling() {
+        let dir = std::env::temp_dir().join(format!("slicetest-classes-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            fs::write(&p, text).unwrap();
+            read_classes(&p)
+        };
+        let names = |c: Vec<MaskClass>| c.into_iter().map(|c| (c.id, c.column)).collect::<Vec<_>>();
+        assert_eq!(
+            names(write("a.txt", "road\n\nTraffic light\n").unwrap()),
+            [(0, "road".into()), (2, "traffic_light".into())]
+        );
+        assert_eq!(
+            names(write("b.json", r#"["road", null, "sky"]"#).unwrap()),
+            [(0, "road".into()), (2, "sky".into())]
+        );
+        assert_eq!(
+            names(write("c.json", r#"{"7": "car", "1": "sky"}"#).unwrap()),
+            [(1, "sky".into()), (7, "car".into())]
+        );
+        assert_eq!(names(write("d.json", r#"[{"id": 3, "name": "person"}]"#).unwrap()), [(3, "person".into())]);
+        let err = write("e.txt", "Road\nroad\n").unwrap_err().to_string();
+        assert!(err.contains("both become columns named road_pct"), "{err}");
+        let err = write("f.json", r#"{"x": "car"}"#).unwrap_err().to_string();
+        assert!(err.contains("is not a class id"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    proptest! {
+        #[test]
+        fn rle_round_trips(labels in prop::collection::vec(prop_oneof![0u16..4, Just(255u16), any::<u16>()], 0..300)) {
+            let encoded = rle_encode(&labels);
+            prop_assert_eq!(rle_decode(&encoded, labels.len()).unwrap(), labels.clone());
+            if !labels.is_empty() {
+                prop_assert!(rle_decode(&encoded[..encoded.len() - 1], labels.len()).is_err());
+            }
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! `slicetest tag import --masks DIR --classes FILE`: a folder of PNG label maps becomes a
+//! mask set (the label maps, run-length encoded, and per-class statistics) and tag columns
+//! on `images`: `<class>_pct`, the share of the image's labelled pixels of that class, and
+//! `num_<class>_regions`, its 8-connected regions.
+//!
+//! Every mask is decoded and checked before anything is written: it must belong to an
+//! image of the dataset, have the image's size, and hold only listed class ids or the
+//! ignore index. One bad mask rejects the import, naming every problem found.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use slicetest_datasets::DatasetError;
+use slicetest_datasets::masks::{self, MaskClass, MaskSetManifest};
+use slicetest_datasets::tags::{self, TagFile, TaggerProvenance};
+use slicetest_eval::segmentation;
+
+use crate::Engine;
+use crate::error::Result;
+
+/// What `slicetest tag import --masks` should do.
+#[derive(Debug, Clone, Default)]
+pub struct MaskImportOptions {
+    /// The dataset (default: the workspace default).
+    pub dataset: Option<String>,
+    /// The mask set's name, also the tagger name of its columns (default: the folder's name).
+    pub name: Option<String>,
+    /// The value of unlabelled pixels (default 255).
+    pub ignore_index: Option<u16>,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// What an import stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MaskImportReport {
+    /// The dataset.
+    pub dataset: String,
+    /// The mask set (and tagger) name.
+    pub source: String,
+    /// The tag columns added to `images`.
+    pub columns: Vec<String>,
+    /// Images with a mask.
+    pub masks: usize,
+    /// Images of the dataset without one (their columns are NULL).
+    pub images_without_mask: usize,
+    /// Labelled pixels over all masks.
+    pub labelled_pixels: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// The version recorded in the tag columns' provenance.
+const MASKS_VERSION: &str = "masks-1";
+/// At most this many problems are listed in a rejection.
+const MAX_PROBLEMS: usize = 20;
+
+/// One decoded, checked mask.
+pub(crate) struct ImportedMask {
+    pub image_id: String,
+    pub sha256: String,
+    pub width: u32,
+    pub height: u32,
+    pub mask_sha256: String,
+    /// In class-list positions, [`IGNORED`] for the ignore index.
+    pub labels: Vec<u16>,
+}
+
+/// The images of a dataset's latest version that masks are matched to.
+pub(crate) struct MaskTargets {
+    pub version: u64,
+    /// image_id → (sha256, width, height), sorted by id.
+    pub images: std::collections::BTreeMap<String, (String, u32, u32)>,
+}
+
+impl Engine {
+    pub(crate) fn mask_targets(&self, dataset: &str) -> Result<MaskTargets> {
+        let latest = self.latest_manifest(Some(dataset))?;
+        let batch = slicetest_datasets::version::read_image_columns(
+            self.workspace.layout(),
+            &latest,
+            &["image_id", "sha256", "width", "height"],
+        )?;
+        let text = |name: &str| cast(batch.column_by_name(name).expect("core column"), &DataType::Utf8);
+        let number = |name: &str| cast(batch.column_by_name(name).expect("core column"), &DataType::Int32);
+        let (ids, shas, widths, heights) = (text("image_id")?, text("sha256")?, number("width")?, number("height")?);
+        let (ids, shas) = (ids.as_string::<i32>(), shas.as_string::<i32>());
+        let (widths, heights) = (widths.as_primitive::<Int32Type>(), heights.as_primitive::<Int32Type>());
+        let images = (0..ids.len())
+            .map(|i| {
+                let size = (widths.value(i).max(0) as u32, heights.value(i).max(0) as u32);
+                (ids.value(i).to_string(), (shas.value(i).to_string(), size.0, size.1))
+            })
+            .collect();
+        Ok(MaskTargets { version: latest.version, images })
+    }
+
+    /// Imports a folder of PNG label maps as mask set `name` of the dataset, with its
+    /// `<class>_pct` and `num_<class>_regions` tag columns; replaces an earlier set of the
+    /// same name. Nothing is written unless every mask is valid.
+    pub fn import_masks(&self, dir: &Path, classes: &Path, options: &MaskImportOptions) -> Result<MaskImportReport> {
+        let started = Instant::now();
+        let dataset = self.workspace.dataset_or_default(options.dataset.as_deref())?;
+        let source = match &options.name {
+            Some(name) => name.clone(),
+            None => {
+                let folder =
+                    dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+                slicetest_datasets::sanitize_name(folder.as_deref().unwrap_or(""), "masks")
+            }
+        };
+        slicetest_datasets::validate_name(&source)?;
+        if self.tagger_registry().is_reserved(&source) {
+            return Err(bad(dir, format!("{source:?} is a built-in tagger's name; pick another with --name")).into());
+        }
+        let class_list = masks::read_classes(classes)?;
+        let ignore = options.ignore_index.unwrap_or(masks::DEFAULT_IGNORE_INDEX);
+        if let Some(c) = class_list.iter().find(|c| c.id == ignore) {
+            return Err(bad(
+                classes,
+                format!("class {:?} has id {ignore}, the ignore index; pass another with --ignore-index", c.name),
+            )
+            .into());
+        }
+        let files = masks::mask_files(dir)?;
+        if files.is_empty() {
+            return Err(bad(dir, "no .png mask files in the folder".into()).into());
+        }
+
+        let _lock = self.workspace.lock()?;
+        let targets = self.mask_targets(&dataset)?;
+        let decoded = read_masks(dir, &files, &targets, &class_list, ignore, options.progress)?;
+        let layout = self.workspace.layout();
+        let stats: Vec<(Vec<u64>, Vec<u32>)> = decoded
+            .par_iter()
+            .map(|m| {
+                let (w, h, k) = (m.width as usize, m.height as usize, class_list.len());
+                let counts = segmentation::histogram(&m.labels, k, IGNORED).expect("positions are classes");
+                (counts, segmentation::regions(&m.labels, w, h, k, IGNORED))
+            })
+            .collect();
+
+        let mut tag_file = tag_columns(&decoded, &stats, &class_list)?;
+        let columns: Vec<String> = tag_file.tag_fields().iter().map(|f| f.name().clone()).collect();
+        let current_columns: Vec<String> =
+            self.latest_manifest(Some(&dataset))?.columns.iter().map(|c| c.name.clone()).collect();
+        let taken = tags::taken_columns(layout, &dataset, &current_columns, &source)?;
+        tags::check_columns(&source, columns.iter().map(String::as_str), &taken)
+            .map_err(|e| bad(classes, e.to_string().replacen(&format!("{source}: "), "", 1)))?;
+
+        let masks_hash = slicetest_datasets::version::pairs_hash(
+            decoded.iter().map(|m| (m.image_id.as_str(), m.mask_sha256.as_str())),
+        );
+        let labelled_pixels: u64 = stats.iter().map(|(c, _)| c.iter().sum::<u64>()).sum();
+        let manifest = MaskSetManifest {
+            source: source.clone(),
+            dataset: dataset.clone(),
+            dataset_version: targets.version,
+            classes: class_list.clone(),
+            ignore_index: ignore,
+            images: decoded.len() as u64,
+            labelled_pixels,
+            source_dir: dir.display().to_string(),
+            masks_hash: masks_hash.clone(),
+            labels_sha256: String::new(),
+            classes_sha256: String::new(),
+            created_at: chrono::Utc::now().to_rfc3339(),
+            slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let parameters = serde_json::json!({
+            "kind": "masks",
+            "source": dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "classes": class_list.iter().map(|c| (c.id, c.name.clone())).collect::<Vec<_>>(),
+            "ignore_index": ignore,
+            "masks_hash": masks_hash,
+        });
+        tag_file.provenance = TaggerProvenance::new(&source, MASKS_VERSION, parameters, None);
+        // An earlier per-object import under this name must not leave its boxes behind.
+        let stale = tags::detections_file(layout, &dataset, &source);
+        if stale.is_file() {
+            std::fs::remove_file(&stale).map_err(DatasetError::io("removing", &stale))?;
+        }
+        masks::write_mask_set(
+            layout,
+            manifest,
+            &labels_batch(&decoded, &class_list, ignore),
+            &classes_batch(&decoded, &stats, &class_list, &source),
+        )?;
+        tags::write_tags(layout, &dataset, &tag_file)?;
+        Ok(MaskImportReport {
+            images_without_mask: targets.images.len() - decoded.len(),
+            dataset,
+            source,
+            columns,
+            masks: decoded.len(),
+            labelled_pixels,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+fn bad(path: &Path, message: String) -> DatasetError {
+    DatasetError::BadInput { source_path: path.to_path_buf(), message }
+}
+
+/// A label map in class-list positions (the list may skip ids), the ignore index as
+/// [`IGNORED`]: what the segmentation kernels count. An id without a class is an error
+/// (reported with the id itself).
+pub(crate) fn positions(
+    labels: &[u16],
+    classes: &[MaskClass],
+    ignore: u16,
+) -> std::result::Result<Vec<u16>, segmentation::UnknownClass> {
+    let max = classes.iter().map(|c| c.id as usize).max().unwrap_or(0);
+    let mut table = vec![u16::MAX - 1; max.max(ignore as usize) + 1];
+    for (i, c) in classes.iter().enumerate() {
+        table[c.id as usize] = i as u16;
+    }
+    table[ignore as usize] = IGNORED;
+    let mut unknown: Option<segmentation::UnknownClass> = None;
+    let dense = labels
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| match table.get(v as usize) {
+            Some(&p) if p != u16::MAX - 1 => p,
+            _ => {
+                match &mut unknown {
+                    Some(u) => u.count += 1,
+                    None => unknown = Some(segmentation::UnknownClass { value: v, pixel: i, count: 1 }),
+                }
+                IGNORED
+            }
+        })
+        .collect();
+    unknown.map_or(Ok(dense), Err)
+}
+
+/// The value of ignored pixels in a label map of class-list positions.
+pub(crate) const IGNORED: u16 = u16::MAX;
+
+/// Reads, decodes and checks every mask in parallel; all problems or all masks.
+pub(crate) fn read_masks(
+    dir: &Path,
+    files: &[(String, PathBuf)],
+    targets: &MaskTargets,
+    classes: &[MaskClass],
+    ignore: u16,
+    progress: bool,
+) -> Result<Vec<ImportedMask>> {
+    let relative: Vec<String> = files.iter().map(|(r, _)| r.clone()).collect();
+    let rejected = |problems: Vec<String>| -> crate::error::EngineError {
+        let more = problems.len().saturating_sub(MAX_PROBLEMS);
+        let mut listed: Vec<String> = problems.into_iter().take(MAX_PROBLEMS).collect();
+        if more > 0 {
+            listed.push(format!("… and {more} more"));
+        }
+        bad(dir, format!("masks rejected, nothing was written:\n  - {}", listed.join("\n  - "))).into()
+    };
+    let matched = masks::match_masks(&relative, targets.images.keys().map(String::as_str)).map_err(rejected)?;
+    let mut seen = std::collections::HashMap::new();
+    let mut problems = Vec::new();
+    for (i, id) in &matched {
+        if let Some(first) = seen.insert(id.as_str(), *i) {
+            problems.push(format!("{} and {}: two masks for image {id}", relative[first], relative[*i]));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(rejected(problems));
+    }
+    let bar = slicetest_datasets::progress::bar(matched.len() as u64, "reading masks", progress);
+    let results: Vec<std::result::Result<ImportedMask, String>> = matched
+        .par_iter()
+        .map(|(i, id)| {
+            let (rel, path) = &files[*i];
+            let at = |m: String| format!("{rel}: {m}");
+            let bytes = std::fs::read(path).map_err(|e| at(format!("unreadable: {e}")))?;
+            let map = masks::decode_png_label_map(&bytes).map_err(at)?;
+            let (sha, w, h) = &targets.images[id];
+            if (map.width, map.height) != (*w, *h) {
+                return Err(at(format!("the mask is {}×{} but image {id} is {w}×{h}", map.width, map.height)));
+            }
+            let labels = positions(&map.labels, classes, ignore).map_err(|u| {
+                let (x, y) = (u.pixel % *w as usize, u.pixel / *w as usize);
+                at(format!(
+                    "class id {} is not in the class list (first at x={x}, y={y}; {} pixel(s) with unlisted ids; ignore index {ignore})",
+                    u.value, u.count
+                ))
+            })?;
+            bar.inc(1);
+            Ok(ImportedMask {
+                image_id: id.clone(),
+                sha256: sha.clone(),
+                width: map.width,
+                height: map.height,
+                mask_sha256: hex::encode(Sha256::digest(&bytes)),
+                labels,
+            })
+        })
+        .collect();
+    bar.finish_and_clear();
+    let (mut ok, mut problems) = (Vec::with_capacity(results.len()), Vec::new());
+    for r in results {
+        match r {
+            Ok(m) => ok.push(m),
+            Err(p) => problems.push(p),
+        }
+    }
+    if !problems.is_empty() {
+        problems.sort();
+        return Err(rejected(problems));
+    }
+    ok.sort_by(|a, b| a.image_id.cmp(&b.image_id));
+    Ok(ok)
+}
+
+/// The stored label maps hold the class ids as given (and the ignore index), so the file
+/// reads without the class list.
+fn labels_batch(masks: &[ImportedMask], classes: &[MaskClass], ignore: u16) -> RecordBatch {
+    let id_of = |p: u16| if p == IGNORED { ignore } else { classes[p as usize].id };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(masks.iter().map(|m| m.image_id.as_str()))),
+        Arc::new(StringArray::from_iter_values(masks.iter().map(|m| m.sha256.as_str()))),
+        Arc::new(Int32Array::from_iter_values(masks.iter().map(|m| m.width as i32))),
+        Arc::new(Int32Array::from_iter_values(masks.iter().map(|m| m.height as i32))),
+        Arc::new(StringArray::from_iter_values(masks.iter().map(|m| m.mask_sha256.as_str()))),
+        Arc::new(BinaryArray::from_iter_values(
+            masks.iter().map(|m| masks::rle_encode(&m.labels.iter().map(|&p| id_of(p)).collect::<Vec<_>>())),
+        )),
+    ];
+    RecordBatch::try_new(masks::labels_schema(), columns).expect("schema matches")
+}
+
+fn classes_batch(
+    masks: &[ImportedMask],
+    stats: &[(Vec<u64>, Vec<u32>)],
+    classes: &[MaskClass],
+    source: &str,
+) -> RecordBatch {
+    let mut rows: Vec<(usize, usize)> = Vec::new();
+    for (m, (counts, _)) in stats.iter().enumerate() {
+        rows.extend(counts.iter().enumerate().filter(|(_, n)| **n > 0).map(|(k, _)| (m, k)));
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|&(m, _)| masks[m].image_id.as_str()))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|&(m, _)| masks[m].sha256.as_str()))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|_| source))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|&(_, k)| classes[k].name.as_str()))),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|&(_, k)| classes[k].id as i32))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|&(m, k)| stats[m].0[k] as i64))),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|&(m, k)| stats[m].1[k] as i32))),
+    ];
+    RecordBatch::try_new(masks::classes_schema(), columns).expect("schema matches")
+}
+
+/// `<class>_pct` (NULL for a mask without labelled pixels) and `num_<class>_regions` per masked image.
+fn tag_columns(masks: &[ImportedMask], stats: &[(Vec<u64>, Vec<u32>)], classes: &[MaskClass]) -> Result<TagFile> {
+    let mut fields = tags::key_fields();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(masks.iter().map(|m| m.image_id.as_str()))),
+        Arc::new(StringArray::from_iter_values(masks.iter().map(|m| m.sha256.as_str()))),
+    ];
+    let mut names = BTreeSet::new();
+    for (k, class) in classes.iter().enumerate() {
+        let pct = format!("{}_pct", class.column);
+        slicetest_datasets::validate_column(&pct).map_err(|e| bad(Path::new(&class.name), e))?;
+        names.insert(pct.clone());
+        columns.push(Arc::new(Float64Array::from_iter(stats.iter().map(|(counts, _)| {
+            let total: u64 = counts.iter().sum();
+            (total > 0).then(|| counts[k] as f64 / total as f64)
+        }))));
+        fields.push(Field::new(pct, DataType::Float64, true));
+    }
+    for (k, class) in classes.iter().enumerate() {
+        let regions = format!("num_{}_regions", class.column);
+        slicetest_datasets::validate_column(&regions).map_err(|e| bad(Path::new(&class.name), e))?;
+        columns.push(Arc::new(Int32Array::from_iter_values(stats.iter().map(|(_, r)| r[k] as i32))));
+        fields.push(Field::new(regions, DataType::Int32, true));
+    }
+    let tags = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    Ok(TagFile {
+        provenance: TaggerProvenance::new("", MASKS_VERSION, serde_json::Value::Null, None),
+        tags,
+        detections: None,
+    })
+}

@@ -1,0 +1,251 @@
+//! Semantic segmentation: label maps to pixel statistics and confusion matrices, and a
+//! confusion matrix to the metrics of Hugging Face evaluate's `mean_iou` (mmseg's
+//! definition).
+//!
+//! A label map is one class id per pixel in row-major order; `ignore` marks pixels that
+//! have no label (255 by convention) and count nowhere. Metrics are computed from a
+//! confusion matrix summed over a set of images, never as a mean of per-image IoUs: a
+//! slice's IoU for class k is `Σ tp / Σ (tp + fp + fn)` over its images, which is what
+//! `mean_iou` reports for the same images.
+
+use serde::Serialize;
+
+use crate::numpy;
+
+/// A class id outside the class list, found in a label map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownClass {
+    /// The value found.
+    pub value: u16,
+    /// The first pixel (row-major index) holding it.
+    pub pixel: usize,
+    /// How many pixels hold a value outside the class list.
+    pub count: usize,
+}
+
+/// Per class, the number of pixels labelled with it (`ignore` pixels excluded).
+pub fn histogram(labels: &[u16], classes: usize, ignore: u16) -> Result<Vec<u64>, UnknownClass> {
+    let mut counts = vec![0u64; classes];
+    let mut unknown: Option<UnknownClass> = None;
+    for (i, &v) in labels.iter().enumerate() {
+        if v == ignore {
+            continue;
+        }
+        match counts.get_mut(v as usize) {
+            Some(c) => *c += 1,
+            None => note_unknown(&mut unknown, v, i),
+        }
+    }
+    unknown.map_or(Ok(counts), Err)
+}
+
+fn note_unknown(unknown: &mut Option<UnknownClass>, value: u16, pixel: usize) {
+    match unknown {
+        Some(u) => u.count += 1,
+        None => *unknown = Some(UnknownClass { value, pixel, count: 1 }),
+    }
+}
+
+/// Per class, the number of connected regions of its pixels (8-connectivity: pixels that
+/// touch at an edge or a corner belong to one region), as `scipy.ndimage.label` counts
+/// them with a 3×3 structure. Values must be class ids or `ignore` (check with
+/// [`histogram`] first); out-of-range values are skipped.
+pub fn regions(labels: &[u16], width: usize, height: usize, classes: usize, ignore: u16) -> Vec<u32> {
+    assert_eq!(labels.len(), width * height, "a label map has width × height pixels");
+    // Union-find over pixels; a pixel's parent starts as itself. One pass joins each
+    // pixel with its already-visited neighbours of the same class (W, NW, N, NE).
+    let mut parent: Vec<u32> = (0..labels.len() as u32).collect();
+    fn find(parent: &mut [u32], mut i: u32) -> u32 {
+        while parent[i as usize] != i {
+            let up = parent[parent[i as usize] as usize];
+            parent[i as usize] = up;
+            i = up;
+        }
+        i
+    }
+    let union = |parent: &mut Vec<u32>, a: u32, b: u32| {
+        let (ra, rb) = (find(parent, a), find(parent, b));
+        if ra != rb {
+            let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            parent[hi as usize] = lo;
+        }
+    };
+    let valid = |v: u16| v != ignore && (v as usize) < classes;
+    for y in 0..height {
+        for x in 0..width {
+            let i = y * width + x;
+            let v = labels[i];
+            if !valid(v) {
+                continue;
+            }
+            if x > 0 && labels[i - 1] == v {
+                union(&mut parent, i as u32, (i - 1) as u32);
+            }
+            if y > 0 {
+                let above = i - width;
+                for nx in x.saturating_sub(1)..=(x + 1).min(width - 1) {
+                    let j = above - x + nx;
+                    if labels[j] == v {
+                        union(&mut parent, i as u32, j as u32);
+                    }
+                }
+            }
+        }
+    }
+    let mut counts = vec![0u32; classes];
+    for (i, &v) in labels.iter().enumerate() {
+        if valid(v) && parent[i] == i as u32 {
+            counts[v as usize] += 1;
+        }
+    }
+    counts
+}
+
+/// The K×K pixel confusion matrix of one image (row = true class, column = predicted
+/// class, row-major), over the pixels whose truth is not `ignore`. A predicted value
+/// outside the class list on such a pixel is an error (`UnknownClass` of the prediction);
+/// so is a true value outside it.
+pub fn confusion(truth: &[u16], predicted: &[u16], classes: usize, ignore: u16) -> Result<Vec<u64>, UnknownClass> {
+    assert_eq!(truth.len(), predicted.len(), "truth and prediction cover the same pixels");
+    let mut counts = vec![0u64; classes * classes];
+    let mut unknown: Option<UnknownClass> = None;
+    for (i, (&t, &p)) in truth.iter().zip(predicted).enumerate() {
+        if t == ignore {
+            continue;
+        }
+        let (t, p) = (t as usize, p as usize);
+        if t < classes && p < classes {
+            counts[t * classes + p] += 1;
+        } else {
+            note_unknown(&mut unknown, if t >= classes { t as u16 } else { p as u16 }, i);
+        }
+    }
+    unknown.map_or(Ok(counts), Err)
+}
+
+/// One class's pixels and scores over a set of images.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassScores {
+    /// Pixels of the class predicted as the class.
+    pub tp: u64,
+    /// Pixels of other classes predicted as the class.
+    pub fp: u64,
+    /// Pixels of the class predicted as another class.
+    #[serde(rename = "fn")]
+    pub fn_: u64,
+    /// `tp / (tp + fp + fn)`; None when the class is neither true nor predicted anywhere.
+    pub iou: Option<f64>,
+    /// `tp / (tp + fn)` (the class's recall); None when no pixel is of the class.
+    pub accuracy: Option<f64>,
+}
+
+/// Hugging Face evaluate's `mean_iou` over a summed confusion matrix.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SegmentationScores {
+    /// Labelled pixels (truth not `ignore`).
+    pub pixels: u64,
+    /// Per class, in class-id order.
+    pub classes: Vec<ClassScores>,
+    /// Mean IoU over the classes whose IoU is defined (`np.nanmean`).
+    pub mean_iou: Option<f64>,
+    /// Mean per-class accuracy over the classes present in the truth (`np.nanmean`).
+    pub mean_accuracy: Option<f64>,
+    /// Correct pixels over labelled pixels (`overall_accuracy`).
+    pub pixel_accuracy: Option<f64>,
+}
+
+/// The scores of a K×K confusion matrix (row = truth, column = prediction).
+pub fn scores(confusion: &[u64], classes: usize) -> SegmentationScores {
+    assert_eq!(confusion.len(), classes * classes, "a K×K matrix");
+    let mut per_class = Vec::with_capacity(classes);
+    let (mut pixels, mut correct) = (0u64, 0u64);
+    for k in 0..classes {
+        let row: u64 = confusion[k * classes..(k + 1) * classes].iter().sum();
+        let column: u64 = (0..classes).map(|t| confusion[t * classes + k]).sum();
+        let tp = confusion[k * classes + k];
+        pixels += row;
+        correct += tp;
+        let union = row + column - tp;
+        per_class.push(ClassScores {
+            tp,
+            fp: column - tp,
+            fn_: row - tp,
+            iou: (union > 0).then(|| tp as f64 / union as f64),
+            accuracy: (row > 0).then(|| tp as f64 / row as f64),
+        });
+    }
+    SegmentationScores {
+        pixels,
+        mean_iou: numpy::nanmean(per_class.iter().map(|c| c.iou)),
+        mean_accuracy: numpy::nanmean(per_class.iter().map(|c| c.accuracy)),
+        pixel_accuracy: (pixels > 0).then(|| correct as f64 / pixels as f64),
+        classes: per_class,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_join_diagonal_neighbours() {
+        #[rustfmt::skip]
+        let labels = [
+            1, 0, 0, 2,
+            0, 1, 0, 2,
+            0, 0, 0, 9,
+            1, 1, 9, 2,
+        ];
+        // Class 1: the diagonal pair is one region, the bottom pair another; class 0 is
+        // one region (its pixels all touch); class 2: the top pair, and the corner pixel
+        // cut off by ignore (9) on both sides.
+        assert_eq!(regions(&labels, 4, 4, 3, 9), [1, 2, 2]);
+    }
+
+    #[test]
+    fn a_region_that_wraps_around_is_counted_once() {
+        // A U shape: its two arms meet only at the bottom row, after both were labelled.
+        #[rustfmt::skip]
+        let labels = [
+            1, 0, 1,
+            1, 0, 1,
+            1, 1, 1,
+        ];
+        assert_eq!(regions(&labels, 3, 3, 2, 255), [1, 1]);
+    }
+
+    #[test]
+    fn histogram_and_confusion_skip_ignore_and_report_unknown_ids() {
+        let truth = [0, 1, 255, 1, 2];
+        let predicted = [0, 2, 7, 1, 2];
+        assert_eq!(histogram(&truth, 3, 255).unwrap(), [1, 2, 1]);
+        assert_eq!(confusion(&truth, &predicted, 3, 255).unwrap(), [1, 0, 0, 0, 1, 1, 0, 0, 1]);
+        let err = histogram(&[0, 5, 5, 255], 3, 255).unwrap_err();
+        assert_eq!(err, UnknownClass { value: 5, pixel: 1, count: 2 });
+        let err = confusion(&[0, 1], &[0, 3], 3, 255).unwrap_err();
+        assert_eq!((err.value, err.pixel), (3, 1));
+    }
+
+    #[test]
+    fn scores_follow_mean_iou() {
+        // Class 2 is only predicted: IoU 0, accuracy undefined. Class 3 is nowhere: both undefined.
+        let classes = 4;
+        let mut m = vec![0u64; 16];
+        let mut put = |t: usize, p: usize, n: u64| m[t * classes + p] = n;
+        put(0, 0, 6);
+        put(0, 1, 2);
+        put(1, 1, 3);
+        put(1, 2, 1);
+        let s = scores(&m, classes);
+        assert_eq!(s.pixels, 12);
+        assert_eq!(s.classes[0], ClassScores { tp: 6, fp: 0, fn_: 2, iou: Some(0.75), accuracy: Some(0.75) });
+        assert_eq!(s.classes[1].iou, Some(0.5));
+        assert_eq!((s.classes[2].iou, s.classes[2].accuracy), (Some(0.0), None));
+        assert_eq!((s.classes[3].iou, s.classes[3].accuracy), (None, None));
+        assert_eq!(s.mean_iou, Some((0.75 + 0.5 + 0.0) / 3.0));
+        assert_eq!(s.mean_accuracy, Some((0.75 + 0.75) / 2.0));
+        assert_eq!(s.pixel_accuracy, Some(9.0 / 12.0));
+        let empty = scores(&[0; 4], 2);
+        assert_eq!((empty.mean_iou, empty.pixel_accuracy), (None, None));
+    }
+}
