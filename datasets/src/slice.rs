@@ -56,6 +56,16 @@ pub struct SliceDefinition {
     /// point is below its threshold (`min_recall.person = 0.8`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub min_class_recall: std::collections::BTreeMap<String, f64>,
+    /// Slice test of a segmentation run: fail below this mean IoU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_miou: Option<f64>,
+    /// Slice test of a segmentation run: fail below this pixel accuracy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_pixel_accuracy: Option<f64>,
+    /// Slice test of a segmentation run: fail when a class's IoU is below its threshold
+    /// (`min_iou.person = 0.5`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub min_class_iou: std::collections::BTreeMap<String, f64>,
 }
 
 /// One member of a frozen slice.
@@ -398,6 +408,9 @@ mod tests {
             min_ap50: None,
             min_recall: None,
             min_class_recall: Default::default(),
+            min_miou: None,
+            min_pixel_accuracy: None,
+            min_class_iou: Default::default(),
         }
     }
 

@@ -21,6 +21,7 @@ use crate::curation::DEFAULT_MIN_TEST_SAMPLES;
 use crate::detection::{DetectionMetrics, DetectionRegression, RunEvaluation};
 use crate::error::Result;
 use crate::metrics::{self, Classification, Estimate};
+use crate::segmentation::{SegmentationEvaluation, SegmentationMetrics, SegmentationRegression};
 
 /// Default significance level of the regression test.
 pub const DEFAULT_ALPHA: f64 = 0.05;
@@ -102,7 +103,13 @@ pub struct SliceScore {
     /// Against a baseline detection run, when one was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detection_regression: Option<DetectionRegression>,
-    /// The slice test's thresholds other than accuracy (detection runs), each checked.
+    /// Segmentation metrics (when the run is a segmentation run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<SegmentationMetrics>,
+    /// Against a baseline segmentation run, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segmentation_regression: Option<SegmentationRegression>,
+    /// The slice test's thresholds other than accuracy (detection and segmentation runs), each checked.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
 }
@@ -110,7 +117,8 @@ pub struct SliceScore {
 /// One threshold of a slice test and how the run did against it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Check {
-    /// What is tested: `mAP`, `AP50`, `recall`, `recall.<category>`.
+    /// What is tested: `mAP`, `AP50`, `recall`, `recall.<category>`; for segmentation
+    /// `mIoU`, `pixel_accuracy`, `IoU.<class>`.
     pub metric: String,
     /// The run's value on the slice; None when the slice has nothing to measure it on
     /// (no ground truth of that category), which does not fail the test.
@@ -127,9 +135,13 @@ impl SliceScore {
         self.classification.as_ref().map(|c| c.accuracy).filter(|a| a.n > 0)
     }
 
-    /// The number slices are ranked by: accuracy, or a detection run's mAP.
+    /// The number slices are ranked by: accuracy, a detection run's mAP, or a
+    /// segmentation run's mIoU.
     pub fn headline(&self) -> Option<f64> {
-        self.accuracy().map(|a| a.value).or_else(|| self.detection.as_ref().and_then(|d| d.coco.ap))
+        self.accuracy()
+            .map(|a| a.value)
+            .or_else(|| self.detection.as_ref().and_then(|d| d.coco.ap))
+            .or_else(|| self.segmentation.as_ref().and_then(|s| s.scores.mean_iou))
     }
 
     /// Whether this slice fails the build: a failed test or a significant regression.
@@ -137,6 +149,7 @@ impl SliceScore {
         self.verdict == Verdict::Fail
             || self.regression.as_ref().is_some_and(|r| r.significant)
             || self.detection_regression.as_ref().is_some_and(|r| r.significant)
+            || self.segmentation_regression.as_ref().is_some_and(|r| r.significant)
     }
 }
 
@@ -273,14 +286,20 @@ impl<'a> Scorable<'a> {
             failures,
             detection: None,
             detection_regression: None,
+            segmentation: None,
+            segmentation_regression: None,
             checks: Vec::new(),
         }
     }
 }
 
 impl Engine {
-    /// Validates and stores a model run (see [`slicetest_datasets::run::upload`]).
+    /// Validates and stores a model run (see [`slicetest_datasets::run::upload`]); a
+    /// folder is a segmentation run's predicted masks (see [`Engine::upload_segmentation_run`]).
     pub async fn upload_run(&self, path: &std::path::Path, options: &UploadOptions) -> Result<RunManifest> {
+        if path.is_dir() {
+            return self.upload_segmentation_run(path, options, None);
+        }
         Ok(upload(&self.workspace, path, options).await?)
     }
 
@@ -298,9 +317,13 @@ impl Engine {
     /// accuracy drops at level `alpha`.
     pub fn score_run(&self, run: &str, baseline: Option<&str>, alpha: f64) -> Result<RunReport> {
         let manifest = read_run(&self.workspace, run)?;
-        if manifest.task == Task::Detection {
+        if manifest.task != Task::Classification {
             let base = baseline.map(|b| read_run(&self.workspace, b)).transpose()?;
-            let (overall, slices) = self.scored_detection_slices(&manifest, base.as_ref(), alpha)?;
+            let (overall, slices) = if manifest.task == Task::Detection {
+                self.scored_detection_slices(&manifest, base.as_ref(), alpha)?
+            } else {
+                self.scored_segmentation_slices(&manifest, base.as_ref(), alpha)?
+            };
             return Ok(self.report(manifest, baseline.map(str::to_string), alpha, overall, slices));
         }
         let (mut overall, mut slices) = self.scored_slices(&manifest)?;
@@ -332,8 +355,10 @@ impl Engine {
 
     /// The overall score and every slice's score of one run.
     fn scored_slices(&self, manifest: &RunManifest) -> Result<(SliceScore, Vec<SliceScore>)> {
-        if manifest.task == Task::Detection {
-            return self.scored_detection_slices(manifest, None, DEFAULT_ALPHA);
+        match manifest.task {
+            Task::Detection => return self.scored_detection_slices(manifest, None, DEFAULT_ALPHA),
+            Task::Segmentation => return self.scored_segmentation_slices(manifest, None, DEFAULT_ALPHA),
+            Task::Classification => {}
         }
         let layout = self.workspace.layout();
         let predictions = read_predictions(&self.workspace, manifest)?;
@@ -443,6 +468,123 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// A segmentation run on all its images and on every slice: each slice sums its
+    /// members' confusion matrices; with a baseline segmentation run, a paired bootstrap
+    /// test of each slice's mIoU drop at level `alpha`.
+    fn scored_segmentation_slices(
+        &self,
+        manifest: &RunManifest,
+        baseline: Option<&RunManifest>,
+        alpha: f64,
+    ) -> Result<(SliceScore, Vec<SliceScore>)> {
+        let layout = self.workspace.layout();
+        let evaluate = |run: &RunManifest| -> Result<SegmentationEvaluation> {
+            if run.task != Task::Segmentation || run.dataset != manifest.dataset {
+                return Err(crate::error::EngineError::InvalidArgument(format!(
+                    "baseline {} is not a segmentation run on dataset {}",
+                    run.run, manifest.dataset
+                )));
+            }
+            self.segmentation_evaluation(run)
+        };
+        let evaluation = evaluate(manifest)?;
+        let base = baseline.map(evaluate).transpose()?;
+        let (metrics, regression) = evaluation.score(&evaluation.everything(), base.as_ref(), alpha);
+        let mut overall = segmentation_score("(all)", metrics, None, 0);
+        overall.segmentation_regression = regression;
+        let names = slice::slice_names(layout)?;
+        let slices: Vec<Option<SliceScore>> = names
+            .par_iter()
+            .map(|name| -> Result<Option<SliceScore>> {
+                let definition: SliceDefinition = slice::read_definition(layout, name)?;
+                if definition.dataset != manifest.dataset {
+                    return Ok(None);
+                }
+                let min_samples = definition.min_samples.unwrap_or(DEFAULT_MIN_TEST_SAMPLES);
+                let Some(frozen) = slice::latest_frozen(layout, name)? else {
+                    let (metrics, _) = evaluation.score(&[], None, alpha);
+                    let mut s = segmentation_score(name, metrics, Some(&definition), min_samples);
+                    s.verdict = Verdict::NotEnoughData;
+                    return Ok(Some(s));
+                };
+                let members = slice::read_members(layout, &frozen)?;
+                let rows = evaluation.membership(members.column(0).as_string::<i32>().iter().flatten());
+                let (metrics, regression) = evaluation.score(&rows, base.as_ref(), alpha);
+                let mut s = segmentation_score(name, metrics, Some(&definition), min_samples);
+                s.segmentation_regression = regression;
+                s.version = Some(frozen.version);
+                s.members = frozen.members;
+                Ok(Some(s))
+            })
+            .collect::<Result<_>>()?;
+        Ok((overall, slices.into_iter().flatten().collect()))
+    }
+}
+
+/// The checks of a slice test: each threshold that is set, against its value (an absent
+/// value, nothing to measure on the slice, passes).
+fn checks(thresholds: impl IntoIterator<Item = (String, Option<f64>, Option<f64>)>) -> Vec<Check> {
+    thresholds
+        .into_iter()
+        .filter_map(|(metric, value, threshold)| {
+            threshold.map(|threshold| Check { metric, value, threshold, passed: value.is_none_or(|v| v >= threshold) })
+        })
+        .collect()
+}
+
+/// The verdict of a slice test made of checks.
+fn checks_verdict(scored: u64, min_samples: u64, checks: &[Check]) -> Verdict {
+    match (scored < min_samples, checks.is_empty()) {
+        (true, _) => Verdict::NotEnoughData,
+        (false, true) => Verdict::NoThreshold,
+        (false, false) if checks.iter().all(|c| c.passed) => Verdict::Pass,
+        (false, false) => Verdict::Fail,
+    }
+}
+
+/// A segmentation run's score on one slice, tested against the slice's segmentation thresholds.
+fn segmentation_score(
+    name: &str,
+    metrics: SegmentationMetrics,
+    definition: Option<&SliceDefinition>,
+    min_samples: u64,
+) -> SliceScore {
+    let checks = match definition {
+        None => Vec::new(),
+        Some(d) => {
+            let class_iou = |class: &str| metrics.classes.iter().find(|c| c.class == class).and_then(|c| c.iou);
+            let mut wanted = vec![
+                ("mIoU".to_string(), metrics.scores.mean_iou, d.min_miou),
+                ("pixel_accuracy".to_string(), metrics.scores.pixel_accuracy, d.min_pixel_accuracy),
+            ];
+            wanted.extend(d.min_class_iou.iter().map(|(c, &t)| (format!("IoU.{c}"), class_iou(c), Some(t))));
+            checks(wanted)
+        }
+    };
+    SliceScore {
+        slice: name.to_string(),
+        version: None,
+        members: metrics.images,
+        scored: metrics.images,
+        classification: None,
+        log_loss: None,
+        ece: None,
+        mean_score: None,
+        mean_loss: None,
+        min_accuracy: definition.and_then(|d| d.min_accuracy),
+        min_samples,
+        verdict: checks_verdict(metrics.images, min_samples, &checks),
+        regression: None,
+        failures: Vec::new(),
+        detection: None,
+        detection_regression: None,
+        segmentation: Some(metrics),
+        segmentation_regression: None,
+        checks,
+    }
+}
+
 /// A detection run's score on one slice, tested against the slice's detection thresholds.
 fn detection_score(
     name: &str,
@@ -450,27 +592,21 @@ fn detection_score(
     definition: Option<&SliceDefinition>,
     min_samples: u64,
 ) -> SliceScore {
-    let mut checks = Vec::new();
-    if let Some(d) = definition {
-        let mut check = |metric: String, value: Option<f64>, threshold: Option<f64>| {
-            if let Some(threshold) = threshold {
-                checks.push(Check { metric, value, threshold, passed: value.is_none_or(|v| v >= threshold) });
-            }
-        };
-        check("mAP".into(), metrics.coco.ap, d.min_map);
-        check("AP50".into(), metrics.coco.ap50, d.min_ap50);
-        check("recall".into(), metrics.counts.recall, d.min_recall);
-        for (category, &threshold) in &d.min_class_recall {
-            let value = metrics.classes.iter().find(|c| &c.category == category).and_then(|c| c.counts.recall);
-            check(format!("recall.{category}"), value, Some(threshold));
+    let checks = match definition {
+        None => Vec::new(),
+        Some(d) => {
+            let class_recall =
+                |category: &str| metrics.classes.iter().find(|c| c.category == category).and_then(|c| c.counts.recall);
+            let mut wanted = vec![
+                ("mAP".to_string(), metrics.coco.ap, d.min_map),
+                ("AP50".to_string(), metrics.coco.ap50, d.min_ap50),
+                ("recall".to_string(), metrics.counts.recall, d.min_recall),
+            ];
+            wanted.extend(d.min_class_recall.iter().map(|(c, &t)| (format!("recall.{c}"), class_recall(c), Some(t))));
+            checks(wanted)
         }
-    }
-    let verdict = match (metrics.images < min_samples, checks.is_empty()) {
-        (true, _) => Verdict::NotEnoughData,
-        (false, true) => Verdict::NoThreshold,
-        (false, false) if checks.iter().all(|c| c.passed) => Verdict::Pass,
-        (false, false) => Verdict::Fail,
     };
+    let verdict = checks_verdict(metrics.images, min_samples, &checks);
     SliceScore {
         slice: name.to_string(),
         version: None,
@@ -488,6 +624,8 @@ fn detection_score(
         failures: Vec::new(),
         detection: Some(metrics),
         detection_regression: None,
+        segmentation: None,
+        segmentation_regression: None,
         checks,
     }
 }

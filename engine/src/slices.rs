@@ -37,9 +37,12 @@ impl Engine {
             ("min_map".to_string(), thresholds.min_map),
             ("min_ap50".to_string(), thresholds.min_ap50),
             ("min_recall".to_string(), thresholds.min_recall),
+            ("min_miou".to_string(), thresholds.min_miou),
+            ("min_pixel_accuracy".to_string(), thresholds.min_pixel_accuracy),
         ]
         .into_iter()
-        .chain(thresholds.min_class_recall.iter().map(|(c, v)| (format!("min_recall.{c}"), Some(*v))));
+        .chain(thresholds.min_class_recall.iter().map(|(c, v)| (format!("min_recall.{c}"), Some(*v))))
+        .chain(thresholds.min_class_iou.iter().map(|(c, v)| (format!("min_iou.{c}"), Some(*v))));
         for (name, value) in rates {
             if value.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
                 return Err(EngineError::InvalidArgument(format!("{name} must be between 0 and 1")));
@@ -68,6 +71,9 @@ impl Engine {
             min_ap50: thresholds.min_ap50,
             min_recall: thresholds.min_recall,
             min_class_recall: thresholds.min_class_recall,
+            min_miou: thresholds.min_miou,
+            min_pixel_accuracy: thresholds.min_pixel_accuracy,
+            min_class_iou: thresholds.min_class_iou,
         };
         let _lock = self.workspace.lock()?;
         slice::create_definition(self.workspace.layout(), &definition)?;

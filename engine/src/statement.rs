@@ -5,6 +5,8 @@
 //!   AS <SELECT returning image_id>
 //! CREATE SLICE <name> WITH (min_map = 0.3, min_ap50 = 0.5, min_recall = 0.7,
 //!   min_recall.person = 0.8) AS …                      -- thresholds for detection runs
+//! CREATE SLICE <name> WITH (min_miou = 0.5, min_pixel_accuracy = 0.9,
+//!   min_iou.person = 0.4) AS …                         -- thresholds for segmentation runs
 //! DROP SLICE [IF EXISTS] <name>
 //! SHOW SLICES
 //! DESCRIBE SLICE <name>
@@ -30,10 +32,17 @@ pub struct SliceThresholds {
     pub min_recall: Option<f64>,
     /// Detection runs: per-category recall thresholds (`min_recall.person`).
     pub min_class_recall: std::collections::BTreeMap<String, f64>,
+    /// Segmentation runs: fail below this mean IoU.
+    pub min_miou: Option<f64>,
+    /// Segmentation runs: fail below this pixel accuracy.
+    pub min_pixel_accuracy: Option<f64>,
+    /// Segmentation runs: per-class IoU thresholds (`min_iou.person`).
+    pub min_class_iou: std::collections::BTreeMap<String, f64>,
 }
 
 /// The options `CREATE SLICE … WITH (…)` knows.
-const THRESHOLD_OPTIONS: &str = "min_accuracy, min_samples, min_map, min_ap50, min_recall and min_recall.<category>";
+const THRESHOLD_OPTIONS: &str = "min_accuracy, min_samples, min_map, min_ap50, min_recall, min_recall.<category>, \
+                                 min_miou, min_pixel_accuracy and min_iou.<class>";
 
 /// A parsed slice statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,10 +133,16 @@ fn create(s: &mut Scanner) -> Result<SliceStatement> {
                 thresholds.min_class_recall.insert(category.to_string(), rate(&key)?);
                 continue;
             }
+            if let Some(class) = key.strip_prefix("min_iou.") {
+                thresholds.min_class_iou.insert(class.to_string(), rate(&key)?);
+                continue;
+            }
             match key.as_str() {
                 "min_map" => thresholds.min_map = Some(rate("min_map")?),
                 "min_ap50" => thresholds.min_ap50 = Some(rate("min_ap50")?),
                 "min_recall" => thresholds.min_recall = Some(rate("min_recall")?),
+                "min_miou" => thresholds.min_miou = Some(rate("min_miou")?),
+                "min_pixel_accuracy" => thresholds.min_pixel_accuracy = Some(rate("min_pixel_accuracy")?),
                 "min_accuracy" => {
                     thresholds.min_accuracy =
                         Some(value.parse().map_err(|_| s.error("min_accuracy is a number between 0 and 1"))?)
@@ -185,7 +200,7 @@ fn options(s: &mut Scanner, known: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     loop {
         let mut key = s.word().ok_or_else(|| s.error(&format!("expected an option: {known}")))?.to_ascii_lowercase();
-        // `min_recall.person`, `min_recall."traffic light"`: a category keeps its case.
+        // `min_recall.person`, `min_recall."traffic light"`, `min_iou.road`: a category keeps its case.
         if s.punct('.') {
             key = format!("{key}.{}", s.name()?);
         }

@@ -15,7 +15,9 @@ pub enum RunCommand {
     /// Upload a model's predictions (CSV, Parquet, JSONL or Arrow IPC) as a new run.
     Upload {
         /// The predictions: image_id plus predicted and/or prob_<label> columns, optional score, loss;
-        /// or detections: a COCO results .json, or a table of image_id, category, x, y, w, h, score.
+        /// or detections: a COCO results .json, or a table of image_id, category, x, y, w, h, score;
+        /// or segmentation: a folder of PNG label maps, one per image, scored against the
+        /// dataset's imported masks.
         file: PathBuf,
         /// The run's name (unique).
         #[arg(long)]
@@ -36,6 +38,9 @@ pub enum RunCommand {
         /// tests); default: the one with the best F1 on the whole run.
         #[arg(long)]
         score_threshold: Option<f64>,
+        /// Segmentation runs: the mask set to score against (default: the dataset's only one).
+        #[arg(long)]
+        mask_source: Option<String>,
     },
     /// List runs.
     List,
@@ -90,7 +95,16 @@ pub enum ReportFormat {
 pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> {
     let engine = Engine::open(workspace)?;
     match command {
-        RunCommand::Upload { file, run, model, model_version, dataset, allow_partial, score_threshold } => {
+        RunCommand::Upload {
+            file,
+            run,
+            model,
+            model_version,
+            dataset,
+            allow_partial,
+            score_threshold,
+            mask_source,
+        } => {
             let options = UploadOptions {
                 run,
                 model,
@@ -100,7 +114,19 @@ pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> 
                 provenance: Default::default(),
                 score_threshold,
             };
-            let m = engine.upload_run(&file, &options).await?;
+            let m = if file.is_dir() || mask_source.is_some() {
+                engine.upload_segmentation_run(&file, &options, mask_source.as_deref())?
+            } else {
+                engine.upload_run(&file, &options).await?
+            };
+            if let Some(s) = &m.segmentation {
+                println!(
+                    "segmentation run {} uploaded: {} predicted masks for {}@{} scored against mask set {} ({} images \
+                     with a mask but no prediction)",
+                    m.run, m.predictions, m.dataset, m.dataset_version, s.mask_source, m.images_without_prediction
+                );
+                return Ok(());
+            }
             if m.task == slicetest_engine::Task::Detection {
                 println!(
                     "detection run {} uploaded: {} boxes for {}@{} ({} images without a detection)",
@@ -200,8 +226,8 @@ fn percent(e: Option<slicetest_engine::metrics::Estimate>) -> String {
 }
 
 fn verdict_text(s: &SliceScore) -> String {
-    if s.detection.is_some() {
-        return detection_verdict_text(s);
+    if s.detection.is_some() || s.segmentation.is_some() {
+        return checks_verdict_text(s);
     }
     let mut text = match s.verdict {
         Verdict::Pass => format!("pass (>= {:.0}%)", 100.0 * s.min_accuracy.unwrap_or(0.0)),
@@ -218,8 +244,8 @@ fn verdict_text(s: &SliceScore) -> String {
     text
 }
 
-/// A detection slice test's outcome with the checks it failed (or all it passed).
-fn detection_verdict_text(s: &SliceScore) -> String {
+/// A detection or segmentation slice test's outcome with the checks it failed (or all it passed).
+fn checks_verdict_text(s: &SliceScore) -> String {
     let checks = |only_failed: bool| {
         s.checks
             .iter()
@@ -238,13 +264,68 @@ fn detection_verdict_text(s: &SliceScore) -> String {
         Verdict::NotEnoughData => format!("not enough data (< {} images)", s.min_samples),
         Verdict::NoThreshold => "no threshold".into(),
     };
-    if let Some(r) = &s.detection_regression {
-        let _ = write!(text, "; mAP {:+.3} vs baseline (p={:.3})", r.delta.unwrap_or(0.0), r.p_value);
-        if r.significant {
+    let regression = match (&s.detection_regression, &s.segmentation_regression) {
+        (Some(r), _) => Some(("mAP", r.delta.unwrap_or(0.0), r.p_value, r.significant)),
+        (_, Some(r)) => Some(("mIoU", r.delta, r.p_value, r.significant)),
+        _ => None,
+    };
+    if let Some((metric, delta, p_value, significant)) = regression {
+        let _ = write!(text, "; {metric} {delta:+.3} vs baseline (p={p_value:.3})");
+        if significant {
             text.push_str(" REGRESSION");
         }
     }
     text
+}
+
+/// Prints a segmentation run's report: mIoU, pixel and mean accuracy and the worst
+/// classes per slice.
+fn print_segmentation_report(report: &RunReport) {
+    let row = |s: &SliceScore| {
+        let m = s.segmentation.as_ref().expect("segmentation runs have segmentation metrics");
+        let mut worst: Vec<_> = m.classes.iter().filter_map(|c| Some((c.iou?, c.class.as_str()))).collect();
+        worst.sort_by(|a, b| a.0.total_cmp(&b.0));
+        vec![
+            s.slice.clone(),
+            m.images.to_string(),
+            with_interval(m.scores.mean_iou, m.mean_iou_ci),
+            with_interval(m.scores.pixel_accuracy, m.pixel_accuracy_ci),
+            rate(m.scores.mean_accuracy),
+            worst.iter().take(3).map(|(iou, c)| format!("{c} {iou:.3}")).collect::<Vec<_>>().join(", "),
+            verdict_text(s),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = report.slices.iter().map(row).collect();
+    let mut overall = row(&report.overall);
+    overall[6] = report.overall.segmentation_regression.as_ref().map_or("-".into(), |_| verdict_text(&report.overall));
+    rows.push(overall);
+    print_table(
+        &[
+            "slice",
+            "images",
+            "mIoU [95% CI]",
+            "pixel accuracy [95% CI]",
+            "mean accuracy",
+            "worst classes (IoU)",
+            "test",
+        ],
+        rows,
+    );
+    if let Some(m) = &report.overall.segmentation {
+        let mut confusions: Vec<(u64, &str, &str)> = Vec::new();
+        for (t, row) in m.confusion.iter().enumerate() {
+            for (p, &n) in row.iter().enumerate() {
+                if t != p && n > 0 {
+                    confusions.push((n, &m.classes[t].class, &m.classes[p].class));
+                }
+            }
+        }
+        confusions.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)).then(a.2.cmp(b.2)));
+        let top: Vec<String> = confusions.iter().take(5).map(|(n, t, p)| format!("{t} taken for {p} {n} px")).collect();
+        if !top.is_empty() {
+            println!("most frequent errors (all images): {}", top.join(" · "));
+        }
+    }
 }
 
 fn with_interval(v: Option<f64>, interval: Option<[f64; 2]>) -> String {
@@ -330,6 +411,10 @@ pub(crate) fn print_report(report: &RunReport) {
         print_detection_report(report);
         return;
     }
+    if report.overall.segmentation.is_some() {
+        print_segmentation_report(report);
+        return;
+    }
     let row = |s: &SliceScore| {
         let c = s.classification.as_ref();
         vec![
@@ -371,9 +456,10 @@ fn junit(report: &RunReport) -> String {
             let _ = write!(
                 xml,
                 "<failure message=\"{}\"/>",
-                xml_escape(&match &s.detection {
-                    Some(d) => format!("mAP {}: {}", rate(d.coco.ap), verdict_text(s)),
-                    None => format!("{}: {}", percent(s.accuracy()), verdict_text(s)),
+                xml_escape(&match (&s.detection, &s.segmentation) {
+                    (Some(d), _) => format!("mAP {}: {}", rate(d.coco.ap), verdict_text(s)),
+                    (_, Some(m)) => format!("mIoU {}: {}", rate(m.scores.mean_iou), verdict_text(s)),
+                    _ => format!("{}: {}", percent(s.accuracy()), verdict_text(s)),
                 })
             );
         } else if s.verdict == Verdict::NotEnoughData {

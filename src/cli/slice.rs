@@ -42,6 +42,15 @@ pub enum SliceCommand {
         /// Slice test of detection runs: a category's recall threshold, CATEGORY=VALUE (repeatable).
         #[arg(long, value_name = "CATEGORY=VALUE", value_parser = category_threshold)]
         min_class_recall: Vec<(String, f64)>,
+        /// Slice test of segmentation runs: fail below this mean IoU.
+        #[arg(long)]
+        min_miou: Option<f64>,
+        /// Slice test of segmentation runs: fail below this pixel accuracy.
+        #[arg(long)]
+        min_pixel_accuracy: Option<f64>,
+        /// Slice test of segmentation runs: a class's IoU threshold, CLASS=VALUE (repeatable).
+        #[arg(long, value_name = "CLASS=VALUE", value_parser = category_threshold)]
+        min_class_iou: Vec<(String, f64)>,
     },
     /// Remove a slice and its frozen versions (DROP SLICE).
     Drop {
@@ -153,6 +162,9 @@ pub async fn run(workspace: &Path, command: SliceCommand) -> Result<(), CliError
             min_ap50,
             min_recall,
             min_class_recall,
+            min_miou,
+            min_pixel_accuracy,
+            min_class_iou,
         } => {
             let thresholds = SliceThresholds {
                 min_accuracy,
@@ -161,6 +173,9 @@ pub async fn run(workspace: &Path, command: SliceCommand) -> Result<(), CliError
                 min_ap50,
                 min_recall,
                 min_class_recall: min_class_recall.into_iter().collect(),
+                min_miou,
+                min_pixel_accuracy,
+                min_class_iou: min_class_iou.into_iter().collect(),
             };
             SliceStatement::Create { name, comment, thresholds, query }
         }

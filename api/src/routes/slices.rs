@@ -52,6 +52,9 @@ fn slice_json(slice: &SliceInfo, breakdown: Option<&SliceBreakdown>) -> Value {
         "min_ap50": d.min_ap50,
         "min_recall": d.min_recall,
         "min_class_recall": d.min_class_recall,
+        "min_miou": d.min_miou,
+        "min_pixel_accuracy": d.min_pixel_accuracy,
+        "min_class_iou": d.min_class_iou,
         "versions": slice.frozen,
         "breakdown": breakdown.map(|b| json!({
             "version": b.version,
@@ -80,6 +83,10 @@ pub struct CreateSlice {
     min_recall: Option<f64>,
     #[serde(default)]
     min_class_recall: std::collections::BTreeMap<String, f64>,
+    min_miou: Option<f64>,
+    min_pixel_accuracy: Option<f64>,
+    #[serde(default)]
+    min_class_iou: std::collections::BTreeMap<String, f64>,
 }
 
 /// `POST /slices`: defines a slice (its query is planned first).
@@ -96,6 +103,9 @@ pub async fn create(
         min_ap50: body.min_ap50,
         min_recall: body.min_recall,
         min_class_recall: body.min_class_recall,
+        min_miou: body.min_miou,
+        min_pixel_accuracy: body.min_pixel_accuracy,
+        min_class_iou: body.min_class_iou,
     };
     let definition = state
         .blocking_async(move |engine| async move {

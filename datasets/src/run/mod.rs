@@ -44,7 +44,31 @@ pub enum Task {
     Classification,
     /// Boxes with categories and scores (`detections.parquet`).
     Detection,
+    /// A class per pixel (`scores.parquet`, `confusion.parquet`, `masks.parquet`; see
+    /// [`SegmentationFiles`]).
+    Segmentation,
 }
+
+/// What a segmentation run keeps besides its per-image, per-class scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentationFiles {
+    /// The dataset's mask set the predictions were scored against.
+    pub mask_source: String,
+    /// The ignore index of that mask set (its pixels count nowhere).
+    pub ignore_index: u16,
+    /// SHA-256 of `confusion.parquet`: image_id, truth, truth_id, predicted,
+    /// predicted_id, pixels — each image's pixel confusion matrix, non-zero cells only.
+    pub confusion_sha256: String,
+    /// SHA-256 of `masks.parquet`: image_id, width, height, rle — the predicted label maps.
+    pub masks_sha256: String,
+}
+
+/// A segmentation run's per-image confusion matrices.
+pub const CONFUSION_FILE: &str = "confusion.parquet";
+/// A segmentation run's predicted label maps.
+pub const PREDICTED_MASKS_FILE: &str = "masks.parquet";
+/// A segmentation run's per-image, per-class tp/fp/fn (its "predictions" file).
+pub const SEGMENTATION_SCORES_FILE: &str = "scores.parquet";
 
 /// The manifest of an uploaded run (`run.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +117,9 @@ pub struct RunManifest {
     /// best-F1 one, chosen when scored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score_threshold: Option<f64>,
+    /// Segmentation runs: the mask set and the files beside the scores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<SegmentationFiles>,
 }
 
 /// What to upload and as what.
@@ -180,11 +207,73 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
     };
 
     let _lock = workspace.lock()?;
-    let dir = layout.run_dir(&options.run);
+    let source_sha256 = file_sha256(path)?;
+    let files = [(predictions_file(checked.task), &checked.batch)];
+    publish(workspace, path, &options.run, &files, |hashes| RunManifest {
+        run: options.run.clone(),
+        task: checked.task,
+        model: options.model.clone(),
+        model_version: options.model_version.clone(),
+        dataset: dataset.clone(),
+        dataset_version: version.version,
+        predictions: checked.batch.num_rows() as u64,
+        images_without_prediction: checked.missing,
+        classes: checked.classes.clone(),
+        has_score: checked.has_score,
+        has_loss: checked.has_loss,
+        source: path.display().to_string(),
+        source_sha256,
+        parquet_sha256: hashes[0].clone(),
+        created_at: chrono::Utc::now().to_rfc3339(),
+        slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
+        provenance: options.provenance.clone(),
+        score_threshold: options.score_threshold,
+        segmentation: None,
+    })
+}
+
+/// SHA-256 of an uploaded file (of every file under it, for a folder: their relative
+/// paths and contents in path order).
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let mut hasher = Sha256::new();
+    if path.is_dir() {
+        let mut files: Vec<_> = walkdir::WalkDir::new(path)
+            .follow_links(true)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.into_path())
+            .collect();
+        files.sort();
+        for file in files {
+            let relative = file.strip_prefix(path).expect("walked under path");
+            hasher.update(relative.to_string_lossy().as_bytes());
+            hasher.update(b"\0");
+            hasher.update(Sha256::digest(fs::read(&file).map_err(DatasetError::io("reading", &file))?));
+        }
+    } else {
+        hasher.update(fs::read(path).map_err(DatasetError::io("reading", path))?);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Publishes run `run`: writes `files` (name, table) into a temporary directory, then the
+/// manifest made from their SHA-256s (in order), and renames the directory into place. The
+/// caller holds the workspace lock; an existing run of that name is refused (runs are
+/// immutable). Nothing is left behind on failure.
+pub fn publish(
+    workspace: &Workspace,
+    source: &Path,
+    run: &str,
+    files: &[(&str, &RecordBatch)],
+    manifest: impl FnOnce(&[String]) -> RunManifest,
+) -> Result<RunManifest> {
+    let layout = workspace.layout();
+    let dir = layout.run_dir(run);
     if dir.exists() {
         return Err(DatasetError::BadInput {
-            source_path: path.to_path_buf(),
-            message: format!("a run named {:?} already exists; runs are immutable, pick another name", options.run),
+            source_path: source.to_path_buf(),
+            message: format!("a run named {run:?} already exists; runs are immutable, pick another name"),
         });
     }
     fs::create_dir_all(layout.runs_dir()).map_err(DatasetError::io("creating", layout.runs_dir()))?;
@@ -192,28 +281,9 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
     let staging = tmp_sibling(&dir);
     fs::create_dir(&staging).map_err(DatasetError::io("creating", &staging))?;
     let result = (|| {
-        let parquet_sha256 = write_parquet(&staging.join(predictions_file(checked.task)), &checked.batch)?;
-        let source_bytes = fs::read(path).map_err(DatasetError::io("reading", path))?;
-        let manifest = RunManifest {
-            run: options.run.clone(),
-            task: checked.task,
-            model: options.model.clone(),
-            model_version: options.model_version.clone(),
-            dataset: dataset.clone(),
-            dataset_version: version.version,
-            predictions: checked.batch.num_rows() as u64,
-            images_without_prediction: checked.missing,
-            classes: checked.classes.clone(),
-            has_score: checked.has_score,
-            has_loss: checked.has_loss,
-            source: path.display().to_string(),
-            source_sha256: hex::encode(Sha256::digest(&source_bytes)),
-            parquet_sha256,
-            created_at: chrono::Utc::now().to_rfc3339(),
-            slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
-            provenance: options.provenance.clone(),
-            score_threshold: options.score_threshold,
-        };
+        let hashes =
+            files.iter().map(|(name, batch)| write_parquet(&staging.join(name), batch)).collect::<Result<Vec<_>>>()?;
+        let manifest = manifest(&hashes);
         let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
         crate::atomic::write_atomic(&staging.join(RUN_FILE), &json)?;
         crate::ingest::failpoint("upload-before-publish");
@@ -236,6 +306,7 @@ pub fn predictions_file(task: Task) -> &'static str {
     match task {
         Task::Classification => PREDICTIONS_FILE,
         Task::Detection => detections::DETECTIONS_FILE,
+        Task::Segmentation => SEGMENTATION_SCORES_FILE,
     }
 }
 
@@ -268,6 +339,26 @@ pub fn run_names(workspace: &Workspace) -> Result<Vec<String>> {
 pub fn read_predictions(workspace: &Workspace, manifest: &RunManifest) -> Result<RecordBatch> {
     let path = workspace.layout().run_dir(&manifest.run).join(predictions_file(manifest.task));
     let expected = &manifest.parquet_sha256;
+    let altered =
+        |actual: &str| format!("the file was altered after upload (sha256 {actual}, manifest says {expected})");
+    read_checked_parquet(&path, expected, "run", altered, None)
+}
+
+/// One of a segmentation run's files beside its scores ([`CONFUSION_FILE`] or
+/// [`PREDICTED_MASKS_FILE`]), checked against the manifest's hash.
+pub fn read_segmentation_file(workspace: &Workspace, manifest: &RunManifest, file: &str) -> Result<RecordBatch> {
+    let path = workspace.layout().run_dir(&manifest.run).join(file);
+    let expected = match (&manifest.segmentation, file) {
+        (Some(s), CONFUSION_FILE) => &s.confusion_sha256,
+        (Some(s), PREDICTED_MASKS_FILE) => &s.masks_sha256,
+        _ => {
+            return Err(DatasetError::Corrupt {
+                what: "run",
+                path,
+                message: format!("run {} has no {file} (not a segmentation run)", manifest.run),
+            });
+        }
+    };
     let altered =
         |actual: &str| format!("the file was altered after upload (sha256 {actual}, manifest says {expected})");
     read_checked_parquet(&path, expected, "run", altered, None)

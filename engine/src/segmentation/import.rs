@@ -138,7 +138,7 @@ impl Engine {
 
         let _lock = self.workspace.lock()?;
         let targets = self.mask_targets(&dataset)?;
-        let decoded = read_masks(dir, &files, &targets, &class_list, ignore, options.progress)?;
+        let decoded = read_masks(dir, &files, &targets, &class_list, Some(ignore), options.progress)?;
         let layout = self.workspace.layout();
         let stats: Vec<(Vec<u64>, Vec<u32>)> = decoded
             .par_iter()
@@ -215,17 +215,20 @@ fn bad(path: &Path, message: String) -> DatasetError {
 /// A label map in class-list positions (the list may skip ids), the ignore index as
 /// [`IGNORED`]: what the segmentation kernels count. An id without a class is an error
 /// (reported with the id itself).
+/// Without an ignore index (predictions), every pixel must hold a class id.
 pub(crate) fn positions(
     labels: &[u16],
     classes: &[MaskClass],
-    ignore: u16,
+    ignore: Option<u16>,
 ) -> std::result::Result<Vec<u16>, segmentation::UnknownClass> {
     let max = classes.iter().map(|c| c.id as usize).max().unwrap_or(0);
-    let mut table = vec![u16::MAX - 1; max.max(ignore as usize) + 1];
+    let mut table = vec![u16::MAX - 1; max.max(ignore.unwrap_or(0) as usize) + 1];
     for (i, c) in classes.iter().enumerate() {
         table[c.id as usize] = i as u16;
     }
-    table[ignore as usize] = IGNORED;
+    if let Some(ignore) = ignore {
+        table[ignore as usize] = IGNORED;
+    }
     let mut unknown: Option<segmentation::UnknownClass> = None;
     let dense = labels
         .iter()
@@ -253,7 +256,7 @@ pub(crate) fn read_masks(
     files: &[(String, PathBuf)],
     targets: &MaskTargets,
     classes: &[MaskClass],
-    ignore: u16,
+    ignore: Option<u16>,
     progress: bool,
 ) -> Result<Vec<ImportedMask>> {
     let relative: Vec<String> = files.iter().map(|(r, _)| r.clone()).collect();
@@ -290,8 +293,12 @@ pub(crate) fn read_masks(
             }
             let labels = positions(&map.labels, classes, ignore).map_err(|u| {
                 let (x, y) = (u.pixel % *w as usize, u.pixel / *w as usize);
+                let ignored = match ignore {
+                    Some(i) => format!("; ignore index {i}"),
+                    None => "; predictions give every pixel a class".into(),
+                };
                 at(format!(
-                    "class id {} is not in the class list (first at x={x}, y={y}; {} pixel(s) with unlisted ids; ignore index {ignore})",
+                    "class id {} is not in the class list (first at x={x}, y={y}; {} pixel(s) with unlisted ids{ignored})",
                     u.value, u.count
                 ))
             })?;

@@ -3,5 +3,7 @@
 //! pixel confusion matrix per image ([`runs`]), and per-slice scores from those matrices.
 
 pub mod import;
+pub mod runs;
 
 pub use import::{MaskImportOptions, MaskImportReport};
+pub use runs::{SegmentationClass, SegmentationEvaluation, SegmentationMetrics, SegmentationRegression};
