@@ -1,7 +1,7 @@
 //! The SQL view of a workspace: catalog `slicetest`, one schema per dataset, and in
 //! each schema the tables of that dataset (`images` with every tag column, `embeddings`,
-//! `detections`, the segmentation masks' class statistics `masks`, the ground-truth
-//! boxes `objects` and the detection runs' boxes
+//! `detections`, the segmentation masks' class statistics `masks`, the segmentation
+//! runs' per-image class scores `segmentation_scores`, the ground-truth boxes `objects` and the detection runs' boxes
 //! `predicted_objects`), plus the slice and search functions.
 //!
 //! Tables are DataFusion `ListingTable`s over the dataset's Parquet files, pinned to
@@ -47,6 +47,8 @@ pub const DETECTIONS_TABLE: &str = "detections";
 pub const OBJECTS_TABLE: &str = "objects";
 /// The per-class pixel statistics of imported segmentation masks (when there are any).
 pub const MASKS_TABLE: &str = "masks";
+/// Per image and class, the pixels segmentation runs got right and wrong (when there is one).
+pub const SEGMENTATION_SCORES_TABLE: &str = "segmentation_scores";
 /// The table of boxes uploaded by detection runs (when there is one).
 pub const PREDICTED_OBJECTS_TABLE: &str = "predicted_objects";
 
@@ -135,9 +137,13 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
             let file = workspace.layout().version_dir(&latest.dataset, latest.version).join(objects::OBJECTS_FILE);
             schema.register_table(OBJECTS_TABLE.to_string(), parquet_files(ctx, &[file]).await?)?;
         }
-        let runs = detection_run_files(workspace, &latest.dataset)?;
+        let runs = run_files(workspace, &latest.dataset, run::Task::Detection)?;
         if !runs.is_empty() {
             schema.register_table(PREDICTED_OBJECTS_TABLE.to_string(), parquet_files(ctx, &runs).await?)?;
+        }
+        let runs = run_files(workspace, &latest.dataset, run::Task::Segmentation)?;
+        if !runs.is_empty() {
+            schema.register_table(SEGMENTATION_SCORES_TABLE.to_string(), parquet_files(ctx, &runs).await?)?;
         }
         catalog.register_schema(&info.name, schema)?;
     }
@@ -145,12 +151,13 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
     Ok(())
 }
 
-/// The boxes files of every detection run uploaded for `dataset` (each row names its run).
-fn detection_run_files(workspace: &Workspace, dataset: &str) -> Result<Vec<std::path::PathBuf>> {
+/// The predictions files of every run of `task` uploaded for `dataset` (each row names its
+/// run): detection runs' boxes, segmentation runs' per-image, per-class scores.
+fn run_files(workspace: &Workspace, dataset: &str, task: run::Task) -> Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
     for name in run::run_names(workspace).map_err(SqlError::from)? {
         let manifest = run::read_run(workspace, &name).map_err(SqlError::from)?;
-        if manifest.dataset == dataset && manifest.task == run::Task::Detection {
+        if manifest.dataset == dataset && manifest.task == task {
             files.push(workspace.layout().run_dir(&name).join(run::predictions_file(manifest.task)));
         }
     }

@@ -27,6 +27,13 @@ pub fn write_image(path: &Path, w: u32, h: u32, seed: u8) {
     std::fs::write(path, image_bytes(w, h, seed, format)).expect("write fixture image");
 }
 
+/// Writes an 8-bit grayscale PNG label map (a class id per pixel, row-major).
+pub fn write_label_map(path: &Path, w: u32, h: u32, labels: &[u8]) {
+    std::fs::create_dir_all(path.parent().expect("has a parent")).expect("create mask folder");
+    let map = image::GrayImage::from_raw(w, h, labels.to_vec()).expect("w × h labels");
+    map.save_with_format(path, image::ImageFormat::Png).expect("write label map");
+}
+
 /// Writes `n` small images under `dir/img/` with a manifest `dir/manifest.csv` (path,
 /// label, weather, time) and returns predictions (CSV: image_id, predicted) that are wrong
 /// on 70% of the rainy nights and on 8% of the other images: a planted failure for slice

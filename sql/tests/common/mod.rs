@@ -49,5 +49,31 @@ pub async fn fixture_workspace() -> Fixture {
     std::fs::write(&detector, DETECTOR_CSV).expect("writes");
     let import = slicetest_engine::TagImportOptions { dataset: Some("photos".into()), ..Default::default() };
     engine.import_tags(&detector, &import).await.expect("imports");
+    import_masks(&engine, fixture.dir.path());
     fixture
+}
+
+/// Segmentation masks of `traffic` (40×30 images), imported as mask set `seg` with classes
+/// road, ocean, sky: t1 is a road under a sky, t2 an ocean under a sky with a strip of
+/// road cut in two by an ignored pixel column, t3 has no mask.
+fn import_masks(engine: &slicetest_engine::Engine, dir: &std::path::Path) {
+    let (w, h) = (40usize, 30usize);
+    let map = |f: &dyn Fn(usize, usize) -> u8| (0..w * h).map(|i| f(i % w, i / w)).collect::<Vec<u8>>();
+    let t1 = map(&|_, y| if y < 6 { 2 } else { 0 });
+    let t2 = map(&|x, y| match (x, y) {
+        (_, 0..6) => 2,
+        (_, 6..28) => 1,
+        (20, _) => 255,
+        _ => 0,
+    });
+    let masks = dir.join("masks");
+    slicetest_test_support::write_label_map(&masks.join("t1.png"), w as u32, h as u32, &t1);
+    slicetest_test_support::write_label_map(&masks.join("t2.png"), w as u32, h as u32, &t2);
+    std::fs::write(dir.join("classes.txt"), "road\nocean\nsky\n").expect("writes");
+    let options = slicetest_engine::MaskImportOptions {
+        dataset: Some("traffic".into()),
+        name: Some("seg".into()),
+        ..Default::default()
+    };
+    engine.import_masks(&masks, &dir.join("classes.txt"), &options).expect("imports masks");
 }

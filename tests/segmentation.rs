@@ -1,0 +1,329 @@
+//! Segmentation through the binary, on the fixture of
+//! `engine/tests/fixtures/segmentation/` (12 images, 5 classes, ignore pixels, a 16-bit and
+//! a palette mask, an absent class, a prediction-only class): mask tags equal NumPy's
+//! bincount and scipy's 8-connected labelling, and per-slice IoU / mIoU / accuracies equal
+//! the script's NumPy copy of Hugging Face evaluate's `mean_iou`, to 1e-9. Bad masks and
+//! bad predictions are refused with nothing written.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{fails, ok, setup, sql_csv};
+use serde_json::Value;
+use slicetest_test_support::write_label_map;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("engine/tests/fixtures/segmentation")
+}
+
+fn reference() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture().join("reference.json")).unwrap()).unwrap()
+}
+
+/// A workspace with dataset `scenes` (the fixture's images) and, with `masks`, its
+/// ground truth imported as mask set `seg`.
+fn scenes(masks: bool) -> common::Setup {
+    let s = setup();
+    ok(&s.ws, &["ingest", "-d", "scenes", "--quiet", fixture().join("images").to_str().unwrap()]);
+    if masks {
+        import(&s.ws, &fixture().join("gt"), &[]);
+    }
+    s
+}
+
+fn import(ws: &Path, dir: &Path, extra: &[&str]) -> String {
+    let classes = fixture().join("classes.json");
+    let args = ["tag", "import", "--masks", dir.to_str().unwrap(), "--classes", classes.to_str().unwrap()];
+    ok(ws, &[&args[..], &["--name", "seg", "--quiet"], extra].concat())
+}
+
+fn upload(ws: &Path, run: &str, dir: &Path) -> std::process::Output {
+    common::slicetest(ws, &["run", "upload", dir.to_str().unwrap(), "--run", run, "--model", "unet"])
+}
+
+fn close(actual: &Value, expected: &Value, what: &str) {
+    match (actual.as_f64(), expected.as_f64()) {
+        (Some(a), Some(e)) => assert!((a - e).abs() <= 1e-9, "{what}: {a} vs NumPy {e}"),
+        _ => assert!(actual.is_null() && expected.is_null(), "{what}: {actual} vs NumPy {expected}"),
+    }
+}
+
+#[test]
+fn mask_tags_equal_numpy_bincount_and_scipy_regions() {
+    let s = scenes(true);
+    let reference = reference();
+    let classes: Vec<String> =
+        reference["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let columns: Vec<String> =
+        classes.iter().map(|c| format!("{c}_pct")).chain(classes.iter().map(|c| format!("num_{c}_regions"))).collect();
+    let out = sql_csv(&s.ws, &format!("SELECT image_id, {} FROM images ORDER BY image_id", columns.join(", ")));
+    let mut lines = out.lines();
+    lines.next();
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        let image = &reference["images"][cells[0]];
+        for (k, class) in classes.iter().enumerate() {
+            let pct = cells[1 + k];
+            let expected = &image["pct"][class];
+            let actual = if pct.is_empty() { Value::Null } else { Value::from(pct.parse::<f64>().unwrap()) };
+            close(&actual, expected, &format!("{} {class}_pct", cells[0]));
+            let regions: i64 = cells[1 + classes.len() + k].parse().unwrap();
+            assert_eq!(regions, image["regions"][class].as_i64().unwrap(), "{} num_{class}_regions", cells[0]);
+        }
+    }
+    // The masks table holds the pixel counts behind the shares.
+    let out = sql_csv(&s.ws, "SELECT sum(pixels) FROM masks");
+    let labelled: i64 =
+        reference["images"].as_object().unwrap().values().map(|i| i["labelled"].as_i64().unwrap()).sum();
+    assert_eq!(out.lines().nth(1).unwrap(), labelled.to_string());
+}
+
+#[test]
+fn per_slice_iou_equals_the_numpy_mean_iou_reference() {
+    let s = scenes(true);
+    let reference = reference();
+    for (name, subset) in reference["subsets"].as_object().unwrap() {
+        let ids: Vec<String> =
+            subset["image_ids"].as_array().unwrap().iter().map(|i| format!("'{}'", i.as_str().unwrap())).collect();
+        let query = format!("SELECT image_id FROM images WHERE image_id IN ({})", ids.join(", "));
+        ok(&s.ws, &["slice", "create", name, &query, "--min-samples", "1"]);
+        ok(&s.ws, &["slice", "freeze", name]);
+    }
+    let out = upload(&s.ws, "unet", &fixture().join("pred"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_str(&ok(&s.ws, &["report", "--run", "unet", "--format", "json"])).unwrap();
+    let mut scored: Vec<(String, Value)> =
+        report["slices"].as_array().unwrap().iter().map(|s| (s["slice"].as_str().unwrap().into(), s.clone())).collect();
+    scored.push(("all".into(), report["overall"].clone()));
+    for (name, expected) in reference["subsets"].as_object().unwrap() {
+        let slice = &scored.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("slice {name} scored")).1;
+        let m = &slice["segmentation"];
+        assert_eq!(m["images"].as_u64().unwrap() as usize, expected["image_ids"].as_array().unwrap().len(), "{name}");
+        close(&m["scores"]["mean_iou"], &expected["mean_iou"], &format!("{name} mIoU"));
+        close(&m["scores"]["mean_accuracy"], &expected["mean_accuracy"], &format!("{name} mean accuracy"));
+        close(&m["scores"]["pixel_accuracy"], &expected["overall_accuracy"], &format!("{name} pixel accuracy"));
+        for (k, class) in m["scores"]["classes"].as_array().unwrap().iter().enumerate() {
+            close(&class["iou"], &expected["per_category_iou"][k], &format!("{name} IoU of class {k}"));
+            close(&class["accuracy"], &expected["per_category_accuracy"][k], &format!("{name} accuracy of class {k}"));
+            for what in ["tp", "fp", "fn"] {
+                assert_eq!(class[what], expected[what][k], "{name} {what} of class {k}");
+            }
+        }
+        assert_eq!(m["confusion"], expected["confusion"], "{name} confusion matrix");
+        let ci = m["mean_iou_ci"].as_array().unwrap();
+        let miou = m["scores"]["mean_iou"].as_f64().unwrap();
+        assert!(ci[0].as_f64().unwrap() <= miou && miou <= ci[1].as_f64().unwrap(), "{name}: {miou} in {ci:?}");
+    }
+    // The per-image, per-class table sums to the same counts.
+    let out = sql_csv(
+        &s.ws,
+        "SELECT class, sum(tp), sum(fp), sum(fn) FROM segmentation_scores GROUP BY class ORDER BY class",
+    );
+    let all = &reference["subsets"]["all"];
+    for line in out.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let k = reference["classes"].as_array().unwrap().iter().position(|c| c == cells[0]).unwrap();
+        for (i, what) in ["tp", "fp", "fn"].iter().enumerate() {
+            assert_eq!(cells[1 + i], all[what][k].to_string(), "{} {what}", cells[0]);
+        }
+    }
+}
+
+#[test]
+fn slice_tests_verdicts_and_a_regression_against_a_better_baseline() {
+    let s = scenes(true);
+    ok(&s.ws, &["slice", "create", "people", "SELECT image_id FROM images WHERE person_pct > 0", "--min-samples", "1"]);
+    let sql = "CREATE SLICE roads WITH (min_miou = 0.4, min_iou.car = 0.9, min_samples = 1) AS \
+               SELECT image_id FROM images WHERE road_pct > 0.5";
+    ok(&s.ws, &["sql", sql]);
+    ok(&s.ws, &["slice", "freeze", "people"]);
+    ok(&s.ws, &["slice", "freeze", "roads"]);
+    assert!(upload(&s.ws, "unet", &fixture().join("pred")).status.success());
+    // A perfect model: the ground truth itself, ignored pixels given class 0.
+    let perfect = s.src.join("perfect");
+    for entry in std::fs::read_dir(fixture().join("gt")).unwrap() {
+        let path = entry.unwrap().path();
+        let map = slicetest_datasets::masks::decode_png_label_map(&std::fs::read(&path).unwrap()).unwrap();
+        let labels: Vec<u8> = map.labels.iter().map(|&v| if v == 255 { 0 } else { v as u8 }).collect();
+        write_label_map(&perfect.join(path.file_name().unwrap()), map.width, map.height, &labels);
+    }
+    assert!(upload(&s.ws, "perfect", &perfect).status.success());
+    let report: Value = serde_json::from_str(&ok(&s.ws, &["report", "--run", "perfect", "-f", "json"])).unwrap();
+    assert_eq!(report["overall"]["segmentation"]["scores"]["mean_iou"], 1.0);
+    // roads: mIoU passes, car IoU fails; the verdict names the failed check.
+    let err = fails(&s.ws, &["test", "--run", "unet", "--baseline", "perfect"]);
+    assert!(err.contains("roads"), "{err}");
+    let out = ok(&s.ws, &["report", "--run", "unet", "--baseline", "perfect"]);
+    assert!(out.contains("FAIL (IoU.car 0.299 < 0.900)"), "{out}");
+    assert!(out.contains("REGRESSION"), "{out}");
+    let junit = s.src.join("junit.xml");
+    let _ = common::slicetest(&s.ws, &["test", "--run", "unet", "--junit", junit.to_str().unwrap()]);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<testcase classname=\"slices\" name=\"roads\"><failure message=\"mIoU 0."), "{xml}");
+    // Against itself nothing regresses.
+    let report: Value =
+        serde_json::from_str(&ok(&s.ws, &["report", "--run", "unet", "--baseline", "unet", "-f", "json"])).unwrap();
+    assert_eq!(report["overall"]["segmentation_regression"]["delta"], 0.0);
+    assert_eq!(report["overall"]["segmentation_regression"]["significant"], false);
+}
+
+/// A copy of the fixture's `dir` in `to`, with `change` applied.
+fn copy_with(dir: &str, to: &Path, change: impl FnOnce(&Path)) -> PathBuf {
+    let target = to.join(dir);
+    std::fs::create_dir_all(&target).unwrap();
+    for entry in std::fs::read_dir(fixture().join(dir)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, target.join(path.file_name().unwrap())).unwrap();
+    }
+    change(&target);
+    target
+}
+
+fn nothing_written(ws: &Path) {
+    let dataset = ws.join("datasets/scenes");
+    assert!(!dataset.join("masks/seg").exists(), "a mask set was written");
+    assert!(!dataset.join("tags/seg.parquet").exists(), "tags were written");
+    let runs = ws.join("runs");
+    assert!(!runs.exists() || std::fs::read_dir(&runs).unwrap().next().is_none(), "a run was written");
+}
+
+#[test]
+fn bad_masks_are_refused_with_nothing_written() {
+    let s = scenes(false);
+    let classes = fixture().join("classes.json");
+    let try_import = |dir: &Path| {
+        fails(
+            &s.ws,
+            &[
+                "tag",
+                "import",
+                "--masks",
+                dir.to_str().unwrap(),
+                "--classes",
+                classes.to_str().unwrap(),
+                "--name",
+                "seg",
+            ],
+        )
+    };
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        (
+            "wrong size",
+            Box::new(|d: &Path| write_label_map(&d.join("img_03.png"), 31, 24, &[0; 31 * 24])),
+            "the mask is 31×24 but image img_03.png is 32×24",
+        ),
+        (
+            "unknown class",
+            Box::new(|d: &Path| {
+                let mut labels = vec![0u8; 40 * 30];
+                labels[45] = 9;
+                write_label_map(&d.join("img_01.png"), 40, 30, &labels)
+            }),
+            "img_01.png: class id 9 is not in the class list (first at x=5, y=1; 1 pixel(s)",
+        ),
+        (
+            "unknown image",
+            Box::new(|d: &Path| write_label_map(&d.join("sub/img_99.png"), 2, 2, &[0; 4])),
+            "sub/img_99.png: no image of the dataset has this path",
+        ),
+        (
+            "truncated",
+            Box::new(|d: &Path| {
+                let bytes = std::fs::read(d.join("img_02.png")).unwrap();
+                std::fs::write(d.join("img_02.png"), &bytes[..bytes.len() / 2]).unwrap()
+            }),
+            "img_02.png: the PNG is truncated or corrupt",
+        ),
+    ];
+    for (what, change, expected) in cases {
+        let dir = copy_with("gt", &s.src.join(what.replace(' ', "_")), change);
+        let err = try_import(&dir);
+        assert!(err.contains("masks rejected, nothing was written"), "{what}: {err}");
+        assert!(err.contains(expected), "{what}: expected {expected:?} in {err}");
+        nothing_written(&s.ws);
+    }
+    // A class list that gives the ignore index a class is refused too.
+    std::fs::write(s.src.join("classes.json"), r#"{"0": "road", "255": "void"}"#).unwrap();
+    let err = fails(
+        &s.ws,
+        &[
+            "tag",
+            "import",
+            "--masks",
+            fixture().join("gt").to_str().unwrap(),
+            "--classes",
+            s.src.join("classes.json").to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("has id 255, the ignore index"), "{err}");
+    nothing_written(&s.ws);
+}
+
+#[test]
+fn bad_predictions_are_refused_with_nothing_written() {
+    let s = scenes(false);
+    let err = fails(&s.ws, &["run", "upload", fixture().join("pred").to_str().unwrap(), "--run", "r", "--model", "m"]);
+    assert!(err.contains("has no ground-truth masks"), "{err}");
+    import(&s.ws, &fixture().join("gt"), &[]);
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        (
+            "wrong size",
+            Box::new(|d: &Path| write_label_map(&d.join("img_04.png"), 32, 24, &[0; 32 * 24])),
+            "the mask is 32×24 but image img_04.png is 40×30",
+        ),
+        (
+            "ignore value",
+            Box::new(|d: &Path| write_label_map(&d.join("img_00.png"), 32, 24, &[255; 32 * 24])),
+            "class id 255 is not in the class list (first at x=0, y=0; 768 pixel(s) with unlisted ids; predictions give every pixel a class)",
+        ),
+        (
+            "missing",
+            Box::new(|d: &Path| std::fs::remove_file(d.join("img_06.png")).unwrap()),
+            "1 image(s) with a ground-truth mask have no prediction (e.g. img_06.png)",
+        ),
+    ];
+    for (what, change, expected) in cases {
+        let dir = copy_with("pred", &s.src.join(what.replace(' ', "_")), change);
+        let out = upload(&s.ws, "r", &dir);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("predicted masks rejected, nothing was written"),
+            "{what}: {err}"
+        );
+        assert!(err.contains(expected), "{what}: expected {expected:?} in {err}");
+        assert!(!s.ws.join("runs/r").exists(), "{what}: a run was written");
+    }
+    // With --allow-partial the missing image is simply not scored.
+    let dir = s.src.join("missing/pred");
+    let out = common::slicetest(
+        &s.ws,
+        &["run", "upload", dir.to_str().unwrap(), "--run", "r", "--model", "m", "--allow-partial"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_str(&ok(&s.ws, &["report", "--run", "r", "-f", "json"])).unwrap();
+    assert_eq!(report["overall"]["segmentation"]["images"], 11);
+}
+
+#[test]
+fn a_reimport_replaces_the_set_and_tag_remove_removes_it() {
+    let s = scenes(true);
+    // Only two masks now: the other images' columns become NULL, the set is replaced whole.
+    let dir = copy_with("gt", &s.src.join("two"), |d| {
+        for entry in std::fs::read_dir(d).unwrap() {
+            let path = entry.unwrap().path();
+            if !["img_00.png", "img_01.png"].contains(&path.file_name().unwrap().to_str().unwrap()) {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+    });
+    let out = import(&s.ws, &dir, &[]);
+    assert!(out.contains("2 images, 10 without a mask"), "{out}");
+    let csv = sql_csv(&s.ws, "SELECT count(road_pct), count(DISTINCT image_id) FROM images");
+    assert_eq!(csv.lines().nth(1).unwrap(), "2,12");
+    assert_eq!(sql_csv(&s.ws, "SELECT count(DISTINCT image_id) FROM masks").lines().nth(1).unwrap(), "2");
+    ok(&s.ws, &["tag", "remove", "seg"]);
+    assert!(!s.ws.join("datasets/scenes/masks/seg").exists());
+    let err = fails(&s.ws, &["sql", "SELECT * FROM masks"]);
+    assert!(err.contains("masks"), "{err}");
+}
