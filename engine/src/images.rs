@@ -235,7 +235,7 @@ impl Engine {
     /// Every classification run on `dataset` that has a prediction for image `id`.
     pub fn image_predictions(&self, dataset: &str, id: &str) -> Result<Vec<ImagePrediction>> {
         let mut out = Vec::new();
-        for run in self.runs()?.into_iter().filter(|r| r.dataset == dataset && r.task != Task::Detection) {
+        for run in self.runs()?.into_iter().filter(|r| r.dataset == dataset && r.task == Task::Classification) {
             let batch = slicetest_datasets::run::read_predictions(&self.workspace, &run)?;
             let ids = batch.column(0).as_string::<i32>();
             let Some(i) = (0..ids.len()).find(|&i| ids.value(i) == id) else { continue };

@@ -252,11 +252,15 @@ impl Engine {
             image_ids.iter().enumerate().filter_map(|(r, id)| Some((id?, r as u32))).collect();
 
         let use_loss = manifest.has_loss && baseline.is_none();
-        let (ids, rows, errors) = if manifest.task == Task::Detection {
+        let (ids, rows, errors) = if manifest.task != Task::Classification {
             if baseline.is_some() {
                 return Err(bad("--baseline: discovery against a baseline is for classification runs only".into()));
             }
-            detection_errors(self, manifest, &row_of)?
+            if manifest.task == Task::Detection {
+                detection_errors(self, manifest, &row_of)?
+            } else {
+                segmentation_errors(self, manifest, &row_of)?
+            }
         } else {
             let predictions = read_predictions(&self.workspace, manifest)?;
             let predicted_ids = predictions.column(0).as_string::<i32>();
@@ -320,6 +324,7 @@ impl Engine {
         }
         let kind = match (baseline.is_some(), use_loss) {
             _ if manifest.task == Task::Detection => "detection",
+            _ if manifest.task == Task::Segmentation => "pixel error",
             (true, _) => "regression",
             (false, true) => "loss",
             (false, false) => "misclassification",
@@ -342,6 +347,24 @@ fn detection_errors(
         ids.push(id.to_string());
         rows.push(row);
         errors.push(f64::from(u8::from(counts.fp + counts.fn_ > 0)));
+    }
+    Ok((ids, rows, errors))
+}
+
+/// A segmentation run's per-image error: the share of the image's labelled pixels given
+/// the wrong class (images without labelled pixels are left out).
+fn segmentation_errors(
+    engine: &Engine,
+    manifest: &RunManifest,
+    row_of: &HashMap<&str, u32>,
+) -> Result<(Vec<String>, Vec<u32>, Vec<f64>)> {
+    let evaluation = engine.segmentation_evaluation(manifest)?;
+    let (mut ids, mut rows, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, pixel_error) in evaluation.per_image_error() {
+        let (Some(&row), Some(error)) = (row_of.get(id), pixel_error) else { continue };
+        ids.push(id.to_string());
+        rows.push(row);
+        errors.push(error);
     }
     Ok((ids, rows, errors))
 }

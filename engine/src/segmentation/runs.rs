@@ -387,6 +387,15 @@ impl SegmentationEvaluation {
         rows
     }
 
+    /// Per image, the share of its labelled pixels given the wrong class (None without labelled pixels).
+    pub fn per_image_error(&self) -> impl Iterator<Item = (&str, Option<f64>)> {
+        self.image_ids.iter().zip(&self.cells).map(|(id, cells)| {
+            let total: u64 = cells.iter().map(|c| c.2).sum();
+            let wrong: u64 = cells.iter().filter(|c| c.0 != c.1).map(|c| c.2).sum();
+            (id.as_str(), (total > 0).then(|| wrong as f64 / total as f64))
+        })
+    }
+
     /// Every image.
     pub fn everything(&self) -> Vec<u32> {
         (0..self.cells.len() as u32).collect()
