@@ -161,6 +161,19 @@ fn slice_tests_verdicts_and_a_regression_against_a_better_baseline() {
     let _ = common::slicetest(&s.ws, &["test", "--run", "unet", "--junit", junit.to_str().unwrap()]);
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("<testcase classname=\"slices\" name=\"roads\"><failure message=\"mIoU 0."), "{xml}");
+    // The HTML report: the mIoU chart, the slice table with the failed check, classes and pixel confusions.
+    let html_file = s.src.join("report.html");
+    ok(&s.ws, &["report", "--run", "unet", "--baseline", "perfect", "-f", "html", "-o", html_file.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&html_file).unwrap();
+    for expected in [
+        "id=\"miou-chart\"",
+        "id=\"segmentation-table\"",
+        "fail, regression: IoU.car 0.299 &lt; 0.900",
+        "<h2>Pixel confusions (all images)</h2>",
+        "<td>tree</td><td>0</td>",
+    ] {
+        assert!(html.contains(expected), "{expected} not in the report");
+    }
     // Against itself nothing regresses.
     let report: Value =
         serde_json::from_str(&ok(&s.ws, &["report", "--run", "unet", "--baseline", "unet", "-f", "json"])).unwrap();

@@ -102,6 +102,7 @@ fn verdict_label(s: &SliceScore) -> String {
     };
     if s.regression.as_ref().is_some_and(|r| r.significant)
         || s.detection_regression.as_ref().is_some_and(|r| r.significant)
+        || s.segmentation_regression.as_ref().is_some_and(|r| r.significant)
     {
         text.push_str(", regression");
     }
@@ -148,6 +149,18 @@ pub fn render(report: &RunReport, thumbnails: &HashMap<String, String>, discover
         html.push_str("</body></html>\n");
         return html;
     }
+    if report.overall.segmentation.is_some() {
+        html.push_str(&chart(report, "miou-chart", "mIoU", false, miou_bar));
+        html.push_str(&segmentation_tables(report));
+        if let Some(discovery) = discovery {
+            html.push_str(&discovery_section(discovery));
+        }
+        for s in &report.slices {
+            html.push_str(&segmentation_section(s));
+        }
+        html.push_str("</body></html>\n");
+        return html;
+    }
     html.push_str(&chart(report, "accuracy-chart", "accuracy", true, accuracy_bar));
     html.push_str(&slice_table(report));
     if let Some(discovery) = discovery {
@@ -188,6 +201,17 @@ fn map_bar(s: &SliceScore) -> Option<Bar> {
         interval: d.ap_interval,
         threshold: s.checks.iter().find(|c| c.metric == "mAP").map(|c| c.threshold),
         baseline: s.detection_regression.as_ref().and_then(|r| r.baseline_map),
+    })
+}
+
+/// A segmentation slice's bar: mIoU with its bootstrap interval.
+fn miou_bar(s: &SliceScore) -> Option<Bar> {
+    let m = s.segmentation.as_ref()?;
+    Some(Bar {
+        value: m.scores.mean_iou?,
+        interval: m.mean_iou_ci,
+        threshold: s.checks.iter().find(|c| c.metric == "mIoU").map(|c| c.threshold),
+        baseline: s.segmentation_regression.as_ref().map(|r| r.baseline_miou),
     })
 }
 
@@ -639,6 +663,118 @@ fn detection_tables(report: &RunReport) -> String {
         html.push_str(&detection_confusion(&d.confusion));
     }
     html
+}
+
+fn rate(v: Option<f64>) -> String {
+    v.map_or("–".to_string(), |v| format!("{v:.3}"))
+}
+
+/// A slice test's verdict with the checks it failed.
+fn checks_label(s: &SliceScore) -> String {
+    let failed: Vec<String> = s
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("{} {} &lt; {:.3}", escape(&c.metric), rate(c.value), c.threshold))
+        .collect();
+    if failed.is_empty() { verdict_label(s) } else { format!("{}: {}", verdict_label(s), failed.join(", ")) }
+}
+
+/// A segmentation run: mIoU, accuracies and the worst classes per slice, then every class
+/// and the pixel confusions on all images.
+fn segmentation_tables(report: &RunReport) -> String {
+    let mut html = String::from(
+        "<h2>Slices</h2><p>IoU per class is Σ true positives / Σ (true positives + false positives + false \
+         negatives) over the slice's pixels (Hugging Face evaluate's <code>mean_iou</code>); mIoU averages it \
+         over the classes present in the slice's truth or predictions; intervals resample images.</p>\
+         <table id=\"segmentation-table\"><tr><th>slice</th><th>images</th><th>mIoU</th><th>95% CI</th>\
+         <th>pixel accuracy</th><th>mean accuracy</th><th>worst classes (IoU)</th><th>vs baseline</th><th>test</th></tr>",
+    );
+    for s in report.slices.iter().chain(std::iter::once(&report.overall)) {
+        let Some(m) = &s.segmentation else { continue };
+        let mut worst: Vec<(f64, &str)> = m.classes.iter().filter_map(|c| Some((c.iou?, c.class.as_str()))).collect();
+        worst.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let worst: Vec<String> = worst.iter().take(3).map(|(iou, c)| format!("{} {iou:.3}", escape(c))).collect();
+        let _ = write!(
+            html,
+            "<tr class=\"{}\" data-slice=\"{}\"><td><a href=\"#slice-{1}\">{1}</a></td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if s.slice == "(all)" { "info" } else { verdict_class(s) },
+            escape(&s.slice),
+            m.images,
+            rate(m.scores.mean_iou),
+            m.mean_iou_ci.map_or("–".into(), |[low, high]| format!("{low:.3}–{high:.3}")),
+            rate(m.scores.pixel_accuracy),
+            rate(m.scores.mean_accuracy),
+            worst.join(", "),
+            s.segmentation_regression.as_ref().map_or("–".into(), |r| format!(
+                "{:+.3} mIoU (p={:.3}){}",
+                r.delta,
+                r.p_value,
+                if r.significant { " ▼" } else { "" }
+            )),
+            checks_label(s)
+        );
+    }
+    html.push_str("</table>");
+    if let Some(m) = &report.overall.segmentation {
+        html.push_str("<h2>Classes (all images)</h2>");
+        html.push_str(&class_table(m));
+        html.push_str("<h2>Pixel confusions (all images)</h2>");
+        html.push_str(&pixel_confusion(m));
+    }
+    html
+}
+
+/// Per class: labelled pixels, tp, fp, fn, IoU and accuracy.
+fn class_table(m: &crate::segmentation::SegmentationMetrics) -> String {
+    let mut html = String::from(
+        "<table class=\"classes\"><tr><th>class</th><th>pixels</th><th>TP</th><th>FP</th><th>FN</th><th>IoU</th>\
+         <th>accuracy</th></tr>",
+    );
+    for c in &m.classes {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&c.class),
+            c.pixels,
+            c.tp,
+            c.fp,
+            c.fn_,
+            rate(c.iou),
+            rate(c.accuracy)
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
+/// The pixel confusion matrix over the classes that occur in it (truth or prediction).
+fn pixel_confusion(m: &crate::segmentation::SegmentationMetrics) -> String {
+    let labels: Vec<String> = m.classes.iter().map(|c| c.class.clone()).collect();
+    let shown: Vec<usize> = (0..labels.len())
+        .filter(|&k| m.confusion[k].iter().any(|&v| v > 0) || m.confusion.iter().any(|r| r[k] > 0))
+        .collect();
+    if shown.is_empty() {
+        return "<p>No labelled pixels.</p>".into();
+    }
+    confusion_table(&labels, &m.confusion, Some(&shown))
+}
+
+/// A segmentation slice: its verdict, classes and pixel confusions.
+fn segmentation_section(s: &SliceScore) -> String {
+    let Some(m) = &s.segmentation else { return String::new() };
+    format!(
+        "<section class=\"slice\" id=\"slice-{name}\"><h2>{name}</h2><p>{images} images, mIoU {miou}, pixel accuracy \
+         {acc}: <strong>{verdict}</strong></p>{classes}{confusion}</section>",
+        name = escape(&s.slice),
+        images = m.images,
+        miou = rate(m.scores.mean_iou),
+        acc = rate(m.scores.pixel_accuracy),
+        verdict = checks_label(s),
+        classes = class_table(m),
+        confusion = pixel_confusion(m),
+    )
 }
 
 #[cfg(test)]
