@@ -181,6 +181,9 @@ fn slice_tests_verdicts_and_a_regression_against_a_better_baseline() {
     assert_eq!(report["overall"]["segmentation_regression"]["significant"], false);
 }
 
+/// A way to break a copy of the fixture (its name, the change, the error expected).
+type Breakage = (&'static str, Box<dyn Fn(&Path)>, &'static str);
+
 /// A copy of the fixture's `dir` in `to`, with `change` applied.
 fn copy_with(dir: &str, to: &Path, change: impl FnOnce(&Path)) -> PathBuf {
     let target = to.join(dir);
@@ -220,7 +223,7 @@ fn bad_masks_are_refused_with_nothing_written() {
             ],
         )
     };
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    let cases: Vec<Breakage> = vec![
         (
             "wrong size",
             Box::new(|d: &Path| write_label_map(&d.join("img_03.png"), 31, 24, &[0; 31 * 24])),
@@ -279,7 +282,7 @@ fn bad_predictions_are_refused_with_nothing_written() {
     let err = fails(&s.ws, &["run", "upload", fixture().join("pred").to_str().unwrap(), "--run", "r", "--model", "m"]);
     assert!(err.contains("has no ground-truth masks"), "{err}");
     import(&s.ws, &fixture().join("gt"), &[]);
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    let cases: Vec<Breakage> = vec![
         (
             "wrong size",
             Box::new(|d: &Path| write_label_map(&d.join("img_04.png"), 32, 24, &[0; 32 * 24])),

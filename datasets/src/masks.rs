@@ -162,6 +162,11 @@ pub fn decode_png_label_map(bytes: &[u8]) -> std::result::Result<LabelMap, Strin
                 labels.extend(row[..2 * w].chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]])));
             }
         }
+        (ColorType::Grayscale | ColorType::Indexed, BitDepth::Eight) => {
+            for row in buf.chunks(frame.line_size).take(h) {
+                labels.extend(row[..w].iter().map(|&v| v as u16));
+            }
+        }
         (ColorType::Grayscale | ColorType::Indexed, depth) => {
             let bits = depth as usize;
             if bits == 16 {

@@ -52,9 +52,18 @@ fn note_unknown(unknown: &mut Option<UnknownClass>, value: u16, pixel: usize) {
 /// [`histogram`] first); out-of-range values are skipped.
 pub fn regions(labels: &[u16], width: usize, height: usize, classes: usize, ignore: u16) -> Vec<u32> {
     assert_eq!(labels.len(), width * height, "a label map has width × height pixels");
-    // Union-find over pixels; a pixel's parent starts as itself. One pass joins each
-    // pixel with its already-visited neighbours of the same class (W, NW, N, NE).
-    let mut parent: Vec<u32> = (0..labels.len() as u32).collect();
+    // Union-find over runs (maximal same-class stretches of a row), not pixels: a run joins
+    // every run of its class in the row above that overlaps it or touches it at a corner,
+    // i.e. that spans any of columns start-1 ..= end. Label maps are mostly long runs, so
+    // this touches a few entries per row instead of every pixel.
+    struct Run {
+        start: usize,
+        end: usize,
+        class: u16,
+    }
+    let valid = |v: u16| v != ignore && (v as usize) < classes;
+    let mut runs: Vec<Run> = Vec::new();
+    let mut parent: Vec<u32> = Vec::new();
     fn find(parent: &mut [u32], mut i: u32) -> u32 {
         while parent[i as usize] != i {
             let up = parent[parent[i as usize] as usize];
@@ -63,39 +72,47 @@ pub fn regions(labels: &[u16], width: usize, height: usize, classes: usize, igno
         }
         i
     }
-    let union = |parent: &mut Vec<u32>, a: u32, b: u32| {
-        let (ra, rb) = (find(parent, a), find(parent, b));
-        if ra != rb {
-            let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
-            parent[hi as usize] = lo;
-        }
-    };
-    let valid = |v: u16| v != ignore && (v as usize) < classes;
+    let mut above = 0..0;
     for y in 0..height {
-        for x in 0..width {
-            let i = y * width + x;
-            let v = labels[i];
-            if !valid(v) {
-                continue;
+        let row = &labels[y * width..(y + 1) * width];
+        let first = runs.len();
+        let mut x = 0;
+        while x < width {
+            let class = row[x];
+            let start = x;
+            while x < width && row[x] == class {
+                x += 1;
             }
-            if x > 0 && labels[i - 1] == v {
-                union(&mut parent, i as u32, (i - 1) as u32);
+            if valid(class) {
+                runs.push(Run { start, end: x, class });
+                parent.push((runs.len() - 1) as u32);
             }
-            if y > 0 {
-                let above = i - width;
-                for nx in x.saturating_sub(1)..=(x + 1).min(width - 1) {
-                    let j = above - x + nx;
-                    if labels[j] == v {
-                        union(&mut parent, i as u32, j as u32);
+        }
+        // Join with the row above: both lists are sorted by start, so one sweep finds the overlaps.
+        let mut j = above.start;
+        for i in first..runs.len() {
+            let (start, end, class) = (runs[i].start, runs[i].end, runs[i].class);
+            while j < above.end && runs[j].end < start {
+                j += 1;
+            }
+            let mut k = j;
+            while k < above.end && runs[k].start <= end {
+                if runs[k].class == class {
+                    let (a, b) = (find(&mut parent, i as u32), find(&mut parent, k as u32));
+                    if a != b {
+                        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+                        parent[hi as usize] = lo;
                     }
                 }
+                k += 1;
             }
         }
+        above = first..runs.len();
     }
     let mut counts = vec![0u32; classes];
-    for (i, &v) in labels.iter().enumerate() {
-        if valid(v) && parent[i] == i as u32 {
-            counts[v as usize] += 1;
+    for (i, run) in runs.iter().enumerate() {
+        if parent[i] == i as u32 {
+            counts[run.class as usize] += 1;
         }
     }
     counts
@@ -212,6 +229,51 @@ mod tests {
             1, 1, 1,
         ];
         assert_eq!(regions(&labels, 3, 3, 2, 255), [1, 1]);
+    }
+
+    /// Regions by flood fill, pixel by pixel: what the run-based union-find must count.
+    fn regions_by_flood_fill(labels: &[u16], w: usize, h: usize, classes: usize, ignore: u16) -> Vec<u32> {
+        let mut seen = vec![false; labels.len()];
+        let mut counts = vec![0u32; classes];
+        for start in 0..labels.len() {
+            let v = labels[start];
+            if seen[start] || v == ignore || v as usize >= classes {
+                continue;
+            }
+            counts[v as usize] += 1;
+            let mut stack = vec![start];
+            seen[start] = true;
+            while let Some(i) = stack.pop() {
+                let (x, y) = ((i % w) as i64, (i / w) as i64);
+                for (dx, dy) in [(-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)] {
+                    let (nx, ny) = (x + dx, y + dy);
+                    if nx < 0 || ny < 0 || nx >= w as i64 || ny >= h as i64 {
+                        continue;
+                    }
+                    let j = ny as usize * w + nx as usize;
+                    if !seen[j] && labels[j] == v {
+                        seen[j] = true;
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        counts
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn regions_equal_a_flood_fill(w in 1usize..12, h in 1usize..12, seed in proptest::prelude::any::<u64>()) {
+            // Few classes and some ignore pixels, so regions meet at corners and wrap around.
+            let mut state = seed;
+            let labels: Vec<u16> = (0..w * h)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    match (state >> 33) % 7 { 6 => 9, v => (v % 3) as u16 }
+                })
+                .collect();
+            proptest::prop_assert_eq!(regions(&labels, w, h, 3, 9), regions_by_flood_fill(&labels, w, h, 3, 9));
+        }
     }
 
     #[test]

@@ -111,29 +111,29 @@ impl Engine {
             .into());
         }
         let classes = set.classes.len();
-        let matrices: Vec<Vec<u64>> = predicted
+        let id_of = |p: u16| set.classes[p as usize].id;
+        // Per image, in parallel: the confusion matrix and the prediction run-length encoded for storage.
+        let (matrices, encoded): (Vec<Vec<u64>>, Vec<Vec<u8>>) = predicted
             .par_iter()
             .map(|m| {
-                let gt = truth.labels(truth.index[m.image_id.as_str()]).expect("checked when the set was read");
-                segmentation::confusion(&gt, &m.labels, classes, IGNORED).expect("positions are classes")
+                let gt = truth.labels(truth.index[m.image_id.as_str()])?;
+                let matrix = segmentation::confusion(&gt, &m.labels, classes, IGNORED).expect("positions are classes");
+                Ok((matrix, masks::rle_encode(&m.labels.iter().map(|&p| id_of(p)).collect::<Vec<_>>())))
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
 
         let names: Vec<&str> = set.classes.iter().map(|c| c.name.as_str()).collect();
         let confusion = confusion_batch(&predicted, &matrices, &set);
         let scores = scores_batch(&options.run, &predicted, &matrices, &names, &set);
-        let id_of = |p: u16| set.classes[p as usize].id;
         let predicted_masks = RecordBatch::try_new(
             predicted_masks_schema(),
             vec![
                 Arc::new(StringArray::from_iter_values(predicted.iter().map(|m| m.image_id.as_str()))) as ArrayRef,
                 Arc::new(Int32Array::from_iter_values(predicted.iter().map(|m| m.width as i32))),
                 Arc::new(Int32Array::from_iter_values(predicted.iter().map(|m| m.height as i32))),
-                Arc::new(BinaryArray::from_iter_values(
-                    predicted
-                        .iter()
-                        .map(|m| masks::rle_encode(&m.labels.iter().map(|&p| id_of(p)).collect::<Vec<_>>())),
-                )),
+                Arc::new(BinaryArray::from_iter_values(encoded)),
             ],
         )?;
 
