@@ -143,9 +143,50 @@ pub struct LabelMap {
 /// palette image (the palette index is the class id, as in Pascal VOC's masks). Colour
 /// and alpha images are refused: their pixels are colours, not class ids.
 pub fn decode_png_label_map(bytes: &[u8]) -> std::result::Result<LabelMap, String> {
-    use png::{BitDepth, ColorType, Transformations};
+    let (frame, buf) = decode_frame(bytes)?;
+    pixels_of_frame(&frame, &buf)
+}
+
+/// [`decode_png_label_map`] as (width, height, runs): (value, run length) pairs, row-major,
+/// each maximal. An 8-bit map goes from its rows to runs without a per-pixel array.
+pub fn decode_png_label_runs(bytes: &[u8]) -> std::result::Result<(u32, u32, Vec<(u16, u32)>), String> {
+    let (frame, buf) = decode_frame(bytes)?;
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let mut runs: Vec<(u16, u32)> = Vec::new();
+    let mut push = |v: u16, n: usize| match runs.last_mut() {
+        Some((last, count)) if *last == v => *count += n as u32,
+        _ => runs.push((v, n as u32)),
+    };
+    if frame.bit_depth == png::BitDepth::Eight {
+        for row in buf.chunks(frame.line_size).take(h) {
+            let mut rest = &row[..w];
+            while let Some(&v) = rest.first() {
+                // Whole blocks of 32 equal bytes first (a branch-free compare the compiler
+                // vectorises), then the first differing byte.
+                let mut n = 0;
+                while let Some(block) = rest.get(n..n + 32) {
+                    if !block.iter().fold(true, |same, &x| same & (x == v)) {
+                        break;
+                    }
+                    n += 32;
+                }
+                n += rest[n..].iter().position(|&x| x != v).unwrap_or(rest.len() - n);
+                push(v as u16, n);
+                rest = &rest[n..];
+            }
+        }
+    } else {
+        for v in pixels_of_frame(&frame, &buf)?.labels {
+            push(v, 1);
+        }
+    }
+    Ok((frame.width, frame.height, runs))
+}
+
+/// The PNG's frame with no transformation (palette indices stay indices).
+fn decode_frame(bytes: &[u8]) -> std::result::Result<(png::OutputInfo, Vec<u8>), String> {
     let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), png::Limits { bytes: 1 << 30 });
-    decoder.set_transformations(Transformations::IDENTITY);
+    decoder.set_transformations(png::Transformations::IDENTITY);
     let mut reader = decoder.read_info().map_err(|e| format!("not a readable PNG: {e}"))?;
     let (width, height) = reader.info().size();
     if width > MAX_SIDE || height > MAX_SIDE {
@@ -154,6 +195,22 @@ pub fn decode_png_label_map(bytes: &[u8]) -> std::result::Result<LabelMap, Strin
     let size = reader.output_buffer_size().ok_or("the PNG is too large to decode")?;
     let mut buf = vec![0u8; size];
     let frame = reader.next_frame(&mut buf).map_err(|e| format!("the PNG is truncated or corrupt: {e}"))?;
+    use png::ColorType;
+    match (frame.color_type, frame.bit_depth as u8) {
+        (ColorType::Grayscale, 8 | 16) | (ColorType::Indexed, 1 | 2 | 4 | 8) => Ok((frame, buf)),
+        (ColorType::Grayscale, bits) => {
+            Err(format!("{bits}-bit grayscale: label maps are 8- or 16-bit grayscale, or a palette"))
+        }
+        (other, bits) => Err(format!(
+            "a {other:?} {bits}-bit PNG holds colours; a label map is grayscale (8 or 16 bits) or a palette image"
+        )),
+    }
+}
+
+/// A checked frame's pixels as a label map.
+fn pixels_of_frame(frame: &png::OutputInfo, buf: &[u8]) -> std::result::Result<LabelMap, String> {
+    use png::{BitDepth, ColorType};
+    let (width, height) = (frame.width, frame.height);
     let (w, h) = (width as usize, height as usize);
     let mut labels = Vec::with_capacity(w * h);
     match (frame.color_type, frame.bit_depth) {
@@ -222,6 +279,40 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 /// Decodes [`rle_encode`]'s output of `pixels` values.
 pub fn rle_decode(bytes: &[u8], pixels: usize) -> std::result::Result<Vec<u16>, String> {
     let mut labels = Vec::with_capacity(pixels);
+    for (value, run) in rle_runs(bytes, pixels)? {
+        labels.resize(labels.len() + run as usize, value);
+    }
+    Ok(labels)
+}
+
+/// Run-length encodes a label map given as runs (value, length); adjacent runs of one
+/// value are merged, so the bytes equal [`rle_encode`]'s of the expanded map.
+pub fn rle_encode_runs(runs: impl IntoIterator<Item = (u16, u32)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut pending: Option<(u16, u64)> = None;
+    for (value, run) in runs {
+        match &mut pending {
+            Some((v, n)) if *v == value => *n += run as u64,
+            _ => {
+                if let Some((v, n)) = pending {
+                    put_varint(&mut out, v as u64);
+                    put_varint(&mut out, n);
+                }
+                pending = Some((value, run as u64));
+            }
+        }
+    }
+    if let Some((v, n)) = pending {
+        put_varint(&mut out, v as u64);
+        put_varint(&mut out, n);
+    }
+    out
+}
+
+/// The (value, run length) pairs of [`rle_encode`]'s output of `pixels` values.
+pub fn rle_runs(bytes: &[u8], pixels: usize) -> std::result::Result<Vec<(u16, u32)>, String> {
+    let mut runs = Vec::new();
+    let mut covered = 0usize;
     let mut at = 0;
     let mut next = || -> std::result::Result<u64, String> {
         let (mut v, mut shift) = (0u64, 0);
@@ -238,15 +329,16 @@ pub fn rle_decode(bytes: &[u8], pixels: usize) -> std::result::Result<Vec<u16>, 
             }
         }
     };
-    while labels.len() < pixels {
+    while covered < pixels {
         let value = u16::try_from(next()?).map_err(|_| "a label above 65535")?;
         let run = next()? as usize;
-        if run == 0 || labels.len() + run > pixels {
+        if run == 0 || covered + run > pixels {
             return Err(format!("runs cover more than the {pixels} pixels of the map"));
         }
-        labels.resize(labels.len() + run, value);
+        covered += run;
+        runs.push((value, run as u32));
     }
-    Ok(labels)
+    Ok(runs)
 }
 
 /// The mask files under `dir` (`.png`, any depth), as (path relative to `dir` with `/`
@@ -499,12 +591,21 @@ mod tests {
         use png::{BitDepth, ColorType};
         let gray = png(ColorType::Grayscale, BitDepth::Eight, 3, 2, &[0, 1, 2, 255, 4, 5], false);
         assert_eq!(decode_png_label_map(&gray).unwrap().labels, [0, 1, 2, 255, 4, 5]);
+        // Runs are maximal across rows and across the scanner's 32-byte blocks.
+        let rows = png(ColorType::Grayscale, BitDepth::Eight, 3, 2, &[7, 7, 1, 1, 1, 7], false);
+        assert_eq!(decode_png_label_runs(&rows).unwrap(), (3, 2, vec![(7, 2), (1, 3), (7, 1)]));
+        let mut long = vec![4u8; 70];
+        long[33] = 5;
+        let long_png = png(ColorType::Grayscale, BitDepth::Eight, 35, 2, &long, false);
+        assert_eq!(decode_png_label_runs(&long_png).unwrap().2, [(4, 33), (5, 1), (4, 36)]);
         let wide = png(ColorType::Grayscale, BitDepth::Sixteen, 2, 1, &[1, 2, 0, 7], false);
         assert_eq!(decode_png_label_map(&wide).unwrap().labels, [258, 7]);
         // 2-bit palette: 3 pixels per row pack into one byte, rows padded.
         let packed = png(ColorType::Indexed, BitDepth::Two, 3, 2, &[0b00_01_10_00, 0b11_00_01_00], true);
         let map = decode_png_label_map(&packed).unwrap();
         assert_eq!((map.width, map.height, map.labels), (3, 2, vec![0, 1, 2, 3, 0, 1]));
+        assert_eq!(decode_png_label_runs(&wide).unwrap(), (2, 1, vec![(258, 1), (7, 1)]));
+        assert_eq!(decode_png_label_runs(&packed).unwrap().2.len(), 6);
         let rgb = png(ColorType::Rgb, BitDepth::Eight, 1, 1, &[1, 2, 3], false);
         assert!(decode_png_label_map(&rgb).unwrap_err().contains("holds colours"));
         let truncated = &gray[..gray.len() - 20];
@@ -563,6 +664,9 @@ mod tests {
         fn rle_round_trips(labels in prop::collection::vec(prop_oneof![0u16..4, Just(255u16), any::<u16>()], 0..300)) {
             let encoded = rle_encode(&labels);
             prop_assert_eq!(rle_decode(&encoded, labels.len()).unwrap(), labels.clone());
+            // Runs split anywhere encode to the same bytes.
+            let split: Vec<(u16, u32)> = labels.iter().map(|&v| (v, 1)).collect();
+            prop_assert_eq!(rle_encode_runs(split), encoded.clone());
             if !labels.is_empty() {
                 prop_assert!(rle_decode(&encoded[..encoded.len() - 1], labels.len()).is_err());
             }

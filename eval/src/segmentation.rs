@@ -140,6 +140,62 @@ pub fn confusion(truth: &[u16], predicted: &[u16], classes: usize, ignore: u16) 
     unknown.map_or(Ok(counts), Err)
 }
 
+/// [`confusion`] over run-length encoded label maps: `truth` and `predicted` are
+/// (value, run length) pairs covering the same pixels in the same order. Walking both run
+/// lists costs one step per run boundary instead of one per pixel.
+pub fn confusion_of_runs(
+    truth: &[(u16, u32)],
+    predicted: &[(u16, u32)],
+    classes: usize,
+    ignore: u16,
+) -> Result<Vec<u64>, UnknownClass> {
+    let mut counts = vec![0u64; classes * classes];
+    let mut unknown: Option<UnknownClass> = None;
+    let (mut t, mut p) = (truth.iter().copied(), predicted.iter().copied());
+    let (mut a, mut b) = (t.next(), p.next());
+    let mut pixel = 0usize;
+    while let (Some((tv, tn)), Some((pv, pn))) = (a, b) {
+        let n = tn.min(pn);
+        if tv != ignore {
+            if (tv as usize) < classes && (pv as usize) < classes {
+                counts[tv as usize * classes + pv as usize] += n as u64;
+            } else {
+                let value = if tv as usize >= classes { tv } else { pv };
+                match &mut unknown {
+                    Some(u) => u.count += n as usize,
+                    None => unknown = Some(UnknownClass { value, pixel, count: n as usize }),
+                }
+            }
+        }
+        pixel += n as usize;
+        a = if tn > n { Some((tv, tn - n)) } else { t.next() };
+        b = if pn > n { Some((pv, pn - n)) } else { p.next() };
+    }
+    assert!(a.is_none() && b.is_none(), "truth and prediction cover the same pixels");
+    unknown.map_or(Ok(counts), Err)
+}
+
+/// A label map's runs: (value, length) pairs, row-major, each maximal.
+pub fn runs(labels: &[u16]) -> Vec<(u16, u32)> {
+    let mut out: Vec<(u16, u32)> = Vec::new();
+    let mut rest = labels;
+    while let Some(&v) = rest.first() {
+        // Skip whole blocks of 16 equal values first (a branch-free compare the compiler
+        // vectorises), then find the first differing value in the block that has one.
+        let mut n = 0;
+        while let Some(block) = rest.get(n..n + 16) {
+            if !block.iter().fold(true, |same, &x| same & (x == v)) {
+                break;
+            }
+            n += 16;
+        }
+        n += rest[n..].iter().position(|&x| x != v).unwrap_or(rest.len() - n);
+        out.push((v, n as u32));
+        rest = &rest[n..];
+    }
+    out
+}
+
 /// One class's pixels and scores over a set of images.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassScores {
@@ -273,6 +329,30 @@ mod tests {
                 })
                 .collect();
             proptest::prop_assert_eq!(regions(&labels, w, h, 3, 9), regions_by_flood_fill(&labels, w, h, 3, 9));
+        }
+    }
+
+    #[test]
+    fn runs_are_maximal_across_block_boundaries() {
+        let mut labels = vec![3u16; 40];
+        labels[16] = 1;
+        labels.extend([2; 33]);
+        assert_eq!(runs(&labels), [(3, 16), (1, 1), (3, 23), (2, 33)]);
+        assert_eq!(runs(&[]), []);
+        assert_eq!(runs(&[7; 32]), [(7, 32)]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn confusion_of_runs_equals_the_pixel_confusion(
+            pairs in proptest::collection::vec((0u16..4, 0u16..3), 0..200),
+        ) {
+            // Value 3 of the truth is the ignore index; runs come from repeated values.
+            let (truth, predicted): (Vec<u16>, Vec<u16>) = pairs.into_iter().unzip();
+            proptest::prop_assert_eq!(
+                confusion_of_runs(&runs(&truth), &runs(&predicted), 3, 3).unwrap(),
+                confusion(&truth, &predicted, 3, 3).unwrap()
+            );
         }
     }
 

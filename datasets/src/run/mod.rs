@@ -232,29 +232,9 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
     })
 }
 
-/// SHA-256 of an uploaded file (of every file under it, for a folder: their relative
-/// paths and contents in path order).
+/// SHA-256 of an uploaded file.
 pub fn file_sha256(path: &Path) -> Result<String> {
-    let mut hasher = Sha256::new();
-    if path.is_dir() {
-        let mut files: Vec<_> = walkdir::WalkDir::new(path)
-            .follow_links(true)
-            .into_iter()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_file())
-            .map(|e| e.into_path())
-            .collect();
-        files.sort();
-        for file in files {
-            let relative = file.strip_prefix(path).expect("walked under path");
-            hasher.update(relative.to_string_lossy().as_bytes());
-            hasher.update(b"\0");
-            hasher.update(Sha256::digest(fs::read(&file).map_err(DatasetError::io("reading", &file))?));
-        }
-    } else {
-        hasher.update(fs::read(path).map_err(DatasetError::io("reading", path))?);
-    }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hex::encode(Sha256::digest(fs::read(path).map_err(DatasetError::io("reading", path))?)))
 }
 
 /// Publishes run `run`: writes `files` (name, table) into a temporary directory, then the
@@ -281,8 +261,12 @@ pub fn publish(
     let staging = tmp_sibling(&dir);
     fs::create_dir(&staging).map_err(DatasetError::io("creating", &staging))?;
     let result = (|| {
-        let hashes =
-            files.iter().map(|(name, batch)| write_parquet(&staging.join(name), batch)).collect::<Result<Vec<_>>>()?;
+        // The files are independent: written (and compressed) in parallel.
+        use rayon::prelude::*;
+        let hashes = files
+            .par_iter()
+            .map(|(name, batch)| write_parquet(&staging.join(name), batch))
+            .collect::<Result<Vec<_>>>()?;
         let manifest = manifest(&hashes);
         let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
         crate::atomic::write_atomic(&staging.join(RUN_FILE), &json)?;

@@ -64,15 +64,17 @@ const MASKS_VERSION: &str = "masks-1";
 /// At most this many problems are listed in a rejection.
 const MAX_PROBLEMS: usize = 20;
 
-/// One decoded, checked mask.
-pub(crate) struct ImportedMask {
+/// One decoded, checked mask, its labels as the reader converted them.
+pub(crate) struct ImportedMask<L = Vec<u16>> {
     pub image_id: String,
+    /// The mask file's path relative to the folder.
+    pub relative: String,
     pub sha256: String,
     pub width: u32,
     pub height: u32,
     pub mask_sha256: String,
-    /// In class-list positions, [`IGNORED`] for the ignore index.
-    pub labels: Vec<u16>,
+    /// In class-list positions, [`IGNORED`] for the ignore index (per pixel, or as runs).
+    pub labels: L,
 }
 
 /// The images of a dataset's latest version that masks are matched to.
@@ -138,7 +140,8 @@ impl Engine {
 
         let _lock = self.workspace.lock()?;
         let targets = self.mask_targets(&dataset)?;
-        let decoded = read_masks(dir, &files, &targets, &class_list, Some(ignore), options.progress)?;
+        let decoded =
+            read_masks(dir, &files, &targets, Some(ignore), options.progress, pixels_reader(&class_list, ignore))?;
         let layout = self.workspace.layout();
         let stats: Vec<(Vec<u64>, Vec<u32>)> = decoded
             .par_iter()
@@ -212,53 +215,114 @@ fn bad(path: &Path, message: String) -> DatasetError {
     DatasetError::BadInput { source_path: path.to_path_buf(), message }
 }
 
-/// A label map in class-list positions (the list may skip ids), the ignore index as
-/// [`IGNORED`]: what the segmentation kernels count. An id without a class is an error
-/// (reported with the id itself).
-/// Without an ignore index (predictions), every pixel must hold a class id.
-pub(crate) fn positions(
-    labels: &[u16],
-    classes: &[MaskClass],
-    ignore: Option<u16>,
-) -> std::result::Result<Vec<u16>, segmentation::UnknownClass> {
+/// Class id → position in the class list (the list may skip ids); the ignore index →
+/// [`IGNORED`]; ids without a class → `UNLISTED`.
+fn position_table(classes: &[MaskClass], ignore: Option<u16>) -> Vec<u16> {
     let max = classes.iter().map(|c| c.id as usize).max().unwrap_or(0);
-    let mut table = vec![u16::MAX - 1; max.max(ignore.unwrap_or(0) as usize) + 1];
+    let mut table = vec![UNLISTED; max.max(ignore.unwrap_or(0) as usize) + 1];
     for (i, c) in classes.iter().enumerate() {
         table[c.id as usize] = i as u16;
     }
     if let Some(ignore) = ignore {
         table[ignore as usize] = IGNORED;
     }
+    table
+}
+
+const UNLISTED: u16 = u16::MAX - 1;
+
+/// A label map in class-list positions, the ignore index as [`IGNORED`]: what the
+/// segmentation kernels count. An id without a class is an error (reported with the id
+/// itself). Without an ignore index (predictions), every pixel must hold a class id.
+pub(crate) fn positions(
+    labels: &[u16],
+    classes: &[MaskClass],
+    ignore: Option<u16>,
+) -> std::result::Result<Vec<u16>, segmentation::UnknownClass> {
+    let runs = positions_of_runs(&segmentation::runs(labels), classes, ignore)?;
+    let mut out = Vec::with_capacity(labels.len());
+    for (p, n) in runs {
+        out.resize(out.len() + n as usize, p);
+    }
+    Ok(out)
+}
+
+/// [`positions`] of a label map given as runs (value, length), mapped run by run.
+pub(crate) fn positions_of_runs(
+    runs: &[(u16, u32)],
+    classes: &[MaskClass],
+    ignore: Option<u16>,
+) -> std::result::Result<Vec<(u16, u32)>, segmentation::UnknownClass> {
+    let table = position_table(classes, ignore);
     let mut unknown: Option<segmentation::UnknownClass> = None;
-    let dense = labels
+    let mut pixel = 0usize;
+    let mapped = runs
         .iter()
-        .enumerate()
-        .map(|(i, &v)| match table.get(v as usize) {
-            Some(&p) if p != u16::MAX - 1 => p,
-            _ => {
+        .map(|&(v, n)| {
+            let p = table.get(v as usize).copied().unwrap_or(UNLISTED);
+            let at = pixel;
+            pixel += n as usize;
+            if p == UNLISTED {
                 match &mut unknown {
-                    Some(u) => u.count += 1,
-                    None => unknown = Some(segmentation::UnknownClass { value: v, pixel: i, count: 1 }),
+                    Some(u) => u.count += n as usize,
+                    None => unknown = Some(segmentation::UnknownClass { value: v, pixel: at, count: n as usize }),
                 }
-                IGNORED
+                (IGNORED, n)
+            } else {
+                (p, n)
             }
         })
         .collect();
-    unknown.map_or(Ok(dense), Err)
+    unknown.map_or(Ok(mapped), Err)
 }
 
 /// The value of ignored pixels in a label map of class-list positions.
 pub(crate) const IGNORED: u16 = u16::MAX;
 
-/// Reads, decodes and checks every mask in parallel; all problems or all masks.
-pub(crate) fn read_masks(
+/// Why a mask file could not be read as class positions.
+pub(crate) enum MaskProblem {
+    /// Not a readable label map (the decoder's words).
+    Unreadable(String),
+    /// A pixel value that is no listed class (and the map's width, to say where).
+    Unlisted(segmentation::UnknownClass, u32),
+}
+
+/// Reads every mask per pixel in class positions (for the tags and the stored set).
+pub(crate) fn pixels_reader(
+    classes: &[MaskClass],
+    ignore: u16,
+) -> impl Fn(&[u8]) -> std::result::Result<(u32, u32, Vec<u16>), MaskProblem> + Sync + '_ {
+    move |bytes| {
+        let map = masks::decode_png_label_map(bytes).map_err(MaskProblem::Unreadable)?;
+        let labels = positions(&map.labels, classes, Some(ignore)).map_err(|u| MaskProblem::Unlisted(u, map.width))?;
+        Ok((map.width, map.height, labels))
+    }
+}
+
+/// Reads every mask as runs in class positions; without an ignore index (predictions),
+/// every pixel must have a class.
+pub(crate) fn runs_reader(
+    classes: &[MaskClass],
+    ignore: Option<u16>,
+) -> impl Fn(&[u8]) -> std::result::Result<(u32, u32, Vec<(u16, u32)>), MaskProblem> + Sync + '_ {
+    move |bytes| {
+        let (w, h, runs) = masks::decode_png_label_runs(bytes).map_err(MaskProblem::Unreadable)?;
+        Ok((w, h, positions_of_runs(&runs, classes, ignore).map_err(|u| MaskProblem::Unlisted(u, w))?))
+    }
+}
+
+/// Reads, decodes and checks every mask in parallel; all problems or all masks. `decode`
+/// turns a file into class positions (per pixel or as runs) and finds ids without a
+/// class; `ignore` is the ignore index it knows (None: predictions, every pixel must have
+/// a class), for the error message.
+pub(crate) fn read_masks<L: Send>(
     dir: &Path,
     files: &[(String, PathBuf)],
     targets: &MaskTargets,
-    classes: &[MaskClass],
     ignore: Option<u16>,
     progress: bool,
-) -> Result<Vec<ImportedMask>> {
+    decode: impl Fn(&[u8]) -> std::result::Result<(u32, u32, L), MaskProblem> + Sync,
+) -> Result<Vec<ImportedMask<L>>> {
     let relative: Vec<String> = files.iter().map(|(r, _)| r.clone()).collect();
     let rejected = |problems: Vec<String>| -> crate::error::EngineError {
         let more = problems.len().saturating_sub(MAX_PROBLEMS);
@@ -280,34 +344,37 @@ pub(crate) fn read_masks(
         return Err(rejected(problems));
     }
     let bar = slicetest_datasets::progress::bar(matched.len() as u64, "reading masks", progress);
-    let results: Vec<std::result::Result<ImportedMask, String>> = matched
+    let results: Vec<std::result::Result<ImportedMask<L>, String>> = matched
         .par_iter()
         .map(|(i, id)| {
             let (rel, path) = &files[*i];
             let at = |m: String| format!("{rel}: {m}");
             let bytes = std::fs::read(path).map_err(|e| at(format!("unreadable: {e}")))?;
-            let map = masks::decode_png_label_map(&bytes).map_err(at)?;
             let (sha, w, h) = &targets.images[id];
-            if (map.width, map.height) != (*w, *h) {
-                return Err(at(format!("the mask is {}×{} but image {id} is {w}×{h}", map.width, map.height)));
-            }
-            let labels = positions(&map.labels, classes, ignore).map_err(|u| {
-                let (x, y) = (u.pixel % *w as usize, u.pixel / *w as usize);
-                let ignored = match ignore {
-                    Some(i) => format!("; ignore index {i}"),
-                    None => "; predictions give every pixel a class".into(),
-                };
-                at(format!(
-                    "class id {} is not in the class list (first at x={x}, y={y}; {} pixel(s) with unlisted ids{ignored})",
-                    u.value, u.count
-                ))
+            let (width, height, labels) = decode(&bytes).map_err(|problem| match problem {
+                MaskProblem::Unreadable(message) => at(message),
+                MaskProblem::Unlisted(u, width) => {
+                    let (x, y) = (u.pixel % width.max(1) as usize, u.pixel / width.max(1) as usize);
+                    let ignored = match ignore {
+                        Some(i) => format!("; ignore index {i}"),
+                        None => "; predictions give every pixel a class".into(),
+                    };
+                    at(format!(
+                        "class id {} is not in the class list (first at x={x}, y={y}; {} pixel(s) with unlisted ids{ignored})",
+                        u.value, u.count
+                    ))
+                }
             })?;
+            if (width, height) != (*w, *h) {
+                return Err(at(format!("the mask is {width}×{height} but image {id} is {w}×{h}")));
+            }
             bar.inc(1);
             Ok(ImportedMask {
                 image_id: id.clone(),
+                relative: rel.clone(),
                 sha256: sha.clone(),
-                width: map.width,
-                height: map.height,
+                width,
+                height,
                 mask_sha256: hex::encode(Sha256::digest(&bytes)),
                 labels,
             })

@@ -17,7 +17,7 @@ use slicetest_datasets::masks::{self, MaskSetManifest};
 use slicetest_datasets::run::{self, RunManifest, SegmentationFiles, Task, UploadOptions};
 use slicetest_eval::segmentation::{self, SegmentationScores};
 
-use super::import::{IGNORED, positions, read_masks};
+use super::import::{IGNORED, positions_of_runs, read_masks, runs_reader};
 use crate::Engine;
 use crate::bootstrap::{BOOTSTRAP_RESAMPLES, SplitMix64, percentile_interval};
 use crate::error::{EngineError, Result};
@@ -64,20 +64,21 @@ impl Engine {
             },
         };
         let set = masks::read_mask_set(layout, &dataset, &source)?;
-        let truth = GroundTruth::read(self, &set)?;
+        let targets = self.mask_targets(&dataset)?;
+        let truth = GroundTruth::read(self, &set, &targets)?;
         let files = masks::mask_files(dir)?;
         if files.is_empty() {
             return Err(bad("no .png mask files in the folder".into()).into());
         }
-        let targets = self.mask_targets(&dataset)?;
         // Predictions hold class ids only: the ignore index is refused like any unlisted id
         // (a model that abstains on a pixel should say so with a class).
-        let predicted = read_masks(dir, &files, &targets, &set.classes, None, false).map_err(|e| match e {
-            EngineError::Dataset(DatasetError::BadInput { message, .. }) => {
-                bad(message.replace("masks rejected", "predicted masks rejected"))
-            }
-            other => bad(other.to_string()),
-        })?;
+        let predicted =
+            read_masks(dir, &files, &targets, None, false, runs_reader(&set.classes, None)).map_err(|e| match e {
+                EngineError::Dataset(DatasetError::BadInput { message, .. }) => {
+                    bad(message.replace("masks rejected", "predicted masks rejected"))
+                }
+                other => bad(other.to_string()),
+            })?;
         let mut problems = Vec::new();
         for m in &predicted {
             match truth.index.get(m.image_id.as_str()) {
@@ -116,9 +117,10 @@ impl Engine {
         let (matrices, encoded): (Vec<Vec<u64>>, Vec<Vec<u8>>) = predicted
             .par_iter()
             .map(|m| {
-                let gt = truth.labels(truth.index[m.image_id.as_str()])?;
-                let matrix = segmentation::confusion(&gt, &m.labels, classes, IGNORED).expect("positions are classes");
-                Ok((matrix, masks::rle_encode(&m.labels.iter().map(|&p| id_of(p)).collect::<Vec<_>>())))
+                let gt = truth.runs(truth.index[m.image_id.as_str()])?;
+                let matrix =
+                    segmentation::confusion_of_runs(&gt, &m.labels, classes, IGNORED).expect("positions are classes");
+                Ok((matrix, masks::rle_encode_runs(m.labels.iter().map(|&(p, n)| (id_of(p), n)))))
             })
             .collect::<Result<Vec<_>>>()?
             .into_iter()
@@ -138,7 +140,10 @@ impl Engine {
         )?;
 
         let _lock = self.workspace.lock()?;
-        let source_sha256 = run::file_sha256(dir)?;
+        // The source's hash from the masks read (their relative paths and SHA-256s), not a second read of the folder.
+        let source_sha256 = slicetest_datasets::version::pairs_hash(
+            predicted.iter().map(|m| (m.relative.as_str(), m.mask_sha256.as_str())),
+        );
         let files = [
             (run::SEGMENTATION_SCORES_FILE, &scores),
             (run::CONFUSION_FILE, &confusion),
@@ -190,9 +195,8 @@ struct GroundTruth {
 }
 
 impl GroundTruth {
-    fn read(engine: &Engine, set: &MaskSetManifest) -> Result<GroundTruth> {
+    fn read(engine: &Engine, set: &MaskSetManifest, targets: &super::import::MaskTargets) -> Result<GroundTruth> {
         let labels = masks::read_labels(engine.workspace.layout(), set)?;
-        let targets = engine.mask_targets(&set.dataset)?;
         let column = |name: &str| labels.column_by_name(name).expect("labels schema");
         let (ids, shas) = (column("image_id").as_string::<i32>(), column("sha256").as_string::<i32>());
         let (widths, heights) =
@@ -217,16 +221,16 @@ impl GroundTruth {
         Ok(truth)
     }
 
-    /// Image `i`'s label map in class positions.
-    fn labels(&self, i: usize) -> Result<Vec<u16>> {
+    /// Image `i`'s label map in class positions, as runs.
+    fn runs(&self, i: usize) -> Result<Vec<(u16, u32)>> {
         let (w, h) = self.sizes[i];
         let corrupt = |message: String| DatasetError::Corrupt {
             what: "mask set",
             path: self.set.source_dir.clone().into(),
             message: format!("{}: {message}", self.ids[i]),
         };
-        let ids = masks::rle_decode(self.rle.value(self.rows[i]), (w * h) as usize).map_err(corrupt)?;
-        Ok(positions(&ids, &self.set.classes, Some(self.set.ignore_index))
+        let runs = masks::rle_runs(self.rle.value(self.rows[i]), (w * h) as usize).map_err(corrupt)?;
+        Ok(positions_of_runs(&runs, &self.set.classes, Some(self.set.ignore_index))
             .map_err(|u| corrupt(format!("unlisted class id {}", u.value)))?)
     }
 }
@@ -264,7 +268,11 @@ pub fn scores_schema() -> SchemaRef {
     ]))
 }
 
-fn confusion_batch(masks: &[super::import::ImportedMask], matrices: &[Vec<u64>], set: &MaskSetManifest) -> RecordBatch {
+fn confusion_batch(
+    masks: &[super::import::ImportedMask<Vec<(u16, u32)>>],
+    matrices: &[Vec<u64>],
+    set: &MaskSetManifest,
+) -> RecordBatch {
     let k = set.classes.len();
     let cells: Vec<(usize, usize, usize, u64)> = matrices
         .iter()
@@ -297,7 +305,7 @@ fn confusion_batch(masks: &[super::import::ImportedMask], matrices: &[Vec<u64>],
 
 fn scores_batch(
     run: &str,
-    masks: &[super::import::ImportedMask],
+    masks: &[super::import::ImportedMask<Vec<(u16, u32)>>],
     matrices: &[Vec<u64>],
     names: &[&str],
     set: &MaskSetManifest,
