@@ -128,6 +128,9 @@ fn classes_from_pairs(mut pairs: Vec<(u64, String)>) -> std::result::Result<Vec<
     Ok(classes)
 }
 
+/// A label map as (value, run length) pairs, row-major.
+pub type Runs = Vec<(u16, u32)>;
+
 /// One label map: a class id per pixel, row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelMap {
@@ -149,7 +152,7 @@ pub fn decode_png_label_map(bytes: &[u8]) -> std::result::Result<LabelMap, Strin
 
 /// [`decode_png_label_map`] as (width, height, runs): (value, run length) pairs, row-major,
 /// each maximal. An 8-bit map goes from its rows to runs without a per-pixel array.
-pub fn decode_png_label_runs(bytes: &[u8]) -> std::result::Result<(u32, u32, Vec<(u16, u32)>), String> {
+pub fn decode_png_label_runs(bytes: &[u8]) -> std::result::Result<(u32, u32, Runs), String> {
     let (frame, buf) = decode_frame(bytes)?;
     let (w, h) = (frame.width as usize, frame.height as usize);
     let mut runs: Vec<(u16, u32)> = Vec::new();

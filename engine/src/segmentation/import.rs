@@ -304,7 +304,7 @@ pub(crate) fn pixels_reader(
 pub(crate) fn runs_reader(
     classes: &[MaskClass],
     ignore: Option<u16>,
-) -> impl Fn(&[u8]) -> std::result::Result<(u32, u32, Vec<(u16, u32)>), MaskProblem> + Sync + '_ {
+) -> impl Fn(&[u8]) -> std::result::Result<(u32, u32, masks::Runs), MaskProblem> + Sync + '_ {
     move |bytes| {
         let (w, h, runs) = masks::decode_png_label_runs(bytes).map_err(MaskProblem::Unreadable)?;
         Ok((w, h, positions_of_runs(&runs, classes, ignore).map_err(|u| MaskProblem::Unlisted(u, w))?))
