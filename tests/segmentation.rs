@@ -171,6 +171,9 @@ fn slice_tests_verdicts_and_a_regression_against_a_better_baseline() {
         "fail, regression: IoU.car 0.299 &lt; 0.900",
         "<h2>Pixel confusions (all images)</h2>",
         "<td>tree</td><td>0</td>",
+        "<h3>Worst images</h3>",
+        "<figure class=\"masks\" data-image=\"img_",
+        "<img src=\"data:image/png;base64,",
     ] {
         assert!(html.contains(expected), "{expected} not in the report");
     }

@@ -17,6 +17,7 @@ use crate::discovery::Discovery;
 use crate::error::Result;
 use crate::metrics::Estimate;
 use crate::scoring::{RunReport, SliceScore, Verdict};
+use crate::segmentation::MaskOverlay;
 
 /// Failed examples shown per slice.
 pub const GALLERY_SIZE: usize = 12;
@@ -44,6 +45,7 @@ impl Engine {
                     .filter_map(|s| s.detection.as_ref())
                     .flat_map(|d| d.worst_images.iter().map(|w| w.image_id.as_str())),
             )
+            .chain(segmentation_worst(report))
             .collect();
         let mut thumbnails: HashMap<String, String> = HashMap::new();
         for i in 0..ids.len() {
@@ -57,15 +59,26 @@ impl Engine {
                 thumbnails.insert(ids.value(i).to_string(), uri);
             }
         }
-        Ok(render(report, &thumbnails, discovery))
+        let overlays = self.segmentation_overlays(&report.run, segmentation_worst(report))?;
+        Ok(render(report, &thumbnails, &overlays, discovery))
     }
+}
+
+/// The image ids of every segmentation slice's failure gallery.
+fn segmentation_worst(report: &RunReport) -> impl Iterator<Item = &str> {
+    report
+        .slices
+        .iter()
+        .filter_map(|s| s.segmentation.as_ref())
+        .flat_map(|m| m.worst_images.iter().map(|w| w.image_id.as_str()))
 }
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn base64(bytes: &[u8]) -> String {
+/// RFC 4648 base64 (for data URIs).
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -113,13 +126,20 @@ const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
 th:first-child,td:first-child{text-align:left}tr.fail td{background:#fde2e2}tr.pass td{background:#e6f4ea}\
 tr.nodata td{color:#888}.gallery{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;text-align:center;font-size:11px}\
-figure img{width:84px;height:84px;image-rendering:pixelated;border:1px solid #c00}section.slice{margin-top:2em}\
+figure img{width:84px;height:84px;image-rendering:pixelated;border:1px solid #c00}\
+figure.masks img{width:140px;height:auto;border:1px solid #999;margin:1px}figure.masks{border:1px solid #ddd;padding:4px}section.slice{margin-top:2em}\
 table.confusion td.diag{background:#e6f4ea;font-weight:bold}\
 #discovery-table td.slice,#discovery-table td.query{text-align:left}#discovery-table td.query code{font-size:12px}";
 
-/// The page for a scored run (`thumbnails`: image id → data URI; `discovery`: the run's
-/// discovered slices, if it was searched).
-pub fn render(report: &RunReport, thumbnails: &HashMap<String, String>, discovery: Option<&Discovery>) -> String {
+/// The page for a scored run (`thumbnails`: image id → data URI; `overlays`: a
+/// segmentation run's gallery masks; `discovery`: the run's discovered slices, if it was
+/// searched).
+pub fn render(
+    report: &RunReport,
+    thumbnails: &HashMap<String, String>,
+    overlays: &HashMap<String, MaskOverlay>,
+    discovery: Option<&Discovery>,
+) -> String {
     let r = &report.run;
     let mut html = String::new();
     let failed = report.failures().count();
@@ -156,7 +176,7 @@ pub fn render(report: &RunReport, thumbnails: &HashMap<String, String>, discover
             html.push_str(&discovery_section(discovery));
         }
         for s in &report.slices {
-            html.push_str(&segmentation_section(s));
+            html.push_str(&segmentation_section(s, thumbnails, overlays));
         }
         html.push_str("</body></html>\n");
         return html;
@@ -761,12 +781,44 @@ fn pixel_confusion(m: &crate::segmentation::SegmentationMetrics) -> String {
     confusion_table(&labels, &m.confusion, Some(&shown))
 }
 
-/// A segmentation slice: its verdict, classes and pixel confusions.
-fn segmentation_section(s: &SliceScore) -> String {
+/// A segmentation slice: its verdict, classes and pixel confusions, then its worst images:
+/// the picture, the ground truth and the prediction in class colours, and where they
+/// disagree (red wrong, green right, black ignored).
+fn segmentation_section(
+    s: &SliceScore,
+    thumbnails: &HashMap<String, String>,
+    overlays: &HashMap<String, MaskOverlay>,
+) -> String {
     let Some(m) = &s.segmentation else { return String::new() };
+    let mut gallery = String::new();
+    for w in &m.worst_images {
+        let Some(o) = overlays.get(&w.image_id) else { continue };
+        let picture = thumbnails
+            .get(&w.image_id)
+            .map_or(String::new(), |uri| format!("<img src=\"{uri}\" alt=\"image\" title=\"image\">"));
+        let _ = write!(
+            gallery,
+            "<figure class=\"masks\" data-image=\"{id}\">{picture}<img src=\"{}\" alt=\"ground truth\" title=\"ground truth\">\
+             <img src=\"{}\" alt=\"prediction\" title=\"prediction\"><img src=\"{}\" alt=\"disagreement\" \
+             title=\"disagreement\"><figcaption>{id}: {:.1}% of {} pixels wrong</figcaption></figure>",
+            o.truth,
+            o.predicted,
+            o.disagreement,
+            100.0 * w.wrong as f64 / w.pixels as f64,
+            w.pixels,
+            id = escape(&w.image_id),
+        );
+    }
+    if !gallery.is_empty() {
+        gallery = format!(
+            "<h3>Worst images</h3><p>Picture, ground truth, prediction (class colours), and where they disagree \
+             (<span style=\"color:#dc2626\">wrong</span>, <span style=\"color:#2ea043\">right</span>, black: \
+             ignored).</p><div class=\"gallery\">{gallery}</div>"
+        );
+    }
     format!(
         "<section class=\"slice\" id=\"slice-{name}\"><h2>{name}</h2><p>{images} images, mIoU {miou}, pixel accuracy \
-         {acc}: <strong>{verdict}</strong></p>{classes}{confusion}</section>",
+         {acc}: <strong>{verdict}</strong></p>{classes}{confusion}{gallery}</section>",
         name = escape(&s.slice),
         images = m.images,
         miou = rate(m.scores.mean_iou),

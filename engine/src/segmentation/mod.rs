@@ -6,4 +6,6 @@ pub mod import;
 pub mod runs;
 
 pub use import::{MaskImportOptions, MaskImportReport};
-pub use runs::{SegmentationClass, SegmentationEvaluation, SegmentationMetrics, SegmentationRegression};
+pub use runs::{
+    MaskOverlay, SegmentationClass, SegmentationEvaluation, SegmentationMetrics, SegmentationRegression, WorstMask,
+};

@@ -404,6 +404,29 @@ impl SegmentationEvaluation {
         })
     }
 
+    /// The images of `rows` with the largest share of wrong pixels, worst first (ties:
+    /// more wrong pixels, then image id).
+    fn worst_images(&self, rows: &[u32]) -> Vec<WorstMask> {
+        let mut images: Vec<WorstMask> = rows
+            .iter()
+            .map(|&r| {
+                let cells = &self.cells[r as usize];
+                WorstMask {
+                    image_id: self.image_ids[r as usize].clone(),
+                    pixels: cells.iter().map(|c| c.2).sum(),
+                    wrong: cells.iter().filter(|c| c.0 != c.1).map(|c| c.2).sum(),
+                }
+            })
+            .filter(|w| w.wrong > 0)
+            .collect();
+        let share = |w: &WorstMask| w.wrong as f64 / w.pixels as f64;
+        images.sort_by(|a, b| {
+            share(b).total_cmp(&share(a)).then(b.wrong.cmp(&a.wrong)).then(a.image_id.cmp(&b.image_id))
+        });
+        images.truncate(WORST_IMAGES);
+        images
+    }
+
     /// Every image.
     pub fn everything(&self) -> Vec<u32> {
         (0..self.cells.len() as u32).collect()
@@ -476,6 +499,7 @@ impl SegmentationEvaluation {
                 })
                 .collect(),
             confusion: (0..k).map(|t| confusion[t * k..(t + 1) * k].to_vec()).collect(),
+            worst_images: self.worst_images(rows),
             scores,
         };
         let regression = baseline.and_then(|b| self.regression(b, rows, metrics.scores.mean_iou, &draws, alpha));
@@ -548,6 +572,132 @@ pub struct SegmentationMetrics {
     pub classes: Vec<SegmentationClass>,
     /// The summed pixel confusion matrix (row = truth, column = prediction, class order).
     pub confusion: Vec<Vec<u64>>,
+    /// The images with the largest share of wrong pixels (up to [`WORST_IMAGES`]), worst first.
+    pub worst_images: Vec<WorstMask>,
+}
+
+/// Images shown in a slice's failure gallery.
+pub const WORST_IMAGES: usize = 4;
+
+/// One image of a failure gallery.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorstMask {
+    /// The image.
+    pub image_id: String,
+    /// Its labelled pixels.
+    pub pixels: u64,
+    /// Labelled pixels given the wrong class.
+    pub wrong: u64,
+}
+
+/// A gallery image's masks as PNG data URIs: the ground truth and the prediction in class
+/// colours, and where they disagree.
+#[derive(Debug, Clone)]
+pub struct MaskOverlay {
+    /// The ground truth (ignored pixels black).
+    pub truth: String,
+    /// The prediction.
+    pub predicted: String,
+    /// Red where the prediction is wrong, green where right, black where ignored.
+    pub disagreement: String,
+}
+
+/// A colour per class position (a fixed, distinguishable cycle).
+fn class_colour(position: u16) -> [u8; 3] {
+    const PALETTE: [[u8; 3]; 12] = [
+        [128, 64, 128],
+        [70, 130, 180],
+        [220, 20, 60],
+        [250, 170, 30],
+        [107, 142, 35],
+        [0, 0, 142],
+        [244, 35, 232],
+        [152, 251, 152],
+        [102, 102, 156],
+        [190, 153, 153],
+        [0, 80, 100],
+        [255, 255, 0],
+    ];
+    PALETTE[position as usize % PALETTE.len()]
+}
+
+fn png_data_uri(width: u32, height: u32, rgb: Vec<u8>) -> Result<String> {
+    let image = image::RgbImage::from_raw(width, height, rgb).expect("width × height pixels");
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut bytes, image::ImageFormat::Png).map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+    Ok(format!("data:image/png;base64,{}", crate::report_html::base64(bytes.get_ref())))
+}
+
+impl Engine {
+    /// The gallery pictures of `image_ids` for a segmentation run: its predicted masks and
+    /// the mask set's ground truth, coloured. Images missing from either are left out.
+    pub fn segmentation_overlays<'a>(
+        &self,
+        manifest: &RunManifest,
+        image_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HashMap<String, MaskOverlay>> {
+        let Some(files) = &manifest.segmentation else { return Ok(HashMap::new()) };
+        let wanted: std::collections::HashSet<&str> = image_ids.into_iter().collect();
+        if wanted.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let layout = self.workspace.layout();
+        let set = masks::read_mask_set(layout, &manifest.dataset, &files.mask_source)?;
+        let truth = masks::read_labels(layout, &set)?;
+        let predicted = run::read_segmentation_file(&self.workspace, manifest, run::PREDICTED_MASKS_FILE)?;
+        // image_id → (width, height, rle) of each side.
+        let rows = |batch: &RecordBatch| -> HashMap<String, (u32, u32, Vec<u8>)> {
+            let ids = batch.column_by_name("image_id").expect("schema").as_string::<i32>();
+            let w = batch.column_by_name("width").expect("schema").as_primitive::<Int32Type>();
+            let h = batch.column_by_name("height").expect("schema").as_primitive::<Int32Type>();
+            let rle = batch.column_by_name("rle").expect("schema").as_binary::<i32>();
+            (0..batch.num_rows())
+                .filter(|&r| wanted.contains(ids.value(r)))
+                .map(|r| (ids.value(r).to_string(), (w.value(r) as u32, h.value(r) as u32, rle.value(r).to_vec())))
+                .collect()
+        };
+        let (truth, predicted) = (rows(&truth), rows(&predicted));
+        let mut overlays = HashMap::new();
+        for (id, (w, h, gt_rle)) in &truth {
+            let Some((pw, ph, pred_rle)) = predicted.get(id) else { continue };
+            if (pw, ph) != (w, h) {
+                continue;
+            }
+            let pixels = (*w * *h) as usize;
+            let corrupt = |message: String| DatasetError::Corrupt { what: "mask", path: id.into(), message };
+            let gt = positions_of_runs(
+                &masks::rle_runs(gt_rle, pixels).map_err(corrupt)?,
+                &set.classes,
+                Some(set.ignore_index),
+            )
+            .map_err(|u| corrupt(format!("unlisted class id {}", u.value)))?;
+            let pred = positions_of_runs(&masks::rle_runs(pred_rle, pixels).map_err(corrupt)?, &set.classes, None)
+                .map_err(|u| corrupt(format!("unlisted class id {}", u.value)))?;
+            let expand = |runs: &[(u16, u32)]| -> Vec<u16> {
+                let mut out = Vec::with_capacity(pixels);
+                for &(p, n) in runs {
+                    out.resize(out.len() + n as usize, p);
+                }
+                out
+            };
+            let (gt, pred) = (expand(&gt), expand(&pred));
+            let colour = |p: u16| if p == IGNORED { [0, 0, 0] } else { class_colour(p) };
+            let diff = |(t, p): (&u16, &u16)| match (*t == IGNORED, t == p) {
+                (true, _) => [0, 0, 0],
+                (false, true) => [46, 160, 67],
+                (false, false) => [220, 38, 38],
+            };
+            overlays.insert(
+                id.clone(),
+                MaskOverlay {
+                    truth: png_data_uri(*w, *h, gt.iter().flat_map(|&p| colour(p)).collect())?,
+                    predicted: png_data_uri(*w, *h, pred.iter().flat_map(|&p| colour(p)).collect())?,
+                    disagreement: png_data_uri(*w, *h, gt.iter().zip(&pred).flat_map(diff).collect())?,
+                },
+            );
+        }
+        Ok(overlays)
+    }
 }
 
 /// A segmentation run's mIoU against a baseline's on the same images.
