@@ -178,6 +178,7 @@ pub async fn test(
                 "regression": s.regression,
                 "failed": s.is_failure(),
                 "map": s.detection.as_ref().and_then(|d| d.coco.ap),
+                "miou": s.segmentation.as_ref().and_then(|m| m.scores.mean_iou),
                 "checks": s.checks,
             })
         })
