@@ -257,18 +257,7 @@ fn pixels_of_frame(frame: &png::OutputInfo, buf: &[u8]) -> std::result::Result<L
 
 /// Run-length encodes a label map: (value, run length) pairs as LEB128 varints, row-major.
 pub fn rle_encode(labels: &[u16]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < labels.len() {
-        let v = labels[i];
-        let start = i;
-        while i < labels.len() && labels[i] == v {
-            i += 1;
-        }
-        put_varint(&mut out, v as u64);
-        put_varint(&mut out, (i - start) as u64);
-    }
-    out
+    rle_encode_runs(labels.iter().map(|&v| (v, 1)))
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {

@@ -157,37 +157,27 @@ pub fn render(
         slices = report.slices.len(),
         base = report.baseline.as_ref().map_or(String::new(), |b| format!(", compared with baseline {}", escape(b))),
     );
-    if report.overall.detection.is_some() {
-        html.push_str(&chart(report, "map-chart", "mAP", false, map_bar));
-        html.push_str(&detection_tables(report));
-        if let Some(discovery) = discovery {
-            html.push_str(&discovery_section(discovery));
-        }
-        for s in &report.slices {
-            html.push_str(&detection_section(s, thumbnails));
-        }
-        html.push_str("</body></html>\n");
-        return html;
-    }
-    if report.overall.segmentation.is_some() {
-        html.push_str(&chart(report, "miou-chart", "mIoU", false, miou_bar));
-        html.push_str(&segmentation_tables(report));
-        if let Some(discovery) = discovery {
-            html.push_str(&discovery_section(discovery));
-        }
-        for s in &report.slices {
-            html.push_str(&segmentation_section(s, thumbnails, overlays));
-        }
-        html.push_str("</body></html>\n");
-        return html;
-    }
-    html.push_str(&chart(report, "accuracy-chart", "accuracy", true, accuracy_bar));
-    html.push_str(&slice_table(report));
+    // The same page for every task: a chart, the tables, the discovered slices, a section per slice.
+    let (detection, segmentation) = (report.overall.detection.is_some(), report.overall.segmentation.is_some());
+    let (chart_html, tables) = if detection {
+        (chart(report, "map-chart", "mAP", false, map_bar), detection_tables(report))
+    } else if segmentation {
+        (chart(report, "miou-chart", "mIoU", false, miou_bar), segmentation_tables(report))
+    } else {
+        (chart(report, "accuracy-chart", "accuracy", true, accuracy_bar), slice_table(report))
+    };
+    let section = |s: &SliceScore| match (detection, segmentation) {
+        (true, _) => detection_section(s, thumbnails),
+        (_, true) => segmentation_section(s, thumbnails, overlays),
+        _ => slice_section(s, thumbnails),
+    };
+    html.push_str(&chart_html);
+    html.push_str(&tables);
     if let Some(discovery) = discovery {
         html.push_str(&discovery_section(discovery));
     }
     for s in &report.slices {
-        html.push_str(&slice_section(s, thumbnails));
+        html.push_str(&section(s));
     }
     html.push_str("</body></html>\n");
     html

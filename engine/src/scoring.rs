@@ -378,38 +378,50 @@ impl Engine {
             (0..scorable.ids.len() as u32).filter(|&r| scorable.truth[r as usize].is_some()).collect();
         let overall = scorable.score("(all)", &all_rows, None, 0);
 
-        // Slices are independent: score them in parallel (each reads and hash-checks its own file).
-        let names = slice::slice_names(layout)?;
-        let slices: Vec<Option<SliceScore>> = names
+        let slices = self.score_every_slice(&manifest.dataset, |name, definition, min_samples, members| {
+            let rows: Vec<u32> = members
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|id| row_of.get(id).copied())
+                .filter(|&r| scorable.truth[r as usize].is_some())
+                .collect();
+            scorable.score(name, &rows, definition.min_accuracy, min_samples)
+        })?;
+        Ok((overall, slices))
+    }
+
+    /// Every slice of `dataset`, scored in parallel (each reads and hash-checks its own
+    /// frozen members) by `score(name, definition, min_samples, members)`, with the member
+    /// ids of its latest frozen version, or None for a slice never frozen, whose verdict is
+    /// then "not enough data". The frozen version and its member count are filled in here.
+    fn score_every_slice(
+        &self,
+        dataset: &str,
+        score: impl Fn(&str, &SliceDefinition, u64, Option<&StringArray>) -> SliceScore + Sync,
+    ) -> Result<Vec<SliceScore>> {
+        let layout = self.workspace.layout();
+        let slices: Vec<Option<SliceScore>> = slice::slice_names(layout)?
             .par_iter()
             .map(|name| -> Result<Option<SliceScore>> {
                 let definition: SliceDefinition = slice::read_definition(layout, name)?;
-                if definition.dataset != manifest.dataset {
+                if definition.dataset != dataset {
                     return Ok(None);
                 }
                 let min_samples = definition.min_samples.unwrap_or(DEFAULT_MIN_TEST_SAMPLES);
                 let Some(frozen) = slice::latest_frozen(layout, name)? else {
-                    let mut s = scorable.score(name, &[], definition.min_accuracy, min_samples);
+                    let mut s = score(name, &definition, min_samples, None);
                     s.verdict = Verdict::NotEnoughData;
                     return Ok(Some(s));
                 };
                 let members = slice::read_members(layout, &frozen)?;
-                let rows: Vec<u32> = members
-                    .column(0)
-                    .as_string::<i32>()
-                    .iter()
-                    .flatten()
-                    .filter_map(|id| row_of.get(id).copied())
-                    .filter(|&r| scorable.truth[r as usize].is_some())
-                    .collect();
-                let mut s = scorable.score(name, &rows, definition.min_accuracy, min_samples);
+                let mut s = score(name, &definition, min_samples, Some(members.column(0).as_string::<i32>()));
                 s.version = Some(frozen.version);
                 s.members = frozen.members;
                 Ok(Some(s))
             })
             .collect::<Result<_>>()?;
-        let slices = slices.into_iter().flatten().collect();
-        Ok((overall, slices))
+        Ok(slices.into_iter().flatten().collect())
     }
 }
 
@@ -423,7 +435,6 @@ impl Engine {
         baseline: Option<&RunManifest>,
         alpha: f64,
     ) -> Result<(SliceScore, Vec<SliceScore>)> {
-        let layout = self.workspace.layout();
         let evaluate = |run: &RunManifest| -> Result<std::sync::Arc<RunEvaluation>> {
             if run.task != Task::Detection || run.dataset != manifest.dataset {
                 return Err(crate::error::EngineError::InvalidArgument(format!(
@@ -440,31 +451,16 @@ impl Engine {
         let (metrics, regression) = score(&all, true);
         let mut overall = detection_score("(all)", metrics, None, 0);
         overall.detection_regression = regression;
-        let names = slice::slice_names(layout)?;
-        let slices: Vec<Option<SliceScore>> = names
-            .par_iter()
-            .map(|name| -> Result<Option<SliceScore>> {
-                let definition: SliceDefinition = slice::read_definition(layout, name)?;
-                if definition.dataset != manifest.dataset {
-                    return Ok(None);
-                }
-                let min_samples = definition.min_samples.unwrap_or(DEFAULT_MIN_TEST_SAMPLES);
-                let Some(frozen) = slice::latest_frozen(layout, name)? else {
-                    let mut s = detection_score(name, evaluation.slice([]), Some(&definition), min_samples);
-                    s.verdict = Verdict::NotEnoughData;
-                    return Ok(Some(s));
-                };
-                let members = slice::read_members(layout, &frozen)?;
-                let include = evaluation.membership(members.column(0).as_string::<i32>().iter().flatten());
-                let (metrics, regression) = score(&include, false);
-                let mut s = detection_score(name, metrics, Some(&definition), min_samples);
-                s.detection_regression = regression;
-                s.version = Some(frozen.version);
-                s.members = frozen.members;
-                Ok(Some(s))
-            })
-            .collect::<Result<_>>()?;
-        Ok((overall, slices.into_iter().flatten().collect()))
+        let slices = self.score_every_slice(&manifest.dataset, |name, definition, min_samples, members| {
+            let Some(members) = members else {
+                return detection_score(name, evaluation.slice([]), Some(definition), min_samples);
+            };
+            let (metrics, regression) = score(&evaluation.membership(members.iter().flatten()), false);
+            let mut s = detection_score(name, metrics, Some(definition), min_samples);
+            s.detection_regression = regression;
+            s
+        })?;
+        Ok((overall, slices))
     }
 }
 
@@ -478,7 +474,6 @@ impl Engine {
         baseline: Option<&RunManifest>,
         alpha: f64,
     ) -> Result<(SliceScore, Vec<SliceScore>)> {
-        let layout = self.workspace.layout();
         let evaluate = |run: &RunManifest| -> Result<SegmentationEvaluation> {
             if run.task != Task::Segmentation || run.dataset != manifest.dataset {
                 return Err(crate::error::EngineError::InvalidArgument(format!(
@@ -493,32 +488,14 @@ impl Engine {
         let (metrics, regression) = evaluation.score(&evaluation.everything(), base.as_ref(), alpha);
         let mut overall = segmentation_score("(all)", metrics, None, 0);
         overall.segmentation_regression = regression;
-        let names = slice::slice_names(layout)?;
-        let slices: Vec<Option<SliceScore>> = names
-            .par_iter()
-            .map(|name| -> Result<Option<SliceScore>> {
-                let definition: SliceDefinition = slice::read_definition(layout, name)?;
-                if definition.dataset != manifest.dataset {
-                    return Ok(None);
-                }
-                let min_samples = definition.min_samples.unwrap_or(DEFAULT_MIN_TEST_SAMPLES);
-                let Some(frozen) = slice::latest_frozen(layout, name)? else {
-                    let (metrics, _) = evaluation.score(&[], None, alpha);
-                    let mut s = segmentation_score(name, metrics, Some(&definition), min_samples);
-                    s.verdict = Verdict::NotEnoughData;
-                    return Ok(Some(s));
-                };
-                let members = slice::read_members(layout, &frozen)?;
-                let rows = evaluation.membership(members.column(0).as_string::<i32>().iter().flatten());
-                let (metrics, regression) = evaluation.score(&rows, base.as_ref(), alpha);
-                let mut s = segmentation_score(name, metrics, Some(&definition), min_samples);
-                s.segmentation_regression = regression;
-                s.version = Some(frozen.version);
-                s.members = frozen.members;
-                Ok(Some(s))
-            })
-            .collect::<Result<_>>()?;
-        Ok((overall, slices.into_iter().flatten().collect()))
+        let slices = self.score_every_slice(&manifest.dataset, |name, definition, min_samples, members| {
+            let rows = evaluation.membership(members.into_iter().flatten().flatten());
+            let (metrics, regression) = evaluation.score(&rows, base.as_ref(), alpha);
+            let mut s = segmentation_score(name, metrics, Some(definition), min_samples);
+            s.segmentation_regression = regression;
+            s
+        })?;
+        Ok((overall, slices))
     }
 }
 

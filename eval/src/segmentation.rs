@@ -196,6 +196,15 @@ pub fn runs(labels: &[u16]) -> Vec<(u16, u32)> {
     out
 }
 
+/// The label map of [`runs`]' output: each value repeated its run length.
+pub fn expand_runs(runs: &[(u16, u32)]) -> Vec<u16> {
+    let mut labels = Vec::with_capacity(runs.iter().map(|&(_, n)| n as usize).sum());
+    for &(v, n) in runs {
+        labels.resize(labels.len() + n as usize, v);
+    }
+    labels
+}
+
 /// One class's pixels and scores over a set of images.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassScores {
@@ -340,6 +349,7 @@ mod tests {
         assert_eq!(runs(&labels), [(3, 16), (1, 1), (3, 23), (2, 33)]);
         assert_eq!(runs(&[]), []);
         assert_eq!(runs(&[7; 32]), [(7, 32)]);
+        assert_eq!(expand_runs(&runs(&labels)), labels);
     }
 
     proptest::proptest! {

@@ -239,12 +239,19 @@ pub(crate) fn positions(
     classes: &[MaskClass],
     ignore: Option<u16>,
 ) -> std::result::Result<Vec<u16>, segmentation::UnknownClass> {
-    let runs = positions_of_runs(&segmentation::runs(labels), classes, ignore)?;
-    let mut out = Vec::with_capacity(labels.len());
-    for (p, n) in runs {
-        out.resize(out.len() + n as usize, p);
-    }
-    Ok(out)
+    Ok(segmentation::expand_runs(&positions_of_runs(&segmentation::runs(labels), classes, ignore)?))
+}
+
+/// A stored label map (class ids, run-length encoded, `pixels` values) as runs in class
+/// positions; the ignore index only for ground truth (None: a prediction).
+pub(crate) fn stored_runs(
+    rle: &[u8],
+    pixels: usize,
+    classes: &[MaskClass],
+    ignore: Option<u16>,
+) -> std::result::Result<Vec<(u16, u32)>, String> {
+    let runs = masks::rle_runs(rle, pixels)?;
+    positions_of_runs(&runs, classes, ignore).map_err(|u| format!("unlisted class id {}", u.value))
 }
 
 /// [`positions`] of a label map given as runs (value, length), mapped run by run.

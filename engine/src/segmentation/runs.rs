@@ -17,7 +17,7 @@ use slicetest_datasets::masks::{self, MaskSetManifest};
 use slicetest_datasets::run::{self, RunManifest, SegmentationFiles, Task, UploadOptions};
 use slicetest_eval::segmentation::{self, SegmentationScores};
 
-use super::import::{IGNORED, positions_of_runs, read_masks, runs_reader};
+use super::import::{IGNORED, read_masks, runs_reader, stored_runs};
 use crate::Engine;
 use crate::bootstrap::{BOOTSTRAP_RESAMPLES, SplitMix64, percentile_interval};
 use crate::error::{EngineError, Result};
@@ -229,9 +229,8 @@ impl GroundTruth {
             path: self.set.source_dir.clone().into(),
             message: format!("{}: {message}", self.ids[i]),
         };
-        let runs = masks::rle_runs(self.rle.value(self.rows[i]), (w * h) as usize).map_err(corrupt)?;
-        Ok(positions_of_runs(&runs, &self.set.classes, Some(self.set.ignore_index))
-            .map_err(|u| corrupt(format!("unlisted class id {}", u.value)))?)
+        let rle = self.rle.value(self.rows[i]);
+        Ok(stored_runs(rle, (w * h) as usize, &self.set.classes, Some(self.set.ignore_index)).map_err(corrupt)?)
     }
 }
 
@@ -665,22 +664,9 @@ impl Engine {
             }
             let pixels = (*w * *h) as usize;
             let corrupt = |message: String| DatasetError::Corrupt { what: "mask", path: id.into(), message };
-            let gt = positions_of_runs(
-                &masks::rle_runs(gt_rle, pixels).map_err(corrupt)?,
-                &set.classes,
-                Some(set.ignore_index),
-            )
-            .map_err(|u| corrupt(format!("unlisted class id {}", u.value)))?;
-            let pred = positions_of_runs(&masks::rle_runs(pred_rle, pixels).map_err(corrupt)?, &set.classes, None)
-                .map_err(|u| corrupt(format!("unlisted class id {}", u.value)))?;
-            let expand = |runs: &[(u16, u32)]| -> Vec<u16> {
-                let mut out = Vec::with_capacity(pixels);
-                for &(p, n) in runs {
-                    out.resize(out.len() + n as usize, p);
-                }
-                out
-            };
-            let (gt, pred) = (expand(&gt), expand(&pred));
+            let gt = stored_runs(gt_rle, pixels, &set.classes, Some(set.ignore_index)).map_err(corrupt)?;
+            let pred = stored_runs(pred_rle, pixels, &set.classes, None).map_err(corrupt)?;
+            let (gt, pred) = (segmentation::expand_runs(&gt), segmentation::expand_runs(&pred));
             let colour = |p: u16| if p == IGNORED { [0, 0, 0] } else { class_colour(p) };
             let diff = |(t, p): (&u16, &u16)| match (*t == IGNORED, t == p) {
                 (true, _) => [0, 0, 0],
