@@ -841,3 +841,159 @@ async fn the_html_report_lists_the_discovered_slices() {
     assert!(html.contains("<td class=\"slice\">weather = 'rain'<br>AND time = 'night'</td>"), "{html}");
     assert!(html.contains("<tr class=\"discovered\">"), "{html}");
 }
+
+/// The RGBA pixel at (x, y) of a PNG body.
+fn rgba_at(png: &[u8], x: u32, y: u32) -> [u8; 4] {
+    image::load_from_memory_with_format(png, image::ImageFormat::Png).expect("a PNG").to_rgba8().get_pixel(x, y).0
+}
+
+fn class_rgba(position: u16) -> [u8; 4] {
+    let [r, g, b] = slicetest_engine::segmentation::class_colour(position);
+    [r, g, b, 255]
+}
+
+#[tokio::test]
+async fn an_image_info_lists_its_masks_and_each_segmentation_runs_scores_on_it() {
+    let fx = Fixture::segmented().await;
+    let router = fx.router();
+    let (status, _, body) = send(&router, get("/images/a.png/info")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let info = json(&body);
+    let hex = |p: u16| {
+        let [r, g, b] = slicetest_engine::segmentation::class_colour(p);
+        format!("#{r:02x}{g:02x}{b:02x}")
+    };
+    let share = |class: &str, id: u16, pixels: u64| json!({"class": class, "class_id": id, "colour": hex(id), "pixels": pixels, "share": pixels as f64 / 14.0});
+    assert_eq!(
+        info["masks"],
+        json!([{"source": "seg", "width": 4, "height": 4, "labelled_pixels": 14, "ignored_pixels": 2,
+                "classes": [share("road", 0, 6), share("car", 1, 4), share("sky", 2, 4)]}])
+    );
+    let runs = info["segmentation_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!((run["run"].as_str(), run["model_version"].as_str()), (Some("unet"), Some("3")));
+    assert_eq!((run["mask_source"].as_str(), run["pixels"].as_u64()), (Some("seg"), Some(14)));
+    let close = |v: &Value, expected: f64| assert!((v.as_f64().unwrap() - expected).abs() < 1e-12, "{v} vs {expected}");
+    close(&run["pixel_accuracy"], 13.0 / 14.0);
+    close(&run["mean_iou"], (5.0 / 6.0 + 0.8 + 1.0) / 3.0);
+    assert_eq!((run["right"]["pixels"].as_u64(), run["wrong"]["pixels"].as_u64()), (Some(13), Some(1)));
+    assert_eq!((run["right"]["colour"].as_str(), run["wrong"]["colour"].as_str()), (Some("#2ea043"), Some("#dc2626")));
+    let classes = run["classes"].as_array().unwrap();
+    let names: Vec<&str> = classes.iter().map(|c| c["class"].as_str().unwrap()).collect();
+    assert_eq!(names, ["road", "car", "sky"]);
+    for (class, iou, predicted) in [(&classes[0], 5.0 / 6.0, 5), (&classes[1], 0.8, 5), (&classes[2], 1.0, 4)] {
+        close(&class["iou"], iou);
+        assert_eq!(class["predicted"], predicted, "{class}");
+    }
+    // An image without masks has none, and no run predicted it.
+    let (_, _, body) = send(&router, get("/images/c.png/info")).await;
+    let info = json(&body);
+    assert_eq!((info["masks"].clone(), info["segmentation_runs"].clone()), (json!([]), json!([])));
+}
+
+#[tokio::test]
+async fn a_mask_layer_is_a_png_in_the_class_colours() {
+    let fx = Fixture::segmented().await;
+    let router = fx.router();
+    let (status, headers, truth) = send(&router, get("/images/a.png/mask?source=seg")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&truth));
+    assert_eq!(headers["content-type"], "image/png");
+    let decoded = image::load_from_memory(&truth).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (4, 4), "the image's size");
+    // Sky, road and car where the ground truth has them; its ignored pixels transparent.
+    assert_eq!(rgba_at(&truth, 0, 0), class_rgba(2));
+    assert_eq!(rgba_at(&truth, 1, 2), class_rgba(0));
+    assert_eq!(rgba_at(&truth, 2, 1), class_rgba(1));
+    assert_eq!(rgba_at(&truth, 0, 3)[3], 0);
+    assert_eq!(rgba_at(&truth, 2, 3), class_rgba(0));
+    // Revalidated by ETag.
+    let etag = headers["etag"].clone();
+    let request = axum::http::Request::get("/images/a.png/mask?source=seg")
+        .header("if-none-match", etag.clone())
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(send(&router, request).await.0, StatusCode::NOT_MODIFIED);
+
+    // The prediction: car at (1, 2), a class where the truth is ignored.
+    let (status, headers, predicted) = send(&router, get("/images/a.png/mask?run=unet")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&predicted));
+    assert_ne!(headers["etag"], etag, "each layer has its own tag");
+    assert_eq!(rgba_at(&predicted, 1, 2), class_rgba(1));
+    assert_eq!(rgba_at(&predicted, 0, 3), class_rgba(0));
+    assert_eq!(rgba_at(&predicted, 0, 0), class_rgba(2));
+    let (_, _, same) = send(&router, get("/images/a.png/mask?run=unet&view=prediction")).await;
+    assert_eq!(same, predicted);
+
+    // Where it disagrees with the truth: red at (1, 2), green where right, ignored transparent.
+    let (status, _, errors) = send(&router, get("/images/a.png/mask?run=unet&view=errors")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&errors));
+    assert_eq!(rgba_at(&errors, 1, 2), [220, 38, 38, 255]);
+    assert_eq!(rgba_at(&errors, 0, 0), [46, 160, 67, 255]);
+    assert_eq!(rgba_at(&errors, 2, 2), [46, 160, 67, 255]);
+    assert_eq!(rgba_at(&errors, 1, 3)[3], 0);
+    let (_, _, body) = send(&router, get("/images/b.png/mask?run=unet&view=errors")).await;
+    let b = image::load_from_memory(&body).unwrap().to_rgba8();
+    assert_eq!(b.dimensions(), (8, 5));
+    assert!(b.pixels().all(|p| p.0 == [46, 160, 67, 255]), "b.png is right everywhere");
+
+    // What is not there is a 404; a request that does not say which layer, a 400.
+    for missing in [
+        "/images/a.png/mask?source=nope",
+        "/images/a.png/mask?run=nope",
+        "/images/a.png/mask?run=nope&view=errors",
+        "/images/c.png/mask?source=seg",
+        "/images/c.png/mask?run=unet",
+        "/images/c.png/mask?run=unet&view=errors",
+        "/images/nope.png/mask?source=seg",
+        "/images/a.png/mask?source=seg&dataset=nope",
+    ] {
+        let (status, headers, body) = send(&router, get(missing)).await;
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::NOT_FOUND, "not_found"), "{missing}");
+        assert!(headers["content-type"].to_str().unwrap().starts_with("application/json"));
+        assert!(!String::from_utf8_lossy(&body).contains(fx.root().to_str().unwrap()), "no path: {missing}");
+    }
+    let (_, _, body) = send(&router, get("/images/c.png/mask?run=unet")).await;
+    assert_eq!(json(&body)["error"]["message"], "run unet has no prediction for image \"c.png\"");
+    let (_, _, body) = send(&router, get("/images/a.png/mask?source=nope")).await;
+    assert_eq!(json(&body)["error"]["message"], "dataset scenes has no mask set \"nope\" (mask sets: seg)");
+    for bad in [
+        "/images/a.png/mask",
+        "/images/a.png/mask?source=seg&run=unet",
+        "/images/a.png/mask?run=unet&view=diff",
+        "/images/a.png/mask?source=seg&view=errors",
+    ] {
+        let (status, _, body) = send(&router, get(bad)).await;
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::BAD_REQUEST, "bad_request"), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn a_segmentation_run_is_tested_and_reported_with_miou() {
+    let fx = Fixture::segmented().await;
+    let router = fx.router();
+    let slice = json!({"name": "scenes", "query": "SELECT image_id FROM images WHERE image_id IN ('a.png', 'b.png')",
+                       "min_miou": 0.95, "min_samples": 1});
+    let (status, _, body) = send(&router, post_json("/slices", slice)).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    send(&router, post_json("/slices/scenes/freeze", json!({}))).await;
+    // a.png and b.png summed: road 37 of 38 right, one road pixel taken for car (car 4 / 5), sky all right.
+    let miou = (37.0 / 38.0 + 0.8 + 1.0) / 3.0;
+    let (status, _, body) = send(&router, get("/runs/unet/test")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let verdicts = json(&body);
+    assert_eq!((verdicts["passed"].clone(), verdicts["failing"].clone()), (json!(false), json!(["scenes"])));
+    let slice = &verdicts["slices"][0];
+    assert_eq!(slice["slice"], "scenes");
+    assert!((slice["miou"].as_f64().unwrap() - miou).abs() < 1e-12, "{slice}");
+    assert!(slice["map"].is_null(), "mAP is for detection runs");
+    let (status, _, body) = send(&router, get("/runs/unet/report?format=json")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let report = json(&body);
+    let scored = report["slices"].as_array().unwrap().iter().find(|s| s["slice"] == "scenes").expect("slice scored");
+    let m = &scored["segmentation"];
+    assert_eq!(m["images"], 2);
+    assert!((m["scores"]["mean_iou"].as_f64().unwrap() - miou).abs() < 1e-12, "{m}");
+    assert!((m["scores"]["pixel_accuracy"].as_f64().unwrap() - 53.0 / 54.0).abs() < 1e-12, "{m}");
+    assert_eq!(m["confusion"], json!([[37, 1, 0], [0, 4, 0], [0, 0, 12]]));
+}

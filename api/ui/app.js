@@ -642,7 +642,9 @@ async function imagePage(id, params) {
     ? el("ul", {}, info.slices.map((s) => el("li", {}, el("a", { href: "#/slices" }, s.slice), ` v${s.version}`, s.holdout ? " (hold-out)" : "")))
     : el("p", { class: "muted" }, "In no frozen slice.");
   const similar = el("div", { id: "similar" }, el("p", { class: "muted" }, "…"));
-  const figure = el("div", { class: "figure" }, el("img", { src: `/images/${enc(id)}${suffix}`, alt: id }));
+  const picture = el("img", { class: "picture", src: `/images/${enc(id)}${suffix}`, alt: id });
+  const figure = el("div", { class: "figure" }, picture);
+  const masks = maskView(id, info, params);
   const boxesNote = el("div", { id: "boxes-note" });
   const runs = info.detection_runs || [];
   // Which detection run's boxes are drawn: ?run=NAME, else the first; "" draws only the
@@ -655,7 +657,7 @@ async function imagePage(id, params) {
     : null;
   function draw() {
     const run = runs.find((r) => r.run === shown);
-    figure.replaceChildren(figure.firstChild, ...objectBoxes(info, run), ...(detectionBoxes(info) || []));
+    figure.replaceChildren(picture, ...(masks ? [masks.overlay] : []), ...objectBoxes(info, run), ...(detectionBoxes(info) || []));
     boxesNote.replaceChildren(boxLegend(info, run));
   }
   select?.addEventListener("change", () => { shown = select.value; draw(); });
@@ -671,10 +673,11 @@ async function imagePage(id, params) {
   main.replaceChildren(
     el("h1", {}, id),
     el("div", { class: "detail" },
-      el("div", {}, figure, select ? el("p", {}, el("label", {}, "boxes of ", select)) : null, boxesNote,
+      el("div", {}, figure, masks?.controls, select ? el("p", {}, el("label", {}, "boxes of ", select)) : null, boxesNote,
         el("p", { class: "muted" }, `${info.dataset} · ${info.format}`, boxCount ? ` · ${plural(boxCount, "box", "boxes")}` : "")),
       el("div", {}, el("h2", {}, "Metadata and tags"), kv, el("h2", {}, "Predictions"),
-        info.predictions.length || !runs.length ? predictions : null, detectionRuns, el("h2", {}, "Slices"), slices)),
+        info.predictions.length || !(runs.length || masks?.runs) ? predictions : null, detectionRuns, masks?.runs,
+        el("h2", {}, "Slices"), slices)),
     el("h2", {}, "More like this"), similar);
   try {
     const hits = await api(`/search/image/${enc(id)}?k=13`);
@@ -689,6 +692,70 @@ async function imagePage(id, params) {
       similar.replaceChildren(el("p", { class: "muted" }, error.message));
     }
   }
+}
+
+// Segmentation masks over the image: one layer at a time (a mask set's ground truth, a
+// segmentation run's prediction, or where the run is wrong), as a PNG of the image's size
+// stacked over the picture, with an opacity slider and a legend of its colours. ?layer=
+// picks the first layer (`source:SET`, `run:RUN`, `errors:RUN`); else ?run= names a
+// segmentation run whose prediction is shown, else the first mask set's ground truth.
+function maskView(id, info, params) {
+  const sets = info.masks || [], segRuns = info.segmentation_runs || [];
+  if (!sets.length && !segRuns.length) return null;
+  const dataset = params.get("dataset");
+  const url = (query) => `/images/${enc(id)}/mask?${query}${dataset ? `&dataset=${enc(dataset)}` : ""}`;
+  const iou = (c) => (c.iou == null ? "" : ` · IoU ${c.iou.toFixed(2)}`);
+  const layers = [
+    ...sets.map((s) => ({
+      key: `source:${s.source}`, label: `${s.source}: ground truth`, src: url(`source=${enc(s.source)}`),
+      legend: () => s.classes.map((c) => swatch(c.colour, `${c.class} ${percent(c.share)}`, `${plural(c.pixels, "pixel")} of ${c.class}`)),
+    })),
+    ...segRuns.flatMap((r) => [
+      {
+        key: `run:${r.run}`, label: `${r.run}: prediction`, src: url(`run=${enc(r.run)}`),
+        legend: () => r.classes.filter((c) => c.predicted > 0).map((c) => swatch(c.colour, `${c.class} ${percent(c.share)}${iou(c)}`,
+          `${plural(c.predicted, "pixel")} predicted ${c.class}, ${plural(c.pixels, "pixel")} true`)),
+      },
+      {
+        key: `errors:${r.run}`, label: `${r.run}: errors`, src: url(`run=${enc(r.run)}&view=errors`),
+        legend: () => [swatch(r.right.colour, `right ${percent(r.right.share)}`, plural(r.right.pixels, "pixel")),
+          swatch(r.wrong.colour, `wrong ${percent(r.wrong.share)}`, plural(r.wrong.pixels, "pixel"))],
+      },
+    ]),
+  ];
+  const asked = params.get("layer") ?? (segRuns.some((r) => r.run === params.get("run")) ? `run:${params.get("run")}` : null);
+  let shown = layers.find((l) => l.key === asked) ?? layers[0];
+  const overlay = el("img", { class: "mask", alt: "", "aria-hidden": "true" });
+  const select = el("select", { id: "mask-layer", "aria-label": "masks drawn over the image" },
+    el("option", { value: "" }, "none"), layers.map((l) => el("option", { value: l.key, selected: l === shown }, l.label)));
+  const opacity = el("input", { id: "mask-opacity", type: "range", min: 0, max: 100, value: 60, "aria-label": "opacity of the masks" });
+  const legend = el("div", { id: "mask-legend", class: "legend" });
+  function show() {
+    overlay.hidden = !shown;
+    if (shown) overlay.src = shown.src;
+    overlay.style.opacity = String(opacity.value / 100);
+    legend.replaceChildren(...(shown ? shown.legend() : []));
+  }
+  select.addEventListener("change", () => { shown = layers.find((l) => l.key === select.value) ?? null; show(); });
+  opacity.addEventListener("input", show);
+  show();
+  const controls = el("div", { class: "mask-controls" },
+    el("p", { class: "row" }, el("label", {}, "masks ", select), el("label", {}, "opacity ", opacity)), legend);
+  const runs = segRuns.length
+    ? el("table", { id: "segmentation-runs" }, el("thead", {}, el("tr", {}, ["run", "model", "pixel accuracy", "mIoU", "wrong pixels"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, segRuns.map((r) => el("tr", {},
+        el("td", {}, el("a", { href: `#/runs/${enc(r.run)}` }, r.run)), el("td", {}, `${r.model} ${r.model_version}`),
+        el("td", { class: "num" }, percent(r.pixel_accuracy)), el("td", { class: "num" }, r.mean_iou == null ? "–" : r.mean_iou.toFixed(3)),
+        el("td", { class: `num${r.wrong.pixels ? " verdict fail" : ""}` }, r.wrong.pixels.toLocaleString())))))
+    : null;
+  return { overlay, controls, runs };
+}
+
+/** A legend entry: a colour swatch and its text. Colours go through the CSSOM (the CSP forbids inline styles). */
+function swatch(colour, text, title) {
+  const key = el("i");
+  key.style.background = colour;
+  return el("span", { class: "class-key", title }, key, text);
 }
 
 // A box over the image, in percent of its size so it follows the scaled picture.

@@ -5,7 +5,9 @@ $SLICETEST_ARTIFACTS (default tests/ui/artifacts)."""
 import json
 import os
 import shutil
+import struct
 import subprocess
+import zlib
 
 import pytest
 
@@ -46,6 +48,41 @@ def detection_workspace(root):
     return ws
 
 
+def label_map_png(width, height, labels):
+    """An 8-bit grayscale PNG label map (a class id per pixel, row-major), zlib only."""
+    rows = b"".join(b"\x00" + bytes(labels[y * width:(y + 1) * width]) for y in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def segmentation_workspace(root):
+    """Dataset `scenes`: street.png (40x30). Mask set `seg` (road 0, car 1, sky 2): ten rows
+    of sky, road below with a 10x10 car at x 10..19, y 15..24, the last two rows ignored
+    (255). Run `unet` sees the car 5 pixels to the right (x 15..24): 50 car pixels taken
+    for road, 50 road pixels for car."""
+    src, ws = root / "seg-src", root / "seg-ws"
+    (src / "images").mkdir(parents=True)
+    (src / "gt").mkdir()
+    (src / "pred").mkdir()
+    (src / "images/street.png").write_bytes(png_bytes(40, 30, 1))
+
+    def scene(car_x, last_rows):
+        return [2 if y < 10 else last_rows if y >= 28 else 1 if car_x <= x < car_x + 10 and 15 <= y < 25 else 0
+                for y in range(30) for x in range(40)]
+
+    (src / "gt/street.png").write_bytes(label_map_png(40, 30, scene(10, 255)))
+    (src / "pred/street.png").write_bytes(label_map_png(40, 30, scene(15, 0)))
+    (src / "classes.txt").write_text("road\ncar\nsky\n")
+    run(ws, "ingest", "-d", "scenes", "--quiet", str(src / "images"))
+    run(ws, "tag", "import", "--masks", str(src / "gt"), "--classes", str(src / "classes.txt"), "--name", "seg", "--quiet")
+    run(ws, "run", "upload", str(src / "pred"), "--run", "unet", "--model", "unet", "--model-version", "1")
+    return ws
+
+
 def test_the_ui_end_to_end(tmp_path):
     if not (REPO / "tests/ui/node_modules/playwright-core").exists():
         pytest.fail("run `npm ci --prefix tests/ui` first (scripts/install-deps.sh does)")
@@ -66,10 +103,11 @@ def test_the_ui_end_to_end(tmp_path):
     server = Server(ws)
     bare_server = Server(bare, env={"SLICETEST_CLIP_MODEL": str(TINY_CLIP)})
     detection_server = Server(detection_workspace(tmp_path))
+    segmentation_server = Server(segmentation_workspace(tmp_path))
     try:
         artifacts = os.environ.get("SLICETEST_ARTIFACTS", str(REPO / "tests/ui/artifacts"))
         proc = subprocess.run(
-            ["node", str(E2E), server.url, artifacts, bare_server.url, detection_server.url],
+            ["node", str(E2E), server.url, artifacts, bare_server.url, detection_server.url, segmentation_server.url],
             capture_output=True,
             text=True,
             timeout=300,
@@ -80,3 +118,4 @@ def test_the_ui_end_to_end(tmp_path):
         server.stop()
         bare_server.stop()
         detection_server.stop()
+        segmentation_server.stop()

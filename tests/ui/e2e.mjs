@@ -1,6 +1,6 @@
 // End-to-end tests of the web UI in Debian's headless Chromium, driven by playwright-core.
 //
-//   node tests/ui/e2e.mjs URL ARTIFACT_DIR [BARE_URL] [DETECTION_URL]
+//   node tests/ui/e2e.mjs URL ARTIFACT_DIR [BARE_URL] [DETECTION_URL] [SEGMENTATION_URL]
 //
 // URL is a running `slicetest serve` over the workspace built by tests/python/test_ui.py
 // (22 clothes images in the split/label layout, embedded, a frozen slice `tops` with a
@@ -10,6 +10,9 @@
 // DETECTION_URL, if given, serves a COCO dataset `shop` (image a.png: a shirt, a T-shirt
 // and a bag) with a detection run `det-1` that takes the shirt for a T-shirt, finds the
 // T-shirt, misses the bag and detects a bag where there is none.
+// SEGMENTATION_URL, if given, serves dataset `scenes` (street.png, 40×30) with mask set
+// `seg` (sky, road, a 10×10 car, two ignored rows) and a segmentation run `unet` that sees
+// the car 5 pixels to the right.
 // Each step saves a screenshot to ARTIFACT_DIR; any step that fails, or any error in the
 // page, exits non-zero.
 
@@ -17,7 +20,7 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const [url, artifacts = "tests/ui/artifacts", bareUrl, detectionUrl] = process.argv.slice(2);
+const [url, artifacts = "tests/ui/artifacts", bareUrl, detectionUrl, segmentationUrl] = process.argv.slice(2);
 if (!url) throw new Error("usage: node e2e.mjs URL [ARTIFACT_DIR]");
 mkdirSync(artifacts, { recursive: true });
 
@@ -282,6 +285,72 @@ if (detectionUrl) {
     const header = await report.locator("table.confusion >> nth=0").locator("tr >> nth=0").locator("th").allTextContents();
     assert.deepEqual(header, ["true \\ predicted", "shirt", "t-shirt", "bag", "background"]);
     await report.locator("figure.detections svg rect.box.fn").first().waitFor();
+  });
+}
+
+if (segmentationUrl) {
+  /** Waits until the mask overlay has loaded a PNG of the image's size. */
+  const overlayLoaded = () => page.waitForFunction(() => {
+    const mask = document.querySelector(".figure img.mask");
+    return mask && !mask.hidden && mask.complete && mask.naturalWidth === 40;
+  });
+  /** The overlay's RGBA at (x, y) of the image, read back through a canvas. */
+  const overlayPixel = (x, y) => page.evaluate(([x, y]) => {
+    const mask = document.querySelector(".figure img.mask");
+    const canvas = document.createElement("canvas");
+    [canvas.width, canvas.height] = [mask.naturalWidth, mask.naturalHeight];
+    const context = canvas.getContext("2d");
+    context.drawImage(mask, 0, 0);
+    return [...context.getImageData(x, y, 1, 1).data];
+  }, [x, y]);
+  const legend = () => page.locator("#mask-legend .class-key").allTextContents();
+
+  await step("an image page overlays its masks, with a layer picker, opacity and a legend", async () => {
+    await page.goto(`${segmentationUrl}/#/image/street.png`);
+    const overlay = page.locator(".figure img.mask");
+    await overlayLoaded();
+    // The ground truth first, stacked over the picture at its scale.
+    assert.match(await overlay.getAttribute("src"), /\/images\/street\.png\/mask\?source=seg$/);
+    const picture = await page.locator(".figure img.picture").boundingBox();
+    const drawn = await overlay.boundingBox();
+    for (const side of ["x", "y", "width", "height"]) assert.ok(Math.abs(drawn[side] - picture[side]) < 1, `overlay ${side}`);
+    assert.ok(picture.width >= 180, "the picture is scaled up, the overlay with it");
+    assert.deepEqual(await overlayPixel(12, 20), [70, 130, 180, 255], "the car in its class colour");
+    assert.equal((await overlayPixel(0, 29))[3], 0, "ignored pixels are transparent");
+    assert.deepEqual(await legend(), ["road 55.4%", "sky 35.7%", "car 8.9%"]);
+    const swatch = await page.locator("#mask-legend .class-key i").first().evaluate((i) => getComputedStyle(i).backgroundColor);
+    assert.equal(swatch, "rgb(128, 64, 128)", "the legend's road is the overlay's");
+    assert.deepEqual(await page.locator("#mask-layer option").allTextContents(),
+      ["none", "seg: ground truth", "unet: prediction", "unet: errors"]);
+    assert.match(await page.locator("#segmentation-runs tr:has-text('unet')").textContent(), /91\.1%0\.728100/);
+
+    // The run's prediction, then where it is wrong: another PNG, another legend.
+    await page.selectOption("#mask-layer", "run:unet");
+    assert.match(await overlay.getAttribute("src"), /\/mask\?run=unet$/);
+    await overlayLoaded();
+    assert.deepEqual(await legend(), ["road 55.4% · IoU 0.85", "car 8.9% · IoU 0.33", "sky 35.7% · IoU 1.00"]);
+    await page.selectOption("#mask-layer", "errors:unet");
+    assert.match(await overlay.getAttribute("src"), /\/mask\?run=unet&view=errors$/);
+    await overlayLoaded();
+    await page.waitForFunction(() => document.querySelector(".figure img.mask").src.endsWith("view=errors"));
+    assert.deepEqual(await overlayPixel(12, 20), [220, 38, 38, 255], "car taken for road: red");
+    assert.deepEqual(await overlayPixel(0, 0), [46, 160, 67, 255], "sky: green");
+    assert.deepEqual(await legend(), ["right 91.1%", "wrong 8.9%"]);
+
+    // Opacity follows the slider; "none" takes the overlay away.
+    await page.locator("#mask-opacity").fill("25");
+    assert.equal(await overlay.evaluate((m) => getComputedStyle(m).opacity), "0.25");
+    await page.selectOption("#mask-layer", "");
+    assert.equal(await overlay.isHidden(), true);
+    assert.deepEqual(await legend(), []);
+    await fitsTheWindow();
+  });
+
+  await step("?layer= opens the image page on a layer", async () => {
+    await page.goto(`${segmentationUrl}/#/image/street.png?layer=errors:unet`);
+    await overlayLoaded();
+    assert.match(await page.locator(".figure img.mask").getAttribute("src"), /view=errors$/);
+    assert.equal(await page.inputValue("#mask-layer"), "errors:unet");
   });
 }
 

@@ -1,10 +1,12 @@
-//! `GET /images/{id}` and `GET /images/{id}/thumbnail`: image bytes by id only.
+//! `GET /images/{id}`, `GET /images/{id}/thumbnail` and `GET /images/{id}/mask`: image
+//! bytes by id only; `GET /images/{id}/info`: everything known about one image.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use slicetest_engine::ImageFile;
+use slicetest_engine::segmentation::MaskLayer;
 
 use crate::error::{ApiError, ApiResult};
 use crate::images::{media_type, thumbnail as make_thumbnail};
@@ -84,10 +86,73 @@ pub async fn thumbnail(
     Ok(image_response(bytes, media, tag))
 }
 
+/// Query parameters of `GET /images/{id}/mask`.
+#[derive(Debug, Deserialize)]
+pub struct MaskParams {
+    /// The dataset (default: the workspace default).
+    dataset: Option<String>,
+    /// A mask set: its ground truth.
+    source: Option<String>,
+    /// A segmentation run: its prediction, or with `view=errors` where it is wrong.
+    run: Option<String>,
+    /// `prediction` (default) or `errors`; with `run` only.
+    view: Option<String>,
+}
+
+impl MaskParams {
+    /// The layer asked for: exactly one of `source` and `run`.
+    fn layer(&self) -> ApiResult<MaskLayer> {
+        match (&self.source, &self.run, self.view.as_deref()) {
+            (Some(_), Some(_), _) => Err(ApiError::bad_request("give ?source= (ground truth) or ?run=, not both")),
+            (None, None, _) => Err(ApiError::bad_request(
+                "say which masks: ?source=SET for a mask set's ground truth, or ?run=RUN[&view=errors] for a \
+                 segmentation run's prediction (or where it is wrong)",
+            )),
+            (Some(_), None, Some(_)) => Err(ApiError::bad_request("view= is for runs (?run=RUN&view=errors)")),
+            (Some(source), None, None) => Ok(MaskLayer::Truth(source.clone())),
+            (None, Some(run), None | Some("prediction")) => Ok(MaskLayer::Predicted(run.clone())),
+            (None, Some(run), Some("errors")) => Ok(MaskLayer::Errors(run.clone())),
+            (None, Some(_), Some(view)) => {
+                Err(ApiError::bad_request(format!("view={view:?}: the views of a run are prediction and errors")))
+            }
+        }
+    }
+}
+
+/// `GET /images/{id}/mask?source=SET` or `?run=RUN[&view=errors]`: one layer of masks as
+/// an RGBA PNG of the image's size, in the HTML report's class colours (ignored pixels
+/// transparent; the errors view red where the run is wrong, green where right). 404 when
+/// the set or run does not exist or has no mask for the image.
+pub async fn mask(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<MaskParams>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let layer = params.layer()?;
+    let (dataset, _) = find(&state, id.clone(), params.dataset).await?;
+    let given = headers.get(header::IF_NONE_MATCH).cloned();
+    let (tag, png) = state
+        .blocking(move |engine| {
+            let tag = HeaderValue::from_str(&format!("\"{}\"", engine.mask_tag(&dataset, &id, &layer)?))
+                .expect("hex is a valid header");
+            if given.is_some_and(|g| g == tag) {
+                return Ok((tag, None));
+            }
+            Ok((tag, Some(engine.mask_png(&dataset, &id, &layer)?)))
+        })
+        .await?;
+    Ok(match png {
+        Some(png) => image_response(png, "image/png", tag),
+        None => StatusCode::NOT_MODIFIED.into_response(),
+    })
+}
+
 /// `GET /images/{id}/info`: the image's row (every column, tags included), the slices
 /// whose latest frozen version holds it, each classification run's prediction for it, the
-/// boxes taggers found in it, its ground-truth objects, and each detection run's boxes on
-/// it at the run's operating point.
+/// boxes taggers found in it, its ground-truth objects, each detection run's boxes on it
+/// at the run's operating point, its ground-truth masks (`masks`: each mask set's classes
+/// and their shares) and each segmentation run's scores on it (`segmentation_runs`).
 pub async fn info(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -107,7 +172,7 @@ pub async fn info(
     writer.finish().map_err(ApiError::internal)?;
     let rows: serde_json::Value = serde_json::from_slice(&writer.into_inner()).unwrap_or_default();
     let row = rows.get(0).cloned().unwrap_or_default();
-    let (slices, predictions, detections, objects, run_boxes) = {
+    let (slices, predictions, detections, objects, run_boxes, masks) = {
         let (dataset, id, sha) = (dataset.clone(), id.clone(), file.sha256.clone());
         state
             .blocking(move |engine| {
@@ -117,6 +182,7 @@ pub async fn info(
                     engine.image_detections(&dataset, &id, &sha)?,
                     engine.image_objects(&dataset, &id)?,
                     engine.image_run_boxes(&dataset, &id)?,
+                    engine.image_masks(&dataset, &id)?,
                 ))
             })
             .await?
@@ -131,5 +197,7 @@ pub async fn info(
         "detections": detections,
         "objects": objects,
         "detection_runs": run_boxes,
+        "masks": masks.sets,
+        "segmentation_runs": masks.runs,
     })))
 }

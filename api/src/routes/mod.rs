@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/images/{id}", get(images::file))
         .route("/images/{id}/thumbnail", get(images::thumbnail))
         .route("/images/{id}/info", get(images::info))
+        .route("/images/{id}/mask", get(images::mask))
         .route("/runs", get(runs::list))
         .route("/runs/{name}", get(runs::get_one).post(runs::upload).layer(DefaultBodyLimit::disable()))
         .route("/runs/{name}/metrics", get(runs::metrics))

@@ -52,6 +52,51 @@ impl Fixture {
         (Fixture { dir }, predictions)
     }
 
+    /// Dataset `scenes` (the default, not embedded): `a.png` 4×4, `b.png` 8×5 and
+    /// `c.png` 3×3; mask set `seg` (classes road 0, car 1, sky 2; ignore 255) with the
+    /// ground truth [`SEG_A`] of a.png and of b.png (its first row sky, the rest road), none
+    /// for c.png; and segmentation run `unet` ([`SEG_PRED_A`]: right everywhere but at
+    /// x 1, y 2, road taken for car; b.png exactly right).
+    pub async fn segmented() -> Fixture {
+        use slicetest_test_support::{write_image, write_label_map};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        write_image(&src.join("images/a.png"), 4, 4, 10);
+        write_image(&src.join("images/b.png"), 8, 5, 20);
+        write_image(&src.join("images/c.png"), 3, 3, 30);
+        let mut ws = slicetest_datasets::Workspace::init(dir.path().join("ws")).expect("init");
+        let options = slicetest_datasets::ingest::IngestOptions {
+            format: slicetest_datasets::import::SourceFormat::Folder,
+            ..slicetest_datasets::ingest::IngestOptions::new("scenes")
+        };
+        slicetest_datasets::ingest::ingest(&mut ws, &src.join("images"), &options).await.expect("ingests");
+        let b: Vec<u8> = (0..40).map(|i| if i < 8 { 2 } else { 0 }).collect();
+        write_label_map(&src.join("gt/a.png"), 4, 4, &SEG_A);
+        write_label_map(&src.join("gt/b.png"), 8, 5, &b);
+        write_label_map(&src.join("pred/a.png"), 4, 4, &SEG_PRED_A);
+        write_label_map(&src.join("pred/b.png"), 8, 5, &b);
+        std::fs::write(src.join("classes.txt"), "road\ncar\nsky\n").expect("classes");
+        let fixture = Fixture { dir };
+        let engine = fixture.engine();
+        let masks = slicetest_engine::MaskImportOptions { name: Some("seg".into()), ..Default::default() };
+        let classes = src.join("classes.txt");
+        // `&Path`, or `Option<&Path>` where the classes file is optional (COCO masks).
+        #[allow(clippy::useless_conversion)]
+        let classes = classes.as_path().into();
+        engine.import_masks(&src.join("gt"), classes, &masks).expect("imports masks");
+        let run = slicetest_engine::UploadOptions {
+            run: "unet".into(),
+            model: "unet".into(),
+            model_version: "3".into(),
+            dataset: None,
+            allow_partial: false,
+            provenance: Default::default(),
+            score_threshold: None,
+        };
+        engine.upload_segmentation_run(&src.join("pred"), &run, None).expect("uploads the run");
+        fixture
+    }
+
     pub fn root(&self) -> std::path::PathBuf {
         self.dir.path().join("ws")
     }
@@ -81,6 +126,13 @@ impl Fixture {
         self.router_with(&config)
     }
 }
+
+/// The ground truth of `scenes/a.png` (4×4, row-major): a row of sky (2), road (0) and
+/// car (1) below, two ignored pixels (255) at the bottom left.
+pub const SEG_A: [u8; 16] = [2, 2, 2, 2, 0, 0, 1, 1, 0, 0, 1, 1, 255, 255, 0, 0];
+/// Run `unet`'s prediction of `scenes/a.png`: [`SEG_A`] but car at x 1, y 2, and road
+/// where the truth is ignored.
+pub const SEG_PRED_A: [u8; 16] = [2, 2, 2, 2, 0, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0];
 
 /// Predictions of every `photos` image: right for cats, wrong for the rest.
 pub const PREDICTIONS_CSV: &str = "image_id,predicted\n\

@@ -18,6 +18,7 @@ use slicetest_datasets::run::{self, RunManifest, SegmentationFiles, Task, Upload
 use slicetest_eval::segmentation::{self, SegmentationScores};
 
 use super::import::{IGNORED, read_masks, runs_reader, stored_runs};
+use super::view::class_colour;
 use crate::Engine;
 use crate::bootstrap::{BOOTSTRAP_RESAMPLES, SplitMix64, percentile_interval};
 use crate::error::{EngineError, Result};
@@ -599,25 +600,6 @@ pub struct MaskOverlay {
     pub predicted: String,
     /// Red where the prediction is wrong, green where right, black where ignored.
     pub disagreement: String,
-}
-
-/// A colour per class position (a fixed, distinguishable cycle).
-fn class_colour(position: u16) -> [u8; 3] {
-    const PALETTE: [[u8; 3]; 12] = [
-        [128, 64, 128],
-        [70, 130, 180],
-        [220, 20, 60],
-        [250, 170, 30],
-        [107, 142, 35],
-        [0, 0, 142],
-        [244, 35, 232],
-        [152, 251, 152],
-        [102, 102, 156],
-        [190, 153, 153],
-        [0, 80, 100],
-        [255, 255, 0],
-    ];
-    PALETTE[position as usize % PALETTE.len()]
 }
 
 fn png_data_uri(width: u32, height: u32, rgb: Vec<u8>) -> Result<String> {
