@@ -466,7 +466,7 @@ async fn main() -> anyhow::Result<()> {
     let import_options = MaskImportOptions { name: Some(MASK_SET.into()), ..Default::default() };
     for _ in 0..rounds {
         let t = Instant::now();
-        let report = engine.import_masks(&data.gt, &data.classes, &import_options)?;
+        let report = engine.import_masks(&data.gt, Some(&data.classes), &import_options)?;
         ours.push(t.elapsed().as_secs_f64());
         ensure!(report.masks == n, "imported {} masks, expected {n}", report.masks);
         labelled = report.labelled_pixels;

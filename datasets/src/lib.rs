@@ -9,6 +9,7 @@
 //! [`slice`] stores slice definitions and their frozen, hash-checked versions.
 
 pub mod atomic;
+pub mod coco_mask;
 pub mod embeddings;
 pub mod error;
 pub mod import;

@@ -104,6 +104,24 @@ fn classes_from_json(value: &serde_json::Value) -> std::result::Result<Vec<(u64,
     }
 }
 
+/// The id of the class slicetest adds for pixels no COCO annotation covers.
+pub const BACKGROUND_ID: u16 = 0;
+
+/// The classes of a mask set made from a COCO file: "background" (id 0, for pixels no
+/// annotation covers) and the file's categories, by id.
+pub fn classes_of_categories(categories: &[(i64, String)]) -> std::result::Result<Vec<MaskClass>, String> {
+    let mut pairs = vec![(BACKGROUND_ID as u64, "background".to_string())];
+    for (id, name) in categories {
+        if *id <= 0 {
+            return Err(format!(
+                "category {name:?} has id {id}; category ids start at 1 (0 is the background of pixels no annotation covers)"
+            ));
+        }
+        pairs.push((*id as u64, name.clone()));
+    }
+    classes_from_pairs(pairs)
+}
+
 fn classes_from_pairs(mut pairs: Vec<(u64, String)>) -> std::result::Result<Vec<MaskClass>, String> {
     if pairs.is_empty() {
         return Err("the class list is empty".into());
@@ -358,33 +376,54 @@ pub fn mask_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(files)
 }
 
-/// Matches mask files to image ids: a mask belongs to the image whose id is its relative
-/// path, or whose id is its relative path with another extension (`a/b.png` → `a/b.jpg`),
-/// or whose id is the relative path without extension (`0001.png` → `0001`). Returns
-/// (mask index, image id) pairs, or every mask that matches no image or several.
+/// Matches mask paths (relative to their folder, or COCO `file_name`s) to image ids: by
+/// the same relative path, else with any extension (`gt/a.png` for image `gt/a.jpg`),
+/// else by a unique image whose path ends with it (`a.png` for image `val/a.jpg`).
+/// Returns `(mask index, image id)` pairs, or every problem.
 pub fn match_masks<'a>(
     relative: &[String],
     image_ids: impl IntoIterator<Item = &'a str>,
 ) -> std::result::Result<Vec<(usize, String)>, Vec<String>> {
-    let ids: Vec<&str> = image_ids.into_iter().collect();
-    let exact: std::collections::HashSet<&str> = ids.iter().copied().collect();
-    let mut by_stem: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for id in &ids {
-        by_stem.entry(strip_extension(id)).or_default().push(id);
-    }
     let (mut matched, mut problems) = (Vec::with_capacity(relative.len()), Vec::new());
-    for (i, rel) in relative.iter().enumerate() {
-        if exact.contains(rel.as_str()) {
-            matched.push((i, rel.clone()));
-            continue;
-        }
-        match by_stem.get(strip_extension(rel)).map(Vec::as_slice) {
-            Some([one]) => matched.push((i, one.to_string())),
-            Some(several) => problems.push(format!("{rel}: matches several images ({})", several.join(", "))),
-            None => problems.push(format!("{rel}: no image of the dataset has this path (with any extension)")),
+    for (i, found) in match_mask_paths(relative, image_ids).into_iter().enumerate() {
+        match found {
+            Ok(id) => matched.push((i, id)),
+            Err(problem) => problems.push(problem),
         }
     }
     if problems.is_empty() { Ok(matched) } else { Err(problems) }
+}
+
+/// [`match_masks`] per mask: its image id, or why it has none.
+pub fn match_mask_paths<'a>(
+    relative: &[String],
+    image_ids: impl IntoIterator<Item = &'a str>,
+) -> Vec<std::result::Result<String, String>> {
+    let ids: Vec<&str> = image_ids.into_iter().collect();
+    let exact: std::collections::HashSet<&str> = ids.iter().copied().collect();
+    let mut by_stem: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut by_tail: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for id in &ids {
+        let stem = strip_extension(id);
+        by_stem.entry(stem).or_default().push(id);
+        for (at, _) in stem.match_indices('/') {
+            by_tail.entry(&stem[at + 1..]).or_default().push(id);
+        }
+    }
+    relative
+        .iter()
+        .map(|rel| {
+            if exact.contains(rel.as_str()) {
+                return Ok(rel.clone());
+            }
+            let stem = strip_extension(rel);
+            match by_stem.get(stem).or_else(|| by_tail.get(stem)).map(Vec::as_slice) {
+                Some([one]) => Ok(one.to_string()),
+                Some(several) => Err(format!("{rel}: matches several images ({})", several.join(", "))),
+                None => Err(format!("{rel}: no image of the dataset has this path (with any extension)")),
+            }
+        })
+        .collect()
 }
 
 fn strip_extension(path: &str) -> &str {
@@ -408,11 +447,16 @@ pub struct MaskSetManifest {
     pub classes: Vec<MaskClass>,
     /// The value of unlabelled pixels.
     pub ignore_index: u16,
+    /// The class of pixels no annotation covers, for sets made from COCO annotations
+    /// (the "background" class slicetest adds); predictions given as per-class masks
+    /// leave such pixels to it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<u16>,
     /// Images with a mask.
     pub images: u64,
     /// Labelled pixels over all masks.
     pub labelled_pixels: u64,
-    /// Where the masks came from (the folder as given).
+    /// Where the masks came from (the folder or COCO file as given).
     pub source_dir: String,
     /// SHA-256 over the sorted `image_id\tmask_sha256` lines: two imports of the same
     /// files have the same hash.

@@ -156,9 +156,27 @@ impl Engine {
         &self.workspace
     }
 
-    /// Ingests `path` (see [`slicetest_datasets::ingest`]).
+    /// Ingests `path` (see [`slicetest_datasets::ingest`]). A COCO file whose annotations
+    /// have segmentations also becomes a mask set named after the file, with its
+    /// `<class>_pct` and `num_<class>_regions` columns (see [`Engine::import_masks`]); its
+    /// segmentations are checked before anything is ingested.
     pub async fn ingest(&mut self, path: &Path, options: &IngestOptions) -> Result<IngestReport> {
-        Ok(slicetest_datasets::ingest(&mut self.workspace, path, options).await?)
+        let coco = options.format == slicetest_datasets::SourceFormat::Coco
+            || (options.format == slicetest_datasets::SourceFormat::Auto
+                && path.is_file()
+                && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")));
+        let ignore_index = if coco { segmentation::import::check_coco_segmentations(path)? } else { None };
+        let report = slicetest_datasets::ingest(&mut self.workspace, path, options).await?;
+        if let Some(ignore_index) = ignore_index {
+            let masks = segmentation::MaskImportOptions {
+                dataset: Some(report.dataset.clone()),
+                ignore_index: Some(ignore_index),
+                skip_unmatched: true,
+                ..Default::default()
+            };
+            self.import_masks(path, None, &masks)?;
+        }
+        Ok(report)
     }
 
     /// Makes `dataset` the default schema for unqualified table names.

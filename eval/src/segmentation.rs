@@ -52,10 +52,47 @@ fn note_unknown(unknown: &mut Option<UnknownClass>, value: u16, pixel: usize) {
 /// [`histogram`] first); out-of-range values are skipped.
 pub fn regions(labels: &[u16], width: usize, height: usize, classes: usize, ignore: u16) -> Vec<u32> {
     assert_eq!(labels.len(), width * height, "a label map has width × height pixels");
-    // Union-find over runs (maximal same-class stretches of a row), not pixels: a run joins
-    // every run of its class in the row above that overlaps it or touches it at a corner,
-    // i.e. that spans any of columns start-1 ..= end. Label maps are mostly long runs, so
-    // this touches a few entries per row instead of every pixel.
+    regions_of_runs(&runs(labels), width, height, classes, ignore)
+}
+
+/// Per class, the number in pixels labelled with it (`ignore` pixels excluded), of a label
+/// map given as [`runs`].
+pub fn histogram_of_runs(runs: &[(u16, u32)], classes: usize, ignore: u16) -> Result<Vec<u64>, UnknownClass> {
+    let mut counts = vec![0u64; classes];
+    let mut unknown: Option<UnknownClass> = None;
+    let mut pixel = 0usize;
+    for &(v, n) in runs {
+        if v != ignore {
+            match counts.get_mut(v as usize) {
+                Some(c) => *c += n as u64,
+                None => match &mut unknown {
+                    Some(u) => u.count += n as usize,
+                    None => unknown = Some(UnknownClass { value: v, pixel, count: n as usize }),
+                },
+            }
+        }
+        pixel += n as usize;
+    }
+    unknown.map_or(Ok(counts), Err)
+}
+
+/// [`regions`] of a label map given as [`runs`] (row-major, covering width × height pixels).
+pub fn regions_of_runs(
+    image_runs: &[(u16, u32)],
+    width: usize,
+    height: usize,
+    classes: usize,
+    ignore: u16,
+) -> Vec<u32> {
+    assert_eq!(
+        image_runs.iter().map(|&(_, n)| n as usize).sum::<usize>(),
+        width * height,
+        "a label map has width × height pixels"
+    );
+    // Union-find over row runs (maximal same-class stretches of a row), not pixels: a run
+    // joins every run of its class in the row above that overlaps it or touches it at a
+    // corner, i.e. that spans any of columns start-1 ..= end. Label maps are mostly long
+    // runs, so this touches a few entries per row instead of every pixel.
     struct Run {
         start: usize,
         end: usize,
@@ -73,19 +110,35 @@ pub fn regions(labels: &[u16], width: usize, height: usize, classes: usize, igno
         i
     }
     let mut above = 0..0;
-    for y in 0..height {
-        let row = &labels[y * width..(y + 1) * width];
+    // The image's runs, cut at row ends.
+    let mut pending = image_runs.iter().copied().filter(|&(_, n)| n > 0);
+    let mut carried: Option<(u16, usize)> = None;
+    for _ in 0..height {
         let first = runs.len();
         let mut x = 0;
         while x < width {
-            let class = row[x];
-            let start = x;
-            while x < width && row[x] == class {
-                x += 1;
+            let (class, n) = match carried.take() {
+                Some(c) => c,
+                None => {
+                    let (v, n) = pending.next().expect("runs cover every row");
+                    (v, n as usize)
+                }
+            };
+            let take = n.min(width - x);
+            if take < n {
+                carried = Some((class, n - take));
             }
-            if valid(class) {
-                runs.push(Run { start, end: x, class });
-                parent.push((runs.len() - 1) as u32);
+            let start = x;
+            x += take;
+            // Input runs need not be maximal: a run continuing its row neighbour's class extends it.
+            let in_row = runs.len() > first;
+            match runs.last_mut() {
+                Some(last) if in_row && last.class == class && last.end == start => last.end = x,
+                _ if valid(class) => {
+                    runs.push(Run { start, end: x, class });
+                    parent.push((runs.len() - 1) as u32);
+                }
+                _ => {}
             }
         }
         // Join with the row above: both lists are sorted by start, so one sweep finds the overlaps.
@@ -338,6 +391,10 @@ mod tests {
                 })
                 .collect();
             proptest::prop_assert_eq!(regions(&labels, w, h, 3, 9), regions_by_flood_fill(&labels, w, h, 3, 9));
+            // Runs cut anywhere (not maximal, as a painter may give them) count the same.
+            let cut: Vec<(u16, u32)> = labels.iter().map(|&v| (v, 1)).collect();
+            proptest::prop_assert_eq!(regions_of_runs(&cut, w, h, 3, 9), regions_by_flood_fill(&labels, w, h, 3, 9));
+            proptest::prop_assert_eq!(histogram_of_runs(&cut, 3, 9).unwrap(), histogram(&labels, 3, 9).unwrap());
         }
     }
 

@@ -51,18 +51,21 @@ struct TagRunArgs {
 #[derive(Debug, Subcommand)]
 enum TagCommand {
     /// Import another model's outputs: per-image columns, per-object boxes
-    /// (image_id, label, x0, y0, x1, y1[, score]) counted into num_<label>, or a folder of
-    /// segmentation masks (--masks) as <class>_pct and num_<class>_regions.
+    /// (image_id, label, x0, y0, x1, y1[, score]) counted into num_<label>, or segmentation
+    /// masks (--masks: a folder of label maps or a COCO file) as <class>_pct and
+    /// num_<class>_regions.
     Import {
         /// A CSV, Parquet, JSON-lines or Arrow file with an image_id column.
         #[arg(required_unless_present = "masks", conflicts_with = "masks")]
         file: Option<PathBuf>,
         /// A folder of PNG label maps (8/16-bit grayscale or palette; pixel value = class
-        /// id), one per image, matched by relative path with any extension or by image_id.
-        #[arg(long, requires = "classes")]
+        /// id), one per image, matched by relative path with any extension or by image_id;
+        /// or a COCO instances JSON file whose annotations have segmentations (polygons or
+        /// RLE), painted into one label map per image (background where none is).
+        #[arg(long)]
         masks: Option<PathBuf>,
-        /// The masks' classes: classes.txt (one name per line, line number = id) or JSON
-        /// (a list of names, {"id": "name"}, or [{"id", "name"}]).
+        /// The label maps' classes: classes.txt (one name per line, line number = id) or
+        /// JSON (a list of names, {"id": "name"}, or [{"id", "name"}]). Not for a COCO file.
         #[arg(long, requires = "masks")]
         classes: Option<PathBuf>,
         /// The pixel value of unlabelled pixels in the masks.
@@ -117,9 +120,14 @@ pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
             }
         }
         Some(TagCommand::Import { masks: Some(dir), classes, ignore_index, dataset, name, quiet, .. }) => {
-            let options = MaskImportOptions { dataset, name, ignore_index: Some(ignore_index), progress: !quiet };
-            let classes = classes.expect("clap requires --classes with --masks");
-            let report = engine.import_masks(&dir, &classes, &options)?;
+            let options = MaskImportOptions {
+                dataset,
+                name,
+                ignore_index: Some(ignore_index),
+                progress: !quiet,
+                skip_unmatched: false,
+            };
+            let report = engine.import_masks(&dir, classes.as_deref(), &options)?;
             println!(
                 "{}: imported masks {} ({} images, {} without a mask; {} labelled pixels) in {:.1}s as columns {}",
                 report.dataset,

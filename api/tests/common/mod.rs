@@ -80,10 +80,7 @@ impl Fixture {
         let engine = fixture.engine();
         let masks = slicetest_engine::MaskImportOptions { name: Some("seg".into()), ..Default::default() };
         let classes = src.join("classes.txt");
-        // `&Path`, or `Option<&Path>` where the classes file is optional (COCO masks).
-        #[allow(clippy::useless_conversion)]
-        let classes = classes.as_path().into();
-        engine.import_masks(&src.join("gt"), classes, &masks).expect("imports masks");
+        engine.import_masks(&src.join("gt"), Some(&classes), &masks).expect("imports masks");
         let run = slicetest_engine::UploadOptions {
             run: "unet".into(),
             model: "unet".into(),

@@ -20,6 +20,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use slicetest_datasets::DatasetError;
+use slicetest_datasets::coco_mask::{self, Instances};
 use slicetest_datasets::masks::{self, MaskClass, MaskSetManifest};
 use slicetest_datasets::tags::{self, TagFile, TaggerProvenance};
 use slicetest_eval::segmentation;
@@ -36,6 +37,9 @@ pub struct MaskImportOptions {
     pub name: Option<String>,
     /// The value of unlabelled pixels (default 255).
     pub ignore_index: Option<u16>,
+    /// Pass over images of a COCO file that are not in the dataset (an ingest of that file
+    /// rejected them) instead of refusing the import.
+    pub skip_unmatched: bool,
     /// Show a progress bar.
     pub progress: bool,
 }
@@ -65,7 +69,7 @@ const MASKS_VERSION: &str = "masks-1";
 const MAX_PROBLEMS: usize = 20;
 
 /// One decoded, checked mask, its labels as the reader converted them.
-pub(crate) struct ImportedMask<L = Vec<u16>> {
+pub(crate) struct ImportedMask<L = masks::Runs> {
     pub image_id: String,
     /// The mask file's path relative to the folder.
     pub relative: String,
@@ -106,49 +110,93 @@ impl Engine {
         Ok(MaskTargets { version: latest.version, images })
     }
 
-    /// Imports a folder of PNG label maps as mask set `name` of the dataset, with its
-    /// `<class>_pct` and `num_<class>_regions` tag columns; replaces an earlier set of the
-    /// same name. Nothing is written unless every mask is valid.
-    pub fn import_masks(&self, dir: &Path, classes: &Path, options: &MaskImportOptions) -> Result<MaskImportReport> {
+    /// Imports a folder of PNG label maps (with their class list), or the segmentations of
+    /// a COCO instances file (whose categories are the classes), as mask set `name` of the
+    /// dataset, with its `<class>_pct` and `num_<class>_regions` tag columns; replaces an
+    /// earlier set of the same name. Nothing is written unless every mask is valid.
+    pub fn import_masks(
+        &self,
+        path: &Path,
+        classes: Option<&Path>,
+        options: &MaskImportOptions,
+    ) -> Result<MaskImportReport> {
         let started = Instant::now();
         let dataset = self.workspace.dataset_or_default(options.dataset.as_deref())?;
+        let coco = path.is_file();
         let source = match &options.name {
             Some(name) => name.clone(),
             None => {
-                let folder =
-                    dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
-                slicetest_datasets::sanitize_name(folder.as_deref().unwrap_or(""), "masks")
+                let path = path.canonicalize().ok();
+                let name = if coco {
+                    path.as_deref().and_then(Path::file_stem)
+                } else {
+                    path.as_deref().and_then(Path::file_name)
+                };
+                slicetest_datasets::sanitize_name(name.map(|n| n.to_string_lossy()).as_deref().unwrap_or(""), "masks")
             }
         };
         slicetest_datasets::validate_name(&source)?;
         if self.tagger_registry().is_reserved(&source) {
-            return Err(bad(dir, format!("{source:?} is a built-in tagger's name; pick another with --name")).into());
+            return Err(bad(path, format!("{source:?} is a built-in tagger's name; pick another with --name")).into());
         }
-        let class_list = masks::read_classes(classes)?;
         let ignore = options.ignore_index.unwrap_or(masks::DEFAULT_IGNORE_INDEX);
+        let (class_list, classes_path, instances, files) = if coco {
+            if classes.is_some() {
+                return Err(bad(path, "a COCO file's categories are its classes; leave out --classes".into()).into());
+            }
+            let instances = coco_mask::read_instances(path)?;
+            if !instances.has_masks() {
+                return Err(bad(path, "no annotation in this COCO file has a \"segmentation\"".into()).into());
+            }
+            let class_list = masks::classes_of_categories(&instances.categories).map_err(|e| bad(path, e))?;
+            (class_list, path, Some(instances), Vec::new())
+        } else {
+            let Some(classes) = classes else {
+                return Err(bad(path, "a folder of label maps needs its class list: --classes FILE".into()).into());
+            };
+            let files = masks::mask_files(path)?;
+            if files.is_empty() {
+                return Err(bad(path, "no .png mask files in the folder".into()).into());
+            }
+            (masks::read_classes(classes)?, classes, None, files)
+        };
         if let Some(c) = class_list.iter().find(|c| c.id == ignore) {
             return Err(bad(
-                classes,
+                classes_path,
                 format!("class {:?} has id {ignore}, the ignore index; pass another with --ignore-index", c.name),
             )
             .into());
         }
-        let files = masks::mask_files(dir)?;
-        if files.is_empty() {
-            return Err(bad(dir, "no .png mask files in the folder".into()).into());
-        }
 
         let _lock = self.workspace.lock()?;
         let targets = self.mask_targets(&dataset)?;
-        let decoded =
-            read_masks(dir, &files, &targets, Some(ignore), options.progress, pixels_reader(&class_list, ignore))?;
+        let decoded = match &instances {
+            Some(instances) => read_coco_masks(
+                path,
+                instances,
+                &targets,
+                &class_list,
+                ignore,
+                options.progress,
+                options.skip_unmatched,
+            )?,
+            None => read_masks(
+                path,
+                &files,
+                &targets,
+                Some(ignore),
+                options.progress,
+                runs_reader(&class_list, Some(ignore)),
+            )?,
+        };
+        let classes = classes_path;
         let layout = self.workspace.layout();
         let stats: Vec<(Vec<u64>, Vec<u32>)> = decoded
             .par_iter()
             .map(|m| {
                 let (w, h, k) = (m.width as usize, m.height as usize, class_list.len());
-                let counts = segmentation::histogram(&m.labels, k, IGNORED).expect("positions are classes");
-                (counts, segmentation::regions(&m.labels, w, h, k, IGNORED))
+                let counts = segmentation::histogram_of_runs(&m.labels, k, IGNORED).expect("positions are classes");
+                (counts, segmentation::regions_of_runs(&m.labels, w, h, k, IGNORED))
             })
             .collect();
 
@@ -170,9 +218,10 @@ impl Engine {
             dataset_version: targets.version,
             classes: class_list.clone(),
             ignore_index: ignore,
+            background: instances.is_some().then_some(masks::BACKGROUND_ID),
             images: decoded.len() as u64,
             labelled_pixels,
-            source_dir: dir.display().to_string(),
+            source_dir: path.display().to_string(),
             masks_hash: masks_hash.clone(),
             labels_sha256: String::new(),
             classes_sha256: String::new(),
@@ -180,8 +229,8 @@ impl Engine {
             slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let parameters = serde_json::json!({
-            "kind": "masks",
-            "source": dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "kind": if coco { "coco masks" } else { "masks" },
+            "source": path.file_name().map(|n| n.to_string_lossy().into_owned()),
             "classes": class_list.iter().map(|c| (c.id, c.name.clone())).collect::<Vec<_>>(),
             "ignore_index": ignore,
             "masks_hash": masks_hash,
@@ -231,17 +280,6 @@ fn position_table(classes: &[MaskClass], ignore: Option<u16>) -> Vec<u16> {
 
 const UNLISTED: u16 = u16::MAX - 1;
 
-/// A label map in class-list positions, the ignore index as [`IGNORED`]: what the
-/// segmentation kernels count. An id without a class is an error (reported with the id
-/// itself). Without an ignore index (predictions), every pixel must hold a class id.
-pub(crate) fn positions(
-    labels: &[u16],
-    classes: &[MaskClass],
-    ignore: Option<u16>,
-) -> std::result::Result<Vec<u16>, segmentation::UnknownClass> {
-    Ok(segmentation::expand_runs(&positions_of_runs(&segmentation::runs(labels), classes, ignore)?))
-}
-
 /// A stored label map (class ids, run-length encoded, `pixels` values) as runs in class
 /// positions; the ignore index only for ground truth (None: a prediction).
 pub(crate) fn stored_runs(
@@ -254,7 +292,10 @@ pub(crate) fn stored_runs(
     positions_of_runs(&runs, classes, ignore).map_err(|u| format!("unlisted class id {}", u.value))
 }
 
-/// [`positions`] of a label map given as runs (value, length), mapped run by run.
+/// A label map given as runs (value, length) in class-list positions, mapped run by run:
+/// the ignore index becomes [`IGNORED`]; an id without a class is an error (reported
+/// with the id itself). Without an ignore index (predictions), every pixel must hold a
+/// class id.
 pub(crate) fn positions_of_runs(
     runs: &[(u16, u32)],
     classes: &[MaskClass],
@@ -294,18 +335,6 @@ pub(crate) enum MaskProblem {
     Unlisted(segmentation::UnknownClass, u32),
 }
 
-/// Reads every mask per pixel in class positions (for the tags and the stored set).
-pub(crate) fn pixels_reader(
-    classes: &[MaskClass],
-    ignore: u16,
-) -> impl Fn(&[u8]) -> std::result::Result<(u32, u32, Vec<u16>), MaskProblem> + Sync + '_ {
-    move |bytes| {
-        let map = masks::decode_png_label_map(bytes).map_err(MaskProblem::Unreadable)?;
-        let labels = positions(&map.labels, classes, Some(ignore)).map_err(|u| MaskProblem::Unlisted(u, map.width))?;
-        Ok((map.width, map.height, labels))
-    }
-}
-
 /// Reads every mask as runs in class positions; without an ignore index (predictions),
 /// every pixel must have a class.
 pub(crate) fn runs_reader(
@@ -331,14 +360,7 @@ pub(crate) fn read_masks<L: Send>(
     decode: impl Fn(&[u8]) -> std::result::Result<(u32, u32, L), MaskProblem> + Sync,
 ) -> Result<Vec<ImportedMask<L>>> {
     let relative: Vec<String> = files.iter().map(|(r, _)| r.clone()).collect();
-    let rejected = |problems: Vec<String>| -> crate::error::EngineError {
-        let more = problems.len().saturating_sub(MAX_PROBLEMS);
-        let mut listed: Vec<String> = problems.into_iter().take(MAX_PROBLEMS).collect();
-        if more > 0 {
-            listed.push(format!("… and {more} more"));
-        }
-        bad(dir, format!("masks rejected, nothing was written:\n  - {}", listed.join("\n  - "))).into()
-    };
+    let rejected = |problems: Vec<String>| rejected(dir, problems);
     let matched = masks::match_masks(&relative, targets.images.keys().map(String::as_str)).map_err(rejected)?;
     let mut seen = std::collections::HashMap::new();
     let mut problems = Vec::new();
@@ -403,6 +425,126 @@ pub(crate) fn read_masks<L: Send>(
     Ok(ok)
 }
 
+/// Checks a COCO file's segmentations before an ingest of the file writes anything: every
+/// one decodes on its image (of the file's `width` and `height`) and the categories make a
+/// class list. Returns the ignore index its mask set will use (255, or
+/// 65535 when a category has id 255), or None when no annotation has a segmentation.
+pub(crate) fn check_coco_segmentations(path: &Path) -> Result<Option<u16>> {
+    let instances = match coco_mask::read_instances(path) {
+        Ok(instances) => instances,
+        // Not an instances file: the ingest's own reader says what is wrong with it.
+        Err(_) => return Ok(None),
+    };
+    if !instances.has_masks() {
+        return Ok(None);
+    }
+    let classes = masks::classes_of_categories(&instances.categories).map_err(|e| bad(path, e))?;
+    let problems: Vec<String> = instances
+        .images
+        .par_iter()
+        .filter(|im| !im.annotations.is_empty())
+        .flat_map_iter(|im| {
+            let at = move |m: String| format!("image id {} ({}): {m}", im.id, im.file_name);
+            im.annotations
+                .iter()
+                .filter_map(|(n, _, s)| {
+                    // Without the file's width and height, a polygon is checked on any raster
+                    // and an RLE against its own size; the import after the ingest uses the
+                    // image's real size.
+                    let (w, h) = match (im.size, s) {
+                        (Some(size), _) => size,
+                        (None, coco_mask::Segmentation::Rle { size: [h, w], .. }) => (*w, *h),
+                        (None, coco_mask::Segmentation::Polygons(_)) => (1, 1),
+                    };
+                    s.to_mask(h, w).err().map(|e| at(format!("annotation #{n}: {e}")))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(rejected(path, problems));
+    }
+    let taken = classes.iter().any(|c| c.id == masks::DEFAULT_IGNORE_INDEX);
+    Ok(Some(if taken { u16::MAX } else { masks::DEFAULT_IGNORE_INDEX }))
+}
+
+/// The semantic label maps of a COCO file's images that are in the dataset (see
+/// [`coco_mask::InstancesImage::label_map`]), checked like mask files: matched by
+/// `file_name`, of the image's size, every segmentation decodable. All problems or all masks.
+fn read_coco_masks(
+    path: &Path,
+    instances: &Instances,
+    targets: &MaskTargets,
+    classes: &[MaskClass],
+    ignore: u16,
+    progress: bool,
+    skip_unmatched: bool,
+) -> Result<Vec<ImportedMask>> {
+    let names: Vec<String> = instances.images.iter().map(|im| im.file_name.clone()).collect();
+    let matched = masks::match_mask_paths(&names, targets.images.keys().map(String::as_str));
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    let mut wanted = Vec::new();
+    for (i, found) in matched.into_iter().enumerate() {
+        match found {
+            Ok(id) => {
+                if let Some(first) = seen.insert(id.clone(), i) {
+                    problems.push(format!("{} and {}: two COCO images for image {id}", names[first], names[i]));
+                }
+                wanted.push((i, id));
+            }
+            Err(_) if skip_unmatched => {}
+            Err(problem) => problems.push(format!("image id {}: {problem}", instances.images[i].id)),
+        }
+    }
+    let bar = slicetest_datasets::progress::bar(wanted.len() as u64, "painting COCO masks", progress);
+    let results: Vec<std::result::Result<ImportedMask, String>> = wanted
+        .par_iter()
+        .map(|(i, id)| {
+            let image = &instances.images[*i];
+            let (sha, width, height) = &targets.images[id];
+            let at = |m: String| format!("image id {} ({}): {m}", image.id, image.file_name);
+            let labels = image.label_map(*height, *width, masks::BACKGROUND_ID).map_err(at)?;
+            let runs = positions_of_runs(&segmentation::runs(&labels), classes, Some(ignore))
+                .map_err(|u| at(format!("category id {} has no class", u.value)))?;
+            bar.inc(1);
+            Ok(ImportedMask {
+                image_id: id.clone(),
+                relative: image.file_name.clone(),
+                sha256: sha.clone(),
+                width: *width,
+                height: *height,
+                mask_sha256: hex::encode(Sha256::digest(masks::rle_encode_runs(segmentation::runs(&labels)))),
+                labels: runs,
+            })
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut ok = Vec::with_capacity(results.len());
+    for r in results {
+        match r {
+            Ok(m) => ok.push(m),
+            Err(p) => problems.push(p),
+        }
+    }
+    if !problems.is_empty() {
+        problems.sort();
+        return Err(rejected(path, problems));
+    }
+    ok.sort_by(|a, b| a.image_id.cmp(&b.image_id));
+    Ok(ok)
+}
+
+/// The error refusing a set of masks: the first [`MAX_PROBLEMS`] problems, and how many more.
+fn rejected(path: &Path, problems: Vec<String>) -> crate::error::EngineError {
+    let more = problems.len().saturating_sub(MAX_PROBLEMS);
+    let mut listed: Vec<String> = problems.into_iter().take(MAX_PROBLEMS).collect();
+    if more > 0 {
+        listed.push(format!("… and {more} more"));
+    }
+    bad(path, format!("masks rejected, nothing was written:\n  - {}", listed.join("\n  - "))).into()
+}
+
 /// The stored label maps hold the class ids as given (and the ignore index), so the file
 /// reads without the class list.
 fn labels_batch(masks: &[ImportedMask], classes: &[MaskClass], ignore: u16) -> RecordBatch {
@@ -414,7 +556,7 @@ fn labels_batch(masks: &[ImportedMask], classes: &[MaskClass], ignore: u16) -> R
         Arc::new(Int32Array::from_iter_values(masks.iter().map(|m| m.height as i32))),
         Arc::new(StringArray::from_iter_values(masks.iter().map(|m| m.mask_sha256.as_str()))),
         Arc::new(BinaryArray::from_iter_values(
-            masks.iter().map(|m| masks::rle_encode(&m.labels.iter().map(|&p| id_of(p)).collect::<Vec<_>>())),
+            masks.iter().map(|m| masks::rle_encode_runs(m.labels.iter().map(|&(p, n)| (id_of(p), n)))),
         )),
     ];
     RecordBatch::try_new(masks::labels_schema(), columns).expect("schema matches")

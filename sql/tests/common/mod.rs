@@ -75,5 +75,5 @@ fn import_masks(engine: &slicetest_engine::Engine, dir: &std::path::Path) {
         name: Some("seg".into()),
         ..Default::default()
     };
-    engine.import_masks(&masks, &dir.join("classes.txt"), &options).expect("imports masks");
+    engine.import_masks(&masks, Some(&dir.join("classes.txt")), &options).expect("imports masks");
 }
