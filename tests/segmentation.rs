@@ -8,6 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use common::{fails, ok, setup, sql_csv};
 use serde_json::Value;
@@ -345,4 +346,161 @@ fn a_reimport_replaces_the_set_and_tag_remove_removes_it() {
     assert!(!s.ws.join("datasets/scenes/masks/seg").exists());
     let err = fails(&s.ws, &["sql", "SELECT * FROM masks"]);
     assert!(err.contains("masks"), "{err}");
+}
+
+// ---- COCO segmentations: `datasets/tests/fixtures/coco_masks/make_reference.py` ----
+
+fn coco_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/tests/fixtures/coco_masks")
+}
+
+fn coco_json(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(coco_fixture().join(name)).unwrap()).unwrap()
+}
+
+/// A folder with the instances file and an image of each listed size.
+fn coco_images(to: &Path) -> PathBuf {
+    let coco = coco_json("instances.json");
+    for (i, image) in coco["images"].as_array().unwrap().iter().enumerate() {
+        let (w, h) = (image["width"].as_u64().unwrap() as u32, image["height"].as_u64().unwrap() as u32);
+        slicetest_test_support::write_image(&to.join(image["file_name"].as_str().unwrap()), w, h, i as u8);
+    }
+    std::fs::copy(coco_fixture().join("instances.json"), to.join("instances.json")).unwrap();
+    to.join("instances.json")
+}
+
+#[test]
+fn coco_segmentations_become_tags_at_ingest_as_numpy_paints_pycocotools_masks() {
+    let s = setup();
+    let src = s.src.join("street");
+    let instances = coco_images(&src);
+    ok(&s.ws, &["ingest", "-d", "street", "--quiet", instances.to_str().unwrap()]);
+    let semantic = coco_json("semantic.json");
+    let classes = [(0, "background"), (1, "person"), (2, "car"), (5, "traffic_light")];
+    let pct: Vec<String> = classes.iter().map(|(_, c)| format!("{c}_pct, num_{c}_regions")).collect();
+    let out = sql_csv(&s.ws, &format!("SELECT image_id, {} FROM images ORDER BY image_id", pct.join(", ")));
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 6);
+    for line in rows {
+        let cells: Vec<&str> = line.split(',').collect();
+        let expected = &semantic[cells[0]];
+        let pixels = (expected["width"].as_u64().unwrap() * expected["height"].as_u64().unwrap()) as f64;
+        for (k, (id, class)) in classes.iter().enumerate() {
+            let e = &expected["classes"][id.to_string()];
+            let share: f64 = cells[1 + 2 * k].parse().unwrap();
+            assert!((share - e["pixels"].as_f64().unwrap() / pixels).abs() < 1e-12, "{} {class}_pct", cells[0]);
+            assert_eq!(cells[2 + 2 * k], e["regions"].to_string(), "{} num_{class}_regions", cells[0]);
+        }
+    }
+    // The same file through `tag import --masks` (the set's name is the file's stem, so it
+    // replaces the set the ingest made) gives the same pixels.
+    let before = sql_csv(&s.ws, "SELECT image_id, class, pixels, regions FROM masks ORDER BY image_id, class");
+    ok(&s.ws, &["tag", "import", "--masks", instances.to_str().unwrap(), "--quiet"]);
+    let after = sql_csv(&s.ws, "SELECT image_id, class, pixels, regions FROM masks ORDER BY image_id, class");
+    assert_eq!(before, after);
+    assert!(before.lines().count() > 10, "{before}");
+    // A COCO file names its classes itself.
+    let err = fails(&s.ws, &["tag", "import", "--masks", instances.to_str().unwrap(), "--classes", "x.txt"]);
+    assert!(err.contains("leave out --classes"), "{err}");
+}
+
+/// `results.json` rewritten as JSON lines and as a Parquet table (COCO ids as integers).
+fn results_in_other_forms(to: &Path) -> (PathBuf, PathBuf) {
+    let results = coco_json("results.json");
+    let list = results.as_array().unwrap();
+    let jsonl = to.join("results.jsonl");
+    std::fs::write(&jsonl, list.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+    let int = |f: &dyn Fn(&Value) -> i64| Arc::new(Int64Array::from_iter_values(list.iter().map(f))) as ArrayRef;
+    let batch = datafusion::arrow::array::RecordBatch::try_from_iter([
+        ("image_id", int(&|r| r["image_id"].as_i64().unwrap())),
+        ("category_id", int(&|r| r["category_id"].as_i64().unwrap())),
+        ("height", int(&|r| r["segmentation"]["size"][0].as_i64().unwrap())),
+        ("width", int(&|r| r["segmentation"]["size"][1].as_i64().unwrap())),
+        (
+            "counts",
+            Arc::new(StringArray::from_iter_values(
+                list.iter().map(|r| r["segmentation"]["counts"].as_str().unwrap().to_string()),
+            )) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let parquet = to.join("results.parquet");
+    let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&parquet).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    (jsonl, parquet)
+}
+
+#[test]
+fn coco_rle_results_score_as_the_numpy_mean_iou_reference() {
+    let s = setup();
+    let src = s.src.join("street");
+    let instances = coco_images(&src);
+    ok(&s.ws, &["ingest", "-d", "street", "--quiet", instances.to_str().unwrap()]);
+    let expected = coco_json("scores.json");
+    let (jsonl, parquet) = results_in_other_forms(&s.src);
+    let results = coco_fixture().join("results.json");
+    for (run, file) in [("json_run", &results), ("jsonl_run", &jsonl), ("parquet_run", &parquet)] {
+        ok(&s.ws, &["run", "upload", file.to_str().unwrap(), "--run", run, "--model", "segformer"]);
+        let report: Value = serde_json::from_str(&ok(&s.ws, &["report", "--run", run, "--format", "json"])).unwrap();
+        let m = &report["overall"]["segmentation"];
+        assert_eq!(m["images"], 6, "{run}");
+        close(&m["scores"]["mean_iou"], &expected["mean_iou"], &format!("{run} mIoU"));
+        close(&m["scores"]["mean_accuracy"], &expected["mean_accuracy"], &format!("{run} mean accuracy"));
+        close(&m["scores"]["pixel_accuracy"], &expected["pixel_accuracy"], &format!("{run} pixel accuracy"));
+        for (k, class) in m["scores"]["classes"].as_array().unwrap().iter().enumerate() {
+            let e = &expected["classes"][k];
+            close(&class["iou"], &e["iou"], &format!("{run} IoU of class {}", e["id"]));
+            for what in ["tp", "fp", "fn"] {
+                assert_eq!(class[what], e[what], "{run} {what} of class {}", e["id"]);
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_coco_masks_and_rle_results_are_refused_with_nothing_written() {
+    let s = setup();
+    let src = s.src.join("street");
+    let instances = coco_images(&src);
+    // An ingest whose segmentations do not decode writes nothing at all.
+    let mut broken = coco_json("instances.json");
+    broken["annotations"][0]["segmentation"] = serde_json::json!([[1.0, 2.0, 3.0]]);
+    broken["annotations"][1]["segmentation"] = serde_json::json!({"counts": [3, 4], "size": [30, 40]});
+    std::fs::write(&instances, broken.to_string()).unwrap();
+    let err = fails(&s.ws, &["ingest", "-d", "street", "--quiet", instances.to_str().unwrap()]);
+    assert!(err.contains("annotation #0: polygon 0 has an odd number of coordinates"), "{err}");
+    assert!(err.contains("annotation #1: the RLE counts cover 7 pixels"), "{err}");
+    assert!(!s.ws.join("datasets/street").exists(), "the dataset was written");
+
+    std::fs::copy(coco_fixture().join("instances.json"), &instances).unwrap();
+    ok(&s.ws, &["ingest", "-d", "street", "--quiet", instances.to_str().unwrap()]);
+    let results = coco_json("results.json");
+    let try_upload = |change: &dyn Fn(&mut Value), expected: &str| {
+        let mut bad = results.clone();
+        change(&mut bad);
+        let file = s.src.join("bad_results.json");
+        std::fs::write(&file, bad.to_string()).unwrap();
+        let err = fails(&s.ws, &["run", "upload", file.to_str().unwrap(), "--run", "bad", "--model", "m"]);
+        assert!(err.contains(expected), "expected {expected:?} in {err}");
+        assert!(!s.ws.join("runs/bad").exists(), "a run was written");
+    };
+    try_upload(&|r| r[0]["image_id"] = 999.into(), "result #0: image_id 999 is not an image of the dataset");
+    try_upload(&|r| r[0]["category_id"] = 7.into(), "category_id 7 is not a class of mask set instances");
+    try_upload(&|r| r[0]["segmentation"]["size"] = serde_json::json!([5, 5]), "the RLE is 5×5 but the image is");
+    // The same mask twice under two classes overlaps.
+    try_upload(
+        &|r| {
+            let mut copy = r[0].clone();
+            copy["category_id"] = if copy["category_id"] == 1 { 2.into() } else { 1.into() };
+            r.as_array_mut().unwrap().push(copy);
+        },
+        "pixel(s) are in the masks of two classes",
+    );
 }

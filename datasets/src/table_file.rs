@@ -55,6 +55,37 @@ pub async fn read_table(path: &Path, what: &'static str) -> Result<RecordBatch> 
     Ok(concat_batches(&schema, &batches)?)
 }
 
+/// The column names of a table file, read cheaply: a Parquet footer, a CSV header line
+/// (quotes trimmed), an Arrow file's schema.
+pub async fn column_names(path: &Path) -> Result<Vec<String>> {
+    let bad = |message: String| DatasetError::BadManifestFile { what: "table", path: path.to_path_buf(), message };
+    match kind(path) {
+        "CSV" => {
+            use std::io::BufRead;
+            let file = std::fs::File::open(path).map_err(DatasetError::io("reading", path))?;
+            let mut header = String::new();
+            std::io::BufReader::new(file).read_line(&mut header).map_err(DatasetError::io("reading", path))?;
+            Ok(header.trim_end().split(',').map(|c| c.trim().trim_matches('"').to_string()).collect())
+        }
+        "Arrow IPC" => Ok(read_ipc(path).map_err(bad)?.schema().fields().iter().map(|f| f.name().clone()).collect()),
+        _ => {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+            let location = path.to_string_lossy();
+            let df = if kind(path) == "Parquet" {
+                SessionContext::new()
+                    .read_parquet(&*location, ParquetReadOptions::default().file_extension(&format!(".{ext}")))
+                    .await
+            } else {
+                SessionContext::new()
+                    .read_json(&*location, JsonReadOptions::default().file_extension(&format!(".{ext}")))
+                    .await
+            }
+            .map_err(|e| bad(e.strip_backtrace()))?;
+            Ok(df.schema().fields().iter().map(|f| f.name().clone()).collect())
+        }
+    }
+}
+
 /// Arrow IPC in either the file or the stream format.
 fn read_ipc(path: &Path) -> std::result::Result<RecordBatch, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;

@@ -295,10 +295,14 @@ impl<'a> Scorable<'a> {
 
 impl Engine {
     /// Validates and stores a model run (see [`slicetest_datasets::run::upload`]); a
-    /// folder is a segmentation run's predicted masks (see [`Engine::upload_segmentation_run`]).
+    /// folder is a segmentation run's predicted masks (see [`Engine::upload_segmentation_run`]),
+    /// and so is a file of per-class RLE masks (see [`Engine::upload_segmentation_results`]).
     pub async fn upload_run(&self, path: &std::path::Path, options: &UploadOptions) -> Result<RunManifest> {
         if path.is_dir() {
             return self.upload_segmentation_run(path, options, None);
+        }
+        if slicetest_datasets::run::mask_results::is_mask_results(path).await? {
+            return self.upload_segmentation_results(path, options, None).await;
         }
         Ok(upload(&self.workspace, path, options).await?)
     }

@@ -7,6 +7,7 @@
 
 from .client import Client, JobFailed, SlicetestError
 from .dataset import SliceDataset
+from .masks import rle_counts, segmentation_results
 
-__all__ = ["Client", "JobFailed", "SlicetestError", "SliceDataset"]
+__all__ = ["Client", "JobFailed", "SlicetestError", "SliceDataset", "rle_counts", "segmentation_results"]
 __version__ = "0.1.0"

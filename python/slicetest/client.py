@@ -334,6 +334,7 @@ class Client:
         dataset: Optional[str] = None,
         allow_partial: bool = False,
         score_threshold: Optional[float] = None,
+        mask_source: Optional[str] = None,
     ) -> Dict[str, Any]:
         """Uploads a run and returns its manifest.
 
@@ -341,7 +342,11 @@ class Client:
         ``score``, ``loss``. Detection: a table of ``image_id``, ``category`` (or
         ``category_id``), ``x``, ``y``, ``w``, ``h``, ``score``, or a COCO results list
         (``[{"image_id", "category_id", "bbox", "score"}, ...]``, sent as JSON).
-        Tables are sent as Parquet. ``score_threshold`` fixes a detection run's operating
+        Segmentation: per-class COCO RLE masks, as a list
+        (``[{"image_id", "category_id", "segmentation": {"size", "counts"}}, ...]``; see
+        :func:`slicetest.segmentation_results`) or a table of ``image_id``, ``category_id``,
+        ``counts``, ``height``, ``width``; ``mask_source`` names the ground-truth mask set
+        when the dataset has several. Tables are sent as Parquet. ``score_threshold`` fixes a detection run's operating
         point (default: the best-F1 threshold, chosen when the run is scored)."""
         if isinstance(predictions, list):
             body, content_type = json.dumps(predictions).encode(), "application/json"
@@ -357,6 +362,8 @@ class Client:
             params["allow_partial"] = "true"
         if score_threshold is not None:
             params["score_threshold"] = score_threshold
+        if mask_source:
+            params["mask_source"] = mask_source
         return self._json(
             "POST",
             f"/runs/{quote(run, safe='')}",

@@ -114,8 +114,10 @@ pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> 
                 provenance: Default::default(),
                 score_threshold,
             };
-            let m = if file.is_dir() || mask_source.is_some() {
+            let m = if file.is_dir() && mask_source.is_some() {
                 engine.upload_segmentation_run(&file, &options, mask_source.as_deref())?
+            } else if mask_source.is_some() {
+                engine.upload_segmentation_results(&file, &options, mask_source.as_deref()).await?
             } else {
                 engine.upload_run(&file, &options).await?
             };

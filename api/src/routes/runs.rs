@@ -43,6 +43,8 @@ pub struct UploadParams {
     allow_partial: bool,
     /// Detection runs: the operating point's score threshold.
     score_threshold: Option<f64>,
+    /// Segmentation runs: the mask set to score against (default: the dataset's only one).
+    mask_source: Option<String>,
 }
 
 /// The file extension the engine's reader expects for an upload's `Content-Type`.
@@ -53,7 +55,7 @@ fn upload_extension(headers: &HeaderMap) -> ApiResult<&'static str> {
         "text/csv" => Ok("csv"),
         crate::tabular::PARQUET | "application/x-parquet" => Ok("parquet"),
         "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => Ok("jsonl"),
-        // A COCO results list (detections).
+        // A COCO results list: detections, or per-class RLE masks (segmentation).
         "application/json" => Ok("json"),
         crate::tabular::ARROW_STREAM => Ok("arrows"),
         _ => Err(ApiError::new(
@@ -61,7 +63,7 @@ fn upload_extension(headers: &HeaderMap) -> ApiResult<&'static str> {
             "unsupported_media_type",
             format!(
                 "Content-Type {content_type:?}: predictions are text/csv, {}, application/x-ndjson or {}; \
-                 detections may also be a COCO results list as application/json",
+                 detections and segmentation masks may also be a COCO results list as application/json",
                 crate::tabular::PARQUET,
                 crate::tabular::ARROW_STREAM
             ),
@@ -70,8 +72,10 @@ fn upload_extension(headers: &HeaderMap) -> ApiResult<&'static str> {
 }
 
 /// `POST /runs/{name}?model=&model_version=`: the body (CSV, Parquet, JSON lines or Arrow
-/// IPC, by `Content-Type`) is streamed to a temporary file, bounded by the upload limit,
-/// then validated and stored. A rejected upload leaves the workspace as it was.
+/// IPC, by `Content-Type`; a COCO results list as JSON) is streamed to a temporary file,
+/// bounded by the upload limit, then validated and stored: class predictions, detections,
+/// or segmentation masks as per-class COCO RLE. A rejected upload leaves the workspace as
+/// it was.
 pub async fn upload(
     _: WriteAccess,
     State(state): State<AppState>,
@@ -93,8 +97,14 @@ pub async fn upload(
         provenance: Default::default(),
         score_threshold: params.score_threshold,
     };
+    let mask_source = params.mask_source;
     let manifest = state
-        .blocking_async(move |engine| async move { engine.upload_run(&path, &options).await })
+        .blocking_async(move |engine| async move {
+            match mask_source {
+                Some(source) => engine.upload_segmentation_results(&path, &options, Some(&source)).await,
+                None => engine.upload_run(&path, &options).await,
+            }
+        })
         .await
         .map_err(|mut e| {
             // The temporary file's path means nothing to the client.

@@ -8,6 +8,7 @@
 //! (boxes, see [`detections`]) is stored as `runs/<run>/detections.parquet` instead.
 
 pub mod detections;
+pub mod mask_results;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;

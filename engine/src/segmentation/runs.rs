@@ -8,17 +8,22 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use rayon::prelude::*;
 use serde::Serialize;
+use sha2::Digest;
 use slicetest_datasets::DatasetError;
+use slicetest_datasets::coco_mask;
 use slicetest_datasets::masks::{self, MaskSetManifest};
+use slicetest_datasets::run::mask_results::{self, MaskImage, PredictedClassMask};
 use slicetest_datasets::run::{self, RunManifest, SegmentationFiles, Task, UploadOptions};
 use slicetest_eval::segmentation::{self, SegmentationScores};
 
-use super::import::{IGNORED, read_masks, runs_reader, stored_runs};
-use super::view::class_colour;
+use super::import::{IGNORED, ImportedMask, positions_of_runs, read_masks, runs_reader, stored_runs};
+use super::view::{RIGHT_COLOUR, WRONG_COLOUR, class_colour};
 use crate::Engine;
 use crate::bootstrap::{BOOTSTRAP_RESAMPLES, SplitMix64, percentile_interval};
 use crate::error::{EngineError, Result};
@@ -36,6 +41,31 @@ impl Engine {
         dir: &Path,
         options: &UploadOptions,
         mask_source: Option<&str>,
+    ) -> Result<RunManifest> {
+        self.upload_segmentation(dir, options, mask_source, None)
+    }
+
+    /// Validates segmentation results given as per-class COCO RLE masks (see
+    /// [`slicetest_datasets::run::mask_results`]) and stores them as a segmentation run,
+    /// like [`Engine::upload_segmentation_run`]. An image's class masks must not overlap
+    /// and must cover it, except in a mask set made from COCO annotations, whose
+    /// background class takes the pixels no mask covers.
+    pub async fn upload_segmentation_results(
+        &self,
+        path: &Path,
+        options: &UploadOptions,
+        mask_source: Option<&str>,
+    ) -> Result<RunManifest> {
+        let results = mask_results::read_mask_results(path).await?;
+        self.upload_segmentation(path, options, mask_source, Some(results))
+    }
+
+    fn upload_segmentation(
+        &self,
+        dir: &Path,
+        options: &UploadOptions,
+        mask_source: Option<&str>,
+        results: Option<Vec<PredictedClassMask>>,
     ) -> Result<RunManifest> {
         slicetest_datasets::validate_name(&options.run)?;
         let bad = |message: String| DatasetError::BadInput { source_path: dir.to_path_buf(), message };
@@ -67,19 +97,25 @@ impl Engine {
         let set = masks::read_mask_set(layout, &dataset, &source)?;
         let targets = self.mask_targets(&dataset)?;
         let truth = GroundTruth::read(self, &set, &targets)?;
-        let files = masks::mask_files(dir)?;
-        if files.is_empty() {
-            return Err(bad("no .png mask files in the folder".into()).into());
-        }
-        // Predictions hold class ids only: the ignore index is refused like any unlisted id
-        // (a model that abstains on a pixel should say so with a class).
-        let predicted =
-            read_masks(dir, &files, &targets, None, false, runs_reader(&set.classes, None)).map_err(|e| match e {
-                EngineError::Dataset(DatasetError::BadInput { message, .. }) => {
-                    bad(message.replace("masks rejected", "predicted masks rejected"))
+        let predicted = match results {
+            Some(results) => self.masks_of_results(dir, &dataset, results, &set, &targets)?,
+            None => {
+                let files = masks::mask_files(dir)?;
+                if files.is_empty() {
+                    return Err(bad("no .png mask files in the folder".into()).into());
                 }
-                other => bad(other.to_string()),
-            })?;
+                // Predictions hold class ids only: the ignore index is refused like any unlisted
+                // id (a model that abstains on a pixel should say so with a class).
+                read_masks(dir, &files, &targets, None, false, runs_reader(&set.classes, None)).map_err(
+                    |e| match e {
+                        EngineError::Dataset(DatasetError::BadInput { message, .. }) => {
+                            bad(message.replace("masks rejected", "predicted masks rejected"))
+                        }
+                        other => bad(other.to_string()),
+                    },
+                )?
+            }
+        };
         let mut problems = Vec::new();
         for m in &predicted {
             match truth.index.get(m.image_id.as_str()) {
@@ -182,6 +218,136 @@ impl Engine {
     /// A segmentation run's per-image confusion matrices.
     pub fn segmentation_evaluation(&self, manifest: &RunManifest) -> Result<SegmentationEvaluation> {
         SegmentationEvaluation::read(self, manifest)
+    }
+}
+
+impl Engine {
+    /// Per-class result masks → one label map per image, in class positions: every mask
+    /// names an image of the dataset and a class of the set, has the image's size, and
+    /// no two of an image's masks overlap; pixels no mask covers go to the set's
+    /// background class, or are an error where it has none.
+    fn masks_of_results(
+        &self,
+        path: &Path,
+        dataset: &str,
+        results: Vec<PredictedClassMask>,
+        set: &MaskSetManifest,
+        targets: &super::import::MaskTargets,
+    ) -> Result<Vec<ImportedMask>> {
+        let bad = |problems: Vec<String>| -> EngineError {
+            let mut listed: Vec<String> = problems.iter().take(20).cloned().collect();
+            if problems.len() > 20 {
+                listed.push(format!("… and {} more", problems.len() - 20));
+            }
+            DatasetError::BadInput {
+                source_path: path.to_path_buf(),
+                message: format!("predicted masks rejected, nothing was written:\n  - {}", listed.join("\n  - ")),
+            }
+            .into()
+        };
+        if results.is_empty() {
+            return Err(bad(vec!["the file holds no masks".into()]));
+        }
+        // COCO ids, when the dataset came from a COCO file.
+        let latest = self.latest_manifest(Some(dataset))?;
+        let mut by_coco: HashMap<i64, String> = HashMap::new();
+        if latest.columns.iter().any(|c| c.name == "coco_id") {
+            let images = slicetest_datasets::version::read_image_columns(
+                self.workspace.layout(),
+                &latest,
+                &["image_id", "coco_id"],
+            )?;
+            let ids = images.column_by_name("image_id").expect("asked for");
+            let ids = datafusion::arrow::compute::cast(ids, &DataType::Utf8)?;
+            let coco = images.column_by_name("coco_id").expect("asked for");
+            let coco = datafusion::arrow::compute::cast(coco, &DataType::Int64)?;
+            let (ids, coco) = (ids.as_string::<i32>(), coco.as_primitive::<Int64Type>());
+            by_coco.extend((0..ids.len()).filter(|&i| coco.is_valid(i)).map(|i| (coco.value(i), ids.value(i).into())));
+        }
+        let mut problems = Vec::new();
+        let mut per_image: std::collections::BTreeMap<String, Vec<PredictedClassMask>> = Default::default();
+        for r in results {
+            let id = match &r.image {
+                MaskImage::Coco(n) => by_coco.get(n).cloned().or_else(|| {
+                    let id = n.to_string();
+                    targets.images.contains_key(&id).then_some(id)
+                }),
+                MaskImage::Id(id) => targets.images.contains_key(id).then(|| id.clone()),
+            };
+            let Some(id) = id else {
+                let hint = if by_coco.is_empty() { "" } else { " (a number is looked up as coco_id)" };
+                problems.push(format!("{}: image_id {} is not an image of the dataset{hint}", r.position, r.image));
+                continue;
+            };
+            if !u16::try_from(r.category_id).is_ok_and(|c| set.class(c).is_some()) {
+                problems.push(format!(
+                    "{}: category_id {} is not a class of mask set {} ({})",
+                    r.position,
+                    r.category_id,
+                    set.source,
+                    set.classes.iter().map(|c| format!("{} {}", c.id, c.name)).collect::<Vec<_>>().join(", ")
+                ));
+                continue;
+            }
+            per_image.entry(id).or_default().push(r);
+        }
+        if !problems.is_empty() {
+            return Err(bad(problems));
+        }
+        const EMPTY: u16 = u16::MAX;
+        let painted: Vec<std::result::Result<ImportedMask, String>> = per_image
+            .into_par_iter()
+            .map(|(id, masks)| {
+                let (sha, width, height) = &targets.images[&id];
+                let mut labels = vec![EMPTY; *width as usize * *height as usize];
+                let mut overlaps = 0u64;
+                for m in &masks {
+                    let segmentation = coco_mask::Segmentation::Rle { counts: m.counts.clone(), size: m.size };
+                    let mask = segmentation
+                        .to_mask(*height, *width)
+                        .map_err(|e| format!("{} (image {id}, class {}): {e}", m.position, m.category_id))?;
+                    overlaps += mask.paint_counting_overlaps(&mut labels, m.category_id as u16, EMPTY);
+                }
+                if overlaps > 0 {
+                    return Err(format!("image {id}: {overlaps} pixel(s) are in the masks of two classes"));
+                }
+                if let Some(first) = labels.iter().position(|&v| v == EMPTY) {
+                    match set.background {
+                        Some(background) => labels.iter_mut().filter(|v| **v == EMPTY).for_each(|v| *v = background),
+                        None => {
+                            let uncovered = labels.iter().filter(|&&v| v == EMPTY).count();
+                            let (x, y) = (first % *width as usize, first / *width as usize);
+                            return Err(format!(
+                                "image {id}: {uncovered} pixel(s) are in no class's mask (first at x={x}, y={y}); \
+                                 give every pixel a class"
+                            ));
+                        }
+                    }
+                }
+                let runs = segmentation::runs(&labels);
+                let positions = positions_of_runs(&runs, &set.classes, None).expect("classes checked above");
+                Ok(ImportedMask {
+                    relative: id.clone(),
+                    sha256: sha.clone(),
+                    width: *width,
+                    height: *height,
+                    mask_sha256: hex::encode(sha2::Sha256::digest(masks::rle_encode_runs(runs))),
+                    labels: positions,
+                    image_id: id,
+                })
+            })
+            .collect();
+        let mut ok = Vec::with_capacity(painted.len());
+        for p in painted {
+            match p {
+                Ok(m) => ok.push(m),
+                Err(p) => problems.push(p),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(bad(problems));
+        }
+        Ok(ok)
     }
 }
 
@@ -652,8 +818,8 @@ impl Engine {
             let colour = |p: u16| if p == IGNORED { [0, 0, 0] } else { class_colour(p) };
             let diff = |(t, p): (&u16, &u16)| match (*t == IGNORED, t == p) {
                 (true, _) => [0, 0, 0],
-                (false, true) => [46, 160, 67],
-                (false, false) => [220, 38, 38],
+                (false, true) => RIGHT_COLOUR,
+                (false, false) => WRONG_COLOUR,
             };
             overlays.insert(
                 id.clone(),
