@@ -374,7 +374,8 @@ fn coco_segmentations_become_tags_at_ingest_as_numpy_paints_pycocotools_masks() 
     let s = setup();
     let src = s.src.join("street");
     let instances = coco_images(&src);
-    ok(&s.ws, &["ingest", "-d", "street", "--quiet", instances.to_str().unwrap()]);
+    let out = ok(&s.ws, &["ingest", "-d", "street", "--quiet", instances.to_str().unwrap()]);
+    assert!(out.contains("segmentation masks → mask set instances (6 images"), "{out}");
     let semantic = coco_json("semantic.json");
     let classes = [(0, "background"), (1, "person"), (2, "car"), (5, "traffic_light")];
     let pct: Vec<String> = classes.iter().map(|(_, c)| format!("{c}_pct, num_{c}_regions")).collect();

@@ -161,22 +161,33 @@ impl Engine {
     /// `<class>_pct` and `num_<class>_regions` columns (see [`Engine::import_masks`]); its
     /// segmentations are checked before anything is ingested.
     pub async fn ingest(&mut self, path: &Path, options: &IngestOptions) -> Result<IngestReport> {
+        Ok(self.ingest_with_masks(path, options).await?.0)
+    }
+
+    /// [`Engine::ingest`], with the report of the mask set made from a COCO file's
+    /// segmentations, if any.
+    pub async fn ingest_with_masks(
+        &mut self,
+        path: &Path,
+        options: &IngestOptions,
+    ) -> Result<(IngestReport, Option<MaskImportReport>)> {
         let coco = options.format == slicetest_datasets::SourceFormat::Coco
             || (options.format == slicetest_datasets::SourceFormat::Auto
                 && path.is_file()
                 && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")));
         let ignore_index = if coco { segmentation::import::check_coco_segmentations(path)? } else { None };
         let report = slicetest_datasets::ingest(&mut self.workspace, path, options).await?;
+        let mut masks = None;
         if let Some(ignore_index) = ignore_index {
-            let masks = segmentation::MaskImportOptions {
+            let options = segmentation::MaskImportOptions {
                 dataset: Some(report.dataset.clone()),
                 ignore_index: Some(ignore_index),
                 skip_unmatched: true,
                 ..Default::default()
             };
-            self.import_masks(path, None, &masks)?;
+            masks = Some(self.import_masks(path, None, &options)?);
         }
-        Ok(report)
+        Ok((report, masks))
     }
 
     /// Makes `dataset` the default schema for unqualified table names.

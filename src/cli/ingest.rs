@@ -77,8 +77,18 @@ pub fn default_dataset_name(path: &Path) -> String {
 
 pub async fn run(workspace: &Path, args: IngestArgs) -> Result<(), CliError> {
     let mut engine = Engine::open_or_init(workspace)?;
-    let report = engine.ingest(&args.path, &args.options()).await?;
+    let (report, masks) = engine.ingest_with_masks(&args.path, &args.options()).await?;
     print_report(&report);
+    if let Some(m) = masks {
+        println!(
+            "  segmentation masks → mask set {} ({} images, {} labelled pixels) in {:.1}s as columns {}",
+            m.source,
+            m.masks,
+            m.labelled_pixels,
+            m.seconds,
+            super::tag::column_list(&m.columns)
+        );
+    }
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
     }

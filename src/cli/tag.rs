@@ -136,7 +136,7 @@ pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
                 report.images_without_mask,
                 report.labelled_pixels,
                 report.seconds,
-                report.columns.join(", ")
+                column_list(&report.columns)
             );
         }
         Some(TagCommand::Import { file, dataset, name, kind, .. }) => {
@@ -225,4 +225,12 @@ fn print_report(dataset: &str, r: &TaggerReport) {
     if r.failed.len() > 20 {
         println!("  … and {} more not tagged", r.failed.len() - 20);
     }
+}
+
+/// Column names for a summary line: all of them up to 12, else the first 10 and a count.
+pub(super) fn column_list(columns: &[String]) -> String {
+    if columns.len() <= 12 {
+        return columns.join(", ");
+    }
+    format!("{}, … ({} columns; `slicetest tag list` lists them)", columns[..10].join(", "), columns.len())
 }
