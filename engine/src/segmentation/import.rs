@@ -410,7 +410,16 @@ pub(crate) fn read_masks<L: Send>(
         })
         .collect();
     bar.finish_and_clear();
-    let (mut ok, mut problems) = (Vec::with_capacity(results.len()), Vec::new());
+    all_or_problems(results, Vec::new()).map_err(rejected)
+}
+
+/// Every mask, sorted by image id, or — when any failed or `problems` already holds some —
+/// every problem, sorted.
+pub(crate) fn all_or_problems<L>(
+    results: Vec<std::result::Result<ImportedMask<L>, String>>,
+    mut problems: Vec<String>,
+) -> std::result::Result<Vec<ImportedMask<L>>, Vec<String>> {
+    let mut ok = Vec::with_capacity(results.len());
     for r in results {
         match r {
             Ok(m) => ok.push(m),
@@ -419,7 +428,7 @@ pub(crate) fn read_masks<L: Send>(
     }
     if !problems.is_empty() {
         problems.sort();
-        return Err(rejected(problems));
+        return Err(problems);
     }
     ok.sort_by(|a, b| a.image_id.cmp(&b.image_id));
     Ok(ok)
@@ -520,19 +529,7 @@ fn read_coco_masks(
         })
         .collect();
     bar.finish_and_clear();
-    let mut ok = Vec::with_capacity(results.len());
-    for r in results {
-        match r {
-            Ok(m) => ok.push(m),
-            Err(p) => problems.push(p),
-        }
-    }
-    if !problems.is_empty() {
-        problems.sort();
-        return Err(rejected(path, problems));
-    }
-    ok.sort_by(|a, b| a.image_id.cmp(&b.image_id));
-    Ok(ok)
+    all_or_problems(results, problems).map_err(|p| rejected(path, p))
 }
 
 /// The error refusing a set of masks: the first [`MAX_PROBLEMS`] problems, and how many more.

@@ -22,7 +22,7 @@ use slicetest_datasets::run::mask_results::{self, MaskImage, PredictedClassMask}
 use slicetest_datasets::run::{self, RunManifest, SegmentationFiles, Task, UploadOptions};
 use slicetest_eval::segmentation::{self, SegmentationScores};
 
-use super::import::{IGNORED, ImportedMask, positions_of_runs, read_masks, runs_reader, stored_runs};
+use super::import::{IGNORED, ImportedMask, all_or_problems, positions_of_runs, read_masks, runs_reader, stored_runs};
 use super::view::{RIGHT_COLOUR, WRONG_COLOUR, class_colour};
 use crate::Engine;
 use crate::bootstrap::{BOOTSTRAP_RESAMPLES, SplitMix64, percentile_interval};
@@ -337,17 +337,7 @@ impl Engine {
                 })
             })
             .collect();
-        let mut ok = Vec::with_capacity(painted.len());
-        for p in painted {
-            match p {
-                Ok(m) => ok.push(m),
-                Err(p) => problems.push(p),
-            }
-        }
-        if !problems.is_empty() {
-            return Err(bad(problems));
-        }
-        Ok(ok)
+        all_or_problems(painted, problems).map_err(bad)
     }
 }
 
