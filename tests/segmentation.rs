@@ -482,6 +482,17 @@ fn bad_coco_masks_and_rle_results_are_refused_with_nothing_written() {
 
     std::fs::copy(coco_fixture().join("instances.json"), &instances).unwrap();
     ok(&s.ws, &["ingest", "-d", "street", "--quiet", instances.to_str().unwrap()]);
+    // The same file again replaces its own set; another file with the same categories into
+    // the same dataset would collide with its columns, and is refused before ingesting.
+    ok(&s.ws, &["ingest", "-d", "street", "--quiet", instances.to_str().unwrap()]);
+    let versions = common::version_entries(&s.ws, "street");
+    let val = src.join("val.json");
+    std::fs::copy(&instances, &val).unwrap();
+    let err = fails(&s.ws, &["ingest", "-d", "street", "--quiet", val.to_str().unwrap()]);
+    assert!(err.contains("would become mask set val, but column \"background_pct\""), "{err}");
+    assert!(err.contains("nothing was ingested"), "{err}");
+    assert_eq!(common::version_entries(&s.ws, "street"), versions);
+    assert!(!s.ws.join("datasets/street/masks/val").exists());
     let results = coco_json("results.json");
     let try_upload = |change: &dyn Fn(&mut Value), expected: &str| {
         let mut bad = results.clone();

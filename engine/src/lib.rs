@@ -175,7 +175,8 @@ impl Engine {
             || (options.format == slicetest_datasets::SourceFormat::Auto
                 && path.is_file()
                 && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")));
-        let ignore_index = if coco { segmentation::import::check_coco_segmentations(path)? } else { None };
+        let ignore_index =
+            if coco { segmentation::import::check_coco_segmentations(self, path, &options.dataset)? } else { None };
         let report = slicetest_datasets::ingest(&mut self.workspace, path, options).await?;
         let mut masks = None;
         if let Some(ignore_index) = ignore_index {

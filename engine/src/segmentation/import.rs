@@ -123,18 +123,7 @@ impl Engine {
         let started = Instant::now();
         let dataset = self.workspace.dataset_or_default(options.dataset.as_deref())?;
         let coco = path.is_file();
-        let source = match &options.name {
-            Some(name) => name.clone(),
-            None => {
-                let path = path.canonicalize().ok();
-                let name = if coco {
-                    path.as_deref().and_then(Path::file_stem)
-                } else {
-                    path.as_deref().and_then(Path::file_name)
-                };
-                slicetest_datasets::sanitize_name(name.map(|n| n.to_string_lossy()).as_deref().unwrap_or(""), "masks")
-            }
-        };
+        let source = options.name.clone().unwrap_or_else(|| default_set_name(path));
         slicetest_datasets::validate_name(&source)?;
         if self.tagger_registry().is_reserved(&source) {
             return Err(bad(path, format!("{source:?} is a built-in tagger's name; pick another with --name")).into());
@@ -258,6 +247,17 @@ impl Engine {
             seconds: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// A mask set's name when none is given: a COCO file's stem, or a folder's name.
+fn default_set_name(path: &Path) -> String {
+    let path = path.canonicalize().ok();
+    let name = match path.as_deref() {
+        Some(p) if p.is_file() => p.file_stem(),
+        Some(p) => p.file_name(),
+        None => None,
+    };
+    slicetest_datasets::sanitize_name(name.map(|n| n.to_string_lossy()).as_deref().unwrap_or(""), "masks")
 }
 
 fn bad(path: &Path, message: String) -> DatasetError {
@@ -438,7 +438,7 @@ pub(crate) fn all_or_problems<L>(
 /// one decodes on its image (of the file's `width` and `height`) and the categories make a
 /// class list. Returns the ignore index its mask set will use (255, or
 /// 65535 when a category has id 255), or None when no annotation has a segmentation.
-pub(crate) fn check_coco_segmentations(path: &Path) -> Result<Option<u16>> {
+pub(crate) fn check_coco_segmentations(engine: &Engine, path: &Path, dataset: &str) -> Result<Option<u16>> {
     let instances = match coco_mask::read_instances(path) {
         Ok(instances) => instances,
         // Not an instances file: the ingest's own reader says what is wrong with it.
@@ -472,6 +472,26 @@ pub(crate) fn check_coco_segmentations(path: &Path) -> Result<Option<u16>> {
         .collect();
     if !problems.is_empty() {
         return Err(rejected(path, problems));
+    }
+    // Into a dataset that has tag columns of the same names (another COCO file's mask set:
+    // train, then val), the mask import would fail after the images are in: refuse first.
+    if engine.workspace.dataset(dataset).is_ok() {
+        let source = default_set_name(path);
+        let current: Vec<String> =
+            engine.latest_manifest(Some(dataset))?.columns.iter().map(|c| c.name.clone()).collect();
+        let taken = tags::taken_columns(engine.workspace.layout(), dataset, &current, &source)?;
+        let columns: Vec<String> =
+            classes.iter().flat_map(|c| [format!("{}_pct", c.column), format!("num_{}_regions", c.column)]).collect();
+        tags::check_columns(&source, columns.iter().map(String::as_str), &taken).map_err(|e| {
+            bad(
+                path,
+                format!(
+                    "its segmentations would become mask set {source}, but {}; nothing was ingested. Put the \
+                     annotations in one COCO file, or ingest this one into another dataset",
+                    e.to_string().replacen(&format!("{source}: "), "", 1)
+                ),
+            )
+        })?;
     }
     let taken = classes.iter().any(|c| c.id == masks::DEFAULT_IGNORE_INDEX);
     Ok(Some(if taken { u16::MAX } else { masks::DEFAULT_IGNORE_INDEX }))
