@@ -175,18 +175,18 @@ impl Engine {
             || (options.format == slicetest_datasets::SourceFormat::Auto
                 && path.is_file()
                 && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")));
-        let ignore_index =
+        let checked =
             if coco { segmentation::import::check_coco_segmentations(self, path, &options.dataset)? } else { None };
         let report = slicetest_datasets::ingest(&mut self.workspace, path, options).await?;
         let mut masks = None;
-        if let Some(ignore_index) = ignore_index {
+        if let Some((instances, ignore_index)) = checked {
             let options = segmentation::MaskImportOptions {
                 dataset: Some(report.dataset.clone()),
                 ignore_index: Some(ignore_index),
                 skip_unmatched: true,
                 ..Default::default()
             };
-            masks = Some(self.import_masks(path, None, &options)?);
+            masks = Some(self.import_mask_set(path, None, Some(instances), &options)?);
         }
         Ok((report, masks))
     }

@@ -68,8 +68,8 @@ const MASKS_VERSION: &str = "masks-1";
 /// At most this many problems are listed in a rejection.
 const MAX_PROBLEMS: usize = 20;
 
-/// One decoded, checked mask, its labels as the reader converted them.
-pub(crate) struct ImportedMask<L = masks::Runs> {
+/// One decoded, checked mask.
+pub(crate) struct ImportedMask {
     pub image_id: String,
     /// The mask file's path relative to the folder.
     pub relative: String,
@@ -77,8 +77,8 @@ pub(crate) struct ImportedMask<L = masks::Runs> {
     pub width: u32,
     pub height: u32,
     pub mask_sha256: String,
-    /// In class-list positions, [`IGNORED`] for the ignore index (per pixel, or as runs).
-    pub labels: L,
+    /// Runs in class-list positions, [`IGNORED`] for the ignore index.
+    pub labels: masks::Runs,
 }
 
 /// The images of a dataset's latest version that masks are matched to.
@@ -120,6 +120,17 @@ impl Engine {
         classes: Option<&Path>,
         options: &MaskImportOptions,
     ) -> Result<MaskImportReport> {
+        self.import_mask_set(path, classes, None, options)
+    }
+
+    /// [`Engine::import_masks`]; `instances`: the COCO file at `path`, already read.
+    pub(crate) fn import_mask_set(
+        &self,
+        path: &Path,
+        classes: Option<&Path>,
+        instances: Option<Instances>,
+        options: &MaskImportOptions,
+    ) -> Result<MaskImportReport> {
         let started = Instant::now();
         let dataset = self.workspace.dataset_or_default(options.dataset.as_deref())?;
         let coco = path.is_file();
@@ -133,7 +144,10 @@ impl Engine {
             if classes.is_some() {
                 return Err(bad(path, "a COCO file's categories are its classes; leave out --classes".into()).into());
             }
-            let instances = coco_mask::read_instances(path)?;
+            let instances = match instances {
+                Some(read) => read,
+                None => coco_mask::read_instances(path)?,
+            };
             if !instances.has_masks() {
                 return Err(bad(path, "no annotation in this COCO file has a \"segmentation\"".into()).into());
             }
@@ -169,16 +183,8 @@ impl Engine {
                 options.progress,
                 options.skip_unmatched,
             )?,
-            None => read_masks(
-                path,
-                &files,
-                &targets,
-                Some(ignore),
-                options.progress,
-                runs_reader(&class_list, Some(ignore)),
-            )?,
+            None => read_masks(path, &files, &targets, &class_list, Some(ignore), options.progress)?,
         };
-        let classes = classes_path;
         let layout = self.workspace.layout();
         let stats: Vec<(Vec<u64>, Vec<u32>)> = decoded
             .par_iter()
@@ -195,7 +201,7 @@ impl Engine {
             self.latest_manifest(Some(&dataset))?.columns.iter().map(|c| c.name.clone()).collect();
         let taken = tags::taken_columns(layout, &dataset, &current_columns, &source)?;
         tags::check_columns(&source, columns.iter().map(String::as_str), &taken)
-            .map_err(|e| bad(classes, e.to_string().replacen(&format!("{source}: "), "", 1)))?;
+            .map_err(|e| bad(classes_path, e.to_string().replacen(&format!("{source}: "), "", 1)))?;
 
         let masks_hash = slicetest_datasets::version::pairs_hash(
             decoded.iter().map(|m| (m.image_id.as_str(), m.mask_sha256.as_str())),
@@ -327,40 +333,20 @@ pub(crate) fn positions_of_runs(
 /// The value of ignored pixels in a label map of class-list positions.
 pub(crate) const IGNORED: u16 = u16::MAX;
 
-/// Why a mask file could not be read as class positions.
-pub(crate) enum MaskProblem {
-    /// Not a readable label map (the decoder's words).
-    Unreadable(String),
-    /// A pixel value that is no listed class (and the map's width, to say where).
-    Unlisted(segmentation::UnknownClass, u32),
-}
-
-/// Reads every mask as runs in class positions; without an ignore index (predictions),
-/// every pixel must have a class.
-pub(crate) fn runs_reader(
-    classes: &[MaskClass],
-    ignore: Option<u16>,
-) -> impl Fn(&[u8]) -> std::result::Result<(u32, u32, masks::Runs), MaskProblem> + Sync + '_ {
-    move |bytes| {
-        let (w, h, runs) = masks::decode_png_label_runs(bytes).map_err(MaskProblem::Unreadable)?;
-        Ok((w, h, positions_of_runs(&runs, classes, ignore).map_err(|u| MaskProblem::Unlisted(u, w))?))
-    }
-}
-
-/// Reads, decodes and checks every mask in parallel; all problems or all masks. `decode`
-/// turns a file into class positions (per pixel or as runs) and finds ids without a
-/// class; `ignore` is the ignore index it knows (None: predictions, every pixel must have
-/// a class), for the error message.
-pub(crate) fn read_masks<L: Send>(
+/// Reads, decodes (as runs in class positions) and checks every mask in parallel; all
+/// problems or all masks. `ignore` is the ground truth's ignore index; None reads
+/// predictions, where every pixel must hold a class.
+pub(crate) fn read_masks(
     dir: &Path,
     files: &[(String, PathBuf)],
     targets: &MaskTargets,
+    classes: &[MaskClass],
     ignore: Option<u16>,
     progress: bool,
-    decode: impl Fn(&[u8]) -> std::result::Result<(u32, u32, L), MaskProblem> + Sync,
-) -> Result<Vec<ImportedMask<L>>> {
+) -> Result<Vec<ImportedMask>> {
     let relative: Vec<String> = files.iter().map(|(r, _)| r.clone()).collect();
-    let rejected = |problems: Vec<String>| rejected(dir, problems);
+    let what = if ignore.is_some() { "masks" } else { "predicted masks" };
+    let rejected = |problems: Vec<String>| rejected(dir, what, problems);
     let matched = masks::match_masks(&relative, targets.images.keys().map(String::as_str)).map_err(rejected)?;
     let mut seen = std::collections::HashMap::new();
     let mut problems = Vec::new();
@@ -373,26 +359,24 @@ pub(crate) fn read_masks<L: Send>(
         return Err(rejected(problems));
     }
     let bar = slicetest_datasets::progress::bar(matched.len() as u64, "reading masks", progress);
-    let results: Vec<std::result::Result<ImportedMask<L>, String>> = matched
+    let results: Vec<std::result::Result<ImportedMask, String>> = matched
         .par_iter()
         .map(|(i, id)| {
             let (rel, path) = &files[*i];
             let at = |m: String| format!("{rel}: {m}");
             let bytes = std::fs::read(path).map_err(|e| at(format!("unreadable: {e}")))?;
             let (sha, w, h) = &targets.images[id];
-            let (width, height, labels) = decode(&bytes).map_err(|problem| match problem {
-                MaskProblem::Unreadable(message) => at(message),
-                MaskProblem::Unlisted(u, width) => {
-                    let (x, y) = (u.pixel % width.max(1) as usize, u.pixel / width.max(1) as usize);
-                    let ignored = match ignore {
-                        Some(i) => format!("; ignore index {i}"),
-                        None => "; predictions give every pixel a class".into(),
-                    };
-                    at(format!(
-                        "class id {} is not in the class list (first at x={x}, y={y}; {} pixel(s) with unlisted ids{ignored})",
-                        u.value, u.count
-                    ))
-                }
+            let (width, height, runs) = masks::decode_png_label_runs(&bytes).map_err(at)?;
+            let labels = positions_of_runs(&runs, classes, ignore).map_err(|u| {
+                let (x, y) = (u.pixel % width.max(1) as usize, u.pixel / width.max(1) as usize);
+                let ignored = match ignore {
+                    Some(i) => format!("; ignore index {i}"),
+                    None => "; predictions give every pixel a class".into(),
+                };
+                at(format!(
+                    "class id {} is not in the class list (first at x={x}, y={y}; {} pixel(s) with unlisted ids{ignored})",
+                    u.value, u.count
+                ))
             })?;
             if (width, height) != (*w, *h) {
                 return Err(at(format!("the mask is {width}×{height} but image {id} is {w}×{h}")));
@@ -415,10 +399,10 @@ pub(crate) fn read_masks<L: Send>(
 
 /// Every mask, sorted by image id, or — when any failed or `problems` already holds some —
 /// every problem, sorted.
-pub(crate) fn all_or_problems<L>(
-    results: Vec<std::result::Result<ImportedMask<L>, String>>,
+pub(crate) fn all_or_problems(
+    results: Vec<std::result::Result<ImportedMask, String>>,
     mut problems: Vec<String>,
-) -> std::result::Result<Vec<ImportedMask<L>>, Vec<String>> {
+) -> std::result::Result<Vec<ImportedMask>, Vec<String>> {
     let mut ok = Vec::with_capacity(results.len());
     for r in results {
         match r {
@@ -436,9 +420,14 @@ pub(crate) fn all_or_problems<L>(
 
 /// Checks a COCO file's segmentations before an ingest of the file writes anything: every
 /// one decodes on its image (of the file's `width` and `height`) and the categories make a
-/// class list. Returns the ignore index its mask set will use (255, or
-/// 65535 when a category has id 255), or None when no annotation has a segmentation.
-pub(crate) fn check_coco_segmentations(engine: &Engine, path: &Path, dataset: &str) -> Result<Option<u16>> {
+/// class list. Returns the file as read, for the mask import after the ingest, with the
+/// ignore index its mask set will use (255, or 65535 when a category has id 255); None
+/// when no annotation has a segmentation.
+pub(crate) fn check_coco_segmentations(
+    engine: &Engine,
+    path: &Path,
+    dataset: &str,
+) -> Result<Option<(Instances, u16)>> {
     let instances = match coco_mask::read_instances(path) {
         Ok(instances) => instances,
         // Not an instances file: the ingest's own reader says what is wrong with it.
@@ -471,7 +460,7 @@ pub(crate) fn check_coco_segmentations(engine: &Engine, path: &Path, dataset: &s
         })
         .collect();
     if !problems.is_empty() {
-        return Err(rejected(path, problems));
+        return Err(rejected(path, "masks", problems));
     }
     // Into a dataset that has tag columns of the same names (another COCO file's mask set:
     // train, then val), the mask import would fail after the images are in: refuse first.
@@ -494,7 +483,7 @@ pub(crate) fn check_coco_segmentations(engine: &Engine, path: &Path, dataset: &s
         })?;
     }
     let taken = classes.iter().any(|c| c.id == masks::DEFAULT_IGNORE_INDEX);
-    Ok(Some(if taken { u16::MAX } else { masks::DEFAULT_IGNORE_INDEX }))
+    Ok(Some((instances, if taken { u16::MAX } else { masks::DEFAULT_IGNORE_INDEX })))
 }
 
 /// The semantic label maps of a COCO file's images that are in the dataset (see
@@ -534,7 +523,8 @@ fn read_coco_masks(
             let (sha, width, height) = &targets.images[id];
             let at = |m: String| format!("image id {} ({}): {m}", image.id, image.file_name);
             let labels = image.label_map(*height, *width, masks::BACKGROUND_ID).map_err(at)?;
-            let runs = positions_of_runs(&segmentation::runs(&labels), classes, Some(ignore))
+            let ids = segmentation::runs(&labels);
+            let positions = positions_of_runs(&ids, classes, Some(ignore))
                 .map_err(|u| at(format!("category id {} has no class", u.value)))?;
             bar.inc(1);
             Ok(ImportedMask {
@@ -543,23 +533,24 @@ fn read_coco_masks(
                 sha256: sha.clone(),
                 width: *width,
                 height: *height,
-                mask_sha256: hex::encode(Sha256::digest(masks::rle_encode_runs(segmentation::runs(&labels)))),
-                labels: runs,
+                mask_sha256: hex::encode(Sha256::digest(masks::rle_encode_runs(ids))),
+                labels: positions,
             })
         })
         .collect();
     bar.finish_and_clear();
-    all_or_problems(results, problems).map_err(|p| rejected(path, p))
+    all_or_problems(results, problems).map_err(|p| rejected(path, "masks", p))
 }
 
-/// The error refusing a set of masks: the first [`MAX_PROBLEMS`] problems, and how many more.
-fn rejected(path: &Path, problems: Vec<String>) -> crate::error::EngineError {
+/// The error refusing a set of masks (`what`: "masks", "predicted masks"): the first
+/// [`MAX_PROBLEMS`] problems, and how many more.
+pub(crate) fn rejected(path: &Path, what: &str, problems: Vec<String>) -> crate::error::EngineError {
     let more = problems.len().saturating_sub(MAX_PROBLEMS);
     let mut listed: Vec<String> = problems.into_iter().take(MAX_PROBLEMS).collect();
     if more > 0 {
         listed.push(format!("… and {more} more"));
     }
-    bad(path, format!("masks rejected, nothing was written:\n  - {}", listed.join("\n  - "))).into()
+    bad(path, format!("{what} rejected, nothing was written:\n  - {}", listed.join("\n  - "))).into()
 }
 
 /// The stored label maps hold the class ids as given (and the ignore index), so the file

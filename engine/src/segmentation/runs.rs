@@ -22,7 +22,7 @@ use slicetest_datasets::run::mask_results::{self, MaskImage, PredictedClassMask}
 use slicetest_datasets::run::{self, RunManifest, SegmentationFiles, Task, UploadOptions};
 use slicetest_eval::segmentation::{self, SegmentationScores};
 
-use super::import::{IGNORED, ImportedMask, all_or_problems, positions_of_runs, read_masks, runs_reader, stored_runs};
+use super::import::{IGNORED, ImportedMask, all_or_problems, positions_of_runs, read_masks, rejected, stored_runs};
 use super::view::{RIGHT_COLOUR, WRONG_COLOUR, class_colour};
 use crate::Engine;
 use crate::bootstrap::{BOOTSTRAP_RESAMPLES, SplitMix64, percentile_interval};
@@ -106,14 +106,7 @@ impl Engine {
                 }
                 // Predictions hold class ids only: the ignore index is refused like any unlisted
                 // id (a model that abstains on a pixel should say so with a class).
-                read_masks(dir, &files, &targets, None, false, runs_reader(&set.classes, None)).map_err(
-                    |e| match e {
-                        EngineError::Dataset(DatasetError::BadInput { message, .. }) => {
-                            bad(message.replace("masks rejected", "predicted masks rejected"))
-                        }
-                        other => bad(other.to_string()),
-                    },
-                )?
+                read_masks(dir, &files, &targets, &set.classes, None, false)?
             }
         };
         let mut problems = Vec::new();
@@ -141,12 +134,7 @@ impl Engine {
             ));
         }
         if !problems.is_empty() {
-            problems.truncate(20);
-            return Err(bad(format!(
-                "predicted masks rejected, nothing was written:\n  - {}",
-                problems.join("\n  - ")
-            ))
-            .into());
+            return Err(rejected(dir, "predicted masks", problems));
         }
         let classes = set.classes.len();
         let id_of = |p: u16| set.classes[p as usize].id;
@@ -234,17 +222,7 @@ impl Engine {
         set: &MaskSetManifest,
         targets: &super::import::MaskTargets,
     ) -> Result<Vec<ImportedMask>> {
-        let bad = |problems: Vec<String>| -> EngineError {
-            let mut listed: Vec<String> = problems.iter().take(20).cloned().collect();
-            if problems.len() > 20 {
-                listed.push(format!("… and {} more", problems.len() - 20));
-            }
-            DatasetError::BadInput {
-                source_path: path.to_path_buf(),
-                message: format!("predicted masks rejected, nothing was written:\n  - {}", listed.join("\n  - ")),
-            }
-            .into()
-        };
+        let bad = |problems: Vec<String>| rejected(path, "predicted masks", problems);
         if results.is_empty() {
             return Err(bad(vec!["the file holds no masks".into()]));
         }
@@ -424,11 +402,7 @@ pub fn scores_schema() -> SchemaRef {
     ]))
 }
 
-fn confusion_batch(
-    masks: &[super::import::ImportedMask<Vec<(u16, u32)>>],
-    matrices: &[Vec<u64>],
-    set: &MaskSetManifest,
-) -> RecordBatch {
+fn confusion_batch(masks: &[ImportedMask], matrices: &[Vec<u64>], set: &MaskSetManifest) -> RecordBatch {
     let k = set.classes.len();
     let cells: Vec<(usize, usize, usize, u64)> = matrices
         .iter()
@@ -461,7 +435,7 @@ fn confusion_batch(
 
 fn scores_batch(
     run: &str,
-    masks: &[super::import::ImportedMask<Vec<(u16, u32)>>],
+    masks: &[ImportedMask],
     matrices: &[Vec<u64>],
     names: &[&str],
     set: &MaskSetManifest,
