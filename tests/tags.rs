@@ -32,14 +32,22 @@ fn column(csv: &str) -> Vec<String> {
     csv.lines().skip(1).map(str::to_string).collect()
 }
 
+/// Every file under the dataset's tags/ and detections/ (all generations), with its bytes.
 fn tag_files(ws: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    for dir in ["tags", "detections"] {
-        let Ok(entries) = std::fs::read_dir(ws.join("datasets/src").join(dir)) else { continue };
+    fn walk(dir: &Path, files: &mut Vec<(String, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
         for e in entries {
             let path = e.unwrap().path();
-            files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            if path.is_dir() {
+                walk(&path, files);
+            } else {
+                files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            }
         }
+    }
+    let mut files = Vec::new();
+    for dir in ["tags", "detections"] {
+        walk(&ws.join("datasets/src").join(dir), &mut files);
     }
     files.sort();
     files

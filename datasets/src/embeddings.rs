@@ -3,20 +3,24 @@
 //! FixedSizeList<Float32, D>, L2-normalised). `slicetest embed` writes one part per chunk
 //! of images, atomically, so a killed run loses at most the chunk in flight and the next
 //! run skips every image already embedded with its current content (image_id + sha256).
+//! Parts are named and read as [`crate::parts`] says, so shards of one embed job (and any
+//! number of concurrent runs) add parts without a lock.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, FixedSizeListArray, Float32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{self, sync_dir, tmp_sibling, write_atomic};
 use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
+use crate::parts::{self, create_file, create_part, part_key};
 use crate::stored::{entry_names, read_json};
 use crate::version::write_parquet;
 
@@ -94,48 +98,51 @@ pub fn read_model(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result
 }
 
 /// Records the model of a new embeddings directory; refuses a different model under the
-/// same name.
+/// same name. Shards starting at once race to create `model.json`: one creates it, the
+/// others find it and check it like any later run.
 pub fn register_model(layout: &WorkspaceLayout, dataset: &str, model: &EmbeddingModel) -> Result<()> {
     validate_name(&model.name)?;
-    if let Some(existing) = read_model(layout, dataset, &model.name)? {
-        if existing.fingerprint != model.fingerprint || existing.dim != model.dim {
-            return Err(DatasetError::BadInput {
-                source_path: layout.embeddings_dir(dataset, &model.name),
-                message: format!(
-                    "these embeddings were made by another model ({}, fingerprint {}…); \
-                     pick another --name or delete the directory",
-                    existing.source,
-                    &existing.fingerprint[..12.min(existing.fingerprint.len())]
-                ),
-            });
-        }
-        return Ok(());
-    }
     let dir = layout.embeddings_dir(dataset, &model.name);
-    fs::create_dir_all(&dir).map_err(DatasetError::io("creating", &dir))?;
-    let json = serde_json::to_vec_pretty(model).expect("serialisable");
-    write_atomic(&dir.join(MODEL_FILE), &json)
+    if read_model(layout, dataset, &model.name)?.is_none() {
+        fs::create_dir_all(&dir).map_err(DatasetError::io("creating", &dir))?;
+        let json = serde_json::to_vec_pretty(model).expect("serialisable");
+        if create_file(&dir.join(MODEL_FILE), &json)? {
+            return Ok(());
+        }
+    }
+    let existing = read_model(layout, dataset, &model.name)?.expect("created above or before");
+    if existing.fingerprint != model.fingerprint || existing.dim != model.dim {
+        return Err(DatasetError::BadInput {
+            source_path: dir,
+            message: format!(
+                "these embeddings were made by another model ({}, fingerprint {}…); \
+                 pick another --name or delete the directory",
+                existing.source,
+                &existing.fingerprint[..12.min(existing.fingerprint.len())]
+            ),
+        });
+    }
+    Ok(())
 }
 
-/// The part files of stored embeddings, in write order.
+/// The part files of stored embeddings, in read order (see [`crate::parts`]).
 pub fn part_files(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result<Vec<PathBuf>> {
     let dir = layout.embeddings_dir(dataset, name);
-    let mut parts: Vec<String> =
-        entry_names(&dir)?.into_iter().filter(|n| n.starts_with("part-") && n.ends_with(".parquet")).collect();
-    parts.sort();
-    Ok(parts.into_iter().map(|n| dir.join(n)).collect())
+    Ok(parts::list_parts(&dir)?.into_iter().map(|(_, path)| path).collect())
 }
 
-/// Appends a part (written to a temporary sibling, fsynced and renamed into place).
-pub fn append_part(layout: &WorkspaceLayout, dataset: &str, name: &str, batch: &RecordBatch) -> Result<PathBuf> {
+/// Adds a part holding `batch` (a [`part_batch`]); None when a racing writer had just
+/// added the very same rows.
+pub fn append_part(
+    layout: &WorkspaceLayout,
+    dataset: &str,
+    name: &str,
+    batch: &RecordBatch,
+) -> Result<Option<PathBuf>> {
     let dir = layout.embeddings_dir(dataset, name);
-    atomic::remove_stale_tmp(&dir);
-    let next = part_files(layout, dataset, name)?.len();
-    let path = dir.join(format!("part-{next:06}.parquet"));
-    let tmp = tmp_sibling(&path);
-    write_parquet(&tmp, batch)?;
-    fs::rename(&tmp, &path).map_err(DatasetError::io("publishing", &path))?;
-    sync_dir(&dir).map_err(DatasetError::io("syncing", &dir))?;
+    let (ids, shas) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
+    let key = part_key((0..batch.num_rows()).map(|i| (ids.value(i), shas.value(i))));
+    let path = create_part(&dir, &key, |tmp| write_parquet(tmp, batch).map(drop))?;
     crate::ingest::failpoint("embed-after-part");
     Ok(path)
 }
@@ -169,14 +176,28 @@ fn read_part(path: &Path) -> Result<Vec<RecordBatch>> {
 }
 
 /// Every embedded (image_id, sha256): an image counts as embedded only as the content it
-/// had then.
-pub fn embedded_images(batches: &[RecordBatch]) -> std::collections::HashSet<(String, String)> {
-    let mut done = std::collections::HashSet::new();
-    for b in batches {
-        let (ids, shas) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
-        done.extend((0..b.num_rows()).map(|i| (ids.value(i).to_string(), shas.value(i).to_string())));
+/// had then. Reads only those two columns of each part.
+pub fn embedded_images(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result<HashSet<(String, String)>> {
+    let mut done = HashSet::new();
+    for path in part_files(layout, dataset, name)? {
+        let file = File::open(&path).map_err(DatasetError::io("reading", &path))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+        let keys = ProjectionMask::roots(builder.parquet_schema(), [0, 1]);
+        for batch in builder.with_projection(keys).build()? {
+            let batch = batch?;
+            let (Some(ids), Some(shas)) =
+                (batch.column(0).as_string_opt::<i32>(), batch.column(1).as_string_opt::<i32>())
+            else {
+                return Err(DatasetError::Corrupt {
+                    what: "embeddings part",
+                    path,
+                    message: format!("unexpected schema {:?}", batch.schema()),
+                });
+            };
+            done.extend((0..batch.num_rows()).map(|i| (ids.value(i).to_string(), shas.value(i).to_string())));
+        }
     }
-    done
+    Ok(done)
 }
 
 #[cfg(test)]
@@ -209,11 +230,11 @@ mod tests {
         }
         let parts = read_parts(&layout, "ds", "tiny").unwrap();
         assert_eq!(parts.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
-        let done = embedded_images(&parts);
+        let done = embedded_images(&layout, "ds", "tiny").unwrap();
         assert!(done.contains(&("img0".to_string(), "sha0".to_string())) && done.len() == 2);
         assert_eq!(model_names(&layout, "ds").unwrap(), ["tiny"]);
-        // A temporary file left by a killed writer is neither a part nor kept.
-        let tmp = tmp_sibling(&layout.embeddings_dir("ds", "tiny").join("part-000002.parquet"));
+        // A temporary file left by a killed writer is not a part.
+        let tmp = crate::atomic::tmp_sibling(&layout.embeddings_dir("ds", "tiny").join("part-000002.parquet"));
         fs::write(&tmp, b"half").unwrap();
         assert_eq!(part_files(&layout, "ds", "tiny").unwrap().len(), 2);
     }

@@ -19,6 +19,7 @@ pub mod masks;
 pub mod merge;
 pub mod names;
 pub mod objects;
+pub mod parts;
 pub mod probe;
 pub mod progress;
 pub mod record;

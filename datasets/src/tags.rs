@@ -1,15 +1,17 @@
-//! Stored tags: `datasets/<ds>/tags/<tagger>.parquet`, one row per image (image_id,
-//! sha256, then the tagger's columns), and for taggers that find objects
-//! `datasets/<ds>/detections/<tagger>.parquet` (image_id, sha256, label, score, x0, y0,
-//! x1, y1; one row per box). The tagger's provenance (name, version, parameters and their
-//! hash, model) is stored as JSON in the Parquet file's metadata under [`PROVENANCE_KEY`],
-//! so any Parquet reader can tell where a column came from.
+//! Stored tags: per tagger, `datasets/<ds>/tags/<tagger>/g<generation>/part-*.parquet`,
+//! one row per image (image_id, sha256, then the tagger's columns), and for taggers that
+//! find objects `datasets/<ds>/detections/<tagger>/g<generation>/part-*.parquet` (image_id,
+//! sha256, label, score, x0, y0, x1, y1; one row per box), a boxes part beside each tag
+//! part of the same name. The tagger's provenance (name, version, parameters and their
+//! hash, model) is stored as JSON in every part's Parquet metadata under
+//! [`PROVENANCE_KEY`], so any Parquet reader can tell where a column came from.
 //!
 //! Rows are keyed by (image_id, sha256): a tag describes an image as it was when tagged,
-//! and the SQL view only joins rows whose sha256 is the image's current one. A file is
-//! always replaced whole (temporary sibling, fsync, rename), so readers never see half of
-//! one; taggers rewrite it every few seconds while they work, which is what makes a killed
-//! run resumable.
+//! and the SQL view only joins rows whose sha256 is the image's current one. Parts are
+//! immutable and named as [`crate::parts`] says: a run adds a part every few seconds
+//! (what makes a killed run resumable), and the shards of one `tag --shard i/n` job add
+//! theirs side by side without a lock. A run with other parameters, or an import, starts
+//! a new generation ([`TagWriter`]); readers use the highest generation that holds a part.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -23,10 +25,10 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::atomic::{sync_dir, tmp_sibling};
 use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
+use crate::parts::{PartName, create_with, list_parts, next_part_name, part_key};
 use crate::stored::entry_names;
 use crate::version::write_parquet_with_metadata;
 
@@ -119,35 +121,100 @@ fn key_columns(
     (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>())
 }
 
-/// `datasets/<ds>/tags/<tagger>.parquet`.
-pub fn tags_file(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> PathBuf {
+/// `datasets/<ds>/tags/<tagger>/`: the tagger's generations of parts.
+pub fn tags_dir(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> PathBuf {
+    layout.dataset_dir(dataset).join("tags").join(tagger)
+}
+
+/// `datasets/<ds>/detections/<tagger>/`: its boxes, part for part beside the tags.
+pub fn detections_dir(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> PathBuf {
+    layout.dataset_dir(dataset).join("detections").join(tagger)
+}
+
+/// `datasets/<ds>/tags/<tagger>.parquet`, the one file per tagger of older workspaces:
+/// read as generation 0, removed by the next run that writes the tagger.
+fn legacy_tags_file(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> PathBuf {
     layout.dataset_dir(dataset).join("tags").join(format!("{tagger}.parquet"))
 }
 
-/// `datasets/<ds>/detections/<tagger>.parquet`.
-pub fn detections_file(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> PathBuf {
+fn legacy_detections_file(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> PathBuf {
     layout.dataset_dir(dataset).join("detections").join(format!("{tagger}.parquet"))
+}
+
+fn generation_dir(dir: &Path, generation: u32) -> PathBuf {
+    dir.join(format!("g{generation:06}"))
+}
+
+/// The generation numbers under a tagger's directory, ascending.
+fn generations(dir: &Path) -> Result<Vec<u32>> {
+    let mut numbers: Vec<u32> = entry_names(dir)?.iter().filter_map(|n| n.strip_prefix('g')?.parse().ok()).collect();
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// What readers see of a tagger: the parts of its highest generation that has any (with
+/// the boxes part of the same name, where there is one), else the single file of an older
+/// workspace.
+#[derive(Debug, Clone, Default)]
+pub struct VisibleParts {
+    /// The generation (0: the older single file).
+    pub generation: u32,
+    /// Tag parts in read order.
+    pub tags: Vec<PathBuf>,
+    /// For each tag part, its boxes part if the tagger found boxes.
+    pub detections: Vec<Option<PathBuf>>,
+}
+
+/// The parts of `tagger` that readers use; empty when it has none.
+pub fn visible_parts(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Result<VisibleParts> {
+    let (tags, boxes) = (tags_dir(layout, dataset, tagger), detections_dir(layout, dataset, tagger));
+    for generation in generations(&tags)?.into_iter().rev() {
+        let parts = list_parts(&generation_dir(&tags, generation))?;
+        if parts.is_empty() {
+            continue;
+        }
+        let boxes_dir = generation_dir(&boxes, generation);
+        let detections =
+            parts.iter().map(|(name, _)| Some(boxes_dir.join(name.file_name())).filter(|p| p.is_file())).collect();
+        return Ok(VisibleParts { generation, tags: parts.into_iter().map(|(_, p)| p).collect(), detections });
+    }
+    let legacy = legacy_tags_file(layout, dataset, tagger);
+    if legacy.is_file() {
+        let boxes = Some(legacy_detections_file(layout, dataset, tagger)).filter(|p| p.is_file());
+        return Ok(VisibleParts { generation: 0, tags: vec![legacy], detections: vec![boxes] });
+    }
+    Ok(VisibleParts::default())
 }
 
 /// The taggers with stored tags for `dataset`, sorted by name (the order their columns
 /// join the `images` view in).
 pub fn tagger_names(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String>> {
-    stored_names(&layout.dataset_dir(dataset).join("tags"))
+    let dir = layout.dataset_dir(dataset).join("tags");
+    let mut names: Vec<String> = entry_names(&dir)?
+        .into_iter()
+        .map(|n| n.strip_suffix(".parquet").map(str::to_string).unwrap_or(n))
+        .filter(|n| validate_name(n).is_ok())
+        .collect();
+    names.sort();
+    names.dedup();
+    let mut stored = Vec::new();
+    for name in names {
+        if !visible_parts(layout, dataset, &name)?.tags.is_empty() {
+            stored.push(name);
+        }
+    }
+    Ok(stored)
 }
 
 /// The taggers with stored detections for `dataset`, sorted by name.
 pub fn detection_taggers(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String>> {
-    stored_names(&layout.dataset_dir(dataset).join("detections"))
-}
-
-/// The `<name>.parquet` files of `dir` by name; leftovers of killed writers (`.tmp-*`)
-/// are not valid names and are skipped.
-fn stored_names(dir: &Path) -> Result<Vec<String>> {
-    let mut names: Vec<String> =
-        entry_names(dir)?.into_iter().filter_map(|n| n.strip_suffix(".parquet").map(str::to_string)).collect();
-    names.retain(|n| validate_name(n).is_ok());
-    names.sort();
-    Ok(names)
+    let mut found = Vec::new();
+    for name in tagger_names(layout, dataset)? {
+        if visible_parts(layout, dataset, &name)?.detections.iter().any(Option::is_some) {
+            found.push(name);
+        }
+    }
+    Ok(found)
 }
 
 /// `image_id`, `sha256`: the first fields of every tag and detections file.
@@ -163,14 +230,45 @@ pub fn detections_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// A tagger's stored file, if there is one.
+/// A tagger's stored rows, if it has any. Where two parts hold the same (image_id,
+/// sha256) — two writers tagged the image at once — the first part's row (and boxes) win.
 pub fn read_tags(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Result<Option<TagFile>> {
-    let path = tags_file(layout, dataset, tagger);
-    if !path.is_file() {
-        return Ok(None);
+    let visible = visible_parts(layout, dataset, tagger)?;
+    let Some(first) = visible.tags.first() else { return Ok(None) };
+    let mut provenance = None;
+    let (mut tag_batches, mut box_batches) = (Vec::new(), Vec::new());
+    let mut seen: std::collections::HashSet<(String, String)> = Default::default();
+    for (path, boxes) in visible.tags.iter().zip(&visible.detections) {
+        let (tags, part_provenance) = read_tag_part(path)?;
+        provenance.get_or_insert(part_provenance);
+        let mut owned: std::collections::HashSet<(String, String)> = Default::default();
+        let tags = retain_rows(&tags, |id, sha| {
+            let key = (id.to_string(), sha.to_string());
+            !seen.contains(&key) && owned.insert(key)
+        })?;
+        if let Some(boxes) = boxes {
+            let boxes = read_whole(boxes)?;
+            box_batches.push(retain_rows(&boxes, |id, sha| owned.contains(&(id.to_string(), sha.to_string())))?);
+        }
+        seen.extend(owned);
+        tag_batches.push(tags);
     }
-    let tags = read_whole(&path)?;
-    let bad = |message: String| DatasetError::Corrupt { what: "tag file", path: path.clone(), message };
+    let schema = tag_batches[0].schema();
+    let tags = concat_batches(&schema, &tag_batches).map_err(|e| DatasetError::Corrupt {
+        what: "tag file",
+        path: first.clone(),
+        message: format!("the tagger's parts have different columns: {e}"),
+    })?;
+    let detections =
+        if box_batches.is_empty() { None } else { Some(concat_batches(&detections_schema(), &box_batches)?) };
+    let provenance = provenance.expect("one part at least");
+    Ok(Some(TagFile { provenance, tags, detections }))
+}
+
+/// One tag part: its rows (without schema metadata) and its provenance.
+fn read_tag_part(path: &Path) -> Result<(RecordBatch, TaggerProvenance)> {
+    let tags = read_whole(path)?;
+    let bad = |message: String| DatasetError::Corrupt { what: "tag file", path: path.to_path_buf(), message };
     let keys_ok = tags.num_columns() >= 2
         && KEY_COLUMNS.iter().enumerate().all(|(i, n)| tags.schema().field(i).name() == n)
         && tags.column(0).data_type() == &DataType::Utf8
@@ -185,19 +283,17 @@ pub fn read_tags(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Resul
         .cloned()
         .ok_or_else(|| bad(format!("no {PROVENANCE_KEY} metadata")))
         .and_then(|json| serde_json::from_str(&json).map_err(|e| bad(e.to_string())))?;
-    let detections = read_detections(layout, dataset, tagger)?;
-    Ok(Some(TagFile { provenance, tags: strip_metadata(tags), detections }))
+    Ok((strip_metadata(tags), provenance))
 }
 
-/// A tagger's stored boxes, if it has any (without reading its tag file).
+/// A tagger's stored boxes, if it has any.
 pub fn read_detections(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Result<Option<RecordBatch>> {
-    let path = detections_file(layout, dataset, tagger);
-    if path.is_file() { read_whole(&path).map(Some) } else { Ok(None) }
+    Ok(read_tags(layout, dataset, tagger)?.and_then(|f| f.detections))
 }
 
-/// The tag columns of a stored tagger (read from the file's footer only).
+/// The tag columns of a stored tagger (read from a part's footer only).
 pub fn tag_columns(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Result<Vec<String>> {
-    let path = tags_file(layout, dataset, tagger);
+    let Some(path) = visible_parts(layout, dataset, tagger)?.tags.into_iter().next() else { return Ok(Vec::new()) };
     let file = File::open(&path).map_err(DatasetError::io("reading", &path))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
     Ok(builder.schema().fields().iter().skip(KEY_COLUMNS.len()).map(|f| f.name().clone()).collect())
@@ -216,51 +312,174 @@ fn strip_metadata(batch: RecordBatch) -> RecordBatch {
     RecordBatch::try_new(schema, batch.columns().to_vec()).expect("same fields")
 }
 
-/// Publishes a tagger's rows: the detections first, then the tag file, each replaced
-/// whole. A run killed between the two leaves detections of images whose tags aren't
-/// stored yet; those images are tagged again by the next run, which replaces their boxes.
-pub fn write_tags(layout: &WorkspaceLayout, dataset: &str, file: &TagFile) -> Result<()> {
-    let tagger = &file.provenance.tagger;
-    validate_name(tagger)?;
-    let json = serde_json::to_string(&file.provenance).expect("serialisable");
-    let metadata = vec![(PROVENANCE_KEY.to_string(), json)];
-    if let Some(detections) = &file.detections {
-        write_replacing(&detections_file(layout, dataset, tagger), detections, metadata.clone())?;
-    }
-    // In the Arrow schema too, so readers of the schema alone (DataFusion) see it.
-    let schema =
-        Arc::new(Schema::new_with_metadata(file.tags.schema().fields().clone(), metadata.iter().cloned().collect()));
-    let tags = RecordBatch::try_new(schema, file.tags.columns().to_vec())?;
-    write_replacing(&tags_file(layout, dataset, tagger), &tags, metadata)?;
-    crate::ingest::failpoint("tag-after-publish");
-    Ok(())
+/// Where a tagger run adds its parts: one generation of the tagger's directories.
+///
+/// A run whose parameters match the visible generation's adds to it; any other run (new
+/// parameters, an import replacing the tagger) starts the next generation, which readers
+/// switch to as soon as it holds a part. [`TagWriter::retire_older`] then removes what came
+/// before. Several shards of one job share a generation: the first to start creates it,
+/// the others find it (still empty, or holding their own parameters) and add to it.
+#[derive(Debug, Clone)]
+pub struct TagWriter {
+    tags: PathBuf,
+    boxes: PathBuf,
+    generation: u32,
+    metadata: Vec<(String, String)>,
+    provenance: TaggerProvenance,
+    layout: WorkspaceLayout,
+    dataset: String,
 }
 
-fn write_replacing(path: &Path, batch: &RecordBatch, metadata: Vec<(String, String)>) -> Result<()> {
-    let dir = path.parent().expect("tag files live in a directory");
-    fs::create_dir_all(dir).map_err(DatasetError::io("creating", dir))?;
-    crate::atomic::remove_stale_tmp(dir);
-    let tmp = tmp_sibling(path);
-    write_parquet_with_metadata(&tmp, batch, metadata)?;
-    fs::rename(&tmp, path).map_err(DatasetError::io("publishing", path))?;
-    sync_dir(dir).map_err(DatasetError::io("syncing", dir))
+impl TagWriter {
+    /// The generation a run with `provenance` writes to: the visible one when its
+    /// parameters hash is the same and `replace` is false, else a new one.
+    pub fn open(layout: &WorkspaceLayout, dataset: &str, provenance: &TaggerProvenance, replace: bool) -> Result<Self> {
+        let tagger = &provenance.tagger;
+        validate_name(tagger)?;
+        let (tags, boxes) = (tags_dir(layout, dataset, tagger), detections_dir(layout, dataset, tagger));
+        let json = serde_json::to_string(provenance).expect("serialisable");
+        let writer = |generation| TagWriter {
+            tags: generation_dir(&tags, generation),
+            boxes: generation_dir(&boxes, generation),
+            generation,
+            metadata: vec![(PROVENANCE_KEY.to_string(), json.clone())],
+            provenance: provenance.clone(),
+            layout: layout.clone(),
+            dataset: dataset.to_string(),
+        };
+        loop {
+            let visible = visible_parts(layout, dataset, tagger)?;
+            let same_parameters = match visible.tags.first() {
+                Some(first) => read_tag_part(first)?.1.parameters_hash == provenance.parameters_hash,
+                None => false,
+            };
+            if same_parameters && !replace {
+                if visible.generation == 0 {
+                    return writer(1).adopt_legacy(&visible);
+                }
+                return Ok(writer(visible.generation));
+            }
+            // A newer, still empty generation (another shard of this job made it a moment
+            // ago, or a killed run left it) is taken as it is; else the next one is created,
+            // and a writer that loses that race looks again.
+            let top = generations(&tags)?.last().copied().unwrap_or(0);
+            if top > visible.generation && !replace {
+                return Ok(writer(top));
+            }
+            fs::create_dir_all(&tags).map_err(DatasetError::io("creating", &tags))?;
+            let next = generation_dir(&tags, top + 1);
+            match fs::create_dir(&next) {
+                Ok(()) => return Ok(writer(top + 1)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(DatasetError::io("creating", &next)(e)),
+            }
+        }
+    }
+
+    /// Carries an older workspace's single file into generation 1 (hard links, so nothing
+    /// is copied), so a run that adds to it keeps its rows.
+    fn adopt_legacy(self, legacy: &VisibleParts) -> Result<Self> {
+        let name = PartName { seq: 0, key: String::new() }.file_name();
+        for (from, dir) in [(legacy.detections[0].as_ref(), &self.boxes), (Some(&legacy.tags[0]), &self.tags)] {
+            if let Some(from) = from {
+                create_with(&dir.join(&name), |tmp| {
+                    fs::hard_link(from, tmp).map_err(DatasetError::io("linking", from))
+                })?;
+            }
+        }
+        Ok(self)
+    }
+
+    /// The generation written to.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The provenance every part carries.
+    pub fn provenance(&self) -> &TaggerProvenance {
+        &self.provenance
+    }
+
+    /// Adds a part: `tags` (keys first, then the tagger's columns) and, for taggers that
+    /// find objects, `boxes` (the [`detections_schema`]). The boxes are written first under
+    /// the same name; the tag part is the commit, so a run killed between the two leaves
+    /// boxes no reader sees. False when a racing writer had just added the same rows.
+    pub fn append(&self, tags: &RecordBatch, boxes: Option<&RecordBatch>) -> Result<bool> {
+        let (ids, shas) = key_columns(tags);
+        let key = part_key((0..tags.num_rows()).map(|i| (ids.value(i), shas.value(i))));
+        let name = next_part_name(&self.tags, &key)?.file_name();
+        if let Some(boxes) = boxes {
+            let path = self.boxes.join(&name);
+            let _ = fs::remove_file(&path); // a killed writer's, never committed
+            create_with(&path, |tmp| write_parquet_with_metadata(tmp, boxes, self.metadata.clone()).map(drop))?;
+        }
+        // In the Arrow schema too, so readers of the schema alone (DataFusion) see it.
+        let schema = Arc::new(Schema::new_with_metadata(
+            tags.schema().fields().clone(),
+            self.metadata.iter().cloned().collect(),
+        ));
+        let tags = RecordBatch::try_new(schema, tags.columns().to_vec())?;
+        let created = create_with(&self.tags.join(&name), |tmp| {
+            write_parquet_with_metadata(tmp, &tags, self.metadata.clone()).map(drop)
+        })?;
+        crate::ingest::failpoint("tag-after-publish");
+        Ok(created)
+    }
+
+    /// Once this generation is the one readers see, removes every older one and the
+    /// single file of an older workspace.
+    pub fn retire_older(&self) -> Result<()> {
+        let tagger = &self.provenance.tagger;
+        if visible_parts(&self.layout, &self.dataset, tagger)?.generation != self.generation {
+            return Ok(());
+        }
+        for dir in [tags_dir(&self.layout, &self.dataset, tagger), detections_dir(&self.layout, &self.dataset, tagger)]
+        {
+            for generation in generations(&dir)?.into_iter().filter(|&g| g < self.generation) {
+                let old = generation_dir(&dir, generation);
+                fs::remove_dir_all(&old).map_err(DatasetError::io("removing", &old))?;
+            }
+        }
+        for legacy in [
+            legacy_tags_file(&self.layout, &self.dataset, tagger),
+            legacy_detections_file(&self.layout, &self.dataset, tagger),
+        ] {
+            if legacy.is_file() {
+                fs::remove_file(&legacy).map_err(DatasetError::io("removing", &legacy))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replaces a tagger's rows with `file` (an import): a new generation holding one part,
+/// then the older ones removed. Readers see the old rows or the new ones, never a mix.
+pub fn write_tags(layout: &WorkspaceLayout, dataset: &str, file: &TagFile) -> Result<()> {
+    let writer = TagWriter::open(layout, dataset, &file.provenance, true)?;
+    writer.append(&file.tags, file.detections.as_ref())?;
+    writer.retire_older()
 }
 
 /// Removes a tagger's files (tags, detections, and the mask set of a mask import).
 pub fn remove_tags(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Result<bool> {
     validate_name(tagger)?;
     let mut removed = crate::masks::remove_mask_set(layout, dataset, tagger)?;
-    for path in [tags_file(layout, dataset, tagger), detections_file(layout, dataset, tagger)] {
+    removed |= !visible_parts(layout, dataset, tagger)?.tags.is_empty();
+    for dir in [tags_dir(layout, dataset, tagger), detections_dir(layout, dataset, tagger)] {
+        if dir.is_dir() {
+            fs::remove_dir_all(&dir).map_err(DatasetError::io("removing", &dir))?;
+        }
+    }
+    for path in [legacy_tags_file(layout, dataset, tagger), legacy_detections_file(layout, dataset, tagger)] {
         if path.is_file() {
             fs::remove_file(&path).map_err(DatasetError::io("removing", &path))?;
-            removed = true;
         }
     }
     Ok(removed)
 }
 
 /// The rows of `batch` (keys first) whose (image_id, sha256) satisfy `keep`.
-pub fn retain_rows(batch: &RecordBatch, keep: impl Fn(&str, &str) -> bool) -> Result<RecordBatch> {
+pub fn retain_rows(batch: &RecordBatch, mut keep: impl FnMut(&str, &str) -> bool) -> Result<RecordBatch> {
     let (ids, shas) = key_columns(batch);
     let mask: datafusion::arrow::array::BooleanArray =
         (0..batch.num_rows()).map(|i| Some(keep(ids.value(i), shas.value(i)))).collect();
@@ -354,7 +573,8 @@ mod tests {
         let back = read_tags(&layout, "ds", "pixels").unwrap().unwrap();
         assert_eq!(back.provenance, provenance);
         // Any Parquet reader finds the provenance in the footer.
-        let file = File::open(tags_file(&layout, "ds", "pixels")).unwrap();
+        let part = visible_parts(&layout, "ds", "pixels").unwrap().tags.remove(0);
+        let file = File::open(part).unwrap();
         let footer = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().metadata().clone();
         let kv = footer.file_metadata().key_value_metadata().unwrap();
         assert!(
@@ -373,6 +593,106 @@ mod tests {
         assert_ne!(other.parameters_hash, provenance.parameters_hash);
         assert!(remove_tags(&layout, "ds", "pixels").unwrap());
         assert!(tagger_names(&layout, "ds").unwrap().is_empty());
+    }
+
+    fn boxes(ids: &[&str]) -> RecordBatch {
+        let n = ids.len();
+        let shas: Vec<String> = ids.iter().map(|i| format!("sha-{i}")).collect();
+        let floats = || Arc::new(Float32Array::from(vec![0.5; n])) as datafusion::arrow::array::ArrayRef;
+        RecordBatch::try_new(
+            detections_schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(ids)),
+                Arc::new(StringArray::from_iter_values(shas)),
+                Arc::new(StringArray::from_iter_values(ids.iter().map(|_| "face"))),
+                floats(),
+                floats(),
+                floats(),
+                floats(),
+                floats(),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn ids_and_values(file: &TagFile) -> Vec<(String, f32)> {
+        let (ids, values) = (
+            file.tags.column(0).as_string::<i32>(),
+            file.tags.column(2).as_primitive::<datafusion::arrow::datatypes::Float32Type>(),
+        );
+        (0..file.tags.num_rows()).map(|i| (ids.value(i).to_string(), values.value(i))).collect()
+    }
+
+    #[test]
+    fn parts_add_up_duplicates_resolve_to_the_first_part_and_new_parameters_start_a_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = WorkspaceLayout::new(dir.path());
+        let v1 = TaggerProvenance::new("faces", "1", serde_json::json!({}), None);
+        // Two writers of one job (shards) share the generation; the second finds the first's.
+        let a = TagWriter::open(&layout, "ds", &v1, false).unwrap();
+        let b = TagWriter::open(&layout, "ds", &v1, false).unwrap();
+        assert_eq!((a.generation(), b.generation()), (1, 1));
+        assert!(a.append(&batch(&["a", "b"], &[0.1, 0.2]), Some(&boxes(&["a"]))).unwrap());
+        // A retried writer that tagged "b" again, and "c": "b" keeps the first part's row.
+        assert!(b.append(&batch(&["b", "c"], &[0.9, 0.3]), Some(&boxes(&["b", "c"]))).unwrap());
+        let stored = read_tags(&layout, "ds", "faces").unwrap().unwrap();
+        assert_eq!(ids_and_values(&stored), [("a".into(), 0.1), ("b".into(), 0.2), ("c".into(), 0.3)]);
+        let found = stored.detections.unwrap();
+        assert_eq!(
+            found.column(0).as_string::<i32>().iter().flatten().collect::<Vec<_>>(),
+            ["a", "c"],
+            "b's boxes come from the part its row came from"
+        );
+        assert_eq!(detection_taggers(&layout, "ds").unwrap(), ["faces"]);
+        // Boxes written by a writer killed before its tag part are not read.
+        let c = TagWriter::open(&layout, "ds", &v1, false).unwrap();
+        let orphan = c.boxes.join(next_part_name(&c.tags, "00000000000000ff").unwrap().file_name());
+        create_with(&orphan, |tmp| write_parquet_with_metadata(tmp, &boxes(&["z"]), vec![]).map(drop)).unwrap();
+        assert_eq!(read_detections(&layout, "ds", "faces").unwrap().unwrap().num_rows(), 2);
+
+        // New parameters: a new generation, invisible until it holds a part, then the only one.
+        let v2 = TaggerProvenance::new("faces", "2", serde_json::json!({}), None);
+        let next = TagWriter::open(&layout, "ds", &v2, false).unwrap();
+        assert_eq!(next.generation(), 2);
+        assert_eq!(read_tags(&layout, "ds", "faces").unwrap().unwrap().provenance, v1);
+        assert_eq!(TagWriter::open(&layout, "ds", &v2, false).unwrap().generation(), 2, "a second shard joins it");
+        next.append(&batch(&["a"], &[0.5]), None).unwrap();
+        let stored = read_tags(&layout, "ds", "faces").unwrap().unwrap();
+        assert_eq!((stored.provenance.clone(), ids_and_values(&stored)), (v2.clone(), vec![("a".into(), 0.5)]));
+        assert!(stored.detections.is_none() && detection_taggers(&layout, "ds").unwrap().is_empty());
+        next.retire_older().unwrap();
+        assert_eq!(generations(&tags_dir(&layout, "ds", "faces")).unwrap(), [2]);
+        assert_eq!(generations(&detections_dir(&layout, "ds", "faces")).unwrap(), Vec::<u32>::new());
+        // An import replaces whatever is there, parameters alike or not.
+        let file = TagFile { provenance: v2.clone(), tags: batch(&["q"], &[1.0]), detections: None };
+        write_tags(&layout, "ds", &file).unwrap();
+        assert_eq!(ids_and_values(&read_tags(&layout, "ds", "faces").unwrap().unwrap()), [("q".into(), 1.0)]);
+        assert_eq!(generations(&tags_dir(&layout, "ds", "faces")).unwrap(), [3]);
+    }
+
+    #[test]
+    fn an_older_workspace_single_file_is_read_and_carried_into_the_first_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = WorkspaceLayout::new(dir.path());
+        let provenance = TaggerProvenance::new("pixels", "1", serde_json::json!({}), None);
+        let metadata = vec![(PROVENANCE_KEY.to_string(), serde_json::to_string(&provenance).unwrap())];
+        let legacy = legacy_tags_file(&layout, "ds", "pixels");
+        fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+        let rows = batch(&["a"], &[0.25]);
+        let schema =
+            Arc::new(Schema::new_with_metadata(rows.schema().fields().clone(), metadata.iter().cloned().collect()));
+        write_parquet_with_metadata(&legacy, &RecordBatch::try_new(schema, rows.columns().to_vec()).unwrap(), metadata)
+            .unwrap();
+        assert_eq!(tagger_names(&layout, "ds").unwrap(), ["pixels"]);
+        assert_eq!(tag_columns(&layout, "ds", "pixels").unwrap(), ["brightness"]);
+        let writer = TagWriter::open(&layout, "ds", &provenance, false).unwrap();
+        writer.append(&batch(&["b"], &[0.5]), None).unwrap();
+        writer.retire_older().unwrap();
+        assert!(!legacy.exists());
+        let stored = read_tags(&layout, "ds", "pixels").unwrap().unwrap();
+        assert_eq!(ids_and_values(&stored), [("a".into(), 0.25), ("b".into(), 0.5)]);
+        assert!(remove_tags(&layout, "ds", "pixels").unwrap());
+        assert!(tagger_names(&layout, "ds").unwrap().is_empty() && !tags_dir(&layout, "ds", "pixels").exists());
     }
 
     #[test]

@@ -29,8 +29,10 @@ use datafusion::prelude::{DataFrame, col};
 use rayon::iter::Either;
 use rayon::prelude::*;
 use slicetest_datasets::embeddings::{self, EmbeddingModel};
+use slicetest_datasets::parts::Shard;
 use slicetest_datasets::progress::bar;
 use slicetest_datasets::version::read_image_columns;
+use slicetest_datasets::{DatasetVersion, WorkspaceLayout};
 use slicetest_embed::{Clip, DEFAULT_MODEL, fingerprint, resolve_model, select_device};
 
 use crate::Engine;
@@ -60,6 +62,11 @@ pub struct EmbedOptions {
     pub limit: Option<usize>,
     /// Counters another thread can read while the run goes on (the HTTP API's jobs).
     pub counters: Option<Arc<EmbedProgress>>,
+    /// Only this shard's images (`--shard i/n`): one process of a job split over machines.
+    pub shard: Shard,
+    /// The dataset version whose images to embed (default: the latest when the run
+    /// starts); every shard of a job given the same version covers the same images.
+    pub version: Option<u64>,
 }
 
 impl Default for EmbedOptions {
@@ -77,6 +84,8 @@ impl Default for EmbedOptions {
             filter: None,
             limit: None,
             counters: None,
+            shard: Shard::ALL,
+            version: None,
         }
     }
 }
@@ -147,6 +156,10 @@ impl EmbedProgress {
 pub struct EmbedReport {
     /// The dataset.
     pub dataset: String,
+    /// The dataset version whose images were embedded.
+    pub version: u64,
+    /// The shard this run covered.
+    pub shard: Shard,
     /// The stored model record.
     pub model: EmbeddingModel,
     /// Images embedded by this run.
@@ -242,12 +255,12 @@ impl Engine {
             computed_on: Some(format!("{} (device: {})", slicetest_embed::cpu::describe(), options.device)),
         };
         let layout = self.workspace.layout();
-        let done = {
-            let _lock = self.workspace.lock()?;
-            embeddings::register_model(layout, &dataset, &record)?;
-            embeddings::embedded_images(&embeddings::read_parts(layout, &dataset, &record.name)?)
-        };
-        let (pending, already_embedded) = self.pending_images(&dataset, &done, selected.as_ref())?;
+        // No lock: parts have names no other writer takes (see slicetest_datasets::parts),
+        // so shards on other machines and other runs add theirs at the same time.
+        embeddings::register_model(layout, &dataset, &record)?;
+        let done = embeddings::embedded_images(layout, &dataset, &record.name)?;
+        let version = self.pinned_version(&dataset, options.version)?;
+        let (pending, already_embedded) = pending_images(layout, &version, &done, selected.as_ref(), options.shard)?;
         let counters = options.counters.clone().unwrap_or_default();
         counters.already_embedded.store(already_embedded, Ordering::Relaxed);
         counters.total.store(pending.ids.len(), Ordering::Relaxed);
@@ -271,7 +284,6 @@ impl Engine {
                 let ids: Vec<String> = rows.iter().map(|&i| pending.ids[i].clone()).collect();
                 let shas: Vec<String> = rows.iter().map(|&i| pending.shas[i].clone()).collect();
                 let part = embeddings::part_batch(&ids, &shas, vectors, dim)?;
-                let _lock = self.workspace.lock()?;
                 embeddings::append_part(layout, &dataset, &record.name, &part)?;
                 embedded += rows.len();
                 counters.embedded.store(embedded, Ordering::Relaxed);
@@ -282,6 +294,8 @@ impl Engine {
         progress.finish_and_clear();
         Ok(EmbedReport {
             dataset,
+            version: version.version,
+            shard: options.shard,
             model: record,
             embedded,
             already_embedded,
@@ -332,35 +346,19 @@ impl Engine {
         Ok(Some(if limit.is_some() { frame.limit(0, limit)? } else { frame }))
     }
 
-    /// The images of the dataset's latest version not in `done` as they are now (a changed
-    /// file is embedded again), only those in `selected` when given, and how many of those
-    /// are done.
-    fn pending_images(
-        &self,
-        dataset: &str,
-        done: &HashSet<(String, String)>,
-        selected: Option<&HashSet<String>>,
-    ) -> Result<(Pending, usize)> {
+    /// Version `version` of `dataset` (None: the latest).
+    pub(crate) fn pinned_version(&self, dataset: &str, version: Option<u64>) -> Result<DatasetVersion> {
         let info = self.workspace.dataset(dataset)?;
-        let latest = info.latest().expect("listed datasets have a version");
-        let batch = read_image_columns(self.workspace.layout(), latest, &["image_id", "sha256", "uri"])?;
-        let column = |name: &str| cast(batch.column_by_name(name).expect("core column"), &DataType::Utf8);
-        let (ids, shas, uris) = (column("image_id")?, column("sha256")?, column("uri")?);
-        let (ids, shas, uris) = (ids.as_string::<i32>(), shas.as_string::<i32>(), uris.as_string::<i32>());
-        let mut pending = Pending { ids: Vec::new(), shas: Vec::new(), uris: Vec::new() };
-        let is_done = |i: usize| done.contains(&(ids.value(i).to_string(), shas.value(i).to_string()));
-        let in_subset = |i: &usize| selected.is_none_or(|s| s.contains(ids.value(*i)));
-        let mut already = 0;
-        for i in (0..ids.len()).filter(in_subset) {
-            if is_done(i) {
-                already += 1;
-                continue;
-            }
-            pending.ids.push(ids.value(i).to_string());
-            pending.shas.push(shas.value(i).to_string());
-            pending.uris.push(uris.value(i).to_string());
+        match version {
+            None => Ok(info.latest().expect("listed datasets have a version").clone()),
+            Some(v) => info.versions.iter().find(|d| d.version == v).cloned().ok_or_else(|| {
+                let known: Vec<String> = info.versions.iter().map(|d| d.version.to_string()).collect();
+                EngineError::InvalidArgument(format!(
+                    "dataset {dataset} has no version {v}; its versions are {}",
+                    known.join(", ")
+                ))
+            }),
         }
-        Ok((pending, already))
     }
 
     /// Decodes and preprocesses images `range` of `pending` in parallel: (index, pixels)
@@ -380,6 +378,35 @@ impl Engine {
             }
         })
     }
+}
+
+/// The images of `version` in `shard` not in `done` as they are now (a changed file is
+/// embedded again), only those in `selected` when given, and how many of those are done.
+fn pending_images(
+    layout: &WorkspaceLayout,
+    version: &DatasetVersion,
+    done: &HashSet<(String, String)>,
+    selected: Option<&HashSet<String>>,
+    shard: Shard,
+) -> Result<(Pending, usize)> {
+    let batch = read_image_columns(layout, version, &["image_id", "sha256", "uri"])?;
+    let column = |name: &str| cast(batch.column_by_name(name).expect("core column"), &DataType::Utf8);
+    let (ids, shas, uris) = (column("image_id")?, column("sha256")?, column("uri")?);
+    let (ids, shas, uris) = (ids.as_string::<i32>(), shas.as_string::<i32>(), uris.as_string::<i32>());
+    let mut pending = Pending { ids: Vec::new(), shas: Vec::new(), uris: Vec::new() };
+    let is_done = |i: usize| done.contains(&(ids.value(i).to_string(), shas.value(i).to_string()));
+    let in_subset = |i: &usize| selected.is_none_or(|s| s.contains(ids.value(*i))) && shard.contains(ids.value(*i));
+    let mut already = 0;
+    for i in (0..ids.len()).filter(in_subset) {
+        if is_done(i) {
+            already += 1;
+            continue;
+        }
+        pending.ids.push(ids.value(i).to_string());
+        pending.shas.push(shas.value(i).to_string());
+        pending.uris.push(uris.value(i).to_string());
+    }
+    Ok((pending, already))
 }
 
 /// DataFusion's message without the kind it starts with ("Error during planning: ", …):

@@ -43,6 +43,7 @@ pub use segmentation::{MaskImportOptions, MaskImportReport};
 pub use slices::SliceInfo;
 pub use slicetest_datasets::DatasetError;
 pub use slicetest_datasets::names;
+pub use slicetest_datasets::parts::Shard;
 pub use slicetest_datasets::run::{RunManifest, Task, UploadOptions};
 pub use slicetest_datasets::slice::{FreezeOutcome, FrozenSlice, SliceDefinition};
 pub use slicetest_datasets::{

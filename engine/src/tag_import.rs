@@ -80,13 +80,7 @@ impl Engine {
         let taken = tags::taken_columns(layout, &dataset, &current.columns, &tagger)?;
         tags::check_columns(&tagger, columns.iter().map(String::as_str), &taken)
             .map_err(|e| bad(e.to_string().replacen(&format!("{tagger}: "), "", 1)))?;
-        if !is_detections {
-            // An earlier per-object import under this name must not leave its boxes behind.
-            let stale = tags::detections_file(layout, &dataset, &tagger);
-            if stale.is_file() {
-                std::fs::remove_file(&stale).map_err(DatasetError::io("removing", &stale))?;
-            }
-        }
+        // A new generation: an earlier per-object import's boxes do not carry over.
         tags::write_tags(layout, &dataset, &file)?;
         let report = TaggerReport {
             tagger,

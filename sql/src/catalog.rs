@@ -225,7 +225,8 @@ async fn tagged_images(
     }
     let mut view = ctx.read_table(images)?;
     for tagger in taggers {
-        let table = parquet_table(ctx, &tags::tags_file(layout, &version.dataset, &tagger)).await?;
+        let table =
+            tag_rows(ctx, &tags::visible_parts(layout, &version.dataset, &tagger).map_err(SqlError::from)?).await?;
         let existing: HashSet<String> = view.schema().fields().iter().map(|f| f.name().clone()).collect();
         // Writers refuse clashing names; a file copied in by hand could still clash, and
         // then the earlier column wins rather than the whole dataset becoming unqueryable.
@@ -248,6 +249,22 @@ async fn tagged_images(
     Ok(view.into_view())
 }
 
+/// A tagger's rows, one per (image_id, sha256): its parts read as one table. Parts of
+/// one generation only overlap where two writers tagged the same image at once (a retried
+/// shard still running); then each column takes the smaller value, which is the same row
+/// whoever finished first (and on one kind of CPU, the same value twice).
+async fn tag_rows(ctx: &SessionContext, parts: &tags::VisibleParts) -> Result<DataFrame> {
+    let table = ctx.read_table(parquet_files(ctx, &parts.tags).await?)?;
+    if parts.tags.len() == 1 {
+        return Ok(table);
+    }
+    let keys: Vec<_> = tags::KEY_COLUMNS.iter().map(|c| col(*c)).collect();
+    let values: Vec<_> = (table.schema().fields().iter().skip(tags::KEY_COLUMNS.len()))
+        .map(|f| datafusion::functions_aggregate::expr_fn::min(ident(f.name())).alias(f.name()))
+        .collect();
+    Ok(table.aggregate(keys, values)?)
+}
+
 fn existing_in_order(df: &DataFrame) -> Vec<String> {
     df.schema().fields().iter().map(|f| f.name().clone()).collect()
 }
@@ -265,7 +282,9 @@ async fn detections_table(
     let current = current_keys(ctx, images)?;
     let mut frames = Vec::new();
     for tagger in taggers {
-        let boxes = parquet_table(ctx, &tags::detections_file(layout, &version.dataset, &tagger)).await?;
+        let parts = tags::visible_parts(layout, &version.dataset, &tagger).map_err(SqlError::from)?;
+        let files: Vec<_> = parts.detections.into_iter().flatten().collect();
+        let boxes = ctx.read_table(parquet_files(ctx, &files).await?)?;
         let mut select = vec![col("image_id"), lit(tagger).alias("tagger")];
         select.extend(tags::DETECTION_COLUMNS.iter().map(|c| col(*c)));
         frames.push(only_current(boxes, &current)?.select(select)?);

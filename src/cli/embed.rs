@@ -4,6 +4,7 @@ use std::path::Path;
 
 use clap::Args;
 use slicetest_embed::DEFAULT_MODEL;
+use slicetest_engine::Shard;
 use slicetest_engine::{EmbedOptions, Engine};
 
 use super::CliError;
@@ -37,6 +38,14 @@ pub struct EmbedArgs {
     /// command again resumes it rather than adding N more).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
+    /// Only shard i of n (`--shard 3/8`): run n of these, on as many machines, against
+    /// one workspace; together they embed what one run would (see docs/scale.md).
+    #[arg(long, value_name = "i/n")]
+    pub shard: Option<Shard>,
+    /// The dataset version to embed (default: the latest); give every shard of a job the
+    /// same one.
+    #[arg(long, value_name = "N")]
+    pub version: Option<u64>,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -56,12 +65,21 @@ pub async fn run(workspace: &Path, args: EmbedArgs) -> Result<(), CliError> {
         filter: args.filter,
         limit: args.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         counters: None,
+        shard: args.shard.unwrap_or(Shard::ALL),
+        version: args.version,
     };
     let report = engine.embed(&options).await?;
     let rate = if report.seconds > 0.0 { report.embedded as f64 / report.seconds } else { 0.0 };
+    let shard = if report.shard.is_all() { String::new() } else { format!(" (shard {})", report.shard) };
     println!(
-        "{}: embedded {} images with {} ({}-d) in {:.1} s ({rate:.1} images/s); {} already embedded",
-        report.dataset, report.embedded, report.model.name, report.model.dim, report.seconds, report.already_embedded
+        "{} v{}{shard}: embedded {} images with {} ({}-d) in {:.1} s ({rate:.1} images/s); {} already embedded",
+        report.dataset,
+        report.version,
+        report.embedded,
+        report.model.name,
+        report.model.dim,
+        report.seconds,
+        report.already_embedded
     );
     for (id, reason) in report.failed.iter().take(20) {
         println!("  skipped {id}: {reason}");

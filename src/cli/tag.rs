@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use slicetest_engine::{
-    Engine, ImportKind, MaskImportOptions, RunsByDefault, TagImportOptions, TagOptions, TaggerRegistry, TaggerReport,
+    Engine, ImportKind, MaskImportOptions, RunsByDefault, Shard, TagImportOptions, TagOptions, TaggerRegistry,
+    TaggerReport,
 };
 
 use super::CliError;
@@ -43,6 +44,10 @@ struct TagRunArgs {
     /// the last save).
     #[arg(long, default_value_t = 5.0)]
     checkpoint_secs: f64,
+    /// Only shard i of n (`--shard 3/8`): run n of these, on as many machines, against one
+    /// workspace; together they tag what one run would (see docs/scale.md).
+    #[arg(long, value_name = "i/n")]
+    shard: Option<Shard>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -113,10 +118,12 @@ pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
                 progress: !args.run.quiet,
                 chunk_size: args.run.chunk_size,
                 checkpoint_seconds: args.run.checkpoint_secs,
+                shard: args.run.shard.unwrap_or_default(),
             };
             let report = engine.tag(&options)?;
+            let shard = if options.shard.is_all() { String::new() } else { format!(" (shard {})", options.shard) };
             for tagger in &report.taggers {
-                print_report(&report.dataset, tagger);
+                print_report(&format!("{}{shard}", report.dataset), tagger);
             }
         }
         Some(TagCommand::Import { masks: Some(dir), classes, ignore_index, dataset, name, quiet, .. }) => {

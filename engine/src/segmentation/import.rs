@@ -231,11 +231,6 @@ impl Engine {
             "masks_hash": masks_hash,
         });
         tag_file.provenance = TaggerProvenance::new(&source, MASKS_VERSION, parameters, None);
-        // An earlier per-object import under this name must not leave its boxes behind.
-        let stale = tags::detections_file(layout, &dataset, &source);
-        if stale.is_file() {
-            std::fs::remove_file(&stale).map_err(DatasetError::io("removing", &stale))?;
-        }
         masks::write_mask_set(
             layout,
             manifest,

@@ -4,9 +4,10 @@
 //! Two kinds of tagger: those that look at pixels ([`ImageTagger`]: pixel statistics, the
 //! face detector), which decode every image in parallel (rayon), and CLIP zero-shot, which
 //! reads the stored image vectors and needs no decoding. Both only tag images that have no
-//! row for their current content yet, rows of images that left the dataset or changed are
-//! dropped, and a tagger whose parameters changed starts over. While working, a tagger
-//! republishes its file every few seconds, so a killed run resumes where it stopped.
+//! row for their current content yet (rows of images that left the dataset or changed
+//! are no longer read), and a tagger whose parameters changed starts over in a new
+//! generation. While working, a tagger adds a part every few seconds, so a killed run
+//! resumes where it stopped, and `--shard i/n` splits a run over processes and machines.
 //!
 //! **Adding a tagger** is one entry in a [`TaggerRegistry`]: a name, a line of help, when
 //! it runs by default, and how to make it ([`TaggerSpec::image`] for an [`ImageTagger`]).
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Field;
+use slicetest_datasets::parts::Shard;
 use slicetest_datasets::tags::{self, TaggerProvenance};
 
 pub use faces::FaceTagger;
@@ -56,9 +58,12 @@ pub struct TagOptions {
     pub progress: bool,
     /// Images decoded in parallel between two looks at the clock (default 1024).
     pub chunk_size: usize,
-    /// Seconds between republishing the tag file while a tagger works (the most work a
-    /// killed run loses); 0 republishes after every chunk.
+    /// Seconds between two parts a tagger adds while it works (the most work a killed
+    /// run loses); 0 adds one after every chunk.
     pub checkpoint_seconds: f64,
+    /// Only this shard's images (`--shard i/n`): one process of a job split over
+    /// machines; the job's shards together tag what one run would.
+    pub shard: Shard,
 }
 
 impl TagOptions {
@@ -272,7 +277,8 @@ impl Engine {
     /// Runs the taggers `options` asks for on a dataset.
     pub fn tag(&self, options: &TagOptions) -> Result<TagReport> {
         let dataset = self.workspace.dataset_or_default(options.dataset.as_deref())?;
-        let _lock = self.workspace.lock()?;
+        // No workspace lock: each run adds its own parts (see slicetest_datasets::tags), so
+        // the shards of a job, on one machine or many, tag side by side.
         let current = self.current_images(&dataset)?;
         let mut names = options.taggers.clone();
         if names.is_empty() {

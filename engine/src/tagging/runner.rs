@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use rayon::prelude::*;
 use slicetest_datasets::DatasetError;
 use slicetest_datasets::progress::bar;
-use slicetest_datasets::tags::{self, TagFile, TaggerProvenance};
+use slicetest_datasets::tags::{self, TagWriter, TaggerProvenance};
 
 use super::{FoundBox, ImageTagger, ImageTags, TagOptions, TagValue, TaggerReport};
 use crate::Engine;
@@ -29,14 +29,15 @@ pub(crate) struct CurrentImages {
     pub(crate) columns: Vec<String>,
 }
 
-/// A tagger's stored rows, cut down to what is still valid, ready to be extended.
+/// Where a tagger run stands: what is stored for the images as they are now, and the
+/// generation its parts go to.
 pub(super) struct Progress {
     pub(super) provenance: TaggerProvenance,
-    pub(super) kept: Option<TagFile>,
+    pub(super) writer: TagWriter,
+    /// Images already tagged as they are now.
     pub(super) done: HashSet<String>,
+    /// Whether stored tags were left behind because the tagger's parameters changed.
     pub(super) rebuilt: bool,
-    /// Whether stored rows were dropped (their image left the dataset or changed).
-    pub(super) pruned: bool,
     pub(super) already: usize,
 }
 
@@ -63,8 +64,10 @@ impl Engine {
         Ok(CurrentImages { dataset: dataset.to_string(), version: latest.version, rows, order, columns })
     }
 
-    /// Loads a tagger's stored rows, keeps those that still describe a current image, and
-    /// checks that its columns are free.
+    /// Finds which current images a tagger has rows for, checks that its columns are
+    /// free, and opens the generation its parts go to (a new one when its parameters
+    /// changed). Rows of images that left the dataset or changed stay in their parts;
+    /// readers skip them (they join on the current sha256).
     pub(super) fn progress(
         &self,
         current: &CurrentImages,
@@ -77,17 +80,16 @@ impl Engine {
         tags::check_columns(&tagger, columns.iter().map(String::as_str), &taken)?;
         let stored = tags::read_tags(layout, &current.dataset, &tagger)?;
         let rebuilt = stored.as_ref().is_some_and(|s| s.provenance.parameters_hash != provenance.parameters_hash);
-        let Some(stored) = stored.filter(|_| !rebuilt) else {
-            return Ok(Progress { provenance, kept: None, done: HashSet::new(), rebuilt, pruned: false, already: 0 });
-        };
+        let writer = TagWriter::open(layout, &current.dataset, &provenance, false)?;
         let is_current = |id: &str, sha: &str| current.rows.get(id).is_some_and(|(s, _)| s == sha);
-        let kept_tags = tags::retain_rows(&stored.tags, is_current)?;
-        let kept_boxes = stored.detections.as_ref().map(|d| tags::retain_rows(d, is_current)).transpose()?;
-        let kept = TagFile { provenance: provenance.clone(), tags: kept_tags, detections: kept_boxes };
-        let done: HashSet<String> = kept.tagged().into_iter().map(|(id, _)| id).collect();
+        let done: HashSet<String> = match stored.filter(|_| !rebuilt) {
+            Some(stored) => {
+                stored.tagged().into_iter().filter(|(id, sha)| is_current(id, sha)).map(|(id, _)| id).collect()
+            }
+            None => HashSet::new(),
+        };
         let already = done.len();
-        let pruned = already != stored.tags.num_rows();
-        Ok(Progress { provenance, kept: Some(kept), done, rebuilt, pruned, already })
+        Ok(Progress { provenance, writer, done, rebuilt, already })
     }
 
     /// Runs a pixel tagger over every image it has not tagged yet.
@@ -102,12 +104,15 @@ impl Engine {
         let columns: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
         let provenance = tagger.provenance().computed_on(slicetest_embed::cpu::describe());
         let state = self.progress(current, provenance, &columns)?;
-        let pending: Vec<&String> = current.order.iter().filter(|id| !state.done.contains(*id)).collect();
+        let pending: Vec<&String> =
+            current.order.iter().filter(|id| !state.done.contains(*id) && options.shard.contains(id)).collect();
+        let already = current.order.iter().filter(|id| state.done.contains(*id) && options.shard.contains(id)).count();
         let layout = self.workspace.layout();
         let bar = bar(pending.len() as u64, &format!("tagging ({})", state.provenance.tagger), options.progress);
         let mut rows: Vec<(String, String, Option<ImageTags>)> = Vec::with_capacity(pending.len());
         let mut failed = Vec::new();
         let mut last_publish = Instant::now();
+        let mut published = 0;
         for ids in pending.chunks(options.chunk_size.max(1)) {
             let tagged: Vec<(String, String, std::result::Result<ImageTags, String>)> = ids
                 .par_iter()
@@ -129,54 +134,42 @@ impl Engine {
                     }
                 }
             }
-            // Publish every few seconds (not every chunk: each publish rewrites the file).
+            // A part every few seconds (not every chunk: many small parts read slower).
             if last_publish.elapsed().as_secs_f64() >= options.checkpoint_seconds {
-                self.publish(current, &state, &fields, tagger.finds_boxes(), &rows)?;
+                publish(&state, &fields, tagger.finds_boxes(), &rows[published..])?;
+                published = rows.len();
                 last_publish = Instant::now();
             }
         }
         bar.finish_and_clear();
-        if !rows.is_empty() || state.pruned || state.kept.is_none() {
-            self.publish(current, &state, &fields, tagger.finds_boxes(), &rows)?;
-        }
+        publish(&state, &fields, tagger.finds_boxes(), &rows[published..])?;
+        state.writer.retire_older()?;
         Ok(TaggerReport {
             tagger: state.provenance.tagger.clone(),
             columns,
             tagged: rows.len() - failed.len(),
-            already_tagged: state.already,
+            already_tagged: already,
             rebuilt: state.rebuilt,
             boxes: rows.iter().filter_map(|r| r.2.as_ref()).map(|t| t.boxes.len()).sum(),
             failed,
             seconds: started.elapsed().as_secs_f64(),
         })
     }
+}
 
-    /// Writes the kept rows plus `rows` as the tagger's file.
-    pub(super) fn publish(
-        &self,
-        current: &CurrentImages,
-        state: &Progress,
-        fields: &[Field],
-        finds_boxes: bool,
-        rows: &[(String, String, Option<ImageTags>)],
-    ) -> Result<()> {
-        let new_tags = tag_batch(fields, rows)?;
-        let tags = match &state.kept {
-            Some(kept) => tags::append_rows(&kept.tags, &new_tags)?,
-            None => new_tags,
-        };
-        let detections = if finds_boxes {
-            let new_boxes = box_batch(rows)?;
-            Some(match state.kept.as_ref().and_then(|k| k.detections.as_ref()) {
-                Some(kept) => tags::append_rows(kept, &new_boxes)?,
-                None => new_boxes,
-            })
-        } else {
-            None
-        };
-        let file = TagFile { provenance: state.provenance.clone(), tags, detections };
-        Ok(tags::write_tags(self.workspace.layout(), &current.dataset, &file)?)
+/// Adds `rows` as a part of the run's generation (nothing for no rows).
+pub(super) fn publish(
+    state: &Progress,
+    fields: &[Field],
+    finds_boxes: bool,
+    rows: &[(String, String, Option<ImageTags>)],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
     }
+    let boxes = if finds_boxes { Some(box_batch(rows)?) } else { None };
+    state.writer.append(&tag_batch(fields, rows)?, boxes.as_ref())?;
+    Ok(())
 }
 
 /// image_id, sha256, then one column per field; a row without tags is all NULL.

@@ -8,7 +8,7 @@ use slicetest_datasets::tags::TaggerProvenance;
 use slicetest_embed::tagging::zero_shot::{Vocabulary, ZeroShotClassifier, read_vocabulary};
 use slicetest_sql::vectors::VectorCatalog;
 
-use super::runner::CurrentImages;
+use super::runner::{CurrentImages, publish};
 use super::{CLIP_TAGGER, ImageTags, TagOptions, TagValue, TaggerReport};
 use crate::Engine;
 use crate::error::{EngineError, Result};
@@ -42,7 +42,7 @@ impl Engine {
         let classifier = ZeroShotClassifier::new(&vocabulary, &vectors)?;
         let rows: Vec<(String, String, Option<ImageTags>)> = set
             .iter()
-            .filter(|(id, _, _)| !state.done.contains(*id))
+            .filter(|(id, _, _)| !state.done.contains(*id) && options.shard.contains(id))
             .map(|(id, sha, vector)| {
                 let values = classifier
                     .classify(vector)
@@ -59,7 +59,8 @@ impl Engine {
                 [Field::new(a, DataType::Utf8, true), Field::new(format!("{a}_score"), DataType::Float32, true)]
             })
             .collect();
-        self.publish(current, &state, &fields, false, &rows)?;
+        publish(&state, &fields, false, &rows)?;
+        state.writer.retire_older()?;
         Ok(TaggerReport {
             tagger,
             columns,

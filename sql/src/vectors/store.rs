@@ -265,20 +265,16 @@ impl VectorStore {
             let vectors = batch.column(2).as_fixed_size_list();
             let values = vectors.values().as_primitive::<Float32Type>();
             for i in 0..batch.num_rows() {
-                // Only vectors of the image as it is now; a later part wins over an earlier one.
-                if current.get(ids.value(i)) != Some(&shas.value(i)) {
+                // Only vectors of the image as it is now; where two parts hold the same
+                // image and content (two writers embedded it at once), the first part wins.
+                if current.get(ids.value(i)) != Some(&shas.value(i)) || set.row_of.contains_key(ids.value(i)) {
                     continue;
                 }
                 let vector = &values.values()[i * set.model.dim..][..set.model.dim];
-                match set.row_of.get(ids.value(i)) {
-                    Some(&r) => set.matrix[r as usize * set.model.dim..][..set.model.dim].copy_from_slice(vector),
-                    None => {
-                        set.row_of.insert(ids.value(i).to_string(), set.ids.len() as u32);
-                        set.ids.push(ids.value(i).to_string());
-                        set.shas.push(shas.value(i).to_string());
-                        set.matrix.extend_from_slice(vector);
-                    }
-                }
+                set.row_of.insert(ids.value(i).to_string(), set.ids.len() as u32);
+                set.ids.push(ids.value(i).to_string());
+                set.shas.push(shas.value(i).to_string());
+                set.matrix.extend_from_slice(vector);
             }
         }
         Ok(set)

@@ -1,0 +1,271 @@
+//! Append-only part files and shards: how embeddings and tags are stored so that many
+//! writers — shards of one job on several machines, a retried shard, a second run — add
+//! to them without a lock and without losing or merging each other's work.
+//!
+//! A part is an immutable Parquet file named `part-<seq>-<key>.parquet`:
+//! - `seq` (six digits) orders parts by when they were written: one more than the highest
+//!   `seq` the writer saw. Two writers that race take the same `seq`; their `key`s differ,
+//!   so both parts land, in a fixed order.
+//! - `key` (16 hex digits) is a hash of the (image_id, sha256) rows in the part. The same
+//!   rows written twice under the same `seq` are one file: the part is created only if
+//!   absent ([`create_part`]), and the loser of that race keeps nothing.
+//!
+//! Readers take every part in (`seq`, `key`) order, and where two parts hold the same
+//! (image_id, sha256) — two writers embedded the same image at once — the first part's
+//! row wins, so the result does not depend on which writer finished first. Older stores
+//! named parts `part-<seq>.parquet`; those read as parts with an empty key.
+//!
+//! [`Shard`] splits a dataset's images between the processes of one job:
+//! image `i` belongs to shard `u64(sha256(image_id)[..8]) mod n`, a rule any launcher or
+//! script can compute (see docs/scale.md).
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+use crate::atomic::{TMP_PREFIX, sync_dir, tmp_sibling};
+use crate::error::{DatasetError, Result};
+use crate::stored::entry_names;
+
+/// One shard of `count` (`index` in `0..count`): the images whose id hashes to `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// Which shard, from 0.
+    pub index: u64,
+    /// How many shards the job has.
+    pub count: u64,
+}
+
+impl Shard {
+    /// The whole dataset (shard 0 of 1).
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Whether `image_id` belongs to this shard.
+    pub fn contains(&self, image_id: &str) -> bool {
+        self.count <= 1 || shard_of(image_id, self.count) == self.index
+    }
+
+    /// Whether this is the whole dataset.
+    pub fn is_all(&self) -> bool {
+        self.count <= 1
+    }
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard::ALL
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    /// `i/n` with `0 <= i < n`, e.g. `--shard 2/8` (what a Kubernetes indexed job's
+    /// `$JOB_COMPLETION_INDEX` or a Slurm array's `$SLURM_ARRAY_TASK_ID` fills in).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("--shard {s:?}: expected i/n with 0 <= i < n, e.g. 0/4");
+        let (i, n) = s.trim().split_once('/').ok_or_else(bad)?;
+        let (index, count): (u64, u64) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// The shard of `count` that `image_id` belongs to: the first eight bytes of the SHA-256
+/// of its UTF-8 bytes, read big-endian, modulo `count`.
+pub fn shard_of(image_id: &str, count: u64) -> u64 {
+    let digest = Sha256::digest(image_id.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("eight bytes")) % count.max(1)
+}
+
+/// A part file's name, parsed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PartName {
+    /// Write order.
+    pub seq: u64,
+    /// Hash of the part's (image_id, sha256) rows; empty for parts of older stores.
+    pub key: String,
+}
+
+impl PartName {
+    /// Parses `part-<seq>-<key>.parquet` (or the older `part-<seq>.parquet`).
+    pub fn parse(file_name: &str) -> Option<PartName> {
+        let stem = file_name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+        let (seq, key) = stem.split_once('-').unwrap_or((stem, ""));
+        let valid_key = key.chars().all(|c| c.is_ascii_hexdigit());
+        if !valid_key || seq.is_empty() || !seq.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        Some(PartName { seq: seq.parse().ok()?, key: key.to_string() })
+    }
+
+    /// The file name.
+    pub fn file_name(&self) -> String {
+        if self.key.is_empty() {
+            format!("part-{:06}.parquet", self.seq)
+        } else {
+            format!("part-{:06}-{}.parquet", self.seq, self.key)
+        }
+    }
+}
+
+/// The key of a part holding these (image_id, sha256) rows: 16 hex digits of a SHA-256
+/// over them in order.
+pub fn part_key<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut h = Sha256::new();
+    for (id, sha) in rows {
+        h.update(id.as_bytes());
+        h.update(b"\0");
+        h.update(sha.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+/// The parts in `dir`, in read order (`seq`, then `key`). A missing directory has none;
+/// temporary files of writers (killed or still writing) are not parts.
+pub fn list_parts(dir: &Path) -> Result<Vec<(PartName, PathBuf)>> {
+    let mut parts: Vec<(PartName, PathBuf)> =
+        entry_names(dir)?.into_iter().filter_map(|n| PartName::parse(&n).map(|p| (p, dir.join(n)))).collect();
+    parts.sort();
+    Ok(parts)
+}
+
+/// Publishes a part in `dir` holding rows with `key`: `write` fills a temporary file,
+/// which then becomes `part-<next seq>-<key>.parquet` only if no file has that name (a
+/// hard link, which fails instead of replacing). Returns the part's path, or None when an
+/// identical part (same `seq` and `key`: the same rows, written by a racing writer) was
+/// there first.
+pub fn create_part(dir: &Path, key: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<Option<PathBuf>> {
+    let path = dir.join(next_part_name(dir, key)?.file_name());
+    Ok(create_with(&path, write)?.then_some(path))
+}
+
+/// The name the next part with `key` takes in `dir`: one `seq` above the highest there.
+pub fn next_part_name(dir: &Path, key: &str) -> Result<PartName> {
+    let seq = list_parts(dir)?.last().map_or(0, |(p, _)| p.seq + 1);
+    Ok(PartName { seq, key: key.to_string() })
+}
+
+/// Creates `path` (and its directory) from what `write` puts in a temporary file, only
+/// if nothing is at `path` yet; false when something was.
+pub fn create_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<bool> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(DatasetError::io("creating", dir))?;
+    let tmp = tmp_sibling(path);
+    let result = write(&tmp).and_then(|()| {
+        File::open(&tmp).and_then(|f| f.sync_all()).map_err(DatasetError::io("syncing", &tmp))?;
+        create_from(&tmp, path)
+    });
+    let _ = fs::remove_file(&tmp);
+    let created = result?;
+    sync_dir(dir).map_err(DatasetError::io("syncing", dir))?;
+    Ok(created)
+}
+
+/// Writes `bytes` to `path` only if nothing is there yet; false when something was
+/// (the commit of a manifest that a racing writer may also be making).
+pub fn create_file(path: &Path, bytes: &[u8]) -> Result<bool> {
+    create_with(path, |tmp| fs::write(tmp, bytes).map_err(DatasetError::io("writing", tmp)))
+}
+
+/// Makes the complete file `tmp` visible as `path` unless `path` exists (then false).
+fn create_from(tmp: &Path, path: &Path) -> Result<bool> {
+    match fs::hard_link(tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(DatasetError::io("publishing", path)(e)),
+    }
+}
+
+/// Whether a directory entry is a writer's temporary file.
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with(TMP_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn shard_specs_parse_and_refuse_nonsense() {
+        assert_eq!("2/8".parse::<Shard>().unwrap(), Shard { index: 2, count: 8 });
+        assert_eq!(" 0 / 1 ".parse::<Shard>().unwrap(), Shard::ALL);
+        for bad in ["8/8", "1/0", "-1/3", "a/3", "3", "", "1/2/3"] {
+            let err = bad.parse::<Shard>().unwrap_err();
+            assert!(err.contains("expected i/n"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_shard_rule_is_the_documented_one() {
+        // From docs/scale.md's Python:
+        // int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "big") % n
+        let expected = [("dog.jpg", 7, 3), ("dog.jpg", 3, 2), ("coins.png", 3, 2), ("microaneurysms.png", 3, 1)];
+        for (id, n, shard) in expected {
+            assert_eq!(shard_of(id, n), shard, "{id} of {n}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_image_is_in_exactly_one_shard(ids in proptest::collection::vec("[a-z0-9/._-]{1,24}", 1..60), n in 1u64..9) {
+            for id in &ids {
+                let owners = (0..n).filter(|&i| Shard { index: i, count: n }.contains(id)).count();
+                prop_assert_eq!(owners, 1);
+            }
+        }
+
+        #[test]
+        fn part_names_round_trip(seq in 0u64..10_000_000, key in "[0-9a-f]{16}|") {
+            let name = PartName { seq, key };
+            prop_assert_eq!(PartName::parse(&name.file_name()), Some(name));
+        }
+    }
+
+    #[test]
+    fn parts_list_in_write_order_and_identical_parts_are_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("parts");
+        let write = |bytes: &'static [u8]| move |p: &Path| fs::write(p, bytes).map_err(DatasetError::io("w", p));
+        let first = create_part(&d, "00000000000000aa", write(b"a")).unwrap().unwrap();
+        let second = create_part(&d, "00000000000000bb", write(b"b")).unwrap().unwrap();
+        assert!(first.ends_with("part-000000-00000000000000aa.parquet"));
+        assert!(second.ends_with("part-000001-00000000000000bb.parquet"));
+        // Older names and temporary files.
+        fs::write(d.join("part-000007.parquet"), b"old").unwrap();
+        fs::write(tmp_sibling(&d.join("part-000008-00000000000000cc.parquet")), b"half").unwrap();
+        let names: Vec<String> = list_parts(&d).unwrap().into_iter().map(|(p, _)| p.file_name()).collect();
+        assert_eq!(
+            names,
+            ["part-000000-00000000000000aa.parquet", "part-000001-00000000000000bb.parquet", "part-000007.parquet"]
+        );
+        // Same name twice: the first stays, the second reports it lost.
+        let path = d.join("manifest.json");
+        assert!(create_file(&path, b"one").unwrap());
+        assert!(!create_file(&path, b"two").unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"one");
+        assert!(entry_names(&d).unwrap().iter().filter(|n| is_temporary(n)).count() == 1, "only the planted one");
+    }
+
+    #[test]
+    fn part_keys_depend_on_every_row() {
+        let a = part_key([("a", "1"), ("b", "2")]);
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, part_key([("a", "1"), ("b", "3")]));
+        assert_ne!(a, part_key([("a", "1")]));
+        assert_eq!(a, part_key([("a", "1"), ("b", "2")]));
+    }
+}
