@@ -6,6 +6,10 @@
 //! image table, decode every PNG, compute the statistics in parallel, write the tag file.
 //! The tags are removed between runs so each run tags every image.
 //!
+//! Then the same tagger sharded (`tag --shard i/8`): the shards' union against one run,
+//! and the query over `images` with the tags stored as one part or as many, with DuckDB
+//! on the same files as the peer.
+//!
 //! Run: `cargo run --release -p slicetest-bench --bin bench-tags [-- --runs N --peer-images N]`
 //! (Fashion-MNIST from Debian's `dataset-fashion-mnist`; the peer needs numpy and pillow).
 
@@ -15,7 +19,7 @@ use anyhow::{Context, bail};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use slicetest_bench::{median, python_json, tempdir, verdict};
+use slicetest_bench::{DuckDbPeer, median, python_json, tempdir, verdict};
 use slicetest_engine::{Engine, ImportOptions, IngestOptions, SourceFormat, TagOptions, Verify};
 
 const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -82,6 +86,96 @@ async fn main() -> anyhow::Result<()> {
         peer["images"].as_u64().unwrap_or_default()
     );
     println!("ratio slicetest / peer: {:.1}×   target ≥ 2,000 images/s: {}", ours / theirs, verdict(ours >= 2000.0));
+    sharded(&engine, &root, runs).await?;
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
+}
+
+/// The query every layout is timed with: tag columns joined into `images`, grouped.
+const QUERY: &str = "SELECT label, count(*) AS n, avg(brightness) AS b, avg(contrast) AS c \
+                     FROM images GROUP BY label ORDER BY label";
+
+/// `tag --shard i/8` run one shard after another against the same workspace, compared
+/// with one unsharded run: the tagging time (what sharding costs a job: each shard reads
+/// the image table and checks what is done), that the union of the shards is the
+/// unsharded result, and what the query over `images` pays for a tagger stored as many
+/// parts (read through a group-by on (image_id, sha256)) instead of one — with DuckDB
+/// running the same join over the same Parquet files, alternated, as the peer.
+async fn sharded(engine: &Engine, root: &std::path::Path, runs: usize) -> anyhow::Result<()> {
+    const SHARDS: u64 = 8;
+    let one_part = TagOptions {
+        taggers: vec!["pixels".into()],
+        progress: false,
+        checkpoint_seconds: f64::INFINITY,
+        ..TagOptions::new(None)
+    };
+    engine.remove_tags(None, "pixels")?;
+    let started = Instant::now();
+    engine.tag(&one_part)?;
+    let unsharded_s = started.elapsed().as_secs_f64();
+    let expected = engine.sql(QUERY).await?.collect().await?;
+    let (one_ms, one_duck_ms) = time_query(engine, root, runs).await?;
+
+    engine.remove_tags(None, "pixels")?;
+    let started = Instant::now();
+    for index in 0..SHARDS {
+        // Parts of 4,096 images, as a long sharded job with checkpoints would leave them.
+        let shard = TagOptions {
+            shard: slicetest_engine::Shard { index, count: SHARDS },
+            chunk_size: 4096,
+            checkpoint_seconds: 0.0,
+            ..one_part.clone()
+        };
+        engine.tag(&shard)?;
+    }
+    let sharded_s = started.elapsed().as_secs_f64();
+    let parts = std::fs::read_dir(root.join("datasets/fashion_mnist/tags/pixels/g000001"))?.count();
+    let got = engine.sql(QUERY).await?.collect().await?;
+    let same = datafusion::arrow::util::pretty::pretty_format_batches(&got)?.to_string()
+        == datafusion::arrow::util::pretty::pretty_format_batches(&expected)?.to_string();
+    let (many_ms, many_duck_ms) = time_query(engine, root, runs).await?;
+    println!(
+        "sharded tagging: {SHARDS} shards one after another {sharded_s:.2} s vs one run {unsharded_s:.2} s \
+         ({:.2}×); union equals the unsharded result: {}",
+        sharded_s / unsharded_s,
+        verdict(same)
+    );
+    println!(
+        "query over images + pixels tags (p50): 1 part {one_ms:.1} ms (DuckDB {one_duck_ms:.1} ms, {:.2}×); \
+         {parts} parts {many_ms:.1} ms (DuckDB {many_duck_ms:.1} ms, {:.2}×); many / one part {:.2}×",
+        one_ms / one_duck_ms,
+        many_ms / many_duck_ms,
+        many_ms / one_ms
+    );
+    if !same {
+        bail!("the shards' union differs from the unsharded run");
+    }
+    Ok(())
+}
+
+/// p50 milliseconds of [`QUERY`] in slicetest and of the same query in DuckDB over the
+/// same files (the version's images table left-joined to the tagger's parts, one row per
+/// image_id + sha256), alternating the two.
+async fn time_query(engine: &Engine, root: &std::path::Path, runs: usize) -> anyhow::Result<(f64, f64)> {
+    let images = root.join("datasets/fashion_mnist/versions/1/images.parquet");
+    let parts = root.join("datasets/fashion_mnist/tags/pixels/g*/part-*.parquet");
+    let duck_sql = format!(
+        "SELECT label, count(*) AS n, avg(brightness) AS b, avg(contrast) AS c \
+         FROM read_parquet('{}') i LEFT JOIN (SELECT image_id, sha256, min(brightness) AS brightness, \
+         min(contrast) AS contrast FROM read_parquet('{}') GROUP BY image_id, sha256) t \
+         USING (image_id, sha256) GROUP BY label ORDER BY label",
+        images.display(),
+        parts.display()
+    );
+    let mut duck = DuckDbPeer::start()?;
+    duck.run(&duck_sql)?;
+    engine.sql(QUERY).await?.collect().await?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(3) {
+        let started = Instant::now();
+        engine.sql(QUERY).await?.collect().await?;
+        ours.push(started.elapsed().as_secs_f64() * 1000.0);
+        theirs.push(duck.run(&duck_sql)?.0);
+    }
+    Ok((median(&mut ours), median(&mut theirs)))
 }
