@@ -13,6 +13,7 @@ mod serve;
 mod slice;
 mod sql;
 mod tag;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -79,6 +80,9 @@ enum Command {
     Tag(tag::TagArgs),
     /// The images closest to a sentence or to an image (needs `slicetest embed` first).
     Search(embed::SearchArgs),
+    /// Keep a dataset current with a folder that keeps filling up: ingest what is new,
+    /// embed and tag it, and report (or POST to a webhook) how each slice changed.
+    Watch(watch::WatchArgs),
     /// Serve the HTTP API on 127.0.0.1:7878 (documented at /openapi.json).
     Serve(serve::ServeArgs),
     /// Run the demo on Fashion-MNIST: ingest, tag, slices, two classifiers and two
@@ -117,6 +121,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Embed(args) => embed::run(&ws, args).await,
         Command::Tag(args) => tag::run(&ws, args).await,
         Command::Search(args) => embed::search(&ws, args),
+        Command::Watch(args) => watch::run(&ws, args).await,
         Command::Serve(args) => serve::run(&ws, args).await,
         Command::Demo(args) => demo::run(&ws, args).await,
     }

@@ -1,0 +1,218 @@
+//! `slicetest watch`: continuous intake of a folder that keeps filling up.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use slicetest_engine::{Engine, ImportOptions, IngestOptions, IntakeOptions, IntakeReport, SourceFormat, Verify};
+
+use super::CliError;
+
+/// Slice members listed by id in a webhook message (the counts are always whole).
+const IDS_IN_WEBHOOK: usize = 100;
+
+/// Arguments of `slicetest watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The folder (or manifest) to watch; every look ingests it as `slicetest ingest` does.
+    pub source: PathBuf,
+    /// Dataset to ingest into (default: derived from the source's name).
+    #[arg(long, short)]
+    pub dataset: Option<String>,
+    /// Input format (default: detected from the source).
+    #[arg(long, value_enum, default_value_t = SourceFormat::Auto)]
+    pub format: SourceFormat,
+    /// Split for images whose input gives none.
+    #[arg(long)]
+    pub split: Option<String>,
+    /// `full` decodes every new image; `header` only reads headers.
+    #[arg(long, value_enum, default_value_t = Verify::Full)]
+    pub verify: Verify,
+    /// Time between two looks: seconds, or a number with s, m or h (`30s`, `5m`, `1h`).
+    #[arg(long, default_value = "60s", value_parser = parse_every)]
+    pub every: Duration,
+    /// Look once and exit (for cron, CI, or a first catch-up).
+    #[arg(long)]
+    pub once: bool,
+    /// POST a JSON message here after each look that found something new.
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// Taggers to run on new images (repeat or comma-separate); default: the built-in
+    /// taggers the dataset already has tags of.
+    #[arg(long = "tagger", short = 't', value_delimiter = ',')]
+    pub taggers: Vec<String>,
+    /// Do not embed new images (default: with every model the dataset is embedded with).
+    #[arg(long)]
+    pub no_embed: bool,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `90` → 90 s; `30s`, `5m`, `1h`.
+fn parse_every(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{text:?}: give seconds, or a number with s, m or h (30s, 5m, 1h)")),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("{text:?}: give seconds, or a number with s, m or h"))?;
+    if n == 0 {
+        return Err("--every must be at least 1s".into());
+    }
+    Ok(Duration::from_secs(n * seconds))
+}
+
+pub async fn run(workspace: &Path, args: WatchArgs) -> Result<(), CliError> {
+    if !args.source.exists() {
+        return Err(format!("{}: no such folder or file to watch", args.source.display()).into());
+    }
+    if let Some(url) = &args.webhook
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(format!("--webhook {url:?}: give an http:// or https:// URL").into());
+    }
+    let mut engine = Engine::open_or_init(workspace)?;
+    let ingest = IngestOptions {
+        dataset: args.dataset.clone().unwrap_or_else(|| super::ingest::default_dataset_name(&args.source)),
+        format: args.format,
+        import: ImportOptions { split: args.split.clone(), progress: !args.quiet, ..ImportOptions::default() },
+        verify: args.verify,
+        strict: false,
+    };
+    let mut first = true;
+    loop {
+        let started = Instant::now();
+        let options = IntakeOptions {
+            taggers: (!args.taggers.is_empty()).then(|| args.taggers.clone()),
+            embed: !args.no_embed,
+            catch_up: first,
+            progress: !args.quiet,
+            ..IntakeOptions::new(ingest.clone())
+        };
+        first = false;
+        match engine.intake(&args.source, &options).await {
+            Ok(report) => {
+                print_report(&report);
+                if let Some(url) = &args.webhook
+                    && report.ingest.created
+                {
+                    // A receiver that is down must not stop the intake: said, and retried
+                    // with the next look's message.
+                    if let Err(e) = post(url, &message(&report)) {
+                        eprintln!("watch: webhook {url}: {e}");
+                    }
+                }
+            }
+            // One failed look (a file mid-copy, a model that is busy) is reported, and the
+            // next look tries again; with --once it is the command's error.
+            Err(e) if !args.once => eprintln!("watch: {}", CliError::from(e)),
+            Err(e) => return Err(e.into()),
+        }
+        if args.once {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(args.every.saturating_sub(started.elapsed())) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+fn print_report(report: &IntakeReport) {
+    let ingest = &report.ingest;
+    let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S");
+    if !ingest.created {
+        println!("{now} {}: nothing new (v{}, {} images)", ingest.dataset, ingest.version, ingest.total_images);
+    } else {
+        println!(
+            "{now} {} v{}: {} new, {} changed, {} rejected ({} images)",
+            ingest.dataset,
+            ingest.version,
+            ingest.merge.added,
+            ingest.merge.changed,
+            ingest.rejected.len(),
+            ingest.total_images
+        );
+    }
+    let mut work: Vec<String> =
+        report.embeddings.iter().map(|e| format!("embedded {} images ({})", e.embedded, e.model)).collect();
+    work.extend(report.taggers.iter().map(|t| format!("{} tagged {}", t.tagger, t.tagged)));
+    if !work.is_empty() {
+        println!("  {}", work.join("; "));
+    }
+    for change in &report.slices {
+        println!(
+            "  slice {}: {} → {} (+{}, −{})",
+            change.slice,
+            change.before,
+            change.after,
+            change.added.len(),
+            change.removed.len()
+        );
+    }
+    if ingest.created && report.unchanged_slices > 0 {
+        println!("  {} slices unchanged", report.unchanged_slices);
+    }
+}
+
+/// The webhook's JSON: the new version, the work done, and each changed slice with
+/// counts and the first ids.
+fn message(report: &IntakeReport) -> serde_json::Value {
+    let ingest = &report.ingest;
+    let first = |ids: &[String]| ids.iter().take(IDS_IN_WEBHOOK).cloned().collect::<Vec<_>>();
+    serde_json::json!({
+        "event": "slicetest.intake",
+        "dataset": ingest.dataset,
+        "version": ingest.version,
+        "images": ingest.total_images,
+        "added": ingest.merge.added,
+        "changed": ingest.merge.changed,
+        "rejected": ingest.rejected.len(),
+        "embeddings": report.embeddings,
+        "taggers": report.taggers,
+        "slices": report.slices.iter().map(|c| serde_json::json!({
+            "slice": c.slice,
+            "before": c.before,
+            "after": c.after,
+            "added": c.added.len(),
+            "removed": c.removed.len(),
+            "added_ids": first(&c.added),
+            "removed_ids": first(&c.removed),
+        })).collect::<Vec<_>>(),
+        "unchanged_slices": report.unchanged_slices,
+    })
+}
+
+/// POSTs `body` as JSON; bounded, so a receiver that hangs cannot stall the watch.
+fn post(url: &str, body: &serde_json::Value) -> Result<(), String> {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    agent
+        .post(url)
+        .set("Content-Type", "application/json")
+        .send_string(&body.to_string())
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_every("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_every("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_every("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_every("1h").unwrap(), Duration::from_secs(3600));
+        for bad in ["0", "5d", "m", "", "-1s", "1.5m"] {
+            assert!(parse_every(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `slicetest watch` through the binary: a folder that fills up is ingested, embedded and
+//! tagged as it grows, each slice's change is printed and posted to a real webhook
+//! receiver on a loopback port.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{fails, ok, setup};
+
+const TINY_CLIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/embed/tests/fixtures/tiny-clip");
+const PHOTOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/embed/tests/fixtures/photos");
+
+/// A webhook receiver: every POST body, parsed, arrives on the channel.
+fn receiver() -> (String, mpsc::Receiver<serde_json::Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut line, mut length) = (String::new(), 0usize);
+            while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+            if send.send(serde_json::from_slice(&body).unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    (url, receive)
+}
+
+/// A dataset `photos` of two photos, tagged with `pixels`, embedded, with two slices.
+fn workspace() -> common::Setup {
+    let s = setup();
+    for name in ["dog.jpg", "scream.jpg"] {
+        std::fs::copy(Path::new(PHOTOS).join(name), s.src.join(name)).unwrap();
+    }
+    ok(&s.ws, &["ingest", "--quiet", "--dataset", "photos", s.src.to_str().unwrap()]);
+    ok(&s.ws, &["tag", "--tagger", "pixels", "--quiet"]);
+    ok(&s.ws, &["embed", "--model", TINY_CLIP, "--device", "cpu", "--quiet"]);
+    ok(&s.ws, &["slice", "create", "tagged", "SELECT image_id FROM images WHERE brightness IS NOT NULL"]);
+    ok(&s.ws, &["slice", "create", "generated", "SELECT image_id FROM images WHERE image_id LIKE 'gen-%'"]);
+    ok(&s.ws, &["slice", "create", "photos_only", "SELECT image_id FROM images WHERE image_id NOT LIKE 'gen-%'"]);
+    s
+}
+
+fn add_generated(src: &Path, from: u8, to: u8) {
+    for i in from..to {
+        slicetest_test_support::write_image(&src.join(format!("gen-{i:02}.png")), 32 + u32::from(i), 24, i);
+    }
+}
+
+#[test]
+fn one_look_ingests_embeds_tags_and_posts_each_slice_change() {
+    let s = workspace();
+    let (url, hooks) = receiver();
+    add_generated(&s.src, 0, 3);
+    let watch = ["watch", s.src.to_str().unwrap(), "--dataset", "photos", "--once", "--quiet", "--webhook", &url];
+    let out = ok(&s.ws, &watch);
+    assert!(out.contains("photos v2: 3 new, 0 changed, 0 rejected (5 images)"), "{out}");
+    assert!(out.contains("embedded 3 images (tiny-clip); pixels tagged 3"), "{out}");
+    assert!(out.contains("slice generated: 0 → 3 (+3, −0)"), "{out}");
+    assert!(out.contains("slice tagged: 2 → 5 (+3, −0)"), "{out}");
+    assert!(out.contains("1 slices unchanged"), "{out}");
+
+    let message = hooks.recv_timeout(Duration::from_secs(10)).expect("the webhook was called");
+    assert_eq!(message["event"], "slicetest.intake");
+    assert_eq!((message["dataset"].as_str(), message["version"].as_u64()), (Some("photos"), Some(2)));
+    assert_eq!(message["embeddings"][0]["embedded"], 3);
+    assert_eq!(message["taggers"][0]["tagger"], "pixels");
+    let generated = &message["slices"][0];
+    assert_eq!(generated["slice"], "generated");
+    assert_eq!(generated["added_ids"], serde_json::json!(["gen-00.png", "gen-01.png", "gen-02.png"]));
+    assert_eq!((generated["before"].as_u64(), generated["after"].as_u64()), (Some(0), Some(3)));
+    // The new images are in SQL with their tags and vectors.
+    let counts =
+        common::sql_csv(&s.ws, "SELECT count(brightness) AS t, (SELECT count(*) FROM embeddings) AS e FROM images");
+    assert_eq!(counts, "t,e\n5,5\n");
+
+    // Nothing new: said, and no message.
+    let out = ok(&s.ws, &watch);
+    assert!(out.contains("photos: nothing new (v2, 5 images)"), "{out}");
+    assert!(hooks.recv_timeout(Duration::from_millis(500)).is_err(), "no message without a new version");
+}
+
+#[test]
+fn a_running_watch_picks_up_new_files_and_a_dead_webhook_does_not_stop_it() {
+    let s = workspace();
+    let (url, hooks) = receiver();
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_slicetest"))
+        .arg("--workspace")
+        .arg(&s.ws)
+        .args(["watch", s.src.to_str().unwrap(), "--dataset", "photos", "--every", "1s", "--quiet", "--no-embed"])
+        .args(["--webhook", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("photos: nothing new (v1, 2 images)"), "{first}");
+    add_generated(&s.src, 0, 2);
+    let message = hooks.recv_timeout(Duration::from_secs(60)).expect("the new files were reported");
+    assert_eq!((message["version"].as_u64(), message["added"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(message["embeddings"], serde_json::json!([]), "--no-embed");
+    assert_eq!(message["taggers"][0]["tagged"], 2);
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+}
+
+#[test]
+fn bad_sources_intervals_and_webhooks_are_refused_up_front() {
+    let s = setup();
+    let missing = s.src.join("nope");
+    let err = fails(&s.ws, &["watch", missing.to_str().unwrap(), "--once"]);
+    assert!(err.contains("no such folder or file to watch"), "{err}");
+    let err = fails(&s.ws, &["watch", s.src.to_str().unwrap(), "--every", "5d"]);
+    assert!(err.contains("give seconds, or a number with s, m or h"), "{err}");
+    let err = fails(&s.ws, &["watch", s.src.to_str().unwrap(), "--webhook", "ftp://x"]);
+    assert!(err.contains("http:// or https:// URL"), "{err}");
+}
