@@ -119,17 +119,12 @@ impl PartName {
     }
 }
 
-/// The key of a part holding these (image_id, sha256) rows: 16 hex digits of a SHA-256
-/// over them in order.
+/// The key of a part holding these (image_id, sha256) rows: the first 16 hex digits of
+/// their [`pairs_hash`](crate::version::pairs_hash), in order.
 pub fn part_key<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut h = Sha256::new();
-    for (id, sha) in rows {
-        h.update(id.as_bytes());
-        h.update(b"\0");
-        h.update(sha.as_bytes());
-        h.update(b"\n");
-    }
-    hex::encode(&h.finalize()[..8])
+    let mut key = crate::version::pairs_hash(rows);
+    key.truncate(16);
+    key
 }
 
 /// The parts in `dir`, in read order (`seq`, then `key`). A missing directory has none;

@@ -12,15 +12,8 @@ use super::CliError;
 pub struct IngestArgs {
     /// An image folder, a CSV/Parquet/JSONL manifest, a COCO JSON file or a directory of IDX files.
     pub path: PathBuf,
-    /// Dataset to ingest into (default: derived from the path's name).
-    #[arg(long, short)]
-    pub dataset: Option<String>,
-    /// Input format (default: detected from the path).
-    #[arg(long, value_enum, default_value_t = SourceFormat::Auto)]
-    pub format: SourceFormat,
-    /// Split for images whose input gives none (train, val, test, holdout, …).
-    #[arg(long)]
-    pub split: Option<String>,
+    #[command(flatten)]
+    pub into: IntoDataset,
     /// Folder that manifest and COCO paths must stay inside (default: the file's folder).
     #[arg(long)]
     pub root: Option<PathBuf>,
@@ -31,9 +24,6 @@ pub struct IngestArgs {
     /// (or path), category, x, y, w, h [, category_id, object_id, area, iscrowd].
     #[arg(long, value_name = "FILE")]
     pub boxes: Option<PathBuf>,
-    /// `full` decodes every image (catches truncated files); `header` only reads headers.
-    #[arg(long, value_enum, default_value_t = Verify::Full)]
-    pub verify: Verify,
     /// Fail, writing nothing, if any file is rejected.
     #[arg(long)]
     pub strict: bool,
@@ -45,21 +35,47 @@ pub struct IngestArgs {
     pub quiet: bool,
 }
 
+/// Which dataset a source goes into and how it is read: the flags `ingest` and `watch`
+/// share.
+#[derive(Debug, Args)]
+pub struct IntoDataset {
+    /// Dataset to ingest into (default: derived from the path's name).
+    #[arg(long, short)]
+    pub dataset: Option<String>,
+    /// Input format (default: detected from the path).
+    #[arg(long, value_enum, default_value_t = SourceFormat::Auto)]
+    pub format: SourceFormat,
+    /// Split for images whose input gives none (train, val, test, holdout, …).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// `full` decodes every image (catches truncated files); `header` only reads headers.
+    #[arg(long, value_enum, default_value_t = Verify::Full)]
+    pub verify: Verify,
+}
+
+impl IntoDataset {
+    /// Ingest options for `path` with these flags, `import` carrying the rest.
+    pub fn options(&self, path: &Path, import: ImportOptions, strict: bool) -> IngestOptions {
+        IngestOptions {
+            dataset: self.dataset.clone().unwrap_or_else(|| default_dataset_name(path)),
+            format: self.format,
+            import: ImportOptions { split: self.split.clone(), ..import },
+            verify: self.verify,
+            strict,
+        }
+    }
+}
+
 impl IngestArgs {
     fn options(&self) -> IngestOptions {
-        IngestOptions {
-            dataset: self.dataset.clone().unwrap_or_else(|| default_dataset_name(&self.path)),
-            format: self.format,
-            import: ImportOptions {
-                split: self.split.clone(),
-                root: self.root.clone(),
-                path_column: self.path_column.clone(),
-                progress: !self.quiet,
-                boxes: self.boxes.clone(),
-            },
-            verify: self.verify,
-            strict: self.strict,
-        }
+        let import = ImportOptions {
+            root: self.root.clone(),
+            path_column: self.path_column.clone(),
+            progress: !self.quiet,
+            boxes: self.boxes.clone(),
+            ..ImportOptions::default()
+        };
+        self.into.options(&self.path, import, self.strict)
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use slicetest_engine::{Engine, ImportOptions, IngestOptions, IntakeOptions, IntakeReport, SourceFormat, Verify};
+use slicetest_engine::{Engine, ImportOptions, IntakeOptions, IntakeReport};
 
 use super::CliError;
 
@@ -16,18 +16,8 @@ const IDS_IN_WEBHOOK: usize = 100;
 pub struct WatchArgs {
     /// The folder (or manifest) to watch; every look ingests it as `slicetest ingest` does.
     pub source: PathBuf,
-    /// Dataset to ingest into (default: derived from the source's name).
-    #[arg(long, short)]
-    pub dataset: Option<String>,
-    /// Input format (default: detected from the source).
-    #[arg(long, value_enum, default_value_t = SourceFormat::Auto)]
-    pub format: SourceFormat,
-    /// Split for images whose input gives none.
-    #[arg(long)]
-    pub split: Option<String>,
-    /// `full` decodes every new image; `header` only reads headers.
-    #[arg(long, value_enum, default_value_t = Verify::Full)]
-    pub verify: Verify,
+    #[command(flatten)]
+    pub into: super::ingest::IntoDataset,
     /// Time between two looks: seconds, or a number with s, m or h (`30s`, `5m`, `1h`).
     #[arg(long, default_value = "60s", value_parser = parse_every)]
     pub every: Duration,
@@ -79,13 +69,8 @@ pub async fn run(workspace: &Path, args: WatchArgs) -> Result<(), CliError> {
         return Err(format!("--webhook {url:?}: give an http:// or https:// URL").into());
     }
     let mut engine = Engine::open_or_init(workspace)?;
-    let ingest = IngestOptions {
-        dataset: args.dataset.clone().unwrap_or_else(|| super::ingest::default_dataset_name(&args.source)),
-        format: args.format,
-        import: ImportOptions { split: args.split.clone(), progress: !args.quiet, ..ImportOptions::default() },
-        verify: args.verify,
-        strict: false,
-    };
+    let import = ImportOptions { progress: !args.quiet, ..ImportOptions::default() };
+    let ingest = args.into.options(&args.source, import, false);
     let mut first = true;
     loop {
         let started = Instant::now();
