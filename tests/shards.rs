@@ -135,6 +135,22 @@ fn three_tag_shards_one_killed_and_rerun_store_the_tags_of_one_run() {
     let list = ok(&sharded.ws, &["tag", "list"]);
     let pixels = list.lines().find(|l| l.contains("pixels")).unwrap_or_default();
     assert!(pixels.split(['|', ' ', '│']).any(|w| w == IMAGES.to_string()), "one row per image: {list}");
+
+    // Compacted into one part: the same tags; a second compaction has nothing to do.
+    let parts = |ws: &Path| {
+        let dirs = std::fs::read_dir(ws.join("datasets/src/tags/pixels")).unwrap();
+        dirs.map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count()).collect::<Vec<_>>()
+    };
+    assert!(parts(&sharded.ws)[0] > 3, "{:?}", parts(&sharded.ws));
+    let out = ok(&sharded.ws, &["tag", "compact"]);
+    // A part per image (--chunk-size 1 --checkpoint-secs 0), the killed shard's included.
+    assert!(out.contains(&format!("pixels: {IMAGES} parts → 1 ({IMAGES} rows)")), "{out}");
+    assert_eq!(parts(&sharded.ws), [1], "one generation of one part");
+    assert_eq!(sql_csv(&sharded.ws, PIXEL_TAGS), expected);
+    let out = ok(&sharded.ws, &["tag", "compact"]);
+    assert!(out.contains("nothing to compact"), "{out}");
+    let err = common::fails(&sharded.ws, &["tag", "compact", "--tagger", "faces"]);
+    assert!(err.contains("has no tags named \"faces\"; stored: pixels"), "{err}");
 }
 
 #[test]

@@ -46,6 +46,10 @@ pub enum EngineError {
     /// An option or argument that is malformed or out of range.
     #[error("{0}")]
     InvalidArgument(String),
+    /// Something named that the workspace does not have (a tagger's tags, …), with what
+    /// it has.
+    #[error("{0}")]
+    NotFound(String),
     /// A long job was cancelled; what it stored stays.
     #[error("cancelled after storing {stored} images; running it again resumes there")]
     Cancelled {
@@ -100,6 +104,7 @@ impl EngineError {
             EngineError::ReadOnly { .. } => ErrorKind::ReadOnly,
             EngineError::Parse { .. } => ErrorKind::InvalidQuery,
             EngineError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            EngineError::NotFound(_) => ErrorKind::NotFound,
             EngineError::Cancelled { .. } => ErrorKind::Cancelled,
             EngineError::Context { source, .. } => source.kind(),
             EngineError::Embed(e) => e.kind(),

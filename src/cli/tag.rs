@@ -96,6 +96,15 @@ enum TagCommand {
         /// The dataset (default: the workspace default).
         dataset: Option<String>,
     },
+    /// Rewrite a tagger's parts as one (after a sharded job: many parts make every query
+    /// over `images` read them all), dropping rows of images that left or changed.
+    Compact {
+        /// The dataset (default: the workspace default).
+        dataset: Option<String>,
+        /// Taggers to compact (repeat or comma-separate); default: every stored tagger.
+        #[arg(long = "tagger", short = 't', value_delimiter = ',')]
+        taggers: Vec<String>,
+    },
     /// Remove a tagger's columns (and boxes).
     Remove {
         /// The tagger's name.
@@ -181,6 +190,15 @@ pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
                 .map(|t| vec![t.name.clone(), runs_by_default(t.by_default).to_string(), t.about.clone()])
                 .collect();
             super::print_table(&["tagger", "runs by default", "what it adds"], available);
+        }
+        Some(TagCommand::Compact { dataset, taggers }) => {
+            let compacted = engine.compact_tags(dataset.as_deref(), &taggers)?;
+            if compacted.is_empty() {
+                println!("nothing to compact: every tagger is one part of current rows");
+            }
+            for (tagger, parts, rows) in compacted {
+                println!("{tagger}: {parts} parts → 1 ({rows} rows)");
+            }
         }
         Some(TagCommand::Remove { tagger, dataset }) => {
             if engine.remove_tags(dataset.as_deref(), &tagger)? {

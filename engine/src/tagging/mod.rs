@@ -327,6 +327,42 @@ impl Engine {
         Ok(tags::remove_tags(self.workspace.layout(), &dataset, tagger)?)
     }
 
+    /// Rewrites each named tagger's parts (every stored tagger when `taggers` is empty) as
+    /// one part in a new generation, keeping one row per image as it is now (rows of images
+    /// that left the dataset or changed are dropped). Readers switch to it at once; run it
+    /// after a sharded job has finished, since parts a still-running shard adds to the
+    /// older generation are not carried over. Returns (tagger, parts before, rows kept)
+    /// for the taggers that had more than one part or stale rows.
+    pub fn compact_tags(&self, dataset: Option<&str>, taggers: &[String]) -> Result<Vec<(String, usize, usize)>> {
+        let dataset = self.workspace.dataset_or_default(dataset)?;
+        let layout = self.workspace.layout();
+        let stored = tags::tagger_names(layout, &dataset)?;
+        for name in taggers {
+            if !stored.contains(name) {
+                return Err(EngineError::NotFound(format!(
+                    "dataset {dataset} has no tags named {name:?}; stored: {}",
+                    if stored.is_empty() { "none".to_string() } else { stored.join(", ") }
+                )));
+            }
+        }
+        let current = self.current_images(&dataset)?;
+        let is_current = |id: &str, sha: &str| current.rows.get(id).is_some_and(|(s, _)| s == sha);
+        let mut compacted = Vec::new();
+        for name in stored.into_iter().filter(|n| taggers.is_empty() || taggers.contains(n)) {
+            let parts = tags::visible_parts(layout, &dataset, &name)?.tags.len();
+            let Some(file) = tags::read_tags(layout, &dataset, &name)? else { continue };
+            let kept = tags::retain_rows(&file.tags, is_current)?;
+            if parts <= 1 && kept.num_rows() == file.tags.num_rows() {
+                continue;
+            }
+            let detections = file.detections.as_ref().map(|d| tags::retain_rows(d, is_current)).transpose()?;
+            let rows = kept.num_rows();
+            tags::write_tags(layout, &dataset, &tags::TagFile { provenance: file.provenance, tags: kept, detections })?;
+            compacted.push((name, parts, rows));
+        }
+        Ok(compacted)
+    }
+
     /// The stored taggers of a dataset with their provenance and row counts.
     pub fn taggers(&self, dataset: Option<&str>) -> Result<Vec<(TaggerProvenance, Vec<String>, usize)>> {
         let dataset = self.workspace.dataset_or_default(dataset)?;
