@@ -13,14 +13,17 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field};
-use datafusion::catalog::TableProvider;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{Column, Result as DfResult};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, TableType};
 use datafusion::logical_expr::{JoinType, ScalarUDF, cast};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col, ident, lit};
 use slicetest_datasets::version::DatasetVersion;
 use slicetest_datasets::{Workspace, WorkspaceLayout};
@@ -209,9 +212,10 @@ fn union_view(frames: Vec<DataFrame>) -> Result<Option<Arc<dyn TableProvider>>> 
 }
 
 /// `images` with every tagger's columns: the version's image table left-joined to each
-/// `tags/<tagger>.parquet` (in tagger name order) on image_id and the image's current
-/// sha256, so a tag computed from an older content of the image reads as NULL. Without
-/// tags it is the plain Parquet table (nothing to join, full pushdown).
+/// tagger's rows (in tagger name order) on image_id and the image's current sha256, so a
+/// tag computed from an older content of the image reads as NULL. Without tags it is the
+/// plain Parquet table (nothing to join, full pushdown); with tags, a [`TaggedImages`]
+/// that joins only the taggers a query reads.
 async fn tagged_images(
     ctx: &SessionContext,
     workspace: &Workspace,
@@ -223,30 +227,125 @@ async fn tagged_images(
     if taggers.is_empty() {
         return Ok(images);
     }
-    let mut view = ctx.read_table(images)?;
+    let mut fields: Vec<FieldRef> = images.schema().fields().iter().cloned().collect();
+    let mut joins = Vec::new();
     for tagger in taggers {
         let table =
             tag_rows(ctx, &tags::visible_parts(layout, &version.dataset, &tagger).map_err(SqlError::from)?).await?;
-        let existing: HashSet<String> = view.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let existing: HashSet<String> = fields.iter().map(|f| f.name().clone()).collect();
         // Writers refuse clashing names; a file copied in by hand could still clash, and
         // then the earlier column wins rather than the whole dataset becoming unqueryable.
-        let columns: Vec<String> = table
-            .schema()
-            .fields()
-            .iter()
-            .skip(tags::KEY_COLUMNS.len())
-            .map(|f| f.name().clone())
-            .filter(|name| !existing.contains(name))
+        let columns: Vec<FieldRef> = (table.schema().fields().iter().skip(tags::KEY_COLUMNS.len()))
+            .filter(|f| !existing.contains(f.name()))
+            .map(|f| Arc::new(f.as_ref().clone().with_nullable(true)))
             .collect();
-        let (tag_id, tag_sha) = ("__tag_image_id", "__tag_sha256");
-        let mut select = vec![col("image_id").alias(tag_id), col("sha256").alias(tag_sha)];
-        select.extend(columns.iter().map(ident));
-        let table = table.select(select)?;
-        let mut keep: Vec<_> = existing_in_order(&view).into_iter().map(|c| ident(&c)).collect();
-        keep.extend(columns.iter().map(ident));
-        view = view.join(table, JoinType::Left, &["image_id", "sha256"], &[tag_id, tag_sha], None)?.select(keep)?;
+        let mut select = vec![col("image_id").alias(TAG_ID), col("sha256").alias(TAG_SHA)];
+        select.extend(columns.iter().map(|f| ident(f.name())));
+        let rows = table.select(select)?.into_unoptimized_plan();
+        fields.extend(columns.iter().cloned());
+        joins.push(TaggerJoin { rows, columns: columns.iter().map(|f| f.name().clone()).collect() });
     }
-    Ok(view.into_view())
+    let schema = Arc::new(Schema::new(fields));
+    Ok(Arc::new(TaggedImages { images, joins, schema }))
+}
+
+/// The renamed keys of a tagger's rows while they are joined.
+const TAG_ID: &str = "__tag_image_id";
+const TAG_SHA: &str = "__tag_sha256";
+
+/// The `images` table of a tagged dataset. A view of all the joins would make every query
+/// pay for every tagger (an outer join is never dropped by the optimiser: it cannot know
+/// the tag rows are unique); this provider joins, for each scan, only the taggers whose
+/// columns the query projects or filters on, so a query on the dataset's own columns reads
+/// the Parquet table alone with full pushdown.
+#[derive(Debug)]
+struct TaggedImages {
+    images: Arc<ListingTable>,
+    joins: Vec<TaggerJoin>,
+    schema: SchemaRef,
+}
+
+/// One tagger's rows (`__tag_image_id`, `__tag_sha256`, its columns) and its column names.
+#[derive(Debug)]
+struct TaggerJoin {
+    rows: LogicalPlan,
+    columns: Vec<String>,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for TaggedImages {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Applied in the plan `scan` builds, below the joins where they only name the
+        // images table's columns (the optimiser pushes them into the Parquet scan).
+        Ok(vec![TableProviderFilterPushDown::Exact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // Filters arrive qualified with the name the query gave the table; the plan built
+        // here has its own qualifiers, so columns are matched by name.
+        let filters: Vec<Expr> = filters.iter().map(unqualified).collect::<DfResult<_>>()?;
+        let mut needed: HashSet<String> = match projection {
+            Some(p) => p.iter().map(|&i| self.schema.field(i).name().clone()).collect(),
+            None => self.schema.fields().iter().map(|f| f.name().clone()).collect(),
+        };
+        for filter in &filters {
+            needed.extend(filter.column_refs().into_iter().map(|c| c.name.clone()));
+        }
+        let source = datafusion::datasource::provider_as_source(self.images.clone());
+        let mut plan = LogicalPlanBuilder::scan("images", source, None)?;
+        let mut kept: Vec<Expr> = self.images.schema().fields().iter().map(|f| ident(f.name())).collect();
+        for join in self.joins.iter().filter(|j| j.columns.iter().any(|c| needed.contains(c))) {
+            kept.extend(join.columns.iter().map(ident));
+            plan = plan
+                .join(
+                    join.rows.clone(),
+                    JoinType::Left,
+                    (
+                        vec![Column::from_name("image_id"), Column::from_name("sha256")],
+                        vec![Column::from_name(TAG_ID), Column::from_name(TAG_SHA)],
+                    ),
+                    None,
+                )?
+                // Drops the tagger's keys, so the next tagger's can be joined.
+                .project(kept.clone())?;
+        }
+        if let Some(filter) = filters.into_iter().reduce(Expr::and) {
+            plan = plan.filter(filter)?;
+        }
+        if let Some(p) = projection {
+            plan = plan.project(p.iter().map(|&i| ident(self.schema.field(i).name())))?;
+        }
+        if let Some(limit) = limit {
+            plan = plan.limit(0, Some(limit))?;
+        }
+        state.create_physical_plan(&plan.build()?).await
+    }
+}
+
+/// `expr` with every column reference stripped of its table qualifier.
+fn unqualified(expr: &Expr) -> DfResult<Expr> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    Ok(expr
+        .clone()
+        .transform(|e| match e {
+            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::from_name(c.name)))),
+            other => Ok(Transformed::no(other)),
+        })?
+        .data)
 }
 
 /// A tagger's rows, one per (image_id, sha256): its parts read as one table. Parts of
@@ -263,10 +362,6 @@ async fn tag_rows(ctx: &SessionContext, parts: &tags::VisibleParts) -> Result<Da
         .map(|f| datafusion::functions_aggregate::expr_fn::min(ident(f.name())).alias(f.name()))
         .collect();
     Ok(table.aggregate(keys, values)?)
-}
-
-fn existing_in_order(df: &DataFrame) -> Vec<String> {
-    df.schema().fields().iter().map(|f| f.name().clone()).collect()
 }
 
 /// `detections`: image_id, tagger, label, score, x0, y0, x1, y1 — every stored box of the
