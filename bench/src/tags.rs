@@ -6,7 +6,8 @@
 //! image table, decode every PNG, compute the statistics in parallel, write the tag file.
 //! The tags are removed between runs so each run tags every image.
 //!
-//! Then the same tagger sharded (`tag --shard i/8`): the shards' union against one run,
+//! Then what the tag join costs a query (the tagged dataset against the same one ingested
+//! again without tags), and the same tagger sharded (`tag --shard i/8`): the shards' union against one run,
 //! and the query over `images` with the tags stored as one part or as many, with DuckDB
 //! on the same files as the peer.
 //!
@@ -87,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("ratio slicetest / peer: {:.1}×   target ≥ 2,000 images/s: {}", ours / theirs, verdict(ours >= 2000.0));
     sharded(&engine, &root, runs).await?;
+    tag_join_cost(&mut engine, runs).await?;
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
@@ -178,4 +180,55 @@ async fn time_query(engine: &Engine, root: &std::path::Path, runs: usize) -> any
         theirs.push(duck.run(&duck_sql)?.0);
     }
     Ok((median(&mut ours), median(&mut theirs)))
+}
+
+/// What the tag columns cost a query: the same dataset ingested a second time without
+/// tags, and three queries timed on both, alternated — one on the dataset's own columns
+/// (target: tagged ≤ 1.1× untagged), one filtering on a tag column (target ≤ 1.3× the
+/// own-column query untagged), one reading every column.
+async fn tag_join_cost(engine: &mut Engine, runs: usize) -> anyhow::Result<()> {
+    // The shards left many parts; a finished job is compacted to one.
+    engine.compact_tags(Some("fashion_mnist"), &[])?;
+    let options = IngestOptions {
+        format: SourceFormat::FashionMnist,
+        import: ImportOptions::default(),
+        verify: Verify::Header,
+        ..IngestOptions::new("untagged")
+    };
+    engine.ingest(std::path::Path::new(FASHION_MNIST), &options).await?;
+    let own = "SELECT label, count(*) AS n FROM {ds}.images WHERE split = 'test' GROUP BY label";
+    let cases = [
+        ("own columns only", own, own),
+        (
+            "filter on a tag column",
+            "SELECT label, count(*) AS n FROM {ds}.images WHERE brightness > 0.3 GROUP BY label",
+            own,
+        ),
+        (
+            "every column",
+            "SELECT * FROM {ds}.images ORDER BY image_id LIMIT 10",
+            "SELECT * FROM {ds}.images ORDER BY image_id LIMIT 10",
+        ),
+    ];
+    println!("the tag join (pixels tags compacted, 70,000 rows; p50 over {} alternated runs):", runs.max(5));
+    for (what, tagged, untagged) in cases {
+        let tagged = tagged.replace("{ds}", "fashion_mnist");
+        let untagged = untagged.replace("{ds}", "untagged");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for round in 0..=runs.max(5) {
+            let started = Instant::now();
+            engine.sql(&tagged).await?.collect().await?;
+            let t = started.elapsed().as_secs_f64() * 1000.0;
+            let started = Instant::now();
+            engine.sql(&untagged).await?.collect().await?;
+            let u = started.elapsed().as_secs_f64() * 1000.0;
+            if round > 0 {
+                a.push(t);
+                b.push(u);
+            }
+        }
+        let (t, u) = (median(&mut a), median(&mut b));
+        println!("  {what}: tagged {t:.1} ms, untagged {u:.1} ms, {:.2}×", t / u);
+    }
+    Ok(())
 }
