@@ -165,6 +165,13 @@ pub struct VisibleParts {
     pub detections: Vec<Option<PathBuf>>,
 }
 
+impl VisibleParts {
+    /// Whether the tagger found boxes (some tag part has a boxes part).
+    pub fn has_detections(&self) -> bool {
+        self.detections.iter().any(Option::is_some)
+    }
+}
+
 /// The parts of `tagger` that readers use; empty when it has none.
 pub fn visible_parts(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Result<VisibleParts> {
     let (tags, boxes) = (tags_dir(layout, dataset, tagger), detections_dir(layout, dataset, tagger));
@@ -186,9 +193,9 @@ pub fn visible_parts(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> R
     Ok(VisibleParts::default())
 }
 
-/// The taggers with stored tags for `dataset`, sorted by name (the order their columns
-/// join the `images` view in).
-pub fn tagger_names(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String>> {
+/// Every tagger with stored tags for `dataset` and the parts readers use, sorted by name
+/// (the order their columns join the `images` view in). One listing of each tagger.
+pub fn stored_taggers(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<(String, VisibleParts)>> {
     let dir = layout.dataset_dir(dataset).join("tags");
     let mut names: Vec<String> = entry_names(&dir)?
         .into_iter()
@@ -199,22 +206,26 @@ pub fn tagger_names(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<Strin
     names.dedup();
     let mut stored = Vec::new();
     for name in names {
-        if !visible_parts(layout, dataset, &name)?.tags.is_empty() {
-            stored.push(name);
+        let parts = visible_parts(layout, dataset, &name)?;
+        if !parts.tags.is_empty() {
+            stored.push((name, parts));
         }
     }
     Ok(stored)
 }
 
+/// The taggers with stored tags for `dataset`, sorted by name.
+pub fn tagger_names(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String>> {
+    Ok(stored_taggers(layout, dataset)?.into_iter().map(|(name, _)| name).collect())
+}
+
 /// The taggers with stored detections for `dataset`, sorted by name.
 pub fn detection_taggers(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    for name in tagger_names(layout, dataset)? {
-        if visible_parts(layout, dataset, &name)?.detections.iter().any(Option::is_some) {
-            found.push(name);
-        }
-    }
-    Ok(found)
+    Ok(stored_taggers(layout, dataset)?
+        .into_iter()
+        .filter(|(_, parts)| parts.has_detections())
+        .map(|(name, _)| name)
+        .collect())
 }
 
 /// `image_id`, `sha256`: the first fields of every tag and detections file.
@@ -276,14 +287,21 @@ fn read_tag_part(path: &Path) -> Result<(RecordBatch, TaggerProvenance)> {
     if !keys_ok {
         return Err(bad(format!("expected image_id, sha256 first, got {:?}", tags.schema())));
     }
-    let provenance = tags
-        .schema()
-        .metadata()
-        .get(PROVENANCE_KEY)
-        .cloned()
-        .ok_or_else(|| bad(format!("no {PROVENANCE_KEY} metadata")))
-        .and_then(|json| serde_json::from_str(&json).map_err(|e| bad(e.to_string())))?;
+    let provenance = provenance_in(&tags.schema(), path)?;
     Ok((strip_metadata(tags), provenance))
+}
+
+/// The provenance of a tag part, from its footer alone.
+fn read_part_provenance(path: &Path) -> Result<TaggerProvenance> {
+    let file = File::open(path).map_err(DatasetError::io("reading", path))?;
+    provenance_in(ParquetRecordBatchReaderBuilder::try_new(file)?.schema(), path)
+}
+
+/// The [`PROVENANCE_KEY`] metadata of a tag part's schema, parsed.
+fn provenance_in(schema: &Schema, path: &Path) -> Result<TaggerProvenance> {
+    let bad = |message: String| DatasetError::Corrupt { what: "tag file", path: path.to_path_buf(), message };
+    let json = schema.metadata().get(PROVENANCE_KEY).ok_or_else(|| bad(format!("no {PROVENANCE_KEY} metadata")))?;
+    serde_json::from_str(json).map_err(|e| bad(e.to_string()))
 }
 
 /// A tagger's stored boxes, if it has any.
@@ -350,7 +368,7 @@ impl TagWriter {
         loop {
             let visible = visible_parts(layout, dataset, tagger)?;
             let same_parameters = match visible.tags.first() {
-                Some(first) => read_tag_part(first)?.1.parameters_hash == provenance.parameters_hash,
+                Some(first) => read_part_provenance(first)?.parameters_hash == provenance.parameters_hash,
                 None => false,
             };
             if same_parameters && !replace {
@@ -486,16 +504,6 @@ pub fn retain_rows(batch: &RecordBatch, mut keep: impl FnMut(&str, &str) -> bool
     Ok(filter_record_batch(batch, &mask)?)
 }
 
-/// `old` rows to keep followed by `new` ones (same schema, metadata aside).
-pub fn append_rows(old: &RecordBatch, new: &RecordBatch) -> Result<RecordBatch> {
-    let schema = new.schema();
-    let old = RecordBatch::try_new(schema.clone(), old.columns().to_vec()).map_err(|_| DatasetError::BadInput {
-        source_path: PathBuf::from("<tags>"),
-        message: format!("stored tag columns {:?} differ from the tagger's {:?}", old.schema(), schema),
-    })?;
-    Ok(concat_batches(&schema, [&old, new])?)
-}
-
 /// The column names a tagger may not use, each with who owns it: the dataset version's
 /// own `columns`, and every other tagger's (all but `tagger`).
 pub fn taken_columns(
@@ -583,8 +591,7 @@ mod tests {
         assert_eq!(back.tags.num_rows(), 2);
         assert!(back.tagged().contains(&("a".to_string(), "sha-a".to_string())));
         let kept = retain_rows(&back.tags, |id, _| id != "a").unwrap();
-        let merged = append_rows(&kept, &batch(&["c"], &[0.3])).unwrap();
-        assert_eq!(merged.num_rows(), 2);
+        assert_eq!(kept.num_rows(), 1);
         assert_eq!(tagger_names(&layout, "ds").unwrap(), ["pixels"]);
         // Same inputs, same hash; any change, another.
         let again = TaggerProvenance::new("pixels", "1", serde_json::json!({"a": 1}), None);

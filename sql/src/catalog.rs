@@ -125,12 +125,12 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
         let latest = info.latest().expect("listed datasets have a version");
         let schema = Arc::new(MemorySchemaProvider::new());
         let images = images_table(ctx, workspace, latest).await?;
-        schema
-            .register_table(IMAGES_TABLE.to_string(), tagged_images(ctx, workspace, latest, images.clone()).await?)?;
+        let taggers = tags::stored_taggers(workspace.layout(), &latest.dataset).map_err(SqlError::from)?;
+        schema.register_table(IMAGES_TABLE.to_string(), tagged_images(ctx, &taggers, images.clone()).await?)?;
         if let Some(embeddings) = embeddings_table(ctx, workspace, latest, images.clone()).await? {
             schema.register_table(EMBEDDINGS_TABLE.to_string(), embeddings)?;
         }
-        if let Some(detections) = detections_table(ctx, workspace, latest, images.clone()).await? {
+        if let Some(detections) = detections_table(ctx, &taggers, images.clone()).await? {
             schema.register_table(DETECTIONS_TABLE.to_string(), detections)?;
         }
         if let Some(masks) = masks_table(ctx, workspace, latest, images).await? {
@@ -218,20 +218,16 @@ fn union_view(frames: Vec<DataFrame>) -> Result<Option<Arc<dyn TableProvider>>> 
 /// that joins only the taggers a query reads.
 async fn tagged_images(
     ctx: &SessionContext,
-    workspace: &Workspace,
-    version: &DatasetVersion,
+    taggers: &[(String, tags::VisibleParts)],
     images: Arc<ListingTable>,
 ) -> Result<Arc<dyn TableProvider>> {
-    let layout = workspace.layout();
-    let taggers = tags::tagger_names(layout, &version.dataset).map_err(SqlError::from)?;
     if taggers.is_empty() {
         return Ok(images);
     }
     let mut fields: Vec<FieldRef> = images.schema().fields().iter().cloned().collect();
     let mut joins = Vec::new();
-    for tagger in taggers {
-        let table =
-            tag_rows(ctx, &tags::visible_parts(layout, &version.dataset, &tagger).map_err(SqlError::from)?).await?;
+    for (_, parts) in taggers {
+        let table = tag_rows(ctx, parts).await?;
         let existing: HashSet<String> = fields.iter().map(|f| f.name().clone()).collect();
         // Writers refuse clashing names; a file copied in by hand could still clash, and
         // then the earlier column wins rather than the whole dataset becoming unqueryable.
@@ -368,19 +364,15 @@ async fn tag_rows(ctx: &SessionContext, parts: &tags::VisibleParts) -> Result<Da
 /// images as they are now (same sha256 rule as `images`). None when no tagger found boxes.
 async fn detections_table(
     ctx: &SessionContext,
-    workspace: &Workspace,
-    version: &DatasetVersion,
+    taggers: &[(String, tags::VisibleParts)],
     images: Arc<ListingTable>,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
-    let layout = workspace.layout();
-    let taggers = tags::detection_taggers(layout, &version.dataset).map_err(SqlError::from)?;
     let current = current_keys(ctx, images)?;
     let mut frames = Vec::new();
-    for tagger in taggers {
-        let parts = tags::visible_parts(layout, &version.dataset, &tagger).map_err(SqlError::from)?;
-        let files: Vec<_> = parts.detections.into_iter().flatten().collect();
+    for (tagger, parts) in taggers.iter().filter(|(_, parts)| parts.has_detections()) {
+        let files: Vec<_> = parts.detections.iter().flatten().cloned().collect();
         let boxes = ctx.read_table(parquet_files(ctx, &files).await?)?;
-        let mut select = vec![col("image_id"), lit(tagger).alias("tagger")];
+        let mut select = vec![col("image_id"), lit(tagger.as_str()).alias("tagger")];
         select.extend(tags::DETECTION_COLUMNS.iter().map(|c| col(*c)));
         frames.push(only_current(boxes, &current)?.select(select)?);
     }

@@ -11,6 +11,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use rayon::prelude::*;
 use slicetest_datasets::DatasetError;
+use slicetest_datasets::parts::Shard;
 use slicetest_datasets::progress::bar;
 use slicetest_datasets::tags::{self, TagWriter, TaggerProvenance};
 
@@ -38,6 +39,7 @@ pub(super) struct Progress {
     pub(super) done: HashSet<String>,
     /// Whether stored tags were left behind because the tagger's parameters changed.
     pub(super) rebuilt: bool,
+    /// How many of the run's shard are in `done`.
     pub(super) already: usize,
 }
 
@@ -73,6 +75,7 @@ impl Engine {
         current: &CurrentImages,
         provenance: TaggerProvenance,
         columns: &[String],
+        shard: Shard,
     ) -> Result<Progress> {
         let layout = self.workspace.layout();
         let tagger = provenance.tagger.clone();
@@ -88,7 +91,7 @@ impl Engine {
             }
             None => HashSet::new(),
         };
-        let already = done.len();
+        let already = done.iter().filter(|id| shard.contains(id)).count();
         Ok(Progress { provenance, writer, done, rebuilt, already })
     }
 
@@ -103,10 +106,9 @@ impl Engine {
         let fields = tagger.fields();
         let columns: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
         let provenance = tagger.provenance().computed_on(slicetest_embed::cpu::describe());
-        let state = self.progress(current, provenance, &columns)?;
+        let state = self.progress(current, provenance, &columns, options.shard)?;
         let pending: Vec<&String> =
             current.order.iter().filter(|id| !state.done.contains(*id) && options.shard.contains(id)).collect();
-        let already = current.order.iter().filter(|id| state.done.contains(*id) && options.shard.contains(id)).count();
         let layout = self.workspace.layout();
         let bar = bar(pending.len() as u64, &format!("tagging ({})", state.provenance.tagger), options.progress);
         let mut rows: Vec<(String, String, Option<ImageTags>)> = Vec::with_capacity(pending.len());
@@ -148,7 +150,7 @@ impl Engine {
             tagger: state.provenance.tagger.clone(),
             columns,
             tagged: rows.len() - failed.len(),
-            already_tagged: already,
+            already_tagged: state.already,
             rebuilt: state.rebuilt,
             boxes: rows.iter().filter_map(|r| r.2.as_ref()).map(|t| t.boxes.len()).sum(),
             failed,

@@ -32,7 +32,7 @@ impl Engine {
         let provenance =
             TaggerProvenance::new(&tagger, "1", parameters, Some(model)).computed_on(slicetest_embed::cpu::describe());
         let columns = vocabulary.columns();
-        let state = self.progress(current, provenance, &columns)?;
+        let state = self.progress(current, provenance, &columns, options.shard)?;
         let prompts = vocabulary.prompts();
         let vectors: Vec<Vec<f32>> = prompts
             .iter()
