@@ -21,7 +21,7 @@ use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
 use crate::parts::{self, create_file, create_part, part_key};
-use crate::stored::{entry_names, read_json};
+use crate::stored::{local_entry_names, read_json};
 use crate::version::write_parquet;
 
 const MODEL_FILE: &str = "model.json";
@@ -83,7 +83,7 @@ pub fn part_batch(ids: &[String], shas: &[String], vectors: Vec<f32>, dim: usize
 pub fn model_names(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String>> {
     let dir = layout.dataset_dir(dataset).join("embeddings");
     let mut names: Vec<String> =
-        entry_names(&dir)?.into_iter().filter(|n| dir.join(n).join(MODEL_FILE).is_file()).collect();
+        local_entry_names(&dir)?.into_iter().filter(|n| dir.join(n).join(MODEL_FILE).is_file()).collect();
     names.sort();
     Ok(names)
 }
@@ -94,13 +94,14 @@ pub fn read_model(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result
     if !path.is_file() {
         return Ok(None);
     }
-    read_json(path, "embedding model record").map(Some)
+    read_json(layout.storage(), path, "embedding model record").map(Some)
 }
 
 /// Records the model of a new embeddings directory; refuses a different model under the
 /// same name. Shards starting at once race to create `model.json`: one creates it, the
 /// others find it and check it like any later run.
 pub fn register_model(layout: &WorkspaceLayout, dataset: &str, model: &EmbeddingModel) -> Result<()> {
+    layout.storage().require_local("embedding")?;
     validate_name(&model.name)?;
     let dir = layout.embeddings_dir(dataset, &model.name);
     if read_model(layout, dataset, &model.name)?.is_none() {
@@ -139,6 +140,7 @@ pub fn append_part(
     name: &str,
     batch: &RecordBatch,
 ) -> Result<Option<PathBuf>> {
+    layout.storage().require_local("embedding")?;
     let dir = layout.embeddings_dir(dataset, name);
     let (ids, shas) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
     let key = part_key((0..batch.num_rows()).map(|i| (ids.value(i), shas.value(i))));

@@ -3,35 +3,55 @@
 //! ```text
 //! workspace.toml
 //! workspace.lock                                   writers hold an exclusive lock on it
-//! datasets/<ds>/versions/<n>/images.parquet        immutable once published
-//! datasets/<ds>/versions/<n>/version.json          manifest of version n
-//! datasets/<ds>/versions/<n>/ingest-report.json    what the ingest skipped and why
+//! datasets/<ds>/versions/<n>/images-<key>.parquet  immutable; named in version.json
+//! datasets/<ds>/versions/<n>/version.json          manifest of version n: created last, it commits n
+//! datasets/<ds>/versions/<n>/ingest-report-<key>.json  what the ingest skipped and why
 //! datasets/<ds>/files/<aa>/<sha256>.<ext>          image files slicetest wrote itself (IDX import)
 //! datasets/<ds>/embeddings/<model>/part-<n>.parquet CLIP vectors (see `embeddings`)
 //! datasets/<ds>/tags/<tagger>.parquet              one row per image per tagger (see `tags`)
 //! datasets/<ds>/detections/<tagger>.parquet        one row per box found by a tagger
 //! slices/<name>.toml                               a slice's definition (query, dataset, comment)
-//! slices/<name>/v<k>.parquet + v<k>.json           frozen version k: members + manifest
+//! slices/<name>/v<k>-<key>.parquet + v<k>.json     frozen version k: members + manifest (the commit)
 //! runs/<run>/predictions.parquet + run.json         an uploaded model run
 //! ```
 
 use std::path::{Path, PathBuf};
 
-/// Paths of a workspace rooted at one directory.
+use crate::error::Result;
+use crate::storage::Storage;
+
+/// Paths of a workspace rooted at one directory or bucket prefix, and the [`Storage`]
+/// that reads and writes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkspaceLayout {
     root: PathBuf,
+    storage: Storage,
 }
 
 impl WorkspaceLayout {
-    /// A layout rooted at `root` (nothing is checked or created).
+    /// A layout rooted at the local directory `root` (nothing is checked or created).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self::on(Storage::local(root))
     }
 
-    /// The workspace directory.
+    /// The layout of `location`: a path, `file://…` or `s3://bucket/prefix`.
+    pub fn open(location: &Path) -> Result<Self> {
+        Ok(Self::on(Storage::open(location)?))
+    }
+
+    /// The layout of a workspace kept in `storage`.
+    pub fn on(storage: Storage) -> Self {
+        Self { root: storage.root().to_path_buf(), storage }
+    }
+
+    /// The workspace directory (for a bucket workspace, its URL).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Reads and writes the workspace's files.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// `workspace.toml`.
@@ -64,9 +84,10 @@ impl WorkspaceLayout {
         self.versions_dir(dataset).join(version.to_string())
     }
 
-    /// `datasets/<ds>/versions/<n>/images.parquet`.
-    pub fn images_file(&self, dataset: &str, version: u64) -> PathBuf {
-        self.version_dir(dataset, version).join(IMAGES_FILE)
+    /// The images file of a published version (`images-<key>.parquet`, or
+    /// `images.parquet` in older workspaces).
+    pub fn images_file(&self, version: &crate::version::DatasetVersion) -> PathBuf {
+        self.version_dir(&version.dataset, version.version).join(&version.images_file)
     }
 
     /// `datasets/<ds>/files/`: image files written by slicetest itself, content-addressed.
@@ -94,11 +115,6 @@ impl WorkspaceLayout {
         self.slices_dir().join(slice)
     }
 
-    /// `slices/<name>/v<k>.parquet`: the members of frozen version k.
-    pub fn frozen_members_file(&self, slice: &str, version: u64) -> PathBuf {
-        self.slice_dir(slice).join(format!("v{version}.parquet"))
-    }
-
     /// `slices/<name>/v<k>.json`: the manifest of frozen version k (written last: it is the commit).
     pub fn frozen_manifest_file(&self, slice: &str, version: u64) -> PathBuf {
         self.slice_dir(slice).join(format!("v{version}.json"))
@@ -121,12 +137,10 @@ impl WorkspaceLayout {
     }
 }
 
-/// File name of a version's image table.
+/// File name of a version's image table in workspaces written before lock-free commits.
 pub const IMAGES_FILE: &str = "images.parquet";
 /// File name of a version's manifest.
 pub const VERSION_FILE: &str = "version.json";
-/// File name of a version's ingest report.
-pub const REPORT_FILE: &str = "ingest-report.json";
 
 #[cfg(test)]
 mod tests {

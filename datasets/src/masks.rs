@@ -29,7 +29,7 @@ use crate::atomic::{publish_dir, remove_stale_tmp, tmp_sibling, write_atomic};
 use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
-use crate::stored::{entry_names, parse_json, read_checked_parquet};
+use crate::stored::{local_entry_names, parse_json, read_checked_parquet};
 use crate::version::write_parquet;
 
 /// The label value of pixels that have no class, unless the import says otherwise.
@@ -486,7 +486,7 @@ pub fn mask_set_dir(layout: &WorkspaceLayout, dataset: &str, source: &str) -> Pa
 /// The mask sets of `dataset`, sorted by name.
 pub fn mask_sources(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String>> {
     let dir = layout.dataset_dir(dataset).join("masks");
-    let mut names = entry_names(&dir)?;
+    let mut names = local_entry_names(&dir)?;
     names.retain(|n| validate_name(n).is_ok() && dir.join(n).join(MANIFEST_FILE).is_file());
     names.sort();
     Ok(names)
@@ -523,7 +523,7 @@ pub fn read_labels(layout: &WorkspaceLayout, manifest: &MaskSetManifest) -> Resu
     let expected = &manifest.labels_sha256;
     let altered =
         |actual: &str| format!("the file was altered after import (sha256 {actual}, manifest says {expected})");
-    read_checked_parquet(&path, expected, "mask set", altered, None)
+    read_checked_parquet(layout.storage(), &path, expected, "mask set", altered, None)
 }
 
 /// The schema of `labels.parquet`.
@@ -560,6 +560,7 @@ pub fn write_mask_set(
     labels: &RecordBatch,
     classes: &RecordBatch,
 ) -> Result<MaskSetManifest> {
+    layout.storage().require_local("importing masks")?;
     validate_name(&manifest.source)?;
     let target = mask_set_dir(layout, &manifest.dataset, &manifest.source);
     let parent = target.parent().expect("mask sets live in a directory");
@@ -593,6 +594,7 @@ pub fn write_mask_set(
 
 /// Removes a mask set; false when there was none.
 pub fn remove_mask_set(layout: &WorkspaceLayout, dataset: &str, source: &str) -> Result<bool> {
+    layout.storage().require_local("removing masks")?;
     let dir = mask_set_dir(layout, dataset, source);
     if !dir.exists() {
         return Ok(false);

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::atomic::{TMP_PREFIX, sync_dir, tmp_sibling};
 use crate::error::{DatasetError, Result};
-use crate::stored::entry_names;
+use crate::stored::local_entry_names;
 
 /// One shard of `count` (`index` in `0..count`): the images whose id hashes to `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,7 @@ pub fn part_key<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str)>) -> Strin
 /// temporary files of writers (killed or still writing) are not parts.
 pub fn list_parts(dir: &Path) -> Result<Vec<(PartName, PathBuf)>> {
     let mut parts: Vec<(PartName, PathBuf)> =
-        entry_names(dir)?.into_iter().filter_map(|n| PartName::parse(&n).map(|p| (p, dir.join(n)))).collect();
+        local_entry_names(dir)?.into_iter().filter_map(|n| PartName::parse(&n).map(|p| (p, dir.join(n)))).collect();
     parts.sort();
     Ok(parts)
 }
@@ -252,7 +252,7 @@ mod tests {
         assert!(create_file(&path, b"one").unwrap());
         assert!(!create_file(&path, b"two").unwrap());
         assert_eq!(fs::read(&path).unwrap(), b"one");
-        assert!(entry_names(&d).unwrap().iter().filter(|n| is_temporary(n)).count() == 1, "only the planted one");
+        assert!(local_entry_names(&d).unwrap().iter().filter(|n| is_temporary(n)).count() == 1, "only the planted one");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Reading back what slicetest stored: directory listings, JSON manifests, and Parquet
 //! files checked against the SHA-256 their manifest recorded. Dataset versions, frozen
 //! slices and runs all go through here, so "altered file" and "bad manifest" errors look
-//! the same everywhere.
+//! the same everywhere, on a local disk or in a bucket.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,9 +14,11 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::error::{DatasetError, Result};
+use crate::storage::Storage;
 
-/// Names of the entries of `dir`; a missing directory has none.
-pub(crate) fn entry_names(dir: &Path) -> Result<Vec<String>> {
+/// Names of the entries of the local directory `dir`; a missing directory has none. (Tags
+/// and embeddings are still local-only; everything else lists through [`Storage::list`].)
+pub(crate) fn local_entry_names(dir: &Path) -> Result<Vec<String>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -31,8 +33,8 @@ pub(crate) fn parse_json<T: DeserializeOwned>(text: &[u8], path: PathBuf, what: 
 }
 
 /// Reads and parses a JSON manifest.
-pub(crate) fn read_json<T: DeserializeOwned>(path: PathBuf, what: &'static str) -> Result<T> {
-    let text = fs::read(&path).map_err(DatasetError::io("reading", &path))?;
+pub(crate) fn read_json<T: DeserializeOwned>(storage: &Storage, path: PathBuf, what: &'static str) -> Result<T> {
+    let text = storage.read(&path)?;
     parse_json(&text, path, what)
 }
 
@@ -40,18 +42,19 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: PathBuf, what: &'static str) 
 /// `expected`. On a mismatch the error is `what` at `path` with the message
 /// `altered(actual_sha256)`.
 pub(crate) fn read_checked_parquet(
+    storage: &Storage,
     path: &Path,
     expected: &str,
     what: &'static str,
     altered: impl FnOnce(&str) -> String,
     columns: Option<&[&str]>,
 ) -> Result<RecordBatch> {
-    let data = fs::read(path).map_err(DatasetError::io("reading", path))?;
+    let data = storage.read(path)?;
     let actual = hex::encode(Sha256::digest(&data));
     if actual != expected {
         return Err(DatasetError::Corrupt { what, path: path.to_path_buf(), message: altered(&actual) });
     }
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(data)?;
     if let Some(columns) = columns {
         let fields = builder.schema().fields();
         let indices: Vec<usize> = columns.iter().filter_map(|c| fields.iter().position(|f| f.name() == c)).collect();

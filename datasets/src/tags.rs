@@ -29,7 +29,7 @@ use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
 use crate::parts::{PartName, create_with, list_parts, next_part_name, part_key};
-use crate::stored::entry_names;
+use crate::stored::local_entry_names;
 use crate::version::write_parquet_with_metadata;
 
 /// The Parquet (and Arrow schema) metadata key holding a tag file's [`TaggerProvenance`].
@@ -147,7 +147,8 @@ fn generation_dir(dir: &Path, generation: u32) -> PathBuf {
 
 /// The generation numbers under a tagger's directory, ascending.
 fn generations(dir: &Path) -> Result<Vec<u32>> {
-    let mut numbers: Vec<u32> = entry_names(dir)?.iter().filter_map(|n| n.strip_prefix('g')?.parse().ok()).collect();
+    let mut numbers: Vec<u32> =
+        local_entry_names(dir)?.iter().filter_map(|n| n.strip_prefix('g')?.parse().ok()).collect();
     numbers.sort_unstable();
     Ok(numbers)
 }
@@ -197,7 +198,7 @@ pub fn visible_parts(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> R
 /// (the order their columns join the `images` view in). One listing of each tagger.
 pub fn stored_taggers(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<(String, VisibleParts)>> {
     let dir = layout.dataset_dir(dataset).join("tags");
-    let mut names: Vec<String> = entry_names(&dir)?
+    let mut names: Vec<String> = local_entry_names(&dir)?
         .into_iter()
         .map(|n| n.strip_suffix(".parquet").map(str::to_string).unwrap_or(n))
         .filter(|n| validate_name(n).is_ok())
@@ -352,6 +353,7 @@ impl TagWriter {
     /// The generation a run with `provenance` writes to: the visible one when its
     /// parameters hash is the same and `replace` is false, else a new one.
     pub fn open(layout: &WorkspaceLayout, dataset: &str, provenance: &TaggerProvenance, replace: bool) -> Result<Self> {
+        layout.storage().require_local("tagging")?;
         let tagger = &provenance.tagger;
         validate_name(tagger)?;
         let (tags, boxes) = (tags_dir(layout, dataset, tagger), detections_dir(layout, dataset, tagger));
@@ -473,6 +475,7 @@ impl TagWriter {
 /// Replaces a tagger's rows with `file` (an import): a new generation holding one part,
 /// then the older ones removed. Readers see the old rows or the new ones, never a mix.
 pub fn write_tags(layout: &WorkspaceLayout, dataset: &str, file: &TagFile) -> Result<()> {
+    layout.storage().require_local("importing tags")?;
     let writer = TagWriter::open(layout, dataset, &file.provenance, true)?;
     writer.append(&file.tags, file.detections.as_ref())?;
     writer.retire_older()
@@ -480,6 +483,7 @@ pub fn write_tags(layout: &WorkspaceLayout, dataset: &str, file: &TagFile) -> Re
 
 /// Removes a tagger's files (tags, detections, and the mask set of a mask import).
 pub fn remove_tags(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Result<bool> {
+    layout.storage().require_local("removing tags")?;
     validate_name(tagger)?;
     let mut removed = crate::masks::remove_mask_set(layout, dataset, tagger)?;
     removed |= !visible_parts(layout, dataset, tagger)?.tags.is_empty();

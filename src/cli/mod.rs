@@ -24,7 +24,8 @@ use slicetest_engine::Engine;
 #[derive(Debug, Parser)]
 #[command(name = "slicetest", version, about, propagate_version = true)]
 pub struct Cli {
-    /// The workspace directory.
+    /// The workspace: a directory, file:///path, or s3://bucket/prefix (credentials, region
+    /// and endpoint from the AWS_* variables; see docs/scale.md).
     #[arg(long, short = 'w', global = true, env = "SLICETEST_WORKSPACE", default_value = "slicetest-data")]
     workspace: PathBuf,
     #[command(subcommand)]

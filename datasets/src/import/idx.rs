@@ -175,6 +175,7 @@ fn write_pngs(
     split: &str,
     progress: bool,
 ) -> Result<Vec<(PathBuf, String)>> {
+    layout.storage().require_local("an IDX import (it writes image files into the workspace)")?;
     let files_dir = layout.files_dir(dataset);
     let pb = bar(images.len() as u64, &format!("writing {split} PNGs"), progress);
     let size = images.rows * images.cols;

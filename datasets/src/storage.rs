@@ -1,0 +1,501 @@
+//! Where a workspace's bytes live: a local directory, or a prefix of an object store
+//! (`s3://bucket/prefix`). Every read, write and listing of the workspace's own files
+//! (versions, slices, runs, the config) goes through [`Storage`], so the code above it is
+//! the same for both.
+//!
+//! Paths stay [`Path`]s under the workspace root: for a bucket workspace the root is the
+//! URL itself (`s3://bucket/prefix`), so `layout.images_file(..)` reads
+//! `s3://bucket/prefix/datasets/…/images.parquet` in errors and DataFusion reads the same
+//! string through the store registered in its runtime ([`Storage::register`]).
+//!
+//! Object stores have no rename and no lock, so commits are create-if-absent writes
+//! ([`Storage::create`]): `PutMode::Create` on a bucket (S3's `If-None-Match: *`), a hard
+//! link on a local disk. Data files get names no other writer uses; the manifest written
+//! last by [`Storage::create`] is the commit, and a writer that finds it taken retries
+//! under the next number.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
+
+use crate::atomic::write_atomic;
+use crate::error::{DatasetError, Result};
+
+/// How long one request to an object store may take before it is retried.
+const REQUEST_TIMEOUT: &str = "60s";
+/// How long connecting to an object store may take (an unreachable endpoint fails fast).
+const CONNECT_TIMEOUT: &str = "5s";
+/// Retries of a failed request, and the time after which none is started.
+const MAX_RETRIES: usize = 3;
+const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The store behind a workspace: its root and how to reach it.
+#[derive(Clone)]
+pub struct Storage {
+    root: PathBuf,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    /// A directory on this machine, read and written with `std::fs`.
+    Local,
+    /// An object store; keys are `prefix/<path under the root>`.
+    Object {
+        store: Arc<dyn ObjectStore>,
+        /// `s3://bucket`: where DataFusion's registry finds `store`.
+        base_url: url::Url,
+        prefix: String,
+    },
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Storage({})", self.root.display())
+    }
+}
+
+impl PartialEq for Storage {
+    fn eq(&self, other: &Self) -> bool {
+        self.root == other.root
+    }
+}
+impl Eq for Storage {}
+
+/// Whether `location` names an object store (`s3://…`) rather than a local path.
+pub fn is_url(location: &str) -> bool {
+    location.split_once("://").is_some_and(|(scheme, _)| scheme.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+impl Storage {
+    /// A local directory.
+    pub fn local(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let root = match root.to_str().and_then(|s| s.strip_prefix("file://")) {
+            Some(path) => PathBuf::from(path),
+            None => root,
+        };
+        Self { root, backend: Backend::Local }
+    }
+
+    /// The store for `location`: a path, `file:///path`, or `s3://bucket[/prefix]`.
+    /// Credentials, region and endpoint of a bucket come from the standard `AWS_*`
+    /// variables (`AWS_ENDPOINT_URL` and `AWS_ALLOW_HTTP=true` for a local server).
+    pub fn open(location: &Path) -> Result<Self> {
+        Self::open_with(location, &[])
+    }
+
+    /// [`Storage::open`] with S3 settings given here rather than in the environment (they
+    /// win over it): `("aws_endpoint", "http://127.0.0.1:9000")`, `("aws_allow_http",
+    /// "true")`, `("aws_access_key_id", …)` — object_store's `AmazonS3ConfigKey` names.
+    pub fn open_with(location: &Path, settings: &[(&str, &str)]) -> Result<Self> {
+        let Some(text) = location.to_str().filter(|s| is_url(s)) else { return Ok(Self::local(location)) };
+        let bad = |message: String| DatasetError::BadInput { source_path: location.to_path_buf(), message };
+        let url = url::Url::parse(text).map_err(|e| bad(format!("not a valid URL: {e}")))?;
+        match url.scheme() {
+            "file" => return Ok(Self::local(url.path())),
+            "s3" | "s3a" => {}
+            other => {
+                return Err(bad(format!("unsupported storage scheme {other:?}: use a local path, file:// or s3://")));
+            }
+        }
+        let bucket = url
+            .host_str()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| bad("the URL names no bucket: write s3://<bucket>/<prefix>".into()))?;
+        let mut builder = AmazonS3Builder::from_env();
+        for (key, value) in settings {
+            let key: AmazonS3ConfigKey = key.parse().map_err(|e| bad(format!("unknown S3 setting {key:?}: {e}")))?;
+            builder = builder.with_config(key, *value);
+        }
+        let store = builder
+            .with_bucket_name(bucket)
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT)
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), CONNECT_TIMEOUT)
+            .with_retry(RetryConfig { max_retries: MAX_RETRIES, retry_timeout: RETRY_TIMEOUT, ..Default::default() })
+            .build()
+            .map_err(|e| bad(format!("cannot use this bucket: {e}")))?;
+        let prefix = url.path().trim_matches('/').to_string();
+        let base_url = url::Url::parse(&format!("s3://{bucket}")).expect("bucket names are valid hosts");
+        let root =
+            PathBuf::from(if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") });
+        Ok(Self { root, backend: Backend::Object { store: Arc::new(store), base_url, prefix } })
+    }
+
+    /// A workspace at `root` (a URL such as `memory://ws`) kept in `store`, for tests
+    /// that need an object store whose conditional put is atomic (object_store's `InMemory`).
+    pub fn with_object_store(store: Arc<dyn ObjectStore>, root: &str) -> Self {
+        let base_url = url::Url::parse(root).expect("a URL");
+        let prefix = base_url.path().trim_matches('/').to_string();
+        let mut base = base_url.clone();
+        base.set_path("");
+        Self {
+            root: PathBuf::from(root.trim_end_matches('/')),
+            backend: Backend::Object { store, base_url: base, prefix },
+        }
+    }
+
+    /// The workspace root: a directory, or the URL of the bucket prefix.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether the workspace is in an object store rather than a local directory.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.backend, Backend::Object { .. })
+    }
+
+    /// An error unless the workspace is a local directory: for the stores that still
+    /// write with `std::fs` (tags, embeddings, masks, image files of an IDX import).
+    pub fn require_local(&self, what: &'static str) -> Result<()> {
+        match self.backend {
+            Backend::Local => Ok(()),
+            Backend::Object { .. } => Err(DatasetError::NotOnObjectStorage { what, root: self.root.clone() }),
+        }
+    }
+
+    /// Makes DataFusion read this store's URLs (a no-op for a local directory, which
+    /// DataFusion reads by path).
+    pub fn register(&self, ctx: &datafusion::prelude::SessionContext) {
+        if let Backend::Object { store, base_url, .. } = &self.backend {
+            ctx.runtime_env().register_object_store(base_url, store.clone());
+        }
+    }
+
+    /// The object key of `path` (which must be under the root).
+    fn key(&self, path: &Path, prefix: &str) -> Result<ObjectPath> {
+        let rel = path
+            .to_str()
+            .and_then(|p| p.strip_prefix(self.root.to_str()?))
+            .map(|rel| rel.trim_start_matches('/'))
+            .ok_or_else(|| DatasetError::BadInput {
+                source_path: path.to_path_buf(),
+                message: format!("is not inside the workspace {}", self.root.display()),
+            })?;
+        let full = match (prefix.is_empty(), rel.is_empty()) {
+            (true, _) => rel.to_string(),
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}/{rel}"),
+        };
+        ObjectPath::parse(&full)
+            .map_err(|e| DatasetError::BadInput { source_path: path.to_path_buf(), message: e.to_string() })
+    }
+
+    /// The whole content of `path`.
+    pub fn read(&self, path: &Path) -> Result<Bytes> {
+        self.read_opt(path)?.ok_or_else(|| {
+            DatasetError::io("reading", path)(std::io::Error::new(std::io::ErrorKind::NotFound, "not found"))
+        })
+    }
+
+    /// The content of `path`, or `None` when nothing is there.
+    pub fn read_opt(&self, path: &Path) -> Result<Option<Bytes>> {
+        match &self.backend {
+            Backend::Local => match std::fs::read(path) {
+                Ok(bytes) => Ok(Some(bytes.into())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(DatasetError::io("reading", path)(e)),
+            },
+            Backend::Object { store, prefix, .. } => {
+                let (store, key) = (store.clone(), self.key(path, prefix)?);
+                let got = block_on(async move {
+                    match store.get(&key).await {
+                        Ok(result) => result.bytes().await.map(Some),
+                        // A missing bucket is a 404 too, but not "nothing stored here".
+                        Err(e @ object_store::Error::NotFound { .. }) if !is_missing_bucket(&e) => {
+                            drop(e);
+                            Ok(None)
+                        }
+                        Err(e) => Err(e),
+                    }
+                });
+                got.map_err(object_error("reading", path))
+            }
+        }
+    }
+
+    /// Whether something is stored at `path`.
+    pub fn exists(&self, path: &Path) -> Result<bool> {
+        match &self.backend {
+            Backend::Local => Ok(path.exists()),
+            Backend::Object { store, prefix, .. } => {
+                let (store, key) = (store.clone(), self.key(path, prefix)?);
+                let found = block_on(async move {
+                    match store.head(&key).await {
+                        Ok(_) => Ok(true),
+                        Err(object_store::Error::NotFound { .. }) => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                });
+                found.map_err(object_error("reading", path))
+            }
+        }
+    }
+
+    /// Writes `bytes` to `path`, replacing what is there; readers see the old content or
+    /// the new, never a part.
+    pub fn write(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        match &self.backend {
+            Backend::Local => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(DatasetError::io("creating", dir))?;
+                }
+                write_atomic(path, &bytes)
+            }
+            Backend::Object { store, prefix, .. } => {
+                let (store, key) = (store.clone(), self.key(path, prefix)?);
+                block_on(async move { store.put(&key, PutPayload::from_bytes(bytes)).await.map(drop) })
+                    .map_err(object_error("writing", path))
+            }
+        }
+    }
+
+    /// Writes `bytes` to `path` only if nothing is there yet: true if this call created
+    /// it, false if another writer had. Atomic on both backends (the commit primitive).
+    pub fn create(&self, path: &Path, bytes: Bytes) -> Result<bool> {
+        match &self.backend {
+            Backend::Local => crate::parts::create_file(path, &bytes),
+            Backend::Object { store, prefix, .. } => {
+                let (store, key) = (store.clone(), self.key(path, prefix)?);
+                let put = block_on(async move {
+                    let options = PutOptions { mode: PutMode::Create, ..Default::default() };
+                    match store.put_opts(&key, PutPayload::from_bytes(bytes), options).await {
+                        Ok(_) => Ok(true),
+                        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                });
+                put.map_err(object_error("writing", path))
+            }
+        }
+    }
+
+    /// Names directly inside the directory `dir` (files and sub-directories); a missing
+    /// directory has none.
+    pub fn list(&self, dir: &Path) -> Result<Vec<String>> {
+        match &self.backend {
+            Backend::Local => {
+                let entries = match std::fs::read_dir(dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                    Err(e) => return Err(DatasetError::io("listing", dir)(e)),
+                };
+                Ok(entries.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect())
+            }
+            Backend::Object { store, prefix, .. } => {
+                let (store, key) = (store.clone(), self.key(dir, prefix)?);
+                let listed = block_on(async move {
+                    let key = (!key.as_ref().is_empty()).then_some(key);
+                    store.list_with_delimiter(key.as_ref()).await
+                })
+                .map_err(object_error("listing", dir))?;
+                let names = listed.common_prefixes.iter().chain(listed.objects.iter().map(|o| &o.location));
+                Ok(names.filter_map(|p| p.filename().map(str::to_string)).collect())
+            }
+        }
+    }
+
+    /// Every file under the directory `dir`, as `/`-separated paths relative to it (one
+    /// listing request per thousand files on a bucket, instead of one per directory).
+    pub fn list_files(&self, dir: &Path) -> Result<Vec<String>> {
+        match &self.backend {
+            Backend::Local => {
+                let mut files = Vec::new();
+                let mut pending = vec![String::new()];
+                while let Some(rel) = pending.pop() {
+                    for name in self.list(&dir.join(&rel))? {
+                        let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+                        if dir.join(&path).is_dir() { pending.push(path) } else { files.push(path) }
+                    }
+                }
+                Ok(files)
+            }
+            Backend::Object { store, prefix, .. } => {
+                let (store, key) = (store.clone(), self.key(dir, prefix)?);
+                let listed: Vec<object_store::ObjectMeta> =
+                    block_on(async move { store.list(Some(&key)).try_collect().await })
+                        .map_err(object_error("listing", dir))?;
+                let base = self.key(dir, prefix)?;
+                Ok(listed
+                    .iter()
+                    .filter_map(|o| o.location.prefix_match(&base))
+                    .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
+                    .collect())
+            }
+        }
+    }
+
+    /// Removes the file at `path`; nothing there is not an error.
+    pub fn remove(&self, path: &Path) -> Result<()> {
+        match &self.backend {
+            Backend::Local => match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DatasetError::io("removing", path)(e)),
+                _ => Ok(()),
+            },
+            Backend::Object { store, prefix, .. } => {
+                let (store, key) = (store.clone(), self.key(path, prefix)?);
+                block_on(async move {
+                    match store.delete(&key).await {
+                        Err(object_store::Error::NotFound { .. }) => Ok(()),
+                        other => other,
+                    }
+                })
+                .map_err(object_error("removing", path))
+            }
+        }
+    }
+
+    /// Removes the directory `dir` and everything under it.
+    pub fn remove_all(&self, dir: &Path) -> Result<()> {
+        match &self.backend {
+            Backend::Local => match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DatasetError::io("removing", dir)(e)),
+                _ => Ok(()),
+            },
+            Backend::Object { store, prefix, .. } => {
+                let (store, key) = (store.clone(), self.key(dir, prefix)?);
+                block_on(async move {
+                    let objects: Vec<_> = store.list(Some(&key)).try_collect().await?;
+                    for object in objects {
+                        match store.delete(&object.location).await {
+                            Err(object_store::Error::NotFound { .. }) | Ok(()) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(object_error("removing", dir))
+            }
+        }
+    }
+}
+
+fn is_missing_bucket(e: &object_store::Error) -> bool {
+    error_chain(e).contains("NoSuchBucket")
+}
+
+/// Wraps an object-store error as an I/O error on `path`, keeping "not found" and
+/// "already exists" recognisable, and saying first what the usual causes mean.
+fn object_error(action: &'static str, path: &Path) -> impl FnOnce(object_store::Error) -> DatasetError {
+    let path = path.to_path_buf();
+    move |e| {
+        let kind = match &e {
+            object_store::Error::NotFound { .. } if !is_missing_bucket(&e) => std::io::ErrorKind::NotFound,
+            object_store::Error::AlreadyExists { .. } => std::io::ErrorKind::AlreadyExists,
+            _ => std::io::ErrorKind::Other,
+        };
+        let chain = error_chain(&e);
+        let cause = if is_missing_bucket(&e) {
+            "the bucket does not exist (create it, or check the URL and AWS_ENDPOINT_URL)"
+        } else if chain.contains("169.254.169.254") {
+            "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where an instance role is available"
+        } else if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden"]
+            .iter()
+            .any(|c| chain.contains(c))
+        {
+            "access denied: check the AWS_* credentials and the bucket's policy"
+        } else if chain.contains("error sending request") || chain.contains("timed out") {
+            "the storage endpoint cannot be reached (check AWS_ENDPOINT_URL and the network)"
+        } else {
+            ""
+        };
+        let message = if cause.is_empty() { chain } else { format!("{cause}; {chain}") };
+        DatasetError::Io { action, path, source: std::io::Error::new(kind, message) }
+    }
+}
+
+/// An error and its sources on one line (object_store's top-level message alone often
+/// says only "Generic S3 error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Runs an object-store request to completion from synchronous code.
+///
+/// The datasets crate is synchronous and is called both from plain threads and from
+/// inside async handlers, so requests run on a runtime of their own: blocking on it never
+/// nests runtimes, and the caller's runtime keeps its threads.
+fn block_on<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> T {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("slicetest-storage")
+            .enable_all()
+            .build()
+            .expect("the storage runtime starts")
+    });
+    let task = runtime.spawn(future);
+    futures::executor::block_on(task).expect("a storage request panicked")
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    #[test]
+    fn locations_parse_into_backends() {
+        assert!(!Storage::open(Path::new("/tmp/ws")).unwrap().is_remote());
+        let local = Storage::open(Path::new("file:///tmp/ws")).unwrap();
+        assert_eq!(local.root(), Path::new("/tmp/ws"));
+        let err = Storage::open(Path::new("s3:///prefix")).unwrap_err().to_string();
+        assert!(err.contains("no bucket") && err.contains("s3:///prefix"), "{err}");
+        let err = Storage::open(Path::new("gs://b/p")).unwrap_err().to_string();
+        assert!(err.contains("unsupported storage scheme \"gs\""), "{err}");
+        let s3 = Storage::open(Path::new("s3://bucket/some/prefix/")).unwrap();
+        assert_eq!(s3.root(), Path::new("s3://bucket/some/prefix"));
+        assert!(s3.is_remote());
+    }
+
+    /// The same contract on both backends: create-if-absent, overwrite, list, remove.
+    #[test]
+    fn both_backends_keep_the_same_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores =
+            [Storage::local(dir.path()), Storage::with_object_store(Arc::new(InMemory::new()), "memory://ws/pre")];
+        for s in stores {
+            let root = s.root().to_path_buf();
+            let file = root.join("a/b/v1.json");
+            assert_eq!(s.read_opt(&file).unwrap(), None);
+            assert!(!s.exists(&file).unwrap());
+            assert!(s.create(&file, Bytes::from_static(b"one")).unwrap());
+            assert!(!s.create(&file, Bytes::from_static(b"two")).unwrap(), "{root:?}: a second create is refused");
+            assert_eq!(s.read(&file).unwrap(), Bytes::from_static(b"one"));
+            s.write(&file, Bytes::from_static(b"three")).unwrap();
+            assert_eq!(s.read(&file).unwrap(), Bytes::from_static(b"three"));
+            s.write(&root.join("a/c.txt"), Bytes::from_static(b"x")).unwrap();
+            let mut names = s.list(&root.join("a")).unwrap();
+            names.sort();
+            assert_eq!(names, ["b", "c.txt"], "{root:?}");
+            assert!(s.list(&root.join("nothing")).unwrap().is_empty());
+            let mut files = s.list_files(&root.join("a")).unwrap();
+            files.sort();
+            assert_eq!(files, ["b/v1.json", "c.txt"], "{root:?}");
+            s.remove_all(&root.join("a/b")).unwrap();
+            assert_eq!(s.list(&root.join("a")).unwrap(), ["c.txt"], "{root:?}");
+            s.remove(&root.join("a/c.txt")).unwrap();
+            s.remove(&root.join("a/c.txt")).unwrap();
+            let err = s.read(&root.join("a/c.txt")).unwrap_err().to_string();
+            assert!(err.contains("a/c.txt") && err.contains("not found"), "{err}");
+        }
+    }
+}
