@@ -1,13 +1,18 @@
 //! `slicetest ingest`: importer → parallel probe → merge with the latest version →
 //! publish version n+1 (or nothing, when the content did not change).
 //!
-//! Safety: the workspace lock serialises writers; the new version is built in a
-//! temporary directory and renamed into `versions/<n+1>` in one step, so a failed or
-//! killed ingest leaves the previous version exactly as it was.
+//! Safety without a lock (a bucket has none): the new version's data files get names keyed
+//! by their content, and `versions/<n+1>/version.json`, created only if absent, commits
+//! it. A writer that finds the number taken merges again onto the version that took it and
+//! tries the next number, so concurrent ingests on several machines each publish a version
+//! and none loses the other's images. A failed or killed ingest leaves no manifest, so the
+//! previous version stays the latest, exactly as it was.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use sha2::{Digest, Sha256};
 
 use chrono::Utc;
 use datafusion::arrow::array::RecordBatch;
@@ -15,19 +20,18 @@ use indicatif::ParallelProgressIterator;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::atomic::{TMP_PREFIX, publish_dir, remove_stale_tmp, write_atomic};
 use crate::error::{DatasetError, Result};
 use crate::import::{Candidate, ImportOptions, Rejection, SourceFormat, gather};
-use crate::layout::{REPORT_FILE, VERSION_FILE, WorkspaceLayout};
+use crate::layout::{VERSION_FILE, WorkspaceLayout};
 use crate::merge::{MergeStats, merge};
 use crate::names::validate_name;
-use crate::objects::{Category, ImportedObjects, OBJECTS_FILE, ObjectsInfo, check_boxes, read_objects};
+use crate::objects::{Category, ImportedObjects, ObjectsInfo, check_boxes, read_objects};
 use crate::probe::ImageFacts;
 use crate::probe::{Verify, probe_file};
 use crate::progress::bar;
 use crate::record::build_batch;
 use crate::version::{
-    DatasetVersion, column_infos, content_hash, list_versions, read_images, read_version, write_parquet,
+    DatasetVersion, column_infos, content_hash, encode_parquet, keyed_name, list_versions, read_images, read_version,
 };
 use crate::workspace::Workspace;
 
@@ -88,12 +92,27 @@ pub struct IngestReport {
 
 /// Environment variable naming a failpoint at which the process aborts (crash tests).
 pub const FAILPOINT_ENV: &str = "SLICETEST_FAILPOINT";
+/// With [`FAILPOINT_ENV`], a file path: at the failpoint the process creates
+/// `<path>.reached` and waits until `<path>` exists instead of aborting, so a test can
+/// make another writer commit at exactly that moment (race tests).
+pub const FAILPOINT_HOLD_ENV: &str = "SLICETEST_FAILPOINT_HOLD";
 
-/// Aborts the process when [`FAILPOINT_ENV`] names `name` (crash tests).
+/// Aborts the process when [`FAILPOINT_ENV`] names `name`, or holds it there (see
+/// [`FAILPOINT_HOLD_ENV`]). For crash and race tests.
 pub fn failpoint(name: &str) {
-    if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
+    if !std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
+        return;
+    }
+    let Some(hold) = std::env::var_os(FAILPOINT_HOLD_ENV).map(PathBuf::from) else {
         tracing::error!("failpoint {name}: aborting");
         std::process::abort();
+    };
+    let mut reached = hold.clone().into_os_string();
+    reached.push(".reached");
+    let _ = std::fs::write(&reached, b"");
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    while !hold.exists() && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -101,10 +120,7 @@ pub fn failpoint(name: &str) {
 pub async fn ingest(workspace: &mut Workspace, path: &Path, options: &IngestOptions) -> Result<IngestReport> {
     let started = Instant::now();
     validate_name(&options.dataset)?;
-    let _lock = workspace.lock()?;
     let layout = workspace.layout().clone();
-    let versions_dir = layout.versions_dir(&options.dataset);
-    remove_stale_tmp(&versions_dir);
 
     let set = gather(path, options.format, &options.import, &layout, &options.dataset).await?;
     let pb = bar(set.candidates.len() as u64, "checking images", options.import.progress);
@@ -135,28 +151,35 @@ pub async fn ingest(workspace: &mut Workspace, path: &Path, options: &IngestOpti
     }
 
     let new_rows = build_batch(&accepted, set.extra.as_ref())?;
-    let latest = list_versions(&layout, &options.dataset)?.last().copied();
-    let previous_manifest = latest.map(|v| read_version(&layout, &options.dataset, v)).transpose()?;
-    let previous = previous_manifest.as_ref().map(|m| read_images(&layout, m)).transpose()?;
-    let (merged, stats) = merge(previous.as_ref(), &new_rows, latest.unwrap_or(0))?;
-    let objects = merge_objects(&layout, previous_manifest.as_ref(), set.objects.as_ref(), &accepted, path)?;
-
-    let mut report = IngestReport {
-        dataset: options.dataset.clone(),
-        source: path.to_path_buf(),
-        format: set.format.name().to_string(),
-        version: latest.unwrap_or(0),
-        created: false,
-        total_images: merged.num_rows(),
-        candidates: set.candidates.len(),
-        merge: stats,
-        rejected,
-        ignored: set.ignored,
-        seconds: 0.0,
-    };
-    if previous.as_ref() != Some(&merged) || objects.changed {
-        publish_version(workspace, &merged, objects.merged.as_ref(), latest, &mut report)?;
+    // Merge onto the latest version and commit the next number; a writer that loses the
+    // number to another merges again onto what that one published, so neither's images are lost.
+    let mut report = None;
+    for _ in 0..MAX_COMMIT_ATTEMPTS {
+        let latest = list_versions(&layout, &options.dataset)?.last().copied();
+        let previous_manifest = latest.map(|v| read_version(&layout, &options.dataset, v)).transpose()?;
+        let previous = previous_manifest.as_ref().map(|m| read_images(&layout, m)).transpose()?;
+        let (merged, stats) = merge(previous.as_ref(), &new_rows, latest.unwrap_or(0))?;
+        let objects = merge_objects(&layout, previous_manifest.as_ref(), set.objects.as_ref(), &accepted, path)?;
+        let mut attempt = IngestReport {
+            dataset: options.dataset.clone(),
+            source: path.to_path_buf(),
+            format: set.format.name().to_string(),
+            version: latest.unwrap_or(0),
+            created: false,
+            total_images: merged.num_rows(),
+            candidates: set.candidates.len(),
+            merge: stats,
+            rejected: rejected.clone(),
+            ignored: set.ignored,
+            seconds: 0.0,
+        };
+        let changed = previous.as_ref() != Some(&merged) || objects.changed;
+        if !changed || publish_version(&layout, &merged, objects.merged.as_ref(), latest, &mut attempt)? {
+            report = Some(attempt);
+            break;
+        }
     }
+    let mut report = report.ok_or_else(|| too_contended(&layout, &options.dataset))?;
     workspace.set_default_if_unset(&options.dataset)?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -172,27 +195,29 @@ pub fn import_table(
     source: &str,
 ) -> Result<IngestReport> {
     validate_name(dataset)?;
-    let _lock = workspace.lock()?;
     let layout = workspace.layout().clone();
-    remove_stale_tmp(&layout.versions_dir(dataset));
-    let latest = list_versions(&layout, dataset)?.last().copied();
     let sorted = crate::merge::sort_by_id(table)?;
-    let mut report = IngestReport {
-        dataset: dataset.to_string(),
-        source: PathBuf::from(source),
-        format: "table".into(),
-        version: latest.unwrap_or(0),
-        created: false,
-        total_images: sorted.num_rows(),
-        candidates: sorted.num_rows(),
-        merge: MergeStats { added: sorted.num_rows(), ..Default::default() },
-        rejected: Vec::new(),
-        ignored: 0,
-        seconds: 0.0,
-    };
-    publish_version(workspace, &sorted, None, latest, &mut report)?;
-    workspace.set_default_if_unset(dataset)?;
-    Ok(report)
+    for _ in 0..MAX_COMMIT_ATTEMPTS {
+        let latest = list_versions(&layout, dataset)?.last().copied();
+        let mut report = IngestReport {
+            dataset: dataset.to_string(),
+            source: PathBuf::from(source),
+            format: "table".into(),
+            version: latest.unwrap_or(0),
+            created: false,
+            total_images: sorted.num_rows(),
+            candidates: sorted.num_rows(),
+            merge: MergeStats { added: sorted.num_rows(), ..Default::default() },
+            rejected: Vec::new(),
+            ignored: 0,
+            seconds: 0.0,
+        };
+        if publish_version(&layout, &sorted, None, latest, &mut report)? {
+            workspace.set_default_if_unset(dataset)?;
+            return Ok(report);
+        }
+    }
+    Err(too_contended(&layout, dataset))
 }
 
 /// A version's ground-truth objects after an import, and whether they differ from the
@@ -240,32 +265,57 @@ fn merge_objects(
     Ok(MergedObjects { merged, changed })
 }
 
-/// Writes `merged` (and its ground-truth objects) as version `parent + 1` under a
-/// temporary name, then renames it into place.
+/// How many numbers a writer tries before giving up: each lost attempt means another
+/// writer published a version meanwhile.
+const MAX_COMMIT_ATTEMPTS: usize = 64;
+
+fn too_contended(layout: &WorkspaceLayout, dataset: &str) -> DatasetError {
+    DatasetError::io("publishing", layout.versions_dir(dataset))(std::io::Error::other(format!(
+        "{MAX_COMMIT_ATTEMPTS} other versions were published while this ingest tried to commit; run it again"
+    )))
+}
+
+/// Writes `merged` (and its ground-truth objects) as version `parent + 1`: the data files
+/// under names keyed by their content, then `version.json` only if no other writer
+/// created it first. True when this call published the version; false when another writer
+/// took the number (this call's files are removed again and nothing changed).
 fn publish_version(
-    workspace: &Workspace,
+    layout: &WorkspaceLayout,
     merged: &RecordBatch,
     objects: Option<&(RecordBatch, Vec<Category>)>,
     parent: Option<u64>,
     report: &mut IngestReport,
-) -> Result<()> {
+) -> Result<bool> {
     let version = parent.unwrap_or(0) + 1;
-    let layout = workspace.layout();
-    let versions_dir = layout.versions_dir(&report.dataset);
-    std::fs::create_dir_all(&versions_dir).map_err(DatasetError::io("creating", &versions_dir))?;
-    let staging = versions_dir.join(format!("{TMP_PREFIX}{}-{version}", std::process::id()));
-    std::fs::create_dir(&staging).map_err(DatasetError::io("creating", &staging))?;
+    let storage = layout.storage();
+    let dir = layout.version_dir(&report.dataset, version);
+    let mut written: Vec<String> = Vec::new();
+    let mut put = |stem: &str, ext: &str, bytes: bytes::Bytes| -> Result<(String, String)> {
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let name = keyed_name(stem, &sha, ext);
+        storage.write(&dir.join(&name), bytes)?;
+        written.push(name.clone());
+        Ok((name, sha))
+    };
     let result = (|| {
-        let parquet_sha256 = write_parquet(&staging.join(crate::layout::IMAGES_FILE), merged)?;
+        let (images_file, parquet_sha256) = put("images", "parquet", encode_parquet(merged, Vec::new())?)?;
         failpoint("ingest-after-parquet");
         let objects = match objects {
-            Some((batch, categories)) => Some(ObjectsInfo {
-                count: batch.num_rows() as u64,
-                categories: categories.clone(),
-                parquet_sha256: write_parquet(&staging.join(OBJECTS_FILE), batch)?,
-            }),
+            Some((batch, categories)) => {
+                let (file, parquet_sha256) = put("objects", "parquet", encode_parquet(batch, Vec::new())?)?;
+                Some(ObjectsInfo {
+                    count: batch.num_rows() as u64,
+                    categories: categories.clone(),
+                    parquet_sha256,
+                    file,
+                })
+            }
             None => None,
         };
+        report.version = version;
+        report.created = true;
+        let (report_file, _) =
+            put("ingest-report", "json", serde_json::to_vec_pretty(&report).expect("report serialises").into())?;
         let manifest = DatasetVersion {
             dataset: report.dataset.clone(),
             version,
@@ -274,23 +324,38 @@ fn publish_version(
             row_count: merged.num_rows() as u64,
             content_hash: content_hash(merged),
             parquet_sha256,
+            images_file,
+            report_file: Some(report_file),
             source: report.source.to_string_lossy().into_owned(),
             source_format: report.format.clone(),
             slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
             columns: column_infos(merged),
             objects,
         };
-        report.version = version;
-        report.created = true;
-        let report_json = serde_json::to_vec_pretty(&report).expect("report serialises");
-        write_atomic(&staging.join(REPORT_FILE), &report_json)?;
         let manifest_json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-        write_atomic(&staging.join(VERSION_FILE), &manifest_json)?;
         failpoint("ingest-before-publish");
-        publish_dir(&staging, &layout.version_dir(&report.dataset, version))
+        storage.create(&dir.join(VERSION_FILE), manifest_json.into())
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
+    let committed = matches!(result, Ok(true));
+    if !committed {
+        report.version = parent.unwrap_or(0);
+        report.created = false;
+        // Another writer's manifest may name a file this one wrote too (the same content
+        // under the same key): keep those.
+        let winner = match result {
+            Ok(false) => Some(read_version(layout, &report.dataset, version)?),
+            _ => None,
+        };
+        let used = |name: &String| {
+            winner.as_ref().is_some_and(|w| {
+                &w.images_file == name
+                    || w.report_file.as_ref() == Some(name)
+                    || w.objects.as_ref().is_some_and(|o| &o.file == name)
+            })
+        };
+        for name in written.iter().filter(|n| !used(n)) {
+            let _ = storage.remove(&dir.join(name));
+        }
     }
     result
 }

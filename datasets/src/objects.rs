@@ -33,7 +33,7 @@ use crate::stored::read_checked_parquet;
 use crate::version::DatasetVersion;
 
 /// File name of a version's ground-truth objects.
-pub const OBJECTS_FILE: &str = "objects.parquet";
+const OBJECTS_FILE: &str = "objects.parquet";
 
 /// A box may reach this far (in pixels) past the image's edge before it is refused:
 /// annotation tools round, and COCO's own boxes overshoot by fractions of a pixel.
@@ -55,8 +55,22 @@ pub struct ObjectsInfo {
     pub count: u64,
     /// Every category, in id order (including ones without annotations).
     pub categories: Vec<Category>,
-    /// SHA-256 of `objects.parquet`, checked when it is read back.
+    /// SHA-256 of the objects file, checked when it is read back.
     pub parquet_sha256: String,
+    /// The objects file's name inside the version directory (`objects.parquet` in
+    /// workspaces written before commits were lock-free).
+    #[serde(default = "legacy_objects_file")]
+    pub file: String,
+}
+
+fn legacy_objects_file() -> String {
+    OBJECTS_FILE.to_string()
+}
+
+/// The objects file of a version that has one.
+pub fn objects_file(layout: &WorkspaceLayout, manifest: &DatasetVersion) -> Option<std::path::PathBuf> {
+    let info = manifest.objects.as_ref()?;
+    Some(layout.version_dir(&manifest.dataset, manifest.version).join(&info.file))
 }
 
 /// One annotation as an importer found it.
@@ -375,13 +389,12 @@ fn concat_aligned(parts: &[RecordBatch]) -> Result<RecordBatch> {
 /// Reads a version's objects (checked against the SHA-256 in its manifest); `None` when
 /// the version has none.
 pub fn read_objects(layout: &WorkspaceLayout, manifest: &DatasetVersion) -> Result<Option<RecordBatch>> {
-    let Some(info) = &manifest.objects else { return Ok(None) };
-    let path = layout.version_dir(&manifest.dataset, manifest.version).join(OBJECTS_FILE);
+    let (Some(info), Some(path)) = (&manifest.objects, objects_file(layout, manifest)) else { return Ok(None) };
     let expected = &info.parquet_sha256;
     let altered = |actual: &str| {
         format!("the file was modified after it was published (sha256 {actual}, manifest says {expected})")
     };
-    read_checked_parquet(&path, expected, "ground-truth objects", altered, None).map(Some)
+    read_checked_parquet(layout.storage(), &path, expected, "ground-truth objects", altered, None).map(Some)
 }
 
 /// A stored objects table as plain values, for evaluation.

@@ -1,13 +1,16 @@
 //! Slices on disk: a definition per slice (`slices/<name>.toml`) and its frozen
-//! versions (`slices/<name>/v<k>.parquet` members + `v<k>.json` manifest).
+//! versions (`slices/<name>/v<k>-<key>.parquet` members + `v<k>.json` manifest).
 //!
-//! A frozen version is written members first, manifest last, each atomically; the
-//! manifest is the commit point, so a version without one does not exist (a killed
-//! freeze leaves at most an orphan Parquet file that the next freeze overwrites).
-//! Frozen files are never rewritten; reading one checks its SHA-256 against the manifest.
+//! A frozen version is written members first, under a name keyed by their content, and
+//! the manifest last, created only if absent: it is the commit point, so a version without
+//! one does not exist (a killed freeze leaves at most an orphan members file). Two freezes
+//! racing for number k — on one machine or several sharing a bucket — never overwrite
+//! each other: the loser reads the winner's version and freezes again as k+1 if its
+//! members differ. Frozen files are never rewritten; reading one checks its SHA-256
+//! against the manifest.
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
@@ -15,12 +18,11 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::atomic::{TMP_PREFIX, remove_stale_tmp, tmp_sibling, write_atomic};
 use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
-use crate::stored::{entry_names, read_checked_parquet, read_json};
-use crate::version::write_parquet;
+use crate::stored::{read_checked_parquet, read_json};
+use crate::version::{encode_parquet, keyed_name};
 use crate::workspace::unknown_name_hint;
 
 /// A named population: the query that finds it and the dataset it runs against.
@@ -106,6 +108,10 @@ pub struct FrozenSlice {
     pub member_hash: String,
     /// SHA-256 of `v<k>.parquet`, checked on every read.
     pub parquet_sha256: String,
+    /// The members file's name in the slice's directory (absent in versions frozen before
+    /// commits were lock-free: `v<k>.parquet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members_file: Option<String>,
     /// When it was frozen (RFC 3339).
     pub frozen_at: String,
     /// The slicetest version that wrote it.
@@ -187,27 +193,24 @@ fn members_batch(members: &[FrozenMember]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(members_schema(), columns)?)
 }
 
-/// Saves a new definition; fails if the name is invalid or taken.
+/// Saves a new definition; fails if the name is invalid or taken (also when another
+/// writer takes it at the same moment: the definition is created only if absent).
 pub fn create_definition(layout: &WorkspaceLayout, definition: &SliceDefinition) -> Result<()> {
     validate_name(&definition.name)?;
     let path = layout.slice_definition_file(&definition.name);
-    if path.exists() {
+    let text = toml::to_string_pretty(definition).expect("definitions serialise");
+    if !layout.storage().create(&path, text.into())? {
         return Err(DatasetError::SliceExists(definition.name.clone()));
     }
-    fs::create_dir_all(layout.slices_dir()).map_err(DatasetError::io("creating", layout.slices_dir()))?;
-    let text = toml::to_string_pretty(definition).expect("definitions serialise");
-    write_atomic(&path, text.as_bytes())
+    Ok(())
 }
 
 /// Reads a definition; an unknown name gets the closest existing one as a hint.
 pub fn read_definition(layout: &WorkspaceLayout, name: &str) -> Result<SliceDefinition> {
     validate_name(name)?;
     let path = layout.slice_definition_file(name);
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(unknown_slice(layout, name)),
-        Err(e) => return Err(DatasetError::io("reading", &path)(e)),
-    };
+    let Some(bytes) = layout.storage().read_opt(&path)? else { return Err(unknown_slice(layout, name)) };
+    let text = String::from_utf8_lossy(&bytes);
     toml::from_str(&text).map_err(|e| DatasetError::Corrupt { what: "slice definition", path, message: e.to_string() })
 }
 
@@ -219,10 +222,12 @@ fn unknown_slice(layout: &WorkspaceLayout, name: &str) -> DatasetError {
 
 /// Names of all defined slices, sorted.
 pub fn slice_names(layout: &WorkspaceLayout) -> Result<Vec<String>> {
-    let mut names: Vec<String> = entry_names(&layout.slices_dir())?
+    let mut names: Vec<String> = layout
+        .storage()
+        .list(&layout.slices_dir())?
         .into_iter()
         .filter_map(|n| n.strip_suffix(".toml").map(str::to_string))
-        .filter(|n| !n.starts_with(TMP_PREFIX) && validate_name(n).is_ok())
+        .filter(|n| validate_name(n).is_ok())
         .collect();
     names.sort();
     Ok(names)
@@ -231,20 +236,17 @@ pub fn slice_names(layout: &WorkspaceLayout) -> Result<Vec<String>> {
 /// Removes a slice: its definition and all its frozen versions.
 pub fn drop_slice(layout: &WorkspaceLayout, name: &str) -> Result<()> {
     read_definition(layout, name)?;
-    let dir = layout.slice_dir(name);
-    if dir.exists() {
-        // Move the versions out of sight in one rename, then delete at leisure.
-        let tmp = tmp_sibling(&dir);
-        fs::rename(&dir, &tmp).map_err(DatasetError::io("removing", &dir))?;
-        fs::remove_dir_all(&tmp).map_err(DatasetError::io("removing", &tmp))?;
-    }
-    let path = layout.slice_definition_file(name);
-    fs::remove_file(&path).map_err(DatasetError::io("removing", &path))
+    // The definition goes first: without it the name is free and its versions are not
+    // read, even if removing them is cut short.
+    layout.storage().remove(&layout.slice_definition_file(name))?;
+    layout.storage().remove_all(&layout.slice_dir(name))
 }
 
 /// The committed frozen versions of a slice (those with a manifest), ascending.
 pub fn frozen_versions(layout: &WorkspaceLayout, name: &str) -> Result<Vec<u64>> {
-    let mut versions: Vec<u64> = entry_names(&layout.slice_dir(name))?
+    let mut versions: Vec<u64> = layout
+        .storage()
+        .list(&layout.slice_dir(name))?
         .iter()
         .filter_map(|n| n.strip_prefix('v')?.strip_suffix(".json")?.parse().ok())
         .collect();
@@ -266,7 +268,7 @@ pub fn read_frozen(layout: &WorkspaceLayout, name: &str, version: Option<u64>) -
 
 /// The manifest of a committed version (one [`frozen_versions`] listed).
 fn frozen_manifest(layout: &WorkspaceLayout, name: &str, version: u64) -> Result<FrozenSlice> {
-    read_json(layout.frozen_manifest_file(name, version), "frozen slice manifest")
+    read_json(layout.storage(), layout.frozen_manifest_file(name, version), "frozen slice manifest")
 }
 
 /// The latest frozen version of a slice whose definition the caller has read; None if
@@ -282,7 +284,7 @@ pub fn all_frozen(layout: &WorkspaceLayout, name: &str) -> Result<Vec<FrozenSlic
 
 /// Reads the members of a frozen version after checking the file is the one frozen.
 pub fn read_members(layout: &WorkspaceLayout, frozen: &FrozenSlice) -> Result<RecordBatch> {
-    let path = layout.frozen_members_file(&frozen.slice, frozen.version);
+    let path = members_file(layout, frozen);
     let expected = &frozen.parquet_sha256;
     let altered = |actual: &str| {
         format!(
@@ -291,7 +293,14 @@ pub fn read_members(layout: &WorkspaceLayout, frozen: &FrozenSlice) -> Result<Re
             frozen.slice, frozen.version
         )
     };
-    read_checked_parquet(&path, expected, "frozen slice", altered, None)
+    read_checked_parquet(layout.storage(), &path, expected, "frozen slice", altered, None)
+}
+
+/// The members file of a frozen version (`v<k>-<key>.parquet`, or `v<k>.parquet` in
+/// workspaces written before commits were lock-free).
+pub fn members_file(layout: &WorkspaceLayout, frozen: &FrozenSlice) -> PathBuf {
+    let name = frozen.members_file.clone().unwrap_or_else(|| format!("v{}.parquet", frozen.version));
+    layout.slice_dir(&frozen.slice).join(name)
 }
 
 /// Members of a batch read by [`read_members`], as structs.
@@ -344,50 +353,65 @@ pub fn assign_holdout(members: Vec<(String, String, Option<String>)>, holdout: &
     members
 }
 
+/// How many numbers a freeze tries before giving up: each lost attempt means another
+/// freeze of the same slice committed meanwhile.
+const MAX_FREEZE_ATTEMPTS: usize = 64;
+
 /// Writes the next frozen version of `definition`, unless the latest one already has the
-/// same members and hold-out settings. The caller holds the workspace lock.
+/// same members and hold-out settings. Safe against concurrent freezes of the same slice
+/// (see the module docs); no lock is needed.
 pub fn freeze(layout: &WorkspaceLayout, definition: &SliceDefinition, request: FreezeRequest) -> Result<FreezeOutcome> {
     let name = &definition.name;
     let members = assign_holdout(request.members, &request.holdout);
     let hash = member_hash(&members);
+    let bytes = encode_parquet(&members_batch(&members)?, Vec::new())?;
+    let parquet_sha256 = hex::encode(Sha256::digest(&bytes));
+    let storage = layout.storage();
 
-    let previous = latest_frozen(layout, name)?;
-    let version = previous.as_ref().map_or(1, |p| p.version + 1);
-    if let Some(previous) = previous {
-        let same_settings =
-            previous.holdout_share == request.holdout.share() && previous.seed == request.holdout.seed();
-        if previous.member_hash == hash && same_settings && previous.query == definition.query {
-            return Ok(FreezeOutcome { frozen: previous, created: false });
+    for _ in 0..MAX_FREEZE_ATTEMPTS {
+        let previous = latest_frozen(layout, name)?;
+        let version = previous.as_ref().map_or(1, |p| p.version + 1);
+        if let Some(previous) = previous {
+            let same_settings =
+                previous.holdout_share == request.holdout.share() && previous.seed == request.holdout.seed();
+            if previous.member_hash == hash && same_settings && previous.query == definition.query {
+                return Ok(FreezeOutcome { frozen: previous, created: false });
+            }
+        }
+        let members_name = keyed_name(&format!("v{version}"), &parquet_sha256, "parquet");
+        let members_path = layout.slice_dir(name).join(&members_name);
+        storage.write(&members_path, bytes.clone())?;
+        crate::ingest::failpoint("freeze-before-manifest");
+
+        let frozen = FrozenSlice {
+            slice: name.clone(),
+            version,
+            query: definition.query.clone(),
+            dataset: definition.dataset.clone(),
+            dataset_versions: request.dataset_versions.clone(),
+            members: members.len() as u64,
+            holdout_members: members.iter().filter(|m| m.holdout).count() as u64,
+            holdout_share: request.holdout.share(),
+            seed: request.holdout.seed(),
+            member_hash: hash.clone(),
+            parquet_sha256: parquet_sha256.clone(),
+            members_file: Some(members_name),
+            frozen_at: chrono::Utc::now().to_rfc3339(),
+            slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let json = serde_json::to_vec_pretty(&frozen).expect("manifests serialise");
+        if storage.create(&layout.frozen_manifest_file(name, version), json.into())? {
+            return Ok(FreezeOutcome { frozen, created: true });
+        }
+        // Another freeze took version k. Its members file has another name unless its
+        // members are these (then it is the same file, and stays).
+        if frozen_manifest(layout, name, version)?.members_file != frozen.members_file {
+            storage.remove(&members_path)?;
         }
     }
-    let dir = layout.slice_dir(name);
-    fs::create_dir_all(&dir).map_err(DatasetError::io("creating", &dir))?;
-    remove_stale_tmp(&dir);
-
-    let parquet = layout.frozen_members_file(name, version);
-    let tmp = tmp_sibling(&parquet);
-    let parquet_sha256 = write_parquet(&tmp, &members_batch(&members)?)?;
-    fs::rename(&tmp, &parquet).map_err(DatasetError::io("publishing", &parquet))?;
-    crate::ingest::failpoint("freeze-before-manifest");
-
-    let frozen = FrozenSlice {
-        slice: name.clone(),
-        version,
-        query: definition.query.clone(),
-        dataset: definition.dataset.clone(),
-        dataset_versions: request.dataset_versions,
-        members: members.len() as u64,
-        holdout_members: members.iter().filter(|m| m.holdout).count() as u64,
-        holdout_share: request.holdout.share(),
-        seed: request.holdout.seed(),
-        member_hash: hash,
-        parquet_sha256,
-        frozen_at: chrono::Utc::now().to_rfc3339(),
-        slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    let json = serde_json::to_vec_pretty(&frozen).expect("manifests serialise");
-    write_atomic(&layout.frozen_manifest_file(name, version), &json)?;
-    Ok(FreezeOutcome { frozen, created: true })
+    Err(DatasetError::io("freezing", layout.slice_dir(name))(std::io::Error::other(format!(
+        "{MAX_FREEZE_ATTEMPTS} other versions were frozen while this freeze tried to commit; run it again"
+    ))))
 }
 
 #[cfg(test)]
@@ -447,13 +471,13 @@ mod tests {
         let def = definition("s");
         create_definition(&layout, &def).unwrap();
         let frozen = freeze(&layout, &def, request(&["a"], 0.0)).unwrap().frozen;
-        let path = layout.frozen_members_file("s", 1);
-        let mut bytes = fs::read(&path).unwrap();
+        let path = members_file(&layout, &frozen);
+        let mut bytes = std::fs::read(&path).unwrap();
         let n = bytes.len();
         bytes[n / 2] ^= 1;
-        fs::write(&path, bytes).unwrap();
+        std::fs::write(&path, bytes).unwrap();
         let err = read_members(&layout, &frozen).unwrap_err().to_string();
-        assert!(err.contains("altered") && err.contains("v1.parquet"), "{err}");
+        assert!(err.contains("altered") && err.contains("/slices/s/v1-"), "{err}");
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! Published dataset versions: `versions/<n>/{images.parquet, version.json, ingest-report.json}`.
+//! Published dataset versions: `versions/<n>/{images-<key>.parquet, version.json, …}`.
 //!
-//! A version directory is written under a temporary name and renamed into place in one
-//! step, so `versions/` only ever holds complete versions. Versions are never rewritten.
+//! A version's data files carry a content key in their names, so two writers preparing
+//! the same number never overwrite each other's files; `version.json`, created only if
+//! absent, is the commit (see [`crate::ingest`]). A number without `version.json` is not
+//! a version, and versions are never rewritten.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -16,10 +18,9 @@ use datafusion::parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::atomic::TMP_PREFIX;
 use crate::error::{DatasetError, Result};
 use crate::layout::{VERSION_FILE, WorkspaceLayout};
-use crate::stored::{entry_names, read_checked_parquet, read_json};
+use crate::stored::{read_checked_parquet, read_json};
 
 /// A column of a version's `images` table, as recorded in its manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -47,8 +48,15 @@ pub struct DatasetVersion {
     pub row_count: u64,
     /// SHA-256 over the sorted `image_id\tsha256\n` lines: equal content, equal hash.
     pub content_hash: String,
-    /// SHA-256 of `images.parquet`, checked when a version is read back for merging.
+    /// SHA-256 of the images file, checked when a version is read back for merging.
     pub parquet_sha256: String,
+    /// The images file's name inside the version directory (`images.parquet` in
+    /// workspaces written before commits were lock-free).
+    #[serde(default = "legacy_images_file")]
+    pub images_file: String,
+    /// The ingest report's name inside the version directory, when one was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_file: Option<String>,
     /// The ingested path that produced this version.
     pub source: String,
     /// The importer used.
@@ -62,13 +70,19 @@ pub struct DatasetVersion {
     pub objects: Option<crate::objects::ObjectsInfo>,
 }
 
-/// Version numbers of a dataset, ascending; temporary and foreign entries are ignored.
+fn legacy_images_file() -> String {
+    crate::layout::IMAGES_FILE.to_string()
+}
+
+/// Version numbers of a dataset, ascending: the numbers whose `version.json` exists (one
+/// listing, also on a bucket). Numbers a writer is still filling, or lost, are not versions.
 pub fn list_versions(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<u64>> {
     let dir = layout.versions_dir(dataset);
-    let mut versions: Vec<u64> = entry_names(&dir)?
-        .into_iter()
-        .filter(|name| !name.starts_with(TMP_PREFIX) && dir.join(name).join(VERSION_FILE).is_file())
-        .filter_map(|name| name.parse().ok())
+    let mut versions: Vec<u64> = layout
+        .storage()
+        .list_files(&dir)?
+        .iter()
+        .filter_map(|file| file.strip_suffix(VERSION_FILE)?.strip_suffix('/')?.parse().ok())
         .collect();
     versions.sort_unstable();
     Ok(versions)
@@ -76,7 +90,7 @@ pub fn list_versions(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<u64>
 
 /// Reads a version's manifest.
 pub fn read_version(layout: &WorkspaceLayout, dataset: &str, version: u64) -> Result<DatasetVersion> {
-    read_json(layout.version_dir(dataset, version).join(VERSION_FILE), "version manifest")
+    read_json(layout.storage(), layout.version_dir(dataset, version).join(VERSION_FILE), "version manifest")
 }
 
 /// Reads a version's `images` table into one batch, after checking the file's hash.
@@ -104,8 +118,8 @@ fn read_checked_images(
     let altered = |actual: &str| {
         format!("the file was modified after it was published (sha256 {actual}, manifest says {expected})")
     };
-    let path = layout.images_file(&manifest.dataset, manifest.version);
-    read_checked_parquet(&path, expected, "dataset version", altered, columns)
+    let path = layout.images_file(manifest);
+    read_checked_parquet(layout.storage(), &path, expected, "dataset version", altered, columns)
 }
 
 /// SHA-256 over sorted `image_id\tsha256\n` lines of a batch sorted by image_id.
@@ -139,6 +153,16 @@ pub fn write_parquet_with_metadata(
     batch: &RecordBatch,
     metadata: Vec<(String, String)>,
 ) -> Result<String> {
+    let bytes = encode_parquet(batch, metadata)?;
+    let mut file = File::create(path).map_err(DatasetError::io("creating", path))?;
+    std::io::Write::write_all(&mut file, &bytes).map_err(DatasetError::io("writing", path))?;
+    file.sync_all().map_err(DatasetError::io("syncing", path))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// `batch` as the bytes of a Parquet file (zstd, statistics on, `metadata` in the footer),
+/// for writing to any store.
+pub fn encode_parquet(batch: &RecordBatch, metadata: Vec<(String, String)>) -> Result<bytes::Bytes> {
     let metadata =
         metadata.into_iter().map(|(k, v)| datafusion::parquet::file::metadata::KeyValue::new(k, v)).collect::<Vec<_>>();
     let mut props = WriterProperties::builder()
@@ -157,13 +181,14 @@ pub fn write_parquet_with_metadata(
             .set_column_statistics_enabled(column, EnabledStatistics::None);
     }
     let props = props.build();
-    let file = File::create(path).map_err(DatasetError::io("creating", path))?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))?;
     writer.write(batch)?;
-    let file = writer.into_inner()?;
-    file.sync_all().map_err(DatasetError::io("syncing", path))?;
-    let bytes = fs::read(path).map_err(DatasetError::io("reading", path))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    Ok(writer.into_inner()?.into())
+}
+
+/// A file name that no other content takes: `<stem>-<first 16 hex of sha256>.<ext>`.
+pub fn keyed_name(stem: &str, sha256: &str, ext: &str) -> String {
+    format!("{stem}-{}.{ext}", &sha256[..16])
 }
 
 /// Column descriptions of a batch for the manifest.
@@ -192,7 +217,7 @@ mod tests {
         ])
         .unwrap();
         let sha = write_parquet(&path, &batch).unwrap();
-        assert_eq!(sha, hex::encode(Sha256::digest(fs::read(&path).unwrap())));
+        assert_eq!(sha, hex::encode(Sha256::digest(std::fs::read(&path).unwrap())));
         let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
         let group = reader.metadata().row_group(0);
         let (id, rle) = (group.column(0), group.column(1));

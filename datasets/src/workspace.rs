@@ -1,11 +1,13 @@
 //! Creating and opening a workspace, its config file and its writers' lock.
+//!
+//! A workspace is a local directory or a bucket prefix (`s3://bucket/prefix`, see
+//! [`crate::storage`]).
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::write_atomic;
 use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
@@ -50,31 +52,42 @@ impl DatasetInfo {
 }
 
 impl Workspace {
-    /// Creates a new workspace in `root` (the directory may exist but must not hold one).
+    /// Creates a new workspace at `root`, a directory (which may exist but must not hold
+    /// one) or a bucket URL.
     pub fn init(root: impl Into<PathBuf>) -> Result<Self> {
-        let layout = WorkspaceLayout::new(root);
-        if layout.config_file().exists() {
-            return Err(DatasetError::AlreadyAWorkspace(layout.root().to_path_buf()));
-        }
-        fs::create_dir_all(layout.datasets_dir()).map_err(DatasetError::io("creating", layout.datasets_dir()))?;
+        Self::init_in(WorkspaceLayout::open(&root.into())?)
+    }
+
+    /// Creates a new workspace in `layout`'s storage.
+    pub fn init_in(layout: WorkspaceLayout) -> Result<Self> {
         let config = WorkspaceConfig {
             format_version: FORMAT_VERSION,
             default_dataset: None,
             created_by: format!("slicetest {}", env!("CARGO_PKG_VERSION")),
         };
-        let ws = Self { layout, config };
-        ws.save_config()?;
-        Ok(ws)
+        let text = toml::to_string_pretty(&config).expect("workspace config serialises");
+        if !layout.storage().create(&layout.config_file(), text.into())? {
+            return Err(DatasetError::AlreadyAWorkspace(layout.root().to_path_buf()));
+        }
+        if !layout.storage().is_remote() {
+            let dir = layout.datasets_dir();
+            std::fs::create_dir_all(&dir).map_err(DatasetError::io("creating", dir))?;
+        }
+        Ok(Self { layout, config })
     }
 
-    /// Opens an existing workspace.
+    /// Opens an existing workspace: a directory or a bucket URL.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
-        let layout = WorkspaceLayout::new(root);
+        Self::open_in(WorkspaceLayout::open(&root.into())?)
+    }
+
+    /// Opens the workspace in `layout`'s storage.
+    pub fn open_in(layout: WorkspaceLayout) -> Result<Self> {
         let path = layout.config_file();
-        if !path.exists() {
+        let Some(bytes) = layout.storage().read_opt(&path)? else {
             return Err(DatasetError::NotAWorkspace(layout.root().to_path_buf()));
-        }
-        let text = fs::read_to_string(&path).map_err(DatasetError::io("reading", &path))?;
+        };
+        let text = String::from_utf8_lossy(&bytes);
         let config: WorkspaceConfig = toml::from_str(&text).map_err(|e| DatasetError::Corrupt {
             what: "workspace config",
             path: path.clone(),
@@ -95,8 +108,15 @@ impl Workspace {
 
     /// Opens the workspace in `root`, creating it first if it does not exist.
     pub fn open_or_init(root: impl Into<PathBuf>) -> Result<Self> {
-        let root = root.into();
-        if WorkspaceLayout::new(&root).config_file().exists() { Self::open(root) } else { Self::init(root) }
+        let layout = WorkspaceLayout::open(&root.into())?;
+        match Self::open_in(layout.clone()) {
+            Err(DatasetError::NotAWorkspace(_)) => match Self::init_in(layout.clone()) {
+                // Another process created it meanwhile.
+                Err(DatasetError::AlreadyAWorkspace(_)) => Self::open_in(layout),
+                other => other,
+            },
+            other => other,
+        }
     }
 
     /// The workspace's paths.
@@ -114,8 +134,13 @@ impl Workspace {
         &self.config
     }
 
-    /// Takes the writers' lock; blocks while another process writes.
+    /// Takes the writers' lock; blocks while another process writes. A bucket has no
+    /// lock: there the lock is a no-op, and what must not race commits by conditional
+    /// create instead (ingest, freeze and run upload do so everywhere).
     pub fn lock(&self) -> Result<WorkspaceLock> {
+        if self.layout.storage().is_remote() {
+            return Ok(WorkspaceLock { _file: None });
+        }
         WorkspaceLock::acquire(&self.layout.lock_file())
     }
 
@@ -146,16 +171,13 @@ impl Workspace {
 
     fn save_config(&self) -> Result<()> {
         let text = toml::to_string_pretty(&self.config).expect("workspace config serialises");
-        write_atomic(&self.layout.config_file(), text.as_bytes())
+        self.layout.storage().write(&self.layout.config_file(), text.into())
     }
 
     /// Names of all datasets that have at least one published version, sorted.
     pub fn dataset_names(&self) -> Result<Vec<String>> {
-        let dir = self.layout.datasets_dir();
         let mut names = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(DatasetError::io("listing", &dir))? {
-            let entry = entry.map_err(DatasetError::io("listing", &dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for name in self.layout.storage().list(&self.layout.datasets_dir())? {
             if validate_name(&name).is_ok() && !list_versions(&self.layout, &name)?.is_empty() {
                 names.push(name);
             }
@@ -214,7 +236,7 @@ pub fn unknown_name_hint(name: &str, known: &[String], kind: &str, none_yet: &st
 /// workspace locked.
 #[derive(Debug)]
 pub struct WorkspaceLock {
-    _file: File,
+    _file: Option<File>,
 }
 
 impl WorkspaceLock {
@@ -233,7 +255,7 @@ impl WorkspaceLock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(DatasetError::io("locking", path)(e)),
         }
-        Ok(Self { _file: file })
+        Ok(Self { _file: Some(file) })
     }
 }
 

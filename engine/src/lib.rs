@@ -98,7 +98,8 @@ impl Engine {
         Self::from_workspace(Workspace::open_or_init(root.as_ref())?)
     }
 
-    fn from_workspace(workspace: Workspace) -> Result<Self> {
+    /// An engine over an opened workspace (one in any [`slicetest_datasets::Storage`]).
+    pub fn from_workspace(workspace: Workspace) -> Result<Self> {
         let vectors = Arc::new(VectorStore::new(workspace.layout().clone()));
         Ok(Self {
             workspace,

@@ -75,7 +75,6 @@ impl Engine {
             min_pixel_accuracy: thresholds.min_pixel_accuracy,
             min_class_iou: thresholds.min_class_iou,
         };
-        let _lock = self.workspace.lock()?;
         slice::create_definition(self.workspace.layout(), &definition)?;
         Ok(definition)
     }
@@ -101,11 +100,11 @@ impl Engine {
     }
 
     /// Runs the slice's query and freezes its members as the next version, with `holdout`
-    /// of them (chosen by [`HoldoutAssigner`]) in the hold-out set. Holds the workspace
-    /// lock throughout, so concurrent freezes queue up and each sees the other's result.
+    /// of them (chosen by [`HoldoutAssigner`]) in the hold-out set. Takes no lock:
+    /// concurrent freezes, here or on other machines sharing a bucket, each commit a version
+    /// or find that the one committed first has their members ([`slice::freeze`]).
     pub async fn freeze_slice(&self, name: &str, holdout: f64, seed: u64) -> Result<FreezeOutcome> {
         let assigner = HoldoutAssigner::new(holdout, seed)?;
-        let _lock = self.workspace.lock()?;
         let layout = self.workspace.layout();
         let definition = slice::read_definition(layout, name)?;
         let ctx = self.dataset_context(Some(&definition.dataset)).await?;

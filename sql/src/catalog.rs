@@ -119,6 +119,7 @@ pub fn register_functions(ctx: &SessionContext, layout: &WorkspaceLayout, vector
 
 /// Registers catalog `slicetest` with a schema per dataset of `workspace`.
 pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> Result<()> {
+    workspace.layout().storage().register(ctx);
     let catalog = Arc::new(MemoryCatalogProvider::new());
     catalog.register_schema(EMPTY_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
     for info in workspace.datasets()? {
@@ -136,8 +137,7 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
         if let Some(masks) = masks_table(ctx, workspace, latest, images).await? {
             schema.register_table(MASKS_TABLE.to_string(), masks)?;
         }
-        if latest.objects.is_some() {
-            let file = workspace.layout().version_dir(&latest.dataset, latest.version).join(objects::OBJECTS_FILE);
+        if let Some(file) = objects::objects_file(workspace.layout(), latest) {
             schema.register_table(OBJECTS_TABLE.to_string(), parquet_files(ctx, &[file]).await?)?;
         }
         let runs = run_files(workspace, &latest.dataset, run::Task::Detection)?;
@@ -172,7 +172,7 @@ async fn images_table(
     workspace: &Workspace,
     version: &DatasetVersion,
 ) -> Result<Arc<ListingTable>> {
-    parquet_files(ctx, &[workspace.layout().images_file(&version.dataset, version.version)]).await
+    parquet_files(ctx, &[workspace.layout().images_file(version)]).await
 }
 
 /// One table over Parquet files of one schema (read from the first file's footer).

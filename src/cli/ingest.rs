@@ -143,7 +143,7 @@ pub fn print_report(r: &IngestReport) {
             eprintln!("    {}: {}", rej.item, rej.reason);
         }
         if r.rejected.len() > 20 {
-            eprintln!("    … see the full list in the version's ingest-report.json or with --report");
+            eprintln!("    … see the full list in the version's ingest-report-<key>.json or with --report");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Model runs on disk: validated predictions (`runs/<run>/predictions.parquet`) and a
-//! manifest (`runs/<run>/run.json`). A run is written whole or not at all, and never
-//! rewritten.
+//! manifest (`runs/<run>/run.json`). The manifest is written last and only if absent, so
+//! a run is there whole or not at all (also on a bucket), and never rewritten.
 //!
 //! A classification run's table has an `image_id` column and at least one of: `predicted`
 //! (a label), `prob_<label>` columns (one per class, summing to 1), `score`, `loss`.
@@ -23,12 +23,11 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::atomic::{publish_dir, remove_stale_tmp, tmp_sibling};
 use crate::error::{DatasetError, Result};
 use crate::names::validate_name;
-use crate::stored::{entry_names, parse_json, read_checked_parquet};
+use crate::stored::{parse_json, read_checked_parquet};
 use crate::table_file::read_table;
-use crate::version::{read_image_columns, write_parquet};
+use crate::version::{encode_parquet, read_image_columns};
 use crate::workspace::{Workspace, unknown_name_hint};
 
 /// Probabilities must sum to 1 within this tolerance.
@@ -207,7 +206,6 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
         validate(table.as_ref().expect("read above"), &images, options.allow_partial).map_err(rejected)?
     };
 
-    let _lock = workspace.lock()?;
     let source_sha256 = file_sha256(path)?;
     let files = [(predictions_file(checked.task), &checked.batch)];
     publish(workspace, path, &options.run, &files, |hashes| RunManifest {
@@ -238,10 +236,10 @@ pub fn file_sha256(path: &Path) -> Result<String> {
     Ok(hex::encode(Sha256::digest(fs::read(path).map_err(DatasetError::io("reading", path))?)))
 }
 
-/// Publishes run `run`: writes `files` (name, table) into a temporary directory, then the
-/// manifest made from their SHA-256s (in order), and renames the directory into place. The
-/// caller holds the workspace lock; an existing run of that name is refused (runs are
-/// immutable). Nothing is left behind on failure.
+/// Publishes run `run`: writes `files` (name, table), then the manifest made from their
+/// SHA-256s (in order), created only if absent: an existing run of that name is refused
+/// (runs are immutable), also when another upload commits it first. Files written before
+/// a failure are removed again.
 pub fn publish(
     workspace: &Workspace,
     source: &Path,
@@ -250,33 +248,40 @@ pub fn publish(
     manifest: impl FnOnce(&[String]) -> RunManifest,
 ) -> Result<RunManifest> {
     let layout = workspace.layout();
+    let storage = layout.storage();
     let dir = layout.run_dir(run);
-    if dir.exists() {
-        return Err(DatasetError::BadInput {
-            source_path: source.to_path_buf(),
-            message: format!("a run named {run:?} already exists; runs are immutable, pick another name"),
-        });
+    let taken = || DatasetError::BadInput {
+        source_path: source.to_path_buf(),
+        message: format!("a run named {run:?} already exists; runs are immutable, pick another name"),
+    };
+    if storage.exists(&dir.join(RUN_FILE))? {
+        return Err(taken());
     }
-    fs::create_dir_all(layout.runs_dir()).map_err(DatasetError::io("creating", layout.runs_dir()))?;
-    remove_stale_tmp(&layout.runs_dir());
-    let staging = tmp_sibling(&dir);
-    fs::create_dir(&staging).map_err(DatasetError::io("creating", &staging))?;
+    let mut written = Vec::new();
     let result = (|| {
-        // The files are independent: written (and compressed) in parallel.
+        // The files are independent: encoded (and compressed) in parallel.
         use rayon::prelude::*;
-        let hashes = files
-            .par_iter()
-            .map(|(name, batch)| write_parquet(&staging.join(name), batch))
-            .collect::<Result<Vec<_>>>()?;
+        let encoded =
+            files.par_iter().map(|(_, batch)| encode_parquet(batch, Vec::new())).collect::<Result<Vec<_>>>()?;
+        let mut hashes = Vec::with_capacity(files.len());
+        for ((name, _), bytes) in files.iter().zip(encoded) {
+            hashes.push(hex::encode(Sha256::digest(&bytes)));
+            storage.write(&dir.join(name), bytes)?;
+            written.push(dir.join(name));
+        }
         let manifest = manifest(&hashes);
         let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
-        crate::atomic::write_atomic(&staging.join(RUN_FILE), &json)?;
         crate::ingest::failpoint("upload-before-publish");
-        publish_dir(&staging, &dir)?;
+        if !storage.create(&dir.join(RUN_FILE), json.into())? {
+            written.clear(); // the files now belong to the run that committed first
+            return Err(taken());
+        }
         Ok(manifest)
     })();
     if result.is_err() {
-        let _ = fs::remove_dir_all(&staging);
+        for path in &written {
+            let _ = storage.remove(path);
+        }
     }
     result
 }
@@ -299,21 +304,24 @@ pub fn predictions_file(task: Task) -> &'static str {
 pub fn read_run(workspace: &Workspace, run: &str) -> Result<RunManifest> {
     validate_name(run)?;
     let path = workspace.layout().run_dir(run).join(RUN_FILE);
-    let text = match fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let hint = unknown_name_hint(run, &run_names(workspace)?, "runs", "no runs yet (slicetest run upload …)");
-            return Err(DatasetError::UnknownRun { name: run.to_string(), hint });
-        }
-        Err(e) => return Err(DatasetError::io("reading", &path)(e)),
+    let Some(text) = workspace.layout().storage().read_opt(&path)? else {
+        let hint = unknown_name_hint(run, &run_names(workspace)?, "runs", "no runs yet (slicetest run upload …)");
+        return Err(DatasetError::UnknownRun { name: run.to_string(), hint });
     };
     parse_json(&text, path, "run manifest")
 }
 
-/// Names of all runs, sorted.
+/// Names of all committed runs (those with a manifest), sorted.
 pub fn run_names(workspace: &Workspace) -> Result<Vec<String>> {
-    let mut names = entry_names(&workspace.layout().runs_dir())?;
-    names.retain(|n| validate_name(n).is_ok());
+    let layout = workspace.layout();
+    let mut names: Vec<String> = layout
+        .storage()
+        .list_files(&layout.runs_dir())?
+        .iter()
+        .filter_map(|file| file.strip_suffix(RUN_FILE)?.strip_suffix('/'))
+        .filter(|name| validate_name(name).is_ok())
+        .map(str::to_string)
+        .collect();
     names.sort();
     Ok(names)
 }
@@ -326,7 +334,7 @@ pub fn read_predictions(workspace: &Workspace, manifest: &RunManifest) -> Result
     let expected = &manifest.parquet_sha256;
     let altered =
         |actual: &str| format!("the file was altered after upload (sha256 {actual}, manifest says {expected})");
-    read_checked_parquet(&path, expected, "run", altered, None)
+    read_checked_parquet(workspace.layout().storage(), &path, expected, "run", altered, None)
 }
 
 /// One of a segmentation run's files beside its scores ([`CONFUSION_FILE`] or
@@ -346,7 +354,7 @@ pub fn read_segmentation_file(workspace: &Workspace, manifest: &RunManifest, fil
     };
     let altered =
         |actual: &str| format!("the file was altered after upload (sha256 {actual}, manifest says {expected})");
-    read_checked_parquet(&path, expected, "run", altered, None)
+    read_checked_parquet(workspace.layout().storage(), &path, expected, "run", altered, None)
 }
 
 /// Schema of a stored predictions file.
