@@ -33,18 +33,31 @@ fn slice_files(ws: &Path, slice: &str) -> Vec<String> {
     names
 }
 
+/// The members file a frozen version's manifest names (`v<k>-<key>.parquet`).
+fn members_name(ws: &Path, slice: &str, version: u64) -> String {
+    let manifest = std::fs::read(ws.join("slices").join(slice).join(format!("v{version}.json"))).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let name = manifest["members_file"].as_str().unwrap().to_string();
+    assert!(name.starts_with(&format!("v{version}-")) && name.ends_with(".parquet"), "{name}");
+    name
+}
+
+fn members_file(ws: &Path, slice: &str, version: u64) -> std::path::PathBuf {
+    ws.join("slices").join(slice).join(members_name(ws, slice, version))
+}
+
 #[test]
 fn freezing_twice_without_changes_gives_byte_identical_members() {
     let (a, b) = (pets(), pets());
     for s in [&a, &b] {
         ok(&s.ws, &["slice", "freeze", "cats", "--holdout", "0.5", "--seed", "7"]);
     }
-    let file = |s: &common::Setup| std::fs::read(s.ws.join("slices/cats/v1.parquet")).unwrap();
+    let file = |s: &common::Setup| std::fs::read(members_file(&s.ws, "cats", 1)).unwrap();
     assert_eq!(file(&a), file(&b), "two workspaces, same data: same bytes");
 
     let again = ok(&a.ws, &["slice", "freeze", "cats", "--holdout", "0.5", "--seed", "7"]);
     assert!(again.contains("false"), "no new version when nothing changed: {again}");
-    assert_eq!(slice_files(&a.ws, "cats"), ["v1.json", "v1.parquet"]);
+    assert_eq!(slice_files(&a.ws, "cats"), [members_name(&a.ws, "cats", 1).as_str(), "v1.json"]);
 
     ok(&a.ws, &["slice", "drop", "cats"]);
     ok(&a.ws, &["slice", "create", "cats", "SELECT image_id FROM images WHERE label = 'cat'"]);
@@ -56,13 +69,13 @@ fn freezing_twice_without_changes_gives_byte_identical_members() {
 fn a_tampered_frozen_file_is_detected_on_read() {
     let s = pets();
     ok(&s.ws, &["slice", "freeze", "cats"]);
-    let path = s.ws.join("slices/cats/v1.parquet");
+    let path = members_file(&s.ws, "cats", 1);
     let mut bytes = std::fs::read(&path).unwrap();
     let n = bytes.len();
     bytes[n / 2] ^= 0x40;
     std::fs::write(&path, bytes).unwrap();
     let err = fails(&s.ws, &["sql", "SELECT count(*) FROM slice('cats')"]);
-    assert!(err.contains("altered") && err.contains("v1.parquet"), "{err}");
+    assert!(err.contains("altered") && err.contains(&members_name(&s.ws, "cats", 1)), "{err}");
     let err = fails(&s.ws, &["slice", "export", "cats", "-f", "csv"]);
     assert!(err.contains("altered"), "{err}");
 }
@@ -84,7 +97,7 @@ fn a_freeze_killed_before_its_manifest_leaves_no_version() {
 
     let out = ok(&s.ws, &["slice", "freeze", "cats"]);
     assert!(out.contains("| cats  | 1       | 6       |"), "{out}");
-    assert_eq!(slice_files(&s.ws, "cats"), ["v1.json", "v1.parquet"]);
+    assert_eq!(slice_files(&s.ws, "cats"), [members_name(&s.ws, "cats", 1).as_str(), "v1.json"]);
 }
 
 #[test]

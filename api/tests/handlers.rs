@@ -335,7 +335,10 @@ async fn a_failure_of_the_server_is_a_500_that_names_no_path() {
     assert_eq!(send(&router, post_json("/slices", create)).await.0, StatusCode::CREATED);
     assert_eq!(send(&router, post_json("/slices/cats/freeze", json!({}))).await.0, StatusCode::CREATED);
     // The frozen members vanish from under the server (a disk failure, a bad backup).
-    std::fs::remove_file(fx.root().join("slices/cats/v1.parquet")).unwrap();
+    let members = std::fs::read_dir(fx.root().join("slices/cats")).unwrap().map(|e| e.unwrap().path());
+    let members: Vec<_> = members.filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    assert_eq!(members.len(), 1, "{members:?}");
+    std::fs::remove_file(&members[0]).unwrap();
     for request in [post("/sql", "text/plain", "SELECT count(*) FROM slice('cats')"), get("/slices/cats/data")] {
         let (status, _, body) = send(&router, request).await;
         let text = String::from_utf8_lossy(&body);

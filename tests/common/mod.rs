@@ -28,11 +28,22 @@ pub fn fails(ws: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
-/// Names of published version directories of a dataset (temporary ones included, to catch leftovers).
+/// A file of a published version named by its manifest (`images_file`, `report_file`).
+pub fn version_file(ws: &Path, ds: &str, version: u64, field: &str) -> std::path::PathBuf {
+    let dir = ws.join("datasets").join(ds).join("versions").join(version.to_string());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("version.json")).unwrap()).unwrap();
+    dir.join(manifest[field].as_str().unwrap())
+}
+
+/// The published versions of a dataset (directories holding a `version.json`).
 pub fn version_entries(ws: &Path, ds: &str) -> Vec<String> {
     let dir = ws.join("datasets").join(ds).join("versions");
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut v: Vec<String> = entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+    let mut v: Vec<String> = entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| dir.join(n).join("version.json").exists())
+        .collect();
     v.sort();
     v
 }

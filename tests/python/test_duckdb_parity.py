@@ -6,6 +6,7 @@ Every query runs on both; any difference fails the test.
 """
 
 import csv
+import json
 import math
 import random
 from pathlib import Path
@@ -63,7 +64,8 @@ def engines(tmp_path_factory, binary):
     run(ws, "ingest", "--quiet", "--dataset", "other", str(root / "other.csv"))
     con = duckdb.connect()
     for ds in ["parity", "other"]:
-        parquet = ws / "datasets" / ds / "versions" / "1" / "images.parquet"
+        version = ws / "datasets" / ds / "versions" / "1"
+        parquet = version / json.loads((version / "version.json").read_text())["images_file"]
         assert parquet.exists()
         con.execute(f"CREATE SCHEMA {ds}")
         con.execute(f"CREATE VIEW {ds}.images AS SELECT * FROM read_parquet('{parquet}')")
