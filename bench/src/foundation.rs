@@ -75,7 +75,8 @@ async fn main() -> anyhow::Result<()> {
         "bench",
     )?;
     let engine = Engine::open(dir.join("ws"))?;
-    let parquet = engine.workspace().layout().images_file("synthetic", report.version);
+    let manifest = slicetest_datasets::version::read_version(engine.workspace().layout(), "synthetic", report.version)?;
+    let parquet = engine.workspace().layout().images_file(&manifest);
     let query = QUERY.replace("FROM images", "FROM synthetic.images");
     // Like DuckDB's connection, the session is built once; each run plans and executes.
     // Building it (what every CLI command does first) is timed and reported on its own.

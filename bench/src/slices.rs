@@ -41,7 +41,8 @@ async fn main() -> anyhow::Result<()> {
     println!("bench-slices on {} cores, {rows} images", std::thread::available_parallelism()?.get());
     let mut workspace = slicetest_datasets::Workspace::init(dir.join("ws"))?;
     let version = slicetest_datasets::import_table(&mut workspace, "synthetic", &synthetic_images(rows), "bench")?;
-    let images = workspace.layout().images_file("synthetic", version.version);
+    let manifest = slicetest_datasets::version::read_version(workspace.layout(), "synthetic", version.version)?;
+    let images = workspace.layout().images_file(&manifest);
     let engine = Engine::open(dir.join("ws"))?;
 
     // 1. Freeze a half-the-dataset slice, timing each freeze from a fresh definition.

@@ -159,7 +159,7 @@ async fn sharded(engine: &Engine, root: &std::path::Path, runs: usize) -> anyhow
 /// same files (the version's images table left-joined to the tagger's parts, one row per
 /// image_id + sha256), alternating the two.
 async fn time_query(engine: &Engine, root: &std::path::Path, runs: usize) -> anyhow::Result<(f64, f64)> {
-    let images = root.join("datasets/fashion_mnist/versions/1/images.parquet");
+    let images = root.join("datasets/fashion_mnist/versions/1/images-*.parquet");
     let parts = root.join("datasets/fashion_mnist/tags/pixels/g*/part-*.parquet");
     let duck_sql = format!(
         "SELECT label, count(*) AS n, avg(brightness) AS b, avg(contrast) AS c \

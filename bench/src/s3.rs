@@ -1,0 +1,211 @@
+//! bench-s3: the workspace in a bucket against the same workspace on a local disk, in one
+//! run, on a local S3-compatible server (moto's, started here on 127.0.0.1).
+//!
+//! 1. Ingest of a folder of small PNGs into a bucket workspace vs a local one (the images
+//!    are read from local disk either way; what differs is where versions are written).
+//! 2. p50 of the foundation filter + group-by over 1,000,000 synthetic image rows, bucket
+//!    vs local, alternating (target: bucket ≤ 1.5× local), with a session built once (as
+//!    bench-foundation does) and per query (as every CLI command does: it lists the
+//!    workspace and reads the manifests first).
+//!
+//! Run: `cargo run --release -p slicetest-bench --bin bench-s3 [-- --rows N --runs N --images N]`
+//! (needs `pip install "moto[server]"`; `$SLICETEST_BENCH_PYTHON` picks the interpreter).
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use datafusion::arrow::array::RecordBatch;
+use slicetest_bench::{median, synthetic_images, tempdir, verdict};
+use slicetest_datasets::{Storage, Workspace, WorkspaceLayout};
+use slicetest_engine::{Engine, IngestOptions};
+
+const QUERY: &str = "SELECT label, split, count(*) AS n, avg(brightness) AS mean_brightness, max(width * height) AS max_area \
+                     FROM synthetic.images WHERE brightness < 0.5 AND num_people > 2 AND format = 'jpeg' \
+                     GROUP BY label, split ORDER BY label, split";
+const BUCKET: &str = "slicetest-bench";
+
+struct Args {
+    rows: usize,
+    runs: usize,
+    images: usize,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args { rows: 1_000_000, runs: 20, images: 10_000 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--rows" => a.rows = value.parse()?,
+            "--runs" => a.runs = value.parse()?,
+            "--images" => a.images = value.parse()?,
+            other => bail!("unknown flag {other} (flags: --rows N, --runs N, --images N)"),
+        }
+    }
+    Ok(a)
+}
+
+/// moto's S3 server on a free loopback port, stopped on drop.
+struct S3Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl S3Server {
+    fn start() -> anyhow::Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let python = std::env::var("SLICETEST_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+        let child = Command::new(&python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("running {python} -m moto.server (pip install \"moto[server]\")"))?;
+        let server = Self { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("moto's server did not start on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // moto does not check signatures: a plain PUT creates the bucket.
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        write!(
+            stream,
+            "PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply)?;
+        if !reply.starts_with("HTTP/1.1 200") {
+            bail!("creating the bucket: {}", reply.lines().next().unwrap_or(""));
+        }
+        Ok(server)
+    }
+
+    fn storage(&self, prefix: &str) -> anyhow::Result<Storage> {
+        let settings = [
+            ("aws_endpoint", self.endpoint.as_str()),
+            ("aws_allow_http", "true"),
+            ("aws_access_key_id", "bench"),
+            ("aws_secret_access_key", "bench"),
+            ("aws_region", "us-east-1"),
+        ];
+        Ok(Storage::open_with(Path::new(&format!("s3://{BUCKET}/{prefix}")), &settings)?)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let dir = tempdir()?;
+    println!("bench-s3 on {} cores", std::thread::available_parallelism()?.get());
+    let server = S3Server::start()?;
+
+    // 1. Ingest: the same folder into a local workspace and a bucket one.
+    let images = dir.join("images");
+    for i in 0..args.images {
+        let path = images.join(format!("{:02}/img_{i:06}.png", i % 100));
+        std::fs::create_dir_all(path.parent().expect("joined"))?;
+        let pixels = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([(i % 251) as u8, x as u8 * 16, y as u8 * 16]));
+        pixels.save(&path)?;
+    }
+    let mut local = Engine::from_workspace(Workspace::init(dir.join("ws"))?)?;
+    let mut bucket = Engine::from_workspace(Workspace::init_in(WorkspaceLayout::on(server.storage("ingest")?))?)?;
+    let mut rates = Vec::new();
+    for (name, engine) in [("local", &mut local), ("bucket", &mut bucket)] {
+        let started = Instant::now();
+        let report = engine.ingest(&images, &IngestOptions::new("small")).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        if report.total_images != args.images {
+            bail!("{name}: ingested {} of {} images", report.total_images, args.images);
+        }
+        rates.push(args.images as f64 / seconds);
+        println!(
+            "ingest  {} small PNGs into a {name} workspace: {seconds:.2} s ({:.0} images/s)",
+            args.images,
+            rates.last().unwrap()
+        );
+    }
+    println!("ingest  ratio bucket/local time = {:.2}x", rates[0] / rates[1]);
+
+    // 2. The foundation query over the same 1M-row table in both.
+    let table = synthetic_images(args.rows);
+    let local_layout = WorkspaceLayout::new(dir.join("ws-query"));
+    let bucket_layout = WorkspaceLayout::on(server.storage("query")?);
+    for layout in [&local_layout, &bucket_layout] {
+        let mut workspace = Workspace::init_in(layout.clone())?;
+        slicetest_datasets::import_table(&mut workspace, "synthetic", &table, "bench")?;
+    }
+    let engines = [
+        Engine::from_workspace(Workspace::open_in(local_layout)?)?,
+        Engine::from_workspace(Workspace::open_in(bucket_layout)?)?,
+    ];
+    let contexts = [engines[0].context().await?, engines[1].context().await?];
+    let run = |i: usize| {
+        let ctx = contexts[i].clone();
+        async move {
+            let batches = slicetest_engine::query::plan(&ctx, QUERY).await?.collect().await?;
+            Ok::<_, anyhow::Error>(batches.iter().map(RecordBatch::num_rows).sum::<usize>())
+        }
+    };
+    let per_command = |i: usize| {
+        let engine = &engines[i];
+        async move {
+            let ctx = engine.context().await?;
+            let batches = slicetest_engine::query::plan(&ctx, QUERY).await?.collect().await?;
+            Ok::<_, anyhow::Error>(batches.iter().map(RecordBatch::num_rows).sum::<usize>())
+        }
+    };
+    let (warm_local, warm_bucket) = (run(0).await?, run(1).await?);
+    if warm_local != warm_bucket {
+        bail!("results differ: local {warm_local} groups, bucket {warm_bucket}");
+    }
+    let (mut times, mut ratios) = ([Vec::new(), Vec::new()], Vec::new());
+    let (mut command_times, mut command_ratios) = ([Vec::new(), Vec::new()], Vec::new());
+    for _ in 0..args.runs {
+        let mut pair = [0.0; 2];
+        for i in [0, 1] {
+            let started = Instant::now();
+            run(i).await?;
+            pair[i] = started.elapsed().as_secs_f64() * 1000.0;
+            times[i].push(pair[i]);
+        }
+        ratios.push(pair[1] / pair[0]);
+        for i in [0, 1] {
+            let started = Instant::now();
+            per_command(i).await?;
+            pair[i] = started.elapsed().as_secs_f64() * 1000.0;
+            command_times[i].push(pair[i]);
+        }
+        command_ratios.push(pair[1] / pair[0]);
+    }
+    let [local_ms, bucket_ms] = [median(&mut times[0]), median(&mut times[1])];
+    let ratio = median(&mut ratios);
+    println!(
+        "query   filter+group-by over {} rows ({warm_local} groups), p50 of {} alternating runs, session built once: \
+         local {local_ms:.1} ms, bucket {bucket_ms:.1} ms",
+        args.rows, args.runs
+    );
+    println!("query   ratio bucket/local = {ratio:.2}x (p50 of pairs) (target <= 1.5x) {}", verdict(ratio <= 1.5));
+    let [local_ms, bucket_ms] = [median(&mut command_times[0]), median(&mut command_times[1])];
+    println!(
+        "query   per command (workspace listed, manifests read, session built, query run): local {local_ms:.1} ms, \
+         bucket {bucket_ms:.1} ms, ratio {:.2}x",
+        median(&mut command_ratios)
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
