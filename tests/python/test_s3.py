@@ -15,7 +15,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from conftest import png_bytes, slicetest_bin
+from conftest import Server, png_bytes, slicetest_bin
+from slicetest import Client, SliceDataset, SlicetestError
 
 BUCKET = "slicetest-ws"
 
@@ -216,3 +217,36 @@ def test_what_a_bucket_cannot_do_yet_says_so(tmp_path, s3):
     out = cli(ws, "tag", "ds", "--tagger", "pixels", env=env, check=False)
     assert out.returncode != 0
     assert "not supported yet in a workspace in object storage" in out.stderr.decode(), out.stderr.decode()
+
+
+def test_serve_over_a_bucket_answers_the_python_client(tmp_path, s3):
+    """The HTTP API and the Python client over a bucket workspace: SQL, slices created and
+    frozen over HTTP, a slice's images as bytes, a run uploaded and scored."""
+    env, client = s3
+    ws = f"s3://{BUCKET}/served"
+    cli(ws, "init", env=env)
+    cli(ws, "ingest", "-d", "pets", "--quiet", str(images(tmp_path)), env=env)
+    server = Server(ws, env=env)
+    try:
+        api = Client(server.url)
+        counts = api.sql("SELECT label, count(*) AS n FROM images GROUP BY label ORDER BY label").to_pydict()
+        assert counts == {"label": ["cat", "dog"], "n": [6, 4]}
+        api.create_slice("cats", "SELECT image_id FROM images WHERE label = 'cat'")
+        api.freeze("cats")
+        assert [s["name"] for s in api.slices()] == ["cats"]
+        assert api.slice("cats").num_rows == 6
+        data, label = SliceDataset(api, "cats")[0]
+        assert data.startswith(b"\x89PNG") and label == "cat"
+        test = api.sql("SELECT image_id FROM images WHERE split = 'test' ORDER BY image_id").to_pandas()
+        test["predicted"] = "cat"
+        manifest = api.upload_predictions("all-cat", test, model="const", model_version="1", allow_partial=True)
+        assert manifest["run"] == "all-cat"
+        assert api.metrics("all-cat")["overall"]["scored"] == 3
+        with pytest.raises(SlicetestError) as err:
+            api.upload_predictions("all-cat", test, model="const", model_version="1", allow_partial=True)
+        assert err.value.status == 422
+    finally:
+        server.stop()
+    stored = keys(client, "served/")
+    assert "served/runs/all-cat/run.json" in stored
+    assert any(k.startswith("served/slices/cats/v1") for k in stored), stored
