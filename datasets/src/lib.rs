@@ -18,6 +18,7 @@ pub mod layout;
 pub mod masks;
 pub mod merge;
 pub mod names;
+pub mod object_cache;
 pub mod objects;
 pub mod parts;
 pub mod probe;

@@ -12,7 +12,8 @@
 //! ([`Storage::create`]): `PutMode::Create` on a bucket (S3's `If-None-Match: *`), a hard
 //! link on a local disk. Data files get names no other writer uses; the manifest written
 //! last by [`Storage::create`] is the commit, and a writer that finds it taken retries
-//! under the next number.
+//! under the next number. Because data files are named by their content, a bucket's
+//! store is wrapped in a local disk cache of them ([`crate::object_cache`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOpt
 
 use crate::atomic::write_atomic;
 use crate::error::{DatasetError, Result};
+use crate::object_cache::ObjectCache;
 
 /// How long one request to an object store may take before it is retried.
 const REQUEST_TIMEOUT: &str = "60s";
@@ -122,11 +124,19 @@ impl Storage {
             .with_retry(RetryConfig { max_retries: MAX_RETRIES, retry_timeout: RETRY_TIMEOUT, ..Default::default() })
             .build()
             .map_err(|e| bad(format!("cannot use this bucket: {e}")))?;
+        let mut store: Arc<dyn ObjectStore> = Arc::new(store);
+        if let Some((dir, max_bytes)) = crate::object_cache::settings_from_env() {
+            let dir = dir.join("s3").join(bucket);
+            match ObjectCache::new(store.clone(), dir.clone(), max_bytes) {
+                Ok(cache) => store = Arc::new(cache),
+                Err(e) => tracing::warn!("not caching {text} in {}: {e}", dir.display()),
+            }
+        }
         let prefix = url.path().trim_matches('/').to_string();
         let base_url = url::Url::parse(&format!("s3://{bucket}")).expect("bucket names are valid hosts");
         let root =
             PathBuf::from(if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") });
-        Ok(Self { root, backend: Backend::Object { store: Arc::new(store), base_url, prefix } })
+        Ok(Self { root, backend: Backend::Object { store, base_url, prefix } })
     }
 
     /// A workspace at `root` (a URL such as `memory://ws`) kept in `store`, for tests
