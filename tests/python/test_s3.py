@@ -22,7 +22,7 @@ BUCKET = "slicetest-ws"
 
 
 @pytest.fixture(scope="module")
-def s3():
+def s3(tmp_path_factory):
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -34,6 +34,8 @@ def s3():
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
+        # The local cache of content-keyed files, kept out of ~/.cache.
+        "SLICETEST_CACHE_DIR": str(tmp_path_factory.mktemp("object-cache")),
     }
     client = boto3.client(
         "s3",
@@ -122,6 +124,21 @@ def test_the_workflow_on_a_bucket_gives_what_it_gives_on_a_local_directory(tmp_p
     assert any(k.startswith("same/ws/datasets/pets/versions/1/images-") for k in stored), stored
     assert "same/ws/runs/m1/run.json" in stored
     assert not any(k.startswith("same/ws/slices/cats") for k in stored), "dropped slices leave nothing"
+    # The queries read the images table from the local cache after its first download.
+    images_key = next(k for k in stored if k.startswith("same/ws/datasets/pets/versions/1/images-"))
+    cached = Path(env["SLICETEST_CACHE_DIR"]) / "s3" / BUCKET / images_key
+    assert cached.read_bytes() == client.get_object(Bucket=BUCKET, Key=images_key)["Body"].read()
+
+
+def test_the_cache_of_a_bucket_can_be_turned_off(tmp_path, s3):
+    env, _ = s3
+    off = {**env, "SLICETEST_CACHE_DIR": str(tmp_path / "cache"), "SLICETEST_CACHE_MAX_GB": "0"}
+    ws = f"s3://{BUCKET}/uncached"
+    cli(ws, "init", env=off)
+    cli(ws, "ingest", "-d", "pets", "--quiet", str(images(tmp_path)), env=off)
+    out = cli(ws, "sql", "--format", "csv", "SELECT count(*) AS n FROM images", env=off).stdout.decode()
+    assert out == "n\n10\n"
+    assert not (tmp_path / "cache").exists()
 
 
 def test_an_ingest_that_loses_its_number_on_a_bucket_merges_again(tmp_path, s3):
