@@ -12,7 +12,7 @@
 //! datasets/<ds>/detections/<tagger>.parquet        one row per box found by a tagger
 //! slices/<name>.toml                               a slice's definition (query, dataset, comment)
 //! slices/<name>/v<k>-<key>.parquet + v<k>.json     frozen version k: members + manifest (the commit)
-//! runs/<run>/predictions.parquet + run.json         an uploaded model run
+//! runs/<run>/predictions-<key>.parquet + run.json   an uploaded model run (run.json: the commit)
 //! ```
 
 use std::path::{Path, PathBuf};

@@ -123,3 +123,75 @@ fn eight_concurrent_ingests_and_freezes_use_each_number_once_and_lose_nothing() 
     let files = layout.storage().list(&layout.slice_dir("all")).unwrap();
     assert_eq!(files.len(), 2 * WRITERS, "a members file and a manifest per version, no orphans: {files:?}");
 }
+
+/// Uploads racing for one run name: one commits, the others are told the name is taken,
+/// and the committed run reads back whole (its files are the ones its manifest names and
+/// hashes; the losers' files are gone).
+#[test]
+fn uploads_racing_for_one_run_name_leave_one_whole_run() {
+    use slicetest_datasets::run::{self, UploadOptions};
+    let src = tempfile::tempdir().unwrap();
+    for (label, i) in [("cat", 0), ("cat", 1), ("dog", 2)] {
+        write_image(&src.path().join(format!("{label}/img{i}.png")), 8, 8, i as u8);
+    }
+    let layout = WorkspaceLayout::on(Storage::with_object_store(Arc::new(InMemory::new()), "memory://runs/ws"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut workspace = Workspace::init_in(layout.clone()).unwrap();
+    runtime.block_on(ingest(&mut workspace, src.path(), &IngestOptions::new("ds"))).unwrap();
+    let predictions: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let path = src.path().join(format!("pred{w}.csv"));
+            let guess = |i: usize| if (i + w).is_multiple_of(2) { "cat" } else { "dog" };
+            let rows = format!(
+                "image_id,predicted\ncat/img0.png,{}\ncat/img1.png,{}\ndog/img2.png,{}\n",
+                guess(0),
+                guess(1),
+                guess(2)
+            );
+            std::fs::write(&path, rows).unwrap();
+            path
+        })
+        .collect();
+
+    let start = Barrier::new(WRITERS);
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = predictions
+            .iter()
+            .enumerate()
+            .map(|(w, path)| {
+                let (layout, start) = (layout.clone(), &start);
+                scope.spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    let workspace = Workspace::open_in(layout).unwrap();
+                    let options = UploadOptions {
+                        run: "r".into(),
+                        model: "m".into(),
+                        model_version: w.to_string(),
+                        dataset: None,
+                        allow_partial: false,
+                        provenance: Default::default(),
+                        score_threshold: None,
+                    };
+                    start.wait();
+                    runtime.block_on(run::upload(&workspace, path, &options))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let committed: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    assert_eq!(committed.len(), 1, "{outcomes:?}");
+    for refused in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        assert!(refused.to_string().contains("already exists"), "{refused}");
+    }
+    let manifest = run::read_run(&workspace, "r").unwrap();
+    assert_eq!(&manifest, committed[0]);
+    let read = run::read_predictions(&workspace, &manifest).unwrap();
+    assert_eq!(read.num_rows(), 3, "the committed run's file is its own, unaltered");
+    let mut files = layout.storage().list(&layout.run_dir("r")).unwrap();
+    files.sort();
+    let mut named: Vec<String> = manifest.files.values().cloned().chain(["run.json".to_string()]).collect();
+    named.sort();
+    assert_eq!(files, named, "no loser's file is left");
+    assert!(named[0].starts_with("predictions-") && named[0].ends_with(".parquet"), "{named:?}");
+}

@@ -161,7 +161,7 @@ fn run_files(workspace: &Workspace, dataset: &str, task: run::Task) -> Result<Ve
     for name in run::run_names(workspace).map_err(SqlError::from)? {
         let manifest = run::read_run(workspace, &name).map_err(SqlError::from)?;
         if manifest.dataset == dataset && manifest.task == task {
-            files.push(workspace.layout().run_dir(&name).join(run::predictions_file(manifest.task)));
+            files.push(run::run_file(workspace.layout(), &manifest, run::predictions_file(manifest.task)));
         }
     }
     Ok(files)

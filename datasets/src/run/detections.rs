@@ -1,5 +1,5 @@
 //! Detection runs: uploaded boxes checked against the dataset's images and ground-truth
-//! categories, stored as `runs/<run>/detections.parquet` in the upload's order (the order
+//! categories, stored as `runs/<run>/detections-<key>.parquet` in the upload's order (the order
 //! COCO evaluation breaks score ties by).
 //!
 //! Two inputs are understood:

@@ -1,18 +1,18 @@
-//! Model runs on disk: validated predictions (`runs/<run>/predictions.parquet`) and a
-//! manifest (`runs/<run>/run.json`). The manifest is written last and only if absent, so
+//! Model runs on disk: validated predictions (`runs/<run>/predictions-<key>.parquet`, named
+//! by content, see [`run_file`]) and a manifest (`runs/<run>/run.json`). The manifest is written last and only if absent, so
 //! a run is there whole or not at all (also on a bucket), and never rewritten.
 //!
 //! A classification run's table has an `image_id` column and at least one of: `predicted`
 //! (a label), `prob_<label>` columns (one per class, summing to 1), `score`, `loss`.
 //! Without `predicted`, the most probable class is the prediction. A detection run
-//! (boxes, see [`detections`]) is stored as `runs/<run>/detections.parquet` instead.
+//! (boxes, see [`detections`]) is stored as `runs/<run>/detections-<key>.parquet` instead.
 
 pub mod detections;
 pub mod mask_results;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -24,10 +24,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{DatasetError, Result};
+use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
 use crate::stored::{parse_json, read_checked_parquet};
 use crate::table_file::read_table;
-use crate::version::{encode_parquet, read_image_columns};
+use crate::version::{encode_parquet, keyed_name, read_image_columns};
 use crate::workspace::{Workspace, unknown_name_hint};
 
 /// Probabilities must sum to 1 within this tolerance.
@@ -120,6 +121,12 @@ pub struct RunManifest {
     /// Segmentation runs: the mask set and the files beside the scores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segmentation: Option<SegmentationFiles>,
+    /// The stored name of each file by its role (`predictions.parquet` →
+    /// `predictions-<sha16>.parquet`): names no other upload's content takes, so two
+    /// uploads racing for one run name never write the same file. Empty in manifests
+    /// written before names were keyed, where the role is the file name ([`run_file`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 /// What to upload and as what.
@@ -228,6 +235,7 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
         provenance: options.provenance.clone(),
         score_threshold: options.score_threshold,
         segmentation: None,
+        files: BTreeMap::new(), // publish fills it in
     })
 }
 
@@ -263,27 +271,43 @@ pub fn publish(
         use rayon::prelude::*;
         let encoded =
             files.par_iter().map(|(_, batch)| encode_parquet(batch, Vec::new())).collect::<Result<Vec<_>>>()?;
-        let mut hashes = Vec::with_capacity(files.len());
-        for ((name, _), bytes) in files.iter().zip(encoded) {
-            hashes.push(hex::encode(Sha256::digest(&bytes)));
-            storage.write(&dir.join(name), bytes)?;
-            written.push(dir.join(name));
+        let (mut hashes, mut names) = (Vec::with_capacity(files.len()), BTreeMap::new());
+        for ((role, _), bytes) in files.iter().zip(encoded) {
+            let sha = hex::encode(Sha256::digest(&bytes));
+            let name = keyed_name(role.strip_suffix(".parquet").unwrap_or(role), &sha, "parquet");
+            storage.write(&dir.join(&name), bytes)?;
+            written.push(name.clone());
+            names.insert(role.to_string(), name);
+            hashes.push(sha);
         }
-        let manifest = manifest(&hashes);
+        let mut manifest = manifest(&hashes);
+        manifest.files = names;
         let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
         crate::ingest::failpoint("upload-before-publish");
         if !storage.create(&dir.join(RUN_FILE), json.into())? {
-            written.clear(); // the files now belong to the run that committed first
             return Err(taken());
         }
         Ok(manifest)
     })();
     if result.is_err() {
-        for path in &written {
-            let _ = storage.remove(path);
+        // Keep what a run that committed under this name names (the same content as ours
+        // has the same name); the rest is ours alone.
+        let kept: Vec<String> = match storage.read_opt(&dir.join(RUN_FILE)) {
+            Ok(Some(json)) => serde_json::from_slice::<RunManifest>(&json)
+                .map(|m| m.files.into_values().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        for name in written.iter().filter(|name| !kept.contains(name)) {
+            let _ = storage.remove(&dir.join(name));
         }
     }
     result
+}
+
+/// Where a run keeps the file of `role` ([`predictions_file`], [`CONFUSION_FILE`], …).
+pub fn run_file(layout: &WorkspaceLayout, manifest: &RunManifest, role: &str) -> PathBuf {
+    layout.run_dir(&manifest.run).join(manifest.files.get(role).map_or(role, String::as_str))
 }
 
 /// File name of a run's predictions.
@@ -330,7 +354,7 @@ pub fn run_names(workspace: &Workspace) -> Result<Vec<String>> {
 /// classification table, or for a detection run its boxes (see
 /// [`detections::detections_schema`]).
 pub fn read_predictions(workspace: &Workspace, manifest: &RunManifest) -> Result<RecordBatch> {
-    let path = workspace.layout().run_dir(&manifest.run).join(predictions_file(manifest.task));
+    let path = run_file(workspace.layout(), manifest, predictions_file(manifest.task));
     let expected = &manifest.parquet_sha256;
     let altered =
         |actual: &str| format!("the file was altered after upload (sha256 {actual}, manifest says {expected})");
@@ -340,7 +364,7 @@ pub fn read_predictions(workspace: &Workspace, manifest: &RunManifest) -> Result
 /// One of a segmentation run's files beside its scores ([`CONFUSION_FILE`] or
 /// [`PREDICTED_MASKS_FILE`]), checked against the manifest's hash.
 pub fn read_segmentation_file(workspace: &Workspace, manifest: &RunManifest, file: &str) -> Result<RecordBatch> {
-    let path = workspace.layout().run_dir(&manifest.run).join(file);
+    let path = run_file(workspace.layout(), manifest, file);
     let expected = match (&manifest.segmentation, file) {
         (Some(s), CONFUSION_FILE) => &s.confusion_sha256,
         (Some(s), PREDICTED_MASKS_FILE) => &s.masks_sha256,

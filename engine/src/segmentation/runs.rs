@@ -199,6 +199,7 @@ impl Engine {
                 confusion_sha256: hashes[1].clone(),
                 masks_sha256: hashes[2].clone(),
             }),
+            files: Default::default(), // publish fills it in
         })?;
         Ok(manifest)
     }
@@ -482,7 +483,7 @@ impl SegmentationEvaluation {
         if manifest.segmentation.is_none() {
             return Err(EngineError::InvalidArgument(format!("run {} is not a segmentation run", manifest.run)));
         }
-        let path = engine.workspace.layout().run_dir(&manifest.run).join(run::CONFUSION_FILE);
+        let path = run::run_file(engine.workspace.layout(), manifest, run::CONFUSION_FILE);
         let batch = run::read_segmentation_file(&engine.workspace, manifest, run::CONFUSION_FILE)?;
         let column = |name: &str| batch.column_by_name(name).expect("confusion schema");
         let ids = column("image_id").as_string::<i32>();

@@ -415,7 +415,7 @@ fn image_run_scores(
         let (Some(t), Some(p)) = (position(truth.value(row)), position(predicted.value(row))) else {
             return Err(DatasetError::Corrupt {
                 what: "run",
-                path: engine.workspace.layout().run_dir(&manifest.run).join(run::CONFUSION_FILE),
+                path: run::run_file(engine.workspace.layout(), manifest, run::CONFUSION_FILE),
                 message: format!("row {}: a class that run.json does not list", row + 1),
             }
             .into());
