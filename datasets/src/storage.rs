@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
@@ -34,6 +34,8 @@ use crate::object_cache::ObjectCache;
 const REQUEST_TIMEOUT: &str = "60s";
 /// How long connecting to an object store may take (an unreachable endpoint fails fast).
 const CONNECT_TIMEOUT: &str = "5s";
+/// Requests [`Storage::read_many`] keeps in flight at once.
+const CONCURRENT_READS: usize = 16;
 /// Retries of a failed request, and the time after which none is started.
 const MAX_RETRIES: usize = 3;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -215,18 +217,28 @@ impl Storage {
             },
             Backend::Object { store, prefix, .. } => {
                 let (store, key) = (store.clone(), self.key(path, prefix)?);
-                let got = block_on(async move {
-                    match store.get(&key).await {
-                        Ok(result) => result.bytes().await.map(Some),
-                        // A missing bucket is a 404 too, but not "nothing stored here".
-                        Err(e @ object_store::Error::NotFound { .. }) if !is_missing_bucket(&e) => {
-                            drop(e);
-                            Ok(None)
-                        }
-                        Err(e) => Err(e),
-                    }
+                block_on(async move { get_opt(&store, &key).await }).map_err(object_error("reading", path))
+            }
+        }
+    }
+
+    /// The contents of `paths` (`None` where nothing is stored), read concurrently from an
+    /// object store: one after another, a dataset with 300 versions would cost every
+    /// command 300 round trips for its manifests.
+    pub fn read_many(&self, paths: &[PathBuf]) -> Result<Vec<Option<Bytes>>> {
+        match &self.backend {
+            Backend::Local => paths.iter().map(|path| self.read_opt(path)).collect(),
+            Backend::Object { store, prefix, .. } => {
+                let keys = paths.iter().map(|path| self.key(path, prefix)).collect::<Result<Vec<_>>>()?;
+                let store = store.clone();
+                let results = block_on(async move {
+                    let reads = keys.into_iter().map(|key| {
+                        let store = store.clone();
+                        async move { get_opt(&store, &key).await }
+                    });
+                    futures::stream::iter(reads).buffered(CONCURRENT_READS).collect::<Vec<_>>().await
                 });
-                got.map_err(object_error("reading", path))
+                results.into_iter().zip(paths).map(|(got, path)| got.map_err(object_error("reading", path))).collect()
             }
         }
     }
@@ -437,6 +449,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The object at `key`, or `None` when nothing is stored there.
+async fn get_opt(store: &Arc<dyn ObjectStore>, key: &ObjectPath) -> object_store::Result<Option<Bytes>> {
+    match store.get(key).await {
+        Ok(result) => result.bytes().await.map(Some),
+        // A missing bucket is a 404 too, but not "nothing stored here".
+        Err(e @ object_store::Error::NotFound { .. }) if !is_missing_bucket(&e) => {
+            drop(e);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Runs an object-store request to completion from synchronous code.
 ///
 /// The datasets crate is synchronous and is called both from plain threads and from
@@ -453,7 +478,11 @@ fn block_on<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static)
             .expect("the storage runtime starts")
     });
     let task = runtime.spawn(future);
-    futures::executor::block_on(task).expect("a storage request panicked")
+    // `unconstrained`: called from a task of another tokio runtime (the server, an async
+    // engine call), polling the handle would spend that task's cooperative budget, which
+    // only refills when the task yields — and a blocked task never does: after ~128 calls
+    // in one poll the handle would answer "pending" forever and this loop would spin.
+    futures::executor::block_on(tokio::task::unconstrained(task)).expect("a storage request panicked")
 }
 
 #[cfg(test)]
@@ -477,6 +506,26 @@ mod tests {
     }
 
     /// The same contract on both backends: create-if-absent, overwrite, list, remove.
+    /// Many calls within one poll of a task of another runtime (what a handler reading
+    /// hundreds of manifests does) must not exhaust that task's cooperative budget.
+    #[test]
+    fn many_calls_from_inside_a_tokio_task_finish() {
+        let storage = Storage::with_object_store(Arc::new(InMemory::new()), "memory://ws/coop");
+        let file = storage.root().join("f.json");
+        storage.write(&file, Bytes::from_static(b"{}")).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                for _ in 0..1_000 {
+                    storage.read_opt(&file).unwrap();
+                }
+            });
+            done.send(()).unwrap();
+        });
+        assert!(finished.recv_timeout(Duration::from_secs(60)).is_ok(), "the calls spin on an exhausted budget");
+    }
+
     #[test]
     fn both_backends_keep_the_same_contract() {
         let dir = tempfile::tempdir().unwrap();
@@ -500,6 +549,8 @@ mod tests {
             let mut files = s.list_files(&root.join("a")).unwrap();
             files.sort();
             assert_eq!(files, ["b/v1.json", "c.txt"], "{root:?}");
+            let many = s.read_many(&[root.join("a/c.txt"), root.join("a/none"), file.clone()]).unwrap();
+            assert_eq!(many, [Some(Bytes::from_static(b"x")), None, Some(Bytes::from_static(b"three"))], "{root:?}");
             s.remove_all(&root.join("a/b")).unwrap();
             assert_eq!(s.list(&root.join("a")).unwrap(), ["c.txt"], "{root:?}");
             s.remove(&root.join("a/c.txt")).unwrap();
