@@ -6,7 +6,7 @@
 //! a version, and versions are never rewritten.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{AsArray, RecordBatch};
@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{DatasetError, Result};
 use crate::layout::{VERSION_FILE, WorkspaceLayout};
-use crate::stored::{read_checked_parquet, read_json};
+use crate::stored::{parse_json, read_checked_parquet, read_json};
 
 /// A column of a version's `images` table, as recorded in its manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -91,6 +91,23 @@ pub fn list_versions(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<u64>
 /// Reads a version's manifest.
 pub fn read_version(layout: &WorkspaceLayout, dataset: &str, version: u64) -> Result<DatasetVersion> {
     read_json(layout.storage(), layout.version_dir(dataset, version).join(VERSION_FILE), "version manifest")
+}
+
+/// Reads the manifests of `versions` of `dataset` (concurrently from a bucket), in order.
+pub fn read_versions(layout: &WorkspaceLayout, dataset: &str, versions: &[u64]) -> Result<Vec<DatasetVersion>> {
+    let paths: Vec<PathBuf> = versions.iter().map(|v| layout.version_dir(dataset, *v).join(VERSION_FILE)).collect();
+    let texts = layout.storage().read_many(&paths)?;
+    paths
+        .into_iter()
+        .zip(texts)
+        .map(|(path, text)| match text {
+            Some(text) => parse_json(&text, path, "version manifest"),
+            None => Err(DatasetError::io("reading", &path)(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "not found (listed a moment ago: removed by another process?)",
+            ))),
+        })
+        .collect()
 }
 
 /// Reads a version's `images` table into one batch, after checking the file's hash.

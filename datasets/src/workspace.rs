@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
-use crate::version::{DatasetVersion, list_versions, read_version};
+use crate::version::{DatasetVersion, list_versions, read_versions};
 
 /// Current on-disk format of a workspace; bumped on incompatible layout changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -174,21 +174,33 @@ impl Workspace {
         self.layout.storage().write(&self.layout.config_file(), text.into())
     }
 
-    /// Names of all datasets that have at least one published version, sorted.
-    pub fn dataset_names(&self) -> Result<Vec<String>> {
-        let mut names = Vec::new();
+    /// The datasets that have at least one published version, sorted, with their version
+    /// numbers: one listing each.
+    fn listed_datasets(&self) -> Result<Vec<(String, Vec<u64>)>> {
+        let mut listed = Vec::new();
         for name in self.layout.storage().list(&self.layout.datasets_dir())? {
-            if validate_name(&name).is_ok() && !list_versions(&self.layout, &name)?.is_empty() {
-                names.push(name);
+            if validate_name(&name).is_ok() {
+                let numbers = list_versions(&self.layout, &name)?;
+                if !numbers.is_empty() {
+                    listed.push((name, numbers));
+                }
             }
         }
-        names.sort();
-        Ok(names)
+        listed.sort();
+        Ok(listed)
+    }
+
+    /// Names of all datasets that have at least one published version, sorted.
+    pub fn dataset_names(&self) -> Result<Vec<String>> {
+        Ok(self.listed_datasets()?.into_iter().map(|(name, _)| name).collect())
     }
 
     /// All datasets with their versions.
     pub fn datasets(&self) -> Result<Vec<DatasetInfo>> {
-        self.dataset_names()?.iter().map(|n| self.dataset(n)).collect()
+        self.listed_datasets()?
+            .into_iter()
+            .map(|(name, numbers)| Ok(DatasetInfo { versions: read_versions(&self.layout, &name, &numbers)?, name }))
+            .collect()
     }
 
     /// One dataset with its versions; a clear error (with the closest name) if it is unknown.
@@ -205,8 +217,7 @@ impl Workspace {
             );
             return Err(DatasetError::UnknownDataset { name: name.to_string(), hint });
         }
-        let versions = numbers.into_iter().map(|v| read_version(&self.layout, name, v)).collect::<Result<_>>()?;
-        Ok(DatasetInfo { name: name.to_string(), versions })
+        Ok(DatasetInfo { name: name.to_string(), versions: read_versions(&self.layout, name, &numbers)? })
     }
 }
 
