@@ -9,7 +9,10 @@
 //!    workspace and reads the manifests first); and the bucket without the local cache of
 //!    content-keyed files (`SLICETEST_CACHE_MAX_GB=0`), which downloads every query's columns.
 //!
-//! Run: `cargo run --release -p slicetest-bench --bin bench-s3 [-- --rows N --runs N --images N]`
+//! The workspace also holds a dataset with `--versions` versions (default 100), whose
+//! manifests every command reads.
+//!
+//! Run: `cargo run --release -p slicetest-bench --bin bench-s3 [-- --rows N --runs N --images N --versions N]`
 //! (needs `pip install "moto[server]"`; `$SLICETEST_BENCH_PYTHON` picks the interpreter).
 
 use std::net::TcpListener;
@@ -32,10 +35,11 @@ struct Args {
     rows: usize,
     runs: usize,
     images: usize,
+    versions: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args { rows: 1_000_000, runs: 20, images: 10_000 };
+    let mut a = Args { rows: 1_000_000, runs: 20, images: 10_000, versions: 100 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -43,7 +47,8 @@ fn args() -> anyhow::Result<Args> {
             "--rows" => a.rows = value.parse()?,
             "--runs" => a.runs = value.parse()?,
             "--images" => a.images = value.parse()?,
-            other => bail!("unknown flag {other} (flags: --rows N, --runs N, --images N)"),
+            "--versions" => a.versions = value.parse()?,
+            other => bail!("unknown flag {other} (flags: --rows N, --runs N, --images N, --versions N)"),
         }
     }
     Ok(a)
@@ -151,6 +156,10 @@ async fn main() -> anyhow::Result<()> {
     for layout in [&local_layout, &bucket_layout] {
         let mut workspace = Workspace::init_in(layout.clone())?;
         slicetest_datasets::import_table(&mut workspace, "synthetic", &table, "bench")?;
+        // A dataset with a long history: every command reads each version's manifest.
+        for v in 0..args.versions {
+            slicetest_datasets::import_table(&mut workspace, "history", &synthetic_images(v + 1), "bench")?;
+        }
     }
     // The same bucket without the local cache: every query downloads the columns it reads.
     // SAFETY: no other thread reads the environment while this runs.
@@ -225,8 +234,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let [local_ms, bucket_ms] = [median(&mut command_times[0]), median(&mut command_times[1])];
     println!(
-        "query   per command (workspace listed, manifests read, session built, query run): local {local_ms:.1} ms, \
-         bucket {bucket_ms:.1} ms, ratio {:.2}x",
+        "query   per command (workspace listed, manifests read — {} of them —, session built, query run): \
+         local {local_ms:.1} ms, bucket {bucket_ms:.1} ms, ratio {:.2}x",
+        args.versions + 1,
         median(&mut command_ratios)
     );
     drop(server);
