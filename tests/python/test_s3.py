@@ -76,6 +76,14 @@ def images(root: Path) -> Path:
     return src
 
 
+def one_image_dataset(ws, folder: Path, env):
+    """A workspace at `ws` with dataset `ds`: one PNG, written into `folder`."""
+    folder.mkdir()
+    (folder / "a.png").write_bytes(png_bytes(4, 4, 1))
+    cli(ws, "init", env=env)
+    cli(ws, "ingest", "-d", "ds", "--quiet", str(folder), env=env)
+
+
 def workflow(ws, src: Path, predictions: Path, env) -> dict:
     """The product's loop on one workspace; what each step printed, paths removed."""
     out = {}
@@ -185,10 +193,7 @@ def test_an_ingest_that_loses_its_number_on_a_bucket_merges_again(tmp_path, s3):
 def test_a_killed_ingest_leaves_no_visible_version_on_a_bucket(tmp_path, s3):
     env, client = s3
     ws = f"s3://{BUCKET}/killed"
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "a.png").write_bytes(png_bytes(4, 4, 1))
-    cli(ws, "init", env=env)
-    cli(ws, "ingest", "-d", "ds", "--quiet", str(tmp_path / "a"), env=env)
+    one_image_dataset(ws, tmp_path / "a", env)
     (tmp_path / "a" / "b.png").write_bytes(png_bytes(4, 4, 2))
     for failpoint in ["ingest-after-parquet", "ingest-before-publish"]:
         killed = cli(ws, "ingest", "-d", "ds", "--quiet", str(tmp_path / "a"), env={**env, "SLICETEST_FAILPOINT": failpoint}, check=False)
@@ -227,10 +232,7 @@ def test_bad_storage_urls_fail_with_one_clear_error(s3, url, extra_env, expected
 def test_what_a_bucket_cannot_do_yet_says_so(tmp_path, s3):
     env, _ = s3
     ws = f"s3://{BUCKET}/local-only"
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "a.png").write_bytes(png_bytes(4, 4, 1))
-    cli(ws, "init", env=env)
-    cli(ws, "ingest", "-d", "ds", "--quiet", str(tmp_path / "a"), env=env)
+    one_image_dataset(ws, tmp_path / "a", env)
     out = cli(ws, "tag", "ds", "--tagger", "pixels", env=env, check=False)
     assert out.returncode != 0
     assert "not supported yet in a workspace in object storage" in out.stderr.decode(), out.stderr.decode()
