@@ -7,7 +7,6 @@
 //! number of concurrent runs) add parts without a lock.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
-use crate::parts::{self, create_file, create_part, part_key};
-use crate::stored::{local_entry_names, read_json};
-use crate::version::write_parquet;
+use crate::parts::{self, StoredPart, create_part};
+use crate::storage::Storage;
+use crate::stored::parse_json;
+use crate::version::encode_parquet;
 
 const MODEL_FILE: &str = "model.json";
 
@@ -81,9 +81,13 @@ pub fn part_batch(ids: &[String], shas: &[String], vectors: Vec<f32>, dim: usize
 
 /// Names of the models with embeddings of `dataset`.
 pub fn model_names(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String>> {
-    let dir = layout.dataset_dir(dataset).join("embeddings");
-    let mut names: Vec<String> =
-        local_entry_names(&dir)?.into_iter().filter(|n| dir.join(n).join(MODEL_FILE).is_file()).collect();
+    let (storage, dir) = (layout.storage(), layout.dataset_dir(dataset).join("embeddings"));
+    let mut names = Vec::new();
+    for name in storage.list(&dir)? {
+        if validate_name(&name).is_ok() && storage.exists(&dir.join(&name).join(MODEL_FILE))? {
+            names.push(name);
+        }
+    }
     names.sort();
     Ok(names)
 }
@@ -91,23 +95,21 @@ pub fn model_names(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String
 /// The model record of stored embeddings, if any.
 pub fn read_model(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result<Option<EmbeddingModel>> {
     let path = layout.embeddings_dir(dataset, name).join(MODEL_FILE);
-    if !path.is_file() {
-        return Ok(None);
+    match layout.storage().read_opt(&path)? {
+        Some(json) => parse_json(&json, path, "embedding model record").map(Some),
+        None => Ok(None),
     }
-    read_json(layout.storage(), path, "embedding model record").map(Some)
 }
 
 /// Records the model of a new embeddings directory; refuses a different model under the
 /// same name. Shards starting at once race to create `model.json`: one creates it, the
 /// others find it and check it like any later run.
 pub fn register_model(layout: &WorkspaceLayout, dataset: &str, model: &EmbeddingModel) -> Result<()> {
-    layout.storage().require_local("embedding")?;
     validate_name(&model.name)?;
     let dir = layout.embeddings_dir(dataset, &model.name);
     if read_model(layout, dataset, &model.name)?.is_none() {
-        fs::create_dir_all(&dir).map_err(DatasetError::io("creating", &dir))?;
         let json = serde_json::to_vec_pretty(model).expect("serialisable");
-        if create_file(&dir.join(MODEL_FILE), &json)? {
+        if layout.storage().create(&dir.join(MODEL_FILE), json.into())? {
             return Ok(());
         }
     }
@@ -127,24 +129,20 @@ pub fn register_model(layout: &WorkspaceLayout, dataset: &str, model: &Embedding
 }
 
 /// The part files of stored embeddings, in read order (see [`crate::parts`]).
-pub fn part_files(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result<Vec<PathBuf>> {
-    let dir = layout.embeddings_dir(dataset, name);
-    Ok(parts::list_parts(&dir)?.into_iter().map(|(_, path)| path).collect())
+pub fn part_files(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result<Vec<StoredPart>> {
+    parts::list_parts(layout.storage(), &layout.embeddings_dir(dataset, name))
 }
 
 /// Adds a part holding `batch` (a [`part_batch`]); None when a racing writer had just
-/// added the very same rows.
+/// added the very same bytes.
 pub fn append_part(
     layout: &WorkspaceLayout,
     dataset: &str,
     name: &str,
     batch: &RecordBatch,
 ) -> Result<Option<PathBuf>> {
-    layout.storage().require_local("embedding")?;
     let dir = layout.embeddings_dir(dataset, name);
-    let (ids, shas) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
-    let key = part_key((0..batch.num_rows()).map(|i| (ids.value(i), shas.value(i))));
-    let path = create_part(&dir, &key, |tmp| write_parquet(tmp, batch).map(drop))?;
+    let path = create_part(layout.storage(), &dir, encode_parquet(batch, Vec::new())?)?;
     crate::ingest::failpoint("embed-after-part");
     Ok(path)
 }
@@ -152,20 +150,26 @@ pub fn append_part(
 /// Every stored vector: the parts' batches, each with image_id, sha256 and vector.
 pub fn read_parts(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result<Vec<RecordBatch>> {
     let mut batches = Vec::new();
-    for path in part_files(layout, dataset, name)? {
-        batches.extend(read_part(&path)?);
+    for part in part_files(layout, dataset, name)? {
+        batches.extend(read_part(layout.storage(), &part.path, false)?);
     }
     Ok(batches)
 }
 
-fn read_part(path: &Path) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).map_err(DatasetError::io("reading", path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
-    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+/// A part's batches (only image_id and sha256 when `keys_only`), after checking its schema.
+fn read_part(storage: &Storage, path: &Path, keys_only: bool) -> Result<Vec<RecordBatch>> {
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(storage.open_file(path)?)?;
+    if keys_only {
+        let roots = builder.parquet_schema().root_schema().get_fields().len();
+        let keys = ProjectionMask::roots(builder.parquet_schema(), (0..2).filter(|&i| i < roots));
+        builder = builder.with_projection(keys);
+    }
+    let batches = builder.build()?.collect::<std::result::Result<Vec<_>, _>>()?;
     for batch in &batches {
-        let ok = batch.num_columns() == 3
+        let ok = batch.num_columns() == if keys_only { 2 } else { 3 }
             && batch.column(0).as_string_opt::<i32>().is_some()
-            && matches!(batch.column(2).data_type(), DataType::FixedSizeList(_, _));
+            && batch.column(1).as_string_opt::<i32>().is_some()
+            && (keys_only || matches!(batch.column(2).data_type(), DataType::FixedSizeList(_, _)));
         if !ok {
             return Err(DatasetError::Corrupt {
                 what: "embeddings part",
@@ -178,24 +182,12 @@ fn read_part(path: &Path) -> Result<Vec<RecordBatch>> {
 }
 
 /// Every embedded (image_id, sha256): an image counts as embedded only as the content it
-/// had then. Reads only those two columns of each part.
+/// had then. Reads only those two columns of each part (of a local one).
 pub fn embedded_images(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result<HashSet<(String, String)>> {
     let mut done = HashSet::new();
-    for path in part_files(layout, dataset, name)? {
-        let file = File::open(&path).map_err(DatasetError::io("reading", &path))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-        let keys = ProjectionMask::roots(builder.parquet_schema(), [0, 1]);
-        for batch in builder.with_projection(keys).build()? {
-            let batch = batch?;
-            let (Some(ids), Some(shas)) =
-                (batch.column(0).as_string_opt::<i32>(), batch.column(1).as_string_opt::<i32>())
-            else {
-                return Err(DatasetError::Corrupt {
-                    what: "embeddings part",
-                    path,
-                    message: format!("unexpected schema {:?}", batch.schema()),
-                });
-            };
+    for part in part_files(layout, dataset, name)? {
+        for batch in read_part(layout.storage(), &part.path, true)? {
+            let (ids, shas) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
             done.extend((0..batch.num_rows()).map(|i| (ids.value(i).to_string(), shas.value(i).to_string())));
         }
     }
@@ -221,23 +213,36 @@ mod tests {
     #[test]
     fn parts_append_and_read_back_and_models_never_mix() {
         let dir = tempfile::tempdir().unwrap();
-        let layout = WorkspaceLayout::new(dir.path());
-        register_model(&layout, "ds", &model("aaaa")).unwrap();
-        register_model(&layout, "ds", &model("aaaa")).unwrap();
-        let err = register_model(&layout, "ds", &model("bbbb")).unwrap_err().to_string();
-        assert!(err.contains("another model"), "{err}");
-        for i in 0..2 {
-            let batch = part_batch(&[format!("img{i}")], &[format!("sha{i}")], vec![0.6, 0.8], 2).unwrap();
-            append_part(&layout, "ds", "tiny", &batch).unwrap();
+        let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+        for storage in [Storage::local(dir.path()), Storage::with_object_store(memory, "memory://ws/emb")] {
+            let layout = WorkspaceLayout::on(storage.clone());
+            register_model(&layout, "ds", &model("aaaa")).unwrap();
+            register_model(&layout, "ds", &model("aaaa")).unwrap();
+            let err = register_model(&layout, "ds", &model("bbbb")).unwrap_err().to_string();
+            assert!(err.contains("another model"), "{err}");
+            for i in 0..2 {
+                let batch = part_batch(&[format!("img{i}")], &[format!("sha{i}")], vec![0.6, 0.8], 2).unwrap();
+                assert!(append_part(&layout, "ds", "tiny", &batch).unwrap().is_some());
+            }
+            let parts = read_parts(&layout, "ds", "tiny").unwrap();
+            assert_eq!(parts.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+            let done = embedded_images(&layout, "ds", "tiny").unwrap();
+            assert!(done.contains(&("img0".to_string(), "sha0".to_string())) && done.len() == 2);
+            assert_eq!(model_names(&layout, "ds").unwrap(), ["tiny"]);
+            // A temporary file left by a killed writer is not a part.
+            let tmp = crate::atomic::tmp_sibling(&layout.embeddings_dir("ds", "tiny").join("part-000002.parquet"));
+            storage.write(&tmp, bytes::Bytes::from_static(b"half")).unwrap();
+            assert_eq!(part_files(&layout, "ds", "tiny").unwrap().len(), 2);
+            // A part that is not an embeddings part says which file is wrong.
+            let bad = layout.embeddings_dir("ds", "tiny").join("part-000009.parquet");
+            let batch = RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("x", DataType::Utf8, false)])),
+                vec![Arc::new(StringArray::from(vec!["a"]))],
+            )
+            .unwrap();
+            storage.write(&bad, encode_parquet(&batch, Vec::new()).unwrap()).unwrap();
+            let err = read_parts(&layout, "ds", "tiny").unwrap_err().to_string();
+            assert!(err.contains("part-000009.parquet") && err.contains("embeddings part"), "{err}");
         }
-        let parts = read_parts(&layout, "ds", "tiny").unwrap();
-        assert_eq!(parts.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
-        let done = embedded_images(&layout, "ds", "tiny").unwrap();
-        assert!(done.contains(&("img0".to_string(), "sha0".to_string())) && done.len() == 2);
-        assert_eq!(model_names(&layout, "ds").unwrap(), ["tiny"]);
-        // A temporary file left by a killed writer is not a part.
-        let tmp = crate::atomic::tmp_sibling(&layout.embeddings_dir("ds", "tiny").join("part-000002.parquet"));
-        fs::write(&tmp, b"half").unwrap();
-        assert_eq!(part_files(&layout, "ds", "tiny").unwrap().len(), 2);
     }
 }

@@ -594,7 +594,9 @@ pub fn write_mask_set(
 
 /// Removes a mask set; false when there was none.
 pub fn remove_mask_set(layout: &WorkspaceLayout, dataset: &str, source: &str) -> Result<bool> {
-    layout.storage().require_local("removing masks")?;
+    if layout.storage().is_remote() {
+        return Ok(false); // mask sets are only ever imported into local workspaces
+    }
     let dir = mask_set_dir(layout, dataset, source);
     if !dir.exists() {
         return Ok(false);

@@ -6,14 +6,20 @@
 //! - `seq` (six digits) orders parts by when they were written: one more than the highest
 //!   `seq` the writer saw. Two writers that race take the same `seq`; their `key`s differ,
 //!   so both parts land, in a fixed order.
-//! - `key` (16 hex digits) is a hash of the (image_id, sha256) rows in the part. The same
-//!   rows written twice under the same `seq` are one file: the part is created only if
-//!   absent ([`create_part`]), and the loser of that race keeps nothing.
+//! - `key` (16 hex digits) is a hash of the part's bytes ([`content_key`]). The same bytes
+//!   written twice under the same `seq` are one file: the part is created only if absent
+//!   ([`create_part`], [`Storage::create`]), and the loser of that race keeps nothing. A
+//!   name therefore always holds the same bytes, which is what lets a bucket workspace's
+//!   local cache keep parts without asking the bucket again.
 //!
 //! Readers take every part in (`seq`, `key`) order, and where two parts hold the same
 //! (image_id, sha256) — two writers embedded the same image at once — the first part's
 //! row wins, so the result does not depend on which writer finished first. Older stores
 //! named parts `part-<seq>.parquet`; those read as parts with an empty key.
+//!
+//! Parts are written and listed through [`Storage`], so the same code adds parts to a
+//! local directory (a hard link that fails if the name is taken) and to a bucket
+//! (`PutMode::Create`).
 //!
 //! [`Shard`] splits a dataset's images between the processes of one job:
 //! image `i` belongs to shard `u64(sha256(image_id)[..8]) mod n`, a rule any launcher or
@@ -23,11 +29,12 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::atomic::{TMP_PREFIX, sync_dir, tmp_sibling};
 use crate::error::{DatasetError, Result};
-use crate::stored::local_entry_names;
+use crate::storage::Storage;
 
 /// One shard of `count` (`index` in `0..count`): the images whose id hashes to `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +96,7 @@ pub fn shard_of(image_id: &str, count: u64) -> u64 {
 }
 
 /// A part file's name, parsed.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PartName {
     /// Write order.
     pub seq: u64,
@@ -119,36 +126,53 @@ impl PartName {
     }
 }
 
-/// The key of a part holding these (image_id, sha256) rows: the first 16 hex digits of
-/// their [`pairs_hash`](crate::version::pairs_hash), in order.
-pub fn part_key<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut key = crate::version::pairs_hash(rows);
+/// The key of a part whose files hold `contents` (a tag part and its boxes part, or one
+/// embeddings part): the first 16 hex digits of the SHA-256 over their lengths and bytes.
+pub fn content_key(contents: &[&[u8]]) -> String {
+    let mut hash = Sha256::new();
+    for content in contents {
+        hash.update((content.len() as u64).to_be_bytes());
+        hash.update(content);
+    }
+    let mut key = hex::encode(hash.finalize());
     key.truncate(16);
     key
 }
 
+/// One stored part.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StoredPart {
+    /// Its parsed name (what orders parts).
+    pub name: PartName,
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
 /// The parts in `dir`, in read order (`seq`, then `key`). A missing directory has none;
 /// temporary files of writers (killed or still writing) are not parts.
-pub fn list_parts(dir: &Path) -> Result<Vec<(PartName, PathBuf)>> {
-    let mut parts: Vec<(PartName, PathBuf)> =
-        local_entry_names(dir)?.into_iter().filter_map(|n| PartName::parse(&n).map(|p| (p, dir.join(n)))).collect();
+pub fn list_parts(storage: &Storage, dir: &Path) -> Result<Vec<StoredPart>> {
+    let mut parts: Vec<StoredPart> = storage
+        .list_sizes(dir)?
+        .into_iter()
+        .filter_map(|(n, size)| Some(StoredPart { name: PartName::parse(&n)?, path: dir.join(n), size }))
+        .collect();
     parts.sort();
     Ok(parts)
 }
 
-/// Publishes a part in `dir` holding rows with `key`: `write` fills a temporary file,
-/// which then becomes `part-<next seq>-<key>.parquet` only if no file has that name (a
-/// hard link, which fails instead of replacing). Returns the part's path, or None when an
-/// identical part (same `seq` and `key`: the same rows, written by a racing writer) was
-/// there first.
-pub fn create_part(dir: &Path, key: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<Option<PathBuf>> {
-    let path = dir.join(next_part_name(dir, key)?.file_name());
-    Ok(create_with(&path, write)?.then_some(path))
+/// Publishes `bytes` as a part in `dir`: `part-<next seq>-<content key>.parquet`, created
+/// only if no file has that name. Returns the part's path, or None when an identical part
+/// (same `seq`, same bytes: a racing writer's) was there first.
+pub fn create_part(storage: &Storage, dir: &Path, bytes: Bytes) -> Result<Option<PathBuf>> {
+    let path = dir.join(next_part_name(storage, dir, &content_key(&[&bytes]))?.file_name());
+    Ok(storage.create(&path, bytes)?.then_some(path))
 }
 
 /// The name the next part with `key` takes in `dir`: one `seq` above the highest there.
-pub fn next_part_name(dir: &Path, key: &str) -> Result<PartName> {
-    let seq = list_parts(dir)?.last().map_or(0, |(p, _)| p.seq + 1);
+pub fn next_part_name(storage: &Storage, dir: &Path, key: &str) -> Result<PartName> {
+    let seq = list_parts(storage, dir)?.last().map_or(0, |p| p.name.seq + 1);
     Ok(PartName { seq, key: key.to_string() })
 }
 
@@ -233,34 +257,51 @@ mod tests {
     #[test]
     fn parts_list_in_write_order_and_identical_parts_are_created_once() {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().join("parts");
-        let write = |bytes: &'static [u8]| move |p: &Path| fs::write(p, bytes).map_err(DatasetError::io("w", p));
-        let first = create_part(&d, "00000000000000aa", write(b"a")).unwrap().unwrap();
-        let second = create_part(&d, "00000000000000bb", write(b"b")).unwrap().unwrap();
-        assert!(first.ends_with("part-000000-00000000000000aa.parquet"));
-        assert!(second.ends_with("part-000001-00000000000000bb.parquet"));
-        // Older names and temporary files.
-        fs::write(d.join("part-000007.parquet"), b"old").unwrap();
-        fs::write(tmp_sibling(&d.join("part-000008-00000000000000cc.parquet")), b"half").unwrap();
-        let names: Vec<String> = list_parts(&d).unwrap().into_iter().map(|(p, _)| p.file_name()).collect();
-        assert_eq!(
-            names,
-            ["part-000000-00000000000000aa.parquet", "part-000001-00000000000000bb.parquet", "part-000007.parquet"]
-        );
-        // Same name twice: the first stays, the second reports it lost.
-        let path = d.join("manifest.json");
-        assert!(create_file(&path, b"one").unwrap());
-        assert!(!create_file(&path, b"two").unwrap());
-        assert_eq!(fs::read(&path).unwrap(), b"one");
-        assert!(local_entry_names(&d).unwrap().iter().filter(|n| is_temporary(n)).count() == 1, "only the planted one");
+        let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+        for storage in [Storage::local(dir.path()), Storage::with_object_store(memory, "memory://ws/p")] {
+            let d = storage.root().join("parts");
+            let first = create_part(&storage, &d, Bytes::from_static(b"a")).unwrap().unwrap();
+            let second = create_part(&storage, &d, Bytes::from_static(b"b")).unwrap().unwrap();
+            let (ka, kb) = (content_key(&[b"a"]), content_key(&[b"b"]));
+            assert!(first.ends_with(format!("part-000000-{ka}.parquet")), "{first:?}");
+            assert!(second.ends_with(format!("part-000001-{kb}.parquet")), "{second:?}");
+            // Older names and temporary files.
+            storage.write(&d.join("part-000007.parquet"), Bytes::from_static(b"old")).unwrap();
+            let tmp = tmp_sibling(&d.join("part-000008-00000000000000cc.parquet"));
+            storage.write(&tmp, Bytes::from_static(b"half")).unwrap();
+            let parts = list_parts(&storage, &d).unwrap();
+            let names: Vec<String> = parts.iter().map(|p| p.name.file_name()).collect();
+            let expected = [
+                format!("part-000000-{ka}.parquet"),
+                format!("part-000001-{kb}.parquet"),
+                "part-000007.parquet".into(),
+            ];
+            assert_eq!(names, expected);
+            assert_eq!(parts.iter().map(|p| p.size).collect::<Vec<_>>(), [1, 1, 3]);
+            // The same bytes under a taken name: the first stays, the second reports it lost.
+            let name = PartName { seq: 0, key: ka.clone() }.file_name();
+            assert!(!storage.create(&d.join(name), Bytes::from_static(b"a")).unwrap());
+            assert_eq!(list_parts(&storage, &d).unwrap().len(), 3);
+        }
     }
 
     #[test]
-    fn part_keys_depend_on_every_row() {
-        let a = part_key([("a", "1"), ("b", "2")]);
+    fn content_keys_depend_on_every_byte_and_boundary() {
+        let a = content_key(&[b"ab", b"c"]);
         assert_eq!(a.len(), 16);
-        assert_ne!(a, part_key([("a", "1"), ("b", "3")]));
-        assert_ne!(a, part_key([("a", "1")]));
-        assert_eq!(a, part_key([("a", "1"), ("b", "2")]));
+        assert_ne!(a, content_key(&[b"a", b"bc"]));
+        assert_ne!(a, content_key(&[b"abc"]));
+        assert_eq!(a, content_key(&[b"ab", b"c"]));
+    }
+
+    #[test]
+    fn a_taken_manifest_name_keeps_the_first_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d/manifest.json");
+        assert!(create_file(&path, b"one").unwrap());
+        assert!(!create_file(&path, b"two").unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"one");
+        let leftovers = fs::read_dir(dir.path().join("d")).unwrap().flatten();
+        assert!(leftovers.map(|e| e.file_name()).all(|n| !is_temporary(n.to_str().unwrap())), "no temporary file left");
     }
 }

@@ -21,6 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use datafusion::parquet::file::reader::{ChunkReader, Length};
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
@@ -324,6 +325,49 @@ impl Storage {
         }
     }
 
+    /// The files directly inside the directory `dir` with their sizes in bytes (not
+    /// sub-directories); a missing directory has none.
+    pub fn list_sizes(&self, dir: &Path) -> Result<Vec<(String, u64)>> {
+        match &self.backend {
+            Backend::Local => {
+                let mut files = Vec::new();
+                for name in self.list(dir)? {
+                    let path = dir.join(&name);
+                    match std::fs::metadata(&path) {
+                        Ok(meta) if meta.is_file() => files.push((name, meta.len())),
+                        Ok(_) => {}
+                        // Removed between the listing and now (a writer's temporary file).
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(DatasetError::io("reading", &path)(e)),
+                    }
+                }
+                Ok(files)
+            }
+            Backend::Object { store, prefix, .. } => {
+                let (store, key) = (store.clone(), self.key(dir, prefix)?);
+                let listed = block_on(async move {
+                    let key = (!key.as_ref().is_empty()).then_some(key);
+                    store.list_with_delimiter(key.as_ref()).await
+                })
+                .map_err(object_error("listing", dir))?;
+                Ok(listed.objects.iter().filter_map(|o| Some((o.location.filename()?.to_string(), o.size))).collect())
+            }
+        }
+    }
+
+    /// `path` opened for Parquet's reader: a local file is read in place (only the pages
+    /// a projection needs), an object is fetched whole (from the local cache when it is
+    /// content-keyed).
+    pub fn open_file(&self, path: &Path) -> Result<StoredFile> {
+        match &self.backend {
+            Backend::Local => {
+                let file = std::fs::File::open(path).map_err(DatasetError::io("reading", path))?;
+                Ok(StoredFile::Local(file))
+            }
+            Backend::Object { .. } => Ok(StoredFile::Fetched(self.read(path)?)),
+        }
+    }
+
     /// Every file under the directory `dir`, as `/`-separated paths relative to it (one
     /// listing request per thousand files on a bucket, instead of one per directory).
     pub fn list_files(&self, dir: &Path) -> Result<Vec<String>> {
@@ -395,6 +439,41 @@ impl Storage {
                 })
                 .map_err(object_error("removing", dir))
             }
+        }
+    }
+}
+
+/// A stored file as Parquet's reader takes it (see [`Storage::open_file`]).
+pub enum StoredFile {
+    /// A file of a local workspace.
+    Local(std::fs::File),
+    /// The whole content of an object.
+    Fetched(Bytes),
+}
+
+impl Length for StoredFile {
+    fn len(&self) -> u64 {
+        match self {
+            StoredFile::Local(file) => Length::len(file),
+            StoredFile::Fetched(bytes) => bytes.len() as u64,
+        }
+    }
+}
+
+impl ChunkReader for StoredFile {
+    type T = Box<dyn std::io::Read + Send>;
+
+    fn get_read(&self, start: u64) -> datafusion::parquet::errors::Result<Self::T> {
+        Ok(match self {
+            StoredFile::Local(file) => Box::new(file.get_read(start)?),
+            StoredFile::Fetched(bytes) => Box::new(bytes.get_read(start)?),
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> datafusion::parquet::errors::Result<Bytes> {
+        match self {
+            StoredFile::Local(file) => file.get_bytes(start, length),
+            StoredFile::Fetched(bytes) => bytes.get_bytes(start, length),
         }
     }
 }
@@ -546,6 +625,24 @@ mod tests {
             names.sort();
             assert_eq!(names, ["b", "c.txt"], "{root:?}");
             assert!(s.list(&root.join("nothing")).unwrap().is_empty());
+            assert_eq!(s.list_sizes(&root.join("a")).unwrap(), [("c.txt".to_string(), 1)], "{root:?}: files only");
+            assert!(s.list_sizes(&root.join("nothing")).unwrap().is_empty());
+            // Parquet reads through `open_file`, projected, on either backend.
+            let batch = datafusion::arrow::array::RecordBatch::try_from_iter([
+                ("a", Arc::new(datafusion::arrow::array::Int32Array::from(vec![1, 2])) as _),
+                ("b", Arc::new(datafusion::arrow::array::Int32Array::from(vec![3, 4])) as _),
+            ])
+            .unwrap();
+            let table = root.join("t.parquet");
+            s.write(&table, crate::version::encode_parquet(&batch, Vec::new()).unwrap()).unwrap();
+            let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                s.open_file(&table).unwrap(),
+            )
+            .unwrap();
+            let mask = datafusion::parquet::arrow::ProjectionMask::roots(reader.parquet_schema(), [1]);
+            let read: Vec<_> = reader.with_projection(mask).build().unwrap().collect::<Result<_, _>>().unwrap();
+            assert_eq!(read[0], batch.project(&[1]).unwrap(), "{root:?}");
+            s.remove(&table).unwrap();
             let mut files = s.list_files(&root.join("a")).unwrap();
             files.sort();
             assert_eq!(files, ["b/v1.json", "c.txt"], "{root:?}");

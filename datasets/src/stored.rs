@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use crate::error::{DatasetError, Result};
 use crate::storage::Storage;
 
-/// Names of the entries of the local directory `dir`; a missing directory has none. (Tags
-/// and embeddings are still local-only; everything else lists through [`Storage::list`].)
+/// Names of the entries of the local directory `dir`; a missing directory has none. (Mask
+/// sets are still local-only; everything else lists through [`Storage::list`].)
 pub(crate) fn local_entry_names(dir: &Path) -> Result<Vec<String>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,

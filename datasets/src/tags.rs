@@ -11,10 +11,11 @@
 //! immutable and named as [`crate::parts`] says: a run adds a part every few seconds
 //! (what makes a killed run resumable), and the shards of one `tag --shard i/n` job add
 //! theirs side by side without a lock. A run with other parameters, or an import, starts
-//! a new generation ([`TagWriter`]); readers use the highest generation that holds a part.
+//! a new generation ([`TagWriter`]; `g<N>/generation.json` created only if absent);
+//! readers use the highest generation that holds a part. Everything goes through
+//! [`Storage`], so a workspace in a bucket is tagged the same way.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,12 +29,15 @@ use sha2::{Digest, Sha256};
 use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
-use crate::parts::{PartName, create_with, list_parts, next_part_name, part_key};
-use crate::stored::local_entry_names;
-use crate::version::write_parquet_with_metadata;
+use crate::parts::{PartName, content_key, list_parts, next_part_name};
+use crate::storage::Storage;
+use crate::version::encode_parquet;
 
 /// The Parquet (and Arrow schema) metadata key holding a tag file's [`TaggerProvenance`].
 pub const PROVENANCE_KEY: &str = "slicetest.tagger";
+/// The file that creates a generation directory (and says which tagger settings made it):
+/// created only if absent, it is how two writers agree on who made a generation.
+const GENERATION_FILE: &str = "generation.json";
 /// The columns every tag file starts with.
 pub const KEY_COLUMNS: [&str; 2] = ["image_id", "sha256"];
 /// The columns of a detections file after the keys.
@@ -146,9 +150,8 @@ fn generation_dir(dir: &Path, generation: u32) -> PathBuf {
 }
 
 /// The generation numbers under a tagger's directory, ascending.
-fn generations(dir: &Path) -> Result<Vec<u32>> {
-    let mut numbers: Vec<u32> =
-        local_entry_names(dir)?.iter().filter_map(|n| n.strip_prefix('g')?.parse().ok()).collect();
+fn generations(storage: &Storage, dir: &Path) -> Result<Vec<u32>> {
+    let mut numbers: Vec<u32> = storage.list(dir)?.iter().filter_map(|n| n.strip_prefix('g')?.parse().ok()).collect();
     numbers.sort_unstable();
     Ok(numbers)
 }
@@ -175,20 +178,23 @@ impl VisibleParts {
 
 /// The parts of `tagger` that readers use; empty when it has none.
 pub fn visible_parts(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Result<VisibleParts> {
+    let storage = layout.storage();
     let (tags, boxes) = (tags_dir(layout, dataset, tagger), detections_dir(layout, dataset, tagger));
-    for generation in generations(&tags)?.into_iter().rev() {
-        let parts = list_parts(&generation_dir(&tags, generation))?;
+    for generation in generations(storage, &tags)?.into_iter().rev() {
+        let parts = list_parts(storage, &generation_dir(&tags, generation))?;
         if parts.is_empty() {
             continue;
         }
-        let boxes_dir = generation_dir(&boxes, generation);
-        let detections =
-            parts.iter().map(|(name, _)| Some(boxes_dir.join(name.file_name())).filter(|p| p.is_file())).collect();
-        return Ok(VisibleParts { generation, tags: parts.into_iter().map(|(_, p)| p).collect(), detections });
+        // One listing of the boxes, not a request per part.
+        let box_parts: HashMap<PartName, PathBuf> =
+            list_parts(storage, &generation_dir(&boxes, generation))?.into_iter().map(|p| (p.name, p.path)).collect();
+        let detections = parts.iter().map(|p| box_parts.get(&p.name).cloned()).collect();
+        return Ok(VisibleParts { generation, tags: parts.into_iter().map(|p| p.path).collect(), detections });
     }
     let legacy = legacy_tags_file(layout, dataset, tagger);
-    if legacy.is_file() {
-        let boxes = Some(legacy_detections_file(layout, dataset, tagger)).filter(|p| p.is_file());
+    if storage.exists(&legacy)? {
+        let boxes_file = legacy_detections_file(layout, dataset, tagger);
+        let boxes = storage.exists(&boxes_file)?.then_some(boxes_file);
         return Ok(VisibleParts { generation: 0, tags: vec![legacy], detections: vec![boxes] });
     }
     Ok(VisibleParts::default())
@@ -198,7 +204,9 @@ pub fn visible_parts(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> R
 /// (the order their columns join the `images` view in). One listing of each tagger.
 pub fn stored_taggers(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<(String, VisibleParts)>> {
     let dir = layout.dataset_dir(dataset).join("tags");
-    let mut names: Vec<String> = local_entry_names(&dir)?
+    let mut names: Vec<String> = layout
+        .storage()
+        .list(&dir)?
         .into_iter()
         .map(|n| n.strip_suffix(".parquet").map(str::to_string).unwrap_or(n))
         .filter(|n| validate_name(n).is_ok())
@@ -251,7 +259,7 @@ pub fn read_tags(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Resul
     let (mut tag_batches, mut box_batches) = (Vec::new(), Vec::new());
     let mut seen: std::collections::HashSet<(String, String)> = Default::default();
     for (path, boxes) in visible.tags.iter().zip(&visible.detections) {
-        let (tags, part_provenance) = read_tag_part(path)?;
+        let (tags, part_provenance) = read_tag_part(layout.storage(), path)?;
         provenance.get_or_insert(part_provenance);
         let mut owned: std::collections::HashSet<(String, String)> = Default::default();
         let tags = retain_rows(&tags, |id, sha| {
@@ -259,7 +267,7 @@ pub fn read_tags(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Resul
             !seen.contains(&key) && owned.insert(key)
         })?;
         if let Some(boxes) = boxes {
-            let boxes = read_whole(boxes)?;
+            let boxes = read_whole(layout.storage(), boxes)?;
             box_batches.push(retain_rows(&boxes, |id, sha| owned.contains(&(id.to_string(), sha.to_string())))?);
         }
         seen.extend(owned);
@@ -278,8 +286,8 @@ pub fn read_tags(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Resul
 }
 
 /// One tag part: its rows (without schema metadata) and its provenance.
-fn read_tag_part(path: &Path) -> Result<(RecordBatch, TaggerProvenance)> {
-    let tags = read_whole(path)?;
+fn read_tag_part(storage: &Storage, path: &Path) -> Result<(RecordBatch, TaggerProvenance)> {
+    let tags = read_whole(storage, path)?;
     let bad = |message: String| DatasetError::Corrupt { what: "tag file", path: path.to_path_buf(), message };
     let keys_ok = tags.num_columns() >= 2
         && KEY_COLUMNS.iter().enumerate().all(|(i, n)| tags.schema().field(i).name() == n)
@@ -293,9 +301,8 @@ fn read_tag_part(path: &Path) -> Result<(RecordBatch, TaggerProvenance)> {
 }
 
 /// The provenance of a tag part, from its footer alone.
-fn read_part_provenance(path: &Path) -> Result<TaggerProvenance> {
-    let file = File::open(path).map_err(DatasetError::io("reading", path))?;
-    provenance_in(ParquetRecordBatchReaderBuilder::try_new(file)?.schema(), path)
+fn read_part_provenance(storage: &Storage, path: &Path) -> Result<TaggerProvenance> {
+    provenance_in(ParquetRecordBatchReaderBuilder::try_new(storage.open_file(path)?)?.schema(), path)
 }
 
 /// The [`PROVENANCE_KEY`] metadata of a tag part's schema, parsed.
@@ -313,14 +320,12 @@ pub fn read_detections(layout: &WorkspaceLayout, dataset: &str, tagger: &str) ->
 /// The tag columns of a stored tagger (read from a part's footer only).
 pub fn tag_columns(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Result<Vec<String>> {
     let Some(path) = visible_parts(layout, dataset, tagger)?.tags.into_iter().next() else { return Ok(Vec::new()) };
-    let file = File::open(&path).map_err(DatasetError::io("reading", &path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(layout.storage().open_file(&path)?)?;
     Ok(builder.schema().fields().iter().skip(KEY_COLUMNS.len()).map(|f| f.name().clone()).collect())
 }
 
-fn read_whole(path: &Path) -> Result<RecordBatch> {
-    let file = File::open(path).map_err(DatasetError::io("reading", path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+fn read_whole(storage: &Storage, path: &Path) -> Result<RecordBatch> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(storage.open_file(path)?)?;
     let schema = builder.schema().clone();
     let batches = builder.build()?.collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(concat_batches(&schema, &batches)?)
@@ -353,9 +358,9 @@ impl TagWriter {
     /// The generation a run with `provenance` writes to: the visible one when its
     /// parameters hash is the same and `replace` is false, else a new one.
     pub fn open(layout: &WorkspaceLayout, dataset: &str, provenance: &TaggerProvenance, replace: bool) -> Result<Self> {
-        layout.storage().require_local("tagging")?;
         let tagger = &provenance.tagger;
         validate_name(tagger)?;
+        let storage = layout.storage();
         let (tags, boxes) = (tags_dir(layout, dataset, tagger), detections_dir(layout, dataset, tagger));
         let json = serde_json::to_string(provenance).expect("serialisable");
         let writer = |generation| TagWriter {
@@ -370,7 +375,7 @@ impl TagWriter {
         loop {
             let visible = visible_parts(layout, dataset, tagger)?;
             let same_parameters = match visible.tags.first() {
-                Some(first) => read_part_provenance(first)?.parameters_hash == provenance.parameters_hash,
+                Some(first) => read_part_provenance(storage, first)?.parameters_hash == provenance.parameters_hash,
                 None => false,
             };
             if same_parameters && !replace {
@@ -380,31 +385,28 @@ impl TagWriter {
                 return Ok(writer(visible.generation));
             }
             // A newer, still empty generation (another shard of this job made it a moment
-            // ago, or a killed run left it) is taken as it is; else the next one is created,
+            // ago, or a killed run left it) is taken as it is; else the next one is created
+            // — its marker file created only if absent, as buckets have no directories —
             // and a writer that loses that race looks again.
-            let top = generations(&tags)?.last().copied().unwrap_or(0);
+            let top = generations(storage, &tags)?.last().copied().unwrap_or(0);
             if top > visible.generation && !replace {
                 return Ok(writer(top));
             }
-            fs::create_dir_all(&tags).map_err(DatasetError::io("creating", &tags))?;
-            let next = generation_dir(&tags, top + 1);
-            match fs::create_dir(&next) {
-                Ok(()) => return Ok(writer(top + 1)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(DatasetError::io("creating", &next)(e)),
+            let marker = generation_dir(&tags, top + 1).join(GENERATION_FILE);
+            if storage.create(&marker, json.clone().into_bytes().into())? {
+                return Ok(writer(top + 1));
             }
         }
     }
 
-    /// Carries an older workspace's single file into generation 1 (hard links, so nothing
-    /// is copied), so a run that adds to it keeps its rows.
+    /// Carries an older workspace's single file into generation 1 (copied once), so a run
+    /// that adds to it keeps its rows.
     fn adopt_legacy(self, legacy: &VisibleParts) -> Result<Self> {
+        let storage = self.layout.storage();
         let name = PartName { seq: 0, key: String::new() }.file_name();
         for (from, dir) in [(legacy.detections[0].as_ref(), &self.boxes), (Some(&legacy.tags[0]), &self.tags)] {
             if let Some(from) = from {
-                create_with(&dir.join(&name), |tmp| {
-                    fs::hard_link(from, tmp).map_err(DatasetError::io("linking", from))
-                })?;
+                storage.create(&dir.join(&name), storage.read(from)?)?;
             }
         }
         Ok(self)
@@ -423,25 +425,25 @@ impl TagWriter {
     /// Adds a part: `tags` (keys first, then the tagger's columns) and, for taggers that
     /// find objects, `boxes` (the [`detections_schema`]). The boxes are written first under
     /// the same name; the tag part is the commit, so a run killed between the two leaves
-    /// boxes no reader sees. False when a racing writer had just added the same rows.
+    /// boxes no reader sees. The name's key hashes both files, so a name always holds the
+    /// same pair. False when a racing writer had just added the same rows.
     pub fn append(&self, tags: &RecordBatch, boxes: Option<&RecordBatch>) -> Result<bool> {
-        let (ids, shas) = key_columns(tags);
-        let key = part_key((0..tags.num_rows()).map(|i| (ids.value(i), shas.value(i))));
-        let name = next_part_name(&self.tags, &key)?.file_name();
-        if let Some(boxes) = boxes {
-            let path = self.boxes.join(&name);
-            let _ = fs::remove_file(&path); // a killed writer's, never committed
-            create_with(&path, |tmp| write_parquet_with_metadata(tmp, boxes, self.metadata.clone()).map(drop))?;
-        }
+        let storage = self.layout.storage();
         // In the Arrow schema too, so readers of the schema alone (DataFusion) see it.
         let schema = Arc::new(Schema::new_with_metadata(
             tags.schema().fields().clone(),
             self.metadata.iter().cloned().collect(),
         ));
         let tags = RecordBatch::try_new(schema, tags.columns().to_vec())?;
-        let created = create_with(&self.tags.join(&name), |tmp| {
-            write_parquet_with_metadata(tmp, &tags, self.metadata.clone()).map(drop)
-        })?;
+        let tag_bytes = encode_parquet(&tags, self.metadata.clone())?;
+        let box_bytes = boxes.map(|b| encode_parquet(b, self.metadata.clone())).transpose()?;
+        let key = content_key(&[&tag_bytes, box_bytes.as_deref().unwrap_or_default()]);
+        let name = next_part_name(storage, &self.tags, &key)?.file_name();
+        if let Some(box_bytes) = box_bytes {
+            // Taken already means the same bytes: a killed try of this very part wrote them.
+            storage.create(&self.boxes.join(&name), box_bytes)?;
+        }
+        let created = storage.create(&self.tags.join(&name), tag_bytes)?;
         crate::ingest::failpoint("tag-after-publish");
         Ok(created)
     }
@@ -449,33 +451,24 @@ impl TagWriter {
     /// Once this generation is the one readers see, removes every older one and the
     /// single file of an older workspace.
     pub fn retire_older(&self) -> Result<()> {
-        let tagger = &self.provenance.tagger;
+        let (storage, tagger) = (self.layout.storage(), &self.provenance.tagger);
         if visible_parts(&self.layout, &self.dataset, tagger)?.generation != self.generation {
             return Ok(());
         }
         for dir in [tags_dir(&self.layout, &self.dataset, tagger), detections_dir(&self.layout, &self.dataset, tagger)]
         {
-            for generation in generations(&dir)?.into_iter().filter(|&g| g < self.generation) {
-                let old = generation_dir(&dir, generation);
-                fs::remove_dir_all(&old).map_err(DatasetError::io("removing", &old))?;
+            for generation in generations(storage, &dir)?.into_iter().filter(|&g| g < self.generation) {
+                storage.remove_all(&generation_dir(&dir, generation))?;
             }
         }
-        for legacy in [
-            legacy_tags_file(&self.layout, &self.dataset, tagger),
-            legacy_detections_file(&self.layout, &self.dataset, tagger),
-        ] {
-            if legacy.is_file() {
-                fs::remove_file(&legacy).map_err(DatasetError::io("removing", &legacy))?;
-            }
-        }
-        Ok(())
+        storage.remove(&legacy_tags_file(&self.layout, &self.dataset, tagger))?;
+        storage.remove(&legacy_detections_file(&self.layout, &self.dataset, tagger))
     }
 }
 
 /// Replaces a tagger's rows with `file` (an import): a new generation holding one part,
 /// then the older ones removed. Readers see the old rows or the new ones, never a mix.
 pub fn write_tags(layout: &WorkspaceLayout, dataset: &str, file: &TagFile) -> Result<()> {
-    layout.storage().require_local("importing tags")?;
     let writer = TagWriter::open(layout, dataset, &file.provenance, true)?;
     writer.append(&file.tags, file.detections.as_ref())?;
     writer.retire_older()
@@ -483,19 +476,15 @@ pub fn write_tags(layout: &WorkspaceLayout, dataset: &str, file: &TagFile) -> Re
 
 /// Removes a tagger's files (tags, detections, and the mask set of a mask import).
 pub fn remove_tags(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Result<bool> {
-    layout.storage().require_local("removing tags")?;
     validate_name(tagger)?;
+    let storage = layout.storage();
     let mut removed = crate::masks::remove_mask_set(layout, dataset, tagger)?;
     removed |= !visible_parts(layout, dataset, tagger)?.tags.is_empty();
     for dir in [tags_dir(layout, dataset, tagger), detections_dir(layout, dataset, tagger)] {
-        if dir.is_dir() {
-            fs::remove_dir_all(&dir).map_err(DatasetError::io("removing", &dir))?;
-        }
+        storage.remove_all(&dir)?;
     }
     for path in [legacy_tags_file(layout, dataset, tagger), legacy_detections_file(layout, dataset, tagger)] {
-        if path.is_file() {
-            fs::remove_file(&path).map_err(DatasetError::io("removing", &path))?;
-        }
+        storage.remove(&path)?;
     }
     Ok(removed)
 }
@@ -586,7 +575,7 @@ mod tests {
         assert_eq!(back.provenance, provenance);
         // Any Parquet reader finds the provenance in the footer.
         let part = visible_parts(&layout, "ds", "pixels").unwrap().tags.remove(0);
-        let file = File::open(part).unwrap();
+        let file = std::fs::File::open(part).unwrap();
         let footer = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().metadata().clone();
         let kv = footer.file_metadata().key_value_metadata().unwrap();
         assert!(
@@ -637,16 +626,23 @@ mod tests {
     #[test]
     fn parts_add_up_duplicates_resolve_to_the_first_part_and_new_parameters_start_a_generation() {
         let dir = tempfile::tempdir().unwrap();
-        let layout = WorkspaceLayout::new(dir.path());
+        let memory = Arc::new(object_store::memory::InMemory::new());
+        for storage in [Storage::local(dir.path()), Storage::with_object_store(memory, "memory://ws/tags")] {
+            parts_on(&WorkspaceLayout::on(storage));
+        }
+    }
+
+    fn parts_on(layout: &WorkspaceLayout) {
+        let storage = layout.storage();
         let v1 = TaggerProvenance::new("faces", "1", serde_json::json!({}), None);
         // Two writers of one job (shards) share the generation; the second finds the first's.
-        let a = TagWriter::open(&layout, "ds", &v1, false).unwrap();
-        let b = TagWriter::open(&layout, "ds", &v1, false).unwrap();
+        let a = TagWriter::open(layout, "ds", &v1, false).unwrap();
+        let b = TagWriter::open(layout, "ds", &v1, false).unwrap();
         assert_eq!((a.generation(), b.generation()), (1, 1));
         assert!(a.append(&batch(&["a", "b"], &[0.1, 0.2]), Some(&boxes(&["a"]))).unwrap());
         // A retried writer that tagged "b" again, and "c": "b" keeps the first part's row.
         assert!(b.append(&batch(&["b", "c"], &[0.9, 0.3]), Some(&boxes(&["b", "c"]))).unwrap());
-        let stored = read_tags(&layout, "ds", "faces").unwrap().unwrap();
+        let stored = read_tags(layout, "ds", "faces").unwrap().unwrap();
         assert_eq!(ids_and_values(&stored), [("a".into(), 0.1), ("b".into(), 0.2), ("c".into(), 0.3)]);
         let found = stored.detections.unwrap();
         assert_eq!(
@@ -654,31 +650,31 @@ mod tests {
             ["a", "c"],
             "b's boxes come from the part its row came from"
         );
-        assert_eq!(detection_taggers(&layout, "ds").unwrap(), ["faces"]);
+        assert_eq!(detection_taggers(layout, "ds").unwrap(), ["faces"]);
         // Boxes written by a writer killed before its tag part are not read.
-        let c = TagWriter::open(&layout, "ds", &v1, false).unwrap();
-        let orphan = c.boxes.join(next_part_name(&c.tags, "00000000000000ff").unwrap().file_name());
-        create_with(&orphan, |tmp| write_parquet_with_metadata(tmp, &boxes(&["z"]), vec![]).map(drop)).unwrap();
-        assert_eq!(read_detections(&layout, "ds", "faces").unwrap().unwrap().num_rows(), 2);
+        let c = TagWriter::open(layout, "ds", &v1, false).unwrap();
+        let orphan = c.boxes.join(next_part_name(storage, &c.tags, "00000000000000ff").unwrap().file_name());
+        storage.write(&orphan, encode_parquet(&boxes(&["z"]), vec![]).unwrap()).unwrap();
+        assert_eq!(read_detections(layout, "ds", "faces").unwrap().unwrap().num_rows(), 2);
 
         // New parameters: a new generation, invisible until it holds a part, then the only one.
         let v2 = TaggerProvenance::new("faces", "2", serde_json::json!({}), None);
-        let next = TagWriter::open(&layout, "ds", &v2, false).unwrap();
+        let next = TagWriter::open(layout, "ds", &v2, false).unwrap();
         assert_eq!(next.generation(), 2);
-        assert_eq!(read_tags(&layout, "ds", "faces").unwrap().unwrap().provenance, v1);
-        assert_eq!(TagWriter::open(&layout, "ds", &v2, false).unwrap().generation(), 2, "a second shard joins it");
+        assert_eq!(read_tags(layout, "ds", "faces").unwrap().unwrap().provenance, v1);
+        assert_eq!(TagWriter::open(layout, "ds", &v2, false).unwrap().generation(), 2, "a second shard joins it");
         next.append(&batch(&["a"], &[0.5]), None).unwrap();
-        let stored = read_tags(&layout, "ds", "faces").unwrap().unwrap();
+        let stored = read_tags(layout, "ds", "faces").unwrap().unwrap();
         assert_eq!((stored.provenance.clone(), ids_and_values(&stored)), (v2.clone(), vec![("a".into(), 0.5)]));
-        assert!(stored.detections.is_none() && detection_taggers(&layout, "ds").unwrap().is_empty());
+        assert!(stored.detections.is_none() && detection_taggers(layout, "ds").unwrap().is_empty());
         next.retire_older().unwrap();
-        assert_eq!(generations(&tags_dir(&layout, "ds", "faces")).unwrap(), [2]);
-        assert_eq!(generations(&detections_dir(&layout, "ds", "faces")).unwrap(), Vec::<u32>::new());
+        assert_eq!(generations(storage, &tags_dir(layout, "ds", "faces")).unwrap(), [2]);
+        assert_eq!(generations(storage, &detections_dir(layout, "ds", "faces")).unwrap(), Vec::<u32>::new());
         // An import replaces whatever is there, parameters alike or not.
         let file = TagFile { provenance: v2.clone(), tags: batch(&["q"], &[1.0]), detections: None };
-        write_tags(&layout, "ds", &file).unwrap();
-        assert_eq!(ids_and_values(&read_tags(&layout, "ds", "faces").unwrap().unwrap()), [("q".into(), 1.0)]);
-        assert_eq!(generations(&tags_dir(&layout, "ds", "faces")).unwrap(), [3]);
+        write_tags(layout, "ds", &file).unwrap();
+        assert_eq!(ids_and_values(&read_tags(layout, "ds", "faces").unwrap().unwrap()), [("q".into(), 1.0)]);
+        assert_eq!(generations(storage, &tags_dir(layout, "ds", "faces")).unwrap(), [3]);
     }
 
     #[test]
@@ -688,12 +684,12 @@ mod tests {
         let provenance = TaggerProvenance::new("pixels", "1", serde_json::json!({}), None);
         let metadata = vec![(PROVENANCE_KEY.to_string(), serde_json::to_string(&provenance).unwrap())];
         let legacy = legacy_tags_file(&layout, "ds", "pixels");
-        fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(legacy.parent().unwrap()).unwrap();
         let rows = batch(&["a"], &[0.25]);
         let schema =
             Arc::new(Schema::new_with_metadata(rows.schema().fields().clone(), metadata.iter().cloned().collect()));
-        write_parquet_with_metadata(&legacy, &RecordBatch::try_new(schema, rows.columns().to_vec()).unwrap(), metadata)
-            .unwrap();
+        let bytes = encode_parquet(&RecordBatch::try_new(schema, rows.columns().to_vec()).unwrap(), metadata).unwrap();
+        std::fs::write(&legacy, bytes).unwrap();
         assert_eq!(tagger_names(&layout, "ds").unwrap(), ["pixels"]);
         assert_eq!(tag_columns(&layout, "ds", "pixels").unwrap(), ["brightness"]);
         let writer = TagWriter::open(&layout, "ds", &provenance, false).unwrap();

@@ -418,6 +418,7 @@ async fn embeddings_table(
         if parts.is_empty() {
             continue;
         }
+        let parts: Vec<_> = parts.into_iter().map(|part| part.path).collect();
         per_model.push((model, ctx.read_table(parquet_files(ctx, &parts).await?)?));
     }
     if per_model.is_empty() {

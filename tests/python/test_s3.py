@@ -15,7 +15,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from conftest import Server, png_bytes, slicetest_bin
+from conftest import TINY_CLIP, Server, png_bytes, slicetest_bin
 from slicetest import Client, SliceDataset, SlicetestError
 
 BUCKET = "slicetest-ws"
@@ -229,13 +229,96 @@ def test_bad_storage_urls_fail_with_one_clear_error(s3, url, extra_env, expected
     assert time.time() - started < 60, "bounded retries and timeouts"
 
 
+VECTORS = "SELECT image_id, array_to_string(vector, ' ') AS v FROM embeddings ORDER BY image_id"
+PIXEL_TAGS = "SELECT image_id, brightness, contrast, width FROM images ORDER BY image_id"
+EMBED = ["embed", "--model", str(TINY_CLIP), "--device", "cpu", "--chunk-size", "2", "--quiet"]
+TAG = ["tag", "--tagger", "pixels", "--quiet", "--chunk-size", "1", "--checkpoint-secs", "0"]
+
+
+def sql(ws, query, env):
+    return cli(ws, "sql", "--format", "csv", query, env=env).stdout.decode()
+
+
+def tagged_and_embedded(ws, src: Path, env) -> dict:
+    """Tags, embeddings and what SQL makes of them, on one workspace."""
+    cli(ws, "init", env=env)
+    cli(ws, "ingest", "-d", "pets", "--quiet", str(src), env=env)
+    out = {"tag": cli(ws, *TAG, env=env).stdout.decode().split(" in ")[0]}
+    out["tags"] = sql(ws, PIXEL_TAGS, env)
+    out["again"] = cli(ws, *TAG, env=env).stdout.decode().split(" in ")[0]
+    out["embed"] = cli(ws, *EMBED, env=env).returncode
+    out["vectors"] = sql(ws, VECTORS, env)
+    out["search"] = sql(ws, "SELECT image_id, round(score, 5) AS s FROM text_search('a photo of a cat', 3)", env)
+    out["similar"] = sql(ws, "SELECT image_id FROM image_search('train/cat/cat0.png', 4)", env)
+    out["list"] = cli(ws, "tag", "list", env=env).stdout.decode()
+    out["compact"] = cli(ws, "tag", "compact", env=env).stdout.decode()
+    out["compacted"] = sql(ws, PIXEL_TAGS, env)
+    cli(ws, "tag", "remove", "pixels", env=env)
+    out["removed"] = sql(ws, "SELECT count(*) AS n FROM information_schema.columns WHERE column_name = 'brightness'", env)
+    return out
+
+
+def test_tags_and_embeddings_on_a_bucket_equal_a_local_directory(tmp_path, s3):
+    env, client = s3
+    src = images(tmp_path)
+    local = tagged_and_embedded(tmp_path / "ws", src, env)
+    remote = tagged_and_embedded(f"s3://{BUCKET}/tagged", src, env)
+    assert remote == local
+    assert local["tags"].count("\n") == 11 and local["vectors"].count("\n") == 11
+    assert "0 images" in local["again"], local["again"]
+    stored = keys(client, "tagged/datasets/pets/")
+    parts = [k for k in stored if k.startswith("tagged/datasets/pets/embeddings/tiny-clip/part-")]
+    assert len(parts) == 5, stored  # ten images, two a part
+    assert "tagged/datasets/pets/embeddings/tiny-clip/model.json" in stored
+    assert not any("/tags/pixels/" in k for k in stored), "tag remove leaves nothing"
+
+
+def shards_at_once(ws, args, n, killed, failpoint, env):
+    """Runs the n shards of `args` as processes at once, shard `killed` dying at `failpoint`."""
+    procs = [
+        subprocess.Popen(
+            [slicetest_bin(), "--workspace", ws, *args, "--shard", f"{i}/{n}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **env, **({"SLICETEST_FAILPOINT": failpoint} if i == killed else {})},
+        )
+        for i in range(n)
+    ]
+    return [(p.wait(timeout=300) == 0, p.stderr.read().decode()) for p in procs]
+
+
+@pytest.mark.parametrize(
+    "job, failpoint, query",
+    [(EMBED, "embed-after-part", VECTORS), (TAG, "tag-after-publish", PIXEL_TAGS)],
+    ids=["embed", "tag"],
+)
+def test_shards_on_a_bucket_one_killed_and_rerun_equal_one_local_run(tmp_path, s3, job, failpoint, query):
+    env, _ = s3
+    src = images(tmp_path)
+    local = tmp_path / "ws"
+    cli(local, "init", env=env)
+    cli(local, "ingest", "-d", "pets", "--quiet", str(src), env=env)
+    cli(local, *job, env=env)
+    expected = sql(local, query, env)
+
+    ws = f"s3://{BUCKET}/sharded-{job[0]}"
+    cli(ws, "init", env=env)
+    cli(ws, "ingest", "-d", "pets", "--quiet", str(src), env=env)
+    # Shard 0 holds four of the ten images; it dies after its first part.
+    runs = shards_at_once(ws, job, 3, 0, failpoint, env)
+    assert [ok for ok, _ in runs] == [False, True, True], runs
+    assert sql(ws, query, env) != expected, "the killed shard left images undone"
+    cli(ws, *job, "--shard", "0/3", env=env)
+    assert sql(ws, query, env) == expected, "the union of the shards is the unsharded run"
+
+
 def test_what_a_bucket_cannot_do_yet_says_so(tmp_path, s3):
     env, _ = s3
     ws = f"s3://{BUCKET}/local-only"
     one_image_dataset(ws, tmp_path / "a", env)
-    out = cli(ws, "tag", "ds", "--tagger", "pixels", env=env, check=False)
+    out = cli(ws, "tag", "import", "--masks", str(tmp_path / "a"), "--classes", str(tmp_path / "c.txt"), env=env, check=False)
     assert out.returncode != 0
-    assert "not supported yet in a workspace in object storage" in out.stderr.decode(), out.stderr.decode()
+    assert "importing masks is not supported yet in a workspace in object storage" in out.stderr.decode(), out.stderr.decode()
 
 
 def test_serve_over_a_bucket_answers_the_python_client(tmp_path, s3):

@@ -133,6 +133,8 @@ impl Engine {
     ) -> Result<MaskImportReport> {
         let started = Instant::now();
         let dataset = self.workspace.dataset_or_default(options.dataset.as_deref())?;
+        // Said before any mask is read: mask sets are still written with std::fs.
+        self.workspace.layout().storage().require_local("importing masks")?;
         let coco = path.is_file();
         let source = options.name.clone().unwrap_or_else(|| default_set_name(path));
         slicetest_datasets::validate_name(&source)?;

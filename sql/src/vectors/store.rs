@@ -148,14 +148,7 @@ struct SetSource {
 impl SetSource {
     fn of(layout: &WorkspaceLayout, dataset: &DatasetVersion, model: &str) -> Result<SetSource> {
         let files = embeddings::part_files(layout, &dataset.dataset, model).map_err(external)?;
-        let mut parts = Vec::with_capacity(files.len());
-        for file in files {
-            let bytes = std::fs::metadata(&file)
-                .map_err(slicetest_datasets::DatasetError::io("reading", &file))
-                .map_err(external)?
-                .len();
-            parts.push((file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), bytes));
-        }
+        let parts = files.into_iter().map(|part| (part.name.file_name(), part.size)).collect();
         Ok(SetSource { version: dataset.version, parts })
     }
 }
