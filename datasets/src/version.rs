@@ -95,7 +95,16 @@ pub fn read_version(layout: &WorkspaceLayout, dataset: &str, version: u64) -> Re
 
 /// Reads the manifests of `versions` of `dataset` (concurrently from a bucket), in order.
 pub fn read_versions(layout: &WorkspaceLayout, dataset: &str, versions: &[u64]) -> Result<Vec<DatasetVersion>> {
-    let paths: Vec<PathBuf> = versions.iter().map(|v| layout.version_dir(dataset, *v).join(VERSION_FILE)).collect();
+    read_manifests(layout, versions.iter().map(|v| version_file(layout, dataset, *v)).collect())
+}
+
+/// `versions/<n>/version.json` of `dataset`.
+pub(crate) fn version_file(layout: &WorkspaceLayout, dataset: &str, version: u64) -> PathBuf {
+    layout.version_dir(dataset, version).join(VERSION_FILE)
+}
+
+/// Reads version manifests at `paths` (concurrently from a bucket), in order.
+pub(crate) fn read_manifests(layout: &WorkspaceLayout, paths: Vec<PathBuf>) -> Result<Vec<DatasetVersion>> {
     let texts = layout.storage().read_many(&paths)?;
     paths
         .into_iter()

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
-use crate::version::{DatasetVersion, list_versions, read_versions};
+use crate::version::{DatasetVersion, list_versions, read_manifests, read_versions, version_file};
 
 /// Current on-disk format of a workspace; bumped on incompatible layout changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -203,8 +203,35 @@ impl Workspace {
             .collect()
     }
 
+    /// The latest version of every dataset, sorted by dataset name: one listing per dataset
+    /// and one manifest each (what every query session needs; a dataset's older versions
+    /// are read only when asked for, which on a bucket with hundreds of versions is most of
+    /// a command's time).
+    pub fn latest_versions(&self) -> Result<Vec<DatasetVersion>> {
+        let listed = self.listed_datasets()?;
+        let paths = listed
+            .iter()
+            .map(|(name, numbers)| version_file(&self.layout, name, *numbers.last().expect("listed")))
+            .collect();
+        read_manifests(&self.layout, paths)
+    }
+
     /// One dataset with its versions; a clear error (with the closest name) if it is unknown.
     pub fn dataset(&self, name: &str) -> Result<DatasetInfo> {
+        let numbers = self.version_numbers(name)?;
+        Ok(DatasetInfo { name: name.to_string(), versions: read_versions(&self.layout, name, &numbers)? })
+    }
+
+    /// The latest version of one dataset (reading only its manifest); the same error as
+    /// [`Workspace::dataset`] if it is unknown.
+    pub fn latest(&self, name: &str) -> Result<DatasetVersion> {
+        let numbers = self.version_numbers(name)?;
+        Ok(read_versions(&self.layout, name, &numbers[numbers.len() - 1..])?.remove(0))
+    }
+
+    /// The published version numbers of `name`, ascending; an error naming the closest
+    /// dataset when there are none.
+    fn version_numbers(&self, name: &str) -> Result<Vec<u64>> {
         validate_name(name)?;
         let numbers = list_versions(&self.layout, name)?;
         if numbers.is_empty() {
@@ -217,7 +244,7 @@ impl Workspace {
             );
             return Err(DatasetError::UnknownDataset { name: name.to_string(), hint });
         }
-        Ok(DatasetInfo { name: name.to_string(), versions: read_versions(&self.layout, name, &numbers)? })
+        Ok(numbers)
     }
 }
 

@@ -96,6 +96,12 @@ fn eight_concurrent_ingests_and_freezes_use_each_number_once_and_lose_nothing() 
     let expected: BTreeSet<String> =
         (0..WRITERS).flat_map(|w| (0..IMAGES_EACH).map(move |i| format!("img_{w}_{i}.png"))).collect();
     assert_eq!(ids, expected.iter().map(String::as_str).collect(), "no writer's images were lost");
+    // What sessions read (the latest manifest only) is what the full listing says is latest.
+    let workspace = Workspace::open_in(layout.clone()).unwrap();
+    assert_eq!(workspace.latest("ds").unwrap(), latest);
+    assert_eq!(workspace.latest_versions().unwrap(), [latest.clone()]);
+    assert_eq!(workspace.dataset("ds").unwrap().latest(), Some(&latest));
+    assert!(workspace.latest("dss").unwrap_err().to_string().contains("ds"), "an unknown name says the closest");
     // The losers cleaned up: every data file left is one a manifest names.
     for v in &versions {
         let manifest = read_version(&layout, "ds", *v).unwrap();

@@ -151,7 +151,7 @@ impl Engine {
         dataset: Option<&str>,
     ) -> Result<(SendableRecordBatchStream, SendableRecordBatchStream)> {
         let dataset = self.workspace.dataset_or_default(dataset)?;
-        self.workspace.dataset(&dataset)?;
+        self.workspace.latest(&dataset)?;
         let held = self.held_out_ids(&dataset)?;
         let ctx = self.dataset_context(Some(&dataset)).await?;
         let schema = Arc::new(Schema::new(vec![Field::new("image_id", DataType::Utf8, false)]));
@@ -197,8 +197,7 @@ impl Engine {
     }
 
     fn other_columns(&self, dataset: &str, skip: &[&str]) -> Result<Vec<String>> {
-        let info = self.workspace.dataset(dataset)?;
-        let latest = info.latest().expect("listed datasets have a version");
+        let latest = self.workspace.latest(dataset)?;
         Ok(latest.columns.iter().map(|c| c.name.clone()).filter(|c| !skip.contains(&c.as_str())).collect())
     }
 }

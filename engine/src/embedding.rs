@@ -229,7 +229,7 @@ impl Engine {
     /// (the CLI's, or a blocking thread of the HTTP server).
     pub async fn embed(&self, options: &EmbedOptions) -> Result<EmbedReport> {
         let dataset = self.workspace.dataset_or_default(options.dataset.as_deref())?;
-        self.workspace.dataset(&dataset)?;
+        self.workspace.latest(&dataset)?;
         let selection = self.embed_selection(&dataset, options.filter.as_deref(), options.limit).await?;
         let dir = resolve_model(&options.model)?;
         let selected = match selection {
@@ -348,17 +348,15 @@ impl Engine {
 
     /// Version `version` of `dataset` (None: the latest).
     pub(crate) fn pinned_version(&self, dataset: &str, version: Option<u64>) -> Result<DatasetVersion> {
+        let Some(v) = version else { return Ok(self.workspace.latest(dataset)?) };
         let info = self.workspace.dataset(dataset)?;
-        match version {
-            None => Ok(info.latest().expect("listed datasets have a version").clone()),
-            Some(v) => info.versions.iter().find(|d| d.version == v).cloned().ok_or_else(|| {
-                let known: Vec<String> = info.versions.iter().map(|d| d.version.to_string()).collect();
-                EngineError::InvalidArgument(format!(
-                    "dataset {dataset} has no version {v}; its versions are {}",
-                    known.join(", ")
-                ))
-            }),
-        }
+        info.versions.iter().find(|d| d.version == v).cloned().ok_or_else(|| {
+            let known: Vec<String> = info.versions.iter().map(|d| d.version.to_string()).collect();
+            EngineError::InvalidArgument(format!(
+                "dataset {dataset} has no version {v}; its versions are {}",
+                known.join(", ")
+            ))
+        })
     }
 
     /// Decodes and preprocesses images `range` of `pending` in parallel: (index, pixels)

@@ -38,8 +38,7 @@ impl Engine {
     /// The manifest of the latest version of `dataset` (default: the workspace default).
     pub fn latest_manifest(&self, dataset: Option<&str>) -> Result<DatasetVersion> {
         let dataset = self.workspace.dataset_or_default(dataset)?;
-        let info = self.workspace.dataset(&dataset)?;
-        Ok(info.latest().expect("listed datasets have a version").clone())
+        Ok(self.workspace.latest(&dataset)?)
     }
 
     /// The latest version number of `dataset` (default: the workspace default).
@@ -197,9 +196,8 @@ impl Engine {
 
     /// The ground-truth objects of image `id` of `dataset` (its latest version).
     pub fn image_objects(&self, dataset: &str, id: &str) -> Result<Vec<ImageObject>> {
-        let info = self.workspace.dataset(dataset)?;
-        let latest = info.latest().expect("listed datasets have a version");
-        let Some(objects) = slicetest_datasets::objects::read_objects(self.workspace.layout(), latest)? else {
+        let latest = self.workspace.latest(dataset)?;
+        let Some(objects) = slicetest_datasets::objects::read_objects(self.workspace.layout(), &latest)? else {
             return Ok(Vec::new());
         };
         Ok(slicetest_datasets::objects::rows(&objects)

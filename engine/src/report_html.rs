@@ -28,9 +28,8 @@ impl Engine {
     /// Renders `report` as a self-contained HTML page, with a section listing the
     /// confirmed slices of `discovery` (a discovery of the same run) when there is one.
     pub fn html_report(&self, report: &RunReport, discovery: Option<&Discovery>) -> Result<String> {
-        let info = self.workspace.dataset(&report.run.dataset)?;
-        let latest = info.latest().expect("listed datasets have a version");
-        let images = read_image_columns(self.workspace.layout(), latest, &["image_id", "uri", "format"])?;
+        let latest = self.workspace.latest(&report.run.dataset)?;
+        let images = read_image_columns(self.workspace.layout(), &latest, &["image_id", "uri", "format"])?;
         let column = |name: &str| cast(images.column_by_name(name).expect("core column"), &DataType::Utf8);
         let (ids, uris, formats) = (column("image_id")?, column("uri")?, column("format")?);
         let (ids, uris, formats) = (ids.as_string::<i32>(), uris.as_string::<i32>(), formats.as_string::<i32>());

@@ -366,9 +366,8 @@ impl Engine {
         }
         let layout = self.workspace.layout();
         let predictions = read_predictions(&self.workspace, manifest)?;
-        let info = self.workspace.dataset(&manifest.dataset)?;
-        let latest = info.latest().expect("listed datasets have a version");
-        let images = read_image_columns(layout, latest, &["image_id", "label"])?;
+        let latest = self.workspace.latest(&manifest.dataset)?;
+        let images = read_image_columns(layout, &latest, &["image_id", "label"])?;
         let ids = cast(images.column_by_name("image_id").expect("core column"), &DataType::Utf8)?;
         let labels = cast(images.column_by_name("label").expect("core column"), &DataType::Utf8)?;
         let (ids, labels) = (ids.as_string::<i32>(), labels.as_string::<i32>());

@@ -99,7 +99,7 @@ pub async fn dataset_context(
     let ctx = SessionContext::new_with_state(state);
     register_workspace(&ctx, workspace).await?;
     let default_dataset = match dataset {
-        Some(name) => workspace.dataset(name).ok().and_then(|info| info.latest().cloned()),
+        Some(name) => workspace.latest(name).ok(),
         None => None,
     };
     register_functions(&ctx, workspace.layout(), Arc::new(VectorCatalog::new(vectors, default_dataset)));
@@ -122,8 +122,7 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
     workspace.layout().storage().register(ctx);
     let catalog = Arc::new(MemoryCatalogProvider::new());
     catalog.register_schema(EMPTY_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
-    for info in workspace.datasets()? {
-        let latest = info.latest().expect("listed datasets have a version");
+    for latest in &workspace.latest_versions()? {
         let schema = Arc::new(MemorySchemaProvider::new());
         let images = images_table(ctx, workspace, latest).await?;
         let taggers = tags::stored_taggers(workspace.layout(), &latest.dataset).map_err(SqlError::from)?;
@@ -148,7 +147,7 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
         if !runs.is_empty() {
             schema.register_table(SEGMENTATION_SCORES_TABLE.to_string(), parquet_files(ctx, &runs).await?)?;
         }
-        catalog.register_schema(&info.name, schema)?;
+        catalog.register_schema(&latest.dataset, schema)?;
     }
     ctx.register_catalog(CATALOG, catalog);
     Ok(())

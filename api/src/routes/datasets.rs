@@ -98,7 +98,7 @@ pub async fn embed(
     let (filter, limit, name) = (body.filter.clone(), body.limit, dataset.clone());
     state
         .blocking_async(move |engine| async move {
-            engine.workspace().dataset(&name)?;
+            engine.workspace().latest(&name)?;
             check_model_path(&checked)?;
             engine.embed_selection(&name, filter.as_deref(), limit).await.map(drop)
         })

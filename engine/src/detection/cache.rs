@@ -51,8 +51,7 @@ impl Evaluations {
                 run.run
             )));
         }
-        let info = workspace.dataset(&run.dataset)?;
-        let latest = info.latest().expect("listed datasets have a version");
+        let latest = workspace.latest(&run.dataset)?;
         let key = Key {
             run: run.run.clone(),
             predictions_sha256: run.parquet_sha256.clone(),
@@ -72,7 +71,7 @@ impl Evaluations {
         // Matched outside the lock: other runs stay available meanwhile.
         let evaluation = Arc::new(RunEvaluation::new(
             workspace.layout(),
-            latest,
+            &latest,
             &read_predictions(workspace, run)?,
             run.score_threshold,
         )?);
