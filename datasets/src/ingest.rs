@@ -21,13 +21,14 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{DatasetError, Result};
+use crate::image_files::{is_object_url, read_image_files};
 use crate::import::{Candidate, ImportOptions, Rejection, SourceFormat, gather};
 use crate::layout::{VERSION_FILE, WorkspaceLayout};
 use crate::merge::{MergeStats, merge};
 use crate::names::validate_name;
 use crate::objects::{Category, ImportedObjects, ObjectsInfo, check_boxes, read_objects};
 use crate::probe::ImageFacts;
-use crate::probe::{Verify, probe_file};
+use crate::probe::{Verify, probe_bytes, probe_file};
 use crate::progress::bar;
 use crate::record::build_batch;
 use crate::version::{
@@ -123,9 +124,7 @@ pub async fn ingest(workspace: &mut Workspace, path: &Path, options: &IngestOpti
     let layout = workspace.layout().clone();
 
     let set = gather(path, options.format, &options.import, &layout, &options.dataset).await?;
-    let pb = bar(set.candidates.len() as u64, "checking images", options.import.progress);
-    let probed: Vec<_> =
-        set.candidates.par_iter().progress_with(pb).map(|c| (c, probe_file(&c.file, options.verify))).collect();
+    let probed = probe_candidates(&set.candidates, options.verify, options.import.progress);
     let mut rejected = set.rejected.clone();
     let mut accepted = Vec::with_capacity(probed.len());
     for (c, result) in probed {
@@ -184,6 +183,34 @@ pub async fn ingest(workspace: &mut Workspace, path: &Path, options: &IngestOpti
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
+
+/// Images of a bucket fetched before they are checked: the bytes of one chunk are in
+/// memory at a time.
+const OBJECT_CHUNK: usize = 256;
+
+/// Reads and checks every candidate: local files in parallel; objects of a bucket fetched
+/// a chunk at a time (16 requests in flight, [`crate::image_files::read_image_files`]) and
+/// then checked in parallel. A missing or unreadable object gets a reason, like a corrupt
+/// file.
+fn probe_candidates(candidates: &[Candidate], verify: Verify, progress: bool) -> Vec<(&Candidate, ProbeResult)> {
+    let pb = bar(candidates.len() as u64, "checking images", progress);
+    if !candidates.iter().any(|c| is_object_url(&c.file)) {
+        return candidates.par_iter().progress_with(pb).map(|c| (c, probe_file(&c.file, verify))).collect();
+    }
+    let mut probed = Vec::with_capacity(candidates.len());
+    for chunk in candidates.chunks(OBJECT_CHUNK) {
+        let paths: Vec<PathBuf> = chunk.iter().map(|c| c.file.clone()).collect();
+        let read = read_image_files(&paths);
+        let checked: Vec<ProbeResult> =
+            read.into_par_iter().map(|bytes| bytes.and_then(|b| probe_bytes(&b, verify))).collect();
+        probed.extend(chunk.iter().zip(checked));
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    probed
+}
+
+type ProbeResult = std::result::Result<ImageFacts, String>;
 
 /// Publishes a prepared `images` table (core columns first, sorted or not) as the next
 /// version of `dataset`, replacing the previous content. For metadata computed elsewhere

@@ -130,8 +130,13 @@ impl WorkspaceLayout {
         self.runs_dir().join(run)
     }
 
-    /// Resolves a `uri` column value to a local file: relative values are inside the workspace.
+    /// Resolves a `uri` column value to the file to read: relative values are inside the
+    /// workspace; an object's URL (`s3://bucket/key`) stays as it is, for
+    /// [`crate::image_files`] to read.
     pub fn resolve_uri(&self, uri: &str) -> PathBuf {
+        if crate::image_files::is_object_url(Path::new(uri)) {
+            return PathBuf::from(uri);
+        }
         let path = Path::new(uri.strip_prefix("file://").unwrap_or(uri));
         if path.is_absolute() { path.to_path_buf() } else { self.root.join(path) }
     }
@@ -152,5 +157,6 @@ mod tests {
         assert_eq!(l.resolve_uri("datasets/a/files/x.png"), PathBuf::from("/ws/datasets/a/files/x.png"));
         assert_eq!(l.resolve_uri("/data/x.png"), PathBuf::from("/data/x.png"));
         assert_eq!(l.resolve_uri("file:///data/x.png"), PathBuf::from("/data/x.png"));
+        assert_eq!(l.resolve_uri("s3://imgs/x.png"), PathBuf::from("s3://imgs/x.png"));
     }
 }

@@ -12,6 +12,7 @@ pub mod atomic;
 pub mod coco_mask;
 pub mod embeddings;
 pub mod error;
+pub mod image_files;
 pub mod import;
 pub mod ingest;
 pub mod layout;

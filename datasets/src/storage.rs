@@ -101,6 +101,16 @@ impl Storage {
     /// win over it): `("aws_endpoint", "http://127.0.0.1:9000")`, `("aws_allow_http",
     /// "true")`, `("aws_access_key_id", …)` — object_store's `AmazonS3ConfigKey` names.
     pub fn open_with(location: &Path, settings: &[(&str, &str)]) -> Result<Self> {
+        Self::open_store(location, settings, true)
+    }
+
+    /// [`Storage::open`] without the local cache of content-keyed files: for buckets
+    /// slicetest did not write (images), whose names say nothing about their content.
+    pub fn open_uncached(location: &Path) -> Result<Self> {
+        Self::open_store(location, &[], false)
+    }
+
+    fn open_store(location: &Path, settings: &[(&str, &str)], cached: bool) -> Result<Self> {
         let Some(text) = location.to_str().filter(|s| is_url(s)) else { return Ok(Self::local(location)) };
         let bad = |message: String| DatasetError::BadInput { source_path: location.to_path_buf(), message };
         let url = url::Url::parse(text).map_err(|e| bad(format!("not a valid URL: {e}")))?;
@@ -128,7 +138,7 @@ impl Storage {
             .build()
             .map_err(|e| bad(format!("cannot use this bucket: {e}")))?;
         let mut store: Arc<dyn ObjectStore> = Arc::new(store);
-        if let Some((dir, max_bytes)) = crate::object_cache::settings_from_env() {
+        if let Some((dir, max_bytes)) = crate::object_cache::settings_from_env().filter(|_| cached) {
             let dir = dir.join("s3").join(bucket);
             match ObjectCache::new(store.clone(), dir.clone(), max_bytes) {
                 Ok(cache) => store = Arc::new(cache),
@@ -227,19 +237,33 @@ impl Storage {
     /// object store: one after another, a dataset with 300 versions would cost every
     /// command 300 round trips for its manifests.
     pub fn read_many(&self, paths: &[PathBuf]) -> Result<Vec<Option<Bytes>>> {
+        self.read_each(paths).into_iter().collect()
+    }
+
+    /// [`Storage::read_many`] with a result per path, so one unreadable file does not
+    /// hide the others (ingest reports each bad image and keeps the rest).
+    pub fn read_each(&self, paths: &[PathBuf]) -> Vec<Result<Option<Bytes>>> {
         match &self.backend {
             Backend::Local => paths.iter().map(|path| self.read_opt(path)).collect(),
             Backend::Object { store, prefix, .. } => {
-                let keys = paths.iter().map(|path| self.key(path, prefix)).collect::<Result<Vec<_>>>()?;
+                let keys: Vec<Result<ObjectPath>> = paths.iter().map(|path| self.key(path, prefix)).collect();
+                let wanted: Vec<ObjectPath> = keys.iter().filter_map(|k| k.as_ref().ok().cloned()).collect();
                 let store = store.clone();
-                let results = block_on(async move {
-                    let reads = keys.into_iter().map(|key| {
+                let mut fetched = block_on(async move {
+                    let reads = wanted.into_iter().map(|key| {
                         let store = store.clone();
                         async move { get_opt(&store, &key).await }
                     });
                     futures::stream::iter(reads).buffered(CONCURRENT_READS).collect::<Vec<_>>().await
-                });
-                results.into_iter().zip(paths).map(|(got, path)| got.map_err(object_error("reading", path))).collect()
+                })
+                .into_iter();
+                keys.into_iter()
+                    .zip(paths)
+                    .map(|(key, path)| {
+                        key?;
+                        fetched.next().expect("one result per key").map_err(object_error("reading", path))
+                    })
+                    .collect()
             }
         }
     }

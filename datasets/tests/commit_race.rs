@@ -99,7 +99,7 @@ fn eight_concurrent_ingests_and_freezes_use_each_number_once_and_lose_nothing() 
     // What sessions read (the latest manifest only) is what the full listing says is latest.
     let workspace = Workspace::open_in(layout.clone()).unwrap();
     assert_eq!(workspace.latest("ds").unwrap(), latest);
-    assert_eq!(workspace.latest_versions().unwrap(), [latest.clone()]);
+    assert_eq!(workspace.latest_versions().unwrap(), std::slice::from_ref(&latest));
     assert_eq!(workspace.dataset("ds").unwrap().latest(), Some(&latest));
     assert!(workspace.latest("dss").unwrap_err().to_string().contains("ds"), "an unknown name says the closest");
     // The losers cleaned up: every data file left is one a manifest names.

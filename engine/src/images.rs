@@ -1,21 +1,39 @@
 //! Finding an image's file by id, for serving images (never by a client's path).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
+use slicetest_datasets::image_files;
 use slicetest_datasets::run::Task;
 use slicetest_datasets::version::{DatasetVersion, read_image_columns};
 
 use crate::Engine;
 use crate::error::Result;
 
+/// Decodes the image file at `path`: a local file, or an object when `path` is an `s3://`
+/// URL (a dataset ingested from a bucket). Bounded like every decode (16,384 px a side).
+pub fn open_image(path: &Path) -> slicetest_embed::Result<image::DynamicImage> {
+    if !image_files::is_object_url(path) {
+        return slicetest_embed::open_image(path);
+    }
+    let what = path.display().to_string();
+    let bytes = image_files::read_image_file(path)
+        .map_err(|e| slicetest_embed::EmbedError::Image { what: what.clone(), message: e.to_string() })?;
+    slicetest_embed::decode_image(&bytes, &what)
+}
+
+/// The bytes of the image file at `path` (a local file or an `s3://` object).
+pub fn read_image_bytes(path: &Path) -> Result<bytes::Bytes> {
+    Ok(image_files::read_image_file(path)?)
+}
+
 /// Where one image's file is and what it holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageFile {
-    /// The file on this machine.
+    /// The file on this machine, or the URL of an object in a bucket.
     pub path: PathBuf,
     /// Its format as probed at ingest (`png`, `jpeg`, …).
     pub format: String,

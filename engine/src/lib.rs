@@ -36,6 +36,7 @@ pub use curation::{DEFAULT_MIN_TEST_SAMPLES, SliceBreakdown};
 pub use embedding::{EmbedOptions, EmbedProgress, EmbedReport, check_model_path};
 pub use error::{EngineError, ErrorKind, Result, kind_of};
 pub use images::{ImageDetection, ImageFile, ImageFiles, ImageObject, ImagePrediction, ImageRunBoxes, SliceMembership};
+pub use images::{open_image, read_image_bytes};
 pub use intake::{IntakeEmbedding, IntakeOptions, IntakeReport, IntakeTagging, SliceChange};
 pub use jobs::{EmbedJob, EmbedJobs, JobConflict, JobState, JobView};
 pub use output::{OutputFormat, ResultWriter, write_stream};
@@ -51,7 +52,7 @@ pub use slicetest_datasets::slice::{FreezeOutcome, FrozenSlice, SliceDefinition}
 pub use slicetest_datasets::{
     DatasetInfo, DatasetVersion, ImportOptions, IngestOptions, IngestReport, SourceFormat, Verify, Workspace,
 };
-pub use slicetest_embed::{DEFAULT_MODEL, EmbedError, decode_image, open_image};
+pub use slicetest_embed::{DEFAULT_MODEL, EmbedError, decode_image};
 pub use slicetest_sql::SqlError;
 pub use statement::{SliceStatement, SliceThresholds};
 pub use tag_import::{ImportKind, TagImportOptions};

@@ -52,8 +52,7 @@ impl Engine {
                 continue;
             }
             let path = self.workspace.layout().resolve_uri(uris.value(i));
-            let small = std::fs::metadata(&path).is_ok_and(|m| m.len() <= MAX_THUMBNAIL_BYTES);
-            if let (true, Ok(bytes)) = (small, std::fs::read(&path)) {
+            if let Some(bytes) = small_image(&path) {
                 let uri = format!("data:image/{};base64,{}", formats.value(i), base64(&bytes));
                 thumbnails.insert(ids.value(i).to_string(), uri);
             }
@@ -61,6 +60,16 @@ impl Engine {
         let overlays = self.segmentation_overlays(&report.run, segmentation_worst(report))?;
         Ok(render(report, &thumbnails, &overlays, discovery))
     }
+}
+
+/// The bytes of the image at `path` if it is at most [`MAX_THUMBNAIL_BYTES`] (a local
+/// file's size is checked before it is read; an object in a bucket is fetched first).
+fn small_image(path: &std::path::Path) -> Option<bytes::Bytes> {
+    let local = !slicetest_datasets::image_files::is_object_url(path);
+    if local && !std::fs::metadata(path).is_ok_and(|m| m.len() <= MAX_THUMBNAIL_BYTES) {
+        return None;
+    }
+    crate::read_image_bytes(path).ok().filter(|b| b.len() as u64 <= MAX_THUMBNAIL_BYTES)
 }
 
 /// The image ids of every segmentation slice's failure gallery.

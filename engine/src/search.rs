@@ -54,7 +54,7 @@ impl Engine {
                 .ok_or_else(|| SqlError::NotEmbedded { image_id: id.clone(), model: set.model.name.clone() })?
                 .to_vec(),
             SearchQuery::ImageFile(path) => {
-                let image = slicetest_embed::open_image(path)?;
+                let image = crate::open_image(path)?;
                 catalog.image_vector(&set, &image)?
             }
             SearchQuery::ImageBytes(bytes) => {

@@ -321,13 +321,82 @@ def test_what_a_bucket_cannot_do_yet_says_so(tmp_path, s3):
     assert "importing masks is not supported yet in a workspace in object storage" in out.stderr.decode(), out.stderr.decode()
 
 
+def upload_folder(client, src: Path, prefix: str):
+    for path in sorted(src.rglob("*")):
+        if path.is_file():
+            client.put_object(Bucket=BUCKET, Key=f"{prefix}/{path.relative_to(src).as_posix()}", Body=path.read_bytes())
+
+
+IMAGE_FACTS = "SELECT image_id, split, label, width, height, format, sha256 FROM images ORDER BY image_id"
+
+
+def pixels_and_vectors(ws, src, env) -> dict:
+    """Ingest `src` (a folder or a bucket prefix), tag, embed; what SQL says of the result."""
+    cli(ws, "init", env=env)
+    ingest = cli(ws, "ingest", "-d", "pets", str(src), env=env)
+    return {
+        "ingest": ingest.stdout.decode().split(" in ")[0].replace(str(src), "SRC"),
+        "rejected": ingest.stderr.decode(),
+        "facts": sql(ws, IMAGE_FACTS, env),
+        "tag": cli(ws, *TAG, env=env).stdout.decode().split(" in ")[0],
+        "tags": sql(ws, PIXEL_TAGS, env),
+        "embed": cli(ws, *EMBED, env=env).returncode,
+        "vectors": sql(ws, VECTORS, env),
+    }
+
+
+def test_images_in_a_bucket_ingest_tag_and_embed_like_a_local_folder(tmp_path, s3):
+    env, client = s3
+    src = images(tmp_path)
+    (src / "train" / "cat" / "broken.png").write_bytes(b"not a png")
+    (src / "notes.txt").write_text("not an image")
+    (src / ".hidden").mkdir()
+    (src / ".hidden" / "x.png").write_bytes(png_bytes(4, 4, 9))
+    upload_folder(client, src, "images/pets")
+
+    local = pixels_and_vectors(tmp_path / "ws", src, env)
+    # The workspace in the bucket too: nothing of this dataset is on local disk.
+    remote = pixels_and_vectors(f"s3://{BUCKET}/bucket-images/ws", f"s3://{BUCKET}/images/pets/", env)
+    assert remote == local
+    assert "broken.png" in local["rejected"] and "not an image" in local["rejected"], local["rejected"]
+    assert local["facts"].count("\n") == 11 and local["vectors"].count("\n") == 11
+    uris = sql(f"s3://{BUCKET}/bucket-images/ws", "SELECT uri FROM images ORDER BY uri LIMIT 1", env)
+    assert uris == f"uri\ns3://{BUCKET}/images/pets/test/cat/cat0.png\n", uris
+
+
+def test_a_manifest_may_list_objects_and_a_missing_one_is_reported(tmp_path, s3):
+    env, client = s3
+    src = images(tmp_path)
+    upload_folder(client, src, "manifest-images")
+    manifest = tmp_path / "manifest.csv"
+    rows = ["path,label"]
+    for path in sorted(src.rglob("*.png"))[:3]:
+        rows.append(f"s3://{BUCKET}/manifest-images/{path.relative_to(src).as_posix()},{path.parent.name}")
+    rows.append(f"s3://{BUCKET}/manifest-images/gone.png,cat")
+    manifest.write_text("\n".join(rows) + "\n")
+    ws = tmp_path / "ws"
+    cli(ws, "init", env=env)
+    out = cli(ws, "ingest", "-d", "m", str(manifest), env=env).stderr.decode()
+    assert "gone.png" in out and "no such object in the bucket" in out, out
+    ids = sql(ws, "SELECT image_id, label FROM images ORDER BY 1", env)
+    assert ids == "image_id,label\nmanifest-images/test/cat/cat0.png,cat\nmanifest-images/test/cat/cat1.png,cat\nmanifest-images/test/dog/dog0.png,dog\n", ids
+    # An empty prefix and a non-folder format say what is wrong.
+    err = cli(ws, "ingest", "-d", "e", f"s3://{BUCKET}/nothing-here/", env=env, check=False).stderr.decode()
+    assert "no image objects found under this prefix" in err, err
+    err = cli(ws, "ingest", "-d", "e", "--format", "coco", f"s3://{BUCKET}/manifest-images/", env=env, check=False)
+    assert "a bucket prefix is ingested as a folder of images" in err.stderr.decode(), err.stderr.decode()
+
+
 def test_serve_over_a_bucket_answers_the_python_client(tmp_path, s3):
-    """The HTTP API and the Python client over a bucket workspace: SQL, slices created and
+    """The HTTP API and the Python client over a bucket workspace whose images are in the
+    bucket too: SQL, slices created and
     frozen over HTTP, a slice's images as bytes, a run uploaded and scored."""
     env, client = s3
     ws = f"s3://{BUCKET}/served"
+    src = images(tmp_path)
+    upload_folder(client, src, "served-images")
     cli(ws, "init", env=env)
-    cli(ws, "ingest", "-d", "pets", "--quiet", str(images(tmp_path)), env=env)
+    cli(ws, "ingest", "-d", "pets", "--quiet", f"s3://{BUCKET}/served-images", env=env)
     server = Server(ws, env=env)
     try:
         api = Client(server.url)
@@ -339,6 +408,9 @@ def test_serve_over_a_bucket_answers_the_python_client(tmp_path, s3):
         assert api.slice("cats").num_rows == 6
         data, label = SliceDataset(api, "cats")[0]
         assert data.startswith(b"\x89PNG") and label == "cat"
+        # Image bytes and thumbnails come from the bucket the images are in.
+        assert api.image("train/dog/dog2.png") == (src / "train/dog/dog2.png").read_bytes()
+        assert api.thumbnail("train/dog/dog2.png", size=4).startswith(b"\x89PNG")
         test = api.sql("SELECT image_id FROM images WHERE split = 'test' ORDER BY image_id").to_pandas()
         test["predicted"] = "cat"
         manifest = api.upload_predictions("all-cat", test, model="const", model_version="1", allow_partial=True)

@@ -41,7 +41,7 @@ fn not_modified(headers: &HeaderMap, tag: &HeaderValue) -> bool {
     headers.get(header::IF_NONE_MATCH).is_some_and(|v| v == tag)
 }
 
-fn image_response(bytes: Vec<u8>, media: &'static str, tag: HeaderValue) -> Response {
+fn image_response(bytes: impl IntoResponse, media: &'static str, tag: HeaderValue) -> Response {
     let mut response = bytes.into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
@@ -63,8 +63,11 @@ pub async fn file(
     if not_modified(&headers, &tag) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
-    let bytes =
-        tokio::fs::read(&file.path).await.map_err(|e| ApiError::internal(format!("{}: {e}", file.path.display())))?;
+    let path = file.path.clone();
+    let bytes = tokio::task::spawn_blocking(move || slicetest_engine::read_image_bytes(&path))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(format!("{}: {e}", file.path.display())))?;
     Ok(image_response(bytes, media_type(&file.format), tag))
 }
 

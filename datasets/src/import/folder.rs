@@ -7,6 +7,9 @@
 //! - `label` is the name of the file's parent folder, unless that is the root or a split folder.
 //! - Hidden files and folders (names starting with `.`) are skipped; non-image files are counted as ignored.
 //! - A symlink that leads outside the root is rejected.
+//!
+//! A bucket prefix (`slicetest ingest s3://bucket/images/`) follows the same rules, with
+//! object keys for paths ([`gather_objects`]).
 
 use std::path::Path;
 
@@ -62,6 +65,46 @@ pub(super) fn gather(dir: &Path, _options: &ImportOptions) -> Result<CandidateSe
             source_path: dir.to_path_buf(),
             message: format!(
                 "no image files found (looked recursively for {}; {} other files ignored)",
+                IMAGE_EXTENSIONS.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(" "),
+                set.ignored
+            ),
+        });
+    }
+    Ok(set)
+}
+
+/// The objects under a bucket prefix (`s3://bucket/images/`), by the same rules as a
+/// folder: the key below the prefix is the image id, folders give split and label, hidden
+/// names are skipped, other files are counted as ignored. Images are not read here; ingest
+/// fetches and checks them, so a missing or unreadable object is reported like a corrupt
+/// file.
+pub(super) fn gather_objects(url: &Path) -> Result<CandidateSet> {
+    let (root, files) = crate::image_files::list_objects(url)?;
+    let mut set = CandidateSet::default();
+    for image_id in files {
+        if image_id.split('/').any(|part| part.starts_with('.')) {
+            continue;
+        }
+        if !has_image_extension(Path::new(&image_id)) {
+            set.ignored += 1;
+            continue;
+        }
+        let uri = format!("{root}/{image_id}");
+        let (split, label) = split_and_label(&image_id);
+        set.candidates.push(Candidate {
+            file: uri.clone().into(),
+            uri,
+            image_id,
+            split,
+            label,
+            row: set.candidates.len(),
+        });
+    }
+    if set.candidates.is_empty() {
+        return Err(DatasetError::BadInput {
+            source_path: url.to_path_buf(),
+            message: format!(
+                "no image objects found under this prefix (looked for {}; {} other objects ignored)",
                 IMAGE_EXTENSIONS.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(" "),
                 set.ignored
             ),

@@ -66,7 +66,10 @@ pub(super) async fn gather(path: &Path, options: &ImportOptions) -> Result<Candi
         };
         let image_id = match ids.as_ref().filter(|a| !a.is_null(row)) {
             Some(a) => a.value(row).to_string(),
-            None => relative_id(&root, &file).expect("resolved inside root"),
+            None => match object_key(&file) {
+                Some(key) => key,
+                None => relative_id(&root, &file).expect("resolved inside root"),
+            },
         };
         if let Some(first) = first_row_of.get(&image_id) {
             set.rejected.push(reject(format!("duplicate image_id {image_id:?} (first at row {})", first + 1)));
@@ -119,12 +122,26 @@ fn resolve_row_path(root: &Path, raw: &str) -> Result<std::path::PathBuf, String
     if raw.is_empty() {
         return Err("empty path".into());
     }
+    if crate::image_files::is_object_url(Path::new(raw)) {
+        if !raw.starts_with("s3://") && !raw.starts_with("s3a://") {
+            return Err("only local files and s3:// URLs are supported".into());
+        }
+        return Ok(raw.into()); // read (and found missing, if it is) when ingest probes it
+    }
     let local = raw.strip_prefix("file://").unwrap_or(raw);
     if local.contains("://") {
-        return Err("only local files are supported, not URLs".into());
+        return Err("only local files and s3:// URLs are supported".into());
     }
     let p = Path::new(local);
     resolve_inside(root, &if p.is_absolute() { p.to_path_buf() } else { root.join(p) })
+}
+
+/// The key of an object's URL (`s3://bucket/images/a.png` → `images/a.png`): the image id
+/// of a manifest row that names an object and no id.
+fn object_key(file: &Path) -> Option<String> {
+    let text = file.to_str().filter(|_| crate::image_files::is_object_url(file))?;
+    let url = url::Url::parse(text).ok()?;
+    Some(url.path().trim_start_matches('/').to_string()).filter(|k| !k.is_empty())
 }
 
 /// A column cast to UTF-8 (labels may be integers), or None if the manifest lacks it.

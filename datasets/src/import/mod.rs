@@ -117,17 +117,30 @@ pub async fn gather(
     layout: &WorkspaceLayout,
     dataset: &str,
 ) -> Result<CandidateSet> {
-    if !path.exists() {
+    let bucket = crate::image_files::is_object_url(path);
+    if !bucket && !path.exists() {
         return Err(DatasetError::BadInput {
             source_path: path.to_path_buf(),
             message: "no such file or directory".into(),
         });
     }
     let format = match format {
+        SourceFormat::Auto if bucket => SourceFormat::Folder,
         SourceFormat::Auto => detect(path)?,
         f => f,
     };
     let mut set = match format {
+        SourceFormat::Folder if bucket => folder::gather_objects(path)?,
+        _ if bucket => {
+            return Err(DatasetError::BadInput {
+                source_path: path.to_path_buf(),
+                message: format!(
+                    "a bucket prefix is ingested as a folder of images; --format {} reads a local file \
+                     (a manifest may list s3:// URLs)",
+                    format.name()
+                ),
+            });
+        }
         SourceFormat::Folder => folder::gather(path, options)?,
         SourceFormat::Manifest => manifest::gather(path, options).await?,
         SourceFormat::Coco => coco::gather(path, options)?,
@@ -145,13 +158,18 @@ pub async fn gather(
         }
         set.objects = Some(boxes::gather(boxes_file, &set).await?);
     }
+    apply_split(&mut set, options);
+    Ok(set)
+}
+
+/// `--split`: the split of every candidate that has none from its input.
+fn apply_split(set: &mut CandidateSet, options: &ImportOptions) {
     if let Some(split) = &options.split {
         let split = normalize_split(split);
         for c in set.candidates.iter_mut().filter(|c| c.split.is_none()) {
             c.split = Some(split.clone());
         }
     }
-    Ok(set)
 }
 
 fn detect(path: &Path) -> Result<SourceFormat> {

@@ -120,7 +120,7 @@ impl Engine {
                 .par_iter()
                 .map(|id| {
                     let (sha, uri) = &current.rows[*id];
-                    let result = slicetest_embed::open_image(&layout.resolve_uri(uri))
+                    let result = crate::open_image(&layout.resolve_uri(uri))
                         .and_then(|image| tagger.tag(&image))
                         .map_err(|e| e.to_string());
                     (id.to_string(), sha.clone(), result)
