@@ -2,7 +2,9 @@
 //! run, on a local S3-compatible server (moto's, started here on 127.0.0.1).
 //!
 //! 1. Ingest of a folder of small PNGs into a bucket workspace vs a local one (the images
-//!    are read from local disk either way; what differs is where versions are written).
+//!    are read from local disk either way; what differs is where versions are written);
+//!    then the same PNGs as objects in the bucket, ingested from `s3://bench/source/`
+//!    (listed, fetched, checked) vs from the local folder.
 //! 2. p50 of the foundation filter + group-by over 1,000,000 synthetic image rows, bucket
 //!    vs local, alternating (target: bucket ≤ 1.5× local), with a session built once (as
 //!    bench-foundation does) and per query (as every CLI command does: it lists the
@@ -121,11 +123,24 @@ async fn main() -> anyhow::Result<()> {
     unsafe { std::env::set_var("SLICETEST_CACHE_DIR", dir.join("object-cache")) };
     println!("bench-s3 on {} cores", std::thread::available_parallelism()?.get());
     let server = S3Server::start()?;
+    // Images ingested from the bucket are read with the standard AWS_* settings.
+    // SAFETY: as above; the storage runtime reads them when it first opens a bucket.
+    for (key, value) in [
+        ("AWS_ENDPOINT_URL", server.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "bench"),
+        ("AWS_SECRET_ACCESS_KEY", "bench"),
+        ("AWS_REGION", "us-east-1"),
+    ] {
+        unsafe { std::env::set_var(key, value) };
+    }
 
     // 1. Ingest: the same folder into a local workspace and a bucket one.
     let images = dir.join("images");
+    let mut names = Vec::with_capacity(args.images);
     for i in 0..args.images {
-        let path = images.join(format!("{:02}/img_{i:06}.png", i % 100));
+        names.push(format!("{:02}/img_{i:06}.png", i % 100));
+        let path = images.join(names.last().expect("pushed"));
         std::fs::create_dir_all(path.parent().expect("joined"))?;
         let pixels = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([(i % 251) as u8, x as u8 * 16, y as u8 * 16]));
         pixels.save(&path)?;
@@ -148,6 +163,67 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("ingest  ratio bucket/local time = {:.2}x", rates[0] / rates[1]);
+
+    // 1b. The same images as objects in the bucket, ingested from there into a local
+    // workspace: listed, fetched 16 at a time, checked (what `ingest s3://…` does).
+    let source = server.storage("source")?;
+    let started = Instant::now();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let uploads: Vec<_> = names
+            .chunks(names.len().div_ceil(8).max(1))
+            .map(|chunk| {
+                let (source, images) = (&source, &images);
+                scope.spawn(move || -> anyhow::Result<()> {
+                    for name in chunk {
+                        source.write(&source.root().join(name), std::fs::read(images.join(name))?.into())?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        uploads.into_iter().try_for_each(|u| u.join().expect("an upload thread panicked"))
+    })?;
+    println!("ingest  (uploaded {} objects in {:.1} s, 8 at a time)", names.len(), started.elapsed().as_secs_f64());
+    let mut from_bucket = Engine::from_workspace(Workspace::init(dir.join("ws-from-bucket"))?)?;
+    let started = Instant::now();
+    let prefix = format!("s3://{BUCKET}/source/");
+    let report = from_bucket.ingest(Path::new(&prefix), &IngestOptions::new("small")).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    if report.total_images != args.images {
+        bail!("from the bucket: ingested {} of {} images", report.total_images, args.images);
+    }
+    let rate = args.images as f64 / seconds;
+    println!(
+        "ingest  {} small PNGs from a bucket prefix ({prefix}) into a local workspace: {seconds:.2} s ({rate:.0} images/s)",
+        args.images
+    );
+    println!("ingest  ratio from-bucket/from-folder time = {:.2}x", rates[0] / rate);
+    // What the server itself can serve: boto3 listing and downloading the same objects
+    // with 16 threads (no checking, no writing), in the same run.
+    let script = format!(
+        "import boto3, time\n\
+         from concurrent.futures import ThreadPoolExecutor\n\
+         s3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='bench', aws_secret_access_key='bench', region_name='us-east-1')\n\
+         t = time.time()\n\
+         keys = [o['Key'] for p in s3.get_paginator('list_objects_v2').paginate(Bucket='{BUCKET}', Prefix='source/') for o in p.get('Contents', [])]\n\
+         with ThreadPoolExecutor(16) as ex:\n    n = sum(len(b) for b in ex.map(lambda k: s3.get_object(Bucket='{BUCKET}', Key=k)['Body'].read(), keys))\n\
+         print(len(keys), time.time() - t)\n",
+        server.endpoint
+    );
+    let python = std::env::var("SLICETEST_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python).args(["-c", &script]).output()?;
+    match String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>()[..] {
+        [n, secs] if out.status.success() => {
+            let secs: f64 = secs.parse()?;
+            println!(
+                "ingest  peer: boto3 lists and downloads the {n} objects, 16 threads: {secs:.2} s ({:.0} objects/s); \
+                 slicetest's ingest from the bucket takes {:.2}x its time",
+                n.parse::<f64>()? / secs,
+                seconds / secs
+            );
+        }
+        _ => println!("ingest  peer: boto3 did not run ({})", String::from_utf8_lossy(&out.stderr).trim()),
+    }
 
     // 2. The foundation query over the same 1M-row table in both.
     let table = synthetic_images(args.rows);
