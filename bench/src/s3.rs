@@ -32,6 +32,8 @@ const QUERY: &str = "SELECT label, split, count(*) AS n, avg(brightness) AS mean
                      FROM synthetic.images WHERE brightness < 0.5 AND num_people > 2 AND format = 'jpeg' \
                      GROUP BY label, split ORDER BY label, split";
 const BUCKET: &str = "slicetest-bench";
+/// Where the images ingested from a bucket are.
+const IMAGES_BUCKET: &str = "slicetest-bench-images";
 
 struct Args {
     rows: usize,
@@ -80,22 +82,30 @@ impl S3Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // moto does not check signatures: a plain PUT creates the bucket.
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        write!(
-            stream,
-            "PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply)?;
-        if !reply.starts_with("HTTP/1.1 200") {
-            bail!("creating the bucket: {}", reply.lines().next().unwrap_or(""));
+        // moto does not check signatures: a plain PUT creates a bucket. The images to
+        // ingest get a bucket of their own: moto lists a bucket by scanning all its keys,
+        // so 100,000 images beside the workspaces would slow every listing of theirs.
+        for bucket in [BUCKET, IMAGES_BUCKET] {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            write!(
+                stream,
+                "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply)?;
+            if !reply.starts_with("HTTP/1.1 200") {
+                bail!("creating bucket {bucket}: {}", reply.lines().next().unwrap_or(""));
+            }
         }
         Ok(server)
     }
 
     fn storage(&self, prefix: &str) -> anyhow::Result<Storage> {
+        self.storage_in(BUCKET, prefix)
+    }
+
+    fn storage_in(&self, bucket: &str, prefix: &str) -> anyhow::Result<Storage> {
         let settings = [
             ("aws_endpoint", self.endpoint.as_str()),
             ("aws_allow_http", "true"),
@@ -103,7 +113,7 @@ impl S3Server {
             ("aws_secret_access_key", "bench"),
             ("aws_region", "us-east-1"),
         ];
-        Ok(Storage::open_with(Path::new(&format!("s3://{BUCKET}/{prefix}")), &settings)?)
+        Ok(Storage::open_with(Path::new(&format!("s3://{bucket}/{prefix}")), &settings)?)
     }
 }
 
@@ -166,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 1b. The same images as objects in the bucket, ingested from there into a local
     // workspace: listed, fetched 16 at a time, checked (what `ingest s3://…` does).
-    let source = server.storage("source")?;
+    let source = server.storage_in(IMAGES_BUCKET, "source")?;
     let started = Instant::now();
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let uploads: Vec<_> = names
@@ -186,7 +196,7 @@ async fn main() -> anyhow::Result<()> {
     println!("ingest  (uploaded {} objects in {:.1} s, 8 at a time)", names.len(), started.elapsed().as_secs_f64());
     let mut from_bucket = Engine::from_workspace(Workspace::init(dir.join("ws-from-bucket"))?)?;
     let started = Instant::now();
-    let prefix = format!("s3://{BUCKET}/source/");
+    let prefix = format!("s3://{IMAGES_BUCKET}/source/");
     let report = from_bucket.ingest(Path::new(&prefix), &IngestOptions::new("small")).await?;
     let seconds = started.elapsed().as_secs_f64();
     if report.total_images != args.images {
@@ -205,8 +215,8 @@ async fn main() -> anyhow::Result<()> {
          from concurrent.futures import ThreadPoolExecutor\n\
          s3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='bench', aws_secret_access_key='bench', region_name='us-east-1')\n\
          t = time.time()\n\
-         keys = [o['Key'] for p in s3.get_paginator('list_objects_v2').paginate(Bucket='{BUCKET}', Prefix='source/') for o in p.get('Contents', [])]\n\
-         with ThreadPoolExecutor(16) as ex:\n    n = sum(len(b) for b in ex.map(lambda k: s3.get_object(Bucket='{BUCKET}', Key=k)['Body'].read(), keys))\n\
+         keys = [o['Key'] for p in s3.get_paginator('list_objects_v2').paginate(Bucket='{IMAGES_BUCKET}', Prefix='source/') for o in p.get('Contents', [])]\n\
+         with ThreadPoolExecutor(16) as ex:\n    n = sum(len(b) for b in ex.map(lambda k: s3.get_object(Bucket='{IMAGES_BUCKET}', Key=k)['Body'].read(), keys))\n\
          print(len(keys), time.time() - t)\n",
         server.endpoint
     );

@@ -45,6 +45,7 @@ pub use search::{SearchHit, SearchQuery};
 pub use segmentation::{MaskImportOptions, MaskImportReport};
 pub use slices::SliceInfo;
 pub use slicetest_datasets::DatasetError;
+pub use slicetest_datasets::image_files::is_object_url;
 pub use slicetest_datasets::names;
 pub use slicetest_datasets::parts::Shard;
 pub use slicetest_datasets::run::{RunManifest, Task, UploadOptions};

@@ -1,10 +1,10 @@
-//! `slicetest watch`: continuous intake of a folder that keeps filling up.
+//! `slicetest watch`: continuous intake of a folder or bucket prefix that keeps filling up.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use slicetest_engine::{Engine, ImportOptions, IntakeOptions, IntakeReport};
+use slicetest_engine::{Engine, ImportOptions, IntakeOptions, IntakeReport, is_object_url};
 
 use super::CliError;
 
@@ -14,7 +14,8 @@ const IDS_IN_WEBHOOK: usize = 100;
 /// Arguments of `slicetest watch`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// The folder (or manifest) to watch; every look ingests it as `slicetest ingest` does.
+    /// The folder, bucket prefix (`s3://bucket/images/`) or manifest to watch; every look
+    /// ingests it as `slicetest ingest` does.
     pub source: PathBuf,
     #[command(flatten)]
     pub into: super::ingest::IntoDataset,
@@ -60,7 +61,7 @@ fn parse_every(text: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(workspace: &Path, args: WatchArgs) -> Result<(), CliError> {
-    if !args.source.exists() {
+    if !is_object_url(&args.source) && !args.source.exists() {
         return Err(format!("{}: no such folder or file to watch", args.source.display()).into());
     }
     if let Some(url) = &args.webhook

@@ -387,6 +387,31 @@ def test_a_manifest_may_list_objects_and_a_missing_one_is_reported(tmp_path, s3)
     assert "a bucket prefix is ingested as a folder of images" in err.stderr.decode(), err.stderr.decode()
 
 
+def test_watch_a_bucket_prefix_ingests_tags_and_diffs_what_arrives(tmp_path, s3):
+    """The product's "bucket that keeps updating": each look at the prefix ingests the new
+    objects, tags them, and says how each slice changed."""
+    env, client = s3
+    ws = f"s3://{BUCKET}/watched/ws"
+    prefix = f"s3://{BUCKET}/watched/incoming/"
+    put = lambda key, seed: client.put_object(Bucket=BUCKET, Key=f"watched/incoming/{key}", Body=png_bytes(6, 5, seed))  # noqa: E731
+    put("train/cat/a.png", 1)
+    put("train/dog/b.png", 2)
+    cli(ws, "init", env=env)
+    first = cli(ws, "watch", prefix, "--dataset", "cams", "--once", "--quiet", env=env).stdout.decode()
+    assert "cams v1: 2 new, 0 changed, 0 rejected (2 images)" in first, first
+    cli(ws, *TAG, env=env)
+    cli(ws, "slice", "create", "cats", "SELECT image_id FROM images WHERE label = 'cat'", env=env)
+    put("test/cat/c.png", 3)
+    put("test/cat/d.txt", 4)
+    out = cli(ws, "watch", prefix, "--dataset", "cams", "--once", "--quiet", env=env).stdout.decode()
+    assert "cams v2: 1 new, 0 changed, 0 rejected (3 images)" in out, out
+    assert "pixels tagged 1" in out, out
+    assert "slice cats: 1 → 2 (+1, −0)" in out, out
+    assert sql(ws, "SELECT count(brightness) AS n FROM images", env) == "n\n3\n"
+    again = cli(ws, "watch", prefix, "--dataset", "cams", "--once", "--quiet", env=env).stdout.decode()
+    assert "cams: nothing new (v2, 3 images)" in again, again
+
+
 def test_serve_over_a_bucket_answers_the_python_client(tmp_path, s3):
     """The HTTP API and the Python client over a bucket workspace whose images are in the
     bucket too: SQL, slices created and
