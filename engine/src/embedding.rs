@@ -11,9 +11,9 @@
 //! (`--where`), the first `--limit` of them by image_id. The subset is a function of the
 //! data, so running the same command again resumes it instead of growing it.
 //!
-//! The workspace lock is held while the model is registered and while each part is
-//! written, not for the whole run: other writers (a slice freeze, a run upload through
-//! the HTTP API) wait at most for one part, not for the embedding.
+//! No lock is taken: `model.json` and each part are created only if absent (see
+//! `slicetest_datasets::parts`), so concurrent runs and the shards of one job — on one
+//! machine or many, against a directory or a bucket — add parts side by side.
 
 use std::collections::HashSet;
 use std::path::Path;
