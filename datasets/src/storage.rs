@@ -37,6 +37,8 @@ const REQUEST_TIMEOUT: &str = "60s";
 const CONNECT_TIMEOUT: &str = "5s";
 /// Requests [`Storage::read_many`] keeps in flight at once.
 const CONCURRENT_READS: usize = 16;
+/// Reads and conditional writes [`Storage::update`] tries before it gives up.
+const MAX_UPDATE_ATTEMPTS: usize = 32;
 /// Retries of a failed request, and the time after which none is started.
 const MAX_RETRIES: usize = 3;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -322,6 +324,66 @@ impl Storage {
                 put.map_err(object_error("writing", path))
             }
         }
+    }
+
+    /// Replaces the content of `path` with what `change` makes of the current content
+    /// (`None`: nothing stored; `change` returns `None` to leave it as it is), and returns
+    /// the content that ended up stored. On a bucket the write is conditional on the
+    /// content `change` saw (`PutMode::Update` on its ETag, `PutMode::Create` when there
+    /// was none): a writer that lost to another reads again and re-applies its change, so
+    /// two changes never overwrite each other. On a local disk the new content replaces the
+    /// old atomically; writers on one machine serialise with the workspace lock.
+    pub fn update(
+        &self,
+        path: &Path,
+        mut change: impl FnMut(Option<&[u8]>) -> Result<Option<Bytes>>,
+    ) -> Result<Option<Bytes>> {
+        let Backend::Object { store, prefix, .. } = &self.backend else {
+            let current = self.read_opt(path)?;
+            return match change(current.as_deref())? {
+                Some(new) => self.write(path, new.clone()).map(|()| Some(new)),
+                None => Ok(current),
+            };
+        };
+        let key = self.key(path, prefix)?;
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let (store2, key2) = (store.clone(), key.clone());
+            let current = block_on(async move {
+                match store2.get(&key2).await {
+                    Ok(got) => {
+                        let version = object_store::UpdateVersion {
+                            e_tag: got.meta.e_tag.clone(),
+                            version: got.meta.version.clone(),
+                        };
+                        got.bytes().await.map(|bytes| Some((bytes, version)))
+                    }
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .map_err(object_error("reading", path))?;
+            let Some(new) = change(current.as_ref().map(|(bytes, _)| bytes.as_ref()))? else {
+                return Ok(current.map(|(bytes, _)| bytes));
+            };
+            let mode = match current {
+                Some((_, version)) => PutMode::Update(version),
+                None => PutMode::Create,
+            };
+            let (store2, key2, payload) = (store.clone(), key.clone(), new.clone());
+            let put = block_on(async move {
+                let options = PutOptions { mode, ..Default::default() };
+                store2.put_opts(&key2, PutPayload::from_bytes(payload), options).await
+            });
+            match put {
+                Ok(_) => return Ok(Some(new)),
+                // Changed (or created) by another writer since it was read: read it again.
+                Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(object_error("writing", path)(e)),
+            }
+        }
+        Err(DatasetError::io("writing", path)(std::io::Error::other(format!(
+            "changed by other writers {MAX_UPDATE_ATTEMPTS} times while this one tried to change it; try again"
+        ))))
     }
 
     /// Names directly inside the directory `dir` (files and sub-directories); a missing
@@ -629,6 +691,34 @@ mod tests {
         assert!(finished.recv_timeout(Duration::from_secs(60)).is_ok(), "the calls spin on an exhausted budget");
     }
 
+    /// Conditional updates: 8 threads each append 10 lines to one object; none is lost.
+    #[test]
+    fn concurrent_updates_of_a_bucket_object_lose_nothing() {
+        let storage = Storage::with_object_store(Arc::new(InMemory::new()), "memory://ws/upd");
+        let file = storage.root().join("workspace.toml");
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let (storage, file) = (&storage, &file);
+                scope.spawn(move || {
+                    for i in 0..10 {
+                        storage
+                            .update(file, |current| {
+                                let mut text = current.map(|c| c.to_vec()).unwrap_or_default();
+                                text.extend_from_slice(format!("{t}-{i}\n").as_bytes());
+                                Ok(Some(text.into()))
+                            })
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let text = String::from_utf8(storage.read(&file).unwrap().to_vec()).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort();
+        lines.dedup();
+        assert_eq!(lines.len(), 80, "{text}");
+    }
+
     #[test]
     fn both_backends_keep_the_same_contract() {
         let dir = tempfile::tempdir().unwrap();
@@ -667,6 +757,14 @@ mod tests {
             let read: Vec<_> = reader.with_projection(mask).build().unwrap().collect::<Result<_, _>>().unwrap();
             assert_eq!(read[0], batch.project(&[1]).unwrap(), "{root:?}");
             s.remove(&table).unwrap();
+            // update: created when absent, changed from what is there, left alone on None.
+            let config = root.join("u.toml");
+            let add = |c: Option<&[u8]>| Ok(Some(Bytes::from([c.unwrap_or_default(), b"x"].concat())));
+            assert_eq!(s.update(&config, add).unwrap(), Some(Bytes::from_static(b"x")));
+            assert_eq!(s.update(&config, add).unwrap(), Some(Bytes::from_static(b"xx")));
+            assert_eq!(s.update(&config, |_| Ok(None)).unwrap(), Some(Bytes::from_static(b"xx")));
+            assert_eq!(s.read(&config).unwrap(), Bytes::from_static(b"xx"), "{root:?}");
+            s.remove(&config).unwrap();
             let mut files = s.list_files(&root.join("a")).unwrap();
             files.sort();
             assert_eq!(files, ["b/v1.json", "c.txt"], "{root:?}");

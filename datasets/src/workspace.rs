@@ -87,12 +87,7 @@ impl Workspace {
         let Some(bytes) = layout.storage().read_opt(&path)? else {
             return Err(DatasetError::NotAWorkspace(layout.root().to_path_buf()));
         };
-        let text = String::from_utf8_lossy(&bytes);
-        let config: WorkspaceConfig = toml::from_str(&text).map_err(|e| DatasetError::Corrupt {
-            what: "workspace config",
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let config = parse_config(&bytes, &path)?;
         if config.format_version > FORMAT_VERSION {
             return Err(DatasetError::Corrupt {
                 what: "workspace config",
@@ -155,23 +150,47 @@ impl Workspace {
 
     /// Makes `dataset` the default schema for SQL.
     pub fn set_default_dataset(&mut self, dataset: &str) -> Result<()> {
-        self.dataset(dataset)?;
-        self.config.default_dataset = Some(dataset.to_string());
-        self.save_config()
+        self.latest(dataset)?;
+        self.update_config(|config| {
+            let changed = config.default_dataset.as_deref() != Some(dataset);
+            config.default_dataset = Some(dataset.to_string());
+            changed
+        })
     }
 
-    /// Sets the default dataset only if none is set yet (the first ingest does this).
+    /// Sets the default dataset only if none is set yet (the first ingest does this). Two
+    /// first ingests of different datasets at once: the first to commit its config wins,
+    /// the other finds a default set and keeps it.
     pub(crate) fn set_default_if_unset(&mut self, dataset: &str) -> Result<()> {
-        if self.config.default_dataset.is_none() {
-            self.config.default_dataset = Some(dataset.to_string());
-            self.save_config()?;
+        if self.config.default_dataset.is_some() {
+            return Ok(());
         }
-        Ok(())
+        self.update_config(|config| {
+            let unset = config.default_dataset.is_none();
+            if unset {
+                config.default_dataset = Some(dataset.to_string());
+            }
+            unset
+        })
     }
 
-    fn save_config(&self) -> Result<()> {
-        let text = toml::to_string_pretty(&self.config).expect("workspace config serialises");
-        self.layout.storage().write(&self.layout.config_file(), text.into())
+    /// Applies `change` (true: it changed something) to the stored `workspace.toml` as it
+    /// is now, not as this process read it: a conditional write on a bucket
+    /// ([`Storage::update`]), under the workspace lock on a local disk.
+    fn update_config(&mut self, change: impl Fn(&mut WorkspaceConfig) -> bool) -> Result<()> {
+        let _lock = self.lock()?;
+        let path = self.layout.config_file();
+        let stored = self.layout.storage().update(&path, |current| {
+            let Some(current) = current else {
+                return Err(DatasetError::NotAWorkspace(self.layout.root().to_path_buf()));
+            };
+            let mut config = parse_config(current, &path)?;
+            Ok(change(&mut config)
+                .then(|| toml::to_string_pretty(&config).expect("workspace config serialises").into()))
+        })?;
+        let stored = stored.ok_or_else(|| DatasetError::NotAWorkspace(self.layout.root().to_path_buf()))?;
+        self.config = parse_config(&stored, &path)?;
+        Ok(())
     }
 
     /// The datasets that have at least one published version, sorted, with their version
@@ -266,6 +285,15 @@ pub fn unknown_name_hint(name: &str, known: &[String], kind: &str, none_yet: &st
         None if known.is_empty() => format!("; {none_yet}"),
         None => format!("; {kind} are: {}", known.join(", ")),
     }
+}
+
+/// `workspace.toml`'s content, parsed.
+fn parse_config(bytes: &[u8], path: &Path) -> Result<WorkspaceConfig> {
+    toml::from_str(&String::from_utf8_lossy(bytes)).map_err(|e| DatasetError::Corrupt {
+        what: "workspace config",
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// An exclusive lock on `workspace.lock`, held by one writer at a time.

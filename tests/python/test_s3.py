@@ -412,6 +412,32 @@ def test_watch_a_bucket_prefix_ingests_tags_and_diffs_what_arrives(tmp_path, s3)
     assert "cams: nothing new (v2, 3 images)" in again, again
 
 
+def test_first_ingests_racing_on_a_bucket_leave_one_default_and_a_whole_config(tmp_path, s3):
+    """workspace.toml is changed with a conditional put on its ETag: of four first ingests
+    of different datasets at once, exactly one sets the default; the others keep it."""
+    env, client = s3
+    ws = f"s3://{BUCKET}/defaults"
+    cli(ws, "init", env=env)
+    folders = []
+    for i in range(4):
+        folder = tmp_path / f"d{i}"
+        folder.mkdir()
+        (folder / "a.png").write_bytes(png_bytes(4, 4, i))
+        folders.append(folder)
+    procs = [
+        subprocess.Popen([slicetest_bin(), "--workspace", ws, "ingest", "-d", f"d{i}", "--quiet", str(f)], env={**os.environ, **env})
+        for i, f in enumerate(folders)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    config = client.get_object(Bucket=BUCKET, Key="defaults/workspace.toml")["Body"].read().decode()
+    default = next(line for line in config.splitlines() if line.startswith("default_dataset"))
+    chosen = default.split("=")[1].strip().strip('"')
+    assert chosen in {"d0", "d1", "d2", "d3"}, config
+    assert sql(ws, "SELECT count(*) AS n FROM images", env) == "n\n1\n"  # the default's images
+    for i in range(4):
+        assert sql(ws, f"SELECT count(*) AS n FROM d{i}.images", env) == "n\n1\n"
+
+
 def test_serve_over_a_bucket_answers_the_python_client(tmp_path, s3):
     """The HTTP API and the Python client over a bucket workspace whose images are in the
     bucket too: SQL, slices created and
