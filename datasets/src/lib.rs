@@ -43,4 +43,4 @@ pub use probe::Verify;
 pub use slice::{FreezeOutcome, FreezeRequest, FrozenMember, FrozenSlice, HoldoutAssigner, SliceDefinition};
 pub use storage::Storage;
 pub use version::DatasetVersion;
-pub use workspace::{DatasetInfo, Workspace, closest};
+pub use workspace::{DatasetInfo, DatasetSummary, Workspace, closest};

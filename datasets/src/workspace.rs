@@ -44,6 +44,16 @@ pub struct DatasetInfo {
     pub versions: Vec<DatasetVersion>,
 }
 
+/// One dataset as lists show it: its latest version and how many it has (read with one
+/// manifest, however long its history).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetSummary {
+    /// The newest version.
+    pub latest: DatasetVersion,
+    /// How many versions are published.
+    pub versions: usize,
+}
+
 impl DatasetInfo {
     /// The newest version, if any was published.
     pub fn latest(&self) -> Option<&DatasetVersion> {
@@ -227,12 +237,23 @@ impl Workspace {
     /// are read only when asked for, which on a bucket with hundreds of versions is most of
     /// a command's time).
     pub fn latest_versions(&self) -> Result<Vec<DatasetVersion>> {
+        Ok(self.summaries()?.into_iter().map(|s| s.latest).collect())
+    }
+
+    /// Every dataset's latest version and version count, sorted by name (one listing and
+    /// one manifest per dataset).
+    pub fn summaries(&self) -> Result<Vec<DatasetSummary>> {
         let listed = self.listed_datasets()?;
         let paths = listed
             .iter()
             .map(|(name, numbers)| version_file(&self.layout, name, *numbers.last().expect("listed")))
             .collect();
-        read_manifests(&self.layout, paths)
+        let latest = read_manifests(&self.layout, paths)?;
+        Ok(latest
+            .into_iter()
+            .zip(listed)
+            .map(|(latest, (_, numbers))| DatasetSummary { latest, versions: numbers.len() })
+            .collect())
     }
 
     /// One dataset with its versions; a clear error (with the closest name) if it is unknown.

@@ -101,6 +101,8 @@ fn eight_concurrent_ingests_and_freezes_use_each_number_once_and_lose_nothing() 
     assert_eq!(workspace.latest("ds").unwrap(), latest);
     assert_eq!(workspace.latest_versions().unwrap(), std::slice::from_ref(&latest));
     assert_eq!(workspace.dataset("ds").unwrap().latest(), Some(&latest));
+    let summaries = workspace.summaries().unwrap();
+    assert_eq!((summaries.len(), summaries[0].versions, &summaries[0].latest), (1, WRITERS, &latest));
     assert!(workspace.latest("dss").unwrap_err().to_string().contains("ds"), "an unknown name says the closest");
     // The losers cleaned up: every data file left is one a manifest names.
     for v in &versions {

@@ -51,7 +51,8 @@ pub use slicetest_datasets::parts::Shard;
 pub use slicetest_datasets::run::{RunManifest, Task, UploadOptions};
 pub use slicetest_datasets::slice::{FreezeOutcome, FrozenSlice, SliceDefinition};
 pub use slicetest_datasets::{
-    DatasetInfo, DatasetVersion, ImportOptions, IngestOptions, IngestReport, SourceFormat, Verify, Workspace,
+    DatasetInfo, DatasetSummary, DatasetVersion, ImportOptions, IngestOptions, IngestReport, SourceFormat, Verify,
+    Workspace,
 };
 pub use slicetest_embed::{DEFAULT_MODEL, EmbedError, decode_image};
 pub use slicetest_sql::SqlError;
@@ -249,9 +250,9 @@ impl Engine {
         query::stream(&self.context().await?, sql).await
     }
 
-    /// All datasets with their versions.
-    pub fn datasets(&self) -> Result<Vec<DatasetInfo>> {
-        Ok(self.workspace.datasets()?)
+    /// All datasets, sorted by name: each one's latest version and version count.
+    pub fn datasets(&self) -> Result<Vec<DatasetSummary>> {
+        Ok(self.workspace.summaries()?)
     }
 
     /// One version of a dataset (the latest when `version` is None).

@@ -128,7 +128,7 @@ impl Engine {
             }
         }
         let dataset_versions: BTreeMap<String, u64> =
-            self.workspace.datasets()?.iter().filter_map(|d| Some((d.name.clone(), d.latest()?.version))).collect();
+            self.workspace.latest_versions()?.into_iter().map(|v| (v.dataset, v.version)).collect();
         let request = FreezeRequest { members, holdout: assigner, dataset_versions };
         Ok(slice::freeze(layout, &definition, request)?)
     }

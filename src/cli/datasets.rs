@@ -21,11 +21,11 @@ pub fn list(engine: &Engine) -> Result<(), CliError> {
         .datasets()?
         .into_iter()
         .map(|d| {
-            let latest = d.latest().expect("listed datasets have a version");
-            let marker = if default.as_deref() == Some(d.name.as_str()) { " (default)" } else { "" };
+            let latest = &d.latest;
+            let marker = if default.as_deref() == Some(latest.dataset.as_str()) { " (default)" } else { "" };
             vec![
-                format!("{}{marker}", d.name),
-                d.versions.len().to_string(),
+                format!("{}{marker}", latest.dataset),
+                d.versions.to_string(),
                 latest.version.to_string(),
                 latest.row_count.to_string(),
                 latest.columns.len().to_string(),

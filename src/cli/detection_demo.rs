@@ -156,7 +156,7 @@ pub async fn run(engine: &mut Engine, workspace: &Path, config: &DetectionDemo, 
     let detectors = demo_detectors(config, kernel);
     let existing: Vec<String> = engine.runs()?.into_iter().map(|r| r.run).collect();
     let missing: Vec<&DemoDetector> = detectors.iter().filter(|d| !existing.iter().any(|r| r == d.run)).collect();
-    let have_dataset = engine.datasets()?.iter().any(|d| d.name == CANVAS_DATASET);
+    let have_dataset = engine.datasets()?.iter().any(|d| d.latest.dataset == CANVAS_DATASET);
     let dir = workspace.join("demo").join(CANVAS_DATASET);
     let spec = CanvasSpec::default();
 

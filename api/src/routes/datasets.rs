@@ -23,27 +23,27 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         .blocking(|engine| {
             let default = engine.workspace().config().default_dataset.clone();
             let mut rows = Vec::new();
-            for info in engine.datasets()? {
-                let embeddings = engine.embedding_models(&info.name)?;
-                rows.push((info, embeddings, default.clone()));
+            for summary in engine.datasets()? {
+                let embeddings = engine.embedding_models(&summary.latest.dataset)?;
+                rows.push((summary, embeddings, default.clone()));
             }
             Ok(rows)
         })
         .await?;
     Ok(Json(Value::Array(
         rows.into_iter()
-            .map(|(info, embeddings, default)| {
-                let latest = info.latest().expect("listed datasets have a version");
+            .map(|(summary, embeddings, default)| {
+                let latest = &summary.latest;
                 json!({
-                    "name": info.name,
-                    "default": default.as_deref() == Some(info.name.as_str()),
-                    "versions": info.versions.len(),
+                    "name": latest.dataset,
+                    "default": default.as_deref() == Some(latest.dataset.as_str()),
+                    "versions": summary.versions,
                     "version": latest.version,
                     "images": latest.row_count,
                     "columns": latest.columns.len(),
                     "published_at": latest.created_at,
                     "embeddings": embeddings,
-                    "embed": {"command": state.embed_command(&info.name), "model": state.clip_model()},
+                    "embed": {"command": state.embed_command(&latest.dataset), "model": state.clip_model()},
                 })
             })
             .collect(),
