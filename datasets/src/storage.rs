@@ -399,16 +399,27 @@ impl Storage {
                 Ok(entries.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect())
             }
             Backend::Object { store, prefix, .. } => {
-                let (store, key) = (store.clone(), self.key(dir, prefix)?);
-                let listed = block_on(async move {
-                    let key = (!key.as_ref().is_empty()).then_some(key);
-                    store.list_with_delimiter(key.as_ref()).await
-                })
-                .map_err(object_error("listing", dir))?;
+                let listed = self.list_with_delimiter(store, prefix, dir)?;
                 let names = listed.common_prefixes.iter().chain(listed.objects.iter().map(|o| &o.location));
                 Ok(names.filter_map(|p| p.filename().map(str::to_string)).collect())
             }
         }
+    }
+
+    /// One level of the bucket "directory" `dir` in `store`: the objects directly in it
+    /// and the prefixes below it.
+    fn list_with_delimiter(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        prefix: &str,
+        dir: &Path,
+    ) -> Result<object_store::ListResult> {
+        let (store, key) = (store.clone(), self.key(dir, prefix)?);
+        block_on(async move {
+            let key = (!key.as_ref().is_empty()).then_some(key);
+            store.list_with_delimiter(key.as_ref()).await
+        })
+        .map_err(object_error("listing", dir))
     }
 
     /// The files directly inside the directory `dir` with their sizes in bytes (not
@@ -430,12 +441,7 @@ impl Storage {
                 Ok(files)
             }
             Backend::Object { store, prefix, .. } => {
-                let (store, key) = (store.clone(), self.key(dir, prefix)?);
-                let listed = block_on(async move {
-                    let key = (!key.as_ref().is_empty()).then_some(key);
-                    store.list_with_delimiter(key.as_ref()).await
-                })
-                .map_err(object_error("listing", dir))?;
+                let listed = self.list_with_delimiter(store, prefix, dir)?;
                 Ok(listed.objects.iter().filter_map(|o| Some((o.location.filename()?.to_string(), o.size))).collect())
             }
         }

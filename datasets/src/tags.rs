@@ -426,7 +426,7 @@ impl TagWriter {
     /// find objects, `boxes` (the [`detections_schema`]). The boxes are written first under
     /// the same name; the tag part is the commit, so a run killed between the two leaves
     /// boxes no reader sees. The name's key hashes both files, so a name always holds the
-    /// same pair. False when a racing writer had just added the same rows.
+    /// same pair. False when a racing writer had just added the same bytes.
     pub fn append(&self, tags: &RecordBatch, boxes: Option<&RecordBatch>) -> Result<bool> {
         let storage = self.layout.storage();
         // In the Arrow schema too, so readers of the schema alone (DataFusion) see it.

@@ -11,7 +11,7 @@
 //! A bucket prefix (`slicetest ingest s3://bucket/images/`) follows the same rules, with
 //! object keys for paths ([`gather_objects`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use walkdir::WalkDir;
 
@@ -50,22 +50,15 @@ pub(super) fn gather(dir: &Path, _options: &ImportOptions) -> Result<CandidateSe
                 continue;
             }
         };
-        let (split, label) = split_and_label(&image_id);
-        set.candidates.push(Candidate {
-            uri: file.to_string_lossy().into_owned(),
-            image_id,
-            file,
-            split,
-            label,
-            row: set.candidates.len(),
-        });
+        let uri = file.to_string_lossy().into_owned();
+        push_image(&mut set, image_id, file, uri);
     }
     if set.candidates.is_empty() && set.rejected.is_empty() {
         return Err(DatasetError::BadInput {
             source_path: dir.to_path_buf(),
             message: format!(
                 "no image files found (looked recursively for {}; {} other files ignored)",
-                IMAGE_EXTENSIONS.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(" "),
+                image_extensions(),
                 set.ignored
             ),
         });
@@ -90,27 +83,32 @@ pub(super) fn gather_objects(url: &Path) -> Result<CandidateSet> {
             continue;
         }
         let uri = format!("{root}/{image_id}");
-        let (split, label) = split_and_label(&image_id);
-        set.candidates.push(Candidate {
-            file: uri.clone().into(),
-            uri,
-            image_id,
-            split,
-            label,
-            row: set.candidates.len(),
-        });
+        push_image(&mut set, image_id, uri.clone().into(), uri);
     }
     if set.candidates.is_empty() {
         return Err(DatasetError::BadInput {
             source_path: url.to_path_buf(),
             message: format!(
                 "no image objects found under this prefix (looked for {}; {} other objects ignored)",
-                IMAGE_EXTENSIONS.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(" "),
+                image_extensions(),
                 set.ignored
             ),
         });
     }
     Ok(set)
+}
+
+/// Adds the image `image_id` (a `/`-separated path below the root) read from `file`, with
+/// the split and label its folders give.
+fn push_image(set: &mut CandidateSet, image_id: String, file: PathBuf, uri: String) {
+    let (split, label) = split_and_label(&image_id);
+    let row = set.candidates.len();
+    set.candidates.push(Candidate { uri, image_id, file, split, label, row });
+}
+
+/// `.png .jpg …`: the extensions read as images, for "none found" errors.
+fn image_extensions() -> String {
+    IMAGE_EXTENSIONS.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(" ")
 }
 
 fn is_split_name(s: &str) -> bool {

@@ -122,10 +122,7 @@ fn resolve_row_path(root: &Path, raw: &str) -> Result<std::path::PathBuf, String
     if raw.is_empty() {
         return Err("empty path".into());
     }
-    if crate::image_files::is_object_url(Path::new(raw)) {
-        if !raw.starts_with("s3://") && !raw.starts_with("s3a://") {
-            return Err("only local files and s3:// URLs are supported".into());
-        }
+    if raw.starts_with("s3://") || raw.starts_with("s3a://") {
         return Ok(raw.into()); // read (and found missing, if it is) when ingest probes it
     }
     let local = raw.strip_prefix("file://").unwrap_or(raw);
