@@ -42,26 +42,9 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut File) -> std::io::R
     result.map_err(DatasetError::io("writing", path))
 }
 
-/// Renames a fully written temporary directory into place and makes the rename durable.
-pub fn publish_dir(tmp: &Path, target: &Path) -> Result<()> {
-    fs::rename(tmp, target).map_err(DatasetError::io("publishing", target))?;
-    sync_dir(target.parent().unwrap_or(Path::new("."))).map_err(DatasetError::io("syncing", target))
-}
-
 /// fsyncs a directory so a rename inside it survives a power cut.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// Removes leftover temporary entries (from killed writers) inside `dir`.
-pub fn remove_stale_tmp(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
-            let path = entry.path();
-            let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-        }
-    }
 }
 
 #[cfg(test)]
@@ -77,16 +60,5 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"second");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
-    }
-
-    #[test]
-    fn stale_tmp_entries_are_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join(".tmp-1-0-x")).unwrap();
-        fs::write(dir.path().join(".tmp-1-1-y"), b"half").unwrap();
-        fs::write(dir.path().join("keep"), b"ok").unwrap();
-        remove_stale_tmp(dir.path());
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("keep")]);
     }
 }

@@ -123,16 +123,6 @@ pub enum DatasetError {
         /// What is wrong, and where in it.
         message: String,
     },
-    /// Something a workspace in object storage cannot do yet.
-    #[error(
-        "{what} is not supported yet in a workspace in object storage ({root}); run it on a local workspace (see docs/scale.md)"
-    )]
-    NotOnObjectStorage {
-        /// What was asked ("tagging", "embedding", …).
-        what: &'static str,
-        /// The workspace URL.
-        root: PathBuf,
-    },
     /// Arrow / Parquet / DataFusion failures while reading or writing tables.
     #[error("{context}: {source}")]
     DataFusion {
@@ -160,7 +150,6 @@ impl DatasetError {
             E::SliceNotFrozen(_) => ErrorKind::NotFrozen,
             E::NothingIngested { .. } => ErrorKind::NoData,
             E::BadHoldout(_) | E::BadInput { .. } | E::BadManifestFile { .. } => ErrorKind::InvalidInput,
-            E::NotOnObjectStorage { .. } => ErrorKind::InvalidArgument,
             // Reading or writing the workspace's own files: the machine's problem, not the
             // client's, whatever the message says.
             E::Io { .. } | E::Corrupt { .. } | E::DataFusion { .. } => ErrorKind::Internal,

@@ -4,16 +4,22 @@
 //! a folder of PNG label maps with a class list:
 //!
 //! ```text
-//! labels.parquet   image_id, sha256, width, height, mask_sha256, rle (one row per image)
-//! classes.parquet  image_id, sha256, source, class, class_id, pixels, regions
-//!                  (one row per image and class present: the `masks` SQL table)
-//! masks.json       the manifest, written last: classes, ignore index, counts, SHA-256s
+//! labels-<key>.parquet   image_id, sha256, width, height, mask_sha256, rle (one row per image)
+//! classes-<key>.parquet  image_id, sha256, source, class, class_id, pixels, regions
+//!                        (one row per image and class present: the `masks` SQL table)
+//! masks.json             the manifest, written last: classes, ignore index, counts, the
+//!                        two files' names and SHA-256s
 //! ```
 //!
 //! `sha256` is the image's content hash when the mask was imported: like tags, a mask
-//! describes the image as it was, and readers use only rows whose sha256 is current. The
-//! set is built in a temporary directory and renamed into place, so readers see the old
-//! set or the new one, never half of one.
+//! describes the image as it was, and readers use only rows whose sha256 is current.
+//!
+//! The data files get names no other import takes (`<key>`: 16 hex digits of a hash of
+//! their content and the import) and the manifest names them, so a set is published, replaced or removed by
+//! writing or removing one object — the same on a local disk and in a bucket, which has
+//! no rename. Readers see the old set or the new one, never half of one. (Sets imported
+//! before this layout have `labels.parquet` / `classes.parquet`, which their manifests
+//! name by default.)
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -24,22 +30,18 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use crate::atomic::{publish_dir, remove_stale_tmp, tmp_sibling, write_atomic};
 use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
-use crate::stored::{local_entry_names, parse_json, read_checked_parquet};
-use crate::version::write_parquet;
+use crate::stored::{parse_json, read_checked_parquet};
+use crate::version::{encode_parquet, keyed_name};
 
 /// The label value of pixels that have no class, unless the import says otherwise.
 pub const DEFAULT_IGNORE_INDEX: u16 = 255;
 /// A mask set's manifest.
 pub const MANIFEST_FILE: &str = "masks.json";
-/// A mask set's label maps.
-pub const LABELS_FILE: &str = "labels.parquet";
-/// A mask set's per-image class statistics.
-pub const CLASSES_FILE: &str = "classes.parquet";
 /// The largest label map side accepted (as for images).
 pub const MAX_SIDE: u32 = 16_384;
 
@@ -461,14 +463,28 @@ pub struct MaskSetManifest {
     /// SHA-256 over the sorted `image_id\tmask_sha256` lines: two imports of the same
     /// files have the same hash.
     pub masks_hash: String,
-    /// SHA-256 of `labels.parquet`, checked when read.
+    /// The label maps' file in the set's directory (`labels-<key>.parquet`).
+    #[serde(default = "legacy_labels_file")]
+    pub labels_file: String,
+    /// SHA-256 of the label maps' file, checked when read.
     pub labels_sha256: String,
-    /// SHA-256 of `classes.parquet`.
+    /// The per-image class statistics' file (`classes-<key>.parquet`, the `masks` table).
+    #[serde(default = "legacy_classes_file")]
+    pub classes_file: String,
+    /// SHA-256 of the class statistics' file.
     pub classes_sha256: String,
     /// Import time (RFC 3339).
     pub created_at: String,
     /// The slicetest version that wrote it.
     pub slicetest_version: String,
+}
+
+fn legacy_labels_file() -> String {
+    "labels.parquet".into()
+}
+
+fn legacy_classes_file() -> String {
+    "classes.parquet".into()
 }
 
 impl MaskSetManifest {
@@ -483,12 +499,20 @@ pub fn mask_set_dir(layout: &WorkspaceLayout, dataset: &str, source: &str) -> Pa
     layout.dataset_dir(dataset).join("masks").join(source)
 }
 
-/// The mask sets of `dataset`, sorted by name.
+/// The mask sets of `dataset`, sorted by name (one listing, also in a bucket).
 pub fn mask_sources(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String>> {
     let dir = layout.dataset_dir(dataset).join("masks");
-    let mut names = local_entry_names(&dir)?;
-    names.retain(|n| validate_name(n).is_ok() && dir.join(n).join(MANIFEST_FILE).is_file());
+    let suffix = format!("/{MANIFEST_FILE}");
+    let mut names: Vec<String> = layout
+        .storage()
+        .list_files(&dir)?
+        .iter()
+        .filter_map(|file| file.strip_suffix(&suffix))
+        .filter(|name| validate_name(name).is_ok())
+        .map(str::to_string)
+        .collect();
     names.sort();
+    names.dedup();
     Ok(names)
 }
 
@@ -496,9 +520,9 @@ pub fn mask_sources(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<Strin
 pub fn read_mask_set(layout: &WorkspaceLayout, dataset: &str, source: &str) -> Result<MaskSetManifest> {
     validate_name(source)?;
     let path = mask_set_dir(layout, dataset, source).join(MANIFEST_FILE);
-    let text = match fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let text = match layout.storage().read_opt(&path)? {
+        Some(text) => text,
+        None => {
             let known = mask_sources(layout, dataset)?;
             return Err(DatasetError::BadInput {
                 source_path: path,
@@ -511,7 +535,6 @@ pub fn read_mask_set(layout: &WorkspaceLayout, dataset: &str, source: &str) -> R
                 },
             });
         }
-        Err(e) => return Err(DatasetError::io("reading", &path)(e)),
     };
     parse_json(&text, path, "mask set manifest")
 }
@@ -519,14 +542,24 @@ pub fn read_mask_set(layout: &WorkspaceLayout, dataset: &str, source: &str) -> R
 /// A mask set's label maps (image_id, sha256, width, height, mask_sha256, rle), checked
 /// against the manifest's hash.
 pub fn read_labels(layout: &WorkspaceLayout, manifest: &MaskSetManifest) -> Result<RecordBatch> {
-    let path = mask_set_dir(layout, &manifest.dataset, &manifest.source).join(LABELS_FILE);
+    let path = labels_path(layout, manifest);
     let expected = &manifest.labels_sha256;
     let altered =
         |actual: &str| format!("the file was altered after import (sha256 {actual}, manifest says {expected})");
     read_checked_parquet(layout.storage(), &path, expected, "mask set", altered, None)
 }
 
-/// The schema of `labels.parquet`.
+/// The label maps' file of a mask set.
+pub fn labels_path(layout: &WorkspaceLayout, manifest: &MaskSetManifest) -> PathBuf {
+    mask_set_dir(layout, &manifest.dataset, &manifest.source).join(&manifest.labels_file)
+}
+
+/// The class statistics' file of a mask set (what the `masks` SQL table reads).
+pub fn classes_path(layout: &WorkspaceLayout, manifest: &MaskSetManifest) -> PathBuf {
+    mask_set_dir(layout, &manifest.dataset, &manifest.source).join(&manifest.classes_file)
+}
+
+/// The schema of a mask set's label maps.
 pub fn labels_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("image_id", DataType::Utf8, false),
@@ -551,59 +584,78 @@ pub fn classes_schema() -> SchemaRef {
     ]))
 }
 
-/// Publishes a mask set, replacing one of the same name: the files are written to a
-/// temporary directory, the manifest last, and the directory renamed into place. The
-/// manifest's SHA-256 fields are filled in here.
+/// Publishes a mask set, replacing one of the same name: the two data files are created
+/// under names no other content takes, then the manifest that names them is written —
+/// that one write is the commit. The files only the replaced set named are removed after.
+/// The manifest's file names and SHA-256 fields are filled in here.
 pub fn write_mask_set(
     layout: &WorkspaceLayout,
     mut manifest: MaskSetManifest,
     labels: &RecordBatch,
     classes: &RecordBatch,
 ) -> Result<MaskSetManifest> {
-    layout.storage().require_local("importing masks")?;
     validate_name(&manifest.source)?;
-    let target = mask_set_dir(layout, &manifest.dataset, &manifest.source);
-    let parent = target.parent().expect("mask sets live in a directory");
-    fs::create_dir_all(parent).map_err(DatasetError::io("creating", parent))?;
-    remove_stale_tmp(parent);
-    let staging = tmp_sibling(&target);
-    fs::create_dir(&staging).map_err(DatasetError::io("creating", &staging))?;
+    let storage = layout.storage();
+    let dir = mask_set_dir(layout, &manifest.dataset, &manifest.source);
+    let manifest_path = dir.join(MANIFEST_FILE);
+    // A set that no longer parses is replaced all the same (its files are left behind).
+    let previous: Option<MaskSetManifest> =
+        storage.read_opt(&manifest_path)?.and_then(|text| serde_json::from_slice(&text).ok());
+    // Names no other import takes, even of the same content: the files a replaced set
+    // named are removed below, and must not be files a racing import of the same set is
+    // about to name. (One name still always holds the same bytes, as the cache needs.)
+    let import = format!("{}:{}:{:?}", std::process::id(), manifest.created_at, std::time::SystemTime::now());
+    let mut created = Vec::new();
     let result = (|| {
-        manifest.labels_sha256 = write_parquet(&staging.join(LABELS_FILE), labels)?;
-        manifest.classes_sha256 = write_parquet(&staging.join(CLASSES_FILE), classes)?;
-        let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
-        write_atomic(&staging.join(MANIFEST_FILE), &json)?;
-        crate::ingest::failpoint("masks-before-publish");
-        if target.exists() {
-            // Move the old set aside (readers then see no set for an instant, never half
-            // of one); it is removed after the new one is in place.
-            let old = tmp_sibling(&target);
-            fs::rename(&target, &old).map_err(DatasetError::io("replacing", &target))?;
-            publish_dir(&staging, &target)?;
-            let _ = fs::remove_dir_all(&old);
-        } else {
-            publish_dir(&staging, &target)?;
+        for (stem, batch) in [("labels", labels), ("classes", classes)] {
+            let bytes = encode_parquet(batch, Vec::new())?;
+            let sha = hex::encode(Sha256::digest(&bytes));
+            let name = keyed_name(stem, &hex::encode(Sha256::digest(format!("{sha}:{import}"))), "parquet");
+            if storage.create(&dir.join(&name), bytes)? {
+                created.push(dir.join(&name));
+            } else {
+                return Err(DatasetError::io("writing", &dir.join(&name))(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "another import took this name; try again",
+                )));
+            }
+            if stem == "labels" {
+                (manifest.labels_file, manifest.labels_sha256) = (name, sha);
+            } else {
+                (manifest.classes_file, manifest.classes_sha256) = (name, sha);
+            }
         }
-        Ok(manifest)
+        crate::ingest::failpoint("masks-before-publish");
+        let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
+        storage.write(&manifest_path, json.into())
     })();
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&staging);
+    if let Err(e) = result {
+        for path in created {
+            let _ = storage.remove(&path);
+        }
+        return Err(e);
     }
-    result
+    if let Some(old) = previous {
+        let kept = [&manifest.labels_file, &manifest.classes_file];
+        for name in [&old.labels_file, &old.classes_file].into_iter().filter(|n| !kept.contains(n)) {
+            // Best effort: a file left here is unreferenced, never read.
+            let _ = storage.remove(&dir.join(name));
+        }
+    }
+    Ok(manifest)
 }
 
-/// Removes a mask set; false when there was none.
+/// Removes a mask set; false when there was none. The manifest goes first, so readers
+/// see the whole set or none.
 pub fn remove_mask_set(layout: &WorkspaceLayout, dataset: &str, source: &str) -> Result<bool> {
-    if layout.storage().is_remote() {
-        return Ok(false); // mask sets are only ever imported into local workspaces
-    }
+    let storage = layout.storage();
     let dir = mask_set_dir(layout, dataset, source);
-    if !dir.exists() {
+    let manifest = dir.join(MANIFEST_FILE);
+    if !storage.exists(&manifest)? {
         return Ok(false);
     }
-    let old = tmp_sibling(&dir);
-    fs::rename(&dir, &old).map_err(DatasetError::io("removing", &dir))?;
-    fs::remove_dir_all(&old).map_err(DatasetError::io("removing", &old))?;
+    storage.remove(&manifest)?;
+    storage.remove_all(&dir)?;
     Ok(true)
 }
 
@@ -697,6 +749,124 @@ mod tests {
         let err = write("f.json", r#"{"x": "car"}"#).unwrap_err().to_string();
         assert!(err.contains("is not a class id"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn set_of(source: &str, values: &[i32]) -> (MaskSetManifest, RecordBatch, RecordBatch) {
+        use datafusion::arrow::array::{BinaryArray, Int32Array, Int64Array, StringArray};
+        let n = values.len();
+        let ids: Vec<String> = (0..n).map(|i| format!("img{i}")).collect();
+        let text = |v: &[String]| Arc::new(StringArray::from(v.to_vec())) as _;
+        let labels = RecordBatch::try_new(
+            labels_schema(),
+            vec![
+                text(&ids),
+                text(&vec!["sha".to_string(); n]),
+                Arc::new(Int32Array::from(vec![1; n])),
+                Arc::new(Int32Array::from(vec![1; n])),
+                text(&vec!["mask".to_string(); n]),
+                Arc::new(BinaryArray::from_iter_values(values.iter().map(|v| rle_encode(&[*v as u16])))),
+            ],
+        )
+        .unwrap();
+        let classes = RecordBatch::try_new(
+            classes_schema(),
+            vec![
+                text(&ids),
+                text(&vec!["sha".to_string(); n]),
+                text(&vec![source.to_string(); n]),
+                text(&vec!["road".to_string(); n]),
+                Arc::new(Int32Array::from(values.to_vec())),
+                Arc::new(Int64Array::from(vec![1; n])),
+                Arc::new(Int32Array::from(vec![1; n])),
+            ],
+        )
+        .unwrap();
+        let manifest = MaskSetManifest {
+            source: source.into(),
+            dataset: "ds".into(),
+            dataset_version: 1,
+            classes: classes_from_pairs(vec![(0, "road".into())]).unwrap(),
+            ignore_index: DEFAULT_IGNORE_INDEX,
+            background: None,
+            images: n as u64,
+            labelled_pixels: n as u64,
+            source_dir: "masks/".into(),
+            masks_hash: String::new(),
+            labels_file: String::new(),
+            labels_sha256: String::new(),
+            classes_file: String::new(),
+            classes_sha256: String::new(),
+            created_at: String::new(),
+            slicetest_version: String::new(),
+        };
+        (manifest, labels, classes)
+    }
+
+    #[test]
+    fn mask_sets_are_published_replaced_and_removed_on_a_disk_and_in_a_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Arc::new(object_store::memory::InMemory::new());
+        let stores =
+            [crate::Storage::local(dir.path()), crate::Storage::with_object_store(memory, "memory://ws/masks")];
+        for storage in stores {
+            let layout = WorkspaceLayout::on(storage.clone());
+            assert!(mask_sources(&layout, "ds").unwrap().is_empty());
+            let (manifest, labels, classes) = set_of("truth", &[0, 0, 0]);
+            let first = write_mask_set(&layout, manifest, &labels, &classes).unwrap();
+            assert!(first.labels_file.starts_with("labels-") && first.classes_file.starts_with("classes-"));
+            assert_eq!(read_mask_set(&layout, "ds", "truth").unwrap(), first);
+            assert_eq!(read_labels(&layout, &first).unwrap(), labels);
+            let (other, other_labels, other_classes) = set_of("other", &[0]);
+            write_mask_set(&layout, other, &other_labels, &other_classes).unwrap();
+            assert_eq!(mask_sources(&layout, "ds").unwrap(), ["other", "truth"]);
+
+            // A replacement names new files; the old ones go, the manifest still reads whole.
+            let (manifest, labels, classes) = set_of("truth", &[0, 0]);
+            let second = write_mask_set(&layout, manifest, &labels, &classes).unwrap();
+            assert_ne!(second.labels_file, first.labels_file);
+            assert_eq!(read_labels(&layout, &read_mask_set(&layout, "ds", "truth").unwrap()).unwrap(), labels);
+            let dir = mask_set_dir(&layout, "ds", "truth");
+            let mut files = storage.list(&dir).unwrap();
+            files.sort();
+            assert_eq!(files, [second.classes_file.as_str(), second.labels_file.as_str(), MANIFEST_FILE]);
+            // The same content again: new names (a racing import never reuses a name the
+            // other removes), the replaced files gone.
+            let (manifest, labels, classes) = set_of("truth", &[0, 0]);
+            let third = write_mask_set(&layout, manifest, &labels, &classes).unwrap();
+            assert_ne!(third.labels_file, second.labels_file);
+            assert_eq!(third.labels_sha256, second.labels_sha256);
+            assert_eq!(storage.list(&dir).unwrap().len(), 3);
+            let second = third;
+
+            // A changed file is caught by its hash.
+            storage.write(&labels_path(&layout, &second), bytes::Bytes::from_static(b"not parquet")).unwrap();
+            let err = read_labels(&layout, &second).unwrap_err().to_string();
+            assert!(err.contains("altered after import"), "{err}");
+
+            assert!(remove_mask_set(&layout, "ds", "truth").unwrap());
+            assert!(!remove_mask_set(&layout, "ds", "truth").unwrap());
+            assert_eq!(mask_sources(&layout, "ds").unwrap(), ["other"]);
+            assert!(storage.list(&dir).unwrap().is_empty());
+            let err = read_mask_set(&layout, "ds", "truth").unwrap_err().to_string();
+            assert!(err.contains("has no mask set \"truth\" (mask sets: other)"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_set_imported_before_keyed_names_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = WorkspaceLayout::new(dir.path());
+        let (manifest, labels, classes) = set_of("truth", &[0]);
+        let written = write_mask_set(&layout, manifest, &labels, &classes).unwrap();
+        let set_dir = mask_set_dir(&layout, "ds", "truth");
+        fs::rename(set_dir.join(&written.labels_file), set_dir.join("labels.parquet")).unwrap();
+        let mut old: serde_json::Value = serde_json::to_value(&written).unwrap();
+        old.as_object_mut().unwrap().remove("labels_file");
+        old.as_object_mut().unwrap().remove("classes_file");
+        fs::write(set_dir.join(MANIFEST_FILE), old.to_string()).unwrap();
+        let read = read_mask_set(&layout, "ds", "truth").unwrap();
+        assert_eq!((read.labels_file.as_str(), read.classes_file.as_str()), ("labels.parquet", "classes.parquet"));
+        assert_eq!(read_labels(&layout, &read).unwrap(), labels);
     }
 
     proptest! {

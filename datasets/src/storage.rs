@@ -35,7 +35,7 @@ use crate::object_cache::ObjectCache;
 const REQUEST_TIMEOUT: &str = "60s";
 /// How long connecting to an object store may take (an unreachable endpoint fails fast).
 const CONNECT_TIMEOUT: &str = "5s";
-/// Requests [`Storage::read_many`] keeps in flight at once.
+/// Requests [`Storage::read_many`] and [`Storage::create_many`] keep in flight at once.
 const CONCURRENT_READS: usize = 16;
 /// Reads and conditional writes [`Storage::update`] tries before it gives up.
 const MAX_UPDATE_ATTEMPTS: usize = 32;
@@ -177,15 +177,6 @@ impl Storage {
         matches!(self.backend, Backend::Object { .. })
     }
 
-    /// An error unless the workspace is a local directory: for the stores that still
-    /// write with `std::fs` (tags, embeddings, masks, image files of an IDX import).
-    pub fn require_local(&self, what: &'static str) -> Result<()> {
-        match self.backend {
-            Backend::Local => Ok(()),
-            Backend::Object { .. } => Err(DatasetError::NotOnObjectStorage { what, root: self.root.clone() }),
-        }
-    }
-
     /// Makes DataFusion read this store's URLs (a no-op for a local directory, which
     /// DataFusion reads by path).
     pub fn register(&self, ctx: &datafusion::prelude::SessionContext) {
@@ -324,6 +315,39 @@ impl Storage {
                 put.map_err(object_error("writing", path))
             }
         }
+    }
+
+    /// [`Storage::create`] for many files, up to 16 requests in flight on a bucket (one
+    /// after another, ten thousand small objects would take minutes of round trips).
+    /// Returns how many this call created.
+    pub fn create_many(&self, files: Vec<(PathBuf, Bytes)>) -> Result<usize> {
+        let Backend::Object { store, prefix, .. } = &self.backend else {
+            let mut created = 0;
+            for (path, bytes) in files {
+                created += usize::from(self.create(&path, bytes)?);
+            }
+            return Ok(created);
+        };
+        let keyed = files
+            .into_iter()
+            .map(|(path, bytes)| Ok((self.key(&path, prefix)?, path, bytes)))
+            .collect::<Result<Vec<_>>>()?;
+        let store = store.clone();
+        let results = block_on(async move {
+            let puts = keyed.into_iter().map(|(key, path, bytes)| {
+                let store = store.clone();
+                async move {
+                    let options = PutOptions { mode: PutMode::Create, ..Default::default() };
+                    match store.put_opts(&key, PutPayload::from_bytes(bytes), options).await {
+                        Ok(_) => Ok(true),
+                        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                        Err(e) => Err(object_error("writing", &path)(e)),
+                    }
+                }
+            });
+            futures::stream::iter(puts).buffer_unordered(CONCURRENT_READS).collect::<Vec<_>>().await
+        });
+        results.into_iter().try_fold(0, |n, created| Ok(n + usize::from(created?)))
     }
 
     /// Replaces the content of `path` with what `change` makes of the current content
@@ -476,18 +500,54 @@ impl Storage {
                 Ok(files)
             }
             Backend::Object { store, prefix, .. } => {
-                let (store, key) = (store.clone(), self.key(dir, prefix)?);
-                let listed: Vec<object_store::ObjectMeta> =
-                    block_on(async move { store.list(Some(&key)).try_collect().await })
-                        .map_err(object_error("listing", dir))?;
-                let base = self.key(dir, prefix)?;
-                Ok(listed
-                    .iter()
-                    .filter_map(|o| o.location.prefix_match(&base))
-                    .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"))
-                    .collect())
+                Ok(self.list_objects_under(store, prefix, dir)?.into_iter().map(|(rel, _)| rel).collect())
             }
         }
+    }
+
+    /// [`Storage::list_files`] with each file's stamp, which changes whenever its content
+    /// does: size and ETag of an object (from the listing: no request per object), size
+    /// and modification time of a local file.
+    pub fn list_files_stamped(&self, dir: &Path) -> Result<Vec<(String, String)>> {
+        match &self.backend {
+            Backend::Local => {
+                let stamped = self.list_files(dir)?.into_iter().filter_map(|rel| {
+                    // A file removed since the listing is left out, as if listed a moment later.
+                    let meta = std::fs::metadata(dir.join(&rel)).ok()?;
+                    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+                    Some((rel, format!("{}:{}", meta.len(), modified.unwrap_or_default().as_nanos())))
+                });
+                Ok(stamped.collect())
+            }
+            Backend::Object { store, prefix, .. } => Ok(self
+                .list_objects_under(store, prefix, dir)?
+                .into_iter()
+                .map(|(rel, meta)| {
+                    let version = meta.e_tag.unwrap_or_else(|| meta.last_modified.to_rfc3339());
+                    (rel, format!("{}:{version}", meta.size))
+                })
+                .collect()),
+        }
+    }
+
+    /// Every object below `dir`, with its path relative to it.
+    fn list_objects_under(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        prefix: &str,
+        dir: &Path,
+    ) -> Result<Vec<(String, object_store::ObjectMeta)>> {
+        let (store, key) = (store.clone(), self.key(dir, prefix)?);
+        let base = key.clone();
+        let listed: Vec<object_store::ObjectMeta> = block_on(async move { store.list(Some(&key)).try_collect().await })
+            .map_err(object_error("listing", dir))?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|meta| {
+                let rel = meta.location.prefix_match(&base)?.map(|p| p.as_ref().to_string()).collect::<Vec<_>>();
+                Some((rel.join("/"), meta))
+            })
+            .collect())
     }
 
     /// Removes the file at `path`; nothing there is not an error.

@@ -3,7 +3,6 @@
 //! slices and runs all go through here, so "altered file" and "bad manifest" errors look
 //! the same everywhere, on a local disk or in a bucket.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{RecordBatch, RecordBatchReader};
@@ -15,17 +14,6 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{DatasetError, Result};
 use crate::storage::Storage;
-
-/// Names of the entries of the local directory `dir`; a missing directory has none. (Mask
-/// sets are still local-only; everything else lists through [`Storage::list`].)
-pub(crate) fn local_entry_names(dir: &Path) -> Result<Vec<String>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(DatasetError::io("listing", dir)(e)),
-    };
-    Ok(entries.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect())
-}
 
 /// Parses a JSON manifest already read from `path`; `what` names it in the error.
 pub(crate) fn parse_json<T: DeserializeOwned>(text: &[u8], path: PathBuf, what: &'static str) -> Result<T> {

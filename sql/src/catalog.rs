@@ -392,7 +392,8 @@ async fn masks_table(
     let current = current_keys(ctx, images)?;
     let mut frames = Vec::new();
     for source in sources {
-        let file = masks::mask_set_dir(layout, &version.dataset, &source).join(masks::CLASSES_FILE);
+        let set = masks::read_mask_set(layout, &version.dataset, &source).map_err(SqlError::from)?;
+        let file = masks::classes_path(layout, &set);
         let select = ["image_id", "source", "class", "class_id", "pixels", "regions"].map(col).to_vec();
         frames.push(only_current(parquet_table(ctx, &file).await?, &current)?.select(select)?);
     }

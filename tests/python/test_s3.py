@@ -312,13 +312,105 @@ def test_shards_on_a_bucket_one_killed_and_rerun_equal_one_local_run(tmp_path, s
     assert sql(ws, query, env) == expected, "the union of the shards is the unsharded run"
 
 
-def test_what_a_bucket_cannot_do_yet_says_so(tmp_path, s3):
-    env, _ = s3
-    ws = f"s3://{BUCKET}/local-only"
-    one_image_dataset(ws, tmp_path / "a", env)
-    out = cli(ws, "tag", "import", "--masks", str(tmp_path / "a"), "--classes", str(tmp_path / "c.txt"), env=env, check=False)
-    assert out.returncode != 0
-    assert "importing masks is not supported yet in a workspace in object storage" in out.stderr.decode(), out.stderr.decode()
+COCO_MASKS = Path(__file__).resolve().parents[2] / "datasets/tests/fixtures/coco_masks"
+
+
+def masks_and_segmentation(ws, root: Path, env) -> dict:
+    """A COCO file with segmentations ingested (its mask set), a folder of PNG label maps
+    imported as a second set, a segmentation run scored against the first; what SQL and
+    the report say, and removal."""
+    instances = json.loads((COCO_MASKS / "instances.json").read_text())
+    src = root / "street"
+    src.mkdir(parents=True)
+    for i, image in enumerate(instances["images"]):
+        (src / image["file_name"]).write_bytes(png_bytes(image["width"], image["height"], i))
+    (src / "instances.json").write_text(json.dumps(instances))
+    label_maps = root / "label-maps"
+    label_maps.mkdir()
+    for image in instances["images"]:
+        # Class 1 on the top rows, class 2 below, 255 (ignored) on the last row.
+        w, h = image["width"], image["height"]
+        rows = [[1] * w] * (h // 2) + [[2] * w] * (h - h // 2 - 1) + [[255] * w]
+        (label_maps / Path(image["file_name"]).with_suffix(".png").name).write_bytes(gray_png(rows))
+    (root / "classes.txt").write_text("unlabelled\nroad\nsky\n")
+    cli(ws, "init", env=env)
+    out = {"ingest": cli(ws, "ingest", "-d", "street", "--quiet", str(src / "instances.json"), env=env).returncode}
+    imported = cli(ws, "tag", "import", "--masks", str(label_maps), "--classes", str(root / "classes.txt"),
+                   "--name", "painted", env=env)
+    out["import"] = imported.stdout.decode().split(" in ")[0]
+    out["masks"] = sql(ws, "SELECT * FROM masks ORDER BY source, image_id, class_id", env)
+    out["tags"] = sql(ws, "SELECT image_id, road_pct, sky_pct FROM images ORDER BY image_id", env)
+    cli(ws, "run", "upload", str(COCO_MASKS / "results.json"), "--run", "seg", "--model", "m",
+        "--mask-source", "instances", env=env)
+    scores = json.loads(cli(ws, "report", "--run", "seg", "--format", "json", env=env).stdout)
+    out["scores"] = scores["overall"]["segmentation"]["scores"]
+    # Imported again with the same files: the same set; then removed.
+    out["again"] = cli(ws, "tag", "import", "--masks", str(label_maps), "--classes", str(root / "classes.txt"),
+                       "--name", "painted", env=env).stdout.decode().split(" in ")[0]
+    cli(ws, "tag", "remove", "painted", env=env)
+    out["after_remove"] = sql(ws, "SELECT DISTINCT source FROM masks", env)
+    return out
+
+
+def gray_png(rows) -> bytes:
+    import struct
+    import zlib
+
+    h, w = len(rows), len(rows[0])
+    raw = b"".join(b"\x00" + bytes(row) for row in rows)
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data  # noqa: E731
+                                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def test_mask_sets_and_segmentation_runs_on_a_bucket_equal_a_local_directory(tmp_path, s3):
+    env, client = s3
+    local = masks_and_segmentation(tmp_path / "ws", tmp_path / "local", env)
+    ws = f"s3://{BUCKET}/masks"
+    bucket = masks_and_segmentation(ws, tmp_path / "bucket", env)
+    assert bucket == local
+    assert "painted" in local["import"] and local["again"] == local["import"], local
+    painted = [line.split(",")[1:4] for line in local["masks"].splitlines() if ",painted," in line]
+    assert painted and {tuple(p) for p in painted} == {("painted", "road", "1"), ("painted", "sky", "2")}, local["masks"]
+    assert local["after_remove"].strip().splitlines() == ["source", "instances"], local["after_remove"]
+    files = [k for k in keys(client, "masks/datasets/street/masks/")]
+    # Only the remaining set's manifest and its two content-keyed files.
+    assert [k.rsplit("/", 1)[1].split("-")[0] for k in files] == ["classes", "labels", "masks.json"], files
+
+
+def idx_files(folder: Path, n: int) -> Path:
+    import struct
+
+    folder.mkdir(parents=True)
+    for part, count in [("train", n), ("t10k", 2)]:
+        pixels = bytes((i * 7 + j) % 256 for i in range(count) for j in range(28 * 28))
+        (folder / f"{part}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, count, 28, 28) + pixels)
+        (folder / f"{part}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, count) + bytes(i % 10 for i in range(count)))
+    return folder
+
+
+def test_an_idx_import_into_a_bucket_writes_its_pngs_there(tmp_path, s3):
+    env, client = s3
+    src = idx_files(tmp_path / "fashion", 20)
+    local = tmp_path / "ws"
+    cli(local, "init", env=env)
+    cli(local, "ingest", "-d", "fm", "--quiet", str(src), env=env)
+    ws = f"s3://{BUCKET}/idx"
+    cli(ws, "init", env=env)
+    cli(ws, "ingest", "-d", "fm", "--quiet", str(src), env=env)
+    query = "SELECT image_id, split, label, width, height, sha256, uri FROM images ORDER BY image_id"
+    assert sql(ws, query, env) == sql(local, query, env)
+    pngs = [k for k in keys(client, "idx/datasets/fm/files/") if k.endswith(".png")]
+    assert len(pngs) == len({*sql(local, "SELECT sha256 FROM images", env).split()[1:]}), pngs
+    # Pixels are read back from the bucket: tagging gives what it gives locally.
+    cli(local, *TAG, env=env)
+    cli(ws, *TAG, env=env)
+    assert sql(ws, PIXEL_TAGS, env) == sql(local, PIXEL_TAGS, env)
+    # A second import writes nothing new.
+    again = cli(ws, "ingest", "-d", "fm", str(src), env=env).stdout.decode()
+    assert "fm: unchanged, still version 1 with 22 images" in again, again
+    assert [k for k in keys(client, "idx/datasets/fm/files/") if k.endswith(".png")] == pngs
 
 
 def upload_folder(client, src: Path, prefix: str):
@@ -410,6 +502,7 @@ def test_watch_a_bucket_prefix_ingests_tags_and_diffs_what_arrives(tmp_path, s3)
     assert sql(ws, "SELECT count(brightness) AS n FROM images", env) == "n\n3\n"
     again = cli(ws, "watch", prefix, "--dataset", "cams", "--once", "--quiet", env=env).stdout.decode()
     assert "cams: nothing new (v2, 3 images)" in again, again
+
 
 
 def test_first_ingests_racing_on_a_bucket_leave_one_default_and_a_whole_config(tmp_path, s3):

@@ -167,7 +167,12 @@ pub(crate) fn parse_labels(bytes: &[u8]) -> Result<Vec<u8>, String> {
     Ok(body.to_vec())
 }
 
+/// Images encoded, then written to a bucket workspace, at a time (their bytes are in memory).
+const BUCKET_CHUNK: usize = 4096;
+
 /// Encodes every image as PNG into the workspace; returns (absolute file, workspace-relative uri).
+/// On a local disk each file is written in parallel (skipped when it is there already);
+/// in a bucket each is created if absent, 16 requests in flight.
 fn write_pngs(
     images: &IdxImages,
     layout: &WorkspaceLayout,
@@ -175,36 +180,54 @@ fn write_pngs(
     split: &str,
     progress: bool,
 ) -> Result<Vec<(PathBuf, String)>> {
-    layout.storage().require_local("an IDX import (it writes image files into the workspace)")?;
     let files_dir = layout.files_dir(dataset);
     let pb = bar(images.len() as u64, &format!("writing {split} PNGs"), progress);
     let size = images.rows * images.cols;
-    (0..images.len())
-        .into_par_iter()
-        .progress_with(pb)
-        .map(|i| {
-            let img = image::GrayImage::from_raw(
-                images.cols as u32,
-                images.rows as u32,
-                images.pixels[i * size..(i + 1) * size].to_vec(),
-            )
-            .expect("buffer size matches");
-            let mut png = Cursor::new(Vec::with_capacity(size + 100));
-            img.write_to(&mut png, image::ImageFormat::Png).expect("PNG encoding to memory");
-            let png = png.into_inner();
-            let sha = sha256_hex(&png);
-            let rel = format!("{}/{}.png", &sha[..2], sha);
-            let path = files_dir.join(&rel);
-            if !path.exists() {
-                write_blob(&path, &png)?;
-            }
-            let uri = path
-                .strip_prefix(layout.root())
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_else(|_| path.to_string_lossy().into_owned());
-            Ok((path, uri))
-        })
-        .collect()
+    let encode = |i: usize| {
+        let img = image::GrayImage::from_raw(
+            images.cols as u32,
+            images.rows as u32,
+            images.pixels[i * size..(i + 1) * size].to_vec(),
+        )
+        .expect("buffer size matches");
+        let mut png = Cursor::new(Vec::with_capacity(size + 100));
+        img.write_to(&mut png, image::ImageFormat::Png).expect("PNG encoding to memory");
+        let png = png.into_inner();
+        let sha = sha256_hex(&png);
+        let path = files_dir.join(format!("{}/{}.png", &sha[..2], sha));
+        let uri = path
+            .strip_prefix(layout.root())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| path.to_string_lossy().into_owned());
+        (path, uri, png)
+    };
+    if !layout.storage().is_remote() {
+        return (0..images.len())
+            .into_par_iter()
+            .progress_with(pb)
+            .map(|i| {
+                let (path, uri, png) = encode(i);
+                if !path.exists() {
+                    write_blob(&path, &png)?;
+                }
+                Ok((path, uri))
+            })
+            .collect();
+    }
+    let mut written = Vec::with_capacity(images.len());
+    for start in (0..images.len()).step_by(BUCKET_CHUNK) {
+        let end = (start + BUCKET_CHUNK).min(images.len());
+        let encoded: Vec<_> = (start..end).into_par_iter().map(encode).collect();
+        let mut files = Vec::with_capacity(encoded.len());
+        for (path, uri, png) in encoded {
+            files.push((path.clone(), bytes::Bytes::from(png)));
+            written.push((path, uri));
+        }
+        layout.storage().create_many(files)?;
+        pb.inc((end - start) as u64);
+    }
+    pb.finish_and_clear();
+    Ok(written)
 }
 
 /// Writes a content-addressed blob via a temporary name, so a reader never sees half of one.

@@ -133,8 +133,6 @@ impl Engine {
     ) -> Result<MaskImportReport> {
         let started = Instant::now();
         let dataset = self.workspace.dataset_or_default(options.dataset.as_deref())?;
-        // Said before any mask is read: mask sets are still written with std::fs.
-        self.workspace.layout().storage().require_local("importing masks")?;
         let coco = path.is_file();
         let source = options.name.clone().unwrap_or_else(|| default_set_name(path));
         slicetest_datasets::validate_name(&source)?;
@@ -220,7 +218,9 @@ impl Engine {
             labelled_pixels,
             source_dir: path.display().to_string(),
             masks_hash: masks_hash.clone(),
+            labels_file: String::new(),
             labels_sha256: String::new(),
+            classes_file: String::new(),
             classes_sha256: String::new(),
             created_at: chrono::Utc::now().to_rfc3339(),
             slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
