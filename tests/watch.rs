@@ -71,7 +71,7 @@ fn one_look_ingests_embeds_tags_and_posts_each_slice_change() {
     add_generated(&s.src, 0, 3);
     let watch = ["watch", s.src.to_str().unwrap(), "--dataset", "photos", "--once", "--quiet", "--webhook", &url];
     let out = ok(&s.ws, &watch);
-    assert!(out.contains("photos v2: 3 new, 0 changed, 0 rejected (5 images)"), "{out}");
+    assert!(out.contains("photos v2: 3 new, 0 changed, 0 rejected (5 images; read 5 of 5 files)"), "{out}");
     assert!(out.contains("embedded 3 images (tiny-clip); pixels tagged 3"), "{out}");
     assert!(out.contains("slice generated: 0 → 3 (+3, −0)"), "{out}");
     assert!(out.contains("slice tagged: 2 → 5 (+3, −0)"), "{out}");
@@ -93,7 +93,7 @@ fn one_look_ingests_embeds_tags_and_posts_each_slice_change() {
 
     // Nothing new: said, and no message.
     let out = ok(&s.ws, &watch);
-    assert!(out.contains("photos: nothing new (v2, 5 images)"), "{out}");
+    assert!(out.contains("photos: nothing new (v2, 5 images; read 5 of 5 files)"), "{out}");
     assert!(hooks.recv_timeout(Duration::from_millis(500)).is_err(), "no message without a new version");
 }
 
@@ -112,9 +112,15 @@ fn a_running_watch_picks_up_new_files_and_a_dead_webhook_does_not_stop_it() {
         .unwrap();
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    assert!(first.contains("photos: nothing new (v1, 2 images)"), "{first}");
+    assert!(first.contains("photos: nothing new (v1, 2 images; read 2 of 2 files)"), "{first}");
     add_generated(&s.src, 0, 2);
     let message = hooks.recv_timeout(Duration::from_secs(60)).expect("the new files were reported");
+    // That look read only what was new: the two files of v1 were known from the first.
+    let look = lines.map(Result::unwrap).find(|l| l.contains("photos v2:")).unwrap();
+    let read = look.split("; read ").nth(1).unwrap().trim_end_matches(" files)");
+    let (read, of) = read.split_once(" of ").unwrap();
+    let (read, of): (usize, usize) = (read.parse().unwrap(), of.parse().unwrap());
+    assert!(read + 2 <= of && of >= 3, "{look}");
     assert_eq!((message["version"].as_u64(), message["added"].as_u64()), (Some(2), Some(2)));
     assert_eq!(message["embeddings"], serde_json::json!([]), "--no-embed");
     assert_eq!(message["taggers"][0]["tagged"], 2);

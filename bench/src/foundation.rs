@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         import: ImportOptions::default(),
         verify: Verify::Full,
         strict: true,
+        known: None,
     };
     let started = Instant::now();
     let report = engine.ingest(&args.fashion, &options).await?;

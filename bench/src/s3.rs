@@ -4,7 +4,9 @@
 //! 1. Ingest of a folder of small PNGs into a bucket workspace vs a local one (the images
 //!    are read from local disk either way; what differs is where versions are written);
 //!    then the same PNGs as objects in the bucket, ingested from `s3://bench/source/`
-//!    (listed, fetched, checked) vs from the local folder.
+//!    (listed, fetched, checked) vs from the local folder; then a watch's next look after
+//!    10 objects arrived (only new or changed objects are fetched) vs boto3 listing the
+//!    prefix and downloading the new ones.
 //! 2. p50 of the foundation filter + group-by over 1,000,000 synthetic image rows, bucket
 //!    vs local, alternating (target: bucket ≤ 1.5× local), with a session built once (as
 //!    bench-foundation does) and per query (as every CLI command does: it lists the
@@ -20,13 +22,14 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use datafusion::arrow::array::RecordBatch;
 use slicetest_bench::{median, synthetic_images, tempdir, verdict};
 use slicetest_datasets::{Storage, Workspace, WorkspaceLayout};
-use slicetest_engine::{Engine, IngestOptions};
+use slicetest_engine::{Engine, IngestOptions, KnownFiles};
 
 const QUERY: &str = "SELECT label, split, count(*) AS n, avg(brightness) AS mean_brightness, max(width * height) AS max_area \
                      FROM synthetic.images WHERE brightness < 0.5 AND num_people > 2 AND format = 'jpeg' \
@@ -34,6 +37,8 @@ const QUERY: &str = "SELECT label, split, count(*) AS n, avg(brightness) AS mean
 const BUCKET: &str = "slicetest-bench";
 /// Where the images ingested from a bucket are.
 const IMAGES_BUCKET: &str = "slicetest-bench-images";
+/// Objects that arrive between two looks of a watch.
+const NEW_OBJECTS: usize = 10;
 
 struct Args {
     rows: usize,
@@ -197,7 +202,9 @@ async fn main() -> anyhow::Result<()> {
     let mut from_bucket = Engine::from_workspace(Workspace::init(dir.join("ws-from-bucket"))?)?;
     let started = Instant::now();
     let prefix = format!("s3://{IMAGES_BUCKET}/source/");
-    let report = from_bucket.ingest(Path::new(&prefix), &IngestOptions::new("small")).await?;
+    // Remembering what it read, as a watch does (its first look reads everything).
+    let watching = IngestOptions { known: Some(Arc::new(KnownFiles::default())), ..IngestOptions::new("small") };
+    let report = from_bucket.ingest(Path::new(&prefix), &watching).await?;
     let seconds = started.elapsed().as_secs_f64();
     if report.total_images != args.images {
         bail!("from the bucket: ingested {} of {} images", report.total_images, args.images);
@@ -233,6 +240,51 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         _ => println!("ingest  peer: boto3 did not run ({})", String::from_utf8_lossy(&out.stderr).trim()),
+    }
+
+    // 1c. A watch's next look at the prefix after NEW_OBJECTS arrived: the listing says
+    // which objects are new or changed, only those are fetched. The peer does the least
+    // any tool must: list the prefix, download the new objects.
+    for i in 0..NEW_OBJECTS {
+        let pixels =
+            image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([7, x as u8 * 16, ((y + i as u32) * 16) as u8]));
+        let mut png = std::io::Cursor::new(Vec::new());
+        pixels.write_to(&mut png, image::ImageFormat::Png)?;
+        source.write(&source.root().join(format!("new/img_{i:03}.png")), png.into_inner().into())?;
+    }
+    let started = Instant::now();
+    let look = from_bucket.ingest(Path::new(&prefix), &watching).await?;
+    let look_seconds = started.elapsed().as_secs_f64();
+    if (look.merge.added, look.files_read) != (NEW_OBJECTS, NEW_OBJECTS) {
+        bail!("the look added {} and read {} files, not {NEW_OBJECTS}", look.merge.added, look.files_read);
+    }
+    println!(
+        "watch   next look after {NEW_OBJECTS} new objects: {look_seconds:.2} s (read {} of {} objects); \
+         the first look (reads all) took {:.1}x as long",
+        look.files_read,
+        look.candidates,
+        seconds / look_seconds
+    );
+    let script = format!(
+        "import boto3, time\n\
+         s3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='bench', aws_secret_access_key='bench', region_name='us-east-1')\n\
+         t = time.time()\n\
+         keys = [o['Key'] for p in s3.get_paginator('list_objects_v2').paginate(Bucket='{IMAGES_BUCKET}', Prefix='source/') for o in p.get('Contents', [])]\n\
+         n = sum(len(s3.get_object(Bucket='{IMAGES_BUCKET}', Key=k)['Body'].read()) for k in keys if k.startswith('source/new/'))\n\
+         print(len(keys), time.time() - t)\n",
+        server.endpoint
+    );
+    let out = Command::new(&python).args(["-c", &script]).output()?;
+    match String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>()[..] {
+        [n, secs] if out.status.success() => {
+            let secs: f64 = secs.parse()?;
+            println!(
+                "watch   peer: boto3 lists the {n} objects and downloads the {NEW_OBJECTS} new ones: {secs:.2} s; \
+                 slicetest's look takes {:.2}x its time",
+                look_seconds / secs
+            );
+        }
+        _ => println!("watch   peer: boto3 did not run ({})", String::from_utf8_lossy(&out.stderr).trim()),
     }
 
     // 2. The foundation query over the same 1M-row table in both.

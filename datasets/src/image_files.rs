@@ -70,10 +70,11 @@ pub fn read_image_files(paths: &[PathBuf]) -> Vec<std::result::Result<Bytes, Str
 }
 
 /// Every file under the bucket prefix `url` (`s3://bucket/prefix`), as `/`-separated
-/// paths relative to it, sorted; and the prefix's URL without a trailing `/`.
-pub fn list_objects(url: &Path) -> Result<(String, Vec<String>)> {
+/// paths relative to it with their stamps (size and ETag), sorted; and the prefix's URL
+/// without a trailing `/`.
+pub fn list_objects(url: &Path) -> Result<(String, Vec<(String, String)>)> {
     let storage = Storage::open_uncached(url)?;
-    let mut files = storage.list_files(storage.root())?;
+    let mut files = storage.list_files_stamped(storage.root())?;
     files.sort();
     Ok((storage.root().to_string_lossy().into_owned(), files))
 }

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -49,6 +50,9 @@ pub struct IngestOptions {
     pub verify: Verify,
     /// Refuse the whole ingest if any file is rejected.
     pub strict: bool,
+    /// What earlier ingests in this process found in each file: a file whose stamp did
+    /// not change since is not read again. `slicetest watch` keeps one across its looks.
+    pub known: Option<Arc<KnownFiles>>,
 }
 
 impl IngestOptions {
@@ -60,8 +64,45 @@ impl IngestOptions {
             import: ImportOptions::default(),
             verify: Verify::Full,
             strict: false,
+            known: None,
         }
     }
+}
+
+/// The facts of the image files one ingest read, each with the file's stamp when it was
+/// read: size and modification time of a local file, size and ETag of an object (from the
+/// listing, so an unchanged object costs no request). The next ingest given the same
+/// `KnownFiles` reads only files whose stamp changed or that are new — a watch of a
+/// bucket with 100,000 images then lists it and fetches what arrived, instead of all of
+/// it every minute. Files without a stamp (objects named by a manifest) are always read.
+#[derive(Debug, Default)]
+pub struct KnownFiles {
+    by_file: Mutex<HashMap<PathBuf, (String, ImageFacts)>>,
+}
+
+impl KnownFiles {
+    /// How many files are remembered.
+    pub fn len(&self) -> usize {
+        self.by_file.lock().expect("not poisoned").len()
+    }
+
+    /// Whether no file is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What identifies a candidate's content without reading it, if anything does.
+fn stamp(candidate: &Candidate) -> Option<String> {
+    if candidate.stamp.is_some() {
+        return candidate.stamp.clone();
+    }
+    if is_object_url(&candidate.file) {
+        return None;
+    }
+    let meta = std::fs::metadata(&candidate.file).ok()?;
+    let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(format!("{}:{}", meta.len(), modified.as_nanos()))
 }
 
 /// What an ingest did; also written as `ingest-report.json` in the new version.
@@ -81,6 +122,8 @@ pub struct IngestReport {
     pub total_images: usize,
     /// Files the importer proposed.
     pub candidates: usize,
+    /// Of those, the files read (all of them, unless [`IngestOptions::known`] knew some).
+    pub files_read: usize,
     /// How the accepted images changed the dataset.
     pub merge: MergeStats,
     /// Files and rows that were skipped, with the reason.
@@ -124,7 +167,7 @@ pub async fn ingest(workspace: &mut Workspace, path: &Path, options: &IngestOpti
     let layout = workspace.layout().clone();
 
     let set = gather(path, options.format, &options.import, &layout, &options.dataset).await?;
-    let probed = probe_candidates(&set.candidates, options.verify, options.import.progress);
+    let (probed, files_read) = probe_known(&set.candidates, options, options.known.as_deref());
     let mut rejected = set.rejected.clone();
     let mut accepted = Vec::with_capacity(probed.len());
     for (c, result) in probed {
@@ -167,6 +210,7 @@ pub async fn ingest(workspace: &mut Workspace, path: &Path, options: &IngestOpti
             created: false,
             total_images: merged.num_rows(),
             candidates: set.candidates.len(),
+            files_read,
             merge: stats,
             rejected: rejected.clone(),
             ignored: set.ignored,
@@ -187,6 +231,45 @@ pub async fn ingest(workspace: &mut Workspace, path: &Path, options: &IngestOpti
 /// Images of a bucket fetched before they are checked: the bytes of one chunk are in
 /// memory at a time.
 const OBJECT_CHUNK: usize = 256;
+
+/// [`probe_candidates`], taking the facts of files `known` has seen with the same stamp
+/// from it instead of reading them, and remembering what this ingest found; with the
+/// number of files read.
+fn probe_known<'a>(
+    candidates: &'a [Candidate],
+    options: &IngestOptions,
+    known: Option<&KnownFiles>,
+) -> (Vec<(&'a Candidate, ProbeResult)>, usize) {
+    let (verify, progress) = (options.verify, options.import.progress);
+    let Some(known) = known else { return (probe_candidates(candidates, verify, progress), candidates.len()) };
+    // Stamped before reading: a file changed while it is read gets a new stamp, so the next
+    // ingest reads it again.
+    let stamps: Vec<Option<String>> = candidates.par_iter().map(stamp).collect();
+    let remembered = std::mem::take(&mut *known.by_file.lock().expect("not poisoned"));
+    let mut results: Vec<Option<ProbeResult>> = candidates
+        .iter()
+        .zip(&stamps)
+        .map(|(c, stamp)| match (stamp, remembered.get(&c.file)) {
+            (Some(stamp), Some((seen, facts))) if stamp == seen => Some(Ok(facts.clone())),
+            _ => None,
+        })
+        .collect();
+    let unread: Vec<Candidate> =
+        candidates.iter().zip(&results).filter(|(_, r)| r.is_none()).map(|(c, _)| c.clone()).collect();
+    let mut read = probe_candidates(&unread, verify, progress).into_iter().map(|(_, result)| result);
+    for slot in results.iter_mut().filter(|r| r.is_none()) {
+        *slot = read.next();
+    }
+    let mut now = HashMap::with_capacity(candidates.len());
+    for ((c, stamp), result) in candidates.iter().zip(stamps).zip(&results) {
+        if let (Some(stamp), Some(Ok(facts))) = (stamp, result) {
+            now.insert(c.file.clone(), (stamp, facts.clone()));
+        }
+    }
+    *known.by_file.lock().expect("not poisoned") = now;
+    let probed = candidates.iter().zip(results.into_iter().map(|r| r.expect("every candidate probed"))).collect();
+    (probed, unread.len())
+}
 
 /// Reads and checks every candidate: local files in parallel; objects of a bucket fetched
 /// a chunk at a time (16 requests in flight, [`crate::image_files::read_image_files`]) and
@@ -234,6 +317,7 @@ pub fn import_table(
             created: false,
             total_images: sorted.num_rows(),
             candidates: sorted.num_rows(),
+            files_read: 0,
             merge: MergeStats { added: sorted.num_rows(), ..Default::default() },
             rejected: Vec::new(),
             ignored: 0,
@@ -396,4 +480,62 @@ pub fn summarize(rejected: &[Rejection]) -> String {
     let more = rejected.len().saturating_sub(shown.len());
     let tail = if more > 0 { format!("; … and {more} more") } else { String::new() };
     format!("{} rejected ({}){tail}", rejected.len(), shown.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+    use std::time::{Duration, SystemTime};
+
+    /// A 4×4 BMP: uncompressed, so every colour gives a file of the same size.
+    fn write_bmp(path: &Path, colour: u8) {
+        image::RgbImage::from_pixel(4, 4, image::Rgb([colour, 0, 0])).save(path).unwrap();
+    }
+
+    fn set_modified(path: &Path, time: SystemTime) {
+        File::options().write(true).open(path).unwrap().set_modified(time).unwrap();
+    }
+
+    #[test]
+    fn known_files_are_read_again_only_when_their_stamp_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let (a, b) = (src.join("a.bmp"), src.join("b.bmp"));
+        write_bmp(&a, 1);
+        write_bmp(&b, 2);
+        let run = |ws: &mut Workspace, known: Option<Arc<KnownFiles>>| {
+            let options = IngestOptions { format: SourceFormat::Folder, known, ..IngestOptions::new("ds") };
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(ingest(ws, &src, &options)).unwrap()
+        };
+        let mut ws = Workspace::init(dir.path().join("ws")).unwrap();
+        let known = Arc::new(KnownFiles::default());
+        assert!(run(&mut ws, Some(known.clone())).created);
+        assert_eq!(known.len(), 2);
+
+        // Other pixels, same size, the old modification time: the stamp says unchanged, so
+        // the file is not read and the change is not seen...
+        let stamped = std::fs::metadata(&a).unwrap().modified().unwrap();
+        write_bmp(&a, 3);
+        set_modified(&a, stamped);
+        let quiet = run(&mut ws, Some(known.clone()));
+        assert_eq!((quiet.created, quiet.files_read, quiet.candidates), (false, 0, 2));
+        // ...while an ingest without the memory reads it and finds it.
+        let plain = run(&mut ws, None);
+        assert_eq!((plain.created, plain.merge.changed), (true, 1));
+
+        // A touched file and a new one are read.
+        write_bmp(&a, 4);
+        set_modified(&a, stamped + Duration::from_secs(5));
+        write_bmp(&src.join("c.bmp"), 5);
+        let look = run(&mut ws, Some(known.clone()));
+        assert_eq!((look.created, look.merge.changed, look.merge.added, look.files_read), (true, 1, 1, 2));
+        assert_eq!(known.len(), 3);
+        // Removed files are forgotten.
+        std::fs::remove_file(&b).unwrap();
+        run(&mut ws, Some(known.clone()));
+        assert_eq!(known.len(), 2);
+    }
 }

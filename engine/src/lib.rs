@@ -51,8 +51,8 @@ pub use slicetest_datasets::parts::Shard;
 pub use slicetest_datasets::run::{RunManifest, Task, UploadOptions};
 pub use slicetest_datasets::slice::{FreezeOutcome, FrozenSlice, SliceDefinition};
 pub use slicetest_datasets::{
-    DatasetInfo, DatasetSummary, DatasetVersion, ImportOptions, IngestOptions, IngestReport, SourceFormat, Verify,
-    Workspace,
+    DatasetInfo, DatasetSummary, DatasetVersion, ImportOptions, IngestOptions, IngestReport, KnownFiles, SourceFormat,
+    Verify, Workspace,
 };
 pub use slicetest_embed::{DEFAULT_MODEL, EmbedError, decode_image};
 pub use slicetest_sql::SqlError;

@@ -106,6 +106,7 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
         import: ImportOptions { progress: true, ..Default::default() },
         verify: Verify::Full,
         strict: true,
+        known: None,
     };
     print_report(&engine.ingest(&args.source, &options).await?);
     engine.use_dataset(DEMO_DATASET)?;

@@ -191,6 +191,7 @@ pub async fn run(engine: &mut Engine, workspace: &Path, config: &DetectionDemo, 
             import: ImportOptions { split: Some("test".into()), ..Default::default() },
             verify: Verify::Full,
             strict: true,
+            known: None,
         };
         println!("slicetest ingest {} -d {CANVAS_DATASET} --split test", instances.display());
         super::ingest::print_report(&engine.ingest(&instances, &options).await?);

@@ -62,6 +62,7 @@ impl IntoDataset {
             import: ImportOptions { split: self.split.clone(), ..import },
             verify: self.verify,
             strict,
+            known: None,
         }
     }
 }

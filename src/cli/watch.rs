@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use slicetest_engine::{Engine, ImportOptions, IntakeOptions, IntakeReport, is_object_url};
+use std::sync::Arc;
+
+use slicetest_engine::{Engine, ImportOptions, IntakeOptions, IntakeReport, KnownFiles, is_object_url};
 
 use super::CliError;
 
@@ -71,7 +73,9 @@ pub async fn run(workspace: &Path, args: WatchArgs) -> Result<(), CliError> {
     }
     let mut engine = Engine::open_or_init(workspace)?;
     let import = ImportOptions { progress: !args.quiet, ..ImportOptions::default() };
-    let ingest = args.into.options(&args.source, import, false);
+    let mut ingest = args.into.options(&args.source, import, false);
+    // Each look reads only the files that are new or changed since the last one.
+    ingest.known = Some(Arc::new(KnownFiles::default()));
     let mut first = true;
     loop {
         let started = Instant::now();
@@ -114,11 +118,12 @@ pub async fn run(workspace: &Path, args: WatchArgs) -> Result<(), CliError> {
 fn print_report(report: &IntakeReport) {
     let ingest = &report.ingest;
     let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S");
+    let read = format!("read {} of {} files", ingest.files_read, ingest.candidates);
     if !ingest.created {
-        println!("{now} {}: nothing new (v{}, {} images)", ingest.dataset, ingest.version, ingest.total_images);
+        println!("{now} {}: nothing new (v{}, {} images; {read})", ingest.dataset, ingest.version, ingest.total_images);
     } else {
         println!(
-            "{now} {} v{}: {} new, {} changed, {} rejected ({} images)",
+            "{now} {} v{}: {} new, {} changed, {} rejected ({} images; {read})",
             ingest.dataset,
             ingest.version,
             ingest.merge.added,

@@ -7,6 +7,7 @@ bucket URLs and unreachable endpoints."""
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -490,19 +491,44 @@ def test_watch_a_bucket_prefix_ingests_tags_and_diffs_what_arrives(tmp_path, s3)
     put("train/dog/b.png", 2)
     cli(ws, "init", env=env)
     first = cli(ws, "watch", prefix, "--dataset", "cams", "--once", "--quiet", env=env).stdout.decode()
-    assert "cams v1: 2 new, 0 changed, 0 rejected (2 images)" in first, first
+    assert "cams v1: 2 new, 0 changed, 0 rejected (2 images; read 2 of 2 files)" in first, first
     cli(ws, *TAG, env=env)
     cli(ws, "slice", "create", "cats", "SELECT image_id FROM images WHERE label = 'cat'", env=env)
     put("test/cat/c.png", 3)
     put("test/cat/d.txt", 4)
     out = cli(ws, "watch", prefix, "--dataset", "cams", "--once", "--quiet", env=env).stdout.decode()
-    assert "cams v2: 1 new, 0 changed, 0 rejected (3 images)" in out, out
+    assert "cams v2: 1 new, 0 changed, 0 rejected (3 images; read 3 of 3 files)" in out, out
     assert "pixels tagged 1" in out, out
     assert "slice cats: 1 → 2 (+1, −0)" in out, out
     assert sql(ws, "SELECT count(brightness) AS n FROM images", env) == "n\n3\n"
     again = cli(ws, "watch", prefix, "--dataset", "cams", "--once", "--quiet", env=env).stdout.decode()
-    assert "cams: nothing new (v2, 3 images)" in again, again
+    assert "cams: nothing new (v2, 3 images; read 3 of 3 files)" in again, again
 
+    # A running watch fetches only objects that are new or changed (their ETag) since its
+    # last look: the listing says which.
+    watch = subprocess.Popen(
+        [slicetest_bin(), "--workspace", ws, "watch", prefix, "--dataset", "cams", "--every", "1s", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    try:
+        first = watch.stdout.readline().decode()
+        assert "cams: nothing new (v2, 3 images; read 3 of 3 files)" in first, first
+        put("train/dog/b.png", 22)  # new pixels in a known object
+        put("test/dog/e.png", 5)
+        # The two puts may land in one look or two: count over the looks until both are in.
+        new = changed = read = 0
+        for line in iter(watch.stdout.readline, b""):
+            look = re.search(r"cams v\d+: (\d+) new, (\d+) changed, 0 rejected \(\d+ images; read (\d+) of", line.decode())
+            if look:
+                new, changed, read = new + int(look[1]), changed + int(look[2]), read + int(look[3])
+            if new + changed == 2:
+                break
+        assert (new, changed, read) == (1, 1, 2), line
+    finally:
+        watch.terminate()
+        watch.wait(timeout=30)
 
 
 def test_first_ingests_racing_on_a_bucket_leave_one_default_and_a_whole_config(tmp_path, s3):

@@ -187,6 +187,7 @@ pub(super) fn gather(path: &Path, options: &ImportOptions) -> Result<CandidateSe
                     split: None,
                     label: None,
                     row: rows.len(),
+                    stamp: None,
                 });
                 rows.push(i);
             }

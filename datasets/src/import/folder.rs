@@ -51,7 +51,7 @@ pub(super) fn gather(dir: &Path, _options: &ImportOptions) -> Result<CandidateSe
             }
         };
         let uri = file.to_string_lossy().into_owned();
-        push_image(&mut set, image_id, file, uri);
+        push_image(&mut set, image_id, file, uri, None);
     }
     if set.candidates.is_empty() && set.rejected.is_empty() {
         return Err(DatasetError::BadInput {
@@ -74,7 +74,7 @@ pub(super) fn gather(dir: &Path, _options: &ImportOptions) -> Result<CandidateSe
 pub(super) fn gather_objects(url: &Path) -> Result<CandidateSet> {
     let (root, files) = crate::image_files::list_objects(url)?;
     let mut set = CandidateSet::default();
-    for image_id in files {
+    for (image_id, stamp) in files {
         if image_id.split('/').any(|part| part.starts_with('.')) {
             continue;
         }
@@ -83,7 +83,7 @@ pub(super) fn gather_objects(url: &Path) -> Result<CandidateSet> {
             continue;
         }
         let uri = format!("{root}/{image_id}");
-        push_image(&mut set, image_id, uri.clone().into(), uri);
+        push_image(&mut set, image_id, uri.clone().into(), uri, Some(stamp));
     }
     if set.candidates.is_empty() {
         return Err(DatasetError::BadInput {
@@ -100,10 +100,10 @@ pub(super) fn gather_objects(url: &Path) -> Result<CandidateSet> {
 
 /// Adds the image `image_id` (a `/`-separated path below the root) read from `file`, with
 /// the split and label its folders give.
-fn push_image(set: &mut CandidateSet, image_id: String, file: PathBuf, uri: String) {
+fn push_image(set: &mut CandidateSet, image_id: String, file: PathBuf, uri: String, stamp: Option<String>) {
     let (split, label) = split_and_label(&image_id);
     let row = set.candidates.len();
-    set.candidates.push(Candidate { uri, image_id, file, split, label, row });
+    set.candidates.push(Candidate { uri, image_id, file, split, label, row, stamp });
 }
 
 /// `.png .jpg …`: the extensions read as images, for "none found" errors.

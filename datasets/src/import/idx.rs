@@ -103,6 +103,7 @@ pub(super) fn gather(
                 split: Some(split.to_string()),
                 label: Some(label),
                 row: set.candidates.len(),
+                stamp: None,
             });
         }
     }

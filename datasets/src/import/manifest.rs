@@ -84,6 +84,7 @@ pub(super) async fn gather(path: &Path, options: &ImportOptions) -> Result<Candi
             split: value(&splits).map(|s| normalize_split(&s)),
             label: value(&labels),
             row: rows.len(),
+            stamp: None,
         });
         rows.push(row as u32);
     }

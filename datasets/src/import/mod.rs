@@ -81,6 +81,10 @@ pub struct Candidate {
     pub label: Option<String>,
     /// Row of this candidate in [`CandidateSet::extra`].
     pub row: usize,
+    /// What identifies the file's content without reading it, when the importer learnt it
+    /// for free (an object's size and ETag, from the bucket listing); see
+    /// [`crate::ingest::KnownFiles`].
+    pub stamp: Option<String>,
 }
 
 /// An input item that was not ingested, and why.
