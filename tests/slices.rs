@@ -78,6 +78,9 @@ fn a_tampered_frozen_file_is_detected_on_read() {
     assert!(err.contains("altered") && err.contains(&members_name(&s.ws, "cats", 1)), "{err}");
     let err = fails(&s.ws, &["slice", "export", "cats", "-f", "csv"]);
     assert!(err.contains("altered"), "{err}");
+    // The breakdown decodes only two columns of the file, and still hashes all of it.
+    let err = fails(&s.ws, &["slices"]);
+    assert!(err.contains("altered"), "{err}");
 }
 
 #[test]

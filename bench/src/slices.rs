@@ -94,7 +94,8 @@ async fn main() -> anyhow::Result<()> {
         ours.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     let ours_p50 = median(&mut ours);
-    let files = dir.join("ws/slices/*/v1.parquet");
+    // Members files are named by their content: `v1-<key>.parquet`.
+    let files = dir.join("ws/slices/*/v1-*.parquet");
     let duck_query = format!(
         "SELECT filename, count(*), count(*) FILTER (WHERE holdout), \
                 count(*) FILTER (WHERE NOT holdout AND split = 'train'), \
@@ -171,8 +172,11 @@ fn write_predictions(path: &Path, images: &RecordBatch) -> anyhow::Result<()> {
 fn sklearn_scoring(images: &Path, predictions: &Path, slices_dir: &Path, runs: usize) -> anyhow::Result<(f64, usize)> {
     let mut members: Vec<String> = std::fs::read_dir(slices_dir)?
         .flatten()
-        .map(|e| e.path().join("v1.parquet"))
-        .filter(|p| p.exists())
+        .filter_map(|slice| std::fs::read_dir(slice.path()).ok())
+        .flat_map(|files| files.flatten().map(|f| f.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("v1-") && n.ends_with(".parquet"))
+        })
         .map(|p| p.display().to_string())
         .collect();
     members.sort();

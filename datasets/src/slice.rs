@@ -284,6 +284,16 @@ pub fn all_frozen(layout: &WorkspaceLayout, name: &str) -> Result<Vec<FrozenSlic
 
 /// Reads the members of a frozen version after checking the file is the one frozen.
 pub fn read_members(layout: &WorkspaceLayout, frozen: &FrozenSlice) -> Result<RecordBatch> {
+    read_member_columns(layout, frozen, None)
+}
+
+/// [`read_members`], decoding only `columns` (in the file's order) when given; the whole
+/// file is still hashed, so an altered file is caught whatever is read of it.
+pub fn read_member_columns(
+    layout: &WorkspaceLayout,
+    frozen: &FrozenSlice,
+    columns: Option<&[&str]>,
+) -> Result<RecordBatch> {
     let path = members_file(layout, frozen);
     let expected = &frozen.parquet_sha256;
     let altered = |actual: &str| {
@@ -293,7 +303,7 @@ pub fn read_members(layout: &WorkspaceLayout, frozen: &FrozenSlice) -> Result<Re
             frozen.slice, frozen.version
         )
     };
-    read_checked_parquet(layout.storage(), &path, expected, "frozen slice", altered, None)
+    read_checked_parquet(layout.storage(), &path, expected, "frozen slice", altered, columns)
 }
 
 /// The members file of a frozen version (`v<k>-<key>.parquet`, or `v<k>.parquet` in

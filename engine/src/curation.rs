@@ -1,13 +1,14 @@
 //! Working with frozen slices: the per-slice breakdown, the diff between a slice's live
 //! query and its latest frozen version, slice export, and the hold-out / training export.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
+use rayon::prelude::*;
 use slicetest_datasets::slice::{self, members_of};
 
 use crate::error::{EngineError, Result};
@@ -54,16 +55,32 @@ pub const DIFF_KINDS: [&str; 3] = ["added", "removed", "changed"];
 
 impl Engine {
     /// The breakdown of every slice's latest frozen version. Reads only the frozen member
-    /// files (which carry each member's split), not the dataset.
+    /// files (which carry each member's split), not the dataset; the slices in parallel,
+    /// each dataset's manifest once.
     pub fn breakdown(&self) -> Result<Vec<SliceBreakdown>> {
-        slice::slice_names(self.workspace.layout())?.iter().map(|name| self.slice_breakdown(name)).collect()
+        let layout = self.workspace.layout();
+        let images: HashMap<String, u64> = (self.workspace.summaries()?.into_iter())
+            .map(|summary| (summary.latest.dataset.clone(), summary.latest.row_count))
+            .collect();
+        slice::slice_names(layout)?.par_iter().map(|name| self.breakdown_of(name, &images)).collect()
     }
 
     /// The breakdown of one slice's latest frozen version (zero counts if never frozen).
     pub fn slice_breakdown(&self, name: &str) -> Result<SliceBreakdown> {
+        let definition = slice::read_definition(self.workspace.layout(), name)?;
+        let latest = self.workspace.dataset(&definition.dataset)?.latest().map_or(0, |v| v.row_count);
+        self.breakdown_of(name, &HashMap::from([(definition.dataset, latest)]))
+    }
+
+    /// [`Engine::slice_breakdown`] with the image count of each dataset's latest version.
+    fn breakdown_of(&self, name: &str, images: &HashMap<String, u64>) -> Result<SliceBreakdown> {
         let layout = self.workspace.layout();
         let definition = slice::read_definition(layout, name)?;
-        let images = self.workspace.dataset(&definition.dataset)?.latest().map_or(0, |v| v.row_count);
+        let images = match images.get(&definition.dataset) {
+            Some(&n) => n,
+            // A slice of a dataset that is gone: the same error as for one slice.
+            None => self.workspace.dataset(&definition.dataset)?.latest().map_or(0, |v| v.row_count),
+        };
         let mut b = SliceBreakdown {
             slice: name.to_string(),
             dataset: definition.dataset,
@@ -79,9 +96,10 @@ impl Engine {
         let Some(frozen) = slice::latest_frozen(layout, name)? else {
             return Ok(b);
         };
-        let batch = slice::read_members(layout, &frozen)?;
-        let splits = batch.column(2).as_string::<i32>();
-        let holdout = batch.column(3).as_boolean();
+        // Only the two columns counted are decoded (the tamper check still hashes the file).
+        let batch = slice::read_member_columns(layout, &frozen, Some(&["split", "holdout"]))?;
+        let splits = batch.column_by_name("split").expect("frozen members have a split").as_string::<i32>();
+        let holdout = batch.column_by_name("holdout").expect("frozen members have a holdout").as_boolean();
         for i in 0..batch.num_rows() {
             let counter = if holdout.value(i) {
                 &mut b.holdout
