@@ -167,8 +167,11 @@ impl HoldoutAssigner {
 pub fn member_hash(members: &[FrozenMember]) -> String {
     let mut h = Sha256::new();
     for m in members {
-        let line = format!("{}\t{}\t{}\t{}\n", m.image_id, m.sha256, m.split.as_deref().unwrap_or(""), m.holdout);
-        h.update(line.as_bytes());
+        // The bytes of `format!("{}\t{}\t{}\t{}\n", …)`, without a string per member.
+        for part in [m.image_id.as_str(), "\t", &m.sha256, "\t", m.split.as_deref().unwrap_or(""), "\t"] {
+            h.update(part.as_bytes());
+        }
+        h.update(if m.holdout { "true\n" } else { "false\n" });
     }
     hex::encode(h.finalize())
 }
@@ -351,14 +354,17 @@ pub struct FreezeRequest {
 
 /// Members sorted by image_id (duplicates dropped) with their hold-out flags.
 pub fn assign_holdout(members: Vec<(String, String, Option<String>)>, holdout: &HoldoutAssigner) -> Vec<FrozenMember> {
+    use rayon::prelude::*;
+    // One SHA-256 per member: in parallel. The order is total, so an unstable sort gives
+    // the same sequence as a stable one.
     let mut members: Vec<FrozenMember> = members
-        .into_iter()
+        .into_par_iter()
         .map(|(image_id, sha256, split)| {
             let holdout = holdout.is_holdout(&image_id);
             FrozenMember { image_id, sha256, split, holdout }
         })
         .collect();
-    members.sort();
+    members.par_sort_unstable();
     members.dedup_by(|a, b| a.image_id == b.image_id);
     members
 }
@@ -454,6 +460,21 @@ mod tests {
             holdout: HoldoutAssigner::new(share, 7).unwrap(),
             dataset_versions: BTreeMap::from([("ds".into(), 1)]),
         }
+    }
+
+    #[test]
+    fn the_member_hash_is_over_the_tab_separated_lines() {
+        // Frozen manifests store this hash: it must never change for the same members.
+        let members = assign_holdout(
+            vec![("b".into(), "s2".into(), None), ("a".into(), "s1".into(), Some("test".into()))],
+            &HoldoutAssigner::new(0.5, 3).unwrap(),
+        );
+        let lines: String = members
+            .iter()
+            .map(|m| format!("{}\t{}\t{}\t{}\n", m.image_id, m.sha256, m.split.as_deref().unwrap_or(""), m.holdout))
+            .collect();
+        assert_eq!(member_hash(&members), hex::encode(Sha256::digest(lines.as_bytes())));
+        assert!(lines.starts_with("a\ts1\ttest\t"), "{lines}");
     }
 
     #[test]
