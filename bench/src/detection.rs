@@ -57,8 +57,7 @@ fn main() -> anyhow::Result<()> {
     if sizes.is_empty() {
         sizes = vec![5000, 50000];
     }
-    let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
-    println!("bench-detection ({profile} profile; slicetest-eval is opt-level 3 in dev too), {reps} interleaved reps");
+    println!("bench-detection, build profile {}, {reps} interleaved reps", slicetest_bench::build_profile());
     let dir = tempfile::tempdir()?;
     for &images in &sizes {
         let data = generate(Spec::coco_like(1, images));

@@ -200,7 +200,7 @@ fn main() -> anyhow::Result<()> {
     };
     println!(
         "bench-discover: build profile {}, {} threads",
-        if cfg!(debug_assertions) { "dev (deps opt-level 3, engine opt-level 3)" } else { "release" },
+        slicetest_bench::build_profile(),
         rayon::current_num_threads()
     );
     let dir = tempfile::tempdir()?;

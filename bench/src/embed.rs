@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
         .map_or(Ok(1_000_000), |v| v.parse())
         .context("--vectors N")?;
     let threads = rayon::current_num_threads();
-    println!("bench-embed on {threads} threads");
+    println!("bench-embed on {threads} threads, build profile {}", slicetest_bench::build_profile());
     if !flag("--default-malloc") {
         slicetest_embed::keep_freed_memory_for_reuse();
     }

@@ -49,7 +49,11 @@ fn main() -> anyhow::Result<()> {
         .map(|f| slicetest_embed::open_image(f).map(|i| i.to_rgb8()).with_context(|| f.display().to_string()))
         .collect::<anyhow::Result<_>>()?;
     let threads = rayon::current_num_threads();
-    println!("bench-faces: {MTCNN_VERSION}, {} images, {repeats} repeats, {threads} threads", images.len());
+    println!(
+        "bench-faces: {MTCNN_VERSION}, {} images, {repeats} repeats, {threads} threads, build profile {}",
+        images.len(),
+        slicetest_bench::build_profile()
+    );
 
     let detector = FaceDetector::new(&candle_core::Device::Cpu)?;
     let one_pass =

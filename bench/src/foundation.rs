@@ -45,7 +45,11 @@ fn args() -> anyhow::Result<Args> {
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
     let dir = tempdir()?;
-    println!("bench-foundation on {} cores", std::thread::available_parallelism()?.get());
+    println!(
+        "bench-foundation on {} cores, build profile {}",
+        std::thread::available_parallelism()?.get(),
+        slicetest_bench::build_profile()
+    );
 
     // 1. Ingest throughput.
     let mut engine = Engine::init(dir.join("ws"))?;

@@ -9,6 +9,19 @@ use anyhow::{Context, bail};
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
+/// The build profile this bench was compiled in, as every bench prints it first: numbers
+/// from the two profiles are not comparable. The dev profile builds dependencies and the
+/// hot crates (datasets, engine, embed, sql, eval) at opt-level 3 (Cargo.toml), so it is
+/// close to release for most of the work, but not for the CLI binary, the API and the
+/// bench harness itself, which keep opt-level 0 and debug assertions.
+pub fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "dev (dependencies and datasets/engine/embed/sql/eval at opt-level 3)"
+    } else {
+        "release"
+    }
+}
+
 /// "PASS" or "MISS" for a target.
 pub fn verdict(ok: bool) -> &'static str {
     if ok { "PASS" } else { "MISS" }

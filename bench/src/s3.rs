@@ -136,7 +136,11 @@ async fn main() -> anyhow::Result<()> {
     // The bucket's content-keyed files are cached here (not in ~/.cache), starting empty.
     // SAFETY: set before any thread of ours reads the environment.
     unsafe { std::env::set_var("SLICETEST_CACHE_DIR", dir.join("object-cache")) };
-    println!("bench-s3 on {} cores", std::thread::available_parallelism()?.get());
+    println!(
+        "bench-s3 on {} cores, build profile {}",
+        std::thread::available_parallelism()?.get(),
+        slicetest_bench::build_profile()
+    );
     let server = S3Server::start()?;
     // Images ingested from the bucket are read with the standard AWS_* settings.
     // SAFETY: as above; the storage runtime reads them when it first opens a bucket.

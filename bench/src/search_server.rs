@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
             other => bail!("unknown argument {other}"),
         }
     }
+    println!("bench-search-server, build profile {}", slicetest_bench::build_profile());
     // SAFETY: set before any thread is started.
     unsafe { std::env::set_var("SLICETEST_HNSW_MIN_ROWS", (vectors + 1).to_string()) };
     let dir = tempdir()?;

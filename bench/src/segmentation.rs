@@ -421,10 +421,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     ensure!(n > 0 && rounds > 0, "--masks and --rounds are at least 1");
-    let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
+    let profile = slicetest_bench::build_profile();
     let cores = std::thread::available_parallelism()?.get();
     println!(
-        "bench-segmentation ({profile} profile; engine, datasets, eval and dependencies are opt-level 3 in dev too), \
+        "bench-segmentation, build profile {profile}, \
          {cores} cores, {n} masks of {SIDE}×{SIDE}, {K} classes, {rounds} alternating rounds"
     );
     let temp = tempfile::tempdir()?;

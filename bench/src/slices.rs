@@ -38,7 +38,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let dir = tempdir()?;
-    println!("bench-slices on {} cores, {rows} images", std::thread::available_parallelism()?.get());
+    println!(
+        "bench-slices on {} cores, {rows} images, build profile {}",
+        std::thread::available_parallelism()?.get(),
+        slicetest_bench::build_profile()
+    );
     let mut workspace = slicetest_datasets::Workspace::init(dir.join("ws"))?;
     let version = slicetest_datasets::import_table(&mut workspace, "synthetic", &synthetic_images(rows), "bench")?;
     let manifest = slicetest_datasets::version::read_version(workspace.layout(), "synthetic", version.version)?;

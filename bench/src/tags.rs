@@ -39,7 +39,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let dir = tempdir()?;
     let cores = std::thread::available_parallelism()?.get();
-    println!("bench-tags on {cores} cores: Fashion-MNIST from {FASHION_MNIST}");
+    println!(
+        "bench-tags on {cores} cores, build profile {}: Fashion-MNIST from {FASHION_MNIST}",
+        slicetest_bench::build_profile()
+    );
     let mut engine = Engine::open_or_init(dir.join("ws"))?;
     let options = IngestOptions {
         format: SourceFormat::FashionMnist,
