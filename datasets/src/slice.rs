@@ -22,7 +22,7 @@ use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
 use crate::stored::{read_checked_parquet, read_json};
-use crate::version::{encode_parquet, keyed_name};
+use crate::version::{encode_parquet_at, keyed_name};
 use crate::workspace::unknown_name_hint;
 
 /// A named population: the query that finds it and the dataset it runs against.
@@ -380,7 +380,7 @@ pub fn freeze(layout: &WorkspaceLayout, definition: &SliceDefinition, request: F
     let name = &definition.name;
     let members = assign_holdout(request.members, &request.holdout);
     let hash = member_hash(&members);
-    let bytes = encode_parquet(&members_batch(&members)?, Vec::new())?;
+    let bytes = encode_parquet_at(&members_batch(&members)?, Vec::new(), 1)?;
     let parquet_sha256 = hex::encode(Sha256::digest(&bytes));
     let storage = layout.storage();
 

@@ -116,7 +116,7 @@ impl Engine {
         );
         let batches =
             query::plan(&ctx, &members_sql).await?.collect().await.map_err(|e| EngineError::query(e, None))?;
-        let mut members = Vec::new();
+        let mut members = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
         for batch in &batches {
             let column =
                 |i: usize| cast(batch.column(i), &DataType::Utf8).map_err(|e| EngineError::query(e.into(), None));
