@@ -70,7 +70,7 @@ fn eight_concurrent_ingests_and_freezes_use_each_number_once_and_lose_nothing() 
             let (layout, start) = (layout.clone(), &start);
             scope.spawn(move || {
                 let request = FreezeRequest {
-                    members: members(f),
+                    members: slice::member_rows(members(f)),
                     holdout: HoldoutAssigner::new(0.5, 7).unwrap(),
                     dataset_versions: BTreeMap::new(),
                 };

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt64Array};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use slicetest_datasets::slice::{self, FrozenSlice, SliceDefinition};
 use slicetest_datasets::{FreezeOutcome, FreezeRequest, HoldoutAssigner};
@@ -116,17 +116,16 @@ impl Engine {
         );
         let batches =
             query::plan(&ctx, &members_sql).await?.collect().await.map_err(|e| EngineError::query(e, None))?;
-        let mut members = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
-        for batch in &batches {
-            let column =
-                |i: usize| cast(batch.column(i), &DataType::Utf8).map_err(|e| EngineError::query(e.into(), None));
-            let (ids, shas, splits) = (column(0)?, column(1)?, column(2)?);
-            let (ids, shas, splits) = (ids.as_string::<i32>(), shas.as_string::<i32>(), splits.as_string::<i32>());
-            for r in 0..batch.num_rows() {
-                let split = (!splits.is_null(r)).then(|| splits.value(r).to_string());
-                members.push((ids.value(r).to_string(), shas.value(r).to_string(), split));
-            }
-        }
+        // As Utf8 arrays (the columns may come back as views or dictionaries), one table.
+        let schema = Arc::new(Schema::new(slice::members_schema().fields()[..3].to_vec()));
+        let utf8 = |batch: &RecordBatch| -> Result<RecordBatch> {
+            let columns = (0..3)
+                .map(|i| cast(batch.column(i), &DataType::Utf8).map_err(|e| EngineError::query(e.into(), None)))
+                .collect::<Result<Vec<_>>>()?;
+            RecordBatch::try_new(schema.clone(), columns).map_err(|e| EngineError::query(e.into(), None))
+        };
+        let batches = batches.iter().map(utf8).collect::<Result<Vec<_>>>()?;
+        let members = concat_batches(&schema, &batches).map_err(|e| EngineError::query(e.into(), None))?;
         let dataset_versions: BTreeMap<String, u64> =
             self.workspace.latest_versions()?.into_iter().map(|v| (v.dataset, v.version)).collect();
         let request = FreezeRequest { members, holdout: assigner, dataset_versions };
