@@ -63,6 +63,29 @@ fn args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
+/// Times, in Python with boto3 against the server at `endpoint`, listing the images
+/// bucket's `source/` prefix into `keys` and then running `fetch` (Python statements that
+/// may use `s3`, `keys`, `BUCKET` and `ThreadPoolExecutor`): (objects listed, seconds), or
+/// why Python did not run it.
+fn boto3_peer(endpoint: &str, fetch: &str) -> anyhow::Result<Result<(usize, f64), String>> {
+    let script = format!(
+        "import boto3, time\n\
+         from concurrent.futures import ThreadPoolExecutor\n\
+         BUCKET = '{IMAGES_BUCKET}'\n\
+         s3 = boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='bench', aws_secret_access_key='bench', region_name='us-east-1')\n\
+         t = time.time()\n\
+         keys = [o['Key'] for p in s3.get_paginator('list_objects_v2').paginate(Bucket=BUCKET, Prefix='source/') for o in p.get('Contents', [])]\n\
+         {fetch}\n\
+         print(len(keys), time.time() - t)\n"
+    );
+    let python = std::env::var("SLICETEST_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python).args(["-c", &script]).output()?;
+    Ok(match String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>()[..] {
+        [n, secs] if out.status.success() => Ok((n.parse()?, secs.parse()?)),
+        _ => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+    })
+}
+
 /// moto's S3 server on a free loopback port, stopped on drop.
 struct S3Server {
     child: Child,
@@ -221,29 +244,18 @@ async fn main() -> anyhow::Result<()> {
     println!("ingest  ratio from-bucket/from-folder time = {:.2}x", rates[0] / rate);
     // What the server itself can serve: boto3 listing and downloading the same objects
     // with 16 threads (no checking, no writing), in the same run.
-    let script = format!(
-        "import boto3, time\n\
-         from concurrent.futures import ThreadPoolExecutor\n\
-         s3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='bench', aws_secret_access_key='bench', region_name='us-east-1')\n\
-         t = time.time()\n\
-         keys = [o['Key'] for p in s3.get_paginator('list_objects_v2').paginate(Bucket='{IMAGES_BUCKET}', Prefix='source/') for o in p.get('Contents', [])]\n\
-         with ThreadPoolExecutor(16) as ex:\n    n = sum(len(b) for b in ex.map(lambda k: s3.get_object(Bucket='{IMAGES_BUCKET}', Key=k)['Body'].read(), keys))\n\
-         print(len(keys), time.time() - t)\n",
-        server.endpoint
-    );
-    let python = std::env::var("SLICETEST_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(&python).args(["-c", &script]).output()?;
-    match String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>()[..] {
-        [n, secs] if out.status.success() => {
-            let secs: f64 = secs.parse()?;
-            println!(
-                "ingest  peer: boto3 lists and downloads the {n} objects, 16 threads: {secs:.2} s ({:.0} objects/s); \
-                 slicetest's ingest from the bucket takes {:.2}x its time",
-                n.parse::<f64>()? / secs,
-                seconds / secs
-            );
-        }
-        _ => println!("ingest  peer: boto3 did not run ({})", String::from_utf8_lossy(&out.stderr).trim()),
+    let peer = boto3_peer(
+        &server.endpoint,
+        "with ThreadPoolExecutor(16) as ex:\n    n = sum(len(b) for b in ex.map(lambda k: s3.get_object(Bucket=BUCKET, Key=k)['Body'].read(), keys))",
+    )?;
+    match peer {
+        Ok((n, secs)) => println!(
+            "ingest  peer: boto3 lists and downloads the {n} objects, 16 threads: {secs:.2} s ({:.0} objects/s); \
+             slicetest's ingest from the bucket takes {:.2}x its time",
+            n as f64 / secs,
+            seconds / secs
+        ),
+        Err(why) => println!("ingest  peer: boto3 did not run ({why})"),
     }
 
     // 1c. A watch's next look at the prefix after NEW_OBJECTS arrived: the listing says
@@ -269,26 +281,17 @@ async fn main() -> anyhow::Result<()> {
         look.candidates,
         seconds / look_seconds
     );
-    let script = format!(
-        "import boto3, time\n\
-         s3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='bench', aws_secret_access_key='bench', region_name='us-east-1')\n\
-         t = time.time()\n\
-         keys = [o['Key'] for p in s3.get_paginator('list_objects_v2').paginate(Bucket='{IMAGES_BUCKET}', Prefix='source/') for o in p.get('Contents', [])]\n\
-         n = sum(len(s3.get_object(Bucket='{IMAGES_BUCKET}', Key=k)['Body'].read()) for k in keys if k.startswith('source/new/'))\n\
-         print(len(keys), time.time() - t)\n",
-        server.endpoint
-    );
-    let out = Command::new(&python).args(["-c", &script]).output()?;
-    match String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>()[..] {
-        [n, secs] if out.status.success() => {
-            let secs: f64 = secs.parse()?;
-            println!(
-                "watch   peer: boto3 lists the {n} objects and downloads the {NEW_OBJECTS} new ones: {secs:.2} s; \
-                 slicetest's look takes {:.2}x its time",
-                look_seconds / secs
-            );
-        }
-        _ => println!("watch   peer: boto3 did not run ({})", String::from_utf8_lossy(&out.stderr).trim()),
+    let peer = boto3_peer(
+        &server.endpoint,
+        "n = sum(len(s3.get_object(Bucket=BUCKET, Key=k)['Body'].read()) for k in keys if k.startswith('source/new/'))",
+    )?;
+    match peer {
+        Ok((n, secs)) => println!(
+            "watch   peer: boto3 lists the {n} objects and downloads the {NEW_OBJECTS} new ones: {secs:.2} s; \
+             slicetest's look takes {:.2}x its time",
+            look_seconds / secs
+        ),
+        Err(why) => println!("watch   peer: boto3 did not run ({why})"),
     }
 
     // 2. The foundation query over the same 1M-row table in both.

@@ -100,9 +100,7 @@ fn stamp(candidate: &Candidate) -> Option<String> {
     if is_object_url(&candidate.file) {
         return None;
     }
-    let meta = std::fs::metadata(&candidate.file).ok()?;
-    let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
-    Some(format!("{}:{}", meta.len(), modified.as_nanos()))
+    crate::storage::file_stamp(&candidate.file)
 }
 
 /// What an ingest did; also written as `ingest-report.json` in the new version.

@@ -15,9 +15,9 @@
 //! describes the image as it was, and readers use only rows whose sha256 is current.
 //!
 //! The data files get names no other import takes (`<key>`: 16 hex digits of a hash of
-//! their content and the import) and the manifest names them, so a set is published, replaced or removed by
-//! writing or removing one object — the same on a local disk and in a bucket, which has
-//! no rename. Readers see the old set or the new one, never half of one. (Sets imported
+//! their content and the import) and the manifest names them, so a set is published,
+//! replaced or removed by writing or removing one object — the same on a local disk and
+//! in a bucket, which has no rename. Readers see the old set or the new one, never half of one. (Sets imported
 //! before this layout have `labels.parquet` / `classes.parquet`, which their manifests
 //! name by default.)
 
@@ -512,7 +512,6 @@ pub fn mask_sources(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<Strin
         .map(str::to_string)
         .collect();
     names.sort();
-    names.dedup();
     Ok(names)
 }
 
@@ -607,24 +606,23 @@ pub fn write_mask_set(
     let import = format!("{}:{}:{:?}", std::process::id(), manifest.created_at, std::time::SystemTime::now());
     let mut created = Vec::new();
     let result = (|| {
-        for (stem, batch) in [("labels", labels), ("classes", classes)] {
+        // Creates one data file; returns its name and the SHA-256 of its bytes.
+        let mut create = |stem: &str, batch: &RecordBatch| -> Result<(String, String)> {
             let bytes = encode_parquet(batch, Vec::new())?;
             let sha = hex::encode(Sha256::digest(&bytes));
             let name = keyed_name(stem, &hex::encode(Sha256::digest(format!("{sha}:{import}"))), "parquet");
-            if storage.create(&dir.join(&name), bytes)? {
-                created.push(dir.join(&name));
-            } else {
-                return Err(DatasetError::io("writing", &dir.join(&name))(std::io::Error::new(
+            let path = dir.join(&name);
+            if !storage.create(&path, bytes)? {
+                return Err(DatasetError::io("writing", &path)(std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
                     "another import took this name; try again",
                 )));
             }
-            if stem == "labels" {
-                (manifest.labels_file, manifest.labels_sha256) = (name, sha);
-            } else {
-                (manifest.classes_file, manifest.classes_sha256) = (name, sha);
-            }
-        }
+            created.push(path);
+            Ok((name, sha))
+        };
+        (manifest.labels_file, manifest.labels_sha256) = create("labels", labels)?;
+        (manifest.classes_file, manifest.classes_sha256) = create("classes", classes)?;
         crate::ingest::failpoint("masks-before-publish");
         let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
         storage.write(&manifest_path, json.into())

@@ -163,28 +163,18 @@ impl HoldoutAssigner {
     }
 }
 
-/// SHA-256 over `image_id\tsha256\tsplit\tholdout\n` lines of members sorted by image_id.
-pub fn member_hash(members: &[FrozenMember]) -> String {
-    hash_member_lines(members.iter().map(|m| (m.image_id.as_str(), m.sha256.as_str(), m.split.as_deref(), m.holdout)))
-}
-
-/// [`member_hash`] of a members table (as the members file holds it).
-fn member_hash_of(batch: &RecordBatch) -> String {
-    let (ids, shas, splits, holdout) = member_columns(batch);
-    hash_member_lines(
-        (0..batch.num_rows())
-            .map(|i| (ids.value(i), shas.value(i), splits.is_valid(i).then(|| splits.value(i)), holdout.value(i))),
-    )
-}
-
-fn hash_member_lines<'a>(lines: impl Iterator<Item = (&'a str, &'a str, Option<&'a str>, bool)>) -> String {
+/// SHA-256 over `image_id\tsha256\tsplit\tholdout\n` lines of a members table (as the
+/// members file holds it: sorted by image_id).
+pub fn member_hash(members: &RecordBatch) -> String {
+    let (ids, shas, splits, holdout) = member_columns(members);
     let mut h = Sha256::new();
-    for (image_id, sha256, split, holdout) in lines {
+    for i in 0..members.num_rows() {
         // The bytes of `format!("{}\t{}\t{}\t{}\n", …)`, without a string per member.
-        for part in [image_id, "\t", sha256, "\t", split.unwrap_or(""), "\t"] {
+        let split = if splits.is_valid(i) { splits.value(i) } else { "" };
+        for part in [ids.value(i), "\t", shas.value(i), "\t", split, "\t"] {
             h.update(part.as_bytes());
         }
-        h.update(if holdout { "true\n" } else { "false\n" });
+        h.update(if holdout.value(i) { "true\n" } else { "false\n" });
     }
     hex::encode(h.finalize())
 }
@@ -209,9 +199,14 @@ pub fn members_schema() -> SchemaRef {
     ]))
 }
 
+/// The schema of [`FreezeRequest::members`]: a members file's without `holdout`.
+pub fn request_schema() -> SchemaRef {
+    Arc::new(Schema::new(members_schema().fields()[..3].to_vec()))
+}
+
 /// The table a [`FreezeRequest`] takes (image_id, sha256, split) from rows.
 pub fn member_rows(rows: Vec<(String, String, Option<String>)>) -> RecordBatch {
-    let schema = Arc::new(Schema::new(members_schema().fields()[..3].to_vec()));
+    let schema = request_schema();
     let columns: Vec<Arc<dyn Array>> = vec![
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1.as_str()))),
@@ -374,11 +369,6 @@ pub struct FreezeRequest {
     pub dataset_versions: BTreeMap<String, u64>,
 }
 
-/// Members sorted by image_id (duplicates dropped) with their hold-out flags.
-pub fn assign_holdout(members: Vec<(String, String, Option<String>)>, holdout: &HoldoutAssigner) -> Vec<FrozenMember> {
-    members_of(&assign_holdout_table(&member_rows(members), holdout).expect("a members table"))
-}
-
 /// The members file's table: `members` (image_id, sha256, split) sorted by image_id, an
 /// id listed twice kept once (its smallest sha256 and split), with each member's hold-out
 /// flag. Kept as Arrow arrays throughout: a string per value cost a freeze of 500,000
@@ -427,7 +417,7 @@ const MAX_FREEZE_ATTEMPTS: usize = 64;
 pub fn freeze(layout: &WorkspaceLayout, definition: &SliceDefinition, request: FreezeRequest) -> Result<FreezeOutcome> {
     let name = &definition.name;
     let members = assign_holdout_table(&request.members, &request.holdout)?;
-    let hash = member_hash_of(&members);
+    let hash = member_hash(&members);
     let holdout_members = members.column(3).as_boolean().true_count() as u64;
     let bytes = encode_parquet_at(&members, Vec::new(), 1)?;
     let parquet_sha256 = hex::encode(Sha256::digest(&bytes));
@@ -503,6 +493,11 @@ mod tests {
         }
     }
 
+    /// Members sorted by image_id (duplicates dropped) with their hold-out flags.
+    fn assign_holdout(rows: Vec<(String, String, Option<String>)>, holdout: &HoldoutAssigner) -> Vec<FrozenMember> {
+        members_of(&assign_holdout_table(&member_rows(rows), holdout).unwrap())
+    }
+
     fn request(ids: &[&str], share: f64) -> FreezeRequest {
         FreezeRequest {
             members: member_rows(
@@ -530,15 +525,13 @@ mod tests {
     #[test]
     fn the_member_hash_is_over_the_tab_separated_lines() {
         // Frozen manifests store this hash: it must never change for the same members.
-        let members = assign_holdout(
-            vec![("b".into(), "s2".into(), None), ("a".into(), "s1".into(), Some("test".into()))],
-            &HoldoutAssigner::new(0.5, 3).unwrap(),
-        );
-        let lines: String = members
+        let rows = vec![("b".into(), "s2".into(), None), ("a".into(), "s1".into(), Some("test".into()))];
+        let table = assign_holdout_table(&member_rows(rows), &HoldoutAssigner::new(0.5, 3).unwrap()).unwrap();
+        let lines: String = members_of(&table)
             .iter()
             .map(|m| format!("{}\t{}\t{}\t{}\n", m.image_id, m.sha256, m.split.as_deref().unwrap_or(""), m.holdout))
             .collect();
-        assert_eq!(member_hash(&members), hex::encode(Sha256::digest(lines.as_bytes())));
+        assert_eq!(member_hash(&table), hex::encode(Sha256::digest(lines.as_bytes())));
         assert!(lines.starts_with("a\ts1\ttest\t"), "{lines}");
     }
 

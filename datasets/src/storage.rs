@@ -304,15 +304,7 @@ impl Storage {
             Backend::Local => crate::parts::create_file(path, &bytes),
             Backend::Object { store, prefix, .. } => {
                 let (store, key) = (store.clone(), self.key(path, prefix)?);
-                let put = block_on(async move {
-                    let options = PutOptions { mode: PutMode::Create, ..Default::default() };
-                    match store.put_opts(&key, PutPayload::from_bytes(bytes), options).await {
-                        Ok(_) => Ok(true),
-                        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-                        Err(e) => Err(e),
-                    }
-                });
-                put.map_err(object_error("writing", path))
+                block_on(async move { put_if_absent(&store, &key, bytes).await }).map_err(object_error("writing", path))
             }
         }
     }
@@ -336,14 +328,7 @@ impl Storage {
         let results = block_on(async move {
             let puts = keyed.into_iter().map(|(key, path, bytes)| {
                 let store = store.clone();
-                async move {
-                    let options = PutOptions { mode: PutMode::Create, ..Default::default() };
-                    match store.put_opts(&key, PutPayload::from_bytes(bytes), options).await {
-                        Ok(_) => Ok(true),
-                        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-                        Err(e) => Err(object_error("writing", &path)(e)),
-                    }
-                }
+                async move { put_if_absent(&store, &key, bytes).await.map_err(object_error("writing", &path)) }
             });
             futures::stream::iter(puts).buffer_unordered(CONCURRENT_READS).collect::<Vec<_>>().await
         });
@@ -511,11 +496,10 @@ impl Storage {
     pub fn list_files_stamped(&self, dir: &Path) -> Result<Vec<(String, String)>> {
         match &self.backend {
             Backend::Local => {
+                // A file removed since the listing is left out, as if listed a moment later.
                 let stamped = self.list_files(dir)?.into_iter().filter_map(|rel| {
-                    // A file removed since the listing is left out, as if listed a moment later.
-                    let meta = std::fs::metadata(dir.join(&rel)).ok()?;
-                    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-                    Some((rel, format!("{}:{}", meta.len(), modified.unwrap_or_default().as_nanos())))
+                    let stamp = file_stamp(&dir.join(&rel))?;
+                    Some((rel, stamp))
                 });
                 Ok(stamped.collect())
             }
@@ -681,6 +665,25 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The object at `key`, or `None` when nothing is stored there.
+/// The stamp of the local file at `path` (its size and modification time, which change
+/// whenever its content does); None when it cannot be read.
+pub(crate) fn file_stamp(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(format!("{}:{}", meta.len(), modified.as_nanos()))
+}
+
+/// Stores `bytes` at `key` only if nothing is there (`PutMode::Create`): true if this
+/// call created it, false if another writer had.
+async fn put_if_absent(store: &Arc<dyn ObjectStore>, key: &ObjectPath, bytes: Bytes) -> object_store::Result<bool> {
+    let options = PutOptions { mode: PutMode::Create, ..Default::default() };
+    match store.put_opts(key, PutPayload::from_bytes(bytes), options).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 async fn get_opt(store: &Arc<dyn ObjectStore>, key: &ObjectPath) -> object_store::Result<Option<Bytes>> {
     match store.get(key).await {
         Ok(result) => result.bytes().await.map(Some),

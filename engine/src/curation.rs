@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
 use rayon::prelude::*;
-use slicetest_datasets::slice::{self, members_of};
+use slicetest_datasets::slice::{self, SliceDefinition, members_of};
 
 use crate::error::{EngineError, Result};
 use crate::{Engine, query};
@@ -62,28 +62,33 @@ impl Engine {
         let images: HashMap<String, u64> = (self.workspace.summaries()?.into_iter())
             .map(|summary| (summary.latest.dataset.clone(), summary.latest.row_count))
             .collect();
-        slice::slice_names(layout)?.par_iter().map(|name| self.breakdown_of(name, &images)).collect()
+        let breakdown_of = |name: &String| {
+            let definition = slice::read_definition(layout, name)?;
+            let images = match images.get(&definition.dataset) {
+                Some(&n) => n,
+                // A slice of a dataset that is gone: the same error as for one slice.
+                None => self.workspace.latest(&definition.dataset)?.row_count,
+            };
+            self.breakdown_of(&definition, images)
+        };
+        slice::slice_names(layout)?.par_iter().map(breakdown_of).collect()
     }
 
     /// The breakdown of one slice's latest frozen version (zero counts if never frozen).
     pub fn slice_breakdown(&self, name: &str) -> Result<SliceBreakdown> {
         let definition = slice::read_definition(self.workspace.layout(), name)?;
-        let latest = self.workspace.dataset(&definition.dataset)?.latest().map_or(0, |v| v.row_count);
-        self.breakdown_of(name, &HashMap::from([(definition.dataset, latest)]))
+        let images = self.workspace.latest(&definition.dataset)?.row_count;
+        self.breakdown_of(&definition, images)
     }
 
-    /// [`Engine::slice_breakdown`] with the image count of each dataset's latest version.
-    fn breakdown_of(&self, name: &str, images: &HashMap<String, u64>) -> Result<SliceBreakdown> {
+    /// The breakdown of the slice `definition` defines, whose dataset's latest version has
+    /// `images` images.
+    fn breakdown_of(&self, definition: &SliceDefinition, images: u64) -> Result<SliceBreakdown> {
         let layout = self.workspace.layout();
-        let definition = slice::read_definition(layout, name)?;
-        let images = match images.get(&definition.dataset) {
-            Some(&n) => n,
-            // A slice of a dataset that is gone: the same error as for one slice.
-            None => self.workspace.dataset(&definition.dataset)?.latest().map_or(0, |v| v.row_count),
-        };
+        let name = definition.name.as_str();
         let mut b = SliceBreakdown {
-            slice: name.to_string(),
-            dataset: definition.dataset,
+            slice: definition.name.clone(),
+            dataset: definition.dataset.clone(),
             version: None,
             members: 0,
             train: 0,

@@ -117,7 +117,7 @@ impl Engine {
         let batches =
             query::plan(&ctx, &members_sql).await?.collect().await.map_err(|e| EngineError::query(e, None))?;
         // As Utf8 arrays (the columns may come back as views or dictionaries), one table.
-        let schema = Arc::new(Schema::new(slice::members_schema().fields()[..3].to_vec()));
+        let schema = slice::request_schema();
         let utf8 = |batch: &RecordBatch| -> Result<RecordBatch> {
             let columns = (0..3)
                 .map(|i| cast(batch.column(i), &DataType::Utf8).map_err(|e| EngineError::query(e.into(), None)))
