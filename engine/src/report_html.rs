@@ -426,10 +426,15 @@ fn slice_section(s: &SliceScore, thumbnails: &HashMap<String, String>) -> String
 fn discovery_section(d: &Discovery) -> String {
     let confirmed: Vec<_> = d.slices.iter().filter(|s| s.confirmed).collect();
     let mut html = format!(
-        "<section id=\"discovered-slices\" class=\"discovery\"><h2>Discovered slices</h2><p>Found by SliceLine on {} of \
+        "<section id=\"discovered-slices\" class=\"discovery\"><h2>Discovered slices</h2><p>Found by {} on {} of \
          the run's {} scored images and confirmed on the other {} (one-sided test of the slice's {} against the rest's, \
          Benjamini–Hochberg at FDR {}, seed {}). Each is a query: <code>slicetest slice create NAME \"QUERY\"</code> \
          makes it a slice test.</p>",
+        match d.method.as_str() {
+            "embeddings" => "an error-aware mixture of the image vectors",
+            "tags+embeddings" => "SliceLine and an error-aware mixture of the image vectors",
+            _ => "SliceLine",
+        },
         d.halves[0],
         d.images,
         d.halves[1],
@@ -464,12 +469,34 @@ fn discovery_section(d: &Discovery) -> String {
     for (i, s) in confirmed.iter().enumerate() {
         let c = &s.confirmation;
         let predicates: Vec<String> = s.predicates.iter().map(|p| escape(p)).collect();
+        let mut slice = predicates.join("<br>AND ");
+        if let Some(e) = &s.explanation {
+            if !e.phrases.is_empty() {
+                let phrases: Vec<String> = e.phrases.iter().map(|(p, _)| format!("“{}”", escape(p))).collect();
+                let _ = write!(slice, "<br><span class=\"explanation\">looks like {}</span>", phrases.join(", "));
+            }
+            if !e.tags.is_empty() {
+                let tags: Vec<String> = e.tags.iter().map(|t| escape(t)).collect();
+                let _ = write!(
+                    slice,
+                    "<br><span class=\"explanation\">in tags: {} (Jaccard {:.2})</span>",
+                    tags.join(" AND "),
+                    e.tags_jaccard
+                );
+            }
+        }
+        // An embedding slice's query carries its centroid: folded away.
+        let query = if s.method == "embeddings" {
+            format!("<details><summary>query</summary><code>{}</code></details>", escape(&s.query))
+        } else {
+            format!("<code>{}</code>", escape(&s.query))
+        };
         let _ = write!(
             html,
             "<tr class=\"discovered\"><td>{}</td><td class=\"slice\">{}</td><td>{} / {}</td><td>{} [{}, {}]</td><td>{}</td>\
-             <td>{}</td><td>{:.1e}</td><td class=\"query\"><code>{}</code></td></tr>",
+             <td>{}</td><td>{:.1e}</td><td class=\"query\">{}</td></tr>",
             i + 1,
-            predicates.join("<br>AND "),
+            slice,
             s.discovery.size,
             c.size,
             rate(c.error_rate),
@@ -478,7 +505,7 @@ fn discovery_section(d: &Discovery) -> String {
             rate(c.rest_rate),
             if c.lift.is_finite() { format!("{:.1}x", c.lift) } else { "∞".into() },
             s.adjusted_p,
-            escape(&s.query),
+            query,
         );
     }
     html.push_str("</table></section>");
@@ -862,12 +889,19 @@ mod tests {
             alpha: 0.95,
             fdr: 0.05,
             seed: 7,
+            method: "tags".into(),
+            rank: Default::default(),
+            embeddings: None,
+            notes: vec![],
         }
     }
 
     #[test]
     fn the_discovery_section_lists_confirmed_slices_escaped() {
         let slice = |predicates: &[&str], confirmed: bool, rest: f64| DiscoveredSlice {
+            method: "tags".into(),
+            excess_errors: 10.0,
+            explanation: None,
             predicates: predicates.iter().map(|p| p.to_string()).collect(),
             query: format!("SELECT image_id FROM images WHERE {}", predicates.join(" AND ")),
             score: 1.0,

@@ -13,7 +13,12 @@
 //! slices tested. Only slices confirmed at the false-discovery rate `q` are reported by
 //! default. Membership is defined by `images` columns only, never by the prediction, so a
 //! confirmed slice is a query that can be saved and frozen as a test.
+//!
+//! With stored CLIP vectors, slices are also searched in the embedding space
+//! ([`embedding`], after Domino), turned into `cosine_similarity` queries, explained by
+//! phrases and by tags, and confirmed in the same family of tests.
 
+pub mod embedding;
 pub mod predicates;
 pub mod sliceline;
 pub mod stats;
@@ -28,6 +33,8 @@ use datafusion::arrow::datatypes::{DataType, Float64Type};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use slicetest_datasets::run::{Task, read_predictions};
+
+use slicetest_sql::vectors::{VectorCatalog, VectorSet};
 
 use self::predicates::quote_column;
 use self::sliceline::{Bitmap, Errors, Predicate, SearchSettings, bitmap_from};
@@ -57,6 +64,82 @@ pub struct DiscoverOptions {
     /// Regression mode: an image's error is "wrong now, right in this baseline run"
     /// (images the baseline did not predict are left out).
     pub baseline: Option<String>,
+    /// Where to look for slices.
+    pub method: DiscoverMethod,
+    /// The embedding model of `--method embeddings` (default: the dataset's only one).
+    pub model: Option<String>,
+    /// The order of the reported slices.
+    pub rank: DiscoverRank,
+}
+
+/// Where discovery looks for slices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoverMethod {
+    /// Conjunctions of `images` columns, and the embeddings too when the dataset has
+    /// vectors of one model (or `model` names one).
+    #[default]
+    Auto,
+    /// Conjunctions of `images` columns (SliceLine).
+    Tags,
+    /// Groups of similar images in the stored vectors (Domino-style).
+    Embeddings,
+    /// Both.
+    Both,
+}
+
+/// The order of the reported slices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoverRank {
+    /// The lower end of the 95% interval of the confirmation error rate: the slices
+    /// that are surely worst first, however small.
+    #[default]
+    Severity,
+    /// Errors beyond what the slice's size predicts, on the confirmation half
+    /// (`Σe − |S|·ē`): the slices that cost the most errors first.
+    Excess,
+    /// SliceLine's score on the discovery half (the paper's order; favours large slices
+    /// at low `alpha`).
+    Sliceline,
+}
+
+impl DiscoverRank {
+    /// Its name, as the CLI and the HTTP API spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiscoverRank::Severity => "severity",
+            DiscoverRank::Excess => "excess",
+            DiscoverRank::Sliceline => "sliceline",
+        }
+    }
+}
+
+impl std::str::FromStr for DiscoverRank {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "severity" => Ok(DiscoverRank::Severity),
+            "excess" => Ok(DiscoverRank::Excess),
+            "sliceline" => Ok(DiscoverRank::Sliceline),
+            _ => Err(format!("rank must be severity, excess or sliceline, not {s:?}")),
+        }
+    }
+}
+
+impl std::str::FromStr for DiscoverMethod {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(DiscoverMethod::Auto),
+            "tags" => Ok(DiscoverMethod::Tags),
+            "embeddings" => Ok(DiscoverMethod::Embeddings),
+            "both" => Ok(DiscoverMethod::Both),
+            _ => Err(format!("method must be auto, tags, embeddings or both, not {s:?}")),
+        }
+    }
 }
 
 impl Default for DiscoverOptions {
@@ -71,6 +154,9 @@ impl Default for DiscoverOptions {
             fdr: 0.05,
             include_unconfirmed: false,
             baseline: None,
+            method: DiscoverMethod::Auto,
+            model: None,
+            rank: DiscoverRank::Severity,
         }
     }
 }
@@ -92,9 +178,23 @@ pub struct HalfStats {
     pub lift: f64,
 }
 
+/// What an embedding slice looks like, in words.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    /// The phrases whose CLIP text vectors point most along the slice's mean minus its
+    /// label's mean (or the mean of all images), best first, with that cosine.
+    pub phrases: Vec<(String, f64)>,
+    /// The 1–3 `images` predicates that select the slice best (on the discovery half).
+    pub tags: Vec<String>,
+    /// How well they do: rows in both / rows in either (Jaccard).
+    pub tags_jaccard: f64,
+}
+
 /// A discovered slice.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DiscoveredSlice {
+    /// `tags` (a conjunction of `images` predicates) or `embeddings` (similar vectors).
+    pub method: String,
     /// Its predicates, for people: `["label = 'Shirt'", "brightness < 0.21"]`.
     pub predicates: Vec<String>,
     /// The query selecting it: `SELECT image_id FROM images WHERE … AND …`.
@@ -111,6 +211,34 @@ pub struct DiscoveredSlice {
     pub adjusted_p: f64,
     /// Whether `adjusted_p <= fdr`.
     pub confirmed: bool,
+    /// Errors beyond what the slice's size predicts on the confirmation half:
+    /// `Σe − |S|·ē` (what `--rank excess` orders by).
+    pub excess_errors: f64,
+    /// An embedding slice's description in phrases and tags.
+    pub explanation: Option<Explanation>,
+}
+
+/// How the embedding search went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EmbeddingSummary {
+    /// The embedding model.
+    pub model: String,
+    /// Scored images with a vector.
+    pub vectors: u64,
+    /// Discovery-half rows the PCA and the mixture were fitted on.
+    pub sample: u64,
+    /// PCA dimensions, and the share of the variance they keep.
+    pub pca_components: usize,
+    /// See `pca_components`.
+    pub explained_variance_ratio: f64,
+    /// Mixture components, EM iterations, and whether EM converged.
+    pub components: usize,
+    /// See `components`.
+    pub iterations: usize,
+    /// See `components`.
+    pub converged: bool,
+    /// Candidate slices the embeddings gave.
+    pub candidates: usize,
 }
 
 /// What a discovery run found, and what it looked at.
@@ -152,6 +280,14 @@ pub struct Discovery {
     pub fdr: f64,
     /// The settings used.
     pub seed: u64,
+    /// Where it looked: `tags`, `embeddings` or `tags+embeddings`.
+    pub method: String,
+    /// The order of `slices`.
+    pub rank: DiscoverRank,
+    /// The embedding search, when it ran.
+    pub embeddings: Option<EmbeddingSummary>,
+    /// Things to know about this result (e.g. why the embeddings were not searched).
+    pub notes: Vec<String>,
 }
 
 /// Which half an image is in: a hash of the seed and its id, so the split does not depend
@@ -196,36 +332,132 @@ impl Engine {
             }
             None => None,
         };
-        let (ids, columns, errors, error_kind) =
-            self.scored_table(&manifest, baseline.as_ref(), options.columns.as_deref()).await?;
-        let mut result = discover_in_table(&ids, &columns, &errors, options).map_err(|e| match e {
-            TableError::NoColumns(skipped) => {
-                bad(format!("no column of {}.images can describe a slice (skipped: {skipped})", manifest.dataset))
+        let scored = self.scored_table(&manifest, baseline.as_ref(), options.columns.as_deref()).await?;
+        let mut notes = Vec::new();
+        let embedded = self.discovery_vectors(&manifest.dataset, options, &scored.labels, &mut notes)?;
+        let embedding = match &embedded {
+            Some((set, phrases)) => {
+                let dim = set.dim();
+                let mut vectors = vec![0.0f32; scored.ids.len() * dim];
+                let mut has_vector = vec![false; scored.ids.len()];
+                for (r, id) in scored.ids.iter().enumerate() {
+                    if let Some(v) = set.vector(id) {
+                        vectors[r * dim..][..dim].copy_from_slice(v);
+                        has_vector[r] = true;
+                    }
+                }
+                Some((vectors, dim, has_vector, set.model.name.clone(), phrases))
             }
-            TableError::Engine(e) => e,
-        })?;
+            None => None,
+        };
+        let input = embedding.as_ref().map(|(vectors, dim, has_vector, model, phrases)| EmbeddingInput {
+            table: embedding::EmbeddingTable {
+                vectors,
+                dim: *dim,
+                has_vector,
+                labels: &scored.labels,
+                predictions: scored.predictions.as_deref(),
+                errors: &scored.errors,
+            },
+            model: model.as_str(),
+            phrases: phrases.as_ref(),
+        });
+        let mut result = discover_in_table(&scored.ids, &scored.columns, &scored.errors, input.as_ref(), options)
+            .map_err(|e| match e {
+                TableError::NoColumns(skipped) => bad(format!(
+                    "no column of {}.images can describe a slice (skipped: {skipped}); `--method embeddings` \
+                         searches the image vectors instead",
+                    manifest.dataset
+                )),
+                TableError::Engine(e) => e,
+            })?;
+        notes.append(&mut result.notes);
+        result.notes = notes;
         // A query on another dataset than the default names its schema, so that it
         // selects the same images wherever it is run.
         if self.workspace.config().default_dataset.as_deref() != Some(manifest.dataset.as_str()) {
-            let table = format!("FROM {}.images WHERE", quote_column(&manifest.dataset));
+            let schema = quote_column(&manifest.dataset);
             for slice in &mut result.slices {
-                slice.query = slice.query.replacen("FROM images WHERE", &table, 1);
+                slice.query =
+                    slice.query.replacen("FROM images WHERE", &format!("FROM {schema}.images WHERE"), 1).replacen(
+                        "FROM images i JOIN embeddings e",
+                        &format!("FROM {schema}.images i JOIN {schema}.embeddings e"),
+                        1,
+                    );
             }
         }
         result.run = manifest.run.clone();
         result.dataset = manifest.dataset.clone();
-        result.error = error_kind.into();
+        result.error = scored.kind.into();
         Ok(result)
     }
 
-    /// The run's scored images: their ids, the chosen `images` columns taken in the same
-    /// order, each image's error, and what the error is.
+    /// The vectors embedding discovery should use, with the phrase vectors that explain its
+    /// slices; None when `options.method` leaves the embeddings out (with a note why, for
+    /// `auto`).
+    fn discovery_vectors(
+        &self,
+        dataset: &str,
+        options: &DiscoverOptions,
+        labels: &[Option<String>],
+        notes: &mut Vec<String>,
+    ) -> Result<Option<(Arc<VectorSet>, Option<PhraseVectors>)>> {
+        let bad = |message: String| EngineError::InvalidArgument(message);
+        let models = slicetest_datasets::embeddings::model_names(self.workspace.layout(), dataset)?;
+        let model = match (options.method, &options.model) {
+            (DiscoverMethod::Tags, _) => return Ok(None),
+            (_, Some(model)) if models.contains(model) => model.clone(),
+            (_, Some(model)) => {
+                return Err(bad(format!(
+                    "--model {model}: dataset {dataset} has no embeddings of that model (it has: {})",
+                    if models.is_empty() { "none".to_string() } else { models.join(", ") }
+                )));
+            }
+            (_, None) if models.len() == 1 => models[0].clone(),
+            (DiscoverMethod::Auto, None) => {
+                notes.push(if models.is_empty() {
+                    format!("embeddings not searched: dataset {dataset} has no vectors (`slicetest embed` adds them)")
+                } else {
+                    format!(
+                        "embeddings not searched: dataset {dataset} has several models ({}); pick one with --model",
+                        models.join(", ")
+                    )
+                });
+                return Ok(None);
+            }
+            (_, None) if models.is_empty() => {
+                return Err(bad(format!(
+                    "--method embeddings: dataset {dataset} has no embeddings; run `slicetest embed` first (or \
+                     search the tags with --method tags)"
+                )));
+            }
+            (_, None) => {
+                return Err(bad(format!(
+                    "--method embeddings: dataset {dataset} has embeddings of several models ({}); pick one with --model",
+                    models.join(", ")
+                )));
+            }
+        };
+        let latest = self.latest_manifest(Some(dataset))?;
+        let catalog = VectorCatalog::new(self.vectors().clone(), Some(latest));
+        let set = catalog.vectors(Some(&model)).map_err(|e| EngineError::query(e, None))?;
+        let phrases = match phrase_vectors(&catalog, &set, labels) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                notes.push(format!("embedding slices are not described in phrases: {why}"));
+                None
+            }
+        };
+        Ok(Some((set, phrases)))
+    }
+
+    /// The run's scored images (see [`ScoredTable`]).
     async fn scored_table(
         &self,
         manifest: &RunManifest,
         baseline: Option<&RunManifest>,
         only: Option<&[String]>,
-    ) -> Result<(Vec<String>, Vec<(String, ArrayRef)>, Vec<f64>, &'static str)> {
+    ) -> Result<ScoredTable> {
         let bad = |message: String| EngineError::InvalidArgument(message);
         let query = format!("SELECT * FROM {}.images", quote_column(&manifest.dataset));
         let batches = self.sql(&query).await?.collect().await?;
@@ -252,6 +484,7 @@ impl Engine {
             image_ids.iter().enumerate().filter_map(|(r, id)| Some((id?, r as u32))).collect();
 
         let use_loss = manifest.has_loss && baseline.is_none();
+        let mut predictions_of_rows = None;
         let (ids, rows, errors) = if manifest.task != Task::Classification {
             if baseline.is_some() {
                 return Err(bad("--baseline: discovery against a baseline is for classification runs only".into()));
@@ -275,7 +508,8 @@ impl Engine {
                     .map(|r| (ids.value(r), predicted.is_valid(r).then(|| predicted.value(r))))
                     .collect()
             });
-            let (mut ids, mut rows, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut ids, mut rows, mut errors, mut predicted_labels) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for p in 0..predictions.num_rows() {
                 let Some(&row) = row_of.get(predicted_ids.value(p)) else { continue };
                 let error = if let Some(base) = &baseline_predicted {
@@ -299,7 +533,9 @@ impl Engine {
                 ids.push(predicted_ids.value(p).to_string());
                 rows.push(row);
                 errors.push(error);
+                predicted_labels.push(predicted.is_valid(p).then(|| predicted.value(p).to_string()));
             }
+            predictions_of_rows = Some(predicted_labels);
             (ids, rows, errors)
         };
         if ids.is_empty() {
@@ -314,6 +550,8 @@ impl Engine {
         if errors.iter().any(|e| !e.is_finite() || *e < 0.0) {
             return Err(bad(format!("run {}: discovery needs non-negative finite losses", manifest.run)));
         }
+        let row_labels: Vec<Option<String>> =
+            rows.iter().map(|&r| labels.is_valid(r as usize).then(|| labels.value(r as usize).to_string())).collect();
         let indices = UInt32Array::from(rows);
         let mut columns = Vec::new();
         for (i, field) in schema.fields().iter().enumerate() {
@@ -329,8 +567,24 @@ impl Engine {
             (false, true) => "loss",
             (false, false) => "misclassification",
         };
-        Ok((ids, columns, errors, kind))
+        Ok(ScoredTable { ids, columns, errors, kind, labels: row_labels, predictions: predictions_of_rows })
     }
+}
+
+/// A run's scored images, one row each.
+struct ScoredTable {
+    /// Image ids.
+    ids: Vec<String>,
+    /// The chosen `images` columns, in the same row order.
+    columns: Vec<(String, ArrayRef)>,
+    /// Each image's error.
+    errors: Vec<f64>,
+    /// What the error is.
+    kind: &'static str,
+    /// Each image's label.
+    labels: Vec<Option<String>>,
+    /// Each image's predicted label (classification runs).
+    predictions: Option<Vec<Option<String>>>,
 }
 
 /// A detection run's error per image: 1 when the image has a missed object or a false
@@ -383,19 +637,98 @@ impl From<datafusion::error::DataFusionError> for TableError {
     }
 }
 
+/// What embedding discovery needs besides the table: the vectors, the model's name (for
+/// the query) and the phrase vectors that explain a slice.
+pub struct EmbeddingInput<'a> {
+    /// The vectors, labels, predictions and errors of the scored images.
+    pub table: embedding::EmbeddingTable<'a>,
+    /// The embedding model's name, as the `embeddings` table spells it.
+    pub model: &'a str,
+    /// Phrases to describe slices with (none: no phrases).
+    pub phrases: Option<&'a PhraseVectors>,
+}
+
+/// Discovery over an in-memory table, as [`Engine::discover`] runs it once it has read the
+/// run: image ids, the `images` columns (aligned with `ids`), each image's error and,
+/// for embedding discovery, the vectors. `run`, `dataset` and `error` of the result are
+/// left empty. For benches and for programs that hold their table in memory.
+pub fn discover_table(
+    ids: &[String],
+    columns: &[(String, ArrayRef)],
+    errors: &[f64],
+    embedded: Option<&EmbeddingInput>,
+    options: &DiscoverOptions,
+) -> Result<Discovery> {
+    discover_in_table(ids, columns, errors, embedded, options).map_err(|e| match e {
+        TableError::NoColumns(skipped) => {
+            EngineError::InvalidArgument(format!("no column can describe a slice (skipped: {skipped})"))
+        }
+        TableError::Engine(e) => e,
+    })
+}
+
+/// Phrases and their unit CLIP text vectors.
+pub struct PhraseVectors {
+    /// The phrases.
+    pub texts: Vec<String>,
+    /// Their vectors, in the same order.
+    pub vectors: Vec<Arc<Vec<f32>>>,
+}
+
+/// The phrases shipped for describing embedding slices (`phrases.txt`).
+const PHRASES: &str = include_str!("phrases.txt");
+
+/// The vocabulary embedding slices are described with: the shipped phrases, the default
+/// zero-shot vocabulary's prompts, and "a photo of a <label>" for every label, encoded
+/// once with the model that made `set` (cached by the vector store).
+fn phrase_vectors(
+    catalog: &VectorCatalog,
+    set: &VectorSet,
+    labels: &[Option<String>],
+) -> std::result::Result<PhraseVectors, String> {
+    let mut texts: Vec<String> =
+        PHRASES.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect();
+    let vocabulary = slicetest_embed::tagging::zero_shot::Vocabulary::default_vocabulary();
+    texts.extend(vocabulary.prompts().into_iter().map(str::to_string));
+    let mut names: Vec<&str> = labels.iter().flatten().map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    texts.extend(names.iter().take(1000).map(|l| format!("a photo of a {l}")));
+    texts.sort();
+    texts.dedup();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let vectors = catalog.text_vectors(set, &refs).map_err(|e| e.to_string())?;
+    Ok(PhraseVectors { texts, vectors })
+}
+
+/// A slice to test on the confirmation half, from either search.
+struct Candidate {
+    method: &'static str,
+    predicates: Vec<String>,
+    query: String,
+    /// Members among all scored rows.
+    rows: Bitmap,
+    explanation: Option<Explanation>,
+}
+
 /// Discovery over an in-memory table: image ids, the columns to describe slices with
-/// (aligned with `ids`), and each image's error. `run`, `dataset` and `error` of the
-/// result are left empty for the caller.
+/// (aligned with `ids`), each image's error and, for embedding discovery, the vectors.
+/// `run`, `dataset` and `error` of the result are left empty for the caller.
 fn discover_in_table(
     ids: &[String],
     columns: &[(String, ArrayRef)],
     errors: &[f64],
+    embedded: Option<&EmbeddingInput>,
     options: &DiscoverOptions,
 ) -> std::result::Result<Discovery, TableError> {
     let bad = |message: String| TableError::Engine(EngineError::InvalidArgument(message));
     let n = ids.len();
     let built = predicates::build(columns)?;
-    if built.predicates.is_empty() {
+    let search_tags = options.method != DiscoverMethod::Embeddings;
+    if options.method == DiscoverMethod::Embeddings && embedded.is_none() {
+        return Err(bad("--method embeddings needs the images' vectors".into()));
+    }
+    if search_tags && built.predicates.is_empty() && embedded.is_none() {
         let skipped: Vec<String> = built.skipped.iter().map(|(c, why)| format!("{c}: {why}")).collect();
         return Err(TableError::NoColumns(skipped.join("; ")));
     }
@@ -410,6 +743,11 @@ fn discover_in_table(
             discovery_rows.len()
         )));
     }
+    let method = match (search_tags && !built.predicates.is_empty(), embedded.is_some()) {
+        (true, true) => "tags+embeddings",
+        (false, true) => "embeddings",
+        _ => "tags",
+    };
     let mut result = Discovery {
         run: String::new(),
         dataset: String::new(),
@@ -428,14 +766,19 @@ fn discover_in_table(
         alpha: options.alpha,
         fdr: options.fdr,
         seed: options.seed,
+        method: method.to_string(),
+        rank: options.rank,
+        embeddings: None,
+        notes: Vec::new(),
     };
+    if search_tags && built.predicates.is_empty() {
+        result.notes.push("no column of images can describe a slice; only the embeddings were searched".into());
+    }
     if total == 0.0 || errors.iter().all(|&e| e == errors[0]) {
         // No error, or the same error everywhere: no slice can be worse than the rest.
         return Ok(result);
     }
 
-    // Search the discovery half; ask for more than k so that dropping refinements
-    // and unconfirmed slices still leaves k.
     let search_predicates: Vec<Predicate> = built
         .predicates
         .iter()
@@ -443,40 +786,20 @@ fn discover_in_table(
         .map(|(i, p)| Predicate { column: built.column_of(i), rows: restrict(&p.rows, &discovery_rows) })
         .collect();
     let discovery_errors = Errors::new(discovery_rows.iter().map(|&r| errors[r]).collect());
-    let settings = SearchSettings {
-        k: options.k * 4,
-        max_level: options.max_level,
-        min_support: options.min_support,
-        alpha: options.alpha,
-    };
-    let (found, _) = sliceline::search(&search_predicates, &discovery_errors, settings);
-    let found = drop_refinements(found, &search_predicates, &discovery_errors);
-
-    // Test each on the confirmation half, then control the false-discovery rate.
-    let binary = errors.iter().all(|&e| e == 0.0 || e == 1.0);
-    let confirmation_errors: Vec<f64> = confirmation_rows.iter().map(|&r| errors[r]).collect();
-    let discovery_errors_all = discovery_errors.values();
-    let mut slices: Vec<DiscoveredSlice> = found
-        .iter()
-        .map(|f| {
-            let rows_all: Bitmap = f
-                .predicates
-                .iter()
-                .map(|&p| &built.predicates[p].rows)
-                .fold(None::<Bitmap>, |acc, rows| {
-                    Some(match acc {
-                        None => rows.clone(),
-                        Some(a) => a.iter().zip(rows).map(|(x, y)| x & y).collect(),
-                    })
-                })
-                .expect("a slice has a predicate");
-            let in_discovery = restrict(&rows_all, &discovery_rows);
-            let in_confirmation = restrict(&rows_all, &confirmation_rows);
-            let discovery = half_stats(&in_discovery, discovery_errors_all, binary);
-            let confirmation = half_stats(&in_confirmation, &confirmation_errors, binary);
-            let p_value = stats::excess_error_p_value(&in_confirmation, &confirmation_errors, binary);
-            let descriptions: Vec<String> =
-                f.predicates.iter().map(|&p| built.predicates[p].description.clone()).collect();
+    let mut candidates = Vec::new();
+    if search_tags && !built.predicates.is_empty() {
+        // Ask for more than k so that dropping refinements and unconfirmed slices still
+        // leaves k.
+        let settings = SearchSettings {
+            k: options.k * 4,
+            max_level: options.max_level,
+            min_support: options.min_support,
+            alpha: options.alpha,
+        };
+        let (found, _) = sliceline::search(&search_predicates, &discovery_errors, settings);
+        for f in drop_refinements(found, &search_predicates, &discovery_errors) {
+            let rows =
+                and_all(f.predicates.iter().map(|&p| &built.predicates[p].rows)).expect("a slice has a predicate");
             let conditions: Vec<String> = f
                 .predicates
                 .iter()
@@ -485,15 +808,89 @@ fn discover_in_table(
                     if sql.contains(" AND ") { format!("({sql})") } else { sql.clone() }
                 })
                 .collect();
-            DiscoveredSlice {
-                predicates: descriptions,
+            candidates.push(Candidate {
+                method: "tags",
+                predicates: f.predicates.iter().map(|&p| built.predicates[p].description.clone()).collect(),
                 query: format!("SELECT image_id FROM images WHERE {}", conditions.join(" AND ")),
-                score: f.score,
+                rows,
+                explanation: None,
+            });
+        }
+    }
+    if let Some(input) = embedded {
+        let found = embedding::search(&input.table, &discovery_rows, options.k * 2, options.min_support, options.seed);
+        let vectors = input.table.has_vector.iter().filter(|&&v| v).count() as u64;
+        match found {
+            None => result.notes.push(format!(
+                "embeddings not searched: only {vectors} of the scored images have a vector of {}",
+                input.model
+            )),
+            Some(found) => {
+                let mut accepted = 0;
+                let mut label_means = HashMap::new();
+                for slice in &found.slices {
+                    let in_discovery = restrict(&slice.rows, &discovery_rows);
+                    if (popcount(&in_discovery) as u64) < options.min_support {
+                        continue;
+                    }
+                    accepted += 1;
+                    candidates.push(embedding_candidate(
+                        slice,
+                        input,
+                        &built,
+                        &search_predicates,
+                        &discovery_rows,
+                        &mut label_means,
+                    ));
+                }
+                result.embeddings = Some(EmbeddingSummary {
+                    model: input.model.to_string(),
+                    vectors,
+                    sample: found.sample as u64,
+                    pca_components: found.pca_components,
+                    explained_variance_ratio: found.explained_variance_ratio,
+                    components: found.components,
+                    iterations: found.iterations,
+                    converged: found.converged,
+                    candidates: accepted,
+                });
+            }
+        }
+    }
+
+    // Test each on the confirmation half, then control the false-discovery rate.
+    let binary = errors.iter().all(|&e| e == 0.0 || e == 1.0);
+    let confirmation_errors: Vec<f64> = confirmation_rows.iter().map(|&r| errors[r]).collect();
+    let confirmation_mean = confirmation_errors.iter().sum::<f64>() / confirmation_errors.len().max(1) as f64;
+    let discovery_errors_all = discovery_errors.values();
+    let discovery_mean = discovery_errors_all.iter().sum::<f64>() / discovery_errors_all.len().max(1) as f64;
+    let max_error = discovery_errors_all.iter().copied().fold(0.0, f64::max);
+    let mut slices: Vec<DiscoveredSlice> = candidates
+        .into_iter()
+        .map(|c| {
+            let in_discovery = restrict(&c.rows, &discovery_rows);
+            let in_confirmation = restrict(&c.rows, &confirmation_rows);
+            let discovery = half_stats(&in_discovery, discovery_errors_all, binary);
+            let confirmation = half_stats(&in_confirmation, &confirmation_errors, binary);
+            let p_value = stats::excess_error_p_value(&in_confirmation, &confirmation_errors, binary);
+            let score = sliceline::score(
+                sliceline::Stats { size: discovery.size, errors: discovery.errors, max_error },
+                discovery_errors_all.len() as u64,
+                discovery_mean,
+                options.alpha,
+            );
+            DiscoveredSlice {
+                method: c.method.to_string(),
+                predicates: c.predicates,
+                query: c.query,
+                score,
+                excess_errors: confirmation.errors - confirmation.size as f64 * confirmation_mean,
                 discovery,
                 confirmation,
                 p_value,
                 adjusted_p: 1.0,
                 confirmed: false,
+                explanation: c.explanation,
             }
         })
         .collect();
@@ -504,9 +901,176 @@ fn discover_in_table(
     }
     result.tested = slices.len();
     slices.retain(|s| s.confirmed || options.include_unconfirmed);
+    let key = |s: &DiscoveredSlice| {
+        let key = match options.rank {
+            DiscoverRank::Severity => s.confirmation.interval[0],
+            DiscoverRank::Excess => s.excess_errors,
+            DiscoverRank::Sliceline => s.score,
+        };
+        // A slice with no image in the confirmation half has no rate: last.
+        if key.is_nan() { f64::NEG_INFINITY } else { key }
+    };
+    // Stable: equal keys keep the search's order (SliceLine's, then the embeddings').
+    slices.sort_by(|a, b| b.confirmed.cmp(&a.confirmed).then(key(b).total_cmp(&key(a))));
     slices.truncate(options.k);
     result.slices = slices;
     Ok(result)
+}
+
+/// The AND of bitmaps (None for none).
+fn and_all<'a>(bitmaps: impl IntoIterator<Item = &'a Bitmap>) -> Option<Bitmap> {
+    bitmaps.into_iter().fold(None, |acc, rows| {
+        Some(match acc {
+            None => rows.clone(),
+            Some(a) => a.iter().zip(rows).map(|(x, y)| x & y).collect(),
+        })
+    })
+}
+
+fn popcount(rows: &Bitmap) -> u32 {
+    rows.iter().map(|w| w.count_ones()).sum()
+}
+
+/// An embedding slice as a candidate: its conditions for people, its query, and its
+/// explanation in phrases and tags.
+fn embedding_candidate(
+    slice: &embedding::EmbeddingSlice,
+    input: &EmbeddingInput,
+    built: &predicates::Predicates,
+    search_predicates: &[Predicate],
+    discovery_rows: &[usize],
+    label_means: &mut HashMap<Option<String>, Vec<f64>>,
+) -> Candidate {
+    let table = &input.table;
+    let mut predicates = Vec::new();
+    let mut conditions = vec![format!("e.model = {}", sql_string(input.model))];
+    if let Some(label) = &slice.label {
+        predicates.push(format!("label = {}", sql_string(label)));
+        conditions.push(format!("i.label = {}", sql_string(label)));
+    }
+    predicates.push(format!("similar to embedding centroid {} (cosine >= {})", slice.component, slice.threshold));
+    conditions.push(format!(
+        "cosine_similarity(e.vector, {}) >= {}",
+        embedding::centroid_literal(&slice.centroid),
+        slice.threshold
+    ));
+    let query = format!(
+        "SELECT DISTINCT i.image_id FROM images i JOIN embeddings e ON e.image_id = i.image_id WHERE {}",
+        conditions.join(" AND ")
+    );
+
+    // Phrases: along the slice's mean minus the mean of its label (or of every image),
+    // both over the discovery half.
+    let in_discovery = restrict(&slice.rows, discovery_rows);
+    let mut members = vec![0.0f64; table.dim];
+    let mut count = 0usize;
+    for (i, &r) in discovery_rows.iter().enumerate() {
+        if in_discovery[i / 64] >> (i % 64) & 1 == 1 && table.has_vector[r] {
+            members.iter_mut().zip(&table.vectors[r * table.dim..][..table.dim]).for_each(|(a, &v)| *a += f64::from(v));
+            count += 1;
+        }
+    }
+    members.iter_mut().for_each(|v| *v /= count.max(1) as f64);
+    let reference = label_means.entry(slice.label.clone()).or_insert_with(|| {
+        let mut sum = vec![0.0f64; table.dim];
+        let mut count = 0usize;
+        for &r in discovery_rows {
+            if table.has_vector[r] && slice.label.as_deref().is_none_or(|l| table.labels[r].as_deref() == Some(l)) {
+                sum.iter_mut().zip(&table.vectors[r * table.dim..][..table.dim]).for_each(|(a, &v)| *a += f64::from(v));
+                count += 1;
+            }
+        }
+        sum.iter_mut().for_each(|v| *v /= count.max(1) as f64);
+        sum
+    });
+    let direction: Vec<f64> = members.iter().zip(reference.iter()).map(|(a, b)| a - b).collect();
+    let norm = direction.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let phrases = match input.phrases {
+        Some(phrases) if norm > 0.0 => {
+            let mut scored: Vec<(String, f64)> = phrases
+                .texts
+                .iter()
+                .zip(&phrases.vectors)
+                .map(|(text, v)| {
+                    let dot: f64 = v.iter().zip(&direction).map(|(a, b)| f64::from(*a) * b).sum();
+                    let v_norm = v.iter().map(|a| f64::from(*a) * f64::from(*a)).sum::<f64>().sqrt();
+                    (text.clone(), if v_norm > 0.0 { dot / (v_norm * norm) } else { 0.0 })
+                })
+                .collect();
+            scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            scored.truncate(3);
+            scored.iter_mut().for_each(|(_, s)| *s = (*s * 1e4).round() / 1e4);
+            scored
+        }
+        _ => Vec::new(),
+    };
+    let (tags, tags_jaccard) = describe_in_tags(&in_discovery, built, search_predicates);
+    Candidate {
+        method: "embeddings",
+        predicates,
+        query,
+        rows: slice.rows.clone(),
+        explanation: Some(Explanation { phrases, tags, tags_jaccard }),
+    }
+}
+
+/// A string as a SQL literal.
+fn sql_string(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// The conjunction of 1–3 predicates (one per column) that best matches `target` (rows of
+/// the discovery half, as `predicates`) by Jaccard similarity: a beam search keeping the 8
+/// best at each level.
+fn describe_in_tags(target: &Bitmap, built: &predicates::Predicates, predicates: &[Predicate]) -> (Vec<String>, f64) {
+    if predicates.is_empty() {
+        return (Vec::new(), 0.0);
+    }
+    let rows: Vec<&Bitmap> = predicates.iter().map(|p| &p.rows).collect();
+    let jaccard = |set: &Bitmap| -> f64 {
+        let (mut both, mut either) = (0u32, 0u32);
+        for (a, b) in set.iter().zip(target) {
+            both += (a & b).count_ones();
+            either += (a | b).count_ones();
+        }
+        if either == 0 { 0.0 } else { f64::from(both) / f64::from(either) }
+    };
+    const BEAM: usize = 8;
+    let mut best: (Vec<usize>, f64) = (Vec::new(), 0.0);
+    let mut beam: Vec<(Vec<usize>, Bitmap, f64)> = Vec::new();
+    for level in 1..=3 {
+        let mut next: Vec<(Vec<usize>, Bitmap, f64)> = Vec::new();
+        if level == 1 {
+            for (p, r) in rows.iter().enumerate() {
+                next.push((vec![p], (*r).clone(), jaccard(r)));
+            }
+        } else {
+            for (chosen, set, _) in &beam {
+                for (p, r) in rows.iter().enumerate() {
+                    let column = predicates[p].column;
+                    if chosen.iter().any(|&c| predicates[c].column == column) || chosen.last() >= Some(&p) {
+                        continue;
+                    }
+                    let rows: Bitmap = set.iter().zip(r.iter()).map(|(a, b)| a & b).collect();
+                    let mut picked = chosen.clone();
+                    picked.push(p);
+                    let j = jaccard(&rows);
+                    next.push((picked, rows, j));
+                }
+            }
+        }
+        next.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        next.truncate(BEAM);
+        // A longer description must be clearly better to be preferred.
+        if let Some(top) = next.first()
+            && top.2 > best.1 + 0.02
+        {
+            best = (top.0.clone(), top.2);
+        }
+        beam = next;
+    }
+    let words = best.0.iter().map(|&p| built.predicates[p].description.clone()).collect();
+    (words, (best.1 * 1e4).round() / 1e4)
 }
 
 /// Drops a slice when a slice made of a subset of its predicates is also in the list and
@@ -634,7 +1198,7 @@ mod tests {
     }
 
     fn run(table: &(Vec<String>, Vec<(String, ArrayRef)>, Vec<f64>), options: &DiscoverOptions) -> Discovery {
-        match discover_in_table(&table.0, &table.1, &table.2, options) {
+        match discover_in_table(&table.0, &table.1, &table.2, None, options) {
             Ok(d) => d,
             Err(_) => panic!("discovery failed"),
         }
@@ -683,15 +1247,154 @@ mod tests {
     #[test]
     fn bad_settings_and_tables_without_errors() {
         let t = table(200, 3, 0.1, 0.1, |_, _, _, _| false);
-        let too_big = discover_in_table(&t.0, &t.1, &t.2, &DiscoverOptions { min_support: 150, ..Default::default() });
+        let too_big =
+            discover_in_table(&t.0, &t.1, &t.2, None, &DiscoverOptions { min_support: 150, ..Default::default() });
         assert!(
             matches!(too_big, Err(TableError::Engine(EngineError::InvalidArgument(m))) if m.contains("--min-support 150"))
         );
-        let no_errors = discover_in_table(&t.0, &t.1, &vec![0.0; 200], &DiscoverOptions::default());
+        let no_errors = discover_in_table(&t.0, &t.1, &vec![0.0; 200], None, &DiscoverOptions::default());
         assert!(no_errors.is_ok_and(|d| d.slices.is_empty() && d.tested == 0));
         let constant: Vec<(String, ArrayRef)> = vec![("width".into(), Arc::new(Int64Array::from(vec![7; 200])))];
-        let useless = discover_in_table(&t.0, &constant, &t.2, &DiscoverOptions::default());
+        let useless = discover_in_table(&t.0, &constant, &t.2, None, &DiscoverOptions::default());
         assert!(matches!(useless, Err(TableError::NoColumns(m)) if m.contains("width: has one value only")));
+    }
+
+    /// `n` unit vectors in `dim` dimensions: 10 labels, each with 5 visual concepts
+    /// (directions), and errors at `base` everywhere except on (label 3, concept 2) when
+    /// `planted`, where 60% are predicted as label 5. Returns the table, the vectors and
+    /// which rows are the planted concept.
+    #[allow(clippy::type_complexity)]
+    fn clustered(
+        n: usize,
+        dim: usize,
+        seed: u64,
+        base: f64,
+        planted: bool,
+    ) -> ((Vec<String>, Vec<(String, ArrayRef)>, Vec<f64>), Vec<f32>, Vec<Option<String>>, Vec<Option<String>>, Vec<bool>)
+    {
+        let xorshift = |seed: u64| {
+            let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 11) as f64 / (1u64 << 53) as f64
+            }
+        };
+        let mut uniform = xorshift(seed);
+        // Box–Muller on a stream of its own.
+        let mut gaussian = {
+            let mut u = xorshift(seed ^ 0x5EED_0F6A_55AA);
+            move || (-2.0 * u().max(1e-12).ln()).sqrt() * (std::f64::consts::TAU * u()).cos()
+        };
+        let direction = |gaussian: &mut dyn FnMut() -> f64| -> Vec<f64> {
+            let v: Vec<f64> = (0..dim).map(|_| gaussian()).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            v.iter().map(|x| x / norm).collect()
+        };
+        let classes: Vec<Vec<f64>> = (0..10).map(|_| direction(&mut gaussian)).collect();
+        let concepts: Vec<Vec<f64>> = (0..50).map(|_| direction(&mut gaussian)).collect();
+        let names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+        let (mut vectors, mut labels, mut predictions, mut errors, mut in_concept, mut noise) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..n {
+            let label = (uniform() * 10.0) as usize;
+            let concept = (uniform() * 5.0) as usize;
+            let mut v: Vec<f64> = (0..dim)
+                .map(|j| classes[label][j] + 0.7 * concepts[label * 5 + concept][j] + 0.18 * gaussian())
+                .collect();
+            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            vectors.extend(v.iter().map(|&x| x as f32));
+            let target = planted && label == 3 && concept == 2;
+            let wrong = uniform() < if target { 0.6 } else { base };
+            let predicted = if !wrong {
+                label
+            } else if target {
+                5
+            } else {
+                (label + 1 + (uniform() * 9.0) as usize) % 10
+            };
+            labels.push(Some(names[label].to_string()));
+            predictions.push(Some(names[predicted].to_string()));
+            errors.push(f64::from(u8::from(wrong)));
+            in_concept.push(target);
+            noise.push(uniform());
+        }
+        let ids: Vec<String> = (0..n).map(|i| format!("img_{seed}_{i}")).collect();
+        let columns: Vec<(String, ArrayRef)> = vec![
+            ("label".into(), Arc::new(StringArray::from(labels.clone()))),
+            ("brightness".into(), Arc::new(Float64Array::from(noise))),
+        ];
+        ((ids, columns, errors), vectors, labels, predictions, in_concept)
+    }
+
+    fn embedding_run(n: usize, seed: u64, base: f64, planted: bool) -> (Discovery, Vec<bool>, Vec<f32>) {
+        let dim = 48;
+        let (table, vectors, labels, predictions, in_concept) = clustered(n, dim, seed, base, planted);
+        let has_vector = vec![true; n];
+        let input = EmbeddingInput {
+            table: embedding::EmbeddingTable {
+                vectors: &vectors,
+                dim,
+                has_vector: &has_vector,
+                labels: &labels,
+                predictions: Some(&predictions),
+                errors: &table.2,
+            },
+            model: "m",
+            phrases: None,
+        };
+        let options = DiscoverOptions { method: DiscoverMethod::Embeddings, seed, ..Default::default() };
+        match discover_in_table(&table.0, &table.1, &table.2, Some(&input), &options) {
+            Ok(d) => (d, in_concept, vectors),
+            Err(_) => panic!("discovery failed"),
+        }
+    }
+
+    #[test]
+    fn a_planted_embedding_concept_is_found_with_its_label_and_explained_in_tags() {
+        let mut precise = 0;
+        for seed in 0..4 {
+            let n = 12_000;
+            let (d, in_concept, vectors) = embedding_run(n, seed, 0.05, true);
+            let first = &d.slices[0];
+            assert_eq!(first.method, "embeddings");
+            assert!(first.confirmed && first.predicates[0] == "label = 'three'", "seed {seed}: {:#?}", d.slices);
+            assert!(first.query.starts_with("SELECT DISTINCT i.image_id FROM images i JOIN embeddings e"));
+            assert!(first.query.contains("e.model = 'm' AND i.label = 'three' AND cosine_similarity(e.vector, ["));
+            let explanation = first.explanation.as_ref().expect("embedding slices are explained");
+            assert_eq!(explanation.tags, ["label = 'three'"], "seed {seed}");
+            // Precision@10: the ten members closest to the centroid are planted images.
+            let centroid: Vec<f32> = first
+                .query
+                .split('[')
+                .nth(1)
+                .unwrap()
+                .split(']')
+                .next()
+                .unwrap()
+                .split(", ")
+                .map(|v| v.parse::<f32>().unwrap())
+                .collect();
+            let mut closest: Vec<(f32, usize)> =
+                (0..n).map(|r| (slicetest_embed::index::cosine(&vectors[r * 48..][..48], &centroid), r)).collect();
+            closest.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let hits = closest.iter().take(10).filter(|(_, r)| in_concept[*r]).count();
+            precise += usize::from(hits >= 9);
+            // Most of the concept is in the slice.
+            let size = first.discovery.size + first.confirmation.size;
+            let planted = in_concept.iter().filter(|&&x| x).count() as u64;
+            assert!(size * 2 > planted && size < planted * 2, "seed {seed}: {size} members for {planted} planted");
+        }
+        assert_eq!(precise, 4, "precision@10 >= 0.9 on every seed");
+    }
+
+    #[test]
+    fn independent_errors_give_no_embedding_slice() {
+        let with_a_slice =
+            (0..10).filter(|&seed| !embedding_run(6_000, 50 + seed, 0.1, false).0.slices.is_empty()).count();
+        assert!(with_a_slice <= 1, "{with_a_slice} of 10 null sets had a confirmed slice");
     }
 
     #[test]

@@ -43,6 +43,8 @@ fn schema() -> SchemaRef {
         float("p_value"),
         float("adjusted_p"),
         Field::new("confirmed", DataType::Boolean, false),
+        Field::new("method", DataType::Utf8, false),
+        float("excess_errors"),
     ]))
 }
 
@@ -68,6 +70,8 @@ fn to_batch(found: &Discovery) -> Result<RecordBatch> {
         floats(&|x| x.p_value),
         floats(&|x| x.adjusted_p),
         Arc::new(BooleanArray::from(s.iter().map(|x| x.confirmed).collect::<Vec<_>>())),
+        Arc::new(StringArray::from_iter_values(s.iter().map(|x| x.method.as_str()))),
+        floats(&|x| x.excess_errors),
     ];
     Ok(RecordBatch::try_new(schema(), columns)?)
 }

@@ -289,6 +289,34 @@ impl VectorStore {
         Ok(vector)
     }
 
+    /// The normalised text embeddings of `texts` under the model of `set`: the cached
+    /// ones from the cache, the others in batches of 64 through one tower.
+    pub fn text_vectors(&self, set: &VectorSet, texts: &[&str]) -> Result<Vec<Arc<Vec<f32>>>> {
+        let key = |text: &str| (set.model.name.clone(), text.to_string());
+        let mut found: Vec<Option<Arc<Vec<f32>>>> = {
+            let cache = self.texts.lock().expect("not poisoned");
+            texts.iter().map(|t| cache.get(&key(t)).cloned()).collect()
+        };
+        let missing: Vec<usize> = (0..texts.len()).filter(|&i| found[i].is_none()).collect();
+        if !missing.is_empty() {
+            let tower = self.tower(&set.model)?;
+            for batch in missing.chunks(64) {
+                let batch_texts: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
+                let vectors = tower.embed_texts(&batch_texts).map_err(external)?;
+                let mut cache = self.texts.lock().expect("not poisoned");
+                for (&i, vector) in batch.iter().zip(vectors) {
+                    let vector = Arc::new(vector);
+                    if cache.len() >= TEXT_CACHE_ENTRIES {
+                        cache.clear();
+                    }
+                    cache.insert(key(texts[i]), vector.clone());
+                    found[i] = Some(vector);
+                }
+            }
+        }
+        Ok(found.into_iter().map(|v| v.expect("every text encoded")).collect())
+    }
+
     /// The normalised embedding of an image that is not in the dataset (a query image).
     pub fn image_vector(&self, set: &VectorSet, image: &image::DynamicImage) -> Result<Vec<f32>> {
         Ok(self.tower(&set.model)?.embed_images(std::slice::from_ref(image)).map_err(external)?.remove(0))
@@ -367,6 +395,11 @@ impl VectorCatalog {
     /// See [`VectorStore::text_vector`].
     pub fn text_vector(&self, set: &VectorSet, text: &str) -> Result<Arc<Vec<f32>>> {
         self.store.text_vector(set, text)
+    }
+
+    /// See [`VectorStore::text_vectors`].
+    pub fn text_vectors(&self, set: &VectorSet, texts: &[&str]) -> Result<Vec<Arc<Vec<f32>>>> {
+        self.store.text_vectors(set, texts)
     }
 
     /// See [`VectorStore::image_vector`].
