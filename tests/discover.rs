@@ -139,3 +139,105 @@ fn a_run_on_another_dataset_gets_qualified_queries() {
     let err = fails(&s.ws, &["discover", "--run", "r1", "--min-support", "20", "--save", "x"]);
     assert!(err.contains("run `slicetest use street` first"), "{err}");
 }
+
+const TINY_CLIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/embed/tests/fixtures/tiny-clip");
+
+/// 900 16×16 images of three looks (warm blobs, blue stripes, a green checkerboard),
+/// labelled car / person, with a random `weather` column that says nothing; run `r1` is
+/// wrong on 80% of the striped persons and on 5% of the rest: a failure no column names.
+fn striped_persons() -> common::Setup {
+    use std::fmt::Write as _;
+    let s = setup();
+    let (mut manifest, mut predictions) = (String::from("path,label,weather\n"), String::from("image_id,predicted\n"));
+    for i in 0..900u32 {
+        // SplitMix64: independent draws per (image, salt).
+        let draw = |salt: u64, m: u64| {
+            let mut z = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) % m) as u32
+        };
+        let look = draw(1, 3);
+        let jitter = draw(2, 40) as u8;
+        let image = image::RgbImage::from_fn(16, 16, |x, y| match look {
+            0 => image::Rgb([200 + jitter / 2, (x * 8) as u8, 40 + jitter]),
+            1 => {
+                if (y / 2) % 2 == 0 {
+                    image::Rgb([20, 30 + jitter, 230])
+                } else {
+                    image::Rgb([240, 240, 240 - jitter])
+                }
+            }
+            _ => {
+                if (x / 4 + y / 4) % 2 == 0 {
+                    image::Rgb([30, 200 - jitter, 40])
+                } else {
+                    image::Rgb([jitter, 60, 20])
+                }
+            }
+        });
+        let path = format!("img/{i:04}.png");
+        std::fs::create_dir_all(s.src.join("img")).unwrap();
+        image.save(s.src.join(&path)).unwrap();
+        let label = if draw(3, 2) == 0 { "car" } else { "person" };
+        let weather = ["sunny", "rain", "fog"][draw(4, 3) as usize];
+        writeln!(manifest, "{path},{label},{weather}").unwrap();
+        let wrong = if look == 1 && label == "person" { draw(5, 10) < 8 } else { draw(5, 100) < 5 };
+        let predicted = if wrong { if label == "car" { "person" } else { "car" } } else { label };
+        writeln!(predictions, "{path},{predicted}").unwrap();
+    }
+    std::fs::write(s.src.join("manifest.csv"), manifest).unwrap();
+    std::fs::write(s.src.join("predictions.csv"), predictions).unwrap();
+    ok(&s.ws, &["ingest", "--quiet", "-d", "shapes", s.src.join("manifest.csv").to_str().unwrap()]);
+    ok(&s.ws, &["run", "upload", s.src.join("predictions.csv").to_str().unwrap(), "--run", "r1", "--model", "m"]);
+    s
+}
+
+#[test]
+fn a_failure_no_column_names_is_found_in_the_embeddings_and_saved_as_a_test() {
+    let s = striped_persons();
+    // Without vectors: `--method embeddings` says how to get them; `auto` notes it.
+    let err = fails(&s.ws, &["discover", "--run", "r1", "--method", "embeddings"]);
+    assert!(err.contains("has no embeddings; run `slicetest embed` first"), "{err}");
+    let out = ok(&s.ws, &["discover", "--run", "r1", "--min-support", "20"]);
+    assert!(out.contains("note: embeddings not searched: dataset shapes has no vectors"), "{out}");
+
+    ok(&s.ws, &["embed", "--model", TINY_CLIP, "--quiet"]);
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        &s.ws,
+        &["discover", "--run", "r1", "--method", "embeddings", "--format", "json", "--min-support", "20"],
+    ))
+    .unwrap();
+    assert_eq!(json["method"], "embeddings");
+    assert_eq!(json["embeddings"]["model"], "tiny-clip");
+    assert_eq!(json["embeddings"]["vectors"], 900);
+    let first = &json["slices"][0];
+    assert_eq!(first["method"], "embeddings", "{json:#}");
+    assert_eq!(first["predicates"][0], "label = 'person'", "{json:#}");
+    assert_eq!(first["confirmed"], true);
+    let rate = first["confirmation"]["error_rate"].as_f64().unwrap();
+    assert!(rate > 0.5, "{rate}");
+    // Explained: phrases from the tiny model (random weights: any three) and, since no
+    // column names the stripes, the best tag description is weak.
+    assert_eq!(first["explanation"]["phrases"].as_array().unwrap().len(), 3, "{json:#}");
+    assert!(first["explanation"]["tags_jaccard"].as_f64().unwrap() < 0.7, "{json:#}");
+
+    // The table shows it with its explanation; `auto` searches both.
+    let table = ok(&s.ws, &["discover", "--run", "r1", "--min-support", "20"]);
+    assert!(table.contains("similar to embedding centroid") && table.contains("looks like: \""), "{table}");
+    assert!(table.contains("embeddings: 900 vectors of tiny-clip"), "{table}");
+
+    // Saved and frozen, the query selects exactly the images discovery counted.
+    let saved =
+        ok(&s.ws, &["discover", "--run", "r1", "--method", "embeddings", "--min-support", "20", "--save", "striped"]);
+    assert!(saved.contains("saved slice striped"), "{saved}");
+    ok(&s.ws, &["slice", "freeze", "striped", "--holdout", "0"]);
+    let members = ok(&s.ws, &["sql", "--format", "csv", "SELECT count(*) AS n FROM slice('striped')"]);
+    let counted = first["discovery"]["size"].as_u64().unwrap() + first["confirmation"]["size"].as_u64().unwrap();
+    assert_eq!(members, format!("n\n{counted}\n"));
+    let test = common::slicetest(&s.ws, &["test", "--run", "r1"]);
+    assert_eq!(test.status.code(), Some(1), "the discovered slice fails its test");
+
+    let err = fails(&s.ws, &["discover", "--run", "r1", "--method", "embeddings", "--model", "nope"]);
+    assert!(err.contains("--model nope: dataset shapes has no embeddings of that model (it has: tiny-clip)"), "{err}");
+}

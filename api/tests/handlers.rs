@@ -810,12 +810,24 @@ async fn discovery_lists_unconfirmed_slices_when_asked_and_refuses_bad_settings(
         ("columns=weather,wether", "has no column \"wether\""),
         ("alpha=high", "alpha"),
         ("all=maybe", "all"),
+        ("method=nearby", "method must be auto, tags, embeddings or both, not \"nearby\""),
+        ("rank=best", "rank must be severity, excess or sliceline"),
+        ("method=embeddings", "has no embeddings; run `slicetest embed` first"),
+        ("method=both&model=clip", "model clip: dataset"),
     ] {
         let (status, _, body) = send(&router, get(&format!("/runs/r1/discover?{query}"))).await;
         assert_eq!((status, error_code(&body).as_str()), (StatusCode::BAD_REQUEST, "bad_request"), "{query}");
         let message = json(&body)["error"]["message"].as_str().unwrap().to_string();
         assert!(message.contains(says) && !message.contains("--"), "{query}: {message}");
     }
+    // Another order; without vectors, `auto` searches the tags and says why.
+    let (status, _, body) = send(&router, get("/runs/r1/discover?min_support=20&rank=sliceline")).await;
+    assert_eq!(status, StatusCode::OK);
+    let found = json(&body);
+    assert_eq!((found["rank"].as_str(), found["method"].as_str()), (Some("sliceline"), Some("tags")));
+    assert!(found["notes"][0].as_str().unwrap().contains("embeddings not searched"), "{found}");
+    let scores: Vec<f64> = found["slices"].as_array().unwrap().iter().map(|s| s["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
     // Discovery reads only: no token needed, nothing written.
     let config = ServerConfig { token: Some("s3cret".into()), ..ServerConfig::default() };
     let (status, _, _) = send(&fx.router_with(&config), get("/runs/r1/discover?min_support=20")).await;

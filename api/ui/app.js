@@ -1021,10 +1021,25 @@ function suggestion(s, i, found, rate, minAccuracy) {
       el("span", { class: "spacer" }),
       el("a", { class: "button", href: `#/explore?q=${enc(s.query)}` }, "Explore"),
       el("button", { type: "button", class: "primary", onclick: () => saveSliceDialog(s.query, sliceName(s.predicates), { minAccuracy, comment }) }, "Save as slice…")),
-    el("code", { class: "query", title: s.query }, s.query),
+    s.explanation ? explanationOf(s.explanation) : null,
+    el("code", { class: "query", title: s.query }, shortQuery(s.query)),
     gallery);
   members(s.query, gallery);
   return node;
+}
+
+/** An embedding slice in words: the phrases its vectors lean towards, and the `images`
+ * predicates that select it best. */
+function explanationOf(e) {
+  const parts = [];
+  if (e.phrases.length) parts.push(el("span", {}, "looks like ", e.phrases.map(([text], j) => el("span", {}, j ? ", " : "", el("q", {}, text)))));
+  if (e.tags.length) parts.push(el("span", { title: "Jaccard similarity of these predicates' images with the slice's" }, `in tags: ${e.tags.join(" AND ")} (Jaccard ${e.tags_jaccard.toFixed(2)})`));
+  return el("div", { class: "explanation muted" }, parts.map((p, j) => [j ? " · " : null, p]).flat());
+}
+
+/** A query for reading: an embedding slice's centroid (hundreds of numbers) folded. */
+function shortQuery(query) {
+  return query.replace(/\[(-?[0-9.e-]+, ){8,}-?[0-9.e-]+\]/g, (list) => `[… ${list.split(",").length} numbers]`);
 }
 
 /** The first images of a slice, by id, into `gallery`. */

@@ -213,6 +213,9 @@ class Client:
         fdr: float = 0.05,
         all: bool = False,
         baseline: Optional[str] = None,
+        method: str = "auto",
+        model: Optional[str] = None,
+        rank: str = "severity",
     ) -> Dict[str, Any]:
         """The slices where ``run`` fails, found on one half of its images and confirmed
         on the other (like ``slicetest discover --format json``; see docs/discovery.md).
@@ -230,10 +233,20 @@ class Client:
             all: also list the slices the confirmation half did not confirm.
             baseline: regression mode: an image's error is "wrong now, right in run
                 ``baseline``".
+            method: where to look: ``"tags"`` (the ``images`` columns), ``"embeddings"``
+                (the stored CLIP vectors), ``"both"``, or ``"auto"`` (both when the
+                dataset has vectors of one model).
+            model: the embedding model to search (default: the dataset's only one).
+            rank: the order: ``"severity"`` (the low end of the confirmation error
+                rate's 95% interval), ``"excess"`` (errors beyond the slice's share) or
+                ``"sliceline"`` (SliceLine's score).
 
         Returns the discovery as a dict: ``run``, ``dataset``, ``error``, ``images``,
         ``halves``, ``mean_error``, ``columns``, ``skipped``, ``tested``, the settings,
-        and ``slices``, each with ``predicates``, ``query``, ``score``, ``discovery`` and
+        ``method``, ``rank``, ``embeddings`` (how the embedding search went, or ``None``),
+        ``notes``, and ``slices``, each with ``method`` (``tags`` or ``embeddings``),
+        ``predicates``, ``query``, ``score``, ``excess_errors``, ``explanation`` (embedding
+        slices: ``phrases``, ``tags``, ``tags_jaccard``), ``discovery`` and
         ``confirmation`` (``size``, ``errors``, ``error_rate``, ``interval``,
         ``rest_rate``, ``lift``: ``None`` when the rest has no error), ``p_value``,
         ``adjusted_p`` and ``confirmed``. Bad settings raise :class:`SlicetestError`
@@ -245,7 +258,11 @@ class Client:
             "alpha": alpha,
             "seed": seed,
             "fdr": fdr,
+            "method": method,
+            "rank": rank,
         }
+        if model is not None:
+            params["model"] = model
         if columns is not None:
             params["columns"] = columns if isinstance(columns, str) else ",".join(columns)
         if all:
@@ -256,11 +273,12 @@ class Client:
 
     def discover_table(self, run: str, **settings: Any) -> pa.Table:
         """:meth:`discover` as a :class:`pyarrow.Table`, one row per slice, best first:
-        ``slice`` (the predicates joined with " AND "), ``query``, ``discovery_size``,
+        ``method``, ``slice`` (the predicates joined with " AND "), ``query``, ``discovery_size``,
         ``confirmation_size``, ``error_rate`` with ``error_low``/``error_high`` (its 95%
         interval) and ``rest_rate`` on the confirmation half, ``lift`` (infinite when
         the rest has no error), ``discovery_error_rate``, ``score``, ``p_value``,
-        ``adjusted_p`` and ``confirmed``. ``settings`` are :meth:`discover`'s."""
+        ``adjusted_p``, ``confirmed``, ``excess_errors`` and ``explanation`` (embedding
+        slices: phrases and tags in one line). ``settings`` are :meth:`discover`'s."""
         return discovery_table(self.discover(run, **settings))
 
     # -- writes -------------------------------------------------------------------
@@ -375,6 +393,7 @@ class Client:
 
 DISCOVERY_SCHEMA = pa.schema(
     [
+        ("method", pa.string()),
         ("slice", pa.string()),
         ("query", pa.string()),
         ("discovery_size", pa.int64()),
@@ -389,6 +408,8 @@ DISCOVERY_SCHEMA = pa.schema(
         ("p_value", pa.float64()),
         ("adjusted_p", pa.float64()),
         ("confirmed", pa.bool_()),
+        ("excess_errors", pa.float64()),
+        ("explanation", pa.string()),
     ]
 )
 
@@ -405,6 +426,7 @@ def discovery_table(discovery: Dict[str, Any]) -> pa.Table:
         low, high = c["interval"]
         rows.append(
             {
+                "method": s["method"],
                 "slice": " AND ".join(s["predicates"]),
                 "query": s["query"],
                 "discovery_size": s["discovery"]["size"],
@@ -419,9 +441,23 @@ def discovery_table(discovery: Dict[str, Any]) -> pa.Table:
                 "p_value": s["p_value"],
                 "adjusted_p": s["adjusted_p"],
                 "confirmed": s["confirmed"],
+                "excess_errors": s["excess_errors"],
+                "explanation": _explanation(s.get("explanation")),
             }
         )
     return pa.Table.from_pylist(rows, schema=DISCOVERY_SCHEMA)
+
+
+def _explanation(explanation: Optional[Dict[str, Any]]) -> Optional[str]:
+    """An embedding slice's explanation in one line: its phrases, then its tags."""
+    if not explanation:
+        return None
+    parts = []
+    if explanation["phrases"]:
+        parts.append("looks like " + ", ".join(f'"{text}"' for text, _ in explanation["phrases"]))
+    if explanation["tags"]:
+        parts.append(f"in tags: {' AND '.join(explanation['tags'])} (Jaccard {explanation['tags_jaccard']:.2f})")
+    return "; ".join(parts) or None
 
 
 def _baseline(baseline: Optional[str]) -> Dict[str, str]:

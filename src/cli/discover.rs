@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use clap::Args;
-use slicetest_engine::discovery::{DiscoverOptions, Discovery};
+use slicetest_engine::discovery::{DiscoverMethod, DiscoverOptions, DiscoverRank, Discovery};
 use slicetest_engine::{Engine, SliceThresholds};
 
 use super::{CliError, print_table};
@@ -41,6 +41,17 @@ pub struct DiscoverArgs {
     /// Also list slices the confirmation half did not confirm.
     #[arg(long)]
     pub all: bool,
+    /// Where to look: `tags` (the `images` columns), `embeddings` (the stored CLIP vectors),
+    /// `both`, or `auto` (both when the dataset has vectors of one model).
+    #[arg(long, value_enum, default_value_t = DiscoverMethod::Auto)]
+    pub method: DiscoverMethod,
+    /// The embedding model to search (default: the dataset's only one).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Order of the list: `severity` (surely-worst error rate first), `excess` (most
+    /// errors beyond the slice's share) or `sliceline` (SliceLine's score).
+    #[arg(long, value_enum, default_value_t = DiscoverRank::Severity)]
+    pub rank: DiscoverRank,
     /// `table` or `json`.
     #[arg(long, default_value = "table")]
     pub format: String,
@@ -68,6 +79,9 @@ pub async fn run(workspace: &Path, args: DiscoverArgs) -> Result<(), CliError> {
         fdr: args.fdr,
         include_unconfirmed: args.all,
         baseline: args.baseline.clone(),
+        method: args.method,
+        model: args.model.clone(),
+        rank: args.rank,
     };
     let found = engine.discover(&args.run, &options).await?;
     if args.format == "json" {
@@ -121,10 +135,30 @@ pub(crate) fn print_discovery(d: &Discovery) {
         "run {}{against} on {}: {} scored images, mean {} {:.3}; discovery half {} / confirmation half {} (seed {})",
         d.run, d.dataset, d.images, d.error, d.mean_error, d.halves[0], d.halves[1], d.seed
     );
-    println!("columns: {}", d.columns.join(", "));
-    if !d.skipped.is_empty() {
-        let skipped: Vec<String> = d.skipped.iter().map(|(c, why)| format!("{c} ({why})")).collect();
-        println!("skipped: {}", skipped.join(", "));
+    if d.method != "embeddings" {
+        println!("columns: {}", d.columns.join(", "));
+        if !d.skipped.is_empty() {
+            let skipped: Vec<String> = d.skipped.iter().map(|(c, why)| format!("{c} ({why})")).collect();
+            println!("skipped: {}", skipped.join(", "));
+        }
+    }
+    if let Some(e) = &d.embeddings {
+        println!(
+            "embeddings: {} vectors of {}; PCA to {} dimensions ({:.0}% of the variance) and a {}-component \
+             error-aware mixture on {} discovery images ({} EM iterations{}); {} candidate slices",
+            e.vectors,
+            e.model,
+            e.pca_components,
+            100.0 * e.explained_variance_ratio,
+            e.components,
+            e.sample,
+            e.iterations,
+            if e.converged { "" } else { ", not converged" },
+            e.candidates
+        );
+    }
+    for note in &d.notes {
+        println!("note: {note}");
     }
     if d.slices.is_empty() {
         let why = if d.mean_error == 0.0 && d.baseline.is_some() {
@@ -151,9 +185,19 @@ pub(crate) fn print_discovery(d: &Discovery) {
         .enumerate()
         .map(|(i, s)| {
             let c = &s.confirmation;
+            let mut slice = s.predicates.join("\nAND ");
+            if let Some(e) = &s.explanation {
+                if !e.phrases.is_empty() {
+                    let phrases: Vec<String> = e.phrases.iter().map(|(p, _)| format!("\"{p}\"")).collect();
+                    slice.push_str(&format!("\nlooks like: {}", phrases.join(", ")));
+                }
+                if !e.tags.is_empty() {
+                    slice.push_str(&format!("\nin tags: {} (Jaccard {:.2})", e.tags.join(" AND "), e.tags_jaccard));
+                }
+            }
             vec![
                 (i + 1).to_string(),
-                s.predicates.join("\nAND "),
+                slice,
                 format!("{} / {}", s.discovery.size, c.size),
                 format!("{} [{}, {}]", percent(c.error_rate), percent(c.interval[0]), percent(c.interval[1])),
                 percent(c.rest_rate),
@@ -165,9 +209,10 @@ pub(crate) fn print_discovery(d: &Discovery) {
         .collect();
     print_table(&["#", "slice", "images (disc. / conf.)", "error [95% CI], conf.", "rest", "lift", "adj. p", ""], rows);
     println!(
-        "{} listed; {} candidates were tested on the confirmation half at FDR {}. \
+        "{} listed, by {}; {} candidates were tested on the confirmation half at FDR {}. \
          `--save NAME --pick N` turns one into a slice test",
         d.slices.len(),
+        d.rank.name(),
         d.tested,
         d.fdr
     );

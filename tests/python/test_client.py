@@ -275,6 +275,8 @@ def test_discover_table_has_a_row_per_slice(planted):
     row = table.to_pylist()[0]
     first = found["slices"][0]
     assert row["slice"] == "weather = 'rain' AND time = 'night'"
+    assert (row["method"], row["explanation"]) == ("tags", None)
+    assert row["excess_errors"] == pytest.approx(first["excess_errors"]) and row["excess_errors"] > 0
     assert row["query"] == first["query"] and row["confirmed"] is True
     assert (row["discovery_size"], row["confirmation_size"]) == (first["discovery"]["size"], first["confirmation"]["size"])
     assert row["error_low"] <= row["error_rate"] <= row["error_high"]
@@ -298,6 +300,12 @@ def test_discover_errors_say_which_setting(planted):
     with pytest.raises(SlicetestError) as err:
         planted.discover("r1", min_support=10, columns="weather,wether")
     assert err.value.status == 400 and '"wether"' in err.value.message
+    with pytest.raises(SlicetestError) as err:
+        planted.discover("r1", method="embeddings")
+    assert err.value.status == 400 and "run `slicetest embed` first" in err.value.message
+    with pytest.raises(SlicetestError) as err:
+        planted.discover("r1", rank="best")
+    assert err.value.status == 400 and "rank must be severity, excess or sliceline" in err.value.message
     with pytest.raises(SlicetestError) as err:
         planted.discover("nope")
     assert (err.value.status, err.value.code) == (404, "not_found")

@@ -255,6 +255,12 @@ pub struct DiscoverParams {
     all: bool,
     /// Regression mode: errors are "wrong now, right in this run".
     baseline: Option<String>,
+    /// `auto`, `tags`, `embeddings` or `both`.
+    method: Option<String>,
+    /// The embedding model to search.
+    model: Option<String>,
+    /// `severity`, `excess` or `sliceline`.
+    rank: Option<String>,
 }
 
 /// Most slices one request may ask for, and most predicates per slice: the search's work
@@ -274,6 +280,13 @@ impl DiscoverParams {
         options.fdr = self.fdr.unwrap_or(options.fdr);
         options.include_unconfirmed = self.all;
         options.baseline = self.baseline.filter(|b| !b.is_empty());
+        options.model = self.model.filter(|m| !m.is_empty());
+        if let Some(method) = self.method.filter(|m| !m.is_empty()) {
+            options.method = method.parse().map_err(ApiError::bad_request)?;
+        }
+        if let Some(rank) = self.rank.filter(|r| !r.is_empty()) {
+            options.rank = rank.parse().map_err(ApiError::bad_request)?;
+        }
         options.columns = self
             .columns
             .map(|list| list.split(',').map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect::<Vec<_>>())
@@ -328,6 +341,8 @@ fn parameter_names(mut error: ApiError) -> ApiError {
             ("--columns", "columns"),
             ("--fdr", "fdr"),
             ("--seed", "seed"),
+            ("--method", "method"),
+            ("--model", "model"),
             ("-k ", "k "),
         ] {
             error.message = error.message.replace(flag, parameter);
