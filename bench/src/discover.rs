@@ -9,6 +9,12 @@
 //! The peer runs in `$SLICETEST_BENCH_PYTHON` (default `python3`) with `sliceline` installed
 //! (bench/requirements.txt). The table has 8 categorical columns of 3–8 values, 5% errors,
 //! and two planted failures (a 2- and a 3-predicate conjunction).
+//!
+//! `bench-discover embeddings [ROWS [NOISE]]` (default 1000000 0.06) times embedding discovery instead:
+//! ROWS × 512 clustered unit vectors (10 labels × 8 visual concepts) with a planted concept
+//! that the model gets wrong, through the same code as `slicetest discover --method
+//! embeddings`; the peer is scikit-learn's PCA + diagonal GaussianMixture doing the same
+//! fitting and assignment (`scripts/sklearn_mixture_peer.py`). Target: ≤ 60 s on 2 cores.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -186,7 +192,158 @@ fn run(rows: usize, max_level: usize, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Embedding discovery on `rows` synthetic 512-dimensional vectors.
+fn run_embeddings(rows: usize, noise: f32, dir: &Path) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray};
+    use rayon::prelude::*;
+    use slicetest_engine::discovery::embedding::{EmbeddingTable, MIXTURE_COMPONENTS, PCA_COMPONENTS, SAMPLE_ROWS};
+    use slicetest_engine::discovery::{DiscoverMethod, DiscoverOptions, EmbeddingInput, discover_table};
+
+    const DIM: usize = 512;
+    let names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    let mut rng = Rng(0xD0_D0_D0);
+    let unit = |rng: &mut Rng| -> Vec<f32> {
+        let v: Vec<f32> = (0..DIM).map(|_| (rng.below(2_000_001) as f32 / 1e6) - 1.0).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / norm).collect()
+    };
+    let classes: Vec<Vec<f32>> = (0..10).map(|_| unit(&mut rng)).collect();
+    let concepts: Vec<Vec<f32>> = (0..80).map(|_| unit(&mut rng)).collect();
+    println!(
+        "\n== embedding discovery: {rows} x {DIM} vectors, 10 labels x 8 concepts (uniform noise ±{noise} per \
+         dimension), one planted concept"
+    );
+    let generated = Instant::now();
+    // Row r: its label, concept, error, prediction and vector, from a generator seeded by r.
+    let per_row: Vec<(usize, bool, f64, usize, f64)> = (0..rows)
+        .into_par_iter()
+        .map(|r| {
+            let mut g = Rng(0x9E37_79B9_7F4A_7C15 ^ (r as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9) | 1);
+            let (label, concept) = (g.below(10) as usize, g.below(8) as usize);
+            let planted = label == 3 && concept == 2;
+            let wrong = (g.below(1_000_000) as f64) < if planted { 0.6e6 } else { 0.05e6 };
+            let predicted = if !wrong {
+                label
+            } else if planted {
+                5
+            } else {
+                (label + 1 + g.below(9) as usize) % 10
+            };
+            (label * 8 + concept, planted, f64::from(u8::from(wrong)), predicted, g.below(1_000) as f64 / 1e3)
+        })
+        .collect();
+    let mut vectors = vec![0.0f32; rows * DIM];
+    vectors.par_chunks_mut(DIM).enumerate().for_each(|(r, v)| {
+        let mut g = Rng(0x5851_F42D_4C95_7F2D ^ (r as u64).wrapping_mul(0x94D0_49BB_1331_11EB) | 1);
+        let (cluster, ..) = per_row[r];
+        let (label, concept) = (cluster / 8, cluster % 8);
+        for (j, x) in v.iter_mut().enumerate() {
+            let jitter = (g.below(2_000_001) as f32 / 1e6 - 1.0) * noise;
+            *x = classes[label][j] + 0.7 * concepts[label * 8 + concept][j] + jitter;
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= norm);
+    });
+    let ids: Vec<String> = (0..rows).map(|r| format!("img_{r:07}")).collect();
+    let labels: Vec<Option<String>> = per_row.iter().map(|p| Some(names[p.0 / 8].to_string())).collect();
+    let predictions: Vec<Option<String>> = per_row.iter().map(|p| Some(names[p.3].to_string())).collect();
+    let errors: Vec<f64> = per_row.iter().map(|p| p.2).collect();
+    let columns: Vec<(String, ArrayRef)> = vec![
+        ("label".into(), Arc::new(StringArray::from(labels.clone()))),
+        ("brightness".into(), Arc::new(Float64Array::from(per_row.iter().map(|p| p.4).collect::<Vec<_>>()))),
+    ];
+    let has_vector = vec![true; rows];
+    println!("generated in {:.1} s", generated.elapsed().as_secs_f64());
+
+    let input = EmbeddingInput {
+        table: EmbeddingTable {
+            vectors: &vectors,
+            dim: DIM,
+            has_vector: &has_vector,
+            labels: &labels,
+            predictions: Some(&predictions),
+            errors: &errors,
+        },
+        model: "synthetic",
+        phrases: None,
+    };
+    let options = DiscoverOptions { method: DiscoverMethod::Embeddings, ..Default::default() };
+    let before = status_kb("VmRSS");
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let started = Instant::now();
+    let found = discover_table(&ids, &columns, &errors, Some(&input), &options)?;
+    let ours_seconds = started.elapsed().as_secs_f64();
+    let ours_mb = status_kb("VmHWM").saturating_sub(before) as f64 / 1024.0;
+    let summary = found.embeddings.as_ref().context("the embeddings were searched")?;
+    println!(
+        "slicetest: PCA to {} dims ({:.0}% of the variance), {} components, {} EM iterations on {} rows; {} \
+         candidates, {} confirmed",
+        summary.pca_components,
+        100.0 * summary.explained_variance_ratio,
+        summary.components,
+        summary.iterations,
+        summary.sample,
+        summary.candidates,
+        found.slices.len()
+    );
+    if let Some(first) = found.slices.first() {
+        println!(
+            "first slice: {} ({} + {} images, {:.1}% errors vs {:.1}%)",
+            first.predicates.join(" AND "),
+            first.discovery.size,
+            first.confirmation.size,
+            100.0 * first.confirmation.error_rate,
+            100.0 * first.confirmation.rest_rate
+        );
+    }
+    let planted = per_row.iter().filter(|p| p.1).count();
+    println!("planted: {planted} images (label 'three', concept 2, 60% errors; 5% elsewhere)");
+
+    let path = dir.join(format!("vectors-{rows}.npy"));
+    let bytes: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy(&path, "<f4", &[rows, DIM], &bytes)?;
+    drop(bytes);
+    let args = [
+        path.display().to_string(),
+        SAMPLE_ROWS.to_string(),
+        PCA_COMPONENTS.to_string(),
+        MIXTURE_COMPONENTS.to_string(),
+        "7".to_string(),
+    ];
+    let peer = python_json("sklearn_mixture_peer.py", args, "scikit-learn")?;
+    let _ = std::fs::remove_file(&path);
+    let peer_seconds = peer["seconds"].as_f64().context("seconds")?;
+    let peer_mb = peer["peak_growth_mb"].as_f64().context("peak_growth_mb")?;
+    println!("| side | wall s | peak growth MB |");
+    println!(
+        "| slicetest discover --method embeddings (whole search, confirmation, queries) | {ours_seconds:.1} | {ours_mb:.0} |"
+    );
+    println!(
+        "| scikit-learn PCA + GaussianMixture(diag), fit + assign ({} EM iterations) | {peer_seconds:.1} | {peer_mb:.0} |",
+        peer["iterations"]
+    );
+    println!(
+        "ratio {:.2}x the peer's time; target <= 60 s: {}",
+        ours_seconds / peer_seconds,
+        verdict(ours_seconds <= 60.0)
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("embeddings") {
+        println!(
+            "bench-discover embeddings: build profile {}, {} threads",
+            slicetest_bench::build_profile(),
+            rayon::current_num_threads()
+        );
+        let rows = std::env::args().nth(2).map_or(Ok(1_000_000), |a| a.parse())?;
+        let noise = std::env::args().nth(3).map_or(Ok(0.06), |a| a.parse())?;
+        let dir = tempfile::tempdir()?;
+        return run_embeddings(rows, noise, dir.path());
+    }
     let sizes: Vec<(usize, usize)> = {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let given = if args.is_empty() { vec!["100000:3".to_string(), "1000000:2".to_string()] } else { args };
