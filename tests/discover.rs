@@ -67,6 +67,32 @@ fn bad_input_is_a_clear_error_and_saves_nothing() {
 }
 
 #[test]
+fn a_group_column_keeps_its_values_in_one_half() {
+    let s = planted();
+    // Grouped by weather (four values), each half is a union of whole weathers.
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        &s.ws,
+        &["discover", "--run", "r1", "--group", "weather", "--format", "json", "--min-support", "20", "--all"],
+    ))
+    .unwrap();
+    assert_eq!(json["group"], "weather");
+    let counts = ok(&s.ws, &["sql", "--format", "csv", "SELECT count(*) AS n FROM images GROUP BY weather"]);
+    let counts: Vec<u64> = counts.lines().skip(1).map(|l| l.parse().unwrap()).collect();
+    let first_half = json["halves"][0].as_u64().unwrap();
+    let unions: Vec<u64> = (0..1u32 << counts.len())
+        .map(|subset| counts.iter().enumerate().filter(|(i, _)| subset >> i & 1 == 1).map(|(_, n)| n).sum())
+        .collect();
+    assert!(unions.contains(&first_half), "{first_half} is no union of {counts:?}");
+    let table = ok(&s.ws, &["discover", "--run", "r1", "--group", "weather", "--min-support", "20", "--all"]);
+    assert!(table.contains("(seed 7, grouped by weather)"), "{table}");
+    // Two times of day both land in one half at seed 7: said, not searched.
+    let err = fails(&s.ws, &["discover", "--run", "r1", "--group", "time"]);
+    assert!(err.contains("--group time: every image fell into one half"), "{err}");
+    let err = fails(&s.ws, &["discover", "--run", "r1", "--group", "scene"]);
+    assert!(err.contains("--group: street.images has no column \"scene\"; it has"), "{err}");
+}
+
+#[test]
 fn a_run_without_errors_finds_nothing_and_says_why() {
     let s = planted();
     let truth = ok(&s.ws, &["sql", "--format", "csv", "SELECT image_id, label AS predicted FROM images"]);

@@ -814,6 +814,7 @@ async fn discovery_lists_unconfirmed_slices_when_asked_and_refuses_bad_settings(
         ("rank=best", "rank must be severity, excess or sliceline"),
         ("method=embeddings", "has no embeddings; run `slicetest embed` first"),
         ("method=both&model=clip", "model clip: dataset"),
+        ("group=scene", "group: street.images has no column \"scene\""),
     ] {
         let (status, _, body) = send(&router, get(&format!("/runs/r1/discover?{query}"))).await;
         assert_eq!((status, error_code(&body).as_str()), (StatusCode::BAD_REQUEST, "bad_request"), "{query}");

@@ -893,6 +893,7 @@ mod tests {
             rank: Default::default(),
             embeddings: None,
             notes: vec![],
+            group: None,
         }
     }
 
@@ -902,6 +903,7 @@ mod tests {
             method: "tags".into(),
             excess_errors: 10.0,
             explanation: None,
+            failures: vec![],
             predicates: predicates.iter().map(|p| p.to_string()).collect(),
             query: format!("SELECT image_id FROM images WHERE {}", predicates.join(" AND ")),
             score: 1.0,

@@ -216,6 +216,7 @@ class Client:
         method: str = "auto",
         model: Optional[str] = None,
         rank: str = "severity",
+        group: Optional[str] = None,
     ) -> Dict[str, Any]:
         """The slices where ``run`` fails, found on one half of its images and confirmed
         on the other (like ``slicetest discover --format json``; see docs/discovery.md).
@@ -240,11 +241,14 @@ class Client:
             rank: the order: ``"severity"`` (the low end of the confirmation error
                 rate's 95% interval), ``"excess"`` (errors beyond the slice's share) or
                 ``"sliceline"`` (SliceLine's score).
+            group: a column of ``images`` whose equal values stay in the same half
+                (near-duplicates, frames of one video, one patient's images).
 
         Returns the discovery as a dict: ``run``, ``dataset``, ``error``, ``images``,
         ``halves``, ``mean_error``, ``columns``, ``skipped``, ``tested``, the settings,
         ``method``, ``rank``, ``embeddings`` (how the embedding search went, or ``None``),
-        ``notes``, and ``slices``, each with ``method`` (``tags`` or ``embeddings``),
+        ``notes``, and ``slices``, each with ``method`` (``tags`` or ``embeddings``), ``failures`` (up to 8 of its
+        images the run gets wrong),
         ``predicates``, ``query``, ``score``, ``excess_errors``, ``explanation`` (embedding
         slices: ``phrases``, ``tags``, ``tags_jaccard``), ``discovery`` and
         ``confirmation`` (``size``, ``errors``, ``error_rate``, ``interval``,
@@ -263,6 +267,8 @@ class Client:
         }
         if model is not None:
             params["model"] = model
+        if group is not None:
+            params["group"] = group
         if columns is not None:
             params["columns"] = columns if isinstance(columns, str) else ",".join(columns)
         if all:

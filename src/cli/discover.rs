@@ -35,6 +35,10 @@ pub struct DiscoverArgs {
     /// Seeds the split of the images into discovery and confirmation halves.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Keep images with the same value of this `images` column in the same half
+    /// (near-duplicates, frames of one video, one patient's images).
+    #[arg(long)]
+    pub group: Option<String>,
     /// False-discovery rate of the confirmation (Benjamini–Hochberg).
     #[arg(long, default_value_t = 0.05)]
     pub fdr: f64,
@@ -82,6 +86,7 @@ pub async fn run(workspace: &Path, args: DiscoverArgs) -> Result<(), CliError> {
         method: args.method,
         model: args.model.clone(),
         rank: args.rank,
+        group: args.group.clone(),
     };
     let found = engine.discover(&args.run, &options).await?;
     if args.format == "json" {
@@ -132,8 +137,16 @@ pub async fn run(workspace: &Path, args: DiscoverArgs) -> Result<(), CliError> {
 pub(crate) fn print_discovery(d: &Discovery) {
     let against = d.baseline.as_ref().map_or(String::new(), |b| format!(" against baseline {b}"));
     println!(
-        "run {}{against} on {}: {} scored images, mean {} {:.3}; discovery half {} / confirmation half {} (seed {})",
-        d.run, d.dataset, d.images, d.error, d.mean_error, d.halves[0], d.halves[1], d.seed
+        "run {}{against} on {}: {} scored images, mean {} {:.3}; discovery half {} / confirmation half {} (seed {}{})",
+        d.run,
+        d.dataset,
+        d.images,
+        d.error,
+        d.mean_error,
+        d.halves[0],
+        d.halves[1],
+        d.seed,
+        d.group.as_ref().map_or(String::new(), |g| format!(", grouped by {g}"))
     );
     if d.method != "embeddings" {
         println!("columns: {}", d.columns.join(", "));

@@ -261,6 +261,8 @@ pub struct DiscoverParams {
     model: Option<String>,
     /// `severity`, `excess` or `sliceline`.
     rank: Option<String>,
+    /// A column whose equal values stay in one half.
+    group: Option<String>,
 }
 
 /// Most slices one request may ask for, and most predicates per slice: the search's work
@@ -281,6 +283,7 @@ impl DiscoverParams {
         options.include_unconfirmed = self.all;
         options.baseline = self.baseline.filter(|b| !b.is_empty());
         options.model = self.model.filter(|m| !m.is_empty());
+        options.group = self.group.filter(|g| !g.is_empty());
         if let Some(method) = self.method.filter(|m| !m.is_empty()) {
             options.method = method.parse().map_err(ApiError::bad_request)?;
         }
@@ -343,6 +346,7 @@ fn parameter_names(mut error: ApiError) -> ApiError {
             ("--seed", "seed"),
             ("--method", "method"),
             ("--model", "model"),
+            ("--group", "group"),
             ("-k ", "k "),
         ] {
             error.message = error.message.replace(flag, parameter);

@@ -70,6 +70,9 @@ pub struct DiscoverOptions {
     pub model: Option<String>,
     /// The order of the reported slices.
     pub rank: DiscoverRank,
+    /// A column of `images` whose equal values stay in the same half (near-duplicates,
+    /// frames of one video, images of one patient); NULL values split by image.
+    pub group: Option<String>,
 }
 
 /// Where discovery looks for slices.
@@ -157,6 +160,7 @@ impl Default for DiscoverOptions {
             method: DiscoverMethod::Auto,
             model: None,
             rank: DiscoverRank::Severity,
+            group: None,
         }
     }
 }
@@ -216,6 +220,8 @@ pub struct DiscoveredSlice {
     pub excess_errors: f64,
     /// An embedding slice's description in phrases and tags.
     pub explanation: Option<Explanation>,
+    /// Up to 8 of its images the run gets wrong, the largest errors first (for galleries).
+    pub failures: Vec<String>,
 }
 
 /// How the embedding search went.
@@ -288,10 +294,15 @@ pub struct Discovery {
     pub embeddings: Option<EmbeddingSummary>,
     /// Things to know about this result (e.g. why the embeddings were not searched).
     pub notes: Vec<String>,
+    /// The column that kept groups of images in one half.
+    pub group: Option<String>,
 }
 
-/// Which half an image is in: a hash of the seed and its id, so the split does not depend
-/// on row order and a rerun splits the same way.
+/// The α of the second SliceLine search, for small severe slices (see `discover_in_table`).
+const SMALL_SLICE_ALPHA: f64 = 0.99;
+
+/// Which half an image is in: a hash of the seed and its id (or its group's value), so the
+/// split does not depend on row order and a rerun splits the same way.
 fn in_discovery_half(seed: u64, image_id: &str) -> bool {
     let digest = Sha256::new().chain_update(seed.to_le_bytes()).chain_update(image_id.as_bytes()).finalize();
     digest[0] & 1 == 0
@@ -332,7 +343,9 @@ impl Engine {
             }
             None => None,
         };
-        let scored = self.scored_table(&manifest, baseline.as_ref(), options.columns.as_deref()).await?;
+        let scored = self
+            .scored_table(&manifest, baseline.as_ref(), options.columns.as_deref(), options.group.as_deref())
+            .await?;
         let mut notes = Vec::new();
         let embedded = self.discovery_vectors(&manifest.dataset, options, &scored.labels, &mut notes)?;
         let embedding = match &embedded {
@@ -362,15 +375,18 @@ impl Engine {
             model: model.as_str(),
             phrases: phrases.as_ref(),
         });
-        let mut result = discover_in_table(&scored.ids, &scored.columns, &scored.errors, input.as_ref(), options)
-            .map_err(|e| match e {
-                TableError::NoColumns(skipped) => bad(format!(
-                    "no column of {}.images can describe a slice (skipped: {skipped}); `--method embeddings` \
+        let groups = scored.groups.as_deref();
+        let mut result =
+            discover_in_table(&scored.ids, &scored.columns, &scored.errors, groups, input.as_ref(), options).map_err(
+                |e| match e {
+                    TableError::NoColumns(skipped) => bad(format!(
+                        "no column of {}.images can describe a slice (skipped: {skipped}); `--method embeddings` \
                          searches the image vectors instead",
-                    manifest.dataset
-                )),
-                TableError::Engine(e) => e,
-            })?;
+                        manifest.dataset
+                    )),
+                    TableError::Engine(e) => e,
+                },
+            )?;
         notes.append(&mut result.notes);
         result.notes = notes;
         // A query on another dataset than the default names its schema, so that it
@@ -457,6 +473,7 @@ impl Engine {
         manifest: &RunManifest,
         baseline: Option<&RunManifest>,
         only: Option<&[String]>,
+        group: Option<&str>,
     ) -> Result<ScoredTable> {
         let bad = |message: String| EngineError::InvalidArgument(message);
         let query = format!("SELECT * FROM {}.images", quote_column(&manifest.dataset));
@@ -550,6 +567,26 @@ impl Engine {
         if errors.iter().any(|e| !e.is_finite() || *e < 0.0) {
             return Err(bad(format!("run {}: discovery needs non-negative finite losses", manifest.run)));
         }
+        let groups = match group {
+            Some(name) => {
+                let Some(column) = images.column_by_name(name) else {
+                    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    return Err(bad(format!(
+                        "--group: {}.images has no column {name:?}; it has {}",
+                        manifest.dataset,
+                        names.join(", ")
+                    )));
+                };
+                let values = cast(column, &DataType::Utf8)?;
+                let values = values.as_string::<i32>();
+                Some(
+                    rows.iter()
+                        .map(|&r| values.is_valid(r as usize).then(|| values.value(r as usize).to_string()))
+                        .collect(),
+                )
+            }
+            None => None,
+        };
         let row_labels: Vec<Option<String>> =
             rows.iter().map(|&r| labels.is_valid(r as usize).then(|| labels.value(r as usize).to_string())).collect();
         let indices = UInt32Array::from(rows);
@@ -567,7 +604,7 @@ impl Engine {
             (false, true) => "loss",
             (false, false) => "misclassification",
         };
-        Ok(ScoredTable { ids, columns, errors, kind, labels: row_labels, predictions: predictions_of_rows })
+        Ok(ScoredTable { ids, columns, errors, kind, labels: row_labels, predictions: predictions_of_rows, groups })
     }
 }
 
@@ -585,6 +622,8 @@ struct ScoredTable {
     labels: Vec<Option<String>>,
     /// Each image's predicted label (classification runs).
     predictions: Option<Vec<Option<String>>>,
+    /// Each image's value of the `--group` column.
+    groups: Option<Vec<Option<String>>>,
 }
 
 /// A detection run's error per image: 1 when the image has a missed object or a false
@@ -649,17 +688,19 @@ pub struct EmbeddingInput<'a> {
 }
 
 /// Discovery over an in-memory table, as [`Engine::discover`] runs it once it has read the
-/// run: image ids, the `images` columns (aligned with `ids`), each image's error and,
-/// for embedding discovery, the vectors. `run`, `dataset` and `error` of the result are
+/// run: image ids, the `images` columns (aligned with `ids`), each image's error, the
+/// value of `options.group` for each image (when grouping) and, for embedding discovery,
+/// the vectors. `run`, `dataset` and `error` of the result are
 /// left empty. For benches and for programs that hold their table in memory.
 pub fn discover_table(
     ids: &[String],
     columns: &[(String, ArrayRef)],
     errors: &[f64],
+    groups: Option<&[Option<String>]>,
     embedded: Option<&EmbeddingInput>,
     options: &DiscoverOptions,
 ) -> Result<Discovery> {
-    discover_in_table(ids, columns, errors, embedded, options).map_err(|e| match e {
+    discover_in_table(ids, columns, errors, groups, embedded, options).map_err(|e| match e {
         TableError::NoColumns(skipped) => {
             EngineError::InvalidArgument(format!("no column can describe a slice (skipped: {skipped})"))
         }
@@ -718,6 +759,7 @@ fn discover_in_table(
     ids: &[String],
     columns: &[(String, ArrayRef)],
     errors: &[f64],
+    groups: Option<&[Option<String>]>,
     embedded: Option<&EmbeddingInput>,
     options: &DiscoverOptions,
 ) -> std::result::Result<Discovery, TableError> {
@@ -733,8 +775,17 @@ fn discover_in_table(
         return Err(TableError::NoColumns(skipped.join("; ")));
     }
     let total: f64 = errors.iter().sum();
-    let discovery_rows: Vec<usize> = (0..n).filter(|&r| in_discovery_half(options.seed, &ids[r])).collect();
-    let confirmation_rows: Vec<usize> = (0..n).filter(|&r| !in_discovery_half(options.seed, &ids[r])).collect();
+    // Grouped images share a half: the hash is of the group's value where there is one.
+    let key = |r: usize| groups.and_then(|g| g[r].as_deref()).unwrap_or(&ids[r]);
+    let in_discovery: Vec<bool> = (0..n).map(|r| in_discovery_half(options.seed, key(r))).collect();
+    let discovery_rows: Vec<usize> = (0..n).filter(|&r| in_discovery[r]).collect();
+    let confirmation_rows: Vec<usize> = (0..n).filter(|&r| !in_discovery[r]).collect();
+    if let (Some(group), true) = (&options.group, discovery_rows.is_empty() || confirmation_rows.is_empty()) {
+        return Err(bad(format!(
+            "--group {group}: every image fell into one half (too few distinct values to split by); group by a \
+             column with more values, or try another --seed"
+        )));
+    }
     if (discovery_rows.len() as u64) < options.min_support {
         return Err(bad(format!(
             "--min-support {} is more than the {} images of the discovery half ({n} scored images, split in two); \
@@ -770,6 +821,7 @@ fn discover_in_table(
         rank: options.rank,
         embeddings: None,
         notes: Vec::new(),
+        group: options.group.clone(),
     };
     if search_tags && built.predicates.is_empty() {
         result.notes.push("no column of images can describe a slice; only the embeddings were searched".into());
@@ -789,14 +841,27 @@ fn discover_in_table(
     let mut candidates = Vec::new();
     if search_tags && !built.predicates.is_empty() {
         // Ask for more than k so that dropping refinements and unconfirmed slices still
-        // leaves k.
-        let settings = SearchSettings {
-            k: options.k * 4,
-            max_level: options.max_level,
-            min_support: options.min_support,
-            alpha: options.alpha,
+        // leaves k. SliceLine's size penalty keeps a small severe slice below 0 at the
+        // usual α (0.4% of the rows at five times the mean error scores < 0 for α < 0.99),
+        // so a second exact search at SMALL_SLICE_ALPHA makes those candidates too; the
+        // reported order is `--rank`'s, not the search's.
+        let search = |alpha: f64| {
+            let settings = SearchSettings {
+                k: options.k * 4,
+                max_level: options.max_level,
+                min_support: options.min_support,
+                alpha,
+            };
+            sliceline::search(&search_predicates, &discovery_errors, settings).0
         };
-        let (found, _) = sliceline::search(&search_predicates, &discovery_errors, settings);
+        let mut found = search(options.alpha);
+        if options.alpha < SMALL_SLICE_ALPHA {
+            for f in search(SMALL_SLICE_ALPHA) {
+                if !found.iter().any(|g| g.predicates == f.predicates) {
+                    found.push(f);
+                }
+            }
+        }
         for f in drop_refinements(found, &search_predicates, &discovery_errors) {
             let rows =
                 and_all(f.predicates.iter().map(|&p| &built.predicates[p].rows)).expect("a slice has a predicate");
@@ -865,6 +930,14 @@ fn discover_in_table(
     let discovery_errors_all = discovery_errors.values();
     let discovery_mean = discovery_errors_all.iter().sum::<f64>() / discovery_errors_all.len().max(1) as f64;
     let max_error = discovery_errors_all.iter().copied().fold(0.0, f64::max);
+    // Each candidate's rows in the confirmation half, kept beside it for the refinement
+    // check after the tests.
+    let confirmation_members: Vec<(Vec<String>, Bitmap)> = candidates
+        .iter()
+        .map(|c| {
+            (if c.method == "tags" { c.predicates.clone() } else { Vec::new() }, restrict(&c.rows, &confirmation_rows))
+        })
+        .collect();
     let mut slices: Vec<DiscoveredSlice> = candidates
         .into_iter()
         .map(|c| {
@@ -879,8 +952,14 @@ fn discover_in_table(
                 discovery_mean,
                 options.alpha,
             );
+            // Its worst images, for a gallery that shows the failure first.
+            let mut failures: Vec<usize> =
+                (0..errors.len()).filter(|&r| c.rows[r / 64] >> (r % 64) & 1 == 1 && errors[r] > 0.0).collect();
+            failures.sort_by(|&a, &b| errors[b].total_cmp(&errors[a]).then_with(|| ids[a].cmp(&ids[b])));
+            let failures = failures.iter().take(8).map(|&r| ids[r].clone()).collect();
             DiscoveredSlice {
                 method: c.method.to_string(),
+                failures,
                 predicates: c.predicates,
                 query: c.query,
                 score,
@@ -900,6 +979,39 @@ fn discover_in_table(
         slice.confirmed = adjusted_p <= options.fdr;
     }
     result.tested = slices.len();
+    // No refinement without news, on the confirmation half too: the search picked
+    // refinements for how bad they looked on the discovery half, so a confirmed slice is
+    // not listed when a confirmed coarser one (a subset of its predicates) is, and within
+    // that one it is not significantly worse (one-sided p < 0.05). Its test and the
+    // Benjamini–Hochberg adjustment are unchanged; it is only not listed.
+    let binary_confirmation = binary;
+    let redundant: Vec<bool> = (0..slices.len())
+        .map(|f| {
+            let (fine, fine_rows) = &confirmation_members[f];
+            slices[f].confirmed
+                && !fine.is_empty()
+                && (0..slices.len()).any(|c| {
+                    let (coarse, coarse_rows) = &confirmation_members[c];
+                    if !slices[c].confirmed
+                        || coarse.is_empty()
+                        || coarse.len() >= fine.len()
+                        || !coarse.iter().all(|p| fine.contains(p))
+                    {
+                        return false;
+                    }
+                    let members: Vec<usize> =
+                        (0..confirmation_errors.len()).filter(|&r| coarse_rows[r / 64] >> (r % 64) & 1 == 1).collect();
+                    let within = restrict(fine_rows, &members);
+                    let values: Vec<f64> = members.iter().map(|&r| confirmation_errors[r]).collect();
+                    stats::excess_error_p_value(&within, &values, binary_confirmation) >= 0.05
+                })
+        })
+        .collect();
+    let mut index = 0;
+    slices.retain(|_| {
+        index += 1;
+        !redundant[index - 1]
+    });
     slices.retain(|s| s.confirmed || options.include_unconfirmed);
     let key = |s: &DiscoveredSlice| {
         let key = match options.rank {
@@ -1198,7 +1310,7 @@ mod tests {
     }
 
     fn run(table: &(Vec<String>, Vec<(String, ArrayRef)>, Vec<f64>), options: &DiscoverOptions) -> Discovery {
-        match discover_in_table(&table.0, &table.1, &table.2, None, options) {
+        match discover_in_table(&table.0, &table.1, &table.2, None, None, options) {
             Ok(d) => d,
             Err(_) => panic!("discovery failed"),
         }
@@ -1247,15 +1359,21 @@ mod tests {
     #[test]
     fn bad_settings_and_tables_without_errors() {
         let t = table(200, 3, 0.1, 0.1, |_, _, _, _| false);
-        let too_big =
-            discover_in_table(&t.0, &t.1, &t.2, None, &DiscoverOptions { min_support: 150, ..Default::default() });
+        let too_big = discover_in_table(
+            &t.0,
+            &t.1,
+            &t.2,
+            None,
+            None,
+            &DiscoverOptions { min_support: 150, ..Default::default() },
+        );
         assert!(
             matches!(too_big, Err(TableError::Engine(EngineError::InvalidArgument(m))) if m.contains("--min-support 150"))
         );
-        let no_errors = discover_in_table(&t.0, &t.1, &vec![0.0; 200], None, &DiscoverOptions::default());
+        let no_errors = discover_in_table(&t.0, &t.1, &vec![0.0; 200], None, None, &DiscoverOptions::default());
         assert!(no_errors.is_ok_and(|d| d.slices.is_empty() && d.tested == 0));
         let constant: Vec<(String, ArrayRef)> = vec![("width".into(), Arc::new(Int64Array::from(vec![7; 200])))];
-        let useless = discover_in_table(&t.0, &constant, &t.2, None, &DiscoverOptions::default());
+        let useless = discover_in_table(&t.0, &constant, &t.2, None, None, &DiscoverOptions::default());
         assert!(matches!(useless, Err(TableError::NoColumns(m)) if m.contains("width: has one value only")));
     }
 
@@ -1346,7 +1464,7 @@ mod tests {
             phrases: None,
         };
         let options = DiscoverOptions { method: DiscoverMethod::Embeddings, seed, ..Default::default() };
-        match discover_in_table(&table.0, &table.1, &table.2, Some(&input), &options) {
+        match discover_in_table(&table.0, &table.1, &table.2, None, Some(&input), &options) {
             Ok(d) => (d, in_concept, vectors),
             Err(_) => panic!("discovery failed"),
         }
@@ -1395,6 +1513,48 @@ mod tests {
         let with_a_slice =
             (0..10).filter(|&seed| !embedding_run(6_000, 50 + seed, 0.1, false).0.slices.is_empty()).count();
         assert!(with_a_slice <= 1, "{with_a_slice} of 10 null sets had a confirmed slice");
+    }
+
+    #[test]
+    fn a_group_column_keeps_near_duplicates_in_one_half() {
+        // Groups of four copies of one scene: split by image, most groups straddle both
+        // halves; grouped, none does.
+        let (ids, columns, errors) = table(4_000, 9, 0.1, 0.1, |_, _, _, _| false);
+        let groups: Vec<Option<String>> = (0..4_000).map(|i| Some(format!("scene_{}", i / 4))).collect();
+        let straddling = |grouped: bool| -> usize {
+            (0..1_000)
+                .filter(|g| {
+                    let halves: Vec<bool> = (g * 4..g * 4 + 4)
+                        .map(|r| in_discovery_half(7, if grouped { groups[r].as_deref().unwrap() } else { &ids[r] }))
+                        .collect();
+                    halves.iter().any(|&h| h) && halves.iter().any(|&h| !h)
+                })
+                .count()
+        };
+        let options = DiscoverOptions { group: Some("scene".into()), ..Default::default() };
+        let grouped = match discover_in_table(&ids, &columns, &errors, Some(&groups), None, &options) {
+            Ok(d) => d,
+            Err(_) => panic!("discovery failed"),
+        };
+        assert_eq!(grouped.group.as_deref(), Some("scene"));
+        assert_eq!(grouped.halves[0] % 4, 0, "whole groups per half: {:?}", grouped.halves);
+        assert_eq!(straddling(true), 0);
+        assert!(straddling(false) > 800, "{}", straddling(false));
+    }
+
+    #[test]
+    fn failures_are_the_slices_wrong_images() {
+        let t = table(20_000, 1, 0.08, 0.6, |w, time, _, _| w == "rain" && time == "night");
+        let d = run(&t, &DiscoverOptions::default());
+        let first = &d.slices[0];
+        assert_eq!(first.failures.len(), 8);
+        for id in &first.failures {
+            let r = t.0.iter().position(|x| x == id).unwrap();
+            assert_eq!(t.2[r], 1.0, "{id} is a failure");
+        }
+        let mut sorted = first.failures.clone();
+        sorted.sort();
+        assert_eq!(sorted, first.failures, "equal errors: by id");
     }
 
     #[test]
