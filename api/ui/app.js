@@ -1024,7 +1024,7 @@ function suggestion(s, i, found, rate, minAccuracy) {
     s.explanation ? explanationOf(s.explanation) : null,
     el("code", { class: "query", title: s.query }, shortQuery(s.query)),
     gallery);
-  members(s.query, gallery);
+  members(s.query, s.failures || [], gallery);
   return node;
 }
 
@@ -1042,10 +1042,13 @@ function shortQuery(query) {
   return query.replace(/\[(-?[0-9.e-]+, ){8,}-?[0-9.e-]+\]/g, (list) => `[… ${list.split(",").length} numbers]`);
 }
 
-/** The first images of a slice, by id, into `gallery`. */
-async function members(query, gallery) {
+/** A slice's images into `gallery`: the ones the run gets wrong first (`failures`, from
+ * discovery), then the others by id. */
+async function members(query, failures, gallery) {
+  const wrong = failures.slice(0, GALLERY).map((id) => `'${id.replaceAll("'", "''")}'`);
+  const order = wrong.length ? `CASE WHEN i.image_id IN (${wrong.join(", ")}) THEN 0 ELSE 1 END, ` : "";
   try {
-    const rows = await sql(`SELECT i.image_id, i.label FROM images AS i JOIN (\n${query}\n) AS q ON i.image_id = q.image_id ORDER BY i.image_id LIMIT ${GALLERY}`);
+    const rows = await sql(`SELECT i.image_id, i.label FROM images AS i JOIN (\n${query}\n) AS q ON i.image_id = q.image_id ORDER BY ${order}i.image_id LIMIT ${GALLERY}`);
     gallery.replaceChildren(imageGrid(rows, "label"));
   } catch (error) {
     gallery.replaceChildren(errorBox(error));

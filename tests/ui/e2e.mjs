@@ -192,6 +192,14 @@ await step("the run page suggests a discovered slice and saves it as a slice", a
     .every((img) => img.complete && img.naturalWidth > 0));
   const captions = await first.locator(".gallery .caption").allTextContents();
   assert.ok(captions.length === 8 && captions.every((c) => c === "Shirt"), String(captions));
+  // The gallery opens with the images discovery names as the slice's failures.
+  const failures = await page.evaluate(async () => {
+    const support = document.querySelector("#discover-support").value;
+    return (await (await fetch(`/runs/always-coat/discover?min_support=${support}`)).json()).slices[0].failures;
+  });
+  const shown = await first.locator(".gallery img.thumb").evaluateAll((imgs) => imgs.map((img) => img.alt));
+  assert.ok(failures.length === 8, String(failures));
+  assert.deepEqual(shown, failures);
   await fitsTheWindow();
   // Saved with a name (and the suggested threshold: the run's accuracy, rounded down).
   await first.locator("button:has-text('Save as slice')").click();
