@@ -194,77 +194,28 @@ fn run(rows: usize, max_level: usize, dir: &Path) -> anyhow::Result<()> {
 
 /// Embedding discovery on `rows` synthetic 512-dimensional vectors.
 fn run_embeddings(rows: usize, noise: f32, dir: &Path) -> anyhow::Result<()> {
-    use std::sync::Arc;
-
-    use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray};
-    use rayon::prelude::*;
+    use slicetest_bench::planted::clustered_vectors;
     use slicetest_engine::discovery::embedding::{EmbeddingTable, MIXTURE_COMPONENTS, PCA_COMPONENTS, SAMPLE_ROWS};
     use slicetest_engine::discovery::{DiscoverMethod, DiscoverOptions, EmbeddingInput, discover_table};
 
     const DIM: usize = 512;
-    let names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
-    let mut rng = Rng(0xD0_D0_D0);
-    let unit = |rng: &mut Rng| -> Vec<f32> {
-        let v: Vec<f32> = (0..DIM).map(|_| (rng.below(2_000_001) as f32 / 1e6) - 1.0).collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter().map(|x| x / norm).collect()
-    };
-    let classes: Vec<Vec<f32>> = (0..10).map(|_| unit(&mut rng)).collect();
-    let concepts: Vec<Vec<f32>> = (0..80).map(|_| unit(&mut rng)).collect();
     println!(
         "\n== embedding discovery: {rows} x {DIM} vectors, 10 labels x 8 concepts (uniform noise ±{noise} per \
          dimension), one planted concept"
     );
     let generated = Instant::now();
-    // Row r: its label, concept, error, prediction and vector, from a generator seeded by r.
-    let per_row: Vec<(usize, bool, f64, usize, f64)> = (0..rows)
-        .into_par_iter()
-        .map(|r| {
-            let mut g = Rng(0x9E37_79B9_7F4A_7C15 ^ (r as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9) | 1);
-            let (label, concept) = (g.below(10) as usize, g.below(8) as usize);
-            let planted = label == 3 && concept == 2;
-            let wrong = (g.below(1_000_000) as f64) < if planted { 0.6e6 } else { 0.05e6 };
-            let predicted = if !wrong {
-                label
-            } else if planted {
-                5
-            } else {
-                (label + 1 + g.below(9) as usize) % 10
-            };
-            (label * 8 + concept, planted, f64::from(u8::from(wrong)), predicted, g.below(1_000) as f64 / 1e3)
-        })
-        .collect();
-    let mut vectors = vec![0.0f32; rows * DIM];
-    vectors.par_chunks_mut(DIM).enumerate().for_each(|(r, v)| {
-        let mut g = Rng(0x5851_F42D_4C95_7F2D ^ (r as u64).wrapping_mul(0x94D0_49BB_1331_11EB) | 1);
-        let (cluster, ..) = per_row[r];
-        let (label, concept) = (cluster / 8, cluster % 8);
-        for (j, x) in v.iter_mut().enumerate() {
-            let jitter = (g.below(2_000_001) as f32 / 1e6 - 1.0) * noise;
-            *x = classes[label][j] + 0.7 * concepts[label * 8 + concept][j] + jitter;
-        }
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter_mut().for_each(|x| *x /= norm);
-    });
-    let ids: Vec<String> = (0..rows).map(|r| format!("img_{r:07}")).collect();
-    let labels: Vec<Option<String>> = per_row.iter().map(|p| Some(names[p.0 / 8].to_string())).collect();
-    let predictions: Vec<Option<String>> = per_row.iter().map(|p| Some(names[p.3].to_string())).collect();
-    let errors: Vec<f64> = per_row.iter().map(|p| p.2).collect();
-    let columns: Vec<(String, ArrayRef)> = vec![
-        ("label".into(), Arc::new(StringArray::from(labels.clone()))),
-        ("brightness".into(), Arc::new(Float64Array::from(per_row.iter().map(|p| p.4).collect::<Vec<_>>()))),
-    ];
+    let set = clustered_vectors(rows, DIM, 8, noise, 0xD0D0, 0.05, true);
     let has_vector = vec![true; rows];
     println!("generated in {:.1} s", generated.elapsed().as_secs_f64());
 
     let input = EmbeddingInput {
         table: EmbeddingTable {
-            vectors: &vectors,
+            vectors: &set.vectors,
             dim: DIM,
             has_vector: &has_vector,
-            labels: &labels,
-            predictions: Some(&predictions),
-            errors: &errors,
+            labels: &set.labels,
+            predictions: Some(&set.predictions),
+            errors: &set.errors,
         },
         model: "synthetic",
         phrases: None,
@@ -273,7 +224,7 @@ fn run_embeddings(rows: usize, noise: f32, dir: &Path) -> anyhow::Result<()> {
     let before = status_kb("VmRSS");
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let started = Instant::now();
-    let found = discover_table(&ids, &columns, &errors, Some(&input), &options)?;
+    let found = discover_table(&set.ids, &set.columns, &set.errors, None, Some(&input), &options)?;
     let ours_seconds = started.elapsed().as_secs_f64();
     let ours_mb = status_kb("VmHWM").saturating_sub(before) as f64 / 1024.0;
     let summary = found.embeddings.as_ref().context("the embeddings were searched")?;
@@ -298,11 +249,11 @@ fn run_embeddings(rows: usize, noise: f32, dir: &Path) -> anyhow::Result<()> {
             100.0 * first.confirmation.rest_rate
         );
     }
-    let planted = per_row.iter().filter(|p| p.1).count();
+    let planted = set.planted.iter().filter(|&&p| p).count();
     println!("planted: {planted} images (label 'three', concept 2, 60% errors; 5% elsewhere)");
 
     let path = dir.join(format!("vectors-{rows}.npy"));
-    let bytes: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes: Vec<u8> = set.vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
     write_npy(&path, "<f4", &[rows, DIM], &bytes)?;
     drop(bytes);
     let args = [

@@ -1,6 +1,8 @@
 //! Shared pieces of the benchmark binaries: synthetic data, timing helpers, and the
 //! DuckDB peer (run through Python on the same files in the same run).
 
+pub mod planted;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
