@@ -220,7 +220,9 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
     }
 
     println!("\nNext, try:");
-    println!("  slicetest -w {w} discover --run {run} --save shirts_black --pick 2   # a discovered slice as a test");
+    println!(
+        "  slicetest -w {w} discover --run {run} --save shirts_high_contrast --pick 1   # a discovered slice as a test"
+    );
     println!("  slicetest -w {w} slices");
     println!("  slicetest -w {w} report --run {run} --baseline {baseline}");
     println!("  slicetest -w {w} sql \"SELECT split, holdout, count(*) FROM slice('tops') GROUP BY 1, 2\"");
