@@ -1509,6 +1509,42 @@ mod tests {
     }
 
     #[test]
+    fn losses_without_predictions_and_images_without_vectors_work_too() {
+        // A detection- or loss-style run: no predicted label, a continuous error, and a
+        // third of the images not embedded (they can be in no embedding slice).
+        let n = 9_000;
+        let dim = 48;
+        let (table, vectors, labels, _, in_concept) = clustered(n, dim, 5, 0.05, true);
+        let errors: Vec<f64> = table.2.iter().map(|&e| e * 2.5 + 0.1).collect();
+        let has_vector: Vec<bool> = (0..n).map(|r| r % 3 != 0).collect();
+        let input = EmbeddingInput {
+            table: embedding::EmbeddingTable {
+                vectors: &vectors,
+                dim,
+                has_vector: &has_vector,
+                labels: &labels,
+                predictions: None,
+                errors: &errors,
+            },
+            model: "m",
+            phrases: None,
+        };
+        let options = DiscoverOptions { method: DiscoverMethod::Embeddings, ..Default::default() };
+        let d = match discover_in_table(&table.0, &table.1, &errors, None, Some(&input), &options) {
+            Ok(d) => d,
+            Err(_) => panic!("discovery failed"),
+        };
+        assert_eq!(d.embeddings.as_ref().map(|e| e.vectors), Some(6_000));
+        let first = d.slices.first().expect("the planted concept is found");
+        assert!(first.confirmed && first.predicates[0] == "label = 'three'", "{:#?}", d.slices);
+        assert!(first.confirmation.error_rate > 1.0, "{:?}", first.confirmation);
+        // No member lacks a vector, and most members are planted.
+        let members: Vec<usize> =
+            first.failures.iter().map(|id| table.0.iter().position(|x| x == id).unwrap()).collect();
+        assert!(members.iter().all(|&r| has_vector[r] && in_concept[r]), "{members:?}");
+    }
+
+    #[test]
     fn independent_errors_give_no_embedding_slice() {
         let with_a_slice =
             (0..10).filter(|&seed| !embedding_run(6_000, 50 + seed, 0.1, false).0.slices.is_empty()).count();
