@@ -124,14 +124,32 @@ fn tagging_resumes_skips_what_is_done_and_retags_changed_images() {
     let out = ok(&s.ws, &pixels);
     assert!(out.contains("pixels tagged 0 images") && out.contains("4 already tagged"), "{out}");
     let before = column(&sql_csv(&s.ws, "SELECT brightness FROM images WHERE image_id = 'dog.jpg'"));
+    // The tagged images were written as one table: a tag filter reads it without a join,
+    // and answers what the join answers.
+    let wide = s.ws.join("datasets/src/wide");
+    let wide_files = || std::fs::read_dir(&wide).map_or(0, |d| d.count());
+    assert_eq!(wide_files(), 1);
+    let filter = "SELECT image_id, brightness FROM images WHERE brightness > 0.3 ORDER BY image_id";
+    let plan = sql_csv(&s.ws, &format!("EXPLAIN {filter}"));
+    assert!(!plan.contains("HashJoinExec") && plan.contains("wide"), "{plan}");
+    let materialised = sql_csv(&s.ws, filter);
+    let file = std::fs::read_dir(&wide).unwrap().next().unwrap().unwrap().path();
+    let kept = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert!(sql_csv(&s.ws, &format!("EXPLAIN {filter}")).contains("HashJoinExec"), "without it, the join");
+    assert_eq!(sql_csv(&s.ws, filter), materialised);
+    std::fs::write(&file, kept).unwrap();
 
-    // dog.jpg now holds another photo: after the re-ingest its old tags no longer apply ...
+    // dog.jpg now holds another photo: after the re-ingest its old tags no longer apply
+    // (the table written for the old version is not read) ...
     std::fs::copy(Path::new(PHOTOS).join("scream.jpg"), s.src.join("dog.jpg")).unwrap();
     ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
     assert_eq!(column(&sql_csv(&s.ws, "SELECT count(brightness) FROM images")), ["3"]);
-    // ... and the next run tags it alone, as it is now.
+    // ... and the next run tags it alone, as it is now, and writes the table again.
     let out = ok(&s.ws, &pixels);
     assert!(out.contains("pixels tagged 1 images") && out.contains("3 already tagged"), "{out}");
+    assert_eq!(wide_files(), 1, "the old version's table is removed");
+    assert_eq!(column(&sql_csv(&s.ws, "SELECT count(brightness) FROM images")), ["4"]);
     let after = column(&sql_csv(&s.ws, "SELECT brightness FROM images WHERE image_id = 'dog.jpg'"));
     let scream = column(&sql_csv(&s.ws, "SELECT brightness FROM images WHERE image_id = 'scream.jpg'"));
     assert_ne!(before, after);

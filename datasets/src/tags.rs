@@ -200,6 +200,36 @@ pub fn visible_parts(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> R
     Ok(VisibleParts::default())
 }
 
+/// `datasets/<ds>/wide/<key>.parquet`: `images` of `version` with every tagger's columns,
+/// written once by `Engine::materialize_images` so that queries on tag columns read one
+/// file instead of joining the tag rows. The key hashes everything the rows depend on (the
+/// version's image table and each tagger's name and parts, which are never rewritten), so
+/// a new version, a new part or a removed tagger names another file and a stale one is
+/// never read: readers that find no file for the current key use the join.
+pub fn wide_images_file(
+    layout: &WorkspaceLayout,
+    version: &crate::version::DatasetVersion,
+    taggers: &[(String, VisibleParts)],
+) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let mut key = Sha256::new();
+    key.update(layout.images_file(version).to_string_lossy().as_bytes());
+    for (name, parts) in taggers {
+        key.update(b"\0tagger\0");
+        key.update(name.as_bytes());
+        for part in &parts.tags {
+            key.update(b"\0");
+            key.update(part.to_string_lossy().as_bytes());
+        }
+    }
+    wide_images_dir(layout, &version.dataset).join(format!("{}.parquet", &hex::encode(key.finalize())[..32]))
+}
+
+/// `datasets/<ds>/wide/`: see [`wide_images_file`].
+pub fn wide_images_dir(layout: &WorkspaceLayout, dataset: &str) -> PathBuf {
+    layout.dataset_dir(dataset).join("wide")
+}
+
 /// Every tagger with stored tags for `dataset` and the parts readers use, sorted by name
 /// (the order their columns join the `images` view in). One listing of each tagger.
 pub fn stored_taggers(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<(String, VisibleParts)>> {

@@ -121,6 +121,9 @@ impl Engine {
             report.embeddings = self.embed_stored_models(&dataset, options.progress).await?;
         }
         report.taggers = self.retag(&dataset, options)?;
+        // The new version and tags as one table, so the slices' queries below (and every
+        // query until the next look) need no tag join.
+        self.materialize_images(Some(&dataset)).await?;
         for ((name, query), before) in slices.iter().zip(before) {
             let after = self.live_members(&dataset, query).await?;
             let added: Vec<String> = after.difference(&before).cloned().collect();

@@ -126,7 +126,14 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
         let schema = Arc::new(MemorySchemaProvider::new());
         let images = images_table(ctx, workspace, latest).await?;
         let taggers = tags::stored_taggers(workspace.layout(), &latest.dataset).map_err(SqlError::from)?;
-        schema.register_table(IMAGES_TABLE.to_string(), tagged_images(ctx, &taggers, images.clone()).await?)?;
+        // Materialised (`slicetest tag`, `tag compact`): one file, no join; else the join.
+        let wide = tags::wide_images_file(workspace.layout(), latest, &taggers);
+        let tagged = if !taggers.is_empty() && workspace.layout().storage().exists(&wide).map_err(SqlError::from)? {
+            parquet_files(ctx, &[wide]).await? as Arc<dyn TableProvider>
+        } else {
+            tagged_images(ctx, &taggers, images.clone()).await?
+        };
+        schema.register_table(IMAGES_TABLE.to_string(), tagged)?;
         if let Some(embeddings) = embeddings_table(ctx, workspace, latest, images.clone()).await? {
             schema.register_table(EMBEDDINGS_TABLE.to_string(), embeddings)?;
         }

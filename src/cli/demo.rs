@@ -127,6 +127,7 @@ pub async fn run(workspace: &Path, args: DemoArgs) -> Result<(), CliError> {
             tagger.tagger, tagger.tagged, tagger.seconds, tagger.already_tagged
         );
     }
+    engine.materialize_images(None).await?;
     let query = "SELECT label, split, count(*) AS images, round(avg(brightness), 3) AS brightness, \
                  round(avg(sharpness)) AS sharpness FROM images GROUP BY 1, 2 ORDER BY 1, 2";
     println!("\n== 3. slicetest sql \"{query}\"");

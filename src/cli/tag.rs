@@ -134,6 +134,10 @@ pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
             for tagger in &report.taggers {
                 print_report(&format!("{}{shard}", report.dataset), tagger);
             }
+            // A shard's parts are not the job's: `tag compact` materialises after the job.
+            if options.shard.is_all() {
+                materialize(&engine, Some(&report.dataset)).await?;
+            }
         }
         Some(TagCommand::Import { masks: Some(dir), classes, ignore_index, dataset, name, quiet, .. }) => {
             let options = MaskImportOptions {
@@ -166,6 +170,7 @@ pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
                 if report.boxes > 0 { format!(", {} boxes", report.boxes) } else { String::new() },
                 report.columns.join(", ")
             );
+            materialize(&engine, Some(&dataset)).await?;
         }
         Some(TagCommand::List { dataset }) => {
             let rows = engine
@@ -199,6 +204,7 @@ pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
             for (tagger, parts, rows) in compacted {
                 println!("{tagger}: {parts} parts → 1 ({rows} rows)");
             }
+            materialize(&engine, dataset.as_deref()).await?;
         }
         Some(TagCommand::Remove { tagger, dataset }) => {
             if engine.remove_tags(dataset.as_deref(), &tagger)? {
@@ -207,6 +213,16 @@ pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
                 return Err(format!("no tags named {tagger:?} (see `slicetest tag list`)").into());
             }
         }
+    }
+    Ok(())
+}
+
+/// Writes `images` with its tags as one file (see `Engine::materialize_images`) and says so.
+async fn materialize(engine: &Engine, dataset: Option<&str>) -> Result<(), CliError> {
+    if let Some((_, rows)) = engine.materialize_images(dataset).await?
+        && rows > 0
+    {
+        println!("images with every tag column written as one table ({rows} rows): tag filters need no join");
     }
     Ok(())
 }

@@ -327,6 +327,52 @@ impl Engine {
         Ok(tags::remove_tags(self.workspace.layout(), &dataset, tagger)?)
     }
 
+    /// Writes `images` with every tagger's columns as one Parquet file for the dataset's
+    /// current version and tag parts ([`tags::wide_images_file`]), so that queries on tag
+    /// columns read it instead of joining the tag rows; removes the files of earlier keys.
+    /// Returns the file and its rows, or None when the dataset has no tags. Nothing to do
+    /// when the file for the current key exists. `slicetest tag`, `tag import` and `tag
+    /// compact` call it; after other writes (a new version, `tag remove`, a mask import)
+    /// readers use the join until the next of those.
+    pub async fn materialize_images(&self, dataset: Option<&str>) -> Result<Option<(PathBuf, usize)>> {
+        let dataset = self.workspace.dataset_or_default(dataset)?;
+        let layout = self.workspace.layout();
+        let latest = self.workspace.latest(&dataset)?;
+        let taggers = tags::stored_taggers(layout, &dataset)?;
+        if taggers.is_empty() {
+            return Ok(None);
+        }
+        let file = tags::wide_images_file(layout, &latest, &taggers);
+        let storage = layout.storage();
+        let rows = if storage.exists(&file)? {
+            None
+        } else {
+            // In the image table's own order (sorted by id), so that row order does not change.
+            let query = format!(
+                "SELECT * FROM {}.images ORDER BY image_id",
+                crate::discovery::predicates::quote_column(&dataset)
+            );
+            let batches = self.sql(&query).await?.collect().await?;
+            let schema = batches
+                .first()
+                .map(|b| b.schema())
+                .unwrap_or_else(|| Arc::new(datafusion::arrow::datatypes::Schema::empty()));
+            let table = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
+            let bytes = slicetest_datasets::version::encode_parquet_at(&table, Vec::new(), 1)?;
+            storage.create(&file, bytes)?;
+            Some(table.num_rows())
+        };
+        // Files of earlier keys are never read again (their key is not the current one).
+        let dir = tags::wide_images_dir(layout, &dataset);
+        let current = file.file_name().map(|n| n.to_string_lossy().to_string());
+        for name in storage.list(&dir)? {
+            if Some(&name) != current.as_ref() && name.ends_with(".parquet") {
+                storage.remove(&dir.join(&name))?;
+            }
+        }
+        Ok(Some((file, rows.unwrap_or_default())))
+    }
+
     /// Rewrites each named tagger's parts (every stored tagger when `taggers` is empty) as
     /// one part in a new generation, keeping one row per image as it is now (rows of images
     /// that left the dataset or changed are dropped). Readers switch to it at once; run it
