@@ -116,33 +116,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
             continue;
         }
-        let fixture = Arc::new(common::fixture_workspace().await);
-        let mut runner = sqllogictest::Runner::new(move || {
-            let fixture = fixture.clone();
-            async move { Ok(SliceTestDb { engine: Engine::open(fixture.path())? }) }
-        });
-        let result = if complete {
-            runner
-                .update_test_file(
-                    file,
-                    " ",
-                    sqllogictest::default_validator,
-                    sqllogictest::default_normalizer,
-                    sqllogictest::strict_column_validator,
-                )
-                .await
-                .map_err(|e| e.to_string())
-        } else {
-            runner.run_file_async(file).await.map_err(|e| e.to_string())
-        };
-        match result {
-            Ok(()) => {
-                passed += 1;
-                println!("{} {name}", if complete { "completed" } else { "ok  " });
+        // Each file twice: `images` as the join of the tag rows, then as the table
+        // `Engine::materialize_images` writes; both must give the expected output.
+        for materialised in [false, true] {
+            if complete && materialised {
+                continue;
             }
-            Err(e) => {
-                failures += 1;
-                println!("FAIL {name}\n{e}");
+            let fixture = Arc::new(common::fixture_workspace().await);
+            if materialised {
+                let engine = Engine::open(fixture.path())?;
+                for dataset in ["photos", "street", "traffic"] {
+                    let written = engine.materialize_images(Some(dataset)).await?;
+                    // photos has taggers and traffic mask columns; street has no tags.
+                    assert_eq!(written.is_some_and(|(_, rows)| rows > 0), dataset != "street", "{dataset}");
+                }
+            }
+            let how = if materialised { " (materialised)" } else { "" };
+            let mut runner = sqllogictest::Runner::new(move || {
+                let fixture = fixture.clone();
+                async move { Ok(SliceTestDb { engine: Engine::open(fixture.path())? }) }
+            });
+            let result = if complete {
+                runner
+                    .update_test_file(
+                        file,
+                        " ",
+                        sqllogictest::default_validator,
+                        sqllogictest::default_normalizer,
+                        sqllogictest::strict_column_validator,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
+            } else {
+                runner.run_file_async(file).await.map_err(|e| e.to_string())
+            };
+            match result {
+                Ok(()) => {
+                    passed += 1;
+                    println!("{} {name}{how}", if complete { "completed" } else { "ok  " });
+                }
+                Err(e) => {
+                    failures += 1;
+                    println!("FAIL {name}{how}\n{e}");
+                }
             }
         }
     }
