@@ -218,11 +218,17 @@ pub async fn run(workspace: &Path, args: TagArgs) -> Result<(), CliError> {
 }
 
 /// Writes `images` with its tags as one file (see `Engine::materialize_images`) and says so.
+/// The tags are stored already: a failure here only means queries keep using the join, so
+/// it is reported, not an error of the command.
 async fn materialize(engine: &Engine, dataset: Option<&str>) -> Result<(), CliError> {
-    if let Some((_, rows)) = engine.materialize_images(dataset).await?
-        && rows > 0
-    {
-        println!("images with every tag column written as one table ({rows} rows): tag filters need no join");
+    match engine.materialize_images(dataset).await {
+        Ok(Some((_, rows))) if rows > 0 => {
+            println!("images with every tag column written as one table ({rows} rows): tag filters need no join")
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!(
+            "note: the tags are stored, but images could not be written as one table ({e}); queries join the tags instead"
+        ),
     }
     Ok(())
 }
