@@ -212,17 +212,58 @@ pub fn wide_images_file(
     taggers: &[(String, VisibleParts)],
 ) -> PathBuf {
     use sha2::{Digest, Sha256};
+    // Paths inside the workspace, so that a workspace moved or copied keeps its key.
+    let inside = |path: &Path| path.strip_prefix(layout.root()).unwrap_or(path).to_string_lossy().into_owned();
     let mut key = Sha256::new();
-    key.update(layout.images_file(version).to_string_lossy().as_bytes());
+    key.update(inside(&layout.images_file(version)).as_bytes());
     for (name, parts) in taggers {
         key.update(b"\0tagger\0");
         key.update(name.as_bytes());
         for part in &parts.tags {
             key.update(b"\0");
-            key.update(part.to_string_lossy().as_bytes());
+            key.update(inside(part).as_bytes());
         }
     }
     wide_images_dir(layout, &version.dataset).join(format!("{}.parquet", &hex::encode(key.finalize())[..32]))
+}
+
+#[cfg(test)]
+mod wide_tests {
+    use super::*;
+
+    #[test]
+    fn the_wide_key_names_what_the_rows_depend_on_and_not_where_the_workspace_is() {
+        let version = |file: &str| -> crate::version::DatasetVersion {
+            serde_json::from_value(serde_json::json!({
+                "dataset": "d", "version": 3, "parent": null, "created_at": "2026-12-04T00:00:00Z",
+                "row_count": 1, "content_hash": "h", "parquet_sha256": "s", "images_file": file,
+                "source": "src", "source_format": "folder", "slicetest_version": "0", "columns": []
+            }))
+            .expect("a version manifest")
+        };
+        let parts = |names: &[&str]| VisibleParts {
+            generation: 1,
+            tags: names.iter().map(PathBuf::from).collect(),
+            detections: vec![None; names.len()],
+        };
+        let key = |root: &str, file: &str, taggers: Vec<(String, VisibleParts)>| {
+            let layout = WorkspaceLayout::new(root);
+            let tagger_parts: Vec<(String, VisibleParts)> = taggers
+                .into_iter()
+                .map(|(n, p)| {
+                    let tags = p.tags.iter().map(|t| layout.dataset_dir("d").join(t)).collect();
+                    (n, VisibleParts { tags, ..p })
+                })
+                .collect();
+            wide_images_file(&layout, &version(file), &tagger_parts).file_name().unwrap().to_owned()
+        };
+        let base = key("/a/ws", "images-1.parquet", vec![("pixels".into(), parts(&["p1"]))]);
+        assert_eq!(base, key("/elsewhere/ws", "images-1.parquet", vec![("pixels".into(), parts(&["p1"]))]));
+        assert_ne!(base, key("/a/ws", "images-2.parquet", vec![("pixels".into(), parts(&["p1"]))]));
+        assert_ne!(base, key("/a/ws", "images-1.parquet", vec![("pixels".into(), parts(&["p1", "p2"]))]));
+        assert_ne!(base, key("/a/ws", "images-1.parquet", vec![("faces".into(), parts(&["p1"]))]));
+        assert_ne!(base, key("/a/ws", "images-1.parquet", vec![]));
+    }
 }
 
 /// `datasets/<ds>/wide/`: see [`wide_images_file`].
