@@ -195,8 +195,8 @@ fn run(rows: usize, max_level: usize, dir: &Path) -> anyhow::Result<()> {
 /// Embedding discovery on `rows` synthetic 512-dimensional vectors.
 fn run_embeddings(rows: usize, noise: f32, dir: &Path) -> anyhow::Result<()> {
     use slicetest_bench::planted::clustered_vectors;
-    use slicetest_engine::discovery::embedding::{EmbeddingTable, MIXTURE_COMPONENTS, PCA_COMPONENTS, SAMPLE_ROWS};
-    use slicetest_engine::discovery::{DiscoverMethod, DiscoverOptions, EmbeddingInput, discover_table};
+    use slicetest_engine::discovery::embedding::{MIXTURE_COMPONENTS, PCA_COMPONENTS, SAMPLE_ROWS};
+    use slicetest_engine::discovery::{DiscoverMethod, DiscoverOptions};
 
     const DIM: usize = 512;
     println!(
@@ -205,26 +205,13 @@ fn run_embeddings(rows: usize, noise: f32, dir: &Path) -> anyhow::Result<()> {
     );
     let generated = Instant::now();
     let set = clustered_vectors(rows, DIM, 8, noise, 0xD0D0, 0.05, true);
-    let has_vector = vec![true; rows];
     println!("generated in {:.1} s", generated.elapsed().as_secs_f64());
 
-    let input = EmbeddingInput {
-        table: EmbeddingTable {
-            vectors: &set.vectors,
-            dim: DIM,
-            has_vector: &has_vector,
-            labels: &set.labels,
-            predictions: Some(&set.predictions),
-            errors: &set.errors,
-        },
-        model: "synthetic",
-        phrases: None,
-    };
     let options = DiscoverOptions { method: DiscoverMethod::Embeddings, ..Default::default() };
     let before = status_kb("VmRSS");
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let started = Instant::now();
-    let found = discover_table(&set.ids, &set.columns, &set.errors, None, Some(&input), &options)?;
+    let found = set.discover(&options)?;
     let ours_seconds = started.elapsed().as_secs_f64();
     let ours_mb = status_kb("VmHWM").saturating_sub(before) as f64 / 1024.0;
     let summary = found.embeddings.as_ref().context("the embeddings were searched")?;

@@ -24,8 +24,7 @@ use std::time::Instant;
 
 use slicetest_bench::planted::{PLANTED_SLICES, clustered_vectors, planted_table};
 use slicetest_bench::verdict;
-use slicetest_engine::discovery::embedding::EmbeddingTable;
-use slicetest_engine::discovery::{DiscoverMethod, DiscoverOptions, Discovery, EmbeddingInput, discover_table};
+use slicetest_engine::discovery::{DiscoverMethod, DiscoverOptions, Discovery, discover_table};
 
 /// Rows in both / rows in either.
 fn jaccard(a: &[bool], b: &[bool]) -> f64 {
@@ -134,21 +133,8 @@ fn main() -> anyhow::Result<()> {
     let mut found_count = 0;
     for seed in 0..seeds {
         let set = clustered_vectors(20_000, 64, 5, 0.15, seed, 0.05, true);
-        let has_vector = vec![true; set.ids.len()];
-        let input = EmbeddingInput {
-            table: EmbeddingTable {
-                vectors: &set.vectors,
-                dim: set.dim,
-                has_vector: &has_vector,
-                labels: &set.labels,
-                predictions: Some(&set.predictions),
-                errors: &set.errors,
-            },
-            model: "synthetic",
-            phrases: None,
-        };
         let options = DiscoverOptions { method: DiscoverMethod::Embeddings, seed, ..Default::default() };
-        let found = discover_table(&set.ids, &set.columns, &set.errors, None, Some(&input), &options)?;
+        let found = set.discover(&options)?;
         // The best confirmed embedding slice: its 10 members nearest its centroid.
         let best = found
             .slices
@@ -202,22 +188,8 @@ fn main() -> anyhow::Result<()> {
     let sets_with = (0..null_sets)
         .filter(|&seed| {
             let set = clustered_vectors(6_000, 48, 5, 0.15, 2_000 + seed, 0.1, false);
-            let has_vector = vec![true; set.ids.len()];
-            let input = EmbeddingInput {
-                table: EmbeddingTable {
-                    vectors: &set.vectors,
-                    dim: set.dim,
-                    has_vector: &has_vector,
-                    labels: &set.labels,
-                    predictions: Some(&set.predictions),
-                    errors: &set.errors,
-                },
-                model: "synthetic",
-                phrases: None,
-            };
             let options = DiscoverOptions { method: DiscoverMethod::Embeddings, seed, ..Default::default() };
-            discover_table(&set.ids, &set.columns, &set.errors, None, Some(&input), &options)
-                .is_ok_and(|d| !d.slices.is_empty())
+            set.discover(&options).is_ok_and(|d| !d.slices.is_empty())
         })
         .count();
     println!("\n== false discoveries: independent errors, nothing planted ({:.0} s)", started.elapsed().as_secs_f64());

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
 use rayon::prelude::*;
+use slicetest_engine::discovery::embedding::EmbeddingTable;
+use slicetest_engine::discovery::{DiscoverOptions, Discovery, EmbeddingInput, discover_table};
 
 /// SplitMix64 of (seed, stream, index): independent uniform draws without state, so rows
 /// can be generated in parallel and in any order.
@@ -114,6 +116,27 @@ pub struct ClusteredVectors {
     pub planted: Vec<bool>,
     /// `label` and a `brightness` column that says nothing.
     pub columns: Vec<(String, ArrayRef)>,
+}
+
+impl ClusteredVectors {
+    /// Discovery over the set with every image embedded (model `synthetic`, no phrases),
+    /// as `slicetest discover` runs it once it has read a run.
+    pub fn discover(&self, options: &DiscoverOptions) -> slicetest_engine::Result<Discovery> {
+        let has_vector = vec![true; self.ids.len()];
+        let input = EmbeddingInput {
+            table: EmbeddingTable {
+                vectors: &self.vectors,
+                dim: self.dim,
+                has_vector: &has_vector,
+                labels: &self.labels,
+                predictions: Some(&self.predictions),
+                errors: &self.errors,
+            },
+            model: "synthetic",
+            phrases: None,
+        };
+        discover_table(&self.ids, &self.columns, &self.errors, None, Some(&input), options)
+    }
 }
 
 /// `rows` unit vectors in `dim` dimensions: 10 labels × `concepts` visual concepts (label

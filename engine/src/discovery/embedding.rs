@@ -498,7 +498,8 @@ fn kmeans(data: &MixtureData, rows: &[usize], k: usize, seed: u64) -> Vec<usize>
         assignment = rows
             .par_iter()
             .map(|&i| {
-                (0..k).min_by(|&a, &b| distance(i, &centres[a]).total_cmp(&distance(i, &centres[b]))).unwrap_or(0)
+                // One distance per centre (min_by would compute each twice).
+                (0..k).map(|c| (distance(i, &centres[c]), c)).min_by(|a, b| a.0.total_cmp(&b.0)).map_or(0, |m| m.1)
             })
             .collect();
         let mut sums = vec![(vec![0.0; d], vec![0.0; data.classes], vec![0.0; data.classes], 0usize); k];

@@ -930,22 +930,17 @@ fn discover_in_table(
     let discovery_errors_all = discovery_errors.values();
     let discovery_mean = discovery_errors_all.iter().sum::<f64>() / discovery_errors_all.len().max(1) as f64;
     let max_error = discovery_errors_all.iter().copied().fold(0.0, f64::max);
-    // Each candidate's rows in the confirmation half, kept beside it for the refinement
-    // check after the tests.
-    let confirmation_members: Vec<(Vec<String>, Bitmap)> = candidates
-        .iter()
-        .map(|c| {
-            (if c.method == "tags" { c.predicates.clone() } else { Vec::new() }, restrict(&c.rows, &confirmation_rows))
-        })
-        .collect();
+    // Each candidate's rows in the confirmation half: tested now, and used again by the
+    // refinement check after the tests.
+    let in_confirmation: Vec<Bitmap> = candidates.iter().map(|c| restrict(&c.rows, &confirmation_rows)).collect();
     let mut slices: Vec<DiscoveredSlice> = candidates
         .into_iter()
-        .map(|c| {
+        .zip(&in_confirmation)
+        .map(|(c, in_confirmation)| {
             let in_discovery = restrict(&c.rows, &discovery_rows);
-            let in_confirmation = restrict(&c.rows, &confirmation_rows);
             let discovery = half_stats(&in_discovery, discovery_errors_all, binary);
-            let confirmation = half_stats(&in_confirmation, &confirmation_errors, binary);
-            let p_value = stats::excess_error_p_value(&in_confirmation, &confirmation_errors, binary);
+            let confirmation = half_stats(in_confirmation, &confirmation_errors, binary);
+            let p_value = stats::excess_error_p_value(in_confirmation, &confirmation_errors, binary);
             let score = sliceline::score(
                 sliceline::Stats { size: discovery.size, errors: discovery.errors, max_error },
                 discovery_errors_all.len() as u64,
@@ -984,35 +979,34 @@ fn discover_in_table(
     // not listed when a confirmed coarser one (a subset of its predicates) is, and within
     // that one it is not significantly worse (one-sided p < 0.05). Its test and the
     // Benjamini–Hochberg adjustment are unchanged; it is only not listed.
-    let binary_confirmation = binary;
+    let listed_tags = |s: &DiscoveredSlice| s.confirmed && s.method == "tags";
     let redundant: Vec<bool> = (0..slices.len())
         .map(|f| {
-            let (fine, fine_rows) = &confirmation_members[f];
-            slices[f].confirmed
-                && !fine.is_empty()
+            let fine = &slices[f];
+            listed_tags(fine)
                 && (0..slices.len()).any(|c| {
-                    let (coarse, coarse_rows) = &confirmation_members[c];
-                    if !slices[c].confirmed
-                        || coarse.is_empty()
-                        || coarse.len() >= fine.len()
-                        || !coarse.iter().all(|p| fine.contains(p))
+                    let coarse = &slices[c];
+                    if !listed_tags(coarse)
+                        || coarse.predicates.len() >= fine.predicates.len()
+                        || !coarse.predicates.iter().all(|p| fine.predicates.contains(p))
                     {
                         return false;
                     }
-                    let members: Vec<usize> =
-                        (0..confirmation_errors.len()).filter(|&r| coarse_rows[r / 64] >> (r % 64) & 1 == 1).collect();
-                    let within = restrict(fine_rows, &members);
+                    let members: Vec<usize> = (0..confirmation_errors.len())
+                        .filter(|&r| in_confirmation[c][r / 64] >> (r % 64) & 1 == 1)
+                        .collect();
+                    let within = restrict(&in_confirmation[f], &members);
                     let values: Vec<f64> = members.iter().map(|&r| confirmation_errors[r]).collect();
-                    stats::excess_error_p_value(&within, &values, binary_confirmation) >= 0.05
+                    stats::excess_error_p_value(&within, &values, binary) >= 0.05
                 })
         })
         .collect();
-    let mut index = 0;
-    slices.retain(|_| {
-        index += 1;
-        !redundant[index - 1]
-    });
-    slices.retain(|s| s.confirmed || options.include_unconfirmed);
+    let mut slices: Vec<DiscoveredSlice> = slices
+        .into_iter()
+        .zip(redundant)
+        .filter(|(s, redundant)| !redundant && (s.confirmed || options.include_unconfirmed))
+        .map(|(s, _)| s)
+        .collect();
     let key = |s: &DiscoveredSlice| {
         let key = match options.rank {
             DiscoverRank::Severity => s.confirmation.interval[0],
