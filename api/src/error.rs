@@ -1,7 +1,8 @@
 //! The one error type of the API and the only place errors become HTTP statuses.
 //!
 //! Every error answers `{"error": {"code", "message"}}`, plus fields of its own for some
-//! codes (`no_embeddings` has `dataset`, `hint`, `command` and `model`). An engine error's
+//! codes (`no_embeddings` has `dataset`, `hint`, `command` and `model`; a query error
+//! that knows where it is has `position`: `{"line", "column"}`, 1-based). An engine error's
 //! status comes from its [`ErrorKind`] through [`status_of`], one table; the kind is
 //! decided where the error was made, so the same missing slice is a 404 whether a REST path
 //! or `SELECT * FROM slice('…')` named it. Client errors carry the engine's message (which
@@ -118,7 +119,11 @@ impl ApiError {
     pub fn from_engine(error: EngineError, root: &std::path::Path) -> Self {
         let kind = error.kind();
         if kind.is_client_error() {
-            ApiError::new(status_of(kind), kind.code(), scrub(&error.to_string(), root))
+            let answer = ApiError::new(status_of(kind), kind.code(), scrub(&error.to_string(), root));
+            match error.position() {
+                Some(at) => answer.with("position", json!({ "line": at.line, "column": at.column })),
+                None => answer,
+            }
         } else {
             ApiError::server(kind, error)
         }

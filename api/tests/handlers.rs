@@ -54,6 +54,63 @@ async fn sql_answers_in_every_format() {
 }
 
 #[tokio::test]
+async fn sql_pages_summarises_and_says_where_an_error_is() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let query = "SELECT image_id, label FROM images ORDER BY image_id";
+    let (_, _, body) = send(&router, post_json("/sql", json!({"sql": query}))).await;
+    let all = json(&body).as_array().unwrap().clone();
+    assert!(all.len() >= 5, "{all:?}");
+
+    // Pages of the same result, from the body or from the query string.
+    let (status, _, body) = send(&router, post_json("/sql", json!({"sql": query, "limit": 2, "offset": 3}))).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body).as_array().unwrap()[..], all[3..5]);
+    let (_, _, body) = send(&router, post("/sql?limit=2&format=json", "text/plain", query)).await;
+    assert_eq!(json(&body).as_array().unwrap()[..], all[..2]);
+    let (_, _, body) = send(&router, post_json("/sql?limit=1", json!({"sql": query, "limit": 3}))).await;
+    assert_eq!(json(&body).as_array().unwrap().len(), 3, "the body's limit wins");
+    // Statements that are no SELECT page too.
+    for statement in ["SHOW TABLES", "EXPLAIN SELECT * FROM images", "DESCRIBE images"] {
+        let (status, _, body) = send(&router, post_json("/sql", json!({"sql": statement, "limit": 1}))).await;
+        assert_eq!(status, StatusCode::OK, "{statement}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(json(&body).as_array().unwrap().len(), 1, "{statement}");
+    }
+
+    // The summary describes the whole result, not a page.
+    let summary_query = "SELECT label, width, image_id FROM images";
+    let (status, headers, body) =
+        send(&router, post_json("/sql", json!({"sql": summary_query, "summary": true}))).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["content-type"], "application/json");
+    let summary = json(&body);
+    assert_eq!(summary["rows"], all.len());
+    let label = &summary["columns"][0];
+    let labels: std::collections::BTreeSet<&str> = all.iter().filter_map(|r| r["label"].as_str()).collect();
+    assert_eq!(label["name"], "label");
+    assert_eq!(label["distinct"], labels.len());
+    assert_eq!(label["min"], *labels.first().unwrap());
+    assert_eq!(label["max"], *labels.last().unwrap());
+    assert!(summary["columns"][1]["min"].is_number(), "{summary}");
+    let (status, _, body) =
+        send(&router, post_json("/sql", json!({"sql": summary_query, "summary": true, "limit": 5}))).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "bad_request".to_string()));
+
+    // Errors point at the place in the text sent: the parser's, the planner's.
+    let cases = [
+        ("SELECT image_id\nFROM images\nWHERE label = = 'cat'", StatusCode::BAD_REQUEST, 3, 15),
+        ("SELECT image_id,\n       nope\nFROM images", StatusCode::BAD_REQUEST, 2, 8),
+        ("SELECT * FROM nope.images", StatusCode::NOT_FOUND, 1, 15),
+    ];
+    for (sql, status, line, column) in cases {
+        let (got, _, body) = send(&router, post_json("/sql", json!({"sql": sql, "limit": 10}))).await;
+        let error = &json(&body)["error"];
+        assert_eq!(got, status, "{sql}: {error}");
+        assert_eq!(error["position"], json!({"line": line, "column": column}), "{sql}: {error}");
+    }
+}
+
+#[tokio::test]
 async fn sql_is_read_only_and_reads_no_files() {
     let fx = Fixture::new().await;
     let router = fx.router();

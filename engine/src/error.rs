@@ -111,6 +111,47 @@ impl EngineError {
             EngineError::Output(_) => ErrorKind::Internal,
         }
     }
+
+    /// Where in the query text the error is, when the parser or planner says: the span of
+    /// DataFusion's diagnostic (an unknown column, a type mismatch), or the position
+    /// sqlparser puts in its message (its errors carry no structured location).
+    pub fn position(&self) -> Option<Position> {
+        match self {
+            EngineError::Query { source, .. } => position_of(source),
+            EngineError::Parse { line, column, .. } => Some(Position { line: *line as u64, column: *column as u64 }),
+            EngineError::Context { source, .. } => source.position(),
+            _ => None,
+        }
+    }
+}
+
+/// A place in a query's text: 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column (characters, as sqlparser counts them).
+    pub column: u64,
+}
+
+fn position_of(error: &DataFusionError) -> Option<Position> {
+    if let Some(span) = error.diagnostic().and_then(|d| d.span)
+        && span.start.line > 0
+    {
+        return Some(Position { line: span.start.line, column: span.start.column.max(1) });
+    }
+    match error.find_root() {
+        // The one place slicetest reads a message: sqlparser's `ParserError` is a String
+        // ending "… at Line: L, Column: C".
+        DataFusionError::SQL(parser, _) => {
+            let text = parser.to_string();
+            let at = text.rfind("Line: ")?;
+            let (line, rest) = text[at + 6..].split_once(", Column: ")?;
+            let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            Some(Position { line: line.parse().ok()?, column: column.parse().ok()? })
+        }
+        _ => None,
+    }
 }
 
 /// The message of the slicetest error `error` carries, if it only wraps one.
@@ -173,5 +214,28 @@ mod tests {
             (context.kind(), context.to_string().as_str()),
             (ErrorKind::Cancelled, "embedding d: cancelled after storing 3 images; running it again resumes there")
         );
+    }
+
+    async fn planning_error(sql: &str) -> EngineError {
+        // As the workspace's sessions are configured (slicetest_sql::catalog).
+        let config = datafusion::prelude::SessionConfig::new().set_bool("datafusion.sql_parser.collect_spans", true);
+        let ctx = datafusion::prelude::SessionContext::new_with_config(config);
+        ctx.sql("CREATE TABLE t (a INT, b VARCHAR)").await.unwrap();
+        crate::query::plan(&ctx, sql).await.map(|_| ()).unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn parser_and_planner_errors_say_where_they_are() {
+        let parse = planning_error("SELECT a FROM t\nWHERE a = = 1").await;
+        assert_eq!(parse.kind(), ErrorKind::InvalidQuery);
+        let at = parse.position().unwrap_or_else(|| panic!("{parse:?}"));
+        assert_eq!((at.line, at.column), (2, 11), "{parse}");
+        let unknown = planning_error("SELECT a\n  FROM t\n WHERE nope = 1").await;
+        assert_eq!(unknown.position(), Some(Position { line: 3, column: 8 }), "{unknown}");
+        let fine_but_missing = planning_error("SELECT * FROM missing").await;
+        assert_eq!(fine_but_missing.position(), Some(Position { line: 1, column: 15 }), "{fine_but_missing}");
+        let context = EngineError::Parse { message: "expected a name".into(), line: 4, column: 2 }.context("x");
+        assert_eq!(context.position(), Some(Position { line: 4, column: 2 }));
+        assert_eq!(EngineError::NotFound("x".into()).position(), None);
     }
 }

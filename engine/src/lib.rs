@@ -34,7 +34,7 @@ use slicetest_sql::vectors::VectorStore;
 
 pub use curation::{DEFAULT_MIN_TEST_SAMPLES, SliceBreakdown};
 pub use embedding::{EmbedOptions, EmbedProgress, EmbedReport, check_model_path};
-pub use error::{EngineError, ErrorKind, Result, kind_of};
+pub use error::{EngineError, ErrorKind, Position, Result, kind_of};
 pub use images::{ImageDetection, ImageFile, ImageFiles, ImageObject, ImagePrediction, ImageRunBoxes, SliceMembership};
 pub use images::{open_image, read_image_bytes};
 pub use intake::{IntakeEmbedding, IntakeOptions, IntakeReport, IntakeTagging, SliceChange};

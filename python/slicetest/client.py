@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
 import pyarrow as pa
@@ -24,7 +24,8 @@ PARQUET = "application/vnd.apache.parquet"
 class SlicetestError(Exception):
     """An error answered by the server: ``status`` (HTTP), ``code`` and ``message``;
     ``details`` is the whole error object (``no_embeddings`` adds ``dataset``, ``hint``,
-    ``command`` and ``model``; ``job_running`` adds ``job``)."""
+    ``command`` and ``model``; ``job_running`` adds ``job``). ``position`` is where in the
+    SQL text a query error is, as ``(line, column)`` (1-based), when the server says."""
 
     def __init__(self, status: int, code: str, message: str, details: Optional[Dict[str, Any]] = None):
         super().__init__(f"{status} {code}: {message}")
@@ -32,6 +33,8 @@ class SlicetestError(Exception):
         self.code = code
         self.message = message
         self.details = details or {}
+        at = self.details.get("position")
+        self.position: Optional[Tuple[int, int]] = (at["line"], at["column"]) if isinstance(at, dict) else None
 
 
 class JobFailed(SlicetestError):
@@ -94,9 +97,26 @@ class Client:
         """The server's status and version."""
         return self._json("GET", "/health")
 
-    def sql(self, query: str) -> pa.Table:
-        """Runs a read-only query and returns its rows as a :class:`pyarrow.Table`."""
-        return self._table("POST", "/sql", json={"sql": query})
+    def sql(self, query: str, limit: Optional[int] = None, offset: Optional[int] = None) -> pa.Table:
+        """Runs a read-only query and returns its rows as a :class:`pyarrow.Table`.
+
+        Args:
+            limit: at most this many rows (a page; the server pages the plan, so any
+                statement pages and error positions are those of ``query``).
+            offset: skip this many rows first.
+        """
+        body: Dict[str, Any] = {"sql": query}
+        if limit is not None:
+            body["limit"] = limit
+        if offset is not None:
+            body["offset"] = offset
+        return self._table("POST", "/sql", json=body)
+
+    def sql_summary(self, query: str) -> Dict[str, Any]:
+        """What the whole result of ``query`` holds, without fetching it: ``rows`` and, per
+        column, ``name``, ``type`` (Arrow's), ``non_null``, ``distinct`` (approximate for
+        integers and strings; ``None`` for nested types), ``min`` and ``max``."""
+        return self._json("POST", "/sql", json={"sql": query, "summary": True})
 
     def slices(self) -> List[Dict[str, Any]]:
         """Every slice with its frozen versions and latest breakdown."""

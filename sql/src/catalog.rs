@@ -64,10 +64,13 @@ pub fn session_config(workspace: &Workspace) -> SessionConfig {
 /// (e.g. `DATAFUSION_EXECUTION_TARGET_PARTITIONS=4`); a malformed one is ignored with a warning.
 fn dataset_config(default_dataset: Option<&str>) -> SessionConfig {
     let default_schema = default_dataset.unwrap_or(EMPTY_SCHEMA).to_string();
-    let base = SessionConfig::from_env().unwrap_or_else(|e| {
+    let mut base = SessionConfig::from_env().unwrap_or_else(|e| {
         tracing::warn!("ignoring DATAFUSION_* environment settings: {e}");
         SessionConfig::new()
     });
+    // Plans remember where each column was named, so a planning error can point at it
+    // (`EngineError::position`: the UI marks it, the API answers it).
+    base.options_mut().sql_parser.collect_spans = true;
     base.with_default_catalog_and_schema(CATALOG, default_schema)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true)

@@ -45,6 +45,24 @@ def test_sql_returns_arrow_tables(client):
     assert client.health()["status"] == "ok"
 
 
+def test_sql_pages_summaries_and_error_positions(client):
+    query = "SELECT image_id, label FROM images ORDER BY image_id"
+    everything = client.sql(query)
+    page = client.sql(query, limit=5, offset=20)
+    assert page.to_pylist() == everything.slice(20, 5).to_pylist()
+    assert client.sql(query, offset=20).num_rows == everything.num_rows - 20
+
+    summary = client.sql_summary("SELECT label, width FROM images")
+    assert summary["rows"] == everything.num_rows == 22
+    label, width = summary["columns"]
+    assert (label["name"], label["non_null"], label["distinct"], label["min"], label["max"]) == ("label", 22, 2, "Coat", "Shirt")
+    assert width["type"].startswith(("Int", "UInt")) and isinstance(width["min"], int)
+
+    with pytest.raises(SlicetestError) as bad:
+        client.sql("SELECT image_id\nFROM images\nWHERE nope > 1")
+    assert (bad.value.status, bad.value.code, bad.value.position) == (400, "query", (3, 7))
+
+
 def test_a_frozen_slice_comes_with_holdout_and_tags(client):
     members = client.slice("tops")
     assert members.column_names[:5] == ["image_id", "uri", "label", "split", "holdout"]

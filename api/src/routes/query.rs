@@ -2,14 +2,19 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use datafusion::arrow::array::{Float32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::ScalarValue;
 use serde::Deserialize;
-use slicetest_engine::{SearchHit, SearchQuery};
+use serde_json::{Value, json};
+use slicetest_engine::query::QuerySummary;
+use slicetest_engine::{EngineError, SearchHit, SearchQuery};
 use tokio::time::Instant;
 
 use crate::error::{ApiError, ApiResult};
@@ -23,24 +28,63 @@ pub struct FormatParam {
     pub format: Option<String>,
 }
 
+/// `POST /sql`'s options, as query parameters or fields of a JSON body (the body wins).
+#[derive(Debug, Default, Deserialize)]
+pub struct SqlParams {
+    /// arrow, parquet, csv, json or jsonl (overrides `Accept`).
+    format: Option<String>,
+    /// At most this many rows (a page).
+    limit: Option<usize>,
+    /// Skip this many rows first.
+    offset: Option<usize>,
+    /// Answer a summary of the whole result instead of its rows.
+    summary: Option<bool>,
+}
+
 #[derive(Deserialize)]
 struct SqlBody {
     sql: String,
+    limit: Option<usize>,
+    offset: Option<usize>,
+    summary: Option<bool>,
 }
 
-/// `POST /sql`: a read-only query, as `{"sql": "…"}` or as the plain-text body.
+/// `POST /sql`: a read-only query, as `{"sql": "…"}` or as the plain-text body; a page of
+/// its rows with `limit`/`offset` (the server pages the plan, so any statement pages,
+/// EXPLAIN and SHOW too, and error positions are those of the text sent), or with
+/// `summary` the whole result's row count and per-column counts and ranges.
 pub async fn sql(
     State(state): State<AppState>,
-    Query(params): Query<FormatParam>,
+    Query(params): Query<SqlParams>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let negotiated = negotiate(params.format.as_deref(), &headers)?;
-    let text = sql_text(&headers, &body)?;
+    let request = sql_request(&headers, &body, params)?;
     let deadline = Instant::now() + state.limits().query_timeout;
     let _slot = state.query_slot().await;
-    let planned = tokio::time::timeout_at(deadline, state.engine().sql_stream(&text)).await;
-    let stream = match planned {
+    if request.summary {
+        if request.limit.is_some() || request.offset.is_some() {
+            return Err(ApiError::bad_request("a summary describes the whole result: leave out limit and offset"));
+        }
+        let summarized = async {
+            let df = state.engine().sql(&request.sql).await?;
+            slicetest_engine::query::summarize(df).await
+        };
+        let summary = match tokio::time::timeout_at(deadline, summarized).await {
+            Err(_) => return Err(tabular::timeout()),
+            Ok(result) => result.map_err(|e| state.error(e))?,
+        };
+        return Ok(Json(summary_json(&summary)).into_response());
+    }
+    let negotiated = negotiate(request.format.as_deref(), &headers)?;
+    let planned = async {
+        let df = state.engine().sql(&request.sql).await?;
+        match (request.offset, request.limit) {
+            (None, None) => df.execute_stream().await.map_err(|e| EngineError::query(e, None)),
+            (offset, limit) => slicetest_engine::query::stream_page(df, offset.unwrap_or(0), limit).await,
+        }
+    };
+    let stream = match tokio::time::timeout_at(deadline, planned).await {
         Err(_) => {
             return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "timeout", "planning timed out"));
         }
@@ -49,22 +93,85 @@ pub async fn sql(
     tabular::respond(&state, stream, negotiated, deadline).await
 }
 
-fn sql_text(headers: &HeaderMap, body: &[u8]) -> ApiResult<String> {
+/// A `POST /sql` request, its options merged from the query string and the body.
+struct SqlRequest {
+    sql: String,
+    format: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+    summary: bool,
+}
+
+fn sql_request(headers: &HeaderMap, body: &[u8], params: SqlParams) -> ApiResult<SqlRequest> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let text = if is_json {
-        serde_json::from_slice::<SqlBody>(body)
-            .map_err(|e| ApiError::bad_request(format!("the body must be {{\"sql\": \"…\"}}: {e}")))?
-            .sql
-    } else {
-        String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("the SQL text is not UTF-8"))?
+    let mut request = SqlRequest {
+        sql: String::new(),
+        format: params.format,
+        limit: params.limit,
+        offset: params.offset,
+        summary: params.summary.unwrap_or(false),
     };
-    if text.trim().is_empty() {
+    if is_json {
+        let body: SqlBody = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be {{\"sql\": \"…\"}} (optionally with \"limit\", \"offset\", \"summary\"): {e}"
+            ))
+        })?;
+        request.sql = body.sql;
+        request.limit = body.limit.or(request.limit);
+        request.offset = body.offset.or(request.offset);
+        request.summary = body.summary.unwrap_or(request.summary);
+    } else {
+        request.sql =
+            String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("the SQL text is not UTF-8"))?;
+    }
+    if request.sql.trim().is_empty() {
         return Err(ApiError::bad_request("no SQL given"));
     }
-    Ok(text)
+    Ok(request)
+}
+
+/// The JSON of a summary: `{"rows", "columns": [{"name", "type", "non_null", "distinct",
+/// "min", "max"}]}`; numbers stay numbers, other values are written as text.
+fn summary_json(summary: &QuerySummary) -> Value {
+    let columns: Vec<Value> = summary
+        .columns
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "type": c.data_type,
+                "non_null": c.non_null,
+                "distinct": c.distinct,
+                "min": c.min.as_ref().map(scalar_json),
+                "max": c.max.as_ref().map(scalar_json),
+            })
+        })
+        .collect();
+    json!({ "rows": summary.rows, "columns": columns })
+}
+
+fn scalar_json(value: &ScalarValue) -> Value {
+    use ScalarValue as S;
+    let number = match value {
+        S::Boolean(Some(b)) => return Value::Bool(*b),
+        S::Int8(Some(v)) => Value::from(*v),
+        S::Int16(Some(v)) => Value::from(*v),
+        S::Int32(Some(v)) => Value::from(*v),
+        S::Int64(Some(v)) => Value::from(*v),
+        S::UInt8(Some(v)) => Value::from(*v),
+        S::UInt16(Some(v)) => Value::from(*v),
+        S::UInt32(Some(v)) => Value::from(*v),
+        S::UInt64(Some(v)) => Value::from(*v),
+        S::Float32(Some(v)) => serde_json::Number::from_f64(f64::from(*v)).map_or(Value::Null, Value::Number),
+        S::Float64(Some(v)) => serde_json::Number::from_f64(*v).map_or(Value::Null, Value::Number),
+        _ => Value::Null,
+    };
+    // NaN and infinities, dates, strings and the rest: as Arrow writes them.
+    if number.is_null() { Value::String(value.to_string()) } else { number }
 }
 
 /// Query parameters of the search endpoints.
