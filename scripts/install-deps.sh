@@ -48,9 +48,9 @@ if [ "${1:-}" = "--python" ] || [ "${1:-}" = "--all" ]; then
     echo "$want" > "$venv/.slicetest-requirements"
   fi
   # The web UI's end-to-end tests drive Debian's chromium with playwright-core (npm; no
-  # browser download).
-  if [ ! -d tests/ui/node_modules/playwright-core ]; then
-    echo "installing playwright-core (npm ci --prefix tests/ui)"
+  # browser download); its modules are type-checked with TypeScript's tsc.
+  if [ ! -d tests/ui/node_modules/playwright-core ] || [ ! -d tests/ui/node_modules/typescript ]; then
+    echo "installing playwright-core and typescript (npm ci --prefix tests/ui)"
     npm ci --prefix tests/ui --no-audit --no-fund --silent
   fi
 fi

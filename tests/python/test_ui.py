@@ -83,6 +83,18 @@ def segmentation_workspace(root):
     return ws
 
 
+def test_the_ui_modules_type_check():
+    """api/ui's modules are plain JavaScript with `// @ts-check` and JSDoc types; TypeScript's
+    compiler checks them (api/ui/tsconfig.json) without emitting anything."""
+    tsc = REPO / "tests/ui/node_modules/typescript/bin/tsc"
+    if not tsc.exists():
+        pytest.fail("run `npm ci --prefix tests/ui` first (scripts/install-deps.sh does)")
+    proc = subprocess.run(["node", str(tsc), "-p", str(REPO / "api/ui")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"tsc found type errors in api/ui:\n{proc.stdout}{proc.stderr}"
+    for module in (REPO / "api/ui").glob("*.js"):
+        assert module.read_text().startswith("// @ts-check"), f"{module.name} is not type-checked"
+
+
 def test_the_ui_end_to_end(tmp_path):
     if not (REPO / "tests/ui/node_modules/playwright-core").exists():
         pytest.fail("run `npm ci --prefix tests/ui` first (scripts/install-deps.sh does)")

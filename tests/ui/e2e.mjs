@@ -114,6 +114,39 @@ await step("a SQL error is shown at its position", async () => {
   const message = await page.locator("#results .error").textContent();
   assert.match(message, /Line: 3, Column: 6/);
   assert.equal((await page.locator(".editor .tok-err").textContent()).trim(), "label");
+  // The planner's errors too: the server answers where the unknown column is.
+  await runQuery("SELECT image_id,\n       colour\nFROM images");
+  await page.locator("#results .error").waitFor();
+  assert.equal((await page.locator(".editor .tok-err").textContent()).trim(), "colour");
+});
+
+await step("statements that are no SELECT run and page too", async () => {
+  await runQuery("EXPLAIN SELECT label, count(*) FROM images GROUP BY label");
+  await page.waitForSelector("#results td:has-text('logical_plan')");
+  assert.equal(await page.locator("#results .error").count(), 0);
+});
+
+await step("a slow response never replaces a page the user has left", async () => {
+  // The run page waits for its scores; the user goes on to the list of runs before they come.
+  const scores = "**/runs/always-coat/test";
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  await page.route(scores, async (route) => { await held; await route.continue(); });
+  try {
+    await page.goto(`${url}/#/runs/always-coat`);
+    await page.waitForSelector("main p:has-text('scoring…')");
+    await page.goto(`${url}/#/runs`);
+    await page.locator("main td a:has-text('always-coat')").waitFor();
+    const answered = page.waitForResponse(scores);
+    release();
+    await answered;
+    await page.waitForTimeout(500);
+    assert.equal(await page.locator("main h1").first().textContent(), "Runs");
+    assert.equal(await page.locator("#verdict").count(), 0, "the left page's answer was dropped");
+  } finally {
+    release();
+    await page.unroute(scores);
+  }
 });
 
 await step("a text search shows a scored grid", async () => {
