@@ -89,13 +89,26 @@ impl DuckDbPeer {
 
     /// Runs `sql`; returns (milliseconds, result rows).
     pub fn run(&mut self, sql: &str) -> anyhow::Result<(f64, usize)> {
+        self.request(serde_json::json!({ "sql": sql }))
+    }
+
+    /// Runs `sql` and materialises its result as Arrow (a pyarrow Table), as slicetest's
+    /// side collects record batches; returns (milliseconds, result rows).
+    pub fn run_arrow(&mut self, sql: &str) -> anyhow::Result<(f64, usize)> {
+        self.request(serde_json::json!({ "sql": sql, "fetch": "arrow" }))
+    }
+
+    fn request(&mut self, request: serde_json::Value) -> anyhow::Result<(f64, usize)> {
         use std::io::{BufRead, Write};
-        writeln!(self.input, "{}", serde_json::json!({ "sql": sql }))?;
+        writeln!(self.input, "{request}")?;
         let mut line = String::new();
         if self.output.read_line(&mut line)? == 0 {
             bail!("the DuckDB peer exited (is duckdb installed?)");
         }
         let v: serde_json::Value = serde_json::from_str(&line)?;
+        if let Some(error) = v["error"].as_str() {
+            bail!("DuckDB: {error}");
+        }
         Ok((v["ms"].as_f64().context("ms")?, v["rows"].as_u64().context("rows")? as usize))
     }
 }
