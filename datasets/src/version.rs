@@ -195,6 +195,18 @@ pub fn encode_parquet(batch: &RecordBatch, metadata: Vec<(String, String)>) -> R
 /// [`encode_parquet`] at zstd level `level` (1 is about twice as fast as 3 and a few
 /// percent larger on ids and hashes: frozen members files, written on every freeze).
 pub fn encode_parquet_at(batch: &RecordBatch, metadata: Vec<(String, String)>, level: i32) -> Result<bytes::Bytes> {
+    let mut writer = parquet_writer_at(&batch.schema(), metadata, level)?;
+    writer.write(batch)?;
+    Ok(writer.into_inner()?.into())
+}
+
+/// The writer [`encode_parquet_at`] uses, for a table written a batch at a time (the
+/// bytes stay in memory; `into_inner` gives them).
+pub fn parquet_writer_at(
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    metadata: Vec<(String, String)>,
+    level: i32,
+) -> Result<ArrowWriter<Vec<u8>>> {
     let metadata =
         metadata.into_iter().map(|(k, v)| datafusion::parquet::file::metadata::KeyValue::new(k, v)).collect::<Vec<_>>();
     let mut props = WriterProperties::builder()
@@ -205,17 +217,14 @@ pub fn encode_parquet_at(batch: &RecordBatch, metadata: Vec<(String, String)>, l
     // Binary columns hold run-length-encoded masks: already compact and all distinct, so a
     // dictionary never pays, min/max statistics of blobs serve no query, and zstd gains
     // little over LZ4 at several times its cost (it was a tenth of a segmentation upload).
-    for field in batch.schema().fields().iter().filter(|f| f.data_type() == &DataType::Binary) {
+    for field in schema.fields().iter().filter(|f| f.data_type() == &DataType::Binary) {
         let column = ColumnPath::from(field.name().as_str());
         props = props
             .set_column_compression(column.clone(), Compression::LZ4_RAW)
             .set_column_dictionary_enabled(column.clone(), false)
             .set_column_statistics_enabled(column, EnabledStatistics::None);
     }
-    let props = props.build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))?;
-    writer.write(batch)?;
-    Ok(writer.into_inner()?.into())
+    Ok(ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.build()))?)
 }
 
 /// A file name that no other content takes: `<stem>-<first 16 hex of sha256>.<ext>`.

@@ -310,6 +310,19 @@ impl TableProvider for TaggedImages {
         for filter in &filters {
             needed.extend(filter.column_refs().into_iter().map(|c| c.name.clone()));
         }
+        // A filter on image_id alone selects the same ids among a tagger's rows: applied to
+        // them too, the join holds only those rows (materialisation goes a range of ids
+        // at a time, and this keeps each range's joins to that range's tags).
+        let id_only: Option<Expr> = filters
+            .iter()
+            .filter(|f| {
+                let columns = f.column_refs();
+                !columns.is_empty() && columns.iter().all(|c| c.name == "image_id") && !f.is_volatile()
+            })
+            .map(|f| renamed(f, "image_id", TAG_ID))
+            .collect::<DfResult<Vec<_>>>()?
+            .into_iter()
+            .reduce(Expr::and);
         let source = datafusion::datasource::provider_as_source(self.images.clone());
         let mut plan = LogicalPlanBuilder::scan("images", source, None)?;
         let mut kept: Vec<Expr> = self.images.schema().fields().iter().map(|f| ident(f.name())).collect();
@@ -322,7 +335,11 @@ impl TableProvider for TaggedImages {
             // then shares, so the memory accounted for a sort over four taggers multiplied
             // with each join (66 GB asked for 100,000 images) and compacting it really
             // did allocate that much (a 1M-image dataset was killed for memory).
-            plan = LogicalPlanBuilder::from(join.rows.clone())
+            let mut rows = LogicalPlanBuilder::from(join.rows.clone());
+            if let Some(filter) = &id_only {
+                rows = rows.filter(filter.clone())?;
+            }
+            plan = rows
                 .join(
                     plan.build()?,
                     JoinType::Right,
@@ -346,6 +363,18 @@ impl TableProvider for TaggedImages {
         }
         state.create_physical_plan(&plan.build()?).await
     }
+}
+
+/// `expr` with the column `from` renamed `to`.
+fn renamed(expr: &Expr, from: &str, to: &str) -> DfResult<Expr> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    Ok(expr
+        .clone()
+        .transform(|e| match e {
+            Expr::Column(c) if c.name == from => Ok(Transformed::yes(Expr::Column(Column::from_name(to)))),
+            other => Ok(Transformed::no(other)),
+        })?
+        .data)
 }
 
 /// `expr` with every column reference stripped of its table qualifier.

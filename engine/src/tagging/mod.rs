@@ -273,6 +273,9 @@ impl TaggerRegistry {
     }
 }
 
+/// Images per range when the wide `images` file is written (see `write_wide_images`).
+const WIDE_CHUNK: usize = 1 << 20;
+
 impl Engine {
     /// Runs the taggers `options` asks for on a dataset.
     pub fn tag(&self, options: &TagOptions) -> Result<TagReport> {
@@ -347,20 +350,7 @@ impl Engine {
         let rows = if storage.exists(&file)? {
             None
         } else {
-            // In the image table's own order (sorted by id), so that row order does not change.
-            let query = format!(
-                "SELECT * FROM {}.images ORDER BY image_id",
-                crate::discovery::predicates::quote_column(&dataset)
-            );
-            let batches = self.sql(&query).await?.collect().await?;
-            let schema = batches
-                .first()
-                .map(|b| b.schema())
-                .unwrap_or_else(|| Arc::new(datafusion::arrow::datatypes::Schema::empty()));
-            let table = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
-            let bytes = slicetest_datasets::version::encode_parquet_at(&table, Vec::new(), 1)?;
-            storage.create(&file, bytes)?;
-            Some(table.num_rows())
+            Some(self.write_wide_images(&dataset, &file, WIDE_CHUNK).await?)
         };
         // Files of earlier keys are never read again (their key is not the current one).
         let dir = tags::wide_images_dir(layout, &dataset);
@@ -371,6 +361,61 @@ impl Engine {
             }
         }
         Ok(Some((file, rows.unwrap_or_default())))
+    }
+
+    /// Writes `dataset`'s `images` with every tag column to `file`, in the image table's
+    /// own order (by id, so row order does not change), a range of `chunk` ids at a time
+    /// ([`WIDE_CHUNK`]): each range's joins hold only that range's tag rows (the catalog applies an
+    /// image_id filter to them too), so the memory it takes does not grow with the
+    /// dataset (all at once, 10M images with four taggers needed more than the 4 GB
+    /// pool). Returns the rows written.
+    async fn write_wide_images(&self, dataset: &str, file: &std::path::Path, chunk: usize) -> Result<usize> {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::prelude::{col, lit};
+        let table = format!("SELECT * FROM {}.images", crate::discovery::predicates::quote_column(dataset));
+        let by_id = || vec![col("image_id").sort(true, false)];
+        // The ranges' first ids: every WIDE_CHUNK-th id in id order.
+        let mut starts = Vec::new();
+        let mut position = 0usize;
+        for batch in self.sql(&table).await?.select(vec![col("image_id")])?.sort(by_id())?.collect().await? {
+            let ids = datafusion::arrow::compute::cast(batch.column(0), &datafusion::arrow::datatypes::DataType::Utf8)?;
+            for id in ids.as_string::<i32>().iter().flatten() {
+                if position.is_multiple_of(chunk) {
+                    starts.push(id.to_string());
+                }
+                position += 1;
+            }
+        }
+        let mut writer = None;
+        let mut rows = 0;
+        for (k, start) in starts.iter().enumerate() {
+            let mut range = col("image_id").gt_eq(lit(start.as_str()));
+            if let Some(end) = starts.get(k + 1) {
+                range = range.and(col("image_id").lt(lit(end.as_str())));
+            }
+            let chunk = self.sql(&table).await?.filter(range)?.sort(by_id())?;
+            for batch in chunk.collect().await? {
+                let writer = match &mut writer {
+                    Some(writer) => writer,
+                    None => {
+                        writer.insert(slicetest_datasets::version::parquet_writer_at(&batch.schema(), Vec::new(), 1)?)
+                    }
+                };
+                rows += batch.num_rows();
+                writer.write(&batch).map_err(slicetest_datasets::DatasetError::from)?;
+            }
+        }
+        let writer = match writer {
+            Some(writer) => writer,
+            // No images: an empty table with the view's columns.
+            None => {
+                let schema = Arc::new(self.sql(&table).await?.schema().as_arrow().clone());
+                slicetest_datasets::version::parquet_writer_at(&schema, Vec::new(), 1)?
+            }
+        };
+        let bytes = writer.into_inner().map_err(slicetest_datasets::DatasetError::from)?;
+        self.workspace.layout().storage().create(file, bytes.into())?;
+        Ok(rows)
     }
 
     /// Rewrites each named tagger's parts (every stored tagger when `taggers` is empty) as
@@ -444,6 +489,28 @@ mod tests {
         assert_eq!(batch.num_columns(), 2 + tagger.fields().len());
         assert_eq!(batch.column(2).null_count(), 1);
         assert_eq!(box_batch(&rows).unwrap().num_rows(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_wide_table_written_a_range_at_a_time_is_the_join_in_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        slicetest_test_support::fixture_workspace(dir.path()).await.unwrap();
+        let engine = Engine::open(dir.path().join("ws")).unwrap();
+        let tag = TagOptions { taggers: vec!["pixels".into()], progress: false, ..TagOptions::new(None) };
+        engine.tag(&tag).unwrap();
+        let joined = engine.sql("SELECT * FROM images ORDER BY image_id").await.unwrap().collect().await.unwrap();
+        let expected = datafusion::arrow::util::pretty::pretty_format_batches(&joined).unwrap().to_string();
+        let images = joined.iter().map(|b| b.num_rows()).sum::<usize>();
+        assert!(images >= 5, "{expected}");
+        for chunk in [1, 2, 3, images, 1 << 20] {
+            let file = dir.path().join(format!("wide-{chunk}.parquet"));
+            assert_eq!(engine.write_wide_images("photos", &file, chunk).await.unwrap(), images);
+            let read = datafusion::prelude::SessionContext::new();
+            let options = datafusion::prelude::ParquetReadOptions::default();
+            let batches = read.read_parquet(file.to_str().unwrap(), options).await.unwrap().collect().await.unwrap();
+            let got = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+            assert_eq!(got, expected, "ranges of {chunk}");
+        }
     }
 
     #[test]
