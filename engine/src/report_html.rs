@@ -16,7 +16,7 @@ use crate::Engine;
 use crate::discovery::Discovery;
 use crate::error::Result;
 use crate::metrics::Estimate;
-use crate::scoring::{RunReport, SliceScore, Verdict};
+use crate::scoring::{RunReport, SLICE_METRICS, SliceScore, Verdict};
 use crate::segmentation::MaskOverlay;
 
 /// Failed examples shown per slice.
@@ -349,9 +349,12 @@ fn detection_confusion(c: &crate::detection::DetectionConfusion) -> String {
 
 fn slice_table(report: &RunReport) -> String {
     let mut t = String::from(
-        "<table id=\"slice-table\"><tr><th>slice</th><th>n</th><th>accuracy</th><th>95% CI</th><th>threshold</th>\
-         <th title=\"mean F1 over the classes present in the slice's true labels\">macro-F1</th><th>log-loss</th><th>ECE</th><th>vs baseline</th><th>test</th></tr>",
+        "<table id=\"slice-table\"><tr><th>slice</th><th>n</th><th>accuracy</th><th>95% CI</th><th>threshold</th>",
     );
+    for m in SLICE_METRICS {
+        let _ = write!(t, "<th title=\"{}\">{}</th>", escape(m.description), escape(m.header));
+    }
+    t.push_str("<th>vs baseline</th><th>test</th></tr>");
     // A value with its 95% interval underneath, smaller.
     // Nothing scored (n = 0) shows as "–", not NaN.
     let num = |v: Option<Estimate>| {
@@ -364,16 +367,14 @@ fn slice_table(report: &RunReport) -> String {
         let _ = write!(
             t,
             "<tr class=\"{}\" data-slice=\"{}\"><td><a href=\"#slice-{1}\">{1}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             {}<td>{}</td><td>{}</td></tr>",
             if s.slice == "(all)" { "info" } else { verdict_class(s) },
             escape(&s.slice),
             s.scored,
             acc.map_or("–".into(), |a| format!("{:.1}%", 100.0 * a.value)),
             acc.map_or("–".into(), |a| format!("{:.1}–{:.1}%", 100.0 * a.low, 100.0 * a.high)),
             s.min_accuracy.map_or("–".into(), |m| format!("{:.0}%", 100.0 * m)),
-            num(s.classification.as_ref().map(|c| c.macro_f1)),
-            num(s.log_loss),
-            num(s.ece),
+            SLICE_METRICS.iter().map(|m| format!("<td>{}</td>", num((m.value)(s)))).collect::<String>(),
             s.regression.as_ref().map_or("–".into(), |r| format!(
                 "{:+.1} pts (p={:.3}){}",
                 100.0 * r.delta,

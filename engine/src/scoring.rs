@@ -66,6 +66,39 @@ pub struct Failure {
     pub predicted: String,
 }
 
+/// A number a classification run's slice score carries besides accuracy, shown as a
+/// column of the terminal table (`slicetest report`) and of the HTML report's slice table,
+/// which both read [`SLICE_METRICS`]. To add one: compute it where `SliceScore` is built
+/// (a field, so the JSON report, `SliceScore`'s serde form, has it) and add its entry to
+/// [`SLICE_METRICS`]; neither front end changes.
+pub struct SliceMetric {
+    /// The column's header.
+    pub header: &'static str,
+    /// What it measures, for a person (the HTML header's tooltip).
+    pub description: &'static str,
+    /// Its value on a slice score, when the run has what it needs.
+    pub value: fn(&SliceScore) -> Option<Estimate>,
+}
+
+/// The metrics of a classification slice, in column order (after n and accuracy).
+pub const SLICE_METRICS: &[SliceMetric] = &[
+    SliceMetric {
+        header: "macro-F1",
+        description: "mean F1 over the classes present in the slice's true labels",
+        value: |s| s.classification.as_ref().map(|c| c.macro_f1),
+    },
+    SliceMetric {
+        header: "log-loss",
+        description: "mean negative log-probability of the true label (runs with probabilities)",
+        value: |s| s.log_loss,
+    },
+    SliceMetric {
+        header: "ECE",
+        description: "expected calibration error over 15 confidence bins (runs with probabilities)",
+        value: |s| s.ece,
+    },
+];
+
 /// A run's scores on one slice (or overall).
 #[derive(Debug, Clone, Serialize)]
 pub struct SliceScore {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use slicetest_engine::discovery::DiscoverOptions;
+use slicetest_engine::scoring::SLICE_METRICS;
 use slicetest_engine::{DEFAULT_ALPHA, Engine, RunReport, SliceScore, UploadOptions, Verdict};
 
 use super::{CliError, print_table};
@@ -418,22 +419,20 @@ pub(crate) fn print_report(report: &RunReport) {
         return;
     }
     let row = |s: &SliceScore| {
-        let c = s.classification.as_ref();
-        vec![
-            s.slice.clone(),
-            s.scored.to_string(),
-            percent(s.accuracy()),
-            c.map_or("-".into(), |c| format!("{:.3}", c.macro_f1.value)),
-            s.log_loss.map_or("-".into(), |l| format!("{:.3}", l.value)),
-            s.ece.map_or("-".into(), |e| format!("{:.3}", e.value)),
-            verdict_text(s),
-        ]
+        let mut cells = vec![s.slice.clone(), s.scored.to_string(), percent(s.accuracy())];
+        cells.extend(SLICE_METRICS.iter().map(|m| (m.value)(s).map_or("-".into(), |e| format!("{:.3}", e.value))));
+        cells.push(verdict_text(s));
+        cells
     };
     let mut rows: Vec<Vec<String>> = report.slices.iter().map(row).collect();
     let mut overall = row(&report.overall);
-    overall[6] = report.overall.regression.as_ref().map_or("-".into(), |_| verdict_text(&report.overall));
+    *overall.last_mut().expect("a test column") =
+        report.overall.regression.as_ref().map_or("-".into(), |_| verdict_text(&report.overall));
     rows.push(overall);
-    print_table(&["slice", "n", "accuracy [95% CI]", "macro-F1", "log-loss", "ECE", "test"], rows);
+    let mut headers = vec!["slice", "n", "accuracy [95% CI]"];
+    headers.extend(SLICE_METRICS.iter().map(|m| m.header));
+    headers.push("test");
+    print_table(&headers, rows);
 }
 
 fn xml_escape(s: &str) -> String {

@@ -9,6 +9,7 @@ are checked on the same workspace.
 
 import csv
 import json
+import re
 from html import escape
 import random
 import shutil
@@ -270,6 +271,26 @@ def test_the_html_report_renders_in_chromium(scored):
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, "a real rendered page"
+
+
+def test_each_slice_metric_is_a_column_of_the_table_and_of_the_html_report(scored):
+    """The metrics of engine/src/scoring.rs's SLICE_METRICS list: each is a column of the
+    terminal table and of the HTML report's slice table, with the JSON report's value."""
+    root, ws, _, _, report = scored
+    table = run(ws, "report", "--run", "good").stdout.decode()
+    header = next(line for line in table.splitlines() if "accuracy" in line)
+    html_file = root / "good.html"
+    run(ws, "report", "--run", "good", "--format", "html", "--output", str(html_file))
+    html = html_file.read_text()
+    slice_table = html[html.index('<table id="slice-table">'):]
+    slice_table = slice_table[:slice_table.index("</table>")]
+    overall = report["overall"]
+    metrics = [("macro-F1", overall["classification"]["macro_f1"]), ("log-loss", overall["log_loss"]), ("ECE", overall["ece"])]
+    for name, estimate in metrics:
+        assert name in header, header
+        assert f"{estimate['value']:.3f}" in table, (name, table)
+        assert re.search(rf'<th title="[^"]+">{re.escape(name)}</th>', slice_table), (name, slice_table[:600])
+        assert f"<td>{estimate['value']:.3f}<br>" in slice_table, name
 
 
 def test_per_class_intervals_contain_their_estimates(scored):
