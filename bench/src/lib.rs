@@ -127,15 +127,20 @@ pub fn tempdir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// `rows` synthetic image rows with tag-like columns, from a fixed-seed generator.
-pub fn synthetic_images(rows: usize) -> RecordBatch {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
+/// Marsaglia's xorshift64 from `seed` (not 0): the benches' fixed-seed data generator.
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         state
-    };
+    }
+}
+
+/// `rows` synthetic image rows with tag-like columns, from a fixed-seed generator.
+pub fn synthetic_images(rows: usize) -> RecordBatch {
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     const LABELS: [&str; 10] = ["cat", "dog", "car", "person", "bike", "bus", "tree", "sign", "bird", "boat"];
     const SPLITS: [&str; 4] = ["train", "train", "val", "test"];
     const FORMATS: [&str; 2] = ["jpeg", "png"];
@@ -156,7 +161,7 @@ pub fn synthetic_images(rows: usize) -> RecordBatch {
         split.push(SPLITS[((r >> 40) % 4) as usize]);
         label.push(LABELS[((r >> 44) % 10) as usize]);
         bright.push(((r >> 11) % 10_000) as f64 / 10_000.0);
-        people.push(if (r >> 50) % 10 == 0 { None } else { Some(((r >> 52) % 12) as i64) });
+        people.push(if (r >> 50).is_multiple_of(10) { None } else { Some(((r >> 52) % 12) as i64) });
     }
     // The core `images` columns, then two tag-like ones.
     let mut fields = slicetest_datasets::record::core_fields();

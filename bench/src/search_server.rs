@@ -136,16 +136,13 @@ fn build_workspace(root: &Path, rows: usize, dim: usize) -> anyhow::Result<Vec<S
         computed_on: None,
     };
     embeddings::register_model(&layout, "bench", &model)?;
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = slicetest_bench::xorshift(0x9E37_79B9_7F4A_7C15);
     for (chunk_ids, chunk_shas) in ids.chunks(100_000).zip(shas.chunks(100_000)) {
         let mut matrix = Vec::with_capacity(chunk_ids.len() * dim);
         for _ in 0..chunk_ids.len() {
             let start = matrix.len();
             for _ in 0..dim {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                matrix.push((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5);
+                matrix.push((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5);
             }
             let norm = matrix[start..].iter().map(|x| x * x).sum::<f32>().sqrt();
             matrix[start..].iter_mut().for_each(|x| *x /= norm);

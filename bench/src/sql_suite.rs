@@ -30,7 +30,7 @@ use anyhow::{Context, bail};
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
-use slicetest_bench::{DuckDbPeer, median, synthetic_images, tempdir, verdict};
+use slicetest_bench::{DuckDbPeer, median, synthetic_images, tempdir, verdict, xorshift};
 use slicetest_engine::{Engine, ImportKind, SliceThresholds, TagImportOptions};
 
 /// One query of the suite: a name, slicetest's text and DuckDB's (the same SQL with
@@ -201,18 +201,16 @@ async fn main() -> anyhow::Result<()> {
             if args.only.as_ref().is_some_and(|only| !only.iter().any(|o| o == case.name)) {
                 continue;
             }
-            let ours_sql = case
-                .sql
-                .replace("{images}", &format!("{shape}.images"))
-                .replace("{other}", "other.images")
-                .replace("{slice}", &format!("slice('{slice}')"))
-                .replace("{detections}", "tagged.detections");
-            let duck_sql = case
-                .sql
-                .replace("{images}", &format!("{shape}.images"))
-                .replace("{other}", "other.images")
-                .replace("{slice}", &read(members))
-                .replace("{detections}", "tagged.detections");
+            // The engines differ only in how a frozen slice is named.
+            let spelled = |slice: &str| {
+                case.sql
+                    .replace("{images}", &format!("{shape}.images"))
+                    .replace("{other}", "other.images")
+                    .replace("{slice}", slice)
+                    .replace("{detections}", "tagged.detections")
+            };
+            let ours_sql = spelled(&format!("slice('{slice}')"));
+            let duck_sql = spelled(&read(members));
             let run = || async {
                 let started = Instant::now();
                 let batches = slicetest_engine::query::plan(&ctx, &ours_sql).await?.collect().await?;
@@ -342,13 +340,7 @@ async fn build_workspace(root: &Path, rows: usize) -> anyhow::Result<Files> {
 
 /// The tag imports: three per-image tables and one of boxes, from a fixed-seed generator.
 fn tag_tables(ids: &[String]) -> anyhow::Result<Vec<(&'static str, RecordBatch)>> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let n = ids.len();
     let id_array = || Arc::new(StringArray::from_iter_values(ids.iter())) as ArrayRef;
     let unit = |r: u64| (r % 1_000_000) as f64 / 1_000_000.0;
@@ -364,12 +356,12 @@ fn tag_tables(ids: &[String]) -> anyhow::Result<Vec<(&'static str, RecordBatch)>
         let r = next();
         blur.push(unit(r));
         noise.push(unit(r >> 20));
-        weather.push(if (r >> 40) % 8 == 0 { None } else { Some(WEATHER[((r >> 43) % 4) as usize]) });
+        weather.push(if (r >> 40).is_multiple_of(8) { None } else { Some(WEATHER[((r >> 43) % 4) as usize]) });
         time_of_day.push(TIMES[((r >> 46) % 3) as usize]);
-        crowd.push((r >> 49) % 5 == 0);
-        faces.push(if (r >> 52) % 10 == 0 { None } else { Some(((r >> 55) % 8) as i64) });
+        crowd.push((r >> 49).is_multiple_of(5));
+        faces.push(if (r >> 52).is_multiple_of(10) { None } else { Some(((r >> 55) % 8) as i64) });
         // A box on every fourth image, up to three.
-        if (r >> 58) % 4 == 0 {
+        if (r >> 58).is_multiple_of(4) {
             for _ in 0..1 + (r >> 60) % 3 {
                 let b = next();
                 let (x, y) = ((b % 500) as f64, ((b >> 10) % 500) as f64);

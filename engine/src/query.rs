@@ -1,5 +1,6 @@
 //! Running SQL against a workspace: read-only by default, with errors that point at the fix.
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, ScalarValue, TableReference};
@@ -36,15 +37,18 @@ pub async fn stream(ctx: &SessionContext, sql: &str) -> Result<SendableRecordBat
 
 /// Starts `df` from row `offset`, at most `limit` rows. A query is paged in its plan (so a
 /// sort keeps only the top rows); EXPLAIN and DESCRIBE, which must stay at the root of a
-/// plan, are paged after they ran (their output is a few rows).
+/// plan, are paged after they ran (their output is a few rows). The whole result when
+/// both are left out.
 pub async fn stream_page(df: DataFrame, offset: usize, limit: Option<usize>) -> Result<SendableRecordBatchStream> {
+    let paged = offset > 0 || limit.is_some();
     if !root_only(&df) {
-        return df.limit(offset, limit)?.execute_stream().await.map_err(|e| EngineError::query(e, None));
+        let df = if paged { df.limit(offset, limit)? } else { df };
+        return df.execute_stream().await.map_err(|e| EngineError::query(e, None));
     }
-    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let all = concat_batches(&schema, &df.collect().await?)?;
+    let all = collect_root_only(df).await?;
     let start = offset.min(all.num_rows());
     let page = all.slice(start, limit.unwrap_or(usize::MAX).min(all.num_rows() - start));
+    let schema = page.schema();
     let batches = futures::stream::iter([Ok(page)]);
     Ok(Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, batches)))
 }
@@ -52,6 +56,12 @@ pub async fn stream_page(df: DataFrame, offset: usize, limit: Option<usize>) -> 
 /// Whether `df` is a statement that must stay at the root of its plan (EXPLAIN, DESCRIBE).
 fn root_only(df: &DataFrame) -> bool {
     matches!(df.logical_plan(), LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_))
+}
+
+/// Runs a [`root_only`] statement: its output (a few rows) as one batch.
+async fn collect_root_only(df: DataFrame) -> Result<RecordBatch> {
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    Ok(concat_batches(&schema, &df.collect().await?)?)
 }
 
 /// `error` of planning `sql`; when the query names a table or dataset that does not exist,
@@ -138,10 +148,8 @@ pub struct ColumnSummary {
 pub async fn summarize(df: DataFrame) -> Result<QuerySummary> {
     // EXPLAIN and DESCRIBE cannot be aggregated over: summarise their (few) rows instead.
     let df = if root_only(&df) {
-        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
         let (state, _) = df.clone().into_parts();
-        let rows = concat_batches(&schema, &df.collect().await?)?;
-        SessionContext::new_with_state(state).read_batch(rows)?
+        SessionContext::new_with_state(state).read_batch(collect_root_only(df).await?)?
     } else {
         df
     };

@@ -367,23 +367,21 @@ impl TableProvider for TaggedImages {
 
 /// `expr` with the column `from` renamed `to`.
 fn renamed(expr: &Expr, from: &str, to: &str) -> DfResult<Expr> {
-    use datafusion::common::tree_node::{Transformed, TreeNode};
-    Ok(expr
-        .clone()
-        .transform(|e| match e {
-            Expr::Column(c) if c.name == from => Ok(Transformed::yes(Expr::Column(Column::from_name(to)))),
-            other => Ok(Transformed::no(other)),
-        })?
-        .data)
+    map_columns(expr, |c| if c.name == from { Column::from_name(to) } else { c })
 }
 
 /// `expr` with every column reference stripped of its table qualifier.
 fn unqualified(expr: &Expr) -> DfResult<Expr> {
+    map_columns(expr, |c| Column::from_name(c.name))
+}
+
+/// `expr` with each column reference replaced by `f` of it.
+fn map_columns(expr: &Expr, f: impl Fn(Column) -> Column) -> DfResult<Expr> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     Ok(expr
         .clone()
         .transform(|e| match e {
-            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::from_name(c.name)))),
+            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(f(c)))),
             other => Ok(Transformed::no(other)),
         })?
         .data)

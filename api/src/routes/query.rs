@@ -14,7 +14,7 @@ use datafusion::common::ScalarValue;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use slicetest_engine::query::QuerySummary;
-use slicetest_engine::{EngineError, SearchHit, SearchQuery};
+use slicetest_engine::{SearchHit, SearchQuery};
 use tokio::time::Instant;
 
 use crate::error::{ApiError, ApiResult};
@@ -79,10 +79,7 @@ pub async fn sql(
     let negotiated = negotiate(request.format.as_deref(), &headers)?;
     let planned = async {
         let df = state.engine().sql(&request.sql).await?;
-        match (request.offset, request.limit) {
-            (None, None) => df.execute_stream().await.map_err(|e| EngineError::query(e, None)),
-            (offset, limit) => slicetest_engine::query::stream_page(df, offset.unwrap_or(0), limit).await,
-        }
+        slicetest_engine::query::stream_page(df, request.offset.unwrap_or(0), request.limit).await
     };
     let stream = match tokio::time::timeout_at(deadline, planned).await {
         Err(_) => {

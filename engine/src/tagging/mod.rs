@@ -374,7 +374,7 @@ impl Engine {
         use datafusion::prelude::{col, lit};
         let table = format!("SELECT * FROM {}.images", crate::discovery::predicates::quote_column(dataset));
         let by_id = || vec![col("image_id").sort(true, false)];
-        // The ranges' first ids: every WIDE_CHUNK-th id in id order.
+        // The ranges' first ids: every `chunk`-th id in id order.
         let mut starts = Vec::new();
         let mut position = 0usize;
         for batch in self.sql(&table).await?.select(vec![col("image_id")])?.sort(by_id())?.collect().await? {
@@ -393,8 +393,8 @@ impl Engine {
             if let Some(end) = starts.get(k + 1) {
                 range = range.and(col("image_id").lt(lit(end.as_str())));
             }
-            let chunk = self.sql(&table).await?.filter(range)?.sort(by_id())?;
-            for batch in chunk.collect().await? {
+            let in_range = self.sql(&table).await?.filter(range)?.sort(by_id())?;
+            for batch in in_range.collect().await? {
                 let writer = match &mut writer {
                     Some(writer) => writer,
                     None => {
