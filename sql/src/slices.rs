@@ -13,12 +13,13 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{ScalarValue, exec_err, plan_err};
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 use datafusion::prelude::Expr;
 use slicetest_datasets::WorkspaceLayout;
-use slicetest_datasets::slice::{read_frozen, read_members};
+use slicetest_datasets::slice::{latest_frozen, read_frozen, read_members};
 
 fn external(e: slicetest_datasets::DatasetError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
@@ -80,15 +81,21 @@ impl TableFunctionImpl for SliceTableFunction {
     }
 }
 
-/// `in_slice(image_id, '<name>')`: true when the image is a member of the slice's latest
-/// frozen version.
+/// `in_slice(image_id, '<name>' [, version])`: true when the image is a member of the
+/// slice's frozen version (default: the latest). Planning pins the latest version: the
+/// optimiser rewrites the two-argument call into the three-argument one, so a query means
+/// the version that was latest when it was planned, wherever it runs (a cluster's
+/// executors read that version, not one frozen while the query ran).
 #[derive(Debug)]
 pub struct InSliceFunction {
     layout: WorkspaceLayout,
     signature: Signature,
-    /// Member sets loaded so far in this session, by slice name.
-    loaded: Mutex<HashMap<String, Arc<HashSet<String>>>>,
+    /// Member sets loaded so far in this session, by slice name and version.
+    loaded: Mutex<HashMap<(String, u64), Members>>,
 }
+
+/// The image ids of one frozen slice version.
+type Members = Arc<HashSet<String>>;
 
 impl InSliceFunction {
     /// The function over the workspace at `layout`.
@@ -96,20 +103,37 @@ impl InSliceFunction {
         let strings = [DataType::Utf8, DataType::Utf8View, DataType::LargeUtf8];
         let signatures = strings
             .iter()
-            .flat_map(|a| strings.iter().map(|b| TypeSignature::Exact(vec![a.clone(), b.clone()])))
+            .flat_map(|a| strings.iter().map(move |b| (a, b)))
+            .flat_map(|(a, b)| {
+                [
+                    TypeSignature::Exact(vec![a.clone(), b.clone()]),
+                    TypeSignature::Exact(vec![a.clone(), b.clone(), DataType::Int64]),
+                ]
+            })
             .collect();
         Self { layout, signature: Signature::one_of(signatures, Volatility::Stable), loaded: Mutex::default() }
     }
 
-    fn members(&self, name: &str) -> Result<Arc<HashSet<String>>> {
-        if let Some(set) = self.loaded.lock().expect("not poisoned").get(name) {
+    /// The workspace whose slices this function reads.
+    pub fn layout(&self) -> &WorkspaceLayout {
+        &self.layout
+    }
+
+    fn members(&self, name: &str, version: Option<u64>) -> Result<Members> {
+        if let Some(v) = version
+            && let Some(set) = self.loaded.lock().expect("not poisoned").get(&(name.to_string(), v))
+        {
             return Ok(set.clone());
         }
-        let frozen = read_frozen(&self.layout, name, None).map_err(external)?;
+        let frozen = read_frozen(&self.layout, name, version).map_err(external)?;
+        let key = (name.to_string(), frozen.version);
+        if let Some(set) = self.loaded.lock().expect("not poisoned").get(&key) {
+            return Ok(set.clone());
+        }
         let batch = read_members(&self.layout, &frozen).map_err(external)?;
         let ids = batch.column(0).as_string::<i32>();
-        let set: Arc<HashSet<String>> = Arc::new(ids.iter().flatten().map(str::to_string).collect());
-        self.loaded.lock().expect("not poisoned").insert(name.to_string(), set.clone());
+        let set: Members = Arc::new(ids.iter().flatten().map(str::to_string).collect());
+        self.loaded.lock().expect("not poisoned").insert(key, set.clone());
         Ok(set)
     }
 }
@@ -157,12 +181,37 @@ impl ScalarUDFImpl for InSliceFunction {
         Ok(DataType::Boolean)
     }
 
+    fn simplify(&self, args: Vec<Expr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        // Pins the latest version while planning; a slice that does not exist (or a name
+        // that is not a literal) stays as written and fails when it runs, as before.
+        let latest = match args.as_slice() {
+            [_, Expr::Literal(name, _)] => name
+                .try_as_str()
+                .flatten()
+                .and_then(|name| latest_frozen(&self.layout, name).ok().flatten())
+                .map(|frozen| frozen.version),
+            _ => None,
+        };
+        let Some(latest) = latest else { return Ok(ExprSimplifyResult::Original(args)) };
+        let mut pinned = args;
+        pinned.push(datafusion::prelude::lit(latest as i64));
+        let udf = ScalarUDF::new_from_impl(InSliceFunction::new(self.layout.clone()));
+        Ok(ExprSimplifyResult::Simplified(udf.call(pinned)))
+    }
+
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let name = match &args.args[1] {
             ColumnarValue::Scalar(s) if !s.is_null() => s.to_string(),
             _ => return exec_err!("in_slice(image_id, '<name>'): the slice name must be a constant string"),
         };
-        let members = self.members(&name)?;
+        let version = match args.args.get(2) {
+            None => None,
+            Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(v)))) if *v >= 1 => Some(*v as u64),
+            Some(_) => {
+                return exec_err!("in_slice(image_id, '<name>', version): the version must be a positive integer");
+            }
+        };
+        let members = self.members(&name, version)?;
         let ids = args.args[0].to_array(args.number_rows)?;
         let ids = cast(&ids, &DataType::Utf8)?;
         let ids = ids.as_string::<i32>();

@@ -28,8 +28,9 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{ScalarValue, exec_err, plan_err};
 use datafusion::datasource::MemTable;
 use datafusion::error::Result;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::Expr;
 use slicetest_embed::index::{cosine, dot};
@@ -115,28 +116,52 @@ impl TableFunctionImpl for ImageSearchFunction {
 
 /// `clip_similarity(image_id, '<text>')`: cosine similarity of each image with a sentence
 /// (NULL for an image without a vector).
+///
+/// Planning encodes the sentence once: the optimiser replaces the call with one to a copy
+/// of the function that carries the sentence's vector ([`ClipSimilarityFunction::query`]),
+/// so whoever runs the plan (this process, or a cluster's executors, which have no text
+/// tower) only looks vectors up.
 #[derive(Debug)]
 pub struct ClipSimilarityFunction {
     catalog: Arc<VectorCatalog>,
     signature: Signature,
+    /// The sentence this copy was planned for and its vector.
+    query: Option<(String, Arc<Vec<f32>>)>,
 }
 
 impl ClipSimilarityFunction {
     /// The function over `catalog`.
     pub fn new(catalog: Arc<VectorCatalog>) -> Self {
-        ClipSimilarityFunction { catalog, signature: Signature::string(2, Volatility::Stable) }
+        ClipSimilarityFunction { catalog, signature: Signature::string(2, Volatility::Stable), query: None }
+    }
+
+    /// The function over `catalog` with the vector of `text` already encoded.
+    pub fn with_query(catalog: Arc<VectorCatalog>, text: String, vector: Arc<Vec<f32>>) -> Self {
+        ClipSimilarityFunction { query: Some((text, vector)), ..Self::new(catalog) }
+    }
+
+    /// The vectors this function reads.
+    pub fn catalog(&self) -> &Arc<VectorCatalog> {
+        &self.catalog
+    }
+
+    /// The sentence planning encoded, and its vector.
+    pub fn query(&self) -> Option<(&str, &Arc<Vec<f32>>)> {
+        self.query.as_ref().map(|(text, vector)| (text.as_str(), vector))
     }
 }
 
 impl PartialEq for ClipSimilarityFunction {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.catalog, &other.catalog)
+            && self.query.as_ref().map(|q| &q.0) == other.query.as_ref().map(|q| &q.0)
     }
 }
 impl Eq for ClipSimilarityFunction {}
 impl Hash for ClipSimilarityFunction {
     fn hash<H: Hasher>(&self, state: &mut H) {
         "clip_similarity".hash(state);
+        self.query.as_ref().map(|q| &q.0).hash(state);
     }
 }
 
@@ -165,13 +190,31 @@ impl ScalarUDFImpl for ClipSimilarityFunction {
         Ok(DataType::Float32)
     }
 
+    fn simplify(&self, args: Vec<Expr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        let text = match args.as_slice() {
+            [_, Expr::Literal(text, _)] if self.query.is_none() => text.try_as_str().flatten().map(str::to_string),
+            _ => None,
+        };
+        // Without vectors or a text tower the call stays as written, and says why when it runs.
+        let vector = text.as_ref().and_then(|text| {
+            let set = self.catalog.vectors(None).ok()?;
+            self.catalog.text_vector(&set, text).ok()
+        });
+        let (Some(text), Some(vector)) = (text, vector) else { return Ok(ExprSimplifyResult::Original(args)) };
+        let folded = ScalarUDF::new_from_impl(Self::with_query(self.catalog.clone(), text, vector));
+        Ok(ExprSimplifyResult::Simplified(folded.call(args)))
+    }
+
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let text = match &args.args[1] {
             ColumnarValue::Scalar(s) if !s.is_null() => s.to_string(),
             _ => return exec_err!("clip_similarity(image_id, '<text>'): the text must be a constant string"),
         };
         let set = self.catalog.vectors(None)?;
-        let query = self.catalog.text_vector(&set, &text)?;
+        let query = match &self.query {
+            Some((planned, vector)) if *planned == text => vector.clone(),
+            _ => self.catalog.text_vector(&set, &text)?,
+        };
         let ids = cast(&args.args[0].to_array(args.number_rows)?, &DataType::Utf8)?;
         let ids = ids.as_string::<i32>();
         let scores: Float32Array = (0..ids.len())

@@ -359,6 +359,16 @@ impl VectorCatalog {
         VectorCatalog { store, dataset, resolved: Mutex::default() }
     }
 
+    /// The store the vectors come from.
+    pub fn store(&self) -> &Arc<VectorStore> {
+        &self.store
+    }
+
+    /// The default dataset's version this catalog reads (None: no dataset yet).
+    pub fn dataset_version(&self) -> Option<&DatasetVersion> {
+        self.dataset.as_ref()
+    }
+
     fn dataset(&self) -> Result<&DatasetVersion> {
         self.dataset.as_ref().ok_or_else(|| SqlError::NoDataset.into_datafusion())
     }
