@@ -46,7 +46,7 @@ pub const fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::AlreadyExists | ErrorKind::NotFrozen | ErrorKind::NoData | ErrorKind::NoEmbeddings => S::CONFLICT,
         ErrorKind::Cancelled => S::CONFLICT,
         ErrorKind::ReadOnly => S::FORBIDDEN,
-        ErrorKind::ModelUnavailable => S::SERVICE_UNAVAILABLE,
+        ErrorKind::ModelUnavailable | ErrorKind::ClusterUnavailable => S::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => S::INTERNAL_SERVER_ERROR,
     }
 }
@@ -55,6 +55,7 @@ pub const fn status_of(kind: ErrorKind) -> StatusCode {
 const fn server_message(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::ModelUnavailable => "the embedding model could not be loaded (details are in the server log)",
+        ErrorKind::ClusterUnavailable => "the SQL cluster could not be reached (details are in the server log)",
         _ => "internal error (details are in the server log)",
     }
 }

@@ -42,6 +42,8 @@ pub enum ErrorKind {
     ResourcesExhausted,
     /// A model could not be loaded on this machine.
     ModelUnavailable,
+    /// The SQL cluster (`--cluster`) could not be reached.
+    ClusterUnavailable,
     /// The work was cancelled before it finished (what it stored stays).
     Cancelled,
     /// A failure of the machine or of slicetest itself (I/O, a corrupt file, a bug): not
@@ -51,7 +53,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for tables and tests that must cover them all.
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::InvalidArgument,
         ErrorKind::InvalidName,
         ErrorKind::InvalidQuery,
@@ -65,6 +67,7 @@ impl ErrorKind {
         ErrorKind::ReadOnly,
         ErrorKind::ResourcesExhausted,
         ErrorKind::ModelUnavailable,
+        ErrorKind::ClusterUnavailable,
         ErrorKind::Cancelled,
         ErrorKind::Internal,
     ];
@@ -85,6 +88,7 @@ impl ErrorKind {
             ErrorKind::ReadOnly => "read_only",
             ErrorKind::ResourcesExhausted => "resources_exhausted",
             ErrorKind::ModelUnavailable => "model_unavailable",
+            ErrorKind::ClusterUnavailable => "cluster_unavailable",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Internal => "internal",
         }
@@ -92,7 +96,7 @@ impl ErrorKind {
 
     /// Whether the client caused the failure (and may see its message).
     pub const fn is_client_error(self) -> bool {
-        !matches!(self, ErrorKind::Internal | ErrorKind::ModelUnavailable)
+        !matches!(self, ErrorKind::Internal | ErrorKind::ModelUnavailable | ErrorKind::ClusterUnavailable)
     }
 }
 
