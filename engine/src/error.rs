@@ -70,6 +70,10 @@ pub enum EngineError {
     /// Writing results failed.
     #[error("writing results: {0}")]
     Output(String),
+    /// Reaching or starting the SQL cluster failed.
+    #[cfg(feature = "ballista")]
+    #[error(transparent)]
+    Cluster(#[from] slicetest_cluster::ClusterError),
 }
 
 impl EngineError {
@@ -109,6 +113,8 @@ impl EngineError {
             EngineError::Context { source, .. } => source.kind(),
             EngineError::Embed(e) => e.kind(),
             EngineError::Output(_) => ErrorKind::Internal,
+            #[cfg(feature = "ballista")]
+            EngineError::Cluster(e) => e.kind(),
         }
     }
 

@@ -83,6 +83,8 @@ pub struct Engine {
     taggers: tagging::TaggerRegistry,
     /// Detection runs matched against their ground truth, kept between requests.
     evaluations: Arc<detection::cache::Evaluations>,
+    /// The Ballista scheduler (`df://HOST:PORT`) that executes this engine's SQL, if any.
+    cluster: Option<String>,
 }
 
 impl Engine {
@@ -111,7 +113,31 @@ impl Engine {
             vectors,
             taggers: tagging::TaggerRegistry::builtin(),
             evaluations: Arc::default(),
+            cluster: None,
         })
+    }
+
+    /// Runs this engine's SQL on the Ballista cluster whose scheduler is at `url`
+    /// (`df://HOST:PORT`): queries are planned here, with the same catalog, functions and
+    /// read-only rules, and executed there. Every process of the cluster must see the
+    /// workspace at the same path. Checked when the first session is built: a scheduler
+    /// that cannot be reached is an error naming its address.
+    pub fn with_cluster(mut self, url: impl Into<String>) -> Result<Self> {
+        let url = url.into();
+        if !cfg!(feature = "ballista") {
+            return Err(EngineError::InvalidArgument(format!(
+                "cannot run SQL on the cluster {url}: this slicetest was built without the `ballista` feature"
+            )));
+        }
+        #[cfg(feature = "ballista")]
+        slicetest_cluster::scheduler_address(&url)?;
+        self.cluster = Some(url);
+        Ok(self)
+    }
+
+    /// The cluster this engine's SQL runs on (see [`Engine::with_cluster`]).
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref()
     }
 
     /// Caps the memory all running queries of this engine share at `bytes` together
@@ -223,6 +249,10 @@ impl Engine {
             self.evaluations.clone(),
         );
         ctx.register_udtf("detection_matches", Arc::new(matches));
+        #[cfg(feature = "ballista")]
+        if let Some(url) = &self.cluster {
+            return Ok(slicetest_cluster::remote_context(url, &ctx).await?);
+        }
         Ok(ctx)
     }
 

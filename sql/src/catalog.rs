@@ -264,17 +264,37 @@ const TAG_SHA: &str = "__tag_sha256";
 /// columns the query projects or filters on, so a query on the dataset's own columns reads
 /// the Parquet table alone with full pushdown.
 #[derive(Debug)]
-struct TaggedImages {
-    images: Arc<ListingTable>,
+pub struct TaggedImages {
+    images: Arc<dyn TableProvider>,
     joins: Vec<TaggerJoin>,
     schema: SchemaRef,
 }
 
 /// One tagger's rows (`__tag_image_id`, `__tag_sha256`, its columns) and its column names.
-#[derive(Debug)]
-struct TaggerJoin {
-    rows: LogicalPlan,
-    columns: Vec<String>,
+#[derive(Debug, Clone)]
+pub struct TaggerJoin {
+    /// The plan of the tagger's rows.
+    pub rows: LogicalPlan,
+    /// The tagger's columns as `images` shows them.
+    pub columns: Vec<String>,
+}
+
+impl TaggedImages {
+    /// The table of `images` joined to each of `joins`, with `schema` (the image table's
+    /// columns, then each tagger's): what a cluster's codec rebuilds from its parts.
+    pub fn new(images: Arc<dyn TableProvider>, joins: Vec<TaggerJoin>, schema: SchemaRef) -> Self {
+        TaggedImages { images, joins, schema }
+    }
+
+    /// The dataset version's image table.
+    pub fn images(&self) -> &Arc<dyn TableProvider> {
+        &self.images
+    }
+
+    /// The taggers' rows, in join order.
+    pub fn joins(&self) -> &[TaggerJoin] {
+        &self.joins
+    }
 }
 
 #[async_trait::async_trait]

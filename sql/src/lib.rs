@@ -10,8 +10,8 @@ pub mod slices;
 pub mod vectors;
 
 pub use catalog::{
-    CATALOG, EMBEDDINGS_TABLE, IMAGES_TABLE, dataset_context, register_functions, register_workspace, session_config,
-    workspace_context,
+    CATALOG, EMBEDDINGS_TABLE, IMAGES_TABLE, TaggedImages, TaggerJoin, dataset_context, register_functions,
+    register_workspace, session_config, workspace_context,
 };
 pub use error::{ErrorKind, Result, SqlError};
 pub use options::read_only;

@@ -3,6 +3,10 @@
 //! (`Engine::execute`: slice statements, else read-only DataFusion SQL). Each file gets
 //! its own copy of the workspace, so files that freeze slices do not see each other.
 //!
+//! Every file runs three times: `images` as the join of the tag rows, as the table
+//! `Engine::materialize_images` writes, and on a Ballista cluster (a scheduler and two
+//! executors in this process, on loopback ports): the same queries, the same rows.
+//!
 //! Run one file with `cargo test --workspace --test slt -- images`. With `--complete`
 //! the runner rewrites each file's expected output with what the engine answers now (as
 //! DataFusion's `--complete`): write the queries, run it, review the diff (boolean columns
@@ -23,6 +27,9 @@ use datafusion::error::DataFusionError;
 use futures::TryStreamExt;
 use slicetest_engine::{Engine, EngineError};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+
+/// How long one statement may take in any mode.
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 struct SliceTestDb {
     engine: Engine,
@@ -50,9 +57,16 @@ impl AsyncDB for SliceTestDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
-        let stream = self.engine.execute(sql).await?;
-        let schema = stream.schema();
-        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        // A query that hangs (on a cluster: a lost task) fails, naming itself.
+        let answer = async {
+            let stream = self.engine.execute(sql).await?;
+            let schema = stream.schema();
+            let batches: Vec<RecordBatch> = stream.try_collect().await?;
+            Ok::<_, SltError>((schema, batches))
+        };
+        let (schema, batches) = tokio::time::timeout(QUERY_TIMEOUT, answer)
+            .await
+            .map_err(|_| SltError(format!("no answer within {} s", QUERY_TIMEOUT.as_secs())))??;
         if schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
         }
@@ -101,6 +115,21 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, SltError> {
     Ok(out)
 }
 
+/// How a file's workspace is queried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `images` joins the tag rows per query.
+    Joined,
+    /// `images` is the wide file `Engine::materialize_images` wrote.
+    Materialised,
+    /// Joined, executed by a scheduler and two executors.
+    Cluster,
+}
+
+async fn start_cluster() -> slicetest_cluster::local::LocalCluster {
+    slicetest_cluster::local::LocalCluster::start(2, 2).await.expect("an in-process cluster starts")
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -111,17 +140,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     files.sort();
     let mut failures = 0;
     let mut passed = 0;
+    let cluster = tokio::sync::OnceCell::new();
     for file in &files {
         let name = file.file_stem().unwrap().to_string_lossy().into_owned();
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
             continue;
         }
-        // Each file twice: `images` as the join of the tag rows, then as the table
-        // `Engine::materialize_images` writes; both must give the expected output.
-        for materialised in [false, true] {
-            if complete && materialised {
+        for mode in [Mode::Joined, Mode::Materialised, Mode::Cluster] {
+            if complete && mode != Mode::Joined {
                 continue;
             }
+            let materialised = mode == Mode::Materialised;
+            let cluster_url = match mode {
+                Mode::Cluster => Some(cluster.get_or_init(start_cluster).await.url.clone()),
+                _ => None,
+            };
             let fixture = Arc::new(common::fixture_workspace().await);
             if materialised {
                 let engine = Engine::open(fixture.path())?;
@@ -131,11 +164,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     assert_eq!(written.is_some_and(|(_, rows)| rows > 0), dataset != "street", "{dataset}");
                 }
             }
-            let how = if materialised { " (materialised)" } else { "" };
+            let how = match mode {
+                Mode::Joined => "",
+                Mode::Materialised => " (materialised)",
+                Mode::Cluster => " (cluster)",
+            };
             let mut runner = sqllogictest::Runner::new(move || {
                 let fixture = fixture.clone();
-                async move { Ok(SliceTestDb { engine: Engine::open(fixture.path())? }) }
+                let cluster_url = cluster_url.clone();
+                async move {
+                    let mut engine = Engine::open(fixture.path())?;
+                    if let Some(url) = cluster_url {
+                        engine = engine.with_cluster(url)?;
+                    }
+                    Ok(SliceTestDb { engine })
+                }
             });
+            // `skipif cluster` marks a statement known not to run on a cluster yet.
+            if mode == Mode::Cluster {
+                runner.add_label("cluster");
+            }
             let result = if complete {
                 runner
                     .update_test_file(

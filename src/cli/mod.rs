@@ -2,6 +2,8 @@
 //! only to `slicetest_engine`.
 
 mod classifier;
+#[cfg(feature = "ballista")]
+mod cluster;
 mod datasets;
 mod demo;
 mod detection_demo;
@@ -28,6 +30,11 @@ pub struct Cli {
     /// and endpoint from the AWS_* variables; see docs/scale.md).
     #[arg(long, short = 'w', global = true, env = "SLICETEST_WORKSPACE", default_value = "slicetest-data")]
     workspace: PathBuf,
+    /// Run SQL (`sql`, `serve`) on the Ballista cluster whose scheduler is at
+    /// df://HOST:PORT: queries are planned here and executed by its executors, which must
+    /// see the workspace at the same path (see docs/scale.md).
+    #[arg(long, global = true, env = "SLICETEST_CLUSTER")]
+    cluster: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,6 +96,12 @@ enum Command {
     /// Run the demo on Fashion-MNIST: ingest, tag, slices, two classifiers and two
     /// detectors scored per slice, reports, search.
     Demo(demo::DemoArgs),
+    /// Run a Ballista scheduler for `--cluster` (see docs/scale.md).
+    #[cfg(feature = "ballista")]
+    Scheduler(cluster::SchedulerArgs),
+    /// Run a Ballista executor that joins a scheduler (see docs/scale.md).
+    #[cfg(feature = "ballista")]
+    Executor(cluster::ExecutorArgs),
 }
 
 /// The error type of every subcommand: engine errors and output errors alike.
@@ -97,6 +110,7 @@ pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let ws = cli.workspace;
+    let cluster = cli.cluster;
     match cli.command {
         Command::Init => {
             Engine::init(&ws)?;
@@ -104,7 +118,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Ingest(args) => ingest::run(&ws, args).await,
-        Command::Sql(args) => sql::run(&ws, args).await,
+        Command::Sql(args) => sql::run(&ws, cluster, args).await,
         Command::Datasets => datasets::list(&Engine::open(&ws)?),
         Command::Describe(args) => datasets::describe(&Engine::open(&ws)?, args),
         Command::Use { dataset } => {
@@ -123,8 +137,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Tag(args) => tag::run(&ws, args).await,
         Command::Search(args) => embed::search(&ws, args),
         Command::Watch(args) => watch::run(&ws, args).await,
-        Command::Serve(args) => serve::run(&ws, args).await,
+        Command::Serve(args) => serve::run(&ws, cluster, args).await,
         Command::Demo(args) => demo::run(&ws, args).await,
+        #[cfg(feature = "ballista")]
+        Command::Scheduler(args) => cluster::scheduler(args).await,
+        #[cfg(feature = "ballista")]
+        Command::Executor(args) => cluster::executor(args).await,
     }
 }
 

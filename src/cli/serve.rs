@@ -47,10 +47,13 @@ pub struct ServeArgs {
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
-pub async fn run(workspace: &Path, args: ServeArgs) -> Result<(), CliError> {
-    let engine = Engine::open(workspace)?
+pub async fn run(workspace: &Path, cluster: Option<String>, args: ServeArgs) -> Result<(), CliError> {
+    let mut engine = Engine::open(workspace)?
         .with_query_memory(args.query_memory_mb << 20)?
         .with_per_query_memory(args.max_query_memory_mb << 20);
+    if let Some(url) = &cluster {
+        engine = engine.with_cluster(url.clone())?;
+    }
     let limits = Limits {
         query_timeout: Duration::from_secs(args.query_timeout),
         concurrent_queries: args.concurrent_queries,
@@ -68,6 +71,9 @@ pub async fn run(workspace: &Path, args: ServeArgs) -> Result<(), CliError> {
     let (listener, addr) = slicetest_api::bind(&config).await?;
     // Tests and scripts read this line to find the port when --port 0 was given.
     println!("slicetest serving {} at http://{addr}", workspace.display());
+    if let Some(url) = &cluster {
+        println!("SQL runs on the cluster at {url}");
+    }
     if config.token.is_some() {
         println!("writes need the token (Authorization: Bearer …)");
     }

@@ -21,8 +21,11 @@ pub struct SqlArgs {
     pub output: Option<PathBuf>,
 }
 
-pub async fn run(workspace: &Path, args: SqlArgs) -> Result<(), CliError> {
-    let engine = Engine::open(workspace)?;
+pub async fn run(workspace: &Path, cluster: Option<String>, args: SqlArgs) -> Result<(), CliError> {
+    let mut engine = Engine::open(workspace)?;
+    if let Some(url) = cluster {
+        engine = engine.with_cluster(url)?;
+    }
     let stream = engine.execute(&args.query).await?;
     let out: Box<dyn Write + Send> = match &args.output {
         Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),

@@ -1,0 +1,131 @@
+//! slicetest's SQL on an Apache DataFusion Ballista cluster.
+//!
+//! A query is planned where it is asked (the client: `slicetest sql --cluster`, or
+//! `slicetest serve --cluster`), with the workspace's catalog, slicetest's functions and
+//! the read-only rules, exactly as in one process; Ballista then ships the optimised plan
+//! to the scheduler ([`scheduler`]), which splits it into stages at its shuffles and hands
+//! their tasks to executors ([`executor`]). Both are Ballista's own, embedded in the
+//! slicetest binary so that they decode slicetest's tables and functions ([`codec`]).
+//! Executors read the workspace's files themselves: every process must see the same
+//! workspace path (one machine, or a shared mount).
+
+pub mod codec;
+pub mod executor;
+pub mod local;
+pub mod scheduler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::SessionContext;
+
+pub use codec::{LogicalCodec, PhysicalCodec, Workspaces};
+pub use executor::ExecutorOptions;
+
+/// The scheduler's address when a URL names no port (Ballista's default).
+pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
+
+/// How long a client waits for the scheduler to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What can go wrong between slicetest and a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The `--cluster` value is not `df://HOST[:PORT]`.
+    #[error("invalid cluster address {url:?}: expected df://HOST:PORT (e.g. df://127.0.0.1:50050)")]
+    BadUrl {
+        /// What was given.
+        url: String,
+    },
+    /// Nothing answers at the scheduler's address.
+    #[error("cannot reach the slicetest scheduler at {address}: {reason} (is `slicetest scheduler` running there?)")]
+    Unreachable {
+        /// host:port.
+        address: String,
+        /// Why the connection failed.
+        reason: String,
+    },
+    /// Ballista refused to start or stopped with an error.
+    #[error("{what}: {message}")]
+    Ballista {
+        /// Which component.
+        what: &'static str,
+        /// Ballista's message.
+        message: String,
+    },
+    /// DataFusion failed while the client session was set up.
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// A socket could not be bound or read.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl ClusterError {
+    /// What kind of failure this is (see [`slicetest_error::ErrorKind`]).
+    pub fn kind(&self) -> slicetest_error::ErrorKind {
+        use slicetest_error::ErrorKind;
+        match self {
+            ClusterError::BadUrl { .. } => ErrorKind::InvalidArgument,
+            ClusterError::Unreachable { .. } => ErrorKind::ClusterUnavailable,
+            ClusterError::Ballista { .. } | ClusterError::DataFusion(_) | ClusterError::Io { .. } => {
+                ErrorKind::Internal
+            }
+        }
+    }
+}
+
+/// `Result` with a [`ClusterError`].
+pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
+
+/// `host:port` of a `df://HOST[:PORT]` cluster URL.
+pub fn scheduler_address(url: &str) -> Result<(String, u16)> {
+    let bad = || ClusterError::BadUrl { url: url.to_string() };
+    let rest = url.strip_prefix("df://").ok_or_else(bad)?.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().map_err(|_| bad())?),
+        None => (rest, DEFAULT_SCHEDULER_PORT),
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(bad());
+    }
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
+}
+
+/// `ctx` (its catalog, functions and settings) with its queries executed by the cluster at
+/// `url`: planning stays here; execution goes to the scheduler. Fails at once, naming the
+/// address, when the scheduler cannot be reached.
+pub async fn remote_context(url: &str, ctx: &SessionContext) -> Result<SessionContext> {
+    let (host, port) = scheduler_address(url)?;
+    let address = format!("{host}:{port}");
+    let unreachable = |reason: String| ClusterError::Unreachable { address: address.clone(), reason };
+    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host.as_str(), port))).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Err(_) => return Err(unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
+    }
+    let state = ctx.state();
+    let config = state
+        .config()
+        .clone()
+        .with_ballista_logical_extension_codec(Arc::new(LogicalCodec::default()))
+        .with_ballista_physical_extension_codec(Arc::new(PhysicalCodec::default()));
+    let functions: Vec<_> = state.scalar_functions().values().cloned().collect();
+    let state = SessionStateBuilder::new_from_existing(state).with_config(config).build();
+    let remote = SessionContext::remote_with_state(&format!("df://{address}"), state).await?;
+    // Ballista's upgrade replaces the scalar functions with its defaults: slicetest's
+    // (in_slice, clip_similarity, …) are registered again, as they were.
+    for function in functions {
+        if remote.state().scalar_functions().get(function.name()).is_none() {
+            remote.register_udf(function.as_ref().clone());
+        }
+    }
+    Ok(remote)
+}
