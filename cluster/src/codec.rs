@@ -193,8 +193,11 @@ fn encode_memory_table(table: &MemTable, buf: &mut Vec<u8>) -> Result<()> {
     buf.push(MEMORY_TABLE);
     let mut writer = StreamWriter::try_new(buf, &table.schema())?;
     for partition in &table.batches {
-        // A MemTable's partitions are shared with the session that planned the query.
-        let partition = futures::executor::block_on(partition.read());
+        // A MemTable's partitions are locks shared with the session that planned the
+        // query; nothing writes to a function's answer, so a held lock is a bug, not a wait.
+        let partition = partition
+            .try_read()
+            .map_err(|_| DataFusionError::Internal("an in-memory table was being written while encoded".into()))?;
         for batch in partition.iter() {
             writer.write(batch)?;
         }
