@@ -135,11 +135,6 @@ impl Engine {
         Ok(self)
     }
 
-    /// The cluster this engine's SQL runs on (see [`Engine::with_cluster`]).
-    pub fn cluster(&self) -> Option<&str> {
-        self.cluster.as_deref()
-    }
-
     /// Caps the memory all running queries of this engine share at `bytes` together
     /// (default [`DEFAULT_QUERY_MEMORY`]); a query that needs more fails with
     /// "Resources exhausted" instead of taking the machine's memory.

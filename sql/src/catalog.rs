@@ -271,7 +271,7 @@ pub struct TaggedImages {
 }
 
 /// One tagger's rows (`__tag_image_id`, `__tag_sha256`, its columns) and its column names.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TaggerJoin {
     /// The plan of the tagger's rows.
     pub rows: LogicalPlan,
