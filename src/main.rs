@@ -18,6 +18,12 @@ fn main() -> ExitCode {
     } else {
         log.without_time().init()
     }
+    // Ballista reports through the `log` crate: its problems (a task an executor could not
+    // run, a lost executor) join the same log. Only a cluster's own processes log what it
+    // does at info level; a client's command would print a line per job.
+    let ballista =
+        if args.is_cluster_process() { level } else { level.min(tracing_subscriber::filter::LevelFilter::WARN) };
+    forward_log_records(ballista);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     match runtime.block_on(cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -35,5 +41,41 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Forwards the records of the `log` crate up to `level` to `tracing`'s subscriber.
+fn forward_log_records(level: tracing_subscriber::filter::LevelFilter) {
+    use tracing_subscriber::filter::LevelFilter;
+
+    struct Forward;
+    impl log::Log for Forward {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            let (target, message) = (record.target(), record.args());
+            match record.level() {
+                log::Level::Error => tracing::error!("{target}: {message}"),
+                log::Level::Warn => tracing::warn!("{target}: {message}"),
+                log::Level::Info => tracing::info!("{target}: {message}"),
+                log::Level::Debug => tracing::debug!("{target}: {message}"),
+                log::Level::Trace => tracing::trace!("{target}: {message}"),
+            }
+        }
+        fn flush(&self) {}
+    }
+    static FORWARD: Forward = Forward;
+    let max = match level {
+        l if l == LevelFilter::OFF => log::LevelFilter::Off,
+        l if l == LevelFilter::ERROR => log::LevelFilter::Error,
+        l if l == LevelFilter::WARN => log::LevelFilter::Warn,
+        l if l == LevelFilter::INFO => log::LevelFilter::Info,
+        l if l == LevelFilter::DEBUG => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    // Fails only when a logger is installed already, which nothing here does.
+    if log::set_logger(&FORWARD).is_ok() {
+        log::set_max_level(max);
     }
 }

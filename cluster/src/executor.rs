@@ -8,10 +8,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 
 use crate::codec::{LogicalCodec, PhysicalCodec, Workspaces};
+use crate::runtime::RuntimeFactory;
 use crate::{ClusterError, Result};
+
+/// The share of the machine's memory an executor takes when not told (Ballista's default).
+const DEFAULT_MEMORY_SHARE: f64 = 0.7;
 
 /// How an executor is started.
 #[derive(Debug, Clone)]
@@ -25,7 +30,9 @@ pub struct ExecutorOptions {
     pub work_dir: Option<PathBuf>,
     /// How many tasks it runs at once (default: the machine's cores).
     pub vcores: Option<usize>,
-    /// The memory its tasks share, in bytes (default: Ballista's share of the machine's).
+    /// The memory its tasks share, in bytes (default: 70% of the machine's). A query may
+    /// also bring a limit of its own (a server's per-query limit), which then holds on
+    /// each executor inside this one.
     pub memory_limit: Option<u64>,
 }
 
@@ -45,11 +52,43 @@ pub fn resolve_bind(bind: SocketAddr) -> Result<SocketAddr> {
     Ok(SocketAddr::new(bind.ip(), free_port(bind.ip(), bind.port())?))
 }
 
+/// The functions an executor finds by name. Ballista's default registry for executors
+/// leaves out DataFusion's array functions (`cardinality`, `array_has`, `make_array`, …)
+/// that its scheduler and every client plan with, so a query using one failed on the
+/// executors ("task could not be prepared or was rejected by executor").
+fn function_registry() -> BallistaFunctionRegistry {
+    let mut registry = BallistaFunctionRegistry::default();
+    for function in ballista_core::extension::ballista_scalar_functions() {
+        registry.scalar_functions.entry(function.name().to_string()).or_insert(function);
+    }
+    registry
+}
+
+/// 70% of the machine's memory (of its cgroup's limit where that is lower), or None when
+/// neither can be read.
+fn default_memory_limit() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let host = meminfo.as_deref().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib << 10)
+    });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let total = match (host, cgroup) {
+        (Some(h), Some(c)) => h.min(c),
+        (h, c) => h.or(c)?,
+    };
+    Some((total as f64 * DEFAULT_MEMORY_SHARE) as u64)
+}
+
 /// Runs an executor until the process is told to stop (SIGTERM, Ctrl-C) or the
 /// scheduler stops it.
 pub async fn run(options: ExecutorOptions) -> Result<()> {
     let bind = resolve_bind(options.bind)?;
     let workspaces = Arc::new(Workspaces::default());
+    let runtimes = Arc::new(RuntimeFactory::new(
+        options.memory_limit.or_else(default_memory_limit),
+        options.work_dir.as_ref().map(|d| d.to_string_lossy().into_owned()),
+    ));
     let config = ExecutorProcessConfig {
         bind_host: bind.ip().to_string(),
         external_host: Some(bind.ip().to_string()),
@@ -61,7 +100,12 @@ pub async fn run(options: ExecutorOptions) -> Result<()> {
         scheduler_connect_timeout_seconds: 30,
         vcores: options.vcores.unwrap_or(0),
         work_dir: options.work_dir.map(|d| d.to_string_lossy().into_owned()),
-        memory_pool_size: options.memory_limit,
+        // Ballista would give each task a pool of its own; slicetest's runtimes hold the
+        // executor's limit and each query's ([`RuntimeFactory`]), so Ballista's is off.
+        memory_pool_size: Some(0),
+        override_runtime_producer: Some(Arc::new(move |config| runtimes.runtime(config))),
+        override_config_producer: Some(Arc::new(crate::runtime::config_producer)),
+        override_function_registry: Some(Arc::new(function_registry())),
         // Often enough that the scheduler notices a lost executor within its timeout.
         executor_heartbeat_interval_seconds: 5,
         override_logical_codec: Some(Arc::new(LogicalCodec::new(workspaces.clone()))),

@@ -11,7 +11,9 @@
 
 pub mod codec;
 pub mod executor;
+pub mod jobs;
 pub mod local;
+pub mod runtime;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -23,6 +25,8 @@ use datafusion::prelude::SessionContext;
 
 pub use codec::{LogicalCodec, PhysicalCodec, Workspaces};
 pub use executor::ExecutorOptions;
+pub use jobs::execute_stream;
+pub use runtime::ClusterOptions;
 
 /// The scheduler's address when a URL names no port (Ballista's default).
 pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
@@ -100,9 +104,16 @@ pub fn scheduler_address(url: &str) -> Result<(String, u16)> {
 }
 
 /// `ctx` (its catalog, functions and settings) with its queries executed by the cluster at
-/// `url`: planning stays here; execution goes to the scheduler. Fails at once, naming the
-/// address, when the scheduler cannot be reached.
-pub async fn remote_context(url: &str, ctx: &SessionContext) -> Result<SessionContext> {
+/// `url`: planning stays here; execution goes to the scheduler. `query_memory_limit`
+/// bounds what each query holds on each executor (a server's per-query limit). Fails at
+/// once, naming the address, when the scheduler cannot be reached.
+///
+/// Run its queries with [`execute_stream`], which cancels a job whose result is dropped.
+pub async fn remote_context(
+    url: &str,
+    ctx: &SessionContext,
+    query_memory_limit: Option<usize>,
+) -> Result<SessionContext> {
     let (host, port) = scheduler_address(url)?;
     let address = format!("{host}:{port}");
     let unreachable = |reason: String| ClusterError::Unreachable { address: address.clone(), reason };
@@ -112,11 +123,25 @@ pub async fn remote_context(url: &str, ctx: &SessionContext) -> Result<SessionCo
         Err(_) => return Err(unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
     }
     let state = ctx.state();
-    let config = state
+    let mut config = state
         .config()
         .clone()
+        .upgrade_for_ballista()
         .with_ballista_logical_extension_codec(Arc::new(LogicalCodec::default()))
-        .with_ballista_physical_extension_codec(Arc::new(PhysicalCodec::default()));
+        .with_ballista_physical_extension_codec(Arc::new(PhysicalCodec::default()))
+        .with_option_extension(ClusterOptions {
+            scheduler: format!("df://{address}"),
+            query_memory_limit: query_memory_limit.unwrap_or(0),
+        });
+    // The client asks for the job's status (every 50 ms) rather than waiting to be told its
+    // end: only so does it learn the job's id while the job runs, to cancel a job whose
+    // result nobody reads any more ([`execute_stream`]).
+    config.options_mut().set(ballista_core::config::BALLISTA_CLIENT_PULL, "true")?;
+    // Ballista's static planner, not its adaptive one: the adaptive planner serialises the
+    // expressions of the nodes it adds without the codec it was given (an ORDER BY
+    // clip_similarity(…) then cannot reach the executors), and never finished a UNION ALL
+    // of two counts answered from statistics. Both are in sql/tests/slt.
+    config.options_mut().set(ballista_core::config::BALLISTA_ADAPTIVE_PLANNER_ENABLED, "false")?;
     let functions: Vec<_> = state.scalar_functions().values().cloned().collect();
     let state = SessionStateBuilder::new_from_existing(state).with_config(config).build();
     let remote = SessionContext::remote_with_state(&format!("df://{address}"), state).await?;

@@ -36,6 +36,10 @@ pub async fn serve(listener: TcpListener) -> Result<()> {
     config.expire_dead_executor_interval_seconds = 2;
     config.override_logical_codec = Some(Arc::new(LogicalCodec::new(workspaces.clone())));
     config.override_physical_codec = Some(Arc::new(PhysicalCodec::new(workspaces)));
+    // Planning lists a query's files, so the scheduler reads buckets as executors do.
+    let stores = Arc::new(crate::runtime::BucketStores::default());
+    config.override_session_builder = Some(Arc::new(crate::runtime::session_builder(stores)));
+    config.override_config_producer = Some(Arc::new(crate::runtime::config_producer));
     let ballista = |message: ballista_core::error::BallistaError| ClusterError::Ballista {
         what: "the scheduler",
         message: message.to_string(),

@@ -185,6 +185,16 @@ impl Storage {
         }
     }
 
+    /// For a workspace in an object store: the store and the URL DataFusion finds it
+    /// under (`s3://bucket`), for processes that register it in a runtime of their own (a
+    /// cluster's scheduler and executors).
+    pub fn object_store(&self) -> Option<(&url::Url, &Arc<dyn ObjectStore>)> {
+        match &self.backend {
+            Backend::Local => None,
+            Backend::Object { store, base_url, .. } => Some((base_url, store)),
+        }
+    }
+
     /// The object key of `path` (which must be under the root).
     fn key(&self, path: &Path, prefix: &str) -> Result<ObjectPath> {
         let rel = path

@@ -11,7 +11,6 @@ pub mod error;
 pub mod images;
 pub mod intake;
 pub mod jobs;
-pub mod memory;
 pub mod metrics;
 pub mod output;
 pub mod query;
@@ -157,7 +156,8 @@ impl Engine {
             None => self.runtime.clone(),
             Some(limit) => {
                 let mut runtime = (*self.runtime).clone();
-                runtime.memory_pool = Arc::new(memory::QueryMemoryPool::new(self.runtime.memory_pool.clone(), limit));
+                runtime.memory_pool =
+                    Arc::new(slicetest_sql::memory::QueryMemoryPool::new(self.runtime.memory_pool.clone(), limit));
                 Arc::new(runtime)
             }
         }
@@ -246,7 +246,7 @@ impl Engine {
         ctx.register_udtf("detection_matches", Arc::new(matches));
         #[cfg(feature = "ballista")]
         if let Some(url) = &self.cluster {
-            return Ok(slicetest_cluster::remote_context(url, &ctx).await?);
+            return Ok(slicetest_cluster::remote_context(url, &ctx, self.per_query_memory).await?);
         }
         Ok(ctx)
     }

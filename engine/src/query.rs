@@ -32,7 +32,17 @@ pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
 /// Plans and starts `sql`, returning a stream of record batches.
 pub async fn stream(ctx: &SessionContext, sql: &str) -> Result<SendableRecordBatchStream> {
     let df = plan(ctx, sql).await?;
-    df.execute_stream().await.map_err(|e| EngineError::query(e, None))
+    execute(df).await
+}
+
+/// Starts `df`. On a cluster, a stream dropped before its end (a request past its time
+/// limit, a client gone) cancels the query's job there.
+async fn execute(df: DataFrame) -> Result<SendableRecordBatchStream> {
+    #[cfg(feature = "ballista")]
+    let stream = slicetest_cluster::execute_stream(df).await;
+    #[cfg(not(feature = "ballista"))]
+    let stream = df.execute_stream().await;
+    stream.map_err(|e| EngineError::query(e, None))
 }
 
 /// Starts `df` from row `offset`, at most `limit` rows. A query is paged in its plan (so a
@@ -43,7 +53,7 @@ pub async fn stream_page(df: DataFrame, offset: usize, limit: Option<usize>) -> 
     let paged = offset > 0 || limit.is_some();
     if !root_only(&df) {
         let df = if paged { df.limit(offset, limit)? } else { df };
-        return df.execute_stream().await.map_err(|e| EngineError::query(e, None));
+        return execute(df).await;
     }
     let all = collect_root_only(df).await?;
     let start = offset.min(all.num_rows());
@@ -174,7 +184,9 @@ pub async fn summarize(df: DataFrame) -> Result<QuerySummary> {
         aggregates.push(min(value.clone()).alias(format!("lo{i}")));
         aggregates.push(max(value).alias(format!("hi{i}")));
     }
-    let batches = df.aggregate(vec![], aggregates)?.collect().await?;
+    // Through `execute`, so a summary a server gives up on cancels its cluster job too.
+    let batches: Vec<RecordBatch> =
+        futures::TryStreamExt::try_collect(execute(df.aggregate(vec![], aggregates)?).await?).await?;
     let batch =
         batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| EngineError::Output("no summary row".into()))?;
     let value = |name: &str| -> Result<Option<ScalarValue>> {

@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod memory;
 pub mod options;
 pub mod slices;
 pub mod vectors;

@@ -35,7 +35,9 @@ pub struct ExecutorArgs {
     /// Tasks run at once (default: the machine's cores).
     #[arg(long)]
     pub vcores: Option<usize>,
-    /// Memory this executor's tasks share, in MiB (default: Ballista's share of the machine).
+    /// Memory all queries' tasks on this executor share, in MiB (default: 70% of the
+    /// machine's, or of its cgroup's limit). A query sent by `serve` also keeps to the
+    /// server's per-query limit here.
     #[arg(long)]
     pub memory_mb: Option<u64>,
 }

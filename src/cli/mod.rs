@@ -44,6 +44,14 @@ impl Cli {
     pub fn is_serve(&self) -> bool {
         matches!(self.command, Command::Serve(_))
     }
+
+    /// Whether this process is a scheduler or an executor of a cluster.
+    pub fn is_cluster_process(&self) -> bool {
+        #[cfg(feature = "ballista")]
+        return matches!(self.command, Command::Scheduler(_) | Command::Executor(_));
+        #[cfg(not(feature = "ballista"))]
+        false
+    }
 }
 
 #[derive(Debug, Subcommand)]
