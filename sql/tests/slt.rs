@@ -3,9 +3,12 @@
 //! (`Engine::execute`: slice statements, else read-only DataFusion SQL). Each file gets
 //! its own copy of the workspace, so files that freeze slices do not see each other.
 //!
-//! Every file runs three times: `images` as the join of the tag rows, as the table
-//! `Engine::materialize_images` writes, and on a Ballista cluster (a scheduler and two
-//! executors in this process, on loopback ports): the same queries, the same rows.
+//! Every file runs four times: `images` as the join of the tag rows, as the table
+//! `Engine::materialize_images` writes, on a Ballista cluster (a scheduler and two
+//! executors in this process, on loopback ports), and on that cluster with the workspace
+//! copied into a bucket of a local S3 server (moto's, started from the Python test
+//! environment: `SLICETEST_PYTHON`, else `scripts/install-deps.sh`'s virtual environment;
+//! without one the S3 run is skipped, saying so): the same queries, the same rows.
 //!
 //! Run one file with `cargo test --workspace --test slt -- images`. With `--complete`
 //! the runner rewrites each file's expected output with what the engine answers now (as
@@ -124,14 +127,125 @@ enum Mode {
     Materialised,
     /// Joined, executed by a scheduler and two executors.
     Cluster,
+    /// The workspace in a bucket of a local S3 server, executed by the cluster.
+    ClusterS3,
 }
 
 async fn start_cluster() -> slicetest_cluster::local::LocalCluster {
     slicetest_cluster::local::LocalCluster::start(2, 2).await.expect("an in-process cluster starts")
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// The bucket of the cluster-on-S3 mode.
+const BUCKET: &str = "slicetest-slt";
+
+/// A local S3-compatible server (moto's, from the Python test environment) with one empty
+/// bucket; it stops with the runner.
+struct S3Server {
+    child: std::process::Child,
+    /// Holds the local cache of content-keyed files while the server runs.
+    _cache: tempfile::TempDir,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts moto's S3 server with the Python in `SLICETEST_PYTHON` (where it must work), or
+/// the test environment `scripts/install-deps.sh` makes (where it may be missing: the
+/// mode is then skipped, saying so). Points this process's S3 settings at it; call before
+/// any thread reads the environment.
+fn start_s3() -> Result<Option<S3Server>, Box<dyn std::error::Error>> {
+    let required = std::env::var_os("SLICETEST_PYTHON");
+    let python = match &required {
+        Some(python) => PathBuf::from(python),
+        None => {
+            let venv = std::env::var_os("SLICETEST_VENV").map(PathBuf::from).unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/slicetest-venv")
+            });
+            let python = venv.join("bin/python");
+            if !python.exists() {
+                println!("skip cluster-on-S3 mode: no {} (run scripts/install-deps.sh)", python.display());
+                return Ok(None);
+            }
+            python
+        }
+    };
+    let script = format!(
+        r#"
+import logging, sys
+import boto3
+from moto.server import ThreadedMotoServer
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+host, port = server.get_host_and_port()
+boto3.client("s3", endpoint_url=f"http://{{host}}:{{port}}", aws_access_key_id="testing",
+             aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket="{BUCKET}")
+print(port, flush=True)
+sys.stdin.read()
+server.stop()
+"#
+    );
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("piped")), &mut line)?;
+    let Ok(port) = line.trim().parse::<u16>() else {
+        let _ = child.kill();
+        return Err(format!("{} did not start moto's S3 server (is moto installed?)", python.display()).into());
+    };
+    let cache = tempfile::tempdir()?;
+    let settings = [
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("SLICETEST_CACHE_DIR", cache.path().to_string_lossy().into_owned()),
+    ];
+    for (key, value) in settings {
+        // SAFETY: called from `main` before the runtime or any other thread exists.
+        unsafe { std::env::set_var(key, value) };
+    }
+    Ok(Some(S3Server { child, _cache: cache }))
+}
+
+/// Copies the workspace at `dir` into the bucket under `prefix`; its `s3://` URL.
+fn upload(dir: &std::path::Path, prefix: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let url = format!("s3://{BUCKET}/{prefix}");
+    let storage = slicetest_datasets::Storage::open(std::path::Path::new(&url))?;
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(dir)?;
+                files.push((storage.root().join(relative), bytes::Bytes::from(std::fs::read(&path)?)));
+            }
+        }
+    }
+    storage.create_many(files)?;
+    Ok(url)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let s3 = start_s3()?;
+    let result = tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(s3.is_some()));
+    drop(s3);
+    result
+}
+
+async fn run(with_s3: bool) -> Result<(), Box<dyn std::error::Error>> {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let complete = std::env::args().any(|a| a == "--complete");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
@@ -146,17 +260,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
             continue;
         }
-        for mode in [Mode::Joined, Mode::Materialised, Mode::Cluster] {
-            if complete && mode != Mode::Joined {
+        for mode in [Mode::Joined, Mode::Materialised, Mode::Cluster, Mode::ClusterS3] {
+            if (complete && mode != Mode::Joined) || (mode == Mode::ClusterS3 && !with_s3) {
                 continue;
             }
-            let materialised = mode == Mode::Materialised;
             let cluster_url = match mode {
-                Mode::Cluster => Some(cluster.get_or_init(start_cluster).await.url.clone()),
+                Mode::Cluster | Mode::ClusterS3 => Some(cluster.get_or_init(start_cluster).await.url.clone()),
                 _ => None,
             };
             let fixture = Arc::new(common::fixture_workspace().await);
-            if materialised {
+            if mode == Mode::Materialised {
                 let engine = Engine::open(fixture.path())?;
                 for dataset in ["photos", "street", "traffic"] {
                     let written = engine.materialize_images(Some(dataset)).await?;
@@ -164,16 +277,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     assert_eq!(written.is_some_and(|(_, rows)| rows > 0), dataset != "street", "{dataset}");
                 }
             }
+            let location = match mode {
+                Mode::ClusterS3 => {
+                    let (path, prefix) = (fixture.path(), name.clone());
+                    tokio::task::spawn_blocking(move || upload(&path, &prefix)).await?.map_err(|e| e.to_string())?
+                }
+                _ => fixture.path().to_string_lossy().into_owned(),
+            };
             let how = match mode {
                 Mode::Joined => "",
                 Mode::Materialised => " (materialised)",
                 Mode::Cluster => " (cluster)",
+                Mode::ClusterS3 => " (cluster, s3)",
             };
             let mut runner = sqllogictest::Runner::new(move || {
-                let fixture = fixture.clone();
+                let location = location.clone();
                 let cluster_url = cluster_url.clone();
+                // Keeps the local copy (and its images) while the file runs.
+                let _fixture = fixture.clone();
                 async move {
-                    let mut engine = Engine::open(fixture.path())?;
+                    let mut engine = Engine::open(&location)?;
                     if let Some(url) = cluster_url {
                         engine = engine.with_cluster(url)?;
                     }
@@ -181,7 +304,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             });
             // `skipif cluster` marks a statement known not to run on a cluster yet.
-            if mode == Mode::Cluster {
+            if matches!(mode, Mode::Cluster | Mode::ClusterS3) {
                 runner.add_label("cluster");
             }
             let result = if complete {

@@ -594,3 +594,60 @@ def test_serve_over_a_bucket_answers_the_python_client(tmp_path, s3):
     stored = keys(client, "served/")
     assert "served/runs/all-cat/run.json" in stored
     assert any(k.startswith("served/slices/cats/v1") for k in stored), stored
+
+
+class Process:
+    """A `slicetest` subcommand in the background; `line` is its first line of output."""
+
+    def __init__(self, *args: str, env: dict):
+        self.proc = subprocess.Popen(
+            [slicetest_bin(), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **env},
+        )
+        self.line = self.proc.stdout.readline()
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+def test_sql_on_a_cluster_over_a_bucket_answers_what_one_process_answers(tmp_path, s3):
+    """A real scheduler and two executors whose only way to the workspace is the bucket
+    (the AWS_* variables): the scheduler lists the tables' files there, the executors read
+    them, and every answer equals the one process's."""
+    env, _ = s3
+    ws = f"s3://{BUCKET}/clustered"
+    cli(ws, "init", env=env)
+    cli(ws, "ingest", "-d", "pets", "--quiet", str(images(tmp_path)), env=env)
+    cli(ws, "slice", "create", "cats", "SELECT image_id FROM images WHERE label = 'cat'", env=env)
+    cli(ws, "slice", "freeze", "cats", "--holdout", "0.5", "--seed", "3", env=env)
+    queries = [
+        "SELECT label, split, count(*) AS n FROM images GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT s.image_id, s.holdout, i.split FROM slice('cats') s JOIN images i USING (image_id) ORDER BY 1",
+        "SELECT label, sum(CASE WHEN in_slice(image_id, 'cats') THEN 1 ELSE 0 END) AS n FROM images GROUP BY 1 ORDER BY 1",
+    ]
+    expected = [cli(ws, "sql", "--format", "csv", q, env=env).stdout.decode() for q in queries]
+    scheduler = Process("scheduler", "--bind", "127.0.0.1:0", env=env)
+    executors = []
+    try:
+        url = re.search(r"df://[\d.]+:\d+", scheduler.line).group(0)
+        for _ in range(2):
+            executors.append(Process("executor", "--scheduler", url, "--vcores", "2", env=env))
+        deadline = time.time() + 60
+        while True:  # until the executors have registered
+            first = cli(ws, "--cluster", url, "sql", "--format", "csv", queries[0], env=env, check=False)
+            if first.returncode == 0 or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        assert first.returncode == 0, first.stderr.decode()
+        answers = [cli(ws, "--cluster", url, "sql", "--format", "csv", q, env=env).stdout.decode() for q in queries]
+        assert answers == expected
+        assert expected[0].startswith("label,split,n\ncat,test,2\n")
+        plan = cli(ws, "--cluster", url, "sql", "--format", "csv", f"EXPLAIN ANALYZE {queries[0]}", env=env).stdout
+        assert b"ShuffleWriterExec" in plan, plan.decode()
+    finally:
+        for process in [*executors, scheduler]:
+            process.stop()
