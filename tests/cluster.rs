@@ -28,11 +28,20 @@ impl Drop for Running {
 /// Starts `slicetest ARGS` and returns it with the first stdout line that starts with
 /// `prefix` (the line telling where it listens).
 fn start(args: &[&str], prefix: &str) -> (Running, String) {
+    start_logging(args, prefix, None)
+}
+
+/// [`start`], its log (at info level) written to `log` when given.
+fn start_logging(args: &[&str], prefix: &str, log: Option<&Path>) -> (Running, String) {
+    let (level, stderr) = match log {
+        Some(path) => ("info", Stdio::from(std::fs::File::create(path).expect("a log file"))),
+        None => ("warn", Stdio::null()),
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_slicetest"))
         .args(args)
-        .env("SLICETEST_LOG", "warn")
+        .env("SLICETEST_LOG", level)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("slicetest starts");
     let stdout = child.stdout.take().expect("stdout");
@@ -53,15 +62,20 @@ struct Cluster {
     scheduler: Option<Running>,
     executors: Vec<Running>,
     work_dirs: Vec<PathBuf>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
-/// A scheduler and `n` executors, each executor with 2 task slots and its own work dir.
+/// A scheduler and `n` executors, each executor with 2 task slots and its own work dir;
+/// the scheduler logs to `scheduler.log` in [`Cluster::dir`].
 fn cluster(n: usize) -> Cluster {
-    let (scheduler, line) = start(&["scheduler", "--bind", "127.0.0.1:0"], "slicetest scheduler listening on ");
+    let dir = tempfile::tempdir().unwrap();
+    let (scheduler, line) = start_logging(
+        &["scheduler", "--bind", "127.0.0.1:0"],
+        "slicetest scheduler listening on ",
+        Some(&dir.path().join("scheduler.log")),
+    );
     let url = line.rsplit(' ').next().unwrap().to_string();
     let address = url.strip_prefix("df://").unwrap().to_string();
-    let dir = tempfile::tempdir().unwrap();
     let mut executors = Vec::new();
     let mut work_dirs = Vec::new();
     for i in 0..n {
@@ -73,7 +87,7 @@ fn cluster(n: usize) -> Cluster {
     }
     // Executors register within a heartbeat of starting.
     std::thread::sleep(Duration::from_secs(2));
-    Cluster { url, scheduler: Some(scheduler), executors, work_dirs, _dir: dir }
+    Cluster { url, scheduler: Some(scheduler), executors, work_dirs, dir }
 }
 
 /// A workspace of 60 generated images in train/val/test folders of three classes, tagged
@@ -221,4 +235,39 @@ fn the_server_on_a_cluster_answers_queries_and_refuses_writes_as_in_one_process(
     let (status, body) = post_sql(&url, "SELECT * FROM read_csv('/etc/passwd')");
     assert!(status == 400 || status == 403, "{status} {body}");
     assert!(!Path::new("/tmp/slicetest-cluster-copy.csv").exists());
+}
+
+#[test]
+fn a_request_past_the_servers_time_limit_cancels_its_job_on_the_cluster() {
+    let s = workspace();
+    let c = cluster(1);
+    let ws = s.ws.to_str().unwrap();
+    let (_server, line) = start(
+        &["--workspace", ws, "--cluster", &c.url, "serve", "--port", "0", "--query-timeout", "2"],
+        "slicetest serving ",
+    );
+    let url = line.rsplit(' ').next().unwrap().to_string();
+    // 60^5 rows: minutes of work for the executor's two task slots.
+    let slow = "SELECT count(*) AS n FROM images a, images b, images c, images d, images e \
+                WHERE a.width + b.width + c.width + d.width > e.height * 5";
+    let started = Instant::now();
+    let (status, body) = post_sql(&url, slow);
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("timeout")), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(20), "the request waited {:?}", started.elapsed());
+    // The server cancelled the job: the scheduler says so, and the executor's slots are
+    // free for the next query at once.
+    let log = c.dir.path().join("scheduler.log");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("Received cancellation request for job") {
+        assert!(
+            Instant::now() < deadline,
+            "no cancellation in the scheduler's log:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let started = Instant::now();
+    let (status, body) = post_sql(&url, "SELECT label, count(*) AS n FROM images GROUP BY label ORDER BY label");
+    assert_eq!(status, 200, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10), "the next query waited {:?}", started.elapsed());
 }

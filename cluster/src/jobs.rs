@@ -22,10 +22,12 @@ use crate::runtime::ClusterOptions;
 use crate::{ClusterError, scheduler_address};
 
 /// Runs `df` and streams its batches (as `DataFrame::execute_stream`). When `df`'s session
-/// runs on a cluster, dropping the stream before its end cancels the query's job there.
+/// runs on a cluster with [`crate::QueryLimits::cancel_dropped`], dropping the stream
+/// before its end cancels the query's job there.
 pub async fn execute_stream(df: DataFrame) -> Result<SendableRecordBatchStream> {
     let task_ctx = Arc::new(df.task_ctx());
-    let scheduler = ClusterOptions::of(task_ctx.session_config()).map(|o| o.scheduler.clone());
+    let options = ClusterOptions::of(task_ctx.session_config());
+    let scheduler = options.filter(|o| o.cancel_dropped).map(|o| o.scheduler.clone());
     let plan = df.create_physical_plan().await?;
     let stream = datafusion::physical_plan::execute_stream(plan.clone(), task_ctx)?;
     match scheduler.filter(|s| !s.is_empty()) {
@@ -131,7 +133,7 @@ mod tests {
 
     use super::*;
     use crate::local::LocalCluster;
-    use crate::remote_context;
+    use crate::{QueryLimits, remote_context};
 
     /// A query that keeps an executor busy for minutes in a debug build.
     const SLOW: &str = "SELECT count(*) FROM t AS a CROSS JOIN t AS b WHERE (a.v * b.v) % 7 = 3";
@@ -144,7 +146,13 @@ mod tests {
         let values = Arc::new(Int64Array::from_iter_values(1..=rows));
         let batch = RecordBatch::try_new(schema.clone(), vec![values]).expect("a batch");
         let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]]).expect("a table");
-        let ctx = remote_context(url, &SessionContext::new(), query_memory_limit).await.expect("connects");
+        let ctx = remote_context(
+            url,
+            &SessionContext::new(),
+            QueryLimits { memory: query_memory_limit, cancel_dropped: true },
+        )
+        .await
+        .expect("connects");
         ctx.register_table("t", Arc::new(table)).expect("registers");
         ctx
     }

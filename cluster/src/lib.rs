@@ -103,17 +103,23 @@ pub fn scheduler_address(url: &str) -> Result<(String, u16)> {
     Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
 }
 
+/// What a server bounds each of its queries by on a cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Bytes each query may hold on each executor.
+    pub memory: Option<usize>,
+    /// Whether a job whose result is dropped before its end (a request past its time
+    /// limit, a client gone) is cancelled ([`execute_stream`]). The client then asks for
+    /// the job's status every 50 ms instead of being told its end, which costs a short
+    /// query up to that much; a one-shot command, which reads every result to its end,
+    /// leaves this off.
+    pub cancel_dropped: bool,
+}
+
 /// `ctx` (its catalog, functions and settings) with its queries executed by the cluster at
-/// `url`: planning stays here; execution goes to the scheduler. `query_memory_limit`
-/// bounds what each query holds on each executor (a server's per-query limit). Fails at
+/// `url`: planning stays here; execution goes to the scheduler, within `limits`. Fails at
 /// once, naming the address, when the scheduler cannot be reached.
-///
-/// Run its queries with [`execute_stream`], which cancels a job whose result is dropped.
-pub async fn remote_context(
-    url: &str,
-    ctx: &SessionContext,
-    query_memory_limit: Option<usize>,
-) -> Result<SessionContext> {
+pub async fn remote_context(url: &str, ctx: &SessionContext, limits: QueryLimits) -> Result<SessionContext> {
     let (host, port) = scheduler_address(url)?;
     let address = format!("{host}:{port}");
     let unreachable = |reason: String| ClusterError::Unreachable { address: address.clone(), reason };
@@ -131,12 +137,14 @@ pub async fn remote_context(
         .with_ballista_physical_extension_codec(Arc::new(PhysicalCodec::default()))
         .with_option_extension(ClusterOptions {
             scheduler: format!("df://{address}"),
-            query_memory_limit: query_memory_limit.unwrap_or(0),
+            query_memory_limit: limits.memory.unwrap_or(0),
+            cancel_dropped: limits.cancel_dropped,
         });
-    // The client asks for the job's status (every 50 ms) rather than waiting to be told its
-    // end: only so does it learn the job's id while the job runs, to cancel a job whose
-    // result nobody reads any more ([`execute_stream`]).
-    config.options_mut().set(ballista_core::config::BALLISTA_CLIENT_PULL, "true")?;
+    // Only a client that asks for the job's status learns the job's id while it runs (told
+    // its end, it learns the id with the end), which cancelling needs.
+    if limits.cancel_dropped {
+        config.options_mut().set(ballista_core::config::BALLISTA_CLIENT_PULL, "true")?;
+    }
     // Ballista's static planner, not its adaptive one: the adaptive planner serialises the
     // expressions of the nodes it adds without the codec it was given (an ORDER BY
     // clip_similarity(…) then cannot reach the executors), and never finished a UNION ALL

@@ -34,6 +34,8 @@ pub struct ClusterOptions {
     pub scheduler: String,
     /// Bytes one query may hold on each executor (0: only the executor's own limit).
     pub query_memory_limit: usize,
+    /// Whether the client cancels the job when its result is dropped before the end.
+    pub cancel_dropped: bool,
 }
 
 impl ConfigExtension for ClusterOptions {
@@ -63,6 +65,11 @@ impl ExtensionOptions for ClusterOptions {
                     DataFusionError::Configuration(format!("slicetest.query_memory_limit {value:?}: {e}"))
                 })?
             }
+            "cancel_dropped" => {
+                self.cancel_dropped = value
+                    .parse()
+                    .map_err(|e| DataFusionError::Configuration(format!("slicetest.cancel_dropped {value:?}: {e}")))?
+            }
             _ => return Err(DataFusionError::Configuration(format!("no setting slicetest.{key}"))),
         }
         Ok(())
@@ -79,6 +86,11 @@ impl ExtensionOptions for ClusterOptions {
                 key: format!("{}.query_memory_limit", Self::PREFIX),
                 value: Some(self.query_memory_limit.to_string()),
                 description: "bytes one query may hold on each executor (0: no limit of its own)",
+            },
+            ConfigEntry {
+                key: format!("{}.cancel_dropped", Self::PREFIX),
+                value: Some(self.cancel_dropped.to_string()),
+                description: "whether the client cancels a job whose result it stops reading",
             },
         ]
     }
@@ -187,7 +199,11 @@ mod tests {
 
     #[test]
     fn the_options_arrive_by_their_entries_as_ballista_sends_them() {
-        let sent = ClusterOptions { scheduler: "df://10.0.0.1:50050".into(), query_memory_limit: 64 << 20 };
+        let sent = ClusterOptions {
+            scheduler: "df://10.0.0.1:50050".into(),
+            query_memory_limit: 64 << 20,
+            cancel_dropped: true,
+        };
         let entries = SessionConfig::new().with_option_extension(sent.clone()).options().entries();
         let mut received = config_producer();
         for entry in entries.iter().filter(|e| e.key.starts_with("slicetest.")) {

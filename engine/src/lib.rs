@@ -143,7 +143,9 @@ impl Engine {
     }
 
     /// Also caps each query at `bytes` of the shared pool, so one query cannot starve the
-    /// others (the HTTP server sets this; the CLI runs one query at a time).
+    /// others (the HTTP server sets this; the CLI runs one query at a time). On a cluster
+    /// the cap holds on each executor, and a query whose result is dropped (a request past
+    /// its time limit) is cancelled there.
     pub fn with_per_query_memory(mut self, bytes: usize) -> Self {
         self.per_query_memory = Some(bytes);
         self
@@ -246,7 +248,12 @@ impl Engine {
         ctx.register_udtf("detection_matches", Arc::new(matches));
         #[cfg(feature = "ballista")]
         if let Some(url) = &self.cluster {
-            return Ok(slicetest_cluster::remote_context(url, &ctx, self.per_query_memory).await?);
+            // Per-query limits are a server's: there, a request that gives up cancels its job.
+            let limits = slicetest_cluster::QueryLimits {
+                memory: self.per_query_memory,
+                cancel_dropped: self.per_query_memory.is_some(),
+            };
+            return Ok(slicetest_cluster::remote_context(url, &ctx, limits).await?);
         }
         Ok(ctx)
     }
