@@ -18,12 +18,12 @@ fn main() -> ExitCode {
     } else {
         log.without_time().init()
     }
-    // Ballista reports through the `log` crate: its problems (a task an executor could not
-    // run, a lost executor) join the same log. Only a cluster's own processes log what it
-    // does at info level; a client's command would print a line per job.
-    let ballista =
-        if args.is_cluster_process() { level } else { level.min(tracing_subscriber::filter::LevelFilter::WARN) };
-    forward_log_records(ballista);
+    // Ballista reports through the `log` crate: in a scheduler's or executor's log, its
+    // problems (a task an executor could not decode, a lost executor) join slicetest's.
+    // A client's command already prints the error it ends with, so there only when asked.
+    if args.is_cluster_process() || std::env::var_os("SLICETEST_LOG").is_some() {
+        forward_log_records(level);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     match runtime.block_on(cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,

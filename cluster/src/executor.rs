@@ -85,8 +85,14 @@ fn default_memory_limit() -> Option<u64> {
 pub async fn run(options: ExecutorOptions) -> Result<()> {
     let bind = resolve_bind(options.bind)?;
     let workspaces = Arc::new(Workspaces::default());
+    let memory_limit = options.memory_limit.or_else(default_memory_limit);
+    // Ballista's own start-up line says "unbounded": its pool is off, this one holds.
+    match memory_limit {
+        Some(bytes) => tracing::info!("executor memory: {} MiB shared by every query's tasks", bytes >> 20),
+        None => tracing::warn!("executor memory: unbounded (the machine's memory could not be read; give --memory-mb)"),
+    }
     let runtimes = Arc::new(RuntimeFactory::new(
-        options.memory_limit.or_else(default_memory_limit),
+        memory_limit,
         options.work_dir.as_ref().map(|d| d.to_string_lossy().into_owned()),
     ));
     let config = ExecutorProcessConfig {

@@ -132,18 +132,18 @@ impl ObjectStoreRegistry for BucketStores {
     }
 
     fn get_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
-        if let Ok(store) = self.known.get_store(url) {
-            return Ok(store);
-        }
-        if !matches!(url.scheme(), "s3" | "s3a") {
-            return self.known.get_store(url);
+        match self.known.get_store(url) {
+            Ok(store) => return Ok(store),
+            Err(e) if !matches!(url.scheme(), "s3" | "s3a") => return Err(e),
+            Err(_) => {}
         }
         let bucket = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
         let storage = slicetest_datasets::Storage::open(std::path::Path::new(&bucket))
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let (base, store) = storage.object_store().expect("an s3:// URL opens an object store");
-        self.known.register_store(base, store.clone());
-        Ok(store.clone())
+        let store = storage.object_store().expect("an s3:// URL opens an object store").clone();
+        // Under this URL's own scheme and bucket: an s3a:// URL finds it next time too.
+        self.known.register_store(url, store.clone());
+        Ok(store)
     }
 }
 

@@ -185,13 +185,12 @@ impl Storage {
         }
     }
 
-    /// For a workspace in an object store: the store and the URL DataFusion finds it
-    /// under (`s3://bucket`), for processes that register it in a runtime of their own (a
-    /// cluster's scheduler and executors).
-    pub fn object_store(&self) -> Option<(&url::Url, &Arc<dyn ObjectStore>)> {
+    /// For a workspace in an object store: the store, for processes that register it in
+    /// a runtime of their own (a cluster's scheduler and executors).
+    pub fn object_store(&self) -> Option<&Arc<dyn ObjectStore>> {
         match &self.backend {
             Backend::Local => None,
-            Backend::Object { store, base_url, .. } => Some((base_url, store)),
+            Backend::Object { store, .. } => Some(store),
         }
     }
 

@@ -222,16 +222,11 @@ fn upload(dir: &std::path::Path, prefix: &str) -> Result<String, Box<dyn std::er
     let url = format!("s3://{BUCKET}/{prefix}");
     let storage = slicetest_datasets::Storage::open(std::path::Path::new(&url))?;
     let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        for entry in std::fs::read_dir(&next)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let relative = path.strip_prefix(dir)?;
-                files.push((storage.root().join(relative), bytes::Bytes::from(std::fs::read(&path)?)));
-            }
+    for entry in walkdir::WalkDir::new(dir).follow_links(true) {
+        let entry = entry?;
+        if entry.file_type().is_file() {
+            let relative = entry.path().strip_prefix(dir)?;
+            files.push((storage.root().join(relative), bytes::Bytes::from(std::fs::read(entry.path())?)));
         }
     }
     storage.create_many(files)?;
