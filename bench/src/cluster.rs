@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use slicetest_bench::{DuckDbPeer, median, synthetic_images, tempdir};
 use slicetest_cluster::local::LocalCluster;
@@ -21,9 +21,7 @@ const QUERY: &str = "SELECT label, split, count(*) AS n, avg(brightness) AS mean
 
 fn args() -> anyhow::Result<(usize, usize)> {
     let (mut rows, mut runs) = (1_000_000, 5);
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+    for (flag, value) in slicetest_bench::flag_values()? {
         match flag.as_str() {
             "--rows" => rows = value.parse()?,
             "--runs" => runs = value.parse()?,

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use datafusion::arrow::array::RecordBatch;
 use slicetest_bench::{DuckDbPeer, median, synthetic_images, tempdir, verdict};
 use slicetest_engine::{Engine, ImportOptions, IngestOptions, SourceFormat, Verify};
@@ -28,9 +28,7 @@ struct Args {
 
 fn args() -> anyhow::Result<Args> {
     let mut a = Args { fashion: PathBuf::from("/usr/share/datasets/fashion-mnist"), rows: 1_000_000, runs: 20 };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+    for (flag, value) in slicetest_bench::flag_values()? {
         match flag.as_str() {
             "--fashion-mnist" => a.fashion = value.into(),
             "--rows" => a.rows = value.parse()?,

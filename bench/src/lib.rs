@@ -11,6 +11,18 @@ use anyhow::{Context, bail};
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
+/// The `--flag value` pairs of the command line, in order; a flag without a value is an
+/// error naming it. Each bench matches the flags it knows and refuses the others.
+pub fn flag_values() -> anyhow::Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        pairs.push((flag, value));
+    }
+    Ok(pairs)
+}
+
 /// The build profile this bench was compiled in, as every bench prints it first: numbers
 /// from the two profiles are not comparable. The dev profile builds dependencies and the
 /// hot crates (datasets, engine, embed, sql, eval) at opt-level 3 (Cargo.toml), so it is

@@ -141,9 +141,7 @@ struct Args {
 
 fn args() -> anyhow::Result<Args> {
     let mut a = Args { rows: 1_000_000, runs: 5, only: None };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+    for (flag, value) in slicetest_bench::flag_values()? {
         match flag.as_str() {
             "--rows" => a.rows = value.parse()?,
             "--runs" => a.runs = value.parse()?,
