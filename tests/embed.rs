@@ -198,3 +198,44 @@ fn the_hnsw_index_is_saved_reused_and_extended() {
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
     assert_eq!(record["rows"], 4);
 }
+
+#[test]
+fn cpu_bf16_embeds_on_amx_cpus_says_why_not_elsewhere_and_provenance_names_the_kernel() {
+    let s = setup();
+    copy_photos(&s.src);
+    ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
+    let computed_on = |name: &str| -> String {
+        let path = s.ws.join(format!("datasets/src/embeddings/{name}/model.json"));
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        json["computed_on"].as_str().unwrap().to_string()
+    };
+    ok(&s.ws, &["embed", "--model", TINY_CLIP, "--device", "cpu", "--quiet"]);
+    let f32_kernel = slicetest_embed::CpuKernel::select(false).unwrap().name();
+    assert!(
+        computed_on("tiny-clip").contains(&format!("(device: cpu, kernel: {f32_kernel})")),
+        "{}",
+        computed_on("tiny-clip")
+    );
+
+    let bf16 = ["embed", "--model", TINY_CLIP, "--device", "cpu-bf16", "--name", "tiny-bf16", "--quiet"];
+    if slicetest_embed::CpuKernel::AmxBf16.runs_here() {
+        let out = ok(&s.ws, &bf16);
+        assert!(out.is_empty() || out.contains("embedded"), "{out}");
+        assert!(
+            computed_on("tiny-bf16").contains("(device: cpu-bf16, kernel: amx-bf16)"),
+            "{}",
+            computed_on("tiny-bf16")
+        );
+        // The same nearest image under either precision.
+        for model in ["tiny-clip", "tiny-bf16"] {
+            let csv = sql_csv(
+                &s.ws,
+                &format!("SELECT image_id FROM image_search('coins.png', 2, '{model}') ORDER BY score DESC"),
+            );
+            assert!(csv.starts_with("image_id\ncoins.png\n"), "{model}: {csv}");
+        }
+    } else {
+        let err = fails(&s.ws, &bf16);
+        assert!(err.contains("cpu-bf16") && err.contains("AMX-BF16"), "{err}");
+    }
+}

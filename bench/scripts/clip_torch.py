@@ -1,6 +1,6 @@
 """The PyTorch peer of bench-embed: CLIP ViT-B/32 throughput with transformers on CPU.
 
-Usage: clip_torch.py [--batch B] [--image-batches R] [--text-batches R] [--tokens T] [--threads N]
+Usage: clip_torch.py [--batch B] [--image-batches R] [--text-batches R] [--tokens T] [--threads N] [--dtype f32|bf16]
 Builds transformers.CLIPModel from CLIPConfig() defaults (the ViT-B/32 shape: vision 768-d,
 12 layers, patch 32, 224x224; text 512-d, 12 layers; projection 512) with random weights
 (torch.manual_seed(0)), so no download is needed and the work per batch is the same as with
@@ -8,10 +8,14 @@ the real checkpoint. Inputs are fixed-seed: pixel_values ~ N(0, 1) of shape (B, 
 input_ids of shape (B, T) with start token 49406, random ids in [1, 49405], end token 49407,
 attention mask all ones. One untimed warm-up batch each, then R timed batches of
 get_image_features and of get_text_features. Prints JSON {images_per_s, texts_per_s, batch,
-tokens, threads, torch, transformers, image_p50_ms_per_batch, text_p50_ms_per_batch}.
+tokens, threads, dtype, torch, transformers, image_p50_ms_per_batch, text_p50_ms_per_batch}.
+`--dtype bf16` runs the forward passes under torch.autocast("cpu", torch.bfloat16), PyTorch's
+own way to run a float model in bfloat16 on the CPU (oneDNN's bf16 kernels, AMX where the
+CPU has it): the peer of slicetest's `--device cpu-bf16`.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -28,6 +32,7 @@ parser.add_argument("--image-batches", type=int, default=5)
 parser.add_argument("--text-batches", type=int, default=20)
 parser.add_argument("--tokens", type=int, default=12, help="text length including start/end tokens")
 parser.add_argument("--threads", type=int, default=os.cpu_count())
+parser.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
 args = parser.parse_args()
 if args.tokens < 2:
     parser.error("--tokens must be at least 2 (start and end tokens)")
@@ -58,6 +63,12 @@ def text_batch():
     return embeddings(model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
 
+def precision():
+    if args.dtype == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def time_batches(fn, runs):
     out = fn()  # warm-up
     assert out.shape == (args.batch, model.config.projection_dim), out.shape
@@ -69,7 +80,7 @@ def time_batches(fn, runs):
     return times
 
 
-with torch.inference_mode():
+with torch.inference_mode(), precision():
     image_ms = time_batches(image_batch, args.image_batches)
     text_ms = time_batches(text_batch, args.text_batches)
 
@@ -81,6 +92,7 @@ print(
             "batch": args.batch,
             "tokens": args.tokens,
             "threads": torch.get_num_threads(),
+            "dtype": args.dtype,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "image_p50_ms_per_batch": statistics.median(image_ms),

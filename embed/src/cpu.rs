@@ -1,8 +1,8 @@
 //! What CPU a result was computed on, for provenance records.
 //!
 //! Some stored results depend on the CPU as well as on the inputs: the `gemm` crate under
-//! CLIP (candle's matmul and our fused path) and the MTCNN convolution pick AVX-512, AVX2
-//! or SSE code at run time, and those paths sum in different orders, so vectors and face
+//! CLIP (candle's matmul and our fused path) and the MTCNN convolution pick AMX, AVX-512,
+//! AVX2 or SSE code at run time, and those paths sum in different orders, so vectors and face
 //! boxes can differ in their last bits between machines. Recording the CPU next to such a
 //! result says where it came from. (The demo classifier, `crate::classifier`, does not
 //! have this problem: its arithmetic order is fixed in the source.)
@@ -19,6 +19,11 @@ fn detected_features() -> Vec<&'static str> {
         };
     }
     check!("sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512bf16", "avx512fp16");
+    // CPUID leaf 7, EDX bit 22: AMX-BF16 (`is_x86_feature_detected!` does not take the AMX
+    // names on stable Rust). Whether the OS grants the tiles is `CpuKernel::runs_here`'s.
+    if (std::arch::x86_64::__cpuid_count(7, 0).edx >> 22) & 1 == 1 {
+        features.push("amx-bf16");
+    }
     features
 }
 

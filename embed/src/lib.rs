@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-pub use clip::{ClipConfig, ClipModel, ClipPreprocessor, ClipTokenizer};
+pub use clip::{CPU_KERNEL_VARIABLE, ClipConfig, ClipModel, ClipPreprocessor, ClipTokenizer, CpuKernel};
 pub use error::{EmbedError, Result};
 pub use resolve::{DEFAULT_MODEL, fingerprint, resolve_model};
 
@@ -44,12 +44,21 @@ pub fn keep_freed_memory_for_reuse() {
     }
 }
 
-/// The device for `choice` (`auto`, `cpu`, `cuda`, `metal`) and the dtype to run in:
-/// f32 on the CPU, f16 on a GPU. `auto` takes a GPU when one was compiled in and is present.
+/// The device for `choice` (`auto`, `cpu`, `cpu-bf16`, `cuda`, `metal`) and the dtype to
+/// run in: f32 on the CPU, f16 on a GPU, bfloat16 on the CPU for `cpu-bf16` (CPUs with
+/// AMX-BF16 only). `auto` takes a GPU when one was compiled in and is present.
 pub fn select_device(choice: &str) -> Result<(Device, DType)> {
     let gpu = |device: Device| (device, DType::F16);
     match choice {
         "cpu" => Ok((Device::Cpu, DType::F32)),
+        "cpu-bf16" if CpuKernel::select(true).is_some() => Ok((Device::Cpu, DType::BF16)),
+        "cpu-bf16" => Err(EmbedError::Model {
+            path: PathBuf::from(choice),
+            message: format!(
+                "needs a CPU with AMX-BF16 (Intel Xeon since Sapphire Rapids); this one is {}",
+                cpu::describe()
+            ),
+        }),
         "cuda" => Ok(gpu(Device::new_cuda(0)?)),
         "metal" => Ok(gpu(Device::new_metal(0)?)),
         "auto" if candle_core::utils::cuda_is_available() => Ok(gpu(Device::new_cuda(0)?)),
@@ -57,7 +66,7 @@ pub fn select_device(choice: &str) -> Result<(Device, DType)> {
         "auto" => Ok((Device::Cpu, DType::F32)),
         other => Err(EmbedError::Model {
             path: PathBuf::from(other),
-            message: "unknown device; use auto, cpu, cuda or metal".into(),
+            message: "unknown device; use auto, cpu, cpu-bf16, cuda or metal".into(),
         }),
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
-use slicetest_embed::{Clip, ClipModel, ClipPreprocessor};
+use slicetest_embed::{Clip, ClipModel, ClipPreprocessor, CpuKernel};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -27,15 +27,27 @@ fn clip() -> Clip {
     Clip::load(&fixtures().join("tiny-clip"), &Device::Cpu, DType::F32).unwrap()
 }
 
-/// The model on each path: the fused CPU kernels (what `Clip::load` picks for f32 on the
-/// CPU) and candle's ops (what GPUs run).
-fn clips() -> Vec<(&'static str, Clip)> {
-    let mut candle = clip();
+fn weights(dtype: DType) -> VarBuilder<'static> {
     let weights = fixtures().join("tiny-clip/model.safetensors");
     // SAFETY: a test fixture, never written while mapped.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }.unwrap();
-    candle.model = ClipModel::with_candle_ops(vb, candle.model.config()).unwrap();
-    vec![("fused", clip()), ("candle", candle)]
+    unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, &Device::Cpu) }.unwrap()
+}
+
+/// The model on each path: the fused CPU kernels (what `Clip::load` picks for f32 on the
+/// CPU: AVX-512 where the CPU has it, else the `gemm` crate, which AVX-512 machines also
+/// run here), and candle's ops (what GPUs run).
+fn clips() -> Vec<(String, Clip)> {
+    let default = clip();
+    let kernel = default.model.cpu_kernel().expect("f32 on the CPU runs the fused path");
+    let mut candle = clip();
+    candle.model = ClipModel::with_candle_ops(weights(DType::F32), candle.model.config()).unwrap();
+    let mut paths = vec![(format!("fused {}", kernel.name()), default), ("candle".to_string(), candle)];
+    if kernel != CpuKernel::Gemm {
+        let mut gemm = clip();
+        gemm.model = ClipModel::with_cpu_kernel(weights(DType::F32), gemm.model.config(), CpuKernel::Gemm).unwrap();
+        paths.push(("fused gemm".to_string(), gemm));
+    }
+    paths
 }
 
 /// (cosine similarity, max |a − b|).
@@ -161,6 +173,39 @@ fn text_embeddings_equal_transformers_alone_and_in_a_padded_batch() {
             );
         }
     }
+}
+
+/// `--device cpu-bf16`: the AMX kernel rounds weights and activations to bfloat16 (8
+/// mantissa bits) before each dense layer, so it is held to the reference by a looser
+/// bound than the f32 paths' (cosine ≥ 0.99999, max |a − b| ≤ 1e-4): on this tiny
+/// random-weight model the embeddings measured cosine ≥ 0.99996 and max |a − b| ≤ 0.0042
+/// (docs/sql.md).
+#[test]
+fn bf16_embeddings_stay_close_to_transformers_where_the_cpu_has_amx() {
+    if !CpuKernel::AmxBf16.runs_here() {
+        eprintln!("skipped: this CPU (or OS) has no AMX-BF16");
+        return;
+    }
+    let clip = Clip::load(&fixtures().join("tiny-clip"), &Device::Cpu, DType::BF16).unwrap();
+    assert_eq!(clip.model.cpu_kernel(), Some(CpuKernel::AmxBf16));
+    let reference = reference();
+    let info: ReferenceInfo =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap()).unwrap();
+    let mut cosines = Vec::new();
+    for name in ["coins.png", "microaneurysms.png"] {
+        let ours = clip.embed_images(&[photo(name)]).unwrap();
+        cosines.push((name.to_string(), compare(&ours[0], &vector(&reference, &format!("image_embeds/{name}")))));
+    }
+    let ids: Vec<Vec<u32>> = info.texts.iter().map(|t| t.ids.clone()).collect();
+    for (case, ours) in info.texts.iter().zip(clip.model.embed_texts(&ids).unwrap()) {
+        let theirs = vector(&reference, &format!("text_embeds/{}", case.index));
+        cosines.push((format!("text {}", case.index), compare(&ours, &theirs)));
+    }
+    eprintln!("bf16 vs transformers (cosine, max abs diff): {cosines:?}");
+    for (what, (cosine, max)) in &cosines {
+        assert!(*cosine >= 0.9999 && *max <= 0.01, "{what}: cosine {cosine}, max abs diff {max}");
+    }
+    assert!(cosines.iter().any(|(_, (cosine, _))| *cosine < 0.99999), "no bfloat16 rounding seen: not the bf16 kernel");
 }
 
 #[test]

@@ -172,6 +172,14 @@ pub struct EmbedReport {
     pub seconds: f64,
 }
 
+/// What a model's provenance says about where its vectors were computed: the CPU, the
+/// device asked for and, on the CPU, the kernel the dense layers ran (`avx512-f32`,
+/// `amx-bf16`, `gemm`), which decides their last bits (bfloat16: more than that).
+fn computed_on(clip: &Clip, device: &str) -> String {
+    let kernel = clip.model.cpu_kernel().map_or(String::new(), |k| format!(", kernel: {}", k.name()));
+    format!("{} (device: {device}{kernel})", slicetest_embed::cpu::describe())
+}
+
 /// The storage name of a model: a directory's name, or a HF id with `/` as `--`.
 pub fn model_name(model: &str) -> String {
     let path = Path::new(model);
@@ -252,7 +260,7 @@ impl Engine {
                 clip.preprocessor.shortest_edge, clip.preprocessor.crop
             ),
             slicetest_version: env!("CARGO_PKG_VERSION").into(),
-            computed_on: Some(format!("{} (device: {})", slicetest_embed::cpu::describe(), options.device)),
+            computed_on: Some(computed_on(&clip, &options.device)),
         };
         let layout = self.workspace.layout();
         // No lock: parts have names no other writer takes (see slicetest_datasets::parts),

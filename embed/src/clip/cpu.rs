@@ -8,6 +8,10 @@
 //! a row, bias + activation in one (a vectorised exp, `fastmath`), and attention per
 //! (sequence, head) on the q/k/v rows where the GEMM left them. The weights are the
 //! candle model's, copied out once at load.
+//!
+//! The dense layers' GEMM is chosen once per model ([`CpuKernel`]): on AVX-512 CPUs
+//! slicetest's own kernel over weights packed at load (`packed.rs`), elsewhere the `gemm`
+//! crate (AVX2 + FMA, or SSE).
 
 use candle_core::Tensor;
 use candle_nn::{LayerNorm, Linear};
@@ -17,6 +21,68 @@ use super::config::Activation;
 use super::fastmath;
 use crate::error::Result;
 
+/// The GEMM a model's dense layers run on the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuKernel {
+    /// The `gemm` crate, which picks AVX2 + FMA or SSE code at run time (it has AVX-512
+    /// code too, but only behind a feature slicetest leaves off: see `packed.rs`).
+    Gemm,
+    /// slicetest's AVX-512 f32 kernel, weights packed at load.
+    Avx512F32,
+    /// slicetest's AMX bfloat16 kernel (tile products, f32 sums), weights packed at load:
+    /// only when asked for (`--device cpu-bf16`), on CPUs with AMX-BF16 (Intel Xeon since
+    /// Sapphire Rapids) whose OS grants the tile state.
+    AmxBf16,
+}
+
+/// The variable that picks the f32 kernel by hand: `gemm` keeps AVX-512 CPUs on the `gemm`
+/// crate's AVX2 code (to compare the two, or to rule the kernel out); unset or `auto`,
+/// the best the CPU runs.
+pub const CPU_KERNEL_VARIABLE: &str = "SLICETEST_CPU_KERNEL";
+
+impl CpuKernel {
+    /// The kernel for a model in `bf16` or f32 on this CPU, honouring
+    /// [`CPU_KERNEL_VARIABLE`]; `None` when bf16 is asked for on a CPU without AMX-BF16.
+    pub fn select(bf16: bool) -> Option<CpuKernel> {
+        if bf16 {
+            return CpuKernel::AmxBf16.runs_here().then_some(CpuKernel::AmxBf16);
+        }
+        let forced_gemm = std::env::var(CPU_KERNEL_VARIABLE).is_ok_and(|v| v == "gemm");
+        if !forced_gemm && CpuKernel::Avx512F32.runs_here() {
+            return Some(CpuKernel::Avx512F32);
+        }
+        Some(CpuKernel::Gemm)
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn runs_here(self) -> bool {
+        match self {
+            CpuKernel::Gemm => true,
+            #[cfg(target_arch = "x86_64")]
+            CpuKernel::Avx512F32 => super::packed::supported(super::packed::Precision::F32),
+            #[cfg(target_arch = "x86_64")]
+            CpuKernel::AmxBf16 => super::packed::supported(super::packed::Precision::Bf16),
+            #[cfg(not(target_arch = "x86_64"))]
+            CpuKernel::Avx512F32 | CpuKernel::AmxBf16 => false,
+        }
+    }
+
+    /// A short name for logs and bench output: `gemm`, `avx512-f32`, `amx-bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuKernel::Gemm => "gemm",
+            CpuKernel::Avx512F32 => "avx512-f32",
+            CpuKernel::AmxBf16 => "amx-bf16",
+        }
+    }
+}
+
+/// Weights packed for slicetest's own kernel (x86_64 only; elsewhere never built).
+#[cfg(target_arch = "x86_64")]
+type Packed = super::packed::PackedWeights;
+#[cfg(not(target_arch = "x86_64"))]
+type Packed = std::convert::Infallible;
+
 /// Copies a tensor's values out, in row-major order.
 pub(super) fn values(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?)
@@ -24,34 +90,55 @@ pub(super) fn values(t: &Tensor) -> Result<Vec<f32>> {
 
 /// A dense layer y = x·Wᵀ (+ b), W as Hugging Face stores it: (outputs, inputs), row-major.
 pub(super) struct Dense {
+    /// W for the `gemm` crate; empty once packed.
     weight: Vec<f32>,
+    /// W packed for slicetest's AVX-512 kernels, if the model runs them.
+    packed: Option<Packed>,
     bias: Option<Vec<f32>>,
     inputs: usize,
     outputs: usize,
 }
 
 impl Dense {
-    pub(super) fn from_linear(linear: &Linear) -> Result<Self> {
+    pub(super) fn from_linear(linear: &Linear, kernel: CpuKernel) -> Result<Self> {
         let (outputs, inputs) = linear.weight().dims2()?;
         let bias = linear.bias().map(values).transpose()?;
-        Ok(Dense { weight: values(linear.weight())?, bias, inputs, outputs })
+        Ok(Dense { weight: values(linear.weight())?, packed: None, bias, inputs, outputs }.packed_for(kernel))
+    }
+
+    /// The layer with W packed for `kernel`, when that is one of slicetest's own.
+    fn packed_for(mut self, kernel: CpuKernel) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::packed::Precision;
+            let precision = match kernel {
+                CpuKernel::Gemm => return self,
+                CpuKernel::Avx512F32 => Precision::F32,
+                CpuKernel::AmxBf16 => Precision::Bf16,
+            };
+            self.packed = Some(Packed::new(&self.weight, self.inputs, self.outputs, precision));
+            self.weight = Vec::new();
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = kernel;
+        self
     }
 
     /// One layer from several with the same inputs, their outputs side by side (fused
     /// q/k/v), each scaled by its factor (weights and bias).
-    fn stacked(parts: &[(&Linear, f32)]) -> Result<Self> {
+    fn stacked(parts: &[(&Linear, f32)], kernel: CpuKernel) -> Result<Self> {
         let mut weight = Vec::new();
         let mut bias = Vec::new();
         let mut inputs = 0;
         for (linear, scale) in parts {
-            let part = Dense::from_linear(linear)?;
+            let part = Dense::from_linear(linear, CpuKernel::Gemm)?;
             inputs = part.inputs;
             weight.extend(part.weight.iter().map(|w| w * scale));
             let b = part.bias.unwrap_or_else(|| vec![0.0; part.outputs]);
             bias.extend(b.iter().map(|b| b * scale));
         }
         let outputs = bias.len();
-        Ok(Dense { weight, bias: Some(bias), inputs, outputs })
+        Ok(Dense { weight, packed: None, bias: Some(bias), inputs, outputs }.packed_for(kernel))
     }
 
     /// `out` (rows × outputs) = `x` (rows × inputs)·Wᵀ, or `out` += that when `accumulate`.
@@ -67,8 +154,9 @@ impl Dense {
         debug_assert_eq!(out.len(), rows * n);
         let threads = rayon::current_num_threads();
         if threads > 1 && split_by_columns(rows, n) {
-            // Blocks of whole 16-column groups (a cache line of f32), one per thread.
-            let block = n.div_ceil(threads).next_multiple_of(16);
+            // Blocks of whole 32-column groups (two cache lines of f32, a packed panel),
+            // one per thread.
+            let block = n.div_ceil(threads).next_multiple_of(32);
             let out = SharedOut(out.as_mut_ptr());
             (0..n.div_ceil(block)).into_par_iter().for_each(|b| {
                 let (from, to) = (b * block, ((b + 1) * block).min(n));
@@ -92,6 +180,14 @@ impl Dense {
     /// `x` points to m × inputs values, `out` to m rows of the layer's outputs starting at
     /// column `from`, and `from + n` ≤ outputs.
     unsafe fn gemm(&self, m: usize, n: usize, x: *const f32, out: *mut f32, from: usize, accumulate: bool) {
+        if let Some(packed) = &self.packed {
+            // SAFETY: the weights were packed only for a kernel the CPU runs
+            // (`CpuKernel::select`); `from` is a multiple of 32 (`matmul`'s column blocks).
+            #[cfg(target_arch = "x86_64")]
+            return unsafe { packed.gemm(m, from, from + n, x, out, self.outputs, accumulate) };
+            #[cfg(not(target_arch = "x86_64"))]
+            match *packed {}
+        }
         let k = self.inputs;
         // W (outputs × k, row-major) is read as Wᵀ (k × outputs) through its strides.
         unsafe {
@@ -258,14 +354,15 @@ impl Block {
         fc1: &Linear,
         fc2: &Linear,
         scale: f32,
+        kernel: CpuKernel,
     ) -> Result<Self> {
         Ok(Block {
             norm1: Norm::from_layer_norm(norms.0, eps)?,
-            qkv: Dense::stacked(&[(q, scale), (k, 1.0), (v, 1.0)])?,
-            out: Dense::from_linear(out)?,
+            qkv: Dense::stacked(&[(q, scale), (k, 1.0), (v, 1.0)], kernel)?,
+            out: Dense::from_linear(out, kernel)?,
             norm2: Norm::from_layer_norm(norms.1, eps)?,
-            fc1: Dense::from_linear(fc1)?,
-            fc2: Dense::from_linear(fc2)?,
+            fc1: Dense::from_linear(fc1, kernel)?,
+            fc2: Dense::from_linear(fc2, kernel)?,
         })
     }
 }
@@ -477,31 +574,36 @@ mod tests {
     use super::*;
 
     /// x·Wᵀ + b the slow way.
-    fn reference(layer: &Dense, x: &[f32]) -> Vec<f32> {
-        let (k, n) = (layer.inputs, layer.outputs);
-        let bias = layer.bias.as_ref().expect("a bias");
+    fn reference(weight: &[f32], bias: &[f32], x: &[f32]) -> Vec<f32> {
+        let (k, n) = (weight.len() / bias.len(), bias.len());
         x.chunks(k)
-            .flat_map(|row| {
-                (0..n).map(move |o| bias[o] + (0..k).map(|i| row[i] * layer.weight[o * k + i]).sum::<f32>())
-            })
+            .flat_map(|row| (0..n).map(move |o| bias[o] + (0..k).map(|i| row[i] * weight[o * k + i]).sum::<f32>()))
             .collect()
     }
 
     #[test]
-    fn dense_layers_split_by_rows_or_by_columns_match_the_plain_product() {
+    fn dense_layers_split_by_rows_or_by_columns_match_the_plain_product_on_every_kernel() {
         let values = |count: usize, seed: usize| {
             (0..count).map(|i| (((i * 7919 + seed) % 1000) as f32 / 500.0) - 1.0).collect::<Vec<_>>()
         };
         // 37 outputs: column blocks of 32 and 5; 3 rows: by columns; 90 rows: by rows.
         let (inputs, outputs) = (19, 37);
-        let layer = Dense { weight: values(inputs * outputs, 1), bias: Some(values(outputs, 2)), inputs, outputs };
+        let (weight, bias) = (values(inputs * outputs, 1), values(outputs, 2));
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-        for rows in [1, 3, 90] {
-            let x = values(rows * inputs, rows);
-            let mut out = vec![0.0; rows * outputs];
-            pool.install(|| layer.forward(&x, &mut out));
-            for (got, want) in out.iter().zip(reference(&layer, &x)) {
-                assert!((got - want).abs() < 1e-4, "{rows} rows: {got} vs {want}");
+        let mut kernels = vec![(CpuKernel::Gemm, 1e-4)];
+        kernels.extend(CpuKernel::select(false).filter(|k| *k != CpuKernel::Gemm).map(|k| (k, 1e-4)));
+        // bfloat16 inputs: 19 products each off by up to 2⁻⁷ relative.
+        kernels.extend(CpuKernel::select(true).map(|k| (k, 19.0 * 2f32.powi(-7))));
+        for (kernel, tolerance) in kernels {
+            let layer = Dense { weight: weight.clone(), packed: None, bias: Some(bias.clone()), inputs, outputs }
+                .packed_for(kernel);
+            for rows in [1, 3, 90] {
+                let x = values(rows * inputs, rows);
+                let mut out = vec![0.0; rows * outputs];
+                pool.install(|| layer.forward(&x, &mut out));
+                for (got, want) in out.iter().zip(reference(&weight, &bias, &x)) {
+                    assert!((got - want).abs() < tolerance, "{kernel:?}, {rows} rows: {got} vs {want}");
+                }
             }
         }
     }

@@ -9,7 +9,7 @@ use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Embedding, LayerNorm, Linear, VarBuilder};
 
 use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
-use super::cpu::{self, values};
+use super::cpu::{self, CpuKernel, values};
 use crate::error::Result;
 
 /// One transformer block's multi-head self-attention.
@@ -244,6 +244,7 @@ struct CandleTowers {
 
 /// The same weights on plain f32 buffers with fused passes (see `cpu.rs`).
 struct CpuTowers {
+    kernel: CpuKernel,
     text: cpu::TextTower,
     vision: cpu::VisionTower,
     text_projection: cpu::Dense,
@@ -266,15 +267,48 @@ pub struct ClipModel {
 
 impl ClipModel {
     /// Builds the model from weights in HF's `CLIPModel` naming. f32 on the CPU runs on
-    /// slicetest's own fused kernels (about twice as fast as through candle); anything
-    /// else through candle's ops.
+    /// slicetest's own fused kernels (about twice as fast as through candle), and so does
+    /// bf16 on a CPU with AMX-BF16; anything else through candle's ops.
     pub fn new(vb: VarBuilder, config: &ClipConfig) -> Result<Self> {
-        let fused = vb.device().is_cpu() && vb.dtype() == DType::F32;
+        let kernel = match vb.dtype() {
+            DType::F32 => CpuKernel::select(false),
+            DType::BF16 => CpuKernel::select(true),
+            _ => None,
+        }
+        .filter(|_| vb.device().is_cpu());
         let mut model = Self::with_candle_ops(vb, config)?;
-        if fused && let Towers::Candle(towers) = &model.towers {
-            model.towers = Towers::Cpu(Box::new(cpu_towers(towers, config)?));
+        if let Some(kernel) = kernel
+            && let Towers::Candle(towers) = &model.towers
+        {
+            model.towers = Towers::Cpu(Box::new(cpu_towers(towers, config, kernel)?));
         }
         Ok(model)
+    }
+
+    /// Builds the model on the CPU's fused path with the given dense-layer kernel (f32
+    /// weights; bfloat16 kernels round them when packing): to compare kernels on one
+    /// machine. Fails when this CPU cannot run `kernel`.
+    pub fn with_cpu_kernel(vb: VarBuilder, config: &ClipConfig, kernel: CpuKernel) -> Result<Self> {
+        if !kernel.runs_here() || !vb.device().is_cpu() {
+            let cpu = crate::cpu::describe();
+            return Err(
+                candle_core::Error::Msg(format!("the {} kernel does not run here ({cpu})", kernel.name())).into()
+            );
+        }
+        let mut model = Self::with_candle_ops(vb, config)?;
+        if let Towers::Candle(towers) = &model.towers {
+            model.towers = Towers::Cpu(Box::new(cpu_towers(towers, config, kernel)?));
+        }
+        Ok(model)
+    }
+
+    /// The GEMM the model's dense layers run on the CPU; `None` when it runs through
+    /// candle's ops (a GPU, or [`ClipModel::with_candle_ops`]).
+    pub fn cpu_kernel(&self) -> Option<CpuKernel> {
+        match &self.towers {
+            Towers::Cpu(t) => Some(t.kernel),
+            Towers::Candle(_) => None,
+        }
     }
 
     /// Builds the model to run every op through candle, also on the CPU: the path GPUs
@@ -374,41 +408,49 @@ impl ClipModel {
 }
 
 /// The candle towers' weights, copied onto plain buffers.
-fn cpu_towers(t: &CandleTowers, config: &ClipConfig) -> Result<CpuTowers> {
+fn cpu_towers(t: &CandleTowers, config: &ClipConfig, kernel: CpuKernel) -> Result<CpuTowers> {
     let (tc, vc) = (&config.text_config, &config.vision_config);
     let vision = &t.vision;
     let (hidden, patch) = (vc.hidden_size, vc.patch_size);
     let patch_weight = vision.patch_embedding.weight().reshape((hidden, vc.num_channels * patch * patch))?;
     Ok(CpuTowers {
+        kernel,
         text: cpu::TextTower {
             token_embedding: values(t.text.token_embedding.embeddings())?,
             positions: values(&t.text.position_embedding)?,
-            encoder: cpu_encoder(&t.text.encoder, tc.num_attention_heads, tc.hidden_act, tc.layer_norm_eps)?,
+            encoder: cpu_encoder(&t.text.encoder, tc.num_attention_heads, tc.hidden_act, tc.layer_norm_eps, kernel)?,
             final_norm: cpu::Norm::from_layer_norm(&t.text.final_norm, tc.layer_norm_eps)?,
             width: tc.hidden_size,
         },
         vision: cpu::VisionTower {
-            patch: cpu::Dense::from_linear(&Linear::new(patch_weight, None))?,
+            patch: cpu::Dense::from_linear(&Linear::new(patch_weight, None), kernel)?,
             class: values(&vision.class_embedding)?,
             positions: values(&vision.position_embedding)?,
             pre_norm: cpu::Norm::from_layer_norm(&vision.pre_norm, vc.layer_norm_eps)?,
-            encoder: cpu_encoder(&vision.encoder, vc.num_attention_heads, vc.hidden_act, vc.layer_norm_eps)?,
+            encoder: cpu_encoder(&vision.encoder, vc.num_attention_heads, vc.hidden_act, vc.layer_norm_eps, kernel)?,
             post_norm: cpu::Norm::from_layer_norm(&vision.post_norm, vc.layer_norm_eps)?,
             patch_size: patch,
             channels: vc.num_channels,
         },
-        text_projection: cpu::Dense::from_linear(&t.text_projection)?,
-        visual_projection: cpu::Dense::from_linear(&t.visual_projection)?,
+        text_projection: cpu::Dense::from_linear(&t.text_projection, kernel)?,
+        visual_projection: cpu::Dense::from_linear(&t.visual_projection, kernel)?,
     })
 }
 
-fn cpu_encoder(encoder: &Encoder, heads: usize, activation: Activation, eps: f64) -> Result<cpu::Encoder> {
+fn cpu_encoder(
+    encoder: &Encoder,
+    heads: usize,
+    activation: Activation,
+    eps: f64,
+    kernel: CpuKernel,
+) -> Result<cpu::Encoder> {
     let blocks = encoder
         .blocks
         .iter()
         .map(|b| {
             let a = &b.attention;
-            cpu::Block::new((&b.ln1, &b.ln2), eps, &a.q, &a.k, &a.v, &a.out, &b.mlp.fc1, &b.mlp.fc2, a.scale as f32)
+            let (fc1, fc2) = (&b.mlp.fc1, &b.mlp.fc2);
+            cpu::Block::new((&b.ln1, &b.ln2), eps, &a.q, &a.k, &a.v, &a.out, fc1, fc2, a.scale as f32, kernel)
         })
         .collect::<Result<_>>()?;
     Ok(cpu::Encoder { blocks, heads, activation })
@@ -488,23 +530,67 @@ mod tests {
         (candle, fused)
     }
 
+    /// The candle model's weights on the fused CPU path with `kernel`.
+    fn fused_with(candle: &ClipModel, kernel: CpuKernel) -> ClipModel {
+        let Towers::Candle(t) = &candle.towers else { panic!("a candle model") };
+        let towers = cpu_towers(t, &candle.config, kernel).unwrap();
+        ClipModel {
+            towers: Towers::Cpu(Box::new(towers)),
+            config: candle.config.clone(),
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
+    }
+
+    /// The f32 kernels this CPU runs: the `gemm` crate's always, slicetest's AVX-512 one
+    /// where there is AVX-512.
+    fn f32_kernels() -> Vec<CpuKernel> {
+        let mut kernels = vec![CpuKernel::Gemm];
+        kernels.extend(CpuKernel::select(false).filter(|k| *k != CpuKernel::Gemm));
+        kernels
+    }
+
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
     }
 
     #[test]
-    fn the_fused_cpu_path_equals_candle_for_every_activation() {
+    fn the_fused_cpu_path_equals_candle_for_every_activation_and_kernel() {
         for activation in [Activation::QuickGelu, Activation::Gelu, Activation::GeluTanh] {
             let config = tiny(activation);
-            let (candle, fused) = both(&config);
-            let pixels = Tensor::randn(0f32, 1.0, (3, 3, 32, 32), &Device::Cpu).unwrap();
-            let (a, b) = (candle.image_features(&pixels).unwrap(), fused.image_features(&pixels).unwrap());
-            assert!(max_diff(&a, &b) <= 1e-4, "{activation:?} images: {}", max_diff(&a, &b));
-            // Unequal lengths: padded, pooled at each sequence's end-of-text token.
-            let ids = vec![vec![98, 5, 7, 99], vec![98, 3, 99], vec![98, 1, 2, 3, 4, 5, 6, 99]];
-            let (a, b) = (candle.text_features(&ids).unwrap(), fused.text_features(&ids).unwrap());
-            assert!(max_diff(&a, &b) <= 1e-4, "{activation:?} texts: {}", max_diff(&a, &b));
+            let (candle, _) = both(&config);
+            for kernel in f32_kernels() {
+                let fused = fused_with(&candle, kernel);
+                let pixels = Tensor::randn(0f32, 1.0, (3, 3, 32, 32), &Device::Cpu).unwrap();
+                let (a, b) = (candle.image_features(&pixels).unwrap(), fused.image_features(&pixels).unwrap());
+                assert!(max_diff(&a, &b) <= 1e-4, "{activation:?} {kernel:?} images: {}", max_diff(&a, &b));
+                // Unequal lengths: padded, pooled at each sequence's end-of-text token.
+                let ids = vec![vec![98, 5, 7, 99], vec![98, 3, 99], vec![98, 1, 2, 3, 4, 5, 6, 99]];
+                let (a, b) = (candle.text_features(&ids).unwrap(), fused.text_features(&ids).unwrap());
+                assert!(max_diff(&a, &b) <= 1e-4, "{activation:?} {kernel:?} texts: {}", max_diff(&a, &b));
+            }
         }
+    }
+
+    #[test]
+    fn the_bf16_kernel_keeps_embeddings_close_to_f32_where_the_cpu_has_it() {
+        let Some(bf16) = CpuKernel::select(true) else {
+            eprintln!("skipped: this CPU lacks AMX-BF16");
+            return;
+        };
+        let (candle, _) = both(&tiny(Activation::QuickGelu));
+        let fused = fused_with(&candle, bf16);
+        let pixels = Tensor::randn(0f32, 1.0, (3, 3, 32, 32), &Device::Cpu).unwrap();
+        let ids = vec![vec![98, 5, 7, 99], vec![98, 3, 99]];
+        let cosines = |a: Vec<Vec<f32>>, b: Vec<Vec<f32>>| -> Vec<f32> {
+            a.iter().zip(&b).map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum()).collect()
+        };
+        let images = cosines(candle.embed_images(&pixels).unwrap(), fused.embed_images(&pixels).unwrap());
+        let texts = cosines(candle.embed_texts(&ids).unwrap(), fused.embed_texts(&ids).unwrap());
+        for cosine in images.iter().chain(&texts) {
+            assert!(*cosine > 0.99, "bf16 vs f32 cosine {cosine} (images {images:?}, texts {texts:?})");
+        }
+        assert!(images.iter().chain(&texts).any(|c| *c < 1.0 - 1e-7), "bf16 changed nothing: not the bf16 kernel");
     }
 
     #[test]

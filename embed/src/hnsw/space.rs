@@ -1,14 +1,19 @@
 //! The vectors a graph indexes: rows of the caller's row-major matrix, compared by dot
-//! product (cosine similarity of unit vectors), with an AVX2+FMA kernel where the CPU has
-//! one and software prefetch of rows about to be compared.
+//! product (cosine similarity of unit vectors), with an AVX-512 or AVX2+FMA kernel where
+//! the CPU has one and software prefetch of rows about to be compared.
 
 /// Dot-product kernels, chosen once for the running CPU: one row, and four rows at once.
 #[derive(Clone, Copy)]
 struct Dot(fn(&[f32], &[f32]) -> f32, fn(&[f32], [&[f32]; 4]) -> [f32; 4]);
 
 impl Dot {
-    /// AVX2+FMA where the CPU has them, else the portable eight-lane [`crate::index::dot`].
+    /// AVX-512F, else AVX2+FMA where the CPU has them, else the portable eight-lane
+    /// [`crate::index::dot`].
     fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            return Dot(x86::dot512_checked, x86::dot4_512_checked);
+        }
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             return Dot(x86::dot_checked, x86::dot4_checked);
@@ -95,6 +100,58 @@ mod x86 {
         unsafe { dot4(q, rows) }
     }
 
+    /// [`dot512`], like [`dot_checked`] for a CPU with AVX-512F.
+    pub(super) fn dot512_checked(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: only handed out on a CPU with AVX-512F.
+        unsafe { dot512(a, b) }
+    }
+
+    /// [`dot4_512`], like [`dot512_checked`].
+    pub(super) fn dot4_512_checked(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        // SAFETY: as for dot512_checked.
+        unsafe { dot4_512(q, rows) }
+    }
+
+    /// [`dot`] with 16-lane registers: two accumulators over 32-float blocks.
+    #[target_feature(enable = "avx512f")]
+    fn dot512(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let ((blocks_a, tail_a), (blocks_b, tail_b)) = (a[..n].as_chunks::<32>(), b[..n].as_chunks::<32>());
+        let mut acc = [_mm512_setzero_ps(); 2];
+        for (x, y) in blocks_a.iter().zip(blocks_b) {
+            // SAFETY: [f32; 32] and [__m512; 2] have the same size; all bits are valid.
+            let (x, y) = unsafe { (transmute::<[f32; 32], [__m512; 2]>(*x), transmute::<[f32; 32], [__m512; 2]>(*y)) };
+            acc[0] = _mm512_fmadd_ps(x[0], y[0], acc[0]);
+            acc[1] = _mm512_fmadd_ps(x[1], y[1], acc[1]);
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + tail_a.iter().zip(tail_b).map(|(x, y)| x * y).sum::<f32>()
+    }
+
+    /// [`dot4`] with 16-lane registers.
+    #[target_feature(enable = "avx512f")]
+    fn dot4_512(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        let n = rows.iter().fold(q.len(), |n, r| n.min(r.len()));
+        let (qb, qt) = q[..n].as_chunks::<32>();
+        let [b0, b1, b2, b3] = rows.map(|r| r[..n].as_chunks::<32>().0);
+        let mut acc = [[_mm512_setzero_ps(); 2]; 4];
+        for ((((q, r0), r1), r2), r3) in qb.iter().zip(b0).zip(b1).zip(b2).zip(b3) {
+            // SAFETY: [f32; 32] and [__m512; 2] have the same size; all bits are valid.
+            let q = unsafe { transmute::<[f32; 32], [__m512; 2]>(*q) };
+            for (acc, r) in acc.iter_mut().zip([r0, r1, r2, r3]) {
+                let r = unsafe { transmute::<[f32; 32], [__m512; 2]>(*r) };
+                acc[0] = _mm512_fmadd_ps(q[0], r[0], acc[0]);
+                acc[1] = _mm512_fmadd_ps(q[1], r[1], acc[1]);
+            }
+        }
+        let tail = n - qt.len();
+        let mut out = [0f32; 4];
+        for ((out, acc), row) in out.iter_mut().zip(acc).zip(rows) {
+            let sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+            *out = sum + qt.iter().zip(&row[tail..n]).map(|(x, y)| x * y).sum::<f32>();
+        }
+        out
+    }
+
     /// Four dot products at once: each query block is loaded once for four rows, and the
     /// four rows stream from memory side by side.
     #[target_feature(enable = "avx2,fma")]
@@ -154,16 +211,29 @@ mod x86 {
 mod tests {
     use super::*;
 
+    /// Every kernel this CPU runs (AVX-512 machines run the AVX2 one here too).
+    fn kernels() -> Vec<Dot> {
+        let mut kernels = vec![Dot::detect()];
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            kernels.push(Dot(x86::dot_checked, x86::dot4_checked));
+        }
+        kernels
+    }
+
     #[test]
-    fn the_fast_kernel_agrees_with_the_portable_one() {
+    fn the_fast_kernels_agree_with_the_portable_one() {
         for dim in [1, 3, 8, 31, 32, 33, 512, 515] {
             let a: Vec<f32> = (0..dim).map(|i| (i as f32 * 0.37).sin()).collect();
             let b: Vec<f32> = (0..dim).map(|i| (i as f32 * 0.11).cos()).collect();
-            let (fast, portable) = ((Dot::detect().0)(&a, &b), crate::index::dot(&a, &b));
-            assert!((fast - portable).abs() <= 1e-4 * portable.abs().max(1.0), "{dim}: {fast} vs {portable}");
-            let four = (Dot::detect().1)(&a, [&b, &a, &b, &a]);
-            assert!((four[2] - portable).abs() <= 1e-4 * portable.abs().max(1.0), "{dim}: {four:?} vs {portable}");
-            assert!((four[3] - crate::index::dot(&a, &a)).abs() <= 1e-4 * four[3].abs().max(1.0));
+            let portable = crate::index::dot(&a, &b);
+            for Dot(one, four) in kernels() {
+                let fast = one(&a, &b);
+                assert!((fast - portable).abs() <= 1e-4 * portable.abs().max(1.0), "{dim}: {fast} vs {portable}");
+                let four = four(&a, [&b, &a, &b, &a]);
+                assert!((four[2] - portable).abs() <= 1e-4 * portable.abs().max(1.0), "{dim}: {four:?} vs {portable}");
+                assert!((four[3] - crate::index::dot(&a, &a)).abs() <= 1e-4 * four[3].abs().max(1.0));
+            }
         }
     }
 }
