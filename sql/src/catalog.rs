@@ -98,6 +98,7 @@ pub async fn dataset_context(
         .with_config(dataset_config(dataset))
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_optimizer_rule(Arc::new(crate::case_keys::GroupOnCaseBranchNumbers))
         .build();
     let ctx = SessionContext::new_with_state(state);
     register_workspace(&ctx, workspace).await?;

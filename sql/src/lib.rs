@@ -3,6 +3,7 @@
 //! through the engine's [`vectors::VectorStore`], all registered by [`register_functions`],
 //! and the classification of errors that crossed DataFusion ([`error::kind_of`]).
 
+pub mod case_keys;
 pub mod catalog;
 pub mod error;
 pub mod memory;
