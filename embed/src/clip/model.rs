@@ -276,13 +276,10 @@ impl ClipModel {
             _ => None,
         }
         .filter(|_| vb.device().is_cpu());
-        let mut model = Self::with_candle_ops(vb, config)?;
-        if let Some(kernel) = kernel
-            && let Towers::Candle(towers) = &model.towers
-        {
-            model.towers = Towers::Cpu(Box::new(cpu_towers(towers, config, kernel)?));
+        match kernel {
+            Some(kernel) => Self::with_cpu_kernel(vb, config, kernel),
+            None => Self::with_candle_ops(vb, config),
         }
-        Ok(model)
     }
 
     /// Builds the model on the CPU's fused path with the given dense-layer kernel (f32

@@ -118,10 +118,15 @@ impl<T: Copy + Default> Aligned<T> {
 /// `tdpbf16ps` multiplies. Pairs are padded to a multiple of 16 (one tile's depth).
 /// Outputs and inputs past the last are zeros.
 pub(super) struct PackedWeights {
-    f32s: Option<Aligned<f32>>,
-    bf16s: Option<Aligned<u16>>,
+    panels: Panels,
     inputs: usize,
     outputs: usize,
+}
+
+/// The packed values, in the precision the kernel computes in.
+enum Panels {
+    F32(Aligned<f32>),
+    Bf16(Aligned<u16>),
 }
 
 /// f32 → bfloat16, rounding to nearest even (as `vcvtne2ps2bf16` does; NaNs stay NaNs).
@@ -138,25 +143,24 @@ impl PackedWeights {
     /// Packs `weight` (outputs × inputs) for `precision`.
     pub(super) fn new(weight: &[f32], inputs: usize, outputs: usize, precision: Precision) -> Self {
         assert_eq!(weight.len(), inputs * outputs, "weight is outputs x inputs");
-        let panels = outputs.div_ceil(PANEL);
-        let mut packed = PackedWeights { f32s: None, bf16s: None, inputs, outputs };
-        match precision {
+        let count = outputs.div_ceil(PANEL);
+        let panels = match precision {
             Precision::F32 => {
-                let mut buf = Aligned::zeroed(panels * inputs * PANEL);
-                let data = buf.as_mut_slice(panels * inputs * PANEL);
+                let mut buf = Aligned::zeroed(count * inputs * PANEL);
+                let data = buf.as_mut_slice(count * inputs * PANEL);
                 for (o, row) in weight.chunks(inputs).enumerate() {
                     let panel = &mut data[(o / PANEL) * inputs * PANEL..];
                     for (i, &w) in row.iter().enumerate() {
                         panel[i * PANEL + o % PANEL] = w;
                     }
                 }
-                packed.f32s = Some(buf);
+                Panels::F32(buf)
             }
             Precision::Bf16 => {
                 // Also asks for the tile state, which the first tile instruction needs.
                 assert!(amx_granted(), "bf16 weights packed on a CPU or OS without AMX-BF16");
                 let pairs = padded_pairs(inputs);
-                let len = panels * pairs * PANEL * 2;
+                let len = count * pairs * PANEL * 2;
                 let mut buf = Aligned::zeroed(len);
                 let data = buf.as_mut_slice(len);
                 for (o, row) in weight.chunks(inputs).enumerate() {
@@ -165,10 +169,10 @@ impl PackedWeights {
                         panel[(i / 2) * PANEL * 2 + (o % PANEL) * 2 + i % 2] = to_bf16(w);
                     }
                 }
-                packed.bf16s = Some(buf);
+                Panels::Bf16(buf)
             }
-        }
-        packed
+        };
+        PackedWeights { panels, inputs, outputs }
     }
 
     /// Columns `from..to` of x·Wᵀ for `m` rows of x (m × inputs, row-major) into `out`,
@@ -193,10 +197,9 @@ impl PackedWeights {
         debug_assert!(from.is_multiple_of(PANEL) && from <= to && to <= self.outputs);
         // SAFETY: forwarded from the caller.
         unsafe {
-            match (&self.f32s, &self.bf16s) {
-                (Some(w), _) => gemm_f32(self.inputs, w.as_ptr(), m, from, to, x, out, ldc, accumulate),
-                (None, Some(w)) => gemm_amx(self.inputs, w.as_ptr(), m, from, to, x, out, ldc, accumulate),
-                (None, None) => unreachable!("weights are packed in one precision"),
+            match &self.panels {
+                Panels::F32(w) => gemm_f32(self.inputs, w.as_ptr(), m, from, to, x, out, ldc, accumulate),
+                Panels::Bf16(w) => gemm_amx(self.inputs, w.as_ptr(), m, from, to, x, out, ldc, accumulate),
             }
         }
     }
@@ -218,7 +221,8 @@ fn panel_masks(width: usize) -> [__mmask16; 2] {
 /// See [`PackedWeights::gemm`]; `w` is the f32 packing of a k-input layer.
 ///
 /// Each slice of `DEPTH` inputs of x is first copied into blocks of 8 rows laid out input
-/// by input (`[block][input][8 rows]`, the last block padded with zeros), so that the
+/// by input (`[block][input][8 rows]`; a last block's missing rows hold whatever the
+/// buffer held, harmless because those rows are never stored), so that the
 /// kernel's 8 broadcasts per input come from one pointer at fixed offsets: read in place,
 /// each row needed its own address arithmetic in the inner loop, about as many integer
 /// instructions as FMAs.
