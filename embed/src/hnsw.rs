@@ -6,7 +6,9 @@
 //! the vectors stay in the matrix the caller already has, which every call takes. Building
 //! inserts in parallel with per-node locks (`build`); searching descends greedily through
 //! the upper levels and runs an ef-bounded best-first search on level 0 (`search`), with
-//! an AVX2+FMA dot product and prefetched rows (`space`).
+//! AVX-512 or AVX2 dot products and prefetched rows (`space`). Searches walk an f16 copy
+//! of the rows (half the memory traffic; [`Traversal`]) made on the first search, and
+//! rescore the candidates they end with in f32.
 //!
 //! The index is a cache: its directory holds the graph file (`file`) and an `index.json`,
 //! written last, that says which rows (by a key over their ids and content hashes) the
@@ -71,6 +73,22 @@ pub struct HnswIndex {
     graph: Graph,
     dim: usize,
     params: HnswParams,
+    /// The graph's rows rounded to f16 (bits), made from the caller's matrix on the first
+    /// [`Traversal::F16`] search and dropped when the graph grows.
+    halves: std::sync::OnceLock<Vec<u16>>,
+}
+
+/// What a search compares the query with while it walks the graph. Either way, the
+/// candidates it ends with are scored again on the f32 rows, so the scores returned are
+/// exact and the same as an exact scan's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Traversal {
+    /// A copy of the rows rounded to f16 (2 bytes per value, held by the index): half the
+    /// bytes loaded per visited row.
+    #[default]
+    F16,
+    /// The caller's f32 rows: no copy.
+    F32,
 }
 
 impl std::fmt::Debug for HnswIndex {
@@ -90,7 +108,7 @@ impl HnswIndex {
     /// If `params.m` is below 2.
     pub fn build(matrix: &[f32], dim: usize, params: HnswParams) -> Self {
         assert!(params.m >= 2, "HNSW needs M >= 2, got {}", params.m);
-        let mut index = HnswIndex { graph: Graph::new(params.m), dim, params };
+        let mut index = HnswIndex { graph: Graph::new(params.m), dim, params, halves: Default::default() };
         index.extend(matrix);
         index
     }
@@ -99,6 +117,7 @@ impl HnswIndex {
     /// them must be the ones the graph was built from.
     pub fn extend(&mut self, matrix: &[f32]) {
         build::extend(&mut self.graph, Space::new(matrix, self.dim), self.params.ef_construction);
+        self.halves = Default::default();
     }
 
     /// Rows in the graph.
@@ -116,10 +135,21 @@ impl HnswIndex {
         self.params
     }
 
+    /// Sets how many candidates a search examines (raised to k when k is larger): more is
+    /// slower and finds more of the true nearest.
+    pub fn set_ef_search(&mut self, ef: usize) {
+        self.params.ef_search = ef.max(1);
+    }
+
     /// Bytes the graph takes in memory, the vectors (the caller's matrix) not included:
     /// about 2·M·4 bytes per row for level 0 plus a few for the upper levels.
     pub fn graph_bytes(&self) -> usize {
         self.graph.bytes()
+    }
+
+    /// Bytes of the f16 copy of the rows (2 per value) once a search has made it, else 0.
+    pub fn f16_copy_bytes(&self) -> usize {
+        self.halves.get().map_or(0, |h| h.len() * size_of::<u16>())
     }
 
     /// The (about) `k` nearest rows to `query` with their cosine similarity (the dot
@@ -129,21 +159,47 @@ impl HnswIndex {
     /// # Panics
     /// If `query` has not `dim` values or `matrix` has fewer rows than the graph.
     pub fn search(&self, matrix: &[f32], query: &[f32], k: usize) -> Vec<(u32, f32)> {
+        self.search_with(matrix, query, k, Traversal::default())
+    }
+
+    /// [`HnswIndex::search`], walking the graph as `traversal` says.
+    ///
+    /// # Panics
+    /// As [`HnswIndex::search`].
+    pub fn search_with(&self, matrix: &[f32], query: &[f32], k: usize, traversal: Traversal) -> Vec<(u32, f32)> {
         assert_eq!(query.len(), self.dim, "query dimension");
         assert!(matrix.len() >= self.rows() * self.dim, "the matrix has fewer rows than the graph");
         let entry = self.graph.entry;
         if k == 0 || entry == NONE {
             return Vec::new();
         }
-        let view = View { graph: &self.graph, space: Space::new(matrix, self.dim) };
+        let matrix = &matrix[..self.rows() * self.dim];
+        let space = match traversal {
+            Traversal::F16 => Space::with_halves(matrix, self.halves.get_or_init(|| space::to_f16(matrix)), self.dim),
+            Traversal::F32 => Space::new(matrix, self.dim),
+        };
+        let view = View { graph: &self.graph, space };
         let nearest = view.descend(query, entry, self.graph.top(), 0);
         let ef = self.params.ef_search.max(k);
         let found = Visited::with(|visited| view.search_layer(query, nearest, ef, 0, visited, NONE));
-        // Rescored with the exact scan's kernel, so that a row scores the same here as in
-        // `exact_top_k` (and SQL's `clip_similarity`), to the last bit.
+        // Rescored on the f32 rows with the exact scan's kernel, so that a row scores the
+        // same here as in `exact_top_k` (and SQL's `clip_similarity`) to the last bit. After
+        // an f16 walk, every candidate that could be among the k best once exact is
+        // rescored: rounding a row to f16 moves its score by at most 2^-11·|q|·|r| (plus
+        // summation error), so none scoring more than twice that (for rows of norm ≤ 1.01)
+        // below the k-th can overtake it.
+        let reach = match traversal {
+            Traversal::F32 => k,
+            Traversal::F16 => {
+                let kth = found.get(k - 1).map_or(f32::NEG_INFINITY, |s| s.score);
+                let margin = 2.0 * (1.0 / 2048.0 + 1.0 / 65536.0) * 1.01 * crate::index::dot(query, query).sqrt();
+                found.iter().take_while(|s| s.score >= kth - margin).count()
+            }
+        };
         let mut hits: Vec<(u32, f32)> =
-            found.iter().take(k).map(|s| (s.id, crate::index::dot(query, view.space.row(s.id)))).collect();
+            found.iter().take(reach).map(|s| (s.id, crate::index::dot(query, view.space.row(s.id)))).collect();
         hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        hits.truncate(k);
         hits
     }
 
@@ -187,7 +243,7 @@ impl HnswIndex {
                 graph.m
             )));
         }
-        Ok(HnswIndex { graph, dim, params: record.params })
+        Ok(HnswIndex { graph, dim, params: record.params, halves: Default::default() })
     }
 }
 
@@ -267,6 +323,37 @@ mod tests {
         for q in queries.chunks(dim).take(10) {
             assert_eq!(loaded.search(&matrix, q, 10), index.search(&matrix, q, 10));
         }
+    }
+
+    #[test]
+    fn the_f16_walk_finds_what_the_f32_walk_finds_with_exact_scores_and_follows_growth() {
+        let dim = 64;
+        let matrix = structured(12_000, dim, 5);
+        let queries = structured(100, dim, 6);
+        let mut index = HnswIndex::build(&matrix[..8_000 * dim], dim, HnswParams::default());
+        let first = &matrix[..8_000 * dim];
+        assert_eq!(index.f16_copy_bytes(), 0, "made on the first search only");
+        let (mut same, mut total) = (0, 0);
+        for q in queries.chunks(dim) {
+            let (half, full) = (index.search(first, q, 10), index.search_with(first, q, 10, Traversal::F32));
+            // Scores are the exact kernel's, whichever walk found the row.
+            for &(row, score) in &half {
+                assert_eq!(score.to_bits(), dot(q, &first[row as usize * dim..][..dim]).to_bits());
+            }
+            same += half.iter().filter(|h| full.contains(h)).count();
+            total += full.len();
+        }
+        assert!(same as f64 >= 0.97 * total as f64, "{same} of {total} hits in common");
+        assert_eq!(index.f16_copy_bytes(), 8_000 * dim * 2);
+
+        // Growing drops the copy; the next search copies every row, new ones included.
+        index.extend(&matrix);
+        assert_eq!(index.f16_copy_bytes(), 0);
+        let new_row = &matrix[11_000 * dim..][..dim];
+        assert_eq!(index.search(&matrix, new_row, 1)[0].0, 11_000);
+        assert_eq!(index.f16_copy_bytes(), 12_000 * dim * 2);
+        let r = recall(&index, &matrix, &queries, dim);
+        assert!(r >= 0.95, "recall@10 {r}");
     }
 
     #[test]

@@ -202,8 +202,8 @@ impl View<'_> {
     /// Node `id`'s neighbours on `level` not seen yet, marked seen now, into `fresh`.
     fn unvisited(&self, level: usize, id: u32, visited: &mut Visited, fresh: &mut Vec<u32>) {
         let slots = self.graph.slots(level, id);
-        // Start loading every neighbour's row (its first cache line: the hardware streams
-        // the rest once the row is read; prefetching whole rows was measured slower) and
+        // Start loading every neighbour's row (its start, see `Space::prefetch_row`: the
+        // hardware streams the rest; prefetching whole f32 rows was measured slower) and
         // stamp before looking at any stamp, so that no load waits for another. Rows seen
         // already were read recently and are mostly in cache, so their prefetch is cheap.
         for n in neighbours(slots) {
