@@ -127,6 +127,9 @@ fn search_by_text_id_and_file_agree_with_sql() {
     let hit: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(hit["image_id"], "microaneurysms.png");
     assert!((hit["score"].as_f64().unwrap() - 1.0).abs() < 1e-5, "{hit}");
+    // With where the image is, as the images table has it (the vector set keeps it).
+    let uri = sql_csv(&s.ws, "SELECT uri FROM images WHERE image_id = 'microaneurysms.png'");
+    assert_eq!(hit["uri"].as_str(), uri.lines().nth(1), "{hit}");
     let err = fails(&s.ws, &["search", "--image", "no-such-id", "-k", "3"]);
     assert!(err.contains("\"no-such-id\" has no tiny-clip embedding"), "{err}");
 }

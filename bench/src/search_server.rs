@@ -13,11 +13,27 @@
 //!   the same vectors in a Lance table, a flat (exact) top-10 search, opening the table
 //!   and the first query (cold), then p50 of the rest (warm), in-process (no HTTP).
 //!
-//! Searches are exact scans on both sides (`SLICETEST_HNSW_MIN_ROWS` above the row count:
-//! building an HNSW graph over 1M vectors is bench-embed's subject, not this one's).
+//! Those searches are exact scans on both sides (`SLICETEST_HNSW_MIN_ROWS` above the row
+//! count). Then the latencies a user of the server sees (issue 23), p50 and p99 of
+//! `--requests` warm requests each, over real sockets:
+//!
+//! - **exact** (the same server settings): `GET /search/image/{id}`, `GET /search/text`
+//!   with a new sentence each time (the text tower encodes it) and with a sentence seen
+//!   before (cached), and a filtered exact top-k through SQL, `POST /sql` with
+//!   `SELECT … FROM images WHERE label = 'cat' ORDER BY clip_similarity(image_id, '…') DESC
+//!   LIMIT 10` (a tenth of the images; sentences encoded before); targets: ≤ 200 ms p50
+//!   for the filtered top-k on 2 cores;
+//! - **HNSW** (`--skip-hnsw` leaves it out): a fresh process environment with the index in
+//!   use; the first request builds and saves the graph (timed), a new server's first
+//!   request loads it (timed), then the image and text searches again; target ≤ 5 ms p50
+//!   for a top-10 by image.
+//!
+//! The text tower is a ViT-B/32-shaped CLIP with random weights written into the bench's
+//! directory (the time to encode a sentence does not depend on the values); the embeddings
+//! are registered as made by it, so the server loads it as it would a real checkpoint.
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/bench-search-server
-//! [--vectors N] [--dim D] [--requests N] [--cold N]`.
+//! [--vectors N] [--dim D] [--requests N] [--cold N] [--skip-hnsw]`.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -25,6 +41,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
 use datafusion::arrow::array::AsArray;
 use slicetest_api::{AppState, ServerConfig};
 use slicetest_bench::{median, python_json, synthetic_images, tempdir};
@@ -32,7 +50,7 @@ use slicetest_datasets::embeddings::{self, EmbeddingModel};
 use slicetest_engine::Engine;
 
 fn main() -> anyhow::Result<()> {
-    let (mut vectors, mut dim, mut requests, mut cold) = (1_000_000usize, 512usize, 20usize, 3usize);
+    let (mut vectors, mut dim, mut requests, mut cold, mut hnsw) = (1_000_000usize, 512usize, 20usize, 3usize, true);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().context("a value after the flag")?.parse::<usize>().context("a number");
@@ -41,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             "--dim" => dim = value()?,
             "--requests" => requests = value()?,
             "--cold" => cold = value()?,
+            "--skip-hnsw" => hnsw = false,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -50,7 +69,10 @@ fn main() -> anyhow::Result<()> {
     let dir = tempdir()?;
     let root = dir.join("ws");
     let started = Instant::now();
-    let ids = build_workspace(&root, vectors, dim)?;
+    let clip = write_clip_checkpoint(&dir.join("clip"), dim)?;
+    println!("text tower: ViT-B/32-shaped CLIP, random weights, written in {:.1} s", started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    let ids = build_workspace(&root, vectors, dim, &clip)?;
     println!("workspace: {vectors} images, {dim}-d vectors written in {:.1} s", started.elapsed().as_secs_f64());
     let runtime = tokio::runtime::Runtime::new()?;
     let query_id = |i: usize| ids[(i * 7919) % ids.len()].clone();
@@ -113,13 +135,172 @@ fn main() -> anyhow::Result<()> {
         }
         Err(e) => println!("\nLanceDB peer not run: {e:#}"),
     }
+
+    let query_ids: Vec<String> = (0..requests).map(|i| query_id(300 + i)).collect();
+    let exact = {
+        let server = Server::start(&runtime, &root)?;
+        let latencies = Latencies::measure(&server, &query_ids, true)?;
+        server.stop(&runtime);
+        latencies
+    };
+    println!("\nLatency through the server, exact scans, warm, {requests} requests each (p50 / p99):");
+    exact.print();
+    let filtered = exact.filtered_sql.map_or(f64::NAN, |l| l.p50);
+    println!("  target: filtered exact top-k p50 <= 200 ms: {}", slicetest_bench::verdict(filtered <= 200.0));
+
+    if hnsw {
+        // Every thread that could read the environment goes with the runtime (rayon's idle
+        // workers do not read it), so the variable can change; then a new runtime.
+        drop(runtime);
+        // SAFETY: no other thread reads the environment now (see above).
+        unsafe { std::env::set_var("SLICETEST_HNSW_MIN_ROWS", "1") };
+        let runtime = tokio::runtime::Runtime::new()?;
+        let server = Server::start(&runtime, &root)?;
+        let t = Instant::now();
+        server.get(&format!("/search/image/{}?k=10", query_id(1)))?;
+        let build_s = t.elapsed().as_secs_f64();
+        server.stop(&runtime);
+        let server = Server::start(&runtime, &root)?;
+        let t = Instant::now();
+        server.get(&format!("/search/image/{}?k=10", query_id(2)))?;
+        let load_s = t.elapsed().as_secs_f64();
+        let latencies = Latencies::measure(&server, &query_ids, false)?;
+        server.stop(&runtime);
+        println!(
+            "\nLatency through the server, HNSW (M 16, ef 64, f16 walk), warm, {requests} requests each (p50 / p99):"
+        );
+        println!(
+            "  first request: builds and saves the graph: {build_s:.1} s; a new server's first request loads it: {load_s:.2} s"
+        );
+        latencies.print();
+        println!("  target: top-10 by image p50 <= 5 ms: {}", slicetest_bench::verdict(latencies.image.p50 <= 5.0));
+    }
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
 
+/// p50 and p99 of one kind of request, in ms.
+#[derive(Clone, Copy)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+}
+
+impl Latency {
+    fn of(mut ms: Vec<f64>) -> Latency {
+        let p50 = median(&mut ms);
+        let p99 = ms[((ms.len() as f64 * 0.99).ceil() as usize).clamp(1, ms.len()) - 1];
+        Latency { p50, p99 }
+    }
+
+    /// Times `request` on each of `inputs`.
+    fn time<T>(inputs: &[T], mut request: impl FnMut(&T) -> anyhow::Result<String>) -> anyhow::Result<Latency> {
+        let mut ms = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let t = Instant::now();
+            request(input)?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(Latency::of(ms))
+    }
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.1} / {:.1} ms", self.p50, self.p99)
+    }
+}
+
+/// The latencies of one server.
+struct Latencies {
+    image: Latency,
+    new_text: Latency,
+    cached_text: Latency,
+    /// The SQL top-k is exact either way: measured once.
+    filtered_sql: Option<Latency>,
+}
+
+/// Sentences no other request used (the text tower encodes each).
+fn sentences(tag: &str, n: usize) -> Vec<String> {
+    const THINGS: [&str; 8] = ["cat", "dog", "car", "person", "bicycle", "bus", "tree", "boat"];
+    const SCENES: [&str; 5] = ["at night", "in the rain", "on a beach", "in a city street", "in the snow"];
+    (0..n).map(|i| format!("a {tag} photo {i} of a {} {}", THINGS[i % 8], SCENES[i / 8 % 5])).collect()
+}
+
+impl Latencies {
+    fn measure(server: &Server, ids: &[String], with_sql: bool) -> anyhow::Result<Latencies> {
+        let search = |path: String| server.get(&path);
+        // Warm-up: vectors (and graph), the text tower, and the SQL session's first plan.
+        search(format!("/search/image/{}?k=10", ids[0]))?;
+        search(format!("/search/text?q={}&k=10", query_escape("warm up")))?;
+        let image = Latency::time(ids, |id| search(format!("/search/image/{id}?k=10")))?;
+        let tag = if with_sql { "exact" } else { "hnsw" };
+        let new_text =
+            Latency::time(&sentences(tag, ids.len()), |q| search(format!("/search/text?q={}&k=10", query_escape(q))))?;
+        let cached: Vec<String> = vec!["warm up".to_string(); ids.len()];
+        let cached_text = Latency::time(&cached, |q| search(format!("/search/text?q={}&k=10", query_escape(q))))?;
+        let filtered_sql = if with_sql {
+            let texts = sentences("sql", 4);
+            let sql: Vec<String> = (0..ids.len())
+                .map(|i| {
+                    format!(
+                        "SELECT image_id, clip_similarity(image_id, '{}') AS score FROM images \
+                         WHERE label = 'cat' ORDER BY score DESC LIMIT 10",
+                        texts[i % texts.len()]
+                    )
+                })
+                .collect();
+            // Each sentence once before timing: the timed requests measure the query.
+            sql.iter().take(texts.len()).try_for_each(|q| server.post_sql(q).map(drop))?;
+            Some(Latency::time(&sql, |q| server.post_sql(q))?)
+        } else {
+            None
+        };
+        Ok(Latencies { image, new_text, cached_text, filtered_sql })
+    }
+
+    fn print(&self) {
+        println!("  GET /search/image/{{id}}?k=10:                  {}", self.image);
+        println!("  GET /search/text?q=…&k=10, a new sentence:      {}", self.new_text);
+        println!("  GET /search/text?q=…&k=10, a sentence seen before: {}", self.cached_text);
+        if let Some(sql) = self.filtered_sql {
+            println!(
+                "  POST /sql, WHERE label = 'cat' (1/10 of the rows) ORDER BY clip_similarity DESC LIMIT 10: {sql}"
+            );
+        }
+    }
+}
+
+/// `text` percent-encoded for a query string.
+fn query_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// A ViT-B/32-shaped CLIP checkpoint with random weights (seeded by candle's default
+/// initialisers) in `dir`, in the layout `slicetest embed` reads (its tokenizer is the
+/// real CLIP vocabulary of the test fixture); the model's (source, fingerprint).
+fn write_clip_checkpoint(dir: &Path, dim: usize) -> anyhow::Result<(String, String)> {
+    std::fs::create_dir_all(dir)?;
+    let config = serde_json::json!({
+        "projection_dim": dim,
+        "text_config": {"bos_token_id": 49406, "eos_token_id": 49407},
+    });
+    std::fs::write(dir.join("config.json"), config.to_string())?;
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../embed/tests/fixtures/tiny-clip/tokenizer.json");
+    std::fs::copy(fixture, dir.join("tokenizer.json")).context(fixture)?;
+    let config = slicetest_embed::ClipConfig::from_file(&dir.join("config.json"))?;
+    let varmap = VarMap::new();
+    slicetest_embed::ClipModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &config)?;
+    varmap.save(dir.join("model.safetensors"))?;
+    let source = dir.to_string_lossy().into_owned();
+    Ok((source, slicetest_embed::fingerprint(dir)?))
+}
+
 /// A workspace with dataset `bench` of `rows` images and one embedding model of
 /// deterministic random unit vectors for all of them; returns the image ids.
-fn build_workspace(root: &Path, rows: usize, dim: usize) -> anyhow::Result<Vec<String>> {
+fn build_workspace(root: &Path, rows: usize, dim: usize, clip: &(String, String)) -> anyhow::Result<Vec<String>> {
     let mut workspace = slicetest_datasets::Workspace::init(root)?;
     let table = synthetic_images(rows);
     slicetest_datasets::import_table(&mut workspace, "bench", &table, "bench")?;
@@ -128,8 +309,10 @@ fn build_workspace(root: &Path, rows: usize, dim: usize) -> anyhow::Result<Vec<S
     let layout = workspace.layout().clone();
     let model = EmbeddingModel {
         name: "bench".into(),
-        source: "bench (random unit vectors)".into(),
-        fingerprint: "bench".into(),
+        // Random unit vectors, registered as made by the bench's checkpoint so that text
+        // queries load it.
+        source: clip.0.clone(),
+        fingerprint: clip.1.clone(),
         dim,
         preprocessing: "none".into(),
         slicetest_version: env!("CARGO_PKG_VERSION").into(),
@@ -174,14 +357,32 @@ impl Server {
 
     /// `GET /search/image/{id}?k=10` over a real socket; the body (JSON rows).
     fn search(&self, id: &str) -> anyhow::Result<String> {
+        self.get(&format!("/search/image/{id}?k=10"))
+    }
+
+    /// `GET path` over a real socket; the body.
+    fn get(&self, path: &str) -> anyhow::Result<String> {
+        self.request(&format!("GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n"))
+    }
+
+    /// `POST /sql` with `sql` as the JSON body; the body of the answer.
+    fn post_sql(&self, sql: &str) -> anyhow::Result<String> {
+        let body = serde_json::json!({ "sql": sql }).to_string();
+        self.request(&format!(
+            "POST /sql HTTP/1.0\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    fn request(&self, request: &str) -> anyhow::Result<String> {
         let mut stream = std::net::TcpStream::connect(self.addr)?;
         // HTTP/1.0: the body comes whole, not chunked, and the connection closes after it.
-        write!(stream, "GET /search/image/{id}?k=10 HTTP/1.0\r\nHost: bench\r\n\r\n")?;
+        stream.write_all(request.as_bytes())?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;
         let (head, body) = response.split_once("\r\n\r\n").context("an HTTP response")?;
         if !head.lines().next().is_some_and(|status| status.contains(" 200 ")) {
-            bail!("search failed: {head}\n{body}");
+            bail!("request failed: {head}\n{body}");
         }
         Ok(body.to_string())
     }

@@ -1,14 +1,9 @@
 //! `slicetest search`: the images closest to a sentence, to a dataset image or to an
 //! image file, through the same vectors and model as SQL's `text_search` / `image_search`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
 use serde::Serialize;
-use slicetest_datasets::version::read_image_columns;
 use slicetest_sql::SqlError;
 use slicetest_sql::vectors::VectorCatalog;
 
@@ -44,7 +39,6 @@ impl Engine {
     /// embeddings of `model` (default: the dataset's only embedding model).
     pub fn search(&self, query: &SearchQuery, k: usize, model: Option<&str>) -> Result<Vec<SearchHit>> {
         let latest = self.latest_manifest(None)?;
-        let layout = self.workspace.layout();
         let catalog = VectorCatalog::new(self.vectors().clone(), Some(latest.clone()));
         let set = catalog.vectors(model)?;
         let vector = match query {
@@ -62,17 +56,15 @@ impl Engine {
                 catalog.image_vector(&set, &image)?
             }
         };
-        let images = read_image_columns(layout, &latest, &["image_id", "uri"])?;
-        let (ids, uris) = (cast(images.column(0), &DataType::Utf8)?, cast(images.column(1), &DataType::Utf8)?);
-        let (ids, uris) = (ids.as_string::<i32>(), uris.as_string::<i32>());
-        let uri_of: HashMap<&str, &str> = (0..ids.len()).map(|i| (ids.value(i), uris.value(i))).collect();
+        // The set keeps each image's uri: reading them from the images table here cost more
+        // than the search itself on large datasets.
         Ok(set
             .search(&vector, k)?
             .into_iter()
             .map(|(id, score)| SearchHit {
                 image_id: id.to_string(),
                 score,
-                uri: uri_of.get(id).map_or(String::new(), |u| u.to_string()),
+                uri: set.uri(id).unwrap_or_default().to_string(),
             })
             .collect())
     }

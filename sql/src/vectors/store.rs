@@ -47,6 +47,8 @@ pub struct VectorSet {
     pub model: EmbeddingModel,
     ids: Vec<String>,
     shas: Vec<String>,
+    /// Where each image is (the `uri` column), for search results.
+    uris: Vec<String>,
     matrix: Vec<f32>,
     row_of: HashMap<String, u32>,
     /// Where the HNSW index of these embeddings is saved.
@@ -72,6 +74,11 @@ impl VectorSet {
         self.model.dim
     }
 
+    /// Where an image of the set is (its `uri`), if it has a vector.
+    pub fn uri(&self, image_id: &str) -> Option<&str> {
+        self.row_of.get(image_id).map(|&r| self.uris[r as usize].as_str())
+    }
+
     /// The vector of an image, if it has one.
     pub fn vector(&self, image_id: &str) -> Option<&[f32]> {
         self.row_of.get(image_id).map(|&r| &self.matrix[r as usize * self.dim()..][..self.dim()])
@@ -87,9 +94,10 @@ impl VectorSet {
         self.ids.is_empty()
     }
 
-    /// Bytes held: the vectors, the ids and hashes, and the id → row map.
+    /// Bytes held: the vectors, the ids, hashes and uris, and the id → row map.
     pub fn resident_bytes(&self) -> usize {
-        let strings: usize = self.ids.iter().chain(&self.shas).map(|s| s.capacity() + size_of::<String>()).sum();
+        let strings: usize =
+            self.ids.iter().chain(&self.shas).chain(&self.uris).map(|s| s.capacity() + size_of::<String>()).sum();
         let map = self.row_of.capacity() * (size_of::<String>() + size_of::<u32>() + 8)
             + self.ids.iter().map(String::len).sum::<usize>();
         self.matrix.capacity() * size_of::<f32>() + strings + map
@@ -239,14 +247,23 @@ impl VectorStore {
                 models: Vec::new(),
             })
             .map_err(SqlError::into_datafusion)?;
-        let current = read_image_columns(&self.layout, dataset, &["image_id", "sha256"]).map_err(external)?;
-        let (ids, shas) = (cast(current.column(0), &DataType::Utf8)?, cast(current.column(1), &DataType::Utf8)?);
-        let (ids, shas) = (ids.as_string::<i32>(), shas.as_string::<i32>());
-        let current: HashMap<&str, &str> = (0..ids.len()).map(|i| (ids.value(i), shas.value(i))).collect();
+        let current = read_image_columns(&self.layout, dataset, &["image_id", "sha256", "uri"]).map_err(external)?;
+        // Columns come in the file's order: looked up by name.
+        let column = |name: &str| {
+            let column =
+                current.column_by_name(name).ok_or_else(|| DataFusionError::Internal(format!("no {name} column")))?;
+            cast(column, &DataType::Utf8)
+        };
+        let [ids, shas, uris] = ["image_id", "sha256", "uri"].map(column);
+        let (ids, shas, uris) = (ids?, shas?, uris?);
+        let (ids, shas, uris) = (ids.as_string::<i32>(), shas.as_string::<i32>(), uris.as_string::<i32>());
+        let current: HashMap<&str, (&str, &str)> =
+            (0..ids.len()).map(|i| (ids.value(i), (shas.value(i), uris.value(i)))).collect();
         let mut set = VectorSet {
             model,
             ids: Vec::new(),
             shas: Vec::new(),
+            uris: Vec::new(),
             matrix: Vec::new(),
             row_of: HashMap::new(),
             index_dir: self.layout.embeddings_dir(&dataset.dataset, name).join("index"),
@@ -260,13 +277,15 @@ impl VectorStore {
             for i in 0..batch.num_rows() {
                 // Only vectors of the image as it is now; where two parts hold the same
                 // image and content (two writers embedded it at once), the first part wins.
-                if current.get(ids.value(i)) != Some(&shas.value(i)) || set.row_of.contains_key(ids.value(i)) {
+                let Some(&(sha, uri)) = current.get(ids.value(i)) else { continue };
+                if sha != shas.value(i) || set.row_of.contains_key(ids.value(i)) {
                     continue;
                 }
                 let vector = &values.values()[i * set.model.dim..][..set.model.dim];
                 set.row_of.insert(ids.value(i).to_string(), set.ids.len() as u32);
                 set.ids.push(ids.value(i).to_string());
                 set.shas.push(shas.value(i).to_string());
+                set.uris.push(uri.to_string());
                 set.matrix.extend_from_slice(vector);
             }
         }
