@@ -231,8 +231,9 @@ impl VectorStore {
         self.loads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Bytes the loaded vector sets hold (vectors, ids and hashes; the HNSW graphs are
-    /// on top, about `M · 2 · 4` bytes per vector).
+    /// Bytes the loaded vector sets hold (vectors, ids, hashes and uris; the HNSW
+    /// indexes are on top: the graph, about `M · 2 · 4` bytes per vector, and once
+    /// searched the f16 copy of the vectors, 2 bytes per value).
     pub fn resident_bytes(&self) -> usize {
         let slots: Vec<Slot> = self.sets.lock().expect("not poisoned").values().cloned().collect();
         slots.iter().filter_map(|slot| slot.lock().expect("not poisoned").clone()).map(|set| set.resident_bytes()).sum()
