@@ -64,22 +64,22 @@ pub(super) fn to_f16(matrix: &[f32]) -> Vec<u16> {
 #[derive(Clone, Copy)]
 pub(super) struct Space<'a> {
     matrix: &'a [f32],
-    /// The same rows rounded to f16: when present, `score` and `score4` compare with these.
-    halves: Option<&'a [u16]>,
+    /// The same rows rounded to f16 and their kernels: when present, `score` and `score4`
+    /// compare with these.
+    halves: Option<(&'a [u16], DotF16)>,
     dim: usize,
     dot: Dot,
-    dot_f16: DotF16,
 }
 
 impl<'a> Space<'a> {
     /// Scores against the f32 rows.
     pub(super) fn new(matrix: &'a [f32], dim: usize) -> Self {
-        Space { matrix, halves: None, dim, dot: Dot::detect(), dot_f16: DotF16::detect() }
+        Space { matrix, halves: None, dim, dot: Dot::detect() }
     }
 
     /// Scores against `halves`, the rows of `matrix` rounded by [`to_f16`].
     pub(super) fn with_halves(matrix: &'a [f32], halves: &'a [u16], dim: usize) -> Self {
-        Space { halves: Some(halves), ..Space::new(matrix, dim) }
+        Space { halves: Some((halves, DotF16::detect())), ..Space::new(matrix, dim) }
     }
 
     /// Complete rows in the matrix.
@@ -100,7 +100,7 @@ impl<'a> Space<'a> {
     #[inline]
     pub(super) fn score(&self, query: &[f32], id: u32) -> f32 {
         match self.halves {
-            Some(halves) => (self.dot_f16.0)(query, Self::half_row(halves, self.dim, id)),
+            Some((halves, dot)) => (dot.0)(query, Self::half_row(halves, self.dim, id)),
             None => (self.dot.0)(query, self.row(id)),
         }
     }
@@ -109,7 +109,7 @@ impl<'a> Space<'a> {
     #[inline]
     pub(super) fn score4(&self, query: &[f32], ids: [u32; 4]) -> [f32; 4] {
         match self.halves {
-            Some(halves) => (self.dot_f16.1)(query, ids.map(|id| Self::half_row(halves, self.dim, id))),
+            Some((halves, dot)) => (dot.1)(query, ids.map(|id| Self::half_row(halves, self.dim, id))),
             None => (self.dot.1)(query, ids.map(|id| self.row(id))),
         }
     }
@@ -125,7 +125,7 @@ impl<'a> Space<'a> {
     #[inline]
     pub(super) fn prefetch_row(&self, id: u32) {
         match self.halves {
-            Some(halves) => {
+            Some((halves, _)) => {
                 for line in Self::half_row(halves, self.dim, id).chunks(32).take(4) {
                     prefetch(line.as_ptr());
                 }

@@ -250,13 +250,8 @@ impl VectorStore {
             .map_err(SqlError::into_datafusion)?;
         let current = read_image_columns(&self.layout, dataset, &["image_id", "sha256", "uri"]).map_err(external)?;
         // Columns come in the file's order: looked up by name.
-        let column = |name: &str| {
-            let column =
-                current.column_by_name(name).ok_or_else(|| DataFusionError::Internal(format!("no {name} column")))?;
-            cast(column, &DataType::Utf8)
-        };
-        let [ids, shas, uris] = ["image_id", "sha256", "uri"].map(column);
-        let (ids, shas, uris) = (ids?, shas?, uris?);
+        let column = |name: &str| cast(current.column_by_name(name).expect("core column"), &DataType::Utf8);
+        let (ids, shas, uris) = (column("image_id")?, column("sha256")?, column("uri")?);
         let (ids, shas, uris) = (ids.as_string::<i32>(), shas.as_string::<i32>(), uris.as_string::<i32>());
         let current: HashMap<&str, (&str, &str)> =
             (0..ids.len()).map(|i| (ids.value(i), (shas.value(i), uris.value(i)))).collect();
