@@ -104,6 +104,7 @@ fn decode_function(workspaces: &Workspaces, name: &str, buf: &[u8]) -> Result<Ar
     if buf.is_empty() {
         return match name {
             "cosine_similarity" => Ok(Arc::new(ScalarUDF::from(CosineSimilarityFunction::default()))),
+            "case_branch" => Ok(Arc::new(ScalarUDF::from(slicetest_sql::case_keys::CaseBranchFunction::default()))),
             _ => plan_err!("unknown function {name}: not a slicetest function, and not registered here"),
         };
     }

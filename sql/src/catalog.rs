@@ -119,6 +119,7 @@ pub fn register_functions(ctx: &SessionContext, layout: &WorkspaceLayout, vector
     ctx.register_udtf("image_search", Arc::new(ImageSearchFunction(vectors.clone())));
     ctx.register_udf(ScalarUDF::from(ClipSimilarityFunction::new(vectors)));
     ctx.register_udf(ScalarUDF::from(CosineSimilarityFunction::default()));
+    ctx.register_udf(ScalarUDF::from(crate::case_keys::CaseBranchFunction::default()));
 }
 
 /// Registers catalog `slicetest` with a schema per dataset of `workspace`.
