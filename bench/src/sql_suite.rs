@@ -80,6 +80,9 @@ const CASES: &[Case] = &[
     ),
     case("distinct", "SELECT DISTINCT split, label, format FROM {images}"),
     case("top_k", "SELECT image_id, bytes FROM {images} ORDER BY bytes DESC, image_id LIMIT 10"),
+    // The web UI's home page and its explorer's default query: rows in id order.
+    case("first_page_by_id", "SELECT image_id, label FROM {images} ORDER BY image_id LIMIT 24"),
+    case("ordered_by_id", "SELECT image_id, label, split FROM {images} WHERE label = 'cat' ORDER BY image_id"),
     case(
         "top_k_filtered",
         "SELECT image_id, brightness FROM {images} WHERE label = 'cat' ORDER BY brightness DESC, image_id LIMIT 100",
@@ -137,16 +140,19 @@ struct Args {
     rows: usize,
     runs: usize,
     only: Option<Vec<String>>,
+    /// Print slicetest's plan of each query before timing it.
+    explain: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args { rows: 1_000_000, runs: 5, only: None };
+    let mut a = Args { rows: 1_000_000, runs: 5, only: None, explain: false };
     for (flag, value) in slicetest_bench::flag_values()? {
         match flag.as_str() {
             "--rows" => a.rows = value.parse()?,
             "--runs" => a.runs = value.parse()?,
             "--only" => a.only = Some(value.split(',').map(str::to_string).collect()),
-            other => bail!("unknown flag {other} (flags: --rows N, --runs N, --only NAME,…)"),
+            "--explain" => a.explain = value.parse()?,
+            other => bail!("unknown flag {other} (flags: --rows N, --runs N, --only NAME,…, --explain true)"),
         }
     }
     Ok(a)
@@ -215,6 +221,10 @@ async fn main() -> anyhow::Result<()> {
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
                 anyhow::Ok((ms, batches.iter().map(RecordBatch::num_rows).sum::<usize>()))
             };
+            if args.explain {
+                let plan = slicetest_engine::query::plan(&ctx, &format!("EXPLAIN {ours_sql}")).await?.collect().await?;
+                println!("{}", datafusion::arrow::util::pretty::pretty_format_batches(&plan)?);
+            }
             run().await.with_context(|| format!("{}: {ours_sql}", case.name))?;
             duck.run_arrow(&duck_sql).with_context(|| format!("{}: {duck_sql}", case.name))?;
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
