@@ -99,6 +99,7 @@ pub async fn dataset_context(
         .with_runtime_env(runtime)
         .with_default_features()
         .with_optimizer_rule(Arc::new(crate::case_keys::GroupOnCaseBranchNumbers))
+        .with_physical_optimizer_rule(Arc::new(crate::short_strings::CompareShortStringViews))
         .build();
     let ctx = SessionContext::new_with_state(state);
     register_workspace(&ctx, workspace).await?;
