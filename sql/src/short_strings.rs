@@ -1,6 +1,6 @@
 //! A physical optimizer rule: a filter's `column = 'literal'`, `<>` and `IN (…)` over a
-//! string-view column, with literals of at most 12 bytes, compare the columns' 16-byte
-//! views with the literals' as whole numbers.
+//! string-view column (or any string-view expression), with literals of at most 12
+//! bytes, compare the 16-byte views with the literals' as whole numbers.
 //!
 //! A string of at most 12 bytes lives inside its view (length, then the bytes, then
 //! zeros), so a value equals such a literal exactly when its view equals the literal's:
@@ -27,7 +27,7 @@ use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::{ColumnarValue, Operator};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::{BinaryExpr, Column, InListExpr, Literal};
+use datafusion::physical_expr::expressions::{BinaryExpr, InListExpr, Literal};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
@@ -71,17 +71,24 @@ fn rewrite(expr: Arc<dyn PhysicalExpr>, schema: &Schema) -> Transformed<Arc<dyn 
             Operator::NotEq => true,
             _ => return Transformed::no(expr),
         };
-        // Either side may be the column.
-        let (column, literal) = match (view_column(binary.left(), schema), view_column(binary.right(), schema)) {
-            (Some(column), None) => (column, binary.right()),
-            (None, Some(column)) => (column, binary.left()),
+        // Either side may be the literal.
+        let (strings, view) = match (inline_view(binary.left()), inline_view(binary.right())) {
+            (None, Some(view)) => (binary.left(), view),
+            (Some(view), None) => (binary.right(), view),
             _ => return Transformed::no(expr),
         };
-        inline_view(literal).map(|view| ShortStringViewsIn { column, views: vec![view], negated })
+        is_string_view(strings, schema).then(|| ShortStringViewsIn {
+            strings: strings.clone(),
+            views: vec![view],
+            negated,
+        })
     } else if let Some(in_list) = expr.downcast_ref::<InListExpr>() {
-        let Some(column) = view_column(in_list.expr(), schema) else { return Transformed::no(expr) };
         let views: Option<Vec<u128>> = in_list.list().iter().map(inline_view).collect();
-        views.map(|views| ShortStringViewsIn { column, views, negated: in_list.negated() })
+        views.filter(|_| is_string_view(in_list.expr(), schema)).map(|views| ShortStringViewsIn {
+            strings: in_list.expr().clone(),
+            views,
+            negated: in_list.negated(),
+        })
     } else {
         None
     };
@@ -91,10 +98,9 @@ fn rewrite(expr: Arc<dyn PhysicalExpr>, schema: &Schema) -> Transformed<Arc<dyn 
     }
 }
 
-/// The column `expr` is, when it is a string-view column.
-fn view_column(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Option<Column> {
-    let column = expr.downcast_ref::<Column>()?;
-    (schema.fields().get(column.index())?.data_type() == &DataType::Utf8View).then(|| column.clone())
+/// Whether `expr` gives a string-view column.
+fn is_string_view(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> bool {
+    expr.data_type(schema).is_ok_and(|t| t == DataType::Utf8View)
 }
 
 /// The view of a non-NULL string literal of at most 12 bytes.
@@ -108,20 +114,36 @@ fn inline_view(expr: &Arc<dyn PhysicalExpr>) -> Option<u128> {
     }
 }
 
-/// `column IN (literals)` (or `NOT IN`, or `=` / `<>` with one) for literals of at most
-/// 12 bytes, by their views; NULL where the column is NULL, as in SQL.
-#[derive(Debug, PartialEq, Eq, Hash)]
+/// `strings IN (literals)` (or `NOT IN`, or `=` / `<>` with one) for literals of at most
+/// 12 bytes, by their views; NULL where `strings` is NULL, as in SQL.
+#[derive(Debug, Eq)]
 pub struct ShortStringViewsIn {
-    column: Column,
+    /// The expression giving the strings (a column, usually): a child, so that plan
+    /// rewrites that renumber columns see it.
+    strings: Arc<dyn PhysicalExpr>,
     views: Vec<u128>,
     negated: bool,
+}
+
+impl PartialEq for ShortStringViewsIn {
+    fn eq(&self, other: &Self) -> bool {
+        self.strings.eq(&other.strings) && self.views == other.views && self.negated == other.negated
+    }
+}
+
+impl Hash for ShortStringViewsIn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.strings.hash(state);
+        self.views.hash(state);
+        self.negated.hash(state);
+    }
 }
 
 impl fmt::Display for ShortStringViewsIn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let values: Vec<String> = self.views.iter().map(|v| format!("{:?}", inline_str(*v))).collect();
         let not = if self.negated { "NOT " } else { "" };
-        write!(f, "{} {not}IN short views ({})", self.column, values.join(", "))
+        write!(f, "{} {not}IN short views ({})", self.strings, values.join(", "))
     }
 }
 
@@ -137,11 +159,11 @@ impl PhysicalExpr for ShortStringViewsIn {
     }
 
     fn nullable(&self, input_schema: &Schema) -> Result<bool> {
-        self.column.nullable(input_schema)
+        self.strings.nullable(input_schema)
     }
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
-        let array = self.column.evaluate(batch)?.into_array(batch.num_rows())?;
+        let array = self.strings.evaluate(batch)?.into_array(batch.num_rows())?;
         let Some(strings) = array.as_string_view_opt() else {
             return exec_err!("{self}: expected a Utf8View column, got {}", array.data_type());
         };
@@ -154,11 +176,14 @@ impl PhysicalExpr for ShortStringViewsIn {
     }
 
     fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
-        Vec::new()
+        vec![&self.strings]
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
-        Ok(self)
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
+        let Ok([strings]) = <[_; 1]>::try_from(children) else {
+            return exec_err!("{self}: expected one child");
+        };
+        Ok(Arc::new(ShortStringViewsIn { strings, views: self.views.clone(), negated: self.negated }))
     }
 
     fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -222,7 +247,7 @@ mod tests {
             let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, true)]));
             let batch = RecordBatch::try_new(schema, vec![Arc::new(array.clone())]).unwrap();
             let expr = super::ShortStringViewsIn {
-                column: Column::new("s", 0),
+                strings: Arc::new(Column::new("s", 0)),
                 views: vec![datafusion::arrow::array::builder::make_view(literal.as_bytes(), 0, 0)],
                 negated,
             };
@@ -252,6 +277,7 @@ mod tests {
             "SELECT s FROM t WHERE s IN ('bird', 'dog', 'twelve bytes', 'x', 'y') ORDER BY s",
             "SELECT s FROM t WHERE s NOT IN ('bird', 'dog', 'twelve bytes', 'x', 'y') ORDER BY s",
             "SELECT count(*) FROM t WHERE (s = 'cat') IS NULL",
+            "SELECT s FROM t WHERE lower(s) = 'dog' ORDER BY s",
         ] {
             let ((ours, plan), (theirs, _)) = (run(&with, sql).await, run(&without, sql).await);
             assert_eq!(ours, theirs, "{sql}");
