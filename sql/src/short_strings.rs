@@ -35,6 +35,11 @@ use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 /// The longest string a view holds inline.
 const MAX_INLINE: usize = 12;
 
+/// Up to this many literals a row's view is compared with each; above, the sorted
+/// literals are binary-searched (an `IN` list of hundreds of labels would otherwise cost
+/// hundreds of comparisons a row).
+const LINEAR_LOOKUP: usize = 8;
+
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct CompareShortStringViews;
@@ -77,18 +82,12 @@ fn rewrite(expr: Arc<dyn PhysicalExpr>, schema: &Schema) -> Transformed<Arc<dyn 
             (Some(view), None) => (binary.right(), view),
             _ => return Transformed::no(expr),
         };
-        is_string_view(strings, schema).then(|| ShortStringViewsIn {
-            strings: strings.clone(),
-            views: vec![view],
-            negated,
-        })
+        is_string_view(strings, schema).then(|| ShortStringViewsIn::new(strings.clone(), vec![view], negated))
     } else if let Some(in_list) = expr.downcast_ref::<InListExpr>() {
         let views: Option<Vec<u128>> = in_list.list().iter().map(inline_view).collect();
-        views.filter(|_| is_string_view(in_list.expr(), schema)).map(|views| ShortStringViewsIn {
-            strings: in_list.expr().clone(),
-            views,
-            negated: in_list.negated(),
-        })
+        views
+            .filter(|_| is_string_view(in_list.expr(), schema))
+            .map(|views| ShortStringViewsIn::new(in_list.expr().clone(), views, in_list.negated()))
     } else {
         None
     };
@@ -121,8 +120,18 @@ pub struct ShortStringViewsIn {
     /// The expression giving the strings (a column, usually): a child, so that plan
     /// rewrites that renumber columns see it.
     strings: Arc<dyn PhysicalExpr>,
+    /// The literals' views, sorted and without repeats.
     views: Vec<u128>,
     negated: bool,
+}
+
+impl ShortStringViewsIn {
+    /// `strings IN (the literals of views)`, or NOT IN when `negated`.
+    fn new(strings: Arc<dyn PhysicalExpr>, mut views: Vec<u128>, negated: bool) -> Self {
+        views.sort_unstable();
+        views.dedup();
+        ShortStringViewsIn { strings, views, negated }
+    }
 }
 
 impl PartialEq for ShortStringViewsIn {
@@ -170,7 +179,10 @@ impl PhysicalExpr for ShortStringViewsIn {
         let views = strings.views();
         let values = match self.views.as_slice() {
             [one] => BooleanBuffer::collect_bool(views.len(), |i| (views[i] == *one) != self.negated),
-            many => BooleanBuffer::collect_bool(views.len(), |i| many.contains(&views[i]) != self.negated),
+            few if few.len() <= LINEAR_LOOKUP => {
+                BooleanBuffer::collect_bool(views.len(), |i| few.contains(&views[i]) != self.negated)
+            }
+            many => BooleanBuffer::collect_bool(views.len(), |i| many.binary_search(&views[i]).is_ok() != self.negated),
         };
         Ok(ColumnarValue::Array(Arc::new(BooleanArray::new(values, strings.nulls().cloned()))))
     }
@@ -246,16 +258,38 @@ mod tests {
             let array = StringViewArray::from(values.iter().map(Option::as_deref).collect::<Vec<_>>());
             let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, true)]));
             let batch = RecordBatch::try_new(schema, vec![Arc::new(array.clone())]).unwrap();
-            let expr = super::ShortStringViewsIn {
-                strings: Arc::new(Column::new("s", 0)),
-                views: vec![datafusion::arrow::array::builder::make_view(literal.as_bytes(), 0, 0)],
+            let expr = super::ShortStringViewsIn::new(
+                Arc::new(Column::new("s", 0)),
+                vec![datafusion::arrow::array::builder::make_view(literal.as_bytes(), 0, 0)],
                 negated,
-            };
+            );
             let ours = expr.evaluate(&batch).unwrap().into_array(batch.num_rows()).unwrap();
             let scalar = Scalar::new(StringViewArray::from(vec![literal.as_str()]));
             let arrows = if negated { cmp::neq(&array, &scalar) } else { cmp::eq(&array, &scalar) }.unwrap();
             proptest::prop_assert_eq!(ours.as_boolean(), &arrows);
             proptest::prop_assert_eq!(ours.null_count(), array.null_count());
+        }
+
+        /// An IN list (compared one by one, or binary-searched past eight literals) gives
+        /// membership in the literals, NULL for a NULL value.
+        #[test]
+        fn in_lists_are_membership(
+            values in proptest::collection::vec(proptest::option::of("[ab]{0,14}"), 0..200),
+            literals in proptest::collection::vec("[ab]{0,12}", 1..30),
+            negated in proptest::bool::ANY,
+        ) {
+            use datafusion::arrow::array::AsArray;
+            use datafusion::physical_expr::PhysicalExpr;
+            use datafusion::physical_expr::expressions::Column;
+            let array = StringViewArray::from(values.iter().map(Option::as_deref).collect::<Vec<_>>());
+            let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, true)]));
+            let batch = RecordBatch::try_new(schema, vec![Arc::new(array)]).unwrap();
+            let views = literals.iter().map(|l| datafusion::arrow::array::builder::make_view(l.as_bytes(), 0, 0)).collect();
+            let expr = super::ShortStringViewsIn::new(Arc::new(Column::new("s", 0)), views, negated);
+            let ours = expr.evaluate(&batch).unwrap().into_array(batch.num_rows()).unwrap();
+            let expected: Vec<Option<bool>> =
+                values.iter().map(|v| v.as_ref().map(|v| literals.contains(v) != negated)).collect();
+            proptest::prop_assert_eq!(ours.as_boolean().iter().collect::<Vec<_>>(), expected);
         }
     }
 
@@ -278,6 +312,8 @@ mod tests {
             "SELECT s FROM t WHERE s NOT IN ('bird', 'dog', 'twelve bytes', 'x', 'y') ORDER BY s",
             "SELECT count(*) FROM t WHERE (s = 'cat') IS NULL",
             "SELECT s FROM t WHERE lower(s) = 'dog' ORDER BY s",
+            "SELECT s FROM t WHERE s IN ('a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'dog', 'twelve bytes', '') ORDER BY s",
+            "SELECT s FROM t WHERE s NOT IN ('a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'dog', 'twelve bytes') ORDER BY s",
         ] {
             let ((ours, plan), (theirs, _)) = (run(&with, sql).await, run(&without, sql).await);
             assert_eq!(ours, theirs, "{sql}");
