@@ -5,7 +5,8 @@
 //! tables (`ListingTable`, views) and nodes serialise themselves; this codec adds what only
 //! slicetest knows, and hands everything else to Ballista's codecs:
 //!
-//! - tables: the tagged `images` table ([`TaggedImages`]: the image table and each tagger's
+//! - tables: the Parquet tables ([`SubstringPruningTable`]: its `ListingTable`, as the plan
+//!   of a scan), the tagged `images` table ([`TaggedImages`]: the image table and each tagger's
 //!   rows, as plans) and in-memory tables (`MemTable`: the answers of `slice()`,
 //!   `text_search()`, `image_search()`, `discover_slices()`, … computed on the client when
 //!   the query was planned), as Arrow IPC;
@@ -27,6 +28,7 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::catalog::TableProvider;
 use datafusion::common::{DataFusionError, Result, TableReference, plan_err};
 use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::{MemTable, provider_as_source, source_as_provider};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, LogicalPlanBuilder, ScalarUDF, WindowUDF};
@@ -39,12 +41,14 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use serde::{Deserialize, Serialize};
 use slicetest_datasets::WorkspaceLayout;
 use slicetest_sql::slices::InSliceFunction;
+use slicetest_sql::substring_pruning::SubstringPruningTable;
 use slicetest_sql::vectors::{ClipSimilarityFunction, CosineSimilarityFunction, VectorCatalog, VectorStore};
 use slicetest_sql::{TaggedImages, TaggerJoin};
 
 /// The first byte of an encoded table: which kind follows.
 const TAGGED_IMAGES: u8 = b'T';
 const MEMORY_TABLE: u8 = b'M';
+const SUBSTRING_PRUNING: u8 = b'P';
 
 /// The workspaces plans were decoded for in this process, by root: a workspace is opened
 /// once, and its vectors are loaded once and shared by every query that reads them (an
@@ -174,6 +178,26 @@ impl LogicalCodec {
         Ok(())
     }
 
+    /// A Parquet table with substring row-group skipping: its `ListingTable`, which
+    /// datafusion-proto serialises itself, as the plan of a scan.
+    fn encode_substring_pruning(&self, table: &SubstringPruningTable, buf: &mut Vec<u8>) -> Result<()> {
+        buf.push(SUBSTRING_PRUNING);
+        let files = LogicalPlanBuilder::scan("files", provider_as_source(table.files().clone()), None)?.build()?;
+        buf.extend_from_slice(&logical_plan_to_bytes_with_extension_codec(&files, self)?);
+        Ok(())
+    }
+
+    fn decode_substring_pruning(&self, buf: &[u8], ctx: &TaskContext) -> Result<SubstringPruningTable> {
+        let LogicalPlan::TableScan(scan) = logical_plan_from_bytes_with_extension_codec(buf, ctx, self)? else {
+            return plan_err!("a Parquet table arrived without its files");
+        };
+        let files: Arc<dyn std::any::Any + Send + Sync> = source_as_provider(&scan.source)?;
+        match files.downcast::<ListingTable>() {
+            Ok(files) => Ok(SubstringPruningTable::new(files)),
+            Err(_) => plan_err!("a Parquet table arrived with files that are not a listing table"),
+        }
+    }
+
     fn decode_tagged_images(&self, mut buf: &[u8], schema: SchemaRef, ctx: &TaskContext) -> Result<TaggedImages> {
         let columns: Vec<Vec<String>> = serde_json::from_slice(take_part(&mut buf)?)
             .map_err(|e| DataFusionError::Plan(format!("cannot decode a tagged images table: {e}")))?;
@@ -233,6 +257,7 @@ impl LogicalExtensionCodec for LogicalCodec {
         match buf.split_first() {
             Some((&TAGGED_IMAGES, rest)) => Ok(Arc::new(self.decode_tagged_images(rest, schema, ctx)?)),
             Some((&MEMORY_TABLE, rest)) => Ok(Arc::new(decode_memory_table(rest)?)),
+            Some((&SUBSTRING_PRUNING, rest)) => Ok(Arc::new(self.decode_substring_pruning(rest, ctx)?)),
             _ => self.ballista.try_decode_table_provider(buf, table_ref, schema, ctx),
         }
     }
@@ -247,6 +272,8 @@ impl LogicalExtensionCodec for LogicalCodec {
             self.encode_tagged_images(table, buf)
         } else if let Some(table) = node.downcast_ref::<MemTable>() {
             encode_memory_table(table, buf)
+        } else if let Some(table) = node.downcast_ref::<SubstringPruningTable>() {
+            self.encode_substring_pruning(table, buf)
         } else {
             self.ballista.try_encode_table_provider(table_ref, node, buf)
         }

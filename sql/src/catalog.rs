@@ -4,7 +4,8 @@
 //! runs' per-image class scores `segmentation_scores`, the ground-truth boxes `objects` and the detection runs' boxes
 //! `predicted_objects`), plus the slice and search functions.
 //!
-//! Tables are DataFusion `ListingTable`s over the dataset's Parquet files, pinned to
+//! Tables are DataFusion `ListingTable`s over the dataset's Parquet files (in a
+//! [`SubstringPruningTable`], which also skips row groups by substring filters), pinned to
 //! the version that was latest when the session was built: a query never sees half of
 //! a concurrent ingest, and projection/filter pushdown and statistics come for free.
 //! Keeping access behind `TableProvider`s is what lets the same SQL run on Ballista
@@ -17,8 +18,7 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef}
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Column, Result as DfResult};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, TableType};
@@ -31,6 +31,7 @@ use slicetest_datasets::{embeddings, masks, objects, run, tags};
 
 use crate::error::{Result, SqlError};
 use crate::slices::{InSliceFunction, SliceTableFunction};
+use crate::substring_pruning::SubstringPruningTable;
 use crate::vectors::{
     ClipSimilarityFunction, CosineSimilarityFunction, ImageSearchFunction, TextSearchFunction, VectorCatalog,
     VectorStore,
@@ -135,7 +136,7 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
         // Materialised (`slicetest tag`, `tag compact`): one file, no join; else the join.
         let wide = tags::wide_images_file(workspace.layout(), latest, &taggers);
         let tagged = if !taggers.is_empty() && workspace.layout().storage().exists(&wide).map_err(SqlError::from)? {
-            parquet_files(ctx, &[wide]).await? as Arc<dyn TableProvider>
+            parquet_files(ctx, &[wide]).await?
         } else {
             tagged_images(ctx, &taggers, images.clone()).await?
         };
@@ -183,17 +184,15 @@ async fn images_table(
     ctx: &SessionContext,
     workspace: &Workspace,
     version: &DatasetVersion,
-) -> Result<Arc<ListingTable>> {
+) -> Result<Arc<dyn TableProvider>> {
     parquet_files(ctx, &[workspace.layout().images_file(version)]).await
 }
 
 /// One table over Parquet files of one schema (read from the first file's footer).
-async fn parquet_files(ctx: &SessionContext, paths: &[std::path::PathBuf]) -> Result<Arc<ListingTable>> {
+async fn parquet_files(ctx: &SessionContext, paths: &[std::path::PathBuf]) -> Result<Arc<dyn TableProvider>> {
     let urls = paths.iter().map(|p| ListingTableUrl::parse(p.to_string_lossy())).collect::<Result<Vec<_>, _>>()?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let schema = options.infer_schema(&ctx.state(), &urls[0]).await?;
-    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
-    Ok(Arc::new(ListingTable::try_new(config)?))
+    let schema = SubstringPruningTable::options().infer_schema(&ctx.state(), &urls[0]).await?;
+    Ok(Arc::new(SubstringPruningTable::try_new(urls, schema)?))
 }
 
 async fn parquet_table(ctx: &SessionContext, path: &std::path::Path) -> Result<DataFrame> {
@@ -202,7 +201,7 @@ async fn parquet_table(ctx: &SessionContext, path: &std::path::Path) -> Result<D
 
 /// image_id and sha256 of the images as they are now, renamed so that a stored table's
 /// (image_id, sha256) can be joined to them: see [`only_current`].
-fn current_keys(ctx: &SessionContext, images: Arc<ListingTable>) -> Result<DataFrame> {
+fn current_keys(ctx: &SessionContext, images: Arc<dyn TableProvider>) -> Result<DataFrame> {
     Ok(ctx.read_table(images)?.select(vec![col("image_id").alias("current_id"), col("sha256").alias("current_sha")])?)
 }
 
@@ -231,7 +230,7 @@ fn union_view(frames: Vec<DataFrame>) -> Result<Option<Arc<dyn TableProvider>>> 
 async fn tagged_images(
     ctx: &SessionContext,
     taggers: &[(String, tags::VisibleParts)],
-    images: Arc<ListingTable>,
+    images: Arc<dyn TableProvider>,
 ) -> Result<Arc<dyn TableProvider>> {
     if taggers.is_empty() {
         return Ok(images);
@@ -431,7 +430,7 @@ async fn tag_rows(ctx: &SessionContext, parts: &tags::VisibleParts) -> Result<Da
 async fn detections_table(
     ctx: &SessionContext,
     taggers: &[(String, tags::VisibleParts)],
-    images: Arc<ListingTable>,
+    images: Arc<dyn TableProvider>,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
     let current = current_keys(ctx, images)?;
     let mut frames = Vec::new();
@@ -452,7 +451,7 @@ async fn masks_table(
     ctx: &SessionContext,
     workspace: &Workspace,
     version: &DatasetVersion,
-    images: Arc<ListingTable>,
+    images: Arc<dyn TableProvider>,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
     let layout = workspace.layout();
     let sources = masks::mask_sources(layout, &version.dataset).map_err(SqlError::from)?;
@@ -476,7 +475,7 @@ async fn embeddings_table(
     ctx: &SessionContext,
     workspace: &Workspace,
     version: &DatasetVersion,
-    images: Arc<ListingTable>,
+    images: Arc<dyn TableProvider>,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
     let layout = workspace.layout();
     let mut per_model = Vec::new();

@@ -10,6 +10,7 @@ pub mod memory;
 pub mod options;
 pub mod short_strings;
 pub mod slices;
+pub mod substring_pruning;
 pub mod vectors;
 
 pub use catalog::{
