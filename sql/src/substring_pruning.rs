@@ -5,10 +5,11 @@
 //! column itself; `substr(image_id, 5, 2) = '00'` is a function of the column, so every
 //! row group was read (10M image ids: 155 ms where DuckDB, which prunes it, took 30 ms).
 //! Yet every value of a row group lies between its min and max, so every value starts
-//! with the longest prefix the two share; where that prefix covers the characters the
-//! substring takes, the substring is one string for the whole row group, and a filter
-//! that is false for that string is false for every row. Image ids are written in id
-//! order, so most row groups of a large table share long prefixes.
+//! with the longest prefix the two share; where that prefix covers the characters before
+//! the substring's start, the values differ only from there on, and their substrings lie
+//! between the min's and the max's (one string where the prefix covers the substring
+//! too): a filter false for every string in those bounds is false for every row. Image
+//! ids are written in id order, so the row groups of a large table share long prefixes.
 //!
 //! [`SubstringPruningTable`] wraps a `ListingTable`: its scan is the table's scan, each
 //! file then carrying a `ParquetAccessPlan` that skips those row groups. The filter itself
@@ -162,12 +163,15 @@ impl SubstringTest {
         Some(SubstringTest { column: column.name.clone(), start, length, values, negated })
     }
 
-    /// Whether the test is false on every row of a row group whose values all start with
-    /// `prefix` (and so true on none of them: a NULL value's substring is NULL).
-    fn rules_out(&self, prefix: &str) -> bool {
-        match constant_substring(prefix, self.start, self.length) {
-            Some(substring) => self.values.contains(substring) == self.negated,
-            None => false,
+    /// Whether the test is false on every row of a row group whose values lie between
+    /// `min` and `max` (and so true on none of them: a NULL value's substring is NULL).
+    fn rules_out(&self, min: &str, max: &str) -> bool {
+        let Some((low, high)) = substring_bounds(min, max, self.start, self.length) else { return false };
+        if self.negated {
+            // Every row's substring is one value, and it is excluded.
+            low == high && self.values.contains(low)
+        } else {
+            self.values.iter().all(|v| v.as_str() < low || v.as_str() > high)
         }
     }
 }
@@ -191,14 +195,25 @@ fn integer_literal(expr: &Expr) -> Option<i64> {
     }
 }
 
-/// `substr(v, start, length)` for every string `v` that starts with `prefix`, when the
-/// prefix decides it: the characters `start..start + length` (1-based, as SQL counts)
-/// all lie inside it. Characters are Unicode scalar values, as DataFusion's `substr` counts.
-fn constant_substring(prefix: &str, start: usize, length: usize) -> Option<&str> {
-    let mut boundaries = prefix.char_indices().map(|(i, _)| i).chain(std::iter::once(prefix.len()));
-    let begin = boundaries.nth(start - 1)?;
-    let end = if length == 0 { begin } else { boundaries.nth(length - 1)? };
-    Some(&prefix[begin..end])
+/// Bounds of `substr(v, start, length)` over every string `v` between `min` and `max` in
+/// byte order, when their shared prefix covers the characters before `start`: all such
+/// `v` then differ only from `start` on, and the substring, a truncation of that tail,
+/// keeps their order, so it lies between the substrings of `min` and `max` (equal when
+/// the prefix covers the substring itself). Characters are Unicode scalar values, as
+/// DataFusion's `substr` counts them; byte order of UTF-8 is their order.
+fn substring_bounds<'a, 'b>(min: &'a str, max: &'b str, start: usize, length: usize) -> Option<(&'a str, &'b str)> {
+    if shared_prefix(min, max).chars().count() < start - 1 {
+        return None;
+    }
+    Some((substr(min, start, length), substr(max, start, length)))
+}
+
+/// `substr(v, start, length)` as DataFusion computes it for `start ≥ 1`.
+fn substr(v: &str, start: usize, length: usize) -> &str {
+    let mut boundaries = v.char_indices().map(|(i, _)| i).chain(std::iter::once(v.len()));
+    let Some(begin) = boundaries.nth(start - 1) else { return "" };
+    let end = if length == 0 { begin } else { boundaries.nth(length - 1).unwrap_or(v.len()) };
+    &v[begin..end]
 }
 
 /// The longest prefix, in whole characters, of `min` and `max`: every string between
@@ -340,7 +355,7 @@ fn access_plan(metadata: &ParquetMetaData, tests: &[SubstringTest]) -> Result<Op
         for (index, (min, max)) in mins.into_iter().zip(maxes).enumerate() {
             if let (Some(min), Some(max)) = (min, max)
                 && access.should_scan(index)
-                && test.rules_out(shared_prefix(&min, &max))
+                && test.rules_out(&min, &max)
             {
                 access.skip(index);
                 skipped = true;
@@ -365,14 +380,23 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn constant_substring_takes_whole_characters_inside_the_prefix() {
-        assert_eq!(constant_substring("img_00", 5, 2), Some("00"));
-        assert_eq!(constant_substring("img_0", 5, 2), None);
-        assert_eq!(constant_substring("img_0", 5, 1), Some("0"));
-        assert_eq!(constant_substring("ab", 3, 0), Some(""));
-        assert_eq!(constant_substring("ab", 4, 0), None);
-        assert_eq!(constant_substring("é€x", 2, 2), Some("€x"));
-        assert_eq!(constant_substring("é€", 2, 2), None);
+    fn substrings_count_characters_and_stop_at_the_end() {
+        assert_eq!(substr("img_00131071", 5, 2), "00");
+        assert_eq!(substr("ab", 3, 0), "");
+        assert_eq!(substr("ab", 2, 5), "b");
+        assert_eq!(substr("ab", 4, 1), "");
+        assert_eq!(substr("é€x", 2, 2), "€x");
+    }
+
+    #[test]
+    fn substring_bounds_need_the_characters_before_start_shared() {
+        // A row group straddling img_01999999 / img_02000000.
+        assert_eq!(substring_bounds("img_01966080", "img_02097151", 5, 2), Some(("01", "02")));
+        assert_eq!(substring_bounds("img_01966080", "img_02097151", 6, 1), Some(("1", "2")));
+        assert_eq!(substring_bounds("img_01966080", "img_02097151", 7, 1), None);
+        assert_eq!(substring_bounds("img_00000000", "img_00131071", 5, 2), Some(("00", "00")));
+        assert_eq!(substring_bounds("é€1_00", "é€1_99", 2, 2), Some(("€1", "€1")));
+        assert_eq!(substring_bounds("a", "b", 1, 3), Some(("a", "b")));
     }
 
     #[test]
@@ -421,7 +445,9 @@ mod tests {
                 for file in config.file_groups.iter().flat_map(|g| g.iter()) {
                     bytes += file.effective_size();
                     if let Some(access) = file.extension::<ParquetAccessPlan>() {
-                        skipped.extend((0..access.len()).filter(|&i| !access.should_scan(i)).map(|i| (file.path().clone(), i)));
+                        skipped.extend(
+                            (0..access.len()).filter(|&i| !access.should_scan(i)).map(|i| (file.path().clone(), i)),
+                        );
                     }
                 }
             }
@@ -444,9 +470,8 @@ mod tests {
         let path = write_ids(dir.path(), &ids);
         // Three partitions and no minimum size: DataFusion splits each scan into byte
         // ranges, which must still cover every row group left.
-        let config = datafusion::prelude::SessionConfig::new()
-            .with_target_partitions(3)
-            .with_repartition_file_min_size(1);
+        let config =
+            datafusion::prelude::SessionConfig::new().with_target_partitions(3).with_repartition_file_min_size(1);
         let ctx = SessionContext::new_with_config(config);
         let url = ListingTableUrl::parse(path.to_string_lossy()).unwrap();
         let schema = SubstringPruningTable::options().infer_schema(&ctx.state(), &url).await.unwrap();
@@ -468,6 +493,10 @@ mod tests {
             ("substr(id, 1, 0) = ''", 0),
             ("substr(id, 1, 0) <> ''", 29),
             ("substr(id, 5, 2) = '00' AND n % 2 = 0", 15),
+            // Bounds: the `é€j_` groups' substrings from 5 lie in ['00', '99'].
+            ("substr(id, 5, 2) = 'zz'", 25 + 4),
+            ("substr(id, 5, 2) IN ('/', '0', 'zz')", 25 + 4),
+            ("substr(id, 5, 3) = '50'", 25),
             // Not decided by a prefix, or not of the handled shape: nothing skipped.
             ("substr(id, 9) = '1'", 0),
             ("substr(id, 0, 3) = 'im'", 0),
@@ -502,17 +531,17 @@ mod tests {
         }
     }
 
-    /// DataFusion's `substr(v, start, length)` for `start ≥ 1`.
-    fn substr(v: &str, start: usize, length: usize) -> String {
+    /// DataFusion's `substr(v, start, length)` for `start ≥ 1`, counted the plain way.
+    fn substr_by_chars(v: &str, start: usize, length: usize) -> String {
         v.chars().skip(start - 1).take(length).collect()
     }
 
     proptest! {
         /// The claim the skipping rests on: in byte order, every string between a row
-        /// group's min and max has the substring `constant_substring` names for their
-        /// shared prefix.
+        /// group's min and max has its substring between the bounds `substring_bounds`
+        /// gives (when it gives any).
         #[test]
-        fn every_value_between_min_and_max_has_the_constant_substring(
+        fn every_value_between_min_and_max_has_its_substring_within_the_bounds(
             mut values in prop::collection::vec("[ab0éê€]{0,6}", 1..40),
             group in 1usize..10,
             start in 1usize..6,
@@ -521,9 +550,11 @@ mod tests {
             values.sort();
             for rows in values.chunks(group) {
                 let (min, max) = (rows.first().unwrap(), rows.last().unwrap());
-                if let Some(constant) = constant_substring(shared_prefix(min, max), start, length) {
+                if let Some((low, high)) = substring_bounds(min, max, start, length) {
                     for v in rows {
-                        prop_assert_eq!(substr(v, start, length), constant, "{} in [{}, {}]", v, min, max);
+                        let sub = substr_by_chars(v, start, length);
+                        prop_assert_eq!(substr(v, start, length), sub.as_str());
+                        prop_assert!(low <= sub.as_str() && sub.as_str() <= high, "{} in [{}, {}]: {} not in [{}, {}]", v, min, max, sub, low, high);
                     }
                 }
             }
