@@ -136,23 +136,39 @@ const CASES: &[Case] = &[
     ),
 ];
 
+/// What `--explain` prints of each query.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Explain {
+    No,
+    Plan,
+    Analyze,
+}
+
 struct Args {
     rows: usize,
     runs: usize,
     only: Option<Vec<String>>,
     /// Print slicetest's plan of each query before timing it.
-    explain: bool,
+    /// `EXPLAIN` each query first (`true`), or `EXPLAIN ANALYZE` it after its runs (`analyze`).
+    explain: Explain,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args { rows: 1_000_000, runs: 5, only: None, explain: false };
+    let mut a = Args { rows: 1_000_000, runs: 5, only: None, explain: Explain::No };
     for (flag, value) in slicetest_bench::flag_values()? {
         match flag.as_str() {
             "--rows" => a.rows = value.parse()?,
             "--runs" => a.runs = value.parse()?,
             "--only" => a.only = Some(value.split(',').map(str::to_string).collect()),
-            "--explain" => a.explain = value.parse()?,
-            other => bail!("unknown flag {other} (flags: --rows N, --runs N, --only NAME,…, --explain true)"),
+            "--explain" => {
+                a.explain = match value.as_str() {
+                    "true" => Explain::Plan,
+                    "analyze" => Explain::Analyze,
+                    "false" => Explain::No,
+                    other => bail!("--explain {other}: true, analyze or false"),
+                }
+            }
+            other => bail!("unknown flag {other} (flags: --rows N, --runs N, --only NAME,…, --explain true|analyze)"),
         }
     }
     Ok(a)
@@ -221,9 +237,17 @@ async fn main() -> anyhow::Result<()> {
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
                 anyhow::Ok((ms, batches.iter().map(RecordBatch::num_rows).sum::<usize>()))
             };
-            if args.explain {
-                let plan = slicetest_engine::query::plan(&ctx, &format!("EXPLAIN {ours_sql}")).await?.collect().await?;
-                println!("{}", datafusion::arrow::util::pretty::pretty_format_batches(&plan)?);
+            let explain = |verb: &'static str| {
+                let sql = format!("{verb} {ours_sql}");
+                let ctx = &ctx;
+                async move {
+                    let plan = slicetest_engine::query::plan(ctx, &sql).await?.collect().await?;
+                    println!("{}", datafusion::arrow::util::pretty::pretty_format_batches(&plan)?);
+                    anyhow::Ok(())
+                }
+            };
+            if args.explain == Explain::Plan {
+                explain("EXPLAIN").await?;
             }
             run().await.with_context(|| format!("{}: {ours_sql}", case.name))?;
             duck.run_arrow(&duck_sql).with_context(|| format!("{}: {duck_sql}", case.name))?;
@@ -235,6 +259,9 @@ async fn main() -> anyhow::Result<()> {
                 ours.push(ms);
                 theirs.push(duck_ms);
                 (our_rows, their_rows) = (rows, duck_rows);
+            }
+            if args.explain == Explain::Analyze {
+                explain("EXPLAIN ANALYZE").await?;
             }
             let (ours, theirs) = (median(&mut ours), median(&mut theirs));
             let ratio = ours / theirs;
