@@ -12,6 +12,10 @@ tokens, threads, dtype, torch, transformers, image_p50_ms_per_batch, text_p50_ms
 `--dtype bf16` runs the forward passes under torch.autocast("cpu", torch.bfloat16), PyTorch's
 own way to run a float model in bfloat16 on the CPU (oneDNN's bf16 kernels, AMX where the
 CPU has it): the peer of slicetest's `--device cpu-bf16`.
+With SLICETEST_CPU_KERNEL=avx2 (slicetest's kernels kept off AVX-512), PyTorch is held to
+AVX2 too, unless the variables below are already set: ATEN_CPU_CAPABILITY=avx2 (ATen's own
+kernels), MKL_ENABLE_INSTRUCTIONS=AVX2 (MKL's GEMMs), ONEDNN_MAX_CPU_ISA=AVX2 (oneDNN's),
+read when torch loads: both sides as on an AVX2-only CPU. The JSON's `isa` says which.
 """
 
 import argparse
@@ -21,8 +25,13 @@ import os
 import statistics
 import time
 
-import torch
-import transformers
+AVX2_ONLY = os.environ.get("SLICETEST_CPU_KERNEL") == "avx2"
+if AVX2_ONLY:
+    for name, value in [("ATEN_CPU_CAPABILITY", "avx2"), ("MKL_ENABLE_INSTRUCTIONS", "AVX2"), ("ONEDNN_MAX_CPU_ISA", "AVX2")]:
+        os.environ.setdefault(name, value)
+
+import torch  # noqa: E402  (after the ISA variables, which torch reads as it loads)
+import transformers  # noqa: E402
 
 START_TOKEN, END_TOKEN = 49406, 49407
 
@@ -95,6 +104,7 @@ print(
             "dtype": args.dtype,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
+            "isa": torch.backends.cpu.get_cpu_capability() + (" (held to AVX2)" if AVX2_ONLY else ""),
             "image_p50_ms_per_batch": statistics.median(image_ms),
             "text_p50_ms_per_batch": statistics.median(text_ms),
         }

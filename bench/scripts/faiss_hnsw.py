@@ -12,11 +12,14 @@ the queries one at a time (per-query latency p50/p99). Exact top-k comes from a 
 IndexFlatIP (recall@k = |hnsw top-k intersect exact top-k| / (Q * k)); the flat index's own
 single-query p50 is reported too. bytes_per_vector = len(serialize_index(hnsw)) / N.
 Prints JSON {n, dim, m, ef_construction, ef_search, k, build_s, hnsw_p50_ms, hnsw_p99_ms,
-recall_at_k, flat_p50_ms, bytes_per_vector, faiss}.
+recall_at_k, flat_p50_ms, bytes_per_vector, faiss, simd_level}.
+With SLICETEST_CPU_KERNEL=avx2 (slicetest's own kernels kept off AVX-512) FAISS's SIMD level
+is set to AVX2 too, unless FAISS_SIMD_LEVEL names one: both sides as on an AVX2-only CPU.
 """
 
 import argparse
 import json
+import os
 import time
 
 import faiss
@@ -37,6 +40,16 @@ parser.add_argument("--vectors", help="raw float32 LE file, N x D row-major")
 parser.add_argument("--queries-file", help="raw float32 LE file, Q x D row-major")
 args = parser.parse_args()
 faiss.omp_set_num_threads(args.threads)
+if os.environ.get("SLICETEST_CPU_KERNEL") == "avx2" and "FAISS_SIMD_LEVEL" not in os.environ:
+    faiss.SIMDConfig.set_level(faiss.SIMDLevel_AVX2)
+
+
+def simd_level():
+    """FAISS's SIMD level (versions without run-time dispatch: what the loader picked)."""
+    try:
+        return faiss.SIMDConfig.get_level_name()
+    except AttributeError:
+        return getattr(faiss, "_loaded_instruction_set", "unknown")
 
 
 def read_raw(path, dim):
@@ -109,6 +122,7 @@ print(
             "flat_p50_ms": percentile_ms(flat_times, 50),
             "bytes_per_vector": faiss.serialize_index(index).nbytes / n,
             "faiss": faiss.__version__,
+            "simd_level": simd_level(),
         }
     )
 )

@@ -95,7 +95,7 @@ fn clip_throughput(threads: usize) -> anyhow::Result<()> {
     let through_candle = ClipModel::with_candle_ops(vb, &config)?;
     println!("clip cpu     {}", slicetest_embed::cpu::describe());
     println!(
-        "clip kernels {} (default {}; {}=gemm keeps f32 on the gemm crate)",
+        "clip kernels {} (default {}; {}=avx2 keeps f32 on the gemm crate's AVX2 code)",
         kernels.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
         default_kernel.name(),
         slicetest_embed::CPU_KERNEL_VARIABLE
@@ -138,8 +138,10 @@ fn clip_throughput(threads: usize) -> anyhow::Result<()> {
         }
     }
     println!(
-        "clip peer    PyTorch {} + transformers {}, ViT-B/32 random weights, batch {BATCH}, {TOKENS}-token texts, {threads} threads, best of 3 alternating rounds",
-        peer["torch"], peer["transformers"]
+        "clip peer    PyTorch {} + transformers {} (CPU capability {}), ViT-B/32 random weights, batch {BATCH}, {TOKENS}-token texts, {threads} threads, best of 3 alternating rounds",
+        peer["torch"],
+        peer["transformers"],
+        peer["isa"].as_str().unwrap_or("unknown"),
     );
     println!("clip torch   f32 {:.1} images/s, {:.1} texts/s", torch.0, torch.1);
     if bf16 {
@@ -325,6 +327,12 @@ fn hnsw_vs_faiss(n: usize, threads: usize) -> anyhow::Result<()> {
         peer["bytes_per_vector"].as_f64().unwrap_or(f64::NAN),
         dim * 4,
         p50_f32 / faiss_p50,
+    );
+    println!(
+        "hnsw         kernels: slicetest {}, FAISS {} ({}=avx2 runs both as on a CPU without AVX-512)",
+        slicetest_embed::hnsw::dot_kernel(),
+        peer["simd_level"].as_str().unwrap_or("unknown"),
+        slicetest_embed::CPU_KERNEL_VARIABLE,
     );
     let sweep_text: Vec<String> =
         sweep.iter().map(|(ef, p, r)| format!("ef {ef}: p50 {p:.3} ms, recall {r:.4}")).collect();

@@ -59,6 +59,18 @@ pub fn describe() -> String {
     format!("{} {model} [{}]", std::env::consts::ARCH, features().join(" "))
 }
 
+/// The variable that picks the f32 kernels by hand: `avx2` runs an AVX-512 CPU as one
+/// without it (CLIP on the `gemm` crate's AVX2 code, the vector index's dot products in
+/// AVX2: to measure what an AVX2-only CPU gets, or to rule a kernel out); `gemm` does so
+/// for CLIP alone; unset or `auto`, the best the CPU runs.
+pub const CPU_KERNEL_VARIABLE: &str = "SLICETEST_CPU_KERNEL";
+
+/// Whether [`CPU_KERNEL_VARIABLE`] keeps every kernel off AVX-512.
+pub fn avx512_ruled_out() -> bool {
+    static RULED_OUT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *RULED_OUT.get_or_init(|| std::env::var(CPU_KERNEL_VARIABLE).is_ok_and(|v| v == "avx2"))
+}
+
 /// The CPU's features, detected once per process: [`has`] is asked on every product of
 /// the classifier's kernel, and CPUID (the AMX check) traps to the hypervisor in a VM,
 /// tens of microseconds a call; uncached, that made the demo's training 10× slower.

@@ -20,6 +20,7 @@ mod file;
 mod graph;
 mod search;
 mod space;
+pub use space::kernel_name as dot_kernel;
 
 use std::path::{Path, PathBuf};
 

@@ -35,10 +35,7 @@ pub enum CpuKernel {
     AmxBf16,
 }
 
-/// The variable that picks the f32 kernel by hand: `gemm` keeps AVX-512 CPUs on the `gemm`
-/// crate's AVX2 code (to compare the two, or to rule the kernel out); unset or `auto`,
-/// the best the CPU runs.
-pub const CPU_KERNEL_VARIABLE: &str = "SLICETEST_CPU_KERNEL";
+pub use crate::cpu::CPU_KERNEL_VARIABLE;
 
 impl CpuKernel {
     /// The kernel for a model in `bf16` or f32 on this CPU, honouring
@@ -58,10 +55,15 @@ impl CpuKernel {
     pub fn runs_here(self) -> bool {
         match self {
             CpuKernel::Gemm => true,
+            // (AMX comes only with AVX-512: `avx2` rules out both.)
             #[cfg(target_arch = "x86_64")]
-            CpuKernel::Avx512F32 => super::packed::supported(super::packed::Precision::F32),
+            CpuKernel::Avx512F32 => {
+                !crate::cpu::avx512_ruled_out() && super::packed::supported(super::packed::Precision::F32)
+            }
             #[cfg(target_arch = "x86_64")]
-            CpuKernel::AmxBf16 => super::packed::supported(super::packed::Precision::Bf16),
+            CpuKernel::AmxBf16 => {
+                !crate::cpu::avx512_ruled_out() && super::packed::supported(super::packed::Precision::Bf16)
+            }
             #[cfg(not(target_arch = "x86_64"))]
             CpuKernel::Avx512F32 | CpuKernel::AmxBf16 => false,
         }

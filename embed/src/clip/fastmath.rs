@@ -45,7 +45,7 @@ macro_rules! vectorised {
             #[cfg(target_arch = "x86_64")]
             {
                 use std::arch::is_x86_feature_detected as has;
-                if has!("avx512f") && has!("avx2") && has!("fma") {
+                if has!("avx512f") && has!("avx2") && has!("fma") && !crate::cpu::avx512_ruled_out() {
                     #[target_feature(enable = "avx512f,avx2,fma")]
                     fn avx512($($arg: $ty),*) $(-> $ret)? {
                         $portable($($arg),*)

@@ -12,12 +12,33 @@
 #[derive(Clone, Copy)]
 struct Dot(fn(&[f32], &[f32]) -> f32, fn(&[f32], [&[f32]; 4]) -> [f32; 4]);
 
+/// Whether the AVX-512 kernels run: the CPU has AVX-512F and `SLICETEST_CPU_KERNEL=avx2`
+/// does not rule them out.
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    is_x86_feature_detected!("avx512f") && !crate::cpu::avx512_ruled_out()
+}
+
+/// The instruction set the graph's dot products run on here: `avx512`, `avx2` or
+/// `portable` (for bench output and logs).
+pub fn kernel_name() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        return "avx512";
+    }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+        return "avx2";
+    }
+    "portable"
+}
+
 impl Dot {
     /// AVX-512F, else AVX2+FMA where the CPU has them, else the portable eight-lane
     /// [`crate::index::dot`].
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512f") {
+        if avx512() {
             return Dot(x86::dot512_checked, x86::dot4_512_checked);
         }
         #[cfg(target_arch = "x86_64")]
@@ -36,7 +57,7 @@ impl DotF16 {
     /// AVX-512F, else AVX2+FMA+F16C, else a portable loop.
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512f") {
+        if avx512() {
             return DotF16(x86::dot512_f16_checked, x86::dot4_512_f16_checked);
         }
         #[cfg(target_arch = "x86_64")]
