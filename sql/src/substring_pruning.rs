@@ -15,8 +15,9 @@
 //! file then carrying a `ParquetAccessPlan` that skips those row groups. The filter itself
 //! still runs on the rows read (the table answers `Inexact`), so a skip can only save
 //! work, never change an answer. Handled: `substr(col, start, length)` (or `substring(col
-//! FROM start FOR length)`) with literal `start ≥ 1` and `length ≥ 0`, compared by `=`,
-//! `<>`, `IN` or `NOT IN` with string literals, as one conjunct of the query's filter.
+//! FROM start FOR length)`, or `left(col, length)`) with literal `start ≥ 1` and `length ≥
+//! 0`, compared by `=`, `<>`, `IN` or `NOT IN` with string literals, as one conjunct of the
+//! query's filter.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -154,12 +155,16 @@ impl SubstringTest {
 
     fn with_values(call: &Expr, values: HashSet<String>, negated: bool) -> Option<SubstringTest> {
         let Expr::ScalarFunction(function) = call else { return None };
-        if function.name() != "substr" {
-            return None;
-        }
-        let [Expr::Column(column), start, length] = function.args.as_slice() else { return None };
-        let start = usize::try_from(integer_literal(start)?).ok().filter(|&s| s >= 1)?;
-        let length = usize::try_from(integer_literal(length)?).ok()?;
+        let (column, start, length) = match (function.name(), function.args.as_slice()) {
+            ("substr", [Expr::Column(column), start, length]) => {
+                (column, usize::try_from(integer_literal(start)?).ok().filter(|&s| s >= 1)?, integer_literal(length)?)
+            }
+            // `left(s, n)` is `substr(s, 1, n)` for n ≥ 0 (a negative n drops characters
+            // from the end instead).
+            ("left", [Expr::Column(column), length]) => (column, 1, integer_literal(length)?),
+            _ => return None,
+        };
+        let length = usize::try_from(length).ok()?;
         Some(SubstringTest { column: column.name.clone(), start, length, values, negated })
     }
 
@@ -497,6 +502,9 @@ mod tests {
             ("substr(id, 5, 2) = 'zz'", 25 + 4),
             ("substr(id, 5, 2) IN ('/', '0', 'zz')", 25 + 4),
             ("substr(id, 5, 3) = '50'", 25),
+            // `left(id, n)` is `substr(id, 1, n)`; the `é€` ids sort after every `img_`.
+            ("left(id, 6) = 'img_01'", 15 + 4),
+            ("left(id, -6) = 'img_01'", 0),
             // Not decided by a prefix, or not of the handled shape: nothing skipped.
             ("substr(id, 9) = '1'", 0),
             ("substr(id, 0, 3) = 'im'", 0),
