@@ -65,7 +65,8 @@ pub fn describe() -> String {
 /// for CLIP alone; unset or `auto`, the best the CPU runs.
 pub const CPU_KERNEL_VARIABLE: &str = "SLICETEST_CPU_KERNEL";
 
-/// Whether [`CPU_KERNEL_VARIABLE`] keeps every kernel off AVX-512.
+/// Whether [`CPU_KERNEL_VARIABLE`] keeps CLIP's and the vector index's kernels off AVX-512
+/// (the demo classifier has its own switch, `SLICETEST_KERNEL`).
 pub fn avx512_ruled_out() -> bool {
     static RULED_OUT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *RULED_OUT.get_or_init(|| std::env::var(CPU_KERNEL_VARIABLE).is_ok_and(|v| v == "avx2"))
