@@ -311,7 +311,7 @@ async fn with_access_plans(
                 continue;
             };
             changed = true;
-            if (0..access.len()).any(|i| access.should_scan(i)) {
+            if access.row_group_index_iter().next().is_some() {
                 let file = match span_of_row_groups(&metadata, &access, file.object_meta.size) {
                     Some((start, end)) => file.with_range(start, end),
                     None => file,
@@ -335,7 +335,7 @@ fn span_of_row_groups(metadata: &ParquetMetaData, access: &ParquetAccessPlan, fi
             Some(column.dictionary_page_offset().unwrap_or_else(|| column.data_page_offset()))
         })
         .collect::<Option<Vec<i64>>>()?;
-    let read = || offsets.iter().enumerate().filter(|&(i, _)| access.should_scan(i)).map(|(_, &o)| o);
+    let read = || access.row_group_index_iter().map(|i| offsets[i]);
     let (start, last) = (read().min()?, read().max()?);
     // The next row group's start, or the end of the file.
     let end = offsets.iter().copied().filter(|&o| o > last).min().unwrap_or(file_size as i64);
