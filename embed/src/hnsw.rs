@@ -4,11 +4,12 @@
 //!
 //! The graph holds only neighbour ids, laid out like FAISS's `IndexHNSWFlat` (`graph`);
 //! the vectors stay in the matrix the caller already has, which every call takes. Building
-//! inserts in parallel with per-node locks (`build`); searching descends greedily through
-//! the upper levels and runs an ef-bounded best-first search on level 0 (`search`), with
-//! AVX-512 or AVX2 dot products and prefetched rows (`space`). Searches walk an f16 copy
-//! of the rows (half the memory traffic; [`Traversal`]) made on the first search, and
-//! rescore the candidates they end with in f32.
+//! inserts batches of nodes in parallel, giving the same graph whatever the number of
+//! threads (`build`); searching descends greedily through the upper levels and runs an
+//! ef-bounded best-first search on level 0 (`search`), with AVX-512 or AVX2 dot products
+//! and prefetched rows (`space`). Searches walk an f16 copy of the rows (half the memory
+//! traffic; [`Traversal`]) made on the first search, and rescore the candidates they end
+//! with in f32.
 //!
 //! The index is a cache: its directory holds the graph file (`file`) and an `index.json`,
 //! written last, that says which rows (by a key over their ids and content hashes) the
@@ -355,6 +356,38 @@ mod tests {
         assert_eq!(index.f16_copy_bytes(), 12_000 * dim * 2);
         let r = recall(&index, &matrix, &queries, dim);
         assert!(r >= 0.95, "recall@10 {r}");
+    }
+
+    /// The entry point, level 0's slots, then each upper level's nodes and slots.
+    fn links(index: &HnswIndex) -> Vec<Vec<u32>> {
+        let load = |slots: &[std::sync::atomic::AtomicU32]| {
+            slots.iter().map(|s| s.load(std::sync::atomic::Ordering::Relaxed)).collect::<Vec<_>>()
+        };
+        let graph = &index.graph;
+        let mut all = vec![vec![graph.entry], load(&graph.level0)];
+        for level in &graph.upper {
+            all.extend([level.nodes.clone(), load(&level.links)]);
+        }
+        all
+    }
+
+    #[test]
+    fn the_graph_is_the_same_whatever_the_number_of_threads() {
+        let dim = 32;
+        let matrix = structured(6_000, dim, 7);
+        let built_on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut index = HnswIndex::build(&matrix[..4_000 * dim], dim, HnswParams::default());
+                index.extend(&matrix);
+                index
+            })
+        };
+        let one = built_on(1);
+        assert!(one.graph.top() >= 2, "the set reaches a few levels");
+        for threads in [2, 3, 8] {
+            assert!(links(&built_on(threads)) == links(&one), "{threads} threads built another graph");
+        }
     }
 
     #[test]

@@ -3,10 +3,9 @@
 //! the level below) is the ascending ids of its nodes with `M` slots each. Empty slots hold
 //! [`NONE`] and come last, so a node's neighbours are its slots up to the first empty one.
 //!
-//! Slots are atomics so that parallel insertion can rewrite a node's list (holding that
-//! node's lock) while other threads read it without one, as FAISS and hnswlib do; a reader
-//! sees each slot either before or after a write, never a torn id. Relaxed loads compile
-//! to plain loads.
+//! Slots are atomics so that the threads of a batch insertion can write lists through a
+//! shared graph (each list by one thread; see `build`). Relaxed loads and stores compile
+//! to plain ones.
 
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::Relaxed;
