@@ -13,7 +13,7 @@
 //! 3. HNSW (M 16, efConstruction 200, efSearch 64) over 512-d unit vectors with a 16-d structure
 //!    (200,000 by default), 1,000 queries: build time, single-query p50 (three passes),
 //!    recall@10 against the exact top-10 and index bytes per vector of slicetest's own graph
-//!    (`embed/src/hnsw.rs`; the default f16 walk at ef 64, 80, 96, 128, and the f32 walk),
+//!    (`embed/src/hnsw.rs`; the default f16 walk at ef 64, 72, 80, 96, 128, and the f32 walk),
 //!    next to FAISS `IndexHNSWFlat` on the same vectors and queries
 //!    (`bench/scripts/faiss_hnsw.py`); target latency ≤ 0.8× FAISS's at equal or better
 //!    recall (the smallest ef that reaches FAISS's), p50 ≤ 2 ms.
@@ -279,7 +279,7 @@ fn hnsw_vs_faiss(n: usize, threads: usize) -> anyhow::Result<()> {
         }
         (median(&mut latencies), found as f64 / (exact.len() * 10) as f64)
     };
-    let sweep: Vec<(usize, f64, f64)> = [64, 80, 96, 128]
+    let sweep: Vec<(usize, f64, f64)> = [64, 72, 80, 96, 128]
         .into_iter()
         .map(|ef| (ef, measure(Traversal::F16, ef)))
         .map(|(ef, (p, r))| (ef, p, r))
