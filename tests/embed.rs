@@ -203,6 +203,53 @@ fn the_hnsw_index_is_saved_reused_and_extended() {
 }
 
 #[test]
+fn embed_readies_the_search_index_once_the_set_is_large_enough() {
+    let s = setup();
+    copy_photos(&s.src);
+    std::fs::remove_file(s.src.join("scream.jpg")).unwrap();
+    ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
+    // `min_rows` stands for HNSW_MIN_ROWS (50,000), so that three photos are "large".
+    let embed = |ws: &Path, min_rows: &str, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_slicetest"))
+            .arg("--workspace")
+            .arg(ws)
+            .args(["embed", "--model", TINY_CLIP, "--quiet"])
+            .args(extra)
+            .env("SLICETEST_HNSW_MIN_ROWS", min_rows)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let index = s.ws.join("datasets/src/embeddings/tiny-clip/index/index.json");
+    let rows = || -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(&index).unwrap()).unwrap()["rows"].clone()
+    };
+
+    // Fewer vectors than an index is worth: none is built, nothing is said about one.
+    let out = embed(&s.ws, "4", &[]);
+    assert!(out.contains("embedded 3 images") && !out.contains("search index"), "{out}");
+    assert!(!index.exists());
+    // Enough: the run builds and saves the graph, so the first search finds it.
+    let out = embed(&s.ws, "3", &[]);
+    assert!(out.contains("embedded 0 images") && out.contains("search index: HNSW graph over 3 vectors"), "{out}");
+    assert_eq!(rows(), 3);
+
+    // A new image: `--no-index` and one shard of a job leave the graph as it was; the
+    // next plain run extends it.
+    std::fs::copy(Path::new(PHOTOS).join("scream.jpg"), s.src.join("scream.jpg")).unwrap();
+    ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
+    let out = embed(&s.ws, "1", &["--no-index", "--shard", "0/2"]);
+    assert!(!out.contains("search index"), "{out}");
+    let out = embed(&s.ws, "1", &["--shard", "1/2"]);
+    assert!(!out.contains("search index"), "{out}");
+    assert_eq!(rows(), 3);
+    let out = embed(&s.ws, "1", &[]);
+    assert!(out.contains("embedded 0 images") && out.contains("over 4 vectors"), "{out}");
+    assert_eq!(rows(), 4);
+}
+
+#[test]
 fn cpu_bf16_embeds_on_amx_cpus_says_why_not_elsewhere_and_provenance_names_the_kernel() {
     let s = setup();
     copy_photos(&s.src);

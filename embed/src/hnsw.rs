@@ -118,7 +118,14 @@ impl HnswIndex {
     /// Inserts the rows of `matrix` beyond those already in the graph; the rows before
     /// them must be the ones the graph was built from.
     pub fn extend(&mut self, matrix: &[f32]) {
-        build::extend(&mut self.graph, Space::new(matrix, self.dim), self.params.ef_construction);
+        self.extend_reporting(matrix, &mut |_, _| {});
+    }
+
+    /// [`HnswIndex::extend`], calling `progress(rows linked, rows in all)` after each batch
+    /// of insertions (a progress bar's position and length).
+    pub fn extend_reporting(&mut self, matrix: &[f32], progress: &mut dyn FnMut(usize, usize)) {
+        let space = Space::new(matrix, self.dim);
+        build::extend(&mut self.graph, space, self.params.ef_construction, progress);
         self.halves = Default::default();
     }
 

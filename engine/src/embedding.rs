@@ -11,6 +11,12 @@
 //! (`--where`), the first `--limit` of them by image_id. The subset is a function of the
 //! data, so running the same command again resumes it instead of growing it.
 //!
+//! When the images are embedded, the run readies the search index of the dataset's
+//! vectors with that model (the HNSW graph, built or extended and saved, once there are
+//! enough vectors for one), so that the first search does not pay for it. One shard of a
+//! job does not: the other shards may not be done (the next unsharded run, or the first
+//! search, builds it).
+//!
 //! No lock is taken: `model.json` and each part are created only if absent (see
 //! `slicetest_datasets::parts`), so concurrent runs and the shards of one job — on one
 //! machine or many, against a directory or a bucket — add parts side by side.
@@ -67,6 +73,9 @@ pub struct EmbedOptions {
     /// The dataset version whose images to embed (default: the latest when the run
     /// starts); every shard of a job given the same version covers the same images.
     pub version: Option<u64>,
+    /// Ready the search index when done (see the module docs); false leaves it to the
+    /// first search.
+    pub index: bool,
 }
 
 impl Default for EmbedOptions {
@@ -86,6 +95,7 @@ impl Default for EmbedOptions {
             counters: None,
             shard: Shard::ALL,
             version: None,
+            index: true,
         }
     }
 }
@@ -170,6 +180,11 @@ pub struct EmbedReport {
     pub failed: Vec<(String, String)>,
     /// Wall time of the run's embedding work.
     pub seconds: f64,
+    /// Vectors the search index covers, when the run readied one (None: not asked, one
+    /// shard of a job, or too few vectors for an index: searches scan them exactly).
+    pub indexed: Option<usize>,
+    /// Wall time of readying the index (loading the vectors included).
+    pub index_seconds: f64,
 }
 
 /// What a model's provenance says about where its vectors were computed: the CPU, the
@@ -300,6 +315,12 @@ impl Engine {
             counters.done.fetch_add(end - start - rows.len(), Ordering::Relaxed);
         }
         progress.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        let indexing = Instant::now();
+        let indexed = match options.index && options.shard.is_all() {
+            true => self.prepare_search_index(&dataset, &record.name, options.progress)?,
+            false => None,
+        };
         Ok(EmbedReport {
             dataset,
             version: version.version,
@@ -308,8 +329,26 @@ impl Engine {
             embedded,
             already_embedded,
             failed,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds,
+            indexed,
+            index_seconds: indexing.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Loads the vectors of `model` for the latest images of `dataset` into the engine's
+    /// vector store and readies their search index (see
+    /// [`VectorSet::prepare_index`](slicetest_sql::vectors::VectorSet::prepare_index)),
+    /// with a progress bar while the graph grows. The vectors the index covers.
+    fn prepare_search_index(&self, dataset: &str, model: &str, visible: bool) -> Result<Option<usize>> {
+        let latest = self.workspace.latest(dataset)?;
+        let set = self.vectors().vectors(&latest, model)?;
+        let progress = bar(set.len() as u64, "indexing", visible);
+        let indexed = set.prepare_index(&mut |linked, total| {
+            progress.set_length(total as u64);
+            progress.set_position(linked as u64);
+        })?;
+        progress.finish_and_clear();
+        Ok(indexed)
     }
 
     /// The names of the embeddings stored for `dataset`, sorted (empty: not embedded yet).

@@ -47,6 +47,12 @@ pub struct EmbedArgs {
     /// same one.
     #[arg(long, value_name = "N")]
     pub version: Option<u64>,
+    /// Leave the search index to the first search. By default a run (but not one shard of
+    /// a job) ends by building or extending the HNSW graph of the dataset's vectors once
+    /// there are 50,000 or more (`SLICETEST_HNSW_MIN_ROWS`), so that searches are fast
+    /// from the first one.
+    #[arg(long)]
+    pub no_index: bool,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -68,6 +74,7 @@ pub async fn run(workspace: &Path, args: EmbedArgs) -> Result<(), CliError> {
         counters: None,
         shard: args.shard.unwrap_or(Shard::ALL),
         version: args.version,
+        index: !args.no_index,
     };
     let report = engine.embed(&options).await?;
     let rate = if report.seconds > 0.0 { report.embedded as f64 / report.seconds } else { 0.0 };
@@ -82,6 +89,9 @@ pub async fn run(workspace: &Path, args: EmbedArgs) -> Result<(), CliError> {
         report.seconds,
         report.already_embedded
     );
+    if let Some(rows) = report.indexed {
+        println!("search index: HNSW graph over {rows} vectors, ready in {:.1} s", report.index_seconds);
+    }
     for (id, reason) in report.failed.iter().take(20) {
         println!("  skipped {id}: {reason}");
     }

@@ -32,8 +32,9 @@ use super::space::Space;
 /// of its search's work at efConstruction 200), and it keeps 16 threads busy.
 const MAX_BATCH: usize = 512;
 
-/// Links rows `graph.rows()..space.rows()` of `space` into `graph`.
-pub(super) fn extend(graph: &mut Graph, space: Space, ef_construction: usize) {
+/// Links rows `graph.rows()..space.rows()` of `space` into `graph`, telling `progress`
+/// (rows linked, rows in all) after each batch.
+pub(super) fn extend(graph: &mut Graph, space: Space, ef_construction: usize, progress: &mut dyn FnMut(usize, usize)) {
     let first = graph.rows();
     if space.rows() <= first {
         return;
@@ -59,6 +60,7 @@ pub(super) fn extend(graph: &mut Graph, space: Space, ef_construction: usize) {
             let size = (linked / 16).clamp(1, MAX_BATCH).min(rest.len());
             inserter.insert_batch(&rest[..size], entry, top);
             (linked, rest) = (linked + size, &rest[size..]);
+            progress(linked, space.rows());
         }
     }
     graph.entry = entry;

@@ -119,9 +119,25 @@ impl VectorSet {
         pairs_hash(self.ids.iter().zip(&self.shas).take(rows).map(|(id, sha)| (id.as_str(), sha.as_str())))
     }
 
+    /// Readies this set's searches ahead of the first one (`slicetest embed` calls it when
+    /// it is done): when the set is large enough to be searched through the HNSW index,
+    /// the index is loaded, extended or built, and saved, calling `progress(rows linked,
+    /// rows in all)` while the graph grows. The rows the index covers; None when searches
+    /// scan exactly.
+    pub fn prepare_index(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Option<usize>> {
+        if self.len() < hnsw_min_rows() {
+            return Ok(None);
+        }
+        Ok(Some(self.index_reporting(progress)?.rows()))
+    }
+
+    fn index(&self) -> Result<&HnswIndex> {
+        self.index_reporting(&mut |_, _| {})
+    }
+
     /// The HNSW index: the saved one if it covers exactly these rows, extended if it
     /// covers a prefix of them (new images were embedded), else built; saved when changed.
-    fn index(&self) -> Result<&HnswIndex> {
+    fn index_reporting(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<&HnswIndex> {
         let index = self.index.get_or_init(|| {
             let (dim, key) = (self.dim(), self.key(self.len()));
             let saved = match HnswIndex::saved_record(&self.index_dir) {
@@ -133,7 +149,7 @@ impl VectorSet {
                 .filter(|index| index.dim() == dim)
                 .unwrap_or_else(|| HnswIndex::build(&[], dim, HnswParams::default()));
             if index.rows() < self.len() {
-                index.extend(&self.matrix);
+                index.extend_reporting(&self.matrix, progress);
                 index.save(&self.index_dir, &key).map_err(|e| e.to_string())?;
             }
             Ok(index)
