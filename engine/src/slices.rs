@@ -108,12 +108,7 @@ impl Engine {
         let layout = self.workspace.layout();
         let definition = slice::read_definition(layout, name)?;
         let ctx = self.dataset_context(Some(&definition.dataset)).await?;
-        let members_sql = format!(
-            "SELECT i.image_id, i.sha256, i.split FROM \"{ds}\".images i \
-             WHERE i.image_id IN (SELECT image_id FROM ({q}) AS slice_query)",
-            ds = definition.dataset,
-            q = definition.query
-        );
+        let members_sql = members_sql(&definition.dataset, &definition.query);
         let batches =
             query::plan(&ctx, &members_sql).await?.collect().await.map_err(|e| EngineError::query(e, None))?;
         // As Utf8 arrays (the columns may come back as views or dictionaries), one table.
@@ -154,6 +149,89 @@ impl Engine {
             }
         }
     }
+}
+
+/// The SQL that lists a slice's members with what a freeze stores of them (`image_id`,
+/// `sha256`, `split`). A definition of the common shape — `SELECT image_id FROM images
+/// [alias] [WHERE …]` on the slice's dataset — is widened to select the three columns
+/// itself: one pass over `images`. Any other is joined back to `images` by `image_id`
+/// (which is unique there, so both give the same rows).
+fn members_sql(dataset: &str, query: &str) -> String {
+    widened(dataset, query).unwrap_or_else(|| {
+        format!(
+            "SELECT i.image_id, i.sha256, i.split FROM \"{dataset}\".images i \
+             WHERE i.image_id IN (SELECT image_id FROM ({query}) AS slice_query)"
+        )
+    })
+}
+
+/// `query` selecting `image_id, sha256, split` instead of `image_id`, when it is one
+/// `SELECT image_id FROM images [alias] [WHERE …]` with nothing else (no DISTINCT, GROUP
+/// BY, ORDER BY, LIMIT, WITH, set operation, join, …).
+fn widened(dataset: &str, sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{Expr, Ident, Query, SelectItem, SetExpr, Statement, TableFactor};
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    let parse = |sql: &str| -> Option<Box<Query>> {
+        match Parser::parse_sql(&GenericDialect {}, sql).ok()?.as_slice() {
+            [Statement::Query(query)] => Some(query.clone()),
+            _ => None,
+        }
+    };
+    let select_of = |query: &Query| match query.body.as_ref() {
+        SetExpr::Select(select) => Some(select.clone()),
+        _ => None,
+    };
+    let is = |id: &Ident, expected: &str| match id.quote_style {
+        None => id.value.eq_ignore_ascii_case(expected),
+        Some(_) => id.value == expected,
+    };
+    let query = parse(sql)?;
+    let select = select_of(&query)?;
+    let [from] = select.from.as_slice() else { return None };
+    let TableFactor::Table { name, alias, .. } = &from.relation else { return None };
+    let table: Vec<&Ident> = name.0.iter().map(|part| part.as_ident()).collect::<Option<_>>()?;
+    match table.as_slice() {
+        [table] if is(table, "images") => {}
+        [schema, table] if is(schema, dataset) && is(table, "images") => {}
+        _ => return None,
+    }
+    if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+        return None;
+    }
+    // Nothing but that table in FROM and nothing but WHERE besides: with the projection,
+    // FROM and WHERE of `plain` swapped in, the query must be `plain` itself.
+    let reference = alias.as_ref().map_or(name.to_string(), |alias| format!("{name} {alias}"));
+    let plain = parse(&format!("SELECT image_id FROM {reference}"))?;
+    let plain_select = select_of(&plain)?;
+    let mut rest = query.clone();
+    let mut rest_select = select.clone();
+    (rest_select.projection, rest_select.selection) = (plain_select.projection.clone(), None);
+    *rest.body = SetExpr::Select(rest_select);
+    if rest != plain {
+        return None;
+    }
+    // The projection: `image_id`, bare or qualified by the alias (or the table's name).
+    let qualifier = alias.as_ref().map(|a| &a.name).or(table.last().copied());
+    let column = match select.projection.as_slice() {
+        [SelectItem::UnnamedExpr(Expr::Identifier(column))] => column,
+        [SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts))] => match parts.as_slice() {
+            [q, column] if Some(q) == qualifier => column,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    if !is(column, "image_id") {
+        return None;
+    }
+    let prefix = alias.as_ref().map_or(String::new(), |a| format!("{}.", a.name));
+    let columns = parse(&format!("SELECT {prefix}image_id, {prefix}sha256, {prefix}split"))?;
+    let mut widened = select;
+    widened.projection = select_of(&columns)?.projection;
+    let mut query = query;
+    *query.body = SetExpr::Select(widened);
+    Some(query.to_string())
 }
 
 fn chrono_now() -> String {
@@ -248,4 +326,70 @@ fn versions_batch(info: &SliceInfo) -> RecordBatch {
             strings(f.iter().map(|v| Some(v.frozen_at.clone()))),
         ];
     RecordBatch::try_new(Arc::new(schema), columns).expect("consistent columns")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_common_shape_is_widened_to_one_pass() {
+        let widened = |q: &str| widened("street", q);
+        assert_eq!(
+            widened("SELECT image_id FROM images WHERE label = 'cat' AND brightness < 0.5").as_deref(),
+            Some("SELECT image_id, sha256, split FROM images WHERE label = 'cat' AND brightness < 0.5")
+        );
+        assert_eq!(
+            widened("select IMAGE_ID from Images").as_deref(),
+            Some("SELECT image_id, sha256, split FROM Images")
+        );
+        assert_eq!(
+            widened("SELECT i.image_id FROM images i WHERE i.faces > 0").as_deref(),
+            Some("SELECT i.image_id, i.sha256, i.split FROM images i WHERE i.faces > 0")
+        );
+        assert_eq!(
+            widened("SELECT x.image_id FROM street.images AS x WHERE x.image_id IN (SELECT image_id FROM t)")
+                .as_deref(),
+            Some(
+                "SELECT x.image_id, x.sha256, x.split FROM street.images AS x WHERE x.image_id IN (SELECT image_id FROM t)"
+            )
+        );
+        assert_eq!(
+            widened("SELECT images.image_id FROM images WHERE split = 'test'").as_deref(),
+            Some("SELECT image_id, sha256, split FROM images WHERE split = 'test'")
+        );
+    }
+
+    #[test]
+    fn every_other_shape_is_joined_back_to_images() {
+        for query in [
+            "SELECT DISTINCT image_id FROM images",
+            "SELECT image_id FROM images WHERE x > 1 LIMIT 10",
+            "SELECT image_id FROM images ORDER BY brightness DESC LIMIT 100",
+            "SELECT image_id FROM images GROUP BY image_id",
+            "SELECT image_id FROM images GROUP BY image_id HAVING count(*) > 1",
+            "SELECT image_id FROM images WHERE a UNION SELECT image_id FROM images WHERE b",
+            "WITH d AS (SELECT image_id FROM images) SELECT image_id FROM d",
+            "WITH d AS (SELECT 1) SELECT image_id FROM images",
+            "SELECT i.image_id FROM images i JOIN detections d ON i.image_id = d.image_id",
+            "SELECT image_id FROM images, detections",
+            "SELECT image_id FROM detections WHERE label = 'person'",
+            "SELECT image_id FROM other.images",
+            "SELECT image_id FROM slicetest.street.images",
+            "SELECT image_id FROM (SELECT * FROM images) t",
+            "SELECT image_id FROM text_search('a dog', 10)",
+            "SELECT image_id AS id FROM images",
+            "SELECT image_id, label FROM images",
+            "SELECT upper(image_id) FROM images",
+            "SELECT \"IMAGE_ID\" FROM images",
+            "SELECT images.image_id FROM images i",
+            "SELECT j.image_id FROM images i",
+            "SELECT i.image_id FROM images i(a, b)",
+            "SELECT image_id FROM images; SELECT 1",
+            "not sql",
+        ] {
+            assert_eq!(widened("street", query), None, "{query}");
+            assert!(members_sql("street", query).contains("IN (SELECT image_id FROM ("), "{query}");
+        }
+    }
 }
