@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{fails, ok, setup, sql_csv};
+use common::{fails, ok, ok_with_env, setup, sql_csv};
 
 const TINY_CLIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/embed/tests/fixtures/tiny-clip");
 const PHOTOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/embed/tests/fixtures/photos");
@@ -174,15 +174,8 @@ fn the_hnsw_index_is_saved_reused_and_extended() {
     ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
     ok(&s.ws, &["embed", "--model", TINY_CLIP, "--quiet"]);
     let search = |ws: &Path| {
-        let out = Command::new(env!("CARGO_BIN_EXE_slicetest"))
-            .arg("--workspace")
-            .arg(ws)
-            .args(["sql", "--format", "csv", "SELECT image_id FROM text_search('a photo of a dog', 10)"])
-            .env("SLICETEST_HNSW_MIN_ROWS", "1")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
+        let query = ["sql", "--format", "csv", "SELECT image_id FROM text_search('a photo of a dog', 10)"];
+        ok_with_env(ws, &query, &[("SLICETEST_HNSW_MIN_ROWS", "1")])
     };
     let index = s.ws.join("datasets/src/embeddings/tiny-clip/index/index.json");
     let exact = sql_csv(&s.ws, "SELECT image_id FROM text_search('a photo of a dog', 10)");
@@ -210,16 +203,9 @@ fn embed_readies_the_search_index_once_the_set_is_large_enough() {
     ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
     // `min_rows` stands for HNSW_MIN_ROWS (50,000), so that three photos are "large".
     let embed = |ws: &Path, min_rows: &str, extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_slicetest"))
-            .arg("--workspace")
-            .arg(ws)
-            .args(["embed", "--model", TINY_CLIP, "--quiet"])
-            .args(extra)
-            .env("SLICETEST_HNSW_MIN_ROWS", min_rows)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
+        let args: Vec<&str> =
+            ["embed", "--model", TINY_CLIP, "--quiet"].into_iter().chain(extra.iter().copied()).collect();
+        ok_with_env(ws, &args, &[("SLICETEST_HNSW_MIN_ROWS", min_rows)])
     };
     let index = s.ws.join("datasets/src/embeddings/tiny-clip/index/index.json");
     let rows = || -> serde_json::Value {

@@ -6,17 +6,28 @@ use std::process::{Command, Output};
 
 /// Runs the binary on workspace `ws`.
 pub fn slicetest(ws: &Path, args: &[&str]) -> Output {
+    slicetest_with_env(ws, args, &[])
+}
+
+/// [`slicetest`] with these environment variables set.
+pub fn slicetest_with_env(ws: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_slicetest"))
         .arg("--workspace")
         .arg(ws)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("slicetest runs")
 }
 
 /// Runs it and expects success; returns stdout.
 pub fn ok(ws: &Path, args: &[&str]) -> String {
-    let out = slicetest(ws, args);
+    ok_with_env(ws, args, &[])
+}
+
+/// [`ok`] with these environment variables set.
+pub fn ok_with_env(ws: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = slicetest_with_env(ws, args, env);
     assert!(out.status.success(), "slicetest {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
