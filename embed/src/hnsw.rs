@@ -118,12 +118,12 @@ impl HnswIndex {
     /// Inserts the rows of `matrix` beyond those already in the graph; the rows before
     /// them must be the ones the graph was built from.
     pub fn extend(&mut self, matrix: &[f32]) {
-        self.extend_reporting(matrix, &mut |_, _| {});
+        self.extend_reporting(matrix, &mut |_| {});
     }
 
-    /// [`HnswIndex::extend`], calling `progress(rows linked, rows in all)` after each batch
-    /// of insertions (a progress bar's position and length).
-    pub fn extend_reporting(&mut self, matrix: &[f32], progress: &mut dyn FnMut(usize, usize)) {
+    /// [`HnswIndex::extend`], calling `progress(rows linked)` after each batch of
+    /// insertions (a progress bar's position; its length is the matrix's rows).
+    pub fn extend_reporting(&mut self, matrix: &[f32], progress: &mut dyn FnMut(usize)) {
         let space = Space::new(matrix, self.dim);
         build::extend(&mut self.graph, space, self.params.ef_construction, progress);
         self.halves = Default::default();

@@ -343,10 +343,7 @@ impl Engine {
         let latest = self.workspace.latest(dataset)?;
         let set = self.vectors().vectors(&latest, model)?;
         let progress = bar(set.len() as u64, "indexing", visible);
-        let indexed = set.prepare_index(&mut |linked, total| {
-            progress.set_length(total as u64);
-            progress.set_position(linked as u64);
-        })?;
+        let indexed = set.prepare_index(&mut |linked| progress.set_position(linked as u64))?;
         progress.finish_and_clear();
         Ok(indexed)
     }

@@ -33,8 +33,8 @@ use super::space::Space;
 const MAX_BATCH: usize = 512;
 
 /// Links rows `graph.rows()..space.rows()` of `space` into `graph`, telling `progress`
-/// (rows linked, rows in all) after each batch.
-pub(super) fn extend(graph: &mut Graph, space: Space, ef_construction: usize, progress: &mut dyn FnMut(usize, usize)) {
+/// the rows linked after each batch.
+pub(super) fn extend(graph: &mut Graph, space: Space, ef_construction: usize, progress: &mut dyn FnMut(usize)) {
     let first = graph.rows();
     if space.rows() <= first {
         return;
@@ -60,7 +60,7 @@ pub(super) fn extend(graph: &mut Graph, space: Space, ef_construction: usize, pr
             let size = (linked / 16).clamp(1, MAX_BATCH).min(rest.len());
             inserter.insert_batch(&rest[..size], entry, top);
             (linked, rest) = (linked + size, &rest[size..]);
-            progress(linked, space.rows());
+            progress(linked);
         }
     }
     graph.entry = entry;

@@ -121,10 +121,10 @@ impl VectorSet {
 
     /// Readies this set's searches ahead of the first one (`slicetest embed` calls it when
     /// it is done): when the set is large enough to be searched through the HNSW index,
-    /// the index is loaded, extended or built, and saved, calling `progress(rows linked,
-    /// rows in all)` while the graph grows. The rows the index covers; None when searches
-    /// scan exactly.
-    pub fn prepare_index(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Option<usize>> {
+    /// the index is loaded, extended or built, and saved, calling `progress(rows linked)`
+    /// (of [`VectorSet::len`]) while the graph grows. The rows the index covers; None when
+    /// searches scan exactly.
+    pub fn prepare_index(&self, progress: &mut dyn FnMut(usize)) -> Result<Option<usize>> {
         if self.len() < hnsw_min_rows() {
             return Ok(None);
         }
@@ -132,12 +132,12 @@ impl VectorSet {
     }
 
     fn index(&self) -> Result<&HnswIndex> {
-        self.index_reporting(&mut |_, _| {})
+        self.index_reporting(&mut |_| {})
     }
 
     /// The HNSW index: the saved one if it covers exactly these rows, extended if it
     /// covers a prefix of them (new images were embedded), else built; saved when changed.
-    fn index_reporting(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<&HnswIndex> {
+    fn index_reporting(&self, progress: &mut dyn FnMut(usize)) -> Result<&HnswIndex> {
         let index = self.index.get_or_init(|| {
             let (dim, key) = (self.dim(), self.key(self.len()));
             let saved = match HnswIndex::saved_record(&self.index_dir) {
