@@ -190,7 +190,7 @@ impl HnswIndex {
         let view = View { graph: &self.graph, space };
         let nearest = view.descend(query, entry, self.graph.top(), 0);
         let ef = self.params.ef_search.max(k);
-        let found = Visited::with(|visited| view.search_layer(query, nearest, ef, 0, visited, NONE));
+        let found = Visited::with(|visited| view.search_layer(query, nearest, ef, 0, visited));
         // Rescored on the f32 rows with the exact scan's kernel, so that a row scores the
         // same here as in `exact_top_k` (and SQL's `clip_similarity`) to the last bit. After
         // an f16 walk, every candidate that could be among the k best once exact is

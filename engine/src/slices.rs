@@ -200,8 +200,8 @@ fn widened(dataset: &str, sql: &str) -> Option<String> {
     if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
         return None;
     }
-    // Nothing but that table in FROM and nothing but WHERE besides: with the projection,
-    // FROM and WHERE of `plain` swapped in, the query must be `plain` itself.
+    // Nothing but that table in FROM and nothing but WHERE besides: with the projection
+    // and WHERE of `plain` swapped in, the query (its FROM included) must be `plain`.
     let reference = alias.as_ref().map_or(name.to_string(), |alias| format!("{name} {alias}"));
     let plain = parse(&format!("SELECT image_id FROM {reference}"))?;
     let plain_select = select_of(&plain)?;

@@ -147,7 +147,8 @@ impl Inserter<'_> {
         let mut chosen = vec![Vec::new(); level + 1];
         Visited::with(|visited| {
             for l in (0..=level).rev() {
-                let mut found = self.view.search_layer(query, nearest, self.ef, l, visited, id);
+                // The node itself is not reached: nothing links to it before step 3.
+                let mut found = self.view.search_layer(query, nearest, self.ef, l, visited);
                 nearest = found[0];
                 let reaching = earlier.iter().filter(|&&e| self.level_of(e) >= l);
                 found.extend(reaching.map(|&e| Scored { score: space.score(query, e), id: e }));

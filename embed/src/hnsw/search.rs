@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use super::graph::{Graph, NONE, neighbours};
+use super::graph::{Graph, neighbours};
 use super::space::{Space, prefetch};
 
 /// A node and its similarity to the query.
@@ -154,7 +154,6 @@ impl View<'_> {
 
     /// The (up to) `ef` best nodes reachable on `level` from `entry`, best first: expands
     /// the best unexpanded candidate until it ranks below the worst of `ef` results.
-    /// `skip` (or [`NONE`]) is never visited: the node being inserted.
     pub(super) fn search_layer(
         &self,
         query: &[f32],
@@ -162,13 +161,9 @@ impl View<'_> {
         ef: usize,
         level: usize,
         visited: &mut Visited,
-        skip: u32,
     ) -> Vec<Scored> {
         let ef = ef.max(1);
         visited.start(self.graph.rows());
-        if skip != NONE {
-            visited.insert(skip);
-        }
         visited.insert(entry.id);
         let mut candidates = BinaryHeap::with_capacity(4 * ef);
         let mut results = BinaryHeap::with_capacity(ef + 1);
