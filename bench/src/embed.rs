@@ -228,7 +228,8 @@ fn structured_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     const LATENT: usize = 16;
     let map = unit_vectors(LATENT, dim, 11);
     let latent = unit_vectors(n, LATENT, seed);
-    let mut out = Vec::with_capacity(n * dim);
+    // Allocated as slicetest's vector store allocates its matrix.
+    let mut out = slicetest_embed::hnsw::matrix_buffer(n * dim);
     for z in latent.chunks(LATENT) {
         let mut row = vec![0f32; dim];
         for (zi, m) in z.iter().zip(map.chunks(dim)) {

@@ -103,6 +103,14 @@ impl std::fmt::Debug for HnswIndex {
     }
 }
 
+/// An empty buffer with room for `len` values, for a matrix an index is built over or
+/// searched with: the kernel is asked to back it with 2 MiB pages (Linux transparent huge
+/// pages on request), since building and rescoring read its rows at random. Fill it with
+/// `extend`; a hint only, so any `Vec<f32>` works as a matrix too.
+pub fn matrix_buffer(len: usize) -> Vec<f32> {
+    space::with_huge_pages(len)
+}
+
 impl HnswIndex {
     /// Builds a graph over every row of `matrix` (row-major, `dim` columns), in parallel.
     ///

@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::graph::{Graph, Level, MAX_LEVEL, NONE};
+use super::space::with_huge_pages;
 
 const MAGIC: &[u8; 8] = b"STHNSW\0\0";
 
@@ -66,7 +67,8 @@ pub(super) fn read(path: &Path) -> Result<(Graph, usize), String> {
     if bytes.len() != expected {
         return Err(format!("{} bytes where the header implies {expected} (truncated or damaged)", bytes.len()));
     }
-    let level0 = r.u32s(rows * 2 * m).map(AtomicU32::new).collect();
+    let mut level0 = with_huge_pages(rows * 2 * m);
+    level0.extend(r.u32s(rows * 2 * m).map(AtomicU32::new));
     let upper = counts
         .iter()
         .map(|&count| Level { nodes: r.u32s(count).collect(), links: r.u32s(count * m).map(AtomicU32::new).collect() })

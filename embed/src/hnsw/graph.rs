@@ -10,7 +10,7 @@
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::space::prefetch;
+use super::space::{prefetch, with_huge_pages};
 
 /// An empty neighbour slot (and "no entry point").
 pub(super) const NONE: u32 = u32::MAX;
@@ -87,7 +87,13 @@ impl Graph {
     /// neighbours yet.
     pub(super) fn grow(&mut self, levels: &[usize]) {
         let first = self.rows();
-        self.level0.resize_with((first + levels.len()) * 2 * self.m, || AtomicU32::new(NONE));
+        let slots = (first + levels.len()) * 2 * self.m;
+        if slots > self.level0.capacity() {
+            let mut level0 = with_huge_pages(slots);
+            level0.append(&mut self.level0);
+            self.level0 = level0;
+        }
+        self.level0.resize_with(slots, || AtomicU32::new(NONE));
         for (i, &top) in levels.iter().enumerate() {
             if self.upper.len() < top {
                 self.upper.resize_with(top, Level::default);

@@ -76,7 +76,8 @@ fn tail_f16(q: &[f32], row: &[u16]) -> f32 {
 /// `matrix` rounded to f16 (to nearest, ties to even), as bits.
 pub(super) fn to_f16(matrix: &[f32]) -> Vec<u16> {
     use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
-    let mut bits = vec![0u16; matrix.len()];
+    let mut bits = with_huge_pages(matrix.len());
+    bits.resize(matrix.len(), 0u16);
     bits.reinterpret_cast_mut::<half::f16>().convert_from_f32_slice(matrix);
     bits
 }
@@ -167,6 +168,30 @@ pub(super) fn prefetch<T>(at: *const T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = at;
+}
+
+/// An empty vector with room for `len` values whose memory the kernel is asked to back
+/// with 2 MiB pages (Linux transparent huge pages, which many distributions grant only on
+/// request, `madvise` mode). A search reads rows and neighbour lists at random all over
+/// arrays of up to a gigabyte; with 4 KiB pages nearly every such read also misses the
+/// TLB and walks the page tables, with 2 MiB pages a gigabyte is 512 TLB entries. Must be
+/// asked before the memory is first written (pages are chosen at the first touch). A
+/// hint: elsewhere, or when the kernel refuses, the pages are ordinary.
+pub(super) fn with_huge_pages<T>(len: usize) -> Vec<T> {
+    let v: Vec<T> = Vec::with_capacity(len);
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = v.as_ptr() as usize;
+        let end = start + v.capacity() * size_of::<T>();
+        let first = start.next_multiple_of(HUGE);
+        if end >= first + HUGE {
+            // SAFETY: the range lies inside the vector's own untouched allocation, and
+            // MADV_HUGEPAGE changes only how it is backed, never its contents.
+            unsafe { libc::madvise(first as *mut libc::c_void, (end - first) / HUGE * HUGE, libc::MADV_HUGEPAGE) };
+        }
+    }
+    v
 }
 
 #[cfg(target_arch = "x86_64")]
