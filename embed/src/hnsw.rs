@@ -23,6 +23,7 @@ mod search;
 mod space;
 pub use space::kernel_name as dot_kernel;
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -126,15 +127,25 @@ impl HnswIndex {
     /// Inserts the rows of `matrix` beyond those already in the graph; the rows before
     /// them must be the ones the graph was built from.
     pub fn extend(&mut self, matrix: &[f32]) {
-        self.extend_reporting(matrix, &mut |_| {});
+        let _ = self.extend_reporting(matrix, &mut |_| ControlFlow::Continue(()));
     }
 
     /// [`HnswIndex::extend`], calling `progress(rows linked)` after each batch of
-    /// insertions (a progress bar's position; its length is the matrix's rows).
-    pub fn extend_reporting(&mut self, matrix: &[f32], progress: &mut dyn FnMut(usize)) {
+    /// insertions (a progress bar's position; its length is the matrix's rows). When
+    /// `progress` breaks (the user cancelled), the build stops after that batch and the
+    /// index is left empty: a partly linked graph cannot be searched, nor extended.
+    pub fn extend_reporting(
+        &mut self,
+        matrix: &[f32],
+        progress: &mut dyn FnMut(usize) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
         let space = Space::new(matrix, self.dim);
-        build::extend(&mut self.graph, space, self.params.ef_construction, progress);
+        let outcome = build::extend(&mut self.graph, space, self.params.ef_construction, progress);
+        if outcome.is_break() {
+            self.graph = Graph::new(self.params.m);
+        }
         self.halves = Default::default();
+        outcome
     }
 
     /// Rows in the graph.
@@ -403,6 +414,33 @@ mod tests {
         for threads in [2, 3, 8] {
             assert!(links(&built_on(threads)) == links(&one), "{threads} threads built another graph");
         }
+    }
+
+    #[test]
+    fn a_build_stopped_by_its_progress_leaves_an_empty_index_that_builds_again_the_same() {
+        let dim = 16;
+        let matrix = structured(3_000, dim, 8);
+        let whole = HnswIndex::build(&matrix, dim, HnswParams::default());
+        let mut index = HnswIndex::build(&matrix[..1_000 * dim], dim, HnswParams::default());
+        let mut reports = Vec::new();
+        let outcome = index.extend_reporting(&matrix, &mut |linked| {
+            reports.push(linked);
+            if linked >= 1_500 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        });
+        assert!(outcome.is_break());
+        assert!(reports.len() > 1 && reports.iter().all(|&r| r > 1_000 && r < 3_000), "{reports:?}");
+        assert!(reports.windows(2).all(|w| w[0] < w[1]), "{reports:?}");
+        assert_eq!(index.rows(), 0, "a partly linked graph is dropped");
+        assert_eq!(index.search(&matrix, &matrix[..dim], 5), vec![]);
+
+        let mut last = 0;
+        let outcome = index.extend_reporting(&matrix, &mut |linked| {
+            last = linked;
+            ControlFlow::Continue(())
+        });
+        assert!(outcome.is_continue());
+        assert_eq!(last, 3_000);
+        assert!(links(&index) == links(&whole), "rebuilt from empty: the same graph as one build");
     }
 
     #[test]

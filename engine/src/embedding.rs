@@ -22,6 +22,7 @@
 //! machine or many, against a directory or a bucket — add parts side by side.
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,6 +41,7 @@ use slicetest_datasets::progress::bar;
 use slicetest_datasets::version::read_image_columns;
 use slicetest_datasets::{DatasetVersion, WorkspaceLayout};
 use slicetest_embed::{Clip, DEFAULT_MODEL, fingerprint, resolve_model, select_device};
+use slicetest_sql::vectors::IndexStatus;
 
 use crate::Engine;
 use crate::error::{EngineError, Result};
@@ -147,7 +149,8 @@ impl EmbedProgress {
     }
 
     /// Asks the run to stop after its current batch (parts already stored stay, so the
-    /// next run resumes there); the run then fails with "cancelled".
+    /// next run resumes there), or, once the images are embedded, to stop readying the
+    /// search index (the next search builds it); the run then fails with "cancelled".
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
     }
@@ -185,6 +188,9 @@ pub struct EmbedReport {
     pub indexed: Option<usize>,
     /// Wall time of readying the index (loading the vectors included).
     pub index_seconds: f64,
+    /// Why the index, though built, could not be saved (searches of this process use it;
+    /// the next process builds it again).
+    pub index_unsaved: Option<String>,
 }
 
 /// What a model's provenance says about where its vectors were computed: the CPU, the
@@ -317,9 +323,13 @@ impl Engine {
         progress.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
         let indexing = Instant::now();
-        let indexed = match options.index && options.shard.is_all() {
-            true => self.prepare_search_index(&dataset, &record.name, options.progress)?,
-            false => None,
+        let (indexed, index_unsaved) = match options.index && options.shard.is_all() {
+            true => match self.prepare_search_index(&dataset, &record.name, options.progress, &counters)? {
+                IndexStatus::Exact => (None, None),
+                IndexStatus::Ready { rows, unsaved } => (Some(rows), unsaved),
+                IndexStatus::Stopped => return Err(EngineError::Cancelled { stored: embedded }),
+            },
+            false => (None, None),
         };
         Ok(EmbedReport {
             dataset,
@@ -332,20 +342,33 @@ impl Engine {
             seconds,
             indexed,
             index_seconds: indexing.elapsed().as_secs_f64(),
+            index_unsaved,
         })
     }
 
     /// Loads the vectors of `model` for the latest images of `dataset` into the engine's
     /// vector store and readies their search index (see
     /// [`VectorSet::prepare_index`](slicetest_sql::vectors::VectorSet::prepare_index)),
-    /// with a progress bar while the graph grows. The vectors the index covers.
-    fn prepare_search_index(&self, dataset: &str, model: &str, visible: bool) -> Result<Option<usize>> {
+    /// with a progress bar while the graph grows; a cancelled run stops it.
+    fn prepare_search_index(
+        &self,
+        dataset: &str,
+        model: &str,
+        visible: bool,
+        counters: &EmbedProgress,
+    ) -> Result<IndexStatus> {
         let latest = self.workspace.latest(dataset)?;
         let set = self.vectors().vectors(&latest, model)?;
         let progress = bar(set.len() as u64, "indexing", visible);
-        let indexed = set.prepare_index(&mut |linked| progress.set_position(linked as u64))?;
+        let status = set.prepare_index(&mut |linked| {
+            progress.set_position(linked as u64);
+            match counters.cancelled.load(Ordering::Relaxed) {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            }
+        });
         progress.finish_and_clear();
-        Ok(indexed)
+        Ok(status)
     }
 
     /// The names of the embeddings stored for `dataset`, sorted (empty: not embedded yet).

@@ -52,6 +52,8 @@ struct Status {
     /// (image_id, reason) of images that could not be decoded.
     failed_images: Vec<(String, String)>,
     model_name: Option<String>,
+    indexed: Option<usize>,
+    warning: Option<String>,
 }
 
 /// One embedding job.
@@ -97,6 +99,12 @@ pub struct JobView {
     pub failed: usize,
     /// Up to 20 of them: (image_id, reason).
     pub failed_images: Vec<(String, String)>,
+    /// Vectors the search index covers once the job is done (null: the dataset's searches
+    /// scan exactly, or the job is not done).
+    pub indexed: Option<usize>,
+    /// What went wrong in a job that is done all the same: the search index was built but
+    /// could not be saved (the server uses it; another process builds it again).
+    pub warning: Option<String>,
     /// Why the job failed.
     pub error: Option<String>,
     /// When it was accepted.
@@ -141,6 +149,9 @@ impl EmbedJob {
                 status.state = JobState::Done;
                 status.failed_images = report.failed;
                 status.model_name = Some(report.model.name);
+                status.indexed = report.indexed;
+                status.warning =
+                    report.index_unsaved.map(|why| format!("the search index was built but could not be saved: {why}"));
             }
             Ok(Err(error)) => {
                 status.state = JobState::Failed;
@@ -182,6 +193,8 @@ impl EmbedJob {
             already_embedded: p.already_embedded(),
             failed: status.failed_images.len(),
             failed_images: status.failed_images.iter().take(20).cloned().collect(),
+            indexed: status.indexed,
+            warning: status.warning.clone(),
             error: status.error.clone(),
             created_at: self.created_at,
             started_at: status.started_at,
@@ -244,6 +257,8 @@ impl EmbedJobs {
                 error: None,
                 failed_images: Vec::new(),
                 model_name: None,
+                indexed: None,
+                warning: None,
             }),
         });
         jobs.push(job.clone());

@@ -185,7 +185,9 @@ class Client:
 
     def job(self, job_id: str) -> Dict[str, Any]:
         """One job: ``state`` (queued, running, done, failed), ``done`` of ``total``,
-        ``embedded``, ``already_embedded``, ``error``, times."""
+        ``embedded``, ``already_embedded``, ``indexed`` (vectors the search index covers,
+        None: searched exactly), ``warning`` (e.g. an index that could not be saved),
+        ``error``, times."""
         return self._json("GET", f"/jobs/{quote(job_id, safe='')}")
 
     def wait(self, job: Union[str, Dict[str, Any]], poll: float = 0.5, timeout: Optional[float] = None) -> Dict[str, Any]:

@@ -68,14 +68,6 @@ pub enum SqlError {
         /// The stored embeddings' model.
         model: String,
     },
-    /// The HNSW index of a vector set could not be built or saved.
-    #[error("vector index of {model}: {message}")]
-    VectorIndex {
-        /// The model.
-        model: String,
-        /// What failed.
-        message: String,
-    },
 }
 
 fn list(names: &[String]) -> String {
@@ -94,7 +86,6 @@ impl SqlError {
             SqlError::UnknownModel { .. } | SqlError::NotEmbedded { .. } => ErrorKind::NotFound,
             SqlError::AmbiguousModel { .. } => ErrorKind::InvalidArgument,
             SqlError::ModelChanged { .. } => ErrorKind::ModelUnavailable,
-            SqlError::VectorIndex { .. } => ErrorKind::Internal,
         }
     }
 

@@ -92,6 +92,9 @@ pub async fn run(workspace: &Path, args: EmbedArgs) -> Result<(), CliError> {
     if let Some(rows) = report.indexed {
         println!("search index: HNSW graph over {rows} vectors, ready in {:.1} s", report.index_seconds);
     }
+    if let Some(why) = &report.index_unsaved {
+        eprintln!("warning: the search index could not be saved ({why}); the next search builds it again");
+    }
     for (id, reason) in report.failed.iter().take(20) {
         println!("  skipped {id}: {reason}");
     }

@@ -181,7 +181,8 @@ def test_embed_runs_a_server_job_and_search_works_after_it(tmp_path):
     (SLICETEST_CLIP_MODEL): search says how to embed; Client.embed embeds a subset, then
     the rest, waiting for each job."""
     ws = clothes_workspace(tmp_path, embed=False)
-    server = Server(ws, env={"SLICETEST_CLIP_MODEL": str(TINY_CLIP)})
+    # 10 stands for the 50,000 vectors from which searches go through the HNSW index.
+    server = Server(ws, env={"SLICETEST_CLIP_MODEL": str(TINY_CLIP), "SLICETEST_HNSW_MIN_ROWS": "10"})
     try:
         client = Client(server.url)
         with pytest.raises(SlicetestError) as err:
@@ -195,6 +196,7 @@ def test_embed_runs_a_server_job_and_search_works_after_it(tmp_path):
         job = client.embed(where="split = 'test'", limit=4, batch_size=2)
         assert (job["state"], job["total"], job["done"], job["embedded"]) == ("done", 4, 4, 4), job
         assert (job["model"], job["where"], job["limit"], job["embeddings"]) == (str(TINY_CLIP), "split = 'test'", 4, "tiny-clip")
+        assert (job["indexed"], job["warning"]) == (None, None), "4 vectors are scanned exactly"
         hits = client.search_text("a photo of a shirt", k=10)
         assert hits.num_rows == 4
         assert set(hits.column("image_id").to_pylist()) <= set(
@@ -204,6 +206,8 @@ def test_embed_runs_a_server_job_and_search_works_after_it(tmp_path):
         assert queued["state"] in ("queued", "running", "done")
         rest = client.wait(queued["id"], poll=0.1, timeout=120)
         assert (rest["embedded"], rest["already_embedded"]) == (18, 4), rest
+        assert (rest["indexed"], rest["warning"]) == (22, None), "the job readied the index"
+        assert (ws / "datasets/clothes/embeddings/tiny-clip/index/index.json").is_file()
         assert client.search_text("a photo of a shirt", k=30).num_rows == 22
         assert [j["id"] for j in client.jobs()] == [rest["id"], job["id"]]
 

@@ -20,6 +20,7 @@
 //! Nothing in a step reads what another thread of the same step writes, so the result is
 //! the sequential algorithm's on the batch order whatever the number of threads.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering::Relaxed;
 
 use rayon::prelude::*;
@@ -33,11 +34,17 @@ use super::space::Space;
 const MAX_BATCH: usize = 512;
 
 /// Links rows `graph.rows()..space.rows()` of `space` into `graph`, telling `progress`
-/// the rows linked after each batch.
-pub(super) fn extend(graph: &mut Graph, space: Space, ef_construction: usize, progress: &mut dyn FnMut(usize)) {
+/// the rows linked after each batch. When `progress` breaks, the build stops there and
+/// the graph is left partly linked (the caller discards it).
+pub(super) fn extend(
+    graph: &mut Graph,
+    space: Space,
+    ef_construction: usize,
+    progress: &mut dyn FnMut(usize) -> ControlFlow<()>,
+) -> ControlFlow<()> {
     let first = graph.rows();
     if space.rows() <= first {
-        return;
+        return ControlFlow::Continue(());
     }
     let levels: Vec<usize> = (first..space.rows()).map(|id| random_level(id as u32, graph.m)).collect();
     let old_top = graph.top();
@@ -60,10 +67,11 @@ pub(super) fn extend(graph: &mut Graph, space: Space, ef_construction: usize, pr
             let size = (linked / 16).clamp(1, MAX_BATCH).min(rest.len());
             inserter.insert_batch(&rest[..size], entry, top);
             (linked, rest) = (linked + size, &rest[size..]);
-            progress(linked);
+            progress(linked)?;
         }
     }
     graph.entry = entry;
+    ControlFlow::Continue(())
 }
 
 /// The new nodes `first..`, grouped by level, highest first, each group shuffled.

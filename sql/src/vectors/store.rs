@@ -12,6 +12,7 @@
 //! [`TEXT_CACHE_ENTRIES`].
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use datafusion::arrow::array::{Array, AsArray};
@@ -21,7 +22,7 @@ use datafusion::error::{DataFusionError, Result};
 use slicetest_datasets::embeddings::{self, EmbeddingModel};
 use slicetest_datasets::version::{pairs_hash, read_image_columns};
 use slicetest_datasets::{DatasetVersion, WorkspaceLayout};
-use slicetest_embed::hnsw::{HnswIndex, HnswParams};
+use slicetest_embed::hnsw::{HnswIndex, HnswParams, matrix_buffer};
 use slicetest_embed::index::exact_top_k;
 use slicetest_embed::{Clip, fingerprint, resolve_model};
 
@@ -51,9 +52,16 @@ pub struct VectorSet {
     uris: Vec<String>,
     matrix: Vec<f32>,
     row_of: HashMap<String, u32>,
+    /// Searched through the HNSW index from this many vectors ([`HNSW_MIN_ROWS`] or
+    /// `SLICETEST_HNSW_MIN_ROWS` when the set was loaded); exactly below.
+    index_from: usize,
     /// Where the HNSW index of these embeddings is saved.
     index_dir: std::path::PathBuf,
-    index: OnceLock<std::result::Result<HnswIndex, String>>,
+    /// The index once ready, with why it could not be saved (if it could not).
+    index: OnceLock<(HnswIndex, Option<String>)>,
+    /// Held while the index is loaded or built: one caller builds it, the others wait
+    /// for it; a build that was stopped leaves `index` unset for the next caller.
+    building: Mutex<()>,
     /// What the set was loaded from.
     source: SetSource,
 }
@@ -106,10 +114,10 @@ impl VectorSet {
     /// The k best (image_id, score) for `query`: exact below [`HNSW_MIN_ROWS`] vectors,
     /// through the HNSW index above.
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(&str, f32)>> {
-        let hits = if self.len() < hnsw_min_rows() {
+        let hits = if self.len() < self.index_from {
             exact_top_k(&self.matrix, self.dim(), query, k, None)
         } else {
-            self.index()?.search(&self.matrix, query, k)
+            self.index().search(&self.matrix, query, k)
         };
         Ok(hits.into_iter().map(|(r, s)| (self.ids[r as usize].as_str(), s)).collect())
     }
@@ -122,42 +130,73 @@ impl VectorSet {
     /// Readies this set's searches ahead of the first one (`slicetest embed` calls it when
     /// it is done): when the set is large enough to be searched through the HNSW index,
     /// the index is loaded, extended or built, and saved, calling `progress(rows linked)`
-    /// (of [`VectorSet::len`]) while the graph grows. The rows the index covers; None when
-    /// searches scan exactly.
-    pub fn prepare_index(&self, progress: &mut dyn FnMut(usize)) -> Result<Option<usize>> {
-        if self.len() < hnsw_min_rows() {
-            return Ok(None);
+    /// (of [`VectorSet::len`]) while the graph grows; when `progress` breaks, the build
+    /// stops and nothing is kept ([`IndexStatus::Stopped`]).
+    pub fn prepare_index(&self, progress: &mut dyn FnMut(usize) -> ControlFlow<()>) -> IndexStatus {
+        if self.len() < self.index_from {
+            return IndexStatus::Exact;
         }
-        Ok(Some(self.index_reporting(progress)?.rows()))
+        match self.index_reporting(progress) {
+            Some((index, unsaved)) => IndexStatus::Ready { rows: index.rows(), unsaved: unsaved.clone() },
+            None => IndexStatus::Stopped,
+        }
     }
 
-    fn index(&self) -> Result<&HnswIndex> {
-        self.index_reporting(&mut |_| {})
+    fn index(&self) -> &HnswIndex {
+        &self.index_reporting(&mut |_| ControlFlow::Continue(())).expect("never stopped").0
     }
 
     /// The HNSW index: the saved one if it covers exactly these rows, extended if it
     /// covers a prefix of them (new images were embedded), else built; saved when changed.
-    fn index_reporting(&self, progress: &mut dyn FnMut(usize)) -> Result<&HnswIndex> {
-        let index = self.index.get_or_init(|| {
-            let (dim, key) = (self.dim(), self.key(self.len()));
-            let saved = match HnswIndex::saved_record(&self.index_dir) {
-                Some(r) if r.rows <= self.len() && r.key == self.key(r.rows) => HnswIndex::load(&self.index_dir).ok(),
-                _ => None,
-            };
-            // A damaged saved graph is a cache miss like any other: rebuilt.
-            let mut index = saved
-                .filter(|index| index.dim() == dim)
-                .unwrap_or_else(|| HnswIndex::build(&[], dim, HnswParams::default()));
-            if index.rows() < self.len() {
-                index.extend_reporting(&self.matrix, progress);
-                index.save(&self.index_dir, &key).map_err(|e| e.to_string())?;
+    /// With it, why saving it failed (it is kept in memory all the same: a full disk must
+    /// not stop searches). None when `progress` stopped the build.
+    fn index_reporting(
+        &self,
+        progress: &mut dyn FnMut(usize) -> ControlFlow<()>,
+    ) -> Option<&(HnswIndex, Option<String>)> {
+        if let Some(ready) = self.index.get() {
+            return Some(ready);
+        }
+        let _building = self.building.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(ready) = self.index.get() {
+            return Some(ready);
+        }
+        let (dim, key) = (self.dim(), self.key(self.len()));
+        let saved = match HnswIndex::saved_record(&self.index_dir) {
+            Some(r) if r.rows <= self.len() && r.key == self.key(r.rows) => HnswIndex::load(&self.index_dir).ok(),
+            _ => None,
+        };
+        // A damaged saved graph is a cache miss like any other: rebuilt.
+        let mut index = saved
+            .filter(|index| index.dim() == dim)
+            .unwrap_or_else(|| HnswIndex::build(&[], dim, HnswParams::default()));
+        let mut unsaved = None;
+        if index.rows() < self.len() {
+            index.extend_reporting(&self.matrix, progress).continue_value()?;
+            if let Err(e) = index.save(&self.index_dir, &key) {
+                tracing::warn!(model = %self.model.name, "the search index is used but could not be saved: {e}");
+                unsaved = Some(e.to_string());
             }
-            Ok(index)
-        });
-        index
-            .as_ref()
-            .map_err(|e| SqlError::VectorIndex { model: self.model.name.clone(), message: e.clone() }.into_datafusion())
+        }
+        Some(self.index.get_or_init(|| (index, unsaved)))
     }
+}
+
+/// How [`VectorSet::prepare_index`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexStatus {
+    /// Fewer vectors than [`HNSW_MIN_ROWS`]: searches scan them exactly, with no index.
+    Exact,
+    /// The index covers `rows` vectors and is in memory. `unsaved`: why it could not be
+    /// saved (the next process builds it again).
+    Ready {
+        /// Vectors in the graph.
+        rows: usize,
+        /// Why saving failed, if it did.
+        unsaved: Option<String>,
+    },
+    /// The progress callback stopped the build; nothing was kept.
+    Stopped,
 }
 
 /// What a vector set was loaded from: when either changes, the set is stale.
@@ -278,11 +317,17 @@ impl VectorStore {
             uris: Vec::new(),
             matrix: Vec::new(),
             row_of: HashMap::new(),
+            index_from: hnsw_min_rows(),
             index_dir: self.layout.embeddings_dir(&dataset.dataset, name).join("index"),
             index: OnceLock::new(),
+            building: Mutex::new(()),
             source,
         };
-        for batch in embeddings::read_parts(&self.layout, &dataset.dataset, name).map_err(external)? {
+        let parts = embeddings::read_parts(&self.layout, &dataset.dataset, name).map_err(external)?;
+        // At most one row per current image: the buffer is never outgrown.
+        let rows = parts.iter().map(|b| b.num_rows()).sum::<usize>().min(current.len());
+        set.matrix = matrix_buffer(rows * set.model.dim);
+        for batch in parts {
             let (ids, shas) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
             let vectors = batch.column(2).as_fixed_size_list();
             let values = vectors.values().as_primitive::<Float32Type>();
@@ -446,5 +491,115 @@ impl VectorCatalog {
     /// See [`VectorStore::image_vector`].
     pub fn image_vector(&self, set: &VectorSet, image: &image::DynamicImage) -> Result<Vec<f32>> {
         self.store.image_vector(set, image)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A set of `rows` unit vectors of 8 dimensions, indexed from `index_from` rows, its
+    /// index saved in `index_dir`.
+    fn set(rows: usize, index_from: usize, index_dir: std::path::PathBuf) -> VectorSet {
+        let dim = 8;
+        let mut state = 7u64;
+        let mut matrix = Vec::with_capacity(rows * dim);
+        for _ in 0..rows {
+            let row: Vec<f32> = (0..dim)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect();
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            matrix.extend(row.iter().map(|x| x / norm));
+        }
+        let ids: Vec<String> = (0..rows).map(|i| format!("img_{i:05}")).collect();
+        VectorSet {
+            model: EmbeddingModel {
+                name: "clip".into(),
+                source: "test".into(),
+                fingerprint: "f".into(),
+                dim,
+                preprocessing: String::new(),
+                slicetest_version: String::new(),
+                computed_on: None,
+            },
+            shas: ids.iter().map(|id| format!("sha-{id}")).collect(),
+            uris: ids.iter().map(|id| format!("{id}.jpg")).collect(),
+            row_of: ids.iter().enumerate().map(|(i, id)| (id.clone(), i as u32)).collect(),
+            ids,
+            matrix,
+            index_from,
+            index_dir,
+            index: OnceLock::new(),
+            building: Mutex::new(()),
+            source: SetSource { version: 1, parts: Vec::new() },
+        }
+    }
+
+    fn exact(set: &VectorSet, query: &[f32], k: usize) -> Vec<String> {
+        exact_top_k(&set.matrix, set.dim(), query, k, None)
+            .into_iter()
+            .map(|(r, _)| set.ids[r as usize].clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_small_set_needs_no_index_and_a_large_one_is_indexed_and_saved() {
+        let tmp = tempfile::tempdir().unwrap();
+        let small = set(50, 51, tmp.path().join("small"));
+        assert_eq!(small.prepare_index(&mut |_| ControlFlow::Continue(())), IndexStatus::Exact);
+        assert!(!tmp.path().join("small").exists());
+
+        let large = set(500, 100, tmp.path().join("index"));
+        let mut linked = Vec::new();
+        let status = large.prepare_index(&mut |rows| {
+            linked.push(rows);
+            ControlFlow::Continue(())
+        });
+        assert_eq!(status, IndexStatus::Ready { rows: 500, unsaved: None });
+        assert_eq!(linked.last(), Some(&500));
+        assert_eq!(HnswIndex::saved_record(&tmp.path().join("index")).unwrap().rows, 500);
+        // Ready: the next call neither builds nor reports.
+        let status = large.prepare_index(&mut |_| panic!("built twice"));
+        assert_eq!(status, IndexStatus::Ready { rows: 500, unsaved: None });
+    }
+
+    #[test]
+    fn a_stopped_build_keeps_nothing_and_the_next_search_builds_the_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        let set = set(2_000, 100, tmp.path().join("index"));
+        let status = set.prepare_index(&mut |linked| match linked {
+            ..1_000 => ControlFlow::Continue(()),
+            _ => ControlFlow::Break(()),
+        });
+        assert_eq!(status, IndexStatus::Stopped);
+        assert!(set.index.get().is_none() && !tmp.path().join("index").exists());
+
+        let query = &set.matrix[17 * set.dim()..][..set.dim()];
+        let hits = set.search(query, 5).unwrap();
+        assert_eq!(hits.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>(), exact(&set, query, 5));
+        assert_eq!(HnswIndex::saved_record(&tmp.path().join("index")).unwrap().rows, 2_000);
+    }
+
+    #[test]
+    fn an_index_that_cannot_be_saved_is_used_and_the_failure_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Its directory would be under a file: saving fails as on a read-only or full disk.
+        let blocker = tmp.path().join("not-a-directory");
+        std::fs::write(&blocker, b"x").unwrap();
+        let set = set(600, 100, blocker.join("index"));
+        let IndexStatus::Ready { rows: 600, unsaved: Some(why) } =
+            set.prepare_index(&mut |_| ControlFlow::Continue(()))
+        else {
+            panic!("expected a ready, unsaved index");
+        };
+        assert!(why.contains("not-a-directory"), "{why}");
+        let query = &set.matrix[..set.dim()];
+        let hits = set.search(query, 3).unwrap();
+        assert_eq!(hits.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>(), exact(&set, query, 3));
+        let again = set.prepare_index(&mut |_| panic!("built twice"));
+        assert_eq!(again, IndexStatus::Ready { rows: 600, unsaved: Some(why) });
     }
 }
