@@ -69,14 +69,6 @@ where
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-/// Times `query` in DuckDB (in process, via Python) after running `setup`; returns the
-/// p50 in milliseconds over `runs` timed runs (after one warm-up) and the result's row count.
-pub fn duckdb_p50(setup: &[String], query: &str, runs: usize) -> anyhow::Result<(f64, usize)> {
-    let args = [runs.to_string(), query.to_string()].into_iter().chain(setup.iter().cloned());
-    let v = python_json("duckdb_time.py", args, "duckdb")?;
-    Ok((v["p50_ms"].as_f64().context("p50_ms")?, v["rows"].as_u64().context("rows")? as usize))
-}
-
 /// DuckDB in a long-running Python process, so its runs can alternate with slicetest's.
 pub struct DuckDbPeer {
     child: std::process::Child,
