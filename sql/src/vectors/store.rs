@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
@@ -59,8 +59,9 @@ pub struct VectorSet {
     index_dir: std::path::PathBuf,
     /// The index once ready, with why it could not be saved (if it could not).
     index: OnceLock<(HnswIndex, Option<String>)>,
-    /// Held while the index is loaded or built: one caller builds it, the others wait
-    /// for it; a build that was stopped leaves `index` unset for the next caller.
+    /// Held while the index is loaded or built: one caller builds it; the others wait
+    /// for it ([`VectorSet::prepare_index`]) or scan exactly meanwhile (searches). A
+    /// build that was stopped leaves `index` unset for the next caller.
     building: Mutex<()>,
     /// What the set was loaded from.
     source: SetSource,
@@ -112,12 +113,15 @@ impl VectorSet {
     }
 
     /// The k best (image_id, score) for `query`: exact below [`HNSW_MIN_ROWS`] vectors,
-    /// through the HNSW index above.
+    /// through the HNSW index above — exact too while another caller builds the index.
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(&str, f32)>> {
-        let hits = if self.len() < self.index_from {
-            exact_top_k(&self.matrix, self.dim(), query, k, None)
-        } else {
-            self.index().search(&self.matrix, query, k)
+        let index = match self.len() < self.index_from {
+            true => None,
+            false => self.index_for_search(),
+        };
+        let hits = match index {
+            Some(index) => index.search(&self.matrix, query, k),
+            None => exact_top_k(&self.matrix, self.dim(), query, k, None),
         };
         Ok(hits.into_iter().map(|(r, s)| (self.ids[r as usize].as_str(), s)).collect())
     }
@@ -142,14 +146,27 @@ impl VectorSet {
         }
     }
 
-    fn index(&self) -> &HnswIndex {
-        &self.index_reporting(&mut |_| ControlFlow::Continue(())).expect("never stopped").0
+    /// The index a search goes through: the ready one, else readied by this caller (see
+    /// [`VectorSet::index_reporting`]) — unless another caller (an embedding job, an
+    /// earlier search) is readying it: then None, and the search scans exactly. A build
+    /// takes minutes at a million vectors; an exact scan of them, about a tenth of a second.
+    fn index_for_search(&self) -> Option<&HnswIndex> {
+        if let Some(ready) = self.index.get() {
+            return Some(&ready.0);
+        }
+        let building = match self.building.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        self.ready_index(building, &mut |_| ControlFlow::Continue(())).map(|ready| &ready.0)
     }
 
     /// The HNSW index: the saved one if it covers exactly these rows, extended if it
     /// covers a prefix of them (new images were embedded), else built; saved when changed.
     /// With it, why saving it failed (it is kept in memory all the same: a full disk must
-    /// not stop searches). None when `progress` stopped the build.
+    /// not stop searches). None when `progress` stopped the build. Waits for another
+    /// caller readying it.
     fn index_reporting(
         &self,
         progress: &mut dyn FnMut(usize) -> ControlFlow<()>,
@@ -157,7 +174,17 @@ impl VectorSet {
         if let Some(ready) = self.index.get() {
             return Some(ready);
         }
-        let _building = self.building.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let building = self.building.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.ready_index(building, progress)
+    }
+
+    /// [`VectorSet::index_reporting`] once `building` is held (by the caller, for the
+    /// duration).
+    fn ready_index(
+        &self,
+        _building: MutexGuard<'_, ()>,
+        progress: &mut dyn FnMut(usize) -> ControlFlow<()>,
+    ) -> Option<&(HnswIndex, Option<String>)> {
         if let Some(ready) = self.index.get() {
             return Some(ready);
         }
@@ -580,6 +607,25 @@ mod tests {
         let query = &set.matrix[17 * set.dim()..][..set.dim()];
         let hits = set.search(query, 5).unwrap();
         assert_eq!(hits.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>(), exact(&set, query, 5));
+        assert_eq!(HnswIndex::saved_record(&tmp.path().join("index")).unwrap().rows, 2_000);
+    }
+
+    #[test]
+    fn a_search_while_another_caller_builds_the_index_scans_exactly_instead_of_waiting() {
+        let tmp = tempfile::tempdir().unwrap();
+        let set = set(2_000, 100, tmp.path().join("index"));
+        let query = &set.matrix[40 * set.dim()..][..set.dim()];
+        let ids = |hits: Vec<(&str, f32)>| hits.into_iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>();
+
+        // Held as an embedding job holds it while it builds: were the search to wait, it
+        // would wait on this thread forever.
+        let building = set.building.lock().unwrap();
+        assert_eq!(ids(set.search(query, 5).unwrap()), exact(&set, query, 5));
+        assert!(set.index.get().is_none() && !tmp.path().join("index").exists(), "the search built nothing");
+        drop(building);
+
+        assert_eq!(ids(set.search(query, 5).unwrap()), exact(&set, query, 5));
+        assert!(set.index.get().is_some(), "with nobody building, the search built the index");
         assert_eq!(HnswIndex::saved_record(&tmp.path().join("index")).unwrap().rows, 2_000);
     }
 
