@@ -59,7 +59,7 @@ impl Engine {
         // The set keeps each image's uri: reading them from the images table here cost more
         // than the search itself on large datasets.
         Ok(set
-            .search(&vector, k)?
+            .search(&vector, k)
             .into_iter()
             .map(|(id, score)| SearchHit {
                 image_id: id.to_string(),

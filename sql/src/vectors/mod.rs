@@ -87,7 +87,7 @@ impl TableFunctionImpl for TextSearchFunction {
         }
         let set = self.0.vectors(model.as_deref())?;
         let query = self.0.text_vector(&set, &text)?;
-        hits_table(&set.search(&query, k)?)
+        hits_table(&set.search(&query, k))
     }
 }
 
@@ -110,7 +110,7 @@ impl TableFunctionImpl for ImageSearchFunction {
             return Err(SqlError::NotEmbedded { image_id: id, model: set.model.name.clone() }.into_datafusion());
         };
         let query = query.to_vec();
-        hits_table(&set.search(&query, k)?)
+        hits_table(&set.search(&query, k))
     }
 }
 

@@ -114,7 +114,7 @@ impl VectorSet {
 
     /// The k best (image_id, score) for `query`: exact below [`HNSW_MIN_ROWS`] vectors,
     /// through the HNSW index above — exact too while another caller builds the index.
-    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(&str, f32)>> {
+    pub fn search(&self, query: &[f32], k: usize) -> Vec<(&str, f32)> {
         let index = match self.len() < self.index_from {
             true => None,
             false => self.index_for_search(),
@@ -123,7 +123,7 @@ impl VectorSet {
             Some(index) => index.search(&self.matrix, query, k),
             None => exact_top_k(&self.matrix, self.dim(), query, k, None),
         };
-        Ok(hits.into_iter().map(|(r, s)| (self.ids[r as usize].as_str(), s)).collect())
+        hits.into_iter().map(|(r, s)| (self.ids[r as usize].as_str(), s)).collect()
     }
 
     /// A key over the first `rows` (image_id, sha256) pairs.
@@ -605,7 +605,7 @@ mod tests {
         assert!(set.index.get().is_none() && !tmp.path().join("index").exists());
 
         let query = &set.matrix[17 * set.dim()..][..set.dim()];
-        let hits = set.search(query, 5).unwrap();
+        let hits = set.search(query, 5);
         assert_eq!(hits.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>(), exact(&set, query, 5));
         assert_eq!(HnswIndex::saved_record(&tmp.path().join("index")).unwrap().rows, 2_000);
     }
@@ -620,11 +620,11 @@ mod tests {
         // Held as an embedding job holds it while it builds: were the search to wait, it
         // would wait on this thread forever.
         let building = set.building.lock().unwrap();
-        assert_eq!(ids(set.search(query, 5).unwrap()), exact(&set, query, 5));
+        assert_eq!(ids(set.search(query, 5)), exact(&set, query, 5));
         assert!(set.index.get().is_none() && !tmp.path().join("index").exists(), "the search built nothing");
         drop(building);
 
-        assert_eq!(ids(set.search(query, 5).unwrap()), exact(&set, query, 5));
+        assert_eq!(ids(set.search(query, 5)), exact(&set, query, 5));
         assert!(set.index.get().is_some(), "with nobody building, the search built the index");
         assert_eq!(HnswIndex::saved_record(&tmp.path().join("index")).unwrap().rows, 2_000);
     }
@@ -643,7 +643,7 @@ mod tests {
         };
         assert!(why.contains("not-a-directory"), "{why}");
         let query = &set.matrix[..set.dim()];
-        let hits = set.search(query, 3).unwrap();
+        let hits = set.search(query, 3);
         assert_eq!(hits.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>(), exact(&set, query, 3));
         let again = set.prepare_index(&mut |_| panic!("built twice"));
         assert_eq!(again, IndexStatus::Ready { rows: 600, unsaved: Some(why) });
