@@ -116,7 +116,7 @@ pub async fn bind(config: &ServerConfig) -> std::io::Result<(tokio::net::TcpList
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets requests in flight
 /// finish and cancels the embedding jobs still running (they stop after their current
-/// batch; what they stored stays).
+/// batch; what they stored stays) and the search indexes being built in the background.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -124,7 +124,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let jobs = state.clone();
     let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
-    jobs.cancel_jobs();
+    jobs.stop_background_work();
     served
 }
 

@@ -30,8 +30,10 @@ struct Inner {
 }
 
 impl AppState {
-    /// State over `engine` with `config`'s token and limits.
+    /// State over `engine` with `config`'s token and limits. A server readies search
+    /// indexes in the background ([`Engine::with_background_indexing`]).
     pub fn new(engine: Engine, config: &ServerConfig) -> Self {
+        let engine = engine.with_background_indexing();
         let limits = config.limits.clone();
         let cli_workspace = config.host.is_loopback().then(|| engine.workspace().root().display().to_string());
         AppState(Arc::new(Inner {
@@ -55,6 +57,13 @@ impl AppState {
     /// stays; the next job resumes there).
     pub fn cancel_jobs(&self) {
         self.0.jobs.cancel_all();
+    }
+
+    /// Stops the jobs ([`AppState::cancel_jobs`]) and the background builds of search
+    /// indexes (what was saved stays): the server is shutting down.
+    pub fn stop_background_work(&self) {
+        self.cancel_jobs();
+        self.0.engine.vectors().stop_background_indexing();
     }
 
     /// The model an embedding job uses when the request names none.

@@ -178,13 +178,13 @@ function embedPanel(dataset, command, model, running, onDone) {
     bar.max = Math.max(job.total, 1);
     bar.value = job.state === "done" ? bar.max : job.done;
     const already = job.already_embedded ? `, ${job.already_embedded} were already` : "";
-    // Every image done but the job still running: it is readying the search index.
-    const indexing = job.state === "running" && job.total > 0 && job.done === job.total;
     const warning = job.warning ? ` (warning: ${job.warning})` : "";
+    // Every image done, the job readies the search index (`indexed` vectors linked so far).
+    const linked = job.indexed === null ? "" : ` (${job.indexed} vectors linked)`;
     status.textContent = job.state === "done"
       ? `embedded ${plural(job.embedded, "image")}${already}${job.failed ? `, ${job.failed} could not be read` : ""}${warning}`
-      : indexing
-        ? `${plural(job.total, "image")} embedded, building the search index…`
+      : job.phase === "indexing"
+        ? `${plural(job.total, "image")} embedded, building the search index…${linked}`
         : `${job.done} of ${plural(job.total, "image")}${already}`;
   }
 }

@@ -13,9 +13,9 @@
 //!
 //! When the images are embedded, the run readies the search index of the dataset's
 //! vectors with that model (the HNSW graph, built or extended and saved, once there are
-//! enough vectors for one), so that the first search does not pay for it. One shard of a
-//! job does not: the other shards may not be done (the next unsharded run, or the first
-//! search, builds it).
+//! enough vectors for one), so that searches go through it from the first one. One shard
+//! of a job does not: the other shards may not be done (the next unsharded run, or a
+//! server at its first search, builds it).
 //!
 //! No lock is taken: `model.json` and each part are created only if absent (see
 //! `slicetest_datasets::parts`), so concurrent runs and the shards of one job — on one
@@ -75,8 +75,8 @@ pub struct EmbedOptions {
     /// The dataset version whose images to embed (default: the latest when the run
     /// starts); every shard of a job given the same version covers the same images.
     pub version: Option<u64>,
-    /// Ready the search index when done (see the module docs); false leaves it to the
-    /// first search.
+    /// Ready the search index when done (see the module docs); false leaves it to a later
+    /// run or a server (searches scan exactly until then).
     pub index: bool,
 }
 
@@ -112,6 +112,10 @@ pub struct EmbedProgress {
     embedded: AtomicUsize,
     already_embedded: AtomicUsize,
     cancelled: AtomicBool,
+    /// Set once every image is processed and the run readies the search index.
+    indexing: AtomicBool,
+    /// Vectors linked into the search index so far.
+    linked: AtomicUsize,
 }
 
 impl Default for EmbedProgress {
@@ -122,6 +126,8 @@ impl Default for EmbedProgress {
             embedded: AtomicUsize::new(0),
             already_embedded: AtomicUsize::new(0),
             cancelled: AtomicBool::new(false),
+            indexing: AtomicBool::new(false),
+            linked: AtomicUsize::new(0),
         }
     }
 }
@@ -148,9 +154,26 @@ impl EmbedProgress {
         self.already_embedded.load(Ordering::Relaxed)
     }
 
+    /// What the run is doing: `loading` (the model, and which images are embedded
+    /// already), `embedding`, or `indexing` (readying the search index once every image
+    /// is processed).
+    pub fn phase(&self) -> &'static str {
+        match (self.total(), self.indexing.load(Ordering::Relaxed)) {
+            (_, true) => "indexing",
+            (None, false) => "loading",
+            (Some(_), false) => "embedding",
+        }
+    }
+
+    /// While `indexing`: vectors linked into the search index so far.
+    pub fn linked(&self) -> Option<usize> {
+        self.indexing.load(Ordering::Relaxed).then(|| self.linked.load(Ordering::Relaxed))
+    }
+
     /// Asks the run to stop after its current batch (parts already stored stay, so the
     /// next run resumes there), or, once the images are embedded, to stop readying the
-    /// search index (the next search builds it); the run then fails with "cancelled".
+    /// search index (a later run or a server's search readies it); the run then fails
+    /// with "cancelled".
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
     }
@@ -360,8 +383,10 @@ impl Engine {
         let latest = self.workspace.latest(dataset)?;
         let set = self.vectors().vectors(&latest, model)?;
         let progress = bar(set.len() as u64, "indexing", visible);
+        counters.indexing.store(true, Ordering::Relaxed);
         let status = set.prepare_index(&mut |linked| {
             progress.set_position(linked as u64);
+            counters.linked.store(linked, Ordering::Relaxed);
             match counters.cancelled.load(Ordering::Relaxed) {
                 true => ControlFlow::Break(()),
                 false => ControlFlow::Continue(()),

@@ -87,6 +87,10 @@ pub struct JobView {
     pub limit: Option<usize>,
     /// Where the job is.
     pub state: JobState,
+    /// While `running`: `loading` (the model, and which images are embedded already),
+    /// `embedding`, or `indexing` (readying the search index once every image is
+    /// processed); null otherwise.
+    pub phase: Option<&'static str>,
     /// Images of `total` processed so far.
     pub done: usize,
     /// Images this job has to embed (null until known).
@@ -99,8 +103,9 @@ pub struct JobView {
     pub failed: usize,
     /// Up to 20 of them: (image_id, reason).
     pub failed_images: Vec<(String, String)>,
-    /// Vectors the search index covers once the job is done (null: the dataset's searches
-    /// scan exactly, or the job is not done).
+    /// Vectors in the search index: linked so far while the job is `indexing`, all it
+    /// covers once the job is done (null: the dataset's searches scan exactly, or the job
+    /// has not reached its index).
     pub indexed: Option<usize>,
     /// What went wrong in a job that is done all the same: the search index was built but
     /// could not be saved (the server uses it; another process builds it again).
@@ -187,13 +192,14 @@ impl EmbedJob {
             filter: self.options.filter.clone(),
             limit: self.options.limit,
             state: status.state,
+            phase: (status.state == JobState::Running).then(|| p.phase()),
             done: p.done(),
             total: p.total(),
             embedded: p.embedded(),
             already_embedded: p.already_embedded(),
             failed: status.failed_images.len(),
             failed_images: status.failed_images.iter().take(20).cloned().collect(),
-            indexed: status.indexed,
+            indexed: status.indexed.or_else(|| p.linked().filter(|_| status.state == JobState::Running)),
             warning: status.warning.clone(),
             error: status.error.clone(),
             created_at: self.created_at,

@@ -40,7 +40,7 @@ pub use intake::{IntakeEmbedding, IntakeOptions, IntakeReport, IntakeTagging, Sl
 pub use jobs::{EmbedJob, EmbedJobs, JobConflict, JobState, JobView};
 pub use output::{OutputFormat, ResultWriter, write_stream};
 pub use scoring::{Check, DEFAULT_ALPHA, RunReport, SliceScore, Verdict};
-pub use search::{SearchHit, SearchQuery};
+pub use search::{SearchHit, SearchIndex, SearchQuery};
 pub use segmentation::{MaskImportOptions, MaskImportReport};
 pub use slices::SliceInfo;
 pub use slicetest_datasets::DatasetError;
@@ -174,6 +174,14 @@ impl Engine {
     /// when its [`TaggerSpec::by_default`] says so.
     pub fn register_tagger(&mut self, spec: TaggerSpec) -> Result<()> {
         self.taggers.register(spec)
+    }
+
+    /// For a long-lived process (the server): a search that finds a dataset's HNSW index
+    /// missing readies it on a thread of its own and scans exactly meanwhile (see
+    /// [`VectorStore::with_background_indexing`]). Call it before the first query.
+    pub fn with_background_indexing(mut self) -> Self {
+        self.vectors = Arc::new(VectorStore::new(self.workspace.layout().clone()).with_background_indexing());
+        self
     }
 
     /// The vector store every session, search and the zero-shot tagger of this engine share.

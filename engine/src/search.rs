@@ -5,10 +5,26 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use slicetest_sql::SqlError;
-use slicetest_sql::vectors::VectorCatalog;
+use slicetest_sql::vectors::{IndexState, VectorCatalog};
 
 use crate::Engine;
 use crate::error::Result;
+
+/// Where the search index of one embedding model of a dataset stands in this process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SearchIndex {
+    /// `exact` (too few vectors for an index: every search scans them), `unloaded` (the
+    /// vectors are read at the next search), `missing` (searches scan exactly; in a server
+    /// the next one starts readying the index), `building` (searches scan exactly
+    /// meanwhile) or `ready` (searches go through the index).
+    pub state: &'static str,
+    /// Vectors of the current images (null while unloaded).
+    pub vectors: Option<usize>,
+    /// Vectors in the graph: linked so far while `building`, all of them when `ready`.
+    pub indexed: Option<usize>,
+    /// Why a ready index could not be saved (the next process builds it again).
+    pub warning: Option<String>,
+}
 
 /// What to search with.
 #[derive(Debug, Clone)]
@@ -67,5 +83,26 @@ impl Engine {
                 uri: set.uri(id).unwrap_or_default().to_string(),
             })
             .collect())
+    }
+}
+
+impl Engine {
+    /// Where the search index of `model`'s embeddings of the latest version of `dataset`
+    /// stands in this process (see [`SearchIndex`]).
+    pub fn search_index(&self, dataset: &str, model: &str) -> Result<SearchIndex> {
+        let latest = self.workspace.latest(dataset)?;
+        let unloaded = SearchIndex { state: "unloaded", vectors: None, indexed: None, warning: None };
+        let Some((vectors, state)) = self.vectors().index_state(&latest, model)? else { return Ok(unloaded) };
+        let vectors = Some(vectors);
+        Ok(match state {
+            IndexState::Exact => SearchIndex { state: "exact", vectors, indexed: None, warning: None },
+            IndexState::Missing => SearchIndex { state: "missing", vectors, indexed: None, warning: None },
+            IndexState::Building { linked } => {
+                SearchIndex { state: "building", vectors, indexed: Some(linked), warning: None }
+            }
+            IndexState::Ready { rows, unsaved } => {
+                SearchIndex { state: "ready", vectors, indexed: Some(rows), warning: unsaved }
+            }
+        })
     }
 }

@@ -176,18 +176,40 @@ class Client:
 
     def datasets(self) -> List[Dict[str, Any]]:
         """Every dataset: ``name``, ``default``, ``images``, ``version``, ``embeddings``
-        (stored model names) and ``embed`` (the CLI command and the server's model)."""
+        (stored model names), ``search_index`` (per model, see :meth:`search_index`) and
+        ``embed`` (the CLI command and the server's model)."""
         return self._json("GET", "/datasets")
+
+    def search_index(self, dataset: Optional[str] = None, model: Optional[str] = None) -> Dict[str, Any]:
+        """Where the server's search index of one embedding model stands (default: the
+        default dataset, its only model): ``state`` is ``exact`` (too few vectors for an
+        index), ``unloaded`` (the next search reads the vectors), ``missing`` (searches scan
+        exactly; the next one starts readying the index), ``building`` (searches scan
+        exactly meanwhile) or ``ready``; with ``vectors``, ``indexed`` (linked so far while
+        building) and ``warning`` (an index that could not be saved)."""
+        datasets = self.datasets()
+        chosen = [d for d in datasets if (d["name"] == dataset if dataset else d["default"] or len(datasets) == 1)]
+        if not chosen:
+            raise ValueError(f"no dataset {dataset!r} on the server" if dataset else "the server has no default dataset: name one")
+        indexes = chosen[0]["search_index"]
+        if model is None:
+            if len(indexes) != 1:
+                raise ValueError(f"dataset {chosen[0]['name']!r} has {len(indexes)} embedding models ({', '.join(indexes)}): name one")
+            model = next(iter(indexes))
+        if model not in indexes:
+            raise ValueError(f"dataset {chosen[0]['name']!r} has no embeddings named {model!r} ({', '.join(indexes) or 'none'})")
+        return indexes[model]
 
     def jobs(self) -> List[Dict[str, Any]]:
         """Every job of the server process, newest first."""
         return self._json("GET", "/jobs")
 
     def job(self, job_id: str) -> Dict[str, Any]:
-        """One job: ``state`` (queued, running, done, failed), ``done`` of ``total``,
-        ``embedded``, ``already_embedded``, ``indexed`` (vectors the search index covers,
-        None: searched exactly), ``warning`` (e.g. an index that could not be saved),
-        ``error``, times."""
+        """One job: ``state`` (queued, running, done, failed), ``phase`` while running
+        (loading, embedding, indexing), ``done`` of ``total``, ``embedded``,
+        ``already_embedded``, ``indexed`` (vectors in the search index: linked so far
+        while indexing, all it covers once done; None: searched exactly), ``warning``
+        (e.g. an index that could not be saved), ``error``, times."""
         return self._json("GET", f"/jobs/{quote(job_id, safe='')}")
 
     def wait(self, job: Union[str, Dict[str, Any]], poll: float = 0.5, timeout: Optional[float] = None) -> Dict[str, Any]:

@@ -47,10 +47,11 @@ pub struct EmbedArgs {
     /// same one.
     #[arg(long, value_name = "N")]
     pub version: Option<u64>,
-    /// Leave the search index to the first search. By default a run (but not one shard of
-    /// a job) ends by building or extending the HNSW graph of the dataset's vectors once
-    /// there are 50,000 or more (`SLICETEST_HNSW_MIN_ROWS`), so that searches are fast
-    /// from the first one.
+    /// Build no search index (a later run, or a server at its first search, builds it;
+    /// searches scan exactly until then). By default a run (but not one shard of a job)
+    /// ends by building or extending the HNSW graph of the dataset's vectors once there
+    /// are 50,000 or more (`SLICETEST_HNSW_MIN_ROWS`), so that searches are fast from the
+    /// first one.
     #[arg(long)]
     pub no_index: bool,
     /// No progress bar.

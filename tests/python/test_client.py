@@ -9,6 +9,7 @@ import io
 import random
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -196,7 +197,8 @@ def test_embed_runs_a_server_job_and_search_works_after_it(tmp_path):
         job = client.embed(where="split = 'test'", limit=4, batch_size=2)
         assert (job["state"], job["total"], job["done"], job["embedded"]) == ("done", 4, 4, 4), job
         assert (job["model"], job["where"], job["limit"], job["embeddings"]) == (str(TINY_CLIP), "split = 'test'", 4, "tiny-clip")
-        assert (job["indexed"], job["warning"]) == (None, None), "4 vectors are scanned exactly"
+        assert (job["indexed"], job["warning"], job["phase"]) == (None, None, None), "4 vectors are scanned exactly"
+        assert client.search_index() == {"state": "exact", "vectors": 4, "indexed": None, "warning": None}
         hits = client.search_text("a photo of a shirt", k=10)
         assert hits.num_rows == 4
         assert set(hits.column("image_id").to_pylist()) <= set(
@@ -208,6 +210,7 @@ def test_embed_runs_a_server_job_and_search_works_after_it(tmp_path):
         assert (rest["embedded"], rest["already_embedded"]) == (18, 4), rest
         assert (rest["indexed"], rest["warning"]) == (22, None), "the job readied the index"
         assert (ws / "datasets/clothes/embeddings/tiny-clip/index/index.json").is_file()
+        assert client.search_index() == {"state": "ready", "vectors": 22, "indexed": 22, "warning": None}
         assert client.search_text("a photo of a shirt", k=30).num_rows == 22
         assert [j["id"] for j in client.jobs()] == [rest["id"], job["id"]]
 
@@ -218,6 +221,35 @@ def test_embed_runs_a_server_job_and_search_works_after_it(tmp_path):
             client.embed(where="brightnes < 0.5")
         assert err.value.status == 400 and "brightnes" in err.value.message
         assert len(client.jobs()) == 2, "refused jobs are not started"
+    finally:
+        server.stop()
+
+
+def test_a_restarted_server_searches_exactly_while_it_readies_the_index_in_the_background(tmp_path):
+    """Embedded by the CLI with too few vectors for an index; a server that indexes from
+    10 vectors (standing for 50,000): its first search answers at once (an exact scan) and
+    starts building the graph on a thread; once `ready`, it is saved and searches go
+    through it with the same results."""
+    ws = clothes_workspace(tmp_path)
+    index = ws / "datasets/clothes/embeddings/tiny-clip/index/index.json"
+    assert not index.exists()
+    server = Server(ws, env={"SLICETEST_HNSW_MIN_ROWS": "10"})
+    try:
+        client = Client(server.url)
+        assert client.search_index() == {"state": "unloaded", "vectors": None, "indexed": None, "warning": None}
+        assert client.search_index("clothes", "tiny-clip")["state"] == "unloaded"
+        with pytest.raises(ValueError, match="no embeddings named 'other'"):
+            client.search_index(model="other")
+        exact = client.search_text("a photo of a shirt", k=5).to_pylist()
+        assert len(exact) == 5
+        deadline = time.monotonic() + 60
+        while (state := client.search_index())["state"] != "ready":
+            assert state["state"] in ("missing", "building"), state
+            assert time.monotonic() < deadline, f"the index was not ready after 60 s: {state}"
+            time.sleep(0.05)
+        assert state == {"state": "ready", "vectors": 22, "indexed": 22, "warning": None}
+        assert index.is_file()
+        assert client.search_text("a photo of a shirt", k=5).to_pylist() == exact
     finally:
         server.stop()
 

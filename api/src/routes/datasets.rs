@@ -17,7 +17,7 @@ use crate::state::AppState;
 const MAX_BATCH: usize = 256;
 
 /// `GET /datasets`: every dataset with its latest version, image count, the embeddings
-/// it has, and how to embed it.
+/// it has (with where each one's search index stands), and how to embed it.
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let rows = state
         .blocking(|engine| {
@@ -25,14 +25,19 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
             let mut rows = Vec::new();
             for summary in engine.datasets()? {
                 let embeddings = engine.embedding_models(&summary.latest.dataset)?;
-                rows.push((summary, embeddings, default.clone()));
+                let mut indexes = serde_json::Map::new();
+                for model in &embeddings {
+                    let index = engine.search_index(&summary.latest.dataset, model)?;
+                    indexes.insert(model.clone(), serde_json::to_value(index).expect("serialisable"));
+                }
+                rows.push((summary, embeddings, indexes, default.clone()));
             }
             Ok(rows)
         })
         .await?;
     Ok(Json(Value::Array(
         rows.into_iter()
-            .map(|(summary, embeddings, default)| {
+            .map(|(summary, embeddings, indexes, default)| {
                 let latest = &summary.latest;
                 json!({
                     "name": latest.dataset,
@@ -43,6 +48,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
                     "columns": latest.columns.len(),
                     "published_at": latest.created_at,
                     "embeddings": embeddings,
+                    "search_index": indexes,
                     "embed": {"command": state.embed_command(&latest.dataset), "model": state.clip_model()},
                 })
             })

@@ -19,7 +19,7 @@ mod store;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-pub use store::{HNSW_MIN_ROWS, IndexStatus, TEXT_CACHE_ENTRIES, VectorCatalog, VectorSet, VectorStore};
+pub use store::{HNSW_MIN_ROWS, IndexState, IndexStatus, TEXT_CACHE_ENTRIES, VectorCatalog, VectorSet, VectorStore};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float32Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;

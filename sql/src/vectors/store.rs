@@ -10,10 +10,19 @@
 //! wait, so a cold server under load reads the Parquet once. CLIP checkpoints are kept by
 //! (directory, fingerprint), and encoded sentences by (model, text), up to
 //! [`TEXT_CACHE_ENTRIES`].
+//!
+//! A set large enough for the HNSW index ([`HNSW_MIN_ROWS`]) is searched through it once
+//! the index is in memory, and scanned exactly until then: a search never waits minutes
+//! for a build. `slicetest embed` readies the index ([`VectorSet::prepare_index`]); a
+//! long-lived process (the server: [`VectorStore::with_background_indexing`]) also readies
+//! it on a thread of its own at the first search that finds it missing — loading the
+//! saved graph, extending it or building it. A one-shot command does not: for one query
+//! an exact scan (about 0.1 s over a million vectors) costs less than loading the graph.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
@@ -59,10 +68,19 @@ pub struct VectorSet {
     index_dir: std::path::PathBuf,
     /// The index once ready, with why it could not be saved (if it could not).
     index: OnceLock<(HnswIndex, Option<String>)>,
-    /// Held while the index is loaded or built: one caller builds it; the others wait
-    /// for it ([`VectorSet::prepare_index`]) or scan exactly meanwhile (searches). A
-    /// build that was stopped leaves `index` unset for the next caller.
+    /// Held while the index is loaded or built: one caller builds it, the others wait
+    /// for it ([`VectorSet::prepare_index`]); searches never take it. A build that was
+    /// stopped leaves `index` unset for the next caller.
     building: Mutex<()>,
+    /// Rows in the graph of the build under way, for [`VectorSet::index_state`].
+    linked: AtomicUsize,
+    /// Whether a search that finds no index starts readying it on a thread (a server).
+    index_in_background: bool,
+    /// Set while a background thread readies the index: one at a time.
+    background: AtomicBool,
+    /// Set when the store replaced this set by a newer one or shut down: a background
+    /// build of it stops at its next batch.
+    retired: AtomicBool,
     /// What the set was loaded from.
     source: SetSource,
 }
@@ -113,12 +131,16 @@ impl VectorSet {
     }
 
     /// The k best (image_id, score) for `query`: exact below [`HNSW_MIN_ROWS`] vectors,
-    /// through the HNSW index above — exact too while another caller builds the index.
-    pub fn search(&self, query: &[f32], k: usize) -> Vec<(&str, f32)> {
+    /// through the HNSW index above once it is in memory, exact until then (see the module
+    /// docs; with background indexing on, this search starts readying it).
+    pub fn search(self: &Arc<Self>, query: &[f32], k: usize) -> Vec<(&str, f32)> {
         let index = match self.len() < self.index_from {
             true => None,
-            false => self.index_for_search(),
+            false => self.index.get().map(|ready| &ready.0),
         };
+        if index.is_none() && self.len() >= self.index_from && self.index_in_background {
+            self.ready_index_in_background();
+        }
         let hits = match index {
             Some(index) => index.search(&self.matrix, query, k),
             None => exact_top_k(&self.matrix, self.dim(), query, k, None),
@@ -146,20 +168,57 @@ impl VectorSet {
         }
     }
 
-    /// The index a search goes through: the ready one, else readied by this caller (see
-    /// [`VectorSet::index_reporting`]) — unless another caller (an embedding job, an
-    /// earlier search) is readying it: then None, and the search scans exactly. A build
-    /// takes minutes at a million vectors; an exact scan of them, about a tenth of a second.
-    fn index_for_search(&self) -> Option<&HnswIndex> {
-        if let Some(ready) = self.index.get() {
-            return Some(&ready.0);
+    /// Starts [`VectorSet::prepare_index`] on a thread of its own unless one runs: it
+    /// loads, extends or builds the index while searches scan exactly, and stops when the
+    /// set is retired ([`VectorStore`] replaced it or shut down). A stopped or failed start
+    /// leaves it to the next search.
+    fn ready_index_in_background(self: &Arc<Self>) {
+        if self.retired.load(Ordering::Relaxed) || self.background.swap(true, Ordering::AcqRel) {
+            return;
         }
-        let building = match self.building.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
-        self.ready_index(building, &mut |_| ControlFlow::Continue(())).map(|ready| &ready.0)
+        let set = Arc::clone(self);
+        let started = std::thread::Builder::new().name("search-index".into()).spawn(move || {
+            let started = std::time::Instant::now();
+            let status = set.prepare_index(&mut |_| match set.retired.load(Ordering::Relaxed) {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            });
+            let (model, seconds) = (&set.model.name, started.elapsed().as_secs_f64());
+            match status {
+                IndexStatus::Ready { rows, .. } => tracing::info!(%model, rows, seconds, "search index ready"),
+                IndexStatus::Stopped => tracing::info!(%model, seconds, "search index build stopped"),
+                IndexStatus::Exact => {}
+            }
+            set.background.store(false, Ordering::Release);
+        });
+        if let Err(e) = started {
+            tracing::warn!(model = %self.model.name, "could not start building the search index: {e}");
+            self.background.store(false, Ordering::Release);
+        }
+    }
+
+    /// Where this set's search index stands (see [`IndexState`]).
+    pub fn index_state(&self) -> IndexState {
+        if self.len() < self.index_from {
+            return IndexState::Exact;
+        }
+        if let Some((index, unsaved)) = self.index.get() {
+            return IndexState::Ready { rows: index.rows(), unsaved: unsaved.clone() };
+        }
+        match self.building.try_lock() {
+            Err(TryLockError::WouldBlock) => IndexState::Building { linked: self.linked.load(Ordering::Relaxed) },
+            // Checked again under the lock: it may have become ready in between.
+            _ => match self.index.get() {
+                Some((index, unsaved)) => IndexState::Ready { rows: index.rows(), unsaved: unsaved.clone() },
+                None => IndexState::Missing,
+            },
+        }
+    }
+
+    /// Stops a background build of this set at its next batch (the set is stale, or the
+    /// process is shutting down).
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
     }
 
     /// The HNSW index: the saved one if it covers exactly these rows, extended if it
@@ -174,17 +233,7 @@ impl VectorSet {
         if let Some(ready) = self.index.get() {
             return Some(ready);
         }
-        let building = self.building.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.ready_index(building, progress)
-    }
-
-    /// [`VectorSet::index_reporting`] once `building` is held (by the caller, for the
-    /// duration).
-    fn ready_index(
-        &self,
-        _building: MutexGuard<'_, ()>,
-        progress: &mut dyn FnMut(usize) -> ControlFlow<()>,
-    ) -> Option<&(HnswIndex, Option<String>)> {
+        let _building = self.building.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(ready) = self.index.get() {
             return Some(ready);
         }
@@ -199,7 +248,12 @@ impl VectorSet {
             .unwrap_or_else(|| HnswIndex::build(&[], dim, HnswParams::default()));
         let mut unsaved = None;
         if index.rows() < self.len() {
-            index.extend_reporting(&self.matrix, progress).continue_value()?;
+            self.linked.store(index.rows(), Ordering::Relaxed);
+            let mut progress = |linked: usize| {
+                self.linked.store(linked, Ordering::Relaxed);
+                progress(linked)
+            };
+            index.extend_reporting(&self.matrix, &mut progress).continue_value()?;
             if let Err(e) = index.save(&self.index_dir, &key) {
                 tracing::warn!(model = %self.model.name, "the search index is used but could not be saved: {e}");
                 unsaved = Some(e.to_string());
@@ -224,6 +278,29 @@ pub enum IndexStatus {
     },
     /// The progress callback stopped the build; nothing was kept.
     Stopped,
+}
+
+/// Where a vector set's search index stands in this process ([`VectorSet::index_state`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexState {
+    /// Fewer vectors than [`HNSW_MIN_ROWS`]: searches scan them exactly, with no index.
+    Exact,
+    /// Not in memory and nobody readying it: searches scan exactly (in a server, the next
+    /// search starts readying it).
+    Missing,
+    /// Being loaded, extended or built (`linked` vectors in the graph so far); searches
+    /// scan exactly meanwhile.
+    Building {
+        /// Vectors linked into the graph so far.
+        linked: usize,
+    },
+    /// In memory: searches go through it.
+    Ready {
+        /// Vectors in the graph.
+        rows: usize,
+        /// Why saving it failed, if it did.
+        unsaved: Option<String>,
+    },
 }
 
 /// What a vector set was loaded from: when either changes, the set is stale.
@@ -262,6 +339,8 @@ pub struct VectorStore {
     towers: Mutex<HashMap<(String, String), Arc<Clip>>>,
     texts: Mutex<HashMap<TextKey, Arc<Vec<f32>>>>,
     loads: std::sync::atomic::AtomicUsize,
+    /// Whether the sets' searches ready a missing index in the background.
+    index_in_background: bool,
 }
 
 impl VectorStore {
@@ -273,6 +352,46 @@ impl VectorStore {
             towers: Mutex::default(),
             texts: Mutex::default(),
             loads: Default::default(),
+            index_in_background: false,
+        }
+    }
+
+    /// The store of a long-lived process: a search that finds a set's HNSW index missing
+    /// starts readying it on a thread of its own (and scans exactly meanwhile).
+    pub fn with_background_indexing(mut self) -> Self {
+        self.index_in_background = true;
+        self
+    }
+
+    /// Stops every background index build at its next batch (a server shutting down);
+    /// what was saved before stays.
+    pub fn stop_background_indexing(&self) {
+        for set in self.loaded_sets() {
+            set.retire();
+        }
+    }
+
+    fn loaded_sets(&self) -> Vec<Arc<VectorSet>> {
+        let slots: Vec<Slot> = self.sets.lock().expect("not poisoned").values().cloned().collect();
+        slots.iter().filter_map(|slot| slot.lock().expect("not poisoned").clone()).collect()
+    }
+
+    /// Where the search index of `model`'s vectors of `dataset` stands, if they are
+    /// loaded and current (None: not loaded yet, being loaded, or stale — the next search
+    /// loads them).
+    pub fn index_state(&self, dataset: &DatasetVersion, model: &str) -> Result<Option<(usize, IndexState)>> {
+        let slot = self.sets.lock().expect("not poisoned").get(&(dataset.dataset.clone(), model.to_string())).cloned();
+        let Some(slot) = slot else { return Ok(None) };
+        // A slot is locked while its set loads (seconds at a million vectors): not loaded yet.
+        let set = match slot.try_lock() {
+            Ok(set) => set.clone(),
+            Err(TryLockError::Poisoned(_) | TryLockError::WouldBlock) => None,
+        };
+        match set {
+            Some(set) if set.source == SetSource::of(&self.layout, dataset, model)? => {
+                Ok(Some((set.len(), set.index_state())))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -299,8 +418,10 @@ impl VectorStore {
             return Ok(set.clone());
         }
         // Drop the stale set first, so that memory holds one copy while the new one loads
-        // (unless a request still uses the old one).
-        *slot = None;
+        // (unless a request still uses the old one), and stop its index build.
+        if let Some(stale) = slot.take() {
+            stale.retire();
+        }
         let set = Arc::new(self.load(dataset, model, source)?);
         self.loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *slot = Some(set.clone());
@@ -317,8 +438,7 @@ impl VectorStore {
     /// indexes are on top: the graph, about `M · 2 · 4` bytes per vector, and once
     /// searched the f16 copy of the vectors, 2 bytes per value).
     pub fn resident_bytes(&self) -> usize {
-        let slots: Vec<Slot> = self.sets.lock().expect("not poisoned").values().cloned().collect();
-        slots.iter().filter_map(|slot| slot.lock().expect("not poisoned").clone()).map(|set| set.resident_bytes()).sum()
+        self.loaded_sets().iter().map(|set| set.resident_bytes()).sum()
     }
 
     fn load(&self, dataset: &DatasetVersion, name: &str, source: SetSource) -> Result<VectorSet> {
@@ -348,6 +468,10 @@ impl VectorStore {
             index_dir: self.layout.embeddings_dir(&dataset.dataset, name).join("index"),
             index: OnceLock::new(),
             building: Mutex::new(()),
+            linked: AtomicUsize::new(0),
+            index_in_background: self.index_in_background,
+            background: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             source,
         };
         let parts = embeddings::read_parts(&self.layout, &dataset.dataset, name).map_err(external)?;
@@ -526,8 +650,8 @@ mod tests {
     use super::*;
 
     /// A set of `rows` unit vectors of 8 dimensions, indexed from `index_from` rows, its
-    /// index saved in `index_dir`.
-    fn set(rows: usize, index_from: usize, index_dir: std::path::PathBuf) -> VectorSet {
+    /// index saved in `index_dir`, as a one-shot command loads it.
+    fn set(rows: usize, index_from: usize, index_dir: std::path::PathBuf) -> Arc<VectorSet> {
         let dim = 8;
         let mut state = 7u64;
         let mut matrix = Vec::with_capacity(rows * dim);
@@ -542,7 +666,7 @@ mod tests {
             matrix.extend(row.iter().map(|x| x / norm));
         }
         let ids: Vec<String> = (0..rows).map(|i| format!("img_{i:05}")).collect();
-        VectorSet {
+        Arc::new(VectorSet {
             model: EmbeddingModel {
                 name: "clip".into(),
                 source: "test".into(),
@@ -561,8 +685,32 @@ mod tests {
             index_dir,
             index: OnceLock::new(),
             building: Mutex::new(()),
+            linked: AtomicUsize::new(0),
+            index_in_background: false,
+            background: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             source: SetSource { version: 1, parts: Vec::new() },
+        })
+    }
+
+    /// [`set`] as a server loads it: searches ready a missing index in the background.
+    fn served_set(rows: usize, index_from: usize, index_dir: std::path::PathBuf) -> Arc<VectorSet> {
+        let mut set = set(rows, index_from, index_dir);
+        Arc::get_mut(&mut set).unwrap().index_in_background = true;
+        set
+    }
+
+    /// Waits (up to a minute) until no background thread readies `set`'s index.
+    fn wait_for_background(set: &VectorSet) {
+        let started = std::time::Instant::now();
+        while set.background.load(Ordering::Acquire) {
+            assert!(started.elapsed().as_secs() < 60, "the background build never ended");
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+
+    fn ids(hits: Vec<(&str, f32)>) -> Vec<String> {
+        hits.into_iter().map(|(id, _)| id.to_string()).collect()
     }
 
     fn exact(set: &VectorSet, query: &[f32], k: usize) -> Vec<String> {
@@ -594,7 +742,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stopped_build_keeps_nothing_and_the_next_search_builds_the_index() {
+    fn a_stopped_build_keeps_nothing_and_a_one_shot_search_scans_exactly_without_building() {
         let tmp = tempfile::tempdir().unwrap();
         let set = set(2_000, 100, tmp.path().join("index"));
         let status = set.prepare_index(&mut |linked| match linked {
@@ -603,30 +751,60 @@ mod tests {
         });
         assert_eq!(status, IndexStatus::Stopped);
         assert!(set.index.get().is_none() && !tmp.path().join("index").exists());
+        assert_eq!(set.index_state(), IndexState::Missing);
 
         let query = &set.matrix[17 * set.dim()..][..set.dim()];
-        let hits = set.search(query, 5);
-        assert_eq!(hits.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>(), exact(&set, query, 5));
-        assert_eq!(HnswIndex::saved_record(&tmp.path().join("index")).unwrap().rows, 2_000);
+        assert_eq!(ids(set.search(query, 5)), exact(&set, query, 5));
+        assert!(!set.background.load(Ordering::Acquire), "no background build in a one-shot process");
+        assert!(set.index.get().is_none() && !tmp.path().join("index").exists(), "the search built nothing");
     }
 
     #[test]
-    fn a_search_while_another_caller_builds_the_index_scans_exactly_instead_of_waiting() {
+    fn a_served_search_scans_exactly_while_the_index_builds_in_the_background() {
         let tmp = tempfile::tempdir().unwrap();
-        let set = set(2_000, 100, tmp.path().join("index"));
+        let set = served_set(2_000, 100, tmp.path().join("index"));
         let query = &set.matrix[40 * set.dim()..][..set.dim()];
-        let ids = |hits: Vec<(&str, f32)>| hits.into_iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>();
 
         // Held as an embedding job holds it while it builds: were the search to wait, it
         // would wait on this thread forever.
         let building = set.building.lock().unwrap();
         assert_eq!(ids(set.search(query, 5)), exact(&set, query, 5));
-        assert!(set.index.get().is_none() && !tmp.path().join("index").exists(), "the search built nothing");
+        assert!(set.background.load(Ordering::Acquire), "the search started a background build");
+        assert_eq!(set.index_state(), IndexState::Building { linked: 0 });
+        // A second search neither waits nor starts another.
+        assert_eq!(ids(set.search(query, 5)), exact(&set, query, 5));
+        assert!(set.index.get().is_none() && !tmp.path().join("index").exists(), "nothing built yet");
         drop(building);
 
-        assert_eq!(ids(set.search(query, 5)), exact(&set, query, 5));
-        assert!(set.index.get().is_some(), "with nobody building, the search built the index");
+        wait_for_background(&set);
+        assert_eq!(set.index_state(), IndexState::Ready { rows: 2_000, unsaved: None });
         assert_eq!(HnswIndex::saved_record(&tmp.path().join("index")).unwrap().rows, 2_000);
+        assert_eq!(ids(set.search(query, 5)), exact(&set, query, 5));
+
+        // A new server over the same files loads the saved graph in the background.
+        let reloaded = served_set(2_000, 100, tmp.path().join("index"));
+        assert_eq!(reloaded.index_state(), IndexState::Missing);
+        assert_eq!(ids(reloaded.search(query, 5)), exact(&set, query, 5));
+        wait_for_background(&reloaded);
+        assert_eq!(reloaded.index_state(), IndexState::Ready { rows: 2_000, unsaved: None });
+    }
+
+    #[test]
+    fn a_retired_sets_background_build_stops_and_keeps_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let set = served_set(3_000, 100, tmp.path().join("index"));
+        let query = &set.matrix[..set.dim()];
+        let building = set.building.lock().unwrap();
+        set.search(query, 5);
+        // Replaced by a newer set (or the server stops) before the thread gets the lock.
+        set.retire();
+        drop(building);
+        wait_for_background(&set);
+        assert_eq!(set.index_state(), IndexState::Missing);
+        assert!(!tmp.path().join("index").exists(), "a stopped build saves nothing");
+        // And a retired set starts no build at all.
+        assert_eq!(ids(set.search(query, 5)), exact(&set, query, 5));
+        assert!(!set.background.load(Ordering::Acquire));
     }
 
     #[test]
