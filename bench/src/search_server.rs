@@ -24,9 +24,10 @@
 //!   LIMIT 10` (a tenth of the images; sentences encoded before); targets: ≤ 200 ms p50
 //!   for the filtered top-k on 2 cores;
 //! - **HNSW** (`--skip-hnsw` leaves it out): a fresh process environment with the index in
-//!   use; the first request builds and saves the graph (timed), a new server's first
-//!   request loads it (timed), then the image and text searches again; target ≤ 5 ms p50
-//!   for a top-10 by image.
+//!   use; the first request scans exactly and starts building the graph in the background
+//!   (timed until `GET /datasets` says `ready`, as a user would watch it), a new server's
+//!   first request starts loading the saved graph (timed the same way), then the image and
+//!   text searches again; target ≤ 5 ms p50 for a top-10 by image.
 //!
 //! The text tower is a ViT-B/32-shaped CLIP with random weights written into the bench's
 //! directory (the time to encode a sentence does not depend on the values); the embeddings
@@ -158,11 +159,14 @@ fn main() -> anyhow::Result<()> {
         let server = Server::start(&runtime, &root)?;
         let t = Instant::now();
         server.get(&format!("/search/image/{}?k=10", query_id(1)))?;
+        let first_ms = t.elapsed().as_secs_f64() * 1e3;
+        server.wait_for_index()?;
         let build_s = t.elapsed().as_secs_f64();
         server.stop(&runtime);
         let server = Server::start(&runtime, &root)?;
         let t = Instant::now();
         server.get(&format!("/search/image/{}?k=10", query_id(2)))?;
+        server.wait_for_index()?;
         let load_s = t.elapsed().as_secs_f64();
         let latencies = Latencies::measure(&server, &query_ids, false)?;
         server.stop(&runtime);
@@ -170,7 +174,8 @@ fn main() -> anyhow::Result<()> {
             "\nLatency through the server, HNSW (M 16, ef 64, f16 walk), warm, {requests} requests each (p50 / p99):"
         );
         println!(
-            "  first request: builds and saves the graph: {build_s:.1} s; a new server's first request loads it: {load_s:.2} s"
+            "  first request (loads the vectors, scans exactly, starts the build): {first_ms:.0} ms; graph built and \
+             saved in the background {build_s:.1} s after it; a new server's loaded {load_s:.2} s after its first"
         );
         latencies.print();
         println!("  target: top-10 by image p50 <= 5 ms: {}", slicetest_bench::verdict(latencies.image.p50 <= 5.0));
@@ -353,6 +358,25 @@ impl Server {
             stopped.await.ok();
         }));
         Ok(Server { addr, state, stop, task })
+    }
+
+    /// Polls `GET /datasets` until the only dataset's search index is `ready` (an hour at
+    /// most: a million vectors build in 10–24 minutes on 2 cores).
+    fn wait_for_index(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let datasets: serde_json::Value = serde_json::from_str(&self.get("/datasets")?)?;
+            let indexes = &datasets[0]["search_index"];
+            let states: Vec<&str> =
+                indexes.as_object().into_iter().flatten().filter_map(|(_, index)| index["state"].as_str()).collect();
+            match states.as_slice() {
+                ["ready"] => return Ok(()),
+                ["building" | "missing" | "unloaded"] if started.elapsed().as_secs() < 3600 => {
+                    std::thread::sleep(std::time::Duration::from_millis(100))
+                }
+                _ => bail!("the search index did not become ready: {indexes}"),
+            }
+        }
     }
 
     /// `GET /search/image/{id}?k=10` over a real socket; the body (JSON rows).
