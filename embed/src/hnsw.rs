@@ -112,6 +112,34 @@ pub fn matrix_buffer(len: usize) -> Vec<f32> {
     space::with_huge_pages(len)
 }
 
+/// Runs `work` on a pool of as many threads as the CPU has, each at a lower scheduling
+/// priority (on Linux: nice 10 above the thread that calls this, at most 19), so that the parallel work inside it — an index build a
+/// server starts in the background — yields the cores to the server's requests while
+/// they run and takes them all while they do not. The calling thread keeps its priority.
+/// Where no pool can be started, `work` runs on the caller's.
+pub fn at_low_priority<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("low-priority-{i}"))
+        .start_handler(|_| lower_this_threads_priority())
+        .build();
+    match pool {
+        Ok(pool) => pool.install(work),
+        Err(_) => work(),
+    }
+}
+
+/// Raises the calling thread's nice value by 10, to at most 19 (on Linux a thread's nice
+/// value is its own; a new thread starts with its creator's).
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: getpriority and setpriority on the calling thread (who = 0) only read and
+    // change its scheduling.
+    unsafe {
+        let nice = libc::getpriority(libc::PRIO_PROCESS, 0);
+        libc::setpriority(libc::PRIO_PROCESS, 0, (nice + 10).min(19));
+    }
+}
+
 impl HnswIndex {
     /// Builds a graph over every row of `matrix` (row-major, `dim` columns), in parallel.
     ///
@@ -283,6 +311,18 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn low_priority_work_runs_10_nicer_and_leaves_the_caller_as_it_was() {
+        use rayon::prelude::*;
+        // SAFETY: getpriority only reads the calling thread's nice value.
+        let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let before = nice();
+        let inside: Vec<i32> = at_low_priority(|| (0..16).into_par_iter().map(|_| nice()).collect());
+        assert!(inside.iter().all(|&n| n == (before + 10).min(19)), "{inside:?} from {before}");
+        assert_eq!(nice(), before);
+    }
     use crate::index::{dot, exact_top_k};
 
     /// A seeded stream of uniform values in [-1, 1) (a 64-bit LCG's high bits).

@@ -31,7 +31,7 @@ use datafusion::error::{DataFusionError, Result};
 use slicetest_datasets::embeddings::{self, EmbeddingModel};
 use slicetest_datasets::version::{pairs_hash, read_image_columns};
 use slicetest_datasets::{DatasetVersion, WorkspaceLayout};
-use slicetest_embed::hnsw::{HnswIndex, HnswParams, matrix_buffer};
+use slicetest_embed::hnsw::{HnswIndex, HnswParams, at_low_priority, matrix_buffer};
 use slicetest_embed::index::exact_top_k;
 use slicetest_embed::{Clip, fingerprint, resolve_model};
 
@@ -169,9 +169,9 @@ impl VectorSet {
     }
 
     /// Starts [`VectorSet::prepare_index`] on a thread of its own unless one runs: it
-    /// loads, extends or builds the index while searches scan exactly, and stops when the
-    /// set is retired ([`VectorStore`] replaced it or shut down). A stopped or failed start
-    /// leaves it to the next search.
+    /// loads, extends or builds the index while searches scan exactly, on threads of lower
+    /// priority ([`at_low_priority`]), and stops when the set is retired ([`VectorStore`]
+    /// replaced it or shut down). A stopped or failed start leaves it to the next search.
     fn ready_index_in_background(self: &Arc<Self>) {
         if self.retired.load(Ordering::Relaxed) || self.background.swap(true, Ordering::AcqRel) {
             return;
@@ -179,9 +179,13 @@ impl VectorSet {
         let set = Arc::clone(self);
         let started = std::thread::Builder::new().name("search-index".into()).spawn(move || {
             let started = std::time::Instant::now();
-            let status = set.prepare_index(&mut |_| match set.retired.load(Ordering::Relaxed) {
-                true => ControlFlow::Break(()),
-                false => ControlFlow::Continue(()),
+            // At a lower priority: a build takes the cores for minutes, and the server's
+            // requests (exact scans meanwhile) come first.
+            let status = at_low_priority(|| {
+                set.prepare_index(&mut |_| match set.retired.load(Ordering::Relaxed) {
+                    true => ControlFlow::Break(()),
+                    false => ControlFlow::Continue(()),
+                })
             });
             let (model, seconds) = (&set.model.name, started.elapsed().as_secs_f64());
             match status {
