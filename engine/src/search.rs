@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
+use slicetest_datasets::DatasetVersion;
 use slicetest_sql::SqlError;
 use slicetest_sql::vectors::{IndexState, VectorCatalog};
 
@@ -87,12 +88,11 @@ impl Engine {
 }
 
 impl Engine {
-    /// Where the search index of `model`'s embeddings of the latest version of `dataset`
+    /// Where the search index of `model`'s embeddings of `dataset` (its latest version)
     /// stands in this process (see [`SearchIndex`]).
-    pub fn search_index(&self, dataset: &str, model: &str) -> Result<SearchIndex> {
-        let latest = self.workspace.latest(dataset)?;
+    pub fn search_index(&self, dataset: &DatasetVersion, model: &str) -> Result<SearchIndex> {
         let unloaded = SearchIndex { state: "unloaded", vectors: None, indexed: None, warning: None };
-        let Some((vectors, state)) = self.vectors().index_state(&latest, model)? else { return Ok(unloaded) };
+        let Some((vectors, state)) = self.vectors().index_state(dataset, model)? else { return Ok(unloaded) };
         let vectors = Some(vectors);
         Ok(match state {
             IndexState::Exact => SearchIndex { state: "exact", vectors, indexed: None, warning: None },

@@ -27,7 +27,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
                 let embeddings = engine.embedding_models(&summary.latest.dataset)?;
                 let mut indexes = serde_json::Map::new();
                 for model in &embeddings {
-                    let index = engine.search_index(&summary.latest.dataset, model)?;
+                    let index = engine.search_index(&summary.latest, model)?;
                     indexes.insert(model.clone(), serde_json::to_value(index).expect("serialisable"));
                 }
                 rows.push((summary, embeddings, indexes, default.clone()));
