@@ -2,7 +2,7 @@
 
 Usage: faiss_hnsw.py [--n N] [--dim D] [--m M] [--ef-construction EFC] [--ef-search EFS]
                      [--queries Q] [--k K] [--seed S] [--threads T]
-                     [--vectors PATH] [--queries-file PATH]
+                     [--vectors PATH] [--queries-file PATH] [--keep DIR]
 Vectors: with --vectors, a raw little-endian float32 file, row-major N x D (N is taken from
 the file size and --n is ignored); otherwise N random unit vectors (numpy default_rng(seed),
 standard normal, L2-normalised). Queries likewise from --queries-file (Q x D, Q from the file)
@@ -13,6 +13,9 @@ IndexFlatIP (recall@k = |hnsw top-k intersect exact top-k| / (Q * k)); the flat 
 single-query p50 is reported too. bytes_per_vector = len(serialize_index(hnsw)) / N.
 Prints JSON {n, dim, m, ef_construction, ef_search, k, build_s, hnsw_p50_ms, hnsw_p99_ms,
 recall_at_k, flat_p50_ms, bytes_per_vector, faiss, simd_level}.
+With --keep DIR the built index is written to DIR (named by N, D, M, EFC and the SIMD level,
+with its build time beside it) and read back by the next run with the same settings instead of
+built again: build_s is then the earlier run's, and "reused" says so.
 With SLICETEST_CPU_KERNEL=avx2 (slicetest's own kernels kept off AVX-512) FAISS's SIMD level
 is set to AVX2 too, unless FAISS_SIMD_LEVEL names one: both sides as on an AVX2-only CPU.
 """
@@ -38,6 +41,7 @@ parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--rounds", type=int, default=1, help="passes over the queries; latencies of all count")
 parser.add_argument("--vectors", help="raw float32 LE file, N x D row-major")
 parser.add_argument("--queries-file", help="raw float32 LE file, Q x D row-major")
+parser.add_argument("--keep", help="directory to keep the built index in and reuse it from")
 args = parser.parse_args()
 faiss.omp_set_num_threads(args.threads)
 if os.environ.get("SLICETEST_CPU_KERNEL") == "avx2" and "FAISS_SIMD_LEVEL" not in os.environ:
@@ -84,11 +88,25 @@ xb = read_raw(args.vectors, args.dim) if args.vectors else random_unit(args.n, a
 xq = read_raw(args.queries_file, args.dim) if args.queries_file else random_unit(args.queries, args.dim, args.seed + 1)
 n, dim = xb.shape
 
-index = faiss.IndexHNSWFlat(dim, args.m, faiss.METRIC_INNER_PRODUCT)
-index.hnsw.efConstruction = args.ef_construction
-start = time.perf_counter()
-index.add(xb)
-build_s = time.perf_counter() - start
+kept = None
+if args.keep:
+    os.makedirs(args.keep, exist_ok=True)
+    kept = os.path.join(args.keep, f"faiss-hnsw-{n}x{dim}-m{args.m}-efc{args.ef_construction}-{simd_level()}.index")
+if kept and os.path.exists(kept) and os.path.exists(kept + ".json"):
+    index = faiss.read_index(kept)
+    build_s = json.load(open(kept + ".json"))["build_s"]
+    reused = True
+else:
+    index = faiss.IndexHNSWFlat(dim, args.m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = args.ef_construction
+    start = time.perf_counter()
+    index.add(xb)
+    build_s = time.perf_counter() - start
+    reused = False
+    if kept:
+        faiss.write_index(index, kept)
+        with open(kept + ".json", "w") as f:
+            json.dump({"build_s": build_s}, f)
 index.hnsw.efSearch = args.ef_search
 
 index.search(xq[:1], args.k)  # warm-up
@@ -116,6 +134,7 @@ print(
             "ef_search": args.ef_search,
             "k": args.k,
             "build_s": build_s,
+            "reused": reused,
             "hnsw_p50_ms": percentile_ms(hnsw_times, 50),
             "hnsw_p99_ms": percentile_ms(hnsw_times, 99),
             "recall_at_k": recall,

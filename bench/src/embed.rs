@@ -19,6 +19,14 @@
 //!    recall (the smallest ef that reaches FAISS's), p50 ≤ 2 ms.
 //!
 //! Usage: bench-embed [--vectors N] [--hnsw-vectors N] [--skip-clip] [--skip-scan] [--skip-hnsw]
+//! [--keep DIR [--rebuild]]
+//!
+//! `--keep DIR` keeps the HNSW section's vectors and both built graphs (slicetest's and
+//! FAISS's, named by size and SIMD kernel, with their build times) in DIR, and a later run
+//! with the same settings loads them instead of building them again: at a million vectors
+//! that is most of its 33 minutes. Searches are always measured anew, both sides in the
+//! same run. `--rebuild` builds slicetest's graph again (after a change to the build) and
+//! keeps the new one; FAISS's stays.
 //! Python peer: SLICETEST_BENCH_PYTHON=/path/to/venv/bin/python (torch, transformers).
 
 use std::time::Instant;
@@ -61,7 +69,9 @@ fn main() -> anyhow::Result<()> {
             .and_then(|i| args.get(i + 1))
             .map_or(Ok(200_000), |v| v.parse())
             .context("--hnsw-vectors N")?;
-        hnsw_vs_faiss(n, threads)?;
+        let keep =
+            args.iter().position(|a| a == "--keep").map(|i| args.get(i + 1).context("--keep DIR")).transpose()?;
+        hnsw_vs_faiss(n, threads, keep.map(std::path::Path::new), flag("--rebuild"))?;
     }
     Ok(())
 }
@@ -246,14 +256,34 @@ fn write_f32(path: &std::path::Path, values: &[f32]) -> anyhow::Result<()> {
     Ok(std::fs::write(path, bytes)?)
 }
 
-fn hnsw_vs_faiss(n: usize, threads: usize) -> anyhow::Result<()> {
+fn hnsw_vs_faiss(n: usize, threads: usize, keep: Option<&std::path::Path>, rebuild: bool) -> anyhow::Result<()> {
     use slicetest_embed::hnsw::{HnswIndex, HnswParams, Traversal};
     let dim = 512;
     let matrix = structured_vectors(n, dim, 21);
     let queries = structured_vectors(1000, dim, 22);
-    let started = Instant::now();
-    let mut index = HnswIndex::build(&matrix, dim, HnswParams::default());
-    let build_s = started.elapsed().as_secs_f64();
+    // A kept graph: named by the vectors and the dot-product kernel (another kernel may
+    // break a near tie the other way, so builds another graph).
+    let kept = keep.map(|dir| dir.join(format!("slicetest-hnsw-{n}x{dim}-{}", slicetest_embed::hnsw::dot_kernel())));
+    let key = format!("bench-embed structured_vectors({n}, {dim}, 21)");
+    let reusable = kept
+        .as_ref()
+        .filter(|dir| !rebuild && HnswIndex::saved_record(dir).is_some_and(|r| r.key == key && r.rows == n));
+    let (mut index, build_s, reused) = match reusable {
+        Some(dir) => {
+            let build_s: f64 = std::fs::read_to_string(dir.with_extension("build_s"))?.trim().parse()?;
+            (HnswIndex::load(dir)?, build_s, true)
+        }
+        None => {
+            let started = Instant::now();
+            let index = HnswIndex::build(&matrix, dim, HnswParams::default());
+            let build_s = started.elapsed().as_secs_f64();
+            if let Some(dir) = &kept {
+                index.save(dir, &key)?;
+                std::fs::write(dir.with_extension("build_s"), build_s.to_string())?;
+            }
+            (index, build_s, false)
+        }
+    };
     // The graph alone: the vectors are the embeddings matrix slicetest holds anyway.
     let graph_bytes = index.graph_bytes() as f64 / n as f64;
     let exact: Vec<Vec<u32>> = queries
@@ -290,11 +320,18 @@ fn hnsw_vs_faiss(n: usize, threads: usize) -> anyhow::Result<()> {
     let (_, p50, recall) = *sweep.iter().find(|s| s.0 == 64).expect("the sweep has the default ef");
     let copy_bytes = index.f16_copy_bytes() as f64 / n as f64;
 
-    let dir = std::env::temp_dir().join(format!("bench-embed-{}", std::process::id()));
+    let dir = match keep {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::temp_dir().join(format!("bench-embed-{}", std::process::id())),
+    };
     std::fs::create_dir_all(&dir)?;
-    let (vectors_file, queries_file) = (dir.join("vectors.f32"), dir.join("queries.f32"));
+    let (vectors_file, queries_file) = (dir.join(format!("vectors-{n}.f32")), dir.join("queries.f32"));
     write_f32(&vectors_file, &matrix)?;
     write_f32(&queries_file, &queries)?;
+    let keep_args = match keep {
+        Some(dir) => vec!["--keep".to_string(), dir.to_str().context("path")?.to_string()],
+        None => Vec::new(),
+    };
     let peer = python_json(
         "faiss_hnsw.py",
         [
@@ -308,10 +345,15 @@ fn hnsw_vs_faiss(n: usize, threads: usize) -> anyhow::Result<()> {
             &threads.to_string(),
             "--rounds",
             "3",
-        ],
+        ]
+        .into_iter()
+        .chain(keep_args.iter().map(String::as_str)),
         "faiss-cpu numpy",
     );
-    std::fs::remove_dir_all(&dir)?;
+    match keep {
+        Some(_) => std::fs::remove_file(&vectors_file)?,
+        None => std::fs::remove_dir_all(&dir)?,
+    }
     let peer = peer?;
     let faiss_p50 = peer["hnsw_p50_ms"].as_f64().context("hnsw_p50_ms")?;
     let ratio = p50 / faiss_p50;
@@ -330,6 +372,14 @@ fn hnsw_vs_faiss(n: usize, threads: usize) -> anyhow::Result<()> {
         dim * 4,
         p50_f32 / faiss_p50,
     );
+    if reused || peer["reused"].as_bool() == Some(true) {
+        println!(
+            "hnsw         graphs from {}: slicetest's {}, FAISS's {} (build times from the runs that built them)",
+            dir.display(),
+            if reused { "loaded" } else { "built" },
+            if peer["reused"].as_bool() == Some(true) { "loaded" } else { "built" },
+        );
+    }
     println!(
         "hnsw         kernels: slicetest {}, FAISS {} ({}=avx2 runs both as on a CPU without AVX-512)",
         slicetest_embed::hnsw::dot_kernel(),
