@@ -85,9 +85,7 @@ impl Engine {
             })
             .collect())
     }
-}
 
-impl Engine {
     /// Where the search index of `model`'s embeddings of `dataset` (its latest version)
     /// stands in this process (see [`SearchIndex`]).
     pub fn search_index(&self, dataset: &DatasetVersion, model: &str) -> Result<SearchIndex> {
