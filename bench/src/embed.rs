@@ -372,12 +372,14 @@ fn hnsw_vs_faiss(n: usize, threads: usize, keep: Option<&std::path::Path>, rebui
         dim * 4,
         p50_f32 / faiss_p50,
     );
-    if reused || peer["reused"].as_bool() == Some(true) {
+    let peer_reused = peer["reused"].as_bool() == Some(true);
+    if reused || peer_reused {
+        let how = |loaded: bool| if loaded { "loaded" } else { "built" };
         println!(
             "hnsw         graphs from {}: slicetest's {}, FAISS's {} (build times from the runs that built them)",
             dir.display(),
-            if reused { "loaded" } else { "built" },
-            if peer["reused"].as_bool() == Some(true) { "loaded" } else { "built" },
+            how(reused),
+            how(peer_reused),
         );
     }
     println!(
