@@ -245,11 +245,11 @@ fn cpu_bf16_embeds_on_amx_cpus_says_why_not_elsewhere_and_provenance_names_the_k
     );
 
     let bf16 = ["embed", "--model", TINY_CLIP, "--device", "cpu-bf16", "--name", "tiny-bf16", "--quiet"];
-    if slicetest_embed::CpuKernel::AmxBf16.runs_here() {
+    if let Some(kernel) = slicetest_embed::CpuKernel::select(true) {
         let out = ok(&s.ws, &bf16);
         assert!(out.is_empty() || out.contains("embedded"), "{out}");
         assert!(
-            computed_on("tiny-bf16").contains("(device: cpu-bf16, kernel: amx-bf16)"),
+            computed_on("tiny-bf16").contains(&format!("(device: cpu-bf16, kernel: {})", kernel.name())),
             "{}",
             computed_on("tiny-bf16")
         );

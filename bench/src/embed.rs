@@ -97,7 +97,11 @@ fn clip_throughput(threads: usize) -> anyhow::Result<()> {
     // show what the fused path buys.
     let default_kernel = ClipModel::new(vb.clone(), &config)?.cpu_kernel().context("a CPU model")?;
     let mut kernels = vec![default_kernel];
-    kernels.extend([CpuKernel::Gemm, CpuKernel::AmxBf16].into_iter().filter(|k| k.runs_here() && *k != default_kernel));
+    kernels.extend(
+        [CpuKernel::Gemm, CpuKernel::AmxBf16, CpuKernel::Avx512Bf16]
+            .into_iter()
+            .filter(|k| k.runs_here() && *k != default_kernel),
+    );
     let models: Vec<(CpuKernel, ClipModel)> = kernels
         .iter()
         .map(|&k| Ok((k, ClipModel::with_cpu_kernel(vb.clone(), &config, k)?)))
@@ -120,7 +124,7 @@ fn clip_throughput(threads: usize) -> anyhow::Result<()> {
             row
         })
         .collect();
-    let bf16 = kernels.contains(&CpuKernel::AmxBf16);
+    let bf16 = kernels.iter().any(|k| k.is_bf16());
     // Other work on a shared 2-core box slows either side by up to 10x at random, so the
     // sides alternate for three rounds and each side's best round counts.
     let mut ours = vec![(0f64, 0f64); models.len()];
@@ -168,12 +172,12 @@ fn clip_throughput(threads: usize) -> anyhow::Result<()> {
             "clip {:<12}{images:.1} images/s, {texts:.1} texts/s: {ri:.2}x / {rt:.2}x PyTorch f32{target}",
             kernel.name()
         );
-        if kernel == CpuKernel::AmxBf16 {
+        if kernel.is_bf16() {
             print!("; {:.2}x / {:.2}x PyTorch bf16", images / torch_bf16.0, texts / torch_bf16.1);
         }
         println!();
     }
-    if let Some((_, bf16_model)) = models.iter().find(|(k, _)| *k == CpuKernel::AmxBf16) {
+    for (bf16_kernel, bf16_model) in models.iter().filter(|(k, _)| k.is_bf16()) {
         // What bfloat16 costs in accuracy on this shape (random weights): cosine of each
         // embedding against the default kernel's.
         let (reference, f32_model) = &models[0];
@@ -184,7 +188,8 @@ fn clip_throughput(threads: usize) -> anyhow::Result<()> {
         let texts = cosines(f32_model.embed_texts(&ids)?, bf16_model.embed_texts(&ids)?);
         let min = |v: &[f32]| v.iter().copied().fold(f32::INFINITY, f32::min);
         println!(
-            "clip bf16    cosine to {}'s embeddings: images min {:.5}, texts min {:.5}",
+            "clip bf16    {}: cosine to {}'s embeddings: images min {:.5}, texts min {:.5}",
+            bf16_kernel.name(),
             reference.name(),
             min(&images),
             min(&texts)

@@ -46,7 +46,7 @@ pub fn keep_freed_memory_for_reuse() {
 
 /// The device for `choice` (`auto`, `cpu`, `cpu-bf16`, `cuda`, `metal`) and the dtype to
 /// run in: f32 on the CPU, f16 on a GPU, bfloat16 on the CPU for `cpu-bf16` (CPUs with
-/// AMX-BF16 only). `auto` takes a GPU when one was compiled in and is present.
+/// AMX-BF16, or AMD CPUs with AVX512_BF16: [`CpuKernel::select`]). `auto` takes a GPU when one was compiled in and is present.
 pub fn select_device(choice: &str) -> Result<(Device, DType)> {
     let gpu = |device: Device| (device, DType::F16);
     match choice {
@@ -55,7 +55,7 @@ pub fn select_device(choice: &str) -> Result<(Device, DType)> {
         "cpu-bf16" => Err(EmbedError::Model {
             path: PathBuf::from(choice),
             message: format!(
-                "needs a CPU with AMX-BF16 (Intel Xeon since Sapphire Rapids); this one is {}",
+                "needs a CPU with AMX-BF16 (Intel Xeon since Sapphire Rapids) or an AMD CPU with AVX512_BF16 (Zen 4 and later); this one is {}",
                 cpu::describe()
             ),
         }),

@@ -218,7 +218,7 @@ pub struct EmbedReport {
 
 /// What a model's provenance says about where its vectors were computed: the CPU, the
 /// device asked for and, on the CPU, the kernel the dense layers ran (`avx512-f32`,
-/// `amx-bf16`, `gemm`), which decides their last bits (bfloat16: more than that).
+/// `amx-bf16`, `avx512-bf16`, `gemm`), which decides their last bits (bfloat16: more than that).
 fn computed_on(clip: &Clip, device: &str) -> String {
     let kernel = clip.model.cpu_kernel().map_or(String::new(), |k| format!(", kernel: {}", k.name()));
     format!("{} (device: {device}{kernel})", slicetest_embed::cpu::describe())

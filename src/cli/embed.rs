@@ -21,8 +21,8 @@ pub struct EmbedArgs {
     /// Store (and query) the embeddings under this name; default: derived from --model.
     #[arg(long)]
     pub name: Option<String>,
-    /// auto, cpu, cpu-bf16 (bfloat16 on CPUs with AMX-BF16), cuda or metal (GPUs need a
-    /// build with --features cuda / metal).
+    /// auto, cpu, cpu-bf16 (bfloat16 on CPUs with AMX-BF16, or AMD CPUs with AVX512_BF16),
+    /// cuda or metal (GPUs need a build with --features cuda / metal).
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Images per forward pass.
