@@ -5,7 +5,9 @@
 //!    images/s and texts/s at batch 16, slicetest (the fused CPU path, on every dense-layer
 //!    kernel the CPU runs: AVX-512 f32, the `gemm` crate's AVX2, AVX-512 bf16) vs
 //!    `bench/scripts/clip_torch.py` on the same shapes and thread count (f32, and bf16
-//!    autocast where slicetest runs bf16), target ratio ≥ 1.5 for the default kernel; and
+//!    autocast where slicetest runs bf16), target ratio ≥ 1.5 for the default kernel; the
+//!    f32 arithmetic rate (GFLOP/s) of both sides next to the machine's f32 GEMM ceiling
+//!    (`bench/scripts/gemm_ceiling.py`: numpy's BLAS and torch.mm on a 2048² product); and
 //!    the same model through candle's ops for comparison.
 //! 2. Exact top-10 over 1,000,000 random 512-d unit vectors: GB/s scanned on one thread
 //!    (target ≥ 5 GB/s per core) and the p50 latency on all threads.
@@ -27,7 +29,7 @@
 //! that is most of its 33 minutes. Searches are always measured anew, both sides in the
 //! same run. `--rebuild` builds slicetest's graph again (after a change to the build) and
 //! keeps the new one; FAISS's stays.
-//! Python peer: SLICETEST_BENCH_PYTHON=/path/to/venv/bin/python (torch, transformers).
+//! Python peer: SLICETEST_BENCH_PYTHON=/path/to/venv/bin/python (torch, transformers, numpy).
 
 use std::time::Instant;
 
@@ -86,6 +88,66 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Res
         seconds.push(started.elapsed().as_secs_f64());
     }
     Ok(median(&mut seconds))
+}
+
+/// Multiply-adds of one forward pass as transformers computes it (every dense layer on
+/// every token, attention's two products, the patch embedding and the projection): what
+/// both sides' images/s and texts/s are turned into GFLOP/s with.
+fn clip_work(config: &ClipConfig) -> (f64, f64) {
+    let tower = |tokens: usize, width: usize, hidden: usize, layers: usize| {
+        let (t, d, h) = (tokens as f64, width as f64, hidden as f64);
+        layers as f64 * (4.0 * t * d * d + 2.0 * t * d * h + 2.0 * t * t * d)
+    };
+    let v = &config.vision_config;
+    let patches = (v.image_size / v.patch_size).pow(2);
+    let patch_embedding = (patches * v.num_channels * v.patch_size.pow(2) * v.hidden_size) as f64;
+    let image = patch_embedding
+        + tower(patches + 1, v.hidden_size, v.intermediate_size, v.num_hidden_layers)
+        + (v.hidden_size * config.projection_dim) as f64;
+    let t = &config.text_config;
+    let text = tower(TOKENS, t.hidden_size, t.intermediate_size, t.num_hidden_layers)
+        + (t.hidden_size * config.projection_dim) as f64;
+    (image, text)
+}
+
+/// The f32 arithmetic rate each side reached, next to the best rate a BLAS reaches on this
+/// machine's threads (`scripts/gemm_ceiling.py`): a model that is nine tenths GEMM cannot
+/// outrun PyTorch in f32 by more than that ceiling over PyTorch's own rate (slicetest's
+/// fused path skips about 6% of the image work, the last block's rows other than the
+/// class token, so it can sit a little above the line).
+fn clip_ceiling(
+    config: &ClipConfig,
+    threads: usize,
+    torch: (f64, f64),
+    ours: (f64, f64),
+    kernel: CpuKernel,
+) -> anyhow::Result<()> {
+    let (image, text) = clip_work(config);
+    let gflops = |per_s: f64, work: f64| 2.0 * work * per_s / 1e9;
+    let ceiling = python_json("gemm_ceiling.py", ["--threads", &threads.to_string()], "numpy torch")?;
+    let numpy = ceiling["numpy_gflops"].as_f64().context("numpy_gflops")?;
+    let best = numpy.max(ceiling["torch_gflops"].as_f64().unwrap_or(0.0));
+    println!(
+        "clip work    {:.2} G multiply-adds per image, {:.2} G per {TOKENS}-token text (as transformers computes them)",
+        image / 1e9,
+        text / 1e9
+    );
+    println!(
+        "clip rate    f32 GFLOP/s images, texts: PyTorch {:.0}, {:.0}; slicetest {} {:.0}, {:.0}",
+        gflops(torch.0, image),
+        gflops(torch.1, text),
+        kernel.name(),
+        gflops(ours.0, image),
+        gflops(ours.1, text)
+    );
+    println!(
+        "clip ceiling f32 GEMM {0}x{0} on {threads} threads: numpy ({1}) {numpy:.0} GFLOP/s, torch.mm {2:.0}: at most {3:.2}x PyTorch's image rate for any f32 path",
+        ceiling["size"],
+        ceiling["numpy_blas"].as_str().unwrap_or("unknown BLAS"),
+        ceiling["torch_gflops"].as_f64().unwrap_or(f64::NAN),
+        best / gflops(torch.0, image)
+    );
+    Ok(())
 }
 
 fn clip_throughput(threads: usize) -> anyhow::Result<()> {
@@ -195,6 +257,7 @@ fn clip_throughput(threads: usize) -> anyhow::Result<()> {
             min(&texts)
         );
     }
+    clip_ceiling(&config, threads, torch, ours[0], default_kernel)?;
     println!(
         "clip candle  the same model through candle's ops (the GPU path, on the CPU): {:.1} images/s, {:.1} texts/s; the default kernel is {:.2}x / {:.2}x that",
         candle.0,
