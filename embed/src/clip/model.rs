@@ -268,7 +268,8 @@ pub struct ClipModel {
 impl ClipModel {
     /// Builds the model from weights in HF's `CLIPModel` naming. f32 on the CPU runs on
     /// slicetest's own fused kernels (about twice as fast as through candle), and so does
-    /// bf16 on a CPU with AMX-BF16; anything else through candle's ops.
+    /// bf16 on a CPU with a bf16 kernel ([`CpuKernel::select`]); anything else through
+    /// candle's ops.
     pub fn new(vb: VarBuilder, config: &ClipConfig) -> Result<Self> {
         let kernel = match vb.dtype() {
             DType::F32 => CpuKernel::select(false),
@@ -572,7 +573,7 @@ mod tests {
     #[test]
     fn the_bf16_kernel_keeps_embeddings_close_to_f32_where_the_cpu_has_it() {
         let Some(bf16) = CpuKernel::select(true) else {
-            eprintln!("skipped: this CPU lacks AMX-BF16");
+            eprintln!("skipped: this CPU has no bf16 kernel");
             return;
         };
         let (candle, _) = both(&tiny(Activation::QuickGelu));
