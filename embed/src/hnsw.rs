@@ -259,7 +259,10 @@ impl HnswIndex {
         hits
     }
 
-    /// Saves the graph into `dir` (replaced), `index.json` last.
+    /// Saves the graph into `dir` (replaced), `index.json` last. The files are written to
+    /// a directory of this call's own and swapped in by renames, so a reader sees the old
+    /// index or the new one, and two saves into one `dir` at once (a retired vector set's
+    /// and its successor's) each swap in a whole index: the last to finish stays.
     pub fn save(&self, dir: &Path, key: &str) -> Result<()> {
         let bad = |message: String| EmbedError::Model { path: dir.to_path_buf(), message };
         let tmp = sibling(dir, "tmp");
@@ -270,13 +273,31 @@ impl HnswIndex {
         let json = serde_json::to_vec_pretty(&record).expect("serialisable");
         std::fs::write(tmp.join(INDEX_FILE), json).map_err(|e| bad(format!("writing index.json: {e}")))?;
         let old = sibling(dir, "old");
+        // A rename onto a directory fails when it is not empty: another save may put its
+        // index at `dir` between our two renames, and then we move that one aside too.
+        let mut tries = 0;
+        let swapped = loop {
+            if dir.exists() {
+                match std::fs::rename(dir, &old) {
+                    Ok(()) => {}
+                    // Moved away by the other save since we looked.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => break Err(e),
+                }
+            }
+            match std::fs::rename(&tmp, dir) {
+                Err(_) if tries < 8 && dir.exists() => {
+                    let _ = std::fs::remove_dir_all(&old);
+                    tries += 1;
+                }
+                result => break result,
+            }
+        };
         let _ = std::fs::remove_dir_all(&old);
-        if dir.exists() {
-            std::fs::rename(dir, &old).map_err(|e| bad(format!("replacing: {e}")))?;
+        if swapped.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
         }
-        std::fs::rename(&tmp, dir).map_err(|e| bad(format!("replacing: {e}")))?;
-        let _ = std::fs::remove_dir_all(&old);
-        Ok(())
+        swapped.map_err(|e| bad(format!("replacing: {e}")))
     }
 
     /// What the index saved in `dir` covers, if there is one this version can read.
@@ -304,8 +325,11 @@ impl HnswIndex {
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    // The process id keeps processes apart, the count the calls of one process.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    dir.with_file_name(format!(".{name}-{suffix}-{}", std::process::id()))
+    dir.with_file_name(format!(".{name}-{suffix}-{}-{call}", std::process::id()))
 }
 
 #[cfg(test)]
@@ -391,6 +415,32 @@ mod tests {
         for q in queries.chunks(dim).take(10) {
             assert_eq!(loaded.search(&matrix, q, 10), index.search(&matrix, q, 10));
         }
+    }
+
+    /// Two saves of different graphs into one directory at once, over and over: each
+    /// succeeds, what is left loads as one whole index (its record and graph agree), and
+    /// no work directory is left beside it.
+    #[test]
+    fn saves_into_one_directory_at_once_each_leave_a_whole_index() {
+        let dim = 16;
+        let matrix = structured(1_200, dim, 9);
+        let small = HnswIndex::build(&matrix[..600 * dim], dim, HnswParams::default());
+        let large = HnswIndex::build(&matrix, dim, HnswParams::default());
+        let (tmp, dir) = index_dir();
+        for _ in 0..20 {
+            std::thread::scope(|s| {
+                let a = s.spawn(|| small.save(&dir, "small"));
+                let b = s.spawn(|| large.save(&dir, "large"));
+                a.join().unwrap().unwrap();
+                b.join().unwrap().unwrap();
+            });
+            let record = HnswIndex::saved_record(&dir).unwrap();
+            let loaded = HnswIndex::load(&dir).unwrap();
+            let want = if record.key == "small" { 600 } else { 1_200 };
+            assert_eq!((record.rows, loaded.rows()), (want, want), "{}", record.key);
+        }
+        let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["index"], "work directories left: {names:?}");
     }
 
     #[test]
