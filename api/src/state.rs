@@ -59,6 +59,29 @@ impl AppState {
         self.0.jobs.cancel_all();
     }
 
+    /// Loads every embedded set and starts readying its search index, on a thread of its
+    /// own (`slicetest serve --warm`): searches made meanwhile wait for their set's load,
+    /// as the first search of a cold server does. Failures are logged; searches then load
+    /// what they need as usual.
+    pub fn warm_search(&self) {
+        let engine = Arc::clone(&self.0.engine);
+        let started = std::thread::Builder::new().name("warm-search".into()).spawn(move || {
+            let started = std::time::Instant::now();
+            match engine.warm_search() {
+                Ok(sets) => {
+                    for (dataset, model, vectors) in sets {
+                        tracing::info!(%dataset, %model, vectors, "search vectors loaded");
+                    }
+                    tracing::info!(seconds = started.elapsed().as_secs_f64(), "search warmed");
+                }
+                Err(e) => tracing::warn!("warming search: {e}"),
+            }
+        });
+        if let Err(e) = started {
+            tracing::warn!("could not start warming search: {e}");
+        }
+    }
+
     /// Stops the jobs ([`AppState::cancel_jobs`]) and the background builds of search
     /// indexes (what was saved stays): the server is shutting down.
     pub fn stop_background_work(&self) {

@@ -86,6 +86,22 @@ impl Engine {
             .collect())
     }
 
+    /// Loads every embedded model's vectors of every dataset's latest version into the
+    /// vector store and starts readying their search indexes (`VectorSet::warm`: in the
+    /// background, in a server), so the first searches find them in memory (`slicetest
+    /// serve --warm`). Returns (dataset, model, vectors) of each set, in the order loaded.
+    pub fn warm_search(&self) -> Result<Vec<(String, String, usize)>> {
+        let mut warmed = Vec::new();
+        for summary in self.datasets()? {
+            for model in self.embedding_models(&summary.latest.dataset)? {
+                let set = self.vectors().vectors(&summary.latest, &model)?;
+                set.warm();
+                warmed.push((summary.latest.dataset.clone(), model, set.len()));
+            }
+        }
+        Ok(warmed)
+    }
+
     /// Where the search index of `model`'s embeddings of `dataset` (its latest version)
     /// stands in this process (see [`SearchIndex`]).
     pub fn search_index(&self, dataset: &DatasetVersion, model: &str) -> Result<SearchIndex> {

@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// embed`): a checkpoint directory on this machine or a Hugging Face id.
     #[arg(long, default_value = DEFAULT_MODEL, env = "SLICETEST_CLIP_MODEL")]
     pub clip_model: String,
+    /// Load every dataset's embeddings and ready their search indexes at start-up, in the
+    /// background, instead of at each one's first search.
+    #[arg(long)]
+    pub warm: bool,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -77,7 +81,12 @@ pub async fn run(workspace: &Path, cluster: Option<String>, args: ServeArgs) -> 
     if config.token.is_some() {
         println!("writes need the token (Authorization: Bearer …)");
     }
-    slicetest_api::serve(listener, AppState::new(engine, &config), slicetest_api::shutdown_signal()).await?;
+    let state = AppState::new(engine, &config);
+    if args.warm {
+        println!("loading embeddings and readying search indexes in the background (--warm)");
+        state.warm_search();
+    }
+    slicetest_api::serve(listener, state, slicetest_api::shutdown_signal()).await?;
     println!("slicetest serve: stopped");
     Ok(())
 }

@@ -254,6 +254,33 @@ def test_a_restarted_server_searches_exactly_while_it_readies_the_index_in_the_b
         server.stop()
 
 
+def test_a_warm_server_readies_the_index_before_any_search(tmp_path):
+    """`serve --warm`: the embeddings are loaded and the index built (here from 10
+    vectors) at start-up, with no search made; a search then goes through the index and
+    finds what an exact scan of a cold server finds."""
+    ws = clothes_workspace(tmp_path)
+    index = ws / "datasets/clothes/embeddings/tiny-clip/index/index.json"
+    cold = Server(ws)
+    try:
+        exact = Client(cold.url).search_text("a photo of a shirt", k=5).to_pylist()
+    finally:
+        cold.stop()
+    assert not index.exists(), "a server below the index threshold builds no index"
+    server = Server(ws, "--warm", env={"SLICETEST_HNSW_MIN_ROWS": "10"})
+    try:
+        client = Client(server.url)
+        deadline = time.monotonic() + 60
+        while (state := client.search_index())["state"] != "ready":
+            assert state["state"] in ("unloaded", "missing", "building"), state
+            assert time.monotonic() < deadline, f"the index was not ready after 60 s: {state}"
+            time.sleep(0.05)
+        assert state == {"state": "ready", "vectors": 22, "indexed": 22, "warning": None}
+        assert index.is_file()
+        assert client.search_text("a photo of a shirt", k=5).to_pylist() == exact
+    finally:
+        server.stop()
+
+
 def test_a_failed_job_raises_with_its_error(tmp_path):
     """A Hugging Face id that is in no local cache, on a server told not to download:
     the job is accepted (ids resolve when the job runs) and fails saying what it tried."""

@@ -138,14 +138,23 @@ impl VectorSet {
             true => None,
             false => self.index.get().map(|ready| &ready.0),
         };
-        if index.is_none() && self.len() >= self.index_from && self.index_in_background {
-            self.ready_index_in_background();
+        if index.is_none() {
+            self.warm();
         }
         let hits = match index {
             Some(index) => index.search(&self.matrix, query, k),
             None => exact_top_k(&self.matrix, self.dim(), query, k, None),
         };
         hits.into_iter().map(|(r, s)| (self.ids[r as usize].as_str(), s)).collect()
+    }
+
+    /// Starts readying a missing index in the background when this set is large enough
+    /// to be searched through one and was loaded by a server (background indexing on);
+    /// else nothing. A search does it; `slicetest serve --warm` does it ahead of any.
+    pub fn warm(self: &Arc<Self>) {
+        if self.len() >= self.index_from && self.index_in_background && self.index.get().is_none() {
+            self.ready_index_in_background();
+        }
     }
 
     /// A key over the first `rows` (image_id, sha256) pairs.
@@ -761,6 +770,26 @@ mod tests {
         assert_eq!(ids(set.search(query, 5)), exact(&set, query, 5));
         assert!(!set.background.load(Ordering::Acquire), "no background build in a one-shot process");
         assert!(set.index.get().is_none() && !tmp.path().join("index").exists(), "the search built nothing");
+    }
+
+    /// `serve --warm`: warming a served set readies its index with no search; warming a
+    /// one-shot set, or one too small for an index, starts nothing.
+    #[test]
+    fn warming_a_served_set_readies_its_index_without_a_search() {
+        let tmp = tempfile::tempdir().unwrap();
+        let one_shot = set(2_000, 100, tmp.path().join("a"));
+        one_shot.warm();
+        let small = served_set(50, 100, tmp.path().join("b"));
+        small.warm();
+        assert!(!one_shot.background.load(Ordering::Acquire) && !small.background.load(Ordering::Acquire));
+        assert_eq!((one_shot.index_state(), small.index_state()), (IndexState::Missing, IndexState::Exact));
+
+        let served = served_set(2_000, 100, tmp.path().join("c"));
+        served.warm();
+        wait_for_background(&served);
+        assert_eq!(served.index_state(), IndexState::Ready { rows: 2_000, unsaved: None });
+        assert!(HnswIndex::saved_record(&tmp.path().join("c")).is_some());
+        assert!(!tmp.path().join("a").exists() && !tmp.path().join("b").exists());
     }
 
     #[test]
