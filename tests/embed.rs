@@ -266,3 +266,32 @@ fn cpu_bf16_embeds_on_cpus_with_a_bf16_kernel_says_why_not_elsewhere_and_provena
         assert!(err.contains("cpu-bf16") && err.contains("AMX-BF16") && err.contains("AVX512_BF16"), "{err}");
     }
 }
+
+/// `serve --warm`'s loading (`Engine::warm_search`): the embeddings of every dataset are
+/// loaded, and one dataset whose part is damaged is reported without keeping the other
+/// cold.
+#[test]
+fn warming_loads_every_embedded_dataset_and_reports_one_that_fails() {
+    let s = setup();
+    copy_photos(&s.src);
+    for dataset in ["first", "second"] {
+        ok(&s.ws, &["ingest", "--quiet", "--dataset", dataset, s.src.to_str().unwrap()]);
+        ok(&s.ws, &["embed", dataset, "--model", TINY_CLIP, "--quiet"]);
+    }
+    let dir = s.ws.join("datasets/first/embeddings/tiny-clip");
+    let part = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("part-"))
+        .unwrap();
+    std::fs::write(&part, b"not parquet").unwrap();
+
+    let engine = slicetest_engine::Engine::open(&s.ws).unwrap();
+    let warmed = engine.warm_search().unwrap();
+    let outcome: Vec<(&str, &str, bool)> = warmed.iter().map(|(d, m, r)| (d.as_str(), m.as_str(), r.is_ok())).collect();
+    assert_eq!(outcome, [("first", "tiny-clip", false), ("second", "tiny-clip", true)]);
+    assert_eq!(*warmed[1].2.as_ref().unwrap(), 4);
+    let second = engine.datasets().unwrap().into_iter().find(|d| d.latest.dataset == "second").unwrap();
+    let index = engine.search_index(&second.latest, "tiny-clip").unwrap();
+    assert_eq!((index.state, index.vectors), ("exact", Some(4)), "loaded: four vectors need no index");
+}

@@ -69,8 +69,11 @@ impl AppState {
             let started = std::time::Instant::now();
             match engine.warm_search() {
                 Ok(sets) => {
-                    for (dataset, model, vectors) in sets {
-                        tracing::info!(%dataset, %model, vectors, "search vectors loaded");
+                    for (dataset, model, loaded) in sets {
+                        match loaded {
+                            Ok(vectors) => tracing::info!(%dataset, %model, vectors, "search vectors loaded"),
+                            Err(e) => tracing::warn!(%dataset, %model, "search vectors not loaded: {e}"),
+                        }
                     }
                     tracing::info!(seconds = started.elapsed().as_secs_f64(), "search warmed");
                 }

@@ -89,14 +89,17 @@ impl Engine {
     /// Loads every embedded model's vectors of every dataset's latest version into the
     /// vector store and starts readying their search indexes (`VectorSet::warm`: in the
     /// background, in a server), so the first searches find them in memory (`slicetest
-    /// serve --warm`). Returns (dataset, model, vectors) of each set, in the order loaded.
-    pub fn warm_search(&self) -> Result<Vec<(String, String, usize)>> {
+    /// serve --warm`). Returns (dataset, model, vectors loaded or why not) of each set, in
+    /// the order loaded: one set that fails to load does not keep the others cold.
+    pub fn warm_search(&self) -> Result<Vec<(String, String, Result<usize>)>> {
         let mut warmed = Vec::new();
         for summary in self.datasets()? {
             for model in self.embedding_models(&summary.latest.dataset)? {
-                let set = self.vectors().vectors(&summary.latest, &model)?;
-                set.warm();
-                warmed.push((summary.latest.dataset.clone(), model, set.len()));
+                let set = self.vectors().vectors(&summary.latest, &model).map_err(Into::into);
+                if let Ok(set) = &set {
+                    set.warm();
+                }
+                warmed.push((summary.latest.dataset.clone(), model, set.map(|set| set.len())));
             }
         }
         Ok(warmed)
