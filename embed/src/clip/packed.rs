@@ -237,14 +237,8 @@ fn panel_masks(width: usize) -> [__mmask16; 2] {
     [low, high]
 }
 
-/// See [`PackedWeights::gemm`]; `w` is the f32 packing of a k-input layer.
-///
-/// Each slice of `DEPTH` inputs of x is first copied into blocks of 8 rows laid out input
-/// by input (`[block][input][8 rows]`; a last block's missing rows hold whatever the
-/// buffer held, harmless because those rows are never stored), so that the
-/// kernel's 8 broadcasts per input come from one pointer at fixed offsets: read in place,
-/// each row needed its own address arithmetic in the inner loop, about as many integer
-/// instructions as FMAs.
+/// See [`PackedWeights::gemm`]; `w` is the f32 packing of a k-input layer, x read in
+/// slices of `DEPTH` inputs by [`for_each_block`].
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_f32(
@@ -258,31 +252,64 @@ unsafe fn gemm_f32(
     ldc: usize,
     accumulate: bool,
 ) {
+    // SAFETY: x holds m rows of k values (the caller's bounds).
+    let x = unsafe { std::slice::from_raw_parts(x, m * k) };
+    // SAFETY: panel column/PANEL holds k × PANEL values, of which inputs start..start +
+    // depth are read; the rest is for_each_block's.
+    unsafe {
+        for_each_block(x, k, from, to, out, ldc, accumulate, |a, depth, start, column, c, rows, load, masks| {
+            let panel = w.add((column / PANEL) * k * PANEL + start * PANEL);
+            kernel_f32(depth, a, panel, c, ldc, rows, load, masks)
+        })
+    }
+}
+
+/// The blocking both AVX-512 kernels share, over x as m rows of `width` values (inputs,
+/// or pairs of them): for each slice of `DEPTH` values, the slice is first copied into
+/// blocks of 8 rows laid out value by value (`[block][value][8 rows]`; a last block's
+/// missing rows hold whatever the buffer held, harmless because those rows are never
+/// stored), so that a kernel's 8 broadcasts per value come from one pointer at fixed
+/// offsets (read in place, each row needed its own address arithmetic in the inner loop,
+/// about as many integer instructions as FMAs); then for each panel of 32 outputs in
+/// `from..to`, `kernel(block, depth, start, column, c, rows, load, masks)` runs on each
+/// block in turn (BLIS's order: a panel's slice stays in L1 while the blocks stream past
+/// it from L2), `c` being the block's first row of `out` at `column`, `load` whether it
+/// adds to what `out` holds.
+///
+/// # Safety
+/// `out` points to `x.len() / width` rows of `ldc` values with `to - from` writable from
+/// each row's start; `kernel` is sound for those arguments.
+#[allow(clippy::too_many_arguments)]
+unsafe fn for_each_block<T: Copy + Default>(
+    x: &[T],
+    width: usize,
+    from: usize,
+    to: usize,
+    out: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    mut kernel: impl FnMut(*const T, usize, usize, usize, *mut f32, usize, bool, [__mmask16; 2]),
+) {
+    let m = x.len() / width;
     let blocks = m.div_ceil(ROWS);
-    let mut x_blocks = vec![0f32; blocks * ROWS * DEPTH.min(k)];
-    for start in (0..k).step_by(DEPTH) {
-        let depth = DEPTH.min(k - start);
-        for (r, row) in (0..m).map(|r| (r, r * k + start)) {
+    let mut x_blocks = vec![T::default(); blocks * ROWS * DEPTH.min(width)];
+    for start in (0..width).step_by(DEPTH) {
+        let depth = DEPTH.min(width - start);
+        for (r, row) in x.chunks_exact(width).enumerate() {
             let block = &mut x_blocks[(r / ROWS) * depth * ROWS..][..depth * ROWS];
-            // SAFETY: row r of x holds k values, start + depth <= k.
-            let values = unsafe { std::slice::from_raw_parts(x.add(row), depth) };
-            for (p, &v) in values.iter().enumerate() {
+            for (p, &v) in row[start..start + depth].iter().enumerate() {
                 block[p * ROWS + r % ROWS] = v;
             }
         }
         let load = accumulate || start > 0;
         for column in (from..to).step_by(PANEL) {
             let masks = panel_masks(PANEL.min(to - column));
-            // SAFETY: panel column/PANEL holds k × PANEL values; rows and columns stay
-            // inside what the caller vouched for; x_blocks holds `blocks` blocks of depth × 8.
-            unsafe {
-                let panel = w.add((column / PANEL) * k * PANEL + start * PANEL);
-                let out = out.add(column - from);
-                for block in 0..blocks {
-                    let rows = ROWS.min(m - block * ROWS);
-                    let a = x_blocks.as_ptr().add(block * depth * ROWS);
-                    kernel_f32(depth, a, panel, out.add(block * ROWS * ldc), ldc, rows, load, masks);
-                }
+            for block in 0..blocks {
+                let rows = ROWS.min(m - block * ROWS);
+                let a = x_blocks[block * depth * ROWS..].as_ptr();
+                // SAFETY: rows and columns inside what the caller vouched for.
+                let c = unsafe { out.add(block * ROWS * ldc + column - from) };
+                kernel(a, depth, start, column, c, rows, load, masks);
             }
         }
     }
@@ -332,9 +359,9 @@ unsafe fn kernel_f32(
 }
 
 /// See [`PackedWeights::gemm`]; `w` is the bf16 packing of a k-input layer, read by
-/// `vdpbf16ps`. [`gemm_f32`]'s loop over pairs of inputs instead of inputs: x is rounded
-/// to bfloat16 pairs (one u32 each), and each slice of `DEPTH` pairs (a 32 KB panel slice,
-/// as in the f32 kernel) is copied into blocks of 8 rows pair by pair.
+/// `vdpbf16ps`. [`gemm_f32`] over pairs of inputs instead of inputs: x is rounded to
+/// bfloat16 pairs (one u32 each) first, and a slice of `DEPTH` pairs is a 32 KB panel
+/// slice, as in the f32 kernel.
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_bf16_pairs(
@@ -355,32 +382,22 @@ unsafe fn gemm_bf16_pairs(
         // SAFETY: row r of x holds k values; `row` holds k / 2 (rounded up) pairs.
         unsafe { round_row_to_bf16_pairs(std::slice::from_raw_parts(x.add(r * k), k), row) };
     }
-    let blocks = m.div_ceil(ROWS);
-    let mut x_blocks = vec![0u32; blocks * ROWS * DEPTH.min(pairs)];
-    for start in (0..pairs).step_by(DEPTH) {
-        let depth = DEPTH.min(pairs - start);
-        for (r, row) in x_pairs.chunks(pairs).enumerate() {
-            let block = &mut x_blocks[(r / ROWS) * depth * ROWS..][..depth * ROWS];
-            for (p, &v) in row[start..start + depth].iter().enumerate() {
-                block[p * ROWS + r % ROWS] = v;
-            }
-        }
-        let load = accumulate || start > 0;
-        for column in (from..to).step_by(PANEL) {
-            let masks = panel_masks(PANEL.min(to - column));
-            // SAFETY: panel column/PANEL holds panel_pairs × PANEL × 2 values, of which
-            // pairs start..start + depth are read; rows and columns stay inside what the
-            // caller vouched for; x_blocks holds `blocks` blocks of depth × 8.
-            unsafe {
+    // SAFETY: panel column/PANEL holds panel_pairs × PANEL × 2 values, of which pairs
+    // start..start + depth are read; the rest is for_each_block's.
+    unsafe {
+        for_each_block(
+            &x_pairs,
+            pairs,
+            from,
+            to,
+            out,
+            ldc,
+            accumulate,
+            |a, depth, start, column, c, rows, load, masks| {
                 let panel = w.add((column / PANEL) * panel_pairs * PANEL * 2 + start * PANEL * 2);
-                let out = out.add(column - from);
-                for block in 0..blocks {
-                    let rows = ROWS.min(m - block * ROWS);
-                    let a = x_blocks.as_ptr().add(block * depth * ROWS);
-                    kernel_bf16_pairs(depth, a, panel, out.add(block * ROWS * ldc), ldc, rows, load, masks);
-                }
-            }
-        }
+                kernel_bf16_pairs(depth, a, panel, c, ldc, rows, load, masks)
+            },
+        )
     }
 }
 
