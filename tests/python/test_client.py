@@ -225,6 +225,20 @@ def test_embed_runs_a_server_job_and_search_works_after_it(tmp_path):
         server.stop()
 
 
+READY_22 = {"state": "ready", "vectors": 22, "indexed": 22, "warning": None}
+
+
+def wait_for_ready_index(client, passing):
+    """Polls the default dataset's search index until `ready` (at most 60 s), every state
+    before it one of `passing`; returns the ready state."""
+    deadline = time.monotonic() + 60
+    while (state := client.search_index())["state"] != "ready":
+        assert state["state"] in passing, state
+        assert time.monotonic() < deadline, f"the index was not ready after 60 s: {state}"
+        time.sleep(0.05)
+    return state
+
+
 def test_a_restarted_server_searches_exactly_while_it_readies_the_index_in_the_background(tmp_path):
     """Embedded by the CLI with too few vectors for an index; a server that indexes from
     10 vectors (standing for 50,000): its first search answers at once (an exact scan) and
@@ -242,12 +256,7 @@ def test_a_restarted_server_searches_exactly_while_it_readies_the_index_in_the_b
             client.search_index(model="other")
         exact = client.search_text("a photo of a shirt", k=5).to_pylist()
         assert len(exact) == 5
-        deadline = time.monotonic() + 60
-        while (state := client.search_index())["state"] != "ready":
-            assert state["state"] in ("missing", "building"), state
-            assert time.monotonic() < deadline, f"the index was not ready after 60 s: {state}"
-            time.sleep(0.05)
-        assert state == {"state": "ready", "vectors": 22, "indexed": 22, "warning": None}
+        assert wait_for_ready_index(client, passing=("missing", "building")) == READY_22
         assert index.is_file()
         assert client.search_text("a photo of a shirt", k=5).to_pylist() == exact
     finally:
@@ -269,12 +278,7 @@ def test_a_warm_server_readies_the_index_before_any_search(tmp_path):
     server = Server(ws, "--warm", env={"SLICETEST_HNSW_MIN_ROWS": "10"})
     try:
         client = Client(server.url)
-        deadline = time.monotonic() + 60
-        while (state := client.search_index())["state"] != "ready":
-            assert state["state"] in ("unloaded", "missing", "building"), state
-            assert time.monotonic() < deadline, f"the index was not ready after 60 s: {state}"
-            time.sleep(0.05)
-        assert state == {"state": "ready", "vectors": 22, "indexed": 22, "warning": None}
+        assert wait_for_ready_index(client, passing=("unloaded", "missing", "building")) == READY_22
         assert index.is_file()
         assert client.search_text("a photo of a shirt", k=5).to_pylist() == exact
     finally:
