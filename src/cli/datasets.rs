@@ -29,7 +29,7 @@ pub fn list(engine: &Engine) -> Result<(), CliError> {
                 latest.version.to_string(),
                 latest.row_count.to_string(),
                 latest.columns.len().to_string(),
-                latest.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                latest.created_at.format(super::TABLE_TIME_FORMAT).to_string(),
             ]
         })
         .collect();

@@ -154,6 +154,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// How the CLI's tables show a time: to the second, in UTC, so a column's
+/// width does not follow how many fractional digits a timestamp happens to have.
+pub(crate) const TABLE_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S UTC";
+
+/// A manifest's RFC 3339 time as the tables show it ([`TABLE_TIME_FORMAT`]);
+/// a value that does not parse is shown as written rather than hidden.
+pub(crate) fn table_time(rfc3339: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => t.with_timezone(&chrono::Utc).format(TABLE_TIME_FORMAT).to_string(),
+        Err(_) => rfc3339.to_string(),
+    }
+}
+
 /// Prints a boxed table with the given header and rows.
 pub(crate) fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut table = comfy_table::Table::new();
@@ -163,4 +176,24 @@ pub(crate) fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
         table.add_row(row);
     }
     println!("{table}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_times_have_one_width_whatever_their_fraction() {
+        let shown: Vec<String> = [
+            "2026-12-06T11:45:13+00:00",
+            "2026-12-06T11:45:13.120+00:00",
+            "2026-12-06T11:45:13.123456789+00:00",
+            "2026-12-06T12:45:13.5+01:00",
+        ]
+        .iter()
+        .map(|t| table_time(t))
+        .collect();
+        assert!(shown.iter().all(|t| t == "2026-12-06 11:45:13 UTC"), "{shown:?}");
+        assert_eq!(table_time("yesterday"), "yesterday");
+    }
 }

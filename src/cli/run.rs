@@ -157,7 +157,14 @@ pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> 
                 .into_iter()
                 .map(|m| {
                     let dataset = format!("{}@{}", m.dataset, m.dataset_version);
-                    vec![m.run, m.model, m.model_version, dataset, m.predictions.to_string(), m.created_at]
+                    vec![
+                        m.run,
+                        m.model,
+                        m.model_version,
+                        dataset,
+                        m.predictions.to_string(),
+                        super::table_time(&m.created_at),
+                    ]
                 })
                 .collect();
             print_table(&["run", "model", "version", "dataset", "predictions", "uploaded"], rows);
