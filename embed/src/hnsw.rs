@@ -265,6 +265,7 @@ impl HnswIndex {
     /// and its successor's) each swap in a whole index: the last to finish stays.
     pub fn save(&self, dir: &Path, key: &str) -> Result<()> {
         let bad = |message: String| EmbedError::Model { path: dir.to_path_buf(), message };
+        remove_abandoned_work(dir);
         let tmp = sibling(dir, "tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| bad(format!("creating {}: {e}", tmp.display())))?;
@@ -321,6 +322,51 @@ impl HnswIndex {
             )));
         }
         Ok(HnswIndex { graph, dim, params: record.params, halves: Default::default() })
+    }
+}
+
+/// How old a dead process's work directory must be before a save removes it. The age
+/// keeps a live save apart from a dead one where process ids do not tell (a directory
+/// shared by two hosts); a whole save takes seconds.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the work directories ([`sibling`]) that saves into `dir` by processes no
+/// longer running left behind (killed between writing and swapping in): each holds a
+/// whole graph, and nothing else would ever remove it. A directory of a live process,
+/// or one younger than [`ABANDONED_AFTER`], is left alone.
+fn remove_abandoned_work(dir: &Path) {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    let prefixes = ["tmp", "old"].map(|suffix| format!(".{}-{suffix}-", name.to_string_lossy()));
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let Some(rest) = prefixes.iter().find_map(|p| file_name.strip_prefix(p.as_str())) else { continue };
+        let Some(pid) = rest.split_once('-').and_then(|(pid, _)| pid.parse::<u32>().ok()) else { continue };
+        let old_enough = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= ABANDONED_AFTER));
+        if pid != std::process::id() && old_enough && !process_is_running(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Whether a process with this id runs on this host; `true` where that cannot be told.
+fn process_is_running(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else { return true };
+        // SAFETY: signal 0 sends nothing; kill only checks that the process exists (EPERM:
+        // it exists but belongs to someone else).
+        let found = unsafe { libc::kill(pid, 0) } == 0;
+        found || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
     }
 }
 
@@ -441,6 +487,46 @@ mod tests {
         }
         let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["index"], "work directories left: {names:?}");
+    }
+
+    /// Work directories a killed save left beside the index: a dead process's old one is
+    /// removed by the next save; a live process's, a young one, and other names stay.
+    #[cfg(unix)]
+    #[test]
+    fn a_save_removes_the_work_directories_of_dead_processes_only() {
+        let dim = 16;
+        let index = HnswIndex::build(&structured(300, dim, 4), dim, HnswParams::default());
+        let (tmp, dir) = index_dir();
+        // A process id no process has: past the largest Linux allows (2^22).
+        let dead = 4_194_304 + 17;
+        let live = std::os::unix::process::parent_id();
+        let backdate = |name: &str, hours: u64| {
+            let path = tmp.path().join(name);
+            std::fs::create_dir_all(&path).unwrap();
+            std::fs::write(path.join(GRAPH_FILE), b"partial").unwrap();
+            let then = std::time::SystemTime::now() - std::time::Duration::from_secs(hours * 3600);
+            std::fs::File::open(&path).unwrap().set_modified(then).unwrap();
+        };
+        backdate(&format!(".index-tmp-{dead}-0"), 2);
+        backdate(&format!(".index-old-{dead}-3"), 2);
+        backdate(&format!(".index-tmp-{live}-1"), 2);
+        backdate(&format!(".index-tmp-{dead}-2"), 0);
+        backdate(&format!(".other-tmp-{dead}-0"), 2);
+        backdate(".index-tmp-notapid-0", 2);
+        index.save(&dir, "k").unwrap();
+        let mut names: Vec<_> =
+            std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        let mut want = vec![
+            format!(".index-tmp-{live}-1"),
+            format!(".index-tmp-{dead}-2"),
+            ".index-tmp-notapid-0".to_string(),
+            format!(".other-tmp-{dead}-0"),
+            "index".to_string(),
+        ];
+        want.sort();
+        assert_eq!(names, want);
+        assert_eq!(HnswIndex::load(&dir).unwrap().rows(), 300);
     }
 
     #[test]
