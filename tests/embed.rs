@@ -267,9 +267,9 @@ fn cpu_bf16_embeds_on_cpus_with_a_bf16_kernel_says_why_not_elsewhere_and_provena
     }
 }
 
-/// `serve --warm`'s loading (`Engine::warm_search`): the embeddings of every dataset are
-/// loaded, and one dataset whose part is damaged is reported without keeping the other
-/// cold.
+/// `serve --warm`'s loading (`Engine::warm_search`): the embeddings of every dataset (or
+/// of the named ones) are loaded, and one dataset whose part is damaged is reported
+/// without keeping the other cold.
 #[test]
 fn warming_loads_every_embedded_dataset_and_reports_one_that_fails() {
     let s = setup();
@@ -286,8 +286,16 @@ fn warming_loads_every_embedded_dataset_and_reports_one_that_fails() {
         .unwrap();
     std::fs::write(&part, b"not parquet").unwrap();
 
+    // Named: that dataset's sets only; a name the workspace lacks fails before any load.
     let engine = slicetest_engine::Engine::open(&s.ws).unwrap();
-    let warmed = engine.warm_search().unwrap();
+    let named = engine.warm_search(&["second".to_string()]).unwrap();
+    let outcome: Vec<(&str, &str, bool)> = named.iter().map(|(d, m, r)| (d.as_str(), m.as_str(), r.is_ok())).collect();
+    assert_eq!(outcome, [("second", "tiny-clip", true)]);
+    let err = engine.warm_search(&["second".to_string(), "thrid".to_string()]).unwrap_err().to_string();
+    assert!(err.contains("thrid"), "{err}");
+
+    let engine = slicetest_engine::Engine::open(&s.ws).unwrap();
+    let warmed = engine.warm_search(&[]).unwrap();
     let outcome: Vec<(&str, &str, bool)> = warmed.iter().map(|(d, m, r)| (d.as_str(), m.as_str(), r.is_ok())).collect();
     assert_eq!(outcome, [("first", "tiny-clip", false), ("second", "tiny-clip", true)]);
     assert_eq!(*warmed[1].2.as_ref().unwrap(), 4);

@@ -59,15 +59,15 @@ impl AppState {
         self.0.jobs.cancel_all();
     }
 
-    /// Loads every embedded set and starts readying its search index, on a thread of its
-    /// own (`slicetest serve --warm`): searches made meanwhile wait for their set's load,
-    /// as the first search of a cold server does. Failures are logged; searches then load
-    /// what they need as usual.
-    pub fn warm_search(&self) {
+    /// Loads every embedded set of `datasets` (empty: of every dataset) and starts
+    /// readying its search index, on a thread of its own (`slicetest serve --warm`):
+    /// searches made meanwhile wait for their set's load, as the first search of a cold
+    /// server does. Failures are logged; searches then load what they need as usual.
+    pub fn warm_search(&self, datasets: Vec<String>) {
         let engine = Arc::clone(&self.0.engine);
         let started = std::thread::Builder::new().name("warm-search".into()).spawn(move || {
             let started = std::time::Instant::now();
-            match engine.warm_search() {
+            match engine.warm_search(&datasets) {
                 Ok(sets) => {
                     for (dataset, model, loaded) in sets {
                         match loaded {

@@ -86,20 +86,27 @@ impl Engine {
             .collect())
     }
 
-    /// Loads every embedded model's vectors of every dataset's latest version into the
-    /// vector store and starts readying their search indexes (`VectorSet::warm`: in the
-    /// background, in a server), so the first searches find them in memory (`slicetest
-    /// serve --warm`). Returns (dataset, model, vectors loaded or why not) of each set, in
-    /// the order loaded: one set that fails to load does not keep the others cold.
-    pub fn warm_search(&self) -> Result<Vec<(String, String, Result<usize>)>> {
+    /// Loads every embedded model's vectors of the latest version of each of `datasets`
+    /// (empty: of every dataset) into the vector store and starts readying their search
+    /// indexes (`VectorSet::warm`: in the background, in a server), so the first searches
+    /// find them in memory (`slicetest serve --warm`). Returns (dataset, model, vectors
+    /// loaded or why not) of each set, in the order loaded: one set that fails to load
+    /// does not keep the others cold. A dataset the workspace lacks is an error, before
+    /// anything loads.
+    pub fn warm_search(&self, datasets: &[String]) -> Result<Vec<(String, String, Result<usize>)>> {
+        let versions = if datasets.is_empty() {
+            self.datasets()?.into_iter().map(|summary| summary.latest).collect()
+        } else {
+            datasets.iter().map(|d| self.latest_manifest(Some(d))).collect::<Result<Vec<_>>>()?
+        };
         let mut warmed = Vec::new();
-        for summary in self.datasets()? {
-            for model in self.embedding_models(&summary.latest.dataset)? {
-                let set = self.vectors().vectors(&summary.latest, &model).map_err(Into::into);
+        for latest in versions {
+            for model in self.embedding_models(&latest.dataset)? {
+                let set = self.vectors().vectors(&latest, &model).map_err(Into::into);
                 if let Ok(set) = &set {
                     set.warm();
                 }
-                warmed.push((summary.latest.dataset.clone(), model, set.map(|set| set.len())));
+                warmed.push((latest.dataset.clone(), model, set.map(|set| set.len())));
             }
         }
         Ok(warmed)

@@ -44,10 +44,11 @@ pub struct ServeArgs {
     /// embed`): a checkpoint directory on this machine or a Hugging Face id.
     #[arg(long, default_value = DEFAULT_MODEL, env = "SLICETEST_CLIP_MODEL")]
     pub clip_model: String,
-    /// Load every dataset's embeddings and ready their search indexes at start-up, in the
-    /// background, instead of at each one's first search.
-    #[arg(long)]
-    pub warm: bool,
+    /// Load the embeddings and ready the search indexes at start-up, in the background,
+    /// instead of at each one's first search: every dataset's (`--warm`), or the named
+    /// datasets' only (`--warm=photos,scans`).
+    #[arg(long, value_name = "DATASETS", num_args = 0.., value_delimiter = ',', require_equals = true)]
+    pub warm: Option<Vec<String>>,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -57,6 +58,10 @@ pub async fn run(workspace: &Path, cluster: Option<String>, args: ServeArgs) -> 
         .with_per_query_memory(args.max_query_memory_mb << 20);
     if let Some(url) = &cluster {
         engine = engine.with_cluster(url.clone())?;
+    }
+    // A misspelt dataset is an error at start-up, not a warning in the log.
+    for dataset in args.warm.iter().flatten() {
+        engine.latest_manifest(Some(dataset)).map_err(|e| format!("--warm={dataset}: {e}"))?;
     }
     let limits = Limits {
         query_timeout: Duration::from_secs(args.query_timeout),
@@ -82,11 +87,36 @@ pub async fn run(workspace: &Path, cluster: Option<String>, args: ServeArgs) -> 
         println!("writes need the token (Authorization: Bearer …)");
     }
     let state = AppState::new(engine, &config);
-    if args.warm {
-        println!("loading embeddings and readying search indexes in the background (--warm)");
-        state.warm_search();
+    if let Some(datasets) = args.warm {
+        let which = if datasets.is_empty() { "every dataset".to_string() } else { datasets.join(", ") };
+        println!("loading embeddings and readying search indexes of {which} in the background (--warm)");
+        state.warm_search(datasets);
     }
     slicetest_api::serve(listener, state, slicetest_api::shutdown_signal()).await?;
     println!("slicetest serve: stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn warm(args: &[&str]) -> Result<Option<Vec<String>>, clap::Error> {
+        let cli = Cli::try_parse_from([&["slicetest", "serve"], args].concat())?;
+        let Command::Serve(serve) = cli.command else { unreachable!("parsed serve") };
+        Ok(serve.warm)
+    }
+
+    #[test]
+    fn warm_takes_every_dataset_or_the_named_ones() {
+        assert_eq!(warm(&[]).unwrap(), None);
+        assert_eq!(warm(&["--warm"]).unwrap(), Some(vec![]));
+        assert_eq!(warm(&["--warm", "--port", "0"]).unwrap(), Some(vec![]));
+        assert_eq!(warm(&["--warm=photos,scans"]).unwrap(), Some(vec!["photos".into(), "scans".into()]));
+        assert_eq!(warm(&["--warm=a", "--warm=b"]).unwrap(), Some(vec!["a".into(), "b".into()]));
+        // A bare word after --warm is not taken as its value.
+        assert!(warm(&["--warm", "photos"]).is_err());
+    }
 }

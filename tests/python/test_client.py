@@ -264,9 +264,10 @@ def test_a_restarted_server_searches_exactly_while_it_readies_the_index_in_the_b
 
 
 def test_a_warm_server_readies_the_index_before_any_search(tmp_path):
-    """`serve --warm`: the embeddings are loaded and the index built (here from 10
-    vectors) at start-up, with no search made; a search then goes through the index and
-    finds what an exact scan of a cold server finds."""
+    """`serve --warm=clothes`: the dataset's embeddings are loaded and the index built
+    (here from 10 vectors) at start-up, with no search made; a search then goes through
+    the index and finds what an exact scan of a cold server finds. A dataset the
+    workspace lacks stops the server before it listens."""
     ws = clothes_workspace(tmp_path)
     index = ws / "datasets/clothes/embeddings/tiny-clip/index/index.json"
     cold = Server(ws)
@@ -275,7 +276,10 @@ def test_a_warm_server_readies_the_index_before_any_search(tmp_path):
     finally:
         cold.stop()
     assert not index.exists(), "a server below the index threshold builds no index"
-    server = Server(ws, "--warm", env={"SLICETEST_HNSW_MIN_ROWS": "10"})
+    misspelt = run(ws, "serve", "--port", "0", "--warm=clothse", check=False)
+    assert misspelt.returncode != 0 and b"slicetest serving" not in misspelt.stdout
+    assert '--warm=clothse: no dataset named "clothse"' in misspelt.stderr.decode(), misspelt.stderr
+    server = Server(ws, "--warm=clothes", env={"SLICETEST_HNSW_MIN_ROWS": "10"})
     try:
         client = Client(server.url)
         assert wait_for_ready_index(client, passing=("unloaded", "missing", "building")) == READY_22
