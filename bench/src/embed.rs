@@ -193,11 +193,23 @@ fn clip_throughput(threads: usize) -> anyhow::Result<()> {
     let (mut candle, mut torch, mut torch_bf16) = ((0f64, 0f64), (0f64, 0f64), (0f64, 0f64));
     let mut peer = serde_json::Value::Null;
     let best = |best: &mut (f64, f64), images: f64, texts: f64| *best = (best.0.max(images), best.1.max(texts));
+    // One image and one sentence alone: what a search by an uploaded image or by a new
+    // sentence waits for (no batch to spread the weights' reading over). Milliseconds,
+    // each side's best round.
+    let (one_pixels, one_ids) = (pixels.narrow(0, 0, 1)?, &ids[..1]);
+    let mut ours_one = vec![(f64::INFINITY, f64::INFINITY); models.len()];
+    let (mut torch_one, mut torch_bf16_one) = ((f64::INFINITY, f64::INFINITY), (f64::INFINITY, f64::INFINITY));
+    let fastest = |best: &mut (f64, f64), image_ms: f64, text_ms: f64| {
+        *best = (best.0.min(image_ms), best.1.min(text_ms));
+    };
     for _ in 0..3 {
-        for ((_, model), ours) in models.iter().zip(&mut ours) {
+        for (((_, model), ours), one) in models.iter().zip(&mut ours).zip(&mut ours_one) {
             let image_s = time(5, || Ok(model.image_features(&pixels)?))?;
             let text_s = time(20, || Ok(model.text_features(&ids)?))?;
             best(ours, BATCH as f64 / image_s, BATCH as f64 / text_s);
+            let image_s = time(5, || Ok(model.image_features(&one_pixels)?))?;
+            let text_s = time(30, || Ok(model.text_features(one_ids)?))?;
+            fastest(one, image_s * 1e3, text_s * 1e3);
         }
         let image_s = time(3, || Ok(through_candle.image_features(&pixels)?))?;
         let text_s = time(10, || Ok(through_candle.text_features(&ids)?))?;
@@ -211,6 +223,29 @@ fn clip_throughput(threads: usize) -> anyhow::Result<()> {
             peer = python_json("clip_torch.py", args, "torch transformers")?;
             let images = peer["images_per_s"].as_f64().context("images_per_s")?;
             best(side, images, peer["texts_per_s"].as_f64().context("texts_per_s")?);
+        }
+        for (dtype, side) in [("f32", &mut torch_one), ("bf16", &mut torch_bf16_one)] {
+            if dtype == "bf16" && !bf16 {
+                continue;
+            }
+            let (tokens, threads) = (TOKENS.to_string(), threads.to_string());
+            let args = [
+                "--batch",
+                "1",
+                "--image-batches",
+                "5",
+                "--text-batches",
+                "30",
+                "--tokens",
+                &tokens,
+                "--threads",
+                &threads,
+                "--dtype",
+                dtype,
+            ];
+            let one = python_json("clip_torch.py", args, "torch transformers")?;
+            let image_ms = one["image_p50_ms_per_batch"].as_f64().context("image_p50_ms_per_batch")?;
+            fastest(side, image_ms, one["text_p50_ms_per_batch"].as_f64().context("text_p50_ms_per_batch")?);
         }
     }
     println!(
@@ -238,6 +273,26 @@ fn clip_throughput(threads: usize) -> anyhow::Result<()> {
             print!("; {:.2}x / {:.2}x PyTorch bf16", images / torch_bf16.0, texts / torch_bf16.1);
         }
         println!();
+    }
+    println!(
+        "clip one     one image / one {TOKENS}-token sentence alone (a search by an uploaded image or a new sentence), p50 ms: PyTorch f32 {:.1} / {:.1}{}",
+        torch_one.0,
+        torch_one.1,
+        if bf16 {
+            format!(", bf16 (autocast) {:.1} / {:.1}", torch_bf16_one.0, torch_bf16_one.1)
+        } else {
+            String::new()
+        }
+    );
+    for (&kernel, (image_ms, text_ms)) in kernels.iter().zip(&ours_one) {
+        let peer = if kernel.is_bf16() { torch_bf16_one } else { torch_one };
+        println!(
+            "clip one     {:<12}{image_ms:.1} / {text_ms:.1} ms: {:.2}x / {:.2}x PyTorch {}'s time",
+            kernel.name(),
+            image_ms / peer.0,
+            text_ms / peer.1,
+            if kernel.is_bf16() { "bf16" } else { "f32" }
+        );
     }
     for (bf16_kernel, bf16_model) in models.iter().filter(|(k, _)| k.is_bf16()) {
         // What bfloat16 costs in accuracy on this shape (random weights): cosine of each
