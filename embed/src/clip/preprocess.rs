@@ -8,6 +8,7 @@
 //! several times the tolerance a CLIP embedding can absorb without drifting.
 
 use image::{DynamicImage, RgbImage};
+use rayon::prelude::*;
 
 /// OpenAI CLIP's per-channel mean (RGB).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
@@ -141,8 +142,9 @@ fn clip8(acc: i32) -> u8 {
 /// arithmetic: 32-bit fixed-point sums (the weights are normalised so that a byte times
 /// their absolute sum stays far inside an i32), the horizontal pass first over the rows
 /// the vertical pass reads. The loops run over contiguous memory, a pixel's three
-/// channels at once and a whole row per vertical tap, so that they vectorise: a 12 MP
-/// photo is most of the time it takes to embed it otherwise.
+/// channels at once and a whole row per vertical tap, so that they vectorise, and the
+/// rows are split across the rayon threads (one uploaded photo searched for has the cores
+/// to itself; `slicetest embed` already preprocesses many images at once).
 pub fn resize_bicubic(image: &RgbImage, width: usize, height: usize) -> RgbImage {
     let (in_w, in_h) = (image.width() as usize, image.height() as usize);
     if (in_w, in_h) == (width, height) {
@@ -162,8 +164,8 @@ pub fn resize_bicubic(image: &RgbImage, width: usize, height: usize) -> RgbImage
     if in_w == width {
         temp.copy_from_slice(&src[rows_from * in_w * 3..rows_to * in_w * 3]);
     } else {
-        let rows = src[rows_from * in_w * 3..rows_to * in_w * 3].chunks_exact(in_w * 3);
-        for (row, out) in rows.zip(temp.chunks_exact_mut(width * 3)) {
+        let rows = src[rows_from * in_w * 3..rows_to * in_w * 3].par_chunks_exact(in_w * 3);
+        rows.zip(temp.par_chunks_exact_mut(width * 3)).for_each(|(row, out)| {
             for ((pixel, &first), weights) in out.chunks_exact_mut(3).zip(&horizontal.first).zip(&horizontal.weights) {
                 let mut acc = [half; 3];
                 for (source, &w) in row[first * 3..].chunks_exact(3).zip(weights) {
@@ -173,21 +175,24 @@ pub fn resize_bicubic(image: &RgbImage, width: usize, height: usize) -> RgbImage
                 }
                 pixel.copy_from_slice(&acc.map(clip8));
             }
-        }
+        });
     }
     if in_h == height {
         return RgbImage::from_raw(width as u32, height as u32, temp).expect("sized above");
     }
     let mut out = vec![0u8; width * height * 3];
-    let mut acc = vec![0i32; width * 3];
-    for ((row, &first), weights) in out.chunks_exact_mut(width * 3).zip(&vertical.first).zip(&vertical.weights) {
-        acc.fill(half);
-        for (k, &w) in weights.iter().enumerate() {
-            let source = &temp[(first - rows_from + k) * width * 3..][..width * 3];
-            acc.iter_mut().zip(source).for_each(|(a, &s)| *a += s as i32 * w);
-        }
-        row.iter_mut().zip(&acc).for_each(|(o, &a)| *o = clip8(a));
-    }
+    let rows = out.par_chunks_exact_mut(width * 3).zip(&vertical.first).zip(&vertical.weights);
+    rows.for_each_init(
+        || vec![0i32; width * 3],
+        |acc, ((row, &first), weights)| {
+            acc.fill(half);
+            for (k, &w) in weights.iter().enumerate() {
+                let source = &temp[(first - rows_from + k) * width * 3..][..width * 3];
+                acc.iter_mut().zip(source).for_each(|(a, &s)| *a += s as i32 * w);
+            }
+            row.iter_mut().zip(acc.iter()).for_each(|(o, &a)| *o = clip8(a));
+        },
+    );
     RgbImage::from_raw(width as u32, height as u32, out).expect("sized above")
 }
 
