@@ -152,29 +152,35 @@ fn clip_ceiling(
 }
 
 /// CLIP's preprocessing of one image (decoded already) at a camera-photo size and at
-/// COCO's, against transformers' CLIPImageProcessor (Pillow backend) on an image of the
-/// same size, one thread each, p50 of 5 calls, the better of 3 alternating rounds.
+/// COCO's, against transformers' CLIPImageProcessor (Pillow backend, one thread) on an
+/// image of the same size: slicetest on one thread and on all, p50 of 5 calls, the
+/// better of 3 alternating rounds.
 fn clip_preprocessing() -> anyhow::Result<()> {
     let preprocessor = slicetest_embed::clip::ClipPreprocessor::openai(224);
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     for (width, height) in [(4000u32, 3000u32), (640, 480)] {
         let mut rng = SplitMix64::for_resample(11, 0);
         let bytes: Vec<u8> = (0..width * height * 3).map(|_| rng.below(256) as u8).collect();
         let image = image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(width, height, bytes).context("sized")?);
-        let (mut ours, mut theirs, mut resize) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+        let (mut ours, mut ours_one, mut theirs, mut resize) =
+            (f64::INFINITY, f64::INFINITY, f64::INFINITY, f64::INFINITY);
         let mut peer = serde_json::Value::Null;
         for _ in 0..3 {
             ours = ours.min(time(5, || Ok(preprocessor.pixels(&image)))? * 1e3);
+            ours_one = ours_one.min(one_thread.install(|| time(5, || Ok(preprocessor.pixels(&image))))? * 1e3);
             let (w, h) = (width.to_string(), height.to_string());
             peer = python_json("clip_preprocess.py", ["--width", &w, "--height", &h], "transformers pillow numpy")?;
             theirs = theirs.min(peer["processor_ms_p50"].as_f64().context("processor_ms_p50")?);
             resize = resize.min(peer["pillow_resize_ms_p50"].as_f64().context("pillow_resize_ms_p50")?);
         }
         println!(
-            "clip prep    {width}x{height} RGB to 224x224: slicetest {ours:.1} ms, {} (transformers {}, Pillow {}) {theirs:.1} ms = {:.2}x its time (Pillow's resize alone {resize:.1} ms)",
+            "clip prep    {width}x{height} RGB to 224x224: slicetest {ours:.1} ms ({} threads; {ours_one:.1} on one), {} (transformers {}, Pillow {}, one thread) {theirs:.1} ms = {:.2}x its time ({:.2}x on one thread; Pillow's resize alone {resize:.1} ms)",
+            rayon::current_num_threads(),
             peer["processor"].as_str().unwrap_or("?"),
             peer["transformers"],
             peer["pillow"],
-            ours / theirs
+            ours / theirs,
+            ours_one / theirs
         );
     }
     Ok(())
