@@ -139,12 +139,13 @@ fn clip8(acc: i32) -> u8 {
 }
 
 /// Pillow's `Image.resize((width, height), Image.BICUBIC)` on an RGB image, with Pillow's
-/// arithmetic: 32-bit fixed-point sums (the weights are normalised so that a byte times
-/// their absolute sum stays far inside an i32), the horizontal pass first over the rows
-/// the vertical pass reads. The loops run over contiguous memory, a pixel's three
-/// channels at once and a whole row per vertical tap, so that they vectorise, and the
-/// rows are split across the rayon threads (one uploaded photo searched for has the cores
-/// to itself; `slicetest embed` already preprocesses many images at once).
+/// arithmetic: 32-bit fixed-point sums (22 fraction bits: a byte times the weights'
+/// absolute sum, bicubic's negative lobes included, stays inside an i32), the horizontal
+/// pass first over the rows the vertical pass reads. The loops run over contiguous
+/// memory, a pixel's three channels at once and a whole row per vertical tap, so that
+/// they vectorise, and the rows are split across the rayon threads (one uploaded photo
+/// searched for has the cores to itself; `slicetest embed` already preprocesses many
+/// images at once).
 pub fn resize_bicubic(image: &RgbImage, width: usize, height: usize) -> RgbImage {
     let (in_w, in_h) = (image.width() as usize, image.height() as usize);
     if (in_w, in_h) == (width, height) {
