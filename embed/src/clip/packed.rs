@@ -257,11 +257,17 @@ unsafe fn gemm_f32(
     // SAFETY: panel column/PANEL holds k × PANEL values, of which inputs start..start +
     // depth are read; the rest is for_each_block's.
     unsafe {
-        for_each_block(x, k, from, to, out, ldc, accumulate, |a, depth, start, column, c, rows, load, masks, next| {
-            let panel = |start: usize, column: usize| w.add((column / PANEL) * k * PANEL + start * PANEL);
-            let next = next.map_or(std::ptr::null(), |(start, column)| panel(start, column));
-            kernel_f32(depth, a, panel(start, column), c, ldc, rows, load, masks, next)
-        })
+        for_each_block(
+            x,
+            k,
+            from,
+            to,
+            out,
+            ldc,
+            accumulate,
+            |start, column| w.add((column / PANEL) * k * PANEL + start * PANEL),
+            |a, depth, b, c, rows, load, masks, next| kernel_f32(depth, a, b, c, ldc, rows, load, masks, next),
+        )
     }
 }
 
@@ -272,12 +278,13 @@ unsafe fn gemm_f32(
 /// stored), so that a kernel's 8 broadcasts per value come from one pointer at fixed
 /// offsets (read in place, each row needed its own address arithmetic in the inner loop,
 /// about as many integer instructions as FMAs); then for each panel of 32 outputs in
-/// `from..to`, `kernel(block, depth, start, column, c, rows, load, masks, next)` runs on
-/// each block in turn (BLIS's order: a panel's slice stays in L1 while the blocks stream
-/// past it from L2), `c` being the block's first row of `out` at `column`, `load` whether
-/// it adds to what `out` holds, and `next` — for the first block only — the (start,
-/// column) of the panel slice that comes after this one, for the kernel to prefetch while
-/// it computes. Panel slices lie a whole panel apart in memory, so the hardware's
+/// `from..to`, `kernel(block, depth, b, c, rows, load, masks, next)` runs on each block in
+/// turn (BLIS's order: a panel's slice stays in L1 while the blocks stream past it from
+/// L2), `b` being the panel slice (`panel(start, column)`: where the packing holds the
+/// panel at `column` from input `start`), `c` the block's first row of `out` at `column`,
+/// `load` whether it adds to what `out` holds, and `next` — for the first block only,
+/// else null — the panel slice that comes after this one, for the kernel to prefetch
+/// while it computes. Panel slices lie a whole panel apart in memory, so the hardware's
 /// prefetchers do not see the next one coming; fetched on demand, a batch of one image
 /// or sentence (too few rows to reuse a slice much) waited on memory for each: prefetched,
 /// on a 2-core Zen 4 one sentence took 11.6 ms instead of 13.5 and one image 52 ms
@@ -286,9 +293,10 @@ unsafe fn gemm_f32(
 ///
 /// # Safety
 /// `out` points to `x.len() / width` rows of `ldc` values with `to - from` writable from
-/// each row's start; `kernel` is sound for those arguments.
+/// each row's start; `panel` gives valid slice addresses for inputs below `width` and
+/// columns in `from..to`, and `kernel` is sound for those arguments.
 #[allow(clippy::too_many_arguments)]
-unsafe fn for_each_block<T: Copy + Default>(
+unsafe fn for_each_block<T: Copy + Default, W>(
     x: &[T],
     width: usize,
     from: usize,
@@ -296,7 +304,8 @@ unsafe fn for_each_block<T: Copy + Default>(
     out: *mut f32,
     ldc: usize,
     accumulate: bool,
-    mut kernel: impl FnMut(*const T, usize, usize, usize, *mut f32, usize, bool, [__mmask16; 2], Option<(usize, usize)>),
+    panel: impl Fn(usize, usize) -> *const W,
+    mut kernel: impl FnMut(*const T, usize, *const W, *mut f32, usize, bool, [__mmask16; 2], *const W),
 ) {
     let m = x.len() / width;
     let blocks = m.div_ceil(ROWS);
@@ -315,19 +324,20 @@ unsafe fn for_each_block<T: Copy + Default>(
             // The panel slice after this one: the next panel's, else the first panel's of
             // the next slice of inputs.
             let next = if column + PANEL < to {
-                Some((start, column + PANEL))
+                panel(start, column + PANEL)
             } else if start + DEPTH < width {
-                Some((start + DEPTH, from))
+                panel(start + DEPTH, from)
             } else {
-                None
+                std::ptr::null()
             };
+            let b = panel(start, column);
             for block in 0..blocks {
                 let rows = ROWS.min(m - block * ROWS);
                 let a = x_blocks[block * depth * ROWS..].as_ptr();
                 // SAFETY: rows and columns inside what the caller vouched for.
                 let c = unsafe { out.add(block * ROWS * ldc + column - from) };
-                let next = if block == 0 { next } else { None };
-                kernel(a, depth, start, column, c, rows, load, masks, next);
+                let next = if block == 0 { next } else { std::ptr::null() };
+                kernel(a, depth, b, c, rows, load, masks, next);
             }
         }
     }
@@ -418,12 +428,8 @@ unsafe fn gemm_bf16_pairs(
             out,
             ldc,
             accumulate,
-            |a, depth, start, column, c, rows, load, masks, next| {
-                let panel =
-                    |start: usize, column: usize| w.add((column / PANEL) * panel_pairs * PANEL * 2 + start * PANEL * 2);
-                let next = next.map_or(std::ptr::null(), |(start, column)| panel(start, column));
-                kernel_bf16_pairs(depth, a, panel(start, column), c, ldc, rows, load, masks, next)
-            },
+            |start, column| w.add((column / PANEL) * panel_pairs * PANEL * 2 + start * PANEL * 2),
+            |a, depth, b, c, rows, load, masks, next| kernel_bf16_pairs(depth, a, b, c, ldc, rows, load, masks, next),
         )
     }
 }
