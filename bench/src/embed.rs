@@ -250,7 +250,8 @@ fn clip_throughput(threads: usize) -> anyhow::Result<()> {
         let image_s = time(3, || Ok(through_candle.image_features(&pixels)?))?;
         let text_s = time(10, || Ok(through_candle.text_features(&ids)?))?;
         best(&mut candle, BATCH as f64 / image_s, BATCH as f64 / text_s);
-        for (dtype, side) in [("f32", &mut torch), ("bf16", &mut torch_bf16)] {
+        let sides = [("f32", &mut torch, &mut torch_one), ("bf16", &mut torch_bf16, &mut torch_bf16_one)];
+        for (dtype, side, one_side) in sides {
             if dtype == "bf16" && !bf16 {
                 continue;
             }
@@ -259,12 +260,6 @@ fn clip_throughput(threads: usize) -> anyhow::Result<()> {
             peer = python_json("clip_torch.py", args, "torch transformers")?;
             let images = peer["images_per_s"].as_f64().context("images_per_s")?;
             best(side, images, peer["texts_per_s"].as_f64().context("texts_per_s")?);
-        }
-        for (dtype, side) in [("f32", &mut torch_one), ("bf16", &mut torch_bf16_one)] {
-            if dtype == "bf16" && !bf16 {
-                continue;
-            }
-            let (tokens, threads) = (TOKENS.to_string(), threads.to_string());
             let args = [
                 "--batch",
                 "1",
@@ -281,7 +276,7 @@ fn clip_throughput(threads: usize) -> anyhow::Result<()> {
             ];
             let one = python_json("clip_torch.py", args, "torch transformers")?;
             let image_ms = one["image_p50_ms_per_batch"].as_f64().context("image_p50_ms_per_batch")?;
-            fastest(side, image_ms, one["text_p50_ms_per_batch"].as_f64().context("text_p50_ms_per_batch")?);
+            fastest(one_side, image_ms, one["text_p50_ms_per_batch"].as_f64().context("text_p50_ms_per_batch")?);
         }
     }
     println!(
