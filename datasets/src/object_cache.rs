@@ -52,11 +52,16 @@ pub fn settings_from_env() -> Option<(PathBuf, u64)> {
     Some((dir, (max_gb * (1u64 << 30) as f64) as u64))
 }
 
-/// Whether the object at `location` is named by its content (`<stem>-<16 hex>.<ext>`).
+/// Whether the object at `location` is named by its content (`<stem>-<16 hex>.<ext>`), or
+/// is a dataset's materialised `images` (`wide/<32 hex>.parquet`, [`crate::tags::wide_images_file`]):
+/// its key hashes the version and tag parts its rows come from, it is written once by
+/// create-if-absent and never rewritten, so a key holds the same rows for good.
 pub fn is_content_keyed(location: &Path) -> bool {
     let Some(name) = location.filename() else { return false };
     let Some((stem, _ext)) = name.rsplit_once('.') else { return false };
-    stem.rsplit_once('-').is_some_and(|(_, key)| key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit()))
+    let is_hex = |key: &str, len: usize| key.len() == len && key.bytes().all(|b| b.is_ascii_hexdigit());
+    let in_wide_dir = location.parts().rev().nth(1).is_some_and(|dir| dir.as_ref() == "wide");
+    stem.rsplit_once('-').is_some_and(|(_, key)| is_hex(key, 16)) || (in_wide_dir && is_hex(stem, 32))
 }
 
 /// An object store whose content-keyed objects are kept on local disk once read.
@@ -225,6 +230,13 @@ mod tests {
         assert!(!is_content_keyed(&Path::from("runs/r/predictions.parquet")));
         assert!(!is_content_keyed(&Path::from("images-0123456789abcde.parquet")), "15 hex digits");
         assert!(!is_content_keyed(&Path::from("images-0123456789abcdeg.parquet")), "not hex");
+        let wide = "ws/datasets/d/wide/efbe75ffe63a08e0f65dd94c8c42bca5.parquet";
+        assert!(is_content_keyed(&Path::from(wide)), "a materialised images file");
+        assert!(
+            !is_content_keyed(&Path::from("ws/datasets/d/efbe75ffe63a08e0f65dd94c8c42bca5.parquet")),
+            "not in wide/"
+        );
+        assert!(!is_content_keyed(&Path::from("ws/datasets/d/wide/efbe75ffe63a08e0f65dd94c8c42bca.parquet")), "31 hex");
     }
 
     #[tokio::test]

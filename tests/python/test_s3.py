@@ -272,6 +272,10 @@ def test_tags_and_embeddings_on_a_bucket_equal_a_local_directory(tmp_path, s3):
     assert len(parts) == 5, stored  # ten images, two a part
     assert "tagged/datasets/pets/embeddings/tiny-clip/model.json" in stored
     assert not any("/tags/pixels/" in k for k in stored), "tag remove leaves nothing"
+    # Queries on the tagged table read its materialised file (`wide/<key>.parquet`, written
+    # once per key) from the local cache after its first download, as they do the images table.
+    wide = list((Path(env["SLICETEST_CACHE_DIR"]) / "s3" / BUCKET / "tagged/datasets/pets/wide").glob("*.parquet"))
+    assert wide and all(re.fullmatch(r"[0-9a-f]{32}\.parquet", f.name) for f in wide), wide
 
 
 def shards_at_once(ws, args, n, killed, failpoint, env):
