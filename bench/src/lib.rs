@@ -8,8 +8,11 @@ use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use datafusion::arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::parquet::arrow::ArrowWriter;
 
 /// The `--flag value` pairs of the command line, in order; a flag without a value is an
 /// error naming it. Each bench matches the flags it knows and refuses the others.
@@ -186,4 +189,93 @@ pub fn synthetic_images(rows: usize) -> RecordBatch {
         Arc::new(Int64Array::from(people)),
     ];
     RecordBatch::try_new(Arc::new(schema), columns).expect("consistent synthetic table")
+}
+
+/// Tag imports for [`synthetic_images`]' ids (`img_{i:08}`): three per-image tables
+/// (`quality`: blur, noise; `scene`: weather, time_of_day; `people`: crowd, faces) and one of
+/// boxes, from a fixed-seed generator.
+pub fn synthetic_tag_tables(ids: &[String]) -> anyhow::Result<Vec<(&'static str, RecordBatch)>> {
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+    let n = ids.len();
+    let id_array = || Arc::new(StringArray::from_iter_values(ids.iter())) as ArrayRef;
+    let unit = |r: u64| (r % 1_000_000) as f64 / 1_000_000.0;
+    let (mut blur, mut noise) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut weather, mut time_of_day) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut crowd, mut faces) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    const WEATHER: [&str; 4] = ["sunny", "rain", "fog", "snow"];
+    const TIMES: [&str; 3] = ["day", "dusk", "night"];
+    const OBJECTS: [&str; 5] = ["person", "car", "bike", "dog", "sign"];
+    let (mut box_ids, mut box_labels, mut scores) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut x0, mut y0, mut x1, mut y1) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for id in ids {
+        let r = next();
+        blur.push(unit(r));
+        noise.push(unit(r >> 20));
+        weather.push(if (r >> 40).is_multiple_of(8) { None } else { Some(WEATHER[((r >> 43) % 4) as usize]) });
+        time_of_day.push(TIMES[((r >> 46) % 3) as usize]);
+        crowd.push((r >> 49).is_multiple_of(5));
+        faces.push(if (r >> 52).is_multiple_of(10) { None } else { Some(((r >> 55) % 8) as i64) });
+        // A box on every fourth image, up to three.
+        if (r >> 58).is_multiple_of(4) {
+            for _ in 0..1 + (r >> 60) % 3 {
+                let b = next();
+                let (x, y) = ((b % 500) as f64, ((b >> 10) % 500) as f64);
+                box_ids.push(id.as_str());
+                box_labels.push(OBJECTS[((b >> 20) % 5) as usize]);
+                scores.push(unit(b >> 24));
+                x0.push(x);
+                y0.push(y);
+                x1.push(x + 20.0 + (b >> 34) as f64 % 200.0);
+                y1.push(y + 20.0 + (b >> 44) as f64 % 200.0);
+            }
+        }
+    }
+    let table = |fields: Vec<Field>, columns: Vec<ArrayRef>| -> anyhow::Result<RecordBatch> {
+        let mut all = vec![Field::new("image_id", DataType::Utf8, false)];
+        all.extend(fields);
+        let mut arrays = vec![id_array()];
+        arrays.extend(columns);
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(all)), arrays)?)
+    };
+    let quality = table(
+        vec![Field::new("blur", DataType::Float64, false), Field::new("noise", DataType::Float64, false)],
+        vec![Arc::new(Float64Array::from(blur)), Arc::new(Float64Array::from(noise))],
+    )?;
+    let scene = table(
+        vec![Field::new("weather", DataType::Utf8, true), Field::new("time_of_day", DataType::Utf8, false)],
+        vec![Arc::new(StringArray::from(weather)), Arc::new(StringArray::from(time_of_day))],
+    )?;
+    let people = table(
+        vec![Field::new("crowd", DataType::Boolean, false), Field::new("faces", DataType::Int64, true)],
+        vec![Arc::new(BooleanArray::from(crowd)), Arc::new(Int64Array::from(faces))],
+    )?;
+    let boxes = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("image_id", DataType::Utf8, false),
+            Field::new("label", DataType::Utf8, false),
+            Field::new("score", DataType::Float64, false),
+            Field::new("x0", DataType::Float64, false),
+            Field::new("y0", DataType::Float64, false),
+            Field::new("x1", DataType::Float64, false),
+            Field::new("y1", DataType::Float64, false),
+        ])),
+        vec![
+            Arc::new(StringArray::from(box_ids)),
+            Arc::new(StringArray::from(box_labels)),
+            Arc::new(Float64Array::from(scores)),
+            Arc::new(Float64Array::from(x0)),
+            Arc::new(Float64Array::from(y0)),
+            Arc::new(Float64Array::from(x1)),
+            Arc::new(Float64Array::from(y1)),
+        ],
+    )?;
+    Ok(vec![("quality", quality), ("scene", scene), ("people", people), ("boxes", boxes)])
+}
+
+/// Writes `batch` to a Parquet file at `path`.
+pub fn write_parquet(path: &Path, batch: &RecordBatch) -> anyhow::Result<()> {
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(path)?, batch.schema(), None)?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(())
 }

@@ -12,6 +12,9 @@
 //!    bench-foundation does) and per query (as every CLI command does: it lists the
 //!    workspace and reads the manifests first); and the bucket without the local cache of
 //!    content-keyed files (`SLICETEST_CACHE_MAX_GB=0`), which downloads every query's columns.
+//! 3. p50 of a filter + group-by on tag columns of a tagged dataset (the same rows, two
+//!    imported taggers, materialised as `wide/<key>.parquet`), bucket vs local, alternating
+//!    (target: bucket ≤ 1.5× local), with and without the local cache.
 //!
 //! The workspace also holds a dataset with `--versions` versions (default 100), whose
 //! manifests every command reads.
@@ -27,13 +30,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use datafusion::arrow::array::RecordBatch;
-use slicetest_bench::{median, synthetic_images, tempdir, verdict};
+use slicetest_bench::{median, synthetic_images, synthetic_tag_tables, tempdir, verdict, write_parquet};
 use slicetest_datasets::{Storage, Workspace, WorkspaceLayout};
-use slicetest_engine::{Engine, IngestOptions, KnownFiles};
+use slicetest_engine::{Engine, ImportKind, IngestOptions, KnownFiles, TagImportOptions};
 
 const QUERY: &str = "SELECT label, split, count(*) AS n, avg(brightness) AS mean_brightness, max(width * height) AS max_area \
                      FROM synthetic.images WHERE brightness < 0.5 AND num_people > 2 AND format = 'jpeg' \
                      GROUP BY label, split ORDER BY label, split";
+/// The same shape of query on a tagged dataset, filtering and grouping on tag columns.
+const TAGGED_QUERY: &str = "SELECT weather, time_of_day, count(*) AS n, avg(blur) AS mean_blur, avg(brightness) AS mean_brightness \
+                            FROM tagged.images WHERE noise < 0.5 AND label = 'dog' \
+                            GROUP BY weather, time_of_day ORDER BY weather, time_of_day";
 const BUCKET: &str = "slicetest-bench";
 /// Where the images ingested from a bucket are.
 const IMAGES_BUCKET: &str = "slicetest-bench-images";
@@ -296,13 +303,35 @@ async fn main() -> anyhow::Result<()> {
     let table = synthetic_images(args.rows);
     let local_layout = WorkspaceLayout::new(dir.join("ws-query"));
     let bucket_layout = WorkspaceLayout::on(server.storage("query")?);
+    // The tags of dataset `tagged` (the same rows): two imported taggers, materialised.
+    let ids: Vec<String> = (0..args.rows).map(|i| format!("img_{i:08}")).collect();
+    let tag_files = dir.join("tag-files");
+    std::fs::create_dir_all(&tag_files)?;
+    let mut imports = Vec::new();
+    for (name, batch) in synthetic_tag_tables(&ids)?.into_iter().filter(|(name, _)| ["quality", "scene"].contains(name))
+    {
+        let path = tag_files.join(format!("{name}.parquet"));
+        write_parquet(&path, &batch)?;
+        imports.push((name, path));
+    }
     for layout in [&local_layout, &bucket_layout] {
         let mut workspace = Workspace::init_in(layout.clone())?;
         slicetest_datasets::import_table(&mut workspace, "synthetic", &table, "bench")?;
+        slicetest_datasets::import_table(&mut workspace, "tagged", &table, "bench")?;
         // A dataset with a long history: every command reads each version's manifest.
         for v in 0..args.versions {
             slicetest_datasets::import_table(&mut workspace, "history", &synthetic_images(v + 1), "bench")?;
         }
+        let engine = Engine::from_workspace(workspace)?;
+        for (name, path) in &imports {
+            let options = TagImportOptions {
+                dataset: Some("tagged".into()),
+                name: Some(name.to_string()),
+                kind: ImportKind::PerImage,
+            };
+            engine.import_tags(path, &options).await?;
+        }
+        engine.materialize_images(Some("tagged")).await?;
     }
     // The same bucket without the local cache: every query downloads the columns it reads.
     // SAFETY: no other thread reads the environment while this runs.
@@ -315,13 +344,14 @@ async fn main() -> anyhow::Result<()> {
         Engine::from_workspace(Workspace::open_in(uncached_layout)?)?,
     ];
     let contexts = [engines[0].context().await?, engines[1].context().await?, engines[2].context().await?];
-    let run = |i: usize| {
+    let run_query = |i: usize, query: &'static str| {
         let ctx = contexts[i].clone();
         async move {
-            let batches = slicetest_engine::query::plan(&ctx, QUERY).await?.collect().await?;
+            let batches = slicetest_engine::query::plan(&ctx, query).await?.collect().await?;
             Ok::<_, anyhow::Error>(batches.iter().map(RecordBatch::num_rows).sum::<usize>())
         }
     };
+    let run = |i: usize| run_query(i, QUERY);
     let per_command = |i: usize| {
         let engine = &engines[i];
         async move {
@@ -376,11 +406,48 @@ async fn main() -> anyhow::Result<()> {
         median(&mut uncached_ratios)
     );
     let [local_ms, bucket_ms] = [median(&mut command_times[0]), median(&mut command_times[1])];
+    let per_command_ratio = median(&mut command_ratios);
+
+    // 3. A query on tag columns of a tagged dataset: it reads the materialised file
+    // (`wide/<key>.parquet`), which the local cache must keep as it keeps the images table.
+    let first =
+        [run_query(0, TAGGED_QUERY).await?, run_query(1, TAGGED_QUERY).await?, run_query(2, TAGGED_QUERY).await?];
+    if first[1] != first[0] || first[2] != first[0] {
+        bail!("tagged query: results differ: {first:?} groups (local, bucket, uncached)");
+    }
+    let (mut tagged_times, mut tagged_ratios, mut tagged_uncached) =
+        ([Vec::new(), Vec::new(), Vec::new()], Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let mut times = [0.0; 3];
+        for i in [0, 1, 2] {
+            let started = Instant::now();
+            run_query(i, TAGGED_QUERY).await?;
+            times[i] = started.elapsed().as_secs_f64() * 1000.0;
+            tagged_times[i].push(times[i]);
+        }
+        tagged_ratios.push(times[1] / times[0]);
+        tagged_uncached.push(times[2] / times[0]);
+    }
+    let tagged_ratio = median(&mut tagged_ratios);
     println!(
         "query   per command (two datasets — one of {} versions — listed, their latest manifests read, \
          session built, query run): local {local_ms:.1} ms, bucket {bucket_ms:.1} ms, ratio {:.2}x",
-        args.versions,
-        median(&mut command_ratios)
+        args.versions, per_command_ratio
+    );
+    println!(
+        "tagged  tag-column filter+group-by over {} rows of a tagged dataset (two taggers, materialised; {} groups), \
+         p50 of {} alternating runs, session built once: local {:.1} ms, bucket {:.1} ms, without the cache {:.1} ms",
+        args.rows,
+        first[0],
+        args.runs,
+        median(&mut tagged_times[0]),
+        median(&mut tagged_times[1]),
+        median(&mut tagged_times[2])
+    );
+    println!(
+        "tagged  ratio bucket/local = {tagged_ratio:.2}x (p50 of pairs) (target <= 1.5x) {}; without the cache {:.2}x",
+        verdict(tagged_ratio <= 1.5),
+        median(&mut tagged_uncached)
     );
     drop(server);
     std::fs::remove_dir_all(&dir).ok();

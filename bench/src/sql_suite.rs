@@ -23,14 +23,11 @@
 //! --bin bench-sql [-- --rows N --runs N --only NAME,…]` (needs `pip install duckdb pyarrow`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::parquet::arrow::ArrowWriter;
-use slicetest_bench::{DuckDbPeer, median, synthetic_images, tempdir, verdict, xorshift};
+use datafusion::arrow::array::RecordBatch;
+use slicetest_bench::{DuckDbPeer, median, synthetic_images, synthetic_tag_tables, tempdir, verdict, write_parquet};
 use slicetest_engine::{Engine, ImportKind, SliceThresholds, TagImportOptions};
 
 /// One query of the suite: a name, slicetest's text and DuckDB's (the same SQL with
@@ -320,7 +317,7 @@ async fn build_workspace(root: &Path, rows: usize) -> anyhow::Result<Files> {
     let ids: Vec<String> = (0..rows).map(|i| format!("img_{i:08}")).collect();
     let tags_dir = root.join("../tag-files");
     std::fs::create_dir_all(&tags_dir)?;
-    for (name, batch) in tag_tables(&ids)? {
+    for (name, batch) in synthetic_tag_tables(&ids)? {
         let path = tags_dir.join(format!("{name}.parquet"));
         write_parquet(&path, &batch)?;
         let options = TagImportOptions {
@@ -371,90 +368,4 @@ async fn build_workspace(root: &Path, rows: usize) -> anyhow::Result<Files> {
         plain_members: members[0].clone(),
         tagged_members: members[1].clone(),
     })
-}
-
-/// The tag imports: three per-image tables and one of boxes, from a fixed-seed generator.
-fn tag_tables(ids: &[String]) -> anyhow::Result<Vec<(&'static str, RecordBatch)>> {
-    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
-    let n = ids.len();
-    let id_array = || Arc::new(StringArray::from_iter_values(ids.iter())) as ArrayRef;
-    let unit = |r: u64| (r % 1_000_000) as f64 / 1_000_000.0;
-    let (mut blur, mut noise) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut weather, mut time_of_day) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut crowd, mut faces) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    const WEATHER: [&str; 4] = ["sunny", "rain", "fog", "snow"];
-    const TIMES: [&str; 3] = ["day", "dusk", "night"];
-    const OBJECTS: [&str; 5] = ["person", "car", "bike", "dog", "sign"];
-    let (mut box_ids, mut box_labels, mut scores) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut x0, mut y0, mut x1, mut y1) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for id in ids {
-        let r = next();
-        blur.push(unit(r));
-        noise.push(unit(r >> 20));
-        weather.push(if (r >> 40).is_multiple_of(8) { None } else { Some(WEATHER[((r >> 43) % 4) as usize]) });
-        time_of_day.push(TIMES[((r >> 46) % 3) as usize]);
-        crowd.push((r >> 49).is_multiple_of(5));
-        faces.push(if (r >> 52).is_multiple_of(10) { None } else { Some(((r >> 55) % 8) as i64) });
-        // A box on every fourth image, up to three.
-        if (r >> 58).is_multiple_of(4) {
-            for _ in 0..1 + (r >> 60) % 3 {
-                let b = next();
-                let (x, y) = ((b % 500) as f64, ((b >> 10) % 500) as f64);
-                box_ids.push(id.as_str());
-                box_labels.push(OBJECTS[((b >> 20) % 5) as usize]);
-                scores.push(unit(b >> 24));
-                x0.push(x);
-                y0.push(y);
-                x1.push(x + 20.0 + (b >> 34) as f64 % 200.0);
-                y1.push(y + 20.0 + (b >> 44) as f64 % 200.0);
-            }
-        }
-    }
-    let table = |fields: Vec<Field>, columns: Vec<ArrayRef>| -> anyhow::Result<RecordBatch> {
-        let mut all = vec![Field::new("image_id", DataType::Utf8, false)];
-        all.extend(fields);
-        let mut arrays = vec![id_array()];
-        arrays.extend(columns);
-        Ok(RecordBatch::try_new(Arc::new(Schema::new(all)), arrays)?)
-    };
-    let quality = table(
-        vec![Field::new("blur", DataType::Float64, false), Field::new("noise", DataType::Float64, false)],
-        vec![Arc::new(Float64Array::from(blur)), Arc::new(Float64Array::from(noise))],
-    )?;
-    let scene = table(
-        vec![Field::new("weather", DataType::Utf8, true), Field::new("time_of_day", DataType::Utf8, false)],
-        vec![Arc::new(StringArray::from(weather)), Arc::new(StringArray::from(time_of_day))],
-    )?;
-    let people = table(
-        vec![Field::new("crowd", DataType::Boolean, false), Field::new("faces", DataType::Int64, true)],
-        vec![Arc::new(BooleanArray::from(crowd)), Arc::new(Int64Array::from(faces))],
-    )?;
-    let boxes = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("image_id", DataType::Utf8, false),
-            Field::new("label", DataType::Utf8, false),
-            Field::new("score", DataType::Float64, false),
-            Field::new("x0", DataType::Float64, false),
-            Field::new("y0", DataType::Float64, false),
-            Field::new("x1", DataType::Float64, false),
-            Field::new("y1", DataType::Float64, false),
-        ])),
-        vec![
-            Arc::new(StringArray::from(box_ids)),
-            Arc::new(StringArray::from(box_labels)),
-            Arc::new(Float64Array::from(scores)),
-            Arc::new(Float64Array::from(x0)),
-            Arc::new(Float64Array::from(y0)),
-            Arc::new(Float64Array::from(x1)),
-            Arc::new(Float64Array::from(y1)),
-        ],
-    )?;
-    Ok(vec![("quality", quality), ("scene", scene), ("people", people), ("boxes", boxes)])
-}
-
-fn write_parquet(path: &Path, batch: &RecordBatch) -> anyhow::Result<()> {
-    let mut writer = ArrowWriter::try_new(std::fs::File::create(path)?, batch.schema(), None)?;
-    writer.write(batch)?;
-    writer.close()?;
-    Ok(())
 }
