@@ -12,7 +12,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use rayon::prelude::*;
 use serde::Serialize;
-use slicetest_datasets::run::{RunManifest, Task, UploadOptions, read_predictions, read_run, run_names, upload};
+use slicetest_datasets::run::{RunManifest, Task, UploadOptions, read_predictions, read_run, read_runs, upload};
 use slicetest_datasets::slice::{self, SliceDefinition};
 use slicetest_datasets::version::read_image_columns;
 
@@ -347,7 +347,7 @@ impl Engine {
 
     /// Every run's manifest, by name.
     pub fn runs(&self) -> Result<Vec<RunManifest>> {
-        Ok(run_names(&self.workspace)?.iter().map(|r| read_run(&self.workspace, r)).collect::<Result<_, _>>()?)
+        Ok(read_runs(&self.workspace)?)
     }
 
     /// Scores run `run` on every slice of its dataset; with a baseline, flags significant

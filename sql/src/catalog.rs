@@ -103,11 +103,9 @@ pub async fn dataset_context(
         .with_physical_optimizer_rule(Arc::new(crate::short_strings::CompareShortStringViews))
         .build();
     let ctx = SessionContext::new_with_state(state);
-    register_workspace(&ctx, workspace).await?;
-    let default_dataset = match dataset {
-        Some(name) => workspace.latest(name).ok(),
-        None => None,
-    };
+    let latest = register_workspace(&ctx, workspace).await?;
+    // The version the session's tables read, not one read again a moment later.
+    let default_dataset = dataset.and_then(|name| latest.into_iter().find(|version| version.dataset == name));
     register_functions(&ctx, workspace.layout(), Arc::new(VectorCatalog::new(vectors, default_dataset)));
     Ok(ctx)
 }
@@ -124,12 +122,16 @@ pub fn register_functions(ctx: &SessionContext, layout: &WorkspaceLayout, vector
     ctx.register_udf(ScalarUDF::from(crate::case_keys::CaseBranchFunction::default()));
 }
 
-/// Registers catalog `slicetest` with a schema per dataset of `workspace`.
-pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> Result<()> {
+/// Registers catalog `slicetest` with a schema per dataset of `workspace`; returns the
+/// latest version of each dataset, the versions the schemas read.
+pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> Result<Vec<DatasetVersion>> {
     workspace.layout().storage().register(ctx);
     let catalog = Arc::new(MemoryCatalogProvider::new());
     catalog.register_schema(EMPTY_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
-    for latest in &workspace.latest_versions()? {
+    let latest_versions = workspace.latest_versions()?;
+    // Read once for every dataset's tables of detection and segmentation runs.
+    let runs = run::read_runs(workspace).map_err(SqlError::from)?;
+    for latest in &latest_versions {
         let schema = Arc::new(MemorySchemaProvider::new());
         let images = images_table(ctx, workspace, latest).await?;
         let taggers = tags::stored_taggers(workspace.layout(), &latest.dataset).map_err(SqlError::from)?;
@@ -153,31 +155,32 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
         if let Some(file) = objects::objects_file(workspace.layout(), latest) {
             schema.register_table(OBJECTS_TABLE.to_string(), parquet_files(ctx, &[file]).await?)?;
         }
-        let runs = run_files(workspace, &latest.dataset, run::Task::Detection)?;
-        if !runs.is_empty() {
-            schema.register_table(PREDICTED_OBJECTS_TABLE.to_string(), parquet_files(ctx, &runs).await?)?;
+        let files = run_files(workspace, &runs, &latest.dataset, run::Task::Detection);
+        if !files.is_empty() {
+            schema.register_table(PREDICTED_OBJECTS_TABLE.to_string(), parquet_files(ctx, &files).await?)?;
         }
-        let runs = run_files(workspace, &latest.dataset, run::Task::Segmentation)?;
-        if !runs.is_empty() {
-            schema.register_table(SEGMENTATION_SCORES_TABLE.to_string(), parquet_files(ctx, &runs).await?)?;
+        let files = run_files(workspace, &runs, &latest.dataset, run::Task::Segmentation);
+        if !files.is_empty() {
+            schema.register_table(SEGMENTATION_SCORES_TABLE.to_string(), parquet_files(ctx, &files).await?)?;
         }
         catalog.register_schema(&latest.dataset, schema)?;
     }
     ctx.register_catalog(CATALOG, catalog);
-    Ok(())
+    Ok(latest_versions)
 }
 
-/// The predictions files of every run of `task` uploaded for `dataset` (each row names its
-/// run): detection runs' boxes, segmentation runs' per-image, per-class scores.
-fn run_files(workspace: &Workspace, dataset: &str, task: run::Task) -> Result<Vec<std::path::PathBuf>> {
-    let mut files = Vec::new();
-    for name in run::run_names(workspace).map_err(SqlError::from)? {
-        let manifest = run::read_run(workspace, &name).map_err(SqlError::from)?;
-        if manifest.dataset == dataset && manifest.task == task {
-            files.push(run::run_file(workspace.layout(), &manifest, run::predictions_file(manifest.task)));
-        }
-    }
-    Ok(files)
+/// The predictions files of every run in `runs` of `task` uploaded for `dataset` (each row
+/// names its run): detection runs' boxes, segmentation runs' per-image, per-class scores.
+fn run_files(
+    workspace: &Workspace,
+    runs: &[run::RunManifest],
+    dataset: &str,
+    task: run::Task,
+) -> Vec<std::path::PathBuf> {
+    runs.iter()
+        .filter(|manifest| manifest.dataset == dataset && manifest.task == task)
+        .map(|manifest| run::run_file(workspace.layout(), manifest, run::predictions_file(manifest.task)))
+        .collect()
 }
 
 async fn images_table(

@@ -335,6 +335,15 @@ pub fn read_run(workspace: &Workspace, run: &str) -> Result<RunManifest> {
     parse_json(&text, path, "run manifest")
 }
 
+/// Every committed run's manifest, by name: one listing, the manifests read concurrently
+/// (one after another, each is a round trip on a bucket).
+pub fn read_runs(workspace: &Workspace) -> Result<Vec<RunManifest>> {
+    let layout = workspace.layout();
+    let paths: Vec<PathBuf> = run_names(workspace)?.iter().map(|run| layout.run_dir(run).join(RUN_FILE)).collect();
+    let texts = layout.storage().read_many(&paths)?;
+    paths.into_iter().zip(texts).filter_map(|(path, text)| Some(parse_json(&text?, path, "run manifest"))).collect()
+}
+
 /// Names of all committed runs (those with a manifest), sorted.
 pub fn run_names(workspace: &Workspace) -> Result<Vec<String>> {
     let layout = workspace.layout();
