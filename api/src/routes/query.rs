@@ -14,7 +14,7 @@ use datafusion::common::ScalarValue;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use slicetest_engine::query::QuerySummary;
-use slicetest_engine::{SearchHit, SearchQuery};
+use slicetest_engine::{ErrorKind, SearchHit, SearchQuery};
 use tokio::time::Instant;
 
 use crate::error::{ApiError, ApiResult};
@@ -224,17 +224,16 @@ async fn search(state: AppState, query: SearchQuery, params: SearchParams, heade
     }
     let model = params.model;
     let _slot = state.query_slot().await;
-    let (dataset, models) = state
-        .blocking(|engine| {
-            let dataset = engine.workspace().dataset_or_default(None)?;
-            let models = engine.embedding_models(&dataset)?;
-            Ok((dataset, models))
+    // A dataset with no embeddings is told how to embed it; asked only when the search
+    // fails, so that a search costs no listing of the models beyond the engine's own.
+    let searched = state
+        .blocking(move |engine| match engine.search(&query, k, model.as_deref()) {
+            Err(e) if e.kind() == ErrorKind::NoEmbeddings => Ok(Err(engine.workspace().dataset_or_default(None)?)),
+            searched => searched.map(Ok),
         })
         .await?;
-    if models.is_empty() {
-        return Err(ApiError::no_embeddings(&dataset, state.embed_command(&dataset), state.clip_model()));
-    }
-    let hits = state.blocking(move |engine| engine.search(&query, k, model.as_deref())).await?;
+    let hits = searched
+        .map_err(|dataset| ApiError::no_embeddings(&dataset, state.embed_command(&dataset), state.clip_model()))?;
     tabular::respond_batches(vec![hits_batch(&hits)?], negotiated).await
 }
 
