@@ -24,6 +24,7 @@ pub mod objects;
 pub mod parts;
 pub mod probe;
 pub mod progress;
+pub mod recent_reads;
 pub mod record;
 pub mod run;
 pub mod slice;

@@ -13,7 +13,9 @@
 //! link on a local disk. Data files get names no other writer uses; the manifest written
 //! last by [`Storage::create`] is the commit, and a writer that finds it taken retries
 //! under the next number. Because data files are named by their content, a bucket's
-//! store is wrapped in a local disk cache of them ([`crate::object_cache`]).
+//! store is wrapped in a local disk cache of them ([`crate::object_cache`]), and, when
+//! `SLICETEST_READ_CONSISTENCY_INTERVAL` is set, in a memory of its recent listings and
+//! manifests ([`crate::recent_reads`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,7 @@ use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOpt
 use crate::atomic::write_atomic;
 use crate::error::{DatasetError, Result};
 use crate::object_cache::ObjectCache;
+use crate::recent_reads::RecentReads;
 
 /// How long one request to an object store may take before it is retried.
 const REQUEST_TIMEOUT: &str = "60s";
@@ -146,6 +149,10 @@ impl Storage {
                 Ok(cache) => store = Arc::new(cache),
                 Err(e) => tracing::warn!("not caching {text} in {}: {e}", dir.display()),
             }
+        }
+        // A workspace's listings and manifests, remembered for a few seconds when asked to.
+        if let Some(interval) = crate::recent_reads::interval_from_env().filter(|_| cached) {
+            store = Arc::new(RecentReads::new(store, interval));
         }
         let prefix = url.path().trim_matches('/').to_string();
         let base_url = url::Url::parse(&format!("s3://{bucket}")).expect("bucket names are valid hosts");

@@ -600,6 +600,31 @@ def test_serve_over_a_bucket_answers_the_python_client(tmp_path, s3):
     assert any(k.startswith("served/slices/cats/v1") for k in stored), stored
 
 
+def test_a_server_with_a_read_consistency_interval_sees_others_commits_that_late_and_its_own_at_once(tmp_path, s3):
+    """`SLICETEST_READ_CONSISTENCY_INTERVAL`: listings and manifests are answered from what
+    the server read within the interval, so another process's commit shows up late; any
+    write of the server's own makes it read the bucket again."""
+    env, _ = s3
+    ws = f"s3://{BUCKET}/remembering"
+    src = images(tmp_path)
+    cli(ws, "init", env=env)
+    cli(ws, "ingest", "-d", "pets", "--quiet", str(src), env=env)
+    count = "SELECT count(*) AS n FROM images"
+    server = Server(ws, env={**env, "SLICETEST_READ_CONSISTENCY_INTERVAL": "60"})
+    try:
+        api = Client(server.url)
+        assert api.sql(count).to_pydict() == {"n": [10]}
+        (src / "train/cat/cat9.png").write_bytes(png_bytes(6, 5, 901))
+        cli(ws, "ingest", "-d", "pets", "--quiet", str(src), env=env)
+        assert cli(ws, "sql", "--format", "csv", count, env=env).stdout.decode() == "n\n11\n"
+        assert api.sql(count).to_pydict() == {"n": [10]}, "the other process's commit is not seen yet"
+        api.create_slice("cats", "SELECT image_id FROM images WHERE label = 'cat'")
+        assert api.sql(count).to_pydict() == {"n": [11]}, "after its own write the server reads the bucket"
+        assert [s["name"] for s in api.slices()] == ["cats"]
+    finally:
+        server.stop()
+
+
 class Process:
     """A `slicetest` subcommand in the background; `line` is its first line of output."""
 
