@@ -63,6 +63,8 @@ enum Backend {
         /// `s3://bucket`: where DataFusion's registry finds `store`.
         base_url: url::Url,
         prefix: String,
+        /// How long listings and manifests are answered from memory ([`RecentReads`]).
+        read_consistency_interval: Option<Duration>,
     },
 }
 
@@ -151,14 +153,15 @@ impl Storage {
             }
         }
         // A workspace's listings and manifests, remembered for a few seconds when asked to.
-        if let Some(interval) = crate::recent_reads::interval_from_env().filter(|_| cached) {
+        let read_consistency_interval = crate::recent_reads::interval_from_env().filter(|_| cached);
+        if let Some(interval) = read_consistency_interval {
             store = Arc::new(RecentReads::new(store, interval));
         }
         let prefix = url.path().trim_matches('/').to_string();
         let base_url = url::Url::parse(&format!("s3://{bucket}")).expect("bucket names are valid hosts");
         let root =
             PathBuf::from(if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") });
-        Ok(Self { root, backend: Backend::Object { store, base_url, prefix } })
+        Ok(Self { root, backend: Backend::Object { store, base_url, prefix, read_consistency_interval } })
     }
 
     /// A workspace at `root` (a URL such as `memory://ws`) kept in `store`, for tests
@@ -170,7 +173,7 @@ impl Storage {
         base.set_path("");
         Self {
             root: PathBuf::from(root.trim_end_matches('/')),
-            backend: Backend::Object { store, base_url: base, prefix },
+            backend: Backend::Object { store, base_url: base, prefix, read_consistency_interval: None },
         }
     }
 
@@ -182,6 +185,15 @@ impl Storage {
     /// Whether the workspace is in an object store rather than a local directory.
     pub fn is_remote(&self) -> bool {
         matches!(self.backend, Backend::Object { .. })
+    }
+
+    /// For a bucket workspace opened with `SLICETEST_READ_CONSISTENCY_INTERVAL`: how long
+    /// its listings and manifests are answered from memory ([`crate::recent_reads`]).
+    pub fn read_consistency_interval(&self) -> Option<Duration> {
+        match &self.backend {
+            Backend::Local => None,
+            Backend::Object { read_consistency_interval, .. } => *read_consistency_interval,
+        }
     }
 
     /// Makes DataFusion read this store's URLs (a no-op for a local directory, which

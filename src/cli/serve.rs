@@ -86,6 +86,13 @@ pub async fn run(workspace: &Path, cluster: Option<String>, args: ServeArgs) -> 
     if config.token.is_some() {
         println!("writes need the token (Authorization: Bearer …)");
     }
+    if let Some(interval) = engine.workspace().layout().storage().read_consistency_interval() {
+        println!(
+            "listings and manifests read from the bucket in the last {} s are answered from memory \
+             (SLICETEST_READ_CONSISTENCY_INTERVAL): other processes' commits show up at most that late",
+            interval.as_secs_f64()
+        );
+    }
     let state = AppState::new(engine, &config);
     if let Some(datasets) = args.warm {
         let which = if datasets.is_empty() { "every dataset".to_string() } else { datasets.join(", ") };

@@ -80,13 +80,18 @@ class Server:
             self.proc.kill()
             raise AssertionError(f"serve did not start: {line!r} {self.proc.stderr.read()}")
         self.url = match.group(1)
-        # Keep reading both pipes so the server never blocks on a full one.
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        # Keep reading both pipes so the server never blocks on a full one; stdout's lines
+        # after the first are kept (`lines`, whole once `stop` returns).
+        self.lines = []
+        self._stdout = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self._stdout.start()
         threading.Thread(target=self.proc.stderr.read, daemon=True).start()
 
     def stop(self) -> int:
         self.proc.terminate()
-        return self.proc.wait(timeout=30)
+        code = self.proc.wait(timeout=30)
+        self._stdout.join(timeout=30)
+        return code
 
 
 CLOTHES = {("train", "Shirt"): 6, ("train", "Coat"): 6, ("test", "Shirt"): 5, ("test", "Coat"): 5}

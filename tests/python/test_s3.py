@@ -623,6 +623,7 @@ def test_a_server_with_a_read_consistency_interval_sees_others_commits_that_late
         assert [s["name"] for s in api.slices()] == ["cats"]
     finally:
         server.stop()
+    assert any("in the last 60 s are answered from memory" in line for line in server.lines), server.lines
 
 
 class Process:
