@@ -41,8 +41,8 @@ pub const INTERVAL_VARIABLE: &str = "SLICETEST_READ_CONSISTENCY_INTERVAL";
 
 /// Objects larger than this are never remembered (manifests are a few KB).
 const MAX_OBJECT_BYTES: usize = 1 << 20;
-/// Entries and object bytes kept at most; past either everything is forgotten (a
-/// workspace's directories and manifests are far fewer and smaller).
+/// Entries and bytes kept at most; past either everything is forgotten (a workspace's
+/// directories and manifests are far fewer and smaller). A larger answer is not kept.
 const MAX_ENTRIES: usize = 4096;
 const MAX_BYTES: usize = 64 << 20;
 
@@ -86,12 +86,28 @@ enum Answer {
     Object(Option<(ObjectMeta, Option<Bytes>)>),
 }
 
+impl Answer {
+    /// About the memory it holds: an object's bytes, a listing's paths (and a little for
+    /// each entry's size, time and tag).
+    fn bytes(&self) -> usize {
+        let meta = |meta: &ObjectMeta| meta.location.as_ref().len() + meta.e_tag.as_ref().map_or(0, String::len) + 64;
+        match self {
+            Answer::List(objects) => objects.iter().map(meta).sum(),
+            Answer::Level { prefixes, objects } => {
+                prefixes.iter().map(|p| p.as_ref().len() + 24).sum::<usize>() + objects.iter().map(meta).sum::<usize>()
+            }
+            Answer::Object(Some((object, bytes))) => meta(object) + bytes.as_ref().map_or(0, Bytes::len),
+            Answer::Object(None) => 0,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Remembered {
     /// Bumped by every write: an answer fetched across a write is not kept.
     generation: u64,
     answers: HashMap<Key, (Instant, Answer)>,
-    /// Bytes of the objects in `answers`.
+    /// Bytes `answers` hold ([`Answer::bytes`]).
     bytes: usize,
 }
 
@@ -117,19 +133,17 @@ impl Shared {
         if remembered.generation != generation {
             return;
         }
-        let bytes = match &answer {
-            Answer::Object(Some((_, Some(bytes)))) => bytes.len(),
-            _ => 0,
-        };
+        let bytes = answer.bytes();
+        if bytes > MAX_BYTES {
+            return;
+        }
         if remembered.answers.len() >= MAX_ENTRIES || remembered.bytes + bytes > MAX_BYTES {
             remembered.answers.clear();
             remembered.bytes = 0;
         }
         remembered.bytes += bytes;
-        if let Some((_, Answer::Object(Some((_, Some(replaced)))))) =
-            remembered.answers.insert(key, (Instant::now(), answer))
-        {
-            remembered.bytes -= replaced.len();
+        if let Some((_, replaced)) = remembered.answers.insert(key, (Instant::now(), answer)) {
+            remembered.bytes -= replaced.bytes();
         }
     }
 
@@ -419,14 +433,7 @@ mod tests {
             // Read twice: a replaced answer's bytes are not counted twice.
             read(&store, &path).await.unwrap();
             let remembered = store.shared.remembered.lock().unwrap();
-            let counted: usize = remembered
-                .answers
-                .values()
-                .map(|(_, answer)| match answer {
-                    Answer::Object(Some((_, Some(bytes)))) => bytes.len(),
-                    _ => 0,
-                })
-                .sum();
+            let counted: usize = remembered.answers.values().map(|(_, answer)| answer.bytes()).sum();
             assert_eq!(remembered.bytes, counted);
             assert!(remembered.bytes <= MAX_BYTES, "{} bytes after {i} objects", remembered.bytes);
         }
