@@ -1,6 +1,7 @@
 //! Shared pieces of the benchmark binaries: synthetic data, timing helpers, and the
 //! DuckDB peer (run through Python on the same files in the same run).
 
+pub mod delayed_store;
 pub mod planted;
 
 use std::path::{Path, PathBuf};
