@@ -82,9 +82,11 @@ pub fn part_batch(ids: &[String], shas: &[String], vectors: Vec<f32>, dim: usize
 /// Names of the models with embeddings of `dataset`.
 pub fn model_names(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String>> {
     let (storage, dir) = (layout.storage(), layout.dataset_dir(dataset).join("embeddings"));
+    let listed: Vec<String> = storage.list(&dir)?.into_iter().filter(|name| validate_name(name).is_ok()).collect();
+    let complete = storage.each(&listed, |name| storage.exists(&dir.join(name).join(MODEL_FILE)));
     let mut names = Vec::new();
-    for name in storage.list(&dir)? {
-        if validate_name(&name).is_ok() && storage.exists(&dir.join(&name).join(MODEL_FILE))? {
+    for (name, complete) in listed.into_iter().zip(complete) {
+        if complete? {
             names.push(name);
         }
     }

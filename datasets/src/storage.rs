@@ -196,6 +196,37 @@ impl Storage {
         }
     }
 
+    /// `work` over every item, the calls at once (up to 16 threads) when the store is a
+    /// bucket, where each listing or read is a network round trip; one after another on a
+    /// local disk, where they take microseconds. Results in the items' order.
+    pub fn each<T: Sync, R: Send>(&self, items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+        if !self.is_remote() || items.len() < 2 {
+            return items.iter().map(work).collect();
+        }
+        let work = &work;
+        let mut results = Vec::with_capacity(items.len());
+        for chunk in items.chunks(CONCURRENT_READS) {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = chunk.iter().map(|item| scope.spawn(move || work(item))).collect();
+                results.extend(running.into_iter().map(|thread| thread.join().expect("a storage thread panicked")));
+            });
+        }
+        results
+    }
+
+    /// `a` and `b` at once when the store is a bucket, one after the other on a local disk
+    /// (see [`Storage::each`]).
+    pub fn join<A: Send, B: Send>(&self, a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+        if !self.is_remote() {
+            return (a(), b());
+        }
+        std::thread::scope(|scope| {
+            let b = scope.spawn(b);
+            let a = a();
+            (a, b.join().expect("a storage thread panicked"))
+        })
+    }
+
     /// Makes DataFusion read this store's URLs (a no-op for a local directory, which
     /// DataFusion reads by path).
     pub fn register(&self, ctx: &datafusion::prelude::SessionContext) {
@@ -752,6 +783,29 @@ mod tests {
     use object_store::memory::InMemory;
 
     use super::*;
+
+    #[test]
+    fn each_and_join_run_at_once_on_a_bucket_and_in_turn_on_a_disk() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Storage::with_object_store(Arc::new(InMemory::new()), "memory://ws/each");
+        for (storage, at_once) in [(Storage::local(dir.path()), false), (bucket, true)] {
+            let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+            let work = |i: &usize| {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(30));
+                running.fetch_sub(1, Ordering::SeqCst);
+                i * 10
+            };
+            let items: Vec<usize> = (0..20).collect();
+            assert_eq!(storage.each(&items, work), items.iter().map(|i| i * 10).collect::<Vec<_>>(), "in order");
+            assert_eq!(storage.join(|| work(&1), || work(&2)), (10, 20));
+            let most = most.load(Ordering::SeqCst);
+            assert_eq!(most > 1, at_once, "{most} at once on {storage:?}");
+            assert!(most <= CONCURRENT_READS, "{most} at once");
+        }
+    }
 
     #[test]
     fn locations_parse_into_backends() {

@@ -284,9 +284,10 @@ pub fn stored_taggers(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<(St
         .collect();
     names.sort();
     names.dedup();
+    let parts = layout.storage().each(&names, |name| visible_parts(layout, dataset, name));
     let mut stored = Vec::new();
-    for name in names {
-        let parts = visible_parts(layout, dataset, &name)?;
+    for (name, parts) in names.into_iter().zip(parts) {
+        let parts = parts?;
         if !parts.tags.is_empty() {
             stored.push((name, parts));
         }

@@ -206,13 +206,15 @@ impl Workspace {
     /// The datasets that have at least one published version, sorted, with their version
     /// numbers: one listing each.
     fn listed_datasets(&self) -> Result<Vec<(String, Vec<u64>)>> {
+        let storage = self.layout.storage();
+        let names: Vec<String> =
+            storage.list(&self.layout.datasets_dir())?.into_iter().filter(|name| validate_name(name).is_ok()).collect();
+        let versions = storage.each(&names, |name| list_versions(&self.layout, name));
         let mut listed = Vec::new();
-        for name in self.layout.storage().list(&self.layout.datasets_dir())? {
-            if validate_name(&name).is_ok() {
-                let numbers = list_versions(&self.layout, &name)?;
-                if !numbers.is_empty() {
-                    listed.push((name, numbers));
-                }
+        for (name, numbers) in names.into_iter().zip(versions) {
+            let numbers = numbers?;
+            if !numbers.is_empty() {
+                listed.push((name, numbers));
             }
         }
         listed.sort();

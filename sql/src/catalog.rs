@@ -12,6 +12,7 @@
 //! over object storage later.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
@@ -29,7 +30,7 @@ use slicetest_datasets::version::DatasetVersion;
 use slicetest_datasets::{Workspace, WorkspaceLayout};
 use slicetest_datasets::{embeddings, masks, objects, run, tags};
 
-use crate::error::{Result, SqlError};
+use crate::error::Result;
 use crate::slices::{InSliceFunction, SliceTableFunction};
 use crate::substring_pruning::SubstringPruningTable;
 use crate::vectors::{
@@ -128,28 +129,29 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
     workspace.layout().storage().register(ctx);
     let catalog = Arc::new(MemoryCatalogProvider::new());
     catalog.register_schema(EMPTY_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
-    let latest_versions = workspace.latest_versions()?;
-    // Read once for every dataset's tables of detection and segmentation runs.
-    let runs = run::read_runs(workspace).map_err(SqlError::from)?;
-    for latest in &latest_versions {
+    let storage = workspace.layout().storage();
+    // The latest versions, and every run's manifest for the tables of detection and
+    // segmentation runs, at once; then every dataset's files at once (on a bucket).
+    let (latest_versions, runs) = storage.join(|| workspace.latest_versions(), || run::read_runs(workspace));
+    let (latest_versions, runs) = (latest_versions?, runs?);
+    let listed = storage.each(&latest_versions, |latest| dataset_files(workspace, latest));
+    for (latest, files) in latest_versions.iter().zip(listed) {
+        let DatasetFiles { taggers, wide, embeddings, mask_sets } = files?;
         let schema = Arc::new(MemorySchemaProvider::new());
         let images = images_table(ctx, workspace, latest).await?;
-        let taggers = tags::stored_taggers(workspace.layout(), &latest.dataset).map_err(SqlError::from)?;
         // Materialised (`slicetest tag`, `tag compact`): one file, no join; else the join.
-        let wide = tags::wide_images_file(workspace.layout(), latest, &taggers);
-        let tagged = if !taggers.is_empty() && workspace.layout().storage().exists(&wide).map_err(SqlError::from)? {
-            parquet_files(ctx, &[wide]).await?
-        } else {
-            tagged_images(ctx, &taggers, images.clone()).await?
+        let tagged = match wide {
+            Some(wide) => parquet_files(ctx, &[wide]).await?,
+            None => tagged_images(ctx, &taggers, images.clone()).await?,
         };
         schema.register_table(IMAGES_TABLE.to_string(), tagged)?;
-        if let Some(embeddings) = embeddings_table(ctx, workspace, latest, images.clone()).await? {
+        if let Some(embeddings) = embeddings_table(ctx, &embeddings, images.clone()).await? {
             schema.register_table(EMBEDDINGS_TABLE.to_string(), embeddings)?;
         }
         if let Some(detections) = detections_table(ctx, &taggers, images.clone()).await? {
             schema.register_table(DETECTIONS_TABLE.to_string(), detections)?;
         }
-        if let Some(masks) = masks_table(ctx, workspace, latest, images).await? {
+        if let Some(masks) = masks_table(ctx, workspace.layout(), &mask_sets, images).await? {
             schema.register_table(MASKS_TABLE.to_string(), masks)?;
         }
         if let Some(file) = objects::objects_file(workspace.layout(), latest) {
@@ -167,6 +169,45 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
     }
     ctx.register_catalog(CATALOG, catalog);
     Ok(latest_versions)
+}
+
+/// Where a dataset's tables are, as listed in storage: its taggers' parts (and their
+/// materialised file, if written), each embedding model's parts, its mask sets.
+struct DatasetFiles {
+    taggers: Vec<(String, tags::VisibleParts)>,
+    wide: Option<PathBuf>,
+    embeddings: Vec<(String, Vec<PathBuf>)>,
+    mask_sets: Vec<masks::MaskSetManifest>,
+}
+
+/// Lists `latest`'s [`DatasetFiles`]. On a bucket the taggers, the embeddings and the mask
+/// sets are listed at once (and each tagger's and model's parts at once): one after
+/// another, these chains of listings, each a round trip, were most of a session's set-up.
+fn dataset_files(workspace: &Workspace, latest: &DatasetVersion) -> Result<DatasetFiles> {
+    let (layout, dataset) = (workspace.layout(), latest.dataset.as_str());
+    let storage = layout.storage();
+    let tagged = || -> slicetest_datasets::Result<_> {
+        let taggers = tags::stored_taggers(layout, dataset)?;
+        let wide = tags::wide_images_file(layout, latest, &taggers);
+        let wide = (!taggers.is_empty() && storage.exists(&wide)?).then_some(wide);
+        Ok((taggers, wide))
+    };
+    let embedded = || -> slicetest_datasets::Result<Vec<(String, Vec<PathBuf>)>> {
+        let models = embeddings::model_names(layout, dataset)?;
+        let parts = storage.each(&models, |model| embeddings::part_files(layout, dataset, model));
+        let parts = models
+            .into_iter()
+            .zip(parts)
+            .map(|(model, parts)| Ok((model, parts?.into_iter().map(|part| part.path).collect::<Vec<_>>())));
+        parts.filter(|listed| listed.as_ref().map_or(true, |(_, parts)| !parts.is_empty())).collect()
+    };
+    let masked = || -> slicetest_datasets::Result<Vec<masks::MaskSetManifest>> {
+        let sources = masks::mask_sources(layout, dataset)?;
+        storage.each(&sources, |source| masks::read_mask_set(layout, dataset, source)).into_iter().collect()
+    };
+    let ((tagged, embeddings), mask_sets) = storage.join(|| storage.join(tagged, embedded), masked);
+    let (taggers, wide) = tagged?;
+    Ok(DatasetFiles { taggers, wide, embeddings: embeddings?, mask_sets: mask_sets? })
 }
 
 /// The predictions files of every run in `runs` of `task` uploaded for `dataset` (each row
@@ -452,17 +493,14 @@ async fn detections_table(
 /// sha256 rule as `images`). None when no masks were imported.
 async fn masks_table(
     ctx: &SessionContext,
-    workspace: &Workspace,
-    version: &DatasetVersion,
+    layout: &WorkspaceLayout,
+    sets: &[masks::MaskSetManifest],
     images: Arc<dyn TableProvider>,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
-    let layout = workspace.layout();
-    let sources = masks::mask_sources(layout, &version.dataset).map_err(SqlError::from)?;
     let current = current_keys(ctx, images)?;
     let mut frames = Vec::new();
-    for source in sources {
-        let set = masks::read_mask_set(layout, &version.dataset, &source).map_err(SqlError::from)?;
-        let file = masks::classes_path(layout, &set);
+    for set in sets {
+        let file = masks::classes_path(layout, set);
         let select = ["image_id", "source", "class", "class_id", "pixels", "regions"].map(col).to_vec();
         frames.push(only_current(parquet_table(ctx, &file).await?, &current)?.select(select)?);
     }
@@ -476,19 +514,12 @@ async fn masks_table(
 /// None when nothing is embedded.
 async fn embeddings_table(
     ctx: &SessionContext,
-    workspace: &Workspace,
-    version: &DatasetVersion,
+    models: &[(String, Vec<PathBuf>)],
     images: Arc<dyn TableProvider>,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
-    let layout = workspace.layout();
     let mut per_model = Vec::new();
-    for model in embeddings::model_names(layout, &version.dataset).map_err(SqlError::from)? {
-        let parts = embeddings::part_files(layout, &version.dataset, &model).map_err(SqlError::from)?;
-        if parts.is_empty() {
-            continue;
-        }
-        let parts: Vec<_> = parts.into_iter().map(|part| part.path).collect();
-        per_model.push((model, ctx.read_table(parquet_files(ctx, &parts).await?)?));
+    for (model, parts) in models {
+        per_model.push((model.clone(), ctx.read_table(parquet_files(ctx, parts).await?)?));
     }
     if per_model.is_empty() {
         return Ok(None);
