@@ -20,7 +20,8 @@
 //!
 //! 4. A session's set-up (listings, manifests, footers) over two small datasets, one
 //!    tagged, in an in-memory store that answers each request after 20 ms
-//!    ([`DelayedStore`]), behind the local cache: the requests made and the time taken.
+//!    ([`DelayedStore`]), behind the local cache: the requests made and the time taken;
+//!    then the same for a search by an image's id, its vectors in memory.
 //!
 //! The workspace also holds a dataset with `--versions` versions (default 100), whose
 //! manifests every command reads.
@@ -35,13 +36,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::array::RecordBatch;
 use object_store::ObjectStore;
 use slicetest_bench::delayed_store::DelayedStore;
 use slicetest_bench::{median, synthetic_images, synthetic_tag_tables, tempdir, verdict, write_parquet};
+use slicetest_datasets::embeddings::{self, EmbeddingModel};
 use slicetest_datasets::object_cache::ObjectCache;
 use slicetest_datasets::{Storage, Workspace, WorkspaceLayout};
-use slicetest_engine::{Engine, ImportKind, IngestOptions, KnownFiles, TagImportOptions};
+use slicetest_engine::{Engine, ImportKind, IngestOptions, KnownFiles, SearchQuery, TagImportOptions};
 
 const QUERY: &str = "SELECT label, split, count(*) AS n, avg(brightness) AS mean_brightness, max(width * height) AS max_area \
                      FROM synthetic.images WHERE brightness < 0.5 AND num_people > 2 AND format = 'jpeg' \
@@ -53,6 +56,7 @@ const TAGGED_QUERY: &str = "SELECT weather, time_of_day, count(*) AS n, avg(blur
 /// Rows of the datasets of the session set-up step, and the round trip it simulates.
 const SMALL_ROWS: usize = 10_000;
 const ROUND_TRIP_MS: u64 = 20;
+const SMALL_DIM: usize = 64;
 const BUCKET: &str = "slicetest-bench";
 /// Where the images ingested from a bucket are.
 const IMAGES_BUCKET: &str = "slicetest-bench-images";
@@ -501,8 +505,33 @@ async fn main() -> anyhow::Result<()> {
             engine.import_tags(&path, &options).await?;
         }
         engine.materialize_images(Some("tagged")).await?;
+        // Vectors for `tagged`'s images, as `slicetest embed` stores them: a search by an
+        // image's id needs no model, only the stored vectors.
+        let model = EmbeddingModel {
+            name: "synthetic".into(),
+            source: "bench".into(),
+            fingerprint: "0".repeat(64),
+            dim: SMALL_DIM,
+            preprocessing: "none".into(),
+            slicetest_version: "bench".into(),
+            computed_on: None,
+        };
+        let layout = engine.workspace().layout();
+        embeddings::register_model(layout, "tagged", &model)?;
+        let shas = small.column_by_name("sha256").context("synthetic images have a sha256")?;
+        let shas = datafusion::arrow::compute::cast(shas, &datafusion::arrow::datatypes::DataType::Utf8)?;
+        let shas: Vec<String> = shas.as_string::<i32>().iter().map(|s| s.unwrap_or_default().to_string()).collect();
+        let mut next = slicetest_bench::xorshift(7);
+        let vectors = (0..SMALL_ROWS * SMALL_DIM).map(|_| (next() % 1000) as f32 / 1000.0 - 0.5).collect();
+        embeddings::append_part(
+            layout,
+            "tagged",
+            "synthetic",
+            &embeddings::part_batch(&small_ids, &shas, vectors, SMALL_DIM)?,
+        )?;
     }
-    let engine = Engine::from_workspace(Workspace::open_in(delayed_layout)?)?;
+    let mut engine = Engine::from_workspace(Workspace::open_in(delayed_layout)?)?;
+    engine.use_dataset("tagged")?;
     engine.context().await?; // the data files' footers into the local cache
     delayed.set_delay(Duration::from_millis(ROUND_TRIP_MS));
     let (before, runs) = (delayed.requests(), args.runs.clamp(3, 10));
@@ -515,8 +544,28 @@ async fn main() -> anyhow::Result<()> {
     let requests = (delayed.requests() - before) as f64 / runs as f64;
     let p50 = median(&mut times);
     println!(
-        "setup   a session over two datasets (one with three taggers and boxes, materialised) at {ROUND_TRIP_MS} ms a \
-         request: p50 of {runs} {p50:.0} ms, {requests:.0} requests ({:.1} round trips' time)",
+        "setup   a session over two datasets (one with three taggers and boxes, materialised, embedded) at \
+         {ROUND_TRIP_MS} ms a request: p50 of {runs} {p50:.0} ms, {requests:.0} requests ({:.1} round trips' time)",
+        p50 / ROUND_TRIP_MS as f64
+    );
+    // A search by an image's id, its vectors already in memory: what is left is finding
+    // the dataset's version, its models and their parts (which say whether the vectors
+    // in memory are current).
+    let query = SearchQuery::ImageId("img_00000007".into());
+    delayed.set_delay(Duration::ZERO);
+    engine.search(&query, 10, None)?;
+    delayed.set_delay(Duration::from_millis(ROUND_TRIP_MS));
+    let (before, mut times) = (delayed.requests(), Vec::new());
+    for _ in 0..runs {
+        let started = Instant::now();
+        engine.search(&query, 10, None)?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let requests = (delayed.requests() - before) as f64 / runs as f64;
+    let p50 = median(&mut times);
+    println!(
+        "setup   a search by image id (vectors in memory) at {ROUND_TRIP_MS} ms a request: p50 of {runs} {p50:.0} ms, \
+         {requests:.0} requests ({:.1} round trips' time)",
         p50 / ROUND_TRIP_MS as f64
     );
     drop(server);
