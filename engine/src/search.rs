@@ -55,8 +55,14 @@ impl Engine {
     /// The `k` images of the default dataset closest to `query`, best first, using the
     /// embeddings of `model` (default: the dataset's only embedding model).
     pub fn search(&self, query: &SearchQuery, k: usize, model: Option<&str>) -> Result<Vec<SearchHit>> {
-        let latest = self.latest_manifest(None)?;
-        let catalog = VectorCatalog::new(self.vectors().clone(), Some(latest.clone()));
+        let dataset = self.workspace.dataset_or_default(None)?;
+        let layout = self.workspace.layout();
+        // The version and the models are listed at once (on a bucket each is a round trip),
+        // then the model's parts, which say whether the vectors in memory are current.
+        let (latest, models) = layout
+            .storage()
+            .join(|| self.workspace.latest(&dataset), || slicetest_datasets::embeddings::model_names(layout, &dataset));
+        let catalog = VectorCatalog::new(self.vectors().clone(), Some(latest?)).with_model_names(models?);
         let set = catalog.vectors(model)?;
         let vector = match query {
             SearchQuery::Text(text) => catalog.text_vector(&set, text)?.to_vec(),

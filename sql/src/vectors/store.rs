@@ -591,12 +591,21 @@ pub struct VectorCatalog {
     dataset: Option<DatasetVersion>,
     /// The sets this session resolved, by the model asked for (None: the only one).
     resolved: Mutex<HashMap<Option<String>, Arc<VectorSet>>>,
+    /// The default dataset's embedding models, when the caller listed them already.
+    model_names: Option<Vec<String>>,
 }
 
 impl VectorCatalog {
     /// The view of `store` with `dataset` as the default.
     pub fn new(store: Arc<VectorStore>, dataset: Option<DatasetVersion>) -> Self {
-        VectorCatalog { store, dataset, resolved: Mutex::default() }
+        VectorCatalog { store, dataset, resolved: Mutex::default(), model_names: None }
+    }
+
+    /// This catalog with the default dataset's embedding models as the caller listed them
+    /// (`embeddings::model_names`), instead of listing them again.
+    pub fn with_model_names(mut self, names: Vec<String>) -> Self {
+        self.model_names = Some(names);
+        self
     }
 
     /// The store the vectors come from.
@@ -616,7 +625,10 @@ impl VectorCatalog {
     /// The model to use: the one named, else the only one, else an error listing them.
     fn model_name(&self, requested: Option<&str>) -> Result<String> {
         let dataset = self.dataset()?;
-        let names = embeddings::model_names(self.store.layout(), &dataset.dataset).map_err(external)?;
+        let names = match &self.model_names {
+            Some(names) => names.clone(),
+            None => embeddings::model_names(self.store.layout(), &dataset.dataset).map_err(external)?,
+        };
         let error = match requested {
             Some(name) if names.iter().any(|n| n == name) => return Ok(name.to_string()),
             Some(name) => {
