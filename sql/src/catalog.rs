@@ -104,10 +104,14 @@ pub async fn dataset_context(
         .with_physical_optimizer_rule(Arc::new(crate::short_strings::CompareShortStringViews))
         .build();
     let ctx = SessionContext::new_with_state(state);
-    let latest = register_workspace(&ctx, workspace).await?;
-    // The version the session's tables read, not one read again a moment later.
-    let default_dataset = dataset.and_then(|name| latest.into_iter().find(|version| version.dataset == name));
-    register_functions(&ctx, workspace.layout(), Arc::new(VectorCatalog::new(vectors, default_dataset)));
+    let registered = register_workspace(&ctx, workspace).await?;
+    // The version the session's tables read and the models listed for them, not read
+    // again a moment later.
+    let catalog = match dataset.and_then(|name| registered.into_iter().find(|(version, _)| version.dataset == name)) {
+        Some((version, models)) => VectorCatalog::new(vectors, Some(version)).with_model_names(models),
+        None => VectorCatalog::new(vectors, None),
+    };
+    register_functions(&ctx, workspace.layout(), Arc::new(catalog));
     Ok(ctx)
 }
 
@@ -123,9 +127,12 @@ pub fn register_functions(ctx: &SessionContext, layout: &WorkspaceLayout, vector
     ctx.register_udf(ScalarUDF::from(crate::case_keys::CaseBranchFunction::default()));
 }
 
-/// Registers catalog `slicetest` with a schema per dataset of `workspace`; returns the
-/// latest version of each dataset, the versions the schemas read.
-pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> Result<Vec<DatasetVersion>> {
+/// Registers catalog `slicetest` with a schema per dataset of `workspace`; returns each
+/// dataset's latest version (the one its schema reads) with its embedding models.
+pub async fn register_workspace(
+    ctx: &SessionContext,
+    workspace: &Workspace,
+) -> Result<Vec<(DatasetVersion, Vec<String>)>> {
     workspace.layout().storage().register(ctx);
     let catalog = Arc::new(MemoryCatalogProvider::new());
     catalog.register_schema(EMPTY_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
@@ -135,10 +142,11 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
     let (latest_versions, runs) = storage.join(|| workspace.latest_versions(), || run::read_runs(workspace));
     let (latest_versions, runs) = (latest_versions?, runs?);
     let listed = storage.each(&latest_versions, |latest| dataset_files(workspace, latest));
-    for (latest, files) in latest_versions.iter().zip(listed) {
+    let mut registered = Vec::with_capacity(latest_versions.len());
+    for (latest, files) in latest_versions.into_iter().zip(listed) {
         let DatasetFiles { taggers, wide, embeddings, mask_sets } = files?;
         let schema = Arc::new(MemorySchemaProvider::new());
-        let images = images_table(ctx, workspace, latest).await?;
+        let images = images_table(ctx, workspace, &latest).await?;
         // Materialised (`slicetest tag`, `tag compact`): one file, no join; else the join.
         let tagged = match wide {
             Some(wide) => parquet_files(ctx, &[wide]).await?,
@@ -154,7 +162,7 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
         if let Some(masks) = masks_table(ctx, workspace.layout(), &mask_sets, images).await? {
             schema.register_table(MASKS_TABLE.to_string(), masks)?;
         }
-        if let Some(file) = objects::objects_file(workspace.layout(), latest) {
+        if let Some(file) = objects::objects_file(workspace.layout(), &latest) {
             schema.register_table(OBJECTS_TABLE.to_string(), parquet_files(ctx, &[file]).await?)?;
         }
         let files = run_files(workspace, &runs, &latest.dataset, run::Task::Detection);
@@ -166,13 +174,15 @@ pub async fn register_workspace(ctx: &SessionContext, workspace: &Workspace) -> 
             schema.register_table(SEGMENTATION_SCORES_TABLE.to_string(), parquet_files(ctx, &files).await?)?;
         }
         catalog.register_schema(&latest.dataset, schema)?;
+        registered.push((latest, embeddings.into_iter().map(|(model, _)| model).collect()));
     }
     ctx.register_catalog(CATALOG, catalog);
-    Ok(latest_versions)
+    Ok(registered)
 }
 
 /// Where a dataset's tables are, as listed in storage: its taggers' parts (and their
-/// materialised file, if written), each embedding model's parts, its mask sets.
+/// materialised file, if written), each embedding model's parts (none yet for a model
+/// whose first part is still being written), its mask sets.
 struct DatasetFiles {
     taggers: Vec<(String, tags::VisibleParts)>,
     wide: Option<PathBuf>,
@@ -195,11 +205,9 @@ fn dataset_files(workspace: &Workspace, latest: &DatasetVersion) -> Result<Datas
     let embedded = || -> slicetest_datasets::Result<Vec<(String, Vec<PathBuf>)>> {
         let models = embeddings::model_names(layout, dataset)?;
         let parts = storage.each(&models, |model| embeddings::part_files(layout, dataset, model));
-        let parts = models
-            .into_iter()
-            .zip(parts)
-            .map(|(model, parts)| Ok((model, parts?.into_iter().map(|part| part.path).collect::<Vec<_>>())));
-        parts.filter(|listed| listed.as_ref().map_or(true, |(_, parts)| !parts.is_empty())).collect()
+        let paths =
+            |parts: Vec<slicetest_datasets::parts::StoredPart>| parts.into_iter().map(|part| part.path).collect();
+        models.into_iter().zip(parts).map(|(model, parts)| Ok((model, paths(parts?)))).collect()
     };
     let masked = || -> slicetest_datasets::Result<Vec<masks::MaskSetManifest>> {
         let sources = masks::mask_sources(layout, dataset)?;
@@ -518,7 +526,7 @@ async fn embeddings_table(
     images: Arc<dyn TableProvider>,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
     let mut per_model = Vec::new();
-    for (model, parts) in models {
+    for (model, parts) in models.iter().filter(|(_, parts)| !parts.is_empty()) {
         per_model.push((model.clone(), ctx.read_table(parquet_files(ctx, parts).await?)?));
     }
     if per_model.is_empty() {
