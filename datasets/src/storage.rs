@@ -40,6 +40,39 @@ const REQUEST_TIMEOUT: &str = "60s";
 const CONNECT_TIMEOUT: &str = "5s";
 /// Requests [`Storage::read_many`] and [`Storage::create_many`] keep in flight at once.
 const CONCURRENT_READS: usize = 16;
+/// Helper threads [`Storage::each`] and [`Storage::join`] may run at once, in the whole
+/// process: each blocks on one request at a time, so this bounds a session's requests in
+/// flight however deeply the listings nest.
+pub const MAX_HELPER_THREADS: usize = 32;
+/// Helper threads in use (see [`MAX_HELPER_THREADS`]).
+static HELPERS_IN_USE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A share of the helper-thread budget, given back when dropped.
+struct Helpers {
+    count: usize,
+}
+
+impl Helpers {
+    /// Up to `wanted` helpers (never more than one call's 15), as many as the budget has
+    /// left: possibly none.
+    fn reserve(wanted: usize) -> Helpers {
+        use std::sync::atomic::Ordering;
+        let wanted = wanted.min(CONCURRENT_READS - 1);
+        let mut count = 0;
+        let _ = HELPERS_IN_USE.fetch_update(Ordering::AcqRel, Ordering::Acquire, |in_use| {
+            count = wanted.min(MAX_HELPER_THREADS.saturating_sub(in_use));
+            Some(in_use + count)
+        });
+        Helpers { count }
+    }
+}
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        HELPERS_IN_USE.fetch_sub(self.count, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Reads and conditional writes [`Storage::update`] tries before it gives up.
 const MAX_UPDATE_ATTEMPTS: usize = 32;
 /// Retries of a failed request, and the time after which none is started.
@@ -196,28 +229,49 @@ impl Storage {
         }
     }
 
-    /// `work` over every item, the calls at once (up to 16 threads) when the store is a
-    /// bucket, where each listing or read is a network round trip; one after another on a
-    /// local disk, where they take microseconds. Results in the items' order.
+    /// `work` over every item, the calls at once when the store is a bucket, where each
+    /// listing or read is a network round trip; one after another on a local disk, where
+    /// they take microseconds. Results in the items' order.
+    ///
+    /// The calling thread works too, with up to 15 helper threads taking the next item as
+    /// they finish one. Helpers come from a budget shared by the whole process
+    /// ([`MAX_HELPER_THREADS`]): calls nest (every dataset's listings, within each its
+    /// taggers'), and where the budget is spent a call runs its items on its own thread,
+    /// so nesting never multiplies the threads and never waits for a free one.
     pub fn each<T: Sync, R: Send>(&self, items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
         if !self.is_remote() || items.len() < 2 {
             return items.iter().map(work).collect();
         }
-        let work = &work;
-        let mut results = Vec::with_capacity(items.len());
-        for chunk in items.chunks(CONCURRENT_READS) {
-            std::thread::scope(|scope| {
-                let running: Vec<_> = chunk.iter().map(|item| scope.spawn(move || work(item))).collect();
-                results.extend(running.into_iter().map(|thread| thread.join().expect("a storage thread panicked")));
-            });
-        }
-        results
+        let helpers = Helpers::reserve(items.len() - 1);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let take_items = || {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else { return done };
+                done.push((i, work(item)));
+            }
+        };
+        let mut results: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+        std::thread::scope(|scope| {
+            let running: Vec<_> = (0..helpers.count).map(|_| scope.spawn(take_items)).collect();
+            let mut place = |done: Vec<(usize, R)>| done.into_iter().for_each(|(i, result)| results[i] = Some(result));
+            place(take_items());
+            for helper in running {
+                place(helper.join().expect("a storage thread panicked"));
+            }
+        });
+        results.into_iter().map(|result| result.expect("every item was taken")).collect()
     }
 
-    /// `a` and `b` at once when the store is a bucket, one after the other on a local disk
-    /// (see [`Storage::each`]).
+    /// `a` and `b` at once when the store is a bucket (`b` on a helper thread, if the
+    /// budget of [`Storage::each`] has one), one after the other on a local disk.
     pub fn join<A: Send, B: Send>(&self, a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
         if !self.is_remote() {
+            return (a(), b());
+        }
+        let helpers = Helpers::reserve(1);
+        if helpers.count == 0 {
             return (a(), b());
         }
         std::thread::scope(|scope| {
@@ -531,6 +585,12 @@ impl Storage {
     /// Every file under the directory `dir`, as `/`-separated paths relative to it (one
     /// listing request per thousand files on a bucket, instead of one per directory).
     pub fn list_files(&self, dir: &Path) -> Result<Vec<String>> {
+        Ok(self.list_files_sized(dir)?.into_iter().map(|(rel, _)| rel).collect())
+    }
+
+    /// [`Storage::list_files`] with each file's size in bytes: what a reader of a tree of
+    /// parts needs to know of them, in one listing rather than one per directory.
+    pub fn list_files_sized(&self, dir: &Path) -> Result<Vec<(String, u64)>> {
         match &self.backend {
             Backend::Local => {
                 let mut files = Vec::new();
@@ -538,14 +598,22 @@ impl Storage {
                 while let Some(rel) = pending.pop() {
                     for name in self.list(&dir.join(&rel))? {
                         let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-                        if dir.join(&path).is_dir() { pending.push(path) } else { files.push(path) }
+                        match std::fs::metadata(dir.join(&path)) {
+                            Ok(meta) if meta.is_dir() => pending.push(path),
+                            Ok(meta) => files.push((path, meta.len())),
+                            // Removed between the listing and now (a writer's temporary file).
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(DatasetError::io("reading", dir.join(&path))(e)),
+                        }
                     }
                 }
                 Ok(files)
             }
-            Backend::Object { store, prefix, .. } => {
-                Ok(self.list_objects_under(store, prefix, dir)?.into_iter().map(|(rel, _)| rel).collect())
-            }
+            Backend::Object { store, prefix, .. } => Ok(self
+                .list_objects_under(store, prefix, dir)?
+                .into_iter()
+                .map(|(rel, meta)| (rel, meta.size))
+                .collect()),
         }
     }
 
@@ -801,9 +869,23 @@ mod tests {
             let items: Vec<usize> = (0..20).collect();
             assert_eq!(storage.each(&items, work), items.iter().map(|i| i * 10).collect::<Vec<_>>(), "in order");
             assert_eq!(storage.join(|| work(&1), || work(&2)), (10, 20));
-            let most = most.load(Ordering::SeqCst);
-            assert_eq!(most > 1, at_once, "{most} at once on {storage:?}");
-            assert!(most <= CONCURRENT_READS, "{most} at once");
+            let seen = most.load(Ordering::SeqCst);
+            assert_eq!(seen > 1, at_once, "{seen} at once on {storage:?}");
+            assert!(seen <= CONCURRENT_READS, "{seen} at once");
+
+            // Nested calls (every dataset's listings, within each its taggers') share the
+            // process's helpers: 20 × 20 items never run on more than the budget's threads
+            // and the callers', and every item runs once, in order.
+            most.store(0, Ordering::SeqCst);
+            let outer: Vec<usize> = (0..20).collect();
+            let nested = storage.each(&outer, |o| storage.each(&items, |i| work(&(o * 100 + i))));
+            let expected: Vec<Vec<usize>> =
+                outer.iter().map(|o| items.iter().map(|i| (o * 100 + i) * 10).collect()).collect();
+            assert_eq!(nested, expected);
+            let seen = most.load(Ordering::SeqCst);
+            assert_eq!(seen > 1, at_once, "{seen} at once on {storage:?}");
+            // The outer call's thread and helpers, each also the caller of an inner call.
+            assert!(seen <= MAX_HELPER_THREADS + 1, "{seen} at once with nesting");
         }
     }
 
