@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
-use crate::parts::{self, StoredPart, create_part};
+use crate::parts::{self, ListedTree, StoredPart, create_part};
 use crate::storage::Storage;
 use crate::stored::parse_json;
 use crate::version::encode_parquet;
@@ -92,6 +92,32 @@ pub fn model_names(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<String
     }
     names.sort();
     Ok(names)
+}
+
+/// A model with stored embeddings of a dataset, and its parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredModel {
+    /// The name the embeddings are stored under.
+    pub name: String,
+    /// Its part files in read order (none yet while the first is being written).
+    pub parts: Vec<StoredPart>,
+}
+
+/// Every model with embeddings of `dataset` ([`model_names`]) with its parts
+/// ([`part_files`]), from one listing of the dataset's `embeddings/` and everything below
+/// it: on a bucket one round trip instead of three one after another (the models, whether
+/// each has its `model.json`, each one's parts), which is what a search waits for before
+/// it can look at a vector.
+pub fn stored_models(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<StoredModel>> {
+    let tree = ListedTree::list(layout.storage(), &layout.dataset_dir(dataset).join("embeddings"))?;
+    Ok(tree
+        .children()
+        .into_iter()
+        .filter(|name| validate_name(name).is_ok())
+        .map(|name| (name, tree.subtree(name)))
+        .filter(|(_, model)| model.has_file(MODEL_FILE))
+        .map(|(name, model)| StoredModel { name: name.to_string(), parts: model.parts() })
+        .collect())
 }
 
 /// The model record of stored embeddings, if any.
@@ -235,6 +261,15 @@ mod tests {
             let tmp = crate::atomic::tmp_sibling(&layout.embeddings_dir("ds", "tiny").join("part-000002.parquet"));
             storage.write(&tmp, bytes::Bytes::from_static(b"half")).unwrap();
             assert_eq!(part_files(&layout, "ds", "tiny").unwrap().len(), 2);
+            // One listing says the same: a directory without its model.json (a run just
+            // starting) is no model yet.
+            storage.write(&layout.embeddings_dir("ds", "starting").join("part-000001.parquet"), "x".into()).unwrap();
+            let stored = stored_models(&layout, "ds").unwrap();
+            assert_eq!(
+                stored,
+                [StoredModel { name: "tiny".into(), parts: part_files(&layout, "ds", "tiny").unwrap() }]
+            );
+            assert_eq!(model_names(&layout, "ds").unwrap(), ["tiny"]);
             // A part that is not an embeddings part says which file is wrong.
             let bad = layout.embeddings_dir("ds", "tiny").join("part-000009.parquet");
             let batch = RecordBatch::try_new(

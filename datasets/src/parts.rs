@@ -162,6 +162,68 @@ pub fn list_parts(storage: &Storage, dir: &Path) -> Result<Vec<StoredPart>> {
     Ok(parts)
 }
 
+/// A directory listed with everything below it, in one listing
+/// ([`Storage::list_files_sized`]: one request per thousand files on a bucket). Readers of
+/// trees of parts — a dataset's taggers with their generations and boxes, its embedding
+/// models — list the tree once and pick from it, instead of listing each level after the
+/// one above, a round trip each.
+#[derive(Debug, Clone)]
+pub struct ListedTree {
+    dir: PathBuf,
+    /// `/`-separated paths relative to `dir`, with sizes, sorted.
+    files: Vec<(String, u64)>,
+}
+
+impl ListedTree {
+    /// Lists `dir` and everything below it; a missing directory is an empty tree.
+    pub fn list(storage: &Storage, dir: &Path) -> Result<ListedTree> {
+        let mut files = storage.list_files_sized(dir)?;
+        files.sort();
+        Ok(ListedTree { dir: dir.to_path_buf(), files })
+    }
+
+    /// The directory listed.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The names directly in the directory that hold files (a directory with nothing in
+    /// it does not show), sorted.
+    pub fn children(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.files.iter().map(|(rel, _)| rel.split('/').next().unwrap_or(rel)).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Whether the file `path` (`/`-separated, relative to the directory) is in the tree.
+    pub fn has_file(&self, path: &str) -> bool {
+        self.files.binary_search_by(|(rel, _)| rel.as_str().cmp(path)).is_ok()
+    }
+
+    /// The tree below the sub-directory `name`.
+    pub fn subtree(&self, name: &str) -> ListedTree {
+        let prefix = format!("{name}/");
+        let files =
+            self.files.iter().filter_map(|(rel, size)| Some((rel.strip_prefix(&prefix)?.to_string(), *size))).collect();
+        ListedTree { dir: self.dir.join(name), files }
+    }
+
+    /// The parts directly in the directory, in read order: what [`list_parts`] lists.
+    pub fn parts(&self) -> Vec<StoredPart> {
+        let mut parts: Vec<StoredPart> = self
+            .files
+            .iter()
+            .filter(|(rel, _)| !rel.contains('/'))
+            .filter_map(|(rel, size)| {
+                Some(StoredPart { name: PartName::parse(rel)?, path: self.dir.join(rel), size: *size })
+            })
+            .collect();
+        parts.sort();
+        parts
+    }
+}
+
 /// Publishes `bytes` as a part in `dir`: `part-<next seq>-<content key>.parquet`, created
 /// only if no file has that name. Returns the part's path, or None when an identical part
 /// (same `seq`, same bytes: a racing writer's) was there first.
@@ -217,6 +279,46 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// A tree listed once answers what listing it level by level answers, on a disk and
+    /// in a bucket: the names in each directory, its files, its parts in read order
+    /// (writers' temporary files and other files are not parts).
+    #[test]
+    fn a_listed_tree_answers_what_listing_each_level_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let bucket = Storage::with_object_store(memory, "memory://ws/tree");
+        for storage in [Storage::local(dir.path()), bucket] {
+            let root = storage.root().join("models");
+            let files = [
+                "a/model.json",
+                "a/part-000002-00000000000000ff.parquet",
+                "a/part-000001.parquet",
+                "a/index/graph.bin",
+                "a.parquet",
+                "ab/part-000001-0a.parquet",
+                &format!("ab/{TMP_PREFIX}part-000002-0b.parquet"),
+                "ab/g000001/part-000003-0c.parquet",
+                "b/notes.txt",
+            ];
+            for (i, file) in files.iter().enumerate() {
+                storage.write(&root.join(file), Bytes::from(vec![0u8; i + 1])).unwrap();
+            }
+            let tree = ListedTree::list(&storage, &root).unwrap();
+            let mut listed = storage.list(&root).unwrap();
+            listed.sort();
+            assert_eq!(tree.children(), listed, "{storage:?}");
+            assert!(tree.has_file("a.parquet") && !tree.has_file("a") && tree.has_file("a/model.json"));
+            for child in ["a", "ab", "ab/g000001", "b", "missing"] {
+                let sub = child.split('/').fold(tree.clone(), |tree, name| tree.subtree(name));
+                assert_eq!(sub.dir(), root.join(child));
+                assert_eq!(sub.parts(), list_parts(&storage, &root.join(child)).unwrap(), "{child} on {storage:?}");
+            }
+            assert!(tree.subtree("a").has_file("model.json") && !tree.subtree("ab").has_file("model.json"));
+            assert_eq!(tree.subtree("a").parts().iter().map(|p| p.size).collect::<Vec<_>>(), [3, 2]);
+            assert!(ListedTree::list(&storage, &root.join("missing")).unwrap().children().is_empty());
+        }
+    }
 
     #[test]
     fn shard_specs_parse_and_refuse_nonsense() {

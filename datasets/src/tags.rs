@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
-use crate::parts::{PartName, content_key, list_parts, next_part_name};
+use crate::parts::{ListedTree, PartName, content_key, next_part_name};
 use crate::storage::Storage;
 use crate::version::encode_parquet;
 
@@ -151,15 +151,20 @@ fn generation_dir(dir: &Path, generation: u32) -> PathBuf {
 
 /// The generation numbers under a tagger's directory, ascending.
 fn generations(storage: &Storage, dir: &Path) -> Result<Vec<u32>> {
-    let mut numbers: Vec<u32> = storage.list(dir)?.iter().filter_map(|n| n.strip_prefix('g')?.parse().ok()).collect();
+    Ok(generation_numbers(storage.list(dir)?.iter().map(String::as_str)))
+}
+
+/// The generation numbers among the names in a tagger's directory, ascending.
+fn generation_numbers<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
+    let mut numbers: Vec<u32> = names.into_iter().filter_map(|n| n.strip_prefix('g')?.parse().ok()).collect();
     numbers.sort_unstable();
-    Ok(numbers)
+    numbers
 }
 
 /// What readers see of a tagger: the parts of its highest generation that has any (with
 /// the boxes part of the same name, where there is one), else the single file of an older
 /// workspace.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct VisibleParts {
     /// The generation (0: the older single file).
     pub generation: u32,
@@ -176,20 +181,16 @@ impl VisibleParts {
     }
 }
 
-/// The parts of `tagger` that readers use; empty when it has none.
+/// The parts of `tagger` that readers use; empty when it has none. Its tags and its boxes
+/// are listed at once, each with everything below it (see [`ListedTree`]).
 pub fn visible_parts(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> Result<VisibleParts> {
     let storage = layout.storage();
-    let (tags, boxes) = (tags_dir(layout, dataset, tagger), detections_dir(layout, dataset, tagger));
-    for generation in generations(storage, &tags)?.into_iter().rev() {
-        let parts = list_parts(storage, &generation_dir(&tags, generation))?;
-        if parts.is_empty() {
-            continue;
-        }
-        // One listing of the boxes, not a request per part.
-        let box_parts: HashMap<PartName, PathBuf> =
-            list_parts(storage, &generation_dir(&boxes, generation))?.into_iter().map(|p| (p.name, p.path)).collect();
-        let detections = parts.iter().map(|p| box_parts.get(&p.name).cloned()).collect();
-        return Ok(VisibleParts { generation, tags: parts.into_iter().map(|p| p.path).collect(), detections });
+    let (tags, boxes) = storage.join(
+        || ListedTree::list(storage, &tags_dir(layout, dataset, tagger)),
+        || ListedTree::list(storage, &detections_dir(layout, dataset, tagger)),
+    );
+    if let Some(visible) = visible_generation(&tags?, &boxes?) {
+        return Ok(visible);
     }
     let legacy = legacy_tags_file(layout, dataset, tagger);
     if storage.exists(&legacy)? {
@@ -198,6 +199,23 @@ pub fn visible_parts(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> R
         return Ok(VisibleParts { generation: 0, tags: vec![legacy], detections: vec![boxes] });
     }
     Ok(VisibleParts::default())
+}
+
+/// The parts of the highest generation in a tagger's listed `tags` that holds any, each
+/// with its boxes part of the same name in `boxes`, if there is one.
+fn visible_generation(tags: &ListedTree, boxes: &ListedTree) -> Option<VisibleParts> {
+    for generation in generation_numbers(tags.children()).into_iter().rev() {
+        let name = format!("g{generation:06}");
+        let parts = tags.subtree(&name).parts();
+        if parts.is_empty() {
+            continue;
+        }
+        let box_parts: HashMap<PartName, PathBuf> =
+            boxes.subtree(&name).parts().into_iter().map(|p| (p.name, p.path)).collect();
+        let detections = parts.iter().map(|p| box_parts.get(&p.name).cloned()).collect();
+        return Some(VisibleParts { generation, tags: parts.into_iter().map(|p| p.path).collect(), detections });
+    }
+    None
 }
 
 /// `datasets/<ds>/wide/<key>.parquet`: `images` of `version` with every tagger's columns,
@@ -272,24 +290,37 @@ pub fn wide_images_dir(layout: &WorkspaceLayout, dataset: &str) -> PathBuf {
 }
 
 /// Every tagger with stored tags for `dataset` and the parts readers use, sorted by name
-/// (the order their columns join the `images` view in). One listing of each tagger.
+/// (the order their columns join the `images` view in). The dataset's `tags/` and
+/// `detections/` are listed at once, each with everything below it: on a bucket one round
+/// trip, where listing the taggers, then each one's generations, then a generation's parts
+/// and boxes took four one after another.
 pub fn stored_taggers(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<(String, VisibleParts)>> {
-    let dir = layout.dataset_dir(dataset).join("tags");
-    let mut names: Vec<String> = layout
-        .storage()
-        .list(&dir)?
+    let storage = layout.storage();
+    let (tags_dir, boxes_dir) =
+        (layout.dataset_dir(dataset).join("tags"), layout.dataset_dir(dataset).join("detections"));
+    let (tags, boxes) = storage.join(|| ListedTree::list(storage, &tags_dir), || ListedTree::list(storage, &boxes_dir));
+    let (tags, boxes) = (tags?, boxes?);
+    let mut names: Vec<&str> = tags
+        .children()
         .into_iter()
-        .map(|n| n.strip_suffix(".parquet").map(str::to_string).unwrap_or(n))
+        .map(|n| n.strip_suffix(".parquet").unwrap_or(n))
         .filter(|n| validate_name(n).is_ok())
         .collect();
-    names.sort();
+    names.sort_unstable();
     names.dedup();
-    let parts = layout.storage().each(&names, |name| visible_parts(layout, dataset, name));
     let mut stored = Vec::new();
-    for (name, parts) in names.into_iter().zip(parts) {
-        let parts = parts?;
-        if !parts.tags.is_empty() {
-            stored.push((name, parts));
+    for name in names {
+        let visible = visible_generation(&tags.subtree(name), &boxes.subtree(name)).or_else(|| {
+            // An older workspace's single file per tagger, read as generation 0.
+            let legacy = format!("{name}.parquet");
+            tags.has_file(&legacy).then(|| VisibleParts {
+                generation: 0,
+                tags: vec![tags_dir.join(&legacy)],
+                detections: vec![boxes.has_file(&legacy).then(|| boxes_dir.join(&legacy))],
+            })
+        });
+        if let Some(visible) = visible {
+            stored.push((name.to_string(), visible));
         }
     }
     Ok(stored)
@@ -716,6 +747,9 @@ mod tests {
         assert!(b.append(&batch(&["b", "c"], &[0.9, 0.3]), Some(&boxes(&["b", "c"]))).unwrap());
         let stored = read_tags(layout, "ds", "faces").unwrap().unwrap();
         assert_eq!(ids_and_values(&stored), [("a".into(), 0.1), ("b".into(), 0.2), ("c".into(), 0.3)]);
+        let listed = stored_taggers(layout, "ds").unwrap();
+        assert_eq!(listed, [("faces".to_string(), visible_parts(layout, "ds", "faces").unwrap())]);
+        assert_eq!(listed[0].1.detections.iter().map(Option::is_some).collect::<Vec<_>>(), [true, true]);
         let found = stored.detections.unwrap();
         assert_eq!(
             found.column(0).as_string::<i32>().iter().flatten().collect::<Vec<_>>(),
@@ -747,6 +781,23 @@ mod tests {
         write_tags(layout, "ds", &file).unwrap();
         assert_eq!(ids_and_values(&read_tags(layout, "ds", "faces").unwrap().unwrap()), [("q".into(), 1.0)]);
         assert_eq!(generations(storage, &tags_dir(layout, "ds", "faces")).unwrap(), [3]);
+
+        // An older workspace's single files (tags and boxes) beside it: one listing of the
+        // dataset's tags and boxes finds what each tagger's own listings find.
+        let old = TaggerProvenance::new("old", "1", serde_json::json!({}), None);
+        let rows = batch(&["a"], &[0.25]);
+        let metadata = vec![(PROVENANCE_KEY.to_string(), serde_json::to_string(&old).unwrap())];
+        storage.write(&legacy_tags_file(layout, "ds", "old"), encode_parquet(&rows, metadata).unwrap()).unwrap();
+        storage
+            .write(&legacy_detections_file(layout, "ds", "old"), encode_parquet(&boxes(&["a"]), vec![]).unwrap())
+            .unwrap();
+        let listed = stored_taggers(layout, "ds").unwrap();
+        assert_eq!(listed.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), ["faces", "old"]);
+        for (name, visible) in &listed {
+            assert_eq!(visible, &visible_parts(layout, "ds", name).unwrap(), "{name}");
+        }
+        assert_eq!((listed[1].1.generation, listed[1].1.has_detections()), (0, true));
+        assert_eq!(detection_taggers(layout, "ds").unwrap(), ["old"]);
     }
 
     #[test]
