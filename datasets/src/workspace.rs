@@ -242,6 +242,31 @@ impl Workspace {
         Ok(self.summaries()?.into_iter().map(|s| s.latest).collect())
     }
 
+    /// [`Workspace::latest_versions`], each with what `also(dataset)` returns, run for
+    /// every dataset while its versions are listed and its manifest read (at once, on a
+    /// bucket): a SQL session lists each dataset's tags and embeddings in the round trips
+    /// it spends finding the latest version anyway. `also` runs for every directory under
+    /// `datasets/`, also one whose first version is not published yet (left out here).
+    pub fn latest_versions_with<R: Send>(&self, also: impl Fn(&str) -> R + Sync) -> Result<Vec<(DatasetVersion, R)>> {
+        let storage = self.layout.storage();
+        let names: Vec<String> =
+            storage.list(&self.layout.datasets_dir())?.into_iter().filter(|name| validate_name(name).is_ok()).collect();
+        let latest = |name: &String| -> Result<Option<DatasetVersion>> {
+            let numbers = list_versions(&self.layout, name)?;
+            let Some(&last) = numbers.last() else { return Ok(None) };
+            Ok(read_versions(&self.layout, name, &[last])?.pop())
+        };
+        let listed = storage.each(&names, |name| storage.join(|| latest(name), || also(name)));
+        let mut found = Vec::new();
+        for (latest, also) in listed {
+            if let Some(latest) = latest? {
+                found.push((latest, also));
+            }
+        }
+        found.sort_by(|(a, _), (b, _)| a.dataset.cmp(&b.dataset));
+        Ok(found)
+    }
+
     /// Every dataset's latest version and version count, sorted by name (one listing and
     /// one manifest per dataset).
     pub fn summaries(&self) -> Result<Vec<DatasetSummary>> {

@@ -100,6 +100,12 @@ fn eight_concurrent_ingests_and_freezes_use_each_number_once_and_lose_nothing() 
     let workspace = Workspace::open_in(layout.clone()).unwrap();
     assert_eq!(workspace.latest("ds").unwrap(), latest);
     assert_eq!(workspace.latest_versions().unwrap(), std::slice::from_ref(&latest));
+    // Listing beside each dataset's latest version: a dataset whose first ingest is still
+    // writing its files (no version yet) is left out.
+    let pending = layout.dataset_dir("pending").join("files").join("images-0.parquet");
+    layout.storage().write(&pending, "not yet".into()).unwrap();
+    let listed = workspace.latest_versions_with(|name| name.to_uppercase()).unwrap();
+    assert_eq!(listed, [(latest.clone(), "DS".to_string())]);
     assert_eq!(workspace.dataset("ds").unwrap().latest(), Some(&latest));
     let summaries = workspace.summaries().unwrap();
     assert_eq!((summaries.len(), summaries[0].versions, &summaries[0].latest), (1, WRITERS, &latest));

@@ -57,12 +57,13 @@ impl Engine {
     pub fn search(&self, query: &SearchQuery, k: usize, model: Option<&str>) -> Result<Vec<SearchHit>> {
         let dataset = self.workspace.dataset_or_default(None)?;
         let layout = self.workspace.layout();
-        // The version and the models are listed at once (on a bucket each is a round trip),
-        // then the model's parts, which say whether the vectors in memory are current.
-        let (latest, models) = layout
-            .storage()
-            .join(|| self.workspace.latest(&dataset), || slicetest_datasets::embeddings::model_names(layout, &dataset));
-        let catalog = VectorCatalog::new(self.vectors().clone(), Some(latest?)).with_model_names(models?);
+        // The version and the models with their parts (which say whether the vectors in
+        // memory are current) are listed at once: on a bucket, two round trips in all.
+        let (latest, models) = layout.storage().join(
+            || self.workspace.latest(&dataset),
+            || slicetest_datasets::embeddings::stored_models(layout, &dataset),
+        );
+        let catalog = VectorCatalog::new(self.vectors().clone(), Some(latest?)).with_models(models?);
         let set = catalog.vectors(model)?;
         let vector = match query {
             SearchQuery::Text(text) => catalog.text_vector(&set, text)?.to_vec(),

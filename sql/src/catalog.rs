@@ -108,7 +108,7 @@ pub async fn dataset_context(
     // The version the session's tables read and the models listed for them, not read
     // again a moment later.
     let catalog = match dataset.and_then(|name| registered.into_iter().find(|(version, _)| version.dataset == name)) {
-        Some((version, models)) => VectorCatalog::new(vectors, Some(version)).with_model_names(models),
+        Some((version, models)) => VectorCatalog::new(vectors, Some(version)).with_models(models),
         None => VectorCatalog::new(vectors, None),
     };
     register_functions(&ctx, workspace.layout(), Arc::new(catalog));
@@ -132,25 +132,32 @@ pub fn register_functions(ctx: &SessionContext, layout: &WorkspaceLayout, vector
 pub async fn register_workspace(
     ctx: &SessionContext,
     workspace: &Workspace,
-) -> Result<Vec<(DatasetVersion, Vec<String>)>> {
+) -> Result<Vec<(DatasetVersion, Vec<embeddings::StoredModel>)>> {
     workspace.layout().storage().register(ctx);
     let catalog = Arc::new(MemoryCatalogProvider::new());
     catalog.register_schema(EMPTY_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
     let storage = workspace.layout().storage();
-    // The latest versions, and every run's manifest for the tables of detection and
-    // segmentation runs, at once; then every dataset's files at once (on a bucket).
-    let (latest_versions, runs) = storage.join(|| workspace.latest_versions(), || run::read_runs(workspace));
-    let (latest_versions, runs) = (latest_versions?, runs?);
-    let listed = storage.each(&latest_versions, |latest| dataset_files(workspace, latest));
-    let mut registered = Vec::with_capacity(latest_versions.len());
-    for (latest, files) in latest_versions.into_iter().zip(listed) {
-        let DatasetFiles { taggers, wide, embeddings, mask_sets } = files?;
+    // Every run's manifest (for the tables of detection and segmentation runs) beside the
+    // datasets; each dataset's files listed while its latest version is found (on a
+    // bucket, all at once: see `dataset_files`).
+    let (listed, runs) = storage.join(
+        || workspace.latest_versions_with(|dataset| dataset_files(workspace, dataset)),
+        || run::read_runs(workspace),
+    );
+    let (listed, runs) = (listed?, runs?);
+    let mut registered = Vec::with_capacity(listed.len());
+    for (latest, files) in listed {
+        let DatasetFiles { taggers, wide_files, embeddings, mask_sets } = files?;
         let schema = Arc::new(MemorySchemaProvider::new());
         let images = images_table(ctx, workspace, &latest).await?;
-        // Materialised (`slicetest tag`, `tag compact`): one file, no join; else the join.
-        let tagged = match wide {
-            Some(wide) => parquet_files(ctx, &[wide]).await?,
-            None => tagged_images(ctx, &taggers, images.clone()).await?,
+        // Materialised (`slicetest tag`, `tag compact`) for this version and these tags:
+        // one file, no join; else the join.
+        let wide = tags::wide_images_file(workspace.layout(), &latest, &taggers);
+        let materialised = !taggers.is_empty()
+            && wide.file_name().is_some_and(|name| wide_files.iter().any(|listed| name == listed.as_str()));
+        let tagged = match materialised {
+            true => parquet_files(ctx, &[wide]).await?,
+            false => tagged_images(ctx, &taggers, images.clone()).await?,
         };
         schema.register_table(IMAGES_TABLE.to_string(), tagged)?;
         if let Some(embeddings) = embeddings_table(ctx, &embeddings, images.clone()).await? {
@@ -174,48 +181,42 @@ pub async fn register_workspace(
             schema.register_table(SEGMENTATION_SCORES_TABLE.to_string(), parquet_files(ctx, &files).await?)?;
         }
         catalog.register_schema(&latest.dataset, schema)?;
-        registered.push((latest, embeddings.into_iter().map(|(model, _)| model).collect()));
+        registered.push((latest, embeddings));
     }
     ctx.register_catalog(CATALOG, catalog);
     Ok(registered)
 }
 
-/// Where a dataset's tables are, as listed in storage: its taggers' parts (and their
-/// materialised file, if written), each embedding model's parts (none yet for a model
-/// whose first part is still being written), its mask sets.
+/// Where a dataset's tables are, as listed in storage: its taggers' parts, the names in
+/// its `wide/` (a materialised `images`, if one is written for the current key), each
+/// embedding model's parts (none yet for a model whose first part is still being
+/// written), its mask sets.
 struct DatasetFiles {
     taggers: Vec<(String, tags::VisibleParts)>,
-    wide: Option<PathBuf>,
-    embeddings: Vec<(String, Vec<PathBuf>)>,
+    wide_files: Vec<String>,
+    embeddings: Vec<embeddings::StoredModel>,
     mask_sets: Vec<masks::MaskSetManifest>,
 }
 
-/// Lists `latest`'s [`DatasetFiles`]. On a bucket the taggers, the embeddings and the mask
-/// sets are listed at once (and each tagger's and model's parts at once): one after
-/// another, these chains of listings, each a round trip, were most of a session's set-up.
-fn dataset_files(workspace: &Workspace, latest: &DatasetVersion) -> Result<DatasetFiles> {
-    let (layout, dataset) = (workspace.layout(), latest.dataset.as_str());
+/// Lists `dataset`'s [`DatasetFiles`]. On a bucket, everything at once: the taggers (one
+/// listing of all their tags, one of all their boxes), `wide/`, the embeddings (one
+/// listing of every model and its parts) and the mask sets (then their manifests); two
+/// round trips, which run beside the two that find the dataset's latest version
+/// ([`Workspace::latest_versions_with`]). One after another, these chains of listings
+/// were most of a session's set-up.
+fn dataset_files(workspace: &Workspace, dataset: &str) -> Result<DatasetFiles> {
+    let layout = workspace.layout();
     let storage = layout.storage();
-    let tagged = || -> slicetest_datasets::Result<_> {
-        let taggers = tags::stored_taggers(layout, dataset)?;
-        let wide = tags::wide_images_file(layout, latest, &taggers);
-        let wide = (!taggers.is_empty() && storage.exists(&wide)?).then_some(wide);
-        Ok((taggers, wide))
+    let tagged = || {
+        storage.join(|| tags::stored_taggers(layout, dataset), || storage.list(&tags::wide_images_dir(layout, dataset)))
     };
-    let embedded = || -> slicetest_datasets::Result<Vec<(String, Vec<PathBuf>)>> {
-        let models = embeddings::model_names(layout, dataset)?;
-        let parts = storage.each(&models, |model| embeddings::part_files(layout, dataset, model));
-        let paths =
-            |parts: Vec<slicetest_datasets::parts::StoredPart>| parts.into_iter().map(|part| part.path).collect();
-        models.into_iter().zip(parts).map(|(model, parts)| Ok((model, paths(parts?)))).collect()
-    };
+    let embedded = || embeddings::stored_models(layout, dataset);
     let masked = || -> slicetest_datasets::Result<Vec<masks::MaskSetManifest>> {
         let sources = masks::mask_sources(layout, dataset)?;
         storage.each(&sources, |source| masks::read_mask_set(layout, dataset, source)).into_iter().collect()
     };
-    let ((tagged, embeddings), mask_sets) = storage.join(|| storage.join(tagged, embedded), masked);
-    let (taggers, wide) = tagged?;
-    Ok(DatasetFiles { taggers, wide, embeddings: embeddings?, mask_sets: mask_sets? })
+    let (((taggers, wide_files), embeddings), mask_sets) = storage.join(|| storage.join(tagged, embedded), masked);
+    Ok(DatasetFiles { taggers: taggers?, wide_files: wide_files?, embeddings: embeddings?, mask_sets: mask_sets? })
 }
 
 /// The predictions files of every run in `runs` of `task` uploaded for `dataset` (each row
@@ -522,12 +523,13 @@ async fn masks_table(
 /// None when nothing is embedded.
 async fn embeddings_table(
     ctx: &SessionContext,
-    models: &[(String, Vec<PathBuf>)],
+    models: &[embeddings::StoredModel],
     images: Arc<dyn TableProvider>,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
     let mut per_model = Vec::new();
-    for (model, parts) in models.iter().filter(|(_, parts)| !parts.is_empty()) {
-        per_model.push((model.clone(), ctx.read_table(parquet_files(ctx, parts).await?)?));
+    for model in models.iter().filter(|model| !model.parts.is_empty()) {
+        let parts: Vec<PathBuf> = model.parts.iter().map(|part| part.path.clone()).collect();
+        per_model.push((model.name.clone(), ctx.read_table(parquet_files(ctx, &parts).await?)?));
     }
     if per_model.is_empty() {
         return Ok(None);

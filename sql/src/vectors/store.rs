@@ -28,7 +28,8 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float32Type};
 use datafusion::error::{DataFusionError, Result};
-use slicetest_datasets::embeddings::{self, EmbeddingModel};
+use slicetest_datasets::embeddings::{self, EmbeddingModel, StoredModel};
+use slicetest_datasets::parts::StoredPart;
 use slicetest_datasets::version::{pairs_hash, read_image_columns};
 use slicetest_datasets::{DatasetVersion, WorkspaceLayout};
 use slicetest_embed::hnsw::{HnswIndex, HnswParams, at_low_priority, matrix_buffer};
@@ -328,8 +329,13 @@ struct SetSource {
 impl SetSource {
     fn of(layout: &WorkspaceLayout, dataset: &DatasetVersion, model: &str) -> Result<SetSource> {
         let files = embeddings::part_files(layout, &dataset.dataset, model).map_err(external)?;
-        let parts = files.into_iter().map(|part| (part.name.file_name(), part.size)).collect();
-        Ok(SetSource { version: dataset.version, parts })
+        Ok(SetSource::listed(dataset, &files))
+    }
+
+    /// The source of `dataset`'s vectors in the parts `files`, as listed by the caller.
+    fn listed(dataset: &DatasetVersion, files: &[StoredPart]) -> SetSource {
+        let parts = files.iter().map(|part| (part.name.file_name(), part.size)).collect();
+        SetSource { version: dataset.version, parts }
     }
 }
 
@@ -416,7 +422,16 @@ impl VectorStore {
     /// The vectors of `model` for the current images of `dataset`: the loaded set if it
     /// is still current, else loaded from the embeddings' Parquet parts.
     pub fn vectors(&self, dataset: &DatasetVersion, model: &str) -> Result<Arc<VectorSet>> {
-        let source = SetSource::of(&self.layout, dataset, model)?;
+        self.vectors_from(dataset, model, SetSource::of(&self.layout, dataset, model)?)
+    }
+
+    /// [`VectorStore::vectors`] of a model whose parts the caller listed a moment ago
+    /// ([`embeddings::stored_models`]), without listing them again.
+    pub fn stored_vectors(&self, dataset: &DatasetVersion, model: &StoredModel) -> Result<Arc<VectorSet>> {
+        self.vectors_from(dataset, &model.name, SetSource::listed(dataset, &model.parts))
+    }
+
+    fn vectors_from(&self, dataset: &DatasetVersion, model: &str, source: SetSource) -> Result<Arc<VectorSet>> {
         let slot = self
             .sets
             .lock()
@@ -591,20 +606,22 @@ pub struct VectorCatalog {
     dataset: Option<DatasetVersion>,
     /// The sets this session resolved, by the model asked for (None: the only one).
     resolved: Mutex<HashMap<Option<String>, Arc<VectorSet>>>,
-    /// The default dataset's embedding models, when the caller listed them already.
-    model_names: Option<Vec<String>>,
+    /// The default dataset's embedding models and their parts, when the caller listed
+    /// them already.
+    models: Option<Vec<StoredModel>>,
 }
 
 impl VectorCatalog {
     /// The view of `store` with `dataset` as the default.
     pub fn new(store: Arc<VectorStore>, dataset: Option<DatasetVersion>) -> Self {
-        VectorCatalog { store, dataset, resolved: Mutex::default(), model_names: None }
+        VectorCatalog { store, dataset, resolved: Mutex::default(), models: None }
     }
 
-    /// This catalog with the default dataset's embedding models as the caller listed them
-    /// (`embeddings::model_names`), instead of listing them again.
-    pub fn with_model_names(mut self, names: Vec<String>) -> Self {
-        self.model_names = Some(names);
+    /// This catalog with the default dataset's embedding models and their parts as the
+    /// caller listed them ([`embeddings::stored_models`]), instead of listing them again:
+    /// its searches see those parts.
+    pub fn with_models(mut self, models: Vec<StoredModel>) -> Self {
+        self.models = Some(models);
         self
     }
 
@@ -625,8 +642,8 @@ impl VectorCatalog {
     /// The model to use: the one named, else the only one, else an error listing them.
     fn model_name(&self, requested: Option<&str>) -> Result<String> {
         let dataset = self.dataset()?;
-        let names = match &self.model_names {
-            Some(names) => names.clone(),
+        let names = match &self.models {
+            Some(models) => models.iter().map(|model| model.name.clone()).collect(),
             None => embeddings::model_names(self.store.layout(), &dataset.dataset).map_err(external)?,
         };
         let error = match requested {
@@ -649,7 +666,12 @@ impl VectorCatalog {
         if let Some(set) = self.resolved.lock().expect("not poisoned").get(&key) {
             return Ok(set.clone());
         }
-        let set = self.store.vectors(self.dataset()?, &self.model_name(model)?)?;
+        let (dataset, name) = (self.dataset()?, self.model_name(model)?);
+        let listed = self.models.iter().flatten().find(|model| model.name == name);
+        let set = match listed {
+            Some(model) => self.store.stored_vectors(dataset, model)?,
+            None => self.store.vectors(dataset, &name)?,
+        };
         self.resolved.lock().expect("not poisoned").insert(key, set.clone());
         Ok(set)
     }
