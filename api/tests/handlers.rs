@@ -262,6 +262,17 @@ async fn vectors_are_loaded_once_per_server_and_again_only_when_they_change() {
         assert_eq!(send(&router, request).await.0, StatusCode::OK);
     }
     assert_eq!(store.loads(), 2, "one more load, for the new part");
+
+    // A new version of the dataset (an ingest elsewhere): the next search loads again.
+    let src = fx.dir.path().join("src/photos");
+    slicetest_test_support::write_image(&src.join("train/new.png"), 6, 6, 99);
+    let mut workspace = slicetest_datasets::Workspace::open(fx.dir.path().join("ws")).unwrap();
+    let options = slicetest_datasets::IngestOptions::new("photos");
+    assert!(slicetest_datasets::ingest(&mut workspace, &src, &options).await.unwrap().created);
+    for request in requests() {
+        assert_eq!(send(&router, request).await.0, StatusCode::OK);
+    }
+    assert_eq!(store.loads(), 3, "one more load, for the new version");
 }
 
 /// A PNG whose header claims 20000×20000 pixels, with no pixel data.

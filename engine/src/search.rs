@@ -57,27 +57,43 @@ impl Engine {
     pub fn search(&self, query: &SearchQuery, k: usize, model: Option<&str>) -> Result<Vec<SearchHit>> {
         let dataset = self.workspace.dataset_or_default(None)?;
         let layout = self.workspace.layout();
-        // The version and the models with their parts (which say whether the vectors in
-        // memory are current) are listed at once: on a bucket, two round trips in all.
-        let (latest, models) = layout.storage().join(
-            || self.workspace.latest(&dataset),
+        // The version numbers and the models with their parts, listed at once, say whether
+        // the vectors in memory are current: a warm search waits for one round trip on a
+        // bucket. Only a set to load (or an error to phrase) needs the version's manifest.
+        let (numbers, models) = layout.storage().join(
+            || slicetest_datasets::version::list_versions(layout, &dataset),
             || slicetest_datasets::embeddings::stored_models(layout, &dataset),
         );
-        let catalog = VectorCatalog::new(self.vectors().clone(), Some(latest?)).with_models(models?);
-        let set = catalog.vectors(model)?;
+        let (numbers, models) = (numbers?, models?);
+        let wanted = match model {
+            Some(name) => models.iter().find(|stored| stored.name == name),
+            None => models.first().filter(|_| models.len() == 1),
+        };
+        let loaded = numbers
+            .last()
+            .zip(wanted)
+            .and_then(|(&version, stored)| self.vectors().loaded_vectors(&dataset, version, stored));
+        let set = match loaded {
+            Some(set) => set,
+            None => {
+                let latest = self.workspace.latest(&dataset)?;
+                VectorCatalog::new(self.vectors().clone(), Some(latest)).with_models(models).vectors(model)?
+            }
+        };
+        let store = self.vectors();
         let vector = match query {
-            SearchQuery::Text(text) => catalog.text_vector(&set, text)?.to_vec(),
+            SearchQuery::Text(text) => store.text_vector(&set, text)?.to_vec(),
             SearchQuery::ImageId(id) => set
                 .vector(id)
                 .ok_or_else(|| SqlError::NotEmbedded { image_id: id.clone(), model: set.model.name.clone() })?
                 .to_vec(),
             SearchQuery::ImageFile(path) => {
                 let image = crate::open_image(path)?;
-                catalog.image_vector(&set, &image)?
+                store.image_vector(&set, &image)?
             }
             SearchQuery::ImageBytes(bytes) => {
                 let image = slicetest_embed::decode_image(bytes, "uploaded")?;
-                catalog.image_vector(&set, &image)?
+                store.image_vector(&set, &image)?
             }
         };
         // The set keeps each image's uri: reading them from the images table here cost more

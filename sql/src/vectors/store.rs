@@ -334,8 +334,11 @@ impl SetSource {
 
     /// The source of `dataset`'s vectors in the parts `files`, as listed by the caller.
     fn listed(dataset: &DatasetVersion, files: &[StoredPart]) -> SetSource {
-        let parts = files.iter().map(|part| (part.name.file_name(), part.size)).collect();
-        SetSource { version: dataset.version, parts }
+        SetSource { version: dataset.version, parts: SetSource::listed_parts(files) }
+    }
+
+    fn listed_parts(files: &[StoredPart]) -> Vec<(String, u64)> {
+        files.iter().map(|part| (part.name.file_name(), part.size)).collect()
     }
 }
 
@@ -429,6 +432,18 @@ impl VectorStore {
     /// ([`embeddings::stored_models`]), without listing them again.
     pub fn stored_vectors(&self, dataset: &DatasetVersion, model: &StoredModel) -> Result<Arc<VectorSet>> {
         self.vectors_from(dataset, &model.name, SetSource::listed(dataset, &model.parts))
+    }
+
+    /// The set of `model` of `dataset` in memory, if it holds the vectors of `version` in
+    /// the parts the caller listed: a warm search needs nothing else (no manifest read,
+    /// on a bucket a round trip). None: not loaded, or stale (load it with
+    /// [`VectorStore::stored_vectors`]).
+    pub fn loaded_vectors(&self, dataset: &str, version: u64, model: &StoredModel) -> Option<Arc<VectorSet>> {
+        let slot = self.sets.lock().expect("not poisoned").get(&(dataset.to_string(), model.name.clone())).cloned()?;
+        // A slot is locked while its set loads: not loaded yet, for this caller.
+        let set = slot.try_lock().ok()?.clone()?;
+        let current = SetSource { version, parts: SetSource::listed_parts(&model.parts) };
+        (set.source == current).then_some(set)
     }
 
     fn vectors_from(&self, dataset: &DatasetVersion, model: &str, source: SetSource) -> Result<Arc<VectorSet>> {
