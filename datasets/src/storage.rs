@@ -252,16 +252,16 @@ impl Storage {
                 done.push((i, work(item)));
             }
         };
-        let mut results: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
-        std::thread::scope(|scope| {
+        let mut done = std::thread::scope(|scope| {
             let running: Vec<_> = (0..helpers.count).map(|_| scope.spawn(take_items)).collect();
-            let mut place = |done: Vec<(usize, R)>| done.into_iter().for_each(|(i, result)| results[i] = Some(result));
-            place(take_items());
+            let mut done = take_items();
             for helper in running {
-                place(helper.join().expect("a storage thread panicked"));
+                done.extend(helper.join().expect("a storage thread panicked"));
             }
+            done
         });
-        results.into_iter().map(|result| result.expect("every item was taken")).collect()
+        done.sort_unstable_by_key(|(i, _)| *i);
+        done.into_iter().map(|(_, result)| result).collect()
     }
 
     /// `a` and `b` at once when the store is a bucket (`b` on a helper thread, if the

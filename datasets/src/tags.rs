@@ -192,13 +192,21 @@ pub fn visible_parts(layout: &WorkspaceLayout, dataset: &str, tagger: &str) -> R
     if let Some(visible) = visible_generation(&tags?, &boxes?) {
         return Ok(visible);
     }
-    let legacy = legacy_tags_file(layout, dataset, tagger);
-    if storage.exists(&legacy)? {
-        let boxes_file = legacy_detections_file(layout, dataset, tagger);
-        let boxes = storage.exists(&boxes_file)?.then_some(boxes_file);
-        return Ok(VisibleParts { generation: 0, tags: vec![legacy], detections: vec![boxes] });
+    if storage.exists(&legacy_tags_file(layout, dataset, tagger))? {
+        let with_boxes = storage.exists(&legacy_detections_file(layout, dataset, tagger))?;
+        return Ok(legacy_parts(layout, dataset, tagger, with_boxes));
     }
     Ok(VisibleParts::default())
+}
+
+/// An older workspace's single file of `tagger`, read as generation 0, with its single
+/// boxes file where there is one.
+fn legacy_parts(layout: &WorkspaceLayout, dataset: &str, tagger: &str, with_boxes: bool) -> VisibleParts {
+    VisibleParts {
+        generation: 0,
+        tags: vec![legacy_tags_file(layout, dataset, tagger)],
+        detections: vec![with_boxes.then(|| legacy_detections_file(layout, dataset, tagger))],
+    }
 }
 
 /// The parts of the highest generation in a tagger's listed `tags` that holds any, each
@@ -311,13 +319,8 @@ pub fn stored_taggers(layout: &WorkspaceLayout, dataset: &str) -> Result<Vec<(St
     let mut stored = Vec::new();
     for name in names {
         let visible = visible_generation(&tags.subtree(name), &boxes.subtree(name)).or_else(|| {
-            // An older workspace's single file per tagger, read as generation 0.
             let legacy = format!("{name}.parquet");
-            tags.has_file(&legacy).then(|| VisibleParts {
-                generation: 0,
-                tags: vec![tags_dir.join(&legacy)],
-                detections: vec![boxes.has_file(&legacy).then(|| boxes_dir.join(&legacy))],
-            })
+            tags.has_file(&legacy).then(|| legacy_parts(layout, dataset, name, boxes.has_file(&legacy)))
         });
         if let Some(visible) = visible {
             stored.push((name.to_string(), visible));

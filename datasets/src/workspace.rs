@@ -207,8 +207,7 @@ impl Workspace {
     /// numbers: one listing each.
     fn listed_datasets(&self) -> Result<Vec<(String, Vec<u64>)>> {
         let storage = self.layout.storage();
-        let names: Vec<String> =
-            storage.list(&self.layout.datasets_dir())?.into_iter().filter(|name| validate_name(name).is_ok()).collect();
+        let names = self.dataset_dirs()?;
         let versions = storage.each(&names, |name| list_versions(&self.layout, name));
         let mut listed = Vec::new();
         for (name, numbers) in names.into_iter().zip(versions) {
@@ -219,6 +218,12 @@ impl Workspace {
         }
         listed.sort();
         Ok(listed)
+    }
+
+    /// The directories under `datasets/` with a valid dataset name, published or not.
+    fn dataset_dirs(&self) -> Result<Vec<String>> {
+        let listed = self.layout.storage().list(&self.layout.datasets_dir())?;
+        Ok(listed.into_iter().filter(|name| validate_name(name).is_ok()).collect())
     }
 
     /// Names of all datasets that have at least one published version, sorted.
@@ -249,8 +254,7 @@ impl Workspace {
     /// `datasets/`, also one whose first version is not published yet (left out here).
     pub fn latest_versions_with<R: Send>(&self, also: impl Fn(&str) -> R + Sync) -> Result<Vec<(DatasetVersion, R)>> {
         let storage = self.layout.storage();
-        let names: Vec<String> =
-            storage.list(&self.layout.datasets_dir())?.into_iter().filter(|name| validate_name(name).is_ok()).collect();
+        let names = self.dataset_dirs()?;
         let latest = |name: &String| -> Result<Option<DatasetVersion>> {
             let numbers = list_versions(&self.layout, name)?;
             let Some(&last) = numbers.last() else { return Ok(None) };

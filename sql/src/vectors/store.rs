@@ -329,16 +329,13 @@ struct SetSource {
 impl SetSource {
     fn of(layout: &WorkspaceLayout, dataset: &DatasetVersion, model: &str) -> Result<SetSource> {
         let files = embeddings::part_files(layout, &dataset.dataset, model).map_err(external)?;
-        Ok(SetSource::listed(dataset, &files))
+        Ok(SetSource::listed(dataset.version, &files))
     }
 
-    /// The source of `dataset`'s vectors in the parts `files`, as listed by the caller.
-    fn listed(dataset: &DatasetVersion, files: &[StoredPart]) -> SetSource {
-        SetSource { version: dataset.version, parts: SetSource::listed_parts(files) }
-    }
-
-    fn listed_parts(files: &[StoredPart]) -> Vec<(String, u64)> {
-        files.iter().map(|part| (part.name.file_name(), part.size)).collect()
+    /// The source of the vectors of dataset version `version` in the parts `files`, as
+    /// listed by the caller.
+    fn listed(version: u64, files: &[StoredPart]) -> SetSource {
+        SetSource { version, parts: files.iter().map(|part| (part.name.file_name(), part.size)).collect() }
     }
 }
 
@@ -431,7 +428,7 @@ impl VectorStore {
     /// [`VectorStore::vectors`] of a model whose parts the caller listed a moment ago
     /// ([`embeddings::stored_models`]), without listing them again.
     pub fn stored_vectors(&self, dataset: &DatasetVersion, model: &StoredModel) -> Result<Arc<VectorSet>> {
-        self.vectors_from(dataset, &model.name, SetSource::listed(dataset, &model.parts))
+        self.vectors_from(dataset, &model.name, SetSource::listed(dataset.version, &model.parts))
     }
 
     /// The set of `model` of `dataset` in memory, if it holds the vectors of `version` in
@@ -442,8 +439,7 @@ impl VectorStore {
         let slot = self.sets.lock().expect("not poisoned").get(&(dataset.to_string(), model.name.clone())).cloned()?;
         // A slot is locked while its set loads: not loaded yet, for this caller.
         let set = slot.try_lock().ok()?.clone()?;
-        let current = SetSource { version, parts: SetSource::listed_parts(&model.parts) };
-        (set.source == current).then_some(set)
+        (set.source == SetSource::listed(version, &model.parts)).then_some(set)
     }
 
     fn vectors_from(&self, dataset: &DatasetVersion, model: &str, source: SetSource) -> Result<Arc<VectorSet>> {
