@@ -26,7 +26,7 @@ use crate::image_files::{is_object_url, read_image_files};
 use crate::import::{Candidate, ImportOptions, Rejection, SourceFormat, gather};
 use crate::layout::{VERSION_FILE, WorkspaceLayout};
 use crate::merge::{MergeStats, merge};
-use crate::names::validate_name;
+use crate::names::validate_dataset_name;
 use crate::objects::{Category, ImportedObjects, ObjectsInfo, check_boxes, read_objects};
 use crate::probe::ImageFacts;
 use crate::probe::{Verify, probe_bytes, probe_file};
@@ -161,7 +161,7 @@ pub fn failpoint(name: &str) {
 /// Ingests `path` into a dataset of `workspace`, publishing a new version if anything changed.
 pub async fn ingest(workspace: &mut Workspace, path: &Path, options: &IngestOptions) -> Result<IngestReport> {
     let started = Instant::now();
-    validate_name(&options.dataset)?;
+    validate_dataset_name(&options.dataset)?;
     let layout = workspace.layout().clone();
 
     let set = gather(path, options.format, &options.import, &layout, &options.dataset).await?;
@@ -302,7 +302,7 @@ pub fn import_table(
     table: &RecordBatch,
     source: &str,
 ) -> Result<IngestReport> {
-    validate_name(dataset)?;
+    validate_dataset_name(dataset)?;
     let layout = workspace.layout().clone();
     let sorted = crate::merge::sort_by_id(table)?;
     for _ in 0..MAX_COMMIT_ATTEMPTS {

@@ -39,7 +39,7 @@ pub use error::{DatasetError, Result};
 pub use import::{ImportOptions, Rejection, SourceFormat};
 pub use ingest::{IngestOptions, IngestReport, KnownFiles, import_table, ingest};
 pub use layout::WorkspaceLayout;
-pub use names::{identifier, sanitize_name, validate_column, validate_name};
+pub use names::{identifier, sanitize_name, validate_column, validate_dataset_name, validate_name};
 pub use probe::Verify;
 pub use slice::{FreezeOutcome, FreezeRequest, FrozenMember, FrozenSlice, HoldoutAssigner, SliceDefinition};
 pub use storage::Storage;

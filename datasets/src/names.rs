@@ -27,6 +27,20 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a dataset's name: a [`validate_name`] that is also free as a SQL schema. Each
+/// dataset is a schema of the session, beside DataFusion's own `information_schema`,
+/// which a dataset of that name could never be reached behind.
+pub fn validate_dataset_name(name: &str) -> Result<()> {
+    validate_name(name)?;
+    if name.eq_ignore_ascii_case("information_schema") {
+        return Err(DatasetError::InvalidName {
+            name: name.to_string(),
+            reason: "information_schema is SQL's own schema (the tables and columns of the session); pick another name",
+        });
+    }
+    Ok(())
+}
+
 /// `raw` as a name [`validate_name`] accepts: characters other than `A-Z a-z 0-9 _ -`
 /// become `_`, leading `_` and `-` go, at most 64 characters; `fallback` when nothing
 /// is left. (`openai/clip-vit-base-patch32` is given with `/` already replaced by `--`.)
@@ -83,6 +97,13 @@ mod tests {
         }
         for good in ["fashion_mnist", "coco-2017", "A1", "9lives"] {
             validate_name(good).unwrap();
+            validate_dataset_name(good).unwrap();
+        }
+        // A valid name, but SQL's own schema: no dataset could be queried behind it.
+        validate_name("information_schema").unwrap();
+        for reserved in ["information_schema", "INFORMATION_SCHEMA"] {
+            let err = validate_dataset_name(reserved).unwrap_err().to_string();
+            assert!(err.contains("SQL's own schema"), "{err}");
         }
     }
 

@@ -70,6 +70,9 @@ pub fn probe_bytes(bytes: &[u8], verify: Verify) -> Result<ImageFacts, String> {
         Verify::Header => reader.into_dimensions().map_err(describe_decode_error)?,
         Verify::Full => {
             let img = reader.decode().map_err(describe_decode_error)?;
+            if format == ImageFormat::Jpeg {
+                jpeg_reaches_its_end(bytes)?;
+            }
             (img.width(), img.height())
         }
     };
@@ -77,6 +80,56 @@ pub fn probe_bytes(bytes: &[u8], verify: Verify) -> Result<ImageFacts, String> {
         return Err(format!("image has no pixels ({width}×{height})"));
     }
     Ok(ImageFacts { sha256: sha256_hex(bytes), width, height, format: format_name, bytes: bytes.len() as u64 })
+}
+
+/// Whether a JPEG's markers lead to its end-of-image marker. The JPEG decoder fills a
+/// file cut short with gray and succeeds (as browsers do), so a full check walks the
+/// segments and the entropy-coded data itself: a file that ends before `FF D9` is
+/// truncated. Pillow refuses such a file the same way ("image file is truncated").
+/// Bytes after the marker (some cameras append data) are allowed.
+fn jpeg_reaches_its_end(bytes: &[u8]) -> Result<(), String> {
+    const TRUNCATED: &str = "truncated image: the JPEG ends before its end-of-image marker";
+    let at = |i: usize| bytes.get(i).copied().ok_or(TRUNCATED);
+    // After the start-of-image marker, segments follow until EOI.
+    let mut i = 2;
+    loop {
+        // A marker is 0xFF (any number of fill bytes) and its code; stray bytes between
+        // segments are skipped, as decoders do.
+        while at(i)? != 0xFF {
+            i += 1;
+        }
+        while at(i)? == 0xFF {
+            i += 1;
+        }
+        let code = at(i)?;
+        i += 1;
+        match code {
+            0xD9 => return Ok(()),
+            // Standalone markers: restart markers, TEM, a repeated SOI.
+            0x01 | 0xD0..=0xD8 => continue,
+            _ => {}
+        }
+        let length = usize::from(u16::from_be_bytes([at(i)?, at(i + 1)?]));
+        if length < 2 {
+            return Err(format!("corrupt image: JPEG segment 0xFF{code:02X} has length {length}"));
+        }
+        i += length;
+        if i > bytes.len() {
+            return Err(TRUNCATED.into());
+        }
+        if code == 0xDA {
+            // A scan's entropy-coded data runs until a marker other than a stuffed
+            // 0xFF00 or a restart marker.
+            loop {
+                i += bytes.get(i..).and_then(|rest| rest.iter().position(|&b| b == 0xFF)).ok_or(TRUNCATED)?;
+                match at(i + 1)? {
+                    0x00 | 0xD0..=0xD7 => i += 2,
+                    0xFF => i += 1,
+                    _ => break,
+                }
+            }
+        }
+    }
 }
 
 fn format_name(format: ImageFormat) -> Option<&'static str> {
@@ -142,6 +195,34 @@ mod tests {
         assert!(err.contains("truncated") || err.contains("corrupt"), "{err}");
         // A header-only check cannot see it; that is the documented trade-off.
         assert!(probe_bytes(cut, Verify::Header).is_ok());
+    }
+
+    fn jpeg(w: u32, h: u32, progressive: bool) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, (x ^ y) as u8]));
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&img).unwrap();
+        if progressive {
+            // The encoder writes baseline only; a progressive file from Pillow (4:2:0,
+            // several scans) is a fixture, tests/fixtures/jpeg/make_progressive.py.
+            return std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jpeg/progressive.jpg")).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_caught_by_full_verification() {
+        for progressive in [false, true] {
+            let bytes = jpeg(64, 48, progressive);
+            assert!(probe_bytes(&bytes, Verify::Full).is_ok(), "progressive: {progressive}");
+            // Bytes after the end-of-image marker are allowed.
+            let mut trailing = bytes.clone();
+            trailing.extend_from_slice(b"camera trailer");
+            assert!(probe_bytes(&trailing, Verify::Full).is_ok());
+            for keep in [bytes.len() / 2, bytes.len() * 9 / 10, bytes.len() - 2, bytes.len() - 1] {
+                let err = probe_bytes(&bytes[..keep], Verify::Full).unwrap_err();
+                assert!(err.contains("truncated"), "progressive {progressive}, {keep} bytes: {err}");
+            }
+        }
     }
 
     #[test]

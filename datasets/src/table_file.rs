@@ -35,6 +35,19 @@ pub async fn read_table(path: &Path, what: &'static str) -> Result<RecordBatch> 
     if kind == "Arrow IPC" {
         return read_ipc(path).map_err(bad);
     }
+    if kind == "CSV" {
+        // The CSV reader would report a repeated name as a row with too many fields.
+        let names = column_names(path).await?;
+        for (i, name) in names.iter().enumerate() {
+            if let Some(first) = names[..i].iter().position(|n| n == name) {
+                return Err(bad(format!(
+                    "column {name:?} appears twice in the header (columns {} and {}); rename or drop one",
+                    first + 1,
+                    i + 1
+                )));
+            }
+        }
+    }
     let ctx = SessionContext::new();
     let wrap = |e: datafusion::error::DataFusionError| bad(e.strip_backtrace());
     let df = match kind {

@@ -14,7 +14,7 @@ pub struct IngestArgs {
     pub path: PathBuf,
     #[command(flatten)]
     pub into: IntoDataset,
-    /// Folder that manifest and COCO paths must stay inside (default: the file's folder).
+    /// Folder that manifest and COCO paths must stay inside (default: the file's folder; a folder ingest is its own root).
     #[arg(long)]
     pub root: Option<PathBuf>,
     /// Manifest column with the file paths (default: path, uri, file, file_name or filename).

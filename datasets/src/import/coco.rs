@@ -15,7 +15,9 @@ use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use serde::Deserialize;
 
-use super::{Candidate, CandidateSet, ImportOptions, Rejection, canonical_root, relative_id, resolve_inside};
+use super::{
+    Candidate, CandidateSet, ImportOptions, OUTSIDE_HINT_ROOT, Rejection, canonical_root, relative_id, resolve_inside,
+};
 use crate::error::{DatasetError, Result};
 use crate::names::identifier;
 use crate::objects::{Category, ImportedObject, ImportedObjects, OBJECT_COLUMNS};
@@ -171,6 +173,9 @@ pub(super) fn gather(path: &Path, options: &ImportOptions) -> Result<CandidateSe
     let mut set = CandidateSet::default();
     let mut rows = Vec::new();
     let mut seen = HashMap::new();
+    // Dataset image id (the file, relative to the root) → the COCO id that took it: two
+    // entries naming one file would make two rows with one image id.
+    let mut files: HashMap<String, i64> = HashMap::new();
     for (i, im) in coco.images.iter().enumerate() {
         let item = format!("image id {} ({})", im.id, im.file_name);
         if let Some(prev) = seen.insert(im.id, i) {
@@ -178,10 +183,17 @@ pub(super) fn gather(path: &Path, options: &ImportOptions) -> Result<CandidateSe
                 .push(Rejection { item, reason: format!("duplicate COCO image id (first at position {prev})") });
             continue;
         }
-        match resolve_inside(&root, &root.join(&im.file_name)) {
+        match resolve_inside(&root, &root.join(&im.file_name), OUTSIDE_HINT_ROOT) {
             Ok(file) => {
+                let image_id = relative_id(&root, &file).expect("inside root");
+                if let Some(first) = files.get(&image_id) {
+                    let reason = format!("the same file as image id {first}: each file may be listed once");
+                    set.rejected.push(Rejection { item, reason });
+                    continue;
+                }
+                files.insert(image_id.clone(), im.id);
                 set.candidates.push(Candidate {
-                    image_id: relative_id(&root, &file).expect("inside root"),
+                    image_id,
                     uri: file.to_string_lossy().into_owned(),
                     file,
                     split: None,
@@ -285,14 +297,17 @@ mod tests {
             std::fs::write(dir.path().join("imgs").join(f), b"x").unwrap();
         }
         let json = r#"{"images":[{"id":1,"file_name":"imgs/a.jpg"},{"id":2,"file_name":"imgs/b.jpg"},
-            {"id":3,"file_name":"../escape.jpg"}],
+            {"id":3,"file_name":"../escape.jpg"},{"id":4,"file_name":"imgs/./a.jpg"}],
             "annotations":[{"image_id":1,"category_id":1},{"image_id":1,"category_id":1},{"image_id":2,"category_id":3}],
             "categories":[{"id":1,"name":"person"},{"id":3,"name":"traffic light"}]}"#;
         std::fs::write(dir.path().join("c.json"), json).unwrap();
         let set = gather(&dir.path().join("c.json"), &ImportOptions::default()).unwrap();
         assert_eq!(set.candidates.len(), 2);
         assert_eq!(set.candidates[0].image_id, "imgs/a.jpg");
-        assert_eq!(set.rejected.len(), 1);
+        assert_eq!(set.rejected.len(), 2);
+        // A second entry for a file already listed would be a second row with its image id.
+        assert_eq!(set.rejected[1].item, "image id 4 (imgs/./a.jpg)");
+        assert!(set.rejected[1].reason.contains("the same file as image id 1"), "{}", set.rejected[1].reason);
         let extra = set.extra.unwrap();
         let col = |n: &str| extra.column_by_name(n).unwrap().as_primitive::<Int64Type>().values().to_vec();
         assert_eq!(col("num_person"), vec![2, 0]);

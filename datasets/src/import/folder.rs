@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use walkdir::WalkDir;
 
 use super::{
-    Candidate, CandidateSet, ImportOptions, Rejection, canonical_root, normalize_split, relative_id, resolve_inside,
+    Candidate, CandidateSet, ImportOptions, OUTSIDE_HINT_FOLDER, Rejection, canonical_root, normalize_split,
+    relative_id, resolve_inside,
 };
 use crate::error::{DatasetError, Result};
 use crate::probe::{IMAGE_EXTENSIONS, has_image_extension};
@@ -43,7 +44,7 @@ pub(super) fn gather(dir: &Path, _options: &ImportOptions) -> Result<CandidateSe
             continue;
         }
         let Some(image_id) = relative_id(&root, path) else { continue };
-        let file = match resolve_inside(&root, path) {
+        let file = match resolve_inside(&root, path, OUTSIDE_HINT_FOLDER) {
             Ok(f) => f,
             Err(reason) => {
                 set.rejected.push(Rejection { item: image_id, reason });

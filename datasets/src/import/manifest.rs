@@ -16,7 +16,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{
-    Candidate, CandidateSet, ImportOptions, Rejection, canonical_root, normalize_split, relative_id, resolve_inside,
+    Candidate, CandidateSet, ImportOptions, OUTSIDE_HINT_ROOT, Rejection, canonical_root, normalize_split, relative_id,
+    resolve_inside,
 };
 use crate::error::{DatasetError, Result};
 use crate::record::COMPUTED_COLUMNS;
@@ -45,10 +46,13 @@ pub(super) async fn gather(path: &Path, options: &ImportOptions) -> Result<Candi
     };
     let root = canonical_root(if root_dir.as_os_str().is_empty() { Path::new(".") } else { &root_dir })?;
 
-    let paths = string_column(&table, &path_col)?.expect("path column exists");
-    let ids = string_column(&table, "image_id")?;
-    let splits = string_column(&table, "split")?;
-    let labels = string_column(&table, "label")?;
+    let paths = string_column(&table, Some(&path_col))?.expect("path column exists");
+    let [id_col, split_col, label_col] =
+        ["image_id", "split", "label"].map(|want| column_named(&names, want).map_err(&bad));
+    let (id_col, split_col, label_col) = (id_col?, split_col?, label_col?);
+    let ids = string_column(&table, id_col.as_deref())?;
+    let splits = string_column(&table, split_col.as_deref())?;
+    let labels = string_column(&table, label_col.as_deref())?;
 
     let mut set = CandidateSet::default();
     let mut rows = Vec::new();
@@ -88,8 +92,8 @@ pub(super) async fn gather(path: &Path, options: &ImportOptions) -> Result<Candi
         });
         rows.push(row as u32);
     }
-    let consumed = [path_col.as_str(), "image_id", "split", "label"];
-    let keep: Vec<usize> = (0..names.len()).filter(|&i| !consumed.contains(&names[i].as_str())).collect();
+    let consumed = [Some(&path_col), id_col.as_ref(), split_col.as_ref(), label_col.as_ref()];
+    let keep: Vec<usize> = (0..names.len()).filter(|&i| !consumed.contains(&Some(&names[i]))).collect();
     if !keep.is_empty() {
         let projected = table.project(&keep)?;
         let indices = datafusion::arrow::array::UInt32Array::from(rows);
@@ -131,7 +135,7 @@ fn resolve_row_path(root: &Path, raw: &str) -> Result<std::path::PathBuf, String
         return Err("only local files and s3:// URLs are supported".into());
     }
     let p = Path::new(local);
-    resolve_inside(root, &if p.is_absolute() { p.to_path_buf() } else { root.join(p) })
+    resolve_inside(root, &if p.is_absolute() { p.to_path_buf() } else { root.join(p) }, OUTSIDE_HINT_ROOT)
 }
 
 /// The key of an object's URL (`s3://bucket/images/a.png` → `images/a.png`): the image id
@@ -142,8 +146,27 @@ fn object_key(file: &Path) -> Option<String> {
     Some(url.path().trim_start_matches('/').to_string()).filter(|k| !k.is_empty())
 }
 
+/// The manifest's column for `image_id`, `split` or `label`: the one of that name, else
+/// the one that differs only in case (`Label`, `SPLIT`, as spreadsheets write them, the
+/// way the path column is found); two of those are ambiguous.
+fn column_named(names: &[String], want: &str) -> Result<Option<String>, String> {
+    if names.iter().any(|n| n == want) {
+        return Ok(Some(want.to_string()));
+    }
+    let matching: Vec<&String> = names.iter().filter(|n| n.eq_ignore_ascii_case(want)).collect();
+    match matching.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.to_string())),
+        several => Err(format!(
+            "columns {} all name the {want} column; keep one (or name one exactly {want:?})",
+            several.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(" and ")
+        )),
+    }
+}
+
 /// A column cast to UTF-8 (labels may be integers), or None if the manifest lacks it.
-fn string_column(table: &RecordBatch, name: &str) -> Result<Option<StringArray>> {
+fn string_column(table: &RecordBatch, name: Option<&str>) -> Result<Option<StringArray>> {
+    let Some(name) = name else { return Ok(None) };
     let Ok(idx) = table.schema().index_of(name) else { return Ok(None) };
     let col = cast(table.column(idx), &DataType::Utf8)?;
     Ok(Some(col.as_any().downcast_ref::<StringArray>().expect("cast to Utf8").clone()))
@@ -214,6 +237,38 @@ mod tests {
         assert_eq!(extra.num_rows(), 2);
         assert_eq!(extra.schema().field_with_name("num_people").unwrap().data_type(), &DataType::Int64);
         assert!(extra.column(0).is_null(1));
+    }
+
+    #[tokio::test]
+    async fn the_id_split_and_label_columns_are_found_whatever_their_case() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.png"), b"x").unwrap();
+        let csv = "Path,Image_ID,Label,SPLIT,Weather\na.png,first,cat,Validation,sunny\n";
+        fs::write(dir.path().join("m.csv"), csv).unwrap();
+        let set = gather(&dir.path().join("m.csv"), &ImportOptions::default()).await.unwrap();
+        let c = &set.candidates[0];
+        assert_eq!((c.image_id.as_str(), c.label.as_deref(), c.split.as_deref()), ("first", Some("cat"), Some("val")));
+        let extra = set.extra.unwrap();
+        let kept: Vec<_> = extra.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(kept, ["Weather"], "consumed columns are not kept twice");
+
+        // The exact name wins; the other stays a column of its own.
+        fs::write(dir.path().join("m.csv"), "path,label,Label\na.png,cat,Cat\n").unwrap();
+        let set = gather(&dir.path().join("m.csv"), &ImportOptions::default()).await.unwrap();
+        assert_eq!(set.candidates[0].label.as_deref(), Some("cat"));
+        assert_eq!(set.extra.unwrap().schema().field(0).name(), "Label");
+
+        fs::write(dir.path().join("m.csv"), "path,Label,LABEL\na.png,cat,Cat\n").unwrap();
+        let err = gather(&dir.path().join("m.csv"), &ImportOptions::default()).await.unwrap_err().to_string();
+        assert!(err.contains("columns \"Label\" and \"LABEL\" all name the label column"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_repeated_header_name_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("m.csv"), "path,label,label\na.png,cat,dog\n").unwrap();
+        let err = gather(&dir.path().join("m.csv"), &ImportOptions::default()).await.unwrap_err().to_string();
+        assert!(err.contains("column \"label\" appears twice in the header (columns 2 and 3)"), "{err}");
     }
 
     #[tokio::test]

@@ -222,15 +222,18 @@ pub(crate) fn relative_id(root: &Path, file: &Path) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
-/// Resolves `file` and checks it stays inside `root` (both canonical), following symlinks.
-pub(crate) fn resolve_inside(root: &Path, file: &Path) -> Result<PathBuf, String> {
+/// What a file outside the folder can do about it: a manifest's or COCO file's paths may
+/// widen the folder with `--root`; a folder's files are the folder.
+pub(crate) const OUTSIDE_HINT_ROOT: &str = "move the file inside it or pass --root";
+/// See [`OUTSIDE_HINT_ROOT`].
+pub(crate) const OUTSIDE_HINT_FOLDER: &str = "a link in the folder must point inside it: copy the file in instead";
+
+/// Resolves `file` and checks it stays inside `root` (both canonical), following symlinks;
+/// `hint` ends the error of a file outside.
+pub(crate) fn resolve_inside(root: &Path, file: &Path, hint: &str) -> Result<PathBuf, String> {
     let canonical = file.canonicalize().map_err(|e| format!("cannot open {}: {e}", file.display()))?;
     if !canonical.starts_with(root) {
-        return Err(format!(
-            "path {} is outside the folder {}; move the file inside it or pass --root",
-            canonical.display(),
-            root.display()
-        ));
+        return Err(format!("path {} is outside the folder {}; {hint}", canonical.display(), root.display()));
     }
     if !canonical.is_file() {
         return Err(format!("{} is not a regular file", canonical.display()));
