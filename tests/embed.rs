@@ -55,6 +55,17 @@ fn a_killed_embed_resumes_and_only_new_or_changed_images_are_embedded() {
     assert!(out.contains("embedded 1 images"), "{out}");
     let csv = sql_csv(&s.ws, "SELECT image_id, round(score, 4) AS s FROM image_search('dog.jpg', 2)");
     assert_eq!(csv, "image_id,s\ncoins.png,1.0\ndog.jpg,1.0\n", "dog.jpg now holds the coins picture");
+
+    // A file changed after its ingest is not embedded (its vector would be stored under the
+    // ingested bytes' hash) until it is ingested again.
+    std::fs::copy(Path::new(PHOTOS).join("scream.jpg"), s.src.join("new.jpg")).unwrap();
+    ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
+    std::fs::copy(Path::new(PHOTOS).join("dog.jpg"), s.src.join("new.jpg")).unwrap();
+    let out = ok(&s.ws, &embed);
+    assert!(out.contains("embedded 0 images") && out.contains("changed since it was ingested"), "{out}");
+    ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
+    let out = ok(&s.ws, &embed);
+    assert!(out.contains("embedded 1 images"), "{out}");
 }
 
 #[test]

@@ -166,17 +166,25 @@ fn odd_images_get_tags_and_undecodable_ones_are_reported_as_null() {
     image::GrayImage::from_fn(40, 30, |x, y| image::Luma([(x * 6 + y) as u8])).save(s.src.join("gray.png")).unwrap();
     image::RgbImage::from_pixel(8, 8, image::Rgb([200, 10, 10])).save(s.src.join("huge.png")).unwrap();
     ok(&s.ws, &["ingest", "--quiet", s.src.to_str().unwrap()]);
-    // After ingest the file is replaced by a PNG header claiming 20000×20000 pixels.
-    let mut bytes = std::fs::read(s.src.join("huge.png")).unwrap();
+    // After ingest the file is replaced by a PNG header claiming 20000×20000 pixels: not
+    // the bytes ingested, so no tag is computed from it.
+    let ingested = std::fs::read(s.src.join("huge.png")).unwrap();
+    let mut bytes = ingested.clone();
     bytes[16..20].copy_from_slice(&20_000u32.to_be_bytes());
     bytes[20..24].copy_from_slice(&20_000u32.to_be_bytes());
     std::fs::write(s.src.join("huge.png"), bytes).unwrap();
 
     let out = ok(&s.ws, &["tag", "--tagger", "pixels,faces", "--quiet"]);
-    assert!(out.contains("not tagged huge.png"), "{out}");
+    assert!(out.contains("not tagged huge.png") && out.contains("changed since it was ingested"), "{out}");
     let rows =
         sql_csv(&s.ws, "SELECT image_id, brightness IS NULL, is_grayscale, num_faces FROM images ORDER BY image_id");
     assert_eq!(column(&rows), ["gray.png,false,true,0", "huge.png,true,,", "one.png,false,true,0"]);
+    // A failure is not remembered: with the file back, the next run tags it.
+    std::fs::write(s.src.join("huge.png"), ingested).unwrap();
+    let out = ok(&s.ws, &["tag", "--tagger", "pixels", "--quiet"]);
+    assert!(out.contains("pixels tagged 1 images") && out.contains("2 already tagged"), "{out}");
+    let rows = sql_csv(&s.ws, "SELECT brightness IS NULL, is_grayscale FROM images WHERE image_id = 'huge.png'");
+    assert_eq!(column(&rows), ["false,false"]);
     let one =
         sql_csv(&s.ws, "SELECT round(brightness * 255), contrast, sharpness FROM images WHERE image_id = 'one.png'");
     assert_eq!(column(&one), ["7.0,0.0,0.0"]);

@@ -462,7 +462,7 @@ impl Engine {
         let layout = self.workspace.layout();
         range.into_par_iter().partition_map(|i| {
             let path = layout.resolve_uri(&pending.uris[i]);
-            match crate::open_image(&path) {
+            match crate::images::open_ingested_image(&path, &pending.shas[i]) {
                 Ok(image) => Either::Left((i, clip.preprocessor.pixels(&image))),
                 Err(e) => Either::Right((pending.ids[i].clone(), e.to_string())),
             }

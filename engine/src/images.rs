@@ -25,6 +25,31 @@ pub fn open_image(path: &Path) -> slicetest_embed::Result<image::DynamicImage> {
     slicetest_embed::decode_image(&bytes, &what)
 }
 
+/// Decodes the image an ingest recorded with SHA-256 `sha256`, from its file at `path`
+/// (local or `s3://`): a file whose bytes changed since is refused, so tags and vectors,
+/// which are stored by that hash, never describe other pixels than the ingested ones.
+pub fn open_ingested_image(path: &Path, sha256: &str) -> slicetest_embed::Result<image::DynamicImage> {
+    let what = path.display().to_string();
+    let bytes = image_files::read_image_file(path)
+        .map_err(|e| slicetest_embed::EmbedError::Image { what: what.clone(), message: e.to_string() })?;
+    let now = slicetest_datasets::probe::sha256_hex(&bytes);
+    if now != sha256 {
+        return Err(slicetest_embed::EmbedError::Image {
+            what,
+            message: format!(
+                "the file changed since it was ingested (SHA-256 {} then, {} now): ingest it again to use the new content",
+                short(sha256),
+                short(&now)
+            ),
+        });
+    }
+    slicetest_embed::decode_image(&bytes, &what)
+}
+
+fn short(sha256: &str) -> &str {
+    sha256.get(..12).unwrap_or(sha256)
+}
+
 /// The bytes of the image file at `path` (a local file or an `s3://` object).
 pub fn read_image_bytes(path: &Path) -> Result<bytes::Bytes> {
     Ok(image_files::read_image_file(path)?)

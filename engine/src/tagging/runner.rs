@@ -120,20 +120,19 @@ impl Engine {
                 .par_iter()
                 .map(|id| {
                     let (sha, uri) = &current.rows[*id];
-                    let result = crate::open_image(&layout.resolve_uri(uri))
+                    let result = crate::images::open_ingested_image(&layout.resolve_uri(uri), sha)
                         .and_then(|image| tagger.tag(&image))
                         .map_err(|e| e.to_string());
                     (id.to_string(), sha.clone(), result)
                 })
                 .collect();
             bar.inc(ids.len() as u64);
+            // A failed image gets no row: the next run tries it again (a file restored, a
+            // transient bucket error), and until then its tags read NULL, as untagged ones do.
             for (id, sha, result) in tagged {
                 match result {
                     Ok(tags) => rows.push((id, sha, Some(tags))),
-                    Err(reason) => {
-                        failed.push((id.clone(), reason));
-                        rows.push((id, sha, None));
-                    }
+                    Err(reason) => failed.push((id, reason)),
                 }
             }
             // A part every few seconds (not every chunk: many small parts read slower).
@@ -149,7 +148,7 @@ impl Engine {
         Ok(TaggerReport {
             tagger: state.provenance.tagger.clone(),
             columns,
-            tagged: rows.len() - failed.len(),
+            tagged: rows.len(),
             already_tagged: state.already,
             rebuilt: state.rebuilt,
             boxes: rows.iter().filter_map(|r| r.2.as_ref()).map(|t| t.boxes.len()).sum(),
