@@ -162,6 +162,12 @@ type Chunk = std::io::Result<Bytes>;
 async fn next_chunk(mut state: BodyState) -> Option<(Chunk, BodyState)> {
     loop {
         let writer = state.writer.as_mut()?;
+        // `timeout_at` polls the stream before its timer, so a stream that always has its
+        // next batch ready (a cross join, a huge scan) would never see the deadline: check
+        // the clock for every chunk too.
+        if Instant::now() >= state.deadline {
+            return Some((Err(std::io::Error::other("query deadline passed")), end(state)));
+        }
         let batch = match state.pending.take() {
             Some(batch) => Some(batch),
             None => match tokio::time::timeout_at(state.deadline, state.stream.next()).await {

@@ -128,6 +128,31 @@ async fn sql_is_read_only_and_reads_no_files() {
         assert_eq!(error_code(&body), "read_only");
     }
     assert!(!outside.exists(), "COPY wrote a file");
+    // The slice statements of `slicetest sql`: the writes are refused with the endpoint to
+    // use instead, the reads answered.
+    for (sql, endpoint) in [
+        ("CREATE SLICE s AS SELECT image_id FROM images", "POST /slices"),
+        ("FREEZE SLICE s", "POST /slices/{name}/freeze"),
+        ("DROP SLICE IF EXISTS s", "DROP SLICE"),
+    ] {
+        let (status, _, body) = send(&router, post("/sql", "text/plain", sql)).await;
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::FORBIDDEN, "read_only"), "{sql}");
+        assert!(json(&body)["error"]["message"].as_str().unwrap().contains(endpoint), "{sql}");
+    }
+    let (status, _, body) = send(&router, post("/sql?format=json", "text/plain", "SHOW SLICES")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        json(&body).as_array().is_some_and(|rows| rows.is_empty()),
+        "no slices yet: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, _, body) = send(&router, post("/sql", "text/plain", "DESCRIBE SLICE nope")).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     let (status, _, _) = send(&router, post("/sql", "text/plain", "INSERT INTO images (image_id) VALUES ('x')")).await;
     assert!(matches!(status, StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST), "{status}");
     let (_, _, body) = send(&router, post("/sql", "text/plain", "SELECT count(*) AS n FROM images")).await;
@@ -162,6 +187,21 @@ async fn queries_are_bounded_in_time_size_and_memory() {
     let (status, _, body) = send(&router, post("/sql", "text/plain", slow)).await;
     assert_eq!((status, error_code(&body).as_str()), (StatusCode::SERVICE_UNAVAILABLE, "timeout"));
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // A result that streams without end, each batch ready at once, is cut at the deadline:
+    // the body ends in an error before the rows do.
+    use tower::ServiceExt as _;
+    let router = fx.router_with_limits(|l| l.query_timeout = std::time::Duration::from_secs(2));
+    let endless = "SELECT a.value, b.value AS other FROM generate_series(1, 100000) a, generate_series(1, 100000) b";
+    for format in ["csv", "json", "arrow"] {
+        let response =
+            router.clone().oneshot(post(&format!("/sql?format={format}"), "text/plain", endless)).await.unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(response.status(), StatusCode::OK, "{format}: the stream has started");
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+        assert!(body.is_err(), "{format}: the body ends in an error");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{format}: {:?}", started.elapsed());
+    }
 
     let router = fx.router_with_limits(|l| l.max_request_bytes = 1000);
     let (status, _, body) =

@@ -10,6 +10,15 @@ use slicetest_engine::{DEFAULT_MODEL, Engine};
 
 use super::CliError;
 
+/// `println!` that outlives its reader: `slicetest serve | head -1` closes stdout while the
+/// server runs on, and a server must not panic for a log line nobody reads.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Arguments of `slicetest serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -79,15 +88,15 @@ pub async fn run(workspace: &Path, cluster: Option<String>, args: ServeArgs) -> 
     };
     let (listener, addr) = slicetest_api::bind(&config).await?;
     // Tests and scripts read this line to find the port when --port 0 was given.
-    println!("slicetest serving {} at http://{addr}", workspace.display());
+    say!("slicetest serving {} at http://{addr}", workspace.display());
     if let Some(url) = &cluster {
-        println!("SQL runs on the cluster at {url}");
+        say!("SQL runs on the cluster at {url}");
     }
     if config.token.is_some() {
-        println!("writes need the token (Authorization: Bearer …)");
+        say!("writes need the token (Authorization: Bearer …)");
     }
     if let Some(interval) = engine.workspace().layout().storage().read_consistency_interval() {
-        println!(
+        say!(
             "listings and manifests read from the bucket in the last {} s are answered from memory \
              (SLICETEST_READ_CONSISTENCY_INTERVAL): other processes' commits show up at most that late",
             interval.as_secs_f64()
@@ -96,11 +105,11 @@ pub async fn run(workspace: &Path, cluster: Option<String>, args: ServeArgs) -> 
     let state = AppState::new(engine, &config);
     if let Some(datasets) = args.warm {
         let which = if datasets.is_empty() { "every dataset".to_string() } else { datasets.join(", ") };
-        println!("loading embeddings and readying search indexes of {which} in the background (--warm)");
+        say!("loading embeddings and readying search indexes of {which} in the background (--warm)");
         state.warm_search(datasets);
     }
     slicetest_api::serve(listener, state, slicetest_api::shutdown_signal()).await?;
-    println!("slicetest serve: stopped");
+    say!("slicetest serve: stopped");
     Ok(())
 }
 

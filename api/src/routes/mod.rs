@@ -126,12 +126,7 @@ impl FromRequestParts<AppState> for WriteAccess {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Some(token) = state.token() else { return Ok(WriteAccess) };
-        let given = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+        let given = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_credentials);
         match given {
             Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(WriteAccess),
             Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token")),
@@ -142,6 +137,13 @@ impl FromRequestParts<AppState> for WriteAccess {
             )),
         }
     }
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header; the scheme's name is
+/// case-insensitive (RFC 9110 §11.1), so `bearer` and `BEARER` are accepted too.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim())
 }
 
 /// Compares without returning early, so response time says nothing about the token.
@@ -155,7 +157,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{bearer_credentials, constant_time_eq};
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer sekret", "bearer sekret", "BEARER  sekret ", " Bearer sekret"] {
+            assert_eq!(bearer_credentials(header), Some("sekret"), "{header:?}");
+        }
+        assert_eq!(bearer_credentials("Basic c2VrcmV0"), None);
+        assert_eq!(bearer_credentials("Bearersekret"), None);
+    }
 
     #[test]
     fn tokens_compare_whole() {

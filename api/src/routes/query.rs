@@ -62,6 +62,9 @@ pub async fn sql(
     let request = sql_request(&headers, &body, params)?;
     let deadline = Instant::now() + state.limits().query_timeout;
     let _slot = state.query_slot().await;
+    if let Some(statement) = slicetest_engine::statement::parse(&request.sql) {
+        return slice_statement(&state, statement, &request, &headers, deadline).await;
+    }
     if request.summary {
         if request.limit.is_some() || request.offset.is_some() {
             return Err(ApiError::bad_request("a summary describes the whole result: leave out limit and offset"));
@@ -88,6 +91,47 @@ pub async fn sql(
         Ok(result) => result.map_err(|e| state.error(e))?,
     };
     tabular::respond(&state, stream, negotiated, deadline).await
+}
+
+/// The slice statements of `slicetest sql` over HTTP: `SHOW SLICES` and `DESCRIBE SLICE`
+/// read and are answered whole; the ones that change the workspace are refused (SQL over
+/// HTTP is read-only), naming the endpoint that does the same with write access.
+async fn slice_statement(
+    state: &AppState,
+    statement: slicetest_engine::Result<slicetest_engine::statement::SliceStatement>,
+    request: &SqlRequest,
+    headers: &HeaderMap,
+    deadline: Instant,
+) -> ApiResult<Response> {
+    use slicetest_engine::statement::SliceStatement;
+    let statement = statement.map_err(|e| state.error(e))?;
+    let instead = match &statement {
+        SliceStatement::Create { .. } => Some("create a slice with POST /slices"),
+        SliceStatement::Freeze { .. } => Some("freeze a slice with POST /slices/{name}/freeze"),
+        SliceStatement::Drop { .. } => {
+            Some("drop a slice with `slicetest sql 'DROP SLICE …'` on the workspace's machine")
+        }
+        SliceStatement::Show | SliceStatement::Describe { .. } => None,
+    };
+    if let Some(instead) = instead {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "read_only",
+            format!("SQL over HTTP is read-only and this statement changes the workspace: {instead}"),
+        ));
+    }
+    if request.summary || request.limit.is_some() || request.offset.is_some() {
+        return Err(ApiError::bad_request(
+            "SHOW SLICES and DESCRIBE SLICE answer whole: leave out limit, offset and summary",
+        ));
+    }
+    let negotiated = negotiate(request.format.as_deref(), headers)?;
+    let sql = request.sql.clone();
+    let stream = match tokio::time::timeout_at(deadline, state.engine().execute(&sql)).await {
+        Err(_) => return Err(tabular::timeout()),
+        Ok(result) => result.map_err(|e| state.error(e))?,
+    };
+    tabular::respond(state, stream, negotiated, deadline).await
 }
 
 /// A `POST /sql` request, its options merged from the query string and the body.
