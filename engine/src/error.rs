@@ -238,6 +238,10 @@ mod tests {
         assert_eq!((at.line, at.column), (2, 11), "{parse}");
         let unknown = planning_error("SELECT a\n  FROM t\n WHERE nope = 1").await;
         assert_eq!(unknown.position(), Some(Position { line: 3, column: 8 }), "{unknown}");
+        // A query that stops too soon is placed just after its last character.
+        let cut = planning_error("SELECT a FROM t\nWHERE a = 1 AND  \n").await;
+        assert_eq!(cut.position(), Some(Position { line: 2, column: 16 }), "{cut}");
+        assert!(cut.to_string().contains("found: EOF at Line: 2, Column: 16"), "{cut}");
         let fine_but_missing = planning_error("SELECT * FROM missing").await;
         assert_eq!(fine_but_missing.position(), Some(Position { line: 1, column: 15 }), "{fine_but_missing}");
         let context = EngineError::Parse { message: "expected a name".into(), line: 4, column: 2 }.context("x");

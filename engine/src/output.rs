@@ -67,6 +67,10 @@ pub enum ResultWriter<W: Write + Send> {
     Arrow(datafusion::arrow::ipc::writer::StreamWriter<W>),
 }
 
+fn json_writer() -> datafusion::arrow::json::WriterBuilder {
+    datafusion::arrow::json::WriterBuilder::new().with_explicit_nulls(true)
+}
+
 fn out_err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Output(e.to_string())
 }
@@ -79,8 +83,10 @@ impl<W: Write + Send> ResultWriter<W> {
             OutputFormat::Csv => {
                 ResultWriter::Csv(datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(out))
             }
-            OutputFormat::Json => ResultWriter::Json(datafusion::arrow::json::ArrayWriter::new(out)),
-            OutputFormat::Jsonl => ResultWriter::Jsonl(datafusion::arrow::json::LineDelimitedWriter::new(out)),
+            // Every row has every key, NULL as `null`: a reader (pandas, jq) sees the same
+            // columns in every row, and a column of NULLs is not lost.
+            OutputFormat::Json => ResultWriter::Json(json_writer().build(out)),
+            OutputFormat::Jsonl => ResultWriter::Jsonl(json_writer().build(out)),
             OutputFormat::Parquet => {
                 let props = datafusion::parquet::file::properties::WriterProperties::builder()
                     .set_max_row_group_row_count(Some(RESULT_ROW_GROUP_ROWS))
@@ -137,6 +143,52 @@ impl<W: Write + Send> ResultWriter<W> {
                 w.finish().map_err(out_err)?;
                 w.into_inner().map_err(out_err)?.flush().map_err(out_err)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// A `Write` whose bytes can be read after the writer that owns it is gone.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_rows_keep_their_null_keys() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("image_id", DataType::Utf8, false),
+            Field::new("brightness", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec!["a", "b"])), Arc::new(Int64Array::from(vec![Some(3), None]))],
+        )
+        .unwrap();
+        for (format, expected) in [
+            (OutputFormat::Json, "[{\"image_id\":\"a\",\"brightness\":3},{\"image_id\":\"b\",\"brightness\":null}]"),
+            (OutputFormat::Jsonl, "{\"image_id\":\"a\",\"brightness\":3}\n{\"image_id\":\"b\",\"brightness\":null}\n"),
+        ] {
+            let out = Shared::default();
+            let mut writer = ResultWriter::new(format, schema.clone(), out.clone()).unwrap();
+            writer.write(batch.clone()).unwrap();
+            writer.finish().unwrap();
+            assert_eq!(String::from_utf8(out.0.lock().unwrap().clone()).unwrap().trim_end(), expected.trim_end());
         }
     }
 }

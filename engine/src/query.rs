@@ -79,6 +79,7 @@ async fn collect_root_only(df: DataFrame) -> Result<RecordBatch> {
 /// tables), and a query naming a missing dataset is [`ErrorKind::NotFound`] like the same
 /// dataset named anywhere else.
 fn planning_error(ctx: &SessionContext, sql: &str, error: DataFusionError) -> EngineError {
+    let error = at_end_of_text(error, sql);
     let Some(missing) = missing_table(ctx, sql) else { return EngineError::query(error, None) };
     let catalog = ctx.catalog(slicetest_sql::CATALOG);
     let schemas = catalog.as_ref().map(|c| c.schema_names()).unwrap_or_default();
@@ -104,6 +105,24 @@ fn planning_error(ctx: &SessionContext, sql: &str, error: DataFusionError) -> En
         None => format!("tables are: {}", tables.join(", ")),
     };
     EngineError::query(error, Some(hint))
+}
+
+/// sqlparser's error for a query that stops too soon (`… WHERE a = 1 AND`) is "…, found:
+/// EOF" without the "at Line: L, Column: C" its other errors end with: give it the place
+/// just after the text's last character, so it says where like every parse error.
+fn at_end_of_text(error: DataFusionError, sql: &str) -> DataFusionError {
+    use datafusion::sql::sqlparser::parser::ParserError;
+    let DataFusionError::SQL(parser, backtrace) = error else { return error };
+    match *parser {
+        ParserError::ParserError(text) if text.ends_with("found: EOF") => {
+            let trimmed = sql.trim_end();
+            let line = trimmed.lines().count().max(1);
+            let column = trimmed.lines().last().map_or(0, |l| l.chars().count()) + 1;
+            let text = format!("{text} at Line: {line}, Column: {column}");
+            DataFusionError::SQL(Box::new(ParserError::ParserError(text)), backtrace)
+        }
+        other => DataFusionError::SQL(Box::new(other), backtrace),
+    }
 }
 
 /// The first table `sql` names that is neither a table of the session nor a table function.
