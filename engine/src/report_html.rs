@@ -132,7 +132,7 @@ fn verdict_label(s: &SliceScore) -> String {
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:1.4em}\
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
-th:first-child,td:first-child{text-align:left}tr.fail td{background:#fde2e2}tr.pass td{background:#e6f4ea}\
+th:first-child,td:first-child{text-align:left}td:first-child{max-width:24em;overflow-wrap:anywhere}tr.fail td{background:#fde2e2}tr.pass td{background:#e6f4ea}\
 tr.nodata td{color:#888}.gallery{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;text-align:center;font-size:11px}\
 figure img{width:84px;height:84px;image-rendering:pixelated;border:1px solid #c00}\
 figure.masks img{width:140px;height:auto;border:1px solid #999;margin:1px}figure.masks{border:1px solid #ddd;padding:4px}section.slice{margin-top:2em}\
@@ -233,6 +233,19 @@ fn miou_bar(s: &SliceScore) -> Option<Bar> {
     })
 }
 
+/// A slice name as the chart's left margin (180 px at 12 px) can hold it: names over 26
+/// characters are cut with an ellipsis (the full name is the label's tooltip and the
+/// table's first column).
+fn chart_label(name: &str) -> String {
+    const MAX_CHARS: usize = 26;
+    if name.chars().count() <= MAX_CHARS {
+        return name.to_string();
+    }
+    let mut cut: String = name.chars().take(MAX_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
 /// Horizontal bars, one per slice: the value, a whisker for its 95% interval, a red line
 /// at the threshold, a black tick at the baseline's value. `id` names the SVG, `what` the
 /// metric; values are in [0, 1], shown as percentages when `percent`.
@@ -261,10 +274,11 @@ fn chart(report: &RunReport, id: &str, what: &str, percent: bool, bar: fn(&Slice
         let y = i as f64 * row + 4.0;
         let _ = write!(
             svg,
-            "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\">{}</text>",
+            "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\"><title>{}</title>{}</text>",
             left - 6.0,
             y + 14.0,
-            escape(&s.slice)
+            escape(&s.slice),
+            escape(&chart_label(&s.slice))
         );
         let Some(b) = bar(s) else { continue };
         let colour = if s.is_failure() { "#d93025" } else { "#1e8e3e" };
@@ -857,7 +871,7 @@ fn segmentation_section(
 
 #[cfg(test)]
 mod tests {
-    use super::{base64, discovery_section};
+    use super::{base64, chart_label, discovery_section};
     use crate::discovery::{DiscoveredSlice, Discovery, HalfStats};
 
     fn half(size: u64, error_rate: f64, rest_rate: f64) -> HalfStats {
@@ -928,6 +942,15 @@ mod tests {
 
         let none = discovery_section(&discovery(vec![slice(&["weather = 'fog'"], false, 0.1)]));
         assert!(none.contains("1 candidates tested, none confirmed at FDR 0.05") && !none.contains("<table"), "{none}");
+    }
+
+    #[test]
+    fn long_slice_names_are_cut_to_the_charts_margin() {
+        assert_eq!(chart_label("tops"), "tops");
+        assert_eq!(chart_label(&"é".repeat(26)), "é".repeat(26));
+        let cut = chart_label(&"é".repeat(64));
+        assert_eq!(cut.chars().count(), 26);
+        assert!(cut.ends_with("é…"), "{cut}");
     }
 
     #[test]
