@@ -21,6 +21,8 @@ pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
         Ok(plan) => plan,
         Err(e) => return Err(planning_error(ctx, sql, e)),
     };
+    let default_dataset = state.config().options().catalog.default_schema.clone();
+    slicetest_sql::vectors::check_vector_dataset(&plan, &default_dataset).map_err(|e| EngineError::query(e, None))?;
     // What `SessionContext::sql_with_options` does, with the refusal kept apart from
     // other planning errors instead of recognised later by its text.
     slicetest_sql::read_only()

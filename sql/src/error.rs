@@ -58,6 +58,19 @@ pub enum SqlError {
         /// The model.
         model: String,
     },
+    /// `clip_similarity` in a query over another dataset than the default one, whose
+    /// vectors it reads (it sees image ids only, and ids repeat across datasets).
+    #[error(
+        "clip_similarity scores the images of the default dataset {default}, and this query reads {other}: \
+         an image id of {other} would get the vector of {default}'s image of that id. Make {other} the default \
+         (`slicetest use {other}`) to score its images"
+    )]
+    OtherDataset {
+        /// The default dataset (the one the vectors are of).
+        default: String,
+        /// The other dataset the query reads.
+        other: String,
+    },
     /// The checkpoint on disk is not the one that made the stored vectors.
     #[error(
         "the model at {dir} is not the one that made the {model:?} embeddings; text would be compared with vectors of another model"
@@ -84,7 +97,7 @@ impl SqlError {
             SqlError::NoDataset => ErrorKind::NoData,
             SqlError::NoEmbeddings { .. } => ErrorKind::NoEmbeddings,
             SqlError::UnknownModel { .. } | SqlError::NotEmbedded { .. } => ErrorKind::NotFound,
-            SqlError::AmbiguousModel { .. } => ErrorKind::InvalidArgument,
+            SqlError::AmbiguousModel { .. } | SqlError::OtherDataset { .. } => ErrorKind::InvalidArgument,
             SqlError::ModelChanged { .. } => ErrorKind::ModelUnavailable,
         }
     }

@@ -224,6 +224,37 @@ impl ScalarUDFImpl for ClipSimilarityFunction {
     }
 }
 
+/// Refuses a plan that calls `clip_similarity` and reads a table of another dataset than
+/// `default_dataset`, the one whose vectors the function looks image ids up in: ids repeat
+/// across datasets (`img/0001.png` in both), so such a row would silently get the score of
+/// another image. Checked at planning, before anything runs.
+pub fn check_vector_dataset(plan: &datafusion::logical_expr::LogicalPlan, default_dataset: &str) -> Result<()> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::LogicalPlan;
+    let mut scores = false;
+    let mut other = None;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Some(schema) = scan.table_name.schema()
+            && schema != default_dataset
+            && schema != "information_schema"
+        {
+            other.get_or_insert_with(|| format!("{schema}.{}", scan.table_name.table()));
+        }
+        for expr in node.expressions() {
+            scores |=
+                expr.exists(|e| Ok(matches!(e, Expr::ScalarFunction(f) if f.func.name() == "clip_similarity")))?;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    match other {
+        Some(other) if scores => {
+            Err(SqlError::OtherDataset { default: default_dataset.to_string(), other }.into_datafusion())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `cosine_similarity(a, b)`: cosine similarity of two float vectors (fixed-size or
 /// variable lists of float32/float64) of equal length; NULL when either is NULL.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -368,5 +399,68 @@ mod tests {
         let text = ColumnarValue::Scalar(ScalarValue::Utf8(Some("x".into())));
         let error = invoke(vec![text.clone(), text], 1).unwrap_err();
         assert!(error.to_string().contains("expected a list of floats"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod dataset_tests {
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::*;
+
+    /// A session whose default schema is dataset d1, beside a dataset d2, each with an
+    /// `images` table, and a stand-in `clip_similarity` (the check goes by name).
+    async fn session() -> SessionContext {
+        let config =
+            SessionConfig::new().with_default_catalog_and_schema("datafusion", "d1").with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        // The default schema exists with the session.
+        for sql in [
+            "CREATE SCHEMA d2",
+            "CREATE TABLE d1.images AS VALUES ('img/1.png')",
+            "CREATE TABLE d2.images AS VALUES ('img/1.png')",
+        ] {
+            ctx.sql(sql).await.unwrap();
+        }
+        let stand_in =
+            |_: &[ColumnarValue]| -> Result<ColumnarValue> { Ok(ColumnarValue::Scalar(ScalarValue::Float32(None))) };
+        ctx.register_udf(create_udf(
+            "clip_similarity",
+            vec![DataType::Utf8, DataType::Utf8],
+            DataType::Float32,
+            Volatility::Stable,
+            Arc::new(stand_in),
+        ));
+        ctx
+    }
+
+    async fn check(ctx: &SessionContext, sql: &str) -> Result<()> {
+        let plan = ctx.state().create_logical_plan(sql).await?;
+        check_vector_dataset(&plan, "d1")
+    }
+
+    #[tokio::test]
+    async fn clip_similarity_over_another_dataset_is_refused_at_planning() {
+        let ctx = session().await;
+        for fine in [
+            "SELECT clip_similarity(column1, 'a cat') FROM images",
+            "SELECT clip_similarity(column1, 'a cat') FROM d1.images",
+            "SELECT clip_similarity(column1, 'a cat') FROM datafusion.d1.images",
+            // Another dataset without the function: nothing to confuse.
+            "SELECT column1 FROM d2.images",
+            "SELECT count(*) FROM information_schema.tables WHERE clip_similarity(table_name, 'x') > 0",
+        ] {
+            check(&ctx, fine).await.unwrap_or_else(|e| panic!("{fine}: {e}"));
+        }
+        for refused in [
+            "SELECT clip_similarity(column1, 'a cat') FROM d2.images",
+            "SELECT a.column1 FROM d2.images a ORDER BY clip_similarity(a.column1, 'a cat') DESC LIMIT 3",
+            "SELECT column1 FROM images WHERE column1 IN (SELECT column1 FROM d2.images WHERE clip_similarity(column1, 'x') > 0.2)",
+            "SELECT clip_similarity(i.column1, 'x') FROM images i JOIN d2.images j USING (column1)",
+        ] {
+            let err = check(&ctx, refused).await.unwrap_err().to_string();
+            assert!(err.contains("default dataset d1, and this query reads d2.images"), "{refused}: {err}");
+        }
     }
 }
