@@ -63,7 +63,40 @@ fn bad_input_is_a_clear_error_and_saves_nothing() {
     assert!(err.contains("--alpha must be in (0, 1]"), "{err}");
     let err = fails(&s.ws, &["discover", "--run", "r1", "--min-support", "20", "--save", "x", "--pick", "99"]);
     assert!(err.contains("--pick 99"), "{err}");
+    let err = fails(&s.ws, &["discover", "--run", "r1", "--min-support", "20", "--save", "x", "--pick", "0"]);
+    assert!(err.contains("'--pick <PICK>'") && err.contains("0"), "picks count from 1: {err}");
+    // `--all` lists the slices confirmation turned down; none of them becomes a test.
+    let all: serde_json::Value = serde_json::from_str(&ok(
+        &s.ws,
+        &["discover", "--run", "r1", "--min-support", "20", "--all", "--format", "json"],
+    ))
+    .unwrap();
+    let slices = all["slices"].as_array().unwrap();
+    let unconfirmed = slices.iter().position(|s| s["confirmed"] == false).expect("--all lists an unconfirmed slice");
+    let pick = (unconfirmed + 1).to_string();
+    let err = fails(&s.ws, &["discover", "--run", "r1", "--min-support", "20", "--all", "--save", "x", "--pick", &pick]);
+    assert!(err.contains("was not confirmed on the held-apart images"), "{err}");
     assert!(!s.ws.join("slices/x.toml").exists(), "nothing was saved");
+}
+
+#[test]
+fn a_small_discovered_slice_is_saved_as_a_test_that_can_fail() {
+    // 400 images: the rainy nights are fewer than a test's default 30 scored images.
+    let s = setup();
+    std::fs::write(s.src.join("predictions.csv"), planted_failure(&s.src, 400)).unwrap();
+    ok(&s.ws, &["ingest", "--quiet", "-d", "street", s.src.join("manifest.csv").to_str().unwrap()]);
+    ok(&s.ws, &["run", "upload", s.src.join("predictions.csv").to_str().unwrap(), "--run", "r1", "--model", "m"]);
+    let saved = ok(&s.ws, &["discover", "--run", "r1", "--min-support", "5", "--save", "small"]);
+    let n = ok(
+        &s.ws,
+        &["sql", "--format", "csv", "SELECT count(*) FROM images WHERE weather = 'rain' AND time = 'night'"],
+    );
+    let n: u64 = n.lines().nth(1).unwrap().parse().unwrap();
+    assert!(n < 30, "{n} rainy nights");
+    assert!(saved.contains(&format!("and min_samples {n} (the images it holds in this run")), "{saved}");
+    ok(&s.ws, &["slice", "freeze", "small", "--holdout", "0"]);
+    let test = common::slicetest(&s.ws, &["test", "--run", "r1"]);
+    assert_eq!(test.status.code(), Some(1), "{}", String::from_utf8_lossy(&test.stdout));
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use clap::Args;
 use slicetest_engine::discovery::{DiscoverMethod, DiscoverOptions, DiscoverRank, Discovery};
-use slicetest_engine::{Engine, SliceThresholds};
+use slicetest_engine::{DEFAULT_MIN_TEST_SAMPLES, Engine, SliceThresholds};
 
 use super::{CliError, print_table};
 
@@ -64,7 +64,8 @@ pub struct DiscoverArgs {
     #[arg(long)]
     pub save: Option<String>,
     /// Which listed slice `--save` takes (1 = the first).
-    #[arg(long, default_value_t = 1, requires = "save")]
+    #[arg(long, default_value_t = 1, requires = "save",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub pick: usize,
 }
 
@@ -107,15 +108,30 @@ pub async fn run(workspace: &Path, args: DiscoverArgs) -> Result<(), CliError> {
             )
             .into());
         }
-        let Some(slice) = found.slices.get(args.pick.saturating_sub(1)) else {
+        let Some(slice) = found.slices.get(args.pick - 1) else {
             return Err(
                 format!("--pick {}: only {} slices were listed, nothing saved", args.pick, found.slices.len()).into()
             );
         };
+        // `--all` lists the unconfirmed too; a test made of one would rest on chance (and
+        // may well pass already).
+        if !slice.confirmed {
+            return Err(format!(
+                "--pick {}: {} was not confirmed on the held-apart images (adjusted p = {:.2e}), nothing saved;                  save a confirmed slice, or define this one yourself with `slicetest slice create`",
+                args.pick,
+                slice.predicates.join(" AND "),
+                slice.adjusted_p
+            )
+            .into());
+        }
         // Suggested test: the slice should do at least as well as the model does overall,
         // rounded down to 5 points. It fails now, as it should, and passes once fixed.
         let min_accuracy =
             (found.error == "misclassification").then(|| ((1.0 - found.mean_error) * 20.0).floor() / 20.0);
+        // The slice may hold fewer scored images than a test needs by default: a test
+        // that says "not enough data" for good could never fail. Ask for what it has.
+        let scored = slice.discovery.size + slice.confirmation.size;
+        let min_samples = (scored < DEFAULT_MIN_TEST_SAMPLES).then_some(scored);
         let comment = format!(
             "discovered on run {}: {} ({:.1}% errors vs {:.1}% for the rest, confirmed p = {:.2e})",
             found.run,
@@ -125,9 +141,19 @@ pub async fn run(workspace: &Path, args: DiscoverArgs) -> Result<(), CliError> {
             slice.adjusted_p
         );
         engine
-            .create_slice(name, &slice.query, Some(comment), SliceThresholds { min_accuracy, ..Default::default() })
+            .create_slice(
+                name,
+                &slice.query,
+                Some(comment),
+                SliceThresholds { min_accuracy, min_samples, ..Default::default() },
+            )
             .await?;
-        let threshold = min_accuracy.map_or(String::new(), |a| format!(" with min_accuracy {a:.2}"));
+        let mut threshold = min_accuracy.map_or(String::new(), |a| format!(" with min_accuracy {a:.2}"));
+        if let Some(n) = min_samples {
+            threshold.push_str(&format!(
+                " and min_samples {n} (the images it holds in this run; {DEFAULT_MIN_TEST_SAMPLES} by default)"
+            ));
+        }
         println!("saved slice {name}{threshold}: {}\nfreeze it with `slicetest slice freeze {name}`", slice.query);
     }
     Ok(())
