@@ -95,6 +95,23 @@ fn one_look_ingests_embeds_tags_and_posts_each_slice_change() {
     let out = ok(&s.ws, &watch);
     assert!(out.contains("photos: nothing new (v2, 5 images; read 5 of 5 files)"), "{out}");
     assert!(hooks.recv_timeout(Duration::from_millis(500)).is_err(), "no message without a new version");
+
+    // A file that is not an image is named with its reason, as `ingest` names it, even in
+    // a look that finds nothing else.
+    std::fs::write(s.src.join("broken.png"), b"half a copy").unwrap();
+    let look = common::slicetest(&s.ws, &watch);
+    assert!(look.status.success());
+    let err = String::from_utf8_lossy(&look.stderr);
+    assert!(err.contains("rejected broken.png: not an image"), "{err}");
+    std::fs::remove_file(s.src.join("broken.png")).unwrap();
+
+    // With --once there is no next look to post again: a receiver that is down fails it.
+    add_generated(&s.src, 3, 4);
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = format!("http://{closed}/hook");
+    let once = ["watch", s.src.to_str().unwrap(), "--dataset", "photos", "--once", "--quiet", "--no-embed"];
+    let err = fails(&s.ws, &[&once[..], &["--webhook", &dead]].concat());
+    assert!(err.contains(&format!("webhook {dead}")), "{err}");
 }
 
 #[test]

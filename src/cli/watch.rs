@@ -77,6 +77,8 @@ pub async fn run(workspace: &Path, args: WatchArgs) -> Result<(), CliError> {
     // Each look reads only the files that are new or changed since the last one.
     ingest.known = Some(Arc::new(KnownFiles::default()));
     let mut first = true;
+    // Rejections already said: a bad file stays bad look after look, and is named once.
+    let mut rejections_said = std::collections::HashSet::new();
     loop {
         let started = Instant::now();
         let options = IntakeOptions {
@@ -89,13 +91,16 @@ pub async fn run(workspace: &Path, args: WatchArgs) -> Result<(), CliError> {
         first = false;
         match engine.intake(&args.source, &options).await {
             Ok(report) => {
-                print_report(&report);
+                print_report(&report, &mut rejections_said);
                 if let Some(url) = &args.webhook
                     && report.ingest.created
                 {
                     // A receiver that is down must not stop the intake: said, and retried
-                    // with the next look's message.
+                    // with the next look's message. With --once there is no next look.
                     if let Err(e) = post(url, &message(&report)) {
+                        if args.once {
+                            return Err(format!("webhook {url}: {e}").into());
+                        }
                         eprintln!("watch: webhook {url}: {e}");
                     }
                 }
@@ -115,7 +120,9 @@ pub async fn run(workspace: &Path, args: WatchArgs) -> Result<(), CliError> {
     }
 }
 
-fn print_report(report: &IntakeReport) {
+/// Prints a look's report; rejections not in `said` are named with their reasons (as
+/// `slicetest ingest` names them) and added to it.
+fn print_report(report: &IntakeReport, said: &mut std::collections::HashSet<(String, String)>) {
     let ingest = &report.ingest;
     let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S");
     let read = format!("read {} of {} files", ingest.files_read, ingest.candidates);
@@ -150,6 +157,14 @@ fn print_report(report: &IntakeReport) {
     }
     if ingest.created && report.unchanged_slices > 0 {
         println!("  {} slices unchanged", report.unchanged_slices);
+    }
+    let new: Vec<_> =
+        ingest.rejected.iter().filter(|r| said.insert((r.item.clone(), r.reason.clone()))).collect();
+    for rejection in new.iter().take(20) {
+        eprintln!("  rejected {}: {}", rejection.item, rejection.reason);
+    }
+    if new.len() > 20 {
+        eprintln!("  … and {} more rejected (the version's ingest-report-<key>.json lists them)", new.len() - 20);
     }
 }
 
