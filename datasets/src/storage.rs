@@ -170,6 +170,16 @@ impl Storage {
             let key: AmazonS3ConfigKey = key.parse().map_err(|e| bad(format!("unknown S3 setting {key:?}: {e}")))?;
             builder = builder.with_config(key, *value);
         }
+        // object_store refuses a plain-HTTP endpoint at the first request, with "URL scheme
+        // is not allowed": say what to set instead.
+        let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint).unwrap_or_default();
+        let allow_http = builder.get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp));
+        if endpoint.starts_with("http://") && !allow_http.is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Err(bad(format!(
+                "the endpoint {endpoint} is plain HTTP: set AWS_ALLOW_HTTP=true to use a server without TLS \
+                 (a local MinIO or moto), or give its https:// URL"
+            )));
+        }
         let store = builder
             .with_bucket_name(bucket)
             .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT)
@@ -901,6 +911,12 @@ mod tests {
         let s3 = Storage::open(Path::new("s3://bucket/some/prefix/")).unwrap();
         assert_eq!(s3.root(), Path::new("s3://bucket/some/prefix"));
         assert!(s3.is_remote());
+        // A plain-HTTP endpoint needs allow_http, and says so before any request.
+        let local_server = [("aws_endpoint", "http://127.0.0.1:9000"), ("aws_allow_http", "false")];
+        let err = Storage::open_with(Path::new("s3://bucket/p"), &local_server).unwrap_err().to_string();
+        assert!(err.contains("plain HTTP: set AWS_ALLOW_HTTP=true"), "{err}");
+        let allowed = [("aws_endpoint", "http://127.0.0.1:9000"), ("aws_allow_http", "true")];
+        assert!(Storage::open_with(Path::new("s3://bucket/p"), &allowed).is_ok());
     }
 
     /// The same contract on both backends: create-if-absent, overwrite, list, remove.
