@@ -234,3 +234,179 @@ fn describe_lists_every_frozen_version_with_its_manifest() {
     assert_eq!(first["image_id"], "test/cat/c4.png");
     assert_eq!(first["holdout"], false);
 }
+
+/// The image ids `slice('cats', v)` holds out.
+fn held_out(ws: &Path, version: u64) -> Vec<String> {
+    let csv = sql_csv(ws, &format!("SELECT image_id FROM slice('cats', {version}) WHERE holdout ORDER BY 1"));
+    csv.lines().skip(1).map(str::to_string).collect()
+}
+
+#[test]
+fn a_plain_refreeze_keeps_the_holdout_and_a_changed_one_is_reported() {
+    let s = pets();
+    ok(&s.ws, &["slice", "freeze", "cats", "--holdout", "0.5", "--seed", "7"]);
+    let before = held_out(&s.ws, 1);
+    assert!(!before.is_empty() && before.len() < 6, "{before:?}");
+
+    // Nothing changed: the latest version's share and seed, so no new version.
+    let out = ok(&s.ws, &["slice", "freeze", "cats"]);
+    assert!(out.contains("| cats  | 1       | 6       |") && out.contains("false"), "{out}");
+    assert!(out.contains("hold-out 0.5 and seed 7 as in v1"), "{out}");
+
+    // A new cat: version 2 with the same share and seed holds out the same old members.
+    write_image(&s.src.join("train/cat/c9.png"), 4, 4, 99);
+    ok(&s.ws, &["ingest", "-d", "pets", "--quiet", s.src.to_str().unwrap()]);
+    let out = ok(&s.ws, &["slice", "freeze", "cats"]);
+    assert!(out.contains("| cats  | 2       | 7       |") && !out.contains("changed"), "{out}");
+    let v2 = held_out(&s.ws, 2);
+    assert!(before.iter().all(|id| v2.contains(id)), "{before:?} {v2:?}");
+    let describe = sql_csv(&s.ws, "DESCRIBE SLICE cats");
+    assert!(describe.lines().nth(2).unwrap().contains(",0.5,7,"), "{describe}");
+
+    // The training export never gets them.
+    let dir = tempfile::tempdir().unwrap();
+    ok(&s.ws, &["holdout", "export", "-o", dir.path().to_str().unwrap(), "-f", "csv"]);
+    let train = std::fs::read_to_string(dir.path().join("train.csv")).unwrap();
+    assert!(v2.iter().all(|id| !train.contains(id.as_str())), "{train}");
+
+    // A smaller share is allowed, said, and warned about with the number released.
+    let run = common::slicetest(&s.ws, &["slice", "freeze", "cats", "--holdout", "0"]);
+    assert!(run.status.success());
+    let (out, err) = (String::from_utf8(run.stdout).unwrap(), String::from_utf8(run.stderr).unwrap());
+    assert!(out.contains("hold-out changed from 0.5 (seed 7) in v2 to 0 (seed 7) in v3"), "{out}");
+    assert!(out.contains("seed 7 as in v2"), "{out}");
+    let released = format!("WARNING: {} images held out by cats v2 are no longer held out in v3", v2.len());
+    assert!(err.contains(&released) && err.contains("hold-out 0.5 and seed 7"), "{err}");
+    assert!(held_out(&s.ws, 3).is_empty());
+
+    // And back: the same images held out again (the rule is share, seed and id only).
+    let out = ok(&s.ws, &["slice", "freeze", "cats", "--holdout", "0.5"]);
+    assert!(out.contains("hold-out changed from 0 (seed 7) in v3 to 0.5 (seed 7) in v4"), "{out}");
+    assert_eq!(held_out(&s.ws, 4), v2);
+    // A new seed releases some (the warning) unless it holds out the same ones.
+    let run = common::slicetest(&s.ws, &["slice", "freeze", "cats", "--seed", "8"]);
+    let out = String::from_utf8(run.stdout).unwrap();
+    assert!(out.contains("to 0.5 (seed 8) in v5") && out.contains("hold-out 0.5 as in v4"), "{out}");
+    let released = v2.iter().filter(|id| !held_out(&s.ws, 5).contains(id)).count();
+    let err = String::from_utf8(run.stderr).unwrap();
+    assert_eq!(err.contains("WARNING"), released > 0, "{released}: {err}");
+}
+
+#[test]
+fn the_sql_statement_keeps_the_holdout_too() {
+    let s = pets();
+    sql_csv(&s.ws, "FREEZE SLICE cats WITH (holdout = 0.5, seed = 7)");
+    let csv = sql_csv(&s.ws, "FREEZE SLICE cats");
+    assert_eq!(csv.lines().nth(1).unwrap(), format!("cats,1,6,{},false,0.5,7,0,", held_out(&s.ws, 1).len()), "{csv}");
+    let csv = sql_csv(&s.ws, "FREEZE SLICE cats WITH (holdout = 0.25)");
+    let row = csv.lines().nth(1).unwrap();
+    assert!(row.starts_with("cats,2,6,") && row.contains(",true,0.25,7,"), "{csv}");
+    assert!(row.contains("hold-out changed from 0.5 (seed 7) in v1 to 0.25 (seed 7) in v2"), "{csv}");
+}
+
+#[test]
+fn a_frozen_version_exports_the_same_rows_after_a_reingest_with_its_tags() {
+    let s = pets();
+    ok(&s.ws, &["tag", "--tagger", "pixels", "--quiet"]);
+    ok(&s.ws, &["slice", "freeze", "cats", "--holdout", "0.5", "--seed", "7"]);
+    let export = |version: &str| ok(&s.ws, &["slice", "export", "cats", "--version", version, "-f", "csv"]);
+    let v1 = export("1");
+    let header = v1.lines().next().unwrap();
+    assert!(header.starts_with("image_id,uri,label,split,holdout,sha256,width,height,format,bytes,"), "{header}");
+    assert!(header.contains(",brightness,") && header.contains(",sharpness,"), "{header}");
+    let brightness = header.split(',').position(|c| c == "brightness").unwrap();
+    assert!(v1.lines().skip(1).all(|l| !l.split(',').nth(brightness).unwrap().is_empty()), "{v1}");
+    let frozen_sha = sql_csv(&s.ws, "SELECT sha256 FROM slice('cats', 1) WHERE image_id = 'train/cat/c0.png'");
+
+    // c0 gets other bytes and a larger size; the re-ingest makes dataset version 2.
+    write_image(&s.src.join("train/cat/c0.png"), 8, 8, 42);
+    ok(&s.ws, &["ingest", "-d", "pets", "--quiet", s.src.to_str().unwrap()]);
+    assert_eq!(export("1"), v1, "a frozen version's export never changes with the dataset");
+    assert!(v1.contains(frozen_sha.lines().nth(1).unwrap()), "{v1}");
+    let diff = ok(&s.ws, &["slice", "diff", "cats"]);
+    assert!(diff.contains("changed") && diff.contains("train/cat/c0.png"), "{diff}");
+
+    // Frozen again: version 2 has c0's new bytes, which nobody tagged yet (NULL).
+    ok(&s.ws, &["slice", "freeze", "cats"]);
+    let v2 = export("2");
+    let c0 = v2.lines().find(|l| l.starts_with("train/cat/c0.png,")).unwrap();
+    let cells: Vec<&str> = c0.split(',').collect();
+    assert_eq!((cells[6], cells[7]), ("8", "8"), "{c0}");
+    assert!(cells[brightness].is_empty(), "{c0}");
+    assert!(!frozen_sha.contains(cells[5]), "{c0}");
+    assert_eq!(export("1"), v1);
+}
+
+#[test]
+fn queries_ending_in_a_comment_or_semicolon_work_everywhere() {
+    let s = pets();
+    for (name, query) in [
+        ("cmt", "SELECT DISTINCT image_id FROM images WHERE label = 'cat' -- cats only; all of them"),
+        ("semi", "SELECT DISTINCT image_id FROM images WHERE label = 'cat';"),
+        ("both", "SELECT DISTINCT image_id FROM images WHERE label = 'cat' ; -- cats\n  ;  "),
+        ("plain", "SELECT image_id FROM images WHERE label = 'cat' -- the common shape"),
+    ] {
+        ok(&s.ws, &["slice", "create", name, query]);
+        let out = ok(&s.ws, &["slice", "freeze", name, "--holdout", "0.5"]);
+        assert!(out.contains("| 1       | 6       |"), "{name}: {out}");
+        assert!(ok(&s.ws, &["slice", "diff", name]).contains("no rows"), "{name}");
+        let csv = ok(&s.ws, &["slice", "export", name, "-f", "csv"]);
+        assert_eq!(csv.lines().count(), 7, "{name}: {csv}");
+    }
+    sql_csv(&s.ws, "CREATE SLICE cmt2 AS SELECT DISTINCT image_id FROM images WHERE label='dog' -- dogs only");
+    let csv = sql_csv(&s.ws, "FREEZE SLICE cmt2");
+    assert!(csv.lines().nth(1).unwrap().starts_with("cmt2,1,2,"), "{csv}");
+    // Stored without the trailing semicolons; the comment stays as written.
+    let show = sql_csv(&s.ws, "SHOW SLICES");
+    assert!(show.lines().find(|l| l.starts_with("semi,")).unwrap().ends_with("WHERE label = 'cat'"), "{show}");
+    assert!(show.lines().find(|l| l.starts_with("cmt2,")).unwrap().ends_with("-- dogs only"), "{show}");
+    // A `--` or `;` inside a string is not a comment or the end.
+    ok(&s.ws, &["slice", "create", "dashes", "SELECT image_id FROM images WHERE label <> '--;'"]);
+    ok(&s.ws, &["slice", "freeze", "dashes"]);
+    assert_eq!(sql_csv(&s.ws, "SELECT count(*) AS n FROM slice('dashes')"), "n\n8\n");
+}
+
+#[test]
+fn a_query_whose_image_id_is_not_a_string_is_refused_at_create() {
+    let s = pets();
+    let err = fails(&s.ws, &["slice", "create", "agg", "SELECT count(*) AS image_id FROM images"]);
+    assert!(err.contains("must return image_id as a string") && err.contains("its image_id is Int64"), "{err}");
+    let err = fails(&s.ws, &["sql", "CREATE SLICE agg AS SELECT width AS image_id FROM images"]);
+    assert!(err.contains("its image_id is"), "{err}");
+    let err = fails(
+        &s.ws,
+        &["slice", "create", "two", "SELECT a.image_id, b.image_id FROM images a JOIN images b USING (label)"],
+    );
+    assert!(err.contains("must return one image_id column, not 2"), "{err}");
+    assert!(!s.ws.join("slices/agg.toml").exists() && !s.ws.join("slices/two.toml").exists());
+    // A string id of another shape is fine: a dictionary or a view of one.
+    ok(&s.ws, &["slice", "create", "cast", "SELECT arrow_cast(image_id, 'Utf8View') AS image_id FROM images"]);
+    assert!(ok(&s.ws, &["slice", "freeze", "cast"]).contains("| 8       |"));
+}
+
+#[test]
+fn a_report_shows_no_nan_for_a_slice_never_frozen() {
+    let s = pets();
+    ok(&s.ws, &["slice", "freeze", "cats"]);
+    ok(&s.ws, &["slice", "create", "dogs", "SELECT image_id FROM images WHERE label = 'dog'"]);
+    let truth = sql_csv(&s.ws, "SELECT image_id, label AS predicted FROM images");
+    std::fs::write(s.src.join("predictions.csv"), truth).unwrap();
+    ok(&s.ws, &["run", "upload", s.src.join("predictions.csv").to_str().unwrap(), "--run", "r", "--model", "m"]);
+    let table = ok(&s.ws, &["report", "--run", "r"]);
+    assert!(!table.contains("NaN"), "{table}");
+    let cells = |line: &str| line.split('|').map(|c| c.trim().to_string()).collect::<Vec<_>>();
+    let header = cells(table.lines().find(|l| l.contains("macro-F1")).unwrap());
+    let dogs = cells(table.lines().find(|l| l.contains(" dogs ")).unwrap());
+    let f1 = header.iter().position(|c| c == "macro-F1").unwrap();
+    assert_eq!(dogs[f1], "-", "{table}");
+    let json = ok(&s.ws, &["report", "--run", "r", "--format", "json"]);
+    assert!(!json.contains("NaN"), "{json}");
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let dogs = report["slices"].as_array().unwrap().iter().find(|s| s["slice"] == "dogs").unwrap();
+    if let Some(f1) = dogs["classification"].get("macro_f1") {
+        assert!(f1["value"].is_null(), "{f1}");
+    }
+    let html = s.src.join("report.html");
+    ok(&s.ws, &["report", "--run", "r", "--format", "html", "-o", html.to_str().unwrap()]);
+    assert!(!std::fs::read_to_string(&html).unwrap().contains("NaN"));
+}

@@ -103,13 +103,24 @@ function sliceCard(s, verdicts) {
   const b = s.breakdown || {};
   const v = verdicts.bySlice[s.name];
   const latest = s.versions.length ? s.versions[s.versions.length - 1] : null;
-  const holdout = el("input", { type: "number", min: 0, max: 0.9, step: 0.05, value: 0.2, "aria-label": `hold-out share of ${s.name}`, size: 4 });
+  // The share the latest version holds out (0 before a first freeze). Freezing sends a
+  // share only when it was changed here, and never a seed, so the server keeps the latest
+  // version's: the same images stay held out.
+  const current = latest ? latest.holdout_share : 0;
+  const holdout = el("input", { type: "number", min: 0, max: 1, step: 0.05, value: current, "aria-label": `hold-out share of ${s.name}`, size: 4, title: latest ? `v${latest.version} holds out ${current} (seed ${latest.seed})` : "share of the members held out" });
   const out = el("div", { class: "diff" });
   const freeze = async () => {
+    const body = holdout.value !== "" && Number(holdout.value) !== current ? { holdout: Number(holdout.value) } : {};
     try {
-      const r = await api(`/slices/${enc(s.name)}/freeze`, { method: "POST", body: { holdout: Number(holdout.value), seed: 0 } });
+      const r = await api(`/slices/${enc(s.name)}/freeze`, { method: "POST", body });
       toast(r.created ? `${s.name}: froze version ${r.frozen.version} (${r.frozen.members} members)` : `${s.name}: unchanged since version ${r.frozen.version}`);
-      slicesPage(new URLSearchParams());
+      await slicesPage(new URLSearchParams());
+      // A changed hold-out, and above all images it no longer holds out, stay said on the redrawn card.
+      const box = main.querySelector(`[data-slice="${CSS.escape(s.name)}"] .diff`);
+      if (box) {
+        box.replaceChildren(...(r.notes || []).map((n) => el("p", { class: "muted" }, n)),
+          ...(r.warnings || []).map((w) => el("p", { class: "error", role: "alert" }, `Warning: ${w}`)));
+      }
     } catch (error) {
       out.replaceChildren(errorBox(error));
     }

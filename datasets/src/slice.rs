@@ -355,6 +355,76 @@ pub struct FreezeOutcome {
     pub frozen: FrozenSlice,
     /// False when the latest version already had exactly these members and settings.
     pub created: bool,
+    /// The latest version before this freeze (None for a slice's first freeze; the same
+    /// as `frozen` when nothing was created).
+    pub previous: Option<FrozenSlice>,
+    /// Images the previous version held out that the new one keeps as members but no
+    /// longer holds out (its hold-out share is smaller or its seed another): from now on
+    /// `holdout export` can put them in the training set. 0 when nothing was created.
+    pub released_from_holdout: u64,
+}
+
+impl FreezeOutcome {
+    /// The previous version's hold-out (share, seed) when this freeze created a version
+    /// with another share or seed.
+    pub fn holdout_change(&self) -> Option<(f64, u64)> {
+        let previous = self.previous.as_ref().filter(|_| self.created)?;
+        let (before, now) = ((previous.holdout_share, previous.seed), (self.frozen.holdout_share, self.frozen.seed));
+        (before != now).then_some(before)
+    }
+
+    /// What a person should know about this freeze's hold-out, one sentence each: that
+    /// the share or seed changed (from what to what) and, as a warning, how many images
+    /// held out before are held out no more. Empty when the hold-out is as before.
+    pub fn notes(&self) -> Vec<FreezeNote> {
+        let (Some(previous), Some((share, seed))) = (&self.previous, self.holdout_change()) else {
+            return Vec::new();
+        };
+        let f = &self.frozen;
+        let mut notes = vec![FreezeNote {
+            warning: false,
+            text: format!(
+                "hold-out changed from {share} (seed {seed}) in v{} to {} (seed {}) in v{}",
+                previous.version, f.holdout_share, f.seed, f.version
+            ),
+        }];
+        if self.released_from_holdout > 0 {
+            let n = self.released_from_holdout;
+            let (images, are, them) = if n == 1 { ("image", "is", "it") } else { ("images", "are", "them") };
+            notes.push(FreezeNote {
+                warning: true,
+                text: format!(
+                    "{n} {images} held out by {slice} v{before} {are} no longer held out in v{now}: \
+                     `slicetest holdout export` now puts {them} in train.* (unless another slice holds {them} out), \
+                     so a model trained on that export sees {them} and v{before}'s hold-out is no longer unseen \
+                     data for it. To keep {them} held out, freeze again with hold-out {share} and seed {seed}.",
+                    slice = f.slice,
+                    before = previous.version,
+                    now = f.version,
+                ),
+            });
+        }
+        notes
+    }
+}
+
+/// One line of [`FreezeOutcome::notes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreezeNote {
+    /// Whether it warns of held-out images moving to training.
+    pub warning: bool,
+    /// The sentence.
+    pub text: String,
+}
+
+/// Which hold-out settings [`freeze_keeping`] takes from the slice's latest frozen
+/// version instead of the request (when there is one; a first freeze uses the request's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeepHoldout {
+    /// Keep the latest version's hold-out share.
+    pub share: bool,
+    /// Keep the latest version's seed.
+    pub seed: bool,
 }
 
 /// Input to [`freeze`]: who the members are and the context they were computed in.
@@ -415,27 +485,76 @@ const MAX_FREEZE_ATTEMPTS: usize = 64;
 /// same members and hold-out settings. Safe against concurrent freezes of the same slice
 /// (see the module docs); no lock is needed.
 pub fn freeze(layout: &WorkspaceLayout, definition: &SliceDefinition, request: FreezeRequest) -> Result<FreezeOutcome> {
+    freeze_keeping(layout, definition, request, KeepHoldout::default())
+}
+
+/// A members file ready to write: the members with their hold-out flags, and their hashes.
+struct Prepared {
+    holdout: HoldoutAssigner,
+    members: RecordBatch,
+    hash: String,
+    holdout_members: u64,
+    bytes: bytes::Bytes,
+    parquet_sha256: String,
+}
+
+impl Prepared {
+    fn new(members: &RecordBatch, holdout: HoldoutAssigner) -> Result<Self> {
+        let members = assign_holdout_table(members, &holdout)?;
+        let hash = member_hash(&members);
+        let holdout_members = members.column(3).as_boolean().true_count() as u64;
+        let bytes = encode_parquet_at(&members, Vec::new(), 1)?;
+        let parquet_sha256 = hex::encode(Sha256::digest(&bytes));
+        Ok(Self { holdout, members, hash, holdout_members, bytes, parquet_sha256 })
+    }
+}
+
+/// [`freeze`], with the hold-out share and/or seed `keep` names taken from the slice's
+/// latest frozen version (the one this freeze follows, read as it commits), so a plain
+/// re-freeze holds out the same images as before: the rule depends on nothing but share,
+/// seed and id.
+pub fn freeze_keeping(
+    layout: &WorkspaceLayout,
+    definition: &SliceDefinition,
+    request: FreezeRequest,
+    keep: KeepHoldout,
+) -> Result<FreezeOutcome> {
     let name = &definition.name;
-    let members = assign_holdout_table(&request.members, &request.holdout)?;
-    let hash = member_hash(&members);
-    let holdout_members = members.column(3).as_boolean().true_count() as u64;
-    let bytes = encode_parquet_at(&members, Vec::new(), 1)?;
-    let parquet_sha256 = hex::encode(Sha256::digest(&bytes));
     let storage = layout.storage();
+    let mut prepared: Option<Prepared> = None;
 
     for _ in 0..MAX_FREEZE_ATTEMPTS {
         let previous = latest_frozen(layout, name)?;
+        let holdout = match &previous {
+            Some(p) => HoldoutAssigner::new(
+                if keep.share { p.holdout_share } else { request.holdout.share() },
+                if keep.seed { p.seed } else { request.holdout.seed() },
+            )?,
+            None => request.holdout,
+        };
+        if prepared.as_ref().is_none_or(|p| p.holdout != holdout) {
+            prepared = Some(Prepared::new(&request.members, holdout)?);
+        }
+        let p = prepared.as_ref().expect("prepared above");
         let version = previous.as_ref().map_or(1, |p| p.version + 1);
-        if let Some(previous) = previous {
-            let same_settings =
-                previous.holdout_share == request.holdout.share() && previous.seed == request.holdout.seed();
-            if previous.member_hash == hash && same_settings && previous.query == definition.query {
-                return Ok(FreezeOutcome { frozen: previous, created: false });
+        if let Some(previous) = &previous {
+            let same_settings = previous.holdout_share == holdout.share() && previous.seed == holdout.seed();
+            if previous.member_hash == p.hash && same_settings && previous.query == definition.query {
+                return Ok(FreezeOutcome {
+                    frozen: previous.clone(),
+                    created: false,
+                    previous: Some(previous.clone()),
+                    released_from_holdout: 0,
+                });
             }
         }
-        let members_name = keyed_name(&format!("v{version}"), &parquet_sha256, "parquet");
+        let released_from_holdout = match &previous {
+            Some(previous) => released_from_holdout(layout, previous, &p.members, &holdout)?,
+            None => 0,
+        };
+        let members_name = keyed_name(&format!("v{version}"), &p.parquet_sha256, "parquet");
         let members_path = layout.slice_dir(name).join(&members_name);
-        storage.write(&members_path, bytes.clone())?;
+        storage.write(&members_path, p.bytes.clone())?;
         crate::ingest::failpoint("freeze-before-manifest");
 
         let frozen = FrozenSlice {
@@ -444,19 +563,19 @@ pub fn freeze(layout: &WorkspaceLayout, definition: &SliceDefinition, request: F
             query: definition.query.clone(),
             dataset: definition.dataset.clone(),
             dataset_versions: request.dataset_versions.clone(),
-            members: members.num_rows() as u64,
-            holdout_members,
-            holdout_share: request.holdout.share(),
-            seed: request.holdout.seed(),
-            member_hash: hash.clone(),
-            parquet_sha256: parquet_sha256.clone(),
+            members: p.members.num_rows() as u64,
+            holdout_members: p.holdout_members,
+            holdout_share: holdout.share(),
+            seed: holdout.seed(),
+            member_hash: p.hash.clone(),
+            parquet_sha256: p.parquet_sha256.clone(),
             members_file: Some(members_name),
             frozen_at: chrono::Utc::now().to_rfc3339(),
             slicetest_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let json = serde_json::to_vec_pretty(&frozen).expect("manifests serialise");
         if storage.create(&layout.frozen_manifest_file(name, version), json.into())? {
-            return Ok(FreezeOutcome { frozen, created: true });
+            return Ok(FreezeOutcome { frozen, created: true, previous, released_from_holdout });
         }
         // Another freeze took version k. Its members file has another name unless its
         // members are these (then it is the same file, and stays).
@@ -467,6 +586,27 @@ pub fn freeze(layout: &WorkspaceLayout, definition: &SliceDefinition, request: F
     Err(DatasetError::io("freezing", layout.slice_dir(name))(std::io::Error::other(format!(
         "{MAX_FREEZE_ATTEMPTS} other versions were frozen while this freeze tried to commit; run it again"
     ))))
+}
+
+/// How many members `previous` held out that `members` (a members table, with its
+/// hold-out flags from `holdout`) keeps but no longer holds out. None can be when the seed
+/// is the same and the share not smaller (a larger share holds out a superset), so the
+/// previous members file is read only when the seed changed or the share shrank.
+fn released_from_holdout(
+    layout: &WorkspaceLayout,
+    previous: &FrozenSlice,
+    members: &RecordBatch,
+    holdout: &HoldoutAssigner,
+) -> Result<u64> {
+    if previous.holdout_members == 0 || (previous.seed == holdout.seed() && previous.holdout_share <= holdout.share()) {
+        return Ok(0);
+    }
+    let before = read_member_columns(layout, previous, Some(&["image_id", "holdout"]))?;
+    let (ids, flags) = (before.column(0).as_string::<i32>(), before.column(1).as_boolean());
+    let held: std::collections::HashSet<&str> =
+        (0..before.num_rows()).filter(|&i| flags.value(i)).map(|i| ids.value(i)).collect();
+    let (ids, flags) = (members.column(0).as_string::<i32>(), members.column(3).as_boolean());
+    Ok((0..members.num_rows()).filter(|&i| !flags.value(i) && held.contains(ids.value(i))).count() as u64)
 }
 
 #[cfg(test)]
@@ -551,6 +691,47 @@ mod tests {
         let ids: Vec<String> =
             members_of(&read_members(&layout, &next.frozen).unwrap()).into_iter().map(|m| m.image_id).collect();
         assert_eq!(ids, ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn a_kept_holdout_is_the_latest_versions_and_a_release_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = WorkspaceLayout::new(dir.path());
+        let def = definition("s");
+        create_definition(&layout, &def).unwrap();
+        let ids: Vec<String> = (0..200).map(|i| format!("img_{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let held = |frozen: &FrozenSlice| -> Vec<String> {
+            let members = members_of(&read_members(&layout, frozen).unwrap());
+            members.into_iter().filter(|m| m.holdout).map(|m| m.image_id).collect()
+        };
+        let keep_both = KeepHoldout { share: true, seed: true };
+        // A first freeze has nothing to keep: the request's settings.
+        let first = freeze_keeping(&layout, &def, request(&ids, 0.3), keep_both).unwrap();
+        assert!(first.created && first.previous.is_none() && first.notes().is_empty());
+        assert_eq!((first.frozen.holdout_share, first.frozen.seed), (0.3, 7));
+        // Kept, whatever the request says: the same version.
+        let again = freeze_keeping(&layout, &def, request(&ids, 0.0), keep_both).unwrap();
+        assert!(!again.created && again.frozen.version == 1 && again.holdout_change().is_none());
+        // Grown, share kept: the old members held out stay held out.
+        let grown: Vec<&str> = ids.iter().copied().chain(["new_1", "new_2"]).collect();
+        let second = freeze_keeping(&layout, &def, request(&grown, 0.0), keep_both).unwrap();
+        assert!(second.created && second.frozen.holdout_share == 0.3 && second.released_from_holdout == 0);
+        assert!(held(&first.frozen).iter().all(|id| held(&second.frozen).contains(id)));
+        assert!(second.notes().is_empty());
+        // A smaller share: reported, with every image it releases counted.
+        let keep_seed = KeepHoldout { share: false, seed: true };
+        let third = freeze_keeping(&layout, &def, request(&grown, 0.1), keep_seed).unwrap();
+        let released = held(&second.frozen).iter().filter(|id| !held(&third.frozen).contains(id)).count();
+        assert!(released > 0);
+        assert_eq!(third.released_from_holdout, released as u64);
+        assert_eq!(third.holdout_change(), Some((0.3, 7)));
+        let notes = third.notes();
+        assert_eq!(notes[0].text, "hold-out changed from 0.3 (seed 7) in v2 to 0.1 (seed 7) in v3");
+        assert!(notes[1].warning && notes[1].text.starts_with(&format!("{released} images held out by s v2")));
+        // A larger share releases nothing (a superset is held out).
+        let fourth = freeze_keeping(&layout, &def, request(&grown, 0.5), keep_seed).unwrap();
+        assert!(fourth.created && fourth.released_from_holdout == 0 && fourth.notes().len() == 1);
     }
 
     #[test]

@@ -9,10 +9,14 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
 use rayon::prelude::*;
-use slicetest_datasets::slice::{self, SliceDefinition, members_of};
+use slicetest_datasets::slice::{self, FrozenSlice, SliceDefinition, members_of};
+use slicetest_datasets::version::{DatasetVersion, read_version};
 
 use crate::error::{EngineError, Result};
 use crate::{Engine, query};
+
+/// The name a slice export gives the dataset version's images in its session.
+const EXPORT_IMAGES: &str = "slice_export_images";
 
 /// Default minimum number of evaluation samples (test split or hold-out) for a slice's
 /// metric to mean something.
@@ -131,9 +135,10 @@ impl Engine {
         let definition = slice::read_definition(self.workspace.layout(), name)?;
         slice::read_frozen(self.workspace.layout(), name, None)?;
         let ctx = self.dataset_context(Some(&definition.dataset)).await?;
+        crate::slices::check_query(&ctx, name, &definition.dataset, &definition.query).await?;
         let sql = format!(
             "WITH live AS (SELECT i.image_id, i.sha256 FROM \"{ds}\".images i \
-                           WHERE i.image_id IN (SELECT image_id FROM ({q}) AS slice_query)), \
+                           WHERE i.image_id IN (SELECT image_id FROM {q})), \
                   frozen AS (SELECT image_id, sha256 FROM slice('{name}')) \
              SELECT 'added' AS change, image_id FROM live WHERE image_id NOT IN (SELECT image_id FROM frozen) \
              UNION ALL SELECT 'removed', image_id FROM frozen WHERE image_id NOT IN (SELECT image_id FROM live) \
@@ -141,28 +146,61 @@ impl Engine {
                        WHERE f.sha256 <> l.sha256 \
              ORDER BY change, image_id",
             ds = definition.dataset,
-            q = definition.query,
+            q = crate::slices::slice_subquery(&definition.query),
         );
         query::stream(&ctx, &sql).await
     }
 
     /// The members of a frozen version joined to their images: `image_id`, `uri`, `label`,
-    /// `split`, `holdout`, then every other column of the dataset (tags, manifest columns).
-    /// Split and hold-out are as frozen; the rest is from the dataset's latest version.
+    /// `split`, `holdout`, `sha256`, then every other column of the dataset (`width`,
+    /// `height`, …, manifest columns) and every tag column. Reproducible: split, hold-out
+    /// and sha256 are as frozen, the image columns come from the dataset version the slice
+    /// was frozen against (its manifest's `dataset_versions`), and the tags are those of
+    /// each member's frozen bytes (tags are keyed by `sha256`; NULL where a tagger has no
+    /// row for them). A re-ingest changes nothing of an existing version's export; only
+    /// tagging images (or removing a tagger) does.
     pub async fn slice_export(&self, name: &str, version: Option<u64>) -> Result<SendableRecordBatchStream> {
-        let definition = slice::read_definition(self.workspace.layout(), name)?;
-        let frozen = slice::read_frozen(self.workspace.layout(), name, version)?;
+        let layout = self.workspace.layout();
+        let definition = slice::read_definition(layout, name)?;
+        let frozen = slice::read_frozen(layout, name, version)?;
+        let dataset_version = self.frozen_against(&frozen)?;
         let ctx = self.dataset_context(Some(&definition.dataset)).await?;
-        let others = self.other_columns(&definition.dataset, &["image_id", "uri", "label", "split"])?;
+        let images = slicetest_sql::slices::version_images(&ctx, &self.workspace, &dataset_version).await?;
+        let columns: Vec<String> = images.schema().fields().iter().map(|f| f.name().clone()).collect();
+        ctx.register_table(EXPORT_IMAGES, images).map_err(|e| EngineError::query(e, None))?;
+        // sha256 as frozen (equal to the version's, which the join requires).
+        let column = |c: &String| match c.as_str() {
+            "sha256" => ", s.sha256".to_string(),
+            c => format!(", i.\"{}\"", c.replace('"', "\"\"")),
+        };
+        let others: String = (columns.iter())
+            .filter(|c| !["image_id", "uri", "label", "split"].contains(&c.as_str()))
+            .map(column)
+            .collect();
         let sql = format!(
             "SELECT s.image_id, i.uri, i.label, s.split, s.holdout{others} \
-             FROM slice('{name}', {v}) s LEFT JOIN \"{ds}\".images i ON s.image_id = i.image_id \
+             FROM slice('{name}', {v}) s LEFT JOIN {EXPORT_IMAGES} i \
+               ON s.image_id = i.image_id AND s.sha256 = i.sha256 \
              ORDER BY s.image_id",
-            others = others.iter().map(|c| format!(", i.\"{c}\"")).collect::<String>(),
             v = frozen.version,
-            ds = definition.dataset,
         );
         query::stream(&ctx, &sql).await
+    }
+
+    /// The dataset version a frozen slice version was frozen against.
+    fn frozen_against(&self, frozen: &FrozenSlice) -> Result<DatasetVersion> {
+        let Some(&number) = frozen.dataset_versions.get(&frozen.dataset) else {
+            return Err(EngineError::InvalidArgument(format!(
+                "slice {:?} version {} records no version of its dataset {:?} (it records {:?})",
+                frozen.slice, frozen.version, frozen.dataset, frozen.dataset_versions
+            )));
+        };
+        read_version(self.workspace.layout(), &frozen.dataset, number).map_err(|e| {
+            EngineError::from(e).context(format!(
+                "slice {:?} version {} was frozen against dataset {} version {number}, which cannot be read",
+                frozen.slice, frozen.version, frozen.dataset
+            ))
+        })
     }
 
     /// Two manifests of `dataset`: the hold-out set (every image held out by the latest
@@ -217,10 +255,5 @@ impl Engine {
         let mut held: Vec<String> = held.into_iter().collect();
         held.sort();
         Ok(held)
-    }
-
-    fn other_columns(&self, dataset: &str, skip: &[&str]) -> Result<Vec<String>> {
-        let latest = self.workspace.latest(dataset)?;
-        Ok(latest.columns.iter().map(|c| c.name.clone()).filter(|c| !skip.contains(&c.as_str())).collect())
     }
 }

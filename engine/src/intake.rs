@@ -160,7 +160,7 @@ impl Engine {
     /// The image_ids a slice's query matches now.
     async fn live_members(&self, dataset: &str, query: &str) -> Result<BTreeSet<String>> {
         let ctx = self.dataset_context(Some(dataset)).await?;
-        let sql = format!("SELECT DISTINCT image_id FROM ({query}) AS slice_query");
+        let sql = format!("SELECT DISTINCT image_id FROM {}", crate::slices::slice_subquery(query));
         let mut members = BTreeSet::new();
         for batch in crate::query::plan(&ctx, &sql).await?.collect().await? {
             let ids = cast(batch.column(0), &DataType::Utf8)?;

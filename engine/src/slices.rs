@@ -7,11 +7,12 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use slicetest_datasets::slice::{self, FrozenSlice, SliceDefinition};
+use datafusion::prelude::SessionContext;
+use slicetest_datasets::slice::{self, FrozenSlice, KeepHoldout, SliceDefinition};
 use slicetest_datasets::{FreezeOutcome, FreezeRequest, HoldoutAssigner};
 
 use crate::error::{EngineError, Result};
-use crate::statement::{SliceStatement, SliceThresholds};
+use crate::statement::{DEFAULT_HOLDOUT, DEFAULT_SEED, SliceStatement, SliceThresholds};
 use crate::{Engine, query};
 
 /// A slice's definition with its frozen versions, for listings.
@@ -49,19 +50,16 @@ impl Engine {
             }
         }
         slicetest_datasets::validate_name(name)?;
+        let query = stored_query(query);
+        if query_body(&query).is_empty() {
+            return Err(EngineError::InvalidArgument(format!("the query of slice {name:?} is empty")));
+        }
         let dataset = self.workspace.dataset_or_default(None)?;
         let ctx = self.dataset_context(Some(&dataset)).await?;
-        let df = query::plan(&ctx, query).await?;
-        let fields: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
-        if !fields.iter().any(|f| f == "image_id") {
-            return Err(EngineError::InvalidArgument(format!(
-                "the query of slice {name:?} must return an image_id column; it returns: {}",
-                fields.join(", ")
-            )));
-        }
+        check_query(&ctx, name, &dataset, &query).await?;
         let definition = SliceDefinition {
             name: name.to_string(),
-            query: query.to_string(),
+            query,
             dataset,
             comment,
             created_at: chrono_now(),
@@ -100,17 +98,56 @@ impl Engine {
     }
 
     /// Runs the slice's query and freezes its members as the next version, with `holdout`
-    /// of them (chosen by [`HoldoutAssigner`]) in the hold-out set. Takes no lock:
-    /// concurrent freezes, here or on other machines sharing a bucket, each commit a version
-    /// or find that the one committed first has their members ([`slice::freeze`]).
+    /// of them (chosen by [`HoldoutAssigner`] with `seed`) in the hold-out set. See
+    /// [`Engine::freeze_slice_keeping`], which can keep the latest version's settings.
     pub async fn freeze_slice(&self, name: &str, holdout: f64, seed: u64) -> Result<FreezeOutcome> {
-        let assigner = HoldoutAssigner::new(holdout, seed)?;
+        self.freeze_slice_keeping(name, Some(holdout), Some(seed)).await
+    }
+
+    /// Runs the slice's query and freezes its members as the next version. The hold-out
+    /// share and seed left out (None) are the latest frozen version's — so a plain
+    /// re-freeze holds out the very images it held out before — or, at a first freeze,
+    /// [`DEFAULT_HOLDOUT`] and [`DEFAULT_SEED`]. The outcome says when the hold-out
+    /// changed and how many images held out before no longer are
+    /// ([`FreezeOutcome::notes`]). Takes no lock: concurrent freezes, here or on other
+    /// machines sharing a bucket, each commit a version or find that the one committed
+    /// first has their members ([`slice::freeze_keeping`]).
+    pub async fn freeze_slice_keeping(
+        &self,
+        name: &str,
+        holdout: Option<f64>,
+        seed: Option<u64>,
+    ) -> Result<FreezeOutcome> {
+        let assigner = HoldoutAssigner::new(holdout.unwrap_or(DEFAULT_HOLDOUT), seed.unwrap_or(DEFAULT_SEED))?;
+        let keep = KeepHoldout { share: holdout.is_none(), seed: seed.is_none() };
         let layout = self.workspace.layout();
         let definition = slice::read_definition(layout, name)?;
-        let ctx = self.dataset_context(Some(&definition.dataset)).await?;
+        let versions = || -> Result<BTreeMap<String, u64>> {
+            Ok(self.workspace.latest_versions()?.into_iter().map(|v| (v.dataset, v.version)).collect())
+        };
+        // The dataset versions the query read: those latest before its session was built
+        // and still latest after it ran (an ingest in between runs it again), so the
+        // manifest names the version the members come from (`slice export` reads it).
+        let mut attempts = 0;
+        let (members, dataset_versions) = loop {
+            let before = versions()?;
+            let ctx = self.dataset_context(Some(&definition.dataset)).await?;
+            let members = self.frozen_members(&ctx, &definition).await?;
+            let after = versions()?;
+            attempts += 1;
+            if before == after || attempts == 3 {
+                break (members, after);
+            }
+        };
+        let request = FreezeRequest { members, holdout: assigner, dataset_versions };
+        Ok(slice::freeze_keeping(layout, &definition, request, keep)?)
+    }
+
+    /// The members the slice's query finds in `ctx` (`image_id`, `sha256`, `split` as Utf8).
+    async fn frozen_members(&self, ctx: &SessionContext, definition: &SliceDefinition) -> Result<RecordBatch> {
+        check_query(ctx, &definition.name, &definition.dataset, &definition.query).await?;
         let members_sql = members_sql(&definition.dataset, &definition.query);
-        let batches =
-            query::plan(&ctx, &members_sql).await?.collect().await.map_err(|e| EngineError::query(e, None))?;
+        let batches = query::plan(ctx, &members_sql).await?.collect().await.map_err(|e| EngineError::query(e, None))?;
         // As Utf8 arrays (the columns may come back as views or dictionaries), one table.
         let schema = slice::request_schema();
         let utf8 = |batch: &RecordBatch| -> Result<RecordBatch> {
@@ -120,11 +157,7 @@ impl Engine {
             RecordBatch::try_new(schema.clone(), columns).map_err(|e| EngineError::query(e.into(), None))
         };
         let batches = batches.iter().map(utf8).collect::<Result<Vec<_>>>()?;
-        let members = concat_batches(&schema, &batches).map_err(|e| EngineError::query(e.into(), None))?;
-        let dataset_versions: BTreeMap<String, u64> =
-            self.workspace.latest_versions()?.into_iter().map(|v| (v.dataset, v.version)).collect();
-        let request = FreezeRequest { members, holdout: assigner, dataset_versions };
-        Ok(slice::freeze(layout, &definition, request)?)
+        concat_batches(&schema, &batches).map_err(|e| EngineError::query(e.into(), None))
     }
 
     /// Runs a slice statement and returns its result as one batch.
@@ -144,7 +177,7 @@ impl Engine {
             SliceStatement::Show => Ok(slices_batch(&self.slices()?)),
             SliceStatement::Describe { name } => Ok(versions_batch(&self.slice(&name)?)),
             SliceStatement::Freeze { name, holdout, seed } => {
-                let outcome = self.freeze_slice(&name, holdout, seed).await?;
+                let outcome = self.freeze_slice_keeping(&name, holdout, seed).await?;
                 Ok(freeze_batch(&outcome))
             }
         }
@@ -160,9 +193,93 @@ fn members_sql(dataset: &str, query: &str) -> String {
     widened(dataset, query).unwrap_or_else(|| {
         format!(
             "SELECT i.image_id, i.sha256, i.split FROM \"{dataset}\".images i \
-             WHERE i.image_id IN (SELECT image_id FROM ({query}) AS slice_query)"
+             WHERE i.image_id IN (SELECT image_id FROM {})",
+            slice_subquery(query)
         )
     })
+}
+
+/// A slice's query as a derived table, `(<query>) AS slice_query`, to embed in a larger
+/// statement: without the semicolons and comments it may end with (a trailing `-- …`
+/// would swallow the closing parenthesis, a `;` end the statement early), and the
+/// parenthesis on a line of its own all the same.
+pub(crate) fn slice_subquery(query: &str) -> String {
+    format!("({}\n) AS slice_query", query_body(query))
+}
+
+/// `query` without what may follow its last token: whitespace, comments and semicolons.
+/// Found with the SQL tokenizer, so a `--` or `;` inside a string or quoted name stays;
+/// text that does not tokenize (an unterminated string) is only trimmed, and planning it
+/// reports the error.
+pub(crate) fn query_body(query: &str) -> &str {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+    let trimmed = query.trim_end();
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, trimmed).tokenize_with_location() else { return trimmed };
+    let Some(last) = tokens.iter().rev().find(|t| !matches!(t.token, Token::Whitespace(_) | Token::SemiColon)) else {
+        return "";
+    };
+    // The span's end is the (line, column) just past the token, columns counted in chars.
+    let (line, column) = (last.span.end.line, last.span.end.column);
+    let (mut at_line, mut at_column) = (1, 1);
+    for (offset, c) in trimmed.char_indices() {
+        if (at_line, at_column) == (line, column) {
+            return &trimmed[..offset];
+        }
+        if c == '\n' {
+            (at_line, at_column) = (at_line + 1, 1);
+        } else {
+            at_column += 1;
+        }
+    }
+    trimmed
+}
+
+/// A slice's query as stored: as written, less surrounding whitespace and trailing
+/// semicolons (what `CREATE SLICE … AS <query>;` leaves out too).
+fn stored_query(query: &str) -> String {
+    query.trim().trim_end_matches(|c: char| c == ';' || c.is_whitespace()).to_string()
+}
+
+/// Checks a slice's query the way freezing will use it: it plans against `dataset`'s
+/// session, returns one `image_id` column of string type (the type of `images.image_id`),
+/// and plans as the members query a freeze runs.
+pub(crate) async fn check_query(ctx: &SessionContext, name: &str, dataset: &str, query: &str) -> Result<()> {
+    let df = query::plan(ctx, query).await?;
+    let fields = df.schema().fields();
+    let ids: Vec<_> = fields.iter().filter(|f| f.name() == "image_id").collect();
+    let returns = || fields.iter().map(|f| format!("{} ({})", f.name(), f.data_type())).collect::<Vec<_>>().join(", ");
+    let problem = match ids.as_slice() {
+        [] => format!(
+            "must return an image_id column; it returns: {}",
+            fields.iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+        ),
+        [id] if !is_string(id.data_type()) => format!(
+            "must return image_id as a string (the ids of images.image_id); its image_id is {}{}",
+            id.data_type(),
+            if fields.len() > 1 { format!(" — it returns: {}", returns()) } else { String::new() }
+        ),
+        [_] => return plan_members(ctx, name, dataset, query).await,
+        _ => format!("must return one image_id column, not {}; it returns: {}", ids.len(), returns()),
+    };
+    Err(EngineError::InvalidArgument(format!("the query of slice {name:?} {problem}")))
+}
+
+/// Plans the members query of a slice whose query returns a string `image_id`.
+async fn plan_members(ctx: &SessionContext, name: &str, dataset: &str, query: &str) -> Result<()> {
+    query::plan(ctx, &members_sql(dataset, query))
+        .await
+        .map(drop)
+        .map_err(|e| e.context(format!("the query of slice {name:?} cannot be frozen")))
+}
+
+fn is_string(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => true,
+        DataType::Dictionary(_, values) => is_string(values),
+        _ => false,
+    }
 }
 
 /// `query` selecting `image_id, sha256, split` instead of `image_id`, when it is one
@@ -187,7 +304,7 @@ fn widened(dataset: &str, sql: &str) -> Option<String> {
         None => id.value.eq_ignore_ascii_case(expected),
         Some(_) => id.value == expected,
     };
-    let query = parse(sql)?;
+    let query = parse(query_body(sql))?;
     let select = select_of(&query)?;
     let [from] = select.from.as_slice() else { return None };
     let TableFactor::Table { name, alias, .. } = &from.relation else { return None };
@@ -277,8 +394,10 @@ fn slices_batch(slices: &[SliceInfo]) -> RecordBatch {
     RecordBatch::try_new(Arc::new(schema), columns).expect("consistent columns")
 }
 
-/// `FREEZE SLICE`: the version that now holds the members, and whether it is new.
-fn freeze_batch(outcome: &FreezeOutcome) -> RecordBatch {
+/// `FREEZE SLICE`: the version that now holds the members, whether it is new, its
+/// hold-out settings, how many images held out by the version before no longer are, and
+/// a note when the hold-out changed ([`FreezeOutcome::notes`], joined).
+pub fn freeze_batch(outcome: &FreezeOutcome) -> RecordBatch {
     let f = &outcome.frozen;
     let schema = Schema::new(vec![
         Field::new("slice", DataType::Utf8, false),
@@ -286,13 +405,29 @@ fn freeze_batch(outcome: &FreezeOutcome) -> RecordBatch {
         Field::new("members", DataType::UInt64, false),
         Field::new("holdout_members", DataType::UInt64, false),
         Field::new("new_version", DataType::Boolean, false),
+        Field::new("holdout_share", DataType::Float64, false),
+        Field::new("seed", DataType::UInt64, false),
+        Field::new("released_from_holdout", DataType::UInt64, false),
+        Field::new("note", DataType::Utf8, true),
     ]);
+    let notes = outcome.notes();
+    let note = (!notes.is_empty()).then(|| {
+        notes
+            .iter()
+            .map(|n| if n.warning { format!("WARNING: {}", n.text) } else { n.text.clone() })
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
     let columns: Vec<ArrayRef> = vec![
         strings([Some(f.slice.clone())]),
         numbers([Some(f.version)]),
         numbers([Some(f.members)]),
         numbers([Some(f.holdout_members)]),
         Arc::new(datafusion::arrow::array::BooleanArray::from(vec![outcome.created])),
+        Arc::new(datafusion::arrow::array::Float64Array::from(vec![f.holdout_share])),
+        numbers([Some(f.seed)]),
+        numbers([Some(outcome.released_from_holdout)]),
+        strings([note]),
     ];
     RecordBatch::try_new(Arc::new(schema), columns).expect("consistent columns")
 }
@@ -358,6 +493,35 @@ mod tests {
             widened("SELECT images.image_id FROM images WHERE split = 'test'").as_deref(),
             Some("SELECT image_id, sha256, split FROM images WHERE split = 'test'")
         );
+    }
+
+    #[test]
+    fn trailing_comments_and_semicolons_are_left_out_where_a_query_is_embedded() {
+        let q = "SELECT DISTINCT image_id FROM images WHERE label='dog'";
+        for written in [
+            format!("{q} -- dogs only"),
+            format!("{q};"),
+            format!("{q} ; ;\n"),
+            format!("{q}; -- dogs; only\n-- and more\n"),
+            format!("{q} /* dogs */"),
+            format!("{q}\r\n-- dogs\r\n"),
+        ] {
+            assert_eq!(query_body(&written), q, "{written:?}");
+            assert_eq!(slice_subquery(&written), format!("({q}\n) AS slice_query"));
+        }
+        // Comments inside stay; `--` and `;` in strings and quoted names are not the end.
+        let inside = "SELECT image_id -- the id\nFROM images WHERE label <> '--;' AND \"a;--\" = 'é;'";
+        assert_eq!(query_body(&format!("{inside} -- end")), inside);
+        assert_eq!(query_body("SELECT 'é' AS image_id -- é"), "SELECT 'é' AS image_id");
+        // Text that does not tokenize is left for planning to report.
+        assert_eq!(query_body("SELECT 'unterminated  "), "SELECT 'unterminated");
+        assert_eq!(query_body(" -- nothing\n ; "), "");
+        assert!(members_sql("street", &format!("{q} -- dogs")).ends_with("label='dog'\n) AS slice_query)"));
+        assert_eq!(
+            widened("street", "SELECT image_id FROM images WHERE label = 'cat'; -- cats").as_deref(),
+            Some("SELECT image_id, sha256, split FROM images WHERE label = 'cat'")
+        );
+        assert_eq!(stored_query("  SELECT 1 ; ;\n"), "SELECT 1");
     }
 
     #[test]

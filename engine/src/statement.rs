@@ -10,7 +10,7 @@
 //! DROP SLICE [IF EXISTS] <name>
 //! SHOW SLICES
 //! DESCRIBE SLICE <name>
-//! FREEZE SLICE <name> [WITH (holdout = 0.2, seed = 7)]
+//! FREEZE SLICE <name> [WITH (holdout = 0.2, seed = 7)]   -- left out: the latest version's
 //! ```
 //!
 //! Anything else is left to DataFusion (`parse` returns None).
@@ -76,10 +76,12 @@ pub enum SliceStatement {
     Freeze {
         /// The slice's name.
         name: String,
-        /// The share of members held out.
-        holdout: f64,
-        /// The hold-out assignment's seed.
-        seed: u64,
+        /// The share of members held out; None keeps the latest frozen version's
+        /// ([`DEFAULT_HOLDOUT`] at a first freeze).
+        holdout: Option<f64>,
+        /// The hold-out assignment's seed; None keeps the latest frozen version's
+        /// ([`DEFAULT_SEED`] at a first freeze).
+        seed: Option<u64>,
     },
 }
 
@@ -90,9 +92,11 @@ impl SliceStatement {
     }
 }
 
-/// Default hold-out share of `FREEZE SLICE` without `WITH`.
+/// Hold-out share of a slice's first freeze when none is given (a later freeze keeps the
+/// latest version's).
 pub const DEFAULT_HOLDOUT: f64 = 0.0;
-/// Default hold-out seed.
+/// Hold-out seed of a slice's first freeze when none is given (a later freeze keeps the
+/// latest version's).
 pub const DEFAULT_SEED: u64 = 0;
 
 /// Parses a slice statement; None when `sql` is not one.
@@ -179,12 +183,12 @@ fn drop(s: &mut Scanner) -> Result<SliceStatement> {
 
 fn freeze(s: &mut Scanner) -> Result<SliceStatement> {
     let name = s.name()?;
-    let (mut holdout, mut seed) = (DEFAULT_HOLDOUT, DEFAULT_SEED);
+    let (mut holdout, mut seed) = (None, None);
     if s.keyword("WITH") {
         for (key, value) in options(s, "holdout and seed")? {
             match key.as_str() {
-                "holdout" => holdout = value.parse().map_err(|_| s.error("holdout is a number between 0 and 1"))?,
-                "seed" => seed = value.parse().map_err(|_| s.error("seed is a non-negative integer"))?,
+                "holdout" => holdout = Some(value.parse().map_err(|_| s.error("holdout is a number between 0 and 1"))?),
+                "seed" => seed = Some(value.parse().map_err(|_| s.error("seed is a non-negative integer"))?),
                 other => return Err(s.error(&format!("unknown option {other:?}; options are holdout and seed"))),
             }
         }
@@ -384,9 +388,16 @@ mod tests {
         assert_eq!(ok("DESCRIBE SLICE \"x\""), SliceStatement::Describe { name: "x".into() });
         assert_eq!(
             ok("FREEZE SLICE s WITH (holdout = 0.2, seed = 7)"),
-            SliceStatement::Freeze { name: "s".into(), holdout: 0.2, seed: 7 }
+            SliceStatement::Freeze { name: "s".into(), holdout: Some(0.2), seed: Some(7) }
         );
-        assert_eq!(ok("-- note\nFREEZE SLICE s"), SliceStatement::Freeze { name: "s".into(), holdout: 0.0, seed: 0 });
+        assert_eq!(
+            ok("-- note\nFREEZE SLICE s"),
+            SliceStatement::Freeze { name: "s".into(), holdout: None, seed: None }
+        );
+        assert_eq!(
+            ok("FREEZE SLICE s WITH (seed = 3)"),
+            SliceStatement::Freeze { name: "s".into(), holdout: None, seed: Some(3) }
+        );
     }
 
     #[test]

@@ -233,7 +233,7 @@ fn run_files(
         .collect()
 }
 
-async fn images_table(
+pub(crate) async fn images_table(
     ctx: &SessionContext,
     workspace: &Workspace,
     version: &DatasetVersion,
@@ -280,7 +280,7 @@ fn union_view(frames: Vec<DataFrame>) -> Result<Option<Arc<dyn TableProvider>>> 
 /// tag computed from an older content of the image reads as NULL. Without tags it is the
 /// plain Parquet table (nothing to join, full pushdown); with tags, a [`TaggedImages`]
 /// that joins only the taggers a query reads.
-async fn tagged_images(
+pub(crate) async fn tagged_images(
     ctx: &SessionContext,
     taggers: &[(String, tags::VisibleParts)],
     images: Arc<dyn TableProvider>,

@@ -18,8 +18,25 @@ use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 use datafusion::prelude::Expr;
-use slicetest_datasets::WorkspaceLayout;
+use datafusion::prelude::SessionContext;
 use slicetest_datasets::slice::{latest_frozen, read_frozen, read_members};
+use slicetest_datasets::version::DatasetVersion;
+use slicetest_datasets::{Workspace, WorkspaceLayout, tags};
+
+/// `images` of one version of a dataset — any version, not only the latest the schema
+/// reads — with every tag column joined the way `images` joins them: on `image_id` and
+/// the image's `sha256` in that version, so the tags are those of the very bytes that
+/// version holds (NULL where its tagger has no row for them). What `slice export` of a
+/// frozen version reads: the version the slice was frozen against.
+pub async fn version_images(
+    ctx: &SessionContext,
+    workspace: &Workspace,
+    version: &DatasetVersion,
+) -> crate::Result<Arc<dyn TableProvider>> {
+    let taggers = tags::stored_taggers(workspace.layout(), &version.dataset)?;
+    let images = crate::catalog::images_table(ctx, workspace, version).await?;
+    crate::catalog::tagged_images(ctx, &taggers, images).await
+}
 
 fn external(e: slicetest_datasets::DatasetError) -> DataFusionError {
     DataFusionError::External(Box::new(e))

@@ -68,12 +68,14 @@ pub enum SliceCommand {
     Freeze {
         /// The slice.
         name: String,
-        /// Share of the members reserved for the hold-out test set (0 to 1).
-        #[arg(long, default_value_t = 0.0)]
-        holdout: f64,
-        /// Seed of the hold-out choice.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        /// Share of the members reserved for the hold-out test set (0 to 1). Default: the
+        /// latest frozen version's (0 at a first freeze), so the same images stay held out.
+        #[arg(long)]
+        holdout: Option<f64>,
+        /// Seed of the hold-out choice. Default: the latest frozen version's (0 at a first
+        /// freeze).
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Images the live query matches that the latest frozen version lacks, and the reverse.
     Diff {
@@ -182,7 +184,7 @@ pub async fn run(workspace: &Path, command: SliceCommand) -> Result<(), CliError
         SliceCommand::Drop { name } => SliceStatement::Drop { name, if_exists: false },
         SliceCommand::List => SliceStatement::Show,
         SliceCommand::Show { name } => SliceStatement::Describe { name },
-        SliceCommand::Freeze { name, holdout, seed } => SliceStatement::Freeze { name, holdout, seed },
+        SliceCommand::Freeze { name, holdout, seed } => return freeze(&engine, &name, holdout, seed).await,
         SliceCommand::Diff { name } => {
             let stream = engine.slice_diff(&name).await?;
             write_stream(stream, OutputFormat::Table, std::io::stdout()).await?;
@@ -192,10 +194,43 @@ pub async fn run(workspace: &Path, command: SliceCommand) -> Result<(), CliError
             return export(&engine, &name, version, format, output.as_deref()).await;
         }
     };
-    let batch = engine.run_slice_statement(statement).await?;
+    write_table(engine.run_slice_statement(statement).await?).await
+}
+
+/// Prints one batch as a table.
+async fn write_table(batch: RecordBatch) -> Result<(), CliError> {
     let stream = futures::stream::iter([Ok(batch.clone())]);
     let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(batch.schema(), stream);
     write_stream(Box::pin(stream), OutputFormat::Table, std::io::stdout()).await?;
+    Ok(())
+}
+
+/// `slice freeze`: the FREEZE SLICE table, the hold-out settings kept from the latest
+/// version, what changed of the hold-out, and a warning (on stderr) when images held out
+/// before are no longer held out.
+async fn freeze(engine: &Engine, name: &str, holdout: Option<f64>, seed: Option<u64>) -> Result<(), CliError> {
+    let outcome = engine.freeze_slice_keeping(name, holdout, seed).await?;
+    // FREEZE SLICE's table less its note, which follows as lines of its own.
+    let batch = slicetest_engine::slices::freeze_batch(&outcome);
+    let keep: Vec<usize> = (0..batch.num_columns()).filter(|&i| batch.schema().field(i).name() != "note").collect();
+    write_table(batch.project(&keep)?).await?;
+    if let Some(p) = outcome.previous.as_ref().filter(|_| holdout.is_none() || seed.is_none()) {
+        let kept: Vec<String> = [
+            holdout.is_none().then(|| format!("hold-out {}", p.holdout_share)),
+            seed.is_none().then(|| format!("seed {}", p.seed)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        println!("{} as in v{} (give --holdout / --seed to change)", kept.join(" and "), p.version);
+    }
+    for note in outcome.notes() {
+        if note.warning {
+            eprintln!("WARNING: {}", note.text);
+        } else {
+            println!("{}", note.text);
+        }
+    }
     Ok(())
 }
 

@@ -119,16 +119,19 @@ pub async fn create(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Freeze {
-    /// Share of members held out (default 0).
+    /// Share of members held out (default: the latest frozen version's, 0 at a first freeze).
     #[serde(default)]
-    holdout: f64,
-    /// Seed of the hold-out choice (default 0).
+    holdout: Option<f64>,
+    /// Seed of the hold-out choice (default: the latest frozen version's, 0 at a first freeze).
     #[serde(default)]
-    seed: u64,
+    seed: Option<u64>,
 }
 
 /// `POST /slices/{name}/freeze`: freezes the current members as the next version (or
-/// answers the latest one, `created: false`, when nothing changed).
+/// answers the latest one, `created: false`, when nothing changed). A share or seed left
+/// out is the latest version's, so the same images stay held out. The answer says when
+/// the hold-out changed (`holdout_changed`, `previous`) and how many images held out by
+/// the previous version no longer are (`released_from_holdout`, with a `warnings` line).
 pub async fn freeze(
     _: WriteAccess,
     State(state): State<AppState>,
@@ -136,10 +139,28 @@ pub async fn freeze(
     body: Option<Json<Freeze>>,
 ) -> ApiResult<Response> {
     let Freeze { holdout, seed } = body.map(|Json(b)| b).unwrap_or_default();
-    let outcome =
-        state.blocking_async(move |engine| async move { engine.freeze_slice(&name, holdout, seed).await }).await?;
+    let outcome = state
+        .blocking_async(move |engine| async move { engine.freeze_slice_keeping(&name, holdout, seed).await })
+        .await?;
     let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(json!({"created": outcome.created, "frozen": outcome.frozen}))).into_response())
+    let notes = outcome.notes();
+    let text =
+        |warning: bool| notes.iter().filter(|n| n.warning == warning).map(|n| n.text.clone()).collect::<Vec<_>>();
+    let body = json!({
+        "created": outcome.created,
+        "frozen": outcome.frozen,
+        "previous": outcome.previous.as_ref().map(|p| json!({
+            "version": p.version,
+            "holdout_share": p.holdout_share,
+            "seed": p.seed,
+            "holdout_members": p.holdout_members,
+        })),
+        "holdout_changed": outcome.holdout_change().is_some(),
+        "released_from_holdout": outcome.released_from_holdout,
+        "notes": text(false),
+        "warnings": text(true),
+    });
+    Ok((status, Json(body)).into_response())
 }
 
 /// `GET /slices/{name}/diff`: added / removed / changed members since the latest freeze.
