@@ -227,7 +227,23 @@ fn bad_detections_are_refused_and_nothing_is_written() {
             format!(r#"[{{"image_id":{coco_id},"category_id":{category},"bbox":[1,2,-3,4],"score":0.5}}]"#),
             "negative width",
         ),
-        ("empty.json", "[]".to_string(), "no detections"),
+        ("empty.json", "[]".to_string(), "the file holds no predictions"),
+        (
+            "half-category.json",
+            format!(r#"[{{"image_id":{coco_id},"category_id":1.5,"bbox":[1,2,3,4],"score":0.5}}]"#),
+            "detection #0: category_id 1.5 is not a whole number",
+        ),
+        (
+            // Corners instead of a width and height: detections all the same, and told so.
+            "corners.csv",
+            format!("image_id,category,x,y,score,x1,y1\n{coco_id}.png,class {category},1,2,0.5,3,4\n"),
+            "missing w, h (columns x1, y1 are not read",
+        ),
+        (
+            "text-score.csv",
+            format!("image_id,category,x,y,w,h,score\n{coco_id}.png,class {category},1,2,3,4,high\n"),
+            "row 1: score \"high\" is not a number",
+        ),
         (
             "nan.csv",
             format!("image_id,category,x,y,w,h,score\n{}.png,class {category},1,2,3,4,NaN\n", coco_id),
@@ -243,6 +259,86 @@ fn bad_detections_are_refused_and_nothing_is_written() {
         assert!(stderr.contains(expected), "{file}: {stderr}");
         assert!(!s.ws.join("runs/bad").exists(), "{file}: nothing written");
     }
+}
+
+#[test]
+fn whole_float_ids_are_read_and_class_thresholds_never_pass_unmeasured() {
+    let (s, data) = street();
+    // Category ids written as floats (`1.0`, as NumPy writes them) are ids, as in pycocotools.
+    let mut results: serde_json::Value = serde_json::from_str(&data.results_json()).unwrap();
+    for r in results.as_array_mut().unwrap() {
+        r["category_id"] = serde_json::json!(r["category_id"].as_f64().unwrap());
+    }
+    let floats = s.src.join("float-ids.json");
+    std::fs::write(&floats, results.to_string()).unwrap();
+    assert!(results.to_string().contains(&format!("\"category_id\":{}.0", data.categories[0])));
+    let out = upload(&s.ws, "det-1", &floats, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let count = sql_csv(&s.ws, "SELECT count(*) FROM predicted_objects");
+    assert_eq!(count.lines().nth(1).unwrap(), data.results.len().to_string());
+
+    // A slice whose per-category threshold names a category the dataset lacks (here made
+    // by editing the definition, as a typo in it would be) fails, saying which ones exist.
+    let known = data.categories[0];
+    let threshold = format!("class {known}=0.5");
+    ok(
+        &s.ws,
+        &[
+            "slice",
+            "create",
+            "typo",
+            "--min-class-recall",
+            &threshold,
+            "--min-samples",
+            "1",
+            "SELECT image_id FROM images",
+        ],
+    );
+    let definition = s.ws.join("slices/typo.toml");
+    let text = std::fs::read_to_string(&definition).unwrap();
+    assert!(text.contains(&format!("\"class {known}\"")), "{text}");
+    std::fs::write(&definition, text.replace(&format!("\"class {known}\""), &format!("\"clas {known}\""))).unwrap();
+    ok(&s.ws, &["slice", "freeze", "typo"]);
+    // A category the dataset has but the slice has no object of: nothing to measure.
+    let absent = format!(
+        "SELECT image_id FROM images WHERE image_id NOT IN (SELECT image_id FROM objects WHERE category = 'class {known}')"
+    );
+    ok(&s.ws, &["slice", "create", "absent", "--min-class-recall", &threshold, "--min-samples", "1", &absent]);
+    ok(&s.ws, &["slice", "freeze", "absent"]);
+
+    let report = json(&s.ws, &["report", "--run", "det-1", "--format", "json"]);
+    let slice = |name: &str| report["slices"].as_array().unwrap().iter().find(|s| s["slice"] == name).unwrap().clone();
+    let typo = slice("typo");
+    assert_eq!(typo["verdict"], "fail", "{typo}");
+    let check = &typo["checks"][0];
+    assert_eq!(
+        (&check["metric"], &check["value"], &check["passed"]),
+        (&format!("recall.clas {known}").into(), &serde_json::Value::Null, &false.into())
+    );
+    let problem = check["problem"].as_str().unwrap();
+    assert!(
+        problem.starts_with(&format!(
+            "\"clas {known}\" is not a category of the run's dataset; did you mean \"class {known}\"?"
+        )),
+        "{problem}"
+    );
+    assert!(
+        data.categories.iter().all(|c| problem.contains(&format!("\"class {c}\""))),
+        "every category is listed: {problem}"
+    );
+    let absent = slice("absent");
+    assert_eq!(absent["verdict"], "not-enough-data", "{absent}");
+    assert_eq!(absent["checks"][0]["value"], serde_json::Value::Null);
+    assert!(absent["checks"][0].get("problem").is_none());
+
+    let out = slicetest(&s.ws, &["test", "--run", "det-1"]);
+    assert!(!out.status.success(), "the typo fails the build");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("FAIL (recall.clas {known} n/a")), "{stdout}");
+    // The terminal and the HTML report say why, not only that it failed.
+    assert!(stdout.contains(&format!(": \"clas {known}\" is not a category")), "{stdout}");
+    let html = ok(&s.ws, &["report", "--run", "det-1", "--format", "html"]);
+    assert!(html.contains(&format!("(&quot;clas {known}&quot; is not a category")), "{html}");
 }
 
 #[test]

@@ -183,6 +183,28 @@ fn slice_tests_verdicts_and_a_regression_against_a_better_baseline() {
         serde_json::from_str(&ok(&s.ws, &["report", "--run", "unet", "--baseline", "unet", "-f", "json"])).unwrap();
     assert_eq!(report["overall"]["segmentation_regression"]["delta"], 0.0);
     assert_eq!(report["overall"]["segmentation_regression"]["significant"], false);
+
+    // A class threshold naming a class the mask set lacks (a typo in the definition, made
+    // here by editing it) fails the test and says which classes there are.
+    ok(
+        &s.ws,
+        &["slice", "create", "typo", "SELECT image_id FROM images", "--min-class-iou", "car=0.1", "--min-samples", "1"],
+    );
+    let definition = s.ws.join("slices/typo.toml");
+    let text = std::fs::read_to_string(&definition).unwrap();
+    assert!(text.contains("car = 0.1"), "{text}");
+    std::fs::write(&definition, text.replace("car = 0.1", "cars = 0.1")).unwrap();
+    ok(&s.ws, &["slice", "freeze", "typo"]);
+    let report: Value = serde_json::from_str(&ok(&s.ws, &["report", "--run", "perfect", "-f", "json"])).unwrap();
+    let typo = report["slices"].as_array().unwrap().iter().find(|s| s["slice"] == "typo").unwrap();
+    assert_eq!(typo["verdict"], "fail", "{typo}");
+    let problem = typo["checks"][0]["problem"].as_str().unwrap();
+    assert!(
+        problem.starts_with("\"cars\" is not a class of the run's dataset; did you mean \"car\"? its classes are: "),
+        "{problem}"
+    );
+    assert!(problem.contains("\"road\""), "{problem}");
+    assert!(fails(&s.ws, &["test", "--run", "perfect"]).contains("typo"));
 }
 
 /// A way to break a copy of the fixture (its name, the change, the error expected).
@@ -515,4 +537,27 @@ fn bad_coco_masks_and_rle_results_are_refused_with_nothing_written() {
         },
         "pixel(s) are in the masks of two classes",
     );
+    try_upload(&|r| r[0]["category_id"] = 1.5.into(), "result #0: category_id 1.5 is not a whole number");
+    // Problems are listed in file order: result #3 before result #12 (not as text).
+    let sizes = |r: &mut Value| {
+        r[3]["segmentation"]["size"] = serde_json::json!([5, 5]);
+        r[12]["segmentation"]["size"] = serde_json::json!([5, 5]);
+    };
+    try_upload(&sizes, "result #12");
+    let mut bad = results.clone();
+    sizes(&mut bad);
+    let file = s.src.join("bad_results.json");
+    std::fs::write(&file, bad.to_string()).unwrap();
+    let err = fails(&s.ws, &["run", "upload", file.to_str().unwrap(), "--run", "bad", "--model", "m"]);
+    let (third, twelfth) = (err.find("result #3 ").unwrap(), err.find("result #12 ").unwrap());
+    assert!(third < twelfth, "{err}");
+    // Class ids written as floats (`1.0`, as NumPy writes them) are ids.
+    let mut floats = results.clone();
+    for r in floats.as_array_mut().unwrap() {
+        r["category_id"] = serde_json::json!(r["category_id"].as_f64().unwrap());
+    }
+    let file = s.src.join("float_ids.json");
+    std::fs::write(&file, floats.to_string()).unwrap();
+    assert!(floats.to_string().contains("\"category_id\":1.0"));
+    ok(&s.ws, &["run", "upload", file.to_str().unwrap(), "--run", "floats", "--model", "m"]);
 }

@@ -408,6 +408,40 @@ async fn slices_are_created_frozen_listed_diffed_and_pulled() {
 }
 
 #[tokio::test]
+async fn a_freeze_without_a_share_keeps_the_latest_and_a_release_is_a_warning() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    // A query ending in a comment: created, then frozen (the comment is left out where embedded).
+    let create = json!({"name": "cats", "query": "SELECT DISTINCT image_id FROM images WHERE label = 'cat' -- cats"});
+    let (status, _, body) = send(&router, post_json("/slices", create)).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    let agg = json!({"name": "agg", "query": "SELECT count(*) AS image_id FROM images"});
+    let (status, _, body) = send(&router, post_json("/slices", agg)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("its image_id is Int64"));
+
+    let (status, _, body) = send(&router, post_json("/slices/cats/freeze", json!({"holdout": 1, "seed": 3}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    // Neither given: the latest version's share and seed, so nothing changed.
+    let (status, _, body) = send(&router, post_json("/slices/cats/freeze", json!({}))).await;
+    let body = json(&body);
+    assert_eq!(
+        (status, body["created"].clone(), body["frozen"]["version"].clone()),
+        (StatusCode::OK, json!(false), json!(1))
+    );
+    assert_eq!((body["frozen"]["holdout_share"].clone(), body["frozen"]["seed"].clone()), (json!(1.0), json!(3)));
+    // A smaller share: a new version that says so and warns of the images it releases.
+    let (status, _, body) = send(&router, post_json("/slices/cats/freeze", json!({"holdout": 0}))).await;
+    let body = json(&body);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!((body["holdout_changed"].clone(), body["released_from_holdout"].clone()), (json!(true), json!(3)));
+    assert_eq!(body["previous"]["version"], 1);
+    assert_eq!(body["frozen"]["seed"], 3);
+    assert_eq!(body["notes"][0], "hold-out changed from 1 (seed 3) in v1 to 0 (seed 3) in v2");
+    assert!(body["warnings"][0].as_str().unwrap().starts_with("3 images held out by cats v1"), "{body}");
+}
+
+#[tokio::test]
 async fn a_missing_thing_is_a_404_over_rest_and_over_sql_alike() {
     let fx = Fixture::new().await;
     let router = fx.router();

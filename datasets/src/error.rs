@@ -77,6 +77,9 @@ pub enum DatasetError {
         /// The latest version there is.
         latest: u64,
     },
+    /// An upload under a run name that is taken (runs are immutable).
+    #[error("a run named {0:?} already exists; runs are immutable, pick another name")]
+    RunExists(String),
     /// The named run does not exist.
     #[error("no run named {name:?} in this workspace{hint}")]
     UnknownRun {
@@ -146,7 +149,7 @@ impl DatasetError {
             | E::UnknownSlice { .. }
             | E::UnknownSliceVersion { .. }
             | E::UnknownRun { .. } => ErrorKind::NotFound,
-            E::AlreadyAWorkspace(_) | E::SliceExists(_) => ErrorKind::AlreadyExists,
+            E::AlreadyAWorkspace(_) | E::SliceExists(_) | E::RunExists(_) => ErrorKind::AlreadyExists,
             E::SliceNotFrozen(_) => ErrorKind::NotFrozen,
             E::NothingIngested { .. } => ErrorKind::NoData,
             E::BadHoldout(_) | E::BadInput { .. } | E::BadManifestFile { .. } => ErrorKind::InvalidInput,

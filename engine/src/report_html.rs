@@ -660,14 +660,7 @@ fn detection_tables(report: &RunReport) -> String {
     );
     for s in report.slices.iter().chain(std::iter::once(&report.overall)) {
         let Some(d) = &s.detection else { continue };
-        let failed: Vec<String> = s
-            .checks
-            .iter()
-            .filter(|c| !c.passed)
-            .map(|c| format!("{} {} &lt; {:.3}", escape(&c.metric), rate(c.value), c.threshold))
-            .collect();
-        let test =
-            if failed.is_empty() { verdict_label(s) } else { format!("{}: {}", verdict_label(s), failed.join(", ")) };
+        let test = checks_label(s);
         let _ = write!(
             html,
             "<tr class=\"{}\" data-slice=\"{}\"><td><a href=\"#slice-{1}\">{1}</a></td><td>{}</td><td>{}</td><td>{}</td>\
@@ -735,7 +728,12 @@ fn checks_label(s: &SliceScore) -> String {
         .checks
         .iter()
         .filter(|c| !c.passed)
-        .map(|c| format!("{} {} &lt; {:.3}", escape(&c.metric), rate(c.value), c.threshold))
+        .map(|c| {
+            // A check that cannot hold (a threshold on a class the dataset does not have)
+            // says why.
+            let problem = c.problem.as_ref().map_or(String::new(), |p| format!(" ({})", escape(p)));
+            format!("{} {} &lt; {:.3}{problem}", escape(&c.metric), rate(c.value), c.threshold)
+        })
         .collect();
     if failed.is_empty() { verdict_label(s) } else { format!("{}: {}", verdict_label(s), failed.join(", ")) }
 }

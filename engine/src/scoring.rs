@@ -12,7 +12,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use rayon::prelude::*;
 use serde::Serialize;
-use slicetest_datasets::run::{RunManifest, Task, UploadOptions, read_predictions, read_run, read_runs, upload};
+use slicetest_datasets::run::{RunManifest, Task, UploadOptions, read_predictions, read_run, read_runs, upload_from};
 use slicetest_datasets::slice::{self, SliceDefinition};
 use slicetest_datasets::version::read_image_columns;
 
@@ -154,12 +154,17 @@ pub struct Check {
     /// `mIoU`, `pixel_accuracy`, `IoU.<class>`.
     pub metric: String,
     /// The run's value on the slice; None when the slice has nothing to measure it on
-    /// (no ground truth of that category), which does not fail the test.
+    /// (no ground truth of that category): the test then has not enough data.
     pub value: Option<f64>,
     /// The threshold (met at equality).
     pub threshold: f64,
-    /// Whether the value is at or above the threshold (or absent).
+    /// Whether the value is at or above the threshold (false without a value).
     pub passed: bool,
+    /// Why the check cannot be made at all: it names a class the run's dataset does not
+    /// have (a typo in the slice's thresholds), said with the classes it has. Such a check
+    /// fails the test.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 impl SliceScore {
@@ -331,13 +336,29 @@ impl Engine {
     /// folder is a segmentation run's predicted masks (see [`Engine::upload_segmentation_run`]),
     /// and so is a file of per-class RLE masks (see [`Engine::upload_segmentation_results`]).
     pub async fn upload_run(&self, path: &std::path::Path, options: &UploadOptions) -> Result<RunManifest> {
+        self.upload_run_from(path, &path.display().to_string(), options, None).await
+    }
+
+    /// Like [`Engine::upload_run`], recording `source` in `run.json` as where the
+    /// predictions came from (the API records the uploaded file's name, or `upload`, not
+    /// the temporary file it spooled the body to); with `mask_source`, the file is
+    /// per-class RLE masks scored against that mask set.
+    pub async fn upload_run_from(
+        &self,
+        path: &std::path::Path,
+        source: &str,
+        options: &UploadOptions,
+        mask_source: Option<&str>,
+    ) -> Result<RunManifest> {
+        use slicetest_datasets::run::mask_results;
         if path.is_dir() {
-            return self.upload_segmentation_run(path, options, None);
+            return self.upload_segmentation(path, source, options, mask_source, None);
         }
-        if slicetest_datasets::run::mask_results::is_mask_results(path).await? {
-            return self.upload_segmentation_results(path, options, None).await;
+        if mask_source.is_some() || mask_results::is_mask_results(path).await? {
+            let results = mask_results::read_mask_results(path).await?;
+            return self.upload_segmentation(path, source, options, mask_source, Some(results));
         }
-        Ok(upload(&self.workspace, path, options).await?)
+        Ok(upload_from(&self.workspace, path, source, options).await?)
     }
 
     /// One run's manifest.
@@ -536,24 +557,79 @@ impl Engine {
 }
 
 /// The checks of a slice test: each threshold that is set, against its value (an absent
-/// value, nothing to measure on the slice, passes).
+/// value, nothing to measure on the slice, is not passed).
 fn checks(thresholds: impl IntoIterator<Item = (String, Option<f64>, Option<f64>)>) -> Vec<Check> {
     thresholds
         .into_iter()
         .filter_map(|(metric, value, threshold)| {
-            threshold.map(|threshold| Check { metric, value, threshold, passed: value.is_none_or(|v| v >= threshold) })
+            threshold.map(|threshold| Check {
+                metric,
+                value,
+                threshold,
+                passed: value.is_some_and(|v| v >= threshold),
+                problem: None,
+            })
         })
         .collect()
 }
 
-/// The verdict of a slice test made of checks.
+/// The checks of per-class thresholds (`recall.<category>`, `IoU.<class>`): each against
+/// `value(class)` when `class` is one of `known` (the run's classes), else a failed check
+/// whose problem names the class, the closest known one and all of them — a threshold on
+/// a class the dataset does not have never passes unnoticed.
+fn class_checks<'a>(
+    metric: &str,
+    (kind, kinds): (&str, &str),
+    thresholds: impl IntoIterator<Item = (&'a String, &'a f64)>,
+    known: &[String],
+    value: impl Fn(&str) -> Option<f64>,
+) -> Vec<Check> {
+    thresholds
+        .into_iter()
+        .map(|(class, &threshold)| {
+            let metric = format!("{metric}.{class}");
+            if known.contains(class) {
+                let value = value(class);
+                return Check {
+                    metric,
+                    value,
+                    threshold,
+                    passed: value.is_some_and(|v| v >= threshold),
+                    problem: None,
+                };
+            }
+            let hint =
+                slicetest_datasets::closest(class, known).map_or(String::new(), |c| format!("did you mean {c:?}? "));
+            let problem = format!(
+                "{class:?} is not a {kind} of the run's dataset; {hint}its {kinds} are: {}",
+                known.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
+            );
+            Check { metric, value: None, threshold, passed: false, problem: Some(problem) }
+        })
+        .collect()
+}
+
+/// The verdict of a slice test made of checks: a check that cannot be made (an unknown
+/// class) fails it whatever the data; then too few images is not enough data, a missed
+/// threshold fails, and a check with nothing to measure on the slice (no ground truth of
+/// its class) is not enough data rather than a pass.
 fn checks_verdict(scored: u64, min_samples: u64, checks: &[Check]) -> Verdict {
-    match (scored < min_samples, checks.is_empty()) {
-        (true, _) => Verdict::NotEnoughData,
-        (false, true) => Verdict::NoThreshold,
-        (false, false) if checks.iter().all(|c| c.passed) => Verdict::Pass,
-        (false, false) => Verdict::Fail,
+    if checks.iter().any(|c| c.problem.is_some()) {
+        return Verdict::Fail;
     }
+    if scored < min_samples {
+        return Verdict::NotEnoughData;
+    }
+    if checks.is_empty() {
+        return Verdict::NoThreshold;
+    }
+    if checks.iter().any(|c| c.value.is_some() && !c.passed) {
+        return Verdict::Fail;
+    }
+    if checks.iter().any(|c| c.value.is_none()) {
+        return Verdict::NotEnoughData;
+    }
+    Verdict::Pass
 }
 
 /// A segmentation run's score on one slice, tested against the slice's segmentation thresholds.
@@ -567,12 +643,13 @@ fn segmentation_score(
         None => Vec::new(),
         Some(d) => {
             let class_iou = |class: &str| metrics.classes.iter().find(|c| c.class == class).and_then(|c| c.iou);
-            let mut wanted = vec![
+            let known: Vec<String> = metrics.classes.iter().map(|c| c.class.clone()).collect();
+            let mut checks = checks([
                 ("mIoU".to_string(), metrics.scores.mean_iou, d.min_miou),
                 ("pixel_accuracy".to_string(), metrics.scores.pixel_accuracy, d.min_pixel_accuracy),
-            ];
-            wanted.extend(d.min_class_iou.iter().map(|(c, &t)| (format!("IoU.{c}"), class_iou(c), Some(t))));
-            checks(wanted)
+            ]);
+            checks.extend(class_checks("IoU", ("class", "classes"), &d.min_class_iou, &known, class_iou));
+            checks
         }
     };
     SliceScore {
@@ -610,13 +687,20 @@ fn detection_score(
         Some(d) => {
             let class_recall =
                 |category: &str| metrics.classes.iter().find(|c| c.category == category).and_then(|c| c.counts.recall);
-            let mut wanted = vec![
+            let known: Vec<String> = metrics.classes.iter().map(|c| c.category.clone()).collect();
+            let mut checks = checks([
                 ("mAP".to_string(), metrics.coco.ap, d.min_map),
                 ("AP50".to_string(), metrics.coco.ap50, d.min_ap50),
                 ("recall".to_string(), metrics.counts.recall, d.min_recall),
-            ];
-            wanted.extend(d.min_class_recall.iter().map(|(c, &t)| (format!("recall.{c}"), class_recall(c), Some(t))));
-            checks(wanted)
+            ]);
+            checks.extend(class_checks(
+                "recall",
+                ("category", "categories"),
+                &d.min_class_recall,
+                &known,
+                class_recall,
+            ));
+            checks
         }
     };
     let verdict = checks_verdict(metrics.images, min_samples, &checks);
@@ -674,5 +758,49 @@ mod tests {
         assert_eq!(verdict(100, 30, None, Some(0.1)), Verdict::NoThreshold);
         assert_eq!(verdict(100, 30, Some(0.9), None), Verdict::NoThreshold, "no labels predicted: nothing to test");
         assert_eq!(verdict(0, 0, Some(0.5), Some(0.0)), Verdict::Fail);
+    }
+
+    #[test]
+    fn a_threshold_on_an_unknown_class_fails_and_one_with_nothing_to_measure_is_not_enough_data() {
+        let known = vec!["person".to_string(), "traffic light".to_string()];
+        let recall = |c: &str| (c == "person").then_some(0.8);
+        let checks_of = |thresholds: &[(&str, f64)]| {
+            let thresholds: std::collections::BTreeMap<String, f64> =
+                thresholds.iter().map(|(c, t)| (c.to_string(), *t)).collect();
+            class_checks("recall", ("category", "categories"), &thresholds, &known, recall)
+        };
+
+        let typo = checks_of(&[("trafic_light", 0.99)]);
+        assert_eq!((typo[0].metric.as_str(), typo[0].value, typo[0].passed), ("recall.trafic_light", None, false));
+        assert_eq!(
+            typo[0].problem.as_deref(),
+            Some(
+                "\"trafic_light\" is not a category of the run's dataset; did you mean \"traffic light\"? its \
+                 categories are: \"person\", \"traffic light\""
+            )
+        );
+        assert_eq!(checks_verdict(100, 30, &typo), Verdict::Fail);
+        assert_eq!(checks_verdict(0, 30, &typo), Verdict::Fail, "a broken test fails whatever the data");
+        let far = checks_of(&[("zebra", 0.5)]);
+        assert!(
+            far[0].problem.as_deref().unwrap().starts_with("\"zebra\" is not a category of the run's dataset; its")
+        );
+
+        // A known category the slice has no object of: nothing to measure, not a pass.
+        let absent = checks_of(&[("traffic light", 0.5)]);
+        assert_eq!((absent[0].value, absent[0].passed, absent[0].problem.is_none()), (None, false, true));
+        assert_eq!(checks_verdict(100, 30, &absent), Verdict::NotEnoughData);
+        assert_eq!(checks_verdict(100, 30, &checks_of(&[("person", 0.8)])), Verdict::Pass, "met at equality");
+        assert_eq!(checks_verdict(100, 30, &checks_of(&[("person", 0.9)])), Verdict::Fail);
+        assert_eq!(
+            checks_verdict(100, 30, &checks_of(&[("person", 0.9), ("traffic light", 0.5)])),
+            Verdict::Fail,
+            "a missed threshold fails beside one with nothing to measure"
+        );
+        assert_eq!(checks_verdict(10, 30, &checks_of(&[("person", 0.5)])), Verdict::NotEnoughData);
+        assert_eq!(checks_verdict(100, 30, &[]), Verdict::NoThreshold);
+        let unmeasured = checks([("mAP".to_string(), None, Some(0.3)), ("AP50".to_string(), Some(0.9), None)]);
+        assert_eq!(unmeasured.len(), 1, "only set thresholds are checks");
+        assert_eq!(checks_verdict(100, 30, &unmeasured), Verdict::NotEnoughData);
     }
 }

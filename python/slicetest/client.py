@@ -348,10 +348,18 @@ class Client:
                 body[key] = value
         return self._json("POST", "/slices", json=body)
 
-    def freeze(self, name: str, holdout: float = 0.0, seed: int = 0) -> Dict[str, Any]:
+    def freeze(self, name: str, holdout: Optional[float] = None, seed: Optional[int] = None) -> Dict[str, Any]:
         """Freezes the slice's current members as its next version, holding out
-        ``holdout`` of them. Returns ``{"created": bool, "frozen": manifest}``."""
-        return self._json("POST", f"/slices/{quote(name, safe='')}/freeze", json={"holdout": holdout, "seed": seed})
+        ``holdout`` of them. A share or seed left out is the latest frozen version's (0 at
+        a first freeze), so the same images stay held out. Returns ``{"created": bool,
+        "frozen": manifest, "previous", "holdout_changed", "released_from_holdout",
+        "notes", "warnings"}``."""
+        body: Dict[str, Any] = {}
+        if holdout is not None:
+            body["holdout"] = holdout
+        if seed is not None:
+            body["seed"] = seed
+        return self._json("POST", f"/slices/{quote(name, safe='')}/freeze", json=body)
 
     def embed(
         self,
@@ -406,16 +414,24 @@ class Client:
     ) -> Dict[str, Any]:
         """Uploads a run and returns its manifest.
 
-        Classification: a table of ``image_id`` plus ``predicted`` and/or ``prob_<class>``,
-        ``score``, ``loss``. Detection: a table of ``image_id``, ``category`` (or
-        ``category_id``), ``x``, ``y``, ``w``, ``h``, ``score``, or a COCO results list
-        (``[{"image_id", "category_id", "bbox", "score"}, ...]``, sent as JSON).
+        Classification: a table of ``image_id`` plus ``predicted`` and/or ``prob_<class>``
+        (one per class of the dataset), ``score``, ``loss``, or the same as a list of
+        records (``df.to_dict("records")``, sent as JSON); every given column needs a value
+        in every row. Detection: a table of ``image_id``, ``category`` (or
+        ``category_id``), ``x``, ``y``, ``w``, ``h``, ``score`` (a table with any box column
+        is detections and must have them all), or a COCO results list
+        (``[{"image_id", "category_id", "bbox", "score"}, ...]``, sent as JSON; a list is
+        detections when its records have a ``bbox``).
         Segmentation: per-class COCO RLE masks, as a list
         (``[{"image_id", "category_id", "segmentation": {"size", "counts"}}, ...]``; see
         :func:`slicetest.segmentation_results`) or a table of ``image_id``, ``category_id``,
         ``counts``, ``height``, ``width``; ``mask_source`` names the ground-truth mask set
         when the dataset has several. Tables are sent as Parquet. ``score_threshold`` fixes a detection run's operating
-        point (default: the best-F1 threshold, chosen when the run is scored)."""
+        point (default: the best-F1 threshold, chosen when the run is scored).
+
+        Raises :class:`SlicetestError`: 422 ``invalid_input`` for predictions that fail
+        validation (each problem named by row; nothing is written, also for an empty
+        table), 409 ``exists`` when the run name is taken."""
         if isinstance(predictions, list):
             body, content_type = json.dumps(predictions).encode(), "application/json"
         else:

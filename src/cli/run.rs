@@ -235,6 +235,11 @@ fn percent(e: Option<slicetest_engine::metrics::Estimate>) -> String {
     }
 }
 
+/// A metric's value, or "-" when there is none or nothing was scored (n = 0, NaN).
+fn estimate(e: Option<slicetest_engine::metrics::Estimate>) -> String {
+    e.filter(|e| e.n > 0 && e.value.is_finite()).map_or("-".into(), |e| format!("{:.3}", e.value))
+}
+
 fn verdict_text(s: &SliceScore) -> String {
     if s.detection.is_some() || s.segmentation.is_some() {
         return checks_verdict_text(s);
@@ -263,7 +268,8 @@ fn checks_verdict_text(s: &SliceScore) -> String {
             .map(|c| {
                 let value = c.value.map_or("n/a".into(), |v| format!("{v:.3}"));
                 let op = if c.passed { ">=" } else { "<" };
-                format!("{} {value} {op} {:.3}", c.metric, c.threshold)
+                let problem = c.problem.as_ref().map_or(String::new(), |p| format!(": {p}"));
+                format!("{} {value} {op} {:.3}{problem}", c.metric, c.threshold)
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -346,7 +352,7 @@ fn with_interval(v: Option<f64>, interval: Option<[f64; 2]>) -> String {
 }
 
 fn rate(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.3}"))
+    v.filter(|v| v.is_finite()).map_or("-".into(), |v| format!("{v:.3}"))
 }
 
 /// Prints a detection run's report: COCO numbers and the operating point per slice.
@@ -427,7 +433,9 @@ pub(crate) fn print_report(report: &RunReport) {
     }
     let row = |s: &SliceScore| {
         let mut cells = vec![s.slice.clone(), s.scored.to_string(), percent(s.accuracy())];
-        cells.extend(SLICE_METRICS.iter().map(|m| (m.value)(s).map_or("-".into(), |e| format!("{:.3}", e.value))));
+        // Nothing scored (a slice never frozen, no member predicted) is "-" like every
+        // other empty cell, never NaN.
+        cells.extend(SLICE_METRICS.iter().map(|m| estimate((m.value)(s))));
         cells.push(verdict_text(s));
         cells
     };
@@ -477,4 +485,20 @@ fn junit(report: &RunReport) -> String {
     }
     xml.push_str("</testsuite>\n");
     xml
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slicetest_engine::metrics::Estimate;
+
+    #[test]
+    fn an_empty_metric_shows_a_dash_not_nan() {
+        let nan = Estimate { value: f64::NAN, n: 0, low: f64::NAN, high: f64::NAN };
+        assert_eq!(estimate(Some(nan)), "-");
+        assert_eq!(estimate(None), "-");
+        assert_eq!(estimate(Some(Estimate { value: 0.5, n: 4, low: 0.1, high: 0.9 })), "0.500");
+        assert_eq!(rate(Some(f64::NAN)), "-");
+        assert_eq!(rate(Some(0.25)), "0.250");
+    }
 }

@@ -119,7 +119,43 @@ def test_upload_predictions_then_read_the_slice_tests(client):
     assert any(r["run"] == "always-coat" for r in client.runs())
     with pytest.raises(SlicetestError) as err:
         client.upload_predictions("always-coat", test[["image_id", "predicted"]], model="x", model_version="1", allow_partial=True)
-    assert err.value.status == 422
+    assert (err.value.status, err.value.code) == (409, "exists"), "a taken run name is a conflict, like a slice's"
+    assert "already exists" in err.value.message
+
+
+def test_uploads_are_checked_for_what_a_python_caller_sends(client):
+    test = client.sql("SELECT image_id, label FROM images WHERE split = 'test' ORDER BY image_id").to_pandas()
+    test["predicted"] = test["label"]
+    records = test[["image_id", "predicted"]]
+    # A list of classification records (no bbox) is classification, sent as JSON.
+    manifest = client.upload_predictions("records", records.to_dict("records"), model="m", model_version="1", allow_partial=True)
+    assert (manifest["task"], manifest["predictions"]) == ("classification", len(test))
+    # run.json records no server path: the body had no file name.
+    assert manifest["source"] == "upload"
+    assert client.metrics("records")["overall"]["classification"]["accuracy"]["value"] == 1.0
+
+    def refused(run, predictions, **kwargs):
+        with pytest.raises(SlicetestError) as err:
+            client.upload_predictions(run, predictions, model="m", model_version="1", **kwargs)
+        assert (err.value.status, err.value.code) == (422, "invalid_input"), err.value
+        assert run not in [r["run"] for r in client.runs()], "nothing was written"
+        return err.value.message
+
+    assert "the file holds no predictions" in refused("empty", records.iloc[:0], allow_partial=True)
+    # The hint names the query parameter, not the CLI's flag.
+    message = refused("partial", records)
+    assert "pass allow_partial=true to accept that" in message and "--allow-partial" not in message
+    blank = records.copy()
+    blank.loc[blank.index[2], "predicted"] = None
+    assert 'row 3 (image_id "{}"): predicted is empty'.format(blank.image_id.iloc[2]) in refused(
+        "blank", blank, allow_partial=True
+    )
+    scored = records.copy()
+    scored["score"] = "abc"
+    assert 'score is "abc", not a number' in refused("text-score", scored, allow_partial=True)
+    one_class = records.copy()
+    one_class["prob_Shirt"] = 1.0
+    assert "missing prob_Coat" in refused("one-class", one_class, allow_partial=True)
 
 
 def test_the_readme_example_runs(server):

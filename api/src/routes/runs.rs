@@ -98,20 +98,45 @@ pub async fn upload(
         score_threshold: params.score_threshold,
     };
     let mask_source = params.mask_source;
+    let source = upload_name(&headers);
     let manifest = state
         .blocking_async(move |engine| async move {
-            match mask_source {
-                Some(source) => engine.upload_segmentation_results(&path, &options, Some(&source)).await,
-                None => engine.upload_run(&path, &options).await,
-            }
+            engine.upload_run_from(&path, &source, &options, mask_source.as_deref()).await
         })
         .await
         .map_err(|mut e| {
-            // The temporary file's path means nothing to the client.
+            // The temporary file's path means nothing to the client, nor do the CLI's flags.
             e.message = e.message.replace(&dir.path().join("").to_string_lossy().to_string(), "");
-            e
+            upload_parameter_names(e)
         })?;
     Ok((StatusCode::CREATED, Json(manifest)).into_response())
+}
+
+/// What `run.json` records as an HTTP upload's source: the file name a
+/// `Content-Disposition: attachment; filename="…"` header gives (its last path
+/// component), else `upload` — never the temporary file the body was spooled to.
+fn upload_name(headers: &HeaderMap) -> String {
+    let disposition = headers.get(header::CONTENT_DISPOSITION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let name = disposition.split(';').map(str::trim).find_map(|part| {
+        let (key, value) = part.split_once('=')?;
+        key.trim().eq_ignore_ascii_case("filename").then(|| value.trim().trim_matches('"'))
+    });
+    let name = name.and_then(|n| n.rsplit(['/', '\\']).next()).unwrap_or("");
+    let name: String = name.chars().filter(|c| !c.is_control()).take(255).collect();
+    if name.is_empty() || name == "." || name == ".." { "upload".to_string() } else { name }
+}
+
+/// The engine's upload messages name the CLI's flags (`pass --allow-partial to accept
+/// that`); an HTTP client sets query parameters instead.
+fn upload_parameter_names(mut error: ApiError) -> ApiError {
+    for (flag, parameter) in [
+        ("--allow-partial", "allow_partial=true"),
+        ("--mask-source", "the mask_source parameter"),
+        ("--score-threshold", "score_threshold"),
+    ] {
+        error.message = error.message.replace(flag, parameter);
+    }
+    error
 }
 
 /// Writes the request body to `path`, refusing it (413) past `limit` bytes.
@@ -353,4 +378,41 @@ fn parameter_names(mut error: ApiError) -> ApiError {
         }
     }
     error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(disposition: Option<&str>) -> String {
+        let mut headers = HeaderMap::new();
+        if let Some(d) = disposition {
+            headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(d).unwrap());
+        }
+        upload_name(&headers)
+    }
+
+    #[test]
+    fn an_upload_is_recorded_by_its_file_name_never_a_server_path() {
+        assert_eq!(named(None), "upload");
+        assert_eq!(named(Some("attachment; filename=\"preds.csv\"")), "preds.csv");
+        assert_eq!(named(Some("attachment; FILENAME=preds.parquet")), "preds.parquet");
+        assert_eq!(named(Some("attachment; filename=\"/home/me/out/preds.csv\"")), "preds.csv");
+        assert_eq!(named(Some("attachment; filename=\"C:\\\\out\\\\preds.csv\"")), "preds.csv");
+        assert_eq!(named(Some("attachment; filename=\"..\"")), "upload");
+        assert_eq!(named(Some("inline")), "upload");
+    }
+
+    #[test]
+    fn upload_errors_name_query_parameters_not_cli_flags() {
+        let e = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "1 of 3 images have no prediction (e.g. \"c\"); pass --allow-partial to accept that",
+        );
+        assert_eq!(
+            upload_parameter_names(e).message,
+            "1 of 3 images have no prediction (e.g. \"c\"); pass allow_partial=true to accept that"
+        );
+    }
 }

@@ -5,20 +5,22 @@
 //! Two inputs are understood:
 //! - a COCO results file (`.json`, a list of `{"image_id", "category_id", "bbox": [x, y,
 //!   w, h], "score"}`), where `image_id` is the COCO id (`coco_id` of `images`) or the
-//!   dataset's own `image_id` string;
+//!   dataset's own `image_id` string; ids may be whole floats (`1.0`), as pycocotools
+//!   accepts;
 //! - a table (CSV, Parquet, JSON lines, Arrow) with `image_id`, `category` (a name) or
-//!   `category_id`, `x`, `y`, `w`, `h` and `score`.
+//!   `category_id`, `x`, `y`, `w`, `h` and `score`. A table with any box column (see
+//!   [`box_columns`]) is taken for detections and must have all of these.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
+use serde_json::Value;
 
-use crate::error::{DatasetError, Result};
+use super::{Cell, Numbers, number_cells, whole_f64, whole_number};
 use crate::objects::Category;
 
 /// File name of a detection run's boxes.
@@ -42,9 +44,47 @@ pub fn detections_schema() -> SchemaRef {
     ]))
 }
 
+/// Columns only a table of boxes has. A table with any of them is taken for detections,
+/// and must then have every column detections need: box columns are never silently
+/// ignored in a classification upload. (`width` and `height` are not among them: a
+/// classification file may carry the image's size.)
+const BOX_COLUMNS: &[&str] =
+    &["category", "category_id", "bbox", "x", "y", "w", "h", "x1", "y1", "x2", "y2", "xmin", "ymin", "xmax", "ymax"];
+
+/// Corner columns, which a detections table does not read (boxes are x, y, w, h).
+const CORNER_COLUMNS: &[&str] = &["x1", "y1", "x2", "y2", "xmin", "ymin", "xmax", "ymax"];
+
+/// The table's columns that belong to detections (see [`BOX_COLUMNS`]; compared without
+/// case), in table order; empty for classification predictions.
+pub fn box_columns(batch: &RecordBatch) -> Vec<String> {
+    let schema = batch.schema();
+    let names = schema.fields().iter().map(|f| f.name());
+    names.filter(|n| BOX_COLUMNS.contains(&n.to_ascii_lowercase().as_str())).cloned().collect()
+}
+
 /// Whether a table holds detections (box columns) rather than classification predictions.
 pub fn is_detection_table(batch: &RecordBatch) -> bool {
-    ["x", "y", "w", "h"].iter().all(|c| batch.column_by_name(c).is_some())
+    !box_columns(batch).is_empty()
+}
+
+/// Whether a `.json` upload is a COCO results list: a list with a record that has a
+/// `bbox`. A list without one is classification records (or segmentation masks, which
+/// [`super::mask_results::is_mask_results`] finds first).
+pub(crate) fn has_boxes(bytes: &[u8]) -> std::result::Result<bool, String> {
+    #[derive(Deserialize)]
+    struct Probe {
+        bbox: Option<serde::de::IgnoredAny>,
+    }
+    let list: Vec<Probe> = serde_json::from_slice(bytes).map_err(|e| {
+        format!(
+            "a .json file of predictions is a list of records: COCO results ({{\"image_id\", \"category_id\", \"bbox\", \
+             \"score\"}}) or classification records ({{\"image_id\", \"predicted\", …}}): {e}"
+        )
+    })?;
+    if list.is_empty() {
+        return Err("the file holds no predictions: the list is empty".into());
+    }
+    Ok(list.iter().any(|p| p.bbox.is_some()))
 }
 
 /// An image as the upload names it.
@@ -66,80 +106,181 @@ pub(crate) struct Row {
     score: Option<f64>,
 }
 
+/// One COCO result as written; each field is checked by [`coco_rows`].
 #[derive(Deserialize)]
 struct CocoResult {
-    image_id: serde_json::Value,
-    category_id: serde_json::Value,
-    bbox: Vec<f64>,
-    score: Option<f64>,
+    #[serde(default)]
+    image_id: Value,
+    #[serde(default)]
+    category_id: Value,
+    #[serde(default)]
+    bbox: Option<Value>,
+    #[serde(default)]
+    score: Value,
 }
 
-/// Reads a COCO results file (a table of detections goes through [`table_rows`]).
-pub(crate) fn read_coco_results(path: &Path) -> Result<Vec<Row>> {
-    let text = std::fs::read(path).map_err(DatasetError::io("reading", path))?;
-    let bad = |message: String| DatasetError::BadInput { source_path: path.to_path_buf(), message };
-    let results: Vec<CocoResult> = serde_json::from_slice(&text)
-        .map_err(|e| bad(format!("not a COCO results file (a list of image_id, category_id, bbox, score): {e}")))?;
+/// The rows of a COCO results list (a table of detections goes through [`table_rows`]).
+/// Ids may be written as whole floats (`1.0`); anything else malformed is a problem
+/// named by the detection's position (`detection #n`, from 0).
+pub(crate) fn coco_rows(bytes: &[u8]) -> std::result::Result<Vec<Row>, Vec<String>> {
+    let results: Vec<CocoResult> = serde_json::from_slice(bytes)
+        .map_err(|e| vec![format!("not a COCO results file (a list of image_id, category_id, bbox, score): {e}")])?;
+    let mut problems = Vec::new();
     let mut rows = Vec::with_capacity(results.len());
     for (n, r) in results.into_iter().enumerate() {
-        let &[x, y, w, h] = r.bbox.as_slice() else {
-            return Err(bad(format!(
-                "detection #{n}: \"bbox\" must be [x, y, width, height], got {} numbers",
-                r.bbox.len()
-            )));
-        };
+        let at = format!("detection #{n}");
         let image = match r.image_id {
-            serde_json::Value::Number(v) => v.as_i64().map(ImageRef::Coco),
-            serde_json::Value::String(s) => Some(ImageRef::Id(s)),
-            _ => None,
+            Value::Null => None,
+            Value::Number(v) => match whole_number(&v) {
+                Some(id) => Some(ImageRef::Coco(id)),
+                None => {
+                    problems.push(format!("{at}: image_id {v} is not a whole number"));
+                    None
+                }
+            },
+            Value::String(s) => Some(ImageRef::Id(s)),
+            other => {
+                problems.push(format!("{at}: image_id {other} is not a number or text"));
+                None
+            }
         };
         let category = match r.category_id {
-            serde_json::Value::Number(v) => v.as_i64().map(CategoryRef::Id),
-            serde_json::Value::String(s) => Some(CategoryRef::Name(s)),
-            _ => None,
+            Value::Null => None,
+            Value::Number(v) => match whole_number(&v) {
+                Some(id) => Some(CategoryRef::Id(id)),
+                None => {
+                    problems.push(format!("{at}: category_id {v} is not a whole number (category ids are integers)"));
+                    None
+                }
+            },
+            Value::String(s) => Some(CategoryRef::Name(s)),
+            other => {
+                problems.push(format!("{at}: category_id {other} is not a number or a category name"));
+                None
+            }
         };
-        rows.push(Row { image, category, bbox: [Some(x), Some(y), Some(w), Some(h)], score: r.score });
+        let bbox = match r.bbox {
+            None | Some(Value::Null) => {
+                problems.push(format!("{at}: no \"bbox\" [x, y, width, height]"));
+                [None; 4]
+            }
+            Some(Value::Array(values)) if values.len() == 4 && values.iter().all(|v| v.is_number() || v.is_null()) => {
+                [0, 1, 2, 3].map(|k| values[k].as_f64())
+            }
+            Some(Value::Array(values)) if values.len() != 4 => {
+                problems.push(format!("{at}: \"bbox\" must be [x, y, width, height], got {} numbers", values.len()));
+                [None; 4]
+            }
+            Some(other) => {
+                problems.push(format!("{at}: \"bbox\" must be four numbers [x, y, width, height], got {other}"));
+                [None; 4]
+            }
+        };
+        let score = match r.score {
+            Value::Null => None,
+            Value::Number(v) => v.as_f64(),
+            other => {
+                problems.push(format!("{at}: score {other} is not a number"));
+                None
+            }
+        };
+        rows.push(Row { image, category, bbox, score });
+        if problems.len() >= MAX_PROBLEMS {
+            problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
+            break;
+        }
     }
-    Ok(rows)
+    if problems.is_empty() { Ok(rows) } else { Err(problems) }
 }
 
-/// Reads an already loaded table (CSV/Parquet/JSONL/Arrow) of detections.
-pub(crate) fn table_rows(table: &RecordBatch) -> std::result::Result<Vec<Row>, String> {
+/// Reads an already loaded table (CSV/Parquet/JSONL/Arrow) of detections: every column
+/// detections need must be there (a table with corner columns is told how to make a
+/// width and height of them), and every number must be one, named by row (from 1).
+pub(crate) fn table_rows(table: &RecordBatch) -> std::result::Result<Vec<Row>, Vec<String>> {
     let names: Vec<String> = table.schema().fields().iter().map(|f| f.name().clone()).collect();
-    let missing: Vec<&str> =
-        ["image_id", "x", "y", "w", "h", "score"].into_iter().filter(|c| !names.iter().any(|n| n == c)).collect();
-    if !missing.is_empty() || !(names.iter().any(|n| n == "category") || names.iter().any(|n| n == "category_id")) {
-        return Err(format!(
-            "a detections table needs image_id, category (or category_id), x, y, w, h and score; \
-             missing {}; the columns are: {}",
-            if missing.is_empty() { "category".to_string() } else { missing.join(", ") },
+    let has = |c: &str| names.iter().any(|n| n == c);
+    let needed = [
+        ("image_id", has("image_id")),
+        ("category (or category_id)", has("category") || has("category_id")),
+        ("x", has("x")),
+        ("y", has("y")),
+        ("w", has("w")),
+        ("h", has("h")),
+        ("score", has("score")),
+    ];
+    let missing: Vec<&str> = needed.iter().filter(|(_, there)| !there).map(|(c, _)| *c).collect();
+    if !missing.is_empty() {
+        let corners: Vec<&String> =
+            names.iter().filter(|n| CORNER_COLUMNS.contains(&n.to_ascii_lowercase().as_str())).collect();
+        let hint = if !corners.is_empty() && (missing.contains(&"w") || missing.contains(&"h")) {
+            format!(
+                " (columns {} are not read: a box is x, y (its top-left corner), w and h (its width and height); \
+                 from corners, w = x2 - x1 and h = y2 - y1)",
+                corners.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        } else if box_columns(table).iter().all(|c| ["category", "category_id"].contains(&c.as_str())) {
+            " (a table of classification predictions names its label in a predicted column, not category)".to_string()
+        } else {
+            String::new()
+        };
+        return Err(vec![format!(
+            "these look like detections (columns {}), but a detections table needs image_id, category (or \
+             category_id), x, y, w, h and score; missing {}{hint}; the columns are: {}",
+            box_columns(table).join(", "),
+            missing.join(", "),
             names.join(", ")
-        ));
+        )]);
     }
-    let float = |name: &str| -> std::result::Result<Float64Array, String> {
-        let column = table.column_by_name(name).expect("checked");
-        cast(column, &DataType::Float64)
-            .map(|c| c.as_primitive::<Float64Type>().clone())
-            .map_err(|_| format!("column {name:?} must be numeric"))
+    let number = |name: &str| -> std::result::Result<Numbers, Vec<String>> {
+        Ok(number_cells(table, name).map_err(|e| vec![e])?.expect("checked above"))
     };
-    let (x, y, w, h, score) = (float("x")?, float("y")?, float("w")?, float("h")?, float("score")?);
+    let (x, y, w, h, score) = (number("x")?, number("y")?, number("w")?, number("h")?, number("score")?);
     let image_column = table.column_by_name("image_id").expect("checked");
     let image_ints = image_column.data_type().is_integer();
-    let images = cast(image_column, &DataType::Utf8).map_err(|e| format!("column \"image_id\": {e}"))?;
+    let images = cast(image_column, &DataType::Utf8).map_err(|e| vec![format!("column \"image_id\": {e}")])?;
     let images = images.as_string::<i32>();
     let category_names = table.column_by_name("category").map(|c| cast(c, &DataType::Utf8)).transpose();
-    let category_names = category_names.map_err(|e| format!("column \"category\": {e}"))?;
-    let category_ids = match table.column_by_name("category_id") {
-        Some(c) if category_names.is_none() => Some(
-            cast(c, &DataType::Int64)
-                .map(|c| c.as_primitive::<Int64Type>().clone())
-                .map_err(|_| "column \"category_id\" must hold integers".to_string())?,
-        ),
-        _ => None,
+    let category_names = category_names.map_err(|e| vec![format!("column \"category\": {e}")])?;
+    let category_ids = match category_names {
+        None => Some(number("category_id")?),
+        Some(_) => None,
     };
-    let value = |a: &Float64Array, i: usize| a.is_valid(i).then(|| a.value(i));
-    Ok((0..table.num_rows())
-        .map(|i| Row {
+    let mut problems = Vec::new();
+    let mut rows = Vec::with_capacity(table.num_rows());
+    for i in 0..table.num_rows() {
+        let at = format!("row {}", i + 1);
+        let mut value = |name: &str, cells: &Numbers| match cells.cell(i) {
+            Cell::Text(t) => {
+                problems.push(format!("{at}: {name} {t:?} is not a number"));
+                None
+            }
+            cell => cell.number(),
+        };
+        let bbox = [value("x", &x), value("y", &y), value("w", &w), value("h", &h)];
+        let score = value("score", &score);
+        let category = match (&category_names, &category_ids) {
+            (Some(names), _) => {
+                let names = names.as_string::<i32>();
+                names.is_valid(i).then(|| CategoryRef::Name(names.value(i).to_string()))
+            }
+            (None, Some(ids)) => match ids.cell(i) {
+                Cell::Empty => None,
+                Cell::Number(v) => match whole_f64(v) {
+                    Some(id) => Some(CategoryRef::Id(id)),
+                    None => {
+                        problems
+                            .push(format!("{at}: category_id {v} is not a whole number (category ids are integers)"));
+                        None
+                    }
+                },
+                Cell::Text(t) => {
+                    problems.push(format!("{at}: category_id {t:?} is not a number (names go in a category column)"));
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        rows.push(Row {
             image: images.is_valid(i).then(|| {
                 let v = images.value(i);
                 match v.parse::<i64>() {
@@ -147,18 +288,16 @@ pub(crate) fn table_rows(table: &RecordBatch) -> std::result::Result<Vec<Row>, S
                     _ => ImageRef::Id(v.to_string()),
                 }
             }),
-            category: match (&category_names, &category_ids) {
-                (Some(names), _) => {
-                    let names = names.as_string::<i32>();
-                    names.is_valid(i).then(|| CategoryRef::Name(names.value(i).to_string()))
-                }
-                (None, Some(ids)) => ids.is_valid(i).then(|| CategoryRef::Id(ids.value(i))),
-                (None, None) => None,
-            },
-            bbox: [value(&x, i), value(&y, i), value(&w, i), value(&h, i)],
-            score: value(&score, i),
-        })
-        .collect())
+            category,
+            bbox,
+            score,
+        });
+        if problems.len() >= MAX_PROBLEMS {
+            problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
+            break;
+        }
+    }
+    if problems.is_empty() { Ok(rows) } else { Err(problems) }
 }
 
 /// Checked detections, ready to store.
@@ -270,4 +409,85 @@ pub(crate) fn validate(
     ];
     let batch = RecordBatch::try_new(detections_schema(), columns).map_err(|e| vec![e.to_string()])?;
     Ok(CheckedDetections { batch, images_without_detections: covered.iter().filter(|c| !**c).count() as u64 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn category_ids(rows: &[Row]) -> Vec<Option<i64>> {
+        rows.iter()
+            .map(|r| match r.category {
+                Some(CategoryRef::Id(id)) => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn whole_float_ids_are_ids_as_pycocotools_reads_them() {
+        let rows = coco_rows(
+            br#"[{"image_id": 103.0, "category_id": 1.0, "bbox": [1, 2, 3, 4], "score": 0.5},
+                 {"image_id": 104, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 0.25}]"#,
+        )
+        .unwrap();
+        assert_eq!(category_ids(&rows), [Some(1), Some(2)]);
+        assert!(matches!(rows[0].image, Some(ImageRef::Coco(103))));
+
+        let problems = coco_rows(
+            br#"[{"image_id": 103, "category_id": 1.5, "bbox": [1, 2, 3, 4], "score": 0.5},
+                 {"image_id": 103, "category_id": 1, "score": 0.5},
+                 {"image_id": 103, "category_id": 1, "bbox": [1, 2, 3], "score": "high"}]"#,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            problems,
+            [
+                "detection #0: category_id 1.5 is not a whole number (category ids are integers)",
+                "detection #1: no \"bbox\" [x, y, width, height]",
+                "detection #2: \"bbox\" must be [x, y, width, height], got 3 numbers",
+                "detection #2: score \"high\" is not a number",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_json_list_is_detections_when_its_records_have_boxes() {
+        assert!(has_boxes(br#"[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]"#).unwrap());
+        assert!(!has_boxes(br#"[{"image_id": "a", "predicted": "cat"}]"#).unwrap());
+        assert_eq!(has_boxes(b"[]").unwrap_err(), "the file holds no predictions: the list is empty");
+        assert!(has_boxes(b"{}").unwrap_err().starts_with("a .json file of predictions is a list of records"));
+    }
+
+    #[test]
+    fn table_numbers_are_checked_by_row() {
+        let table = RecordBatch::try_from_iter([
+            ("image_id", Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef),
+            ("category_id", Arc::new(Float64Array::from(vec![1.0, 2.5, 3.0])) as ArrayRef),
+            ("x", Arc::new(Float64Array::from(vec![1.0, 1.0, 1.0])) as ArrayRef),
+            ("y", Arc::new(Float64Array::from(vec![1.0, 1.0, 1.0])) as ArrayRef),
+            ("w", Arc::new(StringArray::from(vec!["1", "2", "wide"])) as ArrayRef),
+            ("h", Arc::new(Float64Array::from(vec![1.0, 1.0, 1.0])) as ArrayRef),
+            ("score", Arc::new(Float64Array::from(vec![0.5, 0.5, 0.5])) as ArrayRef),
+        ])
+        .unwrap();
+        assert_eq!(
+            table_rows(&table).err().unwrap(),
+            [
+                "row 2: category_id 2.5 is not a whole number (category ids are integers)",
+                "row 3: w \"wide\" is not a number",
+            ]
+        );
+        let only_category = RecordBatch::try_from_iter([
+            ("image_id", Arc::new(StringArray::from(vec!["a"])) as ArrayRef),
+            ("category", Arc::new(StringArray::from(vec!["cat"])) as ArrayRef),
+        ])
+        .unwrap();
+        let problems = table_rows(&only_category).err().unwrap();
+        assert!(
+            problems[0].contains("missing x, y, w, h, score (a table of classification predictions"),
+            "{problems:?}"
+        );
+    }
 }

@@ -47,6 +47,8 @@ impl std::fmt::Display for MaskImage {
 pub struct PredictedClassMask {
     /// Where it is in the file (`result #n` from 0, or `row n` from 1), for errors.
     pub position: String,
+    /// Its place in the file, from 0: problems are listed in this order.
+    pub index: usize,
     /// The image.
     pub image: MaskImage,
     /// The predicted class id.
@@ -66,7 +68,8 @@ struct Probe {
 #[derive(Deserialize)]
 struct JsonResult {
     image_id: serde_json::Value,
-    category_id: i64,
+    /// A whole number; `1.0` is one too (pycocotools accepts it).
+    category_id: serde_json::Number,
     segmentation: JsonRle,
 }
 
@@ -116,13 +119,17 @@ fn image_ref(value: serde_json::Value) -> Option<MaskImage> {
 pub async fn read_mask_results(path: &Path) -> Result<Vec<PredictedClassMask>> {
     let bad = |message: String| DatasetError::BadInput { source_path: path.to_path_buf(), message };
     let shape = "image_id, category_id and segmentation {size: [h, w], counts}";
-    let from_json = |position: String, r: JsonResult| -> Result<PredictedClassMask> {
+    let from_json = |index: usize, position: String, r: JsonResult| -> Result<PredictedClassMask> {
         let image =
             image_ref(r.image_id).ok_or_else(|| bad(format!("{position}: image_id is not a number or text")))?;
+        let category_id = super::whole_number(&r.category_id).ok_or_else(|| {
+            bad(format!("{position}: category_id {} is not a whole number (class ids are integers)", r.category_id))
+        })?;
         Ok(PredictedClassMask {
             position,
+            index,
             image,
-            category_id: r.category_id,
+            category_id,
             size: r.segmentation.size,
             counts: r.segmentation.counts,
         })
@@ -132,7 +139,7 @@ pub async fn read_mask_results(path: &Path) -> Result<Vec<PredictedClassMask>> {
             let bytes = std::fs::read(path).map_err(DatasetError::io("reading", path))?;
             let list: Vec<JsonResult> = serde_json::from_slice(&bytes)
                 .map_err(|e| bad(format!("not a list of segmentation results ({shape}): {e}")))?;
-            list.into_iter().enumerate().map(|(n, r)| from_json(format!("result #{n}"), r)).collect()
+            list.into_iter().enumerate().map(|(n, r)| from_json(n, format!("result #{n}"), r)).collect()
         }
         "jsonl" | "ndjson" => {
             let file = std::fs::File::open(path).map_err(DatasetError::io("reading", path))?;
@@ -144,7 +151,7 @@ pub async fn read_mask_results(path: &Path) -> Result<Vec<PredictedClassMask>> {
                 }
                 let r: JsonResult = serde_json::from_str(&line)
                     .map_err(|e| bad(format!("line {}: not a segmentation result ({shape}): {e}", n + 1)))?;
-                out.push(from_json(format!("line {}", n + 1), r)?);
+                out.push(from_json(out.len(), format!("line {}", n + 1), r)?);
             }
             Ok(out)
         }
@@ -174,6 +181,19 @@ async fn table_masks(path: &Path) -> Result<Vec<PredictedClassMask>> {
     let image_ints = table.column_by_name("image_id").expect("checked").data_type().is_integer();
     let images = column("image_id", &DataType::Utf8)?;
     let counts = column("counts", &DataType::Utf8)?;
+    // Casting 1.5 to an integer would truncate it: a float column must hold whole numbers.
+    for name in ["category_id", "height", "width"] {
+        let cells = super::number_cells(&table, name).map_err(&bad)?.expect("checked");
+        for i in 0..cells.len() {
+            match cells.cell(i) {
+                super::Cell::Number(v) if super::whole_f64(v).is_none() => {
+                    return Err(bad(format!("row {}: {name} {v} is not a whole number", i + 1)));
+                }
+                super::Cell::Text(t) => return Err(bad(format!("row {}: {name} {t:?} is not a number", i + 1))),
+                _ => {}
+            }
+        }
+    }
     let (category, height, width) = (
         column("category_id", &DataType::Int64)?,
         column("height", &DataType::Int64)?,
@@ -211,7 +231,33 @@ async fn table_masks(path: &Path) -> Result<Vec<PredictedClassMask>> {
             size: [side(height.value(i), "height")?, side(width.value(i), "width")?],
             counts: Counts::Compressed(counts.value(i).to_string()),
             position,
+            index: i,
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn class_ids_may_be_whole_floats_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("masks.json");
+        let result = |category: &str| {
+            format!(
+                r#"{{"image_id": 1, "category_id": {category}, "segmentation": {{"size": [2, 2], "counts": "04"}}}}"#
+            )
+        };
+        std::fs::write(&path, format!("[{}, {}]", result("1.0"), result("2"))).unwrap();
+        let masks = read_mask_results(&path).await.unwrap();
+        assert_eq!(masks.iter().map(|m| (m.category_id, m.index)).collect::<Vec<_>>(), [(1, 0), (2, 1)]);
+        std::fs::write(&path, format!("[{}, {}]", result("1"), result("1.5"))).unwrap();
+        let error = read_mask_results(&path).await.unwrap_err().to_string();
+        assert!(
+            error.ends_with("result #1: category_id 1.5 is not a whole number (class ids are integers)"),
+            "{error}"
+        );
+    }
 }

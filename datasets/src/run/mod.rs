@@ -152,6 +152,25 @@ pub struct UploadOptions {
 /// Validates `path` against the dataset and stores it as a new run. Nothing is written
 /// unless every row is valid.
 pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions) -> Result<RunManifest> {
+    upload_from(workspace, path, &path.display().to_string(), options).await
+}
+
+/// What an uploaded file holds, before it is checked.
+enum Input {
+    /// A table: classification predictions, or detections when it has box columns.
+    Table(RecordBatch),
+    /// A COCO results list (`.json` records with a `bbox`).
+    CocoResults(Vec<u8>),
+}
+
+/// Like [`upload`], recording `source` as where the predictions came from (`run.json`'s
+/// `source`; the API gives the uploaded file's name or `upload`, never its temporary path).
+pub async fn upload_from(
+    workspace: &Workspace,
+    path: &Path,
+    source: &str,
+    options: &UploadOptions,
+) -> Result<RunManifest> {
     validate_name(&options.run)?;
     let layout = workspace.layout();
     let dataset = workspace.dataset_or_default(options.dataset.as_deref())?;
@@ -161,28 +180,48 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
         source_path: path.to_path_buf(),
         message: format!("predictions rejected, nothing was written:\n  - {}", problems.join("\n  - ")),
     };
-    // A `.json` file is a COCO results list; a table with box columns is detections too.
-    let coco_results = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
     if let Some(t) = options.score_threshold
         && !(0.0..=1.0).contains(&t)
     {
         return Err(rejected(vec![format!("score_threshold {t} is not a number in [0, 1]")]));
     }
-    let table = if coco_results { None } else { Some(read_table(path, "predictions").await?) };
-    let checked = if coco_results || table.as_ref().is_some_and(detections::is_detection_table) {
+    // A `.json` file is a list of records: a COCO results list when they have a `bbox`,
+    // else classification records (the columns of a table). A table with box columns is
+    // detections too.
+    let input = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+        let bytes = fs::read(path).map_err(DatasetError::io("reading", path))?;
+        if detections::has_boxes(&bytes).map_err(|e| rejected(vec![e]))? {
+            Input::CocoResults(bytes)
+        } else {
+            Input::Table(records_table(&bytes).map_err(|e| rejected(vec![e]))?)
+        }
+    } else {
+        Input::Table(read_table(path, "predictions").await?)
+    };
+    let box_columns = match &input {
+        Input::Table(table) => detections::box_columns(table),
+        Input::CocoResults(_) => vec!["bbox".to_string()],
+    };
+    let checked = if !box_columns.is_empty() {
         let Some(objects) = &version.objects else {
+            let what = match &input {
+                Input::CocoResults(_) => "these are detections (records with a \"bbox\")".to_string(),
+                Input::Table(_) => format!("column(s) {} are box columns of detections", box_columns.join(", ")),
+            };
             return Err(DatasetError::BadInput {
                 source_path: path.to_path_buf(),
                 message: format!(
-                    "these are detections, but dataset {dataset:?} (version {}) has no ground-truth boxes to score \
-                     them against; ingest a COCO file with annotations first",
+                    "{what}, but dataset {dataset:?} (version {}) has no ground-truth boxes to score them against; \
+                     ingest a COCO file with annotations first (classification predictions are image_id with \
+                     predicted, prob_<label>, score or loss, and no box columns)",
                     version.version
                 ),
             });
         };
-        let rows = match &table {
-            Some(table) => detections::table_rows(table).map_err(|p| rejected(vec![p]))?,
-            None => detections::read_coco_results(path)?,
+        let coco_results = matches!(input, Input::CocoResults(_));
+        let rows = match &input {
+            Input::Table(table) => detections::table_rows(table).map_err(rejected)?,
+            Input::CocoResults(bytes) => detections::coco_rows(bytes).map_err(rejected)?,
         };
         let has_coco = version.columns.iter().any(|c| c.name == "coco_id");
         let columns: &[&str] = if has_coco { &["image_id", "coco_id"] } else { &["image_id"] };
@@ -204,18 +243,19 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
             task: Task::Detection,
         }
     } else {
+        let Input::Table(table) = &input else { unreachable!("COCO results have boxes") };
         if options.score_threshold.is_some() {
             return Err(rejected(vec![
                 "score_threshold is for detection runs; these are classification predictions".into(),
             ]));
         }
         let images = read_image_columns(layout, &version, &["image_id", "label"])?;
-        validate(table.as_ref().expect("read above"), &images, options.allow_partial).map_err(rejected)?
+        validate(table, &images, options.allow_partial).map_err(rejected)?
     };
 
     let source_sha256 = file_sha256(path)?;
     let files = [(predictions_file(checked.task), &checked.batch)];
-    publish(workspace, path, &options.run, &files, |hashes| RunManifest {
+    publish(workspace, &options.run, &files, |hashes| RunManifest {
         run: options.run.clone(),
         task: checked.task,
         model: options.model.clone(),
@@ -227,7 +267,7 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
         classes: checked.classes.clone(),
         has_score: checked.has_score,
         has_loss: checked.has_loss,
-        source: path.display().to_string(),
+        source: source.to_string(),
         source_sha256,
         parquet_sha256: hashes[0].clone(),
         created_at: chrono::Utc::now().to_rfc3339(),
@@ -237,6 +277,52 @@ pub async fn upload(workspace: &Workspace, path: &Path, options: &UploadOptions)
         segmentation: None,
         files: BTreeMap::new(), // publish fills it in
     })
+}
+
+/// A JSON list of classification records (`[{"image_id": …, "predicted": …}, …]`, as
+/// `json.dumps(df.to_dict("records"))` writes it) as a table: one column per field, in
+/// the order the fields first appear; Int64 when every value is a whole number, Float64
+/// when every value is a number, else text (numbers as written); null where a record
+/// lacks the field or has `null`.
+fn records_table(bytes: &[u8]) -> std::result::Result<RecordBatch, String> {
+    use serde_json::Value;
+    let records: Vec<serde_json::Map<String, Value>> = serde_json::from_slice(bytes).map_err(|e| {
+        format!("a .json file of predictions is a list of records ({{\"image_id\": …, \"predicted\": …}}): {e}")
+    })?;
+    let mut names: Vec<&str> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for record in &records {
+        for name in record.keys() {
+            if seen.insert(name) {
+                names.push(name);
+            }
+        }
+    }
+    let mut fields = Vec::with_capacity(names.len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(names.len());
+    for name in names {
+        let values: Vec<Option<&Value>> = records.iter().map(|r| r.get(name).filter(|v| !v.is_null())).collect();
+        if let Some((n, _)) = values.iter().enumerate().find(|(_, v)| v.is_some_and(|v| v.is_array() || v.is_object()))
+        {
+            return Err(format!("record {}: field {name:?} is a list or an object; give plain values", n + 1));
+        }
+        let present = || values.iter().flatten();
+        let column: ArrayRef = if present().all(|v| v.as_i64().is_some()) {
+            Arc::new(values.iter().map(|v| v.and_then(Value::as_i64)).collect::<datafusion::arrow::array::Int64Array>())
+        } else if present().all(|v| v.is_number()) {
+            Arc::new(values.iter().map(|v| v.and_then(Value::as_f64)).collect::<Float64Array>())
+        } else {
+            let text = |v: &Value| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Arc::new(values.iter().map(|v| v.map(text)).collect::<StringArray>())
+        };
+        fields.push(Field::new(name, column.data_type().clone(), true));
+        columns.push(column);
+    }
+    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(records.len()));
+    RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options).map_err(|e| e.to_string())
 }
 
 /// SHA-256 of an uploaded file.
@@ -250,7 +336,6 @@ pub fn file_sha256(path: &Path) -> Result<String> {
 /// a failure are removed again.
 pub fn publish(
     workspace: &Workspace,
-    source: &Path,
     run: &str,
     files: &[(&str, &RecordBatch)],
     manifest: impl FnOnce(&[String]) -> RunManifest,
@@ -258,10 +343,7 @@ pub fn publish(
     let layout = workspace.layout();
     let storage = layout.storage();
     let dir = layout.run_dir(run);
-    let taken = || DatasetError::BadInput {
-        source_path: source.to_path_buf(),
-        message: format!("a run named {run:?} already exists; runs are immutable, pick another name"),
-    };
+    let taken = || DatasetError::RunExists(run.to_string());
     if storage.exists(&dir.join(RUN_FILE))? {
         return Err(taken());
     }
@@ -416,10 +498,92 @@ fn strings(batch: &RecordBatch, name: &str) -> Option<Vec<Option<String>>> {
     Some((0..column.len()).map(|i| column.is_valid(i).then(|| column.value(i).to_string())).collect())
 }
 
-fn floats(batch: &RecordBatch, name: &str) -> std::result::Result<Option<Float64Array>, String> {
-    let Some(column) = batch.column_by_name(name) else { return Ok(None) };
-    let column = cast(column, &DataType::Float64).map_err(|_| format!("column {name:?} must be numeric"))?;
-    Ok(Some(column.as_primitive().clone()))
+/// One cell of a numeric column as uploaded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Cell<'a> {
+    /// A number (NaN and infinities included: each check says what it accepts).
+    Number(f64),
+    /// No value: null, or an empty CSV field.
+    Empty,
+    /// Text that is not a number (a CSV column with such a cell is read as text).
+    Text(&'a str),
+}
+
+impl Cell<'_> {
+    /// The number, if it is one.
+    pub(crate) fn number(self) -> Option<f64> {
+        match self {
+            Cell::Number(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// A numeric column as uploaded: its numbers, and the cells that are text but no number.
+pub(crate) struct Numbers {
+    /// The values; null where a cell is empty or not a number.
+    values: Float64Array,
+    /// The cells that are text and not a number, by row (few: each is a problem).
+    text: HashMap<usize, String>,
+}
+
+impl Numbers {
+    /// Row `row`'s cell.
+    pub(crate) fn cell(&self, row: usize) -> Cell<'_> {
+        match self.text.get(&row) {
+            Some(t) => Cell::Text(t),
+            None if self.values.is_null(row) => Cell::Empty,
+            None => Cell::Number(self.values.value(row)),
+        }
+    }
+
+    /// The number of rows.
+    pub(crate) fn len(&self) -> usize {
+        self.values.len()
+    }
+}
+
+/// The numeric column `name`, None when the table has none: numbers as they are, text
+/// parsed as a number where it is one, so a stray word in a CSV column (which makes the
+/// whole column text) is found and named by its row instead of becoming null.
+pub(crate) fn number_cells(table: &RecordBatch, name: &str) -> std::result::Result<Option<Numbers>, String> {
+    let Some(column) = table.column_by_name(name) else { return Ok(None) };
+    let data_type = column.data_type();
+    if matches!(data_type, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+        let strings = cast(column, &DataType::Utf8).map_err(|e| format!("column {name:?}: {e}"))?;
+        let strings = strings.as_string::<i32>();
+        let mut text = HashMap::new();
+        let values = (0..strings.len())
+            .map(|i| {
+                let value = strings.value(i).trim();
+                if strings.is_null(i) || value.is_empty() {
+                    return None;
+                }
+                let number = value.parse::<f64>().ok();
+                if number.is_none() {
+                    text.insert(i, value.to_string());
+                }
+                number
+            })
+            .collect();
+        return Ok(Some(Numbers { values, text }));
+    }
+    if !(data_type.is_numeric() || data_type == &DataType::Null) {
+        return Err(format!("column {name:?} must hold numbers, not {data_type}"));
+    }
+    let values = cast(column, &DataType::Float64).map_err(|_| format!("column {name:?} must hold numbers"))?;
+    Ok(Some(Numbers { values: values.as_primitive().clone(), text: HashMap::new() }))
+}
+
+/// A JSON number that is a whole number (`1`, or `1.0` as a float-typed id comes out of
+/// NumPy), as an integer; pycocotools accepts both.
+pub(crate) fn whole_number(value: &serde_json::Number) -> Option<i64> {
+    value.as_i64().or_else(|| whole_f64(value.as_f64()?))
+}
+
+/// `value` as an integer when it is a whole number in range.
+pub(crate) fn whole_f64(value: f64) -> Option<i64> {
+    (value.fract() == 0.0 && value.abs() < 9.0e15).then_some(value as i64)
 }
 
 /// Every problem with `table`, located by row (1-based, as in the file) and image id.
@@ -430,6 +594,12 @@ fn validate(
 ) -> std::result::Result<Checked, Vec<String>> {
     let mut problems = Vec::new();
     let names: Vec<String> = table.schema().fields().iter().map(|f| f.name().clone()).collect();
+    if names.is_empty() {
+        return Err(vec!["the file is empty: no header, no rows".into()]);
+    }
+    if table.num_rows() == 0 {
+        return Err(vec![format!("the file holds no predictions: no rows (the columns are: {})", names.join(", "))]);
+    }
     let Some(ids) = strings(table, "image_id") else {
         return Err(vec![format!("no image_id column; the columns are: {}", names.join(", "))]);
     };
@@ -437,7 +607,7 @@ fn validate(
     let labels: BTreeSet<String> = strings(images, "label").unwrap_or_default().into_iter().flatten().collect();
     let classes: Vec<String> = names.iter().filter_map(|n| n.strip_prefix("prob_").map(str::to_string)).collect();
     let predicted = strings(table, "predicted");
-    let (score, loss) = match (floats(table, "score"), floats(table, "loss")) {
+    let (score, loss) = match (number_cells(table, "score"), number_cells(table, "loss")) {
         (Ok(s), Ok(l)) => (s, l),
         (s, l) => return Err([s.err(), l.err()].into_iter().flatten().collect()),
     };
@@ -452,11 +622,24 @@ fn validate(
             problems.push(format!("column prob_{c}: {c:?} is not a label of the dataset"));
         }
     }
-    let prob_columns: Vec<Float64Array> =
-        match classes.iter().map(|c| floats(table, &format!("prob_{c}"))).collect::<std::result::Result<Vec<_>, _>>() {
-            Ok(v) => v.into_iter().flatten().collect(),
-            Err(e) => return Err(vec![e]),
-        };
+    // The probabilities are a distribution over the dataset's labels: one left out has
+    // no probability for the images that have it, and its log-loss would be made up.
+    let uncovered: Vec<String> = labels.iter().filter(|l| !classes.contains(l)).map(|l| format!("prob_{l}")).collect();
+    if !classes.is_empty() && !uncovered.is_empty() {
+        problems.push(format!(
+            "prob_<label> columns give a probability to every label of the dataset; missing {} (the labels are: {})",
+            uncovered.join(", "),
+            labels.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let prob_columns: Vec<Numbers> = match classes
+        .iter()
+        .map(|c| number_cells(table, &format!("prob_{c}")))
+        .collect::<std::result::Result<Vec<_>, _>>()
+    {
+        Ok(v) => v.into_iter().flatten().collect(),
+        Err(e) => return Err(vec![e]),
+    };
 
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut out_predicted: Vec<Option<String>> = Vec::with_capacity(ids.len());
@@ -475,21 +658,29 @@ fn validate(
         if let Some(first) = seen.insert(id, row) {
             problems.push(format!("{}: duplicate of row {}", at(id), first + 1));
         }
-        for (name, col) in [("score", &score), ("loss", &loss)] {
-            if let Some(col) = col
-                && col.is_valid(row)
-                && !col.value(row).is_finite()
-            {
-                problems.push(format!("{}: {name} is {}", at(id), col.value(row)));
+        for (name, cells) in [("score", &score), ("loss", &loss)] {
+            match cells.as_ref().map(|c| c.cell(row)) {
+                Some(Cell::Number(v)) if !v.is_finite() => problems.push(format!("{}: {name} is {v}", at(id))),
+                Some(Cell::Empty) => problems.push(format!("{}: {name} is empty", at(id))),
+                Some(Cell::Text(t)) => problems.push(format!("{}: {name} is {t:?}, not a number", at(id))),
+                _ => {}
             }
         }
         let mut argmax = None;
         if !prob_columns.is_empty() {
-            let values: Vec<f64> =
-                prob_columns.iter().map(|c| if c.is_valid(row) { c.value(row) } else { f64::NAN }).collect();
-            if let Some((k, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite() || **v < 0.0 || **v > 1.0) {
+            let values: Vec<f64> = prob_columns.iter().map(|c| c.cell(row).number().unwrap_or(f64::NAN)).collect();
+            let bad = prob_columns
+                .iter()
+                .enumerate()
+                .find(|(_, c)| !c.cell(row).number().is_some_and(|v| (0.0..=1.0).contains(&v)));
+            if let Some((k, cells)) = bad {
+                let value = match cells.cell(row) {
+                    Cell::Number(v) => v.to_string(),
+                    Cell::Empty => "empty".to_string(),
+                    Cell::Text(t) => format!("{t:?}"),
+                };
                 problems.push(format!(
-                    "{}: prob_{} is {v}; probabilities are finite numbers in [0, 1]",
+                    "{}: prob_{} is {value}; probabilities are finite numbers in [0, 1]",
                     at(id),
                     classes[k]
                 ));
@@ -508,7 +699,23 @@ fn validate(
         } else {
             probs.append(false);
         }
-        let label = predicted.as_ref().and_then(|p| p[row].clone()).or(argmax);
+        let label = match &predicted {
+            // A predicted column is the prediction of every row: an empty cell is a
+            // missing prediction, not one to leave out of the accuracy.
+            Some(p) => match p[row].as_deref().filter(|l| !l.is_empty()) {
+                Some(l) => Some(l.to_string()),
+                None => {
+                    let fallback = if classes.is_empty() {
+                        ""
+                    } else {
+                        " (leave the column out for the most probable class to be the prediction)"
+                    };
+                    problems.push(format!("{}: predicted is empty{fallback}", at(id)));
+                    None
+                }
+            },
+            None => argmax,
+        };
         if let Some(l) = &label
             && !labels.is_empty()
             && !labels.contains(l)
@@ -532,12 +739,18 @@ fn validate(
     if !problems.is_empty() {
         return Err(problems);
     }
+    let floats = |numbers: &Option<Numbers>| -> ArrayRef {
+        Arc::new(match numbers {
+            Some(numbers) => numbers.values.clone(),
+            None => Float64Array::new_null(ids.len()),
+        })
+    };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(ids.iter().map(|i| i.as_deref()).collect::<StringArray>()),
         Arc::new(out_predicted.iter().map(|p| p.as_deref()).collect::<StringArray>()),
         Arc::new(probs.finish()),
-        Arc::new(score.clone().unwrap_or_else(|| Float64Array::new_null(ids.len()))),
-        Arc::new(loss.clone().unwrap_or_else(|| Float64Array::new_null(ids.len()))),
+        floats(&score),
+        floats(&loss),
     ];
     let batch = RecordBatch::try_new(predictions_schema(), columns).map_err(|e| vec![e.to_string()])?;
     Ok(Checked {
@@ -642,5 +855,139 @@ mod tests {
         assert!(problems(nothing, true)[0].starts_with("nothing to score"));
         let no_ids = RecordBatch::try_from_iter([("id", strings_column(&[Some("a")]))]).unwrap();
         assert_eq!(problems(no_ids, true), ["no image_id column; the columns are: id"]);
+    }
+
+    #[test]
+    fn empty_predictions_and_non_numbers_are_refused_by_row() {
+        let table = RecordBatch::try_from_iter([
+            ("image_id", strings_column(&[Some("a"), Some("b"), Some("c")])),
+            ("predicted", strings_column(&[Some("cat"), None, Some("")])),
+            ("score", strings_column(&[Some("0.5"), Some("abc"), None])),
+            ("loss", strings_column(&[Some(" 1.5 "), Some("inf"), Some("2")])),
+        ])
+        .unwrap();
+        assert_eq!(
+            problems(table, false),
+            [
+                "row 2 (image_id \"b\"): score is \"abc\", not a number",
+                "row 2 (image_id \"b\"): loss is inf",
+                "row 2 (image_id \"b\"): predicted is empty",
+                "row 3 (image_id \"c\"): score is empty",
+                "row 3 (image_id \"c\"): predicted is empty",
+            ]
+        );
+        // Text that is all numbers is read as numbers (a CSV column with a stray space).
+        let fine = RecordBatch::try_from_iter([
+            ("image_id", strings_column(&[Some("a"), Some("b"), Some("c")])),
+            ("predicted", strings_column(&[Some("cat"), Some("dog"), Some("cat")])),
+            ("score", strings_column(&[Some("0.5"), Some(" 1 "), Some("1e-3")])),
+        ])
+        .unwrap();
+        let checked = validate(&fine, &images(), false).unwrap();
+        let score = checked.batch.column(3).as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        assert_eq!(score.iter().collect::<Vec<_>>(), [Some(0.5), Some(1.0), Some(0.001)]);
+        // With probabilities an empty predicted cell is still refused, saying how to let them decide.
+        let with_probs = RecordBatch::try_from_iter([
+            ("image_id", strings_column(&[Some("a"), Some("b"), Some("c")])),
+            ("predicted", strings_column(&[Some("cat"), None, Some("cat")])),
+            ("prob_cat", floats_column(&[0.9, 0.2, 0.6])),
+            ("prob_dog", floats_column(&[0.1, 0.8, 0.4])),
+        ])
+        .unwrap();
+        let refused = problems(with_probs, false);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].starts_with("row 2 (image_id \"b\"): predicted is empty (leave the column out"),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_without_predictions_is_refused() {
+        let header_only =
+            RecordBatch::try_from_iter([("image_id", strings_column(&[])), ("predicted", strings_column(&[]))])
+                .unwrap();
+        assert_eq!(
+            problems(header_only, true),
+            ["the file holds no predictions: no rows (the columns are: image_id, predicted)"]
+        );
+        let nothing = RecordBatch::new_empty(Arc::new(Schema::empty()));
+        assert_eq!(problems(nothing, true), ["the file is empty: no header, no rows"]);
+    }
+
+    #[test]
+    fn probabilities_cover_every_label_and_must_be_numbers() {
+        let images = RecordBatch::try_from_iter([
+            ("image_id", strings_column(&[Some("a"), Some("b"), Some("c")])),
+            ("label", strings_column(&[Some("cat"), Some("dog"), Some("bird")])),
+        ])
+        .unwrap();
+        let two_of_three = RecordBatch::try_from_iter([
+            ("image_id", strings_column(&[Some("a"), Some("b"), Some("c")])),
+            ("prob_cat", floats_column(&[0.9, 0.2, 0.5])),
+            ("prob_dog", floats_column(&[0.1, 0.8, 0.5])),
+        ])
+        .unwrap();
+        assert_eq!(
+            validate(&two_of_three, &images, false).err().unwrap(),
+            ["prob_<label> columns give a probability to every label of the dataset; missing prob_bird \
+              (the labels are: bird, cat, dog)"]
+        );
+        let text = RecordBatch::try_from_iter([
+            ("image_id", strings_column(&[Some("a"), Some("b")])),
+            ("prob_cat", strings_column(&[Some("0.5"), Some("n/a")])),
+            ("prob_dog", strings_column(&[Some("0.5"), None])),
+        ])
+        .unwrap();
+        assert_eq!(
+            problems(text, true),
+            ["row 2 (image_id \"b\"): prob_cat is \"n/a\"; probabilities are finite numbers in [0, 1]"]
+        );
+    }
+
+    #[test]
+    fn a_json_list_of_records_is_a_table() {
+        let bytes = br#"[{"image_id": "a", "predicted": "cat", "prob_cat": 1, "prob_dog": 0.0},
+                         {"image_id": "b", "predicted": "dog", "prob_cat": 0.25, "prob_dog": 0.75, "n": 3},
+                         {"image_id": 7, "predicted": null, "prob_cat": 0.5, "prob_dog": 0.5}]"#;
+        let table = records_table(bytes).unwrap();
+        let schema = table.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["image_id", "predicted", "prob_cat", "prob_dog", "n"]);
+        let types: Vec<DataType> = table.schema().fields().iter().map(|f| f.data_type().clone()).collect();
+        assert_eq!(types, [DataType::Utf8, DataType::Utf8, DataType::Float64, DataType::Float64, DataType::Int64]);
+        assert_eq!(strings(&table, "image_id").unwrap(), [Some("a".into()), Some("b".into()), Some("7".into())]);
+        assert_eq!(strings(&table, "predicted").unwrap()[2], None);
+        assert_eq!(table.column(4).null_count(), 2, "records without a field have null");
+        let nested = records_table(br#"[{"image_id": "a", "probs": [0.5, 0.5]}]"#).unwrap_err();
+        assert_eq!(nested, "record 1: field \"probs\" is a list or an object; give plain values");
+        assert!(records_table(br#"{"image_id": ["a"]}"#).unwrap_err().starts_with("a .json file of predictions"));
+        let empty = records_table(b"[]").unwrap();
+        assert_eq!((empty.num_columns(), empty.num_rows()), (0, 0));
+    }
+
+    #[test]
+    fn box_columns_make_a_table_detections_that_must_be_whole() {
+        let corners = RecordBatch::try_from_iter([
+            ("image_id", strings_column(&[Some("a")])),
+            ("category", strings_column(&[Some("cat")])),
+            ("x", floats_column(&[1.0])),
+            ("y", floats_column(&[2.0])),
+            ("score", floats_column(&[0.5])),
+            ("x1", floats_column(&[3.0])),
+            ("y1", floats_column(&[4.0])),
+        ])
+        .unwrap();
+        assert_eq!(detections::box_columns(&corners), ["category", "x", "y", "x1", "y1"]);
+        let Err(problems) = detections::table_rows(&corners) else { panic!("corners are not boxes") };
+        assert!(problems[0].contains("missing w, h (columns x1, y1 are not read"), "{problems:?}");
+        assert!(detections::box_columns(&images()).is_empty(), "image_id and label are no box columns");
+    }
+
+    #[test]
+    fn a_taken_run_name_is_an_existing_thing_not_bad_input() {
+        let e = DatasetError::RunExists("r1".into());
+        assert_eq!(e.kind(), crate::error::ErrorKind::AlreadyExists);
+        assert_eq!(e.to_string(), "a run named \"r1\" already exists; runs are immutable, pick another name");
     }
 }

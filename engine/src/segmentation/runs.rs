@@ -22,7 +22,7 @@ use slicetest_datasets::run::mask_results::{self, MaskImage, PredictedClassMask}
 use slicetest_datasets::run::{self, RunManifest, SegmentationFiles, Task, UploadOptions};
 use slicetest_eval::segmentation::{self, SegmentationScores};
 
-use super::import::{IGNORED, ImportedMask, all_or_problems, positions_of_runs, read_masks, rejected, stored_runs};
+use super::import::{IGNORED, ImportedMask, positions_of_runs, read_masks, rejected, stored_runs};
 use super::view::{RIGHT_COLOUR, WRONG_COLOUR, class_colour};
 use crate::Engine;
 use crate::bootstrap::{BOOTSTRAP_RESAMPLES, SplitMix64, percentile_interval};
@@ -42,7 +42,7 @@ impl Engine {
         options: &UploadOptions,
         mask_source: Option<&str>,
     ) -> Result<RunManifest> {
-        self.upload_segmentation(dir, options, mask_source, None)
+        self.upload_segmentation(dir, &dir.display().to_string(), options, mask_source, None)
     }
 
     /// Validates segmentation results given as per-class COCO RLE masks (see
@@ -57,12 +57,15 @@ impl Engine {
         mask_source: Option<&str>,
     ) -> Result<RunManifest> {
         let results = mask_results::read_mask_results(path).await?;
-        self.upload_segmentation(path, options, mask_source, Some(results))
+        self.upload_segmentation(path, &path.display().to_string(), options, mask_source, Some(results))
     }
 
-    fn upload_segmentation(
+    /// Stores a segmentation run: the predicted masks of folder `dir`, or `results` read
+    /// from the file `dir`; `source` is what `run.json` records as where they came from.
+    pub(crate) fn upload_segmentation(
         &self,
         dir: &Path,
+        source_name: &str,
         options: &UploadOptions,
         mask_source: Option<&str>,
         results: Option<Vec<PredictedClassMask>>,
@@ -174,7 +177,7 @@ impl Engine {
             (run::CONFUSION_FILE, &confusion),
             (run::PREDICTED_MASKS_FILE, &predicted_masks),
         ];
-        let manifest = run::publish(&self.workspace, dir, &options.run, &files, |hashes| RunManifest {
+        let manifest = run::publish(&self.workspace, &options.run, &files, |hashes| RunManifest {
             run: options.run.clone(),
             task: Task::Segmentation,
             model: options.model.clone(),
@@ -186,7 +189,7 @@ impl Engine {
             classes: names.iter().map(|n| n.to_string()).collect(),
             has_score: false,
             has_loss: false,
-            source: dir.display().to_string(),
+            source: source_name.to_string(),
             source_sha256,
             parquet_sha256: hashes[0].clone(),
             created_at: chrono::Utc::now().to_rfc3339(),
@@ -243,7 +246,9 @@ impl Engine {
             let (ids, coco) = (ids.as_string::<i32>(), coco.as_primitive::<Int64Type>());
             by_coco.extend((0..ids.len()).filter(|&i| coco.is_valid(i)).map(|i| (coco.value(i), ids.value(i).into())));
         }
-        let mut problems = Vec::new();
+        // Each problem with the place in the file of the mask it is about: listed in file
+        // order (`result #3` before `result #12`), not as text.
+        let mut problems: Vec<(usize, String)> = Vec::new();
         let mut per_image: std::collections::BTreeMap<String, Vec<PredictedClassMask>> = Default::default();
         for r in results {
             let id = match &r.image {
@@ -255,28 +260,34 @@ impl Engine {
             };
             let Some(id) = id else {
                 let hint = if by_coco.is_empty() { "" } else { " (a number is looked up as coco_id)" };
-                problems.push(format!("{}: image_id {} is not an image of the dataset{hint}", r.position, r.image));
+                problems.push((
+                    r.index,
+                    format!("{}: image_id {} is not an image of the dataset{hint}", r.position, r.image),
+                ));
                 continue;
             };
             if !u16::try_from(r.category_id).is_ok_and(|c| set.class(c).is_some()) {
-                problems.push(format!(
+                let message = format!(
                     "{}: category_id {} is not a class of mask set {} ({})",
                     r.position,
                     r.category_id,
                     set.source,
                     set.classes.iter().map(|c| format!("{} {}", c.id, c.name)).collect::<Vec<_>>().join(", ")
-                ));
+                );
+                problems.push((r.index, message));
                 continue;
             }
             per_image.entry(id).or_default().push(r);
         }
         if !problems.is_empty() {
-            return Err(bad(problems));
+            return Err(bad(in_file_order(problems)));
         }
         const EMPTY: u16 = u16::MAX;
-        let painted: Vec<std::result::Result<ImportedMask, String>> = per_image
+        let painted: Vec<std::result::Result<ImportedMask, (usize, String)>> = per_image
             .into_par_iter()
             .map(|(id, masks)| {
+                // An image's problem is placed at its first mask, or at the mask that failed.
+                let first = masks.iter().map(|m| m.index).min().unwrap_or_default();
                 let (sha, width, height) = &targets.images[&id];
                 let mut labels = vec![EMPTY; *width as usize * *height as usize];
                 let mut overlaps = 0u64;
@@ -284,11 +295,11 @@ impl Engine {
                     let segmentation = coco_mask::Segmentation::Rle { counts: m.counts.clone(), size: m.size };
                     let mask = segmentation
                         .to_mask(*height, *width)
-                        .map_err(|e| format!("{} (image {id}, class {}): {e}", m.position, m.category_id))?;
+                        .map_err(|e| (m.index, format!("{} (image {id}, class {}): {e}", m.position, m.category_id)))?;
                     overlaps += mask.paint_counting_overlaps(&mut labels, m.category_id as u16, EMPTY);
                 }
                 if overlaps > 0 {
-                    return Err(format!("image {id}: {overlaps} pixel(s) are in the masks of two classes"));
+                    return Err((first, format!("image {id}: {overlaps} pixel(s) are in the masks of two classes")));
                 }
                 if let Some(first) = labels.iter().position(|&v| v == EMPTY) {
                     match set.background {
@@ -296,9 +307,12 @@ impl Engine {
                         None => {
                             let uncovered = labels.iter().filter(|&&v| v == EMPTY).count();
                             let (x, y) = (first % *width as usize, first / *width as usize);
-                            return Err(format!(
-                                "image {id}: {uncovered} pixel(s) are in no class's mask (first at x={x}, y={y}); \
-                                 give every pixel a class"
+                            return Err((
+                                first,
+                                format!(
+                                    "image {id}: {uncovered} pixel(s) are in no class's mask (first at x={x}, y={y}); \
+                                     give every pixel a class"
+                                ),
                             ));
                         }
                     }
@@ -316,8 +330,26 @@ impl Engine {
                 })
             })
             .collect();
-        all_or_problems(painted, problems).map_err(bad)
+        let mut masks = Vec::with_capacity(painted.len());
+        for result in painted {
+            match result {
+                Ok(mask) => masks.push(mask),
+                Err(problem) => problems.push(problem),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(bad(in_file_order(problems)));
+        }
+        masks.sort_by(|a, b| a.image_id.cmp(&b.image_id));
+        Ok(masks)
     }
+}
+
+/// Problems, each with the place in the file it is about, in file order (stable: two
+/// problems at one place keep theirs).
+fn in_file_order(mut problems: Vec<(usize, String)>) -> Vec<String> {
+    problems.sort_by_key(|(at, _)| *at);
+    problems.into_iter().map(|(_, p)| p).collect()
 }
 
 /// The ground-truth label maps of a mask set, for the images whose content is unchanged.
