@@ -40,10 +40,18 @@ export async function runPage(name, params) {
         el("label", {}, "compare with ", select), el("a", { class: "button", href: report, target: "_blank" }, "Open report")),
       summary,
       suggestedSlices(runs.find((r) => r.run === name)),
-      el("iframe", { class: "report", src: report, title: `report of ${name}` }));
+      el("iframe", { class: "report", src: report, title: `report of ${name}`, onload: fitToContent }));
   } catch (error) {
     main.replaceChildren(el("h1", {}, `Run ${name}`), errorBox(error));
   }
+}
+
+/** Grows the report's frame to the report's height, so the page scrolls once instead of a
+ * frame inside it (the report is served by this server: same origin, readable). */
+function fitToContent(event) {
+  const frame = /** @type {HTMLIFrameElement} */ (event.target);
+  const height = frame.contentDocument?.documentElement?.scrollHeight;
+  if (height) frame.style.height = `${Math.max(height + 4, 240)}px`;
 }
 
 // ---------------------------------------------------------------- Run: suggested slices

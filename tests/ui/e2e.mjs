@@ -194,6 +194,17 @@ await step("a slice is created from a query and frozen", async () => {
   await page.waitForSelector("#toast:has-text('froze version 1')");
   await page.locator("[data-slice=coats]:has-text('v1 · 11 members')").waitFor();
   await page.locator("[data-slice=coats] .bar span").first().waitFor();
+  // The hold-out input shows the frozen share; a smaller one is said, with the images it
+  // no longer holds out; a freeze with the share unchanged keeps it (and its seed).
+  assert.equal(await card.locator("input[type=number]").inputValue(), "0.25");
+  const held = Number((await card.textContent()).match(/(\d+) held out/)[1]);
+  await card.locator("input[type=number]").fill("0");
+  await card.locator("button:has-text('Freeze again')").click();
+  await card.locator(".diff:has-text('hold-out changed from 0.25 (seed 0) in v1 to 0 (seed 0) in v2')").waitFor();
+  if (held) await card.locator(`.diff [role=alert]:has-text('${held} image')`).waitFor();
+  assert.equal(await card.locator("input[type=number]").inputValue(), "0");
+  await card.locator("button:has-text('Freeze again')").click();
+  await page.waitForSelector("#toast:has-text('unchanged since version 2')");
   await fitsTheWindow();
 });
 
@@ -204,6 +215,12 @@ await step("a run report shows the failing slice", async () => {
   const report = page.frameLocator("iframe.report");
   await report.locator("tr.fail:has-text('tops')").first().waitFor();
   assert.match(await report.locator("tr.fail").first().textContent(), /fail/i);
+  // The frame is as tall as the report: no scrolling inside it.
+  await page.waitForFunction(() => {
+    const frame = document.querySelector("iframe.report");
+    const inner = frame?.contentDocument?.documentElement;
+    return inner && inner.scrollHeight <= frame.clientHeight;
+  });
   await fitsTheWindow();
 });
 
