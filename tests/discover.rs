@@ -74,7 +74,8 @@ fn bad_input_is_a_clear_error_and_saves_nothing() {
     let slices = all["slices"].as_array().unwrap();
     let unconfirmed = slices.iter().position(|s| s["confirmed"] == false).expect("--all lists an unconfirmed slice");
     let pick = (unconfirmed + 1).to_string();
-    let err = fails(&s.ws, &["discover", "--run", "r1", "--min-support", "20", "--all", "--save", "x", "--pick", &pick]);
+    let err =
+        fails(&s.ws, &["discover", "--run", "r1", "--min-support", "20", "--all", "--save", "x", "--pick", &pick]);
     assert!(err.contains("was not confirmed on the held-apart images"), "{err}");
     assert!(!s.ws.join("slices/x.toml").exists(), "nothing was saved");
 }
@@ -87,10 +88,8 @@ fn a_small_discovered_slice_is_saved_as_a_test_that_can_fail() {
     ok(&s.ws, &["ingest", "--quiet", "-d", "street", s.src.join("manifest.csv").to_str().unwrap()]);
     ok(&s.ws, &["run", "upload", s.src.join("predictions.csv").to_str().unwrap(), "--run", "r1", "--model", "m"]);
     let saved = ok(&s.ws, &["discover", "--run", "r1", "--min-support", "5", "--save", "small"]);
-    let n = ok(
-        &s.ws,
-        &["sql", "--format", "csv", "SELECT count(*) FROM images WHERE weather = 'rain' AND time = 'night'"],
-    );
+    let n =
+        ok(&s.ws, &["sql", "--format", "csv", "SELECT count(*) FROM images WHERE weather = 'rain' AND time = 'night'"]);
     let n: u64 = n.lines().nth(1).unwrap().parse().unwrap();
     assert!(n < 30, "{n} rainy nights");
     assert!(saved.contains(&format!("and min_samples {n} (the images it holds in this run")), "{saved}");

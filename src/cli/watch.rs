@@ -158,8 +158,7 @@ fn print_report(report: &IntakeReport, said: &mut std::collections::HashSet<(Str
     if ingest.created && report.unchanged_slices > 0 {
         println!("  {} slices unchanged", report.unchanged_slices);
     }
-    let new: Vec<_> =
-        ingest.rejected.iter().filter(|r| said.insert((r.item.clone(), r.reason.clone()))).collect();
+    let new: Vec<_> = ingest.rejected.iter().filter(|r| said.insert((r.item.clone(), r.reason.clone()))).collect();
     for rejection in new.iter().take(20) {
         eprintln!("  rejected {}: {}", rejection.item, rejection.reason);
     }
