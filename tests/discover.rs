@@ -154,6 +154,10 @@ fn discover_slices_is_a_sql_table() {
     assert!(first.ends_with(",true"), "{csv}");
     let err = fails(&s.ws, &["sql", "SELECT * FROM discover_slices(42)"]);
     assert!(err.contains("usage: discover_slices('<run>'"), "{err}");
+    for bad in ["0", "-1"] {
+        let err = fails(&s.ws, &["sql", &format!("SELECT * FROM discover_slices('r1', {bad})")]);
+        assert!(err.contains("k is a positive integer"), "{bad}: {err}");
+    }
     let err = fails(&s.ws, &["sql", "SELECT * FROM discover_slices('nope')"]);
     assert!(err.contains("no run named \"nope\""), "{err}");
 }

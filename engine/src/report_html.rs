@@ -463,7 +463,7 @@ fn discovery_section(d: &Discovery) -> String {
         } else if d.tested == 0 {
             "no slice is worse than the rest by enough to score above 0".to_string()
         } else {
-            format!("{} candidates tested, none confirmed at FDR {}", d.tested, d.fdr)
+            format!("{}, none confirmed at FDR {}", d.tested_text(), d.fdr)
         };
         let _ = write!(html, "<p id=\"no-discovered-slices\">No slice found: {}.</p></section>", escape(&why));
         return html;
@@ -939,7 +939,7 @@ mod tests {
         assert!(html.contains("<code>SELECT image_id FROM images WHERE label = 'Coat'</code>"), "{html}");
 
         let none = discovery_section(&discovery(vec![slice(&["weather = 'fog'"], false, 0.1)]));
-        assert!(none.contains("1 candidates tested, none confirmed at FDR 0.05") && !none.contains("<table"), "{none}");
+        assert!(none.contains("1 candidate tested, none confirmed at FDR 0.05") && !none.contains("<table"), "{none}");
     }
 
     #[test]

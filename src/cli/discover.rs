@@ -207,7 +207,7 @@ pub(crate) fn print_discovery(d: &Discovery) {
         } else if d.tested == 0 {
             "no slice is worse than the rest by enough to score above 0".to_string()
         } else {
-            format!("{} candidates tested, none confirmed at FDR {} (--all lists them)", d.tested, d.fdr)
+            format!("{}, none confirmed at FDR {} (--all lists them)", d.tested_text(), d.fdr)
         };
         println!("no slice found: {why}");
         return;
@@ -248,11 +248,11 @@ pub(crate) fn print_discovery(d: &Discovery) {
         .collect();
     print_table(&["#", "slice", "images (disc. / conf.)", "error [95% CI], conf.", "rest", "lift", "adj. p", ""], rows);
     println!(
-        "{} listed, by {}; {} candidates were tested on the confirmation half at FDR {}. \
+        "{} listed, by {}; {} on the confirmation half at FDR {}. \
          `--save NAME --pick N` turns one into a slice test",
         d.slices.len(),
         d.rank.name(),
-        d.tested,
+        d.tested_text(),
         d.fdr
     );
 }

@@ -106,7 +106,7 @@ def test_the_demo_prints_what_the_readme_promises_on_every_machine(demo_workspac
     assert "| 1 | label = 'Shirt'         | 104 / 116              | 44.0% [35.3%, 53.0%]" in out, out
     assert "| 2 | label = 'Shirt'         | 506 / 494              | 34.2% [30.2%, 38.5%]" in out, out
     assert "| 3 | label = 'Pullover'      | 485 / 515              | 28.5% [24.8%, 32.6%]" in out, out
-    assert "candidates were tested on the confirmation half at FDR 0.05" in out, out
+    assert "candidates tested on the confirmation half at FDR 0.05" in out, out
 
 
 def test_the_demo_trains_a_detector_and_its_small_garments_and_tops_fail(demo_workspace):

@@ -298,6 +298,13 @@ pub struct Discovery {
     pub group: Option<String>,
 }
 
+impl Discovery {
+    /// "1 candidate tested", "12 candidates tested".
+    pub fn tested_text(&self) -> String {
+        format!("{} candidate{} tested", self.tested, if self.tested == 1 { "" } else { "s" })
+    }
+}
+
 /// The α of the second SliceLine search, for small severe slices (see `discover_in_table`).
 const SMALL_SLICE_ALPHA: f64 = 0.99;
 

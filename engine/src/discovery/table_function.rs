@@ -104,12 +104,13 @@ impl TableFunctionImpl for DiscoverSlicesFunction {
         for (i, e) in exprs.iter().enumerate().skip(1) {
             let what = ["", "k", "max_level", "min_support"][i];
             match e {
-                Expr::Literal(v, _) if v.data_type().is_integer() && !v.is_null() => {
-                    match v.cast_to(&DataType::UInt64)? {
-                        ScalarValue::UInt64(Some(n)) if n >= 1 => numbers.push(n),
-                        _ => return plan_err!("{usage}: {what} is a positive integer"),
-                    }
-                }
+                // A negative literal cannot be cast to an unsigned type: that is the usage
+                // error too, not a cast error.
+                Expr::Literal(v, _) if v.data_type().is_integer() && !v.is_null() => match v.cast_to(&DataType::UInt64)
+                {
+                    Ok(ScalarValue::UInt64(Some(n))) if n >= 1 => numbers.push(n),
+                    _ => return plan_err!("{usage}: {what} is a positive integer"),
+                },
                 _ => return plan_err!("{usage}: {what} is a positive integer"),
             }
         }
