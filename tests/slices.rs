@@ -213,6 +213,13 @@ fn bad_slice_names_and_queries_are_refused() {
     let err = fails(&s.ws, &["slice", "freeze", "cast"]);
     assert!(err.contains("did you mean \"cats\""), "{err}");
     assert!(!s.ws.join("slices/x.toml").exists());
+
+    // A query that selects no image of the dataset makes an empty test: frozen, and said.
+    ok(&s.ws, &["slice", "create", "birds", "SELECT image_id FROM images WHERE label = 'bird'"]);
+    let freeze = common::slicetest(&s.ws, &["slice", "freeze", "birds"]);
+    assert!(freeze.status.success());
+    let err = String::from_utf8_lossy(&freeze.stderr);
+    assert!(err.contains("WARNING: birds v1 has no members: its query selects no image of dataset pets"), "{err}");
 }
 
 #[test]

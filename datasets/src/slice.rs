@@ -377,17 +377,30 @@ impl FreezeOutcome {
     /// the share or seed changed (from what to what) and, as a warning, how many images
     /// held out before are held out no more. Empty when the hold-out is as before.
     pub fn notes(&self) -> Vec<FreezeNote> {
-        let (Some(previous), Some((share, seed))) = (&self.previous, self.holdout_change()) else {
-            return Vec::new();
-        };
         let f = &self.frozen;
-        let mut notes = vec![FreezeNote {
+        let mut notes = Vec::new();
+        // A test of no images passes nothing and fails nothing: most often the query reads
+        // another dataset's tables, whose ids are not images of this one.
+        if f.members == 0 {
+            notes.push(FreezeNote {
+                warning: true,
+                text: format!(
+                    "{} v{} has no members: its query selects no image of dataset {} (a slice holds images of the \
+                     dataset it was created on; ids selected from another dataset's tables are not its images)",
+                    f.slice, f.version, f.dataset
+                ),
+            });
+        }
+        let (Some(previous), Some((share, seed))) = (&self.previous, self.holdout_change()) else {
+            return notes;
+        };
+        notes.push(FreezeNote {
             warning: false,
             text: format!(
                 "hold-out changed from {share} (seed {seed}) in v{} to {} (seed {}) in v{}",
                 previous.version, f.holdout_share, f.seed, f.version
             ),
-        }];
+        });
         if self.released_from_holdout > 0 {
             let n = self.released_from_holdout;
             let (images, are, them) = if n == 1 { ("image", "is", "it") } else { ("images", "are", "them") };
