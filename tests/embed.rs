@@ -175,6 +175,11 @@ fn bad_models_and_unembedded_datasets_say_what_to_do() {
     .unwrap();
     let err = fails(&s.ws, &["embed", "--model", other.to_str().unwrap(), "--name", "tiny-clip"]);
     assert!(err.contains("made by another model"), "{err}");
+    // An empty sentence ranks images by nothing: refused in the command and in SQL.
+    let err = fails(&s.ws, &["search", "  "]);
+    assert!(err.contains("the search text is empty"), "{err}");
+    let err = fails(&s.ws, &["sql", "SELECT * FROM text_search('', 3)"]);
+    assert!(err.contains("the text is empty"), "{err}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use slicetest_sql::SqlError;
 use slicetest_sql::vectors::{IndexState, VectorCatalog};
 
 use crate::Engine;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 
 /// Where the search index of one embedding model of a dataset stands in this process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,6 +55,14 @@ impl Engine {
     /// The `k` images of the default dataset closest to `query`, best first, using the
     /// embeddings of `model` (default: the dataset's only embedding model).
     pub fn search(&self, query: &SearchQuery, k: usize, model: Option<&str>) -> Result<Vec<SearchHit>> {
+        if let SearchQuery::Text(text) = query
+            && text.trim().is_empty()
+        {
+            // An empty sentence encodes to a vector like any other, and ranks images by nothing.
+            return Err(EngineError::InvalidArgument(
+                "the search text is empty: give a sentence that describes the images".into(),
+            ));
+        }
         let dataset = self.workspace.dataset_or_default(None)?;
         let layout = self.workspace.layout();
         // The version numbers and the models with their parts, listed at once, say whether

@@ -81,6 +81,10 @@ impl TableFunctionImpl for TextSearchFunction {
         let usage = "usage: text_search('<text>', k [, '<model>'])";
         let exprs = args.exprs();
         let Some(text) = string_arg(exprs, 0, usage, "the text")? else { return plan_err!("{usage}") };
+        if text.trim().is_empty() {
+            // An empty sentence encodes to a vector like any other, and ranks images by nothing.
+            return plan_err!("{usage}: the text is empty; give a sentence that describes the images");
+        }
         let (k, model) = (k_arg(exprs, usage)?, string_arg(exprs, 2, usage, "the model name")?);
         if exprs.len() > 3 {
             return plan_err!("{usage}");
