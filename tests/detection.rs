@@ -337,6 +337,8 @@ fn whole_float_ids_are_read_and_class_thresholds_never_pass_unmeasured() {
     assert!(stdout.contains(&format!("FAIL (recall.clas {known} n/a")), "{stdout}");
     // The terminal and the HTML report say why, not only that it failed.
     assert!(stdout.contains(&format!(": \"clas {known}\" is not a category")), "{stdout}");
+    // A slice with its images but nothing of the class says that, not "too few images".
+    assert!(stdout.contains(&format!("not enough data (nothing to measure for recall.class {known})")), "{stdout}");
     let html = ok(&s.ws, &["report", "--run", "det-1", "--format", "html"]);
     assert!(html.contains(&format!("(&quot;clas {known}&quot; is not a category")), "{html}");
 }

@@ -118,7 +118,7 @@ fn verdict_label(s: &SliceScore) -> String {
     let mut text = match s.verdict {
         Verdict::Pass => "pass".to_string(),
         Verdict::Fail => "fail".to_string(),
-        Verdict::NotEnoughData => format!("not enough data (&lt; {})", s.min_samples),
+        Verdict::NotEnoughData => format!("not enough data ({})", escape(&s.not_enough_data_reason())),
         Verdict::NoThreshold => "no threshold".to_string(),
     };
     if s.regression.as_ref().is_some_and(|r| r.significant)

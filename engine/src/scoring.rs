@@ -168,6 +168,23 @@ pub struct Check {
 }
 
 impl SliceScore {
+    /// Why a [`Verdict::NotEnoughData`] slice has not enough data: too few scored images
+    /// (`< 30 images`), or, with enough of them, checks with nothing to measure on the slice
+    /// (`nothing to measure for recall.car`: no ground truth of that class in it).
+    pub fn not_enough_data_reason(&self) -> String {
+        let unmeasured: Vec<&str> = self
+            .checks
+            .iter()
+            .filter(|c| c.value.is_none() && c.problem.is_none())
+            .map(|c| c.metric.as_str())
+            .collect();
+        if self.scored >= self.min_samples && !unmeasured.is_empty() {
+            format!("nothing to measure for {}", unmeasured.join(", "))
+        } else {
+            format!("< {} images", self.min_samples)
+        }
+    }
+
     /// Accuracy, when the run predicts labels and something was scored.
     pub fn accuracy(&self) -> Option<Estimate> {
         self.classification.as_ref().map(|c| c.accuracy).filter(|a| a.n > 0)

@@ -277,7 +277,7 @@ fn checks_verdict_text(s: &SliceScore) -> String {
     let mut text = match s.verdict {
         Verdict::Pass => format!("pass ({})", checks(false)),
         Verdict::Fail => format!("FAIL ({})", checks(true)),
-        Verdict::NotEnoughData => format!("not enough data (< {} images)", s.min_samples),
+        Verdict::NotEnoughData => format!("not enough data ({})", s.not_enough_data_reason()),
         Verdict::NoThreshold => "no threshold".into(),
     };
     let regression = match (&s.detection_regression, &s.segmentation_regression) {
