@@ -277,9 +277,16 @@ fn whole_float_ids_are_read_and_class_thresholds_never_pass_unmeasured() {
     let count = sql_csv(&s.ws, "SELECT count(*) FROM predicted_objects");
     assert_eq!(count.lines().nth(1).unwrap(), data.results.len().to_string());
 
-    // A slice whose per-category threshold names a category the dataset lacks (here made
-    // by editing the definition, as a typo in it would be) fails, saying which ones exist.
+    // A per-category threshold naming a category the dataset lacks is refused at create ...
     let known = data.categories[0];
+    let typo = format!("clas {known}=0.5");
+    let err = fails(&s.ws, &["slice", "create", "typo", "--min-class-recall", &typo, "SELECT image_id FROM images"]);
+    assert!(
+        err.contains(&format!("\"clas {known}\" is not a category of dataset")) && err.contains("did you mean"),
+        "{err}"
+    );
+    // ... and a definition that has one anyway (here made by editing the file, as a typo in
+    // it would be, or one written before the check) fails, saying which ones exist.
     let threshold = format!("class {known}=0.5");
     ok(
         &s.ws,

@@ -9,6 +9,7 @@ use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::SessionContext;
 use slicetest_datasets::slice::{self, FrozenSlice, KeepHoldout, SliceDefinition};
+use slicetest_datasets::version::DatasetVersion;
 use slicetest_datasets::{FreezeOutcome, FreezeRequest, HoldoutAssigner};
 
 use crate::error::{EngineError, Result};
@@ -55,6 +56,9 @@ impl Engine {
             return Err(EngineError::InvalidArgument(format!("the query of slice {name:?} is empty")));
         }
         let dataset = self.workspace.dataset_or_default(None)?;
+        if !thresholds.min_class_recall.is_empty() {
+            check_categories(&self.workspace.latest(&dataset)?, thresholds.min_class_recall.keys())?;
+        }
         let ctx = self.dataset_context(Some(&dataset)).await?;
         check_query(&ctx, name, &dataset, &query).await?;
         let definition = SliceDefinition {
@@ -349,6 +353,31 @@ fn widened(dataset: &str, sql: &str) -> Option<String> {
     let mut query = query;
     *query.body = SetExpr::Select(widened);
     Some(query.to_string())
+}
+
+/// Checks that each `min_recall.<category>` names a category of the dataset's ground-truth
+/// boxes, at create, where a typo is cheap to fix (scoring fails such a check too, with
+/// the same names, for definitions written before or by hand).
+fn check_categories<'a>(version: &DatasetVersion, wanted: impl IntoIterator<Item = &'a String>) -> Result<()> {
+    let Some(objects) = &version.objects else {
+        return Err(EngineError::InvalidArgument(format!(
+            "min_recall.<category> thresholds are for detection: dataset {} has no ground-truth boxes",
+            version.dataset
+        )));
+    };
+    let known: Vec<String> = objects.categories.iter().map(|c| c.name.clone()).collect();
+    for category in wanted {
+        if !known.contains(category) {
+            let hint = slicetest_datasets::closest(category, &known)
+                .map_or(String::new(), |c| format!("did you mean {c:?}? "));
+            return Err(EngineError::InvalidArgument(format!(
+                "min_recall.{category}: {category:?} is not a category of dataset {}; {hint}its categories are: {}",
+                version.dataset,
+                known.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn chrono_now() -> String {
