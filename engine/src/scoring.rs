@@ -615,15 +615,20 @@ fn class_checks<'a>(
                     problem: None,
                 };
             }
-            let hint =
-                slicetest_datasets::closest(class, known).map_or(String::new(), |c| format!("did you mean {c:?}? "));
-            let problem = format!(
-                "{class:?} is not a {kind} of the run's dataset; {hint}its {kinds} are: {}",
-                known.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
-            );
+            let problem = unknown_class(class, (kind, kinds), "the run's dataset", known);
             Check { metric, value: None, threshold, passed: false, problem: Some(problem) }
         })
         .collect()
+}
+
+/// What is wrong with a threshold on `class`, which is not one of `known` (the classes of
+/// `of`): the closest known one and all of them. `slice create` says the same.
+pub(crate) fn unknown_class(class: &str, (kind, kinds): (&str, &str), of: &str, known: &[String]) -> String {
+    let hint = slicetest_datasets::closest(class, known).map_or(String::new(), |c| format!("did you mean {c:?}? "));
+    format!(
+        "{class:?} is not a {kind} of {of}; {hint}its {kinds} are: {}",
+        known.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
+    )
 }
 
 /// The verdict of a slice test made of checks: a check that cannot be made (an unknown

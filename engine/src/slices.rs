@@ -368,13 +368,9 @@ fn check_categories<'a>(version: &DatasetVersion, wanted: impl IntoIterator<Item
     let known: Vec<String> = objects.categories.iter().map(|c| c.name.clone()).collect();
     for category in wanted {
         if !known.contains(category) {
-            let hint = slicetest_datasets::closest(category, &known)
-                .map_or(String::new(), |c| format!("did you mean {c:?}? "));
-            return Err(EngineError::InvalidArgument(format!(
-                "min_recall.{category}: {category:?} is not a category of dataset {}; {hint}its categories are: {}",
-                version.dataset,
-                known.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
-            )));
+            let of = format!("dataset {}", version.dataset);
+            let problem = crate::scoring::unknown_class(category, ("category", "categories"), &of, &known);
+            return Err(EngineError::InvalidArgument(format!("min_recall.{category}: {problem}")));
         }
     }
     Ok(())

@@ -126,12 +126,12 @@ async fn slice_statement(
         ));
     }
     let negotiated = negotiate(request.format.as_deref(), headers)?;
-    let sql = request.sql.clone();
-    let stream = match tokio::time::timeout_at(deadline, state.engine().execute(&sql)).await {
+    // Parsed once, above: run as it is, not parsed again from the text.
+    let batch = match tokio::time::timeout_at(deadline, state.engine().run_slice_statement(statement)).await {
         Err(_) => return Err(tabular::timeout()),
         Ok(result) => result.map_err(|e| state.error(e))?,
     };
-    tabular::respond(state, stream, negotiated, deadline).await
+    tabular::respond_batches(vec![batch], negotiated).await
 }
 
 /// A `POST /sql` request, its options merged from the query string and the body.
