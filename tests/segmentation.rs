@@ -190,6 +190,10 @@ fn slice_tests_verdicts_and_a_regression_against_a_better_baseline() {
         &s.ws,
         &["slice", "create", "typo", "SELECT image_id FROM images", "--min-class-iou", "car=0.1", "--min-samples", "1"],
     );
+    // At create, the same typo is refused, naming the mask set's classes.
+    let err = fails(&s.ws, &["slice", "create", "typo2", "SELECT image_id FROM images", "--min-class-iou", "cars=0.1"]);
+    assert!(err.contains("min_iou.cars: \"cars\" is not a class of mask set"), "{err}");
+    assert!(err.contains("did you mean \"car\"?") && err.contains("\"road\""), "{err}");
     let definition = s.ws.join("slices/typo.toml");
     let text = std::fs::read_to_string(&definition).unwrap();
     assert!(text.contains("car = 0.1"), "{text}");
@@ -501,9 +505,27 @@ fn bad_coco_masks_and_rle_results_are_refused_with_nothing_written() {
     assert!(err.contains("annotation #0: polygon 0 has an odd number of coordinates"), "{err}");
     assert!(err.contains("annotation #1: the RLE counts cover 7 pixels"), "{err}");
     assert!(!s.ws.join("datasets/street").exists(), "the dataset was written");
+    // Segmentations that decode, on a size the image file does not have (known only once
+    // the ingest has read the files): nothing written either, to a new dataset ...
+    let mut resized = coco_json("instances.json");
+    resized["images"][0]["width"] = 999.into();
+    let file = resized["images"][0]["file_name"].as_str().unwrap().to_string();
+    std::fs::write(&instances, resized.to_string()).unwrap();
+    let err = fails(&s.ws, &["ingest", "-d", "street", "--quiet", instances.to_str().unwrap()]);
+    assert!(err.contains("masks rejected, nothing was written"), "{err}");
+    assert!(err.contains(&format!("({file}): the COCO file says 999×")), "{err}");
+    assert!(!s.ws.join("datasets/street").exists(), "the dataset was written");
 
     std::fs::copy(coco_fixture().join("instances.json"), &instances).unwrap();
     ok(&s.ws, &["ingest", "-d", "street", "--quiet", instances.to_str().unwrap()]);
+    // ... and to an existing one (a changed box would otherwise have made a new version).
+    let versions = common::version_entries(&s.ws, "street");
+    resized["annotations"][0]["bbox"][2] = 1.into();
+    std::fs::write(&instances, resized.to_string()).unwrap();
+    let err = fails(&s.ws, &["ingest", "-d", "street", "--quiet", instances.to_str().unwrap()]);
+    assert!(err.contains("the COCO file says 999×"), "{err}");
+    assert_eq!(common::version_entries(&s.ws, "street"), versions);
+    std::fs::copy(coco_fixture().join("instances.json"), &instances).unwrap();
     // The same file again replaces its own set; another file with the same categories into
     // the same dataset would collide with its columns, and is refused before ingesting.
     ok(&s.ws, &["ingest", "-d", "street", "--quiet", instances.to_str().unwrap()]);

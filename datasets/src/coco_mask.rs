@@ -426,16 +426,31 @@ impl Instances {
 }
 
 impl InstancesImage {
-    /// The semantic label map of the image (`height` × `width`, row-major): `background`
-    /// where no annotation is, else the category id of the annotation on top. Larger
-    /// masks are painted first, so an object lying on another stays visible; equal areas
-    /// keep file order. Category ids must fit `u16` (checked by the caller).
-    pub fn label_map(&self, height: u32, width: u32, background: u16) -> Result<Vec<u16>, String> {
+    /// Whether the image's segmentations fit an image file of `width` × `height`: the
+    /// COCO file's own size, when it gives one, and every RLE's must be the file's (a
+    /// polygon is painted on any raster).
+    pub fn check_size(&self, width: u32, height: u32) -> Result<(), String> {
         if let Some((w, h)) = self.size
             && (w, h) != (width, height)
         {
             return Err(format!("the COCO file says {w}×{h} but the image is {width}×{height}"));
         }
+        for (n, _, segmentation) in &self.annotations {
+            if let Segmentation::Rle { size: [h, w], .. } = segmentation
+                && (*h, *w) != (height, width)
+            {
+                return Err(format!("annotation #{n}: the RLE is {w}×{h} but the image is {width}×{height}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The semantic label map of the image (`height` × `width`, row-major): `background`
+    /// where no annotation is, else the category id of the annotation on top. Larger
+    /// masks are painted first, so an object lying on another stays visible; equal areas
+    /// keep file order. Category ids must fit `u16` (checked by the caller).
+    pub fn label_map(&self, height: u32, width: u32, background: u16) -> Result<Vec<u16>, String> {
+        self.check_size(width, height)?;
         let mut masks = Vec::with_capacity(self.annotations.len());
         for (n, category, segmentation) in &self.annotations {
             let mask = segmentation.to_mask(height, width).map_err(|e| format!("annotation #{n}: {e}"))?;

@@ -160,6 +160,31 @@ pub fn failpoint(name: &str) {
 
 /// Ingests `path` into a dataset of `workspace`, publishing a new version if anything changed.
 pub async fn ingest(workspace: &mut Workspace, path: &Path, options: &IngestOptions) -> Result<IngestReport> {
+    ingest_checked(workspace, path, options, &|_| Ok(())).await
+}
+
+/// An image an ingest read and accepted: its id and size, as [`ingest_checked`]'s check
+/// sees them.
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptedImage<'a> {
+    /// The image id.
+    pub image_id: &'a str,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// [`ingest`], with a last check of the accepted images, made once every file is read and
+/// before anything is written: an `Err(message)` refuses the whole ingest with that
+/// message and leaves the workspace as it was. The engine checks a COCO file's
+/// segmentations against the real image sizes this way.
+pub async fn ingest_checked(
+    workspace: &mut Workspace,
+    path: &Path,
+    options: &IngestOptions,
+    check: &(dyn Fn(&[AcceptedImage]) -> std::result::Result<(), String> + Sync),
+) -> Result<IngestReport> {
     let started = Instant::now();
     validate_dataset_name(&options.dataset)?;
     let layout = workspace.layout().clone();
@@ -189,6 +214,10 @@ pub async fn ingest(workspace: &mut Workspace, path: &Path, options: &IngestOpti
             ),
         });
     }
+    let images: Vec<AcceptedImage> = (accepted.iter())
+        .map(|(c, facts)| AcceptedImage { image_id: &c.image_id, width: facts.width, height: facts.height })
+        .collect();
+    check(&images).map_err(|message| DatasetError::BadInput { source_path: path.to_path_buf(), message })?;
 
     let new_rows = build_batch(&accepted, set.extra.as_ref())?;
     // Merge onto the latest version and commit the next number; a writer that loses the

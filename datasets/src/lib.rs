@@ -37,7 +37,7 @@ pub mod workspace;
 
 pub use error::{DatasetError, Result};
 pub use import::{ImportOptions, Rejection, SourceFormat};
-pub use ingest::{IngestOptions, IngestReport, KnownFiles, import_table, ingest};
+pub use ingest::{AcceptedImage, IngestOptions, IngestReport, KnownFiles, import_table, ingest, ingest_checked};
 pub use layout::WorkspaceLayout;
 pub use names::{identifier, sanitize_name, validate_column, validate_dataset_name, validate_name};
 pub use probe::Verify;

@@ -215,7 +215,13 @@ impl Engine {
                 && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")));
         let checked =
             if coco { segmentation::import::check_coco_segmentations(self, path, &options.dataset)? } else { None };
-        let report = slicetest_datasets::ingest(&mut self.workspace, path, options).await?;
+        // The segmentations must fit the image files, whose sizes are known once the ingest
+        // has read them: checked then, before it writes anything.
+        let fit = |images: &[slicetest_datasets::AcceptedImage]| match &checked {
+            Some((instances, _)) => segmentation::import::check_coco_sizes(instances, images),
+            None => Ok(()),
+        };
+        let report = slicetest_datasets::ingest_checked(&mut self.workspace, path, options, &fit).await?;
         let mut masks = None;
         if let Some((instances, ignore_index)) = checked {
             let options = segmentation::MaskImportOptions {

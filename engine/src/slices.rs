@@ -8,6 +8,8 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::SessionContext;
+use slicetest_datasets::layout::WorkspaceLayout;
+use slicetest_datasets::masks;
 use slicetest_datasets::slice::{self, FrozenSlice, KeepHoldout, SliceDefinition};
 use slicetest_datasets::version::DatasetVersion;
 use slicetest_datasets::{FreezeOutcome, FreezeRequest, HoldoutAssigner};
@@ -58,6 +60,9 @@ impl Engine {
         let dataset = self.workspace.dataset_or_default(None)?;
         if !thresholds.min_class_recall.is_empty() {
             check_categories(&self.workspace.latest(&dataset)?, thresholds.min_class_recall.keys())?;
+        }
+        if !thresholds.min_class_iou.is_empty() {
+            check_mask_classes(self.workspace.layout(), &dataset, thresholds.min_class_iou.keys())?;
         }
         let ctx = self.dataset_context(Some(&dataset)).await?;
         check_query(&ctx, name, &dataset, &query).await?;
@@ -371,6 +376,41 @@ fn check_categories<'a>(version: &DatasetVersion, wanted: impl IntoIterator<Item
             let of = format!("dataset {}", version.dataset);
             let problem = crate::scoring::unknown_class(category, ("category", "categories"), &of, &known);
             return Err(EngineError::InvalidArgument(format!("min_recall.{category}: {problem}")));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that each `min_iou.<class>` names a class of one of the dataset's mask sets (a
+/// segmentation run is scored against one of them), at create, like `check_categories`.
+fn check_mask_classes<'a>(
+    layout: &WorkspaceLayout,
+    dataset: &str,
+    wanted: impl IntoIterator<Item = &'a String>,
+) -> Result<()> {
+    let sources = masks::mask_sources(layout, dataset)?;
+    if sources.is_empty() {
+        return Err(EngineError::InvalidArgument(format!(
+            "min_iou.<class> thresholds are for segmentation: dataset {dataset} has no ground-truth masks (import \
+             them with `slicetest tag import --masks DIR --classes FILE`, or ingest COCO segmentations)"
+        )));
+    }
+    let mut known: Vec<String> = Vec::new();
+    for source in &sources {
+        for class in masks::read_mask_set(layout, dataset, source)?.classes {
+            if !known.contains(&class.name) {
+                known.push(class.name);
+            }
+        }
+    }
+    for class in wanted {
+        if !known.contains(class) {
+            let of = match sources.as_slice() {
+                [one] => format!("mask set {one} of dataset {dataset}"),
+                _ => format!("the mask sets of dataset {dataset}"),
+            };
+            let problem = crate::scoring::unknown_class(class, ("class", "classes"), &of, &known);
+            return Err(EngineError::InvalidArgument(format!("min_iou.{class}: {problem}")));
         }
     }
     Ok(())

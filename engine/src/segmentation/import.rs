@@ -483,6 +483,28 @@ pub(crate) fn check_coco_segmentations(
     Ok(Some((instances, if taken { u16::MAX } else { masks::DEFAULT_IGNORE_INDEX })))
 }
 
+/// Checks that the segmentations of a COCO file fit the images an ingest of it accepted
+/// (matched by `file_name` as the mask import matches them): the COCO file's size and
+/// every RLE's must be the image file's. The problems, as [`rejected`] words them.
+pub(crate) fn check_coco_sizes(
+    instances: &Instances,
+    images: &[slicetest_datasets::AcceptedImage],
+) -> std::result::Result<(), String> {
+    let sizes: std::collections::HashMap<&str, (u32, u32)> =
+        images.iter().map(|im| (im.image_id, (im.width, im.height))).collect();
+    let names: Vec<String> = instances.images.iter().map(|im| im.file_name.clone()).collect();
+    let matched = masks::match_mask_paths(&names, sizes.keys().copied());
+    let problems: Vec<String> = (instances.images.iter().zip(matched))
+        .filter(|(image, _)| !image.annotations.is_empty())
+        .filter_map(|(image, found)| {
+            let (width, height) = sizes[found.ok()?.as_str()];
+            let problem = image.check_size(width, height).err()?;
+            Some(format!("image id {} ({}): {problem}", image.id, image.file_name))
+        })
+        .collect();
+    if problems.is_empty() { Ok(()) } else { Err(rejected_message("masks", problems)) }
+}
+
 /// The semantic label maps of a COCO file's images that are in the dataset (see
 /// [`coco_mask::InstancesImage::label_map`]), checked like mask files: matched by
 /// `file_name`, of the image's size, every segmentation decodable. All problems or all masks.
@@ -542,12 +564,17 @@ fn read_coco_masks(
 /// The error refusing a set of masks (`what`: "masks", "predicted masks"): the first
 /// [`MAX_PROBLEMS`] problems, and how many more.
 pub(crate) fn rejected(path: &Path, what: &str, problems: Vec<String>) -> crate::error::EngineError {
+    bad(path, rejected_message(what, problems)).into()
+}
+
+/// "`what` rejected, nothing was written:" and the first [`MAX_PROBLEMS`] problems.
+fn rejected_message(what: &str, problems: Vec<String>) -> String {
     let more = problems.len().saturating_sub(MAX_PROBLEMS);
     let mut listed: Vec<String> = problems.into_iter().take(MAX_PROBLEMS).collect();
     if more > 0 {
         listed.push(format!("… and {more} more"));
     }
-    bad(path, format!("{what} rejected, nothing was written:\n  - {}", listed.join("\n  - "))).into()
+    format!("{what} rejected, nothing was written:\n  - {}", listed.join("\n  - "))
 }
 
 /// The stored label maps hold the class ids as given (and the ignore index), so the file
