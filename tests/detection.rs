@@ -173,6 +173,13 @@ fn a_detection_run_is_scored_as_coco_evaluation_scores_it() {
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("small-objects: worst images") && html.contains("class=\"box fn\""), "gallery");
     assert!(html.contains("<image href=\"data:image/png;base64,"), "thumbnails are embedded");
+    // Without --format the file's extension picks it; a table is not written to a file.
+    let by_name = s.src.join("by-name.json");
+    ok(&s.ws, &["report", "--run", "det-1", "-o", by_name.to_str().unwrap()]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&by_name).unwrap()).unwrap(), report);
+    let text = s.src.join("report.txt");
+    let err = fails(&s.ws, &["report", "--run", "det-1", "-o", text.to_str().unwrap()]);
+    assert!(err.contains("the table is for the terminal") && !text.exists(), "{err}");
     assert!(html.contains("id=\"pr-chart\"") && html.matches("<polyline").count() == 8, "PR curves");
     let curves = overall["pr_curves"].as_array().unwrap();
     let k = inputs.category_ids.iter().position(|id| format!("class {id}") == curves[0]["category"]).unwrap();
@@ -285,6 +292,9 @@ fn whole_float_ids_are_read_and_class_thresholds_never_pass_unmeasured() {
         err.contains(&format!("\"clas {known}\" is not a category of dataset")) && err.contains("did you mean"),
         "{err}"
     );
+    // A per-class IoU threshold is for segmentation: this dataset has boxes, no masks.
+    let err = fails(&s.ws, &["slice", "create", "ious", "--min-class-iou", "car=0.5", "SELECT image_id FROM images"]);
+    assert!(err.contains("min_iou.<class> thresholds are for segmentation") && err.contains("no ground-truth masks"));
     // ... and a definition that has one anyway (here made by editing the file, as a typo in
     // it would be, or one written before the check) fails, saying which ones exist.
     let threshold = format!("class {known}=0.5");

@@ -58,7 +58,7 @@ fn bad_input_is_a_clear_error_and_saves_nothing() {
     let err = fails(&s.ws, &["discover", "--run", "r1", "--columns", "weather,wether", "--save", "x"]);
     assert!(err.contains("no column \"wether\"") && err.contains("weather"), "{err}");
     let err = fails(&s.ws, &["discover", "--run", "r1", "--min-support", "5000", "--save", "x"]);
-    assert!(err.contains("--min-support 5000 is more than"), "{err}");
+    assert!(err.contains("min_support 5000 (the fewest images a slice may have) is more than"), "{err}");
     let err = fails(&s.ws, &["discover", "--run", "r1", "--alpha", "0"]);
     assert!(err.contains("--alpha must be in (0, 1]"), "{err}");
     let err = fails(&s.ws, &["discover", "--run", "r1", "--min-support", "20", "--save", "x", "--pick", "99"]);

@@ -169,6 +169,58 @@ fn export_writes_members_with_uri_label_split_and_holdout() {
     let parquet = dir.path().join("cats.parquet");
     ok(&s.ws, &["slice", "export", "cats", "-o", parquet.to_str().unwrap()]);
     assert!(std::fs::read(&parquet).unwrap().starts_with(b"PAR1"));
+    // Without --format the output's name picks it; a .json name does not say which JSON.
+    let named = dir.path().join("cats.CSV");
+    ok(&s.ws, &["slice", "export", "cats", "-o", named.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&named).unwrap(), csv);
+    let lines = dir.path().join("cats.jsonl");
+    ok(&s.ws, &["slice", "export", "cats", "-o", lines.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&lines).unwrap().lines().count(), 6);
+    let json = dir.path().join("cats.json");
+    let err = fails(&s.ws, &["slice", "export", "cats", "-o", json.to_str().unwrap()]);
+    assert!(err.contains("say --format coco (a COCO document) or --format jsonl"), "{err}");
+    assert!(!json.exists());
+    ok(&s.ws, &["slice", "export", "cats", "-f", "coco", "-o", json.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&json).unwrap().trim(), serde_json::to_string_pretty(&coco).unwrap());
+    // The same for sql.
+    let counts = dir.path().join("counts.csv");
+    ok(
+        &s.ws,
+        &[
+            "sql",
+            "SELECT label, count(*) AS n FROM images GROUP BY label ORDER BY label",
+            "-o",
+            counts.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&counts).unwrap(), "label,n\ncat,6\ndog,2\n");
+}
+
+#[test]
+fn a_dataset_column_named_holdout_does_not_clash_with_the_export_flag() {
+    let s = setup();
+    let mut manifest = String::from("path,label,holdout\n");
+    for i in 0..4 {
+        write_image(&s.src.join(format!("i{i}.png")), 4, 4, i);
+        manifest += &format!("i{i}.png,cat,{}\n", i % 2 == 0);
+    }
+    std::fs::write(s.src.join("m.csv"), manifest).unwrap();
+    ok(&s.ws, &["ingest", "-d", "d", "--quiet", s.src.join("m.csv").to_str().unwrap()]);
+    ok(&s.ws, &["slice", "create", "all", "SELECT image_id FROM images"]);
+    ok(&s.ws, &["slice", "freeze", "all", "--holdout", "1"]);
+    let csv = ok(&s.ws, &["slice", "export", "all", "-f", "csv"]);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "image_id,uri,label,split,holdout,sha256,width,height,format,bytes,images_holdout"
+    );
+    let flags: Vec<(&str, &str)> = lines
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            (cells[4], cells[10])
+        })
+        .collect();
+    assert_eq!(flags, [("true", "true"), ("true", "false"), ("true", "true"), ("true", "false")]);
 }
 
 #[test]

@@ -158,7 +158,8 @@ impl Engine {
     /// was frozen against (its manifest's `dataset_versions`), and the tags are those of
     /// each member's frozen bytes (tags are keyed by `sha256`; NULL where a tagger has no
     /// row for them). A re-ingest changes nothing of an existing version's export; only
-    /// tagging images (or removing a tagger) does.
+    /// tagging images (or removing a tagger) does. A dataset column named `holdout` is
+    /// exported as `images_holdout`.
     pub async fn slice_export(&self, name: &str, version: Option<u64>) -> Result<SendableRecordBatchStream> {
         let layout = self.workspace.layout();
         let definition = slice::read_definition(layout, name)?;
@@ -171,6 +172,10 @@ impl Engine {
         // sha256 as frozen (equal to the version's, which the join requires).
         let column = |c: &String| match c.as_str() {
             "sha256" => ", s.sha256".to_string(),
+            // The export's `holdout` is the slice's flag; a dataset column of that name (a
+            // manifest's own) keeps its values under another name rather than a second
+            // `holdout` column.
+            "holdout" => ", i.holdout AS images_holdout".to_string(),
             c => format!(", i.\"{}\"", c.replace('"', "\"\"")),
         };
         let others: String = (columns.iter())

@@ -154,6 +154,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// The format an output file's extension names, among `known` (extension, format), for a
+/// command given `-o FILE` without `--format`: `-o members.csv` writes CSV rather than
+/// the command's default format under a name that says otherwise.
+pub(crate) fn format_of_output<F: Copy>(output: Option<&std::path::Path>, known: &[(&str, F)]) -> Option<F> {
+    let extension = output?.extension()?.to_str()?.to_ascii_lowercase();
+    known.iter().find(|(e, _)| *e == extension).map(|&(_, format)| format)
+}
+
 /// How the CLI's tables show a time: to the second, in UTC, so a column's
 /// width does not follow how many fractional digits a timestamp happens to have.
 pub(crate) const TABLE_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S UTC";

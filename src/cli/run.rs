@@ -76,10 +76,10 @@ pub struct TestArgs {
 pub struct ReportArgs {
     #[command(flatten)]
     pub score: ScoreArgs,
-    /// Output format.
-    #[arg(long, short, value_enum, default_value_t = ReportFormat::Table)]
-    pub format: ReportFormat,
-    /// Write the report to this file instead of stdout.
+    /// Output format [default: the output file's extension (.json, .html), else table].
+    #[arg(long, short, value_enum)]
+    pub format: Option<ReportFormat>,
+    /// Write the report (JSON or HTML) to this file instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
 }
@@ -200,8 +200,19 @@ pub fn test(workspace: &Path, args: TestArgs) -> Result<(), CliError> {
 /// the slices `slicetest discover` finds with its default settings).
 pub async fn report(workspace: &Path, args: ReportArgs) -> Result<(), CliError> {
     let engine = Engine::open(workspace)?;
+    let known = [("json", ReportFormat::Json), ("html", ReportFormat::Html), ("htm", ReportFormat::Html)];
+    let format = args.format.or_else(|| super::format_of_output(args.output.as_deref(), &known));
+    let format = format.unwrap_or(ReportFormat::Table);
+    if let (ReportFormat::Table, Some(path)) = (format, &args.output) {
+        return Err(format!(
+            "{}: the table is for the terminal (redirect it with >); --output writes --format json or html (a .json \
+             or .html file name picks it)",
+            path.display()
+        )
+        .into());
+    }
     let report = score(&engine, &args.score)?;
-    let text = match args.format {
+    let text = match format {
         ReportFormat::Table => {
             print_report(&report);
             return Ok(());

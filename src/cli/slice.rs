@@ -89,9 +89,10 @@ pub enum SliceCommand {
         /// The frozen version (default: the latest).
         #[arg(long)]
         version: Option<u64>,
-        /// Output format.
-        #[arg(long, short, value_enum, default_value_t = ExportFormat::Parquet)]
-        format: ExportFormat,
+        /// Output format [default: the output file's extension (.parquet, .csv, .jsonl),
+        /// else parquet].
+        #[arg(long, short, value_enum)]
+        format: Option<ExportFormat>,
         /// Output file (default: stdout).
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -247,9 +248,27 @@ async fn export(
     engine: &Engine,
     name: &str,
     version: Option<u64>,
-    format: ExportFormat,
+    format: Option<ExportFormat>,
     output: Option<&Path>,
 ) -> Result<(), CliError> {
+    let known = [
+        ("parquet", ExportFormat::Parquet),
+        ("csv", ExportFormat::Csv),
+        ("jsonl", ExportFormat::Jsonl),
+        ("ndjson", ExportFormat::Jsonl),
+    ];
+    let format = match (format, output) {
+        (Some(format), _) => format,
+        // Two of the formats are JSON: a .json name does not say which.
+        (None, Some(path)) if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) => {
+            return Err(format!(
+                "{}: say --format coco (a COCO document) or --format jsonl (one JSON object per member per line)",
+                path.display()
+            )
+            .into());
+        }
+        (None, output) => super::format_of_output(output, &known).unwrap_or(ExportFormat::Parquet),
+    };
     let stream = engine.slice_export(name, version).await?;
     let format = match format {
         ExportFormat::Parquet => OutputFormat::Parquet,

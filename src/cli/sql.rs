@@ -13,9 +13,10 @@ use super::CliError;
 pub struct SqlArgs {
     /// The query (read-only: SELECT, WITH, EXPLAIN, SHOW, DESCRIBE).
     pub query: String,
-    /// Output format.
-    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
-    pub format: OutputFormat,
+    /// Output format [default: the output file's extension (.csv, .json, .jsonl, .parquet,
+    /// .arrow), else table].
+    #[arg(long, short, value_enum)]
+    pub format: Option<OutputFormat>,
     /// Write to this file instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -31,6 +32,12 @@ pub async fn run(workspace: &Path, cluster: Option<String>, args: SqlArgs) -> Re
         Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
-    write_stream(stream, args.format, out).await?;
+    let format = args.format.or_else(|| {
+        use OutputFormat::*;
+        let known =
+            [("csv", Csv), ("json", Json), ("jsonl", Jsonl), ("ndjson", Jsonl), ("parquet", Parquet), ("arrow", Arrow)];
+        super::format_of_output(args.output.as_deref(), &known)
+    });
+    write_stream(stream, format.unwrap_or(OutputFormat::Table), out).await?;
     Ok(())
 }

@@ -795,8 +795,9 @@ fn discover_in_table(
     }
     if (discovery_rows.len() as u64) < options.min_support {
         return Err(bad(format!(
-            "--min-support {} is more than the {} images of the discovery half ({n} scored images, split in two); \
-             lower it",
+            "min_support {} (the fewest images a slice may have) is more than the {} images of the discovery half \
+             ({n} scored images, split in two); lower it: --min-support in the CLI, min_support over HTTP, the fourth \
+             argument of discover_slices in SQL",
             options.min_support,
             discovery_rows.len()
         )));
@@ -1369,7 +1370,7 @@ mod tests {
             &DiscoverOptions { min_support: 150, ..Default::default() },
         );
         assert!(
-            matches!(too_big, Err(TableError::Engine(EngineError::InvalidArgument(m))) if m.contains("--min-support 150"))
+            matches!(too_big, Err(TableError::Engine(EngineError::InvalidArgument(m))) if m.contains("min_support 150"))
         );
         let no_errors = discover_in_table(&t.0, &t.1, &vec![0.0; 200], None, None, &DiscoverOptions::default());
         assert!(no_errors.is_ok_and(|d| d.slices.is_empty() && d.tested == 0));
