@@ -583,3 +583,47 @@ fn bad_coco_masks_and_rle_results_are_refused_with_nothing_written() {
     assert!(floats.to_string().contains("\"category_id\":1.0"));
     ok(&s.ws, &["run", "upload", file.to_str().unwrap(), "--run", "floats", "--model", "m"]);
 }
+
+#[test]
+fn an_image_a_results_file_gives_no_mask_is_predicted_all_background() {
+    let s = setup();
+    let instances = coco_images(&s.src.join("street"));
+    ok(&s.ws, &["ingest", "-d", "street", "--quiet", instances.to_str().unwrap()]);
+    let coco = coco_json("instances.json");
+    let last = coco["images"].as_array().unwrap().last().unwrap().clone();
+    let pixels = last["width"].as_u64().unwrap() * last["height"].as_u64().unwrap();
+    let results = coco_json("results.json");
+    let others: Vec<Value> =
+        results.as_array().unwrap().iter().filter(|r| r["image_id"] != last["id"]).cloned().collect();
+    assert!(others.len() < results.as_array().unwrap().len());
+    // The same prediction spelt out: one background mask over the whole image.
+    let mut spelt = others.clone();
+    spelt.push(serde_json::json!({
+        "image_id": last["id"], "category_id": 0,
+        "segmentation": {"size": [last["height"], last["width"]], "counts": [0, pixels]},
+    }));
+    let report = |run: &str, file: &str, rows: &[Value], extra: &[&str]| {
+        let path = s.src.join(file);
+        std::fs::write(&path, Value::from(rows.to_vec()).to_string()).unwrap();
+        let mut args = vec!["run", "upload", path.to_str().unwrap(), "--run", run, "--model", "m"];
+        args.extend_from_slice(extra);
+        let out = ok(&s.ws, &args);
+        let report: Value = serde_json::from_str(&ok(&s.ws, &["report", "--run", run, "-f", "json"])).unwrap();
+        (out, report["overall"]["segmentation"].clone())
+    };
+    let (out, left_out) = report("left_out", "left_out.json", &others, &[]);
+    assert!(
+        out.contains("5 predicted masks")
+            && out.contains("(1 images given no mask in the file, scored as all background)"),
+        "{out}"
+    );
+    let (_, spelt_out) = report("spelt_out", "spelt_out.json", &spelt, &[]);
+    assert_eq!(left_out["images"], 6);
+    assert_eq!(left_out["scores"], spelt_out["scores"]);
+    assert_eq!(left_out["confusion"], spelt_out["confusion"]);
+    // --allow-partial leaves such an image out of the scores instead.
+    let (out, partial) = report("partial", "partial.json", &others, &["--allow-partial"]);
+    assert!(out.contains("(1 images with a mask but no prediction, not scored)"), "{out}");
+    assert_eq!(partial["images"], 5);
+    assert_ne!(partial["scores"], left_out["scores"]);
+}

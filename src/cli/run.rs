@@ -123,10 +123,16 @@ pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> 
                 engine.upload_run(&file, &options).await?
             };
             if let Some(s) = &m.segmentation {
+                // Without --allow-partial, only a results file for a COCO-made mask set can
+                // leave images out: they are read as all background.
+                let unpredicted = match m.images_without_prediction {
+                    0 => String::new(),
+                    n if options.allow_partial => format!(" ({n} images with a mask but no prediction, not scored)"),
+                    n => format!(" ({n} images given no mask in the file, scored as all background)"),
+                };
                 println!(
-                    "segmentation run {} uploaded: {} predicted masks for {}@{} scored against mask set {} ({} images \
-                     with a mask but no prediction)",
-                    m.run, m.predictions, m.dataset, m.dataset_version, s.mask_source, m.images_without_prediction
+                    "segmentation run {} uploaded: {} predicted masks for {}@{} scored against mask set {}{unpredicted}",
+                    m.run, m.predictions, m.dataset, m.dataset_version, s.mask_source
                 );
                 return Ok(());
             }

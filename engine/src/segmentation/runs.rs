@@ -100,8 +100,17 @@ impl Engine {
         let set = masks::read_mask_set(layout, &dataset, &source)?;
         let targets = self.mask_targets(&dataset)?;
         let truth = GroundTruth::read(self, &set, &targets)?;
-        let predicted = match results {
-            Some(results) => self.masks_of_results(dir, &dataset, results, &set, &targets)?,
+        let (predicted, read_as_background) = match results {
+            Some(results) => {
+                // In a set made from COCO annotations a pixel no mask covers is background,
+                // and so is every pixel of an image the file gives no mask: results files
+                // leave out what a model calls background (as COCO-stuff results do), so an
+                // image predicted all background has no entry. `--allow-partial` leaves such
+                // images out of the scores instead.
+                let all_background: &[String] =
+                    if set.background.is_some() && !options.allow_partial { &truth.ids } else { &[] };
+                self.masks_of_results(dir, &dataset, results, &set, &targets, all_background)?
+            }
             None => {
                 let files = masks::mask_files(dir)?;
                 if files.is_empty() {
@@ -109,7 +118,7 @@ impl Engine {
                 }
                 // Predictions hold class ids only: the ignore index is refused like any unlisted
                 // id (a model that abstains on a pixel should say so with a class).
-                read_masks(dir, &files, &targets, &set.classes, None, false)?
+                (read_masks(dir, &files, &targets, &set.classes, None, false)?, 0)
             }
         };
         let mut problems = Vec::new();
@@ -184,8 +193,8 @@ impl Engine {
             model_version: options.model_version.clone(),
             dataset: dataset.clone(),
             dataset_version: targets.version,
-            predictions: predicted.len() as u64,
-            images_without_prediction: missing.len() as u64,
+            predictions: (predicted.len() - read_as_background) as u64,
+            images_without_prediction: (missing.len() + read_as_background) as u64,
             classes: names.iter().map(|n| n.to_string()).collect(),
             has_score: false,
             has_loss: false,
@@ -225,7 +234,8 @@ impl Engine {
         results: Vec<PredictedClassMask>,
         set: &MaskSetManifest,
         targets: &super::import::MaskTargets,
-    ) -> Result<Vec<ImportedMask>> {
+        all_background: &[String],
+    ) -> Result<(Vec<ImportedMask>, usize)> {
         let bad = |problems: Vec<String>| rejected(path, "predicted masks", problems);
         if results.is_empty() {
             return Err(bad(vec!["the file holds no masks".into()]));
@@ -281,6 +291,14 @@ impl Engine {
         }
         if !problems.is_empty() {
             return Err(bad(in_file_order(problems)));
+        }
+        // Images given no mask: painted below with no masks, so wholly background.
+        let mut read_as_background = 0;
+        for id in all_background.iter().filter(|id| targets.images.contains_key(*id)) {
+            if !per_image.contains_key(id) {
+                per_image.insert(id.clone(), Vec::new());
+                read_as_background += 1;
+            }
         }
         const EMPTY: u16 = u16::MAX;
         let painted: Vec<std::result::Result<ImportedMask, (usize, String)>> = per_image
@@ -341,7 +359,7 @@ impl Engine {
             return Err(bad(in_file_order(problems)));
         }
         masks.sort_by(|a, b| a.image_id.cmp(&b.image_id));
-        Ok(masks)
+        Ok((masks, read_as_background))
     }
 }
 
