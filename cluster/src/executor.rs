@@ -61,6 +61,13 @@ fn function_registry() -> BallistaFunctionRegistry {
     for function in ballista_core::extension::ballista_scalar_functions() {
         registry.scalar_functions.entry(function.name().to_string()).or_insert(function);
     }
+    // The functions that can make far more than they are given refuse a call over the
+    // bound the client's session has (`slicetest_sql::output_bound`).
+    for function in registry.scalar_functions.values_mut() {
+        if let Some(bounded) = slicetest_sql::output_bound::bounded(function) {
+            *function = Arc::new(bounded);
+        }
+    }
     registry
 }
 

@@ -160,5 +160,8 @@ pub async fn remote_context(url: &str, ctx: &SessionContext, limits: QueryLimits
             remote.register_udf(function.as_ref().clone());
         }
     }
+    // And DataFusion's functions that can make far more than they are given are bounded
+    // again, as in the session it came from (`slicetest_sql::output_bound`).
+    slicetest_sql::output_bound::bound_function_outputs(&remote);
     Ok(remote)
 }

@@ -154,7 +154,15 @@ pub fn session_builder(stores: Arc<BucketStores>) -> impl Fn(SessionConfig) -> R
         let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
             .with_object_store_registry(stores.clone())
             .build_arc()?;
-        Ok(datafusion::execution::SessionStateBuilder::new_from_existing(state).with_runtime_env(runtime).build())
+        // The functions that can make far more than they are given are bounded here as in
+        // the client's session (`slicetest_sql::output_bound`).
+        let functions = (state.scalar_functions().values())
+            .map(|f| slicetest_sql::output_bound::bounded(f).map_or_else(|| f.clone(), Arc::new))
+            .collect::<Vec<_>>();
+        Ok(datafusion::execution::SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(runtime)
+            .with_scalar_functions(functions)
+            .build())
     }
 }
 

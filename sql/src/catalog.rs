@@ -125,6 +125,7 @@ pub fn register_functions(ctx: &SessionContext, layout: &WorkspaceLayout, vector
     ctx.register_udf(ScalarUDF::from(ClipSimilarityFunction::new(vectors)));
     ctx.register_udf(ScalarUDF::from(CosineSimilarityFunction::default()));
     ctx.register_udf(ScalarUDF::from(crate::case_keys::CaseBranchFunction::default()));
+    crate::output_bound::bound_function_outputs(ctx);
 }
 
 /// Registers catalog `slicetest` with a schema per dataset of `workspace`; returns each

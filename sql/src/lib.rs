@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod error;
 pub mod memory;
 pub mod options;
+pub mod output_bound;
 pub mod short_strings;
 pub mod slices;
 pub mod substring_pruning;
