@@ -159,6 +159,21 @@ fn a_detection_run_is_scored_as_coco_evaluation_scores_it() {
     let same = json(&s.ws, &["report", "--run", "det-1", "--baseline", "det-1", "--format", "json"]);
     assert_eq!(same["overall"]["detection_regression"]["significant"], false);
     assert_eq!(same["overall"]["detection_regression"]["delta"], 0.0);
+    // `slicetest test` fails on the whole run's regression too (`(all)`, a JUnit case of
+    // its own), and JUnit counts each case once.
+    let junit = s.src.join("junit.xml");
+    let args = ["test", "--run", "det-2", "--baseline", "det-1", "--junit", junit.to_str().unwrap()];
+    let out = common::slicetest(&s.ws, &args);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("(all)"), "{out:?}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<testcase classname=\"slices\" name=\"(all)\"><failure"), "{xml}");
+    let count = |attribute: &str| -> usize {
+        let after = xml.split(&format!(" {attribute}=\"")).nth(1).unwrap();
+        after.split('"').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(count("tests"), xml.matches("<testcase").count(), "{xml}");
+    assert_eq!(count("failures"), xml.matches("<failure").count(), "{xml}");
+    assert_eq!(count("skipped"), xml.matches("<skipped").count(), "{xml}");
 
     // The report shows each slice's worst images with their boxes drawn.
     let worst = &slice["detection"]["worst_images"];

@@ -224,9 +224,10 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Slices that fail the build.
+    /// Slices that fail the build, then `(all)` when the whole run regressed against the
+    /// baseline (significant over every image, even where no one slice's drop is).
     pub fn failures(&self) -> impl Iterator<Item = &SliceScore> {
-        self.slices.iter().filter(|s| s.is_failure())
+        self.slices.iter().chain([&self.overall]).filter(|s| s.is_failure())
     }
 }
 

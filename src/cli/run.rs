@@ -474,16 +474,20 @@ fn xml_escape(s: &str) -> String {
 /// JUnit XML: one test case per slice; a failure element for failed tests and
 /// regressions, a skipped element for not-enough-data.
 fn junit(report: &RunReport) -> String {
-    let failures = report.failures().count();
-    let skipped = report.slices.iter().filter(|s| s.verdict == Verdict::NotEnoughData).count();
+    // With a baseline, the whole run is a test case too: `(all)` fails when it regressed.
+    let overall = report.baseline.is_some().then_some(&report.overall);
+    let cases: Vec<&SliceScore> = report.slices.iter().chain(overall).collect();
+    let failures = cases.iter().filter(|s| s.is_failure()).count();
+    // A case is a failure or skipped, never both (a small slice that regressed fails).
+    let skipped = cases.iter().filter(|s| !s.is_failure() && s.verdict == Verdict::NotEnoughData).count();
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         xml,
         "<testsuite name=\"slicetest {}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
         xml_escape(&report.run.run),
-        report.slices.len()
+        cases.len()
     );
-    for s in &report.slices {
+    for s in cases {
         let _ = write!(xml, "  <testcase classname=\"slices\" name=\"{}\">", xml_escape(&s.slice));
         if s.is_failure() {
             let _ = write!(
