@@ -33,12 +33,29 @@ export function navigated() {
 const dropped = () => new Promise(() => {});
 
 /**
- * Calls the API; JSON in and out. Writes carry the token when one is set.
+ * Calls the API; JSON in and out. Writes carry the token when one is set; a write the
+ * server refuses for want of the right token (401) asks for it and, once given, is sent
+ * again (once).
  * @param {string} path
  * @param {{method?: string, body?: any, json?: boolean, raw?: BodyInit}} [options]
  * @returns {Promise<any>}
  */
-export async function api(path, { method = "GET", body, json = true, raw } = {}) {
+export async function api(path, options = {}) {
+  const response = await request(path, options);
+  if (options.json === false) return response;
+  const startedIn = navigation;
+  const value = await response.json();
+  return startedIn === navigation ? value : dropped();
+}
+
+/**
+ * The response of a call that succeeded (an ApiError otherwise).
+ * @param {string} path
+ * @param {{method?: string, body?: any, raw?: BodyInit}} options
+ * @param {boolean} [retried] whether this is the write sent again after the token was given
+ * @returns {Promise<Response>}
+ */
+async function request(path, { method = "GET", body, raw }, retried = false) {
   const startedIn = navigation;
   /** @type {Record<string, string>} */
   const headers = { Accept: "application/json" };
@@ -55,12 +72,13 @@ export async function api(path, { method = "GET", body, json = true, raw } = {})
     let error = { code: "http", message: `${response.status} ${response.statusText}` };
     try { error = (await response.json()).error; } catch { /* not JSON */ }
     if (startedIn !== navigation) return dropped();
-    if (response.status === 401) askToken();
+    if (response.status === 401) {
+      const given = askToken();
+      if (given && !retried && method !== "GET") return request(path, { method, body, raw }, true);
+    }
     throw new ApiError(response.status, error.code, error.message, error);
   }
-  if (!json) return response;
-  const value = await response.json();
-  return startedIn === navigation ? value : dropped();
+  return response;
 }
 
 /**
@@ -71,6 +89,23 @@ export async function api(path, { method = "GET", body, json = true, raw } = {})
  */
 export function sql(query, page = {}) {
   return api("/sql", { method: "POST", body: { sql: query, ...page } });
+}
+
+/**
+ * A page of a query's rows and the dataset whose images their `image_id`s are: the
+ * server's `Slicetest-Dataset` header, null when the query reads more than one dataset
+ * (or one cannot be told), so that no thumbnail or link takes an id for another
+ * dataset's image.
+ * @param {string} query
+ * @param {{limit?: number, offset?: number}} [page]
+ * @returns {Promise<{rows: Record<string, any>[], dataset: string | null}>}
+ */
+export async function sqlPage(query, page = {}) {
+  const response = await request("/sql", { method: "POST", body: { sql: query, ...page } });
+  const startedIn = navigation;
+  const rows = await response.json();
+  if (startedIn !== navigation) return dropped();
+  return { rows, dataset: response.headers.get("Slicetest-Dataset") };
 }
 
 /**
@@ -87,12 +122,13 @@ export function sqlSummary(query) {
   return api("/sql", { method: "POST", body: { sql: query, summary: true } });
 }
 
-/** Asks for the server's write token (slicetest serve --token) and keeps it. */
+/** Asks for the server's write token (slicetest serve --token) and keeps it; true when
+ * one was given (a retry can use it). @returns {boolean} */
 export function askToken() {
   const current = localStorage.getItem("slicetest-token") || "";
   const token = prompt("This server needs a token for writes (slicetest serve --token). Token:", current);
-  if (token !== null) {
-    if (token) localStorage.setItem("slicetest-token", token);
-    else localStorage.removeItem("slicetest-token");
-  }
+  if (token === null) return false;
+  if (token) localStorage.setItem("slicetest-token", token);
+  else localStorage.removeItem("slicetest-token");
+  return Boolean(token);
 }

@@ -53,20 +53,32 @@ export function errorBox(error) {
 
 export const enc = encodeURIComponent;
 
-/** A thumbnail's URL. @param {string} id @param {number} [size] */
-export const thumb = (id, size = 128) => `/images/${enc(id)}/thumbnail?size=${size}`;
+/** `?dataset=NAME` when a dataset is named, else nothing (the server's default dataset).
+ * @param {string | null | undefined} dataset */
+const datasetParam = (dataset) => (dataset ? `dataset=${enc(dataset)}` : "");
+
+/** A thumbnail's URL: the image `id` of `dataset` (default: the server's default dataset).
+ * @param {string} id @param {number} [size] @param {string | null} [dataset] */
+export const thumb = (id, size = 128, dataset = null) =>
+  `/images/${enc(id)}/thumbnail?size=${size}${dataset ? `&${datasetParam(dataset)}` : ""}`;
+
+/** The link to an image's page (`#/image/ID?dataset=NAME`).
+ * @param {string} id @param {string | null} [dataset] */
+export const imageLink = (id, dataset = null) => `#/image/${enc(id)}${dataset ? `?${datasetParam(dataset)}` : ""}`;
 
 /**
- * A grid of image cards; `rows` have image_id and optionally score / a caption field.
+ * A grid of image cards; `rows` have image_id and optionally score / a caption field; the
+ * ids are images of `dataset` (default: the server's default dataset).
  * @param {Record<string, any>[]} rows
  * @param {string | null | undefined} captionKey
+ * @param {string | null} [dataset]
  */
-export function imageGrid(rows, captionKey) {
+export function imageGrid(rows, captionKey, dataset = null) {
   return el("div", { class: "grid" }, rows.map((row) => {
     const id = String(row.image_id);
     const caption = captionKey && row[captionKey] !== undefined ? String(row[captionKey]) : id;
-    return el("a", { class: "card", href: `#/image/${enc(id)}`, title: id },
-      el("img", { class: "thumb", loading: "lazy", alt: id, src: thumb(id), width: 120, height: 120 }),
+    return el("a", { class: "card", href: imageLink(id, dataset), title: id },
+      el("img", { class: "thumb", loading: "lazy", alt: id, src: thumb(id, 128, dataset), width: 120, height: 120 }),
       el("div", { class: "caption" }, caption),
       row.score !== undefined ? el("div", { class: "score" }, Number(row.score).toFixed(4)) : null);
   }));
@@ -81,16 +93,19 @@ export function cell(value) {
 }
 
 /**
- * A table of `rows` (objects) with `columns`; image ids link to the image page.
+ * A table of `rows` (objects) with `columns`; image ids link to the image page of
+ * `dataset`'s image (default: the server's default dataset), or to none when `dataset` is
+ * false (ids of a result that reads more than one dataset).
  * @param {string[]} columns
  * @param {Record<string, any>[]} rows
+ * @param {string | null | false} [dataset]
  */
-export function table(columns, rows) {
+export function table(columns, rows, dataset = null) {
   const head = el("tr", {}, columns.map((c) => el("th", { title: c }, c)));
   const body = rows.map((row) => el("tr", {}, columns.map((c) => {
     const td = cell(row[c]);
-    if (c === "image_id" && row[c] !== null) {
-      td.replaceChildren(el("a", { href: `#/image/${enc(row[c])}` }, String(row[c])));
+    if (c === "image_id" && row[c] !== null && dataset !== false) {
+      td.replaceChildren(el("a", { href: imageLink(String(row[c]), dataset) }, String(row[c])));
     }
     return td;
   })));

@@ -2,7 +2,7 @@
 // Explore: a SQL editor, its results as an image grid or a table (a page at a time), and
 // "Save as slice…".
 
-import { sql, sqlSummary } from "./api.js";
+import { sqlPage, sqlSummary } from "./api.js";
 import { editor } from "./editor.js";
 import { el, errorBox, imageGrid, main, table } from "./dom.js";
 import { plural, short } from "./format.js";
@@ -52,9 +52,9 @@ export async function explorePage(params) {
     status.textContent = "running…";
     results.replaceChildren();
     const started = performance.now();
-    let rows;
+    let rows, dataset;
     try {
-      rows = await sql(text, { limit: PAGE + 1, offset });
+      ({ rows, dataset } = await sqlPage(text, { limit: PAGE + 1, offset }));
     } catch (error) {
       if (ticket !== runs) return;
       const at = error.details?.position;
@@ -69,9 +69,12 @@ export async function explorePage(params) {
     if (more) rows = rows.slice(0, PAGE);
     const columns = rows.length ? Object.keys(rows[0]) : lastColumns;
     lastColumns = columns;
-    const hasImages = columns.includes("image_id");
+    // Thumbnails and image links need the dataset the ids are of: the server names it,
+    // unless the query reads more than one (then the ids are shown as plain text).
+    const hasImages = columns.includes("image_id") && dataset !== null;
     const shown = view === "auto" ? (hasImages ? "grid" : "table") : (view === "grid" && !hasImages ? "table" : view);
     viewButtons.forEach((b) => b.classList.toggle("primary", b.dataset.view === shown));
+    viewButtons[0].disabled = !hasImages;
     const count = el("span", { class: "muted", id: "count" });
     const pager = el("div", { class: "row" },
       el("button", { type: "button", disabled: offset === 0, onclick: () => run(Math.max(0, offset - PAGE)) }, "← Previous"),
@@ -79,8 +82,12 @@ export async function explorePage(params) {
       count);
     status.textContent = rows.length ? `rows ${offset + 1}–${offset + rows.length} (${ms.toFixed(0)} ms)` : "no rows";
     const captionKey = ["label", "score", "predicted"].find((c) => columns.includes(c));
-    const body = shown === "grid" ? imageGrid(rows, captionKey) : table(columns, rows);
-    results.replaceChildren(pager, body);
+    const body = shown === "grid" ? imageGrid(rows, captionKey, dataset) : table(columns, rows, dataset ?? false);
+    const mixed = columns.includes("image_id") && dataset === null
+      ? el("p", { class: "muted", id: "mixed-datasets" },
+        "Its image ids are not shown as images: the query reads more than one dataset (or one the server cannot name), so which images they are cannot be told.")
+      : null;
+    results.replaceChildren(pager, ...(mixed ? [mixed] : []), body);
     decorate(ticket, text, shown === "table" ? body : null, count);
   }
 

@@ -5,6 +5,7 @@
 import { api, sql } from "./api.js";
 import { el, enc, errorBox, imageGrid, main } from "./dom.js";
 import { headline, ident, VERDICTS } from "./format.js";
+import { latestVerdicts, verdictsOf } from "./slices.js";
 
 /** The landing page: what the workspace holds, each item a link, and a first look at the images. */
 export async function homePage() {
@@ -24,8 +25,7 @@ export async function homePage() {
     return;
   }
   const current = datasets.find((d) => d.default) || datasets[0];
-  const latestRun = runs.length ? runs.reduce((a, b) => (a.created_at > b.created_at ? a : b)) : null;
-  const verdicts = el("span", { class: "muted", id: "home-verdicts" }, latestRun ? "scoring…" : "");
+  const verdicts = el("span", { class: "muted", id: "home-verdicts" }, runs.length && slices.length ? "scoring…" : "");
   const sliceRows = el("tbody", {}, slices.map((s) => {
     const latest = s.versions.length ? s.versions[s.versions.length - 1] : null;
     return el("tr", { "data-slice": s.name },
@@ -78,26 +78,25 @@ export async function homePage() {
   } else {
     preview.replaceChildren(el("p", { class: "muted" }, "No default dataset: pick one with `slicetest use <dataset>`."));
   }
-  if (latestRun) {
-    try {
-      const test = await api(`/runs/${enc(latestRun.run)}/test`);
-      verdicts.replaceChildren("verdicts of ", el("a", { href: `#/runs/${enc(latestRun.run)}` }, latestRun.run));
-      for (const score of test.slices) {
-        const cell = sliceRows.querySelector(`[data-slice="${CSS.escape(score.slice)}"] .verdict-cell`);
-        if (!cell) continue;
-        cell.replaceChildren(el("span", { class: `verdict ${score.verdict}` },
-          `${VERDICTS[score.verdict] || score.verdict} ${headline(score)}`));
-      }
-    } catch (error) {
-      verdicts.textContent = `could not score ${latestRun.run}: ${error.message}`;
+  if (runs.length && slices.length) {
+    // Each slice is scored by the newest run of its own dataset.
+    const scored = await latestVerdicts(slices, runs);
+    const link = (run) => el("a", { href: `#/runs/${enc(run)}` }, run);
+    verdicts.replaceChildren(...(scored.runs.length ? ["verdicts of ", ...verdictsOf(scored.runs, link)] : ["no run of these slices' datasets"]),
+      ...scored.errors.map((e) => el("span", { class: "error" }, ` ${e}`)));
+    for (const [slice, score] of Object.entries(scored.bySlice)) {
+      const cell = sliceRows.querySelector(`[data-slice="${CSS.escape(slice)}"] .verdict-cell`);
+      if (!cell) continue;
+      cell.replaceChildren(el("span", { class: `verdict ${score.verdict}`, title: `in run ${score.run}` },
+        `${VERDICTS[score.verdict] || score.verdict} ${headline(score)}`));
     }
   }
 }
 
-/** Explore with a first query over dataset `d` (a table for datasets other than the default,
- * whose thumbnails the grid cannot address). */
+/** Explore with a first query over dataset `d` (the server names the dataset of its ids,
+ * so the grid shows that dataset's images). */
 function exploreLink(d) {
   const table = d.default ? "images" : `${ident(d.name)}.images`;
   const q = `SELECT image_id, label, split\nFROM ${table}\nORDER BY image_id`;
-  return `#/explore?q=${enc(q)}${d.default ? "" : "&view=table"}`;
+  return `#/explore?q=${enc(q)}`;
 }

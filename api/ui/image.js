@@ -67,6 +67,24 @@ export async function imagePage(id, params) {
         info.predictions.length || !(runs.length || masks?.runs) ? predictions : null, detectionRuns, masks?.runs,
         el("h2", {}, "Slices"), slices)),
     el("h2", {}, "More like this"), similar);
+  // Similar images are searched in the server's default dataset: an image of another one
+  // is not looked up there (its id may be another image's, or none).
+  if (dataset) {
+    let datasets;
+    try {
+      datasets = await api("/datasets");
+    } catch (error) {
+      similar.replaceChildren(el("p", { class: "muted" }, error.message));
+      return;
+    }
+    const current = datasets.find((d) => d.default);
+    if (current?.name !== info.dataset) {
+      similar.replaceChildren(el("p", { class: "muted", id: "similar-help" },
+        `Similar images are searched in the default dataset${current ? ` (${current.name})` : ""} only, and this image is in ${info.dataset}. `,
+        el("code", {}, `slicetest use ${info.dataset}`), " and a restart of the server make it the default."));
+      return;
+    }
+  }
   try {
     const hits = await api(`/search/image/${enc(id)}?k=13`);
     similar.replaceChildren(imageGrid(hits.filter((h) => h.image_id !== id).slice(0, 12), null));

@@ -2,8 +2,8 @@
 // Runs: the list, and one run's page: its verdict, the slices discovery suggests (with their
 // failures first), and the HTML report.
 
-import { api, sql } from "./api.js";
-import { el, enc, errorBox, imageGrid, main } from "./dom.js";
+import { api, sqlPage } from "./api.js";
+import { el, enc, errorBox, imageGrid, main, table } from "./dom.js";
 import { percent, plural } from "./format.js";
 import { saveSliceDialog } from "./slices.js";
 
@@ -163,8 +163,8 @@ async function members(query, failures, gallery) {
   const wrong = failures.slice(0, GALLERY).map((id) => `'${id.replaceAll("'", "''")}'`);
   const order = wrong.length ? `CASE WHEN i.image_id IN (${wrong.join(", ")}) THEN 0 ELSE 1 END, ` : "";
   try {
-    const rows = await sql(`SELECT i.image_id, i.label FROM images AS i JOIN (\n${query}\n) AS q ON i.image_id = q.image_id ORDER BY ${order}i.image_id LIMIT ${GALLERY}`);
-    gallery.replaceChildren(imageGrid(rows, "label"));
+    const { rows, dataset } = await sqlPage(`SELECT i.image_id, i.label FROM images AS i JOIN (\n${query}\n) AS q ON i.image_id = q.image_id ORDER BY ${order}i.image_id LIMIT ${GALLERY}`);
+    gallery.replaceChildren(dataset === null ? table(["image_id", "label"], rows, false) : imageGrid(rows, "label", dataset));
   } catch (error) {
     gallery.replaceChildren(errorBox(error));
   }

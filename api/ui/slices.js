@@ -62,31 +62,65 @@ function breakdownBar(b) {
   return bar;
 }
 
-async function latestVerdicts() {
-  const runs = await api("/runs");
-  if (!runs.length) return { run: null, bySlice: {} };
-  const latest = runs.reduce((a, b) => (a.created_at > b.created_at ? a : b));
-  const test = await api(`/runs/${enc(latest.run)}/test`);
-  return { run: latest.run, bySlice: Object.fromEntries(test.slices.map((s) => [s.slice, s])) };
+/**
+ * Each slice's verdict in the newest run of the slice's own dataset (a run scores the
+ * slices of its dataset only, so the newest run of another dataset says nothing of them).
+ * @param {{name: string, dataset: string}[]} slices
+ * @param {{run: string, dataset: string, created_at: string}[]} runs
+ * @returns {Promise<{runs: {run: string, dataset: string}[], bySlice: Record<string, any>, errors: string[]}>}
+ */
+export async function latestVerdicts(slices, runs) {
+  /** @type {Record<string, {run: string, dataset: string, created_at: string}>} */
+  const newest = {};
+  for (const r of runs) {
+    if (!newest[r.dataset] || r.created_at > newest[r.dataset].created_at) newest[r.dataset] = r;
+  }
+  const scored = [...new Set(slices.map((s) => s.dataset))].sort().map((d) => newest[d]).filter(Boolean);
+  const datasetOf = Object.fromEntries(slices.map((s) => [s.name, s.dataset]));
+  /** @type {Record<string, any>} */
+  const bySlice = {};
+  /** @type {string[]} */
+  const errors = [];
+  await Promise.all(scored.map(async (run) => {
+    try {
+      const test = await api(`/runs/${enc(run.run)}/test`);
+      for (const score of test.slices) {
+        if (datasetOf[score.slice] === run.dataset) bySlice[score.slice] = { ...score, run: run.run };
+      }
+    } catch (error) {
+      errors.push(`could not score ${run.run}: ${error.message}`);
+    }
+  }));
+  return { runs: scored, bySlice, errors };
+}
+
+/** Which runs the verdicts are of, in words: "the latest run: a" or, when slices of several
+ * datasets are scored, "each dataset's latest run: a (photos), b (scans)".
+ * @param {{run: string, dataset: string}[]} runs @param {(run: string) => Node | string} name */
+export function verdictsOf(runs, name) {
+  if (runs.length === 1) return ["the latest run: ", name(runs[0].run)];
+  return ["each dataset's latest run: ", ...runs.flatMap((r, i) => [i ? ", " : "", name(r.run), ` (${r.dataset})`])];
 }
 
 export async function slicesPage(params) {
   main.replaceChildren(el("h1", {}, "Slices"), el("p", { class: "muted" }, "loading…"));
-  let slices;
-  let verdicts = { run: null, bySlice: {} };
+  let slices, runs;
   try {
-    [slices, verdicts] = await Promise.all([api("/slices"), latestVerdicts().catch(() => verdicts)]);
+    [slices, runs] = await Promise.all([api("/slices"), api("/runs").catch(() => [])]);
   } catch (error) {
     main.replaceChildren(el("h1", {}, "Slices"), errorBox(error));
     return;
   }
+  const verdicts = await latestVerdicts(slices, runs);
   const legend = el("div", { class: "legend" }, SEGMENTS.map((s) => el("span", {}, el("i", { class: `seg-${s}` }), s)));
   const list = el("div", { class: "slice-list" }, slices.map((s) => sliceCard(s, verdicts)));
   main.replaceChildren(
     el("div", { class: "row" }, el("h1", {}, "Slices"), el("span", { class: "spacer" }),
       el("a", { class: "button", href: "#/explore" }, "New slice from a query")),
     el("div", { class: "row" }, legend, el("span", { class: "spacer" }),
-      el("span", { class: "muted" }, verdicts.run ? `verdicts of the latest run: ${verdicts.run}` : "no runs yet")),
+      el("span", { class: "muted", id: "verdicts-of" }, verdicts.runs.length
+        ? ["verdicts of ", ...verdictsOf(verdicts.runs, (run) => run)] : runs.length ? "no run of these slices' datasets" : "no runs yet"),
+      ...verdicts.errors.map((e) => el("span", { class: "error" }, e))),
     slices.length ? list : el("p", { class: "muted" }, "No slices yet: write a query on Explore and save it as a slice."));
   const created = params.get("created");
   const input = created ? list.querySelector(`[data-slice="${CSS.escape(created)}"] input`) : null;
@@ -128,7 +162,7 @@ function sliceCard(s, verdicts) {
   const diff = async () => {
     try {
       const rows = await api(`/slices/${enc(s.name)}/diff`);
-      out.replaceChildren(rows.length ? table(["change", "image_id"], rows) : el("p", { class: "muted" }, "No change since the latest freeze."));
+      out.replaceChildren(rows.length ? table(["change", "image_id"], rows, s.dataset) : el("p", { class: "muted" }, "No change since the latest freeze."));
     } catch (error) {
       out.replaceChildren(errorBox(error));
     }
@@ -142,7 +176,7 @@ function sliceCard(s, verdicts) {
         el("span", { class: "muted" }, latest ? `v${latest.version} · ${latest.members} members · ${b.holdout} held out · ${percent(b.coverage)} of ${s.dataset}` : s.dataset),
         s.min_accuracy != null ? el("span", { class: "muted" }, `test: accuracy ≥ ${percent(s.min_accuracy)}`) : null,
         s.min_map != null ? el("span", { class: "muted" }, `test: mAP ≥ ${s.min_map}`) : null,
-        v ? el("span", { class: `verdict ${v.verdict}` }, `${VERDICTS[v.verdict] || v.verdict} ${headline(v)}`) : null),
+        v ? el("span", { class: `verdict ${v.verdict}`, title: `in run ${v.run}` }, `${VERDICTS[v.verdict] || v.verdict} ${headline(v)}`) : null),
       out),
     el("div", {},
       el("div", { class: "row" }, el("label", {}, "hold-out ", holdout),

@@ -109,12 +109,25 @@ def test_the_ui_end_to_end(tmp_path):
     run(ws, "run", "upload", str(preds), "--run", "always-coat", "--model", "const", "--model-version", "1")
     # A slice whose 64-character name must not break the layout.
     run(ws, "slice", "create", "x" * 64, "SELECT image_id FROM images WHERE split = 'val'")
+    # Dataset `clash`: two 40x20 images whose ids are also clothes' (the UI must not show
+    # clothes' pictures for them), and its run `clash-run`, newer than always-coat (the
+    # newest run, but of another dataset than the slices').
+    clash = tmp_path / "clash-src"
+    for i, image_id in enumerate(["test/Shirt/shirt0.png", "test/Coat/coat0.png"]):
+        (clash / image_id).parent.mkdir(parents=True, exist_ok=True)
+        (clash / image_id).write_bytes(png_bytes(40, 20, 100 + i))
+    run(ws, "ingest", str(clash), "--dataset", "clash", "--quiet")
+    clash_preds = tmp_path / "clash-preds.csv"
+    clash_preds.write_text("image_id,predicted\ntest/Shirt/shirt0.png,Shirt\ntest/Coat/coat0.png,Shirt\n")
+    run(ws, "run", "upload", str(clash_preds), "--run", "clash-run", "--dataset", "clash", "--model", "const",
+        "--model-version", "2")
     # The same images never embedded, behind a server whose default model is the tiny CLIP:
     # the Search page explains, and starts an embedding job.
     bare = clothes_workspace(tmp_path / "bare", embed=False)
     server = Server(ws)
     bare_server = Server(bare, env={"SLICETEST_CLIP_MODEL": str(TINY_CLIP)})
-    detection_server = Server(detection_workspace(tmp_path))
+    # Writes need a token here (its steps read, but for the token prompt's).
+    detection_server = Server(detection_workspace(tmp_path), "--token", "e2e-token")
     segmentation_server = Server(segmentation_workspace(tmp_path))
     try:
         artifacts = os.environ.get("SLICETEST_ARTIFACTS", str(REPO / "tests/ui/artifacts"))

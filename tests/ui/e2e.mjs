@@ -5,11 +5,13 @@
 // URL is a running `slicetest serve` over the workspace built by tests/python/test_ui.py
 // (22 clothes images in the split/label layout, embedded, a frozen slice `tops` with a
 // threshold, and a run `always-coat` that fails it: wrong on every shirt, right on every
-// coat, so discovery confirms `label = 'Shirt'`). BARE_URL, if given, serves the same
+// coat, so discovery confirms `label = 'Shirt'`; and dataset `clash`: two 40×20 images
+// whose ids are clothes' too, with a run `clash-run` newer than always-coat). BARE_URL, if given, serves the same
 // images never embedded, with the tiny CLIP as the server's model (SLICETEST_CLIP_MODEL).
 // DETECTION_URL, if given, serves a COCO dataset `shop` (image a.png: a shirt, a T-shirt
 // and a bag) with a detection run `det-1` that takes the shirt for a T-shirt, finds the
-// T-shirt, misses the bag and detects a bag where there is none.
+// T-shirt, misses the bag and detects a bag where there is none; writes need the token
+// `e2e-token`.
 // SEGMENTATION_URL, if given, serves dataset `scenes` (street.png, 40×30) with mask set
 // `seg` (sky, road, a 10×10 car, two ignored rows) and a segmentation run `unet` that sees
 // the car 5 pixels to the right.
@@ -79,9 +81,12 @@ async function fitsTheWindow() {
 await step("the home page shows the workspace without a click", async () => {
   await page.goto(`${url}/`);
   await page.locator("#home-datasets tr:has-text('clothes')").waitFor();
-  assert.match(await page.locator("#home-datasets tbody tr").first().textContent(), /clothes \(default\)22v1tiny-clip/);
+  assert.match(await page.locator("#home-datasets tbody tr:has-text('clothes')").textContent(), /clothes \(default\)22v1tiny-clip/);
   assert.equal(await thumbnailsLoaded(), 22);
+  // Each slice's verdict is its dataset's newest run's: always-coat, though clash-run (of
+  // dataset clash) is newer.
   await page.locator("#home-slices tr[data-slice=tops] .verdict.fail").waitFor();
+  assert.match(await page.locator("#home-verdicts").textContent(), /^verdicts of the latest run: always-coat$/);
   await page.locator("#home-runs a:has-text('always-coat')").waitFor();
   assert.equal(await page.locator("nav a.active").textContent(), "Home");
   await fitsTheWindow();
@@ -177,6 +182,44 @@ await step("an image's detail shows its tags, predictions and slices", async () 
   const drawn = await box.boundingBox();
   assert.ok(Math.abs(drawn.x - image.x - (2 / 12) * image.width) < 1.5, "box left edge");
   assert.ok(Math.abs(drawn.width - (7 / 12) * image.width) < 1.5, "box width");
+});
+
+await step("a query over another dataset shows that dataset's images and opens their pages", async () => {
+  // clash's ids are clothes' ids too: its thumbnails and links must name clash.
+  await runQuery("SELECT image_id, width, height FROM clash.images ORDER BY image_id");
+  assert.equal(await thumbnailsLoaded(), 2);
+  const cards = await page.locator(".grid .card").evaluateAll((as) => as.map((a) => ({
+    href: a.getAttribute("href"), src: a.querySelector("img").getAttribute("src"), width: a.querySelector("img").naturalWidth,
+  })));
+  for (const card of cards) {
+    assert.match(card.href, /^#\/image\/test%2F\w+%2F\w+\.png\?dataset=clash$/);
+    assert.match(card.src, /&dataset=clash$/);
+    assert.equal(card.width, 40, "clash's 40x20 picture, not clothes' 12x10 one");
+  }
+  // The table's links too.
+  await page.click("button[data-view=table]");
+  await page.waitForSelector("#results tbody a");
+  const queries = await page.locator("#results tbody a").evaluateAll((as) => as.map((a) => a.getAttribute("href").split("?")[1]));
+  assert.deepEqual(queries, ["dataset=clash", "dataset=clash"]);
+  await page.click("button[data-view=grid]");
+  await page.click(".grid .card[title='test/Shirt/shirt0.png']");
+  await page.waitForURL(/#\/image\/test%2FShirt%2Fshirt0\.png\?dataset=clash$/);
+  await page.waitForSelector("a:has-text('clash-run')");
+  assert.equal(await page.locator("a:has-text('always-coat')").count(), 0, "clothes' predictions are not this image's");
+  assert.match(await page.locator(".kv tr:has(td:text-is('width'))").textContent(), /40/);
+  // Similar images are searched in the default dataset, which does not hold this image.
+  await page.locator("#similar-help:has-text('default dataset (clothes)')").waitFor();
+  assert.equal(await page.locator("#similar .grid").count(), 0);
+  await fitsTheWindow();
+});
+
+await step("a query over two datasets does not guess whose images its ids are", async () => {
+  await runQuery("SELECT image_id FROM images UNION ALL SELECT image_id FROM clash.images");
+  await page.waitForSelector("#mixed-datasets");
+  await page.waitForSelector("#results tbody tr");
+  assert.equal(await page.locator("#results .grid").count(), 0);
+  assert.equal(await page.locator("#results tbody a").count(), 0, "no link to a page of the wrong image");
+  assert.equal(await page.locator("button[data-view=grid]").isDisabled(), true);
 });
 
 await step("a slice is created from a query and frozen", async () => {
@@ -276,6 +319,50 @@ await step("long names do not break the layout", async () => {
   await fitsTheWindow();
 });
 
+await step("the slices page shows each slice's verdict of its own dataset's newest run", async () => {
+  await page.goto(`${url}/#/slices`);
+  await page.locator("[data-slice=tops] .verdict.fail").waitFor();
+  assert.match(await page.locator("#verdicts-of").textContent(), /always-coat/);
+  assert.doesNotMatch(await page.locator("#verdicts-of").textContent(), /clash-run/);
+});
+
+await step("every page fits a 390 px phone", async () => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  try {
+    const image = encodeURIComponent("test/Shirt/shirt0.png");
+    const pages = [
+      ["/#/", "#home-slices .verdict"],
+      [`/#/explore?q=${encodeURIComponent("SELECT * FROM images ORDER BY image_id")}`, ".grid img.thumb"],
+      ["/#/search?q=a%20shirt", ".grid img.thumb"],
+      ["/#/slices", "[data-slice=tops] .verdict"],
+      ["/#/runs", "main td a"],
+      ["/#/runs/always-coat", "#suggestions [data-suggestion='1'] img.thumb"],
+      [`/#/image/${image}`, "#similar .grid img.thumb"],
+    ];
+    for (const [path, ready] of pages) {
+      await page.goto(`${url}${path}`);
+      await page.locator(ready).first().waitFor();
+      const width = await page.evaluate(() => document.documentElement.scrollWidth);
+      assert.ok(width <= 390, `${path} is ${width} px wide at a 390 px window`);
+      // The nav wraps: every link and the token button are on screen.
+      const ends = await page.locator("header a, header button").evaluateAll((els) => els.map((e) => e.getBoundingClientRect().right));
+      assert.ok(Math.max(...ends) <= 390, `${path}: a header item ends at ${Math.max(...ends)} px`);
+    }
+    // A wide table scrolls inside its own box.
+    await page.goto(`${url}/#/explore?q=${encodeURIComponent("SELECT * FROM images ORDER BY image_id")}&view=table`);
+    await page.waitForSelector("#results tbody tr");
+    assert.ok(await page.locator("#results .table-wrap").evaluate((w) => w.scrollWidth > w.clientWidth), "the table scrolls");
+    assert.ok(await page.evaluate(() => document.documentElement.scrollWidth) <= 390);
+    // The image page is one column: its details below the picture.
+    await page.goto(`${url}/#/image/${image}`);
+    await page.locator(".kv").waitFor();
+    const [picture, details] = await page.locator(".detail > div").evaluateAll((divs) => divs.map((d) => d.getBoundingClientRect().toJSON()));
+    assert.ok(details.top >= picture.bottom, "the details are below the picture");
+  } finally {
+    await page.setViewportSize({ width: 1280, height: 800 });
+  }
+});
+
 if (bareUrl) {
   await step("search on a dataset without embeddings shows the command, not an error", async () => {
     await page.goto(`${bareUrl}/#/search`);
@@ -333,6 +420,36 @@ if (detectionUrl) {
     await page.selectOption("#box-run", "");
     assert.deepEqual([await count("gt"), await count("tp"), await count("fp")], [3, 0, 0]);
     assert.deepEqual(await page.locator(".figure .box.gt span").allTextContents(), ["shirt", "t-shirt", "bag"]);
+  });
+
+  await step("a write the token is asked for is sent again once it is given", async () => {
+    await page.goto(`${detectionUrl}/#/explore`);
+    await page.evaluate(() => localStorage.removeItem("slicetest-token"));
+    await page.fill("#sql", "SELECT image_id FROM images");
+    await page.click("#run");
+    await thumbnailsLoaded();
+    const prompts = [];
+    const answer = (dialog) => { prompts.push(dialog.message()); dialog.accept("e2e-token"); };
+    page.on("dialog", answer);
+    const statuses = [];
+    const seen = (response) => {
+      if (new URL(response.url()).pathname === "/slices" && response.request().method() === "POST") statuses.push(response.status());
+    };
+    page.on("response", seen);
+    try {
+      await page.click("text=Save as slice…");
+      await page.fill("#save-slice input[name=name]", "with-token");
+      await page.click("#save-slice button[type=submit]");
+      // One click: the 401, the token asked for, the same request again, the new slice.
+      await page.waitForURL(/#\/slices\?created=with-token$/, { timeout: 10_000 });
+      await page.locator("[data-slice=with-token]").waitFor();
+      assert.equal(prompts.length, 1);
+      assert.match(prompts[0], /token/);
+      assert.deepEqual(statuses, [401, 201]);
+    } finally {
+      page.off("dialog", answer);
+      page.off("response", seen);
+    }
   });
 
   await step("a detection run's page shows the mAP chart and the class confusions", async () => {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::response::Response;
 use datafusion::arrow::array::{Float32Array, RecordBatch, StringArray};
@@ -82,15 +82,135 @@ pub async fn sql(
     let negotiated = negotiate(request.format.as_deref(), &headers)?;
     let planned = async {
         let df = state.engine().sql(&request.sql).await?;
-        slicetest_engine::query::stream_page(df, request.offset.unwrap_or(0), request.limit).await
+        let read = TablesRead::of(df.logical_plan());
+        let stream = slicetest_engine::query::stream_page(df, request.offset.unwrap_or(0), request.limit).await?;
+        Ok::<_, slicetest_engine::EngineError>((read, stream))
     };
-    let stream = match tokio::time::timeout_at(deadline, planned).await {
+    let (read, stream) = match tokio::time::timeout_at(deadline, planned).await {
         Err(_) => {
             return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "timeout", "planning timed out"));
         }
         Ok(result) => result.map_err(|e| state.error(e))?,
     };
-    tabular::respond(&state, stream, negotiated, deadline).await
+    let dataset = read.dataset(&state, &request.sql).await;
+    let mut response = tabular::respond(&state, stream, negotiated, deadline).await?;
+    if let Some(value) = dataset.and_then(|d| HeaderValue::from_str(&d).ok()) {
+        response.headers_mut().insert(DATASET_HEADER, value);
+    }
+    Ok(response)
+}
+
+/// The response header of `POST /sql` that names the dataset whose images the result's
+/// `image_id`s are: the one dataset every table the query reads belongs to (unqualified
+/// names, `text_search` and `image_search`: the default dataset; `slice('name')`: the
+/// slice's). Left out when that is not one dataset (a join of two) or cannot be known, so
+/// a client (the web UI's thumbnails and image links) never takes ids for another
+/// dataset's. A query that reads no table (`SELECT 'a.png' AS image_id`) names the default.
+pub const DATASET_HEADER: &str = "slicetest-dataset";
+
+/// What the tables a plan scans say about the dataset of its rows.
+#[derive(Debug, Default)]
+struct TablesRead {
+    /// Datasets named by schema (`other.images`), or None for the default dataset.
+    datasets: std::collections::BTreeSet<Option<String>>,
+    /// It reads `slice(…)`: the slices' datasets are looked up by name.
+    slices: bool,
+    /// It reads a table function whose dataset is not known here.
+    unknown: bool,
+}
+
+impl TablesRead {
+    fn of(plan: &datafusion::logical_expr::LogicalPlan) -> TablesRead {
+        use datafusion::common::tree_node::TreeNodeRecursion;
+        use datafusion::logical_expr::LogicalPlan;
+        let mut read = TablesRead::default();
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                match (scan.table_name.schema(), scan.table_name.table()) {
+                    (Some("information_schema"), _) => {}
+                    (Some(schema), _) => {
+                        read.datasets.insert(Some(schema.to_string()));
+                    }
+                    // Table functions are scanned as `name()` (or `name`, as lateral ones).
+                    (None, "slice()" | "slice") => read.slices = true,
+                    (None, "text_search()" | "image_search()" | "text_search" | "image_search") => {
+                        read.datasets.insert(None);
+                    }
+                    (None, name) if name.ends_with(')') || name.contains('(') => read.unknown = true,
+                    (None, _) => {
+                        read.datasets.insert(None);
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        read
+    }
+
+    /// The one dataset of the rows, if it is one (see [`DATASET_HEADER`]).
+    async fn dataset(self, state: &AppState, sql: &str) -> Option<String> {
+        if self.unknown {
+            return None;
+        }
+        let slices = if self.slices { slice_names(sql)? } else { Vec::new() };
+        let default = state.engine().workspace().config().default_dataset.clone();
+        let mut datasets: std::collections::BTreeSet<String> =
+            self.datasets.into_iter().map(|d| d.or_else(|| default.clone())).collect::<Option<_>>()?;
+        if !slices.is_empty() {
+            let found = state
+                .blocking(move |engine| {
+                    slices.iter().map(|name| Ok(engine.slice(name)?.definition.dataset)).collect::<Result<Vec<_>, _>>()
+                })
+                .await
+                .ok()?;
+            datasets.extend(found);
+        }
+        let mut datasets = datasets.into_iter();
+        match (datasets.next(), datasets.next()) {
+            (Some(one), None) => Some(one),
+            (None, _) => default,
+            (Some(_), Some(_)) => None,
+        }
+    }
+}
+
+/// The names of the slices `sql` reads with `slice('name'…)`; None when one is not a
+/// string literal or the text does not parse here.
+fn slice_names(sql: &str) -> Option<Vec<String>> {
+    use datafusion::sql::parser::{DFParser, Statement};
+    use datafusion::sql::sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr, TableFactor, Value, Visit, Visitor};
+    use std::ops::ControlFlow;
+
+    struct Names(Vec<String>);
+    impl Visitor for Names {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+            let TableFactor::Table { name, args: Some(args), .. } = factor else { return ControlFlow::Continue(()) };
+            let is_slice =
+                matches!(&name.0[..], [part] if part.as_ident().is_some_and(|i| i.value.eq_ignore_ascii_case("slice")));
+            if !is_slice {
+                return ControlFlow::Continue(());
+            }
+            match args.args.first() {
+                Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
+                    Value::SingleQuotedString(s) => {
+                        self.0.push(s.clone());
+                        ControlFlow::Continue(())
+                    }
+                    _ => ControlFlow::Break(()),
+                },
+                _ => ControlFlow::Break(()),
+            }
+        }
+    }
+    let mut names = Names(Vec::new());
+    for statement in DFParser::parse_sql(sql).ok()? {
+        let Statement::Statement(statement) = statement else { return None };
+        if statement.visit(&mut names).is_break() {
+            return None;
+        }
+    }
+    Some(names.0)
 }
 
 /// The slice statements of `slicetest sql` over HTTP: `SHOW SLICES` and `DESCRIBE SLICE`
