@@ -27,6 +27,8 @@ struct Inner {
     /// server (its users are on this machine); elsewhere a placeholder, so that the
     /// server's directory layout stays its own.
     cli_workspace: Option<String>,
+    /// Bound to a loopback address: requests must name it (`Host`), not some other name.
+    loopback_only: bool,
 }
 
 impl AppState {
@@ -45,6 +47,7 @@ impl AppState {
             jobs: EmbedJobs::default(),
             clip_model: config.clip_model.clone(),
             cli_workspace,
+            loopback_only: config.host.is_loopback(),
         }))
     }
 
@@ -115,6 +118,11 @@ impl AppState {
     /// The request bounds.
     pub fn limits(&self) -> &Limits {
         &self.0.limits
+    }
+
+    /// Whether the server listens on a loopback address only (its `Host` is checked).
+    pub(crate) fn loopback_only(&self) -> bool {
+        self.0.loopback_only
     }
 
     /// The configured write token.

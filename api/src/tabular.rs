@@ -111,8 +111,17 @@ pub async fn respond(
     negotiated: Negotiated,
     deadline: Instant,
 ) -> ApiResult<Response> {
-    stream_response(stream, negotiated, deadline, |e| state.error(e)).await
+    let mut response = stream_response(stream, negotiated, deadline, |e| state.error(e)).await?;
+    // How long the body may still take: a client whose stream is cut about then knows the
+    // query's time limit cut it (see docs/http.md, "Tabular responses").
+    let left = deadline.saturating_duration_since(Instant::now()).as_millis();
+    response.headers_mut().insert(DEADLINE_HEADER, HeaderValue::from(left as u64));
+    Ok(response)
 }
+
+/// The header of a streamed query result that says how many milliseconds were left, when
+/// the response started, before the query's time limit cuts the body.
+pub const DEADLINE_HEADER: &str = "slicetest-deadline-ms";
 
 async fn stream_response(
     mut stream: SendableRecordBatchStream,

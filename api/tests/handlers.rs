@@ -948,7 +948,7 @@ async fn discovery_lists_unconfirmed_slices_when_asked_and_refuses_bad_settings(
         ("k=0", "k and max_level must be at least 1"),
         ("k=5000", "k must be at most 1000"),
         ("max_level=9", "max_level must be at most 6"),
-        ("min_support=100000", "min_support 100000 is more than the"),
+        ("min_support=100000", "min_support 100000 (the fewest images a slice may have) is more than the"),
         ("columns=weather,wether", "has no column \"wether\""),
         ("alpha=high", "alpha"),
         ("all=maybe", "all"),
@@ -1154,4 +1154,275 @@ async fn a_segmentation_run_is_tested_and_reported_with_miou() {
     assert!((m["scores"]["mean_iou"].as_f64().unwrap() - miou).abs() < 1e-12, "{m}");
     assert!((m["scores"]["pixel_accuracy"].as_f64().unwrap() - 53.0 / 54.0).abs() < 1e-12, "{m}");
     assert_eq!(m["confusion"], json!([[37, 1, 0], [0, 4, 0], [0, 0, 12]]));
+}
+
+#[tokio::test]
+async fn sql_names_the_dataset_of_its_image_ids() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let create = json!({"name": "cats", "query": "SELECT image_id FROM images WHERE label = 'cat'"});
+    assert_eq!(send(&router, post_json("/slices", create)).await.0, StatusCode::CREATED);
+    assert_eq!(send(&router, post_json("/slices/cats/freeze", json!({}))).await.0, StatusCode::CREATED);
+    let cases = [
+        ("SELECT image_id FROM images", Some("photos")),
+        ("SELECT image_id FROM street.images", Some("street")),
+        ("SELECT image_id FROM \"street\".images -- a comment: FROM images", Some("street")),
+        ("SELECT image_id FROM slicetest.street.images", Some("street")),
+        ("WITH s AS (SELECT image_id FROM street.images) SELECT image_id FROM s", Some("street")),
+        ("SELECT image_id FROM street.images WHERE image_id IN (SELECT image_id FROM street.images)", Some("street")),
+        ("SELECT 'a.png' AS image_id", Some("photos")),
+        ("SELECT * FROM slice('cats')", Some("photos")),
+        ("SELECT image_id FROM text_search('a cat', 3)", Some("photos")),
+        // Two datasets: which one an id is of cannot be said.
+        ("SELECT s.image_id FROM images p, street.images s", None),
+        ("SELECT image_id FROM images UNION ALL SELECT image_id FROM street.images", None),
+        ("SELECT image_id FROM slice('cats') JOIN street.images USING (image_id)", None),
+        ("SELECT image_id FROM images WHERE image_id IN (SELECT image_id FROM street.images)", None),
+    ];
+    for (sql, dataset) in cases {
+        let (status, headers, body) = send(&router, post_json("/sql", json!({"sql": sql, "limit": 5}))).await;
+        assert_eq!(status, StatusCode::OK, "{sql}: {}", String::from_utf8_lossy(&body));
+        let got = headers.get("slicetest-dataset").map(|v| v.to_str().unwrap());
+        assert_eq!(got, dataset, "{sql}");
+    }
+    // Every format says it.
+    let (_, headers, _) =
+        send(&router, post("/sql?format=csv", "text/plain", "SELECT image_id FROM street.images")).await;
+    assert_eq!(headers["slicetest-dataset"], "street");
+}
+
+/// A request with `headers` (name, value) besides the method, path and body.
+fn with_headers(
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<axum::body::Body>,
+) -> axum::http::Request<axum::body::Body> {
+    let mut request = axum::http::Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(body.into()).unwrap()
+}
+
+#[tokio::test]
+async fn writes_take_only_json_bodies_so_a_page_cannot_send_one_without_asking() {
+    let fx = Fixture::new().await;
+    for config in [ServerConfig::default(), ServerConfig { token: Some("s3cret".into()), ..ServerConfig::default() }] {
+        let router = fx.router_with(&config);
+        let auth = ("authorization", "Bearer s3cret");
+        // What a no-cors fetch or a form can send without a preflight: text/plain, a form,
+        // or no Content-Type at all.
+        for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+            let mut headers = vec![auth];
+            headers.extend(content_type.map(|c| ("content-type", c)));
+            for (uri, body) in [
+                ("/datasets/street/embed", "{}".to_string()),
+                ("/slices/tops/freeze", "{\"holdout\": 0.5}".to_string()),
+                ("/slices", json!({"name": "s", "query": "SELECT image_id FROM images"}).to_string()),
+            ] {
+                let (status, _, answer) = send(&router, with_headers("POST", uri, &headers, body)).await;
+                assert_eq!(
+                    (status, error_code(&answer).as_str()),
+                    (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+                    "{uri} with {content_type:?}: {}",
+                    String::from_utf8_lossy(&answer)
+                );
+                let message = json(&answer)["error"]["message"].as_str().unwrap().to_string();
+                assert!(message.contains("application/json"), "{message}");
+            }
+        }
+        assert_eq!(send(&router, get("/jobs")).await.2, b"[]", "no job was started");
+        assert!(fx.engine().slices().unwrap().is_empty(), "no slice was written");
+        // Prediction uploads keep their table types; text/plain is not one of them.
+        let (status, _, _) = send(
+            &router,
+            with_headers(
+                "POST",
+                "/runs/r?model=m&model_version=1",
+                &[auth, ("content-type", "text/plain")],
+                PREDICTIONS_CSV,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+    // An empty body needs no type: `curl -X POST …/embed` starts a job with the defaults.
+    let router = fx.router_with_tiny_clip();
+    let (status, _, body) = send(&router, with_headers("POST", "/datasets/photos/embed", &[], "")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+    wait_for_job(&router, json(&body)["id"].as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_write_from_another_sites_page_is_refused_and_a_loopback_server_answers_only_its_own_names() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let slice = |name: &str| json!({"name": name, "query": "SELECT image_id FROM images"}).to_string();
+    let json_type = ("content-type", "application/json");
+    let host = ("host", "127.0.0.1:7878");
+    for origin in
+        ["http://evil.example", "http://evil.example:7878", "http://127.0.0.1:9999", "http://127.0.0.1", "null"]
+    {
+        let request = with_headers("POST", "/slices", &[json_type, host, ("origin", origin)], slice("s"));
+        let (status, _, body) = send(&router, request).await;
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::FORBIDDEN, "cross_origin"), "{origin}");
+        let request = with_headers("POST", "/sql", &[host, ("origin", origin)], "SELECT 1");
+        assert_eq!(send(&router, request).await.0, StatusCode::FORBIDDEN, "{origin}: /sql too");
+    }
+    let request = with_headers("POST", "/datasets/street/embed", &[host, ("origin", "http://evil.example")], "");
+    assert_eq!(send(&router, request).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(send(&router, get("/jobs")).await.2, b"[]", "no job was started");
+    assert!(fx.engine().slices().unwrap().is_empty(), "no slice was written");
+    // Reads from anywhere are answered (a page cannot read them without CORS).
+    let request = with_headers("GET", "/health", &[host, ("origin", "http://evil.example")], "");
+    assert_eq!(send(&router, request).await.0, StatusCode::OK);
+    // The web UI is same-origin; clients that are not browsers send no Origin.
+    for (i, (origin, host)) in [
+        (Some("http://127.0.0.1:7878"), "127.0.0.1:7878"),
+        (Some("http://LOCALHOST:7878"), "localhost:7878"),
+        (Some("http://[::1]:7878"), "[::1]:7878"),
+        (Some("http://localhost"), "localhost"),
+        (None, "127.0.0.1:7878"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut headers = vec![json_type, ("host", host)];
+        headers.extend(origin.map(|o| ("origin", o)));
+        let (status, _, body) = send(&router, with_headers("POST", "/slices", &headers, slice(&format!("s{i}")))).await;
+        assert_eq!(status, StatusCode::CREATED, "{origin:?} {host}: {}", String::from_utf8_lossy(&body));
+    }
+
+    // DNS rebinding: a page's own name resolved to 127.0.0.1 reads nothing, writes nothing.
+    for bad in ["evil.example:7878", "evil.example", "0.0.0.0:7878", "localhost.evil.example", "127.0.0.1.nip.io:7878"]
+    {
+        let (status, _, body) = send(&router, with_headers("GET", "/health", &[("host", bad)], "")).await;
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::FORBIDDEN, "forbidden_host"), "{bad}");
+        let request = with_headers("POST", "/sql", &[("host", bad), ("origin", &format!("http://{bad}"))], "SELECT 1");
+        assert_eq!(send(&router, request).await.0, StatusCode::FORBIDDEN, "{bad}");
+    }
+    for good in ["localhost:7878", "LOCALHOST", "127.0.0.1", "127.0.0.1:1", "[::1]:7878", "[::1]", "localhost."] {
+        let (status, _, _) = send(&router, with_headers("GET", "/health", &[("host", good)], "")).await;
+        assert_eq!(status, StatusCode::OK, "{good}");
+    }
+    // A server on a public address (which needs a token) is reached by its names.
+    let public = ServerConfig { host: "0.0.0.0".parse().unwrap(), token: Some("t".into()), ..ServerConfig::default() };
+    let router = fx.router_with(&public);
+    let (status, _, _) = send(&router, with_headers("GET", "/health", &[("host", "ml-box.example:7878")], "")).await;
+    assert_eq!(status, StatusCode::OK);
+    let request =
+        with_headers("POST", "/sql", &[("host", "ml-box.example:7878"), ("origin", "http://evil.example")], "SELECT 1");
+    assert_eq!(send(&router, request).await.0, StatusCode::FORBIDDEN, "Origin is checked on every server");
+}
+
+#[tokio::test]
+async fn body_errors_answer_the_same_status_on_every_write() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let huge = json!({"name": "s", "query": format!("SELECT image_id FROM images -- {}", "x".repeat(2 << 20))});
+    for uri in ["/slices", "/slices/s/freeze", "/datasets/street/embed"] {
+        let (status, _, body) = send(&router, post_json(uri, huge.clone())).await;
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"), "{uri}");
+        let (status, _, body) = send(&router, post(uri, "text/plain", "{}")).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{uri}: {}", String::from_utf8_lossy(&body));
+        let (status, _, body) = send(&router, post(uri, "application/json", "{not json")).await;
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::BAD_REQUEST, "bad_request"), "{uri}");
+    }
+    let (status, _, body) = send(&router, post("/slices", "application/json", "")).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::BAD_REQUEST, "bad_request"));
+    assert!(json(&body)["error"]["message"].as_str().unwrap().contains("\"name\", \"query\""));
+    // A leading comment does not hide a slice statement from the read-only check.
+    for sql in ["/* cleanup */ DROP SLICE x", "-- cleanup\nDROP SLICE x", "/* a */ /* b */ FREEZE SLICE x"] {
+        let (status, _, body) = send(&router, post("/sql", "text/plain", sql)).await;
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::FORBIDDEN, "read_only"), "{sql}");
+    }
+    // A streamed result says how long it may still take before the time limit cuts it.
+    let router = fx.router_with_limits(|l| l.query_timeout = std::time::Duration::from_secs(30));
+    let (status, headers, _) = send(&router, post("/sql?format=arrow", "text/plain", "SELECT 1")).await;
+    assert_eq!(status, StatusCode::OK);
+    let left: u64 = headers["slicetest-deadline-ms"].to_str().unwrap().parse().unwrap();
+    assert!(left > 20_000 && left <= 30_000, "{left}");
+}
+
+#[tokio::test]
+async fn predictions_that_are_not_utf8_are_the_clients_mistake() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02".to_vec();
+    let bad_header = b"\xff\xfeimage_id,predicted\ntrain/cat/c1.png,cat\n".to_vec();
+    for body in [png, bad_header] {
+        let (status, _, answer) =
+            send(&router, post("/runs/bin?model=m&model_version=1&allow_partial=true", "text/csv", body)).await;
+        assert_eq!(
+            (status, error_code(&answer).as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        let message = json(&answer)["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains("predictions") && message.contains("line 1 (the header) is not UTF-8"), "{message}");
+        assert!(!message.contains("/tmp"), "the temporary path leaked: {message}");
+    }
+}
+
+#[tokio::test]
+async fn a_test_against_a_baseline_says_why_a_segmentation_slice_failed() {
+    use slicetest_test_support::write_label_map;
+    let fx = Fixture::segmented().await;
+    let router = fx.router();
+    // No threshold: the slice can only fail by regressing.
+    let slice = json!({"name": "scenes", "query": "SELECT image_id FROM images WHERE image_id IN ('a.png', 'b.png')",
+                       "min_samples": 1});
+    let (status, _, body) = send(&router, post_json("/slices", slice)).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    send(&router, post_json("/slices/scenes/freeze", json!({}))).await;
+    // Run `flat`: road everywhere, worse than `unet` on both images.
+    let pred = fx.dir.path().join("src/flat");
+    write_label_map(&pred.join("a.png"), 4, 4, &[0; 16]);
+    write_label_map(&pred.join("b.png"), 8, 5, &[0; 40]);
+    let run = slicetest_engine::UploadOptions {
+        run: "flat".into(),
+        model: "flat".into(),
+        model_version: "1".into(),
+        dataset: None,
+        allow_partial: false,
+        provenance: Default::default(),
+        score_threshold: None,
+    };
+    fx.engine().upload_segmentation_run(&pred, &run, None).expect("uploads the run");
+
+    let (status, _, body) = send(&router, get("/runs/flat/test?baseline=unet")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let verdicts = json(&body);
+    assert_eq!(verdicts["passed"], false);
+    assert!(verdicts["failing"].as_array().unwrap().contains(&json!("scenes")), "{verdicts}");
+    let scenes = verdicts["slices"].as_array().unwrap().iter().find(|s| s["slice"] == "scenes").unwrap();
+    assert_eq!(scenes["failed"], true, "{scenes}");
+    let regression = &scenes["regression"];
+    assert_eq!(
+        (regression["metric"].clone(), regression["significant"].clone()),
+        (json!("mIoU"), json!(true)),
+        "{scenes}"
+    );
+    assert!(regression["delta"].as_f64().unwrap() < 0.0 && regression["p_value"].as_f64().unwrap() < 0.05, "{scenes}");
+    let (_, _, metrics) = send(&router, get("/runs/flat/metrics?baseline=unet")).await;
+    let scored = json(&metrics)["slices"].as_array().unwrap().iter().find(|s| s["slice"] == "scenes").unwrap().clone();
+    assert_eq!(regression["delta"], scored["segmentation_regression"]["delta"], "the same numbers as /metrics");
+    assert_eq!(regression["baseline"], scored["segmentation_regression"]["baseline_miou"]);
+    let reasons = scenes["reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 1, "{scenes}");
+    let reason = reasons[0].as_str().unwrap();
+    assert!(
+        reason.starts_with("mIoU -0.") && reason.contains("vs baseline") && reason.contains("significant regression"),
+        "{reason}"
+    );
+    // The baseline itself, against itself: no failure, no reasons.
+    let (_, _, body) = send(&router, get("/runs/unet/test?baseline=unet")).await;
+    let same = json(&body);
+    assert_eq!(same["passed"], true, "{same}");
+    for slice in same["slices"].as_array().unwrap() {
+        assert_eq!((slice["failed"].clone(), slice["reasons"].clone()), (json!(false), json!([])), "{slice}");
+        assert_eq!(slice["regression"]["significant"], false, "{slice}");
+    }
 }

@@ -1,5 +1,5 @@
 //! Tests over a real loopback socket: a streamed (chunked) large result, concurrent
-//! uploads, and graceful shutdown.
+//! uploads, graceful shutdown, and what a web page of another site can send.
 
 mod common;
 
@@ -43,11 +43,15 @@ impl Reply {
 
 /// One request on a fresh connection (`Connection: close`), chunked bodies decoded.
 fn request(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &[u8]) -> Reply {
+    let headers = format!("Host: {addr}\r\nContent-Type: {content_type}\r\n");
+    request_with(addr, method, path, &headers, body)
+}
+
+/// [`request`] with the header lines `headers` (each ending in CRLF; `Host` included).
+fn request_with(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &[u8]) -> Reply {
     let mut stream = TcpStream::connect(addr).expect("connects");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
+    let head =
+        format!("{method} {path} HTTP/1.1\r\n{headers}Connection: close\r\nContent-Length: {}\r\n\r\n", body.len());
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body).unwrap();
     let mut reader = BufReader::new(stream);
@@ -138,4 +142,38 @@ async fn shutdown_lets_the_server_finish() {
     let finished = tokio::time::timeout(std::time::Duration::from_secs(10), server.task).await;
     finished.expect("stops within 10 s").unwrap().expect("serves without error");
     assert!(TcpStream::connect(addr).is_err(), "still listening after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_another_site_can_neither_write_nor_read_through_dns_rebinding() {
+    let fx = Fixture::new().await;
+    let server = start(&fx).await;
+    let addr = server.addr;
+    let replies = tokio::task::spawn_blocking(move || {
+        let port = addr.port();
+        // A no-cors fetch from http://evil.example: text/plain, no preflight.
+        let csrf = format!("Host: {addr}\r\nOrigin: http://evil.example\r\nContent-Type: text/plain\r\n");
+        let plain = format!("Host: {addr}\r\nContent-Type: text/plain\r\n");
+        // After rebinding evil.example to 127.0.0.1, the page is same-origin with its Host.
+        let rebound = format!("Host: evil.example:{port}\r\nOrigin: http://evil.example:{port}\r\n");
+        let ui =
+            format!("Host: localhost:{port}\r\nOrigin: http://localhost:{port}\r\nContent-Type: application/json\r\n");
+        [
+            request_with(addr, "POST", "/datasets/street/embed", &csrf, b"{}"),
+            request_with(addr, "POST", "/datasets/street/embed", &plain, b"{}"),
+            request_with(addr, "POST", "/sql?format=json", &rebound, b"SELECT image_id FROM images"),
+            request_with(addr, "GET", "/images/train%2Fcat%2Fc1.png", &rebound, b""),
+            request_with(addr, "POST", "/sql?format=json", &ui, br#"{"sql": "SELECT 1 AS one"}"#),
+            request_with(addr, "GET", "/jobs", &format!("Host: [::1]:{port}\r\n"), b""),
+        ]
+    })
+    .await
+    .unwrap();
+    let answer = |r: &Reply| (r.status, json(&r.body)["error"]["code"].as_str().unwrap_or("").to_string());
+    assert_eq!(answer(&replies[0]), (403, "cross_origin".into()));
+    assert_eq!(answer(&replies[1]), (415, "unsupported_media_type".into()));
+    assert_eq!(answer(&replies[2]), (403, "forbidden_host".into()));
+    assert_eq!(answer(&replies[3]), (403, "forbidden_host".into()));
+    assert_eq!((replies[4].status, json(&replies[4].body)), (200, serde_json::json!([{"one": 1}])), "the web UI");
+    assert_eq!((replies[5].status, replies[5].body.as_slice()), (200, b"[]".as_slice()), "no job was started");
 }

@@ -37,7 +37,7 @@ pub async fn read_table(path: &Path, what: &'static str) -> Result<RecordBatch> 
     }
     if kind == "CSV" {
         // The CSV reader would report a repeated name as a row with too many fields.
-        let names = column_names(path).await?;
+        let names = csv_header(path, what)?;
         for (i, name) in names.iter().enumerate() {
             if let Some(first) = names[..i].iter().position(|n| n == name) {
                 return Err(bad(format!(
@@ -73,13 +73,7 @@ pub async fn read_table(path: &Path, what: &'static str) -> Result<RecordBatch> 
 pub async fn column_names(path: &Path) -> Result<Vec<String>> {
     let bad = |message: String| DatasetError::BadManifestFile { what: "table", path: path.to_path_buf(), message };
     match kind(path) {
-        "CSV" => {
-            use std::io::BufRead;
-            let file = std::fs::File::open(path).map_err(DatasetError::io("reading", path))?;
-            let mut header = String::new();
-            std::io::BufReader::new(file).read_line(&mut header).map_err(DatasetError::io("reading", path))?;
-            Ok(header.trim_end().split(',').map(|c| c.trim().trim_matches('"').to_string()).collect())
-        }
+        "CSV" => csv_header(path, "table"),
         "Arrow IPC" => Ok(read_ipc(path).map_err(bad)?.schema().fields().iter().map(|f| f.name().clone()).collect()),
         _ => {
             let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
@@ -99,6 +93,35 @@ pub async fn column_names(path: &Path) -> Result<Vec<String>> {
     }
 }
 
+/// Longest CSV header line read: past it, the names are those of its start.
+const MAX_HEADER_BYTES: u64 = 16 << 20;
+
+/// The column names of a CSV file's header line (quotes trimmed). A header that is not
+/// UTF-8 (a binary file sent as CSV, another encoding) is the input's fault, said with
+/// where the first bad byte is: `what` names the file's role ("predictions", "manifest").
+fn csv_header(path: &Path, what: &'static str) -> Result<Vec<String>> {
+    use std::io::{BufRead, Read};
+    let file = std::fs::File::open(path).map_err(DatasetError::io("reading", path))?;
+    let mut header = Vec::new();
+    std::io::BufReader::new(file.take(MAX_HEADER_BYTES))
+        .read_until(b'\n', &mut header)
+        .map_err(DatasetError::io("reading", path))?;
+    let header = String::from_utf8(header).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        DatasetError::BadManifestFile {
+            what,
+            path: path.to_path_buf(),
+            message: format!(
+                "(CSV) line 1 (the header) is not UTF-8 text: byte {} (0x{:02x}) is not valid UTF-8; a CSV file \
+                 must be UTF-8 (is it a binary file, or in another encoding?)",
+                at + 1,
+                e.as_bytes()[at]
+            ),
+        }
+    })?;
+    Ok(header.trim_end().split(',').map(|c| c.trim().trim_matches('"').to_string()).collect())
+}
+
 /// Arrow IPC in either the file or the stream format.
 fn read_ipc(path: &Path) -> std::result::Result<RecordBatch, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
@@ -113,4 +136,28 @@ fn read_ipc(path: &Path) -> std::result::Result<RecordBatch, String> {
         batches = reader.collect::<std::result::Result<_, _>>().map_err(|e| e.to_string())?;
     }
     concat_batches(&schema, &batches).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[tokio::test]
+    async fn a_csv_whose_header_is_not_utf8_is_the_inputs_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("predictions.csv");
+        std::fs::write(&png, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+        let bom = dir.path().join("utf16.csv");
+        std::fs::write(&bom, b"\xff\xfeimage_id,predicted\nimg_0001.png,x\n").unwrap();
+        for (path, byte) in [(&png, "byte 1 (0x89)"), (&bom, "byte 1 (0xff)")] {
+            let e = read_table(path, "predictions").await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+            let message = e.to_string();
+            assert!(message.starts_with(&format!("invalid predictions {}", path.display())), "{message}");
+            assert!(message.contains("line 1 (the header) is not UTF-8") && message.contains(byte), "{message}");
+            let e = column_names(path).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        }
+    }
 }

@@ -221,6 +221,32 @@ fn options(s: &mut Scanner, known: &str) -> Result<Vec<(String, String)>> {
     }
 }
 
+/// The length of the `/* … */` comment `text` starts with (nested ones inside it
+/// included, as the SQL parser reads them); None when it starts with none or the comment
+/// is not closed (the text is then not a slice statement, and the SQL parser says why).
+fn block_comment(text: &str) -> Option<usize> {
+    if !text.starts_with("/*") {
+        return None;
+    }
+    let (mut depth, mut pos) = (0usize, 0usize);
+    while pos < text.len() {
+        let rest = &text[pos..];
+        if rest.starts_with("/*") {
+            depth += 1;
+            pos += 2;
+        } else if rest.starts_with("*/") {
+            depth -= 1;
+            pos += 2;
+            if depth == 0 {
+                return Some(pos);
+            }
+        } else {
+            pos += rest.chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    None
+}
+
 /// A small hand-written scanner: the statements are few and the query after `AS` must be
 /// passed through byte for byte.
 struct Scanner<'a> {
@@ -241,6 +267,8 @@ impl Scanner<'_> {
             self.pos += rest.len() - trimmed.len();
             if trimmed.starts_with("--") {
                 self.pos += trimmed.find('\n').unwrap_or(trimmed.len());
+            } else if let Some(len) = block_comment(trimmed) {
+                self.pos += len;
             } else {
                 return;
             }
@@ -394,6 +422,14 @@ mod tests {
             ok("-- note\nFREEZE SLICE s"),
             SliceStatement::Freeze { name: "s".into(), holdout: None, seed: None }
         );
+        for commented in [
+            "/* cleanup */ DROP SLICE x",
+            "/* a /* nested */ note */\n-- and a line\nDROP /* here too */ SLICE x;",
+            "-- note\n/* multi\n line */ drop slice x -- trailing\n",
+        ] {
+            assert_eq!(ok(commented), SliceStatement::Drop { name: "x".into(), if_exists: false }, "{commented}");
+        }
+        assert_eq!(ok("/**/SHOW SLICES /* done */"), SliceStatement::Show);
         assert_eq!(
             ok("FREEZE SLICE s WITH (seed = 3)"),
             SliceStatement::Freeze { name: "s".into(), holdout: None, seed: Some(3) }
@@ -402,7 +438,15 @@ mod tests {
 
     #[test]
     fn other_sql_is_left_to_datafusion() {
-        for sql in ["SELECT 1", "DESCRIBE images", "CREATE TABLE t (a int)", "SHOW TABLES", "DROP TABLE t"] {
+        for sql in [
+            "SELECT 1",
+            "DESCRIBE images",
+            "CREATE TABLE t (a int)",
+            "SHOW TABLES",
+            "DROP TABLE t",
+            "/* DROP SLICE x */ SELECT 1",
+            "/* unclosed DROP SLICE x",
+        ] {
             assert!(parse(sql).is_none(), "{sql}");
         }
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import time
@@ -13,6 +14,7 @@ import pyarrow.csv
 import pyarrow.ipc
 import pyarrow.parquet
 import requests
+import urllib3
 
 if TYPE_CHECKING:  # pandas is optional
     import pandas as pd
@@ -25,7 +27,10 @@ class SlicetestError(Exception):
     """An error answered by the server: ``status`` (HTTP), ``code`` and ``message``;
     ``details`` is the whole error object (``no_embeddings`` adds ``dataset``, ``hint``,
     ``command`` and ``model``; ``job_running`` adds ``job``). ``position`` is where in the
-    SQL text a query error is, as ``(line, column)`` (1-based), when the server says."""
+    SQL text a query error is, as ``(line, column)`` (1-based), when the server says.
+    A streamed table cut short raises it with code ``timeout`` (the server's query time
+    limit cut it) or ``truncated`` (a failure after the first rows, or a broken
+    connection), and the status the answer started with (200)."""
 
     def __init__(self, status: int, code: str, message: str, details: Optional[Dict[str, Any]] = None):
         super().__init__(f"{status} {code}: {message}")
@@ -76,17 +81,24 @@ class Client:
                 error = response.json()["error"]
                 raise SlicetestError(response.status_code, error["code"], error["message"], error)
             except (ValueError, KeyError, TypeError):
-                raise SlicetestError(response.status_code, "http", response.text[:500]) from None
+                # Not the API's JSON: an error of the HTTP layer (414 for a URL over 64 KiB
+                # has no body) or of a proxy in between.
+                message = response.text[:500].strip() or f"{response.reason or 'error'} (the answer has no body)"
+                raise SlicetestError(response.status_code, "http", message) from None
         return response
 
     def _table(self, method: str, path: str, **kwargs: Any) -> pa.Table:
         headers = {"Accept": ARROW_STREAM, **kwargs.pop("headers", {})}
         response = self._request(method, path, headers=headers, stream=True, **kwargs)
+        started = time.monotonic()
         with response:
             response.raw.decode_content = True
-            # Read the streamed body into Arrow without holding it twice.
-            with pa.ipc.open_stream(response.raw) as reader:
-                return reader.read_all()
+            try:
+                # Read the streamed body into Arrow without holding it twice.
+                with pa.ipc.open_stream(response.raw) as reader:
+                    return reader.read_all()
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, pa.ArrowInvalid) as e:
+                raise _cut_short(response, time.monotonic() - started, e) from e
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()
@@ -524,6 +536,31 @@ def _explanation(explanation: Optional[Dict[str, Any]]) -> Optional[str]:
     if explanation["tags"]:
         parts.append(f"in tags: {' AND '.join(explanation['tags'])} (Jaccard {explanation['tags_jaccard']:.2f})")
     return "; ".join(parts) or None
+
+
+def _cut_short(response: requests.Response, elapsed: float, error: Exception) -> SlicetestError:
+    """The error of a streamed result whose body ended early: the server answered 200 and
+    then cut the stream (the query's time limit, or a failure after the first rows), or the
+    connection broke. ``timeout`` when the cut came at the server's deadline, which it
+    sends as the ``slicetest-deadline-ms`` header; else ``truncated``."""
+    deadline = response.headers.get("slicetest-deadline-ms")
+    try:
+        left = float(deadline) / 1000.0 if deadline is not None else None
+    except ValueError:
+        left = None
+    if left is not None and elapsed >= left - 0.25:
+        return SlicetestError(
+            response.status_code,
+            "timeout",
+            f"the result was cut short after {elapsed:.1f} s: the query ran past the server's time limit "
+            "(slicetest serve --query-timeout); the rows received are incomplete, so none are returned",
+        )
+    return SlicetestError(
+        response.status_code,
+        "truncated",
+        f"the result was cut short after {elapsed:.1f} s ({error}): the server failed after sending the first "
+        "rows (its log says why) or the connection broke; the rows received are incomplete, so none are returned",
+    )
 
 
 def _baseline(baseline: Optional[str]) -> Dict[str, str]:

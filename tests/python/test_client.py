@@ -186,6 +186,31 @@ def test_errors_carry_status_and_code(client):
     assert err.value.status == 404
 
 
+def test_a_result_cut_by_the_query_time_limit_raises_a_timeout(workspace):
+    server = Server(workspace, "--query-timeout", "2")
+    try:
+        client = Client(server.url)
+        # The first row is ready at once, so the answer starts (200); the count is not, so
+        # the time limit cuts the stream after it.
+        query = "SELECT CAST(1 AS BIGINT) AS v UNION ALL SELECT count(*) FROM generate_series(1, 500000000000)"
+        started = time.monotonic()
+        with pytest.raises(SlicetestError) as cut:
+            client.sql(query)
+        assert cut.value.code == "timeout", cut.value
+        assert "time limit" in cut.value.message
+        assert time.monotonic() - started < 30
+        assert client.sql("SELECT 1 AS x").num_rows == 1, "the client still works"
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_bodiless_error_of_the_http_layer_says_what_it_is(client):
+    with pytest.raises(SlicetestError) as err:
+        client.image("x" * 100_000)
+    assert (err.value.status, err.value.code) == (414, "http")
+    assert err.value.message.startswith("URI Too Long"), err.value.message
+
+
 def test_writes_need_the_token(workspace):
     server = Server(workspace, "--token", "s3cret")
     try:

@@ -3,13 +3,13 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use slicetest_engine::{EmbedOptions, JobView, check_model_path};
 
-use super::WriteAccess;
+use super::{WriteAccess, json_body};
 use crate::error::{ApiError, ApiResult, scrub};
 use crate::state::AppState;
 
@@ -81,17 +81,11 @@ pub async fn embed(
     _: WriteAccess,
     State(state): State<AppState>,
     Path(dataset): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let body: EmbedBody = if body.iter().all(u8::is_ascii_whitespace) {
-        EmbedBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body must be a JSON object with any of model, where, limit, batch_size, name: {e}"
-            ))
-        })?
-    };
+    let shape = "a JSON object with any of model, where, limit, batch_size, name";
+    let body: EmbedBody = json_body(&headers, &body, shape)?.unwrap_or_default();
     let batch_size = body.batch_size.unwrap_or(16);
     if !(1..=MAX_BATCH).contains(&batch_size) {
         return Err(ApiError::bad_request(format!("batch_size must be between 1 and {MAX_BATCH}")));

@@ -7,14 +7,18 @@ mod runs;
 mod slices;
 mod ui;
 
+use std::net::{IpAddr, Ipv6Addr};
+
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, LoggedError};
+use crate::error::{ApiError, ApiResult, LoggedError};
 use crate::state::AppState;
 
 /// Every route of the API, documented in `openapi.json` (a test checks the two agree).
@@ -50,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(datasets::job))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard_origin))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn(log_requests))
         .with_state(state)
@@ -101,6 +106,151 @@ async fn json_errors(response: Response) -> Response {
         }
     }
     error
+}
+
+/// Refuses what a web page on another site could make a browser send (see docs/http.md,
+/// "Safety and limits"): on a server bound to loopback, a `Host` other than `localhost` or
+/// a loopback address (a DNS-rebinding page: its own name, resolved to 127.0.0.1); and any
+/// request that is not a read (`POST` …) whose `Origin` is not the server itself (a
+/// cross-site form or `no-cors` fetch, which browsers send without a preflight). The web UI
+/// is same-origin; the Python client and curl send no `Origin`.
+async fn guard_origin(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match check_origin(state.loopback_only(), request.method(), request.headers(), request.uri()) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// The checks of [`guard_origin`].
+fn check_origin(loopback_only: bool, method: &Method, headers: &HeaderMap, uri: &Uri) -> Result<(), ApiError> {
+    let host = match headers.get(header::HOST) {
+        Some(value) => match value.to_str() {
+            Ok(host) => Some(host),
+            Err(_) if loopback_only => return Err(forbidden_host("(not ASCII)")),
+            Err(_) => None,
+        },
+        None => uri.authority().map(|a| a.as_str()),
+    };
+    if loopback_only
+        && let Some(host) = host
+        && !is_loopback_host(host)
+    {
+        return Err(forbidden_host(host));
+    }
+    let reads = [Method::GET, Method::HEAD, Method::OPTIONS];
+    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
+    if reads.contains(method) {
+        return Ok(());
+    }
+    let origin = origin.to_str().unwrap_or("(not ASCII)");
+    match host {
+        Some(host) if same_origin(origin, host) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            format!(
+                "refused a {method} from a page of another site (Origin {origin:?}, but this server is {:?}): \
+                 only the server's own web UI may send writes from a browser; clients that are not browsers \
+                 (the Python client, curl) send no Origin",
+                host.unwrap_or("unknown")
+            ),
+        )),
+    }
+}
+
+fn forbidden_host(host: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden_host",
+        format!(
+            "this server listens on loopback only and answers requests for localhost, 127.0.0.1 or [::1], \
+             not Host {host:?} (a page whose name resolves to this machine must not read it); connect to \
+             http://127.0.0.1:<port>"
+        ),
+    )
+}
+
+/// `host[:port]` names this machine's loopback interface: `localhost` or a loopback
+/// address literal (`127.0.0.1`, `[::1]`), any port. A name is never trusted to resolve
+/// there: DNS rebinding points a page's own name at 127.0.0.1.
+fn is_loopback_host(host: &str) -> bool {
+    if let Some(bracketed) = host.strip_prefix('[') {
+        let Some((ip, port)) = bracketed.split_once(']') else { return false };
+        return (port.is_empty() || is_port(port.strip_prefix(':').unwrap_or("x")))
+            && ip.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback());
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if is_port(port) => name,
+        Some(_) => return false,
+        None => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_port(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 5 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether `origin` (`scheme://host[:port]`, as browsers send it) is the server `host`
+/// (`host[:port]`, the request's `Host`): the same name and port, a missing port being the
+/// scheme's default.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else { return false };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return false,
+    };
+    let split = |authority: &str| -> (String, String) {
+        let (name, port) = match authority.rsplit_once(':') {
+            Some((name, port)) if !port.contains(']') => (name, port),
+            _ => (authority, default_port),
+        };
+        (name.to_ascii_lowercase(), port.to_string())
+    };
+    split(authority) == split(host)
+}
+
+/// Whether `headers` declare a JSON body (`application/json`, or `application/…+json`).
+fn is_json(headers: &HeaderMap) -> Option<bool> {
+    let value = headers.get(header::CONTENT_TYPE)?;
+    let media = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    Some(media == "application/json" || (media.starts_with("application/") && media.ends_with("+json")))
+}
+
+/// The JSON body of a write, `shape` naming what it must be for errors: None when there is
+/// none (an empty body, sent without a `Content-Type` or as JSON). A body of any other
+/// `Content-Type` is refused with 415 before it is read: a browser sends `text/plain` and
+/// form bodies across sites without asking first, JSON never.
+pub(crate) fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes, shape: &str) -> ApiResult<Option<T>> {
+    let empty = body.iter().all(u8::is_ascii_whitespace);
+    match is_json(headers) {
+        Some(true) => {}
+        None if empty => return Ok(None),
+        declared => {
+            let declared = match declared {
+                None => "no Content-Type".to_string(),
+                Some(_) => format!(
+                    "Content-Type {:?}",
+                    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
+                ),
+            };
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("the body must be {shape} sent as Content-Type: application/json, not with {declared}"),
+            ));
+        }
+    }
+    if empty {
+        return Ok(None);
+    }
+    serde_json::from_slice(body).map(Some).map_err(|e| ApiError::bad_request(format!("the body must be {shape}: {e}")))
 }
 
 async fn health() -> impl IntoResponse {
@@ -157,7 +307,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{bearer_credentials, constant_time_eq};
+    use super::{bearer_credentials, constant_time_eq, is_loopback_host, same_origin};
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {
@@ -166,6 +316,32 @@ mod tests {
         }
         assert_eq!(bearer_credentials("Basic c2VrcmV0"), None);
         assert_eq!(bearer_credentials("Bearersekret"), None);
+    }
+
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        for host in ["localhost", "LocalHost:7878", "localhost.:1", "127.0.0.1", "127.1.2.3:80", "[::1]", "[::1]:7878"]
+        {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in
+            ["evil.example", "localhost.evil.example", "0.0.0.0:7878", "[::]:7878", "[::1]x", "localhost:x", "10.0.0.1"]
+        {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn an_origin_is_the_same_host_and_port() {
+        assert!(same_origin("http://localhost:7878", "localhost:7878"));
+        assert!(same_origin("http://LOCALHOST:7878", "localhost:7878"));
+        assert!(same_origin("http://[::1]:7878", "[::1]:7878"));
+        assert!(same_origin("https://ml.example", "ml.example:443"));
+        assert!(same_origin("http://ml.example", "ml.example"));
+        assert!(!same_origin("http://ml.example", "ml.example:7878"));
+        assert!(!same_origin("http://evil.example:7878", "localhost:7878"));
+        assert!(!same_origin("null", "localhost:7878"));
+        assert!(!same_origin("file://", "localhost:7878"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use slicetest_engine::discovery::{DiscoverOptions, Discovery};
-use slicetest_engine::{DEFAULT_ALPHA, RunManifest, RunReport, UploadOptions, Verdict};
+use slicetest_engine::{DEFAULT_ALPHA, RunManifest, RunReport, SliceScore, UploadOptions, Verdict};
 use tokio::time::Instant;
 
 use super::WriteAccess;
@@ -210,8 +210,9 @@ pub async fn test(
                 "min_accuracy": s.min_accuracy,
                 "scored": s.scored,
                 "min_samples": s.min_samples,
-                "regression": s.regression,
+                "regression": regression_json(s),
                 "failed": s.is_failure(),
+                "reasons": failure_reasons(s),
                 "map": s.detection.as_ref().and_then(|d| d.coco.ap),
                 "miou": s.segmentation.as_ref().and_then(|m| m.scores.mean_iou),
                 "checks": s.checks,
@@ -228,6 +229,85 @@ pub async fn test(
         "not_enough_data": not_enough,
         "slices": slices,
     })))
+}
+
+/// A slice's change against the baseline run, one shape for every task: `metric`
+/// (`accuracy`, `mAP` or `mIoU`), `baseline` (the baseline's value), `delta`, `p_value`
+/// and `significant`; a classification run's also has `baseline_accuracy` (with its
+/// interval). Null without a baseline.
+fn regression_json(s: &SliceScore) -> Value {
+    if let Some(r) = &s.regression {
+        return json!({
+            "metric": "accuracy",
+            "baseline": r.baseline_accuracy.value,
+            "baseline_accuracy": r.baseline_accuracy,
+            "delta": r.delta,
+            "p_value": r.p_value,
+            "significant": r.significant,
+        });
+    }
+    if let Some(r) = &s.detection_regression {
+        return json!({
+            "metric": "mAP",
+            "baseline": r.baseline_map,
+            "delta": r.delta,
+            "p_value": r.p_value,
+            "significant": r.significant,
+        });
+    }
+    if let Some(r) = &s.segmentation_regression {
+        return json!({
+            "metric": "mIoU",
+            "baseline": r.baseline_miou,
+            "delta": r.delta,
+            "p_value": r.p_value,
+            "significant": r.significant,
+        });
+    }
+    Value::Null
+}
+
+/// Why a slice fails the build, one line per cause (empty when it does not): the slice
+/// test's thresholds it misses, a significant regression against the baseline; the lines
+/// say what `slicetest test` prints.
+fn failure_reasons(s: &SliceScore) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if s.verdict == Verdict::Fail {
+        let failed: Vec<String> = s
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| {
+                let value = c.value.map_or("n/a".into(), |v| format!("{v:.3}"));
+                let problem = c.problem.as_ref().map_or(String::new(), |p| format!(": {p}"));
+                format!("{} {value} < {:.3}{problem}", c.metric, c.threshold)
+            })
+            .collect();
+        match (s.accuracy(), s.min_accuracy) {
+            (Some(a), Some(min)) if failed.is_empty() && a.value < min => {
+                reasons.push(format!("accuracy {:.1}% < {:.0}%", 100.0 * a.value, 100.0 * min));
+            }
+            _ if failed.is_empty() => reasons.push("the slice test failed".into()),
+            _ => reasons.extend(failed),
+        }
+    }
+    let regression = regression_json(s);
+    if regression["significant"] == true {
+        let metric = regression["metric"].as_str().unwrap_or("");
+        let delta = regression["delta"].as_f64();
+        let p_value = regression["p_value"].as_f64().unwrap_or(f64::NAN);
+        let change = match (metric, delta) {
+            ("accuracy", Some(d)) => format!("{:+.1} pts", 100.0 * d),
+            (_, Some(d)) => format!("{d:+.3}"),
+            (_, None) => "n/a".into(),
+        };
+        let baseline = regression["baseline"].as_f64().map_or("n/a".into(), |b| match metric {
+            "accuracy" => format!("{:.1}%", 100.0 * b),
+            _ => format!("{b:.3}"),
+        });
+        reasons.push(format!("{metric} {change} vs baseline {baseline} (p={p_value:.3}): significant regression"));
+    }
+    reasons
 }
 
 /// `GET /runs/{name}/report`: the report as HTML (for browsers) or JSON.

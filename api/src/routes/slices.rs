@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,8 +17,8 @@ use serde_json::{Value, json};
 use slicetest_engine::{SliceBreakdown, SliceInfo, SliceThresholds};
 use tokio::time::Instant;
 
-use super::WriteAccess;
 use super::query::FormatParam;
+use super::{WriteAccess, json_body};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::tabular::{self, negotiate};
@@ -93,9 +94,12 @@ pub struct CreateSlice {
 pub async fn create(
     _: WriteAccess,
     State(state): State<AppState>,
-    body: Result<Json<CreateSlice>, axum::extract::rejection::JsonRejection>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> ApiResult<Response> {
-    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let shape = "a JSON object {\"name\", \"query\", \"comment\"?, \"min_accuracy\"?, \"min_samples\"?, …}";
+    let body: CreateSlice =
+        json_body(&headers, &body, shape)?.ok_or_else(|| ApiError::bad_request(format!("the body must be {shape}")))?;
     let thresholds = SliceThresholds {
         min_accuracy: body.min_accuracy,
         min_samples: body.min_samples,
@@ -136,9 +140,11 @@ pub async fn freeze(
     _: WriteAccess,
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Option<Json<Freeze>>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> ApiResult<Response> {
-    let Freeze { holdout, seed } = body.map(|Json(b)| b).unwrap_or_default();
+    let shape = "a JSON object with any of \"holdout\", \"seed\"";
+    let Freeze { holdout, seed } = json_body(&headers, &body, shape)?.unwrap_or_default();
     let outcome = state
         .blocking_async(move |engine| async move { engine.freeze_slice_keeping(&name, holdout, seed).await })
         .await?;

@@ -308,6 +308,23 @@ impl Discovery {
 /// The α of the second SliceLine search, for small severe slices (see `discover_in_table`).
 const SMALL_SLICE_ALPHA: f64 = 0.99;
 
+/// The `--group` column `name` of `dataset`'s images as text: equal values keep their
+/// images in one half, so a value must be one thing (a string, a number, a date); a
+/// nested column (list, struct) is refused, naming the setting and the types that work.
+fn group_values(column: &ArrayRef, name: &str, dataset: &str) -> Result<ArrayRef> {
+    let refused = || {
+        EngineError::InvalidArgument(format!(
+            "--group {name}: column {name:?} of {dataset}.images is {}; group by a column of strings, numbers, \
+             booleans, dates or timestamps (one value per image, such as a scene or patient id)",
+            column.data_type()
+        ))
+    };
+    if column.data_type().is_nested() {
+        return Err(refused());
+    }
+    cast(column, &DataType::Utf8).map_err(|_| refused())
+}
+
 /// Which half an image is in: a hash of the seed and its id (or its group's value), so the
 /// split does not depend on row order and a rerun splits the same way.
 fn in_discovery_half(seed: u64, image_id: &str) -> bool {
@@ -584,7 +601,7 @@ impl Engine {
                         names.join(", ")
                     )));
                 };
-                let values = cast(column, &DataType::Utf8)?;
+                let values = group_values(column, name, &manifest.dataset)?;
                 let values = values.as_string::<i32>();
                 Some(
                     rows.iter()
@@ -1551,6 +1568,26 @@ mod tests {
         let with_a_slice =
             (0..10).filter(|&seed| !embedding_run(6_000, 50 + seed, 0.1, false).0.slices.is_empty()).count();
         assert!(with_a_slice <= 1, "{with_a_slice} of 10 null sets had a confirmed slice");
+    }
+
+    #[test]
+    fn a_group_column_must_hold_one_value_per_image() {
+        use datafusion::arrow::array::{Int32Array, ListArray, StructArray};
+        use datafusion::arrow::datatypes::{Field, Int32Type};
+        let ints: ArrayRef = Arc::new(Int32Array::from(vec![Some(1), None]));
+        let values = group_values(&ints, "scene", "street").unwrap();
+        assert_eq!(values.as_string::<i32>().iter().collect::<Vec<_>>(), [Some("1"), None]);
+        let list: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![Some(vec![Some(1)])]));
+        let fields = vec![(Arc::new(Field::new("a", DataType::Int32, true)), Arc::new(Int32Array::from(vec![1])) as _)];
+        let structs: ArrayRef = Arc::new(StructArray::from(fields));
+        for nested in [list, structs] {
+            let e = group_values(&nested, "meta", "street").unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{e}");
+            let message = e.to_string();
+            assert!(message.starts_with("--group meta: column \"meta\" of street.images is "), "{message}");
+            assert!(message.contains("group by a column of strings, numbers"), "{message}");
+            assert!(!message.contains("Cast error"), "{message}");
+        }
     }
 
     #[test]
