@@ -48,6 +48,9 @@ pub async fn read_table(path: &Path, what: &'static str) -> Result<RecordBatch> 
             }
         }
     }
+    if kind == "Parquet" {
+        check_parquet_frame(path).map_err(bad)?;
+    }
     let ctx = SessionContext::new();
     let wrap = |e: datafusion::error::DataFusionError| bad(e.strip_backtrace());
     let df = match kind {
@@ -79,6 +82,7 @@ pub async fn column_names(path: &Path) -> Result<Vec<String>> {
             let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
             let location = path.to_string_lossy();
             let df = if kind(path) == "Parquet" {
+                check_parquet_frame(path).map_err(bad)?;
                 SessionContext::new()
                     .read_parquet(&*location, ParquetReadOptions::default().file_extension(&format!(".{ext}")))
                     .await
@@ -91,6 +95,33 @@ pub async fn column_names(path: &Path) -> Result<Vec<String>> {
             Ok(df.schema().fields().iter().map(|f| f.name().clone()).collect())
         }
     }
+}
+
+/// Checks that `path` is framed as a Parquet file: `PAR1` at both ends, and a footer
+/// that fits in the file. DataFusion's reader panics on a footer length pointing outside
+/// the file (a truncated copy, a file that only starts like Parquet), so a table file is
+/// checked before it is handed over.
+fn check_parquet_frame(path: &Path) -> std::result::Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let read = |e: std::io::Error| format!("reading it: {e}");
+    let mut file = std::fs::File::open(path).map_err(read)?;
+    let size = file.metadata().map_err(read)?.len();
+    if size < 12 {
+        return Err(format!("the file is {size} bytes, too short for Parquet (truncated, or not Parquet)"));
+    }
+    let (mut head, mut tail) = ([0u8; 4], [0u8; 8]);
+    file.read_exact(&mut head).map_err(read)?;
+    file.seek(SeekFrom::End(-8)).and_then(|_| file.read_exact(&mut tail)).map_err(read)?;
+    if &head != b"PAR1" || &tail[4..] != b"PAR1" {
+        return Err("not a Parquet file: it does not start and end with PAR1 (truncated, or another format)".into());
+    }
+    let footer = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if footer + 12 > size {
+        return Err(format!(
+            "the file is {size} bytes, but its footer says it holds {footer} bytes of metadata: it is truncated or damaged"
+        ));
+    }
+    Ok(())
 }
 
 /// Longest CSV header line read: past it, the names are those of its start.
@@ -140,6 +171,36 @@ fn read_ipc(path: &Path) -> std::result::Result<RecordBatch, String> {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_file_that_is_not_whole_parquet_is_refused_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = dir.path().join("whole.parquet");
+        let batch = datafusion::arrow::array::RecordBatch::try_from_iter([(
+            "image_id",
+            std::sync::Arc::new(datafusion::arrow::array::StringArray::from(vec!["a", "b"])) as _,
+        )])
+        .unwrap();
+        crate::version::write_parquet(&whole, &batch).unwrap();
+        let bytes = std::fs::read(&whole).unwrap();
+        assert_eq!(super::read_table(&whole, "predictions").await.unwrap().num_rows(), 2);
+        let cases: [(&str, Vec<u8>, &str); 4] = [
+            ("garbage", b"PAR1garbagePAR1".to_vec(), "footer says it holds 1701273954 bytes"),
+            ("short", b"PAR1".to_vec(), "too short for Parquet"),
+            ("cut", bytes[..bytes.len() - 3].to_vec(), "does not start and end with PAR1"),
+            ("text", b"image_id\na\nb\n".to_vec(), "does not start and end with PAR1"),
+        ];
+        for (name, content, expected) in cases {
+            let path = dir.path().join(format!("{name}.parquet"));
+            std::fs::write(&path, content).unwrap();
+            for err in [
+                super::read_table(&path, "predictions").await.unwrap_err().to_string(),
+                super::column_names(&path).await.unwrap_err().to_string(),
+            ] {
+                assert!(err.contains(expected) && err.contains(&format!("{name}.parquet")), "{name}: {err}");
+            }
+        }
+    }
+
     use super::*;
     use crate::error::ErrorKind;
 
