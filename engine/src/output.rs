@@ -71,6 +71,46 @@ fn json_writer() -> datafusion::arrow::json::WriterBuilder {
     datafusion::arrow::json::WriterBuilder::new().with_explicit_nulls(true)
 }
 
+/// `batch` as CSV can hold it: a nested column (list, struct, map), which CSV has no
+/// cell for, becomes the JSON text of each value (as the JSON formats write it: a list
+/// of boxes reads back with `json.loads`), NULL an empty cell.
+fn flat_for_csv(batch: RecordBatch) -> Result<RecordBatch> {
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| f.data_type().is_nested()) {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if !field.data_type().is_nested() {
+            fields.push(field.clone());
+            columns.push(column.clone());
+            continue;
+        }
+        // One column, written as JSON lines ({"name": value} per row), each value kept as text.
+        let one = RecordBatch::try_new(Arc::new(Schema::new(vec![field.clone()])), vec![column.clone()])?;
+        let mut lines = Vec::new();
+        let mut writer = json_writer().build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut lines);
+        writer.write(&one).map_err(out_err)?;
+        writer.finish().map_err(out_err)?;
+        drop(writer);
+        let text = String::from_utf8(lines).map_err(out_err)?;
+        let values: Vec<Option<String>> = text
+            .lines()
+            .map(|line| {
+                let row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).map_err(out_err)?;
+                Ok(row.get(field.name()).filter(|v| !v.is_null()).map(|v| v.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        columns.push(Arc::new(datafusion::arrow::array::StringArray::from(values)));
+        fields.push(Arc::new(Field::new(field.name(), DataType::Utf8, true)));
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
 fn out_err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Output(e.to_string())
 }
@@ -107,7 +147,7 @@ impl<W: Write + Send> ResultWriter<W> {
                 batches.push(batch);
                 Ok(())
             }
-            ResultWriter::Csv(w) => w.write(&batch).map_err(out_err),
+            ResultWriter::Csv(w) => w.write(&flat_for_csv(batch)?).map_err(out_err),
             ResultWriter::Json(w) => w.write(&batch).map_err(out_err),
             ResultWriter::Jsonl(w) => w.write(&batch).map_err(out_err),
             ResultWriter::Parquet(w) => w.write(&batch).map_err(out_err),
@@ -167,6 +207,33 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn csv_writes_nested_values_as_json_text() {
+        use datafusion::arrow::array::{ArrayRef, ListArray, StructArray};
+        use datafusion::arrow::datatypes::Float64Type;
+        let boxes: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Float64Type, _, _>(vec![
+            Some(vec![Some(1.5), Some(2.0)]),
+            None,
+            Some(vec![]),
+        ]));
+        let meta: ArrayRef = Arc::new(StructArray::from(vec![(
+            Arc::new(Field::new("camera", DataType::Utf8, true)),
+            Arc::new(StringArray::from(vec![Some("a,b"), None, Some("c")])) as ArrayRef,
+        )]));
+        let ids: ArrayRef = Arc::new(StringArray::from(vec!["x", "y", "z"]));
+        let batch = RecordBatch::try_from_iter([("image_id", ids), ("boxes", boxes), ("meta", meta)]).unwrap();
+        let out = Shared::default();
+        let mut writer = ResultWriter::new(OutputFormat::Csv, batch.schema(), out.clone()).unwrap();
+        writer.write(batch.clone()).unwrap();
+        writer.write(batch.slice(0, 0)).unwrap();
+        writer.finish().unwrap();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "image_id,boxes,meta\nx,\"[1.5,2.0]\",\"{\"\"camera\"\":\"\"a,b\"\"}\"\ny,,\"{\"\"camera\"\":null}\"\nz,[],\"{\"\"camera\"\":\"\"c\"\"}\"\n"
+        );
     }
 
     #[test]
