@@ -55,13 +55,23 @@ pub fn media_type(format: &str) -> &'static str {
     }
 }
 
+/// Why an image's bytes could not be read: 404 when its file is gone since the ingest
+/// (moved or deleted: the client can act on that), else the server's failure.
+pub fn unreadable(file: &ImageFile, e: slicetest_engine::EngineError) -> ApiError {
+    match e.kind() {
+        slicetest_engine::ErrorKind::NotFound => ApiError::not_found(e.to_string()),
+        _ => ApiError::internal(format!("{}: {e}", file.path.display())),
+    }
+}
+
 /// A thumbnail of `file` that fits in `size`×`size` (aspect kept), as PNG for PNG
 /// sources (small, often gray) and JPEG otherwise. Returns (bytes, media type).
 pub fn thumbnail(file: &ImageFile, size: u32) -> ApiResult<(Vec<u8>, &'static str)> {
     if size == 0 || size > MAX_THUMBNAIL {
         return Err(ApiError::bad_request(format!("size must be between 1 and {MAX_THUMBNAIL}")));
     }
-    let image = slicetest_engine::open_image(&file.path).map_err(ApiError::internal)?;
+    let bytes = slicetest_engine::read_image_bytes(&file.path).map_err(|e| unreadable(file, e))?;
+    let image = slicetest_engine::decode_image(&bytes, &file.path.display().to_string()).map_err(ApiError::internal)?;
     let small = if image.width() > size || image.height() > size { image.thumbnail(size, size) } else { image };
     let mut out = Cursor::new(Vec::new());
     let media = if file.format.eq_ignore_ascii_case("png") {

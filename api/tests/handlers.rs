@@ -523,6 +523,15 @@ async fn images_are_served_by_id_only() {
     }
     let (status, _, body) = send(&router, get("/images/x.png?dataset=nope")).await;
     assert_eq!((status, error_code(&body).as_str()), (StatusCode::NOT_FOUND, "not_found"));
+
+    // An image whose file was deleted after the ingest: the client's 404, naming the file.
+    std::fs::remove_file(fx.dir.path().join("src/photos").join(id)).unwrap();
+    for uri in [format!("/images/{}", encode(id)), format!("/images/{}/thumbnail?size=8", encode(id))] {
+        let (status, _, body) = send(&router, get(&uri)).await;
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::NOT_FOUND, "not_found"), "{uri}");
+        let message = json(&body)["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains("d2.jpg, is gone (moved or deleted since it was ingested)"), "{message}");
+    }
 }
 
 #[tokio::test]

@@ -88,6 +88,13 @@ pub enum DatasetError {
         /// The closest existing names, or how to list them (may be empty).
         hint: String,
     },
+    /// An ingested image whose file is no longer where it was (moved or deleted since): its
+    /// id is right, its bytes are not there.
+    #[error("the file of this image, {path}, is gone (moved or deleted since it was ingested); ingest it again")]
+    MissingImageFile {
+        /// Where the ingest found it: a file or an `s3://` URL.
+        path: PathBuf,
+    },
     /// Hold-out parameters out of range.
     #[error("invalid hold-out settings: {0}")]
     BadHoldout(String),
@@ -148,7 +155,8 @@ impl DatasetError {
             | E::UnknownVersion { .. }
             | E::UnknownSlice { .. }
             | E::UnknownSliceVersion { .. }
-            | E::UnknownRun { .. } => ErrorKind::NotFound,
+            | E::UnknownRun { .. }
+            | E::MissingImageFile { .. } => ErrorKind::NotFound,
             E::AlreadyAWorkspace(_) | E::SliceExists(_) | E::RunExists(_) => ErrorKind::AlreadyExists,
             E::SliceNotFrozen(_) => ErrorKind::NotFrozen,
             E::NothingIngested { .. } => ErrorKind::NoData,

@@ -25,10 +25,14 @@ pub fn is_object_url(path: &Path) -> bool {
 
 /// The bytes of the image file at `path` (a local path or an `s3://` URL).
 pub fn read_image_file(path: &Path) -> Result<Bytes> {
+    let gone = || DatasetError::MissingImageFile { path: path.to_path_buf() };
     if is_object_url(path) {
-        bucket_of(path)?.read(path)
+        bucket_of(path)?.read_opt(path)?.ok_or_else(gone)
     } else {
-        std::fs::read(path).map(Bytes::from).map_err(DatasetError::io("reading", path))
+        std::fs::read(path).map(Bytes::from).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => gone(),
+            _ => DatasetError::io("reading", path)(e),
+        })
     }
 }
 

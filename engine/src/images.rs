@@ -50,7 +50,9 @@ fn short(sha256: &str) -> &str {
     sha256.get(..12).unwrap_or(sha256)
 }
 
-/// The bytes of the image file at `path` (a local file or an `s3://` object).
+/// The bytes of the image file at `path` (a local file or an `s3://` object); a file that
+/// is gone since the ingest is [`slicetest_datasets::DatasetError::MissingImageFile`]
+/// (kind `NotFound`).
 pub fn read_image_bytes(path: &Path) -> Result<bytes::Bytes> {
     Ok(image_files::read_image_file(path)?)
 }

@@ -67,7 +67,7 @@ pub async fn file(
     let bytes = tokio::task::spawn_blocking(move || slicetest_engine::read_image_bytes(&path))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(format!("{}: {e}", file.path.display())))?;
+        .map_err(|e| crate::images::unreadable(&file, e))?;
     Ok(image_response(bytes, media_type(&file.format), tag))
 }
 
