@@ -167,6 +167,16 @@ impl RecentReads {
     pub fn new(inner: Arc<dyn ObjectStore>, interval: Duration) -> Self {
         Self { inner, shared: Arc::new(Shared { interval, remembered: Mutex::default() }) }
     }
+
+    /// How long an answer is remembered.
+    pub fn interval(&self) -> Duration {
+        self.shared.interval
+    }
+
+    /// Forgets every answer remembered (as a write through the store does).
+    pub fn forget(&self) {
+        self.shared.forget();
+    }
 }
 
 impl fmt::Display for RecentReads {
@@ -364,6 +374,22 @@ mod tests {
         assert_eq!(level(&store, "ws/d/versions").await.0.len(), 2);
         assert_eq!(read(&store, "ws/config.toml").await.unwrap(), "b");
         assert_eq!(read(&store, "ws/missing.json").await.unwrap(), "{}");
+    }
+
+    #[tokio::test]
+    async fn forgetting_makes_another_writers_commit_show_at_once() {
+        let (inner, store) = stores(LONG);
+        assert!(names(&store, "ws/d/versions").await.is_empty());
+        assert_eq!(read(&store, "ws/config.toml").await, None);
+        // Another process (a CLI ingest) commits; this one still answers what it had ...
+        inner.put(&Path::from("ws/d/versions/1/version.json"), "v1".into()).await.unwrap();
+        inner.put(&Path::from("ws/config.toml"), "a".into()).await.unwrap();
+        assert!(names(&store, "ws/d/versions").await.is_empty());
+        // ... until a write is about to be computed (a server's freeze), which forgets.
+        store.forget();
+        assert_eq!(names(&store, "ws/d/versions").await, ["ws/d/versions/1/version.json"]);
+        assert_eq!(read(&store, "ws/config.toml").await.unwrap(), "a");
+        assert_eq!(store.interval(), LONG);
     }
 
     #[tokio::test]

@@ -96,8 +96,9 @@ enum Backend {
         /// `s3://bucket`: where DataFusion's registry finds `store`.
         base_url: url::Url,
         prefix: String,
-        /// How long listings and manifests are answered from memory ([`RecentReads`]).
-        read_consistency_interval: Option<Duration>,
+        /// Its listings and manifests answered from memory for a while ([`RecentReads`]),
+        /// when asked to: the same store as `store`'s outer layer.
+        recent: Option<Arc<RecentReads>>,
     },
 }
 
@@ -196,15 +197,17 @@ impl Storage {
             }
         }
         // A workspace's listings and manifests, remembered for a few seconds when asked to.
-        let read_consistency_interval = crate::recent_reads::interval_from_env().filter(|_| cached);
-        if let Some(interval) = read_consistency_interval {
-            store = Arc::new(RecentReads::new(store, interval));
+        let recent = crate::recent_reads::interval_from_env()
+            .filter(|_| cached)
+            .map(|interval| Arc::new(RecentReads::new(store.clone(), interval)));
+        if let Some(recent) = &recent {
+            store = recent.clone() as Arc<dyn ObjectStore>;
         }
         let prefix = url.path().trim_matches('/').to_string();
         let base_url = url::Url::parse(&format!("s3://{bucket}")).expect("bucket names are valid hosts");
         let root =
             PathBuf::from(if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") });
-        Ok(Self { root, backend: Backend::Object { store, base_url, prefix, read_consistency_interval } })
+        Ok(Self { root, backend: Backend::Object { store, base_url, prefix, recent } })
     }
 
     /// A workspace at `root` (a URL such as `memory://ws`) kept in `store`, for tests
@@ -216,7 +219,7 @@ impl Storage {
         base.set_path("");
         Self {
             root: PathBuf::from(root.trim_end_matches('/')),
-            backend: Backend::Object { store, base_url: base, prefix, read_consistency_interval: None },
+            backend: Backend::Object { store, base_url: base, prefix, recent: None },
         }
     }
 
@@ -235,7 +238,17 @@ impl Storage {
     pub fn read_consistency_interval(&self) -> Option<Duration> {
         match &self.backend {
             Backend::Local => None,
-            Backend::Object { read_consistency_interval, .. } => *read_consistency_interval,
+            Backend::Object { recent, .. } => recent.as_ref().map(|r| r.interval()),
+        }
+    }
+
+    /// Forgets what is remembered of listings and manifests ([`crate::recent_reads`]), so
+    /// the next reads see every process's commits: a server does this before a write, so
+    /// that a freeze or an upload is computed from the workspace as it is, not as it was
+    /// up to `SLICETEST_READ_CONSISTENCY_INTERVAL` ago.
+    pub fn forget_recent_reads(&self) {
+        if let Backend::Object { recent: Some(recent), .. } = &self.backend {
+            recent.forget();
         }
     }
 

@@ -275,10 +275,17 @@ impl FromRequestParts<AppState> for WriteAccess {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(token) = state.token() else { return Ok(WriteAccess) };
+        // A write is computed from the workspace as it is now: another process may have
+        // committed within SLICETEST_READ_CONSISTENCY_INTERVAL (a CLI ingest, then a freeze
+        // over HTTP), so what this server remembers of the bucket's listings is forgotten.
+        let fresh = || {
+            state.engine().workspace().layout().storage().forget_recent_reads();
+            Ok(WriteAccess)
+        };
+        let Some(token) = state.token() else { return fresh() };
         let given = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_credentials);
         match given {
-            Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(WriteAccess),
+            Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => fresh(),
             Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token")),
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
