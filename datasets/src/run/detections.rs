@@ -349,7 +349,14 @@ pub(crate) fn validate(
             Some(ImageRef::Id(id)) => match by_id.get(id.as_str()) {
                 Some(&i) => Some(i),
                 None => {
-                    problems.push(format!("{at}: image_id {id:?} is not an image of the dataset"));
+                    // A COCO id written as a string ("1007"): numbers are looked up as coco_id.
+                    let as_coco = id.trim().parse::<i64>().ok().filter(|n| by_coco.contains_key(n));
+                    let hint = as_coco.map_or(String::new(), |n| {
+                        format!(
+                            " (the dataset has an image with coco_id {n}: write the id as a number, without quotes)"
+                        )
+                    });
+                    problems.push(format!("{at}: image_id {id:?} is not an image of the dataset{hint}"));
                     None
                 }
             },
@@ -364,8 +371,14 @@ pub(crate) fn validate(
                 None
             }),
             Some(CategoryRef::Name(name)) => category_by_name.get(name.as_str()).copied().or_else(|| {
-                problems
-                    .push(format!("{at}: category {name:?} is not a category of the dataset ({})", category_list()));
+                // Names are matched exactly; say so when only the case differs ("DOG", "dog").
+                let hint = (categories.iter())
+                    .find(|c| c.name.eq_ignore_ascii_case(name))
+                    .map_or(String::new(), |c| format!("; did you mean {:?}? names are matched exactly", c.name));
+                problems.push(format!(
+                    "{at}: category {name:?} is not a category of the dataset ({}){hint}",
+                    category_list()
+                ));
                 None
             }),
         };
@@ -449,6 +462,43 @@ mod tests {
                 "detection #2: \"bbox\" must be [x, y, width, height], got 3 numbers",
                 "detection #2: score \"high\" is not a number",
             ]
+        );
+    }
+
+    #[test]
+    fn a_coco_id_in_quotes_and_a_category_in_another_case_get_a_hint() {
+        let rows = coco_rows(
+            br#"[{"image_id": "1007", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5},
+                 {"image_id": "nope.png", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}]"#,
+        )
+        .unwrap();
+        let categories = [Category { id: 1, name: "dog".into() }];
+        let ids = ["a.png".to_string()];
+        let problems = validate("r", &rows, true, &ids, Some(&[Some(1007)]), &categories).err().unwrap();
+        assert_eq!(
+            problems,
+            [
+                "detection #0: image_id \"1007\" is not an image of the dataset (the dataset has an image with \
+                 coco_id 1007: write the id as a number, without quotes)",
+                "detection #1: image_id \"nope.png\" is not an image of the dataset",
+            ]
+        );
+        let table = RecordBatch::try_from_iter([
+            ("image_id", Arc::new(StringArray::from(vec!["a.png"])) as ArrayRef),
+            ("category", Arc::new(StringArray::from(vec!["DOG"])) as ArrayRef),
+            ("x", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef),
+            ("y", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef),
+            ("w", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef),
+            ("h", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef),
+            ("score", Arc::new(Float64Array::from(vec![0.5])) as ArrayRef),
+        ])
+        .unwrap();
+        let rows = table_rows(&table).unwrap();
+        let problems = validate("r", &rows, false, &ids, None, &categories).err().unwrap();
+        assert_eq!(
+            problems,
+            ["row 1: category \"DOG\" is not a category of the dataset (1 \"dog\"); did you mean \"dog\"? names are \
+              matched exactly"]
         );
     }
 
