@@ -99,6 +99,7 @@ fn a_detection_run_is_scored_as_coco_evaluation_scores_it() {
     );
     ok(&s.ws, &["slice", "freeze", "small-objects"]);
     let report = json(&s.ws, &["report", "--run", "det-1", "--format", "json"]);
+    assert_eq!(report["truth_version"], report["run"]["dataset_version"]);
     let overall = &report["overall"]["detection"];
     assert!(close(overall["coco"]["ap"].as_f64().unwrap(), expected[0]), "{overall}");
     assert!(close(overall["coco"]["ap50"].as_f64().unwrap(), expected[1]));

@@ -221,6 +221,10 @@ pub struct RunReport {
     pub overall: SliceScore,
     /// Every slice of the run's dataset, worst accuracy first.
     pub slices: Vec<SliceScore>,
+    /// The dataset version whose ground truth (labels, boxes, masks) the run was scored
+    /// against: the latest, which may be newer than the one it was uploaded against
+    /// (`run.dataset_version`), so that a corrected label changes every run alike.
+    pub truth_version: Option<u64>,
 }
 
 impl RunReport {
@@ -426,7 +430,8 @@ impl Engine {
             let key = |s: &SliceScore| s.headline().unwrap_or(f64::INFINITY);
             (!a.is_failure()).cmp(&!b.is_failure()).then(key(a).total_cmp(&key(b))).then(a.slice.cmp(&b.slice))
         });
-        RunReport { run, baseline, alpha, overall, slices }
+        let truth_version = self.workspace.latest(&run.dataset).ok().map(|v| v.version);
+        RunReport { run, baseline, alpha, overall, slices, truth_version }
     }
 
     /// The overall score and every slice's score of one run.

@@ -439,7 +439,11 @@ fn print_detection_report(report: &RunReport) {
 /// Prints a run's report as a table, worst slices first.
 pub(crate) fn print_report(report: &RunReport) {
     let r = &report.run;
-    println!("run {} — model {} {} on {}@{}", r.run, r.model, r.model_version, r.dataset, r.dataset_version);
+    let truth = match report.truth_version {
+        Some(v) if v != r.dataset_version => format!(", scored against the ground truth of {}@{v}", r.dataset),
+        _ => String::new(),
+    };
+    println!("run {} — model {} {} on {}@{}{truth}", r.run, r.model, r.model_version, r.dataset, r.dataset_version);
     if report.overall.detection.is_some() {
         print_detection_report(report);
         return;
