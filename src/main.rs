@@ -12,16 +12,29 @@ fn main() -> ExitCode {
     // log) goes to stderr; SLICETEST_LOG=debug|info|warn|error|off sets how much (default info).
     let level = std::env::var("SLICETEST_LOG").ok().and_then(|l| l.parse().ok());
     let level = level.unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    // A client command prints other crates' notes (object_store's "retry 1 of 3") only
+    // from warnings on, unless SLICETEST_LOG asks for them; a server or a cluster process
+    // logs them all.
+    let asked = std::env::var_os("SLICETEST_LOG").is_some();
+    let others = match asked || args.is_serve() || args.is_cluster_process() {
+        true => level,
+        false => level.min(tracing_subscriber::filter::LevelFilter::WARN),
+    };
+    let targets = tracing_subscriber::filter::Targets::new().with_default(others).with_target("slicetest", level);
     let log = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false);
-    if args.is_serve() {
-        log.init()
-    } else {
-        log.without_time().init()
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        if args.is_serve() {
+            log.finish().with(targets).init()
+        } else {
+            log.without_time().finish().with(targets).init()
+        }
     }
     // Ballista reports through the `log` crate: in a scheduler's or executor's log, its
     // problems (a task an executor could not decode, a lost executor) join slicetest's.
     // A client's command already prints the error it ends with, so there only when asked.
-    if args.is_cluster_process() || std::env::var_os("SLICETEST_LOG").is_some() {
+    if args.is_cluster_process() || asked {
         forward_log_records(level);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
