@@ -11,7 +11,7 @@ use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_core::serde::protobuf::{CancelJobParams, GetJobStatusParams, job_status};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::Result;
+use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::DataFrame;
@@ -27,13 +27,38 @@ use crate::{ClusterError, scheduler_address};
 pub async fn execute_stream(df: DataFrame) -> Result<SendableRecordBatchStream> {
     let task_ctx = Arc::new(df.task_ctx());
     let options = ClusterOptions::of(task_ctx.session_config());
+    let address = options.as_ref().map(|o| o.scheduler.clone()).filter(|s| !s.is_empty());
     let scheduler = options.filter(|o| o.cancel_dropped).map(|o| o.scheduler.clone());
     let plan = df.create_physical_plan().await?;
     let stream = datafusion::physical_plan::execute_stream(plan.clone(), task_ctx)?;
-    match scheduler.filter(|s| !s.is_empty()) {
-        Some(scheduler) => Ok(Box::pin(CancelOnDrop { stream, plan, scheduler, done: false })),
-        None => Ok(stream),
+    let stream = match scheduler.filter(|s| !s.is_empty()) {
+        Some(scheduler) => Box::pin(CancelOnDrop { stream, plan, scheduler, done: false }),
+        None => stream,
+    };
+    let Some(address) = address else { return Ok(stream) };
+    let schema = stream.schema();
+    let explained = futures::StreamExt::map(stream, move |next| next.map_err(|e| explained(e, &address)));
+    Ok(Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, explained)))
+}
+
+/// A cluster query's failure in words that say what and where, where Ballista's do not:
+/// the scheduler lost while the query ran (a raw "h2 protocol error … broken pipe"), or a
+/// plan that cannot be sent to the executors (which asked to report a DataFusion bug).
+fn explained(error: DataFusionError, scheduler: &str) -> DataFusionError {
+    let text = error.strip_backtrace();
+    let lower = text.to_lowercase();
+    let address = scheduler.strip_prefix("df://").unwrap_or(scheduler).to_string();
+    if lower.contains("logicalextensioncodec is not provided") || lower.contains("failed to serialize logical plan") {
+        let reason = "it reads a table function whose rows DataFusion does not send to executors \
+                      (generate_series, range)"
+            .to_string();
+        return DataFusionError::External(Box::new(ClusterError::NotDistributable { reason }));
     }
+    let lost = ["h2 protocol error", "transport error", "broken pipe", "connection reset", "connection refused"];
+    if lost.iter().any(|l| lower.contains(l)) {
+        return DataFusionError::External(Box::new(ClusterError::Lost { address, reason: text }));
+    }
+    error
 }
 
 /// The job id of the cluster query in `plan`, once the scheduler has accepted it.
@@ -185,6 +210,24 @@ mod tests {
         drop(stream);
         let state = wait_for(&cluster.url, &job, |s| s.starts_with("failed")).await;
         assert!(state.starts_with("failed") && state.to_lowercase().contains("cancel"), "{state}");
+    }
+
+    #[test]
+    fn a_lost_scheduler_and_a_plan_that_cannot_travel_are_said_so() {
+        let broken = DataFusionError::Execution(
+            "Status { code: Internal, message: \"h2 protocol error: http2 error\" } stream closed because of a broken \
+             pipe"
+                .into(),
+        );
+        let said = explained(broken, "df://10.0.0.1:50050").to_string();
+        assert!(said.contains("lost the connection to the slicetest scheduler at 10.0.0.1:50050"), "{said}");
+        let codec =
+            DataFusionError::Internal("failed to serialize logical plan: LogicalExtensionCodec is not provided".into());
+        let said = explained(codec, "df://10.0.0.1:50050").to_string();
+        assert!(said.contains("cannot run on a cluster") && said.contains("without --cluster"), "{said}");
+        assert!(!said.contains("bug"), "{said}");
+        let other = explained(DataFusionError::Plan("no such column".into()), "df://h:1").to_string();
+        assert!(other.contains("no such column"), "{other}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

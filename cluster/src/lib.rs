@@ -51,6 +51,20 @@ pub enum ClusterError {
         /// Why the connection failed.
         reason: String,
     },
+    /// The connection to the scheduler broke while a query ran (the scheduler stopped).
+    #[error("lost the connection to the slicetest scheduler at {address} while the query ran (did it stop?): {reason}")]
+    Lost {
+        /// host:port.
+        address: String,
+        /// What the transport said.
+        reason: String,
+    },
+    /// A query the cluster cannot run: its plan does not travel to the executors.
+    #[error("this query cannot run on a cluster: {reason}; run it without --cluster")]
+    NotDistributable {
+        /// Why.
+        reason: String,
+    },
     /// Ballista refused to start or stopped with an error.
     #[error("{what}: {message}")]
     Ballista {
@@ -78,7 +92,8 @@ impl ClusterError {
         use slicetest_error::ErrorKind;
         match self {
             ClusterError::BadUrl { .. } => ErrorKind::InvalidArgument,
-            ClusterError::Unreachable { .. } => ErrorKind::ClusterUnavailable,
+            ClusterError::Unreachable { .. } | ClusterError::Lost { .. } => ErrorKind::ClusterUnavailable,
+            ClusterError::NotDistributable { .. } => ErrorKind::InvalidQuery,
             ClusterError::Ballista { .. } | ClusterError::DataFusion(_) | ClusterError::Io { .. } => {
                 ErrorKind::Internal
             }

@@ -179,9 +179,16 @@ fn own_message(error: &DataFusionError) -> Option<String> {
 /// The kind of any error slicetest raises, wherever it sits in `error`'s `source()`
 /// chain (through `DataFusionError::External`, contexts and shared errors).
 pub fn kind_of(error: &(dyn Error + 'static)) -> ErrorKind {
-    slicetest_error::classify_chain(error, |e| match e.downcast_ref::<EngineError>() {
-        Some(e) => Some(e.kind()),
-        None => slicetest_sql::error::probe(e),
+    slicetest_error::classify_chain(error, |e| {
+        if let Some(e) = e.downcast_ref::<EngineError>() {
+            return Some(e.kind());
+        }
+        // A cluster's failure carried out of a query's stream (a scheduler lost mid-query).
+        #[cfg(feature = "ballista")]
+        if let Some(e) = e.downcast_ref::<slicetest_cluster::ClusterError>() {
+            return Some(e.kind());
+        }
+        slicetest_sql::error::probe(e)
     })
 }
 
