@@ -92,6 +92,11 @@ async fn sql_pages_summarises_and_says_where_an_error_is() {
     assert_eq!(label["min"], *labels.first().unwrap());
     assert_eq!(label["max"], *labels.last().unwrap());
     assert!(summary["columns"][1]["min"].is_number(), "{summary}");
+    // A timestamp's range reads as times, not as the integers they are stored as.
+    let times = "SELECT to_timestamp_seconds(1704070800) AS t UNION ALL SELECT to_timestamp_seconds(1705143600)";
+    let (_, _, body) = send(&router, post_json("/sql", json!({"sql": times, "summary": true}))).await;
+    let t = &json(&body)["columns"][0];
+    assert_eq!((t["min"].as_str(), t["max"].as_str()), (Some("2024-01-01T01:00:00"), Some("2024-01-13T11:00:00")));
     let (status, _, body) =
         send(&router, post_json("/sql", json!({"sql": summary_query, "summary": true, "limit": 5}))).await;
     assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "bad_request".to_string()));

@@ -226,11 +226,14 @@ pub async fn summarize(df: DataFrame) -> Result<QuerySummary> {
     let mut columns = Vec::with_capacity(fields.len());
     for (i, (column, data_type)) in fields.iter().enumerate() {
         let nested = data_type.is_nested();
+        let non_null = as_count(value(&format!("n{i}"))?);
         columns.push(ColumnSummary {
             name: column.name.clone(),
             data_type: data_type.to_string(),
-            non_null: as_count(value(&format!("n{i}"))?),
-            distinct: (!nested).then(|| value(&format!("d{i}"))).transpose()?.map(as_count),
+            non_null,
+            // HyperLogLog's estimate can pass the count it estimates; never more values
+            // than there are.
+            distinct: (!nested).then(|| value(&format!("d{i}"))).transpose()?.map(as_count).map(|d| d.min(non_null)),
             min: value(&format!("lo{i}"))?,
             max: value(&format!("hi{i}"))?,
         });

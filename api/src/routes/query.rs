@@ -331,8 +331,13 @@ fn scalar_json(value: &ScalarValue) -> Value {
         S::Float64(Some(v)) => serde_json::Number::from_f64(*v).map_or(Value::Null, Value::Number),
         _ => Value::Null,
     };
-    // NaN and infinities, dates, strings and the rest: as Arrow writes them.
-    if number.is_null() { Value::String(value.to_string()) } else { number }
+    if !number.is_null() {
+        return number;
+    }
+    // NaN and infinities, dates, timestamps, strings and the rest: as Arrow displays them
+    // (`2024-01-01T09:00:00Z`; ScalarValue's own text of a timestamp is its integer).
+    let shown = value.to_array().ok().and_then(|a| datafusion::arrow::util::display::array_value_to_string(&a, 0).ok());
+    Value::String(shown.unwrap_or_else(|| value.to_string()))
 }
 
 /// Query parameters of the search endpoints.
