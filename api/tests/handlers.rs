@@ -1424,6 +1424,11 @@ async fn a_test_against_a_baseline_says_why_a_segmentation_slice_failed() {
     let scored = json(&metrics)["slices"].as_array().unwrap().iter().find(|s| s["slice"] == "scenes").unwrap().clone();
     assert_eq!(regression["delta"], scored["segmentation_regression"]["delta"], "the same numbers as /metrics");
     assert_eq!(regression["baseline"], scored["segmentation_regression"]["baseline_miou"]);
+    // The whole run regressed too: `(all)` fails, with its reason, as `slicetest test` says.
+    let overall = &verdicts["overall"];
+    assert_eq!((overall["slice"].clone(), overall["failed"].clone()), (json!("(all)"), json!(true)), "{verdicts}");
+    assert!(verdicts["failing"].as_array().unwrap().contains(&json!("(all)")), "{verdicts}");
+    assert!(overall["reasons"][0].as_str().unwrap().contains("significant regression"), "{overall}");
     let reasons = scenes["reasons"].as_array().unwrap();
     assert_eq!(reasons.len(), 1, "{scenes}");
     let reason = reasons[0].as_str().unwrap();

@@ -221,12 +221,22 @@ pub async fn test(
         .collect();
     let failing: Vec<&str> = report.failures().map(|s| s.slice.as_str()).collect();
     let not_enough = report.slices.iter().filter(|s| s.verdict == Verdict::NotEnoughData).count();
+    // The whole run, `(all)` in `failing` when it regressed against the baseline.
+    let all = &report.overall;
+    let overall = json!({
+        "slice": all.slice,
+        "scored": all.scored,
+        "regression": regression_json(all),
+        "failed": all.is_failure(),
+        "reasons": failure_reasons(all),
+    });
     Ok(Json(json!({
         "run": report.run.run,
         "baseline": report.baseline,
         "passed": failing.is_empty(),
         "failing": failing,
         "not_enough_data": not_enough,
+        "overall": overall,
         "slices": slices,
     })))
 }
