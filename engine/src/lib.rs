@@ -39,7 +39,7 @@ pub use images::{open_image, read_image_bytes};
 pub use intake::{IntakeEmbedding, IntakeOptions, IntakeReport, IntakeTagging, SliceChange};
 pub use jobs::{EmbedJob, EmbedJobs, JobConflict, JobState, JobView};
 pub use output::{OutputFormat, ResultWriter, write_stream};
-pub use scoring::{Check, DEFAULT_ALPHA, RunReport, SliceScore, Verdict};
+pub use scoring::{BaselineChange, Check, DEFAULT_ALPHA, RunReport, SliceScore, Verdict};
 pub use search::{SearchHit, SearchIndex, SearchQuery};
 pub use segmentation::{MaskImportOptions, MaskImportReport};
 pub use slices::SliceInfo;

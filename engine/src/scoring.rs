@@ -167,6 +167,32 @@ pub struct Check {
     pub problem: Option<String>,
 }
 
+/// A slice's change against the baseline run ([`SliceScore::baseline_change`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BaselineChange {
+    /// The metric compared: `accuracy`, `mAP` or `mIoU`.
+    pub metric: &'static str,
+    /// The baseline's value on the slice.
+    pub baseline: Option<f64>,
+    /// This run's value minus the baseline's.
+    pub delta: Option<f64>,
+    /// The test's p-value.
+    pub p_value: f64,
+    /// Whether the drop is significant at the chosen level.
+    pub significant: bool,
+}
+
+impl Check {
+    /// The check as the terminal and the HTTP answer write it: `recall.person 0.410 <
+    /// 0.500` (`>=` when it passed, `n/a` without a value), then its problem after a colon.
+    pub fn text(&self) -> String {
+        let value = self.value.map_or("n/a".into(), |v| format!("{v:.3}"));
+        let op = if self.passed { ">=" } else { "<" };
+        let problem = self.problem.as_ref().map_or(String::new(), |p| format!(": {p}"));
+        format!("{} {value} {op} {:.3}{problem}", self.metric, self.threshold)
+    }
+}
+
 impl SliceScore {
     /// Why a [`Verdict::NotEnoughData`] slice has not enough data: too few scored images
     /// (`< 30 images`), or, with enough of them, checks with nothing to measure on the slice
@@ -197,6 +223,38 @@ impl SliceScore {
             .map(|a| a.value)
             .or_else(|| self.detection.as_ref().and_then(|d| d.coco.ap))
             .or_else(|| self.segmentation.as_ref().and_then(|s| s.scores.mean_iou))
+    }
+
+    /// The slice's change against the baseline run in its task's headline metric, one
+    /// shape for every task; None without a baseline.
+    pub fn baseline_change(&self) -> Option<BaselineChange> {
+        if let Some(r) = &self.regression {
+            let (baseline, delta) = (Some(r.baseline_accuracy.value), Some(r.delta));
+            return Some(BaselineChange {
+                metric: "accuracy",
+                baseline,
+                delta,
+                p_value: r.p_value,
+                significant: r.significant,
+            });
+        }
+        if let Some(r) = &self.detection_regression {
+            let (baseline, delta) = (r.baseline_map, r.delta);
+            return Some(BaselineChange {
+                metric: "mAP",
+                baseline,
+                delta,
+                p_value: r.p_value,
+                significant: r.significant,
+            });
+        }
+        self.segmentation_regression.as_ref().map(|r| BaselineChange {
+            metric: "mIoU",
+            baseline: Some(r.baseline_miou),
+            delta: Some(r.delta),
+            p_value: r.p_value,
+            significant: r.significant,
+        })
     }
 
     /// Whether this slice fails the build: a failed test or a significant regression.

@@ -279,17 +279,7 @@ fn verdict_text(s: &SliceScore) -> String {
 /// A detection or segmentation slice test's outcome with the checks it failed (or all it passed).
 fn checks_verdict_text(s: &SliceScore) -> String {
     let checks = |only_failed: bool| {
-        s.checks
-            .iter()
-            .filter(|c| !only_failed || !c.passed)
-            .map(|c| {
-                let value = c.value.map_or("n/a".into(), |v| format!("{v:.3}"));
-                let op = if c.passed { ">=" } else { "<" };
-                let problem = c.problem.as_ref().map_or(String::new(), |p| format!(": {p}"));
-                format!("{} {value} {op} {:.3}{problem}", c.metric, c.threshold)
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        s.checks.iter().filter(|c| !only_failed || !c.passed).map(|c| c.text()).collect::<Vec<_>>().join(", ")
     };
     let mut text = match s.verdict {
         Verdict::Pass => format!("pass ({})", checks(false)),
@@ -297,14 +287,10 @@ fn checks_verdict_text(s: &SliceScore) -> String {
         Verdict::NotEnoughData => format!("not enough data ({})", s.not_enough_data_reason()),
         Verdict::NoThreshold => "no threshold".into(),
     };
-    let regression = match (&s.detection_regression, &s.segmentation_regression) {
-        (Some(r), _) => Some(("mAP", r.delta.unwrap_or(0.0), r.p_value, r.significant)),
-        (_, Some(r)) => Some(("mIoU", r.delta, r.p_value, r.significant)),
-        _ => None,
-    };
-    if let Some((metric, delta, p_value, significant)) = regression {
+    if let Some(change) = s.baseline_change() {
+        let (metric, delta, p_value) = (change.metric, change.delta.unwrap_or(0.0), change.p_value);
         let _ = write!(text, "; {metric} {delta:+.3} vs baseline (p={p_value:.3})");
-        if significant {
+        if change.significant {
             text.push_str(" REGRESSION");
         }
     }

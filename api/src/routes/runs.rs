@@ -246,35 +246,18 @@ pub async fn test(
 /// and `significant`; a classification run's also has `baseline_accuracy` (with its
 /// interval). Null without a baseline.
 fn regression_json(s: &SliceScore) -> Value {
+    let Some(change) = s.baseline_change() else { return Value::Null };
+    let mut regression = json!({
+        "metric": change.metric,
+        "baseline": change.baseline,
+        "delta": change.delta,
+        "p_value": change.p_value,
+        "significant": change.significant,
+    });
     if let Some(r) = &s.regression {
-        return json!({
-            "metric": "accuracy",
-            "baseline": r.baseline_accuracy.value,
-            "baseline_accuracy": r.baseline_accuracy,
-            "delta": r.delta,
-            "p_value": r.p_value,
-            "significant": r.significant,
-        });
+        regression["baseline_accuracy"] = json!(r.baseline_accuracy);
     }
-    if let Some(r) = &s.detection_regression {
-        return json!({
-            "metric": "mAP",
-            "baseline": r.baseline_map,
-            "delta": r.delta,
-            "p_value": r.p_value,
-            "significant": r.significant,
-        });
-    }
-    if let Some(r) = &s.segmentation_regression {
-        return json!({
-            "metric": "mIoU",
-            "baseline": r.baseline_miou,
-            "delta": r.delta,
-            "p_value": r.p_value,
-            "significant": r.significant,
-        });
-    }
-    Value::Null
+    regression
 }
 
 /// Why a slice fails the build, one line per cause (empty when it does not): the slice
@@ -283,16 +266,7 @@ fn regression_json(s: &SliceScore) -> Value {
 fn failure_reasons(s: &SliceScore) -> Vec<String> {
     let mut reasons = Vec::new();
     if s.verdict == Verdict::Fail {
-        let failed: Vec<String> = s
-            .checks
-            .iter()
-            .filter(|c| !c.passed)
-            .map(|c| {
-                let value = c.value.map_or("n/a".into(), |v| format!("{v:.3}"));
-                let problem = c.problem.as_ref().map_or(String::new(), |p| format!(": {p}"));
-                format!("{} {value} < {:.3}{problem}", c.metric, c.threshold)
-            })
-            .collect();
+        let failed: Vec<String> = s.checks.iter().filter(|c| !c.passed).map(|c| c.text()).collect();
         match (s.accuracy(), s.min_accuracy) {
             (Some(a), Some(min)) if failed.is_empty() && a.value < min => {
                 reasons.push(format!("accuracy {:.1}% < {:.0}%", 100.0 * a.value, 100.0 * min));
@@ -301,17 +275,15 @@ fn failure_reasons(s: &SliceScore) -> Vec<String> {
             _ => reasons.extend(failed),
         }
     }
-    let regression = regression_json(s);
-    if regression["significant"] == true {
-        let metric = regression["metric"].as_str().unwrap_or("");
-        let delta = regression["delta"].as_f64();
-        let p_value = regression["p_value"].as_f64().unwrap_or(f64::NAN);
-        let change = match (metric, delta) {
+    if let Some(regression) = s.baseline_change().filter(|r| r.significant) {
+        let (metric, p_value) = (regression.metric, regression.p_value);
+        // A value that is not a number reads "n/a", as it is null in the JSON.
+        let change = match (metric, regression.delta.filter(|d| d.is_finite())) {
             ("accuracy", Some(d)) => format!("{:+.1} pts", 100.0 * d),
             (_, Some(d)) => format!("{d:+.3}"),
             (_, None) => "n/a".into(),
         };
-        let baseline = regression["baseline"].as_f64().map_or("n/a".into(), |b| match metric {
+        let baseline = regression.baseline.filter(|b| b.is_finite()).map_or("n/a".into(), |b| match metric {
             "accuracy" => format!("{:.1}%", 100.0 * b),
             _ => format!("{b:.3}"),
         });
