@@ -171,18 +171,21 @@ fn read_ipc(path: &Path) -> std::result::Result<RecordBatch, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
     #[tokio::test]
     async fn a_file_that_is_not_whole_parquet_is_refused_not_read() {
         let dir = tempfile::tempdir().unwrap();
         let whole = dir.path().join("whole.parquet");
-        let batch = datafusion::arrow::array::RecordBatch::try_from_iter([(
+        let batch = RecordBatch::try_from_iter([(
             "image_id",
-            std::sync::Arc::new(datafusion::arrow::array::StringArray::from(vec!["a", "b"])) as _,
+            Arc::new(datafusion::arrow::array::StringArray::from(vec!["a", "b"])) as _,
         )])
         .unwrap();
         crate::version::write_parquet(&whole, &batch).unwrap();
         let bytes = std::fs::read(&whole).unwrap();
-        assert_eq!(super::read_table(&whole, "predictions").await.unwrap().num_rows(), 2);
+        assert_eq!(read_table(&whole, "predictions").await.unwrap().num_rows(), 2);
         let cases: [(&str, Vec<u8>, &str); 4] = [
             ("garbage", b"PAR1garbagePAR1".to_vec(), "footer says it holds 1701273954 bytes"),
             ("short", b"PAR1".to_vec(), "too short for Parquet"),
@@ -193,16 +196,13 @@ mod tests {
             let path = dir.path().join(format!("{name}.parquet"));
             std::fs::write(&path, content).unwrap();
             for err in [
-                super::read_table(&path, "predictions").await.unwrap_err().to_string(),
-                super::column_names(&path).await.unwrap_err().to_string(),
+                read_table(&path, "predictions").await.unwrap_err().to_string(),
+                column_names(&path).await.unwrap_err().to_string(),
             ] {
                 assert!(err.contains(expected) && err.contains(&format!("{name}.parquet")), "{name}: {err}");
             }
         }
     }
-
-    use super::*;
-    use crate::error::ErrorKind;
 
     #[tokio::test]
     async fn a_csv_whose_header_is_not_utf8_is_the_inputs_fault() {
