@@ -6,10 +6,12 @@
 //! slicetest knows, and hands everything else to Ballista's codecs:
 //!
 //! - tables: the Parquet tables ([`SubstringPruningTable`]: its `ListingTable`, as the plan
-//!   of a scan), the tagged `images` table ([`TaggedImages`]: the image table and each tagger's
+//!   of a scan; [`FirstCopyTable`]: its key and its `ListingTable`), the tagged `images` table ([`TaggedImages`]: the image table and each tagger's
 //!   rows, as plans) and in-memory tables (`MemTable`: the answers of `slice()`,
 //!   `text_search()`, `image_search()`, `discover_slices()`, … computed on the client when
 //!   the query was planned), as Arrow IPC;
+//! - physical nodes: the scan of a [`FirstCopyTable`] ([`FirstCopyExec`]: its settings and
+//!   the file scan it holds), then Ballista's shuffle nodes;
 //! - functions: `in_slice` (the workspace; planning pinned the slice version into its
 //!   arguments), `clip_similarity` (the workspace, the dataset version and model planning
 //!   read, and the sentence's vector planning encoded), `cosine_similarity` by name.
@@ -35,11 +37,13 @@ use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, LogicalPlan
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::bytes::{
     logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
 };
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use serde::{Deserialize, Serialize};
 use slicetest_datasets::WorkspaceLayout;
+use slicetest_sql::first_copy::{FirstCopyExec, FirstCopyTable};
 use slicetest_sql::slices::InSliceFunction;
 use slicetest_sql::substring_pruning::SubstringPruningTable;
 use slicetest_sql::vectors::{ClipSimilarityFunction, CosineSimilarityFunction, VectorCatalog, VectorStore};
@@ -49,6 +53,7 @@ use slicetest_sql::{TaggedImages, TaggerJoin};
 const TAGGED_IMAGES: u8 = b'T';
 const MEMORY_TABLE: u8 = b'M';
 const SUBSTRING_PRUNING: u8 = b'P';
+const FIRST_COPY: u8 = b'F';
 
 /// The workspaces plans were decoded for in this process, by root: a workspace is opened
 /// once, and its vectors are loaded once and shared by every query that reads them (an
@@ -188,14 +193,36 @@ impl LogicalCodec {
     }
 
     fn decode_substring_pruning(&self, buf: &[u8], ctx: &TaskContext) -> Result<SubstringPruningTable> {
+        Ok(SubstringPruningTable::new(self.decode_files(buf, ctx)?))
+    }
+
+    /// The `ListingTable` of a scan encoded by [`Self::encode_substring_pruning`] or
+    /// [`Self::encode_first_copy`].
+    fn decode_files(&self, buf: &[u8], ctx: &TaskContext) -> Result<Arc<ListingTable>> {
         let LogicalPlan::TableScan(scan) = logical_plan_from_bytes_with_extension_codec(buf, ctx, self)? else {
             return plan_err!("a Parquet table arrived without its files");
         };
         let files: Arc<dyn std::any::Any + Send + Sync> = source_as_provider(&scan.source)?;
         match files.downcast::<ListingTable>() {
-            Ok(files) => Ok(SubstringPruningTable::new(files)),
+            Ok(files) => Ok(files),
             Err(_) => plan_err!("a Parquet table arrived with files that are not a listing table"),
         }
+    }
+
+    /// Parts read first copy first: the key columns, then the `ListingTable` (whose table
+    /// paths keep the parts' order) as the plan of a scan.
+    fn encode_first_copy(&self, table: &FirstCopyTable, buf: &mut Vec<u8>) -> Result<()> {
+        buf.push(FIRST_COPY);
+        put_part(buf, &serde_json::to_vec(table.key()).map_err(|e| DataFusionError::External(Box::new(e)))?);
+        let files = LogicalPlanBuilder::scan("files", provider_as_source(table.files().clone()), None)?.build()?;
+        buf.extend_from_slice(&logical_plan_to_bytes_with_extension_codec(&files, self)?);
+        Ok(())
+    }
+
+    fn decode_first_copy(&self, mut buf: &[u8], ctx: &TaskContext) -> Result<FirstCopyTable> {
+        let key: Vec<String> = serde_json::from_slice(take_part(&mut buf)?)
+            .map_err(|e| DataFusionError::Plan(format!("cannot decode the key of a first-copy table: {e}")))?;
+        FirstCopyTable::new(self.decode_files(buf, ctx)?, key)
     }
 
     fn decode_tagged_images(&self, mut buf: &[u8], schema: SchemaRef, ctx: &TaskContext) -> Result<TaggedImages> {
@@ -258,6 +285,7 @@ impl LogicalExtensionCodec for LogicalCodec {
             Some((&TAGGED_IMAGES, rest)) => Ok(Arc::new(self.decode_tagged_images(rest, schema, ctx)?)),
             Some((&MEMORY_TABLE, rest)) => Ok(Arc::new(decode_memory_table(rest)?)),
             Some((&SUBSTRING_PRUNING, rest)) => Ok(Arc::new(self.decode_substring_pruning(rest, ctx)?)),
+            Some((&FIRST_COPY, rest)) => Ok(Arc::new(self.decode_first_copy(rest, ctx)?)),
             _ => self.ballista.try_decode_table_provider(buf, table_ref, schema, ctx),
         }
     }
@@ -274,6 +302,8 @@ impl LogicalExtensionCodec for LogicalCodec {
             encode_memory_table(table, buf)
         } else if let Some(table) = node.downcast_ref::<SubstringPruningTable>() {
             self.encode_substring_pruning(table, buf)
+        } else if let Some(table) = node.downcast_ref::<FirstCopyTable>() {
+            self.encode_first_copy(table, buf)
         } else {
             self.ballista.try_encode_table_provider(table_ref, node, buf)
         }
@@ -326,6 +356,33 @@ impl PhysicalCodec {
     }
 }
 
+/// How a [`FirstCopyExec`] travels besides its file scan.
+#[derive(Debug, Serialize, Deserialize)]
+struct FirstCopyState {
+    key: Vec<usize>,
+    output: usize,
+    limit: Option<usize>,
+}
+
+impl PhysicalCodec {
+    /// A first-copy scan: its settings, then its file scan (which it holds rather than
+    /// has as a child, so it is encoded here, by datafusion-proto with this codec).
+    fn encode_first_copy(&self, exec: &FirstCopyExec, buf: &mut Vec<u8>) -> Result<()> {
+        buf.push(FIRST_COPY);
+        let state = FirstCopyState { key: exec.key().to_vec(), output: exec.output(), limit: exec.limit() };
+        put_part(buf, &serde_json::to_vec(&state).map_err(|e| DataFusionError::External(Box::new(e)))?);
+        buf.extend_from_slice(&physical_plan_to_bytes_with_extension_codec(exec.scan().clone(), self)?);
+        Ok(())
+    }
+
+    fn decode_first_copy(&self, mut buf: &[u8], ctx: &TaskContext) -> Result<FirstCopyExec> {
+        let state: FirstCopyState = serde_json::from_slice(take_part(&mut buf)?)
+            .map_err(|e| DataFusionError::Plan(format!("cannot decode a first-copy scan: {e}")))?;
+        let scan = physical_plan_from_bytes_with_extension_codec(buf, ctx, self)?;
+        FirstCopyExec::try_new(scan, state.key, state.output, state.limit)
+    }
+}
+
 impl PhysicalExtensionCodec for PhysicalCodec {
     fn try_decode(
         &self,
@@ -334,7 +391,10 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         ctx: &TaskContext,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.ballista.try_decode(buf, inputs, ctx, proto_converter)
+        match buf.split_first() {
+            Some((&FIRST_COPY, rest)) => Ok(Arc::new(self.decode_first_copy(rest, ctx)?)),
+            _ => self.ballista.try_decode(buf, inputs, ctx, proto_converter),
+        }
     }
 
     fn try_encode(
@@ -343,6 +403,9 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        if let Some(exec) = node.downcast_ref::<FirstCopyExec>() {
+            return self.encode_first_copy(exec, buf);
+        }
         self.ballista.try_encode(node, buf, proto_converter)
     }
 

@@ -31,6 +31,7 @@ use slicetest_datasets::{Workspace, WorkspaceLayout};
 use slicetest_datasets::{embeddings, masks, objects, run, tags};
 
 use crate::error::Result;
+use crate::first_copy::FirstCopyTable;
 use crate::slices::{InSliceFunction, SliceTableFunction};
 use crate::substring_pruning::SubstringPruningTable;
 use crate::vectors::{
@@ -247,6 +248,19 @@ async fn parquet_files(ctx: &SessionContext, paths: &[std::path::PathBuf]) -> Re
     let urls = paths.iter().map(|p| ListingTableUrl::parse(p.to_string_lossy())).collect::<Result<Vec<_>, _>>()?;
     let schema = SubstringPruningTable::options().infer_schema(&ctx.state(), &urls[0]).await?;
     Ok(Arc::new(SubstringPruningTable::try_new(urls, schema)?))
+}
+
+/// Parts of embeddings or boxes (in read order) as one table in which each (image_id,
+/// sha256) has the rows of the first part that has it: where two writers processed an
+/// image at once, the first part's copy, as the vector store reads it (see
+/// [`FirstCopyTable`]). One part has one copy of each image.
+async fn first_copies(ctx: &SessionContext, parts: &[PathBuf]) -> Result<Arc<dyn TableProvider>> {
+    if parts.len() == 1 {
+        return parquet_files(ctx, parts).await;
+    }
+    let urls = parts.iter().map(|p| ListingTableUrl::parse(p.to_string_lossy())).collect::<Result<Vec<_>, _>>()?;
+    let schema = SubstringPruningTable::options().infer_schema(&ctx.state(), &urls[0]).await?;
+    Ok(Arc::new(FirstCopyTable::try_new(urls, schema, &["image_id", "sha256"])?))
 }
 
 async fn parquet_table(ctx: &SessionContext, path: &std::path::Path) -> Result<DataFrame> {
@@ -490,7 +504,7 @@ async fn detections_table(
     let mut frames = Vec::new();
     for (tagger, parts) in taggers.iter().filter(|(_, parts)| parts.has_detections()) {
         let files: Vec<_> = parts.detections.iter().flatten().cloned().collect();
-        let boxes = ctx.read_table(parquet_files(ctx, &files).await?)?;
+        let boxes = ctx.read_table(first_copies(ctx, &files).await?)?;
         let mut select = vec![col("image_id"), lit(tagger.as_str()).alias("tagger")];
         select.extend(tags::DETECTION_COLUMNS.iter().map(|c| col(*c)));
         frames.push(only_current(boxes, &current)?.select(select)?);
@@ -530,7 +544,7 @@ async fn embeddings_table(
     let mut per_model = Vec::new();
     for model in models.iter().filter(|model| !model.parts.is_empty()) {
         let parts: Vec<PathBuf> = model.parts.iter().map(|part| part.path.clone()).collect();
-        per_model.push((model.name.clone(), ctx.read_table(parquet_files(ctx, &parts).await?)?));
+        per_model.push((model.name.clone(), ctx.read_table(first_copies(ctx, &parts).await?)?));
     }
     if per_model.is_empty() {
         return Ok(None);

@@ -6,6 +6,7 @@
 pub mod case_keys;
 pub mod catalog;
 pub mod error;
+pub mod first_copy;
 pub mod memory;
 pub mod options;
 pub mod output_bound;

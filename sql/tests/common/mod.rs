@@ -42,6 +42,7 @@ pub async fn fixture_workspace() -> Fixture {
     };
     let engine = slicetest_engine::Engine::open(fixture.path()).expect("opens");
     engine.embed(&options).await.expect("embeds");
+    add_second_writers_copies(&fixture.path());
     let tag =
         slicetest_engine::TagOptions { progress: false, ..slicetest_engine::TagOptions::new(Some("photos".into())) };
     engine.tag(&tag).expect("tags");
@@ -49,8 +50,48 @@ pub async fn fixture_workspace() -> Fixture {
     std::fs::write(&detector, DETECTOR_CSV).expect("writes");
     let import = slicetest_engine::TagImportOptions { dataset: Some("photos".into()), ..Default::default() };
     engine.import_tags(&detector, &import).await.expect("imports");
+    add_second_detector_part(&fixture.path());
     import_masks(&engine, fixture.dir.path());
     fixture
+}
+
+/// What a second writer that embedded the first part's images at the same time (a retried
+/// shard) leaves: a later part with the same images and contents. Its vectors are the
+/// first part's negated, so a reader that let the later copy win, or kept both, answers
+/// differently: every reader must keep the first part's.
+fn add_second_writers_copies(workspace: &std::path::Path) {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Float32Type;
+    use slicetest_datasets::embeddings;
+    let layout = slicetest_datasets::WorkspaceLayout::open(workspace).expect("opens");
+    let parts = embeddings::read_parts(&layout, "photos", "tiny-clip").expect("reads");
+    let first = &parts[0];
+    let strings = |i: usize| first.column(i).as_string::<i32>().iter().map(|v| v.expect("set").to_string()).collect();
+    let (ids, shas): (Vec<String>, Vec<String>) = (strings(0), strings(1));
+    let vectors = first.column(2).as_fixed_size_list();
+    let negated = vectors.values().as_primitive::<Float32Type>().values().iter().map(|v| -v).collect();
+    let batch = embeddings::part_batch(&ids, &shas, negated, vectors.value_length() as usize).expect("builds");
+    assert!(ids.len() > 1 && parts.len() > 1, "the fixture embeds several parts");
+    embeddings::append_part(&layout, "photos", "tiny-clip", &batch).expect("writes").expect("a new part");
+}
+
+/// What a second import of the same detector file running at the same time leaves: its
+/// tag part and boxes part again, under a later name. Every box must still be read once.
+fn add_second_detector_part(workspace: &std::path::Path) {
+    let dataset = workspace.join("datasets").join("photos");
+    for kind in ["tags", "detections"] {
+        let dir = dataset.join(kind).join("detector");
+        let generation = (std::fs::read_dir(&dir).expect("lists").map(|e| e.expect("entry").path()))
+            .filter(|p| p.is_dir())
+            .max()
+            .expect("a generation");
+        let parts: Vec<_> = (std::fs::read_dir(&generation).expect("lists").map(|e| e.expect("entry").path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        assert_eq!(parts.len(), 1, "{parts:?}");
+        let name = slicetest_datasets::parts::PartName { seq: 999_999, key: "ffffffffffffffff".into() };
+        std::fs::copy(&parts[0], generation.join(name.file_name())).expect("copies");
+    }
 }
 
 /// Segmentation masks of `traffic` (40×30 images), imported as mask set `seg` with classes

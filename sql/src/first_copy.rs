@@ -1,0 +1,621 @@
+//! Tables of append-only parts in which two parts can hold the same image: each key's
+//! rows come from the first part that has the key.
+//!
+//! Embeddings and a detector's boxes are stored as parts ([`slicetest_datasets::parts`]):
+//! an image and content (`image_id`, `sha256`) has one vector, or its boxes, in a part.
+//! Two writers that processed the same image at once (a retried shard still running, two
+//! `watch --once`) each store it, and readers agree to take the parts in (`seq`, `key`)
+//! order and keep the first part's copy: the vector store does so when it loads vectors
+//! for search, and [`FirstCopyTable`] does the same for SQL's `embeddings` and
+//! `detections`, so a query counts each image's vector or boxes once, and reads the
+//! vectors search uses.
+//!
+//! An aggregate (`DISTINCT ON`, `first_value`) would hold every vector in its state —
+//! gigabytes at a million images — and would not know the parts' order. Instead the scan
+//! reads the parts one after another in their order and drops the rows of a key that an
+//! earlier part had. It remembers 128 bits per key (two independently keyed SipHashes of
+//! the key's values): 16 MB per million images, charged to the query's memory pool; two
+//! different keys collide with a chance of about 2⁻¹²⁸ per pair.
+//!
+//! The scan is a leaf ([`FirstCopyExec`]) that holds its file scan (one group of files in
+//! read order) rather than having it as a child, so no optimizer rule can split that scan
+//! into partitions and lose the order; it runs it one file at a time, which is how it
+//! knows where a part ends (the next few files are read ahead on other tasks, so a
+//! million images in a thousand parts are not read one file open after another). On a
+//! cluster it travels whole: the codec encodes the file scan with datafusion-proto inside
+//! the node's bytes.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, Result, internal_err, plan_err};
+use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use futures::{Stream, StreamExt};
+
+use crate::substring_pruning::SubstringPruningTable;
+
+/// Parquet part files read in order, each key's rows from the first part that has the
+/// key (see the module documentation). Filters on key columns alone are pushed into the scan (they drop every
+/// copy of a key alike); any other filter runs on the rows kept, so it cannot make a later
+/// copy win.
+#[derive(Debug)]
+pub struct FirstCopyTable {
+    files: Arc<ListingTable>,
+    key: Vec<String>,
+}
+
+impl FirstCopyTable {
+    /// The table of the Parquet parts at `urls`, in that order, all of `schema`, whose
+    /// rows are identified by the `key` columns.
+    pub fn try_new(urls: Vec<ListingTableUrl>, schema: SchemaRef, key: &[&str]) -> Result<Self> {
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(SubstringPruningTable::options())
+            .with_schema(schema);
+        Self::new(Arc::new(ListingTable::try_new(config)?), key.iter().map(|k| k.to_string()).collect())
+    }
+
+    /// `files` (whose table paths are the parts in read order), keyed by `key`.
+    pub fn new(files: Arc<ListingTable>, key: Vec<String>) -> Result<Self> {
+        if key.is_empty() {
+            return plan_err!("a first-copy table needs at least one key column");
+        }
+        for column in &key {
+            files.schema().index_of(column)?;
+        }
+        Ok(FirstCopyTable { files, key })
+    }
+
+    /// The files it reads.
+    pub fn files(&self) -> &Arc<ListingTable> {
+        &self.files
+    }
+
+    /// The columns whose values identify a row.
+    pub fn key(&self) -> &[String] {
+        &self.key
+    }
+
+    fn is_key_filter(&self, filter: &Expr) -> bool {
+        filter.column_refs().iter().all(|c| self.key.contains(&c.name))
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for FirstCopyTable {
+    fn schema(&self) -> SchemaRef {
+        self.files.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if self.is_key_filter(f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.schema();
+        let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
+        // Read the wanted columns, then any key column the query did not ask for.
+        let mut read = wanted.clone();
+        let mut key_at = Vec::with_capacity(self.key.len());
+        for column in &self.key {
+            let index = schema.index_of(column)?;
+            key_at.push(read.iter().position(|&i| i == index).unwrap_or_else(|| {
+                read.push(index);
+                read.len() - 1
+            }));
+        }
+        let output_schema = Arc::new(schema.project(&wanted)?);
+        // Only key filters arrive here (see supports_filters_pushdown); a limit would cut
+        // the copies before they are dropped, so it is applied after.
+        let key_filters: Vec<Expr> = filters.iter().filter(|f| self.is_key_filter(f)).cloned().collect();
+        let plan = self.files.scan(state, Some(&read), &key_filters, None).await?;
+        if plan.downcast_ref::<EmptyExec>().is_some() {
+            return Ok(Arc::new(EmptyExec::new(output_schema)));
+        }
+        let Some((config, source)) =
+            plan.downcast_ref::<DataSourceExec>().and_then(|exec| exec.downcast_to_file_source::<ParquetSource>())
+        else {
+            return internal_err!("the scan of a first-copy table is not a Parquet scan: {}", plan.name());
+        };
+        let mut config = in_read_order(config, self.files.table_paths())?;
+        // DataFusion pushes a filter into a Parquet scan with a physical optimizer rule,
+        // which never sees the scan this table's node holds: the key filters become the
+        // scan's predicate here, so that row groups (and files) of other images are skipped.
+        if let Some(filter) = conjunction(key_filters) {
+            let predicate = state.create_physical_expr(filter, &DFSchema::try_from(schema.as_ref().clone())?)?;
+            config =
+                FileScanConfigBuilder::from(config).with_source(Arc::new(source.with_predicate(predicate))).build();
+        }
+        let scan = DataSourceExec::from_data_source(config);
+        Ok(Arc::new(FirstCopyExec::try_new(scan, key_at, wanted.len(), limit)?))
+    }
+}
+
+/// `config` with all its files in one group, in the order of `paths` (a listing returns
+/// them in any order and spreads them over groups).
+fn in_read_order(config: &FileScanConfig, paths: &[ListingTableUrl]) -> Result<FileScanConfig> {
+    let order: HashMap<&str, usize> = paths.iter().enumerate().map(|(i, url)| (url.prefix().as_ref(), i)).collect();
+    let mut files = Vec::new();
+    for file in config.file_groups.iter().flat_map(|group| group.iter()) {
+        let location = file.object_meta.location.as_ref();
+        let Some(&at) = order.get(location) else {
+            return internal_err!("a first-copy table read {location}, which is none of its parts");
+        };
+        files.push((at, file.range.as_ref().map(|r| r.start), file.clone()));
+    }
+    files.sort_by_key(|(at, start, _)| (*at, *start));
+    let group = FileGroup::new(files.into_iter().map(|(_, _, file)| file).collect());
+    Ok(FileScanConfigBuilder::from(config.clone()).with_file_groups(vec![group]).with_preserve_order(true).build())
+}
+
+/// The scan of a [`FirstCopyTable`]: its files' rows in order, each key's from the first
+/// file that has it, and of those the first `output` columns of the scan (the rest are key
+/// columns read only to compare).
+#[derive(Debug)]
+pub struct FirstCopyExec {
+    scan: Arc<dyn ExecutionPlan>,
+    key: Vec<usize>,
+    output: usize,
+    limit: Option<usize>,
+    properties: Arc<PlanProperties>,
+}
+
+impl FirstCopyExec {
+    /// Keeps the rows of each value of the `key` columns of `scan` (a Parquet scan of one
+    /// group of files in read order) from the first file that has it, and their first
+    /// `output` columns; at most `limit` rows.
+    pub fn try_new(scan: Arc<dyn ExecutionPlan>, key: Vec<usize>, output: usize, limit: Option<usize>) -> Result<Self> {
+        let Some((config, _)) =
+            scan.downcast_ref::<DataSourceExec>().and_then(|exec| exec.downcast_to_file_source::<ParquetSource>())
+        else {
+            return internal_err!("a first-copy scan reads Parquet files, not {}", scan.name());
+        };
+        if config.file_groups.len() != 1 {
+            return internal_err!("a first-copy scan reads one group of files, not {}", config.file_groups.len());
+        }
+        let width = scan.schema().fields().len();
+        if output > width || key.is_empty() || key.iter().any(|&k| k >= width) {
+            return internal_err!(
+                "a first-copy scan's key {key:?} or output width {output} does not fit {width} columns"
+            );
+        }
+        let schema = Arc::new(scan.schema().project(&(0..output).collect::<Vec<_>>())?);
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(FirstCopyExec { scan, key, output, limit, properties: Arc::new(properties) })
+    }
+
+    /// The file scan it reads.
+    pub fn scan(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.scan
+    }
+
+    /// Positions of the key columns in the scan.
+    pub fn key(&self) -> &[usize] {
+        &self.key
+    }
+
+    /// How many leading columns of the scan it returns.
+    pub fn output(&self) -> usize {
+        self.output
+    }
+
+    /// The most rows it returns.
+    pub fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+}
+
+impl DisplayAs for FirstCopyExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "FirstCopyExec: key={:?}", self.key)?;
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        write!(f, ", scan={}", datafusion::physical_plan::displayable(self.scan.as_ref()).one_line())
+    }
+}
+
+impl ExecutionPlan for FirstCopyExec {
+    fn name(&self) -> &str {
+        "FirstCopyExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if !children.is_empty() {
+            return internal_err!("FirstCopyExec has no children");
+        }
+        Ok(self)
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("FirstCopyExec has one partition, not {partition}");
+        }
+        let Some((config, _)) =
+            self.scan.downcast_ref::<DataSourceExec>().and_then(|exec| exec.downcast_to_file_source::<ParquetSource>())
+        else {
+            return internal_err!("a first-copy scan reads Parquet files");
+        };
+        // One scan per file, run one after another: a part's end is a file's end.
+        let parts = (config.file_groups.iter().flat_map(|group| group.iter()))
+            .map(|file| {
+                let one = FileScanConfigBuilder::from(config.clone())
+                    .with_file_groups(vec![FileGroup::new(vec![file.clone()])])
+                    .build();
+                DataSourceExec::from_data_source(one) as Arc<dyn ExecutionPlan>
+            })
+            .collect();
+        let reservation = MemoryConsumer::new("FirstCopyExec").register(context.memory_pool());
+        Ok(Box::pin(FirstCopyStream {
+            parts,
+            started: VecDeque::new(),
+            context,
+            schema: self.schema(),
+            key: self.key.clone(),
+            output: self.output,
+            left: self.limit,
+            earlier: HashSet::new(),
+            this_part: HashSet::new(),
+            hashers: (RandomState::new(), RandomState::new()),
+            reservation,
+        }))
+    }
+}
+
+/// Runs the one-file scan `part` on a task of its own, its batches (at most two ahead)
+/// read from the stream returned; the task stops when the stream is dropped.
+fn read_ahead(part: Arc<dyn ExecutionPlan>, context: Arc<TaskContext>) -> SendableRecordBatchStream {
+    let mut builder = RecordBatchReceiverStreamBuilder::new(part.schema(), 2);
+    let sender = builder.tx();
+    builder.spawn(async move {
+        let mut rows = match part.execute(0, context) {
+            Ok(rows) => rows,
+            Err(e) => {
+                sender.send(Err(e)).await.ok();
+                return Ok(());
+            }
+        };
+        while let Some(batch) = rows.next().await {
+            // The reader is gone (the query stopped): nothing to read ahead for.
+            if sender.send(batch).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    });
+    builder.build()
+}
+
+/// What one key costs in the set of seen keys: the u128 and a hash table's spare room.
+const BYTES_PER_KEY: usize = 2 * std::mem::size_of::<u128>();
+
+/// Parts read at once: the one being kept from, and the next ones, read ahead on other
+/// tasks (each holding at most two batches) so that opening a file and decoding it
+/// overlap with the work on the one before.
+const PARTS_AT_ONCE: usize = 4;
+
+struct FirstCopyStream {
+    /// Scans of the parts not yet started, in read order.
+    parts: VecDeque<Arc<dyn ExecutionPlan>>,
+    /// The parts started, in read order: the first is the one being kept from.
+    started: VecDeque<SendableRecordBatchStream>,
+    context: Arc<TaskContext>,
+    schema: SchemaRef,
+    key: Vec<usize>,
+    output: usize,
+    left: Option<usize>,
+    /// Keys of the parts read before this one: their rows here are later copies.
+    earlier: HashSet<u128>,
+    /// Keys of the part being read.
+    this_part: HashSet<u128>,
+    hashers: (RandomState, RandomState),
+    reservation: MemoryReservation,
+}
+
+impl FirstCopyStream {
+    /// The rows of `batch` whose key no earlier part had, with the output columns.
+    fn first_copies(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let keys = self.keys(batch)?;
+        let before = self.this_part.len();
+        let mut keep = Vec::with_capacity(keys.len());
+        for key in keys {
+            let first = !self.earlier.contains(&key);
+            if first {
+                self.this_part.insert(key);
+            }
+            keep.push(Some(first));
+        }
+        self.reservation.try_grow((self.this_part.len() - before) * BYTES_PER_KEY)?;
+        let mut keep = BooleanArray::from(keep);
+        if let Some(left) = self.left.as_mut() {
+            let kept = keep.true_count();
+            if kept > *left {
+                // Keep the first `left` rows kept; the set is not used again.
+                let mut budget = *left;
+                keep = keep
+                    .iter()
+                    .map(|k| {
+                        let take = k == Some(true) && budget > 0;
+                        budget -= usize::from(take);
+                        Some(take)
+                    })
+                    .collect();
+            }
+            *left -= keep.true_count();
+        }
+        let kept =
+            if keep.true_count() == batch.num_rows() { batch.clone() } else { filter_record_batch(batch, &keep)? };
+        Ok(kept.project(&(0..self.output).collect::<Vec<_>>())?)
+    }
+
+    /// A 128-bit hash of each row's key values.
+    fn keys(&self, batch: &RecordBatch) -> Result<Vec<u128>> {
+        let mut hashers: Vec<_> =
+            (0..batch.num_rows()).map(|_| (self.hashers.0.build_hasher(), self.hashers.1.build_hasher())).collect();
+        for &k in &self.key {
+            hash_strings(batch.column(k), &mut hashers)?;
+        }
+        Ok(hashers.into_iter().map(|(a, b)| (u128::from(a.finish()) << 64) | u128::from(b.finish())).collect())
+    }
+}
+
+/// Feeds each row's value of a string column to its pair of hashers (`Option<&str>`
+/// hashes its presence and a terminator, so the values of several columns stay apart).
+fn hash_strings<H: Hasher>(column: &ArrayRef, hashers: &mut [(H, H)]) -> Result<()> {
+    fn feed<'a, H: Hasher>(values: impl Iterator<Item = Option<&'a str>>, hashers: &mut [(H, H)]) {
+        for (value, (a, b)) in values.zip(hashers.iter_mut()) {
+            value.hash(a);
+            value.hash(b);
+        }
+    }
+    match column.data_type() {
+        DataType::Utf8 => feed(column.as_string::<i32>().iter(), hashers),
+        DataType::LargeUtf8 => feed(column.as_string::<i64>().iter(), hashers),
+        DataType::Utf8View => feed(column.as_string_view().iter(), hashers),
+        other => return internal_err!("a first-copy key column must hold strings, not {other}"),
+    }
+    Ok(())
+}
+
+impl Stream for FirstCopyStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.left == Some(0) {
+                return Poll::Ready(None);
+            }
+            while self.started.len() < PARTS_AT_ONCE
+                && let Some(next) = self.parts.pop_front()
+            {
+                let started = read_ahead(next, self.context.clone());
+                self.started.push_back(started);
+            }
+            let Some(part) = self.started.front_mut() else { return Poll::Ready(None) };
+            let batch = match part.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(batch))) => batch,
+                Poll::Ready(None) => {
+                    // The part is read: its keys are now earlier ones.
+                    self.started.pop_front();
+                    let this_part = std::mem::take(&mut self.this_part);
+                    self.earlier.extend(this_part);
+                    continue;
+                }
+                other => return other,
+            };
+            let kept = self.first_copies(&batch);
+            if matches!(&kept, Ok(kept) if kept.num_rows() == 0) {
+                continue;
+            }
+            return Poll::Ready(Some(kept));
+        }
+    }
+}
+
+impl RecordBatchStream for FirstCopyStream {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("image_id", DataType::Utf8, false),
+            Field::new("sha256", DataType::Utf8, false),
+            Field::new("v", DataType::Int64, false),
+        ]))
+    }
+
+    /// Writes one part per entry of `parts` (rows of image_id, sha256, v) and returns
+    /// their paths in that order.
+    fn write_parts(dir: &std::path::Path, parts: &[&[(&str, &str, i64)]]) -> Vec<std::path::PathBuf> {
+        let mut paths = Vec::new();
+        for (i, rows) in parts.iter().enumerate() {
+            let batch = RecordBatch::try_new(
+                schema(),
+                vec![
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                ],
+            )
+            .unwrap();
+            // Named so that a listing sorted by name reads them backwards.
+            let path = dir.join(format!("part-{}.parquet", 9 - i));
+            let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema(), None).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            paths.push(path);
+        }
+        paths
+    }
+
+    /// A session (batches of one row, so that copies meet across batches too) with the
+    /// table `parts` of `paths` in that order.
+    fn session(paths: &[std::path::PathBuf]) -> SessionContext {
+        let config = SessionConfig::new().with_batch_size(1).with_target_partitions(4);
+        let ctx = SessionContext::new_with_config(config);
+        let urls = paths.iter().map(|p| ListingTableUrl::parse(p.to_string_lossy()).unwrap()).collect();
+        let table = FirstCopyTable::try_new(urls, schema(), &["image_id", "sha256"]).unwrap();
+        ctx.register_table("parts", Arc::new(table)).unwrap();
+        ctx
+    }
+
+    async fn answer(ctx: &SessionContext, sql: &str) -> String {
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        pretty_format_batches(&batches).unwrap().to_string()
+    }
+
+    const FIRST: &[(&str, &str, i64)] = &[("a", "s1", 1), ("b", "s1", 2)];
+    const SECOND: &[(&str, &str, i64)] = &[("a", "s1", 9), ("c", "s1", 3), ("b", "s2", 7)];
+    const THIRD: &[(&str, &str, i64)] = &[("c", "s1", 8), ("a", "s1", 6), ("d", "s1", 4)];
+
+    #[tokio::test]
+    async fn the_first_part_in_the_given_order_wins_each_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = write_parts(dir.path(), &[FIRST, SECOND, THIRD]);
+        let ctx = session(&paths);
+        let rows = answer(&ctx, "SELECT image_id, sha256, v FROM parts ORDER BY image_id, sha256").await;
+        let expected = "\
++----------+--------+---+
+| image_id | sha256 | v |
++----------+--------+---+
+| a        | s1     | 1 |
+| b        | s1     | 2 |
+| b        | s2     | 7 |
+| c        | s1     | 3 |
+| d        | s1     | 4 |
++----------+--------+---+";
+        assert_eq!(rows, expected);
+        // The other order: the third part's copies win.
+        let backwards: Vec<_> = paths.iter().rev().cloned().collect();
+        let rows =
+            answer(&session(&backwards), "SELECT image_id, v FROM parts WHERE sha256 = 's1' ORDER BY image_id").await;
+        assert!(rows.contains("| a        | 6 |") && rows.contains("| c        | 8 |"), "{rows}");
+    }
+
+    #[tokio::test]
+    async fn counts_projections_filters_and_limits_see_each_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = session(&write_parts(dir.path(), &[FIRST, SECOND, THIRD]));
+        // No column read but the keys.
+        assert!(answer(&ctx, "SELECT count(*) AS n FROM parts").await.contains("| 5 |"));
+        assert!(answer(&ctx, "SELECT count(v) AS n FROM parts").await.contains("| 5 |"));
+        // A filter on a value runs on the first copies: a later copy (a: 9, 6; c: 8)
+        // never passes in their place.
+        let rows = answer(&ctx, "SELECT image_id, v FROM parts WHERE v > 4 ORDER BY image_id").await;
+        assert!(rows.contains("| b        | 7 |") && rows.lines().count() == 5, "{rows}");
+        // A filter on the key is read into the scan and drops every copy alike.
+        let rows = answer(&ctx, "SELECT v FROM parts WHERE image_id = 'a'").await;
+        assert!(rows.contains("| 1 |") && rows.lines().count() == 5, "{rows}");
+        let rows = answer(&ctx, "SELECT v FROM parts WHERE image_id IN ('a', 'c') AND v < 5 ORDER BY v").await;
+        assert!(rows.contains("| 1 |") && rows.contains("| 3 |") && rows.lines().count() == 6, "{rows}");
+        // A limit counts rows kept, not rows read.
+        for n in 0..=6 {
+            let rows = answer(&ctx, &format!("SELECT count(*) AS n FROM (SELECT * FROM parts LIMIT {n})")).await;
+            assert!(rows.contains(&format!("| {} |", n.min(5))), "LIMIT {n}: {rows}");
+        }
+        let plan = answer(&ctx, "EXPLAIN SELECT v FROM parts").await;
+        assert!(plan.contains("FirstCopyExec: key=[1, 2]"), "{plan}");
+    }
+
+    #[tokio::test]
+    async fn a_key_with_several_rows_keeps_all_of_its_first_parts_rows() {
+        // Boxes: an image has any number of rows in a part.
+        let dir = tempfile::tempdir().unwrap();
+        let first: &[(&str, &str, i64)] = &[("a", "s1", 1), ("a", "s1", 2), ("b", "s1", 3)];
+        let second: &[(&str, &str, i64)] = &[("b", "s1", 7), ("a", "s1", 8), ("c", "s1", 4), ("c", "s1", 5)];
+        let third: &[(&str, &str, i64)] = &[("c", "s1", 9), ("d", "s1", 6)];
+        let ctx = session(&write_parts(dir.path(), &[first, second, third]));
+        let rows = answer(&ctx, "SELECT string_agg(image_id || v, ' ' ORDER BY image_id, v) AS r FROM parts").await;
+        assert!(rows.contains("| a1 a2 b3 c4 c5 d6 |"), "{rows}");
+    }
+
+    #[tokio::test]
+    async fn one_part_and_empty_parts_read_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = session(&write_parts(dir.path(), &[SECOND]));
+        assert!(answer(&ctx, "SELECT count(*) AS n FROM parts").await.contains("| 3 |"));
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = session(&write_parts(dir.path(), &[&[], FIRST, &[]]));
+        assert!(answer(&ctx, "SELECT count(*) AS n FROM parts").await.contains("| 2 |"));
+    }
+
+    #[test]
+    fn a_key_names_columns_of_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = write_parts(dir.path(), &[FIRST]);
+        let urls = vec![ListingTableUrl::parse(paths[0].to_string_lossy()).unwrap()];
+        let err = FirstCopyTable::try_new(urls.clone(), schema(), &["nope"]).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        assert!(FirstCopyTable::try_new(urls, schema(), &[]).is_err());
+    }
+}
