@@ -96,6 +96,26 @@ fn one_look_ingests_embeds_tags_and_posts_each_slice_change() {
     assert!(out.contains("photos: nothing new (v2, 5 images; read 5 of 5 files)"), "{out}");
     assert!(hooks.recv_timeout(Duration::from_millis(500)).is_err(), "no message without a new version");
 
+    // A member whose bytes changed stays in its slices, but their frozen versions test its
+    // old content: each slice says so, and the message names it.
+    std::fs::copy(Path::new(PHOTOS).join("scream.jpg"), s.src.join("dog.jpg")).unwrap();
+    let out = ok(&s.ws, &watch);
+    assert!(out.contains("photos v3: 0 new, 1 changed, 0 rejected"), "{out}");
+    assert!(out.contains("slice photos_only: 2 → 2 (+0, −0, 1 member changed content)"), "{out}");
+    assert!(out.contains("slice tagged: 5 → 5 (+0, −0, 1 member changed content)"), "{out}");
+    assert!(out.contains("1 slices unchanged"), "{out}");
+    let message = hooks.recv_timeout(Duration::from_secs(10)).expect("the change was posted");
+    let photos_only = &message["slices"][0];
+    assert_eq!(photos_only["slice"], "photos_only");
+    assert_eq!((photos_only["changed"].as_u64(), photos_only["added"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(photos_only["changed_ids"], serde_json::json!(["dog.jpg"]));
+
+    // A file deleted from the source: the dataset keeps the image, and the look says so.
+    std::fs::remove_file(s.src.join("gen-00.png")).unwrap();
+    let out = ok(&s.ws, &watch);
+    let note = format!("1 image of photos not in {}; the dataset keeps them", s.src.display());
+    assert!(out.contains("photos: nothing new (v3, 5 images") && out.contains(&note), "{out}");
+
     // A file that is not an image is named with its reason, as `ingest` names it, even in
     // a look that finds nothing else.
     std::fs::write(s.src.join("broken.png"), b"half a copy").unwrap();

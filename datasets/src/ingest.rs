@@ -77,7 +77,10 @@ impl IngestOptions {
 /// it every minute. Files without a stamp (objects named by a manifest) are always read.
 #[derive(Debug, Default)]
 pub struct KnownFiles {
-    by_file: Mutex<HashMap<PathBuf, (String, ImageFacts)>>,
+    /// Each file's stamp and what reading it found: its facts, or why it was rejected (a
+    /// file that is not an image stays one until its stamp changes, and is not fetched
+    /// again every look).
+    by_file: Mutex<HashMap<PathBuf, (String, ProbeResult)>>,
 }
 
 impl KnownFiles {
@@ -277,7 +280,7 @@ fn probe_known<'a>(
         .iter()
         .zip(&stamps)
         .map(|(c, stamp)| match (stamp, remembered.get(&c.file)) {
-            (Some(stamp), Some((seen, facts))) if stamp == seen => Some(Ok(facts.clone())),
+            (Some(stamp), Some((seen, found))) if stamp == seen => Some(found.clone()),
             _ => None,
         })
         .collect();
@@ -289,8 +292,8 @@ fn probe_known<'a>(
     }
     let mut now = HashMap::with_capacity(candidates.len());
     for ((c, stamp), result) in candidates.iter().zip(stamps).zip(&results) {
-        if let (Some(stamp), Some(Ok(facts))) = (stamp, result) {
-            now.insert(c.file.clone(), (stamp, facts.clone()));
+        if let (Some(stamp), Some(found)) = (stamp, result) {
+            now.insert(c.file.clone(), (stamp, found.clone()));
         }
     }
     *known.by_file.lock().expect("not poisoned") = now;
@@ -564,5 +567,20 @@ mod tests {
         std::fs::remove_file(&b).unwrap();
         run(&mut ws, Some(known.clone()));
         assert_eq!(known.len(), 2);
+
+        // A file that is not an image is rejected, and not read again while its stamp
+        // stays: the same rejection, from memory.
+        let bad = src.join("d.bmp");
+        std::fs::write(&bad, b"half a copy").unwrap();
+        let first = run(&mut ws, Some(known.clone()));
+        assert_eq!((first.files_read, first.rejected.len()), (1, 1));
+        let again = run(&mut ws, Some(known.clone()));
+        assert_eq!((again.files_read, again.rejected.len()), (0, 1));
+        assert_eq!(again.rejected[0].reason, first.rejected[0].reason);
+        // Once it is an image, it is read and ingested.
+        write_bmp(&bad, 6);
+        set_modified(&bad, stamped + Duration::from_secs(10));
+        let fixed = run(&mut ws, Some(known.clone()));
+        assert_eq!((fixed.files_read, fixed.rejected.len(), fixed.merge.added), (1, 0, 1));
     }
 }

@@ -5,9 +5,11 @@
 //! What to keep current is what the dataset already has: every stored embedding model is
 //! run again (from the source recorded in its `model.json`) and every built-in tagger with
 //! stored tags runs again; both only touch images that are new or changed. A slice's
-//! change is its live query before the look against after it.
+//! change is its live query before the look against after it: the images that joined, the
+//! ones that left, and the members whose content changed (as `slicetest slice diff` says
+//! of a frozen version: same id, other bytes, so a frozen test no longer reads them).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use datafusion::arrow::array::{Array, AsArray};
@@ -55,6 +57,8 @@ pub struct SliceChange {
     pub added: Vec<String>,
     /// Images that left.
     pub removed: Vec<String>,
+    /// Members before and after whose content (sha256) changed in the look.
+    pub changed: Vec<String>,
 }
 
 /// What a model's embedding run did during a look.
@@ -90,7 +94,7 @@ pub struct IntakeReport {
     pub taggers: Vec<IntakeTagging>,
     /// Slices of the dataset whose membership changed, by name.
     pub slices: Vec<SliceChange>,
-    /// Slices of the dataset whose membership did not change.
+    /// Slices of the dataset whose members are the same images with the same content.
     pub unchanged_slices: usize,
 }
 
@@ -103,7 +107,7 @@ impl Engine {
         let slices = self.slices_of(&dataset)?;
         let mut before = Vec::with_capacity(slices.len());
         for (_, query) in &slices {
-            before.push(if exists { self.live_members(&dataset, query).await? } else { BTreeSet::new() });
+            before.push(if exists { self.live_members(&dataset, query).await? } else { BTreeMap::new() });
         }
         let (ingest, _) = self.ingest_with_masks(source, &options.ingest).await?;
         let mut report = IntakeReport {
@@ -127,9 +131,14 @@ impl Engine {
         let _ = self.materialize_images(Some(&dataset)).await;
         for ((name, query), before) in slices.iter().zip(before) {
             let after = self.live_members(&dataset, query).await?;
-            let added: Vec<String> = after.difference(&before).cloned().collect();
-            let removed: Vec<String> = before.difference(&after).cloned().collect();
-            if added.is_empty() && removed.is_empty() {
+            let added: Vec<String> = after.keys().filter(|id| !before.contains_key(*id)).cloned().collect();
+            let removed: Vec<String> = before.keys().filter(|id| !after.contains_key(*id)).cloned().collect();
+            let changed: Vec<String> = after
+                .iter()
+                .filter(|(id, sha)| before.get(*id).is_some_and(|b| b != *sha))
+                .map(|(id, _)| id.clone())
+                .collect();
+            if added.is_empty() && removed.is_empty() && changed.is_empty() {
                 report.unchanged_slices += 1;
                 continue;
             }
@@ -139,6 +148,7 @@ impl Engine {
                 after: after.len(),
                 added,
                 removed,
+                changed,
             });
         }
         Ok(report)
@@ -157,15 +167,21 @@ impl Engine {
         Ok(out)
     }
 
-    /// The image_ids a slice's query matches now.
-    async fn live_members(&self, dataset: &str, query: &str) -> Result<BTreeSet<String>> {
+    /// The images a slice's query matches now, by image_id, with their sha256.
+    async fn live_members(&self, dataset: &str, query: &str) -> Result<BTreeMap<String, String>> {
         let ctx = self.dataset_context(Some(dataset)).await?;
-        let sql = format!("SELECT DISTINCT image_id FROM {}", crate::slices::slice_subquery(query));
-        let mut members = BTreeSet::new();
+        let sql = format!(
+            "SELECT i.image_id, i.sha256 FROM \"{}\".images i WHERE i.image_id IN (SELECT image_id FROM {})",
+            dataset.replace('"', "\"\""),
+            crate::slices::slice_subquery(query)
+        );
+        let mut members = BTreeMap::new();
         for batch in crate::query::plan(&ctx, &sql).await?.collect().await? {
-            let ids = cast(batch.column(0), &DataType::Utf8)?;
-            let ids = ids.as_string::<i32>();
-            members.extend((0..ids.len()).filter(|&i| ids.is_valid(i)).map(|i| ids.value(i).to_string()));
+            let (ids, shas) = (cast(batch.column(0), &DataType::Utf8)?, cast(batch.column(1), &DataType::Utf8)?);
+            let (ids, shas) = (ids.as_string::<i32>(), shas.as_string::<i32>());
+            for i in (0..ids.len()).filter(|&i| ids.is_valid(i)) {
+                members.insert(ids.value(i).to_string(), shas.value(i).to_string());
+            }
         }
         Ok(members)
     }

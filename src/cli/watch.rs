@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use std::sync::Arc;
 
-use slicetest_engine::{Engine, ImportOptions, IntakeOptions, IntakeReport, KnownFiles, is_object_url};
+use slicetest_engine::{Engine, ImportOptions, IngestReport, IntakeOptions, IntakeReport, KnownFiles, is_object_url};
 
 use super::CliError;
 
@@ -79,6 +79,8 @@ pub async fn run(workspace: &Path, args: WatchArgs) -> Result<(), CliError> {
     let mut first = true;
     // Rejections already said: a bad file stays bad look after look, and is named once.
     let mut rejections_said = std::collections::HashSet::new();
+    // Images of the dataset the source no longer has, as of the last look.
+    let mut not_in_source: Option<usize> = None;
     loop {
         let started = Instant::now();
         let options = IntakeOptions {
@@ -92,6 +94,10 @@ pub async fn run(workspace: &Path, args: WatchArgs) -> Result<(), CliError> {
         match engine.intake(&args.source, &options).await {
             Ok(report) => {
                 print_report(&report, &mut rejections_said);
+                if let Some(note) = not_in_source_note(&report.ingest, &args.source, not_in_source) {
+                    println!("  {note}");
+                }
+                not_in_source = Some(report.ingest.merge.kept);
                 if let Some(url) = &args.webhook
                     && report.ingest.created
                 {
@@ -146,8 +152,15 @@ fn print_report(report: &IntakeReport, said: &mut std::collections::HashSet<(Str
         println!("  {}", work.join("; "));
     }
     for change in &report.slices {
+        // Members whose bytes changed: a frozen version of the slice still reads the old
+        // content (`slicetest slice diff` lists them; freeze again to test the new).
+        let changed = match change.changed.len() {
+            0 => String::new(),
+            1 => ", 1 member changed content".to_string(),
+            n => format!(", {n} members changed content"),
+        };
         println!(
-            "  slice {}: {} → {} (+{}, −{})",
+            "  slice {}: {} → {} (+{}, −{}{changed})",
             change.slice,
             change.before,
             change.after,
@@ -167,6 +180,25 @@ fn print_report(report: &IntakeReport, said: &mut std::collections::HashSet<(Str
     }
 }
 
+/// What to say when images of the dataset are not (or no longer) in the source: a file deleted
+/// or moved away. A watch only adds and updates; the dataset keeps such an image (its
+/// file, and so its picture, is gone), so the user hears of it once rather than never.
+fn not_in_source_note(ingest: &IngestReport, source: &Path, before: Option<usize>) -> Option<String> {
+    let (dataset, kept) = (&ingest.dataset, ingest.merge.kept);
+    let images = |n: usize| if n == 1 { "1 image".to_string() } else { format!("{n} images") };
+    match before {
+        None if kept > 0 => {
+            Some(format!("{} of {dataset} not in {}; the dataset keeps them", images(kept), source.display()))
+        }
+        Some(before) if kept > before => Some(format!(
+            "{} left {} since the last look (deleted, moved, or now rejected); the dataset keeps them",
+            images(kept - before),
+            source.display()
+        )),
+        _ => None,
+    }
+}
+
 /// The webhook's JSON: the new version, the work done, and each changed slice with
 /// counts and the first ids.
 fn message(report: &IntakeReport) -> serde_json::Value {
@@ -180,6 +212,7 @@ fn message(report: &IntakeReport) -> serde_json::Value {
         "added": ingest.merge.added,
         "changed": ingest.merge.changed,
         "rejected": ingest.rejected.len(),
+        "not_in_source": ingest.merge.kept,
         "embeddings": report.embeddings,
         "taggers": report.taggers,
         "slices": report.slices.iter().map(|c| serde_json::json!({
@@ -188,8 +221,10 @@ fn message(report: &IntakeReport) -> serde_json::Value {
             "after": c.after,
             "added": c.added.len(),
             "removed": c.removed.len(),
+            "changed": c.changed.len(),
             "added_ids": first(&c.added),
             "removed_ids": first(&c.removed),
+            "changed_ids": first(&c.changed),
         })).collect::<Vec<_>>(),
         "unchanged_slices": report.unchanged_slices,
     })
@@ -209,6 +244,40 @@ fn post(url: &str, body: &serde_json::Value) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_missing_from_the_source_are_said_when_first_seen_and_when_more_leave() {
+        let mut ingest = IngestReport {
+            dataset: "photos".into(),
+            source: "/src".into(),
+            format: "folder".into(),
+            version: 3,
+            created: false,
+            total_images: 5,
+            candidates: 4,
+            files_read: 0,
+            merge: Default::default(),
+            rejected: Vec::new(),
+            ignored: 0,
+            seconds: 0.0,
+        };
+        ingest.merge.kept = 1;
+        let src = Path::new("/src");
+        assert_eq!(
+            not_in_source_note(&ingest, src, None).unwrap(),
+            "1 image of photos not in /src; the dataset keeps them"
+        );
+        assert_eq!(not_in_source_note(&ingest, src, Some(1)), None, "said once");
+        ingest.merge.kept = 3;
+        let note = not_in_source_note(&ingest, src, Some(1)).unwrap();
+        assert_eq!(
+            note,
+            "2 images left /src since the last look (deleted, moved, or now rejected); the dataset keeps them"
+        );
+        ingest.merge.kept = 0;
+        assert_eq!(not_in_source_note(&ingest, src, None), None);
+        assert_eq!(not_in_source_note(&ingest, src, Some(3)), None, "files back");
+    }
 
     #[test]
     fn intervals_parse_with_units_and_refuse_nonsense() {
