@@ -6,6 +6,7 @@ import http.client
 import io
 import json
 import time
+import warnings
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
@@ -441,6 +442,10 @@ class Client:
         when the dataset has several. Tables are sent as Parquet. ``score_threshold`` fixes a detection run's operating
         point (default: the best-F1 threshold, chosen when the run is scored).
 
+        What looked wrong without making the run unusable (boxes that reach far past their
+        images, as corners ``[x0, y0, x1, y1]`` given for ``[x, y, width, height]`` do) is
+        in the manifest's ``warnings`` and issued as a :class:`UserWarning`.
+
         Raises :class:`SlicetestError`: 422 ``invalid_input`` for predictions that fail
         validation (each problem named by row; nothing is written, also for an empty
         table), 409 ``exists`` when the run name is taken."""
@@ -460,13 +465,16 @@ class Client:
             params["score_threshold"] = score_threshold
         if mask_source:
             params["mask_source"] = mask_source
-        return self._json(
+        manifest = self._json(
             "POST",
             f"/runs/{quote(run, safe='')}",
             params=params,
             data=body,
             headers={"Content-Type": content_type},
         )
+        for warning in manifest.get("warnings", []):
+            warnings.warn(f"run {run}: {warning}", UserWarning, stacklevel=2)
+        return manifest
 
 
 DISCOVERY_SCHEMA = pa.schema(

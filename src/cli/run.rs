@@ -122,6 +122,9 @@ pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> 
             } else {
                 engine.upload_run(&file, &options).await?
             };
+            for warning in &m.warnings {
+                eprintln!("warning: {warning}");
+            }
             if let Some(s) = &m.segmentation {
                 // Without --allow-partial, only a results file for a COCO-made mask set can
                 // leave images out: they are read as all background.

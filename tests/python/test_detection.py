@@ -78,3 +78,17 @@ def test_a_detection_on_an_unknown_category_is_refused_whole(client):
         client.upload_predictions("bad", bad, model="det", model_version="1")
     assert err.value.status == 422 and "detection #3: category id 99" in str(err.value)
     assert all(r["run"] != "bad" for r in client.runs())
+
+
+def test_corners_given_as_sizes_are_scored_as_given_and_warned_of(client):
+    # The same boxes as RESULTS, as [x0, y0, x1, y1]: most reach past their 64x48 images.
+    corners = [{**r, "bbox": [r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3]]}
+               for r in RESULTS]
+    with pytest.warns(UserWarning, match=r"run corners: 1 of 3 boxes reach past their image"):
+        manifest = client.upload_predictions("corners", corners, model="det", model_version="1")
+    assert manifest["predictions"] == 3 and "[x, y, width, height]" in manifest["warnings"][0]
+    # Boxes inside their images: no warning.
+    import warnings as python_warnings
+    with python_warnings.catch_warnings():
+        python_warnings.simplefilter("error")
+        assert "warnings" not in client.upload_predictions("inside", RESULTS, model="det", model_version="1")

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Schema, SchemaRef};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -424,9 +424,92 @@ pub(crate) fn validate(
     Ok(CheckedDetections { batch, images_without_detections: covered.iter().filter(|c| !**c).count() as u64 })
 }
 
+/// A warning when more than 1 box in 20 reaches past its image by more than 2% of the
+/// image's size: what corners [x0, y0, x1, y1] read as [x, y, width, height] look like
+/// (about half of such boxes reach past), which would otherwise only show as a mAP near
+/// zero. Detectors clip their boxes to the image, or nearly.
+pub(crate) fn boxes_past_their_images(boxes: &RecordBatch, images: &RecordBatch) -> Option<String> {
+    let ids = images.column_by_name("image_id")?.as_string_opt::<i32>()?;
+    let widths = images.column_by_name("width")?.as_primitive_opt::<Int32Type>()?;
+    let heights = images.column_by_name("height")?.as_primitive_opt::<Int32Type>()?;
+    let size: HashMap<&str, (f64, f64)> =
+        (0..ids.len()).map(|i| (ids.value(i), (f64::from(widths.value(i)), f64::from(heights.value(i))))).collect();
+    let column = |name: &str| boxes.column_by_name(name).and_then(|c| c.as_primitive_opt::<Float64Type>());
+    let (image, x, y, w, h) = (
+        boxes.column_by_name("image_id")?.as_string_opt::<i32>()?,
+        column("x")?,
+        column("y")?,
+        column("w")?,
+        column("h")?,
+    );
+    let past = |edge: f64, extent: f64| edge > extent + (0.02 * extent).max(1.0);
+    let total = boxes.num_rows();
+    let outside = (0..total)
+        .filter(|&i| {
+            size.get(image.value(i)).is_some_and(|&(width, height)| {
+                past(x.value(i) + w.value(i), width) || past(y.value(i) + h.value(i), height)
+            })
+        })
+        .count();
+    (outside > 0 && outside * 20 > total).then(|| {
+        format!(
+            "{outside} of {total} boxes reach past their image (x + width beyond the image's width, or y + height \
+             beyond its height): if they are corners [x0, y0, x1, y1], give [x, y, width, height] instead (COCO \
+             results), or name a table's columns x1, y1, x2, y2; they were scored as given"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn corners_given_for_sizes_are_warned_of_and_clipped_boxes_are_not() {
+        use datafusion::arrow::array::Int32Array;
+        let images = RecordBatch::try_from_iter(vec![
+            ("image_id", Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef),
+            ("width", Arc::new(Int32Array::from(vec![100, 200])) as ArrayRef),
+            ("height", Arc::new(Int32Array::from(vec![50, 100])) as ArrayRef),
+        ])
+        .unwrap();
+        let boxes = |rows: &[(&str, [f64; 4])]| {
+            let float = |k: usize| Arc::new(rows.iter().map(|r| r.1[k]).collect::<Float64Array>()) as ArrayRef;
+            let n = rows.len();
+            RecordBatch::try_new(
+                detections_schema(),
+                vec![
+                    Arc::new(StringArray::from(vec!["run"; n])),
+                    Arc::new(rows.iter().map(|r| Some(r.0)).collect::<StringArray>()),
+                    Arc::new(StringArray::from(vec!["dog"; n])),
+                    Arc::new(Int64Array::from(vec![1; n])),
+                    float(0),
+                    float(1),
+                    float(2),
+                    float(3),
+                    Arc::new(Float64Array::from(vec![0.5; n])),
+                ],
+            )
+            .unwrap()
+        };
+        // Boxes inside, on the edge, and 1.5 px past a 100 px edge (a detector's rounding).
+        let fine =
+            boxes(&[("a", [0.0, 0.0, 100.0, 50.0]), ("b", [150.0, 20.0, 50.0, 80.0]), ("a", [60.0, 10.0, 41.5, 20.0])]);
+        assert_eq!(boxes_past_their_images(&fine, &images), None);
+        // The same kind of boxes as corners: x1 = 90 read as a width from x0 = 60.
+        let corners = boxes(&[
+            ("a", [60.0, 10.0, 90.0, 40.0]),
+            ("b", [20.0, 20.0, 60.0, 70.0]),
+            ("b", [120.0, 10.0, 190.0, 90.0]),
+        ]);
+        let warning = boxes_past_their_images(&corners, &images).expect("warned");
+        assert!(warning.starts_with("2 of 3 boxes reach past their image"), "{warning}");
+        assert!(warning.contains("corners [x0, y0, x1, y1]"), "{warning}");
+        // One stray box among many is not a pattern.
+        let mut rows = vec![("b", [10.0, 10.0, 20.0, 20.0]); 40];
+        rows.push(("a", [90.0, 0.0, 50.0, 10.0]));
+        assert_eq!(boxes_past_their_images(&boxes(&rows), &images), None);
+    }
 
     fn category_ids(rows: &[Row]) -> Vec<Option<i64>> {
         rows.iter()

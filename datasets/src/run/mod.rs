@@ -121,6 +121,10 @@ pub struct RunManifest {
     /// Segmentation runs: the mask set and the files beside the scores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segmentation: Option<SegmentationFiles>,
+    /// What looked wrong with the upload without making it unusable (boxes that reach
+    /// far past their images, as corners given for sizes do); said at upload, kept here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The stored name of each file by its role (`predictions.parquet` →
     /// `predictions-<sha16>.parquet`): names no other upload's content takes, so two
     /// uploads racing for one run name never write the same file. Empty in manifests
@@ -224,7 +228,8 @@ pub async fn upload_from(
             Input::CocoResults(bytes) => detections::coco_rows(bytes).map_err(rejected)?,
         };
         let has_coco = version.columns.iter().any(|c| c.name == "coco_id");
-        let columns: &[&str] = if has_coco { &["image_id", "coco_id"] } else { &["image_id"] };
+        let columns: &[&str] =
+            if has_coco { &["image_id", "coco_id", "width", "height"] } else { &["image_id", "width", "height"] };
         let images = read_image_columns(layout, &version, columns)?;
         let ids: Vec<String> = strings(&images, "image_id").unwrap_or_default().into_iter().flatten().collect();
         let coco_ids: Option<Vec<Option<i64>>> = images.column_by_name("coco_id").map(|c| {
@@ -234,6 +239,7 @@ pub async fn upload_from(
         let checked =
             detections::validate(&options.run, &rows, coco_results, &ids, coco_ids.as_deref(), &objects.categories)
                 .map_err(rejected)?;
+        let warnings = detections::boxes_past_their_images(&checked.batch, &images).into_iter().collect();
         Checked {
             batch: checked.batch,
             classes: objects.categories.iter().map(|c| c.name.clone()).collect(),
@@ -241,6 +247,7 @@ pub async fn upload_from(
             has_score: true,
             has_loss: false,
             task: Task::Detection,
+            warnings,
         }
     } else {
         let Input::Table(table) = &input else { unreachable!("COCO results have boxes") };
@@ -275,6 +282,7 @@ pub async fn upload_from(
         provenance: options.provenance.clone(),
         score_threshold: options.score_threshold,
         segmentation: None,
+        warnings: checked.warnings.clone(),
         files: BTreeMap::new(), // publish fills it in
     })
 }
@@ -490,6 +498,7 @@ struct Checked {
     has_score: bool,
     has_loss: bool,
     task: Task,
+    warnings: Vec<String>,
 }
 
 fn strings(batch: &RecordBatch, name: &str) -> Option<Vec<Option<String>>> {
@@ -760,6 +769,7 @@ fn validate(
         has_score: score.is_some(),
         has_loss: loss.is_some(),
         task: Task::Classification,
+        warnings: Vec::new(),
     })
 }
 

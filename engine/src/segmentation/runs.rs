@@ -211,6 +211,7 @@ impl Engine {
                 confusion_sha256: hashes[1].clone(),
                 masks_sha256: hashes[2].clone(),
             }),
+            warnings: Vec::new(),
             files: Default::default(), // publish fills it in
         })?;
         Ok(manifest)
