@@ -73,6 +73,9 @@ pub struct ServerConfig {
     /// directory on the server, or a Hugging Face id (`slicetest serve --clip-model`,
     /// `SLICETEST_CLIP_MODEL`; default [`slicetest_engine::DEFAULT_MODEL`]).
     pub clip_model: String,
+    /// Names a loopback server also answers to (`Host`) besides `localhost` and loopback
+    /// addresses: a reverse proxy's public name, which it passes through.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +87,7 @@ impl Default for ServerConfig {
             insecure: false,
             limits: Limits::default(),
             clip_model: slicetest_engine::DEFAULT_MODEL.to_string(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -93,6 +97,18 @@ impl ServerConfig {
     pub fn check(&self) -> Result<(), String> {
         if self.token.as_deref().is_some_and(str::is_empty) {
             return Err("the token is empty".into());
+        }
+        for name in &self.allowed_hosts {
+            let valid = !name.is_empty()
+                && name
+                    .split('.')
+                    .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            if !valid {
+                return Err(format!(
+                    "--allowed-host {name:?}: give a host name as a browser sends it in Host, without scheme or \
+                     port (slices.example.com)"
+                ));
+            }
         }
         if !self.host.is_loopback() && self.token.is_none() && !self.insecure {
             return Err(format!(

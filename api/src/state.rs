@@ -29,6 +29,8 @@ struct Inner {
     cli_workspace: Option<String>,
     /// Bound to a loopback address: requests must name it (`Host`), not some other name.
     loopback_only: bool,
+    /// Other names such a server answers to (a reverse proxy's), lower-case.
+    allowed_hosts: Vec<String>,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
             clip_model: config.clip_model.clone(),
             cli_workspace,
             loopback_only: config.host.is_loopback(),
+            allowed_hosts: config.allowed_hosts.iter().map(|n| n.to_ascii_lowercase()).collect(),
         }))
     }
 
@@ -123,6 +126,11 @@ impl AppState {
     /// Whether the server listens on a loopback address only (its `Host` is checked).
     pub(crate) fn loopback_only(&self) -> bool {
         self.0.loopback_only
+    }
+
+    /// The names besides loopback ones a loopback server answers to (`--allowed-host`).
+    pub(crate) fn allowed_hosts(&self) -> &[String] {
+        &self.0.allowed_hosts
     }
 
     /// The configured write token.

@@ -1205,6 +1205,38 @@ async fn sql_names_the_dataset_of_its_image_ids() {
     assert_eq!(headers["slicetest-dataset"], "street");
 }
 
+#[tokio::test]
+async fn sql_reads_unqualified_names_in_the_dataset_asked_for() {
+    let fx = Fixture::new().await;
+    let router = fx.router();
+    let count = |body: &[u8]| serde_json::from_slice::<Value>(body).unwrap()[0]["n"].as_i64().unwrap();
+    let sql = "SELECT count(*) AS n FROM images";
+    let (_, _, photos) = send(&router, post_json("/sql?format=json", json!({"sql": sql}))).await;
+    let (status, headers, street) =
+        send(&router, post_json("/sql?format=json", json!({"sql": sql, "dataset": "street"}))).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&street));
+    let (_, _, qualified) =
+        send(&router, post_json("/sql?format=json", json!({"sql": "SELECT count(*) AS n FROM street.images"}))).await;
+    assert_eq!(count(&street), count(&qualified));
+    assert_ne!(count(&street), count(&photos), "the fixture's datasets differ in size");
+    assert_eq!(headers["slicetest-dataset"], "street");
+    // As a query parameter, in a summary, and a qualified name still reads its own dataset.
+    let (_, headers, _) = send(&router, post("/sql?dataset=street", "text/plain", "SELECT image_id FROM images")).await;
+    assert_eq!(headers["slicetest-dataset"], "street");
+    let (_, headers, _) =
+        send(&router, post_json("/sql", json!({"sql": "SELECT image_id FROM photos.images", "dataset": "street"})))
+            .await;
+    assert_eq!(headers["slicetest-dataset"], "photos");
+    let (status, _, summary) =
+        send(&router, post_json("/sql", json!({"sql": sql, "dataset": "street", "summary": true}))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json::from_slice::<Value>(&summary).unwrap()["rows"], 1);
+    // An unknown dataset is named.
+    let (status, _, body) = send(&router, post_json("/sql", json!({"sql": sql, "dataset": "nope"}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("nope"));
+}
+
 /// A request with `headers` (name, value) besides the method, path and body.
 fn with_headers(
     method: &str,
@@ -1320,6 +1352,27 @@ async fn a_write_from_another_sites_page_is_refused_and_a_loopback_server_answer
         let (status, _, _) = send(&router, with_headers("GET", "/health", &[("host", good)], "")).await;
         assert_eq!(status, StatusCode::OK, "{good}");
     }
+    // Behind a reverse proxy that passes its public name through: that name (and only it)
+    // is answered too, and its pages write same-origin.
+    let proxied = ServerConfig { allowed_hosts: vec!["Slices.Example.com".into()], ..ServerConfig::default() };
+    let router = fx.router_with(&proxied);
+    for good in ["slices.example.com", "SLICES.example.com:443", "slices.example.com.", "127.0.0.1:7878"] {
+        let (status, _, _) = send(&router, with_headers("GET", "/health", &[("host", good)], "")).await;
+        assert_eq!(status, StatusCode::OK, "{good}");
+    }
+    let headers = [json_type, ("host", "slices.example.com"), ("origin", "https://slices.example.com")];
+    let (status, _, body) = send(&router, with_headers("POST", "/slices", &headers, slice("proxied"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    for bad in ["evil.example", "example.com", "slices.example.com.evil.example", "x.slices.example.com"] {
+        let (status, _, body) = send(&router, with_headers("GET", "/health", &[("host", bad)], "")).await;
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::FORBIDDEN, "forbidden_host"), "{bad}");
+        assert!(String::from_utf8_lossy(&body).contains("--allowed-host"), "{bad}");
+    }
+    for bad in ["https://slices.example.com", "slices.example.com:443", "", "a b"] {
+        let config = ServerConfig { allowed_hosts: vec![bad.into()], ..ServerConfig::default() };
+        assert!(config.check().unwrap_err().contains("--allowed-host"), "{bad}");
+    }
+
     // A server on a public address (which needs a token) is reached by its names.
     let public = ServerConfig { host: "0.0.0.0".parse().unwrap(), token: Some("t".into()), ..ServerConfig::default() };
     let router = fx.router_with(&public);

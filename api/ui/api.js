@@ -97,7 +97,8 @@ export function sql(query, page = {}) {
  * (or one cannot be told), so that no thumbnail or link takes an id for another
  * dataset's image.
  * @param {string} query
- * @param {{limit?: number, offset?: number}} [page]
+ * @param {{limit?: number, offset?: number, dataset?: string}} [page] `dataset`: the one
+ *   unqualified names read (default: the workspace's default dataset)
  * @returns {Promise<{rows: Record<string, any>[], dataset: string | null}>}
  */
 export async function sqlPage(query, page = {}) {
@@ -116,10 +117,11 @@ export async function sqlPage(query, page = {}) {
 /**
  * The whole result's row count and per-column counts and ranges (`"summary": true`).
  * @param {string} query
+ * @param {string} [dataset] the one unqualified names read (default: the default dataset)
  * @returns {Promise<QuerySummary>}
  */
-export function sqlSummary(query) {
-  return api("/sql", { method: "POST", body: { sql: query, summary: true } });
+export function sqlSummary(query, dataset) {
+  return api("/sql", { method: "POST", body: { sql: query, summary: true, ...(dataset ? { dataset } : {}) } });
 }
 
 /** Asks for the server's write token (slicetest serve --token) and keeps it; true when

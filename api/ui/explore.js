@@ -16,6 +16,10 @@ const DEFAULT_QUERY = "SELECT image_id, label, split\nFROM images\nORDER BY imag
 /** @param {URLSearchParams} params */
 export async function explorePage(params) {
   const query = params.get("q") || localStorage.getItem("slicetest-query") || DEFAULT_QUERY;
+  // A run page's discovered slice of a dataset other than the default one: its query's
+  // unqualified names mean that dataset. Slices are defined on the default dataset, so
+  // such a query is explored but not saved from here.
+  const on = params.get("dataset") || undefined;
   let view = params.get("view") || "auto";
   let offset = 0;
   /** @type {string[]} */
@@ -28,9 +32,12 @@ export async function explorePage(params) {
   const viewButtons = ["grid", "table"].map((v) => el("button", {
     type: "button", "data-view": v, onclick: () => { view = v; run(offset); },
   }, v === "grid" ? "Images" : "Table"));
-  const saveButton = el("button", { type: "button", onclick: () => saveSliceDialog(ed.value) }, "Save as slice…");
+  const saveButton = on
+    ? el("button", { type: "button", disabled: true, title: `slices are defined on the default dataset: run \`slicetest use ${on}\` to save slices of ${on}` }, "Save as slice…")
+    : el("button", { type: "button", onclick: () => saveSliceDialog(ed.value) }, "Save as slice…");
   main.replaceChildren(
     el("h1", {}, "Explore"),
+    ...(on ? [el("p", { class: "muted", id: "on-dataset" }, `Unqualified names (images, embeddings, …) read dataset ${on}.`)] : []),
     ed.node,
     el("div", { class: "row" },
       el("button", { type: "button", class: "primary", id: "run", onclick: () => run(0) }, "Run"),
@@ -54,7 +61,7 @@ export async function explorePage(params) {
     const started = performance.now();
     let rows, dataset;
     try {
-      ({ rows, dataset } = await sqlPage(text, { limit: PAGE + 1, offset }));
+      ({ rows, dataset } = await sqlPage(text, { limit: PAGE + 1, offset, ...(on ? { dataset: on } : {}) }));
     } catch (error) {
       if (ticket !== runs) return;
       const at = error.details?.position;
@@ -97,7 +104,7 @@ export async function explorePage(params) {
   async function decorate(ticket, text, tableNode, countNode) {
     let summary;
     try {
-      summary = await sqlSummary(text);
+      summary = await sqlSummary(text, on);
     } catch { return; /* the page already shows the rows */ }
     if (ticket !== runs) return;
     countNode.textContent = `${plural(summary.rows, "row")} in all`;

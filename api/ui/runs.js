@@ -26,7 +26,9 @@ export async function runPage(name, params) {
   const baseline = params.get("baseline") || "";
   main.replaceChildren(el("h1", {}, `Run ${name}`), el("p", { class: "muted" }, "scoring…"));
   try {
-    const [runs, test] = await Promise.all([api("/runs"), api(`/runs/${enc(name)}/test${baseline ? `?baseline=${enc(baseline)}` : ""}`)]);
+    const [runs, test, datasets] = await Promise.all([
+      api("/runs"), api(`/runs/${enc(name)}/test${baseline ? `?baseline=${enc(baseline)}` : ""}`), api("/datasets")]);
+    const defaultDataset = datasets.find((d) => d.default)?.name;
     const select = el("select", { "aria-label": "baseline run", id: "baseline" },
       el("option", { value: "" }, "no baseline"),
       runs.filter((r) => r.run !== name).map((r) => el("option", { value: r.run, selected: r.run === baseline }, r.run)));
@@ -39,7 +41,7 @@ export async function runPage(name, params) {
       el("div", { class: "row" }, el("h1", {}, `Run ${name}`), el("span", { class: "spacer" }),
         el("label", {}, "compare with ", select), el("a", { class: "button", href: report, target: "_blank" }, "Open report")),
       summary,
-      suggestedSlices(runs.find((r) => r.run === name)),
+      suggestedSlices(runs.find((r) => r.run === name), defaultDataset),
       el("iframe", { class: "report", src: report, title: `report of ${name}`, onload: fitToContent }));
   } catch (error) {
     main.replaceChildren(el("h1", {}, `Run ${name}`), errorBox(error));
@@ -71,8 +73,11 @@ function sliceName(predicates) {
 }
 
 /** The "Suggested slices" section of a run page: what `GET /runs/NAME/discover` confirms,
- * each with its numbers, its first images and a button that saves it as a slice. */
-function suggestedSlices(run) {
+ * each with its numbers, its first images and a button that saves it as a slice.
+ * Discovered queries name `images` unqualified, meaning the run's dataset: they are run
+ * with it, and saved as slices only when it is the default one (slices are defined on the
+ * default dataset). @param {string | undefined} defaultDataset */
+function suggestedSlices(run, defaultDataset) {
   const support = el("input", { type: "number", min: 1, step: 1, value: defaultSupport(run), id: "discover-support", "aria-label": "fewest images of a slice in the discovery half", size: 4 });
   const status = el("p", { class: "muted", id: "discover-status" }, "searching…");
   const list = el("div", { id: "suggestions" });
@@ -114,11 +119,13 @@ function suggestedSlices(run) {
     // The suggested threshold of `slicetest discover --save`: the run's accuracy rounded
     // down to 5 points, which the slice fails now and passes once the model is fixed.
     const minAccuracy = found.error === "misclassification" ? Math.floor((1 - found.mean_error) * 20) / 20 : undefined;
-    list.replaceChildren(...confirmed.map((s, i) => suggestion(s, i, found, rate, minAccuracy)));
+    const dataset = { name: run.dataset, isDefault: run.dataset === defaultDataset };
+    list.replaceChildren(...confirmed.map((s, i) => suggestion(s, i, found, rate, minAccuracy, dataset)));
   }
 }
 
-function suggestion(s, i, found, rate, minAccuracy) {
+/** @param {{name: string, isDefault: boolean}} dataset the run's */
+function suggestion(s, i, found, rate, minAccuracy, dataset) {
   const c = s.confirmation;
   const lift = c.lift === null ? (c.rest_rate === 0 ? "∞" : "–") : `${c.lift.toFixed(1)}×`;
   const gallery = el("div", { class: "gallery" }, el("span", { class: "muted" }, "loading images…"));
@@ -134,12 +141,14 @@ function suggestion(s, i, found, rate, minAccuracy) {
       el("span", { title: "Benjamini–Hochberg adjusted p-value of the confirmation test" }, `adj. p ${s.adjusted_p.toExponential(1)}`),
       el("span", { class: "muted", title: "images in the discovery / confirmation half" }, `${s.discovery.size} / ${c.size} images`),
       el("span", { class: "spacer" }),
-      el("a", { class: "button", href: `#/explore?q=${enc(s.query)}` }, "Explore"),
-      el("button", { type: "button", class: "primary", onclick: () => saveSliceDialog(s.query, sliceName(s.predicates), { minAccuracy, comment }) }, "Save as slice…")),
+      el("a", { class: "button", href: `#/explore?q=${enc(s.query)}${dataset.isDefault ? "" : `&dataset=${enc(dataset.name)}`}` }, "Explore"),
+      dataset.isDefault
+        ? el("button", { type: "button", class: "primary", onclick: () => saveSliceDialog(s.query, sliceName(s.predicates), { minAccuracy, comment }) }, "Save as slice…")
+        : el("button", { type: "button", disabled: true, title: `slices are defined on the default dataset: run \`slicetest use ${dataset.name}\` to save slices of ${dataset.name}` }, "Save as slice…")),
     s.explanation ? explanationOf(s.explanation) : null,
     el("code", { class: "query", title: s.query }, shortQuery(s.query)),
     gallery);
-  members(s.query, s.failures || [], gallery);
+  members(s.query, s.failures || [], gallery, dataset.name);
   return node;
 }
 
@@ -159,12 +168,12 @@ function shortQuery(query) {
 
 /** A slice's images into `gallery`: the ones the run gets wrong first (`failures`, from
  * discovery), then the others by id. */
-async function members(query, failures, gallery) {
+async function members(query, failures, gallery, dataset) {
   const wrong = failures.slice(0, GALLERY).map((id) => `'${id.replaceAll("'", "''")}'`);
   const order = wrong.length ? `CASE WHEN i.image_id IN (${wrong.join(", ")}) THEN 0 ELSE 1 END, ` : "";
   try {
-    const { rows, dataset } = await sqlPage(`SELECT i.image_id, i.label FROM images AS i JOIN (\n${query}\n) AS q ON i.image_id = q.image_id ORDER BY ${order}i.image_id LIMIT ${GALLERY}`);
-    gallery.replaceChildren(dataset === null ? table(["image_id", "label"], rows, false) : imageGrid(rows, "label", dataset));
+    const { rows, dataset: of } = await sqlPage(`SELECT i.image_id, i.label FROM images AS i JOIN (\n${query}\n) AS q ON i.image_id = q.image_id ORDER BY ${order}i.image_id LIMIT ${GALLERY}`, { dataset });
+    gallery.replaceChildren(of === null ? table(["image_id", "label"], rows, false) : imageGrid(rows, "label", of));
   } catch (error) {
     gallery.replaceChildren(errorBox(error));
   }

@@ -277,6 +277,15 @@ impl Engine {
         query::plan(&self.context().await?, sql).await
     }
 
+    /// Like [`Engine::sql`], with unqualified table names (`images`, `embeddings`, …) and
+    /// the search functions reading `dataset` instead of the default dataset (None: the
+    /// default), as a slice's or a discovered slice's query on that dataset reads.
+    pub async fn sql_in(&self, dataset: Option<&str>, sql: &str) -> Result<DataFrame> {
+        let Some(dataset) = dataset else { return self.sql(sql).await };
+        self.workspace.latest(dataset)?;
+        query::plan(&self.dataset_context(Some(dataset)).await?, sql).await
+    }
+
     /// Runs any statement the CLI accepts: a slice statement (see [`statement`]) or a
     /// read-only query. The HTTP API uses [`Engine::sql_stream`] instead, which refuses writes.
     pub async fn execute(&self, sql: &str) -> Result<SendableRecordBatchStream> {

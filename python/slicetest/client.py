@@ -110,26 +110,35 @@ class Client:
         """The server's status and version."""
         return self._json("GET", "/health")
 
-    def sql(self, query: str, limit: Optional[int] = None, offset: Optional[int] = None) -> pa.Table:
+    def sql(
+        self, query: str, limit: Optional[int] = None, offset: Optional[int] = None, dataset: Optional[str] = None
+    ) -> pa.Table:
         """Runs a read-only query and returns its rows as a :class:`pyarrow.Table`.
 
         Args:
             limit: at most this many rows (a page; the server pages the plan, so any
                 statement pages and error positions are those of ``query``).
             offset: skip this many rows first.
+            dataset: the dataset unqualified names (``images``, ``embeddings``, …) and the
+                search functions read (default: the workspace's default dataset).
         """
         body: Dict[str, Any] = {"sql": query}
         if limit is not None:
             body["limit"] = limit
         if offset is not None:
             body["offset"] = offset
+        if dataset is not None:
+            body["dataset"] = dataset
         return self._table("POST", "/sql", json=body)
 
-    def sql_summary(self, query: str) -> Dict[str, Any]:
+    def sql_summary(self, query: str, dataset: Optional[str] = None) -> Dict[str, Any]:
         """What the whole result of ``query`` holds, without fetching it: ``rows`` and, per
         column, ``name``, ``type`` (Arrow's), ``non_null``, ``distinct`` (approximate for
         integers and strings; ``None`` for nested types), ``min`` and ``max``."""
-        return self._json("POST", "/sql", json={"sql": query, "summary": True})
+        body: Dict[str, Any] = {"sql": query, "summary": True}
+        if dataset is not None:
+            body["dataset"] = dataset
+        return self._json("POST", "/sql", json=body)
 
     def slices(self) -> List[Dict[str, Any]]:
         """Every slice with its frozen versions and latest breakdown."""

@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Listen on a non-loopback address without a token.
     #[arg(long)]
     pub insecure: bool,
+    /// A name a loopback server also answers to besides localhost and 127.0.0.1 (repeat
+    /// or comma-separate): a reverse proxy's public name, passed through as Host.
+    #[arg(long = "allowed-host", value_name = "NAME", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// Seconds a query may run, streaming its result included.
     #[arg(long, default_value_t = 60)]
     pub query_timeout: u64,
@@ -85,6 +89,7 @@ pub async fn run(workspace: &Path, cluster: Option<String>, args: ServeArgs) -> 
         insecure: args.insecure,
         limits,
         clip_model: args.clip_model,
+        allowed_hosts: args.allowed_hosts,
     };
     let (listener, addr) = slicetest_api::bind(&config).await?;
     // Tests and scripts read this line to find the port when --port 0 was given.

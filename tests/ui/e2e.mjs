@@ -213,6 +213,20 @@ await step("a query over another dataset shows that dataset's images and opens t
   await fitsTheWindow();
 });
 
+await step("a query opened for another dataset reads that dataset's images and is not saved as a slice", async () => {
+  // What a run page links for a discovered slice of a run on a dataset other than the
+  // default: unqualified `images` means that dataset.
+  await page.goto(`${url}/#/explore?q=${encodeURIComponent("SELECT image_id, width FROM images ORDER BY image_id")}&dataset=clash`);
+  assert.equal(await thumbnailsLoaded(), 2);
+  assert.match(await page.locator("#on-dataset").textContent(), /read dataset clash/);
+  const cards = await page.locator(".grid .card").evaluateAll((as) => as.map((a) => a.getAttribute("href")));
+  assert.ok(cards.every((href) => href.endsWith("?dataset=clash")), String(cards));
+  assert.match(await page.locator("#count").textContent(), /^2 rows in all$/);
+  const save = page.locator("button:has-text('Save as slice')");
+  assert.equal(await save.isDisabled(), true);
+  assert.match(await save.getAttribute("title"), /slicetest use clash/);
+});
+
 await step("a query over two datasets does not guess whose images its ids are", async () => {
   await runQuery("SELECT image_id FROM images UNION ALL SELECT image_id FROM clash.images");
   await page.waitForSelector("#mixed-datasets");

@@ -119,25 +119,33 @@ async fn guard_origin(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match check_origin(state.loopback_only(), request.method(), request.headers(), request.uri()) {
+    let names = state.loopback_only().then(|| state.allowed_hosts());
+    match check_origin(names, request.method(), request.headers(), request.uri()) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),
     }
 }
 
-/// The checks of [`guard_origin`].
-fn check_origin(loopback_only: bool, method: &Method, headers: &HeaderMap, uri: &Uri) -> Result<(), ApiError> {
+/// The checks of [`guard_origin`]; `loopback_only` holds the names other than loopback
+/// ones that a loopback server answers to (None: the server is not on loopback).
+fn check_origin(
+    loopback_only: Option<&[String]>,
+    method: &Method,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<(), ApiError> {
     let host = match headers.get(header::HOST) {
         Some(value) => match value.to_str() {
             Ok(host) => Some(host),
-            Err(_) if loopback_only => return Err(forbidden_host("(not ASCII)")),
+            Err(_) if loopback_only.is_some() => return Err(forbidden_host("(not ASCII)")),
             Err(_) => None,
         },
         None => uri.authority().map(|a| a.as_str()),
     };
-    if loopback_only
+    if let Some(allowed) = loopback_only
         && let Some(host) = host
         && !is_loopback_host(host)
+        && !host_name(host).is_some_and(|name| allowed.iter().any(|a| a.eq_ignore_ascii_case(name)))
     {
         return Err(forbidden_host(host));
     }
@@ -169,9 +177,20 @@ fn forbidden_host(host: &str) -> ApiError {
         format!(
             "this server listens on loopback only and answers requests for localhost, 127.0.0.1 or [::1], \
              not Host {host:?} (a page whose name resolves to this machine must not read it); connect to \
-             http://127.0.0.1:<port>"
+             http://127.0.0.1:<port>, or, behind a reverse proxy, start it with --allowed-host <the proxy's name>"
         ),
     )
+}
+
+/// The name of `host[:port]` (`name`, `name.`, or a bracketed IPv6 literal), without its
+/// port; None when the port is not a number.
+fn host_name(host: &str) -> Option<&str> {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if is_port(port) && !name.contains(':') => name,
+        Some(_) => return None,
+        None => host,
+    };
+    Some(name.strip_suffix('.').unwrap_or(name))
 }
 
 /// `host[:port]` names this machine's loopback interface: `localhost` or a loopback

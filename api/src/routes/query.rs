@@ -39,6 +39,8 @@ pub struct SqlParams {
     offset: Option<usize>,
     /// Answer a summary of the whole result instead of its rows.
     summary: Option<bool>,
+    /// The dataset unqualified table names read (default: the workspace's default).
+    dataset: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +49,7 @@ struct SqlBody {
     limit: Option<usize>,
     offset: Option<usize>,
     summary: Option<bool>,
+    dataset: Option<String>,
 }
 
 /// `POST /sql`: a read-only query, as `{"sql": "…"}` or as the plain-text body; a page of
@@ -70,7 +73,7 @@ pub async fn sql(
             return Err(ApiError::bad_request("a summary describes the whole result: leave out limit and offset"));
         }
         let summarized = async {
-            let df = state.engine().sql(&request.sql).await?;
+            let df = state.engine().sql_in(request.dataset.as_deref(), &request.sql).await?;
             slicetest_engine::query::summarize(df).await
         };
         let summary = match tokio::time::timeout_at(deadline, summarized).await {
@@ -81,7 +84,7 @@ pub async fn sql(
     }
     let negotiated = negotiate(request.format.as_deref(), &headers)?;
     let planned = async {
-        let df = state.engine().sql(&request.sql).await?;
+        let df = state.engine().sql_in(request.dataset.as_deref(), &request.sql).await?;
         let read = TablesRead::of(df.logical_plan());
         let stream = slicetest_engine::query::stream_page(df, request.offset.unwrap_or(0), request.limit).await?;
         Ok::<_, slicetest_engine::EngineError>((read, stream))
@@ -92,7 +95,7 @@ pub async fn sql(
         }
         Ok(result) => result.map_err(|e| state.error(e))?,
     };
-    let dataset = read.dataset(&state, &request.sql).await;
+    let dataset = read.dataset(&state, &request.sql, request.dataset.clone()).await;
     let mut response = tabular::respond(&state, stream, negotiated, deadline).await?;
     if let Some(value) = dataset.and_then(|d| HeaderValue::from_str(&d).ok()) {
         response.headers_mut().insert(DATASET_HEADER, value);
@@ -147,13 +150,14 @@ impl TablesRead {
         read
     }
 
-    /// The one dataset of the rows, if it is one (see [`DATASET_HEADER`]).
-    async fn dataset(self, state: &AppState, sql: &str) -> Option<String> {
+    /// The one dataset of the rows, if it is one (see [`DATASET_HEADER`]); unqualified
+    /// names read `unqualified` (None: the default dataset).
+    async fn dataset(self, state: &AppState, sql: &str, unqualified: Option<String>) -> Option<String> {
         if self.unknown {
             return None;
         }
         let slices = if self.slices { slice_names(sql)? } else { Vec::new() };
-        let default = state.engine().workspace().config().default_dataset.clone();
+        let default = unqualified.or_else(|| state.engine().workspace().config().default_dataset.clone());
         let mut datasets: std::collections::BTreeSet<String> =
             self.datasets.into_iter().map(|d| d.or_else(|| default.clone())).collect::<Option<_>>()?;
         if !slices.is_empty() {
@@ -261,6 +265,7 @@ struct SqlRequest {
     limit: Option<usize>,
     offset: Option<usize>,
     summary: bool,
+    dataset: Option<String>,
 }
 
 fn sql_request(headers: &HeaderMap, body: &[u8], params: SqlParams) -> ApiResult<SqlRequest> {
@@ -274,17 +279,19 @@ fn sql_request(headers: &HeaderMap, body: &[u8], params: SqlParams) -> ApiResult
         limit: params.limit,
         offset: params.offset,
         summary: params.summary.unwrap_or(false),
+        dataset: params.dataset,
     };
     if is_json {
         let body: SqlBody = serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!(
-                "the body must be {{\"sql\": \"…\"}} (optionally with \"limit\", \"offset\", \"summary\"): {e}"
+                "the body must be {{\"sql\": \"…\"}} (optionally with \"limit\", \"offset\", \"summary\", \"dataset\"): {e}"
             ))
         })?;
         request.sql = body.sql;
         request.limit = body.limit.or(request.limit);
         request.offset = body.offset.or(request.offset);
         request.summary = body.summary.unwrap_or(request.summary);
+        request.dataset = body.dataset.or(request.dataset);
     } else {
         request.sql =
             String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("the SQL text is not UTF-8"))?;
