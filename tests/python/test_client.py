@@ -417,6 +417,16 @@ def test_discover_finds_the_planted_failure(planted):
     assert (same["error"], same["baseline"], same["mean_error"], same["slices"]) == ("regression", "r1", 0.0, [])
 
 
+def test_sql_reads_unqualified_names_in_the_dataset_asked_for(planted):
+    # What a run page does for a run on a dataset other than the default one.
+    counted = planted.sql("SELECT count(*) AS n FROM images", dataset="street").to_pydict()
+    assert counted == {"n": [400]}
+    assert planted.sql_summary("SELECT image_id FROM images", dataset="street")["rows"] == 400
+    with pytest.raises(SlicetestError) as err:
+        planted.sql("SELECT count(*) FROM images", dataset="nope")
+    assert err.value.status == 404 and "nope" in err.value.message
+
+
 def test_discover_table_has_a_row_per_slice(planted):
     found = planted.discover("r1", min_support=10)
     table = planted.discover_table("r1", min_support=10)
