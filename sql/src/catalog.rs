@@ -245,9 +245,15 @@ pub(crate) async fn images_table(
 
 /// One table over Parquet files of one schema (read from the first file's footer).
 async fn parquet_files(ctx: &SessionContext, paths: &[std::path::PathBuf]) -> Result<Arc<dyn TableProvider>> {
+    let (urls, schema) = parquet_urls(ctx, paths).await?;
+    Ok(Arc::new(SubstringPruningTable::try_new(urls, schema)?))
+}
+
+/// The URLs of Parquet files `paths` and the schema of the first.
+async fn parquet_urls(ctx: &SessionContext, paths: &[PathBuf]) -> Result<(Vec<ListingTableUrl>, SchemaRef)> {
     let urls = paths.iter().map(|p| ListingTableUrl::parse(p.to_string_lossy())).collect::<Result<Vec<_>, _>>()?;
     let schema = SubstringPruningTable::options().infer_schema(&ctx.state(), &urls[0]).await?;
-    Ok(Arc::new(SubstringPruningTable::try_new(urls, schema)?))
+    Ok((urls, schema))
 }
 
 /// Parts of embeddings or boxes (in read order) as one table in which each (image_id,
@@ -258,8 +264,7 @@ async fn first_copies(ctx: &SessionContext, parts: &[PathBuf]) -> Result<Arc<dyn
     if parts.len() == 1 {
         return parquet_files(ctx, parts).await;
     }
-    let urls = parts.iter().map(|p| ListingTableUrl::parse(p.to_string_lossy())).collect::<Result<Vec<_>, _>>()?;
-    let schema = SubstringPruningTable::options().infer_schema(&ctx.state(), &urls[0]).await?;
+    let (urls, schema) = parquet_urls(ctx, parts).await?;
     Ok(Arc::new(FirstCopyTable::try_new(urls, schema, &["image_id", "sha256"])?))
 }
 

@@ -40,7 +40,7 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, Result, internal_err, plan_err};
 use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
@@ -53,7 +53,7 @@ use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use futures::{Stream, StreamExt};
 
-use crate::substring_pruning::SubstringPruningTable;
+use crate::substring_pruning::{SubstringPruningTable, parquet_scan};
 
 /// Parquet part files read in order, each key's rows from the first part that has the
 /// key (see the module documentation). Filters on key columns alone are pushed into the scan (they drop every
@@ -151,9 +151,7 @@ impl TableProvider for FirstCopyTable {
         if plan.downcast_ref::<EmptyExec>().is_some() {
             return Ok(Arc::new(EmptyExec::new(output_schema)));
         }
-        let Some((config, source)) =
-            plan.downcast_ref::<DataSourceExec>().and_then(|exec| exec.downcast_to_file_source::<ParquetSource>())
-        else {
+        let Some((config, source)) = parquet_scan(&plan) else {
             return internal_err!("the scan of a first-copy table is not a Parquet scan: {}", plan.name());
         };
         let mut config = in_read_order(config, self.files.table_paths())?;
@@ -204,9 +202,7 @@ impl FirstCopyExec {
     /// group of files in read order) from the first file that has it, and their first
     /// `output` columns; at most `limit` rows.
     pub fn try_new(scan: Arc<dyn ExecutionPlan>, key: Vec<usize>, output: usize, limit: Option<usize>) -> Result<Self> {
-        let Some((config, _)) =
-            scan.downcast_ref::<DataSourceExec>().and_then(|exec| exec.downcast_to_file_source::<ParquetSource>())
-        else {
+        let Some((config, _)) = parquet_scan(&scan) else {
             return internal_err!("a first-copy scan reads Parquet files, not {}", scan.name());
         };
         if config.file_groups.len() != 1 {
@@ -290,9 +286,7 @@ impl ExecutionPlan for FirstCopyExec {
         if partition != 0 {
             return internal_err!("FirstCopyExec has one partition, not {partition}");
         }
-        let Some((config, _)) =
-            self.scan.downcast_ref::<DataSourceExec>().and_then(|exec| exec.downcast_to_file_source::<ParquetSource>())
-        else {
+        let Some((config, _)) = parquet_scan(&self.scan) else {
             return internal_err!("a first-copy scan reads Parquet files");
         };
         // One scan per file, run one after another: a part's end is a file's end.

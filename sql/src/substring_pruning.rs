@@ -245,7 +245,7 @@ async fn skip_row_groups(
     // then rewrite the plan (a synchronous tree walk).
     let mut scans = Vec::new();
     plan.apply(|node| {
-        if let Some(config) = parquet_scan(node) {
+        if let Some((config, _)) = parquet_scan(node) {
             scans.push(config.clone());
         }
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
@@ -271,10 +271,9 @@ async fn skip_row_groups(
         .data)
 }
 
-/// The file scan of `node` when it is a scan of Parquet files.
-fn parquet_scan(node: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
-    let (config, _) = node.downcast_ref::<DataSourceExec>()?.downcast_to_file_source::<ParquetSource>()?;
-    Some(config)
+/// The file scan of `node` and its Parquet source when it is a scan of Parquet files.
+pub(crate) fn parquet_scan(node: &Arc<dyn ExecutionPlan>) -> Option<(&FileScanConfig, &ParquetSource)> {
+    node.downcast_ref::<DataSourceExec>()?.downcast_to_file_source::<ParquetSource>()
 }
 
 /// `config` with an access plan on each file some of whose row groups `tests` rule out,
@@ -446,7 +445,7 @@ mod tests {
     fn skipped_row_groups(plan: &Arc<dyn ExecutionPlan>) -> (usize, u64) {
         let (mut skipped, mut bytes) = (HashSet::new(), 0);
         plan.apply(|node| {
-            if let Some(config) = parquet_scan(node) {
+            if let Some((config, _)) = parquet_scan(node) {
                 for file in config.file_groups.iter().flat_map(|g| g.iter()) {
                     bytes += file.effective_size();
                     if let Some(access) = file.extension::<ParquetAccessPlan>() {

@@ -182,8 +182,8 @@ fn forbidden_host(host: &str) -> ApiError {
     )
 }
 
-/// The name of `host[:port]` (`name`, `name.`, or a bracketed IPv6 literal), without its
-/// port; None when the port is not a number.
+/// The name of `host[:port]` (`name` or `name.`, without the dot), without its port; None
+/// when the port is not a number or the host is an IPv6 literal.
 fn host_name(host: &str) -> Option<&str> {
     let name = match host.rsplit_once(':') {
         Some((name, port)) if is_port(port) && !name.contains(':') => name,
@@ -202,13 +202,9 @@ fn is_loopback_host(host: &str) -> bool {
         return (port.is_empty() || is_port(port.strip_prefix(':').unwrap_or("x")))
             && ip.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback());
     }
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if is_port(port) => name,
-        Some(_) => return false,
-        None => host,
-    };
-    let name = name.strip_suffix('.').unwrap_or(name);
-    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host_name(host).is_some_and(|name| {
+        name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 fn is_port(text: &str) -> bool {
