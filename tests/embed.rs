@@ -143,6 +143,23 @@ fn search_by_text_id_and_file_agree_with_sql() {
     assert_eq!(hit["uri"].as_str(), uri.lines().nth(1), "{hit}");
     let err = fails(&s.ws, &["search", "--image", "no-such-id", "-k", "3"]);
     assert!(err.contains("\"no-such-id\" has no tiny-clip embedding"), "{err}");
+
+    // With a second model, SQL's vector functions name the one they mean as their last
+    // argument; without it they say so instead of picking one.
+    ok(&s.ws, &["embed", "--model", TINY_CLIP, "--name", "tiny-copy", "--quiet"]);
+    let scores = "SELECT t.image_id, t.score, clip_similarity(t.image_id, 'a photo of a dog', 'tiny-copy') AS s \
+                  FROM text_search('a photo of a dog', 4, 'tiny-copy') t ORDER BY t.score DESC";
+    let rows = sql_csv(&s.ws, scores);
+    let rows: Vec<&str> = rows.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for row in &rows {
+        let fields: Vec<&str> = row.split(',').collect();
+        let (score, similarity): (f64, f64) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
+        assert!((score - similarity).abs() < 1e-6, "{row}");
+    }
+    assert_eq!(rows.iter().map(|r| r.split(',').next().unwrap()).collect::<Vec<_>>(), cli_ids);
+    let err = fails(&s.ws, &["sql", "SELECT clip_similarity(image_id, 'a dog') FROM images"]);
+    assert!(err.contains("several models (tiny-clip, tiny-copy); name one as the last argument"), "{err}");
 }
 
 #[test]

@@ -82,8 +82,15 @@ enum FunctionState {
     /// `in_slice`: the workspace (the slice and its version are arguments).
     InSlice { workspace: PathBuf },
     /// `clip_similarity`: the workspace, the default dataset's version planning read, and
-    /// the sentence with its vector.
-    ClipSimilarity { workspace: PathBuf, dataset: Option<(String, u64)>, text: Option<String>, vector: Vec<f32> },
+    /// the sentence with the model it was asked for (None: the only one) and its vector.
+    ClipSimilarity {
+        workspace: PathBuf,
+        dataset: Option<(String, u64)>,
+        text: Option<String>,
+        #[serde(default)]
+        model: Option<String>,
+        vector: Vec<f32>,
+    },
 }
 
 fn encode_function(node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
@@ -92,14 +99,15 @@ fn encode_function(node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
         FunctionState::InSlice { workspace: f.layout().root().to_path_buf() }
     } else if let Some(f) = inner.downcast_ref::<ClipSimilarityFunction>() {
         let catalog = f.catalog();
-        let (text, vector) = match f.query() {
-            Some((text, vector)) => (Some(text.to_string()), vector.as_ref().clone()),
-            None => (None, Vec::new()),
+        let (text, model, vector) = match f.query() {
+            Some(q) => (Some(q.text.clone()), q.model.clone(), q.vector.as_ref().clone()),
+            None => (None, None, Vec::new()),
         };
         FunctionState::ClipSimilarity {
             workspace: catalog.store().layout().root().to_path_buf(),
             dataset: catalog.dataset_version().map(|v| (v.dataset.clone(), v.version)),
             text,
+            model,
             vector,
         }
     } else {
@@ -124,7 +132,7 @@ fn decode_function(workspaces: &Workspaces, name: &str, buf: &[u8]) -> Result<Ar
             let layout = workspaces.store(&workspace)?.layout().clone();
             ScalarUDF::from(InSliceFunction::new(layout))
         }
-        FunctionState::ClipSimilarity { workspace, dataset, text, vector } => {
+        FunctionState::ClipSimilarity { workspace, dataset, text, model, vector } => {
             let store = workspaces.store(&workspace)?;
             let dataset = match dataset {
                 Some((name, version)) => Some(
@@ -135,7 +143,9 @@ fn decode_function(workspaces: &Workspaces, name: &str, buf: &[u8]) -> Result<Ar
             };
             let catalog = Arc::new(VectorCatalog::new(store, dataset));
             match text {
-                Some(text) => ScalarUDF::from(ClipSimilarityFunction::with_query(catalog, text, Arc::new(vector))),
+                Some(text) => {
+                    ScalarUDF::from(ClipSimilarityFunction::with_query(catalog, text, model, Arc::new(vector)))
+                }
                 None => ScalarUDF::from(ClipSimilarityFunction::new(catalog)),
             }
         }

@@ -2,7 +2,7 @@
 //!
 //! - `text_search('<text>', k [, '<model>'])` and `image_search('<image_id>', k [, '<model>'])`
 //!   are tables of (image_id, score), best first;
-//! - `clip_similarity(image_id, '<text>')` scores rows, so a filtered query
+//! - `clip_similarity(image_id, '<text>' [, '<model>'])` scores rows, so a filtered query
 //!   (`WHERE … ORDER BY clip_similarity(image_id, '…') DESC LIMIT k`) is an exact top-k of
 //!   the filtered rows;
 //! - `cosine_similarity(a, b)` compares any two float vectors.
@@ -30,7 +30,7 @@ use datafusion::datasource::MemTable;
 use datafusion::error::Result;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 use datafusion::prelude::Expr;
 use slicetest_embed::index::{cosine, dot};
@@ -118,8 +118,9 @@ impl TableFunctionImpl for ImageSearchFunction {
     }
 }
 
-/// `clip_similarity(image_id, '<text>')`: cosine similarity of each image with a sentence
-/// (NULL for an image without a vector).
+/// `clip_similarity(image_id, '<text>' [, '<model>'])`: cosine similarity of each image
+/// with a sentence (NULL for an image without a vector) under the named model, or the
+/// dataset's only one.
 ///
 /// Planning encodes the sentence once: the optimiser replaces the call with one to a copy
 /// of the function that carries the sentence's vector ([`ClipSimilarityFunction::query`]),
@@ -130,18 +131,31 @@ pub struct ClipSimilarityFunction {
     catalog: Arc<VectorCatalog>,
     signature: Signature,
     /// The sentence this copy was planned for and its vector.
-    query: Option<(String, Arc<Vec<f32>>)>,
+    query: Option<PlannedQuery>,
+}
+
+/// A sentence `clip_similarity` encoded at planning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedQuery {
+    /// The sentence.
+    pub text: String,
+    /// The model it was asked for (None: the dataset's only one).
+    pub model: Option<String>,
+    /// Its vector under that model.
+    pub vector: Arc<Vec<f32>>,
 }
 
 impl ClipSimilarityFunction {
     /// The function over `catalog`.
     pub fn new(catalog: Arc<VectorCatalog>) -> Self {
-        ClipSimilarityFunction { catalog, signature: Signature::string(2, Volatility::Stable), query: None }
+        let signature = Signature::one_of(vec![TypeSignature::String(2), TypeSignature::String(3)], Volatility::Stable);
+        ClipSimilarityFunction { catalog, signature, query: None }
     }
 
-    /// The function over `catalog` with the vector of `text` already encoded.
-    pub fn with_query(catalog: Arc<VectorCatalog>, text: String, vector: Arc<Vec<f32>>) -> Self {
-        ClipSimilarityFunction { query: Some((text, vector)), ..Self::new(catalog) }
+    /// The function over `catalog` with the vector of `text` under `model` (None: the
+    /// only one) already encoded.
+    pub fn with_query(catalog: Arc<VectorCatalog>, text: String, model: Option<String>, vector: Arc<Vec<f32>>) -> Self {
+        ClipSimilarityFunction { query: Some(PlannedQuery { text, model, vector }), ..Self::new(catalog) }
     }
 
     /// The vectors this function reads.
@@ -149,23 +163,36 @@ impl ClipSimilarityFunction {
         &self.catalog
     }
 
-    /// The sentence planning encoded, and its vector.
-    pub fn query(&self) -> Option<(&str, &Arc<Vec<f32>>)> {
-        self.query.as_ref().map(|(text, vector)| (text.as_str(), vector))
+    /// The sentence planning encoded, with its model and vector.
+    pub fn query(&self) -> Option<&PlannedQuery> {
+        self.query.as_ref()
+    }
+
+    /// What identifies a planned copy: its sentence and model.
+    fn planned(&self) -> Option<(&str, Option<&str>)> {
+        self.query.as_ref().map(|q| (q.text.as_str(), q.model.as_deref()))
     }
 }
 
 impl PartialEq for ClipSimilarityFunction {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog)
-            && self.query.as_ref().map(|q| &q.0) == other.query.as_ref().map(|q| &q.0)
+        Arc::ptr_eq(&self.catalog, &other.catalog) && self.planned() == other.planned()
     }
 }
 impl Eq for ClipSimilarityFunction {}
 impl Hash for ClipSimilarityFunction {
     fn hash<H: Hasher>(&self, state: &mut H) {
         "clip_similarity".hash(state);
-        self.query.as_ref().map(|q| &q.0).hash(state);
+        self.planned().hash(state);
+    }
+}
+
+/// `clip_similarity`'s model argument: None when absent, the name when a constant string.
+fn model_of(args: &[ColumnarValue]) -> Result<Option<String>> {
+    match args.get(2) {
+        None => Ok(None),
+        Some(ColumnarValue::Scalar(s)) if !s.is_null() => Ok(s.try_as_str().flatten().map(str::to_string)),
+        Some(_) => exec_err!("clip_similarity(image_id, '<text>', '<model>'): the model must be a constant string"),
     }
 }
 
@@ -178,9 +205,13 @@ impl ScalarUDFImpl for ClipSimilarityFunction {
         static DOC: std::sync::OnceLock<Documentation> = std::sync::OnceLock::new();
         Some(DOC.get_or_init(|| {
             crate::function_doc(
-                "Cosine similarity of the image's stored CLIP vector and a sentence (NULL for an image without a vector); an exact score of every row.",
-                "clip_similarity(image_id, 'text')",
-                &[("image_id", "the image's id"), ("text", "the sentence, a constant string")],
+                "Cosine similarity of the image's stored CLIP vector and a sentence (NULL for an image without a vector); an exact score of every row. The model is the dataset's only one, or the one named by the third argument.",
+                "clip_similarity(image_id, 'text' [, 'model'])",
+                &[
+                    ("image_id", "the image's id"),
+                    ("text", "the sentence, a constant string"),
+                    ("model", "optional: the name the embeddings are stored under (`slicetest embed --name`), a constant string; required when the dataset has several"),
+                ],
                 "SELECT image_id FROM images WHERE split = 'test' ORDER BY clip_similarity(image_id, 'a dog at night') DESC LIMIT 10",
             )
         }))
@@ -195,17 +226,28 @@ impl ScalarUDFImpl for ClipSimilarityFunction {
     }
 
     fn simplify(&self, args: Vec<Expr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        let text = match args.as_slice() {
-            [_, Expr::Literal(text, _)] if self.query.is_none() => text.try_as_str().flatten().map(str::to_string),
+        let literal = |e: &Expr| match e {
+            Expr::Literal(value, _) => value.try_as_str().flatten().map(str::to_string),
             _ => None,
         };
-        // Without vectors or a text tower the call stays as written, and says why when it runs.
-        let vector = text.as_ref().and_then(|text| {
-            let set = self.catalog.vectors(None).ok()?;
-            self.catalog.text_vector(&set, text).ok()
-        });
+        let (text, model) = match args.as_slice() {
+            [_, text] => (literal(text), None),
+            [_, text, model] => match literal(model) {
+                Some(model) => (literal(text), Some(model)),
+                None => (None, None),
+            },
+            _ => (None, None),
+        };
+        if text.is_none() || self.query.is_some() {
+            return Ok(ExprSimplifyResult::Original(args));
+        }
+        // Which vectors is known now: a model that is not there (misspelt, or not named where
+        // the dataset has several) is an error of the query, said before anything runs.
+        let set = self.catalog.vectors(model.as_deref())?;
+        // Without a text tower the call stays as written, and says why when it runs.
+        let vector = text.as_ref().and_then(|text| self.catalog.text_vector(&set, text).ok());
         let (Some(text), Some(vector)) = (text, vector) else { return Ok(ExprSimplifyResult::Original(args)) };
-        let folded = ScalarUDF::new_from_impl(Self::with_query(self.catalog.clone(), text, vector));
+        let folded = ScalarUDF::new_from_impl(Self::with_query(self.catalog.clone(), text, model, vector));
         Ok(ExprSimplifyResult::Simplified(folded.call(args)))
     }
 
@@ -214,9 +256,10 @@ impl ScalarUDFImpl for ClipSimilarityFunction {
             ColumnarValue::Scalar(s) if !s.is_null() => s.to_string(),
             _ => return exec_err!("clip_similarity(image_id, '<text>'): the text must be a constant string"),
         };
-        let set = self.catalog.vectors(None)?;
+        let model = model_of(&args.args)?;
+        let set = self.catalog.vectors(model.as_deref())?;
         let query = match &self.query {
-            Some((planned, vector)) if *planned == text => vector.clone(),
+            Some(planned) if planned.text == text && planned.model == model => planned.vector.clone(),
             _ => self.catalog.text_vector(&set, &text)?,
         };
         let ids = cast(&args.args[0].to_array(args.number_rows)?, &DataType::Utf8)?;
