@@ -65,6 +65,12 @@ fn count(csv: &str) -> usize {
     csv.lines().nth(1).unwrap().parse().unwrap()
 }
 
+/// The embedding parts of model tiny-clip.
+fn embed_parts(ws: &Path) -> usize {
+    let dir = std::fs::read_dir(ws.join("datasets/src/embeddings/tiny-clip")).unwrap();
+    dir.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("part-")).count()
+}
+
 const VECTORS: &str = "SELECT image_id, array_to_string(vector, ' ') AS v FROM embeddings ORDER BY image_id";
 
 #[test]
@@ -91,6 +97,20 @@ fn three_embed_shards_one_killed_and_rerun_store_the_vectors_of_one_run() {
     let out = ok(&sharded.ws, &rerun);
     assert!(out.contains("embedded 0 images") && out.contains("7 already embedded"), "{out}");
 
+    // Shards leave their parts of two images each; the unsharded run after the job embeds
+    // nothing and merges them into one part, which reads the same.
+    let shard_parts = embed_parts(&sharded.ws);
+    assert!(shard_parts >= 8, "{shard_parts}");
+    let out = ok(&sharded.ws, &embed);
+    assert!(out.contains("embedded 0 images") && out.contains(&format!("{IMAGES} already embedded")), "{out}");
+    assert!(out.contains(&format!("parts: merged {shard_parts} into 1")), "{out}");
+    assert_eq!(embed_parts(&sharded.ws), 1);
+    assert_eq!(sql_csv(&sharded.ws, VECTORS), expected);
+    let out = ok(&sharded.ws, &embed);
+    assert!(!out.contains("parts: merged"), "nothing more to merge: {out}");
+    // The unsharded run merged its own parts too.
+    assert_eq!(embed_parts(&one.ws), 1);
+
     // A shard of another job size or an unknown version is refused up front.
     let bad = common::fails(&sharded.ws, &["embed", "--model", TINY_CLIP, "--shard", "3/3"]);
     assert!(bad.contains("expected i/n with 0 <= i < n"), "{bad}");
@@ -107,9 +127,13 @@ fn the_same_embed_twice_at_once_stores_each_image_once() {
         let out = run.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
-    // Both runs may have embedded an image; search reads it once.
+    // Both runs may have embedded an image; search reads it once. Both merged the parts
+    // they found when they finished, one possibly removing parts the other was reading.
     let hits = sql_csv(&s.ws, "SELECT count(*) AS n, count(DISTINCT image_id) AS d FROM image_search('dog.jpg', 100)");
     assert_eq!(hits, format!("n,d\n{IMAGES},{IMAGES}\n"));
+    let rows = sql_csv(&s.ws, "SELECT count(*) AS n, count(DISTINCT image_id) AS d FROM embeddings");
+    assert_eq!(rows, format!("n,d\n{IMAGES},{IMAGES}\n"));
+    assert!(embed_parts(&s.ws) <= 2, "{}", embed_parts(&s.ws));
 }
 
 const PIXEL_TAGS: &str = "SELECT image_id, brightness, contrast, saturation, colorfulness, sharpness, entropy, \

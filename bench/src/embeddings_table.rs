@@ -15,6 +15,10 @@
 //! Queries, each p50 of `--runs` interleaved runs, results collected as Arrow: a count, a
 //! filtered count, one image's vector by id, and every vector.
 //!
+//! Then the parts are merged as a finished `slicetest embed` merges them
+//! (`embeddings::compact_parts`, timed), and the same queries run again over the merged
+//! parts (DuckDB over the same merged files).
+//!
 //! Run: `PATH=$HOME/.cache/slicetest-venv/bin:$PATH cargo run -p slicetest-bench --bin
 //! bench-embeddings-table [-- --rows N --runs N]` (needs `pip install duckdb pyarrow`).
 
@@ -103,6 +107,26 @@ async fn main() -> anyhow::Result<()> {
     );
     let (parts, images_file) = build(&dir.join("ws"), args.rows)?;
     println!("{} parts", parts.len());
+    compare(&dir, &parts, &images_file, &args).await?;
+
+    let layout = slicetest_datasets::WorkspaceLayout::open(&dir.join("ws"))?;
+    let started = Instant::now();
+    let merged = embeddings::compact_parts(&layout, "ds", "m")?;
+    println!(
+        "\nmerged {} parts into {} in {:.1} s (what a finished `slicetest embed` does)",
+        merged.parts_before,
+        merged.parts_after,
+        started.elapsed().as_secs_f64()
+    );
+    let parts: Vec<_> = embeddings::part_files(&layout, "ds", "m")?.into_iter().map(|p| p.path).collect();
+    compare(&dir, &parts, &images_file, &args).await?;
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// Runs the queries over `parts` with slicetest, DuckDB and DataFusion without
+/// deduplication, and prints the table.
+async fn compare(dir: &Path, parts: &[std::path::PathBuf], images_file: &Path, args: &Args) -> anyhow::Result<()> {
     let engine = Engine::open(dir.join("ws"))?;
     let ctx = engine.context().await?;
 
@@ -178,6 +202,5 @@ async fn main() -> anyhow::Result<()> {
     }
     let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
     println!("\n  geometric mean of the ratios: {geomean:.2}x DuckDB");
-    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

@@ -5,12 +5,19 @@
 //! run skips every image already embedded with its current content (image_id + sha256).
 //! Parts are named and read as [`crate::parts`] says, so shards of one embed job (and any
 //! number of concurrent runs) add parts without a lock.
+//!
+//! A part per chunk makes a thousand parts of a million images, and every reader opens
+//! each (a bare `count(*)` of `embeddings` is then mostly file opens). A finished run
+//! therefore merges runs of small parts into larger ones ([`compact_parts`]): each merged
+//! part takes the place, in read order, of the parts it replaces, so what readers see —
+//! each image's first copy, in the same order — does not change.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, FixedSizeListArray, Float32Array, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -19,10 +26,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DatasetError, Result};
 use crate::layout::WorkspaceLayout;
 use crate::names::validate_name;
-use crate::parts::{self, ListedTree, StoredPart, create_part};
+use crate::parts::{self, ListedTree, PartName, StoredPart, content_key, create_part};
 use crate::storage::Storage;
 use crate::stored::parse_json;
-use crate::version::encode_parquet;
+use crate::version::{encode_parquet, encode_parquet_grouped};
 
 const MODEL_FILE: &str = "model.json";
 
@@ -176,12 +183,160 @@ pub fn append_part(
 }
 
 /// Every stored vector: the parts' batches, each with image_id, sha256 and vector.
+///
+/// A part listed but gone when read was merged meanwhile ([`compact_parts`] removes the
+/// parts it replaced): the parts are listed and read again, up to three times.
 pub fn read_parts(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result<Vec<RecordBatch>> {
-    let mut batches = Vec::new();
-    for part in part_files(layout, dataset, name)? {
-        batches.extend(read_part(layout.storage(), &part.path, false)?);
+    read_every_part(layout, dataset, name, false)
+}
+
+/// Every part's batches (only image_id and sha256 when `keys_only`), listed again when a
+/// listed part is gone (see [`read_parts`]).
+fn read_every_part(layout: &WorkspaceLayout, dataset: &str, name: &str, keys_only: bool) -> Result<Vec<RecordBatch>> {
+    let mut tries = 0;
+    'listing: loop {
+        tries += 1;
+        let mut batches = Vec::new();
+        for part in part_files(layout, dataset, name)? {
+            match read_part(layout.storage(), &part.path, keys_only) {
+                Ok(read) => batches.extend(read),
+                Err(e) if e.is_missing_file() && tries < 3 => continue 'listing,
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok(batches);
     }
-    Ok(batches)
+}
+
+/// Parts smaller than this are merged by [`compact_parts`]; larger ones stay as they are,
+/// so a run that adds a few images rewrites at most this much.
+pub const SMALL_PART_BYTES: u64 = 32 << 20;
+
+/// [`compact_parts`] merges small parts into parts of at most this many bytes (about
+/// 130,000 vectors of 512 dimensions), so that merging one holds a bounded amount in memory.
+pub const MERGED_PART_BYTES: u64 = 256 << 20;
+
+/// What [`compact_parts`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compaction {
+    /// Parts before.
+    pub parts_before: usize,
+    /// Parts after.
+    pub parts_after: usize,
+}
+
+/// The runs of consecutive parts (in read order) that [`compact_parts`] merges: parts under
+/// `small` bytes each, at most `merged` bytes together, two or more to a run.
+fn merge_runs(parts: &[StoredPart], small: u64, merged: u64) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, part) in parts.iter().enumerate() {
+        let fits = part.size < small && bytes + part.size <= merged;
+        if !fits {
+            if i - start >= 2 {
+                runs.push(start..i);
+            }
+            // A large part stands alone; a small one that did not fit starts the next run.
+            (start, bytes) = if part.size < small { (i, part.size) } else { (i + 1, 0) };
+        } else {
+            bytes += part.size;
+        }
+    }
+    if parts.len() - start.min(parts.len()) >= 2 {
+        runs.push(start..parts.len());
+    }
+    runs
+}
+
+/// Merges runs of consecutive small parts of stored embeddings into one part each
+/// ([`SMALL_PART_BYTES`], [`MERGED_PART_BYTES`]), keeping each (image_id, sha256)'s first
+/// copy, and removes the parts merged.
+///
+/// A merged part is named with the `seq` of the first part it replaces, so it is read
+/// where they were: an image's first copy stays the same vector, and the rows keep their
+/// order (a saved search index, keyed by that order, stays valid). It is created before
+/// any part it replaces is removed: a process killed in between leaves copies, which
+/// readers already resolve. Parts other writers add meanwhile take higher `seq`s and are
+/// left alone. A part another compaction removed before this one read it is covered by the
+/// other's merged part: the parts are listed again (up to three times).
+pub fn compact_parts(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result<Compaction> {
+    compact_parts_sized(layout, dataset, name, SMALL_PART_BYTES, MERGED_PART_BYTES)
+}
+
+fn compact_parts_sized(
+    layout: &WorkspaceLayout,
+    dataset: &str,
+    name: &str,
+    small: u64,
+    merged: u64,
+) -> Result<Compaction> {
+    let parts_before = part_files(layout, dataset, name)?.len();
+    // A listed part that is gone was merged by a compaction racing this one: list again.
+    for _ in 0..3 {
+        if merge_listed(layout, dataset, name, small, merged)? {
+            break;
+        }
+    }
+    Ok(Compaction { parts_before, parts_after: part_files(layout, dataset, name)?.len() })
+}
+
+/// One pass of [`compact_parts`] over the parts listed now; false when a listed part was
+/// gone (removed by another compaction) before it was read.
+fn merge_listed(layout: &WorkspaceLayout, dataset: &str, name: &str, small: u64, merged: u64) -> Result<bool> {
+    let storage = layout.storage();
+    let dir = layout.embeddings_dir(dataset, name);
+    let listed = part_files(layout, dataset, name)?;
+    let mut seen = HashSet::new();
+    for run in merge_runs(&listed, small, merged) {
+        let replaced = &listed[run];
+        let mut batches = Vec::new();
+        for part in replaced {
+            match read_part(storage, &part.path, false) {
+                Ok(read) => batches.extend(read),
+                Err(e) if e.is_missing_file() => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        let merged = first_copies(&batches, &mut seen)?;
+        let bytes = encode_parquet_grouped(&merged, Vec::new(), 3, rows_per_group(&merged))?;
+        let part = PartName { seq: replaced[0].name.seq, key: content_key(&[&bytes]) };
+        let path = dir.join(part.file_name());
+        // False: a compaction racing this one made the very same part; it is complete.
+        storage.create(&path, bytes)?;
+        for old in replaced.iter().filter(|old| old.path != path) {
+            storage.remove(&old.path)?;
+        }
+    }
+    Ok(true)
+}
+
+/// Row groups of a merged part: about 8 MB of vectors each (4096 of 512 dimensions), so
+/// that a lookup by id reads one group (the others are skipped by their statistics) and a
+/// scan of every vector reads groups on every core, as it read the small parts.
+fn rows_per_group(part: &RecordBatch) -> usize {
+    let dim = part.column(2).as_fixed_size_list().value_length().max(1) as usize;
+    ((8 << 20) / (dim * 4)).clamp(1024, 64 * 1024)
+}
+
+/// One part's batch of the rows of `batches` (in order) whose (image_id, sha256) is not in
+/// `seen`, each key once; adds the keys to `seen`.
+fn first_copies(batches: &[RecordBatch], seen: &mut HashSet<(String, String)>) -> Result<RecordBatch> {
+    let (mut ids, mut shas, mut vectors, mut dim) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for batch in batches {
+        let (id, sha) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
+        let list = batch.column(2).as_fixed_size_list();
+        dim = list.value_length() as usize;
+        let values = cast(list.values(), &DataType::Float32)?;
+        let values = values.as_primitive::<datafusion::arrow::datatypes::Float32Type>().values();
+        for i in 0..batch.num_rows() {
+            if seen.insert((id.value(i).to_string(), sha.value(i).to_string())) {
+                ids.push(id.value(i).to_string());
+                shas.push(sha.value(i).to_string());
+                vectors.extend_from_slice(&values[list.value_offset(i) as usize..][..dim]);
+            }
+        }
+    }
+    part_batch(&ids, &shas, vectors, dim)
 }
 
 /// A part's batches (only image_id and sha256 when `keys_only`), after checking its schema.
@@ -213,11 +368,9 @@ fn read_part(storage: &Storage, path: &Path, keys_only: bool) -> Result<Vec<Reco
 /// had then. Reads only those two columns of each part (of a local one).
 pub fn embedded_images(layout: &WorkspaceLayout, dataset: &str, name: &str) -> Result<HashSet<(String, String)>> {
     let mut done = HashSet::new();
-    for part in part_files(layout, dataset, name)? {
-        for batch in read_part(layout.storage(), &part.path, true)? {
-            let (ids, shas) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
-            done.extend((0..batch.num_rows()).map(|i| (ids.value(i).to_string(), shas.value(i).to_string())));
-        }
+    for batch in read_every_part(layout, dataset, name, true)? {
+        let (ids, shas) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
+        done.extend((0..batch.num_rows()).map(|i| (ids.value(i).to_string(), shas.value(i).to_string())));
     }
     Ok(done)
 }
@@ -281,5 +434,114 @@ mod tests {
             let err = read_parts(&layout, "ds", "tiny").unwrap_err().to_string();
             assert!(err.contains("part-000009.parquet") && err.contains("embeddings part"), "{err}");
         }
+    }
+
+    fn part(seq: u64, size: u64) -> StoredPart {
+        let name = PartName { seq, key: format!("{seq:016x}") };
+        StoredPart { path: PathBuf::from(name.file_name()), name, size }
+    }
+
+    #[test]
+    fn runs_of_small_parts_are_merged_up_to_the_bound_and_large_parts_stand_alone() {
+        let runs = |sizes: &[u64]| {
+            let parts: Vec<StoredPart> = sizes.iter().enumerate().map(|(i, &size)| part(i as u64, size)).collect();
+            merge_runs(&parts, 50, 25)
+        };
+        assert_eq!(runs(&[10, 10, 100, 10, 10, 10]), [0..2, 3..5]);
+        assert_eq!(runs(&[10, 10, 10]), vec![0..2]);
+        assert_eq!(runs(&[5, 5, 5, 5, 5]), vec![0..5]);
+        assert!(runs(&[10]).is_empty() && runs(&[]).is_empty());
+        assert!(runs(&[10, 100, 10, 100]).is_empty(), "no run of two small parts");
+        assert!(runs(&[100, 20, 20, 20, 20]).is_empty(), "any two would pass the bound");
+        assert_eq!(runs(&[100, 12, 12, 12, 12]), [1..3, 3..5]);
+    }
+
+    /// What readers see of stored embeddings: each (image_id, sha256)'s first row in read
+    /// order, in that order, with its vector.
+    fn first_copy_view(layout: &WorkspaceLayout) -> Vec<(String, String, Vec<f32>)> {
+        let mut seen = HashSet::new();
+        let mut view = Vec::new();
+        for batch in read_parts(layout, "ds", "tiny").unwrap() {
+            let (ids, shas) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
+            let list = batch.column(2).as_fixed_size_list();
+            for i in 0..batch.num_rows() {
+                if seen.insert((ids.value(i).to_string(), shas.value(i).to_string())) {
+                    let vector =
+                        list.value(i).as_primitive::<datafusion::arrow::datatypes::Float32Type>().values().to_vec();
+                    view.push((ids.value(i).to_string(), shas.value(i).to_string(), vector));
+                }
+            }
+        }
+        view
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Compaction changes the files, never what readers see: every key's first copy,
+        /// in the same order, whatever the parts, their copies and the size bounds.
+        #[test]
+        fn compaction_keeps_every_first_copy_in_order(
+            parts in proptest::collection::vec(proptest::collection::vec((0u8..12, 0u8..2, -4i8..4), 0..6), 1..9),
+            small in 0u64..4000,
+            merged in 0u64..8000,
+        ) {
+            let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+            let layout = WorkspaceLayout::on(Storage::with_object_store(memory, "memory://ws/compact"));
+            for rows in &parts {
+                // A writer stores an image once per part.
+                let mut keys = HashSet::new();
+                let rows: Vec<_> = rows.iter().filter(|r| keys.insert((r.0, r.1))).collect();
+                let ids: Vec<String> = rows.iter().map(|r| format!("img{}", r.0)).collect();
+                let shas: Vec<String> = rows.iter().map(|r| format!("sha{}", r.1)).collect();
+                let vectors = rows.iter().flat_map(|r| [f32::from(r.2), 1.0]).collect();
+                let batch = part_batch(&ids, &shas, vectors, 2).unwrap();
+                append_part(&layout, "ds", "tiny", &batch).unwrap();
+            }
+            let before = first_copy_view(&layout);
+            let listed = part_files(&layout, "ds", "tiny").unwrap().len();
+            let report = compact_parts_sized(&layout, "ds", "tiny", small, merged).unwrap();
+            let after = part_files(&layout, "ds", "tiny").unwrap().len();
+            proptest::prop_assert_eq!(&first_copy_view(&layout), &before);
+            proptest::prop_assert_eq!(report, Compaction { parts_before: listed, parts_after: after });
+            proptest::prop_assert!(after <= listed);
+            // Merged parts hold each image once too (SQL's first-copy scan keeps every row
+            // of an image in the part it comes from).
+            for part in part_files(&layout, "ds", "tiny").unwrap() {
+                let batches = read_part(layout.storage(), &part.path, true).unwrap();
+                let mut keys = HashSet::new();
+                for batch in &batches {
+                    let (ids, shas) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
+                    for i in 0..batch.num_rows() {
+                        proptest::prop_assert!(keys.insert((ids.value(i).to_string(), shas.value(i).to_string())));
+                    }
+                }
+            }
+            // Unbounded, everything is one part; compacting again changes nothing.
+            compact_parts_sized(&layout, "ds", "tiny", u64::MAX, u64::MAX).unwrap();
+            proptest::prop_assert_eq!(&first_copy_view(&layout), &before);
+            proptest::prop_assert!(part_files(&layout, "ds", "tiny").unwrap().len() <= 1);
+            let again = compact_parts_sized(&layout, "ds", "tiny", u64::MAX, u64::MAX).unwrap();
+            proptest::prop_assert_eq!(again.parts_before, again.parts_after);
+        }
+    }
+
+    #[test]
+    fn a_merged_part_replaces_the_small_parts_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = WorkspaceLayout::on(Storage::local(dir.path()));
+        for i in 0..4 {
+            let batch = part_batch(&[format!("img{i}")], &[format!("sha{i}")], vec![0.6, 0.8], 2).unwrap();
+            append_part(&layout, "ds", "tiny", &batch).unwrap();
+        }
+        let listed = part_files(&layout, "ds", "tiny").unwrap();
+        let report = compact_parts(&layout, "ds", "tiny").unwrap();
+        assert_eq!(report, Compaction { parts_before: 4, parts_after: 1 });
+        let now = part_files(&layout, "ds", "tiny").unwrap();
+        assert_eq!(now[0].name.seq, listed[0].name.seq, "read where the first part it replaced was");
+        assert!(listed.iter().all(|p| !p.path.exists()));
+        assert_eq!(read_parts(&layout, "ds", "tiny").unwrap().iter().map(RecordBatch::num_rows).sum::<usize>(), 4);
+        assert_eq!(embedded_images(&layout, "ds", "tiny").unwrap().len(), 4);
+        // A part listed before and read after is a missing file: readers list again.
+        assert!(read_part(layout.storage(), &listed[1].path, true).unwrap_err().is_missing_file());
     }
 }

@@ -173,6 +173,11 @@ impl DatasetError {
         move |source| DatasetError::Io { action, path, source }
     }
 
+    /// Whether this is a file (or object) that is not there.
+    pub fn is_missing_file(&self) -> bool {
+        matches!(self, DatasetError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+
     /// Wraps an Arrow, Parquet or DataFusion error with what was being done.
     pub fn df(context: impl Into<String>) -> impl FnOnce(datafusion::error::DataFusionError) -> Self {
         let context = context.into();

@@ -200,13 +200,27 @@ pub fn encode_parquet(batch: &RecordBatch, metadata: Vec<(String, String)>) -> R
 /// (row group, column) chunk is encoded on its own thread (rayon): compression is most of
 /// the cost, and one writer does it on one core.
 pub fn encode_parquet_at(batch: &RecordBatch, metadata: Vec<(String, String)>, level: i32) -> Result<bytes::Bytes> {
+    encode_parquet_grouped(batch, metadata, level, ROWS_PER_GROUP)
+}
+
+/// Rows per row group of the files slicetest writes, unless a writer says otherwise.
+const ROWS_PER_GROUP: usize = 128 * 1024;
+
+/// [`encode_parquet_at`] with row groups of `rows_per_group` rows: wide rows (vectors) want
+/// smaller groups, which readers skip by their statistics and read on several threads.
+pub fn encode_parquet_grouped(
+    batch: &RecordBatch,
+    metadata: Vec<(String, String)>,
+    level: i32,
+    rows_per_group: usize,
+) -> Result<bytes::Bytes> {
     use datafusion::parquet::arrow::arrow_writer::{ArrowRowGroupWriterFactory, compute_leaves};
     use datafusion::parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
     use datafusion::parquet::file::writer::SerializedFileWriter;
     use rayon::prelude::*;
 
     let schema = batch.schema();
-    let mut props = writer_properties(&schema, metadata, level);
+    let mut props = writer_properties(&schema, metadata, level, rows_per_group);
     // As ArrowWriter does: the Arrow schema in the footer, so readers get the same types.
     add_encoded_arrow_schema_to_metadata(&schema, &mut props);
     let parquet_schema = ArrowSchemaConverter::new().with_coerce_types(props.coerce_types()).convert(&schema)?;
@@ -256,19 +270,24 @@ pub fn parquet_writer_at(
     metadata: Vec<(String, String)>,
     level: i32,
 ) -> Result<ArrowWriter<Vec<u8>>> {
-    Ok(ArrowWriter::try_new(Vec::new(), schema.clone(), Some(writer_properties(schema, metadata, level)))?)
+    Ok(ArrowWriter::try_new(
+        Vec::new(),
+        schema.clone(),
+        Some(writer_properties(schema, metadata, level, ROWS_PER_GROUP)),
+    )?)
 }
 
 fn writer_properties(
     schema: &datafusion::arrow::datatypes::SchemaRef,
     metadata: Vec<(String, String)>,
     level: i32,
+    rows_per_group: usize,
 ) -> WriterProperties {
     let metadata =
         metadata.into_iter().map(|(k, v)| datafusion::parquet::file::metadata::KeyValue::new(k, v)).collect::<Vec<_>>();
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(level).expect("a zstd level, 1 to 22")))
-        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_max_row_group_row_count(Some(rows_per_group.max(1)))
         .set_created_by(format!("slicetest {}", env!("CARGO_PKG_VERSION")))
         .set_key_value_metadata((!metadata.is_empty()).then_some(metadata));
     // Binary columns hold run-length-encoded masks: already compact and all distinct, so a

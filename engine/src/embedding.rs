@@ -206,6 +206,9 @@ pub struct EmbedReport {
     pub failed: Vec<(String, String)>,
     /// Wall time of the run's embedding work.
     pub seconds: f64,
+    /// The parts before and after the run merged small ones, when it did (see
+    /// [`embeddings::compact_parts`]).
+    pub compaction: Option<embeddings::Compaction>,
     /// Vectors the search index covers, when the run readied one (None: not asked, one
     /// shard of a job, or too few vectors for an index: searches scan them exactly).
     pub indexed: Option<usize>,
@@ -345,6 +348,13 @@ impl Engine {
         }
         progress.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
+        // The parts of one chunk each are merged into fewer, larger ones (readers open every
+        // part). A shard leaves that to the unsharded run that follows its job, as it does
+        // the index: merging while other shards still add parts would only be redone.
+        let compaction = match options.shard.is_all() {
+            true => Some(embeddings::compact_parts(layout, &dataset, &record.name)?),
+            false => None,
+        };
         let indexing = Instant::now();
         let (indexed, index_unsaved) = match options.index && options.shard.is_all() {
             true => match self.prepare_search_index(&dataset, &record.name, options.progress, &counters)? {
@@ -363,6 +373,7 @@ impl Engine {
             already_embedded,
             failed,
             seconds,
+            compaction: compaction.filter(|c| c.parts_after < c.parts_before),
             indexed,
             index_seconds: indexing.elapsed().as_secs_f64(),
             index_unsaved,

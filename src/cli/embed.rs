@@ -90,6 +90,9 @@ pub async fn run(workspace: &Path, args: EmbedArgs) -> Result<(), CliError> {
         report.seconds,
         report.already_embedded
     );
+    if let Some(c) = report.compaction {
+        println!("parts: merged {} into {}", c.parts_before, c.parts_after);
+    }
     if let Some(rows) = report.indexed {
         println!("search index: HNSW graph over {rows} vectors, ready in {:.1} s", report.index_seconds);
     }

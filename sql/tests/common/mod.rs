@@ -41,7 +41,12 @@ pub async fn fixture_workspace() -> Fixture {
         ..Default::default()
     };
     let engine = slicetest_engine::Engine::open(fixture.path()).expect("opens");
-    engine.embed(&options).await.expect("embeds");
+    // As two shards of a job: a run of the whole dataset would merge its parts into one,
+    // and the fixture wants several (readers take each image's first copy across them).
+    for index in 0..2 {
+        let shard = slicetest_engine::Shard { index, count: 2 };
+        engine.embed(&slicetest_engine::EmbedOptions { shard, ..options.clone() }).await.expect("embeds");
+    }
     add_second_writers_copies(&fixture.path());
     let tag =
         slicetest_engine::TagOptions { progress: false, ..slicetest_engine::TagOptions::new(Some("photos".into())) };
