@@ -221,6 +221,8 @@ await step("a query opened for another dataset reads that dataset's images and i
   assert.match(await page.locator("#on-dataset").textContent(), /read dataset clash/);
   const cards = await page.locator(".grid .card").evaluateAll((as) => as.map((a) => a.getAttribute("href")));
   assert.ok(cards.every((href) => href.endsWith("?dataset=clash")), String(cards));
+  // The count comes from a request of its own, which may answer after the thumbnails.
+  await page.waitForSelector("#count:has-text('rows in all')");
   assert.match(await page.locator("#count").textContent(), /^2 rows in all$/);
   const save = page.locator("button:has-text('Save as slice')");
   assert.equal(await save.isDisabled(), true);
