@@ -297,13 +297,16 @@ fn merge_listed(layout: &WorkspaceLayout, dataset: &str, name: &str, small: u64,
                 Err(e) => return Err(e),
             }
         }
-        let merged = first_copies(&batches, &mut seen)?;
-        let bytes = encode_parquet_grouped(&merged, Vec::new(), 3, rows_per_group(&merged))?;
-        let part = PartName { seq: replaced[0].name.seq, key: content_key(&[&bytes]) };
-        let path = dir.join(part.file_name());
-        // False: a compaction racing this one made the very same part; it is complete.
-        storage.create(&path, bytes)?;
-        for old in replaced.iter().filter(|old| old.path != path) {
+        // No rows: the parts were empty, or every image in them is in a part merged before.
+        let mut path = None;
+        if let Some(merged) = first_copies(&batches, &mut seen)? {
+            let bytes = encode_parquet_grouped(&merged, Vec::new(), 3, rows_per_group(&merged))?;
+            let part = PartName { seq: replaced[0].name.seq, key: content_key(&[&bytes]) };
+            // False: a compaction racing this one made the very same part; it is complete.
+            storage.create(&dir.join(part.file_name()), bytes)?;
+            path = Some(dir.join(part.file_name()));
+        }
+        for old in replaced.iter().filter(|old| Some(&old.path) != path.as_ref()) {
             storage.remove(&old.path)?;
         }
     }
@@ -319,8 +322,8 @@ fn rows_per_group(part: &RecordBatch) -> usize {
 }
 
 /// One part's batch of the rows of `batches` (in order) whose (image_id, sha256) is not in
-/// `seen`, each key once; adds the keys to `seen`.
-fn first_copies(batches: &[RecordBatch], seen: &mut HashSet<(String, String)>) -> Result<RecordBatch> {
+/// `seen`, each key once (None when there is none); adds the keys to `seen`.
+fn first_copies(batches: &[RecordBatch], seen: &mut HashSet<(String, String)>) -> Result<Option<RecordBatch>> {
     let (mut ids, mut shas, mut vectors, mut dim) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for batch in batches {
         let (id, sha) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
@@ -336,7 +339,10 @@ fn first_copies(batches: &[RecordBatch], seen: &mut HashSet<(String, String)>) -
             }
         }
     }
-    part_batch(&ids, &shas, vectors, dim)
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    part_batch(&ids, &shas, vectors, dim).map(Some)
 }
 
 /// A part's batches (only image_id and sha256 when `keys_only`), after checking its schema.
@@ -507,9 +513,10 @@ mod tests {
             // Merged parts hold each image once too (SQL's first-copy scan keeps every row
             // of an image in the part it comes from).
             for part in part_files(&layout, "ds", "tiny").unwrap() {
-                let batches = read_part(layout.storage(), &part.path, true).unwrap();
+                let batches = read_part(layout.storage(), &part.path, false).unwrap();
                 let mut keys = HashSet::new();
                 for batch in &batches {
+                    proptest::prop_assert_eq!(batch.column(2).as_fixed_size_list().value_length(), 2);
                     let (ids, shas) = (batch.column(0).as_string::<i32>(), batch.column(1).as_string::<i32>());
                     for i in 0..batch.num_rows() {
                         proptest::prop_assert!(keys.insert((ids.value(i).to_string(), shas.value(i).to_string())));
