@@ -313,12 +313,15 @@ fn merge_listed(layout: &WorkspaceLayout, dataset: &str, name: &str, small: u64,
     Ok(true)
 }
 
-/// Row groups of a merged part: about 8 MB of vectors each (4096 of 512 dimensions), so
-/// that a lookup by id reads one group (the others are skipped by their statistics) and a
-/// scan of every vector reads groups on every core, as it read the small parts.
+/// Row groups of a merged part: about 2 MB of vectors each (1024 of 512 dimensions, what a
+/// part of `embed`'s default chunk holds), so that a lookup by id reads one group (the
+/// others are skipped by their statistics) and a scan of every vector reads groups on
+/// every core. bench-embeddings-table (50,000 vectors, one merged part): groups of 16,384
+/// vectors took 85 ms for one vector by id and 358 ms for all; 4,096: 41 and 392 ms;
+/// 1,024: 13 and 274 ms.
 fn rows_per_group(part: &RecordBatch) -> usize {
     let dim = part.column(2).as_fixed_size_list().value_length().max(1) as usize;
-    ((8 << 20) / (dim * 4)).clamp(1024, 64 * 1024)
+    ((2 << 20) / (dim * 4)).clamp(256, 64 * 1024)
 }
 
 /// One part's batch of the rows of `batches` (in order) whose (image_id, sha256) is not in
