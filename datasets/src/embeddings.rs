@@ -270,24 +270,25 @@ fn compact_parts_sized(
     small: u64,
     merged: u64,
 ) -> Result<Compaction> {
-    let parts_before = part_files(layout, dataset, name)?.len();
+    let mut parts_before = None;
     // A listed part that is gone was merged by a compaction racing this one: list again.
     for _ in 0..3 {
-        if merge_listed(layout, dataset, name, small, merged)? {
+        let listed = part_files(layout, dataset, name)?;
+        parts_before.get_or_insert(listed.len());
+        if merge_listed(layout, &layout.embeddings_dir(dataset, name), &listed, small, merged)? {
             break;
         }
     }
-    Ok(Compaction { parts_before, parts_after: part_files(layout, dataset, name)?.len() })
+    let parts_after = part_files(layout, dataset, name)?.len();
+    Ok(Compaction { parts_before: parts_before.unwrap_or(parts_after), parts_after })
 }
 
-/// One pass of [`compact_parts`] over the parts listed now; false when a listed part was
-/// gone (removed by another compaction) before it was read.
-fn merge_listed(layout: &WorkspaceLayout, dataset: &str, name: &str, small: u64, merged: u64) -> Result<bool> {
+/// One pass of [`compact_parts`] over the parts `listed` in `dir`; false when a listed part
+/// was gone (removed by another compaction) before it was read.
+fn merge_listed(layout: &WorkspaceLayout, dir: &Path, listed: &[StoredPart], small: u64, merged: u64) -> Result<bool> {
     let storage = layout.storage();
-    let dir = layout.embeddings_dir(dataset, name);
-    let listed = part_files(layout, dataset, name)?;
     let mut seen = HashSet::new();
-    for run in merge_runs(&listed, small, merged) {
+    for run in merge_runs(listed, small, merged) {
         let replaced = &listed[run];
         let mut batches = Vec::new();
         for part in replaced {
@@ -301,10 +302,10 @@ fn merge_listed(layout: &WorkspaceLayout, dataset: &str, name: &str, small: u64,
         let mut path = None;
         if let Some(merged) = first_copies(&batches, &mut seen)? {
             let bytes = encode_parquet_grouped(&merged, Vec::new(), 3, rows_per_group(&merged))?;
-            let part = PartName { seq: replaced[0].name.seq, key: content_key(&[&bytes]) };
+            let part = dir.join(PartName { seq: replaced[0].name.seq, key: content_key(&[&bytes]) }.file_name());
             // False: a compaction racing this one made the very same part; it is complete.
-            storage.create(&dir.join(part.file_name()), bytes)?;
-            path = Some(dir.join(part.file_name()));
+            storage.create(&part, bytes)?;
+            path = Some(part);
         }
         for old in replaced.iter().filter(|old| Some(&old.path) != path.as_ref()) {
             storage.remove(&old.path)?;

@@ -238,15 +238,12 @@ impl ScalarUDFImpl for ClipSimilarityFunction {
             },
             _ => (None, None),
         };
-        if text.is_none() || self.query.is_some() {
-            return Ok(ExprSimplifyResult::Original(args));
-        }
+        let Some(text) = text.filter(|_| self.query.is_none()) else { return Ok(ExprSimplifyResult::Original(args)) };
         // Which vectors is known now: a model that is not there (misspelt, or not named where
         // the dataset has several) is an error of the query, said before anything runs.
         let set = self.catalog.vectors(model.as_deref())?;
         // Without a text tower the call stays as written, and says why when it runs.
-        let vector = text.as_ref().and_then(|text| self.catalog.text_vector(&set, text).ok());
-        let (Some(text), Some(vector)) = (text, vector) else { return Ok(ExprSimplifyResult::Original(args)) };
+        let Ok(vector) = self.catalog.text_vector(&set, &text) else { return Ok(ExprSimplifyResult::Original(args)) };
         let folded = ScalarUDF::new_from_impl(Self::with_query(self.catalog.clone(), text, model, vector));
         Ok(ExprSimplifyResult::Simplified(folded.call(args)))
     }
