@@ -21,7 +21,9 @@
 //! read order) rather than having it as a child, so no optimizer rule can split that scan
 //! into partitions and lose the order; it runs it one file at a time, which is how it
 //! knows where a part ends (the next few files are read ahead on other tasks, so a
-//! million images in a thousand parts are not read one file open after another). On a
+//! million images in a thousand parts are not read one file open after another; a large
+//! part is read as several byte ranges the same way, so a merged part decodes on every
+//! core, and its keys become earlier ones only after its last range). On a
 //! cluster it travels whole: the codec encodes the file scan with datafusion-proto inside
 //! the node's bytes.
 
@@ -39,7 +41,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, Result, internal_err, plan_err};
-use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl, PartitionedFile};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
@@ -289,13 +291,19 @@ impl ExecutionPlan for FirstCopyExec {
         let Some((config, _)) = parquet_scan(&self.scan) else {
             return internal_err!("a first-copy scan reads Parquet files");
         };
-        // One scan per file, run one after another: a part's end is a file's end.
+        // One scan per piece of a file, run one after another: a part's end is its last
+        // piece's end.
         let parts = (config.file_groups.iter().flat_map(|group| group.iter()))
-            .map(|file| {
+            .flat_map(|file| {
+                let pieces = pieces(file);
+                let last = pieces.len() - 1;
+                pieces.into_iter().enumerate().map(move |(i, piece)| (piece, i == last))
+            })
+            .map(|(piece, ends_part)| {
                 let one = FileScanConfigBuilder::from(config.clone())
-                    .with_file_groups(vec![FileGroup::new(vec![file.clone()])])
+                    .with_file_groups(vec![FileGroup::new(vec![piece])])
                     .build();
-                DataSourceExec::from_data_source(one) as Arc<dyn ExecutionPlan>
+                Piece { scan: DataSourceExec::from_data_source(one), ends_part }
             })
             .collect();
         let reservation = MemoryConsumer::new("FirstCopyExec").register(context.memory_pool());
@@ -313,6 +321,37 @@ impl ExecutionPlan for FirstCopyExec {
             reservation,
         }))
     }
+}
+
+/// Bytes of a part file read by one scan: a larger file (a merged part, up to 256 MB)
+/// is read as byte ranges of about this size, which are read ahead on other tasks like
+/// the next parts are, so one big part decodes on every core as many small ones do.
+/// Each row group is read by the range its first page starts in. About one row group
+/// of a merged part (~2 MB of vectors): a read-ahead task holds two batches, so a range
+/// of many row groups would wait for the reader instead of decoding ahead (8 MB ranges
+/// read every vector of 100,000 no faster than one scan of the whole file).
+const PIECE_BYTES: u64 = 2 << 20;
+
+/// `file` as byte ranges of about [`PIECE_BYTES`] in order (itself, if it is small or
+/// already a range).
+fn pieces(file: &PartitionedFile) -> Vec<PartitionedFile> {
+    let size = file.object_meta.size;
+    if file.range.is_some() || size <= PIECE_BYTES {
+        return vec![file.clone()];
+    }
+    let count = size.div_ceil(PIECE_BYTES);
+    (0..count)
+        .map(|i| {
+            let (start, end) = (i * size / count, (i + 1) * size / count);
+            file.clone().with_range(start as i64, end as i64)
+        })
+        .collect()
+}
+
+/// The scan of one piece of a part, and whether the part ends with it.
+struct Piece {
+    scan: Arc<DataSourceExec>,
+    ends_part: bool,
 }
 
 /// Runs the one-file scan `part` on a task of its own, its batches (at most two ahead)
@@ -348,10 +387,11 @@ const BYTES_PER_KEY: usize = 2 * std::mem::size_of::<u128>();
 const PARTS_AT_ONCE: usize = 4;
 
 struct FirstCopyStream {
-    /// Scans of the parts not yet started, in read order.
-    parts: VecDeque<Arc<dyn ExecutionPlan>>,
-    /// The parts started, in read order: the first is the one being kept from.
-    started: VecDeque<SendableRecordBatchStream>,
+    /// Scans of the pieces of parts not yet started, in read order.
+    parts: VecDeque<Piece>,
+    /// The pieces started, in read order, and whether each ends its part: the first is
+    /// the one being kept from.
+    started: VecDeque<(SendableRecordBatchStream, bool)>,
     context: Arc<TaskContext>,
     schema: SchemaRef,
     key: Vec<usize>,
@@ -441,17 +481,20 @@ impl Stream for FirstCopyStream {
             while self.started.len() < PARTS_AT_ONCE
                 && let Some(next) = self.parts.pop_front()
             {
-                let started = read_ahead(next, self.context.clone());
-                self.started.push_back(started);
+                let started = read_ahead(next.scan, self.context.clone());
+                self.started.push_back((started, next.ends_part));
             }
-            let Some(part) = self.started.front_mut() else { return Poll::Ready(None) };
-            let batch = match part.poll_next_unpin(cx) {
+            let Some((piece, ends_part)) = self.started.front_mut() else { return Poll::Ready(None) };
+            let ends_part = *ends_part;
+            let batch = match piece.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(batch))) => batch,
                 Poll::Ready(None) => {
-                    // The part is read: its keys are now earlier ones.
                     self.started.pop_front();
-                    let this_part = std::mem::take(&mut self.this_part);
-                    self.earlier.extend(this_part);
+                    if ends_part {
+                        // The part is read: its keys are now earlier ones.
+                        let this_part = std::mem::take(&mut self.this_part);
+                        self.earlier.extend(this_part);
+                    }
                     continue;
                 }
                 other => return other,
@@ -601,6 +644,63 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ctx = session(&write_parts(dir.path(), &[&[], FIRST, &[]]));
         assert!(answer(&ctx, "SELECT count(*) AS n FROM parts").await.contains("| 2 |"));
+    }
+
+    #[tokio::test]
+    async fn a_large_part_read_in_pieces_keeps_all_its_rows_of_a_key() {
+        // A part over PIECE_BYTES is read as several byte ranges: a key in its first and
+        // its last row group keeps both rows (they are one part), a later part's copy
+        // of it does not win, and every row is read once.
+        let dir = tempfile::tempdir().unwrap();
+        let rows = 90_000;
+        let pad = "x".repeat(200);
+        let id = |i: usize| format!("k{}{pad}", if i == rows - 1 { 0 } else { i });
+        let batch = |ids: Vec<String>, v: Vec<i64>| {
+            let shas = vec!["s"; ids.len()];
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from(ids)),
+                Arc::new(StringArray::from(shas)),
+                Arc::new(Int64Array::from(v)),
+            ];
+            RecordBatch::try_new(schema(), columns).unwrap()
+        };
+        let write = |name: &str, batch: RecordBatch| {
+            let path = dir.path().join(name);
+            let properties = datafusion::parquet::file::properties::WriterProperties::builder()
+                .set_max_row_group_row_count(Some(2048))
+                .set_dictionary_enabled(false)
+                .build();
+            let file = std::fs::File::create(&path).unwrap();
+            let mut writer = ArrowWriter::try_new(file, schema(), Some(properties)).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            path
+        };
+        let big = write("part-0.parquet", batch((0..rows).map(id).collect(), (0..rows as i64).collect()));
+        let size = std::fs::metadata(&big).unwrap().len();
+        assert!(size > 2 * PIECE_BYTES, "{size} bytes is not several pieces");
+        let later = write("part-1.parquet", batch(vec![id(0), id(5)], vec![-1, -2]));
+        let ctx = session(&[big, later]);
+        let all = answer(&ctx, "SELECT count(*) AS n, sum(v) AS s, min(v) AS m FROM parts").await;
+        let sum: i64 = (0..rows as i64).sum();
+        assert!(all.contains(&format!("| {rows} | {sum} | 0 |")), "{all}");
+        let k0 = answer(&ctx, &format!("SELECT v FROM parts WHERE image_id = '{}' ORDER BY v", id(0))).await;
+        assert!(k0.contains("| 0 ") && k0.contains(&format!("| {} ", rows - 1)) && k0.lines().count() == 6, "{k0}");
+    }
+
+    #[test]
+    fn pieces_cover_a_large_file_in_order() {
+        let file = PartitionedFile::new("part.parquet", 3 * PIECE_BYTES + 5);
+        let pieces = pieces(&file);
+        assert_eq!(pieces.len(), 4);
+        let mut end = 0;
+        for piece in &pieces {
+            let range = piece.range.as_ref().unwrap();
+            assert_eq!(range.start, end);
+            end = range.end;
+        }
+        assert_eq!(end as u64, 3 * PIECE_BYTES + 5);
+        assert_eq!(super::pieces(&PartitionedFile::new("small.parquet", PIECE_BYTES)).len(), 1);
     }
 
     #[test]
