@@ -132,6 +132,15 @@ fn search_by_text_id_and_file_agree_with_sql() {
         .collect();
     let by_sql = sql_csv(&s.ws, "SELECT image_id FROM text_search('a photo of a dog', 4)");
     assert_eq!(by_sql.lines().skip(1).collect::<Vec<_>>(), cli_ids);
+    // `embeddings` keeps the vectors of current images with a hash join whose table is
+    // built from the images' ids and hashes, not from every vector (with one part, whose
+    // exact row count equals the images', DataFusion keeps the written order).
+    assert_eq!(parts(&s.ws), 1);
+    let plan = sql_csv(&s.ws, "EXPLAIN SELECT image_id, vector FROM embeddings");
+    let join = plan.find("HashJoinExec").unwrap_or_else(|| panic!("{plan}"));
+    let build = &plan[join..][plan[join..].find("DataSourceExec").unwrap_or_else(|| panic!("{plan}"))..];
+    let build = build.lines().next().unwrap();
+    assert!(!build.contains("embeddings") && !build.contains("vector"), "the build side reads vectors: {plan}");
     // A file that is in the dataset finds itself first, with similarity 1.
     let file = Path::new(PHOTOS).join("microaneurysms.png");
     let out = ok(&s.ws, &["search", "--image", file.to_str().unwrap(), "-k", "1", "--json"]);
