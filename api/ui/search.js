@@ -185,6 +185,8 @@ function embedPanel(dataset, command, model, running, onDone) {
       ? `embedded ${plural(job.embedded, "image")}${already}${job.failed ? `, ${job.failed} could not be read` : ""}${warning}`
       : job.phase === "indexing"
         ? `${plural(job.total, "image")} embedded, building the search index…${linked}`
-        : `${job.done} of ${plural(job.total, "image")}${already}`;
+        : job.phase === "merging"
+          ? `${plural(job.total, "image")} embedded, merging the embedding parts…`
+          : `${job.done} of ${plural(job.total, "image")}${already}`;
   }
 }

@@ -17,3 +17,16 @@ pub fn bar(len: u64, message: &str, visible: bool) -> ProgressBar {
     pb.set_message(message.to_string());
     pb
 }
+
+/// A spinner for a step of unknown length (ticking on its own thread), hidden when
+/// `visible` is false.
+pub fn spinner(message: &str, visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{msg:>18} {spinner} {elapsed}").expect("valid template"));
+    pb.set_message(message.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}

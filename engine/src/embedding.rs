@@ -25,7 +25,7 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, AsArray};
@@ -37,7 +37,7 @@ use rayon::iter::Either;
 use rayon::prelude::*;
 use slicetest_datasets::embeddings::{self, EmbeddingModel};
 use slicetest_datasets::parts::Shard;
-use slicetest_datasets::progress::bar;
+use slicetest_datasets::progress::{bar, spinner};
 use slicetest_datasets::version::read_image_columns;
 use slicetest_datasets::{DatasetVersion, WorkspaceLayout};
 use slicetest_embed::{Clip, DEFAULT_MODEL, fingerprint, resolve_model, select_device};
@@ -102,6 +102,10 @@ impl Default for EmbedOptions {
     }
 }
 
+const STAGE_EMBEDDING: u8 = 0;
+const STAGE_MERGING: u8 = 1;
+const STAGE_INDEXING: u8 = 2;
+
 /// Live counts of an embed run, shared with whoever watches it. `done` counts the images
 /// of `total` processed so far (embedded or failed to decode); `embedded` those stored.
 /// The watcher may also [`cancel`](EmbedProgress::cancel) the run.
@@ -112,8 +116,9 @@ pub struct EmbedProgress {
     embedded: AtomicUsize,
     already_embedded: AtomicUsize,
     cancelled: AtomicBool,
-    /// Set once every image is processed and the run readies the search index.
-    indexing: AtomicBool,
+    /// Where the run is once every image is processed: [`STAGE_EMBEDDING`] until then,
+    /// then [`STAGE_MERGING`] (the parts) and [`STAGE_INDEXING`] (the search index).
+    stage: AtomicU8,
     /// Vectors linked into the search index so far.
     linked: AtomicUsize,
 }
@@ -126,7 +131,7 @@ impl Default for EmbedProgress {
             embedded: AtomicUsize::new(0),
             already_embedded: AtomicUsize::new(0),
             cancelled: AtomicBool::new(false),
-            indexing: AtomicBool::new(false),
+            stage: AtomicU8::new(STAGE_EMBEDDING),
             linked: AtomicUsize::new(0),
         }
     }
@@ -155,19 +160,20 @@ impl EmbedProgress {
     }
 
     /// What the run is doing: `loading` (the model, and which images are embedded
-    /// already), `embedding`, or `indexing` (readying the search index once every image
-    /// is processed).
+    /// already), `embedding`, then, once every image is processed, `merging` (the parts
+    /// into fewer, larger ones) and `indexing` (readying the search index).
     pub fn phase(&self) -> &'static str {
-        match (self.total(), self.indexing.load(Ordering::Relaxed)) {
-            (_, true) => "indexing",
-            (None, false) => "loading",
-            (Some(_), false) => "embedding",
+        match (self.total(), self.stage.load(Ordering::Relaxed)) {
+            (_, STAGE_INDEXING) => "indexing",
+            (_, STAGE_MERGING) => "merging",
+            (None, _) => "loading",
+            (Some(_), _) => "embedding",
         }
     }
 
     /// While `indexing`: vectors linked into the search index so far.
     pub fn linked(&self) -> Option<usize> {
-        self.indexing.load(Ordering::Relaxed).then(|| self.linked.load(Ordering::Relaxed))
+        (self.stage.load(Ordering::Relaxed) == STAGE_INDEXING).then(|| self.linked.load(Ordering::Relaxed))
     }
 
     /// Asks the run to stop after its current batch (parts already stored stay, so the
@@ -352,7 +358,13 @@ impl Engine {
         // part). A shard leaves that to the unsharded run that follows its job, as it does
         // the index: merging while other shards still add parts would only be redone.
         let compaction = match options.shard.is_all() {
-            true => Some(embeddings::compact_parts(layout, &dataset, &record.name)?),
+            true => {
+                counters.stage.store(STAGE_MERGING, Ordering::Relaxed);
+                let merging = spinner("merging parts", options.progress);
+                let compaction = embeddings::compact_parts(layout, &dataset, &record.name);
+                merging.finish_and_clear();
+                Some(compaction?)
+            }
             false => None,
         };
         let indexing = Instant::now();
@@ -394,7 +406,7 @@ impl Engine {
         let latest = self.workspace.latest(dataset)?;
         let set = self.vectors().vectors(&latest, model)?;
         let progress = bar(set.len() as u64, "indexing", visible);
-        counters.indexing.store(true, Ordering::Relaxed);
+        counters.stage.store(STAGE_INDEXING, Ordering::Relaxed);
         let status = set.prepare_index(&mut |linked| {
             progress.set_position(linked as u64);
             counters.linked.store(linked, Ordering::Relaxed);
@@ -533,5 +545,23 @@ async fn selected_ids(frame: DataFrame) -> Result<HashSet<String>> {
 impl From<slicetest_embed::EmbedError> for EngineError {
     fn from(e: slicetest_embed::EmbedError) -> Self {
         EngineError::Embed(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_reports_its_phases_in_order() {
+        let progress = EmbedProgress::default();
+        assert_eq!((progress.phase(), progress.linked()), ("loading", None));
+        progress.total.store(10, Ordering::Relaxed);
+        assert_eq!((progress.phase(), progress.linked()), ("embedding", None));
+        progress.stage.store(STAGE_MERGING, Ordering::Relaxed);
+        assert_eq!((progress.phase(), progress.linked()), ("merging", None));
+        progress.stage.store(STAGE_INDEXING, Ordering::Relaxed);
+        progress.linked.store(7, Ordering::Relaxed);
+        assert_eq!((progress.phase(), progress.linked()), ("indexing", Some(7)));
     }
 }

@@ -88,8 +88,8 @@ pub struct JobView {
     /// Where the job is.
     pub state: JobState,
     /// While `running`: `loading` (the model, and which images are embedded already),
-    /// `embedding`, or `indexing` (readying the search index once every image is
-    /// processed); null otherwise.
+    /// `embedding`, then, once every image is processed, `merging` (the parts into fewer,
+    /// larger ones) and `indexing` (readying the search index); null otherwise.
     pub phase: Option<&'static str>,
     /// Images of `total` processed so far.
     pub done: usize,

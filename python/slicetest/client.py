@@ -228,7 +228,7 @@ class Client:
 
     def job(self, job_id: str) -> Dict[str, Any]:
         """One job: ``state`` (queued, running, done, failed), ``phase`` while running
-        (loading, embedding, indexing), ``done`` of ``total``, ``embedded``,
+        (loading, embedding, merging, indexing), ``done`` of ``total``, ``embedded``,
         ``already_embedded``, ``indexed`` (vectors in the search index: linked so far
         while indexing, all it covers once done; None: searched exactly), ``warning``
         (e.g. an index that could not be saved), ``error``, times."""
