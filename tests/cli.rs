@@ -59,6 +59,23 @@ fn reingest_is_idempotent_and_new_files_make_a_new_version() {
 }
 
 #[test]
+fn a_photo_stored_sideways_is_ingested_upright() {
+    // A 192x144 JPEG whose EXIF orientation (6) says it is shown turned a quarter: a
+    // phone's portrait photo. Its width and height are the upright image's, in both
+    // verification modes, as the reference (PIL's exif_transpose) has them.
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/embed/tests/fixtures/pixels/oriented/dog_192x144_6.jpg");
+    let s = setup();
+    std::fs::copy(fixture, s.src.join("portrait.jpg")).unwrap();
+    let path = s.src.to_str().unwrap();
+    ok(&s.ws, &["ingest", "-d", "full", path]);
+    ok(&s.ws, &["ingest", "-d", "header", "--verify", "header", path]);
+    for dataset in ["full", "header"] {
+        let sql = format!("SELECT width, height FROM {dataset}.images");
+        assert_eq!(sql_csv(&s.ws, &sql), "width,height\n144,192\n", "{dataset}");
+    }
+}
+
+#[test]
 fn corrupt_files_are_reported_and_the_rest_is_ingested() {
     let s = setup();
     write_image(&s.src.join("good.png"), 4, 4, 1);

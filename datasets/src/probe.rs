@@ -4,7 +4,8 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{ImageFormat, ImageReader, Limits};
+use image::metadata::Orientation;
+use image::{ImageDecoder, ImageFormat, ImageReader, Limits};
 use sha2::{Digest, Sha256};
 
 /// How thoroughly an ingest checks each image.
@@ -66,16 +67,22 @@ pub fn probe_bytes(bytes: &[u8], verify: Verify) -> Result<ImageFacts, String> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    let (width, height) = match verify {
-        Verify::Header => reader.into_dimensions().map_err(describe_decode_error)?,
-        Verify::Full => {
-            let img = reader.decode().map_err(describe_decode_error)?;
-            if format == ImageFormat::Jpeg {
-                jpeg_reaches_its_end(bytes)?;
-            }
-            (img.width(), img.height())
+    let mut decoder = reader.into_decoder().map_err(describe_decode_error)?;
+    let (stored_width, stored_height) = decoder.dimensions();
+    // Width and height as the image is shown: a stored landscape frame with an EXIF
+    // orientation of a quarter turn is a portrait image (see `slicetest_embed::decode_image`,
+    // which turns the pixels the same way). Unreadable EXIF leaves the frame as stored.
+    let turned = matches!(
+        decoder.orientation().unwrap_or(Orientation::NoTransforms),
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
+    );
+    if verify == Verify::Full {
+        image::DynamicImage::from_decoder(decoder).map_err(describe_decode_error)?;
+        if format == ImageFormat::Jpeg {
+            jpeg_reaches_its_end(bytes)?;
         }
-    };
+    }
+    let (width, height) = if turned { (stored_height, stored_width) } else { (stored_width, stored_height) };
     if width == 0 || height == 0 {
         return Err(format!("image has no pixels ({width}×{height})"));
     }
@@ -185,6 +192,50 @@ mod tests {
         assert_eq!(facts.bytes, bytes.len() as u64);
         assert_eq!(facts.sha256, sha256_hex(&bytes));
         assert_eq!(facts.sha256.len(), 64);
+    }
+
+    /// A minimal EXIF block (TIFF, little-endian) holding only an orientation.
+    fn exif_orientation(value: u16) -> Vec<u8> {
+        let mut exif = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
+        exif.extend_from_slice(&value.to_le_bytes());
+        exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        exif
+    }
+
+    /// A `w`×`h` image stored as `format` with EXIF orientation `value`.
+    fn oriented(format: ImageFormat, w: u32, h: u32, value: u16) -> Vec<u8> {
+        use image::ImageEncoder;
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 9) as u8, (y * 9) as u8, 7]));
+        let mut out = Vec::new();
+        let (raw, color) = (img.as_raw(), image::ExtendedColorType::Rgb8);
+        if format == ImageFormat::Png {
+            let mut encoder = image::codecs::png::PngEncoder::new(&mut out);
+            encoder.set_exif_metadata(exif_orientation(value)).unwrap();
+            encoder.write_image(raw, w, h, color).unwrap();
+        } else {
+            let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
+            encoder.set_exif_metadata(exif_orientation(value)).unwrap();
+            encoder.write_image(raw, w, h, color).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn width_and_height_are_the_images_as_its_exif_orientation_shows_it() {
+        for format in [ImageFormat::Jpeg, ImageFormat::Png] {
+            for verify in [Verify::Full, Verify::Header] {
+                // 6 and 8: a quarter turn (a phone's portrait photo); 5 and 7 with a flip.
+                for value in [6, 8, 5, 7] {
+                    let facts = probe_bytes(&oriented(format, 16, 8, value), verify).unwrap();
+                    assert_eq!((facts.width, facts.height), (8, 16), "{format:?} {verify:?} orientation {value}");
+                }
+                // 1 (as stored), 3 (upside down), 2 and 4 (flips) keep the frame.
+                for value in [1, 3, 2, 4] {
+                    let facts = probe_bytes(&oriented(format, 16, 8, value), verify).unwrap();
+                    assert_eq!((facts.width, facts.height), (16, 8), "{format:?} {verify:?} orientation {value}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -71,22 +71,42 @@ pub fn select_device(choice: &str) -> Result<(Device, DType)> {
     }
 }
 
-/// Decodes an image file by its content (not its extension), as ingest probed it.
+/// Decodes an image file by its content (not its extension), as ingest probed it, turned
+/// the way its EXIF orientation says it is shown (see [`decode_image`]).
 pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
     let what = path.display().to_string();
     let bad = |message: String| EmbedError::Image { what: what.clone(), message };
     let mut reader = image::ImageReader::open(path).map_err(|e| bad(e.to_string()))?;
     reader.limits(decode_limits());
-    reader.with_guessed_format().map_err(|e| bad(e.to_string()))?.decode().map_err(|e| bad(e.to_string()))
+    upright(reader.with_guessed_format().map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))
 }
 
 /// Decodes an encoded image held in memory (format guessed from its content); `what`
 /// names it in errors. Bounded like [`open_image`].
+///
+/// The pixels are turned the way the file's EXIF orientation says the image is shown (a
+/// phone's portrait photo is often stored sideways with orientation 6), as browsers,
+/// photo viewers, OpenCV's `imread` and transformers' `load_image`
+/// (`PIL.ImageOps.exif_transpose`) show and read it: taggers, CLIP and thumbnails see the
+/// picture a person sees, and ingest records its width and height that way.
 pub fn decode_image(bytes: &[u8], what: &str) -> Result<image::DynamicImage> {
     let bad = |message: String| EmbedError::Image { what: what.to_string(), message };
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes));
     reader.limits(decode_limits());
-    reader.with_guessed_format().map_err(|e| bad(e.to_string()))?.decode().map_err(|e| bad(e.to_string()))
+    upright(reader.with_guessed_format().map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))
+}
+
+/// Decodes `reader`'s image and applies its EXIF orientation.
+fn upright<R: std::io::BufRead + std::io::Seek>(
+    reader: image::ImageReader<R>,
+) -> image::ImageResult<image::DynamicImage> {
+    use image::ImageDecoder;
+    let mut decoder = reader.into_decoder()?;
+    // Unreadable EXIF is no reason to refuse pixels that decode: shown as stored.
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = image::DynamicImage::from_decoder(decoder)?;
+    image.apply_orientation(orientation);
+    Ok(image)
 }
 
 /// The decoder's bounds (the same as ingest's probe): 16,384 px a side and 512 MiB, so a

@@ -1,6 +1,7 @@
 //! `PixelStats` against numpy / scikit-image. `tests/fixtures/pixels/make_pixel_fixtures.py`
 //! computes the reference values on PIL's decode of the 4 real photos (`tests/fixtures/photos/`),
-//! 4 Fashion-MNIST images and 10 synthetic PNGs, and writes `tests/fixtures/pixels/reference.json`.
+//! 4 Fashion-MNIST images, 10 synthetic PNGs and 4 images stored with an EXIF orientation (turned
+//! by `ImageOps.exif_transpose`), and writes `tests/fixtures/pixels/reference.json`.
 //!
 //! Tolerances: PNGs decode identically in `image` and PIL (checked by SHA-256 of the RGB), so every
 //! float must match to 1e-4 relative (+1e-6 absolute, for values that are 0). JPEGs: the `image`
@@ -30,6 +31,7 @@ struct Reference {
 struct Expected {
     width: u32,
     height: u32,
+    exif_orientation: u16,
     format: String,
     decoded_rgb_sha256: String,
     brightness: f64,
@@ -84,7 +86,9 @@ fn pixel_stats_match_numpy_and_skimage() {
     assert!(reference.images.len() >= 16, "{} images", reference.images.len());
     let mut failures = Vec::new();
     for (key, expected) in &reference.images {
-        let image = image::open(fixtures().join(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+        // Decoded as slicetest decodes every image: turned by its EXIF orientation, which
+        // the reference applies with `ImageOps.exif_transpose`.
+        let image = slicetest_embed::open_image(&fixtures().join(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
         assert_eq!((image.width(), image.height()), (expected.width, expected.height), "{key}");
         let same_decode = hex::encode(Sha256::digest(image.to_rgb8().as_raw())) == expected.decoded_rgb_sha256;
         let tolerance = if expected.format == "JPEG" {
@@ -136,4 +140,12 @@ fn fixture_coverage() {
     assert_eq!(get("pixels/synthetic/black_4x4.png").entropy, 0.0);
     let fmnist = reference.images.keys().filter(|k| k.starts_with("pixels/fmnist/")).count();
     assert_eq!(fmnist, 4);
+    // Stored sideways (a phone's portrait photo, 6), the other quarter turn, upside down,
+    // and a turn with a flip; a quarter turn swaps width and height.
+    let mut orientations: Vec<u16> = reference.images.values().map(|e| e.exif_orientation).collect();
+    orientations.sort_unstable();
+    orientations.dedup();
+    assert_eq!(orientations, [1, 3, 5, 6, 8]);
+    let dog = get("pixels/oriented/dog_192x144_6.jpg");
+    assert_eq!((dog.width, dog.height, dog.format.as_str()), (144, 192, "JPEG"));
 }
