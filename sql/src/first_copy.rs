@@ -23,7 +23,15 @@
 //! knows where a part ends (the next few files are read ahead on other tasks, so a
 //! million images in a thousand parts are not read one file open after another; a large
 //! part is read as several byte ranges the same way, so a merged part decodes on every
-//! core, and its keys become earlier ones only after its last range). On a
+//! core, and its keys become earlier ones only after its last range).
+//!
+//! A finished `embed` merges small parts into one (`embeddings::compact_parts`: the merged
+//! part is written, then the parts it replaces are removed), so a query planned before a
+//! merge can find a part gone. The scan then lists the parts' directory again and goes on
+//! with the parts it has not read, in order: the merged part holds the first copies of
+//! the parts it replaced, and the keys already returned are earlier ones, so each key
+//! still comes once, from the copy it would have come from. A part gone with nothing new
+//! in its place (a directory removed) fails the query as before. On a
 //! cluster it travels whole: the codec encodes the file scan with datafusion-proto inside
 //! the node's bytes.
 
@@ -44,16 +52,19 @@ use datafusion::common::{DFSchema, Result, internal_err, plan_err};
 use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl, PartitionedFile};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::object_store::{self, ObjectMeta, path::Path as ObjectPath};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt, ready};
+use slicetest_datasets::parts::PartName;
 
 use crate::substring_pruning::{SubstringPruningTable, parquet_scan};
 
@@ -299,16 +310,19 @@ impl ExecutionPlan for FirstCopyExec {
                 let last = pieces.len() - 1;
                 pieces.into_iter().enumerate().map(move |(i, piece)| (piece, i == last))
             })
-            .map(|(piece, ends_part)| {
-                let one = FileScanConfigBuilder::from(config.clone())
-                    .with_file_groups(vec![FileGroup::new(vec![piece])])
-                    .build();
-                Piece { scan: DataSourceExec::from_data_source(one), ends_part }
-            })
+            .map(|(piece, ends_part)| Piece::new(config, piece, ends_part))
             .collect();
         let reservation = MemoryConsumer::new("FirstCopyExec").register(context.memory_pool());
+        let planned = (config.file_groups.iter().flat_map(|group| group.iter()))
+            .map(|file| file.object_meta.location.to_string())
+            .collect();
         Ok(Box::pin(FirstCopyStream {
             parts,
+            config: config.clone(),
+            planned,
+            read: HashSet::new(),
+            relists_left: RELISTS,
+            relisting: None,
             started: VecDeque::new(),
             context,
             schema: self.schema(),
@@ -352,6 +366,62 @@ fn pieces(file: &PartitionedFile) -> Vec<PartitionedFile> {
 struct Piece {
     scan: Arc<DataSourceExec>,
     ends_part: bool,
+    /// The part's file.
+    location: String,
+}
+
+impl Piece {
+    /// `piece` (of a part file) read as `config` reads its files.
+    fn new(config: &FileScanConfig, piece: PartitionedFile, ends_part: bool) -> Piece {
+        let location = piece.object_meta.location.to_string();
+        let one =
+            FileScanConfigBuilder::from(config.clone()).with_file_groups(vec![FileGroup::new(vec![piece])]).build();
+        Piece { scan: DataSourceExec::from_data_source(one), ends_part, location }
+    }
+}
+
+/// How often one scan lists its parts again after finding one gone (merges that follow
+/// each other while it reads).
+const RELISTS: usize = 3;
+
+/// Whether `error` is a file not found: a part removed after the query was planned.
+fn is_missing_file(error: &DataFusionError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(DataFusionError::ObjectStore(e)) = e.downcast_ref::<DataFusionError>()
+            && matches!(e.as_ref(), object_store::Error::NotFound { .. })
+        {
+            return true;
+        }
+        if matches!(e.downcast_ref::<object_store::Error>(), Some(object_store::Error::NotFound { .. }))
+            || e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// After the part file `missing` was not found: the parts (`part-<seq>-<key>.parquet`)
+/// of the directory as `listed` now that are not `read` yet, in read order. None when
+/// `missing` was removed with no part in its place (no part the query was not `planned`
+/// with), or is there after all: the query cannot know what it would have read.
+fn parts_to_read(
+    listed: Vec<ObjectMeta>,
+    missing: &str,
+    planned: &HashSet<String>,
+    read: &HashSet<String>,
+) -> Option<Vec<ObjectMeta>> {
+    let mut parts: Vec<(PartName, ObjectMeta)> =
+        listed.into_iter().filter_map(|meta| Some((PartName::parse(meta.location.filename()?)?, meta))).collect();
+    let gone = !parts.iter().any(|(_, meta)| meta.location.as_ref() == missing);
+    let replaced = parts.iter().any(|(_, meta)| !planned.contains(meta.location.as_ref()));
+    if !(gone && replaced) {
+        return None;
+    }
+    parts.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(parts.into_iter().map(|(_, meta)| meta).filter(|meta| !read.contains(meta.location.as_ref())).collect())
 }
 
 /// Runs the one-file scan `part` on a task of its own, its batches (at most two ahead)
@@ -389,9 +459,19 @@ const PARTS_AT_ONCE: usize = 4;
 struct FirstCopyStream {
     /// Scans of the pieces of parts not yet started, in read order.
     parts: VecDeque<Piece>,
-    /// The pieces started, in read order, and whether each ends its part: the first is
-    /// the one being kept from.
-    started: VecDeque<(SendableRecordBatchStream, bool)>,
+    /// How the parts are read (a new piece's scan is made from it).
+    config: FileScanConfig,
+    /// The part files the query was planned with.
+    planned: HashSet<String>,
+    /// The part files read to their end (or as far as they were there).
+    read: HashSet<String>,
+    /// Listings left to look again for parts gone.
+    relists_left: usize,
+    /// A listing of the parts' directory under way, after a part was found gone.
+    relisting: Option<Relisting>,
+    /// The pieces started, in read order, whether each ends its part, and its file: the
+    /// first is the one being kept from.
+    started: VecDeque<(SendableRecordBatchStream, bool, String)>,
     context: Arc<TaskContext>,
     schema: SchemaRef,
     key: Vec<usize>,
@@ -405,7 +485,34 @@ struct FirstCopyStream {
     reservation: MemoryReservation,
 }
 
+/// Listing the parts again because `missing` was not there.
+struct Relisting {
+    listing: futures::future::BoxFuture<'static, Result<Vec<ObjectMeta>>>,
+    missing: String,
+    /// The error to return if no other part took its place.
+    error: DataFusionError,
+}
+
 impl FirstCopyStream {
+    /// Starts listing the directory of the part the front piece reads, which was not
+    /// found (`error`); reading goes on with the listing (see the module documentation).
+    fn relist(&mut self, error: DataFusionError) -> Result<()> {
+        self.relists_left -= 1;
+        let (_, _, missing) = self.started.pop_front().expect("a piece was read");
+        // Rows of it returned before it went stay returned: its keys are earlier ones,
+        // and its other rows come from the part that replaced it.
+        let this_part = std::mem::take(&mut self.this_part);
+        self.earlier.extend(this_part);
+        self.read.insert(missing.clone());
+        self.started.clear();
+        self.parts.clear();
+        let store = self.context.runtime_env().object_store(&self.config.object_store_url)?;
+        let dir = ObjectPath::from(missing.rsplit_once('/').map_or("", |(dir, _)| dir));
+        let listing = async move { Ok(store.list(Some(&dir)).try_collect().await?) }.boxed();
+        self.relisting = Some(Relisting { listing, missing, error });
+        Ok(())
+    }
+
     /// The rows of `batch` whose key no earlier part had, with the output columns.
     fn first_copies(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
         let keys = self.keys(batch)?;
@@ -478,22 +585,43 @@ impl Stream for FirstCopyStream {
             if self.left == Some(0) {
                 return Poll::Ready(None);
             }
+            if let Some(relisting) = self.relisting.as_mut() {
+                let listed = ready!(relisting.listing.poll_unpin(cx));
+                let Relisting { missing, error, .. } = self.relisting.take().expect("listing");
+                let this = &mut *self;
+                let Some(unread) = parts_to_read(listed?, &missing, &this.planned, &this.read) else {
+                    return Poll::Ready(Some(Err(error)));
+                };
+                let config = &this.config;
+                let parts = unread.into_iter().flat_map(|meta| {
+                    let pieces = pieces(&PartitionedFile::from(meta));
+                    let last = pieces.len() - 1;
+                    pieces.into_iter().enumerate().map(move |(i, piece)| Piece::new(config, piece, i == last))
+                });
+                this.parts = parts.collect();
+                continue;
+            }
             while self.started.len() < PARTS_AT_ONCE
                 && let Some(next) = self.parts.pop_front()
             {
                 let started = read_ahead(next.scan, self.context.clone());
-                self.started.push_back((started, next.ends_part));
+                self.started.push_back((started, next.ends_part, next.location));
             }
-            let Some((piece, ends_part)) = self.started.front_mut() else { return Poll::Ready(None) };
+            let Some((piece, ends_part, _)) = self.started.front_mut() else { return Poll::Ready(None) };
             let ends_part = *ends_part;
             let batch = match piece.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(batch))) => batch,
+                Poll::Ready(Some(Err(e))) if self.relists_left > 0 && is_missing_file(&e) => {
+                    self.relist(e)?;
+                    continue;
+                }
                 Poll::Ready(None) => {
-                    self.started.pop_front();
+                    let (_, _, location) = self.started.pop_front().expect("a piece was read");
                     if ends_part {
                         // The part is read: its keys are now earlier ones.
                         let this_part = std::mem::take(&mut self.this_part);
                         self.earlier.extend(this_part);
+                        self.read.insert(location);
                     }
                     continue;
                 }
@@ -518,7 +646,7 @@ impl RecordBatchStream for FirstCopyStream {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
-    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::datatypes::{Field, Int64Type, Schema};
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::parquet::arrow::ArrowWriter;
     use datafusion::prelude::{SessionConfig, SessionContext};
@@ -686,6 +814,91 @@ mod tests {
         assert!(all.contains(&format!("| {rows} | {sum} | 0 |")), "{all}");
         let k0 = answer(&ctx, &format!("SELECT v FROM parts WHERE image_id = '{}' ORDER BY v", id(0))).await;
         assert!(k0.contains("| 0 ") && k0.contains(&format!("| {} ", rows - 1)) && k0.lines().count() == 6, "{k0}");
+    }
+
+    /// Writes the rows (image_id, sha256, v) as the part `name` in `dir`.
+    fn write_part(dir: &std::path::Path, name: &str, rows: &[(&str, &str, i64)]) -> std::path::PathBuf {
+        let path = dir.join(name);
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .unwrap();
+        let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        path
+    }
+
+    /// Runs a physical plan made before the parts changed.
+    async fn run_planned(ctx: &SessionContext, plan: Arc<dyn ExecutionPlan>) -> Result<String> {
+        let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await?;
+        let mut rows: Vec<String> = Vec::new();
+        for batch in &batches {
+            let (ids, values) = (batch.column(0).as_string::<i32>(), batch.column(1).as_primitive::<Int64Type>());
+            rows.extend((0..batch.num_rows()).map(|i| format!("{}{}", ids.value(i), values.value(i))));
+        }
+        rows.sort();
+        Ok(rows.join(" "))
+    }
+
+    #[tokio::test]
+    async fn a_query_planned_before_a_merge_reads_the_part_that_replaced_the_ones_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts = [
+            write_part(dir.path(), "part-000000-aa.parquet", &[("a", "s", 1), ("b", "s", 2)]),
+            write_part(dir.path(), "part-000001-bb.parquet", &[("c", "s", 3), ("a", "s", 9)]),
+            write_part(dir.path(), "part-000002-cc.parquet", &[("d", "s", 4)]),
+            write_part(dir.path(), "part-000003-dd.parquet", &[("e", "s", 5)]),
+        ];
+        let plan = |ctx: SessionContext| async move {
+            let plan = ctx.sql("SELECT image_id, v FROM parts").await.unwrap().create_physical_plan().await.unwrap();
+            (ctx, plan)
+        };
+        let (ctx, before) = plan(session(&parts)).await;
+        assert_eq!(run_planned(&ctx, before.clone()).await.unwrap(), "a1 b2 c3 d4 e5");
+        // Parts 1 and 2 merged (the merged part named by the first one's seq), then removed.
+        let merged = write_part(dir.path(), "part-000001-ee.parquet", &[("c", "s", 3), ("a", "s", 9), ("d", "s", 4)]);
+        std::fs::remove_file(&parts[1]).unwrap();
+        std::fs::remove_file(&parts[2]).unwrap();
+        assert_eq!(run_planned(&ctx, before).await.unwrap(), "a1 b2 c3 d4 e5");
+
+        assert!(merged.exists());
+    }
+
+    #[test]
+    fn a_part_gone_is_read_on_from_the_part_that_replaced_it_and_only_then() {
+        let meta = |name: &str| ObjectMeta {
+            location: ObjectPath::from(format!("ds/m/{name}")),
+            last_modified: Default::default(),
+            size: 1,
+            e_tag: None,
+            version: None,
+        };
+        let names = |parts: Option<Vec<ObjectMeta>>| {
+            parts.map(|p| p.iter().map(|m| m.location.filename().unwrap().to_string()).collect::<Vec<_>>())
+        };
+        let set = |names: &[&str]| names.iter().map(|n| format!("ds/m/{n}")).collect::<HashSet<String>>();
+        let planned = set(&["part-000000-aa.parquet", "part-000001-bb.parquet", "part-000002-cc.parquet"]);
+        let read = set(&["part-000000-aa.parquet", "part-000001-bb.parquet"]);
+        let missing = "ds/m/part-000001-bb.parquet";
+        // Merged into a part named by the first one's seq: read on from there, in order,
+        // skipping what was read (a writer's temporary file is no part).
+        let listed = ["part-000002-cc.parquet", "part-000000-aa.parquet", "part-000001-ee.parquet", ".tmp-x"];
+        assert_eq!(
+            names(parts_to_read(listed.iter().map(|n| meta(n)).collect(), missing, &planned, &read)),
+            Some(vec!["part-000001-ee.parquet".into(), "part-000002-cc.parquet".into()])
+        );
+        // Removed with nothing new in its place, or not gone after all: no way on.
+        let listed = ["part-000000-aa.parquet", "part-000002-cc.parquet"];
+        assert_eq!(names(parts_to_read(listed.iter().map(|n| meta(n)).collect(), missing, &planned, &read)), None);
+        assert_eq!(names(parts_to_read(Vec::new(), missing, &planned, &read)), None);
+        let listed = ["part-000001-bb.parquet", "part-000001-ee.parquet"];
+        assert_eq!(names(parts_to_read(listed.iter().map(|n| meta(n)).collect(), missing, &planned, &read)), None);
     }
 
     #[test]
