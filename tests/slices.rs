@@ -352,6 +352,61 @@ fn a_plain_refreeze_keeps_the_holdout_and_a_changed_one_is_reported() {
 }
 
 #[test]
+fn images_held_out_that_leave_the_slice_are_warned_about() {
+    // A slice over an imported tag: when a re-import moves a held-out image out of the
+    // slice, the same share and seed no longer hold it out, and the training export gets
+    // it. The freeze must say so, also when the hold-out settings did not change.
+    let s = pets();
+    let dir = tempfile::tempdir().unwrap();
+    let import = |fluffy: &dyn Fn(&str) -> bool| {
+        let ids = sql_csv(&s.ws, "SELECT image_id FROM images ORDER BY 1");
+        let rows: String = ids.lines().skip(1).map(|id| format!("{id},{}\n", fluffy(id))).collect();
+        let path = dir.path().join("coat.csv");
+        std::fs::write(&path, format!("image_id,fluffy\n{rows}")).unwrap();
+        ok(&s.ws, &["tag", "import", path.to_str().unwrap()]);
+    };
+    import(&|_| true);
+    ok(&s.ws, &["slice", "create", "fluffy", "SELECT image_id FROM images WHERE fluffy"]);
+    ok(&s.ws, &["slice", "freeze", "fluffy", "--holdout", "0.5", "--seed", "7"]);
+    let held = sql_csv(&s.ws, "SELECT image_id FROM slice('fluffy', 1) WHERE holdout ORDER BY 1");
+    let held: Vec<&str> = held.lines().skip(1).collect();
+    assert!(held.len() >= 4, "{held:?}");
+
+    // One held-out training image is no longer fluffy: v2 has the same share and seed.
+    let gone = held.iter().find(|id| id.starts_with("train/")).expect("a training image held out").to_string();
+    import(&|id| id != gone);
+    let run = common::slicetest(&s.ws, &["slice", "freeze", "fluffy"]);
+    assert!(run.status.success());
+    let (out, err) = (String::from_utf8(run.stdout).unwrap(), String::from_utf8(run.stderr).unwrap());
+    assert!(!out.contains("hold-out changed"), "{out}");
+    assert!(
+        err.contains("WARNING: 1 image held out by fluffy v1 is no longer held out in v2 (it is no longer a member)"),
+        "{err}"
+    );
+    assert!(err.contains("only while another slice holds it out") && !err.contains("freeze again"), "{err}");
+    // What the warning says is what happens: the export trains on it.
+    ok(&s.ws, &["holdout", "export", "-o", dir.path().to_str().unwrap(), "-f", "csv"]);
+    let train = std::fs::read_to_string(dir.path().join("train.csv")).unwrap();
+    assert!(train.contains(gone.as_str()), "{train}");
+
+    // Both at once: another one leaves, and a smaller share releases the rest.
+    let also = held.iter().find(|id| **id != gone).unwrap().to_string();
+    import(&|id| id != gone && id != also);
+    let csv = sql_csv(&s.ws, "FREEZE SLICE fluffy WITH (holdout = 0)");
+    let released = held.len() - 1;
+    assert!(csv.contains(&format!(",{released},")), "{csv}");
+    assert!(
+        csv.contains(&format!(
+            "WARNING: {released} images held out by fluffy v2 are no longer held out in v3 \
+             (1 no longer a member, {} still members but not held out)",
+            released - 1
+        )),
+        "{csv}"
+    );
+    assert!(csv.contains(&format!("To keep the {} still members held out, freeze again", released - 1)), "{csv}");
+}
+
+#[test]
 fn the_sql_statement_keeps_the_holdout_too() {
     let s = pets();
     sql_csv(&s.ws, "FREEZE SLICE cats WITH (holdout = 0.5, seed = 7)");

@@ -440,6 +440,7 @@ async fn a_freeze_without_a_share_keeps_the_latest_and_a_release_is_a_warning() 
     let body = json(&body);
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!((body["holdout_changed"].clone(), body["released_from_holdout"].clone()), (json!(true), json!(3)));
+    assert_eq!(body["released_left_slice"], 0);
     assert_eq!(body["previous"]["version"], 1);
     assert_eq!(body["frozen"]["seed"], 3);
     assert_eq!(body["notes"][0], "hold-out changed from 1 (seed 3) in v1 to 0 (seed 3) in v2");

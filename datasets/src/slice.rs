@@ -358,10 +358,13 @@ pub struct FreezeOutcome {
     /// The latest version before this freeze (None for a slice's first freeze; the same
     /// as `frozen` when nothing was created).
     pub previous: Option<FrozenSlice>,
-    /// Images the previous version held out that the new one keeps as members but no
-    /// longer holds out (its hold-out share is smaller or its seed another): from now on
+    /// Images the previous version held out that the new one does not: members it no
+    /// longer holds out (its hold-out share is smaller or its seed another) and images that
+    /// are no longer members (the query, the data or the tags changed). From now on
     /// `holdout export` can put them in the training set. 0 when nothing was created.
     pub released_from_holdout: u64,
+    /// How many of `released_from_holdout` are no longer members of the slice.
+    pub released_left_slice: u64,
 }
 
 impl FreezeOutcome {
@@ -375,7 +378,8 @@ impl FreezeOutcome {
 
     /// What a person should know about this freeze's hold-out, one sentence each: that
     /// the share or seed changed (from what to what) and, as a warning, how many images
-    /// held out before are held out no more. Empty when the hold-out is as before.
+    /// held out before are held out no more (the share or seed changed, or they left the
+    /// slice), and why. Empty when the hold-out is as before.
     pub fn notes(&self) -> Vec<FreezeNote> {
         let f = &self.frozen;
         let mut notes = Vec::new();
@@ -391,29 +395,62 @@ impl FreezeOutcome {
                 ),
             });
         }
-        let (Some(previous), Some((share, seed))) = (&self.previous, self.holdout_change()) else {
+        let Some(previous) = self.previous.as_ref().filter(|_| self.created) else {
             return notes;
         };
-        notes.push(FreezeNote {
-            warning: false,
-            text: format!(
-                "hold-out changed from {share} (seed {seed}) in v{} to {} (seed {}) in v{}",
-                previous.version, f.holdout_share, f.seed, f.version
-            ),
-        });
+        let change = self.holdout_change();
+        if let Some((share, seed)) = change {
+            notes.push(FreezeNote {
+                warning: false,
+                text: format!(
+                    "hold-out changed from {share} (seed {seed}) in v{} to {} (seed {}) in v{}",
+                    previous.version, f.holdout_share, f.seed, f.version
+                ),
+            });
+        }
         if self.released_from_holdout > 0 {
             let n = self.released_from_holdout;
-            let (images, are, them) = if n == 1 { ("image", "is", "it") } else { ("images", "are", "them") };
+            let left = self.released_left_slice;
+            let (images, are, them, they) =
+                if n == 1 { ("image", "is", "it", "it") } else { ("images", "are", "them", "they") };
+            // Why: the hold-out settings (members no longer held out), the membership
+            // (images no longer in the slice), or both; each has its own remedy.
+            let why = match (left, n - left) {
+                (0, _) => String::new(),
+                (_, 0) if n == 1 => " (it is no longer a member)".to_string(),
+                (_, 0) => " (they are no longer members)".to_string(),
+                (left, kept) => {
+                    let members = |n: u64| if n == 1 { "a member" } else { "members" };
+                    format!(" ({left} no longer {}, {kept} still {} but not held out)", members(left), members(kept))
+                }
+            };
+            let mut remedy = Vec::new();
+            if let Some((share, seed)) = change.filter(|_| n > left) {
+                let which = match n - left {
+                    _ if left == 0 => them.to_string(),
+                    1 => "the one still a member".to_string(),
+                    kept => format!("the {kept} still members"),
+                };
+                remedy.push(format!("To keep {which} held out, freeze again with hold-out {share} and seed {seed}."));
+            }
+            if left > 0 {
+                remedy.push(
+                    "An image that left the slice (its query, the data or its tags changed) stays out of \
+                     train.* only while another slice holds it out."
+                        .to_string(),
+                );
+            }
             notes.push(FreezeNote {
                 warning: true,
                 text: format!(
-                    "{n} {images} held out by {slice} v{before} {are} no longer held out in v{now}: \
-                     `slicetest holdout export` now puts {them} in train.* (unless another slice holds {them} out), \
-                     so a model trained on that export sees {them} and v{before}'s hold-out is no longer unseen \
-                     data for it. To keep {them} held out, freeze again with hold-out {share} and seed {seed}.",
+                    "{n} {images} held out by {slice} v{before} {are} no longer held out in v{now}{why}: \
+                     `slicetest holdout export` now puts {them} in train.* (unless another slice holds {them} out \
+                     or {they} left the dataset), so a model trained on that export sees {them} and v{before}'s \
+                     hold-out is no longer unseen data for it. {remedy}",
                     slice = f.slice,
                     before = previous.version,
                     now = f.version,
+                    remedy = remedy.join(" "),
                 ),
             });
         }
@@ -558,12 +595,13 @@ pub fn freeze_keeping(
                     created: false,
                     previous: Some(previous.clone()),
                     released_from_holdout: 0,
+                    released_left_slice: 0,
                 });
             }
         }
-        let released_from_holdout = match &previous {
-            Some(previous) => released_from_holdout(layout, previous, &p.members, &holdout)?,
-            None => 0,
+        let released = match &previous {
+            Some(previous) => released_from_holdout(layout, previous, &p.members)?,
+            None => Released::default(),
         };
         let members_name = keyed_name(&format!("v{version}"), &p.parquet_sha256, "parquet");
         let members_path = layout.slice_dir(name).join(&members_name);
@@ -588,7 +626,13 @@ pub fn freeze_keeping(
         };
         let json = serde_json::to_vec_pretty(&frozen).expect("manifests serialise");
         if storage.create(&layout.frozen_manifest_file(name, version), json.into())? {
-            return Ok(FreezeOutcome { frozen, created: true, previous, released_from_holdout });
+            return Ok(FreezeOutcome {
+                frozen,
+                created: true,
+                previous,
+                released_from_holdout: released.total,
+                released_left_slice: released.left_slice,
+            });
         }
         // Another freeze took version k. Its members file has another name unless its
         // members are these (then it is the same file, and stays).
@@ -601,25 +645,57 @@ pub fn freeze_keeping(
     ))))
 }
 
-/// How many members `previous` held out that `members` (a members table, with its
-/// hold-out flags from `holdout`) keeps but no longer holds out. None can be when the seed
-/// is the same and the share not smaller (a larger share holds out a superset), so the
-/// previous members file is read only when the seed changed or the share shrank.
-fn released_from_holdout(
-    layout: &WorkspaceLayout,
-    previous: &FrozenSlice,
-    members: &RecordBatch,
-    holdout: &HoldoutAssigner,
-) -> Result<u64> {
-    if previous.holdout_members == 0 || (previous.seed == holdout.seed() && previous.holdout_share <= holdout.share()) {
-        return Ok(0);
+/// Images a previous version held out that a new one does not hold out.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Released {
+    /// Every such image.
+    total: u64,
+    /// Those that are not members of the new version.
+    left_slice: u64,
+}
+
+/// The images `previous` held out that `members` (a members table sorted by image_id,
+/// with its hold-out flags) does not hold out, either because they are no longer members
+/// or because the hold-out rule no longer picks them. The previous members file is read
+/// (its ids and flags) whenever it held any image out: even with the same share and seed,
+/// an image that left the slice is no longer held out by it.
+fn released_from_holdout(layout: &WorkspaceLayout, previous: &FrozenSlice, members: &RecordBatch) -> Result<Released> {
+    if previous.holdout_members == 0 {
+        return Ok(Released::default());
     }
     let before = read_member_columns(layout, previous, Some(&["image_id", "holdout"]))?;
-    let (ids, flags) = (before.column(0).as_string::<i32>(), before.column(1).as_boolean());
-    let held: std::collections::HashSet<&str> =
-        (0..before.num_rows()).filter(|&i| flags.value(i)).map(|i| ids.value(i)).collect();
+    let (before_ids, before_flags) = (before.column(0).as_string::<i32>(), before.column(1).as_boolean());
     let (ids, flags) = (members.column(0).as_string::<i32>(), members.column(3).as_boolean());
-    Ok((0..members.num_rows()).filter(|&i| !flags.value(i) && held.contains(ids.value(i))).count() as u64)
+    debug_assert!((1..ids.len()).all(|i| ids.value(i - 1) < ids.value(i)), "members are sorted by image_id");
+    let mut released = Released::default();
+    // The held-out ids of a previous version are a fraction of its members: each is
+    // looked up in the sorted new members rather than hashing every new member.
+    for i in (0..before.num_rows()).filter(|&i| before_flags.value(i)) {
+        let id = before_ids.value(i);
+        match binary_search_str(ids, id) {
+            Some(row) if flags.value(row) => {}
+            Some(_) => released.total += 1,
+            None => {
+                released.total += 1;
+                released.left_slice += 1;
+            }
+        }
+    }
+    Ok(released)
+}
+
+/// The row of `id` in `ids`, which is sorted (byte order, as Arrow sorts strings).
+fn binary_search_str(ids: &StringArray, id: &str) -> Option<usize> {
+    let (mut lo, mut hi) = (0, ids.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match ids.value(mid).cmp(id) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return Some(mid),
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -748,6 +824,39 @@ mod tests {
     }
 
     #[test]
+    fn held_out_images_that_leave_the_slice_are_released_with_the_same_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = WorkspaceLayout::new(dir.path());
+        let def = definition("s");
+        create_definition(&layout, &def).unwrap();
+        let ids: Vec<String> = (0..100).map(|i| format!("img_{i:03}")).collect();
+        let first = freeze(&layout, &def, request(&ids.iter().map(String::as_str).collect::<Vec<_>>(), 0.5)).unwrap();
+        let members = members_of(&read_members(&layout, &first.frozen).unwrap());
+        let held: Vec<&str> = members.iter().filter(|m| m.holdout).map(|m| m.image_id.as_str()).collect();
+        let kept: Vec<&str> = members.iter().filter(|m| !m.holdout).map(|m| m.image_id.as_str()).collect();
+        // Three held-out members and two others leave; the share and seed stay.
+        let gone = [held[0], held[7], held[20], kept[1], kept[2]];
+        let now: Vec<&str> = ids.iter().map(String::as_str).filter(|id| !gone.contains(id)).collect();
+        let second = freeze(&layout, &def, request(&now, 0.5)).unwrap();
+        assert!(second.created && second.holdout_change().is_none());
+        assert_eq!((second.released_from_holdout, second.released_left_slice), (3, 3));
+        let notes = second.notes();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].warning);
+        assert!(
+            notes[0]
+                .text
+                .starts_with("3 images held out by s v1 are no longer held out in v2 (they are no longer members): "),
+            "{}",
+            notes[0].text
+        );
+        // Members that were not held out leaving release nothing.
+        let fewer: Vec<&str> = now.iter().copied().filter(|id| *id != kept[3]).collect();
+        let third = freeze(&layout, &def, request(&fewer, 0.5)).unwrap();
+        assert!(third.created && third.released_from_holdout == 0 && third.notes().is_empty());
+    }
+
+    #[test]
     fn an_altered_members_file_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let layout = WorkspaceLayout::new(dir.path());
@@ -813,6 +922,42 @@ mod tests {
             prop_assert!(HoldoutAssigner::new(1.0, seed).unwrap().is_holdout(&id));
             if HoldoutAssigner::new(lo, seed).unwrap().is_holdout(&id) {
                 prop_assert!(HoldoutAssigner::new(hi, seed).unwrap().is_holdout(&id));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// A re-freeze counts every image the previous version held out and this one does
+        /// not, and which of them left the slice, whatever changed: members, share, seed.
+        #[test]
+        fn released_images_are_the_previous_holdout_not_held_out_now(
+            before in prop::collection::btree_set("[a-z0-9]{1,6}", 1..80),
+            after in prop::collection::btree_set("[a-z0-9]{1,6}", 1..80),
+            shares in (0.0f64..=1.0, 0.0f64..=1.0),
+            seeds in (0u64..3, 0u64..3),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let layout = WorkspaceLayout::new(dir.path());
+            let def = definition("s");
+            create_definition(&layout, &def).unwrap();
+            let ask = |ids: &std::collections::BTreeSet<String>, share: f64, seed: u64| {
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                FreezeRequest { holdout: HoldoutAssigner::new(share, seed).unwrap(), ..request(&ids, share) }
+            };
+            let first = freeze(&layout, &def, ask(&before, shares.0, seeds.0)).unwrap().frozen;
+            let second = freeze(&layout, &def, ask(&after, shares.1, seeds.1)).unwrap();
+            let held = |f: &FrozenSlice| -> std::collections::BTreeSet<String> {
+                members_of(&read_members(&layout, f).unwrap()).into_iter().filter(|m| m.holdout).map(|m| m.image_id).collect()
+            };
+            let released: Vec<String> = held(&first).difference(&held(&second.frozen)).cloned().collect();
+            let left = released.iter().filter(|id| !after.contains(*id)).count() as u64;
+            if second.created {
+                prop_assert_eq!(second.released_from_holdout, released.len() as u64);
+                prop_assert_eq!(second.released_left_slice, left);
+                prop_assert_eq!(second.notes().iter().any(|n| n.warning), !released.is_empty());
+            } else {
+                prop_assert!(released.is_empty() && second.released_from_holdout == 0);
             }
         }
     }

@@ -461,7 +461,8 @@ fn slices_batch(slices: &[SliceInfo]) -> RecordBatch {
 
 /// `FREEZE SLICE`: the version that now holds the members, whether it is new, its
 /// hold-out settings, how many images held out by the version before no longer are, and
-/// a note when the hold-out changed ([`FreezeOutcome::notes`], joined).
+/// a note when the hold-out changed or held-out images left the slice
+/// ([`FreezeOutcome::notes`], joined).
 pub fn freeze_batch(outcome: &FreezeOutcome) -> RecordBatch {
     let f = &outcome.frozen;
     let schema = Schema::new(vec![

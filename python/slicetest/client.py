@@ -375,7 +375,9 @@ class Client:
         ``holdout`` of them. A share or seed left out is the latest frozen version's (0 at
         a first freeze), so the same images stay held out. Returns ``{"created": bool,
         "frozen": manifest, "previous", "holdout_changed", "released_from_holdout",
-        "notes", "warnings"}``."""
+        "released_left_slice", "notes", "warnings"}``: ``released_from_holdout`` counts
+        the images the previous version held out that this one does not (members no
+        longer held out, and ``released_left_slice`` images no longer members)."""
         body: Dict[str, Any] = {}
         if holdout is not None:
             body["holdout"] = holdout

@@ -208,7 +208,7 @@ async fn write_table(batch: RecordBatch) -> Result<(), CliError> {
 
 /// `slice freeze`: the FREEZE SLICE table, the hold-out settings kept from the latest
 /// version, what changed of the hold-out, and a warning (on stderr) when images held out
-/// before are no longer held out.
+/// before are no longer held out (the share or seed changed, or they left the slice).
 async fn freeze(engine: &Engine, name: &str, holdout: Option<f64>, seed: Option<u64>) -> Result<(), CliError> {
     let outcome = engine.freeze_slice_keeping(name, holdout, seed).await?;
     // FREEZE SLICE's table less its note, which follows as lines of its own.

@@ -135,7 +135,8 @@ pub struct Freeze {
 /// answers the latest one, `created: false`, when nothing changed). A share or seed left
 /// out is the latest version's, so the same images stay held out. The answer says when
 /// the hold-out changed (`holdout_changed`, `previous`) and how many images held out by
-/// the previous version no longer are (`released_from_holdout`, with a `warnings` line).
+/// the previous version no longer are (`released_from_holdout`, of which
+/// `released_left_slice` are no longer members; with a `warnings` line).
 pub async fn freeze(
     _: WriteAccess,
     State(state): State<AppState>,
@@ -163,6 +164,7 @@ pub async fn freeze(
         })),
         "holdout_changed": outcome.holdout_change().is_some(),
         "released_from_holdout": outcome.released_from_holdout,
+        "released_left_slice": outcome.released_left_slice,
         "notes": text(false),
         "warnings": text(true),
     });
