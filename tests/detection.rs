@@ -429,6 +429,92 @@ fn a_box_manifest_gives_a_folder_its_ground_truth() {
 }
 
 #[test]
+fn a_corrected_box_manifest_with_a_new_category_keeps_the_old_ids() {
+    // A manifest without category_id is numbered in name order; the next one, with one
+    // more name ("bus", first in that order), must not give "car" or "person" another id.
+    let s = setup();
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        write_image(&s.src.join(format!("imgs/{name}.png")), 64, 48, i as u8);
+    }
+    let boxes = s.src.join("boxes.csv");
+    let ingest = |text: &str| {
+        std::fs::write(&boxes, text).unwrap();
+        let folder = s.src.join("imgs");
+        ok(&s.ws, &["ingest", "-d", "d", "--quiet", folder.to_str().unwrap(), "--boxes", boxes.to_str().unwrap()])
+    };
+    ingest("image_id,category,x,y,w,h\na.png,person,1,2,10,20\nb.png,car,30,5,20,10\n");
+    ingest("image_id,category,x,y,w,h\na.png,person,1,2,10,20\nb.png,car,30,5,20,10\nc.png,bus,0,0,8,8\n");
+    let rows = sql_csv(&s.ws, "SELECT image_id, category, category_id FROM objects ORDER BY image_id");
+    assert_eq!(rows, "image_id,category,category_id\na.png,person,2\nb.png,car,1\nc.png,bus,3\n");
+    // Detections name them by id as the dataset does.
+    std::fs::write(s.src.join("r.csv"), "image_id,category_id,x,y,w,h,score\nc.png,3,0,0,8,8,0.9\n").unwrap();
+    let out = upload(&s.ws, "r", &s.src.join("r.csv"), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = sql_csv(&s.ws, "SELECT category FROM predicted_objects WHERE run = 'r'");
+    assert_eq!(rows, "category\nbus\n");
+}
+
+#[test]
+fn a_category_list_declares_categories_without_boxes() {
+    // A detector's classes include ones this data has no box of: with the list, its
+    // detections of them are false positives like any other, not a refused upload.
+    let s = setup();
+    write_image(&s.src.join("imgs/a.png"), 64, 48, 1);
+    write_image(&s.src.join("imgs/b.png"), 64, 48, 2);
+    let boxes = s.src.join("boxes.csv");
+    std::fs::write(&boxes, "image_id,category,x,y,w,h\na.png,person,1,2,10,20\nb.png,car,30,5,20,10\n").unwrap();
+    let (folder, boxes) = (s.src.join("imgs"), boxes.to_str().unwrap().to_string());
+    let ingest = |dataset: &str, list: &Path| {
+        let args = ["ingest", "-d", dataset, "--quiet", folder.to_str().unwrap(), "--boxes", &boxes];
+        slicetest(&s.ws, &[&args[..], &["--categories", list.to_str().unwrap()]].concat())
+    };
+    std::fs::write(s.src.join("r.csv"), "image_id,category,x,y,w,h,score\na.png,toaster,0,0,8,8,0.9\n").unwrap();
+
+    // Without the list, a category the ground truth lacks refuses the upload.
+    let args = ["ingest", "-d", "plain", "--quiet", folder.to_str().unwrap(), "--boxes", &boxes];
+    ok(&s.ws, &args);
+    let out = upload(&s.ws, "r0", &s.src.join("r.csv"), &["-d", "plain"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("category \"toaster\" is not a category"), "{err}");
+    assert!(err.contains("--categories LIST"), "the way out is named: {err}");
+
+    // A text list (one name a line): numbered in name order, like the manifest's own.
+    let list = s.src.join("classes.txt");
+    std::fs::write(&list, "person\ncar\n\ntoaster\n").unwrap();
+    let out = ingest("d", &list);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.ws.join("datasets/d/versions/1/version.json")).unwrap())
+            .unwrap();
+    let categories = &manifest["objects"]["categories"];
+    assert_eq!(
+        categories,
+        &serde_json::json!([{"id": 1, "name": "car"}, {"id": 2, "name": "person"}, {"id": 3, "name": "toaster"}])
+    );
+    let out = upload(&s.ws, "r", &s.src.join("r.csv"), &["-d", "d"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json(&s.ws, &["report", "--run", "r", "--format", "json"]);
+    let counts = &report["overall"]["detection"];
+    assert!(counts.to_string().contains("toaster"), "{counts}");
+
+    // A table with ids: the ids are the list's; a box of a category not on it refuses.
+    let table = s.src.join("classes.csv");
+    std::fs::write(&table, "id,name\n7,person\n3,car\n90,toaster\n").unwrap();
+    let out = ingest("e", &table);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = sql_csv(&s.ws, "SELECT category, category_id FROM e.objects ORDER BY 2");
+    assert_eq!(rows, "category,category_id\ncar,3\nperson,7\n");
+    std::fs::write(&table, "id,name\n7,person\n90,toaster\n").unwrap();
+    let out = ingest("f", &table);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("row 2: category \"car\" is not on the category list"), "{err}");
+    assert!(common::version_entries(&s.ws, "f").is_empty(), "nothing written");
+    std::fs::write(&table, "id,name\n7,person\n7,car\n").unwrap();
+    let err = String::from_utf8_lossy(&ingest("f", &table).stderr).into_owned();
+    assert!(err.contains("id 7 is given twice (entries 1 and 2)"), "{err}");
+}
+
+#[test]
 fn the_confusion_matrix_pairs_mistaken_classes_and_keeps_the_background() {
     let s = setup();
     write_image(&s.src.join("a.png"), 100, 100, 1);

@@ -109,6 +109,10 @@ pub struct ImportedObjects {
     pub categories: Vec<Category>,
     /// Image ids the input lists.
     pub images: HashSet<String>,
+    /// The input named its categories but gave no ids (a box manifest without
+    /// `category_id`): slicetest numbered them, and [`merge`] renumbers them so that a
+    /// name the dataset has keeps its id there.
+    pub numbered_categories: bool,
 }
 
 /// The fixed columns of `objects.parquet` and of the SQL table `objects`, in order, with
@@ -187,7 +191,9 @@ fn rejected(source: &Path, headline: &str, mut problems: Vec<String>, shown: usi
 
 /// Merges the previous version's objects with an import's: the import replaces the
 /// objects of every image it lists. Categories merge by id; one id with two names is an
-/// error. `None` when neither side has objects.
+/// error. Categories slicetest numbered ([`ImportedObjects::numbered_categories`]) take
+/// the earlier version's id of their name, and a new name the next id after the largest
+/// in use. `None` when neither side has objects.
 pub fn merge(
     previous: Option<(&RecordBatch, &[Category])>,
     mut imported: Option<(&ImportedObjects, Vec<ImportedObject>)>,
@@ -200,8 +206,16 @@ pub fn merge(
     if let Some((_, previous)) = previous {
         categories.extend(previous.iter().map(|c| (c.id, c.name.clone())));
     }
-    if let Some((imported, _)) = &imported {
-        for c in &imported.categories {
+    let mut imported_categories = imported.as_ref().map(|(i, _)| i.categories.clone()).unwrap_or_default();
+    if let (Some((import, objects)), Some((_, previous))) = (&mut imported, previous)
+        && import.numbered_categories
+    {
+        // Each manifest is numbered on its own (1, 2, … in name order), so a manifest
+        // with one more name would give the names after it other ids than the dataset's.
+        imported_categories = renumber_categories(&imported_categories, objects, previous);
+    }
+    if imported.is_some() {
+        for c in &imported_categories {
             match categories.get(&c.id) {
                 Some(name) if name != &c.name => {
                     return Err(DatasetError::BadInput {
@@ -244,6 +258,34 @@ pub fn merge(
     let sorted = take_record_batch(&all, &UInt32Array::from(order))?;
     let categories = categories.into_iter().map(|(id, name)| Category { id, name }).collect();
     Ok(Some((sorted, categories)))
+}
+
+/// `numbered` (categories slicetest numbered for an import) with the ids of `previous`
+/// (the dataset's categories) for the names it has, new names numbered after the largest
+/// id in `previous` in name order; `objects` are changed to match.
+fn renumber_categories(numbered: &[Category], objects: &mut [ImportedObject], previous: &[Category]) -> Vec<Category> {
+    let known: HashMap<&str, i64> = previous.iter().map(|c| (c.name.as_str(), c.id)).collect();
+    let mut next = previous.iter().map(|c| c.id).max().unwrap_or(0);
+    let mut by_name: Vec<&Category> = numbered.iter().collect();
+    by_name.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut new_id: HashMap<i64, i64> = HashMap::new();
+    let renumbered = by_name
+        .into_iter()
+        .map(|c| {
+            let id = known.get(c.name.as_str()).copied().unwrap_or_else(|| {
+                next += 1;
+                next
+            });
+            new_id.insert(c.id, id);
+            Category { id, name: c.name.clone() }
+        })
+        .collect();
+    for object in objects.iter_mut() {
+        if let Some(&id) = new_id.get(&object.category_id) {
+            object.category_id = id;
+        }
+    }
+    renumbered
 }
 
 /// Objects the input gave no id keep their position as id unless another object holds

@@ -24,6 +24,10 @@ pub struct IngestArgs {
     /// (or path), category, x, y, w, h [, category_id, object_id, area, iscrowd].
     #[arg(long, value_name = "FILE")]
     pub boxes: Option<PathBuf>,
+    /// Every category of the box manifest, also those with no box here (a detector's
+    /// classes the data lacks): one name per line (.txt), or a table with category [, category_id].
+    #[arg(long, value_name = "FILE", requires = "boxes")]
+    pub categories: Option<PathBuf>,
     /// Fail, writing nothing, if any file is rejected.
     #[arg(long)]
     pub strict: bool,
@@ -74,6 +78,7 @@ impl IngestArgs {
             path_column: self.path_column.clone(),
             progress: !self.quiet,
             boxes: self.boxes.clone(),
+            categories: self.categories.clone(),
             ..ImportOptions::default()
         };
         self.into.options(&self.path, import, self.strict)

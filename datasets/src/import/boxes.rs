@@ -7,6 +7,11 @@
 //! `object_id` (or `id`), `area`, `iscrowd`. Without `category_id`, categories are
 //! numbered 1, 2, … in name order. Any other column (`occluded`, `truncated`, `source`, …)
 //! is kept as a column of `objects` with its type (see [`crate::objects`]).
+//!
+//! A category list (`ingest --categories FILE`) names every category, also those without
+//! a box among these images (a detector's classes that the data lacks): a text file with
+//! one name per line, or a table with `category` (or `name`) and optionally `category_id`
+//! (or `id`). With it, a box's category must be on the list.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -40,17 +45,92 @@ const KNOWN_COLUMNS: [&str; 14] = [
     "id",
 ];
 
-/// Reads the box manifest at `path` for the images of `set`. Every row must name an image
-/// of the import and a category; all problems are reported together.
-pub(super) async fn gather(path: &Path, set: &CandidateSet) -> Result<ImportedObjects> {
+/// A category of a category list: its name and the id it gives it, if any.
+type DeclaredCategory = (String, Option<i64>);
+
+/// Reads the box manifest at `path` for the images of `set`, with the category list at
+/// `categories` if one is given. Every row must name an image of the import and a
+/// category (one on the list); all problems are reported together.
+pub(super) async fn gather(path: &Path, categories: Option<&Path>, set: &CandidateSet) -> Result<ImportedObjects> {
+    let declared = match categories {
+        Some(list) => Some(read_categories(list).await?),
+        None => None,
+    };
     let table = read_table(path, "box manifest").await?;
-    objects(&table, set).map_err(|problems| DatasetError::BadInput {
+    objects(&table, declared.as_deref(), set).map_err(|problems| DatasetError::BadInput {
         source_path: path.to_path_buf(),
         message: format!("box manifest rejected, nothing was ingested:\n  - {}", problems.join("\n  - ")),
     })
 }
 
-fn objects(table: &RecordBatch, set: &CandidateSet) -> std::result::Result<ImportedObjects, Vec<String>> {
+/// The category list at `path`: a `.txt` file of one name per line (blank lines skipped),
+/// or a table with `category` or `name`, and optionally `category_id` or `id` for every
+/// name. Names and ids must not repeat.
+async fn read_categories(path: &Path) -> Result<Vec<DeclaredCategory>> {
+    let bad = |message: String| DatasetError::BadInput {
+        source_path: path.to_path_buf(),
+        message: format!("category list rejected, nothing was ingested: {message}"),
+    };
+    let is_text = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt"));
+    let declared: Vec<DeclaredCategory> = if is_text {
+        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it as UTF-8 text ({e})")))?;
+        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| (l.to_string(), None)).collect()
+    } else {
+        let table = read_table(path, "category list").await?;
+        let schema = table.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let column = |options: [&'static str; 2]| options.into_iter().find(|c| names.contains(c));
+        let Some(name_column) = column(["category", "name"]) else {
+            return Err(bad(format!("no category (or name) column; the columns are: {}", names.join(", "))));
+        };
+        let text = cast(table.column_by_name(name_column).expect("found"), &DataType::Utf8)
+            .map_err(|e| bad(format!("column {name_column:?}: {e}")))?;
+        let text = text.as_string::<i32>();
+        let ids = match column(["category_id", "id"]) {
+            Some(id_column) => {
+                let ids = cast(table.column_by_name(id_column).expect("found"), &DataType::Int64)
+                    .map_err(|_| bad(format!("column {id_column:?} must hold integers")))?;
+                Some(ids.as_primitive::<Int64Type>().clone())
+            }
+            None => None,
+        };
+        let mut declared = Vec::with_capacity(table.num_rows());
+        for row in 0..table.num_rows() {
+            if text.is_null(row) || text.value(row).trim().is_empty() {
+                return Err(bad(format!("row {}: the category name is empty", row + 1)));
+            }
+            let id = match &ids {
+                Some(ids) if ids.is_null(row) => return Err(bad(format!("row {}: the id is empty", row + 1))),
+                Some(ids) => Some(ids.value(row)),
+                None => None,
+            };
+            declared.push((text.value(row).trim().to_string(), id));
+        }
+        declared
+    };
+    if declared.is_empty() {
+        return Err(bad("it names no category".to_string()));
+    }
+    let mut names = HashMap::new();
+    let mut ids = HashMap::new();
+    for (line, (name, id)) in declared.iter().enumerate() {
+        if let Some(first) = names.insert(name.as_str(), line) {
+            return Err(bad(format!("{name:?} is listed twice (entries {} and {})", first + 1, line + 1)));
+        }
+        if let Some(id) = id
+            && let Some(first) = ids.insert(*id, line)
+        {
+            return Err(bad(format!("id {id} is given twice (entries {} and {})", first + 1, line + 1)));
+        }
+    }
+    Ok(declared)
+}
+
+fn objects(
+    table: &RecordBatch,
+    declared: Option<&[DeclaredCategory]>,
+    set: &CandidateSet,
+) -> std::result::Result<ImportedObjects, Vec<String>> {
     let schema = table.schema();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let Some(image_column) = IMAGE_COLUMNS.iter().find(|c| names.contains(c)) else {
@@ -123,7 +203,47 @@ fn objects(table: &RecordBatch, set: &CandidateSet) -> std::result::Result<Impor
             _ => {}
         }
     }
-    if category_ids.is_none() {
+    let declared_ids = declared.is_some_and(|d| d.iter().any(|(_, id)| id.is_some()));
+    if let Some(declared) = declared {
+        // The list is the dataset's categories: a box's category must be on it, with the
+        // list's id when both give one.
+        let listed: HashMap<&str, Option<i64>> = declared.iter().map(|(n, id)| (n.as_str(), *id)).collect();
+        for (row, name) in categories.iter().enumerate() {
+            let Some(name) = name else { continue };
+            match listed.get(name.as_str()) {
+                None => problems.push(format!("row {}: category {name:?} is not on the category list", row + 1)),
+                Some(Some(id)) => match category_ids.as_ref().and_then(|ids| ids[row]) {
+                    Some(given) if given != *id => problems.push(format!(
+                        "row {}: category {name:?} has category_id {given} here and id {id} on the category list",
+                        row + 1
+                    )),
+                    _ => {}
+                },
+                Some(None) => {}
+            }
+            if problems.len() >= 20 {
+                return Err(problems);
+            }
+        }
+        if category_ids.is_some() && !declared_ids {
+            problems.push(
+                "the box manifest gives category_id but the category list gives no ids: add an id column to the \
+                 list, or drop category_id from the manifest"
+                    .to_string(),
+            );
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        category_of = match declared_ids {
+            true => declared.iter().map(|(n, id)| (n.clone(), id.expect("every id, checked"))).collect(),
+            false => {
+                let mut sorted: Vec<&String> = declared.iter().map(|(n, _)| n).collect();
+                sorted.sort();
+                sorted.into_iter().enumerate().map(|(i, name)| (name.clone(), i as i64 + 1)).collect()
+            }
+        };
+    } else if category_ids.is_none() {
         let mut sorted: Vec<String> = categories.iter().flatten().cloned().collect();
         sorted.sort();
         sorted.dedup();
@@ -177,6 +297,7 @@ fn objects(table: &RecordBatch, set: &CandidateSet) -> std::result::Result<Impor
         objects,
         categories: category_of.into_iter().map(|(name, id)| Category { id, name }).collect(),
         images: set.candidates.iter().map(|c| c.image_id.clone()).collect(),
+        numbered_categories: category_ids.is_none() && !declared_ids,
     })
 }
 

@@ -64,6 +64,8 @@ pub struct ImportOptions {
     pub progress: bool,
     /// A box manifest: ground-truth boxes for the imported images (see `boxes.rs`).
     pub boxes: Option<PathBuf>,
+    /// The box manifest's category list, naming categories without boxes too.
+    pub categories: Option<PathBuf>,
 }
 
 /// One file an importer proposes to ingest.
@@ -160,7 +162,12 @@ pub async fn gather(
                 message: "the COCO file carries its own boxes; --boxes is for folders and manifests".into(),
             });
         }
-        set.objects = Some(boxes::gather(boxes_file, &set).await?);
+        set.objects = Some(boxes::gather(boxes_file, options.categories.as_deref(), &set).await?);
+    } else if let Some(list) = &options.categories {
+        return Err(DatasetError::BadInput {
+            source_path: list.clone(),
+            message: "a category list goes with a box manifest (--boxes); a COCO file lists its own categories".into(),
+        });
     }
     apply_split(&mut set, options);
     Ok(set)

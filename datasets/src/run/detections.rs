@@ -328,6 +328,7 @@ pub(crate) fn validate(
     let category_by_name: HashMap<&str, &Category> = categories.iter().map(|c| (c.name.as_str(), c)).collect();
     let category_list = || categories.iter().map(|c| format!("{} {:?}", c.id, c.name)).collect::<Vec<_>>().join(", ");
     let mut problems = Vec::new();
+    let mut unknown_category = false;
     let mut images = Vec::with_capacity(rows.len());
     let mut cats: Vec<&Category> = Vec::with_capacity(rows.len());
     let mut covered = vec![false; image_ids.len()];
@@ -367,6 +368,7 @@ pub(crate) fn validate(
                 None
             }
             Some(CategoryRef::Id(id)) => category_by_id.get(id).copied().or_else(|| {
+                unknown_category = true;
                 problems.push(format!("{at}: category id {id} is not a category of the dataset ({})", category_list()));
                 None
             }),
@@ -375,6 +377,7 @@ pub(crate) fn validate(
                 let hint = (categories.iter())
                     .find(|c| c.name.eq_ignore_ascii_case(name))
                     .map_or(String::new(), |c| format!("; did you mean {:?}? names are matched exactly", c.name));
+                unknown_category |= hint.is_empty();
                 problems.push(format!(
                     "{at}: category {name:?} is not a category of the dataset ({}){hint}",
                     category_list()
@@ -404,6 +407,14 @@ pub(crate) fn validate(
             problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
             return Err(problems);
         }
+    }
+    if unknown_category {
+        // Usually a detector's class that the ground truth has no box of.
+        problems.push(
+            "a category with no ground-truth box joins the dataset's category list when the annotations \
+             name it: a COCO file's categories, or `ingest --boxes FILE --categories LIST` for a box manifest"
+                .to_string(),
+        );
     }
     if !problems.is_empty() {
         return Err(problems);
