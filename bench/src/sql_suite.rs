@@ -64,6 +64,8 @@ const CASES: &[Case] = &[
     case("between", "SELECT count(*), avg(bytes) FROM {images} WHERE num_people BETWEEN 2 AND 5"),
     case("like", "SELECT count(*) FROM {images} WHERE uri LIKE '%77.jpg' AND image_id NOT LIKE 'img_000%'"),
     case("string_funcs", "SELECT upper(format), count(*) FROM {images} WHERE substr(image_id, 5, 2) = '00' GROUP BY 1"),
+    // `||` runs as the bounded `string_concat` (sql/src/output_bound.rs).
+    case("concat", "SELECT label || '/' || split, max(length(image_id || uri)) FROM {images} GROUP BY 1 ORDER BY 1"),
     case("having", "SELECT label, count(*) AS n FROM {images} GROUP BY label HAVING count(*) > 1000"),
     case(
         "aggregates",

@@ -68,6 +68,10 @@ fn function_registry() -> BallistaFunctionRegistry {
             *function = Arc::new(bounded);
         }
     }
+    // And the function the `||` operator is planned as.
+    for function in slicetest_sql::output_bound::operator_functions() {
+        registry.scalar_functions.insert(function.name().to_string(), Arc::new(function));
+    }
     registry
 }
 

@@ -158,6 +158,7 @@ pub fn session_builder(stores: Arc<BucketStores>) -> impl Fn(SessionConfig) -> R
         // the client's session (`slicetest_sql::output_bound`).
         let functions = (state.scalar_functions().values())
             .map(|f| slicetest_sql::output_bound::bounded(f).map_or_else(|| f.clone(), Arc::new))
+            .chain(slicetest_sql::output_bound::operator_functions().into_iter().map(Arc::new))
             .collect::<Vec<_>>();
         Ok(datafusion::execution::SessionStateBuilder::new_from_existing(state)
             .with_runtime_env(runtime)

@@ -8,6 +8,14 @@
 //! arguments, and a call over [`MAX_FUNCTION_OUTPUT_BYTES`] fails with
 //! `ResourcesExhausted` instead of running. Everything else about them (types, names,
 //! simplification, documentation) is the wrapped function's.
+//!
+//! Functions that return about the sum of their arguments (`concat`, `concat_ws`,
+//! `array_concat`, and the `||` operator) are bounded too: each one doubles at most, but
+//! `WITH a AS (SELECT s || s AS s FROM …), b AS (SELECT s || s AS s FROM a) …` doubles
+//! once per line. The `||` operator is not a function in DataFusion, so the analyzer rule
+//! [`BoundStringConcat`] plans it as one (`string_concat`, the same kernel, names kept),
+//! and gives the bounded copies to calls planned with DataFusion's own instances (a list
+//! `||` is `array_concat`).
 
 use std::sync::Arc;
 
@@ -33,8 +41,9 @@ pub const MAX_FUNCTION_OUTPUT_BYTES: u64 = 64 << 20;
 /// How many bytes a call of a function would make, from its arguments, at most.
 type Estimate = fn(&[ColumnarValue], usize) -> Result<u64>;
 
-/// The functions whose result can be much larger than their arguments, with how large.
-const BOUNDED: [(&str, Estimate); 8] = [
+/// The functions whose result can be much larger than their arguments, or as large as
+/// all of them together, with how large.
+const BOUNDED: [(&str, Estimate); 12] = [
     ("repeat", repeat_bytes),
     ("lpad", pad_bytes),
     ("rpad", pad_bytes),
@@ -43,6 +52,10 @@ const BOUNDED: [(&str, Estimate); 8] = [
     ("array_repeat", array_repeat_bytes),
     ("array_resize", array_resize_bytes),
     ("range", range_bytes),
+    ("concat", sum_bytes),
+    ("concat_ws", concat_ws_bytes),
+    ("array_concat", sum_bytes),
+    (STRING_CONCAT, sum_bytes),
 ];
 
 /// Replaces the functions of `ctx` that can make far more than they are given with ones
@@ -55,6 +68,19 @@ pub fn bound_function_outputs(ctx: &SessionContext) {
             ctx.register_udf(bounded);
         }
     }
+    for function in operator_functions() {
+        ctx.register_udf(function);
+    }
+    if !state.analyzer().rules.iter().any(|r| r.name() == BoundStringConcat::NAME) {
+        ctx.add_analyzer_rule(Arc::new(BoundStringConcat::default()));
+    }
+}
+
+/// The functions [`BoundStringConcat`] plans operators as, bounded: for a registry that
+/// must know them by name (a cluster's scheduler and executors).
+pub fn operator_functions() -> Vec<ScalarUDF> {
+    let plain = ScalarUDF::from(StringConcatFunction::default());
+    vec![bounded(&plain).expect("string_concat is bounded")]
 }
 
 /// `function` with its output bounded, when it is one of the functions that can make far
@@ -97,10 +123,13 @@ impl ScalarUDFImpl for BoundedOutput {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let bytes = (self.estimate)(&args.args, args.number_rows)?;
         if bytes > MAX_FUNCTION_OUTPUT_BYTES {
+            let call = match self.inner.name() {
+                STRING_CONCAT => "… || …".to_string(),
+                name => format!("{name}(…)"),
+            };
             return Err(DataFusionError::ResourcesExhausted(format!(
-                "{}(…) would make about {} MiB in one call ({} rows), more than the {} MiB one call may make; \
+                "{call} would make about {} MiB in one call ({} rows), more than the {} MiB one call may make; \
                  ask for less (shorter strings, fewer elements) or filter the rows first",
-                self.inner.name(),
                 bytes >> 20,
                 args.number_rows,
                 MAX_FUNCTION_OUTPUT_BYTES >> 20
@@ -151,8 +180,17 @@ impl ScalarUDFImpl for BoundedOutput {
         self.inner.aliases()
     }
 
+    /// The wrapped function's, with the calls it plans bounded in turn: DataFusion's
+    /// simplifications build calls from its own instances (`concat_ws` with a literal
+    /// separator becomes another `concat_ws`).
     fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        self.inner.simplify(args, info)
+        use datafusion::common::tree_node::TreeNode;
+        Ok(match self.inner.simplify(args, info)? {
+            ExprSimplifyResult::Simplified(expr) => {
+                ExprSimplifyResult::Simplified(expr.transform_up(|e| bound_call(e, None))?.data)
+            }
+            original => original,
+        })
     }
 
     fn preimage(
@@ -253,6 +291,52 @@ fn ascii(args: &[ColumnarValue], i: usize, rows: usize) -> Result<Vec<bool>> {
 
 fn total(rows: impl Iterator<Item = u64>) -> u64 {
     rows.fold(0u64, u64::saturating_add)
+}
+
+/// The bytes of an argument's values over `rows` rows, without copying anything: these
+/// functions are common (`||` above all), so the bound must cost next to nothing.
+fn value_bytes(arg: &ColumnarValue, rows: usize) -> u64 {
+    use datafusion::arrow::array::OffsetSizeTrait;
+    fn offsets<O: OffsetSizeTrait>(o: &[O]) -> u64 {
+        o.last().zip(o.first()).map_or(0, |(last, first)| (last.as_usize() - first.as_usize()) as u64)
+    }
+    let views = |views: &[u128]| views.iter().map(|v| *v as u32 as u64).sum::<u64>();
+    match arg {
+        ColumnarValue::Scalar(value) => {
+            let one = match value {
+                ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+                    s.len()
+                }
+                ScalarValue::Binary(Some(b)) | ScalarValue::LargeBinary(Some(b)) | ScalarValue::BinaryView(Some(b)) => {
+                    b.len()
+                }
+                v if v.is_null() => 0,
+                v => v.size(),
+            };
+            (one as u64).saturating_mul(rows as u64)
+        }
+        ColumnarValue::Array(array) => match array.data_type() {
+            DataType::Utf8 => offsets(array.as_string::<i32>().value_offsets()),
+            DataType::LargeUtf8 => offsets(array.as_string::<i64>().value_offsets()),
+            DataType::Binary => offsets(array.as_binary::<i32>().value_offsets()),
+            DataType::LargeBinary => offsets(array.as_binary::<i64>().value_offsets()),
+            DataType::Utf8View => views(array.as_string_view().views()),
+            DataType::BinaryView => views(array.as_binary_view().views()),
+            _ => array.to_data().get_slice_memory_size().unwrap_or_else(|_| array.get_array_memory_size()) as u64,
+        },
+    }
+}
+
+/// The arguments together: `concat(a, b, …)`, `array_concat`, `a || b`.
+fn sum_bytes(args: &[ColumnarValue], rows: usize) -> Result<u64> {
+    Ok(args.iter().map(|a| value_bytes(a, rows)).fold(0u64, u64::saturating_add))
+}
+
+/// `concat_ws(separator, a, b, …)`: the arguments and a separator between each two.
+fn concat_ws_bytes(args: &[ColumnarValue], rows: usize) -> Result<u64> {
+    let Some((separator, values)) = args.split_first() else { return Ok(0) };
+    let separators = value_bytes(separator, rows).saturating_mul(values.len().saturating_sub(1) as u64);
+    Ok(sum_bytes(values, rows)?.saturating_add(separators))
 }
 
 /// `repeat(s, n)`: n copies of s.
@@ -378,6 +462,134 @@ fn range_bytes(args: &[ColumnarValue], rows: usize) -> Result<u64> {
     })))
 }
 
+/// The name the `||` operator on strings is planned as.
+pub const STRING_CONCAT: &str = "string_concat";
+
+/// `a || b` on strings (and binary values) as a function: DataFusion's kernel for the
+/// operator (NULL when either side is NULL, unlike `concat`), so that it can be bounded.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct StringConcatFunction {
+    signature: Signature,
+}
+
+impl Default for StringConcatFunction {
+    fn default() -> Self {
+        Self { signature: Signature::any(2, datafusion::logical_expr::Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for StringConcatFunction {
+    fn name(&self) -> &str {
+        STRING_CONCAT
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// Both sides have the type the operator's coercion gave them.
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Ok(arg_types[0].clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalars = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let joined = datafusion::arrow::compute::kernels::concat_elements::concat_elements_dyn(&arrays[0], &arrays[1])?;
+        Ok(match scalars {
+            true => ColumnarValue::Scalar(ScalarValue::try_from_array(&joined, 0)?),
+            false => ColumnarValue::Array(joined),
+        })
+    }
+
+    /// As the operator's: plans and results read `a || b`.
+    fn schema_name(&self, args: &[Expr]) -> Result<String> {
+        Ok(format!("{} || {}", args[0].schema_name(), args[1].schema_name()))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOCUMENTATION: std::sync::LazyLock<Documentation> = std::sync::LazyLock::new(|| {
+            Documentation::builder(
+                datafusion::logical_expr::DocSection { include: true, label: "String Functions", description: None },
+                "The `||` operator on strings, as slicetest plans it: a || b, NULL when either is NULL; \
+                 refused when one call would make more than 64 MiB.",
+                "string_concat(a, b)",
+            )
+            .with_sql_example("SELECT 'a' || 'b'")
+            .build()
+        });
+        Some(&DOCUMENTATION)
+    }
+}
+
+/// An analyzer rule (after type coercion): the `||` operator on strings becomes
+/// [`StringConcatFunction`], bounded, and a call of a function [`bounded`] knows that was
+/// planned with DataFusion's own instance (as a list `||` is, to `array_concat`) gets the
+/// bounded one. Output names are kept.
+#[derive(Debug)]
+pub struct BoundStringConcat {
+    string_concat: Arc<ScalarUDF>,
+}
+
+impl Default for BoundStringConcat {
+    fn default() -> Self {
+        let function = operator_functions().pop().expect("string_concat");
+        Self { string_concat: Arc::new(function) }
+    }
+}
+
+impl BoundStringConcat {
+    /// The rule's name.
+    pub const NAME: &str = "slicetest_bound_string_concat";
+}
+
+/// `expr` with a call of a function [`bounded`] knows made with an unbounded instance
+/// given the bounded one, and, with `string_concat`, the `||` operator made a call of it.
+fn bound_call(
+    expr: Expr,
+    string_concat: Option<&Arc<ScalarUDF>>,
+) -> Result<datafusion::common::tree_node::Transformed<Expr>> {
+    use datafusion::common::tree_node::Transformed;
+    use datafusion::logical_expr::Operator;
+    use datafusion::logical_expr::expr::{BinaryExpr, ScalarFunction};
+    Ok(match (expr, string_concat) {
+        (Expr::BinaryExpr(BinaryExpr { left, op: Operator::StringConcat, right }), Some(f)) => {
+            Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(f.clone(), vec![*left, *right])))
+        }
+        (Expr::ScalarFunction(call), _) => match bounded(&call.func) {
+            Some(function) => {
+                Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(function), call.args)))
+            }
+            None => Transformed::no(Expr::ScalarFunction(call)),
+        },
+        (other, _) => Transformed::no(other),
+    })
+}
+
+impl datafusion::optimizer::AnalyzerRule for BoundStringConcat {
+    fn analyze(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        _config: &ConfigOptions,
+    ) -> Result<datafusion::logical_expr::LogicalPlan> {
+        use datafusion::common::tree_node::TreeNode;
+        use datafusion::logical_expr::expr_rewriter::NamePreserver;
+        plan.transform_up_with_subqueries(|plan| {
+            let names = NamePreserver::new(&plan);
+            plan.map_expressions(|expr| {
+                let name = names.save(&expr);
+                Ok(expr.transform_up(|e| bound_call(e, Some(&self.string_concat)))?.update_data(|e| name.restore(e)))
+            })?
+            .map_data(|plan| plan.recompute_schema())
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,6 +625,59 @@ mod tests {
         refused("SELECT range(TIMESTAMP '2000-01-01', TIMESTAMP '2001-01-01', INTERVAL '1 microsecond')").await;
         // Many rows of a modest value add up within one call too.
         refused("SELECT max(length(repeat('x', (10000 + value % 2)::int))) FROM generate_series(1, 8192)").await;
+        // What doubles: each step under the bound, the second over it.
+        let err = refused(
+            "SELECT max(length(s || s)) FROM (SELECT repeat('x', (5000 + value % 2)::int) AS s FROM generate_series(1, 8192))",
+        )
+        .await;
+        assert!(err.contains("… || … would make about 78 MiB in one call (8192 rows)"), "{err}");
+        for (sql, call) in [
+            ("WITH a AS (SELECT repeat('x', 40000000) AS s) SELECT length(concat(s, s)) FROM a", "concat(…)"),
+            (
+                "WITH a AS (SELECT repeat('x', 40000000) AS s) SELECT length(concat_ws(',', s, s)) FROM a",
+                "concat_ws(…)",
+            ),
+            ("WITH a AS (SELECT range(0, 5000000) AS v) SELECT cardinality(v || v) FROM a", "array_concat(…)"),
+            (
+                "WITH a AS (SELECT range(0, 5000000) AS v) SELECT cardinality(array_concat(v, v)) FROM a",
+                "array_concat(…)",
+            ),
+            ("SELECT length(repeat('x', 40000000) || repeat('y', 40000000))", "… || …"),
+        ] {
+            let err = refused(sql).await;
+            assert!(err.contains(&format!("{call} would make about 76 MiB")), "{sql}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_operator_keeps_its_names_and_results() {
+        let plain = SessionContext::new();
+        let queries = [
+            "SELECT 'a' || 'b', 'a' || NULL, 'x' || CAST(1 AS VARCHAR)",
+            "SELECT s || '-' || s AS joined, upper(s || s) FROM (VALUES ('p'), (NULL), ('q')) AS t(s) ORDER BY 1",
+            "SELECT s || 'z', count(*) FROM (VALUES ('p'), ('p'), ('q')) AS t(s) GROUP BY s || 'z' ORDER BY 1",
+            "SELECT make_array(1, 2) || make_array(3), make_array(1) || 2",
+            "SELECT count(*) FROM (VALUES ('p'), ('q')) AS t(s) WHERE s || 'x' = 'px'",
+        ];
+        for sql in queries {
+            let ctx = SessionContext::new();
+            bound_function_outputs(&ctx);
+            let (ours, theirs) = (ctx.sql(sql).await.unwrap(), plain.sql(sql).await.unwrap());
+            let names = |df: &datafusion::prelude::DataFrame| -> Vec<String> {
+                df.schema().fields().iter().map(|f| f.name().clone()).collect()
+            };
+            assert_eq!(names(&ours), names(&theirs), "{sql}");
+            let (ours, theirs) = (ours.collect().await.unwrap(), theirs.collect().await.unwrap());
+            let text = |batches: &[datafusion::arrow::array::RecordBatch]| {
+                datafusion::arrow::util::pretty::pretty_format_batches(batches).unwrap().to_string()
+            };
+            assert_eq!(text(&ours), text(&theirs), "{sql}");
+        }
+        // The operator runs as the bounded function.
+        let ctx = SessionContext::new();
+        bound_function_outputs(&ctx);
+        let plan = ctx.sql("SELECT s || 'x' FROM (VALUES ('p')) AS t(s)").await.unwrap().into_optimized_plan().unwrap();
+        assert!(format!("{plan}").contains("string_concat("), "{plan}");
     }
 
     #[tokio::test]
@@ -431,6 +696,10 @@ mod tests {
             ("SELECT array_to_string(range(10, 0, -4), ',')", "10,6,2"),
             ("SELECT cardinality(range(DATE '2024-01-01', DATE '2024-03-01', INTERVAL '1 month'))", "2"),
             ("SELECT max(length(repeat('x', (1000 + value % 2)::int))) FROM generate_series(1, 8192)", "1001"),
+            ("SELECT concat('a', NULL, 'b')", "ab"),
+            ("SELECT concat_ws('-', 'a', 'b', 'c')", "a-b-c"),
+            ("SELECT array_to_string(array_concat([1], [2, 3]), ',')", "1,2,3"),
+            ("SELECT 'a' || 'b' || 'c'", "abc"),
         ];
         for (sql, expected) in cases {
             let batches = run(sql).await.unwrap();
