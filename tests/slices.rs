@@ -407,6 +407,32 @@ fn images_held_out_that_leave_the_slice_are_warned_about() {
 }
 
 #[test]
+fn dropping_a_slice_warns_about_the_holdout_only_it_kept() {
+    let s = pets();
+    ok(&s.ws, &["slice", "freeze", "cats", "--holdout", "0.5", "--seed", "7"]);
+    let cats = held_out(&s.ws, 1);
+    ok(&s.ws, &["slice", "create", "everything", "SELECT image_id FROM images"]);
+    ok(&s.ws, &["slice", "freeze", "everything", "--holdout", "1"]);
+    // Another slice holds every one of them out: nothing is released.
+    let run = common::slicetest(&s.ws, &["slice", "drop", "cats"]);
+    let (out, err) = (String::from_utf8(run.stdout).unwrap(), String::from_utf8(run.stderr).unwrap());
+    assert!(run.status.success() && out.contains("slice cats dropped") && !err.contains("WARNING"), "{out}{err}");
+    // The other way round, the images only `everything` held out are released.
+    ok(&s.ws, &["slice", "create", "cats", "SELECT image_id FROM images WHERE label = 'cat'"]);
+    ok(&s.ws, &["slice", "freeze", "cats", "--holdout", "0.5", "--seed", "7"]);
+    assert_eq!(held_out(&s.ws, 1), cats, "the same rule, the same images");
+    let run = common::slicetest(&s.ws, &["slice", "drop", "everything"]);
+    let err = String::from_utf8(run.stderr).unwrap();
+    let released = 8 - cats.len();
+    let warning = format!("WARNING: {released} images held out by everything v1 are held out by no other slice");
+    assert!(run.status.success() && err.contains(&warning), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    ok(&s.ws, &["holdout", "export", "-o", dir.path().to_str().unwrap(), "-f", "csv"]);
+    let holdout = std::fs::read_to_string(dir.path().join("holdout.csv")).unwrap();
+    assert_eq!(holdout.lines().count() - 1, cats.len(), "{holdout}");
+}
+
+#[test]
 fn the_sql_statement_keeps_the_holdout_too() {
     let s = pets();
     sql_csv(&s.ws, "FREEZE SLICE cats WITH (holdout = 0.5, seed = 7)");

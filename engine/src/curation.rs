@@ -247,10 +247,15 @@ impl Engine {
     /// Every image of `dataset` held out by the latest frozen version of any of its
     /// slices, sorted.
     pub fn held_out_ids(&self, dataset: &str) -> Result<Vec<String>> {
+        self.held_out_ids_except(dataset, None)
+    }
+
+    /// [`Engine::held_out_ids`] of every slice but `except`.
+    pub(crate) fn held_out_ids_except(&self, dataset: &str, except: Option<&str>) -> Result<Vec<String>> {
         let layout = self.workspace.layout();
         let mut held = HashSet::new();
         for name in slice::slice_names(layout)? {
-            if slice::read_definition(layout, &name)?.dataset != dataset {
+            if Some(name.as_str()) == except || slice::read_definition(layout, &name)?.dataset != dataset {
                 continue;
             }
             let Some(frozen) = slice::latest_frozen(layout, &name)? else { continue };

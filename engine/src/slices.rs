@@ -86,10 +86,36 @@ impl Engine {
         Ok(definition)
     }
 
-    /// Removes a slice with all its frozen versions.
-    pub fn drop_slice(&self, name: &str) -> Result<()> {
+    /// Removes a slice with all its frozen versions. Returns what its hold-out leaves
+    /// behind: its latest version and how many images that version held out that no other
+    /// slice of its dataset holds out (`holdout export` puts those in the training set from
+    /// now on); None when it held none out, or that could not be read (a damaged members
+    /// file must not stop its slice from being dropped).
+    pub fn drop_slice(&self, name: &str) -> Result<Option<(u64, u64)>> {
         let _lock = self.workspace.lock()?;
-        Ok(slice::drop_slice(self.workspace.layout(), name)?)
+        let released = match self.released_by_drop(name) {
+            Ok(released) => released,
+            Err(EngineError::Dataset(e @ slicetest_datasets::DatasetError::UnknownSlice { .. })) => {
+                return Err(e.into());
+            }
+            Err(_) => None,
+        };
+        slice::drop_slice(self.workspace.layout(), name)?;
+        Ok(released)
+    }
+
+    /// Slice `name`'s latest version and the images it holds out that no other slice of
+    /// its dataset does.
+    fn released_by_drop(&self, name: &str) -> Result<Option<(u64, u64)>> {
+        let layout = self.workspace.layout();
+        let definition = slice::read_definition(layout, name)?;
+        let Some(frozen) = slice::latest_frozen(layout, name)?.filter(|f| f.holdout_members > 0) else {
+            return Ok(None);
+        };
+        let members = slice::members_of(&slice::read_members(layout, &frozen)?);
+        let others = self.held_out_ids_except(&definition.dataset, Some(name))?;
+        let released = members.iter().filter(|m| m.holdout && others.binary_search(&m.image_id).is_err()).count();
+        Ok(Some((frozen.version, released as u64)))
     }
 
     /// Every slice with its frozen versions, by name.
@@ -177,7 +203,10 @@ impl Engine {
                 Ok(message(format!("slice {} created on dataset {}", d.name, d.dataset)))
             }
             SliceStatement::Drop { name, if_exists } => match self.drop_slice(&name) {
-                Ok(()) => Ok(message(format!("slice {name} dropped"))),
+                Ok(released) => Ok(message(match drop_warning(&name, released) {
+                    Some(warning) => format!("slice {name} dropped; WARNING: {warning}"),
+                    None => format!("slice {name} dropped"),
+                })),
                 Err(EngineError::Dataset(slicetest_datasets::DatasetError::UnknownSlice { .. })) if if_exists => {
                     Ok(message(format!("slice {name} does not exist; nothing dropped")))
                 }
@@ -418,6 +447,16 @@ fn check_mask_classes<'a>(
 
 fn chrono_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// What [`Engine::drop_slice`]'s answer warns of, when it released any held-out image.
+pub fn drop_warning(name: &str, released: Option<(u64, u64)>) -> Option<String> {
+    let (version, released) = released.filter(|(_, n)| *n > 0)?;
+    let (images, are, them) = if released == 1 { ("image", "is", "it") } else { ("images", "are", "them") };
+    Some(format!(
+        "{released} {images} held out by {name} v{version} {are} held out by no other slice: `slicetest holdout \
+         export` now puts {them} in train.*, so a model trained on that export sees {them}"
+    ))
 }
 
 fn message(text: String) -> RecordBatch {

@@ -182,7 +182,14 @@ pub async fn run(workspace: &Path, command: SliceCommand) -> Result<(), CliError
             };
             SliceStatement::Create { name, comment, thresholds, query }
         }
-        SliceCommand::Drop { name } => SliceStatement::Drop { name, if_exists: false },
+        SliceCommand::Drop { name } => {
+            let released = engine.drop_slice(&name)?;
+            println!("slice {name} dropped");
+            if let Some(warning) = slicetest_engine::slices::drop_warning(&name, released) {
+                eprintln!("WARNING: {warning}");
+            }
+            return Ok(());
+        }
         SliceCommand::List => SliceStatement::Show,
         SliceCommand::Show { name } => SliceStatement::Describe { name },
         SliceCommand::Freeze { name, holdout, seed } => return freeze(&engine, &name, holdout, seed).await,
