@@ -80,6 +80,13 @@ impl ObjectCache {
         Ok(Self { inner, dir, local, max_bytes })
     }
 
+    /// Removes the local copy of `location` (one that turned out damaged: the next read
+    /// fetches it again) and returns where it was; None when there was none.
+    pub fn evict(&self, location: &Path) -> Option<PathBuf> {
+        let path = self.dir.join(location.as_ref());
+        std::fs::remove_file(&path).is_ok().then_some(path)
+    }
+
     /// Downloads `location` whole into the cache (an atomic write: a reader never sees
     /// part of it), then trims the cache to its bound. False when the file is larger than
     /// the whole cache (it is not kept).

@@ -99,6 +99,8 @@ enum Backend {
         /// Its listings and manifests answered from memory for a while ([`RecentReads`]),
         /// when asked to: the same store as `store`'s outer layer.
         recent: Option<Arc<RecentReads>>,
+        /// The local copies of its content-keyed files, when kept: a layer of `store`.
+        cache: Option<Arc<ObjectCache>>,
     },
 }
 
@@ -189,10 +191,15 @@ impl Storage {
             .build()
             .map_err(|e| bad(format!("cannot use this bucket: {e}")))?;
         let mut store: Arc<dyn ObjectStore> = Arc::new(store);
+        let mut cache = None;
         if let Some((dir, max_bytes)) = crate::object_cache::settings_from_env().filter(|_| cached) {
             let dir = dir.join("s3").join(bucket);
             match ObjectCache::new(store.clone(), dir.clone(), max_bytes) {
-                Ok(cache) => store = Arc::new(cache),
+                Ok(kept) => {
+                    let kept = Arc::new(kept);
+                    store = kept.clone();
+                    cache = Some(kept);
+                }
                 Err(e) => tracing::warn!("not caching {text} in {}: {e}", dir.display()),
             }
         }
@@ -207,7 +214,7 @@ impl Storage {
         let base_url = url::Url::parse(&format!("s3://{bucket}")).expect("bucket names are valid hosts");
         let root =
             PathBuf::from(if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") });
-        Ok(Self { root, backend: Backend::Object { store, base_url, prefix, recent } })
+        Ok(Self { root, backend: Backend::Object { store, base_url, prefix, recent, cache } })
     }
 
     /// A workspace at `root` (a URL such as `memory://ws`) kept in `store`, for tests
@@ -219,7 +226,26 @@ impl Storage {
         base.set_path("");
         Self {
             root: PathBuf::from(root.trim_end_matches('/')),
-            backend: Backend::Object { store, base_url: base, prefix, recent: None },
+            backend: Backend::Object { store, base_url: base, prefix, recent: None, cache: None },
+        }
+    }
+
+    /// [`Storage::with_object_store`] over `cache` (an [`ObjectCache`] of the store), for
+    /// tests of what a damaged local copy does.
+    pub fn with_object_cache(cache: Arc<ObjectCache>, root: &str) -> Self {
+        let mut storage = Self::with_object_store(cache.clone(), root);
+        if let Backend::Object { cache: kept, .. } = &mut storage.backend {
+            *kept = Some(cache);
+        }
+        storage
+    }
+
+    /// Removes the local copy of `path` kept by the object cache, if there is one, and
+    /// returns where it was: a read after it fetches the stored file again.
+    pub fn evict_cached(&self, path: &Path) -> Result<Option<PathBuf>> {
+        match &self.backend {
+            Backend::Object { cache: Some(cache), prefix, .. } => Ok(cache.evict(&self.key(path, prefix)?)),
+            _ => Ok(None),
         }
     }
 
