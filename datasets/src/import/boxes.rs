@@ -237,17 +237,10 @@ fn objects(
         }
         category_of = match declared_ids {
             true => declared.iter().map(|(n, id)| (n.clone(), id.expect("every id, checked"))).collect(),
-            false => {
-                let mut sorted: Vec<&String> = declared.iter().map(|(n, _)| n).collect();
-                sorted.sort();
-                sorted.into_iter().enumerate().map(|(i, name)| (name.clone(), i as i64 + 1)).collect()
-            }
+            false => numbered_in_name_order(declared.iter().map(|(n, _)| n)),
         };
     } else if category_ids.is_none() {
-        let mut sorted: Vec<String> = categories.iter().flatten().cloned().collect();
-        sorted.sort();
-        sorted.dedup();
-        category_of = sorted.into_iter().enumerate().map(|(i, name)| (name, i as i64 + 1)).collect();
+        category_of = numbered_in_name_order(categories.iter().flatten());
     }
     let mut objects = Vec::with_capacity(table.num_rows());
     for row in 0..table.num_rows() {
@@ -299,6 +292,12 @@ fn objects(
         images: set.candidates.iter().map(|c| c.image_id.clone()).collect(),
         numbered_categories: category_ids.is_none() && !declared_ids,
     })
+}
+
+/// Category ids given by slicetest: 1, 2, … in name order.
+fn numbered_in_name_order<'a>(names: impl Iterator<Item = &'a String>) -> BTreeMap<String, i64> {
+    let names: std::collections::BTreeSet<&String> = names.collect();
+    names.into_iter().enumerate().map(|(i, name)| (name.clone(), i as i64 + 1)).collect()
 }
 
 /// The manifest's other columns, by name, as plain values per row (None where null).
