@@ -667,3 +667,103 @@ fn object_ids_stay_unique_across_imports() {
     let rows = sql_csv(&s.ws, "SELECT image_id, object_id FROM objects ORDER BY image_id");
     assert_eq!(rows, "image_id,object_id\na.png,1\nc.png,2\n");
 }
+
+/// Instance masks: a COCO file's `segmentation`s and a Mask R-CNN-style results file's
+/// RLEs give mask AP equal to pycocotools' `COCOeval(iouType='segm')` on the same files
+/// (`engine/tests/fixtures/coco_segm`, made by its `make_reference.py`), on every image
+/// and on a slice; the boxes' numbers stay the boxes'.
+#[test]
+fn instance_masks_are_scored_as_pycocotools_scores_segm() {
+    let s = setup();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("engine/tests/fixtures/coco_segm");
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join(name)).unwrap()).unwrap()
+    };
+    let (instances, expected) = (read("instances.json"), read("expected.json"));
+    for (i, image) in instances["images"].as_array().unwrap().iter().enumerate() {
+        let size = |key: &str| image[key].as_u64().unwrap() as u32;
+        write_image(&s.src.join(image["file_name"].as_str().unwrap()), size("width"), size("height"), i as u8);
+    }
+    std::fs::copy(fixtures.join("instances.json"), s.src.join("instances.json")).unwrap();
+    ok(&s.ws, &["ingest", "-d", "shapes", "--quiet", s.src.join("instances.json").to_str().unwrap()]);
+    let objects = instances["annotations"].as_array().unwrap().len();
+    let counts = sql_csv(&s.ws, "SELECT count(*) AS n, count(segmentation) AS masks FROM objects");
+    assert_eq!(counts, format!("n,masks\n{objects},{objects}\n"));
+    ok(&s.ws, &["slice", "create", "thirds", "SELECT image_id FROM images WHERE coco_id % 3 = 0"]);
+    ok(&s.ws, &["slice", "freeze", "thirds"]);
+    let out = upload(&s.ws, "mask-rcnn", &fixtures.join("results.json"), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let report = json(&s.ws, &["report", "--run", "mask-rcnn", "--format", "json"]);
+    let names = ["ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large"];
+    let names = [&names[..], &["ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large"]].concat();
+    let same = |what: &str, got: &serde_json::Value, want: &serde_json::Value| {
+        for (name, want) in names.iter().zip(want["stats"].as_array().unwrap()) {
+            let want = want.as_f64().unwrap();
+            match got[name].as_f64() {
+                Some(v) => assert_eq!(v.to_bits(), want.to_bits(), "{what} {name}: {v} vs pycocotools {want}"),
+                None => assert_eq!(want, -1.0, "{what} {name}: none vs pycocotools {want}"),
+            }
+        }
+    };
+    let overall = &report["overall"]["detection"];
+    same("every image", &overall["mask"], &expected["all"]);
+    assert_ne!(overall["mask"]["ap"], overall["coco"]["ap"], "boxes and masks are scored apart");
+    assert!(overall["classes"].as_array().unwrap().iter().all(|c| c["mask_ap"].is_number()), "{overall}");
+    let slice = report["slices"].as_array().unwrap().iter().find(|s| s["slice"] == "thirds").unwrap();
+    same("slice thirds", &slice["detection"]["mask"], &expected["ids_divisible_by_3"]);
+    // The table and the HTML report show both.
+    let table = ok(&s.ws, &["report", "--run", "mask-rcnn"]);
+    assert!(table.contains("mask mAP") && table.contains("the masks'"), "{table}");
+    let html_path = s.src.join("report.html");
+    ok(&s.ws, &["report", "--run", "mask-rcnn", "--format", "html", "-o", html_path.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(&html_path).unwrap().contains("<th>mask mAP</th>"));
+
+    // Ground truth without masks (a box manifest): the run's boxes are scored, and the
+    // report says why its masks are not.
+    let boxes = s.src.join("boxes.csv");
+    let mut csv = String::from("image_id,category,category_id,x,y,w,h\n");
+    for a in instances["annotations"].as_array().unwrap() {
+        let image = instances["images"].as_array().unwrap().iter().find(|im| im["id"] == a["image_id"]).unwrap();
+        let name = ["person", "bus", "boat"][[1, 5, 9].iter().position(|&c| a["category_id"] == c).unwrap()];
+        let b = a["bbox"].as_array().unwrap();
+        let (file, id) = (image["file_name"].as_str().unwrap(), &a["category_id"]);
+        csv += &format!("{file},{name},{id},{},{},{},{}\n", b[0], b[1], b[2], b[3]);
+    }
+    std::fs::write(&boxes, csv).unwrap();
+    let folder = s.src.join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    for image in instances["images"].as_array().unwrap() {
+        let name = image["file_name"].as_str().unwrap();
+        std::fs::copy(s.src.join(name), folder.join(name)).unwrap();
+    }
+    let folder = folder.to_str().unwrap();
+    ok(&s.ws, &["ingest", "-d", "plain", "--quiet", folder, "--boxes", boxes.to_str().unwrap()]);
+    // The same results, naming the images by file.
+    let mut results = read("results.json");
+    for r in results.as_array_mut().unwrap() {
+        let image = instances["images"].as_array().unwrap().iter().find(|im| im["id"] == r["image_id"]).unwrap();
+        r["image_id"] = image["file_name"].clone();
+    }
+    let renamed = s.src.join("renamed.json");
+    std::fs::write(&renamed, results.to_string()).unwrap();
+    let out = upload(&s.ws, "on-boxes", &renamed, &["-d", "plain"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json(&s.ws, &["report", "--run", "on-boxes", "--format", "json"]);
+    let overall = &report["overall"]["detection"];
+    assert!(overall["mask"].is_null() && overall["coco"]["ap"].is_number(), "{overall}");
+    assert!(
+        overall["mask_note"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{objects} of the {objects} ground-truth objects have no mask"))
+    );
+    // A mask threshold there fails with that reason instead of passing unmeasured.
+    ok(&s.ws, &["use", "plain"]);
+    let all = ["slice", "create", "everything", "--min-mask-map", "0.1", "--min-samples", "1"];
+    ok(&s.ws, &[&all[..], &["SELECT image_id FROM images"]].concat());
+    ok(&s.ws, &["slice", "freeze", "everything"]);
+    let out = slicetest(&s.ws, &["test", "--run", "on-boxes"]);
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && printed.contains("mask mAP") && printed.contains("have no mask"), "{printed}");
+}

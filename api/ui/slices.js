@@ -176,6 +176,7 @@ function sliceCard(s, verdicts) {
         el("span", { class: "muted" }, latest ? `v${latest.version} · ${latest.members} members · ${b.holdout} held out · ${percent(b.coverage)} of ${s.dataset}` : s.dataset),
         s.min_accuracy != null ? el("span", { class: "muted" }, `test: accuracy ≥ ${percent(s.min_accuracy)}`) : null,
         s.min_map != null ? el("span", { class: "muted" }, `test: mAP ≥ ${s.min_map}`) : null,
+        s.min_mask_map != null ? el("span", { class: "muted" }, `test: mask mAP ≥ ${s.min_mask_map}`) : null,
         v ? el("span", { class: `verdict ${v.verdict}`, title: `in run ${v.run}` }, `${VERDICTS[v.verdict] || v.verdict} ${headline(v)}`) : null),
       out),
     el("div", {},

@@ -1,6 +1,10 @@
-"""COCO bbox evaluation by a Python peer on the same files, for bench-detection.
+"""COCO bbox evaluation by a Python peer on the same files, for bench-detection (and
+mask evaluation, `--segm`, for bench-masks).
 
-usage: coco_eval_peer.py pycocotools|faster INSTANCES RESULTS [IMAGE_IDS_FILE]
+usage: coco_eval_peer.py pycocotools|faster INSTANCES RESULTS [IMAGE_IDS_FILE] [--segm]
+
+With --segm the results' boxes are dropped before `loadRes`, as Detectron2 does before a
+`segm` evaluation, so a detection's area is its mask's.
 
 Loads both files (not timed), then times evaluate() + accumulate() + summarize() in CPU
 seconds (time.process_time, all threads) and wall seconds; prints one JSON object with
@@ -14,8 +18,12 @@ import resource
 import sys
 import time
 
-peer, instances, results = sys.argv[1:4]
-image_ids = json.load(open(sys.argv[4])) if len(sys.argv) > 4 else None
+segm = "--segm" in sys.argv
+argv = [a for a in sys.argv if a != "--segm"]
+peer, instances, results = argv[1:4]
+image_ids = json.load(open(argv[4])) if len(argv) > 4 else None
+if segm:
+    results = [{k: v for k, v in r.items() if k != "bbox"} for r in json.load(open(results))]
 
 with contextlib.redirect_stdout(io.StringIO()):
     if peer == "faster":
@@ -33,7 +41,7 @@ with contextlib.redirect_stdout(io.StringIO()):
             pass
     gt = COCO(instances)
     dt = gt.loadRes(results)
-    ev = COCOeval(gt, dt, "bbox")
+    ev = COCOeval(gt, dt, "segm" if segm else "bbox")
     if image_ids is not None:
         ev.params.imgIds = sorted(image_ids)
     cpu, wall = time.process_time(), time.perf_counter()

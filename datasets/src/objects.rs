@@ -12,6 +12,9 @@
 //! fixed ones, typed from its values: Boolean, Int64, Float64, else Utf8; null where an
 //! annotation lacks it.
 //!
+//! A COCO annotation's `segmentation` (its instance mask: polygons or an RLE) is kept as
+//! the column `segmentation`, its compact JSON, for mask AP.
+//!
 //! An import is the truth for the images it lists: a version's objects are the previous
 //! version's objects of images the import did not list, plus the import's objects.
 
@@ -129,6 +132,11 @@ pub const OBJECT_COLUMNS: [(&str, DataType); 10] = [
     ("area", DataType::Float64),
     ("iscrowd", DataType::Boolean),
 ];
+
+/// The column holding an annotation's instance mask: its COCO `segmentation` (polygons
+/// or an RLE) as compact JSON, null for an object without one; scored by a detection
+/// run's masks (mask AP, `iouType='segm'`).
+pub const SEGMENTATION_COLUMN: &str = "segmentation";
 
 /// The schema of the fixed columns ([`OBJECT_COLUMNS`]).
 pub fn objects_schema() -> SchemaRef {

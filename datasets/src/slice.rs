@@ -51,6 +51,10 @@ pub struct SliceDefinition {
     /// Slice test of a detection run: fail below this AP at IoU 0.50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_ap50: Option<f64>,
+    /// Slice test of a detection run with instance masks: fail below this mask AP (IoU
+    /// 0.50:0.95); a run without masks fails it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_mask_map: Option<f64>,
     /// Slice test of a detection run: fail below this recall at the run's operating point.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_recall: Option<f64>,
@@ -714,6 +718,7 @@ mod tests {
             min_samples: None,
             min_map: None,
             min_ap50: None,
+            min_mask_map: None,
             min_recall: None,
             min_class_recall: Default::default(),
             min_miou: None,

@@ -26,6 +26,7 @@ fn definition() -> SliceDefinition {
         min_samples: None,
         min_map: None,
         min_ap50: None,
+        min_mask_map: None,
         min_recall: None,
         min_class_recall: Default::default(),
         min_miou: None,

@@ -652,59 +652,75 @@ fn detection_section(s: &SliceScore, thumbnails: &HashMap<String, String>) -> St
 /// A detection run: COCO numbers and the operating point per slice (failed checks named),
 /// then every category on all images.
 fn detection_tables(report: &RunReport) -> String {
-    let rate = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
-    let mut html = String::from(
+    // A run with masks gets mask AP columns beside the boxes' (see `detection::masks`).
+    let masks = report.overall.detection.as_ref().is_some_and(|d| d.mask.is_some());
+    let mask_headers = if masks { "<th>mask mAP</th><th>mask AP50</th>" } else { "" };
+    let mut html = format!(
         "<h2>Slices</h2><table id=\"detection-table\"><tr><th>slice</th><th>images</th><th>objects</th><th>mAP</th>\
-         <th>95% CI</th><th>AP50</th><th>AP75</th><th>APs</th><th>AR100</th><th>recall</th><th>precision</th>\
-         <th>vs baseline</th><th>test</th></tr>",
+         <th>95% CI</th><th>AP50</th><th>AP75</th><th>APs</th><th>AR100</th>{mask_headers}<th>recall</th>\
+         <th>precision</th><th>vs baseline</th><th>test</th></tr>",
     );
     for s in report.slices.iter().chain(std::iter::once(&report.overall)) {
         let Some(d) = &s.detection else { continue };
-        let test = checks_label(s);
-        let _ = write!(
-            html,
-            "<tr class=\"{}\" data-slice=\"{}\"><td><a href=\"#slice-{1}\">{1}</a></td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            if s.slice == "(all)" { "info" } else { verdict_class(s) },
-            escape(&s.slice),
-            d.images,
-            d.objects,
+        let mut cells = vec![
+            d.images.to_string(),
+            d.objects.to_string(),
             rate(d.coco.ap),
             d.ap_interval.map_or("–".into(), |[low, high]| format!("{low:.3}–{high:.3}")),
             rate(d.coco.ap50),
             rate(d.coco.ap75),
             rate(d.coco.ap_small),
             rate(d.coco.ar100),
+        ];
+        if masks {
+            cells.extend([d.mask.and_then(|m| m.ap), d.mask.and_then(|m| m.ap50)].map(rate));
+        }
+        cells.extend([
             rate(d.counts.recall),
             rate(d.counts.precision),
             s.detection_regression.as_ref().map_or("–".into(), |r| match r.delta {
                 Some(delta) => format!("{delta:+.3} mAP (p={:.3}){}", r.p_value, if r.significant { " ▼" } else { "" }),
                 None => "–".into(),
             }),
-            test
+            checks_label(s),
+        ]);
+        let _ = write!(
+            html,
+            "<tr class=\"{}\" data-slice=\"{}\"><td><a href=\"#slice-{1}\">{1}</a></td>{}</tr>",
+            if s.slice == "(all)" { "info" } else { verdict_class(s) },
+            escape(&s.slice),
+            cells.iter().map(|c| format!("<td>{c}</td>")).collect::<String>()
         );
     }
     html.push_str("</table>");
+    if masks {
+        html.push_str("<p>mAP, AP50, AP75, APs, AR100 and the operating point are the boxes'; mask mAP and mask AP50 the instance masks' (COCO's <code>segm</code>).</p>");
+    }
+    if let Some(note) = report.overall.detection.as_ref().and_then(|d| d.mask_note.as_ref()) {
+        let _ = write!(html, "<p>{}</p>", escape(note));
+    }
     if let Some(d) = &report.overall.detection {
         html.push_str(&pr_chart(&d.pr_curves));
         let _ = write!(
             html,
             "<p>Operating point: IoU {} and score ≥ {:.3} ({}).</p>\
              <h2>Categories (all images)</h2><table id=\"category-table\"><tr><th>category</th><th>objects</th>\
-             <th>AP</th><th>AP50</th><th>AP75</th><th>TP</th><th>FP</th><th>FN</th><th>recall</th><th>precision</th></tr>",
+             <th>AP</th><th>AP50</th><th>AP75</th>{}<th>TP</th><th>FP</th><th>FN</th><th>recall</th><th>precision</th></tr>",
             d.iou,
             d.score_threshold,
-            if report.run.score_threshold.is_some() { "given at upload" } else { "the best F1 on the whole run" }
+            if report.run.score_threshold.is_some() { "given at upload" } else { "the best F1 on the whole run" },
+            if masks { "<th>mask AP</th>" } else { "" }
         );
         for c in &d.classes {
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&c.category),
                 c.objects,
                 rate(c.ap),
                 rate(c.ap50),
                 rate(c.ap75),
+                if masks { format!("<td>{}</td>", rate(c.mask_ap)) } else { String::new() },
                 c.counts.tp,
                 c.counts.fp,
                 c.counts.fn_,

@@ -777,8 +777,18 @@ fn detection_score(
             let mut checks = checks([
                 ("mAP".to_string(), metrics.coco.ap, d.min_map),
                 ("AP50".to_string(), metrics.coco.ap50, d.min_ap50),
+                ("mask mAP".to_string(), metrics.mask.and_then(|m| m.ap), d.min_mask_map),
                 ("recall".to_string(), metrics.counts.recall, d.min_recall),
             ]);
+            // A mask threshold on a run scored without masks fails with the reason, never
+            // as "nothing to measure on this slice".
+            if metrics.mask.is_none()
+                && let Some(check) = checks.iter_mut().find(|c| c.metric == "mask mAP")
+            {
+                check.problem = Some(metrics.mask_note.clone().unwrap_or_else(|| {
+                    "the run has no instance masks (a \"segmentation\" on every detection) to score".to_string()
+                }));
+            }
             checks.extend(class_checks(
                 "recall",
                 ("category", "categories"),

@@ -28,6 +28,8 @@ pub struct SliceThresholds {
     pub min_map: Option<f64>,
     /// Detection runs: fail below this AP at IoU 0.50.
     pub min_ap50: Option<f64>,
+    /// Detection runs with instance masks: fail below this mask AP (IoU 0.50:0.95).
+    pub min_mask_map: Option<f64>,
     /// Detection runs: fail below this recall at the run's operating point.
     pub min_recall: Option<f64>,
     /// Detection runs: per-category recall thresholds (`min_recall.person`).
@@ -41,7 +43,8 @@ pub struct SliceThresholds {
 }
 
 /// The options `CREATE SLICE … WITH (…)` knows.
-const THRESHOLD_OPTIONS: &str = "min_accuracy, min_samples, min_map, min_ap50, min_recall, min_recall.<category>, \
+const THRESHOLD_OPTIONS: &str = "min_accuracy, min_samples, min_map, min_ap50, min_mask_map, min_recall, \
+                                 min_recall.<category>, \
                                  min_miou, min_pixel_accuracy and min_iou.<class>";
 
 /// A parsed slice statement.
@@ -144,6 +147,7 @@ fn create(s: &mut Scanner) -> Result<SliceStatement> {
             match key.as_str() {
                 "min_map" => thresholds.min_map = Some(rate("min_map")?),
                 "min_ap50" => thresholds.min_ap50 = Some(rate("min_ap50")?),
+                "min_mask_map" => thresholds.min_mask_map = Some(rate("min_mask_map")?),
                 "min_recall" => thresholds.min_recall = Some(rate("min_recall")?),
                 "min_miou" => thresholds.min_miou = Some(rate("min_miou")?),
                 "min_pixel_accuracy" => thresholds.min_pixel_accuracy = Some(rate("min_pixel_accuracy")?),
@@ -403,10 +407,12 @@ mod tests {
                 query: "SELECT image_id FROM images".into()
             }
         );
-        let detection = ok("CREATE SLICE s WITH (min_map = 0.3, MIN_AP50 = 0.5, min_recall = 0.7, \
+        let detection =
+            ok("CREATE SLICE s WITH (min_map = 0.3, MIN_AP50 = 0.5, min_recall = 0.7, min_mask_map = 0.2, \
              min_recall.person = 0.8, min_recall.\"traffic light\" = 0.25) AS SELECT image_id FROM images");
         let SliceStatement::Create { thresholds, .. } = detection else { panic!("{detection:?}") };
         assert_eq!((thresholds.min_map, thresholds.min_ap50, thresholds.min_recall), (Some(0.3), Some(0.5), Some(0.7)));
+        assert_eq!(thresholds.min_mask_map, Some(0.2));
         assert_eq!(
             thresholds.min_class_recall.into_iter().collect::<Vec<_>>(),
             [("person".to_string(), 0.8), ("traffic light".to_string(), 0.25)]

@@ -1,4 +1,6 @@
-//! COCO bounding-box evaluation with the semantics of pycocotools' `COCOeval` (2.0.x),
+//! COCO evaluation of boxes (`iouType='bbox'`) and, through [`Overlap`], of anything
+//! else with an IoU such as instance masks (`'segm'`), with the semantics of pycocotools'
+//! `COCOeval` (2.0.x),
 //! reproduced bit for bit: the same IoU formula, the same greedy matching (crowds, ignore
 //! flags, ties), the same stable score orders, the same `np.linspace` thresholds and the
 //! same `np.mean`, so every entry of `precision`, `recall` and `scores` and the 12
@@ -171,14 +173,82 @@ pub struct Matching {
     cells: Vec<Vec<Cell>>,
 }
 
-/// Matches `detections` to `ground_truth` per (image, category), as COCOeval's
-/// `evaluate()` does. Indexes must be below `num_images` / `num_categories`.
+/// How detections overlap ground truth: COCOeval's `iouType`. Boxes ([`BoxOverlap`],
+/// `bbox`) or anything else with an IoU and an area, such as masks (`segm`). Asked once
+/// per (image, category) pair, so that a mask is decoded once and only while its pair is
+/// matched.
+pub trait Overlap: Sync {
+    /// For one pair's detections and ground truth (positions in the caller's slices) and
+    /// the ground truths' crowd flags: every IoU, detection-major (`ious[d * G + g]`), an
+    /// intersection over the detection's area for a crowd (pycocotools' `iscrowd`); and
+    /// each detection's area, which puts an unmatched detection in or out of an area range.
+    fn cell(&self, detections: &[u32], ground_truth: &[u32], crowd: &[bool]) -> CellOverlap;
+}
+
+/// One (image, category) pair's overlaps (see [`Overlap::cell`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CellOverlap {
+    /// `ious[d * G + g]`.
+    pub ious: Vec<f64>,
+    /// Each detection's area.
+    pub detection_areas: Vec<f64>,
+}
+
+/// Boxes overlap as pycocotools' `bbIou` says, and a detection's area is its box's.
+#[derive(Debug, Clone, Copy)]
+pub struct BoxOverlap<'a> {
+    /// The ground truth given to [`evaluate_with`].
+    pub ground_truth: &'a [GroundTruth],
+    /// The detections given to [`evaluate_with`].
+    pub detections: &'a [Detection],
+}
+
+impl Overlap for BoxOverlap<'_> {
+    fn cell(&self, detections: &[u32], ground_truth: &[u32], crowd: &[bool]) -> CellOverlap {
+        let boxes = detections.iter().map(|&d| &self.detections[d as usize].bbox);
+        CellOverlap {
+            ious: boxes
+                .clone()
+                .flat_map(|d| {
+                    (ground_truth.iter().zip(crowd))
+                        .map(|(&g, &crowd)| iou(d, &self.ground_truth[g as usize].bbox, crowd))
+                })
+                .collect(),
+            detection_areas: boxes.map(|b| b[2] * b[3]).collect(),
+        }
+    }
+}
+
+/// Matches `detections` to `ground_truth` per (image, category) by their boxes, as
+/// COCOeval's `evaluate()` does with `iouType='bbox'`. Indexes must be below
+/// `num_images` / `num_categories`.
 pub fn evaluate(
     num_images: u32,
     num_categories: u32,
     ground_truth: &[GroundTruth],
     detections: &[Detection],
     params: &Params,
+) -> Matching {
+    evaluate_with(
+        num_images,
+        num_categories,
+        ground_truth,
+        detections,
+        params,
+        &BoxOverlap { ground_truth, detections },
+    )
+}
+
+/// [`evaluate`] with another overlap than the boxes' (masks: `iouType='segm'`). The
+/// boxes of `ground_truth` and `detections` are not looked at; their image, category,
+/// score, area and crowd flag are.
+pub fn evaluate_with(
+    num_images: u32,
+    num_categories: u32,
+    ground_truth: &[GroundTruth],
+    detections: &[Detection],
+    params: &Params,
+    overlap: &dyn Overlap,
 ) -> Matching {
     assert!(!params.max_dets.is_empty(), "max_dets must not be empty");
     // Group positions by (category, image), keeping input order within each group.
@@ -212,7 +282,14 @@ pub fn evaluate(
                 };
                 let g_end = g + gts[g..].iter().take_while(|&&i| ground_truth[i as usize].image == image).count();
                 let d_end = d + dts[d..].iter().take_while(|&&i| detections[i as usize].image == image).count();
-                cells.push(match_cell(image, &gts[g..g_end], &dts[d..d_end], ground_truth, detections, params));
+                cells.push(match_cell(
+                    image,
+                    (&gts[g..g_end], &dts[d..d_end]),
+                    ground_truth,
+                    detections,
+                    params,
+                    overlap,
+                ));
                 (g, d) = (g_end, d_end);
             }
             cells
@@ -241,11 +318,11 @@ pub fn iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
 
 fn match_cell(
     image: u32,
-    gts: &[u32],
-    dts: &[u32],
+    (gts, dts): (&[u32], &[u32]),
     ground_truth: &[GroundTruth],
     detections: &[Detection],
     params: &Params,
+    overlap: &dyn Overlap,
 ) -> Cell {
     let max_det = *params.max_dets.last().expect("checked");
     // Best score first; a stable sort, so equal scores keep input order (numpy's mergesort).
@@ -260,12 +337,8 @@ fn match_cell(
 
     let crowd: Vec<bool> = gts.iter().map(|&i| ground_truth[i as usize].iscrowd).collect();
     // ious[d * G + g], g in input order.
-    let mut ious = vec![0.0; num_d * num_g];
-    for (di, &d) in order.iter().enumerate() {
-        for (gi, &g) in gts.iter().enumerate() {
-            ious[di * num_g + gi] = iou(&detections[d as usize].bbox, &ground_truth[g as usize].bbox, crowd[gi]);
-        }
-    }
+    let CellOverlap { ious, detection_areas } = overlap.cell(&order, gts, &crowd);
+    debug_assert_eq!((ious.len(), detection_areas.len()), (num_d * num_g, num_d));
 
     let mut outcomes = Vec::with_capacity(a_count * t_count * num_d);
     let mut counted = Vec::with_capacity(a_count);
@@ -283,7 +356,7 @@ fn match_cell(
         counted.push(ignored.iter().filter(|&&i| !i).count() as u32);
         for (t, &threshold) in params.iou_thresholds.iter().enumerate() {
             gt_matched.iter_mut().for_each(|m| *m = false);
-            for (di, &d) in order.iter().enumerate() {
+            for di in 0..num_d {
                 let mut best_iou = threshold.min(1.0 - 1e-10);
                 let mut best: Option<usize> = None;
                 if num_g > 0 {
@@ -315,9 +388,7 @@ fn match_cell(
                         }
                         if ignored[g] { Outcome::Ignored } else { Outcome::TruePositive }
                     }
-                    None if outside(detections[d as usize].bbox[2] * detections[d as usize].bbox[3]) => {
-                        Outcome::Ignored
-                    }
+                    None if outside(detection_areas[di]) => Outcome::Ignored,
                     None => Outcome::FalsePositive,
                 };
                 outcomes.push(outcome);

@@ -1,7 +1,8 @@
 //! Model evaluation kernels held to a reference implementation.
 //!
-//! - [`coco`]: COCO bounding-box evaluation with pycocotools' `COCOeval` semantics, bit
-//!   for bit: per-image matching once per run ([`coco::evaluate`]), then accumulation over
+//! - [`coco`]: COCO evaluation of boxes (or, through [`coco::Overlap`], masks) with
+//!   pycocotools' `COCOeval` semantics, bit for bit: per-image matching once per run
+//!   ([`coco::evaluate`], [`coco::evaluate_with`]), then accumulation over
 //!   any subset of images (a slice) and the 12 summary statistics.
 //! - [`segmentation`]: label maps to class histograms, 8-connected regions and pixel
 //!   confusion matrices, and a summed confusion matrix to Hugging Face evaluate's

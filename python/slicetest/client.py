@@ -362,12 +362,18 @@ class Client:
         comment: Optional[str] = None,
         min_accuracy: Optional[float] = None,
         min_samples: Optional[int] = None,
+        **thresholds: Any,
     ) -> Dict[str, Any]:
-        """Defines a slice from a query that returns ``image_id``."""
+        """Defines a slice from a query that returns ``image_id``.
+
+        ``thresholds`` are the other slice tests by the names of ``slicetest slice create``:
+        ``min_map``, ``min_ap50``, ``min_mask_map``, ``min_recall``, ``min_miou``,
+        ``min_pixel_accuracy``, and ``min_class_recall`` / ``min_class_iou`` as dicts
+        (``min_class_recall={"person": 0.6}``); the server refuses a name it does not know.
+        """
         body = {"name": name, "query": query}
-        for key, value in (("comment", comment), ("min_accuracy", min_accuracy), ("min_samples", min_samples)):
-            if value is not None:
-                body[key] = value
+        given = {"comment": comment, "min_accuracy": min_accuracy, "min_samples": min_samples, **thresholds}
+        body.update({key: value for key, value in given.items() if value is not None})
         return self._json("POST", "/slices", json=body)
 
     def freeze(self, name: str, holdout: Optional[float] = None, seed: Optional[int] = None) -> Dict[str, Any]:
@@ -445,7 +451,9 @@ class Client:
         ``category_id``), ``x``, ``y``, ``w``, ``h``, ``score`` (a table with any box column
         is detections and must have them all), or a COCO results list
         (``[{"image_id", "category_id", "bbox", "score"}, ...]``, sent as JSON; a list is
-        detections when its records have a ``bbox``).
+        detections when its records have a ``bbox``). Detections may carry instance masks
+        (``"segmentation": {"size": [h, w], "counts": ...}`` on every record, or a table's
+        ``segmentation`` column of that JSON): the run then also gets mask AP.
         Segmentation: per-class COCO RLE masks, as a list
         (``[{"image_id", "category_id", "segmentation": {"size", "counts"}}, ...]``; see
         :func:`slicetest.segmentation_results`) or a table of ``image_id``, ``category_id``,

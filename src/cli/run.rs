@@ -363,9 +363,10 @@ fn rate(v: Option<f64>) -> String {
 
 /// Prints a detection run's report: COCO numbers and the operating point per slice.
 fn print_detection_report(report: &RunReport) {
+    let masks = report.overall.detection.as_ref().is_some_and(|d| d.mask.is_some());
     let row = |s: &SliceScore| {
         let d = s.detection.as_ref().expect("detection runs have detection metrics");
-        vec![
+        let mut cells = vec![
             s.slice.clone(),
             d.images.to_string(),
             d.objects.to_string(),
@@ -374,31 +375,24 @@ fn print_detection_report(report: &RunReport) {
             rate(d.coco.ap75),
             rate(d.coco.ap_small),
             rate(d.coco.ar100),
-            rate(d.counts.recall),
-            rate(d.counts.precision),
-            verdict_text(s),
-        ]
+        ];
+        if masks {
+            cells.extend([d.mask.and_then(|m| m.ap), d.mask.and_then(|m| m.ap50)].map(rate));
+        }
+        cells.extend([rate(d.counts.recall), rate(d.counts.precision), verdict_text(s)]);
+        cells
     };
     let mut rows: Vec<Vec<String>> = report.slices.iter().map(row).collect();
     let mut overall = row(&report.overall);
-    overall[10] = report.overall.detection_regression.as_ref().map_or("-".into(), |_| verdict_text(&report.overall));
+    *overall.last_mut().expect("a test column") =
+        report.overall.detection_regression.as_ref().map_or("-".into(), |_| verdict_text(&report.overall));
     rows.push(overall);
-    print_table(
-        &[
-            "slice",
-            "images",
-            "objects",
-            "mAP [95% CI]",
-            "AP50 [95% CI]",
-            "AP75",
-            "APs",
-            "AR100",
-            "recall",
-            "precision",
-            "test",
-        ],
-        rows,
-    );
+    let mut headers = vec!["slice", "images", "objects", "mAP [95% CI]", "AP50 [95% CI]", "AP75", "APs", "AR100"];
+    if masks {
+        headers.extend(["mask mAP", "mask AP50"]);
+    }
+    headers.extend(["recall", "precision", "test"]);
+    print_table(&headers, rows);
     if let Some(d) = &report.overall.detection {
         println!(
             "operating point: IoU {} and score >= {:.3} ({}): precision {}, recall {}, F1 {}",
@@ -421,6 +415,14 @@ fn print_detection_report(report: &RunReport) {
             .collect();
         if !top.is_empty() {
             println!("most frequent errors (all images): {}", top.join(" · "));
+        }
+        if masks {
+            println!(
+                "mAP, AP50, AP75, APs, AR100 and the operating point are the boxes'; mask mAP and AP50 the masks'"
+            );
+        }
+        if let Some(note) = &d.mask_note {
+            println!("{note}");
         }
     }
 }

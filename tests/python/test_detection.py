@@ -92,3 +92,67 @@ def test_corners_given_as_sizes_are_scored_as_given_and_warned_of(client):
     with python_warnings.catch_warnings():
         python_warnings.simplefilter("error")
         assert "warnings" not in client.upload_predictions("inside", RESULTS, model="det", model_version="1")
+
+
+SEGM_FIXTURES = Path(__file__).resolve().parents[2] / "engine" / "tests" / "fixtures" / "coco_segm"
+
+
+def test_instance_masks_get_mask_ap_as_pycocotools_computes_it(tmp_path):
+    """A COCO file with polygon masks and Mask R-CNN-style results with RLE masks, through
+    the server and the client: every mask statistic, on all images and on a slice, equals
+    pycocotools' `segm` evaluation run here on the same files, and a `min_mask_map` slice
+    test set from Python decides the slice's verdict."""
+    from pycocotools.coco import COCO  # the reference, in tests/python/requirements.txt
+    from pycocotools.cocoeval import COCOeval
+
+    instances = json.loads((SEGM_FIXTURES / "instances.json").read_text())
+    results = json.loads((SEGM_FIXTURES / "results.json").read_text())
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, image in enumerate(instances["images"]):
+        (src / image["file_name"]).write_bytes(png_bytes(image["width"], image["height"], i))
+    (src / "instances.json").write_text(json.dumps(instances))
+    workspace = tmp_path / "ws"
+    run(workspace, "init")
+    run(workspace, "ingest", "-d", "shapes", "--quiet", str(src / "instances.json"))
+    server = Server(workspace)
+    try:
+        client = Client(server.url)
+        client.create_slice("thirds", "SELECT image_id FROM images WHERE coco_id % 3 = 0",
+                            min_samples=1, min_mask_map=0.9)
+        client.freeze("thirds")
+        with pytest.raises(SlicetestError, match="min_mask_mAP|unknown field"):
+            client.create_slice("typo", "SELECT image_id FROM images", min_mask_mAP=0.5)
+        manifest = client.upload_predictions("mask-rcnn", results, model="mask-rcnn", model_version="1")
+        assert manifest["task"] == "detection"
+        masks = client.sql("SELECT count(segmentation) AS n FROM predicted_objects").to_pydict()
+        assert masks == {"n": [len(results)]}
+
+        def segm(image_ids=None):
+            gt = COCO()
+            gt.dataset = json.loads(json.dumps(instances))
+            gt.createIndex()
+            masks_only = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+            ev = COCOeval(gt, gt.loadRes(masks_only), "segm")
+            if image_ids is not None:
+                ev.params.imgIds = sorted(image_ids)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+            return [float(s) for s in ev.stats]
+
+        names = ["ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large",
+                 "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large"]
+        report = client.report("mask-rcnn")
+        got = report["overall"]["detection"]["mask"]
+        assert [-1.0 if got[n] is None else got[n] for n in names] == segm()
+        thirds = next(s for s in report["slices"] if s["slice"] == "thirds")
+        got = thirds["detection"]["mask"]
+        ids = [im["id"] for im in instances["images"] if im["id"] % 3 == 0]
+        assert [-1.0 if got[n] is None else got[n] for n in names] == segm(ids)
+        assert thirds["checks"] == [{"metric": "mask mAP", "value": got["ap"], "threshold": 0.9, "passed": False}]
+        verdicts = client.test("mask-rcnn")
+        slice_verdict = next(s for s in verdicts["slices"] if s["slice"] == "thirds")
+        assert verdicts["failing"] == ["thirds"] and slice_verdict["mask_map"] == got["ap"]
+    finally:
+        assert server.stop() == 0

@@ -214,6 +214,7 @@ pub async fn test(
                 "failed": s.is_failure(),
                 "reasons": failure_reasons(s),
                 "map": s.detection.as_ref().and_then(|d| d.coco.ap),
+                "mask_map": s.detection.as_ref().and_then(|d| d.mask.and_then(|m| m.ap)),
                 "miou": s.segmentation.as_ref().and_then(|m| m.scores.mean_iou),
                 "checks": s.checks,
             })

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::error::{DatasetError, Result};
 use crate::names::identifier;
-use crate::objects::{Category, ImportedObject, ImportedObjects, OBJECT_COLUMNS};
+use crate::objects::{Category, ImportedObject, ImportedObjects, OBJECT_COLUMNS, SEGMENTATION_COLUMN};
 
 #[derive(Deserialize)]
 struct CocoFile {
@@ -44,13 +44,15 @@ struct CocoAnnotation {
     bbox: Option<Vec<f64>>,
     area: Option<f64>,
     iscrowd: Option<u8>,
+    /// The instance mask (polygons or RLE) as the file holds it, if the annotation has one.
+    segmentation: Option<serde_json::Value>,
     /// Other fields with plain values, by column name (see [`crate::objects`]).
     extra: BTreeMap<String, serde_json::Value>,
 }
 
-/// Fields of an annotation that are not kept as columns: masks and keypoints are large
-/// and have no plain value (they are skipped without being built in memory).
-const SKIPPED_FIELDS: [&str; 3] = ["segmentation", "keypoints", "num_keypoints"];
+/// Fields of an annotation that are not kept as columns: keypoints are large and have no
+/// plain value (they are skipped without being built in memory).
+const SKIPPED_FIELDS: [&str; 2] = ["keypoints", "num_keypoints"];
 
 impl<'de> Deserialize<'de> for CocoAnnotation {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
@@ -69,7 +71,7 @@ impl<'de> Deserialize<'de> for CocoAnnotation {
                 use serde::de::{Error, IgnoredAny};
                 use serde_json::Value;
                 let (mut id, mut image_id, mut category_id) = (None, None, None);
-                let (mut bbox, mut area, mut iscrowd) = (None, None, None);
+                let (mut bbox, mut area, mut iscrowd, mut segmentation) = (None, None, None, None);
                 let mut extra = BTreeMap::new();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
@@ -79,6 +81,7 @@ impl<'de> Deserialize<'de> for CocoAnnotation {
                         "bbox" => bbox = map.next_value()?,
                         "area" => area = map.next_value()?,
                         "iscrowd" => iscrowd = map.next_value()?,
+                        "segmentation" => segmentation = Some(map.next_value::<Value>()?).filter(|v| !v.is_null()),
                         k if SKIPPED_FIELDS.contains(&k) => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -104,6 +107,7 @@ impl<'de> Deserialize<'de> for CocoAnnotation {
                     bbox,
                     area,
                     iscrowd,
+                    segmentation,
                     extra,
                 })
             }
@@ -118,6 +122,7 @@ fn extra_column_name(field: &str) -> String {
     let name = identifier(field);
     if name.is_empty()
         || OBJECT_COLUMNS.iter().any(|(fixed, _)| *fixed == name)
+        || name == SEGMENTATION_COLUMN
         || name.starts_with(|c: char| c.is_ascii_digit())
     {
         format!("ann_{name}")
@@ -250,6 +255,16 @@ fn objects(
             return Err(bad(format!("{position}: annotation id {object_id} is also annotation #{previous}'s")));
         }
         let Some(&image_id) = image_ids.get(&ann.image_id) else { continue }; // its file was rejected
+        let mut extra = ann.extra.clone();
+        if let Some(segmentation) = &ann.segmentation {
+            // Checked here so that scoring never meets a mask it cannot read.
+            if let Err(e) = serde_json::from_value::<crate::coco_mask::Segmentation>(segmentation.clone()) {
+                return Err(bad(format!(
+                    "{position}: \"segmentation\" is neither a list of polygons nor {{\"counts\", \"size\"}} ({e})"
+                )));
+            }
+            extra.insert(SEGMENTATION_COLUMN.to_string(), serde_json::Value::String(segmentation.to_string()));
+        }
         objects.push(ImportedObject {
             image_id: image_id.to_string(),
             object_id,
@@ -258,7 +273,7 @@ fn objects(
             bbox: [x, y, w, h],
             area: ann.area,
             iscrowd: ann.iscrowd.unwrap_or(0) != 0,
-            extra: ann.extra.clone(),
+            extra,
             position,
         });
     }

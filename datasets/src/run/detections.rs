@@ -10,6 +10,12 @@
 //! - a table (CSV, Parquet, JSON lines, Arrow) with `image_id`, `category` (a name) or
 //!   `category_id`, `x`, `y`, `w`, `h` and `score`. A table with any box column (see
 //!   [`box_columns`]) is taken for detections and must have all of these.
+//!
+//! A detection may carry its instance mask, as Mask R-CNN-style results do: COCO's
+//! `"segmentation"` (an RLE `{"size": [h, w], "counts": …}` of the whole image, or
+//! polygons), or a table's `segmentation` column holding that JSON. Either every
+//! detection has one or none does; an RLE must have its image's size. The mask is stored
+//! as its compact JSON in the column `segmentation` and scored as mask AP.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,7 +47,24 @@ pub fn detections_schema() -> SchemaRef {
         Field::new("w", DataType::Float64, false),
         Field::new("h", DataType::Float64, false),
         Field::new("score", DataType::Float64, false),
+        Field::new(SEGMENTATION_COLUMN, DataType::Utf8, true),
     ]))
+}
+
+/// The column of a detection's instance mask (COCO's `segmentation` as compact JSON),
+/// null when the run has no masks. Files of runs uploaded before masks lack it.
+pub const SEGMENTATION_COLUMN: &str = "segmentation";
+
+/// A detection's `segmentation`, checked to be one COCO understands; its compact JSON.
+fn segmentation_text(value: Value) -> std::result::Result<String, String> {
+    let text = value.to_string();
+    match serde_json::from_value::<crate::coco_mask::Segmentation>(value) {
+        Ok(_) => Ok(text),
+        Err(_) => Err(format!(
+            "\"segmentation\" must be an RLE {{\"size\": [height, width], \"counts\": …}} or a list of polygons, got {}",
+            if text.len() > 60 { format!("{}…", &text[..text.floor_char_boundary(60)]) } else { text }
+        )),
+    }
 }
 
 /// Columns only a table of boxes has. A table with any of them is taken for detections,
@@ -104,6 +127,8 @@ pub(crate) struct Row {
     category: Option<CategoryRef>,
     bbox: [Option<f64>; 4],
     score: Option<f64>,
+    /// The instance mask's compact JSON, checked (see [`segmentation_text`]).
+    segmentation: Option<String>,
 }
 
 /// One COCO result as written; each field is checked by [`coco_rows`].
@@ -117,6 +142,8 @@ struct CocoResult {
     bbox: Option<Value>,
     #[serde(default)]
     score: Value,
+    #[serde(default)]
+    segmentation: Value,
 }
 
 /// The rows of a COCO results list (a table of detections goes through [`table_rows`]).
@@ -184,7 +211,11 @@ pub(crate) fn coco_rows(bytes: &[u8]) -> std::result::Result<Vec<Row>, Vec<Strin
                 None
             }
         };
-        rows.push(Row { image, category, bbox, score });
+        let segmentation = match r.segmentation {
+            Value::Null => None,
+            value => segmentation_text(value).map_err(|e| problems.push(format!("{at}: {e}"))).ok(),
+        };
+        rows.push(Row { image, category, bbox, score, segmentation });
         if problems.len() >= MAX_PROBLEMS {
             problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
             break;
@@ -245,6 +276,8 @@ pub(crate) fn table_rows(table: &RecordBatch) -> std::result::Result<Vec<Row>, V
         None => Some(number("category_id")?),
         Some(_) => None,
     };
+    let masks = table.column_by_name(SEGMENTATION_COLUMN).map(|c| cast(c, &DataType::Utf8)).transpose();
+    let masks = masks.map_err(|e| vec![format!("column \"{SEGMENTATION_COLUMN}\": {e}")])?;
     let mut problems = Vec::new();
     let mut rows = Vec::with_capacity(table.num_rows());
     for i in 0..table.num_rows() {
@@ -291,6 +324,13 @@ pub(crate) fn table_rows(table: &RecordBatch) -> std::result::Result<Vec<Row>, V
             category,
             bbox,
             score,
+            segmentation: masks.as_ref().map(|m| m.as_string::<i32>()).filter(|m| m.is_valid(i)).and_then(|m| {
+                let parsed = serde_json::from_str::<Value>(m.value(i)).map_err(|e| e.to_string());
+                parsed
+                    .and_then(segmentation_text)
+                    .map_err(|e| problems.push(format!("{at}: column \"{SEGMENTATION_COLUMN}\": {e}")))
+                    .ok()
+            }),
         });
         if problems.len() >= MAX_PROBLEMS {
             problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
@@ -316,10 +356,23 @@ pub(crate) fn validate(
     coco_results: bool,
     image_ids: &[String],
     coco_ids: Option<&[Option<i64>]>,
+    image_sizes: &[[u32; 2]],
     categories: &[Category],
 ) -> std::result::Result<CheckedDetections, Vec<String>> {
     if rows.is_empty() {
         return Err(vec!["the file holds no detections".into()]);
+    }
+    let at = |n: usize| if coco_results { format!("detection #{n}") } else { format!("row {}", n + 1) };
+    // Masks are all or nothing: mask AP over some detections' masks would be no one's number.
+    let with_mask = rows.iter().position(|r| r.segmentation.is_some());
+    let without_mask = rows.iter().position(|r| r.segmentation.is_none());
+    if let (Some(m), Some(n)) = (with_mask, without_mask) {
+        return Err(vec![format!(
+            "{} has a \"segmentation\" (an instance mask) but {} has none: give every detection its mask, or \
+             none (boxes only)",
+            at(m),
+            at(n)
+        )]);
     }
     let by_id: HashMap<&str, usize> = image_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
     let by_coco: HashMap<i64, usize> =
@@ -333,7 +386,7 @@ pub(crate) fn validate(
     let mut cats: Vec<&Category> = Vec::with_capacity(rows.len());
     let mut covered = vec![false; image_ids.len()];
     for (n, row) in rows.iter().enumerate() {
-        let at = if coco_results { format!("detection #{n}") } else { format!("row {}", n + 1) };
+        let at = at(n);
         let image = match &row.image {
             None => {
                 problems.push(format!("{at}: image_id is empty"));
@@ -398,6 +451,14 @@ pub(crate) fn validate(
             Some(s) => problems.push(format!("{at}: score {s} is not a number in [0, 1]")),
             None => problems.push(format!("{at}: score is empty")),
         }
+        if let (Some(i), Some(text)) = (image, &row.segmentation) {
+            // Decoded once here, so that scoring never meets a mask it cannot read.
+            let [width, height] = image_sizes[i];
+            let segmentation: crate::coco_mask::Segmentation = serde_json::from_str(text).expect("checked when read");
+            if let Err(e) = segmentation.to_mask(height, width) {
+                problems.push(format!("{at}: its mask on image {:?}: {e}", image_ids[i]));
+            }
+        }
         if let (Some(i), Some(c)) = (image, category) {
             covered[i] = true;
             images.push(i);
@@ -430,6 +491,7 @@ pub(crate) fn validate(
         float(2),
         float(3),
         Arc::new(rows.iter().map(|r| r.score).collect::<Float64Array>()),
+        Arc::new(rows.iter().map(|r| r.segmentation.as_deref()).collect::<StringArray>()),
     ];
     let batch = RecordBatch::try_new(detections_schema(), columns).map_err(|e| vec![e.to_string()])?;
     Ok(CheckedDetections { batch, images_without_detections: covered.iter().filter(|c| !**c).count() as u64 })
@@ -499,6 +561,7 @@ mod tests {
                     float(2),
                     float(3),
                     Arc::new(Float64Array::from(vec![0.5; n])),
+                    Arc::new(StringArray::from(vec![None::<&str>; n])),
                 ],
             )
             .unwrap()
@@ -560,6 +623,88 @@ mod tests {
     }
 
     #[test]
+    fn instance_masks_are_checked_on_their_images_and_stored_as_json() {
+        let categories = [Category { id: 1, name: "dog".into() }];
+        let ids = ["a.png".to_string(), "b.png".to_string()];
+        let sizes = [[4, 3], [2, 2]];
+        let check = |json: &str| match coco_rows(json.as_bytes()) {
+            Ok(rows) => validate("r", &rows, true, &ids, None, &sizes, &categories).map(|c| c.batch),
+            Err(problems) => Err(problems),
+        };
+        // An RLE of a 4 × 3 image (12 pixels: 5 off, 4 on, 3 off) and a polygon.
+        let batch = check(
+            r#"[{"image_id": "a.png", "category_id": 1, "bbox": [1, 2, 1, 2], "score": 0.5,
+                 "segmentation": {"size": [3, 4], "counts": [5, 4, 3]}},
+                {"image_id": "b.png", "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.4,
+                 "segmentation": [[0, 0, 1, 0, 1, 1]]}]"#,
+        )
+        .unwrap();
+        let masks = batch.column_by_name(SEGMENTATION_COLUMN).unwrap().as_string::<i32>();
+        assert_eq!(masks.value(0), r#"{"counts":[5,4,3],"size":[3,4]}"#);
+        assert_eq!(masks.value(1), "[[0,0,1,0,1,1]]");
+        // Boxes only: the column is there, null.
+        let boxes = check(r#"[{"image_id": "a.png", "category_id": 1, "bbox": [1, 2, 1, 2], "score": 0.5}]"#).unwrap();
+        assert_eq!(boxes.column_by_name(SEGMENTATION_COLUMN).unwrap().null_count(), 1);
+        // Some with a mask, some without: refused whole.
+        let mixed = check(
+            r#"[{"image_id": "a.png", "category_id": 1, "bbox": [1, 2, 1, 2], "score": 0.5},
+                {"image_id": "b.png", "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.4,
+                 "segmentation": [[0, 0, 1, 0, 1, 1]]}]"#,
+        );
+        assert_eq!(
+            mixed.unwrap_err(),
+            ["detection #1 has a \"segmentation\" (an instance mask) but detection #0 has none: give every \
+              detection its mask, or none (boxes only)"]
+        );
+        // An RLE of another size than its image's, one that does not add up, and no mask at all.
+        let problems = check(
+            r#"[{"image_id": "b.png", "category_id": 1, "bbox": [1, 2, 1, 2], "score": 0.5,
+                 "segmentation": {"size": [3, 4], "counts": [5, 4, 3]}},
+                {"image_id": "a.png", "category_id": 1, "bbox": [1, 2, 1, 2], "score": 0.5,
+                 "segmentation": {"size": [3, 4], "counts": [5, 4]}},
+                {"image_id": "a.png", "category_id": 1, "bbox": [1, 2, 1, 2], "score": 0.5,
+                 "segmentation": "mask.png"}]"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            problems,
+            ["detection #2: \"segmentation\" must be an RLE {\"size\": [height, width], \"counts\": …} or a list of \
+              polygons, got \"mask.png\""]
+        );
+        let problems = check(
+            r#"[{"image_id": "b.png", "category_id": 1, "bbox": [1, 2, 1, 2], "score": 0.5,
+                 "segmentation": {"size": [3, 4], "counts": [5, 4, 3]}},
+                {"image_id": "a.png", "category_id": 1, "bbox": [1, 2, 1, 2], "score": 0.5,
+                 "segmentation": {"size": [3, 4], "counts": [5, 4]}}]"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "detection #0: its mask on image \"b.png\": the RLE is 4×3 but the image is 2×2",
+                "detection #1: its mask on image \"a.png\": the RLE counts cover 9 pixels but the mask is 4×3 (12 \
+                 pixels)"
+            ]
+        );
+        // A table's segmentation column holds the same JSON.
+        let table = RecordBatch::try_from_iter([
+            ("image_id", Arc::new(StringArray::from(vec!["a.png"])) as ArrayRef),
+            ("category", Arc::new(StringArray::from(vec!["dog"])) as ArrayRef),
+            ("x", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef),
+            ("y", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef),
+            ("w", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef),
+            ("h", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef),
+            ("score", Arc::new(Float64Array::from(vec![0.5])) as ArrayRef),
+            ("segmentation", Arc::new(StringArray::from(vec![r#"{"size": [3, 4], "counts": "543"}"#])) as ArrayRef),
+        ])
+        .unwrap();
+        let rows = table_rows(&table).unwrap();
+        let batch = validate("r", &rows, false, &ids, None, &sizes, &categories).unwrap().batch;
+        let masks = batch.column_by_name(SEGMENTATION_COLUMN).unwrap().as_string::<i32>();
+        assert_eq!(masks.value(0), r#"{"counts":"543","size":[3,4]}"#);
+    }
+
+    #[test]
     fn a_coco_id_in_quotes_and_a_category_in_another_case_get_a_hint() {
         let rows = coco_rows(
             br#"[{"image_id": "1007", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5},
@@ -568,7 +713,7 @@ mod tests {
         .unwrap();
         let categories = [Category { id: 1, name: "dog".into() }];
         let ids = ["a.png".to_string()];
-        let problems = validate("r", &rows, true, &ids, Some(&[Some(1007)]), &categories).err().unwrap();
+        let problems = validate("r", &rows, true, &ids, Some(&[Some(1007)]), &[[10, 10]], &categories).err().unwrap();
         assert_eq!(
             problems,
             [
@@ -588,7 +733,7 @@ mod tests {
         ])
         .unwrap();
         let rows = table_rows(&table).unwrap();
-        let problems = validate("r", &rows, false, &ids, None, &categories).err().unwrap();
+        let problems = validate("r", &rows, false, &ids, None, &[[10, 10]], &categories).err().unwrap();
         assert_eq!(
             problems,
             ["row 1: category \"DOG\" is not a category of the dataset (1 \"dog\"); did you mean \"dog\"? names are \

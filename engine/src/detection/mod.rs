@@ -11,6 +11,7 @@
 
 pub mod cache;
 mod confusion;
+pub mod masks;
 pub mod table_function;
 
 use std::collections::HashMap;
@@ -122,6 +123,9 @@ pub struct ClassMetrics {
     pub ap50: Option<f64>,
     /// AP at IoU 0.75.
     pub ap75: Option<f64>,
+    /// Mask AP over IoU 0.50:0.95, when the run is scored by masks too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_ap: Option<f64>,
     /// Counts at the operating point.
     pub counts: Counts,
 }
@@ -137,6 +141,13 @@ pub struct DetectionMetrics {
     pub detections: u64,
     /// COCO's statistics.
     pub coco: CocoStats,
+    /// COCO's statistics over instance masks (mask AP, `iouType='segm'`): present when
+    /// the run's detections and the ground truth both have masks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<CocoStats>,
+    /// Why a run with masks has no mask statistics (the ground truth lacks masks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_note: Option<String>,
     /// Per category, in category-id order.
     pub classes: Vec<ClassMetrics>,
     /// IoU of the operating point.
@@ -227,6 +238,11 @@ struct CellBox {
 /// A run matched against the ground truth once; slices accumulate from it.
 pub struct RunEvaluation {
     matching: Matching,
+    /// The same detections matched by their masks, when the run and the ground truth
+    /// have masks.
+    mask_matching: Option<Matching>,
+    /// Why a run with masks has no mask matching.
+    mask_note: Option<String>,
     order: ScoreOrder,
     image_ids: Vec<String>,
     image_index: HashMap<String, u32>,
@@ -332,8 +348,12 @@ impl RunEvaluation {
         let mut ground_truth = Vec::new();
         let mut object_ids = Vec::new();
         let mut object_boxes = Vec::new();
-        if let Some(objects) = objects::read_objects(layout, version)? {
-            for o in objects::rows(&objects) {
+        // Each ground truth's mask (None where it has none), in `ground_truth`'s order.
+        let mut object_masks: Vec<Option<&str>> = Vec::new();
+        let objects = objects::read_objects(layout, version)?;
+        if let Some(objects) = &objects {
+            let masks = objects.column_by_name(objects::SEGMENTATION_COLUMN).and_then(|c| c.as_string_opt::<i32>());
+            for (row, o) in objects::rows(objects).enumerate() {
                 let (Some(&image), Some(&category)) = (image_index.get(o.image_id), category_index.get(&o.category_id))
                 else {
                     continue;
@@ -341,6 +361,7 @@ impl RunEvaluation {
                 ground_truth.push(GroundTruth { image, category, bbox: o.bbox, area: o.area, iscrowd: o.iscrowd });
                 object_ids.push((o.object_id, o.iscrowd));
                 object_boxes.push(o.bbox);
+                object_masks.push(masks.filter(|m| m.is_valid(row)).map(|m| m.value(row)));
             }
         }
         let column = |i: usize| detections.column(i);
@@ -368,6 +389,38 @@ impl RunEvaluation {
         let params = Params::default();
         let matching =
             coco::evaluate(image_index.len() as u32, categories.len() as u32, &ground_truth, &boxes, &params);
+        let detection_masks = detections
+            .column_by_name(slicetest_datasets::run::detections::SEGMENTATION_COLUMN)
+            .and_then(|c| c.as_string_opt::<i32>());
+        let (mask_matching, mask_note) = match detection_masks.filter(|m| m.null_count() == 0) {
+            None => (None, None),
+            Some(found) => match object_masks.iter().filter(|m| m.is_none()).count() {
+                0 => {
+                    let overlap = masks::MaskOverlap {
+                        ground_truth: object_masks
+                            .iter()
+                            .zip(&ground_truth)
+                            .map(|(m, g)| (m.expect("counted"), image_sizes[g.image as usize]))
+                            .collect(),
+                        detections: rows
+                            .iter()
+                            .zip(&boxes)
+                            .map(|(&row, d)| (found.value(row as usize), image_sizes[d.image as usize]))
+                            .collect(),
+                    };
+                    let (images, classes) = (image_index.len() as u32, categories.len() as u32);
+                    (Some(coco::evaluate_with(images, classes, &ground_truth, &boxes, &params, &overlap)), None)
+                }
+                missing => (
+                    None,
+                    Some(format!(
+                        "the run's masks are not scored: {missing} of the {} ground-truth objects have no mask (a \
+                         COCO annotation's \"segmentation\"; box manifests carry none)",
+                        ground_truth.len()
+                    )),
+                ),
+            },
+        };
         let t = params.iou_thresholds.iter().position(|&t| t == OPERATING_IOU).expect("COCO thresholds include 0.5");
         let counted: HashMap<(u32, u32), u32> =
             matching.counted_ground_truth().map(|(image, k, n)| ((image, k), n)).collect();
@@ -386,6 +439,8 @@ impl RunEvaluation {
         let order = matching.score_order();
         let mut evaluation = RunEvaluation {
             matching,
+            mask_matching,
+            mask_note,
             order,
             image_ids,
             image_index,
@@ -594,6 +649,13 @@ impl RunEvaluation {
         let accumulated = self.matching.accumulate_images(include);
         let draws = self.resampled_ap(include);
         let mut metrics = self.metrics_from(include, &accumulated, &draws);
+        if let Some(masks) = &self.mask_matching {
+            let accumulated = masks.accumulate_images(include);
+            metrics.mask = Some(coco_stats(&accumulated));
+            for (k, class) in metrics.classes.iter_mut().enumerate() {
+                class.mask_ap = Some(accumulated.category_ap(k, None)).filter(|&v| v > -1.0);
+            }
+        }
         if curves {
             metrics.pr_curves = self.pr_curves(&accumulated, &metrics.classes);
         }
@@ -680,6 +742,7 @@ impl RunEvaluation {
                 ap: defined(accumulated.category_ap(k, None)),
                 ap50: defined(accumulated.category_ap(k, Some(0.5))),
                 ap75: defined(accumulated.category_ap(k, Some(0.75))),
+                mask_ap: None,
                 counts: per_class[k],
             })
             .collect();
@@ -699,6 +762,8 @@ impl RunEvaluation {
             objects: objects.iter().sum(),
             detections,
             coco,
+            mask: None,
+            mask_note: self.mask_note.clone(),
             classes,
             iou: OPERATING_IOU,
             score_threshold: self.score_threshold,

@@ -1,0 +1,123 @@
+//! bench-masks: mask AP (COCO's `segm` evaluation: evaluate + accumulate + summarize)
+//! against faster-coco-eval and pycocotools on the same generated files, in the same run,
+//! interleaved. slicetest's timed part decodes every mask from its stored JSON (as a run's
+//! scoring does); the peers decode the results' RLEs in `loadRes`, untimed, and rasterise
+//! the ground truth's polygons inside `evaluate()`.
+//!
+//! usage: bench-masks [IMAGES ...] (default 5000); `--reps N` (default 3).
+//! Data and peers through `$SLICETEST_BENCH_PYTHON` (pip install -r bench/requirements.txt).
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::Context;
+use slicetest_bench::{median, python_json};
+use slicetest_engine::detection::masks::MaskOverlap;
+use slicetest_eval::coco::{Params, evaluate_with};
+use slicetest_eval::coco_files;
+
+/// CPU seconds of this process so far (user + system, all threads), from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut sizes = Vec::new();
+    let mut reps = 3;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--reps" {
+            reps = args.next().context("--reps N")?.parse()?;
+        } else {
+            sizes.push(arg.parse::<u32>().context("IMAGES is a number")?);
+        }
+    }
+    if sizes.is_empty() {
+        sizes = vec![5000];
+    }
+    println!("bench-masks, build profile {}, {reps} interleaved reps", slicetest_bench::build_profile());
+    let dir = tempfile::tempdir()?;
+    for &images in &sizes {
+        let folder = dir.path().join(images.to_string());
+        let made = python_json(
+            "coco_masks_data.py",
+            [folder.to_str().unwrap(), &images.to_string(), "1"],
+            "pycocotools numpy",
+        )?;
+        println!(
+            "\n{images} images of 640×480, {} annotations, {} detections with masks",
+            made["annotations"], made["detections"]
+        );
+        let (gt_path, dt_path) = (folder.join("instances.json"), folder.join("results.json"));
+        let (gt_text, dt_text) = (std::fs::read_to_string(&gt_path)?, std::fs::read_to_string(&dt_path)?);
+        // Parsing not timed, as for the peers.
+        let inputs = coco_files::read(&gt_text, &dt_text).map_err(anyhow::Error::msg)?;
+        let gt: serde_json::Value = serde_json::from_str(&gt_text)?;
+        let dt: serde_json::Value = serde_json::from_str(&dt_text)?;
+        let sizes: HashMap<i64, [u32; 2]> = (gt["images"].as_array().context("images")?.iter())
+            .map(|im| {
+                (
+                    im["id"].as_i64().unwrap(),
+                    [im["width"].as_u64().unwrap() as u32, im["height"].as_u64().unwrap() as u32],
+                )
+            })
+            .collect();
+        let stored = |list: &serde_json::Value| -> Vec<(String, [u32; 2])> {
+            let list = list.as_array().expect("a list");
+            list.iter().map(|a| (a["segmentation"].to_string(), sizes[&a["image_id"].as_i64().unwrap()])).collect()
+        };
+        let (truth, found) = (stored(&gt["annotations"]), stored(&dt));
+        let overlap = MaskOverlap {
+            ground_truth: truth.iter().map(|(t, s)| (t.as_str(), *s)).collect(),
+            detections: found.iter().map(|(t, s)| (t.as_str(), *s)).collect(),
+        };
+        let (mut ours, mut ours_wall, mut faster, mut faster_wall) = (vec![], vec![], vec![], vec![]);
+        let (mut pyco, mut stats, mut peer_stats) = (None, [0.0; 12], Vec::new());
+        for rep in 0..reps {
+            let (cpu, wall) = (cpu_seconds(), Instant::now());
+            let matching = evaluate_with(
+                inputs.image_ids.len() as u32,
+                inputs.category_ids.len() as u32,
+                &inputs.ground_truth,
+                &inputs.detections,
+                &Params::default(),
+                &overlap,
+            );
+            stats = matching.accumulate().stats();
+            ours_wall.push(wall.elapsed().as_secs_f64());
+            ours.push(cpu_seconds() - cpu);
+            let args = ["faster", gt_path.to_str().unwrap(), dt_path.to_str().unwrap(), "--segm"];
+            let f = python_json("coco_eval_peer.py", args, "faster-coco-eval")?;
+            faster.push(f["cpu_s"].as_f64().context("cpu_s")?);
+            faster_wall.push(f["wall_s"].as_f64().context("wall_s")?);
+            if rep == 0 {
+                let args = ["pycocotools", gt_path.to_str().unwrap(), dt_path.to_str().unwrap(), "--segm"];
+                let p = python_json("coco_eval_peer.py", args, "pycocotools")?;
+                pyco = Some((p["cpu_s"].as_f64().context("cpu_s")?, p["wall_s"].as_f64().context("wall_s")?));
+                peer_stats.push(("pycocotools", p["stats"].clone()));
+                peer_stats.push(("faster-coco-eval", f["stats"].clone()));
+            }
+        }
+        for (peer, theirs) in &peer_stats {
+            let differs: Vec<usize> =
+                (0..12).filter(|&i| theirs[i].as_f64().is_none_or(|v| (v - stats[i]).abs() > 1e-12)).collect();
+            let same = if differs.is_empty() { "equal".to_string() } else { format!("differ at {differs:?}") };
+            println!("  12 stats vs {peer}: {same} (mask AP {:.4})", stats[0]);
+        }
+        let (oc, ow) = (median(&mut ours), median(&mut ours_wall));
+        let (fc, fw) = (median(&mut faster), median(&mut faster_wall));
+        let (pc, pw) = pyco.context("pycocotools ran")?;
+        println!("  {:<18} {:>9} {:>9}", "segm evaluation", "CPU s", "wall s");
+        println!("  {:<18} {oc:>9.3} {ow:>9.3}", "slicetest");
+        println!("  {:<18} {fc:>9.3} {fw:>9.3}", "faster-coco-eval");
+        println!("  {:<18} {pc:>9.3} {pw:>9.3}", "pycocotools");
+        println!("  CPU ratio slicetest / faster-coco-eval = {:.3}; / pycocotools = {:.3}", oc / fc, oc / pc);
+    }
+    Ok(())
+}
