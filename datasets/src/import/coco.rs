@@ -211,6 +211,12 @@ pub(super) fn gather(path: &Path, options: &ImportOptions) -> Result<CandidateSe
             Err(reason) => set.rejected.push(Rejection { item, reason }),
         }
     }
+    if set.candidates.is_empty()
+        && let Some(first) = coco.images.first()
+        && !root.join(&first.file_name).exists()
+    {
+        return Err(bad(missing_images(&root, &first.file_name, coco.images.len())));
+    }
 
     let mut fields =
         vec![Field::new("coco_id", DataType::Int64, true), Field::new("num_annotations", DataType::Int64, true)];
@@ -225,6 +231,31 @@ pub(super) fn gather(path: &Path, options: &ImportOptions) -> Result<CandidateSe
     set.extra = Some(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?);
     set.objects = objects(&coco, &set, &bad)?;
     Ok(set)
+}
+
+/// Why no image of a COCO file was found, and where the first one is when it lies in a
+/// folder beside the JSON or beside the JSON's folder (COCO's own layout keeps
+/// `annotations/instances_val2017.json` beside `val2017/`).
+fn missing_images(root: &Path, file_name: &str, images: usize) -> String {
+    let folders = |dir: &Path| -> Vec<std::path::PathBuf> {
+        let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+        let mut folders: Vec<_> = entries.map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        folders.sort();
+        folders
+    };
+    let mut places = folders(root);
+    places.extend(root.parent().map(folders).unwrap_or_default());
+    let found = places.into_iter().find(|dir| dir.join(file_name).is_file());
+    let remedy = match found {
+        Some(dir) => format!("{file_name} is in {}: pass --root {0}", dir.display()),
+        None => "pass --root with the folder that holds the images".to_string(),
+    };
+    format!(
+        "none of the {images} images' files is found: a COCO file's file_name is relative to --root (by default \
+         the JSON's folder, {}), and {} does not exist; {remedy}",
+        root.display(),
+        root.join(file_name).display()
+    )
 }
 
 /// The annotations as ground-truth objects, keyed by the dataset's image ids; `None` when
@@ -303,6 +334,31 @@ mod tests {
     fn category_names_become_column_names() {
         assert_eq!(identifier("traffic light"), "traffic_light");
         assert_eq!(identifier(" Hair-Drier!"), "hair_drier");
+    }
+
+    #[test]
+    fn images_beside_the_annotations_folder_are_pointed_to() {
+        // COCO's own layout: annotations/instances_val.json beside val/.
+        let dir = tempfile::tempdir().unwrap();
+        for folder in ["annotations", "val"] {
+            std::fs::create_dir(dir.path().join(folder)).unwrap();
+        }
+        std::fs::write(dir.path().join("val/1.jpg"), b"x").unwrap();
+        let json = r#"{"images":[{"id":1,"file_name":"1.jpg"}],"annotations":[],"categories":[]}"#;
+        let path = dir.path().join("annotations/instances_val.json");
+        std::fs::write(&path, json).unwrap();
+        let err = gather(&path, &ImportOptions::default()).unwrap_err().to_string();
+        let root = dir.path().canonicalize().unwrap();
+        assert!(err.contains("none of the 1 images' files is found"), "{err}");
+        assert!(err.ends_with(&format!("1.jpg is in {}: pass --root {0}", root.join("val").display())), "{err}");
+        // Nowhere near: only the remedy.
+        std::fs::remove_file(dir.path().join("val/1.jpg")).unwrap();
+        let err = gather(&path, &ImportOptions::default()).unwrap_err().to_string();
+        assert!(err.ends_with("pass --root with the folder that holds the images"), "{err}");
+        // Given the right root, the image is found.
+        std::fs::write(dir.path().join("val/1.jpg"), b"x").unwrap();
+        let options = ImportOptions { root: Some(dir.path().join("val")), ..Default::default() };
+        assert_eq!(gather(&path, &options).unwrap().candidates.len(), 1);
     }
 
     #[test]
