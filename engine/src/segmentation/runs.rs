@@ -318,7 +318,13 @@ impl Engine {
                     overlaps += mask.paint_counting_overlaps(&mut labels, m.category_id as u16, EMPTY);
                 }
                 if overlaps > 0 {
-                    return Err((first, format!("image {id}: {overlaps} pixel(s) are in the masks of two classes")));
+                    return Err((
+                        first,
+                        format!(
+                            "image {id}: {overlaps} pixel(s) are in the masks of two classes (instance masks, which \
+                             may overlap, are detections: give each its \"bbox\" to score them with mask AP)"
+                        ),
+                    ));
                 }
                 if let Some(first) = labels.iter().position(|&v| v == EMPTY) {
                     match set.background {
