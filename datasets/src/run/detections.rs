@@ -15,9 +15,7 @@
 //! `"segmentation"` (an RLE `{"size": [h, w], "counts": …}` of the whole image, or
 //! polygons), or a table's `segmentation` column holding that JSON. Either every
 //! detection has one or none does; an RLE must have its image's size. The mask is stored
-//! as its compact JSON in the column `segmentation` and scored as mask AP. A result with
-//! an RLE but no `bbox` (what pycocotools' `segm` evaluation reads) gets its mask's box,
-//! as `loadRes` gives it one (`toBbox`).
+//! as its compact JSON in the column `segmentation` and scored as mask AP.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,16 +55,6 @@ pub fn detections_schema() -> SchemaRef {
 /// null when the run has no masks. Files of runs uploaded before masks lack it.
 pub const SEGMENTATION_COLUMN: &str = "segmentation";
 
-/// The box of an RLE mask (pycocotools' `toBbox`); None for polygons or a broken RLE.
-fn rle_box(json: &str) -> Option<[f64; 4]> {
-    match serde_json::from_str::<crate::coco_mask::Segmentation>(json).ok()? {
-        segmentation @ crate::coco_mask::Segmentation::Rle { size: [h, w], .. } => {
-            Some(segmentation.to_mask(h, w).ok()?.bbox())
-        }
-        crate::coco_mask::Segmentation::Polygons(_) => None,
-    }
-}
-
 /// A detection's `segmentation`, checked to be one COCO understands; its compact JSON.
 fn segmentation_text(value: Value) -> std::result::Result<String, String> {
     let text = value.to_string();
@@ -103,15 +91,12 @@ pub fn is_detection_table(batch: &RecordBatch) -> bool {
 }
 
 /// Whether a `.json` upload is a COCO results list: a list with a record that has a
-/// `bbox` or a `segmentation` (instance masks, whose boxes come from the masks; per-class
-/// masks of a segmentation run are taken before, by
-/// [`super::mask_results::is_mask_results`]). A list without either is classification
-/// records.
+/// `bbox`. A list without one is classification records (or segmentation masks, which
+/// [`super::mask_results::is_mask_results`] finds first).
 pub(crate) fn has_boxes(bytes: &[u8]) -> std::result::Result<bool, String> {
     #[derive(Deserialize)]
     struct Probe {
         bbox: Option<serde::de::IgnoredAny>,
-        segmentation: Option<serde::de::IgnoredAny>,
     }
     let list: Vec<Probe> = serde_json::from_slice(bytes).map_err(|e| {
         format!(
@@ -122,7 +107,7 @@ pub(crate) fn has_boxes(bytes: &[u8]) -> std::result::Result<bool, String> {
     if list.is_empty() {
         return Err("the file holds no predictions: the list is empty".into());
     }
-    Ok(list.iter().any(|p| p.bbox.is_some() || p.segmentation.is_some()))
+    Ok(list.iter().any(|p| p.bbox.is_some()))
 }
 
 /// An image as the upload names it.
@@ -201,18 +186,9 @@ pub(crate) fn coco_rows(bytes: &[u8]) -> std::result::Result<Vec<Row>, Vec<Strin
                 None
             }
         };
-        let segmentation = match r.segmentation {
-            Value::Null => None,
-            value => segmentation_text(value).map_err(|e| problems.push(format!("{at}: {e}"))).ok(),
-        };
-        let no_box = matches!(r.bbox, None | Some(Value::Null));
-        // An instance mask without a box: the mask's, as pycocotools' loadRes makes it.
-        let mask_box = if no_box { segmentation.as_deref().and_then(rle_box) } else { None };
         let bbox = match r.bbox {
-            _ if mask_box.is_some() => mask_box.unwrap_or_default().map(Some),
             None | Some(Value::Null) => {
-                let mask = if segmentation.is_some() { " (a polygon mask has no box of its own)" } else { "" };
-                problems.push(format!("{at}: no \"bbox\" [x, y, width, height]{mask}"));
+                problems.push(format!("{at}: no \"bbox\" [x, y, width, height]"));
                 [None; 4]
             }
             Some(Value::Array(values)) if values.len() == 4 && values.iter().all(|v| v.is_number() || v.is_null()) => {
@@ -234,6 +210,10 @@ pub(crate) fn coco_rows(bytes: &[u8]) -> std::result::Result<Vec<Row>, Vec<Strin
                 problems.push(format!("{at}: score {other} is not a number"));
                 None
             }
+        };
+        let segmentation = match r.segmentation {
+            Value::Null => None,
+            value => segmentation_text(value).map_err(|e| problems.push(format!("{at}: {e}"))).ok(),
         };
         rows.push(Row { image, category, bbox, score, segmentation });
         if problems.len() >= MAX_PROBLEMS {
@@ -765,26 +745,6 @@ mod tests {
     fn a_json_list_is_detections_when_its_records_have_boxes() {
         assert!(has_boxes(br#"[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]"#).unwrap());
         assert!(!has_boxes(br#"[{"image_id": "a", "predicted": "cat"}]"#).unwrap());
-        // Masks without boxes that reach here are instances (pycocotools' segm input):
-        // is_mask_results took per-class masks first.
-        let mask = r#""segmentation": {"size": [3, 4], "counts": [5, 4, 3]}"#;
-        assert!(has_boxes(format!(r#"[{{"image_id": 1, "category_id": 1, {mask}}}]"#).as_bytes()).unwrap());
-        // Such a mask's box is pycocotools' toBbox of it; a polygon gives none.
-        let rows = coco_rows(
-            format!(
-                r#"[{{"image_id": 1, "category_id": 1, "score": 0.5, {mask}}},
-                    {{"image_id": 1, "category_id": 1, "score": 0.5, "segmentation": [[0, 0, 2, 0, 2, 2]]}}]"#
-            )
-            .as_bytes(),
-        );
-        assert_eq!(
-            rows.err().unwrap(),
-            ["detection #1: no \"bbox\" [x, y, width, height] (a polygon mask has no box of its own)"]
-        );
-        let rows =
-            coco_rows(format!(r#"[{{"image_id": 1, "category_id": 1, "score": 0.5, {mask}}}]"#).as_bytes()).unwrap();
-        // Pixels 5..9 of a 3-row image: column 1 rows 2, column 2 rows 0-2: a run across columns spans every row.
-        assert_eq!(rows[0].bbox, [Some(1.0), Some(0.0), Some(2.0), Some(3.0)]);
         assert_eq!(has_boxes(b"[]").unwrap_err(), "the file holds no predictions: the list is empty");
         assert!(has_boxes(b"{}").unwrap_err().starts_with("a .json file of predictions is a list of records"));
     }

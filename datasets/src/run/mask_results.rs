@@ -4,8 +4,7 @@
 //! Three inputs are understood:
 //! - a COCO results file (`.json`): a list of `{"image_id", "category_id",
 //!   "segmentation": {"size": [h, w], "counts": "…"}}` (other fields, such as `score`, are
-//!   ignored; a list that names an image and category twice holds instance masks, read as
-//!   detections);
+//!   ignored);
 //! - the same objects one per line (`.jsonl` / `.ndjson`);
 //! - a table (Parquet, CSV or Arrow) with `image_id`, `category_id`, `counts` (COCO's
 //!   compressed text), `height` and `width`.
@@ -64,10 +63,6 @@ pub struct PredictedClassMask {
 struct Probe {
     segmentation: Option<serde::de::IgnoredAny>,
     bbox: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    image_id: serde_json::Value,
-    #[serde(default)]
-    category_id: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -90,19 +85,14 @@ fn extension(path: &Path) -> String {
 
 /// Whether `path` holds segmentation results rather than detections or class labels: a
 /// JSON list or JSON lines whose first entry has a `segmentation` and no `bbox`, or a
-/// table with a `counts` column. A JSON list that names an (image, category) pair twice
-/// holds instance masks (pycocotools' `segm` results, without boxes): detections, see
-/// [`super::detections`]; per-class masks give each pair one mask.
+/// table with a `counts` column.
 pub async fn is_mask_results(path: &Path) -> Result<bool> {
     let probe = |p: &Probe| p.segmentation.is_some() && p.bbox.is_none();
     match extension(path).as_str() {
         "json" => {
             let bytes = std::fs::read(path).map_err(DatasetError::io("reading", path))?;
-            // Only these fields are looked at; a file that is no list is left to the other readers.
-            let Ok(list) = serde_json::from_slice::<Vec<Probe>>(&bytes) else { return Ok(false) };
-            let mut pairs = std::collections::HashSet::new();
-            let unique = list.iter().all(|p| pairs.insert((p.image_id.to_string(), p.category_id.to_string())));
-            Ok(list.first().is_some_and(probe) && unique)
+            // Only the two fields are looked at; a file that is no list is left to the other readers.
+            Ok(serde_json::from_slice::<Vec<Probe>>(&bytes).is_ok_and(|list| list.first().is_some_and(probe)))
         }
         "jsonl" | "ndjson" => {
             let file = std::fs::File::open(path).map_err(DatasetError::io("reading", path))?;

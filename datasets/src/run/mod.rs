@@ -209,9 +209,7 @@ pub async fn upload_from(
     let checked = if !box_columns.is_empty() {
         let Some(objects) = &version.objects else {
             let what = match &input {
-                Input::CocoResults(_) => "these are detections (records with a \"bbox\", or instance masks: a \
-                                           \"segmentation\" list naming an image and category twice)"
-                    .to_string(),
+                Input::CocoResults(_) => "these are detections (records with a \"bbox\")".to_string(),
                 Input::Table(_) => format!("column(s) {} are box columns of detections", box_columns.join(", ")),
             };
             return Err(DatasetError::BadInput {
