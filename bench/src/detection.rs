@@ -14,21 +14,10 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use slicetest_bench::{median, python_json, verdict};
+use slicetest_bench::{cpu_seconds, median, python_json, verdict};
 use slicetest_eval::coco::{Params, evaluate};
 use slicetest_eval::coco_files;
 use slicetest_eval::synthetic::{Spec, generate};
-
-/// CPU seconds of this process so far (user + system, all threads), from /proc.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 /// Peak resident memory of this process in MiB (VmHWM).
 fn peak_rss_mb() -> f64 {

@@ -40,6 +40,18 @@ pub fn build_profile() -> &'static str {
     }
 }
 
+/// CPU seconds of this process so far (user + system, all threads), from /proc: what a
+/// bench compares with a peer process's `time.process_time()`.
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// "PASS" or "MISS" for a target.
 pub fn verdict(ok: bool) -> &'static str {
     if ok { "PASS" } else { "MISS" }

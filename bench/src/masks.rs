@@ -13,19 +13,10 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::Context;
-use slicetest_bench::{median, python_json};
+use slicetest_bench::{cpu_seconds, median, python_json};
 use slicetest_engine::detection::masks::MaskOverlap;
 use slicetest_eval::coco::{Params, evaluate_with};
 use slicetest_eval::coco_files;
-
-/// CPU seconds of this process so far (user + system, all threads), from /proc.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 fn main() -> anyhow::Result<()> {
     let mut sizes = Vec::new();
