@@ -709,6 +709,10 @@ fn instance_masks_are_scored_as_pycocotools_scores_segm() {
     let overall = &report["overall"]["detection"];
     same("every image", &overall["mask"], &expected["all"]);
     assert_ne!(overall["mask"]["ap"], overall["coco"]["ap"], "boxes and masks are scored apart");
+    // Its bootstrap interval, as the boxes' mAP has one.
+    let [low, high] = [0, 1].map(|i| overall["mask_ap_interval"][i].as_f64().unwrap());
+    let mask_ap = overall["mask"]["ap"].as_f64().unwrap();
+    assert!(low < mask_ap && mask_ap < high && high - low < 0.5, "{low} {mask_ap} {high}");
     assert!(overall["classes"].as_array().unwrap().iter().all(|c| c["mask_ap"].is_number()), "{overall}");
     let slice = report["slices"].as_array().unwrap().iter().find(|s| s["slice"] == "thirds").unwrap();
     same("slice thirds", &slice["detection"]["mask"], &expected["ids_divisible_by_3"]);

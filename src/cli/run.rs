@@ -377,7 +377,10 @@ fn print_detection_report(report: &RunReport) {
             rate(d.coco.ar100),
         ];
         if masks {
-            cells.extend([d.mask.and_then(|m| m.ap), d.mask.and_then(|m| m.ap50)].map(rate));
+            cells.extend([
+                with_interval(d.mask.and_then(|m| m.ap), d.mask_ap_interval),
+                rate(d.mask.and_then(|m| m.ap50)),
+            ]);
         }
         cells.extend([rate(d.counts.recall), rate(d.counts.precision), verdict_text(s)]);
         cells
@@ -389,7 +392,7 @@ fn print_detection_report(report: &RunReport) {
     rows.push(overall);
     let mut headers = vec!["slice", "images", "objects", "mAP [95% CI]", "AP50 [95% CI]", "AP75", "APs", "AR100"];
     if masks {
-        headers.extend(["mask mAP", "mask AP50"]);
+        headers.extend(["mask mAP [95% CI]", "mask AP50"]);
     }
     headers.extend(["recall", "precision", "test"]);
     print_table(&headers, rows);

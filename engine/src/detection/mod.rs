@@ -172,6 +172,9 @@ pub struct DetectionMetrics {
     pub ap_interval: Option<[f64; 2]>,
     /// 95% bootstrap interval of `coco.ap50`.
     pub ap50_interval: Option<[f64; 2]>,
+    /// 95% bootstrap interval of `mask.ap` (the same resampled images as `ap_interval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_ap_interval: Option<[f64; 2]>,
 }
 
 /// A detection run against a baseline run on the same slice: the mAP difference and a
@@ -238,9 +241,9 @@ struct CellBox {
 /// A run matched against the ground truth once; slices accumulate from it.
 pub struct RunEvaluation {
     matching: Matching,
-    /// The same detections matched by their masks, when the run and the ground truth
-    /// have masks.
-    mask_matching: Option<Matching>,
+    /// The same detections matched by their masks (with its score order, for bootstrap
+    /// draws), when the run and the ground truth have masks.
+    mask_matching: Option<(Matching, ScoreOrder)>,
     /// Why a run with masks has no mask matching.
     mask_note: Option<String>,
     order: ScoreOrder,
@@ -409,7 +412,9 @@ impl RunEvaluation {
                             .collect(),
                     };
                     let (images, classes) = (image_index.len() as u32, categories.len() as u32);
-                    (Some(coco::evaluate_with(images, classes, &ground_truth, &boxes, &params, &overlap)), None)
+                    let matching = coco::evaluate_with(images, classes, &ground_truth, &boxes, &params, &overlap);
+                    let order = matching.score_order();
+                    (Some((matching, order)), None)
                 }
                 missing => (
                     None,
@@ -615,25 +620,7 @@ impl RunEvaluation {
     /// images; NaN where undefined. The same resamples for every run of a dataset, so two
     /// runs' draws pair up.
     fn resampled_ap(&self, include: &[bool]) -> Vec<(f64, f64)> {
-        let included: Vec<u32> = (0..include.len() as u32).filter(|&i| include[i as usize]).collect();
-        if included.is_empty() {
-            return Vec::new();
-        }
-        (0..DETECTION_RESAMPLES)
-            .into_par_iter()
-            .map_init(
-                || vec![0u32; include.len()],
-                |weights, b| {
-                    weights.fill(0);
-                    let mut rng = SplitMix64::for_resample(BOOTSTRAP_SEED, b);
-                    for _ in 0..included.len() {
-                        weights[included[rng.below(included.len())] as usize] += 1;
-                    }
-                    let (ap, ap50) = self.matching.weighted_ap(&self.order, weights, OPERATING_IOU);
-                    (ap.unwrap_or(f64::NAN), ap50.unwrap_or(f64::NAN))
-                },
-            )
-            .collect()
+        resampled_ap(&self.matching, &self.order, include)
     }
 
     /// Scores the included images: their metrics (with the categories' PR curves when
@@ -649,9 +636,10 @@ impl RunEvaluation {
         let accumulated = self.matching.accumulate_images(include);
         let draws = self.resampled_ap(include);
         let mut metrics = self.metrics_from(include, &accumulated, &draws);
-        if let Some(masks) = &self.mask_matching {
+        if let Some((masks, order)) = &self.mask_matching {
             let accumulated = masks.accumulate_images(include);
             metrics.mask = Some(coco_stats(&accumulated));
+            metrics.mask_ap_interval = interval(&resampled_ap(masks, order, include), |d| d.0);
             for (k, class) in metrics.classes.iter_mut().enumerate() {
                 class.mask_ap = Some(accumulated.category_ap(k, None)).filter(|&v| v > -1.0);
             }
@@ -746,18 +734,14 @@ impl RunEvaluation {
                 counts: per_class[k],
             })
             .collect();
-        let interval = |pick: fn(&(f64, f64)) -> f64| {
-            let values: Vec<f64> = draws.iter().map(pick).collect();
-            let [low, high] = percentile_interval(values);
-            (!low.is_nan()).then_some([low, high])
-        };
         let true_positives: Vec<u64> = per_class.iter().map(|c| c.tp).collect();
         DetectionMetrics {
             pr_curves: Vec::new(),
             confusion: self.confusion(include, &true_positives),
             worst_images: self.worst_images(include),
-            ap_interval: interval(|d| d.0),
-            ap50_interval: interval(|d| d.1),
+            ap_interval: interval(draws, |d| d.0),
+            ap50_interval: interval(draws, |d| d.1),
+            mask_ap_interval: None,
             images: include.iter().filter(|&&i| i).count() as u64,
             objects: objects.iter().sum(),
             detections,
@@ -771,6 +755,37 @@ impl RunEvaluation {
             macro_f1,
         }
     }
+}
+
+/// (AP, AP50) of `matching` on each of [`DETECTION_RESAMPLES`] seeded resamples of the
+/// included images; NaN where undefined. The same resamples for every run of a dataset
+/// (and for a run's boxes and masks), so draws pair up.
+fn resampled_ap(matching: &Matching, order: &ScoreOrder, include: &[bool]) -> Vec<(f64, f64)> {
+    let included: Vec<u32> = (0..include.len() as u32).filter(|&i| include[i as usize]).collect();
+    if included.is_empty() {
+        return Vec::new();
+    }
+    (0..DETECTION_RESAMPLES)
+        .into_par_iter()
+        .map_init(
+            || vec![0u32; include.len()],
+            |weights, b| {
+                weights.fill(0);
+                let mut rng = SplitMix64::for_resample(BOOTSTRAP_SEED, b);
+                for _ in 0..included.len() {
+                    weights[included[rng.below(included.len())] as usize] += 1;
+                }
+                let (ap, ap50) = matching.weighted_ap(order, weights, OPERATING_IOU);
+                (ap.unwrap_or(f64::NAN), ap50.unwrap_or(f64::NAN))
+            },
+        )
+        .collect()
+}
+
+/// The 95% percentile interval of one statistic of bootstrap draws; None when undefined.
+fn interval(draws: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64) -> Option<[f64; 2]> {
+    let [low, high] = percentile_interval(draws.iter().map(pick).collect());
+    (!low.is_nan()).then_some([low, high])
 }
 
 fn coco_stats(a: &Accumulated) -> CocoStats {
