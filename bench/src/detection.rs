@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use slicetest_bench::{cpu_seconds, median, python_json, verdict};
+use slicetest_bench::{cpu_seconds, median, python_json, stats_agreement, verdict};
 use slicetest_eval::coco::{Params, evaluate};
 use slicetest_eval::coco_files;
 use slicetest_eval::synthetic::{Spec, generate};
@@ -103,12 +103,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         for (peer, peer_stats) in &peers_stats {
-            let differs: Vec<usize> =
-                (0..12).filter(|&i| peer_stats[i].as_f64().is_none_or(|v| (v - stats[i]).abs() > 1e-12)).collect();
-            println!(
-                "  12 stats vs {peer}: {}",
-                if differs.is_empty() { "equal".to_string() } else { format!("differ at {differs:?}") }
-            );
+            println!("  12 stats vs {peer}: {}", stats_agreement(&stats, peer_stats));
         }
         let (oc, ow) = (median(&mut ours_cpu), median(&mut ours_wall));
         if !peers {

@@ -52,6 +52,14 @@ pub fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Whether a peer's 12 COCO statistics (a JSON list) equal ours to 1e-12: `equal`, or
+/// which ones differ.
+pub fn stats_agreement(ours: &[f64; 12], theirs: &serde_json::Value) -> String {
+    let differs: Vec<usize> =
+        (0..12).filter(|&i| theirs[i].as_f64().is_none_or(|v| (v - ours[i]).abs() > 1e-12)).collect();
+    if differs.is_empty() { "equal".to_string() } else { format!("differ at {differs:?}") }
+}
+
 /// "PASS" or "MISS" for a target.
 pub fn verdict(ok: bool) -> &'static str {
     if ok { "PASS" } else { "MISS" }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::Context;
-use slicetest_bench::{cpu_seconds, median, python_json};
+use slicetest_bench::{cpu_seconds, median, python_json, stats_agreement};
 use slicetest_engine::detection::masks::MaskOverlap;
 use slicetest_eval::coco::{Params, evaluate_with};
 use slicetest_eval::coco_files;
@@ -96,10 +96,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         for (peer, theirs) in &peer_stats {
-            let differs: Vec<usize> =
-                (0..12).filter(|&i| theirs[i].as_f64().is_none_or(|v| (v - stats[i]).abs() > 1e-12)).collect();
-            let same = if differs.is_empty() { "equal".to_string() } else { format!("differ at {differs:?}") };
-            println!("  12 stats vs {peer}: {same} (mask AP {:.4})", stats[0]);
+            println!("  12 stats vs {peer}: {} (mask AP {:.4})", stats_agreement(&stats, theirs), stats[0]);
         }
         let (oc, ow) = (median(&mut ours), median(&mut ours_wall));
         let (fc, fw) = (median(&mut faster), median(&mut faster_wall));

@@ -136,6 +136,17 @@ pub fn read_image_columns(
     read_checked_images(layout, manifest, Some(columns))
 }
 
+/// `[width, height]` of each row of images read with the `width` and `height` columns
+/// (see [`read_image_columns`]), in row order.
+pub fn image_sizes(images: &RecordBatch) -> Result<Vec<[u32; 2]>> {
+    let dimension = |name: &str| -> Result<Vec<u32>> {
+        let column = images.column_by_name(name).expect("read with the width and height columns");
+        let column = datafusion::arrow::compute::cast(column, &DataType::UInt32)?;
+        Ok(column.as_primitive::<datafusion::arrow::datatypes::UInt32Type>().values().to_vec())
+    };
+    Ok(dimension("width")?.into_iter().zip(dimension("height")?).map(|(w, h)| [w, h]).collect())
+}
+
 fn read_checked_images(
     layout: &WorkspaceLayout,
     manifest: &DatasetVersion,

@@ -289,7 +289,7 @@ fn objects(
         let mut extra = ann.extra.clone();
         if let Some(segmentation) = &ann.segmentation {
             // Checked here so that scoring never meets a mask it cannot read.
-            if let Err(e) = serde_json::from_value::<crate::coco_mask::Segmentation>(segmentation.clone()) {
+            if let Err(e) = crate::coco_mask::Segmentation::deserialize(segmentation) {
                 return Err(bad(format!(
                     "{position}: \"segmentation\" is neither a list of polygons nor {{\"counts\", \"size\"}} ({e})"
                 )));

@@ -27,6 +27,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Cell, Numbers, number_cells, whole_f64, whole_number};
+use crate::coco_mask::Segmentation;
 use crate::objects::Category;
 
 /// File name of a detection run's boxes.
@@ -55,11 +56,12 @@ pub fn detections_schema() -> SchemaRef {
 /// null when the run has no masks. Files of runs uploaded before masks lack it.
 pub const SEGMENTATION_COLUMN: &str = "segmentation";
 
-/// A detection's `segmentation`, checked to be one COCO understands; its compact JSON.
-fn segmentation_text(value: Value) -> std::result::Result<String, String> {
+/// A detection's `segmentation`, read as one COCO understands: its compact JSON (what is
+/// stored) and the mask it describes (decoded on its image by [`validate`]).
+fn segmentation_text(value: Value) -> std::result::Result<(String, Segmentation), String> {
     let text = value.to_string();
-    match serde_json::from_value::<crate::coco_mask::Segmentation>(value) {
-        Ok(_) => Ok(text),
+    match serde_json::from_value::<Segmentation>(value) {
+        Ok(segmentation) => Ok((text, segmentation)),
         Err(_) => Err(format!(
             "\"segmentation\" must be an RLE {{\"size\": [height, width], \"counts\": …}} or a list of polygons, got {}",
             if text.len() > 60 { format!("{}…", &text[..text.floor_char_boundary(60)]) } else { text }
@@ -127,8 +129,8 @@ pub(crate) struct Row {
     category: Option<CategoryRef>,
     bbox: [Option<f64>; 4],
     score: Option<f64>,
-    /// The instance mask's compact JSON, checked (see [`segmentation_text`]).
-    segmentation: Option<String>,
+    /// The instance mask: its compact JSON and what it reads as (see [`segmentation_text`]).
+    segmentation: Option<(String, Segmentation)>,
 }
 
 /// One COCO result as written; each field is checked by [`coco_rows`].
@@ -451,10 +453,9 @@ pub(crate) fn validate(
             Some(s) => problems.push(format!("{at}: score {s} is not a number in [0, 1]")),
             None => problems.push(format!("{at}: score is empty")),
         }
-        if let (Some(i), Some(text)) = (image, &row.segmentation) {
+        if let (Some(i), Some((_, segmentation))) = (image, &row.segmentation) {
             // Decoded once here, so that scoring never meets a mask it cannot read.
             let [width, height] = image_sizes[i];
-            let segmentation: crate::coco_mask::Segmentation = serde_json::from_str(text).expect("checked when read");
             if let Err(e) = segmentation.to_mask(height, width) {
                 problems.push(format!("{at}: its mask on image {:?}: {e}", image_ids[i]));
             }
@@ -491,7 +492,7 @@ pub(crate) fn validate(
         float(2),
         float(3),
         Arc::new(rows.iter().map(|r| r.score).collect::<Float64Array>()),
-        Arc::new(rows.iter().map(|r| r.segmentation.as_deref()).collect::<StringArray>()),
+        Arc::new(rows.iter().map(|r| r.segmentation.as_ref().map(|(json, _)| json.as_str())).collect::<StringArray>()),
     ];
     let batch = RecordBatch::try_new(detections_schema(), columns).map_err(|e| vec![e.to_string()])?;
     Ok(CheckedDetections { batch, images_without_detections: covered.iter().filter(|c| !**c).count() as u64 })

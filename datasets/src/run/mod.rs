@@ -236,7 +236,7 @@ pub async fn upload_from(
             let c = c.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
             (0..c.len()).map(|i| c.is_valid(i).then(|| c.value(i))).collect()
         });
-        let sizes = image_sizes(&images);
+        let sizes = crate::version::image_sizes(&images)?;
         let checked = detections::validate(
             &options.run,
             &rows,
@@ -507,15 +507,6 @@ struct Checked {
     has_loss: bool,
     task: Task,
     warnings: Vec<String>,
-}
-
-/// `[width, height]` of each image of a batch with those columns, in row order.
-fn image_sizes(images: &RecordBatch) -> Vec<[u32; 2]> {
-    let dimension = |name: &str| -> Vec<u32> {
-        let column = images.column_by_name(name).and_then(|c| cast(c, &DataType::UInt32).ok());
-        column.map_or_else(Vec::new, |c| c.as_primitive::<datafusion::arrow::datatypes::UInt32Type>().values().to_vec())
-    };
-    dimension("width").into_iter().zip(dimension("height")).map(|(w, h)| [w, h]).collect()
 }
 
 fn strings(batch: &RecordBatch, name: &str) -> Option<Vec<Option<String>>> {

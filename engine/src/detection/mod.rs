@@ -324,15 +324,7 @@ impl RunEvaluation {
         let columns: &[&str] =
             if has_coco { &["image_id", "width", "height", "coco_id"] } else { &["image_id", "width", "height"] };
         let images = read_image_columns(layout, version, columns)?;
-        let size = |name: &str| {
-            let c = images.column_by_name(name).expect("core column");
-            datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::UInt32)
-        };
-        let (widths, heights) = (size("width")?, size("height")?);
-        let (widths, heights) = (
-            widths.as_primitive::<datafusion::arrow::datatypes::UInt32Type>(),
-            heights.as_primitive::<datafusion::arrow::datatypes::UInt32Type>(),
-        );
+        let sizes = slicetest_datasets::version::image_sizes(&images)?;
         let ids = images.column_by_name("image_id").expect("core column").as_string::<i32>();
         let mut order: Vec<usize> = (0..ids.len()).collect();
         if let Some(coco_ids) = images.column_by_name("coco_id") {
@@ -343,7 +335,7 @@ impl RunEvaluation {
             order.sort_by(|&a, &b| ids.value(a).cmp(ids.value(b)));
         }
         let image_ids: Vec<String> = order.iter().map(|&i| ids.value(i).to_string()).collect();
-        let image_sizes: Vec<[u32; 2]> = order.iter().map(|&i| [widths.value(i), heights.value(i)]).collect();
+        let image_sizes: Vec<[u32; 2]> = order.iter().map(|&i| sizes[i]).collect();
         let image_index: HashMap<String, u32> =
             image_ids.iter().enumerate().map(|(n, id)| (id.clone(), n as u32)).collect();
         let category_index: HashMap<i64, u32> = categories.iter().enumerate().map(|(k, c)| (c.id, k as u32)).collect();
