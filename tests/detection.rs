@@ -716,6 +716,15 @@ fn instance_masks_are_scored_as_pycocotools_scores_segm() {
     assert!(overall["classes"].as_array().unwrap().iter().all(|c| c["mask_ap"].is_number()), "{overall}");
     let slice = report["slices"].as_array().unwrap().iter().find(|s| s["slice"] == "thirds").unwrap();
     same("slice thirds", &slice["detection"]["mask"], &expected["ids_divisible_by_3"]);
+    // The same results one record a line (JSON lines, as a detector writes while it runs)
+    // are the same run.
+    let lines = s.src.join("results.jsonl");
+    let records = read("results.json").as_array().unwrap().iter().map(|r| format!("{r}\n")).collect::<String>();
+    std::fs::write(&lines, records).unwrap();
+    let out = upload(&s.ws, "mask-rcnn-lines", &lines, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let from_lines = json(&s.ws, &["report", "--run", "mask-rcnn-lines", "--format", "json"]);
+    same("JSON lines", &from_lines["overall"]["detection"]["mask"], &expected["all"]);
     // The table and the HTML report show both.
     let table = ok(&s.ws, &["report", "--run", "mask-rcnn"]);
     assert!(table.contains("mask mAP") && table.contains("the masks'"), "{table}");

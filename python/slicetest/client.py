@@ -449,11 +449,12 @@ class Client:
         records (``df.to_dict("records")``, sent as JSON); every given column needs a value
         in every row. Detection: a table of ``image_id``, ``category`` (or
         ``category_id``), ``x``, ``y``, ``w``, ``h``, ``score`` (a table with any box column
-        is detections and must have them all), or a COCO results list
-        (``[{"image_id", "category_id", "bbox", "score"}, ...]``, sent as JSON; a list is
-        detections when its records have a ``bbox``). Detections may carry instance masks
+        is detections and must have them all; a ``bbox`` column of ``[x, y, w, h]`` lists
+        may stand for the four, so ``pd.DataFrame(coco_results)`` works), or a COCO
+        results list (``[{"image_id", "category_id", "bbox", "score"}, ...]``, sent as
+        JSON; a list is detections when its records have a ``bbox``). Detections may carry instance masks
         (``"segmentation": {"size": [h, w], "counts": ...}`` on every record, or a table's
-        ``segmentation`` column of that JSON): the run then also gets mask AP.
+        ``segmentation`` column of that JSON or of dicts): the run then also gets mask AP.
         Segmentation: per-class COCO RLE masks, as a list
         (``[{"image_id", "category_id", "segmentation": {"size", "counts"}}, ...]``; see
         :func:`slicetest.segmentation_results`) or a table of ``image_id``, ``category_id``,

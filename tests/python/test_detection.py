@@ -154,5 +154,14 @@ def test_instance_masks_get_mask_ap_as_pycocotools_computes_it(tmp_path):
         verdicts = client.test("mask-rcnn")
         slice_verdict = next(s for s in verdicts["slices"] if s["slice"] == "thirds")
         assert verdicts["failing"] == ["thirds"] and slice_verdict["mask_map"] == got["ap"]
+
+        # The same results as a DataFrame (sent as Parquet: bbox a list column, each RLE a
+        # struct of size and counts) are the same run.
+        import pandas as pd
+
+        client.upload_predictions("mask-rcnn-df", pd.DataFrame(results), model="mask-rcnn", model_version="1")
+        from_frame = client.report("mask-rcnn-df")["overall"]["detection"]
+        assert from_frame["mask"] == report["overall"]["detection"]["mask"]
+        assert from_frame["coco"] == report["overall"]["detection"]["coco"]
     finally:
         assert server.stop() == 0

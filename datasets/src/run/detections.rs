@@ -3,13 +3,14 @@
 //! COCO evaluation breaks score ties by).
 //!
 //! Two inputs are understood:
-//! - a COCO results file (`.json`, a list of `{"image_id", "category_id", "bbox": [x, y,
-//!   w, h], "score"}`), where `image_id` is the COCO id (`coco_id` of `images`) or the
-//!   dataset's own `image_id` string; ids may be whole floats (`1.0`), as pycocotools
-//!   accepts;
+//! - COCO results (`.json`, a list of `{"image_id", "category_id", "bbox": [x, y, w, h],
+//!   "score"}`, or `.jsonl`, one such record a line), where `image_id` is the COCO id
+//!   (`coco_id` of `images`) or the dataset's own `image_id` string; ids may be whole
+//!   floats (`1.0`), as pycocotools accepts;
 //! - a table (CSV, Parquet, JSON lines, Arrow) with `image_id`, `category` (a name) or
-//!   `category_id`, `x`, `y`, `w`, `h` and `score`. A table with any box column (see
-//!   [`box_columns`]) is taken for detections and must have all of these.
+//!   `category_id`, `x`, `y`, `w`, `h` (or one `bbox` column of `[x, y, w, h]`) and
+//!   `score`. A table with any box column (see [`box_columns`]) is taken for detections
+//!   and must have all of these.
 //!
 //! A detection may carry its instance mask, as Mask R-CNN-style results do: COCO's
 //! `"segmentation"` (an RLE `{"size": [h, w], "counts": …}` of the whole image, or
@@ -60,11 +61,14 @@ pub const SEGMENTATION_COLUMN: &str = "segmentation";
 /// stored) and the mask it describes (decoded on its image by [`validate`]).
 fn segmentation_text(value: Value) -> std::result::Result<(String, Segmentation), String> {
     let text = value.to_string();
+    // pandas' to_csv writes a dict column as Python's repr, not JSON.
+    let python_repr = value.as_str().is_some_and(|s| s.starts_with("{'") || s.starts_with("[{'"));
     match serde_json::from_value::<Segmentation>(value) {
         Ok(segmentation) => Ok((text, segmentation)),
         Err(_) => Err(format!(
-            "\"segmentation\" must be an RLE {{\"size\": [height, width], \"counts\": …}} or a list of polygons, got {}",
-            if text.len() > 60 { format!("{}…", &text[..text.floor_char_boundary(60)]) } else { text }
+            "\"segmentation\" must be an RLE {{\"size\": [height, width], \"counts\": …}} or a list of polygons, got {}{}",
+            if text.len() > 60 { format!("{}…", &text[..text.floor_char_boundary(60)]) } else { text },
+            if python_repr { " (Python's repr of a dict, not JSON: write each mask with json.dumps)" } else { "" }
         )),
     }
 }
@@ -148,16 +152,95 @@ struct CocoResult {
     segmentation: Value,
 }
 
+/// How the uploaded file's detections are named in a refusal: by the place a person finds
+/// them at in the file they wrote.
+pub(crate) enum Positions {
+    /// `detection #n`, from 0: the index in a COCO results list.
+    ListItems,
+    /// `row n`, from 1: a table file's rows.
+    TableRows,
+    /// `line n`, from 1: the line of a JSON-lines file each detection was read from
+    /// (blank lines are skipped, so the n-th detection is not always on line n).
+    Lines(Vec<usize>),
+}
+
+impl Positions {
+    /// Where the `n`-th detection (from 0) is.
+    pub(crate) fn at(&self, n: usize) -> String {
+        match self {
+            Positions::ListItems => format!("detection #{n}"),
+            Positions::TableRows => format!("row {}", n + 1),
+            Positions::Lines(lines) => format!("line {}", lines[n]),
+        }
+    }
+}
+
 /// The rows of a COCO results list (a table of detections goes through [`table_rows`]).
 /// Ids may be written as whole floats (`1.0`); anything else malformed is a problem
 /// named by the detection's position (`detection #n`, from 0).
 pub(crate) fn coco_rows(bytes: &[u8]) -> std::result::Result<Vec<Row>, Vec<String>> {
     let results: Vec<CocoResult> = serde_json::from_slice(bytes)
         .map_err(|e| vec![format!("not a COCO results file (a list of image_id, category_id, bbox, score): {e}")])?;
+    coco_result_rows(results, &Positions::ListItems)
+}
+
+/// The non-blank lines of a JSON-lines file, with their line numbers (from 1).
+fn json_lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let lines = bytes.split(|&b| b == b'\n').enumerate().map(|(i, line)| (i + 1, line));
+    lines.filter(|(_, line)| !line.trim_ascii().is_empty())
+}
+
+/// Whether a JSON-lines upload holds COCO results: a line that is a record with a
+/// `bbox`. Other JSON lines are a table of classification predictions (or a file that is
+/// not JSON lines, which the table reader names).
+pub(crate) fn json_lines_have_boxes(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        bbox: Option<serde::de::IgnoredAny>,
+    }
+    json_lines(bytes).any(|(_, line)| serde_json::from_slice::<Probe>(line).is_ok_and(|p| p.bbox.is_some()))
+}
+
+/// The rows of COCO results written one record a line (`.jsonl`, as a detector writes
+/// them while it runs), named by line.
+pub(crate) fn coco_line_rows(bytes: &[u8]) -> std::result::Result<(Vec<Row>, Positions), Vec<String>> {
+    let mut results = Vec::new();
+    let mut lines = Vec::new();
+    let mut problems = Vec::new();
+    for (number, line) in json_lines(bytes) {
+        // serde reads a struct from a JSON array too; a line holds a record.
+        let record = if line.trim_ascii_start().starts_with(b"{") {
+            serde_json::from_slice::<CocoResult>(line).map_err(|e| e.to_string())
+        } else {
+            Err("the line is not a JSON object".to_string())
+        };
+        match record {
+            Ok(result) => {
+                results.push(result);
+                lines.push(number);
+            }
+            Err(e) => problems.push(format!(
+                "line {number}: not a COCO result {{\"image_id\", \"category_id\", \"bbox\", \"score\"}}: {e}"
+            )),
+        }
+        if problems.len() >= MAX_PROBLEMS {
+            problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
+            break;
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let positions = Positions::Lines(lines);
+    Ok((coco_result_rows(results, &positions)?, positions))
+}
+
+/// Checks each field of parsed COCO results, naming a problem by `positions`.
+fn coco_result_rows(results: Vec<CocoResult>, positions: &Positions) -> std::result::Result<Vec<Row>, Vec<String>> {
     let mut problems = Vec::new();
     let mut rows = Vec::with_capacity(results.len());
     for (n, r) in results.into_iter().enumerate() {
-        let at = format!("detection #{n}");
+        let at = positions.at(n);
         let image = match r.image_id {
             Value::Null => None,
             Value::Number(v) => match whole_number(&v) {
@@ -193,17 +276,10 @@ pub(crate) fn coco_rows(bytes: &[u8]) -> std::result::Result<Vec<Row>, Vec<Strin
                 problems.push(format!("{at}: no \"bbox\" [x, y, width, height]"));
                 [None; 4]
             }
-            Some(Value::Array(values)) if values.len() == 4 && values.iter().all(|v| v.is_number() || v.is_null()) => {
-                [0, 1, 2, 3].map(|k| values[k].as_f64())
-            }
-            Some(Value::Array(values)) if values.len() != 4 => {
-                problems.push(format!("{at}: \"bbox\" must be [x, y, width, height], got {} numbers", values.len()));
+            Some(value) => bbox_of(value).unwrap_or_else(|e| {
+                problems.push(format!("{at}: {e}"));
                 [None; 4]
-            }
-            Some(other) => {
-                problems.push(format!("{at}: \"bbox\" must be four numbers [x, y, width, height], got {other}"));
-                [None; 4]
-            }
+            }),
         };
         let score = match r.score {
             Value::Null => None,
@@ -226,19 +302,143 @@ pub(crate) fn coco_rows(bytes: &[u8]) -> std::result::Result<Vec<Row>, Vec<Strin
     if problems.is_empty() { Ok(rows) } else { Err(problems) }
 }
 
+/// A COCO `bbox`: four numbers (or nulls, refused later as an incomplete box).
+fn bbox_of(value: Value) -> std::result::Result<[Option<f64>; 4], String> {
+    match value {
+        Value::Array(values) if values.len() == 4 && values.iter().all(|v| v.is_number() || v.is_null()) => {
+            Ok([0, 1, 2, 3].map(|k| values[k].as_f64()))
+        }
+        Value::Array(values) if values.len() != 4 => {
+            Err(format!("\"bbox\" must be [x, y, width, height], got {} numbers", values.len()))
+        }
+        other => Err(format!("\"bbox\" must be four numbers [x, y, width, height], got {other}")),
+    }
+}
+
+/// Where a table's boxes are: four number columns, or one `bbox` column of `[x, y, w, h]`
+/// lists (as `pd.DataFrame(coco_results)` saves them) or of that JSON as text (as CSV
+/// holds it).
+enum BoxCells {
+    Columns(Box<[Numbers; 4]>),
+    Lists(datafusion::arrow::array::ListArray),
+    Texts(StringArray),
+}
+
+impl BoxCells {
+    fn of(table: &RecordBatch, in_bbox: bool) -> std::result::Result<BoxCells, Vec<String>> {
+        let number = |name: &str| -> std::result::Result<Numbers, Vec<String>> {
+            Ok(number_cells(table, name).map_err(|e| vec![e])?.expect("checked by table_rows"))
+        };
+        if !in_bbox {
+            return Ok(BoxCells::Columns(Box::new([number("x")?, number("y")?, number("w")?, number("h")?])));
+        }
+        let column = table.column_by_name("bbox").expect("checked by table_rows");
+        let data_type = column.data_type();
+        if matches!(data_type, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+            let texts = cast(column, &DataType::Utf8).map_err(|e| vec![format!("column \"bbox\": {e}")])?;
+            return Ok(BoxCells::Texts(texts.as_string::<i32>().clone()));
+        }
+        let numbers = match data_type {
+            DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _)
+                if f.data_type().is_numeric() =>
+            {
+                cast(column, &DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))).ok()
+            }
+            _ => None,
+        };
+        let numbers = numbers.ok_or_else(|| {
+            vec![format!("column \"bbox\" must hold lists of four numbers [x, y, width, height], not {data_type}")]
+        })?;
+        Ok(BoxCells::Lists(numbers.as_list::<i32>().clone()))
+    }
+
+    /// Row `i`'s box; a malformed one is a problem (the box is then empty).
+    fn cell(&self, i: usize, at: &str, problems: &mut Vec<String>) -> [Option<f64>; 4] {
+        let mut checked = |bbox: std::result::Result<[Option<f64>; 4], String>| {
+            bbox.unwrap_or_else(|e| {
+                problems.push(format!("{at}: {e}"));
+                [None; 4]
+            })
+        };
+        match self {
+            BoxCells::Columns(columns) => [0, 1, 2, 3].map(|k| match columns[k].cell(i) {
+                Cell::Text(t) => {
+                    problems.push(format!("{at}: {} {t:?} is not a number", ["x", "y", "w", "h"][k]));
+                    None
+                }
+                cell => cell.number(),
+            }),
+            BoxCells::Lists(lists) if lists.is_valid(i) => {
+                let values = lists.value(i);
+                let values = values.as_primitive::<Float64Type>();
+                checked(if values.len() == 4 {
+                    Ok([0, 1, 2, 3].map(|k| values.is_valid(k).then(|| values.value(k))))
+                } else {
+                    Err(format!("\"bbox\" must be [x, y, width, height], got {} numbers", values.len()))
+                })
+            }
+            BoxCells::Texts(texts) if texts.is_valid(i) => checked(
+                serde_json::from_str::<Value>(texts.value(i))
+                    .map_err(|_| format!("\"bbox\" must be [x, y, width, height], got {:?}", texts.value(i)))
+                    .and_then(bbox_of),
+            ),
+            BoxCells::Lists(_) | BoxCells::Texts(_) => [None; 4],
+        }
+    }
+}
+
+/// A table's `segmentation` column: COCO's JSON as text, or as Arrow values (a struct of
+/// `size` and `counts`, or lists of polygons, as `pd.DataFrame(coco_results)` saves
+/// them), which are written back to JSON here.
+fn mask_cells(table: &RecordBatch) -> std::result::Result<Option<Vec<Option<Value>>>, Vec<String>> {
+    let Some(column) = table.column_by_name(SEGMENTATION_COLUMN) else { return Ok(None) };
+    let problem = |e: &dyn std::fmt::Display| vec![format!("column \"{SEGMENTATION_COLUMN}\": {e}")];
+    if let Ok(texts) = cast(column, &DataType::Utf8) {
+        let texts = texts.as_string::<i32>();
+        let values = (0..texts.len()).map(|i| {
+            texts.is_valid(i).then(|| {
+                let text = texts.value(i);
+                // A string that is not JSON is refused by segmentation_text, naming it.
+                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+            })
+        });
+        return Ok(Some(values.collect()));
+    }
+    let one_column = RecordBatch::try_from_iter([(SEGMENTATION_COLUMN, column.clone())]).map_err(|e| problem(&e))?;
+    let mut lines = Vec::new();
+    let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut lines);
+    writer.write(&one_column).map_err(|e| problem(&e))?;
+    writer.finish().map_err(|e| problem(&e))?;
+    drop(writer);
+    let values = lines.split(|&b| b == b'\n').take(table.num_rows()).map(|line| {
+        let mut record: serde_json::Map<String, Value> = serde_json::from_slice(line).unwrap_or_default();
+        record.remove(SEGMENTATION_COLUMN).filter(|v| !v.is_null())
+    });
+    Ok(Some(values.collect()))
+}
+
 /// Reads an already loaded table (CSV/Parquet/JSONL/Arrow) of detections: every column
 /// detections need must be there (a table with corner columns is told how to make a
 /// width and height of them), and every number must be one, named by row (from 1).
 pub(crate) fn table_rows(table: &RecordBatch) -> std::result::Result<Vec<Row>, Vec<String>> {
     let names: Vec<String> = table.schema().fields().iter().map(|f| f.name().clone()).collect();
     let has = |c: &str| names.iter().any(|n| n == c);
+    let sizes: Vec<&str> = ["x", "y", "w", "h"].into_iter().filter(|c| has(c)).collect();
+    if has("bbox") && !sizes.is_empty() {
+        return Err(vec![format!(
+            "the table gives boxes twice, as a bbox column and as column(s) {}: keep bbox ([x, y, width, height]) \
+             or x, y, w, h",
+            sizes.join(", ")
+        )]);
+    }
+    let in_bbox = has("bbox");
     let needed = [
         ("image_id", has("image_id")),
         ("category (or category_id)", has("category") || has("category_id")),
-        ("x", has("x")),
-        ("y", has("y")),
-        ("w", has("w")),
-        ("h", has("h")),
+        ("x", has("x") || in_bbox),
+        ("y", has("y") || in_bbox),
+        ("w", has("w") || in_bbox),
+        ("h", has("h") || in_bbox),
         ("score", has("score")),
     ];
     let missing: Vec<&str> = needed.iter().filter(|(_, there)| !there).map(|(c, _)| *c).collect();
@@ -258,7 +458,7 @@ pub(crate) fn table_rows(table: &RecordBatch) -> std::result::Result<Vec<Row>, V
         };
         return Err(vec![format!(
             "these look like detections (columns {}), but a detections table needs image_id, category (or \
-             category_id), x, y, w, h and score; missing {}{hint}; the columns are: {}",
+             category_id), x, y, w, h (or bbox) and score; missing {}{hint}; the columns are: {}",
             box_columns(table).join(", "),
             missing.join(", "),
             names.join(", ")
@@ -267,7 +467,8 @@ pub(crate) fn table_rows(table: &RecordBatch) -> std::result::Result<Vec<Row>, V
     let number = |name: &str| -> std::result::Result<Numbers, Vec<String>> {
         Ok(number_cells(table, name).map_err(|e| vec![e])?.expect("checked above"))
     };
-    let (x, y, w, h, score) = (number("x")?, number("y")?, number("w")?, number("h")?, number("score")?);
+    let boxes = BoxCells::of(table, in_bbox)?;
+    let score = number("score")?;
     let image_column = table.column_by_name("image_id").expect("checked");
     let image_ints = image_column.data_type().is_integer();
     let images = cast(image_column, &DataType::Utf8).map_err(|e| vec![format!("column \"image_id\": {e}")])?;
@@ -278,21 +479,19 @@ pub(crate) fn table_rows(table: &RecordBatch) -> std::result::Result<Vec<Row>, V
         None => Some(number("category_id")?),
         Some(_) => None,
     };
-    let masks = table.column_by_name(SEGMENTATION_COLUMN).map(|c| cast(c, &DataType::Utf8)).transpose();
-    let masks = masks.map_err(|e| vec![format!("column \"{SEGMENTATION_COLUMN}\": {e}")])?;
+    let mut masks = mask_cells(table)?;
     let mut problems = Vec::new();
     let mut rows = Vec::with_capacity(table.num_rows());
     for i in 0..table.num_rows() {
         let at = format!("row {}", i + 1);
-        let mut value = |name: &str, cells: &Numbers| match cells.cell(i) {
+        let bbox = boxes.cell(i, &at, &mut problems);
+        let score = match score.cell(i) {
             Cell::Text(t) => {
-                problems.push(format!("{at}: {name} {t:?} is not a number"));
+                problems.push(format!("{at}: score {t:?} is not a number"));
                 None
             }
             cell => cell.number(),
         };
-        let bbox = [value("x", &x), value("y", &y), value("w", &w), value("h", &h)];
-        let score = value("score", &score);
         let category = match (&category_names, &category_ids) {
             (Some(names), _) => {
                 let names = names.as_string::<i32>();
@@ -326,10 +525,8 @@ pub(crate) fn table_rows(table: &RecordBatch) -> std::result::Result<Vec<Row>, V
             category,
             bbox,
             score,
-            segmentation: masks.as_ref().map(|m| m.as_string::<i32>()).filter(|m| m.is_valid(i)).and_then(|m| {
-                let parsed = serde_json::from_str::<Value>(m.value(i)).map_err(|e| e.to_string());
-                parsed
-                    .and_then(segmentation_text)
+            segmentation: masks.as_mut().and_then(|m| m[i].take()).and_then(|value| {
+                segmentation_text(value)
                     .map_err(|e| problems.push(format!("{at}: column \"{SEGMENTATION_COLUMN}\": {e}")))
                     .ok()
             }),
@@ -350,12 +547,11 @@ pub(crate) struct CheckedDetections {
     pub images_without_detections: u64,
 }
 
-/// Every problem with the uploaded rows, located by position (`detection #n`, from 0 as
-/// in a COCO results list; `row n`, from 1 as in a table file).
+/// Every problem with the uploaded rows, located by `positions`.
 pub(crate) fn validate(
     run: &str,
     rows: &[Row],
-    coco_results: bool,
+    positions: &Positions,
     image_ids: &[String],
     coco_ids: Option<&[Option<i64>]>,
     image_sizes: &[[u32; 2]],
@@ -364,7 +560,7 @@ pub(crate) fn validate(
     if rows.is_empty() {
         return Err(vec!["the file holds no detections".into()]);
     }
-    let at = |n: usize| if coco_results { format!("detection #{n}") } else { format!("row {}", n + 1) };
+    let at = |n: usize| positions.at(n);
     // Masks are all or nothing: mask AP over some detections' masks would be no one's number.
     let with_mask = rows.iter().position(|r| r.segmentation.is_some());
     let without_mask = rows.iter().position(|r| r.segmentation.is_none());
@@ -629,7 +825,7 @@ mod tests {
         let ids = ["a.png".to_string(), "b.png".to_string()];
         let sizes = [[4, 3], [2, 2]];
         let check = |json: &str| match coco_rows(json.as_bytes()) {
-            Ok(rows) => validate("r", &rows, true, &ids, None, &sizes, &categories).map(|c| c.batch),
+            Ok(rows) => validate("r", &rows, &Positions::ListItems, &ids, None, &sizes, &categories).map(|c| c.batch),
             Err(problems) => Err(problems),
         };
         // An RLE of a 4 × 3 image (12 pixels: 5 off, 4 on, 3 off) and a polygon.
@@ -700,9 +896,124 @@ mod tests {
         ])
         .unwrap();
         let rows = table_rows(&table).unwrap();
-        let batch = validate("r", &rows, false, &ids, None, &sizes, &categories).unwrap().batch;
+        let batch = validate("r", &rows, &Positions::TableRows, &ids, None, &sizes, &categories).unwrap().batch;
         let masks = batch.column_by_name(SEGMENTATION_COLUMN).unwrap().as_string::<i32>();
         assert_eq!(masks.value(0), r#"{"counts":"543","size":[3,4]}"#);
+    }
+
+    #[test]
+    fn coco_results_one_a_line_are_named_by_line() {
+        let categories = [Category { id: 1, name: "dog".into() }];
+        let ids = ["a.png".to_string()];
+        let lines = b"{\"image_id\": \"a.png\", \"category_id\": 1, \"bbox\": [1, 2, 3, 4], \"score\": 0.5}\n\n\
+                      {\"image_id\": \"a.png\", \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": 0.25}\r\n";
+        assert!(json_lines_have_boxes(lines));
+        assert!(!json_lines_have_boxes(b"{\"image_id\": \"a.png\", \"predicted\": \"dog\"}\n"));
+        let (rows, positions) = coco_line_rows(lines).unwrap();
+        let batch = validate("r", &rows, &positions, &ids, None, &[[10, 10]], &categories).unwrap().batch;
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch.column_by_name("score").unwrap().as_primitive::<Float64Type>().values(), &[0.5, 0.25]);
+        // Problems name the line (a blank line was skipped, so the second detection is line 3).
+        let (rows, positions) = coco_line_rows(
+            b"{\"image_id\": \"a.png\", \"category_id\": 1, \"bbox\": [1, 2, 3, 4], \"score\": 0.5}\n\n\
+              {\"image_id\": \"b.png\", \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": 0.25}\n",
+        )
+        .unwrap();
+        let problems = validate("r", &rows, &positions, &ids, None, &[[10, 10]], &categories).err().unwrap();
+        assert_eq!(problems, ["line 3: image_id \"b.png\" is not an image of the dataset"]);
+        let problems = coco_line_rows(b"{\"image_id\": 1, \"bbox\": [1, 2, 3]}\n").err().unwrap();
+        assert_eq!(problems, ["line 1: \"bbox\" must be [x, y, width, height], got 3 numbers"]);
+        let problems =
+            coco_line_rows(b"{\"image_id\": 1, \"bbox\": [1, 2, 3, 4]}\n[1, 2]\n{\"bbox\": 1\n").err().unwrap();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("line 2: not a COCO result") && problems[0].ends_with("not a JSON object"));
+        assert!(problems[1].starts_with("line 3: not a COCO result"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_table_of_coco_results_has_its_boxes_in_bbox_and_its_masks_as_values() {
+        use datafusion::arrow::array::{ListBuilder, StructArray};
+        let categories = [Category { id: 1, name: "dog".into() }];
+        let ids = ["a.png".to_string(), "b.png".to_string()];
+        let sizes = [[4, 3], [2, 2]];
+        // What pyarrow makes of pd.DataFrame(coco_results): bbox a list column, an RLE a
+        // struct of counts and size.
+        let mut bbox = ListBuilder::new(datafusion::arrow::array::Float64Builder::new());
+        for b in [[1.0, 2.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]] {
+            bbox.values().append_slice(&b);
+            bbox.append(true);
+        }
+        let mut size = ListBuilder::new(datafusion::arrow::array::Int64Builder::new());
+        for _ in 0..2 {
+            size.values().append_slice(&[3, 4]);
+            size.append(true);
+        }
+        let masks = StructArray::from(vec![
+            (
+                Arc::new(Field::new("counts", DataType::Utf8, true)),
+                Arc::new(StringArray::from(vec!["543", "444"])) as ArrayRef,
+            ),
+            (
+                Arc::new(Field::new_list("size", Field::new_list_field(DataType::Int64, true), true)),
+                Arc::new(size.finish()) as ArrayRef,
+            ),
+        ]);
+        let table = |bbox: ArrayRef, masks: ArrayRef| {
+            RecordBatch::try_from_iter([
+                ("image_id", Arc::new(StringArray::from(vec!["a.png", "a.png"])) as ArrayRef),
+                ("category_id", Arc::new(Int64Array::from(vec![1, 1])) as ArrayRef),
+                ("bbox", bbox),
+                ("score", Arc::new(Float64Array::from(vec![0.5, 0.4])) as ArrayRef),
+                ("segmentation", masks),
+            ])
+            .unwrap()
+        };
+        let rows = table_rows(&table(Arc::new(bbox.finish()), Arc::new(masks))).unwrap();
+        let batch = validate("r", &rows, &Positions::TableRows, &ids, None, &sizes, &categories).unwrap().batch;
+        let column = |name: &str| batch.column_by_name(name).unwrap().as_primitive::<Float64Type>().values().to_vec();
+        assert_eq!(
+            (column("x"), column("y"), column("w"), column("h")),
+            (vec![1.0, 0.0], vec![2.0, 0.0], vec![1.0; 2], vec![1.0; 2])
+        );
+        let masks = batch.column_by_name(SEGMENTATION_COLUMN).unwrap().as_string::<i32>();
+        assert_eq!(masks.value(0), r#"{"counts":"543","size":[3,4]}"#);
+        // As CSV holds them: JSON text; a box of three numbers and Python's repr are refused by row.
+        let texts = |values: [&str; 2]| Arc::new(StringArray::from(values.to_vec())) as ArrayRef;
+        let rows = table_rows(&table(
+            texts(["[1, 2, 1, 1]", "[0, 0, 1, 1]"]),
+            texts([r#"{"size": [3, 4], "counts": "543"}"#, "[[0, 0, 1, 0, 1, 1]]"]),
+        ))
+        .unwrap();
+        assert!(validate("r", &rows, &Positions::TableRows, &ids, None, &sizes, &categories).is_ok());
+        let problems = table_rows(&table(
+            texts(["[1, 2, 1]", "[0, 0, 1, 1]"]),
+            texts([r#"{"size": [3, 4], "counts": "543"}"#, "{'size': [3, 4], 'counts': '543'}"]),
+        ))
+        .err()
+        .unwrap();
+        assert_eq!(problems[0], "row 1: \"bbox\" must be [x, y, width, height], got 3 numbers");
+        assert!(
+            problems[1].starts_with("row 2: column \"segmentation\": \"segmentation\" must be an RLE"),
+            "{problems:?}"
+        );
+        assert!(problems[1].ends_with("(Python's repr of a dict, not JSON: write each mask with json.dumps)"));
+        // Boxes given twice are refused.
+        let twice = table(texts(["[1, 2, 1, 1]", "[0, 0, 1, 1]"]), texts(["[[0, 0, 1, 0, 1, 1]]"; 2]));
+        let twice = RecordBatch::try_from_iter(
+            twice
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .zip(twice.columns().iter().cloned())
+                .chain([("w".to_string(), Arc::new(Float64Array::from(vec![1.0, 1.0])) as ArrayRef)]),
+        )
+        .unwrap();
+        assert_eq!(
+            table_rows(&twice).err().unwrap(),
+            ["the table gives boxes twice, as a bbox column and as column(s) w: keep bbox ([x, y, width, height]) or \
+              x, y, w, h"]
+        );
     }
 
     #[test]
@@ -714,7 +1025,9 @@ mod tests {
         .unwrap();
         let categories = [Category { id: 1, name: "dog".into() }];
         let ids = ["a.png".to_string()];
-        let problems = validate("r", &rows, true, &ids, Some(&[Some(1007)]), &[[10, 10]], &categories).err().unwrap();
+        let problems = validate("r", &rows, &Positions::ListItems, &ids, Some(&[Some(1007)]), &[[10, 10]], &categories)
+            .err()
+            .unwrap();
         assert_eq!(
             problems,
             [
@@ -734,7 +1047,7 @@ mod tests {
         ])
         .unwrap();
         let rows = table_rows(&table).unwrap();
-        let problems = validate("r", &rows, false, &ids, None, &[[10, 10]], &categories).err().unwrap();
+        let problems = validate("r", &rows, &Positions::TableRows, &ids, None, &[[10, 10]], &categories).err().unwrap();
         assert_eq!(
             problems,
             ["row 1: category \"DOG\" is not a category of the dataset (1 \"dog\"); did you mean \"dog\"? names are \

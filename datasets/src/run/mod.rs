@@ -30,6 +30,7 @@ use crate::stored::{parse_json, read_checked_parquet};
 use crate::table_file::read_table;
 use crate::version::{encode_parquet, keyed_name, read_image_columns};
 use crate::workspace::{Workspace, unknown_name_hint};
+use detections::Positions;
 
 /// Probabilities must sum to 1 within this tolerance.
 pub const PROB_SUM_TOLERANCE: f64 = 1e-3;
@@ -165,6 +166,8 @@ enum Input {
     Table(RecordBatch),
     /// A COCO results list (`.json` records with a `bbox`).
     CocoResults(Vec<u8>),
+    /// COCO results one record a line (`.jsonl` records with a `bbox`).
+    CocoLines(Vec<u8>),
 }
 
 /// Like [`upload`], recording `source` as where the predictions came from (`run.json`'s
@@ -190,26 +193,38 @@ pub async fn upload_from(
         return Err(rejected(vec![format!("score_threshold {t} is not a number in [0, 1]")]));
     }
     // A `.json` file is a list of records: a COCO results list when they have a `bbox`,
-    // else classification records (the columns of a table). A table with box columns is
-    // detections too.
-    let input = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
-        let bytes = fs::read(path).map_err(DatasetError::io("reading", path))?;
-        if detections::has_boxes(&bytes).map_err(|e| rejected(vec![e]))? {
-            Input::CocoResults(bytes)
-        } else {
-            Input::Table(records_table(&bytes).map_err(|e| rejected(vec![e]))?)
+    // else classification records (the columns of a table). JSON lines likewise, a
+    // record a line. A table with box columns is detections too.
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+    let input = match extension.as_str() {
+        "json" => {
+            let bytes = fs::read(path).map_err(DatasetError::io("reading", path))?;
+            if detections::has_boxes(&bytes).map_err(|e| rejected(vec![e]))? {
+                Input::CocoResults(bytes)
+            } else {
+                Input::Table(records_table(&bytes).map_err(|e| rejected(vec![e]))?)
+            }
         }
-    } else {
-        Input::Table(read_table(path, "predictions").await?)
+        "jsonl" | "ndjson" => {
+            let bytes = fs::read(path).map_err(DatasetError::io("reading", path))?;
+            if detections::json_lines_have_boxes(&bytes) {
+                Input::CocoLines(bytes)
+            } else {
+                Input::Table(read_table(path, "predictions").await?)
+            }
+        }
+        _ => Input::Table(read_table(path, "predictions").await?),
     };
     let box_columns = match &input {
         Input::Table(table) => detections::box_columns(table),
-        Input::CocoResults(_) => vec!["bbox".to_string()],
+        Input::CocoResults(_) | Input::CocoLines(_) => vec!["bbox".to_string()],
     };
     let checked = if !box_columns.is_empty() {
         let Some(objects) = &version.objects else {
             let what = match &input {
-                Input::CocoResults(_) => "these are detections (records with a \"bbox\")".to_string(),
+                Input::CocoResults(_) | Input::CocoLines(_) => {
+                    "these are detections (records with a \"bbox\")".to_string()
+                }
                 Input::Table(_) => format!("column(s) {} are box columns of detections", box_columns.join(", ")),
             };
             return Err(DatasetError::BadInput {
@@ -222,10 +237,10 @@ pub async fn upload_from(
                 ),
             });
         };
-        let coco_results = matches!(input, Input::CocoResults(_));
-        let rows = match &input {
-            Input::Table(table) => detections::table_rows(table).map_err(rejected)?,
-            Input::CocoResults(bytes) => detections::coco_rows(bytes).map_err(rejected)?,
+        let (rows, positions) = match &input {
+            Input::Table(table) => (detections::table_rows(table).map_err(rejected)?, Positions::TableRows),
+            Input::CocoResults(bytes) => (detections::coco_rows(bytes).map_err(rejected)?, Positions::ListItems),
+            Input::CocoLines(bytes) => detections::coco_line_rows(bytes).map_err(rejected)?,
         };
         let has_coco = version.columns.iter().any(|c| c.name == "coco_id");
         let columns: &[&str] =
@@ -240,7 +255,7 @@ pub async fn upload_from(
         let checked = detections::validate(
             &options.run,
             &rows,
-            coco_results,
+            &positions,
             &ids,
             coco_ids.as_deref(),
             &sizes,
