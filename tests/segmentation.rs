@@ -550,8 +550,8 @@ fn bad_coco_masks_and_rle_results_are_refused_with_nothing_written() {
     try_upload(&|r| r[0]["image_id"] = 999.into(), "result #0: image_id 999 is not an image of the dataset");
     try_upload(&|r| r[0]["category_id"] = 7.into(), "category_id 7 is not a class of mask set instances");
     try_upload(&|r| r[0]["segmentation"]["size"] = serde_json::json!([5, 5]), "the RLE is 5×5 but the image is");
-    // The same mask twice under two classes overlaps (image 106 has no mask of class 5;
-    // a list naming an image and class twice would be instance masks, detections).
+    // The same mask twice under two classes overlaps (image 106 has no mask of class 5);
+    // the refusal names the switch for instance masks, which may overlap.
     try_upload(
         &|r| {
             assert_eq!((r[15]["image_id"].as_i64(), r[15]["category_id"].as_i64()), (Some(106), Some(1)));
@@ -559,7 +559,8 @@ fn bad_coco_masks_and_rle_results_are_refused_with_nothing_written() {
             copy["category_id"] = 5.into();
             r.as_array_mut().unwrap().push(copy);
         },
-        "pixel(s) are in the masks of two classes (instance masks, which may overlap, are detections",
+        "pixel(s) are in the masks of two classes (instance masks, which may overlap, are detections: pass \
+         --instances",
     );
     try_upload(&|r| r[0]["category_id"] = 1.5.into(), "result #0: category_id 1.5 is not a whole number");
     // Problems are listed in file order: result #3 before result #12 (not as text).

@@ -1455,6 +1455,7 @@ async fn a_test_against_a_baseline_says_why_a_segmentation_slice_failed() {
         model_version: "1".into(),
         dataset: None,
         allow_partial: false,
+        instances: false,
         provenance: Default::default(),
         score_threshold: None,
     };

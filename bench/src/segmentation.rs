@@ -519,6 +519,7 @@ async fn main() -> anyhow::Result<()> {
             model_version: "1".into(),
             dataset: None,
             allow_partial: false,
+            instances: false,
             provenance: Default::default(),
             score_threshold: None,
         };

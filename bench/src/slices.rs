@@ -162,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
         model_version: "1".into(),
         dataset: Some("synthetic".into()),
         allow_partial: false,
+        instances: false,
         provenance: Default::default(),
         score_threshold: None,
     };

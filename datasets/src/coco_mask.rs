@@ -52,6 +52,32 @@ impl BinaryMask {
         self.ranges.iter().map(|(s, e)| e - s).sum()
     }
 
+    /// The mask's box `[x, y, w, h]` as pycocotools' `toBbox` (`rleToBbox`) gives it: the
+    /// columns and rows its runs start and end in — a run that wraps into the next column
+    /// spans every row — and `[0, 0, 0, 0]` for an empty mask.
+    pub fn bbox(&self) -> [f64; 4] {
+        let counts = self.counts();
+        let (h, w) = (u64::from(self.height), u64::from(self.width));
+        let pairs = counts.len() / 2 * 2;
+        if pairs == 0 || h == 0 {
+            return [0.0; 4];
+        }
+        let (mut xs, mut ys, mut xe, mut ye, mut at, mut start_x) = (w, h, 0, 0, 0u64, 0);
+        for (j, &n) in counts[..pairs].iter().enumerate() {
+            at += n;
+            // A run of 0s ends where the 1s start; a run of 1s at its last pixel.
+            let pixel = at - (j % 2) as u64;
+            let (x, y) = (pixel / h, pixel % h);
+            if j % 2 == 0 {
+                start_x = x;
+            } else if start_x < x {
+                (ys, ye) = (0, h - 1);
+            }
+            (xs, xe, ys, ye) = (xs.min(x), xe.max(x), ys.min(y), ye.max(y));
+        }
+        [xs as f64, ys as f64, (xe - xs + 1) as f64, (ye - ys + 1) as f64]
+    }
+
     /// Pixels set in both masks.
     pub fn intersection(&self, other: &BinaryMask) -> u64 {
         let (mut a, mut b, mut shared) = (0, 0, 0);

@@ -184,6 +184,7 @@ fn uploads_racing_for_one_run_name_leave_one_whole_run() {
                         model_version: w.to_string(),
                         dataset: None,
                         allow_partial: false,
+                        instances: false,
                         provenance: Default::default(),
                         score_threshold: None,
                     };

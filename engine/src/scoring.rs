@@ -431,10 +431,17 @@ impl Engine {
         mask_source: Option<&str>,
     ) -> Result<RunManifest> {
         use slicetest_datasets::run::mask_results;
+        if options.instances && (mask_source.is_some() || path.is_dir()) {
+            return Err(crate::error::EngineError::InvalidArgument(
+                "--instances reads instance masks as detections; --mask-source and a folder of PNG masks are a \
+                 segmentation run's per-class masks: give one or the other"
+                    .into(),
+            ));
+        }
         if path.is_dir() {
             return self.upload_segmentation(path, source, options, mask_source, None);
         }
-        if mask_source.is_some() || mask_results::is_mask_results(path).await? {
+        if !options.instances && (mask_source.is_some() || mask_results::is_mask_results(path).await?) {
             let results = mask_results::read_mask_results(path).await?;
             return self.upload_segmentation(path, source, options, mask_source, Some(results));
         }

@@ -441,6 +441,7 @@ class Client:
         allow_partial: bool = False,
         score_threshold: Optional[float] = None,
         mask_source: Optional[str] = None,
+        instances: bool = False,
     ) -> Dict[str, Any]:
         """Uploads a run and returns its manifest.
 
@@ -455,6 +456,9 @@ class Client:
         JSON; a list is detections when its records have a ``bbox``). Detections may carry instance masks
         (``"segmentation": {"size": [h, w], "counts": ...}`` on every record, or a table's
         ``segmentation`` column of that JSON or of dicts): the run then also gets mask AP.
+        pycocotools' own ``segm`` results have masks and no ``bbox``: pass
+        ``instances=True`` to read them as detections, each boxed by its mask (as
+        ``loadRes`` does); without it, masks without boxes are a segmentation run's.
         Segmentation: per-class COCO RLE masks, as a list
         (``[{"image_id", "category_id", "segmentation": {"size", "counts"}}, ...]``; see
         :func:`slicetest.segmentation_results`) or a table of ``image_id``, ``category_id``,
@@ -485,6 +489,8 @@ class Client:
             params["score_threshold"] = score_threshold
         if mask_source:
             params["mask_source"] = mask_source
+        if instances:
+            params["instances"] = "true"
         manifest = self._json(
             "POST",
             f"/runs/{quote(run, safe='')}",

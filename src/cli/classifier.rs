@@ -100,6 +100,7 @@ pub async fn train_and_upload(
         allow_partial: true,
         // What a reader of run.json needs to reproduce the bytes: the trainer, the machine
         // (which does not change them; recorded so that claim can be checked) and the path.
+        instances: false,
         provenance: BTreeMap::from([
             ("trainer".to_string(), "slicetest demo classifier (slicetest_embed::classifier)".to_string()),
             ("cpu".to_string(), slicetest_embed::cpu::describe()),

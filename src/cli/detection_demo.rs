@@ -266,6 +266,7 @@ async fn runs_and_report(
             model_version: version.clone(),
             dataset: Some(CANVAS_DATASET.into()),
             allow_partial: false,
+            instances: false,
             provenance: BTreeMap::from([
                 ("trainer".to_string(), "slicetest demo detector (slicetest_embed::detector)".to_string()),
                 ("cpu".to_string(), slicetest_embed::cpu::describe()),

@@ -42,6 +42,12 @@ pub enum RunCommand {
         /// Segmentation runs: the mask set to score against (default: the dataset's only one).
         #[arg(long)]
         mask_source: Option<String>,
+        /// The file's masks are instance masks (a detection run scored with mask AP), also
+        /// where a result has no bbox: it gets its mask's box, as pycocotools' loadRes
+        /// gives one. Without it, masks without boxes are per-class masks of a
+        /// segmentation run.
+        #[arg(long)]
+        instances: bool,
     },
     /// List runs.
     List,
@@ -105,6 +111,7 @@ pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> 
             allow_partial,
             score_threshold,
             mask_source,
+            instances,
         } => {
             let options = UploadOptions {
                 run,
@@ -114,8 +121,13 @@ pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> 
                 allow_partial,
                 provenance: Default::default(),
                 score_threshold,
+                instances,
             };
-            let m = if file.is_dir() && mask_source.is_some() {
+            let m = if instances {
+                // Refused with --mask-source or a folder of masks, which are per-class masks.
+                let source = file.display().to_string();
+                engine.upload_run_from(&file, &source, &options, mask_source.as_deref()).await?
+            } else if file.is_dir() && mask_source.is_some() {
                 engine.upload_segmentation_run(&file, &options, mask_source.as_deref())?
             } else if mask_source.is_some() {
                 engine.upload_segmentation_results(&file, &options, mask_source.as_deref()).await?

@@ -163,5 +163,14 @@ def test_instance_masks_get_mask_ap_as_pycocotools_computes_it(tmp_path):
         from_frame = client.report("mask-rcnn-df")["overall"]["detection"]
         assert from_frame["mask"] == report["overall"]["detection"]["mask"]
         assert from_frame["coco"] == report["overall"]["detection"]["coco"]
+
+        # pycocotools' own segm input, masks without boxes, is instances when told so: each
+        # detection is boxed by its mask, and mask AP is pycocotools' on that very input.
+        masks_only = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+        with pytest.raises(SlicetestError, match="instances=true"):
+            client.upload_predictions("bare", masks_only, model="mask-rcnn", model_version="1")
+        client.upload_predictions("bare", masks_only, model="mask-rcnn", model_version="1", instances=True)
+        bare = client.report("bare")["overall"]["detection"]["mask"]
+        assert [-1.0 if bare[n] is None else bare[n] for n in names] == segm()
     finally:
         assert server.stop() == 0

@@ -45,6 +45,9 @@ pub struct UploadParams {
     score_threshold: Option<f64>,
     /// Segmentation runs: the mask set to score against (default: the dataset's only one).
     mask_source: Option<String>,
+    /// The masks are instance masks (detections), also those without a bbox.
+    #[serde(default)]
+    instances: bool,
 }
 
 /// The file extension the engine's reader expects for an upload's `Content-Type`.
@@ -96,6 +99,7 @@ pub async fn upload(
         allow_partial: params.allow_partial,
         provenance: Default::default(),
         score_threshold: params.score_threshold,
+        instances: params.instances,
     };
     let mask_source = params.mask_source;
     let source = upload_name(&headers);
@@ -133,6 +137,7 @@ fn upload_parameter_names(mut error: ApiError) -> ApiError {
         ("--allow-partial", "allow_partial=true"),
         ("--mask-source", "the mask_source parameter"),
         ("--score-threshold", "score_threshold"),
+        ("--instances", "instances=true"),
     ] {
         error.message = error.message.replace(flag, parameter);
     }

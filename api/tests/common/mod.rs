@@ -87,6 +87,7 @@ impl Fixture {
             model_version: "3".into(),
             dataset: None,
             allow_partial: false,
+            instances: false,
             provenance: Default::default(),
             score_threshold: None,
         };

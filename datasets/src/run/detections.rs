@@ -135,6 +135,9 @@ pub(crate) struct Row {
     score: Option<f64>,
     /// The instance mask: its compact JSON and what it reads as (see [`segmentation_text`]).
     segmentation: Option<(String, Segmentation)>,
+    /// The box is the mask's, found when the mask is decoded on its image (an instance
+    /// mask given without a box, `instances`).
+    box_from_mask: bool,
 }
 
 /// One COCO result as written; each field is checked by [`coco_rows`].
@@ -178,10 +181,11 @@ impl Positions {
 /// The rows of a COCO results list (a table of detections goes through [`table_rows`]).
 /// Ids may be written as whole floats (`1.0`); anything else malformed is a problem
 /// named by the detection's position (`detection #n`, from 0).
-pub(crate) fn coco_rows(bytes: &[u8]) -> std::result::Result<Vec<Row>, Vec<String>> {
+/// With `instances`, a result with a mask and no box gets its mask's box.
+pub(crate) fn coco_rows(bytes: &[u8], instances: bool) -> std::result::Result<Vec<Row>, Vec<String>> {
     let results: Vec<CocoResult> = serde_json::from_slice(bytes)
         .map_err(|e| vec![format!("not a COCO results file (a list of image_id, category_id, bbox, score): {e}")])?;
-    coco_result_rows(results, &Positions::ListItems)
+    coco_result_rows(results, &Positions::ListItems, instances)
 }
 
 /// The non-blank lines of a JSON-lines file, with their line numbers (from 1).
@@ -203,7 +207,7 @@ pub(crate) fn json_lines_have_boxes(bytes: &[u8]) -> bool {
 
 /// The rows of COCO results written one record a line (`.jsonl`, as a detector writes
 /// them while it runs), named by line.
-pub(crate) fn coco_line_rows(bytes: &[u8]) -> std::result::Result<(Vec<Row>, Positions), Vec<String>> {
+pub(crate) fn coco_line_rows(bytes: &[u8], instances: bool) -> std::result::Result<(Vec<Row>, Positions), Vec<String>> {
     let mut results = Vec::new();
     let mut lines = Vec::new();
     let mut problems = Vec::new();
@@ -232,11 +236,15 @@ pub(crate) fn coco_line_rows(bytes: &[u8]) -> std::result::Result<(Vec<Row>, Pos
         return Err(problems);
     }
     let positions = Positions::Lines(lines);
-    Ok((coco_result_rows(results, &positions)?, positions))
+    Ok((coco_result_rows(results, &positions, instances)?, positions))
 }
 
 /// Checks each field of parsed COCO results, naming a problem by `positions`.
-fn coco_result_rows(results: Vec<CocoResult>, positions: &Positions) -> std::result::Result<Vec<Row>, Vec<String>> {
+fn coco_result_rows(
+    results: Vec<CocoResult>,
+    positions: &Positions,
+    instances: bool,
+) -> std::result::Result<Vec<Row>, Vec<String>> {
     let mut problems = Vec::new();
     let mut rows = Vec::with_capacity(results.len());
     for (n, r) in results.into_iter().enumerate() {
@@ -271,9 +279,18 @@ fn coco_result_rows(results: Vec<CocoResult>, positions: &Positions) -> std::res
                 None
             }
         };
+        let no_box = matches!(r.bbox, None | Some(Value::Null));
+        let box_from_mask = no_box && instances && !r.segmentation.is_null();
         let bbox = match r.bbox {
+            _ if box_from_mask => [None; 4],
             None | Some(Value::Null) => {
-                problems.push(format!("{at}: no \"bbox\" [x, y, width, height]"));
+                let hint = if r.segmentation.is_null() {
+                    ""
+                } else {
+                    " (an instance mask without a box: pass --instances to give each its mask's box, as \
+                     pycocotools' loadRes does)"
+                };
+                problems.push(format!("{at}: no \"bbox\" [x, y, width, height]{hint}"));
                 [None; 4]
             }
             Some(value) => bbox_of(value).unwrap_or_else(|e| {
@@ -293,7 +310,7 @@ fn coco_result_rows(results: Vec<CocoResult>, positions: &Positions) -> std::res
             Value::Null => None,
             value => segmentation_text(value).map_err(|e| problems.push(format!("{at}: {e}"))).ok(),
         };
-        rows.push(Row { image, category, bbox, score, segmentation });
+        rows.push(Row { image, category, bbox, score, segmentation, box_from_mask });
         if problems.len() >= MAX_PROBLEMS {
             problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
             break;
@@ -318,17 +335,22 @@ fn bbox_of(value: Value) -> std::result::Result<[Option<f64>; 4], String> {
 /// Where a table's boxes are: four number columns, or one `bbox` column of `[x, y, w, h]`
 /// lists (as `pd.DataFrame(coco_results)` saves them) or of that JSON as text (as CSV
 /// holds it).
+/// With `instances` and no box columns at all, the boxes are the masks'.
 enum BoxCells {
     Columns(Box<[Numbers; 4]>),
     Lists(datafusion::arrow::array::ListArray),
     Texts(StringArray),
+    FromMasks,
 }
 
 impl BoxCells {
-    fn of(table: &RecordBatch, in_bbox: bool) -> std::result::Result<BoxCells, Vec<String>> {
+    fn of(table: &RecordBatch, in_bbox: bool, from_masks: bool) -> std::result::Result<BoxCells, Vec<String>> {
         let number = |name: &str| -> std::result::Result<Numbers, Vec<String>> {
             Ok(number_cells(table, name).map_err(|e| vec![e])?.expect("checked by table_rows"))
         };
+        if from_masks {
+            return Ok(BoxCells::FromMasks);
+        }
         if !in_bbox {
             return Ok(BoxCells::Columns(Box::new([number("x")?, number("y")?, number("w")?, number("h")?])));
         }
@@ -382,7 +404,7 @@ impl BoxCells {
                     .map_err(|_| format!("\"bbox\" must be [x, y, width, height], got {:?}", texts.value(i)))
                     .and_then(bbox_of),
             ),
-            BoxCells::Lists(_) | BoxCells::Texts(_) => [None; 4],
+            BoxCells::Lists(_) | BoxCells::Texts(_) | BoxCells::FromMasks => [None; 4],
         }
     }
 }
@@ -420,7 +442,8 @@ fn mask_cells(table: &RecordBatch) -> std::result::Result<Option<Vec<Option<Valu
 /// Reads an already loaded table (CSV/Parquet/JSONL/Arrow) of detections: every column
 /// detections need must be there (a table with corner columns is told how to make a
 /// width and height of them), and every number must be one, named by row (from 1).
-pub(crate) fn table_rows(table: &RecordBatch) -> std::result::Result<Vec<Row>, Vec<String>> {
+/// With `instances`, a table with masks and no box columns gets its masks' boxes.
+pub(crate) fn table_rows(table: &RecordBatch, instances: bool) -> std::result::Result<Vec<Row>, Vec<String>> {
     let names: Vec<String> = table.schema().fields().iter().map(|f| f.name().clone()).collect();
     let has = |c: &str| names.iter().any(|n| n == c);
     let sizes: Vec<&str> = ["x", "y", "w", "h"].into_iter().filter(|c| has(c)).collect();
@@ -432,13 +455,14 @@ pub(crate) fn table_rows(table: &RecordBatch) -> std::result::Result<Vec<Row>, V
         )]);
     }
     let in_bbox = has("bbox");
+    let from_masks = instances && !in_bbox && sizes.is_empty() && has(SEGMENTATION_COLUMN);
     let needed = [
         ("image_id", has("image_id")),
         ("category (or category_id)", has("category") || has("category_id")),
-        ("x", has("x") || in_bbox),
-        ("y", has("y") || in_bbox),
-        ("w", has("w") || in_bbox),
-        ("h", has("h") || in_bbox),
+        ("x", has("x") || in_bbox || from_masks),
+        ("y", has("y") || in_bbox || from_masks),
+        ("w", has("w") || in_bbox || from_masks),
+        ("h", has("h") || in_bbox || from_masks),
         ("score", has("score")),
     ];
     let missing: Vec<&str> = needed.iter().filter(|(_, there)| !there).map(|(c, _)| *c).collect();
@@ -467,7 +491,7 @@ pub(crate) fn table_rows(table: &RecordBatch) -> std::result::Result<Vec<Row>, V
     let number = |name: &str| -> std::result::Result<Numbers, Vec<String>> {
         Ok(number_cells(table, name).map_err(|e| vec![e])?.expect("checked above"))
     };
-    let boxes = BoxCells::of(table, in_bbox)?;
+    let boxes = BoxCells::of(table, in_bbox, from_masks)?;
     let score = number("score")?;
     let image_column = table.column_by_name("image_id").expect("checked");
     let image_ints = image_column.data_type().is_integer();
@@ -530,6 +554,7 @@ pub(crate) fn table_rows(table: &RecordBatch) -> std::result::Result<Vec<Row>, V
                     .map_err(|e| problems.push(format!("{at}: column \"{SEGMENTATION_COLUMN}\": {e}")))
                     .ok()
             }),
+            box_from_mask: from_masks,
         });
         if problems.len() >= MAX_PROBLEMS {
             problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
@@ -547,10 +572,11 @@ pub(crate) struct CheckedDetections {
     pub images_without_detections: u64,
 }
 
-/// Every problem with the uploaded rows, located by `positions`.
+/// Every problem with the uploaded rows, located by `positions`. A row whose box is its
+/// mask's gets it here, where the mask is decoded on its image.
 pub(crate) fn validate(
     run: &str,
-    rows: &[Row],
+    rows: &mut [Row],
     positions: &Positions,
     image_ids: &[String],
     coco_ids: Option<&[Option<i64>]>,
@@ -583,7 +609,7 @@ pub(crate) fn validate(
     let mut images = Vec::with_capacity(rows.len());
     let mut cats: Vec<&Category> = Vec::with_capacity(rows.len());
     let mut covered = vec![false; image_ids.len()];
-    for (n, row) in rows.iter().enumerate() {
+    for (n, row) in rows.iter_mut().enumerate() {
         let at = at(n);
         let image = match &row.image {
             None => {
@@ -636,25 +662,29 @@ pub(crate) fn validate(
                 None
             }),
         };
+        if let (Some(i), Some((_, segmentation))) = (image, &row.segmentation) {
+            // Decoded once here, so that scoring never meets a mask it cannot read.
+            let [width, height] = image_sizes[i];
+            match segmentation.to_mask(height, width) {
+                Ok(mask) if row.box_from_mask => row.bbox = mask.bbox().map(Some),
+                Ok(_) => {}
+                Err(e) => problems.push(format!("{at}: its mask on image {:?}: {e}", image_ids[i])),
+            }
+        }
         match row.bbox {
             [Some(x), Some(y), Some(w), Some(h)] if [x, y, w, h].iter().all(|v| v.is_finite()) => {
                 if w < 0.0 || h < 0.0 {
                     problems.push(format!("{at}: box [{x}, {y}, {w}, {h}] has a negative width or height"));
                 }
             }
+            // A box from a mask that could not be read: the mask's problem says why.
+            _ if row.box_from_mask => {}
             bbox => problems.push(format!("{at}: box {bbox:?} must be four finite numbers")),
         }
         match row.score {
             Some(s) if (0.0..=1.0).contains(&s) => {}
             Some(s) => problems.push(format!("{at}: score {s} is not a number in [0, 1]")),
             None => problems.push(format!("{at}: score is empty")),
-        }
-        if let (Some(i), Some((_, segmentation))) = (image, &row.segmentation) {
-            // Decoded once here, so that scoring never meets a mask it cannot read.
-            let [width, height] = image_sizes[i];
-            if let Err(e) = segmentation.to_mask(height, width) {
-                problems.push(format!("{at}: its mask on image {:?}: {e}", image_ids[i]));
-            }
         }
         if let (Some(i), Some(c)) = (image, category) {
             covered[i] = true;
@@ -796,6 +826,7 @@ mod tests {
         let rows = coco_rows(
             br#"[{"image_id": 103.0, "category_id": 1.0, "bbox": [1, 2, 3, 4], "score": 0.5},
                  {"image_id": 104, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 0.25}]"#,
+            false,
         )
         .unwrap();
         assert_eq!(category_ids(&rows), [Some(1), Some(2)]);
@@ -805,6 +836,7 @@ mod tests {
             br#"[{"image_id": 103, "category_id": 1.5, "bbox": [1, 2, 3, 4], "score": 0.5},
                  {"image_id": 103, "category_id": 1, "score": 0.5},
                  {"image_id": 103, "category_id": 1, "bbox": [1, 2, 3], "score": "high"}]"#,
+            false,
         )
         .err()
         .unwrap();
@@ -824,8 +856,10 @@ mod tests {
         let categories = [Category { id: 1, name: "dog".into() }];
         let ids = ["a.png".to_string(), "b.png".to_string()];
         let sizes = [[4, 3], [2, 2]];
-        let check = |json: &str| match coco_rows(json.as_bytes()) {
-            Ok(rows) => validate("r", &rows, &Positions::ListItems, &ids, None, &sizes, &categories).map(|c| c.batch),
+        let check = |json: &str| match coco_rows(json.as_bytes(), false) {
+            Ok(mut rows) => {
+                validate("r", &mut rows, &Positions::ListItems, &ids, None, &sizes, &categories).map(|c| c.batch)
+            }
             Err(problems) => Err(problems),
         };
         // An RLE of a 4 × 3 image (12 pixels: 5 off, 4 on, 3 off) and a polygon.
@@ -895,10 +929,61 @@ mod tests {
             ("segmentation", Arc::new(StringArray::from(vec![r#"{"size": [3, 4], "counts": "543"}"#])) as ArrayRef),
         ])
         .unwrap();
-        let rows = table_rows(&table).unwrap();
-        let batch = validate("r", &rows, &Positions::TableRows, &ids, None, &sizes, &categories).unwrap().batch;
+        let mut rows = table_rows(&table, false).unwrap();
+        let batch = validate("r", &mut rows, &Positions::TableRows, &ids, None, &sizes, &categories).unwrap().batch;
         let masks = batch.column_by_name(SEGMENTATION_COLUMN).unwrap().as_string::<i32>();
         assert_eq!(masks.value(0), r#"{"counts":"543","size":[3,4]}"#);
+    }
+
+    #[test]
+    fn instance_masks_without_boxes_get_their_masks_boxes_when_told_they_are_instances() {
+        let categories = [Category { id: 1, name: "dog".into() }];
+        let ids = ["a.png".to_string()];
+        // A 4 × 3 image: pixels 5..9 column-major are column 1 row 2 and column 2 rows 0-2.
+        let rle = r#"{"image_id": "a.png", "category_id": 1, "score": 0.5, "segmentation": {"size": [3, 4], "counts": [5, 4, 3]}}"#;
+        let polygon =
+            r#"{"image_id": "a.png", "category_id": 1, "score": 0.4, "segmentation": [[1, 0, 3, 0, 3, 2, 1, 2]]}"#;
+        let list = format!("[{rle}, {polygon}]");
+        // Not told: no box is a problem, with the way out.
+        let problems = coco_rows(list.as_bytes(), false).err().unwrap();
+        assert_eq!(problems.len(), 2);
+        assert!(problems[0].starts_with("detection #0: no \"bbox\" [x, y, width, height] (an instance mask"));
+        assert!(problems[0].ends_with("pass --instances to give each its mask's box, as pycocotools' loadRes does)"));
+        // Told: the box is the mask's, as pycocotools' toBbox gives it (a run that wraps
+        // into the next column spans every row), for an RLE and a polygon alike.
+        let mut rows = coco_rows(list.as_bytes(), true).unwrap();
+        let batch = validate("r", &mut rows, &Positions::ListItems, &ids, None, &[[4, 3]], &categories).unwrap().batch;
+        let column = |name: &str| column_of(&batch, name);
+        assert_eq!(
+            [column("x"), column("y"), column("w"), column("h")],
+            [[1.0, 1.0], [0.0, 0.0], [2.0, 2.0], [3.0, 2.0]]
+        );
+        // A given box is kept; a record without box or mask is still refused.
+        let problems = coco_rows(
+            br#"[{"image_id": "a.png", "category_id": 1, "score": 0.5, "bbox": [0, 0, 1, 1], "segmentation": [[1, 0, 3, 0, 3, 2]]},
+                 {"image_id": "a.png", "category_id": 1, "score": 0.5}]"#,
+            true,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(problems, ["detection #1: no \"bbox\" [x, y, width, height]"]);
+        let mut rows = coco_rows(
+            br#"[{"image_id": "a.png", "category_id": 1, "score": 0.5, "bbox": [0, 0, 1, 1], "segmentation": [[1, 0, 3, 0, 3, 2]]}]"#,
+            true,
+        )
+        .unwrap();
+        let batch = validate("r", &mut rows, &Positions::ListItems, &ids, None, &[[4, 3]], &categories).unwrap().batch;
+        assert_eq!(column_of(&batch, "w"), [1.0]);
+        // A mask that does not fit its image: its problem, and no second one for the box.
+        let too_tall = format!("[{}]", rle.replace("[3, 4]", "[4, 4]"));
+        let mut rows = coco_rows(too_tall.as_bytes(), true).unwrap();
+        let problems =
+            validate("r", &mut rows, &Positions::ListItems, &ids, None, &[[4, 3]], &categories).err().unwrap();
+        assert_eq!(problems, ["detection #0: its mask on image \"a.png\": the RLE is 4×4 but the image is 4×3"]);
+    }
+
+    fn column_of(batch: &RecordBatch, name: &str) -> Vec<f64> {
+        batch.column_by_name(name).unwrap().as_primitive::<Float64Type>().values().to_vec()
     }
 
     #[test]
@@ -909,22 +994,23 @@ mod tests {
                       {\"image_id\": \"a.png\", \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": 0.25}\r\n";
         assert!(json_lines_have_boxes(lines));
         assert!(!json_lines_have_boxes(b"{\"image_id\": \"a.png\", \"predicted\": \"dog\"}\n"));
-        let (rows, positions) = coco_line_rows(lines).unwrap();
-        let batch = validate("r", &rows, &positions, &ids, None, &[[10, 10]], &categories).unwrap().batch;
+        let (mut rows, positions) = coco_line_rows(lines, false).unwrap();
+        let batch = validate("r", &mut rows, &positions, &ids, None, &[[10, 10]], &categories).unwrap().batch;
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch.column_by_name("score").unwrap().as_primitive::<Float64Type>().values(), &[0.5, 0.25]);
         // Problems name the line (a blank line was skipped, so the second detection is line 3).
-        let (rows, positions) = coco_line_rows(
+        let (mut rows, positions) = coco_line_rows(
             b"{\"image_id\": \"a.png\", \"category_id\": 1, \"bbox\": [1, 2, 3, 4], \"score\": 0.5}\n\n\
               {\"image_id\": \"b.png\", \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": 0.25}\n",
+            false,
         )
         .unwrap();
-        let problems = validate("r", &rows, &positions, &ids, None, &[[10, 10]], &categories).err().unwrap();
+        let problems = validate("r", &mut rows, &positions, &ids, None, &[[10, 10]], &categories).err().unwrap();
         assert_eq!(problems, ["line 3: image_id \"b.png\" is not an image of the dataset"]);
-        let problems = coco_line_rows(b"{\"image_id\": 1, \"bbox\": [1, 2, 3]}\n").err().unwrap();
+        let problems = coco_line_rows(b"{\"image_id\": 1, \"bbox\": [1, 2, 3]}\n", false).err().unwrap();
         assert_eq!(problems, ["line 1: \"bbox\" must be [x, y, width, height], got 3 numbers"]);
         let problems =
-            coco_line_rows(b"{\"image_id\": 1, \"bbox\": [1, 2, 3, 4]}\n[1, 2]\n{\"bbox\": 1\n").err().unwrap();
+            coco_line_rows(b"{\"image_id\": 1, \"bbox\": [1, 2, 3, 4]}\n[1, 2]\n{\"bbox\": 1\n", false).err().unwrap();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].starts_with("line 2: not a COCO result") && problems[0].ends_with("not a JSON object"));
         assert!(problems[1].starts_with("line 3: not a COCO result"), "{problems:?}");
@@ -968,8 +1054,8 @@ mod tests {
             ])
             .unwrap()
         };
-        let rows = table_rows(&table(Arc::new(bbox.finish()), Arc::new(masks))).unwrap();
-        let batch = validate("r", &rows, &Positions::TableRows, &ids, None, &sizes, &categories).unwrap().batch;
+        let mut rows = table_rows(&table(Arc::new(bbox.finish()), Arc::new(masks)), false).unwrap();
+        let batch = validate("r", &mut rows, &Positions::TableRows, &ids, None, &sizes, &categories).unwrap().batch;
         let column = |name: &str| batch.column_by_name(name).unwrap().as_primitive::<Float64Type>().values().to_vec();
         assert_eq!(
             (column("x"), column("y"), column("w"), column("h")),
@@ -979,16 +1065,22 @@ mod tests {
         assert_eq!(masks.value(0), r#"{"counts":"543","size":[3,4]}"#);
         // As CSV holds them: JSON text; a box of three numbers and Python's repr are refused by row.
         let texts = |values: [&str; 2]| Arc::new(StringArray::from(values.to_vec())) as ArrayRef;
-        let rows = table_rows(&table(
-            texts(["[1, 2, 1, 1]", "[0, 0, 1, 1]"]),
-            texts([r#"{"size": [3, 4], "counts": "543"}"#, "[[0, 0, 1, 0, 1, 1]]"]),
-        ))
+        let mut rows = table_rows(
+            &table(
+                texts(["[1, 2, 1, 1]", "[0, 0, 1, 1]"]),
+                texts([r#"{"size": [3, 4], "counts": "543"}"#, "[[0, 0, 1, 0, 1, 1]]"]),
+            ),
+            false,
+        )
         .unwrap();
-        assert!(validate("r", &rows, &Positions::TableRows, &ids, None, &sizes, &categories).is_ok());
-        let problems = table_rows(&table(
-            texts(["[1, 2, 1]", "[0, 0, 1, 1]"]),
-            texts([r#"{"size": [3, 4], "counts": "543"}"#, "{'size': [3, 4], 'counts': '543'}"]),
-        ))
+        assert!(validate("r", &mut rows, &Positions::TableRows, &ids, None, &sizes, &categories).is_ok());
+        let problems = table_rows(
+            &table(
+                texts(["[1, 2, 1]", "[0, 0, 1, 1]"]),
+                texts([r#"{"size": [3, 4], "counts": "543"}"#, "{'size': [3, 4], 'counts': '543'}"]),
+            ),
+            false,
+        )
         .err()
         .unwrap();
         assert_eq!(problems[0], "row 1: \"bbox\" must be [x, y, width, height], got 3 numbers");
@@ -1010,7 +1102,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            table_rows(&twice).err().unwrap(),
+            table_rows(&twice, false).err().unwrap(),
             ["the table gives boxes twice, as a bbox column and as column(s) w: keep bbox ([x, y, width, height]) or \
               x, y, w, h"]
         );
@@ -1018,16 +1110,18 @@ mod tests {
 
     #[test]
     fn a_coco_id_in_quotes_and_a_category_in_another_case_get_a_hint() {
-        let rows = coco_rows(
+        let mut rows = coco_rows(
             br#"[{"image_id": "1007", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5},
                  {"image_id": "nope.png", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}]"#,
+            false,
         )
         .unwrap();
         let categories = [Category { id: 1, name: "dog".into() }];
         let ids = ["a.png".to_string()];
-        let problems = validate("r", &rows, &Positions::ListItems, &ids, Some(&[Some(1007)]), &[[10, 10]], &categories)
-            .err()
-            .unwrap();
+        let problems =
+            validate("r", &mut rows, &Positions::ListItems, &ids, Some(&[Some(1007)]), &[[10, 10]], &categories)
+                .err()
+                .unwrap();
         assert_eq!(
             problems,
             [
@@ -1046,8 +1140,9 @@ mod tests {
             ("score", Arc::new(Float64Array::from(vec![0.5])) as ArrayRef),
         ])
         .unwrap();
-        let rows = table_rows(&table).unwrap();
-        let problems = validate("r", &rows, &Positions::TableRows, &ids, None, &[[10, 10]], &categories).err().unwrap();
+        let mut rows = table_rows(&table, false).unwrap();
+        let problems =
+            validate("r", &mut rows, &Positions::TableRows, &ids, None, &[[10, 10]], &categories).err().unwrap();
         assert_eq!(
             problems,
             ["row 1: category \"DOG\" is not a category of the dataset (1 \"dog\"); did you mean \"dog\"? names are \
@@ -1076,7 +1171,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            table_rows(&table).err().unwrap(),
+            table_rows(&table, false).err().unwrap(),
             [
                 "row 2: category_id 2.5 is not a whole number (category ids are integers)",
                 "row 3: w \"wide\" is not a number",
@@ -1087,7 +1182,7 @@ mod tests {
             ("category", Arc::new(StringArray::from(vec!["cat"])) as ArrayRef),
         ])
         .unwrap();
-        let problems = table_rows(&only_category).err().unwrap();
+        let problems = table_rows(&only_category, false).err().unwrap();
         assert!(
             problems[0].contains("missing x, y, w, h, score (a table of classification predictions"),
             "{problems:?}"

@@ -152,6 +152,11 @@ pub struct UploadOptions {
     /// Detection runs: the score threshold of the operating point (default: the one
     /// with the best F1 on the whole run, chosen when the run is scored).
     pub score_threshold: Option<f64>,
+    /// The file's masks are instance masks (detections scored with mask AP), also where
+    /// they have no box: each such detection gets its mask's box, as pycocotools'
+    /// `loadRes` gives one. Without it, masks without boxes are a segmentation run's
+    /// per-class masks.
+    pub instances: bool,
 }
 
 /// Validates `path` against the dataset and stores it as a new run. Nothing is written
@@ -199,7 +204,7 @@ pub async fn upload_from(
     let input = match extension.as_str() {
         "json" => {
             let bytes = fs::read(path).map_err(DatasetError::io("reading", path))?;
-            if detections::has_boxes(&bytes).map_err(|e| rejected(vec![e]))? {
+            if options.instances || detections::has_boxes(&bytes).map_err(|e| rejected(vec![e]))? {
                 Input::CocoResults(bytes)
             } else {
                 Input::Table(records_table(&bytes).map_err(|e| rejected(vec![e]))?)
@@ -207,7 +212,7 @@ pub async fn upload_from(
         }
         "jsonl" | "ndjson" => {
             let bytes = fs::read(path).map_err(DatasetError::io("reading", path))?;
-            if detections::json_lines_have_boxes(&bytes) {
+            if options.instances || detections::json_lines_have_boxes(&bytes) {
                 Input::CocoLines(bytes)
             } else {
                 Input::Table(read_table(path, "predictions").await?)
@@ -216,6 +221,11 @@ pub async fn upload_from(
         _ => Input::Table(read_table(path, "predictions").await?),
     };
     let box_columns = match &input {
+        Input::Table(table) if options.instances => {
+            let mut columns = detections::box_columns(table);
+            columns.extend(table.column_by_name(detections::SEGMENTATION_COLUMN).map(|_| "segmentation".to_string()));
+            columns
+        }
         Input::Table(table) => detections::box_columns(table),
         Input::CocoResults(_) | Input::CocoLines(_) => vec!["bbox".to_string()],
     };
@@ -237,10 +247,13 @@ pub async fn upload_from(
                 ),
             });
         };
-        let (rows, positions) = match &input {
-            Input::Table(table) => (detections::table_rows(table).map_err(rejected)?, Positions::TableRows),
-            Input::CocoResults(bytes) => (detections::coco_rows(bytes).map_err(rejected)?, Positions::ListItems),
-            Input::CocoLines(bytes) => detections::coco_line_rows(bytes).map_err(rejected)?,
+        let instances = options.instances;
+        let (mut rows, positions) = match &input {
+            Input::Table(table) => (detections::table_rows(table, instances).map_err(rejected)?, Positions::TableRows),
+            Input::CocoResults(bytes) => {
+                (detections::coco_rows(bytes, instances).map_err(rejected)?, Positions::ListItems)
+            }
+            Input::CocoLines(bytes) => detections::coco_line_rows(bytes, instances).map_err(rejected)?,
         };
         let has_coco = version.columns.iter().any(|c| c.name == "coco_id");
         let columns: &[&str] =
@@ -254,7 +267,7 @@ pub async fn upload_from(
         let sizes = crate::version::image_sizes(&images)?;
         let checked = detections::validate(
             &options.run,
-            &rows,
+            &mut rows,
             &positions,
             &ids,
             coco_ids.as_deref(),
@@ -274,6 +287,11 @@ pub async fn upload_from(
         }
     } else {
         let Input::Table(table) = &input else { unreachable!("COCO results have boxes") };
+        if options.instances {
+            return Err(rejected(vec![
+                "instances: these are classification predictions, not instance masks (no segmentation column)".into(),
+            ]));
+        }
         if options.score_threshold.is_some() {
             return Err(rejected(vec![
                 "score_threshold is for detection runs; these are classification predictions".into(),
@@ -1012,7 +1030,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(detections::box_columns(&corners), ["category", "x", "y", "x1", "y1"]);
-        let Err(problems) = detections::table_rows(&corners) else { panic!("corners are not boxes") };
+        let Err(problems) = detections::table_rows(&corners, false) else { panic!("corners are not boxes") };
         assert!(problems[0].contains("missing w, h (columns x1, y1 are not read"), "{problems:?}");
         assert!(detections::box_columns(&images()).is_empty(), "image_id and label are no box columns");
     }

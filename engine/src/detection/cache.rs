@@ -101,6 +101,7 @@ mod tests {
             model_version: "1".into(),
             dataset: Some("traffic".into()),
             allow_partial: false,
+            instances: false,
             provenance: BTreeMap::new(),
             score_threshold: None,
         }

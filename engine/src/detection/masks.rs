@@ -111,6 +111,13 @@ mod tests {
         check("every image", &matching.accumulate(), &expected["all"]);
         let slice: Vec<bool> = inputs.image_ids.iter().map(|id| id % 3 == 0).collect();
         check("images with id % 3 == 0", &matching.accumulate_images(&slice), &expected["ids_divisible_by_3"]);
+        // A mask's box is pycocotools' toBbox of it (the fixture's boxes are toBbox's).
+        for (n, result) in results.as_array().unwrap().iter().enumerate() {
+            let segmentation: Segmentation = serde_json::from_value(result["segmentation"].clone()).unwrap();
+            let Segmentation::Rle { size: [h, w], .. } = segmentation else { panic!("results are RLEs") };
+            let expected: Vec<f64> = serde_json::from_value(result["bbox"].clone()).unwrap();
+            assert_eq!(segmentation.to_mask(h, w).unwrap().bbox().to_vec(), expected, "result #{n}");
+        }
         // The boxes of the same files give other numbers: the masks are what was scored.
         let boxes =
             slicetest_eval::coco::evaluate(images, categories, &inputs.ground_truth, &inputs.detections, &params);

@@ -322,7 +322,7 @@ impl Engine {
                         first,
                         format!(
                             "image {id}: {overlaps} pixel(s) are in the masks of two classes (instance masks, which \
-                             may overlap, are detections: give each its \"bbox\" to score them with mask AP)"
+                             may overlap, are detections: pass --instances to score them with mask AP)"
                         ),
                     ));
                 }
