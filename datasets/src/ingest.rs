@@ -389,7 +389,7 @@ fn merge_objects(
             let kept = check_boxes(imported, &sizes, source)?;
             // Only images that made it in speak for their objects.
             let images = imported.images.iter().filter(|id| sizes.contains_key(id.as_str())).cloned().collect();
-            Some((ImportedObjects { images, ..imported.clone() }, kept))
+            Some((ImportedObjects { images, normalized: false, ..imported.clone() }, kept))
         }
         None => None,
     };

@@ -116,6 +116,9 @@ pub struct ImportedObjects {
     /// `category_id`): slicetest numbered them, and [`merge`] renumbers them so that a
     /// name the dataset has keeps its id there.
     pub numbered_categories: bool,
+    /// Boxes and polygon points are fractions of their image's width and height (YOLO
+    /// labels): [`check_boxes`] turns them into pixels once the images are probed.
+    pub normalized: bool,
 }
 
 /// The fixed columns of `objects.parquet` and of the SQL table `objects`, in order, with
@@ -158,6 +161,13 @@ pub fn check_boxes(
     let known: HashSet<i64> = imported.categories.iter().map(|c| c.id).collect();
     for object in &imported.objects {
         let Some(&(width, height)) = sizes.get(object.image_id.as_str()) else { continue };
+        let scaled;
+        let object = if imported.normalized {
+            scaled = in_pixels(object, width, height);
+            &scaled
+        } else {
+            object
+        };
         let [x, y, w, h] = object.bbox;
         let at = format!("{} on image {:?}", object.position, object.image_id);
         if !known.contains(&object.category_id) {
@@ -183,6 +193,26 @@ pub fn check_boxes(
     }
     let headline = format!("{} box annotation(s) rejected, nothing was ingested", problems.len());
     Err(rejected(source, &headline, problems, 20))
+}
+
+/// A normalized object (see [`ImportedObjects::normalized`]) in pixels of its
+/// `width` × `height` image; a polygon's area is its mask's, as COCO's areas are.
+fn in_pixels(object: &ImportedObject, width: u32, height: u32) -> ImportedObject {
+    let (w, h) = (f64::from(width), f64::from(height));
+    let [x0, y0, bw, bh] = object.bbox;
+    let mut object = ImportedObject { bbox: [x0 * w, y0 * h, bw * w, bh * h], ..object.clone() };
+    let polygons = object.extra.get(SEGMENTATION_COLUMN).and_then(|v| v.as_str());
+    if let Some(Ok(polygons)) = polygons.map(serde_json::from_str::<Vec<Vec<f64>>>) {
+        let polygons: Vec<Vec<f64>> = polygons
+            .into_iter()
+            .map(|points| points.iter().enumerate().map(|(i, v)| v * if i % 2 == 0 { w } else { h }).collect())
+            .collect();
+        let segmentation = crate::coco_mask::Segmentation::Polygons(polygons.clone());
+        object.area = segmentation.to_mask(height, width).ok().map(|mask| mask.area() as f64);
+        let json = serde_json::to_string(&polygons).expect("numbers serialise");
+        object.extra.insert(SEGMENTATION_COLUMN.to_string(), serde_json::Value::String(json));
+    }
+    object
 }
 
 /// An import refused for `problems`: the headline, then the first `shown` of them, one a

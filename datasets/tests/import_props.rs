@@ -95,4 +95,49 @@ proptest! {
             prop_assert_eq!(got_note, note.clone());
         }
     }
+
+    #[test]
+    fn yolo_labels_come_back_as_the_pixel_boxes_they_were_made_from(
+        images in prop::collection::vec(((4u32..160, 4u32..160), prop::collection::vec((0usize..3, 0.0f64..1.0, 0.0f64..1.0, 0.0f64..1.0, 0.0f64..1.0), 0..5)), 1..6)
+    ) {
+        // Each box is drawn in pixels inside its image, written as YOLO writes it (centre and
+        // size as fractions, shortest round-trip decimals), and must come back as drawn.
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("yolo");
+        std::fs::create_dir_all(src.join("labels/val")).unwrap();
+        std::fs::write(src.join("data.yaml"), "val: images/val\nnames: [a, b, c]\n").unwrap();
+        let mut expected: Vec<(String, i64, [f64; 4])> = Vec::new();
+        for (n, ((width, height), boxes)) in images.iter().enumerate() {
+            let id = format!("images/val/{n}.png");
+            write_image(&src.join(&id), *width, *height, n as u8);
+            let (w, h) = (f64::from(*width), f64::from(*height));
+            let mut lines = String::new();
+            let mut seen = std::collections::HashSet::new();
+            for (k, a, b, c, d) in boxes.iter() {
+                let (x0, x1) = (a.min(*b) * w, a.max(*b) * w);
+                let (y0, y1) = (c.min(*d) * h, c.max(*d) * h);
+                let line = format!("{k} {} {} {} {}\n", (x0 + x1) / 2.0 / w, (y0 + y1) / 2.0 / h, (x1 - x0) / w, (y1 - y0) / h);
+                // A repeated line is kept once, as Ultralytics keeps it.
+                if seen.insert(line.clone()) {
+                    expected.push((id.clone(), *k as i64 + 1, [x0, y0, x1 - x0, y1 - y0]));
+                }
+                lines += &line;
+            }
+            std::fs::write(src.join(format!("labels/val/{n}.txt")), lines).unwrap();
+        }
+        let mut ws = Workspace::init(dir.path().join("ws")).unwrap();
+        runtime().block_on(ingest(&mut ws, &src.join("data.yaml"), &IngestOptions::new("ds"))).unwrap();
+        let v = *list_versions(ws.layout(), "ds").unwrap().last().unwrap();
+        let manifest = read_version(ws.layout(), "ds", v).unwrap();
+        let objects = slicetest_datasets::objects::read_objects(ws.layout(), &manifest).unwrap().unwrap();
+        let got: Vec<_> = slicetest_datasets::objects::rows(&objects).collect();
+        prop_assert_eq!(got.len(), expected.len());
+        for (object, (id, category, bbox)) in got.iter().zip(&expected) {
+            prop_assert_eq!(object.image_id, id.as_str());
+            prop_assert_eq!(object.category_id, *category);
+            for k in 0..4 {
+                prop_assert!((object.bbox[k] - bbox[k]).abs() < 1e-9, "{:?} vs {:?}", object.bbox, bbox);
+            }
+        }
+    }
 }

@@ -438,7 +438,8 @@ impl Engine {
                     .into(),
             ));
         }
-        if path.is_dir() {
+        // A folder is a segmentation run's PNG masks, unless it holds YOLO label files.
+        if path.is_dir() && (mask_source.is_some() || !slicetest_datasets::run::detections::is_yolo_labels(path)) {
             return self.upload_segmentation(path, source, options, mask_source, None);
         }
         if !options.instances && (mask_source.is_some() || mask_results::is_mask_results(path).await?) {

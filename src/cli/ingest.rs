@@ -85,14 +85,17 @@ impl IngestArgs {
     }
 }
 
-/// `data/Fashion-MNIST/` → `fashion_mnist`; `coco/instances_val.json` → `instances_val`.
+/// `data/Fashion-MNIST/` → `fashion_mnist`; `coco/instances_val.json` → `instances_val`;
+/// `coco8/data.yaml` → `coco8` (YOLO datasets all call their yaml data.yaml).
 pub fn default_dataset_name(path: &Path) -> String {
-    let stem = path
-        .canonicalize()
-        .unwrap_or_else(|_| path.to_path_buf())
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = match stem(&path) {
+        s if s.eq_ignore_ascii_case("data") && path.extension().is_some_and(|e| e == "yaml" || e == "yml") => {
+            path.parent().map(stem).unwrap_or(s)
+        }
+        s => s,
+    };
     let name = slicetest_engine::names::identifier(&stem);
     if name.is_empty() { "images".into() } else { name }
 }
@@ -163,5 +166,7 @@ mod tests {
         assert_eq!(default_dataset_name(Path::new("/x/Fashion-MNIST")), "fashion_mnist");
         assert_eq!(default_dataset_name(Path::new("/x/instances_val.json")), "instances_val");
         assert_eq!(default_dataset_name(Path::new("/x/---")), "images");
+        assert_eq!(default_dataset_name(Path::new("/x/coco8-seg/data.yaml")), "coco8_seg");
+        assert_eq!(default_dataset_name(Path::new("/x/cracks.yaml")), "cracks");
     }
 }

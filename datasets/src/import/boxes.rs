@@ -291,6 +291,7 @@ fn objects(
         categories: category_of.into_iter().map(|(name, id)| Category { id, name }).collect(),
         images: set.candidates.iter().map(|c| c.image_id.clone()).collect(),
         numbered_categories: category_ids.is_none() && !declared_ids,
+        normalized: false,
     })
 }
 

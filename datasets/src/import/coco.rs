@@ -313,6 +313,7 @@ fn objects(
         categories: coco.categories.iter().map(|c| Category { id: c.id, name: c.name.clone() }).collect(),
         images: set.candidates.iter().map(|c| c.image_id.clone()).collect(),
         numbered_categories: false,
+        normalized: false,
     }))
 }
 

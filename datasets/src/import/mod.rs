@@ -7,6 +7,7 @@ mod coco;
 mod folder;
 mod idx;
 mod manifest;
+mod yolo;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -35,6 +36,8 @@ pub enum SourceFormat {
     FashionMnist,
     /// A COCO-style JSON file (images, annotations, categories).
     Coco,
+    /// An Ultralytics YOLO dataset: its data.yaml (names, train / val / test) and a label file per image.
+    Yolo,
 }
 
 impl SourceFormat {
@@ -47,6 +50,7 @@ impl SourceFormat {
             SourceFormat::Idx => "idx",
             SourceFormat::FashionMnist => "fashion-mnist",
             SourceFormat::Coco => "coco",
+            SourceFormat::Yolo => "yolo",
         }
     }
 }
@@ -150,6 +154,7 @@ pub async fn gather(
         SourceFormat::Folder => folder::gather(path, options)?,
         SourceFormat::Manifest => manifest::gather(path, options).await?,
         SourceFormat::Coco => coco::gather(path, options)?,
+        SourceFormat::Yolo => yolo::gather(path, options)?,
         SourceFormat::Idx => idx::gather(path, IdxClasses::Digits, options, layout, dataset)?,
         SourceFormat::FashionMnist => idx::gather(path, IdxClasses::FashionMnist, options, layout, dataset)?,
         SourceFormat::Auto => unreachable!("resolved above"),
@@ -159,14 +164,19 @@ pub async fn gather(
         if set.objects.is_some() {
             return Err(DatasetError::BadInput {
                 source_path: boxes_file.clone(),
-                message: "the COCO file carries its own boxes; --boxes is for folders and manifests".into(),
+                message: format!(
+                    "the {} input carries its own boxes; --boxes is for folders and manifests",
+                    format.name()
+                ),
             });
         }
         set.objects = Some(boxes::gather(boxes_file, options.categories.as_deref(), &set).await?);
     } else if let Some(list) = &options.categories {
         return Err(DatasetError::BadInput {
             source_path: list.clone(),
-            message: "a category list goes with a box manifest (--boxes); a COCO file lists its own categories".into(),
+            message: "a category list goes with a box manifest (--boxes); a COCO file or YOLO data.yaml lists its own \
+                      categories"
+                .into(),
         });
     }
     apply_split(&mut set, options);
@@ -195,10 +205,11 @@ fn detect(path: &Path) -> Result<SourceFormat> {
     match ext.as_str() {
         "csv" | "parquet" | "jsonl" | "ndjson" => Ok(SourceFormat::Manifest),
         "json" => Ok(SourceFormat::Coco),
+        "yaml" | "yml" => Ok(SourceFormat::Yolo),
         _ => Err(DatasetError::BadInput {
             source_path: path.to_path_buf(),
-            message: "cannot tell the input format: give a folder, a .csv/.parquet/.jsonl manifest or a COCO .json, \
-                      or pass --format"
+            message: "cannot tell the input format: give a folder, a .csv/.parquet/.jsonl manifest, a COCO .json or \
+                      a YOLO data.yaml, or pass --format"
                 .into(),
         }),
     }

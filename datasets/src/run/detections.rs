@@ -138,6 +138,124 @@ pub(crate) struct Row {
     /// The box is the mask's, found when the mask is decoded on its image (an instance
     /// mask given without a box, `instances`).
     box_from_mask: bool,
+    /// The box and polygon are fractions of the image's width and height (YOLO labels),
+    /// turned into pixels where the image is known.
+    normalized: bool,
+}
+
+impl Row {
+    /// A normalized row's box and polygon in pixels of its `[width, height]` image.
+    fn in_pixels(&mut self, [width, height]: [u32; 2]) {
+        let (w, h) = (f64::from(width), f64::from(height));
+        let scale = [w, h, w, h];
+        self.bbox = [0, 1, 2, 3].map(|k| self.bbox[k].map(|v| v * scale[k]));
+        if let Some((json, Segmentation::Polygons(polygons))) = &mut self.segmentation {
+            for points in polygons.iter_mut() {
+                points.iter_mut().enumerate().for_each(|(i, v)| *v *= if i % 2 == 0 { w } else { h });
+            }
+            *json = serde_json::to_string(polygons).expect("numbers serialise");
+        }
+        self.normalized = false;
+    }
+}
+
+/// Whether `dir` is a folder of YOLO label files (`.txt`, as Ultralytics'
+/// `predict(save_txt=True, save_conf=True)` writes them) rather than a segmentation run's
+/// PNG masks.
+pub fn is_yolo_labels(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    let names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().to_lowercase()).collect();
+    names.iter().any(|n| n.ends_with(".txt")) && !names.iter().any(|n| n.ends_with(".png"))
+}
+
+/// The `.txt` files of a folder of YOLO labels, by name.
+pub(crate) fn yolo_label_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The detections of a folder of YOLO prediction files: `<image stem>.txt`, a line per
+/// detection, `class cx cy w h conf` (a box by its centre) or `class x1 y1 … conf` (a
+/// segment's polygon, which is also its mask), as fractions of the image's size. The class
+/// index `k` is category id `k + 1`, as a YOLO dataset's import numbers them.
+pub(crate) fn yolo_rows(dir: &std::path::Path) -> std::result::Result<(Vec<Row>, Positions), Vec<String>> {
+    let files = yolo_label_files(dir).map_err(|e| vec![format!("cannot list {}: {e}", dir.display())])?;
+    let mut rows = Vec::new();
+    let mut places = Vec::new();
+    let mut problems = Vec::new();
+    for file in &files {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = file.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let text = std::fs::read_to_string(file).map_err(|e| vec![format!("cannot read {name}: {e}")])?;
+        for (n, line) in text.lines().enumerate() {
+            let at = format!("{name} line {}", n + 1);
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let numbers: std::result::Result<Vec<f64>, _> = line.split_whitespace().map(str::parse::<f64>).collect();
+            let numbers = match numbers {
+                Ok(numbers) if numbers.iter().all(|v| v.is_finite()) => numbers,
+                _ => {
+                    problems.push(format!("{at}: {line:?} is not numbers (class cx cy w h conf)"));
+                    continue;
+                }
+            };
+            let (class, values) = (numbers[0], &numbers[1..]);
+            let category = whole_f64(class).filter(|k| *k >= 0).map(|k| CategoryRef::Id(k + 1));
+            if category.is_none() {
+                problems.push(format!("{at}: class {class} is not a class index (0, 1, …)"));
+                continue;
+            }
+            let (bbox, segmentation) = match values.len() {
+                5 => {
+                    let [cx, cy, w, h] = [values[0], values[1], values[2], values[3]];
+                    ([cx - w / 2.0, cy - h / 2.0, w, h], None)
+                }
+                n if n >= 7 && n % 2 == 1 => {
+                    let points = values[..n - 1].to_vec();
+                    let (xs, ys): (Vec<f64>, Vec<f64>) = points.chunks(2).map(|p| (p[0], p[1])).unzip();
+                    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+                    let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let (x0, y0) = (min(&xs), min(&ys));
+                    let polygons = vec![points];
+                    let json = serde_json::to_string(&polygons).expect("numbers serialise");
+                    ([x0, y0, max(&xs) - x0, max(&ys) - y0], Some((json, Segmentation::Polygons(polygons))))
+                }
+                n => {
+                    let hint = if n == 4 || (n >= 6 && n % 2 == 0) {
+                        "no confidence at the end: predict with save_conf=True (mAP ranks detections by it)"
+                    } else {
+                        "a detection is class cx cy w h conf, or class x1 y1 x2 y2 … conf for a segment"
+                    };
+                    problems.push(format!("{at}: {n} numbers after the class; {hint}"));
+                    continue;
+                }
+            };
+            rows.push(Row {
+                image: Some(ImageRef::Id(stem.clone())),
+                category,
+                bbox: bbox.map(Some),
+                score: values.last().copied(),
+                segmentation,
+                box_from_mask: false,
+                normalized: true,
+            });
+            places.push(at);
+            if problems.len() >= MAX_PROBLEMS {
+                break;
+            }
+        }
+    }
+    if files.is_empty() {
+        problems.push(format!("{} holds no .txt label files", dir.display()));
+    }
+    if problems.is_empty() { Ok((rows, Positions::Named(places))) } else { Err(problems) }
 }
 
 /// One COCO result as written; each field is checked by [`coco_rows`].
@@ -165,6 +283,8 @@ pub(crate) enum Positions {
     /// `line n`, from 1: the line of a JSON-lines file each detection was read from
     /// (blank lines are skipped, so the n-th detection is not always on line n).
     Lines(Vec<usize>),
+    /// Each detection's own place (`0042.txt line 3` in a folder of YOLO label files).
+    Named(Vec<String>),
 }
 
 impl Positions {
@@ -174,6 +294,7 @@ impl Positions {
             Positions::ListItems => format!("detection #{n}"),
             Positions::TableRows => format!("row {}", n + 1),
             Positions::Lines(lines) => format!("line {}", lines[n]),
+            Positions::Named(places) => places[n].clone(),
         }
     }
 }
@@ -310,7 +431,7 @@ fn coco_result_rows(
             Value::Null => None,
             value => segmentation_text(value).map_err(|e| problems.push(format!("{at}: {e}"))).ok(),
         };
-        rows.push(Row { image, category, bbox, score, segmentation, box_from_mask });
+        rows.push(Row { image, category, bbox, score, segmentation, box_from_mask, normalized: false });
         if problems.len() >= MAX_PROBLEMS {
             problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
             break;
@@ -555,6 +676,7 @@ pub(crate) fn table_rows(table: &RecordBatch, instances: bool) -> std::result::R
                     .ok()
             }),
             box_from_mask: from_masks,
+            normalized: false,
         });
         if problems.len() >= MAX_PROBLEMS {
             problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
@@ -609,6 +731,21 @@ pub(crate) fn validate(
     let mut images = Vec::with_capacity(rows.len());
     let mut cats: Vec<&Category> = Vec::with_capacity(rows.len());
     let mut covered = vec![false; image_ids.len()];
+    // Ultralytics names an image by its file's stem ("000000000139", or 139 where the stem
+    // is all digits): tried when the id is no image's own, and only where one image has it.
+    let stems = std::cell::OnceCell::new();
+    let by_stem = |key: &str| -> std::result::Result<usize, String> {
+        match stems.get_or_init(|| image_stems(image_ids)).get(key).map(Vec::as_slice) {
+            Some(&[i]) => Ok(i),
+            Some(several) => Err(format!(
+                " ({} images have the file name {key:?}, e.g. {:?} and {:?}: name it by its image_id)",
+                several.len(),
+                image_ids[several[0]],
+                image_ids[several[1]]
+            )),
+            None => Err(String::new()),
+        }
+    };
     for (n, row) in rows.iter_mut().enumerate() {
         let at = at(n);
         let image = match &row.image {
@@ -618,18 +755,27 @@ pub(crate) fn validate(
             }
             Some(ImageRef::Coco(id)) => match by_coco.get(id).or_else(|| by_id.get(id.to_string().as_str())) {
                 Some(&i) => Some(i),
-                None => {
-                    let hint = if coco_ids.is_none() { " (the dataset has no coco_id column)" } else { "" };
-                    problems.push(format!("{at}: image_id {id} is not an image of the dataset{hint}"));
-                    None
-                }
+                None => match by_stem(&id.to_string()) {
+                    Ok(i) => Some(i),
+                    Err(stem_hint) => {
+                        let hint = if !stem_hint.is_empty() {
+                            stem_hint.as_str()
+                        } else if coco_ids.is_none() {
+                            " (the dataset has no coco_id column)"
+                        } else {
+                            ""
+                        };
+                        problems.push(format!("{at}: image_id {id} is not an image of the dataset{hint}"));
+                        None
+                    }
+                },
             },
-            Some(ImageRef::Id(id)) => match by_id.get(id.as_str()) {
-                Some(&i) => Some(i),
-                None => {
+            Some(ImageRef::Id(id)) => match by_id.get(id.as_str()).copied().ok_or(()).or_else(|_| by_stem(id)) {
+                Ok(i) => Some(i),
+                Err(stem_hint) => {
                     // A COCO id written as a string ("1007"): numbers are looked up as coco_id.
                     let as_coco = id.trim().parse::<i64>().ok().filter(|n| by_coco.contains_key(n));
-                    let hint = as_coco.map_or(String::new(), |n| {
+                    let hint = as_coco.map_or(stem_hint, |n| {
                         format!(
                             " (the dataset has an image with coco_id {n}: write the id as a number, without quotes)"
                         )
@@ -662,6 +808,9 @@ pub(crate) fn validate(
                 None
             }),
         };
+        if let (Some(i), true) = (image, row.normalized) {
+            row.in_pixels(image_sizes[i]);
+        }
         if let (Some(i), Some((_, segmentation))) = (image, &row.segmentation) {
             // Decoded once here, so that scoring never meets a mask it cannot read.
             let [width, height] = image_sizes[i];
@@ -722,6 +871,28 @@ pub(crate) fn validate(
     ];
     let batch = RecordBatch::try_new(detections_schema(), columns).map_err(|e| vec![e.to_string()])?;
     Ok(CheckedDetections { batch, images_without_detections: covered.iter().filter(|c| !**c).count() as u64 })
+}
+
+/// The images by file stem (`images/val/0042.jpg` → `0042`, and `42` for a stem of
+/// digits), for ids written as Ultralytics writes them; a stem of several images lists
+/// them all.
+fn image_stems(image_ids: &[String]) -> HashMap<String, Vec<usize>> {
+    let mut stems: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, id) in image_ids.iter().enumerate() {
+        let name = id.rsplit('/').next().unwrap_or(id);
+        let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+        stems.entry(stem.to_string()).or_default().push(i);
+        if name != id {
+            stems.entry(name.to_string()).or_default().push(i);
+        }
+        if let Ok(number) = stem.parse::<i64>()
+            && stem.bytes().all(|b| b.is_ascii_digit())
+            && number.to_string() != stem
+        {
+            stems.entry(number.to_string()).or_default().push(i);
+        }
+    }
+    stems
 }
 
 /// A warning when more than 1 box in 20 reaches past its image by more than 2% of the
@@ -984,6 +1155,72 @@ mod tests {
 
     fn column_of(batch: &RecordBatch, name: &str) -> Vec<f64> {
         batch.column_by_name(name).unwrap().as_primitive::<Float64Type>().values().to_vec()
+    }
+
+    #[test]
+    fn yolo_prediction_files_are_detections_in_pixels_named_by_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("0042.txt"), "0 0.5 0.5 0.2 0.4 0.9\n1 0.5 0.5 0.5 0.5 0.3\n").unwrap();
+        std::fs::write(dir.path().join("b.txt"), "\n").unwrap();
+        std::fs::write(dir.path().join("notes.md"), "not read").unwrap();
+        assert!(is_yolo_labels(dir.path()));
+        let categories = [Category { id: 1, name: "cat".into() }, Category { id: 2, name: "dog".into() }];
+        // The dataset's images, named by their paths: a file's stem finds its image.
+        let ids = ["images/val/0042.jpg".to_string(), "images/val/b.jpg".to_string()];
+        let (mut rows, positions) = yolo_rows(dir.path()).unwrap();
+        let batch =
+            validate("r", &mut rows, &positions, &ids, None, &[[100, 50], [10, 10]], &categories).unwrap().batch;
+        let column = |name: &str| column_of(&batch, name);
+        assert_eq!(column("x"), [40.0, 25.0]);
+        assert_eq!(column("y"), [15.0, 12.5]);
+        assert_eq!(column("w"), [20.0, 50.0]);
+        assert_eq!(column("h"), [20.0, 25.0]);
+        assert_eq!(column("score"), [0.9, 0.3]);
+        let categories_of = batch.column_by_name("category").unwrap().as_string::<i32>();
+        assert_eq!((categories_of.value(0), categories_of.value(1)), ("cat", "dog"));
+        assert_eq!(batch.column_by_name(SEGMENTATION_COLUMN).unwrap().null_count(), 2);
+        // A segment's polygon is its mask, in pixels, and its extent the box.
+        std::fs::write(dir.path().join("0042.txt"), "1 0.25 0.5 0.75 0.5 0.5 1 0.3\n").unwrap();
+        let (mut rows, positions) = yolo_rows(dir.path()).unwrap();
+        let batch =
+            validate("r", &mut rows, &positions, &ids, None, &[[100, 50], [10, 10]], &categories).unwrap().batch;
+        let masks = batch.column_by_name(SEGMENTATION_COLUMN).unwrap().as_string::<i32>();
+        assert_eq!(masks.value(0), "[[25.0,25.0,75.0,25.0,50.0,50.0]]");
+        assert_eq!([0, 1, 2, 3].map(|k| column_of(&batch, ["x", "y", "w", "h"][k])[0]), [25.0, 25.0, 50.0, 25.0]);
+
+        // Without confidences (save_conf=False), and a stem two images share.
+        std::fs::write(dir.path().join("0042.txt"), "0 0.5 0.5 0.2 0.4\n").unwrap();
+        assert_eq!(
+            yolo_rows(dir.path()).err().unwrap(),
+            ["0042.txt line 1: 4 numbers after the class; no confidence at the end: predict with save_conf=True \
+              (mAP ranks detections by it)"]
+        );
+        std::fs::write(dir.path().join("0042.txt"), "0 0.5 0.5 0.2 0.4 0.9\n").unwrap();
+        let twice = ["train/0042.jpg".to_string(), "val/0042.jpg".to_string()];
+        let (mut rows, positions) = yolo_rows(dir.path()).unwrap();
+        let problems = validate("r", &mut rows, &positions, &twice, None, &[[9, 9]; 2], &categories).err().unwrap();
+        assert_eq!(
+            problems,
+            ["0042.txt line 1: image_id \"0042\" is not an image of the dataset (2 images have the file name \
+              \"0042\", e.g. \"train/0042.jpg\" and \"val/0042.jpg\": name it by its image_id)"]
+        );
+    }
+
+    #[test]
+    fn ultralytics_image_ids_are_file_stems_and_numbers() {
+        let categories = [Category { id: 1, name: "cat".into() }];
+        let ids = ["images/val/000000000139.jpg".to_string(), "images/val/bus.jpg".to_string()];
+        let mut rows = coco_rows(
+            br#"[{"image_id": 139, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5},
+                 {"image_id": "bus", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5},
+                 {"image_id": "bus.jpg", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}]"#,
+            false,
+        )
+        .unwrap();
+        let batch =
+            validate("r", &mut rows, &Positions::ListItems, &ids, None, &[[9, 9]; 2], &categories).unwrap().batch;
+        let images = batch.column_by_name("image_id").unwrap().as_string::<i32>();
+        assert_eq!(images.iter().flatten().collect::<Vec<_>>(), [&ids[0], &ids[1], &ids[1]]);
     }
 
     #[test]

@@ -173,6 +173,8 @@ enum Input {
     CocoResults(Vec<u8>),
     /// COCO results one record a line (`.jsonl` records with a `bbox`).
     CocoLines(Vec<u8>),
+    /// A folder of YOLO prediction label files.
+    YoloLabels,
 }
 
 /// Like [`upload`], recording `source` as where the predictions came from (`run.json`'s
@@ -202,6 +204,7 @@ pub async fn upload_from(
     // record a line. A table with box columns is detections too.
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
     let input = match extension.as_str() {
+        _ if path.is_dir() => Input::YoloLabels,
         "json" => {
             let bytes = fs::read(path).map_err(DatasetError::io("reading", path))?;
             if options.instances || detections::has_boxes(&bytes).map_err(|e| rejected(vec![e]))? {
@@ -227,7 +230,7 @@ pub async fn upload_from(
             columns
         }
         Input::Table(table) => detections::box_columns(table),
-        Input::CocoResults(_) | Input::CocoLines(_) => vec!["bbox".to_string()],
+        Input::CocoResults(_) | Input::CocoLines(_) | Input::YoloLabels => vec!["bbox".to_string()],
     };
     let checked = if !box_columns.is_empty() {
         let Some(objects) = &version.objects else {
@@ -235,6 +238,7 @@ pub async fn upload_from(
                 Input::CocoResults(_) | Input::CocoLines(_) => {
                     "these are detections (records with a \"bbox\")".to_string()
                 }
+                Input::YoloLabels => "these are detections (YOLO label files)".to_string(),
                 Input::Table(_) => format!("column(s) {} are box columns of detections", box_columns.join(", ")),
             };
             return Err(DatasetError::BadInput {
@@ -254,6 +258,7 @@ pub async fn upload_from(
                 (detections::coco_rows(bytes, instances).map_err(rejected)?, Positions::ListItems)
             }
             Input::CocoLines(bytes) => detections::coco_line_rows(bytes, instances).map_err(rejected)?,
+            Input::YoloLabels => detections::yolo_rows(path).map_err(rejected)?,
         };
         let has_coco = version.columns.iter().any(|c| c.name == "coco_id");
         let columns: &[&str] =
@@ -301,7 +306,14 @@ pub async fn upload_from(
         validate(table, &images, options.allow_partial).map_err(rejected)?
     };
 
-    let source_sha256 = file_sha256(path)?;
+    let source_sha256 = if path.is_dir() {
+        // A folder of label files: each file's name and SHA-256.
+        let files = detections::yolo_label_files(path).map_err(DatasetError::io("listing", path))?;
+        let hashes = files.iter().map(|f| Ok((name_of(f), file_sha256(f)?))).collect::<Result<Vec<_>>>()?;
+        crate::version::pairs_hash(hashes.iter().map(|(name, sha)| (name.as_str(), sha.as_str())))
+    } else {
+        file_sha256(path)?
+    };
     let files = [(predictions_file(checked.task), &checked.batch)];
     publish(workspace, &options.run, &files, |hashes| RunManifest {
         run: options.run.clone(),
@@ -326,6 +338,11 @@ pub async fn upload_from(
         warnings: checked.warnings.clone(),
         files: BTreeMap::new(), // publish fills it in
     })
+}
+
+/// A file's name, for hashes over a folder's files.
+fn name_of(file: &Path) -> String {
+    file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// A JSON list of classification records (`[{"image_id": …, "predicted": …}, …]`, as

@@ -1,0 +1,446 @@
+//! Ultralytics YOLO datasets: a `data.yaml` naming the classes and the folders (or `.txt`
+//! lists) of each split's images, with one label file per image.
+//!
+//! The rules are Ultralytics' own (`check_det_dataset`, `img2label_paths`,
+//! `verify_image_label`), so a dataset that trains there ingests here with the same boxes:
+//! - the dataset folder is `--root`, else the yaml's `path` (relative to the yaml's
+//!   folder), else the yaml's folder; `train`, `val` and `test` are a folder, a `.txt`
+//!   list of image paths, or a list of either, relative to it (a `../x` that does not
+//!   exist is read as `x`, as Ultralytics does for Roboflow's exports);
+//! - an image's labels are at its path with the last `/images/` turned into `/labels/`
+//!   and the extension into `.txt`; no label file means no objects;
+//! - a label line is `class cx cy w h` (a box by its centre, as fractions of the image's
+//!   width and height) or `class x1 y1 x2 y2 …` (a polygon of 3 or more points, whose
+//!   extent is the box); with `kpt_shape` in the yaml (pose), the first five numbers are
+//!   the box. Repeated lines in a file are kept once.
+//!
+//! `image_id` is the image's path relative to the dataset folder, `split` the yaml key
+//! that listed it. A class index `k` is category id `k + 1` named `names[k]`: the ids
+//! Ultralytics writes to `predictions.json` (`save_json`) for a dataset other than COCO.
+//! Boxes stay fractions here and become pixels once the images' sizes are read (see
+//! [`crate::objects::check_boxes`]).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use walkdir::WalkDir;
+use yaml_rust2::{Yaml, YamlLoader};
+
+use super::{Candidate, CandidateSet, ImportOptions, OUTSIDE_HINT_ROOT, Rejection, canonical_root, relative_id};
+use crate::error::{DatasetError, Result};
+use crate::objects::{Category, ImportedObject, ImportedObjects, SEGMENTATION_COLUMN};
+use crate::probe::has_image_extension;
+
+/// The split keys of a `data.yaml`, in the order their images are listed.
+const SPLITS: [&str; 3] = ["train", "val", "test"];
+
+/// At most this many label problems are listed in a refusal.
+const MAX_PROBLEMS: usize = 20;
+
+pub(super) fn gather(yaml: &Path, options: &ImportOptions) -> Result<CandidateSet> {
+    let bad = |message: String| DatasetError::BadInput { source_path: yaml.to_path_buf(), message };
+    let text = std::fs::read_to_string(yaml).map_err(DatasetError::io("reading", yaml))?;
+    let docs = YamlLoader::load_from_str(&text).map_err(|e| bad(format!("not a YAML file: {e}")))?;
+    let Some(doc) = docs.first().filter(|d| d.is_hash()) else {
+        return Err(bad("a YOLO data.yaml is a mapping with names and train / val / test".into()));
+    };
+    let names = class_names(doc).map_err(&bad)?;
+    let pose = !doc["kpt_shape"].is_badvalue() && !doc["kpt_shape"].is_null();
+    let yaml_dir = yaml.parent().map(Path::to_path_buf).unwrap_or_default();
+    let yaml_dir = if yaml_dir.as_os_str().is_empty() { PathBuf::from(".") } else { yaml_dir };
+    let root_dir = match (&options.root, doc["path"].as_str()) {
+        (Some(root), _) => root.clone(),
+        (None, Some(path)) => yaml_dir.join(path),
+        (None, None) => yaml_dir.clone(),
+    };
+    if !root_dir.is_dir() {
+        return Err(bad(format!(
+            "the dataset folder {} does not exist (the yaml's path, relative to its folder; Ultralytics may have \
+             read it against its datasets_dir setting): pass --root with the folder that holds the images",
+            root_dir.display()
+        )));
+    }
+    let root = canonical_root(&root_dir)?;
+
+    let mut set = CandidateSet::default();
+    let mut labels: Vec<PathBuf> = Vec::new();
+    let mut split_of: HashMap<String, &str> = HashMap::new();
+    let mut any_split = false;
+    for split in SPLITS {
+        let entries = match &doc[split] {
+            Yaml::String(s) => vec![s.clone()],
+            Yaml::Array(list) => list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Yaml::Null | Yaml::BadValue => continue,
+            other => return Err(bad(format!("{split}: expected a folder or a list of folders, got {other:?}"))),
+        };
+        any_split = true;
+        for entry in entries {
+            for file in split_images(&root, &entry).map_err(|e| bad(format!("{split}: {e}")))? {
+                let item = file.display().to_string();
+                let canonical = match super::resolve_inside(&root, &file, OUTSIDE_HINT_ROOT) {
+                    Ok(canonical) => canonical,
+                    Err(reason) => {
+                        set.rejected.push(Rejection { item, reason });
+                        continue;
+                    }
+                };
+                let image_id = relative_id(&root, &canonical).expect("inside the root");
+                if let Some(first) = split_of.get(&image_id) {
+                    let reason = format!("listed by {first} and again by {split}: it is ingested once, in {first}");
+                    set.rejected.push(Rejection { item, reason });
+                    continue;
+                }
+                split_of.insert(image_id.clone(), split);
+                labels.push(label_path(&file));
+                set.candidates.push(Candidate {
+                    uri: canonical.to_string_lossy().into_owned(),
+                    image_id,
+                    file: canonical,
+                    split: Some(split.to_string()),
+                    label: None,
+                    row: set.candidates.len(),
+                    stamp: None,
+                });
+            }
+        }
+    }
+    if !any_split {
+        return Err(bad("the yaml names no split: give train, val or test (a folder of images)".into()));
+    }
+    if set.candidates.is_empty() && set.rejected.is_empty() {
+        return Err(bad(format!("no image files found in the splits under {}", root.display())));
+    }
+
+    let mut objects = Vec::new();
+    let mut problems = Vec::new();
+    for (candidate, label_file) in set.candidates.iter().zip(&labels) {
+        let Ok(text) = std::fs::read_to_string(label_file) else { continue }; // no labels: background
+        let shown = relative_id(&root, label_file).unwrap_or_else(|| label_file.display().to_string());
+        for object in read_labels(&text, &names, pose, &shown, &mut problems) {
+            let LabelObject { category_id, bbox, polygon, position } = object;
+            let mut extra = std::collections::BTreeMap::new();
+            if let Some(polygon) = polygon {
+                let json = serde_json::to_string(&[polygon]).expect("numbers serialise");
+                extra.insert(SEGMENTATION_COLUMN.to_string(), serde_json::Value::String(json));
+            }
+            objects.push(ImportedObject {
+                image_id: candidate.image_id.clone(),
+                object_id: objects.len() as i64 + 1,
+                numbered: true,
+                category_id,
+                bbox,
+                area: None,
+                iscrowd: false,
+                extra,
+                position,
+            });
+        }
+        if problems.len() >= MAX_PROBLEMS {
+            break;
+        }
+    }
+    if !problems.is_empty() {
+        problems.truncate(MAX_PROBLEMS);
+        return Err(bad(format!("YOLO labels rejected, nothing was ingested:\n  - {}", problems.join("\n  - "))));
+    }
+    set.objects = Some(ImportedObjects {
+        objects,
+        categories: names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| Category { id: k as i64 + 1, name: name.clone() })
+            .collect(),
+        images: set.candidates.iter().map(|c| c.image_id.clone()).collect(),
+        numbered_categories: false,
+        normalized: true,
+    });
+    Ok(set)
+}
+
+/// `names` as a list (`[person, car]`) or a mapping from class index (`{0: person}`),
+/// which must number the classes 0, 1, …; `nc`, when given, must agree.
+fn class_names(doc: &Yaml) -> std::result::Result<Vec<String>, String> {
+    let scalar = |v: &Yaml| match v {
+        Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let names: Vec<String> = match &doc["names"] {
+        Yaml::Array(list) => list
+            .iter()
+            .map(|v| scalar(v).ok_or(format!("names: {v:?} is not a class name")))
+            .collect::<std::result::Result<_, _>>()?,
+        Yaml::Hash(map) => {
+            let mut by_index = Vec::with_capacity(map.len());
+            for (key, value) in map {
+                let Some(index) = key.as_i64() else { return Err(format!("names: key {key:?} is not a class index")) };
+                let name = scalar(value).ok_or(format!("names: {value:?} (class {index}) is not a class name"))?;
+                by_index.push((index, name));
+            }
+            by_index.sort();
+            for (position, (index, _)) in by_index.iter().enumerate() {
+                if *index != position as i64 {
+                    return Err(format!("names: class indexes must be 0, 1, 2, …; class {position} is missing"));
+                }
+            }
+            by_index.into_iter().map(|(_, name)| name).collect()
+        }
+        Yaml::BadValue | Yaml::Null => {
+            return Err("no names: a YOLO data.yaml names its classes (names: [a, b] or names: {0: a})".into());
+        }
+        other => return Err(format!("names: expected a list or a mapping, got {other:?}")),
+    };
+    if names.is_empty() {
+        return Err("names is empty".into());
+    }
+    let mut seen = HashSet::new();
+    if let Some(name) = names.iter().find(|n| !seen.insert(n.as_str())) {
+        return Err(format!("names: {name:?} names two classes"));
+    }
+    if let Some(nc) = doc["nc"].as_i64()
+        && nc != names.len() as i64
+    {
+        return Err(format!("nc is {nc} but names lists {} classes", names.len()));
+    }
+    Ok(names)
+}
+
+/// The image files of one split entry: every image below a folder (sorted, hidden names
+/// skipped), or the paths a `.txt` file lists (relative to its folder).
+fn split_images(root: &Path, entry: &str) -> std::result::Result<Vec<PathBuf>, String> {
+    let mut path = root.join(entry);
+    if !path.exists()
+        && let Some(rest) = entry.strip_prefix("../")
+    {
+        path = root.join(rest);
+    }
+    if path.is_dir() {
+        let walker = WalkDir::new(&path)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+        let mut files = Vec::new();
+        for entry in walker {
+            let entry = entry.map_err(|e| format!("cannot walk {}: {e}", path.display()))?;
+            if entry.file_type().is_file() && has_image_extension(entry.path()) {
+                files.push(entry.into_path());
+            }
+        }
+        return Ok(files);
+    }
+    if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")) {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let dir = path.parent().unwrap_or(root);
+        let lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        return Ok(lines.map(|l| dir.join(l.strip_prefix("./").unwrap_or(l))).collect());
+    }
+    Err(format!(
+        "{} is neither a folder of images nor a .txt list of image paths (paths are relative to the dataset folder {})",
+        path.display(),
+        root.display()
+    ))
+}
+
+/// Where Ultralytics looks for an image's labels: the last `/images/` of its path turned
+/// into `/labels/`, the extension into `.txt` (beside the image when the path has no
+/// `images` folder).
+fn label_path(image: &Path) -> PathBuf {
+    let components: Vec<_> = image.components().collect();
+    let parents = components.len().saturating_sub(1);
+    let images = components[..parents].iter().rposition(|c| c.as_os_str() == "images");
+    let mut path: PathBuf = components
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if Some(i) == images { std::ffi::OsStr::new("labels") } else { c.as_os_str() })
+        .collect();
+    path.set_extension("txt");
+    path
+}
+
+/// One label line, read.
+struct LabelObject {
+    category_id: i64,
+    /// `[x, y, w, h]` as fractions of the image's width and height.
+    bbox: [f64; 4],
+    /// The polygon's points as fractions, `x1, y1, x2, y2, …`.
+    polygon: Option<Vec<f64>>,
+    position: String,
+}
+
+/// The objects of one label file; each bad line is a problem naming the file and line.
+fn read_labels(text: &str, names: &[String], pose: bool, file: &str, problems: &mut Vec<String>) -> Vec<LabelObject> {
+    let mut objects = Vec::new();
+    let mut seen = HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = format!("{file} line {}", n + 1);
+        let line = line.trim();
+        // Ultralytics keeps a repeated line once.
+        if line.is_empty() || !seen.insert(line) {
+            continue;
+        }
+        let numbers: std::result::Result<Vec<f64>, _> = line.split_whitespace().map(str::parse::<f64>).collect();
+        let Ok(numbers) = numbers else {
+            problems.push(format!("{at}: {line:?} is not numbers (class cx cy w h, or class x1 y1 x2 y2 …)"));
+            continue;
+        };
+        let class = numbers[0];
+        if class.fract() != 0.0 || class < 0.0 || class >= names.len() as f64 {
+            problems.push(format!("{at}: class {class} is not an index of names (0 to {})", names.len() - 1));
+            continue;
+        }
+        let values = &numbers[1..];
+        // A pose line's keypoints carry a visibility (0, 1, 2) after each point: only its
+        // box is read.
+        let checked = if pose { &values[..values.len().min(4)] } else { values };
+        if let Some(v) = checked.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+            problems.push(format!(
+                "{at}: {v} is not a fraction in [0, 1]: YOLO labels are fractions of the image's width and height"
+            ));
+            continue;
+        }
+        let (bbox, polygon) = if values.len() == 4 || (pose && values.len() > 4) {
+            let [cx, cy, w, h] = [values[0], values[1], values[2], values[3]];
+            ([cx - w / 2.0, cy - h / 2.0, w, h], None)
+        } else if values.len() >= 6 && values.len() % 2 == 0 {
+            let (xs, ys): (Vec<f64>, Vec<f64>) = values.chunks(2).map(|p| (p[0], p[1])).unzip();
+            let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let (x0, y0) = (min(&xs), min(&ys));
+            ([x0, y0, max(&xs) - x0, max(&ys) - y0], Some(values.to_vec()))
+        } else {
+            problems.push(format!(
+                "{at}: {} numbers after the class: a box is cx cy w h (4), a polygon x1 y1 x2 y2 … (3 points or more)",
+                values.len()
+            ));
+            continue;
+        };
+        objects.push(LabelObject { category_id: class as i64 + 1, bbox, polygon, position: at });
+    }
+    objects
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn labels_sit_where_ultralytics_looks_for_them() {
+        let label = |p: &str| label_path(Path::new(p)).to_string_lossy().into_owned();
+        assert_eq!(label("/d/images/val/a.jpg"), "/d/labels/val/a.txt");
+        // The last images folder is the one turned.
+        assert_eq!(label("/images/d/images/train/b.PNG"), "/images/d/labels/train/b.txt");
+        // Without one, beside the image.
+        assert_eq!(label("/d/val/c.jpeg"), "/d/val/c.txt");
+        // A file named images is not a folder.
+        assert_eq!(label("/d/x/images.jpg"), "/d/x/images.txt");
+    }
+
+    #[test]
+    fn names_are_a_list_or_a_mapping_from_0() {
+        let names = |yaml: &str| class_names(&YamlLoader::load_from_str(yaml).unwrap()[0]);
+        assert_eq!(names("names: [person, car]").unwrap(), ["person", "car"]);
+        assert_eq!(names("nc: 2\nnames:\n  1: car\n  0: person\n").unwrap(), ["person", "car"]);
+        // A class named by a number or true stays its text.
+        assert_eq!(names("names: ['1', true, 3.5]").unwrap(), ["1", "true", "3.5"]);
+        assert_eq!(
+            names("names: {0: a, 2: c}").unwrap_err(),
+            "names: class indexes must be 0, 1, 2, …; class 1 is missing"
+        );
+        assert_eq!(names("nc: 3\nnames: [a, b]").unwrap_err(), "nc is 3 but names lists 2 classes");
+        assert_eq!(names("names: [a, a]").unwrap_err(), "names: \"a\" names two classes");
+        assert!(names("train: x").unwrap_err().starts_with("no names"));
+    }
+
+    #[test]
+    fn label_lines_are_boxes_polygons_or_poses_and_bad_ones_are_named() {
+        let names = ["a".to_string(), "b".to_string()];
+        let mut problems = Vec::new();
+        let text = "0 0.5 0.5 0.2 0.4\n1 0.1 0.1 0.3 0.1 0.2 0.6\n\n0 0.5 0.5 0.2 0.4\n";
+        let objects = read_labels(text, &names, false, "labels/x.txt", &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        // The repeated line is kept once, as Ultralytics keeps it.
+        assert_eq!(objects.len(), 2);
+        assert_eq!((objects[0].category_id, objects[0].bbox), (1, [0.4, 0.3, 0.2, 0.4]));
+        let polygon = &objects[1];
+        assert_eq!(polygon.category_id, 2);
+        assert_eq!(polygon.bbox, [0.1, 0.1, 0.3 - 0.1, 0.6 - 0.1]);
+        assert_eq!(polygon.polygon.as_deref(), Some(&[0.1, 0.1, 0.3, 0.1, 0.2, 0.6][..]));
+        assert_eq!(polygon.position, "labels/x.txt line 2");
+        // A pose line: the box, then keypoints with visibilities.
+        let pose = read_labels("0 0.5 0.5 0.2 0.2 0.45 0.5 2 0.55 0.5 1\n", &names, true, "p.txt", &mut problems);
+        assert_eq!((pose[0].bbox, pose[0].polygon.is_none()), ([0.4, 0.4, 0.2, 0.2], true));
+        assert!(problems.is_empty(), "{problems:?}");
+        read_labels(
+            "2 0.5 0.5 0.1 0.1\n0 50 60 10 10\n0 0.5 0.5 0.1\nx 1 2 3 4\n",
+            &names,
+            false,
+            "y.txt",
+            &mut problems,
+        );
+        assert_eq!(
+            problems,
+            [
+                "y.txt line 1: class 2 is not an index of names (0 to 1)",
+                "y.txt line 2: 50 is not a fraction in [0, 1]: YOLO labels are fractions of the image's width and \
+                 height",
+                "y.txt line 3: 3 numbers after the class: a box is cx cy w h (4), a polygon x1 y1 x2 y2 … (3 points \
+                 or more)",
+                "y.txt line 4: \"x 1 2 3 4\" is not numbers (class cx cy w h, or class x1 y1 x2 y2 …)",
+            ]
+        );
+    }
+
+    fn touch(path: &Path, bytes: &[u8]) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn splits_come_from_folders_lists_and_roboflow_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Roboflow's export: the yaml at the root, splits named ../train/images.
+        touch(&d.join("train/images/a.jpg"), b"x");
+        touch(&d.join("train/labels/a.txt"), b"0 0.5 0.5 0.5 0.5\n");
+        touch(&d.join("valid/images/b.jpg"), b"x");
+        touch(&d.join("valid/images/.hidden.jpg"), b"x");
+        touch(&d.join("test/list.txt"), b"./../train/images/a.jpg\n../valid/images/b.jpg\n");
+        touch(
+            &d.join("data.yaml"),
+            b"train: ../train/images\nval: ../valid/images\ntest: test/list.txt\nnc: 1\nnames: ['crack']\n",
+        );
+        let set = gather(&d.join("data.yaml"), &ImportOptions::default()).unwrap();
+        let ids: Vec<(&str, Option<&str>)> =
+            set.candidates.iter().map(|c| (c.image_id.as_str(), c.split.as_deref())).collect();
+        assert_eq!(ids, [("train/images/a.jpg", Some("train")), ("valid/images/b.jpg", Some("val"))]);
+        // The test list names both again: each image is ingested once, in its first split.
+        assert_eq!(set.rejected.len(), 2);
+        assert!(set.rejected[0].reason.contains("listed by train and again by test"), "{:?}", set.rejected);
+        let objects = set.objects.unwrap();
+        assert!(objects.normalized);
+        assert_eq!(objects.categories, [Category { id: 1, name: "crack".into() }]);
+        assert_eq!(objects.objects.len(), 1);
+        assert_eq!(
+            (objects.objects[0].image_id.as_str(), objects.objects[0].bbox),
+            ("train/images/a.jpg", [0.25, 0.25, 0.5, 0.5])
+        );
+
+        // A split that is not there, and a dataset folder that is not there.
+        touch(&d.join("bad.yaml"), b"train: nowhere\nnames: [a]\n");
+        let err = gather(&d.join("bad.yaml"), &ImportOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("train: ") && err.contains("nowhere is neither a folder of images"), "{err}");
+        touch(&d.join("far.yaml"), b"path: ../../datasets/far\ntrain: images\nnames: [a]\n");
+        let err = gather(&d.join("far.yaml"), &ImportOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("does not exist") && err.contains("pass --root"), "{err}");
+        // --root stands for the yaml's path.
+        let options = ImportOptions { root: Some(d.to_path_buf()), ..Default::default() };
+        touch(&d.join("train/images/c.png"), b"x");
+        let set = gather(&d.join("far.yaml"), &ImportOptions { root: Some(d.join("train")), ..options }).unwrap();
+        assert_eq!(
+            set.candidates.iter().map(|c| c.image_id.as_str()).collect::<Vec<_>>(),
+            ["images/a.jpg", "images/c.png"]
+        );
+    }
+}
