@@ -400,6 +400,53 @@ fn a_box_outside_its_image_refuses_the_whole_ingest() {
 }
 
 #[test]
+fn a_voc_folder_gives_its_images_their_boxes_and_a_run_is_scored_on_them() {
+    // VOC's layout: Annotations/, JPEGImages/, ImageSets/Main split lists.
+    let s = setup();
+    let voc = s.src.join("VOC2012");
+    let boxes = [("2008_000001", "dog", [11, 21, 60, 70], 0), ("2008_000002", "cat", [1, 1, 80, 60], 1)];
+    for (n, (id, name, [x0, y0, x1, y1], difficult)) in boxes.iter().enumerate() {
+        write_image(&voc.join(format!("JPEGImages/{id}.jpg")), 80, 60, n as u8);
+        std::fs::create_dir_all(voc.join("Annotations")).unwrap();
+        let xml = format!(
+            "<annotation><filename>{id}.jpg</filename><size><width>80</width><height>60</height></size>\
+             <object><name>{name}</name><difficult>{difficult}</difficult><bndbox><xmin>{x0}</xmin>\
+             <ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object></annotation>"
+        );
+        std::fs::write(voc.join(format!("Annotations/{id}.xml")), xml).unwrap();
+    }
+    std::fs::create_dir_all(voc.join("ImageSets/Main")).unwrap();
+    std::fs::write(voc.join("ImageSets/Main/train.txt"), "2008_000001\n").unwrap();
+    std::fs::write(voc.join("ImageSets/Main/val.txt"), "2008_000002\n").unwrap();
+    // write_image writes PNG bytes whatever the name says; the ingest reads what is there.
+    ok(&s.ws, &["ingest", "--quiet", voc.to_str().unwrap()]);
+    let objects =
+        sql_csv(&s.ws, "SELECT image_id, category, category_id, x, y, w, h, difficult FROM voc2012.objects ORDER BY 1");
+    assert_eq!(
+        objects,
+        "image_id,category,category_id,x,y,w,h,difficult\n\
+         JPEGImages/2008_000001.jpg,dog,2,10.0,20.0,50.0,50.0,0\n\
+         JPEGImages/2008_000002.jpg,cat,1,0.0,0.0,80.0,60.0,1\n"
+    );
+    let splits = sql_csv(&s.ws, "SELECT split FROM voc2012.images ORDER BY image_id");
+    assert_eq!(splits, "split\ntrain\nval\n");
+    // A detector's results named by file stem, as most VOC tools write them.
+    let results = s.src.join("voc-results.json");
+    std::fs::write(
+        &results,
+        r#"[{"image_id": "2008_000001", "category_id": 2, "bbox": [10, 20, 50, 50], "score": 0.9},
+            {"image_id": "2008_000002", "category_id": 1, "bbox": [0, 0, 40, 60], "score": 0.8}]"#,
+    )
+    .unwrap();
+    let out = upload(&s.ws, "voc-det", &results, &["--dataset", "voc2012"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json(&s.ws, &["report", "--run", "voc-det", "--format", "json"]);
+    let ap50 = report["overall"]["detection"]["coco"]["ap50"].as_f64().unwrap();
+    // The dog is found exactly; the cat's box covers half of it (IoU 0.5, a match at 0.5).
+    assert!(close(ap50, 1.0), "{ap50}");
+}
+
+#[test]
 fn a_box_manifest_gives_a_folder_its_ground_truth() {
     let s = setup();
     write_image(&s.src.join("imgs/a.png"), 64, 48, 1);

@@ -439,7 +439,8 @@ impl Engine {
             ));
         }
         // A folder is a segmentation run's PNG masks, unless it holds YOLO label files.
-        if path.is_dir() && (mask_source.is_some() || !slicetest_datasets::run::detections::is_yolo_labels(path)) {
+        let yolo_labels = || slicetest_datasets::run::detections::yolo_labels_dir(path).is_some();
+        if path.is_dir() && (mask_source.is_some() || !yolo_labels()) {
             return self.upload_segmentation(path, source, options, mask_source, None);
         }
         if !options.instances && (mask_source.is_some() || mask_results::is_mask_results(path).await?) {

@@ -117,7 +117,7 @@ fn is_split_name(s: &str) -> bool {
 }
 
 /// Split and label of a relative id like `train/Shirt/001.png`.
-fn split_and_label(image_id: &str) -> (Option<String>, Option<String>) {
+pub(super) fn split_and_label(image_id: &str) -> (Option<String>, Option<String>) {
     let parts: Vec<&str> = image_id.split('/').collect();
     let dirs = &parts[..parts.len() - 1];
     let split = dirs.iter().rev().find(|d| is_split_name(d)).map(|d| normalize_split(d));

@@ -7,6 +7,7 @@ mod coco;
 mod folder;
 mod idx;
 mod manifest;
+mod voc;
 mod yolo;
 
 use std::path::{Component, Path, PathBuf};
@@ -38,6 +39,8 @@ pub enum SourceFormat {
     Coco,
     /// An Ultralytics YOLO dataset: its data.yaml (names, train / val / test) and a label file per image.
     Yolo,
+    /// Pascal VOC: a folder of XML annotations (Annotations/ + JPEGImages/, or an XML beside each image).
+    Voc,
 }
 
 impl SourceFormat {
@@ -51,6 +54,7 @@ impl SourceFormat {
             SourceFormat::FashionMnist => "fashion-mnist",
             SourceFormat::Coco => "coco",
             SourceFormat::Yolo => "yolo",
+            SourceFormat::Voc => "voc",
         }
     }
 }
@@ -155,6 +159,7 @@ pub async fn gather(
         SourceFormat::Manifest => manifest::gather(path, options).await?,
         SourceFormat::Coco => coco::gather(path, options)?,
         SourceFormat::Yolo => yolo::gather(path, options)?,
+        SourceFormat::Voc => voc::gather(path, options)?,
         SourceFormat::Idx => idx::gather(path, IdxClasses::Digits, options, layout, dataset)?,
         SourceFormat::FashionMnist => idx::gather(path, IdxClasses::FashionMnist, options, layout, dataset)?,
         SourceFormat::Auto => unreachable!("resolved above"),
@@ -198,6 +203,9 @@ fn detect(path: &Path) -> Result<SourceFormat> {
         if idx::looks_like_idx_dir(path) {
             let fashion = path.to_string_lossy().to_lowercase().contains("fashion");
             return Ok(if fashion { SourceFormat::FashionMnist } else { SourceFormat::Idx });
+        }
+        if voc::looks_like_voc(path) {
+            return Ok(SourceFormat::Voc);
         }
         return Ok(SourceFormat::Folder);
     }

@@ -159,13 +159,17 @@ impl Row {
     }
 }
 
-/// Whether `dir` is a folder of YOLO label files (`.txt`, as Ultralytics'
-/// `predict(save_txt=True, save_conf=True)` writes them) rather than a segmentation run's
-/// PNG masks.
-pub fn is_yolo_labels(dir: &std::path::Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else { return false };
-    let names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().to_lowercase()).collect();
-    names.iter().any(|n| n.ends_with(".txt")) && !names.iter().any(|n| n.ends_with(".png"))
+/// The folder of YOLO label files (`.txt`, as Ultralytics'
+/// `predict(save_txt=True, save_conf=True)` writes them) that `dir` is, or that its
+/// `labels` folder is (`runs/detect/predict` holds the drawn images and `labels/`); `None`
+/// for a segmentation run's PNG masks.
+pub fn yolo_labels_dir(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let holds_labels = |dir: &std::path::Path| {
+        let Ok(entries) = std::fs::read_dir(dir) else { return false };
+        let names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().to_lowercase()).collect();
+        names.iter().any(|n| n.ends_with(".txt")) && !names.iter().any(|n| n.ends_with(".png"))
+    };
+    [dir.to_path_buf(), dir.join("labels")].into_iter().find(|d| holds_labels(d))
 }
 
 /// The `.txt` files of a folder of YOLO labels, by name.
@@ -1163,7 +1167,15 @@ mod tests {
         std::fs::write(dir.path().join("0042.txt"), "0 0.5 0.5 0.2 0.4 0.9\n1 0.5 0.5 0.5 0.5 0.3\n").unwrap();
         std::fs::write(dir.path().join("b.txt"), "\n").unwrap();
         std::fs::write(dir.path().join("notes.md"), "not read").unwrap();
-        assert!(is_yolo_labels(dir.path()));
+        assert_eq!(yolo_labels_dir(dir.path()).as_deref(), Some(dir.path()));
+        // Ultralytics' predict folder: the drawn images, and the labels below.
+        let predict = tempfile::tempdir().unwrap();
+        std::fs::create_dir(predict.path().join("labels")).unwrap();
+        std::fs::write(predict.path().join("bus.jpg"), b"x").unwrap();
+        std::fs::write(predict.path().join("labels/bus.txt"), "0 0.5 0.5 0.1 0.1 0.5\n").unwrap();
+        assert_eq!(yolo_labels_dir(predict.path()), Some(predict.path().join("labels")));
+        std::fs::write(predict.path().join("labels/mask.png"), b"x").unwrap();
+        assert_eq!(yolo_labels_dir(predict.path()), None);
         let categories = [Category { id: 1, name: "cat".into() }, Category { id: 2, name: "dog".into() }];
         // The dataset's images, named by their paths: a file's stem finds its image.
         let ids = ["images/val/0042.jpg".to_string(), "images/val/b.jpg".to_string()];

@@ -174,7 +174,7 @@ enum Input {
     /// COCO results one record a line (`.jsonl` records with a `bbox`).
     CocoLines(Vec<u8>),
     /// A folder of YOLO prediction label files.
-    YoloLabels,
+    YoloLabels(PathBuf),
 }
 
 /// Like [`upload`], recording `source` as where the predictions came from (`run.json`'s
@@ -204,7 +204,9 @@ pub async fn upload_from(
     // record a line. A table with box columns is detections too.
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
     let input = match extension.as_str() {
-        _ if path.is_dir() => Input::YoloLabels,
+        _ if path.is_dir() => {
+            Input::YoloLabels(detections::yolo_labels_dir(path).unwrap_or_else(|| path.to_path_buf()))
+        }
         "json" => {
             let bytes = fs::read(path).map_err(DatasetError::io("reading", path))?;
             if options.instances || detections::has_boxes(&bytes).map_err(|e| rejected(vec![e]))? {
@@ -230,7 +232,7 @@ pub async fn upload_from(
             columns
         }
         Input::Table(table) => detections::box_columns(table),
-        Input::CocoResults(_) | Input::CocoLines(_) | Input::YoloLabels => vec!["bbox".to_string()],
+        Input::CocoResults(_) | Input::CocoLines(_) | Input::YoloLabels(_) => vec!["bbox".to_string()],
     };
     let checked = if !box_columns.is_empty() {
         let Some(objects) = &version.objects else {
@@ -238,7 +240,7 @@ pub async fn upload_from(
                 Input::CocoResults(_) | Input::CocoLines(_) => {
                     "these are detections (records with a \"bbox\")".to_string()
                 }
-                Input::YoloLabels => "these are detections (YOLO label files)".to_string(),
+                Input::YoloLabels(_) => "these are detections (YOLO label files)".to_string(),
                 Input::Table(_) => format!("column(s) {} are box columns of detections", box_columns.join(", ")),
             };
             return Err(DatasetError::BadInput {
@@ -258,7 +260,7 @@ pub async fn upload_from(
                 (detections::coco_rows(bytes, instances).map_err(rejected)?, Positions::ListItems)
             }
             Input::CocoLines(bytes) => detections::coco_line_rows(bytes, instances).map_err(rejected)?,
-            Input::YoloLabels => detections::yolo_rows(path).map_err(rejected)?,
+            Input::YoloLabels(dir) => detections::yolo_rows(dir).map_err(rejected)?,
         };
         let has_coco = version.columns.iter().any(|c| c.name == "coco_id");
         let columns: &[&str] =
@@ -306,9 +308,9 @@ pub async fn upload_from(
         validate(table, &images, options.allow_partial).map_err(rejected)?
     };
 
-    let source_sha256 = if path.is_dir() {
+    let source_sha256 = if let Input::YoloLabels(dir) = &input {
         // A folder of label files: each file's name and SHA-256.
-        let files = detections::yolo_label_files(path).map_err(DatasetError::io("listing", path))?;
+        let files = detections::yolo_label_files(dir).map_err(DatasetError::io("listing", dir))?;
         let hashes = files.iter().map(|f| Ok((name_of(f), file_sha256(f)?))).collect::<Result<Vec<_>>>()?;
         crate::version::pairs_hash(hashes.iter().map(|(name, sha)| (name.as_str(), sha.as_str())))
     } else {
