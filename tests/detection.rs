@@ -404,7 +404,7 @@ fn a_voc_folder_gives_its_images_their_boxes_and_a_run_is_scored_on_them() {
     // VOC's layout: Annotations/, JPEGImages/, ImageSets/Main split lists.
     let s = setup();
     let voc = s.src.join("VOC2012");
-    let boxes = [("2008_000001", "dog", [11, 21, 60, 70], 0), ("2008_000002", "cat", [1, 1, 80, 60], 1)];
+    let boxes = [("2008_000001", "dog", [11, 6, 60, 55], 0), ("2008_000002", "cat", [1, 1, 80, 60], 1)];
     for (n, (id, name, [x0, y0, x1, y1], difficult)) in boxes.iter().enumerate() {
         write_image(&voc.join(format!("JPEGImages/{id}.jpg")), 80, 60, n as u8);
         std::fs::create_dir_all(voc.join("Annotations")).unwrap();
@@ -425,7 +425,7 @@ fn a_voc_folder_gives_its_images_their_boxes_and_a_run_is_scored_on_them() {
     assert_eq!(
         objects,
         "image_id,category,category_id,x,y,w,h,difficult\n\
-         JPEGImages/2008_000001.jpg,dog,2,10.0,20.0,50.0,50.0,0\n\
+         JPEGImages/2008_000001.jpg,dog,2,10.0,5.0,50.0,50.0,0\n\
          JPEGImages/2008_000002.jpg,cat,1,0.0,0.0,80.0,60.0,1\n"
     );
     let splits = sql_csv(&s.ws, "SELECT split FROM voc2012.images ORDER BY image_id");
@@ -434,7 +434,7 @@ fn a_voc_folder_gives_its_images_their_boxes_and_a_run_is_scored_on_them() {
     let results = s.src.join("voc-results.json");
     std::fs::write(
         &results,
-        r#"[{"image_id": "2008_000001", "category_id": 2, "bbox": [10, 20, 50, 50], "score": 0.9},
+        r#"[{"image_id": "2008_000001", "category_id": 2, "bbox": [10, 5, 50, 50], "score": 0.9},
             {"image_id": "2008_000002", "category_id": 1, "bbox": [0, 0, 40, 60], "score": 0.8}]"#,
     )
     .unwrap();

@@ -26,8 +26,8 @@ use serde::Deserialize;
 use walkdir::WalkDir;
 
 use super::{
-    Candidate, CandidateSet, ImportOptions, OUTSIDE_HINT_ROOT, Rejection, canonical_root, normalize_split,
-    relative_id, resolve_inside,
+    Candidate, CandidateSet, ImportOptions, OUTSIDE_HINT_ROOT, Rejection, canonical_root, normalize_split, relative_id,
+    resolve_inside,
 };
 use crate::error::{DatasetError, Result};
 use crate::objects::{Category, ImportedObject, ImportedObjects};
@@ -165,7 +165,15 @@ pub(super) fn gather(dir: &Path, _options: &ImportOptions) -> Result<CandidateSe
             None => super::folder::split_and_label(&image_id).0,
         };
         let row = set.candidates.len();
-        set.candidates.push(Candidate { uri: file.to_string_lossy().into_owned(), image_id, file, split, label: None, row, stamp: None });
+        set.candidates.push(Candidate {
+            uri: file.to_string_lossy().into_owned(),
+            image_id,
+            file,
+            split,
+            label: None,
+            row,
+            stamp: None,
+        });
     }
 
     let names: std::collections::BTreeSet<String> =
@@ -368,8 +376,14 @@ mod tests {
         let images: Vec<(&str, Option<&str>)> =
             set.candidates.iter().map(|c| (c.image_id.as_str(), c.split.as_deref())).collect();
         assert_eq!(images, [("train/a.jpg", Some("train")), ("valid/b.jpg", Some("val"))]);
-        touch(&d.join("valid/b.xml"), &annotation("b.jpg", &[("crack", [9, 5, 5, 9], 0)]).replace("<name>crack", "<name>"));
-        touch(&d.join("train/a.xml"), "<annotation><filename>a.jpg</filename><object><name>x</name><bndbox><xmin>one</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></object></annotation>");
+        touch(
+            &d.join("valid/b.xml"),
+            &annotation("b.jpg", &[("crack", [9, 5, 5, 9], 0)]).replace("<name>crack", "<name>"),
+        );
+        touch(
+            &d.join("train/a.xml"),
+            "<annotation><filename>a.jpg</filename><object><name>x</name><bndbox><xmin>one</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></object></annotation>",
+        );
         let err = gather(d, &ImportOptions::default()).unwrap_err().to_string();
         assert!(err.contains("train/a.xml object #1: <bndbox> needs numbers xmin, ymin, xmax and ymax"), "{err}");
         assert!(err.contains("valid/b.xml object #1: no <name>"), "{err}");
