@@ -202,11 +202,8 @@ fn in_pixels(object: &ImportedObject, width: u32, height: u32) -> ImportedObject
     let [x0, y0, bw, bh] = object.bbox;
     let mut object = ImportedObject { bbox: [x0 * w, y0 * h, bw * w, bh * h], ..object.clone() };
     let polygons = object.extra.get(SEGMENTATION_COLUMN).and_then(|v| v.as_str());
-    if let Some(Ok(polygons)) = polygons.map(serde_json::from_str::<Vec<Vec<f64>>>) {
-        let polygons: Vec<Vec<f64>> = polygons
-            .into_iter()
-            .map(|points| points.iter().enumerate().map(|(i, v)| v * if i % 2 == 0 { w } else { h }).collect())
-            .collect();
+    if let Some(Ok(mut polygons)) = polygons.map(serde_json::from_str::<Vec<Vec<f64>>>) {
+        crate::import::yolo::polygons_in_pixels(&mut polygons, width, height);
         let segmentation = crate::coco_mask::Segmentation::Polygons(polygons.clone());
         object.area = segmentation.to_mask(height, width).ok().map(|mask| mask.area() as f64);
         let json = serde_json::to_string(&polygons).expect("numbers serialise");

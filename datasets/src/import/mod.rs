@@ -8,7 +8,7 @@ mod folder;
 mod idx;
 mod manifest;
 mod voc;
-mod yolo;
+pub(crate) mod yolo;
 
 use std::path::{Component, Path, PathBuf};
 

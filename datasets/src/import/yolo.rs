@@ -258,6 +258,29 @@ fn label_path(image: &Path) -> PathBuf {
     path
 }
 
+/// `[x, y, w, h]` of a YOLO box given by its centre, `[cx, cy, w, h]`.
+pub(crate) fn centre_box([cx, cy, w, h]: [f64; 4]) -> [f64; 4] {
+    [cx - w / 2.0, cy - h / 2.0, w, h]
+}
+
+/// `[x, y, w, h]` of a polygon `x1 y1 x2 y2 …`: its extent, as Ultralytics'
+/// `segments2boxes` makes a segment's box.
+pub(crate) fn polygon_box(points: &[f64]) -> [f64; 4] {
+    let (xs, ys): (Vec<f64>, Vec<f64>) = points.chunks(2).map(|p| (p[0], p[1])).unzip();
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (x0, y0) = (min(&xs), min(&ys));
+    [x0, y0, max(&xs) - x0, max(&ys) - y0]
+}
+
+/// Polygons of fractions (YOLO's) in pixels of a `width` × `height` image.
+pub(crate) fn polygons_in_pixels(polygons: &mut [Vec<f64>], width: u32, height: u32) {
+    let (w, h) = (f64::from(width), f64::from(height));
+    for points in polygons {
+        points.iter_mut().enumerate().for_each(|(i, v)| *v *= if i % 2 == 0 { w } else { h });
+    }
+}
+
 /// One label line, read.
 struct LabelObject {
     category_id: i64,
@@ -300,14 +323,9 @@ fn read_labels(text: &str, names: &[String], pose: bool, file: &str, problems: &
             continue;
         }
         let (bbox, polygon) = if values.len() == 4 || (pose && values.len() > 4) {
-            let [cx, cy, w, h] = [values[0], values[1], values[2], values[3]];
-            ([cx - w / 2.0, cy - h / 2.0, w, h], None)
+            (centre_box([values[0], values[1], values[2], values[3]]), None)
         } else if values.len() >= 6 && values.len() % 2 == 0 {
-            let (xs, ys): (Vec<f64>, Vec<f64>) = values.chunks(2).map(|p| (p[0], p[1])).unzip();
-            let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let (x0, y0) = (min(&xs), min(&ys));
-            ([x0, y0, max(&xs) - x0, max(&ys) - y0], Some(values.to_vec()))
+            (polygon_box(values), Some(values.to_vec()))
         } else {
             problems.push(format!(
                 "{at}: {} numbers after the class: a box is cx cy w h (4), a polygon x1 y1 x2 y2 … (3 points or more)",

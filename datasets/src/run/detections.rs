@@ -29,6 +29,7 @@ use serde_json::Value;
 
 use super::{Cell, Numbers, number_cells, whole_f64, whole_number};
 use crate::coco_mask::Segmentation;
+use crate::import::yolo::{centre_box, polygon_box, polygons_in_pixels};
 use crate::objects::Category;
 
 /// File name of a detection run's boxes.
@@ -150,9 +151,7 @@ impl Row {
         let scale = [w, h, w, h];
         self.bbox = [0, 1, 2, 3].map(|k| self.bbox[k].map(|v| v * scale[k]));
         if let Some((json, Segmentation::Polygons(polygons))) = &mut self.segmentation {
-            for points in polygons.iter_mut() {
-                points.iter_mut().enumerate().for_each(|(i, v)| *v *= if i % 2 == 0 { w } else { h });
-            }
+            polygons_in_pixels(polygons, width, height);
             *json = serde_json::to_string(polygons).expect("numbers serialise");
         }
         self.normalized = false;
@@ -217,19 +216,11 @@ pub(crate) fn yolo_rows(dir: &std::path::Path) -> std::result::Result<(Vec<Row>,
                 continue;
             }
             let (bbox, segmentation) = match values.len() {
-                5 => {
-                    let [cx, cy, w, h] = [values[0], values[1], values[2], values[3]];
-                    ([cx - w / 2.0, cy - h / 2.0, w, h], None)
-                }
+                5 => (centre_box([values[0], values[1], values[2], values[3]]), None),
                 n if n >= 7 && n % 2 == 1 => {
-                    let points = values[..n - 1].to_vec();
-                    let (xs, ys): (Vec<f64>, Vec<f64>) = points.chunks(2).map(|p| (p[0], p[1])).unzip();
-                    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-                    let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    let (x0, y0) = (min(&xs), min(&ys));
-                    let polygons = vec![points];
+                    let polygons = vec![values[..n - 1].to_vec()];
                     let json = serde_json::to_string(&polygons).expect("numbers serialise");
-                    ([x0, y0, max(&xs) - x0, max(&ys) - y0], Some((json, Segmentation::Polygons(polygons))))
+                    (polygon_box(&polygons[0]), Some((json, Segmentation::Polygons(polygons))))
                 }
                 n => {
                     let hint = if n == 4 || (n >= 6 && n % 2 == 0) {
