@@ -428,8 +428,9 @@ fn a_voc_folder_gives_its_images_their_boxes_and_a_run_is_scored_on_them() {
          JPEGImages/2008_000001.jpg,dog,2,10.0,5.0,50.0,50.0,0\n\
          JPEGImages/2008_000002.jpg,cat,1,0.0,0.0,80.0,60.0,1\n"
     );
-    let splits = sql_csv(&s.ws, "SELECT split FROM voc2012.images ORDER BY image_id");
-    assert_eq!(splits, "split\ntrain\nval\n");
+    let splits =
+        sql_csv(&s.ws, "SELECT split, num_annotations, num_cat, num_dog FROM voc2012.images ORDER BY image_id");
+    assert_eq!(splits, "split,num_annotations,num_cat,num_dog\ntrain,1,0,1\nval,1,1,0\n");
     // A detector's results named by file stem, as most VOC tools write them.
     let results = s.src.join("voc-results.json");
     std::fs::write(

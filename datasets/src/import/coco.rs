@@ -147,17 +147,7 @@ pub(super) fn gather(path: &Path, options: &ImportOptions) -> Result<CandidateSe
     let root_dir = options.root.clone().unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
     let root = canonical_root(if root_dir.as_os_str().is_empty() { Path::new(".") } else { &root_dir })?;
 
-    // Category id → column, in category-id order; names that collide after cleaning get the id appended.
-    let mut columns: BTreeMap<i64, String> = BTreeMap::new();
-    let mut taken: HashMap<String, i64> = HashMap::new();
-    for cat in &coco.categories {
-        let mut name = format!("num_{}", identifier(&cat.name));
-        if taken.contains_key(&name) || name == "num_annotations" {
-            name = format!("{name}_{}", cat.id);
-        }
-        taken.insert(name.clone(), cat.id);
-        columns.insert(cat.id, name);
-    }
+    let columns = super::count_columns(coco.categories.iter().map(|c| (c.id, c.name.as_str())));
     let image_index: HashMap<i64, usize> = coco.images.iter().enumerate().map(|(i, im)| (im.id, i)).collect();
     let mut counts: HashMap<i64, Vec<i64>> = columns.keys().map(|&c| (c, vec![0; coco.images.len()])).collect();
     let mut totals = vec![0i64; coco.images.len()];

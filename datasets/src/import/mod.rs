@@ -10,6 +10,7 @@ mod manifest;
 mod voc;
 pub(crate) mod yolo;
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use datafusion::arrow::record_batch::RecordBatch;
@@ -233,6 +234,50 @@ pub fn normalize_split(s: &str) -> String {
         "holdout" | "hold-out" | "hold_out" => "holdout".into(),
         _ => lower,
     }
+}
+
+/// The count column of each category (`num_<name>`, lowercased, other characters turned
+/// into `_`), by category id in id order; a name that collides with another after
+/// cleaning, or with `num_annotations`, gets its id appended (`num_dog_7`).
+pub(crate) fn count_columns<'a>(categories: impl IntoIterator<Item = (i64, &'a str)>) -> BTreeMap<i64, String> {
+    let mut columns = BTreeMap::new();
+    let mut taken = std::collections::HashSet::new();
+    for (id, name) in categories {
+        let mut column = format!("num_{}", crate::names::identifier(name));
+        if taken.contains(&column) || column == "num_annotations" {
+            column = format!("{column}_{id}");
+        }
+        taken.insert(column.clone());
+        columns.insert(id, column);
+    }
+    columns
+}
+
+/// The image columns a COCO import makes of its annotations, for an importer whose
+/// candidates are rows 0, 1, … in order: `num_annotations` and a `num_<category>` count
+/// per category ([`count_columns`]), so `WHERE num_person > 3` picks crowded images.
+pub(crate) fn object_counts(set: &CandidateSet, objects: &crate::objects::ImportedObjects) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{ArrayRef, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let columns = count_columns(objects.categories.iter().map(|c| (c.id, c.name.as_str())));
+    let row: std::collections::HashMap<&str, usize> =
+        set.candidates.iter().map(|c| (c.image_id.as_str(), c.row)).collect();
+    let images = set.candidates.len();
+    let mut totals = vec![0i64; images];
+    let mut counts: BTreeMap<i64, Vec<i64>> = columns.keys().map(|&id| (id, vec![0; images])).collect();
+    for object in &objects.objects {
+        if let (Some(&i), Some(column)) = (row.get(object.image_id.as_str()), counts.get_mut(&object.category_id)) {
+            column[i] += 1;
+            totals[i] += 1;
+        }
+    }
+    let mut fields = vec![Field::new("num_annotations", DataType::Int64, true)];
+    let mut arrays: Vec<ArrayRef> = vec![std::sync::Arc::new(Int64Array::from(totals))];
+    for (id, name) in &columns {
+        fields.push(Field::new(name, DataType::Int64, true));
+        arrays.push(std::sync::Arc::new(Int64Array::from(counts.remove(id).unwrap_or_default())));
+    }
+    Ok(RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), arrays)?)
 }
 
 /// A path relative to `root`, with '/' separators: the image-id rule for files on disk.

@@ -237,13 +237,15 @@ pub(super) fn gather(dir: &Path, _options: &ImportOptions) -> Result<CandidateSe
     if set.candidates.is_empty() && set.rejected.is_empty() {
         return Err(bad("no annotated images found".into()));
     }
-    set.objects = Some(ImportedObjects {
+    let objects = ImportedObjects {
         objects,
         categories: category_of.into_iter().map(|(name, id)| Category { id, name }).collect(),
         images: set.candidates.iter().map(|c| c.image_id.clone()).collect(),
         numbered_categories: true,
         normalized: false,
-    });
+    };
+    set.extra = Some(super::object_counts(&set, &objects)?);
+    set.objects = Some(objects);
     Ok(set)
 }
 

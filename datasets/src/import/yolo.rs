@@ -143,7 +143,7 @@ pub(super) fn gather(yaml: &Path, options: &ImportOptions) -> Result<CandidateSe
         problems.truncate(MAX_PROBLEMS);
         return Err(bad(format!("YOLO labels rejected, nothing was ingested:\n  - {}", problems.join("\n  - "))));
     }
-    set.objects = Some(ImportedObjects {
+    let objects = ImportedObjects {
         objects,
         categories: names
             .iter()
@@ -153,7 +153,9 @@ pub(super) fn gather(yaml: &Path, options: &ImportOptions) -> Result<CandidateSe
         images: set.candidates.iter().map(|c| c.image_id.clone()).collect(),
         numbered_categories: false,
         normalized: true,
-    });
+    };
+    set.extra = Some(super::object_counts(&set, &objects)?);
+    set.objects = Some(objects);
     Ok(set)
 }
 
@@ -440,6 +442,18 @@ mod tests {
         assert!(objects.normalized);
         assert_eq!(objects.categories, [Category { id: 1, name: "crack".into() }]);
         assert_eq!(objects.objects.len(), 1);
+        // Per-image counts, as a COCO import makes them.
+        let extra = set.extra.as_ref().unwrap();
+        let count = |name: &str| {
+            use datafusion::arrow::array::AsArray;
+            extra
+                .column_by_name(name)
+                .unwrap()
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .values()
+                .to_vec()
+        };
+        assert_eq!((count("num_annotations"), count("num_crack")), (vec![1, 0], vec![1, 0]));
         assert_eq!(
             (objects.objects[0].image_id.as_str(), objects.objects[0].bbox),
             ("train/images/a.jpg", [0.25, 0.25, 0.5, 0.5])
