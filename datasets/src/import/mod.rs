@@ -25,7 +25,7 @@ pub use idx::{FASHION_MNIST_CLASSES, IdxClasses};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum SourceFormat {
-    /// Decide from the path: a directory of IDX files, an image folder, or a manifest by extension.
+    /// Decide from the path: a directory of IDX files, a VOC folder (Annotations/ or .xml files), an image folder; a file by extension (.csv/.parquet/.jsonl manifest, .json COCO, .yaml YOLO).
     #[default]
     Auto,
     /// A folder of images, recursive; class-named subfolders give `label`, train/val/test parents give `split`.
