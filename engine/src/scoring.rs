@@ -413,8 +413,11 @@ impl<'a> Scorable<'a> {
 
 impl Engine {
     /// Validates and stores a model run (see [`slicetest_datasets::run::upload`]); a
-    /// folder is a segmentation run's predicted masks (see [`Engine::upload_segmentation_run`]),
-    /// and so is a file of per-class RLE masks (see [`Engine::upload_segmentation_results`]).
+    /// folder is a segmentation run's predicted masks (see [`Engine::upload_segmentation_run`])
+    /// unless it holds YOLO label files, and so is a file of per-class COCO RLE masks (see
+    /// [`slicetest_datasets::run::mask_results`]): an image's class masks must not overlap
+    /// and must cover it, except in a mask set made from COCO annotations, whose background
+    /// class takes the pixels no mask covers.
     pub async fn upload_run(&self, path: &std::path::Path, options: &UploadOptions) -> Result<RunManifest> {
         self.upload_run_from(path, &path.display().to_string(), options, None).await
     }

@@ -123,17 +123,10 @@ pub async fn run(workspace: &Path, command: RunCommand) -> Result<(), CliError> 
                 score_threshold,
                 instances,
             };
-            let m = if instances {
-                // Refused with --mask-source or a folder of masks, which are per-class masks.
-                let source = file.display().to_string();
-                engine.upload_run_from(&file, &source, &options, mask_source.as_deref()).await?
-            } else if file.is_dir() && mask_source.is_some() {
-                engine.upload_segmentation_run(&file, &options, mask_source.as_deref())?
-            } else if mask_source.is_some() {
-                engine.upload_segmentation_results(&file, &options, mask_source.as_deref()).await?
-            } else {
-                engine.upload_run(&file, &options).await?
-            };
+            // The engine tells the kinds apart (a folder of PNG masks or of YOLO labels, a
+            // results file, a table), as it does for an HTTP upload.
+            let source = file.display().to_string();
+            let m = engine.upload_run_from(&file, &source, &options, mask_source.as_deref()).await?;
             for warning in &m.warnings {
                 eprintln!("warning: {warning}");
             }

@@ -13,8 +13,6 @@
 
 use std::path::{Path, PathBuf};
 
-use walkdir::WalkDir;
-
 use super::{
     Candidate, CandidateSet, ImportOptions, OUTSIDE_HINT_FOLDER, Rejection, canonical_root, normalize_split,
     relative_id, resolve_inside,
@@ -25,12 +23,7 @@ use crate::probe::{IMAGE_EXTENSIONS, has_image_extension};
 pub(super) fn gather(dir: &Path, _options: &ImportOptions) -> Result<CandidateSet> {
     let root = canonical_root(dir)?;
     let mut set = CandidateSet::default();
-    let walker = WalkDir::new(&root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
-    for entry in walker {
+    for entry in super::visible_entries(&root, usize::MAX) {
         let entry = entry.map_err(|e| DatasetError::BadInput {
             source_path: dir.to_path_buf(),
             message: format!("cannot walk the folder: {e}"),

@@ -253,10 +253,17 @@ pub(crate) fn count_columns<'a>(categories: impl IntoIterator<Item = (i64, &'a s
     columns
 }
 
-/// The image columns a COCO import makes of its annotations, for an importer whose
-/// candidates are rows 0, 1, … in order: `num_annotations` and a `num_<category>` count
-/// per category ([`count_columns`]), so `WHERE num_person > 3` picks crowded images.
-pub(crate) fn object_counts(set: &CandidateSet, objects: &crate::objects::ImportedObjects) -> Result<RecordBatch> {
+/// Gives `set` its `objects`, with the image columns a COCO import makes of its
+/// annotations, for an importer whose candidates are rows 0, 1, … in order:
+/// `num_annotations` and a `num_<category>` count per category ([`count_columns`]), so
+/// `WHERE num_person > 3` picks crowded images.
+pub(crate) fn attach_objects(set: &mut CandidateSet, objects: crate::objects::ImportedObjects) -> Result<()> {
+    set.extra = Some(object_counts(set, &objects)?);
+    set.objects = Some(objects);
+    Ok(())
+}
+
+fn object_counts(set: &CandidateSet, objects: &crate::objects::ImportedObjects) -> Result<RecordBatch> {
     use datafusion::arrow::array::{ArrayRef, Int64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     let columns = count_columns(objects.categories.iter().map(|c| (c.id, c.name.as_str())));
@@ -278,6 +285,21 @@ pub(crate) fn object_counts(set: &CandidateSet, objects: &crate::objects::Import
         arrays.push(std::sync::Arc::new(Int64Array::from(counts.remove(id).unwrap_or_default())));
     }
     Ok(RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), arrays)?)
+}
+
+/// The walk every importer makes of a folder, `max_depth` levels down (`usize::MAX`: all):
+/// sorted by name, without following links, hidden names (`.cache/`, `.x.png`) skipped
+/// below the folder itself.
+pub(crate) fn visible_entries(
+    dir: &Path,
+    max_depth: usize,
+) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>> {
+    walkdir::WalkDir::new(dir)
+        .max_depth(max_depth)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
 }
 
 /// A path relative to `root`, with '/' separators: the image-id rule for files on disk.

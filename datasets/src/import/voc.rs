@@ -74,10 +74,7 @@ pub(super) fn looks_like_voc(dir: &Path) -> bool {
 pub(super) fn gather(dir: &Path, _options: &ImportOptions) -> Result<CandidateSet> {
     let bad = |message: String| DatasetError::BadInput { source_path: dir.to_path_buf(), message };
     let root = canonical_root(dir)?;
-    let xmls: Vec<PathBuf> = WalkDir::new(&root)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
+    let xmls: Vec<PathBuf> = super::visible_entries(&root, usize::MAX)
         .flatten()
         .filter(|e| e.file_type().is_file())
         .map(|e| e.into_path())
@@ -124,20 +121,8 @@ pub(super) fn gather(dir: &Path, _options: &ImportOptions) -> Result<CandidateSe
             set.rejected.push(Rejection { item: shown, reason: format!("{first} annotates the same image") });
             continue;
         }
-        let split = match &image_sets {
-            Some(sets) => sets.get(&stem).cloned(),
-            None => super::folder::split_and_label(&image_id).0,
-        };
         parsed.push((set.candidates.len(), xml.clone(), annotation.objects));
-        set.candidates.push(Candidate {
-            uri: file.to_string_lossy().into_owned(),
-            image_id,
-            file,
-            split,
-            label: None,
-            row: set.candidates.len(),
-            stamp: None,
-        });
+        push_image(&mut set, file, image_id, &stem, image_sets.as_ref());
     }
 
     // The other images of the folders that hold annotated ones are images without objects
@@ -146,34 +131,17 @@ pub(super) fn gather(dir: &Path, _options: &ImportOptions) -> Result<CandidateSe
     let taken: std::collections::HashSet<PathBuf> = set.candidates.iter().map(|c| c.file.clone()).collect();
     let folders: std::collections::BTreeSet<PathBuf> =
         taken.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
-    let entries = folders.iter().flat_map(|folder| {
-        let walker = WalkDir::new(folder).max_depth(1).sort_by_file_name().into_iter();
-        walker.filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
-    });
+    let entries = folders.iter().flat_map(|folder| super::visible_entries(folder, 1));
     for entry in entries.flatten() {
         if !entry.file_type().is_file() || !crate::probe::has_image_extension(entry.path()) {
             continue;
         }
         let Ok(file) = resolve_inside(&root, entry.path(), OUTSIDE_HINT_ROOT) else { continue };
-        if taken.contains(&file) {
-            continue;
+        if !taken.contains(&file) {
+            let image_id = relative_id(&root, &file).expect("inside the root");
+            let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            push_image(&mut set, file, image_id, &stem, image_sets.as_ref());
         }
-        let image_id = relative_id(&root, &file).expect("inside the root");
-        let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let split = match &image_sets {
-            Some(sets) => sets.get(&stem).cloned(),
-            None => super::folder::split_and_label(&image_id).0,
-        };
-        let row = set.candidates.len();
-        set.candidates.push(Candidate {
-            uri: file.to_string_lossy().into_owned(),
-            image_id,
-            file,
-            split,
-            label: None,
-            row,
-            stamp: None,
-        });
     }
 
     let names: std::collections::BTreeSet<String> =
@@ -244,9 +212,26 @@ pub(super) fn gather(dir: &Path, _options: &ImportOptions) -> Result<CandidateSe
         numbered_categories: true,
         normalized: false,
     };
-    set.extra = Some(super::object_counts(&set, &objects)?);
-    set.objects = Some(objects);
+    super::attach_objects(&mut set, objects)?;
     Ok(set)
+}
+
+/// Adds the image `file` as the next candidate; its split is the one VOC's lists give
+/// `stem`, or, without lists, its folders'.
+fn push_image(
+    set: &mut CandidateSet,
+    file: PathBuf,
+    image_id: String,
+    stem: &str,
+    image_sets: Option<&HashMap<String, String>>,
+) {
+    let split = match image_sets {
+        Some(sets) => sets.get(stem).cloned(),
+        None => super::folder::split_and_label(&image_id).0,
+    };
+    let row = set.candidates.len();
+    let uri = file.to_string_lossy().into_owned();
+    set.candidates.push(Candidate { uri, image_id, file, split, label: None, row, stamp: None });
 }
 
 /// The image an annotation names: `<filename>` beside the XML, else in `JPEGImages`

@@ -23,7 +23,6 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use walkdir::WalkDir;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use super::{Candidate, CandidateSet, ImportOptions, OUTSIDE_HINT_ROOT, Rejection, canonical_root, relative_id};
@@ -154,8 +153,7 @@ pub(super) fn gather(yaml: &Path, options: &ImportOptions) -> Result<CandidateSe
         numbered_categories: false,
         normalized: true,
     };
-    set.extra = Some(super::object_counts(&set, &objects)?);
-    set.objects = Some(objects);
+    super::attach_objects(&mut set, objects)?;
     Ok(set)
 }
 
@@ -218,12 +216,8 @@ fn split_images(root: &Path, entry: &str) -> std::result::Result<Vec<PathBuf>, S
         path = root.join(rest);
     }
     if path.is_dir() {
-        let walker = WalkDir::new(&path)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
         let mut files = Vec::new();
-        for entry in walker {
+        for entry in super::visible_entries(&path, usize::MAX) {
             let entry = entry.map_err(|e| format!("cannot walk {}: {e}", path.display()))?;
             if entry.file_type().is_file() && has_image_extension(entry.path()) {
                 files.push(entry.into_path());

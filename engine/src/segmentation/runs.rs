@@ -18,7 +18,7 @@ use sha2::Digest;
 use slicetest_datasets::DatasetError;
 use slicetest_datasets::coco_mask;
 use slicetest_datasets::masks::{self, MaskSetManifest};
-use slicetest_datasets::run::mask_results::{self, MaskImage, PredictedClassMask};
+use slicetest_datasets::run::mask_results::{MaskImage, PredictedClassMask};
 use slicetest_datasets::run::{self, RunManifest, SegmentationFiles, Task, UploadOptions};
 use slicetest_eval::segmentation::{self, SegmentationScores};
 
@@ -43,21 +43,6 @@ impl Engine {
         mask_source: Option<&str>,
     ) -> Result<RunManifest> {
         self.upload_segmentation(dir, &dir.display().to_string(), options, mask_source, None)
-    }
-
-    /// Validates segmentation results given as per-class COCO RLE masks (see
-    /// [`slicetest_datasets::run::mask_results`]) and stores them as a segmentation run,
-    /// like [`Engine::upload_segmentation_run`]. An image's class masks must not overlap
-    /// and must cover it, except in a mask set made from COCO annotations, whose
-    /// background class takes the pixels no mask covers.
-    pub async fn upload_segmentation_results(
-        &self,
-        path: &Path,
-        options: &UploadOptions,
-        mask_source: Option<&str>,
-    ) -> Result<RunManifest> {
-        let results = mask_results::read_mask_results(path).await?;
-        self.upload_segmentation(path, &path.display().to_string(), options, mask_source, Some(results))
     }
 
     /// Stores a segmentation run: the predicted masks of folder `dir`, or `results` read
