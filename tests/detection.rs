@@ -445,6 +445,39 @@ fn a_voc_folder_gives_its_images_their_boxes_and_a_run_is_scored_on_them() {
     let ap50 = report["overall"]["detection"]["coco"]["ap50"].as_f64().unwrap();
     // The dog is found exactly; the cat's box covers half of it (IoU 0.5, a match at 0.5).
     assert!(close(ap50, 1.0), "{ap50}");
+
+    // The same detections as Ultralytics' predict(save_txt=True, save_conf=True) label
+    // files (class k is category k + 1), zipped as a folder travels over HTTP.
+    let zipped = s.src.join("voc-labels.zip");
+    let labels = [
+        ("2008_000001.txt", "1 0.4375 0.5 0.625 0.8333333333333334 0.9\n"),
+        ("2008_000002.txt", "0 0.25 0.5 0.5 1 0.8\n"),
+    ];
+    write_zip(&zipped, &labels.map(|(name, text)| (format!("predict/labels/{name}"), text.to_string())));
+    let out = upload(&s.ws, "voc-yolo", &zipped, &["--dataset", "voc2012"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json(&s.ws, &["report", "--run", "voc-yolo", "--format", "json"]);
+    let ap50 = report["overall"]["detection"]["coco"]["ap50"].as_f64().unwrap();
+    assert!(close(ap50, 1.0), "{ap50}");
+    // A problem inside the archive is named by its path in the archive.
+    write_zip(&zipped, &[("labels/2008_000001.txt".into(), "1 0.4375 0.5 0.625 0.83\n".into())]);
+    let out = upload(&s.ws, "voc-yolo-bad", &zipped, &["--dataset", "voc2012"]);
+    assert!(!out.status.success(), "a line without its confidence is refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("voc-labels.zip/") && err.contains("2008_000001.txt line 1: 4 numbers"), "{err}");
+    assert!(!err.contains("slicetest-unzip"), "the temporary folder is not shown: {err}");
+}
+
+/// Writes a ZIP archive of `(path in the archive, text)` files, deflated.
+fn write_zip(path: &Path, files: &[(String, String)]) {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    for (name, text) in files {
+        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file(name.as_str(), options).unwrap();
+        zip.write_all(text.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap();
 }
 
 #[test]

@@ -1171,6 +1171,73 @@ async fn a_segmentation_run_is_tested_and_reported_with_miou() {
     assert_eq!(m["confusion"], json!([[37, 1, 0], [0, 4, 0], [0, 0, 12]]));
 }
 
+/// A ZIP archive of `(path in the archive, bytes)` entries, deflated.
+fn zip_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in entries {
+        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file(name.as_str(), options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+#[tokio::test]
+async fn a_folder_of_masks_travels_as_a_zip_archive() {
+    let fx = Fixture::segmented().await;
+    let router = fx.router();
+    let pred = fx.dir.path().join("src/pred");
+    let folder: Vec<(String, Vec<u8>)> =
+        ["a.png", "b.png"].iter().map(|n| (format!("pred/{n}"), std::fs::read(pred.join(n)).unwrap())).collect();
+    let request = axum::http::Request::post("/runs/unet-zip?model=unet&model_version=4")
+        .header("content-type", "application/zip")
+        .header("content-disposition", "attachment; filename=\"pred\"")
+        .body(axum::body::Body::from(zip_of(&folder)))
+        .unwrap();
+    let (status, _, body) = send(&router, request).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    assert_eq!((json(&body)["task"].clone(), json(&body)["source"].clone()), (json!("segmentation"), json!("pred")));
+    // Scored as the same folder uploaded from disk (the fixture's run unet).
+    let miou = |run: &str| {
+        let router = router.clone();
+        let uri = format!("/runs/{run}/report?format=json");
+        async move {
+            let (status, _, body) = send(&router, get(&uri)).await;
+            assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+            json(&body)["overall"]["segmentation"]["scores"]["mean_iou"].as_f64().unwrap()
+        }
+    };
+    assert_eq!(miou("unet-zip").await, miou("unet").await);
+
+    // Refused with what and where, nothing written: a mask of the wrong size (named by its
+    // path in the archive), an entry that would land outside the folder, a file that is
+    // not an archive.
+    let runs = || std::fs::read_dir(fx.root().join("runs")).unwrap().count();
+    let before = runs();
+    let mut wrong = folder.clone();
+    wrong[1].1 = std::fs::read(pred.join("a.png")).unwrap();
+    let refusals = [
+        (
+            zip_of(&wrong),
+            "predictions.zip/pred: predicted masks rejected, nothing was written:\n  - b.png: the mask is 4×4",
+        ),
+        (zip_of(&[("../b.png".to_string(), folder[1].1.clone())]), "\"../b.png\" points outside the archive's folder"),
+        (b"a.png,b.png".to_vec(), "not a readable ZIP archive"),
+    ];
+    for (body, said) in refusals {
+        let (status, _, body) = send(&router, post("/runs/bad?model=m&model_version=1", "application/zip", body)).await;
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"));
+        let message = json(&body)["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(said), "{said}: {message}");
+        assert!(
+            !message.contains("/tmp") && !message.contains("slicetest-unzip"),
+            "a temporary path leaked: {message}"
+        );
+    }
+    assert_eq!(runs(), before, "a refused upload leaves nothing behind");
+}
+
 #[tokio::test]
 async fn sql_names_the_dataset_of_its_image_ids() {
     let fx = Fixture::new().await;

@@ -64,6 +64,16 @@ pub enum EngineError {
         /// What failed.
         source: Box<EngineError>,
     },
+    /// `original` told in other words: its paths inside an unpacked archive named as paths
+    /// in the archive the user sent. Same kind as `original`, and not its cause: the words
+    /// replace the original's, which would show the temporary paths again.
+    #[error("{message}")]
+    Reworded {
+        /// The message shown.
+        message: String,
+        /// The error as it was made.
+        original: Box<EngineError>,
+    },
     /// Loading a model or embedding failed.
     #[error(transparent)]
     Embed(slicetest_embed::EmbedError),
@@ -110,7 +120,7 @@ impl EngineError {
             EngineError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             EngineError::NotFound(_) => ErrorKind::NotFound,
             EngineError::Cancelled { .. } => ErrorKind::Cancelled,
-            EngineError::Context { source, .. } => source.kind(),
+            EngineError::Context { source, .. } | EngineError::Reworded { original: source, .. } => source.kind(),
             EngineError::Embed(e) => e.kind(),
             EngineError::Output(_) => ErrorKind::Internal,
             #[cfg(feature = "ballista")]

@@ -433,7 +433,23 @@ impl Engine {
         options: &UploadOptions,
         mask_source: Option<&str>,
     ) -> Result<RunManifest> {
-        use slicetest_datasets::run::mask_results;
+        use slicetest_datasets::run::{archive, mask_results};
+        // A .zip is the folder (or the one file) it was made from: how a folder of YOLO
+        // labels or PNG masks travels over HTTP.
+        if archive::is_zip(path) {
+            let unpacked = archive::unpack_zip(path)?;
+            if archive::is_zip(unpacked.root()) {
+                return Err(crate::error::EngineError::InvalidArgument(format!(
+                    "{}: holds only another ZIP archive; unpack it and send that one",
+                    path.display()
+                )));
+            }
+            let uploaded = Box::pin(self.upload_run_from(unpacked.root(), source, options, mask_source)).await;
+            return uploaded.map_err(|e| crate::error::EngineError::Reworded {
+                message: unpacked.describe(&e.to_string(), path),
+                original: Box::new(e),
+            });
+        }
         if options.instances && (mask_source.is_some() || path.is_dir()) {
             return Err(crate::error::EngineError::InvalidArgument(
                 "--instances reads instance masks as detections; --mask-source and a folder of PNG masks are a \

@@ -5,13 +5,17 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import time
 import warnings
+import zipfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.csv
+import pyarrow.feather
 import pyarrow.ipc
 import pyarrow.parquet
 import requests
@@ -434,7 +438,7 @@ class Client:
     def upload_predictions(
         self,
         run: str,
-        predictions: Union["pd.DataFrame", pa.Table, List[Dict[str, Any]]],
+        predictions: Union["pd.DataFrame", pa.Table, List[Dict[str, Any]], str, "os.PathLike[str]"],
         model: str,
         model_version: str,
         dataset: Optional[str] = None,
@@ -463,7 +467,14 @@ class Client:
         (``[{"image_id", "category_id", "segmentation": {"size", "counts"}}, ...]``; see
         :func:`slicetest.segmentation_results`) or a table of ``image_id``, ``category_id``,
         ``counts``, ``height``, ``width``; ``mask_source`` names the ground-truth mask set
-        when the dataset has several. Tables are sent as Parquet. ``score_threshold`` fixes a detection run's operating
+        when the dataset has several. Tables are sent as Parquet.
+
+        ``predictions`` may also be a path, read as ``slicetest run upload`` reads it: a
+        ``.json``, ``.jsonl``/``.ndjson``, ``.csv`` or ``.parquet`` file is sent as it is
+        (``.arrow``/``.feather``/``.ipc`` as Parquet), a ``.zip`` as it is, and a folder —
+        Ultralytics' ``predict(save_txt=True, save_conf=True)`` label files (``labels/`` or
+        the ``predict/`` folder above it) or a segmentation run's PNG masks — zipped (its
+        ``.txt`` and ``.png`` files); the run's ``source`` is the file's or folder's name. ``score_threshold`` fixes a detection run's operating
         point (default: the best-F1 threshold, chosen when the run is scored).
 
         What looked wrong without making the run unusable (boxes that reach far past their
@@ -473,7 +484,11 @@ class Client:
         Raises :class:`SlicetestError`: 422 ``invalid_input`` for predictions that fail
         validation (each problem named by row; nothing is written, also for an empty
         table), 409 ``exists`` when the run name is taken."""
-        if isinstance(predictions, list):
+        headers: Dict[str, str] = {}
+        if isinstance(predictions, (str, os.PathLike)):
+            body, content_type, name = _prediction_file(Path(predictions))
+            headers["Content-Disposition"] = f'attachment; filename="{name}"'
+        elif isinstance(predictions, list):
             body, content_type = json.dumps(predictions).encode(), "application/json"
         else:
             table = predictions if isinstance(predictions, pa.Table) else pa.Table.from_pandas(predictions, preserve_index=False)
@@ -496,11 +511,49 @@ class Client:
             f"/runs/{quote(run, safe='')}",
             params=params,
             data=body,
-            headers={"Content-Type": content_type},
+            headers={"Content-Type": content_type, **headers},
         )
         for warning in manifest.get("warnings", []):
             warnings.warn(f"run {run}: {warning}", UserWarning, stacklevel=2)
         return manifest
+
+
+# How a predictions file is sent, by its extension (the server reads it as the CLI does).
+PREDICTION_FILE_TYPES = {
+    ".json": "application/json",
+    ".jsonl": "application/x-ndjson",
+    ".ndjson": "application/x-ndjson",
+    ".csv": "text/csv",
+    ".parquet": PARQUET,
+    ".zip": "application/zip",
+}
+
+
+def _prediction_file(path: Path) -> Tuple[bytes, str, str]:
+    """The body, Content-Type and file name with which predictions at ``path`` are sent."""
+    if path.is_dir():
+        # The folder itself goes into the archive (labels/bus.txt), as `zip -r` makes it.
+        # Only what a run folder is read for goes in: label files and PNG masks, not the
+        # annotated JPEGs Ultralytics saves beside labels/; hidden files (.DS_Store) stay out.
+        sink = io.BytesIO()
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(path.rglob("*")):
+                relative = file.relative_to(path)
+                hidden = any(part.startswith(".") for part in relative.parts)
+                if file.is_file() and not hidden and file.suffix.lower() in (".txt", ".png"):
+                    archive.write(file, Path(path.name) / relative)
+        return sink.getvalue(), "application/zip", path.name
+    if not path.is_file():
+        raise FileNotFoundError(f"no predictions file or folder at {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".arrow", ".feather", ".ipc"):
+        sink = io.BytesIO()
+        pa.parquet.write_table(pyarrow.feather.read_table(path), sink)
+        return sink.getvalue(), PARQUET, path.name
+    if suffix not in PREDICTION_FILE_TYPES:
+        known = ", ".join(sorted([*PREDICTION_FILE_TYPES, ".arrow", ".feather", ".ipc"]))
+        raise ValueError(f"{path}: predictions files are {known}, or a folder (YOLO labels, PNG masks)")
+    return path.read_bytes(), PREDICTION_FILE_TYPES[suffix], path.name
 
 
 DISCOVERY_SCHEMA = pa.schema(

@@ -6,6 +6,7 @@ loopback port for the whole module.
 """
 
 import io
+import json
 import random
 import re
 import subprocess
@@ -156,6 +157,32 @@ def test_uploads_are_checked_for_what_a_python_caller_sends(client):
     one_class = records.copy()
     one_class["prob_Shirt"] = 1.0
     assert "missing prob_Coat" in refused("one-class", one_class, allow_partial=True)
+
+
+def test_predictions_are_uploaded_from_files_by_path(client, tmp_path):
+    test = client.sql("SELECT image_id, label FROM images WHERE split = 'test' ORDER BY image_id").to_pandas()
+    test["predicted"] = test["label"]
+    records = test[["image_id", "predicted"]]
+    records.to_csv(tmp_path / "preds.csv", index=False)
+    records.to_parquet(tmp_path / "preds.parquet", index=False)
+    (tmp_path / "preds.json").write_text(json.dumps(records.to_dict("records")))
+    for name in ["preds.csv", "preds.parquet", "preds.json"]:
+        run = name.replace(".", "-")
+        manifest = client.upload_predictions(run, tmp_path / name, model="m", model_version="1", allow_partial=True)
+        assert (manifest["source"], manifest["predictions"]) == (name, len(test)), manifest
+        assert client.metrics(run)["overall"]["classification"]["accuracy"]["value"] == 1.0
+    # A path the server would not read is refused before anything is sent.
+    (tmp_path / "preds.txt").write_text("image_id,predicted\n")
+    with pytest.raises(ValueError, match=r"preds.txt: predictions files are .*\.csv"):
+        client.upload_predictions("txt", str(tmp_path / "preds.txt"), model="m", model_version="1")
+    with pytest.raises(FileNotFoundError, match="no predictions file or folder"):
+        client.upload_predictions("missing", tmp_path / "missing.csv", model="m", model_version="1")
+    # A problem in a file sent by path is named as in any upload, nothing written.
+    (tmp_path / "bad.csv").write_text("image_id,predicted\nnot/an/image.png,Coat\n")
+    with pytest.raises(SlicetestError) as err:
+        client.upload_predictions("bad", tmp_path / "bad.csv", model="m", model_version="1", allow_partial=True)
+    assert (err.value.status, err.value.code) == (422, "invalid_input") and "not/an/image.png" in err.value.message
+    assert "bad" not in [r["run"] for r in client.runs()]
 
 
 def test_the_readme_example_runs(server):

@@ -138,6 +138,14 @@ def test_a_yolo_dataset_and_its_predictions_score_as_pycocotools_scores_them(tmp
         assert [-1.0 if got["coco"][s] is None else got["coco"][s] for s in STATS] == want_boxes
         assert [-1.0 if got["mask"][s] is None else got["mask"][s] for s in STATS] == want_masks
 
+        # The same folder from Python, by its path: zipped by the client, unpacked by the
+        # server, read as the CLI reads it.
+        manifest = client.upload_predictions("yolo-http", predicted, model="yolo11n-seg", model_version="1")
+        assert manifest["source"] == predicted.name and manifest["task"] == "detection"
+        got = next(s for s in client.report("yolo-http")["slices"] if s["slice"] == "val")["detection"]
+        assert [-1.0 if got["coco"][s] is None else got["coco"][s] for s in STATS] == want_boxes
+        assert [-1.0 if got["mask"][s] is None else got["mask"][s] for s in STATS] == want_masks
+
         # predictions.json as val(save_json=True) writes it: the stem as a number for
         # image_id, class + 1 for category_id, boxes rounded to 3 places and RLE masks.
         saved = [{"image_id": b["image_id"], "category_id": b["category_id"],
@@ -146,6 +154,13 @@ def test_a_yolo_dataset_and_its_predictions_score_as_pycocotools_scores_them(tmp
         client.upload_predictions("yolo-json", saved, model="yolo11n-seg", model_version="1")
         got = next(s for s in client.report("yolo-json")["slices"] if s["slice"] == "val")["detection"]
         assert [-1.0 if got["mask"][s] is None else got["mask"][s] for s in STATS] == want_masks
+        # ... and the file it is saved in, by its path.
+        (tmp_path / "predictions.json").write_text(json.dumps(saved))
+        manifest = client.upload_predictions("yolo-file", tmp_path / "predictions.json", model="yolo11n-seg",
+                                             model_version="1")
+        assert manifest["source"] == "predictions.json"
+        by_file = next(s for s in client.report("yolo-file")["slices"] if s["slice"] == "val")["detection"]
+        assert by_file["coco"] == got["coco"] and by_file["mask"] == got["mask"]
         rounded = COCOeval(coco, coco.loadRes(json.loads(json.dumps(
             [{k: v for k, v in r.items() if k != "segmentation"} for r in saved]))), "bbox")
         assert [-1.0 if got["coco"][s] is None else got["coco"][s] for s in STATS] == stats(rounded)

@@ -61,12 +61,16 @@ fn upload_extension(headers: &HeaderMap) -> ApiResult<&'static str> {
         // A COCO results list: detections, or per-class RLE masks (segmentation).
         "application/json" => Ok("json"),
         crate::tabular::ARROW_STREAM => Ok("arrows"),
+        // A folder as one file: YOLO label files or a segmentation run's PNG masks (or one
+        // file of the kinds above). Windows browsers say x-zip-compressed.
+        "application/zip" | "application/x-zip-compressed" => Ok("zip"),
         _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             format!(
                 "Content-Type {content_type:?}: predictions are text/csv, {}, application/x-ndjson or {}; \
-                 detections and segmentation masks may also be a COCO results list as application/json",
+                 detections and segmentation masks may also be a COCO results list as application/json, \
+                 and a folder (YOLO label files, PNG masks) an application/zip archive",
                 crate::tabular::PARQUET,
                 crate::tabular::ARROW_STREAM
             ),
@@ -75,7 +79,8 @@ fn upload_extension(headers: &HeaderMap) -> ApiResult<&'static str> {
 }
 
 /// `POST /runs/{name}?model=&model_version=`: the body (CSV, Parquet, JSON lines or Arrow
-/// IPC, by `Content-Type`; a COCO results list as JSON) is streamed to a temporary file,
+/// IPC, by `Content-Type`; a COCO results list as JSON; a folder of YOLO label files or
+/// PNG masks as a ZIP archive) is streamed to a temporary file,
 /// bounded by the upload limit, then validated and stored: class predictions, detections,
 /// or segmentation masks as per-class COCO RLE. A rejected upload leaves the workspace as
 /// it was.

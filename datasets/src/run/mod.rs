@@ -7,6 +7,7 @@
 //! Without `predicted`, the most probable class is the prediction. A detection run
 //! (boxes, see [`detections`]) is stored as `runs/<run>/detections-<key>.parquet` instead.
 
+pub mod archive;
 pub mod detections;
 pub mod mask_results;
 
