@@ -826,6 +826,49 @@ fn instance_masks_are_scored_as_pycocotools_scores_segm() {
     // --instances with a mask set is a contradiction.
     let out = upload(&s.ws, "both", &s.src.join("masks-only.json"), &["--instances", "--mask-source", "instances"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("give one or the other"));
+    // Against a baseline, the masks' mAP is tested as the boxes' is: every other mask
+    // shrunk to one pixel (boxes as they were) is a significant mask regression and fails
+    // `slicetest test`, while the boxes' mAP has not moved.
+    let mut worse = read("results.json");
+    for r in worse.as_array_mut().unwrap().iter_mut().step_by(2) {
+        let size = r["segmentation"]["size"].clone();
+        let pixels = size[0].as_u64().unwrap() * size[1].as_u64().unwrap();
+        r["segmentation"] = serde_json::json!({"size": size, "counts": [0, 1, pixels - 1]});
+    }
+    std::fs::write(s.src.join("worse-masks.json"), worse.to_string()).unwrap();
+    let out = upload(&s.ws, "worse-masks", &s.src.join("worse-masks.json"), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let versus = json(&s.ws, &["report", "--run", "worse-masks", "--baseline", "mask-rcnn", "--format", "json"]);
+    let regression = &versus["overall"]["detection_regression"];
+    assert_eq!((regression["delta"].as_f64(), regression["significant"].as_bool()), (Some(0.0), Some(false)));
+    let mask = &regression["mask"];
+    assert_eq!(mask["baseline_map"], overall["mask"]["ap"], "{mask}");
+    assert!(mask["delta"].as_f64().unwrap() < -0.05 && mask["significant"] == true, "{mask}");
+    let out = slicetest(&s.ws, &["test", "--run", "worse-masks", "--baseline", "mask-rcnn"]);
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && printed.contains("mask mAP -0."), "{printed}");
+    assert!(printed.contains("REGRESSION"), "{printed}");
+    // The run against itself: no change in either.
+    let same = json(&s.ws, &["report", "--run", "mask-rcnn", "--baseline", "mask-rcnn", "--format", "json"]);
+    let same = &same["overall"]["detection_regression"];
+    assert_eq!((same["mask"]["delta"].as_f64(), same["mask"]["significant"].as_bool()), (Some(0.0), Some(false)));
+    // A baseline without masks compares the boxes only.
+    let no_masks: Vec<serde_json::Value> = read("results.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.as_object_mut().unwrap().remove("segmentation");
+            r
+        })
+        .collect();
+    std::fs::write(s.src.join("boxes-only.json"), serde_json::to_string(&no_masks).unwrap()).unwrap();
+    assert!(upload(&s.ws, "boxes-only", &s.src.join("boxes-only.json"), &[]).status.success());
+    let versus = json(&s.ws, &["report", "--run", "worse-masks", "--baseline", "boxes-only", "--format", "json"]);
+    let regression = &versus["overall"]["detection_regression"];
+    assert!(regression["mask"].is_null() && regression["delta"] == 0.0, "{regression}");
+
     // The table and the HTML report show both.
     let table = ok(&s.ws, &["report", "--run", "mask-rcnn"]);
     assert!(table.contains("mask mAP") && table.contains("the masks'"), "{table}");

@@ -121,10 +121,7 @@ fn verdict_label(s: &SliceScore) -> String {
         Verdict::NotEnoughData => format!("not enough data ({})", escape(&s.not_enough_data_reason())),
         Verdict::NoThreshold => "no threshold".to_string(),
     };
-    if s.regression.as_ref().is_some_and(|r| r.significant)
-        || s.detection_regression.as_ref().is_some_and(|r| r.significant)
-        || s.segmentation_regression.as_ref().is_some_and(|r| r.significant)
-    {
+    if s.regressed() {
         text.push_str(", regression");
     }
     text
@@ -218,7 +215,7 @@ fn map_bar(s: &SliceScore) -> Option<Bar> {
         value: d.coco.ap?,
         interval: d.ap_interval,
         threshold: s.checks.iter().find(|c| c.metric == "mAP").map(|c| c.threshold),
-        baseline: s.detection_regression.as_ref().and_then(|r| r.baseline_map),
+        baseline: s.detection_regression.as_ref().and_then(|r| r.boxes.baseline_map),
     })
 }
 
@@ -678,10 +675,22 @@ fn detection_tables(report: &RunReport) -> String {
         cells.extend([
             rate(d.counts.recall),
             rate(d.counts.precision),
-            s.detection_regression.as_ref().map_or("–".into(), |r| match r.delta {
-                Some(delta) => format!("{delta:+.3} mAP (p={:.3}){}", r.p_value, if r.significant { " ▼" } else { "" }),
-                None => "–".into(),
-            }),
+            match s.baseline_changes().as_slice() {
+                [] => "–".into(),
+                changes => changes
+                    .iter()
+                    .map(|c| match c.delta {
+                        Some(delta) => format!(
+                            "{delta:+.3} {} (p={:.3}){}",
+                            c.metric,
+                            c.p_value,
+                            if c.significant { " ▼" } else { "" }
+                        ),
+                        None => "–".into(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("<br>"),
+            },
             checks_label(s),
         ]);
         let _ = write!(

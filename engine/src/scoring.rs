@@ -170,7 +170,7 @@ pub struct Check {
 /// A slice's change against the baseline run ([`SliceScore::baseline_change`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BaselineChange {
-    /// The metric compared: `accuracy`, `mAP` or `mIoU`.
+    /// The metric compared: `accuracy`, `mAP`, `mask mAP` or `mIoU`.
     pub metric: &'static str,
     /// The baseline's value on the slice.
     pub baseline: Option<f64>,
@@ -239,14 +239,7 @@ impl SliceScore {
             });
         }
         if let Some(r) = &self.detection_regression {
-            let (baseline, delta) = (r.baseline_map, r.delta);
-            return Some(BaselineChange {
-                metric: "mAP",
-                baseline,
-                delta,
-                p_value: r.p_value,
-                significant: r.significant,
-            });
+            return Some(map_change("mAP", &r.boxes));
         }
         self.segmentation_regression.as_ref().map(|r| BaselineChange {
             metric: "mIoU",
@@ -257,12 +250,32 @@ impl SliceScore {
         })
     }
 
+    /// Every change against the baseline run: the headline metric's
+    /// ([`SliceScore::baseline_change`]), then a detection run's instance-mask mAP when both
+    /// runs were scored with masks.
+    pub fn baseline_changes(&self) -> Vec<BaselineChange> {
+        let mask = self.detection_regression.and_then(|r| r.mask).map(|m| map_change("mask mAP", &m));
+        self.baseline_change().into_iter().chain(mask).collect()
+    }
+
+    /// Whether any metric regressed significantly against the baseline run.
+    pub fn regressed(&self) -> bool {
+        self.baseline_changes().iter().any(|c| c.significant)
+    }
+
     /// Whether this slice fails the build: a failed test or a significant regression.
     pub fn is_failure(&self) -> bool {
-        self.verdict == Verdict::Fail
-            || self.regression.as_ref().is_some_and(|r| r.significant)
-            || self.detection_regression.as_ref().is_some_and(|r| r.significant)
-            || self.segmentation_regression.as_ref().is_some_and(|r| r.significant)
+        self.verdict == Verdict::Fail || self.regressed()
+    }
+}
+
+fn map_change(metric: &'static str, change: &crate::detection::MapChange) -> BaselineChange {
+    BaselineChange {
+        metric,
+        baseline: change.baseline_map,
+        delta: change.delta,
+        p_value: change.p_value,
+        significant: change.significant,
     }
 }
 

@@ -295,7 +295,7 @@ fn checks_verdict_text(s: &SliceScore) -> String {
         Verdict::NotEnoughData => format!("not enough data ({})", s.not_enough_data_reason()),
         Verdict::NoThreshold => "no threshold".into(),
     };
-    if let Some(change) = s.baseline_change() {
+    for change in s.baseline_changes() {
         let (metric, delta, p_value) = (change.metric, change.delta.unwrap_or(0.0), change.p_value);
         let _ = write!(text, "; {metric} {delta:+.3} vs baseline (p={p_value:.3})");
         if change.significant {

@@ -172,5 +172,20 @@ def test_instance_masks_get_mask_ap_as_pycocotools_computes_it(tmp_path):
         client.upload_predictions("bare", masks_only, model="mask-rcnn", model_version="1", instances=True)
         bare = client.report("bare")["overall"]["detection"]["mask"]
         assert [-1.0 if bare[n] is None else bare[n] for n in names] == segm()
+
+        # Against a baseline, a run whose boxes held while every other mask shrank to one
+        # pixel fails on its masks' mAP alone.
+        worse = json.loads(json.dumps(results))
+        for r in worse[::2]:
+            height, width = r["segmentation"]["size"]
+            r["segmentation"] = {"size": [height, width], "counts": [0, 1, height * width - 1]}
+        client.upload_predictions("worse-masks", worse, model="mask-rcnn", model_version="2")
+        overall = client.test("worse-masks", baseline="mask-rcnn")["overall"]
+        assert overall["regression"]["metric"] == "mAP" and overall["regression"]["delta"] == 0.0
+        mask = overall["mask_regression"]
+        assert (mask["metric"], mask["significant"]) == ("mask mAP", True) and mask["delta"] < 0, mask
+        assert mask["baseline"] == report["overall"]["detection"]["mask"]["ap"]
+        assert overall["failed"] and any(r.startswith("mask mAP -0.") for r in overall["reasons"]), overall
+        assert client.test("mask-rcnn", baseline="mask-rcnn-df")["overall"]["mask_regression"]["delta"] == 0.0
     finally:
         assert server.stop() == 0

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use slicetest_engine::discovery::{DiscoverOptions, Discovery};
-use slicetest_engine::{DEFAULT_ALPHA, RunManifest, RunReport, SliceScore, UploadOptions, Verdict};
+use slicetest_engine::{BaselineChange, DEFAULT_ALPHA, RunManifest, RunReport, SliceScore, UploadOptions, Verdict};
 use tokio::time::Instant;
 
 use super::WriteAccess;
@@ -221,6 +221,7 @@ pub async fn test(
                 "scored": s.scored,
                 "min_samples": s.min_samples,
                 "regression": regression_json(s),
+                "mask_regression": mask_regression_json(s),
                 "failed": s.is_failure(),
                 "reasons": failure_reasons(s),
                 "map": s.detection.as_ref().and_then(|d| d.coco.ap),
@@ -238,6 +239,7 @@ pub async fn test(
         "slice": all.slice,
         "scored": all.scored,
         "regression": regression_json(all),
+        "mask_regression": mask_regression_json(all),
         "failed": all.is_failure(),
         "reasons": failure_reasons(all),
     });
@@ -258,17 +260,27 @@ pub async fn test(
 /// interval). Null without a baseline.
 fn regression_json(s: &SliceScore) -> Value {
     let Some(change) = s.baseline_change() else { return Value::Null };
-    let mut regression = json!({
+    let mut regression = change_json(&change);
+    if let Some(r) = &s.regression {
+        regression["baseline_accuracy"] = json!(r.baseline_accuracy);
+    }
+    regression
+}
+
+/// A detection run's change in instance-mask mAP against the baseline (the shape of
+/// [`regression_json`], `metric` `mask mAP`); null unless both runs were scored with masks.
+fn mask_regression_json(s: &SliceScore) -> Value {
+    s.baseline_changes().iter().find(|c| c.metric == "mask mAP").map_or(Value::Null, change_json)
+}
+
+fn change_json(change: &BaselineChange) -> Value {
+    json!({
         "metric": change.metric,
         "baseline": change.baseline,
         "delta": change.delta,
         "p_value": change.p_value,
         "significant": change.significant,
-    });
-    if let Some(r) = &s.regression {
-        regression["baseline_accuracy"] = json!(r.baseline_accuracy);
-    }
-    regression
+    })
 }
 
 /// Why a slice fails the build, one line per cause (empty when it does not): the slice
@@ -286,7 +298,7 @@ fn failure_reasons(s: &SliceScore) -> Vec<String> {
             _ => reasons.extend(failed),
         }
     }
-    if let Some(regression) = s.baseline_change().filter(|r| r.significant) {
+    for regression in s.baseline_changes().into_iter().filter(|r| r.significant) {
         let (metric, p_value) = (regression.metric, regression.p_value);
         // A value that is not a number reads "n/a", as it is null in the JSON.
         let change = match (metric, regression.delta.filter(|d| d.is_finite())) {

@@ -177,11 +177,29 @@ pub struct DetectionMetrics {
     pub mask_ap_interval: Option<[f64; 2]>,
 }
 
-/// A detection run against a baseline run on the same slice: the mAP difference and a
-/// paired bootstrap test of "this run is worse" (both runs scored on the same resampled
-/// images).
+/// A detection run against a baseline run on the same slice: the boxes' mAP difference
+/// and a paired bootstrap test of "this run is worse" (both runs scored on the same
+/// resampled images); the same for the instance masks' mAP when both runs have masks.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct DetectionRegression {
+    /// The boxes' mAP (its fields at the top level of the JSON, as before masks).
+    #[serde(flatten)]
+    pub boxes: MapChange,
+    /// The instance masks' mAP (COCO's `segm`), when both runs were scored with masks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<MapChange>,
+}
+
+impl DetectionRegression {
+    /// Whether the boxes' or the masks' mAP dropped significantly.
+    pub fn significant(&self) -> bool {
+        self.boxes.significant || self.mask.is_some_and(|m| m.significant)
+    }
+}
+
+/// One mAP against the baseline's on a slice.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MapChange {
     /// The baseline's mAP on the slice.
     pub baseline_map: Option<f64>,
     /// This run's mAP minus the baseline's.
@@ -628,10 +646,12 @@ impl RunEvaluation {
         let accumulated = self.matching.accumulate_images(include);
         let draws = self.resampled_ap(include);
         let mut metrics = self.metrics_from(include, &accumulated, &draws);
+        let mut mask_draws = Vec::new();
         if let Some((masks, order)) = &self.mask_matching {
             let accumulated = masks.accumulate_images(include);
             metrics.mask = Some(coco_stats(&accumulated));
-            metrics.mask_ap_interval = interval(&resampled_ap(masks, order, include), |d| d.0);
+            mask_draws = resampled_ap(masks, order, include);
+            metrics.mask_ap_interval = interval(&mask_draws, |d| d.0);
             for (k, class) in metrics.classes.iter_mut().enumerate() {
                 class.mask_ap = Some(accumulated.category_ap(k, None)).filter(|&v| v > -1.0);
             }
@@ -639,45 +659,28 @@ impl RunEvaluation {
         if curves {
             metrics.pr_curves = self.pr_curves(&accumulated, &metrics.classes);
         }
-        let regression = baseline.and_then(|b| self.regression(b, include, metrics.coco.ap, &draws, alpha));
+        // Draws pair up only when both runs resample the same image list.
+        let baseline = baseline.filter(|b| b.image_ids == self.image_ids);
+        let regression = baseline.and_then(|b| {
+            let base_draws = b.resampled_ap(include);
+            let base = coco_stats(&b.matching.accumulate_images(include)).ap;
+            let boxes = map_change(metrics.coco.ap, base, &draws, &base_draws, alpha)?;
+            let mask = match (&self.mask_matching, &b.mask_matching) {
+                (Some(_), Some((masks, order))) => {
+                    let base = coco_stats(&masks.accumulate_images(include)).ap;
+                    let base_draws = resampled_ap(masks, order, include);
+                    map_change(metrics.mask.and_then(|m| m.ap), base, &mask_draws, &base_draws, alpha)
+                }
+                _ => None,
+            };
+            Some(DetectionRegression { boxes, mask })
+        });
         (metrics, regression)
     }
 
     /// Metrics over the included images.
     pub fn metrics(&self, include: &[bool]) -> DetectionMetrics {
         self.score(include, None, 0.0, false).0
-    }
-
-    /// This run (mAP `new`, bootstrap `draws`) against `baseline`, a run on the same
-    /// dataset version, on the included images: a paired bootstrap of the mAP
-    /// difference. None when the runs were scored on different image lists or a mAP is
-    /// undefined.
-    fn regression(
-        &self,
-        baseline: &RunEvaluation,
-        include: &[bool],
-        new: Option<f64>,
-        draws: &[(f64, f64)],
-        alpha: f64,
-    ) -> Option<DetectionRegression> {
-        if self.image_ids != baseline.image_ids {
-            return None;
-        }
-        let base = coco_stats(&baseline.matching.accumulate_images(include)).ap;
-        let (Some(new_ap), Some(base_ap)) = (new, base) else { return None };
-        let deltas: Vec<f64> =
-            draws.iter().zip(baseline.resampled_ap(include)).map(|(n, b)| n.0 - b.0).filter(|d| !d.is_nan()).collect();
-        if deltas.is_empty() {
-            return None;
-        }
-        let p_value = deltas.iter().filter(|&&d| d >= 0.0).count() as f64 / deltas.len() as f64;
-        let delta = new_ap - base_ap;
-        Some(DetectionRegression {
-            baseline_map: base,
-            delta: Some(delta),
-            p_value,
-            significant: delta < 0.0 && p_value < alpha,
-        })
     }
 
     /// Every category's PR curve at the operating IoU, most ground truth first (the
@@ -772,6 +775,26 @@ fn resampled_ap(matching: &Matching, order: &ScoreOrder, include: &[bool]) -> Ve
             },
         )
         .collect()
+}
+
+/// A mAP (`new`, bootstrap `draws`) against the baseline's (`base`, `base_draws`, drawn on
+/// the same resampled images): the difference and the paired bootstrap test of a drop at
+/// level `alpha`. None when either mAP is undefined.
+fn map_change(
+    new: Option<f64>,
+    base: Option<f64>,
+    draws: &[(f64, f64)],
+    base_draws: &[(f64, f64)],
+    alpha: f64,
+) -> Option<MapChange> {
+    let (Some(new_ap), Some(base_ap)) = (new, base) else { return None };
+    let deltas: Vec<f64> = draws.iter().zip(base_draws).map(|(n, b)| n.0 - b.0).filter(|d| !d.is_nan()).collect();
+    if deltas.is_empty() {
+        return None;
+    }
+    let p_value = deltas.iter().filter(|&&d| d >= 0.0).count() as f64 / deltas.len() as f64;
+    let delta = new_ap - base_ap;
+    Some(MapChange { baseline_map: base, delta: Some(delta), p_value, significant: delta < 0.0 && p_value < alpha })
 }
 
 /// The 95% percentile interval of one statistic of bootstrap draws; None when undefined.
