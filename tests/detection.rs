@@ -468,6 +468,46 @@ fn a_voc_folder_gives_its_images_their_boxes_and_a_run_is_scored_on_them() {
     assert!(!err.contains("slicetest-unzip"), "the temporary folder is not shown: {err}");
 }
 
+/// Ultralytics' COCO: `coco.yaml` lists val2017.txt, and `val(save_json=True)` writes
+/// COCO's own category ids (1–90, with gaps) while the label files say class 0–79. The
+/// ingest numbers the classes as COCO does, so both uploads score the same boxes.
+#[test]
+fn ultralytics_coco_keeps_cocos_category_ids() {
+    let s = setup();
+    let coco = s.src.join("datasets/coco");
+    let names: Vec<String> = (0..80).map(|k| format!("c{k}")).collect();
+    std::fs::create_dir_all(&coco).unwrap();
+    std::fs::write(coco.join("coco.yaml"), format!("path: .\nval: val2017.txt\nnames: [{}]\n", names.join(", ")))
+        .unwrap();
+    write_image(&coco.join("images/val2017/000000000139.png"), 100, 100, 1);
+    std::fs::create_dir_all(coco.join("labels/val2017")).unwrap();
+    // Class 11 (COCO id 13) and class 79 (COCO id 90).
+    std::fs::write(coco.join("labels/val2017/000000000139.txt"), "11 0.3 0.3 0.2 0.2\n79 0.7 0.7 0.2 0.2\n").unwrap();
+    std::fs::write(coco.join("val2017.txt"), "./images/val2017/000000000139.png\n").unwrap();
+    ok(&s.ws, &["ingest", "-d", "coco", "--quiet", coco.join("coco.yaml").to_str().unwrap()]);
+    assert_eq!(
+        sql_csv(&s.ws, "SELECT category, category_id FROM coco.objects ORDER BY 2"),
+        "category,category_id\nc11,13\nc79,90\n"
+    );
+    let saved = s.src.join("predictions.json");
+    std::fs::write(
+        &saved,
+        r#"[{"image_id": 139, "category_id": 13, "bbox": [20, 20, 20, 20], "score": 0.9},
+            {"image_id": 139, "category_id": 90, "bbox": [60, 60, 20, 20], "score": 0.8}]"#,
+    )
+    .unwrap();
+    let labels = s.src.join("predict/labels");
+    std::fs::create_dir_all(&labels).unwrap();
+    std::fs::write(labels.join("000000000139.txt"), "11 0.3 0.3 0.2 0.2 0.9\n79 0.7 0.7 0.2 0.2 0.8\n").unwrap();
+    for (run, file) in [("saved-json", &saved), ("labels", &labels)] {
+        let out = upload(&s.ws, run, file, &["--dataset", "coco"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report = json(&s.ws, &["report", "--run", run, "--format", "json"]);
+        let ap = report["overall"]["detection"]["coco"]["ap"].as_f64().unwrap();
+        assert!(close(ap, 1.0), "{run}: {ap}");
+    }
+}
+
 /// Writes a ZIP archive of `(path in the archive, text)` files, deflated.
 fn write_zip(path: &Path, files: &[(String, String)]) {
     use std::io::Write;

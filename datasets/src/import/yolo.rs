@@ -15,10 +15,14 @@
 //!   the box. Repeated lines in a file are kept once.
 //!
 //! `image_id` is the image's path relative to the dataset folder, `split` the yaml key
-//! that listed it. A class index `k` is category id `k + 1` named `names[k]`: the ids
-//! Ultralytics writes to `predictions.json` (`save_json`) for a dataset other than COCO.
-//! Boxes stay fractions here and become pixels once the images' sizes are read (see
-//! [`crate::objects::check_boxes`]).
+//! that listed it. A class index `k` is named `names[k]` and numbered as Ultralytics
+//! numbers it in `predictions.json` (`val(save_json=True)`): category id `k + 1`, except
+//! for COCO itself (80 classes, a `val2017.txt` list under a `coco` path: the test of
+//! Ultralytics' validator), whose ids are COCO's own 1–90 ([`COCO80_TO_COCO91`]), as in
+//! COCO's annotation files. Either way class `k` is the dataset's `k`-th category by id,
+//! which is how a YOLO prediction folder's classes are read back
+//! (`run::detections`). Boxes stay fractions here and become pixels once the images'
+//! sizes are read (see [`crate::objects::check_boxes`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -35,6 +39,38 @@ const SPLITS: [&str; 3] = ["train", "val", "test"];
 
 /// At most this many label problems are listed in a refusal.
 const MAX_PROBLEMS: usize = 20;
+
+/// COCO's category id of each of the 80 classes Ultralytics trains on COCO with, in class
+/// order (Ultralytics' `coco80_to_coco91_class`; COCO's ids skip 12, 26, 29, 30, 45, 66,
+/// 68, 69, 71 and 83).
+pub const COCO80_TO_COCO91: [i64; 80] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34, 35,
+    36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65,
+    67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
+];
+
+/// The category id of each class (see the module docs): COCO's ids when the dataset is
+/// COCO by the test Ultralytics' validator makes before it writes `predictions.json` —
+/// 80 classes, and the evaluated split (`val`, else `test`) a path containing `coco` that
+/// ends in `/val2017.txt` or `/test-dev2017.txt`, as resolved against the dataset folder —
+/// else `k + 1`.
+fn category_ids(doc: &Yaml, classes: usize, root_dir: &Path) -> Vec<i64> {
+    let evaluated = doc["val"].as_str().or_else(|| doc["test"].as_str());
+    let is_coco = evaluated.is_some_and(|entry| {
+        // Ultralytics resolves the entry against its datasets folder; the yaml's own
+        // `path` (`coco`) is what that path holds, so both are tried.
+        let resolved = [root_dir.join(entry), Path::new(doc["path"].as_str().unwrap_or("")).join(entry)];
+        resolved.iter().any(|path| {
+            let path = path.to_string_lossy().replace('\\', "/");
+            path.contains("coco") && (path.ends_with("/val2017.txt") || path.ends_with("/test-dev2017.txt"))
+        })
+    });
+    if is_coco && classes == COCO80_TO_COCO91.len() {
+        COCO80_TO_COCO91.to_vec()
+    } else {
+        (1..=classes as i64).collect()
+    }
+}
 
 pub(super) fn gather(yaml: &Path, options: &ImportOptions) -> Result<CandidateSet> {
     let bad = |message: String| DatasetError::BadInput { source_path: yaml.to_path_buf(), message };
@@ -60,6 +96,7 @@ pub(super) fn gather(yaml: &Path, options: &ImportOptions) -> Result<CandidateSe
         )));
     }
     let root = canonical_root(&root_dir)?;
+    let ids = category_ids(doc, names.len(), &root_dir);
 
     let mut set = CandidateSet::default();
     let mut labels: Vec<PathBuf> = Vec::new();
@@ -115,7 +152,7 @@ pub(super) fn gather(yaml: &Path, options: &ImportOptions) -> Result<CandidateSe
     for (candidate, label_file) in set.candidates.iter().zip(&labels) {
         let Ok(text) = std::fs::read_to_string(label_file) else { continue }; // no labels: background
         let shown = relative_id(&root, label_file).unwrap_or_else(|| label_file.display().to_string());
-        for object in read_labels(&text, &names, pose, &shown, &mut problems) {
+        for object in read_labels(&text, &ids, pose, &shown, &mut problems) {
             let LabelObject { category_id, bbox, polygon, position } = object;
             let mut extra = std::collections::BTreeMap::new();
             if let Some(polygon) = polygon {
@@ -144,11 +181,7 @@ pub(super) fn gather(yaml: &Path, options: &ImportOptions) -> Result<CandidateSe
     }
     let objects = ImportedObjects {
         objects,
-        categories: names
-            .iter()
-            .enumerate()
-            .map(|(k, name)| Category { id: k as i64 + 1, name: name.clone() })
-            .collect(),
+        categories: names.iter().zip(&ids).map(|(name, &id)| Category { id, name: name.clone() }).collect(),
         images: set.candidates.iter().map(|c| c.image_id.clone()).collect(),
         numbered_categories: false,
         normalized: true,
@@ -287,8 +320,9 @@ struct LabelObject {
     position: String,
 }
 
-/// The objects of one label file; each bad line is a problem naming the file and line.
-fn read_labels(text: &str, names: &[String], pose: bool, file: &str, problems: &mut Vec<String>) -> Vec<LabelObject> {
+/// The objects of one label file, class `k` given category id `ids[k]`; each bad line is
+/// a problem naming the file and line.
+fn read_labels(text: &str, ids: &[i64], pose: bool, file: &str, problems: &mut Vec<String>) -> Vec<LabelObject> {
     let mut objects = Vec::new();
     let mut seen = HashSet::new();
     for (n, line) in text.lines().enumerate() {
@@ -304,8 +338,8 @@ fn read_labels(text: &str, names: &[String], pose: bool, file: &str, problems: &
             continue;
         };
         let class = numbers[0];
-        if class.fract() != 0.0 || class < 0.0 || class >= names.len() as f64 {
-            problems.push(format!("{at}: class {class} is not an index of names (0 to {})", names.len() - 1));
+        if class.fract() != 0.0 || class < 0.0 || class >= ids.len() as f64 {
+            problems.push(format!("{at}: class {class} is not an index of names (0 to {})", ids.len() - 1));
             continue;
         }
         let values = &numbers[1..];
@@ -329,7 +363,7 @@ fn read_labels(text: &str, names: &[String], pose: bool, file: &str, problems: &
             ));
             continue;
         };
-        objects.push(LabelObject { category_id: class as i64 + 1, bbox, polygon, position: at });
+        objects.push(LabelObject { category_id: ids[class as usize], bbox, polygon, position: at });
     }
     objects
 }
@@ -369,7 +403,7 @@ mod tests {
 
     #[test]
     fn label_lines_are_boxes_polygons_or_poses_and_bad_ones_are_named() {
-        let names = ["a".to_string(), "b".to_string()];
+        let names = [1, 2];
         let mut problems = Vec::new();
         let text = "0 0.5 0.5 0.2 0.4\n1 0.1 0.1 0.3 0.1 0.2 0.6\n\n0 0.5 0.5 0.2 0.4\n";
         let objects = read_labels(text, &names, false, "labels/x.txt", &mut problems);
@@ -409,6 +443,34 @@ mod tests {
     fn touch(path: &Path, bytes: &[u8]) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn coco_itself_keeps_cocos_category_ids_as_ultralytics_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("coco");
+        let names: Vec<String> = (0..80).map(|k| format!("class{k}")).collect();
+        let names_yaml = format!("names: [{}]\n", names.join(", "));
+        touch(&d.join("images/val2017/a.jpg"), b"x");
+        // Class 11 is "stop sign", COCO's id 13; class 79 "toothbrush", id 90.
+        touch(&d.join("labels/val2017/a.txt"), b"11 0.5 0.5 0.5 0.5\n79 0.5 0.5 0.1 0.1\n");
+        touch(&d.join("val2017.txt"), b"./images/val2017/a.jpg\n");
+        touch(&d.join("coco.yaml"), format!("path: .\nval: val2017.txt\n{names_yaml}").as_bytes());
+        let objects = gather(&d.join("coco.yaml"), &ImportOptions::default()).unwrap().objects.unwrap();
+        let ids: Vec<i64> = objects.categories.iter().map(|c| c.id).collect();
+        assert_eq!(ids, COCO80_TO_COCO91);
+        assert_eq!((objects.categories[11].id, objects.categories[79].id), (13, 90));
+        assert_eq!(objects.objects.iter().map(|o| o.category_id).collect::<Vec<_>>(), [13, 90]);
+        // The same images listed by a folder (coco128-style), or another class count: 1..n,
+        // as Ultralytics numbers every dataset but COCO.
+        touch(&d.join("folder.yaml"), format!("path: .\nval: images/val2017\n{names_yaml}").as_bytes());
+        let objects = gather(&d.join("folder.yaml"), &ImportOptions::default()).unwrap().objects.unwrap();
+        assert_eq!(objects.categories[11].id, 12);
+        touch(&d.join("labels/val2017/a.txt"), b"2 0.5 0.5 0.5 0.5\n");
+        touch(&d.join("few.yaml"), b"path: .\nval: val2017.txt\nnames: [a, b, c]\n");
+        let objects = gather(&d.join("few.yaml"), &ImportOptions::default()).unwrap().objects.unwrap();
+        assert_eq!(objects.categories.iter().map(|c| c.id).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(objects.objects[0].category_id, 3);
     }
 
     #[test]

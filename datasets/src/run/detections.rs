@@ -127,6 +127,10 @@ pub(crate) enum ImageRef {
 pub(crate) enum CategoryRef {
     Id(i64),
     Name(String),
+    /// A YOLO class index `k`: the dataset's `k`-th category by id (0-based). A YOLO
+    /// import numbers class `k` so (`k + 1`, or COCO's ids for COCO), and so does a COCO
+    /// file of the classes a YOLO model was trained on.
+    Class(i64),
 }
 
 pub(crate) struct Row {
@@ -185,7 +189,7 @@ pub(crate) fn yolo_label_files(dir: &std::path::Path) -> std::io::Result<Vec<std
 /// The detections of a folder of YOLO prediction files: `<image stem>.txt`, a line per
 /// detection, `class cx cy w h conf` (a box by its centre) or `class x1 y1 … conf` (a
 /// segment's polygon, which is also its mask), as fractions of the image's size. The class
-/// index `k` is category id `k + 1`, as a YOLO dataset's import numbers them.
+/// index `k` is the dataset's `k`-th category by id ([`CategoryRef::Class`]).
 pub(crate) fn yolo_rows(dir: &std::path::Path) -> std::result::Result<(Vec<Row>, Positions), Vec<String>> {
     let files = yolo_label_files(dir).map_err(|e| vec![format!("cannot list {}: {e}", dir.display())])?;
     let mut rows = Vec::new();
@@ -210,7 +214,7 @@ pub(crate) fn yolo_rows(dir: &std::path::Path) -> std::result::Result<(Vec<Row>,
                 }
             };
             let (class, values) = (numbers[0], &numbers[1..]);
-            let category = whole_f64(class).filter(|k| *k >= 0).map(|k| CategoryRef::Id(k + 1));
+            let category = whole_f64(class).filter(|k| *k >= 0).map(CategoryRef::Class);
             if category.is_none() {
                 problems.push(format!("{at}: class {class} is not a class index (0, 1, …)"));
                 continue;
@@ -720,6 +724,8 @@ pub(crate) fn validate(
         coco_ids.map(|ids| ids.iter().enumerate().filter_map(|(i, c)| c.map(|c| (c, i))).collect()).unwrap_or_default();
     let category_by_id: HashMap<i64, &Category> = categories.iter().map(|c| (c.id, c)).collect();
     let category_by_name: HashMap<&str, &Category> = categories.iter().map(|c| (c.name.as_str(), c)).collect();
+    let mut category_by_class: Vec<&Category> = categories.iter().collect();
+    category_by_class.sort_by_key(|c| c.id);
     let category_list = || categories.iter().map(|c| format!("{} {:?}", c.id, c.name)).collect::<Vec<_>>().join(", ");
     let mut problems = Vec::new();
     let mut unknown_category = false;
@@ -790,6 +796,19 @@ pub(crate) fn validate(
                 problems.push(format!("{at}: category id {id} is not a category of the dataset ({})", category_list()));
                 None
             }),
+            Some(CategoryRef::Class(k)) => {
+                usize::try_from(*k).ok().and_then(|k| category_by_class.get(k)).copied().or_else(|| {
+                    let last = category_by_class
+                        .last()
+                        .map_or(String::new(), |c| format!("; class {} is {:?}", category_by_class.len() - 1, c.name));
+                    problems.push(format!(
+                        "{at}: class {k} is not a class of the dataset: it has {} categories, classes 0 to {}{last}",
+                        category_by_class.len(),
+                        category_by_class.len().saturating_sub(1)
+                    ));
+                    None
+                })
+            }
             Some(CategoryRef::Name(name)) => category_by_name.get(name.as_str()).copied().or_else(|| {
                 // Names are matched exactly; say so when only the case differs ("DOG", "dog").
                 let hint = (categories.iter())
@@ -1206,6 +1225,32 @@ mod tests {
             problems,
             ["0042.txt line 1: image_id \"0042\" is not an image of the dataset (2 images have the file name \
               \"0042\", e.g. \"train/0042.jpg\" and \"val/0042.jpg\": name it by its image_id)"]
+        );
+    }
+
+    #[test]
+    fn a_yolo_class_is_the_datasets_kth_category_by_id() {
+        // COCO's ids skip 12: class 11 ("stop sign") is id 13, whatever order the
+        // categories are listed in.
+        let categories = [
+            Category { id: 13, name: "stop sign".into() },
+            Category { id: 1, name: "person".into() },
+            Category { id: 11, name: "fire hydrant".into() },
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "0 0.5 0.5 0.2 0.4 0.9\n2 0.5 0.5 0.2 0.4 0.8\n").unwrap();
+        let ids = ["a.jpg".to_string()];
+        let (mut rows, positions) = yolo_rows(dir.path()).unwrap();
+        let batch = validate("r", &mut rows, &positions, &ids, None, &[[10, 10]], &categories).unwrap().batch;
+        let names = batch.column_by_name("category").unwrap().as_string::<i32>();
+        assert_eq!((names.value(0), names.value(1)), ("person", "stop sign"));
+        std::fs::write(dir.path().join("a.txt"), "3 0.5 0.5 0.2 0.4 0.9\n").unwrap();
+        let (mut rows, positions) = yolo_rows(dir.path()).unwrap();
+        let problems = validate("r", &mut rows, &positions, &ids, None, &[[10, 10]], &categories).err().unwrap();
+        assert_eq!(
+            problems,
+            ["a.txt line 1: class 3 is not a class of the dataset: it has 3 categories, classes 0 to 2; class 2 is \
+              \"stop sign\""]
         );
     }
 
