@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import http.client
 import io
+import contextlib
 import json
 import os
+import tempfile
 import time
 import warnings
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
 import pyarrow as pa
@@ -485,8 +487,12 @@ class Client:
         validation (each problem named by row; nothing is written, also for an empty
         table), 409 ``exists`` when the run name is taken."""
         headers: Dict[str, str] = {}
+        opened = contextlib.ExitStack()
+        body: Union[bytes, IO[bytes]]
         if isinstance(predictions, (str, os.PathLike)):
             body, content_type, name = _prediction_file(Path(predictions))
+            if not isinstance(body, bytes):
+                opened.enter_context(body)
             headers["Content-Disposition"] = f'attachment; filename="{name}"'
         elif isinstance(predictions, list):
             body, content_type = json.dumps(predictions).encode(), "application/json"
@@ -506,13 +512,14 @@ class Client:
             params["mask_source"] = mask_source
         if instances:
             params["instances"] = "true"
-        manifest = self._json(
-            "POST",
-            f"/runs/{quote(run, safe='')}",
-            params=params,
-            data=body,
-            headers={"Content-Type": content_type, **headers},
-        )
+        with opened:  # a file is streamed from disk, and closed (a temporary one removed) after
+            manifest = self._json(
+                "POST",
+                f"/runs/{quote(run, safe='')}",
+                params=params,
+                data=body,
+                headers={"Content-Type": content_type, **headers},
+            )
         for warning in manifest.get("warnings", []):
             warnings.warn(f"run {run}: {warning}", UserWarning, stacklevel=2)
         return manifest
@@ -529,20 +536,24 @@ PREDICTION_FILE_TYPES = {
 }
 
 
-def _prediction_file(path: Path) -> Tuple[bytes, str, str]:
-    """The body, Content-Type and file name with which predictions at ``path`` are sent."""
+def _prediction_file(path: Path) -> Tuple[Union[bytes, IO[bytes]], str, str]:
+    """The body (bytes, or a file to stream and close), Content-Type and file name with
+    which predictions at ``path`` are sent."""
     if path.is_dir():
         # The folder itself goes into the archive (labels/bus.txt), as `zip -r` makes it.
         # Only what a run folder is read for goes in: label files and PNG masks, not the
         # annotated JPEGs Ultralytics saves beside labels/; hidden files (.DS_Store) stay out.
-        sink = io.BytesIO()
+        # The archive is a temporary file (removed when closed), so a large folder of masks
+        # is not held in memory.
+        sink = tempfile.TemporaryFile()
         with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as archive:
             for file in sorted(path.rglob("*")):
                 relative = file.relative_to(path)
                 hidden = any(part.startswith(".") for part in relative.parts)
                 if file.is_file() and not hidden and file.suffix.lower() in (".txt", ".png"):
                     archive.write(file, Path(path.name) / relative)
-        return sink.getvalue(), "application/zip", path.name
+        sink.seek(0)
+        return sink, "application/zip", path.name
     if not path.is_file():
         raise FileNotFoundError(f"no predictions file or folder at {path}")
     suffix = path.suffix.lower()
@@ -553,7 +564,7 @@ def _prediction_file(path: Path) -> Tuple[bytes, str, str]:
     if suffix not in PREDICTION_FILE_TYPES:
         known = ", ".join(sorted([*PREDICTION_FILE_TYPES, ".arrow", ".feather", ".ipc"]))
         raise ValueError(f"{path}: predictions files are {known}, or a folder (YOLO labels, PNG masks)")
-    return path.read_bytes(), PREDICTION_FILE_TYPES[suffix], path.name
+    return open(path, "rb"), PREDICTION_FILE_TYPES[suffix], path.name
 
 
 DISCOVERY_SCHEMA = pa.schema(
