@@ -68,6 +68,7 @@ fn unpack_zip_within(archive: &Path, max_bytes: u64) -> Result<Unpacked> {
         .tempdir()
         .map_err(DatasetError::io("creating a folder to unpack into", std::env::temp_dir()))?;
     let mut budget = max_bytes;
+    let mut files = 0usize;
     for index in 0..zip.len() {
         let mut entry = zip.by_index(index).map_err(|e| bad(format!("entry {index}: {e}")))?;
         let shown = entry.name().map(|n| n.into_owned()).unwrap_or_else(|_| format!("entry {index}"));
@@ -110,6 +111,10 @@ fn unpack_zip_within(archive: &Path, max_bytes: u64) -> Result<Unpacked> {
             out.write_all(&buffer[..n]).map_err(DatasetError::io("writing", &target))?;
         }
         budget -= written;
+        files += 1;
+    }
+    if files == 0 {
+        return Err(bad("holds no files (hidden files and __MACOSX/ entries are not read)".into()));
     }
     let root = only_child(dir.path()).map_err(DatasetError::io("listing", dir.path()))?;
     Ok(Unpacked { dir, root })
@@ -215,6 +220,17 @@ mod tests {
         assert!(unpack_zip_within(&zip, 20_000).is_ok());
         let err = unpack_zip_within(&zip, 19_999).unwrap_err().to_string();
         assert!(err.contains("unpacks to more than 19999 bytes (at entry \"b.png\")"), "{err}");
+    }
+
+    #[test]
+    fn an_archive_of_nothing_readable_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = archive(dir.path(), &[("__MACOSX/._a.png", b"x"), (".DS_Store", b"x")]);
+        let err = unpack_zip(&zip).unwrap_err().to_string();
+        assert!(
+            err.ends_with("predictions.zip: holds no files (hidden files and __MACOSX/ entries are not read)"),
+            "{err}"
+        );
     }
 
     #[test]
