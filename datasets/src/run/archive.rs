@@ -53,20 +53,49 @@ impl Unpacked {
 /// Unpacks the ZIP archive at `archive` into a new temporary folder (see the module docs
 /// for the bounds). macOS' `__MACOSX/` resource forks and hidden files are skipped.
 pub fn unpack_zip(archive: &Path) -> Result<Unpacked> {
-    unpack_zip_within(archive, MAX_UNPACKED_BYTES)
+    unpack_zip_within(archive, MAX_UNPACKED_BYTES, Some(Path::new(IN_MEMORY_DIR)))
 }
 
-fn unpack_zip_within(archive: &Path, max_bytes: u64) -> Result<Unpacked> {
+/// Where a small archive is unpacked first: memory (tmpfs), where creating thousands of
+/// small files is fast; on a journaled disk it is not (5,000 YOLO label files: 0.2 s here
+/// against 0.3–3.9 s in the system's temporary folder on the development VM).
+const IN_MEMORY_DIR: &str = "/dev/shm";
+/// Archives whose entries claim at most this many bytes in all are unpacked in memory.
+const IN_MEMORY_BYTES: u64 = 256 << 20;
+
+/// [`unpack_zip`] with its bounds and its in-memory folder (None: never in memory) given.
+fn unpack_zip_within(archive: &Path, max_bytes: u64, memory: Option<&Path>) -> Result<Unpacked> {
     let bad = |message: String| DatasetError::BadInput { source_path: archive.to_path_buf(), message };
     let file = File::open(archive).map_err(DatasetError::io("opening", archive))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(format!("not a readable ZIP archive: {e}")))?;
     if zip.len() > MAX_ENTRIES {
         return Err(bad(format!("{} entries; at most {MAX_ENTRIES} are unpacked", zip.len())));
     }
+    let declared =
+        (0..zip.len()).map(|i| zip.by_index_raw(i).map_or(u64::MAX, |e| e.size())).fold(0u64, u64::saturating_add);
+    // A full or small /dev/shm (64 MiB in a default Docker container) or any other
+    // failure there falls back to the temporary folder, which says what is wrong if it is
+    // the archive; only the bytes the entries claim are let into memory.
+    if declared <= IN_MEMORY_BYTES
+        && let Some(memory) = memory.filter(|m| m.is_dir())
+        && let Ok(unpacked) = unpack_into(&mut zip, memory, declared.min(max_bytes), &bad)
+    {
+        return Ok(unpacked);
+    }
+    unpack_into(&mut zip, &std::env::temp_dir(), max_bytes, &bad)
+}
+
+/// Unpacks `zip` into a new temporary folder in `parent`, at most `max_bytes` of it.
+fn unpack_into(
+    zip: &mut zip::ZipArchive<File>,
+    parent: &Path,
+    max_bytes: u64,
+    bad: &dyn Fn(String) -> DatasetError,
+) -> Result<Unpacked> {
     let dir = tempfile::Builder::new()
         .prefix("slicetest-unzip-")
-        .tempdir()
-        .map_err(DatasetError::io("creating a folder to unpack into", std::env::temp_dir()))?;
+        .tempdir_in(parent)
+        .map_err(DatasetError::io("creating a folder to unpack into", parent))?;
     let mut budget = max_bytes;
     let mut files = 0usize;
     for index in 0..zip.len() {
@@ -217,9 +246,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let zeros = vec![0u8; 10_000];
         let zip = archive(dir.path(), &[("a.png", &zeros), ("b.png", &zeros)]);
-        assert!(unpack_zip_within(&zip, 20_000).is_ok());
-        let err = unpack_zip_within(&zip, 19_999).unwrap_err().to_string();
-        assert!(err.contains("unpacks to more than 19999 bytes (at entry \"b.png\")"), "{err}");
+        let memory = tempfile::tempdir().unwrap();
+        for memory in [None, Some(memory.path())] {
+            let unpacked = unpack_zip_within(&zip, 20_000, memory).unwrap();
+            // A small archive is unpacked in memory (tmpfs) when there is such a folder.
+            assert_eq!(memory.is_some_and(|m| unpacked.root().starts_with(m)), memory.is_some());
+            let err = unpack_zip_within(&zip, 19_999, memory).unwrap_err().to_string();
+            assert!(err.contains("unpacks to more than 19999 bytes (at entry \"b.png\")"), "{err}");
+        }
+        assert_eq!(std::fs::read_dir(memory.path()).unwrap().count(), 0, "nothing is left behind");
     }
 
     #[test]
