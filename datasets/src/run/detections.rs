@@ -146,6 +146,20 @@ pub(crate) struct Row {
     /// The box and polygon are fractions of the image's width and height (YOLO labels),
     /// turned into pixels where the image is known.
     normalized: bool,
+    /// The record carries `keypoints` (a pose model's), which are not scored.
+    keypoints: bool,
+}
+
+/// The warning for an upload whose detections carry keypoints: they are read as boxes
+/// (and masks), and nothing says so otherwise.
+pub(crate) fn keypoints_warning(rows: &[Row]) -> Option<String> {
+    let n = rows.iter().filter(|r| r.keypoints).count();
+    (n > 0).then(|| {
+        format!(
+            "{n} detection(s) carry keypoints, which are not scored: the run is scored on its boxes (and masks); \
+             keypoint AP (OKS) is not built"
+        )
+    })
 }
 
 impl Row {
@@ -244,6 +258,7 @@ pub(crate) fn yolo_rows(dir: &std::path::Path) -> std::result::Result<(Vec<Row>,
                 segmentation,
                 box_from_mask: false,
                 normalized: true,
+                keypoints: false,
             });
             places.push(at);
             if problems.len() >= MAX_PROBLEMS {
@@ -270,6 +285,9 @@ struct CocoResult {
     score: Value,
     #[serde(default)]
     segmentation: Value,
+    /// A pose model's keypoints (`[x1, y1, v1, …]`): noticed, not scored.
+    #[serde(default)]
+    keypoints: Option<Value>,
 }
 
 /// How the uploaded file's detections are named in a refusal: by the place a person finds
@@ -430,7 +448,8 @@ fn coco_result_rows(
             Value::Null => None,
             value => segmentation_text(value).map_err(|e| problems.push(format!("{at}: {e}"))).ok(),
         };
-        rows.push(Row { image, category, bbox, score, segmentation, box_from_mask, normalized: false });
+        let keypoints = r.keypoints.is_some_and(|k| !k.is_null());
+        rows.push(Row { image, category, bbox, score, segmentation, box_from_mask, normalized: false, keypoints });
         if problems.len() >= MAX_PROBLEMS {
             problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
             break;
@@ -576,6 +595,7 @@ pub(crate) fn table_rows(table: &RecordBatch, instances: bool) -> std::result::R
     }
     let in_bbox = has("bbox");
     let from_masks = instances && !in_bbox && sizes.is_empty() && has(SEGMENTATION_COLUMN);
+    let keypoints = table.column_by_name("keypoints");
     let needed = [
         ("image_id", has("image_id")),
         ("category (or category_id)", has("category") || has("category_id")),
@@ -676,6 +696,7 @@ pub(crate) fn table_rows(table: &RecordBatch, instances: bool) -> std::result::R
             }),
             box_from_mask: from_masks,
             normalized: false,
+            keypoints: keypoints.is_some_and(|k| k.is_valid(i)),
         });
         if problems.len() >= MAX_PROBLEMS {
             problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
@@ -1226,6 +1247,25 @@ mod tests {
             ["0042.txt line 1: image_id \"0042\" is not an image of the dataset (2 images have the file name \
               \"0042\", e.g. \"train/0042.jpg\" and \"val/0042.jpg\": name it by its image_id)"]
         );
+    }
+
+    #[test]
+    fn keypoints_are_noticed_not_scored() {
+        let rows = coco_rows(
+            br#"[{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5, "keypoints": [1, 2, 1]},
+                 {"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.4, "keypoints": null},
+                 {"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.3}]"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            keypoints_warning(&rows).as_deref(),
+            Some(
+                "1 detection(s) carry keypoints, which are not scored: the run is scored on its boxes (and masks); \
+                 keypoint AP (OKS) is not built"
+            )
+        );
+        assert_eq!(keypoints_warning(&rows[1..]), None);
     }
 
     #[test]

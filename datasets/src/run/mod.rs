@@ -283,7 +283,9 @@ pub async fn upload_from(
             &objects.categories,
         )
         .map_err(rejected)?;
-        let warnings = detections::boxes_past_their_images(&checked.batch, &images).into_iter().collect();
+        let warnings = (detections::boxes_past_their_images(&checked.batch, &images).into_iter())
+            .chain(detections::keypoints_warning(&rows))
+            .collect();
         Checked {
             batch: checked.batch,
             classes: objects.categories.iter().map(|c| c.name.clone()).collect(),
