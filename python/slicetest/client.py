@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
-import contextlib
 import json
 import os
 import tempfile
@@ -476,8 +476,10 @@ class Client:
         (``.arrow``/``.feather``/``.ipc`` as Parquet), a ``.zip`` as it is, and a folder —
         Ultralytics' ``predict(save_txt=True, save_conf=True)`` label files (``labels/`` or
         the ``predict/`` folder above it) or a segmentation run's PNG masks — zipped (its
-        ``.txt`` and ``.png`` files); the run's ``source`` is the file's or folder's name. ``score_threshold`` fixes a detection run's operating
-        point (default: the best-F1 threshold, chosen when the run is scored).
+        ``.txt`` and ``.png`` files); the run's ``source`` is the file's or folder's name.
+
+        ``score_threshold`` fixes a detection run's operating point (default: the best-F1
+        threshold, chosen when the run is scored).
 
         What looked wrong without making the run unusable (boxes that reach far past their
         images, as corners ``[x0, y0, x1, y1]`` given for ``[x, y, width, height]`` do) is
@@ -493,7 +495,9 @@ class Client:
             body, content_type, name = _prediction_file(Path(predictions))
             if not isinstance(body, bytes):
                 opened.enter_context(body)
-            headers["Content-Disposition"] = f'attachment; filename="{name}"'
+            # A header is Latin-1 and the name is quoted: other characters are sent as "_".
+            shown = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
+            headers["Content-Disposition"] = f'attachment; filename="{shown}"'
         elif isinstance(predictions, list):
             body, content_type = json.dumps(predictions).encode(), "application/json"
         else:

@@ -171,6 +171,11 @@ def test_predictions_are_uploaded_from_files_by_path(client, tmp_path):
         manifest = client.upload_predictions(run, tmp_path / name, model="m", model_version="1", allow_partial=True)
         assert (manifest["source"], manifest["predictions"]) == (name, len(test)), manifest
         assert client.metrics(run)["overall"]["classification"]["accuracy"]["value"] == 1.0
+    # A name a header cannot carry as it is (not Latin-1, or a quote) is sent with "_" there.
+    records.to_csv(tmp_path / 'prédictions "v2".csv', index=False)
+    manifest = client.upload_predictions("accented", tmp_path / 'prédictions "v2".csv', model="m", model_version="1",
+                                         allow_partial=True)
+    assert manifest["source"] == "pr_dictions _v2_.csv"
     # A path the server would not read is refused before anything is sent.
     (tmp_path / "preds.txt").write_text("image_id,predicted\n")
     with pytest.raises(ValueError, match=r"preds.txt: predictions files are .*\.csv"):
