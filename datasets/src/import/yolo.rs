@@ -19,9 +19,8 @@
 //! numbers it in `predictions.json` (`val(save_json=True)`): category id `k + 1`, except
 //! for COCO itself (80 classes, a `val2017.txt` list under a `coco` path: the test of
 //! Ultralytics' validator), whose ids are COCO's own 1–90 ([`COCO80_TO_COCO91`]), as in
-//! COCO's annotation files. Either way class `k` is the dataset's `k`-th category by id,
-//! which is how a YOLO prediction folder's classes are read back
-//! (`run::detections`). Boxes stay fractions here and become pixels once the images'
+//! COCO's annotation files; a YOLO prediction folder's classes are read back by the same
+//! rule (`run::detections`). Boxes stay fractions here and become pixels once the images'
 //! sizes are read (see [`crate::objects::check_boxes`]).
 
 use std::collections::{HashMap, HashSet};

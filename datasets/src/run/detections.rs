@@ -127,9 +127,10 @@ pub(crate) enum ImageRef {
 pub(crate) enum CategoryRef {
     Id(i64),
     Name(String),
-    /// A YOLO class index `k`: the dataset's `k`-th category by id (0-based). A YOLO
-    /// import numbers class `k` so (`k + 1`, or COCO's ids for COCO), and so does a COCO
-    /// file of the classes a YOLO model was trained on.
+    /// A YOLO class index `k`: category id `k + 1`, as Ultralytics numbers classes (a YOLO
+    /// import, and Ultralytics' conversion of a COCO file to labels), or, on a dataset
+    /// whose categories carry COCO's 80 ids (COCO's own JSON, a YOLO import of
+    /// `coco.yaml`), COCO's id of class `k`.
     Class(i64),
 }
 
@@ -203,7 +204,7 @@ pub(crate) fn yolo_label_files(dir: &std::path::Path) -> std::io::Result<Vec<std
 /// The detections of a folder of YOLO prediction files: `<image stem>.txt`, a line per
 /// detection, `class cx cy w h conf` (a box by its centre) or `class x1 y1 … conf` (a
 /// segment's polygon, which is also its mask), as fractions of the image's size. The class
-/// index `k` is the dataset's `k`-th category by id ([`CategoryRef::Class`]).
+/// index `k` is category id `k + 1`, or COCO's id of class `k` on COCO ([`CategoryRef::Class`]).
 pub(crate) fn yolo_rows(dir: &std::path::Path) -> std::result::Result<(Vec<Row>, Positions), Vec<String>> {
     let files = yolo_label_files(dir).map_err(|e| vec![format!("cannot list {}: {e}", dir.display())])?;
     let mut rows = Vec::new();
@@ -745,8 +746,15 @@ pub(crate) fn validate(
         coco_ids.map(|ids| ids.iter().enumerate().filter_map(|(i, c)| c.map(|c| (c, i))).collect()).unwrap_or_default();
     let category_by_id: HashMap<i64, &Category> = categories.iter().map(|c| (c.id, c)).collect();
     let category_by_name: HashMap<&str, &Category> = categories.iter().map(|c| (c.name.as_str(), c)).collect();
-    let mut category_by_class: Vec<&Category> = categories.iter().collect();
-    category_by_class.sort_by_key(|c| c.id);
+    // A YOLO class is category id `k + 1`, as Ultralytics numbers classes (also when it
+    // converts a COCO file to labels), except on a dataset numbered as COCO itself is.
+    let mut ids: Vec<i64> = categories.iter().map(|c| c.id).collect();
+    ids.sort_unstable();
+    let coco_numbered = ids == crate::import::yolo::COCO80_TO_COCO91;
+    let class_id = |k: i64| match usize::try_from(k) {
+        Ok(k) if coco_numbered => crate::import::yolo::COCO80_TO_COCO91.get(k).copied(),
+        _ => k.checked_add(1),
+    };
     let category_list = || categories.iter().map(|c| format!("{} {:?}", c.id, c.name)).collect::<Vec<_>>().join(", ");
     let mut problems = Vec::new();
     let mut unknown_category = false;
@@ -817,19 +825,14 @@ pub(crate) fn validate(
                 problems.push(format!("{at}: category id {id} is not a category of the dataset ({})", category_list()));
                 None
             }),
-            Some(CategoryRef::Class(k)) => {
-                usize::try_from(*k).ok().and_then(|k| category_by_class.get(k)).copied().or_else(|| {
-                    let last = category_by_class
-                        .last()
-                        .map_or(String::new(), |c| format!("; class {} is {:?}", category_by_class.len() - 1, c.name));
-                    problems.push(format!(
-                        "{at}: class {k} is not a class of the dataset: it has {} categories, classes 0 to {}{last}",
-                        category_by_class.len(),
-                        category_by_class.len().saturating_sub(1)
-                    ));
-                    None
-                })
-            }
+            Some(CategoryRef::Class(k)) => class_id(*k).and_then(|id| category_by_id.get(&id)).copied().or_else(|| {
+                let numbering = if coco_numbered { "COCO's id of class" } else { "class k is category id k + 1" };
+                problems.push(format!(
+                    "{at}: class {k} is not a class of the dataset ({numbering}; categories: {})",
+                    category_list()
+                ));
+                None
+            }),
             Some(CategoryRef::Name(name)) => category_by_name.get(name.as_str()).copied().or_else(|| {
                 // Names are matched exactly; say so when only the case differs ("DOG", "dog").
                 let hint = (categories.iter())
@@ -1269,28 +1272,33 @@ mod tests {
     }
 
     #[test]
-    fn a_yolo_class_is_the_datasets_kth_category_by_id() {
-        // COCO's ids skip 12: class 11 ("stop sign") is id 13, whatever order the
-        // categories are listed in.
-        let categories = [
-            Category { id: 13, name: "stop sign".into() },
-            Category { id: 1, name: "person".into() },
-            Category { id: 11, name: "fire hydrant".into() },
-        ];
+    fn a_yolo_class_is_id_k_plus_1_or_cocos_id_on_coco() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.txt"), "0 0.5 0.5 0.2 0.4 0.9\n2 0.5 0.5 0.2 0.4 0.8\n").unwrap();
+        std::fs::write(dir.path().join("a.txt"), "0 0.5 0.5 0.2 0.4 0.9\n11 0.5 0.5 0.2 0.4 0.8\n").unwrap();
         let ids = ["a.jpg".to_string()];
-        let (mut rows, positions) = yolo_rows(dir.path()).unwrap();
-        let batch = validate("r", &mut rows, &positions, &ids, None, &[[10, 10]], &categories).unwrap().batch;
-        let names = batch.column_by_name("category").unwrap().as_string::<i32>();
-        assert_eq!((names.value(0), names.value(1)), ("person", "stop sign"));
-        std::fs::write(dir.path().join("a.txt"), "3 0.5 0.5 0.2 0.4 0.9\n").unwrap();
-        let (mut rows, positions) = yolo_rows(dir.path()).unwrap();
-        let problems = validate("r", &mut rows, &positions, &ids, None, &[[10, 10]], &categories).err().unwrap();
-        assert_eq!(
-            problems,
-            ["a.txt line 1: class 3 is not a class of the dataset: it has 3 categories, classes 0 to 2; class 2 is \
-              \"stop sign\""]
+        let named = |categories: &[Category]| -> std::result::Result<Vec<String>, Vec<String>> {
+            let (mut rows, positions) = yolo_rows(dir.path()).unwrap();
+            let batch = validate("r", &mut rows, &positions, &ids, None, &[[10, 10]], categories)?.batch;
+            let names = batch.column_by_name("category").unwrap().as_string::<i32>();
+            Ok(names.iter().map(|n| n.unwrap().to_string()).collect())
+        };
+        // COCO's ids (its JSON, or a YOLO import of coco.yaml): class 11 is "c11", id 13.
+        let coco: Vec<Category> = crate::import::yolo::COCO80_TO_COCO91
+            .iter()
+            .enumerate()
+            .map(|(k, &id)| Category { id, name: format!("c{k}") })
+            .collect();
+        assert_eq!(named(&coco).unwrap(), ["c0", "c11"]);
+        // Elsewhere class k is id k + 1, also where a COCO file's id 0 is a supercategory
+        // without objects (Roboflow's COCO exports).
+        let mut others: Vec<Category> = (0..=12).map(|id| Category { id, name: format!("id{id}") }).collect();
+        assert_eq!(named(&others).unwrap(), ["id1", "id12"]);
+        others.truncate(12);
+        let problems = named(&others).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("a.txt line 2: class 11 is not a class of the dataset (class k is category id k + 1; categories: 0 \"id0\""),
+            "{problems:?}"
         );
     }
 
