@@ -242,8 +242,14 @@ pub(crate) fn yolo_rows(dir: &std::path::Path) -> std::result::Result<(Vec<Row>,
                     (polygon_box(&polygons[0]), Some((json, Segmentation::Polygons(polygons))))
                 }
                 n => {
-                    let hint = if n == 4 || (n >= 6 && n % 2 == 0) {
+                    let hint = if n == 4 {
                         "no confidence at the end: predict with save_conf=True (mAP ranks detections by it)"
+                    } else if n >= 6 && n % 2 == 0 {
+                        // A segment without its confidence, or a pose model's line (box,
+                        // keypoints, confidence), which a count alone cannot tell apart.
+                        "no confidence at the end: predict with save_conf=True (mAP ranks detections by it); \
+                         a pose model's keypoint lines are not read: upload its predictions.json \
+                         (val(save_json=True)), scored on its boxes"
                     } else {
                         "a detection is class cx cy w h conf, or class x1 y1 x2 y2 … conf for a segment"
                     };
@@ -1197,6 +1203,16 @@ mod tests {
 
     #[test]
     fn yolo_prediction_files_are_detections_in_pixels_named_by_file_and_line() {
+        // A pose line (box, 17 keypoints with visibility, conf): 56 numbers, refused with both readings.
+        let pose = tempfile::tempdir().unwrap();
+        std::fs::write(pose.path().join("p.txt"), format!("0 {}\n", vec!["0.5"; 56].join(" "))).unwrap();
+        let problems = yolo_rows(pose.path()).err().unwrap();
+        assert!(
+            problems[0].starts_with("p.txt line 1: 56 numbers after the class; no confidence at the end"),
+            "{problems:?}"
+        );
+        assert!(problems[0].contains("a pose model's keypoint lines are not read"), "{problems:?}");
+
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("0042.txt"), "0 0.5 0.5 0.2 0.4 0.9\n1 0.5 0.5 0.5 0.5 0.3\n").unwrap();
         std::fs::write(dir.path().join("b.txt"), "\n").unwrap();
