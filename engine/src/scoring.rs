@@ -239,7 +239,7 @@ impl SliceScore {
             });
         }
         if let Some(r) = &self.detection_regression {
-            return Some(map_change("mAP", &r.boxes));
+            return Some(baseline_change_of("mAP", &r.boxes));
         }
         self.segmentation_regression.as_ref().map(|r| BaselineChange {
             metric: "mIoU",
@@ -250,12 +250,16 @@ impl SliceScore {
         })
     }
 
+    /// A detection run's change in instance-mask mAP (`metric` `mask mAP`) against the
+    /// baseline run, when both runs were scored with masks.
+    pub fn mask_baseline_change(&self) -> Option<BaselineChange> {
+        self.detection_regression.and_then(|r| r.mask).map(|m| baseline_change_of("mask mAP", &m))
+    }
+
     /// Every change against the baseline run: the headline metric's
-    /// ([`SliceScore::baseline_change`]), then a detection run's instance-mask mAP when both
-    /// runs were scored with masks.
+    /// ([`SliceScore::baseline_change`]), then [`SliceScore::mask_baseline_change`].
     pub fn baseline_changes(&self) -> Vec<BaselineChange> {
-        let mask = self.detection_regression.and_then(|r| r.mask).map(|m| map_change("mask mAP", &m));
-        self.baseline_change().into_iter().chain(mask).collect()
+        self.baseline_change().into_iter().chain(self.mask_baseline_change()).collect()
     }
 
     /// Whether any metric regressed significantly against the baseline run.
@@ -269,7 +273,8 @@ impl SliceScore {
     }
 }
 
-fn map_change(metric: &'static str, change: &crate::detection::MapChange) -> BaselineChange {
+/// A detection run's mAP change, as the change of `metric`.
+fn baseline_change_of(metric: &'static str, change: &crate::detection::MapChange) -> BaselineChange {
     BaselineChange {
         metric,
         baseline: change.baseline_map,

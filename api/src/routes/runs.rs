@@ -270,7 +270,7 @@ fn regression_json(s: &SliceScore) -> Value {
 /// A detection run's change in instance-mask mAP against the baseline (the shape of
 /// [`regression_json`], `metric` `mask mAP`); null unless both runs were scored with masks.
 fn mask_regression_json(s: &SliceScore) -> Value {
-    s.baseline_changes().iter().find(|c| c.metric == "mask mAP").map_or(Value::Null, change_json)
+    s.mask_baseline_change().as_ref().map_or(Value::Null, change_json)
 }
 
 fn change_json(change: &BaselineChange) -> Value {

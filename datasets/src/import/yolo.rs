@@ -48,6 +48,12 @@ pub const COCO80_TO_COCO91: [i64; 80] = [
     67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
 ];
 
+/// The category id of YOLO class `k`: COCO's id of the class on a dataset numbered as COCO
+/// is (`coco`), else `k + 1`, as Ultralytics numbers classes; None past COCO's 80 classes.
+pub(crate) fn class_category_id(k: usize, coco: bool) -> Option<i64> {
+    if coco { COCO80_TO_COCO91.get(k).copied() } else { i64::try_from(k).ok()?.checked_add(1) }
+}
+
 /// The category id of each class (see the module docs): COCO's ids when the dataset is
 /// COCO by the test Ultralytics' validator makes before it writes `predictions.json` —
 /// 80 classes, and the evaluated split (`val`, else `test`) a path containing `coco` that
@@ -64,11 +70,8 @@ fn category_ids(doc: &Yaml, classes: usize, root_dir: &Path) -> Vec<i64> {
             path.contains("coco") && (path.ends_with("/val2017.txt") || path.ends_with("/test-dev2017.txt"))
         })
     });
-    if is_coco && classes == COCO80_TO_COCO91.len() {
-        COCO80_TO_COCO91.to_vec()
-    } else {
-        (1..=classes as i64).collect()
-    }
+    let coco = is_coco && classes == COCO80_TO_COCO91.len();
+    (0..classes).map(|k| class_category_id(k, coco).expect("80 classes on COCO's numbering")).collect()
 }
 
 pub(super) fn gather(yaml: &Path, options: &ImportOptions) -> Result<CandidateSet> {
@@ -402,10 +405,10 @@ mod tests {
 
     #[test]
     fn label_lines_are_boxes_polygons_or_poses_and_bad_ones_are_named() {
-        let names = [1, 2];
+        let ids = [1, 2];
         let mut problems = Vec::new();
         let text = "0 0.5 0.5 0.2 0.4\n1 0.1 0.1 0.3 0.1 0.2 0.6\n\n0 0.5 0.5 0.2 0.4\n";
-        let objects = read_labels(text, &names, false, "labels/x.txt", &mut problems);
+        let objects = read_labels(text, &ids, false, "labels/x.txt", &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         // The repeated line is kept once, as Ultralytics keeps it.
         assert_eq!(objects.len(), 2);
@@ -416,12 +419,12 @@ mod tests {
         assert_eq!(polygon.polygon.as_deref(), Some(&[0.1, 0.1, 0.3, 0.1, 0.2, 0.6][..]));
         assert_eq!(polygon.position, "labels/x.txt line 2");
         // A pose line: the box, then keypoints with visibilities.
-        let pose = read_labels("0 0.5 0.5 0.2 0.2 0.45 0.5 2 0.55 0.5 1\n", &names, true, "p.txt", &mut problems);
+        let pose = read_labels("0 0.5 0.5 0.2 0.2 0.45 0.5 2 0.55 0.5 1\n", &ids, true, "p.txt", &mut problems);
         assert_eq!((pose[0].bbox, pose[0].polygon.is_none()), ([0.4, 0.4, 0.2, 0.2], true));
         assert!(problems.is_empty(), "{problems:?}");
         read_labels(
             "2 0.5 0.5 0.1 0.1\n0 50 60 10 10\n0 0.5 0.5 0.1\nx 1 2 3 4\n",
-            &names,
+            &ids,
             false,
             "y.txt",
             &mut problems,

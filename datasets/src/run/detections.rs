@@ -292,7 +292,7 @@ struct CocoResult {
     score: Value,
     #[serde(default)]
     segmentation: Value,
-    /// A pose model's keypoints (`[x1, y1, v1, …]`): noticed, not scored.
+    /// A pose model's keypoints (`[x1, y1, v1, …]`; null reads as none): noticed, not scored.
     #[serde(default)]
     keypoints: Option<Value>,
 }
@@ -455,7 +455,7 @@ fn coco_result_rows(
             Value::Null => None,
             value => segmentation_text(value).map_err(|e| problems.push(format!("{at}: {e}"))).ok(),
         };
-        let keypoints = r.keypoints.is_some_and(|k| !k.is_null());
+        let keypoints = r.keypoints.is_some(); // `"keypoints": null` reads as None
         rows.push(Row { image, category, bbox, score, segmentation, box_from_mask, normalized: false, keypoints });
         if problems.len() >= MAX_PROBLEMS {
             problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
@@ -757,10 +757,7 @@ pub(crate) fn validate(
     let mut ids: Vec<i64> = categories.iter().map(|c| c.id).collect();
     ids.sort_unstable();
     let coco_numbered = ids == crate::import::yolo::COCO80_TO_COCO91;
-    let class_id = |k: i64| match usize::try_from(k) {
-        Ok(k) if coco_numbered => crate::import::yolo::COCO80_TO_COCO91.get(k).copied(),
-        _ => k.checked_add(1),
-    };
+    let class_id = |k: i64| crate::import::yolo::class_category_id(usize::try_from(k).ok()?, coco_numbered);
     let category_list = || categories.iter().map(|c| format!("{} {:?}", c.id, c.name)).collect::<Vec<_>>().join(", ");
     let mut problems = Vec::new();
     let mut unknown_category = false;

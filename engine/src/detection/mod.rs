@@ -190,13 +190,6 @@ pub struct DetectionRegression {
     pub mask: Option<MapChange>,
 }
 
-impl DetectionRegression {
-    /// Whether the boxes' or the masks' mAP dropped significantly.
-    pub fn significant(&self) -> bool {
-        self.boxes.significant || self.mask.is_some_and(|m| m.significant)
-    }
-}
-
 /// One mAP against the baseline's on a slice.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct MapChange {
