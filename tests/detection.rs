@@ -964,3 +964,118 @@ fn instance_masks_are_scored_as_pycocotools_scores_segm() {
     let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success() && printed.contains("mask mAP") && printed.contains("have no mask"), "{printed}");
 }
+
+/// Poses: a COCO person_keypoints file's `keypoints` and a keypoint R-CNN / YOLO-pose
+/// results file's give keypoint AP equal to pycocotools' `COCOeval(iouType='keypoints')`
+/// on the same files (`eval/tests/fixtures/coco_keypoints`, made by its
+/// `make_reference.py`), on every image and on a slice, with boxes and without; a slice
+/// test and a baseline test on keypoint AP; a run without poses on it fails the test
+/// with the reason.
+#[test]
+fn poses_are_scored_as_pycocotools_scores_keypoints() {
+    let s = setup();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/tests/fixtures/coco_keypoints");
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join(name)).unwrap()).unwrap()
+    };
+    let (instances, expected) = (read("instances.json"), read("expected.json"));
+    for (i, image) in instances["images"].as_array().unwrap().iter().enumerate() {
+        let size = |key: &str| image[key].as_u64().unwrap() as u32;
+        write_image(&s.src.join(image["file_name"].as_str().unwrap()), size("width"), size("height"), i as u8);
+    }
+    std::fs::copy(fixtures.join("instances.json"), s.src.join("person_keypoints.json")).unwrap();
+    ok(&s.ws, &["ingest", "-d", "people", "--quiet", s.src.join("person_keypoints.json").to_str().unwrap()]);
+    let objects = instances["annotations"].as_array().unwrap().len();
+    let unlabelled = instances["annotations"].as_array().unwrap().iter().filter(|a| a["num_keypoints"] == 0).count();
+    let counts = sql_csv(
+        &s.ws,
+        "SELECT count(*) AS n, count(keypoints) AS poses, sum(CASE WHEN num_keypoints = 0 THEN 1 ELSE 0 END) AS none \
+         FROM objects",
+    );
+    assert_eq!(counts, format!("n,poses,none\n{objects},{objects},{unlabelled}\n"));
+    ok(&s.ws, &["slice", "create", "thirds", "SELECT image_id FROM images WHERE coco_id % 3 = 0"]);
+    ok(&s.ws, &["slice", "freeze", "thirds"]);
+    let out = upload(&s.ws, "pose", &fixtures.join("results.json"), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let names = ["ap", "ap50", "ap75", "ap_medium", "ap_large", "ar", "ar50", "ar75", "ar_medium", "ar_large"];
+    let same = |what: &str, got: &serde_json::Value, want: &serde_json::Value| {
+        for (name, want) in names.iter().zip(want["stats"].as_array().unwrap()) {
+            let want = want.as_f64().unwrap();
+            match got[name].as_f64() {
+                Some(v) => assert_eq!(v.to_bits(), want.to_bits(), "{what} {name}: {v} vs pycocotools {want}"),
+                None => assert_eq!(want, -1.0, "{what} {name}: none vs pycocotools {want}"),
+            }
+        }
+    };
+    let report = json(&s.ws, &["report", "--run", "pose", "--format", "json"]);
+    let overall = &report["overall"]["detection"];
+    same("every image", &overall["keypoints"], &expected["with_boxes"]["all"]);
+    let [low, high] = [0, 1].map(|i| overall["keypoint_ap_interval"][i].as_f64().unwrap());
+    let ap = overall["keypoints"]["ap"].as_f64().unwrap();
+    assert!(low < ap && ap < high, "{low} {ap} {high}");
+    assert!(overall["classes"][0]["keypoint_ap"].is_number() && overall["keypoint_note"].is_null(), "{overall}");
+    let slice = report["slices"].as_array().unwrap().iter().find(|s| s["slice"] == "thirds").unwrap();
+    same("slice thirds", &slice["detection"]["keypoints"], &expected["with_boxes"]["ids_divisible_by_3"]);
+    let stored = sql_csv(&s.ws, "SELECT count(keypoints) AS poses FROM predicted_objects WHERE run = 'pose'");
+    assert_eq!(stored, format!("poses\n{}\n", read("results.json").as_array().unwrap().len()));
+
+    // Results with poses only: each is boxed by its keypoints' extent, as loadRes does,
+    // which moves detections between area ranges.
+    let mut poses_only = read("results.json");
+    for r in poses_only.as_array_mut().unwrap() {
+        r.as_object_mut().unwrap().remove("bbox");
+    }
+    std::fs::write(s.src.join("poses-only.json"), poses_only.to_string()).unwrap();
+    assert!(upload(&s.ws, "poses-only", &s.src.join("poses-only.json"), &[]).status.success());
+    let report = json(&s.ws, &["report", "--run", "poses-only", "--format", "json"]);
+    same("poses only", &report["overall"]["detection"]["keypoints"], &expected["keypoints_only"]["all"]);
+
+    // A slice test on keypoint AP, and a regression test against a baseline: every other
+    // pose moved far off (boxes as they were) is a significant drop and fails the build,
+    // while the boxes' mAP has not moved.
+    let strict = ["slice", "create", "strict", "--min-keypoint-map", "0.9", "--min-samples", "1"];
+    ok(&s.ws, &[&strict[..], &["SELECT image_id FROM images"]].concat());
+    ok(&s.ws, &["slice", "freeze", "strict"]);
+    let out = slicetest(&s.ws, &["test", "--run", "pose"]);
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && printed.contains("keypoint AP"), "{printed}");
+    let mut worse = read("results.json");
+    for r in worse.as_array_mut().unwrap().iter_mut().step_by(2) {
+        let points: Vec<f64> = serde_json::from_value(r["keypoints"].clone()).unwrap();
+        let moved: Vec<f64> = points.iter().enumerate().map(|(k, v)| if k % 3 == 0 { v + 500.0 } else { *v }).collect();
+        r["keypoints"] = serde_json::json!(moved);
+    }
+    std::fs::write(s.src.join("worse-poses.json"), worse.to_string()).unwrap();
+    assert!(upload(&s.ws, "worse-poses", &s.src.join("worse-poses.json"), &[]).status.success());
+    let versus = json(&s.ws, &["report", "--run", "worse-poses", "--baseline", "pose", "--format", "json"]);
+    let regression = &versus["overall"]["detection_regression"];
+    assert_eq!((regression["delta"].as_f64(), regression["significant"].as_bool()), (Some(0.0), Some(false)));
+    let keypoints = &regression["keypoints"];
+    assert_eq!(keypoints["baseline_map"], overall["keypoints"]["ap"], "{keypoints}");
+    assert!(keypoints["delta"].as_f64().unwrap() < -0.05 && keypoints["significant"] == true, "{keypoints}");
+    let out = slicetest(&s.ws, &["test", "--run", "worse-poses", "--baseline", "pose"]);
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success() && printed.contains("keypoint AP -0.") && printed.contains("REGRESSION"),
+        "{printed}"
+    );
+
+    // The table and the HTML report show both.
+    let table = ok(&s.ws, &["report", "--run", "pose"]);
+    assert!(table.contains("keypoint AP") && table.contains("the poses' (OKS)"), "{table}");
+    let html_path = s.src.join("report.html");
+    ok(&s.ws, &["report", "--run", "pose", "--format", "html", "-o", html_path.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(&html_path).unwrap().contains("<th>keypoint AP</th>"));
+
+    // Boxes alone on a dataset with poses: the keypoint test fails with the reason.
+    let mut boxes_only = read("results.json");
+    for r in boxes_only.as_array_mut().unwrap() {
+        r.as_object_mut().unwrap().remove("keypoints");
+    }
+    std::fs::write(s.src.join("boxes-only.json"), boxes_only.to_string()).unwrap();
+    assert!(upload(&s.ws, "boxes-only", &s.src.join("boxes-only.json"), &[]).status.success());
+    let out = slicetest(&s.ws, &["test", "--run", "boxes-only"]);
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && printed.contains("the run has no poses"), "{printed}");
+}

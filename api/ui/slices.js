@@ -177,6 +177,7 @@ function sliceCard(s, verdicts) {
         s.min_accuracy != null ? el("span", { class: "muted" }, `test: accuracy ≥ ${percent(s.min_accuracy)}`) : null,
         s.min_map != null ? el("span", { class: "muted" }, `test: mAP ≥ ${s.min_map}`) : null,
         s.min_mask_map != null ? el("span", { class: "muted" }, `test: mask mAP ≥ ${s.min_mask_map}`) : null,
+        s.min_keypoint_map != null ? el("span", { class: "muted" }, `test: keypoint AP ≥ ${s.min_keypoint_map}`) : null,
         v ? el("span", { class: `verdict ${v.verdict}`, title: `in run ${v.run}` }, `${VERDICTS[v.verdict] || v.verdict} ${headline(v)}`) : null),
       out),
     el("div", {},

@@ -141,6 +141,15 @@ pub const OBJECT_COLUMNS: [(&str, DataType); 10] = [
 /// run's masks (mask AP, `iouType='segm'`).
 pub const SEGMENTATION_COLUMN: &str = "segmentation";
 
+/// The column holding an annotation's pose: its COCO `keypoints` (`[x1, y1, v1, …]`, `v`
+/// 0 not labelled, 1 labelled but hidden, 2 visible) as compact JSON, null for an object
+/// without one; scored by a detection run's keypoints (keypoint AP, OKS).
+pub const KEYPOINTS_COLUMN: &str = "keypoints";
+
+/// The column holding how many of an annotation's keypoints are labelled (COCO's
+/// `num_keypoints`): a person with none is ignored by keypoint AP.
+pub const NUM_KEYPOINTS_COLUMN: &str = "num_keypoints";
+
 /// The schema of the fixed columns ([`OBJECT_COLUMNS`]).
 pub fn objects_schema() -> SchemaRef {
     Arc::new(Schema::new(

@@ -55,6 +55,10 @@ pub struct SliceDefinition {
     /// 0.50:0.95); a run without masks fails it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_mask_map: Option<f64>,
+    /// Slice test of a detection run with poses: fail below this keypoint AP (OKS
+    /// 0.50:0.95); a run without poses fails it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_keypoint_map: Option<f64>,
     /// Slice test of a detection run: fail below this recall at the run's operating point.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_recall: Option<f64>,
@@ -719,6 +723,7 @@ mod tests {
             min_map: None,
             min_ap50: None,
             min_mask_map: None,
+            min_keypoint_map: None,
             min_recall: None,
             min_class_recall: Default::default(),
             min_miou: None,

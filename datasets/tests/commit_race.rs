@@ -27,6 +27,7 @@ fn definition() -> SliceDefinition {
         min_map: None,
         min_ap50: None,
         min_mask_map: None,
+        min_keypoint_map: None,
         min_recall: None,
         min_class_recall: Default::default(),
         min_miou: None,

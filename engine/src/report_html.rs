@@ -650,8 +650,14 @@ fn detection_section(s: &SliceScore, thumbnails: &HashMap<String, String>) -> St
 /// then every category on all images.
 fn detection_tables(report: &RunReport) -> String {
     // A run with masks gets mask AP columns beside the boxes' (see `detection::masks`).
+    // And a run with poses keypoint AP columns (see `detection::keypoints`).
     let masks = report.overall.detection.as_ref().is_some_and(|d| d.mask.is_some());
-    let mask_headers = if masks { "<th>mask mAP</th><th>mask AP50</th>" } else { "" };
+    let poses = report.overall.detection.as_ref().is_some_and(|d| d.keypoints.is_some());
+    let mask_headers = format!(
+        "{}{}",
+        if masks { "<th>mask mAP</th><th>mask AP50</th>" } else { "" },
+        if poses { "<th>keypoint AP</th><th>keypoint AP50</th>" } else { "" }
+    );
     let mut html = format!(
         "<h2>Slices</h2><table id=\"detection-table\"><tr><th>slice</th><th>images</th><th>objects</th><th>mAP</th>\
          <th>95% CI</th><th>AP50</th><th>AP75</th><th>APs</th><th>AR100</th>{mask_headers}<th>recall</th>\
@@ -671,6 +677,9 @@ fn detection_tables(report: &RunReport) -> String {
         ];
         if masks {
             cells.extend([d.mask.and_then(|m| m.ap), d.mask.and_then(|m| m.ap50)].map(rate));
+        }
+        if poses {
+            cells.extend([d.keypoints.and_then(|k| k.ap), d.keypoints.and_then(|k| k.ap50)].map(rate));
         }
         cells.extend([
             rate(d.counts.recall),
@@ -702,14 +711,32 @@ fn detection_tables(report: &RunReport) -> String {
         );
     }
     html.push_str("</table>");
-    if masks {
-        html.push_str("<p>mAP, AP50, AP75, APs, AR100 and the operating point are the boxes'; mask mAP and mask AP50 the instance masks' (COCO's <code>segm</code>).</p>");
+    if masks || poses {
+        let mut others = Vec::new();
+        if masks {
+            others.push("mask mAP and mask AP50 the instance masks' (COCO's <code>segm</code>)");
+        }
+        if poses {
+            others.push("keypoint AP and keypoint AP50 the poses', by OKS (COCO's <code>keypoints</code>)");
+        }
+        let _ = write!(
+            html,
+            "<p>mAP, AP50, AP75, APs, AR100 and the operating point are the boxes'; {}.</p>",
+            others.join("; ")
+        );
     }
-    if let Some(note) = report.overall.detection.as_ref().and_then(|d| d.mask_note.as_ref()) {
-        let _ = write!(html, "<p>{}</p>", escape(note));
+    if let Some(d) = &report.overall.detection {
+        for note in [&d.mask_note, &d.keypoint_note].into_iter().flatten() {
+            let _ = write!(html, "<p>{}</p>", escape(note));
+        }
     }
     if let Some(d) = &report.overall.detection {
         html.push_str(&pr_chart(&d.pr_curves));
+        let extra_headers = format!(
+            "{}{}",
+            if masks { "<th>mask AP</th>" } else { "" },
+            if poses { "<th>keypoint AP</th>" } else { "" }
+        );
         let _ = write!(
             html,
             "<p>Operating point: IoU {} and score ≥ {:.3} ({}).</p>\
@@ -718,9 +745,15 @@ fn detection_tables(report: &RunReport) -> String {
             d.iou,
             d.score_threshold,
             if report.run.score_threshold.is_some() { "given at upload" } else { "the best F1 on the whole run" },
-            if masks { "<th>mask AP</th>" } else { "" }
+            extra_headers
         );
         for c in &d.classes {
+            let mut extra_cells = String::new();
+            for (shown, ap) in [(masks, c.mask_ap), (poses, c.keypoint_ap)] {
+                if shown {
+                    let _ = write!(extra_cells, "<td>{}</td>", rate(ap));
+                }
+            }
             let _ = write!(
                 html,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -729,7 +762,7 @@ fn detection_tables(report: &RunReport) -> String {
                 rate(c.ap),
                 rate(c.ap50),
                 rate(c.ap75),
-                if masks { format!("<td>{}</td>", rate(c.mask_ap)) } else { String::new() },
+                extra_cells,
                 c.counts.tp,
                 c.counts.fp,
                 c.counts.fn_,

@@ -256,10 +256,18 @@ impl SliceScore {
         self.detection_regression.and_then(|r| r.mask).map(|m| baseline_change_of("mask mAP", &m))
     }
 
+    /// A detection run's change in keypoint AP (`metric` `keypoint AP`) against the
+    /// baseline run, when both runs were scored with poses.
+    pub fn keypoint_baseline_change(&self) -> Option<BaselineChange> {
+        self.detection_regression.and_then(|r| r.keypoints).map(|k| baseline_change_of("keypoint AP", &k))
+    }
+
     /// Every change against the baseline run: the headline metric's
-    /// ([`SliceScore::baseline_change`]), then [`SliceScore::mask_baseline_change`].
+    /// ([`SliceScore::baseline_change`]), then [`SliceScore::mask_baseline_change`] and
+    /// [`SliceScore::keypoint_baseline_change`].
     pub fn baseline_changes(&self) -> Vec<BaselineChange> {
-        self.baseline_change().into_iter().chain(self.mask_baseline_change()).collect()
+        let extra = self.mask_baseline_change().into_iter().chain(self.keypoint_baseline_change());
+        self.baseline_change().into_iter().chain(extra).collect()
     }
 
     /// Whether any metric regressed significantly against the baseline run.
@@ -824,6 +832,7 @@ fn detection_score(
                 ("mAP".to_string(), metrics.coco.ap, d.min_map),
                 ("AP50".to_string(), metrics.coco.ap50, d.min_ap50),
                 ("mask mAP".to_string(), metrics.mask.and_then(|m| m.ap), d.min_mask_map),
+                ("keypoint AP".to_string(), metrics.keypoints.and_then(|k| k.ap), d.min_keypoint_map),
                 ("recall".to_string(), metrics.counts.recall, d.min_recall),
             ]);
             // A mask threshold on a run scored without masks fails with the reason, never
@@ -834,6 +843,16 @@ fn detection_score(
                 check.problem = Some(metrics.mask_note.clone().unwrap_or_else(|| {
                     "the run has no instance masks (a \"segmentation\" on every detection) to score".to_string()
                 }));
+            }
+            if metrics.keypoints.is_none()
+                && let Some(check) = checks.iter_mut().find(|c| c.metric == "keypoint AP")
+            {
+                check.problem = Some(
+                    metrics
+                        .keypoint_note
+                        .clone()
+                        .unwrap_or_else(|| "the run has no poses (COCO results' \"keypoints\") to score".to_string()),
+                );
             }
             checks.extend(class_checks(
                 "recall",

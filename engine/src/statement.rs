@@ -30,6 +30,8 @@ pub struct SliceThresholds {
     pub min_ap50: Option<f64>,
     /// Detection runs with instance masks: fail below this mask AP (IoU 0.50:0.95).
     pub min_mask_map: Option<f64>,
+    /// Detection runs with poses: fail below this keypoint AP (OKS 0.50:0.95).
+    pub min_keypoint_map: Option<f64>,
     /// Detection runs: fail below this recall at the run's operating point.
     pub min_recall: Option<f64>,
     /// Detection runs: per-category recall thresholds (`min_recall.person`).
@@ -43,11 +45,13 @@ pub struct SliceThresholds {
 }
 
 /// The options `CREATE SLICE … WITH (…)` knows.
-const THRESHOLD_OPTIONS: &str = "min_accuracy, min_samples, min_map, min_ap50, min_mask_map, min_recall, \
-                                 min_recall.<category>, \
+const THRESHOLD_OPTIONS: &str = "min_accuracy, min_samples, min_map, min_ap50, min_mask_map, min_keypoint_map, \
+                                 min_recall, min_recall.<category>, \
                                  min_miou, min_pixel_accuracy and min_iou.<class>";
 
 /// A parsed slice statement.
+// One is parsed per statement a person writes; boxing the thresholds would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum SliceStatement {
     /// `CREATE SLICE name [COMMENT '…'] [WITH (…)] AS <query>`.
@@ -148,6 +152,7 @@ fn create(s: &mut Scanner) -> Result<SliceStatement> {
                 "min_map" => thresholds.min_map = Some(rate("min_map")?),
                 "min_ap50" => thresholds.min_ap50 = Some(rate("min_ap50")?),
                 "min_mask_map" => thresholds.min_mask_map = Some(rate("min_mask_map")?),
+                "min_keypoint_map" => thresholds.min_keypoint_map = Some(rate("min_keypoint_map")?),
                 "min_recall" => thresholds.min_recall = Some(rate("min_recall")?),
                 "min_miou" => thresholds.min_miou = Some(rate("min_miou")?),
                 "min_pixel_accuracy" => thresholds.min_pixel_accuracy = Some(rate("min_pixel_accuracy")?),
@@ -409,10 +414,12 @@ mod tests {
         );
         let detection =
             ok("CREATE SLICE s WITH (min_map = 0.3, MIN_AP50 = 0.5, min_recall = 0.7, min_mask_map = 0.2, \
+                min_keypoint_map = 0.4, \
              min_recall.person = 0.8, min_recall.\"traffic light\" = 0.25) AS SELECT image_id FROM images");
         let SliceStatement::Create { thresholds, .. } = detection else { panic!("{detection:?}") };
         assert_eq!((thresholds.min_map, thresholds.min_ap50, thresholds.min_recall), (Some(0.3), Some(0.5), Some(0.7)));
         assert_eq!(thresholds.min_mask_map, Some(0.2));
+        assert_eq!(thresholds.min_keypoint_map, Some(0.4));
         assert_eq!(
             thresholds.min_class_recall.into_iter().collect::<Vec<_>>(),
             [("person".to_string(), 0.8), ("traffic light".to_string(), 0.25)]

@@ -1,5 +1,6 @@
 //! COCO evaluation of boxes (`iouType='bbox'`) and, through [`Overlap`], of anything
-//! else with an IoU such as instance masks (`'segm'`), with the semantics of pycocotools'
+//! else with an IoU such as instance masks (`'segm'`) or a similarity such as keypoints'
+//! OKS (`'keypoints'`, [`crate::keypoints`]), with the semantics of pycocotools'
 //! `COCOeval` (2.0.x),
 //! reproduced bit for bit: the same IoU formula, the same greedy matching (crowds, ignore
 //! flags, ties), the same stable score orders, the same `np.linspace` thresholds and the
@@ -97,6 +98,17 @@ impl Default for Params {
     }
 }
 
+impl Params {
+    /// COCO's for keypoints (`Params(iouType='keypoints')`): the same thresholds, 20
+    /// detections per image, areas all/medium/large (no small: keypoints of people under
+    /// 32² pixels are not labelled in COCO).
+    pub fn keypoints() -> Self {
+        let mut area_ranges = Params::default().area_ranges;
+        area_ranges.remove(1);
+        Params { max_dets: vec![20], area_ranges, ..Params::default() }
+    }
+}
+
 /// What became of a detection at one IoU threshold and area range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -183,6 +195,13 @@ pub trait Overlap: Sync {
     /// intersection over the detection's area for a crowd (pycocotools' `iscrowd`); and
     /// each detection's area, which puts an unmatched detection in or out of an area range.
     fn cell(&self, detections: &[u32], ground_truth: &[u32], crowd: &[bool]) -> CellOverlap;
+
+    /// Whether ground truth `ground_truth` (a position in the caller's slice) is ignored
+    /// as a crowd is, though it absorbs one detection only: pycocotools' keypoint
+    /// evaluation ignores a person with no labelled keypoint (`num_keypoints == 0`).
+    fn ignores(&self, _ground_truth: u32) -> bool {
+        false
+    }
 }
 
 /// One (image, category) pair's overlaps (see [`Overlap::cell`]).
@@ -348,8 +367,13 @@ fn match_cell(
     for (a, range) in params.area_ranges.iter().enumerate() {
         let outside = |area: f64| area < range.min || area > range.max;
         // COCOeval sets `ignore = iscrowd`, then ignores what lies outside the range too.
-        let ignored: Vec<bool> =
-            gts.iter().map(|&i| &ground_truth[i as usize]).map(|g| g.iscrowd || outside(g.area)).collect();
+        let ignored: Vec<bool> = gts
+            .iter()
+            .map(|&i| {
+                let g = &ground_truth[i as usize];
+                g.iscrowd || overlap.ignores(i) || outside(g.area)
+            })
+            .collect();
         // Ground truth that counts first, ignored last; stable.
         let mut gt_order: Vec<usize> = (0..num_g).collect();
         gt_order.sort_by_key(|&g| ignored[g]);
@@ -667,6 +691,10 @@ fn curve(
 pub const STAT_NAMES: [&str; 12] =
     ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"];
 
+/// Names of the 10 COCO keypoint statistics, in `stats` order (see
+/// [`Accumulated::keypoint_stats`]).
+pub const KEYPOINT_STAT_NAMES: [&str; 10] = ["AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"];
+
 /// The dimensions of COCOeval's arrays and where an entry sits in their flat C order.
 #[derive(Debug, Clone, Copy)]
 struct Shape {
@@ -756,6 +784,25 @@ impl Accumulated {
             self.summarize(false, None, "small", dets(2)),
             self.summarize(false, None, "medium", dets(2)),
             self.summarize(false, None, "large", dets(2)),
+        ]
+    }
+
+    /// The 10 statistics of COCOeval's `summarize()` for keypoints (`_summarizeKps`, see
+    /// [`KEYPOINT_STAT_NAMES`]), all at 20 detections per image (the largest
+    /// max-detections value of [`Params::keypoints`]).
+    pub fn keypoint_stats(&self) -> [f64; 10] {
+        let dets = *self.params.max_dets.last().expect("max_dets is not empty");
+        [
+            self.summarize(true, None, "all", dets),
+            self.summarize(true, Some(0.5), "all", dets),
+            self.summarize(true, Some(0.75), "all", dets),
+            self.summarize(true, None, "medium", dets),
+            self.summarize(true, None, "large", dets),
+            self.summarize(false, None, "all", dets),
+            self.summarize(false, Some(0.5), "all", dets),
+            self.summarize(false, Some(0.75), "all", dets),
+            self.summarize(false, None, "medium", dets),
+            self.summarize(false, None, "large", dets),
         ]
     }
 

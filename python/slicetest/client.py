@@ -373,7 +373,7 @@ class Client:
         """Defines a slice from a query that returns ``image_id``.
 
         ``thresholds`` are the other slice tests by the names of ``slicetest slice create``:
-        ``min_map``, ``min_ap50``, ``min_mask_map``, ``min_recall``, ``min_miou``,
+        ``min_map``, ``min_ap50``, ``min_mask_map``, ``min_keypoint_map``, ``min_recall``, ``min_miou``,
         ``min_pixel_accuracy``, and ``min_class_recall`` / ``min_class_iou`` as dicts
         (``min_class_recall={"person": 0.6}``); the server refuses a name it does not know.
         """
@@ -461,7 +461,10 @@ class Client:
         results list (``[{"image_id", "category_id", "bbox", "score"}, ...]``, sent as
         JSON; a list is detections when its records have a ``bbox``). Detections may carry instance masks
         (``"segmentation": {"size": [h, w], "counts": ...}`` on every record, or a table's
-        ``segmentation`` column of that JSON or of dicts): the run then also gets mask AP.
+        ``segmentation`` column of that JSON or of dicts): the run then also gets mask AP;
+        and poses (``"keypoints": [x1, y1, score1, ...]``, COCO's layout, or a ``keypoints``
+        column of such lists; a pose without a box is boxed by its keypoints, as ``loadRes``
+        does): the run then also gets keypoint AP (OKS) where the ground truth has poses.
         pycocotools' own ``segm`` results have masks and no ``bbox``: pass
         ``instances=True`` to read them as detections, each boxed by its mask (as
         ``loadRes`` does); without it, masks without boxes are a segmentation run's.

@@ -369,6 +369,7 @@ fn rate(v: Option<f64>) -> String {
 /// Prints a detection run's report: COCO numbers and the operating point per slice.
 fn print_detection_report(report: &RunReport) {
     let masks = report.overall.detection.as_ref().is_some_and(|d| d.mask.is_some());
+    let poses = report.overall.detection.as_ref().is_some_and(|d| d.keypoints.is_some());
     let row = |s: &SliceScore| {
         let d = s.detection.as_ref().expect("detection runs have detection metrics");
         let mut cells = vec![
@@ -387,6 +388,12 @@ fn print_detection_report(report: &RunReport) {
                 rate(d.mask.and_then(|m| m.ap50)),
             ]);
         }
+        if poses {
+            cells.extend([
+                with_interval(d.keypoints.and_then(|k| k.ap), d.keypoint_ap_interval),
+                rate(d.keypoints.and_then(|k| k.ap50)),
+            ]);
+        }
         cells.extend([rate(d.counts.recall), rate(d.counts.precision), verdict_text(s)]);
         cells
     };
@@ -398,6 +405,9 @@ fn print_detection_report(report: &RunReport) {
     let mut headers = vec!["slice", "images", "objects", "mAP [95% CI]", "AP50 [95% CI]", "AP75", "APs", "AR100"];
     if masks {
         headers.extend(["mask mAP [95% CI]", "mask AP50"]);
+    }
+    if poses {
+        headers.extend(["keypoint AP [95% CI]", "keypoint AP50"]);
     }
     headers.extend(["recall", "precision", "test"]);
     print_table(&headers, rows);
@@ -424,12 +434,17 @@ fn print_detection_report(report: &RunReport) {
         if !top.is_empty() {
             println!("most frequent errors (all images): {}", top.join(" · "));
         }
-        if masks {
-            println!(
-                "mAP, AP50, AP75, APs, AR100 and the operating point are the boxes'; mask mAP and AP50 the masks'"
-            );
+        if masks || poses {
+            let mut others = Vec::new();
+            if masks {
+                others.push("mask mAP and AP50 the masks'");
+            }
+            if poses {
+                others.push("keypoint AP and AP50 the poses' (OKS)");
+            }
+            println!("mAP, AP50, AP75, APs, AR100 and the operating point are the boxes'; {}", others.join("; "));
         }
-        if let Some(note) = &d.mask_note {
+        for note in [&d.mask_note, &d.keypoint_note].into_iter().flatten() {
             println!("{note}");
         }
     }

@@ -39,6 +39,9 @@ pub enum SliceCommand {
         /// Slice test of detection runs with instance masks: fail below this mask AP (IoU 0.50:0.95).
         #[arg(long)]
         min_mask_map: Option<f64>,
+        /// Slice test of detection runs with poses: fail below this keypoint AP (OKS 0.50:0.95).
+        #[arg(long)]
+        min_keypoint_map: Option<f64>,
         /// Slice test of detection runs: fail below this recall at the run's operating point.
         #[arg(long)]
         min_recall: Option<f64>,
@@ -167,6 +170,7 @@ pub async fn run(workspace: &Path, command: SliceCommand) -> Result<(), CliError
             min_map,
             min_ap50,
             min_mask_map,
+            min_keypoint_map,
             min_recall,
             min_class_recall,
             min_miou,
@@ -179,6 +183,7 @@ pub async fn run(workspace: &Path, command: SliceCommand) -> Result<(), CliError
                 min_map,
                 min_ap50,
                 min_mask_map,
+                min_keypoint_map,
                 min_recall,
                 min_class_recall: min_class_recall.into_iter().collect(),
                 min_miou,

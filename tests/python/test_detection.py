@@ -189,3 +189,88 @@ def test_instance_masks_get_mask_ap_as_pycocotools_computes_it(tmp_path):
         assert client.test("mask-rcnn", baseline="mask-rcnn-df")["overall"]["mask_regression"]["delta"] == 0.0
     finally:
         assert server.stop() == 0
+
+
+KEYPOINT_FIXTURES = Path(__file__).resolve().parents[2] / "eval" / "tests" / "fixtures" / "coco_keypoints"
+
+
+def test_poses_get_keypoint_ap_as_pycocotools_computes_it(tmp_path):
+    """A COCO person_keypoints file and keypoint R-CNN / YOLO-pose style results, through
+    the server and the client: every keypoint statistic, on all images and on a slice,
+    equals pycocotools' `keypoints` evaluation run here on the same files (also for the
+    results as a DataFrame and without boxes), a `min_keypoint_map` slice test set from
+    Python decides the slice's verdict, and a run whose poses got worse regresses."""
+    from pycocotools.coco import COCO  # the reference, in tests/python/requirements.txt
+    from pycocotools.cocoeval import COCOeval
+
+    instances = json.loads((KEYPOINT_FIXTURES / "instances.json").read_text())
+    results = json.loads((KEYPOINT_FIXTURES / "results.json").read_text())
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, image in enumerate(instances["images"]):
+        (src / image["file_name"]).write_bytes(png_bytes(image["width"], image["height"], i))
+    (src / "person_keypoints.json").write_text(json.dumps(instances))
+    workspace = tmp_path / "ws"
+    run(workspace, "init")
+    run(workspace, "ingest", "-d", "people", "--quiet", str(src / "person_keypoints.json"))
+    server = Server(workspace)
+
+    def keypoints(detections, image_ids=None):
+        gt = COCO()
+        gt.dataset = json.loads(json.dumps(instances))
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(json.loads(json.dumps(detections))), "keypoints")
+        if image_ids is not None:
+            ev.params.imgIds = sorted(image_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+        return [float(s) for s in ev.stats]
+
+    names = ["ap", "ap50", "ap75", "ap_medium", "ap_large", "ar", "ar50", "ar75", "ar_medium", "ar_large"]
+
+    def stats(got):
+        return [-1.0 if got[n] is None else got[n] for n in names]
+
+    try:
+        client = Client(server.url)
+        client.create_slice("thirds", "SELECT image_id FROM images WHERE coco_id % 3 = 0",
+                            min_samples=1, min_keypoint_map=0.9)
+        client.freeze("thirds")
+        manifest = client.upload_predictions("pose", results, model="yolo-pose", model_version="1")
+        assert manifest["task"] == "detection" and not manifest.get("warnings"), manifest
+        report = client.report("pose")
+        overall = report["overall"]["detection"]
+        assert stats(overall["keypoints"]) == keypoints(results)
+        thirds = next(s for s in report["slices"] if s["slice"] == "thirds")
+        ids = [im["id"] for im in instances["images"] if im["id"] % 3 == 0]
+        assert stats(thirds["detection"]["keypoints"]) == keypoints(results, ids)
+        ap = thirds["detection"]["keypoints"]["ap"]
+        assert thirds["checks"] == [{"metric": "keypoint AP", "value": ap, "threshold": 0.9, "passed": False}]
+        verdicts = client.test("pose")
+        assert verdicts["failing"] == ["thirds"]
+        assert next(s for s in verdicts["slices"] if s["slice"] == "thirds")["keypoint_map"] == ap
+
+        # As a DataFrame (sent as Parquet: bbox and keypoints list columns), and without
+        # boxes (each pose boxed by its keypoints, as loadRes does).
+        import pandas as pd
+
+        client.upload_predictions("pose-df", pd.DataFrame(results), model="yolo-pose", model_version="1")
+        assert client.report("pose-df")["overall"]["detection"]["keypoints"] == overall["keypoints"]
+        bare = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+        assert not client.upload_predictions("pose-bare", bare, model="yolo-pose", model_version="1").get("warnings")
+        assert stats(client.report("pose-bare")["overall"]["detection"]["keypoints"]) == keypoints(bare)
+
+        # Every other pose moved far off, boxes as they were: a keypoint AP regression only.
+        worse = json.loads(json.dumps(results))
+        for r in worse[::2]:
+            r["keypoints"] = [v + 500 if k % 3 == 0 else v for k, v in enumerate(r["keypoints"])]
+        client.upload_predictions("worse-poses", worse, model="yolo-pose", model_version="2")
+        versus = client.test("worse-poses", baseline="pose")["overall"]
+        assert versus["regression"]["delta"] == 0.0 and versus["mask_regression"] is None
+        change = versus["keypoint_regression"]
+        assert (change["metric"], change["significant"]) == ("keypoint AP", True) and change["delta"] < 0, change
+        assert change["baseline"] == overall["keypoints"]["ap"]
+        assert versus["failed"] and any(r.startswith("keypoint AP -0.") for r in versus["reasons"]), versus
+    finally:
+        assert server.stop() == 0

@@ -222,10 +222,12 @@ pub async fn test(
                 "min_samples": s.min_samples,
                 "regression": regression_json(s),
                 "mask_regression": mask_regression_json(s),
+                "keypoint_regression": keypoint_regression_json(s),
                 "failed": s.is_failure(),
                 "reasons": failure_reasons(s),
                 "map": s.detection.as_ref().and_then(|d| d.coco.ap),
                 "mask_map": s.detection.as_ref().and_then(|d| d.mask.and_then(|m| m.ap)),
+                "keypoint_map": s.detection.as_ref().and_then(|d| d.keypoints.and_then(|k| k.ap)),
                 "miou": s.segmentation.as_ref().and_then(|m| m.scores.mean_iou),
                 "checks": s.checks,
             })
@@ -240,6 +242,7 @@ pub async fn test(
         "scored": all.scored,
         "regression": regression_json(all),
         "mask_regression": mask_regression_json(all),
+        "keypoint_regression": keypoint_regression_json(all),
         "failed": all.is_failure(),
         "reasons": failure_reasons(all),
     });
@@ -271,6 +274,12 @@ fn regression_json(s: &SliceScore) -> Value {
 /// [`regression_json`], `metric` `mask mAP`); null unless both runs were scored with masks.
 fn mask_regression_json(s: &SliceScore) -> Value {
     s.mask_baseline_change().as_ref().map_or(Value::Null, change_json)
+}
+
+/// The same for keypoint AP (`metric` `keypoint AP`); null unless both runs were scored
+/// with poses.
+fn keypoint_regression_json(s: &SliceScore) -> Value {
+    s.keypoint_baseline_change().as_ref().map_or(Value::Null, change_json)
 }
 
 fn change_json(change: &BaselineChange) -> Value {

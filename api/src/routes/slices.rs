@@ -52,6 +52,7 @@ fn slice_json(slice: &SliceInfo, breakdown: Option<&SliceBreakdown>) -> Value {
         "min_map": d.min_map,
         "min_ap50": d.min_ap50,
         "min_mask_map": d.min_mask_map,
+        "min_keypoint_map": d.min_keypoint_map,
         "min_recall": d.min_recall,
         "min_class_recall": d.min_class_recall,
         "min_miou": d.min_miou,
@@ -83,6 +84,7 @@ pub struct CreateSlice {
     min_map: Option<f64>,
     min_ap50: Option<f64>,
     min_mask_map: Option<f64>,
+    min_keypoint_map: Option<f64>,
     min_recall: Option<f64>,
     #[serde(default)]
     min_class_recall: std::collections::BTreeMap<String, f64>,
@@ -108,6 +110,7 @@ pub async fn create(
         min_map: body.min_map,
         min_ap50: body.min_ap50,
         min_mask_map: body.min_mask_map,
+        min_keypoint_map: body.min_keypoint_map,
         min_recall: body.min_recall,
         min_class_recall: body.min_class_recall,
         min_miou: body.min_miou,

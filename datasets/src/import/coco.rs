@@ -20,7 +20,10 @@ use super::{
 };
 use crate::error::{DatasetError, Result};
 use crate::names::identifier;
-use crate::objects::{Category, ImportedObject, ImportedObjects, OBJECT_COLUMNS, SEGMENTATION_COLUMN};
+use crate::objects::{
+    Category, ImportedObject, ImportedObjects, KEYPOINTS_COLUMN, NUM_KEYPOINTS_COLUMN, OBJECT_COLUMNS,
+    SEGMENTATION_COLUMN,
+};
 
 #[derive(Deserialize)]
 struct CocoFile {
@@ -46,13 +49,13 @@ struct CocoAnnotation {
     iscrowd: Option<u8>,
     /// The instance mask (polygons or RLE) as the file holds it, if the annotation has one.
     segmentation: Option<serde_json::Value>,
+    /// A pose (`[x1, y1, v1, …]`) as the file holds it, if the annotation has one.
+    keypoints: Option<serde_json::Value>,
+    /// How many of its keypoints are labelled, as the file says.
+    num_keypoints: Option<serde_json::Value>,
     /// Other fields with plain values, by column name (see [`crate::objects`]).
     extra: BTreeMap<String, serde_json::Value>,
 }
-
-/// Fields of an annotation that are not kept as columns: keypoints are large and have no
-/// plain value (they are skipped without being built in memory).
-const SKIPPED_FIELDS: [&str; 2] = ["keypoints", "num_keypoints"];
 
 impl<'de> Deserialize<'de> for CocoAnnotation {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
@@ -68,10 +71,11 @@ impl<'de> Deserialize<'de> for CocoAnnotation {
                 self,
                 mut map: A,
             ) -> std::result::Result<CocoAnnotation, A::Error> {
-                use serde::de::{Error, IgnoredAny};
+                use serde::de::Error;
                 use serde_json::Value;
                 let (mut id, mut image_id, mut category_id) = (None, None, None);
                 let (mut bbox, mut area, mut iscrowd, mut segmentation) = (None, None, None, None);
+                let (mut keypoints, mut num_keypoints) = (None, None);
                 let mut extra = BTreeMap::new();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
@@ -82,9 +86,8 @@ impl<'de> Deserialize<'de> for CocoAnnotation {
                         "area" => area = map.next_value()?,
                         "iscrowd" => iscrowd = map.next_value()?,
                         "segmentation" => segmentation = Some(map.next_value::<Value>()?).filter(|v| !v.is_null()),
-                        k if SKIPPED_FIELDS.contains(&k) => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
+                        "keypoints" => keypoints = Some(map.next_value::<Value>()?).filter(|v| !v.is_null()),
+                        "num_keypoints" => num_keypoints = Some(map.next_value::<Value>()?).filter(|v| !v.is_null()),
                         _ => match map.next_value::<Value>()? {
                             Value::Object(fields) => {
                                 for (name, value) in fields {
@@ -108,6 +111,8 @@ impl<'de> Deserialize<'de> for CocoAnnotation {
                     area,
                     iscrowd,
                     segmentation,
+                    keypoints,
+                    num_keypoints,
                     extra,
                 })
             }
@@ -122,7 +127,7 @@ fn extra_column_name(field: &str) -> String {
     let name = identifier(field);
     if name.is_empty()
         || OBJECT_COLUMNS.iter().any(|(fixed, _)| *fixed == name)
-        || name == SEGMENTATION_COLUMN
+        || [SEGMENTATION_COLUMN, KEYPOINTS_COLUMN, NUM_KEYPOINTS_COLUMN].contains(&name.as_str())
         || name.starts_with(|c: char| c.is_ascii_digit())
     {
         format!("ann_{name}")
@@ -286,6 +291,12 @@ fn objects(
             }
             extra.insert(SEGMENTATION_COLUMN.to_string(), serde_json::Value::String(segmentation.to_string()));
         }
+        if let Some(keypoints) = &ann.keypoints {
+            let (text, labelled) =
+                keypoint_columns(keypoints, ann.num_keypoints.as_ref()).map_err(|e| bad(format!("{position}: {e}")))?;
+            extra.insert(KEYPOINTS_COLUMN.to_string(), serde_json::Value::String(text));
+            extra.insert(NUM_KEYPOINTS_COLUMN.to_string(), serde_json::Value::from(labelled));
+        }
         objects.push(ImportedObject {
             image_id: image_id.to_string(),
             object_id,
@@ -305,6 +316,30 @@ fn objects(
         numbered_categories: false,
         normalized: false,
     }))
+}
+
+/// An annotation's pose as stored: its `keypoints` as compact JSON and its `num_keypoints`
+/// (counted from the visibility flags when the file has none). Checked here so that
+/// scoring never meets a pose it cannot read.
+fn keypoint_columns(
+    keypoints: &serde_json::Value,
+    num_keypoints: Option<&serde_json::Value>,
+) -> std::result::Result<(String, i64), String> {
+    let points: Vec<f64> = serde_json::from_value(keypoints.clone())
+        .map_err(|_| format!("\"keypoints\" must be a list of numbers [x1, y1, v1, …], got {keypoints}"))?;
+    if !points.len().is_multiple_of(3) || points.iter().any(|v| !v.is_finite()) {
+        return Err(format!("\"keypoints\" must be finite (x, y, visibility) triples, got {} numbers", points.len()));
+    }
+    let visible = points.iter().skip(2).step_by(3).filter(|&&v| v > 0.0).count() as i64;
+    let labelled = match num_keypoints {
+        None => visible,
+        Some(value) => value
+            .as_f64()
+            .filter(|v| v.fract() == 0.0 && *v >= 0.0)
+            .map(|v| v as i64)
+            .ok_or_else(|| format!("\"num_keypoints\" must be a whole number, got {value}"))?,
+    };
+    Ok((serde_json::to_string(&points).expect("numbers serialise"), labelled))
 }
 
 /// The `coco_id` column of the candidates' extra columns, by row.
@@ -376,6 +411,43 @@ mod tests {
         assert_eq!(col("num_person"), vec![2, 0]);
         assert_eq!(col("num_traffic_light"), vec![0, 1]);
         assert_eq!(col("num_annotations"), vec![2, 1]);
+    }
+
+    #[test]
+    fn poses_are_kept_with_their_labelled_count() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.jpg"), b"x").unwrap();
+        let file = |annotations: &str| {
+            let json = format!(
+                r#"{{"images":[{{"id":1,"file_name":"a.jpg"}}],"categories":[{{"id":1,"name":"person"}}],
+                "annotations":[{annotations}]}}"#
+            );
+            std::fs::write(dir.path().join("c.json"), json).unwrap();
+            gather(&dir.path().join("c.json"), &ImportOptions::default())
+        };
+        let set = file(
+            r#"{"id":1,"image_id":1,"category_id":1,"bbox":[1,2,3,4],"keypoints":[2,3,2,0,0,0,3,4,1],"num_keypoints":2},
+               {"id":2,"image_id":1,"category_id":1,"bbox":[1,2,3,4],"keypoints":[2,3,2,0,0,0]},
+               {"id":3,"image_id":1,"category_id":1,"bbox":[1,2,3,4]}"#,
+        )
+        .unwrap();
+        let objects = set.objects.unwrap().objects;
+        let column = |n: usize, name: &str| objects[n].extra.get(name).cloned();
+        assert_eq!(column(0, KEYPOINTS_COLUMN), Some("[2.0,3.0,2.0,0.0,0.0,0.0,3.0,4.0,1.0]".into()));
+        assert_eq!(column(0, NUM_KEYPOINTS_COLUMN), Some(2.into()));
+        assert_eq!(column(1, NUM_KEYPOINTS_COLUMN), Some(1.into()), "counted where the file has none");
+        assert_eq!((column(2, KEYPOINTS_COLUMN), column(2, NUM_KEYPOINTS_COLUMN)), (None, None));
+        let err = file(r#"{"id":7,"image_id":1,"category_id":1,"bbox":[1,2,3,4],"keypoints":[2,3]}"#).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "annotation #0 (id 7): \"keypoints\" must be finite (x, y, visibility) triples, got 2 numbers"
+            ),
+            "{err}"
+        );
+        let err =
+            file(r#"{"id":7,"image_id":1,"category_id":1,"bbox":[1,2,3,4],"keypoints":[2,3,1],"num_keypoints":"one"}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("\"num_keypoints\" must be a whole number, got \"one\""), "{err}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Schema, SchemaRef};
 use serde::Deserialize;
 use serde_json::Value;
+use slicetest_eval::keypoints::keypoint_extent;
 
 use super::{Cell, Numbers, number_cells, whole_f64, whole_number};
 use crate::coco_mask::Segmentation;
@@ -51,7 +52,35 @@ pub fn detections_schema() -> SchemaRef {
         Field::new("h", DataType::Float64, false),
         Field::new("score", DataType::Float64, false),
         Field::new(SEGMENTATION_COLUMN, DataType::Utf8, true),
+        Field::new(KEYPOINTS_COLUMN, DataType::Utf8, true),
     ]))
+}
+
+/// The column of a detection's pose (COCO's `keypoints`, `[x1, y1, s1, …]` with each
+/// keypoint's confidence, as compact JSON), null for a detection without one. Files of
+/// runs uploaded before keypoints were scored lack it.
+pub const KEYPOINTS_COLUMN: &str = "keypoints";
+
+/// A detection's `keypoints`: a flat list of finite (x, y, confidence) triples, at least
+/// one.
+fn keypoints_of(value: &Value) -> std::result::Result<Vec<f64>, String> {
+    let shown = || {
+        let text = value.to_string();
+        if text.len() > 60 { format!("{}…", &text[..text.floor_char_boundary(60)]) } else { text }
+    };
+    let points: Vec<f64> = serde_json::from_value(value.clone())
+        .map_err(|_| format!("\"keypoints\" must be a list of numbers [x1, y1, score1, …], got {}", shown()))?;
+    if points.is_empty() || !points.len().is_multiple_of(3) {
+        return Err(format!(
+            "\"keypoints\" must be (x, y, score) triples, got {} numbers (a list of [x, y] pairs is not COCO's \
+             layout: flatten it with a score or visibility after each point)",
+            points.len()
+        ));
+    }
+    if points.iter().any(|v| !v.is_finite()) {
+        return Err(format!("\"keypoints\" must be finite numbers, got {}", shown()));
+    }
+    Ok(points)
 }
 
 /// The column of a detection's instance mask (COCO's `segmentation` as compact JSON),
@@ -78,8 +107,24 @@ fn segmentation_text(value: Value) -> std::result::Result<(String, Segmentation)
 /// and must then have every column detections need: box columns are never silently
 /// ignored in a classification upload. (`width` and `height` are not among them: a
 /// classification file may carry the image's size.)
-const BOX_COLUMNS: &[&str] =
-    &["category", "category_id", "bbox", "x", "y", "w", "h", "x1", "y1", "x2", "y2", "xmin", "ymin", "xmax", "ymax"];
+const BOX_COLUMNS: &[&str] = &[
+    "category",
+    "category_id",
+    "bbox",
+    "x",
+    "y",
+    "w",
+    "h",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "xmin",
+    "ymin",
+    "xmax",
+    "ymax",
+    KEYPOINTS_COLUMN,
+];
 
 /// Corner columns, which a detections table does not read (boxes are x, y, w, h).
 const CORNER_COLUMNS: &[&str] = &["x1", "y1", "x2", "y2", "xmin", "ymin", "xmax", "ymax"];
@@ -101,10 +146,6 @@ pub fn is_detection_table(batch: &RecordBatch) -> bool {
 /// `bbox`. A list without one is classification records (or segmentation masks, which
 /// [`super::mask_results::is_mask_results`] finds first).
 pub(crate) fn has_boxes(bytes: &[u8]) -> std::result::Result<bool, String> {
-    #[derive(Deserialize)]
-    struct Probe {
-        bbox: Option<serde::de::IgnoredAny>,
-    }
     let list: Vec<Probe> = serde_json::from_slice(bytes).map_err(|e| {
         format!(
             "a .json file of predictions is a list of records: COCO results ({{\"image_id\", \"category_id\", \"bbox\", \
@@ -114,7 +155,21 @@ pub(crate) fn has_boxes(bytes: &[u8]) -> std::result::Result<bool, String> {
     if list.is_empty() {
         return Err("the file holds no predictions: the list is empty".into());
     }
-    Ok(list.iter().any(|p| p.bbox.is_some()))
+    Ok(list.iter().any(Probe::is_detection))
+}
+
+/// What tells a COCO result from a classification record: a `bbox`, or a pose's
+/// `keypoints` (loadRes boxes a pose without a box by its keypoints).
+#[derive(Deserialize)]
+struct Probe {
+    bbox: Option<serde::de::IgnoredAny>,
+    keypoints: Option<serde::de::IgnoredAny>,
+}
+
+impl Probe {
+    fn is_detection(&self) -> bool {
+        self.bbox.is_some() || self.keypoints.is_some()
+    }
 }
 
 /// An image as the upload names it.
@@ -144,26 +199,22 @@ pub(crate) struct Row {
     /// The box is the mask's, found when the mask is decoded on its image (an instance
     /// mask given without a box, `instances`).
     box_from_mask: bool,
+    /// The box is the pose's keypoints' extent (a pose given without a box).
+    box_from_keypoints: bool,
     /// The box and polygon are fractions of the image's width and height (YOLO labels),
     /// turned into pixels where the image is known.
     normalized: bool,
-    /// The record carries `keypoints` (a pose model's), which are not scored.
-    keypoints: bool,
-}
-
-/// The warning for an upload whose detections carry keypoints: they are read as boxes
-/// (and masks), and nothing says so otherwise.
-pub(crate) fn keypoints_warning(rows: &[Row]) -> Option<String> {
-    let n = rows.iter().filter(|r| r.keypoints).count();
-    (n > 0).then(|| {
-        format!(
-            "{n} detection(s) carry keypoints, which are not scored: the run is scored on its boxes (and masks); \
-             keypoint AP (OKS) is not built"
-        )
-    })
+    /// A pose model's keypoints (`[x1, y1, score1, …]`), scored by OKS against the ground
+    /// truth's.
+    keypoints: Option<Vec<f64>>,
 }
 
 impl Row {
+    /// Whether the upload gave this detection's box (not found from its mask or pose).
+    pub(crate) fn box_given(&self) -> bool {
+        !self.box_from_mask && !self.box_from_keypoints
+    }
+
     /// A normalized row's box and polygon in pixels of its `[width, height]` image.
     fn in_pixels(&mut self, [width, height]: [u32; 2]) {
         let (w, h) = (f64::from(width), f64::from(height));
@@ -249,7 +300,7 @@ pub(crate) fn yolo_rows(dir: &std::path::Path) -> std::result::Result<(Vec<Row>,
                         // keypoints, confidence), which a count alone cannot tell apart.
                         "no confidence at the end: predict with save_conf=True (mAP ranks detections by it); \
                          a pose model's keypoint lines are not read: upload its predictions.json \
-                         (val(save_json=True)), scored on its boxes"
+                         (val(save_json=True)), which carries the keypoints"
                     } else {
                         "a detection is class cx cy w h conf, or class x1 y1 x2 y2 … conf for a segment"
                     };
@@ -264,8 +315,9 @@ pub(crate) fn yolo_rows(dir: &std::path::Path) -> std::result::Result<(Vec<Row>,
                 score: values.last().copied(),
                 segmentation,
                 box_from_mask: false,
+                box_from_keypoints: false,
                 normalized: true,
-                keypoints: false,
+                keypoints: None,
             });
             places.push(at);
             if problems.len() >= MAX_PROBLEMS {
@@ -292,7 +344,7 @@ struct CocoResult {
     score: Value,
     #[serde(default)]
     segmentation: Value,
-    /// A pose model's keypoints (`[x1, y1, v1, …]`; null reads as none): noticed, not scored.
+    /// A pose model's keypoints (`[x1, y1, score1, …]`; null reads as none).
     #[serde(default)]
     keypoints: Option<Value>,
 }
@@ -343,11 +395,7 @@ fn json_lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
 /// `bbox`. Other JSON lines are a table of classification predictions (or a file that is
 /// not JSON lines, which the table reader names).
 pub(crate) fn json_lines_have_boxes(bytes: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Probe {
-        bbox: Option<serde::de::IgnoredAny>,
-    }
-    json_lines(bytes).any(|(_, line)| serde_json::from_slice::<Probe>(line).is_ok_and(|p| p.bbox.is_some()))
+    json_lines(bytes).any(|(_, line)| serde_json::from_slice::<Probe>(line).is_ok_and(|p| p.is_detection()))
 }
 
 /// The rows of COCO results written one record a line (`.jsonl`, as a detector writes
@@ -426,8 +474,15 @@ fn coco_result_rows(
         };
         let no_box = matches!(r.bbox, None | Some(Value::Null));
         let box_from_mask = no_box && instances && !r.segmentation.is_null();
+        // `"keypoints": null` reads as None.
+        let keypoints =
+            r.keypoints.as_ref().and_then(|k| keypoints_of(k).map_err(|e| problems.push(format!("{at}: {e}"))).ok());
         let bbox = match r.bbox {
             _ if box_from_mask => [None; 4],
+            // A pose without a box is boxed by its keypoints' extent, as pycocotools' loadRes does.
+            None | Some(Value::Null) if r.keypoints.is_some() => {
+                keypoints.as_deref().and_then(keypoint_extent).map_or([None; 4], |b| b.map(Some))
+            }
             None | Some(Value::Null) => {
                 let hint = if r.segmentation.is_null() {
                     ""
@@ -455,8 +510,18 @@ fn coco_result_rows(
             Value::Null => None,
             value => segmentation_text(value).map_err(|e| problems.push(format!("{at}: {e}"))).ok(),
         };
-        let keypoints = r.keypoints.is_some(); // `"keypoints": null` reads as None
-        rows.push(Row { image, category, bbox, score, segmentation, box_from_mask, normalized: false, keypoints });
+        let box_from_keypoints = no_box && !box_from_mask && r.keypoints.is_some();
+        rows.push(Row {
+            image,
+            category,
+            bbox,
+            score,
+            segmentation,
+            box_from_mask,
+            box_from_keypoints,
+            normalized: false,
+            keypoints,
+        });
         if problems.len() >= MAX_PROBLEMS {
             problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
             break;
@@ -481,21 +546,21 @@ fn bbox_of(value: Value) -> std::result::Result<[Option<f64>; 4], String> {
 /// Where a table's boxes are: four number columns, or one `bbox` column of `[x, y, w, h]`
 /// lists (as `pd.DataFrame(coco_results)` saves them) or of that JSON as text (as CSV
 /// holds it).
-/// With `instances` and no box columns at all, the boxes are the masks'.
+/// With no box columns at all, the boxes are the masks' (`instances`) or the keypoints'.
 enum BoxCells {
     Columns(Box<[Numbers; 4]>),
     Lists(datafusion::arrow::array::ListArray),
     Texts(StringArray),
-    FromMasks,
+    Derived,
 }
 
 impl BoxCells {
-    fn of(table: &RecordBatch, in_bbox: bool, from_masks: bool) -> std::result::Result<BoxCells, Vec<String>> {
+    fn of(table: &RecordBatch, in_bbox: bool, derived: bool) -> std::result::Result<BoxCells, Vec<String>> {
         let number = |name: &str| -> std::result::Result<Numbers, Vec<String>> {
             Ok(number_cells(table, name).map_err(|e| vec![e])?.expect("checked by table_rows"))
         };
-        if from_masks {
-            return Ok(BoxCells::FromMasks);
+        if derived {
+            return Ok(BoxCells::Derived);
         }
         if !in_bbox {
             return Ok(BoxCells::Columns(Box::new([number("x")?, number("y")?, number("w")?, number("h")?])));
@@ -550,17 +615,17 @@ impl BoxCells {
                     .map_err(|_| format!("\"bbox\" must be [x, y, width, height], got {:?}", texts.value(i)))
                     .and_then(bbox_of),
             ),
-            BoxCells::Lists(_) | BoxCells::Texts(_) | BoxCells::FromMasks => [None; 4],
+            BoxCells::Lists(_) | BoxCells::Texts(_) | BoxCells::Derived => [None; 4],
         }
     }
 }
 
-/// A table's `segmentation` column: COCO's JSON as text, or as Arrow values (a struct of
-/// `size` and `counts`, or lists of polygons, as `pd.DataFrame(coco_results)` saves
-/// them), which are written back to JSON here.
-fn mask_cells(table: &RecordBatch) -> std::result::Result<Option<Vec<Option<Value>>>, Vec<String>> {
-    let Some(column) = table.column_by_name(SEGMENTATION_COLUMN) else { return Ok(None) };
-    let problem = |e: &dyn std::fmt::Display| vec![format!("column \"{SEGMENTATION_COLUMN}\": {e}")];
+/// A table's column of COCO JSON values (`segmentation`, `keypoints`): JSON as text, or
+/// Arrow values (a struct of `size` and `counts`, lists of polygons, a list of numbers, as
+/// `pd.DataFrame(coco_results)` saves them), which are written back to JSON here.
+fn json_cells(table: &RecordBatch, name: &str) -> std::result::Result<Option<Vec<Option<Value>>>, Vec<String>> {
+    let Some(column) = table.column_by_name(name) else { return Ok(None) };
+    let problem = |e: &dyn std::fmt::Display| vec![format!("column \"{name}\": {e}")];
     if let Ok(texts) = cast(column, &DataType::Utf8) {
         let texts = texts.as_string::<i32>();
         let values = (0..texts.len()).map(|i| {
@@ -572,7 +637,7 @@ fn mask_cells(table: &RecordBatch) -> std::result::Result<Option<Vec<Option<Valu
         });
         return Ok(Some(values.collect()));
     }
-    let one_column = RecordBatch::try_from_iter([(SEGMENTATION_COLUMN, column.clone())]).map_err(|e| problem(&e))?;
+    let one_column = RecordBatch::try_from_iter([(name, column.clone())]).map_err(|e| problem(&e))?;
     let mut lines = Vec::new();
     let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut lines);
     writer.write(&one_column).map_err(|e| problem(&e))?;
@@ -580,7 +645,7 @@ fn mask_cells(table: &RecordBatch) -> std::result::Result<Option<Vec<Option<Valu
     drop(writer);
     let values = lines.split(|&b| b == b'\n').take(table.num_rows()).map(|line| {
         let mut record: serde_json::Map<String, Value> = serde_json::from_slice(line).unwrap_or_default();
-        record.remove(SEGMENTATION_COLUMN).filter(|v| !v.is_null())
+        record.remove(name).filter(|v| !v.is_null())
     });
     Ok(Some(values.collect()))
 }
@@ -602,14 +667,15 @@ pub(crate) fn table_rows(table: &RecordBatch, instances: bool) -> std::result::R
     }
     let in_bbox = has("bbox");
     let from_masks = instances && !in_bbox && sizes.is_empty() && has(SEGMENTATION_COLUMN);
-    let keypoints = table.column_by_name("keypoints");
+    let from_keypoints = !from_masks && !in_bbox && sizes.is_empty() && has(KEYPOINTS_COLUMN);
+    let derived = from_masks || from_keypoints;
     let needed = [
         ("image_id", has("image_id")),
         ("category (or category_id)", has("category") || has("category_id")),
-        ("x", has("x") || in_bbox || from_masks),
-        ("y", has("y") || in_bbox || from_masks),
-        ("w", has("w") || in_bbox || from_masks),
-        ("h", has("h") || in_bbox || from_masks),
+        ("x", has("x") || in_bbox || derived),
+        ("y", has("y") || in_bbox || derived),
+        ("w", has("w") || in_bbox || derived),
+        ("h", has("h") || in_bbox || derived),
         ("score", has("score")),
     ];
     let missing: Vec<&str> = needed.iter().filter(|(_, there)| !there).map(|(c, _)| *c).collect();
@@ -638,7 +704,8 @@ pub(crate) fn table_rows(table: &RecordBatch, instances: bool) -> std::result::R
     let number = |name: &str| -> std::result::Result<Numbers, Vec<String>> {
         Ok(number_cells(table, name).map_err(|e| vec![e])?.expect("checked above"))
     };
-    let boxes = BoxCells::of(table, in_bbox, from_masks)?;
+    let boxes = BoxCells::of(table, in_bbox, derived)?;
+    let mut keypoints = json_cells(table, KEYPOINTS_COLUMN)?;
     let score = number("score")?;
     let image_column = table.column_by_name("image_id").expect("checked");
     let image_ints = image_column.data_type().is_integer();
@@ -650,12 +717,18 @@ pub(crate) fn table_rows(table: &RecordBatch, instances: bool) -> std::result::R
         None => Some(number("category_id")?),
         Some(_) => None,
     };
-    let mut masks = mask_cells(table)?;
+    let mut masks = json_cells(table, SEGMENTATION_COLUMN)?;
     let mut problems = Vec::new();
     let mut rows = Vec::with_capacity(table.num_rows());
     for i in 0..table.num_rows() {
         let at = format!("row {}", i + 1);
-        let bbox = boxes.cell(i, &at, &mut problems);
+        let mut bbox = boxes.cell(i, &at, &mut problems);
+        let pose = keypoints.as_mut().and_then(|k| k[i].take()).and_then(|value| {
+            keypoints_of(&value).map_err(|e| problems.push(format!("{at}: column \"{KEYPOINTS_COLUMN}\": {e}"))).ok()
+        });
+        if from_keypoints && let Some(extent) = pose.as_deref().and_then(keypoint_extent) {
+            bbox = extent.map(Some);
+        }
         let score = match score.cell(i) {
             Cell::Text(t) => {
                 problems.push(format!("{at}: score {t:?} is not a number"));
@@ -702,8 +775,9 @@ pub(crate) fn table_rows(table: &RecordBatch, instances: bool) -> std::result::R
                     .ok()
             }),
             box_from_mask: from_masks,
+            box_from_keypoints: from_keypoints,
             normalized: false,
-            keypoints: keypoints.is_some_and(|k| k.is_valid(i)),
+            keypoints: pose,
         });
         if problems.len() >= MAX_PROBLEMS {
             problems.push(format!("… (stopped after {MAX_PROBLEMS} problems)"));
@@ -897,6 +971,7 @@ pub(crate) fn validate(
     if !problems.is_empty() {
         return Err(problems);
     }
+    check_poses(rows, &cats, positions)?;
     let float = |k: usize| -> ArrayRef { Arc::new(rows.iter().map(|r| r.bbox[k]).collect::<Float64Array>()) };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![run; rows.len()])),
@@ -909,9 +984,48 @@ pub(crate) fn validate(
         float(3),
         Arc::new(rows.iter().map(|r| r.score).collect::<Float64Array>()),
         Arc::new(rows.iter().map(|r| r.segmentation.as_ref().map(|(json, _)| json.as_str())).collect::<StringArray>()),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.keypoints.as_ref().map(|k| serde_json::to_string(k).expect("numbers serialise")))
+                .collect::<StringArray>(),
+        ),
     ];
     let batch = RecordBatch::try_new(detections_schema(), columns).map_err(|e| vec![e.to_string()])?;
     Ok(CheckedDetections { batch, images_without_detections: covered.iter().filter(|c| !**c).count() as u64 })
+}
+
+/// Keypoints are per category all or nothing, of one count: OKS compares keypoint `k` of
+/// a detection with keypoint `k` of an object, and keypoint AP over some of a category's
+/// detections would be no one's number. `categories` is each row's.
+fn check_poses(rows: &[Row], categories: &[&Category], positions: &Positions) -> std::result::Result<(), Vec<String>> {
+    let mut first: HashMap<i64, (usize, Option<usize>)> = HashMap::new();
+    let mut problems = Vec::new();
+    let mut reported = std::collections::HashSet::new();
+    for (n, (row, category)) in rows.iter().zip(categories).enumerate() {
+        let count = row.keypoints.as_ref().map(|k| k.len() / 3);
+        let &mut (m, expected) = first.entry(category.id).or_insert((n, count));
+        if expected == count || !reported.insert(category.id) {
+            continue;
+        }
+        let described = |count: Option<usize>| match count {
+            None => "no keypoints".to_string(),
+            Some(k) => format!("{k} keypoint{}", if k == 1 { "" } else { "s" }),
+        };
+        let remedy = if expected.is_none() || count.is_none() {
+            format!("give every {:?} detection its keypoints, or none", category.name)
+        } else {
+            "a category's poses have one skeleton".to_string()
+        };
+        problems.push(format!(
+            "{} has {} but {} of the same category ({:?}) has {}: {remedy}",
+            positions.at(n),
+            described(count),
+            positions.at(m),
+            category.name,
+            described(expected)
+        ));
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
 }
 
 /// The images by file stem (`images/val/0042.jpg` → `0042`, and `42` for a stem of
@@ -939,8 +1053,10 @@ fn image_stems(image_ids: &[String]) -> HashMap<String, Vec<usize>> {
 /// A warning when more than 1 box in 20 reaches past its image by more than 2% of the
 /// image's size: what corners [x0, y0, x1, y1] read as [x, y, width, height] look like
 /// (about half of such boxes reach past), which would otherwise only show as a mAP near
-/// zero. Detectors clip their boxes to the image, or nearly.
-pub(crate) fn boxes_past_their_images(boxes: &RecordBatch, images: &RecordBatch) -> Option<String> {
+/// zero. Detectors clip their boxes to the image, or nearly. Only boxes the upload gave
+/// (`given`, per row) count: a pose's keypoints, and so the box made of them, may lie
+/// past the image.
+pub(crate) fn boxes_past_their_images(boxes: &RecordBatch, images: &RecordBatch, given: &[bool]) -> Option<String> {
     let ids = images.column_by_name("image_id")?.as_string_opt::<i32>()?;
     let widths = images.column_by_name("width")?.as_primitive_opt::<Int32Type>()?;
     let heights = images.column_by_name("height")?.as_primitive_opt::<Int32Type>()?;
@@ -955,8 +1071,9 @@ pub(crate) fn boxes_past_their_images(boxes: &RecordBatch, images: &RecordBatch)
         column("h")?,
     );
     let past = |edge: f64, extent: f64| edge > extent + (0.02 * extent).max(1.0);
-    let total = boxes.num_rows();
-    let outside = (0..total)
+    let total = given.iter().filter(|&&g| g).count();
+    let outside = (0..boxes.num_rows())
+        .filter(|&i| given[i])
         .filter(|&i| {
             size.get(image.value(i)).is_some_and(|&(width, height)| {
                 past(x.value(i) + w.value(i), width) || past(y.value(i) + h.value(i), height)
@@ -1001,6 +1118,7 @@ mod tests {
                     float(3),
                     Arc::new(Float64Array::from(vec![0.5; n])),
                     Arc::new(StringArray::from(vec![None::<&str>; n])),
+                    Arc::new(StringArray::from(vec![None::<&str>; n])),
                 ],
             )
             .unwrap()
@@ -1008,20 +1126,22 @@ mod tests {
         // Boxes inside, on the edge, and 1.5 px past a 100 px edge (a detector's rounding).
         let fine =
             boxes(&[("a", [0.0, 0.0, 100.0, 50.0]), ("b", [150.0, 20.0, 50.0, 80.0]), ("a", [60.0, 10.0, 41.5, 20.0])]);
-        assert_eq!(boxes_past_their_images(&fine, &images), None);
+        assert_eq!(boxes_past_their_images(&fine, &images, &[true; 3]), None);
         // The same kind of boxes as corners: x1 = 90 read as a width from x0 = 60.
         let corners = boxes(&[
             ("a", [60.0, 10.0, 90.0, 40.0]),
             ("b", [20.0, 20.0, 60.0, 70.0]),
             ("b", [120.0, 10.0, 190.0, 90.0]),
         ]);
-        let warning = boxes_past_their_images(&corners, &images).expect("warned");
+        let warning = boxes_past_their_images(&corners, &images, &[true; 3]).expect("warned");
         assert!(warning.starts_with("2 of 3 boxes reach past their image"), "{warning}");
         assert!(warning.contains("corners [x0, y0, x1, y1]"), "{warning}");
+        // Boxes made of poses' keypoints (which may lie past the image) do not count.
+        assert_eq!(boxes_past_their_images(&corners, &images, &[false, true, false]), None);
         // One stray box among many is not a pattern.
         let mut rows = vec![("b", [10.0, 10.0, 20.0, 20.0]); 40];
         rows.push(("a", [90.0, 0.0, 50.0, 10.0]));
-        assert_eq!(boxes_past_their_images(&boxes(&rows), &images), None);
+        assert_eq!(boxes_past_their_images(&boxes(&rows), &images, &vec![true; rows.len()]), None);
     }
 
     fn category_ids(rows: &[Row]) -> Vec<Option<i64>> {
@@ -1266,22 +1386,79 @@ mod tests {
     }
 
     #[test]
-    fn keypoints_are_noticed_not_scored() {
-        let rows = coco_rows(
-            br#"[{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5, "keypoints": [1, 2, 1]},
-                 {"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.4, "keypoints": null},
-                 {"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.3}]"#,
+    fn poses_are_stored_and_a_pose_without_a_box_gets_its_keypoints_extent() {
+        let categories = [Category { id: 1, name: "person".into() }, Category { id: 2, name: "dog".into() }];
+        let ids = ["a.png".to_string()];
+        let check = |rows: std::result::Result<Vec<Row>, Vec<String>>| {
+            validate("r", &mut rows?, &Positions::ListItems, &ids, None, &[[64, 64]], &categories).map(|c| c.batch)
+        };
+        let batch = check(coco_rows(
+            br#"[{"image_id": "a.png", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5, "keypoints": [1, 2, 0.9, 3, 5, 0.1]},
+                 {"image_id": "a.png", "category_id": 1, "score": 0.4, "keypoints": [4, 9, 0.5, 1, 12, 0.5]},
+                 {"image_id": "a.png", "category_id": 2, "bbox": [1, 2, 3, 4], "score": 0.3, "keypoints": null}]"#,
+            false,
+        ))
+        .unwrap();
+        let poses = batch.column_by_name(KEYPOINTS_COLUMN).unwrap().as_string::<i32>();
+        assert_eq!(poses.value(0), "[1.0,2.0,0.9,3.0,5.0,0.1]");
+        assert!(poses.is_null(2), "a category without poses stores none");
+        // loadRes' box of a pose without one: its keypoints' extent.
+        let f = |name: &str| batch.column_by_name(name).unwrap().as_primitive::<Float64Type>().value(1);
+        assert_eq!([f("x"), f("y"), f("w"), f("h")], [1.0, 9.0, 3.0, 3.0]);
+
+        // A table (pd.DataFrame(results)): a list column, no box columns.
+        let table = RecordBatch::try_from_iter([
+            ("image_id", Arc::new(StringArray::from(vec!["a.png"])) as ArrayRef),
+            ("category_id", Arc::new(Int64Array::from(vec![1]))),
+            ("score", Arc::new(Float64Array::from(vec![0.5]))),
+            (
+                "keypoints",
+                Arc::new(datafusion::arrow::array::ListArray::from_iter_primitive::<Float64Type, _, _>([Some([
+                    Some(4.0),
+                    Some(9.0),
+                    Some(1.0),
+                    Some(1.0),
+                    Some(12.0),
+                    Some(1.0),
+                ])])),
+            ),
+        ])
+        .unwrap();
+        let batch = check(table_rows(&table, false)).unwrap();
+        assert_eq!(
+            batch.column_by_name(KEYPOINTS_COLUMN).unwrap().as_string::<i32>().value(0),
+            "[4.0,9.0,1.0,1.0,12.0,1.0]"
+        );
+        assert_eq!(batch.column_by_name("w").unwrap().as_primitive::<Float64Type>().value(0), 3.0);
+
+        // All or nothing per category, one skeleton, COCO's layout.
+        let problems = check(coco_rows(
+            br#"[{"image_id": "a.png", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5, "keypoints": [1, 2, 1]},
+                 {"image_id": "a.png", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.4},
+                 {"image_id": "a.png", "category_id": 2, "bbox": [1, 2, 3, 4], "score": 0.4, "keypoints": [1, 2, 1]},
+                 {"image_id": "a.png", "category_id": 2, "bbox": [1, 2, 3, 4], "score": 0.4, "keypoints": [1, 2, 1, 3, 4, 1]}]"#,
+            false,
+        ))
+        .unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "detection #1 has no keypoints but detection #0 of the same category (\"person\") has 1 keypoint: \
+                 give every \"person\" detection its keypoints, or none",
+                "detection #3 has 2 keypoints but detection #2 of the same category (\"dog\") has 1 keypoint: a \
+                 category's poses have one skeleton",
+            ]
+        );
+        let problems = coco_rows(
+            br#"[{"image_id": "a.png", "category_id": 1, "score": 0.5, "keypoints": [[1, 2], [3, 4]]},
+                 {"image_id": "a.png", "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5, "keypoints": [1, 2]}]"#,
             false,
         )
+        .err()
         .unwrap();
-        assert_eq!(
-            keypoints_warning(&rows).as_deref(),
-            Some(
-                "1 detection(s) carry keypoints, which are not scored: the run is scored on its boxes (and masks); \
-                 keypoint AP (OKS) is not built"
-            )
-        );
-        assert_eq!(keypoints_warning(&rows[1..]), None);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("detection #0: \"keypoints\" must be a list of numbers"), "{problems:?}");
+        assert!(problems[1].contains("got 2 numbers (a list of [x, y] pairs is not COCO's layout"), "{problems:?}");
     }
 
     #[test]

@@ -283,9 +283,8 @@ pub async fn upload_from(
             &objects.categories,
         )
         .map_err(rejected)?;
-        let warnings = (detections::boxes_past_their_images(&checked.batch, &images).into_iter())
-            .chain(detections::keypoints_warning(&rows))
-            .collect();
+        let given: Vec<bool> = rows.iter().map(detections::Row::box_given).collect();
+        let warnings = detections::boxes_past_their_images(&checked.batch, &images, &given).into_iter().collect();
         Checked {
             batch: checked.batch,
             classes: objects.categories.iter().map(|c| c.name.clone()).collect(),

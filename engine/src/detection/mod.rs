@@ -11,6 +11,7 @@
 
 pub mod cache;
 mod confusion;
+mod keypoints;
 pub mod masks;
 pub mod table_function;
 
@@ -72,6 +73,32 @@ pub struct CocoStats {
     pub ar75: Option<f64>,
 }
 
+/// COCO's keypoint statistics (`COCOeval(iouType='keypoints')`: OKS thresholds 0.50:0.95,
+/// 20 detections per image, no small area range); `None` where pycocotools prints -1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct KeypointStats {
+    /// Keypoint AP averaged over OKS 0.50:0.95 (the headline).
+    pub ap: Option<f64>,
+    /// AP at OKS 0.50.
+    pub ap50: Option<f64>,
+    /// AP at OKS 0.75.
+    pub ap75: Option<f64>,
+    /// AP of medium objects (area 32² to 96²).
+    pub ap_medium: Option<f64>,
+    /// AP of large objects (area > 96²).
+    pub ap_large: Option<f64>,
+    /// Recall with 20 detections per image.
+    pub ar: Option<f64>,
+    /// Recall at OKS 0.50.
+    pub ar50: Option<f64>,
+    /// Recall at OKS 0.75.
+    pub ar75: Option<f64>,
+    /// Recall of medium objects.
+    pub ar_medium: Option<f64>,
+    /// Recall of large objects.
+    pub ar_large: Option<f64>,
+}
+
 /// TP/FP/FN at the run's operating point, with the rates they give.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Counts {
@@ -126,6 +153,9 @@ pub struct ClassMetrics {
     /// Mask AP over IoU 0.50:0.95, when the run is scored by masks too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_ap: Option<f64>,
+    /// Keypoint AP over OKS 0.50:0.95, when the run is scored by poses too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keypoint_ap: Option<f64>,
     /// Counts at the operating point.
     pub counts: Counts,
 }
@@ -148,6 +178,14 @@ pub struct DetectionMetrics {
     /// Why a run with masks has no mask statistics (the ground truth lacks masks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_note: Option<String>,
+    /// COCO's keypoint statistics (keypoint AP by OKS, `iouType='keypoints'`): present
+    /// when the run's detections and the ground truth both have poses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keypoints: Option<KeypointStats>,
+    /// What of a run's poses is not scored, and why (the ground truth has none; a
+    /// category's poses of another skeleton).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keypoint_note: Option<String>,
     /// Per category, in category-id order.
     pub classes: Vec<ClassMetrics>,
     /// IoU of the operating point.
@@ -175,11 +213,15 @@ pub struct DetectionMetrics {
     /// 95% bootstrap interval of `mask.ap` (the same resampled images as `ap_interval`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_ap_interval: Option<[f64; 2]>,
+    /// 95% bootstrap interval of `keypoints.ap` (the same resampled images).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keypoint_ap_interval: Option<[f64; 2]>,
 }
 
 /// A detection run against a baseline run on the same slice: the boxes' mAP difference
 /// and a paired bootstrap test of "this run is worse" (both runs scored on the same
-/// resampled images); the same for the instance masks' mAP when both runs have masks.
+/// resampled images); the same for the instance masks' mAP when both runs have masks, and
+/// for keypoint AP when both have poses.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct DetectionRegression {
     /// The boxes' mAP (its fields at the top level of the JSON, as before masks).
@@ -188,6 +230,9 @@ pub struct DetectionRegression {
     /// The instance masks' mAP (COCO's `segm`), when both runs were scored with masks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask: Option<MapChange>,
+    /// Keypoint AP (COCO's `keypoints`), when both runs were scored with poses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keypoints: Option<MapChange>,
 }
 
 /// One mAP against the baseline's on a slice.
@@ -257,6 +302,11 @@ pub struct RunEvaluation {
     mask_matching: Option<(Matching, ScoreOrder)>,
     /// Why a run with masks has no mask matching.
     mask_note: Option<String>,
+    /// The same detections matched by their poses (OKS), when the run and the ground
+    /// truth have poses.
+    keypoint_matching: Option<(Matching, ScoreOrder)>,
+    /// What of the run's poses is not scored.
+    keypoint_note: Option<String>,
     order: ScoreOrder,
     image_ids: Vec<String>,
     image_index: HashMap<String, u32>,
@@ -354,11 +404,15 @@ impl RunEvaluation {
         let mut ground_truth = Vec::new();
         let mut object_ids = Vec::new();
         let mut object_boxes = Vec::new();
-        // Each ground truth's mask (None where it has none), in `ground_truth`'s order.
+        // Each ground truth's mask and pose (None where it has none), in `ground_truth`'s order.
         let mut object_masks: Vec<Option<&str>> = Vec::new();
+        let mut object_poses: Vec<keypoints::StoredPose> = Vec::new();
         let objects = objects::read_objects(layout, version)?;
         if let Some(objects) = &objects {
             let masks = objects.column_by_name(objects::SEGMENTATION_COLUMN).and_then(|c| c.as_string_opt::<i32>());
+            let poses = objects.column_by_name(objects::KEYPOINTS_COLUMN).and_then(|c| c.as_string_opt::<i32>());
+            let labelled =
+                objects.column_by_name(objects::NUM_KEYPOINTS_COLUMN).and_then(|c| c.as_primitive_opt::<Int64Type>());
             for (row, o) in objects::rows(objects).enumerate() {
                 let (Some(&image), Some(&category)) = (image_index.get(o.image_id), category_index.get(&o.category_id))
                 else {
@@ -368,6 +422,11 @@ impl RunEvaluation {
                 object_ids.push((o.object_id, o.iscrowd));
                 object_boxes.push(o.bbox);
                 object_masks.push(masks.filter(|m| m.is_valid(row)).map(|m| m.value(row)));
+                object_poses.push(poses.filter(|p| p.is_valid(row)).and_then(|p| pose(p.value(row))).map(|points| {
+                    let counted = points.iter().skip(2).step_by(3).filter(|&&v| v > 0.0).count() as u32;
+                    let given = labelled.filter(|l| l.is_valid(row)).map(|l| l.value(row).max(0) as u32);
+                    (points, given.unwrap_or(counted))
+                }));
             }
         }
         let column = |i: usize| detections.column(i);
@@ -395,6 +454,21 @@ impl RunEvaluation {
         let params = Params::default();
         let matching =
             coco::evaluate(image_index.len() as u32, categories.len() as u32, &ground_truth, &boxes, &params);
+        let detection_poses = detections
+            .column_by_name(slicetest_datasets::run::detections::KEYPOINTS_COLUMN)
+            .and_then(|c| c.as_string_opt::<i32>());
+        let found_poses: Vec<Option<Vec<f64>>> = rows
+            .iter()
+            .map(|&row| detection_poses.filter(|p| p.is_valid(row as usize)).and_then(|p| pose(p.value(row as usize))))
+            .collect();
+        let (keypoint_matching, keypoint_note) = keypoints::evaluate(
+            image_index.len() as u32,
+            &categories,
+            &ground_truth,
+            &object_poses,
+            &boxes,
+            &found_poses,
+        );
         let detection_masks = detections
             .column_by_name(slicetest_datasets::run::detections::SEGMENTATION_COLUMN)
             .and_then(|c| c.as_string_opt::<i32>());
@@ -449,6 +523,8 @@ impl RunEvaluation {
             matching,
             mask_matching,
             mask_note,
+            keypoint_matching,
+            keypoint_note,
             order,
             image_ids,
             image_index,
@@ -649,6 +725,16 @@ impl RunEvaluation {
                 class.mask_ap = Some(accumulated.category_ap(k, None)).filter(|&v| v > -1.0);
             }
         }
+        let mut keypoint_draws = Vec::new();
+        if let Some((poses, order)) = &self.keypoint_matching {
+            let accumulated = poses.accumulate_images(include);
+            metrics.keypoints = Some(keypoint_stats(&accumulated));
+            keypoint_draws = resampled_ap(poses, order, include);
+            metrics.keypoint_ap_interval = interval(&keypoint_draws, |d| d.0);
+            for (k, class) in metrics.classes.iter_mut().enumerate() {
+                class.keypoint_ap = Some(accumulated.category_ap(k, None)).filter(|&v| v > -1.0);
+            }
+        }
         if curves {
             metrics.pr_curves = self.pr_curves(&accumulated, &metrics.classes);
         }
@@ -658,15 +744,24 @@ impl RunEvaluation {
             let base_draws = b.resampled_ap(include);
             let base = coco_stats(&b.matching.accumulate_images(include)).ap;
             let boxes = map_change(metrics.coco.ap, base, &draws, &base_draws, alpha)?;
-            let mask = match (&self.mask_matching, &b.mask_matching) {
-                (Some(_), Some((masks, order))) => {
-                    let base = coco_stats(&masks.accumulate_images(include)).ap;
-                    let base_draws = resampled_ap(masks, order, include);
-                    map_change(metrics.mask.and_then(|m| m.ap), base, &mask_draws, &base_draws, alpha)
-                }
-                _ => None,
+            // The baseline's AP over its own masks or poses (all thresholds, area `all`, its
+            // largest max-detections: what `mask.ap` and `keypoints.ap` are).
+            let change = |ours: bool, theirs: &Option<(Matching, ScoreOrder)>, new_ap, draws: &[(f64, f64)]| {
+                let (matching, order) = theirs.as_ref().filter(|_| ours)?;
+                let accumulated = matching.accumulate_images(include);
+                let dets = *matching.params().max_dets.last().expect("not empty");
+                let base = Some(accumulated.summarize(true, None, "all", dets)).filter(|&v| v > -1.0);
+                map_change(new_ap, base, draws, &resampled_ap(matching, order, include), alpha)
             };
-            Some(DetectionRegression { boxes, mask })
+            let mask =
+                change(self.mask_matching.is_some(), &b.mask_matching, metrics.mask.and_then(|m| m.ap), &mask_draws);
+            let keypoints = change(
+                self.keypoint_matching.is_some(),
+                &b.keypoint_matching,
+                metrics.keypoints.and_then(|k| k.ap),
+                &keypoint_draws,
+            );
+            Some(DetectionRegression { boxes, mask, keypoints })
         });
         (metrics, regression)
     }
@@ -719,6 +814,7 @@ impl RunEvaluation {
                 ap50: defined(accumulated.category_ap(k, Some(0.5))),
                 ap75: defined(accumulated.category_ap(k, Some(0.75))),
                 mask_ap: None,
+                keypoint_ap: None,
                 counts: per_class[k],
             })
             .collect();
@@ -730,12 +826,15 @@ impl RunEvaluation {
             ap_interval: interval(draws, |d| d.0),
             ap50_interval: interval(draws, |d| d.1),
             mask_ap_interval: None,
+            keypoint_ap_interval: None,
             images: include.iter().filter(|&&i| i).count() as u64,
             objects: objects.iter().sum(),
             detections,
             coco,
             mask: None,
             mask_note: self.mask_note.clone(),
+            keypoints: None,
+            keypoint_note: self.keypoint_note.clone(),
             classes,
             iou: OPERATING_IOU,
             score_threshold: self.score_threshold,
@@ -815,6 +914,30 @@ fn coco_stats(a: &Accumulated) -> CocoStats {
         ar50: v(a.summarize(false, Some(0.5), "all", 100)),
         ar75: v(a.summarize(false, Some(0.75), "all", 100)),
     }
+}
+
+fn keypoint_stats(a: &Accumulated) -> KeypointStats {
+    let s = a.keypoint_stats();
+    let v = |x: f64| (x > -1.0).then_some(x);
+    KeypointStats {
+        ap: v(s[0]),
+        ap50: v(s[1]),
+        ap75: v(s[2]),
+        ap_medium: v(s[3]),
+        ap_large: v(s[4]),
+        ar: v(s[5]),
+        ar50: v(s[6]),
+        ar75: v(s[7]),
+        ar_medium: v(s[8]),
+        ar_large: v(s[9]),
+    }
+}
+
+/// A stored pose (`[x1, y1, v1, …]` as JSON). Both sides were checked when they were
+/// stored (the ingest's, the upload's), so a failure here means a file changed under its
+/// hash check; it reads as no pose.
+fn pose(json: &str) -> Option<Vec<f64>> {
+    serde_json::from_str(json).ok()
 }
 
 /// The score threshold with the best micro F1 over the whole run (detections at or above
