@@ -1,14 +1,15 @@
 """COCO bbox evaluation by a Python peer on the same files, for bench-detection (and
-mask evaluation, `--segm`, for bench-masks).
+mask evaluation, `--segm`, for bench-masks; keypoint evaluation, `--keypoints`, for
+bench-keypoints).
 
-usage: coco_eval_peer.py pycocotools|faster INSTANCES RESULTS [IMAGE_IDS_FILE] [--segm]
+usage: coco_eval_peer.py pycocotools|faster INSTANCES RESULTS [IMAGE_IDS_FILE] [--segm|--keypoints]
 
 With --segm the results' boxes are dropped before `loadRes`, as Detectron2 does before a
 `segm` evaluation, so a detection's area is its mask's.
 
 Loads both files (not timed), then times evaluate() + accumulate() + summarize() in CPU
 seconds (time.process_time, all threads) and wall seconds; prints one JSON object with
-the times, the 12 stats and the peak resident memory of the process.
+the times, the 12 stats (10 for keypoints) and the peak resident memory of the process.
 """
 
 import contextlib
@@ -19,7 +20,8 @@ import sys
 import time
 
 segm = "--segm" in sys.argv
-argv = [a for a in sys.argv if a != "--segm"]
+keypoints = "--keypoints" in sys.argv
+argv = [a for a in sys.argv if a not in ("--segm", "--keypoints")]
 peer, instances, results = argv[1:4]
 image_ids = json.load(open(argv[4])) if len(argv) > 4 else None
 if segm:
@@ -41,7 +43,7 @@ with contextlib.redirect_stdout(io.StringIO()):
             pass
     gt = COCO(instances)
     dt = gt.loadRes(results)
-    ev = COCOeval(gt, dt, "segm" if segm else "bbox")
+    ev = COCOeval(gt, dt, "segm" if segm else "keypoints" if keypoints else "bbox")
     if image_ids is not None:
         ev.params.imgIds = sorted(image_ids)
     cpu, wall = time.process_time(), time.perf_counter()
