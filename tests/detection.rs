@@ -508,6 +508,41 @@ fn ultralytics_coco_keeps_cocos_category_ids() {
     }
 }
 
+/// An Ultralytics pose dataset (`kpt_shape`): its label lines' keypoints are the objects'
+/// poses, in pixels, with 0.53 of the box as their area (Ultralytics' OKS), and a pose
+/// model's `predictions.json` is scored on them.
+#[test]
+fn a_yolo_pose_dataset_gives_its_people_poses() {
+    let s = setup();
+    let d = s.src.join("pose");
+    write_image(&d.join("images/val/a.png"), 200, 100, 1);
+    std::fs::create_dir_all(d.join("labels/val")).unwrap();
+    // A person box 40 × 40 px; its first keypoint visible, its second unlabelled.
+    std::fs::write(d.join("labels/val/a.txt"), "0 0.5 0.5 0.2 0.4 0.45 0.4 2 0 0 0\n").unwrap();
+    std::fs::write(d.join("pose.yaml"), "path: .\nval: images/val\nkpt_shape: [2, 3]\nnames: [person]\n").unwrap();
+    ok(&s.ws, &["ingest", "-d", "pose", "--quiet", d.join("pose.yaml").to_str().unwrap()]);
+    assert_eq!(
+        sql_csv(&s.ws, "SELECT keypoints, num_keypoints, round(area, 6) AS area FROM objects"),
+        "keypoints,num_keypoints,area\n\"[90.0,40.0,2.0,0.0,0.0,0.0]\",1,848.0\n"
+    );
+    let saved = s.src.join("predictions.json");
+    std::fs::write(
+        &saved,
+        r#"[{"image_id": "a", "category_id": 1, "bbox": [80, 30, 40, 40], "score": 0.9,
+             "keypoints": [90, 40, 0.9, 150, 90, 0.2]}]"#,
+    )
+    .unwrap();
+    let out = upload(&s.ws, "pose", &saved, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json(&s.ws, &["report", "--run", "pose", "--format", "json"]);
+    let ap = report["overall"]["detection"]["keypoints"]["ap"].as_f64().unwrap();
+    assert!(close(ap, 1.0), "{ap}");
+    // A line whose length is not kpt_shape's refuses the ingest, naming it.
+    std::fs::write(d.join("labels/val/a.txt"), "0 0.5 0.5 0.2 0.4 0.45 0.4 2\n").unwrap();
+    let err = fails(&s.ws, &["ingest", "-d", "pose2", "--quiet", d.join("pose.yaml").to_str().unwrap()]);
+    assert!(err.contains("labels/val/a.txt line 1: 7 numbers after the class: a pose line is cx cy w h"), "{err}");
+}
+
 /// Writes a ZIP archive of `(path in the archive, text)` files, deflated.
 fn write_zip(path: &Path, files: &[(String, String)]) {
     use std::io::Write;

@@ -204,8 +204,13 @@ pub fn check_boxes(
     Err(rejected(source, &headline, problems, 20))
 }
 
+/// The share of a person's box its segment covers in Ultralytics' OKS (`area = w * h *
+/// 0.53`): the area of a pose from YOLO labels, which have no segment.
+const POSE_AREA_OF_BOX: f64 = 0.53;
+
 /// A normalized object (see [`ImportedObjects::normalized`]) in pixels of its
-/// `width` × `height` image; a polygon's area is its mask's, as COCO's areas are.
+/// `width` × `height` image; a polygon's area is its mask's, as COCO's areas are, and a
+/// pose's [`POSE_AREA_OF_BOX`] of its box's.
 fn in_pixels(object: &ImportedObject, width: u32, height: u32) -> ImportedObject {
     let (w, h) = (f64::from(width), f64::from(height));
     let [x0, y0, bw, bh] = object.bbox;
@@ -217,6 +222,15 @@ fn in_pixels(object: &ImportedObject, width: u32, height: u32) -> ImportedObject
         object.area = segmentation.to_mask(height, width).ok().map(|mask| mask.area() as f64);
         let json = serde_json::to_string(&polygons).expect("numbers serialise");
         object.extra.insert(SEGMENTATION_COLUMN.to_string(), serde_json::Value::String(json));
+    }
+    let keypoints = object.extra.get(KEYPOINTS_COLUMN).and_then(|v| v.as_str());
+    if let Some(Ok(mut points)) = keypoints.map(serde_json::from_str::<Vec<f64>>) {
+        for point in points.chunks_mut(3) {
+            (point[0], point[1]) = (point[0] * w, point[1] * h);
+        }
+        object.area = Some(object.bbox[2] * object.bbox[3] * POSE_AREA_OF_BOX);
+        let json = serde_json::to_string(&points).expect("numbers serialise");
+        object.extra.insert(KEYPOINTS_COLUMN.to_string(), serde_json::Value::String(json));
     }
     object
 }

@@ -11,8 +11,10 @@
 //!   and the extension into `.txt`; no label file means no objects;
 //! - a label line is `class cx cy w h` (a box by its centre, as fractions of the image's
 //!   width and height) or `class x1 y1 x2 y2 …` (a polygon of 3 or more points, whose
-//!   extent is the box); with `kpt_shape` in the yaml (pose), the first five numbers are
-//!   the box. Repeated lines in a file are kept once.
+//!   extent is the box); with `kpt_shape: [K, D]` in the yaml (pose), a line is the box
+//!   and K keypoints of D numbers (`x y`, or `x y visibility`), kept as the object's COCO
+//!   `keypoints` with an area of 0.53 × the box's, the share Ultralytics' OKS takes for a
+//!   person's segment. Repeated lines in a file are kept once.
 //!
 //! `image_id` is the image's path relative to the dataset folder, `split` the yaml key
 //! that listed it. A class index `k` is named `names[k]` and numbered as Ultralytics
@@ -30,7 +32,9 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 use super::{Candidate, CandidateSet, ImportOptions, OUTSIDE_HINT_ROOT, Rejection, canonical_root, relative_id};
 use crate::error::{DatasetError, Result};
-use crate::objects::{Category, ImportedObject, ImportedObjects, SEGMENTATION_COLUMN};
+use crate::objects::{
+    Category, ImportedObject, ImportedObjects, KEYPOINTS_COLUMN, NUM_KEYPOINTS_COLUMN, SEGMENTATION_COLUMN,
+};
 use crate::probe::has_image_extension;
 
 /// The split keys of a `data.yaml`, in the order their images are listed.
@@ -82,7 +86,7 @@ pub(super) fn gather(yaml: &Path, options: &ImportOptions) -> Result<CandidateSe
         return Err(bad("a YOLO data.yaml is a mapping with names and train / val / test".into()));
     };
     let names = class_names(doc).map_err(&bad)?;
-    let pose = !doc["kpt_shape"].is_badvalue() && !doc["kpt_shape"].is_null();
+    let pose = keypoint_shape(doc).map_err(&bad)?;
     let yaml_dir = yaml.parent().map(Path::to_path_buf).unwrap_or_default();
     let yaml_dir = if yaml_dir.as_os_str().is_empty() { PathBuf::from(".") } else { yaml_dir };
     let root_dir = match (&options.root, doc["path"].as_str()) {
@@ -155,11 +159,17 @@ pub(super) fn gather(yaml: &Path, options: &ImportOptions) -> Result<CandidateSe
         let Ok(text) = std::fs::read_to_string(label_file) else { continue }; // no labels: background
         let shown = relative_id(&root, label_file).unwrap_or_else(|| label_file.display().to_string());
         for object in read_labels(&text, &ids, pose, &shown, &mut problems) {
-            let LabelObject { category_id, bbox, polygon, position } = object;
+            let LabelObject { category_id, bbox, polygon, keypoints, position } = object;
             let mut extra = std::collections::BTreeMap::new();
             if let Some(polygon) = polygon {
                 let json = serde_json::to_string(&[polygon]).expect("numbers serialise");
                 extra.insert(SEGMENTATION_COLUMN.to_string(), serde_json::Value::String(json));
+            }
+            if let Some(keypoints) = keypoints {
+                let labelled = keypoints.iter().skip(2).step_by(3).filter(|&&v| v > 0.0).count();
+                let json = serde_json::to_string(&keypoints).expect("numbers serialise");
+                extra.insert(KEYPOINTS_COLUMN.to_string(), serde_json::Value::String(json));
+                extra.insert(NUM_KEYPOINTS_COLUMN.to_string(), serde_json::Value::from(labelled));
             }
             objects.push(ImportedObject {
                 image_id: candidate.image_id.clone(),
@@ -190,6 +200,39 @@ pub(super) fn gather(yaml: &Path, options: &ImportOptions) -> Result<CandidateSe
     };
     super::attach_objects(&mut set, objects)?;
     Ok(set)
+}
+
+/// A pose dataset's `kpt_shape: [K, D]`: K keypoints of D numbers each (2: `x y`, 3: `x y
+/// visibility`); None for a dataset without one.
+fn keypoint_shape(doc: &Yaml) -> std::result::Result<Option<(usize, usize)>, String> {
+    let shape = &doc["kpt_shape"];
+    if shape.is_badvalue() || shape.is_null() {
+        return Ok(None);
+    }
+    let numbers: Option<Vec<i64>> = shape.as_vec().map(|v| v.iter().filter_map(Yaml::as_i64).collect());
+    match numbers.as_deref() {
+        Some(&[k, d]) if k > 0 && (d == 2 || d == 3) => Ok(Some((k as usize, d as usize))),
+        _ => Err(format!("kpt_shape must be [keypoints, 2 or 3] (Ultralytics' pose datasets: [17, 3]), got {shape:?}")),
+    }
+}
+
+/// A pose label's keypoints (fractions, `D` numbers each) as COCO's triples, still
+/// fractions: with `x y` only (D = 2) a point is labelled (visibility 2) unless it is
+/// `0 0`, as Ultralytics writes an unlabelled one.
+fn coco_keypoints(values: &[f64], dims: usize) -> Vec<f64> {
+    values
+        .chunks(dims)
+        .flat_map(|p| {
+            let v = if dims == 3 {
+                p[2]
+            } else if p[0] == 0.0 && p[1] == 0.0 {
+                0.0
+            } else {
+                2.0
+            };
+            [p[0], p[1], v]
+        })
+        .collect()
 }
 
 /// `names` as a list (`[person, car]`) or a mapping from class index (`{0: person}`),
@@ -319,12 +362,21 @@ struct LabelObject {
     bbox: [f64; 4],
     /// The polygon's points as fractions, `x1, y1, x2, y2, …`.
     polygon: Option<Vec<f64>>,
+    /// A pose's keypoints as COCO's triples `x, y, visibility`, the points as fractions.
+    keypoints: Option<Vec<f64>>,
     position: String,
 }
 
-/// The objects of one label file, class `k` given category id `ids[k]`; each bad line is
-/// a problem naming the file and line.
-fn read_labels(text: &str, ids: &[i64], pose: bool, file: &str, problems: &mut Vec<String>) -> Vec<LabelObject> {
+/// The objects of one label file, class `k` given category id `ids[k]`, with keypoints of
+/// `pose` (`kpt_shape`) where the dataset has them; each bad line is a problem naming the
+/// file and line.
+fn read_labels(
+    text: &str,
+    ids: &[i64],
+    pose: Option<(usize, usize)>,
+    file: &str,
+    problems: &mut Vec<String>,
+) -> Vec<LabelObject> {
     let mut objects = Vec::new();
     let mut seen = HashSet::new();
     for (n, line) in text.lines().enumerate() {
@@ -345,16 +397,34 @@ fn read_labels(text: &str, ids: &[i64], pose: bool, file: &str, problems: &mut V
             continue;
         }
         let values = &numbers[1..];
-        // A pose line's keypoints carry a visibility (0, 1, 2) after each point: only its
-        // box is read.
-        let checked = if pose { &values[..values.len().min(4)] } else { values };
-        if let Some(v) = checked.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+        if let Some((count, dims)) = pose
+            && values.len() != 4 + count * dims
+        {
+            problems.push(format!(
+                "{at}: {} numbers after the class: a pose line is cx cy w h and kpt_shape's {count} keypoints of \
+                 {dims} numbers ({})",
+                values.len(),
+                4 + count * dims
+            ));
+            continue;
+        }
+        // A pose line's keypoints carry a visibility (0, 1, 2) after each point, which is
+        // not a fraction.
+        let is_coordinate = |i: usize| pose.is_none_or(|(_, dims)| i < 4 || (i - 4) % dims < 2);
+        if let Some(v) = values
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| is_coordinate(i))
+            .map(|(_, v)| v)
+            .find(|v| !(0.0..=1.0).contains(*v))
+        {
             problems.push(format!(
                 "{at}: {v} is not a fraction in [0, 1]: YOLO labels are fractions of the image's width and height"
             ));
             continue;
         }
-        let (bbox, polygon) = if values.len() == 4 || (pose && values.len() > 4) {
+        let keypoints = pose.map(|(_, dims)| coco_keypoints(&values[4..], dims));
+        let (bbox, polygon) = if values.len() == 4 || pose.is_some() {
             (centre_box([values[0], values[1], values[2], values[3]]), None)
         } else if values.len() >= 6 && values.len() % 2 == 0 {
             (polygon_box(values), Some(values.to_vec()))
@@ -365,7 +435,7 @@ fn read_labels(text: &str, ids: &[i64], pose: bool, file: &str, problems: &mut V
             ));
             continue;
         };
-        objects.push(LabelObject { category_id: ids[class as usize], bbox, polygon, position: at });
+        objects.push(LabelObject { category_id: ids[class as usize], bbox, polygon, keypoints, position: at });
     }
     objects
 }
@@ -408,7 +478,7 @@ mod tests {
         let ids = [1, 2];
         let mut problems = Vec::new();
         let text = "0 0.5 0.5 0.2 0.4\n1 0.1 0.1 0.3 0.1 0.2 0.6\n\n0 0.5 0.5 0.2 0.4\n";
-        let objects = read_labels(text, &ids, false, "labels/x.txt", &mut problems);
+        let objects = read_labels(text, &ids, None, "labels/x.txt", &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         // The repeated line is kept once, as Ultralytics keeps it.
         assert_eq!(objects.len(), 2);
@@ -418,17 +488,32 @@ mod tests {
         assert_eq!(polygon.bbox, [0.1, 0.1, 0.3 - 0.1, 0.6 - 0.1]);
         assert_eq!(polygon.polygon.as_deref(), Some(&[0.1, 0.1, 0.3, 0.1, 0.2, 0.6][..]));
         assert_eq!(polygon.position, "labels/x.txt line 2");
-        // A pose line: the box, then keypoints with visibilities.
-        let pose = read_labels("0 0.5 0.5 0.2 0.2 0.45 0.5 2 0.55 0.5 1\n", &ids, true, "p.txt", &mut problems);
+        // A pose line: the box, then keypoints with visibilities; or without (kpt_shape
+        // [K, 2]), where 0 0 is an unlabelled point.
+        let pose = read_labels("0 0.5 0.5 0.2 0.2 0.45 0.5 2 0.55 0.5 1\n", &ids, Some((2, 3)), "p.txt", &mut problems);
         assert_eq!((pose[0].bbox, pose[0].polygon.is_none()), ([0.4, 0.4, 0.2, 0.2], true));
+        assert_eq!(pose[0].keypoints.as_deref(), Some(&[0.45, 0.5, 2.0, 0.55, 0.5, 1.0][..]));
+        let pose = read_labels("0 0.5 0.5 0.2 0.2 0.45 0.5 0 0\n", &ids, Some((2, 2)), "p.txt", &mut problems);
+        assert_eq!(pose[0].keypoints.as_deref(), Some(&[0.45, 0.5, 2.0, 0.0, 0.0, 0.0][..]));
         assert!(problems.is_empty(), "{problems:?}");
         read_labels(
-            "2 0.5 0.5 0.1 0.1\n0 50 60 10 10\n0 0.5 0.5 0.1\nx 1 2 3 4\n",
+            "0 0.5 0.5 0.2 0.2 0.45 0.5 2\n0 0.5 0.5 0.2 0.2 1.5 0.5 2\n",
             &ids,
-            false,
-            "y.txt",
+            Some((1, 3)),
+            "p.txt",
             &mut problems,
         );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("p.txt line 2: 1.5 is not a fraction"), "{problems:?}");
+        problems.clear();
+        read_labels("0 0.5 0.5 0.2 0.2 0.45 0.5\n", &ids, Some((1, 3)), "p.txt", &mut problems);
+        assert_eq!(
+            problems,
+            ["p.txt line 1: 6 numbers after the class: a pose line is cx cy w h and kpt_shape's 1 keypoints of 3 \
+              numbers (7)"]
+        );
+        problems.clear();
+        read_labels("2 0.5 0.5 0.1 0.1\n0 50 60 10 10\n0 0.5 0.5 0.1\nx 1 2 3 4\n", &ids, None, "y.txt", &mut problems);
         assert_eq!(
             problems,
             [

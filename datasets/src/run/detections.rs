@@ -143,7 +143,7 @@ pub fn is_detection_table(batch: &RecordBatch) -> bool {
 }
 
 /// Whether a `.json` upload is a COCO results list: a list with a record that has a
-/// `bbox`. A list without one is classification records (or segmentation masks, which
+/// `bbox` or `keypoints` ([`Probe`]). A list without one is classification records (or segmentation masks, which
 /// [`super::mask_results::is_mask_results`] finds first).
 pub(crate) fn has_boxes(bytes: &[u8]) -> std::result::Result<bool, String> {
     let list: Vec<Probe> = serde_json::from_slice(bytes).map_err(|e| {
@@ -392,7 +392,7 @@ fn json_lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
 }
 
 /// Whether a JSON-lines upload holds COCO results: a line that is a record with a
-/// `bbox`. Other JSON lines are a table of classification predictions (or a file that is
+/// `bbox` or `keypoints`. Other JSON lines are a table of classification predictions (or a file that is
 /// not JSON lines, which the table reader names).
 pub(crate) fn json_lines_have_boxes(bytes: &[u8]) -> bool {
     json_lines(bytes).any(|(_, line)| serde_json::from_slice::<Probe>(line).is_ok_and(|p| p.is_detection()))
