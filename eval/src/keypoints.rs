@@ -60,6 +60,12 @@ pub fn oks(detected: &[f64], truth: &[f64], truth_box: &[f64; 4], truth_area: f6
     pairwise_sum(&terms) / terms.len() as f64
 }
 
+/// How many keypoints of a labelled pose (`[x1, y1, v1, …]`) are labelled (`v > 0`): COCO's
+/// `num_keypoints`, for a file that does not give it.
+pub fn labelled_count(points: &[f64]) -> u32 {
+    points.iter().skip(2).step_by(3).filter(|&&v| v > 0.0).count() as u32
+}
+
 /// A labelled pose for [`KeypointOverlap`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TruthKeypoints<'a> {

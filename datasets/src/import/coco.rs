@@ -330,7 +330,7 @@ fn keypoint_columns(
     if !points.len().is_multiple_of(3) || points.iter().any(|v| !v.is_finite()) {
         return Err(format!("\"keypoints\" must be finite (x, y, visibility) triples, got {} numbers", points.len()));
     }
-    let visible = points.iter().skip(2).step_by(3).filter(|&&v| v > 0.0).count() as i64;
+    let visible = i64::from(slicetest_eval::keypoints::labelled_count(&points));
     let labelled = match num_keypoints {
         None => visible,
         Some(value) => value

@@ -166,7 +166,7 @@ pub(super) fn gather(yaml: &Path, options: &ImportOptions) -> Result<CandidateSe
                 extra.insert(SEGMENTATION_COLUMN.to_string(), serde_json::Value::String(json));
             }
             if let Some(keypoints) = keypoints {
-                let labelled = keypoints.iter().skip(2).step_by(3).filter(|&&v| v > 0.0).count();
+                let labelled = slicetest_eval::keypoints::labelled_count(&keypoints);
                 let json = serde_json::to_string(&keypoints).expect("numbers serialise");
                 extra.insert(KEYPOINTS_COLUMN.to_string(), serde_json::Value::String(json));
                 extra.insert(NUM_KEYPOINTS_COLUMN.to_string(), serde_json::Value::from(labelled));

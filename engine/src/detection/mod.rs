@@ -423,7 +423,7 @@ impl RunEvaluation {
                 object_boxes.push(o.bbox);
                 object_masks.push(masks.filter(|m| m.is_valid(row)).map(|m| m.value(row)));
                 object_poses.push(poses.filter(|p| p.is_valid(row)).and_then(|p| pose(p.value(row))).map(|points| {
-                    let counted = points.iter().skip(2).step_by(3).filter(|&&v| v > 0.0).count() as u32;
+                    let counted = slicetest_eval::keypoints::labelled_count(&points);
                     let given = labelled.filter(|l| l.is_valid(row)).map(|l| l.value(row).max(0) as u32);
                     (points, given.unwrap_or(counted))
                 }));
