@@ -8,10 +8,8 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::time::Instant;
-
 use anyhow::Context;
-use slicetest_bench::{cpu_seconds, median, python_json, stats_agreement};
+use slicetest_bench::{compare_with_coco_peers, python_json};
 use slicetest_eval::coco::{Params, evaluate_with};
 use slicetest_eval::coco_files;
 use slicetest_eval::keypoints::{KeypointOverlap, TruthKeypoints};
@@ -48,10 +46,9 @@ fn main() -> anyhow::Result<()> {
         let truth: Vec<(Vec<f64>, u32)> =
             annotations.iter().map(|a| (points(a), a["num_keypoints"].as_u64().unwrap() as u32)).collect();
         let found: Vec<Vec<f64>> = dt.as_array().context("results")?.iter().map(points).collect();
-        let (mut ours, mut ours_wall, mut faster, mut faster_wall) = (vec![], vec![], vec![], vec![]);
-        let (mut pyco, mut stats, mut peer_stats) = (None, [0.0; 10], Vec::new());
-        for rep in 0..reps {
-            let (cpu, wall) = (cpu_seconds(), Instant::now());
+        let (images, categories) = (inputs.image_ids.len() as u32, inputs.category_ids.len() as u32);
+        let evaluation = || {
+            // Building the overlap is timed: it is part of scoring a run.
             let overlap = KeypointOverlap {
                 ground_truth: &inputs.ground_truth,
                 truth: truth.iter().map(|(points, labelled)| TruthKeypoints { points, labelled: *labelled }).collect(),
@@ -59,39 +56,17 @@ fn main() -> anyhow::Result<()> {
                 detected: found.iter().map(Vec::as_slice).collect(),
             };
             let matching = evaluate_with(
-                inputs.image_ids.len() as u32,
-                inputs.category_ids.len() as u32,
+                images,
+                categories,
                 &inputs.ground_truth,
                 &inputs.detections,
                 &Params::keypoints(),
                 &overlap,
             );
-            stats = matching.accumulate().keypoint_stats();
-            ours_wall.push(wall.elapsed().as_secs_f64());
-            ours.push(cpu_seconds() - cpu);
-            let args = ["faster", gt_path.to_str().unwrap(), dt_path.to_str().unwrap(), "--keypoints"];
-            let f = python_json("coco_eval_peer.py", args, "faster-coco-eval")?;
-            faster.push(f["cpu_s"].as_f64().context("cpu_s")?);
-            faster_wall.push(f["wall_s"].as_f64().context("wall_s")?);
-            if rep == 0 {
-                let args = ["pycocotools", gt_path.to_str().unwrap(), dt_path.to_str().unwrap(), "--keypoints"];
-                let p = python_json("coco_eval_peer.py", args, "pycocotools")?;
-                pyco = Some((p["cpu_s"].as_f64().context("cpu_s")?, p["wall_s"].as_f64().context("wall_s")?));
-                peer_stats.push(("pycocotools", p["stats"].clone()));
-                peer_stats.push(("faster-coco-eval", f["stats"].clone()));
-            }
-        }
-        for (peer, theirs) in &peer_stats {
-            println!("  10 stats vs {peer}: {} (keypoint AP {:.4})", stats_agreement(&stats, theirs), stats[0]);
-        }
-        let (oc, ow) = (median(&mut ours), median(&mut ours_wall));
-        let (fc, fw) = (median(&mut faster), median(&mut faster_wall));
-        let (pc, pw) = pyco.context("pycocotools ran")?;
-        println!("  {:<20} {:>9} {:>9}", "keypoint evaluation", "CPU s", "wall s");
-        println!("  {:<20} {oc:>9.3} {ow:>9.3}", "slicetest");
-        println!("  {:<20} {fc:>9.3} {fw:>9.3}", "faster-coco-eval");
-        println!("  {:<20} {pc:>9.3} {pw:>9.3}", "pycocotools");
-        println!("  CPU ratio slicetest / faster-coco-eval = {:.3}; / pycocotools = {:.3}", oc / fc, oc / pc);
+            matching.accumulate().keypoint_stats().to_vec()
+        };
+        let labels = ("keypoint evaluation", "keypoint AP");
+        compare_with_coco_peers((&gt_path, &dt_path), "--keypoints", reps, labels, evaluation)?;
     }
     Ok(())
 }

@@ -93,6 +93,53 @@ where
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
+/// A COCO evaluation of ours timed against the Python peers on the same files, in the
+/// same run, interleaved: `ours` (returning its summary statistics) and faster-coco-eval
+/// every rep, pycocotools once (it is slow); `mode` is `coco_eval_peer.py`'s flag
+/// (`--segm`, `--keypoints`). Prints the statistics' agreement with both (headline `ap`
+/// named `ap_name`) and a CPU / wall table headed `what`, medians over the reps.
+pub fn compare_with_coco_peers(
+    (gt_path, dt_path): (&Path, &Path),
+    mode: &str,
+    reps: usize,
+    (what, ap_name): (&str, &str),
+    mut ours: impl FnMut() -> Vec<f64>,
+) -> anyhow::Result<()> {
+    let (mut ours_cpu, mut ours_wall, mut faster, mut faster_wall) = (vec![], vec![], vec![], vec![]);
+    let (mut pyco, mut stats, mut peer_stats) = (None, Vec::new(), Vec::new());
+    let peer = |name: &str, packages: &str| {
+        python_json("coco_eval_peer.py", [name, gt_path.to_str().unwrap(), dt_path.to_str().unwrap(), mode], packages)
+    };
+    for rep in 0..reps {
+        let (cpu, wall) = (cpu_seconds(), std::time::Instant::now());
+        stats = ours();
+        ours_wall.push(wall.elapsed().as_secs_f64());
+        ours_cpu.push(cpu_seconds() - cpu);
+        let f = peer("faster", "faster-coco-eval")?;
+        faster.push(f["cpu_s"].as_f64().context("cpu_s")?);
+        faster_wall.push(f["wall_s"].as_f64().context("wall_s")?);
+        if rep == 0 {
+            let p = peer("pycocotools", "pycocotools")?;
+            pyco = Some((p["cpu_s"].as_f64().context("cpu_s")?, p["wall_s"].as_f64().context("wall_s")?));
+            peer_stats.push(("pycocotools", p["stats"].clone()));
+            peer_stats.push(("faster-coco-eval", f["stats"].clone()));
+        }
+    }
+    for (peer, theirs) in &peer_stats {
+        let agreement = stats_agreement(&stats, theirs);
+        println!("  {} stats vs {peer}: {agreement} ({ap_name} {:.4})", stats.len(), stats[0]);
+    }
+    let (oc, ow) = (median(&mut ours_cpu), median(&mut ours_wall));
+    let (fc, fw) = (median(&mut faster), median(&mut faster_wall));
+    let (pc, pw) = pyco.context("pycocotools ran")?;
+    println!("  {what:<20} {:>9} {:>9}", "CPU s", "wall s");
+    println!("  {:<20} {oc:>9.3} {ow:>9.3}", "slicetest");
+    println!("  {:<20} {fc:>9.3} {fw:>9.3}", "faster-coco-eval");
+    println!("  {:<20} {pc:>9.3} {pw:>9.3}", "pycocotools");
+    println!("  CPU ratio slicetest / faster-coco-eval = {:.3}; / pycocotools = {:.3}", oc / fc, oc / pc);
+    Ok(())
+}
+
 /// DuckDB in a long-running Python process, so its runs can alternate with slicetest's.
 pub struct DuckDbPeer {
     child: std::process::Child,

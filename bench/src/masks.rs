@@ -10,10 +10,9 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use anyhow::Context;
-use slicetest_bench::{cpu_seconds, median, python_json, stats_agreement};
+use slicetest_bench::{compare_with_coco_peers, python_json};
 use slicetest_engine::detection::masks::MaskOverlap;
 use slicetest_eval::coco::{Params, evaluate_with};
 use slicetest_eval::coco_files;
@@ -68,44 +67,19 @@ fn main() -> anyhow::Result<()> {
             ground_truth: truth.iter().map(|(t, s)| (t.as_str(), *s)).collect(),
             detections: found.iter().map(|(t, s)| (t.as_str(), *s)).collect(),
         };
-        let (mut ours, mut ours_wall, mut faster, mut faster_wall) = (vec![], vec![], vec![], vec![]);
-        let (mut pyco, mut stats, mut peer_stats) = (None, [0.0; 12], Vec::new());
-        for rep in 0..reps {
-            let (cpu, wall) = (cpu_seconds(), Instant::now());
+        let (images, categories) = (inputs.image_ids.len() as u32, inputs.category_ids.len() as u32);
+        let evaluation = || {
             let matching = evaluate_with(
-                inputs.image_ids.len() as u32,
-                inputs.category_ids.len() as u32,
+                images,
+                categories,
                 &inputs.ground_truth,
                 &inputs.detections,
                 &Params::default(),
                 &overlap,
             );
-            stats = matching.accumulate().stats();
-            ours_wall.push(wall.elapsed().as_secs_f64());
-            ours.push(cpu_seconds() - cpu);
-            let args = ["faster", gt_path.to_str().unwrap(), dt_path.to_str().unwrap(), "--segm"];
-            let f = python_json("coco_eval_peer.py", args, "faster-coco-eval")?;
-            faster.push(f["cpu_s"].as_f64().context("cpu_s")?);
-            faster_wall.push(f["wall_s"].as_f64().context("wall_s")?);
-            if rep == 0 {
-                let args = ["pycocotools", gt_path.to_str().unwrap(), dt_path.to_str().unwrap(), "--segm"];
-                let p = python_json("coco_eval_peer.py", args, "pycocotools")?;
-                pyco = Some((p["cpu_s"].as_f64().context("cpu_s")?, p["wall_s"].as_f64().context("wall_s")?));
-                peer_stats.push(("pycocotools", p["stats"].clone()));
-                peer_stats.push(("faster-coco-eval", f["stats"].clone()));
-            }
-        }
-        for (peer, theirs) in &peer_stats {
-            println!("  12 stats vs {peer}: {} (mask AP {:.4})", stats_agreement(&stats, theirs), stats[0]);
-        }
-        let (oc, ow) = (median(&mut ours), median(&mut ours_wall));
-        let (fc, fw) = (median(&mut faster), median(&mut faster_wall));
-        let (pc, pw) = pyco.context("pycocotools ran")?;
-        println!("  {:<18} {:>9} {:>9}", "segm evaluation", "CPU s", "wall s");
-        println!("  {:<18} {oc:>9.3} {ow:>9.3}", "slicetest");
-        println!("  {:<18} {fc:>9.3} {fw:>9.3}", "faster-coco-eval");
-        println!("  {:<18} {pc:>9.3} {pw:>9.3}", "pycocotools");
-        println!("  CPU ratio slicetest / faster-coco-eval = {:.3}; / pycocotools = {:.3}", oc / fc, oc / pc);
+            matching.accumulate().stats().to_vec()
+        };
+        compare_with_coco_peers((&gt_path, &dt_path), "--segm", reps, ("segm evaluation", "mask AP"), evaluation)?;
     }
     Ok(())
 }
