@@ -150,6 +150,14 @@ pub const KEYPOINTS_COLUMN: &str = "keypoints";
 /// `num_keypoints`): a person with none is ignored by keypoint AP.
 pub const NUM_KEYPOINTS_COLUMN: &str = "num_keypoints";
 
+/// Puts a pose in an object's extra columns: its keypoints as compact JSON and how many
+/// are labelled (the two columns above).
+pub(crate) fn insert_pose(extra: &mut BTreeMap<String, serde_json::Value>, points: &[f64], labelled: i64) {
+    let json = serde_json::to_string(points).expect("numbers serialise");
+    extra.insert(KEYPOINTS_COLUMN.to_string(), serde_json::Value::String(json));
+    extra.insert(NUM_KEYPOINTS_COLUMN.to_string(), serde_json::Value::from(labelled));
+}
+
 /// The schema of the fixed columns ([`OBJECT_COLUMNS`]).
 pub fn objects_schema() -> SchemaRef {
     Arc::new(Schema::new(

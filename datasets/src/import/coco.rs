@@ -292,10 +292,9 @@ fn objects(
             extra.insert(SEGMENTATION_COLUMN.to_string(), serde_json::Value::String(segmentation.to_string()));
         }
         if let Some(keypoints) = &ann.keypoints {
-            let (text, labelled) =
-                keypoint_columns(keypoints, ann.num_keypoints.as_ref()).map_err(|e| bad(format!("{position}: {e}")))?;
-            extra.insert(KEYPOINTS_COLUMN.to_string(), serde_json::Value::String(text));
-            extra.insert(NUM_KEYPOINTS_COLUMN.to_string(), serde_json::Value::from(labelled));
+            let (points, labelled) =
+                checked_pose(keypoints, ann.num_keypoints.as_ref()).map_err(|e| bad(format!("{position}: {e}")))?;
+            crate::objects::insert_pose(&mut extra, &points, labelled);
         }
         objects.push(ImportedObject {
             image_id: image_id.to_string(),
@@ -318,13 +317,13 @@ fn objects(
     }))
 }
 
-/// An annotation's pose as stored: its `keypoints` as compact JSON and its `num_keypoints`
-/// (counted from the visibility flags when the file has none). Checked here so that
-/// scoring never meets a pose it cannot read.
-fn keypoint_columns(
+/// An annotation's pose: its `keypoints` and its `num_keypoints` (counted from the
+/// visibility flags when the file has none). Checked here so that scoring never meets a
+/// pose it cannot read.
+fn checked_pose(
     keypoints: &serde_json::Value,
     num_keypoints: Option<&serde_json::Value>,
-) -> std::result::Result<(String, i64), String> {
+) -> std::result::Result<(Vec<f64>, i64), String> {
     let points: Vec<f64> = serde_json::from_value(keypoints.clone())
         .map_err(|_| format!("\"keypoints\" must be a list of numbers [x1, y1, v1, …], got {keypoints}"))?;
     if !points.len().is_multiple_of(3) || points.iter().any(|v| !v.is_finite()) {
@@ -339,7 +338,7 @@ fn keypoint_columns(
             .map(|v| v as i64)
             .ok_or_else(|| format!("\"num_keypoints\" must be a whole number, got {value}"))?,
     };
-    Ok((serde_json::to_string(&points).expect("numbers serialise"), labelled))
+    Ok((points, labelled))
 }
 
 /// The `coco_id` column of the candidates' extra columns, by row.

@@ -32,9 +32,7 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 use super::{Candidate, CandidateSet, ImportOptions, OUTSIDE_HINT_ROOT, Rejection, canonical_root, relative_id};
 use crate::error::{DatasetError, Result};
-use crate::objects::{
-    Category, ImportedObject, ImportedObjects, KEYPOINTS_COLUMN, NUM_KEYPOINTS_COLUMN, SEGMENTATION_COLUMN,
-};
+use crate::objects::{Category, ImportedObject, ImportedObjects, SEGMENTATION_COLUMN};
 use crate::probe::has_image_extension;
 
 /// The split keys of a `data.yaml`, in the order their images are listed.
@@ -167,9 +165,7 @@ pub(super) fn gather(yaml: &Path, options: &ImportOptions) -> Result<CandidateSe
             }
             if let Some(keypoints) = keypoints {
                 let labelled = slicetest_eval::keypoints::labelled_count(&keypoints);
-                let json = serde_json::to_string(&keypoints).expect("numbers serialise");
-                extra.insert(KEYPOINTS_COLUMN.to_string(), serde_json::Value::String(json));
-                extra.insert(NUM_KEYPOINTS_COLUMN.to_string(), serde_json::Value::from(labelled));
+                crate::objects::insert_pose(&mut extra, &keypoints, labelled.into());
             }
             objects.push(ImportedObject {
                 image_id: candidate.image_id.clone(),
